@@ -1,0 +1,283 @@
+//! Configuration: the TOML file, its embedded default, command-line
+//! overrides, and the checks that refuse an unsafe or inconsistent setup.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::journal::registry::{EventType, MAX_TYPE_LEN};
+
+/// The shipped `config.toml`, which is also the default when no file exists.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub log: Log,
+    pub limits: Limits,
+    pub sse: Sse,
+    pub http: Http,
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub admin_socket: String,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_type_len: usize,
+    pub max_actor_len: usize,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sse {
+    pub keepalive_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub strict: bool,
+    #[serde(default)]
+    pub types: Vec<EventType>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Hex SHA-256 of the bearer token.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Append,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn embedded_default() -> Config {
+        Config::parse(EMBEDDED_DEFAULT).expect("the embedded config.toml is valid")
+    }
+
+    /// Reads `path`, or `./config.toml` when no path is given and it exists,
+    /// or else the embedded default. Returns the config and where it came from.
+    pub fn load(path: Option<&Path>) -> Result<(Config, String), String> {
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.is_file()),
+        };
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("reading {}: {e}", p.display()))?;
+                let config = Config::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok((config, p.display().to_string()))
+            }
+            None => Ok((Config::embedded_default(), "embedded default".into())),
+        }
+    }
+
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(listen) = overrides.listen {
+            self.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.server.data_dir = dir.clone();
+        }
+        if let Some(socket) = &overrides.admin_socket {
+            self.server.admin_socket = socket.display().to_string();
+        }
+    }
+
+    pub fn admin_socket_path(&self) -> PathBuf {
+        if self.server.admin_socket.is_empty() {
+            self.server.data_dir.join("admin.sock")
+        } else {
+            PathBuf::from(&self.server.admin_socket)
+        }
+    }
+
+    /// Checks what the types alone cannot. Each message names the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.max_body_bytes == 0 {
+            return Err("limits.max_body_bytes must be positive".into());
+        }
+        if l.max_json_depth == 0 || l.max_json_depth > 128 {
+            return Err("limits.max_json_depth must be between 1 and 128".into());
+        }
+        if l.max_type_len == 0 || l.max_type_len > MAX_TYPE_LEN {
+            return Err(format!("limits.max_type_len must be between 1 and {MAX_TYPE_LEN}"));
+        }
+        if l.request_timeout_secs == 0 {
+            return Err("limits.request_timeout_secs must be positive".into());
+        }
+        if self.sse.keepalive_secs == 0 {
+            return Err("sse.keepalive_secs must be positive".into());
+        }
+        for origin in &self.http.cors_origins {
+            if origin != "*" && origin.parse::<axum::http::HeaderValue>().is_err() {
+                return Err(format!("http.cors_origins: {origin:?} is not a valid origin"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.auth.tokens {
+            if !names.insert(&t.name) {
+                return Err(format!("auth.tokens: the name {:?} is used twice", t.name));
+            }
+            if crate::hex::decode_array::<32>(&t.sha256).is_none() {
+                return Err(format!(
+                    "auth.tokens[{}].sha256 must be 64 hex digits (the SHA-256 of the token, not the token)",
+                    t.name
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(format!("auth.tokens[{}].scopes must not be empty", t.name));
+            }
+        }
+        if self.auth.tokens.is_empty() && !self.server.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without authentication: add API tokens under [auth] or listen on a loopback address such as 127.0.0.1",
+                self.server.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Creates `path` with mode 0600 (failing if it exists), writes `bytes` and
+/// syncs both the file and its directory.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates the data dir (mode 0700) if needed.
+pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_safe() {
+        let c = Config::embedded_default();
+        c.validate().unwrap();
+        assert!(c.server.listen.ip().is_loopback());
+        assert_eq!(c.sse.keepalive_secs, 15);
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert!(c.auth.tokens.is_empty());
+    }
+
+    #[test]
+    fn every_key_in_the_shipped_file_has_a_comment() {
+        let mut previous = "";
+        for line in EMBEDDED_DEFAULT.lines() {
+            let trimmed = line.trim();
+            if !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('[') {
+                assert!(previous.starts_with('#'), "key without a comment: {trimmed}");
+            }
+            if !trimmed.is_empty() {
+                previous = trimmed;
+            }
+        }
+    }
+
+    #[test]
+    fn public_listen_without_tokens_is_refused() {
+        let mut c = Config::embedded_default();
+        c.server.listen = "0.0.0.0:7411".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("without authentication"));
+        c.auth.tokens.push(TokenConfig {
+            name: "t".into(),
+            sha256: "ab".repeat(32),
+            scopes: vec![Scope::Read],
+        });
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = EMBEDDED_DEFAULT.replace("[sse]", "[sse]\nkeepalive = 3");
+        assert!(Config::parse(&text).unwrap_err().contains("keepalive"));
+    }
+}

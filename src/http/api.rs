@@ -1,0 +1,349 @@
+//! Journal routes: append, read, verify, list plans and types, and the SSE
+//! streams. Each handler validates, calls the journal, and shapes the answer.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::extract::{JsonBody, PlanId, Query};
+use super::problem::Problem;
+use crate::hex;
+use crate::journal::chain::{CanonicalPayload, canonical_json, check_numbers, sha256};
+use crate::journal::event::{Timestamp, parse_plan_id};
+use crate::journal::registry::{TypeFilter, validate_type_name};
+use crate::journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
+use crate::stream::follow::{Source, follow};
+use crate::stream::sse;
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Largest page a list call returns.
+const MAX_LIMIT: usize = 1000;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn event_types(State(state): State<AppState>) -> Json<Value> {
+    Json(json!(&*state.registry))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default = "empty_object")]
+    payload: Value,
+    #[serde(default)]
+    expected_seq: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// `POST /api/plans/{plan_id}/events`: 201 once the event is fsynced; 200 for
+/// an idempotent retry.
+pub async fn append(
+    State(state): State<AppState>,
+    PlanId(plan_id): PlanId,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let body: AppendBody = serde_json::from_value(body).map_err(|e| {
+        Problem::unprocessable("invalid-request", "Invalid append request", format!("{e}; expected {{type, actor?, payload?, expected_seq?}}"))
+    })?;
+    let limits = &state.limits;
+    validate_type_name(&body.event_type, limits.max_type_len).map_err(|e| {
+        Problem::unprocessable("invalid-type", "Invalid event type", format!("type {:?} {e}", body.event_type))
+    })?;
+    if !state.registry.accepts(&body.event_type) {
+        return Err(Problem::unprocessable(
+            "unknown-type",
+            "Unknown event type",
+            format!("type {:?} is not registered (see GET /api/event-types)", body.event_type),
+        ));
+    }
+    if let Some(actor) = &body.actor
+        && actor.chars().count() > limits.max_actor_len
+    {
+        return Err(Problem::unprocessable(
+            "invalid-actor",
+            "Invalid actor",
+            format!("actor is longer than {} characters", limits.max_actor_len),
+        ));
+    }
+    check_numbers(&body.payload).map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
+
+    let payload = CanonicalPayload::new(&body.payload);
+    let idempotency = idempotency_key.map(|key| {
+        // The fingerprint covers the request as normalized, so an omitted
+        // payload and an explicit {} are the same request.
+        let request = json!({
+            "type": body.event_type,
+            "actor": body.actor,
+            "payload_hash": hex::encode(&payload.hash),
+            "expected_seq": body.expected_seq,
+        });
+        Idempotency {
+            key,
+            fingerprint: sha256(canonical_json(&request).as_bytes()),
+        }
+    });
+    let request = AppendRequest {
+        plan_id,
+        event_type: body.event_type,
+        actor: body.actor,
+        payload,
+        expected_seq: body.expected_seq,
+        idempotency,
+    };
+    match state.store.append(request).await {
+        Ok(appended) if appended.replayed => {
+            let mut response = (StatusCode::OK, Json(&*appended.event)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Ok(appended) => Ok((StatusCode::CREATED, Json(&*appended.event)).into_response()),
+        Err(AppendError::SeqConflict { expected, head }) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "seq-conflict",
+            "Sequence conflict",
+            format!("expected_seq is {expected} but the plan's head is {head}"),
+        )
+        .with("expected_seq", expected)
+        .with("head_seq", head)),
+        Err(AppendError::IdempotencyConflict { seq }) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-conflict",
+            "Idempotency key reused",
+            "this Idempotency-Key was already used for a different request on this plan",
+        )
+        .with("seq", seq)),
+        Err(AppendError::Unavailable) => Err(Problem::unavailable("the journal is shutting down")),
+        Err(AppendError::Storage(e)) => Err(e.into()),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Problem::bad_request(
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_string()))
+}
+
+fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
+    json!({
+        "plan_id": plan_id,
+        "head_seq": head.last_seq,
+        "head_signature": hex::encode(&head.last_signature),
+        "count": head.count,
+        "first_at": Timestamp(head.first_at),
+        "last_at": Timestamp(head.last_at),
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::journal::store::StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("read task failed: {e}")))?
+        .map_err(Problem::from)
+}
+
+async fn plan_head(state: &AppState, plan_id: Uuid) -> Result<PlanHead, Problem> {
+    let store = state.store.clone();
+    blocking(move || store.head(&plan_id))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/plans`: plans in id order with their heads.
+pub async fn list_plans(State(state): State<AppState>, Query(q): Query<PlansQuery>) -> Result<Json<Value>, Problem> {
+    let limit = page_limit(q.limit)?;
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_plan_id(text).ok_or_else(|| {
+            Problem::bad_request("invalid-query", "Invalid query string", format!("after={text:?} is not a plan id"))
+        })?),
+    };
+    let store = state.store.clone();
+    let plans = blocking(move || store.plans(after, limit)).await?;
+    let next_after = (plans.len() == limit).then(|| plans.last().map(|(id, _)| *id)).flatten();
+    Ok(Json(json!({
+        "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+/// `GET /api/plans/{plan_id}`.
+pub async fn get_plan(State(state): State<AppState>, PlanId(plan_id): PlanId) -> Result<Json<Value>, Problem> {
+    let head = plan_head(&state, plan_id).await?;
+    Ok(Json(head_json(&plan_id, &head)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+    verify: Option<String>,
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    match limit.unwrap_or(100) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("limit={n} is out of range 1..={MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// `GET /api/plans/{plan_id}/events?after=&limit=&verify=1`.
+pub async fn list_events(
+    State(state): State<AppState>,
+    PlanId(plan_id): PlanId,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, Problem> {
+    let limit = page_limit(q.limit)?;
+    let verify = match q.verify.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("verify={other:?}: use 1 or 0"),
+            ));
+        }
+    };
+    plan_head(&state, plan_id).await?;
+    let store = state.store.clone();
+    let after = q.after;
+    let events = blocking(move || store.events(&plan_id, after, limit)).await?;
+    let mut body = json!({
+        "plan_id": plan_id,
+        "next_after": events.last().map_or(q.after, |e| e.seq),
+        "events": events,
+    });
+    if verify {
+        let store = state.store.clone();
+        let keyring = state.keyring.clone();
+        let report = blocking(move || store.verify_plan(&plan_id, &keyring)).await?;
+        let map = body.as_object_mut().expect("an object");
+        map.insert("chain_valid".into(), report.is_valid().into());
+        map.insert("broken_at".into(), json!(report.broken.map(|b| b.0)));
+        map.insert("broken_reason".into(), json!(report.broken.map(|b| b.1)));
+        map.insert("verified_count".into(), report.verified.into());
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    after: Option<u64>,
+    types: Option<String>,
+    // Read by the auth layer; accepted here so it is not an unknown key.
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+/// The resume cursor: `Last-Event-ID` wins over `?after=`; default 0.
+fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
+    match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Problem::bad_request("invalid-last-event-id", "Invalid Last-Event-ID", "Last-Event-ID must be a non-negative integer")
+            }),
+        None => Ok(after.unwrap_or(0)),
+    }
+}
+
+fn beyond_head(cursor: u64, head: u64) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "cursor-beyond-head",
+        "Cursor beyond head",
+        format!("the cursor {cursor} is beyond the head {head}: this journal never had that event"),
+    )
+    .with("cursor", cursor)
+    .with("head", head)
+}
+
+/// `GET /api/plans/{plan_id}/events/stream`: SSE, `id:` = seq.
+pub async fn stream_plan(
+    State(state): State<AppState>,
+    PlanId(plan_id): PlanId,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, Problem> {
+    let after = cursor(&headers, q.after)?;
+    if q.types.is_some() {
+        return Err(Problem::bad_request("invalid-query", "Invalid query string", "types= filters only the all-plans stream"));
+    }
+    // Subscribe before reading the head: see stream::follow.
+    let receiver = state.fanout.subscribe();
+    let store = state.store.clone();
+    let head = blocking(move || store.head(&plan_id)).await?.map_or(0, |h| h.last_seq);
+    if after > head {
+        return Err(beyond_head(after, head));
+    }
+    let followed = follow(state.store.clone(), receiver, Source::Plan(plan_id), after, state.shutdown.clone(), state.stream_stats.clone());
+    Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
+}
+
+/// `GET /api/events/stream?types=plan.*,step.>`: SSE over every plan, `id:` =
+/// store-wide position.
+pub async fn stream_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, Problem> {
+    let after = cursor(&headers, q.after)?;
+    let filter = TypeFilter::parse(q.types.as_deref().unwrap_or(""))
+        .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", format!("types: {e}")))?;
+    let receiver = state.fanout.subscribe();
+    let store = state.store.clone();
+    let head = blocking(move || store.last_position()).await?;
+    if after > head {
+        return Err(beyond_head(after, head));
+    }
+    let followed = follow(state.store.clone(), receiver, Source::All(filter), after, state.shutdown.clone(), state.stream_stats.clone());
+    Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
+}

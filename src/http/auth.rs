@@ -1,0 +1,152 @@
+//! Bearer-token authentication and scopes.
+//!
+//! Tokens are known only by their SHA-256; a presented token is hashed and
+//! compared in constant time against every known hash. With no tokens
+//! configured every request passes, which the config only allows on a
+//! loopback listen address.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::config::{Scope, TokenConfig};
+use crate::journal::chain::sha256;
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub hash: [u8; 32],
+    pub scopes: Vec<Scope>,
+}
+
+/// The tokens in force. Replaceable at run time (config reload, admin).
+#[derive(Debug, Default)]
+pub struct Tokens(RwLock<Arc<Vec<Token>>>);
+
+impl Tokens {
+    /// Builds the set from config entries, which `Config::validate` has checked.
+    pub fn from_config(entries: &[TokenConfig]) -> Tokens {
+        let tokens = entries
+            .iter()
+            .filter_map(|t| {
+                Some(Token {
+                    name: t.name.clone(),
+                    hash: crate::hex::decode_array(&t.sha256)?,
+                    scopes: t.scopes.clone(),
+                })
+            })
+            .collect();
+        Tokens(RwLock::new(Arc::new(tokens)))
+    }
+
+    pub fn replace(&self, tokens: Vec<Token>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+    }
+
+    pub fn current(&self) -> Arc<Vec<Token>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The token matching `presented`, checked against every entry so the
+    /// time taken does not depend on which one matched.
+    pub fn find(&self, presented: &str) -> Option<Token> {
+        let hash = sha256(presented.as_bytes());
+        let mut found = None;
+        for token in self.current().iter() {
+            if bool::from(token.hash.ct_eq(&hash)) {
+                found = Some(token.clone());
+            }
+        }
+        found
+    }
+}
+
+/// Middleware guarding a route group with one scope.
+pub async fn require(scope: Scope, state: AppState, req: Request, next: Next) -> Response {
+    match check(scope, &state, &req) {
+        Ok(()) => next.run(req).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+pub async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    require(Scope::Read, state, req, next).await
+}
+
+pub async fn require_append(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    require(Scope::Append, state, req, next).await
+}
+
+fn check(scope: Scope, state: &AppState, req: &Request) -> Result<(), Problem> {
+    if state.tokens.current().is_empty() {
+        return Ok(());
+    }
+    let presented = bearer(req).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            "send an API token as Authorization: Bearer <token>",
+        )
+    })?;
+    let token = state.tokens.find(&presented).ok_or_else(|| {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required", "the API token is not valid")
+    })?;
+    if !token.scopes.contains(&scope) {
+        let scope = match scope {
+            Scope::Read => "read",
+            Scope::Append => "append",
+        };
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!("the token {:?} lacks the {scope:?} scope", token.name),
+        )
+        .with("required_scope", scope));
+    }
+    Ok(())
+}
+
+/// The token from `Authorization: Bearer …`, or, on SSE routes only (where
+/// browsers' EventSource cannot set headers), from `?access_token=`.
+fn bearer(req: &Request) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+    }
+    if !req.uri().path().ends_with("/stream") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct AccessToken {
+        access_token: Option<String>,
+    }
+    axum::extract::Query::<AccessToken>::try_from_uri(req.uri())
+        .ok()?
+        .0
+        .access_token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tokens_by_hash() {
+        let tokens = Tokens::from_config(&[TokenConfig {
+            name: "ingest".into(),
+            sha256: crate::hex::encode(&sha256(b"s3cret")),
+            scopes: vec![Scope::Append],
+        }]);
+        assert_eq!(tokens.find("s3cret").unwrap().name, "ingest");
+        assert!(tokens.find("s3cre").is_none());
+    }
+}

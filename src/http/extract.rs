@@ -1,0 +1,153 @@
+//! Request extractors that fail with problem+json: a JSON body read under the
+//! configured size, time and depth limits, and a plan id from the path.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::journal::chain::json_depth;
+use crate::journal::event::parse_plan_id;
+
+/// A request body that is JSON, within `limits.max_body_bytes`, received
+/// within `limits.request_timeout_secs`, and at most `limits.max_json_depth`
+/// deep.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let limits = &state.limits;
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("the request body exceeds {} bytes", limits.max_body_bytes),
+            )
+            .with("max_body_bytes", limits.max_body_bytes)
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        let body = Limited::new(req.into_body(), limits.max_body_bytes);
+        let timeout = Duration::from_secs(limits.request_timeout_secs);
+        let bytes = match tokio::time::timeout(timeout, body.collect()).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request timeout",
+                    format!("the request body was not received within {}s", limits.request_timeout_secs),
+                ));
+            }
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Ok(Err(e)) => {
+                return Err(Problem::bad_request(
+                    "invalid-body",
+                    "Unreadable request body",
+                    format!("the request body could not be read: {e}"),
+                ));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        let too_deep = || {
+            Problem::bad_request(
+                "json-too-deep",
+                "JSON nested too deeply",
+                format!("the request body nests deeper than {} levels", limits.max_json_depth),
+            )
+        };
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            if e.to_string().contains("recursion limit") {
+                too_deep()
+            } else {
+                Problem::bad_request("invalid-json", "Malformed JSON", format!("the request body is not valid JSON: {e}"))
+            }
+        })?;
+        if json_depth(&value) > limits.max_json_depth {
+            return Err(too_deep());
+        }
+        Ok(JsonBody(value))
+    }
+}
+
+/// `application/json`, or any `application/<x>+json`, with optional parameters.
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The `{plan_id}` path segment, which must be a hyphenated UUID.
+pub struct PlanId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PlanId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text()))?;
+        parse_plan_id(&text).map(PlanId).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid-plan-id",
+                "Invalid plan id",
+                format!("{text:?} is not a UUID (expected the hyphenated form, like 0192f3a4-5b6c-7d8e-9f00-112233445566)"),
+            )
+        })
+    }
+}
+
+/// Query strings, parsed with errors as problem+json.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let ok = |v: &'static str| is_json(Some(&header::HeaderValue::from_static(v)));
+        assert!(ok("application/json"));
+        assert!(ok("application/json; charset=utf-8"));
+        assert!(ok("Application/JSON"));
+        assert!(ok("application/merge-patch+json"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/jsonp"));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,102 @@
+//! The HTTP API: routing, shared state, auth, CORS and request tracing.
+//! Handlers live in [`api`]; every error is a [`problem::Problem`].
+
+pub mod api;
+pub mod auth;
+pub mod extract;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Limits;
+use crate::journal::keys::Keyring;
+use crate::journal::registry::Registry;
+use crate::journal::store::Store;
+use crate::stream::{Fanout, StreamStats};
+use problem::Problem;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub registry: Arc<Registry>,
+    pub fanout: Fanout,
+    pub limits: Arc<Limits>,
+    pub tokens: Arc<auth::Tokens>,
+    pub keepalive: Duration,
+    pub shutdown: CancellationToken,
+    pub stream_stats: Arc<StreamStats>,
+}
+
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let read = Router::new()
+        .route("/api/event-types", get(api::event_types))
+        .route("/api/plans", get(api::list_plans))
+        .route("/api/plans/{plan_id}", get(api::get_plan))
+        .route("/api/plans/{plan_id}/events", get(api::list_events))
+        .route("/api/plans/{plan_id}/events/stream", get(api::stream_plan))
+        .route("/api/events/stream", get(api::stream_all))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_read));
+    let append = Router::new()
+        .route("/api/plans/{plan_id}/events", post(api::append))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_append));
+    let router = Router::new()
+        .route("/healthz", get(api::healthz))
+        .merge(read)
+        .merge(append)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route does not accept that method",
+            )
+        })
+        .with_state(state)
+        .layer(
+            // The span names the path but never the query, which may carry
+            // an access token.
+            TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        );
+    match cors(cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([HeaderName::from_static("idempotent-replayed")])
+            .max_age(Duration::from_secs(600)),
+    )
+}

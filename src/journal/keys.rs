@@ -1,0 +1,203 @@
+//! The HMAC keyring: which key signs new events, and every key that old
+//! events may have been signed with.
+//!
+//! A key is the UTF-8 bytes of a secret text. The signing key comes from the
+//! first of `LOGBOOK_HMAC_SECRET`, `EVENT_BUS_HMAC_SECRET` and
+//! `SESSION_SECRET` that is set; otherwise a random one is generated once and
+//! kept in `<data_dir>/hmac.key` (mode 0600). There is no built-in key.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use super::chain::sha256;
+use crate::hex;
+
+/// Environment variables that may hold the signing secret, in priority order.
+pub const SECRET_ENV_VARS: [&str; 3] = [
+    "LOGBOOK_HMAC_SECRET",
+    "EVENT_BUS_HMAC_SECRET",
+    "SESSION_SECRET",
+];
+
+/// File under the data dir holding the generated secret.
+pub const GENERATED_KEY_FILE: &str = "hmac.key";
+/// Directory under the data dir whose files hold retired secrets, kept so that
+/// events signed before a rotation still verify.
+pub const RETIRED_KEYS_DIR: &str = "hmac-retired";
+
+/// Keys by id. Secrets never appear in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Keyring {
+    current: String,
+    keys: HashMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        ids.sort();
+        f.debug_struct("Keyring")
+            .field("current", &self.current)
+            .field("ids", &ids)
+            .finish()
+    }
+}
+
+/// Where the signing key came from, for the startup log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(&'static str),
+    File,
+    Generated,
+}
+
+/// `key_id`: the first 8 hex digits of SHA-256(key).
+pub fn key_id(secret: &[u8]) -> String {
+    hex::encode(&sha256(secret)[..4])
+}
+
+impl Keyring {
+    /// A keyring holding one key, which signs.
+    pub fn from_secret(secret: Vec<u8>) -> Keyring {
+        let id = key_id(&secret);
+        Keyring {
+            current: id.clone(),
+            keys: HashMap::from([(id, secret)]),
+        }
+    }
+
+    /// Adds a key that verifies but does not sign.
+    pub fn add_verification_key(&mut self, secret: Vec<u8>) {
+        self.keys.entry(key_id(&secret)).or_insert(secret);
+    }
+
+    pub fn current_id(&self) -> &str {
+        &self.current
+    }
+
+    pub fn current_secret(&self) -> &[u8] {
+        &self.keys[&self.current]
+    }
+
+    pub fn get(&self, key_id: &str) -> Option<&[u8]> {
+        self.keys.get(key_id).map(Vec::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Loads the keyring for a data dir, generating the secret on first start
+    /// when no environment variable provides one.
+    pub fn load(data_dir: &Path, env: impl Fn(&str) -> Option<String>) -> io::Result<(Keyring, KeySource)> {
+        let generated_path = data_dir.join(GENERATED_KEY_FILE);
+        let from_env = SECRET_ENV_VARS
+            .iter()
+            .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
+        let (mut keyring, source) = match from_env {
+            Some((name, secret)) => (Keyring::from_secret(secret.into_bytes()), KeySource::Env(name)),
+            None => match read_secret(&generated_path)? {
+                Some(secret) => (Keyring::from_secret(secret), KeySource::File),
+                None => {
+                    let secret = generate_secret(&generated_path)?;
+                    (Keyring::from_secret(secret), KeySource::Generated)
+                }
+            },
+        };
+        // A generated key that an environment secret now overrides still
+        // verifies the events it signed.
+        if let Some(secret) = read_secret(&generated_path)? {
+            keyring.add_verification_key(secret);
+        }
+        let retired = data_dir.join(RETIRED_KEYS_DIR);
+        if retired.is_dir() {
+            for entry in std::fs::read_dir(&retired)? {
+                if let Some(secret) = read_secret(&entry?.path())? {
+                    keyring.add_verification_key(secret);
+                }
+            }
+        }
+        Ok((keyring, source))
+    }
+}
+
+fn read_secret(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = text.trim_end_matches(['\n', '\r']);
+            if secret.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(Some(secret.as_bytes().to_vec()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Generates 32 random bytes, written as 64 hex digits so the same secret can
+/// be handed to `LOGBOOK_HMAC_SECRET` or an offline verifier.
+fn generate_secret(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    let secret = hex::encode(&bytes);
+    crate::config::write_private_file(path, secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_is_a_sha256_prefix() {
+        // SHA-256("abc") = ba7816bf...
+        assert_eq!(key_id(b"abc"), "ba7816bf");
+    }
+
+    #[test]
+    fn env_wins_in_order_and_generated_key_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (generated, source) = Keyring::load(dir.path(), |_| None).unwrap();
+        assert_eq!(source, KeySource::Generated);
+        let (again, source) = Keyring::load(dir.path(), |_| None).unwrap();
+        assert_eq!(source, KeySource::File);
+        assert_eq!(again.current_id(), generated.current_id());
+
+        let env = |name: &str| match name {
+            "EVENT_BUS_HMAC_SECRET" => Some("second".to_string()),
+            "SESSION_SECRET" => Some("third".to_string()),
+            "LOGBOOK_HMAC_SECRET" => Some(String::new()),
+            _ => None,
+        };
+        let (k, source) = Keyring::load(dir.path(), env).unwrap();
+        assert_eq!(source, KeySource::Env("EVENT_BUS_HMAC_SECRET"));
+        assert_eq!(k.current_id(), key_id(b"second"));
+        // The generated key still verifies old events.
+        assert!(k.get(generated.current_id()).is_some());
+        assert_eq!(k.len(), 2);
+    }
+
+    #[test]
+    fn generated_key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        Keyring::load(dir.path(), |_| None).unwrap();
+        let mode = std::fs::metadata(dir.path().join(GENERATED_KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let k = Keyring::from_secret(b"super-secret-value".to_vec());
+        assert!(!format!("{k:?}").contains("super-secret"));
+    }
+}

@@ -1,0 +1,242 @@
+//! Event types: the one registry of which types exist, how a type name is
+//! spelled, and the subject patterns (`plan.*`, `step.>`) used to filter them.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest type name the format allows.
+pub const MAX_TYPE_LEN: usize = 128;
+
+/// The plan-lifecycle types every registry starts with.
+pub const BUILTIN_TYPES: [(&str, &str); 15] = [
+    ("plan.created", "A plan was drafted."),
+    ("plan.submitted", "A plan was submitted for approval."),
+    ("plan.approved", "A plan was approved and may execute."),
+    ("plan.rejected", "A plan was rejected by a reviewer."),
+    ("plan.state_changed", "A plan moved from one state to another."),
+    ("step.started", "A step of the plan started."),
+    ("step.completed", "A step of the plan completed."),
+    ("step.failed", "A step of the plan failed."),
+    ("instrument.issued", "A financial or legal instrument was issued."),
+    ("ledger.transaction", "A ledger transaction was recorded."),
+    ("bank.message", "A message was sent to or received from a bank."),
+    ("notary.anchored", "A digest of the journal was anchored with a notary."),
+    ("exception.raised", "An exception was raised and needs handling."),
+    ("exception.resolved", "A raised exception was resolved."),
+    ("plan.closed", "A plan reached its end; no further steps run."),
+];
+
+/// One registered type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventType {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// The registry: built-in types plus the ones the config adds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registry {
+    /// When true, appending an unregistered type is refused.
+    pub strict: bool,
+    pub types: Vec<EventType>,
+}
+
+impl Registry {
+    /// Built-in types plus `extra`. Fails on a malformed or repeated name.
+    pub fn new(strict: bool, extra: &[EventType]) -> Result<Registry, String> {
+        let mut types: Vec<EventType> = BUILTIN_TYPES
+            .iter()
+            .map(|(name, description)| EventType {
+                name: (*name).to_string(),
+                description: (*description).to_string(),
+                builtin: true,
+            })
+            .collect();
+        for t in extra {
+            validate_type_name(&t.name, MAX_TYPE_LEN)
+                .map_err(|e| format!("event type {:?}: {e}", t.name))?;
+            if types.iter().any(|existing| existing.name == t.name) {
+                return Err(format!("event type {:?} is registered twice", t.name));
+            }
+            types.push(EventType {
+                builtin: false,
+                ..t.clone()
+            });
+        }
+        Ok(Registry { strict, types })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.types.iter().any(|t| t.name == name)
+    }
+
+    /// Whether an append of this (well-formed) type is allowed.
+    pub fn accepts(&self, name: &str) -> bool {
+        !self.strict || self.contains(name)
+    }
+}
+
+/// Checks `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$` and the length limit.
+pub fn validate_type_name(name: &str, max_len: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > max_len {
+        return Err(format!("is longer than {max_len} characters"));
+    }
+    for segment in name.split('.') {
+        let mut chars = segment.chars();
+        match chars.next() {
+            Some('a'..='z') => {}
+            _ => {
+                return Err(
+                    "segments must start with a lowercase letter (dot notation like step.completed)"
+                        .into(),
+                );
+            }
+        }
+        if !chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_')) {
+            return Err("segments may hold only a-z, 0-9 and _".into());
+        }
+    }
+    Ok(())
+}
+
+/// A NATS-style subject pattern over type names: segments match exactly, `*`
+/// matches one segment, and a final `>` matches one or more segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypePattern {
+    segments: Vec<String>,
+}
+
+impl TypePattern {
+    pub fn parse(text: &str) -> Result<TypePattern, String> {
+        if text.is_empty() || text.len() > MAX_TYPE_LEN {
+            return Err(format!("pattern {text:?} must be 1 to {MAX_TYPE_LEN} characters"));
+        }
+        let segments: Vec<String> = text.split('.').map(str::to_string).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let ok = match segment.as_str() {
+                "*" => true,
+                ">" => i == segments.len() - 1,
+                s => validate_type_name(s, MAX_TYPE_LEN).is_ok(),
+            };
+            if !ok {
+                return Err(format!(
+                    "pattern {text:?}: each segment is a name, `*`, or a final `>`"
+                ));
+            }
+        }
+        Ok(TypePattern { segments })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let mut parts = name.split('.');
+        for (i, segment) in self.segments.iter().enumerate() {
+            if segment == ">" {
+                // At least one more segment must remain.
+                return parts.next().is_some() && i == self.segments.len() - 1;
+            }
+            match parts.next() {
+                Some(part) if segment == "*" || segment == part => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+
+    pub fn as_string(&self) -> String {
+        self.segments.join(".")
+    }
+}
+
+/// A comma-separated list of patterns; an event matches if any pattern does.
+/// An empty filter matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct TypeFilter {
+    patterns: Vec<TypePattern>,
+}
+
+impl TypeFilter {
+    pub fn parse(list: &str) -> Result<TypeFilter, String> {
+        let patterns = list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(TypePattern::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(TypeFilter { patterns })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_complete() {
+        let r = Registry::new(true, &[]).unwrap();
+        assert_eq!(r.types.len(), 15);
+        for (name, description) in BUILTIN_TYPES {
+            validate_type_name(name, MAX_TYPE_LEN).unwrap();
+            assert!(!description.is_empty());
+            assert!(r.contains(name));
+        }
+        let mut names: Vec<_> = BUILTIN_TYPES.iter().map(|t| t.0).collect();
+        names.dedup();
+        assert_eq!(names.len(), 15, "no duplicates");
+    }
+
+    #[test]
+    fn config_types_are_added_and_checked() {
+        let extra = |name: &str| EventType {
+            name: name.into(),
+            description: String::new(),
+            builtin: false,
+        };
+        let r = Registry::new(true, &[extra("audit.note")]).unwrap();
+        assert!(r.accepts("audit.note"));
+        assert!(!r.accepts("audit.other"));
+        assert!(Registry::new(false, &[]).unwrap().accepts("anything.goes"));
+        assert!(Registry::new(true, &[extra("Bad.Name")]).is_err());
+        assert!(Registry::new(true, &[extra("plan.created")]).is_err());
+    }
+
+    #[test]
+    fn type_names() {
+        for ok in ["a", "plan.created", "a1_b.c2", &"a".repeat(128)] {
+            assert!(validate_type_name(ok, MAX_TYPE_LEN).is_ok(), "{ok}");
+        }
+        for bad in ["", "Plan", "1a", "a..b", "a.", ".a", "a-b", "a.B", "é", &"a".repeat(129)] {
+            assert!(validate_type_name(bad, MAX_TYPE_LEN).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_work_like_nats_subjects() {
+        let m = |p: &str, n: &str| TypePattern::parse(p).unwrap().matches(n);
+        assert!(m("plan.created", "plan.created"));
+        assert!(!m("plan.created", "plan.created.x"));
+        assert!(m("plan.*", "plan.created"));
+        assert!(!m("plan.*", "plan"));
+        assert!(!m("plan.*", "plan.a.b"));
+        assert!(m("step.>", "step.completed"));
+        assert!(m("step.>", "step.a.b.c"));
+        assert!(!m("step.>", "step"));
+        assert!(!m("step.>", "plan.created"));
+        assert!(m("*.failed", "step.failed"));
+        assert!(m(">", "anything.at.all"));
+        for bad in ["", "a.>.b", "A", "a..b", "a.**"] {
+            assert!(TypePattern::parse(bad).is_err(), "{bad}");
+        }
+        let f = TypeFilter::parse("plan.*, step.>").unwrap();
+        assert!(f.matches("plan.closed") && f.matches("step.x.y") && !f.matches("bank.message"));
+        assert!(TypeFilter::parse("").unwrap().matches("bank.message"));
+    }
+}

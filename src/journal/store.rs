@@ -1,0 +1,681 @@
+//! The store: the only module that touches redb.
+//!
+//! It owns the tables and their record encoding, the single writer thread
+//! that group-commits appends (one transaction and one fsync per batch), and
+//! the read paths. Events reach the fan-out only after their transaction has
+//! committed, so nothing a client sees can later disappear.
+//!
+//! Tables (keys are big-endian so byte order is numeric order):
+//! - `events`: plan id (16) ‖ seq (u64) → event record
+//! - `plan_heads`: plan id → last seq, last signature, count, first/last time
+//! - `positions`: store-wide position (u64) → events key
+//! - `idempotency`: plan id ‖ Idempotency-Key → request fingerprint, seq
+//!
+//! Every record value starts with a format-version byte, then postcard.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::chain::{CanonicalPayload, ChainReport, ChainVerifier, Signable};
+use super::event::{Event, Timestamp};
+use super::keys::Keyring;
+
+type EventKey = [u8; 24];
+
+const EVENTS: TableDefinition<EventKey, &[u8]> = TableDefinition::new("events");
+const HEADS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("plan_heads");
+const POSITIONS: TableDefinition<u64, EventKey> = TableDefinition::new("positions");
+const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
+
+/// Version byte in front of every record this build writes.
+pub const RECORD_VERSION: u8 = 1;
+/// File name of the database inside the data dir.
+pub const DB_FILE: &str = "journal.redb";
+/// Most appends one transaction takes; a bound on the batch's latency.
+const MAX_BATCH: usize = 1024;
+/// Appends waiting for the writer before callers wait to enqueue.
+const QUEUE_DEPTH: usize = 4096;
+/// Events read per transaction when scanning.
+pub const READ_PAGE: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct StoreError(String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError(format!("storage: {e}")) }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// What a plan's chain ends in. Kept per plan so an append never scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanHead {
+    pub last_seq: u64,
+    pub last_signature: [u8; 32],
+    pub count: u64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    id: [u8; 16],
+    event_type: String,
+    actor: Option<String>,
+    payload: String,
+    payload_hash: [u8; 32],
+    prev_hash: Option<[u8; 32]>,
+    signature: [u8; 32],
+    key_id: String,
+    created_at: i64,
+    position: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRecord {
+    fingerprint: [u8; 32],
+    seq: u64,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // postcard only fails on types it cannot represent; ours are all plain.
+    out.extend(postcard::to_stdvec(value).expect("records always encode"));
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt record: {e}")))
+        }
+        Some((v, _)) => Err(StoreError(format!(
+            "record format version {v} is not known to this build (it knows {RECORD_VERSION})"
+        ))),
+        None => Err(StoreError("empty record".into())),
+    }
+}
+
+fn event_key(plan_id: &Uuid, seq: u64) -> EventKey {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(plan_id.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn idempotency_key(plan_id: &Uuid, key: &str) -> Vec<u8> {
+    let mut out = plan_id.as_bytes().to_vec();
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn event_from_record(key: &EventKey, record: EventRecord) -> Result<Event, StoreError> {
+    let plan_id = Uuid::from_slice(&key[..16]).expect("16 bytes");
+    let seq = u64::from_be_bytes(key[16..].try_into().expect("8 bytes"));
+    Ok(Event {
+        id: Uuid::from_bytes(record.id),
+        plan_id,
+        seq,
+        event_type: record.event_type,
+        actor: record.actor,
+        payload: RawValue::from_string(record.payload)
+            .map_err(|e| StoreError(format!("corrupt payload at {plan_id}/{seq}: {e}")))?,
+        payload_hash: record.payload_hash,
+        prev_hash: record.prev_hash,
+        signature: record.signature,
+        key_id: record.key_id,
+        created_at: Timestamp(record.created_at),
+        position: record.position,
+    })
+}
+
+fn record_from_event(event: &Event) -> EventRecord {
+    EventRecord {
+        id: event.id.into_bytes(),
+        event_type: event.event_type.clone(),
+        actor: event.actor.clone(),
+        payload: event.payload.get().to_string(),
+        payload_hash: event.payload_hash,
+        prev_hash: event.prev_hash,
+        signature: event.signature,
+        key_id: event.key_id.clone(),
+        created_at: event.created_at.0,
+        position: event.position,
+    }
+}
+
+/// One append, validated and canonicalized by the caller.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub plan_id: Uuid,
+    pub event_type: String,
+    pub actor: Option<String>,
+    pub payload: CanonicalPayload,
+    /// The head seq the caller expects (0 for a new plan).
+    pub expected_seq: Option<u64>,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the canonical request, to tell a retry from a reuse.
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event: Arc<Event>,
+    /// True when an idempotent retry returned the original event.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum AppendError {
+    /// `expected_seq` did not match the plan's head.
+    SeqConflict { expected: u64, head: u64 },
+    /// The Idempotency-Key was used before with a different request.
+    IdempotencyConflict { seq: u64 },
+    /// The writer has stopped; the daemon is shutting down.
+    Unavailable,
+    Storage(StoreError),
+}
+
+enum Job {
+    Append(AppendRequest, oneshot::Sender<Result<Appended, AppendError>>),
+    Shutdown,
+}
+
+/// Counters the writer keeps, for status and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub appends: AtomicU64,
+    pub last_batch_size: AtomicU64,
+    pub last_commit_micros: AtomicU64,
+}
+
+/// A handle to the journal store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// Owns the writer thread; `shutdown` drains queued appends and joins it.
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Finishes every append queued so far, then stops the writer.
+    pub fn shutdown(self) {
+        // If the writer already died its receiver is gone; joining still reports it.
+        let _ = self.jobs.blocking_send(Job::Shutdown);
+        if self.thread.join().is_err() {
+            tracing::error!("journal writer thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts the writer. Committed
+    /// events are sent to `fanout` in commit order.
+    pub fn open(
+        path: &Path,
+        keyring: Arc<Keyring>,
+        fanout: broadcast::Sender<Arc<Event>>,
+    ) -> Result<(Store, Writer), StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+                "{} is already open in another process (is another logbook running on this data dir?)",
+                path.display()
+            )),
+            e => StoreError(format!("opening {}: {e}", path.display())),
+        })?;
+        // Create every table up front so readers never see a missing one.
+        let txn = db.begin_write()?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(HEADS)?;
+        txn.open_table(POSITIONS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.commit()?;
+
+        let db = Arc::new(db);
+        let position = {
+            let txn = db.begin_read()?;
+            let positions = txn.open_table(POSITIONS)?;
+            positions.last()?.map_or(0, |(k, _)| k.value())
+        };
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let mut writer = WriterLoop {
+            db: db.clone(),
+            keyring,
+            fanout,
+            position,
+            stats: stats.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
+        Ok((
+            Store {
+                db,
+                jobs: jobs.clone(),
+                stats,
+            },
+            Writer { jobs, thread },
+        ))
+    }
+
+    /// Appends one event. Returns once its transaction is committed and fsynced.
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let (reply, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Append(request, reply))
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
+        wait.await.unwrap_or(Err(AppendError::Unavailable))
+    }
+
+    pub fn head(&self, plan_id: &Uuid) -> Result<Option<PlanHead>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        heads
+            .get(plan_id.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Plans in id order, starting after `after`.
+    pub fn plans(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, PlanHead)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        let range = match after {
+            Some(after) => heads.range::<[u8; 16]>((
+                std::ops::Bound::Excluded(after.into_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => heads.range::<[u8; 16]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (k, v) = entry?;
+            out.push((Uuid::from_bytes(k.value()), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Events of a plan with seq > `after`, in order, at most `limit`.
+    pub fn events(&self, plan_id: &Uuid, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in events
+            .range(event_key(plan_id, first)..=event_key(plan_id, u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            out.push(event_from_record(&k.value(), decode(v.value())?)?);
+        }
+        Ok(out)
+    }
+
+    /// Events of every plan with store-wide position > `after`, in position order.
+    pub fn events_after_position(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(POSITIONS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in positions.range(first..)?.take(limit) {
+            let (_, key) = entry?;
+            let key = key.value();
+            let record = events
+                .get(key)?
+                .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
+            out.push(event_from_record(&key, decode(record.value())?)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest store-wide position committed so far.
+    pub fn last_position(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(POSITIONS)?;
+        Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// Verifies a plan's whole chain from seq 1 within one snapshot.
+    pub fn verify_plan(&self, plan_id: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut verifier = ChainVerifier::default();
+        for entry in events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))? {
+            let (k, v) = entry?;
+            let event = event_from_record(&k.value(), decode(v.value())?)?;
+            if let Err(reason) = verifier.check(&event, keyring) {
+                return Ok(ChainReport {
+                    verified: verifier.last_seq(),
+                    broken: Some((event.seq, reason)),
+                    head_signature: verifier.last_signature(),
+                });
+            }
+        }
+        Ok(ChainReport {
+            verified: verifier.last_seq(),
+            broken: None,
+            head_signature: verifier.last_signature(),
+        })
+    }
+
+    /// Overwrites a stored event exactly as given, bypassing every check.
+    ///
+    /// This exists only so tests can play an attacker with write access to
+    /// the database file; the daemon never calls it.
+    #[doc(hidden)]
+    pub fn overwrite_event_unchecked(&self, event: &Event) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            events.insert(event_key(&event.plan_id, event.seq), encode(&record_from_event(event)).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes a stored event, bypassing every check. Test-only, like
+    /// [`Store::overwrite_event_unchecked`].
+    #[doc(hidden)]
+    pub fn remove_event_unchecked(&self, plan_id: &Uuid, seq: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(EVENTS)?.remove(event_key(plan_id, seq))?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The single writer. Owning all writes in one thread is what makes
+/// sequence numbers contiguous and lets one fsync cover a whole batch.
+struct WriterLoop {
+    db: Arc<Database>,
+    keyring: Arc<Keyring>,
+    fanout: broadcast::Sender<Arc<Event>>,
+    /// Last committed store-wide position.
+    position: u64,
+    stats: Arc<WriterStats>,
+}
+
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+impl WriterLoop {
+    fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch: Vec<(AppendRequest, Reply)> = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        while !stopping {
+            // Block for the first job, then take whatever else is already queued.
+            match rx.blocking_recv() {
+                Some(Job::Append(req, reply)) => batch.push((req, reply)),
+                Some(Job::Shutdown) | None => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Job::Append(req, reply)) => batch.push((req, reply)),
+                    Ok(Job::Shutdown) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<(AppendRequest, Reply)>) {
+        let started = Instant::now();
+        match self.write_batch(batch) {
+            Ok((outcomes, position)) => {
+                self.position = position;
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_batch_size.store(batch.len() as u64, Ordering::Relaxed);
+                self.stats.last_commit_micros.store(micros, Ordering::Relaxed);
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    if let Ok(appended) = &outcome
+                        && !appended.replayed
+                    {
+                        self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                        // No receivers is fine: nobody is streaming.
+                        let _ = self.fanout.send(appended.event.clone());
+                    }
+                    // The caller may have gone away; the event is stored regardless.
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = batch.len(), "journal commit failed; nothing in the batch was written");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(AppendError::Storage(e.clone())));
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction. The outer error aborts the whole
+    /// batch (nothing is written); inner errors refuse single appends.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &self,
+        batch: &[(AppendRequest, Reply)],
+    ) -> Result<(Vec<Result<Appended, AppendError>>, u64), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut position = self.position;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut tables = Tables {
+                events: txn.open_table(EVENTS)?,
+                heads: txn.open_table(HEADS)?,
+                positions: txn.open_table(POSITIONS)?,
+                idempotency: txn.open_table(IDEMPOTENCY)?,
+            };
+            let now = Timestamp::now();
+            for (req, _) in batch {
+                outcomes.push(tables.apply(req, &self.keyring, now, &mut position)?);
+            }
+        }
+        txn.commit()?;
+        Ok((outcomes, position))
+    }
+}
+
+struct Tables<'txn> {
+    events: redb::Table<'txn, EventKey, &'static [u8]>,
+    heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    positions: redb::Table<'txn, u64, EventKey>,
+    idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
+}
+
+impl Tables<'_> {
+    fn apply(
+        &mut self,
+        req: &AppendRequest,
+        keyring: &Keyring,
+        now: Timestamp,
+        position: &mut u64,
+    ) -> Result<Result<Appended, AppendError>, StoreError> {
+        let plan = req.plan_id;
+        // An idempotent retry wins over every other check: it must return the
+        // original outcome even if the plan has moved on since.
+        if let Some(idem) = &req.idempotency {
+            let existing = self
+                .idempotency
+                .get(idempotency_key(&plan, &idem.key).as_slice())?
+                .map(|v| decode::<IdempotencyRecord>(v.value()))
+                .transpose()?;
+            if let Some(record) = existing {
+                if record.fingerprint != idem.fingerprint {
+                    return Ok(Err(AppendError::IdempotencyConflict { seq: record.seq }));
+                }
+                let key = event_key(&plan, record.seq);
+                let stored = self
+                    .events
+                    .get(key)?
+                    .ok_or_else(|| StoreError("idempotency record points at a missing event".into()))?;
+                let event = event_from_record(&key, decode(stored.value())?)?;
+                return Ok(Ok(Appended {
+                    event: Arc::new(event),
+                    replayed: true,
+                }));
+            }
+        }
+
+        let head: Option<PlanHead> = self
+            .heads
+            .get(plan.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let head_seq = head.map_or(0, |h| h.last_seq);
+        if let Some(expected) = req.expected_seq
+            && expected != head_seq
+        {
+            return Ok(Err(AppendError::SeqConflict {
+                expected,
+                head: head_seq,
+            }));
+        }
+
+        let seq = head_seq + 1;
+        // Time never runs backwards within a plan, even if the clock does.
+        let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
+        let mut event = Event {
+            id: Uuid::now_v7(),
+            plan_id: plan,
+            seq,
+            event_type: req.event_type.clone(),
+            actor: req.actor.clone(),
+            payload: RawValue::from_string(req.payload.json.clone())
+                .map_err(|e| StoreError(format!("canonical payload is not JSON: {e}")))?,
+            payload_hash: req.payload.hash,
+            prev_hash: head.map(|h| h.last_signature),
+            signature: [0; 32],
+            key_id: keyring.current_id().to_string(),
+            created_at,
+            position: *position + 1,
+        };
+        event.signature = Signable::of(&event).sign(keyring.current_secret());
+
+        let key = event_key(&plan, seq);
+        if self
+            .events
+            .insert(key, encode(&record_from_event(&event)).as_slice())?
+            .is_some()
+        {
+            return Err(StoreError(format!(
+                "invariant broken: event {plan}/{seq} already exists though the head said {head_seq}"
+            )));
+        }
+        let new_head = PlanHead {
+            last_seq: seq,
+            last_signature: event.signature,
+            count: head.map_or(0, |h| h.count) + 1,
+            first_at: head.map_or(created_at.0, |h| h.first_at),
+            last_at: created_at.0,
+        };
+        debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
+        self.heads.insert(plan.into_bytes(), encode(&new_head).as_slice())?;
+        self.positions.insert(event.position, key)?;
+        if let Some(idem) = &req.idempotency {
+            let record = IdempotencyRecord {
+                fingerprint: idem.fingerprint,
+                seq,
+            };
+            self.idempotency
+                .insert(idempotency_key(&plan, &idem.key).as_slice(), encode(&record).as_slice())?;
+        }
+        *position += 1;
+        Ok(Ok(Appended {
+            event: Arc::new(event),
+            replayed: false,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_plan_then_seq() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        assert!(event_key(&a, 255) < event_key(&a, 256));
+        assert!(event_key(&a, u64::MAX) < event_key(&b, 0));
+    }
+
+    #[test]
+    fn records_carry_a_version_byte() {
+        let head = PlanHead {
+            last_seq: 3,
+            last_signature: [7; 32],
+            count: 3,
+            first_at: 1,
+            last_at: 2,
+        };
+        let bytes = encode(&head);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(decode::<PlanHead>(&bytes).unwrap(), head);
+        let mut future = bytes.clone();
+        future[0] = 2;
+        assert!(decode::<PlanHead>(&future).unwrap_err().to_string().contains("version 2"));
+    }
+}
+
+impl StoreError {
+    /// A blocking read task that panicked or was cancelled.
+    pub fn from_join(e: &tokio::task::JoinError) -> StoreError {
+        StoreError(format!("read task failed: {e}"))
+    }
+}

@@ -1,0 +1,11 @@
+//! logbook: a tamper-evident, append-only event journal.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library. The library is
+//! split by concern; `ARCHITECTURE.md` at the repository root is the map.
+
+pub mod config;
+pub mod hex;
+pub mod http;
+pub mod journal;
+pub mod server;
+pub mod stream;
