@@ -78,7 +78,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(logbook::server::run(config, &source)) {
+    let result = runtime.block_on(logbook::server::run(config, &source));
+    // `run` has already drained the writer; don't wait on stragglers.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -287,7 +287,16 @@ impl Store {
         };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // A panic here means an invariant broke mid-batch. Appends
+                // cannot proceed safely, so stop the process loudly (systemd
+                // restarts it, and redb recovers the last commit) instead of
+                // answering 503 forever.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx))).is_err() {
+                    tracing::error!("journal writer panicked; exiting");
+                    std::process::exit(70);
+                }
+            })
             .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
         Ok((
             Store {
