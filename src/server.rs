@@ -82,16 +82,14 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), "logbook listening");
 
     spawn_signal_handler(shutdown.clone())?;
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = tokio::spawn(async move { serve.await });
+    let server = tokio::spawn(crate::http::serve::serve(listener, app, shutdown.clone()));
     let served = tokio::select! {
         result = server => Some(result),
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => None,
     };
     match served {
-        Some(Ok(Ok(()))) => {}
-        Some(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
+        Some(Ok(())) => {}
         Some(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
         None => tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them"),
     }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod extract;
 pub mod problem;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
