@@ -22,6 +22,60 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub federation: FederationConfig,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// `[federation]`: this instance's identity and the delivery and intake limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Empty: a UUID generated on first start and kept in the data dir.
+    pub instance_id: String,
+    pub name: String,
+    pub timestamp_window_secs: u64,
+    pub max_attempts: u32,
+    pub max_age_secs: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    pub batch_size: usize,
+    pub send_timeout_secs: u64,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            instance_id: String::new(),
+            name: String::new(),
+            timestamp_window_secs: 300,
+            max_attempts: 20,
+            max_age_secs: 7 * 86_400,
+            retry_initial_ms: 1000,
+            retry_max_secs: 300,
+            batch_size: 100,
+            send_timeout_secs: 10,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 1000,
+        }
+    }
+}
+
+/// `[[peers]]`: a peer instance configured in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub instance_id: String,
+    pub base_url: String,
+    /// SPKI PEM of the peer's key. Empty: fetch it from the peer and pin `fingerprint`.
+    #[serde(default)]
+    pub public_key: String,
+    /// Hex SHA-256 of the peer's SPKI DER.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +85,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub admin_socket: String,
+    /// Group (name or gid) whose members may also use the admin socket.
+    #[serde(default)]
+    pub admin_group: String,
     pub shutdown_grace_secs: u64,
 }
 
@@ -99,6 +156,8 @@ pub struct TokenConfig {
 pub enum Scope {
     Read,
     Append,
+    /// Federation management: peers, subscriptions, publishing, retries.
+    Admin,
 }
 
 /// Command-line values that override the file.

@@ -3,9 +3,14 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library. The library is
 //! split by concern; `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod admin;
 pub mod config;
+pub mod federation;
 pub mod hex;
 pub mod http;
 pub mod journal;
+pub mod metrics;
+pub mod notify;
+pub mod reload;
 pub mod server;
 pub mod stream;

@@ -13,25 +13,18 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LogFormat, ensure_private_dir};
+use crate::config::{Config, ensure_private_dir};
 use crate::http::{AppState, auth::Tokens, router};
 use crate::journal::keys::{KeySource, Keyring};
 use crate::journal::registry::Registry;
 use crate::journal::store::{DB_FILE, Store};
+use crate::reload::Reloadable;
 use crate::stream::{StreamStats, fanout};
 
-/// Sets up logging from the config; `RUST_LOG` overrides the level.
+/// Sets up logging from the config; `RUST_LOG` overrides the level. The
+/// level stays changeable at run time (see `crate::admin::logging`).
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::admin::logging::init(config);
 }
 
 /// Runs the daemon until a stop signal. Errors are for the operator to read.
@@ -58,28 +51,56 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let (store, writer) = Store::open(&data_dir.join(DB_FILE), keyring.clone(), fanout.clone())
         .map_err(|e| e.to_string())?;
 
+    // Tokens created over the admin socket count exactly like config ones.
+    let stored_tokens = store.stored_tokens().map_err(|e| e.to_string())?;
+    let token_sources = crate::admin::tokens::TokenSources::new(&config.auth.tokens, &stored_tokens);
+    let tokens = Arc::new(Tokens::default());
+    tokens.replace(token_sources.merged());
+
     let shutdown = CancellationToken::new();
+    let federation = crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
     let state = AppState {
+        federation: federation.clone(),
         store,
-        keyring,
         registry: Arc::new(registry),
         fanout,
-        limits: Arc::new(config.limits.clone()),
-        tokens: Arc::new(Tokens::from_config(&config.auth.tokens)),
+        limits: Arc::new(Reloadable::new(config.limits.clone())),
+        cors: Arc::new(Reloadable::new(crate::http::cors(&config.http.cors_origins))),
+        tokens,
         keepalive: Duration::from_secs(config.sse.keepalive_secs),
         shutdown: shutdown.clone(),
         stream_stats: Arc::new(StreamStats::default()),
     };
-    let app = router(state, &config.http.cors_origins);
+    let app = router(state.clone());
 
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    if config.auth.tokens.is_empty() {
+
+    let admin_socket = config.admin_socket_path();
+    let admin = crate::admin::bind(&admin_socket, Some(&config.server.admin_group)).await?;
+    let context = Arc::new(crate::admin::Context {
+        app: state,
+        started: std::time::Instant::now(),
+        listen: addr,
+        admin_socket: admin_socket.clone(),
+        data_dir: data_dir.clone(),
+        config_path: (config_source != "embedded default").then(|| config_source.into()),
+        config: Reloadable::new(config.clone()),
+        tokens: token_sources,
+        changes: Default::default(),
+    });
+    tokio::spawn(admin.serve(context.clone(), shutdown.clone()));
+    crate::reload::spawn_sighup(context.clone())?;
+
+    if context.app.tokens.current().is_empty() {
         tracing::warn!("no API tokens configured: any local process can read and append; listening on loopback only");
     }
-    tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), "logbook listening");
+    tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
+    // The store is open and both listeners are bound.
+    crate::notify::notify("READY=1");
+    crate::notify::spawn_watchdog(shutdown.clone());
 
     spawn_signal_handler(shutdown.clone())?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -93,10 +114,14 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         Some(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
         None => tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them"),
     }
+    // Delivery workers stop; unacknowledged messages stay in the outbox.
+    federation.stop().await;
     // Every append that reached the writer is committed before we return.
     tokio::task::spawn_blocking(move || writer.shutdown())
         .await
         .map_err(|e| format!("stopping the writer: {e}"))?;
+    // The admin server removes it too; this makes it certain before exit.
+    let _ = std::fs::remove_file(&admin_socket);
     tracing::info!("logbook stopped");
     Ok(())
 }
@@ -110,6 +135,7 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), String> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "shutting down");
+        crate::notify::notify("STOPPING=1");
         shutdown.cancel();
     });
     Ok(())

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -13,7 +13,8 @@ use super::AppState;
 use super::extract::{JsonBody, PlanId, Query};
 use super::problem::Problem;
 use crate::hex;
-use crate::journal::chain::{CanonicalPayload, canonical_json, check_numbers, sha256};
+use crate::journal::Event;
+use crate::journal::chain::{BrokenReason, CanonicalPayload, canonical_json, sha256};
 use crate::journal::event::{Timestamp, parse_plan_id};
 use crate::journal::registry::{TypeFilter, validate_type_name};
 use crate::journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
@@ -62,7 +63,7 @@ pub async fn append(
     let body: AppendBody = serde_json::from_value(body).map_err(|e| {
         Problem::unprocessable("invalid-request", "Invalid append request", format!("{e}; expected {{type, actor?, payload?, expected_seq?}}"))
     })?;
-    let limits = &state.limits;
+    let limits = state.limits.current();
     validate_type_name(&body.event_type, limits.max_type_len).map_err(|e| {
         Problem::unprocessable("invalid-type", "Invalid event type", format!("type {:?} {e}", body.event_type))
     })?;
@@ -82,8 +83,6 @@ pub async fn append(
             format!("actor is longer than {} characters", limits.max_actor_len),
         ));
     }
-    check_numbers(&body.payload).map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
-
     let payload = CanonicalPayload::new(&body.payload);
     let idempotency = idempotency_key.map(|key| {
         // The fingerprint covers the request as normalized, so an omitted
@@ -237,7 +236,7 @@ pub async fn list_events(
     State(state): State<AppState>,
     PlanId(plan_id): PlanId,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<EventsPage>, Problem> {
     let limit = page_limit(q.limit)?;
     let verify = match q.verify.as_deref() {
         None | Some("0" | "false") => false,
@@ -254,25 +253,48 @@ pub async fn list_events(
     let store = state.store.clone();
     let after = q.after;
     let events = blocking(move || store.events(&plan_id, after, limit)).await?;
-    let mut body = json!({
-        "plan_id": plan_id,
-        "next_after": events.last().map_or(q.after, |e| e.seq),
-        "events": events,
-    });
-    if verify {
+    let verification = if verify {
         let store = state.store.clone();
-        let keyring = state.keyring.clone();
+        let keyring = state.store.keyring();
         let report = blocking(move || store.verify_plan(&plan_id, &keyring)).await?;
-        let map = body.as_object_mut().expect("an object");
-        map.insert("chain_valid".into(), report.is_valid().into());
-        map.insert("broken_at".into(), json!(report.broken.map(|b| b.0)));
-        map.insert("broken_reason".into(), json!(report.broken.map(|b| b.1)));
-        map.insert("verified_count".into(), report.verified.into());
-    }
-    Ok(Json(body))
+        Some(Verification {
+            chain_valid: report.is_valid(),
+            broken_at: report.broken.map(|b| b.0),
+            broken_reason: report.broken.map(|b| b.1),
+            verified_count: report.verified,
+        })
+    } else {
+        None
+    };
+    Ok(Json(EventsPage {
+        plan_id,
+        next_after: events.last().map_or(q.after, |e| e.seq),
+        events,
+        verification,
+    }))
+}
+
+/// Serialized as a struct so stored payloads go out as stored (canonical),
+/// never re-encoded through a `Value`.
+#[derive(Serialize)]
+pub struct EventsPage {
+    plan_id: Uuid,
+    events: Vec<Event>,
+    next_after: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    verification: Option<Verification>,
+}
+
+#[derive(Serialize)]
+struct Verification {
+    chain_valid: bool,
+    broken_at: Option<u64>,
+    broken_reason: Option<BrokenReason>,
+    verified_count: u64,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     after: Option<u64>,
     types: Option<String>,

@@ -102,6 +102,7 @@ fn check(scope: Scope, state: &AppState, req: &Request) -> Result<(), Problem> {
         let scope = match scope {
             Scope::Read => "read",
             Scope::Append => "append",
+            Scope::Admin => "admin",
         };
         return Err(Problem::new(
             StatusCode::FORBIDDEN,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::problem::Problem;
-use crate::journal::chain::json_depth;
+use crate::journal::chain::{json_depth, unsafe_integer_literal};
 use crate::journal::event::parse_plan_id;
 
 /// A request body that is JSON, within `limits.max_body_bytes`, received
@@ -23,7 +23,7 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
-        let limits = &state.limits;
+        let limits = state.limits.current();
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -86,6 +86,15 @@ impl FromRequest<AppState> for JsonBody {
         })?;
         if json_depth(&value) > limits.max_json_depth {
             return Err(too_deep());
+        }
+        if let Some(literal) = unsafe_integer_literal(&bytes) {
+            return Err(Problem::unprocessable(
+                "unsafe-integer",
+                "Integer out of range",
+                format!(
+                    "the integer {literal} is outside ±(2^53-1): JSON numbers are IEEE-754 doubles (RFC 8785), so it would not be stored exactly; send it as a string"
+                ),
+            ));
         }
         Ok(JsonBody(value))
     }

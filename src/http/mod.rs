@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Limits;
-use crate::journal::keys::Keyring;
+use crate::reload::Reloadable;
 use crate::journal::registry::Registry;
 use crate::journal::store::Store;
 use crate::stream::{Fanout, StreamStats};
@@ -29,17 +31,20 @@ use problem::Problem;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub keyring: Arc<Keyring>,
     pub registry: Arc<Registry>,
     pub fanout: Fanout,
-    pub limits: Arc<Limits>,
+    /// Read per request: a config reload (SIGHUP) replaces them.
+    pub limits: Arc<Reloadable<Limits>>,
+    /// The CORS policy, read per request like `limits`.
+    pub cors: Arc<Reloadable<Option<CorsLayer>>>,
     pub tokens: Arc<auth::Tokens>,
     pub keepalive: Duration,
     pub shutdown: CancellationToken,
     pub stream_stats: Arc<StreamStats>,
+    pub federation: Arc<crate::federation::Federation>,
 }
 
-pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/api/event-types", get(api::event_types))
         .route("/api/plans", get(api::list_plans))
@@ -50,11 +55,16 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_append));
+        .route_layer(from_fn_with_state(state.clone(), auth::require_append))
+        .route_layer(axum::middleware::from_fn(crate::metrics::time_append));
+    let cors_policy = state.cors.clone();
     let router = Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(crate::metrics::readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .merge(read)
         .merge(append)
+        .merge(crate::federation::routes::router(state.clone()))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -72,13 +82,38 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
                 tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         );
-    match cors(cors_origins) {
-        Some(layer) => router.layer(layer),
-        None => router,
+    router.layer(from_fn_with_state(cors_policy, dynamic_cors))
+}
+
+/// Applies the CORS policy in force for this request, so that a reload can
+/// change it without rebuilding the router.
+async fn dynamic_cors(
+    State(policy): State<Arc<Reloadable<Option<CorsLayer>>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let current = policy.current();
+    let Some(layer) = current.as_ref().clone() else {
+        return next.run(req).await;
+    };
+    let mut next = Some(next);
+    let inner = tower::service_fn(move |req: Request| {
+        let next = next.take();
+        async move {
+            Ok::<_, std::convert::Infallible>(match next {
+                Some(next) => next.run(req).await,
+                None => Problem::internal("the CORS layer called the handler twice").into_response(),
+            })
+        }
+    });
+    match tower::ServiceExt::oneshot(tower::Layer::layer(&layer, inner), req).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
     }
 }
 
-fn cors(origins: &[String]) -> Option<CorsLayer> {
+/// The CORS layer for `origins`; `None` when no origin is allowed.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }

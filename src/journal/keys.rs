@@ -67,9 +67,22 @@ impl Keyring {
         }
     }
 
-    /// Adds a key that verifies but does not sign.
-    pub fn add_verification_key(&mut self, secret: Vec<u8>) {
-        self.keys.entry(key_id(&secret)).or_insert(secret);
+    /// Adds a key that verifies but does not sign. Two different secrets
+    /// with the same 32-bit key id cannot both be kept: that is an error,
+    /// never a silent choice.
+    pub fn add_verification_key(&mut self, secret: Vec<u8>) -> io::Result<()> {
+        let id = key_id(&secret);
+        match self.keys.get(&id) {
+            Some(existing) if *existing != secret => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("two different HMAC secrets share the key id {id}; retire one of them"),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.keys.insert(id, secret);
+                Ok(())
+            }
+        }
     }
 
     pub fn current_id(&self) -> &str {
@@ -112,13 +125,17 @@ impl Keyring {
         // A generated key that an environment secret now overrides still
         // verifies the events it signed.
         if let Some(secret) = read_secret(&generated_path)? {
-            keyring.add_verification_key(secret);
+            keyring.add_verification_key(secret)?;
         }
         let retired = data_dir.join(RETIRED_KEYS_DIR);
         if retired.is_dir() {
             for entry in std::fs::read_dir(&retired)? {
-                if let Some(secret) = read_secret(&entry?.path())? {
-                    keyring.add_verification_key(secret);
+                let path = entry?.path();
+                if !path.is_file() {
+                    continue;
+                }
+                if let Some(secret) = read_secret(&path)? {
+                    keyring.add_verification_key(secret)?;
                 }
             }
         }

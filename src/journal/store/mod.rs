@@ -28,6 +28,10 @@ use super::chain::{CanonicalPayload, ChainReport, ChainVerifier, Signable};
 use super::event::{Event, Timestamp};
 use super::keys::Keyring;
 
+pub mod admin;
+mod federation;
+pub use federation::*;
+
 type EventKey = [u8; 24];
 
 const EVENTS: TableDefinition<EventKey, &[u8]> = TableDefinition::new("events");
@@ -56,6 +60,13 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// A blocking read task that panicked or was cancelled.
+    pub fn from_join(e: &tokio::task::JoinError) -> StoreError {
+        StoreError(format!("read task failed: {e}"))
+    }
+}
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -227,6 +238,9 @@ pub struct WriterStats {
 pub struct Store {
     db: Arc<Database>,
     jobs: mpsc::Sender<Job>,
+    fed: Arc<FedShared>,
+    /// Signs new events and verifies old ones; replaced by a key rotation.
+    keyring: Arc<crate::reload::Reloadable<Keyring>>,
     pub stats: Arc<WriterStats>,
 }
 
@@ -268,6 +282,8 @@ impl Store {
         txn.open_table(HEADS)?;
         txn.open_table(POSITIONS)?;
         txn.open_table(IDEMPOTENCY)?;
+        admin::create_tables(&txn)?;
+        federation::create_tables(&txn)?;
         txn.commit()?;
 
         let db = Arc::new(db);
@@ -278,9 +294,12 @@ impl Store {
         };
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
+        let fed = Arc::new(FedShared::default());
+        let keyring = Arc::new(crate::reload::Reloadable::new(Keyring::clone(&keyring)));
         let mut writer = WriterLoop {
+            fed: fed.clone(),
             db: db.clone(),
-            keyring,
+            keyring: keyring.clone(),
             fanout,
             position,
             stats: stats.clone(),
@@ -302,6 +321,8 @@ impl Store {
             Store {
                 db,
                 jobs: jobs.clone(),
+                fed,
+                keyring,
                 stats,
             },
             Writer { jobs, thread },
@@ -397,6 +418,12 @@ impl Store {
 
     /// Verifies a plan's whole chain from seq 1 within one snapshot.
     pub fn verify_plan(&self, plan_id: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
+        let report = self.verify_plan_inner(plan_id, keyring);
+        crate::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
+        report
+    }
+
+    fn verify_plan_inner(&self, plan_id: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         let mut verifier = ChainVerifier::default();
@@ -447,8 +474,10 @@ impl Store {
 /// The single writer. Owning all writes in one thread is what makes
 /// sequence numbers contiguous and lets one fsync cover a whole batch.
 struct WriterLoop {
+    /// Federation routing: whom to queue each appended event for.
+    fed: Arc<FedShared>,
     db: Arc<Database>,
-    keyring: Arc<Keyring>,
+    keyring: Arc<crate::reload::Reloadable<Keyring>>,
     fanout: broadcast::Sender<Arc<Event>>,
     /// Last committed store-wide position.
     position: u64,
@@ -491,6 +520,7 @@ impl WriterLoop {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats.last_batch_size.store(batch.len() as u64, Ordering::Relaxed);
                 self.stats.last_commit_micros.store(micros, Ordering::Relaxed);
+                crate::metrics::observe_commit(batch.len(), micros);
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     if let Ok(appended) = &outcome
                         && !appended.replayed
@@ -523,24 +553,32 @@ impl WriterLoop {
         txn.set_durability(Durability::Immediate)?;
         let mut position = self.position;
         let mut outcomes = Vec::with_capacity(batch.len());
-        {
+        let enqueued = {
             let mut tables = Tables {
+                fed: federation::FedTables::open(&txn, &self.fed)?,
                 events: txn.open_table(EVENTS)?,
                 heads: txn.open_table(HEADS)?,
                 positions: txn.open_table(POSITIONS)?,
                 idempotency: txn.open_table(IDEMPOTENCY)?,
             };
             let now = Timestamp::now();
+            // One keyring per batch, even if a rotation lands meanwhile.
+            let keyring = self.keyring.current();
             for (req, _) in batch {
-                outcomes.push(tables.apply(req, &self.keyring, now, &mut position)?);
+                outcomes.push(tables.apply(req, &keyring, now, &mut position)?);
             }
-        }
+            tables.fed.enqueued
+        };
         txn.commit()?;
+        if enqueued > 0 {
+            self.fed.outbox_grew();
+        }
         Ok((outcomes, position))
     }
 }
 
 struct Tables<'txn> {
+    fed: federation::FedTables<'txn>,
     events: redb::Table<'txn, EventKey, &'static [u8]>,
     heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
     positions: redb::Table<'txn, u64, EventKey>,
@@ -635,6 +673,8 @@ impl Tables<'_> {
         };
         debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
         self.heads.insert(plan.into_bytes(), encode(&new_head).as_slice())?;
+        // Same transaction as the event: a crash cannot keep one without the other.
+        self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
         if let Some(idem) = &req.idempotency {
             let record = IdempotencyRecord {
@@ -679,12 +719,5 @@ mod tests {
         let mut future = bytes.clone();
         future[0] = 2;
         assert!(decode::<PlanHead>(&future).unwrap_err().to_string().contains("version 2"));
-    }
-}
-
-impl StoreError {
-    /// A blocking read task that panicked or was cancelled.
-    pub fn from_join(e: &tokio::task::JoinError) -> StoreError {
-        StoreError(format!("read task failed: {e}"))
     }
 }

@@ -1,0 +1,200 @@
+//! This instance's federation identity: its instance id and its RSA key pair
+//! (3072 bits, RSASSA-PSS with SHA-256), generated on first start into the
+//! data dir (mode 0600), plus the key encodings and fingerprints peers pin.
+
+use std::path::Path;
+
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+use rsa::traits::PublicKeyParts;
+use rsa::{PrivateKey, PublicKey};
+use uuid::Uuid;
+
+use crate::config::{FederationConfig, write_private_file};
+use crate::hex;
+use crate::journal::chain::sha256;
+
+/// Size of the keys this instance generates.
+pub const KEY_BITS: usize = 3072;
+/// Smallest peer key accepted.
+pub const MIN_PEER_KEY_BITS: usize = 3072;
+/// The private key file in the data dir (PKCS#8 PEM).
+pub const KEY_FILE: &str = "federation.key";
+/// The generated instance id, when the config leaves it empty.
+pub const INSTANCE_ID_FILE: &str = "instance_id";
+/// Longest instance id accepted.
+pub const MAX_INSTANCE_ID_LEN: usize = 128;
+
+pub struct Identity {
+    pub instance_id: String,
+    pub name: String,
+    pub private_key: PrivateKey,
+    pub public_key_der: Vec<u8>,
+    pub public_key_pem: String,
+    pub key_id: String,
+    pub fingerprint: String,
+}
+
+/// What `Identity::load` had to create.
+#[derive(Debug, Default)]
+pub struct Created {
+    pub key: bool,
+    pub instance_id: bool,
+}
+
+impl Identity {
+    /// Loads the key and instance id from `data_dir`, creating what is
+    /// missing. Generating a key takes a few seconds.
+    pub fn load(data_dir: &Path, config: &FederationConfig) -> Result<(Identity, Created), String> {
+        let mut created = Created::default();
+        let key_path = data_dir.join(KEY_FILE);
+        let private_key = if key_path.exists() {
+            let pem = std::fs::read_to_string(&key_path)
+                .map_err(|e| format!("reading {}: {e}", key_path.display()))?;
+            PrivateKey::from_pkcs8_pem(&pem)
+                .map_err(|e| format!("{}: not a PKCS#8 RSA private key: {e}", key_path.display()))?
+        } else {
+            let key = generate_private_key()?;
+            write_private_file(&key_path, private_key_pem(&key)?.as_bytes())
+                .map_err(|e| format!("writing {}: {e}", key_path.display()))?;
+            created.key = true;
+            key
+        };
+        let instance_id = if config.instance_id.is_empty() {
+            let path = data_dir.join(INSTANCE_ID_FILE);
+            if path.exists() {
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?
+                    .trim()
+                    .to_string()
+            } else {
+                let id = Uuid::new_v4().to_string();
+                write_private_file(&path, id.as_bytes())
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                created.instance_id = true;
+                id
+            }
+        } else {
+            config.instance_id.clone()
+        };
+        validate_instance_id(&instance_id).map_err(|e| format!("federation.instance_id: {e}"))?;
+        let public_key = private_key.to_public_key();
+        let public_key_der = spki_der(&public_key)?;
+        Ok((
+            Identity {
+                name: if config.name.is_empty() {
+                    instance_id.clone()
+                } else {
+                    config.name.clone()
+                },
+                instance_id,
+                private_key,
+                public_key_pem: spki_pem(&public_key)?,
+                key_id: key_id(&public_key_der),
+                fingerprint: fingerprint(&public_key_der),
+                public_key_der,
+            },
+            created,
+        ))
+    }
+}
+
+/// Instance ids are 1 to 128 of `A-Z a-z 0-9 . _ : -`.
+pub fn validate_instance_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_INSTANCE_ID_LEN {
+        return Err(format!(
+            "instance id {id:?} must be 1 to {MAX_INSTANCE_ID_LEN} characters"
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(format!(
+            "instance id {id:?} may hold only letters, digits, '.', '_', ':' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+pub fn generate_private_key() -> Result<PrivateKey, String> {
+    PrivateKey::new(&mut getrandom::SysRng, KEY_BITS)
+        .map_err(|e| format!("generating an RSA key: {e}"))
+}
+
+pub fn private_key_pem(key: &PrivateKey) -> Result<String, String> {
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| format!("encoding the private key: {e}"))
+}
+
+pub fn private_key_from_pem(pem: &str) -> Result<PrivateKey, String> {
+    PrivateKey::from_pkcs8_pem(pem).map_err(|e| format!("not a PKCS#8 RSA private key: {e}"))
+}
+
+pub fn spki_der(key: &PublicKey) -> Result<Vec<u8>, String> {
+    key.to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .map_err(|e| format!("encoding the public key: {e}"))
+}
+
+pub fn spki_pem(key: &PublicKey) -> Result<String, String> {
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| format!("encoding the public key: {e}"))
+}
+
+/// Parses an SPKI PEM RSA public key of at least [`MIN_PEER_KEY_BITS`].
+pub fn public_key_from_pem(pem: &str) -> Result<PublicKey, String> {
+    let key = PublicKey::from_public_key_pem(pem.trim()).map_err(|e| {
+        format!("not an RSA public key in SPKI PEM (-----BEGIN PUBLIC KEY-----): {e}")
+    })?;
+    check_size(&key)?;
+    Ok(key)
+}
+
+pub fn public_key_from_der(der: &[u8]) -> Result<PublicKey, String> {
+    let key =
+        PublicKey::from_public_key_der(der).map_err(|e| format!("not an RSA public key: {e}"))?;
+    check_size(&key)?;
+    Ok(key)
+}
+
+fn check_size(key: &PublicKey) -> Result<(), String> {
+    let bits = key.n().bit_width() as usize;
+    if bits < MIN_PEER_KEY_BITS {
+        return Err(format!(
+            "the RSA key has {bits} bits; at least {MIN_PEER_KEY_BITS} are required"
+        ));
+    }
+    Ok(())
+}
+
+/// Lowercase hex SHA-256 of the SPKI DER: what an admin pins.
+pub fn fingerprint(spki_der: &[u8]) -> String {
+    hex::encode(&sha256(spki_der))
+}
+
+/// The first 16 hex digits of the fingerprint: names the key in messages.
+pub fn key_id(spki_der: &[u8]) -> String {
+    fingerprint(spki_der)[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids() {
+        for ok in [
+            "alpha",
+            "0192f3a4-5b6c-7d8e-9f00-112233445566",
+            "edge.site_1:a",
+        ] {
+            validate_instance_id(ok).unwrap();
+        }
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129), "a\0b"] {
+            assert!(validate_instance_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Receiving: checks every message from a peer (active peer, pinned key,
+//! signature, timestamp window, rate limit), stores it durably with its
+//! chain-continuity verdict, and only then answers with signed acks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use rsa::PublicKey;
+use serde_json::Value;
+
+use super::Federation;
+use super::identity::{self, key_id};
+use super::message::{EventAck, EventMessage, now_ms, verify_value};
+use crate::http::problem::Problem;
+use crate::journal::Event;
+use crate::journal::chain::{canonical_json, check_numbers};
+use crate::journal::store::{Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError};
+
+/// Most messages accepted in one request.
+pub const MAX_BATCH: usize = 1000;
+
+/// Per-peer token buckets: `rate` messages per second, up to `burst` saved.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `cost` tokens for `peer`, or says in how many seconds to retry.
+    pub fn take(&self, peer: &str, cost: usize) -> Result<(), u64> {
+        let cost = (cost as f64).min(self.burst);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.entry(peer.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= cost {
+            *tokens -= cost;
+            Ok(())
+        } else {
+            Err(((cost - *tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+fn forbidden(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "unknown-peer",
+        "Unknown or inactive peer",
+        detail,
+    )
+}
+
+fn unauthorized(kind: &'static str, title: &'static str, detail: String) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, kind, title, detail)
+}
+
+/// The active peer `instance_id` and its pinned key, or 403.
+pub fn active_peer(
+    fed: &Federation,
+    instance_id: &str,
+) -> Result<(PeerRecord, PublicKey), Problem> {
+    let peer = fed
+        .store
+        .fed_peer(instance_id)?
+        .ok_or_else(|| forbidden(format!("{instance_id:?} is not a peer of this instance")))?;
+    if peer.status != PeerStatus::Active {
+        return Err(forbidden(format!(
+            "peer {instance_id:?} is {}",
+            peer.status.as_str()
+        )));
+    }
+    let key = identity::public_key_from_der(&peer.public_key_der).map_err(Problem::internal)?;
+    Ok((peer, key))
+}
+
+/// Checks the signature of a message as received (`value`) against the
+/// peer's pinned key, and its timestamp against the window.
+pub fn check_signed(
+    fed: &Federation,
+    peer: &PeerRecord,
+    key: &PublicKey,
+    value: &Value,
+    key_id_claimed: &str,
+    timestamp: i64,
+) -> Result<(), Problem> {
+    let pinned = key_id(&peer.public_key_der);
+    if key_id_claimed != pinned {
+        return Err(unauthorized(
+            "bad-signature",
+            "Bad signature",
+            format!(
+                "keyId {key_id_claimed:?} is not the key pinned for {:?} ({pinned})",
+                peer.instance_id
+            ),
+        ));
+    }
+    if !verify_value(value, key) {
+        return Err(unauthorized(
+            "bad-signature",
+            "Bad signature",
+            "the signature does not verify against the peer's pinned key".into(),
+        ));
+    }
+    let window = i64::try_from(fed.config.timestamp_window_secs).unwrap_or(i64::MAX / 1000) * 1000;
+    let skew = now_ms().saturating_sub(timestamp);
+    if skew.abs() > window {
+        return Err(unauthorized(
+            "stale-timestamp",
+            "Timestamp outside the window",
+            format!(
+                "the message timestamp is {}s away from this instance's clock; at most {}s is accepted",
+                skew / 1000,
+                fed.config.timestamp_window_secs
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A request body as one message or a batch: (messages as received, was it a batch).
+pub fn split_batch(body: Value) -> Result<(Vec<Value>, bool), Problem> {
+    match body {
+        Value::Array(items) if items.is_empty() || items.len() > MAX_BATCH => {
+            Err(Problem::bad_request(
+                "invalid-batch",
+                "Invalid batch",
+                format!("a batch holds 1 to {MAX_BATCH} messages"),
+            ))
+        }
+        Value::Array(items) => Ok((items, true)),
+        other => Ok((vec![other], false)),
+    }
+}
+
+pub fn parse_message(value: &Value) -> Result<EventMessage, Problem> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        Problem::bad_request(
+            "invalid-message",
+            "Invalid EventMessage",
+            format!("{e}; expected {{messageId, instanceId, eventType, payload, timestamp, keyId, signature}}"),
+        )
+    })
+}
+
+/// Verifies a batch of messages from one sender. Returns the sender.
+pub fn verify_batch(
+    fed: &Federation,
+    values: &[Value],
+) -> Result<(PeerRecord, Vec<EventMessage>), Problem> {
+    let messages = values
+        .iter()
+        .map(parse_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let sender = &messages[0].instance_id;
+    if messages.iter().any(|m| &m.instance_id != sender) {
+        return Err(Problem::bad_request(
+            "invalid-batch",
+            "Invalid batch",
+            "all messages of a batch must come from one instance",
+        ));
+    }
+    let (peer, key) = active_peer(fed, sender)?;
+    for (value, m) in values.iter().zip(&messages) {
+        check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
+    }
+    Ok((peer, messages))
+}
+
+/// Verifies, rate-limits, stores and acknowledges `/incoming/event`.
+pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
+    let (values, batch) = split_batch(body)?;
+    let (peer, messages) = verify_batch(fed, &values)?;
+    let mut incoming = Vec::with_capacity(messages.len());
+    for m in &messages {
+        if m.event_type.starts_with("federation.") {
+            return Err(Problem::unprocessable(
+                "invalid-type",
+                "Invalid event type",
+                format!(
+                    "{:?} is a control message; send it to its own route",
+                    m.event_type
+                ),
+            ));
+        }
+        crate::journal::registry::validate_type_name(
+            &m.event_type,
+            crate::journal::registry::MAX_TYPE_LEN,
+        )
+        .map_err(|e| {
+            Problem::unprocessable(
+                "invalid-type",
+                "Invalid event type",
+                format!("eventType {:?} {e}", m.event_type),
+            )
+        })?;
+        check_numbers(&m.payload)
+            .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
+        let payload = canonical_json(&m.payload);
+        incoming.push(Incoming {
+            message_id: m.message_id,
+            peer: peer.instance_id.clone(),
+            event_type: m.event_type.clone(),
+            journal: journal_link(&payload),
+            payload,
+            timestamp: m.timestamp,
+            digest: m.content_digest(),
+        });
+    }
+    if let Err(retry_after) = fed.limiter.take(&peer.instance_id, messages.len()) {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many messages",
+            format!(
+                "peer {:?} is over its rate limit; retry in {retry_after}s",
+                peer.instance_id
+            ),
+        )
+        .with("retryAfter", retry_after));
+    }
+    match fed.store.fed_receive(&incoming) {
+        Ok(_) => {}
+        Err(ReceiveError::IdReused(id)) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "message-id-reused",
+                "Message id reused",
+                format!("messageId {id} was already received with different content"),
+            ));
+        }
+        Err(ReceiveError::Storage(e)) => return Err(e.into()),
+    }
+    // Stored (fsynced): now acknowledge.
+    let acks = messages
+        .iter()
+        .map(|m| sign_ack(fed, m.message_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if batch {
+        Value::Array(acks)
+    } else {
+        acks.into_iter().next().expect("one message")
+    })
+}
+
+pub fn sign_ack(fed: &Federation, correlation_id: uuid::Uuid) -> Result<Value, Problem> {
+    let ack = EventAck::signed(
+        &fed.identity.private_key,
+        &fed.identity.key_id,
+        &fed.identity.instance_id,
+        correlation_id,
+        now_ms(),
+    )
+    .map_err(Problem::internal)?;
+    serde_json::to_value(ack).map_err(|e| Problem::internal(e.to_string()))
+}
+
+/// The chain link of a payload that is a whole journal event.
+fn journal_link(payload: &str) -> Option<JournalLink> {
+    let event: Event = serde_json::from_str(payload).ok()?;
+    Some(JournalLink {
+        plan_id: event.plan_id,
+        seq: event.seq,
+        prev_hash: event.prev_hash,
+        signature: event.signature,
+    })
+}
+
+/// Verifies acks sent separately (`/incoming/event/ack`) and marks the
+/// acknowledged messages delivered. Returns how many were known.
+pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
+    let (values, _) = split_batch(body)?;
+    let acks = values
+        .iter()
+        .map(|v| {
+            serde_json::from_value::<EventAck>(v.clone()).map_err(|e| {
+                Problem::bad_request(
+                    "invalid-ack",
+                    "Invalid EventAck",
+                    format!("{e}; expected {{messageId, correlationId, instanceId, received, timestamp, keyId, signature}}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut acknowledged = 0;
+    for (value, ack) in values.iter().zip(&acks) {
+        let (peer, key) = active_peer(fed, &ack.instance_id)?;
+        check_signed(fed, &peer, &key, value, &ack.key_id, ack.timestamp)?;
+        if ack.received && fed.store.fed_ack(&peer.instance_id, &ack.correlation_id)? {
+            acknowledged += 1;
+        }
+    }
+    Ok(serde_json::json!({"acknowledged": acknowledged}))
+}

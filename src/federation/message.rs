@@ -1,0 +1,179 @@
+//! The wire messages (`EventMessage`, `EventAck`) and their signatures:
+//! base64 RSASSA-PSS-SHA256 (MGF1-SHA256, 32-byte salt) over the RFC 8785
+//! canonical JSON of the message without its `signature` member.
+//! `docs/federation-protocol.md` is the normative description.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rsa::sha2::Sha256;
+use rsa::{PrivateKey, PublicKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::journal::chain::{canonical_json, sha256};
+
+/// Protocol version served at `/instance`.
+pub const PROTOCOL_VERSION: &str = "logbook-federation/1";
+/// Event type of a subscription request (payload `{"eventType": pattern}`).
+pub const SUBSCRIBE_TYPE: &str = "federation.subscribe";
+/// Event type of an unsubscription request.
+pub const UNSUBSCRIBE_TYPE: &str = "federation.unsubscribe";
+
+/// A federated event, or a control request (subscribe, unsubscribe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventMessage {
+    pub message_id: Uuid,
+    pub instance_id: String,
+    pub event_type: String,
+    pub payload: Value,
+    /// Unix ms when the message was signed.
+    pub timestamp: i64,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// The receiver's signed acknowledgement of an `EventMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventAck {
+    pub message_id: Uuid,
+    /// The `messageId` of the acknowledged message.
+    pub correlation_id: Uuid,
+    pub instance_id: String,
+    pub received: bool,
+    pub timestamp: i64,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// The exact bytes a signature covers: JCS of `value` without `signature`.
+pub fn signing_input(value: &Value) -> String {
+    let mut value = value.clone();
+    if let Value::Object(map) = &mut value {
+        map.remove("signature");
+    }
+    canonical_json(&value)
+}
+
+/// Signs `input` (RSASSA-PSS, SHA-256, salt 32) and returns base64.
+pub fn sign_bytes(key: &PrivateKey, input: &[u8]) -> Result<String, String> {
+    key.pss_sign::<Sha256>(input)
+        .map(|sig| BASE64.encode(sig))
+        .map_err(|e| format!("signing: {e}"))
+}
+
+/// Verifies a base64 RSASSA-PSS-SHA256 signature over `input`.
+pub fn verify_bytes(key: &PublicKey, input: &[u8], signature_b64: &str) -> bool {
+    let Ok(signature) = BASE64.decode(signature_b64) else {
+        return false;
+    };
+    key.pss_verify::<Sha256>(input, &signature).is_ok()
+}
+
+/// Verifies a received message (any shape) as the JSON value it arrived as.
+pub fn verify_value(value: &Value, key: &PublicKey) -> bool {
+    match value.get("signature").and_then(Value::as_str) {
+        Some(signature) => verify_bytes(key, signing_input(value).as_bytes(), signature),
+        None => false,
+    }
+}
+
+/// Fills in `signature` for any message serialized as a JSON object.
+fn sign_value<T: Serialize>(message: &T, key: &PrivateKey) -> Result<String, String> {
+    let value = serde_json::to_value(message).map_err(|e| format!("encoding a message: {e}"))?;
+    sign_bytes(key, signing_input(&value).as_bytes())
+}
+
+impl EventMessage {
+    /// A message signed now.
+    pub fn signed(
+        key: &PrivateKey,
+        key_id: &str,
+        instance_id: &str,
+        message_id: Uuid,
+        event_type: &str,
+        payload: Value,
+        timestamp: i64,
+    ) -> Result<EventMessage, String> {
+        let mut message = EventMessage {
+            message_id,
+            instance_id: instance_id.to_string(),
+            event_type: event_type.to_string(),
+            payload,
+            timestamp,
+            key_id: key_id.to_string(),
+            signature: String::new(),
+        };
+        message.signature = sign_value(&message, key)?;
+        Ok(message)
+    }
+
+    /// Whether `signature` is valid under `key`. A receiver should rather
+    /// use [`verify_value`] on the JSON exactly as received.
+    pub fn verify(&self, key: &PublicKey) -> bool {
+        match serde_json::to_value(self) {
+            Ok(value) => verify_bytes(key, signing_input(&value).as_bytes(), &self.signature),
+            Err(_) => false,
+        }
+    }
+
+    /// What identifies the content of a message independent of when it was
+    /// signed, so that a redelivery (new timestamp and signature) is
+    /// recognised and a different message reusing the id is not.
+    pub fn content_digest(&self) -> [u8; 32] {
+        let content = json!({
+            "messageId": self.message_id,
+            "instanceId": self.instance_id,
+            "eventType": self.event_type,
+            "payload": self.payload,
+        });
+        sha256(canonical_json(&content).as_bytes())
+    }
+}
+
+impl EventAck {
+    pub fn signed(
+        key: &PrivateKey,
+        key_id: &str,
+        instance_id: &str,
+        correlation_id: Uuid,
+        timestamp: i64,
+    ) -> Result<EventAck, String> {
+        let mut ack = EventAck {
+            message_id: Uuid::new_v4(),
+            correlation_id,
+            instance_id: instance_id.to_string(),
+            received: true,
+            timestamp,
+            key_id: key_id.to_string(),
+            signature: String::new(),
+        };
+        ack.signature = sign_value(&ack, key)?;
+        Ok(ack)
+    }
+
+    pub fn verify(&self, key: &PublicKey) -> bool {
+        match serde_json::to_value(self) {
+            Ok(value) => verify_bytes(key, signing_input(&value).as_bytes(), &self.signature),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Unix ms now.
+pub fn now_ms() -> i64 {
+    crate::journal::event::Timestamp::now().millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_input_drops_only_the_signature_and_sorts_keys() {
+        let v = json!({"signature": "x", "b": 1, "a": {"d": 2.0, "c": "é"}});
+        assert_eq!(signing_input(&v), r#"{"a":{"c":"é","d":2},"b":1}"#);
+    }
+}

@@ -1,0 +1,255 @@
+//! Delivery: one worker per peer sends that peer's outbox in order, in
+//! batches, signing each message at send time. A message is `delivered` only
+//! on a verified ack; failures are retried with exponential backoff and
+//! jitter (honouring `Retry-After` on 429 and 503) until the configured
+//! attempts or age, then the message is `dead` until retried by an admin.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Federation;
+use super::identity;
+use super::inbox;
+use super::message::{EventAck, EventMessage, now_ms};
+use crate::journal::store::{OutboxRecord, PeerRecord, PeerStatus};
+
+/// Path messages are delivered to on the peer.
+pub const EVENT_PATH: &str = "/api/v1/federation/incoming/event";
+/// Longest a worker sleeps without looking at the outbox again.
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Why a delivery attempt failed, and when to try again at the earliest.
+struct Failure {
+    error: String,
+    retry_after: Option<Duration>,
+}
+
+pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
+    let mut changed = fed.store.fed_outbox_watch();
+    let mut requeued = fed.store.fed_requeue_watch();
+    let mut cursor = 0u64;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let wait = match step(&fed, &peer_id, &mut cursor).await {
+            Ok(Step::Removed) => return,
+            Ok(Step::Sent) => continue,
+            Ok(Step::Idle(until)) => until,
+            Err(e) => {
+                tracing::error!(peer = %peer_id, error = %e, "federation delivery failed");
+                Some(now_ms() + 5000)
+            }
+        };
+        let sleep = wait.map_or(IDLE_RECHECK, |until| {
+            Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0))
+        });
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = changed.changed() => {}
+            _ = requeued.changed() => cursor = 0,
+            () = tokio::time::sleep(sleep.min(IDLE_RECHECK)) => {}
+        }
+    }
+}
+
+enum Step {
+    /// The peer is gone: stop the worker.
+    Removed,
+    /// A batch was attempted; look again at once.
+    Sent,
+    /// Nothing to send now; wait until then (or a change).
+    Idle(Option<i64>),
+}
+
+async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<Step, String> {
+    let store = fed.store.clone();
+    let id = peer_id.to_string();
+    let limit = fed.config.batch_size;
+    let from = *cursor;
+    let (peer, due) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let peer = store.fed_peer(&id).map_err(|e| e.to_string())?;
+        let due = store
+            .fed_outbox_due(&id, from, limit, now_ms())
+            .map_err(|e| e.to_string())?;
+        Ok((peer, due))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let Some(peer) = peer else {
+        return Ok(Step::Removed);
+    };
+    match peer.status {
+        PeerStatus::Removed => return Ok(Step::Removed),
+        PeerStatus::Suspended => return Ok(Step::Idle(None)),
+        PeerStatus::Active => {}
+    }
+    let (rows, new_cursor, wait_until) = due;
+    *cursor = new_cursor;
+    if rows.is_empty() {
+        return Ok(Step::Idle(wait_until));
+    }
+    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
+    let outcome = send(fed, &peer, &rows).await;
+    let store = fed.store.clone();
+    let id = peer_id.to_string();
+    let config = fed.config.clone();
+    let attempts_before = rows[0].1.attempts;
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let (delivered, failed) = match outcome {
+            Ok(acked) => {
+                let (ok, not): (Vec<u64>, Vec<u64>) = seqs.iter().partition(|s| acked.contains(s));
+                let failure = (!not.is_empty()).then(|| Failure {
+                    error: "the peer's answer held no valid ack for the message".into(),
+                    retry_after: None,
+                });
+                (ok, failure.map(|f| (not, f)))
+            }
+            Err(f) => (Vec::new(), Some((seqs, f))),
+        };
+        if !delivered.is_empty() {
+            store.fed_mark_delivered(&id, &delivered).map_err(|e| e.to_string())?;
+        }
+        if let Some((seqs, failure)) = failed {
+            let delay = failure
+                .retry_after
+                .map(|d| d.min(Duration::from_secs(config.retry_max_secs)))
+                .unwrap_or_else(|| backoff(&config, attempts_before + 1));
+            let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            let max_age_ms = i64::try_from(config.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let dead = store
+                .fed_mark_failed(&id, &seqs, &failure.error, next, config.max_attempts, max_age_ms)
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(Step::Sent)
+}
+
+/// Delay before attempt `attempt + 1`: initial × 2^(attempt-1), capped, ±20 %.
+pub fn backoff(config: &crate::config::FederationConfig, attempt: u32) -> Duration {
+    let cap = config.retry_max_secs.saturating_mul(1000);
+    let base = config
+        .retry_initial_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(40))
+        .min(cap);
+    let mut byte = [0u8; 2];
+    let _ = getrandom::fill(&mut byte);
+    let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
+    Duration::from_millis(((base as f64 * jitter) as u64).min(cap))
+}
+
+/// Sends the rows as one request; returns the seqs that were acknowledged
+/// with a valid ack from this peer.
+async fn send(
+    fed: &Arc<Federation>,
+    peer: &PeerRecord,
+    rows: &[(u64, OutboxRecord)],
+) -> Result<Vec<u64>, Failure> {
+    let fail = |error: String| Failure {
+        error,
+        retry_after: None,
+    };
+    // Sign now, so a retry never carries an old timestamp.
+    let fed2 = fed.clone();
+    let rows2 = rows.to_vec();
+    let (body, ids) =
+        tokio::task::spawn_blocking(move || -> Result<(Value, HashMap<Uuid, u64>), String> {
+            let mut messages = Vec::with_capacity(rows2.len());
+            let mut ids = HashMap::new();
+            let now = now_ms();
+            for (seq, row) in &rows2 {
+                let id = Uuid::from_bytes(row.message_id);
+                let payload: Value = serde_json::from_str(&row.payload)
+                    .map_err(|e| format!("stored payload: {e}"))?;
+                let m = EventMessage::signed(
+                    &fed2.identity.private_key,
+                    &fed2.identity.key_id,
+                    &fed2.identity.instance_id,
+                    id,
+                    &row.event_type,
+                    payload,
+                    now,
+                )?;
+                messages.push(serde_json::to_value(m).map_err(|e| e.to_string())?);
+                ids.insert(id, *seq);
+            }
+            let body = if messages.len() == 1 {
+                messages.pop().expect("one")
+            } else {
+                Value::Array(messages)
+            };
+            Ok((body, ids))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+
+    let url = format!("{}{EVENT_PATH}", peer.base_url);
+    let response = fed
+        .client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| fail(format!("sending to {url}: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+        } else {
+            None
+        };
+        let detail = response
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        return Err(Failure {
+            error: format!("HTTP {status}: {detail}"),
+            retry_after,
+        });
+    }
+    let answer: Value = response
+        .json()
+        .await
+        .map_err(|e| fail(format!("reading the ack: {e}")))?;
+    let acks = match answer {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let key = identity::public_key_from_der(&peer.public_key_der).map_err(fail)?;
+    let mut acked = Vec::new();
+    for value in acks {
+        let Ok(ack) = serde_json::from_value::<EventAck>(value.clone()) else {
+            continue;
+        };
+        if ack.instance_id != peer.instance_id || !ack.received {
+            continue;
+        }
+        let Some(seq) = ids.get(&ack.correlation_id) else {
+            continue;
+        };
+        if inbox::check_signed(fed, peer, &key, &value, &ack.key_id, ack.timestamp).is_ok() {
+            acked.push(*seq);
+        }
+    }
+    Ok(acked)
+}

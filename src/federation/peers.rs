@@ -1,0 +1,275 @@
+//! Peers ("connections"): adding them from `[[peers]]` or the HTTP API,
+//! pinning their public keys, and changing their status. A key is pinned
+//! either as given, or fetched from the peer's `/instance` and accepted only
+//! if its fingerprint equals the one the admin was given out of band.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Federation;
+use super::identity::{self, fingerprint, key_id};
+use crate::config::PeerConfig;
+use crate::journal::event::Timestamp;
+use crate::journal::store::{PeerRecord, PeerStatus};
+
+/// Path of the identity document on every instance.
+pub const INSTANCE_PATH: &str = "/api/v1/federation/instance";
+
+/// A checked peer definition, before it is stored.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub instance_id: String,
+    pub base_url: String,
+    /// SPKI PEM, if given.
+    pub public_key: Option<String>,
+    /// Hex SHA-256 of the SPKI DER, if given.
+    pub fingerprint: Option<String>,
+}
+
+impl PeerSpec {
+    pub fn new(
+        instance_id: &str,
+        base_url: &str,
+        public_key: &str,
+        fingerprint: &str,
+    ) -> Result<PeerSpec, String> {
+        identity::validate_instance_id(instance_id)?;
+        let fingerprint = fingerprint.trim().to_ascii_lowercase();
+        if !fingerprint.is_empty() && crate::hex::decode_array::<32>(&fingerprint).is_none() {
+            return Err(
+                "fingerprint must be 64 hex digits: the SHA-256 of the peer's SPKI DER".into(),
+            );
+        }
+        let public_key = public_key.trim();
+        if public_key.is_empty() && fingerprint.is_empty() {
+            return Err(
+                "give the peer's publicKey, or the fingerprint to pin after fetching its key"
+                    .into(),
+            );
+        }
+        Ok(PeerSpec {
+            instance_id: instance_id.to_string(),
+            base_url: normalize_base_url(base_url)?,
+            public_key: (!public_key.is_empty()).then(|| public_key.to_string()),
+            fingerprint: (!fingerprint.is_empty()).then_some(fingerprint),
+        })
+    }
+
+    /// The key given inline, checked against the fingerprint if both are given.
+    fn inline_key(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(pem) = &self.public_key else {
+            return Ok(None);
+        };
+        let der = identity::spki_der(&identity::public_key_from_pem(pem)?)?;
+        if let Some(expected) = &self.fingerprint
+            && fingerprint(&der) != *expected
+        {
+            return Err(format!(
+                "the public key's fingerprint is {}, not the pinned {expected}",
+                fingerprint(&der)
+            ));
+        }
+        Ok(Some(der))
+    }
+}
+
+/// `http(s)://host[:port][/prefix]`, without a trailing slash.
+pub fn normalize_base_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("base URL {text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "base URL {text:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "base URL {text:?} must not have a query or fragment"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Fetches the peer's identity document and returns its key's SPKI DER if
+/// the instance id and fingerprint are the expected ones.
+pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>, String> {
+    let Some(expected) = &spec.fingerprint else {
+        return Err("no fingerprint to pin".into());
+    };
+    let url = format!("{}{INSTANCE_PATH}", spec.base_url);
+    let response = fed
+        .client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("fetching {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("fetching {url}: HTTP {}", response.status()));
+    }
+    let doc: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("reading {url}: {e}"))?;
+    let instance_id = doc
+        .get("instanceId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if instance_id != spec.instance_id {
+        return Err(format!(
+            "{url} says it is {instance_id:?}, not {:?}",
+            spec.instance_id
+        ));
+    }
+    let pem = doc
+        .get("publicKey")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{url} has no publicKey"))?;
+    let der = identity::spki_der(&identity::public_key_from_pem(pem)?)?;
+    let actual = fingerprint(&der);
+    if actual != *expected {
+        return Err(format!(
+            "the key served by {url} has fingerprint {actual}, not the pinned {expected}: refusing it"
+        ));
+    }
+    Ok(der)
+}
+
+/// Stores a peer as active with the given key (keeping the status of a
+/// peer that exists), and starts its worker.
+pub fn store_peer(
+    fed: &Arc<Federation>,
+    spec: &PeerSpec,
+    der: Vec<u8>,
+    keep_status: bool,
+) -> Result<PeerRecord, String> {
+    let now = Timestamp::now().millis();
+    let existing = fed
+        .store
+        .fed_peer(&spec.instance_id)
+        .map_err(|e| e.to_string())?;
+    let record = PeerRecord {
+        instance_id: spec.instance_id.clone(),
+        base_url: spec.base_url.clone(),
+        public_key_der: der,
+        status: match &existing {
+            Some(p) if keep_status => p.status,
+            _ => PeerStatus::Active,
+        },
+        added_at: existing.as_ref().map_or(now, |p| p.added_at),
+        updated_at: now,
+    };
+    fed.store.fed_put_peer(&record).map_err(|e| e.to_string())?;
+    if record.status != PeerStatus::Removed {
+        fed.ensure_worker(&record.instance_id);
+    }
+    Ok(record)
+}
+
+/// Adds or updates a peer from the HTTP API: inline key, or fetch-and-pin.
+pub async fn add(fed: &Arc<Federation>, spec: PeerSpec) -> Result<PeerRecord, AddError> {
+    if spec.instance_id == fed.identity.instance_id {
+        return Err(AddError::Invalid(
+            "a peer cannot have this instance's own id".into(),
+        ));
+    }
+    let der = match spec.inline_key().map_err(AddError::Invalid)? {
+        Some(der) => der,
+        None => fetch_and_pin(fed, &spec).await.map_err(AddError::Pin)?,
+    };
+    let fed2 = fed.clone();
+    tokio::task::spawn_blocking(move || store_peer(&fed2, &spec, der, false))
+        .await
+        .map_err(|e| AddError::Storage(e.to_string()))?
+        .map_err(AddError::Storage)
+}
+
+#[derive(Debug)]
+pub enum AddError {
+    Invalid(String),
+    Pin(String),
+    Storage(String),
+}
+
+/// Applies `[[peers]]`: peers with an inline key are stored now; those with
+/// only a fingerprint are returned, to be fetched and pinned in the background.
+pub async fn apply_config(
+    fed: &Arc<Federation>,
+    peers: &[PeerConfig],
+) -> Result<Vec<PeerSpec>, String> {
+    let mut pending = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)
+            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
+        if spec.instance_id == fed.identity.instance_id {
+            return Err(format!(
+                "peers[{i}]: {} is this instance's own id",
+                spec.instance_id
+            ));
+        }
+        match spec
+            .inline_key()
+            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?
+        {
+            Some(der) => {
+                store_peer(fed, &spec, der, true)?;
+            }
+            None => {
+                let stored = fed
+                    .store
+                    .fed_peer(&spec.instance_id)
+                    .map_err(|e| e.to_string())?;
+                match stored {
+                    // Already pinned to the same key: only the URL may change.
+                    Some(p) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
+                        store_peer(fed, &spec, p.public_key_der, true)?;
+                    }
+                    _ => pending.push(spec),
+                }
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// Keeps trying to fetch and pin a configured peer's key until it works or
+/// the daemon stops.
+pub fn spawn_pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match fetch_and_pin(&fed, &spec).await {
+                Ok(der) => {
+                    match store_peer(&fed, &spec, der, true) {
+                        Ok(_) => tracing::info!(peer = %spec.instance_id, "pinned the peer's key"),
+                        Err(e) => {
+                            tracing::error!(peer = %spec.instance_id, error = %e, "storing the peer")
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %spec.instance_id, error = %e, "cannot pin the peer's key yet")
+                }
+            }
+            tokio::select! {
+                () = fed.shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    });
+}
+
+pub fn peer_json(p: &PeerRecord) -> Value {
+    json!({
+        "instanceId": p.instance_id,
+        "baseUrl": p.base_url,
+        "status": p.status.as_str(),
+        "keyId": key_id(&p.public_key_der),
+        "fingerprint": fingerprint(&p.public_key_der),
+        "publicKey": identity::public_key_from_der(&p.public_key_der).ok().and_then(|k| identity::spki_pem(&k).ok()),
+        "addedAt": p.added_at,
+        "updatedAt": p.updated_at,
+    })
+}

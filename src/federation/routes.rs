@@ -1,0 +1,778 @@
+//! The federation HTTP API under `/api/v1/federation`. The identity document
+//! and the `incoming/*` routes are public (peers call them; every message is
+//! signature-verified); the rest need a token with the `admin` scope
+//! (changes) or `read` scope (listings and the stream).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Federation;
+use super::identity;
+use super::inbox;
+use super::message::{
+    EventAck, EventMessage, PROTOCOL_VERSION, SUBSCRIBE_TYPE, UNSUBSCRIBE_TYPE, now_ms,
+};
+use super::peers::{self, AddError, PeerSpec};
+use crate::config::Scope;
+use crate::hex;
+use crate::http::AppState;
+use crate::http::auth;
+use crate::http::extract::{JsonBody, Query};
+use crate::http::problem::Problem;
+use crate::journal::chain::{canonical_json, check_numbers};
+use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
+use crate::journal::store::{
+    DeliveryStatus, Direction, InboxEntry, OutboxEntry, PeerStatus, StoreError,
+};
+
+const BASE: &str = "/api/v1/federation";
+/// Largest page of the messages listing.
+const MAX_LIST: usize = 10_000;
+/// Received messages read per storage page by the stream.
+const STREAM_PAGE: usize = 512;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    let public = Router::new()
+        .route(&format!("{BASE}/instance"), get(instance))
+        .route(&format!("{BASE}/incoming/event"), post(incoming_event))
+        .route(&format!("{BASE}/incoming/event/ack"), post(incoming_ack))
+        .route(
+            &format!("{BASE}/incoming/subscribe"),
+            post(incoming_subscribe),
+        )
+        .route(
+            &format!("{BASE}/incoming/unsubscribe"),
+            post(incoming_unsubscribe),
+        );
+    let read = Router::new()
+        .route(&format!("{BASE}/events/subscriptions"), get(subscriptions))
+        .route(&format!("{BASE}/events/messages"), get(messages))
+        .route(&format!("{BASE}/events/continuity"), get(continuity))
+        .route(&format!("{BASE}/events/stream"), get(stream))
+        .route_layer(from_fn_with_state(state.clone(), require_read));
+    let admin = Router::new()
+        .route(&format!("{BASE}/peers"), get(list_peers).post(add_peer))
+        .route(
+            &format!("{BASE}/peers/{{instance_id}}/status"),
+            post(set_peer_status),
+        )
+        .route(&format!("{BASE}/events/subscribe"), post(subscribe))
+        .route(&format!("{BASE}/events/unsubscribe"), post(unsubscribe))
+        .route(&format!("{BASE}/events/publish"), post(publish))
+        .route(&format!("{BASE}/events/messages/retry"), post(retry))
+        .route_layer(from_fn_with_state(state, require_admin));
+    public.merge(read).merge(admin)
+}
+
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    auth::require(Scope::Admin, state, req, next).await
+}
+
+async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    auth::require(Scope::Read, state, req, next).await
+}
+
+/// Runs blocking work (RSA, storage) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("task failed: {e}")))?
+}
+
+fn fed(state: &AppState) -> Arc<Federation> {
+    state.federation.clone()
+}
+
+// ---- public ---------------------------------------------------------------
+
+async fn instance(State(state): State<AppState>) -> Json<Value> {
+    let id = &state.federation.identity;
+    Json(json!({
+        "instanceId": id.instance_id,
+        "name": id.name,
+        "publicKey": id.public_key_pem,
+        "keyId": id.key_id,
+        "fingerprint": id.fingerprint,
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": ["events", "batch", "journal-events", "subscribe", "ack"],
+    }))
+}
+
+async fn incoming_event(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let fed = fed(&state);
+    match blocking(move || inbox::receive_events(&fed, body)).await {
+        Ok(acks) => Ok(Json(acks).into_response()),
+        Err(problem) if problem.status == StatusCode::TOO_MANY_REQUESTS => {
+            let seconds = problem
+                .extra
+                .get("retryAfter")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            let mut response = problem.into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Ok(response)
+        }
+        Err(problem) => Err(problem),
+    }
+}
+
+async fn incoming_ack(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    let fed = fed(&state);
+    blocking(move || inbox::receive_acks(&fed, body))
+        .await
+        .map(Json)
+}
+
+async fn incoming_subscribe(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    incoming_control(state, body, SUBSCRIBE_TYPE).await
+}
+
+async fn incoming_unsubscribe(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    incoming_control(state, body, UNSUBSCRIBE_TYPE).await
+}
+
+/// A peer asks us to start (or stop) sending it events matching a pattern.
+async fn incoming_control(
+    state: AppState,
+    body: Value,
+    expected_type: &'static str,
+) -> Result<Json<Value>, Problem> {
+    let fed = fed(&state);
+    blocking(move || {
+        if body.is_array() {
+            return Err(Problem::bad_request(
+                "invalid-message",
+                "Invalid EventMessage",
+                "send one subscription request, not a batch",
+            ));
+        }
+        let (peer, messages) = inbox::verify_batch(&fed, std::slice::from_ref(&body))?;
+        let message = &messages[0];
+        if message.event_type != expected_type {
+            return Err(Problem::unprocessable(
+                "invalid-type",
+                "Invalid event type",
+                format!("this route takes eventType {expected_type:?}"),
+            ));
+        }
+        let pattern = pattern_of(&message.payload)?;
+        if expected_type == SUBSCRIBE_TYPE {
+            fed.store
+                .fed_put_subscription(Direction::Inbound, &peer.instance_id, &pattern)?;
+            tracing::info!(peer = %peer.instance_id, pattern, "peer subscribed");
+        } else {
+            fed.store
+                .fed_remove_subscription(Direction::Inbound, &peer.instance_id, &pattern)?;
+            tracing::info!(peer = %peer.instance_id, pattern, "peer unsubscribed");
+        }
+        inbox::sign_ack(&fed, message.message_id).map(Json)
+    })
+    .await
+}
+
+fn pattern_of(payload: &Value) -> Result<String, Problem> {
+    let text = payload
+        .get("eventType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            Problem::unprocessable(
+                "invalid-payload",
+                "Invalid payload",
+                "expected {\"eventType\": pattern}",
+            )
+        })?;
+    parse_pattern(text)
+}
+
+fn parse_pattern(text: &str) -> Result<String, Problem> {
+    TypePattern::parse(text)
+        .map(|p| p.as_string())
+        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))
+}
+
+// ---- peers ----------------------------------------------------------------
+
+async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    let fed = fed(&state);
+    let peers = blocking(move || Ok(fed.store.fed_peers()?)).await?;
+    Ok(Json(
+        json!({"peers": peers.iter().map(peers::peer_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AddPeerBody {
+    instance_id: String,
+    base_url: String,
+    #[serde(default)]
+    public_key: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+fn invalid_body(e: impl std::fmt::Display, expected: &str) -> Problem {
+    Problem::unprocessable(
+        "invalid-request",
+        "Invalid request",
+        format!("{e}; expected {expected}"),
+    )
+}
+
+async fn add_peer(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let body: AddPeerBody = serde_json::from_value(body)
+        .map_err(|e| invalid_body(e, "{instanceId, baseUrl, publicKey?, fingerprint?}"))?;
+    let spec = PeerSpec::new(
+        &body.instance_id,
+        &body.base_url,
+        &body.public_key,
+        &body.fingerprint,
+    )
+    .map_err(|e| Problem::unprocessable("invalid-peer", "Invalid peer", e))?;
+    let peer = peers::add(&state.federation, spec)
+        .await
+        .map_err(|e| match e {
+            AddError::Invalid(e) => Problem::unprocessable("invalid-peer", "Invalid peer", e),
+            AddError::Pin(e) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "pin-failed",
+                "Could not pin the peer's key",
+                e,
+            ),
+            AddError::Storage(e) => Problem::internal(e),
+        })?;
+    tracing::info!(peer = %peer.instance_id, "peer added");
+    Ok((StatusCode::CREATED, Json(peers::peer_json(&peer))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+}
+
+async fn set_peer_status(
+    State(state): State<AppState>,
+    Path(instance_id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    let body: StatusBody = serde_json::from_value(body).map_err(|e| invalid_body(e, "{status}"))?;
+    let status = PeerStatus::parse(&body.status).ok_or_else(|| {
+        Problem::unprocessable(
+            "invalid-status",
+            "Invalid status",
+            "status is active, suspended or removed",
+        )
+    })?;
+    let fed = fed(&state);
+    let fed2 = fed.clone();
+    let peer = blocking(move || {
+        let mut peer = fed2
+            .store
+            .fed_peer(&instance_id)?
+            .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
+        peer.status = status;
+        peer.updated_at = now_ms();
+        fed2.store.fed_put_peer(&peer)?;
+        Ok(peer)
+    })
+    .await?;
+    if peer.status != PeerStatus::Removed {
+        fed.ensure_worker(&peer.instance_id);
+    }
+    tracing::info!(peer = %peer.instance_id, status = peer.status.as_str(), "peer status changed");
+    Ok(Json(peers::peer_json(&peer)))
+}
+
+// ---- subscriptions --------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SubscribeBody {
+    peer: String,
+    event_type: String,
+}
+
+async fn subscribe(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    control(state, body, SUBSCRIBE_TYPE).await
+}
+
+async fn unsubscribe(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    control(state, body, UNSUBSCRIBE_TYPE).await
+}
+
+/// Sends a signed (un)subscribe request to the peer, verifies its signed
+/// ack, and records the subscription on this side.
+async fn control(
+    state: AppState,
+    body: Value,
+    event_type: &'static str,
+) -> Result<Response, Problem> {
+    let body: SubscribeBody =
+        serde_json::from_value(body).map_err(|e| invalid_body(e, "{peer, eventType}"))?;
+    let pattern = parse_pattern(&body.event_type)?;
+    let fed = fed(&state);
+    let (fed2, peer_id, pattern2) = (fed.clone(), body.peer.clone(), pattern.clone());
+    let (peer, key, request) = blocking(move || {
+        let (peer, key) = inbox::active_peer(&fed2, &peer_id)
+            .map_err(|p| Problem::unprocessable(p.kind, p.title, p.detail))?;
+        let request = EventMessage::signed(
+            &fed2.identity.private_key,
+            &fed2.identity.key_id,
+            &fed2.identity.instance_id,
+            Uuid::new_v4(),
+            event_type,
+            json!({"eventType": pattern2}),
+            now_ms(),
+        )
+        .map_err(Problem::internal)?;
+        Ok((peer, key, request))
+    })
+    .await?;
+    let path = if event_type == SUBSCRIBE_TYPE {
+        "subscribe"
+    } else {
+        "unsubscribe"
+    };
+    let url = format!("{}{BASE}/incoming/{path}", peer.base_url);
+    let peer_error = |detail: String| {
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "peer-error",
+            "The peer did not accept the request",
+            detail,
+        )
+    };
+    let response = fed
+        .client
+        .post(&url)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| peer_error(format!("sending to {url}: {e}")))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let detail = answer
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(peer_error(format!(
+            "{url} answered HTTP {status}: {detail}"
+        )));
+    }
+    let ack: EventAck = serde_json::from_value(answer.clone())
+        .map_err(|e| peer_error(format!("the answer is not an EventAck: {e}")))?;
+    let (fed2, peer2) = (fed.clone(), peer.clone());
+    blocking(move || {
+        if ack.instance_id != peer2.instance_id
+            || ack.correlation_id != request.message_id
+            || !ack.received
+        {
+            return Err(peer_error(
+                "the ack does not acknowledge this request from this peer".into(),
+            ));
+        }
+        inbox::check_signed(&fed2, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
+            .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
+        if event_type == SUBSCRIBE_TYPE {
+            fed2.store
+                .fed_put_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
+        } else {
+            fed2.store.fed_remove_subscription(
+                Direction::Outbound,
+                &peer2.instance_id,
+                &pattern,
+            )?;
+        }
+        Ok(())
+    })
+    .await?;
+    let body =
+        json!({"peer": peer.instance_id, "eventType": body.event_type, "direction": "outbound"});
+    let status = if event_type == SUBSCRIBE_TYPE {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn subscriptions(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    let fed = fed(&state);
+    let subs = blocking(move || Ok(fed.store.fed_subscriptions()?)).await?;
+    let list: Vec<Value> = subs
+        .iter()
+        .map(|s| json!({"direction": s.direction.as_str(), "peer": s.peer, "eventType": s.pattern, "createdAt": s.created_at}))
+        .collect();
+    Ok(Json(json!({"subscriptions": list})))
+}
+
+// ---- publish and messages -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PublishBody {
+    event_type: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let body: PublishBody =
+        serde_json::from_value(body).map_err(|e| invalid_body(e, "{eventType, payload}"))?;
+    validate_type_name(&body.event_type, MAX_TYPE_LEN).map_err(|e| {
+        Problem::unprocessable(
+            "invalid-type",
+            "Invalid event type",
+            format!("eventType {:?} {e}", body.event_type),
+        )
+    })?;
+    if body.event_type.starts_with("federation.") {
+        return Err(Problem::unprocessable(
+            "invalid-type",
+            "Invalid event type",
+            "federation.* types are reserved for control messages",
+        ));
+    }
+    check_numbers(&body.payload)
+        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
+    let payload = canonical_json(&body.payload);
+    let fed = fed(&state);
+    let event_type = body.event_type.clone();
+    let queued = blocking(move || Ok(fed.store.fed_publish(&event_type, &payload)?)).await?;
+    let messages: Vec<Value> = queued
+        .iter()
+        .map(|(peer, id)| json!({"peer": peer, "messageId": id}))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"eventType": body.event_type, "messages": messages})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    direction: Option<String>,
+    status: Option<String>,
+    peer: Option<String>,
+    limit: Option<usize>,
+}
+
+fn outbound_json(e: &OutboxEntry) -> Value {
+    let r = &e.record;
+    json!({
+        "direction": "outbound",
+        "messageId": Uuid::from_bytes(r.message_id),
+        "peer": e.peer,
+        "seq": e.seq,
+        "eventType": r.event_type,
+        "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
+        "status": r.status.as_str(),
+        "attempts": r.attempts,
+        "lastError": r.last_error,
+        "createdAt": r.created_at,
+        "updatedAt": r.updated_at,
+        "nextAttemptAt": (r.status == DeliveryStatus::Retrying).then_some(r.next_attempt_at),
+    })
+}
+
+fn continuity_json(e: &InboxEntry) -> Value {
+    match &e.record.continuity {
+        None => Value::Null,
+        Some(c) => json!({
+            "status": c.kind.as_str(),
+            "planId": Uuid::from_bytes(c.plan_id),
+            "seq": c.seq,
+            "expectedSeq": c.expected_seq,
+            "conflictsWith": c.conflicts_with.map(Uuid::from_bytes),
+        }),
+    }
+}
+
+fn inbound_json(e: &InboxEntry) -> Value {
+    let r = &e.record;
+    json!({
+        "direction": "inbound",
+        "messageId": e.message_id,
+        "peer": r.peer,
+        "position": r.position,
+        "eventType": r.event_type,
+        "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
+        "status": "delivered",
+        "attempts": 1,
+        "lastError": null,
+        "timestamp": r.timestamp,
+        "receivedAt": r.received_at,
+        "payloadDigest": hex::encode(&r.digest),
+        "continuity": continuity_json(e),
+    })
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<Value>, Problem> {
+    let bad =
+        |detail: String| Problem::bad_request("invalid-query", "Invalid query string", detail);
+    let (inbound, outbound) = match q.direction.as_deref() {
+        None | Some("") => (true, true),
+        Some("inbound") => (true, false),
+        Some("outbound") => (false, true),
+        Some(other) => return Err(bad(format!("direction={other:?}: use inbound or outbound"))),
+    };
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            bad(format!(
+                "status={s:?}: use pending, delivered, retrying or dead"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(bad(format!("limit={limit} is out of range 1..={MAX_LIST}")));
+    }
+    let peer = q.peer.filter(|p| !p.is_empty());
+    let fed = fed(&state);
+    let list = blocking(move || {
+        let mut list = Vec::new();
+        if outbound {
+            for e in fed.store.fed_outbox_list(peer.as_deref(), status, limit)? {
+                list.push(outbound_json(&e));
+            }
+        }
+        if inbound && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
+            let mut after = 0;
+            'pages: loop {
+                let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
+                let short = page.len() < STREAM_PAGE;
+                for e in &page {
+                    after = e.record.position;
+                    if peer.as_deref().is_some_and(|p| p != e.record.peer) {
+                        continue;
+                    }
+                    if list.len() >= limit {
+                        break 'pages;
+                    }
+                    list.push(inbound_json(e));
+                }
+                if short {
+                    break;
+                }
+            }
+        }
+        list.truncate(limit);
+        Ok(list)
+    })
+    .await?;
+    Ok(Json(json!({"messages": list})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    message_id: Option<Uuid>,
+    #[serde(default)]
+    peer: Option<String>,
+}
+
+/// Puts dead messages back in the queue: one (`messageId`) or all (of a `peer`).
+async fn retry(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    let body: RetryBody =
+        serde_json::from_value(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
+    let fed = fed(&state);
+    let count = blocking(move || {
+        Ok(fed
+            .store
+            .fed_retry_dead(body.message_id.as_ref(), body.peer.as_deref())?)
+    })
+    .await?;
+    Ok(Json(json!({"requeued": count})))
+}
+
+/// Received journal events that broke their origin's chain: gaps and forks.
+async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    let fed = fed(&state);
+    let list = blocking(move || {
+        let mut list = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
+            for e in &page {
+                after = e.record.position;
+                if e.record.continuity.as_ref().is_some_and(|c| {
+                    matches!(
+                        c.kind,
+                        crate::journal::store::ContinuityKind::Gap
+                            | crate::journal::store::ContinuityKind::Fork
+                    )
+                }) {
+                    list.push(inbound_json(e));
+                }
+            }
+            if page.len() < STREAM_PAGE {
+                break;
+            }
+        }
+        Ok(list)
+    })
+    .await?;
+    Ok(Json(json!({"anomalies": list})))
+}
+
+// ---- stream ---------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamQuery {
+    event_type: Option<String>,
+    after: Option<u64>,
+    // Read by the auth layer; accepted here so it is not an unknown key.
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+/// `GET …/events/stream?eventType=PATTERN`: SSE of received messages, `id:`
+/// = inbox position; resumes after `Last-Event-ID` (or `?after=`).
+async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, Problem> {
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "invalid-last-event-id",
+                    "Invalid Last-Event-ID",
+                    "Last-Event-ID must be a non-negative integer",
+                )
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    let filter = TypeFilter::parse(q.event_type.as_deref().unwrap_or("")).map_err(|e| {
+        Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("eventType: {e}"),
+        )
+    })?;
+    let fed = fed(&state);
+    // Watch before reading, so nothing stored after the read is missed.
+    let changes = fed.store.fed_inbox_watch();
+    let fed2 = fed.clone();
+    let head = blocking(move || Ok(fed2.store.fed_inbox_last_position()?)).await?;
+    if after > head {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "cursor-beyond-head",
+            "Cursor beyond head",
+            format!("the cursor {after} is beyond the last received message {head}"),
+        ));
+    }
+    let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(state.keepalive))
+        .into_response())
+}
+
+fn received_stream(
+    fed: Arc<Federation>,
+    filter: TypeFilter,
+    after: u64,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream::stream! {
+        let mut cursor = after;
+        loop {
+            let store = fed.store.clone();
+            let from = cursor;
+            let page = tokio::task::spawn_blocking(move || store.fed_inbox_after(from, STREAM_PAGE))
+                .await
+                .map_err(|e| StoreError::from_join(&e))
+                .and_then(|r| r);
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let problem = Problem::internal(e.to_string());
+                    yield Ok(SseEvent::default().event("error").data(problem.body().to_string()));
+                    return;
+                }
+            };
+            let full = page.len() == STREAM_PAGE;
+            for e in page {
+                cursor = e.record.position;
+                if filter.matches(&e.record.event_type) {
+                    yield Ok(SseEvent::default().id(cursor.to_string()).data(inbound_json(&e).to_string()));
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+/// The key fingerprint an admin pins for a PEM public key.
+pub fn pem_fingerprint(pem: &str) -> Result<String, String> {
+    Ok(identity::fingerprint(&identity::spki_der(
+        &identity::public_key_from_pem(pem)?,
+    )?))
+}

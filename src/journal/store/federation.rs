@@ -1,0 +1,1111 @@
+//! Federation tables: peers, subscriptions, the per-peer outbox, the inbox of
+//! received messages and the chain-continuity records of federated journal
+//! events. Like the rest of the store, this is the only federation code that
+//! touches redb.
+//!
+//! Tables (string ids never contain a NUL byte, so NUL separates them):
+//! - `fed_peers`: peer instance id → peer record
+//! - `fed_subscriptions`: direction ‖ peer ‖ NUL ‖ pattern → subscription record
+//! - `fed_outbox`: peer ‖ NUL ‖ seq (u64 BE) → outbox record (per-peer order)
+//! - `fed_outbox_ids`: message id → `fed_outbox` key
+//! - `fed_inbox`: message id → inbox record
+//! - `fed_inbox_positions`: inbox position (u64) → message id
+//! - `fed_origin_events`: origin ‖ NUL ‖ plan id ‖ seq → journal event seen
+//! - `fed_origin_heads`: origin ‖ NUL ‖ plan id → last journal event seen
+//!
+//! The journal writer adds outbox rows inside the append's own transaction
+//! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
+//! inbound subscriptions of active peers ([`FedShared`]).
+
+use std::sync::{Arc, RwLock};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{Store, StoreError, decode, encode};
+use crate::journal::event::{Event, Timestamp};
+use crate::journal::registry::TypePattern;
+
+pub(super) const FED_PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peers");
+pub(super) const FED_SUBS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_subscriptions");
+pub(super) const FED_OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fed_outbox");
+pub(super) const FED_OUTBOX_IDS: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("fed_outbox_ids");
+pub(super) const FED_INBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("fed_inbox");
+pub(super) const FED_INBOX_POSITIONS: TableDefinition<u64, [u8; 16]> =
+    TableDefinition::new("fed_inbox_positions");
+pub(super) const FED_ORIGIN_EVENTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_origin_events");
+pub(super) const FED_ORIGIN_HEADS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_origin_heads");
+
+/// Creates every federation table, so readers never see a missing one.
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(FED_PEERS)?;
+    txn.open_table(FED_SUBS)?;
+    txn.open_table(FED_OUTBOX)?;
+    txn.open_table(FED_OUTBOX_IDS)?;
+    txn.open_table(FED_INBOX)?;
+    txn.open_table(FED_INBOX_POSITIONS)?;
+    txn.open_table(FED_ORIGIN_EVENTS)?;
+    txn.open_table(FED_ORIGIN_HEADS)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerStatus {
+    Active,
+    Suspended,
+    Removed,
+}
+
+impl PeerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Active => "active",
+            PeerStatus::Suspended => "suspended",
+            PeerStatus::Removed => "removed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PeerStatus> {
+        match text {
+            "active" => Some(PeerStatus::Active),
+            "suspended" => Some(PeerStatus::Suspended),
+            "removed" => Some(PeerStatus::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// A peer ("connection") and the public key pinned for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub instance_id: String,
+    pub base_url: String,
+    /// SubjectPublicKeyInfo DER of the pinned RSA key.
+    pub public_key_der: Vec<u8>,
+    pub status: PeerStatus,
+    pub added_at: i64,
+    pub updated_at: i64,
+}
+
+/// Which way events flow for a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// The peer subscribed to us: we send it matching events.
+    Inbound = 1,
+    /// We subscribed to the peer: it sends us matching events.
+    Outbound = 2,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Direction> {
+        match b {
+            1 => Some(Direction::Inbound),
+            2 => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SubscriptionRecord {
+    created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub direction: Direction,
+    pub peer: String,
+    pub pattern: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Retrying,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "retrying" => Some(DeliveryStatus::Retrying),
+            "dead" => Some(DeliveryStatus::Dead),
+            _ => None,
+        }
+    }
+
+    fn is_open(self) -> bool {
+        matches!(self, DeliveryStatus::Pending | DeliveryStatus::Retrying)
+    }
+}
+
+/// One message queued for one peer. It is signed only when sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub message_id: [u8; 16],
+    pub event_type: String,
+    /// Canonical JSON of the payload.
+    pub payload: String,
+    pub created_at: i64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix ms before which the message is not sent again.
+    pub next_attempt_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub peer: String,
+    pub seq: u64,
+    pub record: OutboxRecord,
+}
+
+/// How a received journal event relates to what we saw before from its
+/// origin plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContinuityKind {
+    /// The next event of the chain: seq is last + 1 and prev_hash is the last signature.
+    Ok,
+    /// One or more events are missing before this one.
+    Gap,
+    /// Another event with the same seq (or a different predecessor) was seen: the chain forked.
+    Fork,
+    /// The same event (same signature) arrived again in another message.
+    Duplicate,
+}
+
+impl ContinuityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContinuityKind::Ok => "ok",
+            ContinuityKind::Gap => "gap",
+            ContinuityKind::Fork => "fork",
+            ContinuityKind::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Continuity {
+    pub kind: ContinuityKind,
+    pub plan_id: [u8; 16],
+    pub seq: u64,
+    /// The seq the chain expected next (last seen + 1).
+    pub expected_seq: u64,
+    /// The earlier message holding the conflicting event (forks, duplicates).
+    pub conflicts_with: Option<[u8; 16]>,
+}
+
+/// A received message, stored before it is acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub position: u64,
+    pub peer: String,
+    pub event_type: String,
+    /// Canonical JSON of the payload.
+    pub payload: String,
+    /// The sender's timestamp (Unix ms).
+    pub timestamp: i64,
+    pub received_at: i64,
+    /// SHA-256 of what identifies the message's content, to tell a
+    /// redelivery from a different message reusing the id.
+    pub digest: [u8; 32],
+    pub continuity: Option<Continuity>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub message_id: Uuid,
+    pub record: InboxRecord,
+}
+
+/// The chain link of a journal event carried in a message's payload.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalLink {
+    pub plan_id: Uuid,
+    pub seq: u64,
+    pub prev_hash: Option<[u8; 32]>,
+    pub signature: [u8; 32],
+}
+
+/// A verified message to store.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub message_id: Uuid,
+    pub peer: String,
+    pub event_type: String,
+    pub payload: String,
+    pub timestamp: i64,
+    pub digest: [u8; 32],
+    pub journal: Option<JournalLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveOutcome {
+    /// Stored now.
+    Stored,
+    /// Stored before with the same content: acknowledge again, store nothing.
+    Redelivered,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReceiveError {
+    /// The message id was already used for a different message.
+    IdReused(Uuid),
+    Storage(StoreError),
+}
+
+impl From<StoreError> for ReceiveError {
+    fn from(e: StoreError) -> Self {
+        ReceiveError::Storage(e)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OriginEvent {
+    signature: [u8; 32],
+    message_id: [u8; 16],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OriginHead {
+    last_seq: u64,
+    last_signature: [u8; 32],
+}
+
+/// Where a journal event goes: a peer and the pattern it subscribed with.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub peer: String,
+    pub pattern: TypePattern,
+}
+
+/// State shared by the store handle, the journal writer and the federation
+/// layer: the routing snapshot and change notifications.
+#[derive(Debug)]
+pub struct FedShared {
+    routes: RwLock<Arc<Vec<Route>>>,
+    outbox_changed: watch::Sender<u64>,
+    inbox_changed: watch::Sender<u64>,
+    /// Bumped when dead messages are put back in the queue, so workers rescan.
+    requeued: watch::Sender<u64>,
+}
+
+impl Default for FedShared {
+    fn default() -> Self {
+        FedShared {
+            routes: RwLock::default(),
+            outbox_changed: watch::channel(0).0,
+            inbox_changed: watch::channel(0).0,
+            requeued: watch::channel(0).0,
+        }
+    }
+}
+
+impl FedShared {
+    fn routes(&self) -> Arc<Vec<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn outbox_grew(&self) {
+        self.outbox_changed.send_modify(|n| *n += 1);
+    }
+}
+
+fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(peer.len() + 9);
+    key.extend_from_slice(peer.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
+    let bad = || StoreError("corrupt outbox key".into());
+    if key.len() < 9 || key[key.len() - 9] != 0 {
+        return Err(bad());
+    }
+    let (peer, seq) = key.split_at(key.len() - 9);
+    let peer = String::from_utf8(peer.to_vec()).map_err(|_| bad())?;
+    Ok((
+        peer,
+        u64::from_be_bytes(seq[1..].try_into().expect("8 bytes")),
+    ))
+}
+
+fn sub_key(direction: Direction, peer: &str, pattern: &str) -> Vec<u8> {
+    let mut key = vec![direction as u8];
+    key.extend_from_slice(peer.as_bytes());
+    key.push(0);
+    key.extend_from_slice(pattern.as_bytes());
+    key
+}
+
+fn origin_plan_key(origin: &str, plan: &Uuid) -> Vec<u8> {
+    let mut key = origin.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(plan.as_bytes());
+    key
+}
+
+fn origin_event_key(origin: &str, plan: &Uuid, seq: u64) -> Vec<u8> {
+    let mut key = origin_plan_key(origin, plan);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+type IdTable<'txn> = redb::Table<'txn, [u8; 16], &'static [u8]>;
+
+/// Appends one row to `peer`'s outbox at the next per-peer seq.
+fn enqueue(
+    outbox: &mut BytesTable<'_>,
+    ids: &mut IdTable<'_>,
+    peer: &str,
+    event_type: &str,
+    payload: &str,
+    now: i64,
+) -> Result<Uuid, StoreError> {
+    let last = outbox
+        .range(outbox_key(peer, 0).as_slice()..=outbox_key(peer, u64::MAX).as_slice())?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| split_outbox_key(k.value()).map(|(_, seq)| seq))
+        .transpose()?
+        .unwrap_or(0);
+    let message_id = Uuid::new_v4();
+    let record = OutboxRecord {
+        message_id: message_id.into_bytes(),
+        event_type: event_type.to_string(),
+        payload: payload.to_string(),
+        created_at: now,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: 0,
+        updated_at: now,
+    };
+    let key = outbox_key(peer, last + 1);
+    outbox.insert(key.as_slice(), encode(&record).as_slice())?;
+    ids.insert(message_id.into_bytes(), key.as_slice())?;
+    Ok(message_id)
+}
+
+/// The federation part of the journal writer's transaction.
+pub(super) struct FedTables<'txn> {
+    outbox: BytesTable<'txn>,
+    ids: IdTable<'txn>,
+    routes: Arc<Vec<Route>>,
+    /// Rows added in this transaction.
+    pub(super) enqueued: usize,
+}
+
+impl<'txn> FedTables<'txn> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        shared: &FedShared,
+    ) -> Result<Self, StoreError> {
+        Ok(FedTables {
+            outbox: txn.open_table(FED_OUTBOX)?,
+            ids: txn.open_table(FED_OUTBOX_IDS)?,
+            routes: shared.routes(),
+            enqueued: 0,
+        })
+    }
+
+    /// Queues a just-appended journal event, whole, for every active peer
+    /// subscribed to its type (once per peer, however many patterns match).
+    pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        if self.routes.is_empty() {
+            return Ok(());
+        }
+        let mut peers: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.pattern.matches(&event.event_type))
+            .map(|r| r.peer.as_str())
+            .collect();
+        if peers.is_empty() {
+            return Ok(());
+        }
+        peers.sort_unstable();
+        peers.dedup();
+        let payload = serde_json::to_string(event)
+            .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+        let now = Timestamp::now().millis();
+        for peer in peers {
+            enqueue(
+                &mut self.outbox,
+                &mut self.ids,
+                peer,
+                &event.event_type,
+                &payload,
+                now,
+            )?;
+            self.enqueued += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    fn fed_write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    // ---- peers -------------------------------------------------------------
+
+    pub fn fed_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_PEERS)?;
+        let mut out = Vec::new();
+        for entry in table.range::<&str>(..)? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn fed_peer(&self, instance_id: &str) -> Result<Option<PeerRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_PEERS)?;
+        table
+            .get(instance_id)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Inserts or replaces a peer, then refreshes the routing snapshot.
+    pub fn fed_put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        self.fed_write(|txn| {
+            txn.open_table(FED_PEERS)?
+                .insert(peer.instance_id.as_str(), encode(peer).as_slice())?;
+            Ok(())
+        })?;
+        self.fed_refresh_routes()?;
+        self.fed.outbox_grew();
+        Ok(())
+    }
+
+    // ---- subscriptions -----------------------------------------------------
+
+    pub fn fed_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_SUBS)?;
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let record: SubscriptionRecord = decode(v.value())?;
+            let bad = || StoreError("corrupt subscription key".into());
+            let direction = Direction::from_byte(*key.first().ok_or_else(bad)?).ok_or_else(bad)?;
+            let rest = &key[1..];
+            let nul = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+            out.push(Subscription {
+                direction,
+                peer: String::from_utf8(rest[..nul].to_vec()).map_err(|_| bad())?,
+                pattern: String::from_utf8(rest[nul + 1..].to_vec()).map_err(|_| bad())?,
+                created_at: record.created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a subscription (idempotent). Returns false if it already existed.
+    pub fn fed_put_subscription(
+        &self,
+        direction: Direction,
+        peer: &str,
+        pattern: &str,
+    ) -> Result<bool, StoreError> {
+        let added = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_SUBS)?;
+            let key = sub_key(direction, peer, pattern);
+            if table.get(key.as_slice())?.is_some() {
+                return Ok(false);
+            }
+            let record = SubscriptionRecord {
+                created_at: Timestamp::now().millis(),
+            };
+            table.insert(key.as_slice(), encode(&record).as_slice())?;
+            Ok(true)
+        })?;
+        self.fed_refresh_routes()?;
+        Ok(added)
+    }
+
+    /// Removes a subscription. Returns false if there was none.
+    pub fn fed_remove_subscription(
+        &self,
+        direction: Direction,
+        peer: &str,
+        pattern: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_SUBS)?;
+            Ok(table
+                .remove(sub_key(direction, peer, pattern).as_slice())?
+                .is_some())
+        })?;
+        self.fed_refresh_routes()?;
+        Ok(removed)
+    }
+
+    /// Rebuilds the writer's routing snapshot: inbound subscriptions of active peers.
+    pub fn fed_refresh_routes(&self) -> Result<(), StoreError> {
+        let active: std::collections::HashSet<String> = self
+            .fed_peers()?
+            .into_iter()
+            .filter(|p| p.status == PeerStatus::Active)
+            .map(|p| p.instance_id)
+            .collect();
+        let routes = self
+            .fed_subscriptions()?
+            .into_iter()
+            .filter(|s| s.direction == Direction::Inbound && active.contains(&s.peer))
+            .filter_map(|s| {
+                Some(Route {
+                    pattern: TypePattern::parse(&s.pattern).ok()?,
+                    peer: s.peer,
+                })
+            })
+            .collect();
+        *self.fed.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
+        Ok(())
+    }
+
+    /// Inbound routes (peer, pattern) in force.
+    pub fn fed_routes(&self) -> Arc<Vec<Route>> {
+        self.fed.routes()
+    }
+
+    // ---- outbox ------------------------------------------------------------
+
+    /// Queues a published message for every active peer whose subscription
+    /// matches, in one durable transaction. Returns (peer, message id) pairs.
+    pub fn fed_publish(
+        &self,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        let routes = self.fed.routes();
+        let mut peers: Vec<&str> = routes
+            .iter()
+            .filter(|r| r.pattern.matches(event_type))
+            .map(|r| r.peer.as_str())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        if peers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now().millis();
+        let queued = self.fed_write(|txn| {
+            let mut outbox = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            peers
+                .iter()
+                .map(|peer| {
+                    Ok((
+                        peer.to_string(),
+                        enqueue(&mut outbox, &mut ids, peer, event_type, payload, now)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        self.fed.outbox_grew();
+        Ok(queued)
+    }
+
+    /// Wakes when rows are added to any outbox, or a peer changes.
+    pub fn fed_outbox_watch(&self) -> watch::Receiver<u64> {
+        self.fed.outbox_changed.subscribe()
+    }
+
+    /// Wakes when dead messages are requeued.
+    pub fn fed_requeue_watch(&self) -> watch::Receiver<u64> {
+        self.fed.requeued.subscribe()
+    }
+
+    /// The next messages due for `peer`, in order, starting after `cursor`:
+    /// the open (pending or retrying) rows from the first open one on, at
+    /// most `limit`, all due by `now`. Returns the rows, the new cursor (all
+    /// rows up to it are delivered or dead) and, when nothing is due yet,
+    /// when the first open row will be.
+    #[allow(clippy::type_complexity)]
+    pub fn fed_outbox_due(
+        &self,
+        peer: &str,
+        cursor: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<(u64, OutboxRecord)>, u64, Option<i64>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let mut rows = Vec::new();
+        let mut new_cursor = cursor;
+        let mut wait_until = None;
+        let from = outbox_key(peer, cursor.saturating_add(1));
+        let to = outbox_key(peer, u64::MAX);
+        for entry in table.range(from.as_slice()..=to.as_slice())? {
+            let (k, v) = entry?;
+            let (_, seq) = split_outbox_key(k.value())?;
+            let record: OutboxRecord = decode(v.value())?;
+            if !record.status.is_open() {
+                if rows.is_empty() {
+                    new_cursor = seq;
+                }
+                continue;
+            }
+            if record.next_attempt_at > now {
+                if rows.is_empty() {
+                    wait_until = Some(record.next_attempt_at);
+                }
+                break;
+            }
+            rows.push((seq, record));
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok((rows, new_cursor, wait_until))
+    }
+
+    fn fed_update_outbox(
+        &self,
+        peer: &str,
+        seqs: &[u64],
+        mut update: impl FnMut(&mut OutboxRecord),
+    ) -> Result<(), StoreError> {
+        self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            for &seq in seqs {
+                let key = outbox_key(peer, seq);
+                let Some(stored) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                let mut record = stored;
+                update(&mut record);
+                table.insert(key.as_slice(), encode(&record).as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn fed_mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        let now = Timestamp::now().millis();
+        self.fed_update_outbox(peer, seqs, |r| {
+            r.status = DeliveryStatus::Delivered;
+            r.attempts += 1;
+            r.last_error = None;
+            r.updated_at = now;
+        })
+    }
+
+    /// Records a failed attempt: `retrying` until `max_attempts` or
+    /// `max_age_ms`, then `dead`. Returns how many went dead.
+    pub fn fed_mark_failed(
+        &self,
+        peer: &str,
+        seqs: &[u64],
+        error: &str,
+        next_attempt_at: i64,
+        max_attempts: u32,
+        max_age_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let now = Timestamp::now().millis();
+        let mut dead = 0;
+        self.fed_update_outbox(peer, seqs, |r| {
+            if !r.status.is_open() {
+                return;
+            }
+            r.attempts += 1;
+            r.last_error = Some(error.to_string());
+            r.updated_at = now;
+            r.next_attempt_at = next_attempt_at;
+            if r.attempts >= max_attempts || now - r.created_at >= max_age_ms {
+                r.status = DeliveryStatus::Dead;
+                dead += 1;
+            } else {
+                r.status = DeliveryStatus::Retrying;
+            }
+        })?;
+        Ok(dead)
+    }
+
+    /// Marks the message `message_id` sent to `peer` delivered (a verified
+    /// ack arrived separately). Returns false if no such message was sent to
+    /// that peer.
+    pub fn fed_ack(&self, peer: &str, message_id: &Uuid) -> Result<bool, StoreError> {
+        let key = {
+            let txn = self.db.begin_read()?;
+            let ids = txn.open_table(FED_OUTBOX_IDS)?;
+            match ids.get(message_id.into_bytes())? {
+                Some(k) => k.value().to_vec(),
+                None => return Ok(false),
+            }
+        };
+        let (owner, seq) = split_outbox_key(&key)?;
+        if owner != peer {
+            return Ok(false);
+        }
+        let now = Timestamp::now().millis();
+        self.fed_update_outbox(peer, &[seq], |r| {
+            if r.status != DeliveryStatus::Delivered {
+                r.status = DeliveryStatus::Delivered;
+                r.last_error = None;
+                r.updated_at = now;
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Puts dead messages back in the queue: one by id, or every dead one
+    /// (of one peer, if given). Returns how many.
+    pub fn fed_retry_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let now = Timestamp::now().millis();
+        let count = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let keys: Vec<Vec<u8>> = match message_id {
+                Some(id) => {
+                    let ids = txn.open_table(FED_OUTBOX_IDS)?;
+                    ids.get(id.into_bytes())?
+                        .map(|k| k.value().to_vec())
+                        .into_iter()
+                        .collect()
+                }
+                None => {
+                    let mut keys = Vec::new();
+                    for entry in table.range::<&[u8]>(..)? {
+                        let (k, v) = entry?;
+                        let (owner, _) = split_outbox_key(k.value())?;
+                        if peer.is_some_and(|p| p != owner) {
+                            continue;
+                        }
+                        if decode::<OutboxRecord>(v.value())?.status == DeliveryStatus::Dead {
+                            keys.push(k.value().to_vec());
+                        }
+                    }
+                    keys
+                }
+            };
+            let mut count = 0;
+            for key in keys {
+                let (owner, _) = split_outbox_key(&key)?;
+                if peer.is_some_and(|p| p != owner) {
+                    continue;
+                }
+                let Some(mut record) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                if record.status != DeliveryStatus::Dead {
+                    continue;
+                }
+                record.status = DeliveryStatus::Pending;
+                record.attempts = 0;
+                record.next_attempt_at = 0;
+                record.created_at = now; // the age limit restarts
+                record.updated_at = now;
+                table.insert(key.as_slice(), encode(&record).as_slice())?;
+                count += 1;
+            }
+            Ok(count)
+        })?;
+        if count > 0 {
+            self.fed.requeued.send_modify(|n| *n += 1);
+            self.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Outbox rows in (peer, seq) order, optionally of one peer and status.
+    pub fn fed_outbox_list(
+        &self,
+        peer: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let range = match peer {
+            Some(p) => {
+                table.range(outbox_key(p, 0).as_slice()..=outbox_key(p, u64::MAX).as_slice())?
+            }
+            None => table.range::<&[u8]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range {
+            let (k, v) = entry?;
+            let record: OutboxRecord = decode(v.value())?;
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            let (peer, seq) = split_outbox_key(k.value())?;
+            out.push(OutboxEntry { peer, seq, record });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- inbox -------------------------------------------------------------
+
+    /// Stores verified messages in one durable transaction, checking the
+    /// chain continuity of journal events. A message id reused for different
+    /// content aborts the whole batch: nothing is stored.
+    pub fn fed_receive(&self, messages: &[Incoming]) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(StoreError::from)?;
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut stored = 0;
+        {
+            let mut inbox = txn.open_table(FED_INBOX).map_err(StoreError::from)?;
+            let mut positions = txn
+                .open_table(FED_INBOX_POSITIONS)
+                .map_err(StoreError::from)?;
+            let mut origin_events = txn
+                .open_table(FED_ORIGIN_EVENTS)
+                .map_err(StoreError::from)?;
+            let mut origin_heads = txn.open_table(FED_ORIGIN_HEADS).map_err(StoreError::from)?;
+            let mut position = positions
+                .last()
+                .map_err(StoreError::from)?
+                .map_or(0, |(k, _)| k.value());
+            let now = Timestamp::now().millis();
+            for m in messages {
+                let id = m.message_id.into_bytes();
+                let existing = inbox
+                    .get(id)
+                    .map_err(StoreError::from)?
+                    .map(|v| decode::<InboxRecord>(v.value()))
+                    .transpose()?;
+                if let Some(existing) = existing {
+                    if existing.digest != m.digest {
+                        // Dropping the transaction uncommitted discards the batch.
+                        return Err(ReceiveError::IdReused(m.message_id));
+                    }
+                    outcomes.push(ReceiveOutcome::Redelivered);
+                    continue;
+                }
+                let continuity = match &m.journal {
+                    Some(link) => Some(check_continuity(
+                        &mut origin_events,
+                        &mut origin_heads,
+                        &m.peer,
+                        link,
+                        &id,
+                    )?),
+                    None => None,
+                };
+                position += 1;
+                let record = InboxRecord {
+                    position,
+                    peer: m.peer.clone(),
+                    event_type: m.event_type.clone(),
+                    payload: m.payload.clone(),
+                    timestamp: m.timestamp,
+                    received_at: now,
+                    digest: m.digest,
+                    continuity,
+                };
+                inbox
+                    .insert(id, encode(&record).as_slice())
+                    .map_err(StoreError::from)?;
+                positions.insert(position, id).map_err(StoreError::from)?;
+                outcomes.push(ReceiveOutcome::Stored);
+                stored += 1;
+            }
+        }
+        txn.commit().map_err(StoreError::from)?;
+        if stored > 0 {
+            self.fed.inbox_changed.send_modify(|n| *n += 1);
+        }
+        Ok(outcomes)
+    }
+
+    pub fn fed_inbox_watch(&self) -> watch::Receiver<u64> {
+        self.fed.inbox_changed.subscribe()
+    }
+
+    /// Received messages with position > `after`, in order.
+    pub fn fed_inbox_after(&self, after: u64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(FED_INBOX_POSITIONS)?;
+        let inbox = txn.open_table(FED_INBOX)?;
+        let mut out = Vec::new();
+        for entry in positions.range(first..)?.take(limit) {
+            let (_, id) = entry?;
+            let id = id.value();
+            let record = inbox
+                .get(id)?
+                .ok_or_else(|| StoreError("inbox position points at a missing message".into()))?;
+            out.push(InboxEntry {
+                message_id: Uuid::from_bytes(id),
+                record: decode(record.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn fed_inbox_last_position(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(FED_INBOX_POSITIONS)?;
+        Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
+    pub fn fed_inbox_get(&self, message_id: &Uuid) -> Result<Option<InboxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(FED_INBOX)?;
+        inbox
+            .get(message_id.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+}
+
+/// Classifies a received journal event against what this origin plan sent
+/// before, and records it. Both sides of a fork stay stored as evidence.
+fn check_continuity(
+    events: &mut BytesTable<'_>,
+    heads: &mut BytesTable<'_>,
+    origin: &str,
+    link: &JournalLink,
+    message_id: &[u8; 16],
+) -> Result<Continuity, StoreError> {
+    let head_key = origin_plan_key(origin, &link.plan_id);
+    let head: Option<OriginHead> = heads
+        .get(head_key.as_slice())?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    let expected_seq = head.as_ref().map_or(1, |h| h.last_seq + 1);
+    let event_key = origin_event_key(origin, &link.plan_id, link.seq);
+    let seen: Option<OriginEvent> = events
+        .get(event_key.as_slice())?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    let continuity = |kind, conflicts_with| Continuity {
+        kind,
+        plan_id: link.plan_id.into_bytes(),
+        seq: link.seq,
+        expected_seq,
+        conflicts_with,
+    };
+    if let Some(seen) = seen {
+        let kind = if seen.signature == link.signature {
+            ContinuityKind::Duplicate
+        } else {
+            ContinuityKind::Fork
+        };
+        return Ok(continuity(kind, Some(seen.message_id)));
+    }
+    let kind = match &head {
+        None if link.seq == 1 && link.prev_hash.is_none() => ContinuityKind::Ok,
+        Some(h) if link.seq == h.last_seq + 1 && link.prev_hash == Some(h.last_signature) => {
+            ContinuityKind::Ok
+        }
+        // The next seq, but not built on the event we hold: another branch.
+        Some(h) if link.seq == h.last_seq + 1 => ContinuityKind::Fork,
+        Some(h) if link.seq <= h.last_seq => ContinuityKind::Gap, // an older event we never saw
+        _ => ContinuityKind::Gap,
+    };
+    // With a fork at the head, name the event it conflicts with.
+    let conflicts_with = if kind == ContinuityKind::Fork {
+        let prev_key = origin_event_key(origin, &link.plan_id, link.seq - 1);
+        events
+            .get(prev_key.as_slice())?
+            .map(|v| decode::<OriginEvent>(v.value()))
+            .transpose()?
+            .map(|e| e.message_id)
+    } else {
+        None
+    };
+    events.insert(
+        event_key.as_slice(),
+        encode(&OriginEvent {
+            signature: link.signature,
+            message_id: *message_id,
+        })
+        .as_slice(),
+    )?;
+    if head.as_ref().is_none_or(|h| link.seq > h.last_seq) {
+        heads.insert(
+            head_key.as_slice(),
+            encode(&OriginHead {
+                last_seq: link.seq,
+                last_signature: link.signature,
+            })
+            .as_slice(),
+        )?;
+    }
+    Ok(continuity(kind, conflicts_with))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_keys_round_trip_and_sort_per_peer() {
+        let (peer, seq) = split_outbox_key(&outbox_key("beta", 300)).unwrap();
+        assert_eq!((peer.as_str(), seq), ("beta", 300));
+        assert!(outbox_key("beta", 2) < outbox_key("beta", 256));
+        // A peer whose id extends another's never falls inside its range.
+        let range = outbox_key("beta", 0)..=outbox_key("beta", u64::MAX);
+        assert!(!range.contains(&outbox_key("beta2", 1)));
+    }
+}

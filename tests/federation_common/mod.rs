@@ -1,0 +1,257 @@
+//! Harness for the federation tests: several real `logbook` daemons on
+//! loopback ports, each with its own data dir, instance id and RSA key, and
+//! small HTTP helpers with bounded waits.
+
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logbook::federation::identity;
+use rsa::PrivateKey;
+use serde_json::Value;
+
+/// Longest wait for a daemon to answer /healthz after starting.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for one HTTP request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A test key, generated once and cached under the target dir (3072-bit
+/// generation takes seconds).
+pub fn test_key(name: &str) -> PrivateKey {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("federation-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.pem"));
+    if let Ok(pem) = std::fs::read_to_string(&path)
+        && let Ok(key) = identity::private_key_from_pem(&pem)
+    {
+        return key;
+    }
+    let key = identity::generate_private_key().unwrap();
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, identity::private_key_pem(&key).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    key
+}
+
+pub fn public_pem(key: &PrivateKey) -> String {
+    identity::spki_pem(&key.to_public_key()).unwrap()
+}
+
+pub fn key_fingerprint(key: &PrivateKey) -> String {
+    identity::fingerprint(&identity::spki_der(&key.to_public_key()).unwrap())
+}
+
+pub fn key_id(key: &PrivateKey) -> String {
+    identity::key_id(&identity::spki_der(&key.to_public_key()).unwrap())
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A peer entry for `[[peers]]`.
+pub fn peer_config(instance_id: &str, port: u16, key: &PrivateKey) -> String {
+    format!(
+        "[[peers]]\ninstance_id = \"{instance_id}\"\nbase_url = \"http://127.0.0.1:{port}\"\npublic_key = '''\n{}'''\n",
+        public_pem(key)
+    )
+}
+
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    config: String,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    /// Starts a daemon with instance id `name`, its cached key, the
+    /// `[federation]` overrides in `federation` (TOML lines) and `peers`.
+    pub fn start(name: &str, port: u16, federation: &str, peers: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let key = test_key(name);
+        logbook::config::write_private_file(
+            &data.join(identity::KEY_FILE),
+            identity::private_key_pem(&key).unwrap().as_bytes(),
+        )
+        .unwrap();
+        let mut config = logbook::config::EMBEDDED_DEFAULT
+            .replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
+        for line in federation.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let key = line.split('=').next().unwrap().trim();
+            let start = config
+                .find(&format!("\n{key} = "))
+                .unwrap_or_else(|| panic!("no key {key}"))
+                + 1;
+            let end = start + config[start..].find('\n').unwrap();
+            config.replace_range(start..end, line);
+        }
+        config.push('\n');
+        config.push_str(peers);
+        std::fs::write(dir.path().join("config.toml"), &config).unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap();
+        let mut node = Node {
+            name: name.into(),
+            port,
+            dir,
+            config,
+            child: None,
+            http,
+        };
+        node.spawn();
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log.txt"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--admin-socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .env("LOGBOOK_HMAC_SECRET", format!("secret-of-{}", self.name))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning logbook");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited at start ({status}):\n{}", self.name, self.log());
+            }
+            let up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log.txt")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET …/events/messages` with the given query.
+    pub async fn messages(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/federation/events/messages?limit=10000&{query}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["messages"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    logbook::federation::message::now_ms()
+}

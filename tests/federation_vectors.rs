@@ -1,0 +1,107 @@
+//! The federation protocol's test vectors (`docs/vectors/federation-v1.json`).
+//!
+//! Every signature in the file must verify with the library exactly as
+//! documented (JCS signing input, RSASSA-PSS-SHA256), and every negative
+//! vector must fail. `docs/vectors/verify_federation_vectors.py` checks the
+//! same file with an independent, standard-library-only implementation.
+//!
+//! `LOGBOOK_WRITE_VECTORS=1 cargo test --test federation_vectors` rewrites
+//! the file with fresh signatures (PSS is randomized); review the diff.
+
+mod federation_common;
+
+use std::path::PathBuf;
+
+use federation_common::{key_fingerprint, key_id, public_pem, test_key};
+use logbook::federation::identity;
+use logbook::federation::message::{EventAck, EventMessage, signing_input, verify_value};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/vectors/federation-v1.json")
+}
+
+fn generate() -> Value {
+    let key = test_key("vectors");
+    let kid = key_id(&key);
+    let message = EventMessage::signed(
+        &key,
+        &kid,
+        "alpha",
+        Uuid::parse_str("6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e").unwrap(),
+        "step.completed",
+        json!({"z": [3, 2.5, -1, 1e21, null, true], "a": "é€😀\n\"", "m": {"b": 1, "a": 0.1}}),
+        1_767_323_045_678,
+    )
+    .unwrap();
+    let ack = EventAck {
+        message_id: Uuid::parse_str("0c8d7e6f-5a4b-4c3d-9e2f-1a0b9c8d7e6f").unwrap(),
+        correlation_id: message.message_id,
+        instance_id: "beta".into(),
+        received: true,
+        timestamp: 1_767_323_045_912,
+        key_id: kid.clone(),
+        signature: String::new(),
+    };
+    let ack_value = json!(ack);
+    let ack_signature =
+        logbook::federation::message::sign_bytes(&key, signing_input(&ack_value).as_bytes())
+            .unwrap();
+    let mut ack_value = ack_value;
+    ack_value["signature"] = json!(ack_signature);
+    let message_value = json!(message);
+    let mut tampered_payload = message_value.clone();
+    tampered_payload["payload"]["m"]["a"] = json!(0.2);
+    let mut tampered_time = message_value.clone();
+    tampered_time["timestamp"] = json!(1_767_323_045_679_i64);
+    let mut tampered_ack = ack_value.clone();
+    tampered_ack["received"] = json!(false);
+    json!({
+        "description": "logbook federation v1 test vectors: RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over the RFC 8785 canonical JSON of each message without its signature member. PSS signatures are randomized: verify them, do not expect to reproduce them. See docs/federation-protocol.md.",
+        "key": {
+            "publicKey": public_pem(&key),
+            "fingerprint": key_fingerprint(&key),
+            "keyId": kid,
+        },
+        "valid": [
+            {"name": "EventMessage", "message": message_value, "signingInput": signing_input(&message_value)},
+            {"name": "EventAck", "message": ack_value, "signingInput": signing_input(&ack_value)},
+        ],
+        "invalid": [
+            {"name": "EventMessage with its payload changed after signing", "message": tampered_payload},
+            {"name": "EventMessage with its timestamp changed after signing", "message": tampered_time},
+            {"name": "EventAck with received changed after signing", "message": tampered_ack},
+        ],
+    })
+}
+
+#[test]
+fn vectors_verify_with_the_library() {
+    if std::env::var("LOGBOOK_WRITE_VECTORS").is_ok() {
+        let text = serde_json::to_string_pretty(&generate()).unwrap() + "\n";
+        std::fs::write(path(), text).unwrap();
+    }
+    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path()).unwrap()).unwrap();
+    let pem = vectors["key"]["publicKey"].as_str().unwrap();
+    let key = identity::public_key_from_pem(pem).unwrap();
+    let der = identity::spki_der(&key).unwrap();
+    assert_eq!(vectors["key"]["fingerprint"], identity::fingerprint(&der));
+    assert_eq!(vectors["key"]["keyId"], identity::key_id(&der));
+    let valid = vectors["valid"].as_array().unwrap();
+    assert_eq!(valid.len(), 2);
+    for v in valid {
+        let message = &v["message"];
+        assert_eq!(v["signingInput"], signing_input(message), "{}", v["name"]);
+        assert!(verify_value(message, &key), "{}", v["name"]);
+    }
+    // The shapes parse strictly.
+    let m: EventMessage = serde_json::from_value(valid[0]["message"].clone()).unwrap();
+    assert!(m.verify(&key));
+    let a: EventAck = serde_json::from_value(valid[1]["message"].clone()).unwrap();
+    assert!(a.verify(&key));
+    assert_eq!(a.correlation_id, m.message_id);
+    for v in vectors["invalid"].as_array().unwrap() {
+        assert!(!verify_value(&v["message"], &key), "{}", v["name"]);
+    }
+}
