@@ -47,6 +47,37 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         admin_socket: Option<PathBuf>,
     },
+    /// Administer a running daemon over its local admin socket.
+    ///
+    /// Only the daemon's user, root and members of server.admin_group may
+    /// connect. The socket speaks HTTP, so `curl --unix-socket PATH
+    /// http://logbook/status` works too.
+    Admin(logbook::admin::client::AdminArgs),
+    /// Check an NDJSON export offline, without a daemon.
+    ///
+    /// Prints the event count and head signature and exits 0, or the first
+    /// broken seq and why and exits 1. The HMAC secret comes from the
+    /// variables named by --key-env (repeatable, for rotated keys), by default
+    /// $LOGBOOK_HMAC_SECRET, $EVENT_BUS_HMAC_SECRET and $SESSION_SECRET. For a
+    /// generated key: LOGBOOK_HMAC_SECRET="$(cat DATA_DIR/hmac.key)".
+    Verify {
+        /// The export to check (from `logbook admin export PLAN`).
+        #[arg(long, value_name = "FILE")]
+        export: PathBuf,
+        /// Environment variable holding an HMAC secret.
+        #[arg(long, value_name = "VAR")]
+        key_env: Vec<String>,
+    },
+    /// Install a backup (from `logbook admin backup FILE`) as the store of an
+    /// empty data dir. The HMAC key files (hmac.key, hmac-retired/) are not in
+    /// the backup: copy them, or set the same $LOGBOOK_HMAC_SECRET.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Data dir to restore into; it must not hold a journal yet.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +89,46 @@ fn main() -> ExitCode {
             data_dir,
             admin_socket,
         } => serve(config, Overrides { listen, data_dir, admin_socket }),
+        Command::Admin(args) => logbook::admin::client::run(args),
+        Command::Verify { export, key_env } => verify_export(&export, &key_env),
+        Command::Restore { file, data_dir } => restore(&file, &data_dir),
+    }
+}
+
+fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
+    use logbook::admin::offline::{Outcome, keyring_from_env, verify_export};
+    let result = keyring_from_env(key_env, |name| std::env::var(name).ok()).and_then(|keyring| {
+        let file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        verify_export(std::io::BufReader::new(file), &keyring)
+    });
+    match result {
+        Ok(Outcome::Valid { count, head_signature }) => {
+            let head = head_signature.map_or("-".to_string(), |s| logbook::hex::encode(&s));
+            println!("ok: {count} events, head signature {head}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Broken { seq, line, reason }) => {
+            println!("broken at seq {seq} (line {line}): {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("logbook verify: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
+    match logbook::journal::store::admin::restore(file, data_dir) {
+        Ok(events) => {
+            println!("restored {events} events into {}", data_dir.display());
+            eprintln!("note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("logbook restore: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,523 @@
+//! `logbook admin`: the command-line client of the admin socket. It sends one
+//! HTTP request per command over the Unix socket and prints the answer for
+//! people, or as JSON with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// Where the socket is looked for when neither --socket nor
+/// $LOGBOOK_ADMIN_SOCKET says: the systemd location, then the default data dir.
+const DEFAULT_SOCKETS: [&str; 2] = ["/run/logbook/admin.sock", "./data/admin.sock"];
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Path of the admin socket [default: $LOGBOOK_ADMIN_SOCKET, else
+    /// /run/logbook/admin.sock if it exists, else ./data/admin.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Version, uptime, listen addresses, plans, events, disk bytes, peers,
+    /// queue depths and the last fsync latency.
+    Status,
+    /// List, show or delete plans.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// Verify a plan's whole chain, or every plan with --all.
+    Verify {
+        /// Plan id (UUID).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        plan: Option<String>,
+        /// Verify every plan (with a progress bar on a terminal).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Write a plan's events as NDJSON to stdout (`> plan.ndjson`).
+    Export {
+        /// Plan id (UUID).
+        plan: String,
+    },
+    /// Write a consistent snapshot of the store to FILE while the daemon
+    /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.
+    Backup {
+        /// Where to write the snapshot; must not exist yet.
+        file: PathBuf,
+    },
+    /// Set the log filter (tracing syntax: info, debug, logbook=debug,warn),
+    /// or show it when no LEVEL is given.
+    LogLevel {
+        level: Option<String>,
+    },
+    /// Re-read the config file now, as SIGHUP does.
+    Reload,
+    /// Rotate signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// New events get a new HMAC key (and key id); old events still verify.
+    /// The old generated key moves to <data_dir>/hmac-retired/.
+    RotateHmac,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlansCommand {
+    /// Every plan with its head.
+    List,
+    /// One plan's head: seq, signature, count, first and last time.
+    Show { plan: String },
+    /// Delete a plan and its events. A tombstone (who, when, head signature)
+    /// is recorded in the system journal, which cannot be deleted.
+    Delete { plan: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        /// Comma-separated scopes: read, append.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// A name for the token [default: token-<id>].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Tokens from config.toml and from the admin socket (never the secrets).
+    List,
+    /// Revoke a token created here, by name or id. It stops working at once.
+    Revoke { name_or_id: String },
+}
+
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Runs one admin command; the exit code is 0 on success, 1 otherwise.
+pub fn run(args: AdminArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logbook admin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = socket_path(args.socket.clone());
+    let client = Client { socket, json: args.json };
+    match runtime.block_on(client.dispatch(args.command)) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("logbook admin: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = flag {
+        return path;
+    }
+    if let Some(path) = std::env::var_os("LOGBOOK_ADMIN_SOCKET").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    DEFAULT_SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKETS[1]))
+}
+
+struct Client {
+    socket: PathBuf,
+    json: bool,
+}
+
+impl Client {
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response<Incoming>, Failure> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
+            Failure(format!(
+                "cannot connect to the admin socket {}: {e} (is the daemon running? use --socket PATH)",
+                self.socket.display()
+            ))
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = Request::builder().method(method).uri(path).header("host", "logbook-admin");
+        let body = match body {
+            Some(value) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(value.to_string())
+            }
+            None => Bytes::new(),
+        };
+        Ok(sender.send_request(request.body(Full::new(body))?).await?)
+    }
+
+    /// Sends a request and returns its JSON body, or fails with the problem.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
+        if !status.is_success() {
+            return Err(problem_failure(status, &value));
+        }
+        Ok(value)
+    }
+
+    fn print_json(&self, value: &Value) {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    }
+
+    async fn dispatch(&self, command: AdminCommand) -> Result<ExitCode, Failure> {
+        match command {
+            AdminCommand::Status => {
+                let v = self.call(Method::GET, "/status", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    print_status(&v);
+                }
+            }
+            AdminCommand::Plans(PlansCommand::List) => {
+                let v = self.call(Method::GET, "/plans", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("{:<36}  {:>10}  {:<24}  {}", "PLAN", "HEAD SEQ", "LAST EVENT", "HEAD SIGNATURE");
+                    for plan in v["plans"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<36}  {:>10}  {:<24}  {}{}",
+                            text(&plan["plan_id"]),
+                            text(&plan["head_seq"]),
+                            text(&plan["last_at"]),
+                            text(&plan["head_signature"]),
+                            if plan["system"] == true { "  (system journal)" } else { "" }
+                        );
+                    }
+                }
+            }
+            AdminCommand::Plans(PlansCommand::Show { plan }) => {
+                let v = self.call(Method::GET, &format!("/plans/{}", segment(&plan)), None).await?;
+                self.print_object(&v);
+            }
+            AdminCommand::Plans(PlansCommand::Delete { plan }) => {
+                let v = self.call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!(
+                        "deleted plan {} ({} events, head seq {}); tombstone at system journal seq {}",
+                        text(&v["plan_id"]),
+                        text(&v["deleted_events"]),
+                        text(&v["head_seq"]),
+                        text(&v["tombstone"]["seq"])
+                    );
+                }
+            }
+            AdminCommand::Verify { plan: Some(plan), .. } => {
+                let v = self.call(Method::POST, &format!("/plans/{}/verify", segment(&plan)), None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    print_verify(&v);
+                }
+                if v["chain_valid"] != true {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            AdminCommand::Verify { plan: None, .. } => return self.verify_all().await,
+            AdminCommand::Tokens(TokensCommand::Create { scope, name }) => {
+                let v = self
+                    .call(Method::POST, "/tokens", Some(json!({"scopes": scope, "name": name})))
+                    .await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    eprintln!(
+                        "created token {:?} (id {}, scopes {}); it is shown only this once:",
+                        text(&v["name"]),
+                        text(&v["id"]),
+                        join(&v["scopes"])
+                    );
+                    println!("{}", text(&v["token"]));
+                }
+            }
+            AdminCommand::Tokens(TokensCommand::List) => {
+                let v = self.call(Method::GET, "/tokens", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("{:<10}  {:<24}  {:<14}  {:<7}  {}", "ID", "NAME", "SCOPES", "SOURCE", "CREATED");
+                    for t in v["tokens"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<10}  {:<24}  {:<14}  {:<7}  {}",
+                            text(&t["id"]),
+                            text(&t["name"]),
+                            join(&t["scopes"]),
+                            text(&t["source"]),
+                            text(&t["created_at"])
+                        );
+                    }
+                }
+            }
+            AdminCommand::Tokens(TokensCommand::Revoke { name_or_id }) => {
+                let v = self
+                    .call(Method::DELETE, &format!("/tokens/{}", segment(&name_or_id)), None)
+                    .await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("revoked token {:?} (id {})", text(&v["name"]), text(&v["id"]));
+                }
+            }
+            AdminCommand::Export { plan } => self.export(&plan).await?,
+            AdminCommand::Backup { file } => self.backup(&file).await?,
+            AdminCommand::LogLevel { level } => {
+                let v = match level {
+                    Some(level) => self.call(Method::PUT, "/log-level", Some(json!({"level": level}))).await?,
+                    None => self.call(Method::GET, "/log-level", None).await?,
+                };
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("log level: {}", text(&v["level"]));
+                }
+            }
+            AdminCommand::Keys(KeysCommand::RotateHmac) => {
+                let v = self.call(Method::POST, "/keys/rotate-hmac", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!(
+                        "HMAC key rotated: new events use key {} (was {}); old events still verify",
+                        text(&v["new_key_id"]),
+                        text(&v["old_key_id"])
+                    );
+                }
+            }
+            AdminCommand::Reload => {
+                let v = self.call(Method::POST, "/reload", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("configuration reloaded: {}", join(&v["applied"]));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn print_object(&self, v: &Value) {
+        if self.json {
+            return self.print_json(v);
+        }
+        for (key, value) in v.as_object().into_iter().flatten() {
+            println!("{key}: {}", text(value));
+        }
+    }
+
+    /// Verifies plan by plan, so a terminal can show progress.
+    async fn verify_all(&self) -> Result<ExitCode, Failure> {
+        let list = self.call(Method::GET, "/plans", None).await?;
+        let plans: Vec<String> = list["plans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| text(&p["plan_id"]))
+            .collect();
+        let progress = std::io::stderr().is_terminal() && !self.json;
+        let mut results = Vec::new();
+        let mut broken = 0;
+        for (i, plan) in plans.iter().enumerate() {
+            if progress {
+                eprint!("\rverifying {}/{} plans", i + 1, plans.len());
+            }
+            // A plan deleted since the listing is not a failure.
+            let v = match self.call(Method::POST, &format!("/plans/{plan}/verify"), None).await {
+                Ok(v) => v,
+                Err(Failure(e)) if e.starts_with("Not found") => continue,
+                Err(e) => return Err(e),
+            };
+            if v["chain_valid"] != true {
+                broken += 1;
+            }
+            results.push(v);
+        }
+        if progress {
+            eprintln!();
+        }
+        if self.json {
+            self.print_json(&json!({"plans": results, "verified": results.len(), "broken": broken}));
+        } else {
+            for v in results.iter().filter(|v| v["chain_valid"] != true) {
+                print_verify(v);
+            }
+            println!("{} plans verified, {broken} broken", results.len());
+        }
+        Ok(if broken == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    }
+
+    async fn export(&self, plan: &str) -> Result<(), Failure> {
+        let response = self.send(Method::GET, &format!("/plans/{}/export", segment(plan)), None).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(problem_failure(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+        }
+        let mut out = std::io::stdout().lock();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure(format!("the export was cut short: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data)?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    async fn backup(&self, file: &Path) -> Result<(), Failure> {
+        if file.exists() {
+            return Err(Failure(format!("{} already exists", file.display())));
+        }
+        let partial = file.with_extension("partial");
+        let response = self.send(Method::POST, "/backup", None).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(problem_failure(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+        }
+        let write = async {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)?;
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| Failure(format!("the backup was cut short: {e}")))?;
+                if let Some(data) = frame.data_ref() {
+                    out.write_all(data)?;
+                    bytes += data.len() as u64;
+                }
+            }
+            out.sync_all()?;
+            std::fs::rename(&partial, file)?;
+            Ok::<u64, Failure>(bytes)
+        };
+        match write.await {
+            Ok(bytes) => {
+                if self.json {
+                    self.print_json(&json!({"file": file.display().to_string(), "bytes": bytes}));
+                } else {
+                    println!("backup written to {} ({bytes} bytes)", file.display());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn problem_failure(status: StatusCode, v: &Value) -> Failure {
+    let title = v["title"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
+    let detail = v["detail"].as_str().unwrap_or("");
+    Failure(format!("{title}: {detail} ({})", status.as_u16()))
+}
+
+/// A value for people: strings unquoted, null as "-".
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|| text(v))
+}
+
+/// Keeps a user-typed path segment from adding segments or a query.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn print_status(v: &Value) {
+    let lines = [
+        ("version", text(&v["version"])),
+        ("uptime", format!("{}s", text(&v["uptime_secs"]))),
+        ("listen", join(&v["listen"])),
+        ("admin socket", text(&v["admin_socket"])),
+        ("data dir", text(&v["data_dir"])),
+        ("plans", text(&v["plans"])),
+        ("events", text(&v["events"])),
+        ("disk bytes", text(&v["disk_bytes"])),
+        ("peers", v["peers"].as_array().map_or(0, Vec::len).to_string()),
+        ("queue depths", format!("writer {}", text(&v["queue_depths"]["writer"]))),
+        ("last fsync", format!("{} µs", text(&v["last_fsync_micros"]))),
+        ("sse clients", text(&v["sse_clients"])),
+        ("signing key", text(&v["signing_key_id"])),
+        ("log level", text(&v["log_level"])),
+    ];
+    for (key, value) in lines {
+        println!("{key:<13} {value}");
+    }
+}
+
+fn print_verify(v: &Value) {
+    if v["chain_valid"] == true {
+        println!(
+            "{}: ok, {} events, head signature {}",
+            text(&v["plan_id"]),
+            text(&v["verified"]),
+            text(&v["head_signature"])
+        );
+    } else {
+        println!(
+            "{}: BROKEN at seq {} ({}); {} events verified before it",
+            text(&v["plan_id"]),
+            text(&v["broken_at"]),
+            text(&v["broken_reason"]),
+            text(&v["verified"])
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! The admin socket's routes, one per `logbook admin` command. Each answers
+//! JSON (errors as problem+json); `export` streams NDJSON and `backup`
+//! streams the snapshot file.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Context, Peer, tokens};
+use crate::config::Scope;
+use crate::hex;
+use crate::http::problem::Problem;
+use crate::journal::event::{Timestamp, parse_plan_id};
+use crate::journal::store::admin::{DeleteError, SYSTEM_PLAN};
+use crate::journal::store::{DB_FILE, PlanHead, READ_PAGE, StoreError};
+
+type Ctx = State<Arc<Context>>;
+
+pub fn router(context: Arc<Context>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/plans", get(list_plans))
+        .route("/plans/{plan_id}", get(show_plan).delete(delete_plan))
+        .route("/plans/{plan_id}/verify", post(verify_plan))
+        .route("/plans/{plan_id}/export", get(export_plan))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{name_or_id}", delete(revoke_token))
+        .route("/backup", post(backup))
+        .route("/log-level", get(get_log_level).put(set_log_level))
+        .route("/reload", post(reload))
+        .route("/keys/rotate-hmac", post(rotate_hmac))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::not_found("no such admin route") })
+        .with_state(context)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Problem::internal(format!("admin task failed: {e}")))?
+        .map_err(Problem::from)
+}
+
+fn plan_id(text: &str) -> Result<Uuid, Problem> {
+    parse_plan_id(text).ok_or_else(|| {
+        Problem::bad_request("invalid-plan-id", "Invalid plan id", format!("{text:?} is not a UUID"))
+    })
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("invalid-request", "Invalid request body", e.to_string()))
+}
+
+pub fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
+    json!({
+        "plan_id": plan_id,
+        "head_seq": head.last_seq,
+        "head_signature": hex::encode(&head.last_signature),
+        "count": head.count,
+        "first_at": Timestamp(head.first_at),
+        "last_at": Timestamp(head.last_at),
+        "system": *plan_id == SYSTEM_PLAN,
+    })
+}
+
+async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = cx.app.store.clone();
+    let (plans, events) = blocking(move || store.totals()).await?;
+    let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
+    let stats = &cx.app.store.stats;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": cx.started.elapsed().as_secs(),
+        "listen": [cx.listen.to_string()],
+        "admin_socket": cx.admin_socket.display().to_string(),
+        "data_dir": cx.data_dir.display().to_string(),
+        "plans": plans,
+        "events": events,
+        "disk_bytes": disk_bytes,
+        // Federation is not part of this build yet: no peers, no peer queues.
+        "peers": [],
+        "queue_depths": {"writer": cx.app.store.queue_depth()},
+        "last_fsync_micros": stats.last_commit_micros.load(Relaxed),
+        "commits": stats.commits.load(Relaxed),
+        "sse_clients": cx.app.stream_stats.connected.load(Relaxed),
+        "signing_key_id": cx.app.store.keyring().current_id(),
+        "log_level": super::logging::current_level(),
+    })))
+}
+
+async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
+    let store = cx.app.store.clone();
+    let plans = blocking(move || {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.plans(after, 1000)?;
+            let done = page.len() < 1000;
+            after = page.last().map(|(id, _)| *id);
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    })
+    .await?;
+    Ok(Json(json!({
+        "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
+    })))
+}
+
+async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
+    let store = cx.app.store.clone();
+    blocking(move || store.head(&plan_id))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+}
+
+async fn show_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    let head = load_head(&cx, plan_id).await?;
+    Ok(Json(head_json(&plan_id, &head)))
+}
+
+async fn verify_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    load_head(&cx, plan_id).await?;
+    let store = cx.app.store.clone();
+    let keyring = cx.app.store.keyring();
+    let report = blocking(move || store.verify_plan(&plan_id, &keyring)).await?;
+    Ok(Json(json!({
+        "plan_id": plan_id,
+        "chain_valid": report.is_valid(),
+        "verified": report.verified,
+        "broken_at": report.broken.map(|b| b.0),
+        "broken_reason": report.broken.map(|b| b.1),
+        "head_signature": report.head_signature.map(|s| hex::encode(&s)),
+    })))
+}
+
+async fn delete_plan(
+    State(cx): Ctx,
+    Extension(peer): Extension<Peer>,
+    Path(plan): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    let who = json!({"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid});
+    match cx.app.store.delete_plan(plan_id, who).await {
+        Ok(deleted) => {
+            tracing::warn!(%plan_id, events = deleted.head.count, uid = peer.uid, "plan deleted over the admin socket");
+            Ok(Json(json!({
+                "plan_id": plan_id,
+                "deleted_events": deleted.head.count,
+                "head_seq": deleted.head.last_seq,
+                "head_signature": hex::encode(&deleted.head.last_signature),
+                "tombstone": {
+                    "plan_id": SYSTEM_PLAN,
+                    "seq": deleted.tombstone.seq,
+                    "signature": hex::encode(&deleted.tombstone.signature),
+                },
+            })))
+        }
+        Err(DeleteError::NotFound) => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
+        Err(e @ DeleteError::Protected) => Err(Problem::new(StatusCode::FORBIDDEN, "protected", "Protected plan", e.to_string())),
+        Err(e @ DeleteError::Changed { .. }) => Err(Problem::new(StatusCode::CONFLICT, "plan-changed", "Plan changed", e.to_string())),
+        Err(DeleteError::Storage(e)) => Err(e.into()),
+        Err(e @ DeleteError::Append(_)) => Err(Problem::unavailable(e.to_string())),
+    }
+}
+
+async fn export_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Response, Problem> {
+    let plan_id = plan_id(&plan)?;
+    load_head(&cx, plan_id).await?;
+    let store = cx.app.store.clone();
+    let lines = async_stream::stream! {
+        let mut after = 0;
+        loop {
+            let page_store = store.clone();
+            let page = blocking(move || page_store.events(&plan_id, after, READ_PAGE)).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(problem) => {
+                    // Ending the body early makes the client see a truncated
+                    // transfer rather than a short, valid-looking export.
+                    yield Err(std::io::Error::other(problem.detail));
+                    return;
+                }
+            };
+            let short = page.len() < READ_PAGE;
+            let mut chunk = String::new();
+            for event in &page {
+                after = event.seq;
+                chunk.push_str(&serde_json::to_string(event).unwrap_or_default());
+                chunk.push('\n');
+            }
+            yield Ok(Bytes::from(chunk));
+            if short {
+                return;
+            }
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    scopes: Vec<Scope>,
+    name: Option<String>,
+}
+
+async fn create_token(State(cx): Ctx, body: Bytes) -> Result<Response, Problem> {
+    let request: CreateToken = json_body(&body)?;
+    if request.scopes.is_empty() {
+        return Err(Problem::unprocessable("invalid-scopes", "Invalid scopes", "give at least one scope: read, append"));
+    }
+    if let Some(name) = &request.name
+        && !tokens::valid_name(name)
+    {
+        return Err(Problem::unprocessable(
+            "invalid-name",
+            "Invalid token name",
+            "a token name is 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let _serialized = cx.changes.lock().await;
+    if let Some(name) = &request.name
+        && cx.tokens.config_names().contains(name)
+    {
+        return Err(Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", format!("config.toml already has a token named {name:?}")));
+    }
+    let (secret, record) = tokens::generate(request.name, request.scopes).map_err(Problem::internal)?;
+    let store = cx.app.store.clone();
+    let stored = record.clone();
+    blocking(move || store.insert_token(&stored))
+        .await?
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", e))?;
+    publish_stored(&cx).await?;
+    tracing::info!(name = record.name, id = record.id, "API token created over the admin socket");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.id,
+            "name": record.name,
+            "scopes": record.scopes,
+            "created_at": Timestamp(record.created_at),
+            "token": secret,
+        })),
+    )
+        .into_response())
+}
+
+async fn publish_stored(cx: &Context) -> Result<(), Problem> {
+    let store = cx.app.store.clone();
+    let stored = blocking(move || store.stored_tokens()).await?;
+    cx.tokens.set_stored(&stored, &cx.app.tokens);
+    Ok(())
+}
+
+async fn list_tokens(State(cx): Ctx) -> Result<Json<Value>, Problem> {
+    let store = cx.app.store.clone();
+    let stored = blocking(move || store.stored_tokens()).await?;
+    let config = cx.config.current();
+    let mut out: Vec<Value> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| json!({"id": null, "name": t.name, "scopes": t.scopes, "source": "config", "created_at": null}))
+        .collect();
+    out.extend(stored.iter().map(|t| {
+        json!({"id": t.id, "name": t.name, "scopes": t.scopes, "source": "admin", "created_at": Timestamp(t.created_at)})
+    }));
+    Ok(Json(json!({"tokens": out})))
+}
+
+async fn revoke_token(State(cx): Ctx, Path(name_or_id): Path<String>) -> Result<Json<Value>, Problem> {
+    let _serialized = cx.changes.lock().await;
+    let store = cx.app.store.clone();
+    let key = name_or_id.clone();
+    let removed = blocking(move || store.remove_token(&key)).await?;
+    let Some(removed) = removed else {
+        if cx.tokens.config_names().contains(&name_or_id) {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "config-token",
+                "Token defined in config",
+                format!("{name_or_id:?} is defined in config.toml: remove it there and reload (SIGHUP)"),
+            ));
+        }
+        return Err(Problem::not_found(format!("no token with the name or id {name_or_id:?}")));
+    };
+    publish_stored(&cx).await?;
+    tracing::info!(name = removed.name, id = removed.id, "API token revoked over the admin socket");
+    Ok(Json(json!({"id": removed.id, "name": removed.name, "revoked": true})))
+}
+
+async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
+    // The snapshot is written next to the store (the one place the daemon
+    // may write under systemd) and streamed to the client, which owns FILE.
+    let temp = cx.data_dir.join(format!(".backup-{}.redb", Uuid::new_v4()));
+    let store = cx.app.store.clone();
+    let path = temp.clone();
+    let result = blocking(move || store.backup_to(&path)).await;
+    let file = match result {
+        Ok(_) => tokio::fs::File::open(&temp).await.map_err(|e| Problem::internal(e.to_string())),
+        Err(e) => Err(e),
+    };
+    // Unlinked now; the open handle keeps the bytes readable until streamed.
+    let _ = std::fs::remove_file(&temp);
+    let mut file = file?;
+    let length = file.metadata().await.map_err(|e| Problem::internal(e.to_string()))?.len();
+    let chunks = async_stream::stream! {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => yield Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.redb".to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+async fn get_log_level() -> Json<Value> {
+    Json(json!({"level": super::logging::current_level()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevel {
+    level: String,
+}
+
+async fn set_log_level(body: Bytes) -> Result<Json<Value>, Problem> {
+    let request: LogLevel = json_body(&body)?;
+    super::logging::set_level(&request.level)
+        .map_err(|e| Problem::unprocessable("invalid-level", "Invalid log level", e))?;
+    tracing::info!(level = request.level, "log level changed over the admin socket");
+    Ok(Json(json!({"level": request.level})))
+}
+
+async fn reload(State(cx): Ctx) -> Result<Json<Value>, Problem> {
+    match crate::reload::reload(&cx).await {
+        Ok(changed) => {
+            tracing::info!(?changed, "configuration reloaded over the admin socket");
+            Ok(Json(json!({"reloaded": true, "applied": changed})))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force");
+            Err(Problem::unprocessable("invalid-config", "Invalid configuration", e))
+        }
+    }
+}
+
+async fn metrics(State(cx): Ctx) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&cx.app),
+    )
+        .into_response()
+}
+
+async fn rotate_hmac(State(cx): Ctx, Extension(peer): Extension<Peer>) -> Result<Json<Value>, Problem> {
+    if let Some(var) = super::keys::env_secret_in_use(|name| std::env::var(name).ok()) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "key-from-environment",
+            "Signing key comes from the environment",
+            format!(
+                "the signing key comes from ${var}; to rotate it, put the old secret in a file under <data_dir>/hmac-retired/, set a new ${var} and restart"
+            ),
+        ));
+    }
+    let _serialized = cx.changes.lock().await;
+    let data_dir = cx.data_dir.clone();
+    let current = cx.app.store.keyring().current_id().to_string();
+    let rotated = tokio::task::spawn_blocking(move || super::keys::rotate_generated_key(&data_dir, &current))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
+    cx.app.store.replace_keyring(rotated.keyring.clone());
+    tracing::warn!(old_key_id = rotated.old_key_id, new_key_id = rotated.new_key_id, uid = peer.uid, "HMAC signing key rotated");
+    // Recorded in the system journal, signed with the new key.
+    let payload = json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "rotated_by": {"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid},
+    });
+    let recorded = cx
+        .app
+        .store
+        .append(crate::journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: "system.key_rotated".into(),
+            actor: Some("logbook-admin".into()),
+            payload: crate::journal::chain::CanonicalPayload::new(&payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}")))?;
+    Ok(Json(json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "recorded_at_system_seq": recorded.event.seq,
+    })))
+}

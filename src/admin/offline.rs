@@ -1,0 +1,97 @@
+//! Offline verification of an NDJSON export (`logbook verify --export FILE`):
+//! checks the chain with no daemon and no store, only the HMAC secret(s).
+
+use std::io::BufRead;
+
+use crate::journal::Event;
+use crate::journal::chain::ChainVerifier;
+use crate::journal::keys::{Keyring, SECRET_ENV_VARS};
+
+/// The result of checking an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Valid { count: u64, head_signature: Option<[u8; 32]> },
+    /// The first seq that does not verify, and why.
+    Broken { seq: u64, line: u64, reason: String },
+}
+
+/// Builds a keyring from the named environment variables (all that are set;
+/// the first signs, which does not matter here). With no names, the daemon's
+/// own variables are tried in its order.
+pub fn keyring_from_env(vars: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Keyring, String> {
+    let names: Vec<String> = if vars.is_empty() {
+        SECRET_ENV_VARS.iter().map(|s| s.to_string()).collect()
+    } else {
+        vars.to_vec()
+    };
+    let mut keyring: Option<Keyring> = None;
+    for name in &names {
+        let Some(secret) = env(name).filter(|s| !s.is_empty()) else {
+            if !vars.is_empty() {
+                return Err(format!("--key-env {name}: the variable is not set"));
+            }
+            continue;
+        };
+        let secret = secret.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+        match &mut keyring {
+            Some(k) => k
+                .add_verification_key(secret)
+                .map_err(|e| format!("--key-env {name}: {e}"))?,
+            None => keyring = Some(Keyring::from_secret(secret)),
+        }
+    }
+    keyring.ok_or_else(|| {
+        format!(
+            "no HMAC secret: set one of {} or name a variable with --key-env",
+            SECRET_ENV_VARS.join(", ")
+        )
+    })
+}
+
+/// Verifies an export read line by line. Lines must be one plan's events
+/// from seq 1 in order, as `logbook admin export` writes them.
+pub fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome, String> {
+    let mut verifier = ChainVerifier::default();
+    let mut line_no = 0u64;
+    let mut plan = None;
+    for line in reader.lines() {
+        line_no += 1;
+        let line = line.map_err(|e| format!("reading line {line_no}: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let expected = verifier.last_seq() + 1;
+        let event: Event = match serde_json::from_str(&line) {
+            Ok(event) => event,
+            Err(e) => {
+                return Ok(Outcome::Broken {
+                    seq: expected,
+                    line: line_no,
+                    reason: format!("malformed event: {e}"),
+                });
+            }
+        };
+        if *plan.get_or_insert(event.plan_id) != event.plan_id {
+            return Ok(Outcome::Broken {
+                seq: event.seq,
+                line: line_no,
+                reason: "plan_id differs from the first event's".into(),
+            });
+        }
+        if let Err(reason) = verifier.check(&event, keyring) {
+            let mut reason = reason.as_str().to_string();
+            if reason == "signature" && keyring.get(&event.key_id).is_none() {
+                reason.push_str(&format!(" (no secret for key_id {})", event.key_id));
+            }
+            return Ok(Outcome::Broken {
+                seq: event.seq,
+                line: line_no,
+                reason,
+            });
+        }
+    }
+    Ok(Outcome::Valid {
+        count: verifier.last_seq(),
+        head_signature: verifier.last_signature(),
+    })
+}

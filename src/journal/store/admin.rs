@@ -1,0 +1,372 @@
+//! Store operations behind the admin socket: API tokens kept in the store,
+//! deleting a plan (with a tombstone in the system journal), totals for
+//! `status`, and consistent backups and their restore.
+//!
+//! Tables (created by [`create_tables`] when the store opens):
+//! - `api_tokens`: token id → name, SHA-256 of the secret, scopes, creation time
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    AppendError, AppendRequest, EVENTS, HEADS, IDEMPOTENCY, PlanHead, POSITIONS, Store, StoreError, decode, encode,
+    event_key,
+};
+use crate::config::Scope;
+use crate::hex;
+use crate::journal::Event;
+use crate::journal::chain::CanonicalPayload;
+
+const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+
+/// The plan holding the system journal: tombstones of deleted plans and key
+/// rotations. It is hash-chained like any plan and can never be deleted.
+pub const SYSTEM_PLAN: Uuid = Uuid::nil();
+/// Event type of a tombstone in the system journal.
+pub const TOMBSTONE_TYPE: &str = "system.plan_deleted";
+
+/// Creates this module's tables inside the store's opening transaction.
+pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(API_TOKENS)?;
+    Ok(())
+}
+
+/// An API token created over the admin socket. Only the hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub id: String,
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scopes: Vec<Scope>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// Why deleting a plan did not happen.
+#[derive(Debug)]
+pub enum DeleteError {
+    NotFound,
+    /// The system journal itself.
+    Protected,
+    /// An append landed between the tombstone and the deletion.
+    Changed { recorded: u64, now: u64 },
+    Append(AppendError),
+    Storage(StoreError),
+}
+
+impl From<StoreError> for DeleteError {
+    fn from(e: StoreError) -> Self {
+        DeleteError::Storage(e)
+    }
+}
+
+impl std::fmt::Display for DeleteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeleteError::NotFound => f.write_str("no such plan"),
+            DeleteError::Protected => f.write_str("the system journal cannot be deleted"),
+            DeleteError::Changed { recorded, now } => write!(
+                f,
+                "the plan grew from seq {recorded} to {now} while it was being deleted; nothing was deleted, run the command again"
+            ),
+            DeleteError::Append(e) => write!(f, "writing the tombstone: {e:?}"),
+            DeleteError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What a deletion removed, and the tombstone that records it.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub head: PlanHead,
+    pub tombstone: std::sync::Arc<Event>,
+}
+
+impl Store {
+    /// The keyring in force: it signs new events and verifies old ones.
+    pub fn keyring(&self) -> std::sync::Arc<crate::journal::keys::Keyring> {
+        self.keyring.current()
+    }
+
+    /// Makes `keyring` sign every batch from the next one on.
+    pub fn replace_keyring(&self, keyring: crate::journal::keys::Keyring) {
+        self.keyring.replace(keyring);
+    }
+
+    /// Plans and events currently stored.
+    pub fn totals(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let plans = txn.open_table(HEADS)?.len()?;
+        let events = txn.open_table(EVENTS)?.len()?;
+        Ok((plans, events))
+    }
+
+    /// Appends waiting for the writer right now.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    pub fn stored_tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(API_TOKENS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a token; refuses a name or id already in use.
+    pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), String>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(API_TOKENS)?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let existing: StoredToken = decode(v.value())?;
+                if existing.name == token.name || k.value() == token.id {
+                    return Ok(Err(format!("a token named {:?} already exists", token.name)));
+                }
+            }
+            table.insert(token.id.as_str(), encode(token).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Removes the token with this name or id, returning it.
+    pub fn remove_token(&self, name_or_id: &str) -> Result<Option<StoredToken>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let removed = {
+            let mut table = txn.open_table(API_TOKENS)?;
+            let mut found = None;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let token: StoredToken = decode(v.value())?;
+                if k.value() == name_or_id || token.name == name_or_id {
+                    found = Some(token);
+                    break;
+                }
+            }
+            if let Some(token) = &found {
+                table.remove(token.id.as_str())?;
+            }
+            found
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Deletes a plan: first a tombstone (who, head seq, head signature) is
+    /// appended to the system journal, then the plan's events, positions,
+    /// idempotency records and head go in one transaction. The tombstone
+    /// comes first so a deletion is never unrecorded; if the plan moved on in
+    /// between, nothing is deleted and the caller is told to retry.
+    pub async fn delete_plan(&self, plan_id: Uuid, who: serde_json::Value) -> Result<Deleted, DeleteError> {
+        if plan_id == SYSTEM_PLAN {
+            return Err(DeleteError::Protected);
+        }
+        let store = self.clone();
+        let head = tokio::task::spawn_blocking(move || store.head(&plan_id))
+            .await
+            .map_err(|e| StoreError::from_join(&e))??
+            .ok_or(DeleteError::NotFound)?;
+        let payload = json!({
+            "plan_id": plan_id,
+            "head_seq": head.last_seq,
+            "head_signature": hex::encode(&head.last_signature),
+            "count": head.count,
+            "deleted_by": who,
+        });
+        let tombstone = self
+            .append(AppendRequest {
+                plan_id: SYSTEM_PLAN,
+                event_type: TOMBSTONE_TYPE.into(),
+                actor: Some("logbook-admin".into()),
+                payload: CanonicalPayload::new(&payload),
+                expected_seq: None,
+                idempotency: None,
+            })
+            .await
+            .map_err(DeleteError::Append)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.remove_plan_rows(plan_id, &head))
+            .await
+            .map_err(|e| StoreError::from_join(&e))??;
+        Ok(Deleted {
+            head,
+            tombstone: tombstone.event,
+        })
+    }
+
+    fn remove_plan_rows(&self, plan_id: Uuid, recorded: &PlanHead) -> Result<(), DeleteError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
+        {
+            let mut heads = txn.open_table(HEADS).map_err(StoreError::from)?;
+            let now: Option<PlanHead> = heads
+                .get(plan_id.into_bytes())
+                .map_err(StoreError::from)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let now_seq = now.map_or(0, |h| h.last_seq);
+            if now_seq != recorded.last_seq {
+                return Err(DeleteError::Changed {
+                    recorded: recorded.last_seq,
+                    now: now_seq,
+                });
+            }
+            heads.remove(plan_id.into_bytes()).map_err(StoreError::from)?;
+
+            let mut events = txn.open_table(EVENTS).map_err(StoreError::from)?;
+            let mut positions = txn.open_table(POSITIONS).map_err(StoreError::from)?;
+            let mut doomed = Vec::new();
+            for entry in events
+                .range(event_key(&plan_id, 0)..=event_key(&plan_id, u64::MAX))
+                .map_err(StoreError::from)?
+            {
+                let (k, v) = entry.map_err(StoreError::from)?;
+                let record: super::EventRecord = decode(v.value())?;
+                doomed.push((k.value(), record.position));
+            }
+            for (key, position) in doomed {
+                events.remove(key).map_err(StoreError::from)?;
+                positions.remove(position).map_err(StoreError::from)?;
+            }
+
+            let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(StoreError::from)?;
+            let prefix = plan_id.as_bytes().to_vec();
+            let mut keys = Vec::new();
+            for entry in idempotency.range(prefix.as_slice()..).map_err(StoreError::from)? {
+                let (k, _) = entry.map_err(StoreError::from)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                keys.push(k.value().to_vec());
+            }
+            for key in keys {
+                idempotency.remove(key.as_slice()).map_err(StoreError::from)?;
+            }
+        }
+        txn.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Writes a consistent snapshot of the whole store to a new database at
+    /// `dest`: every table is copied from one read transaction, so appends
+    /// keep flowing and the copy shows exactly one committed state.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        for table in read.list_tables()? {
+            if !KNOWN_TABLES.contains(&table.name()) {
+                return Err(StoreError(format!(
+                    "backup does not know how to copy the table {:?}; refusing to write an incomplete backup",
+                    table.name()
+                )));
+            }
+        }
+        let out = Database::create(dest).map_err(|e| StoreError(format!("creating {}: {e}", dest.display())))?;
+        let mut write = out.begin_write()?;
+        write.set_durability(Durability::Immediate)?;
+        let mut rows = 0u64;
+        macro_rules! copy {
+            ($def:expr) => {{
+                let mut to = write.open_table($def)?;
+                if let Ok(from) = read.open_table($def) {
+                    for entry in from.iter()? {
+                        let (k, v) = entry?;
+                        to.insert(k.value(), v.value())?;
+                        rows += 1;
+                    }
+                }
+            }};
+        }
+        copy!(EVENTS);
+        copy!(HEADS);
+        copy!(POSITIONS);
+        copy!(IDEMPOTENCY);
+        copy!(API_TOKENS);
+        {
+            use super::federation::*;
+            copy!(FED_PEERS);
+            copy!(FED_SUBS);
+            copy!(FED_OUTBOX);
+            copy!(FED_OUTBOX_IDS);
+            copy!(FED_INBOX);
+            copy!(FED_INBOX_POSITIONS);
+            copy!(FED_ORIGIN_EVENTS);
+            copy!(FED_ORIGIN_HEADS);
+        }
+        write.commit()?;
+        Ok(rows)
+    }
+}
+
+/// Every table a backup copies. A table not listed here makes the backup
+/// fail loudly rather than silently leave data behind.
+const KNOWN_TABLES: &[&str] = &[
+    "events",
+    "plan_heads",
+    "positions",
+    "idempotency",
+    "api_tokens",
+    "fed_peers",
+    "fed_subscriptions",
+    "fed_outbox",
+    "fed_outbox_ids",
+    "fed_inbox",
+    "fed_inbox_positions",
+    "fed_origin_events",
+    "fed_origin_heads",
+];
+
+/// Installs a backup file as the store of `data_dir`. Refuses to overwrite an
+/// existing store; checks the file is a readable store first.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
+    let events = {
+        let db = redb::ReadOnlyDatabase::open(backup)
+            .map_err(|e| StoreError(format!("{} is not a logbook backup: {e}", backup.display())))?;
+        let txn = db.begin_read()?;
+        let events = txn.open_table(EVENTS).map_err(|e| {
+            StoreError(format!("{} is not a logbook backup: {e}", backup.display()))
+        })?;
+        for entry in txn.open_table(HEADS)?.iter()? {
+            let (_, v) = entry?;
+            decode::<PlanHead>(v.value())?;
+        }
+        events.len()?
+    };
+    crate::config::ensure_private_dir(data_dir)
+        .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
+    let target = data_dir.join(super::DB_FILE);
+    if target.exists() {
+        return Err(StoreError(format!(
+            "{} already exists; restore only into an empty data dir",
+            target.display()
+        )));
+    }
+    let partial = data_dir.join(format!("{}.restoring", super::DB_FILE));
+    let copy = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut from = std::fs::File::open(backup)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+        std::fs::rename(&partial, &target)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    copy().map_err(|e| StoreError(format!("restoring into {}: {e}", target.display())))?;
+    Ok(events)
+}

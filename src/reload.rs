@@ -1,0 +1,78 @@
+//! Live configuration: values that can be swapped while the daemon runs, and
+//! the SIGHUP reload that swaps them (tokens, log level, limits, CORS).
+//!
+//! A reload reads and checks the whole new file first; if anything is wrong
+//! the old config stays in force and the error, naming the key, is logged.
+//! Connections are never touched: handlers read the current value per request.
+
+use std::sync::{Arc, RwLock};
+
+use crate::admin::Context;
+use crate::config::Config;
+
+/// A value read per request and replaced as a whole.
+#[derive(Debug, Default)]
+pub struct Reloadable<T>(RwLock<Arc<T>>);
+
+impl<T> Reloadable<T> {
+    pub fn new(value: T) -> Reloadable<T> {
+        Reloadable(RwLock::new(Arc::new(value)))
+    }
+
+    pub fn current(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, value: T) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+    }
+}
+
+/// Reads the config file again and applies what can change at run time.
+/// `server.*` (addresses, paths) needs a restart and is kept as running.
+/// Returns what changed, or why nothing did.
+pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
+    let _serialized = context.changes.lock().await;
+    let Some(path) = &context.config_path else {
+        return Err("running on the embedded default config; there is no file to reload".into());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut new = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let old = context.config.current();
+    new.server = old.server.clone();
+    new.validate()?;
+    crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
+
+    let mut changed = Vec::new();
+    if new.log.level != old.log.level && !crate::admin::logging::level_from_env() {
+        crate::admin::logging::set_level(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
+        changed.push("log.level");
+    }
+    if new.log.format != old.log.format {
+        tracing::warn!("log.format changes need a restart; keeping the running format");
+    }
+    let app = &context.app;
+    context.tokens.set_config(&new.auth.tokens, &app.tokens);
+    changed.push("auth.tokens");
+    app.limits.replace(new.limits.clone());
+    changed.push("limits");
+    app.cors.replace(crate::http::cors(&new.http.cors_origins));
+    changed.push("http.cors_origins");
+    context.config.replace(new);
+    Ok(changed)
+}
+
+/// Reloads on every SIGHUP until the daemon stops.
+pub fn spawn_sighup(context: Arc<Context>) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("installing SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload(&context).await {
+                Ok(changed) => tracing::info!(?changed, "configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force"),
+            }
+        }
+    });
+    Ok(())
+}
