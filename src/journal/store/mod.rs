@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::chain::{CanonicalPayload, ChainReport, ChainVerifier, Signable};
+use super::chain::{BrokenReason, CanonicalPayload, ChainReport, ChainVerifier, Signable};
 use super::event::{Event, Timestamp};
 use super::keys::Keyring;
 
@@ -438,9 +438,26 @@ impl Store {
                 });
             }
         }
+        // The chain alone cannot see a missing tail; the head record can.
+        // It is only as trustworthy as the file (signed checkpoints come
+        // later), but it catches a tail removed without updating it.
+        let head: Option<PlanHead> = txn
+            .open_table(HEADS)?
+            .get(plan_id.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let broken = head.and_then(|head| {
+            if head.last_seq != verifier.last_seq() {
+                Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
+            } else if Some(head.last_signature) != verifier.last_signature() {
+                Some((head.last_seq, BrokenReason::Signature))
+            } else {
+                None
+            }
+        });
         Ok(ChainReport {
             verified: verifier.last_seq(),
-            broken: None,
+            broken,
             head_signature: verifier.last_signature(),
         })
     }
