@@ -32,8 +32,8 @@ if [ "${BENCH_REDIS:-0}" = 1 ] && command -v redis-server >/dev/null; then
   sleep 0.5
   payload=$(head -c 1024 /dev/zero | tr '\0' x)
   for c in 1 16 64; do
-    rps=$(redis-benchmark -p 7600 -c $c -n $((c * 2000)) -r 16 -q \
-          XADD "ev:__rand_int__" '*' payload "$payload" | awk '{print $2}' | tail -1)
+    rps=$(redis-benchmark -p 7600 -c $c -n $((c * 2000)) -r 16 --csv \
+          XADD "ev:__rand_int__" '*' payload "$payload" | tail -1 | cut -d, -f2 | tr -d '"')
     echo "redis XADD appendfsync always, $c clients: $rps/s"
   done
   redis-cli -p 7600 shutdown nosave >/dev/null || true

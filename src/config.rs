@@ -217,6 +217,13 @@ impl Config {
 
     /// Checks what the types alone cannot. Each message names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_settings()?;
+        self.check_exposure(0)
+    }
+
+    /// Everything [`Config::validate`] checks except the loopback rule,
+    /// which also counts tokens kept in the store ([`Config::check_exposure`]).
+    pub fn validate_settings(&self) -> Result<(), String> {
         let l = &self.limits;
         if l.max_body_bytes == 0 {
             return Err("limits.max_body_bytes must be positive".into());
@@ -225,7 +232,9 @@ impl Config {
             return Err("limits.max_json_depth must be between 1 and 128".into());
         }
         if l.max_type_len == 0 || l.max_type_len > MAX_TYPE_LEN {
-            return Err(format!("limits.max_type_len must be between 1 and {MAX_TYPE_LEN}"));
+            return Err(format!(
+                "limits.max_type_len must be between 1 and {MAX_TYPE_LEN}"
+            ));
         }
         if l.request_timeout_secs == 0 {
             return Err("limits.request_timeout_secs must be positive".into());
@@ -235,7 +244,9 @@ impl Config {
         }
         for origin in &self.http.cors_origins {
             if origin != "*" && origin.parse::<axum::http::HeaderValue>().is_err() {
-                return Err(format!("http.cors_origins: {origin:?} is not a valid origin"));
+                return Err(format!(
+                    "http.cors_origins: {origin:?} is not a valid origin"
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -253,9 +264,18 @@ impl Config {
                 return Err(format!("auth.tokens[{}].scopes must not be empty", t.name));
             }
         }
-        if self.auth.tokens.is_empty() && !self.server.listen.ip().is_loopback() {
+        Ok(())
+    }
+
+    /// Refuses a non-loopback listen address when no API token exists, in
+    /// config.toml or among `stored_tokens` created over the admin socket.
+    pub fn check_exposure(&self, stored_tokens: usize) -> Result<(), String> {
+        if self.auth.tokens.is_empty()
+            && stored_tokens == 0
+            && !self.server.listen.ip().is_loopback()
+        {
             return Err(format!(
-                "refusing to listen on {} without authentication: add API tokens under [auth] or listen on a loopback address such as 127.0.0.1",
+                "refusing to listen on {} without authentication: add API tokens under [auth] (or with `logbook admin tokens create`) or listen on a loopback address such as 127.0.0.1",
                 self.server.listen
             ));
         }
@@ -313,7 +333,10 @@ mod tests {
         for line in EMBEDDED_DEFAULT.lines() {
             let trimmed = line.trim();
             if !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('[') {
-                assert!(previous.starts_with('#'), "key without a comment: {trimmed}");
+                assert!(
+                    previous.starts_with('#'),
+                    "key without a comment: {trimmed}"
+                );
             }
             if !trimmed.is_empty() {
                 previous = trimmed;

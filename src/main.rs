@@ -68,9 +68,11 @@ enum Command {
         #[arg(long, value_name = "VAR")]
         key_env: Vec<String>,
     },
-    /// Install a backup (from `logbook admin backup FILE`) as the store of an
-    /// empty data dir. The HMAC key files (hmac.key, hmac-retired/) are not in
-    /// the backup: copy them, or set the same $LOGBOOK_HMAC_SECRET.
+    /// Install a backup as the store of an empty data dir.
+    ///
+    /// FILE comes from `logbook admin backup FILE`. The HMAC key files
+    /// (hmac.key, hmac-retired/) are not in the backup: copy them, or set the
+    /// same $LOGBOOK_HMAC_SECRET.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -88,7 +90,14 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             admin_socket,
-        } => serve(config, Overrides { listen, data_dir, admin_socket }),
+        } => serve(
+            config,
+            Overrides {
+                listen,
+                data_dir,
+                admin_socket,
+            },
+        ),
         Command::Admin(args) => logbook::admin::client::run(args),
         Command::Verify { export, key_env } => verify_export(&export, &key_env),
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
@@ -98,11 +107,15 @@ fn main() -> ExitCode {
 fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
     use logbook::admin::offline::{Outcome, keyring_from_env, verify_export};
     let result = keyring_from_env(key_env, |name| std::env::var(name).ok()).and_then(|keyring| {
-        let file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let file =
+            std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
         verify_export(std::io::BufReader::new(file), &keyring)
     });
     match result {
-        Ok(Outcome::Valid { count, head_signature }) => {
+        Ok(Outcome::Valid {
+            count,
+            head_signature,
+        }) => {
             let head = head_signature.map_or("-".to_string(), |s| logbook::hex::encode(&s));
             println!("ok: {count} events, head signature {head}");
             ExitCode::SUCCESS
@@ -122,7 +135,9 @@ fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
     match logbook::journal::store::admin::restore(file, data_dir) {
         Ok(events) => {
             println!("restored {events} events into {}", data_dir.display());
-            eprintln!("note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET");
+            eprintln!(
+                "note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

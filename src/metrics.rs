@@ -37,6 +37,9 @@ struct Instruments {
     fsync_seconds: Histogram,
     verify_runs: Counter,
     verify_failures: Counter,
+    deliveries: Family<Labels, Counter>,
+    delivery_failures: Family<Labels, Counter>,
+    dead_letters: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -67,14 +70,39 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         fsync_seconds.clone(),
     );
     let verify_runs = Counter::default();
-    registry.register("verify_runs", "Whole-chain verifications run", verify_runs.clone());
+    registry.register(
+        "verify_runs",
+        "Whole-chain verifications run",
+        verify_runs.clone(),
+    );
     let verify_failures = Counter::default();
     registry.register(
         "verify_failures",
         "Whole-chain verifications that found a broken chain or failed to read it",
         verify_failures.clone(),
     );
+    let deliveries = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_delivery_attempts",
+        "Messages sent to a peer (each attempt counts), by peer",
+        deliveries.clone(),
+    );
+    let delivery_failures = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_delivery_failures",
+        "Message deliveries that failed and will be retried or given up, by peer",
+        delivery_failures.clone(),
+    );
+    let dead_letters = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_dead_letters",
+        "Messages given up on (marked dead) after too many attempts or too long, by peer",
+        dead_letters.clone(),
+    );
     Instruments {
+        deliveries,
+        delivery_failures,
+        dead_letters,
         registry,
         appends,
         append_seconds,
@@ -99,6 +127,19 @@ pub fn observe_verify(valid: bool) {
     if !valid {
         m.verify_failures.inc();
     }
+}
+
+/// Called by a federation delivery worker after each attempt at a batch:
+/// `sent` messages were attempted, `failed` of them failed, `dead` of those
+/// were given up on.
+pub fn observe_delivery(peer: &str, sent: usize, failed: usize, dead: usize) {
+    let m = &*INSTRUMENTS;
+    let labels = vec![("peer".to_string(), peer.to_string())];
+    m.deliveries.get_or_create(&labels).inc_by(sent as u64);
+    m.delivery_failures
+        .get_or_create(&labels)
+        .inc_by(failed as u64);
+    m.dead_letters.get_or_create(&labels).inc_by(dead as u64);
 }
 
 /// Middleware on the append route: counts outcomes and times each request.
@@ -127,6 +168,41 @@ struct Snapshot {
     queue_depth: u64,
     commits: u64,
     last_commit_micros: u64,
+    /// Per peer: messages waiting (pending or retrying), and dead ones.
+    peer_queues: Vec<PeerQueue>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerQueue {
+    pub peer: String,
+    pub status: String,
+    pub queued: u64,
+    pub dead: u64,
+}
+
+/// Most outbox rows counted per peer and status; a bound on scrape cost.
+const QUEUE_COUNT_CAP: usize = 100_000;
+
+/// Outbox depth per federation peer, counted from the store.
+pub fn peer_queues(
+    store: &crate::journal::store::Store,
+) -> Result<Vec<PeerQueue>, crate::journal::store::StoreError> {
+    use crate::journal::store::DeliveryStatus;
+    let mut out = Vec::new();
+    for peer in store.fed_peers()? {
+        let count = |status| -> Result<u64, crate::journal::store::StoreError> {
+            Ok(store
+                .fed_outbox_list(Some(&peer.instance_id), Some(status), QUEUE_COUNT_CAP)?
+                .len() as u64)
+        };
+        out.push(PeerQueue {
+            queued: count(DeliveryStatus::Pending)? + count(DeliveryStatus::Retrying)?,
+            dead: count(DeliveryStatus::Dead)?,
+            status: peer.status.as_str().to_string(),
+            peer: peer.instance_id,
+        });
+    }
+    Ok(out)
 }
 
 impl Collector for Snapshot {
@@ -141,21 +217,60 @@ impl Collector for Snapshot {
             let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
             metric.encode(e)
         };
-        gauge(&mut encoder, "sse_clients", "SSE streams connected now", self.sse_clients)?;
+        gauge(
+            &mut encoder,
+            "sse_clients",
+            "SSE streams connected now",
+            self.sse_clients,
+        )?;
         counter(
             &mut encoder,
             "sse_catch_ups",
             "Times an SSE stream fell behind the live feed and caught up from storage",
             self.sse_catch_ups,
         )?;
-        gauge(&mut encoder, "writer_queue_depth", "Appends waiting for the writer", self.queue_depth)?;
-        counter(&mut encoder, "commits", "Group-commit transactions committed", self.commits)?;
+        gauge(
+            &mut encoder,
+            "writer_queue_depth",
+            "Appends waiting for the writer",
+            self.queue_depth,
+        )?;
+        counter(
+            &mut encoder,
+            "commits",
+            "Group-commit transactions committed",
+            self.commits,
+        )?;
         gauge(
             &mut encoder,
             "last_commit_microseconds",
             "Write and fsync time of the most recent commit",
             self.last_commit_micros,
         )?;
+        for (name, help, pick) in [
+            (
+                "federation_queue_depth",
+                "Messages waiting to be delivered to a peer (pending or retrying)",
+                (|q: &PeerQueue| q.queued) as fn(&PeerQueue) -> u64,
+            ),
+            (
+                "federation_dead_messages",
+                "Messages to a peer given up on and kept as dead",
+                |q: &PeerQueue| q.dead,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for q in &self.peer_queues {
+                let labels = [("peer", q.peer.as_str())];
+                let metric = ConstGauge::new(i64::try_from(pick(q)).unwrap_or(i64::MAX));
+                metric.encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -170,9 +285,11 @@ pub fn render(state: &AppState) -> String {
         queue_depth: state.store.queue_depth() as u64,
         commits: state.store.stats.commits.load(Relaxed),
         last_commit_micros: state.store.stats.last_commit_micros.load(Relaxed),
+        peer_queues: peer_queues(&state.store).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "metrics: reading the federation outbox");
+            Vec::new()
+        }),
     }));
-    // TODO(federation): per-peer queue depth and delivery attempts, failures
-    // and dead messages, once src/federation exposes its counters.
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(&mut out, &INSTRUMENTS.registry);

@@ -19,18 +19,19 @@ pub fn notify(state: &str) {
 }
 
 fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
-    UnixDatagram::unbound().and_then(|socket| {
-        let bytes = path.as_encoded_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            // An abstract socket: the name after '@' has a leading NUL.
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(state.as_bytes(), &addr)
-        } else {
-            socket.send_to(state.as_bytes(), path)
-        }
-    })
-    .map(drop)
+    UnixDatagram::unbound()
+        .and_then(|socket| {
+            let bytes = path.as_encoded_bytes();
+            if let Some(name) = bytes.strip_prefix(b"@") {
+                // An abstract socket: the name after '@' has a leading NUL.
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(state.as_bytes(), &addr)
+            } else {
+                socket.send_to(state.as_bytes(), path)
+            }
+        })
+        .map(drop)
 }
 
 /// The watchdog period systemd expects (`$WATCHDOG_USEC`), if it set one for

@@ -36,11 +36,19 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     let Some(path) = &context.config_path else {
         return Err("running on the embedded default config; there is no file to reload".into());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut new = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let old = context.config.current();
     new.server = old.server.clone();
-    new.validate()?;
+    new.validate_settings()?;
+    let stored = context.app.store.clone();
+    let stored = tokio::task::spawn_blocking(move || stored.stored_tokens())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    new.check_exposure(stored.len())
+        .map_err(|e| format!("auth.tokens: {e}"))?;
     crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
 
     let mut changed = Vec::new();
@@ -65,12 +73,15 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
 /// Reloads on every SIGHUP until the daemon stops.
 pub fn spawn_sighup(context: Arc<Context>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("installing SIGHUP handler: {e}"))?;
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| format!("installing SIGHUP handler: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match reload(&context).await {
                 Ok(changed) => tracing::info!(?changed, "configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force"),
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force")
+                }
             }
         }
     });

@@ -29,15 +29,23 @@ pub fn init_logging(config: &Config) {
 
 /// Runs the daemon until a stop signal. Errors are for the operator to read.
 pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
-    config.validate()?;
+    // The loopback rule waits for the store: tokens created over the admin
+    // socket live there.
+    config.validate_settings()?;
     let data_dir = &config.server.data_dir;
-    ensure_private_dir(data_dir).map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
+    ensure_private_dir(data_dir)
+        .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
 
     let (keyring, key_source) = Keyring::load(data_dir, |name| std::env::var(name).ok())
         .map_err(|e| format!("loading the HMAC key from {}: {e}", data_dir.display()))?;
     match key_source {
-        KeySource::Env(var) => tracing::info!(key_id = keyring.current_id(), "signing key from ${var}"),
-        KeySource::File => tracing::info!(key_id = keyring.current_id(), "signing key from the data dir"),
+        KeySource::Env(var) => {
+            tracing::info!(key_id = keyring.current_id(), "signing key from ${var}")
+        }
+        KeySource::File => tracing::info!(
+            key_id = keyring.current_id(),
+            "signing key from the data dir"
+        ),
         KeySource::Generated => tracing::info!(
             key_id = keyring.current_id(),
             "generated a new signing key in the data dir (mode 0600); back it up with the journal"
@@ -53,19 +61,29 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
 
     // Tokens created over the admin socket count exactly like config ones.
     let stored_tokens = store.stored_tokens().map_err(|e| e.to_string())?;
-    let token_sources = crate::admin::tokens::TokenSources::new(&config.auth.tokens, &stored_tokens);
+    if let Err(e) = config.check_exposure(stored_tokens.len()) {
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .map_err(|e| e.to_string())?;
+        return Err(e);
+    }
+    let token_sources =
+        crate::admin::tokens::TokenSources::new(&config.auth.tokens, &stored_tokens);
     let tokens = Arc::new(Tokens::default());
     tokens.replace(token_sources.merged());
 
     let shutdown = CancellationToken::new();
-    let federation = crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
+    let federation =
+        crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
     let state = AppState {
         federation: federation.clone(),
         store,
         registry: Arc::new(registry),
         fanout,
         limits: Arc::new(Reloadable::new(config.limits.clone())),
-        cors: Arc::new(Reloadable::new(crate::http::cors(&config.http.cors_origins))),
+        cors: Arc::new(Reloadable::new(crate::http::cors(
+            &config.http.cors_origins,
+        ))),
         tokens,
         keepalive: Duration::from_secs(config.sse.keepalive_secs),
         shutdown: shutdown.clone(),
@@ -95,7 +113,9 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     crate::reload::spawn_sighup(context.clone())?;
 
     if context.app.tokens.current().is_empty() {
-        tracing::warn!("no API tokens configured: any local process can read and append; listening on loopback only");
+        tracing::warn!(
+            "no API tokens configured: any local process can read and append; listening on loopback only"
+        );
     }
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
     // The store is open and both listeners are bound.
@@ -112,7 +132,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     match served {
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
-        None => tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them"),
+        None => tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        ),
     }
     // Delivery workers stop; unacknowledged messages stay in the outbox.
     federation.stop().await;
@@ -127,8 +150,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), String> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("installing SIGTERM handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("installing SIGINT handler: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("installing SIGTERM handler: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("installing SIGINT handler: {e}"))?;
     tokio::spawn(async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",

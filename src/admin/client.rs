@@ -17,6 +17,13 @@ use serde_json::{Value, json};
 /// $LOGBOOK_ADMIN_SOCKET says: the systemd location, then the default data dir.
 const DEFAULT_SOCKETS: [&str; 2] = ["/run/logbook/admin.sock", "./data/admin.sock"];
 
+// Federation commands use the federation API, which the admin socket serves
+// under the same paths with every scope.
+const FED_PEERS: &str = "/api/v1/federation/peers";
+const FED_SUBSCRIPTIONS: &str = "/api/v1/federation/events/subscriptions";
+const FED_MESSAGES: &str = "/api/v1/federation/events/messages";
+const FED_RETRY: &str = "/api/v1/federation/events/messages/retry";
+
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Path of the admin socket [default: $LOGBOOK_ADMIN_SOCKET, else
@@ -63,14 +70,66 @@ pub enum AdminCommand {
     },
     /// Set the log filter (tracing syntax: info, debug, logbook=debug,warn),
     /// or show it when no LEVEL is given.
-    LogLevel {
-        level: Option<String>,
-    },
+    LogLevel { level: Option<String> },
     /// Re-read the config file now, as SIGHUP does.
     Reload,
     /// Rotate signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Federation peers: add, list, suspend, resume, remove.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Federation subscriptions.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Federation messages given up on (dead letters): list, retry.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Add a peer and pin its key: give --fingerprint (hex SHA-256 of its
+    /// SPKI DER, compared out of band) or --public-key FILE (SPKI PEM).
+    Add {
+        instance_id: String,
+        /// The peer's base URL, e.g. http://10.0.0.5:7411.
+        base_url: String,
+        #[arg(long)]
+        fingerprint: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Every peer with its status and key fingerprint.
+    List,
+    /// Stop delivering to a peer; its messages stay queued.
+    Suspend { instance_id: String },
+    /// Deliver to a suspended peer again.
+    Resume { instance_id: String },
+    /// Remove a peer: no more deliveries to it.
+    Remove { instance_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Inbound and outbound subscriptions by peer and event-type pattern.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// Dead outbound messages, optionally of one peer.
+    List {
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Queue dead messages again: one by id, or all of --peer.
+    Retry {
+        #[arg(required_unless_present = "peer", conflicts_with = "peer")]
+        message_id: Option<String>,
+        #[arg(long)]
+        peer: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,7 +177,10 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 /// Runs one admin command; the exit code is 0 on success, 1 otherwise.
 pub fn run(args: AdminArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("logbook admin: {e}");
@@ -126,7 +188,10 @@ pub fn run(args: AdminArgs) -> ExitCode {
         }
     };
     let socket = socket_path(args.socket.clone());
-    let client = Client { socket, json: args.json };
+    let client = Client {
+        socket,
+        json: args.json,
+    };
     match runtime.block_on(client.dispatch(args.command)) {
         Ok(code) => code,
         Err(Failure(message)) => {
@@ -156,18 +221,27 @@ struct Client {
 }
 
 impl Client {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response<Incoming>, Failure> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Response<Incoming>, Failure> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
             Failure(format!(
                 "cannot connect to the admin socket {}: {e} (is the daemon running? use --socket PATH)",
                 self.socket.display()
             ))
         })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = Request::builder().method(method).uri(path).header("host", "logbook-admin");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "logbook-admin");
         let body = match body {
             Some(value) => {
                 request = request.header("content-type", "application/json");
@@ -179,11 +253,17 @@ impl Client {
     }
 
     /// Sends a request and returns its JSON body, or fails with the problem.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
         let response = self.send(method, path, body).await?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
         if !status.is_success() {
             return Err(problem_failure(status, &value));
         }
@@ -191,7 +271,10 @@ impl Client {
     }
 
     fn print_json(&self, value: &Value) {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     }
 
     async fn dispatch(&self, command: AdminCommand) -> Result<ExitCode, Failure> {
@@ -209,7 +292,10 @@ impl Client {
                 if self.json {
                     self.print_json(&v);
                 } else {
-                    println!("{:<36}  {:>10}  {:<24}  {}", "PLAN", "HEAD SEQ", "LAST EVENT", "HEAD SIGNATURE");
+                    println!(
+                        "{:<36}  {:>10}  {:<24}  HEAD SIGNATURE",
+                        "PLAN", "HEAD SEQ", "LAST EVENT"
+                    );
                     for plan in v["plans"].as_array().into_iter().flatten() {
                         println!(
                             "{:<36}  {:>10}  {:<24}  {}{}",
@@ -217,17 +303,25 @@ impl Client {
                             text(&plan["head_seq"]),
                             text(&plan["last_at"]),
                             text(&plan["head_signature"]),
-                            if plan["system"] == true { "  (system journal)" } else { "" }
+                            if plan["system"] == true {
+                                "  (system journal)"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }
             }
             AdminCommand::Plans(PlansCommand::Show { plan }) => {
-                let v = self.call(Method::GET, &format!("/plans/{}", segment(&plan)), None).await?;
+                let v = self
+                    .call(Method::GET, &format!("/plans/{}", segment(&plan)), None)
+                    .await?;
                 self.print_object(&v);
             }
             AdminCommand::Plans(PlansCommand::Delete { plan }) => {
-                let v = self.call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None).await?;
+                let v = self
+                    .call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None)
+                    .await?;
                 if self.json {
                     self.print_json(&v);
                 } else {
@@ -240,8 +334,16 @@ impl Client {
                     );
                 }
             }
-            AdminCommand::Verify { plan: Some(plan), .. } => {
-                let v = self.call(Method::POST, &format!("/plans/{}/verify", segment(&plan)), None).await?;
+            AdminCommand::Verify {
+                plan: Some(plan), ..
+            } => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        &format!("/plans/{}/verify", segment(&plan)),
+                        None,
+                    )
+                    .await?;
                 if self.json {
                     self.print_json(&v);
                 } else {
@@ -254,7 +356,11 @@ impl Client {
             AdminCommand::Verify { plan: None, .. } => return self.verify_all().await,
             AdminCommand::Tokens(TokensCommand::Create { scope, name }) => {
                 let v = self
-                    .call(Method::POST, "/tokens", Some(json!({"scopes": scope, "name": name})))
+                    .call(
+                        Method::POST,
+                        "/tokens",
+                        Some(json!({"scopes": scope, "name": name})),
+                    )
                     .await?;
                 if self.json {
                     self.print_json(&v);
@@ -273,7 +379,10 @@ impl Client {
                 if self.json {
                     self.print_json(&v);
                 } else {
-                    println!("{:<10}  {:<24}  {:<14}  {:<7}  {}", "ID", "NAME", "SCOPES", "SOURCE", "CREATED");
+                    println!(
+                        "{:<10}  {:<24}  {:<14}  {:<7}  CREATED",
+                        "ID", "NAME", "SCOPES", "SOURCE"
+                    );
                     for t in v["tokens"].as_array().into_iter().flatten() {
                         println!(
                             "{:<10}  {:<24}  {:<14}  {:<7}  {}",
@@ -288,19 +397,30 @@ impl Client {
             }
             AdminCommand::Tokens(TokensCommand::Revoke { name_or_id }) => {
                 let v = self
-                    .call(Method::DELETE, &format!("/tokens/{}", segment(&name_or_id)), None)
+                    .call(
+                        Method::DELETE,
+                        &format!("/tokens/{}", segment(&name_or_id)),
+                        None,
+                    )
                     .await?;
                 if self.json {
                     self.print_json(&v);
                 } else {
-                    println!("revoked token {:?} (id {})", text(&v["name"]), text(&v["id"]));
+                    println!(
+                        "revoked token {:?} (id {})",
+                        text(&v["name"]),
+                        text(&v["id"])
+                    );
                 }
             }
             AdminCommand::Export { plan } => self.export(&plan).await?,
             AdminCommand::Backup { file } => self.backup(&file).await?,
             AdminCommand::LogLevel { level } => {
                 let v = match level {
-                    Some(level) => self.call(Method::PUT, "/log-level", Some(json!({"level": level}))).await?,
+                    Some(level) => {
+                        self.call(Method::PUT, "/log-level", Some(json!({"level": level})))
+                            .await?
+                    }
                     None => self.call(Method::GET, "/log-level", None).await?,
                 };
                 if self.json {
@@ -321,6 +441,62 @@ impl Client {
                     );
                 }
             }
+            AdminCommand::Peers(command) => self.peers(command).await?,
+            AdminCommand::Subscriptions(SubscriptionsCommand::List) => {
+                let v = self.call(Method::GET, FED_SUBSCRIPTIONS, None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("{:<9}  {:<24}  EVENT TYPES", "DIRECTION", "PEER");
+                    for sub in v["subscriptions"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<9}  {:<24}  {}",
+                            text(&sub["direction"]),
+                            text(&sub["peer"]),
+                            text(&sub["eventType"])
+                        );
+                    }
+                }
+            }
+            AdminCommand::Dead(DeadCommand::List { peer }) => {
+                let mut path = format!("{FED_MESSAGES}?direction=outbound&status=dead&limit=10000");
+                if let Some(peer) = peer {
+                    path.push_str(&format!("&peer={}", segment(&peer)));
+                }
+                let v = self.call(Method::GET, &path, None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!(
+                        "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
+                        "MESSAGE", "PEER", "TYPE", "ATTEMPTS"
+                    );
+                    for m in v["messages"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<36}  {:<20}  {:<24}  {:>8}  {}",
+                            text(&m["messageId"]),
+                            text(&m["peer"]),
+                            text(&m["eventType"]),
+                            text(&m["attempts"]),
+                            text(&m["lastError"])
+                        );
+                    }
+                }
+            }
+            AdminCommand::Dead(DeadCommand::Retry { message_id, peer }) => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        FED_RETRY,
+                        Some(json!({"messageId": message_id, "peer": peer})),
+                    )
+                    .await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("{} dead messages queued again", text(&v["requeued"]));
+                }
+            }
             AdminCommand::Reload => {
                 let v = self.call(Method::POST, "/reload", None).await?;
                 if self.json {
@@ -331,6 +507,80 @@ impl Client {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    async fn peers(&self, command: PeersCommand) -> Result<(), Failure> {
+        let (v, done) = match command {
+            PeersCommand::List => {
+                let v = self.call(Method::GET, FED_PEERS, None).await?;
+                if !self.json {
+                    println!(
+                        "{:<24}  {:<9}  {:<32}  FINGERPRINT",
+                        "INSTANCE", "STATUS", "BASE URL"
+                    );
+                    for p in v["peers"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<24}  {:<9}  {:<32}  {}",
+                            text(&p["instanceId"]),
+                            text(&p["status"]),
+                            text(&p["baseUrl"]),
+                            text(&p["fingerprint"])
+                        );
+                    }
+                    return Ok(());
+                }
+                (v, "")
+            }
+            PeersCommand::Add {
+                instance_id,
+                base_url,
+                fingerprint,
+                public_key,
+            } => {
+                let public_key = match public_key {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .map_err(|e| Failure(format!("reading {}: {e}", path.display())))?,
+                    None => String::new(),
+                };
+                let body = json!({
+                    "instanceId": instance_id,
+                    "baseUrl": base_url,
+                    "publicKey": public_key,
+                    "fingerprint": fingerprint.unwrap_or_default(),
+                });
+                (
+                    self.call(Method::POST, FED_PEERS, Some(body)).await?,
+                    "added",
+                )
+            }
+            PeersCommand::Suspend { instance_id } => (
+                self.peer_status(&instance_id, "suspended").await?,
+                "suspended",
+            ),
+            PeersCommand::Resume { instance_id } => {
+                (self.peer_status(&instance_id, "active").await?, "resumed")
+            }
+            PeersCommand::Remove { instance_id } => {
+                (self.peer_status(&instance_id, "removed").await?, "removed")
+            }
+        };
+        if self.json {
+            self.print_json(&v);
+        } else {
+            println!(
+                "peer {} {done} (status {}, fingerprint {})",
+                text(&v["instanceId"]),
+                text(&v["status"]),
+                text(&v["fingerprint"])
+            );
+        }
+        Ok(())
+    }
+
+    async fn peer_status(&self, instance_id: &str, status: &str) -> Result<Value, Failure> {
+        let path = format!("{FED_PEERS}/{}/status", segment(instance_id));
+        self.call(Method::POST, &path, Some(json!({"status": status})))
+            .await
     }
 
     fn print_object(&self, v: &Value) {
@@ -359,7 +609,10 @@ impl Client {
                 eprint!("\rverifying {}/{} plans", i + 1, plans.len());
             }
             // A plan deleted since the listing is not a failure.
-            let v = match self.call(Method::POST, &format!("/plans/{plan}/verify"), None).await {
+            let v = match self
+                .call(Method::POST, &format!("/plans/{plan}/verify"), None)
+                .await
+            {
                 Ok(v) => v,
                 Err(Failure(e)) if e.starts_with("Not found") => continue,
                 Err(e) => return Err(e),
@@ -373,23 +626,38 @@ impl Client {
             eprintln!();
         }
         if self.json {
-            self.print_json(&json!({"plans": results, "verified": results.len(), "broken": broken}));
+            self.print_json(
+                &json!({"plans": results, "verified": results.len(), "broken": broken}),
+            );
         } else {
             for v in results.iter().filter(|v| v["chain_valid"] != true) {
                 print_verify(v);
             }
             println!("{} plans verified, {broken} broken", results.len());
         }
-        Ok(if broken == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if broken == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     }
 
     async fn export(&self, plan: &str) -> Result<(), Failure> {
-        let response = self.send(Method::GET, &format!("/plans/{}/export", segment(plan)), None).await?;
+        let response = self
+            .send(
+                Method::GET,
+                &format!("/plans/{}/export", segment(plan)),
+                None,
+            )
+            .await?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
-            return Err(problem_failure(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+            return Err(problem_failure(
+                status,
+                &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            ));
         }
         let mut out = std::io::stdout().lock();
         while let Some(frame) = body.frame().await {
@@ -412,7 +680,10 @@ impl Client {
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
-            return Err(problem_failure(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+            return Err(problem_failure(
+                status,
+                &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            ));
         }
         let write = async {
             use std::os::unix::fs::OpenOptionsExt;
@@ -451,7 +722,9 @@ impl Client {
 }
 
 fn problem_failure(status: StatusCode, v: &Value) -> Failure {
-    let title = v["title"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error"));
+    let title = v["title"]
+        .as_str()
+        .unwrap_or(status.canonical_reason().unwrap_or("error"));
     let detail = v["detail"].as_str().unwrap_or("");
     Failure(format!("{title}: {detail} ({})", status.as_u16()))
 }
@@ -491,9 +764,18 @@ fn print_status(v: &Value) {
         ("plans", text(&v["plans"])),
         ("events", text(&v["events"])),
         ("disk bytes", text(&v["disk_bytes"])),
-        ("peers", v["peers"].as_array().map_or(0, Vec::len).to_string()),
-        ("queue depths", format!("writer {}", text(&v["queue_depths"]["writer"]))),
-        ("last fsync", format!("{} µs", text(&v["last_fsync_micros"]))),
+        (
+            "peers",
+            v["peers"].as_array().map_or(0, Vec::len).to_string(),
+        ),
+        (
+            "queue depths",
+            format!("writer {}", text(&v["queue_depths"]["writer"])),
+        ),
+        (
+            "last fsync",
+            format!("{} µs", text(&v["last_fsync_micros"])),
+        ),
         ("sse clients", text(&v["sse_clients"])),
         ("signing key", text(&v["signing_key_id"])),
         ("log level", text(&v["log_level"])),

@@ -38,11 +38,30 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/reload", post(reload))
         .route("/keys/rotate-hmac", post(rotate_hmac))
         .route("/metrics", get(metrics))
+        // The whole HTTP API (journal and federation) is reachable here too,
+        // with every scope: its callers passed the peer-uid check.
+        .nest_service("/api", api_passthrough(&context))
         .fallback(|| async { Problem::not_found("no such admin route") })
         .with_state(context)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, Problem> {
+/// The public API router, re-rooted under `/api` (nesting strips the prefix).
+fn api_passthrough(context: &Context) -> Router {
+    let api = crate::http::router(context.app.clone());
+    Router::new().fallback_service(tower::service_fn(move |mut req: axum::extract::Request| {
+        let api = api.clone();
+        async move {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let uri = format!("/api{path}").parse().unwrap_or_default();
+            *req.uri_mut() = uri;
+            tower::ServiceExt::oneshot(api, req).await
+        }
+    }))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Problem> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Problem::internal(format!("admin task failed: {e}")))?
@@ -51,7 +70,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
 
 fn plan_id(text: &str) -> Result<Uuid, Problem> {
     parse_plan_id(text).ok_or_else(|| {
-        Problem::bad_request("invalid-plan-id", "Invalid plan id", format!("{text:?} is not a UUID"))
+        Problem::bad_request(
+            "invalid-plan-id",
+            "Invalid plan id",
+            format!("{text:?} is not a UUID"),
+        )
     })
 }
 
@@ -76,6 +99,8 @@ async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     use std::sync::atomic::Ordering::Relaxed;
     let store = cx.app.store.clone();
     let (plans, events) = blocking(move || store.totals()).await?;
+    let store = cx.app.store.clone();
+    let peers = blocking(move || crate::metrics::peer_queues(&store)).await?;
     let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
     let stats = &cx.app.store.stats;
     Ok(Json(json!({
@@ -87,9 +112,8 @@ async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "plans": plans,
         "events": events,
         "disk_bytes": disk_bytes,
-        // Federation is not part of this build yet: no peers, no peer queues.
-        "peers": [],
-        "queue_depths": {"writer": cx.app.store.queue_depth()},
+        "peers": peers,
+        "queue_depths": {"writer": cx.app.store.queue_depth(), "peers": peers.iter().map(|q| (q.peer.clone(), q.queued)).collect::<std::collections::BTreeMap<_, _>>()},
         "last_fsync_micros": stats.last_commit_micros.load(Relaxed),
         "commits": stats.commits.load(Relaxed),
         "sse_clients": cx.app.stream_stats.connected.load(Relaxed),
@@ -170,9 +194,21 @@ async fn delete_plan(
                 },
             })))
         }
-        Err(DeleteError::NotFound) => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
-        Err(e @ DeleteError::Protected) => Err(Problem::new(StatusCode::FORBIDDEN, "protected", "Protected plan", e.to_string())),
-        Err(e @ DeleteError::Changed { .. }) => Err(Problem::new(StatusCode::CONFLICT, "plan-changed", "Plan changed", e.to_string())),
+        Err(DeleteError::NotFound) => {
+            Err(Problem::not_found(format!("plan {plan_id} has no events")))
+        }
+        Err(e @ DeleteError::Protected) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "protected",
+            "Protected plan",
+            e.to_string(),
+        )),
+        Err(e @ DeleteError::Changed { .. }) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "plan-changed",
+            "Plan changed",
+            e.to_string(),
+        )),
         Err(DeleteError::Storage(e)) => Err(e.into()),
         Err(e @ DeleteError::Append(_)) => Err(Problem::unavailable(e.to_string())),
     }
@@ -209,7 +245,11 @@ async fn export_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Respons
             }
         }
     };
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -222,7 +262,11 @@ struct CreateToken {
 async fn create_token(State(cx): Ctx, body: Bytes) -> Result<Response, Problem> {
     let request: CreateToken = json_body(&body)?;
     if request.scopes.is_empty() {
-        return Err(Problem::unprocessable("invalid-scopes", "Invalid scopes", "give at least one scope: read, append"));
+        return Err(Problem::unprocessable(
+            "invalid-scopes",
+            "Invalid scopes",
+            "give at least one scope: read, append",
+        ));
     }
     if let Some(name) = &request.name
         && !tokens::valid_name(name)
@@ -237,16 +281,26 @@ async fn create_token(State(cx): Ctx, body: Bytes) -> Result<Response, Problem> 
     if let Some(name) = &request.name
         && cx.tokens.config_names().contains(name)
     {
-        return Err(Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", format!("config.toml already has a token named {name:?}")));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "token-exists",
+            "Token exists",
+            format!("config.toml already has a token named {name:?}"),
+        ));
     }
-    let (secret, record) = tokens::generate(request.name, request.scopes).map_err(Problem::internal)?;
+    let (secret, record) =
+        tokens::generate(request.name, request.scopes).map_err(Problem::internal)?;
     let store = cx.app.store.clone();
     let stored = record.clone();
     blocking(move || store.insert_token(&stored))
         .await?
         .map_err(|e| Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", e))?;
     publish_stored(&cx).await?;
-    tracing::info!(name = record.name, id = record.id, "API token created over the admin socket");
+    tracing::info!(
+        name = record.name,
+        id = record.id,
+        "API token created over the admin socket"
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -283,8 +337,34 @@ async fn list_tokens(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({"tokens": out})))
 }
 
-async fn revoke_token(State(cx): Ctx, Path(name_or_id): Path<String>) -> Result<Json<Value>, Problem> {
+async fn revoke_token(
+    State(cx): Ctx,
+    Path(name_or_id): Path<String>,
+) -> Result<Json<Value>, Problem> {
     let _serialized = cx.changes.lock().await;
+    // Revoking the last token must not leave a public listener open to all.
+    let store = cx.app.store.clone();
+    let stored = blocking(move || store.stored_tokens()).await?;
+    let is_stored = stored
+        .iter()
+        .any(|t| t.name == name_or_id || t.id == name_or_id);
+    if is_stored
+        && cx
+            .config
+            .current()
+            .check_exposure(stored.len() - 1)
+            .is_err()
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "last-token",
+            "Last token",
+            format!(
+                "{name_or_id:?} is the last API token and the daemon listens on {}: create another token first, or listen on loopback",
+                cx.listen
+            ),
+        ));
+    }
     let store = cx.app.store.clone();
     let key = name_or_id.clone();
     let removed = blocking(move || store.remove_token(&key)).await?;
@@ -294,14 +374,24 @@ async fn revoke_token(State(cx): Ctx, Path(name_or_id): Path<String>) -> Result<
                 StatusCode::CONFLICT,
                 "config-token",
                 "Token defined in config",
-                format!("{name_or_id:?} is defined in config.toml: remove it there and reload (SIGHUP)"),
+                format!(
+                    "{name_or_id:?} is defined in config.toml: remove it there and reload (SIGHUP)"
+                ),
             ));
         }
-        return Err(Problem::not_found(format!("no token with the name or id {name_or_id:?}")));
+        return Err(Problem::not_found(format!(
+            "no token with the name or id {name_or_id:?}"
+        )));
     };
     publish_stored(&cx).await?;
-    tracing::info!(name = removed.name, id = removed.id, "API token revoked over the admin socket");
-    Ok(Json(json!({"id": removed.id, "name": removed.name, "revoked": true})))
+    tracing::info!(
+        name = removed.name,
+        id = removed.id,
+        "API token revoked over the admin socket"
+    );
+    Ok(Json(
+        json!({"id": removed.id, "name": removed.name, "revoked": true}),
+    ))
 }
 
 async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
@@ -312,13 +402,19 @@ async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
     let path = temp.clone();
     let result = blocking(move || store.backup_to(&path)).await;
     let file = match result {
-        Ok(_) => tokio::fs::File::open(&temp).await.map_err(|e| Problem::internal(e.to_string())),
+        Ok(_) => tokio::fs::File::open(&temp)
+            .await
+            .map_err(|e| Problem::internal(e.to_string())),
         Err(e) => Err(e),
     };
     // Unlinked now; the open handle keeps the bytes readable until streamed.
     let _ = std::fs::remove_file(&temp);
     let mut file = file?;
-    let length = file.metadata().await.map_err(|e| Problem::internal(e.to_string()))?.len();
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .len();
     let chunks = async_stream::stream! {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 64 * 1024];
@@ -357,7 +453,10 @@ async fn set_log_level(body: Bytes) -> Result<Json<Value>, Problem> {
     let request: LogLevel = json_body(&body)?;
     super::logging::set_level(&request.level)
         .map_err(|e| Problem::unprocessable("invalid-level", "Invalid log level", e))?;
-    tracing::info!(level = request.level, "log level changed over the admin socket");
+    tracing::info!(
+        level = request.level,
+        "log level changed over the admin socket"
+    );
     Ok(Json(json!({"level": request.level})))
 }
 
@@ -369,7 +468,11 @@ async fn reload(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force");
-            Err(Problem::unprocessable("invalid-config", "Invalid configuration", e))
+            Err(Problem::unprocessable(
+                "invalid-config",
+                "Invalid configuration",
+                e,
+            ))
         }
     }
 }
@@ -382,7 +485,10 @@ async fn metrics(State(cx): Ctx) -> Response {
         .into_response()
 }
 
-async fn rotate_hmac(State(cx): Ctx, Extension(peer): Extension<Peer>) -> Result<Json<Value>, Problem> {
+async fn rotate_hmac(
+    State(cx): Ctx,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Value>, Problem> {
     if let Some(var) = super::keys::env_secret_in_use(|name| std::env::var(name).ok()) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -396,12 +502,18 @@ async fn rotate_hmac(State(cx): Ctx, Extension(peer): Extension<Peer>) -> Result
     let _serialized = cx.changes.lock().await;
     let data_dir = cx.data_dir.clone();
     let current = cx.app.store.keyring().current_id().to_string();
-    let rotated = tokio::task::spawn_blocking(move || super::keys::rotate_generated_key(&data_dir, &current))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
+    let rotated =
+        tokio::task::spawn_blocking(move || super::keys::rotate_generated_key(&data_dir, &current))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))?
+            .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
     cx.app.store.replace_keyring(rotated.keyring.clone());
-    tracing::warn!(old_key_id = rotated.old_key_id, new_key_id = rotated.new_key_id, uid = peer.uid, "HMAC signing key rotated");
+    tracing::warn!(
+        old_key_id = rotated.old_key_id,
+        new_key_id = rotated.new_key_id,
+        uid = peer.uid,
+        "HMAC signing key rotated"
+    );
     // Recorded in the system journal, signed with the new key.
     let payload = json!({
         "old_key_id": rotated.old_key_id,
@@ -420,7 +532,9 @@ async fn rotate_hmac(State(cx): Ctx, Extension(peer): Extension<Peer>) -> Result
             idempotency: None,
         })
         .await
-        .map_err(|e| Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}")))?;
+        .map_err(|e| {
+            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
+        })?;
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,

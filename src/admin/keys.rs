@@ -10,7 +10,9 @@ use std::io;
 use std::path::Path;
 
 use crate::config::write_private_file;
-use crate::journal::keys::{GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id};
+use crate::journal::keys::{
+    GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
+};
 
 /// Old and new key ids after a rotation.
 #[derive(Debug, Clone)]
@@ -50,7 +52,10 @@ pub fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Result<Rot
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let kept = std::fs::read_to_string(&retired_path)?;
             if kept.trim_end_matches(['\n', '\r']) != old {
-                return Err(io::Error::other(format!("{} exists with another secret", retired_path.display())));
+                return Err(io::Error::other(format!(
+                    "{} exists with another secret",
+                    retired_path.display()
+                )));
             }
         }
         Err(e) => return Err(e),
@@ -85,14 +90,20 @@ mod tests {
         let rotated = rotate_generated_key(dir.path(), before.current_id()).unwrap();
         assert_eq!(rotated.old_key_id, before.current_id());
         assert_ne!(rotated.new_key_id, rotated.old_key_id);
-        assert_eq!(rotated.keyring.get(before.current_id()), before.get(before.current_id()));
+        assert_eq!(
+            rotated.keyring.get(before.current_id()),
+            before.get(before.current_id())
+        );
         let (after_restart, _) = Keyring::load(dir.path(), |_| None).unwrap();
         assert_eq!(after_restart.current_id(), rotated.new_key_id);
         assert!(after_restart.get(&rotated.old_key_id).is_some());
         // A second rotation keeps both older keys.
         let again = rotate_generated_key(dir.path(), &rotated.new_key_id).unwrap();
         assert_eq!(again.keyring.len(), 3);
-        assert!(rotate_generated_key(dir.path(), "00000000").is_err(), "a stale id is refused");
+        assert!(
+            rotate_generated_key(dir.path(), "00000000").is_err(),
+            "a stale id is refused"
+        );
     }
 
     #[test]

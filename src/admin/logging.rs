@@ -46,7 +46,10 @@ pub fn set_level(level: &str) -> Result<(), String> {
     let filter = parse_filter(level)?;
     let (handle, _) = FILTER.get().ok_or("logging is not initialized")?;
     handle.reload(filter).map_err(|e| e.to_string())?;
-    CURRENT.lock().unwrap_or_else(|e| e.into_inner()).replace(level.to_string());
+    CURRENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(level.to_string());
     Ok(())
 }
 

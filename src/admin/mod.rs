@@ -80,20 +80,33 @@ pub fn resolve_group(spec: &str) -> Result<AllowedGroup, String> {
     resolve_group_from(spec, &group_file, &passwd_file)
 }
 
-fn resolve_group_from(spec: &str, group_file: &str, passwd_file: &str) -> Result<AllowedGroup, String> {
+fn resolve_group_from(
+    spec: &str,
+    group_file: &str,
+    passwd_file: &str,
+) -> Result<AllowedGroup, String> {
     let numeric: Option<u32> = spec.parse().ok();
     // name:password:gid:member,member
     let entry = group_file.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
         let gid: u32 = fields.get(2)?.parse().ok()?;
-        (fields[0] == spec || numeric == Some(gid)).then(|| (gid, fields.get(3).copied().unwrap_or("")))
+        (fields[0] == spec || numeric == Some(gid))
+            .then(|| (gid, fields.get(3).copied().unwrap_or("")))
     });
     let (gid, members) = match (entry, numeric) {
         (Some(found), _) => found,
         (None, Some(gid)) => (gid, ""),
-        (None, None) => return Err(format!("server.admin_group: no group named {spec:?} in /etc/group")),
+        (None, None) => {
+            return Err(format!(
+                "server.admin_group: no group named {spec:?} in /etc/group"
+            ));
+        }
     };
-    let names: Vec<&str> = members.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    let names: Vec<&str> = members
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
     // name:password:uid:gid:...
     let member_uids = passwd_file
         .lines()
@@ -131,22 +144,33 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, Str
     let shown = path.display();
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!("admin socket {shown}: a file that is not a socket is in the way"));
+            return Err(format!(
+                "admin socket {shown}: a file that is not a socket is in the way"
+            ));
         }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(format!("admin socket {shown}: another process is serving on it (is another logbook running?)"));
+            return Err(format!(
+                "admin socket {shown}: another process is serving on it (is another logbook running?)"
+            ));
         }
-        std::fs::remove_file(path).map_err(|e| format!("removing the stale admin socket {shown}: {e}"))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing the stale admin socket {shown}: {e}"))?;
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::config::ensure_private_dir(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        crate::config::ensure_private_dir(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("binding the admin socket {shown}: {e}"))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("binding the admin socket {shown}: {e}"))?;
     let group = match group.filter(|g| !g.is_empty()) {
         Some(spec) => {
             let resolved = resolve_group(spec)?;
-            std::os::unix::fs::chown(path, None, Some(resolved.gid))
-                .map_err(|e| format!("server.admin_group: giving {shown} to gid {}: {e}", resolved.gid))?;
+            std::os::unix::fs::chown(path, None, Some(resolved.gid)).map_err(|e| {
+                format!(
+                    "server.admin_group: giving {shown} to gid {}: {e}",
+                    resolved.gid
+                )
+            })?;
             Some(spec.to_string())
         }
         None => None,
@@ -155,7 +179,9 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, Str
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("setting the mode of {shown}: {e}"))?;
     // The socket was just created by this process, so its owner is our uid.
-    let daemon_uid = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?.uid();
+    let daemon_uid = std::fs::metadata(path)
+        .map_err(|e| format!("{shown}: {e}"))?
+        .uid();
     Ok(AdminListener {
         listener,
         path: path.to_path_buf(),
@@ -207,15 +233,23 @@ impl AdminListener {
                 None => None,
             };
             if !peer_allowed(&peer, self.daemon_uid, group.as_ref()) {
-                tracing::warn!(uid = peer.uid, gid = peer.gid, pid = peer.pid, "admin connection refused: uid not allowed");
+                tracing::warn!(
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = peer.pid,
+                    "admin connection refused: uid not allowed"
+                );
                 tokio::spawn(refuse(stream));
                 continue;
             }
-            let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer);
-                req
-            });
-            let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let service =
+                app.clone()
+                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer);
+                        req
+                    });
+            let connection =
+                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -264,7 +298,11 @@ mod tests {
     use super::*;
 
     fn peer(uid: u32, gid: u32) -> Peer {
-        Peer { uid, gid, pid: None }
+        Peer {
+            uid,
+            gid,
+            pid: None,
+        }
     }
 
     #[test]
@@ -273,13 +311,28 @@ mod tests {
             gid: 900,
             member_uids: vec![1002],
         };
-        assert!(peer_allowed(&peer(1000, 1000), 1000, None), "the daemon's own uid");
+        assert!(
+            peer_allowed(&peer(1000, 1000), 1000, None),
+            "the daemon's own uid"
+        );
         assert!(peer_allowed(&peer(0, 0), 1000, None), "root");
         assert!(!peer_allowed(&peer(1001, 1001), 1000, None), "another user");
-        assert!(!peer_allowed(&peer(1001, 900), 1000, None), "group ignored when none is configured");
-        assert!(peer_allowed(&peer(1001, 900), 1000, Some(&group)), "primary gid is the group");
-        assert!(peer_allowed(&peer(1002, 1002), 1000, Some(&group)), "listed member");
-        assert!(!peer_allowed(&peer(1003, 1003), 1000, Some(&group)), "not a member");
+        assert!(
+            !peer_allowed(&peer(1001, 900), 1000, None),
+            "group ignored when none is configured"
+        );
+        assert!(
+            peer_allowed(&peer(1001, 900), 1000, Some(&group)),
+            "primary gid is the group"
+        );
+        assert!(
+            peer_allowed(&peer(1002, 1002), 1000, Some(&group)),
+            "listed member"
+        );
+        assert!(
+            !peer_allowed(&peer(1003, 1003), 1000, Some(&group)),
+            "not a member"
+        );
     }
 
     #[test]
@@ -291,6 +344,10 @@ mod tests {
         assert_eq!(g.member_uids, vec![1001, 1002, 1003]);
         assert_eq!(resolve_group_from("900", group, passwd).unwrap(), g);
         assert_eq!(resolve_group_from("4242", group, passwd).unwrap().gid, 4242);
-        assert!(resolve_group_from("nope", group, passwd).unwrap_err().contains("server.admin_group"));
+        assert!(
+            resolve_group_from("nope", group, passwd)
+                .unwrap_err()
+                .contains("server.admin_group")
+        );
     }
 }

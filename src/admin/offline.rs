@@ -10,7 +10,10 @@ use crate::journal::keys::{Keyring, SECRET_ENV_VARS};
 /// The result of checking an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Valid { count: u64, head_signature: Option<[u8; 32]> },
+    Valid {
+        count: u64,
+        head_signature: Option<[u8; 32]>,
+    },
     /// The first seq that does not verify, and why.
     Broken { seq: u64, line: u64, reason: String },
 }
@@ -18,7 +21,10 @@ pub enum Outcome {
 /// Builds a keyring from the named environment variables (all that are set;
 /// the first signs, which does not matter here). With no names, the daemon's
 /// own variables are tried in its order.
-pub fn keyring_from_env(vars: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Keyring, String> {
+pub fn keyring_from_env(
+    vars: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Keyring, String> {
     let names: Vec<String> = if vars.is_empty() {
         SECRET_ENV_VARS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -52,10 +58,9 @@ pub fn keyring_from_env(vars: &[String], env: impl Fn(&str) -> Option<String>) -
 /// from seq 1 in order, as `logbook admin export` writes them.
 pub fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome, String> {
     let mut verifier = ChainVerifier::default();
-    let mut line_no = 0u64;
     let mut plan = None;
-    for line in reader.lines() {
-        line_no += 1;
+    for (index, line) in reader.lines().enumerate() {
+        let line_no = index as u64 + 1;
         let line = line.map_err(|e| format!("reading line {line_no}: {e}"))?;
         if line.trim().is_empty() {
             continue;

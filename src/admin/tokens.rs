@@ -112,7 +112,10 @@ mod tests {
         sources.set_stored(std::slice::from_ref(&record), &tokens);
         assert_eq!(tokens.find(&secret).unwrap().name, record.name);
         sources.set_config(&[], &tokens);
-        assert!(tokens.find(&secret).is_some(), "a reload keeps stored tokens");
+        assert!(
+            tokens.find(&secret).is_some(),
+            "a reload keeps stored tokens"
+        );
         sources.set_stored(&[], &tokens);
         assert!(tokens.find(&secret).is_none());
     }

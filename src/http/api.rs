@@ -1,10 +1,10 @@
 //! Journal routes: append, read, verify, list plans and types, and the SSE
 //! streams. Each handler validates, calls the journal, and shapes the answer.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -59,19 +59,39 @@ pub async fn append(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
+    // Only the daemon writes the system journal (tombstones, key rotations).
+    if plan_id == crate::journal::store::admin::SYSTEM_PLAN {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "system-journal",
+            "System journal",
+            "the plan 00000000-0000-0000-0000-000000000000 is the system journal; only the daemon appends to it",
+        ));
+    }
     let idempotency_key = idempotency_key(&headers)?;
     let body: AppendBody = serde_json::from_value(body).map_err(|e| {
-        Problem::unprocessable("invalid-request", "Invalid append request", format!("{e}; expected {{type, actor?, payload?, expected_seq?}}"))
+        Problem::unprocessable(
+            "invalid-request",
+            "Invalid append request",
+            format!("{e}; expected {{type, actor?, payload?, expected_seq?}}"),
+        )
     })?;
     let limits = state.limits.current();
     validate_type_name(&body.event_type, limits.max_type_len).map_err(|e| {
-        Problem::unprocessable("invalid-type", "Invalid event type", format!("type {:?} {e}", body.event_type))
+        Problem::unprocessable(
+            "invalid-type",
+            "Invalid event type",
+            format!("type {:?} {e}", body.event_type),
+        )
     })?;
     if !state.registry.accepts(&body.event_type) {
         return Err(Problem::unprocessable(
             "unknown-type",
             "Unknown event type",
-            format!("type {:?} is not registered (see GET /api/event-types)", body.event_type),
+            format!(
+                "type {:?} is not registered (see GET /api/event-types)",
+                body.event_type
+            ),
         ));
     }
     if let Some(actor) = &body.actor
@@ -147,7 +167,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         )
     };
     let text = value.to_str().map_err(|_| bad())?;
-    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
+    if text.is_empty()
+        || text.len() > MAX_IDEMPOTENCY_KEY
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(bad());
     }
     Ok(Some(text.to_string()))
@@ -188,17 +211,26 @@ pub struct PlansQuery {
 }
 
 /// `GET /api/plans`: plans in id order with their heads.
-pub async fn list_plans(State(state): State<AppState>, Query(q): Query<PlansQuery>) -> Result<Json<Value>, Problem> {
+pub async fn list_plans(
+    State(state): State<AppState>,
+    Query(q): Query<PlansQuery>,
+) -> Result<Json<Value>, Problem> {
     let limit = page_limit(q.limit)?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_plan_id(text).ok_or_else(|| {
-            Problem::bad_request("invalid-query", "Invalid query string", format!("after={text:?} is not a plan id"))
+            Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("after={text:?} is not a plan id"),
+            )
         })?),
     };
     let store = state.store.clone();
     let plans = blocking(move || store.plans(after, limit)).await?;
-    let next_after = (plans.len() == limit).then(|| plans.last().map(|(id, _)| *id)).flatten();
+    let next_after = (plans.len() == limit)
+        .then(|| plans.last().map(|(id, _)| *id))
+        .flatten();
     Ok(Json(json!({
         "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
         "next_after": next_after,
@@ -206,7 +238,10 @@ pub async fn list_plans(State(state): State<AppState>, Query(q): Query<PlansQuer
 }
 
 /// `GET /api/plans/{plan_id}`.
-pub async fn get_plan(State(state): State<AppState>, PlanId(plan_id): PlanId) -> Result<Json<Value>, Problem> {
+pub async fn get_plan(
+    State(state): State<AppState>,
+    PlanId(plan_id): PlanId,
+) -> Result<Json<Value>, Problem> {
     let head = plan_head(&state, plan_id).await?;
     Ok(Json(head_json(&plan_id, &head)))
 }
@@ -311,7 +346,11 @@ fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
             .ok()
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| {
-                Problem::bad_request("invalid-last-event-id", "Invalid Last-Event-ID", "Last-Event-ID must be a non-negative integer")
+                Problem::bad_request(
+                    "invalid-last-event-id",
+                    "Invalid Last-Event-ID",
+                    "Last-Event-ID must be a non-negative integer",
+                )
             }),
         None => Ok(after.unwrap_or(0)),
     }
@@ -337,16 +376,29 @@ pub async fn stream_plan(
 ) -> Result<Response, Problem> {
     let after = cursor(&headers, q.after)?;
     if q.types.is_some() {
-        return Err(Problem::bad_request("invalid-query", "Invalid query string", "types= filters only the all-plans stream"));
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            "types= filters only the all-plans stream",
+        ));
     }
     // Subscribe before reading the head: see stream::follow.
     let receiver = state.fanout.subscribe();
     let store = state.store.clone();
-    let head = blocking(move || store.head(&plan_id)).await?.map_or(0, |h| h.last_seq);
+    let head = blocking(move || store.head(&plan_id))
+        .await?
+        .map_or(0, |h| h.last_seq);
     if after > head {
         return Err(beyond_head(after, head));
     }
-    let followed = follow(state.store.clone(), receiver, Source::Plan(plan_id), after, state.shutdown.clone(), state.stream_stats.clone());
+    let followed = follow(
+        state.store.clone(),
+        receiver,
+        Source::Plan(plan_id),
+        after,
+        state.shutdown.clone(),
+        state.stream_stats.clone(),
+    );
     Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
 }
 
@@ -358,14 +410,26 @@ pub async fn stream_all(
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
     let after = cursor(&headers, q.after)?;
-    let filter = TypeFilter::parse(q.types.as_deref().unwrap_or(""))
-        .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", format!("types: {e}")))?;
+    let filter = TypeFilter::parse(q.types.as_deref().unwrap_or("")).map_err(|e| {
+        Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("types: {e}"),
+        )
+    })?;
     let receiver = state.fanout.subscribe();
     let store = state.store.clone();
     let head = blocking(move || store.last_position()).await?;
     if after > head {
         return Err(beyond_head(after, head));
     }
-    let followed = follow(state.store.clone(), receiver, Source::All(filter), after, state.shutdown.clone(), state.stream_stats.clone());
+    let followed = follow(
+        state.store.clone(),
+        receiver,
+        Source::All(filter),
+        after,
+        state.shutdown.clone(),
+        state.stream_stats.clone(),
+    );
     Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
 }

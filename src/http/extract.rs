@@ -57,7 +57,10 @@ impl FromRequest<AppState> for JsonBody {
                     StatusCode::REQUEST_TIMEOUT,
                     "request-timeout",
                     "Request timeout",
-                    format!("the request body was not received within {}s", limits.request_timeout_secs),
+                    format!(
+                        "the request body was not received within {}s",
+                        limits.request_timeout_secs
+                    ),
                 ));
             }
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
@@ -74,14 +77,21 @@ impl FromRequest<AppState> for JsonBody {
             Problem::bad_request(
                 "json-too-deep",
                 "JSON nested too deeply",
-                format!("the request body nests deeper than {} levels", limits.max_json_depth),
+                format!(
+                    "the request body nests deeper than {} levels",
+                    limits.max_json_depth
+                ),
             )
         };
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             if e.to_string().contains("recursion limit") {
                 too_deep()
             } else {
-                Problem::bad_request("invalid-json", "Malformed JSON", format!("the request body is not valid JSON: {e}"))
+                Problem::bad_request(
+                    "invalid-json",
+                    "Malformed JSON",
+                    format!("the request body is not valid JSON: {e}"),
+                )
             }
         })?;
         if json_depth(&value) > limits.max_json_depth {
@@ -105,7 +115,12 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -119,7 +134,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PlanId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|e| Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text()))?;
+            .map_err(|e| {
+                Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text())
+            })?;
         parse_plan_id(&text).map(PlanId).ok_or_else(|| {
             Problem::bad_request(
                 "invalid-plan-id",
@@ -140,7 +157,9 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", e.body_text()))
+            .map_err(|e| {
+                Problem::bad_request("invalid-query", "Invalid query string", e.body_text())
+            })
     }
 }
 

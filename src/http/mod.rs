@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,9 +21,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Limits;
-use crate::reload::Reloadable;
 use crate::journal::registry::Registry;
 use crate::journal::store::Store;
+use crate::reload::Reloadable;
 use crate::stream::{Fanout, StreamStats};
 use problem::Problem;
 
@@ -102,7 +102,9 @@ async fn dynamic_cors(
         async move {
             Ok::<_, std::convert::Infallible>(match next {
                 Some(next) => next.run(req).await,
-                None => Problem::internal("the CORS layer called the handler twice").into_response(),
+                None => {
+                    Problem::internal("the CORS layer called the handler twice").into_response()
+                }
             })
         }
     });

@@ -247,7 +247,9 @@ pub fn unsafe_integer_literal(json: &[u8]) -> Option<String> {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < json.len() && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
                 let literal = &json[start..i];
@@ -369,23 +371,67 @@ mod tests {
         let base = chain(&k, 3);
         type Tamper = Box<dyn Fn(&mut Event)>;
         let tampers: Vec<(&str, Tamper, BrokenReason)> = vec![
-            ("type", Box::new(|e| e.event_type = "step.failed".into()), BrokenReason::Signature),
-            ("actor", Box::new(|e| e.actor = Some("mallory".into())), BrokenReason::Signature),
-            ("actor null", Box::new(|e| e.actor = None), BrokenReason::Signature),
-            ("time", Box::new(|e| e.created_at = Timestamp(e.created_at.0 + 1)), BrokenReason::Signature),
-            ("id", Box::new(|e| e.id = Uuid::from_u128(99)), BrokenReason::Signature),
-            ("plan", Box::new(|e| e.plan_id = Uuid::from_u128(7)), BrokenReason::Signature),
-            ("key id", Box::new(|e| e.key_id = "00000000".into()), BrokenReason::Signature),
-            ("signature", Box::new(|e| e.signature[0] ^= 1), BrokenReason::Signature),
-            ("payload", Box::new(|e| e.payload = RawValue::from_string(r#"{"n":99}"#.into()).unwrap()), BrokenReason::PayloadHash),
-            ("prev_hash", Box::new(|e| e.prev_hash.as_mut().unwrap()[31] ^= 1), BrokenReason::PrevHash),
+            (
+                "type",
+                Box::new(|e| e.event_type = "step.failed".into()),
+                BrokenReason::Signature,
+            ),
+            (
+                "actor",
+                Box::new(|e| e.actor = Some("mallory".into())),
+                BrokenReason::Signature,
+            ),
+            (
+                "actor null",
+                Box::new(|e| e.actor = None),
+                BrokenReason::Signature,
+            ),
+            (
+                "time",
+                Box::new(|e| e.created_at = Timestamp(e.created_at.0 + 1)),
+                BrokenReason::Signature,
+            ),
+            (
+                "id",
+                Box::new(|e| e.id = Uuid::from_u128(99)),
+                BrokenReason::Signature,
+            ),
+            (
+                "plan",
+                Box::new(|e| e.plan_id = Uuid::from_u128(7)),
+                BrokenReason::Signature,
+            ),
+            (
+                "key id",
+                Box::new(|e| e.key_id = "00000000".into()),
+                BrokenReason::Signature,
+            ),
+            (
+                "signature",
+                Box::new(|e| e.signature[0] ^= 1),
+                BrokenReason::Signature,
+            ),
+            (
+                "payload",
+                Box::new(|e| e.payload = RawValue::from_string(r#"{"n":99}"#.into()).unwrap()),
+                BrokenReason::PayloadHash,
+            ),
+            (
+                "prev_hash",
+                Box::new(|e| e.prev_hash.as_mut().unwrap()[31] ^= 1),
+                BrokenReason::PrevHash,
+            ),
             ("seq", Box::new(|e| e.seq = 3), BrokenReason::SeqGap),
         ];
         for (what, tamper, reason) in tampers {
             let mut events = base.clone();
             tamper(&mut events[1]);
             let report = verify_all(&events, &k);
-            assert_eq!(report.broken, Some((events[1].seq, reason)), "tampering with {what}");
+            assert_eq!(
+                report.broken,
+                Some((events[1].seq, reason)),
+                "tampering with {what}"
+            );
             assert_eq!(report.verified, 1, "{what}");
         }
     }
@@ -395,17 +441,26 @@ mod tests {
         let k = keyring();
         let mut events = chain(&k, 4);
         events.remove(1);
-        assert_eq!(verify_all(&events, &k).broken, Some((3, BrokenReason::SeqGap)));
+        assert_eq!(
+            verify_all(&events, &k).broken,
+            Some((3, BrokenReason::SeqGap))
+        );
         let mut events = chain(&k, 4);
         events.swap(1, 2);
-        assert_eq!(verify_all(&events, &k).broken, Some((3, BrokenReason::SeqGap)));
+        assert_eq!(
+            verify_all(&events, &k).broken,
+            Some((3, BrokenReason::SeqGap))
+        );
     }
 
     #[test]
     fn a_different_key_does_not_verify() {
         let events = chain(&keyring(), 2);
         let other = Keyring::from_secret(b"another-secret".to_vec());
-        assert_eq!(verify_all(&events, &other).broken, Some((1, BrokenReason::Signature)));
+        assert_eq!(
+            verify_all(&events, &other).broken,
+            Some((1, BrokenReason::Signature))
+        );
     }
 
     #[test]
@@ -417,11 +472,26 @@ mod tests {
     #[test]
     fn unsafe_integers_are_found_in_text() {
         let find = |text: &str| unsafe_integer_literal(text.as_bytes());
-        assert_eq!(find(r#"{"a":[9007199254740991,-9007199254740991,1.5e300,1e21]}"#), None);
-        assert_eq!(find(r#"{"a":9007199254740992}"#).as_deref(), Some("9007199254740992"));
-        assert_eq!(find("-9007199254740992").as_deref(), Some("-9007199254740992"));
-        assert_eq!(find(r#"[18446744073709551616]"#).as_deref(), Some("18446744073709551616"));
-        assert_eq!(find(r#"{"s":"123456789012345678901234567890","t":"\"99999999999999999"}"#), None);
+        assert_eq!(
+            find(r#"{"a":[9007199254740991,-9007199254740991,1.5e300,1e21]}"#),
+            None
+        );
+        assert_eq!(
+            find(r#"{"a":9007199254740992}"#).as_deref(),
+            Some("9007199254740992")
+        );
+        assert_eq!(
+            find("-9007199254740992").as_deref(),
+            Some("-9007199254740992")
+        );
+        assert_eq!(
+            find(r#"[18446744073709551616]"#).as_deref(),
+            Some("18446744073709551616")
+        );
+        assert_eq!(
+            find(r#"{"s":"123456789012345678901234567890","t":"\"99999999999999999"}"#),
+            None
+        );
         assert_eq!(find(r#"{"123456789012345678901":0}"#), None);
     }
 

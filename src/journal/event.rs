@@ -72,7 +72,8 @@ impl Timestamp {
                 .then(|| s.parse().ok())?
         };
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (hour, minute, second, milli) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+        let (hour, minute, second, milli) =
+            (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
         if !(1..=12).contains(&month)
             || day < 1
             || day > days_in_month(year, month)

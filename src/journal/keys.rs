@@ -107,13 +107,19 @@ impl Keyring {
 
     /// Loads the keyring for a data dir, generating the secret on first start
     /// when no environment variable provides one.
-    pub fn load(data_dir: &Path, env: impl Fn(&str) -> Option<String>) -> io::Result<(Keyring, KeySource)> {
+    pub fn load(
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> io::Result<(Keyring, KeySource)> {
         let generated_path = data_dir.join(GENERATED_KEY_FILE);
         let from_env = SECRET_ENV_VARS
             .iter()
             .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
         let (mut keyring, source) = match from_env {
-            Some((name, secret)) => (Keyring::from_secret(secret.into_bytes()), KeySource::Env(name)),
+            Some((name, secret)) => (
+                Keyring::from_secret(secret.into_bytes()),
+                KeySource::Env(name),
+            ),
             None => match read_secret(&generated_path)? {
                 Some(secret) => (Keyring::from_secret(secret), KeySource::File),
                 None => {
@@ -208,7 +214,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         Keyring::load(dir.path(), |_| None).unwrap();
-        let mode = std::fs::metadata(dir.path().join(GENERATED_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(GENERATED_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -12,17 +12,35 @@ pub const BUILTIN_TYPES: [(&str, &str); 15] = [
     ("plan.submitted", "A plan was submitted for approval."),
     ("plan.approved", "A plan was approved and may execute."),
     ("plan.rejected", "A plan was rejected by a reviewer."),
-    ("plan.state_changed", "A plan moved from one state to another."),
+    (
+        "plan.state_changed",
+        "A plan moved from one state to another.",
+    ),
     ("step.started", "A step of the plan started."),
     ("step.completed", "A step of the plan completed."),
     ("step.failed", "A step of the plan failed."),
-    ("instrument.issued", "A financial or legal instrument was issued."),
+    (
+        "instrument.issued",
+        "A financial or legal instrument was issued.",
+    ),
     ("ledger.transaction", "A ledger transaction was recorded."),
-    ("bank.message", "A message was sent to or received from a bank."),
-    ("notary.anchored", "A digest of the journal was anchored with a notary."),
-    ("exception.raised", "An exception was raised and needs handling."),
+    (
+        "bank.message",
+        "A message was sent to or received from a bank.",
+    ),
+    (
+        "notary.anchored",
+        "A digest of the journal was anchored with a notary.",
+    ),
+    (
+        "exception.raised",
+        "An exception was raised and needs handling.",
+    ),
     ("exception.resolved", "A raised exception was resolved."),
-    ("plan.closed", "A plan reached its end; no further steps run."),
+    (
+        "plan.closed",
+        "A plan reached its end; no further steps run.",
+    ),
 ];
 
 /// One registered type.
@@ -114,7 +132,9 @@ pub struct TypePattern {
 impl TypePattern {
     pub fn parse(text: &str) -> Result<TypePattern, String> {
         if text.is_empty() || text.len() > MAX_TYPE_LEN {
-            return Err(format!("pattern {text:?} must be 1 to {MAX_TYPE_LEN} characters"));
+            return Err(format!(
+                "pattern {text:?} must be 1 to {MAX_TYPE_LEN} characters"
+            ));
         }
         let segments: Vec<String> = text.split('.').map(str::to_string).collect();
         for (i, segment) in segments.iter().enumerate() {
@@ -213,7 +233,18 @@ mod tests {
         for ok in ["a", "plan.created", "a1_b.c2", &"a".repeat(128)] {
             assert!(validate_type_name(ok, MAX_TYPE_LEN).is_ok(), "{ok}");
         }
-        for bad in ["", "Plan", "1a", "a..b", "a.", ".a", "a-b", "a.B", "é", &"a".repeat(129)] {
+        for bad in [
+            "",
+            "Plan",
+            "1a",
+            "a..b",
+            "a.",
+            ".a",
+            "a-b",
+            "a.B",
+            "é",
+            &"a".repeat(129),
+        ] {
             assert!(validate_type_name(bad, MAX_TYPE_LEN).is_err(), "{bad}");
         }
     }

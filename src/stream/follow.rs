@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::StreamStats;
+use crate::journal::Event;
 use crate::journal::registry::TypeFilter;
 use crate::journal::store::{READ_PAGE, Store, StoreError};
-use crate::journal::Event;
 
 /// What to follow.
 #[derive(Debug, Clone)]

@@ -7,14 +7,17 @@
 
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENTS, HEADS, IDEMPOTENCY, PlanHead, POSITIONS, Store, StoreError, decode, encode,
-    event_key,
+    AppendError, AppendRequest, EVENTS, HEADS, IDEMPOTENCY, POSITIONS, PlanHead, Store, StoreError,
+    decode, encode, event_key,
 };
 use crate::config::Scope;
 use crate::hex;
@@ -53,7 +56,10 @@ pub enum DeleteError {
     /// The system journal itself.
     Protected,
     /// An append landed between the tombstone and the deletion.
-    Changed { recorded: u64, now: u64 },
+    Changed {
+        recorded: u64,
+        now: u64,
+    },
     Append(AppendError),
     Storage(StoreError),
 }
@@ -131,7 +137,10 @@ impl Store {
                 let (k, v) = entry?;
                 let existing: StoredToken = decode(v.value())?;
                 if existing.name == token.name || k.value() == token.id {
-                    return Ok(Err(format!("a token named {:?} already exists", token.name)));
+                    return Ok(Err(format!(
+                        "a token named {:?} already exists",
+                        token.name
+                    )));
                 }
             }
             table.insert(token.id.as_str(), encode(token).as_slice())?;
@@ -169,7 +178,11 @@ impl Store {
     /// idempotency records and head go in one transaction. The tombstone
     /// comes first so a deletion is never unrecorded; if the plan moved on in
     /// between, nothing is deleted and the caller is told to retry.
-    pub async fn delete_plan(&self, plan_id: Uuid, who: serde_json::Value) -> Result<Deleted, DeleteError> {
+    pub async fn delete_plan(
+        &self,
+        plan_id: Uuid,
+        who: serde_json::Value,
+    ) -> Result<Deleted, DeleteError> {
         if plan_id == SYSTEM_PLAN {
             return Err(DeleteError::Protected);
         }
@@ -208,7 +221,8 @@ impl Store {
 
     fn remove_plan_rows(&self, plan_id: Uuid, recorded: &PlanHead) -> Result<(), DeleteError> {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
-        txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::from)?;
         {
             let mut heads = txn.open_table(HEADS).map_err(StoreError::from)?;
             let now: Option<PlanHead> = heads
@@ -223,7 +237,9 @@ impl Store {
                     now: now_seq,
                 });
             }
-            heads.remove(plan_id.into_bytes()).map_err(StoreError::from)?;
+            heads
+                .remove(plan_id.into_bytes())
+                .map_err(StoreError::from)?;
 
             let mut events = txn.open_table(EVENTS).map_err(StoreError::from)?;
             let mut positions = txn.open_table(POSITIONS).map_err(StoreError::from)?;
@@ -244,7 +260,10 @@ impl Store {
             let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(StoreError::from)?;
             let prefix = plan_id.as_bytes().to_vec();
             let mut keys = Vec::new();
-            for entry in idempotency.range(prefix.as_slice()..).map_err(StoreError::from)? {
+            for entry in idempotency
+                .range(prefix.as_slice()..)
+                .map_err(StoreError::from)?
+            {
                 let (k, _) = entry.map_err(StoreError::from)?;
                 if !k.value().starts_with(&prefix) {
                     break;
@@ -252,7 +271,9 @@ impl Store {
                 keys.push(k.value().to_vec());
             }
             for key in keys {
-                idempotency.remove(key.as_slice()).map_err(StoreError::from)?;
+                idempotency
+                    .remove(key.as_slice())
+                    .map_err(StoreError::from)?;
             }
         }
         txn.commit().map_err(StoreError::from)?;
@@ -272,7 +293,8 @@ impl Store {
                 )));
             }
         }
-        let out = Database::create(dest).map_err(|e| StoreError(format!("creating {}: {e}", dest.display())))?;
+        let out = Database::create(dest)
+            .map_err(|e| StoreError(format!("creating {}: {e}", dest.display())))?;
         let mut write = out.begin_write()?;
         write.set_durability(Durability::Immediate)?;
         let mut rows = 0u64;
@@ -331,8 +353,9 @@ const KNOWN_TABLES: &[&str] = &[
 /// existing store; checks the file is a readable store first.
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
     let events = {
-        let db = redb::ReadOnlyDatabase::open(backup)
-            .map_err(|e| StoreError(format!("{} is not a logbook backup: {e}", backup.display())))?;
+        let db = redb::ReadOnlyDatabase::open(backup).map_err(|e| {
+            StoreError(format!("{} is not a logbook backup: {e}", backup.display()))
+        })?;
         let txn = db.begin_read()?;
         let events = txn.open_table(EVENTS).map_err(|e| {
             StoreError(format!("{} is not a logbook backup: {e}", backup.display()))

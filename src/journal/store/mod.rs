@@ -211,16 +211,24 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 pub enum AppendError {
     /// `expected_seq` did not match the plan's head.
-    SeqConflict { expected: u64, head: u64 },
+    SeqConflict {
+        expected: u64,
+        head: u64,
+    },
     /// The Idempotency-Key was used before with a different request.
-    IdempotencyConflict { seq: u64 },
+    IdempotencyConflict {
+        seq: u64,
+    },
     /// The writer has stopped; the daemon is shutting down.
     Unavailable,
     Storage(StoreError),
 }
 
 enum Job {
-    Append(AppendRequest, oneshot::Sender<Result<Appended, AppendError>>),
+    Append(
+        AppendRequest,
+        oneshot::Sender<Result<Appended, AppendError>>,
+    ),
     Shutdown,
 }
 
@@ -311,7 +319,9 @@ impl Store {
                 // cannot proceed safely, so stop the process loudly (systemd
                 // restarts it, and redb recovers the last commit) instead of
                 // answering 503 forever.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx))).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx)))
+                    .is_err()
+                {
                     tracing::error!("journal writer panicked; exiting");
                     std::process::exit(70);
                 }
@@ -372,7 +382,12 @@ impl Store {
     }
 
     /// Events of a plan with seq > `after`, in order, at most `limit`.
-    pub fn events(&self, plan_id: &Uuid, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub fn events(
+        &self,
+        plan_id: &Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
@@ -390,7 +405,11 @@ impl Store {
     }
 
     /// Events of every plan with store-wide position > `after`, in position order.
-    pub fn events_after_position(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub fn events_after_position(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
@@ -417,13 +436,21 @@ impl Store {
     }
 
     /// Verifies a plan's whole chain from seq 1 within one snapshot.
-    pub fn verify_plan(&self, plan_id: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
+    pub fn verify_plan(
+        &self,
+        plan_id: &Uuid,
+        keyring: &Keyring,
+    ) -> Result<ChainReport, StoreError> {
         let report = self.verify_plan_inner(plan_id, keyring);
         crate::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
         report
     }
 
-    fn verify_plan_inner(&self, plan_id: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
+    fn verify_plan_inner(
+        &self,
+        plan_id: &Uuid,
+        keyring: &Keyring,
+    ) -> Result<ChainReport, StoreError> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         let mut verifier = ChainVerifier::default();
@@ -471,7 +498,10 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut events = txn.open_table(EVENTS)?;
-            events.insert(event_key(&event.plan_id, event.seq), encode(&record_from_event(event)).as_slice())?;
+            events.insert(
+                event_key(&event.plan_id, event.seq),
+                encode(&record_from_event(event)).as_slice(),
+            )?;
         }
         txn.commit()?;
         Ok(())
@@ -535,8 +565,12 @@ impl WriterLoop {
                 self.position = position;
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats.last_batch_size.store(batch.len() as u64, Ordering::Relaxed);
-                self.stats.last_commit_micros.store(micros, Ordering::Relaxed);
+                self.stats
+                    .last_batch_size
+                    .store(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .last_commit_micros
+                    .store(micros, Ordering::Relaxed);
                 crate::metrics::observe_commit(batch.len(), micros);
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     if let Ok(appended) = &outcome
@@ -624,10 +658,9 @@ impl Tables<'_> {
                     return Ok(Err(AppendError::IdempotencyConflict { seq: record.seq }));
                 }
                 let key = event_key(&plan, record.seq);
-                let stored = self
-                    .events
-                    .get(key)?
-                    .ok_or_else(|| StoreError("idempotency record points at a missing event".into()))?;
+                let stored = self.events.get(key)?.ok_or_else(|| {
+                    StoreError("idempotency record points at a missing event".into())
+                })?;
                 let event = event_from_record(&key, decode(stored.value())?)?;
                 return Ok(Ok(Appended {
                     event: Arc::new(event),
@@ -689,7 +722,8 @@ impl Tables<'_> {
             last_at: created_at.0,
         };
         debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
-        self.heads.insert(plan.into_bytes(), encode(&new_head).as_slice())?;
+        self.heads
+            .insert(plan.into_bytes(), encode(&new_head).as_slice())?;
         // Same transaction as the event: a crash cannot keep one without the other.
         self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
@@ -698,8 +732,10 @@ impl Tables<'_> {
                 fingerprint: idem.fingerprint,
                 seq,
             };
-            self.idempotency
-                .insert(idempotency_key(&plan, &idem.key).as_slice(), encode(&record).as_slice())?;
+            self.idempotency.insert(
+                idempotency_key(&plan, &idem.key).as_slice(),
+                encode(&record).as_slice(),
+            )?;
         }
         *position += 1;
         Ok(Ok(Appended {
@@ -735,6 +771,11 @@ mod tests {
         assert_eq!(decode::<PlanHead>(&bytes).unwrap(), head);
         let mut future = bytes.clone();
         future[0] = 2;
-        assert!(decode::<PlanHead>(&future).unwrap_err().to_string().contains("version 2"));
+        assert!(
+            decode::<PlanHead>(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
     }
 }
