@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plans/{plan_id}/events", get(api::list_events))
         .route("/api/plans/{plan_id}/events/stream", get(api::stream_plan))
         .route("/api/events/stream", get(api::stream_all))
+        // Metrics name peers and plans' volumes: readable with a read token.
+        .route("/metrics", get(crate::metrics::scrape))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
@@ -61,7 +63,6 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(crate::metrics::readyz))
-        .route("/metrics", get(crate::metrics::scrape))
         .merge(read)
         .merge(append)
         .merge(crate::federation::routes::router(state.clone()))
