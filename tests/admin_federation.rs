@@ -2,66 +2,75 @@
 //! admin socket, between two real daemons; and the admin socket's access to
 //! the federation API when HTTP clients need a token.
 
-mod ops_common;
+mod common;
 
-use ops_common::Ops;
-use serde_json::Value;
+use common::{Daemon, DaemonOpts};
 
-#[test]
-fn peers_subscriptions_and_dead_letters_over_the_socket() {
-    let a = Ops::start();
-    let b = Ops::start();
-    let (status, body) = b.http("GET", "/api/v1/federation/instance", None, None);
-    assert_eq!(status, 200, "{body}");
-    let instance: Value = serde_json::from_str(&body).unwrap();
+#[tokio::test]
+async fn peers_subscriptions_and_dead_letters_over_the_socket() {
+    let a = Daemon::start(DaemonOpts::default());
+    let b = Daemon::start(DaemonOpts::default());
+    let resp = b.get_json("/api/v1/federation/instance").await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let instance = resp.json;
     let b_id = instance["instanceId"].as_str().unwrap().to_string();
     let b_fp = instance["fingerprint"].as_str().unwrap().to_string();
 
     // A token exists on A, so plain HTTP needs it; the socket does not.
-    a.admin_ok(&["tokens", "create", "--scope", "read", "--name", "reader"]);
-    assert_eq!(a.http("GET", "/api/v1/federation/peers", None, None).0, 401);
+    let reader = a
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "reader"])
+        .await
+        .trim()
+        .to_string();
+    assert_eq!(a.get_json("/api/v1/federation/peers").await.status, 401);
 
     let url = format!("http://{}", b.addr);
-    let added = a.admin_json(&["peers", "add", &b_id, &url, "--fingerprint", &b_fp]);
+    let added = a
+        .admin_json(&["peers", "add", &b_id, &url, "--fingerprint", &b_fp])
+        .await;
     assert_eq!(added["instanceId"], b_id.as_str());
     assert_eq!(added["status"], "active");
-    let text = a.admin_ok(&["peers", "list"]);
+    let text = a.admin_ok(&["peers", "list"]).await;
     assert!(text.contains(&b_id) && text.contains(&b_fp), "{text}");
 
     assert_eq!(
-        a.admin_json(&["peers", "suspend", &b_id])["status"],
+        a.admin_json(&["peers", "suspend", &b_id]).await["status"],
         "suspended"
     );
     assert_eq!(
-        a.admin_json(&["peers", "resume", &b_id])["status"],
+        a.admin_json(&["peers", "resume", &b_id]).await["status"],
         "active"
     );
 
-    let status = a.admin_json(&["status"]);
+    let status = a.admin_json(&["status"]).await;
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0]["peer"], b_id.as_str());
     assert!(status["queue_depths"]["peers"][&b_id].is_u64());
 
-    let subs = a.admin_json(&["subscriptions", "list"]);
+    let subs = a.admin_json(&["subscriptions", "list"]).await;
     assert!(subs["subscriptions"].is_array());
-    a.admin_ok(&["subscriptions", "list"]);
+    a.admin_ok(&["subscriptions", "list"]).await;
 
-    let dead = a.admin_json(&["dead", "list"]);
+    let dead = a.admin_json(&["dead", "list"]).await;
     assert_eq!(dead["messages"].as_array().unwrap().len(), 0);
-    a.admin_ok(&["dead", "list", "--peer", &b_id]);
+    a.admin_ok(&["dead", "list", "--peer", &b_id]).await;
     assert_eq!(
-        a.admin_json(&["dead", "retry", "--peer", &b_id])["requeued"],
+        a.admin_json(&["dead", "retry", "--peer", &b_id]).await["requeued"],
         0
     );
-    let missing = a.admin(&["dead", "retry"]);
+    let missing = a.admin(&["dead", "retry"]).await;
     assert!(
         !missing.status.success(),
         "retry needs a message id or --peer"
     );
 
-    // Federation metrics carry the peer label.
-    let (_, metrics) = a.http("GET", "/metrics", None, None);
+    // Federation metrics carry the peer label (metrics need a read token
+    // once tokens exist).
+    assert_eq!(a.get_json("/metrics").await.status, 401);
+    let resp = a.get_as("/metrics", &reader).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let metrics = resp.text;
     assert!(
         metrics.contains(&format!(
             "logbook_federation_queue_depth{{peer=\"{b_id}\"}}"
@@ -70,9 +79,9 @@ fn peers_subscriptions_and_dead_letters_over_the_socket() {
     );
 
     assert_eq!(
-        a.admin_json(&["peers", "remove", &b_id])["status"],
+        a.admin_json(&["peers", "remove", &b_id]).await["status"],
         "removed"
     );
-    let bad = a.admin(&["peers", "add", "x", "not a url"]);
+    let bad = a.admin(&["peers", "add", "x", "not a url"]).await;
     assert!(!bad.status.success());
 }

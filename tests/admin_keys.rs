@@ -1,42 +1,55 @@
 //! `logbook admin keys rotate-hmac`: new events use a new key id, old events
 //! still verify (online, after a restart, and offline with both secrets).
 
-mod ops_common;
+mod common;
 
-use std::process::Command;
+use std::path::Path;
 
-use ops_common::{Ops, config_text, fill, plan, run};
+use common::{Daemon, DaemonOpts, fill, logbook, new_plan, run};
 use serde_json::Value;
 
-#[test]
-fn rotation_signs_new_events_with_a_new_key_and_old_ones_still_verify() {
-    let ops = Ops::launch(
-        tempfile::tempdir().unwrap(),
-        &config_text(&[], ""),
-        Some("info"),
-        None,
-    );
-    let p = plan();
-    fill(&ops, &p, 3);
-    let old_id = ops.admin_json(&["status"])["signing_key_id"]
+/// `logbook verify --export FILE` with each `(NAME, secret)` passed as
+/// `--key-env NAME`; returns success and stdout.
+async fn verify_offline(file: &Path, keys: &[(&str, &str)]) -> (bool, String) {
+    let mut command = logbook();
+    command
+        .arg("verify")
+        .arg("--export")
+        .arg(file)
+        .env_remove("LOGBOOK_HMAC_SECRET");
+    for (name, secret) in keys {
+        command.arg("--key-env").arg(name).env(name, secret.trim());
+    }
+    let out = run(command).await;
+    (out.success(), out.stdout)
+}
+
+#[tokio::test]
+async fn rotation_signs_new_events_with_a_new_key_and_old_ones_still_verify() {
+    // No secret in the environment: the daemon generates data/hmac.key.
+    let mut daemon = Daemon::start(DaemonOpts::default().unset_env("LOGBOOK_HMAC_SECRET"));
+    let p = new_plan().to_string();
+    fill(&daemon, &p, 3).await;
+    let old_id = daemon.admin_json(&["status"]).await["signing_key_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let old_secret = std::fs::read_to_string(ops.data_dir().join("hmac.key")).unwrap();
+    let old_secret = std::fs::read_to_string(daemon.data_dir().join("hmac.key")).unwrap();
 
-    let rotated = ops.admin_json(&["keys", "rotate-hmac"]);
+    let rotated = daemon.admin_json(&["keys", "rotate-hmac"]).await;
     assert_eq!(rotated["old_key_id"], old_id.as_str());
     let new_id = rotated["new_key_id"].as_str().unwrap().to_string();
     assert_ne!(new_id, old_id);
     assert!(
-        ops.data_dir()
+        daemon
+            .data_dir()
             .join("hmac-retired")
             .join(format!("{old_id}.key"))
             .exists()
     );
 
-    fill(&ops, &p, 2);
-    let export = ops.admin_ok(&["export", &p]);
+    fill(&daemon, &p, 2).await;
+    let export = daemon.admin_ok(&["export", &p]).await;
     let ids: Vec<String> = export
         .lines()
         .map(|l| {
@@ -50,63 +63,49 @@ fn rotation_signs_new_events_with_a_new_key_and_old_ones_still_verify() {
         ids,
         [&old_id, &old_id, &old_id, &new_id, &new_id].map(String::clone)
     );
-    assert_eq!(ops.admin_json(&["verify", &p])["chain_valid"], true);
-    let (status, body) = ops.http(
-        "GET",
-        &format!("/api/plans/{p}/events?verify=1"),
-        None,
-        None,
-    );
-    assert_eq!(status, 200);
     assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap()["chain_valid"],
+        daemon.admin_json(&["verify", &p]).await["chain_valid"],
         true
     );
+    let resp = daemon
+        .get_json(&format!("/api/plans/{p}/events?verify=1"))
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json["chain_valid"], true);
     // The rotation is on record in the system journal.
-    assert!(ops.admin_ok(&["verify", "--all"]).contains("0 broken"));
+    assert!(
+        daemon
+            .admin_ok(&["verify", "--all"])
+            .await
+            .contains("0 broken")
+    );
 
     // Offline: both secrets needed; one alone breaks where the other key starts.
-    let new_secret = std::fs::read_to_string(ops.data_dir().join("hmac.key")).unwrap();
+    let new_secret = std::fs::read_to_string(daemon.data_dir().join("hmac.key")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.ndjson");
     std::fs::write(&file, &export).unwrap();
-    let offline = |vars: &[(&str, &str)]| {
-        let mut command = Command::new(ops_common::bin());
-        command
-            .arg("verify")
-            .arg("--export")
-            .arg(&file)
-            .env_remove("LOGBOOK_HMAC_SECRET");
-        for (k, v) in vars {
-            command.arg("--key-env").arg(k).env(k, v.trim());
-        }
-        let out = run(command);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
-    let (ok, stdout) = offline(&[("OLD", &old_secret), ("NEW", &new_secret)]);
+    let (ok, stdout) = verify_offline(&file, &[("OLD", &old_secret), ("NEW", &new_secret)]).await;
     assert!(ok, "{stdout}");
-    let (ok, stdout) = offline(&[("OLD", &old_secret)]);
+    let (ok, stdout) = verify_offline(&file, &[("OLD", &old_secret)]).await;
     assert!(!ok && stdout.contains("broken at seq 4"), "{stdout}");
 
     // After a restart the same keys are loaded.
-    let mut ops = ops;
-    assert!(ops.stop().success());
-    let dir = std::mem::replace(&mut ops.dir, tempfile::tempdir().unwrap());
-    let ops = Ops::launch(dir, &config_text(&[], ""), Some("info"), None);
+    daemon.restart();
     assert_eq!(
-        ops.admin_json(&["status"])["signing_key_id"],
+        daemon.admin_json(&["status"]).await["signing_key_id"],
         new_id.as_str()
     );
-    assert_eq!(ops.admin_json(&["verify", &p])["chain_valid"], true);
+    assert_eq!(
+        daemon.admin_json(&["verify", &p]).await["chain_valid"],
+        true
+    );
 }
 
-#[test]
-fn an_environment_key_is_not_rotated() {
-    let ops = Ops::start();
-    let out = ops.admin(&["keys", "rotate-hmac"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LOGBOOK_HMAC_SECRET"));
+#[tokio::test]
+async fn an_environment_key_is_not_rotated() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let out = daemon.admin(&["keys", "rotate-hmac"]).await;
+    assert!(!out.success());
+    assert!(out.stderr.contains("LOGBOOK_HMAC_SECRET"));
 }

@@ -1,11 +1,12 @@
 //! `GET /metrics` is valid Prometheus/OpenMetrics text with the documented
 //! metrics, and `GET /readyz` answers ready once the store is open.
 
-mod ops_common;
+mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::process::Command;
 
-use ops_common::{Ops, fill, plan};
+use common::{Daemon, DaemonOpts, event_body, fill, new_plan, run};
 
 /// A strict parser of the text exposition format: every sample belongs to a
 /// declared family of a known type, names and labels are well-formed, values
@@ -146,18 +147,25 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
     samples
 }
 
-#[test]
-fn metrics_scrape_parses_and_counts() {
-    let ops = Ops::start();
-    let (status, body) = ops.http("GET", "/readyz", None, None);
-    assert_eq!(status, 200, "{body}");
-    let p = plan();
-    fill(&ops, &p, 5);
-    assert_eq!(ops.append(&p, "no.such_type", "{}", None).0, 422);
-    ops.admin_ok(&["verify", &p]);
+#[tokio::test]
+async fn metrics_scrape_parses_and_counts() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let resp = daemon.get_json("/readyz").await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let p = new_plan().to_string();
+    fill(&daemon, &p, 5).await;
+    assert_eq!(
+        daemon
+            .append(&p, event_body("no.such_type", 0))
+            .await
+            .status,
+        422
+    );
+    daemon.admin_ok(&["verify", &p]).await;
 
-    let (status, text) = ops.http("GET", "/metrics", None, None);
-    assert_eq!(status, 200);
+    let resp = daemon.get_json("/metrics").await;
+    assert_eq!(resp.status, 200);
+    let text = resp.text;
     let samples = parse_exposition(&text);
     let get = |k: &str| {
         *samples
@@ -181,16 +189,15 @@ fn metrics_scrape_parses_and_counts() {
     assert!(samples.contains_key("logbook_writer_queue_depth"));
 
     // The admin socket serves the same exposition.
-    let mut command = std::process::Command::new("curl");
-    command
-        .args(["-sS", "--max-time", "10", "--unix-socket"])
-        .arg(ops.socket())
-        .arg("http://logbook/metrics");
-    if let Ok(out) = std::process::Command::new("curl").arg("--version").output()
+    if let Ok(out) = Command::new("curl").arg("--version").output()
         && out.status.success()
     {
-        let out = ops_common::run(command);
-        parse_exposition(&String::from_utf8_lossy(&out.stdout));
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "--unix-socket"])
+            .arg(daemon.admin_socket())
+            .arg("http://logbook/metrics");
+        parse_exposition(&run(command).await.stdout);
     }
 }
 

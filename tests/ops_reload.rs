@@ -2,13 +2,12 @@
 //! connections; an invalid config is rejected, logged with the key at fault,
 //! and the old config stays in force.
 
-mod ops_common;
+mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use ops_common::{Ops, config_text, fill, plan};
+use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT, fill, new_plan, send};
+use serde_json::{Value, json};
 
 const TOKEN: &str = "reload-test-token";
 // printf %s reload-test-token | sha256sum
@@ -17,154 +16,156 @@ fn token_hash() -> String {
     logbook::hex::encode(&sha2::Sha256::digest(TOKEN.as_bytes()))
 }
 
-#[test]
-fn sighup_applies_a_valid_config_and_keeps_connections() {
+/// An append body of `event_type` with `payload`.
+fn body(event_type: &str, payload: Value) -> Value {
+    json!({"type": event_type, "actor": "ops-test", "payload": payload})
+}
+
+/// Writes `opts`' config over the daemon's and sends SIGHUP.
+fn reload(daemon: &Daemon, opts: DaemonOpts) {
+    std::fs::write(daemon.config_path(), opts.config_text()).unwrap();
+    daemon.signal("HUP");
+}
+
+/// Reloads `opts`' config and asserts that the daemon logs the rejection,
+/// naming `key`.
+async fn assert_reload_rejected(daemon: &Daemon, opts: DaemonOpts, key: &str) {
+    reload(daemon, opts);
+    assert!(
+        daemon
+            .wait_log(&["reload rejected", key], Duration::from_secs(10))
+            .await,
+        "the rejection must name {key}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_config_and_keeps_connections() {
     // No RUST_LOG, so the file's log.level is in force and reloadable.
-    let ops = Ops::start_in_with(tempfile::tempdir().unwrap(), &config_text(&[], ""), None);
-    let p = plan();
-    fill(&ops, &p, 1);
+    let daemon = Daemon::start(DaemonOpts::default().unset_env("RUST_LOG"));
+    let p = new_plan();
+    fill(&daemon, p, 1).await;
 
     // An SSE client connected before the reload must keep streaming after it.
-    let mut sse = TcpStream::connect(ops.addr).unwrap();
-    sse.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        sse,
-        "GET /api/plans/{p}/events/stream HTTP/1.1\r\nhost: x\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(sse);
-    let mut line = String::new();
-    while !line.starts_with("id: 1") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "stream closed before the first event"
-        );
-    }
+    let mut sse = daemon
+        .sse_ok(&format!("/api/plans/{p}/events/stream"), &[])
+        .await;
+    assert_eq!(sse.next_event().await.0, 1);
 
-    let long_actor = "a".repeat(40);
-    let body = format!(r#"{{"type":"step.started","actor":"{long_actor}"}}"#);
-    assert_eq!(
-        ops.http("POST", &format!("/api/plans/{p}/events"), None, Some(&body))
-            .0,
-        201
-    );
+    let long_actor = json!({"type": "step.started", "actor": "a".repeat(40)});
+    assert_eq!(daemon.append(p, long_actor.clone()).await.status, 201);
 
-    let new = config_text(
-        &[
-            ("max_actor_len = 256", "max_actor_len = 32"),
-            ("level = \"info\"", "level = \"debug\""),
-            (
+    reload(
+        &daemon,
+        DaemonOpts::default()
+            .replace("max_actor_len = 256", "max_actor_len = 32")
+            .replace("level = \"info\"", "level = \"debug\"")
+            .replace(
                 "cors_origins = []",
                 "cors_origins = [\"http://ui.example\"]",
-            ),
-        ],
-        &format!(
-            "[[auth.tokens]]\nname = \"reloaded\"\nsha256 = \"{}\"\nscopes = [\"read\", \"append\"]\n",
-            token_hash()
-        ),
+            )
+            .config(&format!(
+                "[[auth.tokens]]\nname = \"reloaded\"\nsha256 = \"{}\"\nscopes = [\"read\", \"append\"]\n",
+                token_hash()
+            )),
     );
-    std::fs::write(ops.config_path(), new).unwrap();
-    ops.signal("HUP");
     assert!(
-        ops.wait_log(&["configuration reloaded"], Duration::from_secs(10)),
+        daemon
+            .wait_log(&["configuration reloaded"], Duration::from_secs(10))
+            .await,
         "no reload logged"
     );
 
     // Tokens: now required.
-    assert_eq!(ops.append(&p, "step.started", "{}", None).0, 401);
-    let (status, body_text) = ops.http(
-        "POST",
-        &format!("/api/plans/{p}/events"),
-        Some(TOKEN),
-        Some(&body),
+    assert_eq!(
+        daemon
+            .append(p, body("step.started", json!({})))
+            .await
+            .status,
+        401
     );
     // Limits: the long actor is now refused.
-    assert_eq!(status, 422, "{body_text}");
-    assert!(body_text.contains("32"), "{body_text}");
-    assert_eq!(ops.append(&p, "step.started", "{}", Some(TOKEN)).0, 201);
-    // CORS: the new origin is allowed.
-    let (status, _) = ops_common::http_request(
-        ops.addr,
-        "OPTIONS",
-        &format!("/api/plans/{p}/events"),
-        &[
-            "origin: http://ui.example".into(),
-            "access-control-request-method: POST".into(),
-        ],
-        None,
+    let resp = daemon.append_as(p, long_actor, TOKEN).await;
+    assert_eq!(resp.status, 422, "{}", resp.text);
+    assert!(resp.text.contains("32"), "{}", resp.text);
+    assert_eq!(
+        daemon
+            .append_as(p, body("step.started", json!({})), TOKEN)
+            .await
+            .status,
+        201
     );
+    // CORS: the new origin is allowed.
+    let preflight = daemon
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            daemon.url(&format!("/api/plans/{p}/events")),
+        )
+        .header("origin", "http://ui.example")
+        .header("access-control-request-method", "POST")
+        .timeout(REQUEST_TIMEOUT);
+    let status = send(preflight).await.status;
     assert!(status == 200 || status == 204, "preflight status {status}");
     // Log level: the running daemon shows debug.
-    assert_eq!(ops.admin_json(&["log-level"])["level"], "debug");
+    assert_eq!(daemon.admin_json(&["log-level"]).await["level"], "debug");
 
-    // The SSE connection survived and sees the event appended after the reload.
-    let mut saw = false;
-    for _ in 0..50 {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if line.starts_with("id: 3") {
-            saw = true;
-            break;
-        }
-    }
-    assert!(saw, "the SSE stream did not deliver seq 3 after the reload");
+    // The SSE connection survived and sees the events appended after the reload.
+    assert_eq!(sse.next_event().await.0, 2);
+    assert_eq!(
+        sse.next_event().await.0,
+        3,
+        "the SSE stream did not deliver seq 3 after the reload"
+    );
 }
 
-#[test]
-fn sighup_with_an_invalid_config_keeps_the_old_one() {
-    let ops = Ops::start();
-    let p = plan();
-    fill(&ops, &p, 1);
+#[tokio::test]
+async fn sighup_with_an_invalid_config_keeps_the_old_one() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let p = new_plan();
+    fill(&daemon, p, 1).await;
 
     // Semantically invalid: a key Config::validate refuses.
-    let invalid = config_text(&[("max_json_depth = 32", "max_json_depth = 0")], "");
-    std::fs::write(ops.config_path(), invalid).unwrap();
-    ops.signal("HUP");
-    assert!(
-        ops.wait_log(
-            &["reload rejected", "limits.max_json_depth"],
-            Duration::from_secs(10)
-        ),
-        "the rejection must name the key"
-    );
+    assert_reload_rejected(
+        &daemon,
+        DaemonOpts::default().replace("max_json_depth = 32", "max_json_depth = 0"),
+        "limits.max_json_depth",
+    )
+    .await;
     assert_eq!(
-        ops.append(&p, "step.started", r#"{"a":[[1]]}"#, None).0,
+        daemon
+            .append(p, body("step.started", json!({"a": [[1]]})))
+            .await
+            .status,
         201,
         "old limits stay"
     );
 
     // Syntactically invalid, and a bad token hash: both rejected, naming the key.
-    std::fs::write(
-        ops.config_path(),
-        config_text(
-            &[("max_body_bytes = 1048576", "max_body_bytes = \"big\"")],
-            "",
-        ),
+    assert_reload_rejected(
+        &daemon,
+        DaemonOpts::default().replace("max_body_bytes = 1048576", "max_body_bytes = \"big\""),
+        "max_body_bytes",
     )
-    .unwrap();
-    ops.signal("HUP");
-    assert!(ops.wait_log(
-        &["reload rejected", "max_body_bytes"],
-        Duration::from_secs(10)
-    ));
-    let bad_token = config_text(
-        &[],
-        "[[auth.tokens]]\nname = \"t\"\nsha256 = \"nothex\"\nscopes = [\"read\"]\n",
-    );
-    std::fs::write(ops.config_path(), bad_token).unwrap();
-    ops.signal("HUP");
-    assert!(ops.wait_log(
-        &["reload rejected", "auth.tokens[t].sha256"],
-        Duration::from_secs(10)
-    ));
+    .await;
+    assert_reload_rejected(
+        &daemon,
+        DaemonOpts::default()
+            .config("[[auth.tokens]]\nname = \"t\"\nsha256 = \"nothex\"\nscopes = [\"read\"]\n"),
+        "auth.tokens[t].sha256",
+    )
+    .await;
     // Still no token required: the old config is in force.
-    assert_eq!(ops.append(&p, "step.started", "{}", None).0, 201);
+    assert_eq!(
+        daemon
+            .append(p, body("step.started", json!({})))
+            .await
+            .status,
+        201
+    );
 
     // The admin reload command reports the same rejection.
-    let out = ops.admin(&["reload"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.tokens[t].sha256"));
+    let out = daemon.admin(&["reload"]).await;
+    assert!(!out.success());
+    assert!(out.stderr.contains("auth.tokens[t].sha256"));
 }

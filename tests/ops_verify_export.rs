@@ -1,14 +1,18 @@
 //! `logbook verify --export FILE`: an export verifies offline, and a one-byte
 //! edit at seq K is reported at K with a non-zero exit.
 
-mod ops_common;
+mod common;
 
-use std::process::Command;
+use common::{Daemon, DaemonOpts, TEST_SECRET, fill, logbook, new_plan, run};
 
-use ops_common::{Ops, SECRET, fill, plan, run};
-
-fn verify(file: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let mut command = Command::new(ops_common::bin());
+/// `logbook verify --export FILE ARGS` with only `env`'s secrets set;
+/// returns success, stdout and stderr.
+async fn verify(
+    file: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut command = logbook();
     command
         .arg("verify")
         .arg("--export")
@@ -20,30 +24,26 @@ fn verify(file: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool,
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = run(command);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = run(command).await;
+    (out.success(), out.stdout, out.stderr)
 }
 
-#[test]
-fn export_verifies_offline_and_a_one_byte_edit_is_located() {
-    let ops = Ops::start();
-    let p = plan();
-    fill(&ops, &p, 6);
-    let export = ops.admin_ok(&["export", &p]);
-    let head = ops.admin_json(&["plans", "show", &p])["head_signature"]
+#[tokio::test]
+async fn export_verifies_offline_and_a_one_byte_edit_is_located() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let p = new_plan().to_string();
+    fill(&daemon, &p, 6).await;
+    let export = daemon.admin_ok(&["export", &p]).await;
+    let head = daemon.admin_json(&["plans", "show", &p]).await["head_signature"]
         .as_str()
         .unwrap()
         .to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plan.ndjson");
     std::fs::write(&file, &export).unwrap();
-    drop(ops); // no daemon from here on
+    drop(daemon); // no daemon from here on
 
-    let (ok, stdout, stderr) = verify(&file, &[("LOGBOOK_HMAC_SECRET", SECRET)], &[]);
+    let (ok, stdout, stderr) = verify(&file, &[("LOGBOOK_HMAC_SECRET", TEST_SECRET)], &[]).await;
     assert!(ok, "{stdout}{stderr}");
     assert!(
         stdout.contains("6 events") && stdout.contains(&head),
@@ -51,15 +51,15 @@ fn export_verifies_offline_and_a_one_byte_edit_is_located() {
     );
 
     // A named variable works too; a wrong secret breaks at seq 1.
-    let (ok, _, _) = verify(&file, &[("MY_KEY", SECRET)], &["--key-env", "MY_KEY"]);
+    let (ok, _, _) = verify(&file, &[("MY_KEY", TEST_SECRET)], &["--key-env", "MY_KEY"]).await;
     assert!(ok);
-    let (ok, stdout, _) = verify(&file, &[("LOGBOOK_HMAC_SECRET", "wrong")], &[]);
+    let (ok, stdout, _) = verify(&file, &[("LOGBOOK_HMAC_SECRET", "wrong")], &[]).await;
     assert!(!ok);
     assert!(
         stdout.contains("broken at seq 1") && stdout.contains("signature"),
         "{stdout}"
     );
-    let (ok, _, stderr) = verify(&file, &[], &[]);
+    let (ok, _, stderr) = verify(&file, &[], &[]).await;
     assert!(!ok && stderr.contains("no HMAC secret"), "{stderr}");
 
     // One byte changed inside the payload of seq K: "event number 3" → "event number 8".
@@ -76,7 +76,7 @@ fn export_verifies_offline_and_a_one_byte_edit_is_located() {
     bytes[offset] = b'8';
     let tampered = dir.path().join("tampered.ndjson");
     std::fs::write(&tampered, &bytes).unwrap();
-    let (ok, stdout, _) = verify(&tampered, &[("LOGBOOK_HMAC_SECRET", SECRET)], &[]);
+    let (ok, stdout, _) = verify(&tampered, &[("LOGBOOK_HMAC_SECRET", TEST_SECRET)], &[]).await;
     assert!(!ok, "a tampered export must fail: {stdout}");
     assert!(stdout.contains(&format!("broken at seq {k}")), "{stdout}");
     assert!(stdout.contains("payload_hash"), "{stdout}");
@@ -85,7 +85,7 @@ fn export_verifies_offline_and_a_one_byte_edit_is_located() {
     let mut broken = export.clone().into_bytes();
     broken[line_start] = b'[';
     std::fs::write(&tampered, &broken).unwrap();
-    let (ok, stdout, _) = verify(&tampered, &[("LOGBOOK_HMAC_SECRET", SECRET)], &[]);
+    let (ok, stdout, _) = verify(&tampered, &[("LOGBOOK_HMAC_SECRET", TEST_SECRET)], &[]).await;
     assert!(!ok);
     assert!(stdout.contains(&format!("broken at seq {k}")), "{stdout}");
 }
