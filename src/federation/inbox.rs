@@ -114,9 +114,9 @@ pub fn check_signed(
             "the signature does not verify against the peer's pinned key".into(),
         ));
     }
-    let window = i64::try_from(fed.config.timestamp_window_secs).unwrap_or(i64::MAX / 1000) * 1000;
+    let window = fed.config.timestamp_window_secs.saturating_mul(1000);
     let skew = now_ms().saturating_sub(timestamp);
-    if skew.abs() > window {
+    if skew.unsigned_abs() > window {
         return Err(unauthorized(
             "stale-timestamp",
             "Timestamp outside the window",
@@ -219,28 +219,10 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
             digest: m.content_digest(),
         });
     }
-    if let Err(retry_after) = fed.limiter.take(&peer.instance_id, messages.len()) {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many messages",
-            format!(
-                "peer {:?} is over its rate limit; retry in {retry_after}s",
-                peer.instance_id
-            ),
-        )
-        .with("retryAfter", retry_after));
-    }
+    rate_limit(fed, &peer.instance_id, messages.len())?;
     match fed.store.fed_receive(&incoming) {
         Ok(_) => {}
-        Err(ReceiveError::IdReused(id)) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "message-id-reused",
-                "Message id reused",
-                format!("messageId {id} was already received with different content"),
-            ));
-        }
+        Err(ReceiveError::IdReused(id)) => return Err(id_reused(id)),
         Err(ReceiveError::Storage(e)) => return Err(e.into()),
     }
     // Stored (fsynced): now acknowledge.
@@ -253,6 +235,37 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
     } else {
         acks.into_iter().next().expect("one message")
     })
+}
+
+pub fn id_reused(id: uuid::Uuid) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "message-id-reused",
+        "Message id reused",
+        format!("messageId {id} was already received with different content"),
+    )
+}
+
+/// Takes `count` messages from `peer`'s rate limit, or answers 429 (the
+/// route turns `retryAfter` into a `Retry-After` header).
+pub fn rate_limit(fed: &Federation, peer: &str, count: usize) -> Result<(), Problem> {
+    fed.limiter.take(peer, count).map_err(|retry_after| {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many messages",
+            format!("peer {peer:?} is over its rate limit; retry in {retry_after}s"),
+        )
+        .with("retryAfter", retry_after)
+    })
+}
+
+fn count_by_peer<'a>(peers: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut counts = HashMap::new();
+    for peer in peers {
+        *counts.entry(peer).or_insert(0) += 1;
+    }
+    counts
 }
 
 pub fn sign_ack(fed: &Federation, correlation_id: uuid::Uuid) -> Result<Value, Problem> {
@@ -294,11 +307,19 @@ pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut acknowledged = 0;
+    // Verify every ack before acting on any: a rejected request changes nothing.
+    let mut verified = Vec::with_capacity(acks.len());
     for (value, ack) in values.iter().zip(&acks) {
         let (peer, key) = active_peer(fed, &ack.instance_id)?;
         check_signed(fed, &peer, &key, value, &ack.key_id, ack.timestamp)?;
-        if ack.received && fed.store.fed_ack(&peer.instance_id, &ack.correlation_id)? {
+        verified.push((peer.instance_id, ack));
+    }
+    for (peer, n) in count_by_peer(verified.iter().map(|(p, _)| p.as_str())) {
+        rate_limit(fed, peer, n)?;
+    }
+    let mut acknowledged = 0;
+    for (peer, ack) in verified {
+        if ack.received && fed.store.fed_ack(&peer, &ack.correlation_id)? {
             acknowledged += 1;
         }
     }

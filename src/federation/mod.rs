@@ -67,6 +67,8 @@ impl Federation {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(fed_config.send_timeout_secs))
             .timeout(Duration::from_secs(fed_config.send_timeout_secs))
+            // Signed messages go to the peer's pinned base URL and nowhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("building the federation HTTP client: {e}"))?;
         let federation = Arc::new(Federation {

@@ -28,6 +28,9 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 struct Failure {
     error: String,
     retry_after: Option<Duration>,
+    /// The peer answered with an error status other than 429 or 503: it
+    /// refused this request, maybe for one message in it.
+    refused: bool,
 }
 
 pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
@@ -38,7 +41,13 @@ pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationTo
         if shutdown.is_cancelled() {
             return;
         }
-        let wait = match step(&fed, &peer_id, &mut cursor).await {
+        // A step cut short by shutdown loses nothing: what was not marked
+        // delivered is sent again on the next start, and the peer deduplicates.
+        let stepped = tokio::select! {
+            () = shutdown.cancelled() => return,
+            stepped = step(&fed, &peer_id, &mut cursor) => stepped,
+        };
+        let wait = match stepped {
             Ok(Step::Removed) => return,
             Ok(Step::Sent) => continue,
             Ok(Step::Idle(until)) => until,
@@ -85,22 +94,52 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     let Some(peer) = peer else {
         return Ok(Step::Removed);
     };
-    match peer.status {
-        PeerStatus::Removed => return Ok(Step::Removed),
-        PeerStatus::Suspended => return Ok(Step::Idle(None)),
-        PeerStatus::Active => {}
+    // A removed peer's worker idles rather than ends: if the peer were
+    // re-activated just as the worker ended, `ensure_worker` could see it
+    // still running and start none, leaving the peer's outbox unsent.
+    if peer.status != PeerStatus::Active {
+        return Ok(Step::Idle(None));
     }
     let (rows, new_cursor, wait_until) = due;
     *cursor = new_cursor;
     if rows.is_empty() {
         return Ok(Step::Idle(wait_until));
     }
+    match send(fed, &peer, &rows).await {
+        // The peer refused the batch as a whole: maybe one message in it is
+        // one it cannot take (too large, too deep, an id it saw with other
+        // content). Send them one by one, in order, so that one message
+        // cannot hold back or kill its batch-mates; stop at the first that
+        // fails, so later ones still wait behind it.
+        Err(failure) if failure.refused && rows.len() > 1 => {
+            for row in &rows {
+                let one = std::slice::from_ref(row);
+                let outcome = send(fed, &peer, one).await;
+                let delivered = matches!(&outcome, Ok(acked) if !acked.is_empty());
+                record(fed, peer_id, one, outcome).await?;
+                if !delivered {
+                    break;
+                }
+            }
+        }
+        outcome => record(fed, peer_id, &rows, outcome).await?,
+    }
+    Ok(Step::Sent)
+}
+
+/// Records the outcome of sending `rows`: delivered for the acknowledged
+/// ones, a failed attempt (with its backoff) for the others.
+async fn record(
+    fed: &Arc<Federation>,
+    peer_id: &str,
+    rows: &[(u64, OutboxRecord)],
+    outcome: Result<Vec<u64>, Failure>,
+) -> Result<(), String> {
     let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
-    let outcome = send(fed, &peer, &rows).await;
     let store = fed.store.clone();
     let id = peer_id.to_string();
     let config = fed.config.clone();
-    let attempts_before = rows[0].1.attempts;
+    let attempts_before = rows.first().map_or(0, |(_, r)| r.attempts);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let (delivered, failed) = match outcome {
             Ok(acked) => {
@@ -108,6 +147,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
                 let failure = (!not.is_empty()).then(|| Failure {
                     error: "the peer's answer held no valid ack for the message".into(),
                     retry_after: None,
+                    refused: false,
                 });
                 (ok, failure.map(|f| (not, f)))
             }
@@ -120,8 +160,8 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
             let delay = failure
                 .retry_after
                 .map(|d| d.min(Duration::from_secs(config.retry_max_secs)))
-                .unwrap_or_else(|| backoff(&config, attempts_before + 1));
-            let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                .unwrap_or_else(|| backoff(&config, attempts_before.saturating_add(1)));
+            let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
             let max_age_ms = i64::try_from(config.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             let dead = store
                 .fed_mark_failed(&id, &seqs, &failure.error, next, config.max_attempts, max_age_ms)
@@ -131,8 +171,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())??;
-    Ok(Step::Sent)
+    .map_err(|e| e.to_string())?
 }
 
 /// Delay before attempt `attempt + 1`: initial × 2^(attempt-1), capped, ±20 %.
@@ -158,6 +197,7 @@ async fn send(
     let fail = |error: String| Failure {
         error,
         retry_after: None,
+        refused: false,
     };
     // Sign now, so a retry never carries an old timestamp.
     let fed2 = fed.clone();
@@ -204,9 +244,9 @@ async fn send(
         .map_err(|e| fail(format!("sending to {url}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
-        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::SERVICE_UNAVAILABLE
-        {
+        let busy =
+            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        let retry_after = if busy {
             response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -225,6 +265,7 @@ async fn send(
         return Err(Failure {
             error: format!("HTTP {status}: {detail}"),
             retry_after,
+            refused: !busy,
         });
     }
     let answer: Value = response

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::Federation;
 use super::identity::{self, fingerprint, key_id};
+use super::message::PROTOCOL_VERSION;
 use crate::config::PeerConfig;
 use crate::journal::event::Timestamp;
 use crate::journal::store::{PeerRecord, PeerStatus};
@@ -119,6 +120,12 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
         return Err(format!(
             "{url} says it is {instance_id:?}, not {:?}",
             spec.instance_id
+        ));
+    }
+    let version = doc.get("protocolVersion").and_then(Value::as_str);
+    if version != Some(PROTOCOL_VERSION) {
+        return Err(format!(
+            "{url} speaks protocol {version:?}, not {PROTOCOL_VERSION:?}"
         ));
     }
     let pem = doc

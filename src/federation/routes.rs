@@ -35,7 +35,8 @@ use crate::http::problem::Problem;
 use crate::journal::chain::{canonical_json, check_numbers};
 use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use crate::journal::store::{
-    DeliveryStatus, Direction, InboxEntry, OutboxEntry, PeerStatus, StoreError,
+    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerStatus, ReceiveError,
+    ReceiveOutcome, StoreError,
 };
 
 const BASE: &str = "/api/v1/federation";
@@ -113,13 +114,39 @@ async fn instance(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn incoming_event(
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
-    let fed = fed(&state);
-    match blocking(move || inbox::receive_events(&fed, body)).await {
-        Ok(acks) => Ok(Json(acks).into_response()),
+/// A body sent by a peer. It is read under the configured limits, with room
+/// for what federation adds around an event the journal accepted: the
+/// message and the journal event wrap its payload (two levels), a batch is
+/// an array (one more), and the envelope adds a few hundred bytes per
+/// message. Without the room, an event appended at the limits could never
+/// be delivered.
+struct IncomingBody(Value);
+
+/// Extra nesting allowed on `incoming/*`: message, journal event, batch.
+const INCOMING_EXTRA_DEPTH: usize = 3;
+/// Extra bytes allowed on `incoming/*` for one message's envelope.
+const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
+
+impl axum::extract::FromRequest<AppState> for IncomingBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let mut limits = state.limits.current().as_ref().clone();
+        limits.max_json_depth = limits.max_json_depth.saturating_add(INCOMING_EXTRA_DEPTH);
+        limits.max_body_bytes = limits.max_body_bytes.saturating_add(INCOMING_EXTRA_BYTES);
+        let relaxed = AppState {
+            limits: Arc::new(crate::reload::Reloadable::new(limits)),
+            ..state.clone()
+        };
+        let JsonBody(value) = JsonBody::from_request(req, &relaxed).await?;
+        Ok(IncomingBody(value))
+    }
+}
+
+/// A 429 carries its `Retry-After` header.
+fn answer(result: Result<Value, Problem>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
         Err(problem) if problem.status == StatusCode::TOO_MANY_REQUESTS => {
             let seconds = problem
                 .extra
@@ -130,34 +157,37 @@ async fn incoming_event(
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Ok(response)
+            response
         }
-        Err(problem) => Err(problem),
+        Err(problem) => problem.into_response(),
     }
 }
 
-async fn incoming_ack(
+async fn incoming_event(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Json<Value>, Problem> {
+    IncomingBody(body): IncomingBody,
+) -> Response {
     let fed = fed(&state);
-    blocking(move || inbox::receive_acks(&fed, body))
-        .await
-        .map(Json)
+    answer(blocking(move || inbox::receive_events(&fed, body)).await)
+}
+
+async fn incoming_ack(State(state): State<AppState>, IncomingBody(body): IncomingBody) -> Response {
+    let fed = fed(&state);
+    answer(blocking(move || inbox::receive_acks(&fed, body)).await)
 }
 
 async fn incoming_subscribe(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Json<Value>, Problem> {
-    incoming_control(state, body, SUBSCRIBE_TYPE).await
+    IncomingBody(body): IncomingBody,
+) -> Response {
+    answer(incoming_control(state, body, SUBSCRIBE_TYPE).await)
 }
 
 async fn incoming_unsubscribe(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Json<Value>, Problem> {
-    incoming_control(state, body, UNSUBSCRIBE_TYPE).await
+    IncomingBody(body): IncomingBody,
+) -> Response {
+    answer(incoming_control(state, body, UNSUBSCRIBE_TYPE).await)
 }
 
 /// A peer asks us to start (or stop) sending it events matching a pattern.
@@ -165,7 +195,7 @@ async fn incoming_control(
     state: AppState,
     body: Value,
     expected_type: &'static str,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Value, Problem> {
     let fed = fed(&state);
     blocking(move || {
         if body.is_array() {
@@ -185,16 +215,32 @@ async fn incoming_control(
             ));
         }
         let pattern = pattern_of(&message.payload)?;
-        if expected_type == SUBSCRIBE_TYPE {
-            fed.store
-                .fed_put_subscription(Direction::Inbound, &peer.instance_id, &pattern)?;
-            tracing::info!(peer = %peer.instance_id, pattern, "peer subscribed");
-        } else {
-            fed.store
-                .fed_remove_subscription(Direction::Inbound, &peer.instance_id, &pattern)?;
-            tracing::info!(peer = %peer.instance_id, pattern, "peer unsubscribed");
+        inbox::rate_limit(&fed, &peer.instance_id, 1)?;
+        let request = Incoming {
+            message_id: message.message_id,
+            peer: peer.instance_id.clone(),
+            event_type: message.event_type.clone(),
+            payload: canonical_json(&message.payload),
+            timestamp: message.timestamp,
+            digest: message.content_digest(),
+            journal: None,
+        };
+        let subscribe = expected_type == SUBSCRIBE_TYPE;
+        match fed.store.fed_receive_control(&request, &pattern, subscribe) {
+            Ok(ReceiveOutcome::Stored) => {
+                let change = if subscribe {
+                    "subscribed"
+                } else {
+                    "unsubscribed"
+                };
+                tracing::info!(peer = %peer.instance_id, pattern, "peer {change}");
+            }
+            // A replay: acknowledged again, applied once.
+            Ok(ReceiveOutcome::Redelivered) => {}
+            Err(ReceiveError::IdReused(id)) => return Err(inbox::id_reused(id)),
+            Err(ReceiveError::Storage(e)) => return Err(e.into()),
         }
-        inbox::sign_ack(&fed, message.message_id).map(Json)
+        inbox::sign_ack(&fed, message.message_id)
     })
     .await
 }

@@ -17,7 +17,7 @@
 //! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
 //! inbound subscriptions of active peers ([`FedShared`]).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -313,6 +313,10 @@ pub struct Route {
 #[derive(Debug)]
 pub struct FedShared {
     routes: RwLock<Arc<Vec<Route>>>,
+    /// Held while a routing snapshot is read and installed: without it, two
+    /// concurrent refreshes could install the older snapshot last, and a
+    /// peer's new subscription would silently route nothing.
+    refresh: Mutex<()>,
     outbox_changed: watch::Sender<u64>,
     inbox_changed: watch::Sender<u64>,
     /// Bumped when dead messages are put back in the queue, so workers rescan.
@@ -323,6 +327,7 @@ impl Default for FedShared {
     fn default() -> Self {
         FedShared {
             routes: RwLock::default(),
+            refresh: Mutex::new(()),
             outbox_changed: watch::channel(0).0,
             inbox_changed: watch::channel(0).0,
             requeued: watch::channel(0).0,
@@ -591,6 +596,7 @@ impl Store {
 
     /// Rebuilds the writer's routing snapshot: inbound subscriptions of active peers.
     pub fn fed_refresh_routes(&self) -> Result<(), StoreError> {
+        let _serialized = self.fed.refresh.lock().unwrap_or_else(|e| e.into_inner());
         let active: std::collections::HashSet<String> = self
             .fed_peers()?
             .into_iter()
@@ -738,7 +744,7 @@ impl Store {
         let now = Timestamp::now().millis();
         self.fed_update_outbox(peer, seqs, |r| {
             r.status = DeliveryStatus::Delivered;
-            r.attempts += 1;
+            r.attempts = r.attempts.saturating_add(1);
             r.last_error = None;
             r.updated_at = now;
         })
@@ -761,7 +767,7 @@ impl Store {
             if !r.status.is_open() {
                 return;
             }
-            r.attempts += 1;
+            r.attempts = r.attempts.saturating_add(1);
             r.last_error = Some(error.to_string());
             r.updated_at = now;
             r.next_attempt_at = next_attempt_at;
@@ -975,6 +981,70 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// Applies a verified subscribe (or unsubscribe) request from `m.peer`
+    /// at most once. The request is recorded in the inbox under its message
+    /// id, in the same durable transaction as the subscription change, so a
+    /// replay of it is acknowledged again but changes nothing (a replayed
+    /// old unsubscribe must not silently end a newer subscription). It gets
+    /// no inbox position: control requests are not listed or streamed.
+    pub fn fed_receive_control(
+        &self,
+        m: &Incoming,
+        pattern: &str,
+        subscribe: bool,
+    ) -> Result<ReceiveOutcome, ReceiveError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(StoreError::from)?;
+        {
+            let mut inbox = txn.open_table(FED_INBOX).map_err(StoreError::from)?;
+            let id = m.message_id.into_bytes();
+            let existing = inbox
+                .get(id)
+                .map_err(StoreError::from)?
+                .map(|v| decode::<InboxRecord>(v.value()))
+                .transpose()?;
+            if let Some(existing) = existing {
+                if existing.digest != m.digest {
+                    return Err(ReceiveError::IdReused(m.message_id));
+                }
+                return Ok(ReceiveOutcome::Redelivered);
+            }
+            let now = Timestamp::now().millis();
+            let record = InboxRecord {
+                position: 0,
+                peer: m.peer.clone(),
+                event_type: m.event_type.clone(),
+                payload: m.payload.clone(),
+                timestamp: m.timestamp,
+                received_at: now,
+                digest: m.digest,
+                continuity: None,
+            };
+            inbox
+                .insert(id, encode(&record).as_slice())
+                .map_err(StoreError::from)?;
+            let mut subs = txn.open_table(FED_SUBS).map_err(StoreError::from)?;
+            let key = sub_key(Direction::Inbound, &m.peer, pattern);
+            if subscribe {
+                if subs
+                    .get(key.as_slice())
+                    .map_err(StoreError::from)?
+                    .is_none()
+                {
+                    let record = SubscriptionRecord { created_at: now };
+                    subs.insert(key.as_slice(), encode(&record).as_slice())
+                        .map_err(StoreError::from)?;
+                }
+            } else {
+                subs.remove(key.as_slice()).map_err(StoreError::from)?;
+            }
+        }
+        txn.commit().map_err(StoreError::from)?;
+        self.fed_refresh_routes()?;
+        Ok(ReceiveOutcome::Stored)
+    }
+
     pub fn fed_inbox_watch(&self) -> watch::Receiver<u64> {
         self.fed.inbox_changed.subscribe()
     }
@@ -1107,5 +1177,49 @@ mod tests {
         // A peer whose id extends another's never falls inside its range.
         let range = outbox_key("beta", 0)..=outbox_key("beta", u64::MAX);
         assert!(!range.contains(&outbox_key("beta2", 1)));
+    }
+
+    /// Subscriptions committed concurrently must all end up in the routing
+    /// snapshot: a stale snapshot installed last would silently queue
+    /// nothing for a peer that was told it is subscribed.
+    #[test]
+    fn concurrent_subscriptions_are_all_routed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
+        const PEERS: usize = 6;
+        const PATTERNS: usize = 25;
+        for i in 0..PEERS {
+            store
+                .fed_put_peer(&PeerRecord {
+                    instance_id: format!("peer{i}"),
+                    base_url: "http://127.0.0.1:9".into(),
+                    public_key_der: Vec::new(),
+                    status: PeerStatus::Active,
+                    added_at: 0,
+                    updated_at: 0,
+                })
+                .unwrap();
+        }
+        std::thread::scope(|scope| {
+            for i in 0..PEERS {
+                let store = &store;
+                scope.spawn(move || {
+                    for j in 0..PATTERNS {
+                        store
+                            .fed_put_subscription(
+                                Direction::Inbound,
+                                &format!("peer{i}"),
+                                &format!("t{j}.>"),
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.fed_routes().len(), PEERS * PATTERNS);
+        drop(store);
+        writer.shutdown();
     }
 }
