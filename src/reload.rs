@@ -1,5 +1,6 @@
 //! Live configuration: values that can be swapped while the daemon runs, and
-//! the SIGHUP reload that swaps them (tokens, log level, limits, CORS).
+//! the SIGHUP reload that swaps them (tokens, log level, limits, CORS,
+//! `[[peers]]`).
 //!
 //! A reload reads and checks the whole new file first; if anything is wrong
 //! the old config stays in force and the error, naming the key, is logged.
@@ -50,6 +51,8 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     new.check_exposure(stored.len())
         .map_err(|e| format!("auth.tokens: {e}"))?;
     crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
+    let federation = &context.app.federation;
+    crate::federation::peers::check_config(&federation.identity.instance_id, &new.peers)?;
 
     let mut changed = Vec::new();
     if new.log.level != old.log.level && !crate::admin::logging::level_from_env() {
@@ -66,6 +69,17 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     changed.push("limits");
     app.cors.replace(crate::http::cors(&new.http.cors_origins));
     changed.push("http.cors_origins");
+    // Listed peers are added or updated; peers added at run time stay.
+    match crate::federation::peers::apply_config(federation, &new.peers).await {
+        Ok(pending) => {
+            for spec in pending {
+                crate::federation::peers::spawn_pin_from_config(federation.clone(), spec);
+            }
+            changed.push("peers");
+        }
+        // Checked above, so only storage can fail here; the rest is applied.
+        Err(e) => tracing::error!(error = %e, "applying [[peers]] on reload"),
+    }
     context.config.replace(new);
     Ok(changed)
 }

@@ -23,6 +23,7 @@ const FED_PEERS: &str = "/api/v1/federation/peers";
 const FED_SUBSCRIPTIONS: &str = "/api/v1/federation/events/subscriptions";
 const FED_MESSAGES: &str = "/api/v1/federation/events/messages";
 const FED_RETRY: &str = "/api/v1/federation/events/messages/retry";
+const FED_DROP: &str = "/api/v1/federation/events/messages/drop";
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -82,7 +83,7 @@ pub enum AdminCommand {
     /// Federation subscriptions.
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
-    /// Federation messages given up on (dead letters): list, retry.
+    /// Federation messages given up on (dead letters): list, retry, drop.
     #[command(subcommand)]
     Dead(DeadCommand),
 }
@@ -130,6 +131,17 @@ pub enum DeadCommand {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Delete dead messages for good: one by id, all of --peer, or --all.
+    Drop {
+        #[arg(required_unless_present_any = ["peer", "all"], conflicts_with = "all")]
+        message_id: Option<String>,
+        /// Every dead message of this peer (with an id: only if it is this peer's).
+        #[arg(long, conflicts_with = "all")]
+        peer: Option<String>,
+        /// Every dead message of every peer.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +149,10 @@ pub enum KeysCommand {
     /// New events get a new HMAC key (and key id); old events still verify.
     /// The old generated key moves to <data_dir>/hmac-retired/.
     RotateHmac,
+    /// New federation key pair. Every peer is told the new public key in a
+    /// message signed with the old key; the old key moves to
+    /// <data_dir>/federation-retired/.
+    RotateRsa,
 }
 
 #[derive(Debug, Subcommand)]
@@ -439,6 +455,38 @@ impl Client {
                         text(&v["new_key_id"]),
                         text(&v["old_key_id"])
                     );
+                }
+            }
+            AdminCommand::Keys(KeysCommand::RotateRsa) => {
+                let v = self.call(Method::POST, "/keys/rotate-rsa", None).await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!(
+                        "federation key rotated: key {} (was {}), fingerprint {}; announced to {} peers",
+                        text(&v["new_key_id"]),
+                        text(&v["old_key_id"]),
+                        text(&v["fingerprint"]),
+                        text(&v["peers_notified"])
+                    );
+                }
+            }
+            AdminCommand::Dead(DeadCommand::Drop {
+                message_id,
+                peer,
+                all,
+            }) => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        FED_DROP,
+                        Some(json!({"messageId": message_id, "peer": peer, "all": all})),
+                    )
+                    .await?;
+                if self.json {
+                    self.print_json(&v);
+                } else {
+                    println!("{} dead messages dropped", text(&v["dropped"]));
                 }
             }
             AdminCommand::Peers(command) => self.peers(command).await?,

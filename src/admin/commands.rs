@@ -37,6 +37,7 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/log-level", get(get_log_level).put(set_log_level))
         .route("/reload", post(reload))
         .route("/keys/rotate-hmac", post(rotate_hmac))
+        .route("/keys/rotate-rsa", post(rotate_rsa))
         .route("/metrics", get(metrics))
         // The whole HTTP API (journal and federation) is reachable here too,
         // with every scope: its callers passed the peer-uid check.
@@ -538,6 +539,55 @@ async fn rotate_hmac(
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,
+        "recorded_at_system_seq": recorded.event.seq,
+    })))
+}
+
+/// `keys rotate-rsa`: a new federation key pair, announced to every peer in
+/// a message signed with the old key (see `federation::rotation`).
+async fn rotate_rsa(
+    State(cx): Ctx,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Value>, Problem> {
+    let _serialized = cx.changes.lock().await;
+    let rotated = crate::federation::rotation::rotate(&cx.app.federation)
+        .await
+        .map_err(|e| Problem::internal(format!("rotating the federation key: {e}")))?;
+    tracing::warn!(
+        old_key_id = rotated.old_key_id,
+        new_key_id = rotated.new_key_id,
+        peers_notified = rotated.peers_notified,
+        uid = peer.uid,
+        "federation RSA key rotated"
+    );
+    let payload = json!({
+        "key": "federation",
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "fingerprint": rotated.fingerprint,
+        "peers_notified": rotated.peers_notified,
+        "rotated_by": {"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid},
+    });
+    let recorded = cx
+        .app
+        .store
+        .append(crate::journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: "system.key_rotated".into(),
+            actor: Some("logbook-admin".into()),
+            payload: crate::journal::chain::CanonicalPayload::new(&payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
+        })?;
+    Ok(Json(json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "fingerprint": rotated.fingerprint,
+        "peers_notified": rotated.peers_notified,
         "recorded_at_system_seq": recorded.event.seq,
     })))
 }

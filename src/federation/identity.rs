@@ -1,8 +1,12 @@
 //! This instance's federation identity: its instance id and its RSA key pair
 //! (3072 bits, RSASSA-PSS with SHA-256), generated on first start into the
-//! data dir (mode 0600), plus the key encodings and fingerprints peers pin.
+//! data dir (mode 0600), the keys it rotated away from (kept to sign for peers
+//! that have not learnt the new key yet), plus the key encodings and
+//! fingerprints peers pin.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
@@ -21,6 +25,10 @@ pub const KEY_BITS: usize = 3072;
 pub const MIN_PEER_KEY_BITS: usize = 3072;
 /// The private key file in the data dir (PKCS#8 PEM).
 pub const KEY_FILE: &str = "federation.key";
+/// Where a rotation stages the new key until the rotation commits.
+pub const NEW_KEY_FILE: &str = "federation.key.new";
+/// Keys rotated away from, as `<key_id>.key` (PKCS#8 PEM, mode 0600).
+pub const RETIRED_KEYS_DIR: &str = "federation-retired";
 /// The generated instance id, when the config leaves it empty.
 pub const INSTANCE_ID_FILE: &str = "instance_id";
 /// Longest instance id accepted.
@@ -29,11 +37,31 @@ pub const MAX_INSTANCE_ID_LEN: usize = 128;
 pub struct Identity {
     pub instance_id: String,
     pub name: String,
+    current: RwLock<Arc<OwnKey>>,
+    retired: RwLock<HashMap<String, Arc<OwnKey>>>,
+}
+
+/// One key pair of this instance with its public encodings.
+pub struct OwnKey {
     pub private_key: PrivateKey,
     pub public_key_der: Vec<u8>,
     pub public_key_pem: String,
     pub key_id: String,
     pub fingerprint: String,
+}
+
+impl OwnKey {
+    pub fn new(private_key: PrivateKey) -> Result<OwnKey, String> {
+        let public_key = private_key.to_public_key();
+        let public_key_der = spki_der(&public_key)?;
+        Ok(OwnKey {
+            private_key,
+            public_key_pem: spki_pem(&public_key)?,
+            key_id: key_id(&public_key_der),
+            fingerprint: fingerprint(&public_key_der),
+            public_key_der,
+        })
+    }
 }
 
 /// What `Identity::load` had to create.
@@ -79,8 +107,7 @@ impl Identity {
             config.instance_id.clone()
         };
         validate_instance_id(&instance_id).map_err(|e| format!("federation.instance_id: {e}"))?;
-        let public_key = private_key.to_public_key();
-        let public_key_der = spki_der(&public_key)?;
+        let retired = load_retired(&data_dir.join(RETIRED_KEYS_DIR))?;
         Ok((
             Identity {
                 name: if config.name.is_empty() {
@@ -89,15 +116,66 @@ impl Identity {
                     config.name.clone()
                 },
                 instance_id,
-                private_key,
-                public_key_pem: spki_pem(&public_key)?,
-                key_id: key_id(&public_key_der),
-                fingerprint: fingerprint(&public_key_der),
-                public_key_der,
+                current: RwLock::new(Arc::new(OwnKey::new(private_key)?)),
+                retired: RwLock::new(retired),
             },
             created,
         ))
     }
+
+    /// The key this instance signs with now.
+    pub fn current(&self) -> Arc<OwnKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A key this instance rotated away from, by key id.
+    pub fn retired(&self, key_id: &str) -> Option<Arc<OwnKey>> {
+        self.retired
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key_id)
+            .cloned()
+    }
+
+    pub fn add_retired(&self, key: Arc<OwnKey>) {
+        self.retired
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.key_id.clone(), key);
+    }
+
+    /// Makes `key` the signing key; the previous one must already be retired.
+    pub fn install(&self, key: Arc<OwnKey>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+}
+
+/// Reads every retired key in `dir` (missing dir: none), by key id.
+fn load_retired(dir: &Path) -> Result<HashMap<String, Arc<OwnKey>>, String> {
+    let mut keys = HashMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
+        Err(e) => return Err(format!("reading {}: {e}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|x| x != "key") {
+            continue;
+        }
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let key = OwnKey::new(
+            private_key_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?,
+        )?;
+        keys.insert(key.key_id.clone(), Arc::new(key));
+    }
+    Ok(keys)
 }
 
 /// Instance ids are 1 to 128 of `A-Z a-z 0-9 . _ : -`.

@@ -12,11 +12,13 @@ use serde_json::Value;
 
 use super::Federation;
 use super::identity::{self, key_id};
-use super::message::{EventAck, EventMessage, now_ms, verify_value};
+use super::message::{EventAck, EventMessage, KEY_ROTATED_TYPE, now_ms, verify_value};
 use crate::http::problem::Problem;
 use crate::journal::Event;
 use crate::journal::chain::{canonical_json, check_numbers};
-use crate::journal::store::{Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError};
+use crate::journal::store::{
+    Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey,
+};
 
 /// Most messages accepted in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -173,10 +175,52 @@ pub fn verify_batch(
         ));
     }
     let (peer, key) = active_peer(fed, sender)?;
+    let pinned = key_id(&peer.public_key_der);
     for (value, m) in values.iter().zip(&messages) {
+        if m.key_id != pinned
+            && let Some(der) = fed
+                .store
+                .fed_retired_peer_key(&peer.instance_id, &m.key_id)?
+        {
+            check_retired_redelivery(fed, &peer, der, value, m)?;
+            continue;
+        }
         check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
     }
     Ok((peer, messages))
+}
+
+/// A message signed with a key the peer rotated away from is accepted only
+/// as a redelivery of a message already stored (same id and content): the
+/// sender had not yet seen our ack of its key announcement. It is acked
+/// again and changes nothing. Anything new signed with the old key is
+/// refused, so a leaked old key cannot inject messages.
+fn check_retired_redelivery(
+    fed: &Federation,
+    peer: &PeerRecord,
+    retired_der: Vec<u8>,
+    value: &Value,
+    m: &EventMessage,
+) -> Result<(), Problem> {
+    let retired_peer = PeerRecord {
+        public_key_der: retired_der,
+        ..peer.clone()
+    };
+    let key =
+        identity::public_key_from_der(&retired_peer.public_key_der).map_err(Problem::internal)?;
+    check_signed(fed, &retired_peer, &key, value, &m.key_id, m.timestamp)?;
+    let stored = fed.store.fed_inbox_get(&m.message_id)?;
+    if stored.is_some_and(|r| r.peer == peer.instance_id && r.digest == m.content_digest()) {
+        return Ok(());
+    }
+    Err(unauthorized(
+        "retired-key",
+        "Signed with a retired key",
+        format!(
+            "keyId {:?} is a key {:?} rotated away from; it is accepted only for redeliveries of messages already received",
+            m.key_id, peer.instance_id
+        ),
+    ))
 }
 
 /// Verifies, rate-limits, stores and acknowledges `/incoming/event`.
@@ -184,7 +228,40 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
     let (values, batch) = split_batch(body)?;
     let (peer, messages) = verify_batch(fed, &values)?;
     let mut incoming = Vec::with_capacity(messages.len());
+    let mut rekey = None;
     for m in &messages {
+        if m.event_type == KEY_ROTATED_TYPE {
+            if rekey.is_some() {
+                return Err(Problem::unprocessable(
+                    "invalid-batch",
+                    "Invalid batch",
+                    "a request carries at most one key announcement",
+                ));
+            }
+            let (new_der, _) = super::rotation::parse_announcement(&m.payload).map_err(|e| {
+                Problem::unprocessable(
+                    "invalid-payload",
+                    "Invalid key announcement",
+                    format!("{KEY_ROTATED_TYPE}: {e}"),
+                )
+            })?;
+            rekey = Some(Rekey {
+                message_id: m.message_id,
+                old_key_id: key_id(&peer.public_key_der),
+                old_der: peer.public_key_der.clone(),
+                new_der,
+            });
+            incoming.push(Incoming {
+                message_id: m.message_id,
+                peer: peer.instance_id.clone(),
+                event_type: m.event_type.clone(),
+                journal: None,
+                payload: canonical_json(&m.payload),
+                timestamp: m.timestamp,
+                digest: m.content_digest(),
+            });
+            continue;
+        }
         if m.event_type.starts_with("federation.") {
             return Err(Problem::unprocessable(
                 "invalid-type",
@@ -220,15 +297,25 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
         });
     }
     rate_limit(fed, &peer.instance_id, messages.len())?;
-    match fed.store.fed_receive(&incoming) {
-        Ok(_) => {}
+    match fed.store.fed_receive_rekey(&incoming, rekey.as_ref()) {
+        Ok(outcomes) => {
+            if let Some(rekey) = &rekey {
+                let applied = incoming
+                    .iter()
+                    .zip(&outcomes)
+                    .any(|(m, o)| m.message_id == rekey.message_id && *o == ReceiveOutcome::Stored);
+                if applied {
+                    tracing::warn!(peer = %peer.instance_id, old_key_id = %rekey.old_key_id, new_key_id = %key_id(&rekey.new_der), "peer rotated its key; pinned the new key");
+                }
+            }
+        }
         Err(ReceiveError::IdReused(id)) => return Err(id_reused(id)),
         Err(ReceiveError::Storage(e)) => return Err(e.into()),
     }
     // Stored (fsynced): now acknowledge.
     let acks = messages
         .iter()
-        .map(|m| sign_ack(fed, m.message_id))
+        .map(|m| sign_ack(fed, &peer.instance_id, m.message_id))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if batch {
         Value::Array(acks)
@@ -268,10 +355,16 @@ fn count_by_peer<'a>(peers: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u
     counts
 }
 
-pub fn sign_ack(fed: &Federation, correlation_id: uuid::Uuid) -> Result<Value, Problem> {
+/// An ack for `peer`, signed with the key that peer pins for us.
+pub fn sign_ack(
+    fed: &Federation,
+    peer: &str,
+    correlation_id: uuid::Uuid,
+) -> Result<Value, Problem> {
+    let (key, _) = fed.signing_key_for(peer).map_err(Problem::internal)?;
     let ack = EventAck::signed(
-        &fed.identity.private_key,
-        &fed.identity.key_id,
+        &key.private_key,
+        &key.key_id,
         &fed.identity.instance_id,
         correlation_id,
         now_ms(),

@@ -19,6 +19,9 @@ pub const PROTOCOL_VERSION: &str = "logbook-federation/1";
 pub const SUBSCRIBE_TYPE: &str = "federation.subscribe";
 /// Event type of an unsubscription request.
 pub const UNSUBSCRIBE_TYPE: &str = "federation.unsubscribe";
+/// Event type of a key-rotation announcement (payload `{"publicKey": SPKI
+/// PEM, "keyId": id}`), signed with the key being replaced.
+pub const KEY_ROTATED_TYPE: &str = "federation.key_rotated";
 
 /// A federated event, or a control request (subscribe, unsubscribe).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

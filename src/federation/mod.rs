@@ -4,7 +4,8 @@
 //! and one delivery worker per peer. The pieces: [`identity`] (key pair and
 //! instance id), [`message`] (wire shapes and signatures), [`peers`] (adding
 //! and pinning peers), [`outbox`] (delivery with retries), [`inbox`]
-//! (verifying and storing what peers send) and [`routes`] (the HTTP API).
+//! (verifying and storing what peers send), [`rotation`] (changing our key
+//! and learning a peer's new key) and [`routes`] (the HTTP API).
 //! All federation state lives in the store (`journal::store`, federation
 //! tables); outbox rows for journal events are written in the append's own
 //! transaction.
@@ -14,9 +15,11 @@ pub mod inbox;
 pub mod message;
 pub mod outbox;
 pub mod peers;
+pub mod rotation;
 pub mod routes;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FederationConfig};
 use crate::journal::store::{PeerStatus, Store};
-use identity::Identity;
+use identity::{Identity, OwnKey};
 
 pub struct Federation {
     pub identity: Identity,
@@ -33,6 +36,8 @@ pub struct Federation {
     pub config: FederationConfig,
     pub client: reqwest::Client,
     pub limiter: inbox::RateLimiter,
+    /// Where the key files live (current, staged and retired keys).
+    pub data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
     shutdown: CancellationToken,
 }
@@ -51,17 +56,21 @@ impl Federation {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = config.server.data_dir.clone();
         let identity_config = fed_config.clone();
-        let (identity, created) =
-            tokio::task::spawn_blocking(move || Identity::load(&data_dir, &identity_config))
-                .await
-                .map_err(|e| format!("loading the federation identity: {e}"))??;
+        let (dir, recover_store) = (data_dir.clone(), store.clone());
+        let (identity, created) = tokio::task::spawn_blocking(move || {
+            rotation::recover(&dir, &recover_store)?;
+            Identity::load(&dir, &identity_config)
+        })
+        .await
+        .map_err(|e| format!("loading the federation identity: {e}"))??;
+        let key = identity.current();
         if created.key {
-            tracing::info!(key_id = %identity.key_id, "generated a federation key pair in the data dir (mode 0600)");
+            tracing::info!(key_id = %key.key_id, "generated a federation key pair in the data dir (mode 0600)");
         }
         tracing::info!(
             instance_id = %identity.instance_id,
-            key_id = %identity.key_id,
-            fingerprint = %identity.fingerprint,
+            key_id = %key.key_id,
+            fingerprint = %key.fingerprint,
             "federation identity"
         );
         let client = reqwest::Client::builder()
@@ -78,6 +87,7 @@ impl Federation {
             ),
             identity,
             store,
+            data_dir,
             config: fed_config,
             client,
             workers: Mutex::new(HashMap::new()),
@@ -97,6 +107,28 @@ impl Federation {
             peers::spawn_pin_from_config(federation.clone(), peer);
         }
         Ok(federation)
+    }
+
+    /// The key to sign with for `peer`: the key the peer pins for us. That
+    /// is our current key, unless an announcement of a newer key is still
+    /// undelivered to the peer; then it is the key that announcement is
+    /// signed with, and the announcement's outbox seq is returned too
+    /// (nothing after it may be signed with that key).
+    pub fn signing_key_for(&self, peer: &str) -> Result<(Arc<OwnKey>, Option<u64>), String> {
+        match self
+            .store
+            .fed_pending_rotation(peer)
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok((self.identity.current(), None)),
+            Some((seq, old_key_id)) => match self.identity.retired(&old_key_id) {
+                Some(key) => Ok((key, Some(seq))),
+                None => Err(format!(
+                    "the retired key {old_key_id}, which {peer} still pins, is missing from {}/",
+                    identity::RETIRED_KEYS_DIR
+                )),
+            },
+        }
     }
 
     /// Starts the delivery worker for `peer` unless one is running.
@@ -134,6 +166,39 @@ impl Federation {
     }
 }
 
+/// Most bytes read from a peer's answer (acks, problem details, the
+/// identity document). A batch of acks stays well below: an ack is under
+/// 1 KiB and a batch holds at most [`inbox::MAX_BATCH`] of them.
+pub const MAX_PEER_RESPONSE: usize = 1024 * 1024;
+
+/// Reads a peer's answer as JSON, refusing one larger than
+/// [`MAX_PEER_RESPONSE`]: a hostile or broken peer cannot make us buffer
+/// without bound.
+pub async fn read_peer_json(mut response: reqwest::Response) -> Result<serde_json::Value, String> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PEER_RESPONSE as u64)
+    {
+        return Err(format!(
+            "the answer is larger than {MAX_PEER_RESPONSE} bytes"
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_PEER_RESPONSE {
+            return Err(format!(
+                "the answer is larger than {MAX_PEER_RESPONSE} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+}
+
 fn validate(c: &FederationConfig) -> Result<(), String> {
     if !c.instance_id.is_empty() {
         identity::validate_instance_id(&c.instance_id)
@@ -162,4 +227,32 @@ fn validate(c: &FederationConfig) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: Vec<u8>) -> reqwest::Response {
+        reqwest::Response::from(axum::http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn peer_answers_are_read_up_to_the_cap() {
+        let ok = format!("[{}0]", "0,".repeat(1000)).into_bytes();
+        assert!(read_peer_json(response(ok)).await.unwrap().is_array());
+        // Just over the cap: refused whether or not a length is declared.
+        let mut big = vec![b' '; MAX_PEER_RESPONSE];
+        big.extend_from_slice(b"{}");
+        let err = read_peer_json(response(big)).await.unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        let stream = futures_util::stream::iter(
+            (0..(MAX_PEER_RESPONSE / 4096 + 2)).map(|_| Ok::<_, std::io::Error>(vec![b' '; 4096])),
+        );
+        let chunked = reqwest::Response::from(axum::http::Response::new(
+            reqwest::Body::wrap_stream(stream),
+        ));
+        let err = read_peer_json(chunked).await.unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+    }
 }

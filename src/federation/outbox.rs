@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Federation;
-use super::identity;
+use super::identity::{self, OwnKey};
 use super::inbox;
 use super::message::{EventAck, EventMessage, now_ms};
+use super::{Federation, read_peer_json};
 use crate::journal::store::{OutboxRecord, PeerRecord, PeerStatus};
 
 /// Path messages are delivered to on the peer.
@@ -100,12 +100,27 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     if peer.status != PeerStatus::Active {
         return Ok(Step::Idle(None));
     }
-    let (rows, new_cursor, wait_until) = due;
+    let (mut rows, new_cursor, wait_until) = due;
     *cursor = new_cursor;
     if rows.is_empty() {
         return Ok(Step::Idle(wait_until));
     }
-    match send(fed, &peer, &rows).await {
+    // Sign with the key the peer pins for us. A batch ends at an undelivered
+    // announcement of our new key: what follows it is signed with the new
+    // key, which the peer accepts only once it has the announcement.
+    let (fed2, id) = (fed.clone(), peer_id.to_string());
+    let (key, announcement) = tokio::task::spawn_blocking(move || fed2.signing_key_for(&id))
+        .await
+        .map_err(|e| e.to_string())??;
+    if let Some(seq) = announcement {
+        rows.retain(|(s, _)| *s <= seq);
+        if rows.is_empty() {
+            return Err(format!(
+                "the key announcement at outbox seq {seq} is not among the due messages"
+            ));
+        }
+    }
+    match send(fed, &peer, &key, &rows).await {
         // The peer refused the batch as a whole: maybe one message in it is
         // one it cannot take (too large, too deep, an id it saw with other
         // content). Send them one by one, in order, so that one message
@@ -114,7 +129,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         Err(failure) if failure.refused && rows.len() > 1 => {
             for row in &rows {
                 let one = std::slice::from_ref(row);
-                let outcome = send(fed, &peer, one).await;
+                let outcome = send(fed, &peer, &key, one).await;
                 let delivered = matches!(&outcome, Ok(acked) if !acked.is_empty());
                 record(fed, peer_id, one, outcome).await?;
                 if !delivered {
@@ -140,6 +155,7 @@ async fn record(
     let id = peer_id.to_string();
     let config = fed.config.clone();
     let attempts_before = rows.first().map_or(0, |(_, r)| r.attempts);
+    let seqs_sent = rows.len();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let (delivered, failed) = match outcome {
             Ok(acked) => {
@@ -156,6 +172,8 @@ async fn record(
         if !delivered.is_empty() {
             store.fed_mark_delivered(&id, &delivered).map_err(|e| e.to_string())?;
         }
+        let failed_count = failed.as_ref().map_or(0, |(s, _)| s.len());
+        let mut dead = 0;
         if let Some((seqs, failure)) = failed {
             let delay = failure
                 .retry_after
@@ -163,11 +181,12 @@ async fn record(
                 .unwrap_or_else(|| backoff(&config, attempts_before.saturating_add(1)));
             let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
             let max_age_ms = i64::try_from(config.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            let dead = store
+            dead = store
                 .fed_mark_failed(&id, &seqs, &failure.error, next, config.max_attempts, max_age_ms)
                 .map_err(|e| e.to_string())?;
             tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
         }
+        crate::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);
         Ok(())
     })
     .await
@@ -192,6 +211,7 @@ pub fn backoff(config: &crate::config::FederationConfig, attempt: u32) -> Durati
 async fn send(
     fed: &Arc<Federation>,
     peer: &PeerRecord,
+    key: &Arc<OwnKey>,
     rows: &[(u64, OutboxRecord)],
 ) -> Result<Vec<u64>, Failure> {
     let fail = |error: String| Failure {
@@ -200,7 +220,7 @@ async fn send(
         refused: false,
     };
     // Sign now, so a retry never carries an old timestamp.
-    let fed2 = fed.clone();
+    let (fed2, key2) = (fed.clone(), key.clone());
     let rows2 = rows.to_vec();
     let (body, ids) =
         tokio::task::spawn_blocking(move || -> Result<(Value, HashMap<Uuid, u64>), String> {
@@ -212,8 +232,8 @@ async fn send(
                 let payload: Value = serde_json::from_str(&row.payload)
                     .map_err(|e| format!("stored payload: {e}"))?;
                 let m = EventMessage::signed(
-                    &fed2.identity.private_key,
-                    &fed2.identity.key_id,
+                    &key2.private_key,
+                    &key2.key_id,
                     &fed2.identity.instance_id,
                     id,
                     &row.event_type,
@@ -256,8 +276,7 @@ async fn send(
         } else {
             None
         };
-        let detail = response
-            .json::<Value>()
+        let detail = read_peer_json(response)
             .await
             .ok()
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
@@ -268,8 +287,7 @@ async fn send(
             refused: !busy,
         });
     }
-    let answer: Value = response
-        .json()
+    let answer: Value = read_peer_json(response)
         .await
         .map_err(|e| fail(format!("reading the ack: {e}")))?;
     let acks = match answer {

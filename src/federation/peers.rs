@@ -108,8 +108,7 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
     if !response.status().is_success() {
         return Err(format!("fetching {url}: HTTP {}", response.status()));
     }
-    let doc: Value = response
-        .json()
+    let doc: Value = super::read_peer_json(response)
         .await
         .map_err(|e| format!("reading {url}: {e}"))?;
     let instance_id = doc
@@ -198,42 +197,69 @@ pub enum AddError {
     Storage(String),
 }
 
-/// Applies `[[peers]]`: peers with an inline key are stored now; those with
-/// only a fingerprint are returned, to be fetched and pinned in the background.
-pub async fn apply_config(
-    fed: &Arc<Federation>,
-    peers: &[PeerConfig],
-) -> Result<Vec<PeerSpec>, String> {
-    let mut pending = Vec::new();
+/// Checks `[[peers]]` without applying anything: what a reload does before
+/// it changes any setting.
+pub fn check_config(own_instance_id: &str, peers: &[PeerConfig]) -> Result<(), String> {
     for (i, p) in peers.iter().enumerate() {
         let spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)
             .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
-        if spec.instance_id == fed.identity.instance_id {
+        if spec.instance_id == own_instance_id {
             return Err(format!(
                 "peers[{i}]: {} is this instance's own id",
                 spec.instance_id
             ));
         }
-        match spec
-            .inline_key()
-            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?
+        spec.inline_key()
+            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
+    }
+    Ok(())
+}
+
+/// Applies `[[peers]]` (at start and on reload): peers with an inline key are
+/// stored now; those with only a fingerprint are returned, to be fetched and
+/// pinned in the background. Peers not listed (added at run time) are left
+/// alone, and so is a peer's status. A key the peer has since rotated away
+/// from (it announced a new one) is not pinned again: the newer key stays.
+pub async fn apply_config(
+    fed: &Arc<Federation>,
+    peers: &[PeerConfig],
+) -> Result<Vec<PeerSpec>, String> {
+    check_config(&fed.identity.instance_id, peers)?;
+    let mut pending = Vec::new();
+    for p in peers {
+        let spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)?;
+        let stored = fed
+            .store
+            .fed_peer(&spec.instance_id)
+            .map_err(|e| e.to_string())?;
+        // The key id the config pins, from the key or the fingerprint.
+        let inline = spec.inline_key()?;
+        let configured_key_id = match &inline {
+            Some(der) => Some(key_id(der)),
+            None => spec.fingerprint.as_ref().map(|f| f[..16].to_string()),
+        };
+        if let Some(stored) = &stored
+            && let Some(configured) = &configured_key_id
+            && *configured != key_id(&stored.public_key_der)
+            && fed
+                .store
+                .fed_retired_peer_key(&spec.instance_id, configured)
+                .map_err(|e| e.to_string())?
+                .is_some()
         {
-            Some(der) => {
+            tracing::warn!(peer = %spec.instance_id, configured_key_id = %configured, pinned_key_id = %key_id(&stored.public_key_der), "[[peers]] lists a key this peer rotated away from; keeping the newer key (update config.toml)");
+            store_peer(fed, &spec, stored.public_key_der.clone(), true)?;
+            continue;
+        }
+        match (inline, stored) {
+            (Some(der), _) => {
                 store_peer(fed, &spec, der, true)?;
             }
-            None => {
-                let stored = fed
-                    .store
-                    .fed_peer(&spec.instance_id)
-                    .map_err(|e| e.to_string())?;
-                match stored {
-                    // Already pinned to the same key: only the URL may change.
-                    Some(p) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
-                        store_peer(fed, &spec, p.public_key_der, true)?;
-                    }
-                    _ => pending.push(spec),
-                }
+            // Already pinned to the same key: only the URL may change.
+            (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
+                store_peer(fed, &spec, p.public_key_der, true)?;
             }
+            (None, _) => pending.push(spec),
         }
     }
     Ok(pending)

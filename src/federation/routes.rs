@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(&format!("{BASE}/events/unsubscribe"), post(unsubscribe))
         .route(&format!("{BASE}/events/publish"), post(publish))
         .route(&format!("{BASE}/events/messages/retry"), post(retry))
+        .route(&format!("{BASE}/events/messages/drop"), post(drop_dead))
         .route_layer(from_fn_with_state(state, require_admin));
     public.merge(read).merge(admin)
 }
@@ -103,12 +104,13 @@ fn fed(state: &AppState) -> Arc<Federation> {
 
 async fn instance(State(state): State<AppState>) -> Json<Value> {
     let id = &state.federation.identity;
+    let key = id.current();
     Json(json!({
         "instanceId": id.instance_id,
         "name": id.name,
-        "publicKey": id.public_key_pem,
-        "keyId": id.key_id,
-        "fingerprint": id.fingerprint,
+        "publicKey": key.public_key_pem,
+        "keyId": key.key_id,
+        "fingerprint": key.fingerprint,
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": ["events", "batch", "journal-events", "subscribe", "ack"],
     }))
@@ -240,7 +242,7 @@ async fn incoming_control(
             Err(ReceiveError::IdReused(id)) => return Err(inbox::id_reused(id)),
             Err(ReceiveError::Storage(e)) => return Err(e.into()),
         }
-        inbox::sign_ack(&fed, message.message_id)
+        inbox::sign_ack(&fed, &peer.instance_id, message.message_id)
     })
     .await
 }
@@ -400,9 +402,12 @@ async fn control(
     let (peer, key, request) = blocking(move || {
         let (peer, key) = inbox::active_peer(&fed2, &peer_id)
             .map_err(|p| Problem::unprocessable(p.kind, p.title, p.detail))?;
+        let (signing_key, _) = fed2
+            .signing_key_for(&peer.instance_id)
+            .map_err(Problem::internal)?;
         let request = EventMessage::signed(
-            &fed2.identity.private_key,
-            &fed2.identity.key_id,
+            &signing_key.private_key,
+            &signing_key.key_id,
             &fed2.identity.instance_id,
             Uuid::new_v4(),
             event_type,
@@ -435,7 +440,7 @@ async fn control(
         .await
         .map_err(|e| peer_error(format!("sending to {url}: {e}")))?;
     let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let answer: Value = super::read_peer_json(response).await.unwrap_or(Value::Null);
     if !status.is_success() {
         let detail = answer
             .get("detail")
@@ -682,6 +687,49 @@ async fn retry(
     })
     .await?;
     Ok(Json(json!({"requeued": count})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DropBody {
+    #[serde(default)]
+    message_id: Option<Uuid>,
+    #[serde(default)]
+    peer: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Deletes dead messages: one (`messageId`, of `peer` if given), all of a
+/// `peer`, or with `all: true` every one. Nothing is dropped by an empty body.
+async fn drop_dead(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, Problem> {
+    let body: DropBody =
+        serde_json::from_value(body).map_err(|e| invalid_body(e, "{messageId?, peer?, all?}"))?;
+    let peer = body.peer.filter(|p| !p.is_empty());
+    if body.message_id.is_none() && peer.is_none() && !body.all {
+        return Err(Problem::unprocessable(
+            "invalid-request",
+            "Invalid request",
+            "name the dead messages to drop: messageId, peer, or all: true",
+        ));
+    }
+    if body.all && (body.message_id.is_some() || peer.is_some()) {
+        return Err(Problem::unprocessable(
+            "invalid-request",
+            "Invalid request",
+            "all: true drops every dead message; do not combine it with messageId or peer",
+        ));
+    }
+    let fed = fed(&state);
+    let (id, who) = (body.message_id, peer.clone());
+    let count = blocking(move || Ok(fed.store.fed_drop_dead(id.as_ref(), who.as_deref())?)).await?;
+    if count > 0 {
+        tracing::warn!(dropped = count, peer = ?peer, message_id = ?body.message_id, "dead federation messages dropped");
+    }
+    Ok(Json(json!({"dropped": count})))
 }
 
 /// Received journal events that broke their origin's chain: gaps and forks.

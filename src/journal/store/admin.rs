@@ -325,6 +325,9 @@ impl Store {
             copy!(FED_INBOX_POSITIONS);
             copy!(FED_ORIGIN_EVENTS);
             copy!(FED_ORIGIN_HEADS);
+            copy!(FED_PENDING_ROTATIONS);
+            copy!(FED_KEY_ROTATIONS);
+            copy!(FED_RETIRED_PEER_KEYS);
         }
         write.commit()?;
         Ok(rows)
@@ -347,6 +350,9 @@ const KNOWN_TABLES: &[&str] = &[
     "fed_inbox_positions",
     "fed_origin_events",
     "fed_origin_heads",
+    "fed_pending_rotations",
+    "fed_key_rotations",
+    "fed_retired_peer_keys",
 ];
 
 /// Installs a backup file as the store of `data_dir`. Refuses to overwrite an

@@ -12,6 +12,11 @@
 //! - `fed_inbox_positions`: inbox position (u64) → message id
 //! - `fed_origin_events`: origin ‖ NUL ‖ plan id ‖ seq → journal event seen
 //! - `fed_origin_heads`: origin ‖ NUL ‖ plan id → last journal event seen
+//! - `fed_pending_rotations`: `fed_outbox` key of a key-rotation message the
+//!   peer has not acknowledged yet → the key id it is signed with (our old key)
+//! - `fed_key_rotations`: our new key id → rotation record (the commit point
+//!   of a rotation; see `federation::rotation`)
+//! - `fed_retired_peer_keys`: peer ‖ NUL ‖ key id → a key the peer rotated away from
 //!
 //! The journal writer adds outbox rows inside the append's own transaction
 //! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
@@ -41,6 +46,12 @@ pub(super) const FED_ORIGIN_EVENTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("fed_origin_events");
 pub(super) const FED_ORIGIN_HEADS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("fed_origin_heads");
+pub(super) const FED_PENDING_ROTATIONS: TableDefinition<&[u8], &str> =
+    TableDefinition::new("fed_pending_rotations");
+pub(super) const FED_KEY_ROTATIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("fed_key_rotations");
+pub(super) const FED_RETIRED_PEER_KEYS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_retired_peer_keys");
 
 /// Creates every federation table, so readers never see a missing one.
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -52,6 +63,9 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(FED_INBOX_POSITIONS)?;
     txn.open_table(FED_ORIGIN_EVENTS)?;
     txn.open_table(FED_ORIGIN_HEADS)?;
+    txn.open_table(FED_PENDING_ROTATIONS)?;
+    txn.open_table(FED_KEY_ROTATIONS)?;
+    txn.open_table(FED_RETIRED_PEER_KEYS)?;
     Ok(())
 }
 
@@ -287,6 +301,32 @@ impl From<StoreError> for ReceiveError {
     fn from(e: StoreError) -> Self {
         ReceiveError::Storage(e)
     }
+}
+
+/// One rotation of this instance's federation key, recorded in the same
+/// transaction that queues the announcements to the peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyRotationRecord {
+    old_key_id: String,
+    rotated_at: i64,
+}
+
+/// A key a peer announced it rotated away from. Messages signed with it are
+/// accepted only as redeliveries of messages already stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RetiredPeerKey {
+    public_key_der: Vec<u8>,
+    retired_at: i64,
+}
+
+/// A verified key-rotation message from a peer: re-pin `new_der` in place of
+/// `old_der` when the message `message_id` is stored (not on a redelivery).
+#[derive(Debug, Clone)]
+pub struct Rekey {
+    pub message_id: Uuid,
+    pub old_der: Vec<u8>,
+    pub new_der: Vec<u8>,
+    pub old_key_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -715,15 +755,23 @@ impl Store {
         Ok((rows, new_cursor, wait_until))
     }
 
+    /// Applies `update` to the rows `seqs` of `peer`. With `delivered`, a
+    /// key-rotation message among them no longer counts as pending: the peer
+    /// knows our new key.
     fn fed_update_outbox(
         &self,
         peer: &str,
         seqs: &[u64],
+        delivered: bool,
         mut update: impl FnMut(&mut OutboxRecord),
     ) -> Result<(), StoreError> {
         self.fed_write(|txn| {
             let mut table = txn.open_table(FED_OUTBOX)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
             for &seq in seqs {
+                if delivered {
+                    pending.remove(outbox_key(peer, seq).as_slice())?;
+                }
                 let key = outbox_key(peer, seq);
                 let Some(stored) = table
                     .get(key.as_slice())?
@@ -742,7 +790,7 @@ impl Store {
 
     pub fn fed_mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let now = Timestamp::now().millis();
-        self.fed_update_outbox(peer, seqs, |r| {
+        self.fed_update_outbox(peer, seqs, true, |r| {
             r.status = DeliveryStatus::Delivered;
             r.attempts = r.attempts.saturating_add(1);
             r.last_error = None;
@@ -763,7 +811,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let now = Timestamp::now().millis();
         let mut dead = 0;
-        self.fed_update_outbox(peer, seqs, |r| {
+        self.fed_update_outbox(peer, seqs, false, |r| {
             if !r.status.is_open() {
                 return;
             }
@@ -798,7 +846,7 @@ impl Store {
             return Ok(false);
         }
         let now = Timestamp::now().millis();
-        self.fed_update_outbox(peer, &[seq], |r| {
+        self.fed_update_outbox(peer, &[seq], true, |r| {
             if r.status != DeliveryStatus::Delivered {
                 r.status = DeliveryStatus::Delivered;
                 r.last_error = None;
@@ -874,6 +922,158 @@ impl Store {
         Ok(count)
     }
 
+    /// Deletes dead messages: one by id (if it is dead, and of `peer` when
+    /// given), or every dead one of `peer`, or with neither every dead one.
+    /// Returns how many. They are gone for good: a late ack for one is ignored.
+    pub fn fed_drop_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let count = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            let mut doomed: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
+            let candidates: Vec<Vec<u8>> = match (message_id, peer) {
+                (Some(id), _) => ids
+                    .get(id.into_bytes())?
+                    .map(|k| k.value().to_vec())
+                    .into_iter()
+                    .collect(),
+                (None, Some(p)) => table
+                    .range(outbox_key(p, 0).as_slice()..=outbox_key(p, u64::MAX).as_slice())?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<Result<_, _>>()?,
+                (None, None) => table
+                    .range::<&[u8]>(..)?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<Result<_, _>>()?,
+            };
+            for key in candidates {
+                let (owner, _) = split_outbox_key(&key)?;
+                if peer.is_some_and(|p| p != owner) {
+                    continue;
+                }
+                let Some(record) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                if record.status == DeliveryStatus::Dead {
+                    doomed.push((key, record.message_id));
+                }
+            }
+            for (key, id) in &doomed {
+                table.remove(key.as_slice())?;
+                ids.remove(*id)?;
+                // A dropped key announcement will never reach the peer
+                // (typically it was re-pinned by hand): stop signing for it
+                // with the old key.
+                pending.remove(key.as_slice())?;
+            }
+            Ok(doomed.len())
+        })?;
+        if count > 0 {
+            // Workers rescan from the start: a dropped row's seq may be reused.
+            self.fed.requeued.send_modify(|n| *n += 1);
+            self.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Queues the announcement of a new key of ours for every known peer
+    /// (any status: a suspended or removed peer that comes back must learn
+    /// it first), marks each as pending (signed with `old_key_id` until the
+    /// peer acknowledges it), and records the rotation, all in one durable
+    /// transaction: this commit is the point where the rotation happened.
+    pub fn fed_enqueue_key_rotation(
+        &self,
+        event_type: &str,
+        payload: &str,
+        old_key_id: &str,
+        new_key_id: &str,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        let now = Timestamp::now().millis();
+        let peers = self.fed_peers()?;
+        let queued = self.fed_write(|txn| {
+            let mut outbox = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            let mut queued = Vec::with_capacity(peers.len());
+            for peer in &peers {
+                let id = enqueue(
+                    &mut outbox,
+                    &mut ids,
+                    &peer.instance_id,
+                    event_type,
+                    payload,
+                    now,
+                )?;
+                let key = ids
+                    .get(id.into_bytes())?
+                    .map(|k| k.value().to_vec())
+                    .ok_or_else(|| StoreError("queued message has no outbox key".into()))?;
+                pending.insert(key.as_slice(), old_key_id)?;
+                queued.push((peer.instance_id.clone(), id));
+            }
+            let record = KeyRotationRecord {
+                old_key_id: old_key_id.to_string(),
+                rotated_at: now,
+            };
+            txn.open_table(FED_KEY_ROTATIONS)?
+                .insert(new_key_id, encode(&record).as_slice())?;
+            Ok(queued)
+        })?;
+        self.fed.outbox_grew();
+        Ok(queued)
+    }
+
+    /// Whether a rotation to `new_key_id` was committed.
+    pub fn fed_key_rotation_committed(&self, new_key_id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(FED_KEY_ROTATIONS)?
+            .get(new_key_id)?
+            .is_some())
+    }
+
+    /// The first key announcement `peer` has not acknowledged yet: its
+    /// outbox seq and the key id it is signed with. Until it is
+    /// acknowledged the peer still pins that (old) key, so everything we
+    /// sign for the peer up to it uses that key.
+    pub fn fed_pending_rotation(&self, peer: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_PENDING_ROTATIONS)?;
+        let first = table
+            .range(outbox_key(peer, 0).as_slice()..=outbox_key(peer, u64::MAX).as_slice())?
+            .next()
+            .transpose()?;
+        match first {
+            Some((k, v)) => Ok(Some((
+                split_outbox_key(k.value())?.1,
+                v.value().to_string(),
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A key `peer` announced it rotated away from, by key id.
+    pub fn fed_retired_peer_key(
+        &self,
+        peer: &str,
+        key_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_RETIRED_PEER_KEYS)?;
+        table
+            .get(retired_peer_key(peer, key_id).as_slice())?
+            .map(|v| decode::<RetiredPeerKey>(v.value()).map(|r| r.public_key_der))
+            .transpose()
+    }
+
     /// Outbox rows in (peer, seq) order, optionally of one peer and status.
     pub fn fed_outbox_list(
         &self,
@@ -911,6 +1111,19 @@ impl Store {
     /// chain continuity of journal events. A message id reused for different
     /// content aborts the whole batch: nothing is stored.
     pub fn fed_receive(&self, messages: &[Incoming]) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
+        self.fed_receive_rekey(messages, None)
+    }
+
+    /// Like [`Store::fed_receive`]; when `rekey` names a message of the
+    /// batch that is stored now (not a redelivery), the sender's pinned key
+    /// is replaced by the announced one in the same transaction, and the old
+    /// key kept as retired. The announcement gets no inbox position: like
+    /// other control messages it is not listed or streamed.
+    pub fn fed_receive_rekey(
+        &self,
+        messages: &[Incoming],
+        rekey: Option<&Rekey>,
+    ) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
@@ -943,6 +1156,24 @@ impl Store {
                         return Err(ReceiveError::IdReused(m.message_id));
                     }
                     outcomes.push(ReceiveOutcome::Redelivered);
+                    continue;
+                }
+                if let Some(rekey) = rekey.filter(|r| r.message_id == m.message_id) {
+                    repin(&txn, &m.peer, rekey, now)?;
+                    let record = InboxRecord {
+                        position: 0,
+                        peer: m.peer.clone(),
+                        event_type: m.event_type.clone(),
+                        payload: m.payload.clone(),
+                        timestamp: m.timestamp,
+                        received_at: now,
+                        digest: m.digest,
+                        continuity: None,
+                    };
+                    inbox
+                        .insert(id, encode(&record).as_slice())
+                        .map_err(StoreError::from)?;
+                    outcomes.push(ReceiveOutcome::Stored);
                     continue;
                 }
                 let continuity = match &m.journal {
@@ -1086,6 +1317,44 @@ impl Store {
             .map(|v| decode(v.value()))
             .transpose()
     }
+}
+
+fn retired_peer_key(peer: &str, key_id: &str) -> Vec<u8> {
+    let mut key = peer.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(key_id.as_bytes());
+    key
+}
+
+/// Replaces `peer`'s pinned key as `rekey` says, keeping the old one as
+/// retired. Refuses if the pin changed since the message was verified.
+fn repin(txn: &WriteTransaction, peer: &str, rekey: &Rekey, now: i64) -> Result<(), StoreError> {
+    let mut peers = txn.open_table(FED_PEERS)?;
+    let mut record: PeerRecord = peers
+        .get(peer)?
+        .map(|v| decode(v.value()))
+        .transpose()?
+        .ok_or_else(|| StoreError(format!("peer {peer:?} vanished during a key rotation")))?;
+    if rekey.new_der == rekey.old_der {
+        return Ok(()); // announced the key we already pin
+    }
+    if record.public_key_der != rekey.old_der {
+        return Err(StoreError(format!(
+            "the key pinned for {peer:?} changed while its key rotation was being applied"
+        )));
+    }
+    record.public_key_der = rekey.new_der.clone();
+    record.updated_at = now;
+    peers.insert(peer, encode(&record).as_slice())?;
+    txn.open_table(FED_RETIRED_PEER_KEYS)?.insert(
+        retired_peer_key(peer, &rekey.old_key_id).as_slice(),
+        encode(&RetiredPeerKey {
+            public_key_der: rekey.old_der.clone(),
+            retired_at: now,
+        })
+        .as_slice(),
+    )?;
+    Ok(())
 }
 
 /// Classifies a received journal event against what this origin plan sent
