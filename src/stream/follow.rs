@@ -6,6 +6,12 @@
 //! missed is on the channel, and any event the channel dropped (lag) is in
 //! storage. The follower tracks the last key it emitted and only ever emits
 //! `last + 1`; anything else sends it back to storage.
+//!
+//! A plan can be deleted (over the admin socket) and its id used again from
+//! seq 1, so a per-plan cursor can outlive the chain it pointed into. A plan
+//! follower therefore stops with [`Interrupted::PlanDeleted`] when it sees
+//! its plan's tombstone, when storage is behind its cursor, or when the next
+//! event does not link to the last one it emitted: never in silence.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +24,7 @@ use uuid::Uuid;
 use super::StreamStats;
 use crate::journal::Event;
 use crate::journal::registry::TypeFilter;
+use crate::journal::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
 use crate::journal::store::{READ_PAGE, Store, StoreError};
 
 /// What to follow.
@@ -53,6 +60,35 @@ impl Source {
         }
     }
 
+    /// Whether `event` is the tombstone recording the deletion of the
+    /// followed plan.
+    fn is_own_tombstone(&self, event: &Event) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Tombstone {
+            plan_id: Uuid,
+        }
+        let Source::Plan(plan) = self else {
+            return false;
+        };
+        event.plan_id == SYSTEM_PLAN
+            && event.event_type == TOMBSTONE_TYPE
+            && serde_json::from_str::<Tombstone>(event.payload.get())
+                .is_ok_and(|t| t.plan_id == *plan)
+    }
+
+    /// For a plan: whether its head is now behind `cursor`, i.e. the plan
+    /// was deleted (and perhaps started again) after the follower passed it.
+    async fn head_behind(&self, store: &Store, cursor: u64) -> Result<bool, StoreError> {
+        let Source::Plan(plan) = *self else {
+            return Ok(false);
+        };
+        let store = store.clone();
+        let head = tokio::task::spawn_blocking(move || store.head(&plan))
+            .await
+            .map_err(|e| StoreError::from_join(&e))??;
+        Ok(head.map_or(0, |h| h.last_seq) < cursor)
+    }
+
     async fn read_page(&self, store: &Store, after: u64) -> Result<Vec<Event>, StoreError> {
         let store = store.clone();
         let source = self.clone();
@@ -72,10 +108,28 @@ pub struct Followed {
     pub event: Arc<Event>,
 }
 
+/// Why a follower stopped before shutdown. It is the stream's last item.
+#[derive(Debug, Clone)]
+pub enum Interrupted {
+    Storage(StoreError),
+    /// The followed plan was deleted after `cursor`; its id may since have
+    /// been used again from seq 1, a chain the cursor does not point into.
+    PlanDeleted {
+        plan_id: Uuid,
+        cursor: u64,
+    },
+}
+
+impl From<StoreError> for Interrupted {
+    fn from(e: StoreError) -> Self {
+        Interrupted::Storage(e)
+    }
+}
+
 /// Streams events of `source` with cursor > `after`: first from storage,
 /// then live. `receiver` must have been subscribed before the caller checked
 /// `after` against the head. Ends when `shutdown` is cancelled, or after
-/// yielding a storage error.
+/// yielding an [`Interrupted`].
 pub fn follow(
     store: Store,
     mut receiver: broadcast::Receiver<Arc<Event>>,
@@ -83,9 +137,19 @@ pub fn follow(
     after: u64,
     shutdown: CancellationToken,
     stats: Arc<StreamStats>,
-) -> impl Stream<Item = Result<Followed, StoreError>> {
+) -> impl Stream<Item = Result<Followed, Interrupted>> {
     async_stream::stream! {
         let mut cursor = after;
+        // Signature of the last event emitted (plan sources): the next one
+        // must link to it, or the plan was deleted and started again.
+        let mut last_signature: Option<[u8; 32]> = None;
+        let deleted = |cursor| match &source {
+            Source::Plan(plan_id) => Interrupted::PlanDeleted { plan_id: *plan_id, cursor },
+            Source::All(_) => unreachable!("only plan sources are deleted"),
+        };
+        let relinks = |event: &Event, last: Option<[u8; 32]>| {
+            matches!(source, Source::All(_)) || last.is_none() || event.prev_hash == last
+        };
         'catch_up: loop {
             // Replay from storage until a short page says we reached the head.
             loop {
@@ -95,15 +159,33 @@ pub fn follow(
                 let page = match source.read_page(&store, cursor).await {
                     Ok(page) => page,
                     Err(e) => {
-                        yield Err(e);
+                        yield Err(e.into());
                         return;
                     }
                 };
                 let short = page.len() < READ_PAGE;
+                if page.is_empty() && cursor > 0 {
+                    match source.head_behind(&store, cursor).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            yield Err(deleted(cursor));
+                            return;
+                        }
+                        Err(e) => {
+                            yield Err(e.into());
+                            return;
+                        }
+                    }
+                }
                 for event in page {
                     let key = source.key(&event);
                     debug_assert!(key > cursor, "storage returned an event at or before the cursor");
+                    if !relinks(&event, last_signature) {
+                        yield Err(deleted(cursor));
+                        return;
+                    }
                     cursor = key;
+                    last_signature = Some(event.signature);
                     if source.emits(&event) {
                         yield Ok(Followed { cursor, event: Arc::new(event) });
                     }
@@ -121,6 +203,10 @@ pub fn follow(
                     received = receiver.recv() => received,
                 };
                 match received {
+                    Ok(event) if source.is_own_tombstone(&event) => {
+                        yield Err(deleted(cursor));
+                        return;
+                    }
                     Ok(event) if !source.covers(&event) => {}
                     Ok(event) => {
                         let key = source.key(&event);
@@ -131,7 +217,12 @@ pub fn follow(
                             stats.catch_ups.fetch_add(1, Ordering::Relaxed);
                             continue 'catch_up;
                         }
+                        if !relinks(&event, last_signature) {
+                            yield Err(deleted(cursor));
+                            return;
+                        }
                         cursor = key;
+                        last_signature = Some(event.signature);
                         if source.emits(&event) {
                             yield Ok(Followed { cursor, event });
                         }
@@ -143,6 +234,102 @@ pub fn follow(
                     Err(RecvError::Closed) => return,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::journal::chain::CanonicalPayload;
+    use crate::journal::keys::Keyring;
+    use crate::journal::store::AppendRequest;
+
+    fn request(plan_id: Uuid, n: u64) -> AppendRequest {
+        AppendRequest {
+            plan_id,
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&json!({ "n": n })),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
+    /// The follower lags through a deletion (the channel drops the
+    /// tombstone), so only storage can tell it the plan was replaced.
+    async fn lag_through_deletion(reused: u64) -> Vec<Result<u64, String>> {
+        let dir = tempfile::tempdir().unwrap();
+        // A tiny channel: a handful of appends makes the follower lag.
+        let (fanout, _) = broadcast::channel(2);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let plan = Uuid::new_v4();
+        for n in 0..3 {
+            store.append(request(plan, n)).await.unwrap();
+        }
+        let followed = follow(
+            store.clone(),
+            fanout.subscribe(),
+            Source::Plan(plan),
+            0,
+            CancellationToken::new(),
+            Arc::default(),
+        );
+        let mut followed = Box::pin(followed);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(
+                followed
+                    .next()
+                    .await
+                    .unwrap()
+                    .map(|f| f.cursor)
+                    .map_err(|e| format!("{e:?}")),
+            );
+        }
+        store.delete_plan(plan, json!("test")).await.unwrap();
+        for n in 0..reused {
+            store.append(request(plan, n)).await.unwrap();
+        }
+        // Filler on another plan so the follower surely lagged past it all.
+        for n in 0..4 {
+            store.append(request(Uuid::new_v4(), n)).await.unwrap();
+        }
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), followed.next())
+            .await
+            .expect("the follower was left silent")
+            .expect("the follower ended without an item");
+        seen.push(next.map(|f| f.cursor).map_err(|e| format!("{e:?}")));
+        drop(followed);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_lagging_follower_notices_its_plan_was_reused_beyond_its_cursor() {
+        let seen = lag_through_deletion(5).await;
+        assert_eq!(seen[..3], [Ok(1), Ok(2), Ok(3)]);
+        assert!(
+            seen[3].as_ref().is_err_and(|e| e.contains("PlanDeleted")),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_follower_notices_its_plan_is_behind_its_cursor() {
+        for reused in [0, 2] {
+            let seen = lag_through_deletion(reused).await;
+            assert!(
+                seen[3].as_ref().is_err_and(|e| e.contains("PlanDeleted")),
+                "{reused}: {seen:?}"
+            );
         }
     }
 }

@@ -6,17 +6,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 
-use super::follow::Followed;
+use super::follow::{Followed, Interrupted};
 use super::{ConnectedGuard, StreamStats};
-use crate::journal::store::StoreError;
+use crate::http::problem::Problem;
 
-/// Wraps a follower as an SSE response. A storage error mid-stream is sent as
-/// an `event: error` with a problem+json body, and the stream ends.
+/// Wraps a follower as an SSE response. A follower that stops early (storage
+/// error, deleted plan) sends an `event: error` with a problem+json body, and
+/// the stream ends.
 pub fn respond(
-    followed: impl Stream<Item = Result<Followed, StoreError>> + Send + 'static,
+    followed: impl Stream<Item = Result<Followed, Interrupted>> + Send + 'static,
     keepalive: Duration,
     stats: Arc<StreamStats>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
@@ -29,22 +31,30 @@ pub fn respond(
             Ok(Followed { cursor, event }) => SseEvent::default()
                 .id(cursor.to_string())
                 .json_data(&*event)
-                .unwrap_or_else(|e| error_event(&e.to_string())),
-            Err(e) => {
+                .unwrap_or_else(|e| error_event(&Problem::internal(e.to_string()))),
+            Err(Interrupted::Storage(e)) => {
                 tracing::error!(error = %e, "SSE stream ended by a storage error");
-                error_event(&e.to_string())
+                error_event(&Problem::internal(e.to_string()))
             }
+            Err(Interrupted::PlanDeleted { plan_id, cursor }) => error_event(
+                &Problem::new(
+                    StatusCode::GONE,
+                    "plan-deleted",
+                    "Plan deleted",
+                    format!(
+                        "plan {plan_id} was deleted after seq {cursor} (see its tombstone in the system journal); its id may be used again from seq 1, so follow it anew from the start"
+                    ),
+                )
+                .with("plan_id", plan_id.to_string())
+                .with("cursor", cursor),
+            ),
         })
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive))
 }
 
-fn error_event(detail: &str) -> SseEvent {
-    let problem = serde_json::json!({
-        "type": "urn:logbook:problem:internal",
-        "title": "Internal error",
-        "status": 500,
-        "detail": detail,
-    });
-    SseEvent::default().event("error").data(problem.to_string())
+fn error_event(problem: &Problem) -> SseEvent {
+    SseEvent::default()
+        .event("error")
+        .data(problem.body().to_string())
 }

@@ -757,6 +757,99 @@ mod tests {
         assert!(event_key(&a, u64::MAX) < event_key(&b, 0));
     }
 
+    /// One batch mixing every outcome for one plan: a new event, a retry of
+    /// it with the same key (in the same batch), the key reused for another
+    /// request, a stale `expected_seq`, and a correct one. Each caller gets
+    /// its own answer, seqs and positions stay contiguous, and only the new
+    /// events reach the fan-out, in commit order.
+    #[tokio::test]
+    async fn a_batch_with_mixed_outcomes_answers_each_caller() {
+        use super::super::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, mut published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let plan = Uuid::new_v4();
+        let request = |n: u64, expected_seq: Option<u64>, key: Option<&str>| AppendRequest {
+            plan_id: plan,
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({ "n": n })),
+            expected_seq,
+            idempotency: key.map(|key| Idempotency {
+                key: key.into(),
+                fingerprint: [n as u8; 32],
+            }),
+        };
+        let batch_requests = [
+            request(1, Some(0), Some("k")), // new: seq 1
+            request(1, Some(0), Some("k")), // same key, same request: replay of seq 1
+            request(2, None, Some("k")),    // same key, other request: conflict
+            request(3, Some(0), None),      // stale expected_seq: conflict, head 1
+            request(4, Some(1), None),      // new: seq 2
+        ];
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for req in batch_requests {
+            let (reply, answer) = oneshot::channel();
+            batch.push((req, reply));
+            answers.push(answer);
+        }
+        let mut writer_loop = WriterLoop {
+            fed: store.fed.clone(),
+            db: store.db.clone(),
+            keyring: store.keyring.clone(),
+            fanout,
+            position: 0,
+            stats: Arc::new(WriterStats::default()),
+        };
+        writer_loop.commit_batch(&mut batch);
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        let created = |o: &Result<Appended, AppendError>| {
+            o.as_ref()
+                .map(|a| (a.event.seq, a.event.position, a.replayed))
+                .map_err(|e| format!("{e:?}"))
+        };
+        assert_eq!(created(&outcomes[0]), Ok((1, 1, false)));
+        assert_eq!(created(&outcomes[1]), Ok((1, 1, true)));
+        assert_eq!(
+            outcomes[1].as_ref().unwrap().event.id,
+            outcomes[0].as_ref().unwrap().event.id
+        );
+        assert!(matches!(
+            outcomes[2],
+            Err(AppendError::IdempotencyConflict { seq: 1 })
+        ));
+        assert!(matches!(
+            outcomes[3],
+            Err(AppendError::SeqConflict {
+                expected: 0,
+                head: 1
+            })
+        ));
+        assert_eq!(created(&outcomes[4]), Ok((2, 2, false)));
+        assert_eq!(writer_loop.stats.appends.load(Ordering::Relaxed), 2);
+        assert_eq!(writer_loop.stats.last_batch_size.load(Ordering::Relaxed), 5);
+        assert_eq!(published.try_recv().unwrap().seq, 1);
+        assert_eq!(published.try_recv().unwrap().seq, 2);
+        assert!(
+            published.try_recv().is_err(),
+            "replays are not published again"
+        );
+        assert_eq!(store.head(&plan).unwrap().unwrap().last_seq, 2);
+        assert_eq!(store.last_position().unwrap(), 2);
+        let keyring = store.keyring();
+        assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn records_carry_a_version_byte() {
         let head = PlanHead {
