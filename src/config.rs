@@ -224,6 +224,12 @@ impl Config {
     /// Everything [`Config::validate`] checks except the loopback rule,
     /// which also counts tokens kept in the store ([`Config::check_exposure`]).
     pub fn validate_settings(&self) -> Result<(), String> {
+        // Stopping must take under 5 s in all: the grace plus the writer drain.
+        if self.server.shutdown_grace_secs > 4 {
+            return Err(
+                "server.shutdown_grace_secs must be at most 4 (a stop completes within 5 s)".into(),
+            );
+        }
         let l = &self.limits;
         if l.max_body_bytes == 0 {
             return Err("limits.max_body_bytes must be positive".into());

@@ -204,14 +204,8 @@ async fn delete_plan(
             "Protected plan",
             e.to_string(),
         )),
-        Err(e @ DeleteError::Changed { .. }) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "plan-changed",
-            "Plan changed",
-            e.to_string(),
-        )),
         Err(DeleteError::Storage(e)) => Err(e.into()),
-        Err(e @ DeleteError::Append(_)) => Err(Problem::unavailable(e.to_string())),
+        Err(e @ DeleteError::Unavailable) => Err(Problem::unavailable(e.to_string())),
     }
 }
 

@@ -16,13 +16,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENTS, HEADS, IDEMPOTENCY, POSITIONS, PlanHead, Store, StoreError,
-    decode, encode, event_key,
+    AppendRequest, EVENTS, HEADS, IDEMPOTENCY, Job, POSITIONS, PlanHead, Store, StoreError, Tables,
+    WriterLoop, decode, encode, event_key,
 };
 use crate::config::Scope;
 use crate::hex;
 use crate::journal::Event;
 use crate::journal::chain::CanonicalPayload;
+use crate::journal::event::Timestamp;
 
 const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 
@@ -55,12 +56,8 @@ pub enum DeleteError {
     NotFound,
     /// The system journal itself.
     Protected,
-    /// An append landed between the tombstone and the deletion.
-    Changed {
-        recorded: u64,
-        now: u64,
-    },
-    Append(AppendError),
+    /// The writer has stopped; the daemon is shutting down.
+    Unavailable,
     Storage(StoreError),
 }
 
@@ -75,11 +72,7 @@ impl std::fmt::Display for DeleteError {
         match self {
             DeleteError::NotFound => f.write_str("no such plan"),
             DeleteError::Protected => f.write_str("the system journal cannot be deleted"),
-            DeleteError::Changed { recorded, now } => write!(
-                f,
-                "the plan grew from seq {recorded} to {now} while it was being deleted; nothing was deleted, run the command again"
-            ),
-            DeleteError::Append(e) => write!(f, "writing the tombstone: {e:?}"),
+            DeleteError::Unavailable => f.write_str("the journal is shutting down"),
             DeleteError::Storage(e) => write!(f, "{e}"),
         }
     }
@@ -173,11 +166,11 @@ impl Store {
         Ok(removed)
     }
 
-    /// Deletes a plan: first a tombstone (who, head seq, head signature) is
-    /// appended to the system journal, then the plan's events, positions,
-    /// idempotency records and head go in one transaction. The tombstone
-    /// comes first so a deletion is never unrecorded; if the plan moved on in
-    /// between, nothing is deleted and the caller is told to retry.
+    /// Deletes a plan: its events, positions, idempotency records and head
+    /// go, and a tombstone (who, head seq, head signature) is appended to
+    /// the system journal, all in one writer transaction. So a deletion is
+    /// never unrecorded, a tombstone never describes a deletion that did not
+    /// happen, and no append can land in between.
     pub async fn delete_plan(
         &self,
         plan_id: Uuid,
@@ -186,98 +179,12 @@ impl Store {
         if plan_id == SYSTEM_PLAN {
             return Err(DeleteError::Protected);
         }
-        let store = self.clone();
-        let head = tokio::task::spawn_blocking(move || store.head(&plan_id))
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::DeletePlan(plan_id, who, reply))
             .await
-            .map_err(|e| StoreError::from_join(&e))??
-            .ok_or(DeleteError::NotFound)?;
-        let payload = json!({
-            "plan_id": plan_id,
-            "head_seq": head.last_seq,
-            "head_signature": hex::encode(&head.last_signature),
-            "count": head.count,
-            "deleted_by": who,
-        });
-        let tombstone = self
-            .append(AppendRequest {
-                plan_id: SYSTEM_PLAN,
-                event_type: TOMBSTONE_TYPE.into(),
-                actor: Some("logbook-admin".into()),
-                payload: CanonicalPayload::new(&payload),
-                expected_seq: None,
-                idempotency: None,
-            })
-            .await
-            .map_err(DeleteError::Append)?;
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.remove_plan_rows(plan_id, &head))
-            .await
-            .map_err(|e| StoreError::from_join(&e))??;
-        Ok(Deleted {
-            head,
-            tombstone: tombstone.event,
-        })
-    }
-
-    fn remove_plan_rows(&self, plan_id: Uuid, recorded: &PlanHead) -> Result<(), DeleteError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StoreError::from)?;
-        {
-            let mut heads = txn.open_table(HEADS).map_err(StoreError::from)?;
-            let now: Option<PlanHead> = heads
-                .get(plan_id.into_bytes())
-                .map_err(StoreError::from)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
-            let now_seq = now.map_or(0, |h| h.last_seq);
-            if now_seq != recorded.last_seq {
-                return Err(DeleteError::Changed {
-                    recorded: recorded.last_seq,
-                    now: now_seq,
-                });
-            }
-            heads
-                .remove(plan_id.into_bytes())
-                .map_err(StoreError::from)?;
-
-            let mut events = txn.open_table(EVENTS).map_err(StoreError::from)?;
-            let mut positions = txn.open_table(POSITIONS).map_err(StoreError::from)?;
-            let mut doomed = Vec::new();
-            for entry in events
-                .range(event_key(&plan_id, 0)..=event_key(&plan_id, u64::MAX))
-                .map_err(StoreError::from)?
-            {
-                let (k, v) = entry.map_err(StoreError::from)?;
-                let record: super::EventRecord = decode(v.value())?;
-                doomed.push((k.value(), record.position));
-            }
-            for (key, position) in doomed {
-                events.remove(key).map_err(StoreError::from)?;
-                positions.remove(position).map_err(StoreError::from)?;
-            }
-
-            let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(StoreError::from)?;
-            let prefix = plan_id.as_bytes().to_vec();
-            let mut keys = Vec::new();
-            for entry in idempotency
-                .range(prefix.as_slice()..)
-                .map_err(StoreError::from)?
-            {
-                let (k, _) = entry.map_err(StoreError::from)?;
-                if !k.value().starts_with(&prefix) {
-                    break;
-                }
-                keys.push(k.value().to_vec());
-            }
-            for key in keys {
-                idempotency
-                    .remove(key.as_slice())
-                    .map_err(StoreError::from)?;
-            }
-        }
-        txn.commit().map_err(StoreError::from)?;
-        Ok(())
+            .map_err(|_| DeleteError::Unavailable)?;
+        wait.await.unwrap_or(Err(DeleteError::Unavailable))
     }
 
     /// Writes a consistent snapshot of the whole store to a new database at
@@ -398,4 +305,97 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
     };
     copy().map_err(|e| StoreError(format!("restoring into {}: {e}", target.display())))?;
     Ok(events)
+}
+
+impl WriterLoop {
+    /// Runs a plan deletion as its own transaction in the writer thread.
+    pub(super) fn delete_plan(
+        &mut self,
+        plan_id: Uuid,
+        who: serde_json::Value,
+    ) -> Result<Deleted, DeleteError> {
+        debug_assert_ne!(plan_id, SYSTEM_PLAN, "checked by Store::delete_plan");
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::from)?;
+        let mut position = self.position;
+        let (deleted, enqueued) = {
+            let mut tables = Tables::open(&txn, &self.fed)?;
+            let head: PlanHead = tables
+                .heads
+                .get(plan_id.into_bytes())
+                .map_err(StoreError::from)?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .ok_or(DeleteError::NotFound)?;
+            let payload = json!({
+                "plan_id": plan_id,
+                "head_seq": head.last_seq,
+                "head_signature": hex::encode(&head.last_signature),
+                "count": head.count,
+                "deleted_by": who,
+            });
+            let tombstone = AppendRequest {
+                plan_id: SYSTEM_PLAN,
+                event_type: TOMBSTONE_TYPE.into(),
+                actor: Some("logbook-admin".into()),
+                payload: CanonicalPayload::new(&payload),
+                expected_seq: None,
+                idempotency: None,
+            };
+            let keyring = self.keyring.current();
+            let appended = tables
+                .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
+                .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
+            tables.remove_plan(&plan_id)?;
+            (
+                Deleted {
+                    head,
+                    tombstone: appended.event,
+                },
+                tables.fed.enqueued,
+            )
+        };
+        txn.commit().map_err(StoreError::from)?;
+        self.position = position;
+        if enqueued > 0 {
+            self.fed.outbox_grew();
+        }
+        // No receivers is fine: nobody is streaming.
+        let _ = self.fanout.send(deleted.tombstone.clone());
+        Ok(deleted)
+    }
+}
+
+impl Tables<'_> {
+    /// Removes every row of a plan: head, events, positions, idempotency.
+    fn remove_plan(&mut self, plan_id: &Uuid) -> Result<(), StoreError> {
+        self.heads.remove(plan_id.into_bytes())?;
+        let mut doomed = Vec::new();
+        for entry in self
+            .events
+            .range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?
+        {
+            let (k, v) = entry?;
+            let record: super::EventRecord = decode(v.value())?;
+            doomed.push((k.value(), record.position));
+        }
+        for (key, position) in doomed {
+            self.events.remove(key)?;
+            self.positions.remove(position)?;
+        }
+        let prefix = plan_id.as_bytes().to_vec();
+        let mut keys = Vec::new();
+        for entry in self.idempotency.range(prefix.as_slice()..)? {
+            let (k, _) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            keys.push(k.value().to_vec());
+        }
+        for key in keys {
+            self.idempotency.remove(key.as_slice())?;
+        }
+        Ok(())
+    }
 }

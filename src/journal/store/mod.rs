@@ -229,6 +229,12 @@ enum Job {
         AppendRequest,
         oneshot::Sender<Result<Appended, AppendError>>,
     ),
+    /// Deleting a plan is a write like an append, so the writer does it.
+    DeletePlan(
+        Uuid,
+        serde_json::Value,
+        oneshot::Sender<Result<admin::Deleted, admin::DeleteError>>,
+    ),
     Shutdown,
 }
 
@@ -539,13 +545,17 @@ impl WriterLoop {
         let mut stopping = false;
         while !stopping {
             // Block for the first job, then take whatever else is already queued.
+            let mut deletion = None;
             match rx.blocking_recv() {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
+                Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                 Some(Job::Shutdown) | None => break,
             }
-            while batch.len() < MAX_BATCH {
+            while deletion.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Job::Append(req, reply)) => batch.push((req, reply)),
+                    // Appends queued before the deletion commit before it.
+                    Ok(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                     Ok(Job::Shutdown) => {
                         stopping = true;
                         break;
@@ -553,7 +563,16 @@ impl WriterLoop {
                     Err(_) => break,
                 }
             }
-            self.commit_batch(&mut batch);
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            if let Some((plan, who, reply)) = deletion {
+                let outcome = self.delete_plan(plan, who);
+                if let Err(admin::DeleteError::Storage(e)) = &outcome {
+                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
+                }
+                let _ = reply.send(outcome);
+            }
         }
         tracing::debug!("journal writer stopped");
     }
@@ -605,13 +624,7 @@ impl WriterLoop {
         let mut position = self.position;
         let mut outcomes = Vec::with_capacity(batch.len());
         let enqueued = {
-            let mut tables = Tables {
-                fed: federation::FedTables::open(&txn, &self.fed)?,
-                events: txn.open_table(EVENTS)?,
-                heads: txn.open_table(HEADS)?,
-                positions: txn.open_table(POSITIONS)?,
-                idempotency: txn.open_table(IDEMPOTENCY)?,
-            };
+            let mut tables = Tables::open(&txn, &self.fed)?;
             let now = Timestamp::now();
             // One keyring per batch, even if a rotation lands meanwhile.
             let keyring = self.keyring.current();
@@ -636,7 +649,20 @@ struct Tables<'txn> {
     idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
 }
 
-impl Tables<'_> {
+impl<'txn> Tables<'txn> {
+    fn open(
+        txn: &'txn redb::WriteTransaction,
+        fed: &FedShared,
+    ) -> Result<Tables<'txn>, StoreError> {
+        Ok(Tables {
+            fed: federation::FedTables::open(txn, fed)?,
+            events: txn.open_table(EVENTS)?,
+            heads: txn.open_table(HEADS)?,
+            positions: txn.open_table(POSITIONS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+        })
+    }
+
     fn apply(
         &mut self,
         req: &AppendRequest,
