@@ -8,6 +8,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -33,10 +34,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// A payload in the form the journal stores and hashes it.
+/// A payload in the form the journal stores and hashes it. Built by the
+/// request handler, so the single writer thread only copies it.
 #[derive(Debug, Clone)]
 pub struct CanonicalPayload {
-    pub json: String,
+    pub json: Box<RawValue>,
     pub hash: [u8; 32],
 }
 
@@ -44,6 +46,7 @@ impl CanonicalPayload {
     pub fn new(value: &Value) -> CanonicalPayload {
         let json = canonical_json(value);
         let hash = sha256(json.as_bytes());
+        let json = RawValue::from_string(json).expect("canonical JSON is JSON");
         CanonicalPayload { json, hash }
     }
 }
@@ -338,7 +341,7 @@ mod tests {
                     seq,
                     event_type: "step.completed".into(),
                     actor: Some("alice".into()),
-                    payload: RawValue::from_string(payload.json).unwrap(),
+                    payload: payload.json,
                     payload_hash: payload.hash,
                     prev_hash: prev,
                     signature: [0; 32],
