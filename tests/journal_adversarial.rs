@@ -36,16 +36,7 @@ async fn a_follower_of_a_deleted_plan_is_told_and_never_skips_the_reused_plan() 
 
     // The stream must not go quiet, and must not deliver seq 4 of the new
     // chain as if it followed seq 3 of the deleted one.
-    let frame = loop {
-        let frame = stream
-            .next_frame(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("the follower of a deleted plan was left silent: {e}"))
-            .expect("the stream ended without saying why");
-        if !frame.is_comment_only() {
-            break frame;
-        }
-    };
+    let frame = stream.next_message_frame(Duration::from_secs(10)).await;
     assert_eq!(
         frame.event.as_deref(),
         Some("error"),
@@ -84,16 +75,7 @@ async fn a_follower_of_a_deleted_plan_ends_even_if_the_plan_stays_gone() {
     daemon
         .admin_json(&["plans", "delete", &plan.to_string()])
         .await;
-    let frame = loop {
-        let frame = stream
-            .next_frame(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("the follower of a deleted plan was left silent: {e}"))
-            .expect("the stream ended without saying why");
-        if !frame.is_comment_only() {
-            break frame;
-        }
-    };
+    let frame = stream.next_message_frame(Duration::from_secs(10)).await;
     assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
     assert!(frame.data.contains("plan-deleted"), "{frame:?}");
     stream.expect_end(Duration::from_secs(5)).await;
@@ -116,24 +98,14 @@ async fn all_plans_stream_steps_over_the_positions_of_a_deleted_plan() {
         .await; // tombstone: position 6
     fill(&daemon, kept, 2).await; // positions 7, 8
 
-    let after: Vec<u64> = live
-        .take_events(3)
-        .await
-        .iter()
-        .map(|(id, _)| *id)
-        .collect();
+    let after = live.take_ids(3).await;
     assert_eq!(after, vec![6, 7, 8]);
 
     // Resume from inside the hole (positions 3..=5 are gone).
     let mut resumed = daemon
         .sse_ok("/api/events/stream", &[("Last-Event-ID", "3")])
         .await;
-    let ids: Vec<u64> = resumed
-        .take_events(3)
-        .await
-        .iter()
-        .map(|(id, _)| *id)
-        .collect();
+    let ids = resumed.take_ids(3).await;
     assert_eq!(ids, vec![6, 7, 8]);
     fill(&daemon, kept, 1).await; // position 9
     assert_eq!(resumed.next_event().await.0, 9);
@@ -157,12 +129,7 @@ async fn positions_are_not_reused_after_a_deletion_and_a_restart() {
     let mut stream = daemon
         .sse_ok("/api/events/stream", &[("Last-Event-ID", "4")])
         .await;
-    let ids: Vec<u64> = stream
-        .take_events(2)
-        .await
-        .iter()
-        .map(|(id, _)| *id)
-        .collect();
+    let ids = stream.take_ids(2).await;
     assert_eq!(ids, vec![5, 6], "positions after a deletion and a restart");
 }
 
@@ -262,29 +229,18 @@ async fn sigterm_exits_within_5s_with_a_stalled_stream_client() {
 async fn idempotency_keys_are_per_plan() {
     let daemon = Daemon::start(DaemonOpts::default());
     let (a, b) = (new_plan(), new_plan());
-    let first = daemon
-        .append_with(
-            a,
-            event_body("step.started", 1),
+    let append_k1 = |plan, n| {
+        daemon.append_with(
+            plan,
+            event_body("step.started", n),
             &[("Idempotency-Key", "k-1")],
         )
-        .await;
+    };
+    let first = append_k1(a, 1).await;
     assert_eq!(first.status, 201, "{}", first.text);
-    let other = daemon
-        .append_with(
-            b,
-            event_body("step.started", 2),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
+    let other = append_k1(b, 2).await;
     assert_eq!(other.status, 201, "{}", other.text);
-    let replay = daemon
-        .append_with(
-            a,
-            event_body("step.started", 1),
-            &[("Idempotency-Key", "k-1")],
-        )
-        .await;
+    let replay = append_k1(a, 1).await;
     assert_eq!(replay.status, 200, "{}", replay.text);
     assert_eq!(replay.text, first.text);
 }

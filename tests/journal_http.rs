@@ -578,11 +578,7 @@ async fn tokens_are_required_and_scoped() {
     assert_eq!(daemon.get_json("/healthz").await.status, 200);
 
     // SSE: 401 without a token; a browser's EventSource may pass it as ?access_token=.
-    let refused = daemon
-        .sse(&format!("{path}/stream"), &[])
-        .await
-        .err()
-        .expect("SSE without a token is refused");
+    let refused = daemon.sse_refused(&format!("{path}/stream"), &[]).await;
     assert_problem(&refused, 401);
     let mut stream = daemon
         .sse_ok(&format!("{path}/stream?access_token={READ_TOKEN}"), &[])

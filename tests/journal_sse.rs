@@ -298,10 +298,8 @@ async fn all_plans_stream_filters_types_and_uses_global_positions() {
 
     // A bad filter is a 400.
     let refused = daemon
-        .sse("/api/events/stream?types=plan..x", &[])
-        .await
-        .err()
-        .expect("bad filter refused");
+        .sse_refused("/api/events/stream?types=plan..x", &[])
+        .await;
     assert_problem(&refused, 400);
 }
 
@@ -371,45 +369,31 @@ async fn cursor_beyond_head_is_an_explicit_error() {
     }
     let path = format!("/api/plans/{plan}/events/stream");
 
-    let refused = daemon
-        .sse(&path, &[("Last-Event-ID", "4")])
-        .await
-        .err()
-        .expect("a cursor beyond the head is refused");
+    let refused = daemon.sse_refused(&path, &[("Last-Event-ID", "4")]).await;
     assert_eq!(
         assert_problem(&refused, 409),
         "urn:logbook:problem:cursor-beyond-head"
     );
     assert_eq!(refused.json["head"], 3, "{}", refused.text);
-    let refused = daemon
-        .sse(&format!("{path}?after=100"), &[])
-        .await
-        .err()
-        .expect("refused");
+    let refused = daemon.sse_refused(&format!("{path}?after=100"), &[]).await;
     assert_problem(&refused, 409);
     let refused = daemon
-        .sse(
+        .sse_refused(
             &format!("/api/plans/{}/events/stream?after=1", new_plan()),
             &[],
         )
-        .await
-        .err()
-        .expect("a cursor on an empty plan is refused");
+        .await;
     assert_problem(&refused, 409);
     let refused = daemon
-        .sse("/api/events/stream", &[("Last-Event-ID", "1000")])
-        .await
-        .err()
-        .expect("refused");
+        .sse_refused("/api/events/stream", &[("Last-Event-ID", "1000")])
+        .await;
     assert_eq!(
         assert_problem(&refused, 409),
         "urn:logbook:problem:cursor-beyond-head"
     );
     let refused = daemon
-        .sse(&path, &[("Last-Event-ID", "three")])
-        .await
-        .err()
-        .expect("refused");
+        .sse_refused(&path, &[("Last-Event-ID", "three")])
+        .await;
     assert_problem(&refused, 400);
 
     // The head itself is a valid cursor: nothing to replay, then live.

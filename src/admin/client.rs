@@ -293,26 +293,29 @@ impl Client {
         );
     }
 
+    /// Prints `v` as JSON with --json, else as `human` renders it for people.
+    fn show(&self, v: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            self.print_json(v);
+        } else {
+            human(v);
+        }
+    }
+
     async fn dispatch(&self, command: AdminCommand) -> Result<ExitCode, Failure> {
         match command {
             AdminCommand::Status => {
                 let v = self.call(Method::GET, "/status", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    print_status(&v);
-                }
+                self.show(&v, print_status);
             }
             AdminCommand::Plans(PlansCommand::List) => {
                 let v = self.call(Method::GET, "/plans", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "{:<36}  {:>10}  {:<24}  HEAD SIGNATURE",
                         "PLAN", "HEAD SEQ", "LAST EVENT"
                     );
-                    for plan in v["plans"].as_array().into_iter().flatten() {
+                    for plan in items(&v["plans"]) {
                         println!(
                             "{:<36}  {:>10}  {:<24}  {}{}",
                             text(&plan["plan_id"]),
@@ -326,7 +329,7 @@ impl Client {
                             }
                         );
                     }
-                }
+                });
             }
             AdminCommand::Plans(PlansCommand::Show { plan }) => {
                 let v = self
@@ -338,9 +341,7 @@ impl Client {
                 let v = self
                     .call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None)
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "deleted plan {} ({} events, head seq {}); tombstone at system journal seq {}",
                         text(&v["plan_id"]),
@@ -348,7 +349,7 @@ impl Client {
                         text(&v["head_seq"]),
                         text(&v["tombstone"]["seq"])
                     );
-                }
+                });
             }
             AdminCommand::Verify {
                 plan: Some(plan), ..
@@ -360,11 +361,7 @@ impl Client {
                         None,
                     )
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    print_verify(&v);
-                }
+                self.show(&v, print_verify);
                 if v["chain_valid"] != true {
                     return Ok(ExitCode::FAILURE);
                 }
@@ -378,9 +375,7 @@ impl Client {
                         Some(json!({"scopes": scope, "name": name})),
                     )
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     eprintln!(
                         "created token {:?} (id {}, scopes {}); it is shown only this once:",
                         text(&v["name"]),
@@ -388,18 +383,16 @@ impl Client {
                         join(&v["scopes"])
                     );
                     println!("{}", text(&v["token"]));
-                }
+                });
             }
             AdminCommand::Tokens(TokensCommand::List) => {
                 let v = self.call(Method::GET, "/tokens", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "{:<10}  {:<24}  {:<14}  {:<7}  CREATED",
                         "ID", "NAME", "SCOPES", "SOURCE"
                     );
-                    for t in v["tokens"].as_array().into_iter().flatten() {
+                    for t in items(&v["tokens"]) {
                         println!(
                             "{:<10}  {:<24}  {:<14}  {:<7}  {}",
                             text(&t["id"]),
@@ -409,7 +402,7 @@ impl Client {
                             text(&t["created_at"])
                         );
                     }
-                }
+                });
             }
             AdminCommand::Tokens(TokensCommand::Revoke { name_or_id }) => {
                 let v = self
@@ -419,15 +412,13 @@ impl Client {
                         None,
                     )
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "revoked token {:?} (id {})",
                         text(&v["name"]),
                         text(&v["id"])
                     );
-                }
+                });
             }
             AdminCommand::Export { plan } => self.export(&plan).await?,
             AdminCommand::Backup { file } => self.backup(&file).await?,
@@ -439,37 +430,29 @@ impl Client {
                     }
                     None => self.call(Method::GET, "/log-level", None).await?,
                 };
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    println!("log level: {}", text(&v["level"]));
-                }
+                self.show(&v, |v| println!("log level: {}", text(&v["level"])));
             }
             AdminCommand::Keys(KeysCommand::RotateHmac) => {
                 let v = self.call(Method::POST, "/keys/rotate-hmac", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "HMAC key rotated: new events use key {} (was {}); old events still verify",
                         text(&v["new_key_id"]),
                         text(&v["old_key_id"])
                     );
-                }
+                });
             }
             AdminCommand::Keys(KeysCommand::RotateRsa) => {
                 let v = self.call(Method::POST, "/keys/rotate-rsa", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    println!(
-                        "federation key rotated: key {} (was {}), fingerprint {}; announced to {} peers",
-                        text(&v["new_key_id"]),
-                        text(&v["old_key_id"]),
-                        text(&v["fingerprint"]),
-                        text(&v["peers_notified"])
-                    );
-                }
+                self.show(&v, |v| {
+                println!(
+                    "federation key rotated: key {} (was {}), fingerprint {}; announced to {} peers",
+                    text(&v["new_key_id"]),
+                    text(&v["old_key_id"]),
+                    text(&v["fingerprint"]),
+                    text(&v["peers_notified"])
+                );
+                });
             }
             AdminCommand::Dead(DeadCommand::Drop {
                 message_id,
@@ -483,20 +466,16 @@ impl Client {
                         Some(json!({"messageId": message_id, "peer": peer, "all": all})),
                     )
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    println!("{} dead messages dropped", text(&v["dropped"]));
-                }
+                self.show(&v, |v| {
+                    println!("{} dead messages dropped", text(&v["dropped"]))
+                });
             }
             AdminCommand::Peers(command) => self.peers(command).await?,
             AdminCommand::Subscriptions(SubscriptionsCommand::List) => {
                 let v = self.call(Method::GET, FED_SUBSCRIPTIONS, None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!("{:<9}  {:<24}  EVENT TYPES", "DIRECTION", "PEER");
-                    for sub in v["subscriptions"].as_array().into_iter().flatten() {
+                    for sub in items(&v["subscriptions"]) {
                         println!(
                             "{:<9}  {:<24}  {}",
                             text(&sub["direction"]),
@@ -504,7 +483,7 @@ impl Client {
                             text(&sub["eventType"])
                         );
                     }
-                }
+                });
             }
             AdminCommand::Dead(DeadCommand::List { peer }) => {
                 let mut path = format!("{FED_MESSAGES}?direction=outbound&status=dead&limit=10000");
@@ -512,14 +491,12 @@ impl Client {
                     path.push_str(&format!("&peer={}", segment(&peer)));
                 }
                 let v = self.call(Method::GET, &path, None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
+                self.show(&v, |v| {
                     println!(
                         "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
                         "MESSAGE", "PEER", "TYPE", "ATTEMPTS"
                     );
-                    for m in v["messages"].as_array().into_iter().flatten() {
+                    for m in items(&v["messages"]) {
                         println!(
                             "{:<36}  {:<20}  {:<24}  {:>8}  {}",
                             text(&m["messageId"]),
@@ -529,7 +506,7 @@ impl Client {
                             text(&m["lastError"])
                         );
                     }
-                }
+                });
             }
             AdminCommand::Dead(DeadCommand::Retry { message_id, peer }) => {
                 let v = self
@@ -539,19 +516,15 @@ impl Client {
                         Some(json!({"messageId": message_id, "peer": peer})),
                     )
                     .await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    println!("{} dead messages queued again", text(&v["requeued"]));
-                }
+                self.show(&v, |v| {
+                    println!("{} dead messages queued again", text(&v["requeued"]))
+                });
             }
             AdminCommand::Reload => {
                 let v = self.call(Method::POST, "/reload", None).await?;
-                if self.json {
-                    self.print_json(&v);
-                } else {
-                    println!("configuration reloaded: {}", join(&v["applied"]));
-                }
+                self.show(&v, |v| {
+                    println!("configuration reloaded: {}", join(&v["applied"]))
+                });
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -561,12 +534,12 @@ impl Client {
         let (v, done) = match command {
             PeersCommand::List => {
                 let v = self.call(Method::GET, FED_PEERS, None).await?;
-                if !self.json {
+                self.show(&v, |v| {
                     println!(
                         "{:<24}  {:<9}  {:<32}  FINGERPRINT",
                         "INSTANCE", "STATUS", "BASE URL"
                     );
-                    for p in v["peers"].as_array().into_iter().flatten() {
+                    for p in items(&v["peers"]) {
                         println!(
                             "{:<24}  {:<9}  {:<32}  {}",
                             text(&p["instanceId"]),
@@ -575,9 +548,8 @@ impl Client {
                             text(&p["fingerprint"])
                         );
                     }
-                    return Ok(());
-                }
-                (v, "")
+                });
+                return Ok(());
             }
             PeersCommand::Add {
                 instance_id,
@@ -612,16 +584,14 @@ impl Client {
                 (self.peer_status(&instance_id, "removed").await?, "removed")
             }
         };
-        if self.json {
-            self.print_json(&v);
-        } else {
+        self.show(&v, |v| {
             println!(
                 "peer {} {done} (status {}, fingerprint {})",
                 text(&v["instanceId"]),
                 text(&v["status"]),
                 text(&v["fingerprint"])
             );
-        }
+        });
         Ok(())
     }
 
@@ -632,23 +602,17 @@ impl Client {
     }
 
     fn print_object(&self, v: &Value) {
-        if self.json {
-            return self.print_json(v);
-        }
-        for (key, value) in v.as_object().into_iter().flatten() {
-            println!("{key}: {}", text(value));
-        }
+        self.show(v, |v| {
+            for (key, value) in v.as_object().into_iter().flatten() {
+                println!("{key}: {}", text(value));
+            }
+        });
     }
 
     /// Verifies plan by plan, so a terminal can show progress.
     async fn verify_all(&self) -> Result<ExitCode, Failure> {
         let list = self.call(Method::GET, "/plans", None).await?;
-        let plans: Vec<String> = list["plans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| text(&p["plan_id"]))
-            .collect();
+        let plans: Vec<String> = items(&list["plans"]).map(|p| text(&p["plan_id"])).collect();
         let progress = std::io::stderr().is_terminal() && !self.json;
         let mut results = Vec::new();
         let mut broken = 0;
@@ -673,16 +637,13 @@ impl Client {
         if progress {
             eprintln!();
         }
-        if self.json {
-            self.print_json(
-                &json!({"plans": results, "verified": results.len(), "broken": broken}),
-            );
-        } else {
+        let summary = json!({"plans": results, "verified": results.len(), "broken": broken});
+        self.show(&summary, |_| {
             for v in results.iter().filter(|v| v["chain_valid"] != true) {
                 print_verify(v);
             }
             println!("{} plans verified, {broken} broken", results.len());
-        }
+        });
         Ok(if broken == 0 {
             ExitCode::SUCCESS
         } else {
@@ -690,16 +651,12 @@ impl Client {
         })
     }
 
-    async fn export(&self, plan: &str) -> Result<(), Failure> {
-        let response = self
-            .send(
-                Method::GET,
-                &format!("/plans/{}/export", segment(plan)),
-                None,
-            )
-            .await?;
+    /// Sends a request whose answer is read as a stream: the body on
+    /// success, else the problem.
+    async fn open(&self, method: Method, path: &str) -> Result<Incoming, Failure> {
+        let response = self.send(method, path, None).await?;
         let status = response.status();
-        let mut body = response.into_body();
+        let body = response.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
             return Err(problem_failure(
@@ -707,13 +664,15 @@ impl Client {
                 &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             ));
         }
+        Ok(body)
+    }
+
+    async fn export(&self, plan: &str) -> Result<(), Failure> {
+        let mut body = self
+            .open(Method::GET, &format!("/plans/{}/export", segment(plan)))
+            .await?;
         let mut out = std::io::stdout().lock();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Failure(format!("the export was cut short: {e}")))?;
-            if let Some(data) = frame.data_ref() {
-                out.write_all(data)?;
-            }
-        }
+        copy_body(&mut body, &mut out, "export").await?;
         out.flush()?;
         Ok(())
     }
@@ -723,16 +682,7 @@ impl Client {
             return Err(Failure(format!("{} already exists", file.display())));
         }
         let partial = file.with_extension("partial");
-        let response = self.send(Method::POST, "/backup", None).await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let bytes = body.collect().await?.to_bytes();
-            return Err(problem_failure(
-                status,
-                &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            ));
-        }
+        let mut body = self.open(Method::POST, "/backup").await?;
         let write = async {
             use std::os::unix::fs::OpenOptionsExt;
             let mut out = std::fs::OpenOptions::new()
@@ -740,25 +690,17 @@ impl Client {
                 .create_new(true)
                 .mode(0o600)
                 .open(&partial)?;
-            let mut bytes = 0u64;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| Failure(format!("the backup was cut short: {e}")))?;
-                if let Some(data) = frame.data_ref() {
-                    out.write_all(data)?;
-                    bytes += data.len() as u64;
-                }
-            }
+            let bytes = copy_body(&mut body, &mut out, "backup").await?;
             out.sync_all()?;
             std::fs::rename(&partial, file)?;
             Ok::<u64, Failure>(bytes)
         };
         match write.await {
             Ok(bytes) => {
-                if self.json {
-                    self.print_json(&json!({"file": file.display().to_string(), "bytes": bytes}));
-                } else {
+                let written = json!({"file": file.display().to_string(), "bytes": bytes});
+                self.show(&written, |_| {
                     println!("backup written to {} ({bytes} bytes)", file.display());
-                }
+                });
                 Ok(())
             }
             Err(e) => {
@@ -767,6 +709,20 @@ impl Client {
             }
         }
     }
+}
+
+/// Writes a streamed body to `out`; returns how many bytes. `what` names the
+/// stream in the error when it is cut short.
+async fn copy_body(body: &mut Incoming, out: &mut impl Write, what: &str) -> Result<u64, Failure> {
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure(format!("the {what} was cut short: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            out.write_all(data)?;
+            bytes += data.len() as u64;
+        }
+    }
+    Ok(bytes)
 }
 
 fn problem_failure(status: StatusCode, v: &Value) -> Failure {
@@ -784,6 +740,11 @@ fn text(v: &Value) -> String {
         Value::Null => "-".into(),
         other => other.to_string(),
     }
+}
+
+/// The elements of a JSON array; none for anything else.
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
 }
 
 fn join(v: &Value) -> String {

@@ -84,16 +84,37 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem>
         .map_err(|e| Problem::bad_request("invalid-request", "Invalid request body", e.to_string()))
 }
 
+/// Who did an admin change, as recorded in the system journal.
+fn who(peer: &Peer) -> Value {
+    json!({"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid})
+}
+
+/// Records a key rotation in the system journal, signed with the current
+/// key; returns its seq there.
+async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Problem> {
+    let recorded = cx
+        .app
+        .store
+        .append(crate::journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: "system.key_rotated".into(),
+            actor: Some("logbook-admin".into()),
+            payload: crate::journal::chain::CanonicalPayload::new(payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
+        })?;
+    Ok(recorded.event.seq)
+}
+
+/// The API's plan head, plus whether it is the system journal.
 pub fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
-    json!({
-        "plan_id": plan_id,
-        "head_seq": head.last_seq,
-        "head_signature": hex::encode(&head.last_signature),
-        "count": head.count,
-        "first_at": Timestamp(head.first_at),
-        "last_at": Timestamp(head.last_at),
-        "system": *plan_id == SYSTEM_PLAN,
-    })
+    let mut v = crate::http::api::head_json(plan_id, head);
+    v["system"] = json!(*plan_id == SYSTEM_PLAN);
+    v
 }
 
 async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
@@ -179,8 +200,7 @@ async fn delete_plan(
     Path(plan): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     let plan_id = plan_id(&plan)?;
-    let who = json!({"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid});
-    match cx.app.store.delete_plan(plan_id, who).await {
+    match cx.app.store.delete_plan(plan_id, who(&peer)).await {
         Ok(deleted) => {
             tracing::warn!(%plan_id, events = deleted.head.count, uid = peer.uid, "plan deleted over the admin socket");
             Ok(Json(json!({
@@ -513,27 +533,13 @@ async fn rotate_hmac(
     let payload = json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,
-        "rotated_by": {"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid},
+        "rotated_by": who(&peer),
     });
-    let recorded = cx
-        .app
-        .store
-        .append(crate::journal::store::AppendRequest {
-            plan_id: SYSTEM_PLAN,
-            event_type: "system.key_rotated".into(),
-            actor: Some("logbook-admin".into()),
-            payload: crate::journal::chain::CanonicalPayload::new(&payload),
-            expected_seq: None,
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| {
-            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
-        })?;
+    let recorded_seq = record_key_rotation(&cx, &payload).await?;
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,
-        "recorded_at_system_seq": recorded.event.seq,
+        "recorded_at_system_seq": recorded_seq,
     })))
 }
 
@@ -560,28 +566,14 @@ async fn rotate_rsa(
         "new_key_id": rotated.new_key_id,
         "fingerprint": rotated.fingerprint,
         "peers_notified": rotated.peers_notified,
-        "rotated_by": {"uid": peer.uid, "user": super::user_name(peer.uid), "pid": peer.pid},
+        "rotated_by": who(&peer),
     });
-    let recorded = cx
-        .app
-        .store
-        .append(crate::journal::store::AppendRequest {
-            plan_id: SYSTEM_PLAN,
-            event_type: "system.key_rotated".into(),
-            actor: Some("logbook-admin".into()),
-            payload: crate::journal::chain::CanonicalPayload::new(&payload),
-            expected_seq: None,
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| {
-            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
-        })?;
+    let recorded_seq = record_key_rotation(&cx, &payload).await?;
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,
         "fingerprint": rotated.fingerprint,
         "peers_notified": rotated.peers_notified,
-        "recorded_at_system_seq": recorded.event.seq,
+        "recorded_at_system_seq": recorded_seq,
     })))
 }

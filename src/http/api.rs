@@ -1,12 +1,15 @@
 //! Journal routes: append, read, verify, list plans and types, and the SSE
 //! streams. Each handler validates, calls the journal, and shapes the answer.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::AppState;
@@ -176,7 +179,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(text.to_string()))
 }
 
-fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
+pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
     json!({
         "plan_id": plan_id,
         "head_seq": head.last_seq,
@@ -339,7 +342,7 @@ pub struct StreamQuery {
 }
 
 /// The resume cursor: `Last-Event-ID` wins over `?after=`; default 0.
-fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
+pub(crate) fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
     match headers.get("last-event-id") {
         Some(value) => value
             .to_str()
@@ -388,18 +391,7 @@ pub async fn stream_plan(
     let head = blocking(move || store.head(&plan_id))
         .await?
         .map_or(0, |h| h.last_seq);
-    if after > head {
-        return Err(beyond_head(after, head));
-    }
-    let followed = follow(
-        state.store.clone(),
-        receiver,
-        Source::Plan(plan_id),
-        after,
-        state.shutdown.clone(),
-        state.stream_stats.clone(),
-    );
-    Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
+    respond_sse(&state, receiver, Source::Plan(plan_id), after, head)
 }
 
 /// `GET /api/events/stream?types=plan.*,step.>`: SSE over every plan, `id:` =
@@ -420,13 +412,25 @@ pub async fn stream_all(
     let receiver = state.fanout.subscribe();
     let store = state.store.clone();
     let head = blocking(move || store.last_position()).await?;
+    respond_sse(&state, receiver, Source::All(filter), after, head)
+}
+
+/// The SSE answer following `source` from `after`, which must not be beyond
+/// `head`. `receiver` was subscribed before `head` was read.
+fn respond_sse(
+    state: &AppState,
+    receiver: broadcast::Receiver<Arc<Event>>,
+    source: Source,
+    after: u64,
+    head: u64,
+) -> Result<Response, Problem> {
     if after > head {
         return Err(beyond_head(after, head));
     }
     let followed = follow(
         state.store.clone(),
         receiver,
-        Source::All(filter),
+        source,
         after,
         state.shutdown.clone(),
         state.stream_stats.clone(),

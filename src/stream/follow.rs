@@ -89,6 +89,17 @@ impl Source {
         Ok(head.map_or(0, |h| h.last_seq) < cursor)
     }
 
+    /// The interruption of a plan follower whose plan was deleted after `cursor`.
+    fn deleted(&self, cursor: u64) -> Interrupted {
+        match self {
+            Source::Plan(plan_id) => Interrupted::PlanDeleted {
+                plan_id: *plan_id,
+                cursor,
+            },
+            Source::All(_) => unreachable!("only plan sources are deleted"),
+        }
+    }
+
     async fn read_page(&self, store: &Store, after: u64) -> Result<Vec<Event>, StoreError> {
         let store = store.clone();
         let source = self.clone();
@@ -126,6 +137,29 @@ impl From<StoreError> for Interrupted {
     }
 }
 
+/// Moves the cursor past `event`, the one right after it, and returns what
+/// the client gets, if anything. A plan event that does not link to the last
+/// one emitted means the plan was deleted and started again.
+fn advance(
+    source: &Source,
+    event: Arc<Event>,
+    cursor: &mut u64,
+    last_signature: &mut Option<[u8; 32]>,
+) -> Result<Option<Followed>, Interrupted> {
+    let relinks = matches!(source, Source::All(_))
+        || last_signature.is_none()
+        || event.prev_hash == *last_signature;
+    if !relinks {
+        return Err(source.deleted(*cursor));
+    }
+    *cursor = source.key(&event);
+    *last_signature = Some(event.signature);
+    Ok(source.emits(&event).then_some(Followed {
+        cursor: *cursor,
+        event,
+    }))
+}
+
 /// Streams events of `source` with cursor > `after`: first from storage,
 /// then live. `receiver` must have been subscribed before the caller checked
 /// `after` against the head. Ends when `shutdown` is cancelled, or after
@@ -143,13 +177,6 @@ pub fn follow(
         // Signature of the last event emitted (plan sources): the next one
         // must link to it, or the plan was deleted and started again.
         let mut last_signature: Option<[u8; 32]> = None;
-        let deleted = |cursor| match &source {
-            Source::Plan(plan_id) => Interrupted::PlanDeleted { plan_id: *plan_id, cursor },
-            Source::All(_) => unreachable!("only plan sources are deleted"),
-        };
-        let relinks = |event: &Event, last: Option<[u8; 32]>| {
-            matches!(source, Source::All(_)) || last.is_none() || event.prev_hash == last
-        };
         'catch_up: loop {
             // Replay from storage until a short page says we reached the head.
             loop {
@@ -168,7 +195,7 @@ pub fn follow(
                     match source.head_behind(&store, cursor).await {
                         Ok(false) => {}
                         Ok(true) => {
-                            yield Err(deleted(cursor));
+                            yield Err(source.deleted(cursor));
                             return;
                         }
                         Err(e) => {
@@ -178,16 +205,17 @@ pub fn follow(
                     }
                 }
                 for event in page {
-                    let key = source.key(&event);
-                    debug_assert!(key > cursor, "storage returned an event at or before the cursor");
-                    if !relinks(&event, last_signature) {
-                        yield Err(deleted(cursor));
-                        return;
-                    }
-                    cursor = key;
-                    last_signature = Some(event.signature);
-                    if source.emits(&event) {
-                        yield Ok(Followed { cursor, event: Arc::new(event) });
+                    debug_assert!(
+                        source.key(&event) > cursor,
+                        "storage returned an event at or before the cursor"
+                    );
+                    match advance(&source, Arc::new(event), &mut cursor, &mut last_signature) {
+                        Ok(Some(followed)) => yield Ok(followed),
+                        Ok(None) => {}
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
                     }
                 }
                 if short {
@@ -204,7 +232,7 @@ pub fn follow(
                 };
                 match received {
                     Ok(event) if source.is_own_tombstone(&event) => {
-                        yield Err(deleted(cursor));
+                        yield Err(source.deleted(cursor));
                         return;
                     }
                     Ok(event) if !source.covers(&event) => {}
@@ -217,14 +245,13 @@ pub fn follow(
                             stats.catch_ups.fetch_add(1, Ordering::Relaxed);
                             continue 'catch_up;
                         }
-                        if !relinks(&event, last_signature) {
-                            yield Err(deleted(cursor));
-                            return;
-                        }
-                        cursor = key;
-                        last_signature = Some(event.signature);
-                        if source.emits(&event) {
-                            yield Ok(Followed { cursor, event });
+                        match advance(&source, event, &mut cursor, &mut last_signature) {
+                            Ok(Some(followed)) => yield Ok(followed),
+                            Ok(None) => {}
+                            Err(e) => {
+                                yield Err(e);
+                                return;
+                            }
                         }
                     }
                     Err(RecvError::Lagged(_)) => {

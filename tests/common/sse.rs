@@ -57,6 +57,14 @@ impl Daemon {
             Err(resp) => panic!("SSE {path} refused with {}: {}", resp.status, resp.text),
         }
     }
+
+    /// Opens an SSE stream that must be refused; returns the refusal.
+    pub async fn sse_refused(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        match self.sse(path, headers).await {
+            Ok(_) => panic!("SSE {path} was accepted; expected a refusal"),
+            Err(resp) => resp,
+        }
+    }
 }
 
 /// One SSE frame: a dispatched event, or a comment-only frame (keep-alive).
@@ -131,28 +139,32 @@ impl SseClient {
     /// The next event (skipping keep-alive comments) as `(id, data JSON)`;
     /// panics on timeout, end of stream or a non-message event.
     pub async fn next_event(&mut self) -> (u64, Value) {
+        let frame = self.next_message_frame(SSE_READ_TIMEOUT).await;
+        assert_eq!(
+            frame.event, None,
+            "unexpected SSE event name; data: {}",
+            frame.data
+        );
+        let id = frame
+            .id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("SSE frame without a numeric id: {frame:?}"));
+        let data = serde_json::from_str(&frame.data)
+            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", frame.data));
+        (id, data)
+    }
+
+    /// The next frame that is not a keep-alive comment, each read within
+    /// `timeout`; panics on timeout or end of stream.
+    pub async fn next_message_frame(&mut self, timeout: Duration) -> Frame {
         loop {
-            let frame = match self.next_frame(SSE_READ_TIMEOUT).await {
-                Ok(Some(frame)) => frame,
+            match self.next_frame(timeout).await {
+                Ok(Some(frame)) if frame.is_comment_only() => {}
+                Ok(Some(frame)) => return frame,
                 Ok(None) => panic!("the SSE stream ended while an event was expected"),
                 Err(e) => panic!("{e}"),
-            };
-            if frame.is_comment_only() {
-                continue;
             }
-            assert_eq!(
-                frame.event, None,
-                "unexpected SSE event name; data: {}",
-                frame.data
-            );
-            let id = frame
-                .id
-                .as_deref()
-                .and_then(|id| id.parse().ok())
-                .unwrap_or_else(|| panic!("SSE frame without a numeric id: {frame:?}"));
-            let data = serde_json::from_str(&frame.data)
-                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", frame.data));
-            return (id, data);
         }
     }
 
@@ -163,6 +175,15 @@ impl SseClient {
             out.push(self.next_event().await);
         }
         out
+    }
+
+    /// The ids (`id:` lines) of the next `n` events.
+    pub async fn take_ids(&mut self, n: usize) -> Vec<u64> {
+        self.take_events(n)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Asserts that the stream ends cleanly (after any keep-alives) within
