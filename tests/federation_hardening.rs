@@ -288,6 +288,37 @@ async fn a_message_the_peer_refuses_does_not_take_its_batch_mates_down() {
         .map(|m| m["payload"]["n"].clone())
         .collect();
     assert_eq!(got, [json!(1), json!(2), json!(4), json!(5)], "in order");
+
+    // Every request counts as an attempt at each message in it, the refused
+    // batches too (those are not recorded on the messages themselves, so
+    // they can be told apart): at least one batch with message 3 and a later
+    // one was refused before they were sent one by one.
+    let metrics = delivery_metrics(&alpha, "beta").await;
+    let stored: u64 = out.iter().map(|m| m["attempts"].as_u64().unwrap()).sum();
+    let attempts = metrics["logbook_federation_delivery_attempts_total"] as u64;
+    let failures = metrics["logbook_federation_delivery_failures_total"] as u64;
+    assert!(
+        attempts >= stored + 2,
+        "{metrics:?}, {stored} recorded attempts"
+    );
+    assert_eq!(attempts - failures, 4, "four deliveries: {metrics:?}");
+    assert_eq!(metrics["logbook_federation_dead_letters_total"], 1.0);
+}
+
+/// `node`'s `logbook_federation_*` samples for `peer`, by metric name.
+async fn delivery_metrics(node: &Node, peer: &str) -> std::collections::HashMap<String, f64> {
+    let response = node.http.get(node.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let label = format!("{{peer=\"{peer}\"}} ");
+    response
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("logbook_federation_"))
+        .filter_map(|l| l.split_once(&label))
+        .map(|(name, value)| (name.to_string(), value.trim().parse().unwrap()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

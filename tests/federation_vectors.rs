@@ -13,8 +13,11 @@ mod federation_common;
 use std::path::PathBuf;
 
 use federation_common::{key_fingerprint, key_id, public_pem, test_key};
-use logbook::federation::identity;
-use logbook::federation::message::{EventAck, EventMessage, signing_input, verify_value};
+use logbook::federation::identity::{self, OwnKey};
+use logbook::federation::message::{
+    EventAck, EventMessage, KEY_ROTATED_TYPE, signing_input, verify_value,
+};
+use logbook::federation::rotation;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -57,8 +60,23 @@ fn generate() -> Value {
     tampered_time["timestamp"] = json!(1_767_323_045_679_i64);
     let mut tampered_ack = ack_value.clone();
     tampered_ack["received"] = json!(false);
+    // A key rotation: the new key announced, signed with the old one.
+    let new_key = OwnKey::new(test_key("vectors-new")).unwrap();
+    let announcement = EventMessage::signed(
+        &key,
+        &kid,
+        "alpha",
+        Uuid::parse_str("3b9e4f2a-1c7d-4e8b-a5f6-0d2c9b8a7e61").unwrap(),
+        KEY_ROTATED_TYPE,
+        rotation::announcement(&new_key),
+        1_767_323_046_001,
+    )
+    .unwrap();
+    let announcement_value = json!(announcement);
+    let mut swapped_key = announcement_value.clone();
+    swapped_key["payload"] = rotation::announcement(&OwnKey::new(test_key("mallory")).unwrap());
     json!({
-        "description": "logbook federation v1 test vectors: RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over the RFC 8785 canonical JSON of each message without its signature member. PSS signatures are randomized: verify them, do not expect to reproduce them. See docs/federation-protocol.md.",
+        "description": "logbook federation v1 test vectors: RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over the RFC 8785 canonical JSON of each message without its signature member. PSS signatures are randomized: verify them, do not expect to reproduce them. Every valid message is signed with `key`; the federation.key_rotated announcement is signed with it as the OLD key and carries the new key (`newKey`) in its payload. See docs/federation-protocol.md.",
         "key": {
             "publicKey": public_pem(&key),
             "fingerprint": key_fingerprint(&key),
@@ -67,11 +85,22 @@ fn generate() -> Value {
         "valid": [
             {"name": "EventMessage", "message": message_value, "signingInput": signing_input(&message_value)},
             {"name": "EventAck", "message": ack_value, "signingInput": signing_input(&ack_value)},
+            {
+                "name": "federation.key_rotated announcement (signed with the old key, the file's key)",
+                "message": announcement_value,
+                "signingInput": signing_input(&announcement_value),
+                "newKey": {
+                    "publicKey": new_key.public_key_pem,
+                    "fingerprint": new_key.fingerprint,
+                    "keyId": new_key.key_id,
+                },
+            },
         ],
         "invalid": [
             {"name": "EventMessage with its payload changed after signing", "message": tampered_payload},
             {"name": "EventMessage with its timestamp changed after signing", "message": tampered_time},
             {"name": "EventAck with received changed after signing", "message": tampered_ack},
+            {"name": "federation.key_rotated with another new key put in after signing", "message": swapped_key},
         ],
     })
 }
@@ -89,7 +118,7 @@ fn vectors_verify_with_the_library() {
     assert_eq!(vectors["key"]["fingerprint"], identity::fingerprint(&der));
     assert_eq!(vectors["key"]["keyId"], identity::key_id(&der));
     let valid = vectors["valid"].as_array().unwrap();
-    assert_eq!(valid.len(), 2);
+    assert_eq!(valid.len(), 3);
     for v in valid {
         let message = &v["message"];
         assert_eq!(v["signingInput"], signing_input(message), "{}", v["name"]);
@@ -101,6 +130,20 @@ fn vectors_verify_with_the_library() {
     let a: EventAck = serde_json::from_value(valid[1]["message"].clone()).unwrap();
     assert!(a.verify(&key));
     assert_eq!(a.correlation_id, m.message_id);
+    // The announcement: signed with the old key (the file's), its payload
+    // naming the new key exactly as a receiver reads it.
+    let r: EventMessage = serde_json::from_value(valid[2]["message"].clone()).unwrap();
+    assert_eq!(r.event_type, KEY_ROTATED_TYPE);
+    assert_eq!(r.key_id, identity::key_id(&der));
+    assert!(r.verify(&key));
+    let (new_der, new_key_id) = rotation::parse_announcement(&r.payload).unwrap();
+    let new_key = &valid[2]["newKey"];
+    assert_eq!(new_key["keyId"], new_key_id.as_str());
+    assert_eq!(new_key["fingerprint"], identity::fingerprint(&new_der));
+    let new_public = identity::public_key_from_pem(new_key["publicKey"].as_str().unwrap()).unwrap();
+    assert_eq!(identity::spki_der(&new_public).unwrap(), new_der);
+    assert_ne!(new_der, der, "a rotation announces another key");
+    assert!(!r.verify(&new_public), "not signed with the new key");
     for v in vectors["invalid"].as_array().unwrap() {
         assert!(!verify_value(&v["message"], &key), "{}", v["name"]);
     }

@@ -9,7 +9,9 @@ SHA-256, MGF1-SHA-256 and a 32-byte salt) written out with pow().
     python3 docs/vectors/verify_federation_vectors.py [path/to/federation-v1.json]
 
 Prints "N passed, 0 failed" and exits 0 when every valid vector verifies
-and every invalid one does not; otherwise prints the failures and exits 1.
+and every invalid one does not, and the federation.key_rotated announcement
+(signed with the file's key as the OLD key) carries a well-formed new key;
+otherwise prints the failures and exits 1.
 """
 
 import base64
@@ -108,6 +110,33 @@ def verify(key, message):
     return pss_verify(n, e, signing_input(message).encode("utf-8"), signature)
 
 
+KEY_ROTATED = "federation.key_rotated"
+
+
+def check_announcement(check, old_key, v):
+    """A key announcement: signed with the OLD key (checked by the caller,
+    the file's key), its payload exactly {publicKey, keyId} naming the new
+    RSA key (at least 3072 bits) by its keyId, which is not the old one."""
+    name = v["name"]
+    payload = v["message"]["payload"]
+    check(isinstance(payload, dict) and sorted(payload) == ["keyId", "publicKey"],
+          name + ": payload is exactly {publicKey, keyId}")
+    try:
+        new_key = spki_rsa_key(payload["publicKey"])
+    except (AssertionError, IndexError, KeyError, TypeError, ValueError):
+        check(False, name + ": payload.publicKey is an RSA SPKI PEM")
+        return
+    fingerprint = hashlib.sha256(new_key[2]).hexdigest()
+    check(new_key[0].bit_length() >= 3072, name + ": the new key has at least 3072 bits")
+    check(payload["keyId"] == fingerprint[:16], name + ": payload.keyId names payload.publicKey")
+    check(fingerprint == v["newKey"]["fingerprint"] and payload["keyId"] == v["newKey"]["keyId"]
+          and spki_rsa_key(v["newKey"]["publicKey"])[2] == new_key[2],
+          name + ": payload carries newKey")
+    check(new_key[2] != old_key[2] and payload["keyId"] != v["message"]["keyId"],
+          name + ": the new key is not the signing (old) key")
+    check(not verify(new_key, v["message"]), name + ": not signed with the new key")
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "federation-v1.json")
     with open(path, encoding="utf-8") as f:
@@ -131,6 +160,12 @@ def main():
         check(signing_input(v["message"]) == v["signingInput"], "signing input of " + v["name"])
         check(v["message"]["keyId"] == vectors["key"]["keyId"], "keyId of " + v["name"])
         check(verify(key, v["message"]), "signature of " + v["name"] + " verifies")
+        if v["message"].get("eventType") == KEY_ROTATED:
+            check_announcement(check, key, v)
+    check(
+        any(v["message"].get("eventType") == KEY_ROTATED for v in vectors["valid"]),
+        "a " + KEY_ROTATED + " announcement is among the valid vectors",
+    )
     for v in vectors["invalid"]:
         check(not verify(key, v["message"]), v["name"] + " is rejected")
     print(f"{passed} passed, {failed} failed")

@@ -39,6 +39,9 @@ pub struct Federation {
     /// Where the key files live (current, staged and retired keys).
     pub data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Background pinning of `[[peers]]` given by fingerprint only: at most
+    /// one task per peer, with the definition it is pinning.
+    pinning: Mutex<HashMap<String, (peers::PeerSpec, JoinHandle<()>)>>,
     shutdown: CancellationToken,
 }
 
@@ -91,6 +94,7 @@ impl Federation {
             config: fed_config,
             client,
             workers: Mutex::new(HashMap::new()),
+            pinning: Mutex::new(HashMap::new()),
             shutdown,
         });
         let pending = peers::apply_config(&federation, &config.peers).await?;

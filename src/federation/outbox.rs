@@ -112,13 +112,13 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     let (key, announcement) = tokio::task::spawn_blocking(move || fed2.signing_key_for(&id))
         .await
         .map_err(|e| e.to_string())??;
-    if let Some(seq) = announcement {
+    // The rows start at the first open one. If they all come after the
+    // announcement, it is dead: the peer still pins the old key, so the
+    // later messages proceed (like after any dead message), signed with it.
+    if let Some(seq) = announcement
+        && rows.first().is_some_and(|(s, _)| *s <= seq)
+    {
         rows.retain(|(s, _)| *s <= seq);
-        if rows.is_empty() {
-            return Err(format!(
-                "the key announcement at outbox seq {seq} is not among the due messages"
-            ));
-        }
     }
     match send(fed, &peer, &key, &rows).await {
         // The peer refused the batch as a whole: maybe one message in it is
@@ -127,6 +127,8 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         // cannot hold back or kill its batch-mates; stop at the first that
         // fails, so later ones still wait behind it.
         Err(failure) if failure.refused && rows.len() > 1 => {
+            // The refused request was an attempt at every message in it.
+            crate::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in &rows {
                 let one = std::slice::from_ref(row);
                 let outcome = send(fed, &peer, &key, one).await;

@@ -19,7 +19,7 @@ use crate::journal::store::{PeerRecord, PeerStatus};
 pub const INSTANCE_PATH: &str = "/api/v1/federation/instance";
 
 /// A checked peer definition, before it is stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     pub instance_id: String,
     pub base_url: String,
@@ -266,32 +266,48 @@ pub async fn apply_config(
 }
 
 /// Keeps trying to fetch and pin a configured peer's key until it works or
-/// the daemon stops.
+/// the daemon stops. At most one such task runs per peer: a reload that
+/// lists the peer unchanged leaves the running task alone, and a changed
+/// definition replaces it.
 pub fn spawn_pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
-    tokio::spawn(async move {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match fetch_and_pin(&fed, &spec).await {
-                Ok(der) => {
-                    match store_peer(&fed, &spec, der, true) {
-                        Ok(_) => tracing::info!(peer = %spec.instance_id, "pinned the peer's key"),
-                        Err(e) => {
-                            tracing::error!(peer = %spec.instance_id, error = %e, "storing the peer")
-                        }
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(peer = %spec.instance_id, error = %e, "cannot pin the peer's key yet")
-                }
-            }
-            tokio::select! {
-                () = fed.shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(60));
+    let mut pinning = fed.pinning.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((running, handle)) = pinning.get(&spec.instance_id)
+        && !handle.is_finished()
+    {
+        if *running == spec {
+            return;
         }
-    });
+        // Abort takes effect at an await: a pin being stored is never cut short.
+        handle.abort();
+    }
+    let id = spec.instance_id.clone();
+    let handle = tokio::spawn(pin_from_config(fed.clone(), spec.clone()));
+    pinning.insert(id, (spec, handle));
+}
+
+async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match fetch_and_pin(&fed, &spec).await {
+            Ok(der) => {
+                match store_peer(&fed, &spec, der, true) {
+                    Ok(_) => tracing::info!(peer = %spec.instance_id, "pinned the peer's key"),
+                    Err(e) => {
+                        tracing::error!(peer = %spec.instance_id, error = %e, "storing the peer")
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %spec.instance_id, error = %e, "cannot pin the peer's key yet")
+            }
+        }
+        tokio::select! {
+            () = fed.shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
 }
 
 pub fn peer_json(p: &PeerRecord) -> Value {
@@ -305,4 +321,117 @@ pub fn peer_json(p: &PeerRecord) -> Value {
         "addedAt": p.added_at,
         "updatedAt": p.updated_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::net::TcpStream;
+
+    /// Peers whose key a background task is still trying to pin.
+    fn pinning_in_progress(fed: &Federation) -> Vec<String> {
+        let pinning = fed.pinning.lock().unwrap_or_else(|e| e.into_inner());
+        pinning
+            .iter()
+            .filter(|(_, (_, handle))| !handle.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The request line of the next connection to the fake peer.
+    async fn next_request(
+        connections: &mut tokio::sync::mpsc::UnboundedReceiver<TcpStream>,
+    ) -> (String, BufReader<TcpStream>) {
+        let stream = tokio::time::timeout(Duration::from_secs(30), connections.recv())
+            .await
+            .expect("no pinning request came")
+            .expect("the fake peer stopped");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        (line, reader)
+    }
+
+    /// Reloads that list the same fingerprint-only peer do not start another
+    /// pinning task; a changed definition replaces (aborts) the running one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_pinning_task_per_peer_across_reloads() {
+        // A peer that accepts connections and never answers: each pinning
+        // task waits on its one request, so every request seen is a task.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, mut connections) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = tx.send(stream);
+            }
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::embedded_default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.federation.instance_id = "alpha".into();
+        config.federation.send_timeout_secs = 120;
+        let listed = |base_url: String| crate::config::PeerConfig {
+            instance_id: "beta".into(),
+            base_url,
+            public_key: String::new(),
+            fingerprint: "ab".repeat(32),
+        };
+        config.peers = vec![listed(format!("http://127.0.0.1:{port}"))];
+        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) =
+            crate::journal::store::Store::open(&dir.path().join("store.redb"), keyring, fanout)
+                .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let fed = Federation::start(&config, store, shutdown.clone())
+            .await
+            .unwrap();
+        let (first, mut first_conn) = next_request(&mut connections).await;
+        assert!(
+            first.starts_with(&format!("GET {INSTANCE_PATH} ")),
+            "{first}"
+        );
+
+        // Reloads as `reload::reload` applies them, with the peer unchanged.
+        let reload = |peers: Vec<crate::config::PeerConfig>| {
+            let fed = fed.clone();
+            async move {
+                for spec in apply_config(&fed, &peers).await.unwrap() {
+                    spawn_pin_from_config(fed.clone(), spec);
+                }
+            }
+        };
+        for _ in 0..5 {
+            reload(config.peers.clone()).await;
+        }
+        assert_eq!(pinning_in_progress(&fed), ["beta"]);
+        // The base URL changes: the next request is the replacement's, and
+        // the first task's connection is closed (it was aborted).
+        reload(vec![listed(format!("http://127.0.0.1:{port}/v2"))]).await;
+        let (next, _conn) = next_request(&mut connections).await;
+        assert!(
+            next.starts_with(&format!("GET /v2{INSTANCE_PATH} ")),
+            "a second task for the unchanged peer ran: {next}"
+        );
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), first_conn.read_to_end(&mut rest))
+            .await
+            .expect("the replaced task still holds its request open")
+            .unwrap();
+        assert!(
+            connections.try_recv().is_err(),
+            "more pinning requests than tasks"
+        );
+        assert_eq!(pinning_in_progress(&fed), ["beta"]);
+
+        shutdown.cancel();
+        fed.stop().await;
+        drop(fed);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
 }
