@@ -781,20 +781,7 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                Problem::bad_request(
-                    "invalid-last-event-id",
-                    "Invalid Last-Event-ID",
-                    "Last-Event-ID must be a non-negative integer",
-                )
-            })?,
-        None => q.after.unwrap_or(0),
-    };
+    let after = crate::http::api::cursor(&headers, q.after)?;
     let filter = TypeFilter::parse(q.event_type.as_deref().unwrap_or("")).map_err(|e| {
         Problem::bad_request(
             "invalid-query",
