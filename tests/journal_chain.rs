@@ -461,6 +461,11 @@ async fn generated_key_is_private_persists_and_old_events_verify_after_a_key_cha
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "generated key file mode");
+    let journal_mode = std::fs::metadata(daemon.data_dir().join(logbook::journal::store::DB_FILE))
+        .expect("the journal file")
+        .permissions()
+        .mode();
+    assert_eq!(journal_mode & 0o777, 0o600, "journal file mode");
     let secret = std::fs::read_to_string(&key_file).unwrap();
     let generated_id = logbook::journal::keys::key_id(secret.trim_end().as_bytes());
     assert_ne!(

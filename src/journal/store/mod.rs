@@ -307,6 +307,13 @@ impl Store {
             )),
             e => StoreError(format!("opening {}: {e}", path.display())),
         })?;
+        // The journal is as private as the keys: the data dir is 0700, and
+        // the file itself is 0600 too, whatever the umask was.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError(format!("making {} private: {e}", path.display())))?;
+        }
         // Create every table up front so readers never see a missing one.
         let txn = db.begin_write()?;
         txn.open_table(EVENTS)?;
