@@ -202,6 +202,12 @@ impl Store {
         }
         let out = Database::create(dest)
             .map_err(|e| StoreError(format!("creating {}: {e}", dest.display())))?;
+        // A backup holds the whole journal: as private as the journal itself.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError(format!("making {} private: {e}", dest.display())))?;
+        }
         let mut write = out.begin_write()?;
         write.set_durability(Durability::Immediate)?;
         let mut rows = 0u64;
