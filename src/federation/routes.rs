@@ -765,12 +765,13 @@ async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Proble
 // ---- stream ---------------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StreamQuery {
     event_type: Option<String>,
     after: Option<u64>,
     // Read by the auth layer; accepted here so it is not an unknown key.
     #[allow(dead_code)]
+    #[serde(rename = "access_token")]
     access_token: Option<String>,
 }
 
