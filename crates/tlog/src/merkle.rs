@@ -1,0 +1,469 @@
+//! RFC 9162 §2.1 Merkle trees over a log whose perfect subtrees are stored.
+//!
+//! Invariant: a log of `n` leaves has stored, for every level `l` and index
+//! `i` with `(i + 1) << l <= n`, the hash of the perfect subtree covering
+//! leaves `[i << l, (i + 1) << l)`. [`hashes_to_store`] yields exactly the new
+//! ones when leaf `n` is appended (one leaf hash plus one per completed
+//! subtree: two per append on average), so any subtree hash is one read and
+//! every root or proof below costs O(log n) reads. Nothing rescans the log.
+//!
+//! A C2SP hash tile at tile level `L` is a run of stored hashes at tree level
+//! `8 * L`, so tiles are range reads of the same store.
+//!
+//! Proof generation follows the recursive definitions of RFC 9162 §2.1.3.1
+//! and §2.1.4.1; verification follows §2.1.3.2 and §2.1.4.2 step by step.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 hash: a leaf, an interior node or a root.
+pub type Hash = [u8; 32];
+
+/// `SHA-256(0x00 || entry)`: the hash of a leaf (RFC 6962 §2.1).
+pub fn leaf_hash(entry: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(entry);
+    hasher.finalize().into()
+}
+
+/// `SHA-256(0x01 || left || right)`: the hash of an interior node.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x01]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// The root of the empty tree: `SHA-256()` of nothing.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// Where a stored hash lives: the perfect subtree of `2^level` leaves
+/// starting at leaf `index << level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId {
+    pub level: u8,
+    pub index: u64,
+}
+
+impl NodeId {
+    pub fn new(level: u8, index: u64) -> NodeId {
+        NodeId { level, index }
+    }
+}
+
+/// Reads a stored perfect-subtree hash. Storage errors pass through.
+pub trait HashReader {
+    type Error;
+    fn read_hash(&mut self, node: NodeId) -> Result<Hash, Self::Error>;
+}
+
+impl<E, F: FnMut(NodeId) -> Result<Hash, E>> HashReader for F {
+    type Error = E;
+    fn read_hash(&mut self, node: NodeId) -> Result<Hash, E> {
+        self(node)
+    }
+}
+
+/// The hashes to store when appending leaf number `n` (0-based) with hash
+/// `leaf`: the leaf itself, then the root of each perfect subtree that this
+/// leaf completes, each from its stored left sibling. Reads
+/// `trailing_ones(n)` earlier hashes.
+pub fn hashes_to_store<R: HashReader>(
+    n: u64,
+    leaf: Hash,
+    reader: &mut R,
+) -> Result<Vec<(NodeId, Hash)>, R::Error> {
+    let completed = n.trailing_ones() as u8;
+    let mut out = Vec::with_capacity(1 + usize::from(completed));
+    let mut hash = leaf;
+    out.push((NodeId::new(0, n), hash));
+    for level in 0..completed {
+        let index = n >> level;
+        let left = reader.read_hash(NodeId::new(level, index - 1))?;
+        hash = node_hash(&left, &hash);
+        out.push((NodeId::new(level + 1, index >> 1), hash));
+    }
+    Ok(out)
+}
+
+/// Largest power of two strictly below `n` (`n >= 2`): RFC 9162's `k`.
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// MTH(D[lo:hi]) for `lo < hi`. Invariant (holds for every call the proof
+/// recursions make): `lo` is a multiple of the smallest power of two that is
+/// at least `hi - lo`, so a power-of-two range is one stored subtree.
+fn subtree<R: HashReader>(lo: u64, hi: u64, reader: &mut R) -> Result<Hash, R::Error> {
+    debug_assert!(lo < hi);
+    let size = hi - lo;
+    if size.is_power_of_two() {
+        let level = size.trailing_zeros() as u8;
+        debug_assert_eq!(lo % size, 0, "unaligned subtree [{lo}, {hi})");
+        return reader.read_hash(NodeId::new(level, lo >> level));
+    }
+    let k = split_point(size);
+    let left = subtree(lo, lo + k, reader)?;
+    let right = subtree(lo + k, hi, reader)?;
+    Ok(node_hash(&left, &right))
+}
+
+/// The root of the tree of the first `size` leaves.
+pub fn root<R: HashReader>(size: u64, reader: &mut R) -> Result<Hash, R::Error> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    subtree(0, size, reader)
+}
+
+/// Why a proof cannot be made: the arguments are outside the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofRequestError {
+    /// `index >= size` for an inclusion proof.
+    IndexOutOfRange { index: u64, size: u64 },
+    /// `from > to` for a consistency proof.
+    FromAfterTo { from: u64, to: u64 },
+}
+
+/// RFC 9162 §2.1.3.1 PATH(index, D[0:size]), leaf to root.
+pub fn inclusion_proof<R: HashReader>(
+    index: u64,
+    size: u64,
+    reader: &mut R,
+) -> Result<Result<Vec<Hash>, ProofRequestError>, R::Error> {
+    if index >= size {
+        return Ok(Err(ProofRequestError::IndexOutOfRange { index, size }));
+    }
+    let mut proof = Vec::new();
+    path(index, 0, size, reader, &mut proof)?;
+    Ok(Ok(proof))
+}
+
+/// PATH(m, D[lo:hi]) with `m` relative to `lo`, appended to `out`.
+fn path<R: HashReader>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    reader: &mut R,
+    out: &mut Vec<Hash>,
+) -> Result<(), R::Error> {
+    let n = hi - lo;
+    if n == 1 {
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m < k {
+        path(m, lo, lo + k, reader, out)?;
+        out.push(subtree(lo + k, hi, reader)?);
+    } else {
+        path(m - k, lo + k, hi, reader, out)?;
+        out.push(subtree(lo, lo + k, reader)?);
+    }
+    Ok(())
+}
+
+/// RFC 9162 §2.1.4.1 PROOF(from, D[0:to]). Empty when `from == 0` or
+/// `from == to`: every tree is consistent with the empty tree and itself.
+pub fn consistency_proof<R: HashReader>(
+    from: u64,
+    to: u64,
+    reader: &mut R,
+) -> Result<Result<Vec<Hash>, ProofRequestError>, R::Error> {
+    if from > to {
+        return Ok(Err(ProofRequestError::FromAfterTo { from, to }));
+    }
+    let mut proof = Vec::new();
+    if from > 0 && from < to {
+        subproof(from, 0, to, true, reader, &mut proof)?;
+    }
+    Ok(Ok(proof))
+}
+
+/// SUBPROOF(m, D[lo:hi], b) with `m` relative to `lo`, appended to `out`.
+fn subproof<R: HashReader>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    whole: bool,
+    reader: &mut R,
+    out: &mut Vec<Hash>,
+) -> Result<(), R::Error> {
+    let n = hi - lo;
+    if m == n {
+        if !whole {
+            out.push(subtree(lo, hi, reader)?);
+        }
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(m, lo, lo + k, whole, reader, out)?;
+        out.push(subtree(lo + k, hi, reader)?);
+    } else {
+        subproof(m - k, lo + k, hi, false, reader, out)?;
+        out.push(subtree(lo, lo + k, reader)?);
+    }
+    Ok(())
+}
+
+/// RFC 9162 §2.1.3.2: whether `proof` shows leaf `index` with hash `leaf`
+/// in the tree of `size` leaves with root `root`.
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s == 0 {
+            return false;
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    s == 0 && r == *root
+}
+
+/// RFC 9162 §2.1.4.2: whether `proof` shows that the tree of `to` leaves
+/// with root `to_root` extends the tree of `from` leaves with root
+/// `from_root`. The RFC covers `0 < from < to`; `from == to` holds with an
+/// empty proof when the roots are equal, and `from == 0` with an empty
+/// proof (the empty tree is a prefix of every tree).
+pub fn verify_consistency(
+    from: u64,
+    to: u64,
+    from_root: &Hash,
+    to_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    if from > to {
+        return false;
+    }
+    if from == to {
+        return proof.is_empty() && from_root == to_root;
+    }
+    if from == 0 {
+        return proof.is_empty();
+    }
+    if proof.is_empty() {
+        return false;
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if from.is_power_of_two() {
+        path.push(*from_root);
+    }
+    path.extend_from_slice(proof);
+    let (mut f, mut s) = (from - 1, to - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if s == 0 {
+            return false;
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if f & 1 == 0 {
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    fr == *from_root && sr == *to_root && s == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+
+    /// MTH straight from the RFC's definition, over leaf hashes.
+    fn naive_root(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = split_point(n as u64) as usize;
+                node_hash(&naive_root(&leaves[..k]), &naive_root(&leaves[k..]))
+            }
+        }
+    }
+
+    /// A log built only through `hashes_to_store`, as the store builds it.
+    struct Log {
+        stored: HashMap<NodeId, Hash>,
+        leaves: Vec<Hash>,
+    }
+
+    impl Log {
+        fn with(n: u64) -> Log {
+            let mut log = Log {
+                stored: HashMap::new(),
+                leaves: Vec::new(),
+            };
+            for i in 0..n {
+                let leaf = leaf_hash(format!("entry {i}").as_bytes());
+                let mut read = |id: NodeId| Ok::<_, Infallible>(log.stored[&id]);
+                let new = hashes_to_store(i, leaf, &mut read).unwrap();
+                assert_eq!(new.len(), 1 + i.trailing_ones() as usize);
+                log.stored.extend(new);
+                log.leaves.push(leaf);
+            }
+            log
+        }
+
+        fn reader(&self) -> impl FnMut(NodeId) -> Result<Hash, Infallible> + '_ {
+            |id| Ok(self.stored[&id])
+        }
+    }
+
+    const N: u64 = 70;
+
+    /// Built one leaf longer than the sizes checked, for the next size's root.
+    const BUILT: u64 = N + 1;
+
+    #[test]
+    fn stored_hashes_are_the_perfect_subtrees() {
+        let log = Log::with(N);
+        for (id, hash) in &log.stored {
+            let lo = (id.index << id.level) as usize;
+            let hi = lo + (1 << id.level);
+            assert!(hi as u64 <= N);
+            assert_eq!(*hash, naive_root(&log.leaves[lo..hi]), "{id:?}");
+        }
+        // Two per append on average: n leaves store 2n - popcount(n) hashes.
+        assert_eq!(log.stored.len() as u64, 2 * N - u64::from(N.count_ones()));
+    }
+
+    #[test]
+    fn roots_match_the_definition_at_every_size() {
+        let log = Log::with(N);
+        for size in 0..=N {
+            let expected = naive_root(&log.leaves[..size as usize]);
+            assert_eq!(
+                root(size, &mut log.reader()).unwrap(),
+                expected,
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn inclusion_proofs_verify_for_every_leaf_and_size() {
+        let log = Log::with(BUILT);
+        for size in 1..=N {
+            let r = root(size, &mut log.reader()).unwrap();
+            for index in 0..size {
+                let proof = inclusion_proof(index, size, &mut log.reader())
+                    .unwrap()
+                    .unwrap();
+                let leaf = log.leaves[index as usize];
+                assert!(verify_inclusion(index, size, &leaf, &proof, &r));
+                // Any change fails: another leaf, index, size, root or proof.
+                let other = log.leaves[((index + 1) % size) as usize];
+                assert_eq!(size == 1, verify_inclusion(index, size, &other, &proof, &r));
+                // A proof does not bind the size on its own (the signed
+                // checkpoint does), but it fails against another size's root.
+                let next = root(size + 1, &mut log.reader()).unwrap();
+                assert!(!verify_inclusion(index, size + 1, &leaf, &proof, &next));
+                assert!(!verify_inclusion(
+                    index,
+                    size,
+                    &leaf,
+                    &proof,
+                    &leaf_hash(b"x")
+                ));
+                if let Some(first) = proof.first() {
+                    let mut bad = proof.clone();
+                    bad[0] = node_hash(first, first);
+                    assert!(!verify_inclusion(index, size, &leaf, &bad, &r));
+                    assert!(!verify_inclusion(index, size, &leaf, &proof[1..], &r));
+                }
+                let mut longer = proof.clone();
+                longer.push(r);
+                assert!(!verify_inclusion(index, size, &leaf, &longer, &r));
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_proofs_verify_for_every_pair_of_sizes() {
+        let log = Log::with(BUILT);
+        let roots: Vec<Hash> = (0..=BUILT)
+            .map(|s| root(s, &mut log.reader()).unwrap())
+            .collect();
+        for to in 0..=N {
+            for from in 0..=to {
+                let proof = consistency_proof(from, to, &mut log.reader())
+                    .unwrap()
+                    .unwrap();
+                let (fr, tr) = (&roots[from as usize], &roots[to as usize]);
+                assert!(verify_consistency(from, to, fr, tr, &proof), "{from}->{to}");
+                if from > 0 && from < to {
+                    assert!(!verify_consistency(from, to, tr, tr, &proof));
+                    assert!(!verify_consistency(from, to, fr, fr, &proof));
+                    let mut bad = proof.clone();
+                    bad[0] = node_hash(&bad[0], &bad[0]);
+                    assert!(!verify_consistency(from, to, fr, tr, &bad));
+                    assert!(!verify_consistency(from, to, fr, tr, &proof[1..]));
+                    let next = &roots[to as usize + 1];
+                    assert!(!verify_consistency(from, to + 1, fr, next, &proof));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let log = Log::with(4);
+        assert_eq!(
+            inclusion_proof(4, 4, &mut log.reader()).unwrap(),
+            Err(ProofRequestError::IndexOutOfRange { index: 4, size: 4 })
+        );
+        assert_eq!(
+            consistency_proof(5, 4, &mut log.reader()).unwrap(),
+            Err(ProofRequestError::FromAfterTo { from: 5, to: 4 })
+        );
+        assert!(!verify_inclusion(0, 0, &[0; 32], &[], &[0; 32]));
+        assert!(!verify_consistency(3, 2, &[0; 32], &[0; 32], &[]));
+    }
+
+    /// RFC 6962's empty-tree root and the well-known leaf hash of "".
+    #[test]
+    fn known_answers() {
+        let hex = |h: Hash| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(leaf_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+    }
+}
