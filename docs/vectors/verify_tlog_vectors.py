@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Independent check of docs/vectors/tlog-merkle.json (Python stdlib only).
 
+Also checks the signed checkpoint: the C2SP signed-note layout, the key id
+SHA-256(name || 0x0A || 0x01 || key)[:4], the vkey string, and the Ed25519
+signature with a small RFC 8032 verifier written here.
+
 Recomputes every root from the entries with RFC 9162 MTH, regenerates every
 inclusion (PATH) and consistency (PROOF) proof from the RFC's recursive
 definitions, checks they equal the vectors, and verifies each with the RFC's
@@ -147,4 +151,80 @@ for v in V["consistency"]:
         check(not verify_consistency(f, t, tr, tr, proof), f"consistency {f}->{t}: wrong old root fails")
         bad = [node(proof[0], proof[0])] + proof[1:]
         check(not verify_consistency(f, t, fr, tr, bad), f"consistency {f}->{t}: altered proof fails")
-print(f"tlog Merkle vectors: {checks} checks passed")
+
+# --- Ed25519 verification, RFC 8032 section 5.1.7 (affine arithmetic) ---
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, P - 2, P) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+
+
+def recover_x(y, sign):
+    xx = (y * y - 1) * pow(D * y * y + 1, P - 2, P) % P
+    x = pow(xx, (P + 3) // 8, P)
+    if (x * x - xx) % P:
+        x = x * SQRT_M1 % P
+    if (x * x - xx) % P or (x == 0 and sign):
+        return None
+    return P - x if x & 1 != sign else x
+
+
+def add(a, b):
+    (x1, y1), (x2, y2) = a, b
+    t = D * x1 * x2 * y1 * y2 % P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P,
+            (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P)
+
+
+def mul(k, point):
+    acc = (0, 1)
+    while k:
+        if k & 1:
+            acc = add(acc, point)
+        point = add(point, point)
+        k >>= 1
+    return acc
+
+
+def decode_point(b):
+    y = int.from_bytes(b, "little")
+    sign, y = y >> 255, y & (2**255 - 1)
+    if y >= P:
+        return None
+    x = recover_x(y, sign)
+    return None if x is None else (x, y)
+
+
+BASE = (recover_x(4 * pow(5, P - 2, P) % P, 0), 4 * pow(5, P - 2, P) % P)
+
+
+def ed25519_verify(public, message, signature):
+    if len(public) != 32 or len(signature) != 64:
+        return False
+    a, r = decode_point(public), decode_point(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or r is None or s >= L:
+        return False
+    h = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(), "little") % L
+    return mul(s, BASE) == add(r, mul(h, a))
+
+
+# --- the signed checkpoint ---
+sc = V["signed_checkpoint"]
+name, key_id_hex, key_b64 = sc["vkey"].split("+", 2)
+key = base64.b64decode(key_b64)
+check(key[0] == 1 and len(key) == 33, "vkey holds an Ed25519 key")
+key_id = hashlib.sha256(name.encode() + b"\n" + key).digest()[:4]
+check(key_id.hex() == key_id_hex, "vkey key id")
+note = sc["note"]
+check(all(c == "\n" or c >= " " for c in note), "no control characters")
+text, sigs = note[: note.rindex("\n\n") + 1], note[note.rindex("\n\n") + 2 :]
+check(text == f"{name}\n{V['entry_count']}\n{b64(mth(leaves))}\n", "checkpoint text: origin, size, root")
+lines = sigs.rstrip("\n").split("\n")
+check(len(lines) == 1 and lines[0].startswith("\u2014 " + name + " "), "one signature line by the origin")
+sig = base64.b64decode(lines[0].split(" ")[2])
+check(sig[:4] == key_id, "signature key id")
+check(ed25519_verify(key[1:], text.encode(), sig[4:]), "Ed25519 signature verifies")
+check(not ed25519_verify(key[1:], text.replace("257", "258").encode(), sig[4:]), "tampered text fails")
+check(not ed25519_verify(key[1:], text.encode(), sig[4:-1] + bytes([sig[-1] ^ 1])), "tampered signature fails")
+print(f"tlog vectors: {checks} checks passed")

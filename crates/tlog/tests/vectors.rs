@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
+use logbook_tlog::checkpoint::Checkpoint;
 use logbook_tlog::merkle::{
     Hash, NodeId, consistency_proof, hashes_to_store, inclusion_proof, leaf_hash, root,
 };
+use logbook_tlog::note::{Note, Signer25519};
 
 const PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -110,10 +112,31 @@ fn render() -> String {
         })
         .collect();
     out.push_str(&format!(
-        "  \"consistency\": [\n{}\n  ]\n}}\n",
+        "  \"consistency\": [\n{}\n  ],\n",
         consistency.join(",\n")
     ));
+    out.push_str(&signed_checkpoint(root(ENTRIES, &mut read).unwrap()));
+    out.push_str("}\n");
     out
+}
+
+/// A checkpoint of the whole vector log, signed with a fixed test key
+/// (Ed25519 signatures are deterministic, so the note is too).
+fn signed_checkpoint(root: Hash) -> String {
+    const ORIGIN: &str = "example.com/logbook-vectors";
+    const SEED: [u8; 32] = [0x42; 32];
+    let signer = Signer25519::new(ORIGIN, &SEED).unwrap();
+    let text = Checkpoint::new(ORIGIN, ENTRIES, root).to_text();
+    let note = Note {
+        signatures: vec![signer.sign(&text).unwrap()],
+        text,
+    };
+    format!(
+        "  \"signed_checkpoint\": {{\n    \"seed_hex\": \"{}\",\n    \"vkey\": \"{}\",\n    \"note\": \"{}\"\n  }}\n",
+        "42".repeat(32),
+        signer.verifier().to_vkey(),
+        note.to_text().replace('\n', "\\n")
+    )
 }
 
 #[test]
