@@ -141,7 +141,20 @@ async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "sse_clients": cx.app.stream_stats.connected.load(Relaxed),
         "signing_key_id": cx.app.store.keyring().current_id(),
         "log_level": super::logging::current_level(),
+        "auth": auth_json(&cx),
     })))
+}
+
+/// Which auth mode is in force and why (`[auth] required` and the latch).
+fn auth_json(cx: &Context) -> Value {
+    let (required, reason) = cx.app.tokens.mode();
+    json!({
+        "required": required,
+        "setting": cx.app.tokens.setting().as_json(),
+        "reason": reason,
+        "latched": cx.app.tokens.latched(),
+        "tokens": cx.app.tokens.current().len(),
+    })
 }
 
 async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
@@ -367,7 +380,7 @@ async fn revoke_token(
         && cx
             .config
             .current()
-            .check_exposure(stored.len() - 1)
+            .check_exposure(stored.len() - 1, cx.app.tokens.latched())
             .is_err()
     {
         return Err(Problem::new(
