@@ -319,9 +319,9 @@ impl Config {
         }
         for host in &self.server.allowed_hosts {
             let ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
             if !ok {
                 return Err(format!(
                     "server.allowed_hosts: {host:?} is not a host name (write it as in a Host header, e.g. \"logbook.internal\" or \"logbook.internal:7411\", without a scheme)"
@@ -368,9 +368,7 @@ impl Config {
                 "refusing to listen on {} with auth.required = false: that opt-out is for loopback only",
                 self.server.listen
             )),
-            AuthRequired::Auto
-                if !self.auth.tokens.is_empty() || stored_tokens > 0 || latched =>
-            {
+            AuthRequired::Auto if !self.auth.tokens.is_empty() || stored_tokens > 0 || latched => {
                 Ok(())
             }
             AuthRequired::Auto => Err(format!(
@@ -462,12 +460,11 @@ mod tests {
     }
     #[test]
     fn auth_required_is_auto_true_or_false() {
-        assert_eq!(
-            Config::embedded_default().auth.required,
-            AuthRequired::Auto
-        );
+        assert_eq!(Config::embedded_default().auth.required, AuthRequired::Auto);
         let with = |v: &str| {
-            Config::parse(&EMBEDDED_DEFAULT.replace("required = \"auto\"", &format!("required = {v}")))
+            Config::parse(
+                &EMBEDDED_DEFAULT.replace("required = \"auto\"", &format!("required = {v}")),
+            )
         };
         assert_eq!(with("true").unwrap().auth.required, AuthRequired::Always);
         assert_eq!(with("false").unwrap().auth.required, AuthRequired::Never);
@@ -482,7 +479,11 @@ mod tests {
         c.check_exposure(0, true).unwrap();
         c.check_exposure(1, false).unwrap();
         c.auth.required = AuthRequired::Never;
-        assert!(c.check_exposure(1, true).unwrap_err().contains("loopback only"));
+        assert!(
+            c.check_exposure(1, true)
+                .unwrap_err()
+                .contains("loopback only")
+        );
         c.auth.required = AuthRequired::Always;
         c.check_exposure(0, false).unwrap();
     }

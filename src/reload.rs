@@ -66,10 +66,12 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     if !new.auth.tokens.is_empty() && !app.tokens.latched() {
         // Persisted before the tokens take effect, so a restart keeps it.
         let store = app.store.clone();
-        tokio::task::spawn_blocking(move || store.latch_auth("a token was configured in config.toml"))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
+        tokio::task::spawn_blocking(move || {
+            store.latch_auth("a token was configured in config.toml")
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
     }
     context.tokens.set_config(&new.auth.tokens, &app.tokens);
     changed.push("auth.tokens");

@@ -122,10 +122,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         shutdown: shutdown.clone(),
         stream_stats: Arc::new(StreamStats::default()),
         edge: Arc::new(crate::http::edge::Edge::new(
-            crate::http::edge::Policy::new(
-                &config.server.allowed_hosts,
-                &config.http.cors_origins,
-            ),
+            crate::http::edge::Policy::new(&config.server.allowed_hosts, &config.http.cors_origins),
             config.sse.max_streams,
         )),
     };
@@ -153,9 +150,9 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     crate::reload::spawn_sighup(context.clone())?;
 
     match context.app.tokens.mode() {
-        (false, why) => tracing::warn!(
-            "no API token required ({why}): any local process can read and append"
-        ),
+        (false, why) => {
+            tracing::warn!("no API token required ({why}): any local process can read and append")
+        }
         (true, why) if context.app.tokens.current().is_empty() => tracing::warn!(
             "API tokens are required ({why}) but none exists: TCP requests get 401; create one with `logbook admin tokens create`"
         ),

@@ -22,9 +22,10 @@ async fn plans_count(daemon: &Daemon) -> usize {
 
 #[tokio::test]
 async fn a_foreign_host_is_refused_while_no_token_is_required() {
-    let daemon = Daemon::start(
-        DaemonOpts::default().replace("allowed_hosts = []", "allowed_hosts = [\"logbook.internal\"]"),
-    );
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "allowed_hosts = []",
+        "allowed_hosts = [\"logbook.internal\"]",
+    ));
     let port = daemon.addr.port();
     let plan = new_plan();
 
@@ -42,7 +43,11 @@ async fn a_foreign_host_is_refused_while_no_token_is_required() {
         .await;
         assert_problem(&resp, 421);
     }
-    assert_eq!(plans_count(&daemon).await, 0, "a refused append changed nothing");
+    assert_eq!(
+        plans_count(&daemon).await,
+        0,
+        "a refused append changed nothing"
+    );
 
     // Loopback names and addresses, with any port, and listed names pass.
     for host in [
@@ -91,15 +96,26 @@ async fn a_write_from_an_origin_not_allowed_is_refused() {
         assert_problem(&resp, 403),
         "urn:logbook:problem:origin-not-allowed"
     );
-    assert_eq!(plans_count(&daemon).await, 0, "the refused append changed nothing");
+    assert_eq!(
+        plans_count(&daemon).await,
+        0,
+        "the refused append changed nothing"
+    );
     assert_eq!(send(append("null")).await.status, 403);
     let resp = send(append("http://ui.example")).await;
     assert_eq!(resp.status, 201, "{}", resp.text);
 
     // Reads are for CORS to police; a write without Origin (curl, scripts) passes.
-    let resp = send(daemon.get("/api/plans").header("origin", "http://evil.example")).await;
+    let resp = send(
+        daemon
+            .get("/api/plans")
+            .header("origin", "http://evil.example"),
+    )
+    .await;
     assert_eq!(resp.status, 200, "{}", resp.text);
-    let resp = daemon.append(new_plan(), event_body("plan.created", 2)).await;
+    let resp = daemon
+        .append(new_plan(), event_body("plan.created", 2))
+        .await;
     assert_eq!(resp.status, 201, "{}", resp.text);
 
     // With tokens too: a valid token does not make a foreign page's write acceptable.
@@ -134,12 +150,21 @@ async fn federation_management_is_refused_over_tcp_without_a_token() {
     let pattern = json!({"peer": "mallory", "pattern": ">"});
     for (path, body) in [
         (format!("{FED}/peers"), peer),
-        (format!("{FED}/peers/mallory/status"), json!({"status": "active"})),
+        (
+            format!("{FED}/peers/mallory/status"),
+            json!({"status": "active"}),
+        ),
         (format!("{FED}/events/subscribe"), pattern.clone()),
         (format!("{FED}/events/unsubscribe"), pattern),
         (format!("{FED}/events/publish"), json!({"peer": "mallory"})),
-        (format!("{FED}/events/messages/retry"), json!({"peer": "mallory"})),
-        (format!("{FED}/events/messages/drop"), json!({"peer": "mallory"})),
+        (
+            format!("{FED}/events/messages/retry"),
+            json!({"peer": "mallory"}),
+        ),
+        (
+            format!("{FED}/events/messages/drop"),
+            json!({"peer": "mallory"}),
+        ),
     ] {
         let resp = send(daemon.post(&path).json(&body)).await;
         refused(&resp);
@@ -151,7 +176,9 @@ async fn federation_management_is_refused_over_tcp_without_a_token() {
     // The public peer-facing routes stay public; the socket serves the rest.
     let resp = daemon.get_json(&format!("{FED}/instance")).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
-    let resp = daemon.get_json(&format!("{FED}/events/subscriptions")).await;
+    let resp = daemon
+        .get_json(&format!("{FED}/events/subscriptions"))
+        .await;
     assert_eq!(resp.status, 200, "listings stay readable: {}", resp.text);
     let status = daemon.admin_json(&["status"]).await;
     assert_eq!(status["auth"]["required"], false, "{status}");
@@ -195,9 +222,8 @@ async fn revoking_the_last_token_leaves_401_even_after_a_restart() {
 #[tokio::test]
 async fn auth_required_true_and_false() {
     // true with no token: the daemon starts, TCP gets 401, the socket works.
-    let daemon = Daemon::start(
-        DaemonOpts::default().replace("required = \"auto\"", "required = true"),
-    );
+    let daemon =
+        Daemon::start(DaemonOpts::default().replace("required = \"auto\"", "required = true"));
     assert_problem(&daemon.get_json("/api/plans").await, 401);
     let status = daemon.admin_json(&["status"]).await;
     assert_eq!(status["auth"]["required"], true, "{status}");
@@ -225,9 +251,7 @@ async fn auth_required_true_and_false() {
     assert_eq!(status["auth"]["setting"], false, "{status}");
     let resp = send(daemon.get("/api/plans").header("host", "attacker.example")).await;
     assert_problem(&resp, 421);
-    let resp = daemon
-        .get_as(&format!("{FED}/peers"), "admin-secret")
-        .await;
+    let resp = daemon.get_as(&format!("{FED}/peers"), "admin-secret").await;
     assert_problem(&resp, 403);
 
     // And it cannot be combined with a public listen address.
@@ -254,7 +278,11 @@ async fn healthz(socket: &mut tokio::net::TcpStream) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
                 .unwrap_or(0);
             if body.len() >= length {
                 return text;
@@ -287,13 +315,22 @@ async fn a_connection_over_the_cap_gets_one_503_and_is_closed() {
     let mut extra = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
     let text = healthz(&mut extra).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.contains("content-type: application/problem+json"), "{text}");
+    assert!(
+        text.contains("content-type: application/problem+json"),
+        "{text}"
+    );
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["status"], 503, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("max_connections"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("max_connections"),
+        "{body}"
+    );
     let mut rest = Vec::new();
     let read = tokio::time::timeout(REQUEST_TIMEOUT, extra.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed after the answer");
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the answer"
+    );
 
     // The held ones still work, and a freed slot is usable again.
     assert!(healthz(&mut held[0]).await.starts_with("HTTP/1.1 200"));
@@ -328,7 +365,12 @@ async fn a_stream_over_the_cap_gets_503() {
     ] {
         let resp = daemon.sse_refused(&path, &[]).await;
         assert_problem(&resp, 503);
-        assert!(resp.json["detail"].as_str().unwrap().contains("max_streams"));
+        assert!(
+            resp.json["detail"]
+                .as_str()
+                .unwrap()
+                .contains("max_streams")
+        );
     }
     // Other requests are not affected.
     assert_eq!(daemon.get_json("/api/plans").await.status, 200);
@@ -340,7 +382,10 @@ async fn a_stream_over_the_cap_gets_503() {
         if daemon.sse("/api/events/stream", &[]).await.is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "the closed stream's slot never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot never came back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

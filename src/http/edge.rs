@@ -42,7 +42,10 @@ pub struct Policy {
 impl Policy {
     pub fn new(allowed_hosts: &[String], cors_origins: &[String]) -> Policy {
         Policy {
-            allowed_hosts: allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             cors_origins: cors_origins.to_vec(),
         }
     }

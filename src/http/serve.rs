@@ -74,7 +74,10 @@ pub async fn serve<L: Listener>(
 /// head is read first: a client still sending when the answer arrives may
 /// otherwise see a reset instead of the 503.
 async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, max_connections: usize) {
-    tracing::debug!(max_connections, "connection over server.max_connections refused");
+    tracing::debug!(
+        max_connections,
+        "connection over server.max_connections refused"
+    );
     let body = crate::http::problem::Problem::unavailable(format!(
         "too many connections are open (server.max_connections = {max_connections}); retry later"
     ))
