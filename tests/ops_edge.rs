@@ -220,6 +220,34 @@ async fn revoking_the_last_token_leaves_401_even_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_token_removed_from_the_config_leaves_401() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(b"config-secret"));
+    let with_token = DaemonOpts::default().config(&format!(
+        "[[auth.tokens]]\nname = \"cfg\"\nsha256 = \"{hash}\"\nscopes = [\"read\"]\n"
+    ));
+    std::fs::write(daemon.config_path(), with_token.config_text()).unwrap();
+    daemon.admin_ok(&["reload"]).await;
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    assert_eq!(
+        daemon.get_as("/api/plans", "config-secret").await.status,
+        200
+    );
+
+    // The token leaves the file: auth stays on, also after a restart.
+    std::fs::write(daemon.config_path(), DaemonOpts::default().config_text()).unwrap();
+    daemon.admin_ok(&["reload"]).await;
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    daemon.restart();
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(
+        status["auth"]["reason"], "a token existed (latched)",
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn auth_required_true_and_false() {
     // true with no token: the daemon starts, TCP gets 401, the socket works.
     let daemon =
