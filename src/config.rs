@@ -89,6 +89,21 @@ pub struct Server {
     #[serde(default)]
     pub admin_group: String,
     pub shutdown_grace_secs: u64,
+    /// Host names (besides loopback) the API answers to while no token is
+    /// required: a guard against DNS rebinding.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Most HTTP connections open at once on the TCP listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    16_384
+}
+
+fn default_max_streams() -> usize {
+    15_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +134,9 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct Sse {
     pub keepalive_secs: u64,
+    /// Most SSE streams open at once over TCP; more get 503.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +158,51 @@ pub struct RegistryConfig {
 pub struct Auth {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub required: AuthRequired,
+}
+
+/// `[auth] required`: whether API requests over TCP need a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthRequired {
+    /// Required once any token has ever existed (a latch kept in the store).
+    #[default]
+    Auto,
+    /// Always required; with no token, TCP gets 401 and only the admin socket works.
+    Always,
+    /// The operator's explicit opt-out. Still loopback only, with the Host
+    /// and Origin checks, and federation management on the admin socket only.
+    Never,
+}
+
+impl AuthRequired {
+    /// The setting as written in config.toml.
+    pub fn as_json(self) -> serde_json::Value {
+        match self {
+            AuthRequired::Auto => serde_json::json!("auto"),
+            AuthRequired::Always => serde_json::json!(true),
+            AuthRequired::Never => serde_json::json!(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthRequired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(AuthRequired::Always),
+            Raw::Bool(false) => Ok(AuthRequired::Never),
+            Raw::Text(t) if t == "auto" => Ok(AuthRequired::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "auth.required must be \"auto\", true or false, not {t:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,7 +281,7 @@ impl Config {
     /// Checks what the types alone cannot. Each message names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_settings()?;
-        self.check_exposure(0)
+        self.check_exposure(0, false)
     }
 
     /// Everything [`Config::validate`] checks except the loopback rule,
@@ -248,6 +311,23 @@ impl Config {
         if self.sse.keepalive_secs == 0 {
             return Err("sse.keepalive_secs must be positive".into());
         }
+        if self.sse.max_streams == 0 {
+            return Err("sse.max_streams must be positive".into());
+        }
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections must be positive".into());
+        }
+        for host in &self.server.allowed_hosts {
+            let ok = !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
+            if !ok {
+                return Err(format!(
+                    "server.allowed_hosts: {host:?} is not a host name (write it as in a Host header, e.g. \"logbook.internal\" or \"logbook.internal:7411\", without a scheme)"
+                ));
+            }
+        }
         for origin in &self.http.cors_origins {
             if origin != "*" && origin.parse::<axum::http::HeaderValue>().is_err() {
                 return Err(format!(
@@ -273,19 +353,29 @@ impl Config {
         Ok(())
     }
 
-    /// Refuses a non-loopback listen address when no API token exists, in
-    /// config.toml or among `stored_tokens` created over the admin socket.
-    pub fn check_exposure(&self, stored_tokens: usize) -> Result<(), String> {
-        if self.auth.tokens.is_empty()
-            && stored_tokens == 0
-            && !self.server.listen.ip().is_loopback()
-        {
-            return Err(format!(
+    /// Refuses a non-loopback listen address unless auth is in force:
+    /// `auth.required = true`, or "auto" with an API token (in config.toml
+    /// or among `stored_tokens` created over the admin socket) or the
+    /// persisted latch (`latched`: a token existed once). `false` is never
+    /// allowed off loopback.
+    pub fn check_exposure(&self, stored_tokens: usize, latched: bool) -> Result<(), String> {
+        if self.server.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        match self.auth.required {
+            AuthRequired::Always => Ok(()),
+            AuthRequired::Never => Err(format!(
+                "refusing to listen on {} with auth.required = false: that opt-out is for loopback only",
+                self.server.listen
+            )),
+            AuthRequired::Auto if !self.auth.tokens.is_empty() || stored_tokens > 0 || latched => {
+                Ok(())
+            }
+            AuthRequired::Auto => Err(format!(
                 "refusing to listen on {} without authentication: add API tokens under [auth] (or with `logbook admin tokens create`) or listen on a loopback address such as 127.0.0.1",
                 self.server.listen
-            ));
+            )),
         }
-        Ok(())
     }
 }
 
@@ -367,5 +457,34 @@ mod tests {
     fn unknown_keys_are_errors() {
         let text = EMBEDDED_DEFAULT.replace("[sse]", "[sse]\nkeepalive = 3");
         assert!(Config::parse(&text).unwrap_err().contains("keepalive"));
+    }
+    #[test]
+    fn auth_required_is_auto_true_or_false() {
+        assert_eq!(Config::embedded_default().auth.required, AuthRequired::Auto);
+        let with = |v: &str| {
+            Config::parse(
+                &EMBEDDED_DEFAULT.replace("required = \"auto\"", &format!("required = {v}")),
+            )
+        };
+        assert_eq!(with("true").unwrap().auth.required, AuthRequired::Always);
+        assert_eq!(with("false").unwrap().auth.required, AuthRequired::Never);
+        assert!(with("\"yes\"").unwrap_err().contains("auth.required"));
+    }
+
+    #[test]
+    fn public_listen_needs_auth_in_force() {
+        let mut c = Config::embedded_default();
+        c.server.listen = "0.0.0.0:7411".parse().unwrap();
+        assert!(c.check_exposure(0, false).is_err());
+        c.check_exposure(0, true).unwrap();
+        c.check_exposure(1, false).unwrap();
+        c.auth.required = AuthRequired::Never;
+        assert!(
+            c.check_exposure(1, true)
+                .unwrap_err()
+                .contains("loopback only")
+        );
+        c.auth.required = AuthRequired::Always;
+        c.check_exposure(0, false).unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! Live configuration: values that can be swapped while the daemon runs, and
-//! the SIGHUP reload that swaps them (tokens, log level, limits, CORS,
-//! `[[peers]]`).
+//! the SIGHUP reload that swaps them (tokens, `auth.required`, log level,
+//! limits, CORS, `sse.max_streams`, `[[peers]]`).
 //!
 //! A reload reads and checks the whole new file first; if anything is wrong
 //! the old config stays in force and the error, naming the key, is logged.
@@ -48,8 +48,8 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    new.check_exposure(stored.len())
-        .map_err(|e| format!("auth.tokens: {e}"))?;
+    new.check_exposure(stored.len(), context.app.tokens.latched())
+        .map_err(|e| format!("auth: {e}"))?;
     crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
     let federation = &context.app.federation;
     crate::federation::peers::check_config(&federation.identity.instance_id, &new.peers)?;
@@ -63,8 +63,26 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
         tracing::warn!("log.format changes need a restart; keeping the running format");
     }
     let app = &context.app;
+    if !new.auth.tokens.is_empty() && !app.tokens.latched() {
+        // Persisted before the tokens take effect, so a restart keeps it.
+        let store = app.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.latch_auth("a token was configured in config.toml")
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
+    }
     context.tokens.set_config(&new.auth.tokens, &app.tokens);
     changed.push("auth.tokens");
+    app.tokens.set_setting(new.auth.required);
+    changed.push("auth.required");
+    app.edge.policy.replace(crate::http::edge::Policy::new(
+        &old.server.allowed_hosts,
+        &new.http.cors_origins,
+    ));
+    app.edge.set_max_streams(new.sse.max_streams);
+    changed.push("sse.max_streams");
     app.limits.replace(new.limits.clone());
     changed.push("limits");
     app.cors.replace(crate::http::cors(&new.http.cors_origins));

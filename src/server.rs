@@ -60,8 +60,37 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     // Tokens created over the admin socket count exactly like config ones.
-    let stored_tokens = store.stored_tokens().map_err(|e| e.to_string())?;
-    if let Err(e) = config.check_exposure(stored_tokens.len()) {
+    // A token configured in the file (or one stored before the latch
+    // existed) latches auth on for good, persisted before we serve.
+    let auth_state = {
+        let store = store.clone();
+        let configured = !config.auth.tokens.is_empty();
+        tokio::task::spawn_blocking(move || {
+            let stored = store.stored_tokens()?;
+            let mut latch = store.auth_latch()?;
+            if latch.is_none() && (configured || !stored.is_empty()) {
+                let reason = if configured {
+                    "a token was configured in config.toml"
+                } else {
+                    "a token was created over the admin socket"
+                };
+                latch = Some(store.latch_auth(reason)?);
+            }
+            Ok::<_, crate::journal::store::StoreError>((stored, latch))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    let (stored_tokens, latch) = match auth_state {
+        Ok(found) => found,
+        Err(e) => {
+            tokio::task::spawn_blocking(move || writer.shutdown())
+                .await
+                .map_err(|e| e.to_string())?;
+            return Err(e.to_string());
+        }
+    };
+    if let Err(e) = config.check_exposure(stored_tokens.len(), latch.is_some()) {
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .map_err(|e| e.to_string())?;
@@ -70,6 +99,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let token_sources =
         crate::admin::tokens::TokenSources::new(&config.auth.tokens, &stored_tokens);
     let tokens = Arc::new(Tokens::default());
+    tokens.set_setting(config.auth.required);
+    if latch.is_some() {
+        tokens.latch();
+    }
     tokens.replace(token_sources.merged());
 
     let shutdown = CancellationToken::new();
@@ -88,6 +121,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         keepalive: Duration::from_secs(config.sse.keepalive_secs),
         shutdown: shutdown.clone(),
         stream_stats: Arc::new(StreamStats::default()),
+        edge: Arc::new(crate::http::edge::Edge::new(
+            crate::http::edge::Policy::new(&config.server.allowed_hosts, &config.http.cors_origins),
+            config.sse.max_streams,
+        )),
     };
     let app = router(state.clone());
 
@@ -112,10 +149,14 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     tokio::spawn(admin.serve(context.clone(), shutdown.clone()));
     crate::reload::spawn_sighup(context.clone())?;
 
-    if context.app.tokens.current().is_empty() {
-        tracing::warn!(
-            "no API tokens configured: any local process can read and append; listening on loopback only"
-        );
+    match context.app.tokens.mode() {
+        (false, why) => {
+            tracing::warn!("no API token required ({why}): any local process can read and append")
+        }
+        (true, why) if context.app.tokens.current().is_empty() => tracing::warn!(
+            "API tokens are required ({why}) but none exists: TCP requests get 401; create one with `logbook admin tokens create`"
+        ),
+        (true, _) => {}
     }
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
     // The store is open and both listeners are bound.
@@ -124,7 +165,12 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
 
     spawn_signal_handler(shutdown.clone())?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = tokio::spawn(crate::http::serve::serve(listener, app, shutdown.clone()));
+    let server = tokio::spawn(crate::http::serve::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        config.server.max_connections,
+    ));
     let served = tokio::select! {
         result = server => Some(result),
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => None,

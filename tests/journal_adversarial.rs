@@ -187,7 +187,7 @@ async fn sigterm_exits_within_5s_with_a_stalled_stream_client() {
     let mut socket = std::net::TcpStream::connect(daemon.addr).expect("connect");
     write!(
         socket,
-        "GET /api/plans/{plan}/events/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /api/plans/{plan}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
     .unwrap();
     socket.flush().unwrap();

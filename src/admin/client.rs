@@ -788,6 +788,19 @@ fn print_status(v: &Value) {
         ("sse clients", text(&v["sse_clients"])),
         ("signing key", text(&v["signing_key_id"])),
         ("log level", text(&v["log_level"])),
+        (
+            "auth",
+            format!(
+                "{} (setting {}: {})",
+                if v["auth"]["required"] == true {
+                    "required"
+                } else {
+                    "not required"
+                },
+                v["auth"]["setting"],
+                text(&v["auth"]["reason"])
+            ),
+        ),
     ];
     for (key, value) in lines {
         println!("{key:<13} {value}");

@@ -141,7 +141,20 @@ async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "sse_clients": cx.app.stream_stats.connected.load(Relaxed),
         "signing_key_id": cx.app.store.keyring().current_id(),
         "log_level": super::logging::current_level(),
+        "auth": auth_json(&cx),
     })))
+}
+
+/// Which auth mode is in force and why (`[auth] required` and the latch).
+fn auth_json(cx: &Context) -> Value {
+    let (required, reason) = cx.app.tokens.mode();
+    json!({
+        "required": required,
+        "setting": cx.app.tokens.setting().as_json(),
+        "reason": reason,
+        "latched": cx.app.tokens.latched(),
+        "tokens": cx.app.tokens.current().len(),
+    })
 }
 
 async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
@@ -357,7 +370,9 @@ async fn revoke_token(
     Path(name_or_id): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     let _serialized = cx.changes.lock().await;
-    // Revoking the last token must not leave a public listener open to all.
+    // On a public listener the last token stays: the latch would keep the
+    // API closed (401), but no remote client could use it any more. The
+    // latch is left out on purpose so this check keeps that meaning.
     let store = cx.app.store.clone();
     let stored = blocking(move || store.stored_tokens()).await?;
     let is_stored = stored
@@ -367,7 +382,7 @@ async fn revoke_token(
         && cx
             .config
             .current()
-            .check_exposure(stored.len() - 1)
+            .check_exposure(stored.len() - 1, false)
             .is_err()
     {
         return Err(Problem::new(

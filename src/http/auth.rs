@@ -1,10 +1,16 @@
 //! Bearer-token authentication and scopes.
 //!
 //! Tokens are known only by their SHA-256; a presented token is hashed and
-//! compared in constant time against every known hash. With no tokens
-//! configured every request passes, which the config only allows on a
-//! loopback listen address.
+//! compared in constant time against every known hash.
+//!
+//! Whether a token is needed at all follows `[auth] required`: with "auto"
+//! (the default) only while no token has ever existed (the latch, kept in
+//! the store, stays set after the last token is revoked); `true` always;
+//! `false` never. While none is needed ("open mode", loopback only), the
+//! federation management routes are still refused over TCP (admin socket
+//! only), and [`super::edge`] checks Host and Origin.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
@@ -15,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::problem::Problem;
-use crate::config::{Scope, TokenConfig};
+use crate::config::{AuthRequired, Scope, TokenConfig};
 use crate::journal::chain::sha256;
 
 #[derive(Debug, Clone)]
@@ -25,9 +31,15 @@ pub struct Token {
     pub scopes: Vec<Scope>,
 }
 
-/// The tokens in force. Replaceable at run time (config reload, admin).
+/// The tokens in force, and whether one is required. Replaceable at run
+/// time (config reload, admin).
 #[derive(Debug, Default)]
-pub struct Tokens(RwLock<Arc<Vec<Token>>>);
+pub struct Tokens {
+    set: RwLock<Arc<Vec<Token>>>,
+    setting: RwLock<AuthRequired>,
+    /// A token has existed (the persisted latch, or one seen since start).
+    latched: AtomicBool,
+}
 
 impl Tokens {
     /// Builds the set from config entries, which `Config::validate` has checked.
@@ -42,15 +54,63 @@ impl Tokens {
                 })
             })
             .collect();
-        Tokens(RwLock::new(Arc::new(tokens)))
+        let set = Tokens::default();
+        set.replace(tokens);
+        set
     }
 
+    /// Publishes a new set. A non-empty set latches auth on (the callers
+    /// persist the latch in the store as well).
     pub fn replace(&self, tokens: Vec<Token>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+        if !tokens.is_empty() {
+            self.latched.store(true, Ordering::SeqCst);
+        }
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
     }
 
     pub fn current(&self) -> Arc<Vec<Token>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies `[auth] required` (at start and on reload).
+    pub fn set_setting(&self, setting: AuthRequired) {
+        *self.setting.write().unwrap_or_else(|e| e.into_inner()) = setting;
+    }
+
+    pub fn setting(&self) -> AuthRequired {
+        *self.setting.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks that a token has existed (the persisted latch was found).
+    pub fn latch(&self) {
+        self.latched.store(true, Ordering::SeqCst);
+    }
+
+    pub fn latched(&self) -> bool {
+        self.latched.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request over TCP needs a token, and why, for `admin status`.
+    pub fn mode(&self) -> (bool, &'static str) {
+        let count = self.current().len();
+        match self.setting() {
+            AuthRequired::Always => (true, "auth.required = true"),
+            AuthRequired::Never => (
+                false,
+                "auth.required = false (operator opt-out: loopback only, Host and Origin checked, federation management on the admin socket only)",
+            ),
+            AuthRequired::Auto if count > 0 => (true, "API tokens exist"),
+            AuthRequired::Auto if self.latched() => (true, "a token existed (latched)"),
+            AuthRequired::Auto => (
+                false,
+                "no token has ever existed (first run: loopback only, Host and Origin checked, federation management on the admin socket only)",
+            ),
+        }
+    }
+
+    /// Whether a request over TCP needs a token.
+    pub fn required(&self) -> bool {
+        self.mode().0
     }
 
     /// The token matching `presented`, checked against every entry so the
@@ -84,12 +144,24 @@ pub async fn require_append(State(state): State<AppState>, req: Request, next: N
 }
 
 fn check(scope: Scope, state: &AppState, req: &Request) -> Result<(), Problem> {
-    if state.tokens.current().is_empty() {
-        return Ok(());
-    }
     // Only the admin socket inserts a Peer, after its SO_PEERCRED check
     // admitted the connecting uid: it has every scope.
     if req.extensions().get::<crate::admin::Peer>().is_some() {
+        return Ok(());
+    }
+    if !state.tokens.required() {
+        // Federation management (peers, subscriptions, publishing) changes
+        // where events go: never open over TCP without a token, even on
+        // loopback, where a rebound web page or any local process could
+        // otherwise add a peer and subscribe it to everything.
+        if scope == Scope::Admin {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "admin-socket-only",
+                "Admin socket only",
+                "no API token is required here, so federation management is served only on the admin socket: use `logbook admin peers …` or curl --unix-socket, or create a token with the admin scope",
+            ));
+        }
         return Ok(());
     }
     let presented = bearer(req).ok_or_else(|| {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod edge;
 pub mod extract;
 pub mod problem;
 pub mod serve;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub stream_stats: Arc<StreamStats>,
     pub federation: Arc<crate::federation::Federation>,
+    /// Host, Origin and stream-cap checks in front of every route.
+    pub edge: Arc<edge::Edge>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_append))
         .route_layer(axum::middleware::from_fn(crate::metrics::time_append));
     let cors_policy = state.cors.clone();
+    let edge_state = state.clone();
     let router = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(crate::metrics::readyz))
@@ -83,7 +87,10 @@ pub fn router(state: AppState) -> Router {
                 tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         );
-    router.layer(from_fn_with_state(cors_policy, dynamic_cors))
+    // The edge checks run first, before CORS answers a preflight.
+    router
+        .layer(from_fn_with_state(cors_policy, dynamic_cors))
+        .layer(from_fn_with_state(edge_state, edge::guard))
 }
 
 /// Applies the CORS policy in force for this request, so that a reload can

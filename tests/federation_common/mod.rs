@@ -57,6 +57,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The API token every test node accepts, with every scope; `Node::http`
+/// sends it on every request.
+pub const HARNESS_TOKEN: &str = "lbk_federation-harness-token-with-all-scopes";
+
+/// The `[[auth.tokens]]` entry for [`HARNESS_TOKEN`].
+pub fn harness_token_config() -> String {
+    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(HARNESS_TOKEN.as_bytes()));
+    format!(
+        "[[auth.tokens]]\nname = \"harness\"\nsha256 = \"{hash}\"\nscopes = [\"read\", \"append\", \"admin\"]\n"
+    )
+}
+
 /// A peer entry for `[[peers]]`.
 pub fn peer_config(instance_id: &str, port: u16, key: &PrivateKey) -> String {
     format!(
@@ -99,11 +111,21 @@ impl Node {
             config.replace_range(start..end, line);
         }
         config.push('\n');
+        config.push_str(&harness_token_config());
+        config.push('\n');
         config.push_str(peers);
         std::fs::write(dir.path().join("config.toml"), &config).unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Federation management is never open over TCP without a token, so
+        // every node has an all-scopes token that its client sends.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {HARNESS_TOKEN}").parse().unwrap(),
+        );
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
             .build()
             .unwrap();
         let mut node = Node {

@@ -4,6 +4,9 @@
 //!
 //! Tables (created by [`create_tables`] when the store opens):
 //! - `api_tokens`: token id → name, SHA-256 of the secret, scopes, creation time
+//! - `auth_state`: `"latch"` → when and why auth became required for good
+//!   (`[auth] required = "auto"`: once a token existed, revoking the last one
+//!   must not reopen the API)
 
 use std::path::Path;
 
@@ -26,6 +29,8 @@ use crate::journal::chain::CanonicalPayload;
 use crate::journal::event::Timestamp;
 
 const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+const AUTH_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_state");
+const LATCH_KEY: &str = "latch";
 
 /// The plan holding the system journal: tombstones of deleted plans and key
 /// rotations. It is hash-chained like any plan and can never be deleted.
@@ -36,7 +41,32 @@ pub const TOMBSTONE_TYPE: &str = "system.plan_deleted";
 /// Creates this module's tables inside the store's opening transaction.
 pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(API_TOKENS)?;
+    txn.open_table(AUTH_STATE)?;
     Ok(())
+}
+
+/// The auth latch: set the first time any API token exists, never cleared
+/// by revoking tokens. Only `[auth] required = false` overrides it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthLatch {
+    /// Milliseconds since the Unix epoch.
+    pub since: i64,
+    /// What set it, e.g. "a token was created over the admin socket".
+    pub reason: String,
+}
+
+/// Sets the latch inside `txn` unless it is already set.
+fn set_latch(txn: &redb::WriteTransaction, reason: &str) -> Result<AuthLatch, StoreError> {
+    let mut table = txn.open_table(AUTH_STATE)?;
+    if let Some(existing) = table.get(LATCH_KEY)? {
+        return decode(existing.value());
+    }
+    let latch = AuthLatch {
+        since: Timestamp::now().millis(),
+        reason: reason.to_string(),
+    };
+    table.insert(LATCH_KEY, encode(&latch).as_slice())?;
+    Ok(latch)
 }
 
 /// An API token created over the admin socket. Only the hash is kept.
@@ -138,8 +168,29 @@ impl Store {
             }
             table.insert(token.id.as_str(), encode(token).as_slice())?;
         }
+        // In the same transaction: a token that exists has latched auth on.
+        set_latch(&txn, "a token was created over the admin socket")?;
         txn.commit()?;
         Ok(Ok(()))
+    }
+
+    /// The auth latch, if a token has ever existed.
+    pub fn auth_latch(&self) -> Result<Option<AuthLatch>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUTH_STATE)?;
+        table.get(LATCH_KEY)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Sets the auth latch (fsynced) unless it is set; returns it.
+    pub fn latch_auth(&self, reason: &str) -> Result<AuthLatch, StoreError> {
+        if let Some(latch) = self.auth_latch()? {
+            return Ok(latch);
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let latch = set_latch(&txn, reason)?;
+        txn.commit()?;
+        Ok(latch)
     }
 
     /// Removes the token with this name or id, returning it.
@@ -228,6 +279,7 @@ impl Store {
         copy!(POSITIONS);
         copy!(IDEMPOTENCY);
         copy!(API_TOKENS);
+        copy!(AUTH_STATE);
         {
             use super::federation::*;
             copy!(FED_PEERS);
@@ -255,6 +307,7 @@ const KNOWN_TABLES: &[&str] = &[
     "positions",
     "idempotency",
     "api_tokens",
+    "auth_state",
     "fed_peers",
     "fed_subscriptions",
     "fed_outbox",

@@ -1,0 +1,295 @@
+//! Checks at the edge of the TCP API, before routing and auth:
+//!
+//! - **Host** (DNS rebinding). While no token is required, a web page whose
+//!   domain an attacker re-points at 127.0.0.1 would be same-origin with the
+//!   daemon. So in that mode a request must name a loopback host (or one in
+//!   `[server] allowed_hosts`) in `Host`; others get 421.
+//! - **Origin** (cross-site writes). In every mode a POST, PUT, PATCH or
+//!   DELETE whose `Origin` is present and not allowed by `[http]
+//!   cors_origins` gets 403: a browser sends it, so a foreign page cannot
+//!   change anything even when it can reach the port.
+//! - **SSE stream cap** (`[sse] max_streams`): a stream route beyond the cap
+//!   gets 503 instead of holding another follower.
+//!
+//! Requests over the admin socket (they carry [`crate::admin::Peer`]) passed
+//! the peer-uid check and skip all three. The connection cap is in
+//! [`super::serve`], below HTTP.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::reload::Reloadable;
+
+/// What the checks compare against; replaced on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `[server] allowed_hosts`, lowercased.
+    pub allowed_hosts: Vec<String>,
+    /// `[http] cors_origins`.
+    pub cors_origins: Vec<String>,
+}
+
+impl Policy {
+    pub fn new(allowed_hosts: &[String], cors_origins: &[String]) -> Policy {
+        Policy {
+            allowed_hosts: allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            cors_origins: cors_origins.to_vec(),
+        }
+    }
+}
+
+/// The edge's policy and its count of open SSE streams.
+#[derive(Debug, Default)]
+pub struct Edge {
+    pub policy: Reloadable<Policy>,
+    streams: AtomicUsize,
+    max_streams: AtomicUsize,
+}
+
+impl Edge {
+    pub fn new(policy: Policy, max_streams: usize) -> Edge {
+        Edge {
+            policy: Reloadable::new(policy),
+            streams: AtomicUsize::new(0),
+            max_streams: AtomicUsize::new(max_streams),
+        }
+    }
+
+    /// Applies a reloaded `[sse] max_streams`; open streams are kept.
+    pub fn set_max_streams(&self, max: usize) {
+        self.max_streams.store(max, Ordering::SeqCst);
+    }
+
+    /// SSE streams open over TCP now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    fn try_stream(self: &Arc<Self>) -> Option<StreamSlot> {
+        let before = self.streams.fetch_add(1, Ordering::SeqCst);
+        if before >= self.max_streams.load(Ordering::SeqCst) {
+            self.streams.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(StreamSlot(self.clone()))
+    }
+}
+
+/// One open stream, counted for as long as its response body lives.
+struct StreamSlot(Arc<Edge>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The middleware applying the checks described in the module doc.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<crate::admin::Peer>().is_some() {
+        return next.run(req).await;
+    }
+    let policy = state.edge.policy.current();
+    if !state.tokens.required()
+        && let Err(problem) = check_host(&req, &policy)
+    {
+        return problem.into_response();
+    }
+    if let Err(problem) = check_origin(&req, &policy) {
+        return problem.into_response();
+    }
+    // Every SSE route, and only those, ends in /stream.
+    let streaming = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().path().ends_with("/stream");
+    if !streaming {
+        return next.run(req).await;
+    }
+    let Some(slot) = state.edge.try_stream() else {
+        return Problem::unavailable(format!(
+            "too many SSE streams are open (sse.max_streams = {}); retry later",
+            state.edge.max_streams.load(Ordering::SeqCst)
+        ))
+        .into_response();
+    };
+    let response = next.run(req).await;
+    // The slot is released when the body is dropped: the client left, the
+    // stream ended, or the answer was an error that is already complete.
+    let (parts, body) = response.into_parts();
+    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    }));
+    Response::from_parts(parts, body)
+}
+
+fn misdirected(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host-not-allowed",
+        "Host not allowed",
+        detail,
+    )
+}
+
+/// The Host rule of open mode: every host the request names (the `Host`
+/// header, and the authority of an absolute-form target) must be loopback
+/// or listed; a request naming none is refused.
+fn check_host(req: &Request, policy: &Policy) -> Result<(), Problem> {
+    let header = req.headers().get(header::HOST);
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if header.is_none() && authority.is_none() {
+        return Err(misdirected(
+            "the request names no Host; while no API token is required only loopback hosts are served".into(),
+        ));
+    }
+    let named = header
+        .map(|h| h.to_str().unwrap_or(""))
+        .into_iter()
+        .chain(authority);
+    for host in named {
+        if !host_allowed(host, &policy.allowed_hosts) {
+            // The name is not echoed: it is the caller's text.
+            return Err(misdirected(
+                "while no API token is required, only loopback hosts (localhost, 127.0.0.1, [::1]) and server.allowed_hosts are served; this guards against DNS rebinding".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a `Host` value (name or address, with an optional port) is a
+/// loopback host or listed in `allowed` (by name, or by name and port).
+pub fn host_allowed(value: &str, allowed: &[String]) -> bool {
+    let value = value.trim().to_ascii_lowercase();
+    let Some(host) = host_part(&value) else {
+        return false;
+    };
+    is_loopback(host) || allowed.iter().any(|a| *a == value || a == host)
+}
+
+/// The host of `name[:port]` or `[v6][:port]`; None when malformed.
+fn host_part(value: &str) -> Option<&str> {
+    let (host, port) = if value.starts_with('[') {
+        let end = value.find(']')?;
+        let rest = &value[end + 1..];
+        let port = match rest.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if rest.is_empty() => None,
+            None => return None,
+        };
+        (&value[..=end], port)
+    } else {
+        match value.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some(host)
+}
+
+fn is_loopback(host: &str) -> bool {
+    if host == "localhost" || host == "localhost." {
+        return true;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
+    }
+    host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The Origin rule, in every mode: state-changing requests from a browser
+/// page must come from an origin the CORS configuration allows.
+fn check_origin(req: &Request, policy: &Policy) -> Result<(), Problem> {
+    let changes = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let Some(origin) = req.headers().get(header::ORIGIN).filter(|_| changes) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if origin_allowed(origin, &policy.cors_origins) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "origin-not-allowed",
+        "Origin not allowed",
+        "this request's Origin is not in http.cors_origins, so it may not change anything",
+    ))
+}
+
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    !origin.is_empty()
+        && allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_with_any_port_pass() {
+        for host in [
+            "localhost",
+            "LOCALHOST:7411",
+            "127.0.0.1",
+            "127.0.0.1:7411",
+            "127.5.6.7:1",
+            "[::1]",
+            "[::1]:7411",
+        ] {
+            assert!(host_allowed(host, &[]), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:7411",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.5",
+            "[::2]",
+            "[::1]x",
+            "127.0.0.1:",
+            "127.0.0.1:80:80",
+            "",
+        ] {
+            assert!(!host_allowed(host, &[]), "{host}");
+        }
+    }
+
+    #[test]
+    fn listed_hosts_pass_by_name_or_name_and_port() {
+        let allowed = vec!["logbook.internal".to_string(), "ui.example:8080".into()];
+        assert!(host_allowed("logbook.internal", &allowed));
+        assert!(host_allowed("Logbook.Internal:7411", &allowed));
+        assert!(host_allowed("ui.example:8080", &allowed));
+        assert!(!host_allowed("ui.example:8081", &allowed));
+        assert!(!host_allowed("other.internal", &allowed));
+    }
+
+    #[test]
+    fn origins_must_be_listed() {
+        let listed = vec!["http://ui.example".to_string()];
+        assert!(origin_allowed("http://ui.example", &listed));
+        assert!(!origin_allowed("http://evil.example", &listed));
+        assert!(!origin_allowed("null", &listed));
+        assert!(!origin_allowed("http://ui.example", &[]));
+        assert!(origin_allowed("http://evil.example", &["*".into()]));
+    }
+}

@@ -1,0 +1,419 @@
+//! The edge of the TCP API against the real binary: the Host check while no
+//! token is required (DNS rebinding), the Origin check on writes, federation
+//! management kept off TCP without a token, `[auth] required` and its
+//! persisted latch, and the connection and SSE stream caps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT, assert_problem, event_body, new_plan, send};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FED: &str = "/api/v1/federation";
+
+async fn plans_count(daemon: &Daemon) -> usize {
+    let out = daemon.admin_json(&["plans", "list"]).await;
+    out["plans"].as_array().map_or(0, |plans| {
+        plans.iter().filter(|p| p["system"] != true).count()
+    })
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_while_no_token_is_required() {
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "allowed_hosts = []",
+        "allowed_hosts = [\"logbook.internal\"]",
+    ));
+    let port = daemon.addr.port();
+    let plan = new_plan();
+
+    // A page rebound to 127.0.0.1 still sends its own name as Host.
+    for host in ["attacker.example", &format!("attacker.example:{port}")] {
+        let resp = send(daemon.get("/api/plans").header("host", host)).await;
+        let kind = assert_problem(&resp, 421);
+        assert_eq!(kind, "urn:logbook:problem:host-not-allowed");
+        let resp = send(
+            daemon
+                .post(&format!("/api/plans/{plan}/events"))
+                .header("host", host)
+                .json(&event_body("plan.created", 1)),
+        )
+        .await;
+        assert_problem(&resp, 421);
+    }
+    assert_eq!(
+        plans_count(&daemon).await,
+        0,
+        "a refused append changed nothing"
+    );
+
+    // Loopback names and addresses, with any port, and listed names pass.
+    for host in [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]:1".to_string(),
+        "logbook.internal".to_string(),
+        format!("LOGBOOK.internal:{port}"),
+    ] {
+        let resp = send(daemon.get("/api/plans").header("host", host.as_str())).await;
+        assert_eq!(resp.status, 200, "Host {host}: {}", resp.text);
+    }
+
+    // Once a token is required, the token is the guard: any Host may carry it.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await
+        .trim()
+        .to_string();
+    let resp = send(
+        daemon
+            .get("/api/plans")
+            .header("host", "attacker.example")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn a_write_from_an_origin_not_allowed_is_refused() {
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "cors_origins = []",
+        "cors_origins = [\"http://ui.example\"]",
+    ));
+    let plan = new_plan();
+    let append = |origin: &str| {
+        daemon
+            .post(&format!("/api/plans/{plan}/events"))
+            .header("origin", origin)
+            .json(&event_body("plan.created", 1))
+    };
+    let resp = send(append("http://evil.example")).await;
+    assert_eq!(
+        assert_problem(&resp, 403),
+        "urn:logbook:problem:origin-not-allowed"
+    );
+    assert_eq!(
+        plans_count(&daemon).await,
+        0,
+        "the refused append changed nothing"
+    );
+    assert_eq!(send(append("null")).await.status, 403);
+    let resp = send(append("http://ui.example")).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+
+    // Reads are for CORS to police; a write without Origin (curl, scripts) passes.
+    let resp = send(
+        daemon
+            .get("/api/plans")
+            .header("origin", "http://evil.example"),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let resp = daemon
+        .append(new_plan(), event_body("plan.created", 2))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+
+    // With tokens too: a valid token does not make a foreign page's write acceptable.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "append"])
+        .await
+        .trim()
+        .to_string();
+    let resp = send(append("http://evil.example").bearer_auth(&token)).await;
+    assert_problem(&resp, 403);
+    let resp = send(append("http://ui.example").bearer_auth(&token)).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn federation_management_is_refused_over_tcp_without_a_token() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let refused = |resp: &common::Resp| {
+        assert!(
+            resp.status == 401 || resp.status == 403,
+            "status {}: {}",
+            resp.status,
+            resp.text
+        );
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/problem+json")
+        );
+    };
+    refused(&daemon.get_json(&format!("{FED}/peers")).await);
+    let peer = json!({"instanceId": "mallory", "baseUrl": "http://127.0.0.1:9", "fingerprint": "ab".repeat(32)});
+    let pattern = json!({"peer": "mallory", "pattern": ">"});
+    for (path, body) in [
+        (format!("{FED}/peers"), peer),
+        (
+            format!("{FED}/peers/mallory/status"),
+            json!({"status": "active"}),
+        ),
+        (format!("{FED}/events/subscribe"), pattern.clone()),
+        (format!("{FED}/events/unsubscribe"), pattern),
+        (format!("{FED}/events/publish"), json!({"peer": "mallory"})),
+        (
+            format!("{FED}/events/messages/retry"),
+            json!({"peer": "mallory"}),
+        ),
+        (
+            format!("{FED}/events/messages/drop"),
+            json!({"peer": "mallory"}),
+        ),
+    ] {
+        let resp = send(daemon.post(&path).json(&body)).await;
+        refused(&resp);
+    }
+    // Nothing was added.
+    let peers = daemon.admin_json(&["peers", "list"]).await;
+    assert_eq!(peers["peers"], json!([]), "{peers}");
+
+    // The public peer-facing routes stay public; the socket serves the rest.
+    let resp = daemon.get_json(&format!("{FED}/instance")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let resp = daemon
+        .get_json(&format!("{FED}/events/subscriptions"))
+        .await;
+    assert_eq!(resp.status, 200, "listings stay readable: {}", resp.text);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(status["auth"]["required"], false, "{status}");
+    assert_eq!(status["auth"]["setting"], "auto", "{status}");
+}
+
+#[tokio::test]
+async fn revoking_the_last_token_leaves_401_even_after_a_restart() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    assert_eq!(daemon.get_json("/api/plans").await.status, 200);
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "only"])
+        .await
+        .trim()
+        .to_string();
+    assert_eq!(daemon.get_as("/api/plans", &token).await.status, 200);
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+
+    daemon.admin_ok(&["tokens", "revoke", "only"]).await;
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    assert_problem(&daemon.get_as("/api/plans", &token).await, 401);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(
+        status["auth"],
+        json!({"required": true, "setting": "auto", "reason": "a token existed (latched)", "latched": true, "tokens": 0}),
+        "{status}"
+    );
+
+    daemon.restart();
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    assert_problem(&daemon.get_as("/api/plans", &token).await, 401);
+    // The admin socket still works, so a new token can be made.
+    let fresh = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await
+        .trim()
+        .to_string();
+    assert_eq!(daemon.get_as("/api/plans", &fresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_token_removed_from_the_config_leaves_401() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(b"config-secret"));
+    let with_token = DaemonOpts::default().config(&format!(
+        "[[auth.tokens]]\nname = \"cfg\"\nsha256 = \"{hash}\"\nscopes = [\"read\"]\n"
+    ));
+    std::fs::write(daemon.config_path(), with_token.config_text()).unwrap();
+    daemon.admin_ok(&["reload"]).await;
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    assert_eq!(
+        daemon.get_as("/api/plans", "config-secret").await.status,
+        200
+    );
+
+    // The token leaves the file: auth stays on, also after a restart.
+    std::fs::write(daemon.config_path(), DaemonOpts::default().config_text()).unwrap();
+    daemon.admin_ok(&["reload"]).await;
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    daemon.restart();
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(
+        status["auth"]["reason"], "a token existed (latched)",
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn auth_required_true_and_false() {
+    // true with no token: the daemon starts, TCP gets 401, the socket works.
+    let daemon =
+        Daemon::start(DaemonOpts::default().replace("required = \"auto\"", "required = true"));
+    assert_problem(&daemon.get_json("/api/plans").await, 401);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(status["auth"]["required"], true, "{status}");
+    assert_eq!(status["auth"]["setting"], true, "{status}");
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await
+        .trim()
+        .to_string();
+    assert_eq!(daemon.get_as("/api/plans", &token).await.status, 200);
+
+    // false: the operator's opt-out, even with a token configured; still no
+    // browser-reachable open door.
+    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(b"admin-secret"));
+    let daemon = Daemon::start(
+        DaemonOpts::default()
+            .replace("required = \"auto\"", "required = false")
+            .config(&format!(
+                "[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nscopes = [\"read\", \"append\", \"admin\"]\n"
+            )),
+    );
+    assert_eq!(daemon.get_json("/api/plans").await.status, 200);
+    let status = daemon.admin_json(&["status"]).await;
+    assert_eq!(status["auth"]["required"], false, "{status}");
+    assert_eq!(status["auth"]["setting"], false, "{status}");
+    let resp = send(daemon.get("/api/plans").header("host", "attacker.example")).await;
+    assert_problem(&resp, 421);
+    let resp = daemon.get_as(&format!("{FED}/peers"), "admin-secret").await;
+    assert_problem(&resp, 403);
+
+    // And it cannot be combined with a public listen address.
+    let (exit, log) = common::run_expecting_exit(
+        DaemonOpts::default()
+            .replace("required = \"auto\"", "required = false")
+            .listen("0.0.0.0:0"),
+    );
+    assert!(!exit.success());
+    assert!(log.contains("auth.required = false"), "{log}");
+}
+
+/// Sends `GET /healthz` on `socket` and reads one response head and body.
+async fn healthz(socket: &mut tokio::net::TcpStream) -> String {
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout_at(deadline.into(), socket.read(&mut buf))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        if n == 0 {
+            return text;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_gets_one_503_and_is_closed() {
+    let daemon = Daemon::start(
+        DaemonOpts::default().replace("max_connections = 16384", "max_connections = 4"),
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        let text = healthz(&mut socket).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        held.push(socket);
+    }
+    // The fifth: one 503 problem+json answer, then the end of the connection.
+    let mut extra = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let text = healthz(&mut extra).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("content-type: application/problem+json"),
+        "{text}"
+    );
+    let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["status"], 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("max_connections"),
+        "{body}"
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, extra.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the answer"
+    );
+
+    // The held ones still work, and a freed slot is usable again.
+    assert!(healthz(&mut held[0]).await.starts_with("HTTP/1.1 200"));
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        if healthz(&mut socket).await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The admin socket is not capped by the TCP limit.
+    daemon.admin_json(&["status"]).await;
+}
+
+#[tokio::test]
+async fn a_stream_over_the_cap_gets_503() {
+    let daemon = Daemon::start(
+        DaemonOpts::default()
+            .replace("max_streams = 15000", "max_streams = 2")
+            .replace("keepalive_secs = 15", "keepalive_secs = 1"),
+    );
+    let first = daemon.sse_ok("/api/events/stream", &[]).await;
+    let _second = daemon
+        .sse_ok(&format!("/api/plans/{}/events/stream", new_plan()), &[])
+        .await;
+    for path in [
+        "/api/events/stream".to_string(),
+        format!("{FED}/events/stream"),
+    ] {
+        let resp = daemon.sse_refused(&path, &[]).await;
+        assert_problem(&resp, 503);
+        assert!(
+            resp.json["detail"]
+                .as_str()
+                .unwrap()
+                .contains("max_streams")
+        );
+    }
+    // Other requests are not affected.
+    assert_eq!(daemon.get_json("/api/plans").await.status, 200);
+
+    // A closed stream frees its slot (noticed at the next keep-alive at the latest).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if daemon.sse("/api/events/stream", &[]).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
