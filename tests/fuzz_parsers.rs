@@ -38,7 +38,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         (-1_000_000i64..1_000_000).prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
         any::<String>().prop_map(Value::String),
         "[a-z.*>_0-9]{0,12}".prop_map(Value::String),
     ];
@@ -199,15 +200,17 @@ fn event_message() -> impl Strategy<Value = EventMessage> {
         any::<String>(),
         "[A-Za-z0-9+/=]{0,40}",
     )
-        .prop_map(|(id, instance, event_type, payload, timestamp, key_id, signature)| EventMessage {
-            message_id: Uuid::from_bytes(id),
-            instance_id: instance,
-            event_type,
-            payload,
-            timestamp,
-            key_id,
-            signature,
-        })
+        .prop_map(
+            |(id, instance, event_type, payload, timestamp, key_id, signature)| EventMessage {
+                message_id: Uuid::from_bytes(id),
+                instance_id: instance,
+                event_type,
+                payload,
+                timestamp,
+                key_id,
+                signature,
+            },
+        )
 }
 
 proptest! {
@@ -326,16 +329,33 @@ fn append_bodies_get_201_or_a_4xx_problem() {
     let mut runner = TestRunner::new(config(96));
     let result = runner.run(&append_body(), |body| {
         rt.block_on(async {
-            let before = daemon.head(plan).await.map_or(0, |h| h["head_seq"].as_u64().unwrap());
-            let resp = send(daemon.post(&format!("/api/plans/{plan}/events")).json(&body)).await;
-            let after = daemon.head(plan).await.map_or(0, |h| h["head_seq"].as_u64().unwrap());
+            let before = daemon
+                .head(plan)
+                .await
+                .map_or(0, |h| h["head_seq"].as_u64().unwrap());
+            let resp = send(
+                daemon
+                    .post(&format!("/api/plans/{plan}/events"))
+                    .json(&body),
+            )
+            .await;
+            let after = daemon
+                .head(plan)
+                .await
+                .map_or(0, |h| h["head_seq"].as_u64().unwrap());
             if resp.status == 201 {
                 prop_assert!(body.is_object(), "a non-object was appended: {}", body);
                 prop_assert_eq!(&resp.json["type"], &body["type"]);
                 prop_assert_eq!(resp.json["seq"].as_u64(), Some(before + 1));
                 prop_assert_eq!(after, before + 1);
             } else {
-                prop_assert!(matches!(resp.status, 400 | 409 | 422), "{} for {}: {}", resp.status, body, resp.text);
+                prop_assert!(
+                    matches!(resp.status, 400 | 409 | 422),
+                    "{} for {}: {}",
+                    resp.status,
+                    body,
+                    resp.text
+                );
                 assert_problem(&resp, resp.status);
                 prop_assert_eq!(after, before, "a refused append changed the plan");
                 if !body.is_object() {
@@ -368,7 +388,11 @@ fn raw_append_bodies_never_get_a_5xx() {
         (json_value(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(v, i, b)| {
             let mut bytes = v.to_string().into_bytes();
             let at = i.index(bytes.len());
-            if b % 2 == 0 { bytes.truncate(at) } else { bytes[at] = b }
+            if b % 2 == 0 {
+                bytes.truncate(at)
+            } else {
+                bytes[at] = b
+            }
             bytes
         }),
     ];
@@ -382,7 +406,13 @@ fn raw_append_bodies_never_get_a_5xx() {
                     .body(body.clone()),
             )
             .await;
-            prop_assert!(resp.status < 500, "{} for {:?}: {}", resp.status, String::from_utf8_lossy(&body), resp.text);
+            prop_assert!(
+                resp.status < 500,
+                "{} for {:?}: {}",
+                resp.status,
+                String::from_utf8_lossy(&body),
+                resp.text
+            );
             if resp.status >= 400 {
                 assert_problem(&resp, resp.status);
             }
@@ -411,7 +441,9 @@ fn sse_cursors_are_digits_or_refused() {
     const HEAD: u64 = 3;
     rt.block_on(async {
         for n in 0..HEAD {
-            daemon.append_ok(plan, common::event_body("step.started", n)).await;
+            daemon
+                .append_ok(plan, common::event_body("step.started", n))
+                .await;
         }
     });
     let text = prop_oneof![
@@ -470,7 +502,9 @@ fn sse_cursors_are_digits_or_refused() {
 fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

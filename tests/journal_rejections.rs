@@ -27,14 +27,20 @@ fn object_routes(plan: &str) -> Vec<(String, Value)> {
             json!(["peer-b", "http://127.0.0.1:9", "", ""]),
         ),
         (format!("{FED}/peers/peer-b/status"), json!(["removed"])),
-        (format!("{FED}/events/subscribe"), json!(["peer-b", "plan.*"])),
+        (
+            format!("{FED}/events/subscribe"),
+            json!(["peer-b", "plan.*"]),
+        ),
         (
             format!("{FED}/events/unsubscribe"),
             json!(["peer-b", "plan.*"]),
         ),
         (format!("{FED}/events/publish"), json!(["news.flash", {}])),
         (format!("{FED}/events/messages/retry"), json!([])),
-        (format!("{FED}/events/messages/drop"), json!([null, null, true])),
+        (
+            format!("{FED}/events/messages/drop"),
+            json!([null, null, true]),
+        ),
     ]
 }
 
@@ -82,7 +88,8 @@ async fn non_object_bodies_get_422_on_the_admin_socket() {
     ];
     for (method, path, array) in routes {
         for body in std::iter::once(array).chain(scalars()) {
-            let resp = admin_request(&socket, method, path, Some(body.to_string().as_bytes())).await;
+            let resp =
+                admin_request(&socket, method, path, Some(body.to_string().as_bytes())).await;
             assert_invalid_request(&resp, &format!("admin {method} {path} {body}"));
         }
     }

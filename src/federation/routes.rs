@@ -677,8 +677,7 @@ async fn retry(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
-    let body: RetryBody =
-        from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
+    let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
     let fed = fed(&state);
     let count = blocking(move || {
         Ok(fed

@@ -133,11 +133,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PlanId {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let axum::extract::Path(text) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text())
-            })?;
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text())
+                })?;
         parse_plan_id(&text).map(PlanId).ok_or_else(|| {
             Problem::bad_request(
                 "invalid-plan-id",
