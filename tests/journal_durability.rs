@@ -1,6 +1,7 @@
 //! Durability: every acknowledged append survives `kill -9` under load, and a
 //! SIGTERM with SSE clients connected ends their streams, finishes in-flight
-//! appends and exits 0 in time.
+//! appends and exits 0 in time. A crash loop repeats the kill -9 (20 cycles,
+//! `LOGBOOK_TORTURE_CYCLES` for more).
 
 mod common;
 
@@ -241,4 +242,52 @@ async fn sigint_stops_cleanly_too() {
     assert!(stream.expect_end(Duration::from_secs(5)).await.is_empty());
     daemon.restart();
     assert_eq!(daemon.all_events(plan).await, vec![event]);
+}
+
+/// Crash cycles for [`crash_loop_loses_no_acknowledged_event`]: 20 in CI,
+/// `LOGBOOK_TORTURE_CYCLES=200` for the long run (docs/testing.md).
+fn torture_cycles() -> usize {
+    match std::env::var("LOGBOOK_TORTURE_CYCLES") {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("LOGBOOK_TORTURE_CYCLES={text:?} is not a count")),
+        Err(_) => 20,
+    }
+}
+
+/// A crash loop: kill -9 again and again while appenders run, each time at
+/// a different moment, and restart. After every restart the events
+/// acknowledged so far (in every cycle) are stored exactly as acknowledged
+/// and every chain verifies; at the end the journal still takes appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_loses_no_acknowledged_event() {
+    let cycles = torture_cycles();
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plans = [new_plan(), new_plan(), new_plan(), new_plan()];
+    let mut acked = Vec::new();
+    let mut slowest_restart = Duration::ZERO;
+    for cycle in 0..cycles {
+        let load = Load::start(&daemon, &plans, 2);
+        wait_for_acks(&load, 10).await;
+        // Vary the kill point from "just started" to a few group commits in.
+        tokio::time::sleep(Duration::from_millis((cycle as u64 * 37) % 150)).await;
+        daemon.kill9();
+        acked.extend(load.finish().await);
+        let started = std::time::Instant::now();
+        daemon.restart();
+        slowest_restart = slowest_restart.max(started.elapsed());
+        // Checking every cycle names the cycle that lost something; past
+        // the CI count, every tenth keeps a long run fast.
+        if cycle < 20 || cycle % 10 == 9 || cycle + 1 == cycles {
+            assert_all_acked_present(&daemon, &plans, &acked).await;
+        }
+    }
+    eprintln!(
+        "crash loop: {cycles} kill -9 cycles, {} acknowledged events, slowest restart {slowest_restart:?}",
+        acked.len()
+    );
+    for plan in &plans {
+        daemon.append_ok(plan, event_body("plan.closed", 0)).await;
+        assert_chain_valid(&daemon, plan).await;
+    }
 }

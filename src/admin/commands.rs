@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::{Context, Peer, tokens};
 use crate::config::Scope;
 use crate::hex;
+use crate::http::extract::{Path, from_object};
 use crate::http::problem::Problem;
 use crate::journal::event::{Timestamp, parse_plan_id};
 use crate::journal::store::admin::{DeleteError, SYSTEM_PLAN};
@@ -39,6 +40,14 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/keys/rotate-hmac", post(rotate_hmac))
         .route("/keys/rotate-rsa", post(rotate_rsa))
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this admin route does not accept that method",
+            )
+        })
         // The whole HTTP API (journal and federation) is reachable here too,
         // with every scope: its callers passed the peer-uid check.
         .nest_service("/api", api_passthrough(&context))
@@ -79,9 +88,43 @@ fn plan_id(text: &str) -> Result<Uuid, Problem> {
     })
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request("invalid-request", "Invalid request body", e.to_string()))
+/// Largest admin request body: axum's default body limit, which `Bytes`
+/// applies. The admin bodies are a few bytes (a token's scopes, a level).
+const MAX_ADMIN_BODY: usize = 2 * 1024 * 1024;
+
+/// An admin request body: a JSON object read into `T`, with every failure
+/// as problem+json (as the HTTP API: malformed JSON 400 `invalid-json`, a
+/// body that is not the documented object 422 `invalid-request`).
+struct AdminJson<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "Request body too large",
+                    format!("the request body exceeds {MAX_ADMIN_BODY} bytes"),
+                )
+                .with("max_body_bytes", MAX_ADMIN_BODY)
+            } else {
+                Problem::bad_request("invalid-body", "Unreadable request body", e.body_text())
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(
+                "invalid-json",
+                "Malformed JSON",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        from_object(value)
+            .map(AdminJson)
+            .map_err(|e| Problem::unprocessable("invalid-request", "Invalid request", e))
+    }
 }
 
 /// Who did an admin change, as recorded in the system journal.
@@ -287,8 +330,10 @@ struct CreateToken {
     name: Option<String>,
 }
 
-async fn create_token(State(cx): Ctx, body: Bytes) -> Result<Response, Problem> {
-    let request: CreateToken = json_body(&body)?;
+async fn create_token(
+    State(cx): Ctx,
+    AdminJson(request): AdminJson<CreateToken>,
+) -> Result<Response, Problem> {
     if request.scopes.is_empty() {
         return Err(Problem::unprocessable(
             "invalid-scopes",
@@ -479,8 +524,7 @@ struct LogLevel {
     level: String,
 }
 
-async fn set_log_level(body: Bytes) -> Result<Json<Value>, Problem> {
-    let request: LogLevel = json_body(&body)?;
+async fn set_log_level(AdminJson(request): AdminJson<LogLevel>) -> Result<Json<Value>, Problem> {
     super::logging::set_level(&request.level)
         .map_err(|e| Problem::unprocessable("invalid-level", "Invalid log level", e))?;
     tracing::info!(

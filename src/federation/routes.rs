@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -30,7 +30,7 @@ use crate::config::Scope;
 use crate::hex;
 use crate::http::AppState;
 use crate::http::auth;
-use crate::http::extract::{JsonBody, Query};
+use crate::http::extract::{JsonBody, Path, Query, from_object};
 use crate::http::problem::Problem;
 use crate::journal::chain::{canonical_json, check_numbers};
 use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
@@ -300,7 +300,7 @@ async fn add_peer(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let body: AddPeerBody = serde_json::from_value(body)
+    let body: AddPeerBody = from_object(body)
         .map_err(|e| invalid_body(e, "{instanceId, baseUrl, publicKey?, fingerprint?}"))?;
     let spec = PeerSpec::new(
         &body.instance_id,
@@ -336,7 +336,7 @@ async fn set_peer_status(
     Path(instance_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
-    let body: StatusBody = serde_json::from_value(body).map_err(|e| invalid_body(e, "{status}"))?;
+    let body: StatusBody = from_object(body).map_err(|e| invalid_body(e, "{status}"))?;
     let status = PeerStatus::parse(&body.status).ok_or_else(|| {
         Problem::unprocessable(
             "invalid-status",
@@ -395,7 +395,7 @@ async fn control(
     event_type: &'static str,
 ) -> Result<Response, Problem> {
     let body: SubscribeBody =
-        serde_json::from_value(body).map_err(|e| invalid_body(e, "{peer, eventType}"))?;
+        from_object(body).map_err(|e| invalid_body(e, "{peer, eventType}"))?;
     let pattern = parse_pattern(&body.event_type)?;
     let fed = fed(&state);
     let (fed2, peer_id, pattern2) = (fed.clone(), body.peer.clone(), pattern.clone());
@@ -450,7 +450,7 @@ async fn control(
             "{url} answered HTTP {status}: {detail}"
         )));
     }
-    let ack: EventAck = serde_json::from_value(answer.clone())
+    let ack: EventAck = from_object(answer.clone())
         .map_err(|e| peer_error(format!("the answer is not an EventAck: {e}")))?;
     let (fed2, peer2) = (fed.clone(), peer.clone());
     blocking(move || {
@@ -512,7 +512,7 @@ async fn publish(
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let body: PublishBody =
-        serde_json::from_value(body).map_err(|e| invalid_body(e, "{eventType, payload}"))?;
+        from_object(body).map_err(|e| invalid_body(e, "{eventType, payload}"))?;
     validate_type_name(&body.event_type, MAX_TYPE_LEN).map_err(|e| {
         Problem::unprocessable(
             "invalid-type",
@@ -677,8 +677,7 @@ async fn retry(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
-    let body: RetryBody =
-        serde_json::from_value(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
+    let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
     let fed = fed(&state);
     let count = blocking(move || {
         Ok(fed
@@ -707,7 +706,7 @@ async fn drop_dead(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
     let body: DropBody =
-        serde_json::from_value(body).map_err(|e| invalid_body(e, "{messageId?, peer?, all?}"))?;
+        from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?, all?}"))?;
     let peer = body.peer.filter(|p| !p.is_empty());
     if body.message_id.is_none() && peer.is_none() && !body.all {
         return Err(Problem::unprocessable(

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{JsonBody, PlanId, Query};
+use super::extract::{JsonBody, PlanId, Query, from_object};
 use super::problem::Problem;
 use crate::hex;
 use crate::journal::Event;
@@ -72,7 +72,7 @@ pub async fn append(
         ));
     }
     let idempotency_key = idempotency_key(&headers)?;
-    let body: AppendBody = serde_json::from_value(body).map_err(|e| {
+    let body: AppendBody = from_object(body).map_err(|e| {
         Problem::unprocessable(
             "invalid-request",
             "Invalid append request",
@@ -342,12 +342,16 @@ pub struct StreamQuery {
 }
 
 /// The resume cursor: `Last-Event-ID` wins over `?after=`; default 0.
+/// The header is ASCII digits only: Rust's integer parser also takes a
+/// leading `+`, which is not a cursor this server ever sent.
 pub(crate) fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
     match headers.get("last-event-id") {
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|v| v.trim().parse().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
             .ok_or_else(|| {
                 Problem::bad_request(
                     "invalid-last-event-id",

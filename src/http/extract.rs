@@ -1,9 +1,10 @@
 //! Request extractors that fail with problem+json: a JSON body read under the
-//! configured size, time and depth limits, and a plan id from the path.
+//! configured size, time and depth limits, a plan id and other path
+//! parameters, a query string; and the object check for JSON bodies.
 
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
@@ -132,11 +133,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PlanId {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let Path(text) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text())
-            })?;
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    Problem::bad_request("invalid-plan-id", "Invalid plan id", e.body_text())
+                })?;
         parse_plan_id(&text).map(PlanId).ok_or_else(|| {
             Problem::bad_request(
                 "invalid-plan-id",
@@ -163,6 +165,39 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
     }
 }
 
+/// A path parameter (`{instance_id}`, `{name_or_id}`, ...), with errors as
+/// problem+json: axum's own rejection (for example a segment that is not
+/// UTF-8 once percent-decoded, like `%ff`) answers `text/plain`.
+pub struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| Problem::bad_request("invalid-path", "Invalid path", e.body_text()))
+    }
+}
+
+/// `T` from a JSON body that must be an object. serde fills a struct from a
+/// JSON array too (in field order), so `["step.started"]` would otherwise
+/// pass for `{"type": "step.started"}`; every body whose documented shape is
+/// an object is read through here. The error says what was wrong, for the
+/// caller's 422.
+pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    let kind = match &value {
+        Value::Object(_) => return serde_json::from_value(value).map_err(|e| e.to_string()),
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    };
+    Err(format!("the body must be a JSON object, not {kind}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +212,32 @@ mod tests {
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonp"));
         assert!(!is_json(None));
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Shape {
+        a: String,
+        #[serde(default)]
+        b: Option<u64>,
+    }
+
+    #[test]
+    fn only_objects_fill_a_struct() {
+        // Without the check, serde reads the array in field order.
+        assert!(serde_json::from_value::<Shape>(serde_json::json!(["x", 1])).is_ok());
+        assert!(from_object::<Shape>(serde_json::json!({"a": "x", "b": 1})).is_ok());
+        for bad in [
+            serde_json::json!(["x", 1]),
+            serde_json::json!([]),
+            serde_json::json!("x"),
+            serde_json::json!(1),
+            serde_json::json!(true),
+            serde_json::json!(null),
+        ] {
+            let e = from_object::<Shape>(bad.clone()).unwrap_err();
+            assert!(e.contains("must be a JSON object"), "{bad}: {e}");
+        }
+        assert!(from_object::<Shape>(serde_json::json!({"a": 1})).is_err());
     }
 }
