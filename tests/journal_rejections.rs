@@ -60,7 +60,9 @@ fn assert_invalid_request(resp: &Resp, what: &str) {
 
 #[tokio::test]
 async fn non_object_bodies_get_422_on_every_json_route() {
-    let daemon = Daemon::start(DaemonOpts::default());
+    // Federation management over TCP needs a token (open mode serves it
+    // only on the admin socket).
+    let daemon = Daemon::start(DaemonOpts::default().with_admin_token()).send_admin_token();
     let plan = new_plan();
     for (path, array) in object_routes(&plan.to_string()) {
         for body in std::iter::once(array).chain(scalars()) {
@@ -106,7 +108,7 @@ async fn non_object_bodies_get_422_on_the_admin_socket() {
 
 #[tokio::test]
 async fn every_rejection_is_problem_json() {
-    let daemon = Daemon::start(DaemonOpts::default());
+    let daemon = Daemon::start(DaemonOpts::default().with_admin_token()).send_admin_token();
     let plan = new_plan();
     daemon.append_ok(plan, event_body("step.started", 1)).await;
 

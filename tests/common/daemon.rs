@@ -61,6 +61,16 @@ impl DaemonOpts {
         self
     }
 
+    /// Configures [`ADMIN_TOKEN`] (every scope); pair with
+    /// [`Daemon::send_admin_token`]. Needed for federation management over
+    /// TCP, which open mode serves only on the admin socket.
+    pub fn with_admin_token(self) -> Self {
+        let hash = logbook::hex::encode(&logbook::journal::chain::sha256(ADMIN_TOKEN.as_bytes()));
+        self.config(&format!(
+            "[[auth.tokens]]\nname = \"harness-admin\"\nsha256 = \"{hash}\"\nscopes = [\"read\", \"append\", \"admin\"]\n"
+        ))
+    }
+
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = Some(addr.into());
         self
@@ -103,14 +113,23 @@ pub struct Daemon {
 
 /// A fresh HTTP client (connect timeout only; each request sets its own).
 pub fn client() -> reqwest::Client {
+    client_with(reqwest::header::HeaderMap::new())
+}
+
+/// A client that sends `headers` on every request.
+pub fn client_with(headers: reqwest::header::HeaderMap) -> reqwest::Client {
     // reqwest is built without a default crypto provider; it is only needed
     // for https, but the client refuses to build without one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()
         .expect("building the HTTP client")
 }
+
+/// A token with every scope, for [`DaemonOpts::with_admin_token`].
+pub const ADMIN_TOKEN: &str = "lbk_test-harness-token-with-every-scope";
 
 /// A spawned process whose stderr is forwarded line by line to the test's
 /// stderr and kept in `log`. The receiver gets the address from the
@@ -217,6 +236,15 @@ pub fn run_expecting_exit(opts: DaemonOpts) -> (ExitStatus, String) {
 
 impl Daemon {
     /// Starts a daemon in a fresh temp dir and waits until it listens.
+    /// From now on, this daemon's client sends [`ADMIN_TOKEN`].
+    pub fn send_admin_token(mut self) -> Daemon {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {ADMIN_TOKEN}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.client = client_with(headers);
+        self
+    }
+
     pub fn start(opts: DaemonOpts) -> Daemon {
         Daemon::start_in(tempfile::tempdir().expect("temp dir"), opts)
     }
