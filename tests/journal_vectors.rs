@@ -352,6 +352,41 @@ fn negatives() -> Vec<Negative> {
     ]
 }
 
+/// Negative vectors whose stored payload text matters, which a parsed JSON
+/// value cannot show (it keeps one of two duplicate members, and loses the
+/// spelling). They are written as `events_json`: the exact text of the events
+/// array, as an export carries it.
+fn text_negatives() -> Vec<Negative> {
+    vec![
+        Negative {
+            name: "payload_duplicate_members",
+            description: "seq 1's payload text repeats members before the signed ones: it parses (keeping the last) to the signed payload, but a reader keeping the first sees another amount",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            tamper: |e| {
+                set_payload(
+                    &mut e[0],
+                    r#"{"amount":1000000,"currency":"EUR","amount":-0.5,"ref":"Ü-2025-0001"}"#,
+                )
+            },
+            expected: Some((1, "payload_not_canonical")),
+        },
+        Negative {
+            name: "payload_not_canonical",
+            description: "seq 1's payload text is the signed value spelled another way (members out of order, -0.50, a \\u escape): not JCS(parse(text))",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            tamper: |e| {
+                set_payload(
+                    &mut e[0],
+                    r#"{"ref":"\u00dc-2025-0001","currency":"EUR","amount":-0.50}"#,
+                )
+            },
+            expected: Some((1, "payload_not_canonical")),
+        },
+    ]
+}
+
 fn build_vectors() -> Value {
     let events = build_events();
     let chain = |plan: &str| -> Vec<Event> {
@@ -361,17 +396,26 @@ fn build_vectors() -> Value {
             .map(|(e, _)| e.clone())
             .collect()
     };
+    let as_text = text_negatives().into_iter().map(|n| (n, true));
     let negatives: Vec<Value> = negatives()
         .into_iter()
-        .map(|n| {
+        .map(|n| (n, false))
+        .chain(as_text)
+        .map(|(n, as_text)| {
             let mut tampered = chain(n.plan_id);
             (n.tamper)(&mut tampered);
+            // Serializing the events keeps each payload's text as it is.
+            let (form, events) = if as_text {
+                ("events_json", json!(serde_json::to_string(&tampered).unwrap()))
+            } else {
+                ("events", json!(tampered.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>()))
+            };
             json!({
                 "name": n.name,
                 "description": n.description,
                 "plan_id": n.plan_id,
                 "key_ids": n.key_names.iter().map(|name| keyring(&[name]).current_id().to_string()).collect::<Vec<_>>(),
-                "events": tampered.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>(),
+                form: events,
                 "expected": {
                     "chain_valid": n.expected.is_none(),
                     "broken_at": n.expected.map(|(seq, _)| seq),
@@ -400,9 +444,23 @@ fn read_vectors() -> Value {
     serde_json::from_str(&text).expect("the vector file is JSON")
 }
 
+/// An event given as a parsed JSON value. The vector file shows it
+/// pretty-printed; the text it stands for is the canonical one, which is
+/// what the daemon stores and exports.
 fn event_from(value: &Value) -> Event {
     // `Event.payload` is a RawValue, which deserializes only from text.
-    serde_json::from_str(&value.to_string()).expect("a vector event parses as an Event")
+    let mut event: Event =
+        serde_json::from_str(&value.to_string()).expect("a vector event parses as an Event");
+    event.payload = CanonicalPayload::new(&value["payload"]).json;
+    event
+}
+
+/// A negative vector's events: from `events_json` (exact text) or `events`.
+fn negative_events(n: &Value) -> Vec<Event> {
+    match n["events_json"].as_str() {
+        Some(text) => serde_json::from_str(text).expect("events_json parses as events"),
+        None => n["events"].as_array().unwrap().iter().map(event_from).collect(),
+    }
 }
 
 #[test]
@@ -471,7 +529,10 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
     }
 
     let file_negatives = file["negative"].as_array().unwrap();
-    assert_eq!(file_negatives.len(), negatives().len());
+    assert_eq!(
+        file_negatives.len(),
+        negatives().len() + text_negatives().len()
+    );
     for n in file_negatives {
         let name = n["name"].as_str().unwrap();
         let ids: Vec<&str> = n["key_ids"]
@@ -480,12 +541,7 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let chain: Vec<Event> = n["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(event_from)
-            .collect();
+        let chain = negative_events(n);
         let report = verify_all(&chain, &keyring_of(&ids));
         let expected = &n["expected"];
         assert_eq!(

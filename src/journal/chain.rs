@@ -122,6 +122,9 @@ pub enum BrokenReason {
     PrevHash,
     /// The event is not the next sequence number.
     SeqGap,
+    /// The stored payload text is not exactly `JCS(parse(text))`: not JSON,
+    /// members out of order or repeated, or any other spelling.
+    PayloadNotCanonical,
 }
 
 impl BrokenReason {
@@ -131,6 +134,7 @@ impl BrokenReason {
             BrokenReason::Signature => "signature",
             BrokenReason::PrevHash => "prev_hash",
             BrokenReason::SeqGap => "seq_gap",
+            BrokenReason::PayloadNotCanonical => "payload_not_canonical",
         }
     }
 }
@@ -166,9 +170,16 @@ impl ChainVerifier {
         if event.seq != self.next_seq {
             return Err(BrokenReason::SeqGap);
         }
-        let payload: Value =
-            serde_json::from_str(event.payload.get()).map_err(|_| BrokenReason::PayloadHash)?;
-        if CanonicalPayload::new(&payload).hash != event.payload_hash {
+        // The hash covers JCS(parse(text)), but a reader of the served text
+        // may parse it differently (which of two duplicate members wins, for
+        // one). So only the canonical text itself is accepted; JCS output
+        // never repeats a member name, so this also refuses duplicates.
+        let text = event.payload.get();
+        let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
+        if canonical.ok().as_deref() != Some(text) {
+            return Err(BrokenReason::PayloadNotCanonical);
+        }
+        if sha256(text.as_bytes()) != event.payload_hash {
             return Err(BrokenReason::PayloadHash);
         }
         if event.prev_hash != self.prev_signature {
@@ -425,6 +436,29 @@ mod tests {
                 BrokenReason::PrevHash,
             ),
             ("seq", Box::new(|e| e.seq = 3), BrokenReason::SeqGap),
+            (
+                "payload with duplicate members",
+                Box::new(|e| {
+                    e.payload =
+                        RawValue::from_string(r#"{"n":99,"n":2,"note":"é"}"#.into()).unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
+            (
+                "payload not in canonical order",
+                Box::new(|e| {
+                    e.payload = RawValue::from_string(r#"{"note":"é","n":2}"#.into()).unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
+            (
+                "payload spelled differently",
+                Box::new(|e| {
+                    e.payload = RawValue::from_string(r#"{"n":2.0,"note":"\u00e9"}"#.into())
+                        .unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
         ];
         for (what, tamper, reason) in tampers {
             let mut events = base.clone();
