@@ -20,6 +20,10 @@ pub const SECRET_ENV_VARS: [&str; 3] = [
     "SESSION_SECRET",
 ];
 
+/// Shortest secret accepted from the environment: a short text is a
+/// guessable HMAC key, and whoever guesses it can rewrite every plan.
+pub const MIN_ENV_SECRET_BYTES: usize = 32;
+
 /// File under the data dir holding the generated secret.
 pub const GENERATED_KEY_FILE: &str = "hmac.key";
 /// Directory under the data dir whose files hold retired secrets, kept so that
@@ -116,6 +120,16 @@ impl Keyring {
             .iter()
             .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
         let (mut keyring, source) = match from_env {
+            Some((name, secret)) if secret.len() < MIN_ENV_SECRET_BYTES => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "${name} is {} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
+                         Generate one with: head -c 32 /dev/urandom | base64",
+                        secret.len()
+                    ),
+                ));
+            }
             Some((name, secret)) => (
                 Keyring::from_secret(secret.into_bytes()),
                 KeySource::Env(name),
@@ -195,18 +209,33 @@ mod tests {
         assert_eq!(source, KeySource::File);
         assert_eq!(again.current_id(), generated.current_id());
 
+        const SECOND: &str = "second-secret-of-at-least-32-bytes";
         let env = |name: &str| match name {
-            "EVENT_BUS_HMAC_SECRET" => Some("second".to_string()),
-            "SESSION_SECRET" => Some("third".to_string()),
+            "EVENT_BUS_HMAC_SECRET" => Some(SECOND.to_string()),
+            "SESSION_SECRET" => Some("third-secret-of-at-least-32-bytes".to_string()),
             "LOGBOOK_HMAC_SECRET" => Some(String::new()),
             _ => None,
         };
         let (k, source) = Keyring::load(dir.path(), env).unwrap();
         assert_eq!(source, KeySource::Env("EVENT_BUS_HMAC_SECRET"));
-        assert_eq!(k.current_id(), key_id(b"second"));
+        assert_eq!(k.current_id(), key_id(SECOND.as_bytes()));
         // The generated key still verifies old events.
         assert!(k.get(generated.current_id()).is_some());
         assert_eq!(k.len(), 2);
+    }
+
+    #[test]
+    fn a_short_environment_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = "x".repeat(MIN_ENV_SECRET_BYTES - 1);
+        let err = Keyring::load(dir.path(), |n| (n == "SESSION_SECRET").then(|| short.clone()))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("$SESSION_SECRET is 31 bytes"), "{text}");
+        assert!(text.contains("head -c 32 /dev/urandom | base64"), "{text}");
+        assert!(!text.contains(&short), "the secret itself is never shown");
+        let long = "x".repeat(MIN_ENV_SECRET_BYTES);
+        assert!(Keyring::load(dir.path(), |n| (n == "SESSION_SECRET").then(|| long.clone())).is_ok());
     }
 
     #[test]
