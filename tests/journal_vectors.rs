@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use logbook::journal::Event;
 use logbook::journal::chain::{CanonicalPayload, Signable, check_numbers, verify_all};
 use logbook::journal::event::Timestamp;
-use logbook::journal::keys::{Keyring, key_id};
+use logbook::journal::keys::{Keyring, key_id, legacy_key_id};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -41,12 +41,15 @@ struct Input {
     created_at: &'static str,
     /// Index into [`KEYS`] of the key that signs this event.
     key: usize,
+    /// Whether the event names its key by the legacy id, SHA-256(key)[..4],
+    /// as events written before the current `key_id` did (they keep it).
+    legacy_id: bool,
     /// The payload exactly as a client would send it: unsorted keys,
     /// escapes and number spellings that canonicalization must normalize.
     payload_json: &'static str,
 }
 
-const INPUTS: [Input; 6] = [
+const INPUTS: [Input; 7] = [
     Input {
         plan_id: PLAN_A,
         seq: 1,
@@ -55,6 +58,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("alice"),
         created_at: "2025-01-06T09:00:00.000Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"title": "Quarterly close", "owner": {"team": "finance", "name": "Zo\u00eb"}, "amount": 1250.50, "tags": ["q1", "close"]}"#,
     },
     Input {
@@ -65,6 +69,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("Renée 🚀"),
         created_at: "2025-01-06T09:15:30.250Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"z": 1, "numbers": [1.0, 1e21, 1E20, 0.1, -0.0, 1e-7, 0.000001, 5e-324, 1.7976931348623157e308, 9007199254740991, -9007199254740991, -42, 3.14159, 2.5e-5, 123456789.125], "text": "caf\u00e9 ☕ \"quoted\" \ud83d\ude00", "\ue000": "private use key", "😀": "emoji key", "A": null, "é": true, "a": false}"#,
     },
     Input {
@@ -75,6 +80,7 @@ const INPUTS: [Input; 6] = [
         actor: None,
         created_at: "2025-01-06T09:15:30.251Z",
         key: 0,
+        legacy_id: true,
         payload_json: "{}",
     },
     Input {
@@ -85,6 +91,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("system"),
         created_at: "2025-01-07T17:42:05.007Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"message": "tab\there nul\u0000 unit\u001f del\u007f ls\u2028 back\\slash \/slash\r\n\b\f", "list": [], "nested": {"b": {"d": 4, "c": 3}, "a": [{"y": 2, "x": 1}], "": "empty key"}}"#,
     },
     Input {
@@ -95,6 +102,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("bank-gateway"),
         created_at: "2025-02-01T00:00:00.000Z",
         key: 1,
+        legacy_id: true,
         payload_json: r#"{"ref": "\u00dc-2025-0001", "currency": "EUR", "amount": -0.5}"#,
     },
     Input {
@@ -105,7 +113,19 @@ const INPUTS: [Input; 6] = [
         actor: Some(""),
         created_at: "2025-02-01T00:00:01.999Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"[3, "two", {"b": 1, "a": 0}, [], null]"#,
+    },
+    Input {
+        plan_id: PLAN_B,
+        seq: 3,
+        id: "01954fd8-7a40-7c3e-9a51-3f0e2d6b8c11",
+        event_type: "ledger.transaction",
+        actor: Some("bank-gateway"),
+        created_at: "2025-03-01T08:30:00.000Z",
+        key: 0,
+        legacy_id: false,
+        payload_json: r#"{"ref": "\u00dc-2025-0002", "currency": "EUR", "amount": 12}"#,
     },
 ];
 
@@ -153,7 +173,11 @@ fn build_events() -> Vec<(Event, Value)> {
                 payload_hash: payload.hash,
                 prev_hash: prev.get(input.plan_id).copied(),
                 signature: [0; 32],
-                key_id: key_id(secret),
+                key_id: if input.legacy_id {
+                    legacy_key_id(secret)
+                } else {
+                    key_id(secret)
+                },
                 created_at: Timestamp::parse(input.created_at).expect("vector time is canonical"),
                 position: 0,
             };
@@ -333,7 +357,7 @@ fn negatives() -> Vec<Negative> {
         },
         Negative {
             name: "rotated_chain_verifies",
-            description: "plan B, untampered, with both keys: seq 1 (retired key) and seq 2 (current key) verify",
+            description: "plan B, untampered, with both keys: seq 1 (retired key, legacy id), seq 2 (current key, legacy id) and seq 3 (current key, current id) verify",
             plan_id: PLAN_B,
             key_names: BOTH_KEYS,
             tamper: |_| {},
@@ -432,6 +456,7 @@ fn build_vectors() -> Value {
             "secret": secret,
             "key_hex": hex(secret.as_bytes()),
             "key_id": key_id(secret.as_bytes()),
+            "legacy_key_id": legacy_key_id(secret.as_bytes()),
         })).collect::<Vec<_>>(),
         "events": events.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>(),
         "negative": negatives,
@@ -735,4 +760,48 @@ async fn daemon_refuses_integers_jcs_cannot_represent() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404, "nothing was appended");
+}
+
+/// Migration of key ids: plan B's events name their keys by the legacy id
+/// (seq 1 and 2) and by the current id (seq 3, the same key as seq 2). The
+/// binary's offline verifier, given only the two secrets, accepts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_verifier_accepts_legacy_and_current_key_ids() {
+    let file = read_vectors();
+    let ids: Vec<&str> = file["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["input"]["plan_id"] == PLAN_B)
+        .map(|v| v["event"]["key_id"].as_str().unwrap())
+        .collect();
+    let (current, retired) = (KEYS[0].1.as_bytes(), KEYS[1].1.as_bytes());
+    let expected = [
+        legacy_key_id(retired),
+        legacy_key_id(current),
+        key_id(current),
+    ];
+    assert_eq!(ids, expected);
+    let export: String = file["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["input"]["plan_id"] == PLAN_B)
+        .map(|v| serde_json::to_string(&event_from(&v["event"])).unwrap() + "\n")
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan-b.ndjson");
+    std::fs::write(&path, export).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .arg("verify")
+        .arg("--export")
+        .arg(&path)
+        .args(["--key-env", "VECTOR_CURRENT", "--key-env", "VECTOR_RETIRED"])
+        .env("VECTOR_CURRENT", KEYS[0].1)
+        .env("VECTOR_RETIRED", KEYS[1].1)
+        .output()
+        .expect("logbook verify runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok: 3 events"), "{stdout}");
 }

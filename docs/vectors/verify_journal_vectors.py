@@ -142,7 +142,18 @@ def sha256_hex(data):
 
 
 def key_id(key):
+    """The first 8 hex digits of HMAC-SHA256(key, "logbook key id v2")."""
+    return hmac.new(key, b"logbook key id v2", hashlib.sha256).hexdigest()[:8]
+
+
+def legacy_key_id(key):
+    """The id events written before the current key_id carry: SHA-256(key)[:8]."""
     return sha256_hex(key)[:8]
+
+
+def key_ids(key):
+    """Both ids a keyring must answer to for one key."""
+    return [key_id(key), legacy_key_id(key)]
 
 
 def signing_input(event):
@@ -294,7 +305,9 @@ def check_file(c, vectors):
         key = k["secret"].encode("utf-8")
         c.eq(f"key {k['name']}: key_hex", key.hex(), k["key_hex"])
         c.eq(f"key {k['name']}: key_id", key_id(key), k["key_id"])
-        keys[k["key_id"]] = key
+        c.eq(f"key {k['name']}: legacy_key_id", legacy_key_id(key), k["legacy_key_id"])
+        for kid in key_ids(key):
+            keys[kid] = key
 
     prev = {}
     chains = {}
@@ -336,7 +349,7 @@ def check_file(c, vectors):
         c.eq(f"chain {plan} verifies", verify_chain(as_stored(events), keys), (True, None, None))
 
     for n in vectors["negative"]:
-        ring = {kid: keys[kid] for kid in n["key_ids"]}
+        ring = {other: keys[kid] for kid in n["key_ids"] for other in key_ids(keys[kid])}
         exp = n["expected"]
         expected = (exp["chain_valid"], exp["broken_at"], exp["broken_reason"])
         if "events_json" in n:

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use super::chain::sha256;
 use crate::hex;
 
@@ -34,12 +37,14 @@ pub const RETIRED_KEYS_DIR: &str = "hmac-retired";
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: HashMap<String, Vec<u8>>,
+    secrets: Vec<Vec<u8>>,
+    /// Both ids of every key (see [`key_id`]) to its index in `secrets`.
+    ids: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut ids: Vec<&String> = self.keys.keys().collect();
+        let mut ids: Vec<&String> = self.ids.keys().collect();
         ids.sort();
         f.debug_struct("Keyring")
             .field("current", &self.current)
@@ -56,37 +61,64 @@ pub enum KeySource {
     Generated,
 }
 
-/// `key_id`: the first 8 hex digits of SHA-256(key).
+/// The label whose HMAC names a key.
+const KEY_ID_LABEL: &[u8] = b"logbook key id v2";
+
+/// `key_id`: the first 8 hex digits of HMAC-SHA256(key, "logbook key id v2").
+/// Unlike a hash of the key, it reveals nothing that helps to test guesses of
+/// the key offline faster than the signatures themselves do.
 pub fn key_id(secret: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(KEY_ID_LABEL);
+    hex::encode(&mac.finalize().into_bytes()[..4])
+}
+
+/// The id that events signed before `key_id` changed carry: the first 8 hex
+/// digits of SHA-256(key). Those events keep it (it is signed), so a
+/// keyring answers to both ids.
+pub fn legacy_key_id(secret: &[u8]) -> String {
     hex::encode(&sha256(secret)[..4])
 }
 
 impl Keyring {
     /// A keyring holding one key, which signs.
     pub fn from_secret(secret: Vec<u8>) -> Keyring {
-        let id = key_id(&secret);
-        Keyring {
-            current: id.clone(),
-            keys: HashMap::from([(id, secret)]),
-        }
+        let mut keyring = Keyring {
+            current: key_id(&secret),
+            secrets: Vec::new(),
+            ids: HashMap::new(),
+        };
+        keyring
+            .add_verification_key(secret)
+            .expect("the ids of one key never collide with another key's");
+        keyring
     }
 
-    /// Adds a key that verifies but does not sign. Two different secrets
-    /// with the same 32-bit key id cannot both be kept: that is an error,
-    /// never a silent choice.
+    /// Adds a key that verifies but does not sign, under both of its ids.
+    /// Two different secrets sharing a 32-bit id cannot both be kept: that is
+    /// an error, never a silent choice.
     pub fn add_verification_key(&mut self, secret: Vec<u8>) -> io::Result<()> {
-        let id = key_id(&secret);
-        match self.keys.get(&id) {
-            Some(existing) if *existing != secret => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("two different HMAC secrets share the key id {id}; retire one of them"),
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.keys.insert(id, secret);
-                Ok(())
+        let ids = [key_id(&secret), legacy_key_id(&secret)];
+        let mut known = None;
+        for id in &ids {
+            if let Some(&index) = self.ids.get(id) {
+                if self.secrets[index] != secret {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("two different HMAC secrets share the key id {id}; retire one of them"),
+                    ));
+                }
+                known = Some(index);
             }
         }
+        let index = known.unwrap_or_else(|| {
+            self.secrets.push(secret);
+            self.secrets.len() - 1
+        });
+        for id in ids {
+            self.ids.insert(id, index);
+        }
+        Ok(())
     }
 
     pub fn current_id(&self) -> &str {
@@ -94,19 +126,21 @@ impl Keyring {
     }
 
     pub fn current_secret(&self) -> &[u8] {
-        &self.keys[&self.current]
+        &self.secrets[self.ids[&self.current]]
     }
 
+    /// The key an id names, by its current or its legacy id.
     pub fn get(&self, key_id: &str) -> Option<&[u8]> {
-        self.keys.get(key_id).map(Vec::as_slice)
+        self.ids.get(key_id).map(|&i| self.secrets[i].as_slice())
     }
 
+    /// How many keys (not ids) the keyring holds.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.secrets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.secrets.is_empty()
     }
 
     /// Loads the keyring for a data dir, generating the secret on first start
@@ -194,10 +228,19 @@ fn generate_secret(path: &Path) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const KEY_ID_ABC: &str = "e32da710";
+
     #[test]
-    fn key_id_is_a_sha256_prefix() {
+    fn key_id_is_an_hmac_of_a_label_and_the_legacy_id_still_finds_the_key() {
+        // HMAC-SHA256("abc", "logbook key id v2"), independently computed.
+        assert_eq!(key_id(b"abc"), KEY_ID_ABC);
         // SHA-256("abc") = ba7816bf...
-        assert_eq!(key_id(b"abc"), "ba7816bf");
+        assert_eq!(legacy_key_id(b"abc"), "ba7816bf");
+        let k = Keyring::from_secret(b"abc".to_vec());
+        assert_eq!(k.current_id(), KEY_ID_ABC);
+        assert_eq!(k.get("ba7816bf"), Some(&b"abc"[..]));
+        assert_eq!(k.get(KEY_ID_ABC), Some(&b"abc"[..]));
+        assert_eq!(k.len(), 1);
     }
 
     #[test]
