@@ -145,6 +145,10 @@ impl BrokenReason {
 pub struct ChainVerifier {
     next_seq: u64,
     prev_signature: Option<[u8; 32]>,
+    /// The latest `created_at` accepted so far. The daemon never dates an
+    /// event before its predecessor, so a retired key must not have signed
+    /// after this either: that stops a forgery backdated behind newer events.
+    latest: Option<Timestamp>,
 }
 
 impl Default for ChainVerifier {
@@ -152,6 +156,7 @@ impl Default for ChainVerifier {
         ChainVerifier {
             next_seq: 1,
             prev_signature: None,
+            latest: None,
         }
     }
 }
@@ -162,6 +167,7 @@ impl ChainVerifier {
         ChainVerifier {
             next_seq: seq + 1,
             prev_signature: Some(signature),
+            latest: None,
         }
     }
 
@@ -185,12 +191,17 @@ impl ChainVerifier {
         if event.prev_hash != self.prev_signature {
             return Err(BrokenReason::PrevHash);
         }
-        let key = keyring.get(&event.key_id).ok_or(BrokenReason::Signature)?;
+        // A retired key verifies only events dated up to its retirement.
+        let signed_at = self.latest.map_or(event.created_at, |t| t.max(event.created_at));
+        let key = keyring
+            .verification_key(&event.key_id, signed_at)
+            .ok_or(BrokenReason::Signature)?;
         if !Signable::of(event).verify(key, &event.signature) {
             return Err(BrokenReason::Signature);
         }
         self.next_seq += 1;
         self.prev_signature = Some(event.signature);
+        self.latest = Some(signed_at);
         Ok(())
     }
 
@@ -497,6 +508,37 @@ mod tests {
         assert_eq!(
             verify_all(&events, &other).broken,
             Some((1, BrokenReason::Signature))
+        );
+    }
+
+    #[test]
+    fn a_retired_key_does_not_verify_events_after_its_retirement() {
+        let old = keyring();
+        let events = chain(&old, 3); // dated 1_700_000_000_001 ..= _003
+        let mut ring = Keyring::from_secret(b"the-new-key".to_vec());
+        ring.add_verification_key(old.current_secret().to_vec()).unwrap();
+        assert!(verify_all(&events, &ring).is_valid(), "no window recorded");
+        ring.retire(old.current_id(), Timestamp(1_700_000_000_002));
+        assert_eq!(
+            verify_all(&events, &ring).broken,
+            Some((3, BrokenReason::Signature)),
+            "seq 3 is dated after the retirement"
+        );
+        assert!(verify_all(&events[..2], &ring).is_valid());
+        // Backdating does not help once the chain has a later event: seq 2
+        // is signed by the new key after the retirement, and seq 3 by the
+        // retired key, dated before it.
+        let new_key = ring.current_secret().to_vec();
+        let mut forged = events.clone();
+        forged[1].created_at = Timestamp(1_700_000_000_009);
+        forged[1].key_id = ring.current_id().to_string();
+        forged[1].signature = Signable::of(&forged[1]).sign(&new_key);
+        forged[2].created_at = Timestamp(1_700_000_000_001);
+        forged[2].prev_hash = Some(forged[1].signature);
+        forged[2].signature = Signable::of(&forged[2]).sign(old.current_secret());
+        assert_eq!(
+            verify_all(&forged, &ring).broken,
+            Some((3, BrokenReason::Signature))
         );
     }
 

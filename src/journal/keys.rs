@@ -14,6 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::chain::sha256;
+use super::event::Timestamp;
 use crate::hex;
 
 /// Environment variables that may hold the signing secret, in priority order.
@@ -38,6 +39,9 @@ pub const RETIRED_KEYS_DIR: &str = "hmac-retired";
 pub struct Keyring {
     current: String,
     secrets: Vec<Vec<u8>>,
+    /// For each key in `secrets`, when it was retired, if the system journal
+    /// says so: it verifies no event dated after that.
+    retired_at: Vec<Option<Timestamp>>,
     /// Both ids of every key (see [`key_id`]) to its index in `secrets`.
     ids: HashMap<String, usize>,
 }
@@ -86,6 +90,7 @@ impl Keyring {
         let mut keyring = Keyring {
             current: key_id(&secret),
             secrets: Vec::new(),
+            retired_at: Vec::new(),
             ids: HashMap::new(),
         };
         keyring
@@ -113,6 +118,7 @@ impl Keyring {
         }
         let index = known.unwrap_or_else(|| {
             self.secrets.push(secret);
+            self.retired_at.push(None);
             self.secrets.len() - 1
         });
         for id in ids {
@@ -132,6 +138,38 @@ impl Keyring {
     /// The key an id names, by its current or its legacy id.
     pub fn get(&self, key_id: &str) -> Option<&[u8]> {
         self.ids.get(key_id).map(|&i| self.secrets[i].as_slice())
+    }
+
+    /// Records that the key `key_id` names (by either id) was retired at
+    /// `at`. The signing key is never retired: a secret that signs again
+    /// (an environment variable set back to it) is valid until its next
+    /// retirement, which is why the latest retirement wins. Returns whether
+    /// the keyring holds that key as a verification-only key.
+    pub fn retire(&mut self, key_id: &str, at: Timestamp) -> bool {
+        let Some(&index) = self.ids.get(key_id) else {
+            return false;
+        };
+        if index == self.ids[&self.current] {
+            return false;
+        }
+        let slot = &mut self.retired_at[index];
+        *slot = Some(slot.map_or(at, |t| t.max(at)));
+        true
+    }
+
+    /// The key that may have signed an event dated `at`: the key `key_id`
+    /// names, unless it was retired before `at`.
+    pub fn verification_key(&self, key_id: &str, at: Timestamp) -> Option<&[u8]> {
+        let &index = self.ids.get(key_id)?;
+        match self.retired_at[index] {
+            Some(retired) if at > retired => None,
+            _ => Some(&self.secrets[index]),
+        }
+    }
+
+    /// When the key `key_id` names was retired, if it was.
+    pub fn retired_at(&self, key_id: &str) -> Option<Timestamp> {
+        self.ids.get(key_id).and_then(|&i| self.retired_at[i])
     }
 
     /// How many keys (not ids) the keyring holds.
@@ -291,6 +329,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_retired_key_verifies_only_up_to_its_retirement() {
+        let mut k = Keyring::from_secret(b"new-key".to_vec());
+        k.add_verification_key(b"old-key".to_vec()).unwrap();
+        let old = key_id(b"old-key");
+        let at = Timestamp(1_000);
+        assert!(k.verification_key(&old, Timestamp(5_000)).is_some(), "no window yet");
+        assert!(k.retire(&legacy_key_id(b"old-key"), at), "either id names it");
+        assert_eq!(k.verification_key(&old, at), Some(&b"old-key"[..]));
+        assert_eq!(k.verification_key(&old, Timestamp(1_001)), None);
+        assert!(!k.retire(k.current_id().to_string().as_str(), at), "the signer is never retired");
+        assert!(k.verification_key(k.current_id(), Timestamp(i64::MAX)).is_some());
+        assert!(!k.retire("00000000", at));
     }
 
     #[test]
