@@ -221,6 +221,8 @@ struct Negative {
     description: &'static str,
     plan_id: &'static str,
     key_names: &'static [&'static str],
+    /// A validity window the verifier knows: (key name, retired at).
+    retired: Option<(&'static str, &'static str)>,
     tamper: Tamper,
     expected: Option<(u64, &'static str)>,
 }
@@ -238,6 +240,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's payload was edited; payload_hash no longer matches it",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| set_payload(&mut e[1], r#"{"a":false,"numbers":[],"z":2}"#),
             expected: Some((2, "payload_hash")),
         },
@@ -246,6 +249,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's payload was edited and payload_hash recomputed; the signature no longer matches",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 let payload = CanonicalPayload::new(&json!({"z": 2}));
                 set_payload(&mut e[1], payload.json.get());
@@ -258,6 +262,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 3's null actor was replaced by a name",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[2].actor = Some("mallory".into()),
             expected: Some((3, "signature")),
         },
@@ -266,6 +271,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1's created_at moved by one millisecond",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].created_at = Timestamp(e[0].created_at.0 + 1),
             expected: Some((1, "signature")),
         },
@@ -274,6 +280,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 4's type was changed",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[3].event_type = "exception.resolved".into(),
             expected: Some((4, "signature")),
         },
@@ -282,6 +289,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's id was changed",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[1].id = Uuid::parse_str("01943ae5-dc4a-7a6a-8317-d23f128b2f34").unwrap(),
             expected: Some((2, "signature")),
         },
@@ -290,6 +298,7 @@ fn negatives() -> Vec<Negative> {
             description: "one bit of seq 2's signature was flipped (seq 3's prev_hash is left alone, but seq 2 fails first)",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[1].signature[0] ^= 1,
             expected: Some((2, "signature")),
         },
@@ -298,6 +307,7 @@ fn negatives() -> Vec<Negative> {
             description: "one bit of seq 3's prev_hash was flipped",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[2].prev_hash.as_mut().unwrap()[31] ^= 1,
             expected: Some((3, "prev_hash")),
         },
@@ -306,6 +316,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1 claims a predecessor: its prev_hash must be null",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].prev_hash = Some([0; 32]),
             expected: Some((1, "prev_hash")),
         },
@@ -314,6 +325,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 was deleted; the verifier meets seq 3 where it expects seq 2",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.remove(1);
             },
@@ -324,6 +336,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 and seq 3 were swapped in order",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e.swap(1, 2),
             expected: Some((3, "seq_gap")),
         },
@@ -332,6 +345,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 was deleted and the later events renumbered; the renumbered seq 2 does not chain to seq 1",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.remove(1);
                 e[1].seq = 2;
@@ -344,6 +358,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1 names a key the verifier does not have",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].key_id = "00000000".into(),
             expected: Some((1, "signature")),
         },
@@ -352,6 +367,7 @@ fn negatives() -> Vec<Negative> {
             description: "plan B verified with only the current key: seq 1 was signed with the retired key",
             plan_id: PLAN_B,
             key_names: &["current"],
+            retired: None,
             tamper: |_| {},
             expected: Some((1, "signature")),
         },
@@ -360,6 +376,7 @@ fn negatives() -> Vec<Negative> {
             description: "plan B, untampered, with both keys: seq 1 (retired key, legacy id), seq 2 (current key, legacy id) and seq 3 (current key, current id) verify",
             plan_id: PLAN_B,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |_| {},
             expected: None,
         },
@@ -368,6 +385,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 4 was deleted from the end: the chain alone cannot tell (a known limit, see the format document)",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.pop();
             },
@@ -387,6 +405,7 @@ fn text_negatives() -> Vec<Negative> {
             description: "seq 1's payload text repeats members before the signed ones: it parses (keeping the last) to the signed payload, but a reader keeping the first sees another amount",
             plan_id: PLAN_B,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 set_payload(
                     &mut e[0],
@@ -400,6 +419,7 @@ fn text_negatives() -> Vec<Negative> {
             description: "seq 1's payload text is the signed value spelled another way (members out of order, -0.50, a \\u escape): not JCS(parse(text))",
             plan_id: PLAN_B,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 set_payload(
                     &mut e[0],
@@ -407,6 +427,44 @@ fn text_negatives() -> Vec<Negative> {
                 )
             },
             expected: Some((1, "payload_not_canonical")),
+        },
+    ]
+}
+
+/// Negative vectors in which the verifier knows when a key was retired.
+fn window_negatives() -> Vec<Negative> {
+    vec![
+        Negative {
+            name: "retired_key_after_its_window",
+            description: "plan B with the retired key retired 1 ms before seq 1 was signed: seq 1 is outside its window",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-01-31T23:59:59.999Z")),
+            tamper: |_| {},
+            expected: Some((1, "signature")),
+        },
+        Negative {
+            name: "retired_key_within_its_window",
+            description: "plan B with the retired key retired exactly when seq 1 was signed: the window includes its end",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-02-01T00:00:00.000Z")),
+            tamper: |_| {},
+            expected: None,
+        },
+        Negative {
+            name: "retired_key_backdated_behind_newer_event",
+            description: "plan B's seq 3 re-signed with the retired key and dated inside its window, but before seq 2, which is dated after the window: the date that counts is the latest so far",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-02-01T00:00:01.000Z")),
+            tamper: |e| {
+                let secret = KEYS[1].1.as_bytes();
+                e[2].created_at = Timestamp::parse("2025-02-01T00:00:00.500Z").unwrap();
+                e[2].key_id = key_id(secret);
+                e[2].signature = Signable::of(&e[2]).sign(secret);
+            },
+            expected: Some((3, "signature")),
         },
     ]
 }
@@ -421,10 +479,12 @@ fn build_vectors() -> Value {
             .collect()
     };
     let as_text = text_negatives().into_iter().map(|n| (n, true));
+    let windows = window_negatives().into_iter().map(|n| (n, false));
     let negatives: Vec<Value> = negatives()
         .into_iter()
         .map(|n| (n, false))
         .chain(as_text)
+        .chain(windows)
         .map(|(n, as_text)| {
             let mut tampered = chain(n.plan_id);
             (n.tamper)(&mut tampered);
@@ -440,6 +500,7 @@ fn build_vectors() -> Value {
                 "plan_id": n.plan_id,
                 "key_ids": n.key_names.iter().map(|name| keyring(&[name]).current_id().to_string()).collect::<Vec<_>>(),
                 form: events,
+                "retired": n.retired.map(|(name, at)| json!({ keyring(&[name]).current_id(): at })),
                 "expected": {
                     "chain_valid": n.expected.is_none(),
                     "broken_at": n.expected.map(|(seq, _)| seq),
@@ -556,7 +617,7 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
     let file_negatives = file["negative"].as_array().unwrap();
     assert_eq!(
         file_negatives.len(),
-        negatives().len() + text_negatives().len()
+        negatives().len() + text_negatives().len() + window_negatives().len()
     );
     for n in file_negatives {
         let name = n["name"].as_str().unwrap();
@@ -567,7 +628,12 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
             .map(|v| v.as_str().unwrap())
             .collect();
         let chain = negative_events(n);
-        let report = verify_all(&chain, &keyring_of(&ids));
+        let mut keyring = keyring_of(&ids);
+        for (id, at) in n["retired"].as_object().into_iter().flatten() {
+            let at = Timestamp::parse(at.as_str().unwrap()).expect("a canonical time");
+            assert!(keyring.retire(id, at), "{name}: {id} is a verification key");
+        }
+        let report = verify_all(&chain, &keyring);
         let expected = &n["expected"];
         assert_eq!(
             Value::from(report.is_valid()),

@@ -241,11 +241,13 @@ def split_events(text):
     return out
 
 
-def verify_chain(events, keys):
+def verify_chain(events, keys, retired=None):
     """Checks one plan's events in the order given, as docs/journal-format.md
-    describes. `events` are (event, payload_text) pairs. Returns
-    (chain_valid, broken_at, broken_reason)."""
-    next_seq, prev_signature = 1, None
+    describes. `events` are (event, payload_text) pairs; `retired` maps a
+    key (its bytes) to the time it was retired, when the verifier knows it.
+    Returns (chain_valid, broken_at, broken_reason)."""
+    retired = retired or {}
+    next_seq, prev_signature, latest = 1, None, None
     for event, payload_text in events:
         if event["seq"] != next_seq:
             return False, event["seq"], "seq_gap"
@@ -256,11 +258,16 @@ def verify_chain(events, keys):
             return False, event["seq"], "payload_hash"
         if event["prev_hash"] != prev_signature:
             return False, event["seq"], "prev_hash"
+        # Times have one fixed spelling, so they compare as strings.
+        date = max(latest or event["created_at"], event["created_at"])
         key = keys.get(event["key_id"])
-        if key is None or not hmac.compare_digest(sign(key, event), event["signature"]):
+        if key is None or (key in retired and date > retired[key]) or not hmac.compare_digest(
+            sign(key, event), event["signature"]
+        ):
             return False, event["seq"], "signature"
         next_seq += 1
         prev_signature = event["signature"]
+        latest = date
     return True, None, None
 
 
@@ -356,7 +363,8 @@ def check_file(c, vectors):
             events = split_events(n["events_json"])
         else:
             events = as_stored(n["events"])
-        c.eq(f"negative {n['name']}", verify_chain(events, ring), expected)
+        retired = {keys[kid]: at for kid, at in (n.get("retired") or {}).items()}
+        c.eq(f"negative {n['name']}", verify_chain(events, ring, retired), expected)
 
 
 def as_stored(events):
