@@ -114,7 +114,11 @@ async fn an_environment_key_is_not_rotated() {
 /// to start, and says how to make a good one (without echoing the secret).
 #[tokio::test]
 async fn a_short_environment_secret_is_refused_at_startup() {
-    for var in ["LOGBOOK_HMAC_SECRET", "EVENT_BUS_HMAC_SECRET", "SESSION_SECRET"] {
+    for var in [
+        "LOGBOOK_HMAC_SECRET",
+        "EVENT_BUS_HMAC_SECRET",
+        "SESSION_SECRET",
+    ] {
         let mut opts = DaemonOpts::default().env(var, "a-31-byte-secret-is-too-short!!");
         if var != "LOGBOOK_HMAC_SECRET" {
             // Otherwise the harness's own (long) secret would win.
@@ -127,7 +131,10 @@ async fn a_short_environment_secret_is_refused_at_startup() {
             "{var}: {log}"
         );
         assert!(log.contains("head -c 32 /dev/urandom | base64"), "{log}");
-        assert!(!log.contains("too-short!!"), "the secret is never printed: {log}");
+        assert!(
+            !log.contains("too-short!!"),
+            "the secret is never printed: {log}"
+        );
     }
 }
 

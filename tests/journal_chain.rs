@@ -544,7 +544,9 @@ async fn duplicate_member_payload_is_reported_by_every_verifier() {
     let body = json!({"type": "ledger.transaction", "actor": "tester",
                       "payload": {"amount": 10, "to": "alice"}});
     daemon.append_ok(plan, body).await;
-    daemon.append_ok(plan, event_body("step.completed", 2)).await;
+    daemon
+        .append_ok(plan, event_body("step.completed", 2))
+        .await;
     assert_chain_valid(&daemon, plan).await;
     assert!(daemon.stop().success());
     with_offline_store(&daemon, move |store| {
@@ -563,9 +565,7 @@ async fn duplicate_member_payload_is_reported_by_every_verifier() {
     assert_broken(&report, 1, "payload_not_canonical");
     assert_eq!(report["verified_count"], 0, "{report}");
 
-    let out = daemon
-        .admin(&["verify", &plan.to_string(), "--json"])
-        .await;
+    let out = daemon.admin(&["verify", &plan.to_string(), "--json"]).await;
     assert!(!out.success(), "admin verify must fail: {}", out.stdout);
     let admin: Value = serde_json::from_str(&out.stdout).expect("admin verify --json");
     assert_eq!(admin["chain_valid"], false, "{admin}");

@@ -545,7 +545,12 @@ fn event_from(value: &Value) -> Event {
 fn negative_events(n: &Value) -> Vec<Event> {
     match n["events_json"].as_str() {
         Some(text) => serde_json::from_str(text).expect("events_json parses as events"),
-        None => n["events"].as_array().unwrap().iter().map(event_from).collect(),
+        None => n["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(event_from)
+            .collect(),
     }
 }
 
@@ -868,6 +873,10 @@ async fn offline_verifier_accepts_legacy_and_current_key_ids() {
         .output()
         .expect("logbook verify runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok: 3 events"), "{stdout}");
 }

@@ -10,11 +10,11 @@ use std::io;
 use std::path::Path;
 
 use crate::config::write_private_file;
-use crate::journal::store::admin::SYSTEM_PLAN;
-use crate::journal::store::{READ_PAGE, Store, StoreError};
 use crate::journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
+use crate::journal::store::admin::SYSTEM_PLAN;
+use crate::journal::store::{READ_PAGE, Store, StoreError};
 
 /// Applies the validity windows that the system journal records to the
 /// keyring: the key a `system.key_rotated` event names as `old_key_id`

@@ -192,7 +192,9 @@ impl ChainVerifier {
             return Err(BrokenReason::PrevHash);
         }
         // A retired key verifies only events dated up to its retirement.
-        let signed_at = self.latest.map_or(event.created_at, |t| t.max(event.created_at));
+        let signed_at = self
+            .latest
+            .map_or(event.created_at, |t| t.max(event.created_at));
         let key = keyring
             .verification_key(&event.key_id, signed_at)
             .ok_or(BrokenReason::Signature)?;
@@ -465,8 +467,8 @@ mod tests {
             (
                 "payload spelled differently",
                 Box::new(|e| {
-                    e.payload = RawValue::from_string(r#"{"n":2.0,"note":"\u00e9"}"#.into())
-                        .unwrap()
+                    e.payload =
+                        RawValue::from_string(r#"{"n":2.0,"note":"\u00e9"}"#.into()).unwrap()
                 }),
                 BrokenReason::PayloadNotCanonical,
             ),
@@ -516,7 +518,8 @@ mod tests {
         let old = keyring();
         let events = chain(&old, 3); // dated 1_700_000_000_001 ..= _003
         let mut ring = Keyring::from_secret(b"the-new-key".to_vec());
-        ring.add_verification_key(old.current_secret().to_vec()).unwrap();
+        ring.add_verification_key(old.current_secret().to_vec())
+            .unwrap();
         assert!(verify_all(&events, &ring).is_valid(), "no window recorded");
         ring.retire(old.current_id(), Timestamp(1_700_000_000_002));
         assert_eq!(

@@ -110,7 +110,9 @@ impl Keyring {
                 if self.secrets[index] != secret {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("two different HMAC secrets share the key id {id}; retire one of them"),
+                        format!(
+                            "two different HMAC secrets share the key id {id}; retire one of them"
+                        ),
                     ));
                 }
                 known = Some(index);
@@ -309,14 +311,20 @@ mod tests {
     fn a_short_environment_secret_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let short = "x".repeat(MIN_ENV_SECRET_BYTES - 1);
-        let err = Keyring::load(dir.path(), |n| (n == "SESSION_SECRET").then(|| short.clone()))
-            .unwrap_err();
+        let err = Keyring::load(dir.path(), |n| {
+            (n == "SESSION_SECRET").then(|| short.clone())
+        })
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("$SESSION_SECRET is 31 bytes"), "{text}");
         assert!(text.contains("head -c 32 /dev/urandom | base64"), "{text}");
         assert!(!text.contains(&short), "the secret itself is never shown");
         let long = "x".repeat(MIN_ENV_SECRET_BYTES);
-        assert!(Keyring::load(dir.path(), |n| (n == "SESSION_SECRET").then(|| long.clone())).is_ok());
+        assert!(
+            Keyring::load(dir.path(), |n| (n == "SESSION_SECRET")
+                .then(|| long.clone()))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -337,12 +345,24 @@ mod tests {
         k.add_verification_key(b"old-key".to_vec()).unwrap();
         let old = key_id(b"old-key");
         let at = Timestamp(1_000);
-        assert!(k.verification_key(&old, Timestamp(5_000)).is_some(), "no window yet");
-        assert!(k.retire(&legacy_key_id(b"old-key"), at), "either id names it");
+        assert!(
+            k.verification_key(&old, Timestamp(5_000)).is_some(),
+            "no window yet"
+        );
+        assert!(
+            k.retire(&legacy_key_id(b"old-key"), at),
+            "either id names it"
+        );
         assert_eq!(k.verification_key(&old, at), Some(&b"old-key"[..]));
         assert_eq!(k.verification_key(&old, Timestamp(1_001)), None);
-        assert!(!k.retire(k.current_id().to_string().as_str(), at), "the signer is never retired");
-        assert!(k.verification_key(k.current_id(), Timestamp(i64::MAX)).is_some());
+        assert!(
+            !k.retire(k.current_id().to_string().as_str(), at),
+            "the signer is never retired"
+        );
+        assert!(
+            k.verification_key(k.current_id(), Timestamp(i64::MAX))
+                .is_some()
+        );
         assert!(!k.retire("00000000", at));
     }
 
