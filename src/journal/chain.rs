@@ -116,7 +116,8 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
 pub enum BrokenReason {
     /// The payload does not hash to `payload_hash`.
     PayloadHash,
-    /// The HMAC does not match, or was made with a key this keyring lacks.
+    /// The HMAC does not match, or was made with a key this keyring lacks,
+    /// or with a retired key for an event dated after its retirement.
     Signature,
     /// `prev_hash` is not the previous event's signature.
     PrevHash,
@@ -194,7 +195,8 @@ impl ChainVerifier {
         // A retired key verifies only events dated up to its retirement.
         let signed_at = self
             .latest
-            .map_or(event.created_at, |t| t.max(event.created_at));
+            .unwrap_or(event.created_at)
+            .max(event.created_at);
         let key = keyring
             .verification_key(&event.key_id, signed_at)
             .ok_or(BrokenReason::Signature)?;
