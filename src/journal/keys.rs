@@ -69,8 +69,8 @@ pub enum KeySource {
 const KEY_ID_LABEL: &[u8] = b"logbook key id v2";
 
 /// `key_id`: the first 8 hex digits of HMAC-SHA256(key, "logbook key id v2").
-/// Unlike a hash of the key, it reveals nothing that helps to test guesses of
-/// the key offline faster than the signatures themselves do.
+/// Unlike a prefix of SHA-256(secret), which other software may derive from
+/// a shared secret and use, it reveals nothing about any other use of it.
 pub fn key_id(secret: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
     mac.update(KEY_ID_LABEL);
