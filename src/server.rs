@@ -58,6 +58,12 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let fanout = fanout();
     let (store, writer) = Store::open(&data_dir.join(DB_FILE), keyring.clone(), fanout.clone())
         .map_err(|e| e.to_string())?;
+    // Retired keys verify only up to the retirement the system journal records.
+    let mut windowed = Keyring::clone(&keyring);
+    let windows = crate::admin::keys::apply_retirements(&store, &mut windowed)
+        .map_err(|e| format!("reading key retirements from the system journal: {e}"))?;
+    store.replace_keyring(windowed);
+    tracing::debug!(windows, "retired HMAC keys with a recorded validity window");
 
     // Tokens created over the admin socket count exactly like config ones.
     // A token configured in the file (or one stored before the latch

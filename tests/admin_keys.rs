@@ -109,3 +109,94 @@ async fn an_environment_key_is_not_rotated() {
     assert!(!out.success());
     assert!(out.stderr.contains("LOGBOOK_HMAC_SECRET"));
 }
+
+/// A short secret in the environment is a guessable key: the daemon refuses
+/// to start, and says how to make a good one (without echoing the secret).
+#[tokio::test]
+async fn a_short_environment_secret_is_refused_at_startup() {
+    for var in [
+        "LOGBOOK_HMAC_SECRET",
+        "EVENT_BUS_HMAC_SECRET",
+        "SESSION_SECRET",
+    ] {
+        let mut opts = DaemonOpts::default().env(var, "a-31-byte-secret-is-too-short!!");
+        if var != "LOGBOOK_HMAC_SECRET" {
+            // Otherwise the harness's own (long) secret would win.
+            opts = opts.unset_env("LOGBOOK_HMAC_SECRET");
+        }
+        let (status, log) = common::run_expecting_exit(opts);
+        assert!(!status.success(), "{var}: {status}");
+        assert!(
+            log.contains(&format!("${var} is 31 bytes")) && log.contains("at least 32 bytes"),
+            "{var}: {log}"
+        );
+        assert!(log.contains("head -c 32 /dev/urandom | base64"), "{log}");
+        assert!(
+            !log.contains("too-short!!"),
+            "the secret is never printed: {log}"
+        );
+    }
+}
+
+/// Opens the stopped daemon's store as an attacker holding only the retired
+/// `secret` would: the writer signs with it (and dates events now). Appends
+/// one event to each of `plans`.
+async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid]) {
+    use logbook::journal::chain::CanonicalPayload;
+    use logbook::journal::store::{AppendRequest, Store};
+    let keyring = std::sync::Arc::new(logbook::journal::keys::Keyring::from_secret(
+        secret.trim().as_bytes().to_vec(),
+    ));
+    let (store, writer) = Store::open(&daemon.db_path(), keyring, logbook::stream::fanout())
+        .expect("opening the store offline");
+    for plan in plans {
+        store
+            .append(AppendRequest {
+                plan_id: *plan,
+                event_type: "ledger.transaction".into(),
+                actor: Some("mallory".into()),
+                payload: CanonicalPayload::new(&serde_json::json!({"amount": 1000000})),
+                expected_seq: None,
+                idempotency: None,
+            })
+            .await
+            .expect("forged append");
+    }
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+}
+
+/// A retired key verifies only the events the system journal's record of
+/// its rotation allows: those dated up to the rotation. Events forged with
+/// it afterwards, in a new plan or at the end of an old one, are broken;
+/// the legitimate old events still verify, after a restart too.
+#[tokio::test]
+async fn a_retired_key_does_not_verify_events_signed_after_its_retirement() {
+    let mut daemon = Daemon::start(DaemonOpts::default().unset_env("LOGBOOK_HMAC_SECRET"));
+    let (old_only, mixed, forged) = (new_plan(), new_plan(), new_plan());
+    fill(&daemon, old_only, 2).await;
+    fill(&daemon, mixed, 2).await;
+    let old_secret = std::fs::read_to_string(daemon.data_dir().join("hmac.key")).unwrap();
+    daemon.admin_json(&["keys", "rotate-hmac"]).await;
+    fill(&daemon, mixed, 1).await;
+    let before = daemon.admin_ok(&["verify", "--all"]).await;
+    assert!(before.contains("0 broken"), "{before}");
+
+    assert!(daemon.stop().success());
+    forge_with(&daemon, &old_secret, &[old_only, mixed, forged]).await;
+    daemon.restart();
+
+    // Legit old events verify; the forged ones after them do not.
+    for (plan, broken_at) in [(old_only, 3), (mixed, 4), (forged, 1)] {
+        let report = daemon.verify(plan).await;
+        assert_eq!(report["chain_valid"], false, "{plan}: {report}");
+        assert_eq!(report["broken_at"], broken_at, "{plan}: {report}");
+        assert_eq!(report["broken_reason"], "signature", "{plan}: {report}");
+        assert_eq!(report["verified_count"], broken_at - 1, "{report}");
+        let admin = daemon.admin(&["verify", &plan.to_string(), "--json"]).await;
+        assert!(!admin.success(), "{}", admin.stdout);
+        assert_eq!(admin.json()["broken_at"], broken_at, "{}", admin.stdout);
+    }
+}

@@ -532,3 +532,66 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A payload with duplicate members hashes like its last duplicates (the
+/// parser keeps those), while a reader of the served text may keep the first
+/// ones. Every verifier accepts only the canonical text: the HTTP `verify=1`,
+/// `logbook admin verify`, and the offline `logbook verify --export`.
+#[tokio::test]
+async fn duplicate_member_payload_is_reported_by_every_verifier() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    let body = json!({"type": "ledger.transaction", "actor": "tester",
+                      "payload": {"amount": 10, "to": "alice"}});
+    daemon.append_ok(plan, body).await;
+    daemon
+        .append_ok(plan, event_body("step.completed", 2))
+        .await;
+    assert_chain_valid(&daemon, plan).await;
+    assert!(daemon.stop().success());
+    with_offline_store(&daemon, move |store| {
+        let mut event = stored_event(store, plan, 1);
+        assert_eq!(event.payload.get(), r#"{"amount":10,"to":"alice"}"#);
+        event.payload = serde_json::value::RawValue::from_string(
+            r#"{"amount":1000000,"to":"mallory","amount":10,"to":"alice"}"#.into(),
+        )
+        .unwrap();
+        overwrite(store, &event);
+    })
+    .await;
+    daemon.restart();
+
+    let report = daemon.verify(plan).await;
+    assert_broken(&report, 1, "payload_not_canonical");
+    assert_eq!(report["verified_count"], 0, "{report}");
+
+    let out = daemon.admin(&["verify", &plan.to_string(), "--json"]).await;
+    assert!(!out.success(), "admin verify must fail: {}", out.stdout);
+    let admin: Value = serde_json::from_str(&out.stdout).expect("admin verify --json");
+    assert_eq!(admin["chain_valid"], false, "{admin}");
+    assert_eq!(admin["broken_at"], 1, "{admin}");
+    assert_eq!(admin["broken_reason"], "payload_not_canonical", "{admin}");
+
+    // The export carries the stored text as it is, and the offline verifier
+    // refuses it too.
+    let export = daemon.admin_ok(&["export", &plan.to_string()]).await;
+    assert!(export.contains("mallory"), "{export}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.ndjson");
+    std::fs::write(&file, &export).unwrap();
+    let mut command = common::logbook();
+    command
+        .arg("verify")
+        .arg("--export")
+        .arg(&file)
+        .env_remove("EVENT_BUS_HMAC_SECRET")
+        .env_remove("SESSION_SECRET")
+        .env("LOGBOOK_HMAC_SECRET", common::TEST_SECRET);
+    let out = common::run(command).await;
+    assert!(!out.success(), "offline verify must fail: {}", out.stdout);
+    assert!(
+        out.stdout.contains("broken at seq 1") && out.stdout.contains("payload_not_canonical"),
+        "{}",
+        out.stdout
+    );
+}

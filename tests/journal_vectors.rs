@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use logbook::journal::Event;
 use logbook::journal::chain::{CanonicalPayload, Signable, check_numbers, verify_all};
 use logbook::journal::event::Timestamp;
-use logbook::journal::keys::{Keyring, key_id};
+use logbook::journal::keys::{Keyring, key_id, legacy_key_id};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -41,12 +41,15 @@ struct Input {
     created_at: &'static str,
     /// Index into [`KEYS`] of the key that signs this event.
     key: usize,
+    /// Whether the event names its key by the legacy id, SHA-256(key)[..4],
+    /// as events written before the current `key_id` did (they keep it).
+    legacy_id: bool,
     /// The payload exactly as a client would send it: unsorted keys,
     /// escapes and number spellings that canonicalization must normalize.
     payload_json: &'static str,
 }
 
-const INPUTS: [Input; 6] = [
+const INPUTS: [Input; 7] = [
     Input {
         plan_id: PLAN_A,
         seq: 1,
@@ -55,6 +58,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("alice"),
         created_at: "2025-01-06T09:00:00.000Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"title": "Quarterly close", "owner": {"team": "finance", "name": "Zo\u00eb"}, "amount": 1250.50, "tags": ["q1", "close"]}"#,
     },
     Input {
@@ -65,6 +69,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("Renée 🚀"),
         created_at: "2025-01-06T09:15:30.250Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"z": 1, "numbers": [1.0, 1e21, 1E20, 0.1, -0.0, 1e-7, 0.000001, 5e-324, 1.7976931348623157e308, 9007199254740991, -9007199254740991, -42, 3.14159, 2.5e-5, 123456789.125], "text": "caf\u00e9 ☕ \"quoted\" \ud83d\ude00", "\ue000": "private use key", "😀": "emoji key", "A": null, "é": true, "a": false}"#,
     },
     Input {
@@ -75,6 +80,7 @@ const INPUTS: [Input; 6] = [
         actor: None,
         created_at: "2025-01-06T09:15:30.251Z",
         key: 0,
+        legacy_id: true,
         payload_json: "{}",
     },
     Input {
@@ -85,6 +91,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("system"),
         created_at: "2025-01-07T17:42:05.007Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"{"message": "tab\there nul\u0000 unit\u001f del\u007f ls\u2028 back\\slash \/slash\r\n\b\f", "list": [], "nested": {"b": {"d": 4, "c": 3}, "a": [{"y": 2, "x": 1}], "": "empty key"}}"#,
     },
     Input {
@@ -95,6 +102,7 @@ const INPUTS: [Input; 6] = [
         actor: Some("bank-gateway"),
         created_at: "2025-02-01T00:00:00.000Z",
         key: 1,
+        legacy_id: true,
         payload_json: r#"{"ref": "\u00dc-2025-0001", "currency": "EUR", "amount": -0.5}"#,
     },
     Input {
@@ -105,7 +113,19 @@ const INPUTS: [Input; 6] = [
         actor: Some(""),
         created_at: "2025-02-01T00:00:01.999Z",
         key: 0,
+        legacy_id: true,
         payload_json: r#"[3, "two", {"b": 1, "a": 0}, [], null]"#,
+    },
+    Input {
+        plan_id: PLAN_B,
+        seq: 3,
+        id: "01954fd8-7a40-7c3e-9a51-3f0e2d6b8c11",
+        event_type: "ledger.transaction",
+        actor: Some("bank-gateway"),
+        created_at: "2025-03-01T08:30:00.000Z",
+        key: 0,
+        legacy_id: false,
+        payload_json: r#"{"ref": "\u00dc-2025-0002", "currency": "EUR", "amount": 12}"#,
     },
 ];
 
@@ -153,7 +173,11 @@ fn build_events() -> Vec<(Event, Value)> {
                 payload_hash: payload.hash,
                 prev_hash: prev.get(input.plan_id).copied(),
                 signature: [0; 32],
-                key_id: key_id(secret),
+                key_id: if input.legacy_id {
+                    legacy_key_id(secret)
+                } else {
+                    key_id(secret)
+                },
                 created_at: Timestamp::parse(input.created_at).expect("vector time is canonical"),
                 position: 0,
             };
@@ -197,6 +221,8 @@ struct Negative {
     description: &'static str,
     plan_id: &'static str,
     key_names: &'static [&'static str],
+    /// A validity window the verifier knows: (key name, retired at).
+    retired: Option<(&'static str, &'static str)>,
     tamper: Tamper,
     expected: Option<(u64, &'static str)>,
 }
@@ -214,6 +240,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's payload was edited; payload_hash no longer matches it",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| set_payload(&mut e[1], r#"{"a":false,"numbers":[],"z":2}"#),
             expected: Some((2, "payload_hash")),
         },
@@ -222,6 +249,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's payload was edited and payload_hash recomputed; the signature no longer matches",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 let payload = CanonicalPayload::new(&json!({"z": 2}));
                 set_payload(&mut e[1], payload.json.get());
@@ -234,6 +262,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 3's null actor was replaced by a name",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[2].actor = Some("mallory".into()),
             expected: Some((3, "signature")),
         },
@@ -242,6 +271,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1's created_at moved by one millisecond",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].created_at = Timestamp(e[0].created_at.0 + 1),
             expected: Some((1, "signature")),
         },
@@ -250,6 +280,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 4's type was changed",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[3].event_type = "exception.resolved".into(),
             expected: Some((4, "signature")),
         },
@@ -258,6 +289,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2's id was changed",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[1].id = Uuid::parse_str("01943ae5-dc4a-7a6a-8317-d23f128b2f34").unwrap(),
             expected: Some((2, "signature")),
         },
@@ -266,6 +298,7 @@ fn negatives() -> Vec<Negative> {
             description: "one bit of seq 2's signature was flipped (seq 3's prev_hash is left alone, but seq 2 fails first)",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[1].signature[0] ^= 1,
             expected: Some((2, "signature")),
         },
@@ -274,6 +307,7 @@ fn negatives() -> Vec<Negative> {
             description: "one bit of seq 3's prev_hash was flipped",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[2].prev_hash.as_mut().unwrap()[31] ^= 1,
             expected: Some((3, "prev_hash")),
         },
@@ -282,6 +316,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1 claims a predecessor: its prev_hash must be null",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].prev_hash = Some([0; 32]),
             expected: Some((1, "prev_hash")),
         },
@@ -290,6 +325,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 was deleted; the verifier meets seq 3 where it expects seq 2",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.remove(1);
             },
@@ -300,6 +336,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 and seq 3 were swapped in order",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e.swap(1, 2),
             expected: Some((3, "seq_gap")),
         },
@@ -308,6 +345,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 2 was deleted and the later events renumbered; the renumbered seq 2 does not chain to seq 1",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.remove(1);
                 e[1].seq = 2;
@@ -320,6 +358,7 @@ fn negatives() -> Vec<Negative> {
             description: "seq 1 names a key the verifier does not have",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| e[0].key_id = "00000000".into(),
             expected: Some((1, "signature")),
         },
@@ -328,14 +367,16 @@ fn negatives() -> Vec<Negative> {
             description: "plan B verified with only the current key: seq 1 was signed with the retired key",
             plan_id: PLAN_B,
             key_names: &["current"],
+            retired: None,
             tamper: |_| {},
             expected: Some((1, "signature")),
         },
         Negative {
             name: "rotated_chain_verifies",
-            description: "plan B, untampered, with both keys: seq 1 (retired key) and seq 2 (current key) verify",
+            description: "plan B, untampered, with both keys: seq 1 (retired key, legacy id), seq 2 (current key, legacy id) and seq 3 (current key, current id) verify",
             plan_id: PLAN_B,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |_| {},
             expected: None,
         },
@@ -344,10 +385,86 @@ fn negatives() -> Vec<Negative> {
             description: "seq 4 was deleted from the end: the chain alone cannot tell (a known limit, see the format document)",
             plan_id: PLAN_A,
             key_names: BOTH_KEYS,
+            retired: None,
             tamper: |e| {
                 e.pop();
             },
             expected: None,
+        },
+    ]
+}
+
+/// Negative vectors whose stored payload text matters, which a parsed JSON
+/// value cannot show (it keeps one of two duplicate members, and loses the
+/// spelling). They are written as `events_json`: the exact text of the events
+/// array, as an export carries it.
+fn text_negatives() -> Vec<Negative> {
+    vec![
+        Negative {
+            name: "payload_duplicate_members",
+            description: "seq 1's payload text repeats members before the signed ones: it parses (keeping the last) to the signed payload, but a reader keeping the first sees another amount",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: None,
+            tamper: |e| {
+                set_payload(
+                    &mut e[0],
+                    r#"{"amount":1000000,"currency":"EUR","amount":-0.5,"ref":"Ü-2025-0001"}"#,
+                )
+            },
+            expected: Some((1, "payload_not_canonical")),
+        },
+        Negative {
+            name: "payload_not_canonical",
+            description: "seq 1's payload text is the signed value spelled another way (members out of order, -0.50, a \\u escape): not JCS(parse(text))",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: None,
+            tamper: |e| {
+                set_payload(
+                    &mut e[0],
+                    r#"{"ref":"\u00dc-2025-0001","currency":"EUR","amount":-0.50}"#,
+                )
+            },
+            expected: Some((1, "payload_not_canonical")),
+        },
+    ]
+}
+
+/// Negative vectors in which the verifier knows when a key was retired.
+fn window_negatives() -> Vec<Negative> {
+    vec![
+        Negative {
+            name: "retired_key_after_its_window",
+            description: "plan B with the retired key retired 1 ms before seq 1 was signed: seq 1 is outside its window",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-01-31T23:59:59.999Z")),
+            tamper: |_| {},
+            expected: Some((1, "signature")),
+        },
+        Negative {
+            name: "retired_key_within_its_window",
+            description: "plan B with the retired key retired exactly when seq 1 was signed: the window includes its end",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-02-01T00:00:00.000Z")),
+            tamper: |_| {},
+            expected: None,
+        },
+        Negative {
+            name: "retired_key_backdated_behind_newer_event",
+            description: "plan B's seq 3 re-signed with the retired key and dated inside its window, but before seq 2, which is dated after the window: the date that counts is the latest so far",
+            plan_id: PLAN_B,
+            key_names: BOTH_KEYS,
+            retired: Some(("retired", "2025-02-01T00:00:01.000Z")),
+            tamper: |e| {
+                let secret = KEYS[1].1.as_bytes();
+                e[2].created_at = Timestamp::parse("2025-02-01T00:00:00.500Z").unwrap();
+                e[2].key_id = key_id(secret);
+                e[2].signature = Signable::of(&e[2]).sign(secret);
+            },
+            expected: Some((3, "signature")),
         },
     ]
 }
@@ -361,17 +478,29 @@ fn build_vectors() -> Value {
             .map(|(e, _)| e.clone())
             .collect()
     };
+    let as_text = text_negatives().into_iter().map(|n| (n, true));
+    let windows = window_negatives().into_iter().map(|n| (n, false));
     let negatives: Vec<Value> = negatives()
         .into_iter()
-        .map(|n| {
+        .map(|n| (n, false))
+        .chain(as_text)
+        .chain(windows)
+        .map(|(n, as_text)| {
             let mut tampered = chain(n.plan_id);
             (n.tamper)(&mut tampered);
+            // Serializing the events keeps each payload's text as it is.
+            let (form, events) = if as_text {
+                ("events_json", json!(serde_json::to_string(&tampered).unwrap()))
+            } else {
+                ("events", json!(tampered.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>()))
+            };
             json!({
                 "name": n.name,
                 "description": n.description,
                 "plan_id": n.plan_id,
                 "key_ids": n.key_names.iter().map(|name| keyring(&[name]).current_id().to_string()).collect::<Vec<_>>(),
-                "events": tampered.iter().map(|e| serde_json::to_value(e).unwrap()).collect::<Vec<_>>(),
+                form: events,
+                "retired": n.retired.map(|(name, at)| json!({ keyring(&[name]).current_id(): at })),
                 "expected": {
                     "chain_valid": n.expected.is_none(),
                     "broken_at": n.expected.map(|(seq, _)| seq),
@@ -388,6 +517,7 @@ fn build_vectors() -> Value {
             "secret": secret,
             "key_hex": hex(secret.as_bytes()),
             "key_id": key_id(secret.as_bytes()),
+            "legacy_key_id": legacy_key_id(secret.as_bytes()),
         })).collect::<Vec<_>>(),
         "events": events.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>(),
         "negative": negatives,
@@ -400,9 +530,28 @@ fn read_vectors() -> Value {
     serde_json::from_str(&text).expect("the vector file is JSON")
 }
 
+/// An event given as a parsed JSON value. The vector file shows it
+/// pretty-printed; the text it stands for is the canonical one, which is
+/// what the daemon stores and exports.
 fn event_from(value: &Value) -> Event {
     // `Event.payload` is a RawValue, which deserializes only from text.
-    serde_json::from_str(&value.to_string()).expect("a vector event parses as an Event")
+    let mut event: Event =
+        serde_json::from_str(&value.to_string()).expect("a vector event parses as an Event");
+    event.payload = CanonicalPayload::new(&value["payload"]).json;
+    event
+}
+
+/// A negative vector's events: from `events_json` (exact text) or `events`.
+fn negative_events(n: &Value) -> Vec<Event> {
+    match n["events_json"].as_str() {
+        Some(text) => serde_json::from_str(text).expect("events_json parses as events"),
+        None => n["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(event_from)
+            .collect(),
+    }
 }
 
 #[test]
@@ -471,7 +620,10 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
     }
 
     let file_negatives = file["negative"].as_array().unwrap();
-    assert_eq!(file_negatives.len(), negatives().len());
+    assert_eq!(
+        file_negatives.len(),
+        negatives().len() + text_negatives().len() + window_negatives().len()
+    );
     for n in file_negatives {
         let name = n["name"].as_str().unwrap();
         let ids: Vec<&str> = n["key_ids"]
@@ -480,13 +632,13 @@ fn vector_chains_verify_and_negatives_break_where_expected() {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        let chain: Vec<Event> = n["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(event_from)
-            .collect();
-        let report = verify_all(&chain, &keyring_of(&ids));
+        let chain = negative_events(n);
+        let mut keyring = keyring_of(&ids);
+        for (id, at) in n["retired"].as_object().into_iter().flatten() {
+            let at = Timestamp::parse(at.as_str().unwrap()).expect("a canonical time");
+            assert!(keyring.retire(id, at), "{name}: {id} is a verification key");
+        }
+        let report = verify_all(&chain, &keyring);
         let expected = &n["expected"];
         assert_eq!(
             Value::from(report.is_valid()),
@@ -679,4 +831,52 @@ async fn daemon_refuses_integers_jcs_cannot_represent() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404, "nothing was appended");
+}
+
+/// Migration of key ids: plan B's events name their keys by the legacy id
+/// (seq 1 and 2) and by the current id (seq 3, the same key as seq 2). The
+/// binary's offline verifier, given only the two secrets, accepts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_verifier_accepts_legacy_and_current_key_ids() {
+    let file = read_vectors();
+    let ids: Vec<&str> = file["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["input"]["plan_id"] == PLAN_B)
+        .map(|v| v["event"]["key_id"].as_str().unwrap())
+        .collect();
+    let (current, retired) = (KEYS[0].1.as_bytes(), KEYS[1].1.as_bytes());
+    let expected = [
+        legacy_key_id(retired),
+        legacy_key_id(current),
+        key_id(current),
+    ];
+    assert_eq!(ids, expected);
+    let export: String = file["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["input"]["plan_id"] == PLAN_B)
+        .map(|v| serde_json::to_string(&event_from(&v["event"])).unwrap() + "\n")
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan-b.ndjson");
+    std::fs::write(&path, export).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .arg("verify")
+        .arg("--export")
+        .arg(&path)
+        .args(["--key-env", "VECTOR_CURRENT", "--key-env", "VECTOR_RETIRED"])
+        .env("VECTOR_CURRENT", KEYS[0].1)
+        .env("VECTOR_RETIRED", KEYS[1].1)
+        .output()
+        .expect("logbook verify runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: 3 events"), "{stdout}");
 }

@@ -142,7 +142,18 @@ def sha256_hex(data):
 
 
 def key_id(key):
+    """The first 8 hex digits of HMAC-SHA256(key, "logbook key id v2")."""
+    return hmac.new(key, b"logbook key id v2", hashlib.sha256).hexdigest()[:8]
+
+
+def legacy_key_id(key):
+    """The id events written before the current key_id carry: SHA-256(key)[:8]."""
     return sha256_hex(key)[:8]
+
+
+def key_ids(key):
+    """Both ids a keyring must answer to for one key."""
+    return [key_id(key), legacy_key_id(key)]
 
 
 def signing_input(event):
@@ -167,23 +178,96 @@ def sign(key, event):
     return hmac.new(key, signing_input(event).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def verify_chain(events, keys):
+def _no_duplicates(pairs):
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate member name")
+    return dict(pairs)
+
+
+def is_canonical(text):
+    """True when a payload's text is exactly JCS(parse(text)) and repeats no
+    member name at any depth (the first implies the second; both are
+    checked so that the reason is plain)."""
+    try:
+        # Every JSON number is a double to JCS: the canonical text of 1e20 is
+        # the integer literal 100000000000000000000.
+        payload = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=float)
+        return jcs(payload) == text
+    except (ValueError, TypeError):
+        return False
+
+
+def split_events(text):
+    """Parses the JSON text of an array of events. Returns (event,
+    payload_text) pairs, payload_text being the exact text of the event's
+    `payload` member: the text a verifier must check, which json.loads
+    alone would not keep."""
+    decoder = json.JSONDecoder()
+
+    def skip(i):
+        while text[i] in " \t\n\r":
+            i += 1
+        return i
+
+    def expect(i, char):
+        i = skip(i)
+        if text[i] != char:
+            raise ValueError(f"expected {char!r} at offset {i}")
+        return i + 1
+
+    out = []
+    i = expect(0, "[")
+    while text[skip(i)] != "]":
+        i = expect(i, "{")
+        event, payload_text = {}, None
+        while True:
+            name, i = decoder.raw_decode(text, skip(i))
+            i = expect(i, ":")
+            start = skip(i)
+            value, i = decoder.raw_decode(text, start)
+            if name in event:
+                raise ValueError(f"an event repeats the member {name!r}")
+            event[name] = value
+            if name == "payload":
+                payload_text = text[start:i]
+            if text[skip(i)] != ",":
+                break
+            i = skip(i) + 1
+        i = expect(i, "}")
+        out.append((event, payload_text))
+        if text[skip(i)] == ",":
+            i = skip(i) + 1
+    return out
+
+
+def verify_chain(events, keys, retired=None):
     """Checks one plan's events in the order given, as docs/journal-format.md
-    describes. Returns (chain_valid, broken_at, broken_reason)."""
-    next_seq, prev_signature = 1, None
-    for event in events:
+    describes. `events` are (event, payload_text) pairs; `retired` maps a
+    key (its bytes) to the time it was retired, when the verifier knows it.
+    Returns (chain_valid, broken_at, broken_reason)."""
+    retired = retired or {}
+    next_seq, prev_signature, latest = 1, None, None
+    for event, payload_text in events:
         if event["seq"] != next_seq:
             return False, event["seq"], "seq_gap"
-        payload_hash = sha256_hex(jcs(event["payload"]).encode("utf-8"))
+        if not is_canonical(payload_text):
+            return False, event["seq"], "payload_not_canonical"
+        payload_hash = sha256_hex(payload_text.encode("utf-8"))
         if payload_hash != event["payload_hash"]:
             return False, event["seq"], "payload_hash"
         if event["prev_hash"] != prev_signature:
             return False, event["seq"], "prev_hash"
+        # Times have one fixed spelling, so they compare as strings.
+        date = max(latest or event["created_at"], event["created_at"])
         key = keys.get(event["key_id"])
-        if key is None or not hmac.compare_digest(sign(key, event), event["signature"]):
+        if key is None or (key in retired and date > retired[key]) or not hmac.compare_digest(
+            sign(key, event), event["signature"]
+        ):
             return False, event["seq"], "signature"
         next_seq += 1
         prev_signature = event["signature"]
+        latest = date
     return True, None, None
 
 
@@ -228,7 +312,9 @@ def check_file(c, vectors):
         key = k["secret"].encode("utf-8")
         c.eq(f"key {k['name']}: key_hex", key.hex(), k["key_hex"])
         c.eq(f"key {k['name']}: key_id", key_id(key), k["key_id"])
-        keys[k["key_id"]] = key
+        c.eq(f"key {k['name']}: legacy_key_id", legacy_key_id(key), k["legacy_key_id"])
+        for kid in key_ids(key):
+            keys[kid] = key
 
     prev = {}
     chains = {}
@@ -267,13 +353,24 @@ def check_file(c, vectors):
         chains.setdefault(inp["plan_id"], []).append(event)
 
     for plan, events in chains.items():
-        c.eq(f"chain {plan} verifies", verify_chain(events, keys), (True, None, None))
+        c.eq(f"chain {plan} verifies", verify_chain(as_stored(events), keys), (True, None, None))
 
     for n in vectors["negative"]:
-        ring = {kid: keys[kid] for kid in n["key_ids"]}
+        ring = {other: keys[kid] for kid in n["key_ids"] for other in key_ids(keys[kid])}
         exp = n["expected"]
         expected = (exp["chain_valid"], exp["broken_at"], exp["broken_reason"])
-        c.eq(f"negative {n['name']}", verify_chain(n["events"], ring), expected)
+        if "events_json" in n:
+            events = split_events(n["events_json"])
+        else:
+            events = as_stored(n["events"])
+        retired = {keys[kid]: at for kid, at in (n.get("retired") or {}).items()}
+        c.eq(f"negative {n['name']}", verify_chain(events, ring, retired), expected)
+
+
+def as_stored(events):
+    """Events given as parsed values stand for their canonical text, which
+    is what the daemon stores and exports (the file shows them pretty-printed)."""
+    return [(event, jcs(event["payload"])) for event in events]
 
 
 def main():

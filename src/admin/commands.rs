@@ -140,7 +140,7 @@ async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Probl
         .store
         .append(crate::journal::store::AppendRequest {
             plan_id: SYSTEM_PLAN,
-            event_type: "system.key_rotated".into(),
+            event_type: super::keys::KEY_ROTATED.into(),
             actor: Some("logbook-admin".into()),
             payload: crate::journal::chain::CanonicalPayload::new(payload),
             expected_seq: None,
@@ -595,6 +595,15 @@ async fn rotate_hmac(
         "rotated_by": who(&peer),
     });
     let recorded_seq = record_key_rotation(&cx, &payload).await?;
+    // From now on the old key verifies only events dated up to that record.
+    let store = cx.app.store.clone();
+    let mut keyring = rotated.keyring.clone();
+    let keyring = blocking(move || {
+        super::keys::apply_retirements(&store, &mut keyring)?;
+        Ok(keyring)
+    })
+    .await?;
+    cx.app.store.replace_keyring(keyring);
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,

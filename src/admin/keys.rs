@@ -13,6 +13,40 @@ use crate::config::write_private_file;
 use crate::journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
+use crate::journal::store::admin::SYSTEM_PLAN;
+use crate::journal::store::{READ_PAGE, Store, StoreError};
+
+/// Applies the validity windows that the system journal records to the
+/// keyring: the key a `system.key_rotated` event names as `old_key_id`
+/// verifies only events dated up to that event's `created_at`. The record is
+/// appended after the writer switched keys, so every event the old key
+/// signed is dated no later (unless the clock stepped back past an earlier
+/// event's time). Federation key rotations are recorded with the same type;
+/// their 16-digit ids name no HMAC key and are skipped. Returns how many
+/// retired keys got a window.
+pub fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
+    let mut windows = 0;
+    let mut after = 0;
+    loop {
+        let page = store.events(&SYSTEM_PLAN, after, READ_PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(windows);
+        };
+        after = last.seq;
+        for event in page.iter().filter(|e| e.event_type == KEY_ROTATED) {
+            let payload: serde_json::Value =
+                serde_json::from_str(event.payload.get()).unwrap_or_default();
+            if let Some(old) = payload["old_key_id"].as_str()
+                && keyring.retire(old, event.created_at)
+            {
+                windows += 1;
+            }
+        }
+    }
+}
+
+/// The system journal's record of a key rotation.
+pub const KEY_ROTATED: &str = "system.key_rotated";
 
 /// Old and new key ids after a rotation.
 #[derive(Debug, Clone)]

@@ -116,12 +116,16 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
 pub enum BrokenReason {
     /// The payload does not hash to `payload_hash`.
     PayloadHash,
-    /// The HMAC does not match, or was made with a key this keyring lacks.
+    /// The HMAC does not match, or was made with a key this keyring lacks,
+    /// or with a retired key for an event dated after its retirement.
     Signature,
     /// `prev_hash` is not the previous event's signature.
     PrevHash,
     /// The event is not the next sequence number.
     SeqGap,
+    /// The stored payload text is not exactly `JCS(parse(text))`: not JSON,
+    /// members out of order or repeated, or any other spelling.
+    PayloadNotCanonical,
 }
 
 impl BrokenReason {
@@ -131,6 +135,7 @@ impl BrokenReason {
             BrokenReason::Signature => "signature",
             BrokenReason::PrevHash => "prev_hash",
             BrokenReason::SeqGap => "seq_gap",
+            BrokenReason::PayloadNotCanonical => "payload_not_canonical",
         }
     }
 }
@@ -141,6 +146,10 @@ impl BrokenReason {
 pub struct ChainVerifier {
     next_seq: u64,
     prev_signature: Option<[u8; 32]>,
+    /// The latest `created_at` accepted so far. The daemon never dates an
+    /// event before its predecessor, so a retired key must not have signed
+    /// after this either: that stops a forgery backdated behind newer events.
+    latest: Option<Timestamp>,
 }
 
 impl Default for ChainVerifier {
@@ -148,6 +157,7 @@ impl Default for ChainVerifier {
         ChainVerifier {
             next_seq: 1,
             prev_signature: None,
+            latest: None,
         }
     }
 }
@@ -158,6 +168,7 @@ impl ChainVerifier {
         ChainVerifier {
             next_seq: seq + 1,
             prev_signature: Some(signature),
+            latest: None,
         }
     }
 
@@ -166,20 +177,35 @@ impl ChainVerifier {
         if event.seq != self.next_seq {
             return Err(BrokenReason::SeqGap);
         }
-        let payload: Value =
-            serde_json::from_str(event.payload.get()).map_err(|_| BrokenReason::PayloadHash)?;
-        if CanonicalPayload::new(&payload).hash != event.payload_hash {
+        // The hash covers JCS(parse(text)), but a reader of the served text
+        // may parse it differently (which of two duplicate members wins, for
+        // one). So only the canonical text itself is accepted; JCS output
+        // never repeats a member name, so this also refuses duplicates.
+        let text = event.payload.get();
+        let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
+        if canonical.ok().as_deref() != Some(text) {
+            return Err(BrokenReason::PayloadNotCanonical);
+        }
+        if sha256(text.as_bytes()) != event.payload_hash {
             return Err(BrokenReason::PayloadHash);
         }
         if event.prev_hash != self.prev_signature {
             return Err(BrokenReason::PrevHash);
         }
-        let key = keyring.get(&event.key_id).ok_or(BrokenReason::Signature)?;
+        // A retired key verifies only events dated up to its retirement.
+        let signed_at = self
+            .latest
+            .unwrap_or(event.created_at)
+            .max(event.created_at);
+        let key = keyring
+            .verification_key(&event.key_id, signed_at)
+            .ok_or(BrokenReason::Signature)?;
         if !Signable::of(event).verify(key, &event.signature) {
             return Err(BrokenReason::Signature);
         }
         self.next_seq += 1;
         self.prev_signature = Some(event.signature);
+        self.latest = Some(signed_at);
         Ok(())
     }
 
@@ -425,6 +451,29 @@ mod tests {
                 BrokenReason::PrevHash,
             ),
             ("seq", Box::new(|e| e.seq = 3), BrokenReason::SeqGap),
+            (
+                "payload with duplicate members",
+                Box::new(|e| {
+                    e.payload =
+                        RawValue::from_string(r#"{"n":99,"n":2,"note":"é"}"#.into()).unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
+            (
+                "payload not in canonical order",
+                Box::new(|e| {
+                    e.payload = RawValue::from_string(r#"{"note":"é","n":2}"#.into()).unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
+            (
+                "payload spelled differently",
+                Box::new(|e| {
+                    e.payload =
+                        RawValue::from_string(r#"{"n":2.0,"note":"\u00e9"}"#.into()).unwrap()
+                }),
+                BrokenReason::PayloadNotCanonical,
+            ),
         ];
         for (what, tamper, reason) in tampers {
             let mut events = base.clone();
@@ -463,6 +512,38 @@ mod tests {
         assert_eq!(
             verify_all(&events, &other).broken,
             Some((1, BrokenReason::Signature))
+        );
+    }
+
+    #[test]
+    fn a_retired_key_does_not_verify_events_after_its_retirement() {
+        let old = keyring();
+        let events = chain(&old, 3); // dated 1_700_000_000_001 ..= _003
+        let mut ring = Keyring::from_secret(b"the-new-key".to_vec());
+        ring.add_verification_key(old.current_secret().to_vec())
+            .unwrap();
+        assert!(verify_all(&events, &ring).is_valid(), "no window recorded");
+        ring.retire(old.current_id(), Timestamp(1_700_000_000_002));
+        assert_eq!(
+            verify_all(&events, &ring).broken,
+            Some((3, BrokenReason::Signature)),
+            "seq 3 is dated after the retirement"
+        );
+        assert!(verify_all(&events[..2], &ring).is_valid());
+        // Backdating does not help once the chain has a later event: seq 2
+        // is signed by the new key after the retirement, and seq 3 by the
+        // retired key, dated before it.
+        let new_key = ring.current_secret().to_vec();
+        let mut forged = events.clone();
+        forged[1].created_at = Timestamp(1_700_000_000_009);
+        forged[1].key_id = ring.current_id().to_string();
+        forged[1].signature = Signable::of(&forged[1]).sign(&new_key);
+        forged[2].created_at = Timestamp(1_700_000_000_001);
+        forged[2].prev_hash = Some(forged[1].signature);
+        forged[2].signature = Signable::of(&forged[2]).sign(old.current_secret());
+        assert_eq!(
+            verify_all(&forged, &ring).broken,
+            Some((3, BrokenReason::Signature))
         );
     }
 

@@ -10,7 +10,11 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use super::chain::sha256;
+use super::event::Timestamp;
 use crate::hex;
 
 /// Environment variables that may hold the signing secret, in priority order.
@@ -19,6 +23,10 @@ pub const SECRET_ENV_VARS: [&str; 3] = [
     "EVENT_BUS_HMAC_SECRET",
     "SESSION_SECRET",
 ];
+
+/// Shortest secret accepted from the environment: a short text is a
+/// guessable HMAC key, and whoever guesses it can rewrite every plan.
+pub const MIN_ENV_SECRET_BYTES: usize = 32;
 
 /// File under the data dir holding the generated secret.
 pub const GENERATED_KEY_FILE: &str = "hmac.key";
@@ -30,12 +38,17 @@ pub const RETIRED_KEYS_DIR: &str = "hmac-retired";
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: HashMap<String, Vec<u8>>,
+    secrets: Vec<Vec<u8>>,
+    /// For each key in `secrets`, when it was retired, if the system journal
+    /// says so: it verifies no event dated after that.
+    retired_at: Vec<Option<Timestamp>>,
+    /// Both ids of every key (see [`key_id`]) to its index in `secrets`.
+    ids: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut ids: Vec<&String> = self.keys.keys().collect();
+        let mut ids: Vec<&String> = self.ids.keys().collect();
         ids.sort();
         f.debug_struct("Keyring")
             .field("current", &self.current)
@@ -52,37 +65,68 @@ pub enum KeySource {
     Generated,
 }
 
-/// `key_id`: the first 8 hex digits of SHA-256(key).
+/// The label whose HMAC names a key.
+const KEY_ID_LABEL: &[u8] = b"logbook key id v2";
+
+/// `key_id`: the first 8 hex digits of HMAC-SHA256(key, "logbook key id v2").
+/// Unlike a prefix of SHA-256(secret), which other software may derive from
+/// a shared secret and use, it reveals nothing about any other use of it.
 pub fn key_id(secret: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(KEY_ID_LABEL);
+    hex::encode(&mac.finalize().into_bytes()[..4])
+}
+
+/// The id that events signed before `key_id` changed carry: the first 8 hex
+/// digits of SHA-256(key). Those events keep it (it is signed), so a
+/// keyring answers to both ids.
+pub fn legacy_key_id(secret: &[u8]) -> String {
     hex::encode(&sha256(secret)[..4])
 }
 
 impl Keyring {
     /// A keyring holding one key, which signs.
     pub fn from_secret(secret: Vec<u8>) -> Keyring {
-        let id = key_id(&secret);
-        Keyring {
-            current: id.clone(),
-            keys: HashMap::from([(id, secret)]),
-        }
+        let mut keyring = Keyring {
+            current: key_id(&secret),
+            secrets: Vec::new(),
+            retired_at: Vec::new(),
+            ids: HashMap::new(),
+        };
+        keyring
+            .add_verification_key(secret)
+            .expect("the ids of one key never collide with another key's");
+        keyring
     }
 
-    /// Adds a key that verifies but does not sign. Two different secrets
-    /// with the same 32-bit key id cannot both be kept: that is an error,
-    /// never a silent choice.
+    /// Adds a key that verifies but does not sign, under both of its ids.
+    /// Two different secrets sharing a 32-bit id cannot both be kept: that is
+    /// an error, never a silent choice.
     pub fn add_verification_key(&mut self, secret: Vec<u8>) -> io::Result<()> {
-        let id = key_id(&secret);
-        match self.keys.get(&id) {
-            Some(existing) if *existing != secret => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("two different HMAC secrets share the key id {id}; retire one of them"),
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.keys.insert(id, secret);
-                Ok(())
+        let ids = [key_id(&secret), legacy_key_id(&secret)];
+        let mut known = None;
+        for id in &ids {
+            if let Some(&index) = self.ids.get(id) {
+                if self.secrets[index] != secret {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "two different HMAC secrets share the key id {id}; retire one of them"
+                        ),
+                    ));
+                }
+                known = Some(index);
             }
         }
+        let index = known.unwrap_or_else(|| {
+            self.secrets.push(secret);
+            self.retired_at.push(None);
+            self.secrets.len() - 1
+        });
+        for id in ids {
+            self.ids.insert(id, index);
+        }
+        Ok(())
     }
 
     pub fn current_id(&self) -> &str {
@@ -90,19 +134,53 @@ impl Keyring {
     }
 
     pub fn current_secret(&self) -> &[u8] {
-        &self.keys[&self.current]
+        &self.secrets[self.ids[&self.current]]
     }
 
+    /// The key an id names, by its current or its legacy id.
     pub fn get(&self, key_id: &str) -> Option<&[u8]> {
-        self.keys.get(key_id).map(Vec::as_slice)
+        self.ids.get(key_id).map(|&i| self.secrets[i].as_slice())
     }
 
+    /// Records that the key `key_id` names (by either id) was retired at
+    /// `at`. The signing key is never retired: a secret that signs again
+    /// (an environment variable set back to it) is valid until its next
+    /// retirement, which is why the latest retirement wins. Returns whether
+    /// the keyring holds that key as a verification-only key.
+    pub fn retire(&mut self, key_id: &str, at: Timestamp) -> bool {
+        let Some(&index) = self.ids.get(key_id) else {
+            return false;
+        };
+        if index == self.ids[&self.current] {
+            return false;
+        }
+        let slot = &mut self.retired_at[index];
+        *slot = Some(slot.map_or(at, |t| t.max(at)));
+        true
+    }
+
+    /// The key that may have signed an event dated `at`: the key `key_id`
+    /// names, unless it was retired before `at`.
+    pub fn verification_key(&self, key_id: &str, at: Timestamp) -> Option<&[u8]> {
+        let &index = self.ids.get(key_id)?;
+        match self.retired_at[index] {
+            Some(retired) if at > retired => None,
+            _ => Some(&self.secrets[index]),
+        }
+    }
+
+    /// When the key `key_id` names was retired, if it was.
+    pub fn retired_at(&self, key_id: &str) -> Option<Timestamp> {
+        self.ids.get(key_id).and_then(|&i| self.retired_at[i])
+    }
+
+    /// How many keys (not ids) the keyring holds.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.secrets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.secrets.is_empty()
     }
 
     /// Loads the keyring for a data dir, generating the secret on first start
@@ -116,6 +194,16 @@ impl Keyring {
             .iter()
             .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
         let (mut keyring, source) = match from_env {
+            Some((name, secret)) if secret.len() < MIN_ENV_SECRET_BYTES => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "${name} is {} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
+                         Generate one with: head -c 32 /dev/urandom | base64",
+                        secret.len()
+                    ),
+                ));
+            }
             Some((name, secret)) => (
                 Keyring::from_secret(secret.into_bytes()),
                 KeySource::Env(name),
@@ -180,10 +268,19 @@ fn generate_secret(path: &Path) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const KEY_ID_ABC: &str = "e32da710";
+
     #[test]
-    fn key_id_is_a_sha256_prefix() {
+    fn key_id_is_an_hmac_of_a_label_and_the_legacy_id_still_finds_the_key() {
+        // HMAC-SHA256("abc", "logbook key id v2"), independently computed.
+        assert_eq!(key_id(b"abc"), KEY_ID_ABC);
         // SHA-256("abc") = ba7816bf...
-        assert_eq!(key_id(b"abc"), "ba7816bf");
+        assert_eq!(legacy_key_id(b"abc"), "ba7816bf");
+        let k = Keyring::from_secret(b"abc".to_vec());
+        assert_eq!(k.current_id(), KEY_ID_ABC);
+        assert_eq!(k.get("ba7816bf"), Some(&b"abc"[..]));
+        assert_eq!(k.get(KEY_ID_ABC), Some(&b"abc"[..]));
+        assert_eq!(k.len(), 1);
     }
 
     #[test]
@@ -195,18 +292,39 @@ mod tests {
         assert_eq!(source, KeySource::File);
         assert_eq!(again.current_id(), generated.current_id());
 
+        const SECOND: &str = "second-secret-of-at-least-32-bytes";
         let env = |name: &str| match name {
-            "EVENT_BUS_HMAC_SECRET" => Some("second".to_string()),
-            "SESSION_SECRET" => Some("third".to_string()),
+            "EVENT_BUS_HMAC_SECRET" => Some(SECOND.to_string()),
+            "SESSION_SECRET" => Some("third-secret-of-at-least-32-bytes".to_string()),
             "LOGBOOK_HMAC_SECRET" => Some(String::new()),
             _ => None,
         };
         let (k, source) = Keyring::load(dir.path(), env).unwrap();
         assert_eq!(source, KeySource::Env("EVENT_BUS_HMAC_SECRET"));
-        assert_eq!(k.current_id(), key_id(b"second"));
+        assert_eq!(k.current_id(), key_id(SECOND.as_bytes()));
         // The generated key still verifies old events.
         assert!(k.get(generated.current_id()).is_some());
         assert_eq!(k.len(), 2);
+    }
+
+    #[test]
+    fn a_short_environment_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = "x".repeat(MIN_ENV_SECRET_BYTES - 1);
+        let err = Keyring::load(dir.path(), |n| {
+            (n == "SESSION_SECRET").then(|| short.clone())
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("$SESSION_SECRET is 31 bytes"), "{text}");
+        assert!(text.contains("head -c 32 /dev/urandom | base64"), "{text}");
+        assert!(!text.contains(&short), "the secret itself is never shown");
+        let long = "x".repeat(MIN_ENV_SECRET_BYTES);
+        assert!(
+            Keyring::load(dir.path(), |n| (n == "SESSION_SECRET")
+                .then(|| long.clone()))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -219,6 +337,33 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_retired_key_verifies_only_up_to_its_retirement() {
+        let mut k = Keyring::from_secret(b"new-key".to_vec());
+        k.add_verification_key(b"old-key".to_vec()).unwrap();
+        let old = key_id(b"old-key");
+        let at = Timestamp(1_000);
+        assert!(
+            k.verification_key(&old, Timestamp(5_000)).is_some(),
+            "no window yet"
+        );
+        assert!(
+            k.retire(&legacy_key_id(b"old-key"), at),
+            "either id names it"
+        );
+        assert_eq!(k.verification_key(&old, at), Some(&b"old-key"[..]));
+        assert_eq!(k.verification_key(&old, Timestamp(1_001)), None);
+        assert!(
+            !k.retire(k.current_id().to_string().as_str(), at),
+            "the signer is never retired"
+        );
+        assert!(
+            k.verification_key(k.current_id(), Timestamp(i64::MAX))
+                .is_some()
+        );
+        assert!(!k.retire("00000000", at));
     }
 
     #[test]

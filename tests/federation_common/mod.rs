@@ -160,7 +160,10 @@ impl Node {
             .arg(self.dir.path().join("data"))
             .arg("--admin-socket")
             .arg(self.dir.path().join("admin.sock"))
-            .env("LOGBOOK_HMAC_SECRET", format!("secret-of-{}", self.name))
+            .env(
+                "LOGBOOK_HMAC_SECRET",
+                format!("secret-of-{}-at-least-32-bytes-long", self.name),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
