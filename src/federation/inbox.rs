@@ -311,6 +311,9 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
         }
         Err(ReceiveError::IdReused(id)) => return Err(id_reused(id)),
         Err(ReceiveError::Storage(e)) => return Err(e.into()),
+        Err(ReceiveError::SubscriptionCap(_)) => {
+            return Err(Problem::internal("a subscription limit on an event"));
+        }
     }
     // Stored (fsynced): now acknowledge.
     let acks = messages

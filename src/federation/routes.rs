@@ -35,7 +35,7 @@ use crate::http::problem::Problem;
 use crate::journal::chain::{canonical_json, check_numbers};
 use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use crate::journal::store::{
-    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerStatus, ReceiveError,
+    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus, ReceiveError,
     ReceiveOutcome, StoreError,
 };
 
@@ -218,6 +218,10 @@ async fn incoming_control(
         }
         let pattern = pattern_of(&message.payload)?;
         inbox::rate_limit(&fed, &peer.instance_id, 1)?;
+        let subscribe = expected_type == SUBSCRIBE_TYPE;
+        if subscribe {
+            check_granted(&peer, &pattern)?;
+        }
         let request = Incoming {
             message_id: message.message_id,
             peer: peer.instance_id.clone(),
@@ -227,8 +231,11 @@ async fn incoming_control(
             digest: message.content_digest(),
             journal: None,
         };
-        let subscribe = expected_type == SUBSCRIBE_TYPE;
-        match fed.store.fed_receive_control(&request, &pattern, subscribe) {
+        let cap = fed.config.max_subscriptions_per_peer;
+        match fed
+            .store
+            .fed_receive_control(&request, &pattern, subscribe, cap)
+        {
             Ok(ReceiveOutcome::Stored) => {
                 let change = if subscribe {
                     "subscribed"
@@ -240,11 +247,42 @@ async fn incoming_control(
             // A replay: acknowledged again, applied once.
             Ok(ReceiveOutcome::Redelivered) => {}
             Err(ReceiveError::IdReused(id)) => return Err(inbox::id_reused(id)),
+            Err(ReceiveError::SubscriptionCap(cap)) => {
+                crate::metrics::observe_refused_subscription(&peer.instance_id, "limit");
+                tracing::warn!(peer = %peer.instance_id, pattern, cap, "refused a peer's subscription: over its limit");
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "subscription-limit",
+                    "Too many subscriptions",
+                    format!("a peer may hold at most {cap} subscriptions here; unsubscribe from one first"),
+                ));
+            }
             Err(ReceiveError::Storage(e)) => return Err(e.into()),
         }
         inbox::sign_ack(&fed, &peer.instance_id, message.message_id)
     })
     .await
+}
+
+/// A peer may subscribe only to what the local admin granted it
+/// (`[[peers]] allow`, `logbook admin peers allow`). A refusal is logged and
+/// counted, so an admin sees a peer asking for more than it was given.
+fn check_granted(peer: &PeerRecord, pattern: &str) -> Result<(), Problem> {
+    let requested = TypePattern::parse(pattern)
+        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    if peer.allows(&requested) {
+        return Ok(());
+    }
+    crate::metrics::observe_refused_subscription(&peer.instance_id, "not_granted");
+    tracing::warn!(peer = %peer.instance_id, pattern, granted = ?peer.granted(), "refused a peer's subscription: not granted");
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "subscription-not-allowed",
+        "Subscription not allowed",
+        format!(
+            "this instance has not allowed you to subscribe to {pattern:?}; its admin grants patterns with `logbook admin peers allow`"
+        ),
+    ))
 }
 
 fn pattern_of(payload: &Value) -> Result<String, Problem> {
