@@ -22,7 +22,17 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A message from `from`, signed with the test key named `from`.
 fn signed(from: &str, id: Uuid, event_type: &str, payload: Value) -> EventMessage {
     let key = test_key(from);
-    EventMessage::signed(&key, &key_id(&key), from, id, event_type, payload, now_ms()).unwrap()
+    EventMessage::signed(
+        &key,
+        &key_id(&key),
+        from,
+        "beta",
+        id,
+        event_type,
+        payload,
+        now_ms(),
+    )
+    .unwrap()
 }
 
 fn control(event_type: &str, pattern: &str) -> EventMessage {
@@ -176,7 +186,7 @@ async fn only_a_valid_positive_ack_from_the_recipient_marks_delivered() {
     };
     let ack_by = |who: &str| {
         let key = test_key(who);
-        EventAck::signed(&key, &key_id(&key), who, id, now_ms()).unwrap()
+        EventAck::signed(&key, &key_id(&key), who, Some("beta"), id, now_ms()).unwrap()
     };
     let good = json!(ack_by("mallory"));
 

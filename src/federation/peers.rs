@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::Federation;
 use super::identity::{self, fingerprint, key_id};
-use super::message::PROTOCOL_VERSION;
+use super::message::{PROTOCOL_V1, PROTOCOL_VERSION};
 use crate::config::PeerConfig;
 use crate::journal::event::Timestamp;
 use crate::journal::registry::TypePattern;
@@ -148,7 +148,8 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
         ));
     }
     let version = doc.get("protocolVersion").and_then(Value::as_str);
-    if version != Some(PROTOCOL_VERSION) {
+    let v1_ok = fed.config.accept_protocol_v1 && version == Some(PROTOCOL_V1);
+    if version != Some(PROTOCOL_VERSION) && !v1_ok {
         return Err(format!(
             "{url} speaks protocol {version:?}, not {PROTOCOL_VERSION:?}"
         ));

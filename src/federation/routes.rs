@@ -259,7 +259,7 @@ async fn incoming_control(
             }
             Err(ReceiveError::Storage(e)) => return Err(e.into()),
         }
-        inbox::sign_ack(&fed, &peer.instance_id, message.message_id)
+        inbox::sign_ack(&fed, &peer.instance_id, message)
     })
     .await
 }
@@ -447,6 +447,7 @@ async fn control(
             &signing_key.private_key,
             &signing_key.key_id,
             &fed2.identity.instance_id,
+            &peer.instance_id,
             Uuid::new_v4(),
             event_type,
             json!({"eventType": pattern2}),
@@ -501,6 +502,7 @@ async fn control(
             ));
         }
         inbox::check_signed(&fed2, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
+            .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
             .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
         if event_type == SUBSCRIBE_TYPE {
             fed2.store
