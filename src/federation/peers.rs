@@ -352,7 +352,7 @@ async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(peer = %spec.instance_id, error = %e, "cannot pin the peer's key yet")
+                tracing::warn!(peer = %spec.instance_id, url = %spec.base_url, error = ?e, "cannot pin the peer's key yet")
             }
         }
         tokio::select! {

@@ -347,16 +347,23 @@ async fn add_peer(
         &body.fingerprint,
     )
     .map_err(|e| Problem::unprocessable("invalid-peer", "Invalid peer", e))?;
+    let (id, url) = (spec.instance_id.clone(), spec.base_url.clone());
     let peer = peers::add(&state.federation, spec)
         .await
         .map_err(|e| match e {
             AddError::Invalid(e) => Problem::unprocessable("invalid-peer", "Invalid peer", e),
-            AddError::Pin(e) => Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "pin-failed",
-                "Could not pin the peer's key",
-                e,
-            ),
+            // Adding a peer must not be a network probe: what went wrong
+            // (connection refused, a timeout, the remote's answer) goes to
+            // the log for the admin, never to the caller.
+            AddError::Pin(e) => {
+                tracing::warn!(peer = %id, url = %url, error = ?e, "could not pin the peer's key");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "pin-failed",
+                    "Could not pin the peer's key",
+                    "the peer's identity could not be fetched, or it did not match the instance id, protocol version and fingerprint given; the daemon's log has the details",
+                )
+            }
             AddError::Storage(e) => Problem::internal(e),
         })?;
     tracing::info!(peer = %peer.instance_id, "peer added");
