@@ -40,7 +40,7 @@ use crate::journal::store::{
 };
 
 const BASE: &str = "/api/v1/federation";
-/// Largest page of the messages listing.
+/// Largest page of the messages listing (the default is 100).
 const MAX_LIST: usize = 10_000;
 /// Received messages read per storage page by the stream.
 const STREAM_PAGE: usize = 512;
@@ -598,6 +598,36 @@ struct MessagesQuery {
     status: Option<String>,
     peer: Option<String>,
     limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Where a page of the messages listing starts: after an outbound row
+/// (`o:SEQ:PEER`) or after an inbound position (`i:POSITION`). Outbound
+/// rows are listed first (by peer, then seq), then inbound ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MessagesCursor {
+    Outbound(String, u64),
+    Inbound(u64),
+}
+
+impl MessagesCursor {
+    fn parse(text: &str) -> Option<MessagesCursor> {
+        match text.split_once(':')? {
+            ("i", position) => position.parse().ok().map(MessagesCursor::Inbound),
+            ("o", rest) => {
+                let (seq, peer) = rest.split_once(':')?;
+                Some(MessagesCursor::Outbound(peer.to_string(), seq.parse().ok()?))
+            }
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            MessagesCursor::Outbound(peer, seq) => format!("o:{seq}:{peer}"),
+            MessagesCursor::Inbound(position) => format!("i:{position}"),
+        }
+    }
 }
 
 fn outbound_json(e: &OutboxEntry) -> Value {
@@ -650,6 +680,9 @@ fn inbound_json(e: &InboxEntry) -> Value {
     })
 }
 
+/// `GET …/events/messages`: outbound rows (by peer, then seq), then
+/// inbound ones (by position), `limit` (default 100, at most 10000) at a
+/// time; `after=` the previous page's `next_after` continues.
 async fn messages(
     State(state): State<AppState>,
     Query(q): Query<MessagesQuery>,
@@ -674,40 +707,72 @@ async fn messages(
     if limit == 0 || limit > MAX_LIST {
         return Err(bad(format!("limit={limit} is out of range 1..={MAX_LIST}")));
     }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(MessagesCursor::parse(text).ok_or_else(|| {
+            bad("after= takes the next_after of a previous page (o:SEQ:PEER or i:POSITION)".into())
+        })?),
+    };
+    if matches!(after, Some(MessagesCursor::Inbound(_))) && !inbound
+        || matches!(after, Some(MessagesCursor::Outbound(..))) && !outbound
+    {
+        return Err(bad(
+            "after= is a cursor of the other direction than direction= asks for".into(),
+        ));
+    }
     let peer = q.peer.filter(|p| !p.is_empty());
     let fed = fed(&state);
-    let list = blocking(move || {
+    let given = after.clone();
+    let (list, last) = blocking(move || {
         let mut list = Vec::new();
-        if outbound {
-            for e in fed.store.fed_outbox_list(peer.as_deref(), status, limit)? {
+        let mut last = None;
+        let inbound_from = match &after {
+            Some(MessagesCursor::Inbound(position)) => *position,
+            _ => 0,
+        };
+        if outbound && !matches!(after, Some(MessagesCursor::Inbound(_))) {
+            let from = match &after {
+                Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
+                _ => None,
+            };
+            for e in fed
+                .store
+                .fed_outbox_page(peer.as_deref(), status, from, limit)?
+            {
                 list.push(outbound_json(&e));
+                last = Some(MessagesCursor::Outbound(e.peer, e.seq));
             }
         }
-        if inbound && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
-            let mut after = 0;
+        if inbound && list.len() < limit && status.is_none_or(|s| s == DeliveryStatus::Delivered)
+        {
+            let mut after = inbound_from;
             'pages: loop {
                 let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
                 let short = page.len() < STREAM_PAGE;
                 for e in &page {
+                    if list.len() >= limit {
+                        break 'pages;
+                    }
                     after = e.record.position;
                     if peer.as_deref().is_some_and(|p| p != e.record.peer) {
                         continue;
                     }
-                    if list.len() >= limit {
-                        break 'pages;
-                    }
                     list.push(inbound_json(e));
+                    last = Some(MessagesCursor::Inbound(e.record.position));
                 }
                 if short {
                     break;
                 }
             }
         }
-        list.truncate(limit);
-        Ok(list)
+        Ok((list, last))
     })
     .await?;
-    Ok(Json(json!({"messages": list})))
+    // Like the events route: the cursor of the last message listed, or the
+    // one given when the page is empty. A page shorter than `limit` is the
+    // end for now.
+    let next_after = last.or(given).map(|c| c.text());
+    Ok(Json(json!({"messages": list, "next_after": next_after})))
 }
 
 #[derive(Deserialize)]
@@ -904,4 +969,22 @@ pub fn pem_fingerprint(pem: &str) -> Result<String, String> {
     Ok(identity::fingerprint(&identity::spki_der(
         &identity::public_key_from_pem(pem)?,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessagesCursor;
+
+    #[test]
+    fn messages_cursors_round_trip() {
+        for c in [
+            MessagesCursor::Inbound(7),
+            MessagesCursor::Outbound("peer:with.colons".into(), 12),
+        ] {
+            assert_eq!(MessagesCursor::parse(&c.text()), Some(c));
+        }
+        for bad in ["", "7", "i:", "i:x", "o:12", "o:x:beta", "x:1"] {
+            assert_eq!(MessagesCursor::parse(bad), None, "{bad}");
+        }
+    }
 }

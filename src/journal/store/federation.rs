@@ -1254,6 +1254,54 @@ impl Store {
         Ok(out)
     }
 
+    /// A page of outbox rows in (peer, seq) order, after the row `after`
+    /// (peer, seq) if given, optionally of one peer and status.
+    pub fn fed_outbox_page(
+        &self,
+        peer: Option<&str>,
+        status: Option<DeliveryStatus>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lower = match (peer, after) {
+            // A cursor past the peer's rows: nothing left of that peer.
+            (Some(p), Some((ap, _))) if ap > p => return Ok(Vec::new()),
+            (Some(p), Some((ap, seq))) if ap == p => Excluded(outbox_key(p, seq)),
+            (Some(p), _) => Included(outbox_key(p, 0)),
+            (None, Some((ap, seq))) => Excluded(outbox_key(ap, seq)),
+            (None, None) => Unbounded,
+        };
+        let upper = peer.map(|p| outbox_key(p, u64::MAX));
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let bounds = (
+            match &lower {
+                Included(k) => Included(k.as_slice()),
+                Excluded(k) => Excluded(k.as_slice()),
+                Unbounded => Unbounded,
+            },
+            match &upper {
+                Some(k) => Included(k.as_slice()),
+                None => Unbounded,
+            },
+        );
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(bounds)? {
+            let (k, v) = entry?;
+            let record: OutboxRecord = decode(v.value())?;
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            let (peer, seq) = split_outbox_key(k.value())?;
+            out.push(OutboxEntry { peer, seq, record });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     // ---- inbox -------------------------------------------------------------
 
     /// Stores verified messages in one durable transaction, checking the
