@@ -274,3 +274,47 @@ async fn v1_messages_need_the_compatibility_switch() {
     assert_eq!(status, 200, "{ack}");
     assert!(ack.get("recipientId").is_none(), "{ack}");
 }
+
+/// `[[peers]] allow` is replaced at reload (admin grants are kept), and a
+/// subscription no grant covers any more stops receiving events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_config_grants_and_revoked_subscriptions_stop() {
+    let beta = Node::start(
+        "beta",
+        free_port(),
+        "",
+        &peer_config_allowing("mallory", free_port(), &test_key("mallory"), &["step.>"]),
+    );
+    let (status, ack) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "step.*"))).await;
+    assert_eq!(status, 200, "{ack}");
+    admin(&beta, &["peers", "allow", "mallory", "audit.>"]);
+    let path = beta.data_dir().join("config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, config.replace(r#"allow = ["step.>"]"#, r#"allow = ["plan.*"]"#)).unwrap();
+    admin(&beta, &["reload"]);
+    let (_, peers) = beta.get("/api/v1/federation/peers").await;
+    assert_eq!(peers["peers"][0]["allow"], json!(["audit.>", "plan.*"]));
+    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "step.completed"))).await;
+    assert_eq!(status, 403);
+    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "plan.*"))).await;
+    assert_eq!(status, 200);
+    // step.* is still listed, but routes nothing now; plan.* does.
+    let plan = Uuid::new_v4();
+    for event_type in ["step.completed", "plan.created"] {
+        let (status, body) = beta
+            .post(
+                &format!("/api/plans/{plan}/events"),
+                &json!({"type": event_type, "payload": {}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert!(inbound(&beta).await.contains(&"mallory:step.*".to_string()));
+    let queued: Vec<String> = beta
+        .messages("direction=outbound")
+        .await
+        .iter()
+        .map(|m| m["eventType"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(queued, ["plan.created"]);
+}

@@ -383,6 +383,22 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpStream;
 
+    #[test]
+    fn config_grants_are_checked_and_normalized() {
+        let entry = |allow: &[&str]| PeerConfig {
+            instance_id: "beta".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            public_key: String::new(),
+            fingerprint: "ab".repeat(32),
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+        };
+        let spec = PeerSpec::from_config(&entry(&[" step.> ", "step.>", ">"])).unwrap();
+        assert_eq!(spec.config_allow.unwrap(), ["step.>", ">"]);
+        let err = check_config("alpha", &[entry(&["step..x"])]).unwrap_err();
+        assert!(err.contains("allow"), "{err}");
+        assert!(check_config("alpha", &[entry(&["a.>.b"])]).is_err());
+    }
+
     /// Peers whose key a background task is still trying to pin.
     fn pinning_in_progress(fed: &Federation) -> Vec<String> {
         let pinning = fed.pinning.lock().unwrap_or_else(|e| e.into_inner());
