@@ -62,7 +62,13 @@ async fn inbound(node: &Node) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|s| s["direction"] == "inbound")
-        .map(|s| format!("{}:{}", s["peer"].as_str().unwrap(), s["eventType"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["peer"].as_str().unwrap(),
+                s["eventType"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -94,11 +100,17 @@ async fn a_peer_subscribes_only_to_what_the_admin_granted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["type"], "urn:logbook:problem:subscription-not-allowed");
     assert!(inbound(&beta).await.is_empty());
-    assert!(beta.log().contains("refused a peer's subscription: not granted"));
+    assert!(
+        beta.log()
+            .contains("refused a peer's subscription: not granted")
+    );
     assert!(
         metrics(&beta).await.contains(
             r#"logbook_federation_subscriptions_refused_total{peer="mallory",reason="not_granted"} 1"#
@@ -111,22 +123,31 @@ async fn a_peer_subscribes_only_to_what_the_admin_granted() {
     let granted = admin(&beta, &["peers", "allow", "mallory", "step.>"]);
     assert_eq!(granted["allow"], json!(["step.>"]));
     for pattern in ["step.*", "step.completed", "step.>"] {
-        let (status, ack) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", pattern))).await;
+        let (status, ack) = beta
+            .post(SUBSCRIBE, &json!(subscribe_request("beta", pattern)))
+            .await;
         assert_eq!(status, 200, "{pattern}: {ack}");
     }
     for pattern in [">", "*.completed", "plan.created"] {
-        let (status, body) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", pattern))).await;
+        let (status, body) = beta
+            .post(SUBSCRIBE, &json!(subscribe_request("beta", pattern)))
+            .await;
         assert_eq!(status, 403, "{pattern}: {body}");
     }
     let mut subs = inbound(&beta).await;
     subs.sort();
-    assert_eq!(subs, ["mallory:step.*", "mallory:step.>", "mallory:step.completed"]);
+    assert_eq!(
+        subs,
+        ["mallory:step.*", "mallory:step.>", "mallory:step.completed"]
+    );
     // The listing shows the grants; taking them back is recorded too.
     let (_, peers) = beta.get("/api/v1/federation/peers").await;
     assert_eq!(peers["peers"][0]["allow"], json!(["step.>"]));
     let revoked = admin(&beta, &["peers", "disallow", "mallory", "step.>"]);
     assert_eq!(revoked["allow"], json!([]));
-    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "step.failed"))).await;
+    let (status, _) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "step.failed")))
+        .await;
     assert_eq!(status, 403);
 }
 
@@ -139,14 +160,20 @@ async fn subscriptions_per_peer_are_capped() {
         &peer_config("mallory", free_port(), &test_key("mallory")),
     );
     for pattern in ["audit.a", "audit.b"] {
-        let (status, ack) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", pattern))).await;
+        let (status, ack) = beta
+            .post(SUBSCRIBE, &json!(subscribe_request("beta", pattern)))
+            .await;
         assert_eq!(status, 200, "{ack}");
     }
-    let (status, body) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.c"))).await;
+    let (status, body) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.c")))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["type"], "urn:logbook:problem:subscription-limit");
     // One it already holds is fine (idempotent); after an unsubscribe there is room.
-    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.a"))).await;
+    let (status, _) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.a")))
+        .await;
     assert_eq!(status, 200);
     let key = test_key("mallory");
     let unsubscribe = EventMessage::signed(
@@ -162,7 +189,9 @@ async fn subscriptions_per_peer_are_capped() {
     .unwrap();
     let (status, _) = beta.post(UNSUBSCRIBE, &json!(unsubscribe)).await;
     assert_eq!(status, 200);
-    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.c"))).await;
+    let (status, _) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "audit.c")))
+        .await;
     assert_eq!(status, 200);
     let mut subs = inbound(&beta).await;
     subs.sort();
@@ -203,7 +232,10 @@ async fn the_system_journal_never_reaches_a_peer_subscribed_to_everything() {
     let sent = alpha.messages("direction=outbound").await;
     for m in sent.iter().chain(&received) {
         assert_ne!(m["payload"]["plan_id"], SYSTEM_PLAN, "{m}");
-        assert!(!m["eventType"].as_str().unwrap().starts_with("system."), "{m}");
+        assert!(
+            !m["eventType"].as_str().unwrap().starts_with("system."),
+            "{m}"
+        );
     }
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(received[0]["payload"]["plan_id"], plan.to_string());
@@ -260,7 +292,12 @@ async fn v1_messages_need_the_compatibility_switch() {
         m["signature"] = json!(sign_bytes(&key, signing_input(&m).as_bytes()).unwrap());
         m
     };
-    let strict = Node::start("beta", free_port(), "", &peer_config("mallory", free_port(), &key));
+    let strict = Node::start(
+        "beta",
+        free_port(),
+        "",
+        &peer_config("mallory", free_port(), &key),
+    );
     let (status, body) = strict.post(SUBSCRIBE, &v1()).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["type"], "urn:logbook:problem:recipient-missing");
@@ -285,18 +322,31 @@ async fn a_reload_replaces_config_grants_and_revoked_subscriptions_stop() {
         "",
         &peer_config_allowing("mallory", free_port(), &test_key("mallory"), &["step.>"]),
     );
-    let (status, ack) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "step.*"))).await;
+    let (status, ack) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "step.*")))
+        .await;
     assert_eq!(status, 200, "{ack}");
     admin(&beta, &["peers", "allow", "mallory", "audit.>"]);
     let path = beta.data_dir().join("config.toml");
     let config = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, config.replace(r#"allow = ["step.>"]"#, r#"allow = ["plan.*"]"#)).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(r#"allow = ["step.>"]"#, r#"allow = ["plan.*"]"#),
+    )
+    .unwrap();
     admin(&beta, &["reload"]);
     let (_, peers) = beta.get("/api/v1/federation/peers").await;
     assert_eq!(peers["peers"][0]["allow"], json!(["audit.>", "plan.*"]));
-    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "step.completed"))).await;
+    let (status, _) = beta
+        .post(
+            SUBSCRIBE,
+            &json!(subscribe_request("beta", "step.completed")),
+        )
+        .await;
     assert_eq!(status, 403);
-    let (status, _) = beta.post(SUBSCRIBE, &json!(subscribe_request("beta", "plan.*"))).await;
+    let (status, _) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "plan.*")))
+        .await;
     assert_eq!(status, 200);
     // step.* is still listed, but routes nothing now; plan.* does.
     let plan = Uuid::new_v4();

@@ -405,7 +405,10 @@ async fn a_peer_speaking_another_protocol_version_is_not_pinned() {
         // Why goes to the log only (adding a peer is not a probe).
         assert!(!body.to_string().contains(version), "{body}");
         let log = beta.log();
-        assert!(log.contains("could not pin the peer's key") && log.contains(version), "{log}");
+        assert!(
+            log.contains("could not pin the peer's key") && log.contains(version),
+            "{log}"
+        );
         assert_eq!(beta.get(path).await.1["peers"], json!([]));
     }
 
@@ -436,7 +439,13 @@ async fn a_failed_pin_tells_the_caller_nothing_about_the_network() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["type"], "urn:logbook:problem:pin-failed");
     let text = body.to_string().to_lowercase();
-    for leak in ["refused", "connect", "error sending", &closed.to_string(), "127.0.0.1"] {
+    for leak in [
+        "refused",
+        "connect",
+        "error sending",
+        &closed.to_string(),
+        "127.0.0.1",
+    ] {
         assert!(!text.contains(leak), "{leak:?} in {body}");
     }
     // A peer that answers with an error: its text is not relayed either.
@@ -451,9 +460,10 @@ async fn a_failed_pin_tells_the_caller_nothing_about_the_network() {
     assert!(!body.to_string().contains("someone-else"), "{body}");
     let log = beta.log();
     assert!(
-        log.lines().any(|l| l.contains("could not pin the peer's key")
-            && l.contains("ghost")
-            && l.contains(&url)),
+        log.lines()
+            .any(|l| l.contains("could not pin the peer's key")
+                && l.contains("ghost")
+                && l.contains(&url)),
         "{log}"
     );
     assert!(log.contains("someone-else"), "{log}");

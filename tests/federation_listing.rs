@@ -57,7 +57,10 @@ async fn walk(node: &Node, query: &str, limit: usize) -> Vec<Value> {
         if short {
             return all;
         }
-        after = next.as_str().expect("a full page has a next_after").to_string();
+        after = next
+            .as_str()
+            .expect("a full page has a next_after")
+            .to_string();
     }
 }
 
@@ -112,7 +115,11 @@ async fn the_messages_listing_pages_with_after() {
     assert_eq!(rest.len(), 5);
     assert_eq!(rest[4]["payload"]["i"], 104);
     // An empty page past the end hands the cursor back, to poll with.
-    let (none, same) = page(&beta, &format!("direction=inbound&after={}", end.as_str().unwrap())).await;
+    let (none, same) = page(
+        &beta,
+        &format!("direction=inbound&after={}", end.as_str().unwrap()),
+    )
+    .await;
     assert!(none.is_empty());
     assert_eq!(same, end);
 
@@ -124,14 +131,22 @@ async fn the_messages_listing_pages_with_after() {
         let walked = walk(&beta, "", limit).await;
         assert_eq!(ids(&walked), ids(&everything), "limit {limit}");
     }
-    let directions: Vec<&str> = everything.iter().map(|m| m["direction"].as_str().unwrap()).collect();
-    assert!(directions[..5].iter().all(|d| *d == "outbound") && directions[5..].iter().all(|d| *d == "inbound"));
+    let directions: Vec<&str> = everything
+        .iter()
+        .map(|m| m["direction"].as_str().unwrap())
+        .collect();
+    assert!(
+        directions[..5].iter().all(|d| *d == "outbound")
+            && directions[5..].iter().all(|d| *d == "inbound")
+    );
     // Filters keep working with a cursor.
     let outbound = walk(&beta, "direction=outbound&peer=mallory", 2).await;
     assert_eq!(ids(&outbound), ids(&everything[..5]));
     let (status, body) = beta.get(&format!("{LIST}?after=nonsense")).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = beta.get(&format!("{LIST}?direction=outbound&after=i:3")).await;
+    let (status, body) = beta
+        .get(&format!("{LIST}?direction=outbound&after=i:3"))
+        .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = beta.get(&format!("{LIST}?limit=10001")).await;
     assert_eq!(status, 400, "{body}");

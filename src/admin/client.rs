@@ -633,7 +633,11 @@ impl Client {
             println!(
                 "peer {} may subscribe to: {}",
                 text(&v["instanceId"]),
-                if granted.is_empty() { "nothing".to_string() } else { granted }
+                if granted.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    granted
+                }
             );
         });
         Ok(())

@@ -659,7 +659,9 @@ async fn change_grants(
         })
         .await
         .map_err(|e| {
-            Problem::unavailable(format!("the grants changed, but recording it failed: {e:?}"))
+            Problem::unavailable(format!(
+                "the grants changed, but recording it failed: {e:?}"
+            ))
         })?;
     Ok(Json(crate::federation::peers::peer_json(&record)))
 }

@@ -192,7 +192,10 @@ pub fn store_peer(
         added_at: existing.as_ref().map_or(now, |p| p.added_at),
         updated_at: now,
         // The admin's grants survive a re-pin; `[[peers]]` sets its own.
-        allow: existing.as_ref().map(|p| p.allow.clone()).unwrap_or_default(),
+        allow: existing
+            .as_ref()
+            .map(|p| p.allow.clone())
+            .unwrap_or_default(),
         config_allow: match (&spec.config_allow, &existing) {
             (Some(grants), _) => grants.clone(),
             (None, Some(p)) => p.config_allow.clone(),
@@ -235,8 +238,8 @@ pub enum AddError {
 /// it changes any setting.
 pub fn check_config(own_instance_id: &str, peers: &[PeerConfig]) -> Result<(), String> {
     for (i, p) in peers.iter().enumerate() {
-        let spec = PeerSpec::from_config(p)
-            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
+        let spec =
+            PeerSpec::from_config(p).map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
         if spec.instance_id == own_instance_id {
             return Err(format!(
                 "peers[{i}]: {} is this instance's own id",
@@ -308,7 +311,10 @@ pub async fn apply_config(
                 // (if any), and again when the pin is stored.
                 if stored.is_some() {
                     fed.store
-                        .fed_set_config_allow(&spec.instance_id, spec.config_allow.as_deref().unwrap_or_default())
+                        .fed_set_config_allow(
+                            &spec.instance_id,
+                            spec.config_allow.as_deref().unwrap_or_default(),
+                        )
                         .map_err(|e| e.to_string())?;
                 }
                 pending.push(spec)

@@ -35,8 +35,8 @@ use crate::http::problem::Problem;
 use crate::journal::chain::{canonical_json, check_numbers};
 use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use crate::journal::store::{
-    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus, ReceiveError,
-    ReceiveOutcome, StoreError,
+    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
+    ReceiveError, ReceiveOutcome, StoreError,
 };
 
 const BASE: &str = "/api/v1/federation";
@@ -616,7 +616,10 @@ impl MessagesCursor {
             ("i", position) => position.parse().ok().map(MessagesCursor::Inbound),
             ("o", rest) => {
                 let (seq, peer) = rest.split_once(':')?;
-                Some(MessagesCursor::Outbound(peer.to_string(), seq.parse().ok()?))
+                Some(MessagesCursor::Outbound(
+                    peer.to_string(),
+                    seq.parse().ok()?,
+                ))
             }
             _ => None,
         }
@@ -743,8 +746,7 @@ async fn messages(
                 last = Some(MessagesCursor::Outbound(e.peer, e.seq));
             }
         }
-        if inbound && list.len() < limit && status.is_none_or(|s| s == DeliveryStatus::Delivered)
-        {
+        if inbound && list.len() < limit && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
             let mut after = inbound_from;
             'pages: loop {
                 let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;

@@ -161,8 +161,9 @@ fn encode_peer(peer: &PeerRecord) -> Vec<u8> {
 /// nothing until the admin allows it something).
 fn decode_peer(bytes: &[u8]) -> Result<PeerRecord, StoreError> {
     match bytes.split_first() {
-        Some((&PEER_RECORD_V2, body)) => postcard::from_bytes(body)
-            .map_err(|e| StoreError(format!("corrupt peer record: {e}"))),
+        Some((&PEER_RECORD_V2, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt peer record: {e}")))
+        }
         Some((&super::RECORD_VERSION, _)) => {
             let v1: PeerRecordV1 = decode(bytes)?;
             Ok(PeerRecord {
@@ -1681,7 +1682,10 @@ mod tests {
         let bytes = encode_peer(&record);
         assert_eq!(bytes[0], PEER_RECORD_V2);
         let back = decode_peer(&bytes).unwrap();
-        assert_eq!((back.allow.clone(), back.config_allow.clone()), (record.allow, record.config_allow));
+        assert_eq!(
+            (back.allow.clone(), back.config_allow.clone()),
+            (record.allow, record.config_allow)
+        );
         assert_eq!(back.granted(), ["step.>", "plan.*"]);
 
         let v1 = encode(&PeerRecordV1 {
@@ -1695,7 +1699,13 @@ mod tests {
         assert_eq!(v1[0], super::super::RECORD_VERSION);
         let old = decode_peer(&v1).unwrap();
         assert_eq!(
-            (old.instance_id.as_str(), old.public_key_der.as_slice(), old.status, old.added_at, old.updated_at),
+            (
+                old.instance_id.as_str(),
+                old.public_key_der.as_slice(),
+                old.status,
+                old.added_at,
+                old.updated_at
+            ),
             ("beta", &[1u8, 2, 3][..], PeerStatus::Suspended, 5, 6)
         );
         assert!(old.allow.is_empty() && old.config_allow.is_empty());
@@ -1703,7 +1713,12 @@ mod tests {
 
         let mut future = bytes.clone();
         future[0] = 3;
-        assert!(decode_peer(&future).unwrap_err().to_string().contains("version 3"));
+        assert!(
+            decode_peer(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("version 3")
+        );
     }
 
     #[test]
