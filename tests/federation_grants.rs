@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use federation_common::*;
-use logbook::federation::message::{EventMessage, sign_bytes, signing_input};
+use logbook::federation::message::{EventAck, EventMessage, sign_bytes, signing_input};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -273,6 +273,21 @@ async fn a_message_replayed_to_a_third_instance_gets_401() {
         .await;
     assert_eq!(status, 401, "{body}");
     assert!(gamma.messages("direction=inbound").await.is_empty());
+    // And so is an ack addressed to another instance.
+    let ack = EventAck::signed(
+        &key,
+        &key_id(&key),
+        "mallory",
+        Some("beta"),
+        Uuid::new_v4(),
+        now_ms(),
+    )
+    .unwrap();
+    let (status, body) = gamma
+        .post("/api/v1/federation/incoming/event/ack", &json!(ack))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:wrong-recipient");
 }
 
 /// A protocol v1 message (no recipientId): refused by default, accepted
