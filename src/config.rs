@@ -44,6 +44,11 @@ pub struct FederationConfig {
     pub send_timeout_secs: u64,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Most inbound subscriptions one peer may hold.
+    pub max_subscriptions_per_peer: usize,
+    /// Accept messages and acks without `recipientId` (protocol v1) for one
+    /// release, while peers upgrade.
+    pub accept_protocol_v1: bool,
 }
 
 impl Default for FederationConfig {
@@ -60,6 +65,8 @@ impl Default for FederationConfig {
             send_timeout_secs: 10,
             rate_limit_per_sec: 100,
             rate_limit_burst: 1000,
+            max_subscriptions_per_peer: 32,
+            accept_protocol_v1: false,
         }
     }
 }
@@ -76,6 +83,10 @@ pub struct PeerConfig {
     /// Hex SHA-256 of the peer's SPKI DER.
     #[serde(default)]
     pub fingerprint: String,
+    /// Event-type patterns the peer may subscribe to (and what they cover).
+    /// Empty: nothing, until `logbook admin peers allow` grants something.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,6 +40,7 @@ struct Instruments {
     deliveries: Family<Labels, Counter>,
     delivery_failures: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
+    refused_subscriptions: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -99,7 +100,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Messages given up on (marked dead) after too many attempts or too long, by peer",
         dead_letters.clone(),
     );
+    let refused_subscriptions = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_subscriptions_refused",
+        "Subscribe requests from peers refused, by peer and reason (not_granted, limit)",
+        refused_subscriptions.clone(),
+    );
     Instruments {
+        refused_subscriptions,
         deliveries,
         delivery_failures,
         dead_letters,
@@ -140,6 +148,19 @@ pub fn observe_delivery(peer: &str, sent: usize, failed: usize, dead: usize) {
         .get_or_create(&labels)
         .inc_by(failed as u64);
     m.dead_letters.get_or_create(&labels).inc_by(dead as u64);
+}
+
+/// Called when a peer's subscribe request is refused: not covered by its
+/// grants (`not_granted`) or over its subscription limit (`limit`).
+pub fn observe_refused_subscription(peer: &str, reason: &str) {
+    let labels = vec![
+        ("peer".to_string(), peer.to_string()),
+        ("reason".to_string(), reason.to_string()),
+    ];
+    INSTRUMENTS
+        .refused_subscriptions
+        .get_or_create(&labels)
+        .inc();
 }
 
 /// Middleware on the append route: counts outcomes and times each request.

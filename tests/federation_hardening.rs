@@ -22,7 +22,17 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A message from `from`, signed with the test key named `from`.
 fn signed(from: &str, id: Uuid, event_type: &str, payload: Value) -> EventMessage {
     let key = test_key(from);
-    EventMessage::signed(&key, &key_id(&key), from, id, event_type, payload, now_ms()).unwrap()
+    EventMessage::signed(
+        &key,
+        &key_id(&key),
+        from,
+        "beta",
+        id,
+        event_type,
+        payload,
+        now_ms(),
+    )
+    .unwrap()
 }
 
 fn control(event_type: &str, pattern: &str) -> EventMessage {
@@ -176,7 +186,7 @@ async fn only_a_valid_positive_ack_from_the_recipient_marks_delivered() {
     };
     let ack_by = |who: &str| {
         let key = test_key(who);
-        EventAck::signed(&key, &key_id(&key), who, id, now_ms()).unwrap()
+        EventAck::signed(&key, &key_id(&key), who, Some("beta"), id, now_ms()).unwrap()
     };
     let good = json!(ack_by("mallory"));
 
@@ -383,6 +393,25 @@ async fn a_peer_speaking_another_protocol_version_is_not_pinned() {
     };
     let beta = Node::start("beta", free_port(), "", "");
     let path = "/api/v1/federation/peers";
+    for version in ["logbook-federation/3", "logbook-federation/1"] {
+        let port = fake_instance(doc(version));
+        let (status, body) = beta
+            .post(
+                path,
+                &json!({"instanceId": "mallory", "baseUrl": format!("http://127.0.0.1:{port}"), "fingerprint": key_fingerprint(&key)}),
+            )
+            .await;
+        assert_eq!(status, 502, "{body}");
+        // Why goes to the log only (adding a peer is not a probe).
+        assert!(!body.to_string().contains(version), "{body}");
+        let log = beta.log();
+        assert!(
+            log.contains("could not pin the peer's key") && log.contains(version),
+            "{log}"
+        );
+        assert_eq!(beta.get(path).await.1["peers"], json!([]));
+    }
+
     let port = fake_instance(doc("logbook-federation/2"));
     let (status, body) = beta
         .post(
@@ -390,19 +419,52 @@ async fn a_peer_speaking_another_protocol_version_is_not_pinned() {
             &json!({"instanceId": "mallory", "baseUrl": format!("http://127.0.0.1:{port}"), "fingerprint": key_fingerprint(&key)}),
         )
         .await;
-    assert_eq!(status, 502, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("protocol"),
-        "{body}"
-    );
-    assert_eq!(beta.get(path).await.1["peers"], json!([]));
+    assert_eq!(status, 201, "{body}");
+}
 
-    let port = fake_instance(doc("logbook-federation/1"));
+/// A failed pin answers a generic problem: no "connection refused", no
+/// remote error text, nothing that would make `POST /peers` a network
+/// probe. The details go to the log, with the peer's id and URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pin_tells_the_caller_nothing_about_the_network() {
+    let beta = Node::start("beta", free_port(), "", "");
+    let closed = free_port();
+    let url = format!("http://127.0.0.1:{closed}");
     let (status, body) = beta
         .post(
-            path,
-            &json!({"instanceId": "mallory", "baseUrl": format!("http://127.0.0.1:{port}"), "fingerprint": key_fingerprint(&key)}),
+            "/api/v1/federation/peers",
+            &json!({"instanceId": "ghost", "baseUrl": url, "fingerprint": "ab".repeat(32)}),
         )
         .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:pin-failed");
+    let text = body.to_string().to_lowercase();
+    for leak in [
+        "refused",
+        "connect",
+        "error sending",
+        &closed.to_string(),
+        "127.0.0.1",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} in {body}");
+    }
+    // A peer that answers with an error: its text is not relayed either.
+    let port = fake_instance(json!({"instanceId": "someone-else", "detail": "secret internals"}));
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/peers",
+            &json!({"instanceId": "ghost2", "baseUrl": format!("http://127.0.0.1:{port}"), "fingerprint": "ab".repeat(32)}),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.to_string().contains("someone-else"), "{body}");
+    let log = beta.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("could not pin the peer's key")
+                && l.contains("ghost")
+                && l.contains(&url)),
+        "{log}"
+    );
+    assert!(log.contains("someone-else"), "{log}");
 }

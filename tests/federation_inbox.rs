@@ -36,6 +36,7 @@ fn signed(
         &key,
         &key_id(&key),
         from,
+        "beta",
         id,
         event_type,
         payload,

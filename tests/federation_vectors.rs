@@ -1,12 +1,14 @@
-//! The federation protocol's test vectors (`docs/vectors/federation-v1.json`).
+//! The federation protocol's test vectors: `docs/vectors/federation-v2.json`
+//! (the current protocol, with `recipientId`) and `federation-v1.json`
+//! (kept, frozen: what `accept_protocol_v1` still accepts).
 //!
-//! Every signature in the file must verify with the library exactly as
+//! Every signature in the files must verify with the library exactly as
 //! documented (JCS signing input, RSASSA-PSS-SHA256), and every negative
 //! vector must fail. `docs/vectors/verify_federation_vectors.py` checks the
-//! same file with an independent, standard-library-only implementation.
+//! same files with an independent, standard-library-only implementation.
 //!
 //! `LOGBOOK_WRITE_VECTORS=1 cargo test --test federation_vectors` rewrites
-//! the file with fresh signatures (PSS is randomized); review the diff.
+//! the v2 file with fresh signatures (PSS is randomized); review the diff.
 
 mod federation_common;
 
@@ -21,8 +23,9 @@ use logbook::federation::rotation;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/vectors/federation-v1.json")
+fn path(version: u8) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("docs/vectors/federation-v{version}.json"))
 }
 
 fn generate() -> Value {
@@ -32,6 +35,7 @@ fn generate() -> Value {
         &key,
         &kid,
         "alpha",
+        "beta",
         Uuid::parse_str("6f1c2d3e-4b5a-4c6d-8e7f-901a2b3c4d5e").unwrap(),
         "step.completed",
         json!({"z": [3, 2.5, -1, 1e21, null, true], "a": "é€😀\n\"", "m": {"b": 1, "a": 0.1}}),
@@ -42,6 +46,7 @@ fn generate() -> Value {
         message_id: Uuid::parse_str("0c8d7e6f-5a4b-4c3d-9e2f-1a0b9c8d7e6f").unwrap(),
         correlation_id: message.message_id,
         instance_id: "beta".into(),
+        recipient_id: Some("alpha".into()),
         received: true,
         timestamp: 1_767_323_045_912,
         key_id: kid.clone(),
@@ -58,14 +63,19 @@ fn generate() -> Value {
     tampered_payload["payload"]["m"]["a"] = json!(0.2);
     let mut tampered_time = message_value.clone();
     tampered_time["timestamp"] = json!(1_767_323_045_679_i64);
+    let mut readdressed = message_value.clone();
+    readdressed["recipientId"] = json!("gamma");
     let mut tampered_ack = ack_value.clone();
     tampered_ack["received"] = json!(false);
+    let mut readdressed_ack = ack_value.clone();
+    readdressed_ack["recipientId"] = json!("mallory");
     // A key rotation: the new key announced, signed with the old one.
     let new_key = OwnKey::new(test_key("vectors-new")).unwrap();
     let announcement = EventMessage::signed(
         &key,
         &kid,
         "alpha",
+        "beta",
         Uuid::parse_str("3b9e4f2a-1c7d-4e8b-a5f6-0d2c9b8a7e61").unwrap(),
         KEY_ROTATED_TYPE,
         rotation::announcement(&new_key),
@@ -76,7 +86,8 @@ fn generate() -> Value {
     let mut swapped_key = announcement_value.clone();
     swapped_key["payload"] = rotation::announcement(&OwnKey::new(test_key("mallory")).unwrap());
     json!({
-        "description": "logbook federation v1 test vectors: RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over the RFC 8785 canonical JSON of each message without its signature member. PSS signatures are randomized: verify them, do not expect to reproduce them. Every valid message is signed with `key`; the federation.key_rotated announcement is signed with it as the OLD key and carries the new key (`newKey`) in its payload. See docs/federation-protocol.md.",
+        "description": "logbook federation v2 (logbook-federation/2) test vectors: RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over the RFC 8785 canonical JSON of each message without its signature member. Every message and ack carries a signed recipientId: the EventMessage is from alpha to beta, the EventAck from beta back to alpha. PSS signatures are randomized: verify them, do not expect to reproduce them. Every valid message is signed with `key`; the federation.key_rotated announcement is signed with it as the OLD key and carries the new key (`newKey`) in its payload. See docs/federation-protocol.md.",
+        "protocolVersion": "logbook-federation/2",
         "key": {
             "publicKey": public_pem(&key),
             "fingerprint": key_fingerprint(&key),
@@ -99,41 +110,62 @@ fn generate() -> Value {
         "invalid": [
             {"name": "EventMessage with its payload changed after signing", "message": tampered_payload},
             {"name": "EventMessage with its timestamp changed after signing", "message": tampered_time},
+            {"name": "EventMessage readdressed (recipientId changed) after signing", "message": readdressed},
             {"name": "EventAck with received changed after signing", "message": tampered_ack},
+            {"name": "EventAck readdressed (recipientId changed) after signing", "message": readdressed_ack},
             {"name": "federation.key_rotated with another new key put in after signing", "message": swapped_key},
         ],
     })
+}
+
+/// Checks one vectors file; returns its valid messages and its key.
+fn check_file(version: u8) -> (Vec<Value>, rsa::PublicKey, Vec<u8>) {
+    let vectors: Value =
+        serde_json::from_str(&std::fs::read_to_string(path(version)).unwrap()).unwrap();
+    let pem = vectors["key"]["publicKey"].as_str().unwrap();
+    let key = identity::public_key_from_pem(pem).unwrap();
+    let der = identity::spki_der(&key).unwrap();
+    assert_eq!(vectors["key"]["fingerprint"], identity::fingerprint(&der));
+    assert_eq!(vectors["key"]["keyId"], identity::key_id(&der));
+    let valid = vectors["valid"].as_array().unwrap().clone();
+    assert_eq!(valid.len(), 3);
+    for v in &valid {
+        let message = &v["message"];
+        assert_eq!(v["signingInput"], signing_input(message), "{}", v["name"]);
+        assert!(verify_value(message, &key), "{}", v["name"]);
+    }
+    for v in vectors["invalid"].as_array().unwrap() {
+        assert!(!verify_value(&v["message"], &key), "{}", v["name"]);
+    }
+    (valid, key, der)
 }
 
 #[test]
 fn vectors_verify_with_the_library() {
     if std::env::var("LOGBOOK_WRITE_VECTORS").is_ok() {
         let text = serde_json::to_string_pretty(&generate()).unwrap() + "\n";
-        std::fs::write(path(), text).unwrap();
+        std::fs::write(path(2), text).unwrap();
     }
-    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path()).unwrap()).unwrap();
-    let pem = vectors["key"]["publicKey"].as_str().unwrap();
-    let key = identity::public_key_from_pem(pem).unwrap();
-    let der = identity::spki_der(&key).unwrap();
-    assert_eq!(vectors["key"]["fingerprint"], identity::fingerprint(&der));
-    assert_eq!(vectors["key"]["keyId"], identity::key_id(&der));
-    let valid = vectors["valid"].as_array().unwrap();
-    assert_eq!(valid.len(), 3);
-    for v in valid {
-        let message = &v["message"];
-        assert_eq!(v["signingInput"], signing_input(message), "{}", v["name"]);
-        assert!(verify_value(message, &key), "{}", v["name"]);
-    }
-    // The shapes parse strictly.
+    let (valid, key, der) = check_file(2);
+    // The shapes parse strictly, and name their recipients.
     let m: EventMessage = serde_json::from_value(valid[0]["message"].clone()).unwrap();
     assert!(m.verify(&key));
+    assert_eq!(
+        (m.instance_id.as_str(), m.recipient_id.as_deref()),
+        ("alpha", Some("beta"))
+    );
     let a: EventAck = serde_json::from_value(valid[1]["message"].clone()).unwrap();
     assert!(a.verify(&key));
     assert_eq!(a.correlation_id, m.message_id);
+    assert_eq!(
+        (a.instance_id.as_str(), a.recipient_id.as_deref()),
+        ("beta", Some("alpha"))
+    );
     // The announcement: signed with the old key (the file's), its payload
     // naming the new key exactly as a receiver reads it.
     let r: EventMessage = serde_json::from_value(valid[2]["message"].clone()).unwrap();
     assert_eq!(r.event_type, KEY_ROTATED_TYPE);
+    assert_eq!(r.recipient_id.as_deref(), Some("beta"));
     assert_eq!(r.key_id, identity::key_id(&der));
     assert!(r.verify(&key));
     let (new_der, new_key_id) = rotation::parse_announcement(&r.payload).unwrap();
@@ -144,7 +176,17 @@ fn vectors_verify_with_the_library() {
     assert_eq!(identity::spki_der(&new_public).unwrap(), new_der);
     assert_ne!(new_der, der, "a rotation announces another key");
     assert!(!r.verify(&new_public), "not signed with the new key");
-    for v in vectors["invalid"].as_array().unwrap() {
-        assert!(!verify_value(&v["message"], &key), "{}", v["name"]);
-    }
+}
+
+/// The v1 vectors still parse and verify: under `accept_protocol_v1` a
+/// receiver takes messages and acks without `recipientId`.
+#[test]
+fn v1_vectors_still_parse_without_a_recipient() {
+    let (valid, key, _) = check_file(1);
+    let m: EventMessage = serde_json::from_value(valid[0]["message"].clone()).unwrap();
+    assert_eq!(m.recipient_id, None);
+    assert!(m.verify(&key));
+    let a: EventAck = serde_json::from_value(valid[1]["message"].clone()).unwrap();
+    assert_eq!(a.recipient_id, None);
+    assert!(a.verify(&key));
 }

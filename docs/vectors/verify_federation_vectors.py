@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Independent check of the logbook federation v1 test vectors.
+"""Independent check of the logbook federation test vectors (v2, and v1).
 
 Uses only the Python 3 standard library: RFC 8785 (JCS) canonical JSON
 (shared with verify_journal_vectors.py), a minimal DER reader for the SPKI
 public key, and RSASSA-PSS-VERIFY (RFC 8017 section 8.1.2, EMSA-PSS with
 SHA-256, MGF1-SHA-256 and a 32-byte salt) written out with pow().
 
-    python3 docs/vectors/verify_federation_vectors.py [path/to/federation-v1.json]
+    python3 docs/vectors/verify_federation_vectors.py [federation-vN.json ...]
+
+Without arguments it checks federation-v2.json (logbook-federation/2) and
+federation-v1.json (logbook-federation/1, still accepted behind
+accept_protocol_v1) next to this script.
 
 Prints "N passed, 0 failed" and exits 0 when every valid vector verifies
 and every invalid one does not, and the federation.key_rotated announcement
-(signed with the file's key as the OLD key) carries a well-formed new key;
+(signed with the file's key as the OLD key) carries a well-formed new key,
+and, in a v2 file, every valid message and ack names its recipient in a
+signed recipientId (and one readdressed after signing is rejected);
 otherwise prints the failures and exits 1.
 """
 
@@ -137,10 +143,24 @@ def check_announcement(check, old_key, v):
     check(not verify(new_key, v["message"]), name + ": not signed with the new key")
 
 
+def check_v2(check, vectors):
+    """logbook-federation/2: recipientId is a signed member of every valid
+    message and ack (a non-empty instance id, not the sender's own), and
+    changing it after signing breaks the signature."""
+    check(vectors.get("protocolVersion") == "logbook-federation/2", "the file is logbook-federation/2")
+    for v in vectors["valid"]:
+        m = v["message"]
+        recipient = m.get("recipientId")
+        check(isinstance(recipient, str) and recipient != "" and recipient != m.get("instanceId"),
+              v["name"] + ": names another instance as recipientId")
+        check('"recipientId":' in v["signingInput"], v["name"] + ": recipientId is signed")
+    check(any("recipientId" in v["name"] for v in vectors["invalid"]),
+          "a readdressed message is among the invalid vectors")
+
+
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "federation-v1.json")
-    with open(path, encoding="utf-8") as f:
-        vectors = json.load(f)
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = sys.argv[1:] or [os.path.join(here, "federation-v2.json"), os.path.join(here, "federation-v1.json")]
     passed, failed = 0, 0
 
     def check(ok, what):
@@ -150,6 +170,18 @@ def main():
         else:
             failed += 1
             print("FAIL:", what)
+
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            vectors = json.load(f)
+        check_file(check, vectors)
+        if vectors.get("protocolVersion", "logbook-federation/1") == "logbook-federation/2":
+            check_v2(check, vectors)
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+def check_file(check, vectors):
 
     key = spki_rsa_key(vectors["key"]["publicKey"])
     fingerprint = hashlib.sha256(key[2]).hexdigest()
@@ -168,8 +200,6 @@ def main():
     )
     for v in vectors["invalid"]:
         check(not verify(key, v["message"]), v["name"] + " is rejected")
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

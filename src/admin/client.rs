@@ -109,6 +109,20 @@ pub enum PeersCommand {
     Resume { instance_id: String },
     /// Remove a peer: no more deliveries to it.
     Remove { instance_id: String },
+    /// Let a peer subscribe to event types these patterns cover (step.>,
+    /// plan.*, ledger.transaction; > for all but the system journal). A
+    /// peer may subscribe to nothing until it is allowed something.
+    Allow {
+        instance_id: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Take grants back: subscriptions they covered stop receiving events.
+    Disallow {
+        instance_id: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,16 +550,17 @@ impl Client {
                 let v = self.call(Method::GET, FED_PEERS, None).await?;
                 self.show(&v, |v| {
                     println!(
-                        "{:<24}  {:<9}  {:<32}  FINGERPRINT",
-                        "INSTANCE", "STATUS", "BASE URL"
+                        "{:<24}  {:<9}  {:<32}  {:<64}  ALLOW",
+                        "INSTANCE", "STATUS", "BASE URL", "FINGERPRINT"
                     );
                     for p in items(&v["peers"]) {
                         println!(
-                            "{:<24}  {:<9}  {:<32}  {}",
+                            "{:<24}  {:<9}  {:<32}  {:<64}  {}",
                             text(&p["instanceId"]),
                             text(&p["status"]),
                             text(&p["baseUrl"]),
-                            text(&p["fingerprint"])
+                            text(&p["fingerprint"]),
+                            join(&p["allow"])
                         );
                     }
                 });
@@ -583,6 +598,14 @@ impl Client {
             PeersCommand::Remove { instance_id } => {
                 (self.peer_status(&instance_id, "removed").await?, "removed")
             }
+            PeersCommand::Allow {
+                instance_id,
+                patterns,
+            } => return self.peer_grants(&instance_id, "allow", patterns).await,
+            PeersCommand::Disallow {
+                instance_id,
+                patterns,
+            } => return self.peer_grants(&instance_id, "disallow", patterns).await,
         };
         self.show(&v, |v| {
             println!(
@@ -590,6 +613,31 @@ impl Client {
                 text(&v["instanceId"]),
                 text(&v["status"]),
                 text(&v["fingerprint"])
+            );
+        });
+        Ok(())
+    }
+
+    async fn peer_grants(
+        &self,
+        instance_id: &str,
+        change: &str,
+        patterns: Vec<String>,
+    ) -> Result<(), Failure> {
+        let path = format!("/peers/{}/{change}", segment(instance_id));
+        let v = self
+            .call(Method::POST, &path, Some(json!({"patterns": patterns})))
+            .await?;
+        self.show(&v, |v| {
+            let granted = join(&v["allow"]);
+            println!(
+                "peer {} may subscribe to: {}",
+                text(&v["instanceId"]),
+                if granted.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    granted
+                }
             );
         });
         Ok(())

@@ -40,6 +40,8 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/keys/rotate-hmac", post(rotate_hmac))
         .route("/keys/rotate-rsa", post(rotate_rsa))
         .route("/metrics", get(metrics))
+        .route("/peers/{instance_id}/allow", post(allow_peer))
+        .route("/peers/{instance_id}/disallow", post(disallow_peer))
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -644,4 +646,89 @@ async fn rotate_rsa(
         "peers_notified": rotated.peers_notified,
         "recorded_at_system_seq": recorded_seq,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsBody {
+    patterns: Vec<String>,
+}
+
+/// `peers allow PEER PATTERN…`: lets the peer subscribe to what the
+/// patterns cover. Only here, on the admin socket: least privilege between
+/// peers is the local admin's decision. Recorded in the system journal.
+async fn allow_peer(
+    State(cx): Ctx,
+    Extension(peer): Extension<Peer>,
+    Path(instance_id): Path<String>,
+    AdminJson(body): AdminJson<GrantsBody>,
+) -> Result<Json<Value>, Problem> {
+    change_grants(cx, peer, instance_id, body, true).await
+}
+
+/// `peers disallow PEER PATTERN…`: takes grants back. Subscriptions they
+/// covered stay listed but no longer receive anything.
+async fn disallow_peer(
+    State(cx): Ctx,
+    Extension(peer): Extension<Peer>,
+    Path(instance_id): Path<String>,
+    AdminJson(body): AdminJson<GrantsBody>,
+) -> Result<Json<Value>, Problem> {
+    change_grants(cx, peer, instance_id, body, false).await
+}
+
+async fn change_grants(
+    cx: Arc<Context>,
+    who_did: Peer,
+    instance_id: String,
+    body: GrantsBody,
+    allow: bool,
+) -> Result<Json<Value>, Problem> {
+    if body.patterns.is_empty() {
+        return Err(Problem::unprocessable(
+            "invalid-request",
+            "Invalid request",
+            "name at least one event-type pattern",
+        ));
+    }
+    let patterns = crate::federation::peers::parse_grants(&body.patterns)
+        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    let _serialized = cx.changes.lock().await;
+    let store = cx.app.store.clone();
+    let (id, grants) = (instance_id.clone(), patterns.clone());
+    let record = blocking(move || {
+        let now = Timestamp::now().millis();
+        if allow {
+            store.fed_allow(&id, &grants, now)
+        } else {
+            store.fed_disallow(&id, &grants, now)
+        }
+    })
+    .await?
+    .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
+    let verb = if allow { "allowed" } else { "disallowed" };
+    tracing::warn!(peer = %instance_id, patterns = ?patterns, uid = who_did.uid, "peer grants {verb}");
+    let payload = json!({
+        "peer": instance_id,
+        "patterns": patterns,
+        "allow": record.granted(),
+        "changed_by": who(&who_did),
+    });
+    cx.app
+        .store
+        .append(crate::journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: format!("system.peer_{verb}"),
+            actor: Some("logbook-admin".into()),
+            payload: crate::journal::chain::CanonicalPayload::new(&payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!(
+                "the grants changed, but recording it failed: {e:?}"
+            ))
+        })?;
+    Ok(Json(crate::federation::peers::peer_json(&record)))
 }

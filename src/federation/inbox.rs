@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::Federation;
 use super::identity::{self, key_id};
-use super::message::{EventAck, EventMessage, KEY_ROTATED_TYPE, now_ms, verify_value};
+use super::message::{
+    EventAck, EventMessage, KEY_ROTATED_TYPE, PROTOCOL_V1, PROTOCOL_VERSION, now_ms, verify_value,
+};
 use crate::http::problem::Problem;
 use crate::journal::Event;
 use crate::journal::chain::{canonical_json, check_numbers};
@@ -132,6 +134,34 @@ pub fn check_signed(
     Ok(())
 }
 
+/// Checks that a message or ack is addressed to this instance: its signed
+/// `recipientId` must be our instance id, so one captured on its way to
+/// another instance that trusts the same sender is refused (401). Without
+/// `recipientId` (protocol v1) it is accepted only while
+/// `[federation] accept_protocol_v1` is on.
+pub fn check_recipient(fed: &Federation, recipient: Option<&str>) -> Result<(), Problem> {
+    match recipient {
+        Some(id) if id == fed.identity.instance_id => Ok(()),
+        Some(other) => Err(unauthorized(
+            "wrong-recipient",
+            "Addressed to another instance",
+            format!(
+                "recipientId is {:?}, not this instance ({:?})",
+                other.chars().take(128).collect::<String>(),
+                fed.identity.instance_id
+            ),
+        )),
+        None if fed.config.accept_protocol_v1 => Ok(()),
+        None => Err(unauthorized(
+            "recipient-missing",
+            "No recipientId",
+            format!(
+                "this instance speaks {PROTOCOL_VERSION} and requires a signed recipientId ({PROTOCOL_V1} is not accepted)"
+            ),
+        )),
+    }
+}
+
 /// A request body as one message or a batch: (messages as received, was it a batch).
 pub fn split_batch(body: Value) -> Result<(Vec<Value>, bool), Problem> {
     match body {
@@ -152,7 +182,7 @@ pub fn parse_message(value: &Value) -> Result<EventMessage, Problem> {
         Problem::bad_request(
             "invalid-message",
             "Invalid EventMessage",
-            format!("{e}; expected {{messageId, instanceId, eventType, payload, timestamp, keyId, signature}}"),
+            format!("{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"),
         )
     })
 }
@@ -183,9 +213,10 @@ pub fn verify_batch(
                 .fed_retired_peer_key(&peer.instance_id, &m.key_id)?
         {
             check_retired_redelivery(fed, &peer, der, value, m)?;
-            continue;
+        } else {
+            check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
         }
-        check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
+        check_recipient(fed, m.recipient_id.as_deref())?;
     }
     Ok((peer, messages))
 }
@@ -311,11 +342,14 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
         }
         Err(ReceiveError::IdReused(id)) => return Err(id_reused(id)),
         Err(ReceiveError::Storage(e)) => return Err(e.into()),
+        Err(ReceiveError::SubscriptionCap(_)) => {
+            return Err(Problem::internal("a subscription limit on an event"));
+        }
     }
     // Stored (fsynced): now acknowledge.
     let acks = messages
         .iter()
-        .map(|m| sign_ack(fed, &peer.instance_id, m.message_id))
+        .map(|m| sign_ack(fed, &peer.instance_id, m))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if batch {
         Value::Array(acks)
@@ -355,18 +389,19 @@ fn count_by_peer<'a>(peers: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u
     counts
 }
 
-/// An ack for `peer`, signed with the key that peer pins for us.
-pub fn sign_ack(
-    fed: &Federation,
-    peer: &str,
-    correlation_id: uuid::Uuid,
-) -> Result<Value, Problem> {
+/// An ack of `message` for `peer`, signed with the key that peer pins for
+/// us. It names the peer as its recipient, unless the message is a
+/// protocol v1 one (accepted under `accept_protocol_v1`): then the ack is
+/// v1 too, so that the peer can read it.
+pub fn sign_ack(fed: &Federation, peer: &str, message: &EventMessage) -> Result<Value, Problem> {
     let (key, _) = fed.signing_key_for(peer).map_err(Problem::internal)?;
+    let recipient = message.recipient_id.is_some().then_some(peer);
     let ack = EventAck::signed(
         &key.private_key,
         &key.key_id,
         &fed.identity.instance_id,
-        correlation_id,
+        recipient,
+        message.message_id,
         now_ms(),
     )
     .map_err(Problem::internal)?;
@@ -395,7 +430,7 @@ pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
                 Problem::bad_request(
                     "invalid-ack",
                     "Invalid EventAck",
-                    format!("{e}; expected {{messageId, correlationId, instanceId, received, timestamp, keyId, signature}}"),
+                    format!("{e}; expected {{messageId, correlationId, instanceId, recipientId, received, timestamp, keyId, signature}}"),
                 )
             })
         })
@@ -405,6 +440,7 @@ pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
     for (value, ack) in values.iter().zip(&acks) {
         let (peer, key) = active_peer(fed, &ack.instance_id)?;
         check_signed(fed, &peer, &key, value, &ack.key_id, ack.timestamp)?;
+        check_recipient(fed, ack.recipient_id.as_deref())?;
         verified.push((peer.instance_id, ack));
     }
     for (peer, n) in count_by_peer(verified.iter().map(|(p, _)| p.as_str())) {

@@ -13,8 +13,11 @@ use uuid::Uuid;
 
 use crate::journal::chain::{canonical_json, sha256};
 
-/// Protocol version served at `/instance`.
-pub const PROTOCOL_VERSION: &str = "logbook-federation/1";
+/// Protocol version served at `/instance`. Version 2 added `recipientId`.
+pub const PROTOCOL_VERSION: &str = "logbook-federation/2";
+/// The previous version: messages and acks without `recipientId`, accepted
+/// only with `[federation] accept_protocol_v1`.
+pub const PROTOCOL_V1: &str = "logbook-federation/1";
 /// Event type of a subscription request (payload `{"eventType": pattern}`).
 pub const SUBSCRIBE_TYPE: &str = "federation.subscribe";
 /// Event type of an unsubscription request.
@@ -29,6 +32,10 @@ pub const KEY_ROTATED_TYPE: &str = "federation.key_rotated";
 pub struct EventMessage {
     pub message_id: Uuid,
     pub instance_id: String,
+    /// The instance the message is for (signed, so a message captured by
+    /// one peer cannot be replayed to another). None only in protocol v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_id: Option<String>,
     pub event_type: String,
     pub payload: Value,
     /// Unix ms when the message was signed.
@@ -45,6 +52,10 @@ pub struct EventAck {
     /// The `messageId` of the acknowledged message.
     pub correlation_id: Uuid,
     pub instance_id: String,
+    /// The sender of the acknowledged message, which alone may use this
+    /// ack. None only in protocol v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_id: Option<String>,
     pub received: bool,
     pub timestamp: i64,
     pub key_id: String,
@@ -90,11 +101,13 @@ fn sign_value<T: Serialize>(message: &T, key: &PrivateKey) -> Result<String, Str
 }
 
 impl EventMessage {
-    /// A message signed now.
+    /// A message from `instance_id` for `recipient_id`, signed now.
+    #[allow(clippy::too_many_arguments)]
     pub fn signed(
         key: &PrivateKey,
         key_id: &str,
         instance_id: &str,
+        recipient_id: &str,
         message_id: Uuid,
         event_type: &str,
         payload: Value,
@@ -103,6 +116,7 @@ impl EventMessage {
         let mut message = EventMessage {
             message_id,
             instance_id: instance_id.to_string(),
+            recipient_id: Some(recipient_id.to_string()),
             event_type: event_type.to_string(),
             payload,
             timestamp,
@@ -137,10 +151,14 @@ impl EventMessage {
 }
 
 impl EventAck {
+    /// An ack from `instance_id` of the message `correlation_id`, for that
+    /// message's sender `recipient_id` (None: a protocol v1 ack, the answer
+    /// to a v1 message).
     pub fn signed(
         key: &PrivateKey,
         key_id: &str,
         instance_id: &str,
+        recipient_id: Option<&str>,
         correlation_id: Uuid,
         timestamp: i64,
     ) -> Result<EventAck, String> {
@@ -148,6 +166,7 @@ impl EventAck {
             message_id: Uuid::new_v4(),
             correlation_id,
             instance_id: instance_id.to_string(),
+            recipient_id: recipient_id.map(str::to_string),
             received: true,
             timestamp,
             key_id: key_id.to_string(),
@@ -173,6 +192,21 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// v2 messages carry `recipientId` under the signature; v1 messages
+    /// (without it) still parse, and serialize back without it.
+    #[test]
+    fn recipient_is_signed_and_optional_on_the_wire() {
+        let v1 = json!({"messageId": Uuid::nil(), "instanceId": "a", "eventType": "x", "payload": {}, "timestamp": 1, "keyId": "k", "signature": "s"});
+        let m: EventMessage = serde_json::from_value(v1.clone()).unwrap();
+        assert_eq!(m.recipient_id, None);
+        assert_eq!(serde_json::to_value(&m).unwrap(), v1);
+        let mut v2 = v1.clone();
+        v2["recipientId"] = json!("b");
+        let m: EventMessage = serde_json::from_value(v2.clone()).unwrap();
+        assert_eq!(m.recipient_id.as_deref(), Some("b"));
+        assert!(signing_input(&v2).contains(r#""recipientId":"b""#));
+    }
 
     #[test]
     fn signing_input_drops_only_the_signature_and_sorts_keys() {

@@ -218,6 +218,10 @@ fn validate(c: &FederationConfig) -> Result<(), String> {
         ("send_timeout_secs", c.send_timeout_secs),
         ("rate_limit_per_sec", u64::from(c.rate_limit_per_sec)),
         ("rate_limit_burst", u64::from(c.rate_limit_burst)),
+        (
+            "max_subscriptions_per_peer",
+            c.max_subscriptions_per_peer as u64,
+        ),
     ];
     for (key, value) in positive {
         if value == 0 {

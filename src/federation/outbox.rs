@@ -224,6 +224,7 @@ async fn send(
     // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
     let rows2 = rows.to_vec();
+    let peer_id = peer.instance_id.clone();
     let (body, ids) =
         tokio::task::spawn_blocking(move || -> Result<(Value, HashMap<Uuid, u64>), String> {
             let mut messages = Vec::with_capacity(rows2.len());
@@ -237,6 +238,7 @@ async fn send(
                     &key2.private_key,
                     &key2.key_id,
                     &fed2.identity.instance_id,
+                    &peer_id,
                     id,
                     &row.event_type,
                     payload,
@@ -308,7 +310,11 @@ async fn send(
         let Some(seq) = ids.get(&ack.correlation_id) else {
             continue;
         };
-        if inbox::check_signed(fed, peer, &key, &value, &ack.key_id, ack.timestamp).is_ok() {
+        // Signed by the peer, and for us: an ack the peer gave another
+        // instance for a message with the same id does not count here.
+        if inbox::check_signed(fed, peer, &key, &value, &ack.key_id, ack.timestamp).is_ok()
+            && inbox::check_recipient(fed, ack.recipient_id.as_deref()).is_ok()
+        {
             acked.push(*seq);
         }
     }

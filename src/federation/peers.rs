@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use super::Federation;
 use super::identity::{self, fingerprint, key_id};
-use super::message::PROTOCOL_VERSION;
+use super::message::{PROTOCOL_V1, PROTOCOL_VERSION};
 use crate::config::PeerConfig;
 use crate::journal::event::Timestamp;
+use crate::journal::registry::TypePattern;
 use crate::journal::store::{PeerRecord, PeerStatus};
 
 /// Path of the identity document on every instance.
@@ -27,6 +28,9 @@ pub struct PeerSpec {
     pub public_key: Option<String>,
     /// Hex SHA-256 of the SPKI DER, if given.
     pub fingerprint: Option<String>,
+    /// The grants of `[[peers]] allow` (normalized patterns); None for a
+    /// peer added over HTTP, which keeps whatever grants it has.
+    pub config_allow: Option<Vec<String>>,
 }
 
 impl PeerSpec {
@@ -55,7 +59,15 @@ impl PeerSpec {
             base_url: normalize_base_url(base_url)?,
             public_key: (!public_key.is_empty()).then(|| public_key.to_string()),
             fingerprint: (!fingerprint.is_empty()).then_some(fingerprint),
+            config_allow: None,
         })
+    }
+
+    /// The definition of a `[[peers]]` entry, grants included.
+    pub fn from_config(p: &PeerConfig) -> Result<PeerSpec, String> {
+        let mut spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)?;
+        spec.config_allow = Some(parse_grants(&p.allow)?);
+        Ok(spec)
     }
 
     /// The key given inline, checked against the fingerprint if both are given.
@@ -74,6 +86,20 @@ impl PeerSpec {
         }
         Ok(Some(der))
     }
+}
+
+/// Checks grant patterns and returns them normalized, without repeats.
+pub fn parse_grants(patterns: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        let p = TypePattern::parse(p.trim())
+            .map_err(|e| format!("allow: {e}"))?
+            .as_string();
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// `http(s)://host[:port][/prefix]`, without a trailing slash.
@@ -122,7 +148,8 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
         ));
     }
     let version = doc.get("protocolVersion").and_then(Value::as_str);
-    if version != Some(PROTOCOL_VERSION) {
+    let v1_ok = fed.config.accept_protocol_v1 && version == Some(PROTOCOL_V1);
+    if version != Some(PROTOCOL_VERSION) && !v1_ok {
         return Err(format!(
             "{url} speaks protocol {version:?}, not {PROTOCOL_VERSION:?}"
         ));
@@ -164,6 +191,16 @@ pub fn store_peer(
         },
         added_at: existing.as_ref().map_or(now, |p| p.added_at),
         updated_at: now,
+        // The admin's grants survive a re-pin; `[[peers]]` sets its own.
+        allow: existing
+            .as_ref()
+            .map(|p| p.allow.clone())
+            .unwrap_or_default(),
+        config_allow: match (&spec.config_allow, &existing) {
+            (Some(grants), _) => grants.clone(),
+            (None, Some(p)) => p.config_allow.clone(),
+            (None, None) => Vec::new(),
+        },
     };
     fed.store.fed_put_peer(&record).map_err(|e| e.to_string())?;
     if record.status != PeerStatus::Removed {
@@ -201,8 +238,8 @@ pub enum AddError {
 /// it changes any setting.
 pub fn check_config(own_instance_id: &str, peers: &[PeerConfig]) -> Result<(), String> {
     for (i, p) in peers.iter().enumerate() {
-        let spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)
-            .map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
+        let spec =
+            PeerSpec::from_config(p).map_err(|e| format!("peers[{i}] ({}): {e}", p.instance_id))?;
         if spec.instance_id == own_instance_id {
             return Err(format!(
                 "peers[{i}]: {} is this instance's own id",
@@ -225,9 +262,19 @@ pub async fn apply_config(
     peers: &[PeerConfig],
 ) -> Result<Vec<PeerSpec>, String> {
     check_config(&fed.identity.instance_id, peers)?;
+    // A peer no longer listed loses the grants the file gave it.
+    for stored in fed.store.fed_peers().map_err(|e| e.to_string())? {
+        if !stored.config_allow.is_empty()
+            && !peers.iter().any(|p| p.instance_id == stored.instance_id)
+        {
+            fed.store
+                .fed_set_config_allow(&stored.instance_id, &[])
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let mut pending = Vec::new();
     for p in peers {
-        let spec = PeerSpec::new(&p.instance_id, &p.base_url, &p.public_key, &p.fingerprint)?;
+        let spec = PeerSpec::from_config(p)?;
         let stored = fed
             .store
             .fed_peer(&spec.instance_id)
@@ -259,7 +306,19 @@ pub async fn apply_config(
             (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
                 store_peer(fed, &spec, p.public_key_der, true)?;
             }
-            (None, _) => pending.push(spec),
+            (None, stored) => {
+                // Not pinned yet: the grants apply now to a stored record
+                // (if any), and again when the pin is stored.
+                if stored.is_some() {
+                    fed.store
+                        .fed_set_config_allow(
+                            &spec.instance_id,
+                            spec.config_allow.as_deref().unwrap_or_default(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                pending.push(spec)
+            }
         }
     }
     Ok(pending)
@@ -299,7 +358,7 @@ async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(peer = %spec.instance_id, error = %e, "cannot pin the peer's key yet")
+                tracing::warn!(peer = %spec.instance_id, url = %spec.base_url, error = ?e, "cannot pin the peer's key yet")
             }
         }
         tokio::select! {
@@ -320,6 +379,7 @@ pub fn peer_json(p: &PeerRecord) -> Value {
         "publicKey": identity::public_key_from_der(&p.public_key_der).ok().and_then(|k| identity::spki_pem(&k).ok()),
         "addedAt": p.added_at,
         "updatedAt": p.updated_at,
+        "allow": p.granted(),
     })
 }
 
@@ -328,6 +388,22 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpStream;
+
+    #[test]
+    fn config_grants_are_checked_and_normalized() {
+        let entry = |allow: &[&str]| PeerConfig {
+            instance_id: "beta".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            public_key: String::new(),
+            fingerprint: "ab".repeat(32),
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+        };
+        let spec = PeerSpec::from_config(&entry(&[" step.> ", "step.>", ">"])).unwrap();
+        assert_eq!(spec.config_allow.unwrap(), ["step.>", ">"]);
+        let err = check_config("alpha", &[entry(&["step..x"])]).unwrap_err();
+        assert!(err.contains("allow"), "{err}");
+        assert!(check_config("alpha", &[entry(&["a.>.b"])]).is_err());
+    }
 
     /// Peers whose key a background task is still trying to pin.
     fn pinning_in_progress(fed: &Federation) -> Vec<String> {
@@ -378,6 +454,7 @@ mod tests {
             base_url,
             public_key: String::new(),
             fingerprint: "ab".repeat(32),
+            allow: Vec::new(),
         };
         config.peers = vec![listed(format!("http://127.0.0.1:{port}"))];
         let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));

@@ -35,12 +35,12 @@ use crate::http::problem::Problem;
 use crate::journal::chain::{canonical_json, check_numbers};
 use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use crate::journal::store::{
-    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerStatus, ReceiveError,
-    ReceiveOutcome, StoreError,
+    DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
+    ReceiveError, ReceiveOutcome, StoreError,
 };
 
 const BASE: &str = "/api/v1/federation";
-/// Largest page of the messages listing.
+/// Largest page of the messages listing (the default is 100).
 const MAX_LIST: usize = 10_000;
 /// Received messages read per storage page by the stream.
 const STREAM_PAGE: usize = 512;
@@ -218,6 +218,10 @@ async fn incoming_control(
         }
         let pattern = pattern_of(&message.payload)?;
         inbox::rate_limit(&fed, &peer.instance_id, 1)?;
+        let subscribe = expected_type == SUBSCRIBE_TYPE;
+        if subscribe {
+            check_granted(&peer, &pattern)?;
+        }
         let request = Incoming {
             message_id: message.message_id,
             peer: peer.instance_id.clone(),
@@ -227,8 +231,11 @@ async fn incoming_control(
             digest: message.content_digest(),
             journal: None,
         };
-        let subscribe = expected_type == SUBSCRIBE_TYPE;
-        match fed.store.fed_receive_control(&request, &pattern, subscribe) {
+        let cap = fed.config.max_subscriptions_per_peer;
+        match fed
+            .store
+            .fed_receive_control(&request, &pattern, subscribe, cap)
+        {
             Ok(ReceiveOutcome::Stored) => {
                 let change = if subscribe {
                     "subscribed"
@@ -240,11 +247,42 @@ async fn incoming_control(
             // A replay: acknowledged again, applied once.
             Ok(ReceiveOutcome::Redelivered) => {}
             Err(ReceiveError::IdReused(id)) => return Err(inbox::id_reused(id)),
+            Err(ReceiveError::SubscriptionCap(cap)) => {
+                crate::metrics::observe_refused_subscription(&peer.instance_id, "limit");
+                tracing::warn!(peer = %peer.instance_id, pattern, cap, "refused a peer's subscription: over its limit");
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "subscription-limit",
+                    "Too many subscriptions",
+                    format!("a peer may hold at most {cap} subscriptions here; unsubscribe from one first"),
+                ));
+            }
             Err(ReceiveError::Storage(e)) => return Err(e.into()),
         }
-        inbox::sign_ack(&fed, &peer.instance_id, message.message_id)
+        inbox::sign_ack(&fed, &peer.instance_id, message)
     })
     .await
+}
+
+/// A peer may subscribe only to what the local admin granted it
+/// (`[[peers]] allow`, `logbook admin peers allow`). A refusal is logged and
+/// counted, so an admin sees a peer asking for more than it was given.
+fn check_granted(peer: &PeerRecord, pattern: &str) -> Result<(), Problem> {
+    let requested = TypePattern::parse(pattern)
+        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    if peer.allows(&requested) {
+        return Ok(());
+    }
+    crate::metrics::observe_refused_subscription(&peer.instance_id, "not_granted");
+    tracing::warn!(peer = %peer.instance_id, pattern, granted = ?peer.granted(), "refused a peer's subscription: not granted");
+    Err(Problem::new(
+        StatusCode::FORBIDDEN,
+        "subscription-not-allowed",
+        "Subscription not allowed",
+        format!(
+            "this instance has not allowed you to subscribe to {pattern:?}; its admin grants patterns with `logbook admin peers allow`"
+        ),
+    ))
 }
 
 fn pattern_of(payload: &Value) -> Result<String, Problem> {
@@ -309,16 +347,23 @@ async fn add_peer(
         &body.fingerprint,
     )
     .map_err(|e| Problem::unprocessable("invalid-peer", "Invalid peer", e))?;
+    let (id, url) = (spec.instance_id.clone(), spec.base_url.clone());
     let peer = peers::add(&state.federation, spec)
         .await
         .map_err(|e| match e {
             AddError::Invalid(e) => Problem::unprocessable("invalid-peer", "Invalid peer", e),
-            AddError::Pin(e) => Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "pin-failed",
-                "Could not pin the peer's key",
-                e,
-            ),
+            // Adding a peer must not be a network probe: what went wrong
+            // (connection refused, a timeout, the remote's answer) goes to
+            // the log for the admin, never to the caller.
+            AddError::Pin(e) => {
+                tracing::warn!(peer = %id, url = %url, error = ?e, "could not pin the peer's key");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "pin-failed",
+                    "Could not pin the peer's key",
+                    "the peer's identity could not be fetched, or it did not match the instance id, protocol version and fingerprint given; the daemon's log has the details",
+                )
+            }
             AddError::Storage(e) => Problem::internal(e),
         })?;
     tracing::info!(peer = %peer.instance_id, "peer added");
@@ -409,6 +454,7 @@ async fn control(
             &signing_key.private_key,
             &signing_key.key_id,
             &fed2.identity.instance_id,
+            &peer.instance_id,
             Uuid::new_v4(),
             event_type,
             json!({"eventType": pattern2}),
@@ -463,6 +509,7 @@ async fn control(
             ));
         }
         inbox::check_signed(&fed2, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
+            .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
             .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
         if event_type == SUBSCRIBE_TYPE {
             fed2.store
@@ -551,6 +598,39 @@ struct MessagesQuery {
     status: Option<String>,
     peer: Option<String>,
     limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Where a page of the messages listing starts: after an outbound row
+/// (`o:SEQ:PEER`) or after an inbound position (`i:POSITION`). Outbound
+/// rows are listed first (by peer, then seq), then inbound ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MessagesCursor {
+    Outbound(String, u64),
+    Inbound(u64),
+}
+
+impl MessagesCursor {
+    fn parse(text: &str) -> Option<MessagesCursor> {
+        match text.split_once(':')? {
+            ("i", position) => position.parse().ok().map(MessagesCursor::Inbound),
+            ("o", rest) => {
+                let (seq, peer) = rest.split_once(':')?;
+                Some(MessagesCursor::Outbound(
+                    peer.to_string(),
+                    seq.parse().ok()?,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            MessagesCursor::Outbound(peer, seq) => format!("o:{seq}:{peer}"),
+            MessagesCursor::Inbound(position) => format!("i:{position}"),
+        }
+    }
 }
 
 fn outbound_json(e: &OutboxEntry) -> Value {
@@ -603,6 +683,9 @@ fn inbound_json(e: &InboxEntry) -> Value {
     })
 }
 
+/// `GET …/events/messages`: outbound rows (by peer, then seq), then
+/// inbound ones (by position), `limit` (default 100, at most 10000) at a
+/// time; `after=` the previous page's `next_after` continues.
 async fn messages(
     State(state): State<AppState>,
     Query(q): Query<MessagesQuery>,
@@ -627,40 +710,71 @@ async fn messages(
     if limit == 0 || limit > MAX_LIST {
         return Err(bad(format!("limit={limit} is out of range 1..={MAX_LIST}")));
     }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(MessagesCursor::parse(text).ok_or_else(|| {
+            bad("after= takes the next_after of a previous page (o:SEQ:PEER or i:POSITION)".into())
+        })?),
+    };
+    if matches!(after, Some(MessagesCursor::Inbound(_))) && !inbound
+        || matches!(after, Some(MessagesCursor::Outbound(..))) && !outbound
+    {
+        return Err(bad(
+            "after= is a cursor of the other direction than direction= asks for".into(),
+        ));
+    }
     let peer = q.peer.filter(|p| !p.is_empty());
     let fed = fed(&state);
-    let list = blocking(move || {
+    let given = after.clone();
+    let (list, last) = blocking(move || {
         let mut list = Vec::new();
-        if outbound {
-            for e in fed.store.fed_outbox_list(peer.as_deref(), status, limit)? {
+        let mut last = None;
+        let inbound_from = match &after {
+            Some(MessagesCursor::Inbound(position)) => *position,
+            _ => 0,
+        };
+        if outbound && !matches!(after, Some(MessagesCursor::Inbound(_))) {
+            let from = match &after {
+                Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
+                _ => None,
+            };
+            for e in fed
+                .store
+                .fed_outbox_page(peer.as_deref(), status, from, limit)?
+            {
                 list.push(outbound_json(&e));
+                last = Some(MessagesCursor::Outbound(e.peer, e.seq));
             }
         }
-        if inbound && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
-            let mut after = 0;
+        if inbound && list.len() < limit && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
+            let mut after = inbound_from;
             'pages: loop {
                 let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
                 let short = page.len() < STREAM_PAGE;
                 for e in &page {
+                    if list.len() >= limit {
+                        break 'pages;
+                    }
                     after = e.record.position;
                     if peer.as_deref().is_some_and(|p| p != e.record.peer) {
                         continue;
                     }
-                    if list.len() >= limit {
-                        break 'pages;
-                    }
                     list.push(inbound_json(e));
+                    last = Some(MessagesCursor::Inbound(e.record.position));
                 }
                 if short {
                     break;
                 }
             }
         }
-        list.truncate(limit);
-        Ok(list)
+        Ok((list, last))
     })
     .await?;
-    Ok(Json(json!({"messages": list})))
+    // Like the events route: the cursor of the last message listed, or the
+    // one given when the page is empty. A page shorter than `limit` is the
+    // end for now.
+    let next_after = last.or(given).map(|c| c.text());
+    Ok(Json(json!({"messages": list, "next_after": next_after})))
 }
 
 #[derive(Deserialize)]
@@ -856,4 +970,22 @@ pub fn pem_fingerprint(pem: &str) -> Result<String, String> {
     Ok(identity::fingerprint(&identity::spki_der(
         &identity::public_key_from_pem(pem)?,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessagesCursor;
+
+    #[test]
+    fn messages_cursors_round_trip() {
+        for c in [
+            MessagesCursor::Inbound(7),
+            MessagesCursor::Outbound("peer:with.colons".into(), 12),
+        ] {
+            assert_eq!(MessagesCursor::parse(&c.text()), Some(c));
+        }
+        for bad in ["", "7", "i:", "i:x", "o:12", "o:x:beta", "x:1"] {
+            assert_eq!(MessagesCursor::parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -170,6 +170,43 @@ impl TypePattern {
     pub fn as_string(&self) -> String {
         self.segments.join(".")
     }
+
+    /// Whether every type name `other` matches is also matched by `self`:
+    /// `step.>` covers `step.*`, `step.completed` and `step.a.>`; `>`
+    /// covers everything; `step.*` does not cover `step.>` (which also
+    /// matches `step.a.b`). This is what a grant to a peer means: it may
+    /// subscribe to any pattern its grants cover, and to nothing wider.
+    pub fn covers(&self, other: &TypePattern) -> bool {
+        covers(&self.segments, &other.segments)
+    }
+}
+
+/// [`TypePattern::covers`] over the remaining segments of both patterns.
+/// Every pattern matches at least one name (segments are non-empty), so a
+/// position where `requested` can match something `granted` cannot is
+/// enough to refuse.
+fn covers(granted: &[String], requested: &[String]) -> bool {
+    let Some((g, g_rest)) = granted.split_first() else {
+        // `granted` ends here: only names ending here too are matched.
+        return requested.is_empty();
+    };
+    let Some((r, r_rest)) = requested.split_first() else {
+        // `requested` matches a name that ends here; `granted` wants more.
+        return false;
+    };
+    match (g.as_str(), r.as_str()) {
+        // One or more remaining segments, whatever they are: `requested`
+        // is non-empty, so it only matches names with at least one more.
+        (">", _) => true,
+        // `requested` matches names of several lengths from here; a fixed
+        // segment followed by anything but `>` cannot match all of them,
+        // and `*.>` misses the one-segment ones.
+        (_, ">") => false,
+        // `*` takes any one segment, so whatever `requested` has here.
+        ("*", _) => covers(g_rest, r_rest),
+        // A literal covers only the same literal (`*` would match others).
+        (g, r) => g == r && covers(g_rest, r_rest),
+    }
 }
 
 /// A comma-separated list of patterns; an event matches if any pattern does.
@@ -269,5 +306,79 @@ mod tests {
         let f = TypeFilter::parse("plan.*, step.>").unwrap();
         assert!(f.matches("plan.closed") && f.matches("step.x.y") && !f.matches("bank.message"));
         assert!(TypeFilter::parse("").unwrap().matches("bank.message"));
+    }
+
+    #[test]
+    fn covering_examples() {
+        let c = |g: &str, r: &str| {
+            TypePattern::parse(g)
+                .unwrap()
+                .covers(&TypePattern::parse(r).unwrap())
+        };
+        assert!(c("step.>", "step.*"));
+        assert!(c("step.>", "step.completed"));
+        assert!(c("step.>", "step.>"));
+        assert!(c("step.>", "step.a.>"));
+        assert!(c(">", ">"));
+        assert!(c(">", "plan.created"));
+        assert!(c(">", "*.*.>"));
+        assert!(c("*.failed", "step.failed"));
+        assert!(c("step.*", "step.completed"));
+        assert!(c("step.completed", "step.completed"));
+        assert!(!c("step.*", "step.>"));
+        assert!(!c("step.>", ">"));
+        assert!(!c("step.>", "step"));
+        assert!(!c("step.>", "*.completed"));
+        assert!(!c("step.completed", "step.*"));
+        assert!(!c("*.>", ">"));
+        assert!(!c("plan.*", "step.*"));
+        assert!(!c("step.completed", "step.completed.x"));
+    }
+
+    /// Every pattern over a small alphabet, as text.
+    fn all_patterns(max_len: usize, segments: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut layer = vec![String::new()];
+        for _ in 0..max_len {
+            let mut next = Vec::new();
+            for prefix in &layer {
+                for s in segments {
+                    let p = if prefix.is_empty() {
+                        (*s).to_string()
+                    } else {
+                        format!("{prefix}.{s}")
+                    };
+                    if TypePattern::parse(&p).is_ok() {
+                        out.push(p.clone());
+                    }
+                    if *s != ">" {
+                        next.push(p);
+                    }
+                }
+            }
+            layer = next;
+        }
+        out
+    }
+
+    /// `covers` agrees with its definition, checked by brute force: every
+    /// name (up to one segment longer than any pattern, with a segment no
+    /// pattern names) matched by the requested pattern is matched by the
+    /// granted one.
+    #[test]
+    fn covering_agrees_with_matching_by_brute_force() {
+        let patterns = all_patterns(3, &["a", "b", "*", ">"]);
+        let names = all_patterns(4, &["a", "b", "c"]);
+        for g in &patterns {
+            let granted = TypePattern::parse(g).unwrap();
+            for r in &patterns {
+                let requested = TypePattern::parse(r).unwrap();
+                let by_definition = names
+                    .iter()
+                    .filter(|n| requested.matches(n))
+                    .all(|n| granted.matches(n));
+                assert_eq!(granted.covers(&requested), by_definition, "{g} covers {r}");
+            }
+        }
     }
 }

@@ -239,7 +239,9 @@ impl Daemon {
     /// From now on, this daemon's client sends [`ADMIN_TOKEN`].
     pub fn send_admin_token(mut self) -> Daemon {
         let mut headers = reqwest::header::HeaderMap::new();
-        let value = format!("Bearer {ADMIN_TOKEN}").parse().expect("header value");
+        let value = format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("header value");
         headers.insert(reqwest::header::AUTHORIZATION, value);
         self.client = client_with(headers);
         self

@@ -69,10 +69,21 @@ pub fn harness_token_config() -> String {
     )
 }
 
-/// A peer entry for `[[peers]]`.
+/// A peer entry for `[[peers]]` that may subscribe to everything (`>`).
+/// Tests of least privilege use [`peer_config_allowing`].
 pub fn peer_config(instance_id: &str, port: u16, key: &PrivateKey) -> String {
+    peer_config_allowing(instance_id, port, key, &[">"])
+}
+
+/// A peer entry for `[[peers]]` granted the patterns `allow`.
+pub fn peer_config_allowing(
+    instance_id: &str,
+    port: u16,
+    key: &PrivateKey,
+    allow: &[&str],
+) -> String {
     format!(
-        "[[peers]]\ninstance_id = \"{instance_id}\"\nbase_url = \"http://127.0.0.1:{port}\"\npublic_key = '''\n{}'''\n",
+        "[[peers]]\ninstance_id = \"{instance_id}\"\nbase_url = \"http://127.0.0.1:{port}\"\nallow = {allow:?}\npublic_key = '''\n{}'''\n",
         public_pem(key)
     )
 }

@@ -105,6 +105,83 @@ pub struct PeerRecord {
     pub status: PeerStatus,
     pub added_at: i64,
     pub updated_at: i64,
+    /// Patterns the local admin granted with `logbook admin peers allow`
+    /// (record version 2). The peer may subscribe to what these, or
+    /// `config_allow`, cover; nothing by default.
+    pub allow: Vec<String>,
+    /// The peer's `[[peers]] allow`, replaced at every start and reload.
+    pub config_allow: Vec<String>,
+}
+
+impl PeerRecord {
+    /// Whether a subscription to `pattern` is within what was granted.
+    pub fn allows(&self, pattern: &TypePattern) -> bool {
+        self.allow
+            .iter()
+            .chain(&self.config_allow)
+            .filter_map(|g| TypePattern::parse(g).ok())
+            .any(|g| g.covers(pattern))
+    }
+
+    /// Every pattern granted, admin grants first, without repeats.
+    pub fn granted(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for g in self.allow.iter().chain(&self.config_allow) {
+            if !out.contains(g) {
+                out.push(g.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Peer records before the allow-lists (record version 1).
+#[derive(Serialize, Deserialize)]
+struct PeerRecordV1 {
+    instance_id: String,
+    base_url: String,
+    public_key_der: Vec<u8>,
+    status: PeerStatus,
+    added_at: i64,
+    updated_at: i64,
+}
+
+/// Version byte of peer records with allow-lists.
+const PEER_RECORD_V2: u8 = 2;
+
+/// A peer record as stored: version 2. Other records keep version 1.
+fn encode_peer(peer: &PeerRecord) -> Vec<u8> {
+    let mut out = vec![PEER_RECORD_V2];
+    out.extend(postcard::to_stdvec(peer).expect("records always encode"));
+    out
+}
+
+/// Reads a peer record of version 2, or of version 1 (written before
+/// allow-lists existed: it grants nothing, so such a peer may subscribe to
+/// nothing until the admin allows it something).
+fn decode_peer(bytes: &[u8]) -> Result<PeerRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&PEER_RECORD_V2, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt peer record: {e}")))
+        }
+        Some((&super::RECORD_VERSION, _)) => {
+            let v1: PeerRecordV1 = decode(bytes)?;
+            Ok(PeerRecord {
+                instance_id: v1.instance_id,
+                base_url: v1.base_url,
+                public_key_der: v1.public_key_der,
+                status: v1.status,
+                added_at: v1.added_at,
+                updated_at: v1.updated_at,
+                allow: Vec::new(),
+                config_allow: Vec::new(),
+            })
+        }
+        Some((v, _)) => Err(StoreError(format!(
+            "peer record format version {v} is not known to this build (it knows 1 and {PEER_RECORD_V2})"
+        ))),
+        None => Err(StoreError("empty record".into())),
+    }
 }
 
 /// Which way events flow for a subscription.
@@ -294,6 +371,9 @@ pub enum ReceiveOutcome {
 pub enum ReceiveError {
     /// The message id was already used for a different message.
     IdReused(Uuid),
+    /// A subscribe would take the peer over its number of inbound
+    /// subscriptions (the limit given).
+    SubscriptionCap(usize),
     Storage(StoreError),
 }
 
@@ -492,7 +572,9 @@ impl<'txn> FedTables<'txn> {
     /// Queues a just-appended journal event, whole, for every active peer
     /// subscribed to its type (once per peer, however many patterns match).
     pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<(), StoreError> {
-        if self.routes.is_empty() {
+        // The system journal (tombstones naming the admin, key rotations) is
+        // never sent to a peer, whatever it subscribed to.
+        if self.routes.is_empty() || event.plan_id == super::admin::SYSTEM_PLAN {
             return Ok(());
         }
         let mut peers: Vec<&str> = self
@@ -544,7 +626,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.range::<&str>(..)? {
             let (_, v) = entry?;
-            out.push(decode(v.value())?);
+            out.push(decode_peer(v.value())?);
         }
         Ok(out)
     }
@@ -554,7 +636,7 @@ impl Store {
         let table = txn.open_table(FED_PEERS)?;
         table
             .get(instance_id)?
-            .map(|v| decode(v.value()))
+            .map(|v| decode_peer(v.value()))
             .transpose()
     }
 
@@ -562,12 +644,77 @@ impl Store {
     pub fn fed_put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
         self.fed_write(|txn| {
             txn.open_table(FED_PEERS)?
-                .insert(peer.instance_id.as_str(), encode(peer).as_slice())?;
+                .insert(peer.instance_id.as_str(), encode_peer(peer).as_slice())?;
             Ok(())
         })?;
         self.fed_refresh_routes()?;
         self.fed.outbox_grew();
         Ok(())
+    }
+
+    /// Adds `patterns` to the grants the local admin gave `peer` (keeping
+    /// those it has). Returns the updated record, or None for no such peer.
+    pub fn fed_allow(
+        &self,
+        peer: &str,
+        patterns: &[String],
+        now: i64,
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        self.fed_change_peer(peer, |record| {
+            for p in patterns {
+                if !record.allow.contains(p) {
+                    record.allow.push(p.clone());
+                }
+            }
+            record.updated_at = now;
+        })
+    }
+
+    /// Removes `patterns` from the grants the local admin gave `peer`.
+    pub fn fed_disallow(
+        &self,
+        peer: &str,
+        patterns: &[String],
+        now: i64,
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        self.fed_change_peer(peer, |record| {
+            record.allow.retain(|g| !patterns.contains(g));
+            record.updated_at = now;
+        })
+    }
+
+    /// Replaces the grants `[[peers]]` gives `peer` (at start and reload).
+    pub fn fed_set_config_allow(
+        &self,
+        peer: &str,
+        patterns: &[String],
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        self.fed_change_peer(peer, |record| record.config_allow = patterns.to_vec())
+    }
+
+    /// Reads, changes and writes one peer record in one transaction (so a
+    /// concurrent change, e.g. a key rotation, is not lost), then refreshes
+    /// the routing snapshot.
+    fn fed_change_peer(
+        &self,
+        peer: &str,
+        change: impl FnOnce(&mut PeerRecord),
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        let record = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_PEERS)?;
+            let Some(mut record) = table
+                .get(peer)?
+                .map(|v| decode_peer(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            change(&mut record);
+            table.insert(peer, encode_peer(&record).as_slice())?;
+            Ok(Some(record))
+        })?;
+        self.fed_refresh_routes()?;
+        Ok(record)
     }
 
     // ---- subscriptions -----------------------------------------------------
@@ -637,19 +784,22 @@ impl Store {
     /// Rebuilds the writer's routing snapshot: inbound subscriptions of active peers.
     pub fn fed_refresh_routes(&self) -> Result<(), StoreError> {
         let _serialized = self.fed.refresh.lock().unwrap_or_else(|e| e.into_inner());
-        let active: std::collections::HashSet<String> = self
+        let active: std::collections::HashMap<String, PeerRecord> = self
             .fed_peers()?
             .into_iter()
             .filter(|p| p.status == PeerStatus::Active)
-            .map(|p| p.instance_id)
+            .map(|p| (p.instance_id.clone(), p))
             .collect();
+        // A subscription routes only while the peer's grants cover it: a
+        // revoked grant stops the flow without deleting the subscription.
         let routes = self
             .fed_subscriptions()?
             .into_iter()
-            .filter(|s| s.direction == Direction::Inbound && active.contains(&s.peer))
+            .filter(|s| s.direction == Direction::Inbound)
             .filter_map(|s| {
-                Some(Route {
-                    pattern: TypePattern::parse(&s.pattern).ok()?,
+                let pattern = TypePattern::parse(&s.pattern).ok()?;
+                active.get(&s.peer)?.allows(&pattern).then_some(Route {
+                    pattern,
                     peer: s.peer,
                 })
             })
@@ -1105,6 +1255,54 @@ impl Store {
         Ok(out)
     }
 
+    /// A page of outbox rows in (peer, seq) order, after the row `after`
+    /// (peer, seq) if given, optionally of one peer and status.
+    pub fn fed_outbox_page(
+        &self,
+        peer: Option<&str>,
+        status: Option<DeliveryStatus>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lower = match (peer, after) {
+            // A cursor past the peer's rows: nothing left of that peer.
+            (Some(p), Some((ap, _))) if ap > p => return Ok(Vec::new()),
+            (Some(p), Some((ap, seq))) if ap == p => Excluded(outbox_key(p, seq)),
+            (Some(p), _) => Included(outbox_key(p, 0)),
+            (None, Some((ap, seq))) => Excluded(outbox_key(ap, seq)),
+            (None, None) => Unbounded,
+        };
+        let upper = peer.map(|p| outbox_key(p, u64::MAX));
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let bounds = (
+            match &lower {
+                Included(k) => Included(k.as_slice()),
+                Excluded(k) => Excluded(k.as_slice()),
+                Unbounded => Unbounded,
+            },
+            match &upper {
+                Some(k) => Included(k.as_slice()),
+                None => Unbounded,
+            },
+        );
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(bounds)? {
+            let (k, v) = entry?;
+            let record: OutboxRecord = decode(v.value())?;
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            let (peer, seq) = split_outbox_key(k.value())?;
+            out.push(OutboxEntry { peer, seq, record });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     // ---- inbox -------------------------------------------------------------
 
     /// Stores verified messages in one durable transaction, checking the
@@ -1223,6 +1421,7 @@ impl Store {
         m: &Incoming,
         pattern: &str,
         subscribe: bool,
+        max_subscriptions: usize,
     ) -> Result<ReceiveOutcome, ReceiveError> {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(redb::Durability::Immediate)
@@ -1263,6 +1462,20 @@ impl Store {
                     .map_err(StoreError::from)?
                     .is_none()
                 {
+                    // Counted in the same transaction, so concurrent
+                    // requests cannot go over the cap together.
+                    let prefix = sub_key(Direction::Inbound, &m.peer, "");
+                    let mut held = 0;
+                    for entry in subs.range(prefix.as_slice()..).map_err(StoreError::from)? {
+                        let (k, _) = entry.map_err(StoreError::from)?;
+                        if !k.value().starts_with(&prefix) {
+                            break;
+                        }
+                        held += 1;
+                    }
+                    if held >= max_subscriptions {
+                        return Err(ReceiveError::SubscriptionCap(max_subscriptions));
+                    }
                     let record = SubscriptionRecord { created_at: now };
                     subs.insert(key.as_slice(), encode(&record).as_slice())
                         .map_err(StoreError::from)?;
@@ -1332,7 +1545,7 @@ fn repin(txn: &WriteTransaction, peer: &str, rekey: &Rekey, now: i64) -> Result<
     let mut peers = txn.open_table(FED_PEERS)?;
     let mut record: PeerRecord = peers
         .get(peer)?
-        .map(|v| decode(v.value()))
+        .map(|v| decode_peer(v.value()))
         .transpose()?
         .ok_or_else(|| StoreError(format!("peer {peer:?} vanished during a key rotation")))?;
     if rekey.new_der == rekey.old_der {
@@ -1345,7 +1558,7 @@ fn repin(txn: &WriteTransaction, peer: &str, rekey: &Rekey, now: i64) -> Result<
     }
     record.public_key_der = rekey.new_der.clone();
     record.updated_at = now;
-    peers.insert(peer, encode(&record).as_slice())?;
+    peers.insert(peer, encode_peer(&record).as_slice())?;
     txn.open_table(FED_RETIRED_PEER_KEYS)?.insert(
         retired_peer_key(peer, &rekey.old_key_id).as_slice(),
         encode(&RetiredPeerKey {
@@ -1448,6 +1661,75 @@ mod tests {
         assert!(!range.contains(&outbox_key("beta2", 1)));
     }
 
+    fn peer(allow: &[&str], config_allow: &[&str]) -> PeerRecord {
+        PeerRecord {
+            instance_id: "beta".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            public_key_der: vec![1, 2, 3],
+            status: PeerStatus::Suspended,
+            added_at: 5,
+            updated_at: 6,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            config_allow: config_allow.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Peer records are version 2 (with grants); a version-1 record,
+    /// written before grants existed, still decodes, granting nothing.
+    #[test]
+    fn peer_records_round_trip_and_old_ones_decode_without_grants() {
+        let record = peer(&["step.>"], &["plan.*"]);
+        let bytes = encode_peer(&record);
+        assert_eq!(bytes[0], PEER_RECORD_V2);
+        let back = decode_peer(&bytes).unwrap();
+        assert_eq!(
+            (back.allow.clone(), back.config_allow.clone()),
+            (record.allow, record.config_allow)
+        );
+        assert_eq!(back.granted(), ["step.>", "plan.*"]);
+
+        let v1 = encode(&PeerRecordV1 {
+            instance_id: "beta".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            public_key_der: vec![1, 2, 3],
+            status: PeerStatus::Suspended,
+            added_at: 5,
+            updated_at: 6,
+        });
+        assert_eq!(v1[0], super::super::RECORD_VERSION);
+        let old = decode_peer(&v1).unwrap();
+        assert_eq!(
+            (
+                old.instance_id.as_str(),
+                old.public_key_der.as_slice(),
+                old.status,
+                old.added_at,
+                old.updated_at
+            ),
+            ("beta", &[1u8, 2, 3][..], PeerStatus::Suspended, 5, 6)
+        );
+        assert!(old.allow.is_empty() && old.config_allow.is_empty());
+        assert!(!old.allows(&TypePattern::parse("step.completed").unwrap()));
+
+        let mut future = bytes.clone();
+        future[0] = 3;
+        assert!(
+            decode_peer(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("version 3")
+        );
+    }
+
+    #[test]
+    fn grants_cover_subscriptions() {
+        let p = |s: &str| TypePattern::parse(s).unwrap();
+        let record = peer(&["step.>"], &["plan.created"]);
+        assert!(record.allows(&p("step.*")) && record.allows(&p("plan.created")));
+        assert!(!record.allows(&p(">")) && !record.allows(&p("plan.*")));
+        assert!(!peer(&[], &[]).allows(&p("step.completed")));
+    }
+
     /// Subscriptions committed concurrently must all end up in the routing
     /// snapshot: a stale snapshot installed last would silently queue
     /// nothing for a peer that was told it is subscribed.
@@ -1468,6 +1750,8 @@ mod tests {
                     status: PeerStatus::Active,
                     added_at: 0,
                     updated_at: 0,
+                    allow: vec![">".into()],
+                    config_allow: Vec::new(),
                 })
                 .unwrap();
         }
