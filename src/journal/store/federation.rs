@@ -1451,6 +1451,34 @@ fn check_continuity(
     Ok(continuity(kind, conflicts_with))
 }
 
+/// Longest peer-supplied text stored, in bytes.
+pub const MAX_PEER_TEXT: usize = 4096;
+
+/// Peer-supplied text made inert before it is stored or shown: control
+/// characters (and the bidirectional overrides that reorder a terminal
+/// line) become `\u{..}` escapes, and the result is cut to
+/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
+/// it as written, and it cannot move a cursor, recolour a terminal or
+/// forge a log line.
+pub fn inert_text(text: &str) -> String {
+    const CUT: &str = "…";
+    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT));
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        let piece = if c.is_control() || bidi {
+            format!("\\u{{{:x}}}", u32::from(c))
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > MAX_PEER_TEXT - CUT.len() {
+            out.push_str(CUT);
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1508,32 +1536,4 @@ mod tests {
         drop(store);
         writer.shutdown();
     }
-}
-
-/// Longest peer-supplied text stored, in bytes.
-pub const MAX_PEER_TEXT: usize = 4096;
-
-/// Peer-supplied text made inert before it is stored or shown: control
-/// characters (and the bidirectional overrides that reorder a terminal
-/// line) become `\u{..}` escapes, and the result is cut to
-/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
-/// it as written, and it cannot move a cursor, recolour a terminal or
-/// forge a log line.
-pub fn inert_text(text: &str) -> String {
-    const CUT: &str = "…";
-    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT));
-    for c in text.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        let piece = if c.is_control() || bidi {
-            format!("\\u{{{:x}}}", u32::from(c))
-        } else {
-            c.to_string()
-        };
-        if out.len() + piece.len() > MAX_PEER_TEXT - CUT.len() {
-            out.push_str(CUT);
-            break;
-        }
-        out.push_str(&piece);
-    }
-    out
 }

@@ -279,3 +279,79 @@ impl Store {
         Ok(step)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::federation::{Direction, PeerRecord, PeerStatus, inert_text};
+    use super::*;
+
+    #[test]
+    fn peer_text_is_escaped_and_capped() {
+        assert_eq!(
+            inert_text("a\u{1b}[31mb\r\n\u{202e}c é"),
+            r"a\u{1b}[31mb\u{d}\u{a}\u{202e}c é"
+        );
+        let long = inert_text(&"é".repeat(5000));
+        assert!(long.len() <= 4096 && long.ends_with('…'), "{}", long.len());
+        let escapes = inert_text(&"\u{7}".repeat(2000));
+        assert!(escapes.len() <= 4096 && !escapes.contains('\u{7}'));
+    }
+
+    #[test]
+    fn only_old_delivered_rows_go_and_the_newest_row_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
+        store
+            .fed_put_peer(&PeerRecord {
+                instance_id: "beta".into(),
+                base_url: "http://127.0.0.1:9".into(),
+                public_key_der: Vec::new(),
+                status: PeerStatus::Active,
+                added_at: 0,
+                updated_at: 0,
+            })
+            .unwrap();
+        store
+            .fed_put_subscription(Direction::Inbound, "beta", "t.>")
+            .unwrap();
+        for _ in 0..4 {
+            store.fed_publish("t.x", "{}").unwrap();
+        }
+        store.fed_mark_delivered("beta", &[1, 2]).unwrap();
+        store
+            .fed_mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
+            .unwrap();
+        let seqs = |store: &Store| -> Vec<u64> {
+            let rows = store.fed_outbox_list(None, None, 100).unwrap();
+            rows.iter().map(|e| e.seq).collect()
+        };
+        // Too recent: nothing goes.
+        let step = store.fed_prune_outbox(None, 0, 100).unwrap();
+        assert_eq!((step.removed, seqs(&store)), (0, vec![1, 2, 3, 4]));
+        // One row per call: the cursor carries on where it stopped.
+        let future = i64::MAX;
+        let mut after: Option<Vec<u8>> = None;
+        let mut removed = 0;
+        loop {
+            let step = store.fed_prune_outbox(after.as_deref(), future, 1).unwrap();
+            removed += step.removed;
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        // Delivered 1 and 2 go; dead 3 and pending 4 stay.
+        assert_eq!((removed, seqs(&store)), (2, vec![3, 4]));
+        store.fed_mark_delivered("beta", &[4]).unwrap();
+        store.fed_prune_outbox(None, future, 100).unwrap();
+        assert_eq!(seqs(&store), [3, 4], "the newest row keeps the seq");
+        store.fed_publish("t.x", "{}").unwrap();
+        assert_eq!(seqs(&store), [3, 4, 5]);
+        drop(store);
+        writer.shutdown();
+    }
+}
