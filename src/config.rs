@@ -60,7 +60,7 @@ pub struct FederationConfig {
 }
 
 /// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
-/// adds around one event (`routes::INCOMING_EXTRA_BYTES`, 16 KiB).
+/// adds around one event (`federation::intake::INCOMING_EXTRA_BYTES`, 16 KiB).
 pub const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + 16 * 1024;
 
 impl Default for FederationConfig {

@@ -38,7 +38,12 @@ pub fn spawn(
             match pass {
                 Ok(Ok([0, 0, 0])) => {}
                 Ok(Ok([outbox, inbox, idempotency])) => {
-                    tracing::info!(outbox, inbox, idempotency, "retention pass pruned old records");
+                    tracing::info!(
+                        outbox,
+                        inbox,
+                        idempotency,
+                        "retention pass pruned old records"
+                    );
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
                 Err(e) => tracing::error!(error = %e, "retention pass panicked"),

@@ -39,7 +39,13 @@ async fn inbound(node: &Node) -> Vec<Value> {
 
 /// Posts `body` and returns the status, the Retry-After header and the body.
 async fn post_raw(node: &Node, body: &Value) -> (u16, Option<String>, Value) {
-    let r = node.http.post(node.url(EVENT)).json(body).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url(EVENT))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let retry = r
         .headers()
@@ -223,7 +229,10 @@ async fn a_peer_over_its_byte_rate_gets_429() {
     }
     let (status, retry, body) = post_raw(&beta, &json!(note(3000))).await;
     assert_eq!(status, 429, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("byte rate"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("byte rate"),
+        "{body}"
+    );
     assert!(retry.is_some_and(|r| r.parse::<u64>().unwrap() >= 900));
     assert_eq!(inbound(&beta).await.len(), 2);
 }
@@ -294,8 +303,7 @@ fn hostile_peer() -> u16 {
             let mut seen = Vec::new();
             let mut buf = [0u8; 8192];
             // Read the headers and the declared body, then answer.
-            loop {
-                let Ok(n) = stream.read(&mut buf) else { break };
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }

@@ -143,8 +143,9 @@ pub fn check_signed(
 /// A request body as one message or a batch: (each message's text, borrowed
 /// from the body, and whether it was a batch).
 pub fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), Problem> {
-    let malformed =
-        |e: serde_json::Error| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string());
+    let malformed = |e: serde_json::Error| {
+        Problem::bad_request("invalid-json", "Malformed JSON", e.to_string())
+    };
     if !super::intake::is_batch(text) {
         return Ok((vec![serde_json::from_str(text).map_err(malformed)?], false));
     }
@@ -459,7 +460,14 @@ pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
     let mut verified = Vec::with_capacity(acks.len());
     for (raw, ack) in items.iter().zip(&acks) {
         let (peer, key) = active_peer(fed, &ack.instance_id)?;
-        check_signed(fed, &peer, &key, &parse_value(raw)?, &ack.key_id, ack.timestamp)?;
+        check_signed(
+            fed,
+            &peer,
+            &key,
+            &parse_value(raw)?,
+            &ack.key_id,
+            ack.timestamp,
+        )?;
         verified.push((peer.instance_id, ack));
     }
     for (peer, n) in count_by_peer(verified.iter().map(|(p, _)| p.as_str())) {

@@ -24,6 +24,10 @@ use crate::journal::chain::unsafe_integer_literal;
 
 /// Extra nesting allowed on `incoming/*`: message, journal event, batch.
 pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
+/// Room a message's envelope adds around an event the journal accepted;
+/// `[federation] incoming_max_body_bytes` should be at least
+/// `limits.max_body_bytes` plus this (its default is).
+pub(crate) const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
 
 /// A body a known, active peer sent to `/incoming/*`, still as text. It
 /// holds one of the `[federation] incoming_concurrency` permits until the

@@ -61,6 +61,17 @@ impl Federation {
         let fed_config = config.federation.clone();
         validate(&fed_config)?;
         store.fed_set_peer_quota(fed_config.peer_quota_bytes);
+        let room = config
+            .limits
+            .max_body_bytes
+            .saturating_add(intake::INCOMING_EXTRA_BYTES);
+        if fed_config.incoming_max_body_bytes < room {
+            tracing::warn!(
+                incoming_max_body_bytes = fed_config.incoming_max_body_bytes,
+                needed = room,
+                "federation.incoming_max_body_bytes is below limits.max_body_bytes + 16 KiB: peers cannot deliver events appended at the size limit"
+            );
+        }
         // reqwest is built without a default TLS provider; use ring (no aws-lc).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = config.server.data_dir.clone();

@@ -296,7 +296,10 @@ pub enum ReceiveError {
     IdReused(Uuid),
     /// Storing the messages would take the peer over its quota
     /// ([`Store::fed_set_peer_quota`]); nothing was stored.
-    OverQuota { used: u64, quota: u64 },
+    OverQuota {
+        used: u64,
+        quota: u64,
+    },
     Storage(StoreError),
 }
 

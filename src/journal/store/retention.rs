@@ -124,10 +124,8 @@ impl Store {
             let mut doomed = Vec::new();
             let mut scanned = 0;
             let range = match after {
-                Some(key) => outbox.range::<&[u8]>((
-                    std::ops::Bound::Excluded(key),
-                    std::ops::Bound::Unbounded,
-                ))?,
+                Some(key) => outbox
+                    .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
                 None => outbox.range::<&[u8]>(..)?,
             };
             for entry in range {
@@ -146,7 +144,9 @@ impl Store {
             for (key, message_id) in doomed {
                 let (peer, _) = split_outbox_key(&key)?;
                 let last = outbox
-                    .range(outbox_key(&peer, 0).as_slice()..=outbox_key(&peer, u64::MAX).as_slice())?
+                    .range(
+                        outbox_key(&peer, 0).as_slice()..=outbox_key(&peer, u64::MAX).as_slice(),
+                    )?
                     .next_back()
                     .transpose()?
                     .map(|(k, _)| k.value().to_vec());
@@ -241,10 +241,8 @@ impl Store {
             let mut table = txn.open_table(IDEMPOTENCY)?;
             let events = txn.open_table(EVENTS)?;
             let range = match after {
-                Some(key) => table.range::<&[u8]>((
-                    std::ops::Bound::Excluded(key),
-                    std::ops::Bound::Unbounded,
-                ))?,
+                Some(key) => table
+                    .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
                 None => table.range::<&[u8]>(..)?,
             };
             let mut doomed = Vec::new();
