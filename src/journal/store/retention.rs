@@ -82,6 +82,17 @@ pub(super) fn charge(
     Ok(())
 }
 
+/// Commits a pruning step, or drops it when it removed nothing: a pass
+/// over a table with nothing to prune costs no fsync.
+fn finish(txn: WriteTransaction, step: &PruneStep) -> Result<(), StoreError> {
+    if step.removed == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok(())
+}
+
 /// What one pruning call did, and where the next one goes on.
 #[derive(Debug, Default)]
 pub struct PruneStep {
@@ -158,7 +169,7 @@ impl Store {
                 step.removed += 1;
             }
         }
-        txn.commit()?;
+        finish(txn, &step)?;
         Ok(step)
     }
 
@@ -222,7 +233,7 @@ impl Store {
             usage.bytes = usage.bytes.saturating_sub(bytes);
             set_usage(&txn, &peer, usage)?;
         }
-        txn.commit()?;
+        finish(txn, &step)?;
         Ok(step)
     }
 
@@ -273,7 +284,7 @@ impl Store {
                 step.removed += 1;
             }
         }
-        txn.commit()?;
+        finish(txn, &step)?;
         Ok(step)
     }
 }
