@@ -102,6 +102,7 @@ async fn a_strangers_parallel_large_bodies_barely_raise_peak_memory() {
     );
     assert!(statuses.contains(&Some(403)), "{statuses:?}");
     let grown_mib = after.saturating_sub(before) / 1024;
+    eprintln!("peak RSS grew by {grown_mib} MiB under 200 parallel 1 MB bodies");
     assert!(
         grown_mib < 100,
         "peak RSS grew by {grown_mib} MiB ({before} KiB → {after} KiB)"
@@ -119,33 +120,37 @@ async fn incoming_requests_beyond_the_limit_get_503_and_large_bodies_413() {
         "",
     );
     let stranger = json!(signed("stranger", Uuid::new_v4(), "audit.note", json!({})));
-    // A slow sender holds the only permit: its body never completes.
-    let mut slow = TcpStream::connect(("127.0.0.1", beta.port)).unwrap();
-    slow.write_all(
-        format!("POST {EVENT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{")
-            .as_bytes(),
-    )
-    .unwrap();
-    let (retry, problem) = wait_for("a 503 while the permit is held", WAIT, || async {
-        let r = beta
-            .http
-            .post(beta.url(EVENT))
-            .json(&stranger)
-            .send()
-            .await
+    // A slow sender holds the only permit: its body never completes. If
+    // a probe took the permit first, that slow sender was refused: open
+    // another (the refused ones are closed by the server).
+    let mut slow = Vec::new();
+    let (retry, problem) = wait_for("a 503 while the permit is held", WAIT, || {
+        let mut holder = TcpStream::connect(("127.0.0.1", beta.port)).unwrap();
+        holder
+            .write_all(
+                format!("POST {EVENT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{")
+                    .as_bytes(),
+            )
             .unwrap();
-        if r.status() != 503 {
-            return None;
+        slow.push(holder);
+        let probe = beta.http.post(beta.url(EVENT)).json(&stranger).send();
+        async move {
+            // Give the holder's request time to reach its handler.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let r = probe.await.unwrap();
+            if r.status() != 503 {
+                return None;
+            }
+            let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert_eq!(content_type, "application/problem+json");
+            let retry = r.headers()["retry-after"].to_str().unwrap().to_string();
+            Some((retry, r.json::<Value>().await.unwrap()))
         }
-        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
-        assert_eq!(content_type, "application/problem+json");
-        let retry = r.headers()["retry-after"].to_str().unwrap().to_string();
-        Some((retry, r.json::<Value>().await.unwrap()))
     })
     .await;
     assert_eq!(retry, "1");
     assert_eq!(problem["status"], 503, "{problem}");
-    // The slow sender goes away: its permit is free again.
+    // The slow senders go away: the permit is free again.
     drop(slow);
     wait_for("the permit released", WAIT, || async {
         let (status, _, _) = post_raw(&beta, &stranger).await;
