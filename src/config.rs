@@ -49,7 +49,24 @@ pub struct FederationConfig {
     /// Accept messages and acks without `recipientId` (protocol v1) for one
     /// release, while peers upgrade.
     pub accept_protocol_v1: bool,
+    /// Requests on `/incoming/*` handled at once; more get 503 with Retry-After.
+    pub incoming_concurrency: usize,
+    /// Largest body accepted on `/incoming/*`, in bytes.
+    pub incoming_max_body_bytes: usize,
+    /// Bytes of received messages kept per peer; over it, 507 with Retry-After.
+    pub peer_quota_bytes: u64,
+    /// Sustained bytes per second each peer may send us.
+    pub peer_bytes_per_sec: u64,
+    /// Bytes a peer may send in a burst above the sustained rate.
+    pub peer_bytes_burst: u64,
+    /// Days delivered outbox rows and inbox dedupe records are kept; 0 prunes
+    /// everything older than now at the next pass.
+    pub keep_days: u64,
 }
+
+/// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
+/// adds around one event (`federation::intake::INCOMING_EXTRA_BYTES`, 16 KiB).
+pub const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + 16 * 1024;
 
 impl Default for FederationConfig {
     fn default() -> Self {
@@ -67,6 +84,12 @@ impl Default for FederationConfig {
             rate_limit_burst: 1000,
             max_subscriptions_per_peer: 32,
             accept_protocol_v1: false,
+            incoming_concurrency: 16,
+            incoming_max_body_bytes: DEFAULT_INCOMING_MAX_BODY_BYTES,
+            peer_quota_bytes: 1 << 30,
+            peer_bytes_per_sec: 10 << 20,
+            peer_bytes_burst: 32 << 20,
+            keep_days: 30,
         }
     }
 }
@@ -139,6 +162,13 @@ pub struct Limits {
     pub max_type_len: usize,
     pub max_actor_len: usize,
     pub request_timeout_secs: u64,
+    /// Days an Idempotency-Key is remembered after its event was appended.
+    #[serde(default = "default_keep_days")]
+    pub idempotency_keep_days: u64,
+}
+
+fn default_keep_days() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

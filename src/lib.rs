@@ -12,5 +12,6 @@ pub mod journal;
 pub mod metrics;
 pub mod notify;
 pub mod reload;
+pub mod retention;
 pub mod server;
 pub mod stream;

@@ -168,6 +168,12 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     // The store is open and both listeners are bound.
     crate::notify::notify("READY=1");
     crate::notify::spawn_watchdog(shutdown.clone());
+    crate::retention::spawn(
+        context.app.store.clone(),
+        config.federation.keep_days,
+        context.app.limits.clone(),
+        shutdown.clone(),
+    );
 
     spawn_signal_handler(shutdown.clone())?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use rsa::PublicKey;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::Federation;
 use super::identity::{self, key_id};
@@ -25,7 +26,8 @@ use crate::journal::store::{
 /// Most messages accepted in one request.
 pub const MAX_BATCH: usize = 1000;
 
-/// Per-peer token buckets: `rate` messages per second, up to `burst` saved.
+/// Per-peer token buckets: `rate` tokens (messages, or bytes) per second,
+/// up to `burst` saved.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
@@ -34,9 +36,15 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter::with_rates(f64::from(rate), f64::from(burst))
+    }
+
+    /// A limiter counting bytes: `rate` per second, `burst` saved. A single
+    /// request larger than the burst is let through when the bucket is full.
+    pub fn with_rates(rate: f64, burst: f64) -> RateLimiter {
         RateLimiter {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
+            rate,
+            burst,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -162,23 +170,43 @@ pub fn check_recipient(fed: &Federation, recipient: Option<&str>) -> Result<(), 
     }
 }
 
-/// A request body as one message or a batch: (messages as received, was it a batch).
-pub fn split_batch(body: Value) -> Result<(Vec<Value>, bool), Problem> {
-    match body {
-        Value::Array(items) if items.is_empty() || items.len() > MAX_BATCH => {
-            Err(Problem::bad_request(
-                "invalid-batch",
-                "Invalid batch",
-                format!("a batch holds 1 to {MAX_BATCH} messages"),
-            ))
-        }
-        Value::Array(items) => Ok((items, true)),
-        other => Ok((vec![other], false)),
+/// A request body as one message or a batch: (each message's text, borrowed
+/// from the body, and whether it was a batch).
+pub fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), Problem> {
+    let malformed = |e: serde_json::Error| {
+        Problem::bad_request("invalid-json", "Malformed JSON", e.to_string())
+    };
+    if !super::intake::is_batch(text) {
+        return Ok((vec![serde_json::from_str(text).map_err(malformed)?], false));
     }
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(Problem::bad_request(
+            "invalid-batch",
+            "Invalid batch",
+            format!("a batch holds 1 to {MAX_BATCH} messages"),
+        ));
+    }
+    Ok((items, true))
 }
 
-pub fn parse_message(value: &Value) -> Result<EventMessage, Problem> {
-    serde_json::from_value(value.clone()).map_err(|e| {
+/// A message's text as JSON, to check its signature over what was sent.
+fn parse_value(raw: &RawValue) -> Result<Value, Problem> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string()))
+}
+
+pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
+    // serde fills a struct from an array in field order: a message is an
+    // object, whatever else would deserialize.
+    if !raw.get().starts_with('{') {
+        return Err(Problem::bad_request(
+            "invalid-message",
+            "Invalid EventMessage",
+            "a message is a JSON object",
+        ));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| {
         Problem::bad_request(
             "invalid-message",
             "Invalid EventMessage",
@@ -190,11 +218,11 @@ pub fn parse_message(value: &Value) -> Result<EventMessage, Problem> {
 /// Verifies a batch of messages from one sender. Returns the sender.
 pub fn verify_batch(
     fed: &Federation,
-    values: &[Value],
+    items: &[&RawValue],
 ) -> Result<(PeerRecord, Vec<EventMessage>), Problem> {
-    let messages = values
+    let messages = items
         .iter()
-        .map(parse_message)
+        .map(|raw| parse_message(raw))
         .collect::<Result<Vec<_>, _>>()?;
     let sender = &messages[0].instance_id;
     if messages.iter().any(|m| &m.instance_id != sender) {
@@ -206,7 +234,9 @@ pub fn verify_batch(
     }
     let (peer, key) = active_peer(fed, sender)?;
     let pinned = key_id(&peer.public_key_der);
-    for (value, m) in values.iter().zip(&messages) {
+    for (raw, m) in items.iter().zip(&messages) {
+        // Built for the check and dropped: one message's tree at a time.
+        let value = &parse_value(raw)?;
         if m.key_id != pinned
             && let Some(der) = fed
                 .store
@@ -255,9 +285,9 @@ fn check_retired_redelivery(
 }
 
 /// Verifies, rate-limits, stores and acknowledges `/incoming/event`.
-pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
-    let (values, batch) = split_batch(body)?;
-    let (peer, messages) = verify_batch(fed, &values)?;
+pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
+    let (items, batch) = split_batch(body)?;
+    let (peer, messages) = verify_batch(fed, &items)?;
     let mut incoming = Vec::with_capacity(messages.len());
     let mut rekey = None;
     for m in &messages {
@@ -327,6 +357,8 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
             digest: m.content_digest(),
         });
     }
+    let bytes = incoming.iter().map(|m| m.payload.len()).sum();
+    rate_limit_bytes(fed, &peer.instance_id, bytes)?;
     rate_limit(fed, &peer.instance_id, messages.len())?;
     match fed.store.fed_receive_rekey(&incoming, rekey.as_ref()) {
         Ok(outcomes) => {
@@ -340,11 +372,7 @@ pub fn receive_events(fed: &Federation, body: Value) -> Result<Value, Problem> {
                 }
             }
         }
-        Err(ReceiveError::IdReused(id)) => return Err(id_reused(id)),
-        Err(ReceiveError::Storage(e)) => return Err(e.into()),
-        Err(ReceiveError::SubscriptionCap(_)) => {
-            return Err(Problem::internal("a subscription limit on an event"));
-        }
+        Err(e) => return Err(receive_error(&peer.instance_id, e)),
     }
     // Stored (fsynced): now acknowledge.
     let acks = messages
@@ -365,6 +393,46 @@ pub fn id_reused(id: uuid::Uuid) -> Problem {
         "Message id reused",
         format!("messageId {id} was already received with different content"),
     )
+}
+
+/// A refusal from the store as the peer sees it.
+pub fn receive_error(peer: &str, e: ReceiveError) -> Problem {
+    match e {
+        ReceiveError::IdReused(id) => id_reused(id),
+        ReceiveError::OverQuota { used, quota } => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "peer-quota-exceeded",
+            "Peer storage quota exceeded",
+            format!(
+                "peer {peer:?} has {used} bytes of messages stored here, and its quota is {quota}; retry after old messages are pruned"
+            ),
+        )
+        .with("retryAfter", QUOTA_RETRY_AFTER_SECS),
+        ReceiveError::SubscriptionCap(cap) => Problem::new(
+            StatusCode::CONFLICT,
+            "subscription-limit",
+            "Too many subscriptions",
+            format!("a peer may hold at most {cap} subscriptions here; unsubscribe from one first"),
+        ),
+        ReceiveError::Storage(e) => e.into(),
+    }
+}
+
+/// What a peer over its quota is told to wait: room comes back when the
+/// hourly retention pass prunes old messages.
+const QUOTA_RETRY_AFTER_SECS: u64 = 3600;
+
+/// Takes `bytes` (of payload) from `peer`'s byte rate limit, or answers 429.
+pub fn rate_limit_bytes(fed: &Federation, peer: &str, bytes: usize) -> Result<(), Problem> {
+    fed.byte_limiter.take(peer, bytes).map_err(|retry_after| {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many bytes",
+            format!("peer {peer:?} is over its byte rate limit; retry in {retry_after}s"),
+        )
+        .with("retryAfter", retry_after)
+    })
 }
 
 /// Takes `count` messages from `peer`'s rate limit, or answers 429 (the
@@ -421,12 +489,12 @@ fn journal_link(payload: &str) -> Option<JournalLink> {
 
 /// Verifies acks sent separately (`/incoming/event/ack`) and marks the
 /// acknowledged messages delivered. Returns how many were known.
-pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
-    let (values, _) = split_batch(body)?;
-    let acks = values
+pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
+    let (items, _) = split_batch(body)?;
+    let acks = items
         .iter()
-        .map(|v| {
-            serde_json::from_value::<EventAck>(v.clone()).map_err(|e| {
+        .map(|raw| {
+            serde_json::from_str::<EventAck>(raw.get()).map_err(|e| {
                 Problem::bad_request(
                     "invalid-ack",
                     "Invalid EventAck",
@@ -437,9 +505,16 @@ pub fn receive_acks(fed: &Federation, body: Value) -> Result<Value, Problem> {
         .collect::<Result<Vec<_>, _>>()?;
     // Verify every ack before acting on any: a rejected request changes nothing.
     let mut verified = Vec::with_capacity(acks.len());
-    for (value, ack) in values.iter().zip(&acks) {
+    for (raw, ack) in items.iter().zip(&acks) {
         let (peer, key) = active_peer(fed, &ack.instance_id)?;
-        check_signed(fed, &peer, &key, value, &ack.key_id, ack.timestamp)?;
+        check_signed(
+            fed,
+            &peer,
+            &key,
+            &parse_value(raw)?,
+            &ack.key_id,
+            ack.timestamp,
+        )?;
         check_recipient(fed, ack.recipient_id.as_deref())?;
         verified.push((peer.instance_id, ack));
     }

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rsa::sha2::Sha256;
 use rsa::{PrivateKey, PublicKey};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::journal::chain::{canonical_json, sha256};
@@ -64,11 +64,36 @@ pub struct EventAck {
 
 /// The exact bytes a signature covers: JCS of `value` without `signature`.
 pub fn signing_input(value: &Value) -> String {
-    let mut value = value.clone();
-    if let Value::Object(map) = &mut value {
-        map.remove("signature");
+    match value {
+        // Serialized in place: a received message is never copied to drop one member.
+        Value::Object(map) => serde_json_canonicalizer::to_string(&WithoutSignature(map))
+            .expect("a serde_json::Value always canonicalizes"),
+        other => canonical_json(other),
     }
-    canonical_json(&value)
+}
+
+/// An object seen without its `signature` member.
+struct WithoutSignature<'a>(&'a serde_json::Map<String, Value>);
+
+impl Serialize for WithoutSignature<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0.iter().filter(|(k, _)| *k != "signature") {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// What [`EventMessage::content_digest`] hashes, borrowed from the message.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Content<'a> {
+    message_id: &'a Uuid,
+    instance_id: &'a str,
+    event_type: &'a str,
+    payload: &'a Value,
 }
 
 /// Signs `input` (RSASSA-PSS, SHA-256, salt 32) and returns base64.
@@ -140,13 +165,15 @@ impl EventMessage {
     /// signed, so that a redelivery (new timestamp and signature) is
     /// recognised and a different message reusing the id is not.
     pub fn content_digest(&self) -> [u8; 32] {
-        let content = json!({
-            "messageId": self.message_id,
-            "instanceId": self.instance_id,
-            "eventType": self.event_type,
-            "payload": self.payload,
-        });
-        sha256(canonical_json(&content).as_bytes())
+        let content = Content {
+            message_id: &self.message_id,
+            instance_id: &self.instance_id,
+            event_type: &self.event_type,
+            payload: &self.payload,
+        };
+        let text = serde_json_canonicalizer::to_string(&content)
+            .expect("a serde_json::Value always canonicalizes");
+        sha256(text.as_bytes())
     }
 }
 
@@ -192,6 +219,31 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_content_digest_is_the_hash_of_the_canonical_content() {
+        let m = EventMessage {
+            message_id: Uuid::from_u128(7),
+            instance_id: "a".into(),
+            recipient_id: Some("b".into()),
+            event_type: "t.x".into(),
+            payload: json!({"z": 1.0, "a": [true, null, "é"]}),
+            timestamp: 1,
+            key_id: "k".into(),
+            signature: "s".into(),
+        };
+        let expected = json!({
+            "messageId": m.message_id,
+            "instanceId": m.instance_id,
+            "eventType": m.event_type,
+            "payload": m.payload,
+        });
+        assert_eq!(
+            m.content_digest(),
+            sha256(canonical_json(&expected).as_bytes())
+        );
+    }
 
     /// v2 messages carry `recipientId` under the signature; v1 messages
     /// (without it) still parse, and serialize back without it.

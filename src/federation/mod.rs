@@ -12,6 +12,7 @@
 
 pub mod identity;
 pub mod inbox;
+mod intake;
 pub mod message;
 pub mod outbox;
 pub mod peers;
@@ -36,6 +37,10 @@ pub struct Federation {
     pub config: FederationConfig,
     pub client: reqwest::Client,
     pub limiter: inbox::RateLimiter,
+    /// `[federation] peer_bytes_per_sec` and `peer_bytes_burst`.
+    pub byte_limiter: inbox::RateLimiter,
+    /// `[federation] incoming_concurrency` permits for `/incoming/*`.
+    pub(crate) incoming: Arc<tokio::sync::Semaphore>,
     /// Where the key files live (current, staged and retired keys).
     pub data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -55,6 +60,18 @@ impl Federation {
     ) -> Result<Arc<Federation>, String> {
         let fed_config = config.federation.clone();
         validate(&fed_config)?;
+        store.fed_set_peer_quota(fed_config.peer_quota_bytes);
+        let room = config
+            .limits
+            .max_body_bytes
+            .saturating_add(intake::INCOMING_EXTRA_BYTES);
+        if fed_config.incoming_max_body_bytes < room {
+            tracing::warn!(
+                incoming_max_body_bytes = fed_config.incoming_max_body_bytes,
+                needed = room,
+                "federation.incoming_max_body_bytes is below limits.max_body_bytes + 16 KiB: peers cannot deliver events appended at the size limit"
+            );
+        }
         // reqwest is built without a default TLS provider; use ring (no aws-lc).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = config.server.data_dir.clone();
@@ -88,6 +105,11 @@ impl Federation {
                 fed_config.rate_limit_per_sec,
                 fed_config.rate_limit_burst,
             ),
+            byte_limiter: inbox::RateLimiter::with_rates(
+                fed_config.peer_bytes_per_sec as f64,
+                fed_config.peer_bytes_burst as f64,
+            ),
+            incoming: intake::semaphore(fed_config.incoming_concurrency),
             identity,
             store,
             data_dir,
@@ -222,6 +244,11 @@ fn validate(c: &FederationConfig) -> Result<(), String> {
             "max_subscriptions_per_peer",
             c.max_subscriptions_per_peer as u64,
         ),
+        ("incoming_concurrency", c.incoming_concurrency as u64),
+        ("incoming_max_body_bytes", c.incoming_max_body_bytes as u64),
+        ("peer_quota_bytes", c.peer_quota_bytes),
+        ("peer_bytes_per_sec", c.peer_bytes_per_sec),
+        ("peer_bytes_burst", c.peer_bytes_burst),
     ];
     for (key, value) in positive {
         if value == 0 {

@@ -1,7 +1,7 @@
 //! Delivery: one worker per peer sends that peer's outbox in order, in
 //! batches, signing each message at send time. A message is `delivered` only
 //! on a verified ack; failures are retried with exponential backoff and
-//! jitter (honouring `Retry-After` on 429 and 503) until the configured
+//! jitter (honouring `Retry-After` on 429, 503 and 507) until the configured
 //! attempts or age, then the message is `dead` until retried by an admin.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use super::identity::{self, OwnKey};
 use super::inbox;
 use super::message::{EventAck, EventMessage, now_ms};
 use super::{Federation, read_peer_json};
-use crate::journal::store::{OutboxRecord, PeerRecord, PeerStatus};
+use crate::journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
 
 /// Path messages are delivered to on the peer.
 pub const EVENT_PATH: &str = "/api/v1/federation/incoming/event";
@@ -268,8 +268,11 @@ async fn send(
         .map_err(|e| fail(format!("sending to {url}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
-        let busy =
-            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        // Busy or full (507: over its quota of our messages): the peer will
+        // take the batch later, so wait as it says rather than split it.
+        let busy = status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::INSUFFICIENT_STORAGE;
         let retry_after = if busy {
             response
                 .headers()
@@ -286,7 +289,8 @@ async fn send(
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
         return Err(Failure {
-            error: format!("HTTP {status}: {detail}"),
+            // The peer's words are logged and stored: inert.
+            error: format!("HTTP {status}: {}", inert_text(&detail)),
             retry_after,
             refused: !busy,
         });

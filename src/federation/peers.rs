@@ -14,7 +14,7 @@ use super::message::{PROTOCOL_V1, PROTOCOL_VERSION};
 use crate::config::PeerConfig;
 use crate::journal::event::Timestamp;
 use crate::journal::registry::TypePattern;
-use crate::journal::store::{PeerRecord, PeerStatus};
+use crate::journal::store::{PeerRecord, PeerStatus, inert_text};
 
 /// Path of the identity document on every instance.
 pub const INSTANCE_PATH: &str = "/api/v1/federation/instance";
@@ -137,19 +137,24 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
     let doc: Value = super::read_peer_json(response)
         .await
         .map_err(|e| format!("reading {url}: {e}"))?;
+    // What the peer's document says is quoted in errors and logs: inert.
     let instance_id = doc
         .get("instanceId")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let instance_id = inert_text(instance_id);
     if instance_id != spec.instance_id {
         return Err(format!(
             "{url} says it is {instance_id:?}, not {:?}",
             spec.instance_id
         ));
     }
-    let version = doc.get("protocolVersion").and_then(Value::as_str);
-    let v1_ok = fed.config.accept_protocol_v1 && version == Some(PROTOCOL_V1);
-    if version != Some(PROTOCOL_VERSION) && !v1_ok {
+    let version = doc
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .map(inert_text);
+    let v1_ok = fed.config.accept_protocol_v1 && version.as_deref() == Some(PROTOCOL_V1);
+    if version.as_deref() != Some(PROTOCOL_VERSION) && !v1_ok {
         return Err(format!(
             "{url} speaks protocol {version:?}, not {PROTOCOL_VERSION:?}"
         ));

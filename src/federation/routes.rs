@@ -16,12 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Federation;
 use super::identity;
 use super::inbox;
+use super::intake::{IncomingBody, is_batch};
 use super::message::{
     EventAck, EventMessage, PROTOCOL_VERSION, SUBSCRIBE_TYPE, UNSUBSCRIBE_TYPE, now_ms,
 };
@@ -116,98 +118,61 @@ async fn instance(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// A body sent by a peer. It is read under the configured limits, with room
-/// for what federation adds around an event the journal accepted: the
-/// message and the journal event wrap its payload (two levels), a batch is
-/// an array (one more), and the envelope adds a few hundred bytes per
-/// message. Without the room, an event appended at the limits could never
-/// be delivered.
-struct IncomingBody(Value);
-
-/// Extra nesting allowed on `incoming/*`: message, journal event, batch.
-const INCOMING_EXTRA_DEPTH: usize = 3;
-/// Extra bytes allowed on `incoming/*` for one message's envelope.
-const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
-
-impl axum::extract::FromRequest<AppState> for IncomingBody {
-    type Rejection = Problem;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
-        let mut limits = state.limits.current().as_ref().clone();
-        limits.max_json_depth = limits.max_json_depth.saturating_add(INCOMING_EXTRA_DEPTH);
-        limits.max_body_bytes = limits.max_body_bytes.saturating_add(INCOMING_EXTRA_BYTES);
-        let relaxed = AppState {
-            limits: Arc::new(crate::reload::Reloadable::new(limits)),
-            ..state.clone()
-        };
-        let JsonBody(value) = JsonBody::from_request(req, &relaxed).await?;
-        Ok(IncomingBody(value))
-    }
-}
-
-/// A 429 carries its `Retry-After` header.
-fn answer(result: Result<Value, Problem>) -> Response {
+/// A problem with `retryAfter` (429, 503, 507) carries a `Retry-After` header.
+pub(crate) fn answer(result: Result<Value, Problem>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
-        Err(problem) if problem.status == StatusCode::TOO_MANY_REQUESTS => {
-            let seconds = problem
-                .extra
-                .get("retryAfter")
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            let mut response = problem.into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
-        Err(problem) => problem.into_response(),
+        Err(problem) => match problem.extra.get("retryAfter").and_then(Value::as_u64) {
+            Some(seconds) => {
+                let mut response = problem.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                response
+            }
+            None => problem.into_response(),
+        },
     }
 }
 
-async fn incoming_event(
-    State(state): State<AppState>,
-    IncomingBody(body): IncomingBody,
-) -> Response {
+// The body (and its concurrency permit) moves into the blocking task and is
+// dropped when the work is done.
+async fn incoming_event(State(state): State<AppState>, body: IncomingBody) -> Response {
     let fed = fed(&state);
-    answer(blocking(move || inbox::receive_events(&fed, body)).await)
+    answer(blocking(move || inbox::receive_events(&fed, &body.text)).await)
 }
 
-async fn incoming_ack(State(state): State<AppState>, IncomingBody(body): IncomingBody) -> Response {
+async fn incoming_ack(State(state): State<AppState>, body: IncomingBody) -> Response {
     let fed = fed(&state);
-    answer(blocking(move || inbox::receive_acks(&fed, body)).await)
+    answer(blocking(move || inbox::receive_acks(&fed, &body.text)).await)
 }
 
-async fn incoming_subscribe(
-    State(state): State<AppState>,
-    IncomingBody(body): IncomingBody,
-) -> Response {
+async fn incoming_subscribe(State(state): State<AppState>, body: IncomingBody) -> Response {
     answer(incoming_control(state, body, SUBSCRIBE_TYPE).await)
 }
 
-async fn incoming_unsubscribe(
-    State(state): State<AppState>,
-    IncomingBody(body): IncomingBody,
-) -> Response {
+async fn incoming_unsubscribe(State(state): State<AppState>, body: IncomingBody) -> Response {
     answer(incoming_control(state, body, UNSUBSCRIBE_TYPE).await)
 }
 
 /// A peer asks us to start (or stop) sending it events matching a pattern.
 async fn incoming_control(
     state: AppState,
-    body: Value,
+    body: IncomingBody,
     expected_type: &'static str,
 ) -> Result<Value, Problem> {
     let fed = fed(&state);
     blocking(move || {
-        if body.is_array() {
+        if is_batch(&body.text) {
             return Err(Problem::bad_request(
                 "invalid-message",
                 "Invalid EventMessage",
                 "send one subscription request, not a batch",
             ));
         }
-        let (peer, messages) = inbox::verify_batch(&fed, std::slice::from_ref(&body))?;
+        let raw: &RawValue = serde_json::from_str(&body.text)
+            .map_err(|e| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string()))?;
+        let (peer, messages) = inbox::verify_batch(&fed, &[raw])?;
         let message = &messages[0];
         if message.event_type != expected_type {
             return Err(Problem::unprocessable(
@@ -246,7 +211,6 @@ async fn incoming_control(
             }
             // A replay: acknowledged again, applied once.
             Ok(ReceiveOutcome::Redelivered) => {}
-            Err(ReceiveError::IdReused(id)) => return Err(inbox::id_reused(id)),
             Err(ReceiveError::SubscriptionCap(cap)) => {
                 crate::metrics::observe_refused_subscription(&peer.instance_id, "limit");
                 tracing::warn!(peer = %peer.instance_id, pattern, cap, "refused a peer's subscription: over its limit");
@@ -257,7 +221,7 @@ async fn incoming_control(
                     format!("a peer may hold at most {cap} subscriptions here; unsubscribe from one first"),
                 ));
             }
-            Err(ReceiveError::Storage(e)) => return Err(e.into()),
+            Err(e) => return Err(inbox::receive_error(&peer.instance_id, e)),
         }
         inbox::sign_ack(&fed, &peer.instance_id, message)
     })
@@ -493,7 +457,8 @@ async fn control(
             .and_then(Value::as_str)
             .unwrap_or_default();
         return Err(peer_error(format!(
-            "{url} answered HTTP {status}: {detail}"
+            "{url} answered HTTP {status}: {}",
+            crate::journal::store::inert_text(detail)
         )));
     }
     let ack: EventAck = from_object(answer.clone())

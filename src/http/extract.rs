@@ -112,7 +112,7 @@ impl FromRequest<AppState> for JsonBody {
 }
 
 /// `application/json`, or any `application/<x>+json`, with optional parameters.
-fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+pub(crate) fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {
         return false;
     };

@@ -374,6 +374,12 @@ pub enum ReceiveError {
     /// A subscribe would take the peer over its number of inbound
     /// subscriptions (the limit given).
     SubscriptionCap(usize),
+    /// Storing the messages would take the peer over its quota
+    /// ([`Store::fed_set_peer_quota`]); nothing was stored.
+    OverQuota {
+        used: u64,
+        quota: u64,
+    },
     Storage(StoreError),
 }
 
@@ -441,6 +447,8 @@ pub struct FedShared {
     inbox_changed: watch::Sender<u64>,
     /// Bumped when dead messages are put back in the queue, so workers rescan.
     requeued: watch::Sender<u64>,
+    /// Most bytes of inbox records stored per peer (see `retention`).
+    pub(super) peer_quota: std::sync::atomic::AtomicU64,
 }
 
 impl Default for FedShared {
@@ -451,6 +459,7 @@ impl Default for FedShared {
             outbox_changed: watch::channel(0).0,
             inbox_changed: watch::channel(0).0,
             requeued: watch::channel(0).0,
+            peer_quota: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -468,7 +477,7 @@ impl FedShared {
     }
 }
 
-fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
+pub(super) fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(peer.len() + 9);
     key.extend_from_slice(peer.as_bytes());
     key.push(0);
@@ -476,7 +485,7 @@ fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
+pub(super) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
     let bad = || StoreError("corrupt outbox key".into());
     if key.len() < 9 || key[key.len() - 9] != 0 {
         return Err(bad());
@@ -961,12 +970,14 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let now = Timestamp::now().millis();
         let mut dead = 0;
+        // The error quotes what the peer answered: stored inert.
+        let error = inert_text(error);
         self.fed_update_outbox(peer, seqs, false, |r| {
             if !r.status.is_open() {
                 return;
             }
             r.attempts = r.attempts.saturating_add(1);
-            r.last_error = Some(error.to_string());
+            r.last_error = Some(error.clone());
             r.updated_at = now;
             r.next_attempt_at = next_attempt_at;
             if r.attempts >= max_attempts || now - r.created_at >= max_age_ms {
@@ -1327,6 +1338,7 @@ impl Store {
             .map_err(StoreError::from)?;
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut stored = 0;
+        let mut charged = 0;
         {
             let mut inbox = txn.open_table(FED_INBOX).map_err(StoreError::from)?;
             let mut positions = txn
@@ -1371,6 +1383,7 @@ impl Store {
                     inbox
                         .insert(id, encode(&record).as_slice())
                         .map_err(StoreError::from)?;
+                    charged += super::retention::inbox_record_bytes(&record);
                     outcomes.push(ReceiveOutcome::Stored);
                     continue;
                 }
@@ -1399,9 +1412,14 @@ impl Store {
                     .insert(id, encode(&record).as_slice())
                     .map_err(StoreError::from)?;
                 positions.insert(position, id).map_err(StoreError::from)?;
+                charged += super::retention::inbox_record_bytes(&record);
                 outcomes.push(ReceiveOutcome::Stored);
                 stored += 1;
             }
+        }
+        // One sender per request (the inbox refuses mixed batches).
+        if let Some(m) = messages.first() {
+            super::retention::charge(self, &txn, &m.peer, charged)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if stored > 0 {
@@ -1454,6 +1472,8 @@ impl Store {
             inbox
                 .insert(id, encode(&record).as_slice())
                 .map_err(StoreError::from)?;
+            let bytes = super::retention::inbox_record_bytes(&record);
+            super::retention::charge(self, &txn, &m.peer, bytes)?;
             let mut subs = txn.open_table(FED_SUBS).map_err(StoreError::from)?;
             let key = sub_key(Direction::Inbound, &m.peer, pattern);
             if subscribe {
@@ -1645,6 +1665,34 @@ fn check_continuity(
         )?;
     }
     Ok(continuity(kind, conflicts_with))
+}
+
+/// Longest peer-supplied text stored, in bytes.
+pub const MAX_PEER_TEXT: usize = 4096;
+
+/// Peer-supplied text made inert before it is stored or shown: control
+/// characters (and the bidirectional overrides that reorder a terminal
+/// line) become `\u{..}` escapes, and the result is cut to
+/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
+/// it as written, and it cannot move a cursor, recolour a terminal or
+/// forge a log line.
+pub fn inert_text(text: &str) -> String {
+    const CUT: &str = "…";
+    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT));
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        let piece = if c.is_control() || bidi {
+            format!("\\u{{{:x}}}", u32::from(c))
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > MAX_PEER_TEXT - CUT.len() {
+            out.push_str(CUT);
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
 }
 
 #[cfg(test)]

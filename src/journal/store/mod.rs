@@ -30,7 +30,9 @@ use super::keys::Keyring;
 
 pub mod admin;
 mod federation;
+mod retention;
 pub use federation::*;
+pub use retention::PruneStep;
 
 type EventKey = [u8; 24];
 
@@ -322,6 +324,7 @@ impl Store {
         txn.open_table(IDEMPOTENCY)?;
         admin::create_tables(&txn)?;
         federation::create_tables(&txn)?;
+        retention::create_tables(&txn)?;
         txn.commit()?;
 
         let db = Arc::new(db);

@@ -1,0 +1,264 @@
+//! What a request to `/incoming/*` costs before we know who sent it: almost
+//! nothing. Anyone can reach these routes, so the body is read only under a
+//! concurrency limit and a size cap, and only its envelope (`instanceId`,
+//! `keyId` of each message) is parsed, borrowing from the body, before the
+//! sender is checked. An unknown or inactive sender gets 403 before its
+//! payload is looked at; a known one gets its messages parsed one at a
+//! time from the same buffer (see `inbox`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::inbox::{self, MAX_BATCH};
+use crate::http::AppState;
+use crate::http::problem::Problem;
+use crate::journal::chain::unsafe_integer_literal;
+
+/// Extra nesting allowed on `incoming/*`: message, journal event, batch.
+pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
+/// Room a message's envelope adds around an event the journal accepted;
+/// `[federation] incoming_max_body_bytes` should be at least
+/// `limits.max_body_bytes` plus this (its default is).
+pub(crate) const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
+
+/// A body a known, active peer sent to `/incoming/*`, still as text. It
+/// holds one of the `[federation] incoming_concurrency` permits until the
+/// handler drops it.
+pub(crate) struct IncomingBody {
+    pub text: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The only members read before the sender is known. Everything else in
+/// the message (the payload above all) is skipped without being built.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    instance_id: Cow<'a, str>,
+    #[serde(borrow)]
+    #[allow(dead_code)] // Required: a message without it is refused unread.
+    key_id: Cow<'a, str>,
+}
+
+impl FromRequest<AppState> for IncomingBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        read(req, state)
+            .await
+            .map_err(|problem| super::routes::answer(Err(problem)))
+    }
+}
+
+async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
+    let fed = state.federation.clone();
+    // Taken before the body is read: beyond the limit nothing is buffered.
+    let permit = fed.incoming.clone().try_acquire_owned().map_err(|_| {
+        Problem::unavailable(format!(
+            "more than {} federation requests are being handled; retry shortly",
+            fed.config.incoming_concurrency
+        ))
+        .with("retryAfter", 1)
+    })?;
+    if !crate::http::extract::is_json(req.headers().get(header::CONTENT_TYPE)) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let limits = state.limits.current();
+    let cap = fed.config.incoming_max_body_bytes;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the request body exceeds {cap} bytes"),
+        )
+        .with("max_body_bytes", cap)
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), cap);
+    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    let bytes = match tokio::time::timeout(timeout, body.collect()).await {
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                format!(
+                    "the request body was not received within {}s",
+                    limits.request_timeout_secs
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(Problem::bad_request(
+                "invalid-body",
+                "Unreadable request body",
+                format!("the request body could not be read: {e}"),
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    // Usually takes the buffer over without a copy.
+    let text = String::from_utf8(Vec::from(bytes)).map_err(|_| malformed("not UTF-8"))?;
+    let max_depth = limits.max_json_depth.saturating_add(INCOMING_EXTRA_DEPTH);
+    if raw_depth(text.as_bytes()) > max_depth {
+        return Err(Problem::bad_request(
+            "json-too-deep",
+            "JSON nested too deeply",
+            format!("the request body nests deeper than {max_depth} levels"),
+        ));
+    }
+    let sender = sender_of(&text)?;
+    let check = fed.clone();
+    tokio::task::spawn_blocking(move || inbox::active_peer(&check, &sender).map(|_| ()))
+        .await
+        .map_err(|e| Problem::internal(format!("task failed: {e}")))??;
+    // From a known peer: now the rest of the checks the journal makes.
+    if let Some(literal) = unsafe_integer_literal(text.as_bytes()) {
+        return Err(Problem::unprocessable(
+            "unsafe-integer",
+            "Integer out of range",
+            format!(
+                "the integer {literal} is outside ±(2^53-1): JSON numbers are IEEE-754 doubles (RFC 8785), so it would not be stored exactly; send it as a string"
+            ),
+        ));
+    }
+    Ok(IncomingBody {
+        text,
+        _permit: permit,
+    })
+}
+
+fn malformed(detail: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(
+        "invalid-json",
+        "Malformed JSON",
+        format!("the request body is not valid JSON: {detail}"),
+    )
+}
+
+/// Whether the body is a batch (an array), from its first significant byte.
+pub(crate) fn is_batch(text: &str) -> bool {
+    text.trim_start().starts_with('[')
+}
+
+/// The one instance that sent every message of the body, read from the
+/// envelopes only. A batch from several senders is refused.
+fn sender_of(text: &str) -> Result<String, Problem> {
+    let invalid = |e: serde_json::Error| {
+        if e.is_syntax() || e.is_eof() {
+            malformed(e)
+        } else {
+            Problem::bad_request(
+                "invalid-message",
+                "Invalid EventMessage",
+                format!("{e}; every message names its sender: {{instanceId, keyId, …}}"),
+            )
+        }
+    };
+    let envelopes: Vec<Envelope<'_>> = if is_batch(text) {
+        serde_json::from_str(text).map_err(invalid)?
+    } else {
+        vec![serde_json::from_str(text).map_err(invalid)?]
+    };
+    if envelopes.is_empty() || envelopes.len() > MAX_BATCH {
+        return Err(Problem::bad_request(
+            "invalid-batch",
+            "Invalid batch",
+            format!("a batch holds 1 to {MAX_BATCH} messages"),
+        ));
+    }
+    let sender = &envelopes[0].instance_id;
+    if envelopes.iter().any(|e| &e.instance_id != sender) {
+        return Err(Problem::bad_request(
+            "invalid-batch",
+            "Invalid batch",
+            "all messages of a batch must come from one instance",
+        ));
+    }
+    Ok(sender.to_string())
+}
+
+/// How deep arrays and objects nest in JSON text, without parsing it
+/// (brackets inside strings do not count). Malformed text is the parser's
+/// business; this only bounds what the parser will be given.
+fn raw_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Shared with the routes: the permits of `[federation] incoming_concurrency`.
+pub(crate) fn semaphore(permits: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(permits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert_eq!(raw_depth(b"1"), 0);
+        assert_eq!(raw_depth(br#"{"a":[1,{"b":"[[[{{"}]}"#), 3);
+        assert_eq!(raw_depth(br#"["\"[[", [[]]]"#), 3);
+    }
+
+    #[test]
+    fn the_sender_comes_from_the_envelopes_alone() {
+        let one = r#"{"instanceId":"a","keyId":"k","payload":{"x":[1,2,3]},"extra":true}"#;
+        assert_eq!(sender_of(one).unwrap(), "a");
+        let batch = format!("[{one},{one}]");
+        assert_eq!(sender_of(&batch).unwrap(), "a");
+        let mixed = format!(r#"[{one},{{"instanceId":"b","keyId":"k"}}]"#);
+        assert_eq!(sender_of(&mixed).unwrap_err().kind, "invalid-batch");
+        assert_eq!(sender_of("[]").unwrap_err().kind, "invalid-batch");
+        assert_eq!(
+            sender_of(r#"{"keyId":"k"}"#).unwrap_err().kind,
+            "invalid-message"
+        );
+        assert_eq!(sender_of("{").unwrap_err().kind, "invalid-json");
+    }
+}

@@ -1,0 +1,368 @@
+//! Bounded storage: the per-peer quota on received messages, and the
+//! retention passes that prune old delivered outbox rows, old inbox
+//! (dedupe) records and old idempotency records.
+//!
+//! Table:
+//! - `fed_peer_usage`: peer instance id → bytes of inbox records stored for it
+//!
+//! Every pruning call is one bounded write transaction: it looks at no more
+//! than `max_scan` rows after a cursor and returns the cursor to go on from,
+//! so the journal writer never waits long behind it. Only delivered outbox
+//! rows are pruned, never pending, retrying or dead ones. The newest outbox
+//! row of each peer and the newest positioned inbox record are always kept:
+//! the next seq and the next inbox position are counted on from them, and a
+//! follower's cursor must never be handed out twice.
+
+use std::sync::atomic::Ordering;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::federation::{
+    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, InboxRecord,
+    OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
+};
+use super::{EVENTS, IDEMPOTENCY, IdempotencyRecord, Store, StoreError, decode, encode, event_key};
+
+const FED_PEER_USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peer_usage");
+
+/// Bytes accounted for one stored inbox record: its key and encoded value.
+pub(super) fn inbox_record_bytes(record: &InboxRecord) -> u64 {
+    (16 + encode(record).len()) as u64
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Usage {
+    bytes: u64,
+}
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(FED_PEER_USAGE)?;
+    Ok(())
+}
+
+fn usage_of(txn: &WriteTransaction, peer: &str) -> Result<Usage, StoreError> {
+    let table = txn.open_table(FED_PEER_USAGE)?;
+    let usage = table
+        .get(peer)?
+        .map(|v| decode::<Usage>(v.value()))
+        .transpose()?;
+    Ok(usage.unwrap_or_default())
+}
+
+fn set_usage(txn: &WriteTransaction, peer: &str, usage: Usage) -> Result<(), StoreError> {
+    let mut table = txn.open_table(FED_PEER_USAGE)?;
+    table.insert(peer, encode(&usage).as_slice())?;
+    Ok(())
+}
+
+/// Adds `bytes` to `peer`'s usage inside `txn`, or refuses (the caller
+/// drops the transaction, so nothing of the request is stored) when that
+/// would go over the quota.
+pub(super) fn charge(
+    store: &Store,
+    txn: &WriteTransaction,
+    peer: &str,
+    bytes: u64,
+) -> Result<(), ReceiveError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let mut usage = usage_of(txn, peer)?;
+    let quota = store.fed.peer_quota.load(Ordering::Relaxed);
+    let after = usage.bytes.saturating_add(bytes);
+    if after > quota {
+        return Err(ReceiveError::OverQuota {
+            used: usage.bytes,
+            quota,
+        });
+    }
+    usage.bytes = after;
+    set_usage(txn, peer, usage)?;
+    Ok(())
+}
+
+/// Commits a pruning step, or drops it when it removed nothing: a pass
+/// over a table with nothing to prune costs no fsync.
+fn finish(txn: WriteTransaction, step: &PruneStep) -> Result<(), StoreError> {
+    if step.removed == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+/// What one pruning call did, and where the next one goes on.
+#[derive(Debug, Default)]
+pub struct PruneStep {
+    pub removed: usize,
+    /// The key to continue after; `None` when the table was scanned to its end.
+    pub next: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Sets the per-peer quota on stored received messages, in bytes.
+    pub fn fed_set_peer_quota(&self, bytes: u64) {
+        self.fed.peer_quota.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of received messages stored for `peer`.
+    pub fn fed_peer_usage(&self, peer: &str) -> Result<u64, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_PEER_USAGE)?;
+        let usage = table
+            .get(peer)?
+            .map(|v| decode::<Usage>(v.value()))
+            .transpose()?;
+        Ok(usage.unwrap_or_default().bytes)
+    }
+
+    /// Removes delivered outbox rows last updated before `cutoff_ms`,
+    /// looking at up to `max_scan` rows after `after`.
+    pub fn fed_prune_outbox(
+        &self,
+        after: Option<&[u8]>,
+        cutoff_ms: i64,
+        max_scan: usize,
+    ) -> Result<PruneStep, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut step = PruneStep::default();
+        {
+            let mut outbox = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut doomed = Vec::new();
+            let mut scanned = 0;
+            let range = match after {
+                Some(key) => outbox
+                    .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
+                None => outbox.range::<&[u8]>(..)?,
+            };
+            for entry in range {
+                let (k, v) = entry?;
+                scanned += 1;
+                let key = k.value().to_vec();
+                let record: OutboxRecord = decode(v.value())?;
+                if record.status == DeliveryStatus::Delivered && record.updated_at < cutoff_ms {
+                    doomed.push((key.clone(), record.message_id));
+                }
+                if scanned >= max_scan {
+                    step.next = Some(key);
+                    break;
+                }
+            }
+            for (key, message_id) in doomed {
+                let (peer, _) = split_outbox_key(&key)?;
+                let last = outbox
+                    .range(
+                        outbox_key(&peer, 0).as_slice()..=outbox_key(&peer, u64::MAX).as_slice(),
+                    )?
+                    .next_back()
+                    .transpose()?
+                    .map(|(k, _)| k.value().to_vec());
+                if last.as_deref() == Some(key.as_slice()) {
+                    continue;
+                }
+                outbox.remove(key.as_slice())?;
+                ids.remove(message_id)?;
+                step.removed += 1;
+            }
+        }
+        finish(txn, &step)?;
+        Ok(step)
+    }
+
+    /// Removes inbox records (the dedupe records of received messages and
+    /// control requests) received before `cutoff_ms`, looking at up to
+    /// `max_scan` records after the message id `after`, and gives their
+    /// bytes back to their peer's quota.
+    pub fn fed_prune_inbox(
+        &self,
+        after: Option<&[u8]>,
+        cutoff_ms: i64,
+        max_scan: usize,
+    ) -> Result<PruneStep, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut step = PruneStep::default();
+        let mut freed: std::collections::HashMap<String, u64> = Default::default();
+        {
+            let mut inbox = txn.open_table(FED_INBOX)?;
+            let mut positions = txn.open_table(FED_INBOX_POSITIONS)?;
+            let last_position = positions.last()?.map_or(0, |(k, _)| k.value());
+            let start: [u8; 16] = match after {
+                Some(key) => key
+                    .try_into()
+                    .map_err(|_| StoreError("corrupt inbox cursor".into()))?,
+                None => [0; 16],
+            };
+            let range = match after {
+                Some(_) => inbox.range::<[u8; 16]>((
+                    std::ops::Bound::Excluded(start),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => inbox.range::<[u8; 16]>(..)?,
+            };
+            let mut doomed = Vec::new();
+            let mut scanned = 0;
+            for entry in range {
+                let (k, v) = entry?;
+                scanned += 1;
+                let id = k.value();
+                let record: InboxRecord = decode(v.value())?;
+                let newest = record.position != 0 && record.position == last_position;
+                if record.received_at < cutoff_ms && !newest {
+                    doomed.push((id, record));
+                }
+                if scanned >= max_scan {
+                    step.next = Some(id.to_vec());
+                    break;
+                }
+            }
+            for (id, record) in doomed {
+                inbox.remove(id)?;
+                if record.position != 0 {
+                    positions.remove(record.position)?;
+                }
+                *freed.entry(record.peer.clone()).or_default() += inbox_record_bytes(&record);
+                step.removed += 1;
+            }
+        }
+        for (peer, bytes) in freed {
+            let mut usage = usage_of(&txn, &peer)?;
+            usage.bytes = usage.bytes.saturating_sub(bytes);
+            set_usage(&txn, &peer, usage)?;
+        }
+        finish(txn, &step)?;
+        Ok(step)
+    }
+
+    /// Removes idempotency records whose event was appended before
+    /// `cutoff_ms`, looking at up to `max_scan` records after `after`. A
+    /// retry with a pruned key appends a new event.
+    pub fn prune_idempotency(
+        &self,
+        after: Option<&[u8]>,
+        cutoff_ms: i64,
+        max_scan: usize,
+    ) -> Result<PruneStep, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut step = PruneStep::default();
+        {
+            let mut table = txn.open_table(IDEMPOTENCY)?;
+            let events = txn.open_table(EVENTS)?;
+            let range = match after {
+                Some(key) => table
+                    .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
+                None => table.range::<&[u8]>(..)?,
+            };
+            let mut doomed = Vec::new();
+            let mut scanned = 0;
+            for entry in range {
+                let (k, v) = entry?;
+                scanned += 1;
+                let key = k.value().to_vec();
+                let record: IdempotencyRecord = decode(v.value())?;
+                let plan = uuid::Uuid::from_slice(&key[..16])
+                    .map_err(|_| StoreError("corrupt idempotency key".into()))?;
+                let created_at = events
+                    .get(event_key(&plan, record.seq))?
+                    .map(|v| decode::<super::EventRecord>(v.value()))
+                    .transpose()?
+                    .map(|e| e.created_at);
+                // A record whose event is gone (its plan was deleted) is pruned too.
+                if created_at.is_none_or(|t| t < cutoff_ms) {
+                    doomed.push(key.clone());
+                }
+                if scanned >= max_scan {
+                    step.next = Some(key);
+                    break;
+                }
+            }
+            for key in doomed {
+                table.remove(key.as_slice())?;
+                step.removed += 1;
+            }
+        }
+        finish(txn, &step)?;
+        Ok(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::federation::{Direction, PeerRecord, PeerStatus, inert_text};
+    use super::*;
+
+    #[test]
+    fn peer_text_is_escaped_and_capped() {
+        assert_eq!(
+            inert_text("a\u{1b}[31mb\r\n\u{202e}c é"),
+            r"a\u{1b}[31mb\u{d}\u{a}\u{202e}c é"
+        );
+        let long = inert_text(&"é".repeat(5000));
+        assert!(long.len() <= 4096 && long.ends_with('…'), "{}", long.len());
+        let escapes = inert_text(&"\u{7}".repeat(2000));
+        assert!(escapes.len() <= 4096 && !escapes.contains('\u{7}'));
+    }
+
+    #[test]
+    fn only_old_delivered_rows_go_and_the_newest_row_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
+        store
+            .fed_put_peer(&PeerRecord {
+                instance_id: "beta".into(),
+                base_url: "http://127.0.0.1:9".into(),
+                public_key_der: Vec::new(),
+                status: PeerStatus::Active,
+                added_at: 0,
+                updated_at: 0,
+                allow: vec![">".into()],
+                config_allow: Vec::new(),
+            })
+            .unwrap();
+        store
+            .fed_put_subscription(Direction::Inbound, "beta", "t.>")
+            .unwrap();
+        for _ in 0..4 {
+            store.fed_publish("t.x", "{}").unwrap();
+        }
+        store.fed_mark_delivered("beta", &[1, 2]).unwrap();
+        store
+            .fed_mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
+            .unwrap();
+        let seqs = |store: &Store| -> Vec<u64> {
+            let rows = store.fed_outbox_list(None, None, 100).unwrap();
+            rows.iter().map(|e| e.seq).collect()
+        };
+        // Too recent: nothing goes.
+        let step = store.fed_prune_outbox(None, 0, 100).unwrap();
+        assert_eq!((step.removed, seqs(&store)), (0, vec![1, 2, 3, 4]));
+        // One row per call: the cursor carries on where it stopped.
+        let future = i64::MAX;
+        let mut after: Option<Vec<u8>> = None;
+        let mut removed = 0;
+        loop {
+            let step = store.fed_prune_outbox(after.as_deref(), future, 1).unwrap();
+            removed += step.removed;
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        // Delivered 1 and 2 go; dead 3 and pending 4 stay.
+        assert_eq!((removed, seqs(&store)), (2, vec![3, 4]));
+        store.fed_mark_delivered("beta", &[4]).unwrap();
+        store.fed_prune_outbox(None, future, 100).unwrap();
+        assert_eq!(seqs(&store), [3, 4], "the newest row keeps the seq");
+        store.fed_publish("t.x", "{}").unwrap();
+        assert_eq!(seqs(&store), [3, 4, 5]);
+        drop(store);
+        writer.shutdown();
+    }
+}
