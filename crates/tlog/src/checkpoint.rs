@@ -1,11 +1,12 @@
 //! C2SP tlog-checkpoint: the note text `origin\nsize\nbase64(root)\n`, plus
-//! optional non-empty extension lines (parsed and kept; logbook writes none).
+//! optional non-empty extension lines (parsed and kept; logbook writes none),
+//! and [`verify_checkpoint`], which checks one as a log's signed note.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::merkle::Hash;
-use crate::note::NoteError;
+use crate::note::{Note, NoteError, Verifier, check_text};
 
 /// A log's tree head at one size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,13 +18,18 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn new(origin: &str, size: u64, root: Hash) -> Checkpoint {
-        Checkpoint {
+    /// A checkpoint without extension lines. The origin must be one
+    /// non-empty line without control characters.
+    pub fn new(origin: &str, size: u64, root: Hash) -> Result<Checkpoint, NoteError> {
+        if origin.is_empty() || origin.chars().any(char::is_control) {
+            return Err(NoteError::Malformed("an origin is one non-empty line"));
+        }
+        Ok(Checkpoint {
             origin: origin.to_string(),
             size,
             root,
             extensions: Vec::new(),
-        }
+        })
     }
 
     /// The note text, ending in a newline.
@@ -44,6 +50,7 @@ impl Checkpoint {
     /// Parses a note text (the part before the blank line).
     pub fn parse(text: &str) -> Result<Checkpoint, NoteError> {
         use NoteError::Malformed;
+        check_text(text)?;
         let body = text
             .strip_suffix('\n')
             .ok_or(Malformed("a checkpoint ends in a newline"))?;
@@ -89,13 +96,29 @@ impl Checkpoint {
     }
 }
 
+/// Verifies `note` as a checkpoint of the log whose key is `log`: the log's
+/// own signature must verify, and the origin must be the key's name, as
+/// tlog-checkpoint asks. Other signatures (witnesses) are ignored here; a
+/// bad one from an unrelated key does not matter.
+pub fn verify_checkpoint(note: &[u8], log: &Verifier) -> Result<Checkpoint, NoteError> {
+    let note = Note::parse(note)?;
+    let checkpoint = Checkpoint::parse(&note.text)?;
+    if checkpoint.origin != log.name {
+        return Err(NoteError::Malformed("the origin is not the log key's name"));
+    }
+    let verified = note.verify(std::slice::from_ref(log))?;
+    debug_assert!(verified.contains(&log));
+    Ok(checkpoint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::note::Signer25519;
 
     #[test]
     fn round_trip_and_refusals() {
-        let c = Checkpoint::new("example.com/log", 20_852_163, [7; 32]);
+        let c = Checkpoint::new("example.com/log", 20_852_163, [7; 32]).unwrap();
         let text = c.to_text();
         assert_eq!(Checkpoint::parse(&text), Ok(c.clone()));
         let root = BASE64.encode([7; 32]);
@@ -112,8 +135,41 @@ mod tests {
             format!("o\n1\n{}\n", &root[..root.len() - 1]),
             format!("o\n1\n{root}\n\n"),
             "o\n1\n".to_string(),
+            format!("o\r\n1\n{root}\n"),
+            format!("o\n1\n{root}\next\u{0}\n"),
         ] {
             assert!(Checkpoint::parse(&bad).is_err(), "{bad:?}");
         }
+        for origin in ["", "a\nb", "a\u{0}"] {
+            assert!(Checkpoint::new(origin, 1, [0; 32]).is_err(), "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn verify_checkpoint_needs_the_logs_own_signature() {
+        let log = Signer25519::new("example.com/log", &[1; 32]).unwrap();
+        let witness = Signer25519::new("example.com/w", &[2; 32]).unwrap();
+        let text = Checkpoint::new("example.com/log", 5, [3; 32])
+            .unwrap()
+            .to_text();
+        let note = |signers: &[&Signer25519]| {
+            Note {
+                text: text.clone(),
+                signatures: signers.iter().map(|s| s.sign(&text).unwrap()).collect(),
+            }
+            .to_text()
+        };
+        let both = note(&[&witness, &log]);
+        let got = verify_checkpoint(both.as_bytes(), log.verifier()).unwrap();
+        assert_eq!((got.size, got.root), (5, [3; 32]));
+        // Signed by a witness alone: not the log's checkpoint.
+        let only_witness = note(&[&witness]);
+        assert_eq!(
+            verify_checkpoint(only_witness.as_bytes(), log.verifier()),
+            Err(NoteError::NoKnownSignature)
+        );
+        // The log's key under another name does not vouch for this origin.
+        let renamed = log.renamed("example.com/other").unwrap();
+        assert!(verify_checkpoint(both.as_bytes(), renamed.verifier()).is_err());
     }
 }

@@ -210,10 +210,18 @@ fn subproof<R: HashReader>(
     Ok(())
 }
 
+/// No proof in a tree of at most 2^64 leaves has more hashes than this
+/// (a consistency proof has at most two per level).
+pub const MAX_PROOF_HASHES: usize = 128;
+
 /// RFC 9162 §2.1.3.2: whether `proof` shows leaf `index` with hash `leaf`
 /// in the tree of `size` leaves with root `root`.
+///
+/// A proof does not bind `size` by itself (a leaf's path can have the same
+/// shape in trees of several sizes): `size` and `root` must come from the
+/// same verified checkpoint.
 pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
-    if index >= size {
+    if index >= size || proof.len() > MAX_PROOF_HASHES {
         return false;
     }
     let (mut f, mut s) = (index, size - 1);
@@ -251,7 +259,12 @@ pub fn verify_consistency(
     to_root: &Hash,
     proof: &[Hash],
 ) -> bool {
-    if from > to {
+    if from > to || proof.len() > MAX_PROOF_HASHES {
+        return false;
+    }
+    // A tree of size 0 has exactly one root; a log that signs another one
+    // for size 0 is misbehaving.
+    if (from == 0 && *from_root != empty_root()) || (to == 0 && *to_root != empty_root()) {
         return false;
     }
     if from == to {
@@ -451,6 +464,15 @@ mod tests {
         );
         assert!(!verify_inclusion(0, 0, &[0; 32], &[], &[0; 32]));
         assert!(!verify_consistency(3, 2, &[0; 32], &[0; 32], &[]));
+        // Size 0 has one root, SHA-256 of nothing.
+        let empty = empty_root();
+        assert!(verify_consistency(0, 0, &empty, &empty, &[]));
+        assert!(!verify_consistency(0, 0, &[9; 32], &[9; 32], &[]));
+        assert!(verify_consistency(0, 5, &empty, &[7; 32], &[]));
+        assert!(!verify_consistency(0, 5, &[9; 32], &[7; 32], &[]));
+        // Oversized proofs are refused before any work.
+        let long = vec![[0; 32]; MAX_PROOF_HASHES + 1];
+        assert!(!verify_consistency(1, 2, &[0; 32], &[0; 32], &long));
     }
 
     /// RFC 6962's empty-tree root and the well-known leaf hash of "".

@@ -10,19 +10,28 @@
 //! rejected.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
 use ed25519_dalek::{Signature as Ed25519Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 /// Signature type byte of plain Ed25519 note signatures.
 pub const ALG_ED25519: u8 = 0x01;
-/// Largest note accepted, in bytes: ample for a checkpoint and dozens of
-/// signatures, small enough to bound a parser's work.
-pub const MAX_NOTE_BYTES: usize = 64 * 1024;
+/// Largest note accepted, in bytes. The spec asks verifiers to take at
+/// least 16 signatures, which may be post-quantum ones of nearly 5 kB each
+/// (6.6 kB in base64); this leaves room for that and bounds a parser's work.
+pub const MAX_NOTE_BYTES: usize = 128 * 1024;
 /// Most signature lines accepted (the spec asks for at least 16).
 pub const MAX_SIGNATURES: usize = 100;
 
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
+
+/// Signature lines are decoded as Go's `encoding/base64` does (padding
+/// required, stray trailing bits allowed), so that a line from an unknown
+/// signer that Go tolerates cannot make this verifier drop the note.
+const SIGNATURE_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// One signature line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +135,11 @@ impl Note {
 
     /// Checks the signatures against `verifiers` (see the module comment
     /// for the rules) and returns the verifiers whose signature verified.
+    ///
+    /// `Ok` means *some* listed key signed: the caller must look at which.
+    /// To check a log's checkpoint, use [`crate::checkpoint::verify_checkpoint`],
+    /// which requires the log's own signature.
+    #[must_use = "Ok names the keys that signed; check that the one you need is among them"]
     pub fn verify<'k>(&self, verifiers: &'k [Verifier]) -> Result<Vec<&'k Verifier>, NoteError> {
         let mut verified: Vec<&Verifier> = Vec::new();
         for signature in &self.signatures {
@@ -162,7 +176,7 @@ fn parse_signature_line(line: &str) -> Result<NoteSignature, NoteError> {
     if !valid_key_name(name) {
         return Err(Malformed("bad key name in a signature line"));
     }
-    let bytes = BASE64
+    let bytes = SIGNATURE_BASE64
         .decode(encoded)
         .map_err(|_| Malformed("a signature is not base64"))?;
     if bytes.len() < 5 {
@@ -403,6 +417,28 @@ mod tests {
             "\u{2014} n AAAAAAA=\n".repeat(MAX_SIGNATURES + 1)
         );
         assert!(Note::parse(many.as_bytes()).is_err());
+    }
+
+    /// Interop with Go (red-team findings): an unknown signer's line with
+    /// stray base64 trailing bits, and 16 post-quantum-sized cosignatures,
+    /// must not make the log's own signature unreadable.
+    #[test]
+    fn notes_that_go_accepts_are_read() {
+        let log = signer("example.com/log");
+        let text = "example.com/log\n3\nAAAA\n";
+        let mut bytes = Note {
+            text: text.into(),
+            signatures: vec![log.sign(text).unwrap()],
+        }
+        .to_text();
+        bytes.push_str("\u{2014} n AAAAAAB=\n");
+        let pq = BASE64.encode(vec![7u8; 4 + 3309]);
+        for i in 0..16 {
+            bytes.push_str(&format!("\u{2014} witness{i}.example/w {pq}\n"));
+        }
+        assert!(bytes.len() > 64 * 1024);
+        let note = Note::parse(bytes.as_bytes()).unwrap();
+        assert_eq!(note.verify(&[log.verifier().clone()]).unwrap().len(), 1);
     }
 
     /// Base64 keys often contain '+', the field separator.

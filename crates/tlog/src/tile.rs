@@ -3,7 +3,7 @@
 //! exactly one spelling (caches and mirrors key on the path).
 //!
 //! A hash tile at level `L` holds the stored hashes at tree level `8 * L`
-//! (see [`crate::merkle`]); `tile_range` says which ones.
+//! (see [`crate::merkle`]); [`TilePath::stored_hashes`] says which ones.
 
 /// Hashes in a full tile, and entries in a full bundle.
 pub const TILE_WIDTH: u64 = 256;
@@ -104,6 +104,23 @@ impl TilePath {
     /// The first hash (at [`TilePath::tree_level`]) or entry index it holds.
     pub fn first(&self) -> u64 {
         self.index.saturating_mul(TILE_WIDTH)
+    }
+
+    /// The stored hashes this hash tile holds, as the first one's
+    /// [`NodeId`](crate::merkle::NodeId) and the count, if a log of
+    /// `tree_size` leaves has them all; `None` for entry bundles and for
+    /// tiles that do not exist.
+    pub fn stored_hashes(&self, tree_size: u64) -> Option<(crate::merkle::NodeId, u64)> {
+        let TileKind::Hashes { .. } = self.kind else {
+            return None;
+        };
+        let level = u8::try_from(self.tree_level()).ok()?;
+        self.exists_in(tree_size).then(|| {
+            (
+                crate::merkle::NodeId::new(level, self.first()),
+                self.count(),
+            )
+        })
     }
 
     /// Whether a log of `tree_size` leaves has every hash or entry of this
@@ -258,5 +275,15 @@ mod tests {
         // A tree of 256: one full level-0 tile and a level-1 tile of width 1.
         assert!(hashes(0, 0, None).exists_in(256));
         assert!(hashes(1, 0, Some(1)).exists_in(256));
+        // Which stored hashes a tile is; none past tree level 63.
+        use crate::merkle::NodeId;
+        assert_eq!(
+            hashes(1, 1, Some(17)).stored_hashes(size),
+            Some((NodeId::new(8, 256), 17))
+        );
+        assert_eq!(hashes(1, 2, Some(1)).stored_hashes(size), None);
+        assert_eq!(hashes(32, 0, Some(1)).stored_hashes(u64::MAX), None);
+        let entries = TilePath::parse("entries/000").unwrap();
+        assert_eq!(entries.stored_hashes(u64::MAX), None);
     }
 }

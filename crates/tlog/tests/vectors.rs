@@ -126,7 +126,7 @@ fn signed_checkpoint(root: Hash) -> String {
     const ORIGIN: &str = "example.com/logbook-vectors";
     const SEED: [u8; 32] = [0x42; 32];
     let signer = Signer25519::new(ORIGIN, &SEED).unwrap();
-    let text = Checkpoint::new(ORIGIN, ENTRIES, root).to_text();
+    let text = Checkpoint::new(ORIGIN, ENTRIES, root).unwrap().to_text();
     let note = Note {
         signatures: vec![signer.sign(&text).unwrap()],
         text,
