@@ -6,8 +6,9 @@
 //!
 //! Verification follows the spec's rules: signatures by unknown keys (name
 //! and id not both matching) are ignored; a known key whose signature fails
-//! rejects the whole note; a note with no verified known signature is
-//! rejected.
+//! rejects the whole note, even when another line by the same key verifies
+//! (the spec's MUST; Go's `note.Open` skips such repeats); a note with no
+//! verified known signature is rejected.
 
 use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
