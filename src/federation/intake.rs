@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+
 use axum::response::Response;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -69,57 +69,10 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
         ))
         .with("retryAfter", 1)
     })?;
-    if !crate::http::extract::is_json(req.headers().get(header::CONTENT_TYPE)) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "the request body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
     let limits = state.limits.current();
     let cap = fed.config.incoming_max_body_bytes;
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Request body too large",
-            format!("the request body exceeds {cap} bytes"),
-        )
-        .with("max_body_bytes", cap)
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap as u64) {
-        return Err(too_large());
-    }
-    let body = Limited::new(req.into_body(), cap);
     let timeout = Duration::from_secs(limits.request_timeout_secs);
-    let bytes = match tokio::time::timeout(timeout, body.collect()).await {
-        Err(_) => {
-            return Err(Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                "Request timeout",
-                format!(
-                    "the request body was not received within {}s",
-                    limits.request_timeout_secs
-                ),
-            ));
-        }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Ok(Err(e)) => {
-            return Err(Problem::bad_request(
-                "invalid-body",
-                "Unreadable request body",
-                format!("the request body could not be read: {e}"),
-            ));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let bytes = crate::http::extract::read_json_body(req, cap, timeout).await?;
     // Usually takes the buffer over without a copy.
     let text = String::from_utf8(Vec::from(bytes)).map_err(|_| malformed("not UTF-8"))?;
     let max_depth = limits.max_json_depth.saturating_add(INCOMING_EXTRA_DEPTH);

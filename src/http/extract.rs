@@ -25,55 +25,8 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
         let limits = state.limits.current();
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "the request body must be JSON, sent with Content-Type: application/json",
-            ));
-        }
-        let too_large = || {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!("the request body exceeds {} bytes", limits.max_body_bytes),
-            )
-            .with("max_body_bytes", limits.max_body_bytes)
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-            return Err(too_large());
-        }
-        let body = Limited::new(req.into_body(), limits.max_body_bytes);
         let timeout = Duration::from_secs(limits.request_timeout_secs);
-        let bytes = match tokio::time::timeout(timeout, body.collect()).await {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request-timeout",
-                    "Request timeout",
-                    format!(
-                        "the request body was not received within {}s",
-                        limits.request_timeout_secs
-                    ),
-                ));
-            }
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-            Ok(Err(e)) => {
-                return Err(Problem::bad_request(
-                    "invalid-body",
-                    "Unreadable request body",
-                    format!("the request body could not be read: {e}"),
-                ));
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+        let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
         let too_deep = || {
             Problem::bad_request(
                 "json-too-deep",
@@ -108,6 +61,61 @@ impl FromRequest<AppState> for JsonBody {
             ));
         }
         Ok(JsonBody(value))
+    }
+}
+
+/// Reads a JSON request body: the content type must be JSON, the body at
+/// most `cap` bytes (a larger declared length is refused before reading),
+/// and it must arrive within `timeout`. Shared by every JSON route and the
+/// federation intake, which has its own cap.
+pub(crate) async fn read_json_body(
+    req: Request,
+    cap: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, Problem> {
+    if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the request body exceeds {cap} bytes"),
+        )
+        .with("max_body_bytes", cap)
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), cap);
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            format!(
+                "the request body was not received within {}s",
+                timeout.as_secs()
+            ),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(Problem::bad_request(
+            "invalid-body",
+            "Unreadable request body",
+            format!("the request body could not be read: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
