@@ -89,6 +89,14 @@ pub struct Server {
     #[serde(default)]
     pub admin_group: String,
     pub shutdown_grace_secs: u64,
+    /// Pending connections the kernel queues before accept (listen(2)'s
+    /// backlog; the kernel caps it at net.core.somaxconn).
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
+}
+
+fn default_listen_backlog() -> u32 {
+    4096
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +237,9 @@ impl Config {
             return Err(
                 "server.shutdown_grace_secs must be at most 4 (a stop completes within 5 s)".into(),
             );
+        }
+        if !(1..=65535).contains(&self.server.listen_backlog) {
+            return Err("server.listen_backlog must be between 1 and 65535".into());
         }
         let l = &self.limits;
         if l.max_body_bytes == 0 {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -91,8 +91,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     };
     let app = router(state.clone());
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
@@ -164,4 +163,20 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), String> {
         shutdown.cancel();
     });
     Ok(())
+}
+
+/// Binds the HTTP listener with an explicit listen(2) backlog. tokio's
+/// `TcpListener::bind` uses 128, which a reconnect storm (every SSE client
+/// after a restart) overflows: the overflow waits a second for a SYN retry.
+fn bind_listener(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart may rebind while old
+    // connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
