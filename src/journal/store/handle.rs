@@ -1,0 +1,156 @@
+//! The database handle every part of the store shares, and its reopening
+//! after an I/O failure.
+//!
+//! After one failed write (a full disk, typically) redb refuses the handle
+//! for good ("Previous I/O error occurred. Please close and re-open the
+//! database"). So nobody keeps a `redb::Database` of their own: readers,
+//! federation and admin code go through [`Db`], which the writer can take
+//! down and replace with a freshly opened handle once the cause is gone,
+//! without a process restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+use super::{Fault, StoreError};
+
+/// Whether appends can commit right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The last write committed (or none failed since the store opened).
+    Ready,
+    /// A write failed because the disk is full; the writer reopens the
+    /// database once a commit can succeed again.
+    Full,
+    /// A write failed with another I/O error; the writer reopens the
+    /// database as soon as it can.
+    Failed,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Ready,
+            1 => Health::Full,
+            _ => Health::Failed,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Health::Ready => 0,
+            Health::Full => 1,
+            Health::Failed => 2,
+        }
+    }
+
+    /// What a write attempted in this state fails with.
+    pub(crate) fn refusal(self) -> StoreError {
+        match self {
+            Health::Full => StoreError::with_fault(
+                "the disk holding the journal is full; nothing was written".into(),
+                Fault::Full,
+            ),
+            _ => StoreError::with_fault(
+                "the journal database is being reopened after an I/O error; nothing was written"
+                    .into(),
+                Fault::Unavailable,
+            ),
+        }
+    }
+}
+
+/// The shared, replaceable handle. `None` while the writer reopens it.
+pub(crate) struct Db {
+    path: PathBuf,
+    quick_repair: bool,
+    current: RwLock<Option<Arc<Database>>>,
+    health: AtomicU8,
+}
+
+impl Db {
+    pub(crate) fn new(path: &Path, db: Database, quick_repair: bool) -> Db {
+        Db {
+            path: path.to_path_buf(),
+            quick_repair,
+            current: RwLock::new(Some(Arc::new(db))),
+            health: AtomicU8::new(Health::Ready.as_u8()),
+        }
+    }
+
+    /// The handle in force; `Unavailable` while the writer reopens it. The
+    /// clone is held only while a transaction begins, so the old handle is
+    /// dropped (and its file closed) soon after it is taken down.
+    fn handle(&self) -> Result<Arc<Database>, StoreError> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.clone().ok_or_else(|| self.health().refusal())
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.handle()?.begin_read()?)
+    }
+
+    /// A write transaction, with quick repair if configured. Refused at once
+    /// while a failed write is not yet recovered: its commit could not last.
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let health = self.health();
+        if health != Health::Ready {
+            return Err(health.refusal());
+        }
+        let mut txn = self.handle()?.begin_write()?;
+        txn.set_quick_repair(self.quick_repair);
+        Ok(txn)
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        self.health.store(health.as_u8(), Ordering::Release);
+    }
+
+    /// Takes the failed handle out of service. Readers get `Unavailable`
+    /// from now on; the file closes when the last in-flight clone drops.
+    pub(crate) fn take_down(&self) {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(old);
+    }
+
+    /// Opens the database again and proves it can commit (an empty durable
+    /// transaction) before putting it in service. Fails, to be retried, while
+    /// the old handle is still open somewhere or the disk is still failing.
+    pub(crate) fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let db = open_database(&self.path)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_quick_repair(self.quick_repair);
+        txn.commit()?;
+        let db = Arc::new(db);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
+        Ok(db)
+    }
+}
+
+/// Opens (or creates) the journal database at `path`.
+pub(crate) fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::with_fault(
+            format!(
+                "{} is already open (another logbook on this data dir, or a handle still closing)",
+                path.display()
+            ),
+            Fault::Unavailable,
+        ),
+        e => {
+            let fault = super::Faulty::fault(&e);
+            StoreError::with_fault(format!("opening {}: {e}", path.display()), fault)
+        }
+    })
+}
