@@ -138,7 +138,7 @@ impl Store {
             }
             table.insert(token.id.as_str(), encode(token).as_slice())?;
         }
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(Ok(()))
     }
 
@@ -162,7 +162,7 @@ impl Store {
             }
             found
         };
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(removed)
     }
 

@@ -532,7 +532,7 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         let out = f(&txn)?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(out)
     }
 
@@ -1205,7 +1205,7 @@ impl Store {
                 stored += 1;
             }
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.db.commit(txn)?;
         if stored > 0 {
             self.fed.inbox_changed.send_modify(|n| *n += 1);
         }
@@ -1271,7 +1271,7 @@ impl Store {
                 subs.remove(key.as_slice()).map_err(StoreError::from)?;
             }
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.db.commit(txn)?;
         self.fed_refresh_routes()?;
         Ok(ReceiveOutcome::Stored)
     }

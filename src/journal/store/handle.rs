@@ -10,11 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-use super::{Fault, StoreError};
+use super::{Fault, Job, StoreError};
 
 /// Whether appends can commit right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,8 @@ pub(crate) struct Db {
     quick_repair: bool,
     current: RwLock<Option<Arc<Database>>>,
     health: AtomicU8,
+    /// The writer's queue: a failed write outside the writer wakes it to recover.
+    writer: OnceLock<tokio::sync::mpsc::Sender<Job>>,
 }
 
 impl Db {
@@ -77,7 +79,43 @@ impl Db {
             quick_repair,
             current: RwLock::new(Some(Arc::new(db))),
             health: AtomicU8::new(Health::Ready.as_u8()),
+            writer: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn set_writer(&self, jobs: tokio::sync::mpsc::Sender<Job>) {
+        let _ = self.writer.set(jobs);
+    }
+
+    /// Commits a write made outside the writer thread (federation, tokens).
+    /// If it fails with an I/O fault, the handle is dead for everyone: take
+    /// it down and have the writer reopen it, as after a failed append.
+    pub(crate) fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(|e| {
+            let e = StoreError::from(e);
+            self.failed(&e);
+            e
+        })
+    }
+
+    /// Takes the handle down after a write failed with an I/O fault, and
+    /// wakes the writer to reopen it. Returns the health now in force, or
+    /// `None` when the error was no I/O fault (nothing to recover).
+    pub(crate) fn failed(&self, e: &StoreError) -> Option<Health> {
+        let health = match e.fault() {
+            Fault::Full => Health::Full,
+            // Whatever failed before (a full disk, say) is still the cause.
+            Fault::Io | Fault::Unavailable if self.health() == Health::Full => Health::Full,
+            Fault::Io | Fault::Unavailable => Health::Failed,
+            Fault::Other => return None,
+        };
+        self.set_health(health);
+        self.take_down();
+        if let Some(writer) = self.writer.get() {
+            // A full queue already wakes the writer.
+            let _ = writer.try_send(Job::Recover);
+        }
+        Some(health)
     }
 
     /// The handle in force; `Unavailable` while the writer reopens it. The

@@ -358,6 +358,9 @@ enum Job {
         oneshot::Sender<Result<admin::Deleted, admin::DeleteError>>,
     ),
     Shutdown,
+    /// Wakes the writer to reopen the database after a write elsewhere
+    /// failed with an I/O fault.
+    Recover,
 }
 
 /// Counters the writer keeps, for status and metrics.
@@ -437,6 +440,7 @@ impl Store {
         let db = Arc::new(Db::new(path, db, options.quick_repair));
         let position = last_position(&db)?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        db.set_writer(jobs.clone());
         let stats = Arc::new(WriterStats::default());
         let fed = Arc::new(FedShared::default());
         let keyring = Arc::new(crate::reload::Reloadable::new(Keyring::clone(&keyring)));
@@ -702,6 +706,7 @@ impl WriterLoop {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
                 Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                 Some(Job::Shutdown) | None => break,
+                Some(Job::Recover) => continue,
             }
             while deletion.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -712,6 +717,8 @@ impl WriterLoop {
                         stopping = true;
                         break;
                     }
+                    // Noticed at the top of the loop, after this batch.
+                    Ok(Job::Recover) => {}
                     Err(_) => break,
                 }
             }
@@ -775,15 +782,9 @@ impl WriterLoop {
     /// good, so take it out of service; [`WriterLoop::recover`] reopens it.
     /// The callers of the failed commit were already told it failed.
     fn after_failure(&self, e: &StoreError) {
-        let health = match e.fault() {
-            Fault::Full => Health::Full,
-            // Whatever failed before (a full disk, say) is still the cause.
-            Fault::Io | Fault::Unavailable if self.db.health() == Health::Full => Health::Full,
-            Fault::Io | Fault::Unavailable => Health::Failed,
-            Fault::Other => return,
+        let Some(health) = self.db.failed(e) else {
+            return;
         };
-        self.db.set_health(health);
-        self.db.take_down();
         tracing::warn!(
             ?health,
             "the journal database is out of service after a failed write; reopening it as soon as a commit can succeed"
@@ -809,6 +810,7 @@ impl WriterLoop {
                     Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return false;
                     }
+                    Ok(Job::Recover) => {}
                     Err(mpsc::error::TryRecvError::Empty) => break,
                 }
             }
