@@ -418,6 +418,23 @@ impl Store {
         fanout: broadcast::Sender<Arc<Event>>,
         options: &StoreOptions,
     ) -> Result<(Store, Writer), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Snapshots of a backup the last run did not finish hold journal data.
+            match admin::remove_stale_snapshots(dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    count = n,
+                    dir = %dir.display(),
+                    "removed snapshots left behind by an interrupted backup"
+                ),
+                Err(e) => {
+                    return Err(StoreError(format!(
+                        "removing stale backup snapshots in {}: {e}",
+                        dir.display()
+                    )));
+                }
+            }
+        }
         let db = handle::open_database(path)?;
         // The journal is as private as the keys: the data dir is 0700, and
         // the file itself is 0600 too, whatever the umask was.
