@@ -26,6 +26,23 @@ pub struct Config {
     pub federation: FederationConfig,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: how the journal database is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// redb quick repair: every commit records the allocator state, so a
+    /// start after a crash skips the full repair (see docs/benchmarks.md).
+    pub quick_repair: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { quick_repair: true }
+    }
 }
 
 /// `[federation]`: this instance's identity and the delivery and intake limits.

@@ -17,7 +17,7 @@ use crate::config::{Config, ensure_private_dir};
 use crate::http::{AppState, auth::Tokens, router};
 use crate::journal::keys::{KeySource, Keyring};
 use crate::journal::registry::Registry;
-use crate::journal::store::{DB_FILE, Store};
+use crate::journal::store::{DB_FILE, Store, StoreOptions};
 use crate::reload::Reloadable;
 use crate::stream::{StreamStats, fanout};
 
@@ -56,8 +56,16 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         .map_err(|e| format!("registry.types: {e}"))?;
 
     let fanout = fanout();
-    let (store, writer) = Store::open(&data_dir.join(DB_FILE), keyring.clone(), fanout.clone())
-        .map_err(|e| e.to_string())?;
+    let options = StoreOptions {
+        quick_repair: config.storage.quick_repair,
+    };
+    let (store, writer) = Store::open_with(
+        &data_dir.join(DB_FILE),
+        keyring.clone(),
+        fanout.clone(),
+        &options,
+    )
+    .map_err(|e| e.to_string())?;
 
     // Tokens created over the admin socket count exactly like config ones.
     let stored_tokens = store.stored_tokens().map_err(|e| e.to_string())?;

@@ -1120,6 +1120,21 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let io = |errno| redb::StorageError::Io(std::io::Error::from_raw_os_error(errno));
+        let fault = |e: redb::StorageError| StoreError::from(e).fault();
+        assert_eq!(fault(io(libc::ENOSPC)), Fault::Full);
+        assert_eq!(fault(io(libc::EDQUOT)), Fault::Full);
+        assert_eq!(fault(io(libc::EIO)), Fault::Io);
+        assert_eq!(fault(redb::StorageError::PreviousIo), Fault::Io);
+        assert_eq!(fault(redb::StorageError::DatabaseClosed), Fault::Unavailable);
+        assert_eq!(fault(redb::StorageError::Corrupted("x".into())), Fault::Other);
+        let commit = redb::CommitError::Storage(io(libc::ENOSPC));
+        assert_eq!(StoreError::from(commit).fault(), Fault::Full);
+        assert_eq!(StoreError("corrupt record".into()).fault(), Fault::Other);
+    }
+
+    #[test]
     fn borrowed_records_decode_as_owned_ones() {
         let event = Event {
             id: Uuid::from_u128(9),
