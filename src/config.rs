@@ -35,13 +35,16 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// redb quick repair: every commit records the allocator state, so a
-    /// start after a crash skips the full repair (see docs/benchmarks.md).
+    /// start after a crash skips the full repair, at the price of a second
+    /// fsync per commit (see docs/benchmarks.md).
     pub quick_repair: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { quick_repair: true }
+        StorageConfig {
+            quick_repair: false,
+        }
     }
 }
 

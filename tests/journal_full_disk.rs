@@ -125,6 +125,16 @@ async fn a_full_disk_gets_507_and_appends_resume_without_a_restart() {
     let ready = common::send(daemon.get("/readyz")).await;
     assert_eq!(ready.status, 503, "/readyz on a full disk: {}", ready.text);
     assert_eq!(ready.json["status"], "storage-full", "{}", ready.text);
+    // And stays so while the disk is full: no reopen (and no flapping to
+    // ready) before there is room again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ready = common::send(daemon.get("/readyz")).await;
+    assert_eq!(ready.status, 503, "/readyz on a full disk: {}", ready.text);
+    let again = daemon.append(plan, big_event(9999)).await;
+    assert_eq!(
+        assert_problem(&again, 507),
+        "urn:logbook:problem:insufficient-storage"
+    );
 
     // Space comes back: appends commit again in the same process.
     mount.resize("64m");

@@ -176,6 +176,36 @@ impl Db {
     }
 }
 
+/// Free space below which a full disk is still treated as full: reopening
+/// then would only fail again at the next append (and a reopen after a
+/// crash-like failure can walk the whole file).
+pub(crate) const MIN_FREE_BYTES: u64 = 1 << 20;
+
+impl Db {
+    /// Whether the file system holding the database has at least
+    /// [`MIN_FREE_BYTES`] available to this process. True when it cannot
+    /// tell: then the reopen itself is the test.
+    pub(crate) fn has_room(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return true;
+        };
+        // SAFETY: statvfs only writes into the zeroed struct we pass, and
+        // `dir` is a valid NUL-terminated string for the call's duration.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
+            return true;
+        }
+        let available = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+        available >= MIN_FREE_BYTES
+    }
+}
+
 /// Opens (or creates) the journal database at `path`.
 pub(crate) fn open_database(path: &Path) -> Result<Database, StoreError> {
     Database::create(path).map_err(|e| match e {

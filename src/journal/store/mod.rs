@@ -832,7 +832,11 @@ impl WriterLoop {
                 }
             }
             let now = Instant::now();
-            if now >= next_attempt {
+            if now >= next_attempt && self.db.health() == Health::Full && !self.db.has_room() {
+                // Still full: wait for space rather than reopen to fail again.
+                self.retry = (self.retry * 2).min(RETRY_MAX);
+                next_attempt = now + self.retry;
+            } else if now >= next_attempt {
                 match self.db.reopen().and_then(|_| last_position(&self.db)) {
                     Ok(position) => {
                         self.position = position;
