@@ -31,21 +31,13 @@ pub struct Config {
 }
 
 /// `[storage]`: how the journal database is written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// redb quick repair: every commit records the allocator state, so a
     /// start after a crash skips the full repair, at the price of a second
     /// fsync per commit (see docs/benchmarks.md).
     pub quick_repair: bool,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            quick_repair: false,
-        }
-    }
 }
 
 /// `[federation]`: this instance's identity and the delivery and intake limits.

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, DaemonOpts, assert_chain_valid, assert_linked_chain, assert_problem, new_plan};
+use common::{
+    Daemon, DaemonOpts, assert_chain_valid, assert_linked_chain, assert_problem, new_plan,
+};
 use serde_json::{Value, json};
 
 /// A tmpfs mounted on a directory; unmounted (lazily, so even a busy mount
@@ -48,7 +50,11 @@ impl Tmpfs {
             .arg(&self.path)
             .status()
             .expect("running mount");
-        assert!(status.success(), "remounting {} failed", self.path.display());
+        assert!(
+            status.success(),
+            "remounting {} failed",
+            self.path.display()
+        );
     }
 }
 

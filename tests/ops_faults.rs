@@ -97,10 +97,7 @@ async fn a_snapshot_left_by_a_crashed_backup_is_removed_at_start() {
     assert_eq!(names_in(&daemon.data_dir()), before);
     assert!(
         daemon
-            .wait_log(
-                &["interrupted backup"],
-                std::time::Duration::from_secs(5)
-            )
+            .wait_log(&["interrupted backup"], std::time::Duration::from_secs(5))
             .await,
         "the removal is logged"
     );
@@ -136,14 +133,16 @@ async fn a_daemon_killed_mid_backup_leaves_no_snapshot() {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            admin.read(&mut byte),
-        )
-        .await
-        .expect("the backup answered within 20 s")
-        .unwrap();
-        assert_eq!(n, 1, "the admin socket closed: {}", String::from_utf8_lossy(&head));
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), admin.read(&mut byte))
+            .await
+            .expect("the backup answered within 20 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the admin socket closed: {}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
@@ -157,14 +156,20 @@ async fn a_daemon_killed_mid_backup_leaves_no_snapshot() {
         .unwrap()
         .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
         .map(|target| target.to_string_lossy().into_owned())
-        .filter(|target| target.starts_with(&*data.to_string_lossy()) && target.ends_with("(deleted)"))
+        .filter(|target| {
+            target.starts_with(&*data.to_string_lossy()) && target.ends_with("(deleted)")
+        })
         .collect();
     assert_eq!(open_unnamed.len(), 1, "one open snapshot: {open_unnamed:?}");
     assert!(
         open_unnamed[0].starts_with(&format!("{}/#", data.display())),
         "the snapshot had a name: {open_unnamed:?}"
     );
-    assert_eq!(names_in(&data), before, "a snapshot has a name in the data dir");
+    assert_eq!(
+        names_in(&data),
+        before,
+        "a snapshot has a name in the data dir"
+    );
 
     daemon.kill9();
     drop(admin);

@@ -395,7 +395,7 @@ impl WriterLoop {
         who: serde_json::Value,
     ) -> Result<Deleted, DeleteError> {
         debug_assert_ne!(plan_id, SYSTEM_PLAN, "checked by Store::delete_plan");
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut position = self.position;

@@ -1124,7 +1124,7 @@ impl Store {
         messages: &[Incoming],
         rekey: Option<&Rekey>,
     ) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut outcomes = Vec::with_capacity(messages.len());
@@ -1224,7 +1224,7 @@ impl Store {
         pattern: &str,
         subscribe: bool,
     ) -> Result<ReceiveOutcome, ReceiveError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         {

@@ -201,6 +201,8 @@ impl Db {
         if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
             return true;
         }
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::useless_conversion)]
         let available = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
         available >= MIN_FREE_BYTES
     }

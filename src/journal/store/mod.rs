@@ -32,8 +32,8 @@ pub mod admin;
 mod federation;
 mod handle;
 pub use federation::*;
-pub use handle::Health;
 use handle::Db;
+pub use handle::Health;
 
 type EventKey = [u8; 24];
 
@@ -841,7 +841,10 @@ impl WriterLoop {
                     Ok(position) => {
                         self.position = position;
                         self.db.set_health(Health::Ready);
-                        tracing::info!(position, "the journal database is reopened; appends commit again");
+                        tracing::info!(
+                            position,
+                            "the journal database is reopened; appends commit again"
+                        );
                         return true;
                     }
                     Err(e) => {
@@ -1131,8 +1134,14 @@ mod tests {
         assert_eq!(fault(io(libc::EDQUOT)), Fault::Full);
         assert_eq!(fault(io(libc::EIO)), Fault::Io);
         assert_eq!(fault(redb::StorageError::PreviousIo), Fault::Io);
-        assert_eq!(fault(redb::StorageError::DatabaseClosed), Fault::Unavailable);
-        assert_eq!(fault(redb::StorageError::Corrupted("x".into())), Fault::Other);
+        assert_eq!(
+            fault(redb::StorageError::DatabaseClosed),
+            Fault::Unavailable
+        );
+        assert_eq!(
+            fault(redb::StorageError::Corrupted("x".into())),
+            Fault::Other
+        );
         let commit = redb::CommitError::Storage(io(libc::ENOSPC));
         assert_eq!(StoreError::from(commit).fault(), Fault::Full);
         assert_eq!(StoreError("corrupt record".into()).fault(), Fault::Other);
