@@ -1126,6 +1126,43 @@ mod tests {
             .unwrap();
     }
 
+    /// A write outside the writer (federation intake, tokens) that fails
+    /// with an I/O fault takes the handle down; the idle writer is woken to
+    /// reopen it, with no append to prompt it, and appends work again.
+    #[tokio::test]
+    async fn a_failure_outside_the_writer_wakes_it_to_reopen() {
+        use super::super::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, _published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let request = || AppendRequest {
+            plan_id: Uuid::from_u128(7),
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        };
+        store.append(request()).await.unwrap();
+        // The writer is now idle, blocked waiting for a job.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let failure = StoreError::with_fault("injected".into(), Fault::Full);
+        assert_eq!(store.db.failed(&failure), Some(Health::Full));
+        assert_ne!(store.health(), Health::Ready);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while store.health() != Health::Ready {
+            assert!(Instant::now() < deadline, "the writer did not reopen");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let appended = store.append(request()).await.unwrap();
+        assert_eq!(appended.event.seq, 2);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn a_full_disk_is_told_apart_from_other_io_errors() {
         let io = |errno| redb::StorageError::Io(std::io::Error::from_raw_os_error(errno));
