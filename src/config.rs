@@ -26,6 +26,18 @@ pub struct Config {
     pub federation: FederationConfig,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: how the journal database is written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// redb quick repair: every commit records the allocator state, so a
+    /// start after a crash skips the full repair, at the price of a second
+    /// fsync per commit (see docs/benchmarks.md).
+    pub quick_repair: bool,
 }
 
 /// `[federation]`: this instance's identity and the delivery and intake limits.
@@ -130,10 +142,18 @@ pub struct Server {
     /// Most HTTP connections open at once on the TCP listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Pending connections the kernel queues before accept (listen(2)'s
+    /// backlog; the kernel caps it at net.core.somaxconn).
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
 }
 
 fn default_max_connections() -> usize {
     16_384
+}
+
+fn default_listen_backlog() -> u32 {
+    4096
 }
 
 fn default_max_streams() -> usize {
@@ -333,6 +353,9 @@ impl Config {
             return Err(
                 "server.shutdown_grace_secs must be at most 4 (a stop completes within 5 s)".into(),
             );
+        }
+        if !(1..=65535).contains(&self.server.listen_backlog) {
+            return Err("server.listen_backlog must be between 1 and 65535".into());
         }
         let l = &self.limits;
         if l.max_body_bytes == 0 {

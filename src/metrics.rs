@@ -325,12 +325,26 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /readyz`: ready once the store is open (the HTTP listener is only
-/// bound after that) and until shutdown begins.
+/// bound after that) and until shutdown begins, except while appends cannot
+/// commit (a full disk, or the database reopening after an I/O error).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"status": "stopping"})),
+        )
+            .into_response();
+    }
+    let storage = match state.store.health() {
+        crate::journal::store::Health::Ready => None,
+        crate::journal::store::Health::Full => Some("storage-full"),
+        crate::journal::store::Health::Failed => Some("storage-failed"),
+    };
+    if let Some(status) = storage {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({"status": status})),
         )
             .into_response();
     }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use crate::config::{Config, ensure_private_dir};
 use crate::http::{AppState, auth::Tokens, router};
 use crate::journal::keys::{KeySource, Keyring};
 use crate::journal::registry::Registry;
-use crate::journal::store::{DB_FILE, Store};
+use crate::journal::store::{DB_FILE, Store, StoreOptions};
 use crate::reload::Reloadable;
 use crate::stream::{StreamStats, fanout};
 
@@ -56,8 +56,16 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         .map_err(|e| format!("registry.types: {e}"))?;
 
     let fanout = fanout();
-    let (store, writer) = Store::open(&data_dir.join(DB_FILE), keyring.clone(), fanout.clone())
-        .map_err(|e| e.to_string())?;
+    let options = StoreOptions {
+        quick_repair: config.storage.quick_repair,
+    };
+    let (store, writer) = Store::open_with(
+        &data_dir.join(DB_FILE),
+        keyring.clone(),
+        fanout.clone(),
+        &options,
+    )
+    .map_err(|e| e.to_string())?;
     // Retired keys verify only up to the retirement the system journal records.
     let mut windowed = Keyring::clone(&keyring);
     let windows = crate::admin::keys::apply_retirements(&store, &mut windowed)
@@ -134,8 +142,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     };
     let app = router(state.clone());
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
@@ -222,4 +229,20 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), String> {
         shutdown.cancel();
     });
     Ok(())
+}
+
+/// Binds the HTTP listener with an explicit listen(2) backlog. tokio's
+/// `TcpListener::bind` uses 128, which a reconnect storm (every SSE client
+/// after a restart) overflows: the overflow waits a second for a SYN retry.
+fn bind_listener(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart may rebind while old
+    // connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

@@ -473,20 +473,12 @@ async fn revoke_token(
 
 async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
     // The snapshot is written next to the store (the one place the daemon
-    // may write under systemd) and streamed to the client, which owns FILE.
-    let temp = cx.data_dir.join(format!(".backup-{}.redb", Uuid::new_v4()));
+    // may write under systemd) as a file with no name, and streamed to the
+    // client, which owns FILE. Closing it (or a crash) frees it.
     let store = cx.app.store.clone();
-    let path = temp.clone();
-    let result = blocking(move || store.backup_to(&path)).await;
-    let file = match result {
-        Ok(_) => tokio::fs::File::open(&temp)
-            .await
-            .map_err(|e| Problem::internal(e.to_string())),
-        Err(e) => Err(e),
-    };
-    // Unlinked now; the open handle keeps the bytes readable until streamed.
-    let _ = std::fs::remove_file(&temp);
-    let mut file = file?;
+    let dir = cx.data_dir.clone();
+    let (file, _rows) = blocking(move || store.backup_to_unnamed(&dir)).await?;
+    let mut file = tokio::fs::File::from_std(file);
     let length = file
         .metadata()
         .await

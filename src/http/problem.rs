@@ -110,13 +110,30 @@ impl IntoResponse for Problem {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.status == StatusCode::INSUFFICIENT_STORAGE {
+            // The writer retries the disk every few seconds at most.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         response
     }
 }
 
 impl From<crate::journal::store::StoreError> for Problem {
     fn from(e: crate::journal::store::StoreError) -> Problem {
-        tracing::error!(error = %e, "storage error");
-        Problem::internal(e.to_string())
+        use crate::journal::store::Fault;
+        match e.fault() {
+            // Nothing was written; the writer logs the fault and recovers.
+            Fault::Full => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+                e.to_string(),
+            ),
+            Fault::Io | Fault::Unavailable => Problem::unavailable(e.to_string()),
+            Fault::Other => {
+                tracing::error!(error = %e, "storage error");
+                Problem::internal(e.to_string())
+            }
+        }
     }
 }

@@ -170,7 +170,7 @@ impl Store {
         }
         // In the same transaction: a token that exists has latched auth on.
         set_latch(&txn, "a token was created over the admin socket")?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(Ok(()))
     }
 
@@ -189,7 +189,7 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let latch = set_latch(&txn, reason)?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(latch)
     }
 
@@ -213,7 +213,7 @@ impl Store {
             }
             found
         };
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(removed)
     }
 
@@ -238,10 +238,31 @@ impl Store {
         wait.await.unwrap_or(Err(DeleteError::Unavailable))
     }
 
-    /// Writes a consistent snapshot of the whole store to a new database at
-    /// `dest`: every table is copied from one read transaction, so appends
-    /// keep flowing and the copy shows exactly one committed state.
-    pub fn backup_to(&self, dest: &Path) -> Result<u64, StoreError> {
+    /// Writes a consistent snapshot of the whole store into a file that has
+    /// no name in `dir` ([`snapshot_file`]) and returns it, rewound, to be
+    /// streamed. Every table is copied from one read transaction, so appends
+    /// keep flowing and the copy shows exactly one committed state. The
+    /// snapshot's blocks are freed when the file is closed, or when the
+    /// process dies, so a crash mid-backup leaves nothing behind.
+    pub fn backup_to_unnamed(&self, dir: &Path) -> Result<(std::fs::File, u64), StoreError> {
+        use std::io::Seek;
+        let file = snapshot_file(dir)
+            .map_err(|e| StoreError(format!("creating a snapshot in {}: {e}", dir.display())))?;
+        // redb owns (and closes) the handle it gets; this one keeps the file.
+        let mut keep = file
+            .try_clone()
+            .map_err(|e| StoreError(format!("duplicating the snapshot handle: {e}")))?;
+        let out = redb::backends::FileBackend::new(file)
+            .and_then(|backend| redb::Builder::new().create_with_backend(backend))
+            .map_err(|e| StoreError(format!("creating the snapshot: {e}")))?;
+        let rows = self.backup_into(out)?;
+        keep.rewind()
+            .map_err(|e| StoreError(format!("rewinding the snapshot: {e}")))?;
+        Ok((keep, rows))
+    }
+
+    /// Copies every table into `out` and closes it.
+    fn backup_into(&self, out: Database) -> Result<u64, StoreError> {
         let read = self.db.begin_read()?;
         for table in read.list_tables()? {
             if !KNOWN_TABLES.contains(&table.name()) {
@@ -250,14 +271,6 @@ impl Store {
                     table.name()
                 )));
             }
-        }
-        let out = Database::create(dest)
-            .map_err(|e| StoreError(format!("creating {}: {e}", dest.display())))?;
-        // A backup holds the whole journal: as private as the journal itself.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| StoreError(format!("making {} private: {e}", dest.display())))?;
         }
         let mut write = out.begin_write()?;
         write.set_durability(Durability::Immediate)?;
@@ -295,8 +308,69 @@ impl Store {
             copy!(FED_RETIRED_PEER_KEYS);
         }
         write.commit()?;
+        // Closing writes the clean-shutdown header, so the copy opens without repair.
+        out.close()?;
         Ok(rows)
     }
+}
+
+/// Prefix of the named snapshot files older builds wrote into the data dir
+/// (`.backup-<uuid>.redb`), and this one only where O_TMPFILE is missing.
+const SNAPSHOT_PREFIX: &str = ".backup-";
+
+/// A new, empty file for a backup snapshot, mode 0600, with no name in
+/// `dir`: O_TMPFILE, so the kernel frees it with its last handle, even after
+/// a crash. Where the file system lacks O_TMPFILE, a named file unlinked at
+/// once; the instant between leaves a name only a crash right then can
+/// strand, and [`remove_stale_snapshots`] removes it at the next start.
+pub fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unnamed = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match unnamed {
+        Ok(file) => Ok(file),
+        // Kernels and file systems without O_TMPFILE answer one of these.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            let path = dir.join(format!("{SNAPSHOT_PREFIX}{}.redb", Uuid::new_v4()));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(file)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes backup snapshots a crash left in `dir` (`.backup-*.redb`).
+/// Returns how many there were.
+pub fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(SNAPSHOT_PREFIX)
+            && name.ends_with(".redb")
+            && entry.file_type()?.is_file()
+        {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Every table a backup copies. A table not listed here makes the backup
@@ -374,7 +448,7 @@ impl WriterLoop {
         who: serde_json::Value,
     ) -> Result<Deleted, DeleteError> {
         debug_assert_ne!(plan_id, SYSTEM_PLAN, "checked by Store::delete_plan");
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut position = self.position;

@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -623,7 +623,7 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         let out = f(&txn)?;
-        txn.commit()?;
+        self.db.commit(txn)?;
         Ok(out)
     }
 
@@ -1333,7 +1333,7 @@ impl Store {
         messages: &[Incoming],
         rekey: Option<&Rekey>,
     ) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut outcomes = Vec::with_capacity(messages.len());
@@ -1421,7 +1421,7 @@ impl Store {
         if let Some(m) = messages.first() {
             super::retention::charge(self, &txn, &m.peer, charged)?;
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.db.commit(txn)?;
         if stored > 0 {
             self.fed.inbox_changed.send_modify(|n| *n += 1);
         }
@@ -1441,7 +1441,7 @@ impl Store {
         subscribe: bool,
         max_subscriptions: usize,
     ) -> Result<ReceiveOutcome, ReceiveError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         {
@@ -1504,7 +1504,7 @@ impl Store {
                 subs.remove(key.as_slice()).map_err(StoreError::from)?;
             }
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.db.commit(txn)?;
         self.fed_refresh_routes()?;
         Ok(ReceiveOutcome::Stored)
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -30,8 +30,11 @@ use super::keys::Keyring;
 
 pub mod admin;
 mod federation;
+mod handle;
 mod retention;
 pub use federation::*;
+use handle::Db;
+pub use handle::Health;
 pub use retention::PruneStep;
 
 type EventKey = [u8; 24];
@@ -53,27 +56,121 @@ const QUEUE_DEPTH: usize = 4096;
 pub const READ_PAGE: usize = 512;
 
 #[derive(Debug, Clone)]
-pub struct StoreError(String);
+pub struct StoreError {
+    message: String,
+    fault: Fault,
+}
+
+/// What kind of failure a [`StoreError`] is: the HTTP edge answers 507 or
+/// 503 for the first three (nothing was written, retry later) and 500 for
+/// the rest; the writer reopens the database after `Full` and `Io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The disk (or the quota) is full.
+    Full,
+    /// Another I/O error; redb refuses the handle from now on.
+    Io,
+    /// The database is being reopened, or is closed.
+    Unavailable,
+    /// Anything else: a corrupt record, a broken invariant.
+    Other,
+}
+
+/// `StoreError(message)`: the spelling the whole store uses for an error
+/// that is not an I/O fault (a struct with named fields leaves the value
+/// namespace free for this function).
+#[allow(non_snake_case)]
+fn StoreError(message: String) -> StoreError {
+    StoreError::with_fault(message, Fault::Other)
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for StoreError {}
 
 impl StoreError {
+    pub(crate) fn with_fault(message: String, fault: Fault) -> StoreError {
+        StoreError { message, fault }
+    }
+
     /// A blocking read task that panicked or was cancelled.
     pub fn from_join(e: &tokio::task::JoinError) -> StoreError {
         StoreError(format!("read task failed: {e}"))
+    }
+
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+}
+
+/// The I/O fault inside a redb error, if any.
+trait Faulty {
+    fn fault(&self) -> Fault;
+}
+
+impl Faulty for redb::StorageError {
+    fn fault(&self) -> Fault {
+        use std::io::ErrorKind;
+        match self {
+            redb::StorageError::Io(io)
+                if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+            {
+                Fault::Full
+            }
+            redb::StorageError::Io(_) | redb::StorageError::PreviousIo => Fault::Io,
+            redb::StorageError::DatabaseClosed => Fault::Unavailable,
+            _ => Fault::Other,
+        }
+    }
+}
+
+impl Faulty for redb::Error {
+    fn fault(&self) -> Fault {
+        use std::io::ErrorKind;
+        match self {
+            redb::Error::Io(io)
+                if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+            {
+                Fault::Full
+            }
+            redb::Error::Io(_) | redb::Error::PreviousIo => Fault::Io,
+            redb::Error::DatabaseClosed => Fault::Unavailable,
+            _ => Fault::Other,
+        }
+    }
+}
+
+macro_rules! storage_inside {
+    ($($t:ident),*) => {$(
+        impl Faulty for redb::$t {
+            fn fault(&self) -> Fault {
+                match self {
+                    redb::$t::Storage(e) => e.fault(),
+                    _ => Fault::Other,
+                }
+            }
+        }
+    )*};
+}
+storage_inside!(DatabaseError, TransactionError, TableError, CommitError);
+
+impl Faulty for redb::SetDurabilityError {
+    fn fault(&self) -> Fault {
+        Fault::Other
     }
 }
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError(format!("storage: {e}")) }
+            fn from(e: $t) -> Self {
+                let fault = e.fault();
+                StoreError::with_fault(format!("storage: {e}"), fault)
+            }
         }
     )*};
 }
@@ -243,6 +340,14 @@ pub enum AppendError {
     Storage(StoreError),
 }
 
+/// How the store opens its database.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Every commit records the allocator state, so that opening after a
+    /// crash skips the full repair (see `docs/benchmarks.md`).
+    pub quick_repair: bool,
+}
+
 enum Job {
     Append(
         AppendRequest,
@@ -255,6 +360,9 @@ enum Job {
         oneshot::Sender<Result<admin::Deleted, admin::DeleteError>>,
     ),
     Shutdown,
+    /// Wakes the writer to reopen the database after a write elsewhere
+    /// failed with an I/O fault.
+    Recover,
 }
 
 /// Counters the writer keeps, for status and metrics.
@@ -269,7 +377,7 @@ pub struct WriterStats {
 /// A handle to the journal store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Db>,
     jobs: mpsc::Sender<Job>,
     fed: Arc<FedShared>,
     /// Signs new events and verifies old ones; replaced by a key rotation.
@@ -302,13 +410,34 @@ impl Store {
         keyring: Arc<Keyring>,
         fanout: broadcast::Sender<Arc<Event>>,
     ) -> Result<(Store, Writer), StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
-                "{} is already open in another process (is another logbook running on this data dir?)",
-                path.display()
-            )),
-            e => StoreError(format!("opening {}: {e}", path.display())),
-        })?;
+        Store::open_with(path, keyring, fanout, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options.
+    pub fn open_with(
+        path: &Path,
+        keyring: Arc<Keyring>,
+        fanout: broadcast::Sender<Arc<Event>>,
+        options: &StoreOptions,
+    ) -> Result<(Store, Writer), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Snapshots of a backup the last run did not finish hold journal data.
+            match admin::remove_stale_snapshots(dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    count = n,
+                    dir = %dir.display(),
+                    "removed snapshots left behind by an interrupted backup"
+                ),
+                Err(e) => {
+                    return Err(StoreError(format!(
+                        "removing stale backup snapshots in {}: {e}",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        let db = handle::open_database(path)?;
         // The journal is as private as the keys: the data dir is 0700, and
         // the file itself is 0600 too, whatever the umask was.
         {
@@ -317,7 +446,8 @@ impl Store {
                 .map_err(|e| StoreError(format!("making {} private: {e}", path.display())))?;
         }
         // Create every table up front so readers never see a missing one.
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(options.quick_repair);
         txn.open_table(EVENTS)?;
         txn.open_table(HEADS)?;
         txn.open_table(POSITIONS)?;
@@ -327,13 +457,10 @@ impl Store {
         retention::create_tables(&txn)?;
         txn.commit()?;
 
-        let db = Arc::new(db);
-        let position = {
-            let txn = db.begin_read()?;
-            let positions = txn.open_table(POSITIONS)?;
-            positions.last()?.map_or(0, |(k, _)| k.value())
-        };
+        let db = Arc::new(Db::new(path, db, options.quick_repair));
+        let position = last_position(&db)?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        db.set_writer(jobs.clone());
         let stats = Arc::new(WriterStats::default());
         let fed = Arc::new(FedShared::default());
         let keyring = Arc::new(crate::reload::Reloadable::new(Keyring::clone(&keyring)));
@@ -344,6 +471,7 @@ impl Store {
             fanout,
             position,
             stats: stats.clone(),
+            retry: RETRY_FIRST,
         };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -463,9 +591,12 @@ impl Store {
 
     /// The highest store-wide position committed so far.
     pub fn last_position(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let positions = txn.open_table(POSITIONS)?;
-        Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+        last_position(&self.db)
+    }
+
+    /// Whether appends can commit right now (for `/readyz`).
+    pub fn health(&self) -> Health {
+        self.db.health()
     }
 
     /// Verifies a plan's whole chain from seq 1 within one snapshot.
@@ -551,17 +682,32 @@ impl Store {
     }
 }
 
+fn last_position(db: &Db) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let positions = txn.open_table(POSITIONS)?;
+    Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+}
+
+/// First wait before reopening the database after a failed write; it
+/// doubles up to [`RETRY_MAX`] until a commit succeeds again.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the writer looks at its queue while it waits to reopen.
+const RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The single writer. Owning all writes in one thread is what makes
 /// sequence numbers contiguous and lets one fsync cover a whole batch.
 struct WriterLoop {
     /// Federation routing: whom to queue each appended event for.
     fed: Arc<FedShared>,
-    db: Arc<Database>,
+    db: Arc<Db>,
     keyring: Arc<crate::reload::Reloadable<Keyring>>,
     fanout: broadcast::Sender<Arc<Event>>,
     /// Last committed store-wide position.
     position: u64,
     stats: Arc<WriterStats>,
+    /// Wait before the next attempt to reopen after a failed write.
+    retry: std::time::Duration,
 }
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
@@ -571,12 +717,16 @@ impl WriterLoop {
         let mut batch: Vec<(AppendRequest, Reply)> = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
         while !stopping {
+            if self.db.health() != Health::Ready && !self.recover(&mut rx) {
+                break;
+            }
             // Block for the first job, then take whatever else is already queued.
             let mut deletion = None;
             match rx.blocking_recv() {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
                 Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                 Some(Job::Shutdown) | None => break,
+                Some(Job::Recover) => continue,
             }
             while deletion.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -587,6 +737,8 @@ impl WriterLoop {
                         stopping = true;
                         break;
                     }
+                    // Noticed at the top of the loop, after this batch.
+                    Ok(Job::Recover) => {}
                     Err(_) => break,
                 }
             }
@@ -595,10 +747,15 @@ impl WriterLoop {
             }
             if let Some((plan, who, reply)) = deletion {
                 let outcome = self.delete_plan(plan, who);
-                if let Err(admin::DeleteError::Storage(e)) = &outcome {
-                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
-                }
+                let failed = match &outcome {
+                    Err(admin::DeleteError::Storage(e)) => Some(e.clone()),
+                    _ => None,
+                };
                 let _ = reply.send(outcome);
+                if let Some(e) = failed {
+                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
+                    self.after_failure(&e);
+                }
             }
         }
         tracing::debug!("journal writer stopped");
@@ -618,6 +775,7 @@ impl WriterLoop {
                     .last_commit_micros
                     .store(micros, Ordering::Relaxed);
                 crate::metrics::observe_commit(batch.len(), micros);
+                self.retry = RETRY_FIRST;
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     if let Ok(appended) = &outcome
                         && !appended.replayed
@@ -635,7 +793,75 @@ impl WriterLoop {
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(AppendError::Storage(e.clone())));
                 }
+                self.after_failure(&e);
             }
+        }
+    }
+
+    /// After a failed write: an I/O fault leaves redb's handle unusable for
+    /// good, so take it out of service; [`WriterLoop::recover`] reopens it.
+    /// The callers of the failed commit were already told it failed.
+    fn after_failure(&self, e: &StoreError) {
+        let Some(health) = self.db.failed(e) else {
+            return;
+        };
+        tracing::warn!(
+            ?health,
+            "the journal database is out of service after a failed write; reopening it as soon as a commit can succeed"
+        );
+    }
+
+    /// Reopens the database after a failed write, retrying with a growing
+    /// delay. Meanwhile every job is answered at once with the refusal (507
+    /// or 503), so no caller waits on a disk that may stay full for hours.
+    /// Returns false when told to stop.
+    fn recover(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
+        let mut next_attempt = Instant::now() + self.retry;
+        loop {
+            loop {
+                let refusal = || self.db.health().refusal();
+                match rx.try_recv() {
+                    Ok(Job::Append(_, reply)) => {
+                        let _ = reply.send(Err(AppendError::Storage(refusal())));
+                    }
+                    Ok(Job::DeletePlan(_, _, reply)) => {
+                        let _ = reply.send(Err(admin::DeleteError::Storage(refusal())));
+                    }
+                    Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return false;
+                    }
+                    Ok(Job::Recover) => {}
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_attempt && self.db.health() == Health::Full && !self.db.has_room() {
+                // Still full: wait for space rather than reopen to fail again.
+                self.retry = (self.retry * 2).min(RETRY_MAX);
+                next_attempt = now + self.retry;
+            } else if now >= next_attempt {
+                match self.db.reopen().and_then(|_| last_position(&self.db)) {
+                    Ok(position) => {
+                        self.position = position;
+                        self.db.set_health(Health::Ready);
+                        tracing::info!(
+                            position,
+                            "the journal database is reopened; appends commit again"
+                        );
+                        return true;
+                    }
+                    Err(e) => {
+                        if e.fault() == Fault::Full {
+                            self.db.set_health(Health::Full);
+                        }
+                        self.db.take_down();
+                        self.retry = (self.retry * 2).min(RETRY_MAX);
+                        next_attempt = now + self.retry;
+                        tracing::warn!(error = %e, retry_ms = self.retry.as_millis() as u64, "reopening the journal database failed; retrying");
+                    }
+                }
+            }
+            std::thread::sleep(RECOVERY_POLL.min(next_attempt.saturating_duration_since(now)));
         }
     }
 
@@ -855,6 +1081,7 @@ mod tests {
             fanout,
             position: 0,
             stats: Arc::new(WriterStats::default()),
+            retry: RETRY_FIRST,
         };
         writer_loop.commit_batch(&mut batch);
         let mut outcomes = Vec::new();
@@ -900,6 +1127,64 @@ mod tests {
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .unwrap();
+    }
+
+    /// A write outside the writer (federation intake, tokens) that fails
+    /// with an I/O fault takes the handle down; the idle writer is woken to
+    /// reopen it, with no append to prompt it, and appends work again.
+    #[tokio::test]
+    async fn a_failure_outside_the_writer_wakes_it_to_reopen() {
+        use super::super::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, _published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let request = || AppendRequest {
+            plan_id: Uuid::from_u128(7),
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        };
+        store.append(request()).await.unwrap();
+        // The writer is now idle, blocked waiting for a job.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let failure = StoreError::with_fault("injected".into(), Fault::Full);
+        assert_eq!(store.db.failed(&failure), Some(Health::Full));
+        assert_ne!(store.health(), Health::Ready);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while store.health() != Health::Ready {
+            assert!(Instant::now() < deadline, "the writer did not reopen");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let appended = store.append(request()).await.unwrap();
+        assert_eq!(appended.event.seq, 2);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let io = |errno| redb::StorageError::Io(std::io::Error::from_raw_os_error(errno));
+        let fault = |e: redb::StorageError| StoreError::from(e).fault();
+        assert_eq!(fault(io(libc::ENOSPC)), Fault::Full);
+        assert_eq!(fault(io(libc::EDQUOT)), Fault::Full);
+        assert_eq!(fault(io(libc::EIO)), Fault::Io);
+        assert_eq!(fault(redb::StorageError::PreviousIo), Fault::Io);
+        assert_eq!(
+            fault(redb::StorageError::DatabaseClosed),
+            Fault::Unavailable
+        );
+        assert_eq!(
+            fault(redb::StorageError::Corrupted("x".into())),
+            Fault::Other
+        );
+        let commit = redb::CommitError::Storage(io(libc::ENOSPC));
+        assert_eq!(StoreError::from(commit).fault(), Fault::Full);
+        assert_eq!(StoreError("corrupt record".into()).fault(), Fault::Other);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::Db;
 use super::federation::{
     DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, InboxRecord,
     OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
@@ -84,11 +85,13 @@ pub(super) fn charge(
 
 /// Commits a pruning step, or drops it when it removed nothing: a pass
 /// over a table with nothing to prune costs no fsync.
-fn finish(txn: WriteTransaction, step: &PruneStep) -> Result<(), StoreError> {
+/// Commits through the shared handle, so that an I/O fault takes it down
+/// for the writer to reopen, as for any write outside the writer.
+fn finish(db: &Db, txn: WriteTransaction, step: &PruneStep) -> Result<(), StoreError> {
     if step.removed == 0 {
         txn.abort()?;
     } else {
-        txn.commit()?;
+        db.commit(txn)?;
     }
     Ok(())
 }
@@ -109,7 +112,6 @@ impl Store {
 
     /// Bytes of received messages stored for `peer`.
     pub fn fed_peer_usage(&self, peer: &str) -> Result<u64, StoreError> {
-        use redb::ReadableDatabase;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(FED_PEER_USAGE)?;
         let usage = table
@@ -169,7 +171,7 @@ impl Store {
                 step.removed += 1;
             }
         }
-        finish(txn, &step)?;
+        finish(&self.db, txn, &step)?;
         Ok(step)
     }
 
@@ -233,7 +235,7 @@ impl Store {
             usage.bytes = usage.bytes.saturating_sub(bytes);
             set_usage(&txn, &peer, usage)?;
         }
-        finish(txn, &step)?;
+        finish(&self.db, txn, &step)?;
         Ok(step)
     }
 
@@ -284,7 +286,7 @@ impl Store {
                 step.removed += 1;
             }
         }
-        finish(txn, &step)?;
+        finish(&self.db, txn, &step)?;
         Ok(step)
     }
 }
