@@ -89,3 +89,47 @@ async fn export_verifies_offline_and_a_one_byte_edit_is_located() {
     assert!(!ok);
     assert!(stdout.contains(&format!("broken at seq {k}")), "{stdout}");
 }
+
+/// The signature covers an event's values, not their spelling: a line with
+/// an unsigned extra member, or an id or hash spelled another way, is not
+/// what logbook wrote, and an empty file is not an export.
+#[tokio::test]
+async fn only_lines_as_logbook_writes_them_verify() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let p = new_plan().to_string();
+    fill(&daemon, &p, 3).await;
+    let export = daemon.admin_ok(&["export", &p]).await;
+    drop(daemon);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.ndjson");
+    let secret = [("LOGBOOK_HMAC_SECRET", TEST_SECRET)];
+    std::fs::write(&file, &export).unwrap();
+    assert!(
+        verify(&file, &secret, &[]).await.0,
+        "the export itself verifies"
+    );
+
+    let second = export.lines().nth(1).unwrap();
+    let signature = second.split("\"signature\":\"").nth(1).unwrap()[..64].to_string();
+    let edits = [
+        // An unsigned member that a reader of the file would see.
+        second.replacen('{', "{\"approved_by\":\"cfo\",", 1),
+        // The same signature in upper case.
+        second.replace(&signature, &signature.to_uppercase()),
+    ];
+    for edited in edits {
+        assert_ne!(edited, second);
+        let text = export.replace(second, &edited);
+        std::fs::write(&file, &text).unwrap();
+        let (ok, stdout, _) = verify(&file, &secret, &[]).await;
+        assert!(!ok, "{edited}: {stdout}");
+        assert!(
+            stdout.contains("broken at seq 2") && stdout.contains("not_canonical_line"),
+            "{stdout}"
+        );
+    }
+
+    std::fs::write(&file, "").unwrap();
+    let (ok, stdout, _) = verify(&file, &secret, &[]).await;
+    assert!(!ok && stdout.contains("no events"), "{stdout}");
+}

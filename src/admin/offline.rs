@@ -38,7 +38,8 @@ pub fn keyring_from_env(
             }
             continue;
         };
-        let secret = secret.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+        // Taken as the daemon takes it, byte for byte.
+        let secret = secret.into_bytes();
         match &mut keyring {
             Some(k) => k
                 .add_verification_key(secret)
@@ -76,6 +77,17 @@ pub fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome,
                 });
             }
         };
+        // Exactly as `logbook admin export` writes it: no unknown member, no
+        // other spelling of an id or hash. The signature covers the values,
+        // not their spelling, so a reader of the file could otherwise see
+        // data that nothing signed.
+        if serde_json::to_string(&event).ok().as_deref() != Some(line.as_str()) {
+            return Ok(Outcome::Broken {
+                seq: event.seq,
+                line: line_no,
+                reason: "not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into(),
+            });
+        }
         if *plan.get_or_insert(event.plan_id) != event.plan_id {
             return Ok(Outcome::Broken {
                 seq: event.seq,
@@ -94,6 +106,14 @@ pub fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome,
                 reason,
             });
         }
+    }
+    // Every plan has at least one event: an empty file is not an export.
+    if verifier.last_seq() == 0 {
+        return Ok(Outcome::Broken {
+            seq: 1,
+            line: 0,
+            reason: "the export holds no events".into(),
+        });
     }
     Ok(Outcome::Valid {
         count: verifier.last_seq(),

@@ -1242,28 +1242,7 @@ impl Store {
         status: Option<DeliveryStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(FED_OUTBOX)?;
-        let range = match peer {
-            Some(p) => {
-                table.range(outbox_key(p, 0).as_slice()..=outbox_key(p, u64::MAX).as_slice())?
-            }
-            None => table.range::<&[u8]>(..)?,
-        };
-        let mut out = Vec::new();
-        for entry in range {
-            let (k, v) = entry?;
-            let record: OutboxRecord = decode(v.value())?;
-            if status.is_some_and(|s| s != record.status) {
-                continue;
-            }
-            let (peer, seq) = split_outbox_key(k.value())?;
-            out.push(OutboxEntry { peer, seq, record });
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.fed_outbox_page(peer, status, None, limit)
     }
 
     /// A page of outbox rows in (peer, seq) order, after the row `after`
