@@ -100,3 +100,84 @@ async fn a_batch_above_the_burst_is_charged_in_full() {
     assert_eq!(status, 429, "{body}");
     assert!(retry_after.unwrap() >= 4, "{retry_after:?}: {body}");
 }
+
+/// Opens a connection from `source` (any 127/8 address works on loopback)
+/// and sends the head of a POST announcing a body it never sends.
+async fn trickler(source: &str, node: &Node) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket
+        .connect(format!("127.0.0.1:{}", node.port).parse().unwrap())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {EVENT} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n[",
+        node.port
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+/// The status code of the answer on `stream`, or None if it closed first.
+async fn status_of(stream: &mut tokio::net::TcpStream) -> Option<u16> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_trickling_bodies_cannot_block_the_peers() {
+    // Four permits; the request timeout is long, so only the intake's own
+    // body deadline ends the trickle in time.
+    let beta = beta("incoming_concurrency = 4\nrequest_timeout_secs = 90");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(trickler("127.0.0.2", &beta).await);
+    }
+    // Once the attacker holds what it can, a further request of its own is
+    // refused at once (before the fix: because every permit was taken).
+    let mut refused = None;
+    for _ in 0..60 {
+        let mut probe = trickler("127.0.0.2", &beta).await;
+        let status = tokio::time::timeout(std::time::Duration::from_secs(2), status_of(&mut probe))
+            .await
+            .ok()
+            .flatten();
+        if status.is_some() {
+            refused = status;
+            break;
+        }
+        held.push(probe);
+    }
+    assert_eq!(refused, Some(503), "the attacker is capped");
+    // A real peer, from another address, still gets through.
+    let message = signed("audit.note", json!({"n": 1}));
+    let (status, _, body) = post(&beta, EVENT, &json!(message)).await;
+    assert_eq!(status, 200, "{body}");
+    // A trickled body gets 408 after the intake's deadline (10 s), long
+    // before the 90 s request timeout.
+    let started = std::time::Instant::now();
+    let mut timed_out = false;
+    for stream in &mut held {
+        if let Ok(Some(status)) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), status_of(stream)).await
+            && status == 408
+        {
+            timed_out = true;
+            break;
+        }
+    }
+    assert!(timed_out, "a trickling body is cut off with 408");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+}
