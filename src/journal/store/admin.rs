@@ -481,6 +481,10 @@ impl WriterLoop {
                 .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
                 .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
             tables.remove_plan(&plan_id)?;
+            let (removed, blanked) = tables.fed.forget_plan(&plan_id)?;
+            if removed + blanked > 0 {
+                tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");
+            }
             (
                 Deleted {
                     head,
