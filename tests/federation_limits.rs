@@ -181,3 +181,24 @@ async fn one_address_trickling_bodies_cannot_block_the_peers() {
     assert!(timed_out, "a trickling body is cut off with 408");
     assert!(started.elapsed() < std::time::Duration::from_secs(40));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_verified_message_by_message_before_it_is_built() {
+    let beta = beta("");
+    // The first message's signature is wrong; the second is not even a
+    // whole message. The signature is checked before any message is
+    // built, and the first failure ends the batch: 401, not 400.
+    let mut forged = json!(signed("audit.note", json!({"n": 1})));
+    forged["payload"] = json!({"n": 2});
+    let partial = json!({"instanceId": "mallory", "keyId": "k"});
+    let (status, _, body) = post(&beta, EVENT, &json!([forged, partial])).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:bad-signature", "{body}");
+    // After a good message, a partial one is still refused as malformed,
+    // and the whole batch with it.
+    let good = json!(signed("audit.note", json!({"n": 3})));
+    let (status, _, body) = post(&beta, EVENT, &json!([good, partial])).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:invalid-message", "{body}");
+    assert!(beta.messages("direction=inbound").await.is_empty());
+}

@@ -200,6 +200,28 @@ fn parse_value(raw: &RawValue) -> Result<Value, Problem> {
         .map_err(|e| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string()))
 }
 
+/// The members of a message checked before the message itself is built,
+/// borrowed from its parsed tree.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    instance_id: &'a str,
+    key_id: &'a str,
+    timestamp: i64,
+    #[serde(default)]
+    recipient_id: Option<&'a str>,
+}
+
+fn invalid_message(e: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(
+        "invalid-message",
+        "Invalid EventMessage",
+        format!("{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"),
+    )
+}
+
+/// A message's text as an `EventMessage` (an object with exactly its
+/// members), or 400.
 pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
     // serde fills a struct from an array in field order: a message is an
     // object, whatever else would deserialize.
@@ -210,70 +232,90 @@ pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
             "a message is a JSON object",
         ));
     }
-    serde_json::from_str(raw.get()).map_err(|e| {
-        Problem::bad_request(
-            "invalid-message",
-            "Invalid EventMessage",
-            format!("{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"),
-        )
-    })
+    serde_json::from_str(raw.get()).map_err(invalid_message)
 }
 
 /// Verifies a batch of messages from one sender. Returns the sender.
+///
+/// Each message is parsed once, into the tree its signature is checked
+/// over; its sender, key, signature, recipient and timestamp are checked
+/// on that tree, and only then is the message built from it. The first
+/// failure ends the batch: nothing after it is parsed.
 pub fn verify_batch(
     fed: &Federation,
     items: &[&RawValue],
 ) -> Result<(PeerRecord, Vec<EventMessage>), Problem> {
-    let messages = items
-        .iter()
-        .map(|raw| parse_message(raw))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sender = &messages[0].instance_id;
-    if messages.iter().any(|m| &m.instance_id != sender) {
-        return Err(Problem::bad_request(
-            "invalid-batch",
-            "Invalid batch",
-            "all messages of a batch must come from one instance",
-        ));
-    }
-    let (peer, key) = active_peer(fed, sender)?;
-    let pinned = key_id(&peer.public_key_der);
-    for (raw, m) in items.iter().zip(&messages) {
-        // Built for the check and dropped: one message's tree at a time.
-        let value = &parse_value(raw)?;
-        if m.key_id != pinned
-            && let Some(der) = fed
-                .store
-                .fed_retired_peer_key(&peer.instance_id, &m.key_id)?
-        {
-            check_retired_redelivery(fed, &peer, der, value, m)?;
-        } else {
-            check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
+    let mut sender: Option<(PeerRecord, PublicKey, String)> = None;
+    let mut messages = Vec::with_capacity(items.len());
+    for raw in items {
+        // serde fills a struct from an array in field order: a message is an
+        // object, whatever else would deserialize.
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(Problem::bad_request(
+                "invalid-message",
+                "Invalid EventMessage",
+                "a message is a JSON object",
+            ));
         }
-        check_recipient(fed, m.recipient_id.as_deref())?;
+        let value = parse_value(raw)?;
+        let head = <Head as serde::Deserialize>::deserialize(&value).map_err(invalid_message)?;
+        let (peer, key, pinned) = match &sender {
+            Some((peer, _, _)) if peer.instance_id != head.instance_id => {
+                return Err(Problem::bad_request(
+                    "invalid-batch",
+                    "Invalid batch",
+                    "all messages of a batch must come from one instance",
+                ));
+            }
+            Some(known) => known,
+            None => {
+                let (peer, key) = active_peer(fed, head.instance_id)?;
+                let pinned = key_id(&peer.public_key_der);
+                sender.insert((peer, key, pinned))
+            }
+        };
+        let retired = if head.key_id != pinned.as_str() {
+            fed.store
+                .fed_retired_peer_key(&peer.instance_id, head.key_id)?
+        } else {
+            None
+        };
+        let is_retired = retired.is_some();
+        match retired {
+            Some(der) => {
+                let retired_peer = PeerRecord {
+                    public_key_der: der,
+                    ..peer.clone()
+                };
+                let old = identity::public_key_from_der(&retired_peer.public_key_der)
+                    .map_err(Problem::internal)?;
+                check_signed(fed, &retired_peer, &old, &value, head.key_id, head.timestamp)?;
+            }
+            None => check_signed(fed, peer, key, &value, head.key_id, head.timestamp)?,
+        }
+        check_recipient(fed, head.recipient_id)?;
+        // Checked: now the message, from the same tree.
+        let m: EventMessage = serde_json::from_value(value).map_err(invalid_message)?;
+        if is_retired {
+            check_retired_redelivery(fed, peer, &m)?;
+        }
+        messages.push(m);
     }
+    let (peer, _, _) = sender.expect("a batch holds at least one message");
     Ok((peer, messages))
 }
 
-/// A message signed with a key the peer rotated away from is accepted only
-/// as a redelivery of a message already stored (same id and content): the
-/// sender had not yet seen our ack of its key announcement. It is acked
-/// again and changes nothing. Anything new signed with the old key is
-/// refused, so a leaked old key cannot inject messages.
+/// A message signed with a key the peer rotated away from (its signature
+/// checked against that key) is accepted only as a redelivery of a message
+/// already stored (same id and content): the sender had not yet seen our
+/// ack of its key announcement. It is acked again and changes nothing.
+/// Anything new signed with the old key is refused, so a leaked old key
+/// cannot inject messages.
 fn check_retired_redelivery(
     fed: &Federation,
     peer: &PeerRecord,
-    retired_der: Vec<u8>,
-    value: &Value,
     m: &EventMessage,
 ) -> Result<(), Problem> {
-    let retired_peer = PeerRecord {
-        public_key_der: retired_der,
-        ..peer.clone()
-    };
-    let key =
-        identity::public_key_from_der(&retired_peer.public_key_der).map_err(Problem::internal)?;
-    check_signed(fed, &retired_peer, &key, value, &m.key_id, m.timestamp)?;
     let stored = fed.store.fed_inbox_get(&m.message_id)?;
     if stored.is_some_and(|r| r.peer == peer.instance_id && r.digest == m.content_digest()) {
         return Ok(());
