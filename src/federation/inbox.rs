@@ -201,15 +201,22 @@ fn parse_value(raw: &RawValue) -> Result<Value, Problem> {
 }
 
 /// The members of a message checked before the message itself is built,
-/// borrowed from its parsed tree.
+/// borrowed from its parsed tree. It has the members of `EventMessage`
+/// (the others are only looked at, not built), so a message of the wrong
+/// shape is refused (400) before its signature is checked, as before.
 #[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // The ignored members are there to be required.
 struct Head<'a> {
+    message_id: serde::de::IgnoredAny,
     instance_id: &'a str,
-    key_id: &'a str,
-    timestamp: i64,
     #[serde(default)]
     recipient_id: Option<&'a str>,
+    event_type: serde::de::IgnoredAny,
+    payload: serde::de::IgnoredAny,
+    timestamp: i64,
+    key_id: &'a str,
+    signature: serde::de::IgnoredAny,
 }
 
 fn invalid_message(e: impl std::fmt::Display) -> Problem {
