@@ -39,7 +39,13 @@ fn beta(federation: &str) -> Node {
 }
 
 async fn post(node: &Node, path: &str, body: &Value) -> (u16, Option<u64>, Value) {
-    let response = node.http.post(node.url(path)).json(body).send().await.unwrap();
+    let response = node
+        .http
+        .post(node.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -199,6 +205,9 @@ async fn a_batch_is_verified_message_by_message_before_it_is_built() {
     let good = json!(signed("audit.note", json!({"n": 3})));
     let (status, _, body) = post(&beta, EVENT, &json!([good, partial])).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["type"], "urn:logbook:problem:invalid-message", "{body}");
+    assert_eq!(
+        body["type"], "urn:logbook:problem:invalid-message",
+        "{body}"
+    );
     assert!(beta.messages("direction=inbound").await.is_empty());
 }

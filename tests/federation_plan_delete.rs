@@ -96,9 +96,7 @@ async fn deleting_a_plan_forgets_its_outbox_rows() {
     beta.restart();
     wait_for("the published message delivered", WAIT, || async {
         let out = alpha.messages("direction=outbound").await;
-        out.iter()
-            .all(|m| m["status"] == "delivered")
-            .then_some(())
+        out.iter().all(|m| m["status"] == "delivered").then_some(())
     })
     .await;
     let inbound = beta.messages("direction=inbound").await;

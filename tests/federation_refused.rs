@@ -48,7 +48,10 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
                 )
                 .await;
             assert_eq!(status, 202, "{body}");
-            body["messages"][0]["messageId"].as_str().unwrap().to_string()
+            body["messages"][0]["messageId"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }
     };
     let big = publish(json!({"blob": "x".repeat(40_000)})).await;
@@ -61,10 +64,7 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
             .then_some(out)
     })
     .await;
-    let refused = out
-        .iter()
-        .find(|m| m["messageId"] == big.as_str())
-        .unwrap();
+    let refused = out.iter().find(|m| m["messageId"] == big.as_str()).unwrap();
     assert_eq!(refused["status"], "dead", "{refused}");
     let error = refused["lastError"].as_str().unwrap_or_default();
     assert!(error.contains("413"), "{refused}");

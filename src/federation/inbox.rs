@@ -223,7 +223,9 @@ fn invalid_message(e: impl std::fmt::Display) -> Problem {
     Problem::bad_request(
         "invalid-message",
         "Invalid EventMessage",
-        format!("{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"),
+        format!(
+            "{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"
+        ),
     )
 }
 
@@ -296,7 +298,14 @@ pub fn verify_batch(
                 };
                 let old = identity::public_key_from_der(&retired_peer.public_key_der)
                     .map_err(Problem::internal)?;
-                check_signed(fed, &retired_peer, &old, &value, head.key_id, head.timestamp)?;
+                check_signed(
+                    fed,
+                    &retired_peer,
+                    &old,
+                    &value,
+                    head.key_id,
+                    head.timestamp,
+                )?;
             }
             None => check_signed(fed, peer, key, &value, head.key_id, head.timestamp)?,
         }

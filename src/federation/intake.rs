@@ -21,8 +21,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::inbox::{self, MAX_BATCH};
 use crate::http::AppState;
-use crate::http::serve::RemoteAddr;
 use crate::http::problem::Problem;
+use crate::http::serve::RemoteAddr;
 use crate::journal::chain::unsafe_integer_literal;
 
 /// Extra nesting allowed on `incoming/*`: message, journal event, batch.

@@ -647,7 +647,8 @@ impl<'txn> FedTables<'txn> {
             self.ids.remove(*message_id)?;
         }
         for (key, record) in &blanked {
-            self.outbox.insert(key.as_slice(), encode(record).as_slice())?;
+            self.outbox
+                .insert(key.as_slice(), encode(record).as_slice())?;
         }
         Ok((doomed.len(), blanked.len()))
     }
