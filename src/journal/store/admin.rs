@@ -307,6 +307,7 @@ impl Store {
             copy!(FED_KEY_ROTATIONS);
             copy!(FED_RETIRED_PEER_KEYS);
         }
+        copy!(super::retention::FED_PEER_USAGE);
         write.commit()?;
         // Closing writes the clean-shutdown header, so the copy opens without repair.
         out.close()?;
@@ -393,6 +394,7 @@ const KNOWN_TABLES: &[&str] = &[
     "fed_pending_rotations",
     "fed_key_rotations",
     "fed_retired_peer_keys",
+    "fed_peer_usage",
 ];
 
 /// Installs a backup file as the store of `data_dir`. Refuses to overwrite an
