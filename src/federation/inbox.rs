@@ -39,8 +39,10 @@ impl RateLimiter {
         RateLimiter::with_rates(f64::from(rate), f64::from(burst))
     }
 
-    /// A limiter counting bytes: `rate` per second, `burst` saved. A single
-    /// request larger than the burst is let through when the bucket is full.
+    /// A limiter: `rate` per second, `burst` saved. A single request costing
+    /// more than the burst is let through only when the bucket is full, and
+    /// is charged in full: the bucket goes into debt, so the peer waits as
+    /// long as if it had sent the same in small requests.
     pub fn with_rates(rate: f64, burst: f64) -> RateLimiter {
         RateLimiter {
             rate,
@@ -51,17 +53,19 @@ impl RateLimiter {
 
     /// Takes `cost` tokens for `peer`, or says in how many seconds to retry.
     pub fn take(&self, peer: &str, cost: usize) -> Result<(), u64> {
-        let cost = (cost as f64).min(self.burst);
+        let cost = cost as f64;
+        // What must be saved up before this request may pass.
+        let needed = cost.min(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, last) = buckets.entry(peer.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
-        if *tokens >= cost {
+        if *tokens >= needed {
             *tokens -= cost;
             Ok(())
         } else {
-            Err(((cost - *tokens) / self.rate).ceil().max(1.0) as u64)
+            Err(((needed - *tokens) / self.rate).ceil().max(1.0) as u64)
         }
     }
 }
@@ -196,6 +200,37 @@ fn parse_value(raw: &RawValue) -> Result<Value, Problem> {
         .map_err(|e| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string()))
 }
 
+/// The members of a message checked before the message itself is built,
+/// borrowed from its parsed tree. It has the members of `EventMessage`
+/// (the others are only looked at, not built), so a message of the wrong
+/// shape is refused (400) before its signature is checked, as before.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // The ignored members are there to be required.
+struct Head<'a> {
+    message_id: serde::de::IgnoredAny,
+    instance_id: &'a str,
+    #[serde(default)]
+    recipient_id: Option<&'a str>,
+    event_type: serde::de::IgnoredAny,
+    payload: serde::de::IgnoredAny,
+    timestamp: i64,
+    key_id: &'a str,
+    signature: serde::de::IgnoredAny,
+}
+
+fn invalid_message(e: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(
+        "invalid-message",
+        "Invalid EventMessage",
+        format!(
+            "{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"
+        ),
+    )
+}
+
+/// A message's text as an `EventMessage` (an object with exactly its
+/// members), or 400.
 pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
     // serde fills a struct from an array in field order: a message is an
     // object, whatever else would deserialize.
@@ -206,70 +241,97 @@ pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
             "a message is a JSON object",
         ));
     }
-    serde_json::from_str(raw.get()).map_err(|e| {
-        Problem::bad_request(
-            "invalid-message",
-            "Invalid EventMessage",
-            format!("{e}; expected {{messageId, instanceId, recipientId, eventType, payload, timestamp, keyId, signature}}"),
-        )
-    })
+    serde_json::from_str(raw.get()).map_err(invalid_message)
 }
 
 /// Verifies a batch of messages from one sender. Returns the sender.
+///
+/// Each message is parsed once, into the tree its signature is checked
+/// over; its sender, key, signature, recipient and timestamp are checked
+/// on that tree, and only then is the message built from it. The first
+/// failure ends the batch: nothing after it is parsed.
 pub fn verify_batch(
     fed: &Federation,
     items: &[&RawValue],
 ) -> Result<(PeerRecord, Vec<EventMessage>), Problem> {
-    let messages = items
-        .iter()
-        .map(|raw| parse_message(raw))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sender = &messages[0].instance_id;
-    if messages.iter().any(|m| &m.instance_id != sender) {
-        return Err(Problem::bad_request(
-            "invalid-batch",
-            "Invalid batch",
-            "all messages of a batch must come from one instance",
-        ));
-    }
-    let (peer, key) = active_peer(fed, sender)?;
-    let pinned = key_id(&peer.public_key_der);
-    for (raw, m) in items.iter().zip(&messages) {
-        // Built for the check and dropped: one message's tree at a time.
-        let value = &parse_value(raw)?;
-        if m.key_id != pinned
-            && let Some(der) = fed
-                .store
-                .fed_retired_peer_key(&peer.instance_id, &m.key_id)?
-        {
-            check_retired_redelivery(fed, &peer, der, value, m)?;
-        } else {
-            check_signed(fed, &peer, &key, value, &m.key_id, m.timestamp)?;
+    let mut sender: Option<(PeerRecord, PublicKey, String)> = None;
+    let mut messages = Vec::with_capacity(items.len());
+    for raw in items {
+        // serde fills a struct from an array in field order: a message is an
+        // object, whatever else would deserialize.
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(Problem::bad_request(
+                "invalid-message",
+                "Invalid EventMessage",
+                "a message is a JSON object",
+            ));
         }
-        check_recipient(fed, m.recipient_id.as_deref())?;
+        let value = parse_value(raw)?;
+        let head = <Head as serde::Deserialize>::deserialize(&value).map_err(invalid_message)?;
+        let (peer, key, pinned) = match &sender {
+            Some((peer, _, _)) if peer.instance_id != head.instance_id => {
+                return Err(Problem::bad_request(
+                    "invalid-batch",
+                    "Invalid batch",
+                    "all messages of a batch must come from one instance",
+                ));
+            }
+            Some(known) => known,
+            None => {
+                let (peer, key) = active_peer(fed, head.instance_id)?;
+                let pinned = key_id(&peer.public_key_der);
+                sender.insert((peer, key, pinned))
+            }
+        };
+        let retired = if head.key_id != pinned.as_str() {
+            fed.store
+                .fed_retired_peer_key(&peer.instance_id, head.key_id)?
+        } else {
+            None
+        };
+        let is_retired = retired.is_some();
+        match retired {
+            Some(der) => {
+                let retired_peer = PeerRecord {
+                    public_key_der: der,
+                    ..peer.clone()
+                };
+                let old = identity::public_key_from_der(&retired_peer.public_key_der)
+                    .map_err(Problem::internal)?;
+                check_signed(
+                    fed,
+                    &retired_peer,
+                    &old,
+                    &value,
+                    head.key_id,
+                    head.timestamp,
+                )?;
+            }
+            None => check_signed(fed, peer, key, &value, head.key_id, head.timestamp)?,
+        }
+        check_recipient(fed, head.recipient_id)?;
+        // Checked: now the message, from the same tree.
+        let m: EventMessage = serde_json::from_value(value).map_err(invalid_message)?;
+        if is_retired {
+            check_retired_redelivery(fed, peer, &m)?;
+        }
+        messages.push(m);
     }
+    let (peer, _, _) = sender.expect("a batch holds at least one message");
     Ok((peer, messages))
 }
 
-/// A message signed with a key the peer rotated away from is accepted only
-/// as a redelivery of a message already stored (same id and content): the
-/// sender had not yet seen our ack of its key announcement. It is acked
-/// again and changes nothing. Anything new signed with the old key is
-/// refused, so a leaked old key cannot inject messages.
+/// A message signed with a key the peer rotated away from (its signature
+/// checked against that key) is accepted only as a redelivery of a message
+/// already stored (same id and content): the sender had not yet seen our
+/// ack of its key announcement. It is acked again and changes nothing.
+/// Anything new signed with the old key is refused, so a leaked old key
+/// cannot inject messages.
 fn check_retired_redelivery(
     fed: &Federation,
     peer: &PeerRecord,
-    retired_der: Vec<u8>,
-    value: &Value,
     m: &EventMessage,
 ) -> Result<(), Problem> {
-    let retired_peer = PeerRecord {
-        public_key_der: retired_der,
-        ..peer.clone()
-    };
-    let key =
-        identity::public_key_from_der(&retired_peer.public_key_der).map_err(Problem::internal)?;
-    check_signed(fed, &retired_peer, &key, value, &m.key_id, m.timestamp)?;
     let stored = fed.store.fed_inbox_get(&m.message_id)?;
     if stored.is_some_and(|r| r.peer == peer.instance_id && r.digest == m.content_digest()) {
         return Ok(());
@@ -528,4 +590,22 @@ pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
         }
     }
     Ok(serde_json::json!({"acknowledged": acknowledged}))
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn a_request_above_the_burst_is_charged_in_full() {
+        let limiter = RateLimiter::new(1, 10);
+        // A full bucket lets one large request through...
+        assert!(limiter.take("p", 1000).is_ok());
+        // ...which leaves it ~990 in debt: the next waits that long.
+        let wait = limiter.take("p", 1).unwrap_err();
+        assert!(wait >= 900, "{wait}");
+        // Another peer has its own bucket.
+        assert!(limiter.take("q", 10).is_ok());
+        assert!(limiter.take("q", 1).is_err());
+    }
 }

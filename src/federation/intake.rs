@@ -7,7 +7,9 @@
 //! time from the same buffer (see `inbox`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
@@ -20,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::inbox::{self, MAX_BATCH};
 use crate::http::AppState;
 use crate::http::problem::Problem;
+use crate::http::serve::RemoteAddr;
 use crate::journal::chain::unsafe_integer_literal;
 
 /// Extra nesting allowed on `incoming/*`: message, journal event, batch.
@@ -35,6 +38,64 @@ pub(crate) const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
 pub(crate) struct IncomingBody {
     pub text: String,
     _permit: OwnedSemaphorePermit,
+    _client_slot: Option<ClientSlot>,
+}
+
+/// Longest a body to `/incoming/*` may take to arrive (or
+/// `limits.request_timeout_secs` if shorter): a peer sends a whole batch at
+/// once, and a client trickling its body holds a permit meanwhile.
+pub(crate) const INCOMING_BODY_SECS: u64 = 10;
+
+/// Requests on `/incoming/*` in progress per client IP address, so that
+/// one address (anyone can reach these routes) cannot take every one of
+/// the `[federation] incoming_concurrency` permits: each gets at most a
+/// quarter of them (at least one).
+pub(crate) struct PerClient {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+    cap: usize,
+}
+
+impl PerClient {
+    pub(crate) fn new(incoming_concurrency: usize) -> Arc<PerClient> {
+        Arc::new(PerClient {
+            counts: Mutex::new(HashMap::new()),
+            cap: (incoming_concurrency / 4).max(1),
+        })
+    }
+
+    /// One of `ip`'s slots, or None if it holds all of them.
+    fn take(self: &Arc<PerClient>, ip: IpAddr) -> Option<ClientSlot> {
+        // An IPv4 client over an IPv6 socket is the same client.
+        let ip = ip.to_canonical();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A request slot of one client address, given back when dropped.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The only members read before the sender is known. Everything else in
@@ -61,6 +122,18 @@ impl FromRequest<AppState> for IncomingBody {
 
 async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
     let fed = state.federation.clone();
+    // First the client's own share, so that one address cannot take every
+    // permit below with bodies that trickle in.
+    let client_slot = match req.extensions().get::<RemoteAddr>() {
+        Some(remote) => Some(fed.incoming_per_client.take(remote.0.ip()).ok_or_else(|| {
+            Problem::unavailable(format!(
+                "more than {} federation requests from your address are being handled; retry shortly",
+                fed.incoming_per_client.cap
+            ))
+            .with("retryAfter", 1)
+        })?),
+        None => None,
+    };
     // Taken before the body is read: beyond the limit nothing is buffered.
     let permit = fed.incoming.clone().try_acquire_owned().map_err(|_| {
         Problem::unavailable(format!(
@@ -71,7 +144,7 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
     })?;
     let limits = state.limits.current();
     let cap = fed.config.incoming_max_body_bytes;
-    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    let timeout = Duration::from_secs(limits.request_timeout_secs.min(INCOMING_BODY_SECS));
     let bytes = crate::http::extract::read_json_body(req, cap, timeout).await?;
     // Usually takes the buffer over without a copy.
     let text = String::from_utf8(Vec::from(bytes)).map_err(|_| malformed("not UTF-8"))?;
@@ -101,6 +174,7 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
     Ok(IncomingBody {
         text,
         _permit: permit,
+        _client_slot: client_slot,
     })
 }
 

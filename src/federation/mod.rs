@@ -41,6 +41,8 @@ pub struct Federation {
     pub byte_limiter: inbox::RateLimiter,
     /// `[federation] incoming_concurrency` permits for `/incoming/*`.
     pub(crate) incoming: Arc<tokio::sync::Semaphore>,
+    /// Each client address's share of those permits.
+    pub(crate) incoming_per_client: Arc<intake::PerClient>,
     /// Where the key files live (current, staged and retired keys).
     pub data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -110,6 +112,7 @@ impl Federation {
                 fed_config.peer_bytes_burst as f64,
             ),
             incoming: intake::semaphore(fed_config.incoming_concurrency),
+            incoming_per_client: intake::PerClient::new(fed_config.incoming_concurrency),
             identity,
             store,
             data_dir,

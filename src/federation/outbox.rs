@@ -31,6 +31,10 @@ struct Failure {
     /// The peer answered with an error status other than 429 or 503: it
     /// refused this request, maybe for one message in it.
     refused: bool,
+    /// The peer refused it for its content (400, 413, 422): sending the
+    /// same message again gets the same answer, so a message refused alone
+    /// is dead at once rather than blocking the queue until it dies of age.
+    permanent: bool,
 }
 
 pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
@@ -125,16 +129,20 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         // one it cannot take (too large, too deep, an id it saw with other
         // content). Send them one by one, in order, so that one message
         // cannot hold back or kill its batch-mates; stop at the first that
-        // fails, so later ones still wait behind it.
+        // fails for a passing reason, so later ones still wait behind it. One
+        // refused for its content is dead at once (see `record`): go on.
         Err(failure) if failure.refused && rows.len() > 1 => {
             // The refused request was an attempt at every message in it.
             crate::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in &rows {
                 let one = std::slice::from_ref(row);
                 let outcome = send(fed, &peer, &key, one).await;
-                let delivered = matches!(&outcome, Ok(acked) if !acked.is_empty());
+                let go_on = match &outcome {
+                    Ok(acked) => !acked.is_empty(),
+                    Err(failure) => failure.permanent,
+                };
                 record(fed, peer_id, one, outcome).await?;
-                if !delivered {
+                if !go_on {
                     break;
                 }
             }
@@ -166,6 +174,7 @@ async fn record(
                     error: "the peer's answer held no valid ack for the message".into(),
                     retry_after: None,
                     refused: false,
+                    permanent: false,
                 });
                 (ok, failure.map(|f| (not, f)))
             }
@@ -183,8 +192,16 @@ async fn record(
                 .unwrap_or_else(|| backoff(&config, attempts_before.saturating_add(1)));
             let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
             let max_age_ms = i64::try_from(config.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            // Refused alone for its content: no attempt can succeed, so
+            // it is dead now (an admin may still retry it). A batch refused
+            // as a whole proves nothing about each message: it is split.
+            let max_attempts = if failure.permanent && seqs.len() == 1 {
+                0
+            } else {
+                config.max_attempts
+            };
             dead = store
-                .fed_mark_failed(&id, &seqs, &failure.error, next, config.max_attempts, max_age_ms)
+                .fed_mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)
                 .map_err(|e| e.to_string())?;
             tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
         }
@@ -220,6 +237,7 @@ async fn send(
         error,
         retry_after: None,
         refused: false,
+        permanent: false,
     };
     // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
@@ -293,6 +311,9 @@ async fn send(
             error: format!("HTTP {status}: {}", inert_text(&detail)),
             retry_after,
             refused: !busy,
+            permanent: status == StatusCode::BAD_REQUEST
+                || status == StatusCode::PAYLOAD_TOO_LARGE
+                || status == StatusCode::UNPROCESSABLE_ENTITY,
         });
     }
     let answer: Value = read_peer_json(response)

@@ -181,7 +181,19 @@ async fn incoming_control(
                 format!("this route takes eventType {expected_type:?}"),
             ));
         }
+        // Exactly {"eventType": pattern}: nothing else rides along into the
+        // store on a control request.
+        if message.payload.as_object().is_none_or(|o| o.len() != 1) {
+            return Err(Problem::unprocessable(
+                "invalid-payload",
+                "Invalid payload",
+                "expected exactly {\"eventType\": pattern}",
+            ));
+        }
         let pattern = pattern_of(&message.payload)?;
+        let payload = canonical_json(&message.payload);
+        // Stored like an event's payload, so charged like one.
+        inbox::rate_limit_bytes(&fed, &peer.instance_id, payload.len())?;
         inbox::rate_limit(&fed, &peer.instance_id, 1)?;
         let subscribe = expected_type == SUBSCRIBE_TYPE;
         if subscribe {
@@ -191,7 +203,7 @@ async fn incoming_control(
             message_id: message.message_id,
             peer: peer.instance_id.clone(),
             event_type: message.event_type.clone(),
-            payload: canonical_json(&message.payload),
+            payload,
             timestamp: message.timestamp,
             digest: message.content_digest(),
             journal: None,

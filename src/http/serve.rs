@@ -5,6 +5,7 @@
 //! A connection over the cap is still accepted, so it never waits in the
 //! kernel's accept queue: it gets one 503 problem+json answer and is closed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// The TCP peer address of the connection a request came on, in the
+/// request's extensions (absent for other listeners).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RemoteAddr(pub SocketAddr);
 
 /// Time a client gets to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +49,7 @@ pub async fn serve<L: Listener>(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let (io, _addr) = tokio::select! {
+        let (io, addr) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
@@ -56,7 +62,21 @@ pub async fn serve<L: Listener>(
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers that limit per client (federation intake) find the
+        // peer's address in the request's extensions.
+        let remote = (&addr as &dyn std::any::Any)
+            .downcast_ref::<SocketAddr>()
+            .map(|a| RemoteAddr(*a));
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app,
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                if let Some(remote) = remote {
+                    req.extensions_mut().insert(remote);
+                }
+                req
+            },
+        ));
         let connection = http.serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

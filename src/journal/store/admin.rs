@@ -307,6 +307,7 @@ impl Store {
             copy!(FED_KEY_ROTATIONS);
             copy!(FED_RETIRED_PEER_KEYS);
         }
+        copy!(super::retention::FED_PEER_USAGE);
         write.commit()?;
         // Closing writes the clean-shutdown header, so the copy opens without repair.
         out.close()?;
@@ -393,6 +394,7 @@ const KNOWN_TABLES: &[&str] = &[
     "fed_pending_rotations",
     "fed_key_rotations",
     "fed_retired_peer_keys",
+    "fed_peer_usage",
 ];
 
 /// Installs a backup file as the store of `data_dir`. Refuses to overwrite an
@@ -481,6 +483,10 @@ impl WriterLoop {
                 .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
                 .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
             tables.remove_plan(&plan_id)?;
+            let (removed, blanked) = tables.fed.forget_plan(&plan_id)?;
+            if removed + blanked > 0 {
+                tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");
+            }
             (
                 Deleted {
                     head,

@@ -613,6 +613,45 @@ impl<'txn> FedTables<'txn> {
         }
         Ok(())
     }
+
+    /// Forgets what the outbox holds of a deleted plan, in the deletion's
+    /// transaction: its undelivered messages (pending, retrying, dead) are
+    /// removed, so they never leave after the plan is gone, and delivered
+    /// ones keep their row (the peer has it; listings show the delivery)
+    /// with the payload blanked to `null`. Returns (removed, blanked).
+    ///
+    /// Rows name no plan, so every row is looked at: plan deletion is a
+    /// rare admin action, and retention bounds the outbox. Only rows that
+    /// are whole journal events of that plan match: a published message
+    /// (any payload) never does.
+    pub(super) fn forget_plan(&mut self, plan_id: &Uuid) -> Result<(usize, usize), StoreError> {
+        let mut doomed = Vec::new();
+        let mut blanked = Vec::new();
+        for entry in self.outbox.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            let mut record: OutboxRecord = decode(v.value())?;
+            let of_plan = serde_json::from_str::<Event>(&record.payload)
+                .is_ok_and(|event| event.plan_id == *plan_id);
+            if !of_plan {
+                continue;
+            }
+            if record.status == DeliveryStatus::Delivered {
+                record.payload = "null".into();
+                blanked.push((k.value().to_vec(), record));
+            } else {
+                doomed.push((k.value().to_vec(), record.message_id));
+            }
+        }
+        for (key, message_id) in &doomed {
+            self.outbox.remove(key.as_slice())?;
+            self.ids.remove(*message_id)?;
+        }
+        for (key, record) in &blanked {
+            self.outbox
+                .insert(key.as_slice(), encode(record).as_slice())?;
+        }
+        Ok((doomed.len(), blanked.len()))
+    }
 }
 
 impl Store {

@@ -25,7 +25,8 @@ use super::federation::{
 };
 use super::{EVENTS, IDEMPOTENCY, IdempotencyRecord, Store, StoreError, decode, encode, event_key};
 
-const FED_PEER_USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peer_usage");
+pub(super) const FED_PEER_USAGE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("fed_peer_usage");
 
 /// Bytes accounted for one stored inbox record: its key and encoded value.
 pub(super) fn inbox_record_bytes(record: &InboxRecord) -> u64 {
