@@ -2,7 +2,7 @@
 //! deleting a plan (with a tombstone in the system journal), totals for
 //! `status`, and consistent backups and their restore.
 //!
-//! Tables (created by [`create_tables`] when the store opens):
+//! Tables (created with all the others by `tables::create_all`):
 //! - `api_tokens`: token id → name, SHA-256 of the secret, scopes, creation time
 //! - `auth_state`: `"latch"` → when and why auth became required for good
 //!   (`[auth] required = "auto"`: once a token existed, revoking the last one
@@ -12,15 +12,14 @@ use std::path::Path;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableHandle,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    AppendRequest, EVENTS, HEADS, IDEMPOTENCY, Job, POSITIONS, PlanHead, Store, StoreError, Tables,
-    WriterLoop, decode, encode, event_key,
+    AppendRequest, EVENTS, HEADS, Job, PlanHead, Store, StoreError, Tables, WriterLoop, decode,
+    encode, event_key,
 };
 use crate::config::Scope;
 use crate::hex;
@@ -28,8 +27,8 @@ use crate::journal::Event;
 use crate::journal::chain::CanonicalPayload;
 use crate::journal::event::Timestamp;
 
-const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
-const AUTH_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_state");
+pub(super) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+pub(super) const AUTH_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_state");
 const LATCH_KEY: &str = "latch";
 
 /// The plan holding the system journal: tombstones of deleted plans and key
@@ -39,12 +38,6 @@ pub const SYSTEM_PLAN: Uuid = Uuid::nil();
 pub const TOMBSTONE_TYPE: &str = "system.plan_deleted";
 
 /// Creates this module's tables inside the store's opening transaction.
-pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(API_TOKENS)?;
-    txn.open_table(AUTH_STATE)?;
-    Ok(())
-}
-
 /// The auth latch: set the first time any API token exists, never cleared
 /// by revoking tokens. Only `[auth] required = false` overrides it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,50 +257,9 @@ impl Store {
     /// Copies every table into `out` and closes it.
     fn backup_into(&self, out: Database) -> Result<u64, StoreError> {
         let read = self.db.begin_read()?;
-        for table in read.list_tables()? {
-            if !KNOWN_TABLES.contains(&table.name()) {
-                return Err(StoreError(format!(
-                    "backup does not know how to copy the table {:?}; refusing to write an incomplete backup",
-                    table.name()
-                )));
-            }
-        }
         let mut write = out.begin_write()?;
         write.set_durability(Durability::Immediate)?;
-        let mut rows = 0u64;
-        macro_rules! copy {
-            ($def:expr) => {{
-                let mut to = write.open_table($def)?;
-                if let Ok(from) = read.open_table($def) {
-                    for entry in from.iter()? {
-                        let (k, v) = entry?;
-                        to.insert(k.value(), v.value())?;
-                        rows += 1;
-                    }
-                }
-            }};
-        }
-        copy!(EVENTS);
-        copy!(HEADS);
-        copy!(POSITIONS);
-        copy!(IDEMPOTENCY);
-        copy!(API_TOKENS);
-        copy!(AUTH_STATE);
-        {
-            use super::federation::*;
-            copy!(FED_PEERS);
-            copy!(FED_SUBS);
-            copy!(FED_OUTBOX);
-            copy!(FED_OUTBOX_IDS);
-            copy!(FED_INBOX);
-            copy!(FED_INBOX_POSITIONS);
-            copy!(FED_ORIGIN_EVENTS);
-            copy!(FED_ORIGIN_HEADS);
-            copy!(FED_PENDING_ROTATIONS);
-            copy!(FED_KEY_ROTATIONS);
-            copy!(FED_RETIRED_PEER_KEYS);
-        }
-        copy!(super::retention::FED_PEER_USAGE);
+        let rows = super::tables::copy_all(&read, &write)?;
         write.commit()?;
         // Closing writes the clean-shutdown header, so the copy opens without repair.
         out.close()?;
@@ -373,29 +325,6 @@ pub fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
     }
     Ok(removed)
 }
-
-/// Every table a backup copies. A table not listed here makes the backup
-/// fail loudly rather than silently leave data behind.
-const KNOWN_TABLES: &[&str] = &[
-    "events",
-    "plan_heads",
-    "positions",
-    "idempotency",
-    "api_tokens",
-    "auth_state",
-    "fed_peers",
-    "fed_subscriptions",
-    "fed_outbox",
-    "fed_outbox_ids",
-    "fed_inbox",
-    "fed_inbox_positions",
-    "fed_origin_events",
-    "fed_origin_heads",
-    "fed_pending_rotations",
-    "fed_key_rotations",
-    "fed_retired_peer_keys",
-    "fed_peer_usage",
-];
 
 /// Installs a backup file as the store of `data_dir`. Refuses to overwrite an
 /// existing store; checks the file is a readable store first.

@@ -54,21 +54,6 @@ pub(super) const FED_RETIRED_PEER_KEYS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("fed_retired_peer_keys");
 
 /// Creates every federation table, so readers never see a missing one.
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(FED_PEERS)?;
-    txn.open_table(FED_SUBS)?;
-    txn.open_table(FED_OUTBOX)?;
-    txn.open_table(FED_OUTBOX_IDS)?;
-    txn.open_table(FED_INBOX)?;
-    txn.open_table(FED_INBOX_POSITIONS)?;
-    txn.open_table(FED_ORIGIN_EVENTS)?;
-    txn.open_table(FED_ORIGIN_HEADS)?;
-    txn.open_table(FED_PENDING_ROTATIONS)?;
-    txn.open_table(FED_KEY_ROTATIONS)?;
-    txn.open_table(FED_RETIRED_PEER_KEYS)?;
-    Ok(())
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerStatus {
     Active,

@@ -32,6 +32,7 @@ pub mod admin;
 mod federation;
 mod handle;
 mod retention;
+mod tables;
 pub use federation::*;
 use handle::Db;
 pub use handle::Health;
@@ -448,13 +449,7 @@ impl Store {
         // Create every table up front so readers never see a missing one.
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(options.quick_repair);
-        txn.open_table(EVENTS)?;
-        txn.open_table(HEADS)?;
-        txn.open_table(POSITIONS)?;
-        txn.open_table(IDEMPOTENCY)?;
-        admin::create_tables(&txn)?;
-        federation::create_tables(&txn)?;
-        retention::create_tables(&txn)?;
+        tables::create_all(&txn)?;
         txn.commit()?;
 
         let db = Arc::new(Db::new(path, db, options.quick_repair));

@@ -38,11 +38,6 @@ struct Usage {
     bytes: u64,
 }
 
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(FED_PEER_USAGE)?;
-    Ok(())
-}
-
 fn usage_of(txn: &WriteTransaction, peer: &str) -> Result<Usage, StoreError> {
     let table = txn.open_table(FED_PEER_USAGE)?;
     let usage = table

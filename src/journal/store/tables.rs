@@ -1,0 +1,103 @@
+//! Every table in the store, declared once. Creating the tables at open,
+//! the backup copy and the backup's known-table check all come from this
+//! list, so a new table cannot be left out of a backup by forgetting one of
+//! three places (a bug that happened once: backups refused every store).
+
+use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
+
+use super::StoreError;
+
+/// Calls macro `$m` with every table definition, comma-separated.
+macro_rules! for_each_table {
+    ($m:ident) => {
+        $m!(
+            super::EVENTS,
+            super::HEADS,
+            super::POSITIONS,
+            super::IDEMPOTENCY,
+            super::admin::API_TOKENS,
+            super::admin::AUTH_STATE,
+            super::federation::FED_PEERS,
+            super::federation::FED_SUBS,
+            super::federation::FED_OUTBOX,
+            super::federation::FED_OUTBOX_IDS,
+            super::federation::FED_INBOX,
+            super::federation::FED_INBOX_POSITIONS,
+            super::federation::FED_ORIGIN_EVENTS,
+            super::federation::FED_ORIGIN_HEADS,
+            super::federation::FED_PENDING_ROTATIONS,
+            super::federation::FED_KEY_ROTATIONS,
+            super::federation::FED_RETIRED_PEER_KEYS,
+            super::retention::FED_PEER_USAGE,
+        )
+    };
+}
+
+/// Creates every table, so that readers never meet a missing one.
+pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+    macro_rules! create {
+        ($($table:expr),* $(,)?) => {
+            $( txn.open_table($table)?; )*
+        };
+    }
+    for_each_table!(create);
+    Ok(())
+}
+
+/// The names of every table this build knows.
+pub(super) fn names() -> Vec<String> {
+    macro_rules! names {
+        ($($table:expr),* $(,)?) => {
+            vec![$( $table.name().to_string() ),*]
+        };
+    }
+    for_each_table!(names)
+}
+
+/// Copies every row of every table from `read` into `write`; returns the
+/// number of rows. Refuses a store holding a table this build does not
+/// know, rather than write a backup that silently leaves it behind.
+pub(super) fn copy_all(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+) -> Result<u64, StoreError> {
+    let known = names();
+    for table in read.list_tables()? {
+        if !known.iter().any(|name| name == table.name()) {
+            return Err(StoreError(format!(
+                "backup does not know how to copy the table {:?}; refusing to write an incomplete backup",
+                table.name()
+            )));
+        }
+    }
+    let mut rows = 0u64;
+    macro_rules! copy {
+        ($($table:expr),* $(,)?) => {
+            $({
+                let mut to = write.open_table($table)?;
+                if let Ok(from) = read.open_table($table) {
+                    for entry in from.iter()? {
+                        let (k, v) = entry?;
+                        to.insert(k.value(), v.value())?;
+                        rows += 1;
+                    }
+                }
+            })*
+        };
+    }
+    for_each_table!(copy);
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Names are unique: two definitions of one name would be one table.
+    #[test]
+    fn every_table_is_listed_once() {
+        let mut names = super::names();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+}
