@@ -164,7 +164,10 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
 
     match context.app.tokens.mode() {
         (false, why) => {
-            tracing::warn!("no API token required ({why}): any local process can read and append")
+            tracing::warn!(
+                reason = %why,
+                "no API token is required, so any local process can read and append"
+            )
         }
         (true, why) if context.app.tokens.current().is_empty() => tracing::warn!(
             "API tokens are required ({why}) but none exists: TCP requests get 401; create one with `logbook admin tokens create`"
