@@ -417,3 +417,99 @@ async fn a_stream_over_the_cap_gets_503() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Reads past keep-alives to the `event: error` frame that must end the
+/// stream, checks its problem's status, and that the stream then ends.
+async fn expect_ended_with(stream: &mut common::SseClient, status: u16) -> Value {
+    let frame = stream.next_message_frame(Duration::from_secs(20)).await;
+    assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
+    let problem: Value = serde_json::from_str(&frame.data).unwrap();
+    assert_eq!(problem["status"], status, "{problem}");
+    let rest = stream.expect_end(Duration::from_secs(20)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    problem
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_the_streams_it_opened() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "watcher"])
+        .await
+        .trim()
+        .to_string();
+    let other = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "other"])
+        .await
+        .trim()
+        .to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let mut all = daemon.sse_ok("/api/events/stream", &auth).await;
+    let mut one = daemon
+        .sse_ok(&format!("/api/plans/{plan}/events/stream"), &auth)
+        .await;
+    let mut received = daemon.sse_ok(&format!("{FED}/events/stream"), &auth).await;
+    let other_bearer = format!("Bearer {other}");
+    let mut kept = daemon
+        .sse_ok(
+            "/api/events/stream",
+            &[("authorization", other_bearer.as_str())],
+        )
+        .await;
+    assert_eq!(all.next_event().await.1["type"], "plan.created");
+    assert_eq!(one.next_event().await.1["type"], "plan.created");
+    assert_eq!(kept.next_event().await.1["type"], "plan.created");
+
+    daemon.admin_ok(&["tokens", "revoke", "watcher"]).await;
+    for stream in [&mut all, &mut one, &mut received] {
+        let problem = expect_ended_with(stream, 401).await;
+        assert_eq!(problem["type"], "urn:logbook:problem:unauthorized");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("revoked"),
+            "{problem}"
+        );
+    }
+    // A stream opened with a token still valid goes on.
+    let appended = daemon
+        .append_as(plan, event_body("step.started", 2), &other)
+        .await;
+    assert_eq!(appended.status, 201, "{}", appended.text);
+    assert_eq!(kept.next_event().await.1["type"], "step.started");
+}
+
+#[tokio::test]
+async fn a_token_becoming_required_ends_tokenless_streams() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let mut all = daemon.sse_ok("/api/events/stream", &[]).await;
+    let mut one = daemon
+        .sse_ok(&format!("/api/plans/{plan}/events/stream"), &[])
+        .await;
+    let mut received = daemon.sse_ok(&format!("{FED}/events/stream"), &[]).await;
+    assert_eq!(all.next_event().await.1["type"], "plan.created");
+    assert_eq!(one.next_event().await.1["type"], "plan.created");
+
+    // The first token latches auth on ("auto"): open streams must not
+    // outlive open mode.
+    daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await;
+    for stream in [&mut all, &mut one, &mut received] {
+        let problem = expect_ended_with(stream, 401).await;
+        assert_eq!(problem["type"], "urn:logbook:problem:unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_to_required_true_ends_tokenless_streams() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let mut all = daemon.sse_ok("/api/events/stream", &[]).await;
+    let required = DaemonOpts::default().replace("required = \"auto\"", "required = true");
+    std::fs::write(daemon.config_path(), required.config_text()).unwrap();
+    daemon.signal("HUP");
+    expect_ended_with(&mut all, 401).await;
+}
