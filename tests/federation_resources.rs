@@ -26,17 +26,8 @@ fn signed(from: &str, id: Uuid, event_type: &str, payload: Value) -> EventMessag
 
 fn signed_to(to: &str, from: &str, id: Uuid, event_type: &str, payload: Value) -> EventMessage {
     let key = test_key(from);
-    EventMessage::signed(
-        &key,
-        &key_id(&key),
-        from,
-        to,
-        id,
-        event_type,
-        payload,
-        now_ms(),
-    )
-    .unwrap()
+    EventMessage::signed(&key, &key_id(&key), from, to, id, event_type, payload, now_ms())
+        .unwrap()
 }
 
 fn note(text_len: usize) -> EventMessage {

@@ -421,7 +421,13 @@ async fn a_stream_over_the_cap_gets_503() {
 /// Reads past keep-alives to the `event: error` frame that must end the
 /// stream, checks its problem's status, and that the stream then ends.
 async fn expect_ended_with(stream: &mut common::SseClient, status: u16) -> Value {
-    let frame = stream.next_message_frame(Duration::from_secs(20)).await;
+    // Bounded as a whole: keep-alives would satisfy any per-read timeout.
+    let frame = tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.next_message_frame(Duration::from_secs(30)),
+    )
+    .await
+    .expect("the stream was not ended within 30 s");
     assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
     let problem: Value = serde_json::from_str(&frame.data).unwrap();
     assert_eq!(problem["status"], status, "{problem}");
@@ -441,7 +447,14 @@ async fn revoking_a_token_ends_the_streams_it_opened() {
         .trim()
         .to_string();
     let other = daemon
-        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "other"])
+        .admin_ok(&[
+            "tokens",
+            "create",
+            "--scope",
+            "read,append",
+            "--name",
+            "other",
+        ])
         .await
         .trim()
         .to_string();
