@@ -526,3 +526,41 @@ async fn a_reload_to_required_true_ends_tokenless_streams() {
     daemon.signal("HUP");
     expect_ended_with(&mut all, 401).await;
 }
+
+#[tokio::test]
+async fn more_than_one_host_or_origin_is_refused() {
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "cors_origins = []",
+        "cors_origins = [\"http://ui.example\"]",
+    ));
+    let plan = new_plan();
+    // The first Host is loopback, the second is not: refused whichever is checked.
+    let resp = daemon
+        .raw_http(b"GET /api/plans HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(
+        assert_problem(&resp, 400),
+        "urn:logbook:problem:duplicate-host"
+    );
+    // The first Origin is allowed, the second is not: not allowed.
+    let body = event_body("plan.created", 1).to_string();
+    let request = format!(
+        "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://ui.example\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = daemon.raw_http(request.as_bytes()).await;
+    assert_eq!(
+        assert_problem(&resp, 403),
+        "urn:logbook:problem:origin-not-allowed"
+    );
+    assert!(daemon.head(plan).await.is_none());
+    // One allowed Origin still passes.
+    let resp = send(
+        daemon
+            .post(&format!("/api/plans/{plan}/events"))
+            .header("origin", "http://ui.example")
+            .json(&event_body("plan.created", 1)),
+    )
+    .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}

@@ -102,6 +102,16 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.extensions().get::<crate::admin::Peer>().is_some() {
         return next.run(req).await;
     }
+    // RFC 9112 §3.2: a request with more than one Host is refused, in
+    // every mode; otherwise only the first would be checked.
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Problem::bad_request(
+            "duplicate-host",
+            "More than one Host",
+            "the request has more than one Host header (RFC 9112 §3.2)",
+        )
+        .into_response();
+    }
     let policy = state.edge.policy.current();
     if !state.tokens.required()
         && let Err(problem) = check_host(&req, &policy)
@@ -222,7 +232,9 @@ fn check_origin(req: &Request, policy: &Policy) -> Result<(), Problem> {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    if origin_allowed(origin, &policy.cors_origins) {
+    // More than one Origin is not a browser's request: never allowed.
+    let single = req.headers().get_all(header::ORIGIN).iter().count() == 1;
+    if single && origin_allowed(origin, &policy.cors_origins) {
         return Ok(());
     }
     Err(Problem::new(
