@@ -564,3 +564,60 @@ async fn more_than_one_host_or_origin_is_refused() {
     .await;
     assert_eq!(resp.status, 201, "{}", resp.text);
 }
+
+#[tokio::test]
+async fn wildcard_cors_origins_count_for_nothing_while_no_token_is_required() {
+    let wild =
+        || DaemonOpts::default().replace("cors_origins = []", "cors_origins = [\"*\", \"null\"]");
+    let daemon = Daemon::start(wild());
+    let plan = new_plan();
+    for origin in ["http://evil.example", "null"] {
+        // A page may neither read ...
+        let resp = send(daemon.get("/api/plans").header("origin", origin)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        assert_eq!(resp.header("access-control-allow-origin"), None, "{origin}");
+        // ... nor get a preflight through ...
+        let resp = send(
+            daemon
+                .client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    daemon.url(&format!("/api/plans/{plan}/events")),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type"),
+        )
+        .await;
+        assert_eq!(resp.header("access-control-allow-origin"), None, "{origin}");
+        // ... nor append.
+        let resp = send(
+            daemon
+                .post(&format!("/api/plans/{plan}/events"))
+                .header("origin", origin)
+                .json(&event_body("plan.created", 1)),
+        )
+        .await;
+        assert_eq!(
+            assert_problem(&resp, 403),
+            "urn:logbook:problem:origin-not-allowed"
+        );
+    }
+    assert!(daemon.head(plan).await.is_none());
+
+    // Once a token is required, "*" is the operator's choice again.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await
+        .trim()
+        .to_string();
+    let resp = send(
+        daemon
+            .get("/api/plans")
+            .header("origin", "http://ui.example")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+}
