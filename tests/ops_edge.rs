@@ -621,3 +621,51 @@ async fn wildcard_cors_origins_count_for_nothing_while_no_token_is_required() {
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
 }
+
+#[tokio::test]
+async fn streams_on_the_admin_socket_are_not_ended_by_token_changes() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let mut socket = tokio::net::UnixStream::connect(daemon.admin_socket())
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nhost: logbook\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    // Read the replayed event.
+    let mut buf = [0u8; 4096];
+    while !seen.contains("plan.created") {
+        let n = tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf))
+            .await
+            .expect("no event on the admin-socket stream")
+            .unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await;
+    // Still open: a later append reaches it, and no error came first.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "append"])
+        .await
+        .trim()
+        .to_string();
+    let resp = daemon
+        .append_as(plan, event_body("step.started", 2), &token)
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+    seen.clear();
+    while !seen.contains("step.started") {
+        let n = tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf))
+            .await
+            .expect("no event after the token change")
+            .unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        assert!(!seen.contains("event: error"), "{seen}");
+    }
+}
