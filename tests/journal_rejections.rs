@@ -269,3 +269,76 @@ async fn admin_request(socket: &Path, method: &str, path: &str, body: Option<&[u
         json: serde_json::from_str(body).unwrap_or(Value::Null),
     }
 }
+
+/// POSTs raw JSON text (serde_json would not write duplicates or keep a
+/// literal's spelling) to an append route.
+async fn append_text(daemon: &Daemon, plan: &str, text: &str) -> Resp {
+    send(
+        daemon
+            .post(&format!("/api/plans/{plan}/events"))
+            .header("content-type", "application/json")
+            .body(text.to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn duplicate_members_are_refused_at_any_depth() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan().to_string();
+    for (text, member) in [
+        (r#"{"type":"bogus","type":"plan.created"}"#, "type"),
+        (r#"{"type":"plan.created","payload":{"a":1,"a":2}}"#, "a"),
+        (
+            r#"{"type":"plan.created","payload":{"l":[{"b":1,"\u0062":2}]}}"#,
+            "b",
+        ),
+    ] {
+        let resp = append_text(&daemon, &plan, text).await;
+        assert_eq!(
+            assert_problem(&resp, 400),
+            "urn:logbook:problem:duplicate-member",
+            "{text}: {}",
+            resp.text
+        );
+        let body: Value = serde_json::from_str(&resp.text).unwrap();
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("duplicate member {member:?}")),
+            "{body}"
+        );
+    }
+    // Nothing was stored; the same member names in different objects pass.
+    assert!(daemon.head(&plan).await.is_none());
+    let ok = r#"{"type":"plan.created","payload":{"a":1,"n":{"a":2},"l":[{"a":3},{"a":4}]}}"#;
+    let resp = append_text(&daemon, &plan, ok).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn whole_numbers_beyond_the_safe_range_are_refused_however_written() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan().to_string();
+    for literal in [
+        "9007199254740993.0",
+        "1e19",
+        "-1.0E18",
+        "9007199254740992e0",
+    ] {
+        let text = format!(r#"{{"type":"plan.created","payload":{{"n":{literal}}}}}"#);
+        let resp = append_text(&daemon, &plan, &text).await;
+        assert_eq!(
+            assert_problem(&resp, 422),
+            "urn:logbook:problem:unsafe-integer",
+            "{literal}: {}",
+            resp.text
+        );
+    }
+    assert!(daemon.head(&plan).await.is_none());
+    // Still exact, or kept with an exponent by RFC 8785: accepted.
+    let text = r#"{"type":"plan.created","payload":{"a":9007199254740991.0,"b":1e21,"c":0.5}}"#;
+    let resp = append_text(&daemon, &plan, text).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}

@@ -70,7 +70,7 @@ const INPUTS: [Input; 7] = [
         created_at: "2025-01-06T09:15:30.250Z",
         key: 0,
         legacy_id: true,
-        payload_json: r#"{"z": 1, "numbers": [1.0, 1e21, 1E20, 0.1, -0.0, 1e-7, 0.000001, 5e-324, 1.7976931348623157e308, 9007199254740991, -9007199254740991, -42, 3.14159, 2.5e-5, 123456789.125], "text": "caf\u00e9 ☕ \"quoted\" \ud83d\ude00", "\ue000": "private use key", "😀": "emoji key", "A": null, "é": true, "a": false}"#,
+        payload_json: r#"{"z": 1, "numbers": [1.0, 1e21, 1E15, 0.1, -0.0, 1e-7, 0.000001, 5e-324, 1.7976931348623157e308, 9007199254740991, -9007199254740991, -42, 3.14159, 2.5e-5, 123456789.125], "text": "caf\u00e9 ☕ \"quoted\" \ud83d\ude00", "\ue000": "private use key", "😀": "emoji key", "A": null, "é": true, "a": false}"#,
     },
     Input {
         plan_id: PLAN_A,

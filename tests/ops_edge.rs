@@ -417,3 +417,255 @@ async fn a_stream_over_the_cap_gets_503() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Reads past keep-alives to the `event: error` frame that must end the
+/// stream, checks its problem's status, and that the stream then ends.
+async fn expect_ended_with(stream: &mut common::SseClient, status: u16) -> Value {
+    // Bounded as a whole: keep-alives would satisfy any per-read timeout.
+    let frame = tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.next_message_frame(Duration::from_secs(30)),
+    )
+    .await
+    .expect("the stream was not ended within 30 s");
+    assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
+    let problem: Value = serde_json::from_str(&frame.data).unwrap();
+    assert_eq!(problem["status"], status, "{problem}");
+    let rest = stream.expect_end(Duration::from_secs(20)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    problem
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_the_streams_it_opened() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "watcher"])
+        .await
+        .trim()
+        .to_string();
+    let other = daemon
+        .admin_ok(&[
+            "tokens",
+            "create",
+            "--scope",
+            "read,append",
+            "--name",
+            "other",
+        ])
+        .await
+        .trim()
+        .to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let mut all = daemon.sse_ok("/api/events/stream", &auth).await;
+    let mut one = daemon
+        .sse_ok(&format!("/api/plans/{plan}/events/stream"), &auth)
+        .await;
+    let mut received = daemon.sse_ok(&format!("{FED}/events/stream"), &auth).await;
+    let other_bearer = format!("Bearer {other}");
+    let mut kept = daemon
+        .sse_ok(
+            "/api/events/stream",
+            &[("authorization", other_bearer.as_str())],
+        )
+        .await;
+    assert_eq!(all.next_event().await.1["type"], "plan.created");
+    assert_eq!(one.next_event().await.1["type"], "plan.created");
+    assert_eq!(kept.next_event().await.1["type"], "plan.created");
+
+    daemon.admin_ok(&["tokens", "revoke", "watcher"]).await;
+    for stream in [&mut all, &mut one, &mut received] {
+        let problem = expect_ended_with(stream, 401).await;
+        assert_eq!(problem["type"], "urn:logbook:problem:unauthorized");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("revoked"),
+            "{problem}"
+        );
+    }
+    // A stream opened with a token still valid goes on.
+    let appended = daemon
+        .append_as(plan, event_body("step.started", 2), &other)
+        .await;
+    assert_eq!(appended.status, 201, "{}", appended.text);
+    assert_eq!(kept.next_event().await.1["type"], "step.started");
+}
+
+#[tokio::test]
+async fn a_token_becoming_required_ends_tokenless_streams() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let mut all = daemon.sse_ok("/api/events/stream", &[]).await;
+    let mut one = daemon
+        .sse_ok(&format!("/api/plans/{plan}/events/stream"), &[])
+        .await;
+    let mut received = daemon.sse_ok(&format!("{FED}/events/stream"), &[]).await;
+    assert_eq!(all.next_event().await.1["type"], "plan.created");
+    assert_eq!(one.next_event().await.1["type"], "plan.created");
+
+    // The first token latches auth on ("auto"): open streams must not
+    // outlive open mode.
+    daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await;
+    for stream in [&mut all, &mut one, &mut received] {
+        let problem = expect_ended_with(stream, 401).await;
+        assert_eq!(problem["type"], "urn:logbook:problem:unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_to_required_true_ends_tokenless_streams() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let mut all = daemon.sse_ok("/api/events/stream", &[]).await;
+    let required = DaemonOpts::default().replace("required = \"auto\"", "required = true");
+    std::fs::write(daemon.config_path(), required.config_text()).unwrap();
+    daemon.signal("HUP");
+    expect_ended_with(&mut all, 401).await;
+}
+
+#[tokio::test]
+async fn more_than_one_host_or_origin_is_refused() {
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "cors_origins = []",
+        "cors_origins = [\"http://ui.example\"]",
+    ));
+    let plan = new_plan();
+    // The first Host is loopback, the second is not: refused whichever is checked.
+    let resp = daemon
+        .raw_http(b"GET /api/plans HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(
+        assert_problem(&resp, 400),
+        "urn:logbook:problem:duplicate-host"
+    );
+    // The first Origin is allowed, the second is not: not allowed.
+    let body = event_body("plan.created", 1).to_string();
+    let request = format!(
+        "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://ui.example\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = daemon.raw_http(request.as_bytes()).await;
+    assert_eq!(
+        assert_problem(&resp, 403),
+        "urn:logbook:problem:origin-not-allowed"
+    );
+    assert!(daemon.head(plan).await.is_none());
+    // One allowed Origin still passes.
+    let resp = send(
+        daemon
+            .post(&format!("/api/plans/{plan}/events"))
+            .header("origin", "http://ui.example")
+            .json(&event_body("plan.created", 1)),
+    )
+    .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn wildcard_cors_origins_count_for_nothing_while_no_token_is_required() {
+    let wild =
+        || DaemonOpts::default().replace("cors_origins = []", "cors_origins = [\"*\", \"null\"]");
+    let daemon = Daemon::start(wild());
+    let plan = new_plan();
+    for origin in ["http://evil.example", "null"] {
+        // A page may neither read ...
+        let resp = send(daemon.get("/api/plans").header("origin", origin)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        assert_eq!(resp.header("access-control-allow-origin"), None, "{origin}");
+        // ... nor get a preflight through ...
+        let resp = send(
+            daemon
+                .client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    daemon.url(&format!("/api/plans/{plan}/events")),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type"),
+        )
+        .await;
+        assert_eq!(resp.header("access-control-allow-origin"), None, "{origin}");
+        // ... nor append.
+        let resp = send(
+            daemon
+                .post(&format!("/api/plans/{plan}/events"))
+                .header("origin", origin)
+                .json(&event_body("plan.created", 1)),
+        )
+        .await;
+        assert_eq!(
+            assert_problem(&resp, 403),
+            "urn:logbook:problem:origin-not-allowed"
+        );
+    }
+    assert!(daemon.head(plan).await.is_none());
+
+    // Once a token is required, "*" is the operator's choice again.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await
+        .trim()
+        .to_string();
+    let resp = send(
+        daemon
+            .get("/api/plans")
+            .header("origin", "http://ui.example")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn streams_on_the_admin_socket_are_not_ended_by_token_changes() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    daemon.append_ok(plan, event_body("plan.created", 1)).await;
+    let mut socket = tokio::net::UnixStream::connect(daemon.admin_socket())
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /api/events/stream HTTP/1.1\r\nhost: logbook\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    // Read the replayed event.
+    let mut buf = [0u8; 4096];
+    while !seen.contains("plan.created") {
+        let n = tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf))
+            .await
+            .expect("no event on the admin-socket stream")
+            .unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    daemon
+        .admin_ok(&["tokens", "create", "--scope", "read"])
+        .await;
+    // Still open: a later append reaches it, and no error came first.
+    let token = daemon
+        .admin_ok(&["tokens", "create", "--scope", "append"])
+        .await
+        .trim()
+        .to_string();
+    let resp = daemon
+        .append_as(plan, event_body("step.started", 2), &token)
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+    seen.clear();
+    while !seen.contains("step.started") {
+        let n = tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf))
+            .await
+            .expect("no event after the token change")
+            .unwrap();
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        assert!(!seen.contains("event: error"), "{seen}");
+    }
+}

@@ -42,18 +42,38 @@ async fn assert_reload_rejected(daemon: &Daemon, opts: DaemonOpts, key: &str) {
 #[tokio::test]
 async fn sighup_applies_a_valid_config_and_keeps_connections() {
     // No RUST_LOG, so the file's log.level is in force and reloadable.
-    let daemon = Daemon::start(DaemonOpts::default().unset_env("RUST_LOG"));
+    // The token is there from the start: a stream opened without one would
+    // be ended once one is required (see ops_edge).
+    let token_config = format!(
+        "[[auth.tokens]]\nname = \"reloaded\"\nsha256 = \"{}\"\nscopes = [\"read\", \"append\"]\n",
+        token_hash()
+    );
+    let daemon = Daemon::start(
+        DaemonOpts::default()
+            .unset_env("RUST_LOG")
+            .config(&token_config),
+    );
     let p = new_plan();
-    fill(&daemon, p, 1).await;
+    let first = daemon
+        .append_as(p, body("step.started", json!({})), TOKEN)
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
 
     // An SSE client connected before the reload must keep streaming after it.
+    let bearer = format!("Bearer {TOKEN}");
     let mut sse = daemon
-        .sse_ok(&format!("/api/plans/{p}/events/stream"), &[])
+        .sse_ok(
+            &format!("/api/plans/{p}/events/stream"),
+            &[("authorization", bearer.as_str())],
+        )
         .await;
     assert_eq!(sse.next_event().await.0, 1);
 
     let long_actor = json!({"type": "step.started", "actor": "a".repeat(40)});
-    assert_eq!(daemon.append(p, long_actor.clone()).await.status, 201);
+    assert_eq!(
+        daemon.append_as(p, long_actor.clone(), TOKEN).await.status,
+        201
+    );
 
     reload(
         &daemon,
@@ -64,10 +84,7 @@ async fn sighup_applies_a_valid_config_and_keeps_connections() {
                 "cors_origins = []",
                 "cors_origins = [\"http://ui.example\"]",
             )
-            .config(&format!(
-                "[[auth.tokens]]\nname = \"reloaded\"\nsha256 = \"{}\"\nscopes = [\"read\", \"append\"]\n",
-                token_hash()
-            )),
+            .config(&token_config),
     );
     assert!(
         daemon
@@ -76,7 +93,7 @@ async fn sighup_applies_a_valid_config_and_keeps_connections() {
         "no reload logged"
     );
 
-    // Tokens: now required.
+    // Tokens: still required.
     assert_eq!(
         daemon
             .append(p, body("step.started", json!({})))

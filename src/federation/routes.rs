@@ -869,6 +869,7 @@ struct StreamQuery {
 /// = inbox position; resumes after `Last-Event-ID` (or `?after=`).
 async fn stream(
     State(state): State<AppState>,
+    grant: auth::Grant,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
@@ -894,6 +895,9 @@ async fn stream(
         ));
     }
     let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
+    // Ends when the reader's token is revoked, like the journal's streams.
+    let revoked = auth::revoked(state.tokens.clone(), grant);
+    let events = crate::stream::sse::until_revoked(events, revoked);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(state.keepalive))
         .into_response())

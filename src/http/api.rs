@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth;
 use super::extract::{JsonBody, PlanId, Query, from_object};
 use super::problem::Problem;
 use crate::hex;
@@ -378,6 +379,7 @@ fn beyond_head(cursor: u64, head: u64) -> Problem {
 pub async fn stream_plan(
     State(state): State<AppState>,
     PlanId(plan_id): PlanId,
+    grant: auth::Grant,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
@@ -395,13 +397,14 @@ pub async fn stream_plan(
     let head = blocking(move || store.head(&plan_id))
         .await?
         .map_or(0, |h| h.last_seq);
-    respond_sse(&state, receiver, Source::Plan(plan_id), after, head)
+    respond_sse(&state, grant, receiver, Source::Plan(plan_id), after, head)
 }
 
 /// `GET /api/events/stream?types=plan.*,step.>`: SSE over every plan, `id:` =
 /// store-wide position.
 pub async fn stream_all(
     State(state): State<AppState>,
+    grant: auth::Grant,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
@@ -416,13 +419,14 @@ pub async fn stream_all(
     let receiver = state.fanout.subscribe();
     let store = state.store.clone();
     let head = blocking(move || store.last_position()).await?;
-    respond_sse(&state, receiver, Source::All(filter), after, head)
+    respond_sse(&state, grant, receiver, Source::All(filter), after, head)
 }
 
 /// The SSE answer following `source` from `after`, which must not be beyond
 /// `head`. `receiver` was subscribed before `head` was read.
 fn respond_sse(
     state: &AppState,
+    grant: auth::Grant,
     receiver: broadcast::Receiver<Arc<Event>>,
     source: Source,
     after: u64,
@@ -439,5 +443,12 @@ fn respond_sse(
         state.shutdown.clone(),
         state.stream_stats.clone(),
     );
-    Ok(sse::respond(followed, state.keepalive, state.stream_stats.clone()).into_response())
+    let revoked = auth::revoked(state.tokens.clone(), grant);
+    Ok(sse::respond(
+        followed,
+        state.keepalive,
+        state.stream_stats.clone(),
+        revoked,
+    )
+    .into_response())
 }

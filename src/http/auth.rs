@@ -13,11 +13,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 use super::AppState;
 use super::problem::Problem;
@@ -39,6 +40,9 @@ pub struct Tokens {
     setting: RwLock<AuthRequired>,
     /// A token has existed (the persisted latch, or one seen since start).
     latched: AtomicBool,
+    /// Bumped whenever the set, the setting or the latch changes, so that
+    /// open SSE streams re-check how they were authorised ([`revoked`]).
+    generation: watch::Sender<u64>,
 }
 
 impl Tokens {
@@ -66,6 +70,12 @@ impl Tokens {
             self.latched.store(true, Ordering::SeqCst);
         }
         *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+        self.bump();
+    }
+
+    /// Tells open streams that who may read changed.
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     pub fn current(&self) -> Arc<Vec<Token>> {
@@ -75,6 +85,7 @@ impl Tokens {
     /// Applies `[auth] required` (at start and on reload).
     pub fn set_setting(&self, setting: AuthRequired) {
         *self.setting.write().unwrap_or_else(|e| e.into_inner()) = setting;
+        self.bump();
     }
 
     pub fn setting(&self) -> AuthRequired {
@@ -84,6 +95,7 @@ impl Tokens {
     /// Marks that a token has existed (the persisted latch was found).
     pub fn latch(&self) {
         self.latched.store(true, Ordering::SeqCst);
+        self.bump();
     }
 
     pub fn latched(&self) -> bool {
@@ -116,10 +128,13 @@ impl Tokens {
     /// The token matching `presented`, checked against every entry so the
     /// time taken does not depend on which one matched.
     pub fn find(&self, presented: &str) -> Option<Token> {
-        let hash = sha256(presented.as_bytes());
+        self.find_hash(&sha256(presented.as_bytes()))
+    }
+
+    fn find_hash(&self, hash: &[u8; 32]) -> Option<Token> {
         let mut found = None;
         for token in self.current().iter() {
-            if bool::from(token.hash.ct_eq(&hash)) {
+            if bool::from(token.hash.ct_eq(hash)) {
                 found = Some(token.clone());
             }
         }
@@ -128,9 +143,14 @@ impl Tokens {
 }
 
 /// Middleware guarding a route group with one scope.
-pub async fn require(scope: Scope, state: AppState, req: Request, next: Next) -> Response {
+/// The grant is kept in the request's extensions, so that a stream can
+/// re-check it for as long as it stays open ([`Grant`]).
+pub async fn require(scope: Scope, state: AppState, mut req: Request, next: Next) -> Response {
     match check(scope, &state, &req) {
-        Ok(()) => next.run(req).await,
+        Ok(grant) => {
+            req.extensions_mut().insert(grant);
+            next.run(req).await
+        }
         Err(problem) => problem.into_response(),
     }
 }
@@ -143,43 +163,63 @@ pub async fn require_append(State(state): State<AppState>, req: Request, next: N
     require(Scope::Append, state, req, next).await
 }
 
-fn check(scope: Scope, state: &AppState, req: &Request) -> Result<(), Problem> {
+fn check(scope: Scope, state: &AppState, req: &Request) -> Result<Grant, Problem> {
     // Only the admin socket inserts a Peer, after its SO_PEERCRED check
     // admitted the connecting uid: it has every scope.
     if req.extensions().get::<crate::admin::Peer>().is_some() {
-        return Ok(());
+        return Ok(Grant {
+            scope,
+            by: By::Socket,
+        });
     }
     if !state.tokens.required() {
-        // Federation management (peers, subscriptions, publishing) changes
-        // where events go: never open over TCP without a token, even on
-        // loopback, where a rebound web page or any local process could
-        // otherwise add a peer and subscribe it to everything.
-        if scope == Scope::Admin {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "admin-socket-only",
-                "Admin socket only",
-                "no API token is required here, so federation management is served only on the admin socket: use `logbook admin peers …` or curl --unix-socket, or create a token with the admin scope",
-            ));
-        }
-        return Ok(());
+        open_mode(scope)?;
+        return Ok(Grant {
+            scope,
+            by: By::Open,
+        });
     }
-    let presented = bearer(req).ok_or_else(|| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-            "send an API token as Authorization: Bearer <token>",
-        )
-    })?;
-    let token = state.tokens.find(&presented).ok_or_else(|| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-            "the API token is not valid",
-        )
-    })?;
+    let presented = bearer(req)
+        .ok_or_else(|| unauthorized("send an API token as Authorization: Bearer <token>"))?;
+    let hash = sha256(presented.as_bytes());
+    token_allows(&state.tokens, scope, &hash)?;
+    Ok(Grant {
+        scope,
+        by: By::Token(hash),
+    })
+}
+
+/// Open mode serves everything over TCP but federation management.
+fn open_mode(scope: Scope) -> Result<(), Problem> {
+    // Federation management (peers, subscriptions, publishing) changes
+    // where events go: never open over TCP without a token, even on
+    // loopback, where a rebound web page or any local process could
+    // otherwise add a peer and subscribe it to everything.
+    if scope == Scope::Admin {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "admin-socket-only",
+            "Admin socket only",
+            "no API token is required here (auth.required = \"auto\" before any token, or false), so federation management is served only on the admin socket: use `logbook admin peers …` or curl --unix-socket; over TCP it needs auth to be required (auth.required = true, or a token with the admin scope while it is \"auto\")",
+        ));
+    }
+    Ok(())
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication required",
+        detail,
+    )
+}
+
+/// Whether the token with SHA-256 `hash` exists and has `scope`.
+fn token_allows(tokens: &Tokens, scope: Scope, hash: &[u8; 32]) -> Result<(), Problem> {
+    let token = tokens
+        .find_hash(hash)
+        .ok_or_else(|| unauthorized("the API token is not valid"))?;
     if !token.scopes.contains(&scope) {
         let scope = match scope {
             Scope::Read => "read",
@@ -195,6 +235,82 @@ fn check(scope: Scope, state: &AppState, req: &Request) -> Result<(), Problem> {
         .with("required_scope", scope));
     }
     Ok(())
+}
+
+/// How a request was let in, kept so that a long-lived answer (an SSE
+/// stream) can be ended when that no longer holds: the token was revoked,
+/// or a token became required where none was.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    scope: Scope,
+    by: By,
+}
+
+#[derive(Debug, Clone)]
+enum By {
+    /// The admin socket: never revoked here.
+    Socket,
+    /// No token was required.
+    Open,
+    /// The token with this SHA-256 (never the secret itself).
+    Token([u8; 32]),
+}
+
+impl Grant {
+    /// The same decision as [`check`], made again with the tokens and
+    /// setting in force now.
+    fn recheck(&self, tokens: &Tokens) -> Result<(), Problem> {
+        match &self.by {
+            By::Socket => Ok(()),
+            By::Open if tokens.required() => Err(unauthorized(
+                "an API token is now required here; reconnect with one (Authorization: Bearer <token>)",
+            )),
+            By::Open => open_mode(self.scope),
+            By::Token(_) if !tokens.required() => open_mode(self.scope),
+            By::Token(hash) => token_allows(tokens, self.scope, hash).map_err(|p| {
+                if p.status == StatusCode::UNAUTHORIZED {
+                    unauthorized("the API token this stream was opened with was revoked")
+                } else {
+                    p
+                }
+            }),
+        }
+    }
+}
+
+/// Handlers of streams take the grant [`require`] stored. A route without
+/// that middleware has none, and is refused rather than left open.
+impl<S: Send + Sync> FromRequestParts<S> for Grant {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        parts
+            .extensions
+            .get::<Grant>()
+            .cloned()
+            .ok_or_else(|| Problem::internal("this route is not behind the auth check"))
+    }
+}
+
+/// Completes, with the problem to send, once `grant` no longer admits its
+/// holder; never completes while it does. A stream selects on it.
+pub(crate) fn revoked(
+    tokens: Arc<Tokens>,
+    grant: Grant,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Problem> + Send>> {
+    Box::pin(async move {
+        // Subscribe before the first check: a change after it is seen.
+        let mut generation = tokens.generation.subscribe();
+        loop {
+            if let Err(problem) = grant.recheck(&tokens) {
+                return problem;
+            }
+            if generation.changed().await.is_err() {
+                // The sender lives in `tokens`, which this future holds.
+                std::future::pending::<()>().await;
+            }
+        }
+    })
 }
 
 /// The token from `Authorization: Bearer …`, or, on SSE routes only (where

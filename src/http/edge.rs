@@ -102,13 +102,23 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.extensions().get::<crate::admin::Peer>().is_some() {
         return next.run(req).await;
     }
+    // RFC 9112 §3.2: a request with more than one Host is refused, in
+    // every mode; otherwise only the first would be checked.
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Problem::bad_request(
+            "duplicate-host",
+            "More than one Host",
+            "the request has more than one Host header (RFC 9112 §3.2)",
+        )
+        .into_response();
+    }
     let policy = state.edge.policy.current();
     if !state.tokens.required()
         && let Err(problem) = check_host(&req, &policy)
     {
         return problem.into_response();
     }
-    if let Err(problem) = check_origin(&req, &policy) {
+    if let Err(problem) = check_origin(&req, &policy, !state.tokens.required()) {
         return problem.into_response();
     }
     // Every SSE route, and only those, ends in /stream.
@@ -213,7 +223,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// The Origin rule, in every mode: state-changing requests from a browser
 /// page must come from an origin the CORS configuration allows.
-fn check_origin(req: &Request, policy: &Policy) -> Result<(), Problem> {
+fn check_origin(req: &Request, policy: &Policy, open: bool) -> Result<(), Problem> {
     let changes = matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -222,7 +232,9 @@ fn check_origin(req: &Request, policy: &Policy) -> Result<(), Problem> {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    if origin_allowed(origin, &policy.cors_origins) {
+    // More than one Origin is not a browser's request: never allowed.
+    let single = req.headers().get_all(header::ORIGIN).iter().count() == 1;
+    if single && origin_allowed(origin, &policy.cors_origins, open) {
         return Ok(());
     }
     Err(Problem::new(
@@ -233,11 +245,19 @@ fn check_origin(req: &Request, policy: &Policy) -> Result<(), Problem> {
     ))
 }
 
-fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+/// Whether `origin` is allowed by `[http] cors_origins`. While no token is
+/// required (`open`), "*" and "null" count for nothing: with them any web
+/// page (or a sandboxed one, whose Origin is "null") could read and append
+/// with no credential at all. Only origins listed by name are honoured.
+pub(crate) fn origin_allowed(origin: &str, allowed: &[String], open: bool) -> bool {
+    let wildcard = |a: &str| a == "*" || a.eq_ignore_ascii_case("null");
     !origin.is_empty()
-        && allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        && allowed.iter().any(|a| {
+            if open && wildcard(a) {
+                return false;
+            }
+            a == "*" || a.eq_ignore_ascii_case(origin)
+        })
 }
 
 #[cfg(test)]
@@ -286,10 +306,17 @@ mod tests {
     #[test]
     fn origins_must_be_listed() {
         let listed = vec!["http://ui.example".to_string()];
-        assert!(origin_allowed("http://ui.example", &listed));
-        assert!(!origin_allowed("http://evil.example", &listed));
-        assert!(!origin_allowed("null", &listed));
-        assert!(!origin_allowed("http://ui.example", &[]));
-        assert!(origin_allowed("http://evil.example", &["*".into()]));
+        for open in [false, true] {
+            assert!(origin_allowed("http://ui.example", &listed, open));
+            assert!(!origin_allowed("http://evil.example", &listed, open));
+            assert!(!origin_allowed("null", &listed, open));
+            assert!(!origin_allowed("http://ui.example", &[], open));
+        }
+        let wild = vec!["*".to_string(), "null".into()];
+        assert!(origin_allowed("http://evil.example", &wild, false));
+        assert!(origin_allowed("null", &wild, false));
+        // Open mode: neither counts.
+        assert!(!origin_allowed("http://evil.example", &wild, true));
+        assert!(!origin_allowed("null", &wild, true));
     }
 }

@@ -51,6 +51,16 @@ impl FromRequest<AppState> for JsonBody {
         if json_depth(&value) > limits.max_json_depth {
             return Err(too_deep());
         }
+        if let Err(e) = serde_json::from_slice::<NoDuplicates>(&bytes) {
+            // serde_json keeps the last of duplicate members; a reader of
+            // the same text may keep the first, and the verifier refuses a
+            // stored payload with any. So input may not have them either.
+            return Err(Problem::bad_request(
+                "duplicate-member",
+                "Duplicate member",
+                format!("the request body has a {e}; each member name may occur once per object"),
+            ));
+        }
         if let Some(literal) = unsafe_integer_literal(&bytes) {
             return Err(Problem::unprocessable(
                 "unsafe-integer",
@@ -132,6 +142,63 @@ pub(crate) fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserializes any JSON value, keeping nothing, and fails on the first
+/// object with two members of the same name (compared after unescaping, so
+/// `"a"` and `"\u0061"` are the same name), at any depth.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicates)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicates {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate member {name:?}"
+                )));
+            }
+            map.next_value::<NoDuplicates>()?;
+            seen.insert(name);
+        }
+        Ok(NoDuplicates)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
 }
 
 /// The `{plan_id}` path segment, which must be a hyphenated UUID.
@@ -220,6 +287,25 @@ mod tests {
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonp"));
         assert!(!is_json(None));
+    }
+
+    #[test]
+    fn duplicate_members_are_found_at_any_depth() {
+        let dup = |text: &str| {
+            serde_json::from_str::<NoDuplicates>(text)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(dup(r#"{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}"#), None);
+        assert_eq!(dup(r#"[1,"x",true,null,1.5,-3]"#), None);
+        for text in [
+            r#"{"type":"bogus","type":"plan.created"}"#,
+            r#"{"payload":{"a":1,"a":2}}"#,
+            r#"{"p":[{"x":0},{"a":1,"\u0061":2}]}"#,
+        ] {
+            let e = dup(text).unwrap_or_default();
+            assert!(e.starts_with("duplicate member"), "{text}: {e}");
+        }
     }
 
     #[derive(serde::Deserialize, Debug)]

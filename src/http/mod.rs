@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plans/{plan_id}/events", post(api::append))
         .route_layer(from_fn_with_state(state.clone(), auth::require_append))
         .route_layer(axum::middleware::from_fn(crate::metrics::time_append));
-    let cors_policy = state.cors.clone();
+    let cors_state = state.clone();
     let edge_state = state.clone();
     let router = Router::new()
         .route("/healthz", get(api::healthz))
@@ -89,18 +89,29 @@ pub fn router(state: AppState) -> Router {
         );
     // The edge checks run first, before CORS answers a preflight.
     router
-        .layer(from_fn_with_state(cors_policy, dynamic_cors))
+        .layer(from_fn_with_state(cors_state, dynamic_cors))
         .layer(from_fn_with_state(edge_state, edge::guard))
 }
 
 /// Applies the CORS policy in force for this request, so that a reload can
 /// change it without rebuilding the router.
-async fn dynamic_cors(
-    State(policy): State<Arc<Reloadable<Option<CorsLayer>>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let current = policy.current();
+async fn dynamic_cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // While no token is required, "*" and "null" in cors_origins are not
+    // honoured (see edge::origin_allowed): a request from an origin not
+    // listed by name gets no CORS headers, so a page cannot read the answer,
+    // and its preflight fails.
+    if req.extensions().get::<crate::admin::Peer>().is_none()
+        && !state.tokens.required()
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+        && !edge::origin_allowed(
+            origin.to_str().unwrap_or(""),
+            &state.edge.policy.current().cors_origins,
+            true,
+        )
+    {
+        return next.run(req).await;
+    }
+    let current = state.cors.current();
     let Some(layer) = current.as_ref().clone() else {
         return next.run(req).await;
     };

@@ -289,7 +289,7 @@ pub fn unsafe_integer_literal(json: &[u8]) -> Option<String> {
                         .ok()
                         .and_then(|d| d.parse::<u64>().ok())
                         .is_none_or(|n| n > MAX_SAFE_INTEGER);
-                if is_integer && too_big {
+                if (is_integer && too_big) || (!is_integer && whole_beyond_safe(literal)) {
                     return Some(String::from_utf8_lossy(literal).into_owned());
                 }
             }
@@ -297,6 +297,21 @@ pub fn unsafe_integer_literal(json: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// A number written with a fraction or exponent whose value is a whole
+/// number beyond ±(2^53−1) and below 1e21 (`9007199254740993.0`, `1e19`):
+/// RFC 8785 writes it as a plain integer (1e21 and above keep an exponent),
+/// which is then out of range, and a receiving peer refuses it. Its value
+/// is already rounded, so it is refused like the integer it becomes.
+fn whole_beyond_safe(literal: &[u8]) -> bool {
+    std::str::from_utf8(literal)
+        .ok()
+        .and_then(|text| text.parse::<f64>().ok())
+        .is_some_and(|v| {
+            let v = v.abs();
+            v > MAX_SAFE_INTEGER as f64 && v < 1e21 && v.fract() == 0.0
+        })
 }
 
 /// Rejects integers in a parsed value beyond ±(2^53−1). Literals beyond 64
@@ -577,6 +592,17 @@ mod tests {
             None
         );
         assert_eq!(find(r#"{"123456789012345678901":0}"#), None);
+        // Fractions and exponents that come out as unsafe whole numbers.
+        assert_eq!(
+            find("[9007199254740993.0]").as_deref(),
+            Some("9007199254740993.0")
+        );
+        assert_eq!(find("[-1e19]").as_deref(), Some("-1e19"));
+        assert_eq!(
+            find("[9.007199254740992E15]").as_deref(),
+            Some("9.007199254740992E15")
+        );
+        assert_eq!(find("[9007199254740991.0,1.5,1e21,-1e300,1e-300]"), None);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `EventSource.onmessage` receives every event.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ pub fn respond(
     followed: impl Stream<Item = Result<Followed, Interrupted>> + Send + 'static,
     keepalive: Duration,
     stats: Arc<StreamStats>,
+    revoked: Revoked,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let guard = ConnectedGuard::new(stats);
     let events = followed.map(move |item| {
@@ -50,10 +53,34 @@ pub fn respond(
             ),
         })
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive))
+    Sse::new(until_revoked(events, revoked)).keep_alive(KeepAlive::new().interval(keepalive))
 }
 
-fn error_event(problem: &Problem) -> SseEvent {
+/// Completes with the problem to send when the stream's reader is no longer
+/// authorised ([`crate::http::auth::revoked`]).
+pub type Revoked = Pin<Box<dyn Future<Output = Problem> + Send>>;
+
+/// `events` until `revoked` completes; then an `event: error` with its
+/// problem, and the end. Authorisation is checked when a request starts;
+/// this keeps a revoked token, or a token becoming required, from leaving
+/// streams open. When `events` ends first (shutdown, deleted plan), so does
+/// this.
+pub fn until_revoked(
+    events: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+    revoked: Revoked,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
+    let start = Some((Box::pin(events), revoked));
+    futures_util::stream::unfold(start, |state| async move {
+        let (mut events, mut revoked) = state?;
+        tokio::select! {
+            biased;
+            problem = &mut revoked => Some((Ok(error_event(&problem)), None)),
+            item = events.next() => item.map(|item| (item, Some((events, revoked)))),
+        }
+    })
+}
+
+pub fn error_event(problem: &Problem) -> SseEvent {
     SseEvent::default()
         .event("error")
         .data(problem.body().to_string())
