@@ -400,3 +400,44 @@ async fn journal_events_pass_continuity_and_gaps_and_forks_are_flagged() {
         ]
     );
 }
+
+/// A peer's message is held to the journal's rules for JSON text: a
+/// repeated member (which serde would resolve to the last one, while
+/// another reader may take the first) or a whole number a double cannot
+/// hold exactly is refused, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_json_from_a_peer_is_refused() {
+    let beta = receiver();
+    let good = signed(
+        "mallory",
+        "mallory",
+        Uuid::new_v4(),
+        "audit.note",
+        json!({"to": "alice"}),
+        now_ms(),
+    );
+    let text = serde_json::to_string(&good).unwrap();
+    assert!(text.contains(r#""payload":{"to":"alice"}"#), "{text}");
+    let duplicated = text.replace(
+        r#""payload":{"to":"alice"}"#,
+        r#""payload":{"to":"mallory","to":"alice"}"#,
+    );
+    let (status, body) = beta.post_text(EVENT, &duplicated).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["type"], "urn:logbook:problem:duplicate-member",
+        "{body}"
+    );
+    let unsafe_float = text.replace(
+        r#""payload":{"to":"alice"}"#,
+        r#""payload":{"to":"alice","n":9007199254740993.0}"#,
+    );
+    let (status, body) = beta.post_text(EVENT, &unsafe_float).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:unsafe-integer", "{body}");
+    assert_eq!(stored(&beta).await, 0);
+    // The message as signed is accepted.
+    let (status, body) = beta.post_text(EVENT, &text).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stored(&beta).await, 1);
+}

@@ -23,7 +23,6 @@ use super::inbox::{self, MAX_BATCH};
 use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::serve::RemoteAddr;
-use crate::journal::chain::unsafe_integer_literal;
 
 /// Extra nesting allowed on `incoming/*`: message, journal event, batch.
 pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
@@ -162,15 +161,8 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
         .await
         .map_err(|e| Problem::internal(format!("task failed: {e}")))??;
     // From a known peer: now the rest of the checks the journal makes.
-    if let Some(literal) = unsafe_integer_literal(text.as_bytes()) {
-        return Err(Problem::unprocessable(
-            "unsafe-integer",
-            "Integer out of range",
-            format!(
-                "the integer {literal} is outside ±(2^53-1): JSON numbers are IEEE-754 doubles (RFC 8785), so it would not be stored exactly; send it as a string"
-            ),
-        ));
-    }
+    crate::http::extract::refuse_duplicate_members(text.as_bytes())?;
+    crate::http::extract::refuse_unsafe_numbers(text.as_bytes())?;
     Ok(IncomingBody {
         text,
         _permit: permit,

@@ -51,25 +51,8 @@ impl FromRequest<AppState> for JsonBody {
         if json_depth(&value) > limits.max_json_depth {
             return Err(too_deep());
         }
-        if let Err(e) = serde_json::from_slice::<NoDuplicates>(&bytes) {
-            // serde_json keeps the last of duplicate members; a reader of
-            // the same text may keep the first, and the verifier refuses a
-            // stored payload with any. So input may not have them either.
-            return Err(Problem::bad_request(
-                "duplicate-member",
-                "Duplicate member",
-                format!("the request body has a {e}; each member name may occur once per object"),
-            ));
-        }
-        if let Some(literal) = unsafe_integer_literal(&bytes) {
-            return Err(Problem::unprocessable(
-                "unsafe-integer",
-                "Integer out of range",
-                format!(
-                    "the integer {literal} is outside ±(2^53-1): JSON numbers are IEEE-754 doubles (RFC 8785), so it would not be stored exactly; send it as a string"
-                ),
-            ));
-        }
+        refuse_duplicate_members(&bytes)?;
+        refuse_unsafe_numbers(&bytes)?;
         Ok(JsonBody(value))
     }
 }
@@ -126,6 +109,36 @@ pub(crate) async fn read_json_body(
             format!("the request body could not be read: {e}"),
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Refuses JSON text in which an object repeats a member name, at any
+/// depth. serde_json keeps the last of duplicate members; a reader of the
+/// same text may keep the first, and the verifier refuses a stored payload
+/// with any. So input may not have them either.
+pub(crate) fn refuse_duplicate_members(text: &[u8]) -> Result<(), Problem> {
+    serde_json::from_slice::<NoDuplicates>(text).map_err(|e| {
+        Problem::bad_request(
+            "duplicate-member",
+            "Duplicate member",
+            format!("the request body has a {e}; each member name may occur once per object"),
+        )
+    })?;
+    Ok(())
+}
+
+/// Refuses JSON text holding a number that a double cannot hold exactly as
+/// the integer it denotes (RFC 8785 numbers are doubles).
+pub(crate) fn refuse_unsafe_numbers(text: &[u8]) -> Result<(), Problem> {
+    match unsafe_integer_literal(text) {
+        None => Ok(()),
+        Some(literal) => Err(Problem::unprocessable(
+            "unsafe-integer",
+            "Integer out of range",
+            format!(
+                "the integer {literal} is outside ±(2^53-1): JSON numbers are IEEE-754 doubles (RFC 8785), so it would not be stored exactly; send it as a string"
+            ),
+        )),
     }
 }
 

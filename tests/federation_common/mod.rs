@@ -251,6 +251,20 @@ impl Node {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST path` with `text` as the JSON body, exactly as given.
+    pub async fn post_text(&self, path: &str, text: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(text.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// `GET …/events/messages` with the given query.
     pub async fn messages(&self, query: &str) -> Vec<Value> {
         let (status, body) = self
