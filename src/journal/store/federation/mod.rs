@@ -1,0 +1,264 @@
+//! Federation tables: peers, subscriptions, the per-peer outbox, the inbox of
+//! received messages and the chain-continuity records of federated journal
+//! events. Like the rest of the store, this is the only federation code that
+//! touches redb.
+//!
+//! Tables (string ids never contain a NUL byte, so NUL separates them):
+//! - `fed_peers`: peer instance id → peer record
+//! - `fed_subscriptions`: direction ‖ peer ‖ NUL ‖ pattern → subscription record
+//! - `fed_outbox`: peer ‖ NUL ‖ seq (u64 BE) → outbox record (per-peer order)
+//! - `fed_outbox_ids`: message id → `fed_outbox` key
+//! - `fed_inbox`: message id → inbox record
+//! - `fed_inbox_positions`: inbox position (u64) → message id
+//! - `fed_origin_events`: origin ‖ NUL ‖ plan id ‖ seq → journal event seen
+//! - `fed_origin_heads`: origin ‖ NUL ‖ plan id → last journal event seen
+//! - `fed_pending_rotations`: `fed_outbox` key of a key-rotation message the
+//!   peer has not acknowledged yet → the key id it is signed with (our old key)
+//! - `fed_key_rotations`: our new key id → rotation record (the commit point
+//!   of a rotation; see `federation::rotation`)
+//! - `fed_retired_peer_keys`: peer ‖ NUL ‖ key id → a key the peer rotated away from
+//!
+//! The journal writer adds outbox rows inside the append's own transaction
+//! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
+//! inbound subscriptions of active peers ([`FedShared`]).
+//!
+//! The code is split by aggregate: `peers` (peers, their grants and the
+//! subscriptions), `outbox`, `inbox` (the receive path), `continuity` (the
+//! chain-continuity records of received journal events) and `rotation`
+//! (key-rotation records and re-pinning). This file holds the tables, the
+//! state they share and the writer's part of an append.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{Store, StoreError, decode, encode};
+use crate::journal::event::{Event, Timestamp};
+use crate::journal::registry::TypePattern;
+
+mod continuity;
+mod inbox;
+mod outbox;
+mod peers;
+mod rotation;
+
+pub use continuity::{Continuity, ContinuityKind, JournalLink};
+pub use inbox::{InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
+pub use outbox::{DeliveryStatus, OutboxEntry, OutboxRecord};
+pub(super) use outbox::{outbox_key, split_outbox_key};
+pub use peers::{Direction, PeerRecord, PeerStatus, Subscription};
+pub use rotation::Rekey;
+
+pub(super) const FED_PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peers");
+pub(super) const FED_SUBS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_subscriptions");
+pub(super) const FED_OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fed_outbox");
+pub(super) const FED_OUTBOX_IDS: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("fed_outbox_ids");
+pub(super) const FED_INBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("fed_inbox");
+pub(super) const FED_INBOX_POSITIONS: TableDefinition<u64, [u8; 16]> =
+    TableDefinition::new("fed_inbox_positions");
+pub(super) const FED_ORIGIN_EVENTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_origin_events");
+pub(super) const FED_ORIGIN_HEADS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_origin_heads");
+pub(super) const FED_PENDING_ROTATIONS: TableDefinition<&[u8], &str> =
+    TableDefinition::new("fed_pending_rotations");
+pub(super) const FED_KEY_ROTATIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("fed_key_rotations");
+pub(super) const FED_RETIRED_PEER_KEYS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("fed_retired_peer_keys");
+
+/// Where a journal event goes: a peer and the pattern it subscribed with.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub peer: String,
+    pub pattern: TypePattern,
+}
+
+/// State shared by the store handle, the journal writer and the federation
+/// layer: the routing snapshot and change notifications.
+#[derive(Debug)]
+pub struct FedShared {
+    routes: RwLock<Arc<Vec<Route>>>,
+    /// Held while a routing snapshot is read and installed: without it, two
+    /// concurrent refreshes could install the older snapshot last, and a
+    /// peer's new subscription would silently route nothing.
+    refresh: Mutex<()>,
+    outbox_changed: watch::Sender<u64>,
+    inbox_changed: watch::Sender<u64>,
+    /// Bumped when dead messages are put back in the queue, so workers rescan.
+    requeued: watch::Sender<u64>,
+    /// Most bytes of inbox records stored per peer (see `retention`).
+    pub(super) peer_quota: std::sync::atomic::AtomicU64,
+}
+
+impl Default for FedShared {
+    fn default() -> Self {
+        FedShared {
+            routes: RwLock::default(),
+            refresh: Mutex::new(()),
+            outbox_changed: watch::channel(0).0,
+            inbox_changed: watch::channel(0).0,
+            requeued: watch::channel(0).0,
+            peer_quota: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl FedShared {
+    fn routes(&self) -> Arc<Vec<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn outbox_grew(&self) {
+        self.outbox_changed.send_modify(|n| *n += 1);
+    }
+}
+
+type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+type IdTable<'txn> = redb::Table<'txn, [u8; 16], &'static [u8]>;
+
+/// The federation part of the journal writer's transaction.
+pub(super) struct FedTables<'txn> {
+    outbox: BytesTable<'txn>,
+    ids: IdTable<'txn>,
+    routes: Arc<Vec<Route>>,
+    /// Rows added in this transaction.
+    pub(super) enqueued: usize,
+}
+
+impl<'txn> FedTables<'txn> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        shared: &FedShared,
+    ) -> Result<Self, StoreError> {
+        Ok(FedTables {
+            outbox: txn.open_table(FED_OUTBOX)?,
+            ids: txn.open_table(FED_OUTBOX_IDS)?,
+            routes: shared.routes(),
+            enqueued: 0,
+        })
+    }
+
+    /// Queues a just-appended journal event, whole, for every active peer
+    /// subscribed to its type (once per peer, however many patterns match).
+    pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        // The system journal (tombstones naming the admin, key rotations) is
+        // never sent to a peer, whatever it subscribed to.
+        if self.routes.is_empty() || event.plan_id == super::admin::SYSTEM_PLAN {
+            return Ok(());
+        }
+        let mut peers: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.pattern.matches(&event.event_type))
+            .map(|r| r.peer.as_str())
+            .collect();
+        if peers.is_empty() {
+            return Ok(());
+        }
+        peers.sort_unstable();
+        peers.dedup();
+        let payload = serde_json::to_string(event)
+            .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+        let now = Timestamp::now().millis();
+        for peer in peers {
+            outbox::enqueue(
+                &mut self.outbox,
+                &mut self.ids,
+                peer,
+                &event.event_type,
+                &payload,
+                now,
+            )?;
+            self.enqueued += 1;
+        }
+        Ok(())
+    }
+
+    /// Forgets what the outbox holds of a deleted plan, in the deletion's
+    /// transaction: its undelivered messages (pending, retrying, dead) are
+    /// removed, so they never leave after the plan is gone, and delivered
+    /// ones keep their row (the peer has it; listings show the delivery)
+    /// with the payload blanked to `null`. Returns (removed, blanked).
+    ///
+    /// Rows name no plan, so every row is looked at: plan deletion is a
+    /// rare admin action, and retention bounds the outbox. Only rows that
+    /// are whole journal events of that plan match: a published message
+    /// (any payload) never does.
+    pub(super) fn forget_plan(&mut self, plan_id: &Uuid) -> Result<(usize, usize), StoreError> {
+        let mut doomed = Vec::new();
+        let mut blanked = Vec::new();
+        for entry in self.outbox.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            let mut record: OutboxRecord = decode(v.value())?;
+            let of_plan = serde_json::from_str::<Event>(&record.payload)
+                .is_ok_and(|event| event.plan_id == *plan_id);
+            if !of_plan {
+                continue;
+            }
+            if record.status == DeliveryStatus::Delivered {
+                record.payload = "null".into();
+                blanked.push((k.value().to_vec(), record));
+            } else {
+                doomed.push((k.value().to_vec(), record.message_id));
+            }
+        }
+        for (key, message_id) in &doomed {
+            self.outbox.remove(key.as_slice())?;
+            self.ids.remove(*message_id)?;
+        }
+        for (key, record) in &blanked {
+            self.outbox
+                .insert(key.as_slice(), encode(record).as_slice())?;
+        }
+        Ok((doomed.len(), blanked.len()))
+    }
+}
+
+impl Store {
+    fn fed_write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        let out = f(&txn)?;
+        self.db.commit(txn)?;
+        Ok(out)
+    }
+}
+
+/// Longest peer-supplied text stored, in bytes.
+pub const MAX_PEER_TEXT: usize = 4096;
+
+/// Peer-supplied text made inert before it is stored or shown: control
+/// characters (and the bidirectional overrides that reorder a terminal
+/// line) become `\u{..}` escapes, and the result is cut to
+/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
+/// it as written, and it cannot move a cursor, recolour a terminal or
+/// forge a log line.
+pub fn inert_text(text: &str) -> String {
+    const CUT: &str = "…";
+    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT));
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        let piece = if c.is_control() || bidi {
+            format!("\\u{{{:x}}}", u32::from(c))
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > MAX_PEER_TEXT - CUT.len() {
+            out.push_str(CUT);
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}

@@ -1,0 +1,520 @@
+//! The per-peer outbox: queueing, the delivery worker's view of what is
+//! due, delivery outcomes, acks, dead messages and listings.
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{BytesTable, FED_OUTBOX, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS, IdTable, inert_text};
+use crate::journal::event::Timestamp;
+use crate::journal::store::{Store, StoreError, decode, encode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Retrying,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "retrying" => Some(DeliveryStatus::Retrying),
+            "dead" => Some(DeliveryStatus::Dead),
+            _ => None,
+        }
+    }
+
+    fn is_open(self) -> bool {
+        matches!(self, DeliveryStatus::Pending | DeliveryStatus::Retrying)
+    }
+}
+
+/// One message queued for one peer. It is signed only when sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub message_id: [u8; 16],
+    pub event_type: String,
+    /// Canonical JSON of the payload.
+    pub payload: String,
+    pub created_at: i64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix ms before which the message is not sent again.
+    pub next_attempt_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub peer: String,
+    pub seq: u64,
+    pub record: OutboxRecord,
+}
+
+pub(in crate::journal::store) fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(peer.len() + 9);
+    key.extend_from_slice(peer.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(in crate::journal::store) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
+    let bad = || StoreError("corrupt outbox key".into());
+    if key.len() < 9 || key[key.len() - 9] != 0 {
+        return Err(bad());
+    }
+    let (peer, seq) = key.split_at(key.len() - 9);
+    let peer = String::from_utf8(peer.to_vec()).map_err(|_| bad())?;
+    Ok((
+        peer,
+        u64::from_be_bytes(seq[1..].try_into().expect("8 bytes")),
+    ))
+}
+
+/// Appends one row to `peer`'s outbox at the next per-peer seq.
+pub(super) fn enqueue(
+    outbox: &mut BytesTable<'_>,
+    ids: &mut IdTable<'_>,
+    peer: &str,
+    event_type: &str,
+    payload: &str,
+    now: i64,
+) -> Result<Uuid, StoreError> {
+    let last = outbox
+        .range(outbox_key(peer, 0).as_slice()..=outbox_key(peer, u64::MAX).as_slice())?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| split_outbox_key(k.value()).map(|(_, seq)| seq))
+        .transpose()?
+        .unwrap_or(0);
+    let message_id = Uuid::new_v4();
+    let record = OutboxRecord {
+        message_id: message_id.into_bytes(),
+        event_type: event_type.to_string(),
+        payload: payload.to_string(),
+        created_at: now,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: 0,
+        updated_at: now,
+    };
+    let key = outbox_key(peer, last + 1);
+    outbox.insert(key.as_slice(), encode(&record).as_slice())?;
+    ids.insert(message_id.into_bytes(), key.as_slice())?;
+    Ok(message_id)
+}
+
+impl Store {
+    // ---- outbox ------------------------------------------------------------
+
+    /// Queues a published message for every active peer whose subscription
+    /// matches, in one durable transaction. Returns (peer, message id) pairs.
+    pub fn fed_publish(
+        &self,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        let routes = self.fed.routes();
+        let mut peers: Vec<&str> = routes
+            .iter()
+            .filter(|r| r.pattern.matches(event_type))
+            .map(|r| r.peer.as_str())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        if peers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now().millis();
+        let queued = self.fed_write(|txn| {
+            let mut outbox = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            peers
+                .iter()
+                .map(|peer| {
+                    Ok((
+                        peer.to_string(),
+                        enqueue(&mut outbox, &mut ids, peer, event_type, payload, now)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        self.fed.outbox_grew();
+        Ok(queued)
+    }
+
+    /// Wakes when rows are added to any outbox, or a peer changes.
+    pub fn fed_outbox_watch(&self) -> watch::Receiver<u64> {
+        self.fed.outbox_changed.subscribe()
+    }
+
+    /// Wakes when dead messages are requeued.
+    pub fn fed_requeue_watch(&self) -> watch::Receiver<u64> {
+        self.fed.requeued.subscribe()
+    }
+
+    /// The next messages due for `peer`, in order, starting after `cursor`:
+    /// the open (pending or retrying) rows from the first open one on, at
+    /// most `limit`, all due by `now`. Returns the rows, the new cursor (all
+    /// rows up to it are delivered or dead) and, when nothing is due yet,
+    /// when the first open row will be.
+    #[allow(clippy::type_complexity)]
+    pub fn fed_outbox_due(
+        &self,
+        peer: &str,
+        cursor: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<(u64, OutboxRecord)>, u64, Option<i64>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let mut rows = Vec::new();
+        let mut new_cursor = cursor;
+        let mut wait_until = None;
+        let from = outbox_key(peer, cursor.saturating_add(1));
+        let to = outbox_key(peer, u64::MAX);
+        for entry in table.range(from.as_slice()..=to.as_slice())? {
+            let (k, v) = entry?;
+            let (_, seq) = split_outbox_key(k.value())?;
+            let record: OutboxRecord = decode(v.value())?;
+            if !record.status.is_open() {
+                if rows.is_empty() {
+                    new_cursor = seq;
+                }
+                continue;
+            }
+            if record.next_attempt_at > now {
+                if rows.is_empty() {
+                    wait_until = Some(record.next_attempt_at);
+                }
+                break;
+            }
+            rows.push((seq, record));
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok((rows, new_cursor, wait_until))
+    }
+
+    /// Applies `update` to the rows `seqs` of `peer`. With `delivered`, a
+    /// key-rotation message among them no longer counts as pending: the peer
+    /// knows our new key.
+    fn fed_update_outbox(
+        &self,
+        peer: &str,
+        seqs: &[u64],
+        delivered: bool,
+        mut update: impl FnMut(&mut OutboxRecord),
+    ) -> Result<(), StoreError> {
+        self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            for &seq in seqs {
+                if delivered {
+                    pending.remove(outbox_key(peer, seq).as_slice())?;
+                }
+                let key = outbox_key(peer, seq);
+                let Some(stored) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                let mut record = stored;
+                update(&mut record);
+                table.insert(key.as_slice(), encode(&record).as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn fed_mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        let now = Timestamp::now().millis();
+        self.fed_update_outbox(peer, seqs, true, |r| {
+            r.status = DeliveryStatus::Delivered;
+            r.attempts = r.attempts.saturating_add(1);
+            r.last_error = None;
+            r.updated_at = now;
+        })
+    }
+
+    /// Records a failed attempt: `retrying` until `max_attempts` or
+    /// `max_age_ms`, then `dead`. Returns how many went dead.
+    pub fn fed_mark_failed(
+        &self,
+        peer: &str,
+        seqs: &[u64],
+        error: &str,
+        next_attempt_at: i64,
+        max_attempts: u32,
+        max_age_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let now = Timestamp::now().millis();
+        let mut dead = 0;
+        // The error quotes what the peer answered: stored inert.
+        let error = inert_text(error);
+        self.fed_update_outbox(peer, seqs, false, |r| {
+            if !r.status.is_open() {
+                return;
+            }
+            r.attempts = r.attempts.saturating_add(1);
+            r.last_error = Some(error.clone());
+            r.updated_at = now;
+            r.next_attempt_at = next_attempt_at;
+            if r.attempts >= max_attempts || now - r.created_at >= max_age_ms {
+                r.status = DeliveryStatus::Dead;
+                dead += 1;
+            } else {
+                r.status = DeliveryStatus::Retrying;
+            }
+        })?;
+        Ok(dead)
+    }
+
+    /// Marks the message `message_id` sent to `peer` delivered (a verified
+    /// ack arrived separately). Returns false if no such message was sent to
+    /// that peer.
+    pub fn fed_ack(&self, peer: &str, message_id: &Uuid) -> Result<bool, StoreError> {
+        let key = {
+            let txn = self.db.begin_read()?;
+            let ids = txn.open_table(FED_OUTBOX_IDS)?;
+            match ids.get(message_id.into_bytes())? {
+                Some(k) => k.value().to_vec(),
+                None => return Ok(false),
+            }
+        };
+        let (owner, seq) = split_outbox_key(&key)?;
+        if owner != peer {
+            return Ok(false);
+        }
+        let now = Timestamp::now().millis();
+        self.fed_update_outbox(peer, &[seq], true, |r| {
+            if r.status != DeliveryStatus::Delivered {
+                r.status = DeliveryStatus::Delivered;
+                r.last_error = None;
+                r.updated_at = now;
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Puts dead messages back in the queue: one by id, or every dead one
+    /// (of one peer, if given). Returns how many.
+    pub fn fed_retry_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let now = Timestamp::now().millis();
+        let count = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let keys: Vec<Vec<u8>> = match message_id {
+                Some(id) => {
+                    let ids = txn.open_table(FED_OUTBOX_IDS)?;
+                    ids.get(id.into_bytes())?
+                        .map(|k| k.value().to_vec())
+                        .into_iter()
+                        .collect()
+                }
+                None => {
+                    let mut keys = Vec::new();
+                    for entry in table.range::<&[u8]>(..)? {
+                        let (k, v) = entry?;
+                        let (owner, _) = split_outbox_key(k.value())?;
+                        if peer.is_some_and(|p| p != owner) {
+                            continue;
+                        }
+                        if decode::<OutboxRecord>(v.value())?.status == DeliveryStatus::Dead {
+                            keys.push(k.value().to_vec());
+                        }
+                    }
+                    keys
+                }
+            };
+            let mut count = 0;
+            for key in keys {
+                let (owner, _) = split_outbox_key(&key)?;
+                if peer.is_some_and(|p| p != owner) {
+                    continue;
+                }
+                let Some(mut record) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                if record.status != DeliveryStatus::Dead {
+                    continue;
+                }
+                record.status = DeliveryStatus::Pending;
+                record.attempts = 0;
+                record.next_attempt_at = 0;
+                record.created_at = now; // the age limit restarts
+                record.updated_at = now;
+                table.insert(key.as_slice(), encode(&record).as_slice())?;
+                count += 1;
+            }
+            Ok(count)
+        })?;
+        if count > 0 {
+            self.fed.requeued.send_modify(|n| *n += 1);
+            self.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Deletes dead messages: one by id (if it is dead, and of `peer` when
+    /// given), or every dead one of `peer`, or with neither every dead one.
+    /// Returns how many. They are gone for good: a late ack for one is ignored.
+    pub fn fed_drop_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let count = self.fed_write(|txn| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            let mut doomed: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
+            let candidates: Vec<Vec<u8>> = match (message_id, peer) {
+                (Some(id), _) => ids
+                    .get(id.into_bytes())?
+                    .map(|k| k.value().to_vec())
+                    .into_iter()
+                    .collect(),
+                (None, Some(p)) => table
+                    .range(outbox_key(p, 0).as_slice()..=outbox_key(p, u64::MAX).as_slice())?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<Result<_, _>>()?,
+                (None, None) => table
+                    .range::<&[u8]>(..)?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<Result<_, _>>()?,
+            };
+            for key in candidates {
+                let (owner, _) = split_outbox_key(&key)?;
+                if peer.is_some_and(|p| p != owner) {
+                    continue;
+                }
+                let Some(record) = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                if record.status == DeliveryStatus::Dead {
+                    doomed.push((key, record.message_id));
+                }
+            }
+            for (key, id) in &doomed {
+                table.remove(key.as_slice())?;
+                ids.remove(*id)?;
+                // A dropped key announcement will never reach the peer
+                // (typically it was re-pinned by hand): stop signing for it
+                // with the old key.
+                pending.remove(key.as_slice())?;
+            }
+            Ok(doomed.len())
+        })?;
+        if count > 0 {
+            // Workers rescan from the start: a dropped row's seq may be reused.
+            self.fed.requeued.send_modify(|n| *n += 1);
+            self.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Outbox rows in (peer, seq) order, optionally of one peer and status.
+    pub fn fed_outbox_list(
+        &self,
+        peer: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.fed_outbox_page(peer, status, None, limit)
+    }
+
+    /// A page of outbox rows in (peer, seq) order, after the row `after`
+    /// (peer, seq) if given, optionally of one peer and status.
+    pub fn fed_outbox_page(
+        &self,
+        peer: Option<&str>,
+        status: Option<DeliveryStatus>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lower = match (peer, after) {
+            // A cursor past the peer's rows: nothing left of that peer.
+            (Some(p), Some((ap, _))) if ap > p => return Ok(Vec::new()),
+            (Some(p), Some((ap, seq))) if ap == p => Excluded(outbox_key(p, seq)),
+            (Some(p), _) => Included(outbox_key(p, 0)),
+            (None, Some((ap, seq))) => Excluded(outbox_key(ap, seq)),
+            (None, None) => Unbounded,
+        };
+        let upper = peer.map(|p| outbox_key(p, u64::MAX));
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let bounds = (
+            match &lower {
+                Included(k) => Included(k.as_slice()),
+                Excluded(k) => Excluded(k.as_slice()),
+                Unbounded => Unbounded,
+            },
+            match &upper {
+                Some(k) => Included(k.as_slice()),
+                None => Unbounded,
+            },
+        );
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>(bounds)? {
+            let (k, v) = entry?;
+            let record: OutboxRecord = decode(v.value())?;
+            if status.is_some_and(|s| s != record.status) {
+                continue;
+            }
+            let (peer, seq) = split_outbox_key(k.value())?;
+            out.push(OutboxEntry { peer, seq, record });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_keys_round_trip_and_sort_per_peer() {
+        let (peer, seq) = split_outbox_key(&outbox_key("beta", 300)).unwrap();
+        assert_eq!((peer.as_str(), seq), ("beta", 300));
+        assert!(outbox_key("beta", 2) < outbox_key("beta", 256));
+        // A peer whose id extends another's never falls inside its range.
+        let range = outbox_key("beta", 0)..=outbox_key("beta", u64::MAX);
+        assert!(!range.contains(&outbox_key("beta2", 1)));
+    }
+}
