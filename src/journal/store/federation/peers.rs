@@ -11,7 +11,7 @@ use crate::journal::event::Timestamp;
 use crate::journal::registry::TypePattern;
 use crate::journal::store::{Store, StoreError, decode, encode};
 
-/// Creates every federation table, so readers never see a missing one.
+/// Whether a peer may exchange messages: only `Active` peers send and receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerStatus {
     Active,
