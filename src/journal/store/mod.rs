@@ -14,7 +14,7 @@
 //! Every record value starts with a format-version byte, then postcard.
 //!
 //! The code is cut by concern: this file holds the table definitions, the
-//! append types, [`Store`] and its opening; `error.rs` [`StoreError`] and
+//! append types, [`Store`] and its opening; `error.rs` `StoreError` and
 //! its [`Fault`] classification; `records.rs` the record types and their
 //! encoding; `writer.rs` the writer thread and its batch commit; `apply.rs`
 //! the apply of one append inside the batch's transaction; `reads.rs` the
