@@ -1,0 +1,144 @@
+//! `Tables`: one write transaction's tables, and the apply of one append.
+
+use std::sync::Arc;
+
+use redb::ReadableTable;
+use uuid::Uuid;
+
+use super::{
+    AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
+    IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, encode, event_from_record,
+    event_key, federation, idempotency_key, record_from_event,
+};
+use crate::journal::chain::Signable;
+use crate::journal::event::{Event, Timestamp};
+use crate::journal::keys::Keyring;
+
+pub(super) struct Tables<'txn> {
+    pub(super) fed: federation::FedTables<'txn>,
+    pub(super) events: redb::Table<'txn, EventKey, &'static [u8]>,
+    pub(super) heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    pub(super) positions: redb::Table<'txn, u64, EventKey>,
+    pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+        fed: &FedShared,
+    ) -> Result<Tables<'txn>, StoreError> {
+        Ok(Tables {
+            fed: federation::FedTables::open(txn, fed)?,
+            events: txn.open_table(EVENTS)?,
+            heads: txn.open_table(HEADS)?,
+            positions: txn.open_table(POSITIONS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+        })
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        req: &AppendRequest,
+        keyring: &Keyring,
+        now: Timestamp,
+        position: &mut u64,
+    ) -> Result<Result<Appended, AppendError>, StoreError> {
+        let plan = req.plan_id;
+        // An idempotent retry wins over every other check: it must return the
+        // original outcome even if the plan has moved on since.
+        if let Some(idem) = &req.idempotency {
+            let existing = self
+                .idempotency
+                .get(idempotency_key(&plan, &idem.key).as_slice())?
+                .map(|v| decode::<IdempotencyRecord>(v.value()))
+                .transpose()?;
+            if let Some(record) = existing {
+                if record.fingerprint != idem.fingerprint {
+                    return Ok(Err(AppendError::IdempotencyConflict { seq: record.seq }));
+                }
+                let key = event_key(&plan, record.seq);
+                let stored = self.events.get(key)?.ok_or_else(|| {
+                    StoreError("idempotency record points at a missing event".into())
+                })?;
+                let event = event_from_record(&key, decode(stored.value())?)?;
+                return Ok(Ok(Appended {
+                    event: Arc::new(event),
+                    replayed: true,
+                }));
+            }
+        }
+
+        let head: Option<PlanHead> = self
+            .heads
+            .get(plan.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let head_seq = head.map_or(0, |h| h.last_seq);
+        if let Some(expected) = req.expected_seq
+            && expected != head_seq
+        {
+            return Ok(Err(AppendError::SeqConflict {
+                expected,
+                head: head_seq,
+            }));
+        }
+
+        let seq = head_seq + 1;
+        // Time never runs backwards within a plan, even if the clock does.
+        let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
+        let mut event = Event {
+            id: Uuid::now_v7(),
+            plan_id: plan,
+            seq,
+            event_type: req.event_type.clone(),
+            actor: req.actor.clone(),
+            payload: req.payload.json.clone(),
+            payload_hash: req.payload.hash,
+            prev_hash: head.map(|h| h.last_signature),
+            signature: [0; 32],
+            key_id: keyring.current_id().to_string(),
+            created_at,
+            position: *position + 1,
+        };
+        event.signature = Signable::of(&event).sign(keyring.current_secret());
+
+        let key = event_key(&plan, seq);
+        if self
+            .events
+            .insert(key, encode(&record_from_event(&event)).as_slice())?
+            .is_some()
+        {
+            return Err(StoreError(format!(
+                "invariant broken: event {plan}/{seq} already exists though the head said {head_seq}"
+            )));
+        }
+        let new_head = PlanHead {
+            last_seq: seq,
+            last_signature: event.signature,
+            count: head.map_or(0, |h| h.count) + 1,
+            first_at: head.map_or(created_at.0, |h| h.first_at),
+            last_at: created_at.0,
+        };
+        debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
+        self.heads
+            .insert(plan.into_bytes(), encode(&new_head).as_slice())?;
+        // Same transaction as the event: a crash cannot keep one without the other.
+        self.fed.enqueue_event(&event)?;
+        self.positions.insert(event.position, key)?;
+        if let Some(idem) = &req.idempotency {
+            let record = IdempotencyRecord {
+                fingerprint: idem.fingerprint,
+                seq,
+            };
+            self.idempotency.insert(
+                idempotency_key(&plan, &idem.key).as_slice(),
+                encode(&record).as_slice(),
+            )?;
+        }
+        *position += 1;
+        Ok(Ok(Appended {
+            event: Arc::new(event),
+            replayed: false,
+        }))
+    }
+}

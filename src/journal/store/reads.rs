@@ -1,0 +1,163 @@
+//! Read paths: plan heads, event pages, store-wide positions, chain verification.
+
+use redb::ReadableTable;
+use uuid::Uuid;
+
+use super::{
+    Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, event_from_record,
+    event_key,
+};
+use crate::journal::chain::{BrokenReason, ChainReport, ChainVerifier};
+use crate::journal::event::Event;
+use crate::journal::keys::Keyring;
+
+impl Store {
+    pub fn head(&self, plan_id: &Uuid) -> Result<Option<PlanHead>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        heads
+            .get(plan_id.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Plans in id order, starting after `after`.
+    pub fn plans(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, PlanHead)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        let range = match after {
+            Some(after) => heads.range::<[u8; 16]>((
+                std::ops::Bound::Excluded(after.into_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => heads.range::<[u8; 16]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (k, v) = entry?;
+            out.push((Uuid::from_bytes(k.value()), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Events of a plan with seq > `after`, in order, at most `limit`.
+    pub fn events(
+        &self,
+        plan_id: &Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in events
+            .range(event_key(plan_id, first)..=event_key(plan_id, u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            out.push(event_from_record(&k.value(), decode(v.value())?)?);
+        }
+        Ok(out)
+    }
+
+    /// Events of every plan with store-wide position > `after`, in position order.
+    pub fn events_after_position(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(POSITIONS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in positions.range(first..)?.take(limit) {
+            let (_, key) = entry?;
+            let key = key.value();
+            let record = events
+                .get(key)?
+                .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
+            out.push(event_from_record(&key, decode(record.value())?)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest store-wide position committed so far.
+    pub fn last_position(&self) -> Result<u64, StoreError> {
+        last_position(&self.db)
+    }
+
+    /// Whether appends can commit right now (for `/readyz`).
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Verifies a plan's whole chain from seq 1 within one snapshot.
+    pub fn verify_plan(
+        &self,
+        plan_id: &Uuid,
+        keyring: &Keyring,
+    ) -> Result<ChainReport, StoreError> {
+        let report = self.verify_plan_inner(plan_id, keyring);
+        crate::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
+        report
+    }
+
+    fn verify_plan_inner(
+        &self,
+        plan_id: &Uuid,
+        keyring: &Keyring,
+    ) -> Result<ChainReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut verifier = ChainVerifier::default();
+        for entry in events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))? {
+            let (k, v) = entry?;
+            let event = event_from_record(&k.value(), decode(v.value())?)?;
+            if let Err(reason) = verifier.check(&event, keyring) {
+                return Ok(ChainReport {
+                    verified: verifier.last_seq(),
+                    broken: Some((event.seq, reason)),
+                    head_signature: verifier.last_signature(),
+                });
+            }
+        }
+        // The chain alone cannot see a missing tail; the head record can.
+        // It is only as trustworthy as the file (signed checkpoints come
+        // later), but it catches a tail removed without updating it.
+        let head: Option<PlanHead> = txn
+            .open_table(HEADS)?
+            .get(plan_id.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let broken = head.and_then(|head| {
+            if head.last_seq != verifier.last_seq() {
+                Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
+            } else if Some(head.last_signature) != verifier.last_signature() {
+                Some((head.last_seq, BrokenReason::Signature))
+            } else {
+                None
+            }
+        });
+        Ok(ChainReport {
+            verified: verifier.last_seq(),
+            broken,
+            head_signature: verifier.last_signature(),
+        })
+    }
+}
+
+pub(super) fn last_position(db: &Db) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let positions = txn.open_table(POSITIONS)?;
+    Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+}

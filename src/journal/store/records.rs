@@ -1,0 +1,183 @@
+//! Record types and their encoding: a format-version byte, then postcard.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{EventKey, RECORD_VERSION, StoreError};
+use crate::journal::event::{Event, Timestamp};
+
+/// What a plan's chain ends in. Kept per plan so an append never scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanHead {
+    pub last_seq: u64,
+    pub last_signature: [u8; 32],
+    pub count: u64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct EventRecord {
+    pub(super) id: [u8; 16],
+    pub(super) event_type: String,
+    pub(super) actor: Option<String>,
+    pub(super) payload: String,
+    pub(super) payload_hash: [u8; 32],
+    pub(super) prev_hash: Option<[u8; 32]>,
+    pub(super) signature: [u8; 32],
+    pub(super) key_id: String,
+    pub(super) created_at: i64,
+    pub(super) position: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct IdempotencyRecord {
+    pub(super) fingerprint: [u8; 32],
+    pub(super) seq: u64,
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // postcard only fails on types it cannot represent; ours are all plain.
+    out.extend(postcard::to_stdvec(value).expect("records always encode"));
+    out
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt record: {e}")))
+        }
+        Some((v, _)) => Err(StoreError(format!(
+            "record format version {v} is not known to this build (it knows {RECORD_VERSION})"
+        ))),
+        None => Err(StoreError("empty record".into())),
+    }
+}
+
+pub(super) fn event_key(plan_id: &Uuid, seq: u64) -> EventKey {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(plan_id.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(super) fn idempotency_key(plan_id: &Uuid, key: &str) -> Vec<u8> {
+    let mut out = plan_id.as_bytes().to_vec();
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+pub(super) fn event_from_record(key: &EventKey, record: EventRecord) -> Result<Event, StoreError> {
+    let plan_id = Uuid::from_slice(&key[..16]).expect("16 bytes");
+    let seq = u64::from_be_bytes(key[16..].try_into().expect("8 bytes"));
+    Ok(Event {
+        id: Uuid::from_bytes(record.id),
+        plan_id,
+        seq,
+        event_type: record.event_type,
+        actor: record.actor,
+        payload: RawValue::from_string(record.payload)
+            .map_err(|e| StoreError(format!("corrupt payload at {plan_id}/{seq}: {e}")))?,
+        payload_hash: record.payload_hash,
+        prev_hash: record.prev_hash,
+        signature: record.signature,
+        key_id: record.key_id,
+        created_at: Timestamp(record.created_at),
+        position: record.position,
+    })
+}
+
+/// [`EventRecord`] borrowing from an [`Event`], so that writing a record
+/// copies nothing but the encoded bytes. postcard encodes `&str` exactly as
+/// `String`, so this must list the same fields in the same order.
+#[derive(Serialize)]
+pub(super) struct EventRecordRef<'a> {
+    id: [u8; 16],
+    event_type: &'a str,
+    actor: Option<&'a str>,
+    payload: &'a str,
+    payload_hash: [u8; 32],
+    prev_hash: Option<[u8; 32]>,
+    signature: [u8; 32],
+    key_id: &'a str,
+    created_at: i64,
+    position: u64,
+}
+
+pub(super) fn record_from_event(event: &Event) -> EventRecordRef<'_> {
+    EventRecordRef {
+        id: event.id.into_bytes(),
+        event_type: &event.event_type,
+        actor: event.actor.as_deref(),
+        payload: event.payload.get(),
+        payload_hash: event.payload_hash,
+        prev_hash: event.prev_hash,
+        signature: event.signature,
+        key_id: &event.key_id,
+        created_at: event.created_at.0,
+        position: event.position,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_plan_then_seq() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        assert!(event_key(&a, 255) < event_key(&a, 256));
+        assert!(event_key(&a, u64::MAX) < event_key(&b, 0));
+    }
+
+    #[test]
+    fn borrowed_records_decode_as_owned_ones() {
+        let event = Event {
+            id: Uuid::from_u128(9),
+            plan_id: Uuid::from_u128(1),
+            seq: 4,
+            event_type: "step.completed".into(),
+            actor: Some("é".into()),
+            payload: RawValue::from_string(r#"{"a":[1,"x"]}"#.into()).unwrap(),
+            payload_hash: [1; 32],
+            prev_hash: Some([2; 32]),
+            signature: [3; 32],
+            key_id: "abcd0123".into(),
+            created_at: Timestamp(1_700_000_000_123),
+            position: 77,
+        };
+        let key = event_key(&event.plan_id, event.seq);
+        let back =
+            event_from_record(&key, decode(&encode(&record_from_event(&event))).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&event).unwrap()
+        );
+        assert_eq!(back.position, 77);
+    }
+
+    #[test]
+    fn records_carry_a_version_byte() {
+        let head = PlanHead {
+            last_seq: 3,
+            last_signature: [7; 32],
+            count: 3,
+            first_at: 1,
+            last_at: 2,
+        };
+        let bytes = encode(&head);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(decode::<PlanHead>(&bytes).unwrap(), head);
+        let mut future = bytes.clone();
+        future[0] = 2;
+        assert!(
+            decode::<PlanHead>(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The single writer thread: batches appends into one transaction and one fsync.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use redb::Durability;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{
+    AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
+    Tables, WriterStats, admin, last_position,
+};
+use crate::journal::event::{Event, Timestamp};
+use crate::journal::keys::Keyring;
+
+/// First wait before reopening the database after a failed write; it
+/// doubles up to [`RETRY_MAX`] until a commit succeeds again.
+pub(super) const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the writer looks at its queue while it waits to reopen.
+const RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The single writer. Owning all writes in one thread is what makes
+/// sequence numbers contiguous and lets one fsync cover a whole batch.
+pub(super) struct WriterLoop {
+    /// Federation routing: whom to queue each appended event for.
+    pub(super) fed: Arc<FedShared>,
+    pub(super) db: Arc<Db>,
+    pub(super) keyring: Arc<crate::reload::Reloadable<Keyring>>,
+    pub(super) fanout: broadcast::Sender<Arc<Event>>,
+    /// Last committed store-wide position.
+    pub(super) position: u64,
+    pub(super) stats: Arc<WriterStats>,
+    /// Wait before the next attempt to reopen after a failed write.
+    pub(super) retry: std::time::Duration,
+}
+
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+impl WriterLoop {
+    pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch: Vec<(AppendRequest, Reply)> = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        while !stopping {
+            if self.db.health() != Health::Ready && !self.recover(&mut rx) {
+                break;
+            }
+            // Block for the first job, then take whatever else is already queued.
+            let mut deletion = None;
+            match rx.blocking_recv() {
+                Some(Job::Append(req, reply)) => batch.push((req, reply)),
+                Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
+                Some(Job::Shutdown) | None => break,
+                Some(Job::Recover) => continue,
+            }
+            while deletion.is_none() && batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Job::Append(req, reply)) => batch.push((req, reply)),
+                    // Appends queued before the deletion commit before it.
+                    Ok(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
+                    Ok(Job::Shutdown) => {
+                        stopping = true;
+                        break;
+                    }
+                    // Noticed at the top of the loop, after this batch.
+                    Ok(Job::Recover) => {}
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            if let Some((plan, who, reply)) = deletion {
+                let outcome = self.delete_plan(plan, who);
+                let failed = match &outcome {
+                    Err(admin::DeleteError::Storage(e)) => Some(e.clone()),
+                    _ => None,
+                };
+                let _ = reply.send(outcome);
+                if let Some(e) = failed {
+                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
+                    self.after_failure(&e);
+                }
+            }
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<(AppendRequest, Reply)>) {
+        let started = Instant::now();
+        match self.write_batch(batch) {
+            Ok((outcomes, position)) => {
+                self.position = position;
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_batch_size
+                    .store(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .last_commit_micros
+                    .store(micros, Ordering::Relaxed);
+                crate::metrics::observe_commit(batch.len(), micros);
+                self.retry = RETRY_FIRST;
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    if let Ok(appended) = &outcome
+                        && !appended.replayed
+                    {
+                        self.stats.appends.fetch_add(1, Ordering::Relaxed);
+                        // No receivers is fine: nobody is streaming.
+                        let _ = self.fanout.send(appended.event.clone());
+                    }
+                    // The caller may have gone away; the event is stored regardless.
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = batch.len(), "journal commit failed; nothing in the batch was written");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(AppendError::Storage(e.clone())));
+                }
+                self.after_failure(&e);
+            }
+        }
+    }
+
+    /// After a failed write: an I/O fault leaves redb's handle unusable for
+    /// good, so take it out of service; [`WriterLoop::recover`] reopens it.
+    /// The callers of the failed commit were already told it failed.
+    fn after_failure(&self, e: &StoreError) {
+        let Some(health) = self.db.failed(e) else {
+            return;
+        };
+        tracing::warn!(
+            ?health,
+            "the journal database is out of service after a failed write; reopening it as soon as a commit can succeed"
+        );
+    }
+
+    /// Reopens the database after a failed write, retrying with a growing
+    /// delay. Meanwhile every job is answered at once with the refusal (507
+    /// or 503), so no caller waits on a disk that may stay full for hours.
+    /// Returns false when told to stop.
+    fn recover(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
+        let mut next_attempt = Instant::now() + self.retry;
+        loop {
+            loop {
+                let refusal = || self.db.health().refusal();
+                match rx.try_recv() {
+                    Ok(Job::Append(_, reply)) => {
+                        let _ = reply.send(Err(AppendError::Storage(refusal())));
+                    }
+                    Ok(Job::DeletePlan(_, _, reply)) => {
+                        let _ = reply.send(Err(admin::DeleteError::Storage(refusal())));
+                    }
+                    Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return false;
+                    }
+                    Ok(Job::Recover) => {}
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_attempt && self.db.health() == Health::Full && !self.db.has_room() {
+                // Still full: wait for space rather than reopen to fail again.
+                self.retry = (self.retry * 2).min(RETRY_MAX);
+                next_attempt = now + self.retry;
+            } else if now >= next_attempt {
+                match self.db.reopen().and_then(|_| last_position(&self.db)) {
+                    Ok(position) => {
+                        self.position = position;
+                        self.db.set_health(Health::Ready);
+                        tracing::info!(
+                            position,
+                            "the journal database is reopened; appends commit again"
+                        );
+                        return true;
+                    }
+                    Err(e) => {
+                        if e.fault() == Fault::Full {
+                            self.db.set_health(Health::Full);
+                        }
+                        self.db.take_down();
+                        self.retry = (self.retry * 2).min(RETRY_MAX);
+                        next_attempt = now + self.retry;
+                        tracing::warn!(error = %e, retry_ms = self.retry.as_millis() as u64, "reopening the journal database failed; retrying");
+                    }
+                }
+            }
+            std::thread::sleep(RECOVERY_POLL.min(next_attempt.saturating_duration_since(now)));
+        }
+    }
+
+    /// Applies a batch in one transaction. The outer error aborts the whole
+    /// batch (nothing is written); inner errors refuse single appends.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &self,
+        batch: &[(AppendRequest, Reply)],
+    ) -> Result<(Vec<Result<Appended, AppendError>>, u64), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut position = self.position;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let enqueued = {
+            let mut tables = Tables::open(&txn, &self.fed)?;
+            let now = Timestamp::now();
+            // One keyring per batch, even if a rotation lands meanwhile.
+            let keyring = self.keyring.current();
+            for (req, _) in batch {
+                outcomes.push(tables.apply(req, &keyring, now, &mut position)?);
+            }
+            tables.fed.enqueued
+        };
+        txn.commit()?;
+        if enqueued > 0 {
+            self.fed.outbox_grew();
+        }
+        Ok((outcomes, position))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::store::{Idempotency, Store};
+    use uuid::Uuid;
+
+    /// One batch mixing every outcome for one plan: a new event, a retry of
+    /// it with the same key (in the same batch), the key reused for another
+    /// request, a stale `expected_seq`, and a correct one. Each caller gets
+    /// its own answer, seqs and positions stay contiguous, and only the new
+    /// events reach the fan-out, in commit order.
+    #[tokio::test]
+    async fn a_batch_with_mixed_outcomes_answers_each_caller() {
+        use crate::journal::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, mut published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let plan = Uuid::new_v4();
+        let request = |n: u64, expected_seq: Option<u64>, key: Option<&str>| AppendRequest {
+            plan_id: plan,
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({ "n": n })),
+            expected_seq,
+            idempotency: key.map(|key| Idempotency {
+                key: key.into(),
+                fingerprint: [n as u8; 32],
+            }),
+        };
+        let batch_requests = [
+            request(1, Some(0), Some("k")), // new: seq 1
+            request(1, Some(0), Some("k")), // same key, same request: replay of seq 1
+            request(2, None, Some("k")),    // same key, other request: conflict
+            request(3, Some(0), None),      // stale expected_seq: conflict, head 1
+            request(4, Some(1), None),      // new: seq 2
+        ];
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for req in batch_requests {
+            let (reply, answer) = oneshot::channel();
+            batch.push((req, reply));
+            answers.push(answer);
+        }
+        let mut writer_loop = WriterLoop {
+            fed: store.fed.clone(),
+            db: store.db.clone(),
+            keyring: store.keyring.clone(),
+            fanout,
+            position: 0,
+            stats: Arc::new(WriterStats::default()),
+            retry: RETRY_FIRST,
+        };
+        writer_loop.commit_batch(&mut batch);
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        let created = |o: &Result<Appended, AppendError>| {
+            o.as_ref()
+                .map(|a| (a.event.seq, a.event.position, a.replayed))
+                .map_err(|e| format!("{e:?}"))
+        };
+        assert_eq!(created(&outcomes[0]), Ok((1, 1, false)));
+        assert_eq!(created(&outcomes[1]), Ok((1, 1, true)));
+        assert_eq!(
+            outcomes[1].as_ref().unwrap().event.id,
+            outcomes[0].as_ref().unwrap().event.id
+        );
+        assert!(matches!(
+            outcomes[2],
+            Err(AppendError::IdempotencyConflict { seq: 1 })
+        ));
+        assert!(matches!(
+            outcomes[3],
+            Err(AppendError::SeqConflict {
+                expected: 0,
+                head: 1
+            })
+        ));
+        assert_eq!(created(&outcomes[4]), Ok((2, 2, false)));
+        assert_eq!(writer_loop.stats.appends.load(Ordering::Relaxed), 2);
+        assert_eq!(writer_loop.stats.last_batch_size.load(Ordering::Relaxed), 5);
+        assert_eq!(published.try_recv().unwrap().seq, 1);
+        assert_eq!(published.try_recv().unwrap().seq, 2);
+        assert!(
+            published.try_recv().is_err(),
+            "replays are not published again"
+        );
+        assert_eq!(store.head(&plan).unwrap().unwrap().last_seq, 2);
+        assert_eq!(store.last_position().unwrap(), 2);
+        let keyring = store.keyring();
+        assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A write outside the writer (federation intake, tokens) that fails
+    /// with an I/O fault takes the handle down; the idle writer is woken to
+    /// reopen it, with no append to prompt it, and appends work again.
+    #[tokio::test]
+    async fn a_failure_outside_the_writer_wakes_it_to_reopen() {
+        use crate::journal::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, _published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let request = || AppendRequest {
+            plan_id: Uuid::from_u128(7),
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        };
+        store.append(request()).await.unwrap();
+        // The writer is now idle, blocked waiting for a job.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let failure = StoreError::with_fault("injected".into(), Fault::Full);
+        assert_eq!(store.db.failed(&failure), Some(Health::Full));
+        assert_ne!(store.health(), Health::Ready);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while store.health() != Health::Ready {
+            assert!(Instant::now() < deadline, "the writer did not reopen");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let appended = store.append(request()).await.unwrap();
+        assert_eq!(appended.event.seq, 2);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}
