@@ -102,16 +102,23 @@ impl WriterLoop {
                     .store(micros, Ordering::Relaxed);
                 crate::metrics::observe_commit(batch.len(), micros);
                 self.retry = RETRY_FIRST;
+                // Answer after commit, publish after answering: no appender
+                // waits on the fan-out, and events are still published in
+                // commit order, which followers rely on.
+                let mut committed = Vec::with_capacity(batch.len());
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     if let Ok(appended) = &outcome
                         && !appended.replayed
                     {
                         self.stats.appends.fetch_add(1, Ordering::Relaxed);
-                        // No receivers is fine: nobody is streaming.
-                        let _ = self.fanout.send(appended.event.clone());
+                        committed.push(appended.event.clone());
                     }
                     // The caller may have gone away; the event is stored regardless.
                     let _ = reply.send(outcome);
+                }
+                for event in committed {
+                    // No receivers is fine: nobody is streaming.
+                    let _ = self.fanout.send(event);
                 }
             }
             Err(e) => {
