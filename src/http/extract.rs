@@ -37,9 +37,14 @@ impl FromRequest<AppState> for JsonBody {
                 ),
             )
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        // One pass builds the value and refuses duplicate members (see
+        // `refuse_duplicate_members` for why); a repeat is a data error,
+        // anything else a syntax error.
+        let StrictValue(value) = serde_json::from_slice(&bytes).map_err(|e| {
             if e.to_string().contains("recursion limit") {
                 too_deep()
+            } else if e.is_data() {
+                duplicate_member(&e)
             } else {
                 Problem::bad_request(
                     "invalid-json",
@@ -51,7 +56,6 @@ impl FromRequest<AppState> for JsonBody {
         if json_depth(&value) > limits.max_json_depth {
             return Err(too_deep());
         }
-        refuse_duplicate_members(&bytes)?;
         refuse_unsafe_numbers(&bytes)?;
         Ok(JsonBody(value))
     }
@@ -116,15 +120,22 @@ pub(crate) async fn read_json_body(
 /// depth. serde_json keeps the last of duplicate members; a reader of the
 /// same text may keep the first, and the verifier refuses a stored payload
 /// with any. So input may not have them either.
+/// Builds nothing: for bodies kept as text (the federation intake).
 pub(crate) fn refuse_duplicate_members(text: &[u8]) -> Result<(), Problem> {
-    serde_json::from_slice::<NoDuplicates>(text).map_err(|e| {
-        Problem::bad_request(
-            "duplicate-member",
-            "Duplicate member",
-            format!("the request body has a {e}; each member name may occur once per object"),
-        )
-    })?;
+    serde_json::from_slice::<NoDuplicates>(text).map_err(|e| duplicate_member(&e))?;
     Ok(())
+}
+
+fn duplicate_member(e: &serde_json::Error) -> Problem {
+    Problem::bad_request(
+        "duplicate-member",
+        "Duplicate member",
+        format!("the request body has a {e}; each member name may occur once per object"),
+    )
+}
+
+fn duplicate_error<E: serde::de::Error>(name: &str) -> E {
+    E::custom(format_args!("duplicate member {name:?}"))
 }
 
 /// Refuses JSON text holding a number that a double cannot hold exactly as
@@ -179,9 +190,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicates {
         let mut seen = std::collections::HashSet::new();
         while let Some(name) = map.next_key::<String>()? {
             if seen.contains(&name) {
-                return Err(serde::de::Error::custom(format_args!(
-                    "duplicate member {name:?}"
-                )));
+                return Err(duplicate_error(&name));
             }
             map.next_value::<NoDuplicates>()?;
             seen.insert(name);
@@ -286,6 +295,70 @@ pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Resul
     Err(format!("the body must be a JSON object, not {kind}"))
 }
 
+/// A JSON value built in one pass that fails, like [`NoDuplicates`], on an
+/// object with two members of the same name, so that a body is parsed once.
+#[derive(Debug)]
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if object.contains_key(&name) {
+                return Err(duplicate_error(&name));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(name, value);
+        }
+        Ok(StrictValue(Value::Object(object)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(value)) = seq.next_element()? {
+            items.push(value);
+        }
+        Ok(StrictValue(Value::Array(items)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
+        // The parser yields only finite numbers; Value::from maps others to null.
+        Ok(StrictValue(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(Value::Null))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +391,43 @@ mod tests {
         ] {
             let e = dup(text).unwrap_or_default();
             assert!(e.starts_with("duplicate member"), "{text}: {e}");
+            // The one-pass builder refuses it the same way, as a data error.
+            let strict = serde_json::from_str::<StrictValue>(text).err().unwrap();
+            assert!(strict.is_data(), "{text}: {strict}");
+            assert!(
+                strict.to_string().starts_with("duplicate member"),
+                "{strict}"
+            );
         }
+    }
+
+    /// Without duplicates, the one-pass builder yields exactly serde_json's value.
+    #[test]
+    fn strict_values_equal_plain_values() {
+        for text in [
+            r#"{"a":1,"b":{"c":[1,-2,3.5,1e300,18446744073709551615,-9223372036854775808]},"d":"\u00e9\n","e":null,"f":true}"#,
+            r#"[]"#,
+            r#""x""#,
+            r#"0.1"#,
+        ] {
+            let StrictValue(strict) = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                strict,
+                serde_json::from_str::<Value>(text).unwrap(),
+                "{text}"
+            );
+        }
+        // Syntax errors stay syntax errors.
+        assert!(
+            serde_json::from_str::<StrictValue>("{\"a\":")
+                .unwrap_err()
+                .is_eof()
+        );
+        assert!(
+            serde_json::from_str::<StrictValue>("{a}")
+                .unwrap_err()
+                .is_syntax()
+        );
     }
 
     #[derive(serde::Deserialize, Debug)]

@@ -30,6 +30,23 @@ pub struct InboxRecord {
     pub continuity: Option<Continuity>,
 }
 
+impl InboxRecord {
+    /// The record of `m` received at `now`; `position` 0 for control
+    /// requests and key announcements, which take no stream position.
+    fn of(m: &Incoming, position: u64, now: i64, continuity: Option<Continuity>) -> InboxRecord {
+        InboxRecord {
+            position,
+            peer: m.peer.clone(),
+            event_type: m.event_type.clone(),
+            payload: m.payload.clone(),
+            timestamp: m.timestamp,
+            received_at: now,
+            digest: m.digest,
+            continuity,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct InboxEntry {
     pub message_id: Uuid,
@@ -135,16 +152,7 @@ impl Store {
                 }
                 if let Some(rekey) = rekey.filter(|r| r.message_id == m.message_id) {
                     repin(&txn, &m.peer, rekey, now)?;
-                    let record = InboxRecord {
-                        position: 0,
-                        peer: m.peer.clone(),
-                        event_type: m.event_type.clone(),
-                        payload: m.payload.clone(),
-                        timestamp: m.timestamp,
-                        received_at: now,
-                        digest: m.digest,
-                        continuity: None,
-                    };
+                    let record = InboxRecord::of(m, 0, now, None);
                     inbox
                         .insert(id, encode(&record).as_slice())
                         .map_err(StoreError::from)?;
@@ -163,16 +171,7 @@ impl Store {
                     None => None,
                 };
                 position += 1;
-                let record = InboxRecord {
-                    position,
-                    peer: m.peer.clone(),
-                    event_type: m.event_type.clone(),
-                    payload: m.payload.clone(),
-                    timestamp: m.timestamp,
-                    received_at: now,
-                    digest: m.digest,
-                    continuity,
-                };
+                let record = InboxRecord::of(m, position, now, continuity);
                 inbox
                     .insert(id, encode(&record).as_slice())
                     .map_err(StoreError::from)?;
@@ -224,16 +223,7 @@ impl Store {
                 return Ok(ReceiveOutcome::Redelivered);
             }
             let now = Timestamp::now().millis();
-            let record = InboxRecord {
-                position: 0,
-                peer: m.peer.clone(),
-                event_type: m.event_type.clone(),
-                payload: m.payload.clone(),
-                timestamp: m.timestamp,
-                received_at: now,
-                digest: m.digest,
-                continuity: None,
-            };
+            let record = InboxRecord::of(m, 0, now, None);
             inbox
                 .insert(id, encode(&record).as_slice())
                 .map_err(StoreError::from)?;
