@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use logbook::journal::chain::CanonicalPayload;
-use logbook::journal::keys::Keyring;
-use logbook::journal::store::{AppendRequest, Store, StoreOptions};
+use logbook_journal::chain::CanonicalPayload;
+use logbook_journal::keys::Keyring;
+use logbook_journal::store::{AppendRequest, Store, StoreOptions};
 use uuid::Uuid;
 
 fn request(plan: u128, n: u64) -> AppendRequest {
@@ -42,7 +42,7 @@ async fn main() {
     let (store, writer) = Store::open_with(
         db.as_ref(),
         keyring,
-        logbook::stream::fanout(),
+        logbook_journal::fanout::fanout(),
         &StoreOptions::default(),
     )
     .expect("opening the store");

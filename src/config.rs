@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::journal::registry::{EventType, MAX_TYPE_LEN};
+use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
+pub(crate) use logbook_journal::store::admin::Scope;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config.toml");
@@ -275,15 +276,6 @@ pub struct TokenConfig {
     pub scopes: Vec<Scope>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Read,
-    Append,
-    /// Federation management: peers, subscriptions, publishing, retries.
-    Admin,
-}
-
 /// Command-line values that override the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -404,7 +396,7 @@ impl Config {
             if !names.insert(&t.name) {
                 return Err(format!("auth.tokens: the name {:?} is used twice", t.name));
             }
-            if crate::hex::decode_array::<32>(&t.sha256).is_none() {
+            if logbook_base::hex::decode_array::<32>(&t.sha256).is_none() {
                 return Err(format!(
                     "auth.tokens[{}].sha256 must be 64 hex digits (the SHA-256 of the token, not the token)",
                     t.name
@@ -441,36 +433,6 @@ impl Config {
             )),
         }
     }
-}
-
-/// Creates `path` with mode 0600 (failing if it exists), writes `bytes` and
-/// syncs both the file and its directory.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Creates the data dir (mode 0700) if needed.
-pub fn ensure_private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 #[cfg(test)]

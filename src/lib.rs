@@ -6,12 +6,8 @@
 pub mod admin;
 pub mod config;
 pub mod federation;
-pub mod hex;
 pub mod http;
-pub mod journal;
-pub mod metrics;
 pub mod notify;
 pub mod reload;
 pub mod retention;
 pub mod server;
-pub mod stream;

@@ -116,7 +116,7 @@ fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
             count,
             head_signature,
         }) => {
-            let head = head_signature.map_or("-".to_string(), |s| logbook::hex::encode(&s));
+            let head = head_signature.map_or("-".to_string(), |s| logbook_base::hex::encode(&s));
             println!("ok: {count} events, head signature {head}");
             ExitCode::SUCCESS
         }
@@ -132,7 +132,7 @@ fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
 }
 
 fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
-    match logbook::journal::store::admin::restore(file, data_dir) {
+    match logbook_journal::store::admin::restore(file, data_dir) {
         Ok(events) => {
             println!("restored {events} events into {}", data_dir.display());
             eprintln!(

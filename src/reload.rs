@@ -6,28 +6,10 @@
 //! the old config stays in force and the error, naming the key, is logged.
 //! Connections are never touched: handlers read the current value per request.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::admin::Context;
 use crate::config::Config;
-
-/// A value read per request and replaced as a whole.
-#[derive(Debug, Default)]
-pub struct Reloadable<T>(RwLock<Arc<T>>);
-
-impl<T> Reloadable<T> {
-    pub fn new(value: T) -> Reloadable<T> {
-        Reloadable(RwLock::new(Arc::new(value)))
-    }
-
-    pub fn current(&self) -> Arc<T> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, value: T) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
-    }
-}
 
 /// Reads the config file again and applies what can change at run time.
 /// `server.*` (addresses, paths) needs a restart and is kept as running.

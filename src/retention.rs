@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::journal::store::{PruneStep, Store, StoreError};
-use crate::reload::Reloadable;
+use logbook_base::reloadable::Reloadable;
+use logbook_journal::store::{PruneStep, Store, StoreError};
 
 /// Time between two passes.
 const INTERVAL: Duration = Duration::from_secs(3600);
@@ -58,7 +58,7 @@ pub fn spawn(
 
 /// Keeping `days` means pruning what is older than now minus `days`.
 fn cutoff(days: u64) -> i64 {
-    let now = crate::journal::event::Timestamp::now().millis();
+    let now = logbook_journal::event::Timestamp::now().millis();
     let days = i64::try_from(days).unwrap_or(i64::MAX / DAY_MS);
     now.saturating_sub(days.saturating_mul(DAY_MS))
 }

@@ -13,13 +13,14 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ensure_private_dir};
+use crate::config::Config;
 use crate::http::{AppState, auth::Tokens, router};
-use crate::journal::keys::{KeySource, Keyring};
-use crate::journal::registry::Registry;
-use crate::journal::store::{DB_FILE, Store, StoreOptions};
-use crate::reload::Reloadable;
-use crate::stream::{StreamStats, fanout};
+use logbook_base::private_file::ensure_private_dir;
+use logbook_base::reloadable::Reloadable;
+use logbook_journal::fanout::{StreamStats, fanout};
+use logbook_journal::keys::{KeySource, Keyring};
+use logbook_journal::registry::Registry;
+use logbook_journal::store::{DB_FILE, Store, StoreOptions};
 
 /// Sets up logging from the config; `RUST_LOG` overrides the level. The
 /// level stays changeable at run time (see `crate::admin::logging`).
@@ -90,7 +91,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
                 };
                 latch = Some(store.latch_auth(reason)?);
             }
-            Ok::<_, crate::journal::store::StoreError>((stored, latch))
+            Ok::<_, logbook_journal::store::StoreError>((stored, latch))
         })
         .await
         .map_err(|e| e.to_string())?

@@ -142,13 +142,17 @@ async fn a_short_environment_secret_is_refused_at_startup() {
 /// `secret` would: the writer signs with it (and dates events now). Appends
 /// one event to each of `plans`.
 async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid]) {
-    use logbook::journal::chain::CanonicalPayload;
-    use logbook::journal::store::{AppendRequest, Store};
-    let keyring = std::sync::Arc::new(logbook::journal::keys::Keyring::from_secret(
+    use logbook_journal::chain::CanonicalPayload;
+    use logbook_journal::store::{AppendRequest, Store};
+    let keyring = std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(
         secret.trim().as_bytes().to_vec(),
     ));
-    let (store, writer) = Store::open(&daemon.db_path(), keyring, logbook::stream::fanout())
-        .expect("opening the store offline");
+    let (store, writer) = Store::open(
+        &daemon.db_path(),
+        keyring,
+        logbook_journal::fanout::fanout(),
+    )
+    .expect("opening the store offline");
     for plan in plans {
         store
             .append(AppendRequest {

@@ -272,7 +272,8 @@ async fn a_committed_rotation_cut_short_before_the_key_moved_is_finished_at_star
     let old_pem =
         std::fs::read_to_string(dir.join(RETIRED_KEYS_DIR).join(format!("{old_key_id}.key")))
             .unwrap();
-    logbook::config::write_private_file(&dir.join(NEW_KEY_FILE), new_pem.as_bytes()).unwrap();
+    logbook_base::private_file::write_private_file(&dir.join(NEW_KEY_FILE), new_pem.as_bytes())
+        .unwrap();
     std::fs::write(dir.join(KEY_FILE), &old_pem).unwrap();
 
     alpha.restart();
@@ -323,7 +324,7 @@ async fn an_uncommitted_rotation_is_discarded_at_start() {
     let dir = data(&alpha);
     let retired = dir.join(RETIRED_KEYS_DIR);
     std::fs::create_dir_all(&retired).unwrap();
-    logbook::config::write_private_file(
+    logbook_base::private_file::write_private_file(
         &retired.join(format!("{old_key_id}.key")),
         identity::private_key_pem(&ka).unwrap().as_bytes(),
     )
@@ -331,7 +332,8 @@ async fn an_uncommitted_rotation_is_discarded_at_start() {
     let staged = test_key("alpha-staged");
     let whole = identity::private_key_pem(&staged).unwrap();
     for content in [whole.as_str(), &whole[..whole.len() / 2]] {
-        logbook::config::write_private_file(&dir.join(NEW_KEY_FILE), content.as_bytes()).unwrap();
+        logbook_base::private_file::write_private_file(&dir.join(NEW_KEY_FILE), content.as_bytes())
+            .unwrap();
         let discarded_before = alpha.log().matches("discarded the staged key").count();
         alpha.restart();
         assert_eq!(served_key_id(&alpha).await, old_key_id, "no peer was told");

@@ -10,7 +10,7 @@ use common::{
     Daemon, DaemonOpts, assert_chain_valid, assert_linked_chain, assert_problem, event_body,
     new_plan, with_offline_store,
 };
-use logbook::journal::Event;
+use logbook_journal::Event;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ async fn registry_lists_the_15_builtin_types_and_config_additions() {
         .filter(|t| t["builtin"] == true)
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    let expected: Vec<&str> = logbook::journal::registry::BUILTIN_TYPES
+    let expected: Vec<&str> = logbook_journal::registry::BUILTIN_TYPES
         .iter()
         .map(|(name, _)| *name)
         .collect();
@@ -39,7 +39,7 @@ async fn registry_lists_the_15_builtin_types_and_config_additions() {
     assert_eq!(unique.len(), types.len(), "type names are unique");
     for t in types {
         let name = t["name"].as_str().unwrap();
-        logbook::journal::registry::validate_type_name(name, 128)
+        logbook_journal::registry::validate_type_name(name, 128)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             t["description"].as_str().is_some_and(|d| !d.is_empty()),
@@ -110,11 +110,11 @@ async fn first_event_has_null_prev_hash_and_every_field() {
     }
     assert_eq!(
         event["key_id"],
-        logbook::journal::keys::key_id(common::TEST_SECRET.as_bytes())
+        logbook_journal::keys::key_id(common::TEST_SECRET.as_bytes())
     );
     let created_at = event["created_at"].as_str().unwrap();
     assert!(
-        logbook::journal::event::Timestamp::parse(created_at).is_some(),
+        logbook_journal::event::Timestamp::parse(created_at).is_some(),
         "created_at {created_at}"
     );
     assert!(
@@ -268,7 +268,7 @@ async fn untampered_chain_verifies() {
 /// Appends 5 events to a fresh plan, stops the daemon, changes the store
 /// offline with `tamper`, restarts, and returns the `verify=1` report.
 async fn tampered_report(
-    tamper: impl FnOnce(&logbook::journal::store::Store, Uuid) + Send + 'static,
+    tamper: impl FnOnce(&logbook_journal::store::Store, Uuid) + Send + 'static,
 ) -> (Value, Vec<Value>) {
     let mut daemon = Daemon::start(DaemonOpts::default());
     let plan = new_plan();
@@ -286,13 +286,13 @@ async fn tampered_report(
     (daemon.verify(plan).await, before)
 }
 
-fn stored_event(store: &logbook::journal::store::Store, plan: Uuid, seq: u64) -> Event {
+fn stored_event(store: &logbook_journal::store::Store, plan: Uuid, seq: u64) -> Event {
     let events = store.events(&plan, seq - 1, 1).expect("reading offline");
     assert_eq!(events.len(), 1, "event {seq} exists");
     events.into_iter().next().unwrap()
 }
 
-fn overwrite(store: &logbook::journal::store::Store, event: &Event) {
+fn overwrite(store: &logbook_journal::store::Store, event: &Event) {
     store
         .overwrite_event_unchecked(event)
         .expect("overwriting offline");
@@ -347,7 +347,7 @@ async fn tampered_actor_time_and_type_are_detected_by_the_signature() {
     let edits: [(u64, Edit); 3] = [
         (1, |e| e.actor = Some("mallory".into())),
         (2, |e| {
-            e.created_at = logbook::journal::event::Timestamp(e.created_at.0 - 1000)
+            e.created_at = logbook_journal::event::Timestamp(e.created_at.0 - 1000)
         }),
         (3, |e| e.event_type = "plan.approved".into()),
     ];
@@ -455,22 +455,22 @@ async fn generated_key_is_private_persists_and_old_events_verify_after_a_key_cha
     let mut daemon = Daemon::start(DaemonOpts::default().env("LOGBOOK_HMAC_SECRET", ""));
     let key_file = daemon
         .data_dir()
-        .join(logbook::journal::keys::GENERATED_KEY_FILE);
+        .join(logbook_journal::keys::GENERATED_KEY_FILE);
     let mode = std::fs::metadata(&key_file)
         .expect("the generated key file")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "generated key file mode");
-    let journal_mode = std::fs::metadata(daemon.data_dir().join(logbook::journal::store::DB_FILE))
+    let journal_mode = std::fs::metadata(daemon.data_dir().join(logbook_journal::store::DB_FILE))
         .expect("the journal file")
         .permissions()
         .mode();
     assert_eq!(journal_mode & 0o777, 0o600, "journal file mode");
     let secret = std::fs::read_to_string(&key_file).unwrap();
-    let generated_id = logbook::journal::keys::key_id(secret.trim_end().as_bytes());
+    let generated_id = logbook_journal::keys::key_id(secret.trim_end().as_bytes());
     assert_ne!(
         generated_id,
-        logbook::journal::keys::key_id(common::TEST_SECRET.as_bytes())
+        logbook_journal::keys::key_id(common::TEST_SECRET.as_bytes())
     );
     assert!(
         !daemon.log_text().contains(secret.trim_end()),
@@ -514,7 +514,7 @@ async fn events_signed_before_a_key_change_still_verify() {
     assert_ne!(new["key_id"], old["key_id"], "the new key signs");
     assert_eq!(
         new["key_id"],
-        logbook::journal::keys::key_id(common::TEST_SECRET.as_bytes())
+        logbook_journal::keys::key_id(common::TEST_SECRET.as_bytes())
     );
     assert_eq!(new["prev_hash"], old["signature"]);
     assert_chain_valid(&rotated, plan).await;

@@ -494,7 +494,7 @@ const READ_TOKEN: &str = "read-token-0123456789";
 const APPEND_TOKEN: &str = "append-token-9876543210";
 
 fn token_config() -> String {
-    let hash = |t: &str| logbook::hex::encode(&logbook::journal::chain::sha256(t.as_bytes()));
+    let hash = |t: &str| logbook_base::hex::encode(&logbook_base::canonical::sha256(t.as_bytes()));
     format!(
         "[[auth.tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n[[auth.tokens]]\nname = \"writer\"\nsha256 = \"{}\"\nscopes = [\"append\", \"read\"]\n",
         hash(READ_TOKEN),

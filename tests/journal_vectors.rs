@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use logbook::journal::Event;
-use logbook::journal::chain::{CanonicalPayload, Signable, check_numbers, verify_all};
-use logbook::journal::event::Timestamp;
-use logbook::journal::keys::{Keyring, key_id, legacy_key_id};
+use logbook_base::canonical::check_numbers;
+use logbook_journal::Event;
+use logbook_journal::chain::{CanonicalPayload, Signable, verify_all};
+use logbook_journal::event::Timestamp;
+use logbook_journal::keys::{Keyring, key_id, legacy_key_id};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -222,7 +222,7 @@ async fn revoking_the_last_token_leaves_401_even_after_a_restart() {
 #[tokio::test]
 async fn a_token_removed_from_the_config_leaves_401() {
     let mut daemon = Daemon::start(DaemonOpts::default());
-    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(b"config-secret"));
+    let hash = logbook_base::hex::encode(&logbook_base::canonical::sha256(b"config-secret"));
     let with_token = DaemonOpts::default().config(&format!(
         "[[auth.tokens]]\nname = \"cfg\"\nsha256 = \"{hash}\"\nscopes = [\"read\"]\n"
     ));
@@ -265,7 +265,7 @@ async fn auth_required_true_and_false() {
 
     // false: the operator's opt-out, even with a token configured; still no
     // browser-reachable open door.
-    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(b"admin-secret"));
+    let hash = logbook_base::hex::encode(&logbook_base::canonical::sha256(b"admin-secret"));
     let daemon = Daemon::start(
         DaemonOpts::default()
             .replace("required = \"auto\"", "required = false")

@@ -13,7 +13,7 @@ const TOKEN: &str = "reload-test-token";
 // printf %s reload-test-token | sha256sum
 fn token_hash() -> String {
     use sha2::Digest;
-    logbook::hex::encode(&sha2::Sha256::digest(TOKEN.as_bytes()))
+    logbook_base::hex::encode(&sha2::Sha256::digest(TOKEN.as_bytes()))
 }
 
 /// An append body of `event_type` with `payload`.

@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::{Context, Peer, tokens};
 use crate::config::Scope;
-use crate::hex;
 use crate::http::extract::{Path, from_object};
 use crate::http::problem::Problem;
-use crate::journal::event::{Timestamp, parse_plan_id};
-use crate::journal::store::admin::{DeleteError, SYSTEM_PLAN};
-use crate::journal::store::{DB_FILE, PlanHead, READ_PAGE, StoreError};
+use logbook_base::hex;
+use logbook_journal::event::{Timestamp, parse_plan_id};
+use logbook_journal::store::admin::{DeleteError, SYSTEM_PLAN};
+use logbook_journal::store::{DB_FILE, PlanHead, READ_PAGE, StoreError};
 
 type Ctx = State<Arc<Context>>;
 
@@ -140,11 +140,11 @@ async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Probl
     let recorded = cx
         .app
         .store
-        .append(crate::journal::store::AppendRequest {
+        .append(logbook_journal::store::AppendRequest {
             plan_id: SYSTEM_PLAN,
             event_type: super::keys::KEY_ROTATED.into(),
             actor: Some("logbook-admin".into()),
-            payload: crate::journal::chain::CanonicalPayload::new(payload),
+            payload: logbook_journal::chain::CanonicalPayload::new(payload),
             expected_seq: None,
             idempotency: None,
         })
@@ -167,7 +167,7 @@ async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     let store = cx.app.store.clone();
     let (plans, events) = blocking(move || store.totals()).await?;
     let store = cx.app.store.clone();
-    let peers = blocking(move || crate::metrics::peer_queues(&store)).await?;
+    let peers = blocking(move || crate::http::metrics::peer_queues(&store)).await?;
     let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
     let stats = &cx.app.store.stats;
     Ok(Json(json!({
@@ -547,8 +547,8 @@ async fn reload(State(cx): Ctx) -> Result<Json<Value>, Problem> {
 
 async fn metrics(State(cx): Ctx) -> Response {
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(&cx.app),
+        [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
+        crate::http::metrics::render(&cx.app),
     )
         .into_response()
 }
@@ -708,11 +708,11 @@ async fn change_grants(
     });
     cx.app
         .store
-        .append(crate::journal::store::AppendRequest {
+        .append(logbook_journal::store::AppendRequest {
             plan_id: SYSTEM_PLAN,
             event_type: format!("system.peer_{verb}"),
             actor: Some("logbook-admin".into()),
-            payload: crate::journal::chain::CanonicalPayload::new(&payload),
+            payload: logbook_journal::chain::CanonicalPayload::new(&payload),
             expected_seq: None,
             idempotency: None,
         })

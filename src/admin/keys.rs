@@ -9,12 +9,12 @@
 use std::io;
 use std::path::Path;
 
-use crate::config::write_private_file;
-use crate::journal::keys::{
+use logbook_base::private_file::write_private_file;
+use logbook_journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
-use crate::journal::store::admin::SYSTEM_PLAN;
-use crate::journal::store::{READ_PAGE, Store, StoreError};
+use logbook_journal::store::admin::SYSTEM_PLAN;
+use logbook_journal::store::{READ_PAGE, Store, StoreError};
 
 /// Applies the validity windows that the system journal records to the
 /// keyring: the key a `system.key_rotated` event names as `old_key_id`
@@ -78,7 +78,7 @@ pub fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Result<Rot
         )));
     }
     let retired = data_dir.join(RETIRED_KEYS_DIR);
-    crate::config::ensure_private_dir(&retired)?;
+    logbook_base::private_file::ensure_private_dir(&retired)?;
     let retired_path = retired.join(format!("{old_key_id}.key"));
     match write_private_file(&retired_path, old.as_bytes()) {
         Ok(()) => {}
@@ -97,7 +97,7 @@ pub fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Result<Rot
 
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    let secret = crate::hex::encode(&bytes);
+    let secret = logbook_base::hex::encode(&bytes);
     let staged = data_dir.join(format!("{GENERATED_KEY_FILE}.new"));
     let _ = std::fs::remove_file(&staged);
     write_private_file(&staged, secret.as_bytes())?;

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::http::AppState;
-use crate::reload::Reloadable;
+use logbook_base::reloadable::Reloadable;
 
 /// Everything the admin commands and the config reload work on.
 pub struct Context {
@@ -157,7 +157,7 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, Str
             .map_err(|e| format!("removing the stale admin socket {shown}: {e}"))?;
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::config::ensure_private_dir(parent)
+        logbook_base::private_file::ensure_private_dir(parent)
             .map_err(|e| format!("creating {}: {e}", parent.display()))?;
     }
     let listener =

@@ -3,9 +3,9 @@
 
 use std::io::BufRead;
 
-use crate::journal::Event;
-use crate::journal::chain::ChainVerifier;
-use crate::journal::keys::{Keyring, SECRET_ENV_VARS};
+use logbook_journal::Event;
+use logbook_journal::chain::ChainVerifier;
+use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
 
 /// The result of checking an export.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,10 @@
 use std::sync::Mutex;
 
 use crate::config::{Scope, TokenConfig};
-use crate::hex;
 use crate::http::auth::{Token, Tokens};
-use crate::journal::chain::sha256;
-use crate::journal::store::admin::StoredToken;
+use logbook_base::canonical::sha256;
+use logbook_base::hex;
+use logbook_journal::store::admin::StoredToken;
 
 /// Prefix of generated tokens, so they are recognisable in a leaked-secret scan.
 pub const TOKEN_PREFIX: &str = "lbk_";
@@ -79,7 +79,7 @@ pub fn generate(name: Option<String>, scopes: Vec<Scope>) -> Result<(String, Sto
     getrandom::fill(&mut id).map_err(|e| e.to_string())?;
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(&secret));
     let id = hex::encode(&id);
-    let created_at = crate::journal::event::Timestamp::now().millis();
+    let created_at = logbook_journal::event::Timestamp::now().millis();
     let record = StoredToken {
         name: name.unwrap_or_else(|| format!("token-{id}")),
         id,

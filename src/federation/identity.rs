@@ -15,9 +15,10 @@ use rsa::traits::PublicKeyParts;
 use rsa::{PrivateKey, PublicKey};
 use uuid::Uuid;
 
-use crate::config::{FederationConfig, write_private_file};
-use crate::hex;
-use crate::journal::chain::sha256;
+use crate::config::FederationConfig;
+use logbook_base::canonical::sha256;
+use logbook_base::hex;
+use logbook_base::private_file::write_private_file;
 
 /// Size of the keys this instance generates.
 pub const KEY_BITS: usize = 3072;

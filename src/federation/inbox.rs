@@ -17,9 +17,9 @@ use super::message::{
     EventAck, EventMessage, KEY_ROTATED_TYPE, PROTOCOL_V1, PROTOCOL_VERSION, now_ms, verify_value,
 };
 use crate::http::problem::Problem;
-use crate::journal::Event;
-use crate::journal::chain::{canonical_json, check_numbers};
-use crate::journal::store::{
+use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_journal::Event;
+use logbook_journal::store::{
     Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey,
 };
 
@@ -395,9 +395,9 @@ pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
                 ),
             ));
         }
-        crate::journal::registry::validate_type_name(
+        logbook_journal::registry::validate_type_name(
             &m.event_type,
-            crate::journal::registry::MAX_TYPE_LEN,
+            logbook_journal::registry::MAX_TYPE_LEN,
         )
         .map_err(|e| {
             Problem::unprocessable(
@@ -406,8 +406,9 @@ pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
                 format!("eventType {:?} {e}", m.event_type),
             )
         })?;
-        check_numbers(&m.payload)
-            .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
+        check_numbers(&m.payload).map_err(|e| {
+            Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+        })?;
         let payload = canonical_json(&m.payload);
         incoming.push(Incoming {
             message_id: m.message_id,

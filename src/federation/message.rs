@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::journal::chain::{canonical_json, sha256};
+use logbook_base::canonical::{canonical_json, sha256};
 
 /// Protocol version served at `/instance`. Version 2 added `recipientId`.
 pub const PROTOCOL_VERSION: &str = "logbook-federation/2";
@@ -213,7 +213,7 @@ impl EventAck {
 
 /// Unix ms now.
 pub fn now_ms() -> i64 {
-    crate::journal::event::Timestamp::now().millis()
+    logbook_journal::event::Timestamp::now().millis()
 }
 
 #[cfg(test)]

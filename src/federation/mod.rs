@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FederationConfig};
-use crate::journal::store::{PeerStatus, Store};
 use identity::{Identity, OwnKey};
+use logbook_journal::store::{PeerStatus, Store};
 
 pub struct Federation {
     pub identity: Identity,

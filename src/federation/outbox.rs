@@ -17,7 +17,7 @@ use super::identity::{self, OwnKey};
 use super::inbox;
 use super::message::{EventAck, EventMessage, now_ms};
 use super::{Federation, read_peer_json};
-use crate::journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
+use logbook_journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
 
 /// Path messages are delivered to on the peer.
 pub const EVENT_PATH: &str = "/api/v1/federation/incoming/event";
@@ -133,7 +133,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         // refused for its content is dead at once (see `record`): go on.
         Err(failure) if failure.refused && rows.len() > 1 => {
             // The refused request was an attempt at every message in it.
-            crate::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
+            logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in &rows {
                 let one = std::slice::from_ref(row);
                 let outcome = send(fed, &peer, &key, one).await;
@@ -205,7 +205,7 @@ async fn record(
                 .map_err(|e| e.to_string())?;
             tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
         }
-        crate::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);
+        logbook_base::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);
         Ok(())
     })
     .await

@@ -12,9 +12,9 @@ use super::Federation;
 use super::identity::{self, fingerprint, key_id};
 use super::message::{PROTOCOL_V1, PROTOCOL_VERSION};
 use crate::config::PeerConfig;
-use crate::journal::event::Timestamp;
-use crate::journal::registry::TypePattern;
-use crate::journal::store::{PeerRecord, PeerStatus, inert_text};
+use logbook_journal::event::Timestamp;
+use logbook_journal::registry::TypePattern;
+use logbook_journal::store::{PeerRecord, PeerStatus, inert_text};
 
 /// Path of the identity document on every instance.
 pub const INSTANCE_PATH: &str = "/api/v1/federation/instance";
@@ -42,7 +42,8 @@ impl PeerSpec {
     ) -> Result<PeerSpec, String> {
         identity::validate_instance_id(instance_id)?;
         let fingerprint = fingerprint.trim().to_ascii_lowercase();
-        if !fingerprint.is_empty() && crate::hex::decode_array::<32>(&fingerprint).is_none() {
+        if !fingerprint.is_empty() && logbook_base::hex::decode_array::<32>(&fingerprint).is_none()
+        {
             return Err(
                 "fingerprint must be 64 hex digits: the SHA-256 of the peer's SPKI DER".into(),
             );
@@ -462,10 +463,10 @@ mod tests {
             allow: Vec::new(),
         };
         config.peers = vec![listed(format!("http://127.0.0.1:{port}"))];
-        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let keyring = Arc::new(logbook_journal::keys::Keyring::from_secret(b"k".to_vec()));
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) =
-            crate::journal::store::Store::open(&dir.path().join("store.redb"), keyring, fanout)
+            logbook_journal::store::Store::open(&dir.path().join("store.redb"), keyring, fanout)
                 .unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let fed = Federation::start(&config, store, shutdown.clone())

@@ -21,9 +21,9 @@ use super::identity::{
     private_key_from_pem, private_key_pem,
 };
 use super::message::KEY_ROTATED_TYPE;
-use crate::config::{ensure_private_dir, write_private_file};
-use crate::journal::chain::canonical_json;
-use crate::journal::store::Store;
+use logbook_base::canonical::canonical_json;
+use logbook_base::private_file::{ensure_private_dir, write_private_file};
+use logbook_journal::store::Store;
 
 /// What a rotation did.
 #[derive(Debug, Clone)]

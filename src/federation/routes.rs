@@ -29,14 +29,14 @@ use super::message::{
 };
 use super::peers::{self, AddError, PeerSpec};
 use crate::config::Scope;
-use crate::hex;
 use crate::http::AppState;
 use crate::http::auth;
 use crate::http::extract::{JsonBody, Path, Query, from_object};
 use crate::http::problem::Problem;
-use crate::journal::chain::{canonical_json, check_numbers};
-use crate::journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
-use crate::journal::store::{
+use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_base::hex;
+use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
+use logbook_journal::store::{
     DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
     ReceiveError, ReceiveOutcome, StoreError,
 };
@@ -224,7 +224,7 @@ async fn incoming_control(
             // A replay: acknowledged again, applied once.
             Ok(ReceiveOutcome::Redelivered) => {}
             Err(ReceiveError::SubscriptionCap(cap)) => {
-                crate::metrics::observe_refused_subscription(&peer.instance_id, "limit");
+                logbook_base::metrics::observe_refused_subscription(&peer.instance_id, "limit");
                 tracing::warn!(peer = %peer.instance_id, pattern, cap, "refused a peer's subscription: over its limit");
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
@@ -249,7 +249,7 @@ fn check_granted(peer: &PeerRecord, pattern: &str) -> Result<(), Problem> {
     if peer.allows(&requested) {
         return Ok(());
     }
-    crate::metrics::observe_refused_subscription(&peer.instance_id, "not_granted");
+    logbook_base::metrics::observe_refused_subscription(&peer.instance_id, "not_granted");
     tracing::warn!(peer = %peer.instance_id, pattern, granted = ?peer.granted(), "refused a peer's subscription: not granted");
     Err(Problem::new(
         StatusCode::FORBIDDEN,
@@ -470,7 +470,7 @@ async fn control(
             .unwrap_or_default();
         return Err(peer_error(format!(
             "{url} answered HTTP {status}: {}",
-            crate::journal::store::inert_text(detail)
+            logbook_journal::store::inert_text(detail)
         )));
     }
     let ack: EventAck = from_object(answer.clone())
@@ -552,7 +552,7 @@ async fn publish(
         ));
     }
     check_numbers(&body.payload)
-        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e))?;
+        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?;
     let payload = canonical_json(&body.payload);
     let fed = fed(&state);
     let event_type = body.event_type.clone();
@@ -835,8 +835,8 @@ async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Proble
                 if e.record.continuity.as_ref().is_some_and(|c| {
                     matches!(
                         c.kind,
-                        crate::journal::store::ContinuityKind::Gap
-                            | crate::journal::store::ContinuityKind::Fork
+                        logbook_journal::store::ContinuityKind::Gap
+                            | logbook_journal::store::ContinuityKind::Fork
                     )
                 }) {
                     list.push(inbound_json(e));
@@ -897,7 +897,7 @@ async fn stream(
     let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
     // Ends when the reader's token is revoked, like the journal's streams.
     let revoked = auth::revoked(state.tokens.clone(), grant);
-    let events = crate::stream::sse::until_revoked(events, revoked);
+    let events = crate::http::sse::until_revoked(events, revoked);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(state.keepalive))
         .into_response())

@@ -16,14 +16,15 @@ use super::AppState;
 use super::auth;
 use super::extract::{JsonBody, PlanId, Query, from_object};
 use super::problem::Problem;
-use crate::hex;
-use crate::journal::Event;
-use crate::journal::chain::{BrokenReason, CanonicalPayload, canonical_json, sha256};
-use crate::journal::event::{Timestamp, parse_plan_id};
-use crate::journal::registry::{TypeFilter, validate_type_name};
-use crate::journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
-use crate::stream::follow::{Source, follow};
-use crate::stream::sse;
+use crate::http::sse;
+use logbook_base::canonical::{canonical_json, sha256};
+use logbook_base::hex;
+use logbook_journal::Event;
+use logbook_journal::chain::{BrokenReason, CanonicalPayload};
+use logbook_journal::event::{Timestamp, parse_plan_id};
+use logbook_journal::follow::{Source, follow};
+use logbook_journal::registry::{TypeFilter, validate_type_name};
+use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -64,7 +65,7 @@ pub async fn append(
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     // Only the daemon writes the system journal (tombstones, key rotations).
-    if plan_id == crate::journal::store::admin::SYSTEM_PLAN {
+    if plan_id == logbook_journal::store::admin::SYSTEM_PLAN {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "system-journal",
@@ -192,7 +193,7 @@ pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::journal::store::StoreError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, logbook_journal::store::StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
     tokio::task::spawn_blocking(f)
         .await

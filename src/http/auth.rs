@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::AppState;
 use super::problem::Problem;
 use crate::config::{AuthRequired, Scope, TokenConfig};
-use crate::journal::chain::sha256;
+use logbook_base::canonical::sha256;
 
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -53,7 +53,7 @@ impl Tokens {
             .filter_map(|t| {
                 Some(Token {
                     name: t.name.clone(),
-                    hash: crate::hex::decode_array(&t.sha256)?,
+                    hash: logbook_base::hex::decode_array(&t.sha256)?,
                     scopes: t.scopes.clone(),
                 })
             })
@@ -344,7 +344,7 @@ mod tests {
     fn finds_tokens_by_hash() {
         let tokens = Tokens::from_config(&[TokenConfig {
             name: "ingest".into(),
-            sha256: crate::hex::encode(&sha256(b"s3cret")),
+            sha256: logbook_base::hex::encode(&sha256(b"s3cret")),
             scopes: vec![Scope::Append],
         }]);
         assert_eq!(tokens.find("s3cret").unwrap().name, "ingest");

@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 
 use super::AppState;
 use super::problem::Problem;
-use crate::reload::Reloadable;
+use logbook_base::reloadable::Reloadable;
 
 /// What the checks compare against; replaced on reload.
 #[derive(Debug, Clone, Default)]

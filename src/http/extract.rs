@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::problem::Problem;
-use crate::journal::chain::{json_depth, unsafe_integer_literal};
-use crate::journal::event::parse_plan_id;
+use logbook_base::canonical::{json_depth, unsafe_integer_literal};
+use logbook_journal::event::parse_plan_id;
 
 /// A request body that is JSON, within `limits.max_body_bytes`, received
 /// within `limits.request_timeout_secs`, and at most `limits.max_json_depth`

@@ -5,8 +5,10 @@ pub mod api;
 pub mod auth;
 pub mod edge;
 pub mod extract;
+pub mod metrics;
 pub mod problem;
 pub mod serve;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +24,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Limits;
-use crate::journal::registry::Registry;
-use crate::journal::store::Store;
-use crate::reload::Reloadable;
-use crate::stream::{Fanout, StreamStats};
+use logbook_base::reloadable::Reloadable;
+use logbook_journal::fanout::{Fanout, StreamStats};
+use logbook_journal::registry::Registry;
+use logbook_journal::store::Store;
 use problem::Problem;
 
 /// Everything a handler may need. Cheap to clone.
@@ -56,17 +58,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plans/{plan_id}/events/stream", get(api::stream_plan))
         .route("/api/events/stream", get(api::stream_all))
         // Metrics name peers and plans' volumes: readable with a read token.
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(crate::http::metrics::scrape))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
         .route_layer(from_fn_with_state(state.clone(), auth::require_append))
-        .route_layer(axum::middleware::from_fn(crate::metrics::time_append));
+        .route_layer(axum::middleware::from_fn(crate::http::metrics::time_append));
     let cors_state = state.clone();
     let edge_state = state.clone();
     let router = Router::new()
         .route("/healthz", get(api::healthz))
-        .route("/readyz", get(crate::metrics::readyz))
+        .route("/readyz", get(crate::http::metrics::readyz))
         .merge(read)
         .merge(append)
         .merge(crate::federation::routes::router(state.clone()))

@@ -118,9 +118,9 @@ impl IntoResponse for Problem {
     }
 }
 
-impl From<crate::journal::store::StoreError> for Problem {
-    fn from(e: crate::journal::store::StoreError) -> Problem {
-        use crate::journal::store::Fault;
+impl From<logbook_journal::store::StoreError> for Problem {
+    fn from(e: logbook_journal::store::StoreError) -> Problem {
+        use logbook_journal::store::Fault;
         match e.fault() {
             // Nothing was written; the writer logs the fault and recovers.
             Fault::Full => Problem::new(

@@ -65,7 +65,8 @@ impl DaemonOpts {
     /// [`Daemon::send_admin_token`]. Needed for federation management over
     /// TCP, which open mode serves only on the admin socket.
     pub fn with_admin_token(self) -> Self {
-        let hash = logbook::hex::encode(&logbook::journal::chain::sha256(ADMIN_TOKEN.as_bytes()));
+        let hash =
+            logbook_base::hex::encode(&logbook_base::canonical::sha256(ADMIN_TOKEN.as_bytes()));
         self.config(&format!(
             "[[auth.tokens]]\nname = \"harness-admin\"\nsha256 = \"{hash}\"\nscopes = [\"read\", \"append\", \"admin\"]\n"
         ))
@@ -323,7 +324,7 @@ impl Daemon {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.data_dir().join(logbook::journal::store::DB_FILE)
+        self.data_dir().join(logbook_journal::store::DB_FILE)
     }
 
     /// The admin socket at its default place (`server.admin_socket = ""`).

@@ -93,8 +93,8 @@ pub async fn assert_chain_valid(daemon: &Daemon, plan: impl Display) {
 }
 
 /// The keyring the test daemons sign with.
-pub fn test_keyring() -> Arc<logbook::journal::keys::Keyring> {
-    Arc::new(logbook::journal::keys::Keyring::from_secret(
+pub fn test_keyring() -> Arc<logbook_journal::keys::Keyring> {
+    Arc::new(logbook_journal::keys::Keyring::from_secret(
         TEST_SECRET.as_bytes().to_vec(),
     ))
 }
@@ -103,14 +103,17 @@ pub fn test_keyring() -> Arc<logbook::journal::keys::Keyring> {
 /// attacker with write access to the file would, and closes it again.
 pub async fn with_offline_store<T: Send + 'static>(
     daemon: &Daemon,
-    f: impl FnOnce(&logbook::journal::store::Store) -> T + Send + 'static,
+    f: impl FnOnce(&logbook_journal::store::Store) -> T + Send + 'static,
 ) -> T {
     let path = daemon.db_path();
     // The writer's shutdown blocks, which is not allowed on a runtime thread.
     tokio::task::spawn_blocking(move || {
-        let (store, writer) =
-            logbook::journal::store::Store::open(&path, test_keyring(), logbook::stream::fanout())
-                .expect("opening the store offline");
+        let (store, writer) = logbook_journal::store::Store::open(
+            &path,
+            test_keyring(),
+            logbook_journal::fanout::fanout(),
+        )
+        .expect("opening the store offline");
         let out = f(&store);
         drop(store);
         writer.shutdown();

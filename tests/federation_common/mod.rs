@@ -63,7 +63,8 @@ pub const HARNESS_TOKEN: &str = "lbk_federation-harness-token-with-all-scopes";
 
 /// The `[[auth.tokens]]` entry for [`HARNESS_TOKEN`].
 pub fn harness_token_config() -> String {
-    let hash = logbook::hex::encode(&logbook::journal::chain::sha256(HARNESS_TOKEN.as_bytes()));
+    let hash =
+        logbook_base::hex::encode(&logbook_base::canonical::sha256(HARNESS_TOKEN.as_bytes()));
     format!(
         "[[auth.tokens]]\nname = \"harness\"\nsha256 = \"{hash}\"\nscopes = [\"read\", \"append\", \"admin\"]\n"
     )
@@ -105,7 +106,7 @@ impl Node {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let key = test_key(name);
-        logbook::config::write_private_file(
+        logbook_base::private_file::write_private_file(
             &data.join(identity::KEY_FILE),
             identity::private_key_pem(&key).unwrap().as_bytes(),
         )

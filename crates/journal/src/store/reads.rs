@@ -7,9 +7,9 @@ use super::{
     Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, event_from_record,
     event_key,
 };
-use crate::journal::chain::{BrokenReason, ChainReport, ChainVerifier};
-use crate::journal::event::Event;
-use crate::journal::keys::Keyring;
+use crate::chain::{BrokenReason, ChainReport, ChainVerifier};
+use crate::event::Event;
+use crate::keys::Keyring;
 
 impl Store {
     pub fn head(&self, plan_id: &Uuid) -> Result<Option<PlanHead>, StoreError> {
@@ -108,7 +108,7 @@ impl Store {
         keyring: &Keyring,
     ) -> Result<ChainReport, StoreError> {
         let report = self.verify_plan_inner(plan_id, keyring);
-        crate::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
+        logbook_base::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
         report
     }
 

@@ -10,9 +10,9 @@ use super::{
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, encode, event_from_record,
     event_key, federation, idempotency_key, record_from_event,
 };
-use crate::journal::chain::Signable;
-use crate::journal::event::{Event, Timestamp};
-use crate::journal::keys::Keyring;
+use crate::chain::Signable;
+use crate::event::{Event, Timestamp};
+use crate::keys::Keyring;
 
 pub(super) struct Tables<'txn> {
     pub(super) fed: federation::FedTables<'txn>,

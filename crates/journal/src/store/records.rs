@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::{EventKey, RECORD_VERSION, StoreError};
-use crate::journal::event::{Event, Timestamp};
+use crate::event::{Event, Timestamp};
 
 /// What a plan's chain ends in. Kept per plan so an append never scans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

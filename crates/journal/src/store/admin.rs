@@ -21,11 +21,10 @@ use super::{
     AppendRequest, EVENTS, HEADS, Job, PlanHead, Store, StoreError, Tables, WriterLoop, decode,
     encode, event_key,
 };
-use crate::config::Scope;
-use crate::hex;
-use crate::journal::Event;
-use crate::journal::chain::CanonicalPayload;
-use crate::journal::event::Timestamp;
+use crate::Event;
+use crate::chain::CanonicalPayload;
+use crate::event::Timestamp;
+use logbook_base::hex;
 
 pub(super) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 pub(super) const AUTH_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_state");
@@ -60,6 +59,16 @@ fn set_latch(txn: &redb::WriteTransaction, reason: &str) -> Result<AuthLatch, St
     };
     table.insert(LATCH_KEY, encode(&latch).as_slice())?;
     Ok(latch)
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Append,
+    /// Federation management: peers, subscriptions, publishing, retries.
+    Admin,
 }
 
 /// An API token created over the admin socket. Only the hash is kept.
@@ -110,12 +119,12 @@ pub struct Deleted {
 
 impl Store {
     /// The keyring in force: it signs new events and verifies old ones.
-    pub fn keyring(&self) -> std::sync::Arc<crate::journal::keys::Keyring> {
+    pub fn keyring(&self) -> std::sync::Arc<crate::keys::Keyring> {
         self.keyring.current()
     }
 
     /// Makes `keyring` sign every batch from the next one on.
-    pub fn replace_keyring(&self, keyring: crate::journal::keys::Keyring) {
+    pub fn replace_keyring(&self, keyring: crate::keys::Keyring) {
         self.keyring.replace(keyring);
     }
 
@@ -343,7 +352,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
         }
         events.len()?
     };
-    crate::config::ensure_private_dir(data_dir)
+    logbook_base::private_file::ensure_private_dir(data_dir)
         .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
     let target = data_dir.join(super::DB_FILE);
     if target.exists() {

@@ -13,9 +13,9 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::chain::sha256;
 use super::event::Timestamp;
-use crate::hex;
+use logbook_base::canonical::sha256;
+use logbook_base::hex;
 
 /// Environment variables that may hold the signing secret, in priority order.
 pub const SECRET_ENV_VARS: [&str; 3] = [
@@ -260,7 +260,7 @@ fn generate_secret(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
     let secret = hex::encode(&bytes);
-    crate::config::write_private_file(path, secret.as_bytes())?;
+    logbook_base::private_file::write_private_file(path, secret.as_bytes())?;
     Ok(secret.into_bytes())
 }
 

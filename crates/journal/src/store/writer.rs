@@ -11,8 +11,8 @@ use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
     Tables, WriterStats, admin, last_position,
 };
-use crate::journal::event::{Event, Timestamp};
-use crate::journal::keys::Keyring;
+use crate::event::{Event, Timestamp};
+use crate::keys::Keyring;
 
 /// First wait before reopening the database after a failed write; it
 /// doubles up to [`RETRY_MAX`] until a commit succeeds again.
@@ -27,7 +27,7 @@ pub(super) struct WriterLoop {
     /// Federation routing: whom to queue each appended event for.
     pub(super) fed: Arc<FedShared>,
     pub(super) db: Arc<Db>,
-    pub(super) keyring: Arc<crate::reload::Reloadable<Keyring>>,
+    pub(super) keyring: Arc<logbook_base::reloadable::Reloadable<Keyring>>,
     pub(super) fanout: broadcast::Sender<Arc<Event>>,
     /// Last committed store-wide position.
     pub(super) position: u64,
@@ -100,7 +100,7 @@ impl WriterLoop {
                 self.stats
                     .last_commit_micros
                     .store(micros, Ordering::Relaxed);
-                crate::metrics::observe_commit(batch.len(), micros);
+                logbook_base::metrics::observe_commit(batch.len(), micros);
                 self.retry = RETRY_FIRST;
                 // Answer after commit, publish after answering: no appender
                 // waits on the fan-out, and events are still published in
@@ -230,7 +230,7 @@ impl WriterLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::store::{Idempotency, Store};
+    use crate::store::{Idempotency, Store};
     use uuid::Uuid;
 
     /// One batch mixing every outcome for one plan: a new event, a retry of
@@ -240,7 +240,7 @@ mod tests {
     /// events reach the fan-out, in commit order.
     #[tokio::test]
     async fn a_batch_with_mixed_outcomes_answers_each_caller() {
-        use crate::journal::chain::CanonicalPayload;
+        use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
         let (fanout, mut published) = broadcast::channel(16);
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
@@ -332,7 +332,7 @@ mod tests {
     /// reopen it, with no append to prompt it, and appends work again.
     #[tokio::test]
     async fn a_failure_outside_the_writer_wakes_it_to_reopen() {
-        use crate::journal::chain::CanonicalPayload;
+        use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
         let (fanout, _published) = broadcast::channel(16);
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));

@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn only_old_delivered_rows_go_and_the_newest_row_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         store

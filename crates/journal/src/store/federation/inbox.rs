@@ -10,8 +10,8 @@ use super::continuity::{Continuity, JournalLink, check_continuity};
 use super::peers::{Direction, SubscriptionRecord, sub_key};
 use super::rotation::{Rekey, repin};
 use super::{FED_INBOX, FED_INBOX_POSITIONS, FED_ORIGIN_EVENTS, FED_ORIGIN_HEADS, FED_SUBS};
-use crate::journal::event::Timestamp;
-use crate::journal::store::{Store, StoreError, decode, encode};
+use crate::event::Timestamp;
+use crate::store::{Store, StoreError, decode, encode};
 
 /// A received message, stored before it is acknowledged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +156,7 @@ impl Store {
                     inbox
                         .insert(id, encode(&record).as_slice())
                         .map_err(StoreError::from)?;
-                    charged += crate::journal::store::retention::inbox_record_bytes(&record);
+                    charged += crate::store::retention::inbox_record_bytes(&record);
                     outcomes.push(ReceiveOutcome::Stored);
                     continue;
                 }
@@ -176,14 +176,14 @@ impl Store {
                     .insert(id, encode(&record).as_slice())
                     .map_err(StoreError::from)?;
                 positions.insert(position, id).map_err(StoreError::from)?;
-                charged += crate::journal::store::retention::inbox_record_bytes(&record);
+                charged += crate::store::retention::inbox_record_bytes(&record);
                 outcomes.push(ReceiveOutcome::Stored);
                 stored += 1;
             }
         }
         // One sender per request (the inbox refuses mixed batches).
         if let Some(m) = messages.first() {
-            crate::journal::store::retention::charge(self, &txn, &m.peer, charged)?;
+            crate::store::retention::charge(self, &txn, &m.peer, charged)?;
         }
         self.db.commit(txn)?;
         if stored > 0 {
@@ -227,8 +227,8 @@ impl Store {
             inbox
                 .insert(id, encode(&record).as_slice())
                 .map_err(StoreError::from)?;
-            let bytes = crate::journal::store::retention::inbox_record_bytes(&record);
-            crate::journal::store::retention::charge(self, &txn, &m.peer, bytes)?;
+            let bytes = crate::store::retention::inbox_record_bytes(&record);
+            crate::store::retention::charge(self, &txn, &m.peer, bytes)?;
             let mut subs = txn.open_table(FED_SUBS).map_err(StoreError::from)?;
             let key = sub_key(Direction::Inbound, &m.peer, pattern);
             if subscribe {

@@ -35,8 +35,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Store, StoreError, decode, encode};
-use crate::journal::event::{Event, Timestamp};
-use crate::journal::registry::TypePattern;
+use crate::event::{Event, Timestamp};
+use crate::registry::TypePattern;
 
 mod continuity;
 mod inbox;

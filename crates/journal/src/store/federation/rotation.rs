@@ -11,8 +11,8 @@ use super::{
     FED_KEY_ROTATIONS, FED_OUTBOX, FED_OUTBOX_IDS, FED_PEERS, FED_PENDING_ROTATIONS,
     FED_RETIRED_PEER_KEYS,
 };
-use crate::journal::event::Timestamp;
-use crate::journal::store::{Store, StoreError, decode, encode};
+use crate::event::Timestamp;
+use crate::store::{Store, StoreError, decode, encode};
 
 /// One rotation of this instance's federation key, recorded in the same
 /// transaction that queues the announcements to the peers.

@@ -21,11 +21,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::StreamStats;
-use crate::journal::Event;
-use crate::journal::registry::TypeFilter;
-use crate::journal::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
-use crate::journal::store::{READ_PAGE, Store, StoreError};
+use crate::Event;
+use crate::fanout::StreamStats;
+use crate::registry::TypeFilter;
+use crate::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
+use crate::store::{READ_PAGE, Store, StoreError};
 
 /// What to follow.
 #[derive(Debug, Clone)]
@@ -271,9 +271,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::journal::chain::CanonicalPayload;
-    use crate::journal::keys::Keyring;
-    use crate::journal::store::AppendRequest;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
 
     fn request(plan_id: Uuid, n: u64) -> AppendRequest {
         AppendRequest {

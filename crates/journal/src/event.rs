@@ -18,11 +18,11 @@ pub struct Event {
     pub event_type: String,
     pub actor: Option<String>,
     pub payload: Box<RawValue>,
-    #[serde(with = "crate::hex::hash")]
+    #[serde(with = "logbook_base::hex::hash")]
     pub payload_hash: [u8; 32],
-    #[serde(with = "crate::hex::opt_hash")]
+    #[serde(with = "logbook_base::hex::opt_hash")]
     pub prev_hash: Option<[u8; 32]>,
-    #[serde(with = "crate::hex::hash")]
+    #[serde(with = "logbook_base::hex::hash")]
     pub signature: [u8; 32],
     pub key_id: String,
     pub created_at: Timestamp,

@@ -7,9 +7,9 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{FED_PEERS, FED_SUBS, Route};
-use crate::journal::event::Timestamp;
-use crate::journal::registry::TypePattern;
-use crate::journal::store::{Store, StoreError, decode, encode};
+use crate::event::Timestamp;
+use crate::registry::TypePattern;
+use crate::store::{Store, StoreError, decode, encode};
 
 /// Whether a peer may exchange messages: only `Active` peers send and receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub(super) fn decode_peer(bytes: &[u8]) -> Result<PeerRecord, StoreError> {
         Some((&PEER_RECORD_V2, body)) => {
             postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt peer record: {e}")))
         }
-        Some((&crate::journal::store::RECORD_VERSION, _)) => {
+        Some((&crate::store::RECORD_VERSION, _)) => {
             let v1: PeerRecordV1 = decode(bytes)?;
             Ok(PeerRecord {
                 instance_id: v1.instance_id,
@@ -410,7 +410,7 @@ mod tests {
             added_at: 5,
             updated_at: 6,
         });
-        assert_eq!(v1[0], crate::journal::store::RECORD_VERSION);
+        assert_eq!(v1[0], crate::store::RECORD_VERSION);
         let old = decode_peer(&v1).unwrap();
         assert_eq!(
             (
@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn concurrent_subscriptions_are_all_routed() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(crate::journal::keys::Keyring::from_secret(b"k".to_vec()));
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         const PEERS: usize = 6;

@@ -158,7 +158,7 @@ pub struct Store {
     jobs: mpsc::Sender<Job>,
     fed: Arc<FedShared>,
     /// Signs new events and verifies old ones; replaced by a key rotation.
-    keyring: Arc<crate::reload::Reloadable<Keyring>>,
+    keyring: Arc<logbook_base::reloadable::Reloadable<Keyring>>,
     pub stats: Arc<WriterStats>,
 }
 
@@ -234,7 +234,9 @@ impl Store {
         db.set_writer(jobs.clone());
         let stats = Arc::new(WriterStats::default());
         let fed = Arc::new(FedShared::default());
-        let keyring = Arc::new(crate::reload::Reloadable::new(Keyring::clone(&keyring)));
+        let keyring = Arc::new(logbook_base::reloadable::Reloadable::new(Keyring::clone(
+            &keyring,
+        )));
         let mut writer = WriterLoop {
             fed: fed.clone(),
             db: db.clone(),

@@ -7,8 +7,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{BytesTable, FED_OUTBOX, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS, IdTable, inert_text};
-use crate::journal::event::Timestamp;
-use crate::journal::store::{Store, StoreError, decode, encode};
+use crate::event::Timestamp;
+use crate::store::{Store, StoreError, decode, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeliveryStatus {
@@ -66,7 +66,7 @@ pub struct OutboxEntry {
     pub record: OutboxRecord,
 }
 
-pub(in crate::journal::store) fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
+pub(in crate::store) fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(peer.len() + 9);
     key.extend_from_slice(peer.as_bytes());
     key.push(0);
@@ -74,7 +74,7 @@ pub(in crate::journal::store) fn outbox_key(peer: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-pub(in crate::journal::store) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
+pub(in crate::store) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), StoreError> {
     let bad = || StoreError("corrupt outbox key".into());
     if key.len() < 9 || key[key.len() - 9] != 0 {
         return Err(bad());

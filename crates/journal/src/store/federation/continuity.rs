@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::BytesTable;
-use crate::journal::store::{StoreError, decode, encode};
+use crate::store::{StoreError, decode, encode};
 
 /// How a received journal event relates to what we saw before from its
 /// origin plan.

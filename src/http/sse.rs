@@ -12,9 +12,10 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 
-use super::follow::{Followed, Interrupted};
-use super::{ConnectedGuard, StreamStats};
 use crate::http::problem::Problem;
+use logbook_journal::fanout::StreamStats;
+use logbook_journal::follow::{Followed, Interrupted};
+use std::sync::atomic::Ordering;
 
 /// Wraps a follower as an SSE response. A follower that stops early (storage
 /// error, deleted plan) sends an `event: error` with a problem+json body, and
@@ -84,4 +85,19 @@ pub fn error_event(problem: &Problem) -> SseEvent {
     SseEvent::default()
         .event("error")
         .data(problem.body().to_string())
+}
+/// Counts a connected stream for as long as it lives.
+pub struct ConnectedGuard(Arc<StreamStats>);
+
+impl ConnectedGuard {
+    pub fn new(stats: Arc<StreamStats>) -> ConnectedGuard {
+        stats.connected.fetch_add(1, Ordering::Relaxed);
+        ConnectedGuard(stats)
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
 }

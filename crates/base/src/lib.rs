@@ -1,0 +1,16 @@
+//! The bottom layer of logbook: small pieces every other crate may use.
+//!
+//! Nothing here knows what an event, a plan, a peer or an HTTP request is.
+//! Each module is one concern:
+//! - [`canonical`]: RFC 8785 canonical JSON, SHA-256, and the JSON number
+//!   and depth rules that keep canonical forms exact across languages;
+//! - [`hex`]: lowercase hex, and serde helpers for 32-byte hashes;
+//! - [`private_file`]: files created 0600 and directories 0700, fsynced;
+//! - [`reloadable`]: [`reloadable::Reloadable`], a value read per use and replaced whole;
+//! - [`metrics`]: the process-wide Prometheus instruments.
+
+pub mod canonical;
+pub mod hex;
+pub mod metrics;
+pub mod private_file;
+pub mod reloadable;

@@ -1,0 +1,175 @@
+//! The process-wide Prometheus instruments.
+//!
+//! Instruments observed at the moment something happens (append latency,
+//! commit batch size and fsync time, verify runs, federation deliveries)
+//! live in one process-wide set, because the writer thread, the federation
+//! workers and the HTTP handlers all record into them. Values that already
+//! exist as counters elsewhere are read at scrape time by the HTTP layer
+//! (`src/http/metrics.rs`), which adds them with [`render`].
+
+use std::sync::LazyLock;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+struct Instruments {
+    registry: Registry,
+    appends: Family<Labels, Counter>,
+    append_seconds: Histogram,
+    batch_size: Histogram,
+    fsync_seconds: Histogram,
+    verify_runs: Counter,
+    verify_failures: Counter,
+    deliveries: Family<Labels, Counter>,
+    delivery_failures: Family<Labels, Counter>,
+    dead_letters: Family<Labels, Counter>,
+    refused_subscriptions: Family<Labels, Counter>,
+}
+
+static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("logbook");
+    let appends = Family::<Labels, Counter>::default();
+    registry.register(
+        "appends",
+        "Append requests answered, by outcome (created, replayed, rejected, error)",
+        appends.clone(),
+    );
+    // 100 µs .. ~3.3 s: fsync dominates, and slow disks are what we look for.
+    let append_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+    registry.register(
+        "append_duration_seconds",
+        "Time from receiving an append request to answering it (includes the fsync)",
+        append_seconds.clone(),
+    );
+    let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+    registry.register(
+        "commit_batch_size",
+        "Appends committed together in one group-commit transaction",
+        batch_size.clone(),
+    );
+    let fsync_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+    registry.register(
+        "commit_duration_seconds",
+        "Time to write and fsync one group-commit transaction",
+        fsync_seconds.clone(),
+    );
+    let verify_runs = Counter::default();
+    registry.register(
+        "verify_runs",
+        "Whole-chain verifications run",
+        verify_runs.clone(),
+    );
+    let verify_failures = Counter::default();
+    registry.register(
+        "verify_failures",
+        "Whole-chain verifications that found a broken chain or failed to read it",
+        verify_failures.clone(),
+    );
+    let deliveries = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_delivery_attempts",
+        "Messages sent to a peer (each attempt counts), by peer",
+        deliveries.clone(),
+    );
+    let delivery_failures = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_delivery_failures",
+        "Message deliveries that failed and will be retried or given up, by peer",
+        delivery_failures.clone(),
+    );
+    let dead_letters = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_dead_letters",
+        "Messages given up on (marked dead) after too many attempts or too long, by peer",
+        dead_letters.clone(),
+    );
+    let refused_subscriptions = Family::<Labels, Counter>::default();
+    registry.register(
+        "federation_subscriptions_refused",
+        "Subscribe requests from peers refused, by peer and reason (not_granted, limit)",
+        refused_subscriptions.clone(),
+    );
+    Instruments {
+        refused_subscriptions,
+        deliveries,
+        delivery_failures,
+        dead_letters,
+        registry,
+        appends,
+        append_seconds,
+        batch_size,
+        fsync_seconds,
+        verify_runs,
+        verify_failures,
+    }
+});
+
+/// Called by the writer after each committed batch.
+pub fn observe_commit(batch_size: usize, micros: u64) {
+    let m = &*INSTRUMENTS;
+    m.batch_size.observe(batch_size as f64);
+    m.fsync_seconds.observe(micros as f64 / 1e6);
+}
+
+/// Called after each whole-chain verification.
+pub fn observe_verify(valid: bool) {
+    let m = &*INSTRUMENTS;
+    m.verify_runs.inc();
+    if !valid {
+        m.verify_failures.inc();
+    }
+}
+
+/// Called by a federation delivery worker after each attempt at a batch:
+/// `sent` messages were attempted, `failed` of them failed, `dead` of those
+/// were given up on.
+pub fn observe_delivery(peer: &str, sent: usize, failed: usize, dead: usize) {
+    let m = &*INSTRUMENTS;
+    let labels = vec![("peer".to_string(), peer.to_string())];
+    m.deliveries.get_or_create(&labels).inc_by(sent as u64);
+    m.delivery_failures
+        .get_or_create(&labels)
+        .inc_by(failed as u64);
+    m.dead_letters.get_or_create(&labels).inc_by(dead as u64);
+}
+
+/// Called when a peer's subscribe request is refused: not covered by its
+/// grants (`not_granted`) or over its subscription limit (`limit`).
+pub fn observe_refused_subscription(peer: &str, reason: &str) {
+    let labels = vec![
+        ("peer".to_string(), peer.to_string()),
+        ("reason".to_string(), reason.to_string()),
+    ];
+    INSTRUMENTS
+        .refused_subscriptions
+        .get_or_create(&labels)
+        .inc();
+}
+
+/// Called after each append request is answered: its outcome (`created`,
+/// `replayed`, `rejected`, `error`) and how long it took, fsync included.
+pub fn observe_append(outcome: &str, seconds: f64) {
+    let m = &*INSTRUMENTS;
+    m.append_seconds.observe(seconds);
+    m.appends
+        .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+        .inc();
+}
+
+/// The whole exposition: the process-wide instruments, then `live`, the
+/// values the caller reads at scrape time.
+pub fn render(live: Box<dyn Collector>) -> String {
+    let mut registry = Registry::with_prefix("logbook");
+    registry.register_collector(live);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &INSTRUMENTS.registry);
+    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &registry);
+    let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+    out
+}

@@ -1,0 +1,17 @@
+//! The journal: what an event is, how the chain over a plan's events is
+//! signed and checked, which event types exist, where events are stored, and
+//! how committed events reach live readers.
+//!
+//! Everything that gives the journal its guarantees lives here. It knows
+//! nothing of HTTP, SSE framing, federation transport or the daemon's
+//! configuration file; the binary translates to and from it.
+
+pub mod chain;
+pub mod event;
+pub mod fanout;
+pub mod follow;
+pub mod keys;
+pub mod registry;
+pub mod store;
+
+pub use event::Event;

@@ -1,0 +1,199 @@
+//! `GET /metrics` and `GET /readyz`, and the append timing middleware.
+//!
+//! The instruments themselves live in `logbook_base::metrics`; this adds the
+//! values read from the running daemon at scrape time (SSE clients and
+//! catch-ups, the writer queue, federation queues) instead of copying them.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use logbook_base::metrics;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::http::AppState;
+
+/// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Middleware on the append route: counts outcomes and times each request.
+pub async fn time_append(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let outcome = match response.status() {
+        StatusCode::CREATED => "created",
+        s if s.is_success() => "replayed",
+        s if s.is_client_error() => "rejected",
+        _ => "error",
+    };
+    metrics::observe_append(outcome, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Values read from the running daemon at scrape time.
+#[derive(Debug)]
+struct Snapshot {
+    sse_clients: u64,
+    sse_catch_ups: u64,
+    queue_depth: u64,
+    commits: u64,
+    last_commit_micros: u64,
+    /// Per peer: messages waiting (pending or retrying), and dead ones.
+    peer_queues: Vec<PeerQueue>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerQueue {
+    pub peer: String,
+    pub status: String,
+    pub queued: u64,
+    pub dead: u64,
+}
+
+/// Most outbox rows counted per peer and status; a bound on scrape cost.
+const QUEUE_COUNT_CAP: usize = 100_000;
+
+/// Outbox depth per federation peer, counted from the store.
+pub fn peer_queues(
+    store: &logbook_journal::store::Store,
+) -> Result<Vec<PeerQueue>, logbook_journal::store::StoreError> {
+    use logbook_journal::store::DeliveryStatus;
+    let mut out = Vec::new();
+    for peer in store.fed_peers()? {
+        let count = |status| -> Result<u64, logbook_journal::store::StoreError> {
+            Ok(store
+                .fed_outbox_list(Some(&peer.instance_id), Some(status), QUEUE_COUNT_CAP)?
+                .len() as u64)
+        };
+        out.push(PeerQueue {
+            queued: count(DeliveryStatus::Pending)? + count(DeliveryStatus::Retrying)?,
+            dead: count(DeliveryStatus::Dead)?,
+            status: peer.status.as_str().to_string(),
+            peer: peer.instance_id,
+        });
+    }
+    Ok(out)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(e)
+        };
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let metric = ConstCounter::new(value);
+            let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(e)
+        };
+        gauge(
+            &mut encoder,
+            "sse_clients",
+            "SSE streams connected now",
+            self.sse_clients,
+        )?;
+        counter(
+            &mut encoder,
+            "sse_catch_ups",
+            "Times an SSE stream fell behind the live feed and caught up from storage",
+            self.sse_catch_ups,
+        )?;
+        gauge(
+            &mut encoder,
+            "writer_queue_depth",
+            "Appends waiting for the writer",
+            self.queue_depth,
+        )?;
+        counter(
+            &mut encoder,
+            "commits",
+            "Group-commit transactions committed",
+            self.commits,
+        )?;
+        gauge(
+            &mut encoder,
+            "last_commit_microseconds",
+            "Write and fsync time of the most recent commit",
+            self.last_commit_micros,
+        )?;
+        for (name, help, pick) in [
+            (
+                "federation_queue_depth",
+                "Messages waiting to be delivered to a peer (pending or retrying)",
+                (|q: &PeerQueue| q.queued) as fn(&PeerQueue) -> u64,
+            ),
+            (
+                "federation_dead_messages",
+                "Messages to a peer given up on and kept as dead",
+                |q: &PeerQueue| q.dead,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for q in &self.peer_queues {
+                let labels = [("peer", q.peer.as_str())];
+                let metric = ConstGauge::new(i64::try_from(pick(q)).unwrap_or(i64::MAX));
+                metric.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole exposition: process-wide instruments, then the live snapshot.
+pub fn render(state: &AppState) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    metrics::render(Box::new(Snapshot {
+        sse_clients: state.stream_stats.connected.load(Relaxed),
+        sse_catch_ups: state.stream_stats.catch_ups.load(Relaxed),
+        queue_depth: state.store.queue_depth() as u64,
+        commits: state.store.stats.commits.load(Relaxed),
+        last_commit_micros: state.store.stats.last_commit_micros.load(Relaxed),
+        peer_queues: peer_queues(&state.store).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "metrics: reading the federation outbox");
+            Vec::new()
+        }),
+    }))
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&state)).into_response()
+}
+
+/// `GET /readyz`: ready once the store is open (the HTTP listener is only
+/// bound after that) and until shutdown begins, except while appends cannot
+/// commit (a full disk, or the database reopening after an I/O error).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "stopping"})),
+        )
+            .into_response();
+    }
+    let storage = match state.store.health() {
+        logbook_journal::store::Health::Ready => None,
+        logbook_journal::store::Health::Full => Some("storage-full"),
+        logbook_journal::store::Health::Failed => Some("storage-failed"),
+    };
+    if let Some(status) = storage {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({"status": status})),
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ready"})).into_response()
+}
