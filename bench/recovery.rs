@@ -46,6 +46,7 @@ async fn main() {
         &StoreOptions::default(),
     )
     .expect("opening the store");
+    let store = logbook_journal::store::AsyncStore::new(store);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();

@@ -25,10 +25,11 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     let old = context.config.current();
     new.server = old.server.clone();
     new.validate_settings()?;
-    let stored = context.app.store.clone();
-    let stored = tokio::task::spawn_blocking(move || stored.stored_tokens())
+    let stored = context
+        .app
+        .store
+        .run(|s| s.stored_tokens())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     new.check_exposure(stored.len(), context.app.tokens.latched())
         .map_err(|e| format!("auth: {e}"))?;
@@ -47,13 +48,10 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     let app = &context.app;
     if !new.auth.tokens.is_empty() && !app.tokens.latched() {
         // Persisted before the tokens take effect, so a restart keeps it.
-        let store = app.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.latch_auth("a token was configured in config.toml")
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
+        app.store
+            .run(|s| s.latch_auth("a token was configured in config.toml"))
+            .await
+            .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
     }
     context.tokens.set_config(&new.auth.tokens, &app.tokens);
     changed.push("auth.tokens");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use logbook_base::reloadable::Reloadable;
-use logbook_journal::store::{PruneStep, Store, StoreError};
+use logbook_journal::store::{AsyncStore, PruneStep, Store, StoreError};
 
 /// Time between two passes.
 const INTERVAL: Duration = Duration::from_secs(3600);
@@ -21,7 +21,7 @@ const BATCH: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
 
 pub fn spawn(
-    store: Store,
+    store: AsyncStore,
     fed_keep_days: u64,
     limits: Arc<Reloadable<Limits>>,
     shutdown: CancellationToken,
@@ -29,15 +29,13 @@ pub fn spawn(
     tokio::spawn(async move {
         loop {
             let idem_keep_days = limits.current().idempotency_keep_days;
-            let s = store.clone();
             let stop = shutdown.clone();
-            let pass = tokio::task::spawn_blocking(move || {
-                prune_all(&s, fed_keep_days, idem_keep_days, &stop)
-            })
-            .await;
+            let pass = store
+                .run(move |s| prune_all(s, fed_keep_days, idem_keep_days, &stop))
+                .await;
             match pass {
-                Ok(Ok([0, 0, 0])) => {}
-                Ok(Ok([outbox, inbox, idempotency])) => {
+                Ok([0, 0, 0]) => {}
+                Ok([outbox, inbox, idempotency]) => {
                     tracing::info!(
                         outbox,
                         inbox,
@@ -45,8 +43,7 @@ pub fn spawn(
                         "retention pass pruned old records"
                     );
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
-                Err(e) => tracing::error!(error = %e, "retention pass panicked"),
+                Err(e) => tracing::error!(error = %e, "retention pass failed"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -20,7 +20,7 @@ use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{StreamStats, fanout};
 use logbook_journal::keys::{KeySource, Keyring};
 use logbook_journal::registry::Registry;
-use logbook_journal::store::{DB_FILE, Store, StoreOptions};
+use logbook_journal::store::{AsyncStore, DB_FILE, Store, StoreOptions};
 
 /// Sets up logging from the config; `RUST_LOG` overrides the level. The
 /// level stays changeable at run time (see `crate::admin::logging`).
@@ -60,16 +60,23 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let options = StoreOptions {
         quick_repair: config.storage.quick_repair,
     };
-    let (store, writer) = Store::open_with(
-        &data_dir.join(DB_FILE),
-        keyring.clone(),
-        fanout.clone(),
-        &options,
-    )
-    .map_err(|e| e.to_string())?;
+    // Opening recovers the database, which can take a while; like every
+    // storage call it runs off the async threads.
+    let (store, writer) = {
+        let (path, keyring, fanout) = (data_dir.join(DB_FILE), keyring.clone(), fanout.clone());
+        tokio::task::spawn_blocking(move || Store::open_with(&path, keyring, fanout, &options))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let store = AsyncStore::new(store);
     // Retired keys verify only up to the retirement the system journal records.
     let mut windowed = Keyring::clone(&keyring);
-    let windows = crate::admin::keys::apply_retirements(&store, &mut windowed)
+    let (windowed, windows) = store
+        .run(move |s| {
+            crate::admin::keys::apply_retirements(s, &mut windowed).map(|n| (windowed, n))
+        })
+        .await
         .map_err(|e| format!("reading key retirements from the system journal: {e}"))?;
     store.replace_keyring(windowed);
     tracing::debug!(windows, "retired HMAC keys with a recorded validity window");
@@ -78,23 +85,22 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     // A token configured in the file (or one stored before the latch
     // existed) latches auth on for good, persisted before we serve.
     let auth_state = {
-        let store = store.clone();
         let configured = !config.auth.tokens.is_empty();
-        tokio::task::spawn_blocking(move || {
-            let stored = store.stored_tokens()?;
-            let mut latch = store.auth_latch()?;
-            if latch.is_none() && (configured || !stored.is_empty()) {
-                let reason = if configured {
-                    "a token was configured in config.toml"
-                } else {
-                    "a token was created over the admin socket"
-                };
-                latch = Some(store.latch_auth(reason)?);
-            }
-            Ok::<_, logbook_journal::store::StoreError>((stored, latch))
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        store
+            .run(move |store| {
+                let stored = store.stored_tokens()?;
+                let mut latch = store.auth_latch()?;
+                if latch.is_none() && (configured || !stored.is_empty()) {
+                    let reason = if configured {
+                        "a token was configured in config.toml"
+                    } else {
+                        "a token was created over the admin socket"
+                    };
+                    latch = Some(store.latch_auth(reason)?);
+                }
+                Ok::<_, logbook_journal::store::StoreError>((stored, latch))
+            })
+            .await
     };
     let (stored_tokens, latch) = match auth_state {
         Ok(found) => found,

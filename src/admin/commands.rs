@@ -71,15 +71,6 @@ fn api_passthrough(context: &Context) -> Router {
     }))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Problem::internal(format!("admin task failed: {e}")))?
-        .map_err(Problem::from)
-}
-
 fn plan_id(text: &str) -> Result<Uuid, Problem> {
     parse_plan_id(text).ok_or_else(|| {
         Problem::bad_request(
@@ -164,12 +155,10 @@ pub fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
 
 async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     use std::sync::atomic::Ordering::Relaxed;
-    let store = cx.app.store.clone();
-    let (plans, events) = blocking(move || store.totals()).await?;
-    let store = cx.app.store.clone();
-    let peers = blocking(move || crate::http::metrics::peer_queues(&store)).await?;
+    let (plans, events) = cx.app.store.run(move |store| store.totals()).await?;
+    let peers = cx.app.store.run(crate::http::metrics::peer_queues).await?;
     let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
-    let stats = &cx.app.store.stats;
+    let stats = cx.app.store.stats();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": cx.started.elapsed().as_secs(),
@@ -203,29 +192,32 @@ fn auth_json(cx: &Context) -> Value {
 }
 
 async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
-    let store = cx.app.store.clone();
-    let plans = blocking(move || {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.plans(after, 1000)?;
-            let done = page.len() < 1000;
-            after = page.last().map(|(id, _)| *id);
-            all.extend(page);
-            if done {
-                return Ok(all);
+    let plans = cx
+        .app
+        .store
+        .run(move |store| {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.plans(after, 1000)?;
+                let done = page.len() < 1000;
+                after = page.last().map(|(id, _)| *id);
+                all.extend(page);
+                if done {
+                    return Ok::<_, StoreError>(all);
+                }
             }
-        }
-    })
-    .await?;
+        })
+        .await?;
     Ok(Json(json!({
         "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
     })))
 }
 
 async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
-    let store = cx.app.store.clone();
-    blocking(move || store.head(&plan_id))
+    cx.app
+        .store
+        .run(move |store| store.head(&plan_id))
         .await?
         .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
 }
@@ -239,9 +231,12 @@ async fn show_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Json<Valu
 async fn verify_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Json<Value>, Problem> {
     let plan_id = plan_id(&plan)?;
     load_head(&cx, plan_id).await?;
-    let store = cx.app.store.clone();
     let keyring = cx.app.store.keyring();
-    let report = blocking(move || store.verify_plan(&plan_id, &keyring)).await?;
+    let report = cx
+        .app
+        .store
+        .run(move |store| store.verify_plan(&plan_id, &keyring))
+        .await?;
     Ok(Json(json!({
         "plan_id": plan_id,
         "chain_valid": report.is_valid(),
@@ -294,14 +289,13 @@ async fn export_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Respons
     let lines = async_stream::stream! {
         let mut after = 0;
         loop {
-            let page_store = store.clone();
-            let page = blocking(move || page_store.events(&plan_id, after, READ_PAGE)).await;
+            let page = store.run(move |s| s.events(&plan_id, after, READ_PAGE)).await;
             let page = match page {
                 Ok(page) => page,
-                Err(problem) => {
+                Err(e) => {
                     // Ending the body early makes the client see a truncated
                     // transfer rather than a short, valid-looking export.
-                    yield Err(std::io::Error::other(problem.detail));
+                    yield Err(std::io::Error::other(e.to_string()));
                     return;
                 }
             };
@@ -365,9 +359,10 @@ async fn create_token(
     }
     let (secret, record) =
         tokens::generate(request.name, request.scopes).map_err(Problem::internal)?;
-    let store = cx.app.store.clone();
     let stored = record.clone();
-    blocking(move || store.insert_token(&stored))
+    cx.app
+        .store
+        .run(move |store| store.insert_token(&stored))
         .await?
         .map_err(|e| Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", e))?;
     publish_stored(&cx).await?;
@@ -390,15 +385,13 @@ async fn create_token(
 }
 
 async fn publish_stored(cx: &Context) -> Result<(), Problem> {
-    let store = cx.app.store.clone();
-    let stored = blocking(move || store.stored_tokens()).await?;
+    let stored = cx.app.store.run(move |store| store.stored_tokens()).await?;
     cx.tokens.set_stored(&stored, &cx.app.tokens);
     Ok(())
 }
 
 async fn list_tokens(State(cx): Ctx) -> Result<Json<Value>, Problem> {
-    let store = cx.app.store.clone();
-    let stored = blocking(move || store.stored_tokens()).await?;
+    let stored = cx.app.store.run(move |store| store.stored_tokens()).await?;
     let config = cx.config.current();
     let mut out: Vec<Value> = config
         .auth
@@ -420,8 +413,7 @@ async fn revoke_token(
     // On a public listener the last token stays: the latch would keep the
     // API closed (401), but no remote client could use it any more. The
     // latch is left out on purpose so this check keeps that meaning.
-    let store = cx.app.store.clone();
-    let stored = blocking(move || store.stored_tokens()).await?;
+    let stored = cx.app.store.run(move |store| store.stored_tokens()).await?;
     let is_stored = stored
         .iter()
         .any(|t| t.name == name_or_id || t.id == name_or_id);
@@ -442,9 +434,12 @@ async fn revoke_token(
             ),
         ));
     }
-    let store = cx.app.store.clone();
     let key = name_or_id.clone();
-    let removed = blocking(move || store.remove_token(&key)).await?;
+    let removed = cx
+        .app
+        .store
+        .run(move |store| store.remove_token(&key))
+        .await?;
     let Some(removed) = removed else {
         if cx.tokens.config_names().contains(&name_or_id) {
             return Err(Problem::new(
@@ -475,9 +470,12 @@ async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
     // The snapshot is written next to the store (the one place the daemon
     // may write under systemd) as a file with no name, and streamed to the
     // client, which owns FILE. Closing it (or a crash) frees it.
-    let store = cx.app.store.clone();
     let dir = cx.data_dir.clone();
-    let (file, _rows) = blocking(move || store.backup_to_unnamed(&dir)).await?;
+    let (file, _rows) = cx
+        .app
+        .store
+        .run(move |store| store.backup_to_unnamed(&dir))
+        .await?;
     let mut file = tokio::fs::File::from_std(file);
     let length = file
         .metadata()
@@ -548,7 +546,7 @@ async fn reload(State(cx): Ctx) -> Result<Json<Value>, Problem> {
 async fn metrics(State(cx): Ctx) -> Response {
     (
         [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
-        crate::http::metrics::render(&cx.app),
+        crate::http::metrics::render(&cx.app).await,
     )
         .into_response()
 }
@@ -590,13 +588,15 @@ async fn rotate_hmac(
     });
     let recorded_seq = record_key_rotation(&cx, &payload).await?;
     // From now on the old key verifies only events dated up to that record.
-    let store = cx.app.store.clone();
     let mut keyring = rotated.keyring.clone();
-    let keyring = blocking(move || {
-        super::keys::apply_retirements(&store, &mut keyring)?;
-        Ok(keyring)
-    })
-    .await?;
+    let keyring = cx
+        .app
+        .store
+        .run(move |store| {
+            super::keys::apply_retirements(store, &mut keyring)?;
+            Ok::<_, StoreError>(keyring)
+        })
+        .await?;
     cx.app.store.replace_keyring(keyring);
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
@@ -686,18 +686,20 @@ async fn change_grants(
     let patterns = crate::federation::peers::parse_grants(&body.patterns)
         .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
     let _serialized = cx.changes.lock().await;
-    let store = cx.app.store.clone();
     let (id, grants) = (instance_id.clone(), patterns.clone());
-    let record = blocking(move || {
-        let now = Timestamp::now().millis();
-        if allow {
-            store.fed_allow(&id, &grants, now)
-        } else {
-            store.fed_disallow(&id, &grants, now)
-        }
-    })
-    .await?
-    .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
+    let record = cx
+        .app
+        .store
+        .run(move |store| {
+            let now = Timestamp::now().millis();
+            if allow {
+                store.fed_allow(&id, &grants, now)
+            } else {
+                store.fed_disallow(&id, &grants, now)
+            }
+        })
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
     let verb = if allow { "allowed" } else { "disallowed" };
     tracing::warn!(peer = %instance_id, patterns = ?patterns, uid = who_did.uid, "peer grants {verb}");
     let payload = json!({

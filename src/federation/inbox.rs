@@ -20,7 +20,7 @@ use crate::http::problem::Problem;
 use logbook_base::canonical::{canonical_json, check_numbers};
 use logbook_journal::Event;
 use logbook_journal::store::{
-    Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey,
+    Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey, Store,
 };
 
 /// Most messages accepted in one request.
@@ -84,12 +84,8 @@ fn unauthorized(kind: &'static str, title: &'static str, detail: String) -> Prob
 }
 
 /// The active peer `instance_id` and its pinned key, or 403.
-pub fn active_peer(
-    fed: &Federation,
-    instance_id: &str,
-) -> Result<(PeerRecord, PublicKey), Problem> {
-    let peer = fed
-        .store
+pub fn active_peer(store: &Store, instance_id: &str) -> Result<(PeerRecord, PublicKey), Problem> {
+    let peer = store
         .fed_peer(instance_id)?
         .ok_or_else(|| forbidden(format!("{instance_id:?} is not a peer of this instance")))?;
     if peer.status != PeerStatus::Active {
@@ -252,6 +248,7 @@ pub fn parse_message(raw: &RawValue) -> Result<EventMessage, Problem> {
 /// failure ends the batch: nothing after it is parsed.
 pub fn verify_batch(
     fed: &Federation,
+    store: &Store,
     items: &[&RawValue],
 ) -> Result<(PeerRecord, Vec<EventMessage>), Problem> {
     let mut sender: Option<(PeerRecord, PublicKey, String)> = None;
@@ -278,14 +275,13 @@ pub fn verify_batch(
             }
             Some(known) => known,
             None => {
-                let (peer, key) = active_peer(fed, head.instance_id)?;
+                let (peer, key) = active_peer(store, head.instance_id)?;
                 let pinned = key_id(&peer.public_key_der);
                 sender.insert((peer, key, pinned))
             }
         };
         let retired = if head.key_id != pinned.as_str() {
-            fed.store
-                .fed_retired_peer_key(&peer.instance_id, head.key_id)?
+            store.fed_retired_peer_key(&peer.instance_id, head.key_id)?
         } else {
             None
         };
@@ -313,7 +309,7 @@ pub fn verify_batch(
         // Checked: now the message, from the same tree.
         let m: EventMessage = serde_json::from_value(value).map_err(invalid_message)?;
         if is_retired {
-            check_retired_redelivery(fed, peer, &m)?;
+            check_retired_redelivery(store, peer, &m)?;
         }
         messages.push(m);
     }
@@ -328,11 +324,11 @@ pub fn verify_batch(
 /// Anything new signed with the old key is refused, so a leaked old key
 /// cannot inject messages.
 fn check_retired_redelivery(
-    fed: &Federation,
+    store: &Store,
     peer: &PeerRecord,
     m: &EventMessage,
 ) -> Result<(), Problem> {
-    let stored = fed.store.fed_inbox_get(&m.message_id)?;
+    let stored = store.fed_inbox_get(&m.message_id)?;
     if stored.is_some_and(|r| r.peer == peer.instance_id && r.digest == m.content_digest()) {
         return Ok(());
     }
@@ -347,9 +343,9 @@ fn check_retired_redelivery(
 }
 
 /// Verifies, rate-limits, stores and acknowledges `/incoming/event`.
-pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
+pub fn receive_events(fed: &Federation, store: &Store, body: &str) -> Result<Value, Problem> {
     let (items, batch) = split_batch(body)?;
-    let (peer, messages) = verify_batch(fed, &items)?;
+    let (peer, messages) = verify_batch(fed, store, &items)?;
     let mut incoming = Vec::with_capacity(messages.len());
     let mut rekey = None;
     for m in &messages {
@@ -423,7 +419,7 @@ pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
     let bytes = incoming.iter().map(|m| m.payload.len()).sum();
     rate_limit_bytes(fed, &peer.instance_id, bytes)?;
     rate_limit(fed, &peer.instance_id, messages.len())?;
-    match fed.store.fed_receive_rekey(&incoming, rekey.as_ref()) {
+    match store.fed_receive_rekey(&incoming, rekey.as_ref()) {
         Ok(outcomes) => {
             if let Some(rekey) = &rekey {
                 let applied = incoming
@@ -440,7 +436,7 @@ pub fn receive_events(fed: &Federation, body: &str) -> Result<Value, Problem> {
     // Stored (fsynced): now acknowledge.
     let acks = messages
         .iter()
-        .map(|m| sign_ack(fed, &peer.instance_id, m))
+        .map(|m| sign_ack(fed, store, &peer.instance_id, m))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if batch {
         Value::Array(acks)
@@ -524,8 +520,15 @@ fn count_by_peer<'a>(peers: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u
 /// us. It names the peer as its recipient, unless the message is a
 /// protocol v1 one (accepted under `accept_protocol_v1`): then the ack is
 /// v1 too, so that the peer can read it.
-pub fn sign_ack(fed: &Federation, peer: &str, message: &EventMessage) -> Result<Value, Problem> {
-    let (key, _) = fed.signing_key_for(peer).map_err(Problem::internal)?;
+pub fn sign_ack(
+    fed: &Federation,
+    store: &Store,
+    peer: &str,
+    message: &EventMessage,
+) -> Result<Value, Problem> {
+    let (key, _) = fed
+        .signing_key_for(store, peer)
+        .map_err(Problem::internal)?;
     let recipient = message.recipient_id.is_some().then_some(peer);
     let ack = EventAck::signed(
         &key.private_key,
@@ -552,7 +555,7 @@ fn journal_link(payload: &str) -> Option<JournalLink> {
 
 /// Verifies acks sent separately (`/incoming/event/ack`) and marks the
 /// acknowledged messages delivered. Returns how many were known.
-pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
+pub fn receive_acks(fed: &Federation, store: &Store, body: &str) -> Result<Value, Problem> {
     let (items, _) = split_batch(body)?;
     let acks = items
         .iter()
@@ -569,7 +572,7 @@ pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
     // Verify every ack before acting on any: a rejected request changes nothing.
     let mut verified = Vec::with_capacity(acks.len());
     for (raw, ack) in items.iter().zip(&acks) {
-        let (peer, key) = active_peer(fed, &ack.instance_id)?;
+        let (peer, key) = active_peer(store, &ack.instance_id)?;
         check_signed(
             fed,
             &peer,
@@ -586,7 +589,7 @@ pub fn receive_acks(fed: &Federation, body: &str) -> Result<Value, Problem> {
     }
     let mut acknowledged = 0;
     for (peer, ack) in verified {
-        if ack.received && fed.store.fed_ack(&peer, &ack.correlation_id)? {
+        if ack.received && store.fed_ack(&peer, &ack.correlation_id)? {
             acknowledged += 1;
         }
     }

@@ -156,10 +156,9 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
         ));
     }
     let sender = sender_of(&text)?;
-    let check = fed.clone();
-    tokio::task::spawn_blocking(move || inbox::active_peer(&check, &sender).map(|_| ()))
-        .await
-        .map_err(|e| Problem::internal(format!("task failed: {e}")))??;
+    fed.store
+        .run(move |s| inbox::active_peer(s, &sender).map(|_| ()))
+        .await?;
     // From a known peer: now the rest of the checks the journal makes.
     crate::http::extract::refuse_duplicate_members(text.as_bytes())?;
     crate::http::extract::refuse_unsafe_numbers(text.as_bytes())?;

@@ -29,11 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FederationConfig};
 use identity::{Identity, OwnKey};
-use logbook_journal::store::{PeerStatus, Store};
+use logbook_journal::store::{AsyncStore, PeerStatus, Store, StoreError};
 
 pub struct Federation {
     pub identity: Identity,
-    pub store: Store,
+    pub store: AsyncStore,
     pub config: FederationConfig,
     pub client: reqwest::Client,
     pub limiter: inbox::RateLimiter,
@@ -52,12 +52,41 @@ pub struct Federation {
     shutdown: CancellationToken,
 }
 
+/// A failure in federation work that touched storage: its text is for
+/// logs and the admin's answer.
+#[derive(Debug)]
+pub struct FedError(pub String);
+
+impl From<StoreError> for FedError {
+    fn from(e: StoreError) -> FedError {
+        FedError(e.to_string())
+    }
+}
+
+impl From<String> for FedError {
+    fn from(e: String) -> FedError {
+        FedError(e)
+    }
+}
+
+impl std::fmt::Display for FedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<FedError> for String {
+    fn from(e: FedError) -> String {
+        e.0
+    }
+}
+
 impl Federation {
     /// Loads (or creates) the identity, applies `[[peers]]`, and starts a
     /// delivery worker per peer. Workers stop when `shutdown` is cancelled.
     pub async fn start(
         config: &Config,
-        store: Store,
+        store: AsyncStore,
         shutdown: CancellationToken,
     ) -> Result<Arc<Federation>, String> {
         let fed_config = config.federation.clone();
@@ -78,13 +107,14 @@ impl Federation {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = config.server.data_dir.clone();
         let identity_config = fed_config.clone();
-        let (dir, recover_store) = (data_dir.clone(), store.clone());
-        let (identity, created) = tokio::task::spawn_blocking(move || {
-            rotation::recover(&dir, &recover_store)?;
-            Identity::load(&dir, &identity_config)
-        })
-        .await
-        .map_err(|e| format!("loading the federation identity: {e}"))??;
+        let dir = data_dir.clone();
+        let (identity, created) = store
+            .run(move |s| -> Result<_, FedError> {
+                rotation::recover(&dir, s)?;
+                Ok(Identity::load(&dir, &identity_config)?)
+            })
+            .await
+            .map_err(|e| format!("loading the federation identity: {}", e.0))?;
         let key = identity.current();
         if created.key {
             tracing::info!(key_id = %key.key_id, "generated a federation key pair in the data dir (mode 0600)");
@@ -123,11 +153,15 @@ impl Federation {
             shutdown,
         });
         let pending = peers::apply_config(&federation, &config.peers).await?;
-        federation
+        let peers = federation
             .store
-            .fed_refresh_routes()
+            .run(|s| {
+                s.fed_refresh_routes()?;
+                s.fed_peers()
+            })
+            .await
             .map_err(|e| e.to_string())?;
-        for peer in federation.store.fed_peers().map_err(|e| e.to_string())? {
+        for peer in peers {
             if peer.status != PeerStatus::Removed {
                 federation.ensure_worker(&peer.instance_id);
             }
@@ -143,9 +177,12 @@ impl Federation {
     /// undelivered to the peer; then it is the key that announcement is
     /// signed with, and the announcement's outbox seq is returned too
     /// (nothing after it may be signed with that key).
-    pub fn signing_key_for(&self, peer: &str) -> Result<(Arc<OwnKey>, Option<u64>), String> {
-        match self
-            .store
+    pub fn signing_key_for(
+        &self,
+        store: &Store,
+        peer: &str,
+    ) -> Result<(Arc<OwnKey>, Option<u64>), String> {
+        match store
             .fed_pending_rotation(peer)
             .map_err(|e| e.to_string())?
         {

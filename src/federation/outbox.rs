@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::identity::{self, OwnKey};
 use super::inbox;
 use super::message::{EventAck, EventMessage, now_ms};
-use super::{Federation, read_peer_json};
+use super::{FedError, Federation, read_peer_json};
 use logbook_journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
 
 /// Path messages are delivered to on the peer.
@@ -82,19 +82,17 @@ enum Step {
 }
 
 async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<Step, String> {
-    let store = fed.store.clone();
     let id = peer_id.to_string();
     let limit = fed.config.batch_size;
     let from = *cursor;
-    let (peer, due) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let peer = store.fed_peer(&id).map_err(|e| e.to_string())?;
-        let due = store
-            .fed_outbox_due(&id, from, limit, now_ms())
-            .map_err(|e| e.to_string())?;
-        Ok((peer, due))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let (peer, due) = fed
+        .store
+        .run(move |store| -> Result<_, FedError> {
+            let peer = store.fed_peer(&id)?;
+            let due = store.fed_outbox_due(&id, from, limit, now_ms())?;
+            Ok((peer, due))
+        })
+        .await?;
     let Some(peer) = peer else {
         return Ok(Step::Removed);
     };
@@ -113,9 +111,10 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     // announcement of our new key: what follows it is signed with the new
     // key, which the peer accepts only once it has the announcement.
     let (fed2, id) = (fed.clone(), peer_id.to_string());
-    let (key, announcement) = tokio::task::spawn_blocking(move || fed2.signing_key_for(&id))
-        .await
-        .map_err(|e| e.to_string())??;
+    let (key, announcement) = fed
+        .store
+        .run(move |store| -> Result<_, FedError> { Ok(fed2.signing_key_for(store, &id)?) })
+        .await?;
     // The rows start at the first open one. If they all come after the
     // announcement, it is dead: the peer still pins the old key, so the
     // later messages proceed (like after any dead message), signed with it.
@@ -161,12 +160,11 @@ async fn record(
     outcome: Result<Vec<u64>, Failure>,
 ) -> Result<(), String> {
     let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
-    let store = fed.store.clone();
     let id = peer_id.to_string();
     let config = fed.config.clone();
     let attempts_before = rows.first().map_or(0, |(_, r)| r.attempts);
     let seqs_sent = rows.len();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+    fed.store.run(move |store| -> Result<(), FedError> {
         let (delivered, failed) = match outcome {
             Ok(acked) => {
                 let (ok, not): (Vec<u64>, Vec<u64>) = seqs.iter().partition(|s| acked.contains(s));
@@ -181,7 +179,7 @@ async fn record(
             Err(f) => (Vec::new(), Some((seqs, f))),
         };
         if !delivered.is_empty() {
-            store.fed_mark_delivered(&id, &delivered).map_err(|e| e.to_string())?;
+            store.fed_mark_delivered(&id, &delivered)?;
         }
         let failed_count = failed.as_ref().map_or(0, |(s, _)| s.len());
         let mut dead = 0;
@@ -200,16 +198,14 @@ async fn record(
             } else {
                 config.max_attempts
             };
-            dead = store
-                .fed_mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)
-                .map_err(|e| e.to_string())?;
+            dead = store.fed_mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)?;
             tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
         }
         logbook_base::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(String::from)
 }
 
 /// Delay before attempt `attempt + 1`: initial × 2^(attempt-1), capped, ±20 %.

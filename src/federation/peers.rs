@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Federation;
 use super::identity::{self, fingerprint, key_id};
 use super::message::{PROTOCOL_V1, PROTOCOL_VERSION};
+use super::{FedError, Federation};
 use crate::config::PeerConfig;
 use logbook_journal::event::Timestamp;
 use logbook_journal::registry::TypePattern;
-use logbook_journal::store::{PeerRecord, PeerStatus, inert_text};
+use logbook_journal::store::{PeerRecord, PeerStatus, Store, inert_text};
 
 /// Path of the identity document on every instance.
 pub const INSTANCE_PATH: &str = "/api/v1/federation/instance";
@@ -178,13 +178,13 @@ pub async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<Vec<u8>,
 /// peer that exists), and starts its worker.
 pub fn store_peer(
     fed: &Arc<Federation>,
+    store: &Store,
     spec: &PeerSpec,
     der: Vec<u8>,
     keep_status: bool,
 ) -> Result<PeerRecord, String> {
     let now = Timestamp::now().millis();
-    let existing = fed
-        .store
+    let existing = store
         .fed_peer(&spec.instance_id)
         .map_err(|e| e.to_string())?;
     let record = PeerRecord {
@@ -208,7 +208,7 @@ pub fn store_peer(
             (None, None) => Vec::new(),
         },
     };
-    fed.store.fed_put_peer(&record).map_err(|e| e.to_string())?;
+    store.fed_put_peer(&record).map_err(|e| e.to_string())?;
     if record.status != PeerStatus::Removed {
         fed.ensure_worker(&record.instance_id);
     }
@@ -227,10 +227,12 @@ pub async fn add(fed: &Arc<Federation>, spec: PeerSpec) -> Result<PeerRecord, Ad
         None => fetch_and_pin(fed, &spec).await.map_err(AddError::Pin)?,
     };
     let fed2 = fed.clone();
-    tokio::task::spawn_blocking(move || store_peer(&fed2, &spec, der, false))
+    fed.store
+        .run(move |store| -> Result<_, FedError> {
+            Ok(store_peer(&fed2, store, &spec, der, false)?)
+        })
         .await
-        .map_err(|e| AddError::Storage(e.to_string()))?
-        .map_err(AddError::Storage)
+        .map_err(|e| AddError::Storage(e.0))
 }
 
 #[derive(Debug)]
@@ -268,12 +270,25 @@ pub async fn apply_config(
     peers: &[PeerConfig],
 ) -> Result<Vec<PeerSpec>, String> {
     check_config(&fed.identity.instance_id, peers)?;
+    let (fed2, peers) = (fed.clone(), peers.to_vec());
+    fed.store
+        .run(move |store| -> Result<_, FedError> { Ok(apply_stored(&fed2, store, &peers)?) })
+        .await
+        .map_err(String::from)
+}
+
+/// The storage part of [`apply_config`].
+fn apply_stored(
+    fed: &Arc<Federation>,
+    store: &Store,
+    peers: &[PeerConfig],
+) -> Result<Vec<PeerSpec>, String> {
     // A peer no longer listed loses the grants the file gave it.
-    for stored in fed.store.fed_peers().map_err(|e| e.to_string())? {
+    for stored in store.fed_peers().map_err(|e| e.to_string())? {
         if !stored.config_allow.is_empty()
             && !peers.iter().any(|p| p.instance_id == stored.instance_id)
         {
-            fed.store
+            store
                 .fed_set_config_allow(&stored.instance_id, &[])
                 .map_err(|e| e.to_string())?;
         }
@@ -281,8 +296,7 @@ pub async fn apply_config(
     let mut pending = Vec::new();
     for p in peers {
         let spec = PeerSpec::from_config(p)?;
-        let stored = fed
-            .store
+        let stored = store
             .fed_peer(&spec.instance_id)
             .map_err(|e| e.to_string())?;
         // The key id the config pins, from the key or the fingerprint.
@@ -294,29 +308,28 @@ pub async fn apply_config(
         if let Some(stored) = &stored
             && let Some(configured) = &configured_key_id
             && *configured != key_id(&stored.public_key_der)
-            && fed
-                .store
+            && store
                 .fed_retired_peer_key(&spec.instance_id, configured)
                 .map_err(|e| e.to_string())?
                 .is_some()
         {
             tracing::warn!(peer = %spec.instance_id, configured_key_id = %configured, pinned_key_id = %key_id(&stored.public_key_der), "[[peers]] lists a key this peer rotated away from; keeping the newer key (update config.toml)");
-            store_peer(fed, &spec, stored.public_key_der.clone(), true)?;
+            store_peer(fed, store, &spec, stored.public_key_der.clone(), true)?;
             continue;
         }
         match (inline, stored) {
             (Some(der), _) => {
-                store_peer(fed, &spec, der, true)?;
+                store_peer(fed, store, &spec, der, true)?;
             }
             // Already pinned to the same key: only the URL may change.
             (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
-                store_peer(fed, &spec, p.public_key_der, true)?;
+                store_peer(fed, store, &spec, p.public_key_der, true)?;
             }
             (None, stored) => {
                 // Not pinned yet: the grants apply now to a stored record
                 // (if any), and again when the pin is stored.
                 if stored.is_some() {
-                    fed.store
+                    store
                         .fed_set_config_allow(
                             &spec.instance_id,
                             spec.config_allow.as_deref().unwrap_or_default(),
@@ -355,7 +368,14 @@ async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
     loop {
         match fetch_and_pin(&fed, &spec).await {
             Ok(der) => {
-                match store_peer(&fed, &spec, der, true) {
+                let (fed2, spec2) = (fed.clone(), spec.clone());
+                let stored = fed
+                    .store
+                    .run(move |store| -> Result<_, FedError> {
+                        Ok(store_peer(&fed2, store, &spec2, der, true)?)
+                    })
+                    .await;
+                match stored {
                     Ok(_) => tracing::info!(peer = %spec.instance_id, "pinned the peer's key"),
                     Err(e) => {
                         tracing::error!(peer = %spec.instance_id, error = %e, "storing the peer")
@@ -469,9 +489,13 @@ mod tests {
             logbook_journal::store::Store::open(&dir.path().join("store.redb"), keyring, fanout)
                 .unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let fed = Federation::start(&config, store, shutdown.clone())
-            .await
-            .unwrap();
+        let fed = Federation::start(
+            &config,
+            logbook_journal::store::AsyncStore::new(store),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         let (first, mut first_conn) = next_request(&mut connections).await;
         assert!(
             first.starts_with(&format!("GET {INSTANCE_PATH} ")),

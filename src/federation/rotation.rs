@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::Federation;
 use super::identity::{
     self, KEY_FILE, NEW_KEY_FILE, OwnKey, RETIRED_KEYS_DIR, generate_private_key, key_id,
     private_key_from_pem, private_key_pem,
 };
 use super::message::KEY_ROTATED_TYPE;
+use super::{FedError, Federation};
 use logbook_base::canonical::canonical_json;
 use logbook_base::private_file::{ensure_private_dir, write_private_file};
 use logbook_journal::store::Store;
@@ -38,13 +38,14 @@ pub struct Rotated {
 /// Rotates this instance's key. Generating the key takes a few seconds.
 /// Callers serialize rotations (the admin socket holds its change lock).
 pub async fn rotate(fed: &Arc<Federation>) -> Result<Rotated, String> {
-    let fed = fed.clone();
-    tokio::task::spawn_blocking(move || rotate_blocking(&fed))
+    let fed2 = fed.clone();
+    fed.store
+        .run(move |store| -> Result<_, FedError> { Ok(rotate_blocking(&fed2, store)?) })
         .await
-        .map_err(|e| format!("key rotation task: {e}"))?
+        .map_err(String::from)
 }
 
-fn rotate_blocking(fed: &Federation) -> Result<Rotated, String> {
+fn rotate_blocking(fed: &Federation, store: &Store) -> Result<Rotated, String> {
     let dir = &fed.data_dir;
     let old = fed.identity.current();
     let new = Arc::new(OwnKey::new(generate_private_key()?)?);
@@ -66,8 +67,7 @@ fn rotate_blocking(fed: &Federation) -> Result<Rotated, String> {
     // 3. Commit: queue the announcements (signed at send time with the old
     //    key) and record the rotation, in one durable transaction.
     let payload = canonical_json(&announcement(&new));
-    let queued = fed
-        .store
+    let queued = store
         .fed_enqueue_key_rotation(KEY_ROTATED_TYPE, &payload, &old.key_id, &new.key_id)
         .map_err(|e| {
             let _ = std::fs::remove_file(&staged);

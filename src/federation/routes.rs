@@ -38,7 +38,7 @@ use logbook_base::hex;
 use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use logbook_journal::store::{
     DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
-    ReceiveError, ReceiveOutcome, StoreError,
+    ReceiveError, ReceiveOutcome,
 };
 
 const BASE: &str = "/api/v1/federation";
@@ -89,15 +89,6 @@ async fn require_read(State(state): State<AppState>, req: Request, next: Next) -
     auth::require(Scope::Read, state, req, next).await
 }
 
-/// Runs blocking work (RSA, storage) off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
-) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Problem::internal(format!("task failed: {e}")))?
-}
-
 fn fed(state: &AppState) -> Arc<Federation> {
     state.federation.clone()
 }
@@ -139,12 +130,22 @@ pub(crate) fn answer(result: Result<Value, Problem>) -> Response {
 // dropped when the work is done.
 async fn incoming_event(State(state): State<AppState>, body: IncomingBody) -> Response {
     let fed = fed(&state);
-    answer(blocking(move || inbox::receive_events(&fed, &body.text)).await)
+    answer(
+        state
+            .store
+            .run(move |store| inbox::receive_events(&fed, store, &body.text))
+            .await,
+    )
 }
 
 async fn incoming_ack(State(state): State<AppState>, body: IncomingBody) -> Response {
     let fed = fed(&state);
-    answer(blocking(move || inbox::receive_acks(&fed, &body.text)).await)
+    answer(
+        state
+            .store
+            .run(move |store| inbox::receive_acks(&fed, store, &body.text))
+            .await,
+    )
 }
 
 async fn incoming_subscribe(State(state): State<AppState>, body: IncomingBody) -> Response {
@@ -162,7 +163,7 @@ async fn incoming_control(
     expected_type: &'static str,
 ) -> Result<Value, Problem> {
     let fed = fed(&state);
-    blocking(move || {
+    state.store.run(move |store| -> Result<_, Problem> {
         if is_batch(&body.text) {
             return Err(Problem::bad_request(
                 "invalid-message",
@@ -172,7 +173,7 @@ async fn incoming_control(
         }
         let raw: &RawValue = serde_json::from_str(&body.text)
             .map_err(|e| Problem::bad_request("invalid-json", "Malformed JSON", e.to_string()))?;
-        let (peer, messages) = inbox::verify_batch(&fed, &[raw])?;
+        let (peer, messages) = inbox::verify_batch(&fed, store, &[raw])?;
         let message = &messages[0];
         if message.event_type != expected_type {
             return Err(Problem::unprocessable(
@@ -209,8 +210,7 @@ async fn incoming_control(
             journal: None,
         };
         let cap = fed.config.max_subscriptions_per_peer;
-        match fed
-            .store
+        match store
             .fed_receive_control(&request, &pattern, subscribe, cap)
         {
             Ok(ReceiveOutcome::Stored) => {
@@ -235,7 +235,7 @@ async fn incoming_control(
             }
             Err(e) => return Err(inbox::receive_error(&peer.instance_id, e)),
         }
-        inbox::sign_ack(&fed, &peer.instance_id, message)
+        inbox::sign_ack(&fed, store, &peer.instance_id, message)
     })
     .await
 }
@@ -284,8 +284,7 @@ fn parse_pattern(text: &str) -> Result<String, Problem> {
 // ---- peers ----------------------------------------------------------------
 
 async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let fed = fed(&state);
-    let peers = blocking(move || Ok(fed.store.fed_peers()?)).await?;
+    let peers = state.store.run(move |store| store.fed_peers()).await?;
     Ok(Json(
         json!({"peers": peers.iter().map(peers::peer_json).collect::<Vec<_>>()}),
     ))
@@ -366,18 +365,18 @@ async fn set_peer_status(
         )
     })?;
     let fed = fed(&state);
-    let fed2 = fed.clone();
-    let peer = blocking(move || {
-        let mut peer = fed2
-            .store
-            .fed_peer(&instance_id)?
-            .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
-        peer.status = status;
-        peer.updated_at = now_ms();
-        fed2.store.fed_put_peer(&peer)?;
-        Ok(peer)
-    })
-    .await?;
+    let peer = state
+        .store
+        .run(move |store| -> Result<_, Problem> {
+            let mut peer = store
+                .fed_peer(&instance_id)?
+                .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
+            peer.status = status;
+            peer.updated_at = now_ms();
+            store.fed_put_peer(&peer)?;
+            Ok(peer)
+        })
+        .await?;
     if peer.status != PeerStatus::Removed {
         fed.ensure_worker(&peer.instance_id);
     }
@@ -420,26 +419,28 @@ async fn control(
     let pattern = parse_pattern(&body.event_type)?;
     let fed = fed(&state);
     let (fed2, peer_id, pattern2) = (fed.clone(), body.peer.clone(), pattern.clone());
-    let (peer, key, request) = blocking(move || {
-        let (peer, key) = inbox::active_peer(&fed2, &peer_id)
-            .map_err(|p| Problem::unprocessable(p.kind, p.title, p.detail))?;
-        let (signing_key, _) = fed2
-            .signing_key_for(&peer.instance_id)
+    let (peer, key, request) = state
+        .store
+        .run(move |store| -> Result<_, Problem> {
+            let (peer, key) = inbox::active_peer(store, &peer_id)
+                .map_err(|p| Problem::unprocessable(p.kind, p.title, p.detail))?;
+            let (signing_key, _) = fed2
+                .signing_key_for(store, &peer.instance_id)
+                .map_err(Problem::internal)?;
+            let request = EventMessage::signed(
+                &signing_key.private_key,
+                &signing_key.key_id,
+                &fed2.identity.instance_id,
+                &peer.instance_id,
+                Uuid::new_v4(),
+                event_type,
+                json!({"eventType": pattern2}),
+                now_ms(),
+            )
             .map_err(Problem::internal)?;
-        let request = EventMessage::signed(
-            &signing_key.private_key,
-            &signing_key.key_id,
-            &fed2.identity.instance_id,
-            &peer.instance_id,
-            Uuid::new_v4(),
-            event_type,
-            json!({"eventType": pattern2}),
-            now_ms(),
-        )
-        .map_err(Problem::internal)?;
-        Ok((peer, key, request))
-    })
-    .await?;
+            Ok((peer, key, request))
+        })
+        .await?;
     let path = if event_type == SUBSCRIBE_TYPE {
         "subscribe"
     } else {
@@ -476,31 +477,28 @@ async fn control(
     let ack: EventAck = from_object(answer.clone())
         .map_err(|e| peer_error(format!("the answer is not an EventAck: {e}")))?;
     let (fed2, peer2) = (fed.clone(), peer.clone());
-    blocking(move || {
-        if ack.instance_id != peer2.instance_id
-            || ack.correlation_id != request.message_id
-            || !ack.received
-        {
-            return Err(peer_error(
-                "the ack does not acknowledge this request from this peer".into(),
-            ));
-        }
-        inbox::check_signed(&fed2, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
-            .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
-            .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
-        if event_type == SUBSCRIBE_TYPE {
-            fed2.store
-                .fed_put_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
-        } else {
-            fed2.store.fed_remove_subscription(
-                Direction::Outbound,
-                &peer2.instance_id,
-                &pattern,
-            )?;
-        }
-        Ok(())
-    })
-    .await?;
+    state
+        .store
+        .run(move |store| -> Result<_, Problem> {
+            if ack.instance_id != peer2.instance_id
+                || ack.correlation_id != request.message_id
+                || !ack.received
+            {
+                return Err(peer_error(
+                    "the ack does not acknowledge this request from this peer".into(),
+                ));
+            }
+            inbox::check_signed(&fed2, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
+                .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
+                .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
+            if event_type == SUBSCRIBE_TYPE {
+                store.fed_put_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
+            } else {
+                store.fed_remove_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
+            }
+            Ok(())
+        })
+        .await?;
     let body =
         json!({"peer": peer.instance_id, "eventType": body.event_type, "direction": "outbound"});
     let status = if event_type == SUBSCRIBE_TYPE {
@@ -512,8 +510,10 @@ async fn control(
 }
 
 async fn subscriptions(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let fed = fed(&state);
-    let subs = blocking(move || Ok(fed.store.fed_subscriptions()?)).await?;
+    let subs = state
+        .store
+        .run(move |store| store.fed_subscriptions())
+        .await?;
     let list: Vec<Value> = subs
         .iter()
         .map(|s| json!({"direction": s.direction.as_str(), "peer": s.peer, "eventType": s.pattern, "createdAt": s.created_at}))
@@ -554,9 +554,11 @@ async fn publish(
     check_numbers(&body.payload)
         .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?;
     let payload = canonical_json(&body.payload);
-    let fed = fed(&state);
     let event_type = body.event_type.clone();
-    let queued = blocking(move || Ok(fed.store.fed_publish(&event_type, &payload)?)).await?;
+    let queued = state
+        .store
+        .run(move |store| store.fed_publish(&event_type, &payload))
+        .await?;
     let messages: Vec<Value> = queued
         .iter()
         .map(|(peer, id)| json!({"peer": peer, "messageId": id}))
@@ -701,52 +703,53 @@ async fn messages(
         ));
     }
     let peer = q.peer.filter(|p| !p.is_empty());
-    let fed = fed(&state);
     let given = after.clone();
-    let (list, last) = blocking(move || {
-        let mut list = Vec::new();
-        let mut last = None;
-        let inbound_from = match &after {
-            Some(MessagesCursor::Inbound(position)) => *position,
-            _ => 0,
-        };
-        if outbound && !matches!(after, Some(MessagesCursor::Inbound(_))) {
-            let from = match &after {
-                Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
-                _ => None,
+    let (list, last) = state
+        .store
+        .run(move |store| -> Result<_, Problem> {
+            let mut list = Vec::new();
+            let mut last = None;
+            let inbound_from = match &after {
+                Some(MessagesCursor::Inbound(position)) => *position,
+                _ => 0,
             };
-            for e in fed
-                .store
-                .fed_outbox_page(peer.as_deref(), status, from, limit)?
+            if outbound && !matches!(after, Some(MessagesCursor::Inbound(_))) {
+                let from = match &after {
+                    Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
+                    _ => None,
+                };
+                for e in store.fed_outbox_page(peer.as_deref(), status, from, limit)? {
+                    list.push(outbound_json(&e));
+                    last = Some(MessagesCursor::Outbound(e.peer, e.seq));
+                }
+            }
+            if inbound
+                && list.len() < limit
+                && status.is_none_or(|s| s == DeliveryStatus::Delivered)
             {
-                list.push(outbound_json(&e));
-                last = Some(MessagesCursor::Outbound(e.peer, e.seq));
-            }
-        }
-        if inbound && list.len() < limit && status.is_none_or(|s| s == DeliveryStatus::Delivered) {
-            let mut after = inbound_from;
-            'pages: loop {
-                let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
-                let short = page.len() < STREAM_PAGE;
-                for e in &page {
-                    if list.len() >= limit {
-                        break 'pages;
+                let mut after = inbound_from;
+                'pages: loop {
+                    let page = store.fed_inbox_after(after, STREAM_PAGE)?;
+                    let short = page.len() < STREAM_PAGE;
+                    for e in &page {
+                        if list.len() >= limit {
+                            break 'pages;
+                        }
+                        after = e.record.position;
+                        if peer.as_deref().is_some_and(|p| p != e.record.peer) {
+                            continue;
+                        }
+                        list.push(inbound_json(e));
+                        last = Some(MessagesCursor::Inbound(e.record.position));
                     }
-                    after = e.record.position;
-                    if peer.as_deref().is_some_and(|p| p != e.record.peer) {
-                        continue;
+                    if short {
+                        break;
                     }
-                    list.push(inbound_json(e));
-                    last = Some(MessagesCursor::Inbound(e.record.position));
-                }
-                if short {
-                    break;
                 }
             }
-        }
-        Ok((list, last))
-    })
-    .await?;
+            Ok((list, last))
+        })
+        .await?;
     // Like the events route: the cursor of the last message listed, or the
     // one given when the page is empty. A page shorter than `limit` is the
     // end for now.
@@ -769,13 +772,10 @@ async fn retry(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
     let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
-    let fed = fed(&state);
-    let count = blocking(move || {
-        Ok(fed
-            .store
-            .fed_retry_dead(body.message_id.as_ref(), body.peer.as_deref())?)
-    })
-    .await?;
+    let count = state
+        .store
+        .run(move |store| store.fed_retry_dead(body.message_id.as_ref(), body.peer.as_deref()))
+        .await?;
     Ok(Json(json!({"requeued": count})))
 }
 
@@ -813,9 +813,11 @@ async fn drop_dead(
             "all: true drops every dead message; do not combine it with messageId or peer",
         ));
     }
-    let fed = fed(&state);
     let (id, who) = (body.message_id, peer.clone());
-    let count = blocking(move || Ok(fed.store.fed_drop_dead(id.as_ref(), who.as_deref())?)).await?;
+    let count = state
+        .store
+        .run(move |store| store.fed_drop_dead(id.as_ref(), who.as_deref()))
+        .await?;
     if count > 0 {
         tracing::warn!(dropped = count, peer = ?peer, message_id = ?body.message_id, "dead federation messages dropped");
     }
@@ -824,31 +826,32 @@ async fn drop_dead(
 
 /// Received journal events that broke their origin's chain: gaps and forks.
 async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let fed = fed(&state);
-    let list = blocking(move || {
-        let mut list = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = fed.store.fed_inbox_after(after, STREAM_PAGE)?;
-            for e in &page {
-                after = e.record.position;
-                if e.record.continuity.as_ref().is_some_and(|c| {
-                    matches!(
-                        c.kind,
-                        logbook_journal::store::ContinuityKind::Gap
-                            | logbook_journal::store::ContinuityKind::Fork
-                    )
-                }) {
-                    list.push(inbound_json(e));
+    let list = state
+        .store
+        .run(move |store| -> Result<_, Problem> {
+            let mut list = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = store.fed_inbox_after(after, STREAM_PAGE)?;
+                for e in &page {
+                    after = e.record.position;
+                    if e.record.continuity.as_ref().is_some_and(|c| {
+                        matches!(
+                            c.kind,
+                            logbook_journal::store::ContinuityKind::Gap
+                                | logbook_journal::store::ContinuityKind::Fork
+                        )
+                    }) {
+                        list.push(inbound_json(e));
+                    }
+                }
+                if page.len() < STREAM_PAGE {
+                    break;
                 }
             }
-            if page.len() < STREAM_PAGE {
-                break;
-            }
-        }
-        Ok(list)
-    })
-    .await?;
+            Ok(list)
+        })
+        .await?;
     Ok(Json(json!({"anomalies": list})))
 }
 
@@ -884,8 +887,10 @@ async fn stream(
     let fed = fed(&state);
     // Watch before reading, so nothing stored after the read is missed.
     let changes = fed.store.fed_inbox_watch();
-    let fed2 = fed.clone();
-    let head = blocking(move || Ok(fed2.store.fed_inbox_last_position()?)).await?;
+    let head = state
+        .store
+        .run(move |store| store.fed_inbox_last_position())
+        .await?;
     if after > head {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -913,12 +918,8 @@ fn received_stream(
     async_stream::stream! {
         let mut cursor = after;
         loop {
-            let store = fed.store.clone();
             let from = cursor;
-            let page = tokio::task::spawn_blocking(move || store.fed_inbox_after(from, STREAM_PAGE))
-                .await
-                .map_err(|e| StoreError::from_join(&e))
-                .and_then(|r| r);
+            let page = fed.store.run(move |s| s.fed_inbox_after(from, STREAM_PAGE)).await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {

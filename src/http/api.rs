@@ -192,18 +192,10 @@ pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
     })
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, logbook_journal::store::StoreError> + Send + 'static,
-) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Problem::internal(format!("read task failed: {e}")))?
-        .map_err(Problem::from)
-}
-
 async fn plan_head(state: &AppState, plan_id: Uuid) -> Result<PlanHead, Problem> {
-    let store = state.store.clone();
-    blocking(move || store.head(&plan_id))
+    state
+        .store
+        .run(move |s| s.head(&plan_id))
         .await?
         .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
 }
@@ -231,8 +223,7 @@ pub async fn list_plans(
             )
         })?),
     };
-    let store = state.store.clone();
-    let plans = blocking(move || store.plans(after, limit)).await?;
+    let plans = state.store.run(move |s| s.plans(after, limit)).await?;
     let next_after = (plans.len() == limit)
         .then(|| plans.last().map(|(id, _)| *id))
         .flatten();
@@ -290,13 +281,17 @@ pub async fn list_events(
         }
     };
     plan_head(&state, plan_id).await?;
-    let store = state.store.clone();
     let after = q.after;
-    let events = blocking(move || store.events(&plan_id, after, limit)).await?;
+    let events = state
+        .store
+        .run(move |s| s.events(&plan_id, after, limit))
+        .await?;
     let verification = if verify {
-        let store = state.store.clone();
         let keyring = state.store.keyring();
-        let report = blocking(move || store.verify_plan(&plan_id, &keyring)).await?;
+        let report = state
+            .store
+            .run(move |s| s.verify_plan(&plan_id, &keyring))
+            .await?;
         Some(Verification {
             chain_valid: report.is_valid(),
             broken_at: report.broken.map(|b| b.0),
@@ -394,8 +389,9 @@ pub async fn stream_plan(
     }
     // Subscribe before reading the head: see stream::follow.
     let receiver = state.fanout.subscribe();
-    let store = state.store.clone();
-    let head = blocking(move || store.head(&plan_id))
+    let head = state
+        .store
+        .run(move |s| s.head(&plan_id))
         .await?
         .map_or(0, |h| h.last_seq);
     respond_sse(&state, grant, receiver, Source::Plan(plan_id), after, head)
@@ -418,8 +414,7 @@ pub async fn stream_all(
         )
     })?;
     let receiver = state.fanout.subscribe();
-    let store = state.store.clone();
-    let head = blocking(move || store.last_position()).await?;
+    let head = state.store.run(move |s| s.last_position()).await?;
     respond_sse(&state, grant, receiver, Source::All(filter), after, head)
 }
 

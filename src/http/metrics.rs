@@ -151,15 +151,16 @@ impl Collector for Snapshot {
 }
 
 /// The whole exposition: process-wide instruments, then the live snapshot.
-pub fn render(state: &AppState) -> String {
+pub async fn render(state: &AppState) -> String {
     use std::sync::atomic::Ordering::Relaxed;
+    let peer_queues = state.store.run(peer_queues).await;
     metrics::render(Box::new(Snapshot {
         sse_clients: state.stream_stats.connected.load(Relaxed),
         sse_catch_ups: state.stream_stats.catch_ups.load(Relaxed),
         queue_depth: state.store.queue_depth() as u64,
-        commits: state.store.stats.commits.load(Relaxed),
-        last_commit_micros: state.store.stats.last_commit_micros.load(Relaxed),
-        peer_queues: peer_queues(&state.store).unwrap_or_else(|e| {
+        commits: state.store.stats().commits.load(Relaxed),
+        last_commit_micros: state.store.stats().last_commit_micros.load(Relaxed),
+        peer_queues: peer_queues.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "metrics: reading the federation outbox");
             Vec::new()
         }),
@@ -168,7 +169,7 @@ pub fn render(state: &AppState) -> String {
 
 /// `GET /metrics`.
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&state)).into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&state).await).into_response()
 }
 
 /// `GET /readyz`: ready once the store is open (the HTTP listener is only

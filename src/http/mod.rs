@@ -27,13 +27,13 @@ use crate::config::Limits;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::registry::Registry;
-use logbook_journal::store::Store;
+use logbook_journal::store::AsyncStore;
 use problem::Problem;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
+    pub store: AsyncStore,
     pub registry: Arc<Registry>,
     pub fanout: Fanout,
     /// Read per request: a config reload (SIGHUP) replaces them.

@@ -25,7 +25,7 @@ use crate::Event;
 use crate::fanout::StreamStats;
 use crate::registry::TypeFilter;
 use crate::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
-use crate::store::{READ_PAGE, Store, StoreError};
+use crate::store::{AsyncStore, READ_PAGE, StoreError};
 
 /// What to follow.
 #[derive(Debug, Clone)]
@@ -78,14 +78,11 @@ impl Source {
 
     /// For a plan: whether its head is now behind `cursor`, i.e. the plan
     /// was deleted (and perhaps started again) after the follower passed it.
-    async fn head_behind(&self, store: &Store, cursor: u64) -> Result<bool, StoreError> {
+    async fn head_behind(&self, store: &AsyncStore, cursor: u64) -> Result<bool, StoreError> {
         let Source::Plan(plan) = *self else {
             return Ok(false);
         };
-        let store = store.clone();
-        let head = tokio::task::spawn_blocking(move || store.head(&plan))
-            .await
-            .map_err(|e| StoreError::from_join(&e))??;
+        let head = store.run(move |s| s.head(&plan)).await?;
         Ok(head.map_or(0, |h| h.last_seq) < cursor)
     }
 
@@ -100,15 +97,14 @@ impl Source {
         }
     }
 
-    async fn read_page(&self, store: &Store, after: u64) -> Result<Vec<Event>, StoreError> {
-        let store = store.clone();
+    async fn read_page(&self, store: &AsyncStore, after: u64) -> Result<Vec<Event>, StoreError> {
         let source = self.clone();
-        tokio::task::spawn_blocking(move || match source {
-            Source::Plan(plan) => store.events(&plan, after, READ_PAGE),
-            Source::All(_) => store.events_after_position(after, READ_PAGE),
-        })
-        .await
-        .map_err(|e| StoreError::from_join(&e))?
+        store
+            .run(move |s| match source {
+                Source::Plan(plan) => s.events(&plan, after, READ_PAGE),
+                Source::All(_) => s.events_after_position(after, READ_PAGE),
+            })
+            .await
     }
 }
 
@@ -165,7 +161,7 @@ fn advance(
 /// `after` against the head. Ends when `shutdown` is cancelled, or after
 /// yielding an [`Interrupted`].
 pub fn follow(
-    store: Store,
+    store: AsyncStore,
     mut receiver: broadcast::Receiver<Arc<Event>>,
     source: Source,
     after: u64,
@@ -273,7 +269,7 @@ mod tests {
     use super::*;
     use crate::chain::CanonicalPayload;
     use crate::keys::Keyring;
-    use crate::store::AppendRequest;
+    use crate::store::{AppendRequest, Store};
 
     fn request(plan_id: Uuid, n: u64) -> AppendRequest {
         AppendRequest {
@@ -295,6 +291,7 @@ mod tests {
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let store = AsyncStore::new(store);
         let plan = Uuid::new_v4();
         for n in 0..3 {
             store.append(request(plan, n)).await.unwrap();

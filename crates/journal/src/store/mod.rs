@@ -34,6 +34,7 @@ use super::keys::Keyring;
 
 pub mod admin;
 mod apply;
+mod async_store;
 mod error;
 mod federation;
 mod handle;
@@ -43,6 +44,7 @@ mod retention;
 mod tables;
 mod writer;
 use apply::Tables;
+pub use async_store::AsyncStore;
 use error::Faulty;
 pub use error::{Fault, StoreError};
 pub use federation::*;
@@ -151,8 +153,8 @@ pub struct WriterStats {
     pub last_commit_micros: AtomicU64,
 }
 
-/// A handle to the journal store. Cheap to clone.
-#[derive(Clone)]
+/// The journal store, with its blocking API. Async code holds an
+/// [`AsyncStore`] instead, which runs storage calls off the async threads.
 pub struct Store {
     db: Arc<Db>,
     jobs: mpsc::Sender<Job>,
