@@ -198,7 +198,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
         listener,
         app,
         shutdown.clone(),
-        config.server.max_connections,
+        Some(config.server.max_connections),
     ));
     let served = tokio::select! {
         result = server => Some(result),

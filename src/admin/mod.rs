@@ -19,14 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::http::AppState;
@@ -193,17 +188,22 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, Str
 impl AdminListener {
     /// Serves `context` until `shutdown`, then removes the socket file.
     pub async fn serve(self, context: Arc<Context>, shutdown: CancellationToken) {
-        let app = commands::router(context);
-        let graceful = GracefulShutdown::new();
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(crate::http::serve::HEADER_READ_TIMEOUT);
+        // No connection cap: only the daemon's user, root and the admin
+        // group get past the peer check.
+        crate::http::serve::serve(self, commands::router(context), shutdown, None).await;
+    }
+}
+
+impl crate::http::serve::Acceptor for AdminListener {
+    type Io = UnixStream;
+    type Peer = Peer;
+    const NAME: &'static str = "admin connection";
+
+    /// The next connection whose peer (SO_PEERCRED) may use the socket; a
+    /// refused one gets a 403, one without credentials is dropped.
+    async fn accept(&mut self) -> (UnixStream, Peer) {
         loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = shutdown.cancelled() => break,
-            };
-            let stream = match accepted {
+            let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin socket accept failed");
@@ -222,6 +222,7 @@ impl AdminListener {
                     continue;
                 }
             };
+            // Resolved per connection, so changes to /etc/group apply at once.
             let group = match &self.group {
                 Some(spec) => match resolve_group(spec) {
                     Ok(g) => Some(g),
@@ -242,29 +243,19 @@ impl AdminListener {
                 tokio::spawn(refuse(stream));
                 continue;
             }
-            let service =
-                app.clone()
-                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(peer);
-                        req
-                    });
-            let connection =
-                http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "admin connection ended with an error");
-                }
-            });
+            return (stream, peer);
         }
+    }
+
+    /// Removes the socket file before open connections are waited for.
+    fn close(self) {
         drop(self.listener);
         let _ = std::fs::remove_file(&self.path);
-        graceful.shutdown().await;
     }
 }
 
 /// Answers a refused peer with a 403 so that curl shows why.
-async fn refuse(mut stream: tokio::net::UnixStream) {
+async fn refuse(mut stream: UnixStream) {
     let body = serde_json::json!({
         "type": "urn:logbook:problem:forbidden",
         "title": "Forbidden",
@@ -277,16 +268,7 @@ async fn refuse(mut stream: tokio::net::UnixStream) {
         body.len()
     );
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        // Read the request head first: a client that is still sending when
-        // the answer arrives may report a reset instead of the 403.
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
+        crate::http::serve::read_request_head(&mut stream).await;
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
     })

@@ -1,20 +1,23 @@
 //! Serving a router on a listener: HTTP/1.1 connections with a header read
 //! timeout (so a client trickling its headers cannot hold a connection
-//! forever), a cap on open connections, and graceful shutdown.
+//! forever), an optional cap on open connections, and graceful shutdown.
+//! The TCP API and the admin Unix socket both run this one loop; what
+//! differs between them is behind [`Acceptor`].
 //!
 //! A connection over the cap is still accepted, so it never waits in the
 //! kernel's accept queue: it gets one 503 problem+json answer and is closed.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::Listener;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +26,40 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RemoteAddr(pub SocketAddr);
 
+/// Where [`serve`] gets its connections, and who each one is from.
+pub(crate) trait Acceptor: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Who is on the other end; put into every request's extensions, where
+    /// handlers look for it (per-client limits, the admin peer check).
+    type Peer: Clone + Send + Sync + 'static;
+    /// What the logs call one of its connections.
+    const NAME: &'static str;
+    /// The next connection to serve. Accept errors and refused peers are
+    /// dealt with here, never returned: the loop only serves.
+    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Peer)> + Send;
+    /// Stops listening; called once shutdown begins, before open
+    /// connections are waited for.
+    fn close(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+impl Acceptor for TcpListener {
+    type Io = TcpStream;
+    type Peer = RemoteAddr;
+    const NAME: &'static str = "connection";
+
+    async fn accept(&mut self) -> (TcpStream, RemoteAddr) {
+        // axum's accept retries and backs off on errors such as EMFILE.
+        let (io, addr) = axum::serve::Listener::accept(self).await;
+        (io, RemoteAddr(addr))
+    }
+}
+
 /// Time a client gets to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections over the cap being answered at once; beyond this, a further
 /// one is closed without an answer (the 503 itself must not cost unbounded
@@ -33,47 +68,53 @@ const MAX_REFUSING: usize = 256;
 /// Time a refused client gets to send its request head before the 503.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts connections until `shutdown` is cancelled, then stops accepting
-/// and waits for open connections to finish their current response. The
-/// caller bounds that wait. At most `max_connections` are served at once.
-pub async fn serve<L: Listener>(
-    mut listener: L,
+/// Accepts connections until `shutdown` is cancelled, then closes the
+/// acceptor and waits for open connections to finish their current
+/// response. The caller bounds that wait. With `max_connections`, at most
+/// that many are served at once; `None` (the admin socket, whose peers are
+/// all trusted) serves every one.
+pub(crate) async fn serve<A: Acceptor>(
+    mut acceptor: A,
     app: Router,
     shutdown: CancellationToken,
-    max_connections: usize,
+    max_connections: Option<usize>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let slots = max_connections.map(|max| {
+        (
+            Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+        )
+    });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let (io, addr) = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (io, peer) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse_busy(io, max_connections).await;
-                    drop(permit);
-                });
-            }
-            continue;
-        };
-        // Handlers that limit per client (federation intake) find the
-        // peer's address in the request's extensions.
-        let remote = (&addr as &dyn std::any::Any)
-            .downcast_ref::<SocketAddr>()
-            .map(|a| RemoteAddr(*a));
-        let app = app.clone();
-        let service = TowerToHyperService::new(tower::util::MapRequest::new(
-            app,
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                if let Some(remote) = remote {
-                    req.extensions_mut().insert(remote);
+        let slot = match &slots {
+            None => None,
+            Some((slots, max)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                        let max = *max;
+                        tokio::spawn(async move {
+                            refuse_busy(io, max).await;
+                            drop(permit);
+                        });
+                    }
+                    continue;
                 }
+            },
+        };
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
                 req
             },
         ));
@@ -81,13 +122,27 @@ pub async fn serve<L: Listener>(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+                tracing::debug!(error = %e, "{} ended with an error", A::NAME);
             }
             drop(slot);
         });
     }
-    drop(listener);
+    acceptor.close();
     graceful.shutdown().await;
+}
+
+/// Reads a request head (up to 16 KiB), so that an answer sent before the
+/// request is read does not reach a client still sending as a reset. The
+/// caller bounds the time.
+pub(crate) async fn read_request_head<S: AsyncRead + Unpin>(io: &mut S) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 /// Answers a connection over the cap with one 503 and closes it. The request
@@ -108,17 +163,7 @@ async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, max_connectio
         crate::http::problem::CONTENT_TYPE,
         body.len()
     );
-    let _ = tokio::time::timeout(REFUSE_READ_TIMEOUT, async {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match io.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(REFUSE_READ_TIMEOUT, read_request_head(&mut io)).await;
     let _ = tokio::time::timeout(REFUSE_READ_TIMEOUT, async {
         let _ = io.write_all(response.as_bytes()).await;
         let _ = io.shutdown().await;

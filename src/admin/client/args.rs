@@ -1,0 +1,177 @@
+//! The `logbook admin` command line (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Path of the admin socket [default: $LOGBOOK_ADMIN_SOCKET, else
+    /// /run/logbook/admin.sock if it exists, else ./data/admin.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Version, uptime, listen addresses, plans, events, disk bytes, peers,
+    /// queue depths and the last fsync latency.
+    Status,
+    /// List, show or delete plans.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// Verify a plan's whole chain, or every plan with --all.
+    Verify {
+        /// Plan id (UUID).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        plan: Option<String>,
+        /// Verify every plan (with a progress bar on a terminal).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Write a plan's events as NDJSON to stdout (`> plan.ndjson`).
+    Export {
+        /// Plan id (UUID).
+        plan: String,
+    },
+    /// Write a consistent snapshot of the store to FILE while the daemon
+    /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.
+    Backup {
+        /// Where to write the snapshot; must not exist yet.
+        file: PathBuf,
+    },
+    /// Set the log filter (tracing syntax: info, debug, logbook=debug,warn),
+    /// or show it when no LEVEL is given.
+    LogLevel { level: Option<String> },
+    /// Re-read the config file now, as SIGHUP does.
+    Reload,
+    /// Rotate signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Federation peers: add, list, suspend, resume, remove.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Federation subscriptions.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Federation messages given up on (dead letters): list, retry, drop.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Add a peer and pin its key: give --fingerprint (hex SHA-256 of its
+    /// SPKI DER, compared out of band) or --public-key FILE (SPKI PEM).
+    Add {
+        instance_id: String,
+        /// The peer's base URL, e.g. http://10.0.0.5:7411.
+        base_url: String,
+        #[arg(long)]
+        fingerprint: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Every peer with its status and key fingerprint.
+    List,
+    /// Stop delivering to a peer; its messages stay queued.
+    Suspend { instance_id: String },
+    /// Deliver to a suspended peer again.
+    Resume { instance_id: String },
+    /// Remove a peer: no more deliveries to it.
+    Remove { instance_id: String },
+    /// Let a peer subscribe to event types these patterns cover (step.>,
+    /// plan.*, ledger.transaction; > for all but the system journal). A
+    /// peer may subscribe to nothing until it is allowed something.
+    Allow {
+        instance_id: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Take grants back: subscriptions they covered stop receiving events.
+    Disallow {
+        instance_id: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Inbound and outbound subscriptions by peer and event-type pattern.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// Dead outbound messages, optionally of one peer.
+    List {
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Queue dead messages again: one by id, or all of --peer.
+    Retry {
+        #[arg(required_unless_present = "peer", conflicts_with = "peer")]
+        message_id: Option<String>,
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Delete dead messages for good: one by id, all of --peer, or --all.
+    Drop {
+        #[arg(required_unless_present_any = ["peer", "all"], conflicts_with = "all")]
+        message_id: Option<String>,
+        /// Every dead message of this peer (with an id: only if it is this peer's).
+        #[arg(long, conflicts_with = "all")]
+        peer: Option<String>,
+        /// Every dead message of every peer.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// New events get a new HMAC key (and key id); old events still verify.
+    /// The old generated key moves to <data_dir>/hmac-retired/.
+    RotateHmac,
+    /// New federation key pair. Every peer is told the new public key in a
+    /// message signed with the old key; the old key moves to
+    /// <data_dir>/federation-retired/.
+    RotateRsa,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlansCommand {
+    /// Every plan with its head.
+    List,
+    /// One plan's head: seq, signature, count, first and last time.
+    Show { plan: String },
+    /// Delete a plan and its events. A tombstone (who, when, head signature)
+    /// is recorded in the system journal, which cannot be deleted.
+    Delete { plan: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        /// Comma-separated scopes: read, append.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// A name for the token [default: token-<id>].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Tokens from config.toml and from the admin socket (never the secrets).
+    List,
+    /// Revoke a token created here, by name or id. It stops working at once.
+    Revoke { name_or_id: String },
+}

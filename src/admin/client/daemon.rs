@@ -1,0 +1,125 @@
+//! Commands about the daemon itself: status, tokens, the log level, key
+//! rotation and config reload.
+
+use hyper::Method;
+use serde_json::json;
+
+use super::args::{KeysCommand, TokensCommand};
+use super::output::{items, join, print_status, text};
+use super::transport::segment;
+use super::{Client, Failure};
+
+impl Client {
+    pub(crate) async fn status(&self) -> Result<(), Failure> {
+        let v = self.call(Method::GET, "/status", None).await?;
+        self.show(&v, print_status);
+        Ok(())
+    }
+
+    pub(crate) async fn tokens(&self, command: TokensCommand) -> Result<(), Failure> {
+        match command {
+            TokensCommand::Create { scope, name } => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        "/tokens",
+                        Some(json!({"scopes": scope, "name": name})),
+                    )
+                    .await?;
+                self.show(&v, |v| {
+                    eprintln!(
+                        "created token {:?} (id {}, scopes {}); it is shown only this once:",
+                        text(&v["name"]),
+                        text(&v["id"]),
+                        join(&v["scopes"])
+                    );
+                    println!("{}", text(&v["token"]));
+                });
+            }
+            TokensCommand::List => {
+                let v = self.call(Method::GET, "/tokens", None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "{:<10}  {:<24}  {:<14}  {:<7}  CREATED",
+                        "ID", "NAME", "SCOPES", "SOURCE"
+                    );
+                    for t in items(&v["tokens"]) {
+                        println!(
+                            "{:<10}  {:<24}  {:<14}  {:<7}  {}",
+                            text(&t["id"]),
+                            text(&t["name"]),
+                            join(&t["scopes"]),
+                            text(&t["source"]),
+                            text(&t["created_at"])
+                        );
+                    }
+                });
+            }
+            TokensCommand::Revoke { name_or_id } => {
+                let v = self
+                    .call(
+                        Method::DELETE,
+                        &format!("/tokens/{}", segment(&name_or_id)),
+                        None,
+                    )
+                    .await?;
+                self.show(&v, |v| {
+                    println!(
+                        "revoked token {:?} (id {})",
+                        text(&v["name"]),
+                        text(&v["id"])
+                    );
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn log_level(&self, level: Option<String>) -> Result<(), Failure> {
+        let v = match level {
+            Some(level) => {
+                self.call(Method::PUT, "/log-level", Some(json!({"level": level})))
+                    .await?
+            }
+            None => self.call(Method::GET, "/log-level", None).await?,
+        };
+        self.show(&v, |v| println!("log level: {}", text(&v["level"])));
+        Ok(())
+    }
+
+    pub(crate) async fn keys(&self, command: KeysCommand) -> Result<(), Failure> {
+        match command {
+            KeysCommand::RotateHmac => {
+                let v = self.call(Method::POST, "/keys/rotate-hmac", None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "HMAC key rotated: new events use key {} (was {}); old events still verify",
+                        text(&v["new_key_id"]),
+                        text(&v["old_key_id"])
+                    );
+                });
+            }
+            KeysCommand::RotateRsa => {
+                let v = self.call(Method::POST, "/keys/rotate-rsa", None).await?;
+                self.show(&v, |v| {
+                println!(
+                    "federation key rotated: key {} (was {}), fingerprint {}; announced to {} peers",
+                    text(&v["new_key_id"]),
+                    text(&v["old_key_id"]),
+                    text(&v["fingerprint"]),
+                    text(&v["peers_notified"])
+                );
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn reload(&self) -> Result<(), Failure> {
+        let v = self.call(Method::POST, "/reload", None).await?;
+        self.show(&v, |v| {
+            println!("configuration reloaded: {}", join(&v["applied"]))
+        });
+        Ok(())
+    }
+}

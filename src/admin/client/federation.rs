@@ -1,0 +1,201 @@
+//! Federation commands: peers, their grants, subscriptions and dead letters.
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand};
+use super::output::{items, join, text};
+use super::transport::segment;
+use super::{Client, Failure};
+
+// Federation commands use the federation API, which the admin socket serves
+// under the same paths with every scope.
+const FED_PEERS: &str = "/api/v1/federation/peers";
+const FED_SUBSCRIPTIONS: &str = "/api/v1/federation/events/subscriptions";
+const FED_MESSAGES: &str = "/api/v1/federation/events/messages";
+const FED_RETRY: &str = "/api/v1/federation/events/messages/retry";
+const FED_DROP: &str = "/api/v1/federation/events/messages/drop";
+
+impl Client {
+    pub(crate) async fn subscriptions(&self, command: SubscriptionsCommand) -> Result<(), Failure> {
+        match command {
+            SubscriptionsCommand::List => {
+                let v = self.call(Method::GET, FED_SUBSCRIPTIONS, None).await?;
+                self.show(&v, |v| {
+                    println!("{:<9}  {:<24}  EVENT TYPES", "DIRECTION", "PEER");
+                    for sub in items(&v["subscriptions"]) {
+                        println!(
+                            "{:<9}  {:<24}  {}",
+                            text(&sub["direction"]),
+                            text(&sub["peer"]),
+                            text(&sub["eventType"])
+                        );
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn dead(&self, command: DeadCommand) -> Result<(), Failure> {
+        match command {
+            DeadCommand::List { peer } => {
+                let mut path = format!("{FED_MESSAGES}?direction=outbound&status=dead&limit=10000");
+                if let Some(peer) = peer {
+                    path.push_str(&format!("&peer={}", segment(&peer)));
+                }
+                let v = self.call(Method::GET, &path, None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
+                        "MESSAGE", "PEER", "TYPE", "ATTEMPTS"
+                    );
+                    for m in items(&v["messages"]) {
+                        println!(
+                            "{:<36}  {:<20}  {:<24}  {:>8}  {}",
+                            text(&m["messageId"]),
+                            text(&m["peer"]),
+                            text(&m["eventType"]),
+                            text(&m["attempts"]),
+                            text(&m["lastError"])
+                        );
+                    }
+                });
+            }
+            DeadCommand::Retry { message_id, peer } => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        FED_RETRY,
+                        Some(json!({"messageId": message_id, "peer": peer})),
+                    )
+                    .await?;
+                self.show(&v, |v| {
+                    println!("{} dead messages queued again", text(&v["requeued"]))
+                });
+            }
+            DeadCommand::Drop {
+                message_id,
+                peer,
+                all,
+            } => {
+                let v = self
+                    .call(
+                        Method::POST,
+                        FED_DROP,
+                        Some(json!({"messageId": message_id, "peer": peer, "all": all})),
+                    )
+                    .await?;
+                self.show(&v, |v| {
+                    println!("{} dead messages dropped", text(&v["dropped"]))
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn peers(&self, command: PeersCommand) -> Result<(), Failure> {
+        let (v, done) = match command {
+            PeersCommand::List => {
+                let v = self.call(Method::GET, FED_PEERS, None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "{:<24}  {:<9}  {:<32}  {:<64}  ALLOW",
+                        "INSTANCE", "STATUS", "BASE URL", "FINGERPRINT"
+                    );
+                    for p in items(&v["peers"]) {
+                        println!(
+                            "{:<24}  {:<9}  {:<32}  {:<64}  {}",
+                            text(&p["instanceId"]),
+                            text(&p["status"]),
+                            text(&p["baseUrl"]),
+                            text(&p["fingerprint"]),
+                            join(&p["allow"])
+                        );
+                    }
+                });
+                return Ok(());
+            }
+            PeersCommand::Add {
+                instance_id,
+                base_url,
+                fingerprint,
+                public_key,
+            } => {
+                let public_key = match public_key {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .map_err(|e| Failure(format!("reading {}: {e}", path.display())))?,
+                    None => String::new(),
+                };
+                let body = json!({
+                    "instanceId": instance_id,
+                    "baseUrl": base_url,
+                    "publicKey": public_key,
+                    "fingerprint": fingerprint.unwrap_or_default(),
+                });
+                (
+                    self.call(Method::POST, FED_PEERS, Some(body)).await?,
+                    "added",
+                )
+            }
+            PeersCommand::Suspend { instance_id } => (
+                self.peer_status(&instance_id, "suspended").await?,
+                "suspended",
+            ),
+            PeersCommand::Resume { instance_id } => {
+                (self.peer_status(&instance_id, "active").await?, "resumed")
+            }
+            PeersCommand::Remove { instance_id } => {
+                (self.peer_status(&instance_id, "removed").await?, "removed")
+            }
+            PeersCommand::Allow {
+                instance_id,
+                patterns,
+            } => return self.peer_grants(&instance_id, "allow", patterns).await,
+            PeersCommand::Disallow {
+                instance_id,
+                patterns,
+            } => return self.peer_grants(&instance_id, "disallow", patterns).await,
+        };
+        self.show(&v, |v| {
+            println!(
+                "peer {} {done} (status {}, fingerprint {})",
+                text(&v["instanceId"]),
+                text(&v["status"]),
+                text(&v["fingerprint"])
+            );
+        });
+        Ok(())
+    }
+
+    async fn peer_grants(
+        &self,
+        instance_id: &str,
+        change: &str,
+        patterns: Vec<String>,
+    ) -> Result<(), Failure> {
+        let path = format!("/peers/{}/{change}", segment(instance_id));
+        let v = self
+            .call(Method::POST, &path, Some(json!({"patterns": patterns})))
+            .await?;
+        self.show(&v, |v| {
+            let granted = join(&v["allow"]);
+            println!(
+                "peer {} may subscribe to: {}",
+                text(&v["instanceId"]),
+                if granted.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    granted
+                }
+            );
+        });
+        Ok(())
+    }
+
+    async fn peer_status(&self, instance_id: &str, status: &str) -> Result<Value, Failure> {
+        let path = format!("{FED_PEERS}/{}/status", segment(instance_id));
+        self.call(Method::POST, &path, Some(json!({"status": status})))
+            .await
+    }
+}

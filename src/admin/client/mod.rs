@@ -1,0 +1,77 @@
+//! `logbook admin`: the command-line client of the admin socket. It sends one
+//! HTTP request per command over the Unix socket and prints the answer for
+//! people, or as JSON with `--json`.
+//!
+//! `args` holds the command line; `transport` the socket and the request;
+//! `output` the rendering for people; `plans`, `daemon` and `federation`
+//! the command groups.
+
+mod args;
+mod daemon;
+mod federation;
+mod output;
+mod plans;
+mod transport;
+
+use std::process::ExitCode;
+
+pub use args::AdminArgs;
+use args::AdminCommand;
+use transport::{Client, socket_path};
+
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Runs one admin command; the exit code is 0 on success, 1 otherwise.
+pub fn run(args: AdminArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logbook admin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = socket_path(args.socket.clone());
+    let client = Client {
+        socket,
+        json: args.json,
+    };
+    match runtime.block_on(client.dispatch(args.command)) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("logbook admin: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Client {
+    async fn dispatch(&self, command: AdminCommand) -> Result<ExitCode, Failure> {
+        match command {
+            AdminCommand::Status => self.status().await?,
+            AdminCommand::Plans(command) => self.plans(command).await?,
+            AdminCommand::Verify {
+                plan: Some(plan), ..
+            } => return self.verify(&plan).await,
+            AdminCommand::Verify { plan: None, .. } => return self.verify_all().await,
+            AdminCommand::Tokens(command) => self.tokens(command).await?,
+            AdminCommand::Export { plan } => self.export(&plan).await?,
+            AdminCommand::Backup { file } => self.backup(&file).await?,
+            AdminCommand::LogLevel { level } => self.log_level(level).await?,
+            AdminCommand::Keys(command) => self.keys(command).await?,
+            AdminCommand::Peers(command) => self.peers(command).await?,
+            AdminCommand::Subscriptions(command) => self.subscriptions(command).await?,
+            AdminCommand::Dead(command) => self.dead(command).await?,
+            AdminCommand::Reload => self.reload().await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,115 @@
+//! How answers are shown: the daemon's JSON with `--json`, else text for
+//! people.
+
+use serde_json::Value;
+
+use super::Client;
+
+impl Client {
+    fn print_json(&self, value: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    }
+
+    /// Prints `v` as JSON with --json, else as `human` renders it for people.
+    pub(crate) fn show(&self, v: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            self.print_json(v);
+        } else {
+            human(v);
+        }
+    }
+
+    pub(crate) fn print_object(&self, v: &Value) {
+        self.show(v, |v| {
+            for (key, value) in v.as_object().into_iter().flatten() {
+                println!("{key}: {}", text(value));
+            }
+        });
+    }
+}
+
+/// A value for people: strings unquoted, null as "-".
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The elements of a JSON array; none for anything else.
+pub(crate) fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+pub(crate) fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|| text(v))
+}
+
+pub(crate) fn print_status(v: &Value) {
+    let lines = [
+        ("version", text(&v["version"])),
+        ("uptime", format!("{}s", text(&v["uptime_secs"]))),
+        ("listen", join(&v["listen"])),
+        ("admin socket", text(&v["admin_socket"])),
+        ("data dir", text(&v["data_dir"])),
+        ("plans", text(&v["plans"])),
+        ("events", text(&v["events"])),
+        ("disk bytes", text(&v["disk_bytes"])),
+        (
+            "peers",
+            v["peers"].as_array().map_or(0, Vec::len).to_string(),
+        ),
+        (
+            "queue depths",
+            format!("writer {}", text(&v["queue_depths"]["writer"])),
+        ),
+        (
+            "last fsync",
+            format!("{} µs", text(&v["last_fsync_micros"])),
+        ),
+        ("sse clients", text(&v["sse_clients"])),
+        ("signing key", text(&v["signing_key_id"])),
+        ("log level", text(&v["log_level"])),
+        (
+            "auth",
+            format!(
+                "{} (setting {}: {})",
+                if v["auth"]["required"] == true {
+                    "required"
+                } else {
+                    "not required"
+                },
+                v["auth"]["setting"],
+                text(&v["auth"]["reason"])
+            ),
+        ),
+    ];
+    for (key, value) in lines {
+        println!("{key:<13} {value}");
+    }
+}
+
+pub(crate) fn print_verify(v: &Value) {
+    if v["chain_valid"] == true {
+        println!(
+            "{}: ok, {} events, head signature {}",
+            text(&v["plan_id"]),
+            text(&v["verified"]),
+            text(&v["head_signature"])
+        );
+    } else {
+        println!(
+            "{}: BROKEN at seq {} ({}); {} events verified before it",
+            text(&v["plan_id"]),
+            text(&v["broken_at"]),
+            text(&v["broken_reason"]),
+            text(&v["verified"])
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Plan commands: list, show, delete, verify, export, and the store backup.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use hyper::Method;
+use serde_json::json;
+
+use super::args::PlansCommand;
+use super::output::{items, print_verify, text};
+use super::transport::{copy_body, segment};
+use super::{Client, Failure};
+
+impl Client {
+    pub(crate) async fn plans(&self, command: PlansCommand) -> Result<(), Failure> {
+        match command {
+            PlansCommand::List => {
+                let v = self.call(Method::GET, "/plans", None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "{:<36}  {:>10}  {:<24}  HEAD SIGNATURE",
+                        "PLAN", "HEAD SEQ", "LAST EVENT"
+                    );
+                    for plan in items(&v["plans"]) {
+                        println!(
+                            "{:<36}  {:>10}  {:<24}  {}{}",
+                            text(&plan["plan_id"]),
+                            text(&plan["head_seq"]),
+                            text(&plan["last_at"]),
+                            text(&plan["head_signature"]),
+                            if plan["system"] == true {
+                                "  (system journal)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                });
+            }
+            PlansCommand::Show { plan } => {
+                let v = self
+                    .call(Method::GET, &format!("/plans/{}", segment(&plan)), None)
+                    .await?;
+                self.print_object(&v);
+            }
+            PlansCommand::Delete { plan } => {
+                let v = self
+                    .call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None)
+                    .await?;
+                self.show(&v, |v| {
+                    println!(
+                        "deleted plan {} ({} events, head seq {}); tombstone at system journal seq {}",
+                        text(&v["plan_id"]),
+                        text(&v["deleted_events"]),
+                        text(&v["head_seq"]),
+                        text(&v["tombstone"]["seq"])
+                    );
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn verify(&self, plan: &str) -> Result<ExitCode, Failure> {
+        let v = self
+            .call(
+                Method::POST,
+                &format!("/plans/{}/verify", segment(plan)),
+                None,
+            )
+            .await?;
+        self.show(&v, print_verify);
+        if v["chain_valid"] != true {
+            return Ok(ExitCode::FAILURE);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Verifies plan by plan, so a terminal can show progress.
+    pub(crate) async fn verify_all(&self) -> Result<ExitCode, Failure> {
+        let list = self.call(Method::GET, "/plans", None).await?;
+        let plans: Vec<String> = items(&list["plans"]).map(|p| text(&p["plan_id"])).collect();
+        let progress = std::io::stderr().is_terminal() && !self.json;
+        let mut results = Vec::new();
+        let mut broken = 0;
+        for (i, plan) in plans.iter().enumerate() {
+            if progress {
+                eprint!("\rverifying {}/{} plans", i + 1, plans.len());
+            }
+            // A plan deleted since the listing is not a failure.
+            let v = match self
+                .call(Method::POST, &format!("/plans/{plan}/verify"), None)
+                .await
+            {
+                Ok(v) => v,
+                Err(Failure(e)) if e.starts_with("Not found") => continue,
+                Err(e) => return Err(e),
+            };
+            if v["chain_valid"] != true {
+                broken += 1;
+            }
+            results.push(v);
+        }
+        if progress {
+            eprintln!();
+        }
+        let summary = json!({"plans": results, "verified": results.len(), "broken": broken});
+        self.show(&summary, |_| {
+            for v in results.iter().filter(|v| v["chain_valid"] != true) {
+                print_verify(v);
+            }
+            println!("{} plans verified, {broken} broken", results.len());
+        });
+        Ok(if broken == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+
+    pub(crate) async fn export(&self, plan: &str) -> Result<(), Failure> {
+        let mut body = self
+            .open(Method::GET, &format!("/plans/{}/export", segment(plan)))
+            .await?;
+        let mut out = std::io::stdout().lock();
+        copy_body(&mut body, &mut out, "export").await?;
+        out.flush()?;
+        Ok(())
+    }
+
+    pub(crate) async fn backup(&self, file: &Path) -> Result<(), Failure> {
+        if file.exists() {
+            return Err(Failure(format!("{} already exists", file.display())));
+        }
+        let partial = file.with_extension("partial");
+        let mut body = self.open(Method::POST, "/backup").await?;
+        let write = async {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)?;
+            let bytes = copy_body(&mut body, &mut out, "backup").await?;
+            out.sync_all()?;
+            std::fs::rename(&partial, file)?;
+            Ok::<u64, Failure>(bytes)
+        };
+        match write.await {
+            Ok(bytes) => {
+                let written = json!({"file": file.display().to_string(), "bytes": bytes});
+                self.show(&written, |_| {
+                    println!("backup written to {} ({bytes} bytes)", file.display());
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(e)
+            }
+        }
+    }
+}
