@@ -24,6 +24,7 @@ use super::AppState;
 use super::problem::Problem;
 use crate::config::{AuthRequired, Scope, TokenConfig};
 use logbook_base::canonical::sha256;
+use logbook_base::reloadable::Reloadable;
 
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -36,7 +37,7 @@ pub struct Token {
 /// time (config reload, admin).
 #[derive(Debug, Default)]
 pub struct Tokens {
-    set: RwLock<Arc<Vec<Token>>>,
+    set: Reloadable<Vec<Token>>,
     setting: RwLock<AuthRequired>,
     /// A token has existed (the persisted latch, or one seen since start).
     latched: AtomicBool,
@@ -69,7 +70,7 @@ impl Tokens {
         if !tokens.is_empty() {
             self.latched.store(true, Ordering::SeqCst);
         }
-        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+        self.set.replace(tokens);
         self.bump();
     }
 
@@ -79,7 +80,7 @@ impl Tokens {
     }
 
     pub fn current(&self) -> Arc<Vec<Token>> {
-        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.set.current()
     }
 
     /// Applies `[auth] required` (at start and on reload).
