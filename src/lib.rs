@@ -4,10 +4,10 @@
 //! split by concern; `ARCHITECTURE.md` at the repository root is the map.
 
 pub mod admin;
+mod app;
 pub mod config;
 pub mod federation;
 pub mod http;
 pub mod notify;
-pub mod reload;
 pub mod retention;
 pub mod server;

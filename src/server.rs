@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::http::{AppState, auth::Tokens, router};
 use logbook_base::private_file::ensure_private_dir;
@@ -147,7 +148,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
             config.sse.max_streams,
         )),
     };
-    let app = router(state.clone());
+    let api = router(state.clone());
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
@@ -155,28 +156,34 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
 
     let admin_socket = config.admin_socket_path();
     let admin = crate::admin::bind(&admin_socket, Some(&config.server.admin_group)).await?;
-    let context = Arc::new(crate::admin::Context {
-        app: state,
-        started: std::time::Instant::now(),
-        listen: addr,
-        admin_socket: admin_socket.clone(),
-        data_dir: data_dir.clone(),
-        config_path: (config_source != "embedded default").then(|| config_source.into()),
-        config: Reloadable::new(config.clone()),
-        tokens: token_sources,
-        changes: Default::default(),
-    });
-    tokio::spawn(admin.serve(context.clone(), shutdown.clone()));
-    crate::reload::spawn_sighup(context.clone())?;
+    let app = App {
+        admin: Arc::new(crate::admin::Context {
+            store: state.store.clone(),
+            tokens: state.tokens.clone(),
+            federation: state.federation.clone(),
+            stream_stats: state.stream_stats.clone(),
+            started: std::time::Instant::now(),
+            listen: addr,
+            admin_socket: admin_socket.clone(),
+            data_dir: data_dir.clone(),
+            config_path: (config_source != "embedded default").then(|| config_source.into()),
+            config: Reloadable::new(config.clone()),
+            token_sources,
+            changes: Default::default(),
+        }),
+        http: state,
+    };
+    tokio::spawn(admin.serve(app.admin_router(), shutdown.clone()));
+    crate::app::reload::spawn_sighup(app.clone())?;
 
-    match context.app.tokens.mode() {
+    match app.http.tokens.mode() {
         (false, why) => {
             tracing::warn!(
                 reason = %why,
                 "no API token is required, so any local process can read and append"
             )
         }
-        (true, why) if context.app.tokens.current().is_empty() => tracing::warn!(
+        (true, why) if app.http.tokens.current().is_empty() => tracing::warn!(
             "API tokens are required ({why}) but none exists: TCP requests get 401; create one with `logbook admin tokens create`"
         ),
         (true, _) => {}
@@ -186,9 +193,9 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     crate::notify::notify("READY=1");
     crate::notify::spawn_watchdog(shutdown.clone());
     crate::retention::spawn(
-        context.app.store.clone(),
+        app.http.store.clone(),
         config.federation.keep_days,
-        context.app.limits.clone(),
+        app.http.limits.clone(),
         shutdown.clone(),
     );
 
@@ -196,7 +203,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
-        app,
+        api,
         shutdown.clone(),
         Some(config.server.max_connections),
     ));

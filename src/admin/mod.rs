@@ -24,30 +24,33 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::AppState;
+use crate::federation::Federation;
+use crate::http::auth::Tokens;
+use crate::http::serve::LocalPeer;
 use logbook_base::reloadable::Reloadable;
+use logbook_journal::fanout::StreamStats;
+use logbook_journal::store::AsyncStore;
 
-/// Everything the admin commands and the config reload work on.
-pub struct Context {
-    pub app: AppState,
-    pub started: Instant,
-    pub listen: SocketAddr,
-    pub admin_socket: PathBuf,
-    pub data_dir: PathBuf,
+/// Everything the admin commands work on: the parts they share with the
+/// HTTP API, and the admin-only ones. Built by `crate::app`, which also
+/// runs the config reload on it.
+pub(crate) struct Context {
+    pub(crate) store: AsyncStore,
+    /// The API tokens in force: the same set the HTTP auth check reads.
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) federation: Arc<Federation>,
+    pub(crate) stream_stats: Arc<StreamStats>,
+    pub(crate) started: Instant,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_socket: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Path of the config file, or `None` for the embedded default.
-    pub config_path: Option<PathBuf>,
-    pub config: Reloadable<Config>,
-    pub tokens: tokens::TokenSources,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) config: Reloadable<Config>,
+    /// Where the tokens in `tokens` come from (config.toml, the store).
+    pub(crate) token_sources: tokens::TokenSources,
     /// Serializes config reloads and token changes.
-    pub changes: tokio::sync::Mutex<()>,
-}
-
-/// Who is on the other end of an admin connection (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<i32>,
+    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 /// The group allowed besides the daemon's user and root, as resolved from
@@ -61,7 +64,7 @@ pub struct AllowedGroup {
 
 /// The admin socket's access rule: the daemon's own uid, root, and members
 /// of the configured group (by the peer's gid or by membership).
-pub fn peer_allowed(peer: &Peer, daemon_uid: u32, group: Option<&AllowedGroup>) -> bool {
+pub fn peer_allowed(peer: &LocalPeer, daemon_uid: u32, group: Option<&AllowedGroup>) -> bool {
     if peer.uid == 0 || peer.uid == daemon_uid {
         return true;
     }
@@ -186,22 +189,23 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, Str
 }
 
 impl AdminListener {
-    /// Serves `context` until `shutdown`, then removes the socket file.
-    pub async fn serve(self, context: Arc<Context>, shutdown: CancellationToken) {
+    /// Serves `router` (see [`commands::router`]) until `shutdown`, then
+    /// removes the socket file.
+    pub(crate) async fn serve(self, router: axum::Router, shutdown: CancellationToken) {
         // No connection cap: only the daemon's user, root and the admin
         // group get past the peer check.
-        crate::http::serve::serve(self, commands::router(context), shutdown, None).await;
+        crate::http::serve::serve(self, router, shutdown, None).await;
     }
 }
 
 impl crate::http::serve::Acceptor for AdminListener {
     type Io = UnixStream;
-    type Peer = Peer;
+    type Peer = LocalPeer;
     const NAME: &'static str = "admin connection";
 
     /// The next connection whose peer (SO_PEERCRED) may use the socket; a
     /// refused one gets a 403, one without credentials is dropped.
-    async fn accept(&mut self) -> (UnixStream, Peer) {
+    async fn accept(&mut self) -> (UnixStream, LocalPeer) {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -212,7 +216,7 @@ impl crate::http::serve::Acceptor for AdminListener {
                 }
             };
             let peer = match stream.peer_cred() {
-                Ok(cred) => Peer {
+                Ok(cred) => LocalPeer {
                     uid: cred.uid(),
                     gid: cred.gid(),
                     pid: cred.pid(),
@@ -279,8 +283,8 @@ async fn refuse(mut stream: UnixStream) {
 mod tests {
     use super::*;
 
-    fn peer(uid: u32, gid: u32) -> Peer {
-        Peer {
+    fn peer(uid: u32, gid: u32) -> LocalPeer {
+        LocalPeer {
             uid,
             gid,
             pid: None,

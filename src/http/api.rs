@@ -2,29 +2,70 @@
 //! streams. Each handler validates, calls the journal, and shapes the answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
 use super::extract::{JsonBody, PlanId, Query, from_object};
 use super::problem::Problem;
+use crate::config::Limits;
 use crate::http::sse;
 use logbook_base::canonical::{canonical_json, sha256};
 use logbook_base::hex;
+use logbook_base::reloadable::Reloadable;
 use logbook_journal::Event;
 use logbook_journal::chain::{BrokenReason, CanonicalPayload};
 use logbook_journal::event::{Timestamp, parse_plan_id};
+use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::follow::{Source, follow};
-use logbook_journal::registry::{TypeFilter, validate_type_name};
-use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
+use logbook_journal::registry::{Registry, TypeFilter, validate_type_name};
+use logbook_journal::store::{AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead};
+
+/// What the journal routes read: the store and its fan-out, the registry,
+/// the limits, and what an SSE stream needs to end (shutdown, the tokens).
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    store: AsyncStore,
+    registry: Arc<Registry>,
+    fanout: Fanout,
+    limits: Arc<Reloadable<Limits>>,
+    keepalive: Duration,
+    shutdown: CancellationToken,
+    stream_stats: Arc<StreamStats>,
+    tokens: Arc<auth::Tokens>,
+}
+
+impl FromRef<AppState> for ApiState {
+    fn from_ref(state: &AppState) -> ApiState {
+        ApiState {
+            store: state.store.clone(),
+            registry: state.registry.clone(),
+            fanout: state.fanout.clone(),
+            limits: state.limits.clone(),
+            keepalive: state.keepalive,
+            shutdown: state.shutdown.clone(),
+            stream_stats: state.stream_stats.clone(),
+            tokens: state.tokens.clone(),
+        }
+    }
+}
+
+/// The JSON body extractor reads the limits.
+impl FromRef<ApiState> for Arc<Reloadable<Limits>> {
+    fn from_ref(state: &ApiState) -> Arc<Reloadable<Limits>> {
+        state.limits.clone()
+    }
+}
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -35,7 +76,7 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn event_types(State(state): State<AppState>) -> Json<Value> {
+pub async fn event_types(State(state): State<ApiState>) -> Json<Value> {
     Json(json!(&*state.registry))
 }
 
@@ -59,7 +100,7 @@ fn empty_object() -> Value {
 /// `POST /api/plans/{plan_id}/events`: 201 once the event is fsynced; 200 for
 /// an idempotent retry.
 pub async fn append(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -192,7 +233,7 @@ pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
     })
 }
 
-async fn plan_head(state: &AppState, plan_id: Uuid) -> Result<PlanHead, Problem> {
+async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHead, Problem> {
     state
         .store
         .run(move |s| s.head(&plan_id))
@@ -209,7 +250,7 @@ pub struct PlansQuery {
 
 /// `GET /api/plans`: plans in id order with their heads.
 pub async fn list_plans(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Query(q): Query<PlansQuery>,
 ) -> Result<Json<Value>, Problem> {
     let limit = page_limit(q.limit)?;
@@ -235,7 +276,7 @@ pub async fn list_plans(
 
 /// `GET /api/plans/{plan_id}`.
 pub async fn get_plan(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
 ) -> Result<Json<Value>, Problem> {
     let head = plan_head(&state, plan_id).await?;
@@ -264,7 +305,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
 
 /// `GET /api/plans/{plan_id}/events?after=&limit=&verify=1`.
 pub async fn list_events(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, Problem> {
@@ -373,7 +414,7 @@ fn beyond_head(cursor: u64, head: u64) -> Problem {
 
 /// `GET /api/plans/{plan_id}/events/stream`: SSE, `id:` = seq.
 pub async fn stream_plan(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     grant: auth::Grant,
     headers: HeaderMap,
@@ -400,7 +441,7 @@ pub async fn stream_plan(
 /// `GET /api/events/stream?types=plan.*,step.>`: SSE over every plan, `id:` =
 /// store-wide position.
 pub async fn stream_all(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     grant: auth::Grant,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
@@ -421,7 +462,7 @@ pub async fn stream_all(
 /// The SSE answer following `source` from `after`, which must not be beyond
 /// `head`. `receiver` was subscribed before `head` was read.
 fn respond_sse(
-    state: &AppState,
+    state: &ApiState,
     grant: auth::Grant,
     receiver: broadcast::Receiver<Arc<Event>>,
     source: Source,

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::AppState;
 use super::problem::Problem;
+use super::serve::LocalPeer;
 use crate::config::{AuthRequired, Scope, TokenConfig};
 use logbook_base::canonical::sha256;
 use logbook_base::reloadable::Reloadable;
@@ -143,11 +144,15 @@ impl Tokens {
     }
 }
 
-/// Middleware guarding a route group with one scope.
+/// Middleware guarding a route group with one scope; `state` is anything
+/// the tokens can be taken from (the tokens themselves, or [`AppState`]).
 /// The grant is kept in the request's extensions, so that a stream can
 /// re-check it for as long as it stays open ([`Grant`]).
-pub async fn require(scope: Scope, state: AppState, mut req: Request, next: Next) -> Response {
-    match check(scope, &state, &req) {
+pub async fn require<S>(scope: Scope, state: S, mut req: Request, next: Next) -> Response
+where
+    Arc<Tokens>: FromRef<S>,
+{
+    match check(scope, &Arc::<Tokens>::from_ref(&state), &req) {
         Ok(grant) => {
             req.extensions_mut().insert(grant);
             next.run(req).await
@@ -156,24 +161,39 @@ pub async fn require(scope: Scope, state: AppState, mut req: Request, next: Next
     }
 }
 
-pub async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    require(Scope::Read, state, req, next).await
+pub(crate) async fn require_read(
+    State(tokens): State<Arc<Tokens>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    require(Scope::Read, tokens, req, next).await
 }
 
-pub async fn require_append(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    require(Scope::Append, state, req, next).await
+pub(crate) async fn require_append(
+    State(tokens): State<Arc<Tokens>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    require(Scope::Append, tokens, req, next).await
 }
 
-fn check(scope: Scope, state: &AppState, req: &Request) -> Result<Grant, Problem> {
-    // Only the admin socket inserts a Peer, after its SO_PEERCRED check
-    // admitted the connecting uid: it has every scope.
-    if req.extensions().get::<crate::admin::Peer>().is_some() {
+/// The auth check's sub-state is the tokens in force.
+impl FromRef<AppState> for Arc<Tokens> {
+    fn from_ref(state: &AppState) -> Arc<Tokens> {
+        state.tokens.clone()
+    }
+}
+
+fn check(scope: Scope, tokens: &Tokens, req: &Request) -> Result<Grant, Problem> {
+    // Only the admin socket inserts a LocalPeer, after its SO_PEERCRED
+    // check admitted the connecting uid: it has every scope.
+    if req.extensions().get::<LocalPeer>().is_some() {
         return Ok(Grant {
             scope,
             by: By::Socket,
         });
     }
-    if !state.tokens.required() {
+    if !tokens.required() {
         open_mode(scope)?;
         return Ok(Grant {
             scope,
@@ -183,7 +203,7 @@ fn check(scope: Scope, state: &AppState, req: &Request) -> Result<Grant, Problem
     let presented = bearer(req)
         .ok_or_else(|| unauthorized("send an API token as Authorization: Bearer <token>"))?;
     let hash = sha256(presented.as_bytes());
-    token_allows(&state.tokens, scope, &hash)?;
+    token_allows(tokens, scope, &hash)?;
     Ok(Grant {
         scope,
         by: By::Token(hash),

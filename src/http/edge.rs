@@ -11,8 +11,8 @@
 //! - **SSE stream cap** (`[sse] max_streams`): a stream route beyond the cap
 //!   gets 503 instead of holding another follower.
 //!
-//! Requests over the admin socket (they carry [`crate::admin::Peer`]) passed
-//! the peer-uid check and skip all three. The connection cap is in
+//! Requests over the admin socket (they carry a [`LocalPeer`]) passed the
+//! peer-uid check and skip all three. The connection cap is in
 //! [`super::serve`], below HTTP.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::AppState;
+use super::auth::Tokens;
 use super::problem::Problem;
+use super::serve::LocalPeer;
 use logbook_base::reloadable::Reloadable;
 
 /// What the checks compare against; replaced on reload.
@@ -97,9 +99,25 @@ impl Drop for StreamSlot {
     }
 }
 
+/// What [`guard`] reads: the edge, and whether a token is required.
+#[derive(Clone)]
+pub(crate) struct EdgeState {
+    edge: Arc<Edge>,
+    tokens: Arc<Tokens>,
+}
+
+impl FromRef<AppState> for EdgeState {
+    fn from_ref(state: &AppState) -> EdgeState {
+        EdgeState {
+            edge: state.edge.clone(),
+            tokens: state.tokens.clone(),
+        }
+    }
+}
+
 /// The middleware applying the checks described in the module doc.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.extensions().get::<crate::admin::Peer>().is_some() {
+pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<LocalPeer>().is_some() {
         return next.run(req).await;
     }
     // RFC 9112 §3.2: a request with more than one Host is refused, in

@@ -2,9 +2,10 @@
 //! configured size, time and depth limits, a plan id and other path
 //! parameters, a query string; and the object check for JSON bodies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
@@ -12,19 +13,32 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::problem::Problem;
+use crate::config::Limits;
 use logbook_base::canonical::{json_depth, unsafe_integer_literal};
+use logbook_base::reloadable::Reloadable;
 use logbook_journal::event::parse_plan_id;
+
+/// The JSON body extractor reads the limits (the federation routes take the
+/// whole [`AppState`]).
+impl FromRef<AppState> for Arc<Reloadable<Limits>> {
+    fn from_ref(state: &AppState) -> Arc<Reloadable<Limits>> {
+        state.limits.clone()
+    }
+}
 
 /// A request body that is JSON, within `limits.max_body_bytes`, received
 /// within `limits.request_timeout_secs`, and at most `limits.max_json_depth`
 /// deep.
 pub struct JsonBody(pub Value);
 
-impl FromRequest<AppState> for JsonBody {
+impl<S: Send + Sync> FromRequest<S> for JsonBody
+where
+    Arc<Reloadable<Limits>>: FromRef<S>,
+{
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
-        let limits = state.limits.current();
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let limits = Arc::<Reloadable<Limits>>::from_ref(state).current();
         let timeout = Duration::from_secs(limits.request_timeout_secs);
         let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
         let too_deep = || {

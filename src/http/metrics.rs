@@ -4,9 +4,10 @@
 //! values read from the running daemon at scrape time (SSE clients and
 //! catch-ups, the writer queue, federation queues) instead of copying them.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,8 +16,11 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
+use logbook_journal::fanout::StreamStats;
+use logbook_journal::store::AsyncStore;
 
 /// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -150,16 +154,34 @@ impl Collector for Snapshot {
     }
 }
 
+/// What `/metrics` and `/readyz` read.
+#[derive(Clone)]
+pub(crate) struct MetricsState {
+    store: AsyncStore,
+    stream_stats: Arc<StreamStats>,
+    shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for MetricsState {
+    fn from_ref(state: &AppState) -> MetricsState {
+        MetricsState {
+            store: state.store.clone(),
+            stream_stats: state.stream_stats.clone(),
+            shutdown: state.shutdown.clone(),
+        }
+    }
+}
+
 /// The whole exposition: process-wide instruments, then the live snapshot.
-pub async fn render(state: &AppState) -> String {
+pub(crate) async fn render(store: &AsyncStore, stream_stats: &StreamStats) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    let peer_queues = state.store.run(peer_queues).await;
+    let peer_queues = store.run(peer_queues).await;
     metrics::render(Box::new(Snapshot {
-        sse_clients: state.stream_stats.connected.load(Relaxed),
-        sse_catch_ups: state.stream_stats.catch_ups.load(Relaxed),
-        queue_depth: state.store.queue_depth() as u64,
-        commits: state.store.stats().commits.load(Relaxed),
-        last_commit_micros: state.store.stats().last_commit_micros.load(Relaxed),
+        sse_clients: stream_stats.connected.load(Relaxed),
+        sse_catch_ups: stream_stats.catch_ups.load(Relaxed),
+        queue_depth: store.queue_depth() as u64,
+        commits: store.stats().commits.load(Relaxed),
+        last_commit_micros: store.stats().last_commit_micros.load(Relaxed),
         peer_queues: peer_queues.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "metrics: reading the federation outbox");
             Vec::new()
@@ -168,14 +190,15 @@ pub async fn render(state: &AppState) -> String {
 }
 
 /// `GET /metrics`.
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&state).await).into_response()
+pub(crate) async fn scrape(State(state): State<MetricsState>) -> Response {
+    let body = render(&state.store, &state.stream_stats).await;
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
 /// `GET /readyz`: ready once the store is open (the HTTP listener is only
 /// bound after that) and until shutdown begins, except while appends cannot
 /// commit (a full disk, or the database reopening after an I/O error).
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<MetricsState>) -> Response {
     if state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,12 @@
 //! The HTTP API: routing, shared state, auth, CORS and request tracing.
 //! Handlers live in [`api`]; every error is a [`problem::Problem`].
+//!
+//! [`AppState`] is everything the HTTP routers need together, handed down by
+//! `crate::app`. Each handler and middleware takes only its own sub-state
+//! through axum's `FromRef` ([`api::ApiState`], the [`auth::Tokens`],
+//! [`edge::EdgeState`], [`CorsState`], [`metrics::MetricsState`]). This
+//! module knows nothing of the admin socket: a request that came over it
+//! carries a [`serve::LocalPeer`].
 
 pub mod api;
 pub mod auth;
@@ -14,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +37,8 @@ use logbook_journal::registry::Registry;
 use logbook_journal::store::AsyncStore;
 use problem::Problem;
 
-/// Everything a handler may need. Cheap to clone.
+/// Everything the HTTP routers need, the federation routes included (they
+/// take it whole). Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: AsyncStore,
@@ -59,13 +67,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/stream", get(api::stream_all))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_read));
+        .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_append))
+        .route_layer(from_fn_with_state(
+            state.tokens.clone(),
+            auth::require_append,
+        ))
         .route_layer(axum::middleware::from_fn(crate::http::metrics::time_append));
-    let cors_state = state.clone();
-    let edge_state = state.clone();
+    let cors_state = CorsState::from_ref(&state);
+    let edge_state = edge::EdgeState::from_ref(&state);
     let router = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(crate::http::metrics::readyz))
@@ -95,14 +106,32 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(edge_state, edge::guard))
 }
 
+/// What [`dynamic_cors`] reads per request.
+#[derive(Clone)]
+pub(crate) struct CorsState {
+    cors: Arc<Reloadable<Option<CorsLayer>>>,
+    tokens: Arc<auth::Tokens>,
+    edge: Arc<edge::Edge>,
+}
+
+impl FromRef<AppState> for CorsState {
+    fn from_ref(state: &AppState) -> CorsState {
+        CorsState {
+            cors: state.cors.clone(),
+            tokens: state.tokens.clone(),
+            edge: state.edge.clone(),
+        }
+    }
+}
+
 /// Applies the CORS policy in force for this request, so that a reload can
 /// change it without rebuilding the router.
-async fn dynamic_cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn dynamic_cors(State(state): State<CorsState>, req: Request, next: Next) -> Response {
     // While no token is required, "*" and "null" in cors_origins are not
     // honoured (see edge::origin_allowed): a request from an origin not
     // listed by name gets no CORS headers, so a page cannot read the answer,
     // and its preflight fails.
-    if req.extensions().get::<crate::admin::Peer>().is_none()
+    if req.extensions().get::<serve::LocalPeer>().is_none()
         && !state.tokens.required()
         && let Some(origin) = req.headers().get(header::ORIGIN)
         && !edge::origin_allowed(

@@ -26,6 +26,17 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RemoteAddr(pub SocketAddr);
 
+/// The credentials (SO_PEERCRED) of the process on the other end of a local
+/// socket connection, in the request's extensions. Only an acceptor that
+/// admitted that process put it there (the admin socket), so the HTTP layer
+/// treats a request carrying one as trusted: every scope, no edge checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalPeer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
 /// Where [`serve`] gets its connections, and who each one is from.
 pub(crate) trait Acceptor: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;

@@ -6,35 +6,33 @@
 //! the old config stays in force and the error, naming the key, is logged.
 //! Connections are never touched: handlers read the current value per request.
 
-use std::sync::Arc;
-
-use crate::admin::Context;
+use super::App;
 use crate::config::Config;
 
 /// Reads the config file again and applies what can change at run time.
 /// `server.*` (addresses, paths) needs a restart and is kept as running.
 /// Returns what changed, or why nothing did.
-pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
-    let _serialized = context.changes.lock().await;
-    let Some(path) = &context.config_path else {
+pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
+    let (admin, http) = (&app.admin, &app.http);
+    let _serialized = admin.changes.lock().await;
+    let Some(path) = &admin.config_path else {
         return Err("running on the embedded default config; there is no file to reload".into());
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut new = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let old = context.config.current();
+    let old = admin.config.current();
     new.server = old.server.clone();
     new.validate_settings()?;
-    let stored = context
-        .app
+    let stored = http
         .store
         .run(|s| s.stored_tokens())
         .await
         .map_err(|e| e.to_string())?;
-    new.check_exposure(stored.len(), context.app.tokens.latched())
+    new.check_exposure(stored.len(), http.tokens.latched())
         .map_err(|e| format!("auth: {e}"))?;
     crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
-    let federation = &context.app.federation;
+    let federation = &http.federation;
     crate::federation::peers::check_config(&federation.identity.instance_id, &new.peers)?;
 
     let mut changed = Vec::new();
@@ -45,27 +43,28 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
     if new.log.format != old.log.format {
         tracing::warn!("log.format changes need a restart; keeping the running format");
     }
-    let app = &context.app;
-    if !new.auth.tokens.is_empty() && !app.tokens.latched() {
+    if !new.auth.tokens.is_empty() && !http.tokens.latched() {
         // Persisted before the tokens take effect, so a restart keeps it.
-        app.store
+        http.store
             .run(|s| s.latch_auth("a token was configured in config.toml"))
             .await
             .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
     }
-    context.tokens.set_config(&new.auth.tokens, &app.tokens);
+    admin
+        .token_sources
+        .set_config(&new.auth.tokens, &http.tokens);
     changed.push("auth.tokens");
-    app.tokens.set_setting(new.auth.required);
+    http.tokens.set_setting(new.auth.required);
     changed.push("auth.required");
-    app.edge.policy.replace(crate::http::edge::Policy::new(
+    http.edge.policy.replace(crate::http::edge::Policy::new(
         &old.server.allowed_hosts,
         &new.http.cors_origins,
     ));
-    app.edge.set_max_streams(new.sse.max_streams);
+    http.edge.set_max_streams(new.sse.max_streams);
     changed.push("sse.max_streams");
-    app.limits.replace(new.limits.clone());
+    http.limits.replace(new.limits.clone());
     changed.push("limits");
-    app.cors.replace(crate::http::cors(&new.http.cors_origins));
+    http.cors.replace(crate::http::cors(&new.http.cors_origins));
     changed.push("http.cors_origins");
     // Listed peers are added or updated; peers added at run time stay.
     match crate::federation::peers::apply_config(federation, &new.peers).await {
@@ -78,18 +77,18 @@ pub async fn reload(context: &Context) -> Result<Vec<&'static str>, String> {
         // Checked above, so only storage can fail here; the rest is applied.
         Err(e) => tracing::error!(error = %e, "applying [[peers]] on reload"),
     }
-    context.config.replace(new);
+    admin.config.replace(new);
     Ok(changed)
 }
 
 /// Reloads on every SIGHUP until the daemon stops.
-pub fn spawn_sighup(context: Arc<Context>) -> Result<(), String> {
+pub(crate) fn spawn_sighup(app: App) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| format!("installing SIGHUP handler: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match reload(&context).await {
+            match reload(&app).await {
                 Ok(changed) => tracing::info!(?changed, "configuration reloaded"),
                 Err(e) => {
                     tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force")

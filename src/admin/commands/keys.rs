@@ -1,0 +1,162 @@
+//! `keys rotate-hmac`, `keys rotate-rsa`, and `backup`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+
+use super::{Context, Ctx, who};
+use crate::http::problem::Problem;
+use crate::http::serve::LocalPeer;
+use logbook_journal::store::StoreError;
+use logbook_journal::store::admin::SYSTEM_PLAN;
+
+/// Records a key rotation in the system journal, signed with the current
+/// key; returns its seq there.
+async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Problem> {
+    let recorded = cx
+        .store
+        .append(logbook_journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: crate::admin::keys::KEY_ROTATED.into(),
+            actor: Some("logbook-admin".into()),
+            payload: logbook_journal::chain::CanonicalPayload::new(payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
+        })?;
+    Ok(recorded.event.seq)
+}
+
+pub(super) async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
+    // The snapshot is written next to the store (the one place the daemon
+    // may write under systemd) as a file with no name, and streamed to the
+    // client, which owns FILE. Closing it (or a crash) frees it.
+    let dir = cx.data_dir.clone();
+    let (file, _rows) = cx
+        .store
+        .run(move |store| store.backup_to_unnamed(&dir))
+        .await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let length = file
+        .metadata()
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .len();
+    let chunks = async_stream::stream! {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => yield Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.redb".to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+pub(super) async fn rotate_hmac(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+) -> Result<Json<Value>, Problem> {
+    if let Some(var) = crate::admin::keys::env_secret_in_use(|name| std::env::var(name).ok()) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "key-from-environment",
+            "Signing key comes from the environment",
+            format!(
+                "the signing key comes from ${var}; to rotate it, put the old secret in a file under <data_dir>/hmac-retired/, set a new ${var} and restart"
+            ),
+        ));
+    }
+    let _serialized = cx.changes.lock().await;
+    let data_dir = cx.data_dir.clone();
+    let current = cx.store.keyring().current_id().to_string();
+    let rotated = tokio::task::spawn_blocking(move || {
+        crate::admin::keys::rotate_generated_key(&data_dir, &current)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
+    cx.store.replace_keyring(rotated.keyring.clone());
+    tracing::warn!(
+        old_key_id = rotated.old_key_id,
+        new_key_id = rotated.new_key_id,
+        uid = peer.uid,
+        "HMAC signing key rotated"
+    );
+    // Recorded in the system journal, signed with the new key.
+    let payload = json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "rotated_by": who(&peer),
+    });
+    let recorded_seq = record_key_rotation(&cx, &payload).await?;
+    // From now on the old key verifies only events dated up to that record.
+    let mut keyring = rotated.keyring.clone();
+    let keyring = cx
+        .store
+        .run(move |store| {
+            crate::admin::keys::apply_retirements(store, &mut keyring)?;
+            Ok::<_, StoreError>(keyring)
+        })
+        .await?;
+    cx.store.replace_keyring(keyring);
+    Ok(Json(json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "recorded_at_system_seq": recorded_seq,
+    })))
+}
+
+/// `keys rotate-rsa`: a new federation key pair, announced to every peer in
+/// a message signed with the old key (see `federation::rotation`).
+pub(super) async fn rotate_rsa(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+) -> Result<Json<Value>, Problem> {
+    let _serialized = cx.changes.lock().await;
+    let rotated = crate::federation::rotation::rotate(&cx.federation)
+        .await
+        .map_err(|e| Problem::internal(format!("rotating the federation key: {e}")))?;
+    tracing::warn!(
+        old_key_id = rotated.old_key_id,
+        new_key_id = rotated.new_key_id,
+        peers_notified = rotated.peers_notified,
+        uid = peer.uid,
+        "federation RSA key rotated"
+    );
+    let payload = json!({
+        "key": "federation",
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "fingerprint": rotated.fingerprint,
+        "peers_notified": rotated.peers_notified,
+        "rotated_by": who(&peer),
+    });
+    let recorded_seq = record_key_rotation(&cx, &payload).await?;
+    Ok(Json(json!({
+        "old_key_id": rotated.old_key_id,
+        "new_key_id": rotated.new_key_id,
+        "fingerprint": rotated.fingerprint,
+        "peers_notified": rotated.peers_notified,
+        "recorded_at_system_seq": recorded_seq,
+    })))
+}

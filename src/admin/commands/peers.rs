@@ -1,0 +1,101 @@
+//! `peers allow` and `peers disallow`: which event types a peer may
+//! subscribe to.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AdminJson, Context, Ctx, who};
+use crate::http::extract::Path;
+use crate::http::problem::Problem;
+use crate::http::serve::LocalPeer;
+use logbook_journal::event::Timestamp;
+use logbook_journal::store::admin::SYSTEM_PLAN;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsBody {
+    patterns: Vec<String>,
+}
+
+/// `peers allow PEER PATTERN…`: lets the peer subscribe to what the
+/// patterns cover. Only here, on the admin socket: least privilege between
+/// peers is the local admin's decision. Recorded in the system journal.
+pub(super) async fn allow_peer(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+    Path(instance_id): Path<String>,
+    AdminJson(body): AdminJson<GrantsBody>,
+) -> Result<Json<Value>, Problem> {
+    change_grants(cx, peer, instance_id, body, true).await
+}
+
+/// `peers disallow PEER PATTERN…`: takes grants back. Subscriptions they
+/// covered stay listed but no longer receive anything.
+pub(super) async fn disallow_peer(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+    Path(instance_id): Path<String>,
+    AdminJson(body): AdminJson<GrantsBody>,
+) -> Result<Json<Value>, Problem> {
+    change_grants(cx, peer, instance_id, body, false).await
+}
+
+async fn change_grants(
+    cx: Arc<Context>,
+    who_did: LocalPeer,
+    instance_id: String,
+    body: GrantsBody,
+    allow: bool,
+) -> Result<Json<Value>, Problem> {
+    if body.patterns.is_empty() {
+        return Err(Problem::unprocessable(
+            "invalid-request",
+            "Invalid request",
+            "name at least one event-type pattern",
+        ));
+    }
+    let patterns = crate::federation::peers::parse_grants(&body.patterns)
+        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    let _serialized = cx.changes.lock().await;
+    let (id, grants) = (instance_id.clone(), patterns.clone());
+    let record = cx
+        .store
+        .run(move |store| {
+            let now = Timestamp::now().millis();
+            if allow {
+                store.fed_allow(&id, &grants, now)
+            } else {
+                store.fed_disallow(&id, &grants, now)
+            }
+        })
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
+    let verb = if allow { "allowed" } else { "disallowed" };
+    tracing::warn!(peer = %instance_id, patterns = ?patterns, uid = who_did.uid, "peer grants {verb}");
+    let payload = json!({
+        "peer": instance_id,
+        "patterns": patterns,
+        "allow": record.granted(),
+        "changed_by": who(&who_did),
+    });
+    cx.store
+        .append(logbook_journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: format!("system.peer_{verb}"),
+            actor: Some("logbook-admin".into()),
+            payload: logbook_journal::chain::CanonicalPayload::new(&payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!(
+                "the grants changed, but recording it failed: {e:?}"
+            ))
+        })?;
+    Ok(Json(crate::federation::peers::peer_json(&record)))
+}

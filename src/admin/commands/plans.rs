@@ -1,0 +1,158 @@
+//! `plans`: list, show, verify, delete and export.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Context, Ctx, plan_id, who};
+use crate::http::extract::Path;
+use crate::http::problem::Problem;
+use crate::http::serve::LocalPeer;
+use logbook_base::hex;
+use logbook_journal::store::admin::{DeleteError, SYSTEM_PLAN};
+use logbook_journal::store::{PlanHead, READ_PAGE, StoreError};
+
+/// The API's plan head, plus whether it is the system journal.
+fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
+    let mut v = crate::http::api::head_json(plan_id, head);
+    v["system"] = json!(*plan_id == SYSTEM_PLAN);
+    v
+}
+
+pub(super) async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
+    let plans = cx
+        .store
+        .run(move |store| {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.plans(after, 1000)?;
+                let done = page.len() < 1000;
+                after = page.last().map(|(id, _)| *id);
+                all.extend(page);
+                if done {
+                    return Ok::<_, StoreError>(all);
+                }
+            }
+        })
+        .await?;
+    Ok(Json(json!({
+        "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
+    })))
+}
+
+async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
+    cx.store
+        .run(move |store| store.head(&plan_id))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+}
+
+pub(super) async fn show_plan(
+    State(cx): Ctx,
+    Path(plan): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    let head = load_head(&cx, plan_id).await?;
+    Ok(Json(head_json(&plan_id, &head)))
+}
+
+pub(super) async fn verify_plan(
+    State(cx): Ctx,
+    Path(plan): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    load_head(&cx, plan_id).await?;
+    let keyring = cx.store.keyring();
+    let report = cx
+        .store
+        .run(move |store| store.verify_plan(&plan_id, &keyring))
+        .await?;
+    Ok(Json(json!({
+        "plan_id": plan_id,
+        "chain_valid": report.is_valid(),
+        "verified": report.verified,
+        "broken_at": report.broken.map(|b| b.0),
+        "broken_reason": report.broken.map(|b| b.1),
+        "head_signature": report.head_signature.map(|s| hex::encode(&s)),
+    })))
+}
+
+pub(super) async fn delete_plan(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+    Path(plan): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = plan_id(&plan)?;
+    match cx.store.delete_plan(plan_id, who(&peer)).await {
+        Ok(deleted) => {
+            tracing::warn!(%plan_id, events = deleted.head.count, uid = peer.uid, "plan deleted over the admin socket");
+            Ok(Json(json!({
+                "plan_id": plan_id,
+                "deleted_events": deleted.head.count,
+                "head_seq": deleted.head.last_seq,
+                "head_signature": hex::encode(&deleted.head.last_signature),
+                "tombstone": {
+                    "plan_id": SYSTEM_PLAN,
+                    "seq": deleted.tombstone.seq,
+                    "signature": hex::encode(&deleted.tombstone.signature),
+                },
+            })))
+        }
+        Err(DeleteError::NotFound) => {
+            Err(Problem::not_found(format!("plan {plan_id} has no events")))
+        }
+        Err(e @ DeleteError::Protected) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "protected",
+            "Protected plan",
+            e.to_string(),
+        )),
+        Err(DeleteError::Storage(e)) => Err(e.into()),
+        Err(e @ DeleteError::Unavailable) => Err(Problem::unavailable(e.to_string())),
+    }
+}
+
+pub(super) async fn export_plan(
+    State(cx): Ctx,
+    Path(plan): Path<String>,
+) -> Result<Response, Problem> {
+    let plan_id = plan_id(&plan)?;
+    load_head(&cx, plan_id).await?;
+    let store = cx.store.clone();
+    let lines = async_stream::stream! {
+        let mut after = 0;
+        loop {
+            let page = store.run(move |s| s.events(&plan_id, after, READ_PAGE)).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    // Ending the body early makes the client see a truncated
+                    // transfer rather than a short, valid-looking export.
+                    yield Err(std::io::Error::other(e.to_string()));
+                    return;
+                }
+            };
+            let short = page.len() < READ_PAGE;
+            let mut chunk = String::new();
+            for event in &page {
+                after = event.seq;
+                chunk.push_str(&serde_json::to_string(event).unwrap_or_default());
+                chunk.push('\n');
+            }
+            yield Ok(Bytes::from(chunk));
+            if short {
+                return;
+            }
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
