@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{AppState, auth::Tokens, router};
+use crate::http::{AppState, auth::Tokens};
 use logbook_base::private_file::ensure_private_dir;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{StreamStats, fanout};
@@ -148,7 +148,6 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
             config.sse.max_streams,
         )),
     };
-    let api = router(state.clone());
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
@@ -203,7 +202,7 @@ pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
-        api,
+        app.api_router(),
         shutdown.clone(),
         Some(config.server.max_connections),
     ));

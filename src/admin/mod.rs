@@ -7,11 +7,11 @@
 //! HTTP, `curl --unix-socket` works; [`client`] is the `logbook admin` CLI.
 
 pub mod client;
-pub mod commands;
-pub mod keys;
-pub mod logging;
+pub(crate) mod commands;
+pub(crate) mod keys;
+pub(crate) mod logging;
 pub mod offline;
-pub mod tokens;
+pub(crate) mod tokens;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -32,8 +32,8 @@ use logbook_journal::fanout::StreamStats;
 use logbook_journal::store::AsyncStore;
 
 /// Everything the admin commands work on: the parts they share with the
-/// HTTP API, and the admin-only ones. Built by `crate::app`, which also
-/// runs the config reload on it.
+/// HTTP API, and the admin-only ones. Part of `crate::app::App`, which
+/// also runs the config reload on it.
 pub(crate) struct Context {
     pub(crate) store: AsyncStore,
     /// The API tokens in force: the same set the HTTP auth check reads.
@@ -56,15 +56,19 @@ pub(crate) struct Context {
 /// The group allowed besides the daemon's user and root, as resolved from
 /// `/etc/group` and `/etc/passwd` when a connection arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedGroup {
-    pub gid: u32,
+pub(crate) struct AllowedGroup {
+    pub(crate) gid: u32,
     /// Uids listed as members, or whose primary group it is.
-    pub member_uids: Vec<u32>,
+    pub(crate) member_uids: Vec<u32>,
 }
 
 /// The admin socket's access rule: the daemon's own uid, root, and members
 /// of the configured group (by the peer's gid or by membership).
-pub fn peer_allowed(peer: &LocalPeer, daemon_uid: u32, group: Option<&AllowedGroup>) -> bool {
+pub(crate) fn peer_allowed(
+    peer: &LocalPeer,
+    daemon_uid: u32,
+    group: Option<&AllowedGroup>,
+) -> bool {
     if peer.uid == 0 || peer.uid == daemon_uid {
         return true;
     }
@@ -72,7 +76,7 @@ pub fn peer_allowed(peer: &LocalPeer, daemon_uid: u32, group: Option<&AllowedGro
 }
 
 /// Resolves `server.admin_group` (a name or a numeric gid).
-pub fn resolve_group(spec: &str) -> Result<AllowedGroup, String> {
+pub(crate) fn resolve_group(spec: &str) -> Result<AllowedGroup, String> {
     let group_file = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let passwd_file = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     resolve_group_from(spec, &group_file, &passwd_file)
@@ -119,7 +123,7 @@ fn resolve_group_from(
 }
 
 /// The user name of `uid` from `/etc/passwd`, for the record.
-pub fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
@@ -128,7 +132,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 /// A bound admin socket, with the rule for who may connect.
-pub struct AdminListener {
+pub(crate) struct AdminListener {
     listener: UnixListener,
     path: PathBuf,
     daemon_uid: u32,
@@ -138,7 +142,7 @@ pub struct AdminListener {
 /// Creates the socket at `path`: replaces a stale socket file, refuses to
 /// replace anything else or a socket someone is still serving on, then sets
 /// mode 0600 (0660 and the group when `group` is set).
-pub async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, String> {
+pub(crate) async fn bind(path: &Path, group: Option<&str>) -> Result<AdminListener, String> {
     let shown = path.display();
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {

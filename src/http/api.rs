@@ -72,11 +72,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Largest page a list call returns.
 const MAX_LIMIT: usize = 1000;
 
-pub async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn event_types(State(state): State<ApiState>) -> Json<Value> {
+pub(crate) async fn event_types(State(state): State<ApiState>) -> Json<Value> {
     Json(json!(&*state.registry))
 }
 
@@ -99,7 +99,7 @@ fn empty_object() -> Value {
 
 /// `POST /api/plans/{plan_id}/events`: 201 once the event is fsynced; 200 for
 /// an idempotent retry.
-pub async fn append(
+pub(crate) async fn append(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     headers: HeaderMap,
@@ -243,13 +243,13 @@ async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHead, Problem>
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlansQuery {
+pub(crate) struct PlansQuery {
     after: Option<String>,
     limit: Option<usize>,
 }
 
 /// `GET /api/plans`: plans in id order with their heads.
-pub async fn list_plans(
+pub(crate) async fn list_plans(
     State(state): State<ApiState>,
     Query(q): Query<PlansQuery>,
 ) -> Result<Json<Value>, Problem> {
@@ -275,7 +275,7 @@ pub async fn list_plans(
 }
 
 /// `GET /api/plans/{plan_id}`.
-pub async fn get_plan(
+pub(crate) async fn get_plan(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
 ) -> Result<Json<Value>, Problem> {
@@ -285,7 +285,7 @@ pub async fn get_plan(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     #[serde(default)]
     after: u64,
     limit: Option<usize>,
@@ -304,7 +304,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
 }
 
 /// `GET /api/plans/{plan_id}/events?after=&limit=&verify=1`.
-pub async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     Query(q): Query<EventsQuery>,
@@ -353,7 +353,7 @@ pub async fn list_events(
 /// Serialized as a struct so stored payloads go out as stored (canonical),
 /// never re-encoded through a `Value`.
 #[derive(Serialize)]
-pub struct EventsPage {
+pub(crate) struct EventsPage {
     plan_id: Uuid,
     events: Vec<Event>,
     next_after: u64,
@@ -371,7 +371,7 @@ struct Verification {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StreamQuery {
+pub(crate) struct StreamQuery {
     after: Option<u64>,
     types: Option<String>,
     // Read by the auth layer; accepted here so it is not an unknown key.
@@ -413,7 +413,7 @@ fn beyond_head(cursor: u64, head: u64) -> Problem {
 }
 
 /// `GET /api/plans/{plan_id}/events/stream`: SSE, `id:` = seq.
-pub async fn stream_plan(
+pub(crate) async fn stream_plan(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     grant: auth::Grant,
@@ -440,7 +440,7 @@ pub async fn stream_plan(
 
 /// `GET /api/events/stream?types=plan.*,step.>`: SSE over every plan, `id:` =
 /// store-wide position.
-pub async fn stream_all(
+pub(crate) async fn stream_all(
     State(state): State<ApiState>,
     grant: auth::Grant,
     headers: HeaderMap,

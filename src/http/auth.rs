@@ -23,21 +23,21 @@ use tokio::sync::watch;
 use super::AppState;
 use super::problem::Problem;
 use super::serve::LocalPeer;
-use crate::config::{AuthRequired, Scope, TokenConfig};
+use crate::config::{AuthRequired, Scope};
 use logbook_base::canonical::sha256;
 use logbook_base::reloadable::Reloadable;
 
 #[derive(Debug, Clone)]
-pub struct Token {
-    pub name: String,
-    pub hash: [u8; 32],
-    pub scopes: Vec<Scope>,
+pub(crate) struct Token {
+    pub(crate) name: String,
+    pub(crate) hash: [u8; 32],
+    pub(crate) scopes: Vec<Scope>,
 }
 
 /// The tokens in force, and whether one is required. Replaceable at run
 /// time (config reload, admin).
 #[derive(Debug, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     set: Reloadable<Vec<Token>>,
     setting: RwLock<AuthRequired>,
     /// A token has existed (the persisted latch, or one seen since start).
@@ -48,26 +48,9 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Builds the set from config entries, which `Config::validate` has checked.
-    pub fn from_config(entries: &[TokenConfig]) -> Tokens {
-        let tokens = entries
-            .iter()
-            .filter_map(|t| {
-                Some(Token {
-                    name: t.name.clone(),
-                    hash: logbook_base::hex::decode_array(&t.sha256)?,
-                    scopes: t.scopes.clone(),
-                })
-            })
-            .collect();
-        let set = Tokens::default();
-        set.replace(tokens);
-        set
-    }
-
     /// Publishes a new set. A non-empty set latches auth on (the callers
     /// persist the latch in the store as well).
-    pub fn replace(&self, tokens: Vec<Token>) {
+    pub(crate) fn replace(&self, tokens: Vec<Token>) {
         if !tokens.is_empty() {
             self.latched.store(true, Ordering::SeqCst);
         }
@@ -80,32 +63,32 @@ impl Tokens {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    pub fn current(&self) -> Arc<Vec<Token>> {
+    pub(crate) fn current(&self) -> Arc<Vec<Token>> {
         self.set.current()
     }
 
     /// Applies `[auth] required` (at start and on reload).
-    pub fn set_setting(&self, setting: AuthRequired) {
+    pub(crate) fn set_setting(&self, setting: AuthRequired) {
         *self.setting.write().unwrap_or_else(|e| e.into_inner()) = setting;
         self.bump();
     }
 
-    pub fn setting(&self) -> AuthRequired {
+    pub(crate) fn setting(&self) -> AuthRequired {
         *self.setting.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks that a token has existed (the persisted latch was found).
-    pub fn latch(&self) {
+    pub(crate) fn latch(&self) {
         self.latched.store(true, Ordering::SeqCst);
         self.bump();
     }
 
-    pub fn latched(&self) -> bool {
+    pub(crate) fn latched(&self) -> bool {
         self.latched.load(Ordering::SeqCst)
     }
 
     /// Whether a request over TCP needs a token, and why, for `admin status`.
-    pub fn mode(&self) -> (bool, &'static str) {
+    pub(crate) fn mode(&self) -> (bool, &'static str) {
         let count = self.current().len();
         match self.setting() {
             AuthRequired::Always => (true, "auth.required = true"),
@@ -123,16 +106,19 @@ impl Tokens {
     }
 
     /// Whether a request over TCP needs a token.
-    pub fn required(&self) -> bool {
+    pub(crate) fn required(&self) -> bool {
         self.mode().0
     }
 
-    /// The token matching `presented`, checked against every entry so the
-    /// time taken does not depend on which one matched.
-    pub fn find(&self, presented: &str) -> Option<Token> {
+    /// The token matching the secret `presented` (tests look tokens up by
+    /// their secret; requests go through [`Tokens::find_hash`]).
+    #[cfg(test)]
+    pub(crate) fn find(&self, presented: &str) -> Option<Token> {
         self.find_hash(&sha256(presented.as_bytes()))
     }
 
+    /// The token whose SHA-256 is `hash`, checked against every entry so the
+    /// time taken does not depend on which one matched.
     fn find_hash(&self, hash: &[u8; 32]) -> Option<Token> {
         let mut found = None;
         for token in self.current().iter() {
@@ -148,7 +134,7 @@ impl Tokens {
 /// the tokens can be taken from (the tokens themselves, or [`AppState`]).
 /// The grant is kept in the request's extensions, so that a stream can
 /// re-check it for as long as it stays open ([`Grant`]).
-pub async fn require<S>(scope: Scope, state: S, mut req: Request, next: Next) -> Response
+pub(crate) async fn require<S>(scope: Scope, state: S, mut req: Request, next: Next) -> Response
 where
     Arc<Tokens>: FromRef<S>,
 {
@@ -262,7 +248,7 @@ fn token_allows(tokens: &Tokens, scope: Scope, hash: &[u8; 32]) -> Result<(), Pr
 /// stream) can be ended when that no longer holds: the token was revoked,
 /// or a token became required where none was.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     scope: Scope,
     by: By,
 }
@@ -363,12 +349,14 @@ mod tests {
 
     #[test]
     fn finds_tokens_by_hash() {
-        let tokens = Tokens::from_config(&[TokenConfig {
+        let tokens = Tokens::default();
+        tokens.replace(vec![Token {
             name: "ingest".into(),
-            sha256: logbook_base::hex::encode(&sha256(b"s3cret")),
+            hash: sha256(b"s3cret"),
             scopes: vec![Scope::Append],
         }]);
         assert_eq!(tokens.find("s3cret").unwrap().name, "ingest");
         assert!(tokens.find("s3cre").is_none());
+        assert!(tokens.latched(), "a non-empty set latches auth on");
     }
 }

@@ -34,15 +34,15 @@ use logbook_base::reloadable::Reloadable;
 
 /// What the checks compare against; replaced on reload.
 #[derive(Debug, Clone, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `[server] allowed_hosts`, lowercased.
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// `[http] cors_origins`.
-    pub cors_origins: Vec<String>,
+    pub(crate) cors_origins: Vec<String>,
 }
 
 impl Policy {
-    pub fn new(allowed_hosts: &[String], cors_origins: &[String]) -> Policy {
+    pub(crate) fn new(allowed_hosts: &[String], cors_origins: &[String]) -> Policy {
         Policy {
             allowed_hosts: allowed_hosts
                 .iter()
@@ -55,14 +55,14 @@ impl Policy {
 
 /// The edge's policy and its count of open SSE streams.
 #[derive(Debug, Default)]
-pub struct Edge {
-    pub policy: Reloadable<Policy>,
+pub(crate) struct Edge {
+    pub(crate) policy: Reloadable<Policy>,
     streams: AtomicUsize,
     max_streams: AtomicUsize,
 }
 
 impl Edge {
-    pub fn new(policy: Policy, max_streams: usize) -> Edge {
+    pub(crate) fn new(policy: Policy, max_streams: usize) -> Edge {
         Edge {
             policy: Reloadable::new(policy),
             streams: AtomicUsize::new(0),
@@ -71,13 +71,8 @@ impl Edge {
     }
 
     /// Applies a reloaded `[sse] max_streams`; open streams are kept.
-    pub fn set_max_streams(&self, max: usize) {
+    pub(crate) fn set_max_streams(&self, max: usize) {
         self.max_streams.store(max, Ordering::SeqCst);
-    }
-
-    /// SSE streams open over TCP now.
-    pub fn open_streams(&self) -> usize {
-        self.streams.load(Ordering::SeqCst)
     }
 
     fn try_stream(self: &Arc<Self>) -> Option<StreamSlot> {
@@ -200,7 +195,7 @@ fn check_host(req: &Request, policy: &Policy) -> Result<(), Problem> {
 
 /// Whether a `Host` value (name or address, with an optional port) is a
 /// loopback host or listed in `allowed` (by name, or by name and port).
-pub fn host_allowed(value: &str, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(value: &str, allowed: &[String]) -> bool {
     let value = value.trim().to_ascii_lowercase();
     let Some(host) = host_part(&value) else {
         return false;

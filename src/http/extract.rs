@@ -29,7 +29,7 @@ impl FromRef<AppState> for Arc<Reloadable<Limits>> {
 /// A request body that is JSON, within `limits.max_body_bytes`, received
 /// within `limits.request_timeout_secs`, and at most `limits.max_json_depth`
 /// deep.
-pub struct JsonBody(pub Value);
+pub(crate) struct JsonBody(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody
 where
@@ -238,7 +238,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicates {
 }
 
 /// The `{plan_id}` path segment, which must be a hyphenated UUID.
-pub struct PlanId(pub Uuid);
+pub(crate) struct PlanId(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for PlanId {
     type Rejection = Problem;
@@ -261,7 +261,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PlanId {
 }
 
 /// Query strings, parsed with errors as problem+json.
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Problem;
@@ -279,7 +279,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 /// A path parameter (`{instance_id}`, `{name_or_id}`, ...), with errors as
 /// problem+json: axum's own rejection (for example a segment that is not
 /// UTF-8 once percent-decoded, like `%ff`) answers `text/plain`.
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
     type Rejection = Problem;

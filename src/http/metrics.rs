@@ -23,10 +23,10 @@ use logbook_journal::fanout::StreamStats;
 use logbook_journal::store::AsyncStore;
 
 /// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Middleware on the append route: counts outcomes and times each request.
-pub async fn time_append(req: Request, next: Next) -> Response {
+pub(crate) async fn time_append(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(req).await;
     let outcome = match response.status() {
@@ -52,18 +52,18 @@ struct Snapshot {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct PeerQueue {
-    pub peer: String,
-    pub status: String,
-    pub queued: u64,
-    pub dead: u64,
+pub(crate) struct PeerQueue {
+    pub(crate) peer: String,
+    pub(crate) status: String,
+    pub(crate) queued: u64,
+    pub(crate) dead: u64,
 }
 
 /// Most outbox rows counted per peer and status; a bound on scrape cost.
 const QUEUE_COUNT_CAP: usize = 100_000;
 
 /// Outbox depth per federation peer, counted from the store.
-pub fn peer_queues(
+pub(crate) fn peer_queues(
     store: &logbook_journal::store::Store,
 ) -> Result<Vec<PeerQueue>, logbook_journal::store::StoreError> {
     use logbook_journal::store::DeliveryStatus;

@@ -8,14 +8,14 @@
 //! module knows nothing of the admin socket: a request that came over it
 //! carries a [`serve::LocalPeer`].
 
-pub mod api;
-pub mod auth;
-pub mod edge;
-pub mod extract;
-pub mod metrics;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod edge;
+pub(crate) mod extract;
+pub(crate) mod metrics;
 pub mod problem;
-pub mod serve;
-pub mod sse;
+pub(crate) mod serve;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,23 +41,23 @@ use problem::Problem;
 /// take it whole). Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: AsyncStore,
-    pub registry: Arc<Registry>,
-    pub fanout: Fanout,
+    pub(crate) store: AsyncStore,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) fanout: Fanout,
     /// Read per request: a config reload (SIGHUP) replaces them.
-    pub limits: Arc<Reloadable<Limits>>,
+    pub(crate) limits: Arc<Reloadable<Limits>>,
     /// The CORS policy, read per request like `limits`.
-    pub cors: Arc<Reloadable<Option<CorsLayer>>>,
-    pub tokens: Arc<auth::Tokens>,
-    pub keepalive: Duration,
-    pub shutdown: CancellationToken,
-    pub stream_stats: Arc<StreamStats>,
-    pub federation: Arc<crate::federation::Federation>,
+    pub(crate) cors: Arc<Reloadable<Option<CorsLayer>>>,
+    pub(crate) tokens: Arc<auth::Tokens>,
+    pub(crate) keepalive: Duration,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) stream_stats: Arc<StreamStats>,
+    pub(crate) federation: Arc<crate::federation::Federation>,
     /// Host, Origin and stream-cap checks in front of every route.
-    pub edge: Arc<edge::Edge>,
+    pub(crate) edge: Arc<edge::Edge>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/api/event-types", get(api::event_types))
         .route("/api/plans", get(api::list_plans))
@@ -165,7 +165,7 @@ async fn dynamic_cors(State(state): State<CorsState>, req: Request, next: Next) 
 }
 
 /// The CORS layer for `origins`; `None` when no origin is allowed.
-pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }

@@ -32,9 +32,9 @@ pub(crate) struct RemoteAddr(pub SocketAddr);
 /// treats a request carrying one as trusted: every scope, no edge checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LocalPeer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<i32>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) pid: Option<i32>,
 }
 
 /// Where [`serve`] gets its connections, and who each one is from.

@@ -13,7 +13,7 @@ pub(super) async fn get_log_level() -> Json<Value> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LogLevel {
+pub(super) struct LogLevel {
     level: String,
 }
 

@@ -17,7 +17,7 @@ use logbook_journal::store::admin::SYSTEM_PLAN;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantsBody {
+pub(super) struct GrantsBody {
     patterns: Vec<String>,
 }
 

@@ -16,7 +16,7 @@ use logbook_journal::event::Timestamp;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateToken {
+pub(super) struct CreateToken {
     scopes: Vec<Scope>,
     name: Option<String>,
 }
