@@ -4,10 +4,10 @@
 //! split by concern; `ARCHITECTURE.md` at the repository root is the map.
 
 pub mod admin;
-mod app;
+pub(crate) mod app;
 pub mod config;
 pub mod federation;
 pub mod http;
-pub mod notify;
-pub mod retention;
+pub(crate) mod notify;
+pub(crate) mod retention;
 pub mod server;
