@@ -53,3 +53,77 @@ impl App {
         admin::commands::router(Arc::from_ref(self), self.api_router(), reload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// The `.rs` files under `dir`, recursively.
+    fn rust_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(rust_files(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    /// Whether `line` (code, not a comment) names `crate::<module>`, as a
+    /// path or inside a `crate::{…}` group.
+    fn names(line: &str, module: &str) -> bool {
+        let code = line.split("//").next().unwrap_or("");
+        let word = |text: &str| {
+            text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == module)
+        };
+        code.contains(&format!("crate::{module}::"))
+            || code.contains(&format!("crate::{module};"))
+            || code
+                .split_once("crate::{")
+                .is_some_and(|(_, group)| word(group.split('}').next().unwrap_or("")))
+    }
+
+    /// The one-way layering ARCHITECTURE.md states for the binary crate:
+    /// `http` never imports `admin`, and neither imports `app` or `server`.
+    #[test]
+    fn http_and_admin_import_nothing_above_them() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let rules: [(&str, &[&str]); 2] = [
+            ("http", &["admin", "app", "server"]),
+            ("admin", &["app", "server"]),
+        ];
+        let mut found = Vec::new();
+        for (module, above) in rules {
+            for file in rust_files(&src.join(module)) {
+                let text = std::fs::read_to_string(&file).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    for up in above.iter().filter(|up| names(line, up)) {
+                        found.push(format!("{}:{}: imports {up}", file.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "imports against the layering:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_layering_check_sees_paths_and_groups() {
+        assert!(names("use crate::admin::Peer;", "admin"));
+        assert!(names("    if x.get::<crate::admin::Peer>() {", "admin"));
+        assert!(names("use crate::{admin, http};", "admin"));
+        assert!(!names("use crate::{admin, http};", "app"));
+        assert!(!names("//! Built by `crate::app::App`", "app"));
+        assert!(!names(
+            "use logbook_journal::store::admin::SYSTEM_PLAN;",
+            "admin"
+        ));
+    }
+}
