@@ -199,7 +199,7 @@ async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
             let mut all = Vec::new();
             let mut after = None;
             loop {
-                let page = store.plans(after, 1000)?;
+                let page = store.plans_after(after, 1000)?;
                 let done = page.len() < 1000;
                 after = page.last().map(|(id, _)| *id);
                 all.extend(page);
@@ -289,7 +289,7 @@ async fn export_plan(State(cx): Ctx, Path(plan): Path<String>) -> Result<Respons
     let lines = async_stream::stream! {
         let mut after = 0;
         loop {
-            let page = store.run(move |s| s.events(&plan_id, after, READ_PAGE)).await;
+            let page = store.run(move |s| s.plan_events_after(&plan_id, after, READ_PAGE)).await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
@@ -693,9 +693,9 @@ async fn change_grants(
         .run(move |store| {
             let now = Timestamp::now().millis();
             if allow {
-                store.fed_allow(&id, &grants, now)
+                store.peers().allow(&id, &grants, now)
             } else {
-                store.fed_disallow(&id, &grants, now)
+                store.peers().disallow(&id, &grants, now)
             }
         })
         .await?

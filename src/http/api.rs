@@ -223,7 +223,7 @@ pub async fn list_plans(
             )
         })?),
     };
-    let plans = state.store.run(move |s| s.plans(after, limit)).await?;
+    let plans = state.store.run(move |s| s.plans_after(after, limit)).await?;
     let next_after = (plans.len() == limit)
         .then(|| plans.last().map(|(id, _)| *id))
         .flatten();
@@ -284,7 +284,7 @@ pub async fn list_events(
     let after = q.after;
     let events = state
         .store
-        .run(move |s| s.events(&plan_id, after, limit))
+        .run(move |s| s.plan_events_after(&plan_id, after, limit))
         .await?;
     let verification = if verify {
         let keyring = state.store.keyring();
