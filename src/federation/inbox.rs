@@ -86,7 +86,8 @@ fn unauthorized(kind: &'static str, title: &'static str, detail: String) -> Prob
 /// The active peer `instance_id` and its pinned key, or 403.
 pub fn active_peer(store: &Store, instance_id: &str) -> Result<(PeerRecord, PublicKey), Problem> {
     let peer = store
-        .peers().get(instance_id)?
+        .peers()
+        .get(instance_id)?
         .ok_or_else(|| forbidden(format!("{instance_id:?} is not a peer of this instance")))?;
     if peer.status != PeerStatus::Active {
         return Err(forbidden(format!(
@@ -281,7 +282,9 @@ pub fn verify_batch(
             }
         };
         let retired = if head.key_id != pinned.as_str() {
-            store.rotations().retired_peer_key(&peer.instance_id, head.key_id)?
+            store
+                .rotations()
+                .retired_peer_key(&peer.instance_id, head.key_id)?
         } else {
             None
         };

@@ -182,10 +182,7 @@ impl Federation {
         store: &Store,
         peer: &str,
     ) -> Result<(Arc<OwnKey>, Option<u64>), String> {
-        match store
-            .rotations().pending(peer)
-            .map_err(|e| e.to_string())?
-        {
+        match store.rotations().pending(peer).map_err(|e| e.to_string())? {
             None => Ok((self.identity.current(), None)),
             Some((seq, old_key_id)) => match self.identity.retired(&old_key_id) {
                 Some(key) => Ok((key, Some(seq))),

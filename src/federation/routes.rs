@@ -369,7 +369,8 @@ async fn set_peer_status(
         .store
         .run(move |store| -> Result<_, Problem> {
             let mut peer = store
-                .peers().get(&instance_id)?
+                .peers()
+                .get(&instance_id)?
                 .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
             peer.status = status;
             peer.updated_at = now_ms();
@@ -492,9 +493,13 @@ async fn control(
                 .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
                 .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
             if event_type == SUBSCRIBE_TYPE {
-                store.peers().subscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
+                store
+                    .peers()
+                    .subscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
             } else {
-                store.peers().unsubscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
+                store
+                    .peers()
+                    .unsubscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
             }
             Ok(())
         })
@@ -774,7 +779,11 @@ async fn retry(
     let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
     let count = state
         .store
-        .run(move |store| store.outbox().retry_dead(body.message_id.as_ref(), body.peer.as_deref()))
+        .run(move |store| {
+            store
+                .outbox()
+                .retry_dead(body.message_id.as_ref(), body.peer.as_deref())
+        })
         .await?;
     Ok(Json(json!({"requeued": count})))
 }

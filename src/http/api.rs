@@ -223,7 +223,10 @@ pub async fn list_plans(
             )
         })?),
     };
-    let plans = state.store.run(move |s| s.plans_after(after, limit)).await?;
+    let plans = state
+        .store
+        .run(move |s| s.plans_after(after, limit))
+        .await?;
     let next_after = (plans.len() == limit)
         .then(|| plans.last().map(|(id, _)| *id))
         .flatten();

@@ -67,7 +67,8 @@ pub fn peer_queues(
     for peer in store.peers().list()? {
         let count = |status| -> Result<u64, logbook_journal::store::StoreError> {
             Ok(store
-                .outbox().after(Some(&peer.instance_id), Some(status), None, QUEUE_COUNT_CAP)?
+                .outbox()
+                .after(Some(&peer.instance_id), Some(status), None, QUEUE_COUNT_CAP)?
                 .len() as u64)
         };
         out.push(PeerQueue {

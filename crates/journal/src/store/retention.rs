@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Db;
 use super::federation::{
-    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, Inbox,
-    InboxRecord, Outbox, OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
+    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, Inbox, InboxRecord,
+    Outbox, OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
 };
 use super::{EVENTS, IDEMPOTENCY, IdempotencyRecord, Store, StoreError, decode, encode, event_key};
 
@@ -310,7 +310,8 @@ mod tests {
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         store
-            .peers().put(&PeerRecord {
+            .peers()
+            .put(&PeerRecord {
                 instance_id: "beta".into(),
                 base_url: "http://127.0.0.1:9".into(),
                 public_key_der: Vec::new(),
@@ -322,14 +323,16 @@ mod tests {
             })
             .unwrap();
         store
-            .peers().subscribe(Direction::Inbound, "beta", "t.>")
+            .peers()
+            .subscribe(Direction::Inbound, "beta", "t.>")
             .unwrap();
         for _ in 0..4 {
             store.outbox().publish("t.x", "{}").unwrap();
         }
         store.outbox().mark_delivered("beta", &[1, 2]).unwrap();
         store
-            .outbox().mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
+            .outbox()
+            .mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
             .unwrap();
         let seqs = |store: &Store| -> Vec<u64> {
             let rows = store.outbox().after(None, None, None, 100).unwrap();

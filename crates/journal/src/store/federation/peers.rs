@@ -507,11 +507,7 @@ mod tests {
                     for j in 0..PATTERNS {
                         store
                             .peers()
-                            .subscribe(
-                                Direction::Inbound,
-                                &format!("peer{i}"),
-                                &format!("t{j}.>"),
-                            )
+                            .subscribe(Direction::Inbound, &format!("peer{i}"), &format!("t{j}.>"))
                             .unwrap();
                     }
                 });
