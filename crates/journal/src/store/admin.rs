@@ -117,6 +117,18 @@ pub struct Deleted {
     pub tombstone: std::sync::Arc<Event>,
 }
 
+/// A token of that name (or id) is stored already; holds the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenExists(pub String);
+
+impl std::fmt::Display for TokenExists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a token named {:?} already exists", self.0)
+    }
+}
+
+impl std::error::Error for TokenExists {}
+
 impl Store {
     /// The keyring in force: it signs new events and verifies old ones.
     pub fn keyring(&self) -> std::sync::Arc<crate::keys::Keyring> {
@@ -153,7 +165,7 @@ impl Store {
     }
 
     /// Stores a token; refuses a name or id already in use.
-    pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), String>, StoreError> {
+    pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), TokenExists>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -162,10 +174,7 @@ impl Store {
                 let (k, v) = entry?;
                 let existing: StoredToken = decode(v.value())?;
                 if existing.name == token.name || k.value() == token.id {
-                    return Ok(Err(format!(
-                        "a token named {:?} already exists",
-                        token.name
-                    )));
+                    return Ok(Err(TokenExists(token.name.clone())));
                 }
             }
             table.insert(token.id.as_str(), encode(token).as_slice())?;
