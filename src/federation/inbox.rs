@@ -17,7 +17,7 @@ use super::message::{
     EventAck, EventMessage, KEY_ROTATED_TYPE, PROTOCOL_V1, PROTOCOL_VERSION, now_ms, verify_value,
 };
 use crate::http::problem::Problem;
-use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_base::canonical::canonical_json;
 use logbook_journal::Event;
 use logbook_journal::store::{
     Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey, Store,
@@ -394,21 +394,25 @@ pub fn receive_events(fed: &Federation, store: &Store, body: &str) -> Result<Val
                 ),
             ));
         }
-        logbook_journal::registry::validate_type_name(
+        use logbook_journal::validate::{InvalidEvent, validate_event};
+        let payload = validate_event(
             &m.event_type,
+            &m.payload,
             logbook_journal::registry::MAX_TYPE_LEN,
         )
-        .map_err(|e| {
-            Problem::unprocessable(
+        .map_err(|e| match e {
+            InvalidEvent::Type(e) => Problem::unprocessable(
                 "invalid-type",
                 "Invalid event type",
                 format!("eventType {:?} {e}", m.event_type),
-            )
-        })?;
-        check_numbers(&m.payload).map_err(|e| {
-            Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
-        })?;
-        let payload = canonical_json(&m.payload);
+            ),
+            InvalidEvent::Payload(e) => {
+                Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+            }
+        })?
+        .json
+        .get()
+        .to_string();
         incoming.push(Incoming {
             message_id: m.message_id,
             peer: peer.instance_id.clone(),

@@ -33,13 +33,14 @@ use crate::http::AppState;
 use crate::http::auth;
 use crate::http::extract::{JsonBody, Path, Query, from_object};
 use crate::http::problem::Problem;
-use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_base::canonical::canonical_json;
 use logbook_base::hex;
-use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
+use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern};
 use logbook_journal::store::{
     DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
     ReceiveError, ReceiveOutcome,
 };
+use logbook_journal::validate::{InvalidEvent, validate_event};
 
 const BASE: &str = "/api/v1/federation";
 /// Largest page of the messages listing (the default is 100).
@@ -542,13 +543,15 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let body: PublishBody =
         from_object(body).map_err(|e| invalid_body(e, "{eventType, payload}"))?;
-    validate_type_name(&body.event_type, MAX_TYPE_LEN).map_err(|e| {
-        Problem::unprocessable(
+    // Type first, then the reserved prefix, then the payload, as before.
+    let checked = validate_event(&body.event_type, &body.payload, MAX_TYPE_LEN);
+    if let Err(InvalidEvent::Type(e)) = &checked {
+        return Err(Problem::unprocessable(
             "invalid-type",
             "Invalid event type",
             format!("eventType {:?} {e}", body.event_type),
-        )
-    })?;
+        ));
+    }
     if body.event_type.starts_with("federation.") {
         return Err(Problem::unprocessable(
             "invalid-type",
@@ -556,9 +559,11 @@ async fn publish(
             "federation.* types are reserved for control messages",
         ));
     }
-    check_numbers(&body.payload)
-        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?;
-    let payload = canonical_json(&body.payload);
+    let payload = checked
+        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?
+        .json
+        .get()
+        .to_string();
     let event_type = body.event_type.clone();
     let queued = state
         .store

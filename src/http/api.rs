@@ -20,11 +20,12 @@ use crate::http::sse;
 use logbook_base::canonical::{canonical_json, sha256};
 use logbook_base::hex;
 use logbook_journal::Event;
-use logbook_journal::chain::{BrokenReason, CanonicalPayload};
+use logbook_journal::chain::BrokenReason;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::follow::{Source, follow};
-use logbook_journal::registry::{TypeFilter, validate_type_name};
+use logbook_journal::registry::TypeFilter;
 use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead};
+use logbook_journal::validate::{InvalidEvent, validate_event};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -82,13 +83,18 @@ pub async fn append(
         )
     })?;
     let limits = state.limits.current();
-    validate_type_name(&body.event_type, limits.max_type_len).map_err(|e| {
-        Problem::unprocessable(
-            "invalid-type",
-            "Invalid event type",
-            format!("type {:?} {e}", body.event_type),
-        )
-    })?;
+    let payload = validate_event(&body.event_type, &body.payload, limits.max_type_len).map_err(
+        |e| match e {
+            InvalidEvent::Type(e) => Problem::unprocessable(
+                "invalid-type",
+                "Invalid event type",
+                format!("type {:?} {e}", body.event_type),
+            ),
+            InvalidEvent::Payload(e) => {
+                Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+            }
+        },
+    )?;
     if !state.registry.accepts(&body.event_type) {
         return Err(Problem::unprocessable(
             "unknown-type",
@@ -108,7 +114,6 @@ pub async fn append(
             format!("actor is longer than {} characters", limits.max_actor_len),
         ));
     }
-    let payload = CanonicalPayload::new(&body.payload);
     let idempotency = idempotency_key.map(|key| {
         // The fingerprint covers the request as normalized, so an omitted
         // payload and an explicit {} are the same request.
