@@ -34,7 +34,7 @@ const LATCH_KEY: &str = "latch";
 /// rotations. It is hash-chained like any plan and can never be deleted.
 pub const SYSTEM_PLAN: Uuid = Uuid::nil();
 /// Event type of a tombstone in the system journal.
-pub const TOMBSTONE_TYPE: &str = "system.plan_deleted";
+pub(crate) const TOMBSTONE_TYPE: &str = "system.plan_deleted";
 
 /// Creates this module's tables inside the store's opening transaction.
 /// The auth latch: set the first time any API token exists, never cleared
@@ -294,7 +294,7 @@ const SNAPSHOT_PREFIX: &str = ".backup-";
 /// a crash. Where the file system lacks O_TMPFILE, a named file unlinked at
 /// once; the instant between leaves a name only a crash right then can
 /// strand, and [`remove_stale_snapshots`] removes it at the next start.
-pub fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let unnamed = std::fs::OpenOptions::new()
         .read(true)
@@ -327,7 +327,7 @@ pub fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
 
 /// Removes backup snapshots a crash left in `dir` (`.backup-*.redb`).
 /// Returns how many there were.
-pub fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
+pub(crate) fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

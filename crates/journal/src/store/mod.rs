@@ -80,7 +80,7 @@ const POSITIONS: TableDefinition<u64, EventKey> = TableDefinition::new("position
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
 
 /// Version byte in front of every record this build writes.
-pub const RECORD_VERSION: u8 = 1;
+pub(crate) const RECORD_VERSION: u8 = 1;
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "journal.redb";
 /// Most appends one transaction takes; a bound on the batch's latency.

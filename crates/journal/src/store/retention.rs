@@ -158,7 +158,7 @@ impl Outbox<'_> {
 
 impl Inbox<'_> {
     /// Sets the per-peer quota on stored received messages, in bytes.
-    pub fn set_peer_quota(&self, bytes: u64) {
+    pub(crate) fn set_peer_quota(&self, bytes: u64) {
         self.store
             .fed
             .inbox

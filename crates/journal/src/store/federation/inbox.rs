@@ -294,7 +294,7 @@ impl Inbox<'_> {
     }
 
     /// Wakes when messages are received.
-    pub fn watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.store.fed.inbox.changed.subscribe()
     }
 

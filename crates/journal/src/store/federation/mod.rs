@@ -78,7 +78,7 @@ pub(super) const FED_RETIRED_PEER_KEYS: TableDefinition<&[u8], &[u8]> =
 
 /// Where a journal event goes: a peer and the pattern it subscribed with.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub peer: String,
     pub pattern: TypePattern,
 }
@@ -217,7 +217,7 @@ impl Store {
 }
 
 /// Longest peer-supplied text stored, in bytes.
-pub const MAX_PEER_TEXT: usize = 4096;
+pub(crate) const MAX_PEER_TEXT: usize = 4096;
 
 /// Peer-supplied text made inert before it is stored or shown: control
 /// characters (and the bidirectional overrides that reorder a terminal

@@ -200,12 +200,12 @@ impl Outbox<'_> {
     }
 
     /// Wakes when rows are added to any outbox, or a peer changes.
-    pub fn watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.store.fed.outbox.changed.subscribe()
     }
 
     /// Wakes when dead messages are requeued.
-    pub fn requeue_watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn requeue_watch(&self) -> watch::Receiver<u64> {
         self.store.fed.outbox.requeued.subscribe()
     }
 

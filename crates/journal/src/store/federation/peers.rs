@@ -396,7 +396,7 @@ impl Peers<'_> {
     }
 
     /// Inbound routes (peer, pattern) in force.
-    pub fn routes(&self) -> Arc<Vec<Route>> {
+    pub(crate) fn routes(&self) -> Arc<Vec<Route>> {
         self.store.fed.peers.routes.current()
     }
 }
