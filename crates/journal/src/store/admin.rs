@@ -250,7 +250,7 @@ impl Store {
     }
 
     /// Writes a consistent snapshot of the whole store into a file that has
-    /// no name in `dir` ([`snapshot_file`]) and returns it, rewound, to be
+    /// no name in `dir` (`snapshot_file`) and returns it, rewound, to be
     /// streamed. Every table is copied from one read transaction, so appends
     /// keep flowing and the copy shows exactly one committed state. The
     /// snapshot's blocks are freed when the file is closed, or when the

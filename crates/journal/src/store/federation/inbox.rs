@@ -84,8 +84,8 @@ pub enum ReceiveError {
     /// A subscribe would take the peer over its number of inbound
     /// subscriptions (the limit given).
     SubscriptionCap(usize),
-    /// Storing the messages would take the peer over its quota
-    /// ([`Inbox::set_peer_quota`]); nothing was stored.
+    /// Storing the messages would take the peer over its quota (see
+    /// [`crate::store::AsyncStore::set_peer_quota`]); nothing was stored.
     OverQuota {
         used: u64,
         quota: u64,

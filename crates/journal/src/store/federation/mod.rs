@@ -222,7 +222,7 @@ pub(crate) const MAX_PEER_TEXT: usize = 4096;
 /// Peer-supplied text made inert before it is stored or shown: control
 /// characters (and the bidirectional overrides that reorder a terminal
 /// line) become `\u{..}` escapes, and the result is cut to
-/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
+/// `MAX_PEER_TEXT` bytes. A CLI, a log line or a JSON reader then shows
 /// it as written, and it cannot move a cursor, recolour a terminal or
 /// forge a log line.
 pub fn inert_text(text: &str) -> String {
