@@ -69,10 +69,10 @@ fn prune_all(
 ) -> Result<[usize; 3], StoreError> {
     let fed_cutoff = cutoff(fed_keep_days);
     let outbox = prune(shutdown, |after| {
-        store.fed_prune_outbox(after, fed_cutoff, BATCH)
+        store.outbox().prune(after, fed_cutoff, BATCH)
     })?;
     let inbox = prune(shutdown, |after| {
-        store.fed_prune_inbox(after, fed_cutoff, BATCH)
+        store.inbox().prune(after, fed_cutoff, BATCH)
     })?;
     let idem_cutoff = cutoff(idem_keep_days);
     let idempotency = prune(shutdown, |after| {

@@ -287,7 +287,9 @@ async fn tampered_report(
 }
 
 fn stored_event(store: &logbook_journal::store::Store, plan: Uuid, seq: u64) -> Event {
-    let events = store.events(&plan, seq - 1, 1).expect("reading offline");
+    let events = store
+        .plan_events_after(&plan, seq - 1, 1)
+        .expect("reading offline");
     assert_eq!(events.len(), 1, "event {seq} exists");
     events.into_iter().next().unwrap()
 }

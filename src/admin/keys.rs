@@ -28,7 +28,7 @@ pub fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, 
     let mut windows = 0;
     let mut after = 0;
     loop {
-        let page = store.events(&SYSTEM_PLAN, after, READ_PAGE)?;
+        let page = store.plan_events_after(&SYSTEM_PLAN, after, READ_PAGE)?;
         let Some(last) = page.last() else {
             return Ok(windows);
         };

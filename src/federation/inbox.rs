@@ -17,7 +17,7 @@ use super::message::{
     EventAck, EventMessage, KEY_ROTATED_TYPE, PROTOCOL_V1, PROTOCOL_VERSION, now_ms, verify_value,
 };
 use crate::http::problem::Problem;
-use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_base::canonical::canonical_json;
 use logbook_journal::Event;
 use logbook_journal::store::{
     Incoming, JournalLink, PeerRecord, PeerStatus, ReceiveError, ReceiveOutcome, Rekey, Store,
@@ -86,7 +86,8 @@ fn unauthorized(kind: &'static str, title: &'static str, detail: String) -> Prob
 /// The active peer `instance_id` and its pinned key, or 403.
 pub fn active_peer(store: &Store, instance_id: &str) -> Result<(PeerRecord, PublicKey), Problem> {
     let peer = store
-        .fed_peer(instance_id)?
+        .peers()
+        .get(instance_id)?
         .ok_or_else(|| forbidden(format!("{instance_id:?} is not a peer of this instance")))?;
     if peer.status != PeerStatus::Active {
         return Err(forbidden(format!(
@@ -281,7 +282,9 @@ pub fn verify_batch(
             }
         };
         let retired = if head.key_id != pinned.as_str() {
-            store.fed_retired_peer_key(&peer.instance_id, head.key_id)?
+            store
+                .rotations()
+                .retired_peer_key(&peer.instance_id, head.key_id)?
         } else {
             None
         };
@@ -328,7 +331,7 @@ fn check_retired_redelivery(
     peer: &PeerRecord,
     m: &EventMessage,
 ) -> Result<(), Problem> {
-    let stored = store.fed_inbox_get(&m.message_id)?;
+    let stored = store.inbox().get(&m.message_id)?;
     if stored.is_some_and(|r| r.peer == peer.instance_id && r.digest == m.content_digest()) {
         return Ok(());
     }
@@ -391,21 +394,25 @@ pub fn receive_events(fed: &Federation, store: &Store, body: &str) -> Result<Val
                 ),
             ));
         }
-        logbook_journal::registry::validate_type_name(
+        use logbook_journal::validate::{InvalidEvent, validate_event};
+        let payload = validate_event(
             &m.event_type,
+            &m.payload,
             logbook_journal::registry::MAX_TYPE_LEN,
         )
-        .map_err(|e| {
-            Problem::unprocessable(
+        .map_err(|e| match e {
+            InvalidEvent::Type(e) => Problem::unprocessable(
                 "invalid-type",
                 "Invalid event type",
                 format!("eventType {:?} {e}", m.event_type),
-            )
-        })?;
-        check_numbers(&m.payload).map_err(|e| {
-            Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
-        })?;
-        let payload = canonical_json(&m.payload);
+            ),
+            InvalidEvent::Payload(e) => {
+                Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+            }
+        })?
+        .json
+        .get()
+        .to_string();
         incoming.push(Incoming {
             message_id: m.message_id,
             peer: peer.instance_id.clone(),
@@ -419,7 +426,7 @@ pub fn receive_events(fed: &Federation, store: &Store, body: &str) -> Result<Val
     let bytes = incoming.iter().map(|m| m.payload.len()).sum();
     rate_limit_bytes(fed, &peer.instance_id, bytes)?;
     rate_limit(fed, &peer.instance_id, messages.len())?;
-    match store.fed_receive_rekey(&incoming, rekey.as_ref()) {
+    match store.inbox().receive(&incoming, rekey.as_ref()) {
         Ok(outcomes) => {
             if let Some(rekey) = &rekey {
                 let applied = incoming
@@ -589,7 +596,7 @@ pub fn receive_acks(fed: &Federation, store: &Store, body: &str) -> Result<Value
     }
     let mut acknowledged = 0;
     for (peer, ack) in verified {
-        if ack.received && store.fed_ack(&peer, &ack.correlation_id)? {
+        if ack.received && store.outbox().ack(&peer, &ack.correlation_id)? {
             acknowledged += 1;
         }
     }

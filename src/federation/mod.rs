@@ -91,7 +91,7 @@ impl Federation {
     ) -> Result<Arc<Federation>, String> {
         let fed_config = config.federation.clone();
         validate(&fed_config)?;
-        store.fed_set_peer_quota(fed_config.peer_quota_bytes);
+        store.set_peer_quota(fed_config.peer_quota_bytes);
         let room = config
             .limits
             .max_body_bytes
@@ -156,8 +156,8 @@ impl Federation {
         let peers = federation
             .store
             .run(|s| {
-                s.fed_refresh_routes()?;
-                s.fed_peers()
+                s.peers().refresh_routes()?;
+                s.peers().list()
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -182,10 +182,7 @@ impl Federation {
         store: &Store,
         peer: &str,
     ) -> Result<(Arc<OwnKey>, Option<u64>), String> {
-        match store
-            .fed_pending_rotation(peer)
-            .map_err(|e| e.to_string())?
-        {
+        match store.rotations().pending(peer).map_err(|e| e.to_string())? {
             None => Ok((self.identity.current(), None)),
             Some((seq, old_key_id)) => match self.identity.retired(&old_key_id) {
                 Some(key) => Ok((key, Some(seq))),

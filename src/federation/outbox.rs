@@ -38,8 +38,8 @@ struct Failure {
 }
 
 pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
-    let mut changed = fed.store.fed_outbox_watch();
-    let mut requeued = fed.store.fed_requeue_watch();
+    let mut changed = fed.store.outbox_watch();
+    let mut requeued = fed.store.requeue_watch();
     let mut cursor = 0u64;
     loop {
         if shutdown.is_cancelled() {
@@ -88,8 +88,8 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     let (peer, due) = fed
         .store
         .run(move |store| -> Result<_, FedError> {
-            let peer = store.fed_peer(&id)?;
-            let due = store.fed_outbox_due(&id, from, limit, now_ms())?;
+            let peer = store.peers().get(&id)?;
+            let due = store.outbox().due(&id, from, limit, now_ms())?;
             Ok((peer, due))
         })
         .await?;
@@ -179,7 +179,7 @@ async fn record(
             Err(f) => (Vec::new(), Some((seqs, f))),
         };
         if !delivered.is_empty() {
-            store.fed_mark_delivered(&id, &delivered)?;
+            store.outbox().mark_delivered(&id, &delivered)?;
         }
         let failed_count = failed.as_ref().map_or(0, |(s, _)| s.len());
         let mut dead = 0;
@@ -198,7 +198,7 @@ async fn record(
             } else {
                 config.max_attempts
             };
-            dead = store.fed_mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)?;
+            dead = store.outbox().mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)?;
             tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
         }
         logbook_base::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);

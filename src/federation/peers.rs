@@ -185,7 +185,8 @@ pub fn store_peer(
 ) -> Result<PeerRecord, String> {
     let now = Timestamp::now().millis();
     let existing = store
-        .fed_peer(&spec.instance_id)
+        .peers()
+        .get(&spec.instance_id)
         .map_err(|e| e.to_string())?;
     let record = PeerRecord {
         instance_id: spec.instance_id.clone(),
@@ -208,7 +209,7 @@ pub fn store_peer(
             (None, None) => Vec::new(),
         },
     };
-    store.fed_put_peer(&record).map_err(|e| e.to_string())?;
+    store.peers().put(&record).map_err(|e| e.to_string())?;
     if record.status != PeerStatus::Removed {
         fed.ensure_worker(&record.instance_id);
     }
@@ -284,12 +285,13 @@ fn apply_stored(
     peers: &[PeerConfig],
 ) -> Result<Vec<PeerSpec>, String> {
     // A peer no longer listed loses the grants the file gave it.
-    for stored in store.fed_peers().map_err(|e| e.to_string())? {
+    for stored in store.peers().list().map_err(|e| e.to_string())? {
         if !stored.config_allow.is_empty()
             && !peers.iter().any(|p| p.instance_id == stored.instance_id)
         {
             store
-                .fed_set_config_allow(&stored.instance_id, &[])
+                .peers()
+                .set_config_allow(&stored.instance_id, &[])
                 .map_err(|e| e.to_string())?;
         }
     }
@@ -297,7 +299,8 @@ fn apply_stored(
     for p in peers {
         let spec = PeerSpec::from_config(p)?;
         let stored = store
-            .fed_peer(&spec.instance_id)
+            .peers()
+            .get(&spec.instance_id)
             .map_err(|e| e.to_string())?;
         // The key id the config pins, from the key or the fingerprint.
         let inline = spec.inline_key()?;
@@ -309,7 +312,8 @@ fn apply_stored(
             && let Some(configured) = &configured_key_id
             && *configured != key_id(&stored.public_key_der)
             && store
-                .fed_retired_peer_key(&spec.instance_id, configured)
+                .rotations()
+                .retired_peer_key(&spec.instance_id, configured)
                 .map_err(|e| e.to_string())?
                 .is_some()
         {
@@ -330,7 +334,8 @@ fn apply_stored(
                 // (if any), and again when the pin is stored.
                 if stored.is_some() {
                     store
-                        .fed_set_config_allow(
+                        .peers()
+                        .set_config_allow(
                             &spec.instance_id,
                             spec.config_allow.as_deref().unwrap_or_default(),
                         )

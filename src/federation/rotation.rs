@@ -68,7 +68,8 @@ fn rotate_blocking(fed: &Federation, store: &Store) -> Result<Rotated, String> {
     //    key) and record the rotation, in one durable transaction.
     let payload = canonical_json(&announcement(&new));
     let queued = store
-        .fed_enqueue_key_rotation(KEY_ROTATED_TYPE, &payload, &old.key_id, &new.key_id)
+        .rotations()
+        .announce(KEY_ROTATED_TYPE, &payload, &old.key_id, &new.key_id)
         .map_err(|e| {
             let _ = std::fs::remove_file(&staged);
             format!("queueing the key announcements: {e}")
@@ -160,9 +161,7 @@ pub fn recover(dir: &Path, store: &Store) -> Result<(), String> {
         .and_then(|k| OwnKey::new(k).ok())
         .map(|k| k.key_id);
     let committed = match &staged_id {
-        Some(id) => store
-            .fed_key_rotation_committed(id)
-            .map_err(|e| e.to_string())?,
+        Some(id) => store.rotations().committed(id).map_err(|e| e.to_string())?,
         None => false,
     };
     if committed {

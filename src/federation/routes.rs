@@ -33,13 +33,14 @@ use crate::http::AppState;
 use crate::http::auth;
 use crate::http::extract::{JsonBody, Path, Query, from_object};
 use crate::http::problem::Problem;
-use logbook_base::canonical::{canonical_json, check_numbers};
+use logbook_base::canonical::canonical_json;
 use logbook_base::hex;
-use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
+use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern};
 use logbook_journal::store::{
     DeliveryStatus, Direction, InboxEntry, Incoming, OutboxEntry, PeerRecord, PeerStatus,
     ReceiveError, ReceiveOutcome,
 };
+use logbook_journal::validate::{InvalidEvent, validate_event};
 
 const BASE: &str = "/api/v1/federation";
 /// Largest page of the messages listing (the default is 100).
@@ -211,7 +212,7 @@ async fn incoming_control(
         };
         let cap = fed.config.max_subscriptions_per_peer;
         match store
-            .fed_receive_control(&request, &pattern, subscribe, cap)
+            .inbox().receive_control(&request, &pattern, subscribe, cap)
         {
             Ok(ReceiveOutcome::Stored) => {
                 let change = if subscribe {
@@ -284,7 +285,7 @@ fn parse_pattern(text: &str) -> Result<String, Problem> {
 // ---- peers ----------------------------------------------------------------
 
 async fn list_peers(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let peers = state.store.run(move |store| store.fed_peers()).await?;
+    let peers = state.store.run(move |store| store.peers().list()).await?;
     Ok(Json(
         json!({"peers": peers.iter().map(peers::peer_json).collect::<Vec<_>>()}),
     ))
@@ -369,11 +370,12 @@ async fn set_peer_status(
         .store
         .run(move |store| -> Result<_, Problem> {
             let mut peer = store
-                .fed_peer(&instance_id)?
+                .peers()
+                .get(&instance_id)?
                 .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
             peer.status = status;
             peer.updated_at = now_ms();
-            store.fed_put_peer(&peer)?;
+            store.peers().put(&peer)?;
             Ok(peer)
         })
         .await?;
@@ -492,9 +494,13 @@ async fn control(
                 .and_then(|()| inbox::check_recipient(&fed2, ack.recipient_id.as_deref()))
                 .map_err(|p| peer_error(format!("the ack is not valid: {}", p.detail)))?;
             if event_type == SUBSCRIBE_TYPE {
-                store.fed_put_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
+                store
+                    .peers()
+                    .subscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
             } else {
-                store.fed_remove_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
+                store
+                    .peers()
+                    .unsubscribe(Direction::Outbound, &peer2.instance_id, &pattern)?;
             }
             Ok(())
         })
@@ -512,7 +518,7 @@ async fn control(
 async fn subscriptions(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     let subs = state
         .store
-        .run(move |store| store.fed_subscriptions())
+        .run(move |store| store.peers().subscriptions())
         .await?;
     let list: Vec<Value> = subs
         .iter()
@@ -537,13 +543,15 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let body: PublishBody =
         from_object(body).map_err(|e| invalid_body(e, "{eventType, payload}"))?;
-    validate_type_name(&body.event_type, MAX_TYPE_LEN).map_err(|e| {
-        Problem::unprocessable(
+    // Type first, then the reserved prefix, then the payload, as before.
+    let checked = validate_event(&body.event_type, &body.payload, MAX_TYPE_LEN);
+    if let Err(InvalidEvent::Type(e)) = &checked {
+        return Err(Problem::unprocessable(
             "invalid-type",
             "Invalid event type",
             format!("eventType {:?} {e}", body.event_type),
-        )
-    })?;
+        ));
+    }
     if body.event_type.starts_with("federation.") {
         return Err(Problem::unprocessable(
             "invalid-type",
@@ -551,13 +559,15 @@ async fn publish(
             "federation.* types are reserved for control messages",
         ));
     }
-    check_numbers(&body.payload)
-        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?;
-    let payload = canonical_json(&body.payload);
+    let payload = checked
+        .map_err(|e| Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string()))?
+        .json
+        .get()
+        .to_string();
     let event_type = body.event_type.clone();
     let queued = state
         .store
-        .run(move |store| store.fed_publish(&event_type, &payload))
+        .run(move |store| store.outbox().publish(&event_type, &payload))
         .await?;
     let messages: Vec<Value> = queued
         .iter()
@@ -718,7 +728,7 @@ async fn messages(
                     Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
                     _ => None,
                 };
-                for e in store.fed_outbox_page(peer.as_deref(), status, from, limit)? {
+                for e in store.outbox().after(peer.as_deref(), status, from, limit)? {
                     list.push(outbound_json(&e));
                     last = Some(MessagesCursor::Outbound(e.peer, e.seq));
                 }
@@ -729,7 +739,7 @@ async fn messages(
             {
                 let mut after = inbound_from;
                 'pages: loop {
-                    let page = store.fed_inbox_after(after, STREAM_PAGE)?;
+                    let page = store.inbox().after(after, STREAM_PAGE)?;
                     let short = page.len() < STREAM_PAGE;
                     for e in &page {
                         if list.len() >= limit {
@@ -774,7 +784,11 @@ async fn retry(
     let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
     let count = state
         .store
-        .run(move |store| store.fed_retry_dead(body.message_id.as_ref(), body.peer.as_deref()))
+        .run(move |store| {
+            store
+                .outbox()
+                .retry_dead(body.message_id.as_ref(), body.peer.as_deref())
+        })
         .await?;
     Ok(Json(json!({"requeued": count})))
 }
@@ -816,7 +830,7 @@ async fn drop_dead(
     let (id, who) = (body.message_id, peer.clone());
     let count = state
         .store
-        .run(move |store| store.fed_drop_dead(id.as_ref(), who.as_deref()))
+        .run(move |store| store.outbox().drop_dead(id.as_ref(), who.as_deref()))
         .await?;
     if count > 0 {
         tracing::warn!(dropped = count, peer = ?peer, message_id = ?body.message_id, "dead federation messages dropped");
@@ -832,7 +846,7 @@ async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Proble
             let mut list = Vec::new();
             let mut after = 0;
             loop {
-                let page = store.fed_inbox_after(after, STREAM_PAGE)?;
+                let page = store.inbox().after(after, STREAM_PAGE)?;
                 for e in &page {
                     after = e.record.position;
                     if e.record.continuity.as_ref().is_some_and(|c| {
@@ -886,10 +900,10 @@ async fn stream(
     })?;
     let fed = fed(&state);
     // Watch before reading, so nothing stored after the read is missed.
-    let changes = fed.store.fed_inbox_watch();
+    let changes = fed.store.inbox_watch();
     let head = state
         .store
-        .run(move |store| store.fed_inbox_last_position())
+        .run(move |store| store.inbox().last_position())
         .await?;
     if after > head {
         return Err(Problem::new(
@@ -919,7 +933,7 @@ fn received_stream(
         let mut cursor = after;
         loop {
             let from = cursor;
-            let page = fed.store.run(move |s| s.fed_inbox_after(from, STREAM_PAGE)).await;
+            let page = fed.store.run(move |s| s.inbox().after(from, STREAM_PAGE)).await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {

@@ -24,12 +24,13 @@ use logbook_base::canonical::{canonical_json, sha256};
 use logbook_base::hex;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::Event;
-use logbook_journal::chain::{BrokenReason, CanonicalPayload};
+use logbook_journal::chain::BrokenReason;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::follow::{Source, follow};
-use logbook_journal::registry::{Registry, TypeFilter, validate_type_name};
+use logbook_journal::registry::{Registry, TypeFilter};
 use logbook_journal::store::{AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead};
+use logbook_journal::validate::{InvalidEvent, validate_event};
 
 /// What the journal routes read: the store and its fan-out, the registry,
 /// the limits, and what an SSE stream needs to end (shutdown, the tokens).
@@ -123,13 +124,18 @@ pub(crate) async fn append(
         )
     })?;
     let limits = state.limits.current();
-    validate_type_name(&body.event_type, limits.max_type_len).map_err(|e| {
-        Problem::unprocessable(
-            "invalid-type",
-            "Invalid event type",
-            format!("type {:?} {e}", body.event_type),
-        )
-    })?;
+    let payload = validate_event(&body.event_type, &body.payload, limits.max_type_len).map_err(
+        |e| match e {
+            InvalidEvent::Type(e) => Problem::unprocessable(
+                "invalid-type",
+                "Invalid event type",
+                format!("type {:?} {e}", body.event_type),
+            ),
+            InvalidEvent::Payload(e) => {
+                Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+            }
+        },
+    )?;
     if !state.registry.accepts(&body.event_type) {
         return Err(Problem::unprocessable(
             "unknown-type",
@@ -149,7 +155,6 @@ pub(crate) async fn append(
             format!("actor is longer than {} characters", limits.max_actor_len),
         ));
     }
-    let payload = CanonicalPayload::new(&body.payload);
     let idempotency = idempotency_key.map(|key| {
         // The fingerprint covers the request as normalized, so an omitted
         // payload and an explicit {} are the same request.
@@ -264,7 +269,10 @@ pub(crate) async fn list_plans(
             )
         })?),
     };
-    let plans = state.store.run(move |s| s.plans(after, limit)).await?;
+    let plans = state
+        .store
+        .run(move |s| s.plans_after(after, limit))
+        .await?;
     let next_after = (plans.len() == limit)
         .then(|| plans.last().map(|(id, _)| *id))
         .flatten();
@@ -325,7 +333,7 @@ pub(crate) async fn list_events(
     let after = q.after;
     let events = state
         .store
-        .run(move |s| s.events(&plan_id, after, limit))
+        .run(move |s| s.plan_events_after(&plan_id, after, limit))
         .await?;
     let verification = if verify {
         let keyring = state.store.keyring();

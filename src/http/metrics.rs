@@ -68,10 +68,11 @@ pub(crate) fn peer_queues(
 ) -> Result<Vec<PeerQueue>, logbook_journal::store::StoreError> {
     use logbook_journal::store::DeliveryStatus;
     let mut out = Vec::new();
-    for peer in store.fed_peers()? {
+    for peer in store.peers().list()? {
         let count = |status| -> Result<u64, logbook_journal::store::StoreError> {
             Ok(store
-                .fed_outbox_list(Some(&peer.instance_id), Some(status), QUEUE_COUNT_CAP)?
+                .outbox()
+                .after(Some(&peer.instance_id), Some(status), None, QUEUE_COUNT_CAP)?
                 .len() as u64)
         };
         out.push(PeerQueue {

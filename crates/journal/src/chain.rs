@@ -17,7 +17,7 @@ use super::event::{Event, Timestamp};
 use super::keys::Keyring;
 
 /// Version of the signed object (`"v"`). Bump it, never reinterpret it.
-pub const SIGNATURE_VERSION: u8 = 1;
+pub(crate) const SIGNATURE_VERSION: u8 = 1;
 
 /// A payload in the form the journal stores and hashes it. Built by the
 /// request handler, so the single writer thread only copies it.

@@ -17,7 +17,7 @@ use crate::Event;
 pub type Fanout = broadcast::Sender<Arc<Event>>;
 
 /// Events buffered per receiver before a slow one lags and catches up from storage.
-pub const FANOUT_CAPACITY: usize = 4096;
+pub(crate) const FANOUT_CAPACITY: usize = 4096;
 
 pub fn fanout() -> Fanout {
     broadcast::channel(FANOUT_CAPACITY).0

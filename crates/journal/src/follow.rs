@@ -101,8 +101,8 @@ impl Source {
         let source = self.clone();
         store
             .run(move |s| match source {
-                Source::Plan(plan) => s.events(&plan, after, READ_PAGE),
-                Source::All(_) => s.events_after_position(after, READ_PAGE),
+                Source::Plan(plan) => s.plan_events_after(&plan, after, READ_PAGE),
+                Source::All(_) => s.events_after(after, READ_PAGE),
             })
             .await
     }

@@ -26,7 +26,7 @@ pub const SECRET_ENV_VARS: [&str; 3] = [
 
 /// Shortest secret accepted from the environment: a short text is a
 /// guessable HMAC key, and whoever guesses it can rewrite every plan.
-pub const MIN_ENV_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_ENV_SECRET_BYTES: usize = 32;
 
 /// File under the data dir holding the generated secret.
 pub const GENERATED_KEY_FILE: &str = "hmac.key";
@@ -133,7 +133,7 @@ impl Keyring {
         &self.current
     }
 
-    pub fn current_secret(&self) -> &[u8] {
+    pub(crate) fn current_secret(&self) -> &[u8] {
         &self.secrets[self.ids[&self.current]]
     }
 
@@ -161,17 +161,12 @@ impl Keyring {
 
     /// The key that may have signed an event dated `at`: the key `key_id`
     /// names, unless it was retired before `at`.
-    pub fn verification_key(&self, key_id: &str, at: Timestamp) -> Option<&[u8]> {
+    pub(crate) fn verification_key(&self, key_id: &str, at: Timestamp) -> Option<&[u8]> {
         let &index = self.ids.get(key_id)?;
         match self.retired_at[index] {
             Some(retired) if at > retired => None,
             _ => Some(&self.secrets[index]),
         }
-    }
-
-    /// When the key `key_id` names was retired, if it was.
-    pub fn retired_at(&self, key_id: &str) -> Option<Timestamp> {
-        self.ids.get(key_id).and_then(|&i| self.retired_at[i])
     }
 
     /// How many keys (not ids) the keyring holds.

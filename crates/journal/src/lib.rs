@@ -13,5 +13,6 @@ pub mod follow;
 pub mod keys;
 pub mod registry;
 pub mod store;
+pub mod validate;
 
 pub use event::Event;

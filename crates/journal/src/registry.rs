@@ -63,7 +63,7 @@ pub struct Registry {
 
 impl Registry {
     /// Built-in types plus `extra`. Fails on a malformed or repeated name.
-    pub fn new(strict: bool, extra: &[EventType]) -> Result<Registry, String> {
+    pub fn new(strict: bool, extra: &[EventType]) -> Result<Registry, RegistryError> {
         let mut types: Vec<EventType> = BUILTIN_TYPES
             .iter()
             .map(|(name, description)| EventType {
@@ -73,10 +73,14 @@ impl Registry {
             })
             .collect();
         for t in extra {
-            validate_type_name(&t.name, MAX_TYPE_LEN)
-                .map_err(|e| format!("event type {:?}: {e}", t.name))?;
+            validate_type_name(&t.name, MAX_TYPE_LEN).map_err(|error| {
+                RegistryError::InvalidName {
+                    name: t.name.clone(),
+                    error,
+                }
+            })?;
             if types.iter().any(|existing| existing.name == t.name) {
-                return Err(format!("event type {:?} is registered twice", t.name));
+                return Err(RegistryError::Repeated(t.name.clone()));
             }
             types.push(EventType {
                 builtin: false,
@@ -96,30 +100,110 @@ impl Registry {
     }
 }
 
+/// Why the configured registry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    /// A configured type name is malformed.
+    InvalidName {
+        name: String,
+        error: InvalidTypeName,
+    },
+    /// A type name is registered twice (or repeats a built-in one).
+    Repeated(String),
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryError::InvalidName { name, error } => write!(f, "event type {name:?}: {error}"),
+            RegistryError::Repeated(name) => write!(f, "event type {name:?} is registered twice"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// Why a type name is malformed. Its text is a predicate, to follow the
+/// name in a message: `type "Bad" segments must start with ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidTypeName {
+    Empty,
+    /// Longer than the limit given, in bytes.
+    TooLong(usize),
+    /// A segment does not start with a lowercase letter.
+    SegmentStart,
+    /// A segment holds a character other than a-z, 0-9 and `_`.
+    SegmentCharacter,
+}
+
+impl std::fmt::Display for InvalidTypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidTypeName::Empty => f.write_str("must not be empty"),
+            InvalidTypeName::TooLong(max_len) => write!(f, "is longer than {max_len} characters"),
+            InvalidTypeName::SegmentStart => f.write_str(
+                "segments must start with a lowercase letter (dot notation like step.completed)",
+            ),
+            InvalidTypeName::SegmentCharacter => {
+                f.write_str("segments may hold only a-z, 0-9 and _")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InvalidTypeName {}
+
 /// Checks `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$` and the length limit.
-pub fn validate_type_name(name: &str, max_len: usize) -> Result<(), String> {
+pub fn validate_type_name(name: &str, max_len: usize) -> Result<(), InvalidTypeName> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(InvalidTypeName::Empty);
     }
     if name.len() > max_len {
-        return Err(format!("is longer than {max_len} characters"));
+        return Err(InvalidTypeName::TooLong(max_len));
     }
     for segment in name.split('.') {
         let mut chars = segment.chars();
         match chars.next() {
             Some('a'..='z') => {}
-            _ => {
-                return Err(
-                    "segments must start with a lowercase letter (dot notation like step.completed)"
-                        .into(),
-                );
-            }
+            _ => return Err(InvalidTypeName::SegmentStart),
         }
         if !chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_')) {
-            return Err("segments may hold only a-z, 0-9 and _".into());
+            return Err(InvalidTypeName::SegmentCharacter);
         }
     }
     Ok(())
+}
+
+/// A malformed type pattern (or one in a filter), with its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidPattern {
+    /// Empty, or longer than [`MAX_TYPE_LEN`].
+    Length(String),
+    /// A segment is neither a name, `*`, nor a final `>`.
+    Segment(String),
+}
+
+impl std::fmt::Display for InvalidPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidPattern::Length(text) => {
+                write!(f, "pattern {text:?} must be 1 to {MAX_TYPE_LEN} characters")
+            }
+            InvalidPattern::Segment(text) => write!(
+                f,
+                "pattern {text:?}: each segment is a name, `*`, or a final `>`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidPattern {}
+
+/// Its message, for callers that pass error text on (a problem's detail).
+impl From<InvalidPattern> for String {
+    fn from(e: InvalidPattern) -> String {
+        e.to_string()
+    }
 }
 
 /// A NATS-style subject pattern over type names: segments match exactly, `*`
@@ -130,11 +214,9 @@ pub struct TypePattern {
 }
 
 impl TypePattern {
-    pub fn parse(text: &str) -> Result<TypePattern, String> {
+    pub fn parse(text: &str) -> Result<TypePattern, InvalidPattern> {
         if text.is_empty() || text.len() > MAX_TYPE_LEN {
-            return Err(format!(
-                "pattern {text:?} must be 1 to {MAX_TYPE_LEN} characters"
-            ));
+            return Err(InvalidPattern::Length(text.to_string()));
         }
         let segments: Vec<String> = text.split('.').map(str::to_string).collect();
         for (i, segment) in segments.iter().enumerate() {
@@ -144,9 +226,7 @@ impl TypePattern {
                 s => validate_type_name(s, MAX_TYPE_LEN).is_ok(),
             };
             if !ok {
-                return Err(format!(
-                    "pattern {text:?}: each segment is a name, `*`, or a final `>`"
-                ));
+                return Err(InvalidPattern::Segment(text.to_string()));
             }
         }
         Ok(TypePattern { segments })
@@ -217,7 +297,7 @@ pub struct TypeFilter {
 }
 
 impl TypeFilter {
-    pub fn parse(list: &str) -> Result<TypeFilter, String> {
+    pub fn parse(list: &str) -> Result<TypeFilter, InvalidPattern> {
         let patterns = list
             .split(',')
             .map(str::trim)

@@ -67,9 +67,9 @@ async fn change_grants(
         .run(move |store| {
             let now = Timestamp::now().millis();
             if allow {
-                store.fed_allow(&id, &grants, now)
+                store.peers().allow(&id, &grants, now)
             } else {
-                store.fed_disallow(&id, &grants, now)
+                store.peers().disallow(&id, &grants, now)
             }
         })
         .await?

@@ -30,7 +30,7 @@ pub(super) async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
             let mut all = Vec::new();
             let mut after = None;
             loop {
-                let page = store.plans(after, 1000)?;
+                let page = store.plans_after(after, 1000)?;
                 let done = page.len() < 1000;
                 after = page.last().map(|(id, _)| *id);
                 all.extend(page);
@@ -127,7 +127,7 @@ pub(super) async fn export_plan(
     let lines = async_stream::stream! {
         let mut after = 0;
         loop {
-            let page = store.run(move |s| s.events(&plan_id, after, READ_PAGE)).await;
+            let page = store.run(move |s| s.plan_events_after(&plan_id, after, READ_PAGE)).await;
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {

@@ -58,7 +58,14 @@ pub(super) async fn create_token(
     cx.store
         .run(move |store| store.insert_token(&stored))
         .await?
-        .map_err(|e| Problem::new(StatusCode::CONFLICT, "token-exists", "Token exists", e))?;
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "token-exists",
+                "Token exists",
+                e.to_string(),
+            )
+        })?;
     publish_stored(&cx).await?;
     tracing::info!(
         name = record.name,

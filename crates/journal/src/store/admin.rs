@@ -34,7 +34,7 @@ const LATCH_KEY: &str = "latch";
 /// rotations. It is hash-chained like any plan and can never be deleted.
 pub const SYSTEM_PLAN: Uuid = Uuid::nil();
 /// Event type of a tombstone in the system journal.
-pub const TOMBSTONE_TYPE: &str = "system.plan_deleted";
+pub(crate) const TOMBSTONE_TYPE: &str = "system.plan_deleted";
 
 /// Creates this module's tables inside the store's opening transaction.
 /// The auth latch: set the first time any API token exists, never cleared
@@ -117,6 +117,18 @@ pub struct Deleted {
     pub tombstone: std::sync::Arc<Event>,
 }
 
+/// A token of that name (or id) is stored already; holds the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenExists(pub String);
+
+impl std::fmt::Display for TokenExists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a token named {:?} already exists", self.0)
+    }
+}
+
+impl std::error::Error for TokenExists {}
+
 impl Store {
     /// The keyring in force: it signs new events and verifies old ones.
     pub fn keyring(&self) -> std::sync::Arc<crate::keys::Keyring> {
@@ -153,7 +165,7 @@ impl Store {
     }
 
     /// Stores a token; refuses a name or id already in use.
-    pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), String>, StoreError> {
+    pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), TokenExists>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -162,10 +174,7 @@ impl Store {
                 let (k, v) = entry?;
                 let existing: StoredToken = decode(v.value())?;
                 if existing.name == token.name || k.value() == token.id {
-                    return Ok(Err(format!(
-                        "a token named {:?} already exists",
-                        token.name
-                    )));
+                    return Ok(Err(TokenExists(token.name.clone())));
                 }
             }
             table.insert(token.id.as_str(), encode(token).as_slice())?;
@@ -241,7 +250,7 @@ impl Store {
     }
 
     /// Writes a consistent snapshot of the whole store into a file that has
-    /// no name in `dir` ([`snapshot_file`]) and returns it, rewound, to be
+    /// no name in `dir` (`snapshot_file`) and returns it, rewound, to be
     /// streamed. Every table is copied from one read transaction, so appends
     /// keep flowing and the copy shows exactly one committed state. The
     /// snapshot's blocks are freed when the file is closed, or when the
@@ -285,7 +294,7 @@ const SNAPSHOT_PREFIX: &str = ".backup-";
 /// a crash. Where the file system lacks O_TMPFILE, a named file unlinked at
 /// once; the instant between leaves a name only a crash right then can
 /// strand, and [`remove_stale_snapshots`] removes it at the next start.
-pub fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let unnamed = std::fs::OpenOptions::new()
         .read(true)
@@ -318,7 +327,7 @@ pub fn snapshot_file(dir: &Path) -> std::io::Result<std::fs::File> {
 
 /// Removes backup snapshots a crash left in `dir` (`.backup-*.redb`).
 /// Returns how many there were.
-pub fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
+pub(crate) fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

@@ -87,22 +87,22 @@ impl AsyncStore {
     }
 
     /// Sets the per-peer quota on stored received messages, in bytes.
-    pub fn fed_set_peer_quota(&self, bytes: u64) {
-        self.0.fed_set_peer_quota(bytes);
+    pub fn set_peer_quota(&self, bytes: u64) {
+        self.0.inbox().set_peer_quota(bytes);
     }
 
     /// Wakes when rows are added to any outbox, or a peer changes.
-    pub fn fed_outbox_watch(&self) -> watch::Receiver<u64> {
-        self.0.fed_outbox_watch()
+    pub fn outbox_watch(&self) -> watch::Receiver<u64> {
+        self.0.outbox().watch()
     }
 
     /// Wakes when dead messages are requeued.
-    pub fn fed_requeue_watch(&self) -> watch::Receiver<u64> {
-        self.0.fed_requeue_watch()
+    pub fn requeue_watch(&self) -> watch::Receiver<u64> {
+        self.0.outbox().requeue_watch()
     }
 
     /// Wakes when messages are received.
-    pub fn fed_inbox_watch(&self) -> watch::Receiver<u64> {
-        self.0.fed_inbox_watch()
+    pub fn inbox_watch(&self) -> watch::Receiver<u64> {
+        self.0.inbox().watch()
     }
 }

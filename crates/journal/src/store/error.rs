@@ -43,7 +43,7 @@ impl StoreError {
     }
 
     /// A blocking read task that panicked or was cancelled.
-    pub fn from_join(e: &tokio::task::JoinError) -> StoreError {
+    pub(crate) fn from_join(e: &tokio::task::JoinError) -> StoreError {
         StoreError(format!("read task failed: {e}"))
     }
 

@@ -19,6 +19,19 @@
 //! encoding; `writer.rs` the writer thread and its batch commit; `apply.rs`
 //! the apply of one append inside the batch's transaction; `reads.rs` the
 //! read paths. `admin.rs`, `retention.rs` and `federation/` build on these.
+//!
+//! Federation storage is not a pile of methods on [`Store`]: each aggregate
+//! is reached through a narrow view borrowed from it, [`Store::peers`],
+//! [`Store::outbox`], [`Store::inbox`] and [`Store::rotations`] (see
+//! `federation/mod.rs`).
+//!
+//! Paged reads follow one naming rule: a read that returns a page is named
+//! `<things>_after` on [`Store`] (`plans_after`, `plan_events_after`,
+//! `events_after`) and `after` on a view (`inbox().after`,
+//! `outbox().after`). Its arguments are any filters first, then the
+//! exclusive cursor (0 or `None` reads from the start), then `limit`; it
+//! returns at most `limit` items strictly after the cursor, in cursor
+//! order, and the last item's cursor continues the scan.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,7 +80,7 @@ const POSITIONS: TableDefinition<u64, EventKey> = TableDefinition::new("position
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
 
 /// Version byte in front of every record this build writes.
-pub const RECORD_VERSION: u8 = 1;
+pub(crate) const RECORD_VERSION: u8 = 1;
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "journal.redb";
 /// Most appends one transaction takes; a bound on the batch's latency.

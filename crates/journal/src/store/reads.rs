@@ -22,7 +22,7 @@ impl Store {
     }
 
     /// Plans in id order, starting after `after`.
-    pub fn plans(
+    pub fn plans_after(
         &self,
         after: Option<Uuid>,
         limit: usize,
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// Events of a plan with seq > `after`, in order, at most `limit`.
-    pub fn events(
+    pub fn plan_events_after(
         &self,
         plan_id: &Uuid,
         after: u64,
@@ -68,11 +68,7 @@ impl Store {
     }
 
     /// Events of every plan with store-wide position > `after`, in position order.
-    pub fn events_after_position(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Db;
 use super::federation::{
-    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, InboxRecord,
-    OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
+    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, Inbox, InboxRecord,
+    Outbox, OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
 };
 use super::{EVENTS, IDEMPOTENCY, IdempotencyRecord, Store, StoreError, decode, encode, event_key};
 
@@ -66,7 +66,7 @@ pub(super) fn charge(
         return Ok(());
     }
     let mut usage = usage_of(txn, peer)?;
-    let quota = store.fed.peer_quota.load(Ordering::Relaxed);
+    let quota = store.fed.inbox.peer_quota.load(Ordering::Relaxed);
     let after = usage.bytes.saturating_add(bytes);
     if after > quota {
         return Err(ReceiveError::OverQuota {
@@ -100,32 +100,16 @@ pub struct PruneStep {
     pub next: Option<Vec<u8>>,
 }
 
-impl Store {
-    /// Sets the per-peer quota on stored received messages, in bytes.
-    pub fn fed_set_peer_quota(&self, bytes: u64) {
-        self.fed.peer_quota.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Bytes of received messages stored for `peer`.
-    pub fn fed_peer_usage(&self, peer: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(FED_PEER_USAGE)?;
-        let usage = table
-            .get(peer)?
-            .map(|v| decode::<Usage>(v.value()))
-            .transpose()?;
-        Ok(usage.unwrap_or_default().bytes)
-    }
-
+impl Outbox<'_> {
     /// Removes delivered outbox rows last updated before `cutoff_ms`,
     /// looking at up to `max_scan` rows after `after`.
-    pub fn fed_prune_outbox(
+    pub fn prune(
         &self,
         after: Option<&[u8]>,
         cutoff_ms: i64,
         max_scan: usize,
     ) -> Result<PruneStep, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.store.db.begin_write()?;
         let mut step = PruneStep::default();
         {
             let mut outbox = txn.open_table(FED_OUTBOX)?;
@@ -167,21 +151,32 @@ impl Store {
                 step.removed += 1;
             }
         }
-        finish(&self.db, txn, &step)?;
+        finish(&self.store.db, txn, &step)?;
         Ok(step)
+    }
+}
+
+impl Inbox<'_> {
+    /// Sets the per-peer quota on stored received messages, in bytes.
+    pub(crate) fn set_peer_quota(&self, bytes: u64) {
+        self.store
+            .fed
+            .inbox
+            .peer_quota
+            .store(bytes, Ordering::Relaxed);
     }
 
     /// Removes inbox records (the dedupe records of received messages and
     /// control requests) received before `cutoff_ms`, looking at up to
     /// `max_scan` records after the message id `after`, and gives their
     /// bytes back to their peer's quota.
-    pub fn fed_prune_inbox(
+    pub fn prune(
         &self,
         after: Option<&[u8]>,
         cutoff_ms: i64,
         max_scan: usize,
     ) -> Result<PruneStep, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.store.db.begin_write()?;
         let mut step = PruneStep::default();
         let mut freed: std::collections::HashMap<String, u64> = Default::default();
         {
@@ -231,10 +226,12 @@ impl Store {
             usage.bytes = usage.bytes.saturating_sub(bytes);
             set_usage(&txn, &peer, usage)?;
         }
-        finish(&self.db, txn, &step)?;
+        finish(&self.store.db, txn, &step)?;
         Ok(step)
     }
+}
 
+impl Store {
     /// Removes idempotency records whose event was appended before
     /// `cutoff_ms`, looking at up to `max_scan` records after `after`. A
     /// retry with a pruned key appends a new event.
@@ -313,7 +310,8 @@ mod tests {
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         store
-            .fed_put_peer(&PeerRecord {
+            .peers()
+            .put(&PeerRecord {
                 instance_id: "beta".into(),
                 base_url: "http://127.0.0.1:9".into(),
                 public_key_der: Vec::new(),
@@ -325,28 +323,30 @@ mod tests {
             })
             .unwrap();
         store
-            .fed_put_subscription(Direction::Inbound, "beta", "t.>")
+            .peers()
+            .subscribe(Direction::Inbound, "beta", "t.>")
             .unwrap();
         for _ in 0..4 {
-            store.fed_publish("t.x", "{}").unwrap();
+            store.outbox().publish("t.x", "{}").unwrap();
         }
-        store.fed_mark_delivered("beta", &[1, 2]).unwrap();
+        store.outbox().mark_delivered("beta", &[1, 2]).unwrap();
         store
-            .fed_mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
+            .outbox()
+            .mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
             .unwrap();
         let seqs = |store: &Store| -> Vec<u64> {
-            let rows = store.fed_outbox_list(None, None, 100).unwrap();
+            let rows = store.outbox().after(None, None, None, 100).unwrap();
             rows.iter().map(|e| e.seq).collect()
         };
         // Too recent: nothing goes.
-        let step = store.fed_prune_outbox(None, 0, 100).unwrap();
+        let step = store.outbox().prune(None, 0, 100).unwrap();
         assert_eq!((step.removed, seqs(&store)), (0, vec![1, 2, 3, 4]));
         // One row per call: the cursor carries on where it stopped.
         let future = i64::MAX;
         let mut after: Option<Vec<u8>> = None;
         let mut removed = 0;
         loop {
-            let step = store.fed_prune_outbox(after.as_deref(), future, 1).unwrap();
+            let step = store.outbox().prune(after.as_deref(), future, 1).unwrap();
             removed += step.removed;
             match step.next {
                 Some(next) => after = Some(next),
@@ -355,10 +355,10 @@ mod tests {
         }
         // Delivered 1 and 2 go; dead 3 and pending 4 stay.
         assert_eq!((removed, seqs(&store)), (2, vec![3, 4]));
-        store.fed_mark_delivered("beta", &[4]).unwrap();
-        store.fed_prune_outbox(None, future, 100).unwrap();
+        store.outbox().mark_delivered("beta", &[4]).unwrap();
+        store.outbox().prune(None, future, 100).unwrap();
         assert_eq!(seqs(&store), [3, 4], "the newest row keeps the seq");
-        store.fed_publish("t.x", "{}").unwrap();
+        store.outbox().publish("t.x", "{}").unwrap();
         assert_eq!(seqs(&store), [3, 4, 5]);
         drop(store);
         writer.shutdown();

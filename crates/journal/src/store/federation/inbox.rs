@@ -1,5 +1,9 @@
 //! The inbox: verified messages stored before they are acknowledged, the
 //! subscribe requests applied at most once, and the inbox's paged reads.
+//! Reached through [`Store::inbox`]; the per-peer quota and the pruning of
+//! old records are in `retention`.
+
+use std::sync::atomic::AtomicU64;
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -80,8 +84,8 @@ pub enum ReceiveError {
     /// A subscribe would take the peer over its number of inbound
     /// subscriptions (the limit given).
     SubscriptionCap(usize),
-    /// Storing the messages would take the peer over its quota
-    /// ([`Store::fed_set_peer_quota`]); nothing was stored.
+    /// Storing the messages would take the peer over its quota (see
+    /// [`crate::store::AsyncStore::set_peer_quota`]); nothing was stored.
     OverQuota {
         used: u64,
         quota: u64,
@@ -95,27 +99,52 @@ impl From<StoreError> for ReceiveError {
     }
 }
 
-impl Store {
-    // ---- inbox -------------------------------------------------------------
+/// The inbox's in-memory state: its notification and the per-peer quota.
+#[derive(Debug)]
+pub(in crate::store) struct InboxShared {
+    changed: watch::Sender<u64>,
+    /// Most bytes of inbox records stored per peer (see `retention`).
+    pub(in crate::store) peer_quota: AtomicU64,
+}
 
+impl Default for InboxShared {
+    fn default() -> Self {
+        InboxShared {
+            changed: watch::channel(0).0,
+            peer_quota: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// The view of the store for received messages.
+#[derive(Clone, Copy)]
+pub struct Inbox<'a> {
+    pub(in crate::store) store: &'a Store,
+}
+
+impl Store {
+    /// Received messages, their paged reads and the per-peer quota.
+    pub fn inbox(&self) -> Inbox<'_> {
+        Inbox { store: self }
+    }
+}
+
+impl Inbox<'_> {
     /// Stores verified messages in one durable transaction, checking the
     /// chain continuity of journal events. A message id reused for different
     /// content aborts the whole batch: nothing is stored.
-    pub fn fed_receive(&self, messages: &[Incoming]) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
-        self.fed_receive_rekey(messages, None)
-    }
-
-    /// Like [`Store::fed_receive`]; when `rekey` names a message of the
-    /// batch that is stored now (not a redelivery), the sender's pinned key
-    /// is replaced by the announced one in the same transaction, and the old
-    /// key kept as retired. The announcement gets no inbox position: like
-    /// other control messages it is not listed or streamed.
-    pub fn fed_receive_rekey(
+    ///
+    /// When `rekey` names a message of the batch that is stored now (not a
+    /// redelivery), the sender's pinned key is replaced by the announced one
+    /// in the same transaction, and the old key kept as retired. The
+    /// announcement gets no inbox position: like other control messages it
+    /// is not listed or streamed.
+    pub fn receive(
         &self,
         messages: &[Incoming],
         rekey: Option<&Rekey>,
     ) -> Result<Vec<ReceiveOutcome>, ReceiveError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.store.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut outcomes = Vec::with_capacity(messages.len());
@@ -183,11 +212,11 @@ impl Store {
         }
         // One sender per request (the inbox refuses mixed batches).
         if let Some(m) = messages.first() {
-            crate::store::retention::charge(self, &txn, &m.peer, charged)?;
+            crate::store::retention::charge(self.store, &txn, &m.peer, charged)?;
         }
-        self.db.commit(txn)?;
+        self.store.db.commit(txn)?;
         if stored > 0 {
-            self.fed.inbox_changed.send_modify(|n| *n += 1);
+            self.store.fed.inbox.changed.send_modify(|n| *n += 1);
         }
         Ok(outcomes)
     }
@@ -198,14 +227,14 @@ impl Store {
     /// replay of it is acknowledged again but changes nothing (a replayed
     /// old unsubscribe must not silently end a newer subscription). It gets
     /// no inbox position: control requests are not listed or streamed.
-    pub fn fed_receive_control(
+    pub fn receive_control(
         &self,
         m: &Incoming,
         pattern: &str,
         subscribe: bool,
         max_subscriptions: usize,
     ) -> Result<ReceiveOutcome, ReceiveError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.store.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::from)?;
         {
@@ -228,7 +257,7 @@ impl Store {
                 .insert(id, encode(&record).as_slice())
                 .map_err(StoreError::from)?;
             let bytes = crate::store::retention::inbox_record_bytes(&record);
-            crate::store::retention::charge(self, &txn, &m.peer, bytes)?;
+            crate::store::retention::charge(self.store, &txn, &m.peer, bytes)?;
             let mut subs = txn.open_table(FED_SUBS).map_err(StoreError::from)?;
             let key = sub_key(Direction::Inbound, &m.peer, pattern);
             if subscribe {
@@ -259,21 +288,22 @@ impl Store {
                 subs.remove(key.as_slice()).map_err(StoreError::from)?;
             }
         }
-        self.db.commit(txn)?;
-        self.fed_refresh_routes()?;
+        self.store.db.commit(txn)?;
+        self.store.peers().refresh_routes()?;
         Ok(ReceiveOutcome::Stored)
     }
 
-    pub fn fed_inbox_watch(&self) -> watch::Receiver<u64> {
-        self.fed.inbox_changed.subscribe()
+    /// Wakes when messages are received.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.store.fed.inbox.changed.subscribe()
     }
 
     /// Received messages with position > `after`, in order.
-    pub fn fed_inbox_after(&self, after: u64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let txn = self.db.begin_read()?;
+        let txn = self.store.db.begin_read()?;
         let positions = txn.open_table(FED_INBOX_POSITIONS)?;
         let inbox = txn.open_table(FED_INBOX)?;
         let mut out = Vec::new();
@@ -291,14 +321,16 @@ impl Store {
         Ok(out)
     }
 
-    pub fn fed_inbox_last_position(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// The highest inbox position stored so far.
+    pub fn last_position(&self) -> Result<u64, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let positions = txn.open_table(FED_INBOX_POSITIONS)?;
         Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
     }
 
-    pub fn fed_inbox_get(&self, message_id: &Uuid) -> Result<Option<InboxRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// The record of a received message (or control request), by its id.
+    pub fn get(&self, message_id: &Uuid) -> Result<Option<InboxRecord>, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let inbox = txn.open_table(FED_INBOX)?;
         inbox
             .get(message_id.into_bytes())?

@@ -20,18 +20,23 @@
 //!
 //! The journal writer adds outbox rows inside the append's own transaction
 //! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
-//! inbound subscriptions of active peers ([`FedShared`]).
+//! inbound subscriptions of active peers (held by [`FedShared`]).
 //!
-//! The code is split by aggregate: `peers` (peers, their grants and the
-//! subscriptions), `outbox`, `inbox` (the receive path), `continuity` (the
-//! chain-continuity records of received journal events) and `rotation`
-//! (key-rotation records and re-pinning). This file holds the tables, the
-//! state they share and the writer's part of an append.
+//! The code is split by aggregate, and each aggregate is reached through a
+//! narrow view borrowed from the [`Store`], never through methods on the
+//! store itself: [`Store::peers`] ([`Peers`]: peers, their grants, the
+//! subscriptions and the routing snapshot), [`Store::outbox`] ([`Outbox`]),
+//! [`Store::inbox`] ([`Inbox`]: the receive path and the per-peer quota) and
+//! [`Store::rotations`] ([`Rotations`]: key-rotation records and the keys
+//! peers rotated away from). `continuity` (the chain-continuity records of
+//! received journal events) has no view: only the receive transaction uses
+//! it. Each aggregate also owns its in-memory part (watches, quota, routes)
+//! inside [`FedShared`]. This file holds the tables, that shared state and
+//! the writer's part of an append.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Store, StoreError, decode, encode};
@@ -45,11 +50,11 @@ mod peers;
 mod rotation;
 
 pub use continuity::{Continuity, ContinuityKind, JournalLink};
-pub use inbox::{InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
-pub use outbox::{DeliveryStatus, OutboxEntry, OutboxRecord};
+pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
+pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord};
 pub(super) use outbox::{outbox_key, split_outbox_key};
-pub use peers::{Direction, PeerRecord, PeerStatus, Subscription};
-pub use rotation::Rekey;
+pub use peers::{Direction, PeerRecord, PeerStatus, Peers, Subscription};
+pub use rotation::{Rekey, Rotations};
 
 pub(super) const FED_PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peers");
 pub(super) const FED_SUBS: TableDefinition<&[u8], &[u8]> =
@@ -73,51 +78,25 @@ pub(super) const FED_RETIRED_PEER_KEYS: TableDefinition<&[u8], &[u8]> =
 
 /// Where a journal event goes: a peer and the pattern it subscribed with.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub peer: String,
     pub pattern: TypePattern,
 }
 
 /// State shared by the store handle, the journal writer and the federation
-/// layer: the routing snapshot and change notifications.
-#[derive(Debug)]
-pub struct FedShared {
-    routes: RwLock<Arc<Vec<Route>>>,
-    /// Held while a routing snapshot is read and installed: without it, two
-    /// concurrent refreshes could install the older snapshot last, and a
-    /// peer's new subscription would silently route nothing.
-    refresh: Mutex<()>,
-    outbox_changed: watch::Sender<u64>,
-    inbox_changed: watch::Sender<u64>,
-    /// Bumped when dead messages are put back in the queue, so workers rescan.
-    requeued: watch::Sender<u64>,
-    /// Most bytes of inbox records stored per peer (see `retention`).
-    pub(super) peer_quota: std::sync::atomic::AtomicU64,
-}
-
-impl Default for FedShared {
-    fn default() -> Self {
-        FedShared {
-            routes: RwLock::default(),
-            refresh: Mutex::new(()),
-            outbox_changed: watch::channel(0).0,
-            inbox_changed: watch::channel(0).0,
-            requeued: watch::channel(0).0,
-            peer_quota: std::sync::atomic::AtomicU64::new(u64::MAX),
-        }
-    }
+/// layer, one part per aggregate: the routing snapshot (peers), the outbox's
+/// change notifications, and the inbox's notification and quota.
+#[derive(Debug, Default)]
+pub(crate) struct FedShared {
+    pub(super) peers: peers::PeersShared,
+    pub(super) outbox: outbox::OutboxShared,
+    pub(super) inbox: inbox::InboxShared,
 }
 
 impl FedShared {
-    fn routes(&self) -> Arc<Vec<Route>> {
-        self.routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
+    /// Wakes the outbox workers: rows were added, or a peer changed.
     pub(super) fn outbox_grew(&self) {
-        self.outbox_changed.send_modify(|n| *n += 1);
+        self.outbox.grew();
     }
 }
 
@@ -141,7 +120,7 @@ impl<'txn> FedTables<'txn> {
         Ok(FedTables {
             outbox: txn.open_table(FED_OUTBOX)?,
             ids: txn.open_table(FED_OUTBOX_IDS)?,
-            routes: shared.routes(),
+            routes: shared.peers.routes.current(),
             enqueued: 0,
         })
     }
@@ -223,7 +202,9 @@ impl<'txn> FedTables<'txn> {
 }
 
 impl Store {
-    fn fed_write<T>(
+    /// Runs `f` in one durable write transaction outside the writer thread
+    /// (federation state changes, each fsynced before it is reported).
+    pub(super) fn write_durable<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -236,12 +217,12 @@ impl Store {
 }
 
 /// Longest peer-supplied text stored, in bytes.
-pub const MAX_PEER_TEXT: usize = 4096;
+pub(crate) const MAX_PEER_TEXT: usize = 4096;
 
 /// Peer-supplied text made inert before it is stored or shown: control
 /// characters (and the bidirectional overrides that reorder a terminal
 /// line) become `\u{..}` escapes, and the result is cut to
-/// [`MAX_PEER_TEXT`] bytes. A CLI, a log line or a JSON reader then shows
+/// `MAX_PEER_TEXT` bytes. A CLI, a log line or a JSON reader then shows
 /// it as written, and it cannot move a cursor, recolour a terminal or
 /// forge a log line.
 pub fn inert_text(text: &str) -> String {

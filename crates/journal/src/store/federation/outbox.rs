@@ -1,5 +1,6 @@
 //! The per-peer outbox: queueing, the delivery worker's view of what is
-//! due, delivery outcomes, acks, dead messages and listings.
+//! due, delivery outcomes, acks, dead messages and listings. Reached
+//! through [`Store::outbox`].
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -121,17 +122,55 @@ pub(super) fn enqueue(
     Ok(message_id)
 }
 
-impl Store {
-    // ---- outbox ------------------------------------------------------------
+/// The outbox's in-memory state: the notifications its workers wait on.
+#[derive(Debug)]
+pub(in crate::store) struct OutboxShared {
+    changed: watch::Sender<u64>,
+    /// Bumped when dead messages are put back in the queue, so workers rescan.
+    requeued: watch::Sender<u64>,
+}
 
+impl Default for OutboxShared {
+    fn default() -> Self {
+        OutboxShared {
+            changed: watch::channel(0).0,
+            requeued: watch::channel(0).0,
+        }
+    }
+}
+
+impl OutboxShared {
+    pub(super) fn grew(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn requeued(&self) {
+        self.requeued.send_modify(|n| *n += 1);
+    }
+}
+
+/// The view of the store for the per-peer outbox.
+#[derive(Clone, Copy)]
+pub struct Outbox<'a> {
+    pub(in crate::store) store: &'a Store,
+}
+
+impl Store {
+    /// The per-peer outbox of messages to send.
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox { store: self }
+    }
+}
+
+impl Outbox<'_> {
     /// Queues a published message for every active peer whose subscription
     /// matches, in one durable transaction. Returns (peer, message id) pairs.
-    pub fn fed_publish(
+    pub fn publish(
         &self,
         event_type: &str,
         payload: &str,
     ) -> Result<Vec<(String, Uuid)>, StoreError> {
-        let routes = self.fed.routes();
+        let routes = self.store.peers().routes();
         let mut peers: Vec<&str> = routes
             .iter()
             .filter(|r| r.pattern.matches(event_type))
@@ -143,7 +182,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = Timestamp::now().millis();
-        let queued = self.fed_write(|txn| {
+        let queued = self.store.write_durable(|txn| {
             let mut outbox = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             peers
@@ -156,18 +195,18 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })?;
-        self.fed.outbox_grew();
+        self.store.fed.outbox_grew();
         Ok(queued)
     }
 
     /// Wakes when rows are added to any outbox, or a peer changes.
-    pub fn fed_outbox_watch(&self) -> watch::Receiver<u64> {
-        self.fed.outbox_changed.subscribe()
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.store.fed.outbox.changed.subscribe()
     }
 
     /// Wakes when dead messages are requeued.
-    pub fn fed_requeue_watch(&self) -> watch::Receiver<u64> {
-        self.fed.requeued.subscribe()
+    pub(crate) fn requeue_watch(&self) -> watch::Receiver<u64> {
+        self.store.fed.outbox.requeued.subscribe()
     }
 
     /// The next messages due for `peer`, in order, starting after `cursor`:
@@ -176,14 +215,14 @@ impl Store {
     /// rows up to it are delivered or dead) and, when nothing is due yet,
     /// when the first open row will be.
     #[allow(clippy::type_complexity)]
-    pub fn fed_outbox_due(
+    pub fn due(
         &self,
         peer: &str,
         cursor: u64,
         limit: usize,
         now: i64,
     ) -> Result<(Vec<(u64, OutboxRecord)>, u64, Option<i64>), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_OUTBOX)?;
         let mut rows = Vec::new();
         let mut new_cursor = cursor;
@@ -217,14 +256,14 @@ impl Store {
     /// Applies `update` to the rows `seqs` of `peer`. With `delivered`, a
     /// key-rotation message among them no longer counts as pending: the peer
     /// knows our new key.
-    fn fed_update_outbox(
+    fn update(
         &self,
         peer: &str,
         seqs: &[u64],
         delivered: bool,
         mut update: impl FnMut(&mut OutboxRecord),
     ) -> Result<(), StoreError> {
-        self.fed_write(|txn| {
+        self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
             for &seq in seqs {
@@ -247,9 +286,9 @@ impl Store {
         })
     }
 
-    pub fn fed_mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
+    pub fn mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let now = Timestamp::now().millis();
-        self.fed_update_outbox(peer, seqs, true, |r| {
+        self.update(peer, seqs, true, |r| {
             r.status = DeliveryStatus::Delivered;
             r.attempts = r.attempts.saturating_add(1);
             r.last_error = None;
@@ -259,7 +298,7 @@ impl Store {
 
     /// Records a failed attempt: `retrying` until `max_attempts` or
     /// `max_age_ms`, then `dead`. Returns how many went dead.
-    pub fn fed_mark_failed(
+    pub fn mark_failed(
         &self,
         peer: &str,
         seqs: &[u64],
@@ -272,7 +311,7 @@ impl Store {
         let mut dead = 0;
         // The error quotes what the peer answered: stored inert.
         let error = inert_text(error);
-        self.fed_update_outbox(peer, seqs, false, |r| {
+        self.update(peer, seqs, false, |r| {
             if !r.status.is_open() {
                 return;
             }
@@ -293,9 +332,9 @@ impl Store {
     /// Marks the message `message_id` sent to `peer` delivered (a verified
     /// ack arrived separately). Returns false if no such message was sent to
     /// that peer.
-    pub fn fed_ack(&self, peer: &str, message_id: &Uuid) -> Result<bool, StoreError> {
+    pub fn ack(&self, peer: &str, message_id: &Uuid) -> Result<bool, StoreError> {
         let key = {
-            let txn = self.db.begin_read()?;
+            let txn = self.store.db.begin_read()?;
             let ids = txn.open_table(FED_OUTBOX_IDS)?;
             match ids.get(message_id.into_bytes())? {
                 Some(k) => k.value().to_vec(),
@@ -307,7 +346,7 @@ impl Store {
             return Ok(false);
         }
         let now = Timestamp::now().millis();
-        self.fed_update_outbox(peer, &[seq], true, |r| {
+        self.update(peer, &[seq], true, |r| {
             if r.status != DeliveryStatus::Delivered {
                 r.status = DeliveryStatus::Delivered;
                 r.last_error = None;
@@ -319,13 +358,13 @@ impl Store {
 
     /// Puts dead messages back in the queue: one by id, or every dead one
     /// (of one peer, if given). Returns how many.
-    pub fn fed_retry_dead(
+    pub fn retry_dead(
         &self,
         message_id: Option<&Uuid>,
         peer: Option<&str>,
     ) -> Result<usize, StoreError> {
         let now = Timestamp::now().millis();
-        let count = self.fed_write(|txn| {
+        let count = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let keys: Vec<Vec<u8>> = match message_id {
                 Some(id) => {
@@ -377,8 +416,8 @@ impl Store {
             Ok(count)
         })?;
         if count > 0 {
-            self.fed.requeued.send_modify(|n| *n += 1);
-            self.fed.outbox_grew();
+            self.store.fed.outbox.requeued();
+            self.store.fed.outbox_grew();
         }
         Ok(count)
     }
@@ -386,12 +425,12 @@ impl Store {
     /// Deletes dead messages: one by id (if it is dead, and of `peer` when
     /// given), or every dead one of `peer`, or with neither every dead one.
     /// Returns how many. They are gone for good: a late ack for one is ignored.
-    pub fn fed_drop_dead(
+    pub fn drop_dead(
         &self,
         message_id: Option<&Uuid>,
         peer: Option<&str>,
     ) -> Result<usize, StoreError> {
-        let count = self.fed_write(|txn| {
+        let count = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
@@ -439,25 +478,16 @@ impl Store {
         })?;
         if count > 0 {
             // Workers rescan from the start: a dropped row's seq may be reused.
-            self.fed.requeued.send_modify(|n| *n += 1);
-            self.fed.outbox_grew();
+            self.store.fed.outbox.requeued();
+            self.store.fed.outbox_grew();
         }
         Ok(count)
     }
 
-    /// Outbox rows in (peer, seq) order, optionally of one peer and status.
-    pub fn fed_outbox_list(
-        &self,
-        peer: Option<&str>,
-        status: Option<DeliveryStatus>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.fed_outbox_page(peer, status, None, limit)
-    }
-
     /// A page of outbox rows in (peer, seq) order, after the row `after`
-    /// (peer, seq) if given, optionally of one peer and status.
-    pub fn fed_outbox_page(
+    /// (peer, seq) if given (from the start if not), optionally of one peer
+    /// and status.
+    pub fn after(
         &self,
         peer: Option<&str>,
         status: Option<DeliveryStatus>,
@@ -474,7 +504,7 @@ impl Store {
             (None, None) => Unbounded,
         };
         let upper = peer.map(|p| outbox_key(p, u64::MAX));
-        let txn = self.db.begin_read()?;
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_OUTBOX)?;
         let bounds = (
             match &lower {

@@ -1,7 +1,10 @@
 //! Peers (the pinned key and the grants) and subscriptions in both
-//! directions, with the routing snapshot the journal writer uses.
+//! directions, with the routing snapshot the journal writer uses. Reached
+//! through [`Store::peers`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use logbook_base::reloadable::Reloadable;
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -174,11 +177,36 @@ pub(super) fn sub_key(direction: Direction, peer: &str, pattern: &str) -> Vec<u8
     key
 }
 
+/// The peers aggregate's in-memory state: the routing snapshot.
+#[derive(Debug, Default)]
+pub(in crate::store) struct PeersShared {
+    /// Inbound subscriptions of active peers, as the journal writer routes.
+    pub(in crate::store) routes: Reloadable<Vec<Route>>,
+    /// Held while a routing snapshot is read and installed: without it, two
+    /// concurrent refreshes could install the older snapshot last, and a
+    /// peer's new subscription would silently route nothing.
+    refresh: Mutex<()>,
+}
+
+/// The view of the store for peers, their grants and subscriptions.
+#[derive(Clone, Copy)]
+pub struct Peers<'a> {
+    store: &'a Store,
+}
+
 impl Store {
+    /// Peers, their grants and subscriptions, and the routing snapshot.
+    pub fn peers(&self) -> Peers<'_> {
+        Peers { store: self }
+    }
+}
+
+impl Peers<'_> {
     // ---- peers -------------------------------------------------------------
 
-    pub fn fed_peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// Every peer, in instance-id order.
+    pub fn list(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_PEERS)?;
         let mut out = Vec::new();
         for entry in table.range::<&str>(..)? {
@@ -188,8 +216,8 @@ impl Store {
         Ok(out)
     }
 
-    pub fn fed_peer(&self, instance_id: &str) -> Result<Option<PeerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+    pub fn get(&self, instance_id: &str) -> Result<Option<PeerRecord>, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_PEERS)?;
         table
             .get(instance_id)?
@@ -198,26 +226,26 @@ impl Store {
     }
 
     /// Inserts or replaces a peer, then refreshes the routing snapshot.
-    pub fn fed_put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.fed_write(|txn| {
+    pub fn put(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        self.store.write_durable(|txn| {
             txn.open_table(FED_PEERS)?
                 .insert(peer.instance_id.as_str(), encode_peer(peer).as_slice())?;
             Ok(())
         })?;
-        self.fed_refresh_routes()?;
-        self.fed.outbox_grew();
+        self.refresh_routes()?;
+        self.store.fed.outbox_grew();
         Ok(())
     }
 
     /// Adds `patterns` to the grants the local admin gave `peer` (keeping
     /// those it has). Returns the updated record, or None for no such peer.
-    pub fn fed_allow(
+    pub fn allow(
         &self,
         peer: &str,
         patterns: &[String],
         now: i64,
     ) -> Result<Option<PeerRecord>, StoreError> {
-        self.fed_change_peer(peer, |record| {
+        self.change(peer, |record| {
             for p in patterns {
                 if !record.allow.contains(p) {
                     record.allow.push(p.clone());
@@ -228,36 +256,36 @@ impl Store {
     }
 
     /// Removes `patterns` from the grants the local admin gave `peer`.
-    pub fn fed_disallow(
+    pub fn disallow(
         &self,
         peer: &str,
         patterns: &[String],
         now: i64,
     ) -> Result<Option<PeerRecord>, StoreError> {
-        self.fed_change_peer(peer, |record| {
+        self.change(peer, |record| {
             record.allow.retain(|g| !patterns.contains(g));
             record.updated_at = now;
         })
     }
 
     /// Replaces the grants `[[peers]]` gives `peer` (at start and reload).
-    pub fn fed_set_config_allow(
+    pub fn set_config_allow(
         &self,
         peer: &str,
         patterns: &[String],
     ) -> Result<Option<PeerRecord>, StoreError> {
-        self.fed_change_peer(peer, |record| record.config_allow = patterns.to_vec())
+        self.change(peer, |record| record.config_allow = patterns.to_vec())
     }
 
     /// Reads, changes and writes one peer record in one transaction (so a
     /// concurrent change, e.g. a key rotation, is not lost), then refreshes
     /// the routing snapshot.
-    fn fed_change_peer(
+    fn change(
         &self,
         peer: &str,
         change: impl FnOnce(&mut PeerRecord),
     ) -> Result<Option<PeerRecord>, StoreError> {
-        let record = self.fed_write(|txn| {
+        let record = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_PEERS)?;
             let Some(mut record) = table
                 .get(peer)?
@@ -270,14 +298,15 @@ impl Store {
             table.insert(peer, encode_peer(&record).as_slice())?;
             Ok(Some(record))
         })?;
-        self.fed_refresh_routes()?;
+        self.refresh_routes()?;
         Ok(record)
     }
 
     // ---- subscriptions -----------------------------------------------------
 
-    pub fn fed_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// Every subscription, both directions.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_SUBS)?;
         let mut out = Vec::new();
         for entry in table.range::<&[u8]>(..)? {
@@ -299,13 +328,13 @@ impl Store {
     }
 
     /// Adds a subscription (idempotent). Returns false if it already existed.
-    pub fn fed_put_subscription(
+    pub fn subscribe(
         &self,
         direction: Direction,
         peer: &str,
         pattern: &str,
     ) -> Result<bool, StoreError> {
-        let added = self.fed_write(|txn| {
+        let added = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_SUBS)?;
             let key = sub_key(direction, peer, pattern);
             if table.get(key.as_slice())?.is_some() {
@@ -317,32 +346,33 @@ impl Store {
             table.insert(key.as_slice(), encode(&record).as_slice())?;
             Ok(true)
         })?;
-        self.fed_refresh_routes()?;
+        self.refresh_routes()?;
         Ok(added)
     }
 
     /// Removes a subscription. Returns false if there was none.
-    pub fn fed_remove_subscription(
+    pub fn unsubscribe(
         &self,
         direction: Direction,
         peer: &str,
         pattern: &str,
     ) -> Result<bool, StoreError> {
-        let removed = self.fed_write(|txn| {
+        let removed = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_SUBS)?;
             Ok(table
                 .remove(sub_key(direction, peer, pattern).as_slice())?
                 .is_some())
         })?;
-        self.fed_refresh_routes()?;
+        self.refresh_routes()?;
         Ok(removed)
     }
 
     /// Rebuilds the writer's routing snapshot: inbound subscriptions of active peers.
-    pub fn fed_refresh_routes(&self) -> Result<(), StoreError> {
-        let _serialized = self.fed.refresh.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn refresh_routes(&self) -> Result<(), StoreError> {
+        let shared = &self.store.fed.peers;
+        let _serialized = shared.refresh.lock().unwrap_or_else(|e| e.into_inner());
         let active: std::collections::HashMap<String, PeerRecord> = self
-            .fed_peers()?
+            .list()?
             .into_iter()
             .filter(|p| p.status == PeerStatus::Active)
             .map(|p| (p.instance_id.clone(), p))
@@ -350,7 +380,7 @@ impl Store {
         // A subscription routes only while the peer's grants cover it: a
         // revoked grant stops the flow without deleting the subscription.
         let routes = self
-            .fed_subscriptions()?
+            .subscriptions()?
             .into_iter()
             .filter(|s| s.direction == Direction::Inbound)
             .filter_map(|s| {
@@ -361,13 +391,13 @@ impl Store {
                 })
             })
             .collect();
-        *self.fed.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
+        shared.routes.replace(routes);
         Ok(())
     }
 
     /// Inbound routes (peer, pattern) in force.
-    pub fn fed_routes(&self) -> Arc<Vec<Route>> {
-        self.fed.routes()
+    pub(crate) fn routes(&self) -> Arc<Vec<Route>> {
+        self.store.fed.peers.routes.current()
     }
 }
 
@@ -457,7 +487,8 @@ mod tests {
         const PATTERNS: usize = 25;
         for i in 0..PEERS {
             store
-                .fed_put_peer(&PeerRecord {
+                .peers()
+                .put(&PeerRecord {
                     instance_id: format!("peer{i}"),
                     base_url: "http://127.0.0.1:9".into(),
                     public_key_der: Vec::new(),
@@ -475,17 +506,14 @@ mod tests {
                 scope.spawn(move || {
                     for j in 0..PATTERNS {
                         store
-                            .fed_put_subscription(
-                                Direction::Inbound,
-                                &format!("peer{i}"),
-                                &format!("t{j}.>"),
-                            )
+                            .peers()
+                            .subscribe(Direction::Inbound, &format!("peer{i}"), &format!("t{j}.>"))
                             .unwrap();
                     }
                 });
             }
         });
-        assert_eq!(store.fed_routes().len(), PEERS * PATTERNS);
+        assert_eq!(store.peers().routes().len(), PEERS * PATTERNS);
         drop(store);
         writer.shutdown();
     }

@@ -1,5 +1,6 @@
 //! Key rotation: our rotations (the commit point and the announcements
-//! pending per peer) and the keys peers rotated away from.
+//! pending per peer) and the keys peers rotated away from. Reached through
+//! [`Store::rotations`].
 
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -40,13 +41,26 @@ pub struct Rekey {
     pub old_key_id: String,
 }
 
+/// The view of the store for key rotations, ours and our peers'.
+#[derive(Clone, Copy)]
+pub struct Rotations<'a> {
+    store: &'a Store,
+}
+
 impl Store {
+    /// Key rotations: ours (announced and pending per peer) and our peers'.
+    pub fn rotations(&self) -> Rotations<'_> {
+        Rotations { store: self }
+    }
+}
+
+impl Rotations<'_> {
     /// Queues the announcement of a new key of ours for every known peer
     /// (any status: a suspended or removed peer that comes back must learn
     /// it first), marks each as pending (signed with `old_key_id` until the
     /// peer acknowledges it), and records the rotation, all in one durable
     /// transaction: this commit is the point where the rotation happened.
-    pub fn fed_enqueue_key_rotation(
+    pub fn announce(
         &self,
         event_type: &str,
         payload: &str,
@@ -54,8 +68,8 @@ impl Store {
         new_key_id: &str,
     ) -> Result<Vec<(String, Uuid)>, StoreError> {
         let now = Timestamp::now().millis();
-        let peers = self.fed_peers()?;
-        let queued = self.fed_write(|txn| {
+        let peers = self.store.peers().list()?;
+        let queued = self.store.write_durable(|txn| {
             let mut outbox = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
@@ -84,13 +98,13 @@ impl Store {
                 .insert(new_key_id, encode(&record).as_slice())?;
             Ok(queued)
         })?;
-        self.fed.outbox_grew();
+        self.store.fed.outbox_grew();
         Ok(queued)
     }
 
     /// Whether a rotation to `new_key_id` was committed.
-    pub fn fed_key_rotation_committed(&self, new_key_id: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+    pub fn committed(&self, new_key_id: &str) -> Result<bool, StoreError> {
+        let txn = self.store.db.begin_read()?;
         Ok(txn
             .open_table(FED_KEY_ROTATIONS)?
             .get(new_key_id)?
@@ -101,8 +115,8 @@ impl Store {
     /// outbox seq and the key id it is signed with. Until it is
     /// acknowledged the peer still pins that (old) key, so everything we
     /// sign for the peer up to it uses that key.
-    pub fn fed_pending_rotation(&self, peer: &str) -> Result<Option<(u64, String)>, StoreError> {
-        let txn = self.db.begin_read()?;
+    pub fn pending(&self, peer: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_PENDING_ROTATIONS)?;
         let first = table
             .range(outbox_key(peer, 0).as_slice()..=outbox_key(peer, u64::MAX).as_slice())?
@@ -118,12 +132,12 @@ impl Store {
     }
 
     /// A key `peer` announced it rotated away from, by key id.
-    pub fn fed_retired_peer_key(
+    pub fn retired_peer_key(
         &self,
         peer: &str,
         key_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_RETIRED_PEER_KEYS)?;
         table
             .get(retired_peer_key(peer, key_id).as_slice())?
