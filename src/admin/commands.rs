@@ -606,13 +606,16 @@ async fn rotate_hmac(
 }
 
 /// `keys rotate-rsa`: a new federation key pair, announced to every peer in
-/// a message signed with the old key (see `federation::rotation`).
+/// a message signed with the old key (see `logbook_federation::rotation`).
 async fn rotate_rsa(
     State(cx): Ctx,
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Value>, Problem> {
     let _serialized = cx.changes.lock().await;
-    let rotated = crate::federation::rotation::rotate(&cx.app.federation)
+    let rotated = cx
+        .app
+        .federation
+        .rotate()
         .await
         .map_err(|e| Problem::internal(format!("rotating the federation key: {e}")))?;
     tracing::warn!(
@@ -683,8 +686,9 @@ async fn change_grants(
             "name at least one event-type pattern",
         ));
     }
-    let patterns = crate::federation::peers::parse_grants(&body.patterns)
-        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    let patterns = logbook_federation::peers::parse_grants(&body.patterns).map_err(|e| {
+        Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e.to_string())
+    })?;
     let _serialized = cx.changes.lock().await;
     let (id, grants) = (instance_id.clone(), patterns.clone());
     let record = cx
@@ -724,5 +728,5 @@ async fn change_grants(
                 "the grants changed, but recording it failed: {e:?}"
             ))
         })?;
-    Ok(Json(crate::federation::peers::peer_json(&record)))
+    Ok(Json(logbook_federation::peers::peer_json(&record)))
 }

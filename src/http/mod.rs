@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod edge;
 pub mod extract;
+pub(crate) mod federation;
 pub mod metrics;
 pub mod problem;
 pub mod serve;
@@ -71,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(crate::http::metrics::readyz))
         .merge(read)
         .merge(append)
-        .merge(crate::federation::routes::router(state.clone()))
+        .merge(federation::router(state.clone()))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
