@@ -12,9 +12,9 @@ mod common;
 
 use common::{Daemon, DaemonOpts, assert_problem, new_plan, send};
 use logbook::config::{Config, EMBEDDED_DEFAULT};
+use logbook_base::canonical::canonical_json;
 use logbook_federation::inbox;
 use logbook_federation::message::{EventAck, EventMessage, signing_input};
-use logbook_base::canonical::canonical_json;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use proptest::prelude::*;

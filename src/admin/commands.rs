@@ -687,7 +687,11 @@ async fn change_grants(
         ));
     }
     let patterns = logbook_federation::peers::parse_grants(&body.patterns).map_err(|e| {
-        Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e.to_string())
+        Problem::unprocessable(
+            "invalid-pattern",
+            "Invalid eventType pattern",
+            e.to_string(),
+        )
     })?;
     let _serialized = cx.changes.lock().await;
     let (id, grants) = (instance_id.clone(), patterns.clone());

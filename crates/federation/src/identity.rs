@@ -52,11 +52,19 @@ pub enum KeyError {
         error: String,
     },
     /// Not an RSA public key (`pem`: as SPKI PEM, else as SPKI DER).
-    BadPublicKey { pem: bool, error: String },
+    BadPublicKey {
+        pem: bool,
+        error: String,
+    },
     /// A public key smaller than [`MIN_PEER_KEY_BITS`].
-    TooSmall { bits: usize },
+    TooSmall {
+        bits: usize,
+    },
     /// Encoding `what` ("the private key", "the public key") failed.
-    Encoding { what: &'static str, error: String },
+    Encoding {
+        what: &'static str,
+        error: String,
+    },
     Generate(String),
     InstanceId(InstanceIdError),
 }
@@ -330,11 +338,10 @@ pub fn spki_pem(key: &PublicKey) -> Result<String, KeyError> {
 
 /// Parses an SPKI PEM RSA public key of at least [`MIN_PEER_KEY_BITS`].
 pub fn public_key_from_pem(pem: &str) -> Result<PublicKey, KeyError> {
-    let key =
-        PublicKey::from_public_key_pem(pem.trim()).map_err(|e| KeyError::BadPublicKey {
-            pem: true,
-            error: e.to_string(),
-        })?;
+    let key = PublicKey::from_public_key_pem(pem.trim()).map_err(|e| KeyError::BadPublicKey {
+        pem: true,
+        error: e.to_string(),
+    })?;
     check_size(&key)?;
     Ok(key)
 }

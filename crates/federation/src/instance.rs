@@ -26,7 +26,10 @@ pub struct Instance {
 pub enum SigningKeyError {
     Storage(StoreError),
     /// The retired key a peer still pins (`key_id`) is not on disk.
-    MissingRetired { key_id: String, peer: String },
+    MissingRetired {
+        key_id: String,
+        peer: String,
+    },
 }
 
 impl fmt::Display for SigningKeyError {

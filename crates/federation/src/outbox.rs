@@ -121,7 +121,8 @@ pub fn sign_batch(
         )
         .map_err(BatchError::Sign)?;
         messages.push(
-            serde_json::to_value(m).map_err(|e| BatchError::Sign(SignError::Encode(e.to_string())))?,
+            serde_json::to_value(m)
+                .map_err(|e| BatchError::Sign(SignError::Encode(e.to_string())))?,
         );
         ids.insert(id, *seq);
     }
@@ -212,14 +213,8 @@ pub fn record(
         } else {
             config.max_attempts
         };
-        dead = store.fed_mark_failed(
-            peer,
-            &seqs,
-            &failure.error,
-            next,
-            max_attempts,
-            max_age_ms,
-        )?;
+        dead =
+            store.fed_mark_failed(peer, &seqs, &failure.error, next, max_attempts, max_age_ms)?;
         tracing::warn!(peer = %peer, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
     }
     logbook_base::metrics::observe_delivery(peer, seqs_sent, failed_count, dead);

@@ -39,13 +39,19 @@ pub enum PeerError {
     BadFingerprint,
     NoKey,
     /// The base URL `text` does not parse (the parser's words).
-    BaseUrl { text: String, error: String },
+    BaseUrl {
+        text: String,
+        error: String,
+    },
     BaseUrlScheme(String),
     BaseUrlQuery(String),
     /// An `allow` pattern (the pattern parser's words).
     Grant(String),
     Key(KeyError),
-    FingerprintMismatch { actual: String, expected: String },
+    FingerprintMismatch {
+        actual: String,
+        expected: String,
+    },
     /// The peer would have this instance's own id.
     OwnId,
     /// Entry `index` of `[[peers]]` is wrong.
@@ -55,16 +61,19 @@ pub enum PeerError {
         error: Box<PeerError>,
     },
     /// Entry `index` of `[[peers]]` has this instance's own id.
-    EntryOwnId { index: usize, instance_id: String },
+    EntryOwnId {
+        index: usize,
+        instance_id: String,
+    },
 }
 
 impl fmt::Display for PeerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerError::InstanceId(e) => e.fmt(f),
-            PeerError::BadFingerprint => f.write_str(
-                "fingerprint must be 64 hex digits: the SHA-256 of the peer's SPKI DER",
-            ),
+            PeerError::BadFingerprint => {
+                f.write_str("fingerprint must be 64 hex digits: the SHA-256 of the peer's SPKI DER")
+            }
             PeerError::NoKey => f.write_str(
                 "give the peer's publicKey, or the fingerprint to pin after fetching its key",
             ),
@@ -73,10 +82,9 @@ impl fmt::Display for PeerError {
                 f,
                 "base URL {text:?} must be an http:// or https:// URL with a host"
             ),
-            PeerError::BaseUrlQuery(text) => write!(
-                f,
-                "base URL {text:?} must not have a query or fragment"
-            ),
+            PeerError::BaseUrlQuery(text) => {
+                write!(f, "base URL {text:?} must not have a query or fragment")
+            }
             PeerError::Grant(e) => write!(f, "allow: {e}"),
             PeerError::Key(e) => e.fmt(f),
             PeerError::FingerprintMismatch { actual, expected } => write!(
@@ -196,7 +204,10 @@ pub enum PinError {
         said: String,
         expected: String,
     },
-    WrongProtocol { url: String, version: Option<String> },
+    WrongProtocol {
+        url: String,
+        version: Option<String>,
+    },
     NoPublicKey(String),
     Key(KeyError),
     WrongFingerprint {

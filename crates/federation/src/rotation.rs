@@ -20,8 +20,8 @@ use logbook_journal::store::{Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::identity::{
-    self, KEY_FILE, KeyError, NEW_KEY_FILE, OwnKey, RETIRED_KEYS_DIR, generate_private_key,
-    key_id, private_key_from_pem, private_key_pem,
+    self, KEY_FILE, KeyError, NEW_KEY_FILE, OwnKey, RETIRED_KEYS_DIR, generate_private_key, key_id,
+    private_key_from_pem, private_key_pem,
 };
 use crate::instance::Instance;
 use crate::message::KEY_ROTATED_TYPE;
@@ -82,7 +82,10 @@ pub enum AnnouncementError {
     Shape,
     Key(KeyError),
     /// `keyId` does not name the announced key.
-    KeyIdMismatch { claimed: String, actual: String },
+    KeyIdMismatch {
+        claimed: String,
+        actual: String,
+    },
 }
 
 impl fmt::Display for AnnouncementError {

@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_federation::inbox;
-use logbook_federation::message::{EventAck, EventMessage, SUBSCRIBE_TYPE, UNSUBSCRIBE_TYPE, now_ms};
+use logbook_federation::message::{
+    EventAck, EventMessage, SUBSCRIBE_TYPE, UNSUBSCRIBE_TYPE, now_ms,
+};
 use logbook_journal::registry::TypePattern;
 use logbook_journal::store::Direction;
 use serde::Deserialize;
@@ -100,7 +102,9 @@ async fn control(
         .await
         .map_err(|e| peer_error(format!("sending to {url}: {e}")))?;
     let status = response.status();
-    let answer: Value = crate::federation::read_peer_json(response).await.unwrap_or(Value::Null);
+    let answer: Value = crate::federation::read_peer_json(response)
+        .await
+        .unwrap_or(Value::Null);
     if !status.is_success() {
         let detail = answer
             .get("detail")
@@ -125,9 +129,16 @@ async fn control(
                     "the ack does not acknowledge this request from this peer".into(),
                 ));
             }
-            inbox::check_signed(&fed2.instance, &peer2, &key, &answer, &ack.key_id, ack.timestamp)
-                .and_then(|()| inbox::check_recipient(&fed2.instance, ack.recipient_id.as_deref()))
-                .map_err(|e| peer_error(format!("the ack is not valid: {e}")))?;
+            inbox::check_signed(
+                &fed2.instance,
+                &peer2,
+                &key,
+                &answer,
+                &ack.key_id,
+                ack.timestamp,
+            )
+            .and_then(|()| inbox::check_recipient(&fed2.instance, ack.recipient_id.as_deref()))
+            .map_err(|e| peer_error(format!("the ack is not valid: {e}")))?;
             if event_type == SUBSCRIBE_TYPE {
                 store.fed_put_subscription(Direction::Outbound, &peer2.instance_id, &pattern)?;
             } else {

@@ -14,7 +14,10 @@ use crate::instance::Instance;
 use crate::message::{EventMessage, now_ms, verify_value};
 
 /// The active peer `instance_id` and its pinned key, or [`InboxError::UnknownPeer`].
-pub fn active_peer(store: &Store, instance_id: &str) -> Result<(PeerRecord, PublicKey), InboxError> {
+pub fn active_peer(
+    store: &Store,
+    instance_id: &str,
+) -> Result<(PeerRecord, PublicKey), InboxError> {
     let peer = store.fed_peer(instance_id)?.ok_or_else(|| {
         InboxError::UnknownPeer(format!("{instance_id:?} is not a peer of this instance"))
     })?;

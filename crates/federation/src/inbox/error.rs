@@ -36,13 +36,22 @@ pub enum InboxError {
     UnknownPeer(String),
     /// The claimed key is not the pinned one, or the signature does not verify.
     BadSignature(String),
-    StaleTimestamp { skew_secs: i64, window_secs: u64 },
+    StaleTimestamp {
+        skew_secs: i64,
+        window_secs: u64,
+    },
     /// Addressed to another instance (`recipient`, cut to 128 characters).
-    WrongRecipient { recipient: String, ours: String },
+    WrongRecipient {
+        recipient: String,
+        ours: String,
+    },
     /// No `recipientId` while protocol v1 is not accepted.
     RecipientMissing,
     /// Something new signed with a key the peer rotated away from.
-    RetiredKey { key_id: String, peer: String },
+    RetiredKey {
+        key_id: String,
+        peer: String,
+    },
     InvalidAnnouncement(AnnouncementError),
     /// The event type is refused (why).
     InvalidType(String),
@@ -54,7 +63,11 @@ pub enum InboxError {
     NotGranted(String),
     IdReused(Uuid),
     SubscriptionCap(usize),
-    OverQuota { peer: String, used: u64, quota: u64 },
+    OverQuota {
+        peer: String,
+        used: u64,
+        quota: u64,
+    },
     /// Over a rate limit: of payload bytes (`bytes`) or of messages.
     RateLimited {
         peer: String,
