@@ -16,9 +16,9 @@ pub struct Instance {
     pub identity: Identity,
     pub config: FederationConfig,
     /// `[federation] rate_limit_per_sec` and `rate_limit_burst`, in messages.
-    pub limiter: RateLimiter,
+    pub(crate) limiter: RateLimiter,
     /// `[federation] peer_bytes_per_sec` and `peer_bytes_burst`.
-    pub byte_limiter: RateLimiter,
+    pub(crate) byte_limiter: RateLimiter,
 }
 
 /// Why there is no key to sign with for a peer.

@@ -178,7 +178,7 @@ pub fn parse_grants(patterns: &[String]) -> Result<Vec<String>, PeerError> {
 }
 
 /// `http(s)://host[:port][/prefix]`, without a trailing slash.
-pub fn normalize_base_url(text: &str) -> Result<String, PeerError> {
+pub(crate) fn normalize_base_url(text: &str) -> Result<String, PeerError> {
     let url = url::Url::parse(text.trim()).map_err(|e| PeerError::BaseUrl {
         text: text.to_string(),
         error: e.to_string(),

@@ -134,7 +134,7 @@ pub fn parse_message(raw: &RawValue) -> Result<EventMessage, InboxError> {
 /// over; its sender, key, signature, recipient and timestamp are checked
 /// on that tree, and only then is the message built from it. The first
 /// failure ends the batch: nothing after it is parsed.
-pub fn verify_batch(
+pub(super) fn verify_batch(
     instance: &Instance,
     store: &Store,
     items: &[&RawValue],

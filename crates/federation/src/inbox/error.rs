@@ -16,7 +16,7 @@ use crate::rotation::AnnouncementError;
 
 /// What a peer over its quota is told to wait: room comes back when the
 /// hourly retention pass prunes old messages.
-pub const QUOTA_RETRY_AFTER_SECS: u64 = 3600;
+const QUOTA_RETRY_AFTER_SECS: u64 = 3600;
 
 #[derive(Debug)]
 pub enum InboxError {

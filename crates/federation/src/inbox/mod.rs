@@ -18,9 +18,10 @@ use logbook_journal::store::{
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use check::{active_peer, check_recipient, check_signed, parse_message, verify_batch};
-pub use error::{InboxError, QUOTA_RETRY_AFTER_SECS};
-pub use limiter::RateLimiter;
+pub use check::{active_peer, check_recipient, check_signed, parse_message};
+use check::verify_batch;
+pub use error::InboxError;
+pub(crate) use limiter::RateLimiter;
 
 use crate::identity::key_id;
 use crate::instance::Instance;
@@ -36,7 +37,7 @@ pub fn is_batch(text: &str) -> bool {
 
 /// A request body as one message or a batch: (each message's text, borrowed
 /// from the body, and whether it was a batch).
-pub fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), InboxError> {
+fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), InboxError> {
     let malformed = |e: serde_json::Error| InboxError::MalformedJson(e.to_string());
     if !is_batch(text) {
         return Ok((vec![serde_json::from_str(text).map_err(malformed)?], false));
@@ -223,7 +224,7 @@ fn pattern_of(payload: &Value) -> Result<String, InboxError> {
 }
 
 /// Takes `bytes` (of payload) from `peer`'s byte rate limit, or refuses.
-pub fn rate_limit_bytes(instance: &Instance, peer: &str, bytes: usize) -> Result<(), InboxError> {
+fn rate_limit_bytes(instance: &Instance, peer: &str, bytes: usize) -> Result<(), InboxError> {
     instance
         .byte_limiter
         .take(peer, bytes)
@@ -236,7 +237,7 @@ pub fn rate_limit_bytes(instance: &Instance, peer: &str, bytes: usize) -> Result
 
 /// Takes `count` messages from `peer`'s rate limit, or refuses (the route
 /// turns the wait into a `Retry-After` header).
-pub fn rate_limit(instance: &Instance, peer: &str, count: usize) -> Result<(), InboxError> {
+fn rate_limit(instance: &Instance, peer: &str, count: usize) -> Result<(), InboxError> {
     instance
         .limiter
         .take(peer, count)
@@ -259,7 +260,7 @@ fn count_by_peer<'a>(peers: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u
 /// us. It names the peer as its recipient, unless the message is a
 /// protocol v1 one (accepted under `accept_protocol_v1`): then the ack is
 /// v1 too, so that the peer can read it.
-pub fn sign_ack(
+fn sign_ack(
     instance: &Instance,
     store: &Store,
     peer: &str,
