@@ -5,7 +5,7 @@
 
 pub mod admin;
 pub mod config;
-pub mod federation;
+pub(crate) mod federation;
 pub mod http;
 pub mod notify;
 pub mod reload;
