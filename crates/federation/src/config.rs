@@ -52,7 +52,7 @@ pub const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
 
 /// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
 /// adds around one event ([`INCOMING_EXTRA_BYTES`], 16 KiB).
-pub const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + INCOMING_EXTRA_BYTES;
+pub(crate) const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + INCOMING_EXTRA_BYTES;
 
 impl Default for FederationConfig {
     fn default() -> Self {

@@ -23,9 +23,9 @@ use uuid::Uuid;
 use crate::config::FederationConfig;
 
 /// Size of the keys this instance generates.
-pub const KEY_BITS: usize = 3072;
+pub(crate) const KEY_BITS: usize = 3072;
 /// Smallest peer key accepted.
-pub const MIN_PEER_KEY_BITS: usize = 3072;
+pub(crate) const MIN_PEER_KEY_BITS: usize = 3072;
 /// The private key file in the data dir (PKCS#8 PEM).
 pub const KEY_FILE: &str = "federation.key";
 /// Where a rotation stages the new key until the rotation commits.
@@ -33,9 +33,9 @@ pub const NEW_KEY_FILE: &str = "federation.key.new";
 /// Keys rotated away from, as `<key_id>.key` (PKCS#8 PEM, mode 0600).
 pub const RETIRED_KEYS_DIR: &str = "federation-retired";
 /// The generated instance id, when the config leaves it empty.
-pub const INSTANCE_ID_FILE: &str = "instance_id";
+pub(crate) const INSTANCE_ID_FILE: &str = "instance_id";
 /// Longest instance id accepted.
-pub const MAX_INSTANCE_ID_LEN: usize = 128;
+pub(crate) const MAX_INSTANCE_ID_LEN: usize = 128;
 
 /// What went wrong with a key or a key file. The text names the file.
 #[derive(Debug)]
@@ -238,7 +238,7 @@ impl Identity {
     }
 
     /// A key this instance rotated away from, by key id.
-    pub fn retired(&self, key_id: &str) -> Option<Arc<OwnKey>> {
+    pub(crate) fn retired(&self, key_id: &str) -> Option<Arc<OwnKey>> {
         self.retired
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -286,7 +286,7 @@ fn load_retired(dir: &Path) -> Result<HashMap<String, Arc<OwnKey>>, KeyError> {
 }
 
 /// Instance ids are 1 to 128 of `A-Z a-z 0-9 . _ : -`.
-pub fn validate_instance_id(id: &str) -> Result<(), InstanceIdError> {
+pub(crate) fn validate_instance_id(id: &str) -> Result<(), InstanceIdError> {
     if id.is_empty() || id.len() > MAX_INSTANCE_ID_LEN {
         return Err(InstanceIdError::Length(id.to_string()));
     }
@@ -346,7 +346,7 @@ pub fn public_key_from_pem(pem: &str) -> Result<PublicKey, KeyError> {
     Ok(key)
 }
 
-pub fn public_key_from_der(der: &[u8]) -> Result<PublicKey, KeyError> {
+pub(crate) fn public_key_from_der(der: &[u8]) -> Result<PublicKey, KeyError> {
     let key = PublicKey::from_public_key_der(der).map_err(|e| KeyError::BadPublicKey {
         pem: false,
         error: e.to_string(),
@@ -364,7 +364,7 @@ fn check_size(key: &PublicKey) -> Result<(), KeyError> {
 }
 
 /// The SPKI DER of an SPKI PEM public key, checked as [`public_key_from_pem`] does.
-pub fn pem_der(pem: &str) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn pem_der(pem: &str) -> Result<Vec<u8>, KeyError> {
     spki_der(&public_key_from_pem(pem)?)
 }
 

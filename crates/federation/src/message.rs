@@ -35,7 +35,7 @@ impl std::error::Error for SignError {}
 pub const PROTOCOL_VERSION: &str = "logbook-federation/2";
 /// The previous version: messages and acks without `recipientId`, accepted
 /// only with `[federation] accept_protocol_v1`.
-pub const PROTOCOL_V1: &str = "logbook-federation/1";
+pub(crate) const PROTOCOL_V1: &str = "logbook-federation/1";
 /// Event type of a subscription request (payload `{"eventType": pattern}`).
 pub const SUBSCRIBE_TYPE: &str = "federation.subscribe";
 /// Event type of an unsubscription request.
@@ -122,7 +122,7 @@ pub fn sign_bytes(key: &PrivateKey, input: &[u8]) -> Result<String, SignError> {
 }
 
 /// Verifies a base64 RSASSA-PSS-SHA256 signature over `input`.
-pub fn verify_bytes(key: &PublicKey, input: &[u8], signature_b64: &str) -> bool {
+pub(crate) fn verify_bytes(key: &PublicKey, input: &[u8], signature_b64: &str) -> bool {
     let Ok(signature) = BASE64.decode(signature_b64) else {
         return false;
     };
@@ -182,7 +182,7 @@ impl EventMessage {
     /// What identifies the content of a message independent of when it was
     /// signed, so that a redelivery (new timestamp and signature) is
     /// recognised and a different message reusing the id is not.
-    pub fn content_digest(&self) -> [u8; 32] {
+    pub(crate) fn content_digest(&self) -> [u8; 32] {
         let content = Content {
             message_id: &self.message_id,
             instance_id: &self.instance_id,

@@ -120,3 +120,71 @@ impl From<InboxError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logbook_journal::store::ReceiveError;
+
+    /// The answers peers saw before the refusals became typed: status,
+    /// type, title, detail and the wait.
+    #[test]
+    fn refusals_keep_their_answers() {
+        let p = Problem::from(InboxError::RecipientMissing);
+        assert_eq!(
+            (p.status, p.kind, p.title),
+            (
+                StatusCode::UNAUTHORIZED,
+                "recipient-missing",
+                "No recipientId"
+            )
+        );
+        assert!(
+            p.detail.contains("requires a signed recipientId"),
+            "{}",
+            p.detail
+        );
+        let p = Problem::from(InboxError::RateLimited {
+            peer: "beta".into(),
+            retry_after: 7,
+            bytes: true,
+        });
+        assert_eq!(
+            (p.status, p.kind, p.title),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many bytes"
+            )
+        );
+        assert_eq!(p.extra["retryAfter"], 7);
+        let p = Problem::from(InboxError::from_receive(
+            "beta",
+            ReceiveError::OverQuota { used: 2, quota: 1 },
+        ));
+        assert_eq!(
+            (p.status, p.kind),
+            (StatusCode::INSUFFICIENT_STORAGE, "peer-quota-exceeded")
+        );
+        assert_eq!(p.extra["retryAfter"], 3600);
+        let p = Problem::from(InboxError::TwoAnnouncements);
+        assert_eq!(
+            (p.status, p.kind, p.detail.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-batch",
+                "a request carries at most one key announcement"
+            )
+        );
+        let p = Problem::from(InboxError::UnknownPeer("\"x\" is not a peer".into()));
+        assert_eq!(
+            (p.status, p.kind, p.title),
+            (
+                StatusCode::FORBIDDEN,
+                "unknown-peer",
+                "Unknown or inactive peer"
+            )
+        );
+        assert!(p.extra.is_empty());
+    }
+}

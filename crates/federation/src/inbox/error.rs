@@ -110,12 +110,10 @@ impl From<StoreError> for InboxError {
     }
 }
 
+/// No key to sign an ack with is our failure, whatever the cause.
 impl From<SigningKeyError> for InboxError {
     fn from(e: SigningKeyError) -> InboxError {
-        match e {
-            SigningKeyError::Storage(e) => InboxError::Storage(e),
-            missing => InboxError::Internal(missing.to_string()),
-        }
+        InboxError::Internal(e.to_string())
     }
 }
 

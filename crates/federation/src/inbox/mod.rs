@@ -18,8 +18,8 @@ use logbook_journal::store::{
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use check::{active_peer, check_recipient, check_signed, parse_message};
 use check::verify_batch;
+pub use check::{active_peer, check_recipient, check_signed, parse_message};
 pub use error::InboxError;
 pub(crate) use limiter::RateLimiter;
 
