@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
+// `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
+pub use logbook_federation::config::{FederationConfig, PeerConfig};
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config.toml");
@@ -39,90 +41,6 @@ pub struct StorageConfig {
     /// start after a crash skips the full repair, at the price of a second
     /// fsync per commit (see docs/benchmarks.md).
     pub quick_repair: bool,
-}
-
-/// `[federation]`: this instance's identity and the delivery and intake limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FederationConfig {
-    /// Empty: a UUID generated on first start and kept in the data dir.
-    pub instance_id: String,
-    pub name: String,
-    pub timestamp_window_secs: u64,
-    pub max_attempts: u32,
-    pub max_age_secs: u64,
-    pub retry_initial_ms: u64,
-    pub retry_max_secs: u64,
-    pub batch_size: usize,
-    pub send_timeout_secs: u64,
-    pub rate_limit_per_sec: u32,
-    pub rate_limit_burst: u32,
-    /// Most inbound subscriptions one peer may hold.
-    pub max_subscriptions_per_peer: usize,
-    /// Accept messages and acks without `recipientId` (protocol v1) for one
-    /// release, while peers upgrade.
-    pub accept_protocol_v1: bool,
-    /// Requests on `/incoming/*` handled at once; more get 503 with Retry-After.
-    pub incoming_concurrency: usize,
-    /// Largest body accepted on `/incoming/*`, in bytes.
-    pub incoming_max_body_bytes: usize,
-    /// Bytes of received messages kept per peer; over it, 507 with Retry-After.
-    pub peer_quota_bytes: u64,
-    /// Sustained bytes per second each peer may send us.
-    pub peer_bytes_per_sec: u64,
-    /// Bytes a peer may send in a burst above the sustained rate.
-    pub peer_bytes_burst: u64,
-    /// Days delivered outbox rows and inbox dedupe records are kept; 0 prunes
-    /// everything older than now at the next pass.
-    pub keep_days: u64,
-}
-
-/// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
-/// adds around one event (`federation::intake::INCOMING_EXTRA_BYTES`, 16 KiB).
-pub const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + 16 * 1024;
-
-impl Default for FederationConfig {
-    fn default() -> Self {
-        FederationConfig {
-            instance_id: String::new(),
-            name: String::new(),
-            timestamp_window_secs: 300,
-            max_attempts: 20,
-            max_age_secs: 7 * 86_400,
-            retry_initial_ms: 1000,
-            retry_max_secs: 300,
-            batch_size: 100,
-            send_timeout_secs: 10,
-            rate_limit_per_sec: 100,
-            rate_limit_burst: 1000,
-            max_subscriptions_per_peer: 32,
-            accept_protocol_v1: false,
-            incoming_concurrency: 16,
-            incoming_max_body_bytes: DEFAULT_INCOMING_MAX_BODY_BYTES,
-            peer_quota_bytes: 1 << 30,
-            peer_bytes_per_sec: 10 << 20,
-            peer_bytes_burst: 32 << 20,
-            keep_days: 30,
-        }
-    }
-}
-
-/// `[[peers]]`: a peer instance configured in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerConfig {
-    pub instance_id: String,
-    pub base_url: String,
-    /// SPKI PEM of the peer's key. Empty: fetch it from the peer and pin `fingerprint`.
-    #[serde(default)]
-    pub public_key: String,
-    /// Hex SHA-256 of the peer's SPKI DER.
-    #[serde(default)]
-    pub fingerprint: String,
-    /// Event-type patterns the peer may subscribe to (and what they cover).
-    /// Empty: nothing, until `logbook admin peers allow` grants something.
-    #[serde(default)]
-    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,7 @@
 pub mod admin;
 pub(crate) mod app;
 pub mod config;
-pub mod federation;
+pub(crate) mod federation;
 pub mod http;
 pub(crate) mod notify;
 pub(crate) mod retention;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use federation_common::*;
-use logbook::federation::message::{EventAck, EventMessage, sign_bytes, signing_input};
+use logbook_federation::message::{EventAck, EventMessage, sign_bytes, signing_input};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

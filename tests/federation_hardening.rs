@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use federation_common::*;
-use logbook::federation::message::{EventAck, EventMessage, sign_bytes, signing_input};
+use logbook_federation::message::{EventAck, EventMessage, sign_bytes, signing_input};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

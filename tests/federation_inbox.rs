@@ -6,7 +6,7 @@
 mod federation_common;
 
 use federation_common::*;
-use logbook::federation::message::{EventAck, EventMessage};
+use logbook_federation::message::{EventAck, EventMessage};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -19,8 +19,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use federation_common::*;
-use logbook::federation::identity::{self, KEY_FILE, NEW_KEY_FILE, RETIRED_KEYS_DIR};
-use logbook::federation::message::EventMessage;
+use logbook_federation::identity::{self, KEY_FILE, NEW_KEY_FILE, RETIRED_KEYS_DIR};
+use logbook_federation::message::EventMessage;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@
 mod federation_common;
 
 use federation_common::*;
-use logbook::federation::message::EventMessage;
+use logbook_federation::message::EventMessage;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

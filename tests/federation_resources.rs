@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use federation_common::*;
-use logbook::federation::message::EventMessage;
+use logbook_federation::message::EventMessage;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -15,11 +15,11 @@ mod federation_common;
 use std::path::PathBuf;
 
 use federation_common::{key_fingerprint, key_id, public_pem, test_key};
-use logbook::federation::identity::{self, OwnKey};
-use logbook::federation::message::{
+use logbook_federation::identity::{self, OwnKey};
+use logbook_federation::message::{
     EventAck, EventMessage, KEY_ROTATED_TYPE, signing_input, verify_value,
 };
-use logbook::federation::rotation;
+use logbook_federation::rotation;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -54,7 +54,7 @@ fn generate() -> Value {
     };
     let ack_value = json!(ack);
     let ack_signature =
-        logbook::federation::message::sign_bytes(&key, signing_input(&ack_value).as_bytes())
+        logbook_federation::message::sign_bytes(&key, signing_input(&ack_value).as_bytes())
             .unwrap();
     let mut ack_value = ack_value;
     ack_value["signature"] = json!(ack_signature);

@@ -12,9 +12,9 @@ mod common;
 
 use common::{Daemon, DaemonOpts, assert_problem, new_plan, send};
 use logbook::config::{Config, EMBEDDED_DEFAULT};
-use logbook::federation::inbox;
-use logbook::federation::message::{EventAck, EventMessage, signing_input};
 use logbook_base::canonical::canonical_json;
+use logbook_federation::inbox;
+use logbook_federation::message::{EventAck, EventMessage, signing_input};
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::registry::{MAX_TYPE_LEN, TypeFilter, TypePattern, validate_type_name};
 use proptest::prelude::*;
@@ -191,7 +191,7 @@ proptest! {
 // ---- federation messages ---------------------------------------------------
 
 /// The inbox parses each message from its text as received (borrowed).
-fn parse_message(value: &Value) -> Result<EventMessage, logbook::http::problem::Problem> {
+fn parse_message(value: &Value) -> Result<EventMessage, inbox::InboxError> {
     let text = serde_json::to_string(value).expect("serializes");
     let raw = serde_json::value::RawValue::from_string(text).expect("valid JSON");
     inbox::parse_message(&raw)

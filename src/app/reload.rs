@@ -33,7 +33,8 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
         .map_err(|e| format!("auth: {e}"))?;
     crate::admin::logging::parse_filter(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
     let federation = &http.federation;
-    crate::federation::peers::check_config(&federation.identity.instance_id, &new.peers)?;
+    logbook_federation::peers::check_config(&federation.identity().instance_id, &new.peers)
+        .map_err(|e| e.to_string())?;
 
     let mut changed = Vec::new();
     if new.log.level != old.log.level && !crate::admin::logging::level_from_env() {

@@ -1,101 +1,88 @@
-//! Federation: signed event pub/sub between logbook instances.
+//! Federation at run time: signed event pub/sub between logbook instances.
 //!
-//! [`Federation`] holds this instance's identity, the HTTP client for peers
-//! and one delivery worker per peer. The pieces: [`identity`] (key pair and
-//! instance id), [`message`] (wire shapes and signatures), [`peers`] (adding
-//! and pinning peers), [`outbox`] (delivery with retries), [`inbox`]
-//! (verifying and storing what peers send), [`rotation`] (changing our key
-//! and learning a peer's new key) and [`routes`] (the HTTP API).
-//! All federation state lives in the store (`journal::store`, federation
-//! tables); outbox rows for journal events are written in the append's own
-//! transaction.
+//! The protocol (identity, messages, the inbox and outbox logic, peers,
+//! rotation) is the `logbook-federation` crate; this module runs it.
+//! [`Federation`] holds this instance's [`Instance`] (identity, settings,
+//! inbox rate limits), the store, the HTTP client for peers and one
+//! delivery worker per peer: [`outbox`] sends over HTTP, [`peers`] fetches
+//! and pins keys, [`admission`] holds the permits of `/incoming/*`. The
+//! routes are in `http::federation`; nothing here knows them.
+//! All federation state lives in the store (federation tables); outbox
+//! rows for journal events are written in the append's own transaction.
 
-pub mod identity;
-pub mod inbox;
-mod intake;
-pub mod message;
-pub mod outbox;
-pub mod peers;
-pub mod rotation;
-pub mod routes;
+pub(crate) mod admission;
+pub(crate) mod outbox;
+pub(crate) mod peers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use logbook_federation::config::{FederationConfig, INCOMING_EXTRA_BYTES};
+use logbook_federation::identity::Identity;
+use logbook_federation::rotation::{self, Rotated, RotationError};
+use logbook_federation::{Instance, SigningKeyError};
+use logbook_journal::store::{AsyncStore, PeerStatus, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, FederationConfig};
-use identity::{Identity, OwnKey};
-use logbook_journal::store::{AsyncStore, PeerStatus, Store, StoreError};
+use crate::config::Config;
 
 pub struct Federation {
-    pub identity: Identity,
-    pub store: AsyncStore,
-    pub config: FederationConfig,
-    pub client: reqwest::Client,
-    pub limiter: inbox::RateLimiter,
-    /// `[federation] peer_bytes_per_sec` and `peer_bytes_burst`.
-    pub byte_limiter: inbox::RateLimiter,
+    /// Identity, `[federation]` settings and the inbox's rate limits.
+    pub(crate) instance: Instance,
+    pub(crate) store: AsyncStore,
+    pub(crate) client: reqwest::Client,
     /// `[federation] incoming_concurrency` permits for `/incoming/*`.
     pub(crate) incoming: Arc<tokio::sync::Semaphore>,
     /// Each client address's share of those permits.
-    pub(crate) incoming_per_client: Arc<intake::PerClient>,
+    pub(crate) incoming_per_client: Arc<admission::PerClient>,
     /// Where the key files live (current, staged and retired keys).
-    pub data_dir: PathBuf,
+    data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Background pinning of `[[peers]]` given by fingerprint only: at most
     /// one task per peer, with the definition it is pinning.
-    pinning: Mutex<HashMap<String, (peers::PeerSpec, JoinHandle<()>)>>,
+    pinning: Mutex<HashMap<String, (logbook_federation::peers::PeerSpec, JoinHandle<()>)>>,
     shutdown: CancellationToken,
 }
 
-/// A failure in federation work that touched storage: its text is for
-/// logs and the admin's answer.
-#[derive(Debug)]
-pub struct FedError(pub String);
+/// Loading the identity at start: a rotation to recover, or the key files.
+enum StartError {
+    Rotation(RotationError),
+    Key(logbook_federation::identity::KeyError),
+}
 
-impl From<StoreError> for FedError {
-    fn from(e: StoreError) -> FedError {
-        FedError(e.to_string())
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> StartError {
+        StartError::Rotation(RotationError::Storage(e))
     }
 }
 
-impl From<String> for FedError {
-    fn from(e: String) -> FedError {
-        FedError(e)
-    }
-}
-
-impl std::fmt::Display for FedError {
+impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<FedError> for String {
-    fn from(e: FedError) -> String {
-        e.0
+        match self {
+            StartError::Rotation(e) => e.fmt(f),
+            StartError::Key(e) => e.fmt(f),
+        }
     }
 }
 
 impl Federation {
     /// Loads (or creates) the identity, applies `[[peers]]`, and starts a
     /// delivery worker per peer. Workers stop when `shutdown` is cancelled.
-    pub async fn start(
+    pub(crate) async fn start(
         config: &Config,
         store: AsyncStore,
         shutdown: CancellationToken,
     ) -> Result<Arc<Federation>, String> {
         let fed_config = config.federation.clone();
-        validate(&fed_config)?;
+        fed_config.validate().map_err(|e| e.to_string())?;
         store.set_peer_quota(fed_config.peer_quota_bytes);
         let room = config
             .limits
             .max_body_bytes
-            .saturating_add(intake::INCOMING_EXTRA_BYTES);
+            .saturating_add(INCOMING_EXTRA_BYTES);
         if fed_config.incoming_max_body_bytes < room {
             tracing::warn!(
                 incoming_max_body_bytes = fed_config.incoming_max_body_bytes,
@@ -109,12 +96,12 @@ impl Federation {
         let identity_config = fed_config.clone();
         let dir = data_dir.clone();
         let (identity, created) = store
-            .run(move |s| -> Result<_, FedError> {
-                rotation::recover(&dir, s)?;
-                Ok(Identity::load(&dir, &identity_config)?)
+            .run(move |s| -> Result<_, StartError> {
+                rotation::recover(&dir, s).map_err(StartError::Rotation)?;
+                Identity::load(&dir, &identity_config).map_err(StartError::Key)
             })
             .await
-            .map_err(|e| format!("loading the federation identity: {}", e.0))?;
+            .map_err(|e| format!("loading the federation identity: {e}"))?;
         let key = identity.current();
         if created.key {
             tracing::info!(key_id = %key.key_id, "generated a federation key pair in the data dir (mode 0600)");
@@ -133,20 +120,11 @@ impl Federation {
             .build()
             .map_err(|e| format!("building the federation HTTP client: {e}"))?;
         let federation = Arc::new(Federation {
-            limiter: inbox::RateLimiter::new(
-                fed_config.rate_limit_per_sec,
-                fed_config.rate_limit_burst,
-            ),
-            byte_limiter: inbox::RateLimiter::with_rates(
-                fed_config.peer_bytes_per_sec as f64,
-                fed_config.peer_bytes_burst as f64,
-            ),
-            incoming: intake::semaphore(fed_config.incoming_concurrency),
-            incoming_per_client: intake::PerClient::new(fed_config.incoming_concurrency),
-            identity,
+            incoming: admission::semaphore(fed_config.incoming_concurrency),
+            incoming_per_client: admission::PerClient::new(fed_config.incoming_concurrency),
+            instance: Instance::new(identity, fed_config),
             store,
             data_dir,
-            config: fed_config,
             client,
             workers: Mutex::new(HashMap::new()),
             pinning: Mutex::new(HashMap::new()),
@@ -172,30 +150,18 @@ impl Federation {
         Ok(federation)
     }
 
-    /// The key to sign with for `peer`: the key the peer pins for us. That
-    /// is our current key, unless an announcement of a newer key is still
-    /// undelivered to the peer; then it is the key that announcement is
-    /// signed with, and the announcement's outbox seq is returned too
-    /// (nothing after it may be signed with that key).
-    pub fn signing_key_for(
-        &self,
-        store: &Store,
-        peer: &str,
-    ) -> Result<(Arc<OwnKey>, Option<u64>), String> {
-        match store.rotations().pending(peer).map_err(|e| e.to_string())? {
-            None => Ok((self.identity.current(), None)),
-            Some((seq, old_key_id)) => match self.identity.retired(&old_key_id) {
-                Some(key) => Ok((key, Some(seq))),
-                None => Err(format!(
-                    "the retired key {old_key_id}, which {peer} still pins, is missing from {}/",
-                    identity::RETIRED_KEYS_DIR
-                )),
-            },
-        }
+    /// This instance's `[federation]` settings.
+    pub(crate) fn config(&self) -> &FederationConfig {
+        &self.instance.config
+    }
+
+    /// This instance's identity.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.instance.identity
     }
 
     /// Starts the delivery worker for `peer` unless one is running.
-    pub fn ensure_worker(self: &Arc<Self>, peer: &str) {
+    pub(crate) fn ensure_worker(self: &Arc<Self>, peer: &str) {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if workers.get(peer).is_some_and(|h| !h.is_finished()) {
             return;
@@ -208,9 +174,20 @@ impl Federation {
         workers.insert(peer.to_string(), handle);
     }
 
+    /// Rotates this instance's key and queues the announcements
+    /// (`logbook-federation`'s `rotation`). Generating the key takes a few
+    /// seconds. Callers serialize rotations (the admin socket holds its
+    /// change lock).
+    pub(crate) async fn rotate(self: &Arc<Self>) -> Result<Rotated, RotationError> {
+        let fed = self.clone();
+        self.store
+            .run(move |store| rotation::rotate(&fed.instance, &fed.data_dir, store))
+            .await
+    }
+
     /// Waits for the workers after shutdown was cancelled. Whatever a worker
     /// was sending stays queued and is sent again on the next start.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let handles: Vec<_> = self
             .workers
             .lock()
@@ -229,15 +206,46 @@ impl Federation {
     }
 }
 
+/// A failure of federation work in the runtime: its text is for logs.
+#[derive(Debug)]
+pub(crate) enum WorkError {
+    Storage(StoreError),
+    SigningKey(SigningKeyError),
+}
+
+impl From<StoreError> for WorkError {
+    fn from(e: StoreError) -> WorkError {
+        WorkError::Storage(e)
+    }
+}
+
+impl From<SigningKeyError> for WorkError {
+    fn from(e: SigningKeyError) -> WorkError {
+        WorkError::SigningKey(e)
+    }
+}
+
+impl std::fmt::Display for WorkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkError::Storage(e) => e.fmt(f),
+            WorkError::SigningKey(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Most bytes read from a peer's answer (acks, problem details, the
 /// identity document). A batch of acks stays well below: an ack is under
-/// 1 KiB and a batch holds at most [`inbox::MAX_BATCH`] of them.
-pub const MAX_PEER_RESPONSE: usize = 1024 * 1024;
+/// 1 KiB and a batch holds at most
+/// [`MAX_BATCH`](logbook_federation::inbox::MAX_BATCH) of them.
+pub(crate) const MAX_PEER_RESPONSE: usize = 1024 * 1024;
 
 /// Reads a peer's answer as JSON, refusing one larger than
 /// [`MAX_PEER_RESPONSE`]: a hostile or broken peer cannot make us buffer
 /// without bound.
-pub async fn read_peer_json(mut response: reqwest::Response) -> Result<serde_json::Value, String> {
+pub(crate) async fn read_peer_json(
+    mut response: reqwest::Response,
+) -> Result<serde_json::Value, String> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_PEER_RESPONSE as u64)
@@ -260,45 +268,6 @@ pub async fn read_peer_json(mut response: reqwest::Response) -> Result<serde_jso
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))
-}
-
-fn validate(c: &FederationConfig) -> Result<(), String> {
-    if !c.instance_id.is_empty() {
-        identity::validate_instance_id(&c.instance_id)
-            .map_err(|e| format!("federation.instance_id: {e}"))?;
-    }
-    let positive = [
-        ("timestamp_window_secs", c.timestamp_window_secs),
-        ("max_attempts", u64::from(c.max_attempts)),
-        ("max_age_secs", c.max_age_secs),
-        ("retry_initial_ms", c.retry_initial_ms),
-        ("retry_max_secs", c.retry_max_secs),
-        ("batch_size", c.batch_size as u64),
-        ("send_timeout_secs", c.send_timeout_secs),
-        ("rate_limit_per_sec", u64::from(c.rate_limit_per_sec)),
-        ("rate_limit_burst", u64::from(c.rate_limit_burst)),
-        (
-            "max_subscriptions_per_peer",
-            c.max_subscriptions_per_peer as u64,
-        ),
-        ("incoming_concurrency", c.incoming_concurrency as u64),
-        ("incoming_max_body_bytes", c.incoming_max_body_bytes as u64),
-        ("peer_quota_bytes", c.peer_quota_bytes),
-        ("peer_bytes_per_sec", c.peer_bytes_per_sec),
-        ("peer_bytes_burst", c.peer_bytes_burst),
-    ];
-    for (key, value) in positive {
-        if value == 0 {
-            return Err(format!("federation.{key} must be positive"));
-        }
-    }
-    if c.batch_size > inbox::MAX_BATCH {
-        return Err(format!(
-            "federation.batch_size must be at most {}",
-            inbox::MAX_BATCH
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,41 +3,26 @@
 //! on a verified ack; failures are retried with exponential backoff and
 //! jitter (honouring `Retry-After` on 429, 503 and 507) until the configured
 //! attempts or age, then the message is `dead` until retried by an admin.
+//! What needs no network (what is due, signing, acks, recording) is
+//! `logbook_federation::outbox`; this is the worker and the HTTP send.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use logbook_federation::identity::OwnKey;
+use logbook_federation::message::now_ms;
+use logbook_federation::outbox::{self, EVENT_PATH, Failure};
+use logbook_journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::identity::{self, OwnKey};
-use super::inbox;
-use super::message::{EventAck, EventMessage, now_ms};
-use super::{FedError, Federation, read_peer_json};
-use logbook_journal::store::{OutboxRecord, PeerRecord, PeerStatus, inert_text};
+use super::{Federation, WorkError, read_peer_json};
 
-/// Path messages are delivered to on the peer.
-pub const EVENT_PATH: &str = "/api/v1/federation/incoming/event";
 /// Longest a worker sleeps without looking at the outbox again.
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
-/// Why a delivery attempt failed, and when to try again at the earliest.
-struct Failure {
-    error: String,
-    retry_after: Option<Duration>,
-    /// The peer answered with an error status other than 429 or 503: it
-    /// refused this request, maybe for one message in it.
-    refused: bool,
-    /// The peer refused it for its content (400, 413, 422): sending the
-    /// same message again gets the same answer, so a message refused alone
-    /// is dead at once rather than blocking the queue until it dies of age.
-    permanent: bool,
-}
-
-pub async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
+pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
     let mut cursor = 0u64;
@@ -81,19 +66,15 @@ enum Step {
     Idle(Option<i64>),
 }
 
-async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<Step, String> {
+async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<Step, WorkError> {
     let id = peer_id.to_string();
-    let limit = fed.config.batch_size;
+    let limit = fed.config().batch_size;
     let from = *cursor;
-    let (peer, due) = fed
+    let due = fed
         .store
-        .run(move |store| -> Result<_, FedError> {
-            let peer = store.peers().get(&id)?;
-            let due = store.outbox().due(&id, from, limit, now_ms())?;
-            Ok((peer, due))
-        })
+        .run(move |store| outbox::due(store, &id, from, limit))
         .await?;
-    let Some(peer) = peer else {
+    let Some(peer) = due.peer else {
         return Ok(Step::Removed);
     };
     // A removed peer's worker idles rather than ends: if the peer were
@@ -102,10 +83,10 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     if peer.status != PeerStatus::Active {
         return Ok(Step::Idle(None));
     }
-    let (mut rows, new_cursor, wait_until) = due;
-    *cursor = new_cursor;
+    let mut rows = due.rows;
+    *cursor = due.cursor;
     if rows.is_empty() {
-        return Ok(Step::Idle(wait_until));
+        return Ok(Step::Idle(due.wait_until));
     }
     // Sign with the key the peer pins for us. A batch ends at an undelivered
     // announcement of our new key: what follows it is signed with the new
@@ -113,7 +94,9 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     let (fed2, id) = (fed.clone(), peer_id.to_string());
     let (key, announcement) = fed
         .store
-        .run(move |store| -> Result<_, FedError> { Ok(fed2.signing_key_for(store, &id)?) })
+        .run(move |store| -> Result<_, WorkError> {
+            Ok(fed2.instance.signing_key_for(store, &id)?)
+        })
         .await?;
     // The rows start at the first open one. If they all come after the
     // announcement, it is dead: the peer still pins the old key, so the
@@ -151,74 +134,18 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     Ok(Step::Sent)
 }
 
-/// Records the outcome of sending `rows`: delivered for the acknowledged
-/// ones, a failed attempt (with its backoff) for the others.
+/// Records the outcome of sending `rows` (`logbook_federation::outbox::record`).
 async fn record(
     fed: &Arc<Federation>,
     peer_id: &str,
     rows: &[(u64, OutboxRecord)],
     outcome: Result<Vec<u64>, Failure>,
-) -> Result<(), String> {
-    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
-    let id = peer_id.to_string();
-    let config = fed.config.clone();
-    let attempts_before = rows.first().map_or(0, |(_, r)| r.attempts);
-    let seqs_sent = rows.len();
-    fed.store.run(move |store| -> Result<(), FedError> {
-        let (delivered, failed) = match outcome {
-            Ok(acked) => {
-                let (ok, not): (Vec<u64>, Vec<u64>) = seqs.iter().partition(|s| acked.contains(s));
-                let failure = (!not.is_empty()).then(|| Failure {
-                    error: "the peer's answer held no valid ack for the message".into(),
-                    retry_after: None,
-                    refused: false,
-                    permanent: false,
-                });
-                (ok, failure.map(|f| (not, f)))
-            }
-            Err(f) => (Vec::new(), Some((seqs, f))),
-        };
-        if !delivered.is_empty() {
-            store.outbox().mark_delivered(&id, &delivered)?;
-        }
-        let failed_count = failed.as_ref().map_or(0, |(s, _)| s.len());
-        let mut dead = 0;
-        if let Some((seqs, failure)) = failed {
-            let delay = failure
-                .retry_after
-                .map(|d| d.min(Duration::from_secs(config.retry_max_secs)))
-                .unwrap_or_else(|| backoff(&config, attempts_before.saturating_add(1)));
-            let next = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
-            let max_age_ms = i64::try_from(config.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            // Refused alone for its content: no attempt can succeed, so
-            // it is dead now (an admin may still retry it). A batch refused
-            // as a whole proves nothing about each message: it is split.
-            let max_attempts = if failure.permanent && seqs.len() == 1 {
-                0
-            } else {
-                config.max_attempts
-            };
-            dead = store.outbox().mark_failed(&id, &seqs, &failure.error, next, max_attempts, max_age_ms)?;
-            tracing::warn!(peer = %id, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
-        }
-        logbook_base::metrics::observe_delivery(&id, seqs_sent, failed_count, dead);
-        Ok(())
-    })
-    .await
-    .map_err(String::from)
-}
-
-/// Delay before attempt `attempt + 1`: initial × 2^(attempt-1), capped, ±20 %.
-pub fn backoff(config: &crate::config::FederationConfig, attempt: u32) -> Duration {
-    let cap = config.retry_max_secs.saturating_mul(1000);
-    let base = config
-        .retry_initial_ms
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(40))
-        .min(cap);
-    let mut byte = [0u8; 2];
-    let _ = getrandom::fill(&mut byte);
-    let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
-    Duration::from_millis(((base as f64 * jitter) as u64).min(cap))
+) -> Result<(), WorkError> {
+    let (fed2, id, rows) = (fed.clone(), peer_id.to_string(), rows.to_vec());
+    Ok(fed
+        .store
+        .run(move |store| outbox::record(store, fed2.config(), &id, &rows, outcome))
+        .await?)
 }
 
 /// Sends the rows as one request; returns the seqs that were acknowledged
@@ -229,48 +156,16 @@ async fn send(
     key: &Arc<OwnKey>,
     rows: &[(u64, OutboxRecord)],
 ) -> Result<Vec<u64>, Failure> {
-    let fail = |error: String| Failure {
-        error,
-        retry_after: None,
-        refused: false,
-        permanent: false,
-    };
     // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
     let rows2 = rows.to_vec();
     let peer_id = peer.instance_id.clone();
-    let (body, ids) =
-        tokio::task::spawn_blocking(move || -> Result<(Value, HashMap<Uuid, u64>), String> {
-            let mut messages = Vec::with_capacity(rows2.len());
-            let mut ids = HashMap::new();
-            let now = now_ms();
-            for (seq, row) in &rows2 {
-                let id = Uuid::from_bytes(row.message_id);
-                let payload: Value = serde_json::from_str(&row.payload)
-                    .map_err(|e| format!("stored payload: {e}"))?;
-                let m = EventMessage::signed(
-                    &key2.private_key,
-                    &key2.key_id,
-                    &fed2.identity.instance_id,
-                    &peer_id,
-                    id,
-                    &row.event_type,
-                    payload,
-                    now,
-                )?;
-                messages.push(serde_json::to_value(m).map_err(|e| e.to_string())?);
-                ids.insert(id, *seq);
-            }
-            let body = if messages.len() == 1 {
-                messages.pop().expect("one")
-            } else {
-                Value::Array(messages)
-            };
-            Ok((body, ids))
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
+    let (body, ids) = tokio::task::spawn_blocking(move || {
+        outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows2)
+    })
+    .await
+    .map_err(|e| Failure::passing(e.to_string()))?
+    .map_err(|e| Failure::passing(e.to_string()))?;
 
     let url = format!("{}{EVENT_PATH}", peer.base_url);
     let response = fed
@@ -279,7 +174,7 @@ async fn send(
         .json(&body)
         .send()
         .await
-        .map_err(|e| fail(format!("sending to {url}: {e}")))?;
+        .map_err(|e| Failure::passing(format!("sending to {url}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
         // Busy or full (507: over its quota of our messages): the peer will
@@ -307,6 +202,8 @@ async fn send(
             error: format!("HTTP {status}: {}", inert_text(&detail)),
             retry_after,
             refused: !busy,
+            // Refused for its content (400, 413, 422): the same message gets
+            // the same answer.
             permanent: status == StatusCode::BAD_REQUEST
                 || status == StatusCode::PAYLOAD_TOO_LARGE
                 || status == StatusCode::UNPROCESSABLE_ENTITY,
@@ -314,30 +211,7 @@ async fn send(
     }
     let answer: Value = read_peer_json(response)
         .await
-        .map_err(|e| fail(format!("reading the ack: {e}")))?;
-    let acks = match answer {
-        Value::Array(items) => items,
-        single => vec![single],
-    };
-    let key = identity::public_key_from_der(&peer.public_key_der).map_err(fail)?;
-    let mut acked = Vec::new();
-    for value in acks {
-        let Ok(ack) = serde_json::from_value::<EventAck>(value.clone()) else {
-            continue;
-        };
-        if ack.instance_id != peer.instance_id || !ack.received {
-            continue;
-        }
-        let Some(seq) = ids.get(&ack.correlation_id) else {
-            continue;
-        };
-        // Signed by the peer, and for us: an ack the peer gave another
-        // instance for a message with the same id does not count here.
-        if inbox::check_signed(fed, peer, &key, &value, &ack.key_id, ack.timestamp).is_ok()
-            && inbox::check_recipient(fed, ack.recipient_id.as_deref()).is_ok()
-        {
-            acked.push(*seq);
-        }
-    }
-    Ok(acked)
+        .map_err(|e| Failure::passing(format!("reading the ack: {e}")))?;
+    outbox::acked_seqs(&fed.instance, peer, answer, &ids)
+        .map_err(|e| Failure::passing(e.to_string()))
 }

@@ -12,6 +12,7 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod edge;
 pub(crate) mod extract;
+pub(crate) mod federation;
 pub(crate) mod metrics;
 pub mod problem;
 pub(crate) mod serve;
@@ -82,7 +83,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(crate::http::metrics::readyz))
         .merge(read)
         .merge(append)
-        .merge(crate::federation::routes::router(state.clone()))
+        .merge(federation::router(state.clone()))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use logbook::federation::identity;
+use logbook_federation::identity;
 use rsa::PrivateKey;
 use serde_json::Value;
 
@@ -322,5 +322,5 @@ where
 }
 
 pub fn now_ms() -> i64 {
-    logbook::federation::message::now_ms()
+    logbook_federation::message::now_ms()
 }

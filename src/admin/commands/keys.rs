@@ -127,13 +127,15 @@ pub(super) async fn rotate_hmac(
 }
 
 /// `keys rotate-rsa`: a new federation key pair, announced to every peer in
-/// a message signed with the old key (see `federation::rotation`).
+/// a message signed with the old key (see `logbook_federation::rotation`).
 pub(super) async fn rotate_rsa(
     State(cx): Ctx,
     Extension(peer): Extension<LocalPeer>,
 ) -> Result<Json<Value>, Problem> {
     let _serialized = cx.changes.lock().await;
-    let rotated = crate::federation::rotation::rotate(&cx.federation)
+    let rotated = cx
+        .federation
+        .rotate()
         .await
         .map_err(|e| Problem::internal(format!("rotating the federation key: {e}")))?;
     tracing::warn!(

@@ -58,8 +58,13 @@ async fn change_grants(
             "name at least one event-type pattern",
         ));
     }
-    let patterns = crate::federation::peers::parse_grants(&body.patterns)
-        .map_err(|e| Problem::unprocessable("invalid-pattern", "Invalid eventType pattern", e))?;
+    let patterns = logbook_federation::peers::parse_grants(&body.patterns).map_err(|e| {
+        Problem::unprocessable(
+            "invalid-pattern",
+            "Invalid eventType pattern",
+            e.to_string(),
+        )
+    })?;
     let _serialized = cx.changes.lock().await;
     let (id, grants) = (instance_id.clone(), patterns.clone());
     let record = cx
@@ -97,5 +102,5 @@ async fn change_grants(
                 "the grants changed, but recording it failed: {e:?}"
             ))
         })?;
-    Ok(Json(crate::federation::peers::peer_json(&record)))
+    Ok(Json(logbook_federation::peers::peer_json(&record)))
 }

@@ -10,20 +10,21 @@
 //! rotation that a crash interrupted, so the key on disk always matches
 //! what the peers were (or will be) told.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
-use super::identity::{
-    self, KEY_FILE, NEW_KEY_FILE, OwnKey, RETIRED_KEYS_DIR, generate_private_key, key_id,
-    private_key_from_pem, private_key_pem,
-};
-use super::message::KEY_ROTATED_TYPE;
-use super::{FedError, Federation};
 use logbook_base::canonical::canonical_json;
 use logbook_base::private_file::{ensure_private_dir, write_private_file};
-use logbook_journal::store::Store;
+use logbook_journal::store::{Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::identity::{
+    self, KEY_FILE, KeyError, NEW_KEY_FILE, OwnKey, RETIRED_KEYS_DIR, generate_private_key, key_id,
+    private_key_from_pem, private_key_pem,
+};
+use crate::instance::Instance;
+use crate::message::KEY_ROTATED_TYPE;
 
 /// What a rotation did.
 #[derive(Debug, Clone)]
@@ -35,34 +36,94 @@ pub struct Rotated {
     pub peers_notified: usize,
 }
 
-/// Rotates this instance's key. Generating the key takes a few seconds.
-/// Callers serialize rotations (the admin socket holds its change lock).
-pub async fn rotate(fed: &Arc<Federation>) -> Result<Rotated, String> {
-    let fed2 = fed.clone();
-    fed.store
-        .run(move |store| -> Result<_, FedError> { Ok(rotate_blocking(&fed2, store)?) })
-        .await
-        .map_err(String::from)
+/// Why a rotation (or the recovery of one) failed.
+#[derive(Debug)]
+pub enum RotationError {
+    /// A key file or the key itself.
+    Key(KeyError),
+    /// Queueing the announcements (the rotation did not happen).
+    Queue(StoreError),
+    Storage(StoreError),
+    /// A retired key file of that name holds another key.
+    RetiredExists(PathBuf),
 }
 
-fn rotate_blocking(fed: &Federation, store: &Store) -> Result<Rotated, String> {
-    let dir = &fed.data_dir;
-    let old = fed.identity.current();
-    let new = Arc::new(OwnKey::new(generate_private_key()?)?);
+impl fmt::Display for RotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RotationError::Key(e) => e.fmt(f),
+            RotationError::Queue(e) => write!(f, "queueing the key announcements: {e}"),
+            RotationError::Storage(e) => e.fmt(f),
+            RotationError::RetiredExists(path) => {
+                write!(f, "{} exists with another key", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RotationError {}
+
+impl From<KeyError> for RotationError {
+    fn from(e: KeyError) -> RotationError {
+        RotationError::Key(e)
+    }
+}
+
+impl From<StoreError> for RotationError {
+    fn from(e: StoreError) -> RotationError {
+        RotationError::Storage(e)
+    }
+}
+
+/// A peer's `federation.key_rotated` payload that cannot be taken.
+#[derive(Debug)]
+pub enum AnnouncementError {
+    /// Not exactly `{"publicKey", "keyId"}` strings.
+    Shape,
+    Key(KeyError),
+    /// `keyId` does not name the announced key.
+    KeyIdMismatch {
+        claimed: String,
+        actual: String,
+    },
+}
+
+impl fmt::Display for AnnouncementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnnouncementError::Shape => {
+                f.write_str("expected {\"publicKey\": SPKI PEM, \"keyId\": key id}")
+            }
+            AnnouncementError::Key(e) => e.fmt(f),
+            AnnouncementError::KeyIdMismatch { claimed, actual } => write!(
+                f,
+                "keyId {claimed:?} does not name the announced key ({actual})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AnnouncementError {}
+
+/// Rotates this instance's key (files in `dir`, the data dir). Generating
+/// the key takes a few seconds. Callers serialize rotations (the admin
+/// socket holds its change lock).
+pub fn rotate(instance: &Instance, dir: &Path, store: &Store) -> Result<Rotated, RotationError> {
+    let old = instance.identity.current();
+    let new = OwnKey::new(generate_private_key()?)?;
 
     // 1. The old key stays on disk and in memory: peers that have not
     //    received the announcement yet still verify us with it.
     let retired_dir = dir.join(RETIRED_KEYS_DIR);
-    ensure_private_dir(&retired_dir)
-        .map_err(|e| format!("creating {}: {e}", retired_dir.display()))?;
+    ensure_private_dir(&retired_dir).map_err(|e| KeyError::io("creating", &retired_dir, e))?;
     keep_retired(&retired_dir, &old)?;
-    fed.identity.add_retired(old.clone());
+    instance.identity.add_retired(old.clone());
 
     // 2. Stage the new key, so a crash after the commit can finish the job.
     let staged = dir.join(NEW_KEY_FILE);
     let _ = std::fs::remove_file(&staged);
     write_private_file(&staged, private_key_pem(&new.private_key)?.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", staged.display()))?;
+        .map_err(|e| KeyError::io("writing", &staged, e))?;
 
     // 3. Commit: queue the announcements (signed at send time with the old
     //    key) and record the rotation, in one durable transaction.
@@ -72,19 +133,20 @@ fn rotate_blocking(fed: &Federation, store: &Store) -> Result<Rotated, String> {
         .announce(KEY_ROTATED_TYPE, &payload, &old.key_id, &new.key_id)
         .map_err(|e| {
             let _ = std::fs::remove_file(&staged);
-            format!("queueing the key announcements: {e}")
+            RotationError::Queue(e)
         })?;
 
     // 4. Sign with the new key from now on (for peers that know it), and
     //    make it the key a restart loads.
-    fed.identity.install(new.clone());
-    install_staged(dir)?;
-    Ok(Rotated {
+    let rotated = Rotated {
         old_key_id: old.key_id.clone(),
         new_key_id: new.key_id.clone(),
         fingerprint: new.fingerprint.clone(),
         peers_notified: queued.len(),
-    })
+    };
+    instance.identity.install(new);
+    install_staged(dir)?;
+    Ok(rotated)
 }
 
 /// The announcement's payload.
@@ -93,37 +155,37 @@ pub fn announcement(key: &OwnKey) -> Value {
 }
 
 /// Reads an announcement's payload: the new key's SPKI DER and key id.
-pub fn parse_announcement(payload: &Value) -> Result<(Vec<u8>, String), String> {
-    let expected = "expected {\"publicKey\": SPKI PEM, \"keyId\": key id}";
+pub fn parse_announcement(payload: &Value) -> Result<(Vec<u8>, String), AnnouncementError> {
     let object = payload
         .as_object()
         .filter(|o| o.len() == 2)
-        .ok_or_else(|| expected.to_string())?;
+        .ok_or(AnnouncementError::Shape)?;
     let (Some(pem), Some(claimed)) = (
         object.get("publicKey").and_then(Value::as_str),
         object.get("keyId").and_then(Value::as_str),
     ) else {
-        return Err(expected.to_string());
+        return Err(AnnouncementError::Shape);
     };
-    let der = identity::spki_der(&identity::public_key_from_pem(pem)?)?;
+    let der = identity::pem_der(pem).map_err(AnnouncementError::Key)?;
     let actual = key_id(&der);
     if actual != claimed {
-        return Err(format!(
-            "keyId {claimed:?} does not name the announced key ({actual})"
-        ));
+        return Err(AnnouncementError::KeyIdMismatch {
+            claimed: claimed.to_string(),
+            actual,
+        });
     }
     Ok((der, actual))
 }
 
 /// Writes `key` to `dir/<key_id>.key` unless an identical file is there.
-fn keep_retired(dir: &Path, key: &OwnKey) -> Result<(), String> {
+fn keep_retired(dir: &Path, key: &Arc<OwnKey>) -> Result<(), RotationError> {
     let path = dir.join(format!("{}.key", key.key_id));
     let pem = private_key_pem(&key.private_key)?;
     match write_private_file(&path, pem.as_bytes()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let kept = std::fs::read_to_string(&path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let kept =
+                std::fs::read_to_string(&path).map_err(|e| KeyError::io("reading", &path, e))?;
             let same = private_key_from_pem(&kept)
                 .ok()
                 .and_then(|k| OwnKey::new(k).ok())
@@ -131,37 +193,37 @@ fn keep_retired(dir: &Path, key: &OwnKey) -> Result<(), String> {
             if same {
                 Ok(())
             } else {
-                Err(format!("{} exists with another key", path.display()))
+                Err(RotationError::RetiredExists(path))
             }
         }
-        Err(e) => Err(format!("writing {}: {e}", path.display())),
+        Err(e) => Err(KeyError::io("writing", &path, e).into()),
     }
 }
 
 /// Moves the staged key over `federation.key`, durably.
-fn install_staged(dir: &Path) -> Result<(), String> {
+fn install_staged(dir: &Path) -> Result<(), KeyError> {
     let staged = dir.join(NEW_KEY_FILE);
     std::fs::rename(&staged, dir.join(KEY_FILE))
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
-        .map_err(|e| format!("installing {}: {e}", staged.display()))
+        .map_err(|e| KeyError::io("installing", &staged, e))
 }
 
 /// At start, before the identity loads: a staged key whose rotation was
 /// committed becomes the key; one whose rotation was not is discarded (no
 /// peer was told about it).
-pub fn recover(dir: &Path, store: &Store) -> Result<(), String> {
+pub fn recover(dir: &Path, store: &Store) -> Result<(), RotationError> {
     let staged = dir.join(NEW_KEY_FILE);
     let pem = match std::fs::read_to_string(&staged) {
         Ok(pem) => pem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("reading {}: {e}", staged.display())),
+        Err(e) => return Err(KeyError::io("reading", &staged, e).into()),
     };
     let staged_id = private_key_from_pem(&pem)
         .ok()
         .and_then(|k| OwnKey::new(k).ok())
         .map(|k| k.key_id);
     let committed = match &staged_id {
-        Some(id) => store.rotations().committed(id).map_err(|e| e.to_string())?,
+        Some(id) => store.rotations().committed(id)?,
         None => false,
     };
     if committed {
@@ -169,7 +231,7 @@ pub fn recover(dir: &Path, store: &Store) -> Result<(), String> {
         install_staged(dir)?;
         tracing::warn!(key_id = ?staged_id, "finished a federation key rotation interrupted by a restart");
     } else {
-        std::fs::remove_file(&staged).map_err(|e| format!("removing {}: {e}", staged.display()))?;
+        std::fs::remove_file(&staged).map_err(|e| KeyError::io("removing", &staged, e))?;
         tracing::warn!(
             "discarded the staged key of a federation key rotation that never committed; no peer was told about it"
         );

@@ -13,11 +13,29 @@ use uuid::Uuid;
 
 use logbook_base::canonical::{canonical_json, sha256};
 
+/// Signing a message failed: encoding it, or the RSA operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignError {
+    Encode(String),
+    Sign(String),
+}
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignError::Encode(e) => write!(f, "encoding a message: {e}"),
+            SignError::Sign(e) => write!(f, "signing: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SignError {}
+
 /// Protocol version served at `/instance`. Version 2 added `recipientId`.
 pub const PROTOCOL_VERSION: &str = "logbook-federation/2";
 /// The previous version: messages and acks without `recipientId`, accepted
 /// only with `[federation] accept_protocol_v1`.
-pub const PROTOCOL_V1: &str = "logbook-federation/1";
+pub(crate) const PROTOCOL_V1: &str = "logbook-federation/1";
 /// Event type of a subscription request (payload `{"eventType": pattern}`).
 pub const SUBSCRIBE_TYPE: &str = "federation.subscribe";
 /// Event type of an unsubscription request.
@@ -97,14 +115,14 @@ struct Content<'a> {
 }
 
 /// Signs `input` (RSASSA-PSS, SHA-256, salt 32) and returns base64.
-pub fn sign_bytes(key: &PrivateKey, input: &[u8]) -> Result<String, String> {
+pub fn sign_bytes(key: &PrivateKey, input: &[u8]) -> Result<String, SignError> {
     key.pss_sign::<Sha256>(input)
         .map(|sig| BASE64.encode(sig))
-        .map_err(|e| format!("signing: {e}"))
+        .map_err(|e| SignError::Sign(e.to_string()))
 }
 
 /// Verifies a base64 RSASSA-PSS-SHA256 signature over `input`.
-pub fn verify_bytes(key: &PublicKey, input: &[u8], signature_b64: &str) -> bool {
+pub(crate) fn verify_bytes(key: &PublicKey, input: &[u8], signature_b64: &str) -> bool {
     let Ok(signature) = BASE64.decode(signature_b64) else {
         return false;
     };
@@ -120,8 +138,8 @@ pub fn verify_value(value: &Value, key: &PublicKey) -> bool {
 }
 
 /// Fills in `signature` for any message serialized as a JSON object.
-fn sign_value<T: Serialize>(message: &T, key: &PrivateKey) -> Result<String, String> {
-    let value = serde_json::to_value(message).map_err(|e| format!("encoding a message: {e}"))?;
+fn sign_value<T: Serialize>(message: &T, key: &PrivateKey) -> Result<String, SignError> {
+    let value = serde_json::to_value(message).map_err(|e| SignError::Encode(e.to_string()))?;
     sign_bytes(key, signing_input(&value).as_bytes())
 }
 
@@ -137,7 +155,7 @@ impl EventMessage {
         event_type: &str,
         payload: Value,
         timestamp: i64,
-    ) -> Result<EventMessage, String> {
+    ) -> Result<EventMessage, SignError> {
         let mut message = EventMessage {
             message_id,
             instance_id: instance_id.to_string(),
@@ -164,7 +182,7 @@ impl EventMessage {
     /// What identifies the content of a message independent of when it was
     /// signed, so that a redelivery (new timestamp and signature) is
     /// recognised and a different message reusing the id is not.
-    pub fn content_digest(&self) -> [u8; 32] {
+    pub(crate) fn content_digest(&self) -> [u8; 32] {
         let content = Content {
             message_id: &self.message_id,
             instance_id: &self.instance_id,
@@ -188,7 +206,7 @@ impl EventAck {
         recipient_id: Option<&str>,
         correlation_id: Uuid,
         timestamp: i64,
-    ) -> Result<EventAck, String> {
+    ) -> Result<EventAck, SignError> {
         let mut ack = EventAck {
             message_id: Uuid::new_v4(),
             correlation_id,

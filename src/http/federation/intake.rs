@@ -4,32 +4,25 @@
 //! `keyId` of each message) is parsed, borrowing from the body, before the
 //! sender is checked. An unknown or inactive sender gets 403 before its
 //! payload is looked at; a known one gets its messages parsed one at a
-//! time from the same buffer (see `inbox`).
+//! time from the same buffer (see `logbook_federation::inbox`). The
+//! permits themselves are the runtime's (`federation::admission`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
-
 use axum::response::Response;
-
+use logbook_federation::inbox::{self, MAX_BATCH, is_batch};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::inbox::{self, MAX_BATCH};
+use crate::federation::admission::ClientSlot;
 use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::serve::RemoteAddr;
 
 /// Extra nesting allowed on `incoming/*`: message, journal event, batch.
 pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
-/// Room a message's envelope adds around an event the journal accepted;
-/// `[federation] incoming_max_body_bytes` should be at least
-/// `limits.max_body_bytes` plus this (its default is).
-pub(crate) const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
 
 /// A body a known, active peer sent to `/incoming/*`, still as text. It
 /// holds one of the `[federation] incoming_concurrency` permits until the
@@ -44,58 +37,6 @@ pub(crate) struct IncomingBody {
 /// `limits.request_timeout_secs` if shorter): a peer sends a whole batch at
 /// once, and a client trickling its body holds a permit meanwhile.
 pub(crate) const INCOMING_BODY_SECS: u64 = 10;
-
-/// Requests on `/incoming/*` in progress per client IP address, so that
-/// one address (anyone can reach these routes) cannot take every one of
-/// the `[federation] incoming_concurrency` permits: each gets at most a
-/// quarter of them (at least one).
-pub(crate) struct PerClient {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-    cap: usize,
-}
-
-impl PerClient {
-    pub(crate) fn new(incoming_concurrency: usize) -> Arc<PerClient> {
-        Arc::new(PerClient {
-            counts: Mutex::new(HashMap::new()),
-            cap: (incoming_concurrency / 4).max(1),
-        })
-    }
-
-    /// One of `ip`'s slots, or None if it holds all of them.
-    fn take(self: &Arc<PerClient>, ip: IpAddr) -> Option<ClientSlot> {
-        // An IPv4 client over an IPv6 socket is the same client.
-        let ip = ip.to_canonical();
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.cap {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// A request slot of one client address, given back when dropped.
-struct ClientSlot {
-    table: Arc<PerClient>,
-    ip: IpAddr,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// The only members read before the sender is known. Everything else in
 /// the message (the payload above all) is skipped without being built.
@@ -115,7 +56,7 @@ impl FromRequest<AppState> for IncomingBody {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         read(req, state)
             .await
-            .map_err(|problem| super::routes::answer(Err(problem)))
+            .map_err(|problem| super::answer(Err(problem)))
     }
 }
 
@@ -127,7 +68,7 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
         Some(remote) => Some(fed.incoming_per_client.take(remote.0.ip()).ok_or_else(|| {
             Problem::unavailable(format!(
                 "more than {} federation requests from your address are being handled; retry shortly",
-                fed.incoming_per_client.cap
+                fed.incoming_per_client.cap()
             ))
             .with("retryAfter", 1)
         })?),
@@ -137,12 +78,12 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
     let permit = fed.incoming.clone().try_acquire_owned().map_err(|_| {
         Problem::unavailable(format!(
             "more than {} federation requests are being handled; retry shortly",
-            fed.config.incoming_concurrency
+            fed.config().incoming_concurrency
         ))
         .with("retryAfter", 1)
     })?;
     let limits = state.limits.current();
-    let cap = fed.config.incoming_max_body_bytes;
+    let cap = fed.config().incoming_max_body_bytes;
     let timeout = Duration::from_secs(limits.request_timeout_secs.min(INCOMING_BODY_SECS));
     let bytes = crate::http::extract::read_json_body(req, cap, timeout).await?;
     // Usually takes the buffer over without a copy.
@@ -157,7 +98,10 @@ async fn read(req: Request, state: &AppState) -> Result<IncomingBody, Problem> {
     }
     let sender = sender_of(&text)?;
     fed.store
-        .run(move |s| inbox::active_peer(s, &sender).map(|_| ()))
+        .run(move |s| -> Result<(), Problem> {
+            inbox::active_peer(s, &sender)?;
+            Ok(())
+        })
         .await?;
     // From a known peer: now the rest of the checks the journal makes.
     crate::http::extract::refuse_duplicate_members(text.as_bytes())?;
@@ -175,11 +119,6 @@ fn malformed(detail: impl std::fmt::Display) -> Problem {
         "Malformed JSON",
         format!("the request body is not valid JSON: {detail}"),
     )
-}
-
-/// Whether the body is a batch (an array), from its first significant byte.
-pub(crate) fn is_batch(text: &str) -> bool {
-    text.trim_start().starts_with('[')
 }
 
 /// The one instance that sent every message of the body, read from the
@@ -246,11 +185,6 @@ fn raw_depth(bytes: &[u8]) -> usize {
         }
     }
     deepest
-}
-
-/// Shared with the routes: the permits of `[federation] incoming_concurrency`.
-pub(crate) fn semaphore(permits: usize) -> Arc<tokio::sync::Semaphore> {
-    Arc::new(tokio::sync::Semaphore::new(permits))
 }
 
 #[cfg(test)]

@@ -1,0 +1,186 @@
+//! `[federation]` and `[[peers]]`: the federation settings of the daemon's
+//! TOML file (the root package's `config::Config` holds them as they are
+//! here), and the checks the types alone cannot make.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::identity::{self, InstanceIdError};
+use crate::inbox::MAX_BATCH;
+
+/// `[federation]`: this instance's identity and the delivery and intake limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Empty: a UUID generated on first start and kept in the data dir.
+    pub instance_id: String,
+    pub name: String,
+    pub timestamp_window_secs: u64,
+    pub max_attempts: u32,
+    pub max_age_secs: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    pub batch_size: usize,
+    pub send_timeout_secs: u64,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    /// Most inbound subscriptions one peer may hold.
+    pub max_subscriptions_per_peer: usize,
+    /// Accept messages and acks without `recipientId` (protocol v1) for one
+    /// release, while peers upgrade.
+    pub accept_protocol_v1: bool,
+    /// Requests on `/incoming/*` handled at once; more get 503 with Retry-After.
+    pub incoming_concurrency: usize,
+    /// Largest body accepted on `/incoming/*`, in bytes.
+    pub incoming_max_body_bytes: usize,
+    /// Bytes of received messages kept per peer; over it, 507 with Retry-After.
+    pub peer_quota_bytes: u64,
+    /// Sustained bytes per second each peer may send us.
+    pub peer_bytes_per_sec: u64,
+    /// Bytes a peer may send in a burst above the sustained rate.
+    pub peer_bytes_burst: u64,
+    /// Days delivered outbox rows and inbox dedupe records are kept; 0 prunes
+    /// everything older than now at the next pass.
+    pub keep_days: u64,
+}
+
+/// Room a message's envelope adds around an event the journal accepted;
+/// `[federation] incoming_max_body_bytes` should be at least
+/// `limits.max_body_bytes` plus this (its default is).
+pub const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
+
+/// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
+/// adds around one event ([`INCOMING_EXTRA_BYTES`], 16 KiB).
+pub(crate) const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + INCOMING_EXTRA_BYTES;
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            instance_id: String::new(),
+            name: String::new(),
+            timestamp_window_secs: 300,
+            max_attempts: 20,
+            max_age_secs: 7 * 86_400,
+            retry_initial_ms: 1000,
+            retry_max_secs: 300,
+            batch_size: 100,
+            send_timeout_secs: 10,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 1000,
+            max_subscriptions_per_peer: 32,
+            accept_protocol_v1: false,
+            incoming_concurrency: 16,
+            incoming_max_body_bytes: DEFAULT_INCOMING_MAX_BODY_BYTES,
+            peer_quota_bytes: 1 << 30,
+            peer_bytes_per_sec: 10 << 20,
+            peer_bytes_burst: 32 << 20,
+            keep_days: 30,
+        }
+    }
+}
+
+/// `[[peers]]`: a peer instance configured in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub instance_id: String,
+    pub base_url: String,
+    /// SPKI PEM of the peer's key. Empty: fetch it from the peer and pin `fingerprint`.
+    #[serde(default)]
+    pub public_key: String,
+    /// Hex SHA-256 of the peer's SPKI DER.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Event-type patterns the peer may subscribe to (and what they cover).
+    /// Empty: nothing, until `logbook admin peers allow` grants something.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A `[federation]` setting out of range; it names the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    InstanceId(InstanceIdError),
+    /// The key (under `federation.`) must be positive.
+    NotPositive(&'static str),
+    BatchTooLarge,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InstanceId(e) => write!(f, "federation.instance_id: {e}"),
+            ConfigError::NotPositive(key) => write!(f, "federation.{key} must be positive"),
+            ConfigError::BatchTooLarge => {
+                write!(f, "federation.batch_size must be at most {MAX_BATCH}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl FederationConfig {
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.instance_id.is_empty() {
+            identity::validate_instance_id(&self.instance_id).map_err(ConfigError::InstanceId)?;
+        }
+        let positive = [
+            ("timestamp_window_secs", self.timestamp_window_secs),
+            ("max_attempts", u64::from(self.max_attempts)),
+            ("max_age_secs", self.max_age_secs),
+            ("retry_initial_ms", self.retry_initial_ms),
+            ("retry_max_secs", self.retry_max_secs),
+            ("batch_size", self.batch_size as u64),
+            ("send_timeout_secs", self.send_timeout_secs),
+            ("rate_limit_per_sec", u64::from(self.rate_limit_per_sec)),
+            ("rate_limit_burst", u64::from(self.rate_limit_burst)),
+            (
+                "max_subscriptions_per_peer",
+                self.max_subscriptions_per_peer as u64,
+            ),
+            ("incoming_concurrency", self.incoming_concurrency as u64),
+            (
+                "incoming_max_body_bytes",
+                self.incoming_max_body_bytes as u64,
+            ),
+            ("peer_quota_bytes", self.peer_quota_bytes),
+            ("peer_bytes_per_sec", self.peer_bytes_per_sec),
+            ("peer_bytes_burst", self.peer_bytes_burst),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::NotPositive(key));
+            }
+        }
+        if self.batch_size > MAX_BATCH {
+            return Err(ConfigError::BatchTooLarge);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_zero_is_refused() {
+        FederationConfig::default().validate().unwrap();
+        let c = FederationConfig {
+            batch_size: 0,
+            ..FederationConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::NotPositive("batch_size")));
+        let c = FederationConfig {
+            batch_size: MAX_BATCH + 1,
+            ..FederationConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            format!("federation.batch_size must be at most {MAX_BATCH}")
+        );
+    }
+}

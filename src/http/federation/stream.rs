@@ -1,0 +1,109 @@
+//! `…/events/stream`: received messages as SSE, resumable by inbox position.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use logbook_journal::registry::TypeFilter;
+use serde::Deserialize;
+
+use super::messages::{STREAM_PAGE, inbound_json};
+use crate::federation::Federation;
+use crate::http::AppState;
+use crate::http::auth;
+use crate::http::extract::Query;
+use crate::http::problem::Problem;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct StreamQuery {
+    event_type: Option<String>,
+    after: Option<u64>,
+    // Read by the auth layer; accepted here so it is not an unknown key.
+    #[allow(dead_code)]
+    #[serde(rename = "access_token")]
+    access_token: Option<String>,
+}
+
+/// `GET …/events/stream?eventType=PATTERN`: SSE of received messages, `id:`
+/// = inbox position; resumes after `Last-Event-ID` (or `?after=`).
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    grant: auth::Grant,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, Problem> {
+    let after = crate::http::api::cursor(&headers, q.after)?;
+    let filter = TypeFilter::parse(q.event_type.as_deref().unwrap_or("")).map_err(|e| {
+        Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("eventType: {e}"),
+        )
+    })?;
+    let fed = super::fed(&state);
+    // Watch before reading, so nothing stored after the read is missed.
+    let changes = fed.store.inbox_watch();
+    let head = state
+        .store
+        .run(move |store| store.inbox().last_position())
+        .await?;
+    if after > head {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "cursor-beyond-head",
+            "Cursor beyond head",
+            format!("the cursor {after} is beyond the last received message {head}"),
+        ));
+    }
+    let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
+    // Ends when the reader's token is revoked, like the journal's streams.
+    let revoked = auth::revoked(state.tokens.clone(), grant);
+    let events = crate::http::sse::until_revoked(events, revoked);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(state.keepalive))
+        .into_response())
+}
+
+fn received_stream(
+    fed: Arc<Federation>,
+    filter: TypeFilter,
+    after: u64,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream::stream! {
+        let mut cursor = after;
+        loop {
+            let from = cursor;
+            let page = fed.store.run(move |s| s.inbox().after(from, STREAM_PAGE)).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let problem = Problem::internal(e.to_string());
+                    yield Ok(SseEvent::default().event("error").data(problem.body().to_string()));
+                    return;
+                }
+            };
+            let full = page.len() == STREAM_PAGE;
+            for e in page {
+                cursor = e.record.position;
+                if filter.matches(&e.record.event_type) {
+                    yield Ok(SseEvent::default().id(cursor.to_string()).data(inbound_json(&e).to_string()));
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
