@@ -1,5 +1,18 @@
-//! The `logbook` command line. It only parses arguments and hands over to the
-//! library; see `ARCHITECTURE.md` for where things live.
+//! logbook: a tamper-evident, append-only event journal.
+//!
+//! This file is the command line: it only parses arguments and hands over.
+//! The daemon's layers are the modules below, over the library crates in
+//! `crates/`; `ARCHITECTURE.md` is the map, and its layers block (checked by
+//! `tests/layering.rs`) says which module may use which.
+
+mod admin;
+mod app;
+mod config;
+mod federation;
+mod http;
+mod notify;
+mod retention;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use logbook::config::{Config, Overrides};
+use crate::config::{Config, Overrides};
 
 /// A tamper-evident, append-only event journal.
 ///
@@ -52,7 +65,7 @@ enum Command {
     /// Only the daemon's user, root and members of server.admin_group may
     /// connect. The socket speaks HTTP, so `curl --unix-socket PATH
     /// http://logbook/status` works too.
-    Admin(logbook::admin::client::AdminArgs),
+    Admin(crate::admin::client::AdminArgs),
     /// Check an NDJSON export offline, without a daemon.
     ///
     /// Prints the event count and head signature and exits 0, or the first
@@ -98,14 +111,14 @@ fn main() -> ExitCode {
                 admin_socket,
             },
         ),
-        Command::Admin(args) => logbook::admin::client::run(args),
+        Command::Admin(args) => crate::admin::client::run(args),
         Command::Verify { export, key_env } => verify_export(&export, &key_env),
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
     }
 }
 
 fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
-    use logbook::admin::offline::{Outcome, keyring_from_env, verify_export};
+    use crate::admin::offline::{Outcome, keyring_from_env, verify_export};
     let result = keyring_from_env(key_env, |name| std::env::var(name).ok()).and_then(|keyring| {
         let file =
             std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
@@ -156,7 +169,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
         }
     };
     config.apply(&overrides);
-    logbook::server::init_logging(&config);
+    crate::server::init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -164,7 +177,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(logbook::server::run(config, &source));
+    let result = runtime.block_on(crate::server::run(config, &source));
     // `run` has already drained the writer; don't wait on stragglers.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Sends one notification such as `READY=1`. Errors are logged, never fatal:
 /// a daemon must not stop because its supervisor is gone.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -36,7 +36,7 @@ fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
 
 /// The watchdog period systemd expects (`$WATCHDOG_USEC`), if it set one for
 /// this process (`$WATCHDOG_PID`, when present, must be ours).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.trim() != std::process::id().to_string()
     {
@@ -49,7 +49,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Sends `WATCHDOG=1` at half the watchdog period until `shutdown`. It runs
 /// on the async runtime, so a wedged runtime stops the pings and systemd
 /// restarts the daemon.
-pub fn spawn_watchdog(shutdown: CancellationToken) {
+pub(crate) fn spawn_watchdog(shutdown: CancellationToken) {
     let Some(period) = watchdog_interval() else {
         return;
     };

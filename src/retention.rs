@@ -20,7 +20,7 @@ const INTERVAL: Duration = Duration::from_secs(3600);
 const BATCH: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
 
-pub fn spawn(
+pub(crate) fn spawn(
     store: AsyncStore,
     fed_keep_days: u64,
     limits: Arc<Reloadable<Limits>>,

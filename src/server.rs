@@ -25,12 +25,12 @@ use logbook_journal::store::{AsyncStore, DB_FILE, Store, StoreOptions};
 
 /// Sets up logging from the config; `RUST_LOG` overrides the level. The
 /// level stays changeable at run time (see `crate::admin::logging`).
-pub fn init_logging(config: &Config) {
+pub(crate) fn init_logging(config: &Config) {
     crate::admin::logging::init(config);
 }
 
 /// Runs the daemon until a stop signal. Errors are for the operator to read.
-pub async fn run(config: Config, config_source: &str) -> Result<(), String> {
+pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), String> {
     // The loopback rule waits for the store: tokens created over the admin
     // socket live there.
     config.validate_settings()?;

@@ -1,5 +1,5 @@
 //! Property-based fuzzing (proptest, stable Rust) of every parser that takes
-//! outside input: type names and patterns, the config file, timestamps and
+//! outside input: type names and patterns, timestamps and
 //! plan ids, the federation messages, and, against the real binary, the
 //! append body and the SSE cursor (`Last-Event-ID`, `?after=`).
 //!
@@ -11,7 +11,6 @@
 mod common;
 
 use common::{Daemon, DaemonOpts, assert_problem, new_plan, send};
-use logbook::config::{Config, EMBEDDED_DEFAULT};
 use logbook_base::canonical::canonical_json;
 use logbook_federation::inbox;
 use logbook_federation::message::{EventAck, EventMessage, signing_input};
@@ -127,45 +126,10 @@ proptest! {
     }
 }
 
-// ---- config, timestamps, plan ids ----------------------------------------
+// ---- timestamps, plan ids (the config file: src/config/fuzz.rs) ----------------------------------------
 
 proptest! {
     #![proptest_config(config(256))]
-
-    #[test]
-    fn config_text_never_panics(text in any::<String>()) {
-        if let Ok(config) = Config::parse(&text) {
-            let _ = config.validate();
-        }
-    }
-
-    /// The shipped config with one line's value replaced: the parser and
-    /// the checks answer, and never panic.
-    #[test]
-    fn config_values_never_panic(
-        line in any::<prop::sample::Index>(),
-        value in prop_oneof![
-            any::<i64>().prop_map(|n| n.to_string()),
-            any::<String>().prop_map(|s| format!("{s:?}")),
-            Just("[]".to_string()),
-            Just("true".to_string()),
-            Just("1e400".to_string()),
-            Just("-1".to_string()),
-            Just("\"0.0.0.0:1\"".to_string()),
-        ],
-    ) {
-        let lines: Vec<&str> = EMBEDDED_DEFAULT.lines().collect();
-        let assignments: Vec<usize> = (0..lines.len())
-            .filter(|&i| !lines[i].starts_with('#') && lines[i].contains(" = "))
-            .collect();
-        let target = assignments[line.index(assignments.len())];
-        let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        let key = lines[target].split(" = ").next().unwrap_or_default();
-        changed[target] = format!("{key} = {value}");
-        if let Ok(config) = Config::parse(&changed.join("\n")) {
-            let _ = config.validate();
-        }
-    }
 
     #[test]
     fn timestamps_have_one_spelling(millis in -62_135_596_800_000i64..253_402_300_799_999, text in any::<String>()) {

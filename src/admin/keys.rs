@@ -24,7 +24,7 @@ use logbook_journal::store::{READ_PAGE, Store, StoreError};
 /// event's time). Federation key rotations are recorded with the same type;
 /// their 16-digit ids name no HMAC key and are skipped. Returns how many
 /// retired keys got a window.
-pub fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
+pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
     let mut windows = 0;
     let mut after = 0;
     loop {
@@ -46,18 +46,18 @@ pub fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, 
 }
 
 /// The system journal's record of a key rotation.
-pub const KEY_ROTATED: &str = "system.key_rotated";
+pub(crate) const KEY_ROTATED: &str = "system.key_rotated";
 
 /// Old and new key ids after a rotation.
 #[derive(Debug, Clone)]
-pub struct Rotated {
-    pub old_key_id: String,
-    pub new_key_id: String,
-    pub keyring: Keyring,
+pub(crate) struct Rotated {
+    pub(crate) old_key_id: String,
+    pub(crate) new_key_id: String,
+    pub(crate) keyring: Keyring,
 }
 
 /// Why the key could not be rotated here.
-pub fn env_secret_in_use(env: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
+pub(crate) fn env_secret_in_use(env: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
     SECRET_ENV_VARS
         .iter()
         .copied()
@@ -66,7 +66,7 @@ pub fn env_secret_in_use(env: impl Fn(&str) -> Option<String>) -> Option<&'stati
 
 /// Rotates the generated key in `data_dir`. `current_id` is the key id the
 /// daemon signs with now; it must be the one in `hmac.key`.
-pub fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Result<Rotated> {
+pub(crate) fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Result<Rotated> {
     let key_path = data_dir.join(GENERATED_KEY_FILE);
     let old = std::fs::read_to_string(&key_path)?;
     let old = old.trim_end_matches(['\n', '\r']);

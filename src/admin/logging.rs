@@ -13,14 +13,14 @@ static FILTER: OnceLock<(reload::Handle<EnvFilter, Registry>, String)> = OnceLoc
 
 /// Parses a level filter in tracing syntax (`info`, `logbook=debug,warn`),
 /// refusing anything it does not fully understand.
-pub fn parse_filter(level: &str) -> Result<EnvFilter, String> {
+pub(crate) fn parse_filter(level: &str) -> Result<EnvFilter, String> {
     EnvFilter::builder()
         .parse(level)
         .map_err(|e| format!("{level:?} is not a valid log filter: {e}"))
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
-pub fn init(config: &Config) {
+pub(crate) fn init(config: &Config) {
     let (filter, text) = match std::env::var("RUST_LOG") {
         Ok(env) if parse_filter(&env).is_ok() => (parse_filter(&env).expect("checked"), env),
         _ => (
@@ -42,7 +42,7 @@ pub fn init(config: &Config) {
 }
 
 /// Replaces the level filter of the running daemon.
-pub fn set_level(level: &str) -> Result<(), String> {
+pub(crate) fn set_level(level: &str) -> Result<(), String> {
     let filter = parse_filter(level)?;
     let (handle, _) = FILTER.get().ok_or("logging is not initialized")?;
     handle.reload(filter).map_err(|e| e.to_string())?;
@@ -56,13 +56,13 @@ pub fn set_level(level: &str) -> Result<(), String> {
 static CURRENT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// The level filter in force, as it was given.
-pub fn current_level() -> Option<String> {
+pub(crate) fn current_level() -> Option<String> {
     let set = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
     set.or_else(|| FILTER.get().map(|(_, text)| text.clone()))
 }
 
 /// Whether `RUST_LOG` chose the level at start (a config reload then leaves it alone).
-pub fn level_from_env() -> bool {
+pub(crate) fn level_from_env() -> bool {
     std::env::var("RUST_LOG").is_ok_and(|v| parse_filter(&v).is_ok())
 }
 

@@ -6,11 +6,11 @@
 //! [`peer_allowed`] before a byte of HTTP is read. Because it speaks plain
 //! HTTP, `curl --unix-socket` works; [`client`] is the `logbook admin` CLI.
 
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod keys;
 pub(crate) mod logging;
-pub mod offline;
+pub(crate) mod offline;
 pub(crate) mod tokens;
 
 use std::net::SocketAddr;

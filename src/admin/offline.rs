@@ -9,7 +9,7 @@ use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
 
 /// The result of checking an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Valid {
         count: u64,
         head_signature: Option<[u8; 32]>,
@@ -21,7 +21,7 @@ pub enum Outcome {
 /// Builds a keyring from the named environment variables (all that are set;
 /// the first signs, which does not matter here). With no names, the daemon's
 /// own variables are tried in its order.
-pub fn keyring_from_env(
+pub(crate) fn keyring_from_env(
     vars: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Keyring, String> {
@@ -57,7 +57,7 @@ pub fn keyring_from_env(
 
 /// Verifies an export read line by line. Lines must be one plan's events
 /// from seq 1 in order, as `logbook admin export` writes them.
-pub fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome, String> {
+pub(crate) fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome, String> {
     let mut verifier = ChainVerifier::default();
     let mut plan = None;
     for (index, line) in reader.lines().enumerate() {

@@ -14,11 +14,11 @@ use logbook_base::hex;
 use logbook_journal::store::admin::StoredToken;
 
 /// Prefix of generated tokens, so they are recognisable in a leaked-secret scan.
-pub const TOKEN_PREFIX: &str = "lbk_";
+pub(crate) const TOKEN_PREFIX: &str = "lbk_";
 
 /// The two sources, kept apart so a reload replaces only the config's.
 #[derive(Debug, Default)]
-pub struct TokenSources(Mutex<(Vec<Token>, Vec<Token>)>);
+pub(crate) struct TokenSources(Mutex<(Vec<Token>, Vec<Token>)>);
 
 fn from_config(entries: &[TokenConfig]) -> Vec<Token> {
     entries
@@ -45,34 +45,37 @@ fn from_store(stored: &[StoredToken]) -> Vec<Token> {
 }
 
 impl TokenSources {
-    pub fn new(config: &[TokenConfig], stored: &[StoredToken]) -> TokenSources {
+    pub(crate) fn new(config: &[TokenConfig], stored: &[StoredToken]) -> TokenSources {
         TokenSources(Mutex::new((from_config(config), from_store(stored))))
     }
 
     /// The merged set, for the auth layer.
-    pub fn merged(&self) -> Vec<Token> {
+    pub(crate) fn merged(&self) -> Vec<Token> {
         let sources = self.0.lock().unwrap_or_else(|e| e.into_inner());
         sources.0.iter().chain(&sources.1).cloned().collect()
     }
 
-    pub fn config_names(&self) -> Vec<String> {
+    pub(crate) fn config_names(&self) -> Vec<String> {
         let sources = self.0.lock().unwrap_or_else(|e| e.into_inner());
         sources.0.iter().map(|t| t.name.clone()).collect()
     }
 
-    pub fn set_config(&self, config: &[TokenConfig], publish: &Tokens) {
+    pub(crate) fn set_config(&self, config: &[TokenConfig], publish: &Tokens) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = from_config(config);
         publish.replace(self.merged());
     }
 
-    pub fn set_stored(&self, stored: &[StoredToken], publish: &Tokens) {
+    pub(crate) fn set_stored(&self, stored: &[StoredToken], publish: &Tokens) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = from_store(stored);
         publish.replace(self.merged());
     }
 }
 
 /// A new random token: the secret to show once, and the record to store.
-pub fn generate(name: Option<String>, scopes: Vec<Scope>) -> Result<(String, StoredToken), String> {
+pub(crate) fn generate(
+    name: Option<String>,
+    scopes: Vec<Scope>,
+) -> Result<(String, StoredToken), String> {
     let mut secret = [0u8; 32];
     let mut id = [0u8; 4];
     getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
@@ -91,7 +94,7 @@ pub fn generate(name: Option<String>, scopes: Vec<Scope>) -> Result<(String, Sto
 }
 
 /// Token names: what `auth.tokens` names allow, so names stay easy to type.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

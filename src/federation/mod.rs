@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-pub struct Federation {
+pub(crate) struct Federation {
     /// Identity, `[federation]` settings and the inbox's rate limits.
     pub(crate) instance: Instance,
     pub(crate) store: AsyncStore,

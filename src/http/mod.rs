@@ -14,7 +14,7 @@ pub(crate) mod edge;
 pub(crate) mod extract;
 pub(crate) mod federation;
 pub(crate) mod metrics;
-pub mod problem;
+pub(crate) mod problem;
 pub(crate) mod serve;
 pub(crate) mod sse;
 
@@ -41,7 +41,7 @@ use problem::Problem;
 /// Everything the HTTP routers need, the federation routes included (they
 /// take it whole). Cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub(crate) store: AsyncStore,
     pub(crate) registry: Arc<Registry>,
     pub(crate) fanout: Fanout,

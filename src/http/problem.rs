@@ -4,22 +4,22 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-pub const CONTENT_TYPE: &str = "application/problem+json";
+pub(crate) const CONTENT_TYPE: &str = "application/problem+json";
 
 /// An error answer: `type` is `urn:logbook:problem:<kind>`, `title` is fixed
 /// per kind, `detail` says what exactly went wrong. Extra members (such as
 /// the current head on a seq conflict) sit beside them.
 #[derive(Debug, Clone)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub title: &'static str,
-    pub detail: String,
-    pub extra: Map<String, Value>,
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) detail: String,
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl Problem {
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         kind: &'static str,
         title: &'static str,
@@ -34,12 +34,12 @@ impl Problem {
         }
     }
 
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
+    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
         self.extra.insert(key.to_string(), value.into());
         self
     }
 
-    pub fn bad_request(
+    pub(crate) fn bad_request(
         kind: &'static str,
         title: &'static str,
         detail: impl Into<String>,
@@ -47,7 +47,7 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, kind, title, detail)
     }
 
-    pub fn unprocessable(
+    pub(crate) fn unprocessable(
         kind: &'static str,
         title: &'static str,
         detail: impl Into<String>,
@@ -55,11 +55,11 @@ impl Problem {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, kind, title, detail)
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Problem {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
-    pub fn internal(detail: impl Into<String>) -> Problem {
+    pub(crate) fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -68,7 +68,7 @@ impl Problem {
         )
     }
 
-    pub fn unavailable(detail: impl Into<String>) -> Problem {
+    pub(crate) fn unavailable(detail: impl Into<String>) -> Problem {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -77,7 +77,7 @@ impl Problem {
         )
     }
 
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut body = json!({
             "type": format!("urn:logbook:problem:{}", self.kind),
             "title": self.title,

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 /// Wraps a follower as an SSE response. A follower that stops early (storage
 /// error, deleted plan) sends an `event: error` with a problem+json body, and
 /// the stream ends.
-pub fn respond(
+pub(crate) fn respond(
     followed: impl Stream<Item = Result<Followed, Interrupted>> + Send + 'static,
     keepalive: Duration,
     stats: Arc<StreamStats>,
@@ -59,14 +59,14 @@ pub fn respond(
 
 /// Completes with the problem to send when the stream's reader is no longer
 /// authorised ([`crate::http::auth::revoked`]).
-pub type Revoked = Pin<Box<dyn Future<Output = Problem> + Send>>;
+pub(crate) type Revoked = Pin<Box<dyn Future<Output = Problem> + Send>>;
 
 /// `events` until `revoked` completes; then an `event: error` with its
 /// problem, and the end. Authorisation is checked when a request starts;
 /// this keeps a revoked token, or a token becoming required, from leaving
 /// streams open. When `events` ends first (shutdown, deleted plan), so does
 /// this.
-pub fn until_revoked(
+pub(crate) fn until_revoked(
     events: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
     revoked: Revoked,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
@@ -81,16 +81,16 @@ pub fn until_revoked(
     })
 }
 
-pub fn error_event(problem: &Problem) -> SseEvent {
+pub(crate) fn error_event(problem: &Problem) -> SseEvent {
     SseEvent::default()
         .event("error")
         .data(problem.body().to_string())
 }
 /// Counts a connected stream for as long as it lives.
-pub struct ConnectedGuard(Arc<StreamStats>);
+pub(crate) struct ConnectedGuard(Arc<StreamStats>);
 
 impl ConnectedGuard {
-    pub fn new(stats: Arc<StreamStats>) -> ConnectedGuard {
+    pub(crate) fn new(stats: Arc<StreamStats>) -> ConnectedGuard {
         stats.connected.fetch_add(1, Ordering::Relaxed);
         ConnectedGuard(stats)
     }

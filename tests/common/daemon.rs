@@ -81,7 +81,7 @@ impl DaemonOpts {
     /// changed config for a running daemon to reload.
     pub fn config_text(&self) -> String {
         let mut text =
-            logbook::config::EMBEDDED_DEFAULT.replace("format = \"text\"", "format = \"json\"");
+            include_str!("../../config.toml").replace("format = \"text\"", "format = \"json\"");
         assert!(
             text.contains("format = \"json\""),
             "the default config no longer has format = \"text\""

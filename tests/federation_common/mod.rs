@@ -111,7 +111,7 @@ impl Node {
             identity::private_key_pem(&key).unwrap().as_bytes(),
         )
         .unwrap();
-        let mut config = logbook::config::EMBEDDED_DEFAULT
+        let mut config = include_str!("../../config.toml")
             .replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
         for line in federation.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let key = line.split('=').next().unwrap().trim();

@@ -5,20 +5,20 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
-pub struct AdminArgs {
+pub(crate) struct AdminArgs {
     /// Path of the admin socket [default: $LOGBOOK_ADMIN_SOCKET, else
     /// /run/logbook/admin.sock if it exists, else ./data/admin.sock].
     #[arg(long, global = true, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     /// Print the daemon's JSON answer instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(subcommand)]
-    pub command: AdminCommand,
+    pub(crate) command: AdminCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AdminCommand {
+pub(crate) enum AdminCommand {
     /// Version, uptime, listen addresses, plans, events, disk bytes, peers,
     /// queue depths and the last fsync latency.
     Status,
@@ -68,7 +68,7 @@ pub enum AdminCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PeersCommand {
+pub(crate) enum PeersCommand {
     /// Add a peer and pin its key: give --fingerprint (hex SHA-256 of its
     /// SPKI DER, compared out of band) or --public-key FILE (SPKI PEM).
     Add {
@@ -105,13 +105,13 @@ pub enum PeersCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SubscriptionsCommand {
+pub(crate) enum SubscriptionsCommand {
     /// Inbound and outbound subscriptions by peer and event-type pattern.
     List,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DeadCommand {
+pub(crate) enum DeadCommand {
     /// Dead outbound messages, optionally of one peer.
     List {
         #[arg(long)]
@@ -138,7 +138,7 @@ pub enum DeadCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// New events get a new HMAC key (and key id); old events still verify.
     /// The old generated key moves to <data_dir>/hmac-retired/.
     RotateHmac,
@@ -149,7 +149,7 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PlansCommand {
+pub(crate) enum PlansCommand {
     /// Every plan with its head.
     List,
     /// One plan's head: seq, signature, count, first and last time.
@@ -160,7 +160,7 @@ pub enum PlansCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokensCommand {
+pub(crate) enum TokensCommand {
     /// Create a token; it is printed once and stored only as a hash.
     Create {
         /// Comma-separated scopes: read, append.

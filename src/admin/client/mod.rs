@@ -15,7 +15,7 @@ mod transport;
 
 use std::process::ExitCode;
 
-pub use args::AdminArgs;
+pub(crate) use args::AdminArgs;
 use args::AdminCommand;
 use transport::{Client, socket_path};
 
@@ -28,7 +28,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 }
 
 /// Runs one admin command; the exit code is 0 on success, 1 otherwise.
-pub fn run(args: AdminArgs) -> ExitCode {
+pub(crate) fn run(args: AdminArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -28,7 +28,7 @@ pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
 /// holds one of the `[federation] incoming_concurrency` permits until the
 /// handler drops it.
 pub(crate) struct IncomingBody {
-    pub text: String,
+    pub(crate) text: String,
     _permit: OwnedSemaphorePermit,
     _client_slot: Option<ClientSlot>,
 }

@@ -9,62 +9,62 @@ use serde::Deserialize;
 use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
-pub use logbook_federation::config::{FederationConfig, PeerConfig};
+pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
 
 /// The shipped `config.toml`, which is also the default when no file exists.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config.toml");
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    pub server: Server,
-    pub log: Log,
-    pub limits: Limits,
-    pub sse: Sse,
-    pub http: Http,
-    pub registry: RegistryConfig,
+pub(crate) struct Config {
+    pub(crate) server: Server,
+    pub(crate) log: Log,
+    pub(crate) limits: Limits,
+    pub(crate) sse: Sse,
+    pub(crate) http: Http,
+    pub(crate) registry: RegistryConfig,
     #[serde(default)]
-    pub auth: Auth,
+    pub(crate) auth: Auth,
     #[serde(default)]
-    pub federation: FederationConfig,
+    pub(crate) federation: FederationConfig,
     #[serde(default)]
-    pub peers: Vec<PeerConfig>,
+    pub(crate) peers: Vec<PeerConfig>,
     #[serde(default)]
-    pub storage: StorageConfig,
+    pub(crate) storage: StorageConfig,
 }
 
 /// `[storage]`: how the journal database is written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
+pub(crate) struct StorageConfig {
     /// redb quick repair: every commit records the allocator state, so a
     /// start after a crash skips the full repair, at the price of a second
     /// fsync per commit (see docs/benchmarks.md).
-    pub quick_repair: bool,
+    pub(crate) quick_repair: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
+pub(crate) struct Server {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
     #[serde(default)]
-    pub admin_socket: String,
+    pub(crate) admin_socket: String,
     /// Group (name or gid) whose members may also use the admin socket.
     #[serde(default)]
-    pub admin_group: String,
-    pub shutdown_grace_secs: u64,
+    pub(crate) admin_group: String,
+    pub(crate) shutdown_grace_secs: u64,
     /// Host names (besides loopback) the API answers to while no token is
     /// required: a guard against DNS rebinding.
     #[serde(default)]
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once on the TCP listener.
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Pending connections the kernel queues before accept (listen(2)'s
     /// backlog; the kernel caps it at net.core.somaxconn).
     #[serde(default = "default_listen_backlog")]
-    pub listen_backlog: u32,
+    pub(crate) listen_backlog: u32,
 }
 
 fn default_max_connections() -> usize {
@@ -81,29 +81,29 @@ fn default_max_streams() -> usize {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Log {
-    pub level: String,
-    pub format: LogFormat,
+pub(crate) struct Log {
+    pub(crate) level: String,
+    pub(crate) format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_json_depth: usize,
-    pub max_type_len: usize,
-    pub max_actor_len: usize,
-    pub request_timeout_secs: u64,
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_json_depth: usize,
+    pub(crate) max_type_len: usize,
+    pub(crate) max_actor_len: usize,
+    pub(crate) request_timeout_secs: u64,
     /// Days an Idempotency-Key is remembered after its event was appended.
     #[serde(default = "default_keep_days")]
-    pub idempotency_keep_days: u64,
+    pub(crate) idempotency_keep_days: u64,
 }
 
 fn default_keep_days() -> u64 {
@@ -112,39 +112,39 @@ fn default_keep_days() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sse {
-    pub keepalive_secs: u64,
+pub(crate) struct Sse {
+    pub(crate) keepalive_secs: u64,
     /// Most SSE streams open at once over TCP; more get 503.
     #[serde(default = "default_max_streams")]
-    pub max_streams: usize,
+    pub(crate) max_streams: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Http {
-    pub cors_origins: Vec<String>,
+pub(crate) struct Http {
+    pub(crate) cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
-    pub strict: bool,
+pub(crate) struct RegistryConfig {
+    pub(crate) strict: bool,
     #[serde(default)]
-    pub types: Vec<EventType>,
+    pub(crate) types: Vec<EventType>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Auth {
+pub(crate) struct Auth {
     #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
+    pub(crate) tokens: Vec<TokenConfig>,
     #[serde(default)]
-    pub required: AuthRequired,
+    pub(crate) required: AuthRequired,
 }
 
 /// `[auth] required`: whether API requests over TCP need a token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AuthRequired {
+pub(crate) enum AuthRequired {
     /// Required once any token has ever existed (a latch kept in the store).
     #[default]
     Auto,
@@ -157,7 +157,7 @@ pub enum AuthRequired {
 
 impl AuthRequired {
     /// The setting as written in config.toml.
-    pub fn as_json(self) -> serde_json::Value {
+    pub(crate) fn as_json(self) -> serde_json::Value {
         match self {
             AuthRequired::Auto => serde_json::json!("auto"),
             AuthRequired::Always => serde_json::json!(true),
@@ -187,33 +187,33 @@ impl<'de> Deserialize<'de> for AuthRequired {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    pub name: String,
+pub(crate) struct TokenConfig {
+    pub(crate) name: String,
     /// Hex SHA-256 of the bearer token.
-    pub sha256: String,
-    pub scopes: Vec<Scope>,
+    pub(crate) sha256: String,
+    pub(crate) scopes: Vec<Scope>,
 }
 
 /// Command-line values that override the file.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub admin_socket: Option<PathBuf>,
+pub(crate) struct Overrides {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) admin_socket: Option<PathBuf>,
 }
 
 impl Config {
-    pub fn parse(text: &str) -> Result<Config, String> {
+    pub(crate) fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    pub fn embedded_default() -> Config {
+    pub(crate) fn embedded_default() -> Config {
         Config::parse(EMBEDDED_DEFAULT).expect("the embedded config.toml is valid")
     }
 
     /// Reads `path`, or `./config.toml` when no path is given and it exists,
     /// or else the embedded default. Returns the config and where it came from.
-    pub fn load(path: Option<&Path>) -> Result<(Config, String), String> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<(Config, String), String> {
         let path = match path {
             Some(p) => Some(p.to_path_buf()),
             None => Some(PathBuf::from("config.toml")).filter(|p| p.is_file()),
@@ -229,7 +229,7 @@ impl Config {
         }
     }
 
-    pub fn apply(&mut self, overrides: &Overrides) {
+    pub(crate) fn apply(&mut self, overrides: &Overrides) {
         if let Some(listen) = overrides.listen {
             self.server.listen = listen;
         }
@@ -241,7 +241,7 @@ impl Config {
         }
     }
 
-    pub fn admin_socket_path(&self) -> PathBuf {
+    pub(crate) fn admin_socket_path(&self) -> PathBuf {
         if self.server.admin_socket.is_empty() {
             self.server.data_dir.join("admin.sock")
         } else {
@@ -250,14 +250,15 @@ impl Config {
     }
 
     /// Checks what the types alone cannot. Each message names the key at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    #[cfg(test)]
+    pub(crate) fn validate(&self) -> Result<(), String> {
         self.validate_settings()?;
         self.check_exposure(0, false)
     }
 
     /// Everything [`Config::validate`] checks except the loopback rule,
     /// which also counts tokens kept in the store ([`Config::check_exposure`]).
-    pub fn validate_settings(&self) -> Result<(), String> {
+    pub(crate) fn validate_settings(&self) -> Result<(), String> {
         // Stopping must take under 5 s in all: the grace plus the writer drain.
         if self.server.shutdown_grace_secs > 4 {
             return Err(
@@ -332,7 +333,7 @@ impl Config {
     /// or among `stored_tokens` created over the admin socket) or the
     /// persisted latch (`latched`: a token existed once). `false` is never
     /// allowed off loopback.
-    pub fn check_exposure(&self, stored_tokens: usize, latched: bool) -> Result<(), String> {
+    pub(crate) fn check_exposure(&self, stored_tokens: usize, latched: bool) -> Result<(), String> {
         if self.server.listen.ip().is_loopback() {
             return Ok(());
         }
@@ -352,6 +353,9 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
