@@ -92,6 +92,30 @@ fn finish(db: &Db, txn: WriteTransaction, step: &PruneStep) -> Result<(), StoreE
     Ok(())
 }
 
+/// The bounded walk every pruning step makes: it visits at most `max_scan`
+/// entries of `range`, keeps what `visit` picks, and, when it stopped
+/// before the end, records in `step.next` the cursor `visit` gave for the
+/// last entry seen. Removal happens after the walk, as redb forbids
+/// changing a table while a range over it is open.
+fn scan<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+    range: redb::Range<'_, K, V>,
+    max_scan: usize,
+    step: &mut PruneStep,
+    mut visit: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> Result<(Vec<u8>, Option<T>), StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut doomed = Vec::new();
+    for (scanned, entry) in (1..).zip(range) {
+        let (k, v) = entry?;
+        let (cursor, pick) = visit(k.value(), v.value())?;
+        doomed.extend(pick);
+        if scanned >= max_scan {
+            step.next = Some(cursor);
+            break;
+        }
+    }
+    Ok(doomed)
+}
+
 /// What one pruning call did, and where the next one goes on.
 #[derive(Debug, Default)]
 pub struct PruneStep {
@@ -114,26 +138,17 @@ impl Outbox<'_> {
         {
             let mut outbox = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
-            let mut doomed = Vec::new();
-            let mut scanned = 0;
             let range = match after {
                 Some(key) => outbox
                     .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
                 None => outbox.range::<&[u8]>(..)?,
             };
-            for entry in range {
-                let (k, v) = entry?;
-                scanned += 1;
-                let key = k.value().to_vec();
-                let record: OutboxRecord = decode(v.value())?;
-                if record.status == DeliveryStatus::Delivered && record.updated_at < cutoff_ms {
-                    doomed.push((key.clone(), record.message_id));
-                }
-                if scanned >= max_scan {
-                    step.next = Some(key);
-                    break;
-                }
-            }
+            let doomed = scan(range, max_scan, &mut step, |key, value| {
+                let record: OutboxRecord = decode(value)?;
+                let old =
+                    record.status == DeliveryStatus::Delivered && record.updated_at < cutoff_ms;
+                Ok((key.to_vec(), old.then(|| (key.to_vec(), record.message_id))))
+            })?;
             for (key, message_id) in doomed {
                 let (peer, _) = split_outbox_key(&key)?;
                 let last = outbox
@@ -196,22 +211,12 @@ impl Inbox<'_> {
                 ))?,
                 None => inbox.range::<[u8; 16]>(..)?,
             };
-            let mut doomed = Vec::new();
-            let mut scanned = 0;
-            for entry in range {
-                let (k, v) = entry?;
-                scanned += 1;
-                let id = k.value();
-                let record: InboxRecord = decode(v.value())?;
+            let doomed = scan(range, max_scan, &mut step, |id, value| {
+                let record: InboxRecord = decode(value)?;
                 let newest = record.position != 0 && record.position == last_position;
-                if record.received_at < cutoff_ms && !newest {
-                    doomed.push((id, record));
-                }
-                if scanned >= max_scan {
-                    step.next = Some(id.to_vec());
-                    break;
-                }
-            }
+                let old = record.received_at < cutoff_ms && !newest;
+                Ok((id.to_vec(), old.then_some((id, record))))
+            })?;
             for (id, record) in doomed {
                 inbox.remove(id)?;
                 if record.position != 0 {
@@ -251,29 +256,21 @@ impl Store {
                     .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
                 None => table.range::<&[u8]>(..)?,
             };
-            let mut doomed = Vec::new();
-            let mut scanned = 0;
-            for entry in range {
-                let (k, v) = entry?;
-                scanned += 1;
-                let key = k.value().to_vec();
-                let record: IdempotencyRecord = decode(v.value())?;
-                let plan = uuid::Uuid::from_slice(&key[..16])
-                    .map_err(|_| StoreError("corrupt idempotency key".into()))?;
+            let doomed = scan(range, max_scan, &mut step, |key, value| {
+                let record: IdempotencyRecord = decode(value)?;
+                let plan = key
+                    .get(..16)
+                    .and_then(|id| uuid::Uuid::from_slice(id).ok())
+                    .ok_or_else(|| StoreError("corrupt idempotency key".into()))?;
                 let created_at = events
                     .get(event_key(&plan, record.seq))?
                     .map(|v| decode::<super::EventRecord>(v.value()))
                     .transpose()?
                     .map(|e| e.created_at);
                 // A record whose event is gone (its plan was deleted) is pruned too.
-                if created_at.is_none_or(|t| t < cutoff_ms) {
-                    doomed.push(key.clone());
-                }
-                if scanned >= max_scan {
-                    step.next = Some(key);
-                    break;
-                }
-            }
+                let old = created_at.is_none_or(|t| t < cutoff_ms);
+                Ok((key.to_vec(), old.then(|| key.to_vec())))
+            })?;
             for key in doomed {
                 table.remove(key.as_slice())?;
                 step.removed += 1;
