@@ -90,6 +90,26 @@ impl<'a> Signable<'a> {
     }
 }
 
+/// The entry of an event in its plan's transparency log: the signed object
+/// plus its `signature`, as RFC 8785 canonical JSON (UTF-8). The payload is
+/// in it only through `payload_hash`, so erasing a payload later leaves the
+/// leaf, and every checkpoint over it, unchanged.
+/// `docs/verifiable-logs.md` is the spec; its vectors pin the bytes.
+pub fn log_entry(event: &Event) -> String {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        #[serde(flatten)]
+        signed: Signable<'a>,
+        #[serde(with = "logbook_base::hex::hash")]
+        signature: &'a [u8; 32],
+    }
+    let entry = Entry {
+        signed: Signable::of(event),
+        signature: &event.signature,
+    };
+    serde_json_canonicalizer::to_string(&entry).expect("a log entry always canonicalizes")
+}
+
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length.
     <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length")

@@ -454,9 +454,11 @@ impl WriterLoop {
 }
 
 impl Tables<'_> {
-    /// Removes every row of a plan: head, events, positions, idempotency.
+    /// Removes every row of a plan: head, events, positions, idempotency,
+    /// tree hashes.
     fn remove_plan(&mut self, plan_id: &Uuid) -> Result<(), StoreError> {
         self.heads.remove(plan_id.into_bytes())?;
+        super::tree::remove_plan(&mut self.tree, plan_id)?;
         let mut doomed = Vec::new();
         for entry in self
             .events

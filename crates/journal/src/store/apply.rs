@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, encode, event_from_record,
-    event_key, federation, idempotency_key, record_from_event,
+    event_key, federation, idempotency_key, record_from_event, tree,
 };
 use crate::chain::Signable;
 use crate::event::{Event, Timestamp};
@@ -20,6 +20,7 @@ pub(super) struct Tables<'txn> {
     pub(super) heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
     pub(super) positions: redb::Table<'txn, u64, EventKey>,
     pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    pub(super) tree: redb::Table<'txn, tree::TreeKey, [u8; 32]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -33,6 +34,7 @@ impl<'txn> Tables<'txn> {
             heads: txn.open_table(HEADS)?,
             positions: txn.open_table(POSITIONS)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
+            tree: txn.open_table(tree::TREE_HASHES)?,
         })
     }
 
@@ -123,6 +125,7 @@ impl<'txn> Tables<'txn> {
         self.heads
             .insert(plan.into_bytes(), encode(&new_head).as_slice())?;
         // Same transaction as the event: a crash cannot keep one without the other.
+        tree::append_leaf(&mut self.tree, &event)?;
         self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
         if let Some(idem) = &req.idempotency {

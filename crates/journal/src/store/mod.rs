@@ -55,6 +55,7 @@ mod reads;
 mod records;
 mod retention;
 mod tables;
+mod tree;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
@@ -70,6 +71,7 @@ use records::{
     record_from_event,
 };
 pub use retention::PruneStep;
+pub use tree::{Consistency, Inclusion, Tree, TreeRequestError};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];
@@ -276,16 +278,20 @@ impl Store {
                 }
             })
             .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
-        Ok((
-            Store {
-                db,
-                jobs: jobs.clone(),
-                fed,
-                keyring,
-                stats,
-            },
-            Writer { jobs, thread },
-        ))
+        let store = Store {
+            db,
+            jobs: jobs.clone(),
+            fed,
+            keyring,
+            stats,
+        };
+        let writer = Writer { jobs, thread };
+        // No append can arrive before the store is returned.
+        if let Err(e) = store.build_missing_trees() {
+            writer.shutdown();
+            return Err(e);
+        }
+        Ok((store, writer))
     }
 
     /// Appends one event. Returns once its transaction is committed and fsynced.

@@ -1,0 +1,454 @@
+//! Each plan is a transparency log: an RFC 9162 Merkle tree whose leaf `i`
+//! is the event with seq `i + 1` (entry bytes: [`crate::chain::log_entry`]).
+//!
+//! Table:
+//! - `tree_hashes`: plan id (16) ‖ level (u8) ‖ index (u64) → SHA-256
+//!
+//! Invariant: for a plan whose head is seq `n`, the table holds every
+//! perfect-subtree hash of the first `n` leaves (`logbook_tlog::merkle`),
+//! written in the same transaction as the event that completes it. So an
+//! append costs two hash writes on average, and a root, an inclusion proof
+//! or a consistency proof at any size costs O(log n) reads; nothing
+//! rescans a plan. Stores written before trees existed gain theirs in a
+//! one-time pass at open ([`Store::build_missing_trees`]).
+
+use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
+use redb::{ReadableTable, TableDefinition};
+use uuid::Uuid;
+
+use super::{HEADS, PlanHead, Store, StoreError, decode};
+use crate::chain::log_entry;
+use crate::event::Event;
+
+pub(super) type TreeKey = [u8; 25];
+
+pub(super) const TREE_HASHES: TableDefinition<TreeKey, [u8; 32]> =
+    TableDefinition::new("tree_hashes");
+
+/// Events hashed per transaction while the upgrade pass builds a tree.
+const BUILD_BATCH: usize = 4096;
+
+fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
+    let mut key = [0u8; 25];
+    key[..16].copy_from_slice(plan.as_bytes());
+    key[16] = node.level;
+    key[17..].copy_from_slice(&node.index.to_be_bytes());
+    key
+}
+
+/// One stored hash of `plan`, from any table handle (a write transaction's
+/// included, which sees its own earlier writes).
+fn read_node(
+    table: &impl ReadableTable<TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    node: NodeId,
+) -> Result<Hash, StoreError> {
+    table
+        .get(tree_key(plan, node))?
+        .map(|v| v.value())
+        .ok_or_else(|| {
+            StoreError(format!(
+                "tree of plan {plan} lacks the hash at level {} index {}",
+                node.level, node.index
+            ))
+        })
+}
+
+/// Stores the hashes that appending `event` (leaf `seq - 1`) completes.
+/// Called by the writer in the event's own transaction.
+pub(super) fn append_leaf(
+    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let leaf = merkle::leaf_hash(log_entry(event).as_bytes());
+    let index = event.seq - 1;
+    let new = merkle::hashes_to_store(index, leaf, &mut |node| {
+        read_node(&*table, &event.plan_id, node)
+    })?;
+    for (node, hash) in new {
+        table.insert(tree_key(&event.plan_id, node), hash)?;
+    }
+    Ok(())
+}
+
+/// Removes every stored hash of `plan` (its deletion).
+pub(super) fn remove_plan(
+    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    plan: &Uuid,
+) -> Result<(), StoreError> {
+    let mut from = [0u8; 25];
+    from[..16].copy_from_slice(plan.as_bytes());
+    let mut to = [0xffu8; 25];
+    to[..16].copy_from_slice(plan.as_bytes());
+    table.retain_in(from..=to, |_, _| false)?;
+    Ok(())
+}
+
+/// Why a proof was not made: the arguments are outside the plan's tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeRequestError {
+    /// The requested size is beyond the plan's head.
+    BeyondHead { size: u64, head: u64 },
+    /// A leaf index at or beyond the tree size, or `from > to`.
+    Proof(ProofRequestError),
+}
+
+impl std::fmt::Display for TreeRequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TreeRequestError::BeyondHead { size, head } => {
+                write!(f, "tree size {size} is beyond the plan's head ({head})")
+            }
+            TreeRequestError::Proof(ProofRequestError::IndexOutOfRange { index, size }) => {
+                write!(f, "seq {} is beyond tree size {size}", index + 1)
+            }
+            TreeRequestError::Proof(ProofRequestError::FromAfterTo { from, to }) => {
+                write!(f, "from ({from}) is after to ({to})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TreeRequestError {}
+
+/// A plan's tree, read from one snapshot: `store.tree(&plan)`.
+pub struct Tree<'a> {
+    store: &'a Store,
+    plan: Uuid,
+}
+
+impl Store {
+    /// The Merkle tree of `plan`'s log.
+    pub fn tree(&self, plan: &Uuid) -> Tree<'_> {
+        Tree {
+            store: self,
+            plan: *plan,
+        }
+    }
+}
+
+impl Tree<'_> {
+    /// Runs `f` over one read snapshot with the plan's head seq (its tree
+    /// size) and a hash reader, after checking `size <= head`.
+    fn read<T>(
+        &self,
+        size: Option<u64>,
+        f: impl FnOnce(u64, &mut dyn FnMut(NodeId) -> Result<Hash, StoreError>) -> Result<T, StoreError>,
+    ) -> Result<Result<T, TreeRequestError>, StoreError> {
+        let txn = self.store.db.begin_read()?;
+        let head = txn
+            .open_table(HEADS)?
+            .get(self.plan.into_bytes())?
+            .map(|v| decode::<PlanHead>(v.value()))
+            .transpose()?
+            .map_or(0, |h| h.last_seq);
+        let size = size.unwrap_or(head);
+        if size > head {
+            return Ok(Err(TreeRequestError::BeyondHead { size, head }));
+        }
+        let table = txn.open_table(TREE_HASHES)?;
+        let mut read = |node| read_node(&table, &self.plan, node);
+        f(size, &mut read).map(Ok)
+    }
+
+    /// The tree size (the head seq) and root at `size`, or at the head.
+    pub fn root(
+        &self,
+        size: Option<u64>,
+    ) -> Result<Result<(u64, Hash), TreeRequestError>, StoreError> {
+        self.read(size, |size, read| {
+            Ok((size, merkle::root(size, &mut &mut *read)?))
+        })
+    }
+
+    /// The leaf hash of `seq`, an RFC 9162 inclusion proof of it in the tree
+    /// of `size` (default: the head) leaves, that size and its root.
+    pub fn inclusion(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<Result<Inclusion, TreeRequestError>, StoreError> {
+        let outcome = self.read(size, |size, read| {
+            let mut reader = read;
+            let index = seq.saturating_sub(1);
+            let proof = match merkle::inclusion_proof(index, size, &mut reader)? {
+                Ok(proof) => proof,
+                Err(e) => return Ok(Err(TreeRequestError::Proof(e))),
+            };
+            let leaf = reader(NodeId::new(0, index))?;
+            let root = merkle::root(size, &mut reader)?;
+            Ok(Ok(Inclusion {
+                size,
+                leaf,
+                proof,
+                root,
+            }))
+        })?;
+        Ok(outcome.and_then(|inner| inner))
+    }
+
+    /// An RFC 9162 consistency proof from `from` to `to` leaves, with both roots.
+    pub fn consistency(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Result<Consistency, TreeRequestError>, StoreError> {
+        let outcome = self.read(Some(to), |to, read| {
+            let mut reader = read;
+            let proof = match merkle::consistency_proof(from, to, &mut reader)? {
+                Ok(proof) => proof,
+                Err(e) => return Ok(Err(TreeRequestError::Proof(e))),
+            };
+            Ok(Ok(Consistency {
+                from_root: merkle::root(from, &mut reader)?,
+                to_root: merkle::root(to, &mut reader)?,
+                proof,
+            }))
+        })?;
+        Ok(outcome.and_then(|inner| inner))
+    }
+
+    /// The stored hashes at `level` with indexes `[from, from + count)`,
+    /// all of which must be complete in the current tree: a hash tile.
+    pub fn hashes(&self, level: u8, from: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
+        let txn = self.store.db.begin_read()?;
+        let table = txn.open_table(TREE_HASHES)?;
+        (from..from.saturating_add(count))
+            .map(|index| read_node(&table, &self.plan, NodeId::new(level, index)))
+            .collect()
+    }
+}
+
+/// An inclusion proof with what it is checked against.
+#[derive(Debug, Clone)]
+pub struct Inclusion {
+    pub size: u64,
+    pub leaf: Hash,
+    pub proof: Vec<Hash>,
+    pub root: Hash,
+}
+
+/// A consistency proof with both roots.
+#[derive(Debug, Clone)]
+pub struct Consistency {
+    pub from_root: Hash,
+    pub to_root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+impl Store {
+    /// The one-time pass for stores written before plans had trees: builds
+    /// each plan's missing hashes from its events, in bounded transactions
+    /// (so a crash resumes where it stopped), logging progress. A plan
+    /// whose last leaf is stored is complete, as trees grow with their
+    /// events in one transaction. Runs at open, before the writer starts.
+    pub(super) fn build_missing_trees(&self) -> Result<(), StoreError> {
+        let mut plans = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let heads = txn.open_table(HEADS)?;
+            let tree = txn.open_table(TREE_HASHES)?;
+            for entry in heads.iter()? {
+                let (k, v) = entry?;
+                let plan = Uuid::from_bytes(k.value());
+                let head: PlanHead = decode(v.value())?;
+                let built = leaves_built(&tree, &plan, head.last_seq)?;
+                if built < head.last_seq {
+                    plans.push((plan, built, head.last_seq));
+                }
+            }
+        }
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let total: u64 = plans.iter().map(|(_, built, head)| head - built).sum();
+        tracing::info!(
+            plans = plans.len(),
+            events = total,
+            "building the Merkle trees of plans written before trees existed (one-time pass)"
+        );
+        let mut done = 0u64;
+        for (plan, mut built, head) in plans {
+            while built < head {
+                let events = self.plan_events_after(&plan, built, BUILD_BATCH)?;
+                if events.is_empty() {
+                    return Err(StoreError(format!(
+                        "plan {plan}: no event after seq {built} though its head is {head}"
+                    )));
+                }
+                let txn = self.db.begin_write()?;
+                {
+                    let mut table = txn.open_table(TREE_HASHES)?;
+                    for event in &events {
+                        append_leaf(&mut table, event)?;
+                    }
+                }
+                self.db.commit(txn)?;
+                built += events.len() as u64;
+                done += events.len() as u64;
+                tracing::info!(%plan, built, head, done, total, "tree build progress");
+            }
+        }
+        tracing::info!(events = total, "plan trees built");
+        Ok(())
+    }
+}
+
+/// How many leading leaves of `plan` have their leaf hash stored (a prefix,
+/// so a binary search finds it in O(log n) reads).
+fn leaves_built(
+    tree: &impl ReadableTable<TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    head: u64,
+) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (0u64, head);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if tree.get(tree_key(plan, NodeId::new(0, mid)))?.is_some() {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use logbook_tlog::merkle::{verify_consistency, verify_inclusion};
+
+    use super::*;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
+
+    /// RFC 9162 MTH over the entries, computed from scratch.
+    fn reference_root(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => merkle::empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
+                merkle::node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
+            }
+        }
+    }
+
+    async fn filled(dir: &std::path::Path, plan: Uuid, n: u64) -> (Store, super::super::Writer) {
+        let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.join("j.redb"), keyring, fanout).unwrap();
+        for i in 0..n {
+            store
+                .append(AppendRequest {
+                    plan_id: plan,
+                    event_type: "step.done".into(),
+                    actor: None,
+                    payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+                    expected_seq: None,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+        }
+        (store, writer)
+    }
+
+    fn leaves(store: &Store, plan: &Uuid) -> Vec<Hash> {
+        store
+            .plan_events_after(plan, 0, 10_000)
+            .unwrap()
+            .iter()
+            .map(|e| merkle::leaf_hash(log_entry(e).as_bytes()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn roots_and_proofs_match_the_definition_across_tile_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Uuid::new_v4();
+        let (store, writer) = filled(dir.path(), plan, 300).await;
+        let leaves = leaves(&store, &plan);
+        let tree = store.tree(&plan);
+        for size in [1, 2, 3, 7, 8, 9, 255, 256, 257, 299, 300] {
+            let (got, root) = tree.root(Some(size)).unwrap().unwrap();
+            assert_eq!(
+                (got, root),
+                (size, reference_root(&leaves[..size as usize]))
+            );
+            for seq in [1, size / 2 + 1, size] {
+                let p = tree.inclusion(seq, Some(size)).unwrap().unwrap();
+                assert_eq!(p.leaf, leaves[seq as usize - 1]);
+                assert!(verify_inclusion(seq - 1, size, &p.leaf, &p.proof, &root));
+            }
+            for from in [0, 1, size / 2, size] {
+                let c = tree.consistency(from, size).unwrap().unwrap();
+                assert_eq!(c.to_root, root);
+                assert!(verify_consistency(
+                    from,
+                    size,
+                    &c.from_root,
+                    &root,
+                    &c.proof
+                ));
+            }
+        }
+        assert_eq!(tree.root(None).unwrap().unwrap().0, 300);
+        assert_eq!(
+            tree.root(Some(301)).unwrap().unwrap_err(),
+            TreeRequestError::BeyondHead {
+                size: 301,
+                head: 300
+            }
+        );
+        assert!(matches!(
+            tree.inclusion(11, Some(10)).unwrap(),
+            Err(TreeRequestError::Proof(
+                ProofRequestError::IndexOutOfRange { .. }
+            ))
+        ));
+        assert!(matches!(
+            tree.consistency(11, 10).unwrap(),
+            Err(TreeRequestError::Proof(
+                ProofRequestError::FromAfterTo { .. }
+            ))
+        ));
+        // A tile: the 256 leaf hashes of tile 0 at level 0.
+        assert_eq!(tree.hashes(0, 0, 256).unwrap(), leaves[..256]);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A store written before trees existed (here: its tree rows removed)
+    /// gains the same tree at the next open.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_upgrade_pass_builds_missing_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Uuid::new_v4();
+        let (store, writer) = filled(dir.path(), plan, 40).await;
+        let before = store.tree(&plan).root(None).unwrap().unwrap();
+        let txn = store.db.begin_write().unwrap();
+        remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), &plan).unwrap();
+        txn.commit().unwrap();
+        assert!(
+            store.tree(&plan).root(None).is_err(),
+            "the tree rows are gone"
+        );
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+
+        let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        assert_eq!(store.tree(&plan).root(None).unwrap().unwrap(), before);
+        assert_eq!(before.1, reference_root(&leaves(&store, &plan)));
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}
