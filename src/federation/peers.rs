@@ -89,11 +89,22 @@ pub(crate) async fn apply_config(
 ) -> Result<Vec<PeerSpec>, String> {
     peers::check_config(&fed.identity().instance_id, peers).map_err(|e| e.to_string())?;
     let peers = peers.to_vec();
-    let applied = fed
+    let applied = match fed
         .store
         .run(move |store| peers::apply_config(store, &peers))
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(applied) => applied,
+        Err(e) => {
+            // Peers stored before the failure still need their workers.
+            if let Ok(stored) = fed.store.run(|store| store.peers().list()).await {
+                for record in stored.iter().filter(|r| r.status != PeerStatus::Removed) {
+                    fed.ensure_worker(&record.instance_id);
+                }
+            }
+            return Err(e.to_string());
+        }
+    };
     for record in &applied.stored {
         if record.status != PeerStatus::Removed {
             fed.ensure_worker(&record.instance_id);
@@ -136,7 +147,7 @@ async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(peer = %spec.instance_id, url = %spec.base_url, error = %e, "cannot pin the peer's key yet")
+                tracing::warn!(peer = %spec.instance_id, url = %spec.base_url, error = ?e.to_string(), "cannot pin the peer's key yet")
             }
         }
         tokio::select! {

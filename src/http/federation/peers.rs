@@ -59,7 +59,7 @@ pub(super) async fn add_peer(
             // (connection refused, a timeout, the remote's answer) goes to
             // the log for the admin, never to the caller.
             AddError::Pin(e) => {
-                tracing::warn!(peer = %id, url = %url, error = %e, "could not pin the peer's key");
+                tracing::warn!(peer = %id, url = %url, error = ?e.to_string(), "could not pin the peer's key");
                 Problem::new(
                     StatusCode::BAD_GATEWAY,
                     "pin-failed",
