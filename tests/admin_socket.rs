@@ -473,10 +473,10 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
     let gone = daemon.admin(&["plans", "delete", &doomed]).await;
     assert!(gone.stderr.contains("404"));
 
-    // A deleted plan id can be used again from seq 1.
+    // A deleted plan's id is never used again.
     let resp = daemon.append(&doomed, body("plan.created")).await;
-    assert_eq!(resp.status, 201);
-    assert_eq!(resp.json["seq"], 1);
+    assert_eq!(resp.status, 410);
+    assert_eq!(resp.json["type"], "urn:logbook:problem:plan-deleted");
 }
 
 /// Tokens created over the socket count for the rule that a non-loopback

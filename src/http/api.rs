@@ -201,6 +201,15 @@ pub(crate) async fn append(
             "this Idempotency-Key was already used for a different request on this plan",
         )
         .with("seq", seq)),
+        Err(AppendError::PlanDeleted { tombstone_seq }) => Err(Problem::new(
+            StatusCode::GONE,
+            "plan-deleted",
+            "Plan deleted",
+            format!(
+                "plan {plan_id} was deleted (system journal seq {tombstone_seq}); a deleted plan's id is never used again"
+            ),
+        )
+        .with("tombstone_seq", tombstone_seq)),
         Err(AppendError::Unavailable) => Err(Problem::unavailable("the journal is shutting down")),
         Err(AppendError::Storage(e)) => Err(e.into()),
     }

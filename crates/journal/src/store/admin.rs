@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use base64::Engine;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -410,11 +411,16 @@ impl WriterLoop {
                 .map(|v| decode(v.value()))
                 .transpose()?
                 .ok_or(DeleteError::NotFound)?;
+            // The final checkpoint's size and root: whoever kept an export
+            // can still prove the deleted history against them.
+            let root = super::tree::root_in(&tables.tree, &plan_id, head.last_seq)?;
             let payload = json!({
                 "plan_id": plan_id,
                 "head_seq": head.last_seq,
                 "head_signature": hex::encode(&head.last_signature),
                 "count": head.count,
+                "tree_size": head.last_seq,
+                "tree_root": base64::engine::general_purpose::STANDARD.encode(root),
                 "deleted_by": who,
             });
             let tombstone = AppendRequest {
@@ -430,6 +436,12 @@ impl WriterLoop {
                 .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
                 .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
             tables.remove_plan(&plan_id)?;
+            let gone = super::deleted::DeletedPlan {
+                tombstone_seq: appended.event.seq,
+                tree_size: head.last_seq,
+                tree_root: Some(root),
+            };
+            super::deleted::record(&mut tables.deleted, &plan_id, &gone)?;
             let (removed, blanked) = tables.fed.forget_plan(&plan_id)?;
             if removed + blanked > 0 {
                 tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");

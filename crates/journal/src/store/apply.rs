@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
-    IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, encode, event_from_record,
+    IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, deleted, encode, event_from_record,
     event_key, federation, idempotency_key, record_from_event, tree,
 };
 use crate::chain::Signable;
@@ -21,6 +21,7 @@ pub(super) struct Tables<'txn> {
     pub(super) positions: redb::Table<'txn, u64, EventKey>,
     pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
     pub(super) tree: redb::Table<'txn, tree::TreeKey, [u8; 32]>,
+    pub(super) deleted: redb::Table<'txn, [u8; 16], &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -35,6 +36,7 @@ impl<'txn> Tables<'txn> {
             positions: txn.open_table(POSITIONS)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             tree: txn.open_table(tree::TREE_HASHES)?,
+            deleted: txn.open_table(deleted::DELETED_PLANS)?,
         })
     }
 
@@ -70,6 +72,14 @@ impl<'txn> Tables<'txn> {
             }
         }
 
+        // The system plan is never deleted; its row marks a migration.
+        if plan != super::admin::SYSTEM_PLAN
+            && let Some(gone) = deleted::deleted(&self.deleted, &plan)?
+        {
+            return Ok(Err(AppendError::PlanDeleted {
+                tombstone_seq: gone.tombstone_seq,
+            }));
+        }
         let head: Option<PlanHead> = self
             .heads
             .get(plan.into_bytes())?

@@ -48,6 +48,7 @@ use super::keys::Keyring;
 pub mod admin;
 mod apply;
 mod async_store;
+mod deleted;
 mod error;
 mod federation;
 mod handle;
@@ -59,6 +60,7 @@ mod tree;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
+pub use deleted::DeletedPlan;
 use error::Faulty;
 pub use error::{Fault, StoreError};
 pub use federation::*;
@@ -128,6 +130,11 @@ pub enum AppendError {
     /// The Idempotency-Key was used before with a different request.
     IdempotencyConflict {
         seq: u64,
+    },
+    /// The plan was deleted; its id is never used again. Holds the seq of
+    /// its tombstone in the system journal.
+    PlanDeleted {
+        tombstone_seq: u64,
     },
     /// The writer has stopped; the daemon is shutting down.
     Unavailable,
@@ -287,7 +294,10 @@ impl Store {
         };
         let writer = Writer { jobs, thread };
         // No append can arrive before the store is returned.
-        if let Err(e) = store.build_missing_trees() {
+        if let Err(e) = store
+            .record_old_deletions()
+            .and_then(|()| store.build_missing_trees())
+        {
             writer.shutdown();
             return Err(e);
         }

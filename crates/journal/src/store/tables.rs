@@ -30,6 +30,7 @@ macro_rules! for_each_table {
             super::federation::FED_RETIRED_PEER_KEYS,
             super::retention::FED_PEER_USAGE,
             super::tree::TREE_HASHES,
+            super::deleted::DELETED_PLANS,
         )
     };
 }

@@ -71,6 +71,15 @@ pub(super) fn append_leaf(
     Ok(())
 }
 
+/// The root of `plan`'s tree at `size`, read through a write transaction's table.
+pub(super) fn root_in(
+    table: &redb::Table<'_, TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    size: u64,
+) -> Result<Hash, StoreError> {
+    merkle::root(size, &mut |node| read_node(table, plan, node))
+}
+
 /// Removes every stored hash of `plan` (its deletion).
 pub(super) fn remove_plan(
     table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
