@@ -31,6 +31,10 @@ pub(crate) fn init_logging(config: &Config) {
 
 /// Runs the daemon until a stop signal. Errors are for the operator to read.
 pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), String> {
+    // From the first moment, SIGTERM and SIGINT are ours: one that arrives
+    // while the daemon starts is acted on once it serves, never a kill by
+    // the default disposition.
+    let signals = StopSignals::install()?;
     // The loopback rule waits for the store: tokens created over the admin
     // socket live there.
     config.validate_settings()?;
@@ -198,7 +202,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         shutdown.clone(),
     );
 
-    spawn_signal_handler(shutdown.clone())?;
+    signals.spawn(shutdown.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
@@ -230,21 +234,34 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     Ok(())
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) -> Result<(), String> {
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("installing SIGTERM handler: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("installing SIGINT handler: {e}"))?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        crate::notify::notify("STOPPING=1");
-        shutdown.cancel();
-    });
-    Ok(())
+/// The stop signals, registered before anything else happens.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, String> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())
+                .map_err(|e| format!("installing SIGTERM handler: {e}"))?,
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| format!("installing SIGINT handler: {e}"))?,
+        })
+    }
+
+    /// Cancels `shutdown` on the first stop signal, also one already received.
+    fn spawn(mut self, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutting down");
+            crate::notify::notify("STOPPING=1");
+            shutdown.cancel();
+        });
+    }
 }
 
 /// Binds the HTTP listener with an explicit listen(2) backlog. tokio's
