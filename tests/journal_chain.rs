@@ -266,7 +266,7 @@ async fn untampered_chain_verifies() {
 }
 
 /// Appends 5 events to a fresh plan, stops the daemon, changes the store
-/// offline with `tamper`, restarts, and returns the `verify=1` report.
+/// offline with `tamper`, restarts, and returns the `verify=full` report.
 async fn tampered_report(
     tamper: impl FnOnce(&logbook_journal::store::Store, Uuid) + Send + 'static,
 ) -> (Value, Vec<Value>) {

@@ -29,7 +29,9 @@ use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::follow::{Source, follow};
 use logbook_journal::registry::{Registry, TypeFilter};
-use logbook_journal::store::{AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead};
+use logbook_journal::store::{
+    AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead, StoreError,
+};
 use logbook_journal::validate::{InvalidEvent, validate_event};
 
 /// What the journal routes read: the store and its fan-out, the registry,
@@ -328,37 +330,54 @@ pub(crate) async fn list_events(
 ) -> Result<Json<EventsPage>, Problem> {
     let limit = page_limit(q.limit)?;
     let verify = match q.verify.as_deref() {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
+        None | Some("0" | "false") => Verify::No,
+        Some("1" | "true") => Verify::Page,
+        Some("full") => Verify::Full,
         Some(other) => {
             return Err(Problem::bad_request(
                 "invalid-query",
                 "Invalid query string",
-                format!("verify={other:?}: use 1 or 0"),
+                format!("verify={other:?}: use 1 (this page), full (the whole chain) or 0"),
             ));
         }
     };
     plan_head(&state, plan_id).await?;
     let after = q.after;
-    let events = state
-        .store
-        .run(move |s| s.plan_events_after(&plan_id, after, limit))
-        .await?;
-    let verification = if verify {
-        let keyring = state.store.keyring();
-        let report = state
-            .store
-            .run(move |s| s.verify_plan(&plan_id, &keyring))
-            .await?;
-        Some(Verification {
-            chain_valid: report.is_valid(),
-            broken_at: report.broken.map(|b| b.0),
-            broken_reason: report.broken.map(|b| b.1),
-            verified_count: report.verified,
-        })
-    } else {
-        None
+    let keyring = state.store.keyring();
+    let (events, report) = match verify {
+        Verify::No => {
+            let events = state
+                .store
+                .run(move |s| s.plan_events_after(&plan_id, after, limit))
+                .await?;
+            (events, None)
+        }
+        // The page, checked against the plan's tree, from one snapshot.
+        Verify::Page => {
+            let page = state
+                .store
+                .run(move |s| s.verify_page(&plan_id, after, limit, &keyring))
+                .await?;
+            (page.events, Some(page.report))
+        }
+        // Today's whole-chain walk, then the page.
+        Verify::Full => {
+            let (events, report) = state
+                .store
+                .run(move |s| {
+                    let report = s.verify_plan(&plan_id, &keyring)?;
+                    Ok::<_, StoreError>((s.plan_events_after(&plan_id, after, limit)?, report))
+                })
+                .await?;
+            (events, Some(report))
+        }
     };
+    let verification = report.map(|report| Verification {
+        chain_valid: report.is_valid(),
+        broken_at: report.broken.map(|b| b.0),
+        broken_reason: report.broken.map(|b| b.1),
+        verified_count: report.verified,
+    });
     Ok(Json(EventsPage {
         plan_id,
         next_after: events.last().map_or(q.after, |e| e.seq),
@@ -376,6 +395,15 @@ pub(crate) struct EventsPage {
     next_after: u64,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     verification: Option<Verification>,
+}
+
+/// What `?verify=` asks for.
+enum Verify {
+    No,
+    /// `1`: this page, in O(page + log n) (`Store::verify_page`).
+    Page,
+    /// `full`: the whole chain from seq 1.
+    Full,
 }
 
 #[derive(Serialize)]

@@ -127,10 +127,11 @@ impl Daemon {
         }
     }
 
-    /// `GET /api/plans/{plan}/events?verify=1` → the whole body.
+    /// `GET /api/plans/{plan}/events?verify=full` (the whole chain, not
+    /// just the one-event page) → the whole body.
     pub async fn verify(&self, plan: impl Display) -> Value {
         let resp = self
-            .get_json(&format!("/api/plans/{plan}/events?verify=1&limit=1"))
+            .get_json(&format!("/api/plans/{plan}/events?verify=full&limit=1"))
             .await;
         assert_eq!(resp.status, 200, "verify: {}", resp.text);
         resp.json

@@ -76,7 +76,7 @@ pub fn assert_linked_chain(events: &[Value]) {
     }
 }
 
-/// Asserts `verify=1` reports an intact chain of `count` events.
+/// Asserts `verify=full` reports an intact chain.
 pub async fn assert_chain_valid(daemon: &Daemon, plan: impl Display) {
     let report = daemon.verify(&plan).await;
     assert_eq!(report["chain_valid"], true, "chain of {plan}: {report}");

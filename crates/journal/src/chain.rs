@@ -131,6 +131,9 @@ pub enum BrokenReason {
     /// The stored payload text is not exactly `JCS(parse(text))`: not JSON,
     /// members out of order or repeated, or any other spelling.
     PayloadNotCanonical,
+    /// The event's leaf is not in the plan's Merkle tree: with the other
+    /// stored subtrees it does not rebuild the tree's root.
+    RootMismatch,
 }
 
 impl BrokenReason {
@@ -141,6 +144,7 @@ impl BrokenReason {
             BrokenReason::PrevHash => "prev_hash",
             BrokenReason::SeqGap => "seq_gap",
             BrokenReason::PayloadNotCanonical => "payload_not_canonical",
+            BrokenReason::RootMismatch => "root_mismatch",
         }
     }
 }

@@ -52,6 +52,7 @@ mod deleted;
 mod error;
 mod federation;
 mod handle;
+mod page_verify;
 mod reads;
 mod records;
 mod retention;
@@ -66,6 +67,7 @@ pub use error::{Fault, StoreError};
 pub use federation::*;
 use handle::Db;
 pub use handle::Health;
+pub use page_verify::VerifiedPage;
 use reads::last_position;
 pub use records::PlanHead;
 use records::{

@@ -38,7 +38,7 @@ fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
 
 /// One stored hash of `plan`, from any table handle (a write transaction's
 /// included, which sees its own earlier writes).
-fn read_node(
+pub(super) fn read_node(
     table: &impl ReadableTable<TreeKey, [u8; 32]>,
     plan: &Uuid,
     node: NodeId,

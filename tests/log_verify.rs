@@ -1,0 +1,118 @@
+//! `?verify=1` checks the page against the plan's Merkle tree, in
+//! O(page + log n); `?verify=full` keeps the whole-chain walk
+//! (docs/verifiable-logs.md, "Verifying a page").
+
+mod common;
+
+use common::{Daemon, DaemonOpts, assert_problem, event_body, new_plan, with_offline_store};
+use logbook_journal::chain::Signable;
+use serde_json::Value;
+
+async fn page(daemon: &Daemon, plan: impl std::fmt::Display, query: &str) -> Value {
+    let resp = daemon
+        .get_json(&format!("/api/plans/{plan}/events?{query}"))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    resp.json
+}
+
+#[tokio::test]
+async fn verify_1_checks_the_page_and_full_checks_the_chain() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    for i in 0..30 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    let one = page(&daemon, plan, "after=10&limit=5&verify=1").await;
+    assert_eq!(one["chain_valid"], true, "{one}");
+    assert_eq!(one["verified_count"], 5, "the events of this page: {one}");
+    assert_eq!(one["events"].as_array().unwrap().len(), 5);
+    assert_eq!(one["events"][0]["seq"], 11);
+
+    let full = page(&daemon, plan, "after=10&limit=5&verify=full").await;
+    assert_eq!(full["chain_valid"], true, "{full}");
+    assert_eq!(full["verified_count"], 30, "the whole chain: {full}");
+    assert_eq!(full["events"].as_array().unwrap().len(), 5);
+
+    // The last page ends at the head; a page beyond it is empty and valid.
+    let last = page(&daemon, plan, "after=25&verify=1").await;
+    assert_eq!(
+        (last["chain_valid"].clone(), last["verified_count"].clone()),
+        (true.into(), 5.into())
+    );
+    let beyond = page(&daemon, plan, "after=30&verify=1").await;
+    assert_eq!(
+        (
+            beyond["chain_valid"].clone(),
+            beyond["verified_count"].clone()
+        ),
+        (true.into(), 0.into())
+    );
+
+    let bad = daemon
+        .get_json(&format!("/api/plans/{plan}/events?verify=2"))
+        .await;
+    assert_problem(&bad, 400);
+}
+
+/// Someone who holds the HMAC key rewrites the last event and signs it
+/// again, so its chain checks pass. Its leaf is no longer the one in the
+/// plan's tree: `verify=1` on a page holding it says `root_mismatch` at
+/// that seq. Pages without it still verify (a page check is local), and
+/// the whole-chain walk sees the head record disagree.
+#[tokio::test]
+async fn a_re_signed_forgery_does_not_rebuild_the_root() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    for i in 0..8 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    assert!(daemon.stop().success());
+    with_offline_store(&daemon, move |store| {
+        let mut event = store.plan_events_after(&plan, 7, 1).unwrap().remove(0);
+        event.actor = Some("mallory".into());
+        event.signature = Signable::of(&event).sign(common::TEST_SECRET.as_bytes());
+        store.overwrite_event_unchecked(&event).unwrap();
+    })
+    .await;
+    daemon.restart();
+
+    let holding = page(&daemon, plan, "after=5&verify=1").await;
+    assert_eq!(holding["chain_valid"], false, "{holding}");
+    assert_eq!(holding["broken_at"], 8, "{holding}");
+    assert_eq!(holding["broken_reason"], "root_mismatch", "{holding}");
+    assert_eq!(
+        holding["verified_count"], 2,
+        "seq 6 and 7 verified: {holding}"
+    );
+
+    let before = page(&daemon, plan, "limit=7&verify=1").await;
+    assert_eq!(before["chain_valid"], true, "{before}");
+
+    let full = page(&daemon, plan, "verify=full").await;
+    assert_eq!(full["chain_valid"], false, "{full}");
+    assert_eq!(full["broken_at"], 8, "{full}");
+}
+
+/// An edit without the key breaks the chain checks first, as before.
+#[tokio::test]
+async fn an_edit_without_the_key_is_named_by_the_chain_check() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    for i in 0..6 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    assert!(daemon.stop().success());
+    with_offline_store(&daemon, move |store| {
+        let mut event = store.plan_events_after(&plan, 2, 1).unwrap().remove(0);
+        event.actor = Some("mallory".into());
+        store.overwrite_event_unchecked(&event).unwrap();
+    })
+    .await;
+    daemon.restart();
+    for query in ["verify=1", "after=1&limit=3&verify=1", "verify=full"] {
+        let report = page(&daemon, plan, query).await;
+        assert_eq!(report["broken_at"], 3, "{query}: {report}");
+        assert_eq!(report["broken_reason"], "signature", "{query}: {report}");
+    }
+}
