@@ -478,4 +478,21 @@ mod tests {
         c.auth.required = AuthRequired::Always;
         c.check_exposure(0, false).unwrap();
     }
+
+    #[test]
+    fn the_origin_prefix_must_make_a_key_name() {
+        let mut c = Config::embedded_default();
+        assert_eq!(
+            c.checkpoints.origin_prefix_for("edge-1"),
+            "logbook/edge-1",
+            "the shipped default"
+        );
+        for bad in ["", "a b", "a+b", "logbook/", "a\u{0}b"] {
+            c.checkpoints.origin_prefix = bad.into();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("checkpoints.origin_prefix"), "{bad:?}: {err}");
+        }
+        c.checkpoints.origin_prefix = "example.org/logs/{instanceId}".into();
+        c.validate().unwrap();
+    }
 }
