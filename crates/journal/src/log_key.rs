@@ -11,6 +11,12 @@
 //! - `log-keys.json`: `{"current": {"public_key", "from"}, "retired":
 //!   [{"vkey", "from", "until"}]}`, the history `GET /api/v1/log/keys`
 //!   serves. Rewritten whole (temporary file, then rename).
+//!
+//! A rotation ([`LogKeys::rotate`]) writes the new key to `log.key.new`,
+//! then the history naming it, then renames it over `log.key`. A start
+//! after a crash finishes it (the history names the new key) or drops the
+//! staged key (it does not). Retired private keys are not kept: old
+//! checkpoints need only the retired vkeys, which the history lists.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,7 +24,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use logbook_base::private_file::write_private_file;
-use logbook_tlog::note::{NoteError, Signer25519};
+use logbook_tlog::note::{ALG_ED25519, NoteError, Signer25519, Verifier, key_id};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Timestamp;
@@ -27,6 +33,8 @@ use crate::event::Timestamp;
 pub const LOG_KEY_FILE: &str = "log.key";
 /// When each log key was in use, under the data dir.
 pub const LOG_KEYS_FILE: &str = "log-keys.json";
+/// A rotation's new key before it replaces `log.key` (see [`LogKeys::rotate`]).
+pub const NEW_LOG_KEY_FILE: &str = "log.key.new";
 
 /// A log key that no longer signs, with the time it was in use. Its vkey
 /// still verifies the checkpoints it signed.
@@ -108,41 +116,36 @@ impl LogKeys {
     /// names it `origin_prefix`.
     pub fn load(data_dir: &Path, origin_prefix: &str) -> Result<LogKeys, LogKeyError> {
         let path = data_dir.join(LOG_KEY_FILE);
-        let (signer, created) = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let signer = Signer25519::parse_skey(text.trim_end_matches(['\n', '\r']))
-                    .map_err(|e| LogKeyError::Bad {
-                        path: path.clone(),
-                        // The text is the secret: only the reason is shown.
-                        what: e.to_string(),
-                    })?;
-                (signer, false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed)
-                    .map_err(|e| io_error(&path)(io::Error::other(e.to_string())))?;
-                let signer = Signer25519::new(origin_prefix, &seed).map_err(LogKeyError::Name)?;
+        let history_path = data_dir.join(LOG_KEYS_FILE);
+        finish_rotation(data_dir, &read_history(&history_path)?)?;
+        let (signer, created) = match read_skey(&path)? {
+            Some(signer) => (signer, false),
+            None => {
+                let signer = generate(origin_prefix)?;
                 write_private_file(&path, format!("{}\n", signer.to_skey()).as_bytes())
                     .map_err(io_error(&path))?;
                 (signer, true)
             }
-            Err(e) => return Err(io_error(&path)(e)),
         };
         let signer = signer.renamed(origin_prefix).map_err(LogKeyError::Name)?;
         let public_key = BASE64.encode(signer.verifier().key.as_bytes());
-        let history_path = data_dir.join(LOG_KEYS_FILE);
-        let history = read_history(&history_path)?;
-        let history = match history {
+        let history = match read_history(&history_path)? {
             Some(h) if h.current.public_key == public_key => h,
-            // First start, or a key file put back by hand: it signs from now.
+            // First start, or a key file put back by hand: it signs from
+            // now, and the key the history named is retired.
             other => {
+                let now = Timestamp::now();
+                let mut retired = Vec::new();
+                if let Some(h) = other {
+                    retired = h.retired;
+                    retired.push(retire(&h.current, origin_prefix, now, &history_path)?);
+                }
                 let history = History {
                     current: CurrentRecord {
                         public_key,
-                        from: Timestamp::now(),
+                        from: now,
                     },
-                    retired: other.map(|h| h.retired).unwrap_or_default(),
+                    retired,
                 };
                 write_history(&history_path, &history)?;
                 history
@@ -155,6 +158,117 @@ impl LogKeys {
             created,
         })
     }
+}
+
+impl LogKeys {
+    /// Replaces the log key with a new one, named `origin_prefix`; the old
+    /// vkey is listed as retired from its `from` until now.
+    pub fn rotate(data_dir: &Path, origin_prefix: &str) -> Result<LogKeys, LogKeyError> {
+        let current = LogKeys::load(data_dir, origin_prefix)?;
+        let staged = data_dir.join(NEW_LOG_KEY_FILE);
+        let signer = generate(origin_prefix)?;
+        let _ = std::fs::remove_file(&staged);
+        write_private_file(&staged, format!("{}\n", signer.to_skey()).as_bytes())
+            .map_err(io_error(&staged))?;
+        let now = Timestamp::now();
+        let mut retired = current.retired;
+        retired.push(RetiredLogKey {
+            vkey: current.signer.verifier().to_vkey(),
+            from: current.from,
+            until: now,
+        });
+        let history = History {
+            current: CurrentRecord {
+                public_key: BASE64.encode(signer.verifier().key.as_bytes()),
+                from: now,
+            },
+            retired,
+        };
+        // From here on the rotation has happened: a start finishes it.
+        write_history(&data_dir.join(LOG_KEYS_FILE), &history)?;
+        finish_rotation(data_dir, &Some(history.clone()))?;
+        Ok(LogKeys {
+            signer,
+            from: now,
+            retired: history.retired,
+            created: true,
+        })
+    }
+}
+
+fn generate(name: &str) -> Result<Signer25519, LogKeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| LogKeyError::Io {
+        path: PathBuf::from("getrandom"),
+        error: io::Error::other(e.to_string()),
+    })?;
+    Signer25519::new(name, &seed).map_err(LogKeyError::Name)
+}
+
+/// Reads a Go signer-key file; `None` when it does not exist.
+fn read_skey(path: &Path) -> Result<Option<Signer25519>, LogKeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Signer25519::parse_skey(text.trim_end_matches(['\n', '\r']))
+            .map(Some)
+            .map_err(|e| LogKeyError::Bad {
+                path: path.to_path_buf(),
+                // The text is the secret: only the reason is shown.
+                what: e.to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Completes or drops a staged rotation: the staged key replaces `log.key`
+/// if the history already names it, and is removed otherwise.
+fn finish_rotation(data_dir: &Path, history: &Option<History>) -> Result<(), LogKeyError> {
+    let staged = data_dir.join(NEW_LOG_KEY_FILE);
+    let Some(signer) = read_skey(&staged)? else {
+        return Ok(());
+    };
+    let named = history.as_ref().is_some_and(|h| {
+        h.current.public_key == BASE64.encode(signer.verifier().key.as_bytes())
+    });
+    if named {
+        let path = data_dir.join(LOG_KEY_FILE);
+        std::fs::rename(&staged, &path).map_err(io_error(&path))?;
+        std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(data_dir))?;
+    } else {
+        std::fs::remove_file(&staged).map_err(io_error(&staged))?;
+    }
+    Ok(())
+}
+
+/// The history's current key as retired at `until`, named `name`.
+fn retire(
+    current: &CurrentRecord,
+    name: &str,
+    until: Timestamp,
+    path: &Path,
+) -> Result<RetiredLogKey, LogKeyError> {
+    let bad = |what: &str| LogKeyError::Bad {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    };
+    let bytes: [u8; 32] = BASE64
+        .decode(&current.public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("current.public_key is not 32 bytes of base64"))?;
+    // Through the vkey parser, which checks that it is an Ed25519 key.
+    let mut typed = vec![ALG_ED25519];
+    typed.extend_from_slice(&bytes);
+    let id = key_id(name, ALG_ED25519, &bytes);
+    let verifier = Verifier::parse(&format!("{name}+{id:08x}+{}", BASE64.encode(typed)))
+        .map_err(|_| bad("current.public_key is not an Ed25519 key"))?;
+    Ok(RetiredLogKey {
+        vkey: verifier.to_vkey(),
+        from: current.from,
+        until,
+    })
 }
 
 fn read_history(path: &Path) -> Result<Option<History>, LogKeyError> {
@@ -227,5 +341,40 @@ mod tests {
             .unwrap();
         let err = LogKeys::load(dir.path(), "logbook/a").unwrap_err().to_string();
         assert!(!err.contains("secretbits"), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_retires_the_old_vkey_and_survives_a_crash_at_each_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        let old_vkey = first.signer.verifier().to_vkey();
+        let rotated = LogKeys::rotate(dir.path(), "logbook/a").unwrap();
+        assert_ne!(rotated.signer.verifier().key, first.signer.verifier().key);
+        assert_eq!(rotated.retired.len(), 1);
+        assert_eq!(rotated.retired[0].vkey, old_vkey);
+        assert_eq!(rotated.retired[0].from, first.from);
+        assert_eq!(rotated.retired[0].until, rotated.from);
+        assert!(!dir.path().join(NEW_LOG_KEY_FILE).exists());
+        let loaded = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        assert_eq!(loaded.signer.verifier(), rotated.signer.verifier());
+        assert_eq!(loaded.retired, rotated.retired);
+
+        // Crash after staging, before the history: the staged key is dropped.
+        let staged = dir.path().join(NEW_LOG_KEY_FILE);
+        let stray = Signer25519::new("logbook/a", &[3; 32]).unwrap();
+        std::fs::write(&staged, stray.to_skey()).unwrap();
+        let after = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        assert_eq!(after.signer.verifier(), rotated.signer.verifier());
+        assert!(!staged.exists());
+
+        // Crash after the history named the staged key: the start finishes it.
+        let history_path = dir.path().join(LOG_KEYS_FILE);
+        let mut history = read_history(&history_path).unwrap().unwrap();
+        history.current.public_key = BASE64.encode(stray.verifier().key.as_bytes());
+        write_history(&history_path, &history).unwrap();
+        std::fs::write(&staged, stray.to_skey()).unwrap();
+        let finished = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        assert_eq!(finished.signer.verifier(), stray.verifier());
+        assert!(!staged.exists());
     }
 }
