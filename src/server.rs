@@ -189,6 +189,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
             config: Reloadable::new(config.clone()),
             token_sources,
             changes: Default::default(),
+            log: state.log.clone(),
         }),
         http: state,
     };

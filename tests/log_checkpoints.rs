@@ -213,3 +213,67 @@ async fn unknown_plans_bad_ids_and_missing_scopes_are_refused() {
         assert_eq!(daemon.get_as(&path, &reader).await.status, 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_rotated_log_key_is_listed_as_retired_and_old_checkpoints_still_verify() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    fill(&daemon, plan, 2).await;
+    let before = daemon.get_json("/api/v1/log/keys").await.json;
+    let old_vkey = before["current"]["vkey"].as_str().unwrap().to_string();
+    let old_note = text(&daemon, &format!("/api/plans/{plan}/checkpoint")).await;
+
+    let out = daemon.admin_json(&["keys", "rotate-log"]).await;
+    assert_eq!(out["old_vkey"], old_vkey.as_str(), "{out}");
+    let new_vkey = out["new_vkey"].as_str().unwrap().to_string();
+    assert_ne!(new_vkey, old_vkey);
+    assert!(out["recorded_at_system_seq"].as_u64().is_some(), "{out}");
+
+    let after = daemon.get_json("/api/v1/log/keys").await.json;
+    assert_eq!(after["current"]["vkey"], new_vkey.as_str());
+    let retired = after["retired"].as_array().unwrap();
+    assert_eq!(retired.len(), 1, "{after}");
+    assert_eq!(retired[0]["vkey"], old_vkey.as_str());
+    assert_eq!(retired[0]["from"], before["current"]["from"]);
+    assert_eq!(retired[0]["until"], after["current"]["from"]);
+
+    // The old checkpoint verifies with the retired vkey; the new one (same
+    // size, a fresh signature, not the cached note) with the new vkey only.
+    let old_plan_key = plan_verifier(&Verifier::parse(&old_vkey).unwrap(), &plan).unwrap();
+    let new_plan_key = plan_verifier(&Verifier::parse(&new_vkey).unwrap(), &plan).unwrap();
+    verify_checkpoint(old_note.as_bytes(), &old_plan_key).unwrap();
+    assert!(verify_checkpoint(old_note.as_bytes(), &new_plan_key).is_err());
+    let new_note = text(&daemon, &format!("/api/plans/{plan}/checkpoint")).await;
+    let checkpoint = verify_checkpoint(new_note.as_bytes(), &new_plan_key).unwrap();
+    assert_eq!(checkpoint.size, 2);
+    assert!(verify_checkpoint(new_note.as_bytes(), &old_plan_key).is_err());
+    assert_eq!(
+        text(&daemon, &format!("/api/plans/{plan}/log-key")).await,
+        new_plan_key.to_vkey()
+    );
+
+    // The instance document binds the new key.
+    let doc = daemon.get_json("/api/v1/federation/instance").await.json;
+    assert_eq!(doc["logKey"], new_vkey.as_str());
+    let rsa = logbook_federation::identity::public_key_from_pem(doc["publicKey"].as_str().unwrap())
+        .unwrap();
+    assert!(logbook_federation::message::verify_log_key(
+        &rsa,
+        doc["instanceId"].as_str().unwrap(),
+        &new_vkey,
+        doc["logKeySignature"].as_str().unwrap()
+    ));
+
+    // The rotation is in the system journal, and survives a restart.
+    let system = daemon
+        .all_events("00000000-0000-0000-0000-000000000000")
+        .await;
+    assert!(
+        system.iter().any(|e| e["type"] == "system.key_rotated"
+            && e["payload"]["key"] == "log"
+            && e["payload"]["new_vkey"] == new_vkey.as_str()),
+        "{system:?}"
+    );
+    daemon.restart();
+    assert_eq!(daemon.get_json("/api/v1/log/keys").await.json, after);
+}

@@ -17,6 +17,7 @@ use logbook_federation::message::sign_log_key;
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
+use logbook_base::reloadable::Reloadable;
 use logbook_journal::store::AsyncStore;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -26,29 +27,44 @@ use super::auth;
 use super::extract::PlanId;
 use super::problem::Problem;
 
-/// The log key in use, its history, and the instance document's binding
-/// signature (RSA-PSS is slow; it is made once per RSA key).
+/// The log key in use (replaced whole by a rotation), and the instance
+/// document's binding signature (RSA-PSS is slow; it is made once per RSA
+/// key and log key).
 pub(crate) struct LogState {
+    current: Reloadable<CurrentLogKey>,
+    /// (RSA key id, instance vkey, `logKeySignature`).
+    binding: Mutex<Option<(String, String, String)>>,
+}
+
+/// One log key with its history; a rotation starts a new signer (and so a
+/// new checkpoint cache).
+pub(crate) struct CurrentLogKey {
     signer: CheckpointSigner,
     from: Timestamp,
     retired: Vec<RetiredLogKey>,
-    /// (RSA key id, `logKeySignature`) for the RSA key it was made with.
-    binding: Mutex<Option<(String, String)>>,
 }
 
 impl LogState {
     pub(crate) fn new(keys: LogKeys) -> LogState {
         LogState {
-            signer: CheckpointSigner::new(keys.signer),
-            from: keys.from,
-            retired: keys.retired,
+            current: Reloadable::new(CurrentLogKey::new(keys)),
             binding: Mutex::new(None),
         }
     }
 
+    /// Signs with `keys` from now on.
+    pub(crate) fn replace(&self, keys: LogKeys) {
+        self.current.replace(CurrentLogKey::new(keys));
+    }
+
     /// The instance vkey, named `{origin_prefix}`.
     pub(crate) fn instance_vkey(&self) -> String {
-        self.signer.instance_verifier().to_vkey()
+        self.current.current().signer.instance_verifier().to_vkey()
+    }
+
+    /// `{origin_prefix}`, the name the log key signs under.
+    pub(crate) fn origin_prefix(&self) -> String {
+        self.current.current().signer.instance_verifier().name.clone()
     }
 
     /// `logKeySignature` for the instance document, by `key`.
@@ -56,17 +72,29 @@ impl LogState {
         &self,
         instance_id: &str,
         key: &OwnKey,
+        vkey: &str,
     ) -> Result<String, Problem> {
         let mut binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key_id, signature)) = binding.as_ref()
+        if let Some((key_id, signed, signature)) = binding.as_ref()
             && *key_id == key.key_id
+            && signed == vkey
         {
             return Ok(signature.clone());
         }
-        let signature = sign_log_key(&key.private_key, instance_id, &self.instance_vkey())
+        let signature = sign_log_key(&key.private_key, instance_id, vkey)
             .map_err(|e| Problem::internal(format!("signing the log key: {e}")))?;
-        *binding = Some((key.key_id.clone(), signature.clone()));
+        *binding = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
         Ok(signature)
+    }
+}
+
+impl CurrentLogKey {
+    fn new(keys: LogKeys) -> CurrentLogKey {
+        CurrentLogKey {
+            signer: CheckpointSigner::new(keys.signer),
+            from: keys.from,
+            retired: keys.retired,
+        }
     }
 }
 
@@ -129,6 +157,8 @@ async fn checkpoint(
     let (size, root) = head_root(&state.store, plan_id).await?;
     let note = state
         .log
+        .current
+        .current()
         .signer
         .sign(&plan_id, size, root)
         .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
@@ -145,6 +175,8 @@ async fn plan_log_key(
     head_root(&state.store, plan_id).await?;
     let verifier = state
         .log
+        .current
+        .current()
         .signer
         .plan_verifier(&plan_id)
         .map_err(|e| Problem::internal(format!("deriving the plan's key: {e}")))?;
@@ -154,9 +186,9 @@ async fn plan_log_key(
 /// `GET /api/v1/log/keys`: the current instance vkey and the retired ones,
 /// with when each was in use.
 async fn log_keys(State(state): State<LogApi>) -> Response {
-    let log = &state.log;
+    let log = state.log.current.current();
     let body: Value = json!({
-        "current": {"vkey": log.instance_vkey(), "from": log.from},
+        "current": {"vkey": log.signer.instance_verifier().to_vkey(), "from": log.from},
         "retired": log.retired,
     });
     (

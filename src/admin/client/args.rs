@@ -146,6 +146,9 @@ pub(crate) enum KeysCommand {
     /// message signed with the old key; the old key moves to
     /// <data_dir>/federation-retired/.
     RotateRsa,
+    /// New Ed25519 log key for plan checkpoints. The old vkey stays listed
+    /// (GET /api/v1/log/keys) as retired, so old checkpoints still verify.
+    RotateLog,
 }
 
 #[derive(Debug, Subcommand)]

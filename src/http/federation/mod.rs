@@ -114,7 +114,9 @@ async fn instance(State(state): State<AppState>) -> Result<Json<Value>, Problem>
     let key = id.current();
     // The log key, bound to this identity by the instance key's signature.
     let log_key = state.log.instance_vkey();
-    let log_key_signature = state.log.binding_signature(&id.instance_id, &key)?;
+    let log_key_signature = state
+        .log
+        .binding_signature(&id.instance_id, &key, &log_key)?;
     Ok(Json(json!({
         "instanceId": id.instance_id,
         "name": id.name,
