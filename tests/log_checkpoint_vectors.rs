@@ -78,8 +78,7 @@ fn deterministic() -> Value {
 
 fn binding(vkey: &str) -> (Value, String) {
     let key = federation_common::test_key("log-checkpoint-vectors");
-    let signature =
-        logbook_federation::message::sign_log_key(&key, INSTANCE_ID, vkey).unwrap();
+    let signature = logbook_federation::message::sign_log_key(&key, INSTANCE_ID, vkey).unwrap();
     (
         json!({"instanceId": INSTANCE_ID, "logKey": vkey, "signature": signature}),
         federation_common::public_pem(&key),
@@ -101,14 +100,20 @@ fn vectors_are_reproduced_and_the_binding_verifies() {
         serde_json::from_str(&std::fs::read_to_string(path()).expect("the vectors file")).unwrap();
     let object = stored.as_object_mut().unwrap();
     let bound = object.remove("binding").expect("binding");
-    let pem = object.remove("binding_public_key").expect("binding_public_key");
-    assert_eq!(stored, expected, "the vectors changed; see this file's header");
+    let pem = object
+        .remove("binding_public_key")
+        .expect("binding_public_key");
+    assert_eq!(
+        stored, expected,
+        "the vectors changed; see this file's header"
+    );
 
     // The stored vectors check with the library as a verifier would use it.
     let instance = Verifier::parse(expected["instance_vkey"].as_str().unwrap()).unwrap();
     let plan = plan_verifier(&instance, &Uuid::parse_str(PLAN).unwrap()).unwrap();
     assert_eq!(plan.to_vkey(), expected["plan_vkey"]);
-    let checkpoint = verify_checkpoint(expected["note"].as_str().unwrap().as_bytes(), &plan).unwrap();
+    let checkpoint =
+        verify_checkpoint(expected["note"].as_str().unwrap().as_bytes(), &plan).unwrap();
     assert_eq!(checkpoint.size, SIZE as u64);
     let rsa = logbook_federation::identity::public_key_from_pem(pem.as_str().unwrap()).unwrap();
     assert_eq!(bound["logKey"], expected["instance_vkey"]);

@@ -52,7 +52,9 @@ async fn a_plans_checkpoint_verifies_and_covers_its_events() {
     let plan = new_plan();
     fill(&daemon, plan, 5).await;
 
-    let resp = daemon.get_json(&format!("/api/plans/{plan}/checkpoint")).await;
+    let resp = daemon
+        .get_json(&format!("/api/plans/{plan}/checkpoint"))
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(
         resp.header("content-type"),
@@ -128,11 +130,12 @@ async fn the_instance_document_binds_the_log_key_and_the_key_file_is_private() {
     );
     let keys = daemon.get_json("/api/v1/log/keys").await;
     assert_eq!(keys.json["current"]["vkey"], log_key.as_str());
-    let rsa = logbook_federation::identity::public_key_from_pem(
-        doc.json["publicKey"].as_str().unwrap(),
-    )
-    .unwrap();
-    let signature = doc.json["logKeySignature"].as_str().expect("logKeySignature");
+    let rsa =
+        logbook_federation::identity::public_key_from_pem(doc.json["publicKey"].as_str().unwrap())
+            .unwrap();
+    let signature = doc.json["logKeySignature"]
+        .as_str()
+        .expect("logKeySignature");
     assert!(logbook_federation::message::verify_log_key(
         &rsa,
         instance_id,
@@ -187,7 +190,9 @@ async fn unknown_plans_bad_ids_and_missing_scopes_are_refused() {
             404,
         );
         assert_problem(
-            &daemon.get_json(&format!("/api/plans/not-a-uuid/{route}")).await,
+            &daemon
+                .get_json(&format!("/api/plans/not-a-uuid/{route}"))
+                .await,
             400,
         );
     }

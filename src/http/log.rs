@@ -12,12 +12,12 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use logbook_base::reloadable::Reloadable;
 use logbook_federation::identity::OwnKey;
 use logbook_federation::message::sign_log_key;
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
-use logbook_base::reloadable::Reloadable;
 use logbook_journal::store::AsyncStore;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -64,7 +64,12 @@ impl LogState {
 
     /// `{origin_prefix}`, the name the log key signs under.
     pub(crate) fn origin_prefix(&self) -> String {
-        self.current.current().signer.instance_verifier().name.clone()
+        self.current
+            .current()
+            .signer
+            .instance_verifier()
+            .name
+            .clone()
     }
 
     /// `logKeySignature` for the instance document, by `key`.

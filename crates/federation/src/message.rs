@@ -243,13 +243,21 @@ pub fn log_key_signing_input(instance_id: &str, log_key: &str) -> String {
 }
 
 /// `logKeySignature`: base64 RSASSA-PSS-SHA256 (salt 32) by the instance key.
-pub fn sign_log_key(key: &PrivateKey, instance_id: &str, log_key: &str) -> Result<String, SignError> {
+pub fn sign_log_key(
+    key: &PrivateKey,
+    instance_id: &str,
+    log_key: &str,
+) -> Result<String, SignError> {
     sign_bytes(key, log_key_signing_input(instance_id, log_key).as_bytes())
 }
 
 /// Checks a `logKeySignature` with the instance's (pinned) public key.
 pub fn verify_log_key(key: &PublicKey, instance_id: &str, log_key: &str, signature: &str) -> bool {
-    verify_bytes(key, log_key_signing_input(instance_id, log_key).as_bytes(), signature)
+    verify_bytes(
+        key,
+        log_key_signing_input(instance_id, log_key).as_bytes(),
+        signature,
+    )
 }
 
 #[cfg(test)]

@@ -94,11 +94,7 @@ impl CheckpointSigner {
             signatures: vec![signature],
         });
         let mut cache = self.lock();
-        if cache
-            .notes
-            .insert(key, (root, note.clone()))
-            .is_none()
-        {
+        if cache.notes.insert(key, (root, note.clone())).is_none() {
             cache.order.push_back(key);
         }
         while cache.order.len() > CACHE_ENTRIES {

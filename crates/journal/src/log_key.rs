@@ -85,9 +85,15 @@ impl std::fmt::Debug for LogKeys {
 /// Why the log key could not be loaded or created.
 #[derive(Debug)]
 pub enum LogKeyError {
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
     /// A file is not what it should be (the detail says how).
-    Bad { path: PathBuf, what: String },
+    Bad {
+        path: PathBuf,
+        what: String,
+    },
     /// `origin_prefix` is not a valid key name.
     Name(NoteError),
 }
@@ -227,9 +233,9 @@ fn finish_rotation(data_dir: &Path, history: &Option<History>) -> Result<(), Log
     let Some(signer) = read_skey(&staged)? else {
         return Ok(());
     };
-    let named = history.as_ref().is_some_and(|h| {
-        h.current.public_key == BASE64.encode(signer.verifier().key.as_bytes())
-    });
+    let named = history
+        .as_ref()
+        .is_some_and(|h| h.current.public_key == BASE64.encode(signer.verifier().key.as_bytes()));
     if named {
         let path = data_dir.join(LOG_KEY_FILE);
         std::fs::rename(&staged, &path).map_err(io_error(&path))?;
@@ -337,9 +343,14 @@ mod tests {
             LogKeys::load(dir.path(), "has space"),
             Err(LogKeyError::Name(_))
         ));
-        std::fs::write(dir.path().join(LOG_KEY_FILE), "PRIVATE+KEY+x+00000000+secretbits\n")
-            .unwrap();
-        let err = LogKeys::load(dir.path(), "logbook/a").unwrap_err().to_string();
+        std::fs::write(
+            dir.path().join(LOG_KEY_FILE),
+            "PRIVATE+KEY+x+00000000+secretbits\n",
+        )
+        .unwrap();
+        let err = LogKeys::load(dir.path(), "logbook/a")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secretbits"), "{err}");
     }
 

@@ -376,7 +376,9 @@ fn parse_key_id(id: &str) -> Result<u32, NoteError> {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     {
-        return Err(NoteError::BadKey("the key id must be 8 lowercase hex digits"));
+        return Err(NoteError::BadKey(
+            "the key id must be 8 lowercase hex digits",
+        ));
     }
     u32::from_str_radix(id, 16).map_err(|_| NoteError::BadKey("bad key id"))
 }

@@ -137,6 +137,8 @@ pub(crate) enum DeadCommand {
     },
 }
 
+// The variants are the subcommands `rotate-hmac`, `rotate-rsa`, `rotate-log`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
     /// New events get a new HMAC key (and key id); old events still verify.
