@@ -20,6 +20,7 @@ use logbook_base::private_file::ensure_private_dir;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{StreamStats, fanout};
 use logbook_journal::keys::{KeySource, Keyring};
+use logbook_journal::log_key::LogKeys;
 use logbook_journal::registry::Registry;
 use logbook_journal::store::{AsyncStore, DB_FILE, Store, StoreOptions};
 
@@ -134,6 +135,24 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     let shutdown = CancellationToken::new();
     let federation =
         crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
+    let log_keys = {
+        let prefix = config
+            .checkpoints
+            .origin_prefix_for(&federation.identity().instance_id);
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || LogKeys::load(&dir, &prefix))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("loading the log key: {e}"))?
+    };
+    // The vkey is public; the key itself is never logged.
+    let vkey = log_keys.signer.verifier().to_vkey();
+    if log_keys.created {
+        tracing::info!(%vkey, "generated the Ed25519 log key in the data dir (mode 0600); back it up with the journal");
+    } else {
+        tracing::info!(%vkey, "log key");
+    }
+    let log = crate::http::log::LogState::new(log_keys);
     let state = AppState {
         federation: federation.clone(),
         store,
@@ -151,6 +170,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
             crate::http::edge::Policy::new(&config.server.allowed_hosts, &config.http.cors_origins),
             config.sse.max_streams,
         )),
+        log: Arc::new(log),
     };
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
@@ -173,6 +193,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
             config: Reloadable::new(config.clone()),
             token_sources,
             changes: Default::default(),
+            log: state.log.clone(),
         }),
         http: state,
     };

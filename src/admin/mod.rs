@@ -51,6 +51,8 @@ pub(crate) struct Context {
     pub(crate) token_sources: tokens::TokenSources,
     /// Serializes config reloads and token changes.
     pub(crate) changes: tokio::sync::Mutex<()>,
+    /// The log key that signs plan checkpoints (`keys rotate-log`).
+    pub(crate) log: Arc<crate::http::log::LogState>,
 }
 
 /// The group allowed besides the daemon's user and root, as resolved from

@@ -44,6 +44,12 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
     if new.log.format != old.log.format {
         tracing::warn!("log.format changes need a restart; keeping the running format");
     }
+    if new.checkpoints.origin_prefix != old.checkpoints.origin_prefix {
+        // Key names are pinned by verifiers; a rename is a deliberate restart.
+        tracing::warn!(
+            "checkpoints.origin_prefix changes need a restart; keeping the running prefix"
+        );
+    }
     if !new.auth.tokens.is_empty() && !http.tokens.latched() {
         // Persisted before the tokens take effect, so a restart keeps it.
         http.store

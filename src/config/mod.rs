@@ -31,6 +31,48 @@ pub(crate) struct Config {
     pub(crate) peers: Vec<PeerConfig>,
     #[serde(default)]
     pub(crate) storage: StorageConfig,
+    #[serde(default)]
+    pub(crate) checkpoints: CheckpointsConfig,
+}
+
+/// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CheckpointsConfig {
+    /// The log key's name; a plan's origin is `{origin_prefix}/{plan_id}`.
+    /// `{instanceId}` stands for the federation instance id.
+    pub(crate) origin_prefix: String,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> CheckpointsConfig {
+        CheckpointsConfig {
+            origin_prefix: "logbook/{instanceId}".into(),
+        }
+    }
+}
+
+impl CheckpointsConfig {
+    /// The prefix with the instance id in place of `{instanceId}`.
+    pub(crate) fn origin_prefix_for(&self, instance_id: &str) -> String {
+        self.origin_prefix.replace("{instanceId}", instance_id)
+    }
+
+    /// A prefix must make a valid signed-note key name (no spaces, no '+')
+    /// and one line of origin; a trailing '/' would double the separator.
+    fn check(&self) -> Result<(), String> {
+        let prefix = self.origin_prefix_for("instance");
+        if !logbook_tlog::note::valid_key_name(&prefix)
+            || prefix.chars().any(char::is_control)
+            || prefix.ends_with('/')
+        {
+            return Err(format!(
+                "checkpoints.origin_prefix {:?} must be non-empty, without spaces, '+' or a trailing '/' (a signed-note key name)",
+                self.origin_prefix
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[storage]`: how the journal database is written.
@@ -325,6 +367,7 @@ impl Config {
                 return Err(format!("auth.tokens[{}].scopes must not be empty", t.name));
             }
         }
+        self.checkpoints.check()?;
         Ok(())
     }
 
@@ -434,5 +477,22 @@ mod tests {
         );
         c.auth.required = AuthRequired::Always;
         c.check_exposure(0, false).unwrap();
+    }
+
+    #[test]
+    fn the_origin_prefix_must_make_a_key_name() {
+        let mut c = Config::embedded_default();
+        assert_eq!(
+            c.checkpoints.origin_prefix_for("edge-1"),
+            "logbook/edge-1",
+            "the shipped default"
+        );
+        for bad in ["", "a b", "a+b", "logbook/", "a\u{0}b"] {
+            c.checkpoints.origin_prefix = bad.into();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("checkpoints.origin_prefix"), "{bad:?}: {err}");
+        }
+        c.checkpoints.origin_prefix = "example.org/logs/{instanceId}".into();
+        c.validate().unwrap();
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod auth;
 pub(crate) mod edge;
 pub(crate) mod extract;
 pub(crate) mod federation;
+pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod problem;
 pub(crate) mod serve;
@@ -56,6 +57,8 @@ pub(crate) struct AppState {
     pub(crate) federation: Arc<crate::federation::Federation>,
     /// Host, Origin and stream-cap checks in front of every route.
     pub(crate) edge: Arc<edge::Edge>,
+    /// The log key that signs plan checkpoints.
+    pub(crate) log: Arc<log::LogState>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -84,6 +87,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(read)
         .merge(append)
         .merge(federation::router(state.clone()))
+        .merge(log::router(&state))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -234,10 +234,44 @@ pub fn now_ms() -> i64 {
     logbook_journal::event::Timestamp::now().millis()
 }
 
+/// The bytes `logKeySignature` in the instance document covers:
+/// `UTF-8(JCS({"instanceId", "logKey"}))`. It binds the instance's log key
+/// (a C2SP vkey) to its federation identity: a peer that pinned the RSA key
+/// trusts the log key too.
+pub fn log_key_signing_input(instance_id: &str, log_key: &str) -> String {
+    canonical_json(&serde_json::json!({"instanceId": instance_id, "logKey": log_key}))
+}
+
+/// `logKeySignature`: base64 RSASSA-PSS-SHA256 (salt 32) by the instance key.
+pub fn sign_log_key(
+    key: &PrivateKey,
+    instance_id: &str,
+    log_key: &str,
+) -> Result<String, SignError> {
+    sign_bytes(key, log_key_signing_input(instance_id, log_key).as_bytes())
+}
+
+/// Checks a `logKeySignature` with the instance's (pinned) public key.
+pub fn verify_log_key(key: &PublicKey, instance_id: &str, log_key: &str, signature: &str) -> bool {
+    verify_bytes(
+        key,
+        log_key_signing_input(instance_id, log_key).as_bytes(),
+        signature,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_log_key_signature_covers_jcs_of_the_two_members() {
+        assert_eq!(
+            log_key_signing_input("edge-1", "logbook/edge-1+0badc0de+AQ=="),
+            r#"{"instanceId":"edge-1","logKey":"logbook/edge-1+0badc0de+AQ=="}"#
+        );
+    }
 
     #[test]
     fn the_content_digest_is_the_hash_of_the_canonical_content() {

@@ -14,5 +14,8 @@ pub mod keys;
 pub mod registry;
 pub mod store;
 pub mod validate;
+// Verifiable plan logs: the log key and the signed checkpoints.
+pub mod checkpoint;
+pub mod log_key;
 
 pub use event::Event;

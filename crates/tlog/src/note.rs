@@ -322,6 +322,67 @@ impl Signer25519 {
     }
 }
 
+/// Go's `golang.org/x/mod/sumdb/note` signer key text prefix.
+const SKEY_PREFIX: &str = "PRIVATE+KEY+";
+
+impl Signer25519 {
+    /// The private key as Go's `note.NewSigner` reads it:
+    /// `PRIVATE+KEY+<name>+<8 hex key id>+<base64(0x01 ‖ 32-byte seed)>`.
+    /// This is the secret: write it only to a private file.
+    pub fn to_skey(&self) -> String {
+        let mut key = vec![ALG_ED25519];
+        key.extend_from_slice(&self.key.to_bytes());
+        format!(
+            "{SKEY_PREFIX}{}+{:08x}+{}",
+            self.name,
+            self.verifier.key_id,
+            BASE64.encode(key)
+        )
+    }
+
+    /// Parses a signer key in Go's form (see [`Signer25519::to_skey`]),
+    /// checking that the id matches the name and the key's public half.
+    pub fn parse_skey(skey: &str) -> Result<Signer25519, NoteError> {
+        use NoteError::BadKey;
+        let rest = skey
+            .strip_prefix(SKEY_PREFIX)
+            .ok_or(BadKey("a signer key starts with PRIVATE+KEY+"))?;
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(BadKey("a signer key is PRIVATE+KEY+<name>+<key id>+<key>"));
+        };
+        let id = parse_key_id(id)?;
+        let bytes = BASE64
+            .decode(key)
+            .map_err(|_| BadKey("the key is not base64"))?;
+        let Some((&ALG_ED25519, seed)) = bytes.split_first() else {
+            return Err(BadKey("only Ed25519 (type 0x01) keys are supported"));
+        };
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| BadKey("an Ed25519 private key is 32 bytes"))?;
+        let signer = Signer25519::new(name, &seed)?;
+        if signer.verifier.key_id != id {
+            return Err(BadKey("the key id does not match the name and key"));
+        }
+        Ok(signer)
+    }
+}
+
+/// Eight lowercase hex digits, as Go writes key ids.
+fn parse_key_id(id: &str) -> Result<u32, NoteError> {
+    if id.len() != 8
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(NoteError::BadKey(
+            "the key id must be 8 lowercase hex digits",
+        ));
+    }
+    u32::from_str_radix(id, 16).map_err(|_| NoteError::BadKey("bad key id"))
+}
+
 /// A note text: UTF-8 without control characters other than newline, ending
 /// in a newline. (Blank lines inside are allowed by the spec.)
 pub fn check_text(text: &str) -> Result<(), NoteError> {
@@ -450,6 +511,27 @@ mod tests {
         let signer = Signer25519::new("example.com/logbook-vectors", &[0x42; 32]).unwrap();
         assert_eq!(signer.verifier().to_vkey(), vkey);
         assert_eq!(&Verifier::parse(vkey).unwrap(), signer.verifier());
+    }
+
+    /// Go's `note.GenerateKey` layout; the private text never shows in Debug.
+    #[test]
+    fn signer_keys_round_trip_in_gos_form() {
+        let s = signer("example.com/log");
+        let skey = s.to_skey();
+        assert!(skey.starts_with("PRIVATE+KEY+example.com/log+"), "{skey}");
+        let again = Signer25519::parse_skey(&skey).unwrap();
+        assert_eq!(again.verifier(), s.verifier());
+        assert!(!format!("{again:?}").contains(skey.rsplit('+').next().unwrap()));
+        let (head, key) = skey.rsplit_once('+').unwrap();
+        for bad in [
+            skey.replacen("PRIVATE+KEY+", "", 1),
+            skey.replacen("example.com/log", "example.com/other", 1),
+            format!("{head}+{}", &key[1..]),
+            format!("{head}+AQ=="),
+            String::new(),
+        ] {
+            assert!(Signer25519::parse_skey(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

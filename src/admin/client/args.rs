@@ -137,6 +137,8 @@ pub(crate) enum DeadCommand {
     },
 }
 
+// The variants are the subcommands `rotate-hmac`, `rotate-rsa`, `rotate-log`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
     /// New events get a new HMAC key (and key id); old events still verify.
@@ -146,6 +148,9 @@ pub(crate) enum KeysCommand {
     /// message signed with the old key; the old key moves to
     /// <data_dir>/federation-retired/.
     RotateRsa,
+    /// New Ed25519 log key for plan checkpoints. The old vkey stays listed
+    /// (GET /api/v1/log/keys) as retired, so old checkpoints still verify.
+    RotateLog,
 }
 
 #[derive(Debug, Subcommand)]

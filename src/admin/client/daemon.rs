@@ -111,6 +111,16 @@ impl Client {
                 );
                 });
             }
+            KeysCommand::RotateLog => {
+                let v = self.call(Method::POST, "/keys/rotate-log", None).await?;
+                self.show(&v, |v| {
+                    println!(
+                        "log key rotated: checkpoints are signed by {} (was {}, still listed as retired)",
+                        text(&v["new_vkey"]),
+                        text(&v["old_vkey"])
+                    );
+                });
+            }
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `keys rotate-hmac`, `keys rotate-rsa`, and `backup`.
+//! `keys rotate-hmac`, `keys rotate-rsa`, `keys rotate-log`, and `backup`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -159,6 +159,39 @@ pub(super) async fn rotate_rsa(
         "new_key_id": rotated.new_key_id,
         "fingerprint": rotated.fingerprint,
         "peers_notified": rotated.peers_notified,
+        "recorded_at_system_seq": recorded_seq,
+    })))
+}
+
+/// `keys rotate-log`: a new Ed25519 log key for plan checkpoints. The old
+/// vkey stays listed in `GET /api/v1/log/keys` as retired, so checkpoints
+/// it signed stay verifiable (see `logbook_journal::log_key`).
+pub(super) async fn rotate_log(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+) -> Result<Json<Value>, Problem> {
+    let _serialized = cx.changes.lock().await;
+    let (dir, prefix) = (cx.data_dir.clone(), cx.log.origin_prefix());
+    let old_vkey = cx.log.instance_vkey();
+    let keys = tokio::task::spawn_blocking(move || {
+        logbook_journal::log_key::LogKeys::rotate(&dir, &prefix)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(|e| Problem::internal(format!("rotating the log key: {e}")))?;
+    let new_vkey = keys.signer.verifier().to_vkey();
+    cx.log.replace(keys);
+    tracing::warn!(%old_vkey, %new_vkey, uid = peer.uid, "log key rotated");
+    let payload = json!({
+        "key": "log",
+        "old_vkey": old_vkey,
+        "new_vkey": new_vkey,
+        "rotated_by": who(&peer),
+    });
+    let recorded_seq = record_key_rotation(&cx, &payload).await?;
+    Ok(Json(json!({
+        "old_vkey": old_vkey,
+        "new_vkey": new_vkey,
         "recorded_at_system_seq": recorded_seq,
     })))
 }

@@ -42,7 +42,7 @@ pub(crate) fn router(
     reload: MethodRouter<Arc<Context>>,
 ) -> Router {
     use daemon::{get_log_level, set_log_level};
-    use keys::{backup, rotate_hmac, rotate_rsa};
+    use keys::{backup, rotate_hmac, rotate_log, rotate_rsa};
     use peers::{allow_peer, disallow_peer};
     use plans::{delete_plan, export_plan, list_plans, show_plan, verify_plan};
     use status::{metrics, status};
@@ -60,6 +60,7 @@ pub(crate) fn router(
         .route("/reload", reload)
         .route("/keys/rotate-hmac", post(rotate_hmac))
         .route("/keys/rotate-rsa", post(rotate_rsa))
+        .route("/keys/rotate-log", post(rotate_log))
         .route("/metrics", get(metrics))
         .route("/peers/{instance_id}/allow", post(allow_peer))
         .route("/peers/{instance_id}/disallow", post(disallow_peer))

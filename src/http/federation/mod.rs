@@ -109,10 +109,15 @@ fn fed(state: &AppState) -> Arc<Federation> {
     state.federation.clone()
 }
 
-async fn instance(State(state): State<AppState>) -> Json<Value> {
+async fn instance(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     let id = state.federation.identity();
     let key = id.current();
-    Json(json!({
+    // The log key, bound to this identity by the instance key's signature.
+    let log_key = state.log.instance_vkey();
+    let log_key_signature = state
+        .log
+        .binding_signature(&id.instance_id, &key, &log_key)?;
+    Ok(Json(json!({
         "instanceId": id.instance_id,
         "name": id.name,
         "publicKey": key.public_key_pem,
@@ -120,7 +125,9 @@ async fn instance(State(state): State<AppState>) -> Json<Value> {
         "fingerprint": key.fingerprint,
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": ["events", "batch", "journal-events", "subscribe", "ack"],
-    }))
+        "logKey": log_key,
+        "logKeySignature": log_key_signature,
+    })))
 }
 
 /// A problem with `retryAfter` (429, 503, 507) carries a `Retry-After` header.

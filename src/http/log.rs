@@ -1,0 +1,204 @@
+//! Plan checkpoints and the log keys (issue 10): `GET
+//! /api/plans/{plan_id}/checkpoint`, `GET /api/plans/{plan_id}/log-key` and
+//! `GET /api/v1/log/keys`, all behind the `read` scope. The signing, the
+//! names and the cache are `logbook_journal::checkpoint`'s; this module
+//! only reads the tree head and shapes the answers.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use logbook_base::reloadable::Reloadable;
+use logbook_federation::identity::OwnKey;
+use logbook_federation::message::sign_log_key;
+use logbook_journal::checkpoint::CheckpointSigner;
+use logbook_journal::event::Timestamp;
+use logbook_journal::log_key::{LogKeys, RetiredLogKey};
+use logbook_journal::store::AsyncStore;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth;
+use super::extract::PlanId;
+use super::problem::Problem;
+
+/// The log key in use (replaced whole by a rotation), and the instance
+/// document's binding signature (RSA-PSS is slow; it is made once per RSA
+/// key and log key).
+pub(crate) struct LogState {
+    current: Reloadable<CurrentLogKey>,
+    /// (RSA key id, instance vkey, `logKeySignature`).
+    binding: Mutex<Option<(String, String, String)>>,
+}
+
+/// One log key with its history; a rotation starts a new signer (and so a
+/// new checkpoint cache).
+pub(crate) struct CurrentLogKey {
+    signer: CheckpointSigner,
+    from: Timestamp,
+    retired: Vec<RetiredLogKey>,
+}
+
+impl LogState {
+    pub(crate) fn new(keys: LogKeys) -> LogState {
+        LogState {
+            current: Reloadable::new(CurrentLogKey::new(keys)),
+            binding: Mutex::new(None),
+        }
+    }
+
+    /// Signs with `keys` from now on.
+    pub(crate) fn replace(&self, keys: LogKeys) {
+        self.current.replace(CurrentLogKey::new(keys));
+    }
+
+    /// The instance vkey, named `{origin_prefix}`.
+    pub(crate) fn instance_vkey(&self) -> String {
+        self.current.current().signer.instance_verifier().to_vkey()
+    }
+
+    /// `{origin_prefix}`, the name the log key signs under.
+    pub(crate) fn origin_prefix(&self) -> String {
+        self.current
+            .current()
+            .signer
+            .instance_verifier()
+            .name
+            .clone()
+    }
+
+    /// `logKeySignature` for the instance document, by `key`.
+    pub(crate) fn binding_signature(
+        &self,
+        instance_id: &str,
+        key: &OwnKey,
+        vkey: &str,
+    ) -> Result<String, Problem> {
+        let mut binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key_id, signed, signature)) = binding.as_ref()
+            && *key_id == key.key_id
+            && signed == vkey
+        {
+            return Ok(signature.clone());
+        }
+        let signature = sign_log_key(&key.private_key, instance_id, vkey)
+            .map_err(|e| Problem::internal(format!("signing the log key: {e}")))?;
+        *binding = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
+        Ok(signature)
+    }
+}
+
+impl CurrentLogKey {
+    fn new(keys: LogKeys) -> CurrentLogKey {
+        CurrentLogKey {
+            signer: CheckpointSigner::new(keys.signer),
+            from: keys.from,
+            retired: keys.retired,
+        }
+    }
+}
+
+/// What the log routes read.
+#[derive(Clone)]
+pub(crate) struct LogApi {
+    store: AsyncStore,
+    log: Arc<LogState>,
+}
+
+impl FromRef<AppState> for LogApi {
+    fn from_ref(state: &AppState) -> LogApi {
+        LogApi {
+            store: state.store.clone(),
+            log: state.log.clone(),
+        }
+    }
+}
+
+pub(crate) fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/plans/{plan_id}/checkpoint", get(checkpoint))
+        .route("/api/plans/{plan_id}/log-key", get(plan_log_key))
+        .route("/api/v1/log/keys", get(log_keys))
+        .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read))
+}
+
+/// The plan's head (tree size) and root; 404 when it has no events.
+async fn head_root(store: &AsyncStore, plan_id: Uuid) -> Result<(u64, [u8; 32]), Problem> {
+    let outcome = store
+        .run(move |s| s.tree(&plan_id).root(None))
+        .await?
+        .map_err(|e| Problem::internal(format!("reading the head's root: {e}")))?;
+    match outcome {
+        (0, _) => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
+        found => Ok(found),
+    }
+}
+
+/// `text/plain; charset=utf-8` with a cache policy.
+fn text(body: String, cache: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head.
+async fn checkpoint(
+    State(state): State<LogApi>,
+    PlanId(plan_id): PlanId,
+) -> Result<Response, Problem> {
+    let (size, root) = head_root(&state.store, plan_id).await?;
+    let note = state
+        .log
+        .current
+        .current()
+        .signer
+        .sign(&plan_id, size, root)
+        .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
+    // The head moves with every append: revalidate each time.
+    Ok(text(note.to_text(), "no-cache"))
+}
+
+/// `GET /api/plans/{plan_id}/log-key`: the plan's vkey, derived from the
+/// instance vkey (it changes only with a key rotation).
+async fn plan_log_key(
+    State(state): State<LogApi>,
+    PlanId(plan_id): PlanId,
+) -> Result<Response, Problem> {
+    head_root(&state.store, plan_id).await?;
+    let verifier = state
+        .log
+        .current
+        .current()
+        .signer
+        .plan_verifier(&plan_id)
+        .map_err(|e| Problem::internal(format!("deriving the plan's key: {e}")))?;
+    Ok(text(verifier.to_vkey(), "no-cache"))
+}
+
+/// `GET /api/v1/log/keys`: the current instance vkey and the retired ones,
+/// with when each was in use.
+async fn log_keys(State(state): State<LogApi>) -> Response {
+    let log = state.log.current.current();
+    let body: Value = json!({
+        "current": {"vkey": log.signer.instance_verifier().to_vkey(), "from": log.from},
+        "retired": log.retired,
+    });
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        axum::Json(body),
+    )
+        .into_response()
+}
