@@ -6,6 +6,8 @@ mod common;
 
 use common::{Daemon, DaemonOpts, assert_problem, event_body, new_plan, with_offline_store};
 use logbook_journal::chain::Signable;
+use logbook_tlog::checkpoint::verify_checkpoint;
+use logbook_tlog::note::Verifier;
 use serde_json::Value;
 
 async fn page(daemon: &Daemon, plan: impl std::fmt::Display, query: &str) -> Value {
@@ -47,6 +49,20 @@ async fn verify_1_checks_the_page_and_full_checks_the_chain() {
             beyond["verified_count"].clone()
         ),
         (true.into(), 0.into())
+    );
+
+    // The checkpoint the page was checked against: the head, signed.
+    let log_key = daemon.get_json(&format!("/api/plans/{plan}/log-key")).await;
+    let verifier = Verifier::parse(&log_key.text).unwrap();
+    let note = one["checkpoint"]
+        .as_str()
+        .expect("verify=1 carries the checkpoint");
+    let checkpoint = verify_checkpoint(note.as_bytes(), &verifier).expect("it verifies");
+    assert_eq!(checkpoint.size, 30);
+    assert_eq!(checkpoint.origin, verifier.name);
+    assert!(
+        full.get("checkpoint").is_none(),
+        "verify=full walks the chain only"
     );
 
     let bad = daemon

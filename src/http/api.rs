@@ -46,6 +46,8 @@ pub(crate) struct ApiState {
     shutdown: CancellationToken,
     stream_stats: Arc<StreamStats>,
     tokens: Arc<auth::Tokens>,
+    /// Signs the checkpoint a `verify=1` page was checked against.
+    log: Arc<super::log::LogState>,
 }
 
 impl FromRef<AppState> for ApiState {
@@ -59,6 +61,7 @@ impl FromRef<AppState> for ApiState {
             shutdown: state.shutdown.clone(),
             stream_stats: state.stream_stats.clone(),
             tokens: state.tokens.clone(),
+            log: state.log.clone(),
         }
     }
 }
@@ -358,7 +361,10 @@ pub(crate) async fn list_events(
                 .store
                 .run(move |s| s.verify_page(&plan_id, after, limit, &keyring))
                 .await?;
-            (page.events, Some(page.report))
+            let note = state
+                .log
+                .checkpoint_text(&plan_id, page.tree_size, page.root)?;
+            (page.events, Some((page.report, Some(note))))
         }
         // Today's whole-chain walk, then the page.
         Verify::Full => {
@@ -369,14 +375,15 @@ pub(crate) async fn list_events(
                     Ok::<_, StoreError>((s.plan_events_after(&plan_id, after, limit)?, report))
                 })
                 .await?;
-            (events, Some(report))
+            (events, Some((report, None)))
         }
     };
-    let verification = report.map(|report| Verification {
+    let verification = report.map(|(report, checkpoint)| Verification {
         chain_valid: report.is_valid(),
         broken_at: report.broken.map(|b| b.0),
         broken_reason: report.broken.map(|b| b.1),
         verified_count: report.verified,
+        checkpoint,
     });
     Ok(Json(EventsPage {
         plan_id,
@@ -412,6 +419,10 @@ struct Verification {
     broken_at: Option<u64>,
     broken_reason: Option<BrokenReason>,
     verified_count: u64,
+    /// With `verify=1`: the signed checkpoint of the head the page was
+    /// checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
 }
 
 #[derive(Deserialize)]

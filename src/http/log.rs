@@ -57,6 +57,22 @@ impl LogState {
         self.current.replace(CurrentLogKey::new(keys));
     }
 
+    /// The signed note text of `plan_id`'s checkpoint at `size` with `root`.
+    pub(crate) fn checkpoint_text(
+        &self,
+        plan_id: &Uuid,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<String, Problem> {
+        let note = self
+            .current
+            .current()
+            .signer
+            .sign(plan_id, size, root)
+            .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
+        Ok(note.to_text())
+    }
+
     /// The instance vkey, named `{origin_prefix}`.
     pub(crate) fn instance_vkey(&self) -> String {
         self.current.current().signer.instance_verifier().to_vkey()
@@ -160,15 +176,9 @@ async fn checkpoint(
     PlanId(plan_id): PlanId,
 ) -> Result<Response, Problem> {
     let (size, root) = head_root(&state.store, plan_id).await?;
-    let note = state
-        .log
-        .current
-        .current()
-        .signer
-        .sign(&plan_id, size, root)
-        .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
+    let note = state.log.checkpoint_text(&plan_id, size, root)?;
     // The head moves with every append: revalidate each time.
-    Ok(text(note.to_text(), "no-cache"))
+    Ok(text(note, "no-cache"))
 }
 
 /// `GET /api/plans/{plan_id}/log-key`: the plan's vkey, derived from the
