@@ -69,7 +69,11 @@ enum Command {
     /// Check an NDJSON export offline, without a daemon.
     ///
     /// Prints the event count and head signature and exits 0, or the first
-    /// broken seq and why and exits 1. The HMAC secret comes from the
+    /// broken seq and why and exits 1 (2 for a usage or I/O error). With
+    /// --log-key and --checkpoint it also checks the export against the
+    /// signed checkpoint: `ok`, `truncated` (the export is shorter) or
+    /// `root-mismatch` (the events are not the signed log), and then needs no
+    /// HMAC key. The HMAC secret comes from the
     /// variables named by --key-env (repeatable, for rotated keys), by default
     /// $LOGBOOK_HMAC_SECRET, $EVENT_BUS_HMAC_SECRET and $SESSION_SECRET. For a
     /// generated key: LOGBOOK_HMAC_SECRET="$(cat DATA_DIR/hmac.key)".
@@ -80,6 +84,15 @@ enum Command {
         /// Environment variable holding an HMAC secret.
         #[arg(long, value_name = "VAR")]
         key_env: Vec<String>,
+        /// The instance's log vkey (`GET /api/v1/log/keys`): with
+        /// --checkpoint, checks the export against the plan's signed
+        /// checkpoint, with no HMAC key needed.
+        #[arg(long, value_name = "VKEY", requires = "checkpoint")]
+        log_key: Option<String>,
+        /// A signed checkpoint of the plan (`logbook admin export PLAN
+        /// --checkpoint FILE`, or `GET /api/plans/{plan_id}/checkpoint`).
+        #[arg(long, value_name = "FILE", requires = "log_key")]
+        checkpoint: Option<PathBuf>,
     },
     /// Install a backup as the store of an empty data dir.
     ///
@@ -112,35 +125,101 @@ fn main() -> ExitCode {
             },
         ),
         Command::Admin(args) => crate::admin::client::run(args),
-        Command::Verify { export, key_env } => verify_export(&export, &key_env),
+        Command::Verify {
+            export,
+            key_env,
+            log_key,
+            checkpoint,
+        } => verify_export(&export, &key_env, log_key.as_deref(), checkpoint.as_deref()),
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
     }
 }
 
-fn verify_export(path: &std::path::Path, key_env: &[String]) -> ExitCode {
-    use crate::admin::offline::{Outcome, keyring_from_env, verify_export};
-    let result = keyring_from_env(key_env, |name| std::env::var(name).ok()).and_then(|keyring| {
+fn verify_export(
+    path: &std::path::Path,
+    key_env: &[String],
+    log_key: Option<&str>,
+    checkpoint: Option<&std::path::Path>,
+) -> ExitCode {
+    use crate::admin::offline::{LogCheck, LogOutcome, Outcome, keyring_from_env, verify_export};
+    let run = || -> Result<_, String> {
+        let log = match (log_key, checkpoint) {
+            (Some(vkey), Some(file)) => Some(LogCheck {
+                instance: logbook_tlog::note::Verifier::parse(vkey)
+                    .map_err(|e| format!("--log-key: {e}"))?,
+                checkpoint: std::fs::read(file)
+                    .map_err(|e| format!("reading {}: {e}", file.display()))?,
+            }),
+            _ => None,
+        };
+        // Against a checkpoint the HMAC key is optional: it only names the
+        // first bad seq. A variable named with --key-env must exist.
+        let keyring = match keyring_from_env(key_env, |name| std::env::var(name).ok()) {
+            Ok(keyring) => Some(keyring),
+            Err(_) if log.is_some() && key_env.is_empty() => None,
+            Err(e) => return Err(e),
+        };
         let file =
             std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        verify_export(std::io::BufReader::new(file), &keyring)
-    });
-    match result {
-        Ok(Outcome::Valid {
-            count,
-            head_signature,
-        }) => {
-            let head = head_signature.map_or("-".to_string(), |s| logbook_base::hex::encode(&s));
-            println!("ok: {count} events, head signature {head}");
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Broken { seq, line, reason }) => {
-            println!("broken at seq {seq} (line {line}): {reason}");
-            ExitCode::FAILURE
-        }
+        verify_export(
+            std::io::BufReader::new(file),
+            keyring.as_ref(),
+            log.as_ref(),
+        )
+    };
+    let verified = match run() {
+        Ok(verified) => verified,
         Err(e) => {
             eprintln!("logbook verify: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    let mut failed = false;
+    match (&verified.chain, &verified.log) {
+        (Outcome::Broken { reason, .. }, Some(LogOutcome::BadCheckpoint)) => {
+            println!("{reason}");
+            failed = true;
+        }
+        (Outcome::Broken { seq, line, reason }, Some(LogOutcome::RootMismatch)) => {
+            println!("root-mismatch: first bad seq {seq} (line {line}): {reason}");
+            failed = true;
+        }
+        (Outcome::Broken { seq, line, reason }, _) => {
+            println!("broken at seq {seq} (line {line}): {reason}");
+            failed = true;
+        }
+        (
+            Outcome::Valid {
+                count,
+                head_signature,
+            },
+            _,
+        ) => match head_signature {
+            Some(head) => println!(
+                "ok: {count} events, head signature {}",
+                logbook_base::hex::encode(head)
+            ),
+            None => println!("ok: {count} events in order (no HMAC key: signatures not checked)"),
+        },
+    }
+    match verified.log {
+        Some(LogOutcome::Ok { size }) => {
+            println!("ok: the first {size} events are the signed checkpoint's log")
+        }
+        Some(LogOutcome::Truncated { export, checkpoint }) => {
+            println!("truncated: the export has {export} events, the checkpoint {checkpoint}");
+            failed = true;
+        }
+        Some(LogOutcome::RootMismatch) if matches!(verified.chain, Outcome::Valid { .. }) => {
+            println!("root-mismatch: the events do not rebuild the checkpoint's root");
+            failed = true;
+        }
+        Some(LogOutcome::RootMismatch | LogOutcome::BadCheckpoint) | None => {}
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

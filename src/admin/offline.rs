@@ -1,11 +1,18 @@
 //! Offline verification of an NDJSON export (`logbook verify --export FILE`):
-//! checks the chain with no daemon and no store, only the HMAC secret(s).
+//! checks the chain with no daemon and no store, with the HMAC secret(s),
+//! and, with `--log-key` and `--checkpoint`, the export against a signed
+//! checkpoint of its plan's log, with no HMAC key at all.
 
 use std::io::BufRead;
 
 use logbook_journal::Event;
-use logbook_journal::chain::ChainVerifier;
+use logbook_journal::chain::{ChainVerifier, log_entry};
+use logbook_journal::checkpoint::plan_verifier;
 use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
+use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
+use logbook_tlog::merkle::{self, StreamingRoot};
+use logbook_tlog::note::Verifier;
+use uuid::Uuid;
 
 /// The result of checking an export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,68 +62,196 @@ pub(crate) fn keyring_from_env(
     })
 }
 
+/// What `--log-key` and `--checkpoint` ask to check: the export's first
+/// `size` events must be the log of the checkpoint, signed by the plan key
+/// derived from the instance vkey.
+pub(crate) struct LogCheck {
+    pub(crate) instance: Verifier,
+    pub(crate) checkpoint: Vec<u8>,
+}
+
+/// What checking the export against its checkpoint found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LogOutcome {
+    /// The first `size` events rebuild the checkpoint's root.
+    Ok { size: u64 },
+    /// The export is shorter than the checkpoint: its tail was cut off.
+    Truncated { export: u64, checkpoint: u64 },
+    /// The events do not rebuild the checkpoint's root.
+    RootMismatch,
+    /// The checkpoint is not one of this plan signed by the log key (the
+    /// chain outcome says why).
+    BadCheckpoint,
+}
+
+/// The chain's verdict (format and order always; HMAC when a keyring is
+/// given) and, when asked, the log's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub(crate) chain: Outcome,
+    pub(crate) log: Option<LogOutcome>,
+}
+
+/// Lines parsed and hashed per round; each round's lines are spread over
+/// every core, then taken in order.
+const CHUNK: usize = 8192;
+
 /// Verifies an export read line by line. Lines must be one plan's events
-/// from seq 1 in order, as `logbook admin export` writes them.
-pub(crate) fn verify_export(reader: impl BufRead, keyring: &Keyring) -> Result<Outcome, String> {
+/// from seq 1 in order, as `logbook admin export` writes them. Parsing and
+/// hashing (the payload hash, the log leaf) use every core; the chain
+/// links are checked in order.
+pub(crate) fn verify_export(
+    reader: impl BufRead,
+    keyring: Option<&Keyring>,
+    log: Option<&LogCheck>,
+) -> Result<Verified, String> {
     let mut verifier = ChainVerifier::default();
-    let mut plan = None;
-    for (index, line) in reader.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let line = line.map_err(|e| format!("reading line {line_no}: {e}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let expected = verifier.last_seq() + 1;
-        let event: Event = match serde_json::from_str(&line) {
-            Ok(event) => event,
-            Err(e) => {
-                return Ok(Outcome::Broken {
-                    seq: expected,
-                    line: line_no,
-                    reason: format!("malformed event: {e}"),
-                });
+    let mut plan: Option<Uuid> = None;
+    let mut count = 0u64;
+    let mut leaves = StreamingRoot::new();
+    // (checkpoint, the root of the export's first `size` events)
+    let mut checkpoint: Option<(Checkpoint, Option<[u8; 32]>)> = None;
+    let mut lines = reader.lines().enumerate();
+    let broken = |seq, line, reason: String| Outcome::Broken { seq, line, reason };
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for (index, line) in lines.by_ref() {
+            let line_no = index as u64 + 1;
+            let line = line.map_err(|e| format!("reading line {line_no}: {e}"))?;
+            if !line.trim().is_empty() {
+                chunk.push((line_no, line));
             }
-        };
-        // Exactly as `logbook admin export` writes it: no unknown member, no
-        // other spelling of an id or hash. The signature covers the values,
-        // not their spelling, so a reader of the file could otherwise see
-        // data that nothing signed.
-        if serde_json::to_string(&event).ok().as_deref() != Some(line.as_str()) {
-            return Ok(Outcome::Broken {
-                seq: event.seq,
-                line: line_no,
-                reason: "not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into(),
-            });
-        }
-        if *plan.get_or_insert(event.plan_id) != event.plan_id {
-            return Ok(Outcome::Broken {
-                seq: event.seq,
-                line: line_no,
-                reason: "plan_id differs from the first event's".into(),
-            });
-        }
-        if let Err(reason) = verifier.check(&event, keyring) {
-            let mut reason = reason.as_str().to_string();
-            if reason == "signature" && keyring.get(&event.key_id).is_none() {
-                reason.push_str(&format!(" (no secret for key_id {})", event.key_id));
+            if chunk.len() == CHUNK {
+                break;
             }
-            return Ok(Outcome::Broken {
-                seq: event.seq,
-                line: line_no,
-                reason,
-            });
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        for (parsed, (line_no, _)) in parse_all(&chunk).into_iter().zip(&chunk) {
+            let line_no = *line_no;
+            let expected = count + 1;
+            let (event, leaf) = match parsed {
+                Ok(parsed) => parsed,
+                Err(reason) => {
+                    return Ok(stop(broken(expected, line_no, reason), log, &checkpoint));
+                }
+            };
+            if *plan.get_or_insert(event.plan_id) != event.plan_id {
+                let reason = "plan_id differs from the first event's".to_string();
+                return Ok(stop(broken(event.seq, line_no, reason), log, &checkpoint));
+            }
+            if checkpoint.is_none()
+                && let Some(log) = log
+            {
+                match open_checkpoint(log, &event.plan_id) {
+                    Ok(cp) => checkpoint = Some((cp, None)),
+                    Err(reason) => {
+                        return Ok(Verified {
+                            chain: broken(event.seq, line_no, reason),
+                            log: Some(LogOutcome::BadCheckpoint),
+                        });
+                    }
+                }
+            }
+            let checked = match keyring {
+                Some(keyring) => verifier.check(&event, keyring).map_err(|reason| {
+                    let mut reason = reason.as_str().to_string();
+                    if reason == "signature" && keyring.get(&event.key_id).is_none() {
+                        reason.push_str(&format!(" (no secret for key_id {})", event.key_id));
+                    }
+                    reason
+                }),
+                None if event.seq != expected => Err("seq_gap".to_string()),
+                None => Ok(()),
+            };
+            if let Err(reason) = checked {
+                return Ok(stop(broken(event.seq, line_no, reason), log, &checkpoint));
+            }
+            count += 1;
+            leaves.push(leaf);
+            if let Some((cp, root @ None)) = &mut checkpoint
+                && cp.size == count
+            {
+                *root = Some(leaves.root());
+            }
         }
     }
     // Every plan has at least one event: an empty file is not an export.
-    if verifier.last_seq() == 0 {
-        return Ok(Outcome::Broken {
-            seq: 1,
-            line: 0,
-            reason: "the export holds no events".into(),
-        });
+    if count == 0 {
+        let reason = "the export holds no events".to_string();
+        return Ok(stop(broken(1, 0, reason), log, &checkpoint));
     }
-    Ok(Outcome::Valid {
-        count: verifier.last_seq(),
-        head_signature: verifier.last_signature(),
+    let log = checkpoint.map(|(cp, root)| match root {
+        _ if cp.size > count => LogOutcome::Truncated {
+            export: count,
+            checkpoint: cp.size,
+        },
+        Some(root) if root == cp.root => LogOutcome::Ok { size: cp.size },
+        // A checkpoint of size 0 is the empty tree, whatever the export holds.
+        None if cp.size == 0 && cp.root == merkle::empty_root() => LogOutcome::Ok { size: 0 },
+        _ => LogOutcome::RootMismatch,
+    });
+    Ok(Verified {
+        chain: Outcome::Valid {
+            count,
+            head_signature: keyring.and(verifier.last_signature()),
+        },
+        log,
     })
+}
+
+/// A chain break ends the check. With a checkpoint asked for, the export
+/// matches the log only if the checkpoint's events all came before it.
+fn stop(
+    chain: Outcome,
+    log: Option<&LogCheck>,
+    state: &Option<(Checkpoint, Option<[u8; 32]>)>,
+) -> Verified {
+    let log = log.map(|_| match state {
+        Some((cp, Some(root))) if *root == cp.root => LogOutcome::Ok { size: cp.size },
+        _ => LogOutcome::RootMismatch,
+    });
+    Verified { chain, log }
+}
+
+/// The checkpoint, verified with the plan's key derived from the instance vkey.
+fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
+    let plan_key = plan_verifier(&log.instance, plan)
+        .map_err(|e| format!("bad-checkpoint: deriving the key of plan {plan}: {e}"))?;
+    verify_checkpoint(&log.checkpoint, &plan_key).map_err(|e| {
+        format!("bad-checkpoint: not a checkpoint of plan {plan} signed by the --log-key: {e}")
+    })
+}
+
+/// Parses each line, checks it is exactly as logbook writes it, and
+/// computes its log leaf, on every core; results in line order.
+fn parse_all(chunk: &[(u64, String)]) -> Vec<Result<(Event, [u8; 32]), String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = chunk.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = chunk
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|(_, l)| parse_line(l)).collect::<Vec<_>>())
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().expect("parsing a line does not panic"))
+            .collect()
+    })
+}
+
+fn parse_line(line: &str) -> Result<(Event, [u8; 32]), String> {
+    let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
+    // Exactly as `logbook admin export` writes it: no unknown member, no
+    // other spelling of an id or hash. The signature covers the values,
+    // not their spelling, so a reader of the file could otherwise see
+    // data that nothing signed.
+    if serde_json::to_string(&event).ok().as_deref() != Some(line) {
+        return Err("not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into());
+    }
+    let leaf = merkle::leaf_hash(log_entry(&event).as_bytes());
+    Ok((event, leaf))
 }

@@ -160,6 +160,56 @@ fn ranged<R: HashReader>(
     Ok(node_hash(&left, &right))
 }
 
+/// The root of a log computed while its leaves stream past, in O(log n)
+/// memory: the roots of the perfect subtrees that make up the leaves so
+/// far (the binary digits of the size), merged as leaves complete them.
+#[derive(Debug, Clone, Default)]
+pub struct StreamingRoot {
+    /// (level, hash), levels strictly decreasing from the bottom.
+    stack: Vec<(u8, Hash)>,
+    size: u64,
+}
+
+impl StreamingRoot {
+    pub fn new() -> StreamingRoot {
+        StreamingRoot::default()
+    }
+
+    /// Appends the next leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut level = 0u8;
+        let mut hash = leaf;
+        while let Some(&(top, left)) = self.stack.last() {
+            if top != level {
+                break;
+            }
+            self.stack.pop();
+            hash = node_hash(&left, &hash);
+            level += 1;
+        }
+        self.stack.push((level, hash));
+        self.size += 1;
+    }
+
+    /// Leaves pushed so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// MTH of the leaves pushed so far (RFC 9162 §2.1.1): the perfect
+    /// subtrees merged from the right.
+    pub fn root(&self) -> Hash {
+        let mut subtrees = self.stack.iter().rev();
+        let Some(&(_, mut hash)) = subtrees.next() else {
+            return empty_root();
+        };
+        for (_, left) in subtrees {
+            hash = node_hash(left, &hash);
+        }
+        hash
+    }
+}
+
 /// Why a proof cannot be made: the arguments are outside the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofRequestError {
@@ -352,6 +402,23 @@ pub fn verify_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streaming_root_is_the_root_at_every_size() {
+        let leaves: Vec<Hash> = (0..70u8).map(|i| leaf_hash(&[i])).collect();
+        let mut store = std::collections::HashMap::new();
+        let mut streaming = StreamingRoot::new();
+        assert_eq!(streaming.root(), empty_root());
+        for (n, leaf) in leaves.iter().enumerate() {
+            let new = hashes_to_store(n as u64, *leaf, &mut |id: NodeId| Ok::<_, ()>(store[&id]))
+                .unwrap();
+            store.extend(new);
+            streaming.push(*leaf);
+            let mut read = |id: NodeId| Ok::<_, ()>(store[&id]);
+            assert_eq!(streaming.size(), n as u64 + 1);
+            assert_eq!(streaming.root(), root(n as u64 + 1, &mut read).unwrap());
+        }
+    }
 
     #[test]
     fn a_range_of_leaves_reproduces_the_root_only_when_unchanged() {

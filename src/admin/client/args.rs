@@ -41,6 +41,10 @@ pub(crate) enum AdminCommand {
     Export {
         /// Plan id (UUID).
         plan: String,
+        /// Also write the plan's signed checkpoint at the exported size to
+        /// FILE, for `logbook verify --export … --log-key … --checkpoint FILE`.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
     },
     /// Write a consistent snapshot of the store to FILE while the daemon
     /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.

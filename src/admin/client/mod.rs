@@ -63,7 +63,9 @@ impl Client {
             } => return self.verify(&plan).await,
             AdminCommand::Verify { plan: None, .. } => return self.verify_all().await,
             AdminCommand::Tokens(command) => self.tokens(command).await?,
-            AdminCommand::Export { plan } => self.export(&plan).await?,
+            AdminCommand::Export { plan, checkpoint } => {
+                self.export(&plan, checkpoint.as_deref()).await?
+            }
             AdminCommand::Backup { file } => self.backup(&file).await?,
             AdminCommand::LogLevel { level } => self.log_level(level).await?,
             AdminCommand::Keys(command) => self.keys(command).await?,

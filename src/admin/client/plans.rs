@@ -119,13 +119,27 @@ impl Client {
         })
     }
 
-    pub(crate) async fn export(&self, plan: &str) -> Result<(), Failure> {
+    pub(crate) async fn export(
+        &self,
+        plan: &str,
+        checkpoint: Option<&Path>,
+    ) -> Result<(), Failure> {
         let mut body = self
             .open(Method::GET, &format!("/plans/{}/export", segment(plan)))
             .await?;
-        let mut out = std::io::stdout().lock();
+        let mut out = LineCount(std::io::stdout().lock(), 0);
         copy_body(&mut body, &mut out, "export").await?;
         out.flush()?;
+        let Some(file) = checkpoint else {
+            return Ok(());
+        };
+        // The checkpoint of exactly the events written: one per line.
+        let path = format!("/plans/{}/checkpoint?size={}", segment(plan), out.1);
+        let mut note = self.open(Method::GET, &path).await?;
+        let mut text = Vec::new();
+        copy_body(&mut note, &mut text, "checkpoint").await?;
+        std::fs::write(file, text)
+            .map_err(|e| Failure(format!("writing {}: {e}", file.display())))?;
         Ok(())
     }
 
@@ -160,5 +174,20 @@ impl Client {
                 Err(e)
             }
         }
+    }
+}
+
+/// A writer that counts the newlines passing through it.
+struct LineCount<W>(W, u64);
+
+impl<W: Write> Write for LineCount<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }

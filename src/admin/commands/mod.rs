@@ -44,7 +44,7 @@ pub(crate) fn router(
     use daemon::{get_log_level, set_log_level};
     use keys::{backup, rotate_hmac, rotate_log, rotate_rsa};
     use peers::{allow_peer, disallow_peer};
-    use plans::{delete_plan, export_plan, list_plans, show_plan, verify_plan};
+    use plans::{delete_plan, export_plan, list_plans, plan_checkpoint, show_plan, verify_plan};
     use status::{metrics, status};
     use tokens::{create_token, list_tokens, revoke_token};
     Router::new()
@@ -53,6 +53,7 @@ pub(crate) fn router(
         .route("/plans/{plan_id}", get(show_plan).delete(delete_plan))
         .route("/plans/{plan_id}/verify", post(verify_plan))
         .route("/plans/{plan_id}/export", get(export_plan))
+        .route("/plans/{plan_id}/checkpoint", get(plan_checkpoint))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name_or_id}", delete(revoke_token))
         .route("/backup", post(backup))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Context, Ctx, plan_id, who};
-use crate::http::extract::Path;
+use crate::http::extract::{Path, Query};
 use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_base::hex;
@@ -155,4 +155,31 @@ pub(super) async fn export_plan(
         Body::from_stream(lines),
     )
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckpointQuery {
+    size: u64,
+}
+
+/// `GET /plans/{plan_id}/checkpoint?size=N`: the signed checkpoint of the
+/// plan's tree at `size` (at most its head), for `export --checkpoint`,
+/// which asks for the size it exported. A smaller tree of the same log
+/// signs consistently, so any size up to the head may be signed.
+pub(super) async fn plan_checkpoint(
+    State(cx): Ctx,
+    Path(plan): Path<String>,
+    Query(q): Query<CheckpointQuery>,
+) -> Result<Response, Problem> {
+    let plan_id = plan_id(&plan)?;
+    load_head(&cx, plan_id).await?;
+    let size = q.size;
+    let (size, root) = cx
+        .store
+        .run(move |s| s.tree(&plan_id).root(Some(size)))
+        .await?
+        .map_err(|e| Problem::bad_request("invalid-size", "Invalid tree size", e.to_string()))?;
+    let note = cx.log.checkpoint_text(&plan_id, size, root)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
