@@ -50,22 +50,23 @@ pub(crate) async fn inclusion(
     uri: Uri,
 ) -> Result<Json<Value>, Problem> {
     let plan_id = known_plan(&state, &plan).await?;
-    let seq = number(&seq)
-        .filter(|seq| *seq >= 1)
-        .ok_or_else(|| {
-            Problem::bad_request(
-                "invalid-seq",
-                "Invalid seq",
-                format!("seq {seq:?} is not a decimal integer of at least 1"),
-            )
-        })?;
+    let seq = number(&seq).filter(|seq| *seq >= 1).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-seq",
+            "Invalid seq",
+            format!("seq {seq:?} is not a decimal integer of at least 1"),
+        )
+    })?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct InclusionQuery {
         tree_size: Option<String>,
     }
     let q: InclusionQuery = query(&uri)?;
-    let tree_size = q.tree_size.map(|t| query_number("tree_size", &t)).transpose()?;
+    let tree_size = q
+        .tree_size
+        .map(|t| query_number("tree_size", &t))
+        .transpose()?;
     if let Some(size) = tree_size
         && seq > size
     {
