@@ -13,7 +13,7 @@
 //! one-time pass at open ([`Store::build_missing_trees`]).
 
 use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
-use logbook_tlog::tile::{TileKind, TilePath};
+use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
@@ -283,15 +283,14 @@ impl Tree<'_> {
                     if event.seq != expected {
                         return Err(missing_event(&self.plan, expected));
                     }
-                    let bytes = log_entry(&event).into_bytes();
-                    let Ok(len) = u16::try_from(bytes.len()) else {
+                    if let Err(EntryTooLong(len)) =
+                        push_bundle_entry(&mut out, log_entry(&event).as_bytes())
+                    {
                         return Ok(Err(TileError::EntryTooLong {
                             seq: event.seq,
-                            len: bytes.len(),
+                            len,
                         }));
-                    };
-                    out.extend_from_slice(&len.to_be_bytes());
-                    out.extend_from_slice(&bytes);
+                    }
                     seen += 1;
                 }
                 if seen != count {
