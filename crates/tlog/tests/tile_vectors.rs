@@ -130,7 +130,10 @@ fn render() -> String {
             )
         })
         .collect();
-    out.push_str(&format!("  \"present\": [\n{}\n  ],\n", present.join(",\n")));
+    out.push_str(&format!(
+        "  \"present\": [\n{}\n  ],\n",
+        present.join(",\n")
+    ));
     for p in ABSENT {
         assert!(!TilePath::parse(p).unwrap().exists_in(SIZE), "{p}");
     }
