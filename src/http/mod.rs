@@ -1,5 +1,6 @@
 //! The HTTP API: routing, shared state, auth, CORS and request tracing.
-//! Handlers live in [`api`]; every error is a [`problem::Problem`].
+//! Handlers live in [`api`] (plan logs: [`log`] checkpoints and keys,
+//! [`proofs`] proofs and tiles); every error is a [`problem::Problem`].
 //!
 //! [`AppState`] is everything the HTTP routers need together, handed down by
 //! `crate::app`. Each handler and middleware takes only its own sub-state
@@ -16,6 +17,7 @@ pub(crate) mod federation;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod problem;
+pub(crate) mod proofs;
 pub(crate) mod serve;
 pub(crate) mod sse;
 
@@ -69,6 +71,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/plans/{plan_id}/events", get(api::list_events))
         .route("/api/plans/{plan_id}/events/stream", get(api::stream_plan))
         .route("/api/events/stream", get(api::stream_all))
+        // Plan logs: proofs and C2SP tiles (log prefix /api/plans/{plan_id}/).
+        .route(
+            "/api/plans/{plan_id}/events/{seq}/inclusion",
+            get(proofs::inclusion),
+        )
+        .route("/api/plans/{plan_id}/consistency", get(proofs::consistency))
+        .route("/api/plans/{plan_id}/tile/{*rest}", get(proofs::tile))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));

@@ -135,6 +135,32 @@ impl TilePath {
     }
 }
 
+/// An entry too long for an entry bundle's 2-byte length prefix; the
+/// value is its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryTooLong(pub usize);
+
+impl std::fmt::Display for EntryTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an entry of {} bytes is longer than a bundle allows (65535)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for EntryTooLong {}
+
+/// Appends `entry` to an entry bundle: its length as a big-endian u16,
+/// then its bytes. A longer entry is refused, never truncated.
+pub fn push_bundle_entry(bundle: &mut Vec<u8>, entry: &[u8]) -> Result<(), EntryTooLong> {
+    let len = u16::try_from(entry.len()).map_err(|_| EntryTooLong(entry.len()))?;
+    bundle.extend_from_slice(&len.to_be_bytes());
+    bundle.extend_from_slice(entry);
+    Ok(())
+}
+
 /// A decimal without extra leading zeros, at most `max`.
 fn parse_decimal(text: &str, max: u64) -> Option<u64> {
     let canonical = !text.is_empty()
@@ -255,6 +281,23 @@ mod tests {
         ] {
             assert!(TilePath::parse(path).is_err(), "{path:?} was accepted");
         }
+    }
+
+    #[test]
+    fn bundle_entries_are_length_prefixed() {
+        let mut bundle = Vec::new();
+        push_bundle_entry(&mut bundle, b"abc").unwrap();
+        push_bundle_entry(&mut bundle, &[7; 300]).unwrap();
+        assert_eq!(&bundle[..5], b"\x00\x03abc");
+        assert_eq!(&bundle[5..7], &[0x01, 0x2c]);
+        assert_eq!(bundle.len(), 5 + 2 + 300);
+        push_bundle_entry(&mut bundle, &[0; 65535]).unwrap();
+        let before = bundle.len();
+        assert_eq!(
+            push_bundle_entry(&mut bundle, &[0; 65536]),
+            Err(EntryTooLong(65536))
+        );
+        assert_eq!(bundle.len(), before, "nothing is appended");
     }
 
     /// The spec's example: a tree of 70,000 entries.

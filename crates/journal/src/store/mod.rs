@@ -75,7 +75,7 @@ use records::{
     record_from_event,
 };
 pub use retention::PruneStep;
-pub use tree::{Consistency, Inclusion, Tree, TreeRequestError};
+pub use tree::{Consistency, Inclusion, TileError, Tree, TreeRequestError};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];

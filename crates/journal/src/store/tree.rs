@@ -13,10 +13,11 @@
 //! one-time pass at open ([`Store::build_missing_trees`]).
 
 use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
+use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::{HEADS, PlanHead, Store, StoreError, decode};
+use super::{EVENTS, HEADS, PlanHead, Store, StoreError, decode, event_from_record, event_key};
 use crate::chain::log_entry;
 use crate::event::Event;
 
@@ -228,6 +229,92 @@ impl Tree<'_> {
     }
 }
 
+/// Why a tile was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileError {
+    /// The plan's current tree does not have every hash or entry of it.
+    NotInTree,
+    /// An entry longer than a bundle's 2-byte length prefix can say
+    /// (entries carry the payload's hash, not the payload, so none is).
+    EntryTooLong { seq: u64, len: usize },
+}
+
+impl std::fmt::Display for TileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TileError::NotInTree => write!(f, "the tile is beyond the plan's current tree"),
+            TileError::EntryTooLong { seq, len } => {
+                write!(f, "entry {seq} is {len} bytes, longer than a bundle allows")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TileError {}
+
+impl Tree<'_> {
+    /// The bytes of a C2SP tlog-tiles resource, read from one snapshot: a
+    /// hash tile (the stored hashes, 32 bytes each) or an entry bundle
+    /// (each entry as a 2-byte big-endian length and its bytes).
+    pub fn tile(&self, tile: &TilePath) -> Result<Result<Vec<u8>, TileError>, StoreError> {
+        let txn = self.store.db.begin_read()?;
+        let head = txn
+            .open_table(HEADS)?
+            .get(self.plan.into_bytes())?
+            .map(|v| decode::<PlanHead>(v.value()))
+            .transpose()?
+            .map_or(0, |h| h.last_seq);
+        if !tile.exists_in(head) {
+            return Ok(Err(TileError::NotInTree));
+        }
+        let mut out = Vec::new();
+        match tile.kind {
+            TileKind::Hashes { .. } => {
+                let Some((first, count)) = tile.stored_hashes(head) else {
+                    return Ok(Err(TileError::NotInTree));
+                };
+                let table = txn.open_table(TREE_HASHES)?;
+                for index in first.index..first.index + count {
+                    let node = NodeId::new(first.level, index);
+                    out.extend_from_slice(&read_node(&table, &self.plan, node)?);
+                }
+            }
+            TileKind::Entries => {
+                let events = txn.open_table(EVENTS)?;
+                // Leaf i is seq i + 1; exists_in bounds the range by the head.
+                let (from, count) = (tile.first() + 1, tile.count());
+                let range = events
+                    .range(event_key(&self.plan, from)..event_key(&self.plan, from + count))?;
+                let mut seen = 0;
+                for (expected, entry) in (from..).zip(range) {
+                    let (k, v) = entry?;
+                    let event = event_from_record(&k.value(), decode(v.value())?)?;
+                    if event.seq != expected {
+                        return Err(missing_event(&self.plan, expected));
+                    }
+                    if let Err(EntryTooLong(len)) =
+                        push_bundle_entry(&mut out, log_entry(&event).as_bytes())
+                    {
+                        return Ok(Err(TileError::EntryTooLong {
+                            seq: event.seq,
+                            len,
+                        }));
+                    }
+                    seen += 1;
+                }
+                if seen != count {
+                    return Err(missing_event(&self.plan, from + seen));
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+}
+
+fn missing_event(plan: &Uuid, seq: u64) -> StoreError {
+    StoreError(format!("plan {plan} lacks event {seq} below its head"))
+}
+
 /// An inclusion proof with what it is checked against.
 #[derive(Debug, Clone)]
 pub struct Inclusion {
@@ -426,6 +513,51 @@ mod tests {
         ));
         // A tile: the 256 leaf hashes of tile 0 at level 0.
         assert_eq!(tree.hashes(0, 0, 256).unwrap(), leaves[..256]);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// Hash tiles and entry bundles, full and partial, from one snapshot;
+    /// nothing beyond the head.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tiles_hold_the_stored_hashes_and_the_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Uuid::new_v4();
+        let (store, writer) = filled(dir.path(), plan, 257).await;
+        let leaves = leaves(&store, &plan);
+        let events = store.plan_events_after(&plan, 0, 1000).unwrap();
+        let tree = store.tree(&plan);
+        let tile = |path: &str| tree.tile(&TilePath::parse(path).unwrap()).unwrap();
+        assert_eq!(tile("0/000").unwrap(), leaves[..256].concat());
+        assert_eq!(tile("0/001.p/1").unwrap(), leaves[256..].concat());
+        assert_eq!(tile("0/000.p/3").unwrap(), leaves[..3].concat());
+        let level8 = reference_root(&leaves[..256]);
+        assert_eq!(tile("1/000.p/1").unwrap(), level8.to_vec());
+        let mut bundle = Vec::new();
+        for event in &events[256..] {
+            let entry = log_entry(event);
+            bundle.extend_from_slice(&(entry.len() as u16).to_be_bytes());
+            bundle.extend_from_slice(entry.as_bytes());
+        }
+        assert_eq!(tile("entries/001.p/1").unwrap(), bundle);
+        assert_eq!(tile("entries/000").unwrap().len(), {
+            let sum: usize = events[..256].iter().map(|e| 2 + log_entry(e).len()).sum();
+            sum
+        });
+        for beyond in [
+            "0/001",
+            "0/001.p/2",
+            "1/000",
+            "1/000.p/2",
+            "entries/001.p/2",
+            "2/000.p/1",
+        ] {
+            assert_eq!(tile(beyond), Err(TileError::NotInTree), "{beyond}");
+        }
+        let unknown = store.tree(&Uuid::new_v4());
+        let path = TilePath::parse("0/000.p/1").unwrap();
+        assert_eq!(unknown.tile(&path).unwrap(), Err(TileError::NotInTree));
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .unwrap();

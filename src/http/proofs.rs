@@ -1,0 +1,242 @@
+//! Plan log proofs and tiles (issue 10, "Proofs and tiles"): RFC 9162 inclusion and
+//! consistency proofs as JSON, and the C2SP tlog-tiles resources (hash
+//! tiles, entry bundles) under the log prefix `/api/plans/{plan_id}/`.
+//!
+//! Precedence of refusals, as the contract lists it: a malformed plan id,
+//! then an unknown plan (404) before any other parameter is looked at, then
+//! malformed numbers, `seq > tree_size`, a size beyond the head, `from > to`.
+
+use axum::Json;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::extract::Path;
+use super::problem::Problem;
+use logbook_journal::event::parse_plan_id;
+use logbook_journal::store::{AsyncStore, TileError, TreeRequestError};
+use logbook_tlog::merkle::{Hash, ProofRequestError};
+use logbook_tlog::tile::TilePath;
+
+/// What the log routes read: the store only.
+#[derive(Clone)]
+pub(crate) struct ProofState {
+    store: AsyncStore,
+}
+
+impl FromRef<AppState> for ProofState {
+    fn from_ref(state: &AppState) -> ProofState {
+        ProofState {
+            store: state.store.clone(),
+        }
+    }
+}
+
+/// Full tiles never change: the spec asks that they be cached forever.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A partial tile is replaced by the full one as the log grows.
+const SHORT_LIVED: &str = "public, max-age=5";
+
+/// `GET /api/plans/{plan_id}/events/{seq}/inclusion?tree_size=N`.
+pub(crate) async fn inclusion(
+    State(state): State<ProofState>,
+    Path((plan, seq)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = known_plan(&state, &plan).await?;
+    let seq = number(&seq).filter(|seq| *seq >= 1).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-seq",
+            "Invalid seq",
+            format!("seq {seq:?} is not a decimal integer of at least 1"),
+        )
+    })?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct InclusionQuery {
+        tree_size: Option<String>,
+    }
+    let q: InclusionQuery = query(&uri)?;
+    let tree_size = q
+        .tree_size
+        .map(|t| query_number("tree_size", &t))
+        .transpose()?;
+    if let Some(size) = tree_size
+        && seq > size
+    {
+        return Err(seq_beyond(seq, size));
+    }
+    let found = state
+        .store
+        .run(move |s| s.tree(&plan_id).inclusion(seq, tree_size))
+        .await?
+        .map_err(refusal)?;
+    Ok(Json(json!({
+        "plan_id": plan_id.to_string(),
+        "seq": seq,
+        "leaf_index": seq - 1,
+        "tree_size": found.size,
+        "leaf_hash": BASE64.encode(found.leaf),
+        "proof": encode(&found.proof),
+    })))
+}
+
+/// `GET /api/plans/{plan_id}/consistency?from=M&to=N`.
+pub(crate) async fn consistency(
+    State(state): State<ProofState>,
+    Path(plan): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    let plan_id = known_plan(&state, &plan).await?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConsistencyQuery {
+        from: Option<String>,
+        to: Option<String>,
+    }
+    let q: ConsistencyQuery = query(&uri)?;
+    let required = |name: &str, value: Option<String>| {
+        let text = value.ok_or_else(|| {
+            Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("{name} is required (consistency?from=M&to=N)"),
+            )
+        })?;
+        query_number(name, &text)
+    };
+    let from = required("from", q.from)?;
+    let to = required("to", q.to)?;
+    let found = state
+        .store
+        .run(move |s| s.tree(&plan_id).consistency(from, to))
+        .await?
+        .map_err(refusal)?;
+    Ok(Json(json!({
+        "plan_id": plan_id.to_string(),
+        "from": from,
+        "to": to,
+        "proof": encode(&found.proof),
+    })))
+}
+
+/// `GET /api/plans/{plan_id}/tile/{L}/{N}[.p/{W}]` and
+/// `GET /api/plans/{plan_id}/tile/entries/{N}[.p/{W}]`.
+pub(crate) async fn tile(
+    State(state): State<ProofState>,
+    Path((plan, rest)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let plan_id = known_plan(&state, &plan).await?;
+    let tile = TilePath::parse(&rest).map_err(|e| {
+        Problem::bad_request(
+            "invalid-tile-path",
+            "Invalid tile path",
+            format!("{e} (see c2sp.org/tlog-tiles)"),
+        )
+    })?;
+    let bytes = state
+        .store
+        .run(move |s| s.tree(&plan_id).tile(&tile))
+        .await?
+        .map_err(|e| match e {
+            TileError::NotInTree => Problem::not_found(format!(
+                "tile/{} is beyond plan {plan_id}'s current tree",
+                tile.to_path()
+            )),
+            TileError::EntryTooLong { .. } => Problem::internal(e.to_string()),
+        })?;
+    let cache = if tile.width.is_none() {
+        IMMUTABLE
+    } else {
+        SHORT_LIVED
+    };
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok(response)
+}
+
+/// The plan id of the path, if the plan has events: a malformed id is 400,
+/// an unknown plan 404, before any other parameter is checked.
+async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
+    let plan_id = parse_plan_id(text).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-plan-id",
+            "Invalid plan id",
+            format!("{text:?} is not a UUID (expected the hyphenated form, like 0192f3a4-5b6c-7d8e-9f00-112233445566)"),
+        )
+    })?;
+    let head = state.store.run(move |s| s.head(&plan_id)).await?;
+    match head {
+        Some(_) => Ok(plan_id),
+        None => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
+    }
+}
+
+/// The query string as `T`, unknown or repeated parameters refused.
+fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", e.body_text()))
+}
+
+/// A plain decimal u64: digits only (no sign, no spaces), so that each
+/// number has few spellings and nothing odd reaches the store.
+fn number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn query_number(name: &str, text: &str) -> Result<u64, Problem> {
+    number(text).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("{name}={text:?} is not a decimal integer from 0 to 2^64-1"),
+        )
+    })
+}
+
+fn seq_beyond(seq: u64, size: u64) -> Problem {
+    Problem::bad_request(
+        "seq-beyond-tree-size",
+        "Seq beyond tree size",
+        format!("seq {seq} is beyond tree size {size}"),
+    )
+    .with("tree_size", size)
+}
+
+/// The store's refusal of a proof request, as the contract's 400s.
+fn refusal(e: TreeRequestError) -> Problem {
+    match e {
+        TreeRequestError::BeyondHead { size, head } => Problem::bad_request(
+            "tree-size-beyond-head",
+            "Tree size beyond head",
+            e.to_string(),
+        )
+        .with("tree_size", size)
+        .with("head", head),
+        TreeRequestError::Proof(ProofRequestError::IndexOutOfRange { index, size }) => {
+            seq_beyond(index + 1, size)
+        }
+        TreeRequestError::Proof(ProofRequestError::FromAfterTo { .. }) => {
+            Problem::bad_request("from-after-to", "From after to", e.to_string())
+        }
+    }
+}
+
+fn encode(proof: &[Hash]) -> Vec<String> {
+    proof.iter().map(|h| BASE64.encode(h)).collect()
+}
