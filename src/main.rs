@@ -152,12 +152,12 @@ fn verify_export(
             }),
             _ => None,
         };
-        // Against a checkpoint the HMAC key is optional: it only names the
-        // first bad seq. A variable named with --key-env must exist.
-        let keyring = match keyring_from_env(key_env, |name| std::env::var(name).ok()) {
-            Ok(keyring) => Some(keyring),
-            Err(_) if log.is_some() && key_env.is_empty() => None,
-            Err(e) => return Err(e),
+        // Against a checkpoint the HMAC key is optional and only taken from
+        // --key-env: a default variable set for something else (as
+        // SESSION_SECRET often is) must not turn a good export into a break.
+        let keyring = match (&log, key_env.is_empty()) {
+            (Some(_), true) => None,
+            _ => Some(keyring_from_env(key_env, |name| std::env::var(name).ok())?),
         };
         let file =
             std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
@@ -180,7 +180,21 @@ fn verify_export(
             println!("{reason}");
             failed = true;
         }
-        (Outcome::Broken { seq, line, reason }, Some(LogOutcome::RootMismatch)) => {
+        // The log matches, but the key given does not verify the chain.
+        (Outcome::Broken { seq, line, reason }, Some(LogOutcome::Ok { .. }))
+            if reason.starts_with("signature") =>
+        {
+            println!(
+                "broken at seq {seq} (line {line}): {reason} (the events are the signed log: check the HMAC key)"
+            );
+            failed = true;
+        }
+        // Against a checkpoint, any changed event is a root mismatch; the
+        // chain names the first one (its payload is outside the leaves).
+        (
+            Outcome::Broken { seq, line, reason },
+            Some(LogOutcome::Ok { .. } | LogOutcome::RootMismatch),
+        ) => {
             println!("root-mismatch: first bad seq {seq} (line {line}): {reason}");
             failed = true;
         }
@@ -199,22 +213,35 @@ fn verify_export(
                 "ok: {count} events, head signature {}",
                 logbook_base::hex::encode(head)
             ),
-            None => println!("ok: {count} events in order (no HMAC key: signatures not checked)"),
+            None => println!(
+                "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
+            ),
         },
     }
-    match verified.log {
-        Some(LogOutcome::Ok { size }) => {
+    let count = match verified.chain {
+        Outcome::Valid { count, .. } => Some(count),
+        Outcome::Broken { .. } => None,
+    };
+    match (verified.log, count) {
+        (Some(LogOutcome::Ok { size }), Some(count)) if count > size && key_env.is_empty() => {
+            println!(
+                "uncovered: events {} to {count} are after the checkpoint (size {size}); without an HMAC key only their order and payloads were checked",
+                size + 1
+            );
+            failed = true;
+        }
+        (Some(LogOutcome::Ok { size }), Some(_)) => {
             println!("ok: the first {size} events are the signed checkpoint's log")
         }
-        Some(LogOutcome::Truncated { export, checkpoint }) => {
+        (Some(LogOutcome::Truncated { export, checkpoint }), _) => {
             println!("truncated: the export has {export} events, the checkpoint {checkpoint}");
             failed = true;
         }
-        Some(LogOutcome::RootMismatch) if matches!(verified.chain, Outcome::Valid { .. }) => {
+        (Some(LogOutcome::RootMismatch), Some(_)) => {
             println!("root-mismatch: the events do not rebuild the checkpoint's root");
             failed = true;
         }
-        Some(LogOutcome::RootMismatch | LogOutcome::BadCheckpoint) | None => {}
+        _ => {}
     }
     if failed {
         ExitCode::FAILURE

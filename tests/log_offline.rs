@@ -98,6 +98,45 @@ async fn an_export_is_checked_against_its_signed_checkpoint_without_the_hmac_key
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("root-mismatch"), "{text}");
 
+    // A changed payload (canonical, so only its hash can tell): the payload
+    // is outside the leaves, and still no export with it verifies.
+    let paid = dir.path().join("payload.ndjson");
+    let mut edited = all.clone();
+    edited[4] = edited[4].replacen("\"payload\":{\"n\":4}", "\"payload\":{\"n\":5}", 1);
+    assert_ne!(edited[4], all[4], "the test edits the payload");
+    std::fs::write(&paid, edited.join("\n") + "\n").unwrap();
+    let (code, text) = verify(&[
+        "--export",
+        paid.to_str().unwrap(),
+        "--log-key",
+        &vkey,
+        "--checkpoint",
+        c,
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("root-mismatch: first bad seq 5"), "{text}");
+    assert!(text.contains("payload_hash"), "{text}");
+
+    // An unrelated secret in a default variable is not taken for the key.
+    let mut command = logbook();
+    command
+        .args([
+            "verify",
+            "--export",
+            e,
+            "--log-key",
+            &vkey,
+            "--checkpoint",
+            c,
+        ])
+        .env(
+            "SESSION_SECRET",
+            "a secret of some other program, 32 bytes+",
+        );
+    let out = run(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+
     // With the HMAC key as well, the first bad seq is named.
     let mut command = logbook();
     command
@@ -156,4 +195,46 @@ async fn an_export_is_checked_against_its_signed_checkpoint_without_the_hmac_key
     assert_eq!(code, Some(2));
     let (code, _) = verify(&["--export", e, "--log-key", &vkey]).await;
     assert_eq!(code, Some(2), "--log-key needs --checkpoint");
+}
+
+/// Events after the checkpoint's size are not vouched for: without an HMAC
+/// key that is a failure (`uncovered`), never a silent `ok`.
+#[tokio::test]
+async fn events_after_the_checkpoint_are_not_passed_off_as_verified() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    for i in 0..5 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("cp");
+    let out = daemon
+        .admin(&[
+            "export",
+            &plan.to_string(),
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ])
+        .await;
+    out.ok("export");
+    daemon.append_ok(plan, event_body("step.started", 5)).await;
+    let longer = dir.path().join("longer.ndjson");
+    std::fs::write(
+        &longer,
+        daemon.admin_ok(&["export", &plan.to_string()]).await,
+    )
+    .unwrap();
+    let vkey = daemon.get_json("/api/v1/log/keys").await.json["current"]["vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (l, c) = (longer.to_str().unwrap(), checkpoint.to_str().unwrap());
+    let (code, text) = verify(&["--export", l, "--log-key", &vkey, "--checkpoint", c]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("uncovered: events 6 to 6"), "{text}");
+    // The admin socket signs no empty tree.
+    let empty = daemon
+        .admin(&["export", &plan.to_string(), "--checkpoint", "/dev/null"])
+        .await;
+    assert!(empty.success(), "a real size is signed: {}", empty.stderr);
 }

@@ -132,3 +132,31 @@ async fn an_edit_without_the_key_is_named_by_the_chain_check() {
         assert_eq!(report["broken_reason"], "signature", "{query}: {report}");
     }
 }
+
+/// Events removed from the tail (head record and tree left alone): a page
+/// that stops short of the head says so, as the whole-chain walk does.
+#[tokio::test]
+async fn a_page_that_stops_short_of_the_head_is_a_gap() {
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    for i in 0..10 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    assert!(daemon.stop().success());
+    with_offline_store(&daemon, move |store| {
+        for seq in [9, 10] {
+            store.remove_event_unchecked(&plan, seq).unwrap();
+        }
+    })
+    .await;
+    daemon.restart();
+    for query in ["after=5&verify=1", "after=8&verify=1", "verify=full"] {
+        let report = page(&daemon, plan, query).await;
+        assert_eq!(report["chain_valid"], false, "{query}: {report}");
+        assert_eq!(report["broken_at"], 9, "{query}: {report}");
+        assert_eq!(report["broken_reason"], "seq_gap", "{query}: {report}");
+    }
+    // A full page before the gap is fine on its own.
+    let before = page(&daemon, plan, "limit=8&verify=1").await;
+    assert_eq!(before["chain_valid"], true, "{before}");
+}

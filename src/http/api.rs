@@ -361,10 +361,16 @@ pub(crate) async fn list_events(
                 .store
                 .run(move |s| s.verify_page(&plan_id, after, limit, &keyring))
                 .await?;
-            let note = state
-                .log
-                .checkpoint_text(&plan_id, page.tree_size, page.root)?;
-            (page.events, Some((page.report, Some(note))))
+            // Never sign a root the page just showed the events do not make.
+            let note = match page.report.broken {
+                Some((_, BrokenReason::RootMismatch)) => None,
+                _ => Some(
+                    state
+                        .log
+                        .checkpoint_text(&plan_id, page.tree_size, page.root)?,
+                ),
+            };
+            (page.events, Some((page.report, note)))
         }
         // Today's whole-chain walk, then the page.
         Verify::Full => {

@@ -124,19 +124,23 @@ pub fn root<R: HashReader>(size: u64, reader: &mut R) -> Result<Hash, R::Error> 
 /// `[first, first + leaves.len())` from `leaves` and every other subtree
 /// from the store: a range proof. It equals [`root`] exactly when those
 /// leaves are the stored ones, at O(leaves + log size) reads and hashes.
-/// `first + leaves.len()` must not exceed `size`.
+/// `None` when the range does not lie within the tree.
 pub fn root_over_range<R: HashReader>(
     size: u64,
     first: u64,
     leaves: &[Hash],
     reader: &mut R,
-) -> Result<Hash, R::Error> {
-    let end = first + leaves.len() as u64;
-    debug_assert!(end <= size, "range [{first}, {end}) beyond size {size}");
+) -> Result<Option<Hash>, R::Error> {
+    let Some(end) = first
+        .checked_add(leaves.len() as u64)
+        .filter(|&end| end <= size)
+    else {
+        return Ok(None);
+    };
     if size == 0 {
-        return Ok(empty_root());
+        return Ok(Some(empty_root()));
     }
-    ranged(0, size, first, end, leaves, reader)
+    ranged(0, size, first, end, leaves, reader).map(Some)
 }
 
 /// MTH(D[lo:hi]) with the leaves of `[first, end)` taken from `leaves`.
@@ -430,6 +434,8 @@ mod tests {
             store.extend(new);
         }
         let mut read = |id: NodeId| Ok::<_, ()>(store[&id]);
+        let beyond = root_over_range(3, 2, &leaves[..2], &mut read).unwrap();
+        assert_eq!(beyond, None, "a range past the size is no root");
         for size in 1..=40u64 {
             let want = root(size, &mut read).unwrap();
             for first in 0..size {
@@ -437,14 +443,14 @@ mod tests {
                     let range = &leaves[first as usize..end as usize];
                     assert_eq!(
                         root_over_range(size, first, range, &mut read).unwrap(),
-                        want
+                        Some(want)
                     );
                     if let Some(bad) = range.len().checked_sub(1) {
                         let mut changed = range.to_vec();
                         changed[bad][0] ^= 1;
                         assert_ne!(
                             root_over_range(size, first, &changed, &mut read).unwrap(),
-                            want
+                            Some(want)
                         );
                     }
                 }

@@ -174,6 +174,15 @@ pub(super) async fn plan_checkpoint(
 ) -> Result<Response, Problem> {
     let plan_id = plan_id(&plan)?;
     load_head(&cx, plan_id).await?;
+    // An export holds at least one event; a checkpoint of the empty tree
+    // would vouch for none of them.
+    if q.size == 0 {
+        return Err(Problem::bad_request(
+            "invalid-size",
+            "Invalid tree size",
+            "size must be at least 1",
+        ));
+    }
     let size = q.size;
     let (size, root) = cx
         .store

@@ -1,15 +1,17 @@
 //! `?verify=1`: checking one page of a plan in O(page + log n), not O(plan).
 //!
 //! From one read snapshot, for the events of the page:
-//! 1. **In the log.** Their leaf hashes, recomputed from the events, with
+//! 1. **Up to the head.** A page shorter than its limit must end at the
+//!    head: events removed from the tail are a gap.
+//! 2. **The chain**: the first event's `prev_hash` is the signature of the
+//!    event before the page (whose date bounds a retired key's, as in a walk
+//!    from seq 1), then seqs, canonical payloads, payload hashes, HMAC
+//!    signatures and links inside the page (`ChainVerifier`).
+//! 3. **In the log.** Their leaf hashes, recomputed from the events, with
 //!    the stored hashes of every subtree outside the page, must give the
 //!    root of the plan's tree at its head, computed from the stored hashes
 //!    (a range proof, `logbook_tlog::merkle::root_over_range`). A changed,
-//!    removed or inserted event cannot reproduce it.
-//! 2. **The chain inside the page**: seqs, canonical payloads, payload
-//!    hashes, HMAC signatures and `prev_hash` links (`ChainVerifier`).
-//! 3. **The link to the event before the page**: the first event's
-//!    `prev_hash` is that event's signature.
+//!    removed or inserted event cannot reproduce it, even re-signed.
 //!
 //! When the page ends at the head, its last signature must also be the
 //! head record's. The whole-chain walk (`verify_plan`) stays for
@@ -74,6 +76,12 @@ impl Store {
         let root = merkle::root(size, &mut read)?;
 
         let broken = 'check: {
+            // A short page must end at the head: events removed from the
+            // tail (head record and tree left alone) are missing here.
+            let last = events.last().map_or(after, |e| e.seq);
+            if events.len() < limit && last < size {
+                break 'check Some((last + 1, BrokenReason::SeqGap));
+            }
             let Some(start) = events.first().map(|e| e.seq) else {
                 break 'check None;
             };
@@ -81,7 +89,7 @@ impl Store {
             let mut verifier = match start {
                 1 => ChainVerifier::default(),
                 _ => match read_event(start - 1)? {
-                    Some(before) => ChainVerifier::resume(before.seq, before.signature),
+                    Some(before) => ChainVerifier::resume_after(&before),
                     None => break 'check Some((start, BrokenReason::SeqGap)),
                 },
             };
@@ -92,7 +100,6 @@ impl Store {
                 }
             }
             // 1. The page in the log: the leaves must rebuild the root.
-            let last = events.last().map_or(0, |e| e.seq);
             if last > size {
                 break 'check Some((size + 1, BrokenReason::SeqGap));
             }
@@ -100,7 +107,7 @@ impl Store {
                 .iter()
                 .map(|e| merkle::leaf_hash(log_entry(e).as_bytes()))
                 .collect();
-            if merkle::root_over_range(size, start - 1, &leaves, &mut read)? != root {
+            if merkle::root_over_range(size, start - 1, &leaves, &mut read)? != Some(root) {
                 // Name the first event whose leaf is not the stored one.
                 for (event, leaf) in events.iter().zip(&leaves) {
                     if read_node(&tree, plan_id, NodeId::new(0, event.seq - 1))? != *leaf {
