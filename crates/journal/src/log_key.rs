@@ -128,8 +128,16 @@ impl LogKeys {
             Some(signer) => (signer, false),
             None => {
                 let signer = generate(origin_prefix)?;
-                write_private_file(&path, format!("{}\n", signer.to_skey()).as_bytes())
-                    .map_err(io_error(&path))?;
+                // Whole or absent: a crash while writing must not leave a
+                // partial key that stops every later start.
+                let tmp = path.with_extension("key.tmp");
+                let _ = std::fs::remove_file(&tmp);
+                write_private_file(&tmp, format!("{}\n", signer.to_skey()).as_bytes())
+                    .map_err(io_error(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
+                std::fs::File::open(data_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_error(data_dir))?;
                 (signer, true)
             }
         };
@@ -230,8 +238,17 @@ fn read_skey(path: &Path) -> Result<Option<Signer25519>, LogKeyError> {
 /// if the history already names it, and is removed otherwise.
 fn finish_rotation(data_dir: &Path, history: &Option<History>) -> Result<(), LogKeyError> {
     let staged = data_dir.join(NEW_LOG_KEY_FILE);
-    let Some(signer) = read_skey(&staged)? else {
-        return Ok(());
+    let signer = match read_skey(&staged) {
+        Ok(Some(signer)) => signer,
+        Ok(None) => return Ok(()),
+        // Cut short while it was written: the history, written after it,
+        // cannot name it, so the rotation never happened.
+        Err(LogKeyError::Bad { .. }) => {
+            tracing::warn!(path = %staged.display(), "removing a staged log key that was not written whole");
+            std::fs::remove_file(&staged).map_err(io_error(&staged))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
     let named = history
         .as_ref()
@@ -313,6 +330,25 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A key file cut short by a crash never stops a start: a staged one
+    /// is dropped (the history cannot name it), and a first key is written
+    /// whole or not at all (a leftover temporary file is ignored).
+    #[test]
+    fn a_key_cut_short_by_a_crash_does_not_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("log.key.tmp"), "PRIVATE+KEY+half").unwrap();
+        let first = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        std::fs::write(
+            dir.path().join(NEW_LOG_KEY_FILE),
+            "PRIVATE+KEY+logbook/a+12",
+        )
+        .unwrap();
+        let again = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        assert!(!dir.path().join(NEW_LOG_KEY_FILE).exists());
+        assert!(first.created);
+        assert!(!again.created, "the same key is kept");
+    }
+
     #[test]
     fn generated_once_private_and_renamed_to_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
@@ -327,7 +363,9 @@ mod tests {
         }
         let text = std::fs::read_to_string(dir.path().join(LOG_KEY_FILE)).unwrap();
         assert!(text.starts_with("PRIVATE+KEY+logbook/a+"), "Go's form");
-        assert!(!format!("{first:?}").contains(text.trim().rsplit('+').next().unwrap()));
+        // PRIVATE+KEY+<name>+<hash>+<key>; the key's base64 may hold a '+'.
+        let key = text.trim().splitn(5, '+').nth(4).unwrap();
+        assert!(!format!("{first:?}").contains(key));
 
         let again = LogKeys::load(dir.path(), "logbook/b").unwrap();
         assert!(!again.created);

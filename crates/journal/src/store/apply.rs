@@ -96,6 +96,13 @@ impl<'txn> Tables<'txn> {
         }
 
         let seq = head_seq + 1;
+        // A plan whose tree is incomplete (a damaged store) refuses its own
+        // appends, instead of failing the whole batch in `append_leaf`.
+        if !tree::has_leaf(&self.tree, &plan, head_seq)? {
+            return Ok(Err(AppendError::Storage(StoreError(format!(
+                "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
+            )))));
+        }
         // Time never runs backwards within a plan, even if the clock does.
         let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
         let mut event = Event {

@@ -55,6 +55,19 @@ pub(super) fn read_node(
         })
 }
 
+/// Whether the first `leaves` leaves of `plan` are in the tree: its last
+/// leaf is stored (trees grow with their events, in one transaction).
+pub(super) fn has_leaf(
+    table: &redb::Table<'_, TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    leaves: u64,
+) -> Result<bool, StoreError> {
+    Ok(leaves == 0
+        || table
+            .get(tree_key(plan, NodeId::new(0, leaves - 1)))?
+            .is_some())
+}
+
 /// Stores the hashes that appending `event` (leaf `seq - 1`) completes.
 /// Called by the writer in the event's own transaction.
 pub(super) fn append_leaf(
@@ -364,24 +377,31 @@ impl Store {
             "building the Merkle trees of plans written before trees existed (one-time pass)"
         );
         let mut done = 0u64;
-        for (plan, mut built, head) in plans {
+        'plans: for (plan, mut built, head) in plans {
             while built < head {
                 let events = self.plan_events_after(&plan, built, BUILD_BATCH)?;
-                if events.is_empty() {
-                    return Err(StoreError(format!(
-                        "plan {plan}: no event after seq {built} though its head is {head}"
-                    )));
+                // A damaged store (an event missing) must not stop the
+                // daemon: that plan keeps a partial tree, its proofs and
+                // appends fail, and `verify=full` names the gap.
+                let contiguous = events
+                    .iter()
+                    .zip(built + 1..)
+                    .take_while(|(e, seq)| e.seq == *seq)
+                    .count();
+                if contiguous == 0 {
+                    tracing::error!(%plan, missing = built + 1, head, "a plan's events have a gap; its tree stops before it (verify the plan)");
+                    continue 'plans;
                 }
                 let txn = self.db.begin_write()?;
                 {
                     let mut table = txn.open_table(TREE_HASHES)?;
-                    for event in &events {
+                    for event in &events[..contiguous] {
                         append_leaf(&mut table, event)?;
                     }
                 }
                 self.db.commit(txn)?;
-                built += events.len() as u64;
-                done += events.len() as u64;
+                built += contiguous as u64;
+                done += contiguous as u64;
                 tracing::info!(%plan, built, head, done, total, "tree build progress");
             }
         }
@@ -588,6 +608,48 @@ mod tests {
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         assert_eq!(store.tree(&plan).root(None).unwrap().unwrap(), before);
         assert_eq!(before.1, reference_root(&leaves(&store, &plan)));
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A damaged store (an event missing, no tree yet) still opens: the
+    /// damaged plan's tree stops before the gap and its appends are
+    /// refused alone, while other plans append as usual.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_gap_found_by_the_upgrade_pass_stops_only_its_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (store, writer) = filled(dir.path(), plan, 5).await;
+        store.remove_event_unchecked(&plan, 3).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), &plan).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+
+        let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let request = |plan| AppendRequest {
+            plan_id: plan,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        };
+        assert!(matches!(
+            store.append(request(plan)).await,
+            Err(crate::store::AppendError::Storage(_))
+        ));
+        assert_eq!(store.append(request(other)).await.unwrap().event.seq, 1);
+        assert!(
+            store.tree(&plan).root(Some(2)).unwrap().is_ok(),
+            "the leaves before the gap"
+        );
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .unwrap();
