@@ -2,7 +2,7 @@
 //! is the event with seq `i + 1` (entry bytes: [`crate::chain::log_entry`]).
 //!
 //! Table:
-//! - `tree_hashes`: plan id (16) ‖ level (u8) ‖ index (u64) → SHA-256
+//! - `tree_hashes`: plan id (16) ‖ completing leaf index (u64) ‖ level (u8) → SHA-256
 //!
 //! Invariant: for a plan whose head is seq `n`, the table holds every
 //! perfect-subtree hash of the first `n` leaves (`logbook_tlog::merkle`),
@@ -29,11 +29,17 @@ pub(super) const TREE_HASHES: TableDefinition<TreeKey, [u8; 32]> =
 /// Events hashed per transaction while the upgrade pass builds a tree.
 const BUILD_BATCH: usize = 4096;
 
+/// The key of a stored hash: plan ‖ the leaf index that completed it ‖
+/// level. The hashes one append stores are adjacent, and appends follow
+/// each other, so an append touches one leaf page of the table, not one
+/// per level.
 fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
+    // Node (level, index) covers leaves [index << level, (index + 1) << level).
+    let completed_by = ((node.index.wrapping_add(1)) << node.level).wrapping_sub(1);
     let mut key = [0u8; 25];
     key[..16].copy_from_slice(plan.as_bytes());
-    key[16] = node.level;
-    key[17..].copy_from_slice(&node.index.to_be_bytes());
+    key[16..24].copy_from_slice(&completed_by.to_be_bytes());
+    key[24] = node.level;
     key
 }
 
