@@ -46,7 +46,7 @@ pub(crate) fn respond(
                     "plan-deleted",
                     "Plan deleted",
                     format!(
-                        "plan {plan_id} was deleted after seq {cursor} (see its tombstone in the system journal); its id may be used again from seq 1, so follow it anew from the start"
+                        "plan {plan_id} was deleted after seq {cursor} (see its tombstone in the system journal); a deleted plan's id is never reused, so this stream has ended for good"
                     ),
                 )
                 .with("plan_id", plan_id.to_string())
