@@ -84,6 +84,12 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
         // Checked above, so only storage can fail here; the rest is applied.
         Err(e) => tracing::error!(error = %e, "applying [[peers]] on reload"),
     }
+    // Checked with the whole file above.
+    if let Ok(settings) = crate::federation::witnessing::settings(&new) {
+        federation.witness_settings.replace(settings);
+        federation.resupervise_witnesses().await;
+        changed.push("witnesses");
+    }
     admin.config.replace(new);
     Ok(changed)
 }

@@ -33,6 +33,34 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     #[serde(default)]
     pub(crate) checkpoints: CheckpointsConfig,
+    /// Outside C2SP witnesses of the heads log, besides the peers.
+    #[serde(default)]
+    pub(crate) witnesses: Vec<WitnessConfig>,
+}
+
+/// Most outside witnesses, and the largest quorum.
+pub(crate) const MAX_WITNESSES: usize = 32;
+
+/// `[[witnesses]]`: an outside C2SP witness (c2sp.org/tlog-witness).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WitnessConfig {
+    /// Submission prefix: the sender POSTs to `{url}/add-checkpoint`.
+    pub(crate) url: String,
+    /// The witness's cosignature/v1 verifier key; its name names the witness.
+    pub(crate) vkey: String,
+}
+
+impl WitnessConfig {
+    /// The witness's name: its vkey's key name. MERGE: parse the whole vkey
+    /// as a cosignature key.
+    pub(crate) fn name(&self) -> Result<String, String> {
+        let name = self.vkey.split('+').next().unwrap_or_default();
+        if !logbook_tlog::note::valid_key_name(name) {
+            return Err("not a verifier key (name+hash+base64)".into());
+        }
+        Ok(name.to_string())
+    }
 }
 
 /// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
@@ -42,12 +70,15 @@ pub(crate) struct CheckpointsConfig {
     /// The log key's name; a plan's origin is `{origin_prefix}/{plan_id}`.
     /// `{instanceId}` stands for the federation instance id.
     pub(crate) origin_prefix: String,
+    /// Cosignatures a heads checkpoint needs to count as witnessed.
+    pub(crate) witness_quorum: usize,
 }
 
 impl Default for CheckpointsConfig {
     fn default() -> CheckpointsConfig {
         CheckpointsConfig {
             origin_prefix: "logbook/{instanceId}".into(),
+            witness_quorum: 1,
         }
     }
 }
@@ -368,6 +399,41 @@ impl Config {
             }
         }
         self.checkpoints.check()?;
+        self.check_witnesses()?;
+        Ok(())
+    }
+
+    /// `[[witnesses]]` and `witness_quorum`: bounded, each URL a plain
+    /// http(s) prefix, each vkey a cosignature key, no witness twice.
+    fn check_witnesses(&self) -> Result<(), String> {
+        if self.checkpoints.witness_quorum > MAX_WITNESSES {
+            return Err(format!(
+                "checkpoints.witness_quorum must be at most {MAX_WITNESSES}"
+            ));
+        }
+        if self.witnesses.len() > MAX_WITNESSES {
+            return Err(format!("at most {MAX_WITNESSES} [[witnesses]]"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.witnesses {
+            let url_ok = (w.url.starts_with("http://") || w.url.starts_with("https://"))
+                && !w.url.ends_with('/')
+                && reqwest::Url::parse(&w.url).is_ok_and(|u| {
+                    u.query().is_none() && u.fragment().is_none() && u.host().is_some()
+                });
+            if !url_ok {
+                return Err(format!(
+                    "witnesses.url {:?} must be an http(s) URL without a trailing '/', query or fragment (the witness's submission prefix)",
+                    w.url
+                ));
+            }
+            let name = w
+                .name()
+                .map_err(|e| format!("witnesses.vkey {:?}: {e}", w.vkey))?;
+            if !names.insert(name.clone()) {
+                return Err(format!("witnesses: the witness {name:?} is listed twice"));
+            }
+        }
         Ok(())
     }
 

@@ -13,12 +13,15 @@
 pub(crate) mod admission;
 pub(crate) mod outbox;
 pub(crate) mod peers;
+pub(crate) mod witness_api;
+pub(crate) mod witnessing;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use logbook_base::reloadable::Reloadable;
 use logbook_federation::config::{FederationConfig, INCOMING_EXTRA_BYTES};
 use logbook_federation::identity::Identity;
 use logbook_federation::rotation::{self, Rotated, RotationError};
@@ -44,6 +47,11 @@ pub(crate) struct Federation {
     /// Background pinning of `[[peers]]` given by fingerprint only: at most
     /// one task per peer, with the definition it is pinning.
     pinning: Mutex<HashMap<String, (logbook_federation::peers::PeerSpec, JoinHandle<()>)>>,
+    /// The tasks that send our heads checkpoints to witnesses.
+    pub(crate) witnessing: witnessing::Witnessing,
+    /// The config's part in who witnesses us (`[[peers]] witness`,
+    /// `[[witnesses]]`), swapped on reload.
+    pub(crate) witness_settings: Reloadable<witnessing::WitnessSettings>,
     shutdown: CancellationToken,
 }
 
@@ -128,6 +136,8 @@ impl Federation {
             client,
             workers: Mutex::new(HashMap::new()),
             pinning: Mutex::new(HashMap::new()),
+            witnessing: witnessing::Witnessing::default(),
+            witness_settings: Reloadable::new(witnessing::settings(config)?),
             shutdown,
         });
         let pending = peers::apply_config(&federation, &config.peers).await?;
@@ -147,6 +157,7 @@ impl Federation {
         for peer in pending {
             peers::spawn_pin_from_config(federation.clone(), peer);
         }
+        tokio::spawn(witnessing::supervisor(federation.clone()));
         Ok(federation)
     }
 
@@ -172,6 +183,15 @@ impl Federation {
             self.shutdown.clone(),
         ));
         workers.insert(peer.to_string(), handle);
+    }
+
+    /// Brings the witnessing tasks in line with the peers and settings now
+    /// (after a reload, an admin switch or a peer change).
+    pub(crate) async fn resupervise_witnesses(self: &Arc<Self>) {
+        match witnessing::targets(self).await {
+            Ok(targets) => witnessing::supervise(self, targets),
+            Err(e) => tracing::error!(error = %e, "listing the witnesses"),
+        }
     }
 
     /// Rotates this instance's key and queues the announcements

@@ -214,6 +214,7 @@ mod tests {
             public_key: String::new(),
             fingerprint: "ab".repeat(32),
             allow: Vec::new(),
+            witness: true,
         };
         config.peers = vec![listed(format!("http://127.0.0.1:{port}"))];
         let keyring = Arc::new(logbook_journal::keys::Keyring::from_secret(b"k".to_vec()));

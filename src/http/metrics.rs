@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::federation::witnessing::WitnessStatus;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -49,6 +50,7 @@ struct Snapshot {
     last_commit_micros: u64,
     /// Per peer: messages waiting (pending or retrying), and dead ones.
     peer_queues: Vec<PeerQueue>,
+    witnessing: crate::federation::witnessing::Health,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,6 +153,50 @@ impl Collector for Snapshot {
                 metric.encode(family.encode_family(&labels)?)?;
             }
         }
+        self.encode_witnessing(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// The quorum's age (-1: no checkpoint has had a quorum yet), and each
+    /// witness's cosigned size and refusal (1: it refuses our history).
+    fn encode_witnessing(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let w = &self.witnessing;
+        let age = w
+            .quorum_age_secs
+            .map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let metric = ConstGauge::new(age);
+        let e = encoder.encode_descriptor(
+            "witness_quorum_age_seconds",
+            "Age of the newest heads checkpoint cosigned by [checkpoints] witness_quorum witnesses; -1 when none has been",
+            None,
+            metric.metric_type(),
+        )?;
+        metric.encode(e)?;
+        for (name, help, pick) in [
+            (
+                "witness_cosigned_size",
+                "Heads-log size each witness last cosigned",
+                (|s: &WitnessStatus| i64::try_from(s.size).unwrap_or(i64::MAX))
+                    as fn(&WitnessStatus) -> i64,
+            ),
+            (
+                "witness_refused",
+                "1 while a witness refuses this instance's heads log (it saw a rollback or fork)",
+                |s: &WitnessStatus| i64::from(s.refused.is_some()),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for s in &w.witnesses {
+                let labels = [("witness", s.name.as_str())];
+                ConstGauge::new(pick(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -159,6 +205,7 @@ impl Collector for Snapshot {
 #[derive(Clone)]
 pub(crate) struct MetricsState {
     store: AsyncStore,
+    federation: Arc<crate::federation::Federation>,
     stream_stats: Arc<StreamStats>,
     shutdown: CancellationToken,
 }
@@ -167,6 +214,7 @@ impl FromRef<AppState> for MetricsState {
     fn from_ref(state: &AppState) -> MetricsState {
         MetricsState {
             store: state.store.clone(),
+            federation: state.federation.clone(),
             stream_stats: state.stream_stats.clone(),
             shutdown: state.shutdown.clone(),
         }
@@ -174,7 +222,11 @@ impl FromRef<AppState> for MetricsState {
 }
 
 /// The whole exposition: process-wide instruments, then the live snapshot.
-pub(crate) async fn render(store: &AsyncStore, stream_stats: &StreamStats) -> String {
+pub(crate) async fn render(
+    store: &AsyncStore,
+    stream_stats: &StreamStats,
+    federation: &crate::federation::Federation,
+) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let peer_queues = store.run(peer_queues).await;
     metrics::render(Box::new(Snapshot {
@@ -187,12 +239,13 @@ pub(crate) async fn render(store: &AsyncStore, stream_stats: &StreamStats) -> St
             tracing::warn!(error = %e, "metrics: reading the federation outbox");
             Vec::new()
         }),
+        witnessing: federation.witness_health(),
     }))
 }
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(state): State<MetricsState>) -> Response {
-    let body = render(&state.store, &state.stream_stats).await;
+    let body = render(&state.store, &state.stream_stats, &state.federation).await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
@@ -220,5 +273,16 @@ pub(crate) async fn readyz(State(state): State<MetricsState>) -> Response {
         )
             .into_response();
     }
-    axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    // Witnessing is a warning here, never a 503: appends do not wait on it.
+    let w = state.federation.witness_health();
+    axum::Json(serde_json::json!({
+        "status": "ready",
+        "witnessing": {
+            "quorum": w.quorum,
+            "quorum_age_secs": w.quorum_age_secs,
+            "stale": w.stale && w.quorum > 0,
+            "refused": w.refused,
+        },
+    }))
+    .into_response()
 }

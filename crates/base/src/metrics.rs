@@ -29,6 +29,7 @@ struct Instruments {
     delivery_failures: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
     refused_subscriptions: Family<Labels, Counter>,
+    witness_failures: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -94,7 +95,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Subscribe requests from peers refused, by peer and reason (not_granted, limit)",
         refused_subscriptions.clone(),
     );
+    let witness_failures = Family::<Labels, Counter>::default();
+    registry.register(
+        "witness_send_failures",
+        "Heads checkpoints a witness did not cosign, by witness and reason (refused: it has seen another history of ours, a rollback or fork)",
+        witness_failures.clone(),
+    );
     Instruments {
+        witness_failures,
         refused_subscriptions,
         deliveries,
         delivery_failures,
@@ -149,6 +157,16 @@ pub fn observe_refused_subscription(peer: &str, reason: &str) {
         .refused_subscriptions
         .get_or_create(&labels)
         .inc();
+}
+
+/// Called when a witness did not cosign our heads checkpoint: `reason` is
+/// transport, status, key, cosignature, conflict, storage or refused.
+pub fn observe_witness_failure(witness: &str, reason: &str) {
+    let labels = vec![
+        ("witness".to_string(), witness.to_string()),
+        ("reason".to_string(), reason.to_string()),
+    ];
+    INSTRUMENTS.witness_failures.get_or_create(&labels).inc();
 }
 
 /// Called after each append request is answered: its outcome (`created`,

@@ -96,6 +96,16 @@ pub struct PeerConfig {
     /// Empty: nothing, until `logbook admin peers allow` grants something.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Whether the peer witnesses our heads log: we send it each new heads
+    /// checkpoint to cosign. `logbook admin peers witness PEER on|off`
+    /// overrides it.
+    #[serde(default = "witness_by_default")]
+    pub witness: bool,
+}
+
+/// Peers witness us unless told otherwise.
+fn witness_by_default() -> bool {
+    true
 }
 
 /// A `[federation]` setting out of range; it names the key at fault.

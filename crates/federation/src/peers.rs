@@ -485,6 +485,7 @@ mod tests {
             public_key: String::new(),
             fingerprint: "ab".repeat(32),
             allow: allow.iter().map(|s| s.to_string()).collect(),
+            witness: true,
         };
         let spec = PeerSpec::from_config(&entry(&[" step.> ", "step.>", ">"])).unwrap();
         assert_eq!(spec.config_allow.unwrap(), ["step.>", ">"]);

@@ -106,6 +106,20 @@ pub(crate) enum PeersCommand {
         #[arg(required = true)]
         patterns: Vec<String>,
     },
+    /// Whether the peer witnesses this instance's heads log (cosigns its
+    /// checkpoints). Overrides `[[peers]] witness`; peers do by default.
+    Witness {
+        instance_id: String,
+        #[arg(value_enum)]
+        switch: Switch,
+    },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

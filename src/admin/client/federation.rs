@@ -3,7 +3,7 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand};
+use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand, Switch};
 use super::output::{items, join, text};
 use super::transport::segment;
 use super::{Client, Failure};
@@ -156,6 +156,10 @@ impl Client {
                 instance_id,
                 patterns,
             } => return self.peer_grants(&instance_id, "disallow", patterns).await,
+            PeersCommand::Witness {
+                instance_id,
+                switch,
+            } => return self.peer_witness(&instance_id, switch).await,
         };
         self.show(&v, |v| {
             println!(
@@ -187,6 +191,26 @@ impl Client {
                     "nothing".to_string()
                 } else {
                     granted
+                }
+            );
+        });
+        Ok(())
+    }
+
+    async fn peer_witness(&self, instance_id: &str, switch: Switch) -> Result<(), Failure> {
+        let path = format!("/peers/{}/witness", segment(instance_id));
+        let on = switch == Switch::On;
+        let v = self
+            .call(Method::POST, &path, Some(json!({"witness": on})))
+            .await?;
+        self.show(&v, |v| {
+            println!(
+                "peer {} {} this instance's heads log",
+                text(&v["instanceId"]),
+                if v["witness"] == true {
+                    "witnesses"
+                } else {
+                    "no longer witnesses"
                 }
             );
         });

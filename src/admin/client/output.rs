@@ -93,6 +93,46 @@ pub(crate) fn print_status(v: &Value) {
     for (key, value) in lines {
         println!("{key:<13} {value}");
     }
+    print_witnessing(&v["witnessing"]);
+}
+
+/// The witnessing lines of `status`: the quorum's age, then each witness.
+/// A refusal is printed first and in capitals: it means a witness has seen
+/// a history of this instance that it no longer serves.
+fn print_witnessing(w: &Value) {
+    for name in items(&w["refused"]) {
+        println!(
+            "WITNESS REFUSED: {} refuses this instance's heads log (a rollback or fork of this data dir; see `logbook admin witness evidence` on that witness)",
+            text(name)
+        );
+    }
+    let age = match w["quorum_age_secs"].as_u64() {
+        Some(age) => format!("newest quorum checkpoint {age}s old"),
+        None => "no checkpoint has a quorum yet".to_string(),
+    };
+    let stale = if w["stale"] == true && w["quorum"] != 0 {
+        " (STALE: warning)"
+    } else {
+        ""
+    };
+    println!(
+        "{:<13} quorum {}, {age}{stale}",
+        "witnessing",
+        text(&w["quorum"])
+    );
+    for s in items(&w["witnesses"]) {
+        let state = match (&s["refused"], &s["error"]) {
+            (Value::String(r), _) => format!("REFUSED: {r}"),
+            (_, Value::String(e)) => format!("failing: {e}"),
+            _ => "ok".to_string(),
+        };
+        println!(
+            "  {:<32} size {:<8} cosigned at {:<10} {state}",
+            text(&s["name"]),
+            text(&s["size"]),
+            text(&s["cosigned_at"])
+        );
+    }
 }
 
 pub(crate) fn print_verify(v: &Value) {

@@ -43,7 +43,7 @@ pub(crate) fn router(
 ) -> Router {
     use daemon::{get_log_level, set_log_level};
     use keys::{backup, rotate_hmac, rotate_log, rotate_rsa};
-    use peers::{allow_peer, disallow_peer};
+    use peers::{allow_peer, disallow_peer, witness_peer};
     use plans::{delete_plan, export_plan, list_plans, plan_checkpoint, show_plan, verify_plan};
     use status::{metrics, status};
     use tokens::{create_token, list_tokens, revoke_token};
@@ -65,6 +65,7 @@ pub(crate) fn router(
         .route("/metrics", get(metrics))
         .route("/peers/{instance_id}/allow", post(allow_peer))
         .route("/peers/{instance_id}/disallow", post(disallow_peer))
+        .route("/peers/{instance_id}/witness", post(witness_peer))
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,5 +1,5 @@
 //! `peers allow` and `peers disallow`: which event types a peer may
-//! subscribe to.
+//! subscribe to; `peers witness`: whether it witnesses our heads log.
 
 use std::sync::Arc;
 
@@ -103,4 +103,61 @@ async fn change_grants(
             ))
         })?;
     Ok(Json(logbook_federation::peers::peer_json(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WitnessBody {
+    witness: bool,
+}
+
+/// `peers witness PEER on|off`: whether the peer witnesses our heads log.
+/// Kept in the store, it wins over `[[peers]] witness`; recorded in the
+/// system journal, since who may vouch for our history is an audit fact.
+pub(super) async fn witness_peer(
+    State(cx): Ctx,
+    Extension(who_did): Extension<LocalPeer>,
+    Path(instance_id): Path<String>,
+    AdminJson(body): AdminJson<WitnessBody>,
+) -> Result<Json<Value>, Problem> {
+    let _serialized = cx.changes.lock().await;
+    let (id, on) = (instance_id.clone(), body.witness);
+    let known = cx
+        .store
+        .run(move |store| {
+            if store.peers().get(&id)?.is_none() {
+                return Ok(false);
+            }
+            let name = crate::federation::witnessing::peer_witness_name(&id);
+            store.update_witnessed_by(&name, |w| w.switch = Some(on))?;
+            Ok::<_, logbook_journal::store::StoreError>(true)
+        })
+        .await?;
+    if !known {
+        return Err(Problem::not_found(format!("no peer {instance_id:?}")));
+    }
+    let state = if on { "on" } else { "off" };
+    tracing::warn!(peer = %instance_id, uid = who_did.uid, "peer witnessing turned {state}");
+    cx.federation.resupervise_witnesses().await;
+    let payload = json!({
+        "peer": instance_id,
+        "witness": on,
+        "changed_by": who(&who_did),
+    });
+    cx.store
+        .append(logbook_journal::store::AppendRequest {
+            plan_id: SYSTEM_PLAN,
+            event_type: "system.peer_witness".into(),
+            actor: Some("logbook-admin".into()),
+            payload: logbook_journal::chain::CanonicalPayload::new(&payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!(
+                "the switch changed, but recording it failed: {e:?}"
+            ))
+        })?;
+    Ok(Json(json!({"instanceId": instance_id, "witness": on})))
 }

@@ -33,6 +33,7 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "signing_key_id": cx.store.keyring().current_id(),
         "log_level": crate::admin::logging::current_level(),
         "auth": auth_json(&cx),
+        "witnessing": cx.federation.witness_health(),
     })))
 }
 
@@ -51,7 +52,7 @@ fn auth_json(cx: &Context) -> Value {
 pub(super) async fn metrics(State(cx): Ctx) -> Response {
     (
         [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
-        crate::http::metrics::render(&cx.store, &cx.stream_stats).await,
+        crate::http::metrics::render(&cx.store, &cx.stream_stats, &cx.federation).await,
     )
         .into_response()
 }
