@@ -102,15 +102,31 @@ impl Node {
     /// Starts a daemon with instance id `name`, its cached key, the
     /// `[federation]` overrides in `federation` (TOML lines) and `peers`.
     pub fn start(name: &str, port: u16, federation: &str, peers: &str) -> Node {
+        Node::start_with_data(name, port, federation, peers, None)
+    }
+
+    /// Like [`Node::start`], on a copy of `data` (a stopped node's data
+    /// dir, keys included): a restored backup, or a forked twin.
+    pub fn start_with_data(
+        name: &str,
+        port: u16,
+        federation: &str,
+        peers: &str,
+        data: Option<&Path>,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let key = test_key(name);
-        logbook_base::private_file::write_private_file(
-            &data.join(identity::KEY_FILE),
-            identity::private_key_pem(&key).unwrap().as_bytes(),
-        )
-        .unwrap();
+        let dest = dir.path().join("data");
+        if let Some(from) = data {
+            copy_dir(from, &dest);
+        } else {
+            std::fs::create_dir_all(&dest).unwrap();
+            let key = test_key(name);
+            logbook_base::private_file::write_private_file(
+                &dest.join(identity::KEY_FILE),
+                identity::private_key_pem(&key).unwrap().as_bytes(),
+            )
+            .unwrap();
+        }
         let mut config = include_str!("../../config.toml")
             .replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
         for line in federation.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -234,6 +250,40 @@ impl Node {
         self.dir.path()
     }
 
+    /// Runs `logbook admin --socket … ARGS --json` against this node and
+    /// returns its exit success and JSON output.
+    pub fn admin_json(&self, args: &[&str]) -> (bool, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .arg("admin")
+            .arg("--socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .args(args)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running logbook admin");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), json)
+    }
+
+    /// Runs `logbook admin --socket … ARGS` and returns its stdout.
+    pub fn admin_text(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .arg("admin")
+            .arg("--socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running logbook admin");
+        assert!(
+            out.status.success(),
+            "logbook admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
@@ -303,6 +353,17 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// Copies a directory tree (a stopped daemon's data dir), keeping modes.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {from:?} {to:?}");
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout`.

@@ -1,0 +1,347 @@
+//! Being witnessed, between real daemons: A's heads log cosigned by its
+//! peers B and C; a rollback and a fork of A caught with evidence; a
+//! witness that was down catching up over the whole gap.
+
+mod federation_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use federation_common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// What every node runs with: a heads pass every second, and a quorum of 2.
+const FAST: &str = "interval_secs = 1\nwitness_quorum = 2";
+
+struct Trio {
+    a: Node,
+    b: Node,
+    c: Node,
+    peers_of_a: String,
+}
+
+/// A witnessed by B and C: A lists both as peers; each lists A.
+fn trio() -> Trio {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (ka, kb, kc) = (test_key("alpha"), test_key("beta"), test_key("gamma"));
+    let peers_of_a = format!(
+        "{}\n{}",
+        peer_config("beta", pb, &kb),
+        peer_config("gamma", pc, &kc)
+    );
+    let b = Node::start("beta", pb, FAST, &peer_config("alpha", pa, &ka));
+    let c = Node::start("gamma", pc, FAST, &peer_config("alpha", pa, &ka));
+    let a = Node::start("alpha", pa, FAST, &peers_of_a);
+    Trio {
+        a,
+        b,
+        c,
+        peers_of_a,
+    }
+}
+
+async fn append(node: &Node, plan: &str, n: usize) {
+    for i in 0..n {
+        let (status, body) = node
+            .post(
+                &format!("/api/plans/{plan}/events"),
+                &json!({"type": "step.done", "payload": {"i": i}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+/// A's heads checkpoint, as text.
+async fn heads_checkpoint(node: &Node) -> String {
+    let r = node
+        .http
+        .get(node.url("/api/v1/log/checkpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+fn checkpoint_size(note: &str) -> u64 {
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+fn signature_lines(note: &str) -> Vec<&str> {
+    note.lines().filter(|l| l.starts_with('—')).collect()
+}
+
+/// Waits until A's heads checkpoint covers every plan head and carries a
+/// cosignature from each of `witnesses`; returns it.
+async fn cosigned_by(a: &Node, witnesses: &[&Node]) -> String {
+    let names: Vec<String> = witnesses.iter().map(|w| witness_name(w)).collect();
+    wait_for(
+        "the heads checkpoint cosigned by every witness",
+        WAIT,
+        || async {
+            let note = heads_checkpoint(a).await;
+            let lines = signature_lines(&note);
+            names
+                .iter()
+                .all(|n| lines.iter().any(|l| l.starts_with(&format!("— {n} "))))
+                .then_some(note)
+        },
+    )
+    .await
+}
+
+/// A node's witness vkey, from its instance document.
+async fn witness_vkey(node: &Node) -> String {
+    let (status, doc) = node.get("/api/v1/federation/instance").await;
+    assert_eq!(status, 200);
+    doc["witnessKey"].as_str().unwrap().to_string()
+}
+
+fn witness_name(node: &Node) -> String {
+    format!("logbook/{}", node.name)
+}
+
+/// Checks cosignature lines of `note` with the independent Python verifier
+/// of the witness vectors; returns how many verified under `vkeys`.
+fn python_cosignatures(note: &str, vkeys: &[String]) -> usize {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/vectors/verify_witness_vectors.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--count-cosignatures")
+        .args(vkeys)
+        .env("CHECKPOINT", note)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn evidence(node: &Node) -> Vec<Value> {
+    let (ok, v) = node.admin_json(&["witness", "evidence"]);
+    assert!(ok, "{v}");
+    v["evidence"].as_array().cloned().unwrap_or_default()
+}
+
+fn status(node: &Node) -> Value {
+    let (ok, v) = node.admin_json(&["status"]);
+    assert!(ok, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
+    let t = trio();
+    for plan in ["p1", "p2", "p3"] {
+        let plan = uuid_for(plan);
+        append(&t.a, &plan, 3).await;
+    }
+    let note = cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    assert!(checkpoint_size(&note) >= 3, "{note}");
+    let keys = [witness_vkey(&t.b).await, witness_vkey(&t.c).await];
+    assert_eq!(python_cosignatures(&note, &keys), 2, "{note}");
+    // A byte changed in the checkpoint body: neither cosignature holds.
+    let forged = note.replacen('\n', "\n1", 1);
+    assert_eq!(python_cosignatures(&forged, &keys), 0);
+
+    // The health: a quorum of two, fresh.
+    let s = status(&t.a);
+    assert_eq!(s["witnessing"]["quorum"], 2, "{s}");
+    assert!(
+        s["witnessing"]["quorum_age_secs"].as_u64().unwrap() < 120,
+        "{s}"
+    );
+    assert_eq!(s["witnessing"]["stale"], false, "{s}");
+    assert_eq!(s["witnessing"]["refused"], json!([]), "{s}");
+
+    // A plan's bundle, checked offline against its export with quorum 2.
+    let plan = uuid_for("p1");
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("p1.ndjson");
+    let bundle = dir.path().join("p1.bundle.json");
+    let out = t.a.admin_text(&["export", &plan]);
+    std::fs::write(&export, out).unwrap();
+    let r =
+        t.a.http
+            .get(t.a.url(&format!("/api/plans/{plan}/checkpoint?witnessed=1")))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    std::fs::write(&bundle, r.bytes().await.unwrap()).unwrap();
+    let verify = |quorum: &str| {
+        Command::new(env!("CARGO_BIN_EXE_logbook"))
+            .args(["verify", "--export"])
+            .arg(&export)
+            .arg("--bundle")
+            .arg(&bundle)
+            .args([
+                "--witness",
+                &keys[0],
+                "--witness",
+                &keys[1],
+                "--quorum",
+                quorum,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = verify("2");
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let three = verify("3");
+    assert_eq!(
+        three.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&three.stdout)
+    );
+    drop(t.peers_of_a);
+}
+
+/// A plan id derived from a label.
+fn uuid_for(label: &str) -> String {
+    let digest = logbook_base::canonical::sha256(label.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
+    let mut t = trio();
+    append(&t.a, &uuid_for("r1"), 2).await;
+    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+
+    // The backup: A's data dir, keys included, taken while A is stopped.
+    t.a.stop();
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&t.a.data_dir().join("data"), &backup.path().join("data"));
+    t.a.restart();
+    append(&t.a, &uuid_for("r2"), 3).await;
+    let before = cosigned_by(&t.a, &[&t.b, &t.c]).await;
+
+    // Restore the old data dir (same keys) and append: the heads log now
+    // grows from the older, shorter history.
+    t.a.stop();
+    let port = t.a.port;
+    let restored = Node::start_with_data(
+        "alpha",
+        port,
+        FAST,
+        &t.peers_of_a,
+        Some(&backup.path().join("data")),
+    );
+    append(&restored, &uuid_for("r3"), 1).await;
+
+    for witness in [&t.b, &t.c] {
+        let found = wait_for("evidence of the rollback", WAIT, || async {
+            let e = evidence(witness);
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        let text = found[0].to_string();
+        assert!(text.contains("logbook/alpha"), "{text}");
+    }
+    // A says so loudly.
+    wait_for("A's status shows the refusal", WAIT, || async {
+        let s = status(&restored);
+        (s["witnessing"]["refused"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2))
+        .then_some(())
+    })
+    .await;
+    let text = restored.admin_text(&["status"]);
+    assert!(text.contains("WITNESS REFUSED"), "{text}");
+    // Its served checkpoint carries no cosignature for the rolled-back history.
+    let note = heads_checkpoint(&restored).await;
+    assert!(
+        checkpoint_size(&note) <= checkpoint_size(&before) || signature_lines(&note).len() == 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
+    let mut t = trio();
+    append(&t.a, &uuid_for("f1"), 2).await;
+    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+
+    // A′: a copy of A's data dir with its keys, on another port.
+    t.a.stop();
+    let twin = Node::start_with_data(
+        "alpha",
+        free_port(),
+        FAST,
+        &t.peers_of_a,
+        Some(&t.a.data_dir().join("data")),
+    );
+    t.a.restart();
+    append(&t.a, &uuid_for("f2"), 2).await;
+    append(&twin, &uuid_for("f3"), 2).await;
+
+    for witness in [&t.b, &t.c] {
+        wait_for("evidence of the fork", WAIT, || async {
+            (!evidence(witness).is_empty()).then_some(())
+        })
+        .await;
+    }
+    // Each witness cosigned one of the two histories, never both.
+    let refused_a = status(&t.a)["witnessing"]["refused"]
+        .as_array()
+        .unwrap()
+        .len();
+    let refused_twin = status(&twin)["witnessing"]["refused"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        refused_a + refused_twin,
+        2,
+        "each witness refuses exactly one side"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_that_was_down_catches_up_over_the_gap() {
+    let mut t = trio();
+    append(&t.a, &uuid_for("d1"), 1).await;
+    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    t.c.stop();
+    for i in 0..4 {
+        append(&t.a, &uuid_for(&format!("d{}", i + 2)), 2).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let grown = wait_for("B cosigns the grown log", WAIT, || async {
+        let note = heads_checkpoint(&t.a).await;
+        let n = witness_name(&t.b);
+        (checkpoint_size(&note) >= 5
+            && signature_lines(&note)
+                .iter()
+                .any(|l| l.starts_with(&format!("— {n} "))))
+        .then_some(checkpoint_size(&note))
+    })
+    .await;
+    t.c.restart();
+    let note = cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    assert!(checkpoint_size(&note) >= grown);
+    assert!(evidence(&t.c).is_empty(), "catching up is no evidence");
+}
