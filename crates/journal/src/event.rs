@@ -31,6 +31,11 @@ pub struct Event {
     /// part of the wire form.
     #[serde(skip)]
     pub position: u64,
+    /// The payload was erased (`payload` is then JSON `null`); the event
+    /// keeps `payload_hash`, so its signature and leaf still verify. Shown
+    /// only when true, so the wire form of other events is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 /// Milliseconds since the Unix epoch, shown as RFC 3339 in UTC with exactly

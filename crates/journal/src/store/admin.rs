@@ -477,7 +477,7 @@ impl Tables<'_> {
             .range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?
         {
             let (k, v) = entry?;
-            let record: super::EventRecord = decode(v.value())?;
+            let record = super::decode_event(v.value())?;
             doomed.push((k.value(), record.position));
         }
         for (key, position) in doomed {

@@ -55,6 +55,7 @@ mod handle;
 mod page_verify;
 mod reads;
 mod records;
+pub mod redact;
 mod retention;
 mod tables;
 mod tree;
@@ -71,8 +72,8 @@ pub use page_verify::VerifiedPage;
 use reads::last_position;
 pub use records::PlanHead;
 use records::{
-    EventRecord, IdempotencyRecord, decode, encode, event_from_record, event_key, idempotency_key,
-    record_from_event,
+    IdempotencyRecord, decode, decode_event, encode, encode_redacted, event_from_record, event_key,
+    idempotency_key, record_from_event,
 };
 pub use retention::PruneStep;
 pub use tree::{Consistency, Inclusion, TileError, Tree, TreeRequestError};
@@ -161,6 +162,11 @@ enum Job {
         Uuid,
         serde_json::Value,
         oneshot::Sender<Result<admin::Deleted, admin::DeleteError>>,
+    ),
+    /// Redactions too: each appends its record to the system journal.
+    Redact(
+        Vec<redact::Redaction>,
+        oneshot::Sender<redact::RedactOutcomes>,
     ),
     Shutdown,
     /// Wakes the writer to reopen the database after a write elsewhere

@@ -17,7 +17,9 @@ use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::{EVENTS, HEADS, PlanHead, Store, StoreError, decode, event_from_record, event_key};
+use super::{
+    EVENTS, HEADS, PlanHead, Store, StoreError, decode, decode_event, event_from_record, event_key,
+};
 use crate::chain::log_entry;
 use crate::event::Event;
 
@@ -307,7 +309,7 @@ impl Tree<'_> {
                 let mut seen = 0;
                 for (expected, entry) in (from..).zip(range) {
                     let (k, v) = entry?;
-                    let event = event_from_record(&k.value(), decode(v.value())?)?;
+                    let event = event_from_record(&k.value(), decode_event(v.value())?)?;
                     if event.seq != expected {
                         return Err(missing_event(&self.plan, expected));
                     }

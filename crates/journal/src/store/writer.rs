@@ -7,6 +7,7 @@ use std::time::Instant;
 use redb::Durability;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::redact::RedactError;
 use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
     Tables, WriterStats, admin, last_position,
@@ -48,17 +49,20 @@ impl WriterLoop {
             }
             // Block for the first job, then take whatever else is already queued.
             let mut deletion = None;
+            let mut redaction = None;
             match rx.blocking_recv() {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
                 Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
+                Some(Job::Redact(list, reply)) => redaction = Some((list, reply)),
                 Some(Job::Shutdown) | None => break,
                 Some(Job::Recover) => continue,
             }
-            while deletion.is_none() && batch.len() < MAX_BATCH {
+            while deletion.is_none() && redaction.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Job::Append(req, reply)) => batch.push((req, reply)),
                     // Appends queued before the deletion commit before it.
                     Ok(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
+                    Ok(Job::Redact(list, reply)) => redaction = Some((list, reply)),
                     Ok(Job::Shutdown) => {
                         stopping = true;
                         break;
@@ -80,6 +84,18 @@ impl WriterLoop {
                 let _ = reply.send(outcome);
                 if let Some(e) = failed {
                     tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
+                    self.after_failure(&e);
+                }
+            }
+            if let Some((list, reply)) = redaction {
+                let outcome = self.redact(list);
+                let failed = match &outcome {
+                    Err(RedactError::Storage(e)) => Some(e.clone()),
+                    _ => None,
+                };
+                let _ = reply.send(outcome);
+                if let Some(e) = failed {
+                    tracing::error!(error = %e, "redacting failed; nothing was written");
                     self.after_failure(&e);
                 }
             }
@@ -159,6 +175,9 @@ impl WriterLoop {
                     }
                     Ok(Job::DeletePlan(_, _, reply)) => {
                         let _ = reply.send(Err(admin::DeleteError::Storage(refusal())));
+                    }
+                    Ok(Job::Redact(_, reply)) => {
+                        let _ = reply.send(Err(RedactError::Storage(refusal())));
                     }
                     Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return false;
