@@ -206,17 +206,25 @@ fn verify_export(
             Outcome::Valid {
                 count,
                 head_signature,
+                redacted,
             },
             _,
-        ) => match head_signature {
-            Some(head) => println!(
-                "ok: {count} events, head signature {}",
-                logbook_base::hex::encode(head)
-            ),
-            None => println!(
-                "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
-            ),
-        },
+        ) => {
+            match head_signature {
+                Some(head) => println!(
+                    "ok: {count} events, head signature {}",
+                    logbook_base::hex::encode(head)
+                ),
+                None => println!(
+                    "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
+                ),
+            }
+            if *redacted > 0 {
+                println!(
+                    "redacted: {redacted} (payloads erased; their hashes stay signed and in the log)"
+                );
+            }
+        }
     }
     let count = match verified.chain {
         Outcome::Valid { count, .. } => Some(count),

@@ -66,6 +66,7 @@ impl Client {
             AdminCommand::Export { plan, checkpoint } => {
                 self.export(&plan, checkpoint.as_deref()).await?
             }
+            AdminCommand::Redact { plan, seq, reason } => self.redact(&plan, seq, &reason).await?,
             AdminCommand::Backup { file } => self.backup(&file).await?,
             AdminCommand::LogLevel { level } => self.log_level(level).await?,
             AdminCommand::Keys(command) => self.keys(command).await?,

@@ -76,6 +76,7 @@ pub(super) async fn verify_plan(
         "plan_id": plan_id,
         "chain_valid": report.is_valid(),
         "verified": report.verified,
+        "redacted": report.redacted,
         "broken_at": report.broken.map(|b| b.0),
         "broken_reason": report.broken.map(|b| b.1),
         "head_signature": report.head_signature.map(|s| hex::encode(&s)),

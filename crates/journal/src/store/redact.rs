@@ -208,9 +208,8 @@ impl Tables<'_> {
         now: Timestamp,
         position: &mut u64,
     ) -> Result<Result<Redacted, RedactError>, StoreError> {
-        if let Err(e) = check_reason(&r.reason) {
-            return Ok(Err(e));
-        }
+        // What is redacted is checked before how: an unknown event is 404
+        // whatever the reason says, as everywhere in the API.
         if r.plan_id == super::admin::SYSTEM_PLAN {
             return Ok(Err(RedactError::Protected));
         }
@@ -226,6 +225,9 @@ impl Tables<'_> {
         let record = record?;
         if record.payload.is_none() {
             return Ok(Err(RedactError::AlreadyRedacted));
+        }
+        if let Err(e) = check_reason(&r.reason) {
+            return Ok(Err(e));
         }
         self.events
             .insert(key, encode_redacted(record).as_slice())?;
