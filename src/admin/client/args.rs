@@ -58,6 +58,10 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Rewrite the store file with only its live rows, so that bytes of
+    /// redacted payloads and deleted plans do not linger in its free pages.
+    /// Appends wait while it runs.
+    Compact,
     /// Write a consistent snapshot of the store to FILE while the daemon
     /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.
     Backup {

@@ -159,6 +159,19 @@ impl Client {
         Ok(())
     }
 
+    pub(crate) async fn compact(&self) -> Result<(), Failure> {
+        let v = self.call(Method::POST, "/compact", None).await?;
+        self.show(&v, |v| {
+            println!(
+                "compacted: {} bytes before, {} after ({} rows)",
+                text(&v["bytes_before"]),
+                text(&v["bytes_after"]),
+                text(&v["rows"])
+            );
+        });
+        Ok(())
+    }
+
     pub(crate) async fn backup(&self, file: &Path) -> Result<(), Failure> {
         if file.exists() {
             return Err(Failure(format!("{} already exists", file.display())));

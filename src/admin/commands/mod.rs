@@ -46,7 +46,7 @@ pub(crate) fn router(
     use keys::{backup, rotate_hmac, rotate_log, rotate_rsa};
     use peers::{allow_peer, disallow_peer};
     use plans::{delete_plan, export_plan, list_plans, plan_checkpoint, show_plan, verify_plan};
-    use redact::redact_event;
+    use redact::{compact, redact_event};
     use status::{metrics, status};
     use tokens::{create_token, list_tokens, revoke_token};
     Router::new()
@@ -60,6 +60,7 @@ pub(crate) fn router(
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name_or_id}", delete(revoke_token))
         .route("/backup", post(backup))
+        .route("/compact", post(compact))
         .route("/log-level", get(get_log_level).put(set_log_level))
         .route("/reload", reload)
         .route("/keys/rotate-hmac", post(rotate_hmac))

@@ -1,4 +1,5 @@
-//! `redact`: erase one event's payload, recorded in the system journal.
+//! `redact`: erase one event's payload, recorded in the system journal;
+//! `compact`: rewrite the store file so erased bytes do not linger in it.
 
 use axum::Extension;
 use axum::Json;
@@ -86,4 +87,23 @@ fn problem(e: RedactError, plan_id: uuid::Uuid, seq: u64) -> Problem {
         RedactError::Unavailable => Problem::unavailable(detail),
         RedactError::Storage(e) => e.into(),
     }
+}
+
+/// `POST /compact`: rewrites the store with only its live rows.
+pub(super) async fn compact(
+    State(cx): Ctx,
+    Extension(peer): Extension<LocalPeer>,
+) -> Result<Json<Value>, Problem> {
+    let done = cx.store.compact().await?;
+    tracing::info!(
+        uid = peer.uid,
+        bytes_before = done.bytes_before,
+        bytes_after = done.bytes_after,
+        "store compacted over the admin socket"
+    );
+    Ok(Json(json!({
+        "bytes_before": done.bytes_before,
+        "bytes_after": done.bytes_after,
+        "rows": done.rows,
+    })))
 }

@@ -70,6 +70,12 @@ impl AsyncStore {
         self.0.redact(batch).await
     }
 
+    /// Rewrites the database file with only its live rows, in the writer
+    /// thread (see `store::compact`).
+    pub async fn compact(&self) -> Result<super::Compacted, StoreError> {
+        self.0.compact().await
+    }
+
     /// The keyring in force: it signs new events and verifies old ones.
     pub fn keyring(&self) -> Arc<Keyring> {
         self.0.keyring()

@@ -64,9 +64,9 @@ impl Health {
 
 /// The shared, replaceable handle. `None` while the writer reopens it.
 pub(crate) struct Db {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     quick_repair: bool,
-    current: RwLock<Option<Arc<Database>>>,
+    pub(super) current: RwLock<Option<Arc<Database>>>,
     health: AtomicU8,
     /// The writer's queue: a failed write outside the writer wakes it to recover.
     writer: OnceLock<tokio::sync::mpsc::Sender<Job>>,

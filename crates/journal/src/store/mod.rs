@@ -48,6 +48,7 @@ use super::keys::Keyring;
 pub mod admin;
 mod apply;
 mod async_store;
+mod compact;
 mod deleted;
 mod error;
 mod federation;
@@ -62,6 +63,7 @@ mod tree;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
+pub use compact::Compacted;
 pub use deleted::DeletedPlan;
 use error::Faulty;
 pub use error::{Fault, StoreError};
@@ -168,6 +170,8 @@ enum Job {
         Vec<redact::Redaction>,
         oneshot::Sender<redact::RedactOutcomes>,
     ),
+    /// Rewrites the database file with only its live rows.
+    Compact(oneshot::Sender<Result<Compacted, StoreError>>),
     Shutdown,
     /// Wakes the writer to reopen the database after a write elsewhere
     /// failed with an I/O fault.

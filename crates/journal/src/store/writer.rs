@@ -47,60 +47,75 @@ impl WriterLoop {
             if self.db.health() != Health::Ready && !self.recover(&mut rx) {
                 break;
             }
-            // Block for the first job, then take whatever else is already queued.
-            let mut deletion = None;
-            let mut redaction = None;
+            // Block for the first job, then take whatever else is already
+            // queued. A job that is not an append ends the batch: appends
+            // queued before it commit before it.
+            let mut exclusive = None;
             match rx.blocking_recv() {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
-                Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
-                Some(Job::Redact(list, reply)) => redaction = Some((list, reply)),
                 Some(Job::Shutdown) | None => break,
                 Some(Job::Recover) => continue,
+                Some(job) => exclusive = Some(job),
             }
-            while deletion.is_none() && redaction.is_none() && batch.len() < MAX_BATCH {
+            while exclusive.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Job::Append(req, reply)) => batch.push((req, reply)),
-                    // Appends queued before the deletion commit before it.
-                    Ok(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
-                    Ok(Job::Redact(list, reply)) => redaction = Some((list, reply)),
                     Ok(Job::Shutdown) => {
                         stopping = true;
                         break;
                     }
                     // Noticed at the top of the loop, after this batch.
                     Ok(Job::Recover) => {}
+                    Ok(job) => exclusive = Some(job),
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
-            if let Some((plan, who, reply)) = deletion {
+            if let Some(job) = exclusive {
+                self.run_exclusive(job);
+            }
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    /// Runs a job that is its own transaction: a deletion, a redaction or
+    /// a compaction.
+    fn run_exclusive(&mut self, job: Job) {
+        let failed = match job {
+            Job::DeletePlan(plan, who, reply) => {
                 let outcome = self.delete_plan(plan, who);
                 let failed = match &outcome {
                     Err(admin::DeleteError::Storage(e)) => Some(e.clone()),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
-                if let Some(e) = failed {
-                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
-                    self.after_failure(&e);
-                }
+                failed.map(|e| (e, "deleting a plan"))
             }
-            if let Some((list, reply)) = redaction {
+            Job::Redact(list, reply) => {
                 let outcome = self.redact(list);
                 let failed = match &outcome {
                     Err(RedactError::Storage(e)) => Some(e.clone()),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
-                if let Some(e) = failed {
-                    tracing::error!(error = %e, "redacting failed; nothing was written");
-                    self.after_failure(&e);
-                }
+                failed.map(|e| (e, "redacting"))
             }
+            Job::Compact(reply) => {
+                let outcome = self.db.compact();
+                let failed = outcome.as_ref().err().cloned();
+                let _ = reply.send(outcome);
+                failed.map(|e| (e, "compacting"))
+            }
+            Job::Append(..) | Job::Shutdown | Job::Recover => {
+                unreachable!("the loop handles these itself")
+            }
+        };
+        if let Some((e, what)) = failed {
+            tracing::error!(error = %e, "{what} failed; nothing was changed");
+            self.after_failure(&e);
         }
-        tracing::debug!("journal writer stopped");
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<(AppendRequest, Reply)>) {
@@ -178,6 +193,9 @@ impl WriterLoop {
                     }
                     Ok(Job::Redact(_, reply)) => {
                         let _ = reply.send(Err(RedactError::Storage(refusal())));
+                    }
+                    Ok(Job::Compact(reply)) => {
+                        let _ = reply.send(Err(refusal()));
                     }
                     Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return false;
