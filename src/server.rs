@@ -220,6 +220,12 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         app.http.store.clone(),
         config.federation.keep_days,
         app.http.limits.clone(),
+        config.retention.payload_max_age_ms().map(|max_age_ms| {
+            crate::retention::PayloadRetention {
+                max_age_ms,
+                days: config.retention.payload_max_age_days,
+            }
+        }),
         shutdown.clone(),
     );
 

@@ -33,6 +33,38 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     #[serde(default)]
     pub(crate) checkpoints: CheckpointsConfig,
+    #[serde(default)]
+    pub(crate) retention: RetentionConfig,
+}
+
+/// `[retention]`: what the journal keeps, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetentionConfig {
+    /// Payloads of events older than this many days (fractions allowed)
+    /// are redacted by the retention task; 0 keeps them forever.
+    pub(crate) payload_max_age_days: f64,
+}
+
+/// A hundred years: more is a typo, not a policy.
+const MAX_PAYLOAD_AGE_DAYS: f64 = 36_500.0;
+
+impl RetentionConfig {
+    /// The age as milliseconds, `None` when off.
+    pub(crate) fn payload_max_age_ms(&self) -> Option<i64> {
+        (self.payload_max_age_days > 0.0)
+            .then(|| (self.payload_max_age_days * 86_400_000.0).ceil() as i64)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let days = self.payload_max_age_days;
+        if !days.is_finite() || !(0.0..=MAX_PAYLOAD_AGE_DAYS).contains(&days) {
+            return Err(format!(
+                "retention.payload_max_age_days = {days} must be from 0 (off) to {MAX_PAYLOAD_AGE_DAYS}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
@@ -368,6 +400,7 @@ impl Config {
             }
         }
         self.checkpoints.check()?;
+        self.retention.check()?;
         Ok(())
     }
 
