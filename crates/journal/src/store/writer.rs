@@ -103,10 +103,16 @@ impl WriterLoop {
                 failed.map(|e| (e, "redacting"))
             }
             Job::Compact(reply) => {
+                // A failed copy leaves the old file in service untouched; a
+                // failure after the switch has set the health itself, and
+                // the loop reopens the file. Either way the handle in
+                // service did not fail, so there is nothing to take down.
                 let outcome = self.db.compact();
-                let failed = outcome.as_ref().err().cloned();
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "compacting the store failed");
+                }
                 let _ = reply.send(outcome);
-                failed.map(|e| (e, "compacting"))
+                None
             }
             Job::Append(..) | Job::Shutdown | Job::Recover => {
                 unreachable!("the loop handles these itself")
