@@ -125,9 +125,11 @@ impl Store {
 
     /// Up to `limit` events of ordinary plans created before `cutoff_ms`
     /// whose payload is still there, in key order after `after` (the last
-    /// key a previous call returned, to continue). Bounded work: it looks at
-    /// most at `limit * 8` records, and returns the cursor to go on from
-    /// (`None` once the table is done).
+    /// key a previous call returned, to continue). Bounded work: it reads
+    /// at most `limit * 8` records, and returns the cursor to go on from
+    /// (`None` once the table is done). Within a plan `created_at` never
+    /// decreases, so the first event at or after the cutoff ends the
+    /// plan's scan: a pass reads each plan's old prefix, not its history.
     #[allow(clippy::type_complexity)]
     pub fn payloads_older_than(
         &self,
@@ -135,32 +137,39 @@ impl Store {
         after: Option<(Uuid, u64)>,
         limit: usize,
     ) -> Result<(Vec<(Uuid, u64)>, Option<(Uuid, u64)>), StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
-        let start = after.map_or(std::ops::Bound::Unbounded, |(p, s)| {
-            std::ops::Bound::Excluded(event_key(&p, s))
-        });
-        let max_scan = limit.max(1) * 8;
+        let mut budget = limit.max(1) * 8;
         let mut found = Vec::new();
-        let mut last = None;
-        for (scanned, entry) in events
-            .range::<super::EventKey>((start, std::ops::Bound::Unbounded))?
-            .enumerate()
-        {
-            if scanned >= max_scan || found.len() >= limit {
-                return Ok((found, last));
+        let mut cursor = after;
+        loop {
+            let start = cursor.map_or(Unbounded, |(p, s)| Excluded(event_key(&p, s)));
+            let mut skip_plan = None;
+            for entry in events.range::<super::EventKey>((start, Unbounded))? {
+                if budget == 0 || found.len() >= limit {
+                    return Ok((found, cursor));
+                }
+                budget -= 1;
+                let (k, v) = entry?;
+                let event = event_from_record(&k.value(), decode_event(v.value())?)?;
+                cursor = Some((event.plan_id, event.seq));
+                if event.plan_id == super::admin::SYSTEM_PLAN
+                    || event.created_at.millis() >= cutoff_ms
+                {
+                    skip_plan = Some(event.plan_id);
+                    break;
+                }
+                if !event.redacted {
+                    found.push((event.plan_id, event.seq));
+                }
             }
-            let (k, v) = entry?;
-            let event = event_from_record(&k.value(), decode_event(v.value())?)?;
-            last = Some((event.plan_id, event.seq));
-            if event.plan_id != super::admin::SYSTEM_PLAN
-                && !event.redacted
-                && event.created_at.millis() < cutoff_ms
-            {
-                found.push((event.plan_id, event.seq));
+            match skip_plan {
+                // Go on after the plan's last possible key.
+                Some(plan) => cursor = Some((plan, u64::MAX)),
+                None => return Ok((found, None)),
             }
         }
-        Ok((found, None))
     }
 }
 
@@ -256,5 +265,96 @@ impl Tables<'_> {
             seq: r.seq,
             record: appended.event,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Keyring;
+
+    fn append(plan: Uuid, n: u64) -> AppendRequest {
+        AppendRequest {
+            plan_id: plan,
+            event_type: "step.started".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&json!({ "n": n })),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
+    /// The retention scan pages through every old payload in bounded
+    /// steps, skips erased ones and the system journal, and a batch mixes
+    /// outcomes: each redaction is answered on its own.
+    #[tokio::test]
+    async fn the_scan_pages_and_a_batch_answers_each_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, crate::fanout::fanout()).unwrap();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for n in 0..5 {
+            store.append(append(a, n)).await.unwrap();
+            store.append(append(b, n)).await.unwrap();
+        }
+        let scan_all = |limit| {
+            let mut all = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (found, next) = store.payloads_older_than(i64::MAX, cursor, limit).unwrap();
+                assert!(found.len() <= limit);
+                all.extend(found);
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => return all,
+                }
+            }
+        };
+        assert_eq!(scan_all(3).len(), 10);
+        assert!(
+            store
+                .payloads_older_than(0, None, 100)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        let redaction = |plan, seq, reason: &str| Redaction {
+            plan_id: plan,
+            seq,
+            reason: reason.into(),
+            by: json!("test"),
+        };
+        let outcomes = store
+            .redact(vec![
+                redaction(a, 2, "ok"),
+                redaction(a, 2, "twice in one batch"),
+                redaction(a, 9, "no such seq"),
+                redaction(b, 1, ""),
+                redaction(super::super::admin::SYSTEM_PLAN, 1, "protected"),
+            ])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(RedactError::AlreadyRedacted)));
+        assert!(matches!(outcomes[2], Err(RedactError::NotFound)));
+        assert!(matches!(outcomes[3], Err(RedactError::InvalidReason(_))));
+        assert!(matches!(outcomes[4], Err(RedactError::Protected)));
+        let left = scan_all(2);
+        assert_eq!(left.len(), 9);
+        assert!(!left.contains(&(a, 2)));
+        let system = store
+            .plan_events_after(&super::super::admin::SYSTEM_PLAN, 0, 10)
+            .unwrap();
+        assert_eq!(system.len(), 1, "one record for one redaction");
+        assert_eq!(system[0].event_type, REDACTED_TYPE);
+        let report = store.verify_plan(&a, &store.keyring()).unwrap();
+        assert!(report.is_valid());
+        assert_eq!(report.redacted, 1);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
     }
 }
