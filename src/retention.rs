@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use logbook_base::reloadable::Reloadable;
-use logbook_journal::store::redact::{MAX_REDACTIONS, RedactError, Redaction};
+use logbook_journal::store::redact::{MAX_REDACTIONS, RedactError, RedactedBy, Redaction};
 use logbook_journal::store::{AsyncStore, PruneStep, Store, StoreError};
 
 /// Time between two passes.
@@ -152,7 +152,7 @@ async fn redact_old_payloads(
                     plan_id,
                     seq,
                     reason: reason.clone(),
-                    by: serde_json::json!("retention"),
+                    by: RedactedBy::Retention,
                 })
                 .collect();
             for outcome in store.redact(batch).await? {

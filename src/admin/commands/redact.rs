@@ -13,7 +13,7 @@ use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_base::hex;
 use logbook_journal::store::admin::SYSTEM_PLAN;
-use logbook_journal::store::redact::{MAX_REASON_BYTES, RedactError, Redaction};
+use logbook_journal::store::redact::{MAX_REASON_BYTES, RedactError, RedactedBy, Redaction};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,7 @@ pub(super) async fn redact_event(
         plan_id,
         seq,
         reason: body.reason,
-        by: who(&peer),
+        by: RedactedBy::Admin(who(&peer)),
     };
     let outcome = cx
         .store

@@ -36,9 +36,34 @@ pub struct Redaction {
     pub plan_id: Uuid,
     pub seq: u64,
     pub reason: String,
-    /// Who asked, as recorded in the system journal: the admin socket peer
-    /// (`{"uid", "user", "pid"}`) or `"retention"`.
-    pub by: serde_json::Value,
+    pub by: RedactedBy,
+}
+
+/// Who asked for a redaction, as the system journal records it.
+#[derive(Debug, Clone)]
+pub enum RedactedBy {
+    /// The admin socket peer (`{"uid", "user", "pid"}`).
+    Admin(serde_json::Value),
+    /// `[retention] payload_max_age_days`.
+    Retention,
+}
+
+impl RedactedBy {
+    /// The record's `by` member.
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            RedactedBy::Admin(who) => who.clone(),
+            RedactedBy::Retention => json!("retention"),
+        }
+    }
+
+    /// The record's `actor`.
+    fn actor(&self) -> &'static str {
+        match self {
+            RedactedBy::Admin(_) => "logbook-admin",
+            RedactedBy::Retention => "logbook-retention",
+        }
+    }
 }
 
 /// A committed redaction.
@@ -243,16 +268,12 @@ impl Tables<'_> {
         let entry = AppendRequest {
             plan_id: super::admin::SYSTEM_PLAN,
             event_type: REDACTED_TYPE.into(),
-            actor: Some(if r.by == json!("retention") {
-                "logbook-retention".into()
-            } else {
-                "logbook-admin".into()
-            }),
+            actor: Some(r.by.actor().into()),
             payload: CanonicalPayload::new(&json!({
                 "plan_id": r.plan_id,
                 "seq": r.seq,
                 "reason": r.reason,
-                "by": r.by,
+                "by": r.by.to_json(),
             })),
             expected_seq: None,
             idempotency: None,
@@ -324,7 +345,7 @@ mod tests {
             plan_id: plan,
             seq,
             reason: reason.into(),
-            by: json!("test"),
+            by: RedactedBy::Retention,
         };
         let outcomes = store
             .redact(vec![
