@@ -8,7 +8,8 @@ use uuid::Uuid;
 /// A stored, signed journal event, exactly as clients see it.
 ///
 /// `payload` holds the RFC 8785 canonical JSON text of the payload, which is
-/// what `payload_hash` covers, so serving an event never re-encodes it.
+/// what `payload_hash` covers, so serving an event never re-encodes it; once
+/// the payload was erased it is `null` and `redacted` is true.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: Uuid,
