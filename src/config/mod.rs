@@ -478,6 +478,31 @@ mod tests {
     }
 
     #[test]
+    fn payload_retention_is_off_by_default_and_checked() {
+        let c = Config::embedded_default();
+        assert_eq!(c.retention.payload_max_age_ms(), None);
+        let with = |days: &str| {
+            let text = EMBEDDED_DEFAULT.replace(
+                "payload_max_age_days = 0\n",
+                &format!("payload_max_age_days = {days}\n"),
+            );
+            Config::parse(&text).and_then(|c| c.validate().map(|()| c))
+        };
+        let c = with("30").unwrap();
+        assert_eq!(c.retention.payload_max_age_ms(), Some(30 * 86_400_000));
+        assert_eq!(
+            with("0.5").unwrap().retention.payload_max_age_ms(),
+            Some(43_200_000)
+        );
+        for bad in ["-1", "nan", "inf", "36501"] {
+            assert!(
+                with(bad).unwrap_err().contains("payload_max_age_days"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let text = EMBEDDED_DEFAULT.replace("[sse]", "[sse]\nkeepalive = 3");
         assert!(Config::parse(&text).unwrap_err().contains("keepalive"));
