@@ -9,6 +9,7 @@ mod admin;
 mod app;
 mod config;
 mod federation;
+mod heads;
 mod http;
 mod notify;
 mod retention;

@@ -141,6 +141,11 @@ impl Store {
         self.log_tree(LogId::Heads)
     }
 
+    /// The heads log's size.
+    pub fn heads_size(&self) -> Result<u64, StoreError> {
+        size(&self.db.begin_read()?.open_table(HEADS_LOG_ENTRIES)?)
+    }
+
     /// `plan`'s last entry in the heads log, if it has one.
     pub fn heads_entry(&self, plan: &Uuid) -> Result<Option<HeadsEntry>, StoreError> {
         let txn = self.db.begin_read()?;
