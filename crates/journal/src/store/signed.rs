@@ -184,7 +184,8 @@ impl Store {
         Ok(Ok(()))
     }
 
-    /// Keeps a witness's cosignature `line` of the heads checkpoint
+    /// Keeps a witness's cosignature `line` (`— name base64`, a trailing
+    /// newline allowed) of the heads checkpoint
     /// (`size`, `root`), replacing an older line of the same witness key;
     /// keeps the newest [`COSIGNED_KEPT`] checkpoints. The caller verified
     /// the cosignature; this checks only that the checkpoint is ours.
@@ -194,6 +195,8 @@ impl Store {
         root: Hash,
         line: &str,
     ) -> Result<Result<(), CosignatureRefused>, StoreError> {
+        // As `NoteSignature::to_line` writes it, or without its newline.
+        let line = line.strip_suffix('\n').unwrap_or(line);
         let key = match line_key(line) {
             Ok(key) => key,
             Err(e) => return Ok(Err(e)),
