@@ -268,3 +268,88 @@ impl Store {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use logbook_tlog::merkle::NodeId;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
+    use crate::store::tree::{TREE_HASHES, tree_key};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_checkpoint_inconsistent_with_one_signed_before_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let plan = Uuid::new_v4();
+        for i in 0..5 {
+            let request = AppendRequest {
+                plan_id: plan,
+                event_type: "step.done".into(),
+                actor: None,
+                payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+                expected_seq: None,
+                idempotency: None,
+            };
+            store.append(request).await.unwrap();
+        }
+        let log = LogId::Plan(plan);
+        let root_at = |size| store.tree(&plan).root(Some(size)).unwrap().unwrap().1;
+        let (r3, r5) = (root_at(3), root_at(5));
+        assert_eq!(store.check_signing(log, 5, r5).unwrap(), Ok(()));
+        // A prefix of what was signed, and the same one again, are consistent.
+        assert_eq!(store.check_signing(log, 3, r3).unwrap(), Ok(()));
+        assert_eq!(store.check_signing(log, 5, r5).unwrap(), Ok(()));
+        // A root that is not the tree's is never signed.
+        assert!(store.check_signing(log, 5, [0; 32]).unwrap().is_err());
+
+        // The store edited in place: the hash of leaves 0..4 changed, so the tree no longer
+        // has the signed root at size 5. Nothing is signed any more.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(TREE_HASHES)
+            .unwrap()
+            .insert(tree_key(&plan, NodeId::new(2, 0)), [7; 32])
+            .unwrap();
+        txn.commit().unwrap();
+        let forged = store.tree(&plan).root(Some(4)).unwrap().unwrap().1;
+        let refused = store.check_signing(log, 4, forged).unwrap().unwrap_err();
+        assert_eq!((refused.last_size, refused.size), (5, 4));
+
+        // The heads log: a signed size beyond the log (a rollback) refuses.
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        assert_eq!(store.append_heads(10).unwrap(), 0, "nothing moved since");
+        let heads = store.heads_tree().root(None).unwrap().unwrap();
+        assert_eq!(heads.0, 1);
+        assert_eq!(
+            store.check_signing(LogId::Heads, heads.0, heads.1).unwrap(),
+            Ok(())
+        );
+        let txn = store.db.begin_write().unwrap();
+        let record = encode(&SignedRecord {
+            size: 9,
+            root: [1; 32],
+        });
+        txn.open_table(SIGNED_CHECKPOINTS)
+            .unwrap()
+            .insert(log_key(LogId::Heads), record.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(
+            store
+                .check_signing(LogId::Heads, heads.0, heads.1)
+                .unwrap()
+                .is_err()
+        );
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}
