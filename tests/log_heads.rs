@@ -198,6 +198,11 @@ async fn moved_plans_are_recorded_and_the_heads_log_proves_like_a_plan_log() {
         ("/api/v1/log/entries/x/inclusion", 400, "invalid-index"),
         ("/api/v1/log/entries/-1/inclusion", 400, "invalid-index"),
         (
+            "/api/v1/log/entries/18446744073709551615/inclusion",
+            400,
+            "index-beyond-tree-size",
+        ),
+        (
             &format!("/api/v1/log/entries/{size}/inclusion?tree_size={size}") as &str,
             400,
             "index-beyond-tree-size",

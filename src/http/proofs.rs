@@ -114,9 +114,14 @@ async fn inclusion_in(
     {
         return Err(leaf_beyond(log, index, size));
     }
+    // The tree API names leaves by seq (index + 1); the last u64 index is
+    // beyond every tree, whatever its size.
+    let Some(seq) = index.checked_add(1) else {
+        return Err(leaf_beyond(log, index, tree_size.unwrap_or(u64::MAX)));
+    };
     state
         .store
-        .run(move |s| s.log_tree(log).inclusion(index + 1, tree_size))
+        .run(move |s| s.log_tree(log).inclusion(seq, tree_size))
         .await?
         .map_err(|e| refusal(log, e))
 }
