@@ -9,6 +9,8 @@
 //! - `heads_log_plans`: plan id → its last entry (index, size, root, deleted)
 //! - `heads_log_hashes`: the tree's hashes, keyed like `tree_hashes` under
 //!   the nil id (`tree.rs`, [`LogId::Heads`])
+//! - `heads_log_cursor`: the store-wide position the passes have read up to
+//!   (a pass reads the `positions` after it to find the plans that moved)
 //!
 //! Invariant: the tree holds every hash of the entries, written in the
 //! entry's own transaction, so the heads log's proofs cost what a plan's do.
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::tree::{self, LogId, TREE_HASHES, TreeKey};
-use super::{HEADS, PlanHead, Store, StoreError, decode, encode};
+use super::{HEADS, POSITIONS, PlanHead, Store, StoreError, decode, encode};
 
 pub(super) const HEADS_LOG_ENTRIES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("heads_log_entries");
@@ -31,6 +33,12 @@ pub(super) const HEADS_LOG_PLANS: TableDefinition<[u8; 16], &[u8]> =
     TableDefinition::new("heads_log_plans");
 pub(super) const HEADS_LOG_HASHES: TableDefinition<TreeKey, [u8; 32]> =
     TableDefinition::new("heads_log_hashes");
+/// Key 0: the store-wide position up to which the passes have looked.
+pub(super) const HEADS_LOG_CURSOR: TableDefinition<u8, u64> =
+    TableDefinition::new("heads_log_cursor");
+
+/// Positions (events) one pass reads at most, to find the moved plans.
+const SCAN_LIMIT: usize = 65_536;
 
 /// Entries one background pass appends at most: a bound on the length of
 /// its write transaction (the plans left over wait for the next pass).
@@ -169,7 +177,7 @@ impl Store {
     /// `limit`). Returns the number appended. A plan whose tree is
     /// incomplete (a damaged store) is skipped with an error log.
     pub fn append_heads(&self, limit: usize) -> Result<usize, StoreError> {
-        let moved = self.moved_plans(limit)?;
+        let (moved, reached) = self.moved_plans(limit)?;
         if moved.is_empty() {
             return Ok(0);
         }
@@ -212,31 +220,98 @@ impl Store {
                 append(&txn, &plan, size, root, false)?;
                 appended += 1;
             }
+            txn.open_table(HEADS_LOG_CURSOR)?.insert(0, reached)?;
         }
         self.db.commit(txn)?;
         Ok(appended)
     }
 
-    /// Up to `limit` plans whose head differs from their last entry.
-    fn moved_plans(&self, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+    /// The plans with events after the pass cursor (a store-wide
+    /// position), at most `limit` of them and [`SCAN_LIMIT`] positions, and
+    /// the position the scan reached. So a pass costs what was appended
+    /// since the last one, not the number of plans.
+    fn moved_plans(&self, limit: usize) -> Result<(Vec<Uuid>, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let heads = txn.open_table(HEADS)?;
-        let plans = txn.open_table(HEADS_LOG_PLANS)?;
-        let mut moved = Vec::new();
-        for row in heads.iter()? {
-            if moved.len() >= limit {
-                break;
+        let cursor = txn
+            .open_table(HEADS_LOG_CURSOR)?
+            .get(0)?
+            .map_or(0, |v| v.value());
+        let positions = txn.open_table(POSITIONS)?;
+        let mut moved: Vec<Uuid> = Vec::new();
+        let mut reached = cursor;
+        for row in positions
+            .range(cursor.saturating_add(1)..)?
+            .take(SCAN_LIMIT)
+        {
+            let (position, key) = row?;
+            let key = key.value();
+            let plan = Uuid::from_bytes(key[..16].try_into().expect("16 bytes"));
+            if !moved.contains(&plan) {
+                if moved.len() == limit {
+                    break;
+                }
+                moved.push(plan);
             }
-            let (k, v) = row?;
-            let head: PlanHead = decode(v.value())?;
-            let last: Option<HeadsEntry> = plans
-                .get(k.value())?
-                .map(|v| decode(v.value()))
-                .transpose()?;
-            if last.is_none_or(|l| l.size != head.last_seq) {
-                moved.push(Uuid::from_bytes(k.value()));
-            }
+            reached = position.value();
         }
-        Ok(moved)
+        Ok((moved, reached))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
+
+    fn request(plan: Uuid) -> AppendRequest {
+        AppendRequest {
+            plan_id: plan,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
+    /// A pass takes at most `limit` plans, resumes after them, and records
+    /// each plan's latest head once however many events it had.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn passes_are_bounded_and_resume_where_they_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"heads".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        for plan in [a, a, b, a] {
+            store.append(request(plan)).await.unwrap();
+        }
+        assert_eq!(store.append_heads(1).unwrap(), 1);
+        assert_eq!(store.append_heads(1).unwrap(), 1);
+        assert_eq!(store.append_heads(1).unwrap(), 0);
+        let (ea, eb) = (
+            store.heads_entry(&a).unwrap().unwrap(),
+            store.heads_entry(&b).unwrap().unwrap(),
+        );
+        assert_eq!((ea.index, ea.size), (0, 3), "a's latest head, once");
+        assert_eq!((eb.index, eb.size), (1, 1));
+        assert_eq!(ea.root, store.tree(&a).root(None).unwrap().unwrap().1);
+        assert_eq!(
+            store.heads_log_entry(1).unwrap().unwrap(),
+            entry_bytes(&b, 1, &eb.root, false)
+        );
+        // One more event of b: only b moves.
+        store.append(request(b)).await.unwrap();
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        assert_eq!(store.heads_entry(&b).unwrap().unwrap().index, 2);
+        assert_eq!(store.heads_size().unwrap(), 3);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
     }
 }
