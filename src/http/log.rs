@@ -18,7 +18,7 @@ use logbook_federation::message::sign_log_key;
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
-use logbook_journal::store::{AsyncStore, LogId};
+use logbook_journal::store::{AsyncStore, LogId, SigningRefused};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -85,19 +85,11 @@ impl LogState {
         size: u64,
         root: [u8; 32],
     ) -> Result<String, Problem> {
-        check_signing(store, LogId::Heads, size, root).await?;
-        let mut note = self
-            .current
-            .current()
-            .signer
-            .sign_heads(size, root)
-            .map_err(|e| Problem::internal(format!("signing the heads checkpoint: {e}")))?
-            .to_text();
-        for line in store.run(move |s| s.heads_cosignatures(size, root)).await? {
-            note.push_str(&line);
-            note.push('\n');
-        }
-        Ok(note)
+        let current = self.current.current();
+        store
+            .run(move |s| s.heads_checkpoint(&current.signer, size, root))
+            .await?
+            .map_err(refusal)
     }
 
     /// The instance vkey, named `{origin_prefix}`.
@@ -136,8 +128,8 @@ impl LogState {
     }
 }
 
-/// Refuses, loudly, to sign a checkpoint inconsistent with one signed
-/// before under the same origin (a rolled back, restored or forked store).
+/// Refuses to sign a checkpoint inconsistent with one signed before under
+/// the same origin (the store counted and logged it).
 async fn check_signing(
     store: &AsyncStore,
     log: LogId,
@@ -145,21 +137,17 @@ async fn check_signing(
     root: [u8; 32],
 ) -> Result<(), Problem> {
     let checked = store.run(move |s| s.check_signing(log, size, root)).await?;
-    checked.map_err(|refused| {
-        let kind = match log {
-            LogId::Plan(_) => "plan",
-            LogId::Heads => "heads",
-        };
-        logbook_base::metrics::observe_signing_refused(kind);
-        tracing::error!(log = ?log, size, last_size = refused.last_size, "refused to sign a checkpoint inconsistent with one signed before: the store was rolled back, restored from an old backup or forked");
-        Problem::new(
-            StatusCode::CONFLICT,
-            "inconsistent-checkpoint",
-            "Inconsistent checkpoint",
-            refused.to_string(),
-        )
-        .with("signed_size", refused.last_size)
-    })
+    checked.map_err(refusal)
+}
+
+fn refusal(refused: SigningRefused) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "inconsistent-checkpoint",
+        "Inconsistent checkpoint",
+        refused.to_string(),
+    )
+    .with("signed_size", refused.last_size)
 }
 
 impl CurrentLogKey {

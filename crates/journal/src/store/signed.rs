@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tree::LogId;
 use super::{Store, StoreError, decode, encode};
+use crate::checkpoint::CheckpointSigner;
 
 pub(super) const SIGNED_CHECKPOINTS: TableDefinition<[u8; 17], &[u8]> =
     TableDefinition::new("signed_checkpoints");
@@ -147,10 +148,19 @@ impl Store {
                 .transpose()?
         };
         let tree = self.log_tree(log);
-        let refused = |last_size| SigningRefused {
-            log,
-            last_size,
-            size,
+        // Loud wherever it happens: a metric and an ERROR line.
+        let refused = |last_size| {
+            let refused = SigningRefused {
+                log,
+                last_size,
+                size,
+            };
+            logbook_base::metrics::observe_signing_refused(match log {
+                LogId::Plan(_) => "plan",
+                LogId::Heads => "heads",
+            });
+            tracing::error!(log = ?log, size, last_size, "refused to sign a checkpoint inconsistent with one signed before: the store was edited, damaged or forked in place");
+            refused
         };
         // The checkpoint itself must be the tree's.
         if tree.root(Some(size))?.ok() != Some((size, root)) {
@@ -182,6 +192,30 @@ impl Store {
         }
         self.db.commit(txn)?;
         Ok(Ok(()))
+    }
+
+    /// The heads checkpoint at (`size`, `root`) signed by `signer`, with
+    /// every cosignature line collected for it: what the checkpoint route
+    /// serves and what a witness sender sends. Refused, loudly, when it is
+    /// inconsistent with one signed before ([`Store::check_signing`]).
+    pub fn heads_checkpoint(
+        &self,
+        signer: &CheckpointSigner,
+        size: u64,
+        root: Hash,
+    ) -> Result<Result<String, SigningRefused>, StoreError> {
+        if let Err(refused) = self.check_signing(LogId::Heads, size, root)? {
+            return Ok(Err(refused));
+        }
+        let mut note = signer
+            .sign_heads(size, root)
+            .map_err(|e| StoreError(format!("signing the heads checkpoint: {e}")))?
+            .to_text();
+        for line in self.heads_cosignatures(size, root)? {
+            note.push_str(&line);
+            note.push('\n');
+        }
+        Ok(Ok(note))
     }
 
     /// Keeps a witness's cosignature `line` (`— name base64`, a trailing
