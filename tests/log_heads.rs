@@ -256,4 +256,27 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
         ),
         (size, root.as_str())
     );
+
+    // The heads log's routes need the read scope once tokens exist.
+    let reader = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "reader"])
+        .await
+        .trim()
+        .to_string();
+    let writer = daemon
+        .admin_ok(&["tokens", "create", "--scope", "append", "--name", "writer"])
+        .await
+        .trim()
+        .to_string();
+    for path in [
+        "/api/v1/log/checkpoint",
+        "/api/v1/log/entries/0/inclusion",
+        "/api/v1/log/consistency?from=0&to=1",
+        "/api/v1/log/tile/0/000.p/1",
+        "/api/v1/log/tile/entries/000.p/1",
+    ] {
+        assert_problem(&daemon.get_json(path).await, 401);
+        assert_problem(&daemon.get_as(path, &writer).await, 403);
+        assert_eq!(daemon.get_as(path, &reader).await.status, 200, "{path}");
+    }
 }
