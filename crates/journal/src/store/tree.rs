@@ -126,7 +126,7 @@ impl std::fmt::Display for TreeRequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TreeRequestError::BeyondHead { size, head } => {
-                write!(f, "tree size {size} is beyond the plan's head ({head})")
+                write!(f, "tree size {size} is beyond the log's head ({head})")
             }
             TreeRequestError::Proof(ProofRequestError::IndexOutOfRange { index, size }) => {
                 write!(f, "seq {} is beyond tree size {size}", index + 1)
