@@ -228,6 +228,12 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         }),
         shutdown.clone(),
     );
+    // Nothing waits on the heads log's growth yet (the witness sender will).
+    let _heads_grown = crate::heads::spawn(
+        app.http.store.clone(),
+        Duration::from_secs(config.checkpoints.interval_secs),
+        shutdown.clone(),
+    );
 
     signals.spawn(shutdown.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);

@@ -74,12 +74,19 @@ pub(crate) struct CheckpointsConfig {
     /// The log key's name; a plan's origin is `{origin_prefix}/{plan_id}`.
     /// `{instanceId}` stands for the federation instance id.
     pub(crate) origin_prefix: String,
+    /// Seconds between two passes that record moved plan heads in the
+    /// heads log.
+    pub(crate) interval_secs: u64,
 }
+
+/// Bounds of `[checkpoints] interval_secs`.
+const INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 impl Default for CheckpointsConfig {
     fn default() -> CheckpointsConfig {
         CheckpointsConfig {
             origin_prefix: "logbook/{instanceId}".into(),
+            interval_secs: 5,
         }
     }
 }
@@ -101,6 +108,14 @@ impl CheckpointsConfig {
             return Err(format!(
                 "checkpoints.origin_prefix {:?} must be non-empty, without spaces, '+' or a trailing '/' (a signed-note key name)",
                 self.origin_prefix
+            ));
+        }
+        if !INTERVAL_SECS.contains(&self.interval_secs) {
+            return Err(format!(
+                "checkpoints.interval_secs {} must be from {} to {}",
+                self.interval_secs,
+                INTERVAL_SECS.start(),
+                INTERVAL_SECS.end()
             ));
         }
         Ok(())

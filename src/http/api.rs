@@ -367,7 +367,8 @@ pub(crate) async fn list_events(
                 _ => Some(
                     state
                         .log
-                        .checkpoint_text(&plan_id, page.tree_size, page.root)?,
+                        .checkpoint_text(&state.store, &plan_id, page.tree_size, page.root)
+                        .await?,
                 ),
             };
             (page.events, Some((page.report, note)))

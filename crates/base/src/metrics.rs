@@ -29,6 +29,7 @@ struct Instruments {
     delivery_failures: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
     refused_subscriptions: Family<Labels, Counter>,
+    signing_refused: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -94,7 +95,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Subscribe requests from peers refused, by peer and reason (not_granted, limit)",
         refused_subscriptions.clone(),
     );
+    let signing_refused = Family::<Labels, Counter>::default();
+    registry.register(
+        "checkpoint_signing_refused",
+        "Checkpoints the log key refused to sign because they were inconsistent with one signed before (a rolled back or forked store), by log (plan, heads)",
+        signing_refused.clone(),
+    );
     Instruments {
+        signing_refused,
         refused_subscriptions,
         deliveries,
         delivery_failures,
@@ -108,6 +116,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         verify_failures,
     }
 });
+
+/// Called when a checkpoint inconsistent with an earlier one was not signed.
+pub fn observe_signing_refused(log: &str) {
+    INSTRUMENTS
+        .signing_refused
+        .get_or_create(&vec![("log".into(), log.into())])
+        .inc();
+}
 
 /// Called by the writer after each committed batch.
 pub fn observe_commit(batch_size: usize, micros: u64) {

@@ -53,11 +53,13 @@ mod deleted;
 mod error;
 mod federation;
 mod handle;
+mod heads_log;
 mod page_verify;
 mod reads;
 mod records;
 pub mod redact;
 mod retention;
+mod signed;
 mod tables;
 mod tree;
 mod writer;
@@ -70,6 +72,7 @@ pub use error::{Fault, StoreError};
 pub use federation::*;
 use handle::Db;
 pub use handle::Health;
+pub use heads_log::{HeadsEntry, PASS_LIMIT as HEADS_PASS_LIMIT, entry_bytes as heads_entry_bytes};
 pub use page_verify::VerifiedPage;
 use reads::last_position;
 pub use records::PlanHead;
@@ -78,7 +81,8 @@ use records::{
     idempotency_key, record_from_event,
 };
 pub use retention::PruneStep;
-pub use tree::{Consistency, Inclusion, TileError, Tree, TreeRequestError};
+pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
+pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];
