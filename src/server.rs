@@ -220,7 +220,25 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         app.http.store.clone(),
         config.federation.keep_days,
         app.http.limits.clone(),
+        config.retention.payload_max_age_ms().map(|max_age_ms| {
+            crate::retention::PayloadRetention {
+                max_age_ms,
+                days: config.retention.payload_max_age_days,
+            }
+        }),
         shutdown.clone(),
+    );
+    let heads_grown = crate::heads::spawn(
+        app.http.store.clone(),
+        Duration::from_secs(config.checkpoints.interval_secs),
+        shutdown.clone(),
+    );
+    crate::federation::witnessing::start(
+        &app.http.federation,
+        crate::federation::witness_api::HeadsLog {
+            signer: app.http.log.clone(),
+            grown: heads_grown,
+        },
     );
 
     signals.spawn(shutdown.clone());

@@ -36,6 +36,8 @@ pub(crate) struct Config {
     /// Outside C2SP witnesses of the heads log, besides the peers.
     #[serde(default)]
     pub(crate) witnesses: Vec<WitnessConfig>,
+    #[serde(default)]
+    pub(crate) retention: RetentionConfig,
 }
 
 /// Most outside witnesses, and the largest quorum.
@@ -63,6 +65,36 @@ impl WitnessConfig {
     }
 }
 
+/// `[retention]`: what the journal keeps, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetentionConfig {
+    /// Payloads of events older than this many days (fractions allowed)
+    /// are redacted by the retention task; 0 keeps them forever.
+    pub(crate) payload_max_age_days: f64,
+}
+
+/// A hundred years: more is a typo, not a policy.
+const MAX_PAYLOAD_AGE_DAYS: f64 = 36_500.0;
+
+impl RetentionConfig {
+    /// The age as milliseconds, `None` when off.
+    pub(crate) fn payload_max_age_ms(&self) -> Option<i64> {
+        (self.payload_max_age_days > 0.0)
+            .then(|| (self.payload_max_age_days * 86_400_000.0).ceil() as i64)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let days = self.payload_max_age_days;
+        if !days.is_finite() || !(0.0..=MAX_PAYLOAD_AGE_DAYS).contains(&days) {
+            return Err(format!(
+                "retention.payload_max_age_days = {days} must be from 0 (off) to {MAX_PAYLOAD_AGE_DAYS}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,13 +104,20 @@ pub(crate) struct CheckpointsConfig {
     pub(crate) origin_prefix: String,
     /// Cosignatures a heads checkpoint needs to count as witnessed.
     pub(crate) witness_quorum: usize,
+    /// Seconds between two passes that record moved plan heads in the
+    /// heads log.
+    pub(crate) interval_secs: u64,
 }
+
+/// Bounds of `[checkpoints] interval_secs`.
+const INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 impl Default for CheckpointsConfig {
     fn default() -> CheckpointsConfig {
         CheckpointsConfig {
             origin_prefix: "logbook/{instanceId}".into(),
             witness_quorum: 1,
+            interval_secs: 5,
         }
     }
 }
@@ -100,6 +139,14 @@ impl CheckpointsConfig {
             return Err(format!(
                 "checkpoints.origin_prefix {:?} must be non-empty, without spaces, '+' or a trailing '/' (a signed-note key name)",
                 self.origin_prefix
+            ));
+        }
+        if !INTERVAL_SECS.contains(&self.interval_secs) {
+            return Err(format!(
+                "checkpoints.interval_secs {} must be from {} to {}",
+                self.interval_secs,
+                INTERVAL_SECS.start(),
+                INTERVAL_SECS.end()
             ));
         }
         Ok(())
@@ -400,6 +447,7 @@ impl Config {
         }
         self.checkpoints.check()?;
         self.check_witnesses()?;
+        self.retention.check()?;
         Ok(())
     }
 
@@ -508,6 +556,31 @@ mod tests {
             scopes: vec![Scope::Read],
         });
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn payload_retention_is_off_by_default_and_checked() {
+        let c = Config::embedded_default();
+        assert_eq!(c.retention.payload_max_age_ms(), None);
+        let with = |days: &str| {
+            let text = EMBEDDED_DEFAULT.replace(
+                "payload_max_age_days = 0\n",
+                &format!("payload_max_age_days = {days}\n"),
+            );
+            Config::parse(&text).and_then(|c| c.validate().map(|()| c))
+        };
+        let c = with("30").unwrap();
+        assert_eq!(c.retention.payload_max_age_ms(), Some(30 * 86_400_000));
+        assert_eq!(
+            with("0.5").unwrap().retention.payload_max_age_ms(),
+            Some(43_200_000)
+        );
+        for bad in ["-1", "nan", "inf", "36501"] {
+            assert!(
+                with(bad).unwrap_err().contains("payload_max_age_days"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub(crate) struct Federation {
     /// The config's part in who witnesses us (`[[peers]] witness`,
     /// `[[witnesses]]`), swapped on reload.
     pub(crate) witness_settings: Reloadable<witnessing::WitnessSettings>,
+    /// The heads log the witnesses cosign, once `witnessing::start` ran.
+    heads: std::sync::OnceLock<witness_api::HeadsLog>,
     shutdown: CancellationToken,
 }
 
@@ -138,6 +140,7 @@ impl Federation {
             pinning: Mutex::new(HashMap::new()),
             witnessing: witnessing::Witnessing::default(),
             witness_settings: Reloadable::new(witnessing::settings(config)?),
+            heads: std::sync::OnceLock::new(),
             shutdown,
         });
         let pending = peers::apply_config(&federation, &config.peers).await?;
@@ -157,7 +160,6 @@ impl Federation {
         for peer in pending {
             peers::spawn_pin_from_config(federation.clone(), peer);
         }
-        tokio::spawn(witnessing::supervisor(federation.clone()));
         Ok(federation)
     }
 

@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Federation;
-use super::witness_api::{self, WitnessKey};
+use logbook_tlog::cosignature::CosignatureVerifier;
+
+use super::witness_api::{self, HeadsLog};
 
 /// A witness's cosignature older than this is refreshed even when the heads
 /// log did not grow, so that the age of the newest quorum measures the
@@ -171,6 +173,9 @@ impl Federation {
 /// witnesses no longer listed. Called at start, on reload, on an admin
 /// switch and when peers change.
 pub(crate) fn supervise(fed: &Arc<Federation>, targets: Vec<Target>) {
+    let Some(heads) = fed.heads.get().cloned() else {
+        return; // not started yet: `start` supervises once it is
+    };
     let mut tasks = lock(&fed.witnessing.tasks);
     tasks.retain(|name, (target, handle)| {
         let keep = targets.iter().any(|t| t == target) && !handle.is_finished();
@@ -184,7 +189,12 @@ pub(crate) fn supervise(fed: &Arc<Federation>, targets: Vec<Target>) {
         if tasks.contains_key(&target.name) {
             continue;
         }
-        let handle = tokio::spawn(run(fed.clone(), target.clone(), fed.shutdown.clone()));
+        let handle = tokio::spawn(run(
+            fed.clone(),
+            heads.clone(),
+            target.clone(),
+            fed.shutdown.clone(),
+        ));
         tasks.insert(target.name.clone(), (target, handle));
     }
 }
@@ -274,17 +284,23 @@ pub(crate) fn settings(config: &crate::config::Config) -> Result<WitnessSettings
             .map(|p| (p.instance_id.clone(), p.witness))
             .collect(),
         outside,
-        interval: Duration::from_secs(HEADS_INTERVAL_SECS),
+        interval: Duration::from_secs(config.checkpoints.interval_secs),
         quorum: config.checkpoints.witness_quorum,
     })
 }
 
-/// MERGE: `[checkpoints] interval_secs`.
-const HEADS_INTERVAL_SECS: u64 = 5;
+/// Starts witnessing: from now on the heads log's checkpoints go to every
+/// witness. Called once, by the composition root, when the log key and the
+/// heads-log pass exist.
+pub(crate) fn start(fed: &Arc<Federation>, heads: HeadsLog) {
+    if fed.heads.set(heads).is_ok() {
+        tokio::spawn(supervisor(fed.clone()));
+    }
+}
 
 /// Keeps one task per witness: peers come and go (added, suspended,
 /// removed) without telling us, so the set is recomputed every interval.
-pub(crate) async fn supervisor(fed: Arc<Federation>) {
+async fn supervisor(fed: Arc<Federation>) {
     loop {
         fed.resupervise_witnesses().await;
         let wait = fed
@@ -302,18 +318,25 @@ pub(crate) async fn supervisor(fed: Arc<Federation>) {
     }
 }
 
-async fn run(fed: Arc<Federation>, target: Target, shutdown: CancellationToken) {
+async fn run(fed: Arc<Federation>, heads: HeadsLog, target: Target, shutdown: CancellationToken) {
+    let mut grown = heads.grown.clone();
     let mut attempt = 0u32;
-    let mut key: Option<WitnessKey> = None;
+    let mut key: Option<CosignatureVerifier> = None;
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = round(&fed, &target, &mut key) => outcome,
+            outcome = round(&fed, &heads, &target, &mut key) => outcome,
         };
         let wait = match outcome {
             Ok(()) => {
                 attempt = 0;
-                fed.witness_settings.current().interval
+                // Until the heads log grows, or the cosignature is due a refresh.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = grown.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(REFRESH) => {}
+                }
+                continue;
             }
             Err(failure) => {
                 attempt = attempt.saturating_add(1);
@@ -381,20 +404,20 @@ fn unix_now() -> u64 {
 /// One attempt to bring `target` up to our current heads checkpoint.
 async fn round(
     fed: &Arc<Federation>,
+    heads: &HeadsLog,
     target: &Target,
-    key: &mut Option<WitnessKey>,
+    key: &mut Option<CosignatureVerifier>,
 ) -> Result<(), Failure> {
-    let name = target.name.clone();
+    let (name, signer) = (target.name.clone(), heads.signer.clone());
     let (checkpoint, state) = fed
         .store
         .run(move |s| {
-            Ok::<_, logbook_journal::store::StoreError>((
-                witness_api::heads_checkpoint(s)?,
-                s.witnessed_by_one(&name)?,
-            ))
+            let checkpoint = witness_api::heads_checkpoint(s, &*signer);
+            Ok::<_, logbook_journal::store::StoreError>((checkpoint, s.witnessed_by_one(&name)?))
         })
         .await
         .map_err(|e| Failure::new("storage", e.to_string()))?;
+    let checkpoint = checkpoint.map_err(|e| Failure::new("signing", e))?;
     fed.witnessing.update(target, |s| {
         s.size = state.size;
         s.cosigned_at = state.cosigned_at;
@@ -427,9 +450,10 @@ async fn round(
         } else {
             let size = checkpoint.size;
             fed.store
-                .run(move |s| witness_api::heads_consistency(s, old, size))
+                .run(move |s| Ok::<_, logbook_journal::store::StoreError>(witness_api::heads_consistency(s, old, size)))
                 .await
                 .map_err(|e| Failure::new("storage", e.to_string()))?
+                .map_err(|e| Failure::new("storage", e))?
         };
         let body = witness_api::add_checkpoint_body(old, &proof, &checkpoint.note);
         match post(fed, target, body).await? {
@@ -443,14 +467,18 @@ async fn round(
                 let stored = fed
                     .store
                     .run(move |s| {
-                        witness_api::add_heads_cosignature(s, size, root, &line)?;
+                        if let Err(refused) = s.add_heads_cosignature(size, root, &line)? {
+                            return Ok(Err(refused));
+                        }
                         s.update_witnessed_by(&name, |w| {
                             w.size = size;
                             w.cosigned_at = time;
                         })
+                        .map(Ok)
                     })
                     .await
-                    .map_err(|e| Failure::new("storage", e.to_string()))?;
+                    .map_err(|e| Failure::new("storage", e.to_string()))?
+                    .map_err(|e| Failure::new("storage", format!("keeping the cosignature: {e:?}")))?;
                 tracing::debug!(witness = %target.name, size, "heads checkpoint cosigned");
                 fed.witnessing.update(target, |s| {
                     s.size = stored.size;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,13 +18,13 @@ use logbook_federation::message::sign_log_key;
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
-use logbook_journal::store::AsyncStore;
+use logbook_journal::store::{AsyncStore, LogId, SigningRefused};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
-use super::extract::PlanId;
+use super::extract::{PlanId, Query};
 use super::problem::Problem;
 
 /// The log key in use (replaced whole by a rotation), and the instance
@@ -57,13 +57,17 @@ impl LogState {
         self.current.replace(CurrentLogKey::new(keys));
     }
 
-    /// The signed note text of `plan_id`'s checkpoint at `size` with `root`.
-    pub(crate) fn checkpoint_text(
+    /// The signed note text of `plan_id`'s checkpoint at `size` with
+    /// `root`, once the store agreed it is consistent with every checkpoint
+    /// signed before for the plan.
+    pub(crate) async fn checkpoint_text(
         &self,
+        store: &AsyncStore,
         plan_id: &Uuid,
         size: u64,
         root: [u8; 32],
     ) -> Result<String, Problem> {
+        check_signing(store, LogId::Plan(*plan_id), size, root).await?;
         let note = self
             .current
             .current()
@@ -71,6 +75,21 @@ impl LogState {
             .sign(plan_id, size, root)
             .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
         Ok(note.to_text())
+    }
+
+    /// The heads log's signed checkpoint at (`size`, `root`), with the
+    /// cosignature lines collected for it after the log's signature.
+    pub(crate) async fn heads_checkpoint_text(
+        &self,
+        store: &AsyncStore,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<String, Problem> {
+        let current = self.current.current();
+        store
+            .run(move |s| s.heads_checkpoint(&current.signer, size, root))
+            .await?
+            .map_err(refusal)
     }
 
     /// The instance vkey, named `{origin_prefix}`.
@@ -109,6 +128,28 @@ impl LogState {
     }
 }
 
+/// Refuses to sign a checkpoint inconsistent with one signed before under
+/// the same origin (the store counted and logged it).
+async fn check_signing(
+    store: &AsyncStore,
+    log: LogId,
+    size: u64,
+    root: [u8; 32],
+) -> Result<(), Problem> {
+    let checked = store.run(move |s| s.check_signing(log, size, root)).await?;
+    checked.map_err(refusal)
+}
+
+fn refusal(refused: SigningRefused) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "inconsistent-checkpoint",
+        "Inconsistent checkpoint",
+        refused.to_string(),
+    )
+    .with("signed_size", refused.last_size)
+}
+
 impl CurrentLogKey {
     fn new(keys: LogKeys) -> CurrentLogKey {
         CurrentLogKey {
@@ -122,8 +163,8 @@ impl CurrentLogKey {
 /// What the log routes read.
 #[derive(Clone)]
 pub(crate) struct LogApi {
-    store: AsyncStore,
-    log: Arc<LogState>,
+    pub(crate) store: AsyncStore,
+    pub(crate) log: Arc<LogState>,
 }
 
 impl FromRef<AppState> for LogApi {
@@ -140,6 +181,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/api/plans/{plan_id}/checkpoint", get(checkpoint))
         .route("/api/plans/{plan_id}/log-key", get(plan_log_key))
         .route("/api/v1/log/keys", get(log_keys))
+        .route(
+            "/api/v1/log/checkpoint",
+            get(super::witnessed::heads_checkpoint),
+        )
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read))
 }
 
@@ -156,7 +201,7 @@ async fn head_root(store: &AsyncStore, plan_id: Uuid) -> Result<(u64, [u8; 32]),
 }
 
 /// `text/plain; charset=utf-8` with a cache policy.
-fn text(body: String, cache: &'static str) -> Response {
+pub(crate) fn text(body: String, cache: &'static str) -> Response {
     (
         [
             (
@@ -170,15 +215,36 @@ fn text(body: String, cache: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head.
+/// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head;
+/// with `?witnessed=1`, the bundle (`witnessed.rs`).
 async fn checkpoint(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,
+    Query(query): Query<CheckpointQuery>,
 ) -> Result<Response, Problem> {
     let (size, root) = head_root(&state.store, plan_id).await?;
-    let note = state.log.checkpoint_text(&plan_id, size, root)?;
+    match query.witnessed.as_deref() {
+        None | Some("0") => {}
+        Some("1") => return super::witnessed::bundle(&state, plan_id).await,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("witnessed={other:?} must be 1 or 0"),
+            ));
+        }
+    }
+    let note = state
+        .log
+        .checkpoint_text(&state.store, &plan_id, size, root)
+        .await?;
     // The head moves with every append: revalidate each time.
     Ok(text(note, "no-cache"))
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointQuery {
+    witnessed: Option<String>,
 }
 
 /// `GET /api/plans/{plan_id}/log-key`: the plan's vkey, derived from the
@@ -211,4 +277,17 @@ async fn log_keys(State(state): State<LogApi>) -> Response {
         axum::Json(body),
     )
         .into_response()
+}
+
+/// The witnessing sender signs heads checkpoints with the current log key.
+impl crate::federation::witness_api::HeadsSigner for LogState {
+    fn heads_checkpoint(
+        &self,
+        store: &logbook_journal::store::Store,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<Result<String, logbook_journal::store::SigningRefused>, logbook_journal::store::StoreError>
+    {
+        store.heads_checkpoint(&self.current.current().signer, size, root)
+    }
 }

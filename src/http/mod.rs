@@ -20,6 +20,7 @@ pub(crate) mod problem;
 pub(crate) mod proofs;
 pub(crate) mod serve;
 pub(crate) mod sse;
+pub(crate) mod witnessed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,13 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/plans/{plan_id}/consistency", get(proofs::consistency))
         .route("/api/plans/{plan_id}/tile/{*rest}", get(proofs::tile))
+        // The heads log (origin {origin_prefix}); its checkpoint is log.rs's.
+        .route(
+            "/api/v1/log/entries/{index}/inclusion",
+            get(proofs::heads_inclusion),
+        )
+        .route("/api/v1/log/consistency", get(proofs::heads_consistency))
+        .route("/api/v1/log/tile/{*rest}", get(proofs::heads_tile))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));

@@ -30,6 +30,7 @@ struct Instruments {
     dead_letters: Family<Labels, Counter>,
     refused_subscriptions: Family<Labels, Counter>,
     witness_failures: Family<Labels, Counter>,
+    signing_refused: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -101,8 +102,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Heads checkpoints a witness did not cosign, by witness and reason (refused: it has seen another history of ours, a rollback or fork)",
         witness_failures.clone(),
     );
+    let signing_refused = Family::<Labels, Counter>::default();
+    registry.register(
+        "checkpoint_signing_refused",
+        "Checkpoints the log key refused to sign because they were inconsistent with one signed before (a rolled back or forked store), by log (plan, heads)",
+        signing_refused.clone(),
+    );
     Instruments {
         witness_failures,
+        signing_refused,
         refused_subscriptions,
         deliveries,
         delivery_failures,
@@ -116,6 +124,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         verify_failures,
     }
 });
+
+/// Called when a checkpoint inconsistent with an earlier one was not signed.
+pub fn observe_signing_refused(log: &str) {
+    INSTRUMENTS
+        .signing_refused
+        .get_or_create(&vec![("log".into(), log.into())])
+        .inc();
+}
 
 /// Called by the writer after each committed batch.
 pub fn observe_commit(batch_size: usize, micros: u64) {

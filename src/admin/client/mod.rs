@@ -66,6 +66,8 @@ impl Client {
             AdminCommand::Export { plan, checkpoint } => {
                 self.export(&plan, checkpoint.as_deref()).await?
             }
+            AdminCommand::Redact { plan, seq, reason } => self.redact(&plan, seq, &reason).await?,
+            AdminCommand::Compact => self.compact().await?,
             AdminCommand::Backup { file } => self.backup(&file).await?,
             AdminCommand::LogLevel { level } => self.log_level(level).await?,
             AdminCommand::Keys(command) => self.keys(command).await?,

@@ -4,8 +4,8 @@ use redb::ReadableTable;
 use uuid::Uuid;
 
 use super::{
-    Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, event_from_record,
-    event_key,
+    Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, decode_event,
+    event_from_record, event_key,
 };
 use crate::chain::{BrokenReason, ChainReport, ChainVerifier};
 use crate::event::Event;
@@ -62,7 +62,7 @@ impl Store {
             .take(limit)
         {
             let (k, v) = entry?;
-            out.push(event_from_record(&k.value(), decode(v.value())?)?);
+            out.push(event_from_record(&k.value(), decode_event(v.value())?)?);
         }
         Ok(out)
     }
@@ -82,7 +82,7 @@ impl Store {
             let record = events
                 .get(key)?
                 .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
-            out.push(event_from_record(&key, decode(record.value())?)?);
+            out.push(event_from_record(&key, decode_event(record.value())?)?);
         }
         Ok(out)
     }
@@ -118,12 +118,13 @@ impl Store {
         let mut verifier = ChainVerifier::default();
         for entry in events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))? {
             let (k, v) = entry?;
-            let event = event_from_record(&k.value(), decode(v.value())?)?;
+            let event = event_from_record(&k.value(), decode_event(v.value())?)?;
             if let Err(reason) = verifier.check(&event, keyring) {
                 return Ok(ChainReport {
                     verified: verifier.last_seq(),
                     broken: Some((event.seq, reason)),
                     head_signature: verifier.last_signature(),
+                    redacted: verifier.redacted(),
                 });
             }
         }
@@ -148,6 +149,7 @@ impl Store {
             verified: verifier.last_seq(),
             broken,
             head_signature: verifier.last_signature(),
+            redacted: verifier.redacted(),
         })
     }
 }

@@ -32,6 +32,12 @@ macro_rules! for_each_table {
             super::tree::TREE_HASHES,
             super::deleted::DELETED_PLANS,
             super::witnessed::WITNESSED_BY,
+            super::heads_log::HEADS_LOG_ENTRIES,
+            super::heads_log::HEADS_LOG_PLANS,
+            super::heads_log::HEADS_LOG_HASHES,
+            super::heads_log::HEADS_LOG_CURSOR,
+            super::signed::SIGNED_CHECKPOINTS,
+            super::signed::HEADS_COSIGNATURES,
         )
     };
 }
