@@ -58,6 +58,7 @@ mod records;
 mod retention;
 mod tables;
 mod tree;
+mod witness;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
@@ -76,6 +77,7 @@ use records::{
 };
 pub use retention::PruneStep;
 pub use tree::{Consistency, Inclusion, TileError, Tree, TreeRequestError};
+pub use witness::{EvidenceStored, MAX_EVIDENCE, WitnessEvidence, WitnessLatest};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];

@@ -31,6 +31,8 @@ macro_rules! for_each_table {
             super::retention::FED_PEER_USAGE,
             super::tree::TREE_HASHES,
             super::deleted::DELETED_PLANS,
+            super::witness::WITNESS_LATEST,
+            super::witness::WITNESS_EVIDENCE,
         )
     };
 }
