@@ -232,11 +232,15 @@ async fn handle(state: &AppState, body: Body) -> Result<Response, Problem> {
 }
 
 fn unknown_origin(origin: &str) -> Problem {
-    Problem::not_found(format!(
-        "{:?} is not the heads log of an active peer",
-        logbook_journal::store::inert_text(origin)
-    ))
-    .with("kind", "unknown-origin")
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-origin",
+        "Unknown origin",
+        format!(
+            "{:?} is not the heads log of an active peer",
+            logbook_journal::store::inert_text(origin)
+        ),
+    )
 }
 
 /// Checks the log's signature; on failure the peer's document is read
