@@ -241,3 +241,41 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
     assert_eq!(witnessed_size(&beta, &signer).await, "8\n");
     drop(alpha);
 }
+
+/// `[witness] rate_per_sec`/`rate_burst` bound each peer: with one request
+/// a second, ten sent back to back cannot all pass; a refused one gets a
+/// 429 problem with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_rate_gets_429() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    let beta = Node::start(
+        "beta",
+        pb,
+        "rate_per_sec = 1\nrate_burst = 1",
+        &peer_config("alpha", pa, &ka),
+    );
+    let signer = alpha_signer(&alpha);
+    let mut limited = None;
+    for size in 1..=10u64 {
+        let r = reqwest::Client::new()
+            .post(beta.url(ROUTE))
+            .body(body(0, vec![], note(&signer, size, mth(0, size))))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("one request a second: ten in a row are not all let through");
+    assert!(limited.headers().contains_key("retry-after"));
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:logbook:problem:rate-limited",
+        "{problem}"
+    );
+    drop(alpha);
+}
