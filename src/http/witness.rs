@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,6 +29,7 @@ use logbook_tlog::note::{Note, NoteError};
 use logbook_tlog::witness::{self, AddCheckpoint, Latest, SIZE_CONTENT_TYPE, Verdict};
 
 use super::AppState;
+use super::extract::read_body;
 use super::log::BindingCache;
 use super::problem::Problem;
 use crate::config::WitnessConfig;
@@ -102,8 +103,8 @@ fn bad_request(detail: impl Into<String>) -> Problem {
     )
 }
 
-async fn add_checkpoint(State(state): State<AppState>, body: Body) -> Response {
-    match handle(&state, body).await {
+async fn add_checkpoint(State(state): State<AppState>, req: Request) -> Response {
+    match handle(&state, req).await {
         Ok(response) => response,
         Err(problem) => {
             let retry = problem.extra.get("retryAfter").and_then(|v| v.as_u64());
@@ -118,19 +119,12 @@ async fn add_checkpoint(State(state): State<AppState>, body: Body) -> Response {
     }
 }
 
-async fn handle(state: &AppState, body: Body) -> Result<Response, Problem> {
+async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     let witness = &state.witness;
     let fed = &state.federation;
-    let body = axum::body::to_bytes(body, witness.max_body)
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request too large",
-                format!("the body is larger than {} bytes", witness.max_body),
-            )
-        })?;
+    // A slow sender gets the JSON routes' time limit.
+    let timeout = Duration::from_secs(state.limits.current().request_timeout_secs);
+    let body = read_body(req, witness.max_body, timeout).await?;
     let request = AddCheckpoint::parse(&body).map_err(|e| bad_request(e.to_string()))?;
     let note = Note::parse(&request.note).map_err(|e| bad_request(e.to_string()))?;
     let checkpoint = Checkpoint::parse(&note.text).map_err(|e| bad_request(e.to_string()))?;
