@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::checkpoint::Checkpoint;
-use crate::merkle::{Hash, verify_consistency};
+use crate::merkle::{Hash, empty_root, verify_consistency};
 use crate::note::MAX_NOTE_BYTES;
 
 /// The spec's limit on consistency proof lines.
@@ -204,11 +204,11 @@ pub fn check(latest: Option<&Latest>, old: u64, new: &Checkpoint, proof: &[Hash]
         // rule); a rollback always has `old` below the witness's size.
         Verdict::Conflict { size: current }
     } else {
-        let from_root = latest.map_or(crate::merkle::empty_root(), |l| l.root);
         let consistent = match latest {
-            // Trust on first use: the spec asks for an empty proof from 0.
-            None => proof.is_empty(),
-            Some(_) => verify_consistency(current, new.size, &from_root, &new.root, proof),
+            // Trust on first use: the spec asks for an empty proof from 0,
+            // and an empty tree has only one root.
+            None => proof.is_empty() && (new.size > 0 || new.root == empty_root()),
+            Some(l) => verify_consistency(current, new.size, &l.root, &new.root, proof),
         };
         if consistent {
             Verdict::Cosign
@@ -306,6 +306,14 @@ mod tests {
             outcome(Verdict::BadProof, None)
         );
         assert_eq!(check(None, 6, &c, &[]), outcome(Verdict::OldTooLarge, None));
+        let empty = Checkpoint::new("example.com/log", 0, empty_root()).unwrap();
+        assert_eq!(check(None, 0, &empty, &[]), outcome(Verdict::Cosign, None));
+        let mut bad_empty = empty.clone();
+        bad_empty.root = HASH;
+        assert_eq!(
+            check(None, 0, &bad_empty, &[]),
+            outcome(Verdict::BadProof, None)
+        );
     }
 
     #[test]
