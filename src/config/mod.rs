@@ -10,6 +10,8 @@ use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
 pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
+mod witness;
+pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
@@ -33,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     #[serde(default)]
     pub(crate) checkpoints: CheckpointsConfig,
+    #[serde(default)]
+    pub(crate) witness: WitnessConfig,
     #[serde(default)]
     pub(crate) retention: RetentionConfig,
 }
@@ -375,6 +379,7 @@ impl Config {
         if self.sse.keepalive_secs == 0 {
             return Err("sse.keepalive_secs must be positive".into());
         }
+        self.witness.check()?;
         if self.sse.max_streams == 0 {
             return Err("sse.max_streams must be positive".into());
         }

@@ -62,6 +62,7 @@ mod retention;
 mod signed;
 mod tables;
 mod tree;
+mod witness;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
@@ -83,6 +84,7 @@ use records::{
 pub use retention::PruneStep;
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
 pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
+pub use witness::{EvidenceStored, MAX_EVIDENCE, WitnessEvidence, WitnessLatest};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];
