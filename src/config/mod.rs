@@ -10,6 +10,8 @@ use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
 pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
+mod witness;
+pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
@@ -35,7 +37,9 @@ pub(crate) struct Config {
     pub(crate) checkpoints: CheckpointsConfig,
     /// Outside C2SP witnesses of the heads log, besides the peers.
     #[serde(default)]
-    pub(crate) witnesses: Vec<WitnessConfig>,
+    pub(crate) witnesses: Vec<OutsideWitnessConfig>,
+    #[serde(default)]
+    pub(crate) witness: WitnessConfig,
     #[serde(default)]
     pub(crate) retention: RetentionConfig,
 }
@@ -46,22 +50,19 @@ pub(crate) const MAX_WITNESSES: usize = 32;
 /// `[[witnesses]]`: an outside C2SP witness (c2sp.org/tlog-witness).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WitnessConfig {
+pub(crate) struct OutsideWitnessConfig {
     /// Submission prefix: the sender POSTs to `{url}/add-checkpoint`.
     pub(crate) url: String,
     /// The witness's cosignature/v1 verifier key; its name names the witness.
     pub(crate) vkey: String,
 }
 
-impl WitnessConfig {
-    /// The witness's name: its vkey's key name. MERGE: parse the whole vkey
-    /// as a cosignature key.
+impl OutsideWitnessConfig {
+    /// The witness's name: its cosignature vkey's key name.
     pub(crate) fn name(&self) -> Result<String, String> {
-        let name = self.vkey.split('+').next().unwrap_or_default();
-        if !logbook_tlog::note::valid_key_name(name) {
-            return Err("not a verifier key (name+hash+base64)".into());
-        }
-        Ok(name.to_string())
+        logbook_tlog::cosignature::CosignatureVerifier::parse(&self.vkey)
+            .map(|key| key.name)
+            .map_err(|e| format!("not a cosignature/v1 verifier key: {e}"))
     }
 }
 
@@ -406,6 +407,7 @@ impl Config {
         if self.sse.keepalive_secs == 0 {
             return Err("sse.keepalive_secs must be positive".into());
         }
+        self.witness.check()?;
         if self.sse.max_streams == 0 {
             return Err("sse.max_streams must be positive".into());
         }

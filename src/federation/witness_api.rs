@@ -114,13 +114,12 @@ pub(crate) fn verify_cosignatures(
     // the signed-note parser checks line by line.
     let note = Note::parse(format!("{}\n{answer}", checkpoint.text).as_bytes())
         .map_err(|e| format!("the answer is not note signature lines: {e}"))?;
-    let mine: Vec<_> = note
-        .signatures
-        .iter()
-        .filter(|s| key.is_mine(s))
-        .collect();
+    let mine: Vec<_> = note.signatures.iter().filter(|s| key.is_mine(s)).collect();
     let Some(signature) = mine.last() else {
-        return Err(format!("no cosignature by the witness key {}", key.to_vkey()));
+        return Err(format!(
+            "no cosignature by the witness key {}",
+            key.to_vkey()
+        ));
     };
     let time = key
         .verify(&checkpoint.text, signature)
@@ -137,8 +136,15 @@ pub(crate) async fn witness_key(
     match source {
         KeySource::Fixed(vkey) => CosignatureVerifier::parse(vkey).map_err(|e| e.to_string()),
         KeySource::Peer { instance_id } => {
-            let _ = (fed, instance_id);
-            Err("MERGE: witproto".into())
+            let id = instance_id.clone();
+            let peer = fed
+                .store
+                .run(move |s| s.peers().get(&id))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no peer {instance_id:?}"))?;
+            let doc = super::peer_logs::instance_document(fed, &peer).await?;
+            logbook_federation::peer_keys::peer_witness_key(&peer, &doc).map_err(|e| e.to_string())
         }
     }
 }

@@ -450,7 +450,11 @@ async fn round(
         } else {
             let size = checkpoint.size;
             fed.store
-                .run(move |s| Ok::<_, logbook_journal::store::StoreError>(witness_api::heads_consistency(s, old, size)))
+                .run(move |s| {
+                    Ok::<_, logbook_journal::store::StoreError>(witness_api::heads_consistency(
+                        s, old, size,
+                    ))
+                })
                 .await
                 .map_err(|e| Failure::new("storage", e.to_string()))?
                 .map_err(|e| Failure::new("storage", e))?
@@ -478,7 +482,9 @@ async fn round(
                     })
                     .await
                     .map_err(|e| Failure::new("storage", e.to_string()))?
-                    .map_err(|e| Failure::new("storage", format!("keeping the cosignature: {e:?}")))?;
+                    .map_err(|e| {
+                        Failure::new("storage", format!("keeping the cosignature: {e:?}"))
+                    })?;
                 tracing::debug!(witness = %target.name, size, "heads checkpoint cosigned");
                 fed.witnessing.update(target, |s| {
                     s.size = stored.size;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use logbook_base::reloadable::Reloadable;
 use logbook_federation::identity::OwnKey;
-use logbook_federation::message::sign_log_key;
+use logbook_federation::message::{BoundKey, sign_key_binding};
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
@@ -32,8 +32,46 @@ use super::problem::Problem;
 /// key and log key).
 pub(crate) struct LogState {
     current: Reloadable<CurrentLogKey>,
-    /// (RSA key id, instance vkey, `logKeySignature`).
-    binding: Mutex<Option<(String, String, String)>>,
+    binding: BindingCache,
+}
+
+/// A key binding signature of the instance document (`logKeySignature`,
+/// `witnessKeySignature`), made once per RSA key and vkey: RSA-PSS is slow.
+pub(crate) struct BindingCache {
+    kind: BoundKey,
+    /// (RSA key id, vkey, signature).
+    signed: Mutex<Option<(String, String, String)>>,
+}
+
+impl BindingCache {
+    pub(crate) fn new(kind: BoundKey) -> BindingCache {
+        BindingCache {
+            kind,
+            signed: Mutex::new(None),
+        }
+    }
+
+    /// The signature over `vkey` by `key`.
+    pub(crate) fn signature(
+        &self,
+        instance_id: &str,
+        key: &OwnKey,
+        vkey: &str,
+    ) -> Result<String, Problem> {
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key_id, bound, signature)) = signed.as_ref()
+            && *key_id == key.key_id
+            && bound == vkey
+        {
+            return Ok(signature.clone());
+        }
+        let signature =
+            sign_key_binding(&key.private_key, self.kind, instance_id, vkey).map_err(|e| {
+                Problem::internal(format!("signing {}: {e}", self.kind.signature_member()))
+            })?;
+        *signed = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
+        Ok(signature)
+    }
 }
 
 /// One log key with its history; a rotation starts a new signer (and so a
@@ -48,7 +86,7 @@ impl LogState {
     pub(crate) fn new(keys: LogKeys) -> LogState {
         LogState {
             current: Reloadable::new(CurrentLogKey::new(keys)),
-            binding: Mutex::new(None),
+            binding: BindingCache::new(BoundKey::Log),
         }
     }
 
@@ -114,17 +152,7 @@ impl LogState {
         key: &OwnKey,
         vkey: &str,
     ) -> Result<String, Problem> {
-        let mut binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key_id, signed, signature)) = binding.as_ref()
-            && *key_id == key.key_id
-            && signed == vkey
-        {
-            return Ok(signature.clone());
-        }
-        let signature = sign_log_key(&key.private_key, instance_id, vkey)
-            .map_err(|e| Problem::internal(format!("signing the log key: {e}")))?;
-        *binding = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
-        Ok(signature)
+        self.binding.signature(instance_id, key, vkey)
     }
 }
 
@@ -286,8 +314,10 @@ impl crate::federation::witness_api::HeadsSigner for LogState {
         store: &logbook_journal::store::Store,
         size: u64,
         root: [u8; 32],
-    ) -> Result<Result<String, logbook_journal::store::SigningRefused>, logbook_journal::store::StoreError>
-    {
+    ) -> Result<
+        Result<String, logbook_journal::store::SigningRefused>,
+        logbook_journal::store::StoreError,
+    > {
         store.heads_checkpoint(&self.current.current().signer, size, root)
     }
 }

@@ -20,6 +20,7 @@ pub(crate) mod problem;
 pub(crate) mod proofs;
 pub(crate) mod serve;
 pub(crate) mod sse;
+pub(crate) mod witness;
 pub(crate) mod witnessed;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub(crate) struct AppState {
     pub(crate) edge: Arc<edge::Edge>,
     /// The log key that signs plan checkpoints.
     pub(crate) log: Arc<log::LogState>,
+    /// The witness key and state of the add-checkpoint route.
+    pub(crate) witness: Arc<witness::WitnessState>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -105,6 +108,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(append)
         .merge(federation::router(state.clone()))
         .merge(log::router(&state))
+        .merge(witness::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

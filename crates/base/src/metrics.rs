@@ -31,6 +31,7 @@ struct Instruments {
     refused_subscriptions: Family<Labels, Counter>,
     witness_failures: Family<Labels, Counter>,
     signing_refused: Family<Labels, Counter>,
+    witness_evidence: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -108,10 +109,17 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Checkpoints the log key refused to sign because they were inconsistent with one signed before (a rolled back or forked store), by log (plan, heads)",
         signing_refused.clone(),
     );
+    let witness_evidence = Family::<Labels, Counter>::default();
+    registry.register(
+        "witness_evidence",
+        "Checkpoints refused as evidence against a witnessed log, by origin and reason (rollback, fork, bad_proof)",
+        witness_evidence.clone(),
+    );
     Instruments {
         witness_failures,
         signing_refused,
         refused_subscriptions,
+        witness_evidence,
         deliveries,
         delivery_failures,
         dead_letters,
@@ -183,6 +191,16 @@ pub fn observe_witness_failure(witness: &str, reason: &str) {
         ("reason".to_string(), reason.to_string()),
     ];
     INSTRUMENTS.witness_failures.get_or_create(&labels).inc();
+}
+
+/// Called when a witnessed log's signed checkpoint contradicts the one
+/// cosigned before (`rollback`, `fork`, `bad_proof`).
+pub fn observe_witness_evidence(origin: &str, reason: &str) {
+    let labels = vec![
+        ("origin".to_string(), origin.to_string()),
+        ("reason".to_string(), reason.to_string()),
+    ];
+    INSTRUMENTS.witness_evidence.get_or_create(&labels).inc();
 }
 
 /// Called after each append request is answered: its outcome (`created`,

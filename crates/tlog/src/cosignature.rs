@@ -16,7 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature as Ed25519Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::note::{Note, NoteError, NoteSignature, check_text, key_id, valid_key_name};
+use crate::note::{
+    Note, NoteError, NoteSignature, Signer25519, check_text, key_id, valid_key_name,
+};
 
 /// Signature type byte of Ed25519 cosignature/v1 keys.
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
@@ -54,6 +56,14 @@ impl Cosigner {
         let key = SigningKey::from_bytes(seed);
         let verifier = CosignatureVerifier::new(name, key.verifying_key())?;
         Ok(Cosigner { key, verifier })
+    }
+
+    /// A cosigner named `name` with the private key of `signer`, so that a
+    /// witness key is kept in the same file form (Go's note signer text) as
+    /// the log key. The two must be different keys: the caller loads it
+    /// from its own file.
+    pub fn from_note_signer(name: &str, signer: &Signer25519) -> Result<Cosigner, NoteError> {
+        Cosigner::new(name, &signer.key.to_bytes())
     }
 
     pub fn verifier(&self) -> &CosignatureVerifier {
@@ -186,7 +196,6 @@ impl CosignatureVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::note::Signer25519;
 
     const TEXT: &str = "example.com/log\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
 

@@ -85,6 +85,16 @@ pub(crate) enum AdminCommand {
     /// Federation messages given up on (dead letters): list, retry, drop.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// This instance as a witness of its peers' heads logs.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WitnessCommand {
+    /// Checkpoints refused because they contradict one cosigned before
+    /// (rollback, fork, bad proof), each with both signed notes.
+    Evidence,
 }
 
 #[derive(Debug, Subcommand)]

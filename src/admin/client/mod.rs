@@ -74,6 +74,7 @@ impl Client {
             AdminCommand::Peers(command) => self.peers(command).await?,
             AdminCommand::Subscriptions(command) => self.subscriptions(command).await?,
             AdminCommand::Dead(command) => self.dead(command).await?,
+            AdminCommand::Witness(command) => self.witness(command).await?,
             AdminCommand::Reload => self.reload().await?,
         }
         Ok(ExitCode::SUCCESS)

@@ -3,7 +3,8 @@
 //! streams the snapshot file. Grouped by concern: [`status`] (status and
 //! metrics), [`plans`] (show, verify, delete, export), [`redact`], [`tokens`],
 //! [`keys`] (key rotations and backup), [`peers`] (federation grants) and
-//! [`daemon`] (log level and config reload).
+//! [`daemon`] (log level and config reload), [`witness`] (evidence kept
+//! as a witness).
 
 mod daemon;
 mod keys;
@@ -12,6 +13,7 @@ mod plans;
 mod redact;
 mod status;
 mod tokens;
+mod witness;
 
 use std::sync::Arc;
 
@@ -49,6 +51,7 @@ pub(crate) fn router(
     use redact::{compact, redact_event};
     use status::{metrics, status};
     use tokens::{create_token, list_tokens, revoke_token};
+    use witness::witness_evidence;
     Router::new()
         .route("/status", get(status))
         .route("/plans", get(list_plans))
@@ -70,6 +73,7 @@ pub(crate) fn router(
         .route("/peers/{instance_id}/allow", post(allow_peer))
         .route("/peers/{instance_id}/disallow", post(disallow_peer))
         .route("/peers/{instance_id}/witness", post(witness_peer))
+        .route("/witness/evidence", get(witness_evidence))
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,

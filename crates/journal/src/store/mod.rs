@@ -62,6 +62,7 @@ mod retention;
 mod signed;
 mod tables;
 mod tree;
+mod witness;
 mod witnessed;
 mod writer;
 use apply::Tables;
@@ -82,9 +83,10 @@ use records::{
     idempotency_key, record_from_event,
 };
 pub use retention::PruneStep;
-pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
 pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
+pub use witness::{EvidenceStored, MAX_EVIDENCE, WitnessEvidence, WitnessLatest};
+pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];

@@ -38,6 +38,8 @@ macro_rules! for_each_table {
             super::heads_log::HEADS_LOG_CURSOR,
             super::signed::SIGNED_CHECKPOINTS,
             super::signed::HEADS_COSIGNATURES,
+            super::witness::WITNESS_LATEST,
+            super::witness::WITNESS_EVIDENCE,
         )
     };
 }
