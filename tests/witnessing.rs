@@ -11,7 +11,7 @@ use std::time::Duration;
 use federation_common::*;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(90);
+const WAIT: Duration = Duration::from_secs(40);
 
 /// What every node runs with: a heads pass every second, and a quorum of 2.
 const FAST: &str = "interval_secs = 1\nwitness_quorum = 2";
@@ -48,7 +48,7 @@ async fn append(node: &Node, plan: &str, n: usize) {
         let (status, body) = node
             .post(
                 &format!("/api/plans/{plan}/events"),
-                &json!({"type": "step.done", "payload": {"i": i}}),
+                &json!({"type": "step.completed", "payload": {"i": i}}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
@@ -75,9 +75,9 @@ fn signature_lines(note: &str) -> Vec<&str> {
     note.lines().filter(|l| l.starts_with('—')).collect()
 }
 
-/// Waits until A's heads checkpoint covers every plan head and carries a
+/// Waits until A's heads checkpoint is larger than `above` and carries a
 /// cosignature from each of `witnesses`; returns it.
-async fn cosigned_by(a: &Node, witnesses: &[&Node]) -> String {
+async fn cosigned_by(a: &Node, witnesses: &[&Node], above: u64) -> String {
     let names: Vec<String> = witnesses.iter().map(|w| witness_name(w)).collect();
     wait_for(
         "the heads checkpoint cosigned by every witness",
@@ -85,10 +85,10 @@ async fn cosigned_by(a: &Node, witnesses: &[&Node]) -> String {
         || async {
             let note = heads_checkpoint(a).await;
             let lines = signature_lines(&note);
-            names
+            let all = names
                 .iter()
-                .all(|n| lines.iter().any(|l| l.starts_with(&format!("— {n} "))))
-                .then_some(note)
+                .all(|n| lines.iter().any(|l| l.starts_with(&format!("— {n} "))));
+            (checkpoint_size(&note) > above && all).then_some(note)
         },
     )
     .await
@@ -153,6 +153,32 @@ for vkey in sys.argv[2:]:
 print(count)
 "#;
 
+/// [`wait_for`], printing the nodes' logs when it times out.
+async fn wait_for_or_dump<T, F, Fut>(what: &str, nodes: &[&Node], mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            for node in nodes {
+                eprintln!(
+                    "==== log of {} (port {})\n{}",
+                    node.name,
+                    node.port,
+                    node.log()
+                );
+            }
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn evidence(node: &Node) -> Vec<Value> {
     let (ok, v) = node.admin_json(&["witness", "evidence"]);
     assert!(ok, "{v}");
@@ -172,8 +198,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
         let plan = uuid_for(plan);
         append(&t.a, &plan, 3).await;
     }
-    let note = cosigned_by(&t.a, &[&t.b, &t.c]).await;
-    assert!(checkpoint_size(&note) >= 3, "{note}");
+    let note = cosigned_by(&t.a, &[&t.b, &t.c], 2).await;
     let keys = [witness_vkey(&t.b).await, witness_vkey(&t.c).await];
     assert_eq!(python_cosignatures(&note, &keys), 2, "{note}");
     // A byte changed in the checkpoint body: neither cosignature holds.
@@ -257,7 +282,7 @@ fn uuid_for(label: &str) -> String {
 async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     let mut t = trio();
     append(&t.a, &uuid_for("r1"), 2).await;
-    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    let first = checkpoint_size(&cosigned_by(&t.a, &[&t.b, &t.c], 0).await);
 
     // The backup: A's data dir, keys included, taken while A is stopped.
     t.a.stop();
@@ -265,7 +290,8 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     copy_dir(&t.a.data_dir().join("data"), &backup.path().join("data"));
     t.a.restart();
     append(&t.a, &uuid_for("r2"), 3).await;
-    let before = cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    append(&t.a, &uuid_for("r2b"), 1).await;
+    let before = cosigned_by(&t.a, &[&t.b, &t.c], first).await;
 
     // Restore the old data dir (same keys) and append: the heads log now
     // grows from the older, shorter history.
@@ -281,10 +307,14 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     append(&restored, &uuid_for("r3"), 1).await;
 
     for witness in [&t.b, &t.c] {
-        let found = wait_for("evidence of the rollback", WAIT, || async {
-            let e = evidence(witness);
-            (!e.is_empty()).then_some(e)
-        })
+        let found = wait_for_or_dump(
+            "evidence of the rollback",
+            &[witness, &restored],
+            || async {
+                let e = evidence(witness);
+                (!e.is_empty()).then_some(e)
+            },
+        )
         .await;
         let text = found[0].to_string();
         assert!(text.contains("logbook/alpha"), "{text}");
@@ -311,7 +341,7 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
 async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
     let mut t = trio();
     append(&t.a, &uuid_for("f1"), 2).await;
-    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    cosigned_by(&t.a, &[&t.b, &t.c], 0).await;
 
     // A′: a copy of A's data dir with its keys, on another port.
     t.a.stop();
@@ -352,7 +382,7 @@ async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
 async fn a_witness_that_was_down_catches_up_over_the_gap() {
     let mut t = trio();
     append(&t.a, &uuid_for("d1"), 1).await;
-    cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    cosigned_by(&t.a, &[&t.b, &t.c], 0).await;
     t.c.stop();
     for i in 0..4 {
         append(&t.a, &uuid_for(&format!("d{}", i + 2)), 2).await;
@@ -369,7 +399,7 @@ async fn a_witness_that_was_down_catches_up_over_the_gap() {
     })
     .await;
     t.c.restart();
-    let note = cosigned_by(&t.a, &[&t.b, &t.c]).await;
+    let note = cosigned_by(&t.a, &[&t.b, &t.c], grown - 1).await;
     assert!(checkpoint_size(&note) >= grown);
     assert!(evidence(&t.c).is_empty(), "catching up is no evidence");
 }
