@@ -230,8 +230,8 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
             .unwrap();
     assert_eq!(r.status(), 200);
     std::fs::write(&bundle, r.bytes().await.unwrap()).unwrap();
-    let (status, keys_doc) = t.a.get("/api/v1/log/keys").await;
-    assert_eq!(status, 200);
+    let (code, keys_doc) = t.a.get("/api/v1/log/keys").await;
+    assert_eq!(code, 200);
     let log_key = keys_doc["current"]["vkey"].as_str().unwrap().to_string();
     let verify = |quorum: &str| {
         Command::new(env!("CARGO_BIN_EXE_logbook"))
@@ -258,6 +258,37 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
         String::from_utf8_lossy(&ok.stdout),
         String::from_utf8_lossy(&ok.stderr)
     );
+    // The metric an operator alerts on.
+    let metrics =
+        t.a.http
+            .get(t.a.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    let age_line = metrics
+        .lines()
+        .find(|l| l.starts_with("logbook_witness_quorum_age_seconds "))
+        .unwrap_or_else(|| panic!("no quorum age in /metrics:\n{metrics}"));
+    assert!(!age_line.ends_with(" -1"), "{age_line}");
+
+    // A peer switched off stops being sent checkpoints (and listed).
+    let out = t.a.admin_text(&["peers", "witness", "beta", "off"]);
+    assert!(out.contains("no longer witnesses"), "{out}");
+    wait_for("beta dropped from the witnesses", WAIT, || async {
+        let names: Vec<Value> = status(&t.a)["witnessing"]["witnesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].clone())
+            .collect();
+        (names == [json!("peer:gamma")]).then_some(())
+    })
+    .await;
+    let (ok, _) = t.a.admin_json(&["peers", "witness", "nobody", "on"]);
+    assert!(!ok, "an unknown peer is refused");
     let three = verify("3");
     assert_eq!(
         three.status.code(),
