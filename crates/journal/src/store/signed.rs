@@ -242,19 +242,21 @@ impl Store {
         txn.set_durability(Durability::Immediate)?;
         {
             let mut table = txn.open_table(HEADS_COSIGNATURES)?;
+            let fresh = Cosigned {
+                size,
+                root,
+                lines: Vec::new(),
+            };
+            // Lines kept for another root at this size cosign a history the
+            // tree no longer has (a store edited or restored in place; the
+            // root was just checked against the tree): they must not be
+            // served with this checkpoint.
             let mut cosigned: Cosigned = table
                 .get(size)?
-                .map(|v| decode(v.value()))
+                .map(|v| decode::<Cosigned>(v.value()))
                 .transpose()?
-                .unwrap_or(Cosigned {
-                    size,
-                    root,
-                    lines: Vec::new(),
-                });
-            assert_eq!(
-                cosigned.root, root,
-                "one root per size in an append-only log"
-            );
+                .filter(|c| c.root == root)
+                .unwrap_or(fresh);
             cosigned
                 .lines
                 .retain(|l| line_key(l).map_or(true, |k| k != key));
