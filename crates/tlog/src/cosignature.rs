@@ -113,33 +113,12 @@ impl CosignatureVerifier {
     /// Parses `<name>+<8 hex digits>+<base64(0x04 ‖ 32-byte key)>`, checking
     /// that the id matches the name and key.
     pub fn parse(vkey: &str) -> Result<CosignatureVerifier, NoteError> {
-        use NoteError::BadKey;
-        // Names have no '+' and ids are hex, but base64 keys may hold '+'.
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(BadKey("a verifier key is <name>+<key id>+<key>"));
-        };
-        if id.len() != 8
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(BadKey("the key id must be 8 lowercase hex digits"));
-        }
-        let id = u32::from_str_radix(id, 16).map_err(|_| BadKey("bad key id"))?;
-        let bytes = BASE64
-            .decode(key)
-            .map_err(|_| BadKey("the key is not base64"))?;
-        let Some((&ALG_COSIGNATURE_V1, public)) = bytes.split_first() else {
-            return Err(BadKey("a cosignature/v1 key has type 0x04"));
-        };
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| BadKey("an Ed25519 key is 32 bytes"))?;
-        let public = VerifyingKey::from_bytes(&public).map_err(|_| BadKey("not an Ed25519 key"))?;
+        let (name, id, public) = crate::note::parse_vkey(vkey, ALG_COSIGNATURE_V1)?;
         let verifier = CosignatureVerifier::new(name, public)?;
         if verifier.key_id != id {
-            return Err(BadKey("the key id does not match the name and key"));
+            return Err(NoteError::BadKey(
+                "the key id does not match the name and key",
+            ));
         }
         Ok(verifier)
     }

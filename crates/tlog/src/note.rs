@@ -200,6 +200,44 @@ pub fn key_id(name: &str, alg: u8, public_key: &[u8]) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
+/// Splits a vkey `<name>+<8 lowercase hex digits>+<base64(alg ‖ 32-byte
+/// Ed25519 key)>` of key type `alg` into its name, key id and key. The
+/// caller checks that the id is the one the name and key give.
+pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(&str, u32, VerifyingKey), NoteError> {
+    use NoteError::BadKey;
+    // Names have no '+' and ids are hex, but base64 keys may hold '+'.
+    let mut parts = vkey.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(BadKey("a verifier key is <name>+<key id>+<key>"));
+    };
+    if id.len() != 8
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(BadKey("the key id must be 8 lowercase hex digits"));
+    }
+    let id = u32::from_str_radix(id, 16).map_err(|_| BadKey("bad key id"))?;
+    let bytes = BASE64
+        .decode(key)
+        .map_err(|_| BadKey("the key is not base64"))?;
+    let Some((&found, public)) = bytes.split_first() else {
+        return Err(BadKey("the key is empty"));
+    };
+    if found != alg {
+        return Err(if alg == ALG_ED25519 {
+            BadKey("only Ed25519 (type 0x01) keys are supported")
+        } else {
+            BadKey("a cosignature/v1 key has type 0x04")
+        });
+    }
+    let public: [u8; 32] = public
+        .try_into()
+        .map_err(|_| BadKey("an Ed25519 key is 32 bytes"))?;
+    let public = VerifyingKey::from_bytes(&public).map_err(|_| BadKey("not an Ed25519 key"))?;
+    Ok((name, id, public))
+}
+
 /// An Ed25519 note verifier: a name and a public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
@@ -223,33 +261,12 @@ impl Verifier {
     /// Parses `<name>+<8 hex digits>+<base64(0x01 ‖ 32-byte key)>`,
     /// checking that the id matches the name and key.
     pub fn parse(vkey: &str) -> Result<Verifier, NoteError> {
-        use NoteError::BadKey;
-        // Names have no '+' and ids are hex, but base64 keys may hold '+'.
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(BadKey("a verifier key is <name>+<key id>+<key>"));
-        };
-        if id.len() != 8
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(BadKey("the key id must be 8 lowercase hex digits"));
-        }
-        let id = u32::from_str_radix(id, 16).map_err(|_| BadKey("bad key id"))?;
-        let bytes = BASE64
-            .decode(key)
-            .map_err(|_| BadKey("the key is not base64"))?;
-        let Some((&ALG_ED25519, public)) = bytes.split_first() else {
-            return Err(BadKey("only Ed25519 (type 0x01) keys are supported"));
-        };
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| BadKey("an Ed25519 key is 32 bytes"))?;
-        let public = VerifyingKey::from_bytes(&public).map_err(|_| BadKey("not an Ed25519 key"))?;
+        let (name, id, public) = parse_vkey(vkey, ALG_ED25519)?;
         let verifier = Verifier::new(name, public)?;
         if verifier.key_id != id {
-            return Err(BadKey("the key id does not match the name and key"));
+            return Err(NoteError::BadKey(
+                "the key id does not match the name and key",
+            ));
         }
         Ok(verifier)
     }
