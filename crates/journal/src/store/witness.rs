@@ -27,6 +27,23 @@ pub(super) const WITNESS_EVIDENCE: TableDefinition<[u8; 32], &[u8]> =
 
 /// Most evidence rows kept.
 pub const MAX_EVIDENCE: u64 = 10_000;
+
+/// Most evidence rows kept for one origin.
+pub const MAX_EVIDENCE_PER_ORIGIN: usize = 100;
+
+/// Evidence rows kept for `origin`.
+fn per_origin(
+    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    origin: &str,
+) -> Result<usize, StoreError> {
+    let mut count = 0;
+    for row in table.iter()? {
+        if decode::<WitnessEvidence>(row?.1.value())?.origin == origin {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
 /// Longest origin stored (a checkpoint's first line).
 pub const MAX_ORIGIN_BYTES: usize = 1024;
 
@@ -59,9 +76,16 @@ pub struct WitnessEvidence {
 }
 
 impl WitnessEvidence {
+    /// One row per refused checkpoint: keyed by its text, not its bytes,
+    /// so that the same checkpoint with extra signature lines (from keys
+    /// nobody checks) is not a new row.
     fn key(&self) -> [u8; 32] {
+        let text = match self.refused_note.find("\n\n") {
+            Some(end) => &self.refused_note[..=end],
+            None => self.refused_note.as_str(),
+        };
         let mut hash = Sha256::new();
-        for part in [&self.origin, &self.kind, &self.refused_note] {
+        for part in [self.origin.as_str(), self.kind.as_str(), text] {
             hash.update(part.as_bytes());
             hash.update([0]);
         }
@@ -116,6 +140,10 @@ impl Store {
             if table.get(key)?.is_some() {
                 EvidenceStored::Known
             } else if table.len()? >= MAX_EVIDENCE {
+                EvidenceStored::Full
+            } else if per_origin(&table, &evidence.origin)? >= MAX_EVIDENCE_PER_ORIGIN {
+                // One origin (whose old checkpoints anyone may replay)
+                // cannot crowd out the evidence against another.
                 EvidenceStored::Full
             } else {
                 table.insert(key, encode(evidence).as_slice())?;
