@@ -77,9 +77,7 @@ impl<'a> Signable<'a> {
     }
 
     pub fn sign(&self, key: &[u8]) -> [u8; 32] {
-        let mut mac = hmac(key);
-        mac.update(self.canonical().as_bytes());
-        mac.finalize().into_bytes().into()
+        sign_canonical(&self.canonical(), key)
     }
 
     /// Constant-time comparison against a claimed signature.
@@ -96,16 +94,28 @@ impl<'a> Signable<'a> {
 /// leaf, and every checkpoint over it, unchanged.
 /// `docs/verifiable-logs.md` is the spec; its vectors pin the bytes.
 pub fn log_entry(event: &Event) -> String {
+    log_entry_of(&Signable::of(event).canonical(), &event.signature)
+}
+
+/// The signature over [`Signable::canonical`]'s text, for a caller that
+/// also needs the text ([`log_entry_of`]): the writer canonicalizes once.
+pub(crate) fn sign_canonical(canonical: &str, key: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(canonical.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// [`log_entry`] from the signed object's canonical text and its signature.
+pub(crate) fn log_entry_of(signed: &str, signature: &[u8; 32]) -> String {
     // JCS sorts members by UTF-16 code units, so `signature` goes right
     // between `seq` and `type`, the last two members of the signed object.
     // The text `,"type":` cannot occur inside a value (JCS escapes `"` in
     // strings), so its first occurrence is the member. This spares the
     // writer a second canonicalization per append; the vectors pin the bytes.
-    let signed = Signable::of(event).canonical();
     let at = signed
         .find(",\"type\":")
         .expect("the signed object has a type member");
-    let signature = logbook_base::hex::encode(&event.signature);
+    let signature = logbook_base::hex::encode(signature);
     let mut entry = String::with_capacity(signed.len() + 80);
     entry.push_str(&signed[..at]);
     entry.push_str(",\"signature\":\"");

@@ -358,7 +358,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
         })?;
         for entry in txn.open_table(HEADS)?.iter()? {
             let (_, v) = entry?;
-            decode::<PlanHead>(v.value())?;
+            super::head::decode_head(v.value())?;
         }
         events.len()?
     };
@@ -404,16 +404,16 @@ impl WriterLoop {
         let mut position = self.position;
         let (deleted, enqueued) = {
             let mut tables = Tables::open(&txn, &self.fed)?;
-            let head: PlanHead = tables
+            let super::head::HeadRow { head, tail } = tables
                 .heads
                 .get(plan_id.into_bytes())
                 .map_err(StoreError::from)?
-                .map(|v| decode(v.value()))
+                .map(|v| super::head::HeadRow::decode(v.value()))
                 .transpose()?
                 .ok_or(DeleteError::NotFound)?;
             // The final checkpoint's size and root: whoever kept an export
             // can still prove the deleted history against them.
-            let root = super::tree::root_in(&tables.tree, &plan_id, head.last_seq)?;
+            let root = super::tree::root_in(&tables.tree, &plan_id, &tail, head.last_seq)?;
             let payload = json!({
                 "plan_id": plan_id,
                 "head_seq": head.last_seq,

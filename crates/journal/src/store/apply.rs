@@ -8,9 +8,11 @@ use uuid::Uuid;
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, deleted, encode, event_from_record,
-    event_key, federation, idempotency_key, record_from_event, tree,
+    event_key, federation, head, idempotency_key, record_from_event, tree,
 };
-use crate::chain::Signable;
+use super::head::{HeadRow, TreeTail};
+use crate::chain::{self, Signable};
+use logbook_tlog::merkle;
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
 
@@ -72,19 +74,23 @@ impl<'txn> Tables<'txn> {
             }
         }
 
-        // The system plan is never deleted; its row marks a migration.
-        if plan != super::admin::SYSTEM_PLAN
+        let row = self
+            .heads
+            .get(plan.into_bytes())?
+            .map(|v| HeadRow::decode(v.value()))
+            .transpose()?;
+        // A deletion removes the head row, and a deleted id is never used
+        // again, so only a plan without a row can be deleted. The system
+        // plan is never deleted; its row marks a migration.
+        if row.is_none()
+            && plan != super::admin::SYSTEM_PLAN
             && let Some(gone) = deleted::deleted(&self.deleted, &plan)?
         {
             return Ok(Err(AppendError::PlanDeleted {
                 tombstone_seq: gone.tombstone_seq,
             }));
         }
-        let head: Option<PlanHead> = self
-            .heads
-            .get(plan.into_bytes())?
-            .map(|v| decode(v.value()))
-            .transpose()?;
+        let head = row.as_ref().map(|r| r.head);
         let head_seq = head.map_or(0, |h| h.last_seq);
         if let Some(expected) = req.expected_seq
             && expected != head_seq
@@ -96,13 +102,30 @@ impl<'txn> Tables<'txn> {
         }
 
         let seq = head_seq + 1;
-        // A plan whose tree is incomplete (a damaged store) refuses its own
-        // appends, instead of failing the whole batch in `append_leaf`.
-        if !tree::has_leaf(&self.tree, &plan, head_seq)? {
-            return Ok(Err(AppendError::Storage(StoreError(format!(
-                "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
-            )))));
-        }
+        let mut tail = match row {
+            None => HeadRow::empty_tail(),
+            Some(HeadRow {
+                tail: tail @ TreeTail::Buffered { .. },
+                ..
+            }) => tail,
+            // A row written before the head buffered leaves: its tree is
+            // in the table, unless the store is damaged. Such a plan
+            // refuses its own appends instead of failing the whole batch.
+            Some(HeadRow {
+                tail: TreeTail::InTable,
+                ..
+            }) => {
+                if !tree::has_leaf(&self.tree, &plan, head_seq)? {
+                    return Ok(Err(AppendError::Storage(StoreError(format!(
+                        "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
+                    )))));
+                }
+                TreeTail::Buffered {
+                    flushed: head_seq,
+                    pending: Vec::new(),
+                }
+            }
+        };
         // Time never runs backwards within a plan, even if the clock does.
         let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
         let mut event = Event {
@@ -119,7 +142,10 @@ impl<'txn> Tables<'txn> {
             created_at,
             position: *position + 1,
         };
-        event.signature = Signable::of(&event).sign(keyring.current_secret());
+        // One canonicalization serves the signature and the log entry.
+        let signed = Signable::of(&event).canonical();
+        event.signature = chain::sign_canonical(&signed, keyring.current_secret());
+        let leaf = merkle::leaf_hash(chain::log_entry_of(&signed, &event.signature).as_bytes());
 
         let key = event_key(&plan, seq);
         if self
@@ -139,10 +165,14 @@ impl<'txn> Tables<'txn> {
             last_at: created_at.0,
         };
         debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
-        self.heads
-            .insert(plan.into_bytes(), encode(&new_head).as_slice())?;
         // Same transaction as the event: a crash cannot keep one without the other.
-        tree::append_leaf(&mut self.tree, &event)?;
+        head::push_leaf(&mut self.tree, &plan, &mut tail, leaf)?;
+        let new_row = HeadRow {
+            head: new_head,
+            tail,
+        };
+        self.heads
+            .insert(plan.into_bytes(), new_row.encode().as_slice())?;
         self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
         if let Some(idem) = &req.idempotency {

@@ -52,6 +52,7 @@ mod deleted;
 mod error;
 mod federation;
 mod handle;
+mod head;
 mod page_verify;
 mod reads;
 mod records;

@@ -3,6 +3,7 @@
 use redb::ReadableTable;
 use uuid::Uuid;
 
+use super::head::decode_head;
 use super::{
     Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, event_from_record,
     event_key,
@@ -17,7 +18,7 @@ impl Store {
         let heads = txn.open_table(HEADS)?;
         heads
             .get(plan_id.into_bytes())?
-            .map(|v| decode(v.value()))
+            .map(|v| decode_head(v.value()))
             .transpose()
     }
 
@@ -39,7 +40,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in range.take(limit) {
             let (k, v) = entry?;
-            out.push((Uuid::from_bytes(k.value()), decode(v.value())?));
+            out.push((Uuid::from_bytes(k.value()), decode_head(v.value())?));
         }
         Ok(out)
     }
@@ -133,7 +134,7 @@ impl Store {
         let head: Option<PlanHead> = txn
             .open_table(HEADS)?
             .get(plan_id.into_bytes())?
-            .map(|v| decode(v.value()))
+            .map(|v| decode_head(v.value()))
             .transpose()?;
         let broken = head.and_then(|head| {
             if head.last_seq != verifier.last_seq() {
