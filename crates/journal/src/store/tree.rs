@@ -4,13 +4,14 @@
 //! Table:
 //! - `tree_hashes`: plan id (16) ‖ completing leaf index (u64) ‖ level (u8) → SHA-256
 //!
-//! Invariant: for a plan whose head is seq `n`, the table holds every
-//! perfect-subtree hash of the first `n` leaves (`logbook_tlog::merkle`),
-//! written in the same transaction as the event that completes it. So an
-//! append costs two hash writes on average, and a root, an inclusion proof
-//! or a consistency proof at any size costs O(log n) reads; nothing
-//! rescans a plan. Stores written before trees existed gain theirs in a
-//! one-time pass at open ([`Store::build_missing_trees`]).
+//! Invariant: for a plan whose head is seq `n`, every perfect-subtree hash
+//! of the first `n` leaves (`logbook_tlog::merkle`) is in the table or
+//! computable from the leaves buffered in the plan's head row
+//! ([`super::head`]), written in the transaction of the event that
+//! completes it. A root, an inclusion proof or a consistency proof at any
+//! size costs O(log n) reads; nothing rescans a plan. Stores written
+//! before trees existed gain theirs in a one-time pass at open
+//! ([`Store::build_missing_trees`]).
 
 use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
 use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
