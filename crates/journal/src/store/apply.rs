@@ -1,29 +1,35 @@
 //! `Tables`: one write transaction's tables, and the apply of one append.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::ReadableTable;
 use uuid::Uuid;
 
+use super::head::{HeadRow, TreeTail};
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, deleted, encode, event_from_record,
     event_key, federation, head, idempotency_key, record_from_event, tree,
 };
-use super::head::{HeadRow, TreeTail};
 use crate::chain::{self, Signable};
-use logbook_tlog::merkle;
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
+use logbook_tlog::merkle;
 
 pub(super) struct Tables<'txn> {
     pub(super) fed: federation::FedTables<'txn>,
     pub(super) events: redb::Table<'txn, EventKey, &'static [u8]>,
-    pub(super) heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    /// Read and written through [`Tables::head_row`] and [`Tables::write_heads`] only.
+    heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
     pub(super) positions: redb::Table<'txn, u64, EventKey>,
     pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
     pub(super) tree: redb::Table<'txn, tree::TreeKey, [u8; 32]>,
     pub(super) deleted: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    /// Head rows changed in this transaction, written once by
+    /// [`Tables::write_heads`]: a batch of appends to one plan decodes,
+    /// encodes and writes its row (up to 1 KiB with the tree buffer) once.
+    heads_changed: HashMap<Uuid, HeadRow>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -39,7 +45,36 @@ impl<'txn> Tables<'txn> {
             idempotency: txn.open_table(IDEMPOTENCY)?,
             tree: txn.open_table(tree::TREE_HASHES)?,
             deleted: txn.open_table(deleted::DELETED_PLANS)?,
+            heads_changed: HashMap::new(),
         })
+    }
+
+    /// The head row of `plan` as this transaction left it so far.
+    pub(super) fn head_row(&self, plan: &Uuid) -> Result<Option<HeadRow>, StoreError> {
+        if let Some(row) = self.heads_changed.get(plan) {
+            return Ok(Some(row.clone()));
+        }
+        self.heads
+            .get(plan.into_bytes())?
+            .map(|v| HeadRow::decode(v.value()))
+            .transpose()
+    }
+
+    /// Writes the head rows changed since the last call. Must run before
+    /// the transaction commits.
+    pub(super) fn write_heads(&mut self) -> Result<(), StoreError> {
+        for (plan, row) in self.heads_changed.drain() {
+            self.heads
+                .insert(plan.into_bytes(), row.encode().as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `plan`'s head row (its deletion).
+    pub(super) fn remove_head(&mut self, plan: &Uuid) -> Result<(), StoreError> {
+        self.heads_changed.remove(plan);
+        self.heads.remove(plan.into_bytes())?;
+        Ok(())
     }
 
     pub(super) fn apply(
@@ -74,11 +109,7 @@ impl<'txn> Tables<'txn> {
             }
         }
 
-        let row = self
-            .heads
-            .get(plan.into_bytes())?
-            .map(|v| HeadRow::decode(v.value()))
-            .transpose()?;
+        let row = self.head_row(&plan)?;
         // A deletion removes the head row, and a deleted id is never used
         // again, so only a plan without a row can be deleted. The system
         // plan is never deleted; its row marks a migration.
@@ -171,8 +202,7 @@ impl<'txn> Tables<'txn> {
             head: new_head,
             tail,
         };
-        self.heads
-            .insert(plan.into_bytes(), new_row.encode().as_slice())?;
+        self.heads_changed.insert(plan, new_row);
         self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
         if let Some(idem) = &req.idempotency {

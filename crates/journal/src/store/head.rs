@@ -265,7 +265,10 @@ mod tests {
         };
         assert!(bad(32, 2, 34).is_ok());
         assert!(bad(32, 2, 35).is_err());
-        assert!(bad(0, FLUSH_LEAVES, 32).is_err(), "a full buffer is flushed");
+        assert!(
+            bad(0, FLUSH_LEAVES, 32).is_err(),
+            "a full buffer is flushed"
+        );
         assert!(bad(u64::MAX, 1, 0).is_err());
         let mut future = bad(0, 0, 0).map(|r| r.encode()).unwrap();
         future[0] = 3;

@@ -647,7 +647,9 @@ mod tests {
             head,
             tail: TreeTail::InTable,
         };
-        heads.insert(plan.into_bytes(), old.encode().as_slice()).unwrap();
+        heads
+            .insert(plan.into_bytes(), old.encode().as_slice())
+            .unwrap();
         drop(heads);
         txn.commit().unwrap();
     }

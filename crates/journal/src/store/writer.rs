@@ -217,6 +217,7 @@ impl WriterLoop {
             for (req, _) in batch {
                 outcomes.push(tables.apply(req, &keyring, now, &mut position)?);
             }
+            tables.write_heads()?;
             tables.fed.enqueued
         };
         txn.commit()?;
