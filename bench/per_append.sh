@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Bytes a logbook binary writes to disk per append (/proc/PID/io
-# write_bytes over a wrk run; same load as bench/run.sh: 1 KiB payloads,
-# one plan, fsynced). Unlike throughput, this hardly moves with the load
-# other processes put on a shared machine, so it shows what a storage
-# change costs each commit even when requests/s are too noisy to.
+# Bytes a logbook binary writes to disk and CPU time it spends per append
+# (/proc/PID/io write_bytes and /proc/PID/stat utime+stime over a wrk run;
+# same load as bench/run.sh: 1 KiB payloads, one plan, fsynced). Unlike
+# throughput, these move little with the load other processes put on a
+# shared machine, so they show what a change costs each append even when
+# requests/s are too noisy to. Both depend on the batch sizes reached, so
+# compare builds at similar throughput.
 #
-#   bench/write_bytes.sh BINARY [CLIENTS...]     # default: 1 16 64
+#   bench/per_append.sh BINARY [CLIENTS...]     # default: 1 16 64
 # Needs wrk (apt-get install wrk) and Linux /proc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { echo "usage: bench/write_bytes.sh BINARY [CLIENTS...]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bench/per_append.sh BINARY [CLIENTS...]" >&2; exit 2; }
 binary=$1
 shift
 DURATION=${DURATION:-5s}
@@ -24,11 +26,14 @@ for clients in "${@:-1 16 64}"; do
     pid=$!
     for _ in $(seq 100); do curl -sf localhost:$PORT/healthz >/dev/null && break; sleep 0.1; done
     before=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")
+    cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     out=$(PLANS=1 wrk -t$(( c < 2 ? 1 : 2 )) -c"$c" -d"$DURATION" -s bench/append.lua http://127.0.0.1:$PORT/)
     after=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")
+    cpu_after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     appends=$(echo "$out" | awk '/requests in/ {print $1}')
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$data"
-    echo "clients $c: $appends appends, $(( (after - before) / appends )) bytes written per append"
+    ticks=$(getconf CLK_TCK)
+    echo "clients $c: $appends appends, $(( (after - before) / appends )) bytes written and $(( (cpu_after - cpu_before) * 1000000 / ticks / appends )) µs CPU per append"
   done
 done
