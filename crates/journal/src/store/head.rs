@@ -149,7 +149,9 @@ pub(super) fn push_leaf(
     leaf: Hash,
 ) -> Result<(), StoreError> {
     let TreeTail::Buffered { flushed, pending } = tail else {
-        unreachable!("the writer converts a version-1 tail before appending");
+        return Err(StoreError(format!(
+            "invariant broken: plan {plan}'s version-1 head row was not converted before an append"
+        )));
     };
     pending.push(leaf);
     if pending.len() == FLUSH_LEAVES {
