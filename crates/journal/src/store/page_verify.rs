@@ -102,10 +102,8 @@ impl Store {
                 },
             };
             // 2. The chain inside the page.
-            for event in &events {
-                if let Err(reason) = verifier.check(event, keyring) {
-                    break 'check Some((event.seq, reason));
-                }
+            if let Err(broken) = verifier.check_window(&events, keyring) {
+                break 'check Some(broken);
             }
             // 1. The page in the log: the leaves must rebuild the root.
             if last > size {
