@@ -13,8 +13,8 @@ use crate::event::Event;
 use crate::keys::Keyring;
 
 /// Events decoded per window of the whole-chain walk, hashed on every core.
-/// Small enough to stay in cache between decoding and hashing: 4,096 was
-/// no faster than one thread on a loaded 2-core machine, 512 was 1.26×.
+/// Small enough to stay in cache between decoding and hashing (512: 1.26×
+/// one thread on a loaded 2-core machine; 4,096 was slower in one run).
 const VERIFY_WINDOW: usize = 512;
 
 impl Store {
