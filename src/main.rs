@@ -9,6 +9,7 @@ mod admin;
 mod app;
 mod config;
 mod federation;
+mod heads;
 mod http;
 mod notify;
 mod retention;
@@ -87,12 +88,29 @@ enum Command {
         /// The instance's log vkey (`GET /api/v1/log/keys`): with
         /// --checkpoint, checks the export against the plan's signed
         /// checkpoint, with no HMAC key needed.
-        #[arg(long, value_name = "VKEY", requires = "checkpoint")]
+        #[arg(long, value_name = "VKEY")]
         log_key: Option<String>,
         /// A signed checkpoint of the plan (`logbook admin export PLAN
         /// --checkpoint FILE`, or `GET /api/plans/{plan_id}/checkpoint`).
         #[arg(long, value_name = "FILE", requires = "log_key")]
         checkpoint: Option<PathBuf>,
+        /// A witnessed bundle (`GET /api/plans/{plan_id}/checkpoint?witnessed=1`):
+        /// with --log-key, checks the export against its plan checkpoint, the
+        /// entry's inclusion in the heads log, the heads checkpoint's signature
+        /// and the witnesses' cosignatures.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "log_key",
+            conflicts_with = "checkpoint"
+        )]
+        bundle: Option<PathBuf>,
+        /// A witness's cosignature vkey (cosignature/v1); repeatable.
+        #[arg(long, value_name = "VKEY", requires = "bundle")]
+        witness: Vec<String>,
+        /// Distinct --witness keys whose cosignature must verify.
+        #[arg(long, value_name = "K", default_value_t = 1, requires = "bundle")]
+        quorum: usize,
     },
     /// Install a backup as the store of an empty data dir.
     ///
@@ -130,9 +148,32 @@ fn main() -> ExitCode {
             key_env,
             log_key,
             checkpoint,
-        } => verify_export(&export, &key_env, log_key.as_deref(), checkpoint.as_deref()),
+            bundle,
+            witness,
+            quorum,
+        } => {
+            let witnessed = bundle.map(|file| Witnesses {
+                file,
+                keys: witness,
+                quorum,
+            });
+            verify_export(
+                &export,
+                &key_env,
+                log_key.as_deref(),
+                checkpoint.as_deref(),
+                witnessed.as_ref(),
+            )
+        }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
     }
+}
+
+/// `--bundle` and what it is checked with.
+struct Witnesses {
+    file: PathBuf,
+    keys: Vec<String>,
+    quorum: usize,
 }
 
 fn verify_export(
@@ -140,16 +181,43 @@ fn verify_export(
     key_env: &[String],
     log_key: Option<&str>,
     checkpoint: Option<&std::path::Path>,
+    witnesses: Option<&Witnesses>,
 ) -> ExitCode {
     use crate::admin::offline::{LogCheck, LogOutcome, Outcome, keyring_from_env, verify_export};
-    let run = || -> Result<_, String> {
-        let log = match (log_key, checkpoint) {
-            (Some(vkey), Some(file)) => Some(LogCheck {
-                instance: logbook_tlog::note::Verifier::parse(vkey)
-                    .map_err(|e| format!("--log-key: {e}"))?,
-                checkpoint: std::fs::read(file)
-                    .map_err(|e| format!("reading {}: {e}", file.display()))?,
+    let mut witnessed = None;
+    let mut run = || -> Result<_, String> {
+        let read = |file: &std::path::Path| {
+            std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))
+        };
+        let instance = log_key
+            .map(|vkey| {
+                logbook_tlog::note::Verifier::parse(vkey).map_err(|e| format!("--log-key: {e}"))
+            })
+            .transpose()?;
+        let log = match (instance, checkpoint, witnesses) {
+            (Some(instance), Some(file), _) => Some(LogCheck {
+                instance,
+                checkpoint: read(file)?,
             }),
+            (Some(instance), None, Some(w)) => {
+                let bundle = crate::admin::bundle::parse(&read(&w.file)?)?;
+                let keys = w
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        logbook_tlog::cosignature::CosignatureVerifier::parse(k)
+                            .map_err(|e| format!("--witness {k:?}: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                witnessed = Some(crate::admin::bundle::check(&bundle, &instance, &keys));
+                Some(LogCheck {
+                    instance,
+                    checkpoint: bundle.plan_checkpoint.into_bytes(),
+                })
+            }
+            (Some(_), None, None) => {
+                return Err("--log-key needs --checkpoint or --bundle".into());
+            }
             _ => None,
         };
         // Against a checkpoint the HMAC key is optional and only taken from
@@ -175,6 +243,9 @@ fn verify_export(
         }
     };
     let mut failed = false;
+    if let (Some(outcome), Some(w)) = (witnessed, witnesses) {
+        failed |= !crate::admin::bundle::report(&outcome, w.quorum);
+    }
     match (&verified.chain, &verified.log) {
         (Outcome::Broken { reason, .. }, Some(LogOutcome::BadCheckpoint)) => {
             println!("{reason}");
@@ -206,17 +277,25 @@ fn verify_export(
             Outcome::Valid {
                 count,
                 head_signature,
+                redacted,
             },
             _,
-        ) => match head_signature {
-            Some(head) => println!(
-                "ok: {count} events, head signature {}",
-                logbook_base::hex::encode(head)
-            ),
-            None => println!(
-                "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
-            ),
-        },
+        ) => {
+            match head_signature {
+                Some(head) => println!(
+                    "ok: {count} events, head signature {}",
+                    logbook_base::hex::encode(head)
+                ),
+                None => println!(
+                    "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
+                ),
+            }
+            if *redacted > 0 {
+                println!(
+                    "redacted: {redacted} (payloads erased; their hashes stay signed and in the log)"
+                );
+            }
+        }
     }
     let count = match verified.chain {
         Outcome::Valid { count, .. } => Some(count),

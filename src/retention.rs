@@ -4,6 +4,10 @@
 //! then every hour. Each step is one bounded write transaction in the store
 //! (see `journal::store` retention), so appends never wait behind a long
 //! prune; undelivered and dead outbox rows are never pruned.
+//!
+//! With `[retention] payload_max_age_days`, each pass also redacts the
+//! payloads of older events, at most `MAX_REDACTIONS` per writer
+//! transaction, each recorded in the system journal by `"retention"`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use logbook_base::reloadable::Reloadable;
+use logbook_journal::store::redact::{MAX_REDACTIONS, RedactError, RedactedBy, Redaction};
 use logbook_journal::store::{AsyncStore, PruneStep, Store, StoreError};
 
 /// Time between two passes.
@@ -24,6 +29,7 @@ pub(crate) fn spawn(
     store: AsyncStore,
     fed_keep_days: u64,
     limits: Arc<Reloadable<Limits>>,
+    payloads: Option<PayloadRetention>,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -44,6 +50,15 @@ pub(crate) fn spawn(
                     );
                 }
                 Err(e) => tracing::error!(error = %e, "retention pass failed"),
+            }
+            if let Some(payloads) = &payloads {
+                match redact_old_payloads(&store, payloads, &shutdown).await {
+                    Ok(0) => {}
+                    Ok(redacted) => {
+                        tracing::info!(redacted, "retention pass redacted old payloads");
+                    }
+                    Err(e) => tracing::error!(error = %e, "redacting old payloads failed"),
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -97,6 +112,64 @@ fn prune(
         match done.next {
             Some(next) => after = Some(next),
             None => return Ok(removed),
+        }
+    }
+}
+
+/// `[retention] payload_max_age_days`, as the task uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct PayloadRetention {
+    pub(crate) max_age_ms: i64,
+    /// The configured number, for the recorded reason.
+    pub(crate) days: f64,
+}
+
+/// Redacts every payload older than the cutoff, one bounded writer
+/// transaction at a time. Events that a concurrent admin redacted, or
+/// whose plan was deleted meanwhile, are skipped.
+async fn redact_old_payloads(
+    store: &AsyncStore,
+    retention: &PayloadRetention,
+    shutdown: &CancellationToken,
+) -> Result<u64, RedactError> {
+    let cutoff = logbook_journal::event::Timestamp::now()
+        .millis()
+        .saturating_sub(retention.max_age_ms);
+    let reason = format!("retention: older than {} days", retention.days);
+    let mut redacted = 0;
+    let mut cursor = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(redacted);
+        }
+        let (found, next) = store
+            .run(move |s| s.payloads_older_than(cutoff, cursor, MAX_REDACTIONS))
+            .await?;
+        if !found.is_empty() {
+            let batch = found
+                .into_iter()
+                .map(|(plan_id, seq)| Redaction {
+                    plan_id,
+                    seq,
+                    reason: reason.clone(),
+                    by: RedactedBy::Retention,
+                })
+                .collect();
+            for outcome in store.redact(batch).await? {
+                match outcome {
+                    Ok(_) => redacted += 1,
+                    Err(
+                        RedactError::AlreadyRedacted
+                        | RedactError::NotFound
+                        | RedactError::PlanDeleted { .. },
+                    ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(redacted),
         }
     }
 }

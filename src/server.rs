@@ -23,6 +23,7 @@ use logbook_journal::keys::{KeySource, Keyring};
 use logbook_journal::log_key::LogKeys;
 use logbook_journal::registry::Registry;
 use logbook_journal::store::{AsyncStore, DB_FILE, Store, StoreOptions};
+use logbook_journal::witness_key::WitnessKey;
 
 /// Sets up logging from the config; `RUST_LOG` overrides the level. The
 /// level stays changeable at run time (see `crate::admin::logging`).
@@ -152,6 +153,23 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     } else {
         tracing::info!(%vkey, "log key");
     }
+    let witness_key = {
+        let prefix = config
+            .checkpoints
+            .origin_prefix_for(&federation.identity().instance_id);
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || WitnessKey::load(&dir, &prefix))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("loading the witness key: {e}"))?
+    };
+    let witness_vkey = witness_key.cosigner.verifier().to_vkey();
+    if witness_key.created {
+        tracing::info!(vkey = %witness_vkey, "generated the Ed25519 witness key in the data dir (mode 0600); back it up with the journal");
+    } else {
+        tracing::info!(vkey = %witness_vkey, "witness key");
+    }
+    let witness = crate::http::witness::WitnessState::new(witness_key.cosigner, &config.witness);
     let log = crate::http::log::LogState::new(log_keys);
     let state = AppState {
         federation: federation.clone(),
@@ -171,6 +189,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
             config.sse.max_streams,
         )),
         log: Arc::new(log),
+        witness: Arc::new(witness),
     };
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
@@ -220,6 +239,18 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         app.http.store.clone(),
         config.federation.keep_days,
         app.http.limits.clone(),
+        config.retention.payload_max_age_ms().map(|max_age_ms| {
+            crate::retention::PayloadRetention {
+                max_age_ms,
+                days: config.retention.payload_max_age_days,
+            }
+        }),
+        shutdown.clone(),
+    );
+    // Nothing waits on the heads log's growth yet (the witness sender will).
+    let _heads_grown = crate::heads::spawn(
+        app.http.store.clone(),
+        Duration::from_secs(config.checkpoints.interval_secs),
         shutdown.clone(),
     );
 

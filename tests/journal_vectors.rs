@@ -181,6 +181,7 @@ fn build_events() -> Vec<(Event, Value)> {
                 },
                 created_at: Timestamp::parse(input.created_at).expect("vector time is canonical"),
                 position: 0,
+                redacted: false,
             };
             let signable = Signable::of(&event);
             let signing_input = signable.canonical();

@@ -97,10 +97,58 @@ fn build() -> Value {
         }));
     }
     json!({
-        "description": "Test vectors for docs/verifiable-logs.md: the plan logs over the positive chains of journal-v1.json (the events are there). Hashes are standard base64. `roots[n]` is the root at tree size n; proofs are RFC 9162 §2.1.3 and §2.1.4.",
+        "description": "Test vectors for docs/verifiable-logs.md: the plan logs over the positive chains of journal-v1.json (the events are there). Hashes are standard base64. `roots[n]` is the root at tree size n; proofs are RFC 9162 §2.1.3 and §2.1.4. `redacted` is one of those events as served after its payload was erased: same entry, same leaf, same signature.",
         "format": "logbook-plan-log-v1",
         "plans": out,
+        "redacted": redacted_vector(),
     })
+}
+
+/// Seq 2 of the first plan, redacted: `"payload": null, "redacted": true`.
+fn redacted_event() -> (Event, Event) {
+    let original = plans()[0][1].clone();
+    let mut redacted = original.clone();
+    redacted.payload = serde_json::value::RawValue::from_string("null".into()).unwrap();
+    redacted.redacted = true;
+    (original, redacted)
+}
+
+fn redacted_vector() -> Value {
+    let (_, redacted) = redacted_event();
+    let entry = log_entry(&redacted);
+    json!({
+        "plan_id": redacted.plan_id,
+        "seq": redacted.seq,
+        "event": serde_json::to_value(&redacted).unwrap(),
+        "entry": entry,
+        "leaf_hash": b64(&merkle::leaf_hash(entry.as_bytes())),
+    })
+}
+
+#[test]
+fn a_redacted_event_keeps_its_leaf_and_signature() {
+    let (original, redacted) = redacted_event();
+    assert_eq!(log_entry(&redacted), log_entry(&original));
+    let journal: Value =
+        serde_json::from_str(&std::fs::read_to_string(path("journal-v1.json")).unwrap()).unwrap();
+    let secret = journal["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| {
+            k["key_id"] == original.key_id.as_str()
+                || k["legacy_key_id"] == original.key_id.as_str()
+        })
+        .expect("the signing key is in the vectors")["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let signable = logbook_journal::chain::Signable::of(&redacted);
+    assert!(signable.verify(secret.as_bytes(), &redacted.signature));
+    // The chain verifier accepts it and counts it.
+    let mut verifier = logbook_journal::chain::ChainVerifier::resume_after(&plans()[0][0]);
+    verifier.check_without_key(&redacted).unwrap();
+    assert_eq!(verifier.redacted(), 1);
 }
 
 #[test]

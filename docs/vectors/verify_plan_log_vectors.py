@@ -20,7 +20,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from rfc9162 import leaf, mth, path, subproof, verify_consistency, verify_inclusion  # noqa: E402
-from verify_journal_vectors import jcs  # noqa: E402
+from verify_journal_vectors import jcs, key_ids, sign  # noqa: E402
 
 SIGNED = ["v", "plan_id", "seq", "id", "type", "actor", "created_at", "payload_hash", "prev_hash", "key_id"]
 checks = 0
@@ -86,5 +86,22 @@ for plan in vectors["plans"]:
     # A changed event changes its leaf and every later root.
     tampered = dict(events[0], actor="mallory")
     check(leaf(entry(tampered)) != leaves[0], "a changed event changes its leaf")
+
+# A redacted event: served with "payload": null and "redacted": true, it keeps
+# its entry, its leaf and its HMAC signature, because both cover the payload
+# only through payload_hash. The payload hash is not (cannot be) recomputed.
+red = vectors["redacted"]
+event = red["event"]
+check(event["payload"] is None and event["redacted"] is True, "redacted: payload null, flag true")
+original = next(e for e in by_plan[red["plan_id"]] if e["seq"] == red["seq"])
+check(red["entry"].encode("utf-8") == entry(event), "redacted: entry bytes from the served event")
+check(entry(event) == entry(original), "redacted: entry unchanged by the redaction")
+plan = next(p for p in vectors["plans"] if p["plan_id"] == red["plan_id"])
+check(red["leaf_hash"] == plan["entries"][red["seq"] - 1]["leaf_hash"], "redacted: same leaf as before")
+check(unb64(red["leaf_hash"]) == leaf(entry(event)), "redacted: leaf hash")
+keys = [bytes.fromhex(k["key_hex"]) for k in journal["keys"]]
+key = next(k for k in keys if event["key_id"] in key_ids(k))
+check(sign(key, event) == event["signature"], "redacted: HMAC signature still verifies")
+check(sign(key, dict(event, payload_hash="00" * 32)) != event["signature"], "redacted: payload_hash stays signed")
 
 print(f"plan-log vectors: {checks} checks passed")

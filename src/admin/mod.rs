@@ -6,6 +6,7 @@
 //! [`peer_allowed`] before a byte of HTTP is read. Because it speaks plain
 //! HTTP, `curl --unix-socket` works; [`client`] is the `logbook admin` CLI.
 
+pub(crate) mod bundle;
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod keys;

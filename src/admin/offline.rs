@@ -20,6 +20,8 @@ pub(crate) enum Outcome {
     Valid {
         count: u64,
         head_signature: Option<[u8; 32]>,
+        /// Events whose payload was erased: verified, and reported.
+        redacted: u64,
     },
     /// The first seq that does not verify, and why.
     Broken { seq: u64, line: u64, reason: String },
@@ -210,6 +212,7 @@ pub(crate) fn verify_export(
         chain: first_break.unwrap_or(Outcome::Valid {
             count,
             head_signature: keyring.and(verifier.last_signature()),
+            redacted: verifier.redacted(),
         }),
         log,
     })

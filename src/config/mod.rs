@@ -10,6 +10,8 @@ use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
 pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
+mod witness;
+pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
@@ -33,6 +35,40 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     #[serde(default)]
     pub(crate) checkpoints: CheckpointsConfig,
+    #[serde(default)]
+    pub(crate) witness: WitnessConfig,
+    #[serde(default)]
+    pub(crate) retention: RetentionConfig,
+}
+
+/// `[retention]`: what the journal keeps, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetentionConfig {
+    /// Payloads of events older than this many days (fractions allowed)
+    /// are redacted by the retention task; 0 keeps them forever.
+    pub(crate) payload_max_age_days: f64,
+}
+
+/// A hundred years: more is a typo, not a policy.
+const MAX_PAYLOAD_AGE_DAYS: f64 = 36_500.0;
+
+impl RetentionConfig {
+    /// The age as milliseconds, `None` when off.
+    pub(crate) fn payload_max_age_ms(&self) -> Option<i64> {
+        (self.payload_max_age_days > 0.0)
+            .then(|| (self.payload_max_age_days * 86_400_000.0).ceil() as i64)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let days = self.payload_max_age_days;
+        if !days.is_finite() || !(0.0..=MAX_PAYLOAD_AGE_DAYS).contains(&days) {
+            return Err(format!(
+                "retention.payload_max_age_days = {days} must be from 0 (off) to {MAX_PAYLOAD_AGE_DAYS}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
@@ -42,12 +78,19 @@ pub(crate) struct CheckpointsConfig {
     /// The log key's name; a plan's origin is `{origin_prefix}/{plan_id}`.
     /// `{instanceId}` stands for the federation instance id.
     pub(crate) origin_prefix: String,
+    /// Seconds between two passes that record moved plan heads in the
+    /// heads log.
+    pub(crate) interval_secs: u64,
 }
+
+/// Bounds of `[checkpoints] interval_secs`.
+const INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 impl Default for CheckpointsConfig {
     fn default() -> CheckpointsConfig {
         CheckpointsConfig {
             origin_prefix: "logbook/{instanceId}".into(),
+            interval_secs: 5,
         }
     }
 }
@@ -69,6 +112,14 @@ impl CheckpointsConfig {
             return Err(format!(
                 "checkpoints.origin_prefix {:?} must be non-empty, without spaces, '+' or a trailing '/' (a signed-note key name)",
                 self.origin_prefix
+            ));
+        }
+        if !INTERVAL_SECS.contains(&self.interval_secs) {
+            return Err(format!(
+                "checkpoints.interval_secs {} must be from {} to {}",
+                self.interval_secs,
+                INTERVAL_SECS.start(),
+                INTERVAL_SECS.end()
             ));
         }
         Ok(())
@@ -328,6 +379,7 @@ impl Config {
         if self.sse.keepalive_secs == 0 {
             return Err("sse.keepalive_secs must be positive".into());
         }
+        self.witness.check()?;
         if self.sse.max_streams == 0 {
             return Err("sse.max_streams must be positive".into());
         }
@@ -368,6 +420,7 @@ impl Config {
             }
         }
         self.checkpoints.check()?;
+        self.retention.check()?;
         Ok(())
     }
 
@@ -442,6 +495,31 @@ mod tests {
             scopes: vec![Scope::Read],
         });
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn payload_retention_is_off_by_default_and_checked() {
+        let c = Config::embedded_default();
+        assert_eq!(c.retention.payload_max_age_ms(), None);
+        let with = |days: &str| {
+            let text = EMBEDDED_DEFAULT.replace(
+                "payload_max_age_days = 0\n",
+                &format!("payload_max_age_days = {days}\n"),
+            );
+            Config::parse(&text).and_then(|c| c.validate().map(|()| c))
+        };
+        let c = with("30").unwrap();
+        assert_eq!(c.retention.payload_max_age_ms(), Some(30 * 86_400_000));
+        assert_eq!(
+            with("0.5").unwrap().retention.payload_max_age_ms(),
+            Some(43_200_000)
+        );
+        for bad in ["-1", "nan", "inf", "36501"] {
+            assert!(
+                with(bad).unwrap_err().contains("payload_max_age_days"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

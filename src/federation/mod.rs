@@ -12,6 +12,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod outbox;
+pub(crate) mod peer_logs;
 pub(crate) mod peers;
 
 use std::collections::HashMap;

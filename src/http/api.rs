@@ -367,7 +367,8 @@ pub(crate) async fn list_events(
                 _ => Some(
                     state
                         .log
-                        .checkpoint_text(&plan_id, page.tree_size, page.root)?,
+                        .checkpoint_text(&state.store, &plan_id, page.tree_size, page.root)
+                        .await?,
                 ),
             };
             (page.events, Some((page.report, note)))
@@ -389,6 +390,7 @@ pub(crate) async fn list_events(
         broken_at: report.broken.map(|b| b.0),
         broken_reason: report.broken.map(|b| b.1),
         verified_count: report.verified,
+        redacted_count: report.redacted,
         checkpoint,
     });
     Ok(Json(EventsPage {
@@ -425,6 +427,9 @@ struct Verification {
     broken_at: Option<u64>,
     broken_reason: Option<BrokenReason>,
     verified_count: u64,
+    /// Of the verified events, those whose payload was erased: they
+    /// verify (their `payload_hash` is signed), and are counted here.
+    redacted_count: u64,
     /// With `verify=1`: the signed checkpoint of the head the page was
     /// checked against.
     #[serde(skip_serializing_if = "Option::is_none")]

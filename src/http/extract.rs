@@ -92,6 +92,16 @@ pub(crate) async fn read_json_body(
             "the request body must be JSON, sent with Content-Type: application/json",
         ));
     }
+    read_body(req, cap, timeout).await
+}
+
+/// Reads a request body of any type: at most `cap` bytes (a larger
+/// declared length is refused before reading, 413), within `timeout` (408).
+pub(crate) async fn read_body(
+    req: Request,
+    cap: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -8,23 +8,23 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use logbook_base::reloadable::Reloadable;
 use logbook_federation::identity::OwnKey;
-use logbook_federation::message::sign_log_key;
+use logbook_federation::message::{BoundKey, sign_key_binding};
 use logbook_journal::checkpoint::CheckpointSigner;
 use logbook_journal::event::Timestamp;
 use logbook_journal::log_key::{LogKeys, RetiredLogKey};
-use logbook_journal::store::AsyncStore;
+use logbook_journal::store::{AsyncStore, LogId, SigningRefused};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
-use super::extract::PlanId;
+use super::extract::{PlanId, Query};
 use super::problem::Problem;
 
 /// The log key in use (replaced whole by a rotation), and the instance
@@ -32,8 +32,46 @@ use super::problem::Problem;
 /// key and log key).
 pub(crate) struct LogState {
     current: Reloadable<CurrentLogKey>,
-    /// (RSA key id, instance vkey, `logKeySignature`).
-    binding: Mutex<Option<(String, String, String)>>,
+    binding: BindingCache,
+}
+
+/// A key binding signature of the instance document (`logKeySignature`,
+/// `witnessKeySignature`), made once per RSA key and vkey: RSA-PSS is slow.
+pub(crate) struct BindingCache {
+    kind: BoundKey,
+    /// (RSA key id, vkey, signature).
+    signed: Mutex<Option<(String, String, String)>>,
+}
+
+impl BindingCache {
+    pub(crate) fn new(kind: BoundKey) -> BindingCache {
+        BindingCache {
+            kind,
+            signed: Mutex::new(None),
+        }
+    }
+
+    /// The signature over `vkey` by `key`.
+    pub(crate) fn signature(
+        &self,
+        instance_id: &str,
+        key: &OwnKey,
+        vkey: &str,
+    ) -> Result<String, Problem> {
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key_id, bound, signature)) = signed.as_ref()
+            && *key_id == key.key_id
+            && bound == vkey
+        {
+            return Ok(signature.clone());
+        }
+        let signature =
+            sign_key_binding(&key.private_key, self.kind, instance_id, vkey).map_err(|e| {
+                Problem::internal(format!("signing {}: {e}", self.kind.signature_member()))
+            })?;
+        *signed = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
+        Ok(signature)
+    }
 }
 
 /// One log key with its history; a rotation starts a new signer (and so a
@@ -48,7 +86,7 @@ impl LogState {
     pub(crate) fn new(keys: LogKeys) -> LogState {
         LogState {
             current: Reloadable::new(CurrentLogKey::new(keys)),
-            binding: Mutex::new(None),
+            binding: BindingCache::new(BoundKey::Log),
         }
     }
 
@@ -57,13 +95,17 @@ impl LogState {
         self.current.replace(CurrentLogKey::new(keys));
     }
 
-    /// The signed note text of `plan_id`'s checkpoint at `size` with `root`.
-    pub(crate) fn checkpoint_text(
+    /// The signed note text of `plan_id`'s checkpoint at `size` with
+    /// `root`, once the store agreed it is consistent with every checkpoint
+    /// signed before for the plan.
+    pub(crate) async fn checkpoint_text(
         &self,
+        store: &AsyncStore,
         plan_id: &Uuid,
         size: u64,
         root: [u8; 32],
     ) -> Result<String, Problem> {
+        check_signing(store, LogId::Plan(*plan_id), size, root).await?;
         let note = self
             .current
             .current()
@@ -71,6 +113,21 @@ impl LogState {
             .sign(plan_id, size, root)
             .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
         Ok(note.to_text())
+    }
+
+    /// The heads log's signed checkpoint at (`size`, `root`), with the
+    /// cosignature lines collected for it after the log's signature.
+    pub(crate) async fn heads_checkpoint_text(
+        &self,
+        store: &AsyncStore,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<String, Problem> {
+        let current = self.current.current();
+        store
+            .run(move |s| s.heads_checkpoint(&current.signer, size, root))
+            .await?
+            .map_err(refusal)
     }
 
     /// The instance vkey, named `{origin_prefix}`.
@@ -95,18 +152,30 @@ impl LogState {
         key: &OwnKey,
         vkey: &str,
     ) -> Result<String, Problem> {
-        let mut binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key_id, signed, signature)) = binding.as_ref()
-            && *key_id == key.key_id
-            && signed == vkey
-        {
-            return Ok(signature.clone());
-        }
-        let signature = sign_log_key(&key.private_key, instance_id, vkey)
-            .map_err(|e| Problem::internal(format!("signing the log key: {e}")))?;
-        *binding = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
-        Ok(signature)
+        self.binding.signature(instance_id, key, vkey)
     }
+}
+
+/// Refuses to sign a checkpoint inconsistent with one signed before under
+/// the same origin (the store counted and logged it).
+async fn check_signing(
+    store: &AsyncStore,
+    log: LogId,
+    size: u64,
+    root: [u8; 32],
+) -> Result<(), Problem> {
+    let checked = store.run(move |s| s.check_signing(log, size, root)).await?;
+    checked.map_err(refusal)
+}
+
+fn refusal(refused: SigningRefused) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "inconsistent-checkpoint",
+        "Inconsistent checkpoint",
+        refused.to_string(),
+    )
+    .with("signed_size", refused.last_size)
 }
 
 impl CurrentLogKey {
@@ -122,8 +191,8 @@ impl CurrentLogKey {
 /// What the log routes read.
 #[derive(Clone)]
 pub(crate) struct LogApi {
-    store: AsyncStore,
-    log: Arc<LogState>,
+    pub(crate) store: AsyncStore,
+    pub(crate) log: Arc<LogState>,
 }
 
 impl FromRef<AppState> for LogApi {
@@ -140,6 +209,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/api/plans/{plan_id}/checkpoint", get(checkpoint))
         .route("/api/plans/{plan_id}/log-key", get(plan_log_key))
         .route("/api/v1/log/keys", get(log_keys))
+        .route(
+            "/api/v1/log/checkpoint",
+            get(super::witnessed::heads_checkpoint),
+        )
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read))
 }
 
@@ -156,7 +229,7 @@ async fn head_root(store: &AsyncStore, plan_id: Uuid) -> Result<(u64, [u8; 32]),
 }
 
 /// `text/plain; charset=utf-8` with a cache policy.
-fn text(body: String, cache: &'static str) -> Response {
+pub(crate) fn text(body: String, cache: &'static str) -> Response {
     (
         [
             (
@@ -170,15 +243,36 @@ fn text(body: String, cache: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head.
+/// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head;
+/// with `?witnessed=1`, the bundle (`witnessed.rs`).
 async fn checkpoint(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,
+    Query(query): Query<CheckpointQuery>,
 ) -> Result<Response, Problem> {
     let (size, root) = head_root(&state.store, plan_id).await?;
-    let note = state.log.checkpoint_text(&plan_id, size, root)?;
+    match query.witnessed.as_deref() {
+        None | Some("0") => {}
+        Some("1") => return super::witnessed::bundle(&state, plan_id).await,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("witnessed={other:?} must be 1 or 0"),
+            ));
+        }
+    }
+    let note = state
+        .log
+        .checkpoint_text(&state.store, &plan_id, size, root)
+        .await?;
     // The head moves with every append: revalidate each time.
     Ok(text(note, "no-cache"))
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointQuery {
+    witnessed: Option<String>,
 }
 
 /// `GET /api/plans/{plan_id}/log-key`: the plan's vkey, derived from the

@@ -20,6 +20,8 @@ pub(crate) mod problem;
 pub(crate) mod proofs;
 pub(crate) mod serve;
 pub(crate) mod sse;
+pub(crate) mod witness;
+pub(crate) mod witnessed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,8 @@ pub(crate) struct AppState {
     pub(crate) edge: Arc<edge::Edge>,
     /// The log key that signs plan checkpoints.
     pub(crate) log: Arc<log::LogState>,
+    /// The witness key and state of the add-checkpoint route.
+    pub(crate) witness: Arc<witness::WitnessState>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -78,6 +82,13 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/plans/{plan_id}/consistency", get(proofs::consistency))
         .route("/api/plans/{plan_id}/tile/{*rest}", get(proofs::tile))
+        // The heads log (origin {origin_prefix}); its checkpoint is log.rs's.
+        .route(
+            "/api/v1/log/entries/{index}/inclusion",
+            get(proofs::heads_inclusion),
+        )
+        .route("/api/v1/log/consistency", get(proofs::heads_consistency))
+        .route("/api/v1/log/tile/{*rest}", get(proofs::heads_tile))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));
@@ -97,6 +108,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(append)
         .merge(federation::router(state.clone()))
         .merge(log::router(&state))
+        .merge(witness::router())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -1,6 +1,8 @@
-//! Plan log proofs and tiles (issue 10, "Proofs and tiles"): RFC 9162 inclusion and
-//! consistency proofs as JSON, and the C2SP tlog-tiles resources (hash
-//! tiles, entry bundles) under the log prefix `/api/plans/{plan_id}/`.
+//! Log proofs and tiles (issue 10, "Proofs and tiles"; issue 11, the heads
+//! log): RFC 9162 inclusion and consistency proofs as JSON, and the C2SP
+//! tlog-tiles resources (hash tiles, entry bundles), for a plan log under
+//! the log prefix `/api/plans/{plan_id}/` and for the heads log under
+//! `/api/v1/log/`. One handler body per resource serves both ([`LogId`]).
 //!
 //! Precedence of refusals, as the contract lists it: a malformed plan id,
 //! then an unknown plan (404) before any other parameter is looked at, then
@@ -20,7 +22,7 @@ use super::AppState;
 use super::extract::Path;
 use super::problem::Problem;
 use logbook_journal::event::parse_plan_id;
-use logbook_journal::store::{AsyncStore, TileError, TreeRequestError};
+use logbook_journal::store::{AsyncStore, Inclusion, LogId, TileError, TreeRequestError};
 use logbook_tlog::merkle::{Hash, ProofRequestError};
 use logbook_tlog::tile::TilePath;
 
@@ -57,26 +59,7 @@ pub(crate) async fn inclusion(
             format!("seq {seq:?} is not a decimal integer of at least 1"),
         )
     })?;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct InclusionQuery {
-        tree_size: Option<String>,
-    }
-    let q: InclusionQuery = query(&uri)?;
-    let tree_size = q
-        .tree_size
-        .map(|t| query_number("tree_size", &t))
-        .transpose()?;
-    if let Some(size) = tree_size
-        && seq > size
-    {
-        return Err(seq_beyond(seq, size));
-    }
-    let found = state
-        .store
-        .run(move |s| s.tree(&plan_id).inclusion(seq, tree_size))
-        .await?
-        .map_err(refusal)?;
+    let found = inclusion_in(&state, LogId::Plan(plan_id), seq - 1, &uri).await?;
     Ok(Json(json!({
         "plan_id": plan_id.to_string(),
         "seq": seq,
@@ -87,6 +70,62 @@ pub(crate) async fn inclusion(
     })))
 }
 
+/// `GET /api/v1/log/entries/{index}/inclusion?tree_size=N` (heads log).
+pub(crate) async fn heads_inclusion(
+    State(state): State<ProofState>,
+    Path(index): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    let index = number(&index).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-index",
+            "Invalid index",
+            format!("index {index:?} is not a decimal integer from 0 to 2^64-1"),
+        )
+    })?;
+    let found = inclusion_in(&state, LogId::Heads, index, &uri).await?;
+    Ok(Json(json!({
+        "leaf_index": index,
+        "tree_size": found.size,
+        "leaf_hash": BASE64.encode(found.leaf),
+        "proof": encode(&found.proof),
+    })))
+}
+
+/// The inclusion proof of leaf `index` of `log` at the query's `tree_size`.
+async fn inclusion_in(
+    state: &ProofState,
+    log: LogId,
+    index: u64,
+    uri: &Uri,
+) -> Result<Inclusion, Problem> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct InclusionQuery {
+        tree_size: Option<String>,
+    }
+    let q: InclusionQuery = query(uri)?;
+    let tree_size = q
+        .tree_size
+        .map(|t| query_number("tree_size", &t))
+        .transpose()?;
+    if let Some(size) = tree_size
+        && index >= size
+    {
+        return Err(leaf_beyond(log, index, size));
+    }
+    // The tree API names leaves by seq (index + 1); the last u64 index is
+    // beyond every tree, whatever its size.
+    let Some(seq) = index.checked_add(1) else {
+        return Err(leaf_beyond(log, index, tree_size.unwrap_or(u64::MAX)));
+    };
+    state
+        .store
+        .run(move |s| s.log_tree(log).inclusion(seq, tree_size))
+        .await?
+        .map_err(|e| refusal(log, e))
+}
+
 /// `GET /api/plans/{plan_id}/consistency?from=M&to=N`.
 pub(crate) async fn consistency(
     State(state): State<ProofState>,
@@ -94,13 +133,27 @@ pub(crate) async fn consistency(
     uri: Uri,
 ) -> Result<Json<Value>, Problem> {
     let plan_id = known_plan(&state, &plan).await?;
+    let mut body = consistency_in(&state, LogId::Plan(plan_id), &uri).await?;
+    body["plan_id"] = json!(plan_id.to_string());
+    Ok(Json(body))
+}
+
+/// `GET /api/v1/log/consistency?from=M&to=N` (heads log).
+pub(crate) async fn heads_consistency(
+    State(state): State<ProofState>,
+    uri: Uri,
+) -> Result<Json<Value>, Problem> {
+    consistency_in(&state, LogId::Heads, &uri).await.map(Json)
+}
+
+async fn consistency_in(state: &ProofState, log: LogId, uri: &Uri) -> Result<Value, Problem> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ConsistencyQuery {
         from: Option<String>,
         to: Option<String>,
     }
-    let q: ConsistencyQuery = query(&uri)?;
+    let q: ConsistencyQuery = query(uri)?;
     let required = |name: &str, value: Option<String>| {
         let text = value.ok_or_else(|| {
             Problem::bad_request(
@@ -115,15 +168,14 @@ pub(crate) async fn consistency(
     let to = required("to", q.to)?;
     let found = state
         .store
-        .run(move |s| s.tree(&plan_id).consistency(from, to))
+        .run(move |s| s.log_tree(log).consistency(from, to))
         .await?
-        .map_err(refusal)?;
-    Ok(Json(json!({
-        "plan_id": plan_id.to_string(),
+        .map_err(|e| refusal(log, e))?;
+    Ok(json!({
         "from": from,
         "to": to,
         "proof": encode(&found.proof),
-    })))
+    }))
 }
 
 /// `GET /api/plans/{plan_id}/tile/{L}/{N}[.p/{W}]` and
@@ -133,7 +185,19 @@ pub(crate) async fn tile(
     Path((plan, rest)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let plan_id = known_plan(&state, &plan).await?;
-    let tile = TilePath::parse(&rest).map_err(|e| {
+    tile_of(&state, LogId::Plan(plan_id), &rest).await
+}
+
+/// `GET /api/v1/log/tile/{L}/{N}[.p/{W}]` and `…/tile/entries/…` (heads log).
+pub(crate) async fn heads_tile(
+    State(state): State<ProofState>,
+    Path(rest): Path<String>,
+) -> Result<Response, Problem> {
+    tile_of(&state, LogId::Heads, &rest).await
+}
+
+async fn tile_of(state: &ProofState, log: LogId, rest: &str) -> Result<Response, Problem> {
+    let tile = TilePath::parse(rest).map_err(|e| {
         Problem::bad_request(
             "invalid-tile-path",
             "Invalid tile path",
@@ -142,12 +206,13 @@ pub(crate) async fn tile(
     })?;
     let bytes = state
         .store
-        .run(move |s| s.tree(&plan_id).tile(&tile))
+        .run(move |s| s.log_tree(log).tile(&tile))
         .await?
         .map_err(|e| match e {
             TileError::NotInTree => Problem::not_found(format!(
-                "tile/{} is beyond plan {plan_id}'s current tree",
-                tile.to_path()
+                "tile/{} is beyond {}'s current tree",
+                tile.to_path(),
+                log_name(log)
             )),
             TileError::EntryTooLong { .. } => Problem::internal(e.to_string()),
         })?;
@@ -164,6 +229,13 @@ pub(crate) async fn tile(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(response)
+}
+
+fn log_name(log: LogId) -> String {
+    match log {
+        LogId::Plan(plan) => format!("plan {plan}"),
+        LogId::Heads => "the heads log".into(),
+    }
 }
 
 /// The plan id of the path, if the plan has events: a malformed id is 400,
@@ -209,17 +281,26 @@ fn query_number(name: &str, text: &str) -> Result<u64, Problem> {
     })
 }
 
-fn seq_beyond(seq: u64, size: u64) -> Problem {
-    Problem::bad_request(
-        "seq-beyond-tree-size",
-        "Seq beyond tree size",
-        format!("seq {seq} is beyond tree size {size}"),
-    )
+/// Leaf `index` is not below `size`: a plan names its leaves by seq
+/// (index + 1), the heads log by index.
+fn leaf_beyond(log: LogId, index: u64, size: u64) -> Problem {
+    match log {
+        LogId::Plan(_) => Problem::bad_request(
+            "seq-beyond-tree-size",
+            "Seq beyond tree size",
+            format!("seq {} is beyond tree size {size}", index + 1),
+        ),
+        LogId::Heads => Problem::bad_request(
+            "index-beyond-tree-size",
+            "Index beyond tree size",
+            format!("index {index} is not below tree size {size}"),
+        ),
+    }
     .with("tree_size", size)
 }
 
 /// The store's refusal of a proof request, as the contract's 400s.
-fn refusal(e: TreeRequestError) -> Problem {
+fn refusal(log: LogId, e: TreeRequestError) -> Problem {
     match e {
         TreeRequestError::BeyondHead { size, head } => Problem::bad_request(
             "tree-size-beyond-head",
@@ -229,7 +310,7 @@ fn refusal(e: TreeRequestError) -> Problem {
         .with("tree_size", size)
         .with("head", head),
         TreeRequestError::Proof(ProofRequestError::IndexOutOfRange { index, size }) => {
-            seq_beyond(index + 1, size)
+            leaf_beyond(log, index, size)
         }
         TreeRequestError::Proof(ProofRequestError::FromAfterTo { .. }) => {
             Problem::bad_request("from-after-to", "From after to", e.to_string())

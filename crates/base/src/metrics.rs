@@ -29,6 +29,8 @@ struct Instruments {
     delivery_failures: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
     refused_subscriptions: Family<Labels, Counter>,
+    signing_refused: Family<Labels, Counter>,
+    witness_evidence: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -94,8 +96,22 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Subscribe requests from peers refused, by peer and reason (not_granted, limit)",
         refused_subscriptions.clone(),
     );
+    let signing_refused = Family::<Labels, Counter>::default();
+    registry.register(
+        "checkpoint_signing_refused",
+        "Checkpoints the log key refused to sign because they were inconsistent with one signed before (a rolled back or forked store), by log (plan, heads)",
+        signing_refused.clone(),
+    );
+    let witness_evidence = Family::<Labels, Counter>::default();
+    registry.register(
+        "witness_evidence",
+        "Checkpoints refused as evidence against a witnessed log, by origin and reason (rollback, fork, bad_proof)",
+        witness_evidence.clone(),
+    );
     Instruments {
+        signing_refused,
         refused_subscriptions,
+        witness_evidence,
         deliveries,
         delivery_failures,
         dead_letters,
@@ -108,6 +124,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         verify_failures,
     }
 });
+
+/// Called when a checkpoint inconsistent with an earlier one was not signed.
+pub fn observe_signing_refused(log: &str) {
+    INSTRUMENTS
+        .signing_refused
+        .get_or_create(&vec![("log".into(), log.into())])
+        .inc();
+}
 
 /// Called by the writer after each committed batch.
 pub fn observe_commit(batch_size: usize, micros: u64) {
@@ -149,6 +173,16 @@ pub fn observe_refused_subscription(peer: &str, reason: &str) {
         .refused_subscriptions
         .get_or_create(&labels)
         .inc();
+}
+
+/// Called when a witnessed log's signed checkpoint contradicts the one
+/// cosigned before (`rollback`, `fork`, `bad_proof`).
+pub fn observe_witness_evidence(origin: &str, reason: &str) {
+    let labels = vec![
+        ("origin".to_string(), origin.to_string()),
+        ("reason".to_string(), reason.to_string()),
+    ];
+    INSTRUMENTS.witness_evidence.get_or_create(&labels).inc();
 }
 
 /// Called after each append request is answered: its outcome (`created`,

@@ -12,6 +12,7 @@
 //! - [`inbox`]: checking, storing and acking what peers send ([`inbox::InboxError`]);
 //! - [`outbox`]: what is due, signing a batch, checking acks, recording outcomes;
 //! - [`peers`]: peer definitions, grants, pinning checks, storing peers;
+//! - [`peer_keys`]: a peer's log and witness vkeys from its instance document;
 //! - [`rotation`]: rotating our key, announcements, crash recovery.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod inbox;
 mod instance;
 pub mod message;
 pub mod outbox;
+pub mod peer_keys;
 pub mod peers;
 pub mod rotation;
 

@@ -234,30 +234,89 @@ pub fn now_ms() -> i64 {
     logbook_journal::event::Timestamp::now().millis()
 }
 
-/// The bytes `logKeySignature` in the instance document covers:
-/// `UTF-8(JCS({"instanceId", "logKey"}))`. It binds the instance's log key
-/// (a C2SP vkey) to its federation identity: a peer that pinned the RSA key
-/// trusts the log key too.
-pub fn log_key_signing_input(instance_id: &str, log_key: &str) -> String {
-    canonical_json(&serde_json::json!({"instanceId": instance_id, "logKey": log_key}))
+/// A public key the instance document binds to the federation identity
+/// with an RSA signature: the member it is published under decides the
+/// signed member name, so one signature can never stand for the other key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKey {
+    /// `logKey`, signed as `logKeySignature`: the vkey of plan and heads
+    /// checkpoints.
+    Log,
+    /// `witnessKey`, signed as `witnessKeySignature`: the cosignature/v1
+    /// vkey the instance witnesses its peers with.
+    Witness,
 }
 
-/// `logKeySignature`: base64 RSASSA-PSS-SHA256 (salt 32) by the instance key.
+impl BoundKey {
+    /// The instance document member holding the vkey.
+    pub fn member(self) -> &'static str {
+        match self {
+            BoundKey::Log => "logKey",
+            BoundKey::Witness => "witnessKey",
+        }
+    }
+
+    /// The member holding its signature.
+    pub fn signature_member(self) -> &'static str {
+        match self {
+            BoundKey::Log => "logKeySignature",
+            BoundKey::Witness => "witnessKeySignature",
+        }
+    }
+}
+
+/// The bytes a key binding signature covers:
+/// `UTF-8(JCS({"instanceId", <member>}))`, e.g. `{"instanceId", "logKey"}`.
+/// It binds the vkey to the instance's federation identity: a peer that
+/// pinned the RSA key trusts the bound key too.
+pub fn key_binding_signing_input(kind: BoundKey, instance_id: &str, vkey: &str) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("instanceId".into(), instance_id.into());
+    object.insert(kind.member().into(), vkey.into());
+    canonical_json(&serde_json::Value::Object(object))
+}
+
+/// `logKeySignature` or `witnessKeySignature`: base64 RSASSA-PSS-SHA256
+/// (salt 32) by the instance key.
+pub fn sign_key_binding(
+    key: &PrivateKey,
+    kind: BoundKey,
+    instance_id: &str,
+    vkey: &str,
+) -> Result<String, SignError> {
+    sign_bytes(
+        key,
+        key_binding_signing_input(kind, instance_id, vkey).as_bytes(),
+    )
+}
+
+/// Checks a key binding signature with the instance's (pinned) public key.
+pub fn verify_key_binding(
+    key: &PublicKey,
+    kind: BoundKey,
+    instance_id: &str,
+    vkey: &str,
+    signature: &str,
+) -> bool {
+    verify_bytes(
+        key,
+        key_binding_signing_input(kind, instance_id, vkey).as_bytes(),
+        signature,
+    )
+}
+
+/// `logKeySignature` (see [`sign_key_binding`]).
 pub fn sign_log_key(
     key: &PrivateKey,
     instance_id: &str,
     log_key: &str,
 ) -> Result<String, SignError> {
-    sign_bytes(key, log_key_signing_input(instance_id, log_key).as_bytes())
+    sign_key_binding(key, BoundKey::Log, instance_id, log_key)
 }
 
-/// Checks a `logKeySignature` with the instance's (pinned) public key.
+/// Checks a `logKeySignature` (see [`verify_key_binding`]).
 pub fn verify_log_key(key: &PublicKey, instance_id: &str, log_key: &str, signature: &str) -> bool {
-    verify_bytes(
-        key,
-        log_key_signing_input(instance_id, log_key).as_bytes(),
-        signature,
-    )
+    verify_key_binding(key, BoundKey::Log, instance_id, log_key, signature)
 }
 
 #[cfg(test)]
@@ -266,10 +325,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_log_key_signature_covers_jcs_of_the_two_members() {
+    fn the_key_binding_signatures_cover_jcs_of_the_two_members() {
+        let vkey = "logbook/edge-1+0badc0de+AQ==";
         assert_eq!(
-            log_key_signing_input("edge-1", "logbook/edge-1+0badc0de+AQ=="),
+            key_binding_signing_input(BoundKey::Log, "edge-1", vkey),
             r#"{"instanceId":"edge-1","logKey":"logbook/edge-1+0badc0de+AQ=="}"#
+        );
+        assert_eq!(
+            key_binding_signing_input(BoundKey::Witness, "edge-1", vkey),
+            r#"{"instanceId":"edge-1","witnessKey":"logbook/edge-1+0badc0de+AQ=="}"#
         );
     }
 

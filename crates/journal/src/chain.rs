@@ -125,12 +125,22 @@ pub(crate) fn log_entry_of(signed: &str, signature: &[u8; 32]) -> String {
     entry
 }
 
-/// The payload's text is canonical and hashes to `payload_hash`. The hash
+/// The payload's text is canonical and hashes to `payload_hash` (or, for a
+/// redacted event, is exactly `null`). The hash
 /// covers JCS(parse(text)), but a reader of the served text may parse it
 /// differently (which of two duplicate members wins, for one). So only the
 /// canonical text itself is accepted; JCS output never repeats a member
 /// name, so this also refuses duplicates.
 pub(crate) fn payload_check(event: &Event) -> Result<(), BrokenReason> {
+    if event.redacted {
+        // The payload is gone by design; `payload_hash` stays under the
+        // signature (and the leaf), so only the spelling of the gap is
+        // checked: anything but `null` is a payload that claims to be erased.
+        if event.payload.get() != "null" {
+            return Err(BrokenReason::PayloadNotCanonical);
+        }
+        return Ok(());
+    }
     let text = event.payload.get();
     let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
     if canonical.ok().as_deref() != Some(text) {
@@ -199,6 +209,8 @@ pub struct ChainVerifier {
     /// event before its predecessor, so a retired key must not have signed
     /// after this either: that stops a forgery backdated behind newer events.
     latest: Option<Timestamp>,
+    /// Accepted events whose payload was erased (see [`Event::redacted`]).
+    redacted: u64,
 }
 
 impl Default for ChainVerifier {
@@ -207,6 +219,7 @@ impl Default for ChainVerifier {
             next_seq: 1,
             prev_signature: None,
             latest: None,
+            redacted: 0,
         }
     }
 }
@@ -218,6 +231,7 @@ impl ChainVerifier {
             next_seq: seq + 1,
             prev_signature: Some(signature),
             latest: None,
+            redacted: 0,
         }
     }
 
@@ -228,6 +242,7 @@ impl ChainVerifier {
             next_seq: before.seq + 1,
             prev_signature: Some(before.signature),
             latest: Some(before.created_at),
+            redacted: 0,
         }
     }
 
@@ -264,6 +279,7 @@ impl ChainVerifier {
     }
 
     fn accept(&mut self, event: &Event, signed_at: Timestamp) {
+        self.redacted += u64::from(event.redacted);
         self.next_seq += 1;
         self.prev_signature = Some(event.signature);
         self.latest = Some(self.latest.map_or(signed_at, |l| l.max(signed_at)));
@@ -312,6 +328,11 @@ impl ChainVerifier {
     pub fn last_signature(&self) -> Option<[u8; 32]> {
         self.prev_signature
     }
+
+    /// How many of the accepted events were redacted: reported, never broken.
+    pub fn redacted(&self) -> u64 {
+        self.redacted
+    }
 }
 
 /// Outcome of verifying a whole chain.
@@ -321,6 +342,8 @@ pub struct ChainReport {
     pub verified: u64,
     pub broken: Option<(u64, BrokenReason)>,
     pub head_signature: Option<[u8; 32]>,
+    /// Verified events whose payload was erased.
+    pub redacted: u64,
 }
 
 impl ChainReport {
@@ -341,6 +364,7 @@ pub fn verify_all<'a>(
                 verified: verifier.last_seq(),
                 broken: Some((event.seq, reason)),
                 head_signature: verifier.last_signature(),
+                redacted: verifier.redacted(),
             };
         }
     }
@@ -348,6 +372,7 @@ pub fn verify_all<'a>(
         verified: verifier.last_seq(),
         broken: None,
         head_signature: verifier.last_signature(),
+        redacted: verifier.redacted(),
     }
 }
 
@@ -380,6 +405,7 @@ mod tests {
                     key_id: keyring.current_id().to_string(),
                     created_at: Timestamp(1_700_000_000_000 + seq as i64),
                     position: seq,
+                    redacted: false,
                 };
                 let key = keyring.current_secret();
                 event.signature = Signable::of(&event).sign(key);
@@ -492,6 +518,33 @@ mod tests {
             );
             assert_eq!(report.verified, 1, "{what}");
         }
+    }
+
+    #[test]
+    fn a_redacted_event_verifies_and_is_counted() {
+        let k = keyring();
+        let mut events = chain(&k, 3);
+        events[1].payload = RawValue::from_string("null".into()).unwrap();
+        events[1].redacted = true;
+        let report = verify_all(&events, &k);
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!(report.redacted, 1);
+        // The signature still covers payload_hash: changing it breaks.
+        let mut forged = events.clone();
+        forged[1].payload_hash[0] ^= 1;
+        assert_eq!(
+            verify_all(&forged, &k).broken,
+            Some((2, BrokenReason::Signature))
+        );
+        // A "redacted" event that still shows a payload is refused.
+        let mut half = chain(&k, 3);
+        half[1].redacted = true;
+        assert_eq!(
+            verify_all(&half, &k).broken,
+            Some((2, BrokenReason::PayloadNotCanonical))
+        );
+        // The leaf does not depend on the payload.
+        assert_eq!(log_entry(&events[1]), log_entry(&chain(&k, 3)[1]));
     }
 
     #[test]

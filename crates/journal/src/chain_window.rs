@@ -112,6 +112,7 @@ mod tests {
                 // `check` does, by the latest accepted so far.
                 created_at: Timestamp(1_700_000_000_000 + (seq as i64 % 7) * 1000),
                 position: seq,
+                redacted: false,
             };
             event.signature = Signable::of(&event).sign(keyring.current_secret());
             out.push(event);
@@ -119,24 +120,59 @@ mod tests {
         out
     }
 
-    fn one_by_one(events: &[Event], keyring: &Keyring) -> (Result<(), (u64, BrokenReason)>, u64) {
+    /// The first break, the last accepted seq and the redacted count.
+    type Walk = (Result<(), (u64, BrokenReason)>, u64, u64);
+
+    fn one_by_one(events: &[Event], keyring: &Keyring) -> Walk {
         let mut verifier = ChainVerifier::default();
         for event in events {
             if let Err(reason) = verifier.check(event, keyring) {
-                return (Err((event.seq, reason)), verifier.last_seq());
+                let seq = verifier.last_seq();
+                return (Err((event.seq, reason)), seq, verifier.redacted());
             }
         }
-        (Ok(()), verifier.last_seq())
+        (Ok(()), verifier.last_seq(), verifier.redacted())
     }
 
-    fn windowed(events: &[Event], keyring: &Keyring) -> (Result<(), (u64, BrokenReason)>, u64) {
+    fn windowed(events: &[Event], keyring: &Keyring) -> Walk {
         let mut verifier = ChainVerifier::default();
         for window in events.chunks(300) {
             if let Err(e) = verifier.check_window(window, keyring) {
-                return (Err(e), verifier.last_seq());
+                return (Err(e), verifier.last_seq(), verifier.redacted());
             }
         }
-        (Ok(()), verifier.last_seq())
+        (Ok(()), verifier.last_seq(), verifier.redacted())
+    }
+
+    /// Erases the payload of `events[i]` as the redaction does: the text
+    /// becomes `null`, the hash and signature stay.
+    fn redact(events: &mut [Event], i: usize) {
+        events[i].redacted = true;
+        events[i].payload = RawValue::from_string("null".into()).unwrap();
+    }
+
+    /// Redacted events in several windows and threads are all counted,
+    /// once each, and a break after them keeps the count of those before.
+    #[test]
+    fn windows_count_redacted_events_across_windows() {
+        let keyring = Keyring::from_secret(b"window".to_vec());
+        let mut events = chain(1000, &keyring);
+        let erased = [0, 1, 63, 64, 299, 300, 301, 640, 999];
+        for i in erased {
+            redact(&mut events, i);
+        }
+        let all = (Ok(()), 1000, erased.len() as u64);
+        assert_eq!(one_by_one(&events, &keyring), all);
+        assert_eq!(windowed(&events, &keyring), all);
+        // A redacted event still showing a payload breaks; the count is of
+        // the redacted events accepted before it.
+        events[700].redacted = true;
+        let want = one_by_one(&events, &keyring);
+        assert_eq!(
+            want,
+            (Err((701, BrokenReason::PayloadNotCanonical)), 700, 8)
+        );
+        assert_eq!(windowed(&events, &keyring), want);
     }
 
     /// Each kind of break, early, late and at a window's edge: the windowed
@@ -145,7 +181,7 @@ mod tests {
     fn windows_report_what_one_by_one_reports() {
         let keyring = Keyring::from_secret(b"window".to_vec());
         let good = chain(1000, &keyring);
-        assert_eq!(windowed(&good, &keyring), (Ok(()), 1000));
+        assert_eq!(windowed(&good, &keyring), (Ok(()), 1000, 0));
         type Tamper = fn(&mut Vec<Event>, usize);
         let tampers: [(&str, Tamper); 6] = [
             ("payload hash", |c, i| c[i].payload_hash[0] ^= 1),

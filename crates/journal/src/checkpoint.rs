@@ -105,6 +105,18 @@ impl CheckpointSigner {
         Ok(note)
     }
 
+    /// The signed checkpoint of the heads log (origin `{origin_prefix}`,
+    /// the key's own name). Not cached: it is signed once per request of a
+    /// new heads size, and the heads log grows once per interval at most.
+    pub fn sign_heads(&self, size: u64, root: Hash) -> Result<Note, NoteError> {
+        let text = Checkpoint::new(&self.signer.verifier().name, size, root)?.to_text();
+        let signature = self.signer.sign(&text)?;
+        Ok(Note {
+            text,
+            signatures: vec![signature],
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // The cache holds no invariant a panic could break halfway.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())

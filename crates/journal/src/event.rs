@@ -8,7 +8,8 @@ use uuid::Uuid;
 /// A stored, signed journal event, exactly as clients see it.
 ///
 /// `payload` holds the RFC 8785 canonical JSON text of the payload, which is
-/// what `payload_hash` covers, so serving an event never re-encodes it.
+/// what `payload_hash` covers, so serving an event never re-encodes it; once
+/// the payload was erased it is `null` and `redacted` is true.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: Uuid,
@@ -31,6 +32,11 @@ pub struct Event {
     /// part of the wire form.
     #[serde(skip)]
     pub position: u64,
+    /// The payload was erased (`payload` is then JSON `null`); the event
+    /// keeps `payload_hash`, so its signature and leaf still verify. Shown
+    /// only when true, so the wire form of other events is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 /// Milliseconds since the Unix epoch, shown as RFC 3339 in UTC with exactly

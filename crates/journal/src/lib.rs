@@ -18,5 +18,7 @@ pub mod validate;
 // Verifiable plan logs: the log key and the signed checkpoints.
 pub mod checkpoint;
 pub mod log_key;
+// Being a witness: the key that cosigns peers' heads logs.
+pub mod witness_key;
 
 pub use event::Event;

@@ -121,26 +121,9 @@ impl LogKeys {
     /// Loads the log key from `data_dir`, generating it on first start, and
     /// names it `origin_prefix`.
     pub fn load(data_dir: &Path, origin_prefix: &str) -> Result<LogKeys, LogKeyError> {
-        let path = data_dir.join(LOG_KEY_FILE);
         let history_path = data_dir.join(LOG_KEYS_FILE);
         finish_rotation(data_dir, &read_history(&history_path)?)?;
-        let (signer, created) = match read_skey(&path)? {
-            Some(signer) => (signer, false),
-            None => {
-                let signer = generate(origin_prefix)?;
-                // Whole or absent: a crash while writing must not leave a
-                // partial key that stops every later start.
-                let tmp = path.with_extension("key.tmp");
-                let _ = std::fs::remove_file(&tmp);
-                write_private_file(&tmp, format!("{}\n", signer.to_skey()).as_bytes())
-                    .map_err(io_error(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
-                std::fs::File::open(data_dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_error(data_dir))?;
-                (signer, true)
-            }
-        };
+        let (signer, created) = load_or_generate(data_dir, LOG_KEY_FILE, origin_prefix)?;
         let signer = signer.renamed(origin_prefix).map_err(LogKeyError::Name)?;
         let public_key = BASE64.encode(signer.verifier().key.as_bytes());
         let history = match read_history(&history_path)? {
@@ -210,6 +193,33 @@ impl LogKeys {
     }
 }
 
+/// Reads the Ed25519 key in `data_dir/file` (Go's note signer text),
+/// generating it with mode 0600 when it does not exist; `true` when it was
+/// generated. Shared by the log key and the witness key
+/// ([`crate::witness_key`]).
+pub(crate) fn load_or_generate(
+    data_dir: &Path,
+    file: &str,
+    name: &str,
+) -> Result<(Signer25519, bool), LogKeyError> {
+    let path = data_dir.join(file);
+    if let Some(signer) = read_skey(&path)? {
+        return Ok((signer, false));
+    }
+    let signer = generate(name)?;
+    // Whole or absent: a crash while writing must not leave a partial key
+    // that stops every later start.
+    let tmp = path.with_extension("key.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_private_file(&tmp, format!("{}\n", signer.to_skey()).as_bytes())
+        .map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(data_dir))?;
+    Ok((signer, true))
+}
+
 fn generate(name: &str) -> Result<Signer25519, LogKeyError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| LogKeyError::Io {
@@ -220,7 +230,7 @@ fn generate(name: &str) -> Result<Signer25519, LogKeyError> {
 }
 
 /// Reads a Go signer-key file; `None` when it does not exist.
-fn read_skey(path: &Path) -> Result<Option<Signer25519>, LogKeyError> {
+pub(crate) fn read_skey(path: &Path) -> Result<Option<Signer25519>, LogKeyError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Signer25519::parse_skey(text.trim_end_matches(['\n', '\r']))
             .map(Some)

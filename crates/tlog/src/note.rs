@@ -277,7 +277,8 @@ impl Verifier {
 /// An Ed25519 note signer: a name and a private key.
 pub struct Signer25519 {
     name: String,
-    key: SigningKey,
+    /// Crate-visible so a cosigner can be made from the same key file form.
+    pub(crate) key: SigningKey,
     verifier: Verifier,
 }
 

@@ -46,6 +46,22 @@ pub(crate) enum AdminCommand {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
     },
+    /// Erase one event's payload for good. The event keeps its hash, so the
+    /// chain and checkpoints still verify; the system journal records who,
+    /// when and why.
+    Redact {
+        /// Plan id (UUID).
+        plan: String,
+        /// The event's seq.
+        seq: u64,
+        /// Why (one line, at most 1024 bytes), e.g. a ticket reference.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Rewrite the store file with only its live rows, so that bytes of
+    /// redacted payloads and deleted plans do not linger in its free pages.
+    /// Appends wait while it runs.
+    Compact,
     /// Write a consistent snapshot of the store to FILE while the daemon
     /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.
     Backup {
@@ -69,6 +85,16 @@ pub(crate) enum AdminCommand {
     /// Federation messages given up on (dead letters): list, retry, drop.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// This instance as a witness of its peers' heads logs.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WitnessCommand {
+    /// Checkpoints refused because they contradict one cosigned before
+    /// (rollback, fork, bad proof), each with both signed notes.
+    Evidence,
 }
 
 #[derive(Debug, Subcommand)]

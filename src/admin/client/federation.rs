@@ -3,7 +3,7 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand};
+use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand, WitnessCommand};
 use super::output::{items, join, text};
 use super::transport::segment;
 use super::{Client, Failure};
@@ -30,6 +30,34 @@ impl Client {
                             text(&sub["peer"]),
                             text(&sub["eventType"])
                         );
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `witness evidence`: both signed notes of each refusal, as they are.
+    pub(crate) async fn witness(&self, command: WitnessCommand) -> Result<(), Failure> {
+        match command {
+            WitnessCommand::Evidence => {
+                let v = self.call(Method::GET, "/witness/evidence", None).await?;
+                self.show(&v, |v| {
+                    let rows: Vec<&Value> = items(&v["evidence"]).collect();
+                    if rows.is_empty() {
+                        println!("no evidence: no witnessed log contradicted itself");
+                    }
+                    for e in rows {
+                        println!(
+                            "{}  {}  {}: cosigned size {}, refused size {}",
+                            text(&e["at"]),
+                            text(&e["reason"]).to_uppercase(),
+                            text(&e["origin"]),
+                            text(&e["cosignedSize"]),
+                            text(&e["refusedSize"])
+                        );
+                        println!("--- cosigned note\n{}", text(&e["cosignedNote"]));
+                        println!("--- refused note\n{}", text(&e["refusedNote"]));
                     }
                 });
             }

@@ -66,12 +66,15 @@ impl Client {
             AdminCommand::Export { plan, checkpoint } => {
                 self.export(&plan, checkpoint.as_deref()).await?
             }
+            AdminCommand::Redact { plan, seq, reason } => self.redact(&plan, seq, &reason).await?,
+            AdminCommand::Compact => self.compact().await?,
             AdminCommand::Backup { file } => self.backup(&file).await?,
             AdminCommand::LogLevel { level } => self.log_level(level).await?,
             AdminCommand::Keys(command) => self.keys(command).await?,
             AdminCommand::Peers(command) => self.peers(command).await?,
             AdminCommand::Subscriptions(command) => self.subscriptions(command).await?,
             AdminCommand::Dead(command) => self.dead(command).await?,
+            AdminCommand::Witness(command) => self.witness(command).await?,
             AdminCommand::Reload => self.reload().await?,
         }
         Ok(ExitCode::SUCCESS)

@@ -103,6 +103,9 @@ pub(crate) fn print_verify(v: &Value) {
             text(&v["verified"]),
             text(&v["head_signature"])
         );
+        if v["redacted"].as_u64().is_some_and(|n| n > 0) {
+            println!("redacted: {}", text(&v["redacted"]));
+        }
     } else {
         println!(
             "{}: BROKEN at seq {} ({}); {} events verified before it",

@@ -143,6 +143,35 @@ impl Client {
         Ok(())
     }
 
+    pub(crate) async fn redact(&self, plan: &str, seq: u64, reason: &str) -> Result<(), Failure> {
+        let path = format!("/plans/{}/events/{seq}/redact", segment(plan));
+        let v = self
+            .call(Method::POST, &path, Some(json!({"reason": reason})))
+            .await?;
+        self.show(&v, |v| {
+            println!(
+                "redacted {}/{}; recorded at system journal seq {}",
+                text(&v["plan_id"]),
+                text(&v["seq"]),
+                text(&v["record"]["seq"])
+            );
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn compact(&self) -> Result<(), Failure> {
+        let v = self.call(Method::POST, "/compact", None).await?;
+        self.show(&v, |v| {
+            println!(
+                "compacted: {} bytes before, {} after ({} rows)",
+                text(&v["bytes_before"]),
+                text(&v["bytes_after"]),
+                text(&v["rows"])
+            );
+        });
+        Ok(())
+    }
+
     pub(crate) async fn backup(&self, file: &Path) -> Result<(), Failure> {
         if file.exists() {
             return Err(Failure(format!("{} already exists", file.display())));

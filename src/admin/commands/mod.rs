@@ -1,16 +1,19 @@
 //! The admin socket's routes, one per `logbook admin` command. Each answers
 //! JSON (errors as problem+json); `export` streams NDJSON and `backup`
 //! streams the snapshot file. Grouped by concern: [`status`] (status and
-//! metrics), [`plans`] (show, verify, delete, export), [`tokens`],
+//! metrics), [`plans`] (show, verify, delete, export), [`redact`], [`tokens`],
 //! [`keys`] (key rotations and backup), [`peers`] (federation grants) and
-//! [`daemon`] (log level and config reload).
+//! [`daemon`] (log level and config reload), [`witness`] (evidence kept
+//! as a witness).
 
 mod daemon;
 mod keys;
 mod peers;
 mod plans;
+mod redact;
 mod status;
 mod tokens;
+mod witness;
 
 use std::sync::Arc;
 
@@ -45,8 +48,10 @@ pub(crate) fn router(
     use keys::{backup, rotate_hmac, rotate_log, rotate_rsa};
     use peers::{allow_peer, disallow_peer};
     use plans::{delete_plan, export_plan, list_plans, plan_checkpoint, show_plan, verify_plan};
+    use redact::{compact, redact_event};
     use status::{metrics, status};
     use tokens::{create_token, list_tokens, revoke_token};
+    use witness::witness_evidence;
     Router::new()
         .route("/status", get(status))
         .route("/plans", get(list_plans))
@@ -54,9 +59,11 @@ pub(crate) fn router(
         .route("/plans/{plan_id}/verify", post(verify_plan))
         .route("/plans/{plan_id}/export", get(export_plan))
         .route("/plans/{plan_id}/checkpoint", get(plan_checkpoint))
+        .route("/plans/{plan_id}/events/{seq}/redact", post(redact_event))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{name_or_id}", delete(revoke_token))
         .route("/backup", post(backup))
+        .route("/compact", post(compact))
         .route("/log-level", get(get_log_level).put(set_log_level))
         .route("/reload", reload)
         .route("/keys/rotate-hmac", post(rotate_hmac))
@@ -65,6 +72,7 @@ pub(crate) fn router(
         .route("/metrics", get(metrics))
         .route("/peers/{instance_id}/allow", post(allow_peer))
         .route("/peers/{instance_id}/disallow", post(disallow_peer))
+        .route("/witness/evidence", get(witness_evidence))
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,

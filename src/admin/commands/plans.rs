@@ -76,6 +76,7 @@ pub(super) async fn verify_plan(
         "plan_id": plan_id,
         "chain_valid": report.is_valid(),
         "verified": report.verified,
+        "redacted": report.redacted,
         "broken_at": report.broken.map(|b| b.0),
         "broken_reason": report.broken.map(|b| b.1),
         "head_signature": report.head_signature.map(|s| hex::encode(&s)),
@@ -189,6 +190,9 @@ pub(super) async fn plan_checkpoint(
         .run(move |s| s.tree(&plan_id).root(Some(size)))
         .await?
         .map_err(|e| Problem::bad_request("invalid-size", "Invalid tree size", e.to_string()))?;
-    let note = cx.log.checkpoint_text(&plan_id, size, root)?;
+    let note = cx
+        .log
+        .checkpoint_text(&cx.store, &plan_id, size, root)
+        .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }

@@ -117,6 +117,9 @@ async fn instance(State(state): State<AppState>) -> Result<Json<Value>, Problem>
     let log_key_signature = state
         .log
         .binding_signature(&id.instance_id, &key, &log_key)?;
+    // The witness key, bound the same way (`witnessKeySignature`).
+    let witness_key = state.witness.vkey();
+    let witness_key_signature = state.witness.binding_signature(&id.instance_id, &key)?;
     Ok(Json(json!({
         "instanceId": id.instance_id,
         "name": id.name,
@@ -127,6 +130,8 @@ async fn instance(State(state): State<AppState>) -> Result<Json<Value>, Problem>
         "capabilities": ["events", "batch", "journal-events", "subscribe", "ack"],
         "logKey": log_key,
         "logKeySignature": log_key_signature,
+        "witnessKey": witness_key,
+        "witnessKeySignature": witness_key_signature,
     })))
 }
 

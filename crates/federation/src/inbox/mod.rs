@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use check::verify_batch;
 pub use check::{active_peer, check_recipient, check_signed, parse_message};
 pub use error::InboxError;
-pub(crate) use limiter::RateLimiter;
+pub use limiter::RateLimiter;
 
 use crate::identity::key_id;
 use crate::instance::Instance;

@@ -437,6 +437,9 @@ impl WriterLoop {
                 tree_root: Some(root),
             };
             super::deleted::record(&mut tables.deleted, &plan_id, &gone)?;
+            // The heads log records the final checkpoint at once, so no
+            // witness can be shown a later history under the plan's origin.
+            super::heads_log::append(&txn, &plan_id, head.last_seq, root, true)?;
             let (removed, blanked) = tables.fed.forget_plan(&plan_id)?;
             if removed + blanked > 0 {
                 tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");
@@ -473,7 +476,7 @@ impl Tables<'_> {
             .range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?
         {
             let (k, v) = entry?;
-            let record: super::EventRecord = decode(v.value())?;
+            let record = super::decode_event(v.value())?;
             doomed.push((k.value(), record.position));
         }
         for (key, position) in doomed {

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::head::{HeadRow, TreeTail};
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
-    IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, deleted, encode, event_from_record,
-    event_key, federation, head, idempotency_key, record_from_event, tree,
+    IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, decode_event, deleted, encode,
+    event_from_record, event_key, federation, head, idempotency_key, record_from_event, tree,
 };
 use crate::chain::{self, Signable};
 use crate::event::{Event, Timestamp};
@@ -101,7 +101,7 @@ impl<'txn> Tables<'txn> {
                 let stored = self.events.get(key)?.ok_or_else(|| {
                     StoreError("idempotency record points at a missing event".into())
                 })?;
-                let event = event_from_record(&key, decode(stored.value())?)?;
+                let event = event_from_record(&key, decode_event(stored.value())?)?;
                 return Ok(Ok(Appended {
                     event: Arc::new(event),
                     replayed: true,
@@ -172,6 +172,7 @@ impl<'txn> Tables<'txn> {
             key_id: keyring.current_id().to_string(),
             created_at,
             position: *position + 1,
+            redacted: false,
         };
         // One canonicalization serves the signature and the log entry.
         let signed = Signable::of(&event).canonical();

@@ -8,7 +8,7 @@
 //! type system rules out the mistake instead of a rule callers must recall.
 //!
 //! Directly reachable are only the calls that never wait on the disk on the
-//! caller's thread: queuing work for the writer thread (`append`,
+//! caller's thread: queuing work for the writer thread (`append`, `redact`,
 //! `delete_plan`), and in-memory state (keyring, stats, health, watches).
 
 use std::sync::Arc;
@@ -59,6 +59,21 @@ impl AsyncStore {
         who: serde_json::Value,
     ) -> Result<Deleted, DeleteError> {
         self.0.delete_plan(plan_id, who).await
+    }
+
+    /// Erases payloads, each recorded in the system journal, in one writer
+    /// transaction (see `store::redact`).
+    pub async fn redact(
+        &self,
+        batch: Vec<super::redact::Redaction>,
+    ) -> super::redact::RedactOutcomes {
+        self.0.redact(batch).await
+    }
+
+    /// Rewrites the database file with only its live rows, in the writer
+    /// thread (see `store::compact`).
+    pub async fn compact(&self) -> Result<super::Compacted, StoreError> {
+        self.0.compact().await
     }
 
     /// The keyring in force: it signs new events and verifies old ones.

@@ -9,7 +9,7 @@
 //! without a process restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -64,9 +64,12 @@ impl Health {
 
 /// The shared, replaceable handle. `None` while the writer reopens it.
 pub(crate) struct Db {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     quick_repair: bool,
-    current: RwLock<Option<Arc<Database>>>,
+    pub(super) current: RwLock<Option<Arc<Database>>>,
+    /// Bumped when compaction replaces the file: a write transaction begun
+    /// on the handle it replaced would commit into the old file.
+    pub(super) generation: AtomicU64,
     health: AtomicU8,
     /// The writer's queue: a failed write outside the writer wakes it to recover.
     writer: OnceLock<tokio::sync::mpsc::Sender<Job>>,
@@ -78,6 +81,7 @@ impl Db {
             path: path.to_path_buf(),
             quick_repair,
             current: RwLock::new(Some(Arc::new(db))),
+            generation: AtomicU64::new(0),
             health: AtomicU8::new(Health::Ready.as_u8()),
             writer: OnceLock::new(),
         }
@@ -137,9 +141,22 @@ impl Db {
         if health != Health::Ready {
             return Err(health.refusal());
         }
-        let mut txn = self.handle()?.begin_write()?;
-        txn.set_quick_repair(self.quick_repair);
-        Ok(txn)
+        loop {
+            let (db, generation) = {
+                let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+                let db = current.clone().ok_or_else(|| self.health().refusal())?;
+                (db, self.generation.load(Ordering::Acquire))
+            };
+            let mut txn = db.begin_write()?;
+            // Waiting for the write slot may have outlasted a compaction,
+            // which replaced the file (see `compact.rs`): begin again on
+            // the new one. Dropping the transaction aborts it.
+            if self.generation.load(Ordering::Acquire) != generation {
+                continue;
+            }
+            txn.set_quick_repair(self.quick_repair);
+            return Ok(txn);
+        }
     }
 
     pub(crate) fn health(&self) -> Health {

@@ -22,7 +22,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::tree::{TreeKey, read_node, store_hashes};
+use super::tree::{TreeKey, has_leaf, read_node, store_hashes};
 use super::{PlanHead, StoreError};
 
 /// Leaves buffered in a head row before their hashes go to `tree_hashes`:
@@ -130,6 +130,23 @@ impl HeadRow {
                 "plan head format version {v} is not known to this build (it knows {HEAD_V1} and {HEAD_V2})"
             ))),
             None => Err(StoreError("empty plan head record".into())),
+        }
+    }
+}
+
+impl HeadRow {
+    /// Whether the plan's last leaf can be read: it is buffered, or stored
+    /// (a version-1 row of a store older than trees, or a damaged store,
+    /// may lack it; earlier leaves are there when the last one is).
+    pub(super) fn last_leaf_readable(
+        &self,
+        table: &redb::Table<'_, TreeKey, [u8; 32]>,
+        plan: &Uuid,
+    ) -> Result<bool, StoreError> {
+        match &self.tail {
+            TreeTail::InTable => has_leaf(table, plan, self.head.last_seq),
+            TreeTail::Buffered { pending, .. } if !pending.is_empty() => Ok(true),
+            TreeTail::Buffered { flushed, .. } => has_leaf(table, plan, *flushed),
         }
     }
 }

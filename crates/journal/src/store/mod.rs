@@ -48,35 +48,44 @@ use super::keys::Keyring;
 pub mod admin;
 mod apply;
 mod async_store;
+mod compact;
 mod deleted;
 mod error;
 mod federation;
 mod handle;
 mod head;
+mod heads_log;
 mod page_verify;
 mod reads;
 mod records;
+pub mod redact;
 mod retention;
+mod signed;
 mod tables;
 mod tree;
+mod witness;
 mod writer;
 use apply::Tables;
 pub use async_store::AsyncStore;
+pub use compact::Compacted;
 pub use deleted::DeletedPlan;
 use error::Faulty;
 pub use error::{Fault, StoreError};
 pub use federation::*;
 use handle::Db;
 pub use handle::Health;
+pub use heads_log::{HeadsEntry, PASS_LIMIT as HEADS_PASS_LIMIT, entry_bytes as heads_entry_bytes};
 pub use page_verify::VerifiedPage;
 use reads::last_position;
 pub use records::PlanHead;
 use records::{
-    EventRecord, IdempotencyRecord, decode, encode, event_from_record, event_key, idempotency_key,
-    record_from_event,
+    IdempotencyRecord, decode, decode_event, encode, encode_redacted, event_from_record, event_key,
+    idempotency_key, record_from_event,
 };
 pub use retention::PruneStep;
-pub use tree::{Consistency, Inclusion, TileError, Tree, TreeRequestError};
+pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
+pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
+pub use witness::{EvidenceStored, MAX_EVIDENCE, WitnessEvidence, WitnessLatest};
 use writer::{RETRY_FIRST, WriterLoop};
 
 type EventKey = [u8; 24];
@@ -163,6 +172,13 @@ enum Job {
         serde_json::Value,
         oneshot::Sender<Result<admin::Deleted, admin::DeleteError>>,
     ),
+    /// Redactions too: each appends its record to the system journal.
+    Redact(
+        Vec<redact::Redaction>,
+        oneshot::Sender<redact::RedactOutcomes>,
+    ),
+    /// Rewrites the database file with only its live rows.
+    Compact(oneshot::Sender<Result<Compacted, StoreError>>),
     Shutdown,
     /// Wakes the writer to reopen the database after a write elsewhere
     /// failed with an I/O fault.

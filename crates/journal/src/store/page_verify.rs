@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::head::{HeadRow, TreeReader};
 use super::tree::TREE_HASHES;
-use super::{EVENTS, HEADS, PlanHead, Store, StoreError, decode, event_from_record, event_key};
+use super::{
+    EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record, event_key,
+};
 use crate::Event;
 use crate::chain::{BrokenReason, ChainReport, ChainVerifier, log_entry};
 use crate::keys::Keyring;
@@ -62,7 +64,7 @@ impl Store {
             let key = event_key(plan_id, seq);
             events_table
                 .get(key)?
-                .map(|v| event_from_record(&key, decode(v.value())?))
+                .map(|v| event_from_record(&key, decode_event(v.value())?))
                 .transpose()
         };
         let mut events = Vec::new();
@@ -72,7 +74,7 @@ impl Store {
             .take(limit)
         {
             let (k, v) = entry?;
-            events.push(event_from_record(&k.value(), decode(v.value())?)?);
+            events.push(event_from_record(&k.value(), decode_event(v.value())?)?);
         }
         let tree = txn.open_table(TREE_HASHES)?;
         let reader = TreeReader {
@@ -130,16 +132,20 @@ impl Store {
             }
             None
         };
-        let verified = match broken {
-            Some((seq, _)) => events.iter().take_while(|e| e.seq < seq).count(),
-            None => events.len(),
-        } as u64;
+        let checked = || {
+            events
+                .iter()
+                .take_while(|e| broken.is_none_or(|(seq, _)| e.seq < seq))
+        };
+        let verified = checked().count() as u64;
+        let redacted = checked().filter(|e| e.redacted).count() as u64;
         logbook_base::metrics::observe_verify(broken.is_none());
         Ok(VerifiedPage {
             report: ChainReport {
                 verified,
                 broken,
                 head_signature: head.map(|h| h.last_signature),
+                redacted,
             },
             events,
             tree_size: size,

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::head::decode_head;
 use super::{
-    Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode, event_from_record,
-    event_key,
+    Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode_event,
+    event_from_record, event_key,
 };
 use crate::chain::{BrokenReason, ChainReport, ChainVerifier};
 use crate::event::Event;
@@ -68,7 +68,7 @@ impl Store {
             .take(limit)
         {
             let (k, v) = entry?;
-            out.push(event_from_record(&k.value(), decode(v.value())?)?);
+            out.push(event_from_record(&k.value(), decode_event(v.value())?)?);
         }
         Ok(out)
     }
@@ -88,7 +88,7 @@ impl Store {
             let record = events
                 .get(key)?
                 .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
-            out.push(event_from_record(&key, decode(record.value())?)?);
+            out.push(event_from_record(&key, decode_event(record.value())?)?);
         }
         Ok(out)
     }
@@ -128,7 +128,7 @@ impl Store {
         loop {
             let entry = range.next().transpose()?;
             if let Some((k, v)) = entry {
-                window.push(event_from_record(&k.value(), decode(v.value())?)?);
+                window.push(event_from_record(&k.value(), decode_event(v.value())?)?);
                 if window.len() < VERIFY_WINDOW {
                     continue;
                 }
@@ -138,6 +138,7 @@ impl Store {
                     verified: verifier.last_seq(),
                     broken: Some(broken),
                     head_signature: verifier.last_signature(),
+                    redacted: verifier.redacted(),
                 });
             }
             if window.len() < VERIFY_WINDOW {
@@ -166,6 +167,7 @@ impl Store {
             verified: verifier.last_seq(),
             broken,
             head_signature: verifier.last_signature(),
+            redacted: verifier.redacted(),
         })
     }
 }

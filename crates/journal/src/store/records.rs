@@ -17,12 +17,15 @@ pub struct PlanHead {
     pub last_at: i64,
 }
 
+/// An event record as read, whatever its version: `payload` is `None` once
+/// the event was redacted (only version [`REDACTED_EVENT_VERSION`] records
+/// lack it).
 #[derive(Serialize, Deserialize)]
 pub(super) struct EventRecord {
     pub(super) id: [u8; 16],
     pub(super) event_type: String,
     pub(super) actor: Option<String>,
-    pub(super) payload: String,
+    pub(super) payload: Option<String>,
     pub(super) payload_hash: [u8; 32],
     pub(super) prev_hash: Option<[u8; 32]>,
     pub(super) signature: [u8; 32],
@@ -35,6 +38,60 @@ pub(super) struct EventRecord {
 pub(super) struct IdempotencyRecord {
     pub(super) fingerprint: [u8; 32],
     pub(super) seq: u64,
+}
+
+/// Version 1 of an event record: the payload is always there. Appends still
+/// write this version, so a store without redactions stays readable by
+/// older builds.
+#[derive(Deserialize)]
+struct EventRecordV1 {
+    id: [u8; 16],
+    event_type: String,
+    actor: Option<String>,
+    payload: String,
+    payload_hash: [u8; 32],
+    prev_hash: Option<[u8; 32]>,
+    signature: [u8; 32],
+    key_id: String,
+    created_at: i64,
+    position: u64,
+}
+
+/// Version byte of an event record whose payload may be absent. Written
+/// only by a redaction, so only redacted events carry it; an older build
+/// refuses such a record ("unknown version") rather than guess.
+pub(super) const REDACTED_EVENT_VERSION: u8 = 2;
+
+/// Decodes an event record of either version.
+pub(super) fn decode_event(bytes: &[u8]) -> Result<EventRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&REDACTED_EVENT_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt event record: {e}")))
+        }
+        _ => {
+            let v1: EventRecordV1 = decode(bytes)?;
+            Ok(EventRecord {
+                id: v1.id,
+                event_type: v1.event_type,
+                actor: v1.actor,
+                payload: Some(v1.payload),
+                payload_hash: v1.payload_hash,
+                prev_hash: v1.prev_hash,
+                signature: v1.signature,
+                key_id: v1.key_id,
+                created_at: v1.created_at,
+                position: v1.position,
+            })
+        }
+    }
+}
+
+/// Encodes `record` as a version 2 record with its payload erased.
+pub(super) fn encode_redacted(mut record: EventRecord) -> Vec<u8> {
+    record.payload = None;
+    let mut out = vec![REDACTED_EVENT_VERSION];
+    out.extend(postcard::to_stdvec(&record).expect("records always encode"));
+    out
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -72,14 +129,17 @@ pub(super) fn idempotency_key(plan_id: &Uuid, key: &str) -> Vec<u8> {
 pub(super) fn event_from_record(key: &EventKey, record: EventRecord) -> Result<Event, StoreError> {
     let plan_id = Uuid::from_slice(&key[..16]).expect("16 bytes");
     let seq = u64::from_be_bytes(key[16..].try_into().expect("8 bytes"));
+    let redacted = record.payload.is_none();
+    let payload = record.payload.unwrap_or_else(|| "null".into());
     Ok(Event {
         id: Uuid::from_bytes(record.id),
         plan_id,
         seq,
         event_type: record.event_type,
         actor: record.actor,
-        payload: RawValue::from_string(record.payload)
+        payload: RawValue::from_string(payload)
             .map_err(|e| StoreError(format!("corrupt payload at {plan_id}/{seq}: {e}")))?,
+        redacted,
         payload_hash: record.payload_hash,
         prev_hash: record.prev_hash,
         signature: record.signature,
@@ -107,6 +167,8 @@ pub(super) struct EventRecordRef<'a> {
 }
 
 pub(super) fn record_from_event(event: &Event) -> EventRecordRef<'_> {
+    // Only a redaction writes a record without its payload.
+    assert!(!event.redacted, "a redacted event is never written whole");
     EventRecordRef {
         id: event.id.into_bytes(),
         event_type: &event.event_type,
@@ -148,15 +210,56 @@ mod tests {
             key_id: "abcd0123".into(),
             created_at: Timestamp(1_700_000_000_123),
             position: 77,
+            redacted: false,
         };
         let key = event_key(&event.plan_id, event.seq);
-        let back =
-            event_from_record(&key, decode(&encode(&record_from_event(&event))).unwrap()).unwrap();
+        let back = event_from_record(
+            &key,
+            decode_event(&encode(&record_from_event(&event))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             serde_json::to_string(&back).unwrap(),
             serde_json::to_string(&event).unwrap()
         );
         assert_eq!(back.position, 77);
+    }
+
+    #[test]
+    fn a_redacted_record_keeps_everything_but_the_payload() {
+        let event = Event {
+            id: Uuid::from_u128(9),
+            plan_id: Uuid::from_u128(1),
+            seq: 4,
+            event_type: "step.completed".into(),
+            actor: None,
+            payload: RawValue::from_string(r#"{"secret":"x"}"#.into()).unwrap(),
+            payload_hash: [1; 32],
+            prev_hash: None,
+            signature: [3; 32],
+            key_id: "abcd0123".into(),
+            created_at: Timestamp(1_700_000_000_123),
+            position: 77,
+            redacted: false,
+        };
+        let key = event_key(&event.plan_id, event.seq);
+        let v1 = encode(&record_from_event(&event));
+        assert_eq!(v1[0], 1, "appends still write version 1");
+        let v2 = encode_redacted(decode_event(&v1).unwrap());
+        assert_eq!(v2[0], REDACTED_EVENT_VERSION);
+        assert!(!v2.windows(6).any(|w| w == b"secret"), "payload bytes gone");
+        let back = event_from_record(&key, decode_event(&v2).unwrap()).unwrap();
+        assert!(back.redacted);
+        assert_eq!(back.payload.get(), "null");
+        assert_eq!(back.payload_hash, event.payload_hash);
+        assert_eq!(back.signature, event.signature);
+        assert_eq!(back.position, 77);
+        let json = serde_json::to_value(&back).unwrap();
+        assert_eq!(json["payload"], serde_json::Value::Null);
+        assert_eq!(json["redacted"], true);
+        let mut future = v2.clone();
+        future[0] = 3;
+        assert!(decode_event(&future).is_err());
     }
 
     #[test]

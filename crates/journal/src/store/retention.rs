@@ -264,7 +264,7 @@ impl Store {
                     .ok_or_else(|| StoreError("corrupt idempotency key".into()))?;
                 let created_at = events
                     .get(event_key(&plan, record.seq))?
-                    .map(|v| decode::<super::EventRecord>(v.value()))
+                    .map(|v| super::decode_event(v.value()))
                     .transpose()?
                     .map(|e| e.created_at);
                 // A record whose event is gone (its plan was deleted) is pruned too.

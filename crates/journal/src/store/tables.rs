@@ -31,6 +31,14 @@ macro_rules! for_each_table {
             super::retention::FED_PEER_USAGE,
             super::tree::TREE_HASHES,
             super::deleted::DELETED_PLANS,
+            super::heads_log::HEADS_LOG_ENTRIES,
+            super::heads_log::HEADS_LOG_PLANS,
+            super::heads_log::HEADS_LOG_HASHES,
+            super::heads_log::HEADS_LOG_CURSOR,
+            super::signed::SIGNED_CHECKPOINTS,
+            super::signed::HEADS_COSIGNATURES,
+            super::witness::WITNESS_LATEST,
+            super::witness::WITNESS_EVIDENCE,
         )
     };
 }

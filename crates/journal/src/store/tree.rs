@@ -19,7 +19,9 @@ use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
 use super::head::{HeadRow, TreeReader, TreeTail};
-use super::{EVENTS, HEADS, PlanHead, Store, StoreError, decode, event_from_record, event_key};
+use super::{
+    EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record, event_key,
+};
 use crate::chain::log_entry;
 use crate::event::Event;
 
@@ -35,7 +37,7 @@ const BUILD_BATCH: usize = 4096;
 /// level. The hashes one append stores are adjacent, and appends follow
 /// each other, so an append touches one leaf page of the table, not one
 /// per level.
-fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
+pub(super) fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
     // Node (level, index) covers leaves [index << level, (index + 1) << level).
     let completed_by = ((node.index.wrapping_add(1)) << node.level).wrapping_sub(1);
     let mut key = [0u8; 25];
@@ -158,7 +160,7 @@ impl std::fmt::Display for TreeRequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TreeRequestError::BeyondHead { size, head } => {
-                write!(f, "tree size {size} is beyond the plan's head ({head})")
+                write!(f, "tree size {size} is beyond the log's head ({head})")
             }
             TreeRequestError::Proof(ProofRequestError::IndexOutOfRange { index, size }) => {
                 write!(f, "seq {} is beyond tree size {size}", index + 1)
@@ -172,19 +174,58 @@ impl std::fmt::Display for TreeRequestError {
 
 impl std::error::Error for TreeRequestError {}
 
-/// A plan's tree, read from one snapshot: `store.tree(&plan)`.
+/// Which log a tree is: a plan's, or the instance's heads log
+/// (`heads_log.rs`), whose hashes live in a table of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogId {
+    Plan(Uuid),
+    Heads,
+}
+
+impl LogId {
+    /// The hash table and the id its keys start with.
+    fn hashes(self) -> (TableDefinition<'static, TreeKey, [u8; 32]>, Uuid) {
+        match self {
+            LogId::Plan(plan) => (TREE_HASHES, plan),
+            LogId::Heads => (super::heads_log::HEADS_LOG_HASHES, Uuid::nil()),
+        }
+    }
+
+    /// The log's size (its leaf count) in `txn`, and where the hashes
+    /// not in its table are: a plan's last leaves ride in its head row
+    /// (`head.rs`); the heads log has no such buffer, all of it is in
+    /// its table.
+    fn snapshot(self, txn: &redb::ReadTransaction) -> Result<(u64, TreeTail), StoreError> {
+        match self {
+            LogId::Plan(plan) => {
+                let row = head_row(txn, &plan)?;
+                Ok((row.head.last_seq, row.tail))
+            }
+            LogId::Heads => {
+                let size =
+                    super::heads_log::size(&txn.open_table(super::heads_log::HEADS_LOG_ENTRIES)?)?;
+                Ok((size, TreeTail::InTable))
+            }
+        }
+    }
+}
+
+/// A log's tree, read from one snapshot: `store.tree(&plan)`,
+/// `store.heads_tree()`.
 pub struct Tree<'a> {
     store: &'a Store,
-    plan: Uuid,
+    log: LogId,
 }
 
 impl Store {
     /// The Merkle tree of `plan`'s log.
     pub fn tree(&self, plan: &Uuid) -> Tree<'_> {
-        Tree {
-            store: self,
-            plan: *plan,
-        }
+        self.log_tree(LogId::Plan(*plan))
+    }
+
+    /// The Merkle tree of `log`.
+    pub fn log_tree(&self, log: LogId) -> Tree<'_> {
+        Tree { store: self, log }
     }
 }
 
@@ -197,17 +238,17 @@ impl Tree<'_> {
         f: impl FnOnce(u64, &mut dyn FnMut(NodeId) -> Result<Hash, StoreError>) -> Result<T, StoreError>,
     ) -> Result<Result<T, TreeRequestError>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let row = head_row(&txn, &self.plan)?;
-        let head = row.head.last_seq;
+        let (head, tail) = self.log.snapshot(&txn)?;
         let size = size.unwrap_or(head);
         if size > head {
             return Ok(Err(TreeRequestError::BeyondHead { size, head }));
         }
-        let table = txn.open_table(TREE_HASHES)?;
+        let (hashes, id) = self.log.hashes();
+        let table = txn.open_table(hashes)?;
         let reader = TreeReader {
             table: &table,
-            plan: &self.plan,
-            tail: &row.tail,
+            plan: &id,
+            tail: &tail,
         };
         let mut read = |node| reader.read(node);
         f(size, &mut read).map(Ok)
@@ -274,12 +315,13 @@ impl Tree<'_> {
     /// all of which must be complete in the current tree: a hash tile.
     pub fn hashes(&self, level: u8, from: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let row = head_row(&txn, &self.plan)?;
-        let table = txn.open_table(TREE_HASHES)?;
+        let (_, tail) = self.log.snapshot(&txn)?;
+        let (hashes, id) = self.log.hashes();
+        let table = txn.open_table(hashes)?;
         let reader = TreeReader {
             table: &table,
-            plan: &self.plan,
-            tail: &row.tail,
+            plan: &id,
+            tail: &tail,
         };
         (from..from.saturating_add(count))
             .map(|index| reader.read(NodeId::new(level, index)))
@@ -316,8 +358,7 @@ impl Tree<'_> {
     /// (each entry as a 2-byte big-endian length and its bytes).
     pub fn tile(&self, tile: &TilePath) -> Result<Result<Vec<u8>, TileError>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let row = head_row(&txn, &self.plan)?;
-        let head = row.head.last_seq;
+        let (head, tail) = self.log.snapshot(&txn)?;
         if !tile.exists_in(head) {
             return Ok(Err(TileError::NotInTree));
         }
@@ -327,28 +368,32 @@ impl Tree<'_> {
                 let Some((first, count)) = tile.stored_hashes(head) else {
                     return Ok(Err(TileError::NotInTree));
                 };
-                let table = txn.open_table(TREE_HASHES)?;
+                let (hashes, id) = self.log.hashes();
+                let table = txn.open_table(hashes)?;
                 let reader = TreeReader {
                     table: &table,
-                    plan: &self.plan,
-                    tail: &row.tail,
+                    plan: &id,
+                    tail: &tail,
                 };
                 for index in first.index..first.index + count {
                     out.extend_from_slice(&reader.read(NodeId::new(first.level, index))?);
                 }
             }
             TileKind::Entries => {
+                let LogId::Plan(plan) = self.log else {
+                    return super::heads_log::bundle(&txn, tile.first(), tile.count(), &mut out)
+                        .map(|()| Ok(out));
+                };
                 let events = txn.open_table(EVENTS)?;
                 // Leaf i is seq i + 1; exists_in bounds the range by the head.
                 let (from, count) = (tile.first() + 1, tile.count());
-                let range = events
-                    .range(event_key(&self.plan, from)..event_key(&self.plan, from + count))?;
+                let range = events.range(event_key(&plan, from)..event_key(&plan, from + count))?;
                 let mut seen = 0;
                 for (expected, entry) in (from..).zip(range) {
                     let (k, v) = entry?;
-                    let event = event_from_record(&k.value(), decode(v.value())?)?;
+                    let event = event_from_record(&k.value(), decode_event(v.value())?)?;
                     if event.seq != expected {
-                        return Err(missing_event(&self.plan, expected));
+                        return Err(missing_event(&plan, expected));
                     }
                     if let Err(EntryTooLong(len)) =
                         push_bundle_entry(&mut out, log_entry(&event).as_bytes())
@@ -361,7 +406,7 @@ impl Tree<'_> {
                     seen += 1;
                 }
                 if seen != count {
-                    return Err(missing_event(&self.plan, from + seen));
+                    return Err(missing_event(&plan, from + seen));
                 }
             }
         }

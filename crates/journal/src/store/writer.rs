@@ -7,6 +7,7 @@ use std::time::Instant;
 use redb::Durability;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::redact::RedactError;
 use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
     Tables, WriterStats, admin, last_position,
@@ -46,45 +47,81 @@ impl WriterLoop {
             if self.db.health() != Health::Ready && !self.recover(&mut rx) {
                 break;
             }
-            // Block for the first job, then take whatever else is already queued.
-            let mut deletion = None;
+            // Block for the first job, then take whatever else is already
+            // queued. A job that is not an append ends the batch: appends
+            // queued before it commit before it.
+            let mut exclusive = None;
             match rx.blocking_recv() {
                 Some(Job::Append(req, reply)) => batch.push((req, reply)),
-                Some(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                 Some(Job::Shutdown) | None => break,
                 Some(Job::Recover) => continue,
+                Some(job) => exclusive = Some(job),
             }
-            while deletion.is_none() && batch.len() < MAX_BATCH {
+            while exclusive.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Job::Append(req, reply)) => batch.push((req, reply)),
-                    // Appends queued before the deletion commit before it.
-                    Ok(Job::DeletePlan(plan, who, reply)) => deletion = Some((plan, who, reply)),
                     Ok(Job::Shutdown) => {
                         stopping = true;
                         break;
                     }
                     // Noticed at the top of the loop, after this batch.
                     Ok(Job::Recover) => {}
+                    Ok(job) => exclusive = Some(job),
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
-            if let Some((plan, who, reply)) = deletion {
+            if let Some(job) = exclusive {
+                self.run_exclusive(job);
+            }
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    /// Runs a job that is its own transaction: a deletion, a redaction or
+    /// a compaction.
+    fn run_exclusive(&mut self, job: Job) {
+        let failed = match job {
+            Job::DeletePlan(plan, who, reply) => {
                 let outcome = self.delete_plan(plan, who);
                 let failed = match &outcome {
                     Err(admin::DeleteError::Storage(e)) => Some(e.clone()),
                     _ => None,
                 };
                 let _ = reply.send(outcome);
-                if let Some(e) = failed {
-                    tracing::error!(error = %e, %plan, "deleting a plan failed; nothing was written");
-                    self.after_failure(&e);
-                }
+                failed.map(|e| (e, "deleting a plan"))
             }
+            Job::Redact(list, reply) => {
+                let outcome = self.redact(list);
+                let failed = match &outcome {
+                    Err(RedactError::Storage(e)) => Some(e.clone()),
+                    _ => None,
+                };
+                let _ = reply.send(outcome);
+                failed.map(|e| (e, "redacting"))
+            }
+            Job::Compact(reply) => {
+                // A failed copy leaves the old file in service untouched; a
+                // failure after the switch has set the health itself, and
+                // the loop reopens the file. Either way the handle in
+                // service did not fail, so there is nothing to take down.
+                let outcome = self.db.compact();
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "compacting the store failed");
+                }
+                let _ = reply.send(outcome);
+                None
+            }
+            Job::Append(..) | Job::Shutdown | Job::Recover => {
+                unreachable!("the loop handles these itself")
+            }
+        };
+        if let Some((e, what)) = failed {
+            tracing::error!(error = %e, "{what} failed; nothing was changed");
+            self.after_failure(&e);
         }
-        tracing::debug!("journal writer stopped");
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<(AppendRequest, Reply)>) {
@@ -159,6 +196,12 @@ impl WriterLoop {
                     }
                     Ok(Job::DeletePlan(_, _, reply)) => {
                         let _ = reply.send(Err(admin::DeleteError::Storage(refusal())));
+                    }
+                    Ok(Job::Redact(_, reply)) => {
+                        let _ = reply.send(Err(RedactError::Storage(refusal())));
+                    }
+                    Ok(Job::Compact(reply)) => {
+                        let _ = reply.send(Err(refusal()));
                     }
                     Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return false;

@@ -36,7 +36,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use uuid::Uuid;
 
 use super::{Store, StoreError, decode, encode};
@@ -159,6 +159,40 @@ impl<'txn> FedTables<'txn> {
             self.enqueued += 1;
         }
         Ok(())
+    }
+
+    /// Rewrites the outbox copies of just-redacted events without their
+    /// payload, in the redaction's transaction: an undelivered copy then
+    /// leaves as the redacted event (which still verifies at the peer), a
+    /// delivered one keeps no trace of the payload. Every row is looked at,
+    /// once per batch: rows name no plan, and retention bounds the outbox.
+    pub(super) fn redact_events(&mut self, erased: &[(Uuid, u64)]) -> Result<usize, StoreError> {
+        // An instance without peers has an empty outbox: no scan at all.
+        if erased.is_empty() || self.outbox.is_empty()? {
+            return Ok(0);
+        }
+        let mut rewritten = Vec::new();
+        for entry in self.outbox.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            let mut record: OutboxRecord = decode(v.value())?;
+            let Ok(mut event) = serde_json::from_str::<Event>(&record.payload) else {
+                continue;
+            };
+            if event.redacted || !erased.contains(&(event.plan_id, event.seq)) {
+                continue;
+            }
+            event.payload =
+                serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
+            event.redacted = true;
+            record.payload = serde_json::to_string(&event)
+                .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+            rewritten.push((k.value().to_vec(), record));
+        }
+        for (key, record) in &rewritten {
+            self.outbox
+                .insert(key.as_slice(), encode(record).as_slice())?;
+        }
+        Ok(rewritten.len())
     }
 
     /// Forgets what the outbox holds of a deleted plan, in the deletion's

@@ -1,0 +1,322 @@
+//! The heads log (issue 11): one more transparency log per instance, with
+//! origin `{origin_prefix}`, whose entries record plan checkpoints. Its
+//! entry `i` is `UTF-8(JCS({"plan_id", "size", "root"}))` (root in base64),
+//! with `"deleted": true` for a deletion. Witnesses cosign this one log
+//! instead of every plan.
+//!
+//! Tables:
+//! - `heads_log_entries`: leaf index (u64) → entry record (the entry bytes)
+//! - `heads_log_plans`: plan id → its last entry (index, size, root, deleted)
+//! - `heads_log_hashes`: the tree's hashes, keyed like `tree_hashes` under
+//!   the nil id (`tree.rs`, [`LogId::Heads`])
+//! - `heads_log_cursor`: the store-wide position the passes have read up to
+//!   (a pass reads the `positions` after it to find the plans that moved)
+//!
+//! Invariant: the tree holds every hash of the entries, written in the
+//! entry's own transaction, so the heads log's proofs cost what a plan's do.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use logbook_base::canonical::canonical_json;
+use logbook_tlog::merkle::{self, Hash};
+use logbook_tlog::tile::{EntryTooLong, push_bundle_entry};
+use redb::{Durability, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::head::{HeadRow, TreeReader};
+use super::tree::{self, LogId, TREE_HASHES, TreeKey};
+use super::{HEADS, POSITIONS, Store, StoreError, decode, encode};
+
+pub(super) const HEADS_LOG_ENTRIES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("heads_log_entries");
+pub(super) const HEADS_LOG_PLANS: TableDefinition<[u8; 16], &[u8]> =
+    TableDefinition::new("heads_log_plans");
+pub(super) const HEADS_LOG_HASHES: TableDefinition<TreeKey, [u8; 32]> =
+    TableDefinition::new("heads_log_hashes");
+/// Key 0: the store-wide position up to which the passes have looked.
+pub(super) const HEADS_LOG_CURSOR: TableDefinition<u8, u64> =
+    TableDefinition::new("heads_log_cursor");
+
+/// Positions (events) one pass reads at most, to find the moved plans.
+const SCAN_LIMIT: usize = 65_536;
+
+/// Entries one background pass appends at most: a bound on the length of
+/// its write transaction (the plans left over wait for the next pass).
+pub const PASS_LIMIT: usize = 1024;
+
+/// A plan's last entry in the heads log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadsEntry {
+    /// Its leaf index in the heads log.
+    pub index: u64,
+    /// The plan's tree size and root it records.
+    pub size: u64,
+    pub root: Hash,
+    pub deleted: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryRecord {
+    entry: Vec<u8>,
+}
+
+/// The entry bytes recording `plan` at `size` with `root`.
+pub fn entry_bytes(plan: &Uuid, size: u64, root: &Hash, deleted: bool) -> Vec<u8> {
+    let mut value = serde_json::json!({
+        "plan_id": plan.to_string(),
+        "size": size,
+        "root": BASE64.encode(root),
+    });
+    if deleted {
+        value["deleted"] = serde_json::Value::Bool(true);
+    }
+    canonical_json(&value).into_bytes()
+}
+
+/// The heads log's size: one past its last index.
+pub(super) fn size(entries: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+    Ok(entries.last()?.map_or(0, |(k, _)| k.value() + 1))
+}
+
+/// Appends the entry recording `plan` at (`size`, `root`) inside `txn`:
+/// the entry, its tree hashes and the plan's last-entry row.
+pub(super) fn append(
+    txn: &redb::WriteTransaction,
+    plan: &Uuid,
+    size_: u64,
+    root: Hash,
+    deleted: bool,
+) -> Result<HeadsEntry, StoreError> {
+    let mut entries = txn.open_table(HEADS_LOG_ENTRIES)?;
+    let mut hashes = txn.open_table(HEADS_LOG_HASHES)?;
+    let mut plans = txn.open_table(HEADS_LOG_PLANS)?;
+    let index = size(&entries)?;
+    let entry = entry_bytes(plan, size_, &root, deleted);
+    let leaf = merkle::leaf_hash(&entry);
+    let id = Uuid::nil();
+    let new =
+        merkle::hashes_to_store(index, leaf, &mut |node| tree::read_node(&hashes, &id, node))?;
+    for (node, hash) in new {
+        hashes.insert(tree::tree_key(&id, node), hash)?;
+    }
+    entries.insert(index, encode(&EntryRecord { entry }).as_slice())?;
+    let last = HeadsEntry {
+        index,
+        size: size_,
+        root,
+        deleted,
+    };
+    plans.insert(plan.into_bytes(), encode(&last).as_slice())?;
+    Ok(last)
+}
+
+/// The entry bundle of leaves `[first, first + count)` into `out`; the
+/// caller checked that they are in the log.
+pub(super) fn bundle(
+    txn: &redb::ReadTransaction,
+    first: u64,
+    count: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let entries = txn.open_table(HEADS_LOG_ENTRIES)?;
+    let mut seen = 0;
+    for (expected, row) in (first..).zip(entries.range(first..first + count)?) {
+        let (k, v) = row?;
+        if k.value() != expected {
+            break;
+        }
+        let record: EntryRecord = decode(v.value())?;
+        // Entries are ~120 bytes by construction.
+        if let Err(EntryTooLong(len)) = push_bundle_entry(out, &record.entry) {
+            return Err(StoreError(format!(
+                "heads log entry {expected} is {len} bytes"
+            )));
+        }
+        seen += 1;
+    }
+    if seen != count {
+        return Err(StoreError(format!(
+            "the heads log lacks entry {} below its size",
+            first + seen
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The heads log's tree.
+    pub fn heads_tree(&self) -> tree::Tree<'_> {
+        self.log_tree(LogId::Heads)
+    }
+
+    /// The heads log's size.
+    pub fn heads_size(&self) -> Result<u64, StoreError> {
+        size(&self.db.begin_read()?.open_table(HEADS_LOG_ENTRIES)?)
+    }
+
+    /// `plan`'s last entry in the heads log, if it has one.
+    pub fn heads_entry(&self, plan: &Uuid) -> Result<Option<HeadsEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(HEADS_LOG_PLANS)?
+            .get(plan.into_bytes())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// The entry bytes at `index`, if the log has it.
+    pub fn heads_log_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(HEADS_LOG_ENTRIES)?
+            .get(index)?
+            .map(|v| decode::<EntryRecord>(v.value()).map(|r| r.entry))
+            .transpose()
+    }
+
+    /// One background pass: appends, in one durable transaction, an entry
+    /// for each plan whose head moved since its last entry (at most
+    /// `limit`). Returns the number appended. A plan whose tree is
+    /// incomplete (a damaged store) is skipped with an error log.
+    pub fn append_heads(&self, limit: usize) -> Result<usize, StoreError> {
+        let (moved, reached) = self.moved_plans(limit)?;
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut appended = 0;
+        {
+            let heads = txn.open_table(HEADS)?;
+            let hashes = txn.open_table(TREE_HASHES)?;
+            let plans = txn.open_table(HEADS_LOG_PLANS)?;
+            let mut todo = Vec::with_capacity(moved.len());
+            // Read again under the write lock: the writer may have moved on.
+            for plan in moved {
+                let Some(head) = heads.get(plan.into_bytes())? else {
+                    continue; // deleted since; its deletion wrote its entry
+                };
+                let row = HeadRow::decode(head.value())?;
+                let head = row.head;
+                if head.last_seq == 0 {
+                    continue;
+                }
+                let last: Option<HeadsEntry> = plans
+                    .get(plan.into_bytes())?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                if last.is_some_and(|l| l.size == head.last_seq) {
+                    continue;
+                }
+                if !row.last_leaf_readable(&hashes, &plan)? {
+                    tracing::error!(%plan, head = head.last_seq, "a plan's tree is incomplete; the heads log skips it (verify the plan)");
+                    continue;
+                }
+                // A plan's last leaves may still be in its head row.
+                let reader = TreeReader {
+                    table: &hashes,
+                    plan: &plan,
+                    tail: &row.tail,
+                };
+                let root = merkle::root(head.last_seq, &mut |node| reader.read(node))?;
+                todo.push((plan, head.last_seq, root));
+            }
+            drop((heads, hashes, plans));
+            for (plan, size, root) in todo {
+                append(&txn, &plan, size, root, false)?;
+                appended += 1;
+            }
+            txn.open_table(HEADS_LOG_CURSOR)?.insert(0, reached)?;
+        }
+        self.db.commit(txn)?;
+        Ok(appended)
+    }
+
+    /// The plans with events after the pass cursor (a store-wide
+    /// position), at most `limit` of them and [`SCAN_LIMIT`] positions, and
+    /// the position the scan reached. So a pass costs what was appended
+    /// since the last one, not the number of plans.
+    fn moved_plans(&self, limit: usize) -> Result<(Vec<Uuid>, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let cursor = txn
+            .open_table(HEADS_LOG_CURSOR)?
+            .get(0)?
+            .map_or(0, |v| v.value());
+        let positions = txn.open_table(POSITIONS)?;
+        let mut moved: Vec<Uuid> = Vec::new();
+        let mut reached = cursor;
+        for row in positions
+            .range(cursor.saturating_add(1)..)?
+            .take(SCAN_LIMIT)
+        {
+            let (position, key) = row?;
+            let key = key.value();
+            let plan = Uuid::from_bytes(key[..16].try_into().expect("16 bytes"));
+            if !moved.contains(&plan) {
+                if moved.len() == limit {
+                    break;
+                }
+                moved.push(plan);
+            }
+            reached = position.value();
+        }
+        Ok((moved, reached))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
+
+    fn request(plan: Uuid) -> AppendRequest {
+        AppendRequest {
+            plan_id: plan,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
+    /// A pass takes at most `limit` plans, resumes after them, and records
+    /// each plan's latest head once however many events it had.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn passes_are_bounded_and_resume_where_they_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"heads".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        for plan in [a, a, b, a] {
+            store.append(request(plan)).await.unwrap();
+        }
+        assert_eq!(store.append_heads(1).unwrap(), 1);
+        assert_eq!(store.append_heads(1).unwrap(), 1);
+        assert_eq!(store.append_heads(1).unwrap(), 0);
+        let (ea, eb) = (
+            store.heads_entry(&a).unwrap().unwrap(),
+            store.heads_entry(&b).unwrap().unwrap(),
+        );
+        assert_eq!((ea.index, ea.size), (0, 3), "a's latest head, once");
+        assert_eq!((eb.index, eb.size), (1, 1));
+        assert_eq!(ea.root, store.tree(&a).root(None).unwrap().unwrap().1);
+        assert_eq!(
+            store.heads_log_entry(1).unwrap().unwrap(),
+            entry_bytes(&b, 1, &eb.root, false)
+        );
+        // One more event of b: only b moves.
+        store.append(request(b)).await.unwrap();
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        assert_eq!(store.heads_entry(&b).unwrap().unwrap().index, 2);
+        assert_eq!(store.heads_size().unwrap(), 3);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,391 @@
+//! What the log key has signed, and the witnesses' cosignatures.
+//!
+//! A log must never sign two inconsistent checkpoints under one origin
+//! (C2SP tlog-checkpoint). Before the daemon signs a checkpoint, plan's or
+//! heads log's, [`Store::check_signing`] compares it with the last one
+//! signed for that origin: the tree must still have the last signed root
+//! at its size (so the new checkpoint extends it, or is a prefix of it).
+//! A store rolled back or edited under a kept `signed_checkpoints` row is
+//! refused instead of signed.
+//!
+//! Tables:
+//! - `signed_checkpoints`: log (0 = heads log, 1 ‖ plan id) → largest
+//!   (size, root) signed
+//! - `heads_cosignatures`: heads log size → root and the cosignature lines
+//!   collected for that checkpoint (a later step's sender adds them)
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use logbook_tlog::merkle::Hash;
+use logbook_tlog::note::valid_key_name;
+use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::tree::LogId;
+use super::{Store, StoreError, decode, encode};
+use crate::checkpoint::CheckpointSigner;
+
+pub(super) const SIGNED_CHECKPOINTS: TableDefinition<[u8; 17], &[u8]> =
+    TableDefinition::new("signed_checkpoints");
+pub(super) const HEADS_COSIGNATURES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("heads_cosignatures");
+
+/// Cosignature lines kept per checkpoint (one per witness key).
+pub const MAX_COSIGNATURES: usize = 32;
+/// Cosigned heads checkpoints kept: the newest include every older entry,
+/// so older ones are only history.
+pub const COSIGNED_KEPT: usize = 16;
+/// Longest cosignature line taken (cosignature/v1 lines are ~130 bytes).
+const MAX_LINE: usize = 512;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct SignedRecord {
+    size: u64,
+    root: Hash,
+}
+
+/// A heads checkpoint with the cosignature lines collected for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosigned {
+    pub size: u64,
+    pub root: Hash,
+    /// Signature lines (`— name base64`), one per witness key.
+    pub lines: Vec<String>,
+}
+
+/// Why a checkpoint was not signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningRefused {
+    pub log: LogId,
+    /// The largest checkpoint signed before for this origin.
+    pub last_size: u64,
+    /// The one refused.
+    pub size: u64,
+}
+
+impl std::fmt::Display for SigningRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing to sign a checkpoint of size {} for {:?}: it is inconsistent with the checkpoint of size {} signed before (rolled back or forked store)",
+            self.size, self.log, self.last_size
+        )
+    }
+}
+
+impl std::error::Error for SigningRefused {}
+
+/// Why a cosignature line was not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CosignatureRefused {
+    /// Not a signature line `— name base64`.
+    Malformed(String),
+    /// The heads log has no checkpoint of that size and root.
+    NotOurCheckpoint,
+}
+
+impl std::fmt::Display for CosignatureRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CosignatureRefused::Malformed(why) => write!(f, "malformed cosignature line: {why}"),
+            CosignatureRefused::NotOurCheckpoint => {
+                write!(f, "the heads log has no checkpoint of that size and root")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CosignatureRefused {}
+
+fn log_key(log: LogId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    if let LogId::Plan(plan) = log {
+        key[0] = 1;
+        key[1..].copy_from_slice(plan.as_bytes());
+    }
+    key
+}
+
+/// The key name and key id of a signature line: one line per witness key.
+fn line_key(line: &str) -> Result<(String, [u8; 4]), CosignatureRefused> {
+    let bad = |why: &str| CosignatureRefused::Malformed(why.into());
+    if line.len() > MAX_LINE {
+        return Err(bad("longer than 512 bytes"));
+    }
+    let rest = line
+        .strip_prefix("\u{2014} ")
+        .ok_or_else(|| bad("does not start with an em dash and a space"))?;
+    let (name, sig) = rest
+        .split_once(' ')
+        .ok_or_else(|| bad("no space between name and signature"))?;
+    if !valid_key_name(name) {
+        return Err(bad("invalid key name"));
+    }
+    let bytes = BASE64
+        .decode(sig)
+        .map_err(|_| bad("the signature is not base64"))?;
+    if bytes.len() < 5 {
+        return Err(bad("the signature is shorter than a key id"));
+    }
+    Ok((name.to_string(), [bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+impl Store {
+    /// Whether signing `log`'s checkpoint of (`size`, `root`) keeps every
+    /// checkpoint signed for its origin consistent; records it (with
+    /// fsync) when it is the largest so far. Called before each signing.
+    pub fn check_signing(
+        &self,
+        log: LogId,
+        size: u64,
+        root: Hash,
+    ) -> Result<Result<(), SigningRefused>, StoreError> {
+        let last: Option<SignedRecord> = {
+            let txn = self.db.begin_read()?;
+            txn.open_table(SIGNED_CHECKPOINTS)?
+                .get(log_key(log))?
+                .map(|v| decode(v.value()))
+                .transpose()?
+        };
+        let tree = self.log_tree(log);
+        // Loud wherever it happens: a metric and an ERROR line.
+        let refused = |last_size| {
+            let refused = SigningRefused {
+                log,
+                last_size,
+                size,
+            };
+            logbook_base::metrics::observe_signing_refused(match log {
+                LogId::Plan(_) => "plan",
+                LogId::Heads => "heads",
+            });
+            tracing::error!(log = ?log, size, last_size, "refused to sign a checkpoint inconsistent with one signed before: the store was edited, damaged or forked in place");
+            refused
+        };
+        // The checkpoint itself must be the tree's.
+        if tree.root(Some(size))?.ok() != Some((size, root)) {
+            return Ok(Err(refused(last.map_or(0, |l| l.size))));
+        }
+        if let Some(last) = last {
+            if tree.root(Some(last.size))?.ok() != Some((last.size, last.root)) {
+                return Ok(Err(refused(last.size)));
+            }
+            if size <= last.size {
+                return Ok(Ok(()));
+            }
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(SIGNED_CHECKPOINTS)?;
+            let stored: Option<SignedRecord> = table
+                .get(log_key(log))?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            // A concurrent signer may have recorded a larger one already.
+            if stored.is_none_or(|s| s.size < size) {
+                table.insert(
+                    log_key(log),
+                    encode(&SignedRecord { size, root }).as_slice(),
+                )?;
+            }
+        }
+        self.db.commit(txn)?;
+        Ok(Ok(()))
+    }
+
+    /// The heads checkpoint at (`size`, `root`) signed by `signer`, with
+    /// every cosignature line collected for it: what the checkpoint route
+    /// serves and what a witness sender sends. Refused, loudly, when it is
+    /// inconsistent with one signed before ([`Store::check_signing`]).
+    pub fn heads_checkpoint(
+        &self,
+        signer: &CheckpointSigner,
+        size: u64,
+        root: Hash,
+    ) -> Result<Result<String, SigningRefused>, StoreError> {
+        if let Err(refused) = self.check_signing(LogId::Heads, size, root)? {
+            return Ok(Err(refused));
+        }
+        let mut note = signer
+            .sign_heads(size, root)
+            .map_err(|e| StoreError(format!("signing the heads checkpoint: {e}")))?
+            .to_text();
+        for line in self.heads_cosignatures(size, root)? {
+            note.push_str(&line);
+            note.push('\n');
+        }
+        Ok(Ok(note))
+    }
+
+    /// Keeps a witness's cosignature `line` (`— name base64`, a trailing
+    /// newline allowed) of the heads checkpoint
+    /// (`size`, `root`), replacing an older line of the same witness key;
+    /// keeps the newest [`COSIGNED_KEPT`] checkpoints. The caller verified
+    /// the cosignature; this checks only that the checkpoint is ours.
+    pub fn add_heads_cosignature(
+        &self,
+        size: u64,
+        root: Hash,
+        line: &str,
+    ) -> Result<Result<(), CosignatureRefused>, StoreError> {
+        // As `NoteSignature::to_line` writes it, or without its newline.
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let key = match line_key(line) {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.heads_tree().root(Some(size))?.ok() != Some((size, root)) {
+            return Ok(Err(CosignatureRefused::NotOurCheckpoint));
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(HEADS_COSIGNATURES)?;
+            let mut cosigned: Cosigned = table
+                .get(size)?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .unwrap_or(Cosigned {
+                    size,
+                    root,
+                    lines: Vec::new(),
+                });
+            assert_eq!(
+                cosigned.root, root,
+                "one root per size in an append-only log"
+            );
+            cosigned
+                .lines
+                .retain(|l| line_key(l).map_or(true, |k| k != key));
+            if cosigned.lines.len() >= MAX_COSIGNATURES {
+                cosigned.lines.remove(0);
+            }
+            cosigned.lines.push(line.to_string());
+            table.insert(size, encode(&cosigned).as_slice())?;
+            let count = table.len()? as usize;
+            if count > COSIGNED_KEPT {
+                let old: Vec<u64> = table
+                    .iter()?
+                    .take(count - COSIGNED_KEPT)
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for size in old {
+                    table.remove(size)?;
+                }
+            }
+        }
+        self.db.commit(txn)?;
+        Ok(Ok(()))
+    }
+
+    /// The cosignature lines collected for the heads checkpoint (`size`, `root`).
+    pub fn heads_cosignatures(&self, size: u64, root: Hash) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let found: Option<Cosigned> = txn
+            .open_table(HEADS_COSIGNATURES)?
+            .get(size)?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        Ok(found
+            .filter(|c| c.root == root)
+            .map(|c| c.lines)
+            .unwrap_or_default())
+    }
+
+    /// The newest heads checkpoint that has cosignatures.
+    pub fn latest_cosigned(&self) -> Result<Option<Cosigned>, StoreError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(HEADS_COSIGNATURES)?
+            .last()?
+            .map(|(_, v)| decode(v.value()))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use logbook_tlog::merkle::NodeId;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+    use crate::store::AppendRequest;
+    use crate::store::tree::{TREE_HASHES, tree_key};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_checkpoint_inconsistent_with_one_signed_before_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let plan = Uuid::new_v4();
+        // More than a head row buffers (`head.rs`): the first leaves' hashes
+        // are in `tree_hashes`, where the edit below can reach them.
+        for i in 0..=crate::store::head::FLUSH_LEAVES {
+            let request = AppendRequest {
+                plan_id: plan,
+                event_type: "step.done".into(),
+                actor: None,
+                payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+                expected_seq: None,
+                idempotency: None,
+            };
+            store.append(request).await.unwrap();
+        }
+        let log = LogId::Plan(plan);
+        let root_at = |size| store.tree(&plan).root(Some(size)).unwrap().unwrap().1;
+        let (r3, r5) = (root_at(3), root_at(5));
+        assert_eq!(store.check_signing(log, 5, r5).unwrap(), Ok(()));
+        // A prefix of what was signed, and the same one again, are consistent.
+        assert_eq!(store.check_signing(log, 3, r3).unwrap(), Ok(()));
+        assert_eq!(store.check_signing(log, 5, r5).unwrap(), Ok(()));
+        // A root that is not the tree's is never signed.
+        assert!(store.check_signing(log, 5, [0; 32]).unwrap().is_err());
+
+        // The store edited in place: the hash of leaves 0..4 changed, so the tree no longer
+        // has the signed root at size 5. Nothing is signed any more.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(TREE_HASHES)
+            .unwrap()
+            .insert(tree_key(&plan, NodeId::new(2, 0)), [7; 32])
+            .unwrap();
+        txn.commit().unwrap();
+        let forged = store.tree(&plan).root(Some(4)).unwrap().unwrap().1;
+        let refused = store.check_signing(log, 4, forged).unwrap().unwrap_err();
+        assert_eq!((refused.last_size, refused.size), (5, 4));
+
+        // The heads log: a signed size beyond the log (a rollback) refuses.
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        assert_eq!(store.append_heads(10).unwrap(), 0, "nothing moved since");
+        let heads = store.heads_tree().root(None).unwrap().unwrap();
+        assert_eq!(heads.0, 1);
+        assert_eq!(
+            store.check_signing(LogId::Heads, heads.0, heads.1).unwrap(),
+            Ok(())
+        );
+        let txn = store.db.begin_write().unwrap();
+        let record = encode(&SignedRecord {
+            size: 9,
+            root: [1; 32],
+        });
+        txn.open_table(SIGNED_CHECKPOINTS)
+            .unwrap()
+            .insert(log_key(LogId::Heads), record.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(
+            store
+                .check_signing(LogId::Heads, heads.0, heads.1)
+                .unwrap()
+                .is_err()
+        );
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}

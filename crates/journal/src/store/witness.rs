@@ -1,0 +1,197 @@
+//! What this instance keeps as a witness of its peers' heads logs
+//! (c2sp.org/tlog-witness): the latest checkpoint it cosigned per origin,
+//! and the evidence of logs that contradicted it.
+//!
+//! Tables:
+//! - `witness_latest`: origin → [`WitnessLatest`], replaced when a newer
+//!   consistent checkpoint is cosigned. The witness persists it (fsync)
+//!   before it answers with the cosignature.
+//! - `witness_evidence`: SHA-256(origin ‖ 0 ‖ kind ‖ 0 ‖ new note) →
+//!   [`WitnessEvidence`]: the same refused note, resent, is kept once. At
+//!   most [`MAX_EVIDENCE`] rows: evidence is never overwritten, and more
+//!   than that is counted and logged by the caller, not stored.
+//!
+//! The caller serialises requests per origin, so that a check and the
+//! update after it cannot interleave with another request's.
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError, decode, encode};
+
+pub(super) const WITNESS_LATEST: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("witness_latest");
+pub(super) const WITNESS_EVIDENCE: TableDefinition<[u8; 32], &[u8]> =
+    TableDefinition::new("witness_evidence");
+
+/// Most evidence rows kept.
+pub const MAX_EVIDENCE: u64 = 10_000;
+/// Longest origin stored (a checkpoint's first line).
+pub const MAX_ORIGIN_BYTES: usize = 1024;
+
+/// The latest checkpoint cosigned for one origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessLatest {
+    pub size: u64,
+    pub root: [u8; 32],
+    /// The log's signed note, as received.
+    pub note: String,
+    /// Unix ms of the cosignature.
+    pub cosigned_at: i64,
+}
+
+/// Two checkpoints, both signed by one log, that cannot both be true (or a
+/// proof from the first that failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessEvidence {
+    pub origin: String,
+    /// `rollback`, `fork` or `bad_proof`.
+    pub kind: String,
+    /// The note the witness had cosigned.
+    pub cosigned_note: String,
+    pub cosigned_size: u64,
+    /// The note it refused.
+    pub refused_note: String,
+    pub refused_size: u64,
+    /// Unix ms when it was refused.
+    pub at: i64,
+}
+
+impl WitnessEvidence {
+    fn key(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for part in [&self.origin, &self.kind, &self.refused_note] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        hash.finalize().into()
+    }
+}
+
+/// Whether an evidence row was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceStored {
+    New,
+    /// The same evidence was already kept.
+    Known,
+    /// [`MAX_EVIDENCE`] rows exist; this one was not kept.
+    Full,
+}
+
+impl Store {
+    /// The latest checkpoint cosigned for `origin`.
+    pub fn witness_latest(&self, origin: &str) -> Result<Option<WitnessLatest>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WITNESS_LATEST)?;
+        table.get(origin)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Records `latest` as the checkpoint cosigned for `origin`, durably.
+    pub fn put_witness_latest(
+        &self,
+        origin: &str,
+        latest: &WitnessLatest,
+    ) -> Result<(), StoreError> {
+        if origin.is_empty() || origin.len() > MAX_ORIGIN_BYTES {
+            return Err(StoreError(format!(
+                "a witnessed origin is 1 to {MAX_ORIGIN_BYTES} bytes"
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(WITNESS_LATEST)?
+            .insert(origin, encode(latest).as_slice())?;
+        self.db.commit(txn)
+    }
+
+    /// Keeps `evidence` durably, once, within [`MAX_EVIDENCE`].
+    pub fn add_witness_evidence(
+        &self,
+        evidence: &WitnessEvidence,
+    ) -> Result<EvidenceStored, StoreError> {
+        let key = evidence.key();
+        let txn = self.db.begin_write()?;
+        let stored = {
+            let mut table = txn.open_table(WITNESS_EVIDENCE)?;
+            if table.get(key)?.is_some() {
+                EvidenceStored::Known
+            } else if table.len()? >= MAX_EVIDENCE {
+                EvidenceStored::Full
+            } else {
+                table.insert(key, encode(evidence).as_slice())?;
+                EvidenceStored::New
+            }
+        };
+        if stored == EvidenceStored::New {
+            self.db.commit(txn)?;
+        }
+        Ok(stored)
+    }
+
+    /// Every evidence row, oldest first (at most [`MAX_EVIDENCE`]).
+    pub fn witness_evidence(&self) -> Result<Vec<WitnessEvidence>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WITNESS_EVIDENCE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(decode::<WitnessEvidence>(row?.1.value())?);
+        }
+        out.sort_by_key(|e| e.at);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn evidence(note: &str) -> WitnessEvidence {
+        WitnessEvidence {
+            origin: "logbook/b".into(),
+            kind: "rollback".into(),
+            cosigned_note: "logbook/b\n7\nAA==\n\n— x y\n".into(),
+            cosigned_size: 7,
+            refused_note: note.into(),
+            refused_size: 3,
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_evidence_is_kept_once() {
+        let latest = WitnessLatest {
+            size: 7,
+            root: [3; 32],
+            note: "note".into(),
+            cosigned_at: 5,
+        };
+        assert_eq!(decode::<WitnessLatest>(&encode(&latest)).unwrap(), latest);
+        let e = evidence("n1");
+        assert_eq!(decode::<WitnessEvidence>(&encode(&e)).unwrap(), e);
+
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        assert_eq!(store.witness_latest("logbook/b").unwrap(), None);
+        store.put_witness_latest("logbook/b", &latest).unwrap();
+        assert_eq!(
+            store.witness_latest("logbook/b").unwrap(),
+            Some(latest.clone())
+        );
+        assert!(store.put_witness_latest("", &latest).is_err());
+        assert_eq!(store.add_witness_evidence(&e).unwrap(), EvidenceStored::New);
+        assert_eq!(
+            store.add_witness_evidence(&e).unwrap(),
+            EvidenceStored::Known
+        );
+        let other = evidence("n2");
+        assert_eq!(
+            store.add_witness_evidence(&other).unwrap(),
+            EvidenceStored::New
+        );
+        assert_eq!(store.witness_evidence().unwrap().len(), 2);
+        drop(writer);
+    }
+}

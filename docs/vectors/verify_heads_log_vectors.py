@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Independent check of docs/vectors/heads-log-v1.json (Python stdlib only).
+
+The heads log and the witnessed bundle as docs/verifiable-logs.md
+("Witnessing") describes them:
+- entry i is UTF-8(JCS({"plan_id", "size", "root"})), root in base64, with
+  "deleted": true for a deletion; leaves and roots are RFC 9162;
+- every inclusion proof is PATH and verifies; another leaf fails;
+- the instance vkey is the log seed's key named origin_prefix; the heads
+  checkpoint's origin is origin_prefix and its first line verifies;
+- the witness line is cosignature/v1: key id SHA-256(name || 0x0A || 0x04
+  || key)[:4], then a big-endian u64 timestamp and an Ed25519 signature over
+  "cosignature/v1\\ntime T\\n" + the checkpoint text;
+- the bundle: its plan checkpoint verifies with the plan key derived from
+  the instance vkey (same key, name origin_prefix/plan_id), its entry is
+  recomputed from that checkpoint, and it is included at heads_index in
+  the heads checkpoint's tree; tampering with any part fails.
+
+JCS comes from verify_journal_vectors.py, Merkle code from rfc9162.py,
+Ed25519 from verify_tlog_vectors.py and the key derivation from
+verify_checkpoint_vectors.py; none shares code with the Rust side.
+
+    python3 docs/vectors/verify_heads_log_vectors.py
+"""
+import base64
+import hashlib
+import json
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import verify_tlog_vectors as tlog  # noqa: E402
+from rfc9162 import leaf, mth, path, verify_inclusion  # noqa: E402
+from verify_checkpoint_vectors import public_from_seed  # noqa: E402
+from verify_journal_vectors import jcs  # noqa: E402
+
+V = json.loads((HERE / "heads-log-v1.json").read_text(encoding="utf-8"))
+unb64 = base64.b64decode
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        sys.exit(f"FAIL: {what}")
+
+
+def key_id(name, alg, key):
+    return hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + key).digest()[:4]
+
+
+def parse_vkey(vkey, alg):
+    name, kid, key_b64 = vkey.split("+", 2)
+    key = unb64(key_b64)
+    check(len(key) == 33 and key[0] == alg, f"{vkey}: key type {alg:#04x}")
+    check(key_id(name, alg, key[1:]).hex() == kid, f"{vkey}: key id")
+    return name, key[1:]
+
+
+def split_note(note):
+    split = note.rindex("\n\n")
+    text, sigs = note[: split + 1], note[split + 2 :]
+    check(sigs.endswith("\n"), "signature lines end in a newline")
+    lines = []
+    for line in sigs[:-1].split("\n"):
+        dash, name, sig = line.split(" ")
+        check(dash == "\u2014", "a signature line starts with an em dash")
+        lines.append((name, unb64(sig)))
+    return text, lines
+
+
+def signed_by(text, lines, name, key, alg):
+    """Whether a line by (name, key) verifies: a log signature (0x01) or a cosignature (0x04)."""
+    kid = key_id(name, alg, key)
+    for n, sig in lines:
+        if n != name or sig[:4] != kid:
+            continue
+        if alg == 0x01:
+            return tlog.ed25519_verify(key, text.encode(), sig[4:])
+        ts = int.from_bytes(sig[4:12], "big")
+        message = f"cosignature/v1\ntime {ts}\n".encode() + text.encode()
+        return len(sig) == 4 + 8 + 64 and ts < 2**63 and tlog.ed25519_verify(key, message, sig[12:])
+    return False
+
+
+def entry(plan_id, size, root, deleted):
+    obj = {"plan_id": plan_id, "size": size, "root": root}
+    if deleted:
+        obj["deleted"] = True
+    return jcs(obj).encode("utf-8")
+
+
+check(V["format"] == "logbook-heads-log-v1", "format")
+
+# --- entries, roots, proofs ---
+entries = [entry(h["plan_id"], h["size"], h["root"], h["deleted"]) for h in V["heads"]]
+check(len(entries) == len(V["entries"]), "one entry per recorded head")
+leaves = [leaf(e) for e in entries]
+for i, v in enumerate(V["entries"]):
+    check(v["entry"].encode("utf-8") == entries[i], f"entry {i} is the JCS of its head")
+    check(unb64(v["leaf_hash"]) == leaves[i], f"leaf hash {i}")
+check(b'"deleted":true' in entries[-1] and b"deleted" not in entries[0], "deleted only on a deletion")
+n = len(leaves)
+roots = [unb64(r) for r in V["roots"]]
+for size in range(n + 1):
+    check(roots[size] == mth(leaves[:size]), f"root at size {size}")
+for v in V["inclusion"]:
+    i, s = v["leaf_index"], v["tree_size"]
+    proof = [unb64(p) for p in v["proof"]]
+    check(proof == path(i, leaves[:s]), f"inclusion {i} in {s} is PATH")
+    check(verify_inclusion(i, s, leaves[i], proof, roots[s]), f"inclusion {i} verifies")
+    check(not verify_inclusion(i, s, leaves[(i + 1) % n], proof, roots[s]), f"inclusion {i}: other leaf fails")
+
+# --- keys ---
+prefix = V["origin_prefix"]
+name, log_key = parse_vkey(V["instance_vkey"], 0x01)
+check(name == prefix, "the instance vkey is named origin_prefix")
+check(log_key == public_from_seed(bytes.fromhex(V["log_seed_hex"])), "the instance vkey is the log seed's key")
+w_name, w_key = parse_vkey(V["witness_vkey"], 0x04)
+check(w_key == public_from_seed(bytes.fromhex(V["witness_seed_hex"])), "the witness vkey is its seed's key")
+
+
+# --- the bundle ---
+def bundle_ok(b):
+    heads_text, heads_lines = split_note(b["heads_checkpoint"])
+    origin, size, root = heads_text.split("\n")[:3]
+    if origin != prefix or not signed_by(heads_text, heads_lines, prefix, log_key, 0x01):
+        return False
+    plan_name = f"{prefix}/{b['plan_id']}"
+    plan_text, plan_lines = split_note(b["plan_checkpoint"])
+    p_origin, p_size, p_root = plan_text.split("\n")[:3]
+    if p_origin != plan_name or not signed_by(plan_text, plan_lines, plan_name, log_key, 0x01):
+        return False
+    e = b["heads_entry"].encode("utf-8")
+    if e not in (entry(b["plan_id"], int(p_size), p_root, d) for d in (False, True)):
+        return False
+    proof = [unb64(p) for p in b["inclusion_proof"]]
+    if not verify_inclusion(b["heads_index"], int(size), leaf(e), proof, unb64(root)):
+        return False
+    return signed_by(heads_text, heads_lines, w_name, w_key, 0x04)
+
+
+B = V["bundle"]
+
+
+def flip_last_signature(note):
+    """The note with the last byte of its last signature line changed."""
+    head, last = note[:-1].rsplit("\n", 1)
+    dash, name, sig = last.split(" ")
+    raw = bytearray(unb64(sig))
+    raw[-1] ^= 1
+    return f"{head}\n{dash} {name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
+check(bundle_ok(B), "the bundle verifies: log signatures, entry, inclusion, cosignature")
+heads_text, _ = split_note(B["heads_checkpoint"])
+check(heads_text.split("\n")[2] == V["roots"][-1], "the heads checkpoint signs the last root")
+for what, key, value in [
+    ("another index", "heads_index", B["heads_index"] + 1),
+    ("another entry", "heads_entry", B["heads_entry"].replace('"size":7', '"size":8')),
+    ("another plan", "plan_id", "00000000-0000-0000-0000-00000000000c"),
+    ("a changed cosignature", "heads_checkpoint", flip_last_signature(B["heads_checkpoint"])),
+    ("a changed size", "heads_checkpoint", B["heads_checkpoint"].replace("\n5\n", "\n6\n", 1)),
+]:
+    forged = dict(B)
+    forged[key] = value
+    check(not bundle_ok(forged), f"{what} fails")
+
+print(f"heads-log-v1.json: {checks} checks passed")

@@ -1,0 +1,305 @@
+//! `POST /api/v1/witness/add-checkpoint` (c2sp.org/tlog-witness): this
+//! instance cosigns its active peers' heads logs. The request format and
+//! the rule are `logbook_tlog::witness`'s; the peers' log keys come from
+//! `federation::peer_logs`; this module orders the checks, keeps the state
+//! and the evidence, and answers.
+//!
+//! Order, as the spec lists the statuses: body cap (413), request and note
+//! syntax (400), origin of an active peer (404), rate (429), the log's
+//! signature (403), then the rule (400, 409 with `text/x.tlog.size`, 422,
+//! or 200 with the cosignature line). Requests for one origin run one at a
+//! time, so a check and the write after it are atomic (the spec's race).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use logbook_federation::inbox::RateLimiter;
+use logbook_federation::message::BoundKey;
+use logbook_journal::event::Timestamp;
+use logbook_journal::store::{EvidenceStored, WitnessEvidence, WitnessLatest};
+use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
+use logbook_tlog::cosignature::Cosigner;
+use logbook_tlog::note::{Note, NoteError};
+use logbook_tlog::witness::{self, AddCheckpoint, Latest, SIZE_CONTENT_TYPE, Verdict};
+
+use super::AppState;
+use super::extract::read_body;
+use super::log::BindingCache;
+use super::problem::Problem;
+use crate::config::WitnessConfig;
+use crate::federation::peer_logs::{PeerLog, PeerLogs};
+
+pub(crate) const ADD_CHECKPOINT_PATH: &str = "/api/v1/witness/add-checkpoint";
+/// The rate bucket that unknown origins share.
+const UNKNOWN_ORIGIN_BUCKET: &str = "";
+
+/// The witness key and what the route keeps between requests.
+pub(crate) struct WitnessState {
+    cosigner: Cosigner,
+    binding: BindingCache,
+    peers: PeerLogs,
+    limiter: RateLimiter,
+    max_body: usize,
+    /// One lock per known origin (bounded by the active peers).
+    origins: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl WitnessState {
+    pub(crate) fn new(cosigner: Cosigner, config: &WitnessConfig) -> WitnessState {
+        WitnessState {
+            cosigner,
+            binding: BindingCache::new(BoundKey::Witness),
+            peers: PeerLogs::default(),
+            limiter: RateLimiter::new(config.rate_per_sec, config.rate_burst),
+            max_body: config.max_body_bytes,
+            origins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The witness vkey (type 0x04, named `{origin_prefix}`).
+    pub(crate) fn vkey(&self) -> String {
+        self.cosigner.verifier().to_vkey()
+    }
+
+    /// `witnessKeySignature` for the instance document, by `key`.
+    pub(crate) fn binding_signature(
+        &self,
+        instance_id: &str,
+        key: &logbook_federation::identity::OwnKey,
+    ) -> Result<String, Problem> {
+        self.binding.signature(instance_id, key, &self.vkey())
+    }
+
+    fn origin_lock(&self, origin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins.entry(origin.to_string()).or_default().clone()
+    }
+}
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route(ADD_CHECKPOINT_PATH, post(add_checkpoint))
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+fn bad_request(detail: impl Into<String>) -> Problem {
+    Problem::bad_request(
+        "invalid-checkpoint",
+        "Invalid add-checkpoint request",
+        detail,
+    )
+}
+
+async fn add_checkpoint(State(state): State<AppState>, req: Request) -> Response {
+    match handle(&state, req).await {
+        Ok(response) => response,
+        Err(problem) => {
+            let retry = problem.extra.get("retryAfter").and_then(|v| v.as_u64());
+            let mut response = problem.into_response();
+            if let Some(seconds) = retry {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+    }
+}
+
+async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
+    let witness = &state.witness;
+    let fed = &state.federation;
+    // A slow sender gets the JSON routes' time limit.
+    let timeout = Duration::from_secs(state.limits.current().request_timeout_secs);
+    let body = read_body(req, witness.max_body, timeout).await?;
+    let request = AddCheckpoint::parse(&body).map_err(|e| bad_request(e.to_string()))?;
+    let note = Note::parse(&request.note).map_err(|e| bad_request(e.to_string()))?;
+    let checkpoint = Checkpoint::parse(&note.text).map_err(|e| bad_request(e.to_string()))?;
+    let origin = checkpoint.origin.as_str();
+
+    // Unknown origins share one bucket, taken before any fetch they cause.
+    let rate = |bucket: &str| {
+        witness.limiter.take(bucket, 1).map_err(|wait| {
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "too many add-checkpoint requests; retry later",
+            )
+            .with("retryAfter", wait)
+        })
+    };
+    let peer = match witness.peers.lookup(origin) {
+        Some(peer) => peer,
+        None => {
+            rate(UNKNOWN_ORIGIN_BUCKET)?;
+            witness
+                .peers
+                .find(fed, origin, false)
+                .await?
+                .ok_or_else(|| unknown_origin(origin))?
+        }
+    };
+    rate(&peer.instance_id)?;
+    let peer = verified_peer(state, peer, &request.note).await?;
+
+    let lock = witness.origin_lock(origin);
+    let _serialised = lock.lock().await;
+    let key = origin.to_string();
+    let stored = state.store.run(move |s| s.witness_latest(&key)).await?;
+    // The peer must still be active: it may have been removed meanwhile.
+    let instance_id = peer.instance_id.clone();
+    let active = state
+        .store
+        .run(move |s| s.peers().get(&instance_id))
+        .await?
+        .is_some_and(|p| p.status == logbook_journal::store::PeerStatus::Active);
+    if !active {
+        return Err(unknown_origin(origin));
+    }
+    let latest = stored.as_ref().map(|l| Latest {
+        size: l.size,
+        root: l.root,
+    });
+    let outcome = witness::check(latest.as_ref(), request.old, &checkpoint, &request.proof);
+    if let (Some(kind), Some(cosigned)) = (outcome.evidence, &stored) {
+        keep_evidence(state, &checkpoint, kind, cosigned, &request.note).await?;
+    }
+    match outcome.verdict {
+        Verdict::OldTooLarge => Err(bad_request(format!(
+            "old {} is larger than the checkpoint's size {}",
+            request.old, checkpoint.size
+        ))),
+        Verdict::Conflict { size } => Ok(text(
+            StatusCode::CONFLICT,
+            SIZE_CONTENT_TYPE,
+            witness::size_body(size),
+        )),
+        Verdict::BadProof => Err(Problem::unprocessable(
+            "bad-proof",
+            "Bad consistency proof",
+            format!(
+                "the proof does not show size {} extends the cosigned size {}",
+                checkpoint.size, request.old
+            ),
+        )),
+        Verdict::Cosign => {
+            let now = Timestamp::now();
+            let record = WitnessLatest {
+                size: checkpoint.size,
+                root: checkpoint.root,
+                // Parsed as UTF-8 above.
+                note: String::from_utf8_lossy(&request.note).into_owned(),
+                cosigned_at: now.millis(),
+            };
+            let key = origin.to_string();
+            // Durable before the answer: a crash after it keeps the state.
+            state
+                .store
+                .run(move |s| s.put_witness_latest(&key, &record))
+                .await?;
+            let seconds = u64::try_from(now.millis() / 1000).unwrap_or(0);
+            let line = witness
+                .cosigner
+                .cosign(&note.text, seconds)
+                .map_err(|e| Problem::internal(format!("cosigning: {e}")))?;
+            Ok(text(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                line.to_line(),
+            ))
+        }
+    }
+}
+
+fn unknown_origin(origin: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-origin",
+        "Unknown origin",
+        format!(
+            "{:?} is not the heads log of an active peer",
+            logbook_journal::store::inert_text(origin)
+        ),
+    )
+}
+
+/// Checks the log's signature; on failure the peer's document is read
+/// again (it may have rotated its log key) and the check repeated once.
+async fn verified_peer(state: &AppState, peer: PeerLog, note: &[u8]) -> Result<PeerLog, Problem> {
+    let forbidden = |e: NoteError| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "bad-signature",
+            "Bad checkpoint signature",
+            format!("the checkpoint is not signed by the peer's log key: {e}"),
+        )
+    };
+    match verify_checkpoint(note, &peer.verifier) {
+        Ok(_) => return Ok(peer),
+        Err(NoteError::Malformed(what)) => return Err(bad_request(what)),
+        Err(_) => {}
+    }
+    let origin = peer.verifier.name.clone();
+    let again = state
+        .witness
+        .peers
+        .find(&state.federation, &origin, true)
+        .await?
+        .ok_or_else(|| unknown_origin(&origin))?;
+    verify_checkpoint(note, &again.verifier).map_err(forbidden)?;
+    Ok(again)
+}
+
+/// Keeps both signed notes, counts and logs them.
+async fn keep_evidence(
+    state: &AppState,
+    refused: &Checkpoint,
+    kind: witness::EvidenceKind,
+    cosigned: &WitnessLatest,
+    refused_note: &[u8],
+) -> Result<(), Problem> {
+    let evidence = WitnessEvidence {
+        origin: refused.origin.clone(),
+        kind: kind.as_str().to_string(),
+        cosigned_note: cosigned.note.clone(),
+        cosigned_size: cosigned.size,
+        refused_note: String::from_utf8_lossy(refused_note).into_owned(),
+        refused_size: refused.size,
+        at: Timestamp::now().millis(),
+    };
+    let row = evidence.clone();
+    let stored = state
+        .store
+        .run(move |s| s.add_witness_evidence(&row))
+        .await?;
+    let origin = logbook_journal::store::inert_text(&evidence.origin);
+    match stored {
+        EvidenceStored::Known => tracing::warn!(
+            %origin, reason = kind.as_str(), cosigned_size = cosigned.size, refused_size = refused.size,
+            "a witnessed log sent a checkpoint already kept as evidence"
+        ),
+        EvidenceStored::New | EvidenceStored::Full => {
+            logbook_base::metrics::observe_witness_evidence(&origin, kind.as_str());
+            tracing::error!(
+                %origin, reason = kind.as_str(), cosigned_size = cosigned.size, refused_size = refused.size,
+                kept = stored == EvidenceStored::New,
+                "a witnessed log contradicts the checkpoint cosigned before; refused, evidence kept (logbook admin witness evidence)"
+            );
+        }
+    }
+    Ok(())
+}

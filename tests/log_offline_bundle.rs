@@ -1,0 +1,182 @@
+//! `logbook verify --export FILE --bundle FILE --log-key VKEY --witness
+//! VKEY… [--quorum K]` (issue 11): a plan export checked offline against
+//! its witnessed bundle. Quorum 0 and a missing quorum here; a real
+//! witness's cosignature is the sender step's to test, so the one quorum-1
+//! case adds a cosignature through the store API, as that sender will.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, DaemonOpts, event_body, logbook, new_plan, run, with_offline_store};
+use logbook_tlog::checkpoint::Checkpoint;
+use logbook_tlog::cosignature::Cosigner;
+use logbook_tlog::note::Note;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// `logbook verify` with no HMAC secret in the environment.
+async fn verify(args: &[&str]) -> (Option<i32>, String) {
+    let mut command = logbook();
+    command
+        .arg("verify")
+        .args(args)
+        .env_remove("LOGBOOK_HMAC_SECRET")
+        .env_remove("EVENT_BUS_HMAC_SECRET")
+        .env_remove("SESSION_SECRET");
+    let out = run(command).await;
+    (out.status.code(), format!("{}{}", out.stdout, out.stderr))
+}
+
+/// The bundle once the heads log recorded `size` events of `plan` (409
+/// until the pass ran; the bound only keeps a broken build from hanging).
+async fn bundle(daemon: &Daemon, plan: &Uuid, size: u64) -> Value {
+    for _ in 0..600 {
+        let resp = daemon
+            .get_json(&format!("/api/plans/{plan}/checkpoint?witnessed=1"))
+            .await;
+        if resp.status == 200 {
+            let note = resp.json["plan_checkpoint"].as_str().unwrap();
+            if note.lines().nth(1) == Some(&size.to_string()) {
+                return resp.json;
+            }
+        } else {
+            assert_eq!(resp.status, 409, "{}", resp.text);
+            assert_eq!(
+                resp.json["type"]
+                    .as_str()
+                    .map(|t| t.ends_with("not-in-heads-log")),
+                Some(true)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no bundle of size {size}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
+    let mut daemon =
+        Daemon::start(DaemonOpts::default().replace("interval_secs = 5", "interval_secs = 1"));
+    let plan = new_plan();
+    for i in 0..20 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (export, bundle_file) = (
+        dir.path().join("plan.ndjson"),
+        dir.path().join("bundle.json"),
+    );
+    let out = daemon.admin(&["export", &plan.to_string()]).await;
+    std::fs::write(&export, out.ok("admin export")).unwrap();
+    let found = bundle(&daemon, &plan, 20).await;
+    std::fs::write(&bundle_file, found.to_string()).unwrap();
+    let vkey = daemon.get_json("/api/v1/log/keys").await.json["current"]["vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (e, b) = (export.to_str().unwrap(), bundle_file.to_str().unwrap());
+    let witness = Cosigner::new("witness.example/w1", &[9; 32]).unwrap();
+    let wkey = witness.verifier().to_vkey();
+    let other = Cosigner::new("witness.example/w2", &[8; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+
+    // Quorum 0: the signatures and the proof alone.
+    let base = ["--export", e, "--log-key", &vkey, "--bundle", b];
+    let (code, text) = verify(&[&base[..], &["--quorum", "0"]].concat()).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ok: the first 20 events"), "{text}");
+    assert!(text.contains("witnessed: plan size 20"), "{text}");
+
+    // No cosignature yet: quorum 1 (the default) is not met, with or
+    // without a witness key.
+    for args in [vec![], vec!["--witness", &other]] {
+        let (code, text) = verify(&[&base[..], &args[..]].concat()).await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("no-quorum: 0 cosignature(s)"), "{text}");
+    }
+
+    // A cut-off export is `truncated` against the witnessed size.
+    let short = dir.path().join("short.ndjson");
+    let all: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&short, all[..15].join("\n") + "\n").unwrap();
+    let (code, text) = verify(&[
+        "--export",
+        short.to_str().unwrap(),
+        "--log-key",
+        &vkey,
+        "--bundle",
+        b,
+        "--quorum",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("truncated: the export has 15 events, the checkpoint 20"),
+        "{text}"
+    );
+
+    // A bundle whose entry index was changed does not prove inclusion.
+    let mut forged = found.clone();
+    forged["heads_index"] = (found["heads_index"].as_u64().unwrap() + 1).into();
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    let (code, text) = verify(&[
+        "--export",
+        e,
+        "--log-key",
+        &vkey,
+        "--bundle",
+        forged_file.to_str().unwrap(),
+        "--quorum",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bad-bundle"), "{text}");
+
+    // Usage errors exit 2.
+    let (code, _) = verify(&["--export", e, "--log-key", &vkey]).await;
+    assert_eq!(code, Some(2));
+    let (code, _) = verify(&[&base[..], &["--witness", "not a vkey"]].concat()).await;
+    assert_eq!(code, Some(2));
+
+    // A witness's cosignature, added as the sender step will add it, is
+    // served on the heads checkpoint and meets quorum 1 with its key only.
+    let heads_note = Note::parse(found["heads_checkpoint"].as_str().unwrap().as_bytes()).unwrap();
+    let heads = Checkpoint::parse(&heads_note.text).unwrap();
+    let line = witness
+        .cosign(&heads_note.text, 1_700_000_000)
+        .unwrap()
+        .to_line();
+    daemon.stop();
+    let added = with_offline_store(&daemon, move |s| {
+        s.add_heads_cosignature(heads.size, heads.root, &line)
+    })
+    .await;
+    assert_eq!(added.unwrap(), Ok(()));
+    daemon.restart();
+    let cosigned = bundle(&daemon, &plan, 20).await;
+    std::fs::write(&bundle_file, cosigned.to_string()).unwrap();
+    let (code, text) = verify(&[&base[..], &["--witness", &wkey]].concat()).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("1 of the given witnesses cosigned"), "{text}");
+    let (code, text) = verify(&[&base[..], &["--witness", &other]].concat()).await;
+    assert_eq!(code, Some(1), "wrong witness key: {text}");
+    let (code, text) = verify(
+        &[
+            &base[..],
+            &["--witness", &wkey, "--witness", &wkey, "--quorum", "2"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, Some(1), "one key given twice counts once: {text}");
+}

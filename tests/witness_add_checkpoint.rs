@@ -1,0 +1,281 @@
+//! `POST /api/v1/witness/add-checkpoint` on real daemons: beta witnesses
+//! alpha, its federated peer. Alpha's heads-log checkpoints are made here
+//! with alpha's real log key (read from its data dir), named alpha's
+//! `{origin_prefix}`, the origin beta learns from alpha's instance document.
+//!
+//! The statuses are c2sp.org/tlog-witness's; each refusal changes nothing,
+//! and contradicting checkpoints are kept as evidence, listed by
+//! `logbook admin witness evidence` and counted in the metrics.
+
+mod federation_common;
+
+use std::process::Command;
+
+use federation_common::*;
+use logbook_tlog::checkpoint::Checkpoint;
+use logbook_tlog::cosignature::CosignatureVerifier;
+use logbook_tlog::merkle::{Hash, StreamingRoot, leaf_hash};
+use logbook_tlog::note::{Note, Signer25519};
+use logbook_tlog::witness::AddCheckpoint;
+use serde_json::Value;
+
+const ROUTE: &str = "/api/v1/witness/add-checkpoint";
+const ORIGIN: &str = "logbook/alpha";
+
+/// MTH of leaves `from..to` of the test tree (leaf i hashes "e{i}").
+fn mth(from: u64, to: u64) -> Hash {
+    let mut root = StreamingRoot::new();
+    for i in from..to {
+        root.push(leaf_hash(format!("e{i}").as_bytes()));
+    }
+    root.root()
+}
+
+/// Alpha's log key from its data dir, named its origin prefix.
+fn alpha_signer(alpha: &Node) -> Signer25519 {
+    let skey = std::fs::read_to_string(alpha.data_dir().join("data/log.key")).unwrap();
+    Signer25519::parse_skey(skey.trim())
+        .unwrap()
+        .renamed(ORIGIN)
+        .unwrap()
+}
+
+/// The signed checkpoint note of size `size` with `root`.
+fn note(signer: &Signer25519, size: u64, root: Hash) -> Vec<u8> {
+    let text = Checkpoint::new(ORIGIN, size, root).unwrap().to_text();
+    let signature = signer.sign(&text).unwrap();
+    Note {
+        text,
+        signatures: vec![signature],
+    }
+    .to_text()
+    .into_bytes()
+}
+
+fn body(old: u64, proof: Vec<Hash>, note: Vec<u8>) -> Vec<u8> {
+    AddCheckpoint { old, proof, note }.to_bytes()
+}
+
+/// Posts a raw body; returns the status, content type and body text.
+async fn add(node: &Node, body: Vec<u8>) -> (u16, String, String) {
+    let r = reqwest::Client::new()
+        .post(node.url(ROUTE))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, r.text().await.unwrap())
+}
+
+/// What beta has cosigned for alpha, seen from the outside: a larger
+/// checkpoint with `old 0` is answered 409 with the size (it is no
+/// evidence: a larger size contradicts nothing).
+async fn witnessed_size(beta: &Node, signer: &Signer25519) -> String {
+    let (status, _, text) = add(beta, body(0, vec![], note(signer, 1 << 40, [0; 32]))).await;
+    assert_eq!(status, 409, "{text}");
+    text
+}
+
+fn evidence(beta: &Node) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(["admin", "--json", "--socket"])
+        .arg(beta.data_dir().join("admin.sock"))
+        .args(["witness", "evidence"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn evidence_metric(beta: &Node, reason: &str) -> u64 {
+    let text = beta
+        .http
+        .get(beta.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix =
+        format!("logbook_witness_evidence_total{{origin=\"{ORIGIN}\",reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    // The default [witness] limits: a burst of 20 covers this test's requests.
+    let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
+    let signer = alpha_signer(&alpha);
+
+    // Beta publishes its witness key, bound to its RSA key.
+    let (status, doc) = beta.get("/api/v1/federation/instance").await;
+    assert_eq!(status, 200, "{doc}");
+    let vkey = doc["witnessKey"].as_str().unwrap();
+    let witness = CosignatureVerifier::parse(vkey).unwrap();
+    assert_eq!(witness.name, "logbook/beta");
+    assert!(logbook_federation::message::verify_key_binding(
+        &kb.to_public_key(),
+        logbook_federation::message::BoundKey::Witness,
+        "beta",
+        vkey,
+        doc["witnessKeySignature"].as_str().unwrap(),
+    ));
+    assert_ne!(doc["witnessKey"], doc["logKey"]);
+
+    // Bad input first, while nothing is stored: each changes nothing.
+    let good4 = note(&signer, 4, mth(0, 4));
+    let (status, ..) = add(&beta, b"garbage".to_vec()).await;
+    assert_eq!(status, 400);
+    let stranger = Signer25519::new("logbook/nobody", &[3; 32]).unwrap();
+    let text = Checkpoint::new("logbook/nobody", 4, mth(0, 4))
+        .unwrap()
+        .to_text();
+    let unknown = Note {
+        signatures: vec![stranger.sign(&text).unwrap()],
+        text,
+    };
+    let (status, ..) = add(&beta, body(0, vec![], unknown.to_text().into_bytes())).await;
+    assert_eq!(status, 404, "an unknown origin is 404 (tlog-witness)");
+    let forged = Signer25519::new(ORIGIN, &[4; 32]).unwrap();
+    let (status, ..) = add(&beta, body(0, vec![], note(&forged, 4, mth(0, 4)))).await;
+    assert_eq!(status, 403);
+    let (status, ..) = add(&beta, body(0, vec![[1; 32]], good4.clone())).await;
+    assert_eq!(status, 422, "a proof from size 0 must be empty");
+    let (status, ..) = add(&beta, body(5, vec![], good4.clone())).await;
+    assert_eq!(status, 400, "old above the size");
+    let (status, ..) = add(&beta, vec![b'a'; 70_000]).await;
+    assert_eq!(status, 413);
+    assert_eq!(evidence(&beta)["evidence"], serde_json::json!([]));
+
+    // The first checkpoint is cosigned; the cosignature verifies.
+    let (status, content_type, line) = add(&beta, body(0, vec![], good4.clone())).await;
+    assert_eq!(status, 200, "{line}");
+    assert!(content_type.starts_with("text/plain"));
+    let mut cosigned = String::from_utf8(good4.clone()).unwrap();
+    cosigned.push_str(&line);
+    let parsed = Note::parse(cosigned.as_bytes()).unwrap();
+    let timestamp = witness.verify_note(&parsed).unwrap();
+    assert!(timestamp > 1_700_000_000);
+
+    // The same checkpoint again is cosigned again.
+    let (status, _, again) = add(&beta, body(4, vec![], good4.clone())).await;
+    assert_eq!(status, 200, "{again}");
+
+    // A stale old: 409 with the witness's size, as text/x.tlog.size.
+    let good8 = note(&signer, 8, mth(0, 8));
+    let (status, content_type, size) = add(&beta, body(2, vec![mth(4, 8)], good8.clone())).await;
+    assert_eq!(
+        (status, content_type.as_str(), size.as_str()),
+        (409, "text/x.tlog.size", "4\n")
+    );
+
+    // A bad proof from 4 to 8 under alpha's signature: 422, and evidence.
+    let (status, ..) = add(&beta, body(4, vec![mth(4, 7)], good8.clone())).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        witnessed_size(&beta, &signer).await,
+        "4\n",
+        "nothing changed"
+    );
+    assert_eq!(evidence_metric(&beta, "bad_proof").await, 1);
+
+    // Growth with a good proof is cosigned.
+    let (status, _, line) = add(&beta, body(4, vec![mth(4, 8)], good8.clone())).await;
+    assert_eq!(status, 200, "{line}");
+    assert_eq!(witnessed_size(&beta, &signer).await, "8\n");
+
+    // Rollback: alpha signs size 4 again (a restored backup).
+    let (status, _, size) = add(&beta, body(4, vec![], good4.clone())).await;
+    assert_eq!((status, size.as_str()), (409, "8\n"));
+    // Fork: size 8 with another root.
+    let fork8 = note(&signer, 8, mth(1, 9));
+    let (status, _, size) = add(&beta, body(8, vec![], fork8.clone())).await;
+    assert_eq!((status, size.as_str()), (409, "8\n"));
+    assert_eq!(witnessed_size(&beta, &signer).await, "8\n");
+
+    let listed = evidence(&beta);
+    let rows = listed["evidence"].as_array().unwrap();
+    let reasons: Vec<&str> = rows.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["bad_proof", "rollback", "fork"], "{listed}");
+    let rollback = &rows[1];
+    assert_eq!(rollback["cosignedSize"], 8);
+    assert_eq!(rollback["refusedSize"], 4);
+    assert_eq!(
+        rollback["cosignedNote"].as_str().unwrap().as_bytes(),
+        &good8[..]
+    );
+    assert_eq!(
+        rollback["refusedNote"].as_str().unwrap().as_bytes(),
+        &good4[..]
+    );
+    assert_eq!(
+        rows[2]["refusedNote"].as_str().unwrap().as_bytes(),
+        &fork8[..]
+    );
+    assert_eq!(evidence_metric(&beta, "rollback").await, 1);
+    assert_eq!(evidence_metric(&beta, "fork").await, 1);
+    let log = beta.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(ORIGIN)
+            && l.contains("cosigned_size=8")
+            && l.contains("refused_size=4")),
+        "{log}"
+    );
+
+    // The state survives a restart (it was fsynced before the answer).
+    let mut beta = beta;
+    beta.restart();
+    assert_eq!(witnessed_size(&beta, &signer).await, "8\n");
+    drop(alpha);
+}
+
+/// `[witness] rate_per_sec`/`rate_burst` bound each peer: with one request
+/// a second, ten sent back to back cannot all pass; a refused one gets a
+/// 429 problem with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_rate_gets_429() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    let beta = Node::start(
+        "beta",
+        pb,
+        "rate_per_sec = 1\nrate_burst = 1",
+        &peer_config("alpha", pa, &ka),
+    );
+    let signer = alpha_signer(&alpha);
+    let mut limited = None;
+    for size in 1..=10u64 {
+        let r = reqwest::Client::new()
+            .post(beta.url(ROUTE))
+            .body(body(0, vec![], note(&signer, size, mth(0, size))))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("one request a second: ten in a row are not all let through");
+    assert!(limited.headers().contains_key("retry-after"));
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:logbook:problem:rate-limited",
+        "{problem}"
+    );
+    drop(alpha);
+}
