@@ -77,9 +77,7 @@ impl<'a> Signable<'a> {
     }
 
     pub fn sign(&self, key: &[u8]) -> [u8; 32] {
-        let mut mac = hmac(key);
-        mac.update(self.canonical().as_bytes());
-        mac.finalize().into_bytes().into()
+        sign_canonical(&self.canonical(), key)
     }
 
     /// Constant-time comparison against a claimed signature.
@@ -96,16 +94,28 @@ impl<'a> Signable<'a> {
 /// leaf, and every checkpoint over it, unchanged.
 /// `docs/verifiable-logs.md` is the spec; its vectors pin the bytes.
 pub fn log_entry(event: &Event) -> String {
+    log_entry_of(&Signable::of(event).canonical(), &event.signature)
+}
+
+/// The signature over [`Signable::canonical`]'s text, for a caller that
+/// also needs the text ([`log_entry_of`]): the writer canonicalizes once.
+pub(crate) fn sign_canonical(canonical: &str, key: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(canonical.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// [`log_entry`] from the signed object's canonical text and its signature.
+pub(crate) fn log_entry_of(signed: &str, signature: &[u8; 32]) -> String {
     // JCS sorts members by UTF-16 code units, so `signature` goes right
     // between `seq` and `type`, the last two members of the signed object.
     // The text `,"type":` cannot occur inside a value (JCS escapes `"` in
     // strings), so its first occurrence is the member. This spares the
     // writer a second canonicalization per append; the vectors pin the bytes.
-    let signed = Signable::of(event).canonical();
     let at = signed
         .find(",\"type\":")
         .expect("the signed object has a type member");
-    let signature = logbook_base::hex::encode(&event.signature);
+    let signature = logbook_base::hex::encode(signature);
     let mut entry = String::with_capacity(signed.len() + 80);
     entry.push_str(&signed[..at]);
     entry.push_str(",\"signature\":\"");
@@ -113,6 +123,41 @@ pub fn log_entry(event: &Event) -> String {
     entry.push('"');
     entry.push_str(&signed[at..]);
     entry
+}
+
+/// The payload's text is canonical and hashes to `payload_hash` (or, for a
+/// redacted event, is exactly `null`). The hash
+/// covers JCS(parse(text)), but a reader of the served text may parse it
+/// differently (which of two duplicate members wins, for one). So only the
+/// canonical text itself is accepted; JCS output never repeats a member
+/// name, so this also refuses duplicates.
+pub(crate) fn payload_check(event: &Event) -> Result<(), BrokenReason> {
+    if event.redacted {
+        // The payload is gone by design; `payload_hash` stays under the
+        // signature (and the leaf), so only the spelling of the gap is
+        // checked: anything but `null` is a payload that claims to be erased.
+        if event.payload.get() != "null" {
+            return Err(BrokenReason::PayloadNotCanonical);
+        }
+        return Ok(());
+    }
+    let text = event.payload.get();
+    let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
+    if canonical.ok().as_deref() != Some(text) {
+        return Err(BrokenReason::PayloadNotCanonical);
+    }
+    if sha256(text.as_bytes()) != event.payload_hash {
+        return Err(BrokenReason::PayloadHash);
+    }
+    Ok(())
+}
+
+/// The event's signature verifies under the key its `key_id` names, valid
+/// at `signed_at`.
+pub(crate) fn signature_valid(event: &Event, signed_at: Timestamp, keyring: &Keyring) -> bool {
+    keyring
+        .verification_key(&event.key_id, signed_at)
+        .is_some_and(|key| Signable::of(event).verify(key, &event.signature))
 }
 
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
@@ -212,34 +257,21 @@ impl ChainVerifier {
     }
 
     fn check_unsigned(&self, event: &Event) -> Result<(), BrokenReason> {
+        self.check_in_order(event, || payload_check(event))
+    }
+
+    /// The unsigned checks in their order, with the payload's (the one
+    /// that does not depend on earlier events) supplied by the caller:
+    /// computed here, or ahead on another core ([`crate::chain_window`]).
+    fn check_in_order(
+        &self,
+        event: &Event,
+        payload: impl FnOnce() -> Result<(), BrokenReason>,
+    ) -> Result<(), BrokenReason> {
         if event.seq != self.next_seq {
             return Err(BrokenReason::SeqGap);
         }
-        if event.redacted {
-            // The payload is gone by design; `payload_hash` stays under the
-            // signature (and the leaf), so only the spelling of the gap is
-            // checked: anything but `null` is a payload that claims to be erased.
-            if event.payload.get() != "null" {
-                return Err(BrokenReason::PayloadNotCanonical);
-            }
-            return self.check_link(event);
-        }
-        // The hash covers JCS(parse(text)), but a reader of the served text
-        // may parse it differently (which of two duplicate members wins, for
-        // one). So only the canonical text itself is accepted; JCS output
-        // never repeats a member name, so this also refuses duplicates.
-        let text = event.payload.get();
-        let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
-        if canonical.ok().as_deref() != Some(text) {
-            return Err(BrokenReason::PayloadNotCanonical);
-        }
-        if sha256(text.as_bytes()) != event.payload_hash {
-            return Err(BrokenReason::PayloadHash);
-        }
-        self.check_link(event)
-    }
-
-    fn check_link(&self, event: &Event) -> Result<(), BrokenReason> {
+        payload()?;
         if event.prev_hash != self.prev_signature {
             return Err(BrokenReason::PrevHash);
         }
@@ -253,18 +285,35 @@ impl ChainVerifier {
         self.latest = Some(self.latest.map_or(signed_at, |l| l.max(signed_at)));
     }
 
+    /// The time `event`'s key must have been valid at: a retired key
+    /// verifies only events dated up to its retirement, and an event is
+    /// never dated before one accepted earlier.
+    pub(crate) fn signed_at(&self, event: &Event) -> Timestamp {
+        self.latest
+            .unwrap_or(event.created_at)
+            .max(event.created_at)
+    }
+
     /// Checks one event. On success the verifier moves past it.
     pub fn check(&mut self, event: &Event, keyring: &Keyring) -> Result<(), BrokenReason> {
-        self.check_unsigned(event)?;
-        // A retired key verifies only events dated up to its retirement.
-        let signed_at = self
-            .latest
-            .unwrap_or(event.created_at)
-            .max(event.created_at);
-        let key = keyring
-            .verification_key(&event.key_id, signed_at)
-            .ok_or(BrokenReason::Signature)?;
-        if !Signable::of(event).verify(key, &event.signature) {
+        self.check_with(
+            event,
+            || payload_check(event),
+            |signed_at| signature_valid(event, signed_at, keyring),
+        )
+    }
+
+    /// [`ChainVerifier::check`] with the two checks that need no earlier
+    /// event supplied by the caller; the rules and their order stay here.
+    pub(crate) fn check_with(
+        &mut self,
+        event: &Event,
+        payload: impl FnOnce() -> Result<(), BrokenReason>,
+        signature: impl FnOnce(Timestamp) -> bool,
+    ) -> Result<(), BrokenReason> {
+        self.check_in_order(event, payload)?;
+        let signed_at = self.signed_at(event);
+        if !signature(signed_at) {
             return Err(BrokenReason::Signature);
         }
         self.accept(event, signed_at);

@@ -358,7 +358,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
         })?;
         for entry in txn.open_table(HEADS)?.iter()? {
             let (_, v) = entry?;
-            decode::<PlanHead>(v.value())?;
+            super::head::decode_head(v.value())?;
         }
         events.len()?
     };
@@ -404,16 +404,11 @@ impl WriterLoop {
         let mut position = self.position;
         let (deleted, enqueued) = {
             let mut tables = Tables::open(&txn, &self.fed)?;
-            let head: PlanHead = tables
-                .heads
-                .get(plan_id.into_bytes())
-                .map_err(StoreError::from)?
-                .map(|v| decode(v.value()))
-                .transpose()?
-                .ok_or(DeleteError::NotFound)?;
+            let super::head::HeadRow { head, tail } =
+                tables.head_row(&plan_id)?.ok_or(DeleteError::NotFound)?;
             // The final checkpoint's size and root: whoever kept an export
             // can still prove the deleted history against them.
-            let root = super::tree::root_in(&tables.tree, &plan_id, head.last_seq)?;
+            let root = super::tree::root_in(&tables.tree, &plan_id, &tail, head.last_seq)?;
             let payload = json!({
                 "plan_id": plan_id,
                 "head_seq": head.last_seq,
@@ -449,6 +444,7 @@ impl WriterLoop {
             if removed + blanked > 0 {
                 tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");
             }
+            tables.write_heads()?;
             (
                 Deleted {
                     head,
@@ -472,7 +468,7 @@ impl Tables<'_> {
     /// Removes every row of a plan: head, events, positions, idempotency,
     /// tree hashes.
     fn remove_plan(&mut self, plan_id: &Uuid) -> Result<(), StoreError> {
-        self.heads.remove(plan_id.into_bytes())?;
+        self.remove_head(plan_id)?;
         super::tree::remove_plan(&mut self.tree, plan_id)?;
         let mut doomed = Vec::new();
         for entry in self

@@ -1,27 +1,35 @@
 //! `Tables`: one write transaction's tables, and the apply of one append.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::ReadableTable;
 use uuid::Uuid;
 
+use super::head::{HeadRow, TreeTail};
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, decode_event, deleted, encode,
-    event_from_record, event_key, federation, idempotency_key, record_from_event, tree,
+    event_from_record, event_key, federation, head, idempotency_key, record_from_event, tree,
 };
-use crate::chain::Signable;
+use crate::chain::{self, Signable};
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
+use logbook_tlog::merkle;
 
 pub(super) struct Tables<'txn> {
     pub(super) fed: federation::FedTables<'txn>,
     pub(super) events: redb::Table<'txn, EventKey, &'static [u8]>,
-    pub(super) heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    /// Read and written through [`Tables::head_row`] and [`Tables::write_heads`] only.
+    heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
     pub(super) positions: redb::Table<'txn, u64, EventKey>,
     pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
     pub(super) tree: redb::Table<'txn, tree::TreeKey, [u8; 32]>,
     pub(super) deleted: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    /// Head rows changed in this transaction, written once by
+    /// [`Tables::write_heads`]: a batch of appends to one plan decodes,
+    /// encodes and writes its row (up to 1 KiB with the tree buffer) once.
+    heads_changed: HashMap<Uuid, HeadRow>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -37,7 +45,36 @@ impl<'txn> Tables<'txn> {
             idempotency: txn.open_table(IDEMPOTENCY)?,
             tree: txn.open_table(tree::TREE_HASHES)?,
             deleted: txn.open_table(deleted::DELETED_PLANS)?,
+            heads_changed: HashMap::new(),
         })
+    }
+
+    /// The head row of `plan` as this transaction left it so far.
+    pub(super) fn head_row(&self, plan: &Uuid) -> Result<Option<HeadRow>, StoreError> {
+        if let Some(row) = self.heads_changed.get(plan) {
+            return Ok(Some(row.clone()));
+        }
+        self.heads
+            .get(plan.into_bytes())?
+            .map(|v| HeadRow::decode(v.value()))
+            .transpose()
+    }
+
+    /// Writes the head rows changed since the last call. Must run before
+    /// the transaction commits.
+    pub(super) fn write_heads(&mut self) -> Result<(), StoreError> {
+        for (plan, row) in self.heads_changed.drain() {
+            self.heads
+                .insert(plan.into_bytes(), row.encode().as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `plan`'s head row (its deletion).
+    pub(super) fn remove_head(&mut self, plan: &Uuid) -> Result<(), StoreError> {
+        self.heads_changed.remove(plan);
+        self.heads.remove(plan.into_bytes())?;
+        Ok(())
     }
 
     pub(super) fn apply(
@@ -72,19 +109,19 @@ impl<'txn> Tables<'txn> {
             }
         }
 
-        // The system plan is never deleted; its row marks a migration.
-        if plan != super::admin::SYSTEM_PLAN
+        let row = self.head_row(&plan)?;
+        // A deletion removes the head row, and a deleted id is never used
+        // again, so only a plan without a row can be deleted. The system
+        // plan is never deleted; its row marks a migration.
+        if row.is_none()
+            && plan != super::admin::SYSTEM_PLAN
             && let Some(gone) = deleted::deleted(&self.deleted, &plan)?
         {
             return Ok(Err(AppendError::PlanDeleted {
                 tombstone_seq: gone.tombstone_seq,
             }));
         }
-        let head: Option<PlanHead> = self
-            .heads
-            .get(plan.into_bytes())?
-            .map(|v| decode(v.value()))
-            .transpose()?;
+        let head = row.as_ref().map(|r| r.head);
         let head_seq = head.map_or(0, |h| h.last_seq);
         if let Some(expected) = req.expected_seq
             && expected != head_seq
@@ -96,13 +133,30 @@ impl<'txn> Tables<'txn> {
         }
 
         let seq = head_seq + 1;
-        // A plan whose tree is incomplete (a damaged store) refuses its own
-        // appends, instead of failing the whole batch in `append_leaf`.
-        if !tree::has_leaf(&self.tree, &plan, head_seq)? {
-            return Ok(Err(AppendError::Storage(StoreError(format!(
-                "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
-            )))));
-        }
+        let mut tail = match row {
+            None => HeadRow::empty_tail(),
+            Some(HeadRow {
+                tail: tail @ TreeTail::Buffered { .. },
+                ..
+            }) => tail,
+            // A row written before the head buffered leaves: its tree is
+            // in the table, unless the store is damaged. Such a plan
+            // refuses its own appends instead of failing the whole batch.
+            Some(HeadRow {
+                tail: TreeTail::InTable,
+                ..
+            }) => {
+                if !tree::has_leaf(&self.tree, &plan, head_seq)? {
+                    return Ok(Err(AppendError::Storage(StoreError(format!(
+                        "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
+                    )))));
+                }
+                TreeTail::Buffered {
+                    flushed: head_seq,
+                    pending: Vec::new(),
+                }
+            }
+        };
         // Time never runs backwards within a plan, even if the clock does.
         let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
         let mut event = Event {
@@ -120,7 +174,10 @@ impl<'txn> Tables<'txn> {
             position: *position + 1,
             redacted: false,
         };
-        event.signature = Signable::of(&event).sign(keyring.current_secret());
+        // One canonicalization serves the signature and the log entry.
+        let signed = Signable::of(&event).canonical();
+        event.signature = chain::sign_canonical(&signed, keyring.current_secret());
+        let leaf = merkle::leaf_hash(chain::log_entry_of(&signed, &event.signature).as_bytes());
 
         let key = event_key(&plan, seq);
         if self
@@ -140,10 +197,13 @@ impl<'txn> Tables<'txn> {
             last_at: created_at.0,
         };
         debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
-        self.heads
-            .insert(plan.into_bytes(), encode(&new_head).as_slice())?;
         // Same transaction as the event: a crash cannot keep one without the other.
-        tree::append_leaf(&mut self.tree, &event)?;
+        head::push_leaf(&mut self.tree, &plan, &mut tail, leaf)?;
+        let new_row = HeadRow {
+            head: new_head,
+            tail,
+        };
+        self.heads_changed.insert(plan, new_row);
         self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
         if let Some(idem) = &req.idempotency {

@@ -18,14 +18,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use logbook_base::canonical::canonical_json;
-use logbook_tlog::merkle::{self, Hash, NodeId};
+use logbook_tlog::merkle::{self, Hash};
 use logbook_tlog::tile::{EntryTooLong, push_bundle_entry};
 use redb::{Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::head::{HeadRow, TreeReader};
 use super::tree::{self, LogId, TREE_HASHES, TreeKey};
-use super::{HEADS, POSITIONS, PlanHead, Store, StoreError, decode, encode};
+use super::{HEADS, POSITIONS, Store, StoreError, decode, encode};
 
 pub(super) const HEADS_LOG_ENTRIES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("heads_log_entries");
@@ -194,7 +195,8 @@ impl Store {
                 let Some(head) = heads.get(plan.into_bytes())? else {
                     continue; // deleted since; its deletion wrote its entry
                 };
-                let head: PlanHead = decode(head.value())?;
+                let row = HeadRow::decode(head.value())?;
+                let head = row.head;
                 if head.last_seq == 0 {
                     continue;
                 }
@@ -205,14 +207,17 @@ impl Store {
                 if last.is_some_and(|l| l.size == head.last_seq) {
                     continue;
                 }
-                let last_leaf = tree::tree_key(&plan, NodeId::new(0, head.last_seq - 1));
-                if hashes.get(last_leaf)?.is_none() {
+                if !row.last_leaf_readable(&hashes, &plan)? {
                     tracing::error!(%plan, head = head.last_seq, "a plan's tree is incomplete; the heads log skips it (verify the plan)");
                     continue;
                 }
-                let root = merkle::root(head.last_seq, &mut |node| {
-                    tree::read_node(&hashes, &plan, node)
-                })?;
+                // A plan's last leaves may still be in its head row.
+                let reader = TreeReader {
+                    table: &hashes,
+                    plan: &plan,
+                    tail: &row.tail,
+                };
+                let root = merkle::root(head.last_seq, &mut |node| reader.read(node))?;
                 todo.push((plan, head.last_seq, root));
             }
             drop((heads, hashes, plans));

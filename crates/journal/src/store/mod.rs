@@ -53,6 +53,7 @@ mod deleted;
 mod error;
 mod federation;
 mod handle;
+mod head;
 mod heads_log;
 mod page_verify;
 mod reads;

@@ -20,9 +20,10 @@
 use logbook_tlog::merkle::{self, Hash, NodeId};
 use uuid::Uuid;
 
-use super::tree::{TREE_HASHES, read_node};
+use super::head::{HeadRow, TreeReader};
+use super::tree::TREE_HASHES;
 use super::{
-    EVENTS, HEADS, PlanHead, Store, StoreError, decode, decode_event, event_from_record, event_key,
+    EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record, event_key,
 };
 use crate::Event;
 use crate::chain::{BrokenReason, ChainReport, ChainVerifier, log_entry};
@@ -50,12 +51,14 @@ impl Store {
         keyring: &Keyring,
     ) -> Result<VerifiedPage, StoreError> {
         let txn = self.db.begin_read()?;
-        let head: Option<PlanHead> = txn
+        let row = txn
             .open_table(HEADS)?
             .get(plan_id.into_bytes())?
-            .map(|v| decode(v.value()))
+            .map(|v| HeadRow::decode(v.value()))
             .transpose()?;
+        let head: Option<PlanHead> = row.as_ref().map(|r| r.head);
         let size = head.map_or(0, |h| h.last_seq);
+        let tail = row.map_or_else(HeadRow::empty_tail, |r| r.tail);
         let events_table = txn.open_table(EVENTS)?;
         let read_event = |seq: u64| -> Result<Option<Event>, StoreError> {
             let key = event_key(plan_id, seq);
@@ -74,7 +77,12 @@ impl Store {
             events.push(event_from_record(&k.value(), decode_event(v.value())?)?);
         }
         let tree = txn.open_table(TREE_HASHES)?;
-        let mut read = |node: NodeId| read_node(&tree, plan_id, node);
+        let reader = TreeReader {
+            table: &tree,
+            plan: plan_id,
+            tail: &tail,
+        };
+        let mut read = |node: NodeId| reader.read(node);
         let root = merkle::root(size, &mut read)?;
 
         let broken = 'check: {
@@ -96,10 +104,8 @@ impl Store {
                 },
             };
             // 2. The chain inside the page.
-            for event in &events {
-                if let Err(reason) = verifier.check(event, keyring) {
-                    break 'check Some((event.seq, reason));
-                }
+            if let Err(broken) = verifier.check_window(&events, keyring) {
+                break 'check Some(broken);
             }
             // 1. The page in the log: the leaves must rebuild the root.
             if last > size {
@@ -112,7 +118,7 @@ impl Store {
             if merkle::root_over_range(size, start - 1, &leaves, &mut read)? != Some(root) {
                 // Name the first event whose leaf is not the stored one.
                 for (event, leaf) in events.iter().zip(&leaves) {
-                    if read_node(&tree, plan_id, NodeId::new(0, event.seq - 1))? != *leaf {
+                    if reader.read(NodeId::new(0, event.seq - 1))? != *leaf {
                         break 'check Some((event.seq, BrokenReason::RootMismatch));
                     }
                 }

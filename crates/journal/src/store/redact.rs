@@ -219,6 +219,9 @@ impl WriterLoop {
                 outcomes.push(outcome);
             }
             tables.fed.redact_events(&erased)?;
+            // The redaction records are appends: their plan's head row is
+            // written once, here, as after a batch of appends.
+            tables.write_heads()?;
             (outcomes, tables.fed.enqueued)
         };
         txn.commit().map_err(StoreError::from)?;
@@ -373,6 +376,17 @@ mod tests {
         let report = store.verify_plan(&a, &store.keyring()).unwrap();
         assert!(report.is_valid());
         assert_eq!(report.redacted, 1);
+        // The record is an append to the system journal: its head row moves
+        // with it (the writer's buffered heads are written), so a second
+        // redaction follows it and the journal verifies to its head.
+        let later = store.redact(vec![redaction(b, 3, "later")]).await;
+        assert!(later.unwrap()[0].is_ok());
+        let system = super::super::admin::SYSTEM_PLAN;
+        assert_eq!(store.head(&system).unwrap().map(|h| h.last_seq), Some(2));
+        let report = store.verify_plan(&system, &store.keyring()).unwrap();
+        assert!(report.is_valid());
+        assert_eq!(report.verified, 2);
+        assert_eq!(store.tree(&system).root(None).unwrap().unwrap().0, 2);
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await

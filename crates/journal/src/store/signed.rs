@@ -325,7 +325,9 @@ mod tests {
         let (fanout, _) = tokio::sync::broadcast::channel(16);
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let plan = Uuid::new_v4();
-        for i in 0..5 {
+        // More than a head row buffers (`head.rs`): the first leaves' hashes
+        // are in `tree_hashes`, where the edit below can reach them.
+        for i in 0..=crate::store::head::FLUSH_LEAVES {
             let request = AppendRequest {
                 plan_id: plan,
                 event_type: "step.done".into(),

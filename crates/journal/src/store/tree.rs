@@ -4,21 +4,23 @@
 //! Table:
 //! - `tree_hashes`: plan id (16) ‖ completing leaf index (u64) ‖ level (u8) → SHA-256
 //!
-//! Invariant: for a plan whose head is seq `n`, the table holds every
-//! perfect-subtree hash of the first `n` leaves (`logbook_tlog::merkle`),
-//! written in the same transaction as the event that completes it. So an
-//! append costs two hash writes on average, and a root, an inclusion proof
-//! or a consistency proof at any size costs O(log n) reads; nothing
-//! rescans a plan. Stores written before trees existed gain theirs in a
-//! one-time pass at open ([`Store::build_missing_trees`]).
+//! Invariant: for a plan whose head is seq `n`, every perfect-subtree hash
+//! of the first `n` leaves (`logbook_tlog::merkle`) is in the table or
+//! computable from the leaves buffered in the plan's head row
+//! ([`super::head`]), written in the transaction of the event that
+//! completes it. A root, an inclusion proof or a consistency proof at any
+//! size costs O(log n) reads; nothing rescans a plan. Stores written
+//! before trees existed gain theirs in a one-time pass at open
+//! ([`Store::build_missing_trees`]).
 
 use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
 use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
+use super::head::{HeadRow, TreeReader, TreeTail};
 use super::{
-    EVENTS, HEADS, PlanHead, Store, StoreError, decode, decode_event, event_from_record, event_key,
+    EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record, event_key,
 };
 use crate::chain::log_entry;
 use crate::event::Event;
@@ -76,30 +78,60 @@ pub(super) fn has_leaf(
             .is_some())
 }
 
-/// Stores the hashes that appending `event` (leaf `seq - 1`) completes.
-/// Called by the writer in the event's own transaction.
-pub(super) fn append_leaf(
+/// Stores the hashes that appending `event` (leaf `seq - 1`) completes
+/// (the upgrade pass, whose plans have version-1 head rows).
+fn append_leaf(
     table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
     event: &Event,
 ) -> Result<(), StoreError> {
     let leaf = merkle::leaf_hash(log_entry(event).as_bytes());
-    let index = event.seq - 1;
-    let new = merkle::hashes_to_store(index, leaf, &mut |node| {
-        read_node(&*table, &event.plan_id, node)
-    })?;
+    store_hashes(table, &event.plan_id, event.seq - 1, leaf)
+}
+
+/// Stores leaf `n` of `plan` and the hashes it completes, reading their
+/// left siblings from the table (which must hold every earlier hash).
+pub(super) fn store_hashes(
+    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    n: u64,
+    leaf: Hash,
+) -> Result<(), StoreError> {
+    let new = merkle::hashes_to_store(n, leaf, &mut |node| read_node(&*table, plan, node))?;
     for (node, hash) in new {
-        table.insert(tree_key(&event.plan_id, node), hash)?;
+        table.insert(tree_key(plan, node), hash)?;
     }
     Ok(())
 }
 
-/// The root of `plan`'s tree at `size`, read through a write transaction's table.
+/// The root of `plan`'s tree at `size`, read through a write transaction's
+/// table and the plan's head row.
 pub(super) fn root_in(
     table: &redb::Table<'_, TreeKey, [u8; 32]>,
     plan: &Uuid,
+    tail: &TreeTail,
     size: u64,
 ) -> Result<Hash, StoreError> {
-    merkle::root(size, &mut |node| read_node(table, plan, node))
+    let reader = TreeReader { table, plan, tail };
+    merkle::root(size, &mut |node| reader.read(node))
+}
+
+/// The head row of `plan` in a read snapshot (a missing plan: size 0).
+fn head_row(txn: &redb::ReadTransaction, plan: &Uuid) -> Result<HeadRow, StoreError> {
+    Ok(txn
+        .open_table(HEADS)?
+        .get(plan.into_bytes())?
+        .map(|v| HeadRow::decode(v.value()))
+        .transpose()?
+        .unwrap_or(HeadRow {
+            head: PlanHead {
+                last_seq: 0,
+                last_signature: [0; 32],
+                count: 0,
+                first_at: 0,
+                last_at: 0,
+            },
+            tail: HeadRow::empty_tail(),
+        }))
 }
 
 /// Removes every stored hash of `plan` (its deletion).
@@ -159,17 +191,20 @@ impl LogId {
         }
     }
 
-    /// The log's size (its leaf count) in `txn`.
-    fn size(self, txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    /// The log's size (its leaf count) in `txn`, and where the hashes
+    /// not in its table are: a plan's last leaves ride in its head row
+    /// (`head.rs`); the heads log has no such buffer, all of it is in
+    /// its table.
+    fn snapshot(self, txn: &redb::ReadTransaction) -> Result<(u64, TreeTail), StoreError> {
         match self {
-            LogId::Plan(plan) => Ok(txn
-                .open_table(HEADS)?
-                .get(plan.into_bytes())?
-                .map(|v| decode::<PlanHead>(v.value()))
-                .transpose()?
-                .map_or(0, |h| h.last_seq)),
+            LogId::Plan(plan) => {
+                let row = head_row(txn, &plan)?;
+                Ok((row.head.last_seq, row.tail))
+            }
             LogId::Heads => {
-                super::heads_log::size(&txn.open_table(super::heads_log::HEADS_LOG_ENTRIES)?)
+                let size =
+                    super::heads_log::size(&txn.open_table(super::heads_log::HEADS_LOG_ENTRIES)?)?;
+                Ok((size, TreeTail::InTable))
             }
         }
     }
@@ -203,14 +238,19 @@ impl Tree<'_> {
         f: impl FnOnce(u64, &mut dyn FnMut(NodeId) -> Result<Hash, StoreError>) -> Result<T, StoreError>,
     ) -> Result<Result<T, TreeRequestError>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let head = self.log.size(&txn)?;
+        let (head, tail) = self.log.snapshot(&txn)?;
         let size = size.unwrap_or(head);
         if size > head {
             return Ok(Err(TreeRequestError::BeyondHead { size, head }));
         }
         let (hashes, id) = self.log.hashes();
         let table = txn.open_table(hashes)?;
-        let mut read = |node| read_node(&table, &id, node);
+        let reader = TreeReader {
+            table: &table,
+            plan: &id,
+            tail: &tail,
+        };
+        let mut read = |node| reader.read(node);
         f(size, &mut read).map(Ok)
     }
 
@@ -275,10 +315,16 @@ impl Tree<'_> {
     /// all of which must be complete in the current tree: a hash tile.
     pub fn hashes(&self, level: u8, from: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.store.db.begin_read()?;
+        let (_, tail) = self.log.snapshot(&txn)?;
         let (hashes, id) = self.log.hashes();
         let table = txn.open_table(hashes)?;
+        let reader = TreeReader {
+            table: &table,
+            plan: &id,
+            tail: &tail,
+        };
         (from..from.saturating_add(count))
-            .map(|index| read_node(&table, &id, NodeId::new(level, index)))
+            .map(|index| reader.read(NodeId::new(level, index)))
             .collect()
     }
 }
@@ -312,7 +358,7 @@ impl Tree<'_> {
     /// (each entry as a 2-byte big-endian length and its bytes).
     pub fn tile(&self, tile: &TilePath) -> Result<Result<Vec<u8>, TileError>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let head = self.log.size(&txn)?;
+        let (head, tail) = self.log.snapshot(&txn)?;
         if !tile.exists_in(head) {
             return Ok(Err(TileError::NotInTree));
         }
@@ -324,9 +370,13 @@ impl Tree<'_> {
                 };
                 let (hashes, id) = self.log.hashes();
                 let table = txn.open_table(hashes)?;
+                let reader = TreeReader {
+                    table: &table,
+                    plan: &id,
+                    tail: &tail,
+                };
                 for index in first.index..first.index + count {
-                    let node = NodeId::new(first.level, index);
-                    out.extend_from_slice(&read_node(&table, &id, node)?);
+                    out.extend_from_slice(&reader.read(NodeId::new(first.level, index))?);
                 }
             }
             TileKind::Entries => {
@@ -400,7 +450,11 @@ impl Store {
             for entry in heads.iter()? {
                 let (k, v) = entry?;
                 let plan = Uuid::from_bytes(k.value());
-                let head: PlanHead = decode(v.value())?;
+                let HeadRow { head, tail } = HeadRow::decode(v.value())?;
+                if tail != TreeTail::InTable {
+                    // Version 2: written by a writer that keeps trees whole.
+                    continue;
+                }
                 let built = leaves_built(&tree, &plan, head.last_seq)?;
                 if built < head.last_seq {
                     plans.push((plan, built, head.last_seq));
@@ -623,6 +677,28 @@ mod tests {
             .unwrap();
     }
 
+    /// Makes `plan` look as a release before trees wrote it: no tree rows,
+    /// a version-1 head row.
+    fn written_before_trees(store: &Store, plan: &Uuid) {
+        let txn = store.db.begin_write().unwrap();
+        remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), plan).unwrap();
+        let mut heads = txn.open_table(HEADS).unwrap();
+        let head = heads
+            .get(plan.into_bytes())
+            .unwrap()
+            .map(|v| HeadRow::decode(v.value()).unwrap().head)
+            .unwrap();
+        let old = HeadRow {
+            head,
+            tail: TreeTail::InTable,
+        };
+        heads
+            .insert(plan.into_bytes(), old.encode().as_slice())
+            .unwrap();
+        drop(heads);
+        txn.commit().unwrap();
+    }
+
     /// A store written before trees existed (here: its tree rows removed)
     /// gains the same tree at the next open.
     #[tokio::test(flavor = "multi_thread")]
@@ -631,9 +707,7 @@ mod tests {
         let plan = Uuid::new_v4();
         let (store, writer) = filled(dir.path(), plan, 40).await;
         let before = store.tree(&plan).root(None).unwrap().unwrap();
-        let txn = store.db.begin_write().unwrap();
-        remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), &plan).unwrap();
-        txn.commit().unwrap();
+        written_before_trees(&store, &plan);
         assert!(
             store.tree(&plan).root(None).is_err(),
             "the tree rows are gone"
@@ -648,6 +722,28 @@ mod tests {
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         assert_eq!(store.tree(&plan).root(None).unwrap().unwrap(), before);
         assert_eq!(before.1, reference_root(&leaves(&store, &plan)));
+        // Appends after the pass buffer from leaf 40, not a multiple of
+        // the flush size, and flush across it.
+        for i in 0..40 {
+            store
+                .append(AppendRequest {
+                    plan_id: plan,
+                    event_type: "step.done".into(),
+                    actor: None,
+                    payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+                    expected_seq: None,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+        }
+        let leaves = leaves(&store, &plan);
+        for size in [40, 41, 71, 72, 73, 80] {
+            assert_eq!(
+                store.tree(&plan).root(Some(size)).unwrap().unwrap().1,
+                reference_root(&leaves[..size as usize])
+            );
+        }
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .unwrap();
@@ -662,9 +758,7 @@ mod tests {
         let (plan, other) = (Uuid::new_v4(), Uuid::new_v4());
         let (store, writer) = filled(dir.path(), plan, 5).await;
         store.remove_event_unchecked(&plan, 3).unwrap();
-        let txn = store.db.begin_write().unwrap();
-        remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), &plan).unwrap();
-        txn.commit().unwrap();
+        written_before_trees(&store, &plan);
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
