@@ -127,8 +127,9 @@ pub(crate) fn check(
         .map_err(|e| format!("bad-bundle: the heads checkpoint: {e}"))?;
     let mut cosigned: Vec<&CosignatureVerifier> = Vec::new();
     for witness in witnesses {
-        // One key given twice counts once.
-        if cosigned.iter().any(|w| w.to_vkey() == witness.to_vkey()) {
+        // One key counts once, under whatever names it is given: the
+        // cosigned message does not include the witness's name.
+        if cosigned.iter().any(|w| w.key == witness.key) {
             continue;
         }
         if witness.verify_note(&note).is_ok() {

@@ -81,6 +81,7 @@ impl PeerLogs {
             futures_util::future::join_all(peers.iter().map(|peer| fetch_one(fed, peer))).await;
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let before = std::mem::take(&mut *known);
+        let mut contested: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (peer, result) in peers.iter().zip(results) {
             let log = match result {
                 Ok(verifier) => PeerLog {
@@ -95,12 +96,16 @@ impl PeerLogs {
                     }
                 }
             };
-            // Two peers claiming one origin: neither is witnessed.
+            // Two (or more) peers claiming one origin: none is witnessed.
+            if contested.contains(&log.verifier.name) {
+                continue;
+            }
             if let Some(other) = known.get(&log.verifier.name)
                 && other.instance_id != log.instance_id
             {
                 tracing::warn!(origin = %log.verifier.name, a = %other.instance_id, b = %log.instance_id, "two peers claim one log origin; witnessing neither");
                 known.remove(&log.verifier.name);
+                contested.insert(log.verifier.name.clone());
                 continue;
             }
             known.insert(log.verifier.name.clone(), log);

@@ -37,6 +37,9 @@ use super::witness_api::{self, HeadsLog};
 /// witnesses' liveness, not the journal's traffic.
 pub(crate) const REFRESH: Duration = Duration::from_secs(60);
 
+/// How far ahead of our clock a cosignature's timestamp may be.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+
 /// 409 rounds in one attempt before backing off: a witness whose size keeps
 /// moving is being fed by someone else (a fork) or is broken.
 const MAX_CONFLICTS: usize = 3;
@@ -467,6 +470,16 @@ async fn round(
                     forget_key: true,
                     ..Failure::new("cosignature", format!("its answer: {e}"))
                 })?;
+                // Liveness is measured by our clock: a witness that dates its
+                // cosignatures ahead would otherwise never look stale.
+                let now = unix_now();
+                if time > now.saturating_add(MAX_CLOCK_SKEW.as_secs()) {
+                    return Err(Failure::new(
+                        "cosignature",
+                        format!("its cosignature is dated {time}, ahead of our clock ({now})"),
+                    ));
+                }
+                let time = now;
                 let (name, size, root) = (target.name.clone(), checkpoint.size, checkpoint.root);
                 let stored = fed
                     .store

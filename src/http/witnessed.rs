@@ -41,8 +41,13 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
             let Some(entry) = s.heads_entry(&plan_id)? else {
                 return Ok(None);
             };
-            let cosigned = s.latest_cosigned()?.filter(|c| c.size > entry.index);
             let tree = s.heads_tree();
+            // Cosignatures of a history the tree no longer has (a store
+            // restored in place) prove nothing about this one.
+            let cosigned = match s.latest_cosigned()?.filter(|c| c.size > entry.index) {
+                Some(c) if tree.root(Some(c.size))?.ok() == Some((c.size, c.root)) => Some(c),
+                _ => None,
+            };
             let proof = tree.inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
             Ok::<_, StoreError>(Some((entry, proof)))
         })

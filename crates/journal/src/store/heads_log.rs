@@ -243,6 +243,7 @@ impl Store {
             .map_or(0, |v| v.value());
         let positions = txn.open_table(POSITIONS)?;
         let mut moved: Vec<Uuid> = Vec::new();
+        let mut seen: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
         let mut reached = cursor;
         for row in positions
             .range(cursor.saturating_add(1)..)?
@@ -251,10 +252,11 @@ impl Store {
             let (position, key) = row?;
             let key = key.value();
             let plan = Uuid::from_bytes(key[..16].try_into().expect("16 bytes"));
-            if !moved.contains(&plan) {
+            if !seen.contains(&plan) {
                 if moved.len() == limit {
                     break;
                 }
+                seen.insert(plan);
                 moved.push(plan);
             }
             reached = position.value();

@@ -31,7 +31,8 @@ pub const MAX_WITNESS_NAME: usize = 200;
 pub struct WitnessedBy {
     /// Heads-log size the witness last cosigned (0: none yet).
     pub size: u64,
-    /// Unix seconds of that cosignature's timestamp (0: none yet).
+    /// Unix seconds, by our clock, when that cosignature arrived (0: none
+    /// yet): liveness is never taken from the witness's own timestamp.
     pub cosigned_at: u64,
     /// `logbook admin peers witness PEER on|off`; `None` follows the
     /// config (`[[peers]] witness`, true by default).
