@@ -148,6 +148,20 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
     };
     let (status, ..) = add(&beta, body(0, vec![], unknown.to_text().into_bytes())).await;
     assert_eq!(status, 404, "an unknown origin is 404 (tlog-witness)");
+    // The witness's own origins are never a peer's, whoever signs them.
+    for own in [
+        "logbook/beta",
+        "logbook/beta/0192f3a4-0000-7000-8000-000000000000",
+    ] {
+        let signer = Signer25519::new(own, &[5; 32]).unwrap();
+        let text = Checkpoint::new(own, 4, mth(0, 4)).unwrap().to_text();
+        let ours = Note {
+            signatures: vec![signer.sign(&text).unwrap()],
+            text,
+        };
+        let (status, ..) = add(&beta, body(0, vec![], ours.to_text().into_bytes())).await;
+        assert_eq!(status, 404, "{own} is the witness's own origin");
+    }
     let forged = Signer25519::new(ORIGIN, &[4; 32]).unwrap();
     let (status, ..) = add(&beta, body(0, vec![], note(&forged, 4, mth(0, 4)))).await;
     assert_eq!(status, 403);

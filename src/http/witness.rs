@@ -129,6 +129,18 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     let note = Note::parse(&request.note).map_err(|e| bad_request(e.to_string()))?;
     let checkpoint = Checkpoint::parse(&note.text).map_err(|e| bad_request(e.to_string()))?;
     let origin = checkpoint.origin.as_str();
+    // Our own origins (the heads log and every plan log) are never a
+    // peer's, whatever key name a peer's document binds; an origin the
+    // store cannot keep is no peer's either.
+    let own = state.log.origin_prefix();
+    if origin == own
+        || origin
+            .strip_prefix(own.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+        || origin.len() > logbook_journal::store::MAX_ORIGIN_BYTES
+    {
+        return Err(unknown_origin(origin));
+    }
 
     // Unknown origins share one bucket, taken before any fetch they cause.
     let rate = |bucket: &str| {

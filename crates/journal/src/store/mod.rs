@@ -86,7 +86,7 @@ use records::{
 pub use retention::PruneStep;
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
 pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
-pub use witness::{EvidenceStored, MAX_EVIDENCE, WitnessEvidence, WitnessLatest};
+pub use witness::{EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest};
 pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};
 
