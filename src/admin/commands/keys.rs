@@ -11,26 +11,17 @@ use super::{Context, Ctx, who};
 use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_journal::store::StoreError;
-use logbook_journal::store::admin::SYSTEM_PLAN;
 
 /// Records a key rotation in the system journal, signed with the current
 /// key; returns its seq there.
 async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Problem> {
-    let recorded = cx
-        .store
-        .append(logbook_journal::store::AppendRequest {
-            plan_id: SYSTEM_PLAN,
-            event_type: crate::admin::keys::KEY_ROTATED.into(),
-            actor: Some("logbook-admin".into()),
-            payload: logbook_journal::chain::CanonicalPayload::new(payload),
-            expected_seq: None,
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| {
-            Problem::unavailable(format!("the key rotated, but recording it failed: {e:?}"))
-        })?;
-    Ok(recorded.event.seq)
+    super::record_admin_event(
+        cx,
+        crate::admin::keys::KEY_ROTATED,
+        payload,
+        "the key rotated",
+    )
+    .await
 }
 
 pub(super) async fn backup(State(cx): Ctx) -> Result<Response, Problem> {

@@ -155,3 +155,27 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJso
 fn who(peer: &LocalPeer) -> Value {
     json!({"uid": peer.uid, "user": crate::admin::user_name(peer.uid), "pid": peer.pid})
 }
+
+/// Records what an admin did in the system journal (signed with the current
+/// key, like every event) and returns its seq there. `done` names what
+/// already happened, for the error when recording it fails.
+pub(super) async fn record_admin_event(
+    cx: &Context,
+    event_type: &str,
+    payload: &serde_json::Value,
+    done: &str,
+) -> Result<u64, Problem> {
+    let recorded = cx
+        .store
+        .append(logbook_journal::store::AppendRequest {
+            plan_id: logbook_journal::store::admin::SYSTEM_PLAN,
+            event_type: event_type.into(),
+            actor: Some("logbook-admin".into()),
+            payload: logbook_journal::chain::CanonicalPayload::new(payload),
+            expected_seq: None,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| Problem::unavailable(format!("{done}, but recording it failed: {e:?}")))?;
+    Ok(recorded.event.seq)
+}

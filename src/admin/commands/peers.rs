@@ -13,7 +13,6 @@ use crate::http::extract::Path;
 use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_journal::event::Timestamp;
-use logbook_journal::store::admin::SYSTEM_PLAN;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,21 +86,13 @@ async fn change_grants(
         "allow": record.granted(),
         "changed_by": who(&who_did),
     });
-    cx.store
-        .append(logbook_journal::store::AppendRequest {
-            plan_id: SYSTEM_PLAN,
-            event_type: format!("system.peer_{verb}"),
-            actor: Some("logbook-admin".into()),
-            payload: logbook_journal::chain::CanonicalPayload::new(&payload),
-            expected_seq: None,
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| {
-            Problem::unavailable(format!(
-                "the grants changed, but recording it failed: {e:?}"
-            ))
-        })?;
+    super::record_admin_event(
+        &cx,
+        &format!("system.peer_{verb}"),
+        &payload,
+        "the grants changed",
+    )
+    .await?;
     Ok(Json(logbook_federation::peers::peer_json(&record)))
 }
 
@@ -144,20 +135,6 @@ pub(super) async fn witness_peer(
         "witness": on,
         "changed_by": who(&who_did),
     });
-    cx.store
-        .append(logbook_journal::store::AppendRequest {
-            plan_id: SYSTEM_PLAN,
-            event_type: "system.peer_witness".into(),
-            actor: Some("logbook-admin".into()),
-            payload: logbook_journal::chain::CanonicalPayload::new(&payload),
-            expected_seq: None,
-            idempotency: None,
-        })
-        .await
-        .map_err(|e| {
-            Problem::unavailable(format!(
-                "the switch changed, but recording it failed: {e:?}"
-            ))
-        })?;
+    super::record_admin_event(&cx, "system.peer_witness", &payload, "the switch changed").await?;
     Ok(Json(json!({"instanceId": instance_id, "witness": on})))
 }
