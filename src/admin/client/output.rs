@@ -106,6 +106,14 @@ fn print_witnessing(w: &Value) {
             text(name)
         );
     }
+    if items(&w["witnesses"]).next().is_none() {
+        println!(
+            "{:<13} quorum {}, but no witness: heads checkpoints are not witnessed (peers witness by default; see [[witnesses]])",
+            "witnessing",
+            text(&w["quorum"])
+        );
+        return;
+    }
     let age = match w["quorum_age_secs"].as_u64() {
         Some(age) => format!("newest quorum checkpoint {age}s old"),
         None => "no checkpoint has a quorum yet".to_string(),
