@@ -15,6 +15,7 @@ pub(crate) mod outbox;
 pub(crate) mod peer_logs;
 pub(crate) mod peers;
 pub(crate) mod witness_api;
+pub(crate) mod witness_health;
 pub(crate) mod witnessing;
 
 use std::collections::HashMap;

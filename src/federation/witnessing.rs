@@ -119,59 +119,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Quorum health: how many witnesses cosigned the current heads checkpoint,
-/// and the age of the newest checkpoint that `quorum` witnesses cosigned
-/// (the `quorum`-th most recent cosignature time; `None`: never).
-pub(crate) fn quorum_age(statuses: &[WitnessStatus], quorum: usize, now: u64) -> Option<u64> {
-    if quorum == 0 {
-        return Some(0);
-    }
-    let mut times: Vec<u64> = statuses
-        .iter()
-        .map(|s| s.cosigned_at)
-        .filter(|&t| t > 0)
-        .collect();
-    times.sort_unstable_by(|a, b| b.cmp(a));
-    times.get(quorum - 1).map(|&t| now.saturating_sub(t))
-}
-
-/// A quorum whose newest cosignatures are older than this is stale: with
-/// healthy witnesses they are refreshed every [`REFRESH`].
-pub(crate) const STALE_AFTER: Duration = Duration::from_secs(3 * 60);
-
-/// How witnessed this instance is now: for `logbook admin status`,
-/// `/readyz` and `/metrics`. A stale quorum is a warning, never a stop.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct Health {
-    pub(crate) quorum: usize,
-    /// Seconds since the newest checkpoint that had a quorum (`None`: never).
-    pub(crate) quorum_age_secs: Option<u64>,
-    pub(crate) stale: bool,
-    /// Witnesses that refused our history: a rollback or fork of this instance.
-    pub(crate) refused: Vec<String>,
-    pub(crate) witnesses: Vec<WitnessStatus>,
-}
-
-impl Federation {
-    /// See [`Health`].
-    pub(crate) fn witness_health(&self) -> Health {
-        let quorum = self.witness_settings.current().quorum;
-        let witnesses = self.witnessing.status();
-        let quorum_age_secs = quorum_age(&witnesses, quorum, unix_now());
-        Health {
-            quorum,
-            stale: quorum_age_secs.is_none_or(|age| age > STALE_AFTER.as_secs()),
-            quorum_age_secs,
-            refused: witnesses
-                .iter()
-                .filter(|w| w.refused.is_some())
-                .map(|w| w.name.clone())
-                .collect(),
-            witnesses,
-        }
-    }
-}
-
 /// Starts a task for each target that has none, and stops the tasks of
 /// witnesses no longer listed. Called at start, on reload, on an admin
 /// switch and when peers change.
@@ -398,7 +345,7 @@ impl Failure {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -607,27 +554,4 @@ async fn read_text(mut response: reqwest::Response) -> Result<String, String> {
         body.extend_from_slice(&chunk);
     }
     String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cosigned(at: u64) -> WitnessStatus {
-        WitnessStatus {
-            cosigned_at: at,
-            ..WitnessStatus::default()
-        }
-    }
-
-    #[test]
-    fn the_quorum_age_is_that_of_the_kth_newest_cosignature() {
-        let s = [cosigned(100), cosigned(0), cosigned(90), cosigned(95)];
-        assert_eq!(quorum_age(&s, 1, 110), Some(10));
-        assert_eq!(quorum_age(&s, 2, 110), Some(15));
-        assert_eq!(quorum_age(&s, 3, 110), Some(20));
-        assert_eq!(quorum_age(&s, 4, 110), None);
-        assert_eq!(quorum_age(&s, 0, 110), Some(0));
-        assert_eq!(quorum_age(&[], 1, 110), None);
-    }
 }

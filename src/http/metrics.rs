@@ -50,7 +50,7 @@ struct Snapshot {
     last_commit_micros: u64,
     /// Per peer: messages waiting (pending or retrying), and dead ones.
     peer_queues: Vec<PeerQueue>,
-    witnessing: crate::federation::witnessing::Health,
+    witnessing: crate::federation::witness_health::Health,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
