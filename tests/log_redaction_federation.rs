@@ -4,7 +4,6 @@
 
 mod federation_common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use federation_common::*;
@@ -24,44 +23,17 @@ async fn append(node: &Node, plan: &str, payload: Value) {
 }
 
 async fn redact(node: &Node, plan: &str, seq: &str) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_logbook"));
-    command
-        .arg("admin")
-        .arg("--socket")
-        .arg(node.dir.path().join("admin.sock"))
-        .args(["redact", plan, seq, "--reason", "erasure request"]);
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || command.output().unwrap()),
-    )
-    .await
-    .expect("the admin command did not finish in time")
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    node.admin_text(&["redact", plan, seq, "--reason", "erasure request"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redacting_rewrites_the_outbox_copies() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (test_key("alpha"), test_key("beta"));
-    let alpha = Node::start(
-        "alpha",
-        pa,
-        "retry_initial_ms = 200\nretry_max_secs = 1",
-        &peer_config("beta", pb, &kb),
-    );
-    let mut beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "step.>"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let (alpha, mut beta) = subscribed_pair(
+        "retry_initial_ms = 200
+retry_max_secs = 1",
+    )
+    .await;
 
     let plan = Uuid::new_v4().to_string();
     append(&alpha, &plan, json!({"secret": "delivered-secret"})).await;

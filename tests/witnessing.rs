@@ -179,14 +179,14 @@ where
     }
 }
 
-fn evidence(node: &Node) -> Vec<Value> {
-    let (ok, v) = node.admin_json(&["witness", "evidence"]);
+async fn evidence(node: &Node) -> Vec<Value> {
+    let (ok, v) = node.admin_json(&["witness", "evidence"]).await;
     assert!(ok, "{v}");
     v["evidence"].as_array().cloned().unwrap_or_default()
 }
 
-fn status(node: &Node) -> Value {
-    let (ok, v) = node.admin_json(&["status"]);
+async fn status(node: &Node) -> Value {
+    let (ok, v) = node.admin_json(&["status"]).await;
     assert!(ok, "{v}");
     v
 }
@@ -206,7 +206,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     assert_eq!(python_cosignatures(&forged, &keys), 0);
 
     // The health: a quorum of two, fresh.
-    let s = status(&t.a);
+    let s = status(&t.a).await;
     assert_eq!(s["witnessing"]["quorum"], 2, "{s}");
     assert!(
         s["witnessing"]["quorum_age_secs"].as_u64().unwrap() < 120,
@@ -220,7 +220,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("p1.ndjson");
     let bundle = dir.path().join("p1.bundle.json");
-    let out = t.a.admin_text(&["export", &plan]);
+    let out = t.a.admin_text(&["export", &plan]).await;
     std::fs::write(&export, out).unwrap();
     let r =
         t.a.http
@@ -275,10 +275,10 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     assert!(!age_line.ends_with(" -1"), "{age_line}");
 
     // A peer switched off stops being sent checkpoints (and listed).
-    let out = t.a.admin_text(&["peers", "witness", "beta", "off"]);
+    let out = t.a.admin_text(&["peers", "witness", "beta", "off"]).await;
     assert!(out.contains("no longer witnesses"), "{out}");
     wait_for("beta dropped from the witnesses", WAIT, || async {
-        let names: Vec<Value> = status(&t.a)["witnessing"]["witnesses"]
+        let names: Vec<Value> = status(&t.a).await["witnessing"]["witnesses"]
             .as_array()
             .unwrap()
             .iter()
@@ -287,7 +287,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
         (names == [json!("peer:gamma")]).then_some(())
     })
     .await;
-    let (ok, _) = t.a.admin_json(&["peers", "witness", "nobody", "on"]);
+    let (ok, _) = t.a.admin_json(&["peers", "witness", "nobody", "on"]).await;
     assert!(!ok, "an unknown peer is refused");
     let three = verify("3");
     assert_eq!(
@@ -342,7 +342,7 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
             "evidence of the rollback",
             &[witness, &restored],
             || async {
-                let e = evidence(witness);
+                let e = evidence(witness).await;
                 (!e.is_empty()).then_some(e)
             },
         )
@@ -352,14 +352,14 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     }
     // A says so loudly.
     wait_for("A's status shows the refusal", WAIT, || async {
-        let s = status(&restored);
+        let s = status(&restored).await;
         (s["witnessing"]["refused"]
             .as_array()
             .is_some_and(|r| r.len() == 2))
         .then_some(())
     })
     .await;
-    let text = restored.admin_text(&["status"]);
+    let text = restored.admin_text(&["status"]).await;
     assert!(text.contains("WITNESS REFUSED"), "{text}");
     // Its served checkpoint carries no cosignature for the rolled-back history.
     let note = heads_checkpoint(&restored).await;
@@ -389,16 +389,16 @@ async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
 
     for witness in [&t.b, &t.c] {
         wait_for("evidence of the fork", WAIT, || async {
-            (!evidence(witness).is_empty()).then_some(())
+            (!evidence(witness).await.is_empty()).then_some(())
         })
         .await;
     }
     // Each witness cosigned one of the two histories, never both.
-    let refused_a = status(&t.a)["witnessing"]["refused"]
+    let refused_a = status(&t.a).await["witnessing"]["refused"]
         .as_array()
         .unwrap()
         .len();
-    let refused_twin = status(&twin)["witnessing"]["refused"]
+    let refused_twin = status(&twin).await["witnessing"]["refused"]
         .as_array()
         .unwrap()
         .len();
@@ -432,5 +432,8 @@ async fn a_witness_that_was_down_catches_up_over_the_gap() {
     t.c.restart();
     let note = cosigned_by(&t.a, &[&t.b, &t.c], grown - 1).await;
     assert!(checkpoint_size(&note) >= grown);
-    assert!(evidence(&t.c).is_empty(), "catching up is no evidence");
+    assert!(
+        evidence(&t.c).await.is_empty(),
+        "catching up is no evidence"
+    );
 }

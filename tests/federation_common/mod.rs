@@ -250,32 +250,35 @@ impl Node {
         self.dir.path()
     }
 
-    /// Runs `logbook admin --socket … ARGS --json` against this node and
-    /// returns its exit success and JSON output.
-    pub fn admin_json(&self, args: &[&str]) -> (bool, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
+    /// Runs `logbook admin --socket … ARGS` against this node (bounded in
+    /// time, off the async threads) and returns its output.
+    pub async fn admin(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_logbook"));
+        command
             .arg("admin")
             .arg("--socket")
             .arg(self.dir.path().join("admin.sock"))
             .args(args)
-            .arg("--json")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running logbook admin");
+            .stdin(Stdio::null());
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            tokio::task::spawn_blocking(move || command.output().expect("running logbook admin")),
+        )
+        .await
+        .expect("the admin command did not finish in time")
+        .unwrap()
+    }
+
+    /// `logbook admin ARGS --json`: whether it succeeded, and its JSON.
+    pub async fn admin_json(&self, args: &[&str]) -> (bool, Value) {
+        let out = self.admin(&[args, &["--json"]].concat()).await;
         let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.success(), json)
     }
 
-    /// Runs `logbook admin --socket … ARGS` and returns its stdout.
-    pub fn admin_text(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_logbook"))
-            .arg("admin")
-            .arg("--socket")
-            .arg(self.dir.path().join("admin.sock"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running logbook admin");
+    /// `logbook admin ARGS`, which must succeed; returns its stdout.
+    pub async fn admin_text(&self, args: &[&str]) -> String {
+        let out = self.admin(args).await;
         assert!(
             out.status.success(),
             "logbook admin {args:?}: {}",
@@ -353,6 +356,23 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// Alpha and beta, each listing the other, with beta subscribed to
+/// alpha's `step.>` events; `alpha_fed` holds alpha's `[federation]` lines.
+pub async fn subscribed_pair(alpha_fed: &str) -> (Node, Node) {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, alpha_fed, &peer_config("beta", pb, &kb));
+    let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/events/subscribe",
+            &serde_json::json!({"peer": "alpha", "eventType": "step.>"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (alpha, beta)
 }
 
 /// Copies a directory tree (a stopped daemon's data dir), keeping modes.
