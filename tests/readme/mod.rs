@@ -71,3 +71,56 @@ pub fn run_blocks(doc: &str, blocks: &[Block], session: &mut Session) {
         failures.join("\n\n")
     );
 }
+
+/// Most subcommands the help walk visits (a loop guard).
+const MAX_SUBCOMMANDS: usize = 300;
+
+/// `logbook WORDS --help`: its text, or what went wrong.
+pub fn help(words: &[String]) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logbook"))
+        .args(words)
+        .arg("--help")
+        .output()
+        .expect("running logbook");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`logbook {} --help` exited with {}: {}",
+            words.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The `--help` text of logbook and of every subcommand under it, found by
+/// reading each help's `Commands:` list.
+pub fn every_help() -> Vec<(Vec<String>, String)> {
+    let mut found = Vec::new();
+    let mut queue = vec![Vec::new()];
+    while let Some(words) = queue.pop() {
+        assert!(found.len() < MAX_SUBCOMMANDS, "the help walk loops");
+        let text = help(&words).unwrap_or_else(|e| panic!("{e}"));
+        for name in subcommands(&text) {
+            let mut child = words.clone();
+            child.push(name);
+            queue.push(child);
+        }
+        found.push((words, text));
+    }
+    found
+}
+
+/// The names in a clap help's `Commands:` list (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
