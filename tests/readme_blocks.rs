@@ -117,3 +117,29 @@ fn blocks_and_markers_are_read_as_documented() {
         assert!(shell_blocks(bad).is_err(), "refused: {bad:?}");
     }
 }
+
+/// A block that fails, or whose output lacks what a marker expects, fails
+/// the run; so does an HTTP error, which plain `curl -s` would hide.
+#[test]
+fn a_block_that_fails_when_pasted_fails_the_test() {
+    let text = "<!-- readme-test: background -->\n```sh\nlogbook serve  # 127.0.0.1:7411\n```\n";
+    let mut session = Session::new(repo(), &[text]);
+    run_blocks("(daemon)", &shell_blocks(text).unwrap(), &mut session);
+    for bad in [
+        "```sh\nfalse\n```\n",
+        "<!-- readme-test: expect bye -->\n```sh\necho hi\n```\n",
+        "```sh\ncurl -s localhost:7411/api/no-such-route\n```\n",
+        "```sh\ncurl -N 'localhost:7411/api/events/stream?types=step.>'\n```\n",
+    ] {
+        let blocks = shell_blocks(bad).unwrap();
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_blocks("(bad)", &blocks, &mut session)
+        }));
+        assert!(failed.is_err(), "this block must fail the test: {bad:?}");
+    }
+    let good = "<!-- readme-test: expect \"chain_valid\":true -->\n```sh\n\
+        curl -s -X POST localhost:7411/api/plans/0192f3a4-5b6c-7d8e-9f00-112233445566/events \
+        -H 'content-type: application/json' -d '{\"type\":\"step.completed\"}' >/dev/null\n\
+        curl -s 'localhost:7411/api/plans/0192f3a4-5b6c-7d8e-9f00-112233445566/events?verify=1'\n```\n";
+    run_blocks("(good)", &shell_blocks(good).unwrap(), &mut session);
+}

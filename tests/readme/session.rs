@@ -1,6 +1,7 @@
 //! A pasted session: one temp dir laid out like a checkout (`config.toml`,
-//! `target/{debug,release}/logbook`), a PATH whose `logbook`, `cargo` and
-//! `curl` are the shims below, loopback ports rewritten to free ones, and
+//! `target/{debug,release}/logbook`), a PATH with the binary under test as
+//! `logbook` and the `cargo` and `curl` shims below, loopback ports rewritten
+//! to free ones, and
 //! every block run by bash in its own process group, killed at the end.
 
 use std::collections::BTreeMap;
@@ -79,6 +80,9 @@ pub struct Session {
     ports: BTreeMap<u16, u16>,
     env: Vec<(String, String)>,
     groups: Vec<i32>,
+    /// The bash of each background block, reaped at the end (a zombie
+    /// leader would keep its group "alive").
+    background: Vec<Child>,
     count: usize,
 }
 
@@ -113,6 +117,7 @@ impl Session {
             ports,
             env: Vec::new(),
             groups: Vec::new(),
+            background: Vec::new(),
             count: 0,
         };
         let bin = root.join("bin");
@@ -223,6 +228,7 @@ impl Session {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            self.background.push(child);
             return Ok(ran(std::process::ExitStatus::default()));
         }
         let deadline = Instant::now() + BLOCK_TIMEOUT;
@@ -232,10 +238,10 @@ impl Session {
             }
             if Instant::now() > deadline {
                 kill_group(child.id() as i32, libc::SIGKILL);
-                let _ = child.wait();
-                let r = ran(child.try_wait().unwrap().unwrap_or_default());
+                let r = ran(child.wait().expect("reaping the killed block"));
                 return Err(format!(
-                    "did not finish within {BLOCK_TIMEOUT:?}\n--- stdout\n{}--- stderr\n{}",
+                    "did not finish within {BLOCK_TIMEOUT:?} (a command that runs until \
+                     Ctrl-C needs a skip marker)\n--- stdout\n{}--- stderr\n{}",
                     r.stdout, r.stderr
                 ));
             }
@@ -271,11 +277,20 @@ impl Drop for Session {
             kill_group(group, libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
+        loop {
+            for child in &mut self.background {
+                let _ = child.try_wait();
+            }
+            if !self.groups.iter().any(|&g| group_alive(g)) || Instant::now() > deadline {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         for &group in &self.groups {
             kill_group(group, libc::SIGKILL);
+        }
+        for child in &mut self.background {
+            let _ = child.wait();
         }
     }
 }
