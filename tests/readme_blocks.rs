@@ -142,4 +142,7 @@ fn a_block_that_fails_when_pasted_fails_the_test() {
         -H 'content-type: application/json' -d '{\"type\":\"step.completed\"}' >/dev/null\n\
         curl -s 'localhost:7411/api/plans/0192f3a4-5b6c-7d8e-9f00-112233445566/events?verify=1'\n```\n";
     run_blocks("(good)", &shell_blocks(good).unwrap(), &mut session);
+    let follows = "<!-- readme-test: follow -->\n<!-- readme-test: expect following -->\n\
+        ```sh\necho following; sleep 600\n```\n";
+    run_blocks("(follow)", &shell_blocks(follows).unwrap(), &mut session);
 }

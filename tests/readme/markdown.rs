@@ -11,6 +11,9 @@
 //! - `<!-- readme-test: background -->`: left running, like a second
 //!   terminal, for the blocks below it; the test waits until every loopback
 //!   port the block names answers `/readyz`.
+//! - `<!-- readme-test: follow -->`: runs until Ctrl-C (`logbook admin
+//!   tail`); the test interrupts it after a few seconds, and it passes if it
+//!   was still running (or had exited 0).
 //! - `<!-- readme-test: expect TEXT -->` (repeatable): the block's standard
 //!   output must contain TEXT.
 //! - `<!-- readme-test: needs CMD -->`: skipped, saying so, where CMD is not
@@ -26,6 +29,7 @@ const SHELL_LANGS: [&str; 4] = ["sh", "bash", "shell", "console"];
 pub struct Markers {
     pub skip: Option<String>,
     pub background: bool,
+    pub follow: bool,
     pub expect: Vec<String>,
     pub needs: Vec<String>,
 }
@@ -139,11 +143,12 @@ fn parse_marker(rest: &str, markers: &mut Markers) -> Result<(), String> {
             markers.skip = Some(reason.to_owned());
         }
         "background" => markers.background = true,
+        "follow" => markers.follow = true,
         "expect" if !arg.is_empty() => markers.expect.push(arg.to_owned()),
         "needs" if !arg.is_empty() => markers.needs.push(arg.to_owned()),
         _ => {
             return Err(format!(
-                "unknown readme-test marker {body:?} (skip — REASON, background, expect TEXT, needs CMD)"
+                "unknown readme-test marker {body:?} (skip — REASON, background, follow, expect TEXT, needs CMD)"
             ));
         }
     }

@@ -20,6 +20,8 @@ use super::markdown::Block;
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a background block's ports may take to answer `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a `follow` block runs before it gets SIGINT, as from Ctrl-C.
+const FOLLOW_FOR: Duration = Duration::from_secs(3);
 /// How long `curl -N` follows a stream before the shim ends it as a success.
 const STREAM_SECONDS: u32 = 2;
 
@@ -231,17 +233,29 @@ impl Session {
             self.background.push(child);
             return Ok(ran(std::process::ExitStatus::default()));
         }
-        let deadline = Instant::now() + BLOCK_TIMEOUT;
+        let follow = block.markers.follow;
+        let deadline = Instant::now() + if follow { FOLLOW_FOR } else { BLOCK_TIMEOUT };
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return Ok(ran(status));
+            }
+            if follow && Instant::now() > deadline {
+                // Still following: that is what it should do. Ctrl-C it.
+                kill_group(child.id() as i32, libc::SIGINT);
+                let stop = Instant::now() + Duration::from_secs(10);
+                while child.try_wait().unwrap().is_none() && Instant::now() < stop {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                kill_group(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+                return Ok(ran(std::process::ExitStatus::default()));
             }
             if Instant::now() > deadline {
                 kill_group(child.id() as i32, libc::SIGKILL);
                 let r = ran(child.wait().expect("reaping the killed block"));
                 return Err(format!(
                     "did not finish within {BLOCK_TIMEOUT:?} (a command that runs until \
-                     Ctrl-C needs a skip marker)\n--- stdout\n{}--- stderr\n{}",
+                     Ctrl-C needs a follow or skip marker)\n--- stdout\n{}--- stderr\n{}",
                     r.stdout, r.stderr
                 ));
             }
