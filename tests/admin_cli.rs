@@ -176,18 +176,18 @@ async fn tail_all_filters_by_type_from_the_head() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     daemon
-        .append_ok(&plan, json!({"type": "plan.started", "payload": {}}))
+        .append_ok(&plan, json!({"type": "plan.submitted", "payload": {}}))
         .await;
     fill(&daemon, &plan, 1).await;
     daemon
-        .append_ok(&plan, json!({"type": "plan.completed", "payload": {}}))
+        .append_ok(&plan, json!({"type": "plan.approved", "payload": {}}))
         .await;
     let mut seen = Vec::new();
     read_until(&rx, &mut seen, 2);
     let _ = tail.kill();
     let _ = tail.wait();
     let types: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["plan.started", "plan.completed"]);
+    assert_eq!(types, ["plan.submitted", "plan.approved"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
