@@ -22,6 +22,7 @@ use args::AdminCommand;
 pub(crate) use output::count;
 use transport::{Client, socket_path};
 
+#[derive(Debug)]
 struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
