@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, DaemonOpts, fill, logbook, new_plan, run_logbook};
+use common::{Daemon, DaemonOpts, fill, logbook, new_plan, run, run_logbook};
 use serde_json::{Value, json};
 
 /// Longest wait for a line of `admin tail`.
@@ -234,6 +234,27 @@ async fn counts_agree_with_their_nouns_and_bad_choices_are_listed() {
     assert!(
         bad.stderr.contains("bogus") && bad.stderr.contains("read, append, admin"),
         "{bad:?}"
+    );
+    // The daemon's own answer names the choices in words too, for a body
+    // and for a query string.
+    let mut curl = std::process::Command::new("curl");
+    curl.arg("-s")
+        .arg("--unix-socket")
+        .arg(daemon.admin_socket())
+        .args(["-H", "content-type: application/json"])
+        .args(["-d", r#"{"scopes":["bogus"]}"#, "http://logbook/tokens"]);
+    let answer: Value = serde_json::from_str(&run(curl).await.ok("curl")).unwrap();
+    assert_eq!(
+        answer["detail"],
+        "\"bogus\" is not a valid value; the valid values are: read, append, admin"
+    );
+    let resp = daemon.get_json("/api/events/stream?type=plan.*").await;
+    assert_eq!(resp.status, 400);
+    let detail: Value = serde_json::from_str(&resp.text).unwrap();
+    let detail = detail["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("\"type\" is not a known query parameter") && detail.contains("types"),
+        "{detail}"
     );
 }
 
