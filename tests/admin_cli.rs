@@ -211,6 +211,60 @@ async fn delete_without_a_terminal_needs_yes() {
     assert!(daemon.head(&plan).await.is_none());
 }
 
+/// `logbook admin plans delete PLAN` on a pseudo-terminal (util-linux
+/// `script`), answering `answer`; `None` when `script` is missing.
+async fn delete_on_a_terminal(daemon: &Daemon, plan: &str, answer: &str) -> Option<String> {
+    let probe = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if probe.is_err() {
+        eprintln!("no `script` here to make a terminal; skipping");
+        return None;
+    }
+    let command = format!(
+        "{} admin --socket {} plans delete {plan}",
+        env!("CARGO_BIN_EXE_logbook"),
+        daemon.admin_socket().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning script");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    let wait = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let out = tokio::time::timeout(LINE_TIMEOUT, wait)
+        .await
+        .expect("plans delete on a terminal did not finish")
+        .unwrap()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_a_terminal_asks_first() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan().to_string();
+    fill(&daemon, &plan, 2).await;
+    let Some(no) = delete_on_a_terminal(&daemon, &plan, "n").await else {
+        return;
+    };
+    assert!(no.contains("and its 2 events for good? [y/N]"), "{no}");
+    assert!(no.contains("not deleted"), "{no}");
+    assert!(daemon.head(&plan).await.is_some());
+    let yes = delete_on_a_terminal(&daemon, &plan, "y").await.unwrap();
+    assert!(yes.contains("deleted plan"), "{yes}");
+    assert!(daemon.head(&plan).await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_agree_with_their_nouns_and_bad_choices_are_listed() {
     let daemon = Daemon::start(DaemonOpts::default());
