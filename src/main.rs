@@ -388,8 +388,8 @@ fn verify_export(
 
 fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
     match logbook_journal::store::admin::restore(file, data_dir) {
-        Ok(events) => {
-            println!("restored {events} events into {}", data_dir.display());
+        Ok(restored) => {
+            println!("restored {} into {}", events(restored), data_dir.display());
             eprintln!(
                 "note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET"
             );

@@ -173,10 +173,10 @@ impl Client {
         let v = self.call(Method::POST, "/compact", None).await?;
         self.show(&v, |v| {
             println!(
-                "compacted: {} bytes before, {} after ({} rows)",
+                "compacted: {} bytes before, {} after ({})",
                 text(&v["bytes_before"]),
                 text(&v["bytes_after"]),
-                text(&v["rows"])
+                count(v["rows"].as_u64().unwrap_or(0), "row", "rows")
             );
         });
         Ok(())
