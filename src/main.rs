@@ -124,6 +124,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `logbook completions bash > ~/.local/share/bash-completion/completions/logbook`;
+    /// zsh: into a directory of $fpath as `_logbook`; fish:
+    /// `~/.config/fish/completions/logbook.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `logbook man > logbook.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -166,7 +177,45 @@ fn main() -> ExitCode {
             )
         }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "logbook", &mut script);
+            print_bytes("completions", &script)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            // The top-level page, from the same definition as `--help`.
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_bytes("man", &page),
+                Err(e) => {
+                    eprintln!("logbook man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// Writes generated text to stdout; a reader that stopped early (`| head`)
+/// is not an error.
+fn print_bytes(what: &str, bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logbook {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `1 event`, `2 events`.
+fn events(n: u64) -> String {
+    crate::admin::client::count(n, "event", "events")
 }
 
 /// `--bundle` and what it is checked with.
@@ -283,11 +332,13 @@ fn verify_export(
         ) => {
             match head_signature {
                 Some(head) => println!(
-                    "ok: {count} events, head signature {}",
+                    "ok: {}, head signature {}",
+                    events(*count),
                     logbook_base::hex::encode(head)
                 ),
                 None => println!(
-                    "ok: {count} events in order, payloads match their hashes (no HMAC key: signatures not checked)"
+                    "ok: {} in order, payloads match their hashes (no HMAC key: signatures not checked)",
+                    events(*count)
                 ),
             }
             if *redacted > 0 {
@@ -310,10 +361,16 @@ fn verify_export(
             failed = true;
         }
         (Some(LogOutcome::Ok { size }), Some(_)) => {
-            println!("ok: the first {size} events are the signed checkpoint's log")
+            println!(
+                "ok: the first {} are the signed checkpoint's log",
+                events(size)
+            )
         }
         (Some(LogOutcome::Truncated { export, checkpoint }), _) => {
-            println!("truncated: the export has {export} events, the checkpoint {checkpoint}");
+            println!(
+                "truncated: the export has {}, the checkpoint {checkpoint}",
+                events(export)
+            );
             failed = true;
         }
         (Some(LogOutcome::RootMismatch), Some(_)) => {
@@ -331,8 +388,8 @@ fn verify_export(
 
 fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
     match logbook_journal::store::admin::restore(file, data_dir) {
-        Ok(events) => {
-            println!("restored {events} events into {}", data_dir.display());
+        Ok(restored) => {
+            println!("restored {} into {}", events(restored), data_dir.display());
             eprintln!(
                 "note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET"
             );

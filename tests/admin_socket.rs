@@ -418,7 +418,9 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
     fill(&daemon, &kept, 2).await;
     let head = daemon.admin_json(&["plans", "show", &doomed]).await;
 
-    let deleted = daemon.admin_json(&["plans", "delete", &doomed]).await;
+    let deleted = daemon
+        .admin_json(&["plans", "delete", "--yes", &doomed])
+        .await;
     assert_eq!(deleted["deleted_events"], 3);
     assert_eq!(
         daemon
@@ -461,7 +463,9 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
         403,
         "clients cannot write the system journal"
     );
-    let refused = daemon.admin(&["plans", "delete", SYSTEM_PLAN]).await;
+    let refused = daemon
+        .admin(&["plans", "delete", "--yes", SYSTEM_PLAN])
+        .await;
     assert!(!refused.success());
     assert!(refused.stderr.contains("403"));
     assert!(
@@ -470,7 +474,7 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
             .await
             .contains("0 broken")
     );
-    let gone = daemon.admin(&["plans", "delete", &doomed]).await;
+    let gone = daemon.admin(&["plans", "delete", "--yes", &doomed]).await;
     assert!(gone.stderr.contains("404"));
 
     // A deleted plan's id is never used again.

@@ -151,27 +151,46 @@ async fn subscribe_publish_ack_and_wildcards() {
         .await;
     assert_eq!(body["messages"], json!([]));
 
-    // The stream of received events resumes after Last-Event-ID and filters by pattern.
-    let response = beta
-        .http
-        .get(beta.url("/api/v1/federation/events/stream?eventType=step.started"))
-        .header("last-event-id", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut response = response;
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+    // The stream of received events resumes after Last-Event-ID and filters
+    // by pattern: `types=`, as on the journal's stream, and its old name
+    // `eventType=` alike.
+    for filter in ["types=step.started", "eventType=step.started"] {
+        let response = beta
+            .http
+            .get(beta.url(&format!("/api/v1/federation/events/stream?{filter}")))
+            .header("last-event-id", "0")
+            .send()
             .await
-            .unwrap()
-            .unwrap()
             .unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
+        assert_eq!(response.status(), 200, "{filter}");
+        let mut response = response;
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(text.contains("id: 2\n"), "{filter}: {text}");
+        assert!(!text.contains("step.custom.done"), "{filter}: {text}");
     }
-    assert!(text.contains("id: 2\n"), "{text}");
-    assert!(!text.contains("step.custom.done"), "{text}");
+    // A bad pattern is named by the parameter it came in; both names at once are refused.
+    for (query, named) in [
+        ("types=step..x", "types"),
+        ("eventType=step..x", "eventType"),
+        ("types=step.*&eventType=step.*", "not both"),
+    ] {
+        let (status, body) = beta
+            .get(&format!("/api/v1/federation/events/stream?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(named),
+            "{query}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

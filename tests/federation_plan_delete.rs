@@ -23,7 +23,7 @@ async fn append(node: &Node, plan: &str, payload: Value) {
 }
 
 async fn delete_plan(node: &Node, plan: &str) {
-    node.admin_text(&["plans", "delete", plan]).await;
+    node.admin_text(&["plans", "delete", "--yes", plan]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ async fn a_follower_of_a_deleted_plan_is_told_and_the_id_is_never_used_again() {
     assert_eq!(stream.take_events(3).await.last().unwrap().0, 3);
 
     let deleted = daemon
-        .admin_json(&["plans", "delete", &plan.to_string()])
+        .admin_json(&["plans", "delete", "--yes", &plan.to_string()])
         .await;
     assert_eq!(deleted["deleted_events"], 3);
     let frame = stream.next_message_frame(Duration::from_secs(10)).await;
@@ -70,7 +70,7 @@ async fn a_follower_of_a_deleted_plan_ends_even_if_the_plan_stays_gone() {
         .await;
     assert_eq!(stream.take_events(2).await.last().unwrap().0, 2);
     daemon
-        .admin_json(&["plans", "delete", &plan.to_string()])
+        .admin_json(&["plans", "delete", "--yes", &plan.to_string()])
         .await;
     let frame = stream.next_message_frame(Duration::from_secs(10)).await;
     assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
@@ -91,7 +91,7 @@ async fn all_plans_stream_steps_over_the_positions_of_a_deleted_plan() {
     assert_eq!(live.take_events(5).await.last().unwrap().0, 5);
 
     daemon
-        .admin_json(&["plans", "delete", &doomed.to_string()])
+        .admin_json(&["plans", "delete", "--yes", &doomed.to_string()])
         .await; // tombstone: position 6
     fill(&daemon, kept, 2).await; // positions 7, 8
 
@@ -119,7 +119,7 @@ async fn positions_are_not_reused_after_a_deletion_and_a_restart() {
     fill(&daemon, kept, 1).await; // position 1
     fill(&daemon, doomed, 3).await; // positions 2..=4
     daemon
-        .admin_json(&["plans", "delete", &doomed.to_string()])
+        .admin_json(&["plans", "delete", "--yes", &doomed.to_string()])
         .await; // tombstone: position 5
     daemon.restart();
     fill(&daemon, kept, 1).await;

@@ -239,7 +239,7 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
     fill(&daemon, doomed, 2).await;
     let (size, root) = plan_head(&daemon, &doomed).await;
     daemon
-        .admin_json(&["plans", "delete", &doomed.to_string()])
+        .admin_json(&["plans", "delete", "--yes", &doomed.to_string()])
         .await;
     let (status, note) = text(&daemon, "/api/v1/log/checkpoint").await;
     assert_eq!(status, 200);

@@ -276,7 +276,7 @@ async fn bad_redactions_are_refused_and_change_nothing() {
     fill(&daemon, &plan, 2).await;
     let gone = new_plan().to_string();
     fill(&daemon, &gone, 1).await;
-    daemon.admin_ok(&["plans", "delete", &gone]).await;
+    daemon.admin_ok(&["plans", "delete", "--yes", &gone]).await;
     daemon
         .admin_ok(&["redact", &plan, "1", "--reason", "first"])
         .await;

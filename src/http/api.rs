@@ -146,8 +146,8 @@ pub(crate) async fn append(
             "unknown-type",
             "Unknown event type",
             format!(
-                "type {:?} is not registered (see GET /api/event-types)",
-                body.event_type
+                "type {:?} is not registered (see GET /api/event-types): register it in the config file with [[registry.types]] name = {:?}, or accept every type with [registry] strict = false, then restart the daemon",
+                body.event_type, body.event_type
             ),
         ));
     }

@@ -281,7 +281,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
             .await
             .map(|q| Query(q.0))
             .map_err(|e| {
-                Problem::bad_request("invalid-query", "Invalid query string", e.body_text())
+                Problem::bad_request(
+                    "invalid-query",
+                    "Invalid query string",
+                    plain_query(&e.body_text()),
+                )
             })
     }
 }
@@ -309,7 +313,9 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
 /// caller's 422.
 pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
     let kind = match &value {
-        Value::Object(_) => return serde_json::from_value(value).map_err(|e| e.to_string()),
+        Value::Object(_) => {
+            return serde_json::from_value(value).map_err(|e| plain_choices(&e.to_string()));
+        }
         Value::Array(_) => "an array",
         Value::String(_) => "a string",
         Value::Number(_) => "a number",
@@ -317,6 +323,48 @@ pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Resul
         Value::Null => "null",
     };
     Err(format!("the body must be a JSON object, not {kind}"))
+}
+
+/// axum's "Failed to deserialize query string: NAME: unknown field …" as
+/// [`plain_choices`] words; other messages without the axum prefix.
+fn plain_query(text: &str) -> String {
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    match text.find("unknown ") {
+        Some(at) => plain_choices_of(
+            &text[at..],
+            "is not a known query parameter; the parameters are",
+        ),
+        None => text.to_string(),
+    }
+}
+
+/// serde's "unknown variant `x`, expected one of `a`, `b`" (and the same
+/// for fields) in words for people: the value given and the valid choices,
+/// without the parser's vocabulary. Any other message is kept.
+fn plain_choices(message: &str) -> String {
+    plain_choices_of(message, "is not a known member; the members are")
+}
+
+/// [`plain_choices`] with `fields` saying what an unknown field is.
+fn plain_choices_of(message: &str, fields: &str) -> String {
+    let (what, rest) = if let Some(rest) = message.strip_prefix("unknown variant `") {
+        ("is not a valid value; the valid values are", rest)
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
+        (fields, rest)
+    } else {
+        return message.to_string();
+    };
+    let Some((given, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    // The choices are the backquoted words after "expected".
+    let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    if choices.is_empty() {
+        return format!("{given:?} {what}: none");
+    }
+    format!("{given:?} {what}: {}", choices.join(", "))
 }
 
 /// A JSON value built in one pass that fails, like [`NoDuplicates`], on an
@@ -397,6 +445,33 @@ mod tests {
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonp"));
         assert!(!is_json(None));
+    }
+
+    #[test]
+    fn bad_choices_are_listed_in_words() {
+        assert_eq!(
+            plain_choices("unknown variant `bogus`, expected one of `read`, `append`, `admin`"),
+            "\"bogus\" is not a valid value; the valid values are: read, append, admin"
+        );
+        assert_eq!(
+            plain_choices("unknown variant `x`, expected `on` or `off`"),
+            "\"x\" is not a valid value; the valid values are: on, off"
+        );
+        assert_eq!(
+            plain_choices("unknown field `nme`, expected `name` or `scopes`"),
+            "\"nme\" is not a known member; the members are: name, scopes"
+        );
+        assert_eq!(plain_choices("missing field `x`"), "missing field `x`");
+        assert_eq!(
+            plain_query(
+                "Failed to deserialize query string: type: unknown field `type`, expected one of `after`, `types`"
+            ),
+            "\"type\" is not a known query parameter; the parameters are: after, types"
+        );
+        assert_eq!(
+            plain_query("Failed to deserialize query string: limit: invalid digit"),
+            "limit: invalid digit"
+        );
     }
 
     #[test]

@@ -25,6 +25,43 @@ pub(crate) enum AdminCommand {
     /// List, show or delete plans.
     #[command(subcommand)]
     Plans(PlansCommand),
+    /// A plan's events as a table: seq, time, type, actor and the payload
+    /// cut short (--full for whole events, --json for the API's page).
+    Events {
+        /// Plan id (UUID).
+        plan: String,
+        /// Start after this seq.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        after: u64,
+        /// At most N events.
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        limit: u64,
+        /// Only events whose type this pattern matches (plan.*, step.>, …).
+        #[arg(long = "type", value_name = "PATTERN")]
+        type_pattern: Option<String>,
+        /// Every field of every event, payloads whole.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Follow a plan's events live, or every plan's with --all, until
+    /// Ctrl-C. Resumes where it was after a daemon restart, without a gap
+    /// or a duplicate. With --json, one event per line.
+    Tail {
+        /// Plan id (UUID).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        plan: Option<String>,
+        /// Every plan (the system journal too).
+        #[arg(long)]
+        all: bool,
+        /// Only events whose type this pattern matches (plan.*, step.>, …).
+        #[arg(long = "type", value_name = "PATTERN")]
+        type_pattern: Option<String>,
+        /// Start after this cursor (a plan's seq; with --all a store-wide
+        /// position) [default: the current head, so only new events].
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
+    },
     /// Verify a plan's whole chain, or every plan with --all.
     Verify {
         /// Plan id (UUID).
@@ -204,16 +241,23 @@ pub(crate) enum PlansCommand {
     /// One plan's head: seq, signature, count, first and last time.
     Show { plan: String },
     /// Delete a plan and its events. A tombstone (who, when, head signature)
-    /// is recorded in the system journal, which cannot be deleted.
-    Delete { plan: String },
+    /// is recorded in the system journal, which cannot be deleted. Asks
+    /// first on a terminal; elsewhere --yes is required.
+    Delete {
+        plan: String,
+        /// Delete without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokensCommand {
     /// Create a token; it is printed once and stored only as a hash.
     Create {
-        /// Comma-separated scopes: read, append.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Comma-separated scopes: read, append, admin.
+        #[arg(long, value_delimiter = ',', required = true,
+              value_parser = ["read", "append", "admin"])]
         scope: Vec<String>,
         /// A name for the token [default: token-<id>].
         #[arg(long)]

@@ -5,7 +5,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::args::{KeysCommand, TokensCommand};
-use super::output::{items, join, print_status, text};
+use super::output::{count, items, join, print_status, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -102,13 +102,13 @@ impl Client {
             KeysCommand::RotateRsa => {
                 let v = self.call(Method::POST, "/keys/rotate-rsa", None).await?;
                 self.show(&v, |v| {
-                println!(
-                    "federation key rotated: key {} (was {}), fingerprint {}; announced to {} peers",
-                    text(&v["new_key_id"]),
-                    text(&v["old_key_id"]),
-                    text(&v["fingerprint"]),
-                    text(&v["peers_notified"])
-                );
+                    println!(
+                        "federation key rotated: key {} (was {}), fingerprint {}; announced to {}",
+                        text(&v["new_key_id"]),
+                        text(&v["old_key_id"]),
+                        text(&v["fingerprint"]),
+                        count(v["peers_notified"].as_u64().unwrap_or(0), "peer", "peers")
+                    );
                 });
             }
             KeysCommand::RotateLog => {

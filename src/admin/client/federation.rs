@@ -4,7 +4,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand, Switch, WitnessCommand};
-use super::output::{items, join, text};
+use super::output::{count, items, join, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -99,7 +99,14 @@ impl Client {
                     )
                     .await?;
                 self.show(&v, |v| {
-                    println!("{} dead messages queued again", text(&v["requeued"]))
+                    println!(
+                        "{} queued again",
+                        count(
+                            v["requeued"].as_u64().unwrap_or(0),
+                            "dead message",
+                            "dead messages"
+                        )
+                    )
                 });
             }
             DeadCommand::Drop {
@@ -115,7 +122,14 @@ impl Client {
                     )
                     .await?;
                 self.show(&v, |v| {
-                    println!("{} dead messages dropped", text(&v["dropped"]))
+                    println!(
+                        "{} dropped",
+                        count(
+                            v["dropped"].as_u64().unwrap_or(0),
+                            "dead message",
+                            "dead messages"
+                        )
+                    )
                 });
             }
         }

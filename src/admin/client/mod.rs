@@ -3,22 +3,26 @@
 //! people, or as JSON with `--json`.
 //!
 //! `args` holds the command line; `transport` the socket and the request;
-//! `output` the rendering for people; `plans`, `daemon` and `federation`
-//! the command groups.
+//! `output` the rendering for people (tables); `plans`, `daemon` and
+//! `federation` the command groups; `events` and `tail` read events.
 
 mod args;
 mod daemon;
+mod events;
 mod federation;
 mod output;
 mod plans;
+mod tail;
 mod transport;
 
 use std::process::ExitCode;
 
 pub(crate) use args::AdminArgs;
 use args::AdminCommand;
+pub(crate) use output::count;
 use transport::{Client, socket_path};
 
+#[derive(Debug)]
 struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -58,6 +62,35 @@ impl Client {
         match command {
             AdminCommand::Status => self.status().await?,
             AdminCommand::Plans(command) => self.plans(command).await?,
+            AdminCommand::Events {
+                plan,
+                after,
+                limit,
+                type_pattern,
+                full,
+            } => {
+                self.events(events::EventsQuery {
+                    plan,
+                    after,
+                    limit,
+                    type_pattern,
+                    full,
+                })
+                .await?
+            }
+            AdminCommand::Tail {
+                plan,
+                type_pattern,
+                after,
+                ..
+            } => {
+                self.tail(tail::TailQuery {
+                    plan,
+                    type_pattern,
+                    after,
+                })
+                .await?
+            }
             AdminCommand::Verify {
                 plan: Some(plan), ..
             } => return self.verify(&plan).await,

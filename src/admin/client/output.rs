@@ -146,9 +146,9 @@ fn print_witnessing(w: &Value) {
 pub(crate) fn print_verify(v: &Value) {
     if v["chain_valid"] == true {
         println!(
-            "{}: ok, {} events, head signature {}",
+            "{}: ok, {}, head signature {}",
             text(&v["plan_id"]),
-            text(&v["verified"]),
+            count(v["verified"].as_u64().unwrap_or(0), "event", "events"),
             text(&v["head_signature"])
         );
         if v["redacted"].as_u64().is_some_and(|n| n > 0) {
@@ -156,11 +156,120 @@ pub(crate) fn print_verify(v: &Value) {
         }
     } else {
         println!(
-            "{}: BROKEN at seq {} ({}); {} events verified before it",
+            "{}: BROKEN at seq {} ({}); {} verified before it",
             text(&v["plan_id"]),
             text(&v["broken_at"]),
             text(&v["broken_reason"]),
-            text(&v["verified"])
+            count(v["verified"].as_u64().unwrap_or(0), "event", "events")
         );
+    }
+}
+
+/// `1 plan`, `2 plans`: a count with its noun in the right number.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A table for people: every column as wide as its widest cell, the last
+/// one left ragged so that long values do not pad every line.
+pub(crate) struct Table {
+    header: Vec<&'static str>,
+    /// Columns aligned to the right (numbers).
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Column names; a name starting with `>` is right-aligned (the `>` is
+    /// not printed).
+    pub(crate) fn new(header: &[&'static str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.trim_start_matches('>')).collect(),
+            right: header.iter().map(|h| h.starts_with('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        assert_eq!(
+            cells.len(),
+            self.header.len(),
+            "a row has one cell per column"
+        );
+        self.rows.push(cells);
+    }
+
+    pub(crate) fn print(&self) {
+        let mut out = String::new();
+        self.render(&mut out);
+        print!("{out}");
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+        for cells in std::iter::once(&header).chain(&self.rows) {
+            let last = cells.len() - 1;
+            let mut line = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                if self.right[i] {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    if i < last {
+                        line.push_str(&" ".repeat(pad));
+                    }
+                }
+                if i < last {
+                    line.push_str("  ");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+}
+
+/// `s` cut to at most `max` characters, with `…` when something was cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    assert!(max > 0);
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_fit_their_content() {
+        let mut table = Table::new(&[">SEQ", "TYPE", "PAYLOAD"]);
+        table.row(vec!["1".into(), "plan.created".into(), "{}".into()]);
+        table.row(vec!["10".into(), "x".into(), "{\"a\":1}".into()]);
+        let mut out = String::new();
+        table.render(&mut out);
+        assert_eq!(
+            out,
+            "SEQ  TYPE          PAYLOAD\n  1  plan.created  {}\n 10  x             {\"a\":1}\n"
+        );
+    }
+
+    #[test]
+    fn counts_and_truncation() {
+        assert_eq!(count(1, "plan", "plans"), "1 plan");
+        assert_eq!(count(0, "plan", "plans"), "0 plans");
+        assert_eq!(truncate("héllo", 5), "héllo");
+        assert_eq!(truncate("héllo world", 5), "héll…");
     }
 }

@@ -8,7 +8,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::args::PlansCommand;
-use super::output::{items, print_verify, text};
+use super::output::{count, items, print_verify, text};
 use super::transport::{copy_body, segment};
 use super::{Client, Failure};
 
@@ -44,15 +44,18 @@ impl Client {
                     .await?;
                 self.print_object(&v);
             }
-            PlansCommand::Delete { plan } => {
+            PlansCommand::Delete { plan, yes } => {
+                if !yes && !confirm_delete(self, &plan).await? {
+                    return Err(Failure(format!("plan {plan} not deleted")));
+                }
                 let v = self
                     .call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None)
                     .await?;
                 self.show(&v, |v| {
                     println!(
-                        "deleted plan {} ({} events, head seq {}); tombstone at system journal seq {}",
+                        "deleted plan {} ({}, head seq {}); tombstone at system journal seq {}",
                         text(&v["plan_id"]),
-                        text(&v["deleted_events"]),
+                        count(v["deleted_events"].as_u64().unwrap_or(0), "event", "events"),
                         text(&v["head_seq"]),
                         text(&v["tombstone"]["seq"])
                     );
@@ -86,7 +89,11 @@ impl Client {
         let mut broken = 0;
         for (i, plan) in plans.iter().enumerate() {
             if progress {
-                eprint!("\rverifying {}/{} plans", i + 1, plans.len());
+                eprint!(
+                    "\rverifying {}/{}",
+                    i + 1,
+                    count(plans.len() as u64, "plan", "plans")
+                );
             }
             // A plan deleted since the listing is not a failure.
             let v = match self
@@ -110,7 +117,10 @@ impl Client {
             for v in results.iter().filter(|v| v["chain_valid"] != true) {
                 print_verify(v);
             }
-            println!("{} plans verified, {broken} broken", results.len());
+            println!(
+                "{} verified, {broken} broken",
+                count(results.len() as u64, "plan", "plans")
+            );
         });
         Ok(if broken == 0 {
             ExitCode::SUCCESS
@@ -163,10 +173,10 @@ impl Client {
         let v = self.call(Method::POST, "/compact", None).await?;
         self.show(&v, |v| {
             println!(
-                "compacted: {} bytes before, {} after ({} rows)",
+                "compacted: {} bytes before, {} after ({})",
                 text(&v["bytes_before"]),
                 text(&v["bytes_after"]),
-                text(&v["rows"])
+                count(v["rows"].as_u64().unwrap_or(0), "row", "rows")
             );
         });
         Ok(())
@@ -219,4 +229,23 @@ impl<W: Write> Write for LineCount<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+/// Asks on the terminal before a deletion; refuses outright when there is
+/// no terminal to ask (a script must say `--yes`).
+async fn confirm_delete(client: &Client, plan: &str) -> Result<bool, Failure> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(Failure(format!(
+            "refusing to delete plan {plan} without confirmation: stdin is not a terminal; pass --yes to delete it"
+        )));
+    }
+    let head = client
+        .call(Method::GET, &format!("/plans/{}", segment(plan)), None)
+        .await?;
+    let events = count(head["count"].as_u64().unwrap_or(0), "event", "events");
+    eprint!("delete plan {plan} and its {events} for good? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

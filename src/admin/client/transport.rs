@@ -85,20 +85,47 @@ impl Client {
         Ok(value)
     }
 
+    /// GETs a JSON document that may not exist: `None` on 404.
+    pub(crate) async fn get_optional(&self, path: &str) -> Result<Option<Value>, Failure> {
+        let response = self.send(Method::GET, path, None).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
+        if !status.is_success() {
+            return Err(problem_failure(status, &value));
+        }
+        Ok(Some(value))
+    }
+
     /// Sends a request whose answer is read as a stream: the body on
     /// success, else the problem.
     pub(crate) async fn open(&self, method: Method, path: &str) -> Result<Incoming, Failure> {
+        self.try_open(method, path)
+            .await?
+            .map_err(|(_, failure)| failure)
+    }
+
+    /// Like [`Client::open`], but tells the two failures apart: the outer
+    /// error is the daemon out of reach (worth a retry), the inner one the
+    /// problem it answered, with its status.
+    pub(crate) async fn try_open(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Result<Incoming, (StatusCode, Failure)>, Failure> {
         let response = self.send(method, path, None).await?;
         let status = response.status();
         let body = response.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
-            return Err(problem_failure(
-                status,
-                &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            ));
+            let problem = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Ok(Err((status, problem_failure(status, &problem))));
         }
-        Ok(body)
+        Ok(Ok(body))
     }
 }
 

@@ -13,6 +13,8 @@ use logbook_journal::store::DB_FILE;
 pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     use std::sync::atomic::Ordering::Relaxed;
     let (plans, events) = cx.store.run(move |store| store.totals()).await?;
+    // Where `admin tail --all` starts: the all-plans stream's cursor now.
+    let last_position = cx.store.run(move |store| store.last_position()).await?;
     let peers = cx.store.run(crate::http::metrics::peer_queues).await?;
     let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
     let stats = cx.store.stats();
@@ -24,6 +26,7 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "data_dir": cx.data_dir.display().to_string(),
         "plans": plans,
         "events": events,
+        "last_position": last_position,
         "disk_bytes": disk_bytes,
         "peers": peers,
         "queue_depths": {"writer": cx.store.queue_depth(), "peers": peers.iter().map(|q| (q.peer.clone(), q.queued)).collect::<std::collections::BTreeMap<_, _>>()},

@@ -19,8 +19,12 @@ use crate::http::extract::Query;
 use crate::http::problem::Problem;
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub(super) struct StreamQuery {
+    /// The filter, named as on the journal's all-plans stream.
+    types: Option<String>,
+    /// The name this stream had first; still accepted (docs/http-api.md).
+    #[serde(rename = "eventType")]
     event_type: Option<String>,
     after: Option<u64>,
     // Read by the auth layer; accepted here so it is not an unknown key.
@@ -29,8 +33,9 @@ pub(super) struct StreamQuery {
     access_token: Option<String>,
 }
 
-/// `GET …/events/stream?eventType=PATTERN`: SSE of received messages, `id:`
+/// `GET …/events/stream?types=PATTERN,…`: SSE of received messages, `id:`
 /// = inbox position; resumes after `Last-Event-ID` (or `?after=`).
+/// `eventType=` is the old name of `types=`.
 pub(super) async fn stream(
     State(state): State<AppState>,
     grant: auth::Grant,
@@ -38,11 +43,22 @@ pub(super) async fn stream(
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, Problem> {
     let after = crate::http::api::cursor(&headers, q.after)?;
-    let filter = TypeFilter::parse(q.event_type.as_deref().unwrap_or("")).map_err(|e| {
+    let (name, patterns) = match (&q.types, &q.event_type) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                "give types= or its old name eventType=, not both",
+            ));
+        }
+        (None, Some(old)) => ("eventType", old.as_str()),
+        (types, None) => ("types", types.as_deref().unwrap_or("")),
+    };
+    let filter = TypeFilter::parse(patterns).map_err(|e| {
         Problem::bad_request(
             "invalid-query",
             "Invalid query string",
-            format!("eventType: {e}"),
+            format!("{name}: {e}"),
         )
     })?;
     let fed = super::fed(&state);
