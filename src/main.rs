@@ -361,10 +361,11 @@ fn verify_export(
             failed = true;
         }
         (Some(LogOutcome::Ok { size }), Some(_)) => {
-            println!(
-                "ok: the first {} are the signed checkpoint's log",
-                events(size)
-            )
+            if size == 1 {
+                println!("ok: the first event is the signed checkpoint's log")
+            } else {
+                println!("ok: the first {size} events are the signed checkpoint's log")
+            }
         }
         (Some(LogOutcome::Truncated { export, checkpoint }), _) => {
             println!(
