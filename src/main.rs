@@ -50,9 +50,9 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Address to listen on, e.g. 127.0.0.1:7411 (overrides server.listen).
-        /// A non-loopback address requires API tokens.
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen on, e.g. 127.0.0.1:7411 or localhost:7411
+        /// (overrides server.listen). A non-loopback address requires API tokens.
+        #[arg(long, value_name = "ADDR", value_parser = crate::config::listen::parse)]
         listen: Option<SocketAddr>,
         /// Directory for the journal and keys (overrides server.data_dir).
         #[arg(long, value_name = "DIR")]
@@ -112,6 +112,8 @@ enum Command {
         #[arg(long, value_name = "K", default_value_t = 1, requires = "bundle")]
         quorum: usize,
     },
+    /// Check a configuration without starting the daemon.
+    Config(crate::config::check::ConfigArgs),
     /// Install a backup as the store of an empty data dir.
     ///
     /// FILE comes from `logbook admin backup FILE`. The HMAC key files
@@ -166,6 +168,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::Config(args) => crate::config::check::run(args),
     }
 }
 
@@ -354,6 +357,12 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
         }
     };
     config.apply(&overrides);
+    // Checked before logging starts, so a bad log.level is refused, not
+    // silently read as "log nothing".
+    if let Err(e) = config.check_before_start(|name| std::env::var(name).ok()) {
+        eprintln!("logbook: {e}");
+        return ExitCode::from(2);
+    }
     crate::server::init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -368,8 +377,13 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("logbook: {e}");
+            // Once: in the log when it shows errors (both go to stderr),
+            // else on stderr as it is.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("logbook: {e}");
+            }
             ExitCode::FAILURE
         }
     }
