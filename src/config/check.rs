@@ -73,28 +73,30 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
     };
     let file = Config::file_path(config.as_deref());
     match check(file.as_deref(), &overrides, |name| std::env::var(name).ok()) {
-        Ok(report) if json => {
-            println!("{:#}", to_json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", to_text(&report));
-            ExitCode::SUCCESS
-        }
+        Ok(report) if json => out(&format!("{:#}\n", to_json(&report))),
+        Ok(report) => out(&to_text(&report)),
         Err(e) => {
-            let shown = file.as_ref().map_or("the built-in defaults".into(), |p| {
-                p.display().to_string()
-            });
+            let shown = file
+                .as_ref()
+                .map_or("the built-in defaults".into(), |p| p.display().to_string());
             if json {
-                println!(
-                    "{:#}",
-                    json!({"valid": false, "file": file.as_ref().map(|p| p.display().to_string()), "error": e})
-                );
+                let file = file.as_ref().map(|p| p.display().to_string());
+                out(&format!(
+                    "{:#}\n",
+                    json!({"valid": false, "file": file, "error": e})
+                ));
             }
             eprintln!("logbook config check: {shown} is invalid: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
 }
 
 fn check(
@@ -119,7 +121,12 @@ fn check(
     if let Err(e) = config.check_exposure(0, false) {
         // Tokens created over the admin socket live in the store, which a
         // check does not open: only a journal that exists can hold them.
-        if config.server.data_dir.join(logbook_journal::store::DB_FILE).is_file() {
+        if config
+            .server
+            .data_dir
+            .join(logbook_journal::store::DB_FILE)
+            .is_file()
+        {
             notes.push(format!(
                 "{e} (unless the journal in {} holds a token created with `logbook admin tokens create`)",
                 config.server.data_dir.display()
@@ -135,7 +142,11 @@ fn check(
                 .server
                 .data_dir
                 .join(logbook_journal::keys::GENERATED_KEY_FILE);
-            let state = if key.is_file() { "" } else { ", generated at the first start" };
+            let state = if key.is_file() {
+                ""
+            } else {
+                ", generated at the first start"
+            };
             (Source::Default, format!("{}{state}", key.display()))
         }
     };
@@ -218,7 +229,10 @@ mod tests {
 
         std::fs::write(&path, "[log]\nlevel = \"inf\"\n").unwrap();
         let err = check(Some(&path), &Overrides::default(), |_| None).unwrap_err();
-        assert!(err.contains("log.level") && err.contains("info, warn"), "{err}");
+        assert!(
+            err.contains("log.level") && err.contains("info, warn"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -172,15 +172,25 @@ mod tests {
         let env = |name: &str| (name == LOG_ENV).then(|| "debug".to_string());
         let all = settings(&config, Some(&table), &overrides, env).unwrap();
         let listen = find(&all, "server.listen");
-        assert_eq!((listen.source, listen.from.as_deref()), (Source::Flag, Some("--listen")));
+        assert_eq!(
+            (listen.source, listen.from.as_deref()),
+            (Source::Flag, Some("--listen"))
+        );
         assert_eq!(listen.value.as_str(), Some("127.0.0.1:9"));
         assert_eq!(find(&all, "sse.keepalive_secs").source, Source::File);
         assert_eq!(find(&all, "sse.max_streams").source, Source::Default);
         let level = find(&all, "log.level");
-        assert_eq!((level.source, level.value.as_str()), (Source::Environment, Some("debug")));
+        assert_eq!(
+            (level.source, level.value.as_str()),
+            (Source::Environment, Some("debug"))
+        );
         let tokens = find(&all, "auth.tokens");
         assert_eq!(tokens.source, Source::File);
-        assert!(!tokens.value.to_string().contains("\"aa\""), "{}", tokens.value);
+        assert!(
+            !tokens.value.to_string().contains("\"aa\""),
+            "{}",
+            tokens.value
+        );
         assert!(tokens.value.to_string().contains(REDACTED));
         assert_eq!(all[0].key, "server.listen", "in the file's order");
     }

@@ -58,7 +58,13 @@ mod tests {
         let local = parse("localhost:7411").unwrap();
         assert!(local.ip().is_loopback(), "{local}");
         assert_eq!(local.port(), 7411);
-        for bad in ["localhost", "localhost:port", "a b:1", ":1", "127.0.0.1:99999"] {
+        for bad in [
+            "localhost",
+            "localhost:port",
+            "a b:1",
+            ":1",
+            "127.0.0.1:99999",
+        ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("use an IP address"), "{bad}: {err}");
         }

@@ -58,7 +58,15 @@ mod tests {
         ] {
             assert!(parse(good).is_ok(), "{good}");
         }
-        for bad in ["inf", "loud", "logbook=loud", "", " ", "info, debug", "info,inf"] {
+        for bad in [
+            "inf",
+            "loud",
+            "logbook=loud",
+            "",
+            " ",
+            "info, debug",
+            "info,inf",
+        ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("trace, debug, info"), "{bad:?}: {err}");
         }

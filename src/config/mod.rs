@@ -17,7 +17,9 @@ pub(crate) mod log_filter;
 mod sections;
 mod witness;
 pub(crate) use auth::{Auth, AuthRequired, Scope, TokenConfig};
-pub(crate) use sections::{Http, Limits, Log, LogFormat, RegistryConfig, Server, Sse, StorageConfig};
+pub(crate) use sections::{
+    Http, Limits, Log, LogFormat, RegistryConfig, Server, Sse, StorageConfig,
+};
 pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
@@ -386,10 +388,11 @@ pub(crate) fn hmac_secret(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<&'static str>, String> {
     use logbook_journal::keys::{MIN_ENV_SECRET_BYTES, SECRET_ENV_VARS};
-    let Some((name, len)) = SECRET_ENV_VARS
-        .iter()
-        .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v.len())))
-    else {
+    let Some((name, len)) = SECRET_ENV_VARS.iter().find_map(|name| {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| (*name, v.len()))
+    }) else {
         return Ok(None);
     };
     if len < MIN_ENV_SECRET_BYTES {
@@ -520,7 +523,10 @@ mod tests {
     fn a_bad_log_level_is_refused_naming_the_valid_ones() {
         let c = Config::parse("[log]\nlevel = \"inf\"\n").unwrap();
         let err = c.validate().unwrap_err();
-        assert!(err.starts_with("log.level") && err.contains("trace, debug, info"), "{err}");
+        assert!(
+            err.starts_with("log.level") && err.contains("trace, debug, info"),
+            "{err}"
+        );
         let ok = Config::default();
         assert!(ok.check_before_start(|_| None).is_ok());
         let err = ok
