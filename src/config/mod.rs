@@ -397,7 +397,8 @@ pub(crate) fn hmac_secret(
     };
     if len < MIN_ENV_SECRET_BYTES {
         return Err(format!(
-            "${name} is {len} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes"
+            "${name} is {len} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
+             Generate one with: head -c 32 /dev/urandom | base64"
         ));
     }
     Ok(Some(name))
