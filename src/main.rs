@@ -41,7 +41,9 @@ enum Command {
     /// Run the journal daemon.
     ///
     /// Reads FILE (default: ./config.toml if it exists, else the embedded
-    /// default, which is the shipped config.toml). Flags override the file.
+    /// default, which is the shipped config.toml); a file needs only the
+    /// keys it changes. $RUST_LOG overrides log.level; flags override the
+    /// file. `logbook config check` shows the result without starting.
     /// The HMAC signing key comes from $LOGBOOK_HMAC_SECRET,
     /// $EVENT_BUS_HMAC_SECRET or $SESSION_SECRET, or is generated on first
     /// start into <data-dir>/hmac.key (mode 0600). Stops cleanly on SIGTERM
