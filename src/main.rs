@@ -41,7 +41,9 @@ enum Command {
     /// Run the journal daemon.
     ///
     /// Reads FILE (default: ./config.toml if it exists, else the embedded
-    /// default, which is the shipped config.toml). Flags override the file.
+    /// default, which is the shipped config.toml); a file needs only the
+    /// keys it changes. $RUST_LOG overrides log.level; flags override the
+    /// file. `logbook config check` shows the result without starting.
     /// The HMAC signing key comes from $LOGBOOK_HMAC_SECRET,
     /// $EVENT_BUS_HMAC_SECRET or $SESSION_SECRET, or is generated on first
     /// start into <data-dir>/hmac.key (mode 0600). Stops cleanly on SIGTERM
@@ -50,9 +52,9 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Address to listen on, e.g. 127.0.0.1:7411 (overrides server.listen).
-        /// A non-loopback address requires API tokens.
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen on, e.g. 127.0.0.1:7411 or localhost:7411
+        /// (overrides server.listen). A non-loopback address requires API tokens.
+        #[arg(long, value_name = "ADDR", value_parser = crate::config::listen::parse)]
         listen: Option<SocketAddr>,
         /// Directory for the journal and keys (overrides server.data_dir).
         #[arg(long, value_name = "DIR")]
@@ -112,6 +114,8 @@ enum Command {
         #[arg(long, value_name = "K", default_value_t = 1, requires = "bundle")]
         quorum: usize,
     },
+    /// Check a configuration without starting the daemon.
+    Config(crate::config::check::ConfigArgs),
     /// Install a backup as the store of an empty data dir.
     ///
     /// FILE comes from `logbook admin backup FILE`. The HMAC key files
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::Config(args) => crate::config::check::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -412,6 +417,12 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
         }
     };
     config.apply(&overrides);
+    // Checked before logging starts, so a bad log.level is refused, not
+    // silently read as "log nothing".
+    if let Err(e) = config.check_before_start(|name| std::env::var(name).ok()) {
+        eprintln!("logbook: {e}");
+        return ExitCode::from(2);
+    }
     crate::server::init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -426,8 +437,13 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("logbook: {e}");
+            // Once: in the log when it shows errors (both go to stderr),
+            // else on stderr as it is.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("logbook: {e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::http::{AppState, auth::Tokens};
+use logbook_base::fresh_dir::FreshDir;
 use logbook_base::private_file::ensure_private_dir;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{StreamStats, fanout};
@@ -37,10 +38,19 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     // while the daemon starts is acted on once it serves, never a kill by
     // the default disposition.
     let signals = StopSignals::install()?;
-    // The loopback rule waits for the store: tokens created over the admin
+    // The port first: a port in use is the commonest failed start, and it
+    // then fails before anything is written (and before a long recovery).
+    // Connections made while the store opens wait in the backlog.
+    let listener = bind_listener(config.server.listen, config.server.listen_backlog)
+        .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The settings were checked before logging started (`check_before_start`);
+    // the loopback rule waits for the store: tokens created over the admin
     // socket live there.
-    config.validate_settings()?;
     let data_dir = &config.server.data_dir;
+    // A first start that fails below leaves the data dir as it found it
+    // (absent or empty), so the next try is a first start again.
+    let fresh = FreshDir::inspect(data_dir);
     ensure_private_dir(data_dir)
         .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
 
@@ -192,10 +202,6 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         witness: Arc::new(witness),
     };
 
-    let listener = bind_listener(config.server.listen, config.server.listen_backlog)
-        .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-
     let admin_socket = config.admin_socket_path();
     let admin = crate::admin::bind(&admin_socket, Some(&config.server.admin_group)).await?;
     let app = App {
@@ -233,6 +239,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     }
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
     // The store is open and both listeners are bound.
+    fresh.keep();
     crate::notify::notify("READY=1");
     crate::notify::spawn_watchdog(shutdown.clone());
     crate::retention::spawn(

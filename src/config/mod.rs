@@ -4,20 +4,31 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
-pub(crate) use logbook_journal::store::admin::Scope;
+use logbook_journal::registry::MAX_TYPE_LEN;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
 pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
+mod auth;
+pub(crate) mod check;
+mod layers;
+pub(crate) mod listen;
+pub(crate) mod log_filter;
+mod sections;
 mod witness;
+pub(crate) use auth::{Auth, AuthRequired, Scope, TokenConfig};
+pub(crate) use sections::{
+    Http, Limits, Log, LogFormat, RegistryConfig, Server, Sse, StorageConfig,
+};
 pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file. Every key has a default, the shipped `config.toml`'s
+/// value (a test holds them equal), so a file names only what it changes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
     pub(crate) server: Server,
     pub(crate) log: Log,
@@ -25,30 +36,22 @@ pub(crate) struct Config {
     pub(crate) sse: Sse,
     pub(crate) http: Http,
     pub(crate) registry: RegistryConfig,
-    #[serde(default)]
-    pub(crate) auth: Auth,
-    #[serde(default)]
-    pub(crate) federation: FederationConfig,
-    #[serde(default)]
-    pub(crate) peers: Vec<PeerConfig>,
-    #[serde(default)]
     pub(crate) storage: StorageConfig,
-    #[serde(default)]
-    pub(crate) checkpoints: CheckpointsConfig,
-    /// Outside C2SP witnesses of the heads log, besides the peers.
-    #[serde(default)]
-    pub(crate) witnesses: Vec<OutsideWitnessConfig>,
-    #[serde(default)]
-    pub(crate) witness: WitnessConfig,
-    #[serde(default)]
     pub(crate) retention: RetentionConfig,
+    pub(crate) checkpoints: CheckpointsConfig,
+    pub(crate) witness: WitnessConfig,
+    pub(crate) auth: Auth,
+    pub(crate) federation: FederationConfig,
+    pub(crate) peers: Vec<PeerConfig>,
+    /// Outside C2SP witnesses of the heads log, besides the peers.
+    pub(crate) witnesses: Vec<OutsideWitnessConfig>,
 }
 
 /// Most outside witnesses, and the largest quorum.
 pub(crate) const MAX_WITNESSES: usize = 32;
 
 /// `[[witnesses]]`: an outside C2SP witness (c2sp.org/tlog-witness).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OutsideWitnessConfig {
     /// Submission prefix: the sender POSTs to `{url}/add-checkpoint`.
@@ -67,7 +70,7 @@ impl OutsideWitnessConfig {
 }
 
 /// `[retention]`: what the journal keeps, and for how long.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RetentionConfig {
     /// Payloads of events older than this many days (fractions allowed)
@@ -97,7 +100,7 @@ impl RetentionConfig {
 }
 
 /// `[checkpoints]`: how plan logs name themselves in signed checkpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CheckpointsConfig {
     /// The log key's name; a plan's origin is `{origin_prefix}/{plan_id}`.
@@ -154,167 +157,6 @@ impl CheckpointsConfig {
     }
 }
 
-/// `[storage]`: how the journal database is written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct StorageConfig {
-    /// redb quick repair: every commit records the allocator state, so a
-    /// start after a crash skips the full repair, at the price of a second
-    /// fsync per commit (see docs/benchmarks.md).
-    pub(crate) quick_repair: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Server {
-    pub(crate) listen: SocketAddr,
-    pub(crate) data_dir: PathBuf,
-    #[serde(default)]
-    pub(crate) admin_socket: String,
-    /// Group (name or gid) whose members may also use the admin socket.
-    #[serde(default)]
-    pub(crate) admin_group: String,
-    pub(crate) shutdown_grace_secs: u64,
-    /// Host names (besides loopback) the API answers to while no token is
-    /// required: a guard against DNS rebinding.
-    #[serde(default)]
-    pub(crate) allowed_hosts: Vec<String>,
-    /// Most HTTP connections open at once on the TCP listener.
-    #[serde(default = "default_max_connections")]
-    pub(crate) max_connections: usize,
-    /// Pending connections the kernel queues before accept (listen(2)'s
-    /// backlog; the kernel caps it at net.core.somaxconn).
-    #[serde(default = "default_listen_backlog")]
-    pub(crate) listen_backlog: u32,
-}
-
-fn default_max_connections() -> usize {
-    16_384
-}
-
-fn default_listen_backlog() -> u32 {
-    4096
-}
-
-fn default_max_streams() -> usize {
-    15_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Log {
-    pub(crate) level: String,
-    pub(crate) format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Limits {
-    pub(crate) max_body_bytes: usize,
-    pub(crate) max_json_depth: usize,
-    pub(crate) max_type_len: usize,
-    pub(crate) max_actor_len: usize,
-    pub(crate) request_timeout_secs: u64,
-    /// Days an Idempotency-Key is remembered after its event was appended.
-    #[serde(default = "default_keep_days")]
-    pub(crate) idempotency_keep_days: u64,
-}
-
-fn default_keep_days() -> u64 {
-    30
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Sse {
-    pub(crate) keepalive_secs: u64,
-    /// Most SSE streams open at once over TCP; more get 503.
-    #[serde(default = "default_max_streams")]
-    pub(crate) max_streams: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Http {
-    pub(crate) cors_origins: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RegistryConfig {
-    pub(crate) strict: bool,
-    #[serde(default)]
-    pub(crate) types: Vec<EventType>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Auth {
-    #[serde(default)]
-    pub(crate) tokens: Vec<TokenConfig>,
-    #[serde(default)]
-    pub(crate) required: AuthRequired,
-}
-
-/// `[auth] required`: whether API requests over TCP need a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum AuthRequired {
-    /// Required once any token has ever existed (a latch kept in the store).
-    #[default]
-    Auto,
-    /// Always required; with no token, TCP gets 401 and only the admin socket works.
-    Always,
-    /// The operator's explicit opt-out. Still loopback only, with the Host
-    /// and Origin checks, and federation management on the admin socket only.
-    Never,
-}
-
-impl AuthRequired {
-    /// The setting as written in config.toml.
-    pub(crate) fn as_json(self) -> serde_json::Value {
-        match self {
-            AuthRequired::Auto => serde_json::json!("auto"),
-            AuthRequired::Always => serde_json::json!(true),
-            AuthRequired::Never => serde_json::json!(false),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for AuthRequired {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bool(bool),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bool(true) => Ok(AuthRequired::Always),
-            Raw::Bool(false) => Ok(AuthRequired::Never),
-            Raw::Text(t) if t == "auto" => Ok(AuthRequired::Auto),
-            Raw::Text(t) => Err(serde::de::Error::custom(format!(
-                "auth.required must be \"auto\", true or false, not {t:?}"
-            ))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TokenConfig {
-    pub(crate) name: String,
-    /// Hex SHA-256 of the bearer token.
-    pub(crate) sha256: String,
-    pub(crate) scopes: Vec<Scope>,
-}
-
 /// Command-line values that override the file.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Overrides {
@@ -335,11 +177,7 @@ impl Config {
     /// Reads `path`, or `./config.toml` when no path is given and it exists,
     /// or else the embedded default. Returns the config and where it came from.
     pub(crate) fn load(path: Option<&Path>) -> Result<(Config, String), String> {
-        let path = match path {
-            Some(p) => Some(p.to_path_buf()),
-            None => Some(PathBuf::from("config.toml")).filter(|p| p.is_file()),
-        };
-        match path {
+        match Config::file_path(path) {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| format!("reading {}: {e}", p.display()))?;
@@ -380,6 +218,7 @@ impl Config {
     /// Everything [`Config::validate`] checks except the loopback rule,
     /// which also counts tokens kept in the store ([`Config::check_exposure`]).
     pub(crate) fn validate_settings(&self) -> Result<(), String> {
+        log_filter::parse(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         // Stopping must take under 5 s in all: the grace plus the writer drain.
         if self.server.shutdown_grace_secs > 4 {
             return Err(
@@ -453,6 +292,35 @@ impl Config {
         Ok(())
     }
 
+    /// Everything that can be checked before the daemon touches its data
+    /// dir: the settings, the `RUST_LOG` that would override `log.level`,
+    /// `[federation]`, `[registry]` and `[[peers]]`. `env` reads the
+    /// environment. The loopback rule needs the store (`check_exposure`).
+    pub(crate) fn check_before_start(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        self.validate_settings()?;
+        if let Some(filter) = env(layers::LOG_ENV) {
+            log_filter::parse(&filter).map_err(|e| format!("${}: {e}", layers::LOG_ENV))?;
+        }
+        hmac_secret(&env)?;
+        self.federation.validate().map_err(|e| e.to_string())?;
+        logbook_journal::registry::Registry::new(self.registry.strict, &self.registry.types)
+            .map_err(|e| format!("registry.types: {e}"))?;
+        logbook_federation::peers::check_config(&self.federation.instance_id, &self.peers)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The path `load` reads: `path`, else `./config.toml` if it exists.
+    pub(crate) fn file_path(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.is_file()),
+        }
+    }
+
     /// `[[witnesses]]` and `witness_quorum`: bounded, each URL a plain
     /// http(s) prefix, each vkey a cosignature key, no witness twice.
     fn check_witnesses(&self) -> Result<(), String> {
@@ -511,6 +379,29 @@ impl Config {
             )),
         }
     }
+}
+
+/// The variable the HMAC secret comes from, if one is set: the first of
+/// `SECRET_ENV_VARS` that is not empty, as `Keyring::load` takes it, refused
+/// when it is too short to be a key.
+pub(crate) fn hmac_secret(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<&'static str>, String> {
+    use logbook_journal::keys::{MIN_ENV_SECRET_BYTES, SECRET_ENV_VARS};
+    let Some((name, len)) = SECRET_ENV_VARS.iter().find_map(|name| {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| (*name, v.len()))
+    }) else {
+        return Ok(None);
+    };
+    if len < MIN_ENV_SECRET_BYTES {
+        return Err(format!(
+            "${name} is {len} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
+             Generate one with: head -c 32 /dev/urandom | base64"
+        ));
+    }
+    Ok(Some(name))
 }
 
 #[cfg(test)]
@@ -585,8 +476,73 @@ mod tests {
         }
     }
 
+    /// The shipped file is the full documented default: it parses to
+    /// exactly the built-in defaults and names every key they have (only
+    /// the empty lists of tables, shown as commented examples, are absent).
+    #[test]
+    fn the_shipped_file_is_exactly_the_built_in_defaults() {
+        let shipped = toml::Table::try_from(Config::embedded_default()).unwrap();
+        let built_in = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(shipped, built_in);
+        let file: toml::Table = EMBEDDED_DEFAULT.parse().unwrap();
+        for (section, value) in &built_in {
+            match (value, file.get(section)) {
+                (toml::Value::Table(keys), Some(toml::Value::Table(written))) => {
+                    for (key, v) in keys {
+                        let empty_list = v.as_array().is_some_and(|a| a.is_empty());
+                        assert!(
+                            written.contains_key(key) || empty_list,
+                            "{section}.{key} is not in the shipped config.toml"
+                        );
+                    }
+                }
+                (toml::Value::Array(a), None) if a.is_empty() => {}
+                _ => panic!("[{section}] is not in the shipped config.toml"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_file_takes_the_defaults_for_the_rest() {
+        let c = Config::parse(
+            "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n"
+                .replace("{}", &"ab".repeat(32))
+                .as_str(),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.tokens.len(), 1);
+        assert_eq!(c.server.listen, Config::default().server.listen);
+        assert_eq!(c.federation.name, "logbook");
+        let c = Config::parse("[server]\nlisten = \"localhost:7411\"\n").unwrap();
+        assert!(c.server.listen.ip().is_loopback());
+        assert_eq!(c.limits.max_json_depth, 32);
+        assert!(Config::parse("").is_ok());
+    }
+
+    #[test]
+    fn a_bad_log_level_is_refused_naming_the_valid_ones() {
+        let c = Config::parse("[log]\nlevel = \"inf\"\n").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.starts_with("log.level") && err.contains("trace, debug, info"),
+            "{err}"
+        );
+        let ok = Config::default();
+        assert!(ok.check_before_start(|_| None).is_ok());
+        let err = ok
+            .check_before_start(|n| (n == "RUST_LOG").then(|| "loud".to_string()))
+            .unwrap_err();
+        assert!(err.contains("$RUST_LOG"), "{err}");
+    }
+
     #[test]
     fn unknown_keys_are_errors() {
+        assert!(
+            Config::parse("[sse]\nkeepalive = 3\n")
+                .unwrap_err()
+                .contains("unknown field `keepalive`")
+        );
         let text = EMBEDDED_DEFAULT.replace("[sse]", "[sse]\nkeepalive = 3");
         assert!(Config::parse(&text).unwrap_err().contains("keepalive"));
     }

@@ -1,12 +1,12 @@
 //! `[witness]`: this instance as a witness of its peers' heads logs
 //! (`POST /api/v1/witness/add-checkpoint`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The largest body cap accepted: a well-formed request never needs more.
 const MAX_BODY_CAP: usize = logbook_tlog::witness::MAX_REQUEST_BYTES;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct WitnessConfig {
     /// Requests per second per peer (and for all unknown origins together).

@@ -6,10 +6,12 @@
 //!   and depth rules that keep canonical forms exact across languages;
 //! - [`hex`]: lowercase hex, and serde helpers for 32-byte hashes;
 //! - [`private_file`]: files created 0600 and directories 0700, fsynced;
+//! - [`fresh_dir`]: a new directory put back as found when a first start fails;
 //! - [`reloadable`]: [`reloadable::Reloadable`], a value read per use and replaced whole;
 //! - [`metrics`]: the process-wide Prometheus instruments.
 
 pub mod canonical;
+pub mod fresh_dir;
 pub mod hex;
 pub mod metrics;
 pub mod private_file;

@@ -4,17 +4,18 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::identity::{self, InstanceIdError};
 use crate::inbox::MAX_BATCH;
 
 /// `[federation]`: this instance's identity and the delivery and intake limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FederationConfig {
     /// Empty: a UUID generated on first start and kept in the data dir.
     pub instance_id: String,
+    /// Shown to peers; empty: the instance id.
     pub name: String,
     pub timestamp_window_secs: u64,
     pub max_attempts: u32,
@@ -58,7 +59,8 @@ impl Default for FederationConfig {
     fn default() -> Self {
         FederationConfig {
             instance_id: String::new(),
-            name: String::new(),
+            // As the shipped config.toml says; an explicit "" shows the instance id.
+            name: "logbook".into(),
             timestamp_window_secs: 300,
             max_attempts: 20,
             max_age_secs: 7 * 86_400,
@@ -81,7 +83,7 @@ impl Default for FederationConfig {
 }
 
 /// `[[peers]]`: a peer instance configured in the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub instance_id: String,

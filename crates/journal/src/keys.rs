@@ -26,7 +26,7 @@ pub const SECRET_ENV_VARS: [&str; 3] = [
 
 /// Shortest secret accepted from the environment: a short text is a
 /// guessable HMAC key, and whoever guesses it can rewrite every plan.
-pub(crate) const MIN_ENV_SECRET_BYTES: usize = 32;
+pub const MIN_ENV_SECRET_BYTES: usize = 32;
 
 /// File under the data dir holding the generated secret.
 pub const GENERATED_KEY_FILE: &str = "hmac.key";
