@@ -114,9 +114,11 @@ enum Command {
     },
     /// Install a backup as the store of an empty data dir.
     ///
-    /// FILE comes from `logbook admin backup FILE`. The HMAC key files
-    /// (hmac.key, hmac-retired/) are not in the backup: copy them, or set the
-    /// same $LOGBOOK_HMAC_SECRET.
+    /// FILE comes from `logbook admin backup FILE`; its key files (HMAC,
+    /// federation, log and witness keys, instance_id) are restored too, mode
+    /// 0600. Key files already in DIR must be the same as the backup's. A
+    /// backup made with --without-keys (or by an older build) holds no keys:
+    /// copy them, or set the same $LOGBOOK_HMAC_SECRET.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -165,7 +167,7 @@ fn main() -> ExitCode {
                 witnessed.as_ref(),
             )
         }
-        Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::Restore { file, data_dir } => crate::admin::restore::run(&file, &data_dir),
     }
 }
 
@@ -326,22 +328,6 @@ fn verify_export(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
-    match logbook_journal::store::admin::restore(file, data_dir) {
-        Ok(events) => {
-            println!("restored {events} events into {}", data_dir.display());
-            eprintln!(
-                "note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("logbook restore: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

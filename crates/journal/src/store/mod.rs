@@ -59,6 +59,7 @@ mod page_verify;
 mod reads;
 mod records;
 pub mod redact;
+pub mod restore;
 mod retention;
 mod signed;
 mod tables;
