@@ -67,6 +67,9 @@ enum Command {
     /// connect. The socket speaks HTTP, so `curl --unix-socket PATH
     /// http://logbook/status` works too.
     Admin(crate::admin::client::AdminArgs),
+    /// API tokens in a data dir no daemon has open (first starts).
+    #[command(subcommand)]
+    Tokens(crate::admin::tokens_offline::OfflineTokens),
     /// Check an NDJSON export offline, without a daemon.
     ///
     /// Prints the event count and head signature and exits 0, or the first
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Admin(args) => crate::admin::client::run(args),
+        Command::Tokens(command) => crate::admin::tokens_offline::run_command(command),
         Command::Verify {
             export,
             key_env,

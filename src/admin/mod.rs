@@ -15,6 +15,7 @@ pub(crate) mod logging;
 pub(crate) mod offline;
 pub(crate) mod restore;
 pub(crate) mod tokens;
+pub(crate) mod tokens_offline;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -55,6 +55,7 @@ mod federation;
 mod handle;
 mod head;
 mod heads_log;
+mod key_ids;
 mod page_verify;
 mod reads;
 mod records;
