@@ -321,3 +321,61 @@ pub(crate) fn copy_store(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(files: Vec<KeyFile>, store: &[u8]) -> Vec<u8> {
+        let header = Header {
+            keys: true,
+            files,
+            store: StoreInfo {
+                size: store.len() as u64,
+                sha256: hex::encode(&logbook_base::canonical::sha256(store)),
+            },
+        };
+        let mut out = encode_header(&header);
+        out.extend_from_slice(store);
+        out
+    }
+
+    fn key(path: &str) -> KeyFile {
+        KeyFile {
+            path: path.into(),
+            content_base64: b"secret\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let bytes = container(vec![key("hmac.key"), key("hmac-retired/a.key")], b"STORE");
+        let mut reader = &bytes[..];
+        let header = read_header(&mut reader).unwrap();
+        assert_eq!(header.files.len(), 2);
+        let mut store = Vec::new();
+        copy_store(&mut reader, &mut store, &header.store).unwrap();
+        assert_eq!(store, b"STORE");
+
+        for bad in ["../hmac.key", "hmac-retired/../x", "journal.redb", "hmac-retired/.x", "x/y"] {
+            let bytes = container(vec![key(bad)], b"S");
+            assert!(read_header(&mut &bytes[..]).is_err(), "{bad}");
+        }
+        let twice = container(vec![key("log.key"), key("log.key")], b"S");
+        assert!(read_header(&mut &twice[..]).is_err());
+
+        // Cut short, changed, or followed by more bytes.
+        let mut cut = container(vec![], b"STORE");
+        cut.pop();
+        let mut changed = container(vec![], b"STORE");
+        *changed.last_mut().unwrap() = b'X';
+        let mut longer = container(vec![], b"STORE");
+        longer.push(b'!');
+        for bytes in [cut, changed, longer] {
+            let mut reader = &bytes[..];
+            let header = read_header(&mut reader).unwrap();
+            assert!(copy_store(&mut reader, &mut Vec::new(), &header.store).is_err());
+        }
+        assert!(!is_container(b"redb\x1a\x0a\xa9\x0d\x0a"));
+    }
+}
