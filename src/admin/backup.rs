@@ -357,7 +357,13 @@ mod tests {
         copy_store(&mut reader, &mut store, &header.store).unwrap();
         assert_eq!(store, b"STORE");
 
-        for bad in ["../hmac.key", "hmac-retired/../x", "journal.redb", "hmac-retired/.x", "x/y"] {
+        for bad in [
+            "../hmac.key",
+            "hmac-retired/../x",
+            "journal.redb",
+            "hmac-retired/.x",
+            "x/y",
+        ] {
             let bytes = container(vec![key(bad)], b"S");
             assert!(read_header(&mut &bytes[..]).is_err(), "{bad}");
         }

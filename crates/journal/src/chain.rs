@@ -648,9 +648,15 @@ mod tests {
     fn a_different_key_does_not_verify() {
         let events = chain(&keyring(), 2);
         let other = Keyring::from_secret(b"another-secret".to_vec());
+        // Not a bad signature: the keyring lacks the key, and says which.
+        let id = KeyId::parse(&events[0].key_id).unwrap();
         assert_eq!(
             verify_all(&events, &other).broken,
-            Some((1, BrokenReason::Signature))
+            Some((1, BrokenReason::MissingKey(id)))
+        );
+        assert_eq!(
+            BrokenReason::MissingKey(id).to_string(),
+            format!("missing-key {}", events[0].key_id)
         );
     }
 
