@@ -259,7 +259,7 @@ fn verify_export(
         }
         // The log matches, but the key given does not verify the chain.
         (Outcome::Broken { seq, line, reason }, Some(LogOutcome::Ok { .. }))
-            if reason.starts_with("signature") =>
+            if reason.starts_with("signature") || reason.starts_with("missing-key") =>
         {
             println!(
                 "broken at seq {seq} (line {line}): {reason} (the events are the signed log: check the HMAC key)"

@@ -164,7 +164,9 @@ pub(crate) fn verify_export(
                     (true, _) => Ok(()),
                     (false, Some(keyring)) => verifier.check(&event, keyring).map_err(|reason| {
                         match reason.missing_key() {
-                            Some(id) => format!("missing-key (no secret for key_id {id})"),
+                            Some(id) => format!(
+                                "missing-key (no secret for key_id {id}: its signature cannot be checked)"
+                            ),
                             None => reason.as_str().to_string(),
                         }
                     }),
