@@ -33,3 +33,56 @@ impl Store {
         Ok(ids)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uuid::Uuid;
+
+    use super::super::{AppendRequest, AsyncStore, Store};
+    use crate::chain::CanonicalPayload;
+    use crate::keys::Keyring;
+
+    fn request(plan_id: Uuid) -> AppendRequest {
+        AppendRequest {
+            plan_id,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
+    /// A plan begun under one key and continued under the next names both;
+    /// a plan of one event names its key once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_first_and_last_key_of_every_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (
+            Keyring::from_secret(b"old-key".to_vec()),
+            Keyring::from_secret(b"new-key".to_vec()),
+        );
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), Arc::new(old.clone()), fanout).unwrap();
+        let store = AsyncStore::new(store);
+        let (long, short) = (Uuid::new_v4(), Uuid::new_v4());
+        for _ in 0..3 {
+            store.append(request(long)).await.unwrap();
+        }
+        store.replace_keyring(new.clone());
+        store.append(request(long)).await.unwrap();
+        store.append(request(short)).await.unwrap();
+        let ids = store.run(|s| s.key_ids_in_use()).await.unwrap();
+        let expected: Vec<String> = vec![old.current_id().into(), new.current_id().into()];
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), expected);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}
