@@ -133,6 +133,15 @@ async fn missing_keys_are_named_at_start_and_verify_says_missing_key() {
         .await;
     assert!(daemon.stop().success());
 
+    // A bare store, as builds before format 1 wrote backups, still restores.
+    let old_style = out.path().join("old.redb");
+    std::fs::copy(daemon.db_path(), &old_style).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let done = restore(&old_style, elsewhere.path()).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stdout.contains("restored 2 events"), "{}", done.stdout);
+    assert!(done.stderr.contains("holds no keys"), "{}", done.stderr);
+
     let restored = tempfile::tempdir().unwrap();
     let done = restore(&file, &restored.path().join("data")).await;
     assert!(done.success(), "{}", done.stderr);
