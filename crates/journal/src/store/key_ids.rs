@@ -85,4 +85,44 @@ mod tests {
             .await
             .unwrap();
     }
+
+    /// The cost grows with the number of plans, not of events: run with
+    /// `cargo test -p logbook-journal --lib key_ids -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "a measurement, not a check"]
+    async fn cost_per_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"key".to_vec()));
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let store = AsyncStore::new(store);
+        let plans = 10_000;
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..plans / 64 {
+                        let plan = Uuid::new_v4();
+                        store.append(request(plan)).await.unwrap();
+                        store.append(request(plan)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let started = std::time::Instant::now();
+        let ids = store.run(|s| s.key_ids_in_use()).await.unwrap();
+        println!(
+            "{} plans: {:?} ({} ids)",
+            plans / 64 * 64,
+            started.elapsed(),
+            ids.len()
+        );
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
 }
