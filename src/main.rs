@@ -69,6 +69,9 @@ enum Command {
     /// connect. The socket speaks HTTP, so `curl --unix-socket PATH
     /// http://logbook/status` works too.
     Admin(crate::admin::client::AdminArgs),
+    /// API tokens in a data dir no daemon has open (first starts).
+    #[command(subcommand)]
+    Tokens(crate::admin::tokens_offline::OfflineTokens),
     /// Check an NDJSON export offline, without a daemon.
     ///
     /// Prints the event count and head signature and exits 0, or the first
@@ -118,9 +121,11 @@ enum Command {
     Config(crate::config::check::ConfigArgs),
     /// Install a backup as the store of an empty data dir.
     ///
-    /// FILE comes from `logbook admin backup FILE`. The HMAC key files
-    /// (hmac.key, hmac-retired/) are not in the backup: copy them, or set the
-    /// same $LOGBOOK_HMAC_SECRET.
+    /// FILE comes from `logbook admin backup FILE`; its key files (HMAC,
+    /// federation, log and witness keys, instance_id) are restored too, mode
+    /// 0600. Key files already in DIR must be the same as the backup's. A
+    /// backup made with --without-keys (or by an older build) holds no keys:
+    /// copy them, or set the same $LOGBOOK_HMAC_SECRET.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Admin(args) => crate::admin::client::run(args),
+        Command::Tokens(command) => crate::admin::tokens_offline::run_command(command),
         Command::Verify {
             export,
             key_env,
@@ -180,7 +186,7 @@ fn main() -> ExitCode {
                 witnessed.as_ref(),
             )
         }
-        Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::Restore { file, data_dir } => crate::admin::restore::run(&file, &data_dir),
         Command::Config(args) => crate::config::check::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -307,7 +313,7 @@ fn verify_export(
         }
         // The log matches, but the key given does not verify the chain.
         (Outcome::Broken { seq, line, reason }, Some(LogOutcome::Ok { .. }))
-            if reason.starts_with("signature") =>
+            if reason.starts_with("signature") || reason.starts_with("missing-key") =>
         {
             println!(
                 "broken at seq {seq} (line {line}): {reason} (the events are the signed log: check the HMAC key)"
@@ -389,22 +395,6 @@ fn verify_export(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
-    match logbook_journal::store::admin::restore(file, data_dir) {
-        Ok(restored) => {
-            println!("restored {} into {}", events(restored), data_dir.display());
-            eprintln!(
-                "note: the HMAC keys are not in the backup; restore hmac.key and hmac-retired/ too, or set $LOGBOOK_HMAC_SECRET"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("logbook restore: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -97,6 +97,9 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         .map_err(|e| format!("reading key retirements from the system journal: {e}"))?;
     store.replace_keyring(windowed);
     tracing::debug!(windows, "retired HMAC keys with a recorded validity window");
+    // Off the start path: a restore that left keys behind is named in the
+    // log, not found later by a verify that looks like tampering.
+    tokio::spawn(crate::admin::keys::report_missing_keys(store.clone()));
 
     // Tokens created over the admin socket count exactly like config ones.
     // A token configured in the file (or one stored before the latch

@@ -362,7 +362,7 @@ fn negatives() -> Vec<Negative> {
             key_names: BOTH_KEYS,
             retired: None,
             tamper: |e| e[0].key_id = "00000000".into(),
-            expected: Some((1, "signature")),
+            expected: Some((1, "missing-key")),
         },
         Negative {
             name: "retired_key_missing",
@@ -371,7 +371,7 @@ fn negatives() -> Vec<Negative> {
             key_names: &["current"],
             retired: None,
             tamper: |_| {},
-            expected: Some((1, "signature")),
+            expected: Some((1, "missing-key")),
         },
         Negative {
             name: "rotated_chain_verifies",

@@ -261,6 +261,8 @@ def verify_chain(events, keys, retired=None):
         # Times have one fixed spelling, so they compare as strings.
         date = max(latest or event["created_at"], event["created_at"])
         key = keys.get(event["key_id"])
+        if key is None and re.fullmatch(r"[0-9a-f]{8}", event["key_id"]):
+            return False, event["seq"], "missing-key"
         if key is None or (key in retired and date > retired[key]) or not hmac.compare_digest(
             sign(key, event), event["signature"]
         ):

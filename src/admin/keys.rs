@@ -113,6 +113,29 @@ pub(crate) fn rotate_generated_key(data_dir: &Path, current_id: &str) -> io::Res
     })
 }
 
+/// Logs an ERROR naming the key ids the journal's events carry (the first
+/// and last event of every plan, see `Store::key_ids_in_use`) that the
+/// keyring lacks: events signed with them cannot be verified.
+pub(crate) async fn report_missing_keys(store: logbook_journal::store::AsyncStore) {
+    let keyring = store.keyring();
+    match store.run(|s| s.key_ids_in_use()).await {
+        Ok(ids) => {
+            let missing: Vec<String> = ids
+                .into_iter()
+                .filter(|id| keyring.get(id).is_none())
+                .collect();
+            if !missing.is_empty() {
+                tracing::error!(
+                    missing_key_ids = missing.join(","),
+                    "the journal holds events signed with HMAC keys this instance lacks ({}); verify reports them as missing-key. Restore hmac.key and hmac-retired/ from the backup, or set the secret in $LOGBOOK_HMAC_SECRET",
+                    missing.join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::warn!("reading the key ids in use: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,16 @@
 //! [`peer_allowed`] before a byte of HTTP is read. Because it speaks plain
 //! HTTP, `curl --unix-socket` works; [`client`] is the `logbook admin` CLI.
 
+pub(crate) mod backup;
 pub(crate) mod bundle;
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod keys;
 pub(crate) mod logging;
 pub(crate) mod offline;
+pub(crate) mod restore;
 pub(crate) mod tokens;
+pub(crate) mod tokens_offline;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

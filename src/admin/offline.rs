@@ -159,19 +159,21 @@ pub(crate) fn verify_export(
             }
             // Without a key every check but the HMAC still runs: the
             // payload is outside the log's leaves.
-            let checked = match (first_break.is_some(), keyring) {
-                (true, _) => Ok(()),
-                (false, Some(keyring)) => verifier.check(&event, keyring).map_err(|reason| {
-                    let mut reason = reason.as_str().to_string();
-                    if reason == "signature" && keyring.get(&event.key_id).is_none() {
-                        reason.push_str(&format!(" (no secret for key_id {})", event.key_id));
-                    }
-                    reason
-                }),
-                (false, None) => verifier
-                    .check_without_key(&event)
-                    .map_err(|reason| reason.as_str().to_string()),
-            };
+            let checked =
+                match (first_break.is_some(), keyring) {
+                    (true, _) => Ok(()),
+                    (false, Some(keyring)) => verifier.check(&event, keyring).map_err(|reason| {
+                        match reason.missing_key() {
+                            Some(id) => format!(
+                                "missing-key (no secret for key_id {id}: its signature cannot be checked)"
+                            ),
+                            None => reason.as_str().to_string(),
+                        }
+                    }),
+                    (false, None) => verifier
+                        .check_without_key(&event)
+                        .map_err(|reason| reason.as_str().to_string()),
+                };
             if let Err(reason) = checked {
                 let at = broken(event.seq, line_no, reason);
                 if log.is_none() {

@@ -374,8 +374,9 @@ impl Config {
                 Ok(())
             }
             AuthRequired::Auto => Err(format!(
-                "refusing to listen on {} without authentication: add API tokens under [auth] (or with `logbook admin tokens create`) or listen on a loopback address such as 127.0.0.1",
-                self.server.listen
+                "refusing to listen on {} without authentication: create a token first with `logbook tokens create --data-dir {} --scope read,append` (no daemon needed; `logbook admin tokens create` while one runs), add token hashes under [auth], or listen on a loopback address such as 127.0.0.1",
+                self.server.listen,
+                self.server.data_dir.display()
             )),
         }
     }

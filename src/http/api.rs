@@ -389,6 +389,10 @@ pub(crate) async fn list_events(
         chain_valid: report.is_valid(),
         broken_at: report.broken.map(|b| b.0),
         broken_reason: report.broken.map(|b| b.1),
+        missing_key_id: report
+            .broken
+            .and_then(|b| b.1.missing_key())
+            .map(|id| id.to_string()),
         verified_count: report.verified,
         redacted_count: report.redacted,
         checkpoint,
@@ -426,6 +430,9 @@ struct Verification {
     chain_valid: bool,
     broken_at: Option<u64>,
     broken_reason: Option<BrokenReason>,
+    /// With `broken_reason` `missing-key`: the key id the keyring lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_key_id: Option<String>,
     verified_count: u64,
     /// Of the verified events, those whose payload was erased: they
     /// verify (their `payload_hash` is signed), and are counted here.

@@ -33,7 +33,7 @@ pub const NEW_KEY_FILE: &str = "federation.key.new";
 /// Keys rotated away from, as `<key_id>.key` (PKCS#8 PEM, mode 0600).
 pub const RETIRED_KEYS_DIR: &str = "federation-retired";
 /// The generated instance id, when the config leaves it empty.
-pub(crate) const INSTANCE_ID_FILE: &str = "instance_id";
+pub const INSTANCE_ID_FILE: &str = "instance_id";
 /// Longest instance id accepted.
 pub(crate) const MAX_INSTANCE_ID_LEN: usize = 128;
 

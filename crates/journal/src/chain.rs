@@ -153,11 +153,59 @@ pub(crate) fn payload_check(event: &Event) -> Result<(), BrokenReason> {
 }
 
 /// The event's signature verifies under the key its `key_id` names, valid
-/// at `signed_at`.
-pub(crate) fn signature_valid(event: &Event, signed_at: Timestamp, keyring: &Keyring) -> bool {
-    keyring
+/// at `signed_at`. A key id the keyring does not hold at all is
+/// [`BrokenReason::MissingKey`]: a key left behind in a restore, not
+/// evidence of tampering (a forger cannot make a signature verify either).
+pub(crate) fn signature_check(
+    event: &Event,
+    signed_at: Timestamp,
+    keyring: &Keyring,
+) -> Result<(), BrokenReason> {
+    if keyring.get(&event.key_id).is_none() {
+        // Only an id a key could have names a missing key.
+        return Err(
+            KeyId::parse(&event.key_id).map_or(BrokenReason::Signature, BrokenReason::MissingKey)
+        );
+    }
+    let valid = keyring
         .verification_key(&event.key_id, signed_at)
-        .is_some_and(|key| Signable::of(event).verify(key, &event.signature))
+        .is_some_and(|key| Signable::of(event).verify(key, &event.signature));
+    if valid {
+        Ok(())
+    } else {
+        Err(BrokenReason::Signature)
+    }
+}
+
+/// A key id as events carry it: 8 lowercase hex digits (see
+/// [`crate::keys::key_id`]). Fixed size, so a [`BrokenReason`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 8]);
+
+impl KeyId {
+    pub fn parse(id: &str) -> Option<KeyId> {
+        let bytes: [u8; 8] = id.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(KeyId(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("parse admits only ASCII hex")
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
 }
 
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
@@ -165,15 +213,19 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length")
 }
 
-/// Why a chain failed verification; the names are part of the HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Why a chain failed verification; the names ([`BrokenReason::as_str`],
+/// also the serialized form) are part of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokenReason {
     /// The payload does not hash to `payload_hash`.
     PayloadHash,
-    /// The HMAC does not match, or was made with a key this keyring lacks,
-    /// or with a retired key for an event dated after its retirement.
+    /// The HMAC does not match, or was made with a retired key for an
+    /// event dated after its retirement, or names no valid key id.
     Signature,
+    /// The event's `key_id` names a key this keyring lacks (a data dir
+    /// restored without its `hmac.key` or `hmac-retired/`): the signature
+    /// cannot be checked, which is not the same as failing the check.
+    MissingKey(KeyId),
     /// `prev_hash` is not the previous event's signature.
     PrevHash,
     /// The event is not the next sequence number.
@@ -191,10 +243,35 @@ impl BrokenReason {
         match self {
             BrokenReason::PayloadHash => "payload_hash",
             BrokenReason::Signature => "signature",
+            BrokenReason::MissingKey(_) => "missing-key",
             BrokenReason::PrevHash => "prev_hash",
             BrokenReason::SeqGap => "seq_gap",
             BrokenReason::PayloadNotCanonical => "payload_not_canonical",
             BrokenReason::RootMismatch => "root_mismatch",
+        }
+    }
+
+    /// The key id a [`BrokenReason::MissingKey`] names.
+    pub fn missing_key(self) -> Option<KeyId> {
+        match self {
+            BrokenReason::MissingKey(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for BrokenReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The name, and for a missing key its id: `missing-key 0a1b2c3d`.
+impl std::fmt::Display for BrokenReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokenReason::MissingKey(id) => write!(f, "missing-key {id}"),
+            other => f.write_str(other.as_str()),
         }
     }
 }
@@ -299,7 +376,7 @@ impl ChainVerifier {
         self.check_with(
             event,
             || payload_check(event),
-            |signed_at| signature_valid(event, signed_at, keyring),
+            |signed_at| signature_check(event, signed_at, keyring),
         )
     }
 
@@ -309,13 +386,11 @@ impl ChainVerifier {
         &mut self,
         event: &Event,
         payload: impl FnOnce() -> Result<(), BrokenReason>,
-        signature: impl FnOnce(Timestamp) -> bool,
+        signature: impl FnOnce(Timestamp) -> Result<(), BrokenReason>,
     ) -> Result<(), BrokenReason> {
         self.check_in_order(event, payload)?;
         let signed_at = self.signed_at(event);
-        if !signature(signed_at) {
-            return Err(BrokenReason::Signature);
-        }
+        signature(signed_at)?;
         self.accept(event, signed_at);
         Ok(())
     }
@@ -465,6 +540,11 @@ mod tests {
             (
                 "key id",
                 Box::new(|e| e.key_id = "00000000".into()),
+                BrokenReason::MissingKey(KeyId::parse("00000000").unwrap()),
+            ),
+            (
+                "key id not an id",
+                Box::new(|e| e.key_id = "0000000".into()),
                 BrokenReason::Signature,
             ),
             (
@@ -568,9 +648,15 @@ mod tests {
     fn a_different_key_does_not_verify() {
         let events = chain(&keyring(), 2);
         let other = Keyring::from_secret(b"another-secret".to_vec());
+        // Not a bad signature: the keyring lacks the key, and says which.
+        let id = KeyId::parse(&events[0].key_id).unwrap();
         assert_eq!(
             verify_all(&events, &other).broken,
-            Some((1, BrokenReason::Signature))
+            Some((1, BrokenReason::MissingKey(id)))
+        );
+        assert_eq!(
+            BrokenReason::MissingKey(id).to_string(),
+            format!("missing-key {}", events[0].key_id)
         );
     }
 

@@ -5,7 +5,7 @@
 //! them. So the rules and their order live in one place (`chain.rs`), and
 //! a window reports exactly what checking its events one by one would.
 
-use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_valid};
+use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_check};
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
 
@@ -15,7 +15,7 @@ const MIN_PER_THREAD: usize = 64;
 /// What one event's independent checks found.
 struct Precheck {
     payload: Result<(), BrokenReason>,
-    signature: bool,
+    signature: Result<(), BrokenReason>,
     signed_at: Timestamp,
 }
 
@@ -55,7 +55,7 @@ impl ChainVerifier {
                             .zip(dates)
                             .map(|(event, &signed_at)| Precheck {
                                 payload: payload_check(event),
-                                signature: signature_valid(event, signed_at, keyring),
+                                signature: signature_check(event, signed_at, keyring),
                                 signed_at,
                             })
                             .collect::<Vec<_>>()

@@ -99,11 +99,17 @@ pub(crate) enum AdminCommand {
     /// redacted payloads and deleted plans do not linger in its free pages.
     /// Appends wait while it runs.
     Compact,
-    /// Write a consistent snapshot of the store to FILE while the daemon
-    /// keeps serving. Restore with `logbook restore FILE --data-dir DIR`.
+    /// Write a consistent snapshot of the store, with the key files (HMAC,
+    /// federation, log and witness keys, instance_id), to FILE (mode 0600)
+    /// while the daemon keeps serving. Restore with `logbook restore FILE
+    /// --data-dir DIR`.
     Backup {
-        /// Where to write the snapshot; must not exist yet.
+        /// Where to write the backup; must not exist yet.
         file: PathBuf,
+        /// Leave the key material out (for off-site copies): the backup
+        /// alone then cannot verify the chain or act as this instance.
+        #[arg(long)]
+        without_keys: bool,
     },
     /// Set the log filter (tracing syntax: info, debug, logbook=debug,warn),
     /// or show it when no LEVEL is given.

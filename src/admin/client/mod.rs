@@ -101,7 +101,7 @@ impl Client {
             }
             AdminCommand::Redact { plan, seq, reason } => self.redact(&plan, seq, &reason).await?,
             AdminCommand::Compact => self.compact().await?,
-            AdminCommand::Backup { file } => self.backup(&file).await?,
+            AdminCommand::Backup { file, without_keys } => self.backup(&file, without_keys).await?,
             AdminCommand::LogLevel { level } => self.log_level(level).await?,
             AdminCommand::Keys(command) => self.keys(command).await?,
             AdminCommand::Peers(command) => self.peers(command).await?,

@@ -155,11 +155,14 @@ pub(crate) fn print_verify(v: &Value) {
             println!("redacted: {}", text(&v["redacted"]));
         }
     } else {
+        let reason = match v["missing_key_id"].as_str() {
+            Some(id) => format!("missing-key {id}: the keyring lacks this HMAC key"),
+            None => text(&v["broken_reason"]),
+        };
         println!(
-            "{}: BROKEN at seq {} ({}); {} verified before it",
+            "{}: BROKEN at seq {} ({reason}); {} verified before it",
             text(&v["plan_id"]),
             text(&v["broken_at"]),
-            text(&v["broken_reason"]),
             count(v["verified"].as_u64().unwrap_or(0), "event", "events")
         );
     }

@@ -182,12 +182,16 @@ impl Client {
         Ok(())
     }
 
-    pub(crate) async fn backup(&self, file: &Path) -> Result<(), Failure> {
+    pub(crate) async fn backup(&self, file: &Path, without_keys: bool) -> Result<(), Failure> {
         if file.exists() {
             return Err(Failure(format!("{} already exists", file.display())));
         }
         let partial = file.with_extension("partial");
-        let mut body = self.open(Method::POST, "/backup").await?;
+        let path = match without_keys {
+            true => "/backup?keys=false",
+            false => "/backup",
+        };
+        let mut body = self.open(Method::POST, path).await?;
         let write = async {
             use std::os::unix::fs::OpenOptionsExt;
             let mut out = std::fs::OpenOptions::new()
@@ -202,9 +206,20 @@ impl Client {
         };
         match write.await {
             Ok(bytes) => {
-                let written = json!({"file": file.display().to_string(), "bytes": bytes});
+                let written = json!({
+                    "file": file.display().to_string(),
+                    "bytes": bytes,
+                    "keys": !without_keys,
+                });
                 self.show(&written, |_| {
-                    println!("backup written to {} ({bytes} bytes)", file.display());
+                    let keys = match without_keys {
+                        true => "without keys",
+                        false => "with the key files",
+                    };
+                    println!(
+                        "backup written to {} ({bytes} bytes, {keys})",
+                        file.display()
+                    );
                 });
                 Ok(())
             }

@@ -1,7 +1,7 @@
 //! `keys rotate-hmac`, `keys rotate-rsa`, `keys rotate-log`, and `backup`.
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -24,23 +24,65 @@ async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Probl
     .await
 }
 
-pub(super) async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
+/// `POST /backup[?keys=false]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackupQuery {
+    /// false: a backup without key material, for off-site copies.
+    #[serde(default = "yes")]
+    keys: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(super) async fn backup(
+    State(cx): Ctx,
+    Query(query): Query<BackupQuery>,
+) -> Result<Response, Problem> {
+    use crate::admin::backup::{Header, StoreInfo, collect_key_files, encode_header, hash_file};
+    // No rotation runs while the keys and the snapshot are taken, so the
+    // keys are the ones that signed the snapshot's events.
+    let _serialized = cx.changes.lock().await;
     // The snapshot is written next to the store (the one place the daemon
     // may write under systemd) as a file with no name, and streamed to the
     // client, which owns FILE. Closing it (or a crash) frees it.
     let dir = cx.data_dir.clone();
-    let (file, _rows) = cx
+    let with_keys = query.keys;
+    let (contents, file) = cx
         .store
-        .run(move |store| store.backup_to_unnamed(&dir))
+        .run(move |store| {
+            let files = match with_keys {
+                true => collect_key_files(&dir)
+                    .map_err(|e| Problem::internal(format!("reading the key files: {e}")))?,
+                false => Vec::new(),
+            };
+            let (mut file, _rows) = store.backup_to_unnamed(&dir)?;
+            let hashed = hash_file(&mut file).and_then(|(size, hash)| {
+                use std::io::Seek;
+                file.rewind()?;
+                Ok((size, hash))
+            });
+            let (size, hash) =
+                hashed.map_err(|e| Problem::internal(format!("hashing the snapshot: {e}")))?;
+            let header = Header {
+                keys: with_keys,
+                files,
+                store: StoreInfo {
+                    size,
+                    sha256: logbook_base::hex::encode(&hash),
+                },
+            };
+            Ok::<_, Problem>((header, file))
+        })
         .await?;
+    let head = encode_header(&contents);
+    let length = head.len() as u64 + contents.store.size;
     let mut file = tokio::fs::File::from_std(file);
-    let length = file
-        .metadata()
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .len();
     let chunks = async_stream::stream! {
         use tokio::io::AsyncReadExt;
+        yield Ok(Bytes::from(head));
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match file.read(&mut buf).await {
@@ -55,7 +97,10 @@ pub(super) async fn backup(State(cx): Ctx) -> Result<Response, Problem> {
     };
     Ok((
         [
-            (header::CONTENT_TYPE, "application/vnd.redb".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.logbook.backup".to_string(),
+            ),
             (header::CONTENT_LENGTH, length.to_string()),
         ],
         Body::from_stream(chunks),

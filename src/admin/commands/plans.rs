@@ -79,6 +79,7 @@ pub(super) async fn verify_plan(
         "redacted": report.redacted,
         "broken_at": report.broken.map(|b| b.0),
         "broken_reason": report.broken.map(|b| b.1),
+        "missing_key_id": report.broken.and_then(|b| b.1.missing_key()).map(|id| id.to_string()),
         "head_signature": report.head_signature.map(|s| hex::encode(&s)),
     })))
 }

@@ -11,9 +11,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -169,16 +167,8 @@ impl Store {
     pub fn insert_token(&self, token: &StoredToken) -> Result<Result<(), TokenExists>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        {
-            let mut table = txn.open_table(API_TOKENS)?;
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                let existing: StoredToken = decode(v.value())?;
-                if existing.name == token.name || k.value() == token.id {
-                    return Ok(Err(TokenExists(token.name.clone())));
-                }
-            }
-            table.insert(token.id.as_str(), encode(token).as_slice())?;
+        if let Err(exists) = insert_token_in(&txn, token)? {
+            return Ok(Err(exists));
         }
         // In the same transaction: a token that exists has latched auth on.
         set_latch(&txn, "a token was created over the admin socket")?;
@@ -286,6 +276,49 @@ impl Store {
     }
 }
 
+/// Inserts `token` unless its name or id is taken.
+fn insert_token_in(
+    txn: &redb::WriteTransaction,
+    token: &StoredToken,
+) -> Result<Result<(), TokenExists>, StoreError> {
+    let mut table = txn.open_table(API_TOKENS)?;
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let existing: StoredToken = decode(v.value())?;
+        if existing.name == token.name || k.value() == token.id {
+            return Ok(Err(TokenExists(token.name.clone())));
+        }
+    }
+    table.insert(token.id.as_str(), encode(token).as_slice())?;
+    Ok(Ok(()))
+}
+
+/// Stores a token in the store file at `path` (created if missing, mode
+/// 0600) with no daemon running: `logbook tokens create` before a first
+/// start. redb locks the file, so while a daemon has it open this fails
+/// (the daemon's admin socket is the way then). Latches auth on, as a token
+/// created over the admin socket does.
+pub fn insert_token_offline(
+    path: &Path,
+    token: &StoredToken,
+) -> Result<Result<(), TokenExists>, StoreError> {
+    let db = super::handle::open_database(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError(format!("making {} private: {e}", path.display())))?;
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    super::tables::create_all(&txn)?;
+    if let Err(exists) = insert_token_in(&txn, token)? {
+        return Ok(Err(exists));
+    }
+    set_latch(&txn, "a token was created offline")?;
+    txn.commit()?;
+    Ok(Ok(()))
+}
+
 /// Prefix of the named snapshot files older builds wrote into the data dir
 /// (`.backup-<uuid>.redb`), and this one only where O_TMPFILE is missing.
 const SNAPSHOT_PREFIX: &str = ".backup-";
@@ -343,51 +376,6 @@ pub(crate) fn remove_stale_snapshots(dir: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(removed)
-}
-
-/// Installs a backup file as the store of `data_dir`. Refuses to overwrite an
-/// existing store; checks the file is a readable store first.
-pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
-    let events = {
-        let db = redb::ReadOnlyDatabase::open(backup).map_err(|e| {
-            StoreError(format!("{} is not a logbook backup: {e}", backup.display()))
-        })?;
-        let txn = db.begin_read()?;
-        let events = txn.open_table(EVENTS).map_err(|e| {
-            StoreError(format!("{} is not a logbook backup: {e}", backup.display()))
-        })?;
-        for entry in txn.open_table(HEADS)?.iter()? {
-            let (_, v) = entry?;
-            super::head::decode_head(v.value())?;
-        }
-        events.len()?
-    };
-    logbook_base::private_file::ensure_private_dir(data_dir)
-        .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
-    let target = data_dir.join(super::DB_FILE);
-    if target.exists() {
-        return Err(StoreError(format!(
-            "{} already exists; restore only into an empty data dir",
-            target.display()
-        )));
-    }
-    let partial = data_dir.join(format!("{}.restoring", super::DB_FILE));
-    let copy = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut from = std::fs::File::open(backup)?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)?;
-        std::io::copy(&mut from, &mut to)?;
-        to.sync_all()?;
-        std::fs::rename(&partial, &target)?;
-        std::fs::File::open(data_dir)?.sync_all()
-    };
-    copy().map_err(|e| StoreError(format!("restoring into {}: {e}", target.display())))?;
-    Ok(events)
 }
 
 impl WriterLoop {

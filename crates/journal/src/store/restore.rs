@@ -1,0 +1,114 @@
+//! Restoring a backup's store into a data dir: copied under a temporary
+//! name, fsynced and checked, then renamed into place (see
+//! [`stage_restore`]). The backup container and the key files are the
+//! binary's (`src/admin/restore.rs`).
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::{EVENTS, HEADS, StoreError};
+
+/// Installs a backup file (a bare store, as older builds wrote them) as the
+/// store of `data_dir`. Refuses to overwrite an existing store; checks the
+/// file is a readable store first.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
+    let staged = stage_restore(data_dir, |to| {
+        let mut from = std::fs::File::open(backup)?;
+        std::io::copy(&mut from, to)?;
+        Ok(())
+    })?;
+    staged.install()
+}
+
+/// A store copied into `<data_dir>/journal.redb.restoring`, fsynced and
+/// checked, not yet installed. Dropping it removes the copy.
+#[derive(Debug)]
+pub struct StagedStore {
+    partial: std::path::PathBuf,
+    target: std::path::PathBuf,
+    events: u64,
+    installed: bool,
+}
+
+/// Copies a store into `data_dir` with `fill`, fsyncs it and checks that it
+/// is a logbook store; refuses a data dir that already has one. Nothing is
+/// installed until [`StagedStore::install`], so a restore can put the keys
+/// in place first and never leave a journal without them.
+pub fn stage_restore(
+    data_dir: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<StagedStore, StoreError> {
+    logbook_base::private_file::ensure_private_dir(data_dir)
+        .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
+    let target = data_dir.join(super::DB_FILE);
+    if target.exists() {
+        return Err(StoreError(format!(
+            "{} already exists; restore only into an empty data dir",
+            target.display()
+        )));
+    }
+    let mut staged = StagedStore {
+        partial: data_dir.join(format!("{}.restoring", super::DB_FILE)),
+        target,
+        events: 0,
+        installed: false,
+    };
+    let copy = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staged.partial)?;
+        fill(&mut to)?;
+        to.sync_all()
+    };
+    copy().map_err(|e| StoreError(format!("restoring into {}: {e}", staged.partial.display())))?;
+    staged.events = check_store(&staged.partial)?;
+    Ok(staged)
+}
+
+/// Reads a store's tables that a restore relies on; returns its event count.
+fn check_store(path: &Path) -> Result<u64, StoreError> {
+    let not_a_backup = |e: &dyn std::fmt::Display| {
+        StoreError(format!("the backup's store is not a logbook store: {e}"))
+    };
+    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| not_a_backup(&e))?;
+    let txn = db.begin_read()?;
+    let events = txn.open_table(EVENTS).map_err(|e| not_a_backup(&e))?;
+    for entry in txn.open_table(HEADS)?.iter()? {
+        let (_, v) = entry?;
+        super::head::decode_head(v.value())?;
+    }
+    Ok(events.len()?)
+}
+
+impl StagedStore {
+    /// How many events the staged store holds.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Renames the staged store into place and fsyncs the data dir.
+    pub fn install(mut self) -> Result<u64, StoreError> {
+        let dir = self.target.parent().unwrap_or(Path::new("."));
+        let install = || -> std::io::Result<()> {
+            std::fs::rename(&self.partial, &self.target)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        install()
+            .map_err(|e| StoreError(format!("restoring into {}: {e}", self.target.display())))?;
+        self.installed = true;
+        Ok(self.events)
+    }
+}
+
+impl Drop for StagedStore {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Keys travel with backups (issue 12): `admin backup` carries the key
+//! files and `restore` puts them back; `--without-keys` carries none; a
+//! start names the key ids the keyring lacks and verify says `missing-key`;
+//! `logbook tokens create` works offline before a non-loopback first start.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use common::{Daemon, DaemonOpts, fill, logbook, new_plan, run};
+use serde_json::Value;
+
+fn generated_key() -> DaemonOpts {
+    DaemonOpts::default().unset_env("LOGBOOK_HMAC_SECRET")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `logbook restore FILE --data-dir DIR`.
+async fn restore(file: &Path, data_dir: &Path) -> common::CommandOutput {
+    let mut command = logbook();
+    command
+        .arg("restore")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data_dir);
+    run(command).await
+}
+
+/// Whether `haystack` holds the file `content`: its text (without the final
+/// newline) as raw bytes, or the whole file in base64.
+fn holds(haystack: &[u8], content: &[u8]) -> bool {
+    let text = content.strip_suffix(b"\n").unwrap_or(content);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+    let find = |n: &[u8]| haystack.windows(n.len()).any(|w| w == n);
+    find(text) || find(b64.as_bytes())
+}
+
+#[tokio::test]
+async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
+    let mut daemon = Daemon::start(generated_key());
+    let plan = new_plan();
+    fill(&daemon, plan, 3).await;
+    // A retired key too: the backup must carry hmac-retired/.
+    daemon.admin_json(&["keys", "rotate-hmac"]).await;
+    fill(&daemon, plan, 1).await;
+    let data = daemon.data_dir();
+    let key_files = ["hmac.key", "log.key", "log-keys.json", "witness.key"];
+    let mut secrets: Vec<(String, Vec<u8>)> = key_files
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(data.join(f)).unwrap()))
+        .collect();
+    for entry in std::fs::read_dir(data.join("hmac-retired")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = format!(
+            "hmac-retired/{}",
+            path.file_name().unwrap().to_str().unwrap()
+        );
+        secrets.push((name, std::fs::read(&path).unwrap()));
+    }
+    assert_eq!(secrets.len(), key_files.len() + 1, "one retired key");
+
+    let out = tempfile::tempdir().unwrap();
+    let (full, bare) = (
+        out.path().join("full.backup"),
+        out.path().join("bare.backup"),
+    );
+    let full_s = full.to_str().unwrap();
+    let bare_s = bare.to_str().unwrap();
+    daemon.admin_ok(&["backup", full_s]).await;
+    daemon.admin_ok(&["backup", "--without-keys", bare_s]).await;
+    assert_eq!(mode(&full), 0o600);
+    assert_eq!(mode(&bare), 0o600);
+
+    let full_bytes = std::fs::read(&full).unwrap();
+    let bare_bytes = std::fs::read(&bare).unwrap();
+    assert!(full_bytes.starts_with(b"logbook-backup 1\n"));
+    for (name, secret) in &secrets {
+        assert!(holds(&full_bytes, secret), "{name} is in the backup");
+        assert!(
+            !holds(&bare_bytes, secret),
+            "{name} leaked into --without-keys"
+        );
+    }
+
+    // Restored: the same key files, 0600, and the chain verifies with them.
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().join("data");
+    let done = restore(&full, &target).await;
+    assert!(done.success(), "{}{}", done.stdout, done.stderr);
+    for (name, secret) in &secrets {
+        let path = target.join(name);
+        assert_eq!(&std::fs::read(&path).unwrap(), secret, "{name}");
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
+    // Running it again over the same keys refuses only the journal.
+    let again = restore(&full, &target).await;
+    assert!(!again.success());
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    assert!(daemon.stop().success());
+    let restored = Daemon::start_in(restored, generated_key());
+    let report = restored.admin_json(&["verify", &plan.to_string()]).await;
+    assert_eq!(report["chain_valid"], true, "{report}");
+    assert!(!restored.log_text().contains("missing_key_ids"));
+
+    // A data dir holding a different key refuses the restore, untouched.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("hmac.key"), "a different secret").unwrap();
+    let refused = restore(&full, other.path()).await;
+    assert!(!refused.success());
+    assert!(refused.stderr.contains("hmac.key"), "{}", refused.stderr);
+    assert!(!other.path().join("journal.redb").exists());
+    assert!(!other.path().join("log.key").exists());
+}
+
+#[tokio::test]
+async fn missing_keys_are_named_at_start_and_verify_says_missing_key() {
+    let mut daemon = Daemon::start(generated_key());
+    let plan = new_plan();
+    fill(&daemon, plan, 2).await;
+    let old_id = daemon.admin_json(&["status"]).await["signing_key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("bare.backup");
+    daemon
+        .admin_ok(&["backup", "--without-keys", file.to_str().unwrap()])
+        .await;
+    assert!(daemon.stop().success());
+
+    // A bare store, as builds before format 1 wrote backups, still restores.
+    let old_style = out.path().join("old.redb");
+    std::fs::copy(daemon.db_path(), &old_style).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let done = restore(&old_style, elsewhere.path()).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stdout.contains("restored 2 events"), "{}", done.stdout);
+    assert!(done.stderr.contains("holds no keys"), "{}", done.stderr);
+
+    let restored = tempfile::tempdir().unwrap();
+    let done = restore(&file, &restored.path().join("data")).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stderr.contains("holds no keys"), "{}", done.stderr);
+    // The start generates a new key, and says which one the journal needs.
+    let restored = Daemon::start_in(restored, generated_key());
+    assert!(
+        restored
+            .wait_log(
+                &["ERROR", "missing_key_ids", &old_id],
+                std::time::Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        restored.log_text()
+    );
+
+    let page = restored
+        .get_json(&format!("/api/plans/{plan}/events?verify=1"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let v: &Value = &page.json;
+    assert_eq!(v["broken_reason"], "missing-key", "{v}");
+    assert_eq!(v["missing_key_id"], old_id.as_str(), "{v}");
+    assert_eq!(v["broken_at"], 1, "{v}");
+
+    let admin = restored.admin(&["verify", &plan.to_string()]).await;
+    assert!(!admin.success());
+    assert!(admin.stdout.contains("missing-key"), "{}", admin.stdout);
+    assert!(admin.stdout.contains(&old_id), "{}", admin.stdout);
+    assert!(!admin.stdout.contains("(signature)"), "{}", admin.stdout);
+}
+
+#[tokio::test]
+async fn an_offline_token_allows_a_non_loopback_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut command = logbook();
+    command
+        .args([
+            "tokens",
+            "create",
+            "--scope",
+            "read,append",
+            "--name",
+            "first",
+        ])
+        .arg("--data-dir")
+        .arg(&data);
+    let created = run(command).await;
+    assert!(created.success(), "{}", created.stderr);
+    let token = created.stdout.trim().to_string();
+    assert!(token.starts_with("lbk_"), "{token}");
+    assert_eq!(token.len(), 4 + 64);
+    assert!(token[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("journal.redb")), 0o600);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = Daemon::start_in(
+        dir,
+        DaemonOpts::default().listen(&format!("0.0.0.0:{port}")),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/plans");
+    let client = reqwest::Client::new();
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let authorized = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(authorized.status(), 200);
+
+    // While the daemon holds the data dir, the offline command refuses.
+    let mut command = logbook();
+    command
+        .args(["tokens", "create", "--scope", "read", "--name", "second"])
+        .arg("--data-dir")
+        .arg(daemon.data_dir());
+    let refused = run(command).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("logbook admin tokens create"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_non_loopback_start_without_tokens_suggests_the_offline_command() {
+    let (status, log) = common::run_expecting_exit(DaemonOpts::default().listen("0.0.0.0:0"));
+    assert!(!status.success());
+    assert!(log.contains("logbook tokens create --data-dir"), "{log}");
+}
