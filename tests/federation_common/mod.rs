@@ -204,8 +204,9 @@ impl Node {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("{} exited at start ({status}):\n{}", self.name, self.log());
             }
-            let up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
-            if up {
+            // The port is bound before the store opens (a connection then
+            // waits in the backlog), so a connect proves nothing: ask /readyz.
+            if ready(self.port) {
                 return;
             }
             assert!(
@@ -404,4 +405,19 @@ where
 
 pub fn now_ms() -> i64 {
     logbook_federation::message::now_ms()
+}
+
+/// Whether the daemon on `port` answers `GET /readyz` with 200.
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
