@@ -190,6 +190,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         )),
         log: Arc::new(log),
         witness: Arc::new(witness),
+        ui: config.ui.enabled,
     };
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)

@@ -10,7 +10,9 @@ use logbook_journal::registry::{EventType, MAX_TYPE_LEN};
 pub(crate) use logbook_journal::store::admin::Scope;
 // `[federation]` and `[[peers]]` are the federation crate's, in `Config` as they were.
 pub(crate) use logbook_federation::config::{FederationConfig, PeerConfig};
+mod ui;
 mod witness;
+pub(crate) use ui::UiConfig;
 pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
@@ -42,6 +44,9 @@ pub(crate) struct Config {
     pub(crate) witness: WitnessConfig,
     #[serde(default)]
     pub(crate) retention: RetentionConfig,
+    /// `[ui]`: the audit viewer's routes.
+    #[serde(default)]
+    pub(crate) ui: UiConfig,
 }
 
 /// Most outside witnesses, and the largest quorum.
