@@ -69,7 +69,20 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/", get(index))
         .route("/ui/assets/{name}", get(asset))
         // Every other /ui/… path is a view of the page (e.g. /ui/plans/{id}).
-        .route("/ui/{*view}", get(index))
+        .route("/ui/{*view}", get(view))
+}
+
+async fn view(Path(view): Path<String>) -> Response {
+    if view == "assets" || view.starts_with("assets/") {
+        return missing();
+    }
+    index().await
+}
+
+fn missing() -> Response {
+    let mut response = Problem::not_found("no such viewer file").into_response();
+    secure(&mut response);
+    response
 }
 
 async fn index() -> Response {
@@ -79,11 +92,7 @@ async fn index() -> Response {
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(found) => answer(found.content_type, found.body),
-        None => {
-            let mut response = Problem::not_found("no such viewer file").into_response();
-            secure(&mut response);
-            response
-        }
+        None => missing(),
     }
 }
 
