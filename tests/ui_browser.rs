@@ -40,7 +40,12 @@ fn rows(value: &Value) -> Vec<(u64, String)> {
         .as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| (r[0].as_u64().unwrap_or(0), r[1].as_str().unwrap_or("").into()))
+                .map(|r| {
+                    (
+                        r[0].as_u64().unwrap_or(0),
+                        r[1].as_str().unwrap_or("").into(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -86,7 +91,7 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     if !ensure_chromium() {
         return;
     }
-    let _one = one_browser();
+    let _one = one_browser().await;
     let port = free_port();
     let mut daemon = Daemon::start(opts(port));
     let base = format!("http://127.0.0.1:{port}");
@@ -94,17 +99,38 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     for i in 0..3 {
         append(&daemon, plan, step(i)).await;
     }
-    append(&daemon, plan, json!({"type": "step.completed", "actor": "<b>mallory</b>", "payload": {"note": XSS}})).await;
+    append(
+        &daemon,
+        plan,
+        json!({"type": "step.completed", "actor": "<b>mallory</b>", "payload": {"note": XSS}}),
+    )
+    .await;
     append(&daemon, plan, step(4)).await;
 
     // The headers, from the daemon itself.
-    let page = daemon.client.get(format!("{base}/")).send().await.expect("GET /");
+    let page = daemon
+        .client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("GET /");
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(part), "CSP {csp:?} lacks {part}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
 
@@ -113,32 +139,74 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
 
     // The plan list, then live updates from the global stream.
     let row = format!("#plans tr[data-plan='{plan}']");
-    b.wait_for("the plan in the list", &format!("const r = document.querySelector(\"{row} .head-seq\"); return r && r.textContent;"), |v| v == "5").await;
-    b.wait_for("the global stream live", "return document.getElementById('live-state').textContent;", |v| v == "live").await;
+    b.wait_for(
+        "the plan in the list",
+        &format!(
+            "const r = document.querySelector(\"{row} .head-seq\"); return r && r.textContent;"
+        ),
+        |v| v == "5",
+    )
+    .await;
+    b.wait_for(
+        "the global stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
     let other = new_plan();
     append(&daemon, plan, step(5)).await;
     append(&daemon, other, step(0)).await;
     b.wait_for("live badge and head", &format!("const r = document.querySelector(\"{row}\"); return r && [r.querySelector('.live-badge').textContent, r.querySelector('.head-seq').textContent];"), |v| v == &json!(["+1", "6"])).await;
-    b.wait_for("a new plan appears live", &format!("return Boolean(document.querySelector(\"#plans tr[data-plan='{other}']\"));"), |v| v == true).await;
+    b.wait_for(
+        "a new plan appears live",
+        &format!("return Boolean(document.querySelector(\"#plans tr[data-plan='{other}']\"));"),
+        |v| v == true,
+    )
+    .await;
 
     // The plan: every event verified in the browser, the key source said honestly.
     b.click(&format!("{row} a")).await;
-    b.wait_for("6 verified events", ROWS, |v| all_shown(v, 6, "verified", &[])).await;
-    let key_line = b.eval("return document.getElementById('key-source').textContent;").await;
-    assert!(key_line.as_str().unwrap().contains("only against the log key this same daemon serves"), "{key_line}");
-    let verdict = b.eval("return document.getElementById('plan-verdict').className;").await;
+    b.wait_for("6 verified events", ROWS, |v| {
+        all_shown(v, 6, "verified", &[])
+    })
+    .await;
+    let key_line = b
+        .eval("return document.getElementById('key-source').textContent;")
+        .await;
+    assert!(
+        key_line
+            .as_str()
+            .unwrap()
+            .contains("only against the log key this same daemon serves"),
+        "{key_line}"
+    );
+    let verdict = b
+        .eval("return document.getElementById('plan-verdict').className;")
+        .await;
     assert_eq!(verdict, "verdict verified");
-    b.wait_for("the witnessed size", "return document.getElementById('witnessed').textContent;", |v| v.as_str().is_some_and(|t| t.starts_with("Witnessed size"))).await;
+    b.wait_for(
+        "the witnessed size",
+        "return document.getElementById('witnessed').textContent;",
+        |v| v.as_str().is_some_and(|t| t.starts_with("Witnessed size")),
+    )
+    .await;
 
     // The XSS payload and actor are text: no element was made of them.
     let xss = b.eval("return [document.querySelectorAll('#main img, #main b').length, document.querySelector('#events tr[data-seq=\"4\"]').textContent];").await;
     assert_eq!(xss[0], 0, "markup from the journal was rendered");
-    assert!(xss[1].as_str().unwrap().contains(XSS) && xss[1].as_str().unwrap().contains("<b>mallory</b>"), "{xss}");
+    assert!(
+        xss[1].as_str().unwrap().contains(XSS)
+            && xss[1].as_str().unwrap().contains("<b>mallory</b>"),
+        "{xss}"
+    );
 
     // Live in the plan view.
     append(&daemon, plan, step(6)).await;
     append(&daemon, plan, step(7)).await;
-    b.wait_for("8 verified events", ROWS, |v| all_shown(v, 8, "verified", &[])).await;
+    b.wait_for("8 verified events", ROWS, |v| {
+        all_shown(v, 8, "verified", &[])
+    })
+    .await;
 
     // The detail view and its permalink.
     b.click("#events tr[data-seq='4']").await;
@@ -146,57 +214,164 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     assert!(detail[0].as_str().unwrap().contains(XSS), "{detail}");
     assert_eq!(detail[1], format!("/ui/plans/{plan}#seq=4"));
     assert_eq!(detail[2], "#seq=4");
-    b.client.goto(&format!("{base}/ui/plans/{plan}#seq=2")).await.expect("permalink");
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}#seq=2"))
+        .await
+        .expect("permalink");
     b.wait_for("the permalink opens event 2", "const d = document.getElementById('detail'); return d && !d.hidden && d.querySelector('h2').textContent;", |v| v == "Event 2").await;
-    b.wait_for("8 verified after reload", ROWS, |v| all_shown(v, 8, "verified", &[])).await;
+    b.wait_for("8 verified after reload", ROWS, |v| {
+        all_shown(v, 8, "verified", &[])
+    })
+    .await;
+    b.eval("window.scrollTo(0, 0); return null;").await;
     let shot = b.client.screenshot().await.expect("screenshot");
     save_screenshot(&shot);
+
+    // The keyboard: from a focused row, ArrowDown then Enter opens the next older event.
+    b.eval("document.querySelector('#events tr[data-seq=\"6\"]').focus(); return null;")
+        .await;
+    let focused = b.client.active_element().await.expect("the focused row");
+    focused.send_keys("\u{E015}").await.expect("ArrowDown");
+    let focused = b.client.active_element().await.expect("the next row");
+    assert_eq!(
+        focused.attr("data-seq").await.expect("attr").as_deref(),
+        Some("5")
+    );
+    focused.send_keys("\u{E007}").await.expect("Enter");
+    b.wait_for("Enter opens event 5", "return location.hash;", |v| {
+        v == "#seq=5"
+    })
+    .await;
+
+    // Readable at 360 px: nothing wider than the window.
+    b.client.set_window_size(360, 800).await.expect("resize");
+    b.wait_for(
+        "no horizontal scroll at 360 px",
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+        |v| v == true,
+    )
+    .await;
+    b.client
+        .set_window_size(1280, 900)
+        .await
+        .expect("resize back");
 
     // Paging backwards: 50 at first, then older pages, never a duplicate.
     let long = new_plan();
     common::fill(&daemon, long, 120).await;
-    b.client.goto(&format!("{base}/ui/plans/{long}")).await.expect("long plan");
-    b.wait_for("the newest 50", ROWS, |v| rows(v).len() == 50 && rows(v)[0].0 == 120).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{long}"))
+        .await
+        .expect("long plan");
+    b.wait_for("the newest 50", ROWS, |v| {
+        rows(v).len() == 50 && rows(v)[0].0 == 120
+    })
+    .await;
     b.click("#older").await;
-    b.wait_for("100 after one page back", ROWS, |v| rows(v).len() == 100).await;
+    b.wait_for("100 after one page back", ROWS, |v| rows(v).len() == 100)
+        .await;
     b.click("#older").await;
-    b.wait_for("all 120, verified", ROWS, |v| all_shown(v, 120, "verified", &[])).await;
-    assert_eq!(b.eval("return document.getElementById('older').hidden;").await, true);
+    b.wait_for("all 120, verified", ROWS, |v| {
+        all_shown(v, 120, "verified", &[])
+    })
+    .await;
+    assert_eq!(
+        b.eval("return document.getElementById('older').hidden;")
+            .await,
+        true
+    );
 
     // Redaction: shown as redacted with the system journal's reason.
-    daemon.admin_ok(&["redact", &plan.to_string(), "3", "--reason", "GDPR erasure, ticket 42"]).await;
-    b.client.goto(&format!("{base}/ui/plans/{plan}")).await.expect("plan");
-    b.wait_for("seq 3 redacted", ROWS, |v| all_shown(v, 8, "verified", &[(3, "redacted")])).await;
-    b.wait_for("the redaction's reason", "return document.querySelector('#events tr[data-seq=\"3\"] .badge').title;", |v| v.as_str().is_some_and(|t| t.contains("GDPR erasure, ticket 42"))).await;
+    daemon
+        .admin_ok(&[
+            "redact",
+            &plan.to_string(),
+            "3",
+            "--reason",
+            "GDPR erasure, ticket 42",
+        ])
+        .await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for("seq 3 redacted", ROWS, |v| {
+        all_shown(v, 8, "verified", &[(3, "redacted")])
+    })
+    .await;
+    b.wait_for(
+        "the redaction's reason",
+        "return document.querySelector('#events tr[data-seq=\"3\"] .badge').title;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("GDPR erasure, ticket 42"))
+        },
+    )
+    .await;
 
     let console = b.console().await;
+    // The log is really read: the stream-head probe's 409 is in it.
+    assert!(
+        format!("{console:?}").contains("status of 409"),
+        "no browser log captured: {console:#?}"
+    );
     let bad = errors(&console, false);
     assert!(bad.is_empty(), "console errors: {bad:#?}");
-    assert!(!format!("{console:?}").contains("Content Security Policy"), "CSP violation: {console:#?}");
+    assert!(
+        !format!("{console:?}").contains("Content Security Policy"),
+        "CSP violation: {console:#?}"
+    );
 
     // A restart with the page open: it resumes with no gap and no duplicate.
-    b.wait_for("the plan stream live", "return document.getElementById('live-state').textContent;", |v| v == "live").await;
+    b.wait_for(
+        "the plan stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
     daemon.restart();
     for i in 8..11 {
         append(&daemon, plan, step(i)).await;
     }
-    b.wait_for("11 events once each after the restart", ROWS, |v| all_shown(v, 11, "verified", &[(3, "redacted")])).await;
+    b.wait_for("11 events once each after the restart", ROWS, |v| {
+        all_shown(v, 11, "verified", &[(3, "redacted")])
+    })
+    .await;
 
     // An offline edit of one stored event: broken, with its reason; the plan flagged.
     let status = daemon.stop();
     assert!(status.success(), "{status}");
     with_offline_store(&daemon, move |store| {
         let mut event = store.plan_events_after(&plan, 5, 1).expect("reading")[0].clone();
-        event.payload = serde_json::value::RawValue::from_string(r#"{"amount":1000000,"i":5}"#.into()).unwrap();
-        store.overwrite_event_unchecked(&event).expect("overwriting");
+        event.payload =
+            serde_json::value::RawValue::from_string(r#"{"amount":1000000,"i":5}"#.into()).unwrap();
+        store
+            .overwrite_event_unchecked(&event)
+            .expect("overwriting");
     })
     .await;
     daemon.restart();
-    b.client.goto(&format!("{base}/ui/plans/{plan}")).await.expect("plan after the edit");
-    b.wait_for("seq 6 broken", ROWS, |v| all_shown(v, 11, "verified", &[(3, "redacted"), (6, "broken")])).await;
-    let reason = b.eval("return document.querySelector('#events tr[data-seq=\"6\"] .badge').textContent;").await;
-    assert!(reason.as_str().unwrap().contains("payload_hash"), "{reason}");
-    b.wait_for("the plan flagged", "return document.getElementById('plan-verdict').className;", |v| v == "verdict broken").await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan after the edit");
+    b.wait_for("seq 6 broken", ROWS, |v| {
+        all_shown(v, 11, "verified", &[(3, "redacted"), (6, "broken")])
+    })
+    .await;
+    let reason = b
+        .eval("return document.querySelector('#events tr[data-seq=\"6\"] .badge').textContent;")
+        .await;
+    assert!(
+        reason.as_str().unwrap().contains("payload_hash"),
+        "{reason}"
+    );
+    b.wait_for(
+        "the plan flagged",
+        "return document.getElementById('plan-verdict').className;",
+        |v| v == "verdict broken",
+    )
+    .await;
 
     let bad = errors(&b.console().await, true);
     assert!(bad.is_empty(), "console errors: {bad:#?}");
@@ -208,7 +383,7 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
     if !ensure_chromium() {
         return;
     }
-    let _one = one_browser();
+    let _one = one_browser().await;
     let port = free_port();
     let daemon = Daemon::start(opts(port).with_admin_token()).send_admin_token();
     let base = format!("http://127.0.0.1:{port}");
@@ -217,33 +392,83 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
 
     // The page's files need no token; the data does.
     let client = common::client();
-    let page = client.get(format!("{base}/ui/plans/{plan}")).send().await.unwrap();
+    let page = client
+        .get(format!("{base}/ui/plans/{plan}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
-    let js = client.get(format!("{base}/ui/assets/app.js")).send().await.unwrap();
+    let js = client
+        .get(format!("{base}/ui/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(js.status(), 200);
-    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
-    let data = client.get(format!("{base}/api/plans")).send().await.unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let data = client
+        .get(format!("{base}/api/plans"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(data.status(), 401);
 
     let b = Browser::start().await;
-    b.client.goto(&format!("{base}/ui/plans/{plan}")).await.expect("open");
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("open");
     b.type_into("#token", "not-a-token").await;
     b.click("#token-form button").await;
-    b.wait_for("a wrong token refused", "const f = document.getElementById('token-form'); return f && f.textContent;", |v| v.as_str().is_some_and(|t| t.contains("refused"))).await;
+    b.wait_for(
+        "a wrong token refused",
+        "const f = document.getElementById('token-form'); return f && f.textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains("refused")),
+    )
+    .await;
     b.type_into("#token", ADMIN_TOKEN).await;
     b.click("#token-form button").await;
-    b.wait_for("the plan verified with the token", ROWS, |v| all_shown(v, 1, "verified", &[])).await;
+    b.wait_for("the plan verified with the token", ROWS, |v| {
+        all_shown(v, 1, "verified", &[])
+    })
+    .await;
     // The stream takes the token as access_token: a live event arrives.
-    b.wait_for("the plan stream live", "return document.getElementById('live-state').textContent;", |v| v == "live").await;
+    b.wait_for(
+        "the plan stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
     append(&daemon, plan, step(1)).await;
-    b.wait_for("a live event with the token", ROWS, |v| all_shown(v, 2, "verified", &[])).await;
-    let kept = b.eval("return sessionStorage.getItem('logbook.token') !== null && localStorage.length === 0;").await;
+    b.wait_for("a live event with the token", ROWS, |v| {
+        all_shown(v, 2, "verified", &[])
+    })
+    .await;
+    let kept = b
+        .eval(
+            "return sessionStorage.getItem('logbook.token') !== null && localStorage.length === 0;",
+        )
+        .await;
     assert_eq!(kept, true, "the token is kept in sessionStorage only");
 
     // The admin scope shows the federation panel.
-    b.wait_for("the federation link", "return document.getElementById('nav-federation').hidden;", |v| v == false).await;
+    b.wait_for(
+        "the federation link",
+        "return document.getElementById('nav-federation').hidden;",
+        |v| v == false,
+    )
+    .await;
     b.click("#nav-federation").await;
-    b.wait_for("the federation panel", "return Boolean(document.getElementById('fed-peers'));", |v| v == true).await;
+    b.wait_for(
+        "the federation panel",
+        "return Boolean(document.getElementById('fed-peers'));",
+        |v| v == true,
+    )
+    .await;
 
     let bad = errors(&b.console().await, false)
         .into_iter()
@@ -258,7 +483,7 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
     if !ensure_chromium() {
         return;
     }
-    let _one = one_browser();
+    let _one = one_browser().await;
     let port = free_port();
     let _daemon = Daemon::start(opts(port));
     let vectors = json!({
@@ -268,13 +493,20 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
         "heads": vector(include_str!("../docs/vectors/heads-log-v1.json")),
     });
     let b = Browser::start().await;
-    b.client.goto(&format!("http://127.0.0.1:{port}/ui/keys")).await.expect("open");
+    b.client
+        .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+        .await
+        .expect("open");
     let fails = b
         .client
         .execute_async(include_str!("browser/vectors.js"), vec![vectors])
         .await
         .expect("the vector script");
-    assert_eq!(fails, json!([]), "the viewer's JavaScript disagrees with the vectors");
+    assert_eq!(
+        fails,
+        json!([]),
+        "the viewer's JavaScript disagrees with the vectors"
+    );
     b.close().await;
 }
 
@@ -282,20 +514,47 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
 #[tokio::test]
 async fn the_viewer_routes_answer_with_their_headers_and_can_be_turned_off() {
     let daemon = Daemon::start(DaemonOpts::default());
-    for path in ["/", "/ui", "/ui/", "/ui/plans/0192f3a4-5b6c-7d8e-9f00-112233445566", "/ui/assets/app.js", "/ui/assets/style.css"] {
+    for path in [
+        "/",
+        "/ui",
+        "/ui/",
+        "/ui/plans/0192f3a4-5b6c-7d8e-9f00-112233445566",
+        "/ui/assets/app.js",
+        "/ui/assets/style.css",
+    ] {
         let resp = common::send(daemon.get(path)).await;
         assert_eq!(resp.status, 200, "{path}");
-        assert!(resp.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")), "{path}");
-        assert_eq!(resp.header("x-content-type-options"), Some("nosniff"), "{path}");
-        assert_eq!(resp.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert!(
+            resp.header("content-security-policy")
+                .is_some_and(|c| c.contains("frame-ancestors 'none'")),
+            "{path}"
+        );
+        assert_eq!(
+            resp.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            resp.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
     }
     let html = common::send(daemon.get("/")).await;
-    assert!(html.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        html.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(html.text.contains("/ui/assets/app.js"));
     let css = common::send(daemon.get("/ui/assets/style.css")).await;
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
     // Only the embedded files exist: no path walks out of them.
-    for path in ["/ui/assets/nope.js", "/ui/assets/..%2Fapp.js", "/ui/assets/"] {
+    for path in [
+        "/ui/assets/nope.js",
+        "/ui/assets/..%2Fapp.js",
+        "/ui/assets/",
+    ] {
         let resp = common::send(daemon.get(path)).await;
         assert_eq!(resp.status, 404, "{path}: {}", resp.text);
     }
@@ -316,9 +575,11 @@ fn vector(text: &str) -> Value {
 }
 
 /// One browser at a time: three at once would crowd 2 cores.
-fn one_browser() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn one_browser() -> tokio::sync::MutexGuard<'static, ()> {
+    // tokio's Mutex works across the tests' separate runtimes and is not
+    // poisoned by a failed test.
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
 }
 
 fn save_screenshot(png: &[u8]) {

@@ -29,9 +29,9 @@ export function planView(root, planId) {
   const older = el("button", { id: "older", hidden: true }, "Older events");
   const detail = el("aside", { id: "detail", hidden: true, "aria-label": "Event detail", tabindex: "-1" });
   const table = el("table", { id: "events", class: "data" },
-    el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "num" }, "Seq"), el("th", { scope: "col" }, "Time"),
-      el("th", { scope: "col" }, "Type"), el("th", { scope: "col", class: "wide" }, "Actor"),
-      el("th", { scope: "col", class: "wide" }, "Payload"), el("th", { scope: "col" }, "State"))),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "num" }, "Seq"), el("th", { scope: "col" }, "State"),
+      el("th", { scope: "col" }, "Time"), el("th", { scope: "col" }, "Type"), el("th", { scope: "col", class: "wide" }, "Actor"),
+      el("th", { scope: "col", class: "wide" }, "Payload"))),
     tbody);
   replace(root, el("section", { class: "plan-header" }, title, head, summaryLine, keyLine, witnessLine),
     el("section", { class: "toolbar" }, el("label", {}, "Types ", filter), live),
@@ -49,9 +49,9 @@ export function planView(root, planId) {
     }
     const s = stateOf(seq);
     tr.dataset.state = s.state;
-    replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, time(e.created_at)), el("td", {}, el("code", {}, e.type)),
-      el("td", { class: "wide" }, e.actor ?? "—"), el("td", { class: "wide payload" }, e.redacted ? "(erased)" : summary(e.payload)),
-      el("td", {}, badge(s.state, s.reason)));
+    replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, badge(s.state, s.reason)), el("td", {}, time(e.created_at)),
+      el("td", {}, el("code", {}, e.type)), el("td", { class: "wide" }, e.actor ?? "—"),
+      el("td", { class: "wide payload" }, e.redacted ? "(erased)" : summary(e.payload)));
     tr.hidden = !matches(validPatterns(filter.value) ? filter.value : "", e.type);
     return tr;
   };
@@ -180,10 +180,10 @@ export function planView(root, planId) {
     selected = seq;
     if (push) history.replaceState(null, "", seq === null ? location.pathname + location.search : `${location.pathname}${location.search}#seq=${seq}`);
     if (seq === null) { detail.hidden = true; for (const tr of rows.values()) tr.classList.remove("selected"); return; }
-    if (events.has(seq)) { showDetail(seq); detail.focus(); return; }
+    if (events.has(seq)) { showDetail(seq); detail.focus({ preventScroll: true }); return; }
     fetchRange(seq - 1, 1).then((list) => {
       if (!list.length) { replace(detail, el("p", {}, `No event ${seq} in this plan.`)); detail.hidden = false; return; }
-      add(list); showDetail(seq); detail.focus(); schedule();
+      add(list); showDetail(seq); detail.focus({ preventScroll: true }); schedule();
     }).catch((e) => { replace(detail, el("p", {}, e.message)); detail.hidden = false; });
   };
   const fromHash = () => {
