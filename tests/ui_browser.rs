@@ -163,6 +163,10 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         |v| v == true,
     )
     .await;
+    // Search by plan id hides the others.
+    b.type_into("#plan-search", &other.to_string()[..8]).await;
+    b.wait_for("search narrows the list", &format!("return [document.querySelector(\"{row}\").hidden, document.querySelector(\"#plans tr[data-plan='{other}']\").hidden];"), |v| v == &json!([true, false])).await;
+    b.type_into("#plan-search", "").await;
 
     // The plan: every event verified in the browser, the key source said honestly.
     b.click(&format!("{row} a")).await;
@@ -470,6 +474,47 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
     )
     .await;
 
+    // Key pinning: the served key pinned says so; another key breaks the plan.
+    let served = daemon.get_json("/api/v1/log/keys").await.json["current"]["vkey"]
+        .as_str()
+        .expect("the served vkey")
+        .to_string();
+    pin(&b, &base, &served).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for(
+        "verified against the pinned key",
+        "return document.getElementById('key-source').textContent;",
+        |v| {
+            v.as_str().is_some_and(|t| {
+                t.starts_with("Checked in this browser against the log key you pinned")
+            })
+        },
+    )
+    .await;
+    b.wait_for("2 verified", ROWS, |v| all_shown(v, 2, "verified", &[]))
+        .await;
+    let other_key = vector(include_str!("../docs/vectors/log-checkpoint.json"))["instance_vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pin(&b, &base, &other_key).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for(
+        "broken under another pinned key",
+        "return document.getElementById('plan-verdict').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("not signed by the pinned log key"))
+        },
+    )
+    .await;
+
     let bad = errors(&b.console().await, false)
         .into_iter()
         .filter(|m| !m.contains("status of 401"))
@@ -568,6 +613,22 @@ async fn the_viewer_routes_answer_with_their_headers_and_can_be_turned_off() {
         assert_eq!(resp.status, 404, "{path} with the viewer off");
     }
     assert_eq!(common::send(off.get("/healthz")).await.status, 200);
+}
+
+/// Pins `vkey` as the log key on the Keys page.
+async fn pin(b: &Browser, base: &str, vkey: &str) {
+    b.client
+        .goto(&format!("{base}/ui/keys"))
+        .await
+        .expect("keys page");
+    b.type_into("#pin-log", vkey).await;
+    b.click("#pin-save").await;
+    b.wait_for(
+        "the pin saved",
+        "return document.getElementById('pin-status').className;",
+        |v| v == "verified",
+    )
+    .await;
 }
 
 fn vector(text: &str) -> Value {

@@ -78,6 +78,7 @@ export function plansView(root, navigate) {
     for (const r of rows.values()) r.tr.hidden = Boolean(q) && !r.plan.plan_id.includes(q);
   };
   search.addEventListener("input", applySearch);
+  search.addEventListener("change", applySearch);
   search.addEventListener("keydown", (e) => {
     const q = search.value.trim().toLowerCase();
     if (e.key === "Enter" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(q)) navigate(`/ui/plans/${q}`);

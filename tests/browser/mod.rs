@@ -130,16 +130,15 @@ impl Browser {
     pub async fn wait_for(&self, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
-            let value = self
-                .client
-                .execute(script, vec![])
-                .await
-                .unwrap_or_else(|e| panic!("{what}: script failed: {e}"));
-            if ok(&value) {
-                return value;
-            }
+            // A script may fail while the page is still loading (an element
+            // not there yet): that is "not yet", until the deadline.
+            let last = match self.client.execute(script, vec![]).await {
+                Ok(value) if ok(&value) => return value,
+                Ok(value) => value.to_string(),
+                Err(e) => format!("script error: {e}"),
+            };
             if started.elapsed() > DEADLINE {
-                panic!("{what}: not within {DEADLINE:?}; last value: {value}");
+                panic!("{what}: not within {DEADLINE:?}; last: {last}");
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
