@@ -607,12 +607,42 @@ async fn the_viewer_routes_answer_with_their_headers_and_can_be_turned_off() {
     let rebound = common::send(daemon.get("/").header("host", "attacker.example")).await;
     assert_eq!(rebound.status, 421);
 
+    // The admin socket serves the API, without the page.
+    for path in ["/", "/ui/", "/ui/assets/app.js"] {
+        assert_eq!(
+            admin_socket_status(&daemon, path).await,
+            "404",
+            "{path} over the admin socket"
+        );
+    }
+    assert_eq!(admin_socket_status(&daemon, "/api/plans").await, "200");
+
     let off = Daemon::start(DaemonOpts::default().replace("\nenabled = true", "\nenabled = false"));
     for path in ["/", "/ui/", "/ui/assets/app.js"] {
         let resp = common::send(off.get(path)).await;
         assert_eq!(resp.status, 404, "{path} with the viewer off");
     }
     assert_eq!(common::send(off.get("/healthz")).await.status, 200);
+}
+
+/// The status code of `GET path` over the daemon's admin socket.
+async fn admin_socket_status(daemon: &Daemon, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::UnixStream::connect(daemon.admin_socket())
+        .await
+        .expect("the admin socket");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::REQUEST_TIMEOUT, socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Pins `vkey` as the log key on the Keys page.
