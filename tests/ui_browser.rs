@@ -167,6 +167,39 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     b.type_into("#plan-search", &other.to_string()[..8]).await;
     b.wait_for("search narrows the list", &format!("return [document.querySelector(\"{row}\").hidden, document.querySelector(\"#plans tr[data-plan='{other}']\").hidden];"), |v| v == &json!([true, false])).await;
     b.type_into("#plan-search", "").await;
+    // A type pattern filters the global stream: a step event no longer
+    // counts, a plan.created event does (the stream keeps commit order).
+    b.type_into("#type-filter", "plan.*\u{E007}").await;
+    b.wait_for("the filtered stream live", "return location.search;", |v| {
+        v == "?types=plan.*"
+    })
+    .await;
+    b.wait_for(
+        "the stream live again",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
+    append(&daemon, other, step(99)).await;
+    let third = new_plan();
+    append(
+        &daemon,
+        third,
+        json!({"type": "plan.created", "actor": "tester", "payload": {}}),
+    )
+    .await;
+    b.wait_for(
+        "a matching event arrives",
+        &format!("return Boolean(document.querySelector(\"#plans tr[data-plan='{third}']\"));"),
+        |v| v == true,
+    )
+    .await;
+    let badge = b
+        .eval(&format!(
+            "return document.querySelector(\"#plans tr[data-plan='{other}'] .live-badge\").textContent;"
+        ))
+        .await;
+    assert_eq!(badge, "+1", "a step event counted under plan.*");
 
     // The plan: every event verified in the browser, the key source said honestly.
     b.click(&format!("{row} a")).await;
