@@ -62,6 +62,27 @@ pub fn ensure_chromium() -> bool {
     false
 }
 
+/// Console entries that are errors, without the HTTP refusals the page
+/// expects and handles (the stream-head probe's 409, the bundle's 409
+/// before the first heads-log pass) and, if `restarting`, the refused
+/// connections while the daemon was down.
+pub fn errors(entries: &[Value], restarting: bool) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .filter(|m| {
+            let expected = m.contains("status of 409")
+                || (restarting
+                    && (m.contains("ERR_CONNECTION_REFUSED")
+                        || m.contains("ERR_EMPTY_RESPONSE")
+                        || m.contains("ERR_CONNECTION_RESET")
+                        || m.contains("ERR_INCOMPLETE_CHUNKED_ENCODING")));
+            !expected
+        })
+        .collect()
+}
+
 /// A chromedriver process and one headless Chromium session.
 pub struct Browser {
     pub client: Client,
