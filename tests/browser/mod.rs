@@ -1,7 +1,8 @@
 //! A real Chromium for the viewer's tests: Debian's `chromium` driven
 //! through `chromedriver` (W3C WebDriver) by fantoccini. Installs both with
 //! apt-get when missing and possible (root, apt); otherwise the tests are
-//! skipped with a loud message, except under CI (`CI` set), where a missing
+//! skipped with a loud message, except under CI (`CI` set, or
+//! `LOGBOOK_BROWSER_TESTS=required` as `.ci/run` sets it), where a missing
 //! browser fails them.
 
 use std::net::TcpListener;
@@ -55,8 +56,10 @@ pub fn ensure_chromium() -> bool {
         }
     }
     let message = "!!! BROWSER TESTS SKIPPED: chromium and chromedriver are missing and could not be installed (needs root and apt-get) !!!";
-    if std::env::var_os("CI").is_some() {
-        panic!("{message} (CI is set, so this is a failure)");
+    if std::env::var_os("CI").is_some()
+        || std::env::var("LOGBOOK_BROWSER_TESTS").is_ok_and(|v| v == "required")
+    {
+        panic!("{message} (CI or LOGBOOK_BROWSER_TESTS=required is set, so this is a failure)");
     }
     eprintln!("\n{message}\n");
     false
