@@ -92,7 +92,8 @@ export async function verifyConsistency(first, second, proof, firstRoot, secondR
   if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
   if (first === 0) return proof.length === 0;
   if (proof.length === 0) return false;
-  const path = (first & (first - 1)) === 0 && first < 2 ** 31 ? [firstRoot, ...proof] : proof;
+  // A first tree of 2^k leaves is a complete subtree: its root starts the path.
+  const path = 2 ** Math.round(Math.log2(first)) === first ? [firstRoot, ...proof] : proof;
   let fn = first - 1, sn = second - 1;
   while (odd(fn)) { fn = half(fn); sn = half(sn); }
   let fr = path[0], sr = path[0];
