@@ -203,6 +203,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         )),
         log: Arc::new(log),
         witness: Arc::new(witness),
+        ui: config.ui.enabled,
     };
 
     let admin_socket = config.admin_socket_path();

@@ -44,6 +44,9 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
     if new.log.format != old.log.format {
         tracing::warn!("log.format changes need a restart; keeping the running format");
     }
+    if new.ui != old.ui {
+        tracing::warn!("ui.enabled changes need a restart; keeping the running setting");
+    }
     if new.checkpoints.origin_prefix != old.checkpoints.origin_prefix {
         // Key names are pinned by verifiers; a rename is a deliberate restart.
         tracing::warn!(

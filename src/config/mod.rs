@@ -15,11 +15,13 @@ mod layers;
 pub(crate) mod listen;
 pub(crate) mod log_filter;
 mod sections;
+mod ui;
 mod witness;
 pub(crate) use auth::{Auth, AuthRequired, Scope, TokenConfig};
 pub(crate) use sections::{
     Http, Limits, Log, LogFormat, RegistryConfig, Server, Sse, StorageConfig,
 };
+pub(crate) use ui::UiConfig;
 pub(crate) use witness::WitnessConfig;
 
 /// The shipped `config.toml`, which is also the default when no file exists.
@@ -45,6 +47,8 @@ pub(crate) struct Config {
     pub(crate) peers: Vec<PeerConfig>,
     /// Outside C2SP witnesses of the heads log, besides the peers.
     pub(crate) witnesses: Vec<OutsideWitnessConfig>,
+    /// `[ui]`: the audit viewer's routes.
+    pub(crate) ui: UiConfig,
 }
 
 /// Most outside witnesses, and the largest quorum.

@@ -20,6 +20,7 @@ pub(crate) mod problem;
 pub(crate) mod proofs;
 pub(crate) mod serve;
 pub(crate) mod sse;
+pub(crate) mod ui;
 pub(crate) mod witness;
 pub(crate) mod witnessed;
 
@@ -65,6 +66,8 @@ pub(crate) struct AppState {
     pub(crate) log: Arc<log::LogState>,
     /// The witness key and state of the add-checkpoint route.
     pub(crate) witness: Arc<witness::WitnessState>,
+    /// `[ui] enabled`: whether `/` and `/ui/…` serve the audit viewer.
+    pub(crate) ui: bool,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -101,6 +104,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(crate::http::metrics::time_append));
     let cors_state = CorsState::from_ref(&state);
     let edge_state = edge::EdgeState::from_ref(&state);
+    let ui = if state.ui {
+        ui::router()
+    } else {
+        Router::new()
+    };
     let router = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(crate::http::metrics::readyz))
@@ -109,6 +117,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(federation::router(state.clone()))
         .merge(log::router(&state))
         .merge(witness::router())
+        .merge(ui)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

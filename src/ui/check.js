@@ -1,0 +1,175 @@
+// Verifies what a plan view shows, in the browser: the plan's signed
+// checkpoint, each visible event against it, the growth between two
+// checkpoints, and the witnessed bundle. The daemon's answers are inputs,
+// never verdicts.
+
+import { ApiError, getJson, getText } from "./api.js";
+import { logKeys, witnessKeys } from "./keys.js";
+import {
+  b64decode, cryptoAvailable, entryBytes, equal, headsEntry, leafHash, parseNote,
+  payloadHash, planKey, sha256, concat, verifyCheckpoint,
+  verifyConsistency, verifyCosignatures, verifyInclusion,
+} from "./verify.js";
+
+const SYSTEM_PLAN = "00000000-0000-0000-0000-000000000000";
+/** How many of the newest system-journal events are searched for redactions. */
+const SYSTEM_SCAN = 5000;
+const PARALLEL = 6;
+
+/** A check that failed: what the daemon served does not verify. */
+export class Broken extends Error {}
+
+export class PlanChecker {
+  constructor(planId) {
+    this.planId = planId;
+    this.checkpoint = null; // {size, root, note, text}
+    this.source = null; // "pinned" | "served"
+    this.keyName = null;
+    this.error = null; // plan-level break
+    this.results = new Map(); // seq -> {state, reason, leaf}
+    this.witnessed = null;
+    this.redactions = null;
+  }
+
+  /** Fetches and checks the current checkpoint; checks it extends the last one. */
+  async refreshCheckpoint() {
+    if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
+    const note = await getText(`/api/plans/${this.planId}/checkpoint`);
+    const { source, keys } = await logKeys();
+    this.source = source;
+    let verified = null, lastError = null;
+    for (const instance of keys) {
+      const key = await planKey(instance, this.planId);
+      try {
+        verified = await verifyCheckpoint(note, key);
+        this.keyName = instance.text;
+        this.instanceKey = instance;
+        break;
+      } catch (e) { lastError = e; }
+    }
+    if (!verified) {
+      throw new Broken(`checkpoint not signed by the ${source === "pinned" ? "pinned" : "served"} log key (${lastError?.message})`);
+    }
+    const next = { ...verified.checkpoint, note: noteText(note) };
+    const previous = this.checkpoint;
+    if (previous && next.size < previous.size) throw new Broken(`the log went back from size ${previous.size} to ${next.size}`);
+    if (previous && next.size > previous.size) {
+      const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
+      const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
+      if (!ok) throw new Broken(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
+    } else if (previous && !equal(previous.root, next.root)) {
+      throw new Broken(`two signed roots for size ${next.size} (fork)`);
+    }
+    this.checkpoint = next;
+    return next;
+  }
+
+  /** Checks `events` (by seq; `bySeq` for the links) against the checkpoint. */
+  async checkEvents(events, bySeq) {
+    const todo = events.filter((e) => {
+      const r = this.results.get(e.seq);
+      return (!r || r.state === "pending") && this.checkpoint && e.seq <= this.checkpoint.size;
+    });
+    for (let i = 0; i < todo.length; i += PARALLEL) {
+      await Promise.all(todo.slice(i, i + PARALLEL).map(async (event) => {
+        this.results.set(event.seq, await this.checkEvent(event, bySeq));
+      }));
+    }
+  }
+
+  async checkEvent(event, bySeq) {
+    const { size, root } = this.checkpoint;
+    const entry = entryBytes(event);
+    const leaf = await leafHash(entry);
+    const broken = (reason) => ({ state: "broken", reason, leaf });
+    if (event.plan_id !== this.planId) return broken("served under another plan");
+    if (event.redacted === true) {
+      if (event.payload !== null) return broken("payload_not_canonical: marked redacted but shows a payload");
+    } else if ((await payloadHash(event.payload)) !== event.payload_hash) {
+      return broken("payload_hash: the payload is not the one its hash commits to");
+    }
+    if (event.seq === 1 ? event.prev_hash !== null : bySeq.has(event.seq - 1) && bySeq.get(event.seq - 1).signature !== event.prev_hash) {
+      return broken(`prev_hash: does not link to seq ${event.seq - 1}`);
+    }
+    let proof;
+    try {
+      proof = await getJson(`/api/plans/${this.planId}/events/${event.seq}/inclusion?tree_size=${size}`);
+    } catch (e) {
+      return broken(`no inclusion proof (${e.message})`);
+    }
+    const ok = await verifyInclusion(event.seq - 1, size, leaf, proof.proof.map(b64decode), root);
+    if (!ok) return broken("not in the signed log: this event is not the one the checkpoint covers");
+    return { state: event.redacted ? "redacted" : "verified", reason: null, leaf };
+  }
+
+  /** The witnessed bundle, checked (docs/verifiable-logs.md, "The bundle"). */
+  async checkWitnessed() {
+    let bundle;
+    try {
+      bundle = await getJson(`/api/plans/${this.planId}/checkpoint?witnessed=1`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) return (this.witnessed = { pending: true });
+      throw e;
+    }
+    const instance = this.instanceKey;
+    const broken = (what) => (e) => { throw new Broken(`${what}: ${e.message}`); };
+    const heads = await verifyCheckpoint(bundle.heads_checkpoint, instance).catch(broken("heads checkpoint"));
+    const plan = await verifyCheckpoint(bundle.plan_checkpoint, await planKey(instance, this.planId)).catch(broken("witnessed plan checkpoint"));
+    const entry = [false, true].map((d) => headsEntry(this.planId, plan.checkpoint, d)).find((t) => t === bundle.heads_entry);
+    if (!entry) throw new Broken("the heads-log entry is not the plan checkpoint's");
+    const leaf = await sha256(concat(Uint8Array.of(0), new TextEncoder().encode(entry)));
+    const included = await verifyInclusion(bundle.heads_index, heads.checkpoint.size, leaf,
+      bundle.inclusion_proof.map(b64decode), heads.checkpoint.root);
+    if (!included) throw new Broken("the heads-log inclusion proof does not verify");
+    const current = this.checkpoint;
+    const w = plan.checkpoint;
+    if (current && w.size <= current.size) {
+      const c = await getJson(`/api/plans/${this.planId}/consistency?from=${w.size}&to=${current.size}`);
+      if (!(await verifyConsistency(w.size, current.size, c.proof.map(b64decode), w.root, current.root))) {
+        throw new Broken("the current checkpoint does not extend the witnessed one (fork)");
+      }
+    }
+    const { keys, quorum } = await witnessKeys();
+    const cosigned = await verifyCosignatures(heads.note, keys);
+    this.witnessed = {
+      size: w.size, headsIndex: bundle.heads_index, headsSize: heads.checkpoint.size,
+      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum,
+    };
+    return this.witnessed;
+  }
+
+  /** The system journal's record of a redaction, or null when there is none. */
+  async redaction(seq) {
+    if (!this.redactions) this.redactions = this.loadRedactions();
+    const map = await this.redactions;
+    return map.records.get(seq) || (map.complete ? null : undefined);
+  }
+
+  async loadRedactions() {
+    const records = new Map();
+    let head;
+    try {
+      head = (await getJson(`/api/plans/${SYSTEM_PLAN}`)).head_seq;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return { records, complete: true };
+      throw e;
+    }
+    const start = Math.max(0, head - SYSTEM_SCAN);
+    for (let after = start; after < head;) {
+      const page = await getJson(`/api/plans/${SYSTEM_PLAN}/events?after=${after}&limit=1000`);
+      for (const e of page.events) {
+        const p = e.payload;
+        if (e.type === "system.event_redacted" && p && p.plan_id === this.planId && Number.isSafeInteger(p.seq)) {
+          records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+        }
+      }
+      if (page.next_after <= after) break;
+      after = page.next_after;
+    }
+    return { records, complete: start === 0 };
+  }
+}
+
+function noteText(note) {
+  return parseNote(note).text;
+}

@@ -1,0 +1,47 @@
+// The federation panel, shown only to a token with the admin scope: peers
+// and their status, subscriptions, outbound delivery with dead letters,
+// and the witnessing health from /readyz.
+
+import { getJson } from "./api.js";
+import { el, replace } from "./dom.js";
+
+const BASE = "/api/v1/federation";
+
+export async function hasFederationScope() {
+  try { await getJson(`${BASE}/peers`); return true; } catch { return false; }
+}
+
+/** A table of objects, every value as text. */
+function table(id, rows) {
+  if (!rows.length) return el("p", { id, class: "muted" }, "none");
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))].slice(0, 10);
+  const cell = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  return el("table", { id, class: "data" },
+    el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, cols.map((c) => el("td", {}, cell(r[c])))))));
+}
+
+const list = (x, key) => (Array.isArray(x) ? x : Array.isArray(x?.[key]) ? x[key] : []);
+
+export function federationView(root) {
+  const out = el("div", {}, el("p", { class: "muted" }, "loading…"));
+  replace(root, el("h1", {}, "Federation"), out);
+  Promise.allSettled([
+    getJson(`${BASE}/peers`),
+    getJson(`${BASE}/events/subscriptions`),
+    getJson(`${BASE}/events/messages?direction=outbound&limit=100`),
+    getJson(`${BASE}/events/messages?direction=outbound&status=dead&limit=100`),
+    getJson("/readyz"),
+  ]).then(([peers, subs, outbound, dead, ready]) => {
+    const v = (r) => (r.status === "fulfilled" ? r.value : null);
+    const s = v(subs) || {};
+    replace(out,
+      el("h2", {}, "Peers"), table("fed-peers", list(v(peers), "peers")),
+      el("h2", {}, "Subscriptions: inbound (peers subscribed to us)"), table("fed-subs-in", list(s.inbound, "inbound")),
+      el("h2", {}, "Subscriptions: outbound (we subscribed)"), table("fed-subs-out", list(s.outbound, "outbound")),
+      el("h2", {}, "Outbound delivery"), table("fed-outbound", list(v(outbound), "messages")),
+      el("h2", {}, "Dead letters"), table("fed-dead", list(v(dead), "messages")),
+      el("h2", {}, "Witnessing"), el("pre", { id: "fed-witnessing", class: "payload" }, JSON.stringify(v(ready)?.witnessing ?? null, null, 2)));
+  });
+  return null;
+}

@@ -1,0 +1,255 @@
+// One plan: its events newest first, following the plan's stream live,
+// paging backwards, each event checked in the browser (check.js), and the
+// whole event in a detail panel with its permalink (#seq=N).
+
+import { ApiError, follow, getJson } from "./api.js";
+import { Broken, PlanChecker } from "./check.js";
+import { badge, el, num, replace, summary, time } from "./dom.js";
+import { matches, validPatterns } from "./plans.js";
+import { b64encode } from "./verify.js";
+
+const PAGE = 50;
+/** Most events kept on the page; the oldest shown go first (paging back brings them again). */
+const MAX_ROWS = 2000;
+
+export function planView(root, planId) {
+  const events = new Map(); // seq -> event
+  const rows = new Map(); // seq -> tr
+  const checker = new PlanChecker(planId);
+  let newest = 0, oldest = Infinity, stop = null, timer = null, running = false, again = false;
+
+  const title = el("h1", {}, "Plan ", el("code", { class: "id" }, planId));
+  const head = el("p", { id: "plan-head", class: "muted" }, "loading…");
+  const summaryLine = el("p", { id: "plan-verdict", class: "verdict pending", role: "status" }, "checking…");
+  const keyLine = el("p", { id: "key-source", class: "muted" });
+  const witnessLine = el("p", { id: "witnessed", class: "muted" }, "witnessed: checking…");
+  const live = el("span", { id: "live-state", class: "live-state" }, "connecting");
+  const filter = el("input", { id: "event-filter", type: "search", placeholder: "type pattern, e.g. step.>", "aria-label": "Filter events by type pattern", value: new URLSearchParams(location.search).get("types") || "", autocomplete: "off" });
+  const tbody = el("tbody");
+  const older = el("button", { id: "older", hidden: true }, "Older events");
+  const detail = el("aside", { id: "detail", hidden: true, "aria-label": "Event detail", tabindex: "-1" });
+  const table = el("table", { id: "events", class: "data" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "num" }, "Seq"), el("th", { scope: "col" }, "State"),
+      el("th", { scope: "col" }, "Time"), el("th", { scope: "col" }, "Type"), el("th", { scope: "col", class: "wide" }, "Actor"),
+      el("th", { scope: "col", class: "wide" }, "Payload"))),
+    tbody);
+  replace(root, el("section", { class: "plan-header" }, title, head, summaryLine, keyLine, witnessLine),
+    el("section", { class: "toolbar" }, el("label", {}, "Types ", filter), live),
+    el("div", { class: "split" }, el("div", { class: "table-wrap" }, table, older), detail));
+
+  const stateOf = (seq) => checker.results.get(seq) || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
+
+  const renderRow = (seq) => {
+    const e = events.get(seq);
+    let tr = rows.get(seq);
+    if (!tr) {
+      tr = el("tr", { tabindex: "0", "data-seq": seq });
+      tr.addEventListener("click", () => select(seq));
+      rows.set(seq, tr);
+    }
+    const s = stateOf(seq);
+    tr.dataset.state = s.state;
+    replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, badge(s.state, s.reason)), el("td", {}, time(e.created_at)),
+      el("td", {}, el("code", {}, e.type)), el("td", { class: "wide" }, e.actor ?? "—"),
+      el("td", { class: "wide payload" }, e.redacted ? "(erased)" : summary(e.payload)));
+    tr.hidden = !matches(validPatterns(filter.value) ? filter.value : "", e.type);
+    return tr;
+  };
+
+  /** Inserts events (any order) keeping the table newest first. */
+  const add = (list) => {
+    for (const e of list) {
+      if (!Number.isSafeInteger(e?.seq) || events.has(e.seq)) continue;
+      events.set(e.seq, e);
+      newest = Math.max(newest, e.seq);
+      oldest = Math.min(oldest, e.seq);
+    }
+    while (events.size > MAX_ROWS) {
+      events.delete(oldest);
+      rows.delete(oldest);
+      checker.results.delete(oldest);
+      oldest = Math.min(...events.keys());
+    }
+    const order = [...events.keys()].sort((a, b) => b - a);
+    tbody.replaceChildren(...order.map(renderRow));
+    older.hidden = !(oldest > 1);
+  };
+
+  const fetchRange = async (after, limit) => (await getJson(`/api/plans/${planId}/events?after=${after}&limit=${limit}`)).events;
+
+  const verify = async () => {
+    if (running) { again = true; return; }
+    running = true;
+    try {
+      do {
+        again = false;
+        try {
+          await checker.refreshCheckpoint();
+          checker.error = null;
+          checker.unavailable = null;
+        } catch (e) {
+          // Only a failed check breaks the plan; a daemon out of reach does not.
+          if (e instanceof Broken) checker.error = e.message;
+          else checker.unavailable = e.message;
+        }
+        if (!checker.error && !checker.unavailable) await checker.checkEvents([...events.values()], events);
+        renderVerdict();
+        for (const seq of events.keys()) renderRow(seq);
+        await renderRedactions();
+        await renderWitnessed();
+        refreshDetail();
+      } while (again);
+    } finally { running = false; }
+  };
+  const schedule = () => { clearTimeout(timer); timer = setTimeout(verify, 300); };
+
+  const renderVerdict = () => {
+    const all = [...events.keys()].map(stateOf);
+    const broken = all.filter((s) => s.state === "broken").length;
+    const verified = all.filter((s) => s.state === "verified").length;
+    const redacted = all.filter((s) => s.state === "redacted").length;
+    const pending = all.length - broken - verified - redacted;
+    let cls, text;
+    if (checker.error) { cls = "broken"; text = `Plan broken: ${checker.error}`; }
+    else if (checker.unavailable) { cls = "pending"; text = `Cannot check now: ${checker.unavailable}`; }
+    else if (broken) { cls = "broken"; text = `Plan broken: ${num(broken)} of ${num(all.length)} shown events fail their checks`; }
+    else { cls = pending ? "pending" : "verified"; text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`; }
+    summaryLine.className = `verdict ${cls}`;
+    summaryLine.textContent = text;
+    if (checker.source === "pinned") {
+      keyLine.textContent = `Checked in this browser against the log key you pinned: ${checker.keyName}`;
+    } else if (checker.source === "served") {
+      keyLine.textContent = "Checked in this browser, but only against the log key this same daemon serves. That shows the page matches what the daemon signed, not that the daemon is honest: pin the key from a source you trust (Keys).";
+    }
+    keyLine.className = checker.source === "pinned" ? "pinned" : "muted served";
+  };
+
+  const renderWitnessed = async () => {
+    if (checker.error || checker.unavailable) return;
+    try {
+      const w = await checker.checkWitnessed();
+      if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; return; }
+      const names = w.cosigned.map((c) => c.name).join(", ");
+      const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${w.cosigned.length >= w.quorum ? "met" : "NOT met"}`
+        : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
+      witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
+      witnessLine.className = w.pinned && w.cosigned.length >= w.quorum ? "pinned" : "muted";
+    } catch (e) {
+      witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
+      witnessLine.className = e instanceof Broken ? "broken" : "muted";
+    }
+  };
+
+  const renderRedactions = async () => {
+    for (const [seq, e] of events) {
+      if (!e.redacted || stateOf(seq).state !== "redacted") continue;
+      try {
+        const r = await checker.redaction(seq);
+        const s = checker.results.get(seq);
+        s.reason = r ? `redacted: ${r.reason}` : r === null ? "no record in the system journal: erased behind the daemon's back?" : "no record in the newest system events";
+        s.record = r;
+        renderRow(seq);
+      } catch { /* no read access to the system journal: the state stays */ }
+    }
+  };
+
+  // ---- detail --------------------------------------------------------------
+  let selected = null;
+  const field = (name, value) => [el("dt", {}, name), el("dd", {}, value)];
+  const refreshDetail = () => { if (selected !== null && events.has(selected)) showDetail(selected); };
+  const showDetail = (seq) => {
+    const e = events.get(seq);
+    const s = stateOf(seq);
+    const link = `/ui/plans/${planId}#seq=${seq}`;
+    replace(detail,
+      el("div", { class: "detail-head" }, el("h2", {}, `Event ${num(seq)}`), el("button", { id: "close-detail", "aria-label": "Close", onclick: () => select(null) }, "Close")),
+      el("p", {}, badge(s.state, s.reason)),
+      el("p", {}, el("a", { id: "permalink", href: link }, "Permalink")),
+      el("dl", {}, field("seq", num(e.seq)), field("time", time(e.created_at)), field("type", e.type), field("actor", e.actor ?? "null"),
+        field("id", e.id), field("payload hash", el("code", { class: "hash" }, e.payload_hash)),
+        field("prev hash", el("code", { class: "hash" }, e.prev_hash ?? "null")),
+        field("signature", el("code", { class: "hash" }, e.signature)), field("key id", el("code", {}, e.key_id)),
+        field("leaf hash", s.leaf ? el("code", { class: "hash" }, b64encode(s.leaf)) : "—"),
+        s.record ? field("redaction", `${s.record.reason} (by ${JSON.stringify(s.record.by)}, ${s.record.at}, system journal seq ${s.record.seq})`) : null),
+      el("h3", {}, "Payload"),
+      el("pre", { id: "payload", class: "payload" }, e.redacted ? "(erased; its hash stays in the log)" : JSON.stringify(e.payload, null, 2)));
+    detail.hidden = false;
+    for (const [n, tr] of rows) tr.classList.toggle("selected", n === seq);
+  };
+  const select = (seq, push = true) => {
+    selected = seq;
+    if (push) history.replaceState(null, "", seq === null ? location.pathname + location.search : `${location.pathname}${location.search}#seq=${seq}`);
+    if (seq === null) { detail.hidden = true; for (const tr of rows.values()) tr.classList.remove("selected"); return; }
+    if (events.has(seq)) { showDetail(seq); detail.focus({ preventScroll: true }); return; }
+    fetchRange(seq - 1, 1).then((list) => {
+      if (!list.length) { replace(detail, el("p", {}, `No event ${seq} in this plan.`)); detail.hidden = false; return; }
+      add(list); showDetail(seq); detail.focus({ preventScroll: true }); schedule();
+    }).catch((e) => { replace(detail, el("p", {}, e.message)); detail.hidden = false; });
+  };
+  const fromHash = () => {
+    const m = /^#seq=([0-9]{1,16})$/.exec(location.hash);
+    if (m) select(Number(m[1]), false);
+  };
+
+  // ---- keyboard ------------------------------------------------------------
+  tbody.addEventListener("keydown", (ev) => {
+    const tr = ev.target.closest("tr");
+    if (!tr) return;
+    const visible = [...tbody.rows].filter((r) => !r.hidden);
+    const at = visible.indexOf(tr);
+    if (ev.key === "ArrowDown" || ev.key === "j") { visible[at + 1]?.focus(); ev.preventDefault(); }
+    else if (ev.key === "ArrowUp" || ev.key === "k") { visible[at - 1]?.focus(); ev.preventDefault(); }
+    else if (ev.key === "Enter") { select(Number(tr.dataset.seq)); ev.preventDefault(); }
+  });
+  detail.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") { const seq = selected; select(null); rows.get(seq)?.focus(); }
+  });
+  filter.addEventListener("input", () => {
+    const ok = !filter.value.trim() || validPatterns(filter.value);
+    filter.toggleAttribute("aria-invalid", !ok);
+    for (const seq of events.keys()) renderRow(seq);
+  });
+  older.addEventListener("click", async () => {
+    const after = Math.max(0, oldest - 1 - PAGE);
+    try { add(await fetchRange(after, oldest - 1 - after)); schedule(); } catch (e) { head.textContent = e.message; }
+  });
+  window.addEventListener("hashchange", fromHash);
+
+  // ---- live ----------------------------------------------------------------
+  const onEvent = async (id, event) => {
+    if (!Number.isSafeInteger(event?.seq) || event.seq <= newest) return; // already shown
+    if (event.seq > newest + 1 && newest > 0) {
+      // A gap (never expected from the daemon): fill it from storage.
+      let after = newest;
+      while (after < event.seq - 1) {
+        const page = await fetchRange(after, Math.min(1000, event.seq - 1 - after));
+        if (!page.length) break;
+        add(page);
+        after = page[page.length - 1].seq;
+      }
+    }
+    add([event]);
+    head.textContent = `Head seq ${num(newest)} · last event ${new Date(event.created_at).toLocaleString()}`;
+    schedule();
+  };
+
+  (async () => {
+    let plan;
+    try {
+      plan = await getJson(`/api/plans/${planId}`);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+      plan = { head_seq: 0, count: 0 };
+    }
+    replace(head, `Head seq ${num(plan.head_seq)} · ${num(plan.count)} events · first `, time(plan.first_at), " · last ", time(plan.last_at));
+    if (plan.head_seq > 0) add(await fetchRange(Math.max(0, plan.head_seq - PAGE), Math.min(PAGE, plan.head_seq)));
+    fromHash();
+    stop = follow(`/api/plans/${planId}/events/stream`, {}, newest, onEvent, (state, problem) => {
+      live.textContent = problem ? `${state}: ${problem.title || problem.detail}` : state;
+      live.className = `live-state ${state}`;
+    });
+    await verify();
+  })().catch((e) => { head.textContent = `Could not load the plan: ${e.message}`; });
+
+  return () => { stop?.(); clearTimeout(timer); window.removeEventListener("hashchange", fromHash); };
+}

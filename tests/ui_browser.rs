@@ -1,0 +1,607 @@
+//! The audit viewer in a real browser (issue 13): Debian's Chromium, driven
+//! through chromedriver, against the real daemon. One browser session walks
+//! through the open-mode checks in order (a browser start is the costly
+//! part on 2 cores), a second one the token flow. Every wait polls with a
+//! generous deadline; nothing sleeps as an assertion.
+//!
+//! `UPDATE_SCREENSHOT=1` also writes the plan view to docs/img/viewer.png.
+
+mod browser;
+mod common;
+
+use browser::{Browser, ensure_chromium, errors, free_port};
+use common::{ADMIN_TOKEN, Daemon, DaemonOpts, new_plan, with_offline_store};
+use serde_json::{Value, json};
+
+/// The payload that must show as text, never as markup.
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+fn opts(port: u16) -> DaemonOpts {
+    // A fixed port, so the open page reconnects to the restarted daemon;
+    // heads-log passes every second, so the witnessed bundle comes quickly.
+    DaemonOpts::default()
+        .listen(&format!("127.0.0.1:{port}"))
+        .replace("interval_secs = 5", "interval_secs = 1")
+}
+
+async fn append(daemon: &Daemon, plan: impl std::fmt::Display, body: Value) -> Value {
+    daemon.append_ok(plan, body).await
+}
+
+fn step(i: usize) -> Value {
+    json!({"type": "step.completed", "actor": "tester", "payload": {"i": i, "amount": 1250.5}})
+}
+
+/// The states of the rows shown, newest first: [(seq, state)].
+const ROWS: &str = "return [...document.querySelectorAll('#events tbody tr')].map(r => [Number(r.dataset.seq), r.dataset.state]);";
+
+fn rows(value: &Value) -> Vec<(u64, String)> {
+    value
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r[0].as_u64().unwrap_or(0),
+                        r[1].as_str().unwrap_or("").into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rows for seqs `1..=n` exactly once, newest first, all in `state`
+/// (or in `other` for the seqs listed there).
+fn all_shown(value: &Value, n: u64, state: &str, other: &[(u64, &str)]) -> bool {
+    let rows = rows(value);
+    rows.len() as u64 == n
+        && rows.iter().enumerate().all(|(i, (seq, s))| {
+            *seq == n - i as u64
+                && match other.iter().find(|(o, _)| o == seq) {
+                    Some((_, want)) => s == want,
+                    None => s == state,
+                }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let mut daemon = Daemon::start(opts(port));
+    let base = format!("http://127.0.0.1:{port}");
+    let plan = new_plan();
+    for i in 0..3 {
+        append(&daemon, plan, step(i)).await;
+    }
+    append(
+        &daemon,
+        plan,
+        json!({"type": "step.completed", "actor": "<b>mallory</b>", "payload": {"note": XSS}}),
+    )
+    .await;
+    append(&daemon, plan, step(4)).await;
+
+    // The headers, from the daemon itself.
+    let page = daemon
+        .client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "CSP {csp:?} lacks {part}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+
+    let b = Browser::start().await;
+    b.client.goto(&format!("{base}/")).await.expect("open /");
+
+    // The plan list, then live updates from the global stream.
+    let row = format!("#plans tr[data-plan='{plan}']");
+    b.wait_for(
+        "the plan in the list",
+        &format!(
+            "const r = document.querySelector(\"{row} .head-seq\"); return r && r.textContent;"
+        ),
+        |v| v == "5",
+    )
+    .await;
+    b.wait_for(
+        "the global stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
+    let other = new_plan();
+    append(&daemon, plan, step(5)).await;
+    append(&daemon, other, step(0)).await;
+    b.wait_for("live badge and head", &format!("const r = document.querySelector(\"{row}\"); return r && [r.querySelector('.live-badge').textContent, r.querySelector('.head-seq').textContent];"), |v| v == &json!(["+1", "6"])).await;
+    b.wait_for(
+        "a new plan appears live",
+        &format!("return Boolean(document.querySelector(\"#plans tr[data-plan='{other}']\"));"),
+        |v| v == true,
+    )
+    .await;
+    // Search by plan id hides the others.
+    b.type_into("#plan-search", &other.to_string()[..8]).await;
+    b.wait_for("search narrows the list", &format!("return [document.querySelector(\"{row}\").hidden, document.querySelector(\"#plans tr[data-plan='{other}']\").hidden];"), |v| v == &json!([true, false])).await;
+    b.type_into("#plan-search", "").await;
+    // A type pattern filters the global stream: a step event no longer
+    // counts, a plan.created event does (the stream keeps commit order).
+    b.type_into("#type-filter", "plan.*\u{E007}").await;
+    b.wait_for("the filtered stream live", "return location.search;", |v| {
+        v == "?types=plan.*"
+    })
+    .await;
+    b.wait_for(
+        "the stream live again",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
+    append(&daemon, other, step(99)).await;
+    let third = new_plan();
+    append(
+        &daemon,
+        third,
+        json!({"type": "plan.created", "actor": "tester", "payload": {}}),
+    )
+    .await;
+    b.wait_for(
+        "a matching event arrives",
+        &format!("return Boolean(document.querySelector(\"#plans tr[data-plan='{third}']\"));"),
+        |v| v == true,
+    )
+    .await;
+    let badge = b
+        .eval(&format!(
+            "return document.querySelector(\"#plans tr[data-plan='{other}'] .live-badge\").textContent;"
+        ))
+        .await;
+    assert_eq!(badge, "+1", "a step event counted under plan.*");
+
+    // The plan: every event verified in the browser, the key source said honestly.
+    b.click(&format!("{row} a")).await;
+    b.wait_for("6 verified events", ROWS, |v| {
+        all_shown(v, 6, "verified", &[])
+    })
+    .await;
+    let key_line = b
+        .eval("return document.getElementById('key-source').textContent;")
+        .await;
+    assert!(
+        key_line
+            .as_str()
+            .unwrap()
+            .contains("only against the log key this same daemon serves"),
+        "{key_line}"
+    );
+    let verdict = b
+        .eval("return document.getElementById('plan-verdict').className;")
+        .await;
+    assert_eq!(verdict, "verdict verified");
+    b.wait_for(
+        "the witnessed size",
+        "return document.getElementById('witnessed').textContent;",
+        |v| v.as_str().is_some_and(|t| t.starts_with("Witnessed size")),
+    )
+    .await;
+
+    // The XSS payload and actor are text: no element was made of them.
+    let xss = b.eval("return [document.querySelectorAll('#main img, #main b').length, document.querySelector('#events tr[data-seq=\"4\"]').textContent];").await;
+    assert_eq!(xss[0], 0, "markup from the journal was rendered");
+    assert!(
+        xss[1].as_str().unwrap().contains(XSS)
+            && xss[1].as_str().unwrap().contains("<b>mallory</b>"),
+        "{xss}"
+    );
+
+    // Live in the plan view.
+    append(&daemon, plan, step(6)).await;
+    append(&daemon, plan, step(7)).await;
+    b.wait_for("8 verified events", ROWS, |v| {
+        all_shown(v, 8, "verified", &[])
+    })
+    .await;
+
+    // The detail view and its permalink.
+    b.click("#events tr[data-seq='4']").await;
+    let detail = b.wait_for("the detail", "const d = document.getElementById('detail'); return d.hidden ? null : [document.getElementById('payload').textContent, document.getElementById('permalink').getAttribute('href'), location.hash];", |v| !v.is_null()).await;
+    assert!(detail[0].as_str().unwrap().contains(XSS), "{detail}");
+    assert_eq!(detail[1], format!("/ui/plans/{plan}#seq=4"));
+    assert_eq!(detail[2], "#seq=4");
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}#seq=2"))
+        .await
+        .expect("permalink");
+    b.wait_for("the permalink opens event 2", "const d = document.getElementById('detail'); return d && !d.hidden && d.querySelector('h2').textContent;", |v| v == "Event 2").await;
+    b.wait_for("8 verified after reload", ROWS, |v| {
+        all_shown(v, 8, "verified", &[])
+    })
+    .await;
+    b.eval("window.scrollTo(0, 0); return null;").await;
+    let shot = b.client.screenshot().await.expect("screenshot");
+    save_screenshot(&shot);
+
+    // The keyboard: from a focused row, ArrowDown then Enter opens the next older event.
+    b.eval("document.querySelector('#events tr[data-seq=\"6\"]').focus(); return null;")
+        .await;
+    let focused = b.client.active_element().await.expect("the focused row");
+    focused.send_keys("\u{E015}").await.expect("ArrowDown");
+    let focused = b.client.active_element().await.expect("the next row");
+    assert_eq!(
+        focused.attr("data-seq").await.expect("attr").as_deref(),
+        Some("5")
+    );
+    focused.send_keys("\u{E007}").await.expect("Enter");
+    b.wait_for("Enter opens event 5", "return location.hash;", |v| {
+        v == "#seq=5"
+    })
+    .await;
+
+    // Readable at 360 px: nothing wider than the window.
+    b.client.set_window_size(360, 800).await.expect("resize");
+    b.wait_for(
+        "no horizontal scroll at 360 px",
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+        |v| v == true,
+    )
+    .await;
+    b.client
+        .set_window_size(1280, 900)
+        .await
+        .expect("resize back");
+
+    // Paging backwards: 50 at first, then older pages, never a duplicate.
+    let long = new_plan();
+    common::fill(&daemon, long, 120).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{long}"))
+        .await
+        .expect("long plan");
+    b.wait_for("the newest 50", ROWS, |v| {
+        rows(v).len() == 50 && rows(v)[0].0 == 120
+    })
+    .await;
+    b.click("#older").await;
+    b.wait_for("100 after one page back", ROWS, |v| rows(v).len() == 100)
+        .await;
+    b.click("#older").await;
+    b.wait_for("all 120, verified", ROWS, |v| {
+        all_shown(v, 120, "verified", &[])
+    })
+    .await;
+    assert_eq!(
+        b.eval("return document.getElementById('older').hidden;")
+            .await,
+        true
+    );
+
+    // Redaction: shown as redacted with the system journal's reason.
+    daemon
+        .admin_ok(&[
+            "redact",
+            &plan.to_string(),
+            "3",
+            "--reason",
+            "GDPR erasure, ticket 42",
+        ])
+        .await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for("seq 3 redacted", ROWS, |v| {
+        all_shown(v, 8, "verified", &[(3, "redacted")])
+    })
+    .await;
+    b.wait_for(
+        "the redaction's reason",
+        "return document.querySelector('#events tr[data-seq=\"3\"] .badge').title;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("GDPR erasure, ticket 42"))
+        },
+    )
+    .await;
+
+    let console = b.console().await;
+    // The log is really read: the stream-head probe's 409 is in it.
+    assert!(
+        format!("{console:?}").contains("status of 409"),
+        "no browser log captured: {console:#?}"
+    );
+    let bad = errors(&console, false);
+    assert!(bad.is_empty(), "console errors: {bad:#?}");
+    assert!(
+        !format!("{console:?}").contains("Content Security Policy"),
+        "CSP violation: {console:#?}"
+    );
+
+    // A restart with the page open: it resumes with no gap and no duplicate.
+    b.wait_for(
+        "the plan stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
+    daemon.restart();
+    for i in 8..11 {
+        append(&daemon, plan, step(i)).await;
+    }
+    b.wait_for("11 events once each after the restart", ROWS, |v| {
+        all_shown(v, 11, "verified", &[(3, "redacted")])
+    })
+    .await;
+
+    // An offline edit of one stored event: broken, with its reason; the plan flagged.
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    with_offline_store(&daemon, move |store| {
+        let mut event = store.plan_events_after(&plan, 5, 1).expect("reading")[0].clone();
+        event.payload =
+            serde_json::value::RawValue::from_string(r#"{"amount":1000000,"i":5}"#.into()).unwrap();
+        store
+            .overwrite_event_unchecked(&event)
+            .expect("overwriting");
+    })
+    .await;
+    daemon.restart();
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan after the edit");
+    b.wait_for("seq 6 broken", ROWS, |v| {
+        all_shown(v, 11, "verified", &[(3, "redacted"), (6, "broken")])
+    })
+    .await;
+    let reason = b
+        .eval("return document.querySelector('#events tr[data-seq=\"6\"] .badge').textContent;")
+        .await;
+    assert!(
+        reason.as_str().unwrap().contains("payload_hash"),
+        "{reason}"
+    );
+    b.wait_for(
+        "the plan flagged",
+        "return document.getElementById('plan-verdict').className;",
+        |v| v == "verdict broken",
+    )
+    .await;
+
+    let bad = errors(&b.console().await, true);
+    assert!(bad.is_empty(), "console errors: {bad:#?}");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_asks_for_a_token_and_uses_it() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let daemon = Daemon::start(opts(port).with_admin_token()).send_admin_token();
+    let base = format!("http://127.0.0.1:{port}");
+    let plan = new_plan();
+    append(&daemon, plan, step(0)).await;
+
+    // The page's files need no token; the data does.
+    let client = common::client();
+    let page = client
+        .get(format!("{base}/ui/plans/{plan}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let js = client
+        .get(format!("{base}/ui/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let data = client
+        .get(format!("{base}/api/plans"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(data.status(), 401);
+
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("open");
+    b.type_into("#token", "not-a-token").await;
+    b.click("#token-form button").await;
+    b.wait_for(
+        "a wrong token refused",
+        "const f = document.getElementById('token-form'); return f && f.textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains("refused")),
+    )
+    .await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#token-form button").await;
+    b.wait_for("the plan verified with the token", ROWS, |v| {
+        all_shown(v, 1, "verified", &[])
+    })
+    .await;
+    // The stream takes the token as access_token: a live event arrives.
+    b.wait_for(
+        "the plan stream live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
+    append(&daemon, plan, step(1)).await;
+    b.wait_for("a live event with the token", ROWS, |v| {
+        all_shown(v, 2, "verified", &[])
+    })
+    .await;
+    let kept = b
+        .eval(
+            "return sessionStorage.getItem('logbook.token') !== null && localStorage.length === 0;",
+        )
+        .await;
+    assert_eq!(kept, true, "the token is kept in sessionStorage only");
+
+    // The admin scope shows the federation panel.
+    b.wait_for(
+        "the federation link",
+        "return document.getElementById('nav-federation').hidden;",
+        |v| v == false,
+    )
+    .await;
+    b.click("#nav-federation").await;
+    b.wait_for(
+        "the federation panel",
+        "return Boolean(document.getElementById('fed-peers'));",
+        |v| v == true,
+    )
+    .await;
+
+    // Key pinning: the served key pinned says so; another key breaks the plan.
+    let served = daemon.get_json("/api/v1/log/keys").await.json["current"]["vkey"]
+        .as_str()
+        .expect("the served vkey")
+        .to_string();
+    pin(&b, &base, &served).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for(
+        "verified against the pinned key",
+        "return document.getElementById('key-source').textContent;",
+        |v| {
+            v.as_str().is_some_and(|t| {
+                t.starts_with("Checked in this browser against the log key you pinned")
+            })
+        },
+    )
+    .await;
+    b.wait_for("2 verified", ROWS, |v| all_shown(v, 2, "verified", &[]))
+        .await;
+    let other_key = vector(include_str!("../docs/vectors/log-checkpoint.json"))["instance_vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pin(&b, &base, &other_key).await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for(
+        "broken under another pinned key",
+        "return document.getElementById('plan-verdict').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("not signed by the pinned log key"))
+        },
+    )
+    .await;
+
+    let bad = errors(&b.console().await, false)
+        .into_iter()
+        .filter(|m| !m.contains("status of 401"))
+        .collect::<Vec<_>>();
+    assert!(bad.is_empty(), "console errors: {bad:#?}");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let _daemon = Daemon::start(opts(port));
+    let vectors = json!({
+        "journal": vector(include_str!("../docs/vectors/journal-v1.json")),
+        "plan": vector(include_str!("../docs/vectors/plan-log-v1.json")),
+        "checkpoint": vector(include_str!("../docs/vectors/log-checkpoint.json")),
+        "heads": vector(include_str!("../docs/vectors/heads-log-v1.json")),
+    });
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+        .await
+        .expect("open");
+    let fails = b
+        .client
+        .execute_async(include_str!("browser/vectors.js"), vec![vectors])
+        .await
+        .expect("the vector script");
+    assert_eq!(
+        fails,
+        json!([]),
+        "the viewer's JavaScript disagrees with the vectors"
+    );
+    b.close().await;
+}
+
+/// Pins `vkey` as the log key on the Keys page.
+async fn pin(b: &Browser, base: &str, vkey: &str) {
+    b.client
+        .goto(&format!("{base}/ui/keys"))
+        .await
+        .expect("keys page");
+    b.type_into("#pin-log", vkey).await;
+    b.click("#pin-save").await;
+    b.wait_for(
+        "the pin saved",
+        "return document.getElementById('pin-status').className;",
+        |v| v == "verified",
+    )
+    .await;
+}
+
+fn vector(text: &str) -> Value {
+    serde_json::from_str(text).expect("a vector file")
+}
+
+/// One browser at a time: three at once would crowd 2 cores.
+async fn one_browser() -> tokio::sync::MutexGuard<'static, ()> {
+    // tokio's Mutex works across the tests' separate runtimes and is not
+    // poisoned by a failed test.
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
+fn save_screenshot(png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
+    std::fs::write(&target, png).expect("writing the screenshot");
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/viewer.png");
+        std::fs::create_dir_all(docs.parent().unwrap()).expect("docs/img");
+        std::fs::write(&docs, png).expect("writing docs/img/viewer.png");
+    }
+}
