@@ -54,13 +54,7 @@ fn token_config() -> String {
     )
 }
 
-fn start(
-    binary: &Path,
-    name: &str,
-    port: u16,
-    key_pem: &str,
-    peer: (&str, u16, &str),
-) -> Daemon {
+fn start(binary: &Path, name: &str, port: u16, key_pem: &str, peer: (&str, u16, &str)) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -73,8 +67,7 @@ fn start(
     let base = std::env::var("BENCH_CONFIG")
         .map(|path| std::fs::read_to_string(path).expect("reading BENCH_CONFIG"))
         .unwrap_or_else(|_| include_str!("../config.toml").to_string());
-    let mut config = base
-        .replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
+    let mut config = base.replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
     config.push('\n');
     config.push_str(&token_config());
     config.push_str(&format!(
@@ -163,7 +156,10 @@ fn public_pem(private_pem: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let binary = PathBuf::from(args.get(1).expect("usage: federation LOGBOOK [EVENTS] [SECS]"));
+    let binary = PathBuf::from(
+        args.get(1)
+            .expect("usage: federation LOGBOOK [EVENTS] [SECS]"),
+    );
     let events: u64 = args.get(2).map_or(20_000, |a| a.parse().unwrap());
     let deadline_secs: u64 = args.get(3).map_or(90, |a| a.parse().unwrap());
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -229,7 +225,11 @@ async fn main() {
             .await
             .unwrap();
         drop(http);
-        assert!(response.status().is_success(), "stream: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "stream: {}",
+            response.status()
+        );
         tokio::spawn(async move {
             let mut body = response.bytes_stream();
             // 0: at a line start, 1: after an "i" there, 2: elsewhere.
@@ -273,12 +273,14 @@ async fn main() {
         }));
     }
     let mut appended_at = None;
+    let mut delivered_when_appended = 0;
     let mut rss_max = 0u64;
     let deadline = start + Duration::from_secs(deadline_secs);
     let done_at = loop {
         rss_max = rss_max.max(rss_kib(sender_pid));
         if appended_at.is_none() && clients.iter().all(|c| c.is_finished()) {
             appended_at = Some(start.elapsed());
+            delivered_when_appended = delivered.load(Ordering::Relaxed);
         }
         if delivered.load(Ordering::Relaxed) >= events || Instant::now() >= deadline {
             break start.elapsed();
@@ -289,9 +291,17 @@ async fn main() {
     let secs = done_at.as_secs_f64();
     let receiver_rss = rss_kib(beta.child.id());
     stream.abort();
+    // The backlog left when the appends ended, and how fast it drained.
+    let appended_secs = appended_at.map_or(secs, |d| d.as_secs_f64());
+    let backlog = events.saturating_sub(delivered_when_appended);
+    let drain_secs = secs - appended_secs;
+    let drain_per_sec = if drain_secs > 0.0 {
+        (got.saturating_sub(delivered_when_appended)) as f64 / drain_secs
+    } else {
+        f64::NAN
+    };
     println!(
-        "federation events={events} delivered={got} appended_secs={:.2} secs={secs:.2} delivered_per_sec={:.0} sender_rss_max_mib={} receiver_rss_mib={} complete={}",
-        appended_at.map_or(f64::NAN, |d| d.as_secs_f64()),
+        "federation events={events} delivered={got} appended_secs={appended_secs:.2} secs={secs:.2} delivered_per_sec={:.0} sender_rss_max_mib={} receiver_rss_mib={} complete={} backlog_at_appended={backlog} drain_per_sec={drain_per_sec:.0}",
         got as f64 / secs,
         rss_max / 1024,
         receiver_rss / 1024,

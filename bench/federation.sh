@@ -17,7 +17,7 @@
 # to parse; key=value pairs separated by single spaces, never reordered,
 # new keys only appended):
 #
-#   federation events=N delivered=D appended_secs=A secs=S delivered_per_sec=R sender_rss_max_mib=M receiver_rss_mib=Q complete=true|false
+#   federation events=N delivered=D appended_secs=A secs=S delivered_per_sec=R sender_rss_max_mib=M receiver_rss_mib=Q complete=true|false backlog_at_appended=B drain_per_sec=T
 #
 #   events             events appended on the sender
 #   delivered          events the receiver had stored (and streamed) by the end
@@ -27,6 +27,9 @@
 #   sender_rss_max_mib the sender's largest RSS, sampled every 100 ms
 #   receiver_rss_mib   the receiver's RSS at the end
 #   complete           whether every event arrived before DEADLINE
+#   backlog_at_appended events not yet delivered when the last append was answered
+#   drain_per_sec      the rate that backlog was delivered at, with no appends
+#                      competing for the cores (NaN if there was none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-20000}

@@ -33,16 +33,9 @@ fn signed_batch(key_name: &str, recipient: &str, ids: &[Uuid]) -> Value {
             payload: json!({"n": n}),
         })
         .collect();
-    batch::sign(
-        &key,
-        &key_id(&key),
-        "mallory",
-        recipient,
-        items,
-        now_ms(),
-    )
-    .unwrap()
-    .0
+    batch::sign(&key, &key_id(&key), "mallory", recipient, items, now_ms())
+        .unwrap()
+        .0
 }
 
 async fn stored(node: &Node) -> usize {
@@ -60,9 +53,7 @@ async fn a_signed_batch_is_verified_whole_and_acked_once() {
     let (status, body) = beta.post(EVENT, &tampered).await;
     assert_eq!(status, 401, "{body}");
     // A manifest signed by another key than the pinned one.
-    let (status, body) = beta
-        .post(EVENT, &signed_batch("beta", "beta", &ids))
-        .await;
+    let (status, body) = beta.post(EVENT, &signed_batch("beta", "beta", &ids)).await;
     assert_eq!(status, 401, "{body}");
     // Addressed to another instance.
     let (status, body) = beta

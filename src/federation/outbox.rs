@@ -22,6 +22,15 @@ use super::{Federation, WorkError, read_peer_json};
 /// Longest a worker sleeps without looking at the outbox again.
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
+/// Most payload bytes in one request (a row larger than this goes alone):
+/// half the peer's default `incoming_max_body_bytes`, with room for the
+/// envelopes, so a batch of large events is not refused whole (413) and
+/// split into separately signed messages.
+const BATCH_BYTES: usize = 512 * 1024;
+/// What each message adds around its payload in a request, at most
+/// (members, ids, the digest in the manifest).
+const ENVELOPE_BYTES: usize = 512;
+
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
@@ -95,6 +104,7 @@ async fn step(
     if rows.is_empty() {
         return Ok(Step::Idle(due.wait_until));
     }
+    rows.truncate(within_bytes(&rows));
     // Sign with the key the peer pins for us. A batch ends at an undelivered
     // announcement of our new key: what follows it is signed with the new
     // key, which the peer accepts only once it has the announcement.
@@ -152,6 +162,19 @@ async fn step(
         outcome => record(fed, peer_id, &rows, outcome).await?,
     }
     Ok(Step::Sent)
+}
+
+/// How many of `rows`, from the first, fit in [`BATCH_BYTES`] (at least one).
+fn within_bytes(rows: &[(u64, OutboxRecord)]) -> usize {
+    let mut bytes = 0usize;
+    let fit = rows
+        .iter()
+        .take_while(|(_, row)| {
+            bytes = bytes.saturating_add(row.payload.len() + ENVELOPE_BYTES);
+            bytes <= BATCH_BYTES
+        })
+        .count();
+    fit.max(1)
 }
 
 /// Records the outcome of sending `rows` (`logbook_federation::outbox::record`).

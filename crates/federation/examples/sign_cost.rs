@@ -14,21 +14,31 @@ fn main() {
     for _ in 0..n {
         sig = key.pss_sign::<Sha256>(&msg).unwrap();
     }
-    println!("rsa sign   {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "rsa sign   {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
     let t = Instant::now();
     for _ in 0..n {
         public.pss_verify::<Sha256>(&msg, &sig).unwrap();
     }
-    println!("rsa verify {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "rsa verify {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
     let der = key.to_pkcs8_der().unwrap();
     let pair = ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
     let rng = ring::rand::SystemRandom::new();
     let mut out = vec![0u8; pair.public().modulus_len()];
     let t = Instant::now();
     for _ in 0..n {
-        pair.sign(&ring::signature::RSA_PSS_SHA256, &rng, &msg, &mut out).unwrap();
+        pair.sign(&ring::signature::RSA_PSS_SHA256, &rng, &msg, &mut out)
+            .unwrap();
     }
-    println!("ring sign  {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "ring sign  {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
     public.pss_verify::<Sha256>(&msg, &out).unwrap();
     let pk = ring::signature::UnparsedPublicKey::new(
         &ring::signature::RSA_PSS_2048_8192_SHA256,
@@ -38,5 +48,8 @@ fn main() {
     for _ in 0..n * 10 {
         pk.verify(&msg, &out).unwrap();
     }
-    println!("ring verify {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / (n * 10) as f64);
+    println!(
+        "ring verify {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / (n * 10) as f64
+    );
 }

@@ -198,7 +198,9 @@ mod tests {
 
     #[test]
     fn a_single_message_is_not_a_signed_batch() {
-        assert!(!is_signed_batch(r#"{"messageId":"x","payload":{"batch":1}}"#));
+        assert!(!is_signed_batch(
+            r#"{"messageId":"x","payload":{"batch":1}}"#
+        ));
         assert!(!is_signed_batch(r#"[{"batch":1}]"#));
         assert!(is_signed_batch(r#" {"batch":{},"messages":[]}"#));
     }

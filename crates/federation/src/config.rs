@@ -64,7 +64,7 @@ impl Default for FederationConfig {
             max_age_secs: 7 * 86_400,
             retry_initial_ms: 1000,
             retry_max_secs: 300,
-            batch_size: 100,
+            batch_size: 500,
             send_timeout_secs: 10,
             // A flood guard far above honest delivery (thousands a second);
             // what a peer may cost us is bounded by the byte rate below.

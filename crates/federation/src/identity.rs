@@ -161,12 +161,10 @@ impl OwnKey {
     pub fn new(private_key: PrivateKey) -> Result<OwnKey, KeyError> {
         let public_key = private_key.to_public_key();
         let public_key_der = spki_der(&public_key)?;
-        let pkcs8 = private_key
-            .to_pkcs8_der()
-            .map_err(|e| KeyError::Encoding {
-                what: "the private key",
-                error: e.to_string(),
-            })?;
+        let pkcs8 = private_key.to_pkcs8_der().map_err(|e| KeyError::Encoding {
+            what: "the private key",
+            error: e.to_string(),
+        })?;
         let signer = ring::signature::RsaKeyPair::from_pkcs8(pkcs8.as_bytes()).map_err(|e| {
             KeyError::BadPrivateKey {
                 path: None,

@@ -191,7 +191,10 @@ pub fn verify_value(value: &Value, key: &PublicKey) -> bool {
 }
 
 /// Fills in `signature` for any message serialized as a JSON object.
-fn sign_value<T: Serialize, K: PssSigner + ?Sized>(message: &T, key: &K) -> Result<String, SignError> {
+fn sign_value<T: Serialize, K: PssSigner + ?Sized>(
+    message: &T,
+    key: &K,
+) -> Result<String, SignError> {
     let value = serde_json::to_value(message).map_err(|e| SignError::Encode(e.to_string()))?;
     sign_bytes(key, signing_input(&value).as_bytes())
 }
