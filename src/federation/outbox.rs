@@ -22,10 +22,21 @@ use super::{Federation, WorkError, read_peer_json};
 /// Longest a worker sleeps without looking at the outbox again.
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
+/// Most payload bytes in one request (a row larger than this goes alone):
+/// half the peer's default `incoming_max_body_bytes`, with room for the
+/// envelopes, so a batch of large events is not refused whole (413) and
+/// split into separately signed messages.
+const BATCH_BYTES: usize = 512 * 1024;
+/// What each message adds around its payload in a request, at most
+/// (members, ids, the digest in the manifest).
+const ENVELOPE_BYTES: usize = 512;
+
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
     let mut cursor = 0u64;
+    // Signed batches until the peer shows it does not take them.
+    let mut signed_batches = true;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -34,7 +45,7 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
         // delivered is sent again on the next start, and the peer deduplicates.
         let stepped = tokio::select! {
             () = shutdown.cancelled() => return,
-            stepped = step(&fed, &peer_id, &mut cursor) => stepped,
+            stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches) => stepped,
         };
         let wait = match stepped {
             Ok(Step::Removed) => return,
@@ -66,7 +77,12 @@ enum Step {
     Idle(Option<i64>),
 }
 
-async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<Step, WorkError> {
+async fn step(
+    fed: &Arc<Federation>,
+    peer_id: &str,
+    cursor: &mut u64,
+    signed_batches: &mut bool,
+) -> Result<Step, WorkError> {
     let id = peer_id.to_string();
     let limit = fed.config().batch_size;
     let from = *cursor;
@@ -88,6 +104,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     if rows.is_empty() {
         return Ok(Step::Idle(due.wait_until));
     }
+    rows.truncate(within_bytes(&rows));
     // Sign with the key the peer pins for us. A batch ends at an undelivered
     // announcement of our new key: what follows it is signed with the new
     // key, which the peer accepts only once it has the announcement.
@@ -106,7 +123,20 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
     {
         rows.retain(|(s, _)| *s <= seq);
     }
-    match send(fed, &peer, &key, &rows).await {
+    let mut outcome = send(fed, &peer, &key, &rows, *signed_batches).await;
+    if *signed_batches
+        && rows.len() > 1
+        && outcome.as_ref().is_err_and(|failure| failure.not_messages)
+    {
+        // A peer without the `batch-signature` capability reads a signed
+        // batch as a message without its members (400 invalid-message): send it separately signed ones
+        // from now on (the worker starts over with signed batches after a
+        // restart, e.g. once the peer was upgraded).
+        tracing::warn!(peer = %peer_id, "the peer refused a signed batch; sending it separately signed messages");
+        *signed_batches = false;
+        outcome = send(fed, &peer, &key, &rows, false).await;
+    }
+    match outcome {
         // The peer refused the batch as a whole: maybe one message in it is
         // one it cannot take (too large, too deep, an id it saw with other
         // content). Send them one by one, in order, so that one message
@@ -118,7 +148,7 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
             logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in &rows {
                 let one = std::slice::from_ref(row);
-                let outcome = send(fed, &peer, &key, one).await;
+                let outcome = send(fed, &peer, &key, one, false).await;
                 let go_on = match &outcome {
                     Ok(acked) => !acked.is_empty(),
                     Err(failure) => failure.permanent,
@@ -132,6 +162,19 @@ async fn step(fed: &Arc<Federation>, peer_id: &str, cursor: &mut u64) -> Result<
         outcome => record(fed, peer_id, &rows, outcome).await?,
     }
     Ok(Step::Sent)
+}
+
+/// How many of `rows`, from the first, fit in [`BATCH_BYTES`] (at least one).
+fn within_bytes(rows: &[(u64, OutboxRecord)]) -> usize {
+    let mut bytes = 0usize;
+    let fit = rows
+        .iter()
+        .take_while(|(_, row)| {
+            bytes = bytes.saturating_add(row.payload.len() + ENVELOPE_BYTES);
+            bytes <= BATCH_BYTES
+        })
+        .count();
+    fit.max(1)
 }
 
 /// Records the outcome of sending `rows` (`logbook_federation::outbox::record`).
@@ -155,13 +198,14 @@ async fn send(
     peer: &PeerRecord,
     key: &Arc<OwnKey>,
     rows: &[(u64, OutboxRecord)],
+    signed_batch: bool,
 ) -> Result<Vec<u64>, Failure> {
     // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
     let rows2 = rows.to_vec();
     let peer_id = peer.instance_id.clone();
-    let (body, ids) = tokio::task::spawn_blocking(move || {
-        outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows2)
+    let (body, sent) = tokio::task::spawn_blocking(move || {
+        outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows2, signed_batch)
     })
     .await
     .map_err(|e| Failure::passing(e.to_string()))?
@@ -192,11 +236,14 @@ async fn send(
         } else {
             None
         };
-        let detail = read_peer_json(response)
-            .await
-            .ok()
-            .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_default();
+        let problem = read_peer_json(response).await.ok();
+        let member = |name: &str| {
+            problem
+                .as_ref()
+                .and_then(|v| v.get(name).and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default()
+        };
+        let detail = member("detail");
         return Err(Failure {
             // The peer's words are logged and stored: inert.
             error: format!("HTTP {status}: {}", inert_text(&detail)),
@@ -207,11 +254,13 @@ async fn send(
             permanent: status == StatusCode::BAD_REQUEST
                 || status == StatusCode::PAYLOAD_TOO_LARGE
                 || status == StatusCode::UNPROCESSABLE_ENTITY,
+            not_messages: status == StatusCode::BAD_REQUEST
+                && member("type").ends_with("invalid-message"),
         });
     }
     let answer: Value = read_peer_json(response)
         .await
         .map_err(|e| Failure::passing(format!("reading the ack: {e}")))?;
-    outbox::acked_seqs(&fed.instance, peer, answer, &ids)
+    outbox::acked_seqs(&fed.instance, peer, answer, &sent)
         .map_err(|e| Failure::passing(e.to_string()))
 }

@@ -65,10 +65,9 @@ impl BindingCache {
         {
             return Ok(signature.clone());
         }
-        let signature =
-            sign_key_binding(&key.private_key, self.kind, instance_id, vkey).map_err(|e| {
-                Problem::internal(format!("signing {}: {e}", self.kind.signature_member()))
-            })?;
+        let signature = sign_key_binding(key, self.kind, instance_id, vkey).map_err(|e| {
+            Problem::internal(format!("signing {}: {e}", self.kind.signature_member()))
+        })?;
         *signed = Some((key.key_id.clone(), vkey.to_string(), signature.clone()));
         Ok(signature)
     }

@@ -66,10 +66,12 @@ impl Default for FederationConfig {
             max_age_secs: 7 * 86_400,
             retry_initial_ms: 1000,
             retry_max_secs: 300,
-            batch_size: 100,
+            batch_size: 500,
             send_timeout_secs: 10,
-            rate_limit_per_sec: 100,
-            rate_limit_burst: 1000,
+            // A flood guard far above honest delivery (thousands a second);
+            // what a peer may cost us is bounded by the byte rate below.
+            rate_limit_per_sec: 50_000,
+            rate_limit_burst: 100_000,
             max_subscriptions_per_peer: 32,
             accept_protocol_v1: false,
             incoming_concurrency: 16,

@@ -8,6 +8,7 @@
 //! - [`config`]: `[federation]` and `[[peers]]` settings and their checks;
 //! - [`identity`]: the instance id, RSA key pairs, key files, fingerprints;
 //! - [`message`]: `EventMessage`/`EventAck`, RSASSA-PSS over JCS;
+//! - [`batch`]: signed batches, one signature for a delivery request and one ack;
 //! - [`Instance`]: identity, settings and inbox rate limits, lent to:
 //! - [`inbox`]: checking, storing and acking what peers send ([`inbox::InboxError`]);
 //! - [`outbox`]: what is due, signing a batch, checking acks, recording outcomes;
@@ -15,6 +16,7 @@
 //! - [`peer_keys`]: a peer's log and witness vkeys from its instance document;
 //! - [`rotation`]: rotating our key, announcements, crash recovery.
 
+pub mod batch;
 pub mod config;
 pub mod identity;
 pub mod inbox;

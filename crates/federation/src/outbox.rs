@@ -12,6 +12,7 @@ use logbook_journal::store::{OutboxRecord, PeerRecord, Store, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::batch::{self, BatchAck};
 use crate::config::FederationConfig;
 use crate::identity::{self, KeyError, OwnKey};
 use crate::inbox::{check_recipient, check_signed};
@@ -60,6 +61,9 @@ pub struct Failure {
     /// gets the same answer, so a message refused alone is dead at once
     /// rather than blocking the queue until it dies of age.
     pub permanent: bool,
+    /// The peer answered 400 `invalid-message`: it could not read the body
+    /// as messages, as a peer without signed batches reads one.
+    pub not_messages: bool,
 }
 
 impl Failure {
@@ -70,6 +74,7 @@ impl Failure {
             retry_after: None,
             refused: false,
             permanent: false,
+            not_messages: false,
         }
     }
 }
@@ -94,29 +99,64 @@ impl fmt::Display for BatchError {
 impl std::error::Error for BatchError {}
 
 /// The body of one request carrying `rows` to `peer`, signed now with `key`
-/// (so a retry never carries an old timestamp): one message, or an array
-/// of them; and each message id's outbox seq.
+/// (so a retry never carries an old timestamp), and what its answer must
+/// acknowledge.
+///
+/// With `signed_batch` and more than one row: a signed batch (one
+/// signature, `crate::batch`); else one message, or an array of
+/// separately signed ones (for a peer without the `batch-signature`
+/// capability).
 pub fn sign_batch(
     instance: &Instance,
     key: &OwnKey,
     peer: &str,
     rows: &[(u64, OutboxRecord)],
-) -> Result<(Value, HashMap<Uuid, u64>), BatchError> {
-    let mut messages = Vec::with_capacity(rows.len());
-    let mut ids = HashMap::new();
+    signed_batch: bool,
+) -> Result<(Value, Sent), BatchError> {
+    let mut ids = HashMap::with_capacity(rows.len());
     let now = now_ms();
+    let payload = |row: &OutboxRecord| -> Result<Value, BatchError> {
+        serde_json::from_str(&row.payload).map_err(|e| BatchError::Payload(e.to_string()))
+    };
+    if signed_batch && rows.len() > 1 {
+        let mut items = Vec::with_capacity(rows.len());
+        for (seq, row) in rows {
+            let id = Uuid::from_bytes(row.message_id);
+            ids.insert(id, *seq);
+            items.push(batch::Item {
+                message_id: id,
+                event_type: &row.event_type,
+                payload: payload(row)?,
+            });
+        }
+        let (body, batch_id) = batch::sign(
+            key,
+            &key.key_id,
+            &instance.identity.instance_id,
+            peer,
+            items,
+            now,
+        )
+        .map_err(BatchError::Sign)?;
+        return Ok((
+            body,
+            Sent {
+                ids,
+                batch: Some(batch_id),
+            },
+        ));
+    }
+    let mut messages = Vec::with_capacity(rows.len());
     for (seq, row) in rows {
         let id = Uuid::from_bytes(row.message_id);
-        let payload: Value =
-            serde_json::from_str(&row.payload).map_err(|e| BatchError::Payload(e.to_string()))?;
         let m = EventMessage::signed(
-            &key.private_key,
+            key,
             &key.key_id,
             &instance.identity.instance_id,
             peer,
             id,
             &row.event_type,
-            payload,
+            payload(row)?,
             now,
         )
         .map_err(BatchError::Sign)?;
@@ -131,22 +171,44 @@ pub fn sign_batch(
     } else {
         Value::Array(messages)
     };
-    Ok((body, ids))
+    Ok((body, Sent { ids, batch: None }))
 }
 
-/// The seqs that the peer's `answer` (one ack or an array) acknowledges
-/// with a valid ack: from this peer, signed by it, and for us.
+/// What a request carried: each message id's outbox seq, and the batch id
+/// if it was a signed batch.
+pub struct Sent {
+    pub ids: HashMap<Uuid, u64>,
+    pub batch: Option<Uuid>,
+}
+
+/// The seqs that the peer's `answer` acknowledges with a valid ack: from
+/// this peer, signed by it, and for us. For a signed batch the answer is
+/// one `BatchAck` of that batch; else one `EventAck` or an array.
 pub fn acked_seqs(
     instance: &Instance,
     peer: &PeerRecord,
     answer: Value,
-    ids: &HashMap<Uuid, u64>,
+    sent: &Sent,
 ) -> Result<Vec<u64>, KeyError> {
+    let key = identity::public_key_from_der(&peer.public_key_der)?;
+    if let Some(batch_id) = sent.batch {
+        let Ok(ack) = serde_json::from_value::<BatchAck>(answer.clone()) else {
+            return Ok(Vec::new());
+        };
+        // Signed by the peer, and for us.
+        let valid = ack.instance_id == peer.instance_id
+            && check_signed(instance, peer, &key, &answer, &ack.key_id, ack.timestamp).is_ok()
+            && check_recipient(instance, Some(&ack.recipient_id)).is_ok();
+        return Ok(if valid {
+            batch::acked_by(&ack, batch_id, &sent.ids)
+        } else {
+            Vec::new()
+        });
+    }
     let acks = match answer {
         Value::Array(items) => items,
         single => vec![single],
     };
-    let key = identity::public_key_from_der(&peer.public_key_der)?;
     let mut acked = Vec::new();
     for value in acks {
         let Ok(ack) = serde_json::from_value::<EventAck>(value.clone()) else {
@@ -155,7 +217,7 @@ pub fn acked_seqs(
         if ack.instance_id != peer.instance_id || !ack.received {
             continue;
         }
-        let Some(seq) = ids.get(&ack.correlation_id) else {
+        let Some(seq) = sent.ids.get(&ack.correlation_id) else {
             continue;
         };
         // Signed by the peer, and for us: an ack the peer gave another

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
 use axum::response::Response;
+use logbook_federation::batch;
 use logbook_federation::inbox::{self, MAX_BATCH, is_batch};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
@@ -21,8 +22,9 @@ use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::serve::RemoteAddr;
 
-/// Extra nesting allowed on `incoming/*`: message, journal event, batch.
-pub(crate) const INCOMING_EXTRA_DEPTH: usize = 3;
+/// Extra nesting allowed on `incoming/*`: message, journal event, batch
+/// (a signed batch's object and its list of messages).
+pub(crate) const INCOMING_EXTRA_DEPTH: usize = 4;
 
 /// A body a known, active peer sent to `/incoming/*`, still as text. It
 /// holds one of the `[federation] incoming_concurrency` permits until the
@@ -48,6 +50,15 @@ struct Envelope<'a> {
     #[serde(borrow)]
     #[allow(dead_code)] // Required: a message without it is refused unread.
     key_id: Cow<'a, str>,
+}
+
+/// The envelope of a signed batch: its manifest's sender and key, and how
+/// many messages it holds (each skipped unread).
+#[derive(Deserialize)]
+struct SignedBatchEnvelope<'a> {
+    #[serde(borrow)]
+    batch: Envelope<'a>,
+    messages: Vec<serde::de::IgnoredAny>,
 }
 
 impl FromRequest<AppState> for IncomingBody {
@@ -135,7 +146,19 @@ fn sender_of(text: &str) -> Result<String, Problem> {
             )
         }
     };
-    let envelopes: Vec<Envelope<'_>> = if is_batch(text) {
+    let envelopes: Vec<Envelope<'_>> = if batch::is_signed_batch(text) {
+        // A signed batch names its sender once, in its manifest; the
+        // messages must name the same (checked with the signature).
+        let signed: SignedBatchEnvelope<'_> = serde_json::from_str(text).map_err(invalid)?;
+        if signed.messages.is_empty() || signed.messages.len() > MAX_BATCH {
+            return Err(Problem::bad_request(
+                "invalid-batch",
+                "Invalid batch",
+                format!("a batch holds 1 to {MAX_BATCH} messages"),
+            ));
+        }
+        vec![signed.batch]
+    } else if is_batch(text) {
         serde_json::from_str(text).map_err(invalid)?
     } else {
         vec![serde_json::from_str(text).map_err(invalid)?]

@@ -127,7 +127,7 @@ async fn instance(State(state): State<AppState>) -> Result<Json<Value>, Problem>
         "keyId": key.key_id,
         "fingerprint": key.fingerprint,
         "protocolVersion": PROTOCOL_VERSION,
-        "capabilities": ["events", "batch", "journal-events", "subscribe", "ack"],
+        "capabilities": ["events", "batch", logbook_federation::batch::CAPABILITY, "journal-events", "subscribe", "ack"],
         "logKey": log_key,
         "logKeySignature": log_key_signature,
         "witnessKey": witness_key,

@@ -67,7 +67,7 @@ async fn control(
                 .signing_key_for(store, &peer.instance_id)
                 .map_err(|e| Problem::internal(e.to_string()))?;
             let request = EventMessage::signed(
-                &signing_key.private_key,
+                &*signing_key,
                 &signing_key.key_id,
                 &fed2.identity().instance_id,
                 &peer.instance_id,

@@ -113,7 +113,7 @@ pub(super) fn invalid_message(e: impl std::fmt::Display) -> InboxError {
     ))
 }
 
-fn not_an_object() -> InboxError {
+pub(super) fn not_an_object() -> InboxError {
     InboxError::InvalidMessage("a message is a JSON object".into())
 }
 
@@ -205,7 +205,7 @@ pub(super) fn verify_batch(
 /// ack of its key announcement. It is acked again and changes nothing.
 /// Anything new signed with the old key is refused, so a leaked old key
 /// cannot inject messages.
-fn check_retired_redelivery(
+pub(super) fn check_retired_redelivery(
     store: &Store,
     peer: &PeerRecord,
     m: &EventMessage,

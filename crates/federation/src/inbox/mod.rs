@@ -3,6 +3,7 @@
 //! chain-continuity verdict, and only then answers with signed acks.
 //! Refusals are [`InboxError`]s; the HTTP edge turns them into answers.
 
+mod batch;
 mod check;
 mod error;
 mod limiter;
@@ -51,13 +52,52 @@ fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), InboxError> {
     Ok((items, true))
 }
 
-/// Verifies, rate-limits, stores and acknowledges `/incoming/event`.
+/// Verifies, rate-limits, stores and acknowledges `/incoming/event`: one
+/// message, an array of them (each signed), or a signed batch (one
+/// signature, one ack; `crate::batch`).
 pub fn receive_events(instance: &Instance, store: &Store, body: &str) -> Result<Value, InboxError> {
+    if crate::batch::is_signed_batch(body) {
+        let (peer, manifest, messages) = batch::verify_signed_batch(instance, store, body)?;
+        store_events(instance, store, &peer, &messages)?;
+        // Stored (fsynced): now acknowledge, all at once.
+        let (key, _) = instance.signing_key_for(store, &peer.instance_id)?;
+        let ids = messages.iter().map(|m| m.message_id).collect();
+        return crate::batch::sign_ack(
+            &key,
+            &instance.identity.instance_id,
+            &manifest,
+            ids,
+            now_ms(),
+        )
+        .map_err(|e| InboxError::Internal(e.to_string()));
+    }
     let (items, batch) = split_batch(body)?;
     let (peer, messages) = verify_batch(instance, store, &items)?;
+    store_events(instance, store, &peer, &messages)?;
+    // Stored (fsynced): now acknowledge.
+    let acks = messages
+        .iter()
+        .map(|m| sign_ack(instance, store, &peer.instance_id, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if batch {
+        Value::Array(acks)
+    } else {
+        acks.into_iter().next().expect("one message")
+    })
+}
+
+/// Checks the content of verified messages from `peer`, charges them to
+/// its rate limits and stores them durably (applying a key announcement
+/// among them).
+fn store_events(
+    instance: &Instance,
+    store: &Store,
+    peer: &PeerRecord,
+    messages: &[EventMessage],
+) -> Result<(), InboxError> {
     let mut incoming = Vec::with_capacity(messages.len());
     let mut rekey = None;
-    for m in &messages {
+    for m in messages {
         if m.event_type == KEY_ROTATED_TYPE {
             if rekey.is_some() {
                 return Err(InboxError::TwoAnnouncements);
@@ -123,16 +163,7 @@ pub fn receive_events(instance: &Instance, store: &Store, body: &str) -> Result<
             tracing::warn!(peer = %peer.instance_id, old_key_id = %rekey.old_key_id, new_key_id = %key_id(&rekey.new_der), "peer rotated its key; pinned the new key");
         }
     }
-    // Stored (fsynced): now acknowledge.
-    let acks = messages
-        .iter()
-        .map(|m| sign_ack(instance, store, &peer.instance_id, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(if batch {
-        Value::Array(acks)
-    } else {
-        acks.into_iter().next().expect("one message")
-    })
+    Ok(())
 }
 
 /// A peer asks us (`/incoming/subscribe`, `/incoming/unsubscribe`) to start
@@ -278,7 +309,7 @@ fn sign_ack(
     let (key, _) = instance.signing_key_for(store, peer)?;
     let recipient = message.recipient_id.is_some().then_some(peer);
     let ack = EventAck::signed(
-        &key.private_key,
+        &*key,
         &key.key_id,
         &instance.identity.instance_id,
         recipient,
