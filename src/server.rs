@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{AppState, auth::Tokens};
+use crate::http::{AppParts, AppState, auth::Tokens};
 use logbook_base::private_file::ensure_private_dir;
 use logbook_base::reloadable::Reloadable;
 use logbook_journal::fanout::{StreamStats, fanout};
@@ -171,7 +171,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     }
     let witness = crate::http::witness::WitnessState::new(witness_key.cosigner, &config.witness);
     let log = crate::http::log::LogState::new(log_keys);
-    let state = AppState {
+    let state = AppState::new(AppParts {
         federation: federation.clone(),
         store,
         registry: Arc::new(registry),
@@ -190,7 +190,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         )),
         log: Arc::new(log),
         witness: Arc::new(witness),
-    };
+    });
 
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
