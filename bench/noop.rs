@@ -21,7 +21,9 @@ async fn append(body: Bytes) -> impl IntoResponse {
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7598".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7598".into());
     let app = Router::new().route("/api/plans/{plan_id}/events", post(append));
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");

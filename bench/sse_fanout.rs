@@ -63,7 +63,10 @@ async fn connect(addr: &str, plan: &str) -> std::io::Result<BufReader<TcpStream>
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     if !line.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("stream refused: {}", line.trim())));
+        return Err(std::io::Error::other(format!(
+            "stream refused: {}",
+            line.trim()
+        )));
     }
     loop {
         line.clear();
@@ -149,7 +152,10 @@ async fn append(addr: &str, plan: &str, events: u64, rate: u64) -> std::io::Resu
         line.clear();
         stream.read_line(&mut line).await?;
         if !line.starts_with("HTTP/1.1 201") {
-            return Err(std::io::Error::other(format!("append refused: {}", line.trim())));
+            return Err(std::io::Error::other(format!(
+                "append refused: {}",
+                line.trim()
+            )));
         }
         let mut length = 0;
         loop {

@@ -27,9 +27,7 @@ use logbook_journal::chain::BrokenReason;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::follow::{Source, follow};
 use logbook_journal::registry::TypeFilter;
-use logbook_journal::store::{
-    AppendError, AppendRequest, Idempotency, PlanHead, StoreError,
-};
+use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead, StoreError};
 use logbook_journal::validate::{InvalidEvent, validate_event};
 
 /// What the journal routes read: the store and its fan-out, the registry,

@@ -89,7 +89,10 @@ mod tests {
         assert_eq!(prefer(&["return=minimal"]), Return::Minimal);
         assert_eq!(prefer(&["RETURN = \"Minimal\"; foo=bar"]), Return::Minimal);
         assert_eq!(prefer(&["respond-async, return=minimal"]), Return::Minimal);
-        assert_eq!(prefer(&["return=representation, return=minimal"]), Return::Representation);
+        assert_eq!(
+            prefer(&["return=representation, return=minimal"]),
+            Return::Representation
+        );
         assert_eq!(prefer(&["wait=5", "return=minimal"]), Return::Minimal);
         assert_eq!(prefer(&["return=other"]), Return::Representation);
         assert_eq!(prefer(&["returns=minimal"]), Return::Representation);

@@ -2,10 +2,10 @@
 //! the event JSON, and the default event name is used so that
 //! `EventSource.onmessage` receives every event.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 

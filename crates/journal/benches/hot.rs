@@ -51,7 +51,9 @@ fn functions(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("append path");
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function("canonicalize payload", |b| b.iter(|| canonical_json(&value)));
+    group.bench_function("canonicalize payload", |b| {
+        b.iter(|| canonical_json(&value))
+    });
     group.bench_function("hash payload", |b| {
         b.iter(|| sha256(canonical.json.get().as_bytes()))
     });
