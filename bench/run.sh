@@ -195,7 +195,8 @@ if wants redis; then
         # About DURATION per run: the rate seen at 1 client times the seconds.
         n=$(( c * 1500 * secs / 5 ))
         runs+=" $(redis-benchmark -p "$REDIS_PORT" -c "$c" -n "$n" -r 16 --csv \
-          XADD "ev:__rand_int__" '*' payload "$payload" | tail -1 | cut -d, -f2 | tr -d '"')"
+          XADD "ev:__rand_int__" '*' payload "$payload" | tail -1 | cut -d, -f2 | tr -d '"' \
+          | awk '{ printf "%.0f", $1 }')"
       done
       record "redis.$c" "$(echo "$runs" | median)"
     done
