@@ -2,10 +2,13 @@
 //! then times redb's open of it after a clean stop and after kill -9 (see
 //! `docs/benchmarks.md`).
 //!
-//! `recovery fill DB N` appends N events as the daemon does
-//! (`Store::open_with`, group commit, every commit fsynced): 100 plans,
-//! ~200-byte payloads, 1024 concurrent appenders so that batches are full.
-//! It closes the store cleanly.
+//! `recovery fill DB N [PLANS [PAD_BYTES]]` appends N events as the daemon
+//! does (`Store::open_with`, group commit, every commit fsynced): by default
+//! 100 plans (ids 1..=PLANS) and ~200-byte payloads (a `note` of PAD_BYTES,
+//! 160 by default), from 1024 concurrent appenders so that batches are full.
+//! It closes the store cleanly. `bench/run.sh` also uses it to fill the
+//! stores it verifies and cold-starts (the HMAC secret is
+//! `$LOGBOOK_HMAC_SECRET`, else `bench-secret`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,14 +19,14 @@ use logbook_journal::keys::Keyring;
 use logbook_journal::store::{AppendRequest, Store, StoreOptions};
 use uuid::Uuid;
 
-fn request(plan: u128, n: u64) -> AppendRequest {
+fn request(plan: u128, n: u64, pad: &str) -> AppendRequest {
     AppendRequest {
         plan_id: Uuid::from_u128(plan + 1),
         event_type: "step.completed".into(),
         actor: Some("bench".into()),
         payload: CanonicalPayload::new(&serde_json::json!({
             "n": n,
-            "note": "x".repeat(160),
+            "note": pad,
         })),
         expected_seq: None,
         idempotency: None,
@@ -33,12 +36,22 @@ fn request(plan: u128, n: u64) -> AppendRequest {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let ["fill", db, n] = args.iter().map(String::as_str).collect::<Vec<_>>()[..] else {
-        eprintln!("usage: recovery fill DB N");
-        std::process::exit(2);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (db, n, plans, pad) = match args[..] {
+        ["fill", db, n] => (db, n, "100", "160"),
+        ["fill", db, n, plans] => (db, n, plans, "160"),
+        ["fill", db, n, plans, pad] => (db, n, plans, pad),
+        _ => {
+            eprintln!("usage: recovery fill DB N [PLANS [PAD_BYTES]]");
+            std::process::exit(2);
+        }
     };
     let total: u64 = n.parse().expect("N");
-    let keyring = Arc::new(Keyring::from_secret(b"bench-secret".to_vec()));
+    let plans: u64 = plans.parse().expect("PLANS");
+    let pad: Arc<str> = "x".repeat(pad.parse().expect("PAD_BYTES")).into();
+    // The daemon that later opens the store must sign with the same key.
+    let secret = std::env::var("LOGBOOK_HMAC_SECRET").unwrap_or_else(|_| "bench-secret".into());
+    let keyring = Arc::new(Keyring::from_secret(secret.into_bytes()));
     let (store, writer) = Store::open_with(
         db.as_ref(),
         keyring,
@@ -53,13 +66,14 @@ async fn main() {
     for _ in 0..1024 {
         let store = store.clone();
         let next = next.clone();
+        let pad = pad.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return;
                 }
-                let req = request(u128::from(n % 100), n);
+                let req = request(u128::from(n % plans), n, &pad);
                 store.append(req).await.expect("append");
             }
         }));

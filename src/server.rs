@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{AppState, auth::Tokens};
+use crate::http::{AppParts, AppState, auth::Tokens};
 use logbook_base::fresh_dir::FreshDir;
 use logbook_base::private_file::ensure_private_dir;
 use logbook_base::reloadable::Reloadable;
@@ -184,7 +184,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     }
     let witness = crate::http::witness::WitnessState::new(witness_key.cosigner, &config.witness);
     let log = crate::http::log::LogState::new(log_keys);
-    let state = AppState {
+    let state = AppState::new(AppParts {
         federation: federation.clone(),
         store,
         registry: Arc::new(registry),
@@ -204,7 +204,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         log: Arc::new(log),
         witness: Arc::new(witness),
         ui: config.ui.enabled,
-    };
+    });
 
     let admin_socket = config.admin_socket_path();
     let admin = crate::admin::bind(&admin_socket, Some(&config.server.admin_group)).await?;

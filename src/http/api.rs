@@ -2,7 +2,6 @@
 //! streams. Each handler validates, calls the journal, and shapes the answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{FromRef, State};
@@ -11,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
 use super::extract::{JsonBody, PlanId, Query, from_object};
+use super::prefer;
 use super::problem::Problem;
 use crate::config::Limits;
 use crate::http::sse;
@@ -26,43 +25,28 @@ use logbook_base::reloadable::Reloadable;
 use logbook_journal::Event;
 use logbook_journal::chain::BrokenReason;
 use logbook_journal::event::{Timestamp, parse_plan_id};
-use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::follow::{Source, follow};
-use logbook_journal::registry::{Registry, TypeFilter};
-use logbook_journal::store::{
-    AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead, StoreError,
-};
+use logbook_journal::registry::TypeFilter;
+use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead, StoreError};
 use logbook_journal::validate::{InvalidEvent, validate_event};
 
 /// What the journal routes read: the store and its fan-out, the registry,
 /// the limits, and what an SSE stream needs to end (shutdown, the tokens).
+/// A view of the [`AppState`], so that taking it per request costs one
+/// reference count, not a clone of each part.
 #[derive(Clone)]
-pub(crate) struct ApiState {
-    store: AsyncStore,
-    registry: Arc<Registry>,
-    fanout: Fanout,
-    limits: Arc<Reloadable<Limits>>,
-    keepalive: Duration,
-    shutdown: CancellationToken,
-    stream_stats: Arc<StreamStats>,
-    tokens: Arc<auth::Tokens>,
-    /// Signs the checkpoint a `verify=1` page was checked against.
-    log: Arc<super::log::LogState>,
+pub(crate) struct ApiState(AppState);
+
+impl std::ops::Deref for ApiState {
+    type Target = super::AppParts;
+    fn deref(&self) -> &super::AppParts {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for ApiState {
     fn from_ref(state: &AppState) -> ApiState {
-        ApiState {
-            store: state.store.clone(),
-            registry: state.registry.clone(),
-            fanout: state.fanout.clone(),
-            limits: state.limits.clone(),
-            keepalive: state.keepalive,
-            shutdown: state.shutdown.clone(),
-            stream_stats: state.stream_stats.clone(),
-            tokens: state.tokens.clone(),
-            log: state.log.clone(),
-        }
+        ApiState(state.clone())
     }
 }
 
@@ -121,6 +105,7 @@ pub(crate) async fn append(
         ));
     }
     let idempotency_key = idempotency_key(&headers)?;
+    let preference = prefer::return_preference(&headers);
     let body: AppendBody = from_object(body).map_err(|e| {
         Problem::unprocessable(
             "invalid-request",
@@ -184,13 +169,17 @@ pub(crate) async fn append(
     };
     match state.store.append(request).await {
         Ok(appended) if appended.replayed => {
-            let mut response = (StatusCode::OK, Json(&*appended.event)).into_response();
+            let mut response = prefer::appended(StatusCode::OK, &appended.event, preference);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        Ok(appended) => Ok((StatusCode::CREATED, Json(&*appended.event)).into_response()),
+        Ok(appended) => Ok(prefer::appended(
+            StatusCode::CREATED,
+            &appended.event,
+            preference,
+        )),
         Err(AppendError::SeqConflict { expected, head }) => Err(Problem::new(
             StatusCode::CONFLICT,
             "seq-conflict",

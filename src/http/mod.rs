@@ -16,6 +16,7 @@ pub(crate) mod extract;
 pub(crate) mod federation;
 pub(crate) mod log;
 pub(crate) mod metrics;
+pub(crate) mod prefer;
 pub(crate) mod problem;
 pub(crate) mod proofs;
 pub(crate) mod serve;
@@ -45,9 +46,26 @@ use logbook_journal::store::AsyncStore;
 use problem::Problem;
 
 /// Everything the HTTP routers need, the federation routes included (they
-/// take it whole). Cheap to clone.
+/// take it whole), behind one `Arc`: axum clones the state for every
+/// request, and one reference count is all that clone costs.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub(crate) fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub(crate) struct AppParts {
     pub(crate) store: AsyncStore,
     pub(crate) registry: Arc<Registry>,
     pub(crate) fanout: Fanout,
@@ -218,8 +236,12 @@ pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("prefer"),
             ])
-            .expose_headers([HeaderName::from_static("idempotent-replayed")])
+            .expose_headers([
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderName::from_static("preference-applied"),
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }

@@ -2,10 +2,11 @@
 //! the event JSON, and the default event name is used so that
 //! `EventSource.onmessage` receives every event.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 
 use crate::http::problem::Problem;
+use logbook_journal::Event;
 use logbook_journal::fanout::StreamStats;
 use logbook_journal::follow::{Followed, Interrupted};
 use std::sync::atomic::Ordering;
@@ -32,10 +34,10 @@ pub(crate) fn respond(
         // gone, or shutdown) releases it and everything the follower held.
         let _connected = &guard;
         Ok(match item {
-            Ok(Followed { cursor, event }) => SseEvent::default()
-                .id(cursor.to_string())
-                .json_data(&*event)
-                .unwrap_or_else(|e| error_event(&Problem::internal(e.to_string()))),
+            Ok(Followed { cursor, event }) => match encoded(&event) {
+                Ok(json) => SseEvent::default().id(cursor.to_string()).data(&*json),
+                Err(e) => error_event(&Problem::internal(e.to_string())),
+            },
             Err(Interrupted::Storage(e)) => {
                 tracing::error!(error = %e, "SSE stream ended by a storage error");
                 error_event(&Problem::internal(e.to_string()))
@@ -79,6 +81,38 @@ pub(crate) fn until_revoked(
             item = events.next() => item.map(|item| (item, Some((events, revoked)))),
         }
     })
+}
+
+/// Recently encoded events, newest last. Every live follower receives the
+/// same `Arc<Event>` from the fan-out, so the first one to send an event
+/// encodes it and the others copy its JSON text: with 10,000 followers,
+/// one serialization per event instead of 10,000. A `Weak` keeps the
+/// event's allocation, so its address cannot be reused by another event
+/// while the entry lives.
+static ENCODED: Mutex<VecDeque<(Weak<Event>, Arc<str>)>> = Mutex::new(VecDeque::new());
+/// Entries kept: more than the events a burst publishes while followers
+/// catch up, few enough to scan.
+const ENCODED_CAPACITY: usize = 256;
+
+/// `event`'s JSON text, encoded once for every follower that sends it.
+fn encoded(event: &Arc<Event>) -> Result<Arc<str>, serde_json::Error> {
+    let hit = |cache: &VecDeque<(Weak<Event>, Arc<str>)>| {
+        cache
+            .iter()
+            .rev()
+            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(event)))
+            .map(|(_, json)| json.clone())
+    };
+    if let Some(json) = hit(&ENCODED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(json);
+    }
+    let json: Arc<str> = serde_json::to_string(&**event)?.into();
+    let mut cache = ENCODED.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() == ENCODED_CAPACITY {
+        cache.pop_front();
+    }
+    cache.push_back((Arc::downgrade(event), json.clone()));
+    Ok(json)
 }
 
 pub(crate) fn error_event(problem: &Problem) -> SseEvent {

@@ -73,7 +73,10 @@ impl<'a> Signable<'a> {
 
     /// The exact bytes the HMAC covers.
     pub fn canonical(&self) -> String {
-        serde_json_canonicalizer::to_string(self).expect("the signed object always canonicalizes")
+        crate::chain_canonical::write(self).unwrap_or_else(|| {
+            serde_json_canonicalizer::to_string(self)
+                .expect("the signed object always canonicalizes")
+        })
     }
 
     pub fn sign(&self, key: &[u8]) -> [u8; 32] {

@@ -7,6 +7,7 @@
 //! configuration file; the binary translates to and from it.
 
 pub mod chain;
+mod chain_canonical;
 mod chain_window;
 pub mod event;
 pub mod fanout;
