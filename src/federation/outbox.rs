@@ -7,7 +7,7 @@
 //! `logbook_federation::outbox`; this is the worker and the HTTP send.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logbook_federation::identity::OwnKey;
 use logbook_federation::message::now_ms;
@@ -31,12 +31,34 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// (members, ids, the digest in the manifest).
 const ENVELOPE_BYTES: usize = 512;
 
+/// How long a worker sends separately signed messages to a peer that
+/// refused a signed batch before it tries a batch again.
+const BATCH_RETRY: Duration = Duration::from_secs(10 * 60);
+
+/// Whether a worker sends signed batches: yes, except for [`BATCH_RETRY`]
+/// after the peer last refused one.
+#[derive(Debug, Default)]
+struct BatchMode {
+    refused_at: Option<Instant>,
+}
+
+impl BatchMode {
+    fn on(&self, now: Instant) -> bool {
+        self.refused_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= BATCH_RETRY)
+    }
+
+    fn refused(&mut self, now: Instant) {
+        self.refused_at = Some(now);
+    }
+}
+
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
     let mut cursor = 0u64;
-    // Signed batches until the peer shows it does not take them.
-    let mut signed_batches = true;
+    // Signed batches unless the peer showed lately that it does not take them.
+    let mut signed_batches = BatchMode::default();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -81,7 +103,7 @@ async fn step(
     fed: &Arc<Federation>,
     peer_id: &str,
     cursor: &mut u64,
-    signed_batches: &mut bool,
+    signed_batches: &mut BatchMode,
 ) -> Result<Step, WorkError> {
     let id = peer_id.to_string();
     let limit = fed.config().batch_size;
@@ -123,17 +145,15 @@ async fn step(
     {
         rows.retain(|(s, _)| *s <= seq);
     }
-    let mut outcome = send(fed, &peer, &key, &rows, *signed_batches).await;
-    if *signed_batches
-        && rows.len() > 1
-        && outcome.as_ref().is_err_and(|failure| failure.not_messages)
-    {
+    let batches = signed_batches.on(Instant::now());
+    let mut outcome = send(fed, &peer, &key, &rows, batches).await;
+    if batches && rows.len() > 1 && outcome.as_ref().is_err_and(|failure| failure.not_messages) {
         // A peer without the `batch-signature` capability reads a signed
-        // batch as a message without its members (400 invalid-message): send it separately signed ones
-        // from now on (the worker starts over with signed batches after a
-        // restart, e.g. once the peer was upgraded).
-        tracing::warn!(peer = %peer_id, "the peer refused a signed batch; sending it separately signed messages");
-        *signed_batches = false;
+        // batch as a message without its members (400 invalid-message):
+        // send it separately signed ones for a while, then try a batch
+        // again, so a peer upgraded meanwhile gets batches without our restart.
+        tracing::warn!(peer = %peer_id, retry_in_s = BATCH_RETRY.as_secs(), "the peer refused a signed batch; sending it separately signed messages for now");
+        signed_batches.refused(Instant::now());
         outcome = send(fed, &peer, &key, &rows, false).await;
     }
     match outcome {
@@ -263,4 +283,23 @@ async fn send(
         .map_err(|e| Failure::passing(format!("reading the ack: {e}")))?;
     outbox::acked_seqs(&fed.instance, peer, answer, &sent)
         .map_err(|e| Failure::passing(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_signed_batch_is_tried_again_later() {
+        let start = Instant::now();
+        let mut mode = BatchMode::default();
+        assert!(mode.on(start));
+        mode.refused(start);
+        assert!(!mode.on(start));
+        assert!(!mode.on(start + BATCH_RETRY - Duration::from_secs(1)));
+        assert!(mode.on(start + BATCH_RETRY));
+        // Refused again: another while of separately signed messages.
+        mode.refused(start + BATCH_RETRY);
+        assert!(!mode.on(start + BATCH_RETRY + Duration::from_secs(1)));
+    }
 }
