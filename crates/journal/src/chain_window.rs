@@ -4,6 +4,8 @@
 //! applies every rule itself, taking those results instead of computing
 //! them. So the rules and their order live in one place (`chain.rs`), and
 //! a window reports exactly what checking its events one by one would.
+//! [`PayloadVerdict`] is the same split for a caller that has its own
+//! threads (the offline export check parses lines on every core).
 
 use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_check};
 use crate::event::{Event, Timestamp};
@@ -19,7 +21,51 @@ struct Precheck {
     signed_at: Timestamp,
 }
 
+/// One event's payload check (canonical text, hash), made ahead on any
+/// thread by [`PayloadVerdict::of`] and spent on that same event by
+/// [`ChainVerifier::check_prechecked`]. Only `of` makes one, so a caller
+/// cannot hand the verifier a verdict it did not compute.
+#[derive(Debug)]
+pub struct PayloadVerdict {
+    seq: u64,
+    payload_hash: [u8; 32],
+    result: Result<(), BrokenReason>,
+}
+
+impl PayloadVerdict {
+    pub fn of(event: &Event) -> PayloadVerdict {
+        PayloadVerdict {
+            seq: event.seq,
+            payload_hash: event.payload_hash,
+            result: payload_check(event),
+        }
+    }
+}
+
 impl ChainVerifier {
+    /// [`ChainVerifier::check`] (with a keyring) or
+    /// [`ChainVerifier::check_without_key`] (without), taking the payload's
+    /// verdict computed ahead. The rules and their order are theirs.
+    pub fn check_prechecked(
+        &mut self,
+        event: &Event,
+        payload: PayloadVerdict,
+        keyring: Option<&Keyring>,
+    ) -> Result<(), BrokenReason> {
+        assert!(
+            payload.seq == event.seq && payload.payload_hash == event.payload_hash,
+            "a payload verdict is spent on the event it was made for"
+        );
+        match keyring {
+            Some(keyring) => self.check_with(
+                event,
+                || payload.result,
+                |signed_at| signature_check(event, signed_at, keyring),
+            ),
+            None => self.check_without_key_with(event, || payload.result),
+        }
+    }
+
     /// Checks `events` in order, as [`ChainVerifier::check`] on each would,
     /// hashing on every core. Returns the first break (seq, reason); the
     /// verifier has then accepted the events before it.
