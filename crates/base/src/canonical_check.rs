@@ -125,7 +125,9 @@ impl<'a> Scan<'a> {
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
         let rest = text.get(start..)?;
-        let len = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         if rest[len] != b'"' {
             return None;
         }
