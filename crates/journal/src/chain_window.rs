@@ -190,6 +190,37 @@ mod tests {
         (Ok(()), verifier.last_seq(), verifier.redacted())
     }
 
+    /// The offline export's walk: payload verdicts made ahead, spent in order.
+    fn prechecked(events: &[Event], keyring: Option<&Keyring>) -> Walk {
+        let verdicts: Vec<PayloadVerdict> = events.iter().map(PayloadVerdict::of).collect();
+        let mut verifier = ChainVerifier::default();
+        for (event, verdict) in events.iter().zip(verdicts) {
+            if let Err(reason) = verifier.check_prechecked(event, verdict, keyring) {
+                return (
+                    Err((event.seq, reason)),
+                    verifier.last_seq(),
+                    verifier.redacted(),
+                );
+            }
+        }
+        (Ok(()), verifier.last_seq(), verifier.redacted())
+    }
+
+    /// What `check_without_key` on each event reports.
+    fn one_by_one_without_key(events: &[Event]) -> Walk {
+        let mut verifier = ChainVerifier::default();
+        for event in events {
+            if let Err(reason) = verifier.check_without_key(event) {
+                return (
+                    Err((event.seq, reason)),
+                    verifier.last_seq(),
+                    verifier.redacted(),
+                );
+            }
+        }
+        (Ok(()), verifier.last_seq(), verifier.redacted())
+    }
+
     /// Erases the payload of `events[i]` as the redaction does: the text
     /// becomes `null`, the hash and signature stay.
     fn redact(events: &mut [Event], i: usize) {
@@ -248,6 +279,12 @@ mod tests {
                 let want = one_by_one(&events, &keyring);
                 assert!(want.0.is_err(), "{name} at {at} breaks the chain");
                 assert_eq!(windowed(&events, &keyring), want, "{name} at {at}");
+                assert_eq!(prechecked(&events, Some(&keyring)), want, "{name} at {at}");
+                assert_eq!(
+                    prechecked(&events, None),
+                    one_by_one_without_key(&events),
+                    "{name} at {at}, without the key"
+                );
             }
         }
     }
