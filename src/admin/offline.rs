@@ -131,7 +131,7 @@ pub(crate) fn verify_export(
         if chunk.is_empty() {
             break;
         }
-        for (parsed, (line_no, _)) in parse_all(&chunk).into_iter().zip(&chunk) {
+        for (parsed, (line_no, _)) in parse_all(&chunk, keyring).into_iter().zip(&chunk) {
             let line_no = *line_no;
             let expected = count + 1;
             let (event, leaf, payload) = match parsed {
@@ -240,16 +240,21 @@ fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
     })
 }
 
-/// Parses each line, checks it is exactly as logbook writes it, and
-/// computes its log leaf, on every core; results in line order.
-fn parse_all(chunk: &[(u64, String)]) -> Vec<Result<Parsed, String>> {
+/// Parses each line, checks it is exactly as logbook writes it, computes
+/// its log leaf and checks its payload (and, with a keyring, its HMAC at
+/// its own date), on every core; results in line order.
+fn parse_all(chunk: &[(u64, String)], keyring: Option<&Keyring>) -> Vec<Result<Parsed, String>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = chunk.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = chunk
             .chunks(per)
             .map(|part| {
-                scope.spawn(move || part.iter().map(|(_, l)| parse_line(l)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, l)| parse_line(l, keyring))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         parts
@@ -262,7 +267,7 @@ fn parse_all(chunk: &[(u64, String)]) -> Vec<Result<Parsed, String>> {
 /// An event, its log leaf and its payload's verdict.
 type Parsed = (Event, [u8; 32], PayloadVerdict);
 
-fn parse_line(line: &str) -> Result<Parsed, String> {
+fn parse_line(line: &str, keyring: Option<&Keyring>) -> Result<Parsed, String> {
     let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
     // Exactly as `logbook admin export` writes it: no unknown member, no
     // other spelling of an id or hash. The signature covers the values,
@@ -272,6 +277,9 @@ fn parse_line(line: &str) -> Result<Parsed, String> {
         return Err("not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into());
     }
     let leaf = merkle::leaf_hash(log_entry(&event).as_bytes());
-    let payload = PayloadVerdict::of(&event);
+    let payload = match keyring {
+        Some(keyring) => PayloadVerdict::of_signed(&event, keyring),
+        None => PayloadVerdict::of(&event),
+    };
     Ok((event, leaf, payload))
 }

@@ -30,6 +30,10 @@ pub struct PayloadVerdict {
     seq: u64,
     payload_hash: [u8; 32],
     result: Result<(), BrokenReason>,
+    /// The HMAC checked at the event's own date, when a keyring was given.
+    /// Used only if the walk dates the signature the same (dates never go
+    /// back in a chain the daemon wrote); otherwise checked again in order.
+    signature: Option<(Timestamp, Result<(), BrokenReason>)>,
 }
 
 impl PayloadVerdict {
@@ -38,6 +42,17 @@ impl PayloadVerdict {
             seq: event.seq,
             payload_hash: event.payload_hash,
             result: payload_check(event),
+            signature: None,
+        }
+    }
+
+    /// [`PayloadVerdict::of`], plus the HMAC under `keyring` at the
+    /// event's own date, also made ahead.
+    pub fn of_signed(event: &Event, keyring: &Keyring) -> PayloadVerdict {
+        let at = event.created_at;
+        PayloadVerdict {
+            signature: Some((at, signature_check(event, at, keyring))),
+            ..PayloadVerdict::of(event)
         }
     }
 }
@@ -60,7 +75,10 @@ impl ChainVerifier {
             Some(keyring) => self.check_with(
                 event,
                 || payload.result,
-                |signed_at| signature_check(event, signed_at, keyring),
+                |signed_at| match payload.signature {
+                    Some((at, verdict)) if at == signed_at => verdict,
+                    _ => signature_check(event, signed_at, keyring),
+                },
             ),
             None => self.check_without_key_with(event, || payload.result),
         }
@@ -192,7 +210,13 @@ mod tests {
 
     /// The offline export's walk: payload verdicts made ahead, spent in order.
     fn prechecked(events: &[Event], keyring: Option<&Keyring>) -> Walk {
-        let verdicts: Vec<PayloadVerdict> = events.iter().map(PayloadVerdict::of).collect();
+        let verdicts: Vec<PayloadVerdict> = match keyring {
+            Some(keyring) => events
+                .iter()
+                .map(|e| PayloadVerdict::of_signed(e, keyring))
+                .collect(),
+            None => events.iter().map(PayloadVerdict::of).collect(),
+        };
         let mut verifier = ChainVerifier::default();
         for (event, verdict) in events.iter().zip(verdicts) {
             if let Err(reason) = verifier.check_prechecked(event, verdict, keyring) {
