@@ -6,7 +6,7 @@
 use std::io::BufRead;
 
 use logbook_journal::Event;
-use logbook_journal::chain::{ChainVerifier, log_entry};
+use logbook_journal::chain::{ChainVerifier, PayloadVerdict, log_entry};
 use logbook_journal::checkpoint::plan_verifier;
 use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
 use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
@@ -131,10 +131,10 @@ pub(crate) fn verify_export(
         if chunk.is_empty() {
             break;
         }
-        for (parsed, (line_no, _)) in parse_all(&chunk).into_iter().zip(&chunk) {
+        for (parsed, (line_no, _)) in parse_all(&chunk, keyring).into_iter().zip(&chunk) {
             let line_no = *line_no;
             let expected = count + 1;
-            let (event, leaf) = match parsed {
+            let (event, leaf, payload) = match parsed {
                 Ok(parsed) => parsed,
                 Err(reason) => {
                     return Ok(stop(broken(expected, line_no, reason), log, &checkpoint));
@@ -159,21 +159,18 @@ pub(crate) fn verify_export(
             }
             // Without a key every check but the HMAC still runs: the
             // payload is outside the log's leaves.
-            let checked =
-                match (first_break.is_some(), keyring) {
-                    (true, _) => Ok(()),
-                    (false, Some(keyring)) => verifier.check(&event, keyring).map_err(|reason| {
-                        match reason.missing_key() {
-                            Some(id) => format!(
-                                "missing-key (no secret for key_id {id}: its signature cannot be checked)"
-                            ),
-                            None => reason.as_str().to_string(),
-                        }
+            // The payload was checked with the parse, on every core.
+            let checked = match first_break {
+                Some(_) => Ok(()),
+                None => verifier
+                    .check_prechecked(&event, payload, keyring)
+                    .map_err(|reason| match reason.missing_key() {
+                        Some(id) => format!(
+                            "missing-key (no secret for key_id {id}: its signature cannot be checked)"
+                        ),
+                        None => reason.as_str().to_string(),
                     }),
-                    (false, None) => verifier
-                        .check_without_key(&event)
-                        .map_err(|reason| reason.as_str().to_string()),
-                };
+            };
             if let Err(reason) = checked {
                 let at = broken(event.seq, line_no, reason);
                 if log.is_none() {
@@ -243,16 +240,21 @@ fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
     })
 }
 
-/// Parses each line, checks it is exactly as logbook writes it, and
-/// computes its log leaf, on every core; results in line order.
-fn parse_all(chunk: &[(u64, String)]) -> Vec<Result<(Event, [u8; 32]), String>> {
+/// Parses each line, checks it is exactly as logbook writes it, computes
+/// its log leaf and checks its payload (and, with a keyring, its HMAC at
+/// its own date), on every core; results in line order.
+fn parse_all(chunk: &[(u64, String)], keyring: Option<&Keyring>) -> Vec<Result<Parsed, String>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = chunk.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = chunk
             .chunks(per)
             .map(|part| {
-                scope.spawn(move || part.iter().map(|(_, l)| parse_line(l)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, l)| parse_line(l, keyring))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         parts
@@ -262,7 +264,10 @@ fn parse_all(chunk: &[(u64, String)]) -> Vec<Result<(Event, [u8; 32]), String>> 
     })
 }
 
-fn parse_line(line: &str) -> Result<(Event, [u8; 32]), String> {
+/// An event, its log leaf and its payload's verdict.
+type Parsed = (Event, [u8; 32], PayloadVerdict);
+
+fn parse_line(line: &str, keyring: Option<&Keyring>) -> Result<Parsed, String> {
     let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
     // Exactly as `logbook admin export` writes it: no unknown member, no
     // other spelling of an id or hash. The signature covers the values,
@@ -272,5 +277,9 @@ fn parse_line(line: &str) -> Result<(Event, [u8; 32]), String> {
         return Err("not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into());
     }
     let leaf = merkle::leaf_hash(log_entry(&event).as_bytes());
-    Ok((event, leaf))
+    let payload = match keyring {
+        Some(keyring) => PayloadVerdict::of_signed(&event, keyring),
+        None => PayloadVerdict::of(&event),
+    };
+    Ok((event, leaf, payload))
 }

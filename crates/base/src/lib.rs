@@ -4,6 +4,7 @@
 //! Each module is one concern:
 //! - [`canonical`]: RFC 8785 canonical JSON, SHA-256, and the JSON number
 //!   and depth rules that keep canonical forms exact across languages;
+//! - [`canonical_check`]: whether a text is already its canonical form;
 //! - [`hex`]: lowercase hex, and serde helpers for 32-byte hashes;
 //! - [`private_file`]: files created 0600 and directories 0700, fsynced;
 //! - [`fresh_dir`]: a new directory put back as found when a first start fails;
@@ -11,6 +12,7 @@
 //! - [`metrics`]: the process-wide Prometheus instruments.
 
 pub mod canonical;
+pub mod canonical_check;
 pub mod fresh_dir;
 pub mod hex;
 pub mod metrics;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::event::{Event, Timestamp};
 use super::keys::Keyring;
+pub use crate::chain_window::PayloadVerdict;
 
 /// Version of the signed object (`"v"`). Bump it, never reinterpret it.
 pub(crate) const SIGNATURE_VERSION: u8 = 1;
@@ -145,8 +146,9 @@ pub(crate) fn payload_check(event: &Event) -> Result<(), BrokenReason> {
         return Ok(());
     }
     let text = event.payload.get();
-    let canonical = serde_json::from_str::<Value>(text).map(|v| canonical_json(&v));
-    if canonical.ok().as_deref() != Some(text) {
+    // Compares the stored bytes with their canonical spelling, without
+    // rebuilding the canonical text for the usual payload.
+    if !logbook_base::canonical_check::is_canonical(text) {
         return Err(BrokenReason::PayloadNotCanonical);
     }
     if sha256(text.as_bytes()) != event.payload_hash {
@@ -331,13 +333,19 @@ impl ChainVerifier {
     /// vouches for (the payload is outside the log's leaves, so its hash
     /// and spelling must still be checked here).
     pub fn check_without_key(&mut self, event: &Event) -> Result<(), BrokenReason> {
-        self.check_unsigned(event)?;
-        self.accept(event, event.created_at);
-        Ok(())
+        self.check_without_key_with(event, || payload_check(event))
     }
 
-    fn check_unsigned(&self, event: &Event) -> Result<(), BrokenReason> {
-        self.check_in_order(event, || payload_check(event))
+    /// [`ChainVerifier::check_without_key`] with the payload's check
+    /// supplied by the caller (computed ahead on another core).
+    pub(crate) fn check_without_key_with(
+        &mut self,
+        event: &Event,
+        payload: impl FnOnce() -> Result<(), BrokenReason>,
+    ) -> Result<(), BrokenReason> {
+        self.check_in_order(event, payload)?;
+        self.accept(event, event.created_at);
+        Ok(())
     }
 
     /// The unsigned checks in their order, with the payload's (the one

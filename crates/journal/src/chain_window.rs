@@ -4,6 +4,8 @@
 //! applies every rule itself, taking those results instead of computing
 //! them. So the rules and their order live in one place (`chain.rs`), and
 //! a window reports exactly what checking its events one by one would.
+//! [`PayloadVerdict`] is the same split for a caller that has its own
+//! threads (the offline export check parses lines on every core).
 
 use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_check};
 use crate::event::{Event, Timestamp};
@@ -19,7 +21,69 @@ struct Precheck {
     signed_at: Timestamp,
 }
 
+/// One event's payload check (canonical text, hash), made ahead on any
+/// thread by [`PayloadVerdict::of`] and spent on that same event by
+/// [`ChainVerifier::check_prechecked`]. Only `of` makes one, so a caller
+/// cannot hand the verifier a verdict it did not compute.
+#[derive(Debug)]
+pub struct PayloadVerdict {
+    seq: u64,
+    payload_hash: [u8; 32],
+    result: Result<(), BrokenReason>,
+    /// The HMAC checked at the event's own date, when a keyring was given.
+    /// Used only if the walk dates the signature the same (dates never go
+    /// back in a chain the daemon wrote); otherwise checked again in order.
+    signature: Option<(Timestamp, Result<(), BrokenReason>)>,
+}
+
+impl PayloadVerdict {
+    pub fn of(event: &Event) -> PayloadVerdict {
+        PayloadVerdict {
+            seq: event.seq,
+            payload_hash: event.payload_hash,
+            result: payload_check(event),
+            signature: None,
+        }
+    }
+
+    /// [`PayloadVerdict::of`], plus the HMAC under `keyring` at the
+    /// event's own date, also made ahead.
+    pub fn of_signed(event: &Event, keyring: &Keyring) -> PayloadVerdict {
+        let at = event.created_at;
+        PayloadVerdict {
+            signature: Some((at, signature_check(event, at, keyring))),
+            ..PayloadVerdict::of(event)
+        }
+    }
+}
+
 impl ChainVerifier {
+    /// [`ChainVerifier::check`] (with a keyring) or
+    /// [`ChainVerifier::check_without_key`] (without), taking the payload's
+    /// verdict computed ahead. The rules and their order are theirs.
+    pub fn check_prechecked(
+        &mut self,
+        event: &Event,
+        payload: PayloadVerdict,
+        keyring: Option<&Keyring>,
+    ) -> Result<(), BrokenReason> {
+        assert!(
+            payload.seq == event.seq && payload.payload_hash == event.payload_hash,
+            "a payload verdict is spent on the event it was made for"
+        );
+        match keyring {
+            Some(keyring) => self.check_with(
+                event,
+                || payload.result,
+                |signed_at| match payload.signature {
+                    Some((at, verdict)) if at == signed_at => verdict,
+                    _ => signature_check(event, signed_at, keyring),
+                },
+            ),
+            None => self.check_without_key_with(event, || payload.result),
+        }
+    }
+
     /// Checks `events` in order, as [`ChainVerifier::check`] on each would,
     /// hashing on every core. Returns the first break (seq, reason); the
     /// verifier has then accepted the events before it.
@@ -144,6 +208,43 @@ mod tests {
         (Ok(()), verifier.last_seq(), verifier.redacted())
     }
 
+    /// The offline export's walk: payload verdicts made ahead, spent in order.
+    fn prechecked(events: &[Event], keyring: Option<&Keyring>) -> Walk {
+        let verdicts: Vec<PayloadVerdict> = match keyring {
+            Some(keyring) => events
+                .iter()
+                .map(|e| PayloadVerdict::of_signed(e, keyring))
+                .collect(),
+            None => events.iter().map(PayloadVerdict::of).collect(),
+        };
+        let mut verifier = ChainVerifier::default();
+        for (event, verdict) in events.iter().zip(verdicts) {
+            if let Err(reason) = verifier.check_prechecked(event, verdict, keyring) {
+                return (
+                    Err((event.seq, reason)),
+                    verifier.last_seq(),
+                    verifier.redacted(),
+                );
+            }
+        }
+        (Ok(()), verifier.last_seq(), verifier.redacted())
+    }
+
+    /// What `check_without_key` on each event reports.
+    fn one_by_one_without_key(events: &[Event]) -> Walk {
+        let mut verifier = ChainVerifier::default();
+        for event in events {
+            if let Err(reason) = verifier.check_without_key(event) {
+                return (
+                    Err((event.seq, reason)),
+                    verifier.last_seq(),
+                    verifier.redacted(),
+                );
+            }
+        }
+        (Ok(()), verifier.last_seq(), verifier.redacted())
+    }
+
     /// Erases the payload of `events[i]` as the redaction does: the text
     /// becomes `null`, the hash and signature stay.
     fn redact(events: &mut [Event], i: usize) {
@@ -202,6 +303,12 @@ mod tests {
                 let want = one_by_one(&events, &keyring);
                 assert!(want.0.is_err(), "{name} at {at} breaks the chain");
                 assert_eq!(windowed(&events, &keyring), want, "{name} at {at}");
+                assert_eq!(prechecked(&events, Some(&keyring)), want, "{name} at {at}");
+                assert_eq!(
+                    prechecked(&events, None),
+                    one_by_one_without_key(&events),
+                    "{name} at {at}, without the key"
+                );
             }
         }
     }

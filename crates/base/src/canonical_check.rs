@@ -1,0 +1,244 @@
+//! Is a text exactly its own RFC 8785 canonical form? Without rebuilding it.
+//!
+//! Verification asks this of every stored payload. Parsing the text into a
+//! `serde_json::Value` and canonicalizing it again allocated a tree and a
+//! string per event and took most of the verify time. Almost every payload
+//! is objects, arrays, plain strings and small integers, whose canonical
+//! spelling can be confirmed in one pass over the bytes. Anything else (an
+//! escape, a fraction, deep nesting, any doubt) is decided by the reference,
+//! `canonical_json(parse(text)) == text`, so the fast path can only say yes
+//! where the reference says yes.
+
+use serde_json::Value;
+
+use crate::canonical::canonical_json;
+
+/// Nesting the one-pass scan follows; deeper texts go to the reference,
+/// which also applies serde_json's own depth limit.
+const MAX_FAST_DEPTH: usize = 64;
+
+/// Integer literals of at most this many digits are below 2^53, so JCS
+/// spells them as plain digits.
+const MAX_FAST_DIGITS: usize = 15;
+
+/// `text == canonical_json(parse(text))`, and `text` parses.
+pub fn is_canonical(text: &str) -> bool {
+    surely_canonical(text.as_bytes()) || reference(text)
+}
+
+/// The definition, used when the scan is not sure.
+fn reference(text: &str) -> bool {
+    serde_json::from_str::<Value>(text).is_ok_and(|v| canonical_json(&v) == text)
+}
+
+/// True only if the text is certainly canonical; false means "ask the
+/// reference", not "not canonical".
+fn surely_canonical(text: &[u8]) -> bool {
+    let mut scan = Scan { text, at: 0 };
+    scan.value(0) && scan.at == text.len()
+}
+
+struct Scan<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let ok = self.peek() == Some(byte);
+        self.at += usize::from(ok);
+        ok
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') if depth < MAX_FAST_DEPTH => self.object(depth + 1),
+            Some(b'[') if depth < MAX_FAST_DEPTH => self.array(depth + 1),
+            Some(b'"') => self.string().is_some(),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.text[self.at..].starts_with(word);
+        self.at += if ok { word.len() } else { 0 };
+        ok
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b'}') {
+            return true;
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            let Some(key) = self.string() else {
+                return false;
+            };
+            // Members strictly ascending: sorted as JCS sorts, and no
+            // name repeated (a parser keeps one of the two).
+            if previous.is_some_and(|p| !key_less(p, key)) {
+                return false;
+            }
+            previous = Some(key);
+            if !self.eat(b':') || !self.value(depth) {
+                return false;
+            }
+            if self.eat(b'}') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.eat(b']') {
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            if self.eat(b']') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    /// A string with no escape and no control character, which JCS writes
+    /// as is (the input is UTF-8 already); its contents, quotes excluded.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let text: &'a [u8] = self.text;
+        let start = self.at + 1;
+        let rest = text.get(start..)?;
+        let len = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.at = start + len + 1;
+        Some(&rest[..len])
+    }
+
+    /// `0` or `-?[1-9][0-9]*` below 2^53: JCS writes these digits as is.
+    /// (`-0` is spelled `0` by JCS, so it is left to the reference.)
+    fn number(&mut self) -> bool {
+        let negative = self.eat(b'-');
+        let start = self.at;
+        let digits = self.text[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        self.at += digits;
+        let first = self.text.get(start).copied();
+        let plain = match (first, digits) {
+            (Some(b'0'), 1) => !negative,
+            (Some(b'1'..=b'9'), 1..=MAX_FAST_DIGITS) => true,
+            _ => false,
+        };
+        plain && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+    }
+}
+
+/// JCS orders member names by their UTF-16 code units.
+fn key_less(a: &[u8], b: &[u8]) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a < b;
+    }
+    // Both came from a `&str` split at ASCII quotes, so both are UTF-8.
+    match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+        (Ok(a), Ok(b)) => a.encode_utf16().lt(b.encode_utf16()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agree(text: &str) {
+        assert_eq!(is_canonical(text), reference(text), "{text:?}");
+    }
+
+    #[test]
+    fn agrees_with_the_reference() {
+        let cases = [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":1}"#,
+            r#"{"a": 1}"#,
+            r#" {"a":1}"#,
+            r#"{"a":1} "#,
+            r#"{"a":1}x"#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"[]"#,
+            r#"{}"#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""a\/b""#,
+            r#""\u0041""#,
+            r#""\u001f""#,
+            r#""\n""#,
+            "\"\u{7f}\u{2028}é😀\"",
+            r#"-0"#,
+            r#"0"#,
+            r#"00"#,
+            r#"01"#,
+            r#"-1"#,
+            r#"1.0"#,
+            r#"1.5"#,
+            r#"1e3"#,
+            r#"1E400"#,
+            r#"123456789012345"#,
+            r#"9007199254740991"#,
+            r#"9007199254740993"#,
+            r#"99999999999999999999999"#,
+            r#"{"\ud800":1}"#,
+            "{\"\u{e000}\":1,\"😀\":2}",
+            "{\"😀\":1,\"\u{e000}\":2}",
+            r#"{"a":tru}"#,
+            r#"nul"#,
+            r#""#,
+            r#"{"#,
+            r#""abc"#,
+            "\"a\u{1}b\"",
+        ];
+        for case in cases {
+            agree(case);
+        }
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for n in [1, 63, 64, 65, 127, 128, 129, 200] {
+            agree(&deep(n));
+        }
+    }
+
+    #[test]
+    fn canonical_texts_of_generated_values_take_the_fast_path() {
+        let value = serde_json::json!({
+            "z": [1, -2, 0, 123456789012345_u64, "x", {"b": null, "a": true}],
+            "a": {"k": "v", "K": "w", "é": "é"},
+            "m": "plain text, with spaces: and punctuation!",
+        });
+        let text = canonical_json(&value);
+        assert!(surely_canonical(text.as_bytes()), "{text}");
+        assert!(is_canonical(&text));
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert!(!is_canonical(&pretty));
+    }
+}
