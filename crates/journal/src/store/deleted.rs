@@ -131,19 +131,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::chain::CanonicalPayload;
     use crate::keys::Keyring;
     use crate::store::{AppendError, AppendRequest, AsyncStore};
 
     fn request(plan: Uuid) -> AppendRequest {
-        AppendRequest {
-            plan_id: plan,
-            event_type: "step.done".into(),
-            actor: None,
-            payload: CanonicalPayload::new(&serde_json::json!({})),
-            expected_seq: None,
-            idempotency: None,
-        }
+        AppendRequest::empty(plan)
     }
 
     fn open(dir: &std::path::Path) -> (AsyncStore, super::super::Writer) {

@@ -270,19 +270,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::chain::CanonicalPayload;
     use crate::keys::Keyring;
     use crate::store::AppendRequest;
 
     fn request(plan: Uuid) -> AppendRequest {
-        AppendRequest {
-            plan_id: plan,
-            event_type: "step.done".into(),
-            actor: None,
-            payload: CanonicalPayload::new(&serde_json::json!({})),
-            expected_seq: None,
-            idempotency: None,
-        }
+        AppendRequest::empty(plan)
     }
 
     /// A pass takes at most `limit` plans, resumes after them, and records

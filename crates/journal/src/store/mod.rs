@@ -122,6 +122,21 @@ pub struct AppendRequest {
     pub idempotency: Option<Idempotency>,
 }
 
+#[cfg(test)]
+impl AppendRequest {
+    /// A `step.done` event with an empty payload, for the store's unit tests.
+    pub(crate) fn empty(plan_id: Uuid) -> AppendRequest {
+        AppendRequest {
+            plan_id,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({})),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     pub key: String,
