@@ -150,6 +150,8 @@ fn compact_fields(bytes: &[u8], limits: &Limits) -> Option<AppendFields> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Both ways to read a body, side by side: the compact path gives the
@@ -214,6 +216,86 @@ mod tests {
         ] {
             let (fast, _) = both(text);
             assert!(fast.is_none(), "{text}");
+        }
+    }
+
+    /// Any JSON value, a few levels deep, with numbers near the limits.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1_000i64..1_000).prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            any::<String>().prop_map(Value::String),
+            "[a-z.]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof!["[a-z]{1,3}", any::<String>()],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A body: usually a type name and a payload, each member sometimes
+    /// missing or of another kind, sometimes a member too many.
+    fn body() -> impl Strategy<Value = Value> {
+        let type_name = prop_oneof![
+            3 => "[a-z]{1,4}(\\.[a-z]{1,4}){0,2}".prop_map(Value::String),
+            1 => json_value(),
+        ];
+        let actor = prop_oneof![Just(Value::Null), any::<String>().prop_map(Value::String)];
+        let seq = prop_oneof![(0u64..100).prop_map(Value::from), json_value()];
+        (
+            prop::option::weighted(0.9, type_name),
+            prop::option::of(actor),
+            prop::option::weighted(0.8, json_value()),
+            prop::option::of(seq),
+            prop::option::weighted(0.1, json_value()),
+        )
+            .prop_map(|(event_type, actor, payload, seq, extra)| {
+                let mut body = serde_json::Map::new();
+                let named = [
+                    ("type", event_type),
+                    ("actor", actor),
+                    ("payload", payload),
+                    ("expected_seq", seq),
+                    ("extra", extra),
+                ];
+                for (name, value) in named {
+                    if let Some(value) = value {
+                        body.insert(name.to_string(), value);
+                    }
+                }
+                Value::Object(body)
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever the body and however it is spelled (compact, canonical,
+        /// pretty), the compact path yields exactly what the general path
+        /// yields, or steps aside.
+        #[test]
+        fn the_compact_path_never_disagrees(body in body()) {
+            for text in [
+                serde_json::to_string(&body).unwrap(),
+                logbook_base::canonical::canonical_json(&body),
+                serde_json::to_string_pretty(&body).unwrap(),
+            ] {
+                if let (Some(fast), slow) = both(&text) {
+                    let slow = slow.unwrap_or_else(|e| panic!("{text}: {e}"));
+                    same(&fast, &slow);
+                }
+            }
         }
     }
 
