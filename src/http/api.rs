@@ -13,8 +13,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::AppState;
+use super::append_body::AppendJson;
 use super::auth;
-use super::extract::{JsonBody, PlanId, Query, from_object};
+use super::extract::{PlanId, Query};
 use super::prefer;
 use super::problem::Problem;
 use crate::config::Limits;
@@ -28,7 +29,7 @@ use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::follow::{Source, follow};
 use logbook_journal::registry::TypeFilter;
 use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead, StoreError};
-use logbook_journal::validate::{InvalidEvent, validate_event};
+use logbook_journal::validate::InvalidEvent;
 
 /// What the journal routes read: the store and its fan-out, the registry,
 /// the limits, and what an SSE stream needs to end (shutdown, the tokens).
@@ -70,30 +71,13 @@ pub(crate) async fn event_types(State(state): State<ApiState>) -> Json<Value> {
     Json(json!(&*state.registry))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppendBody {
-    #[serde(rename = "type")]
-    event_type: String,
-    #[serde(default)]
-    actor: Option<String>,
-    #[serde(default = "empty_object")]
-    payload: Value,
-    #[serde(default)]
-    expected_seq: Option<u64>,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Default::default())
-}
-
 /// `POST /api/plans/{plan_id}/events`: 201 once the event is fsynced; 200 for
 /// an idempotent retry.
 pub(crate) async fn append(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: AppendJson,
 ) -> Result<Response, Problem> {
     // Only the daemon writes the system journal (tombstones, key rotations).
     if plan_id == logbook_journal::store::admin::SYSTEM_PLAN {
@@ -106,26 +90,24 @@ pub(crate) async fn append(
     }
     let idempotency_key = idempotency_key(&headers)?;
     let preference = prefer::return_preference(&headers);
-    let body: AppendBody = from_object(body).map_err(|e| {
+    let limits = state.limits.current();
+    let body = body.into_fields(limits.max_type_len).map_err(|e| {
         Problem::unprocessable(
             "invalid-request",
             "Invalid append request",
             format!("{e}; expected {{type, actor?, payload?, expected_seq?}}"),
         )
     })?;
-    let limits = state.limits.current();
-    let payload = validate_event(&body.event_type, &body.payload, limits.max_type_len).map_err(
-        |e| match e {
-            InvalidEvent::Type(e) => Problem::unprocessable(
-                "invalid-type",
-                "Invalid event type",
-                format!("type {:?} {e}", body.event_type),
-            ),
-            InvalidEvent::Payload(e) => {
-                Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
-            }
-        },
-    )?;
+    let payload = body.payload.map_err(|e| match e {
+        InvalidEvent::Type(e) => Problem::unprocessable(
+            "invalid-type",
+            "Invalid event type",
+            format!("type {:?} {e}", body.event_type),
+        ),
+        InvalidEvent::Payload(e) => {
+            Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
+        }
+    })?;
     if !state.registry.accepts(&body.event_type) {
         return Err(Problem::unprocessable(
             "unknown-type",

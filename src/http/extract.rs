@@ -41,38 +41,44 @@ where
         let limits = Arc::<Reloadable<Limits>>::from_ref(state).current();
         let timeout = Duration::from_secs(limits.request_timeout_secs);
         let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
-        let too_deep = || {
-            Problem::bad_request(
-                "json-too-deep",
-                "JSON nested too deeply",
-                format!(
-                    "the request body nests deeper than {} levels",
-                    limits.max_json_depth
-                ),
-            )
-        };
-        // One pass builds the value and refuses duplicate members (see
-        // `refuse_duplicate_members` for why); a repeat is a data error,
-        // anything else a syntax error.
-        let StrictValue(value) = serde_json::from_slice(&bytes).map_err(|e| {
-            if e.to_string().contains("recursion limit") {
-                too_deep()
-            } else if e.is_data() {
-                duplicate_member(&e)
-            } else {
-                Problem::bad_request(
-                    "invalid-json",
-                    "Malformed JSON",
-                    format!("the request body is not valid JSON: {e}"),
-                )
-            }
-        })?;
-        if json_depth(&value) > limits.max_json_depth {
-            return Err(too_deep());
-        }
-        refuse_unsafe_numbers(&bytes)?;
-        Ok(JsonBody(value))
+        parse_json(&bytes, &limits).map(JsonBody)
     }
+}
+
+/// A JSON body as every JSON route reads it: one pass that builds the value
+/// and refuses duplicate members, then the depth and number limits.
+pub(crate) fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, Problem> {
+    let too_deep = || {
+        Problem::bad_request(
+            "json-too-deep",
+            "JSON nested too deeply",
+            format!(
+                "the request body nests deeper than {} levels",
+                limits.max_json_depth
+            ),
+        )
+    };
+    // One pass builds the value and refuses duplicate members (see
+    // `refuse_duplicate_members` for why); a repeat is a data error,
+    // anything else a syntax error.
+    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            too_deep()
+        } else if e.is_data() {
+            duplicate_member(&e)
+        } else {
+            Problem::bad_request(
+                "invalid-json",
+                "Malformed JSON",
+                format!("the request body is not valid JSON: {e}"),
+            )
+        }
+    })?;
+    if json_depth(&value) > limits.max_json_depth {
+        return Err(too_deep());
+    }
+    refuse_unsafe_numbers(bytes)?;
+    Ok(value)
 }
 
 /// Reads a JSON request body: the content type must be JSON, the body at

@@ -34,16 +34,58 @@ fn reference(text: &str) -> bool {
 /// True only if the text is certainly canonical; false means "ask the
 /// reference", not "not canonical".
 fn surely_canonical(text: &[u8]) -> bool {
-    let mut scan = Scan { text, at: 0 };
+    let mut scan = Scan::new(text);
     scan.value(0) && scan.at == text.len()
+}
+
+/// A text that the one-pass scan found to be exactly its own RFC 8785
+/// form: a handler that receives one can store it as it came, without
+/// building a value and serializing it again. Every integer in it has at
+/// most 15 digits and there is no fraction or exponent, so every number is
+/// within ±(2^53−1) ([`crate::canonical::check_numbers`] passes).
+#[derive(Debug, Clone, Copy)]
+pub struct SurelyCanonical<'a> {
+    text: &'a str,
+    depth: usize,
+}
+
+impl<'a> SurelyCanonical<'a> {
+    /// `None` means "not sure": parse the text and canonicalize the value.
+    pub fn scan(text: &'a str) -> Option<SurelyCanonical<'a>> {
+        let mut scan = Scan::new(text.as_bytes());
+        (scan.value(0) && scan.at == text.len()).then_some(SurelyCanonical {
+            text,
+            depth: scan.deepest,
+        })
+    }
+
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Nesting depth, as `canonical::json_depth` counts it: scalars 0,
+    /// `[]` and `{}` 1.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
 }
 
 struct Scan<'a> {
     text: &'a [u8],
     at: usize,
+    /// The deepest array or object entered.
+    deepest: usize,
 }
 
 impl<'a> Scan<'a> {
+    fn new(text: &'a [u8]) -> Scan<'a> {
+        Scan {
+            text,
+            at: 0,
+            deepest: 0,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.text.get(self.at).copied()
     }
@@ -74,6 +116,7 @@ impl<'a> Scan<'a> {
     }
 
     fn object(&mut self, depth: usize) -> bool {
+        self.deepest = self.deepest.max(depth);
         self.at += 1;
         if self.eat(b'}') {
             return true;
@@ -102,6 +145,7 @@ impl<'a> Scan<'a> {
     }
 
     fn array(&mut self, depth: usize) -> bool {
+        self.deepest = self.deepest.max(depth);
         self.at += 1;
         if self.eat(b']') {
             return true;
@@ -240,5 +284,39 @@ mod tests {
         assert!(is_canonical(&text));
         let pretty = serde_json::to_string_pretty(&value).unwrap();
         assert!(!is_canonical(&pretty));
+    }
+
+    /// A text the scan vouches for is canonical by the definition, and its
+    /// depth is the one `json_depth` gives the parsed value.
+    #[test]
+    fn surely_canonical_texts_are_canonical_with_their_depth() {
+        use crate::canonical::json_depth;
+        for text in [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+            r#"{"pad":"xxxx"}"#,
+            r#"[[[]],{}]"#,
+            r#"{}"#,
+            r#""s""#,
+            r#"-12"#,
+            r#"null"#,
+        ] {
+            let sure = SurelyCanonical::scan(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(reference(text), "{text}");
+            assert_eq!(sure.text(), text);
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(sure.depth(), json_depth(&value), "{text}");
+        }
+        // Not sure: canonical spelled otherwise, or not canonical at all.
+        for text in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":1}"#,
+            r#"{"a": 1}"#,
+            r#"1.5"#,
+            r#"9007199254740993"#,
+            r#""\u0041""#,
+            "[1]x",
+        ] {
+            assert!(SurelyCanonical::scan(text).is_none(), "{text}");
+        }
     }
 }

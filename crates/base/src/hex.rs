@@ -13,6 +13,17 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Lowercase hex of a 32-byte hash into `out`, with no allocation: the
+/// serde helpers below write three of these for every event served.
+fn encode_hash<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    std::str::from_utf8(out).expect("hex digits are ASCII")
+}
+
 /// Decodes exactly `N` bytes of hex. Upper-case digits are accepted; anything
 /// else, or the wrong length, is `None`.
 pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -41,7 +52,7 @@ pub mod hash {
     use super::*;
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&encode(bytes))
+        s.serialize_str(encode_hash(bytes, &mut [0; 64]))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
@@ -56,7 +67,7 @@ pub mod opt_hash {
 
     pub fn serialize<S: Serializer>(bytes: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(b) => s.serialize_str(&encode(b)),
+            Some(b) => s.serialize_str(encode_hash(b, &mut [0; 64])),
             None => s.serialize_none(),
         }
     }
@@ -82,5 +93,11 @@ mod tests {
         assert_eq!(decode_array::<5>("007F80ff12"), Some(bytes));
         assert_eq!(decode_array::<5>("007f80ff1"), None);
         assert_eq!(decode_array::<2>("zz00"), None);
+    }
+
+    #[test]
+    fn a_hash_encodes_on_the_stack_as_encode_does() {
+        let hash: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(encode_hash(&hash, &mut [0; 64]), encode(&hash));
     }
 }

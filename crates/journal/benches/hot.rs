@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use logbook_base::canonical::{canonical_json, sha256};
+use logbook_base::canonical::{canonical_json, check_numbers, sha256};
+use logbook_base::canonical_check::SurelyCanonical;
 use logbook_journal::chain::{CanonicalPayload, Signable};
 use logbook_journal::event::{Event, Timestamp};
 use logbook_journal::keys::Keyring;
@@ -66,7 +67,56 @@ fn functions(c: &mut Criterion) {
     group.bench_function("encode event (JSON wire form)", |b| {
         b.iter(|| serde_json::to_vec(&event).expect("events encode"))
     });
+    group.bench_function("encode event into a buffer sized once", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(512 + event.payload.get().len());
+            serde_json::to_writer(&mut out, &event).expect("events encode");
+            out
+        })
+    });
     group.finish();
+
+    // An append's body to its stored payload, both ways the HTTP handler
+    // can take (src/http/append_body.rs): a value parsed, checked and
+    // canonicalized; or, for a compact body whose payload is already
+    // canonical, the payload's text scanned once and kept.
+    let body = serde_json::to_vec(&json!({
+        "type": "ledger.transaction",
+        "actor": "bench",
+        "payload": serde_json::from_str::<Value>(canonical.json.get()).expect("JSON"),
+    }))
+    .expect("JSON");
+    let mut group = c.benchmark_group("append body");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("parsed: value, number check, canonicalize, hash", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(&body).expect("JSON");
+            let payload = &value["payload"];
+            check_numbers(payload).expect("numbers");
+            CanonicalPayload::new(payload)
+        })
+    });
+    group.bench_function("compact: payload text scanned and kept", |b| {
+        b.iter(|| {
+            let fields: Compact = serde_json::from_slice(&body).expect("JSON");
+            let sure = SurelyCanonical::scan(fields.payload.get()).expect("canonical");
+            CanonicalPayload::from_canonical(sure)
+        })
+    });
+    group.finish();
+}
+
+/// The shape of an append body with the payload left as text.
+#[derive(serde::Deserialize)]
+struct Compact<'a> {
+    #[allow(dead_code)]
+    #[serde(rename = "type", borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    actor: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
 }
 
 /// Appends through the real store: every commit is fsynced, so these

@@ -7,6 +7,7 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use logbook_base::canonical::{canonical_json, sha256};
+use logbook_base::canonical_check::SurelyCanonical;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -33,6 +34,15 @@ impl CanonicalPayload {
         let json = canonical_json(value);
         let hash = sha256(json.as_bytes());
         let json = RawValue::from_string(json).expect("canonical JSON is JSON");
+        CanonicalPayload { json, hash }
+    }
+
+    /// A payload received as text that is already canonical: stored as it
+    /// came, with no value built and serialized again.
+    pub fn from_canonical(text: SurelyCanonical<'_>) -> CanonicalPayload {
+        let text = text.text();
+        let hash = sha256(text.as_bytes());
+        let json = RawValue::from_string(text.to_owned()).expect("canonical JSON is JSON");
         CanonicalPayload { json, hash }
     }
 }

@@ -6,6 +6,7 @@
 //! stay with that path.
 
 use logbook_base::canonical::{UnsafeInteger, check_numbers};
+use logbook_base::canonical_check::SurelyCanonical;
 use serde_json::Value;
 
 use crate::chain::CanonicalPayload;
@@ -45,6 +46,18 @@ pub fn validate_event(
     Ok(CanonicalPayload::new(payload))
 }
 
+/// [`validate_event`] for a payload received as text that the one-pass scan
+/// vouched for: the same type check, and the payload stored as it came (its
+/// numbers are within range by construction).
+pub fn validate_canonical_event(
+    event_type: &str,
+    payload: SurelyCanonical<'_>,
+    max_type_len: usize,
+) -> Result<CanonicalPayload, InvalidEvent> {
+    validate_type_name(event_type, max_type_len).map_err(InvalidEvent::Type)?;
+    Ok(CanonicalPayload::from_canonical(payload))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -70,5 +83,22 @@ mod tests {
             validate_event("abc", &json!({}), 2),
             Err(InvalidEvent::Type(InvalidTypeName::TooLong(2)))
         ));
+    }
+
+    /// A payload sent already canonical comes out exactly as the parsed
+    /// value does, and the type is checked the same way.
+    #[test]
+    fn a_canonical_text_validates_like_its_value() {
+        let text = r#"{"a":"é","b":[1,-2,{"c":null}]}"#;
+        let sure = SurelyCanonical::scan(text).unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        let from_text = validate_canonical_event("step.done", sure, MAX_TYPE_LEN).unwrap();
+        let from_value = validate_event("step.done", &value, MAX_TYPE_LEN).unwrap();
+        assert_eq!(from_text.json.get(), from_value.json.get());
+        assert_eq!(from_text.hash, from_value.hash);
+        assert_eq!(
+            validate_canonical_event("Step", sure, MAX_TYPE_LEN).unwrap_err(),
+            InvalidEvent::Type(InvalidTypeName::SegmentStart)
+        );
     }
 }
