@@ -641,3 +641,34 @@ fn loopback_listen_without_tokens_warns() {
     });
     assert!(warned, "no warning about running without tokens: {log}");
 }
+
+/// The append route reads its body (compact fast path or not) under the
+/// request timeout: a body that stops arriving is answered 408
+/// problem+json, and nothing is appended.
+#[tokio::test]
+async fn a_stalled_append_body_times_out() {
+    let daemon = Daemon::start(
+        DaemonOpts::default().replace("request_timeout_secs = 30", "request_timeout_secs = 1"),
+    );
+    let plan = new_plan();
+    let body = br#"{"type":"plan.created","payload":{}}"#;
+    // Declares the whole body, sends all but its last byte, and waits.
+    let mut request = format!(
+        "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        daemon.addr,
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body[..body.len() - 1]);
+    let resp = daemon.raw_http(&request).await;
+    assert_eq!(
+        assert_problem(&resp, 408),
+        "urn:logbook:problem:request-timeout",
+        "{}",
+        resp.text
+    );
+    assert!(
+        daemon.head(plan).await.is_none(),
+        "the stalled body appended"
+    );
+}

@@ -149,6 +149,9 @@ fn compact_fields(bytes: &[u8], limits: &Limits) -> Option<AppendFields> {
 }
 
 #[cfg(test)]
+mod differential;
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
