@@ -179,14 +179,20 @@ impl Db {
     }
 
     /// Opens the database again and proves it can commit (an empty durable
-    /// transaction) before putting it in service. Fails, to be retried, while
-    /// the old handle is still open somewhere or the disk is still failing.
-    pub(crate) fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// transaction), then runs `prepare` on it (the writer replays what the
+    /// old handle's non-durable commits held) before putting it in service.
+    /// Fails, to be retried, while the old handle is still open somewhere or
+    /// the disk is still failing.
+    pub(crate) fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<Arc<Database>, StoreError> {
         let db = open_database(&self.path)?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(self.quick_repair);
         txn.commit()?;
+        prepare(&db)?;
         let db = Arc::new(db);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
         Ok(db)
