@@ -149,7 +149,10 @@ impl WriterLoop {
             Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
-        match timer.block_on(tokio::time::timeout(IDLE_CHECKPOINT, rx.recv())) {
+        // The timeout is made inside `block_on`: its timer needs the runtime.
+        let waited =
+            timer.block_on(async { tokio::time::timeout(IDLE_CHECKPOINT, rx.recv()).await });
+        match waited {
             Ok(Some(job)) => Next::Job(job),
             Ok(None) => Next::Closed,
             Err(_) => Next::Idle,
