@@ -209,26 +209,29 @@ impl Db {
     /// [`MIN_FREE_BYTES`] available to this process. True when it cannot
     /// tell: then the reopen itself is the test.
     pub(crate) fn has_room(&self) -> bool {
-        use std::os::unix::ffi::OsStrExt;
         let dir = self
             .path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return true;
-        };
-        // SAFETY: statvfs only writes into the zeroed struct we pass, and
-        // `dir` is a valid NUL-terminated string for the call's duration.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
-            return true;
-        }
-        // The field types differ between platforms (u32 on some 32-bit ones).
-        #[allow(clippy::useless_conversion)]
-        let available = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
-        available >= MIN_FREE_BYTES
+        available_bytes(dir).is_none_or(|available| available >= MIN_FREE_BYTES)
     }
+}
+
+/// The bytes available to this process on the file system holding `dir`;
+/// `None` when it cannot tell.
+pub(crate) fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass, and
+    // `dir` is a valid NUL-terminated string for the call's duration.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// redb's page cache. Its default, 1 GiB, let the daemon's RSS grow with

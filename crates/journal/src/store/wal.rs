@@ -50,6 +50,9 @@ const FRAME_HEAD: usize = 4 + 32;
 /// budget with 1 M events, see `docs/benchmarks.md`) and the redb pages a
 /// run of `None` commits keeps in memory.
 pub(super) const SEGMENT_BYTES: u64 = 8 << 20;
+/// The smallest segment made: on a small disk the segment takes at most an
+/// eighth of the free space, but not less than this.
+const MIN_SEGMENT_BYTES: u64 = 256 << 10;
 
 /// One new event, with everything the append wrote besides it: enough to
 /// write exactly the same rows again (`Tables::replay`).
@@ -89,6 +92,8 @@ pub(super) struct Segment {
     epoch: [u8; 16],
     /// End of the last frame whose batch committed; the next one goes here.
     end: u64,
+    /// The file's size, fixed when it was made; no frame goes past it.
+    capacity: u64,
     /// Frames encoded for the batch in progress.
     pending: Vec<u8>,
     /// Set when frames past `end` may hold a batch that did not commit, or
@@ -121,11 +126,16 @@ impl Segment {
             )));
         }
         let epoch: [u8; 16] = header[MAGIC.len()..].try_into().expect("16 bytes");
+        let capacity = file
+            .metadata()
+            .map_err(|e| io_error(path, "reading the write-ahead segment", e))?
+            .len();
         let mut segment = Segment {
             path: path.to_path_buf(),
             file,
             epoch,
             end: HEADER_LEN,
+            capacity,
             pending: Vec::new(),
             needs_reset: false,
         };
@@ -150,9 +160,7 @@ impl Segment {
         &self,
         limit: Option<u64>,
     ) -> Result<(Vec<WalRecord>, u64), StoreError> {
-        let len = std::fs::metadata(&self.path)
-            .map_err(|e| io_error(&self.path, "reading the write-ahead segment", e))?
-            .len();
+        let len = self.capacity;
         let limit = limit.unwrap_or(len).min(len);
         let mut bytes = vec![0u8; usize::try_from(limit.saturating_sub(HEADER_LEN)).unwrap_or(0)];
         self.file
@@ -176,7 +184,7 @@ impl Segment {
         for record in records {
             encode_frame(&self.epoch, record, &mut self.pending);
         }
-        self.end + self.pending.len() as u64 <= SEGMENT_BYTES
+        self.end + self.pending.len() as u64 <= self.capacity
     }
 
     /// Writes the prepared frames after the last committed one and
@@ -222,7 +230,7 @@ impl Segment {
     /// [`Segment::reset`], with every byte after the header zeroed first:
     /// after a redaction or a compaction no payload lingers in old frames.
     pub(super) fn wipe(&mut self) -> Result<(), StoreError> {
-        zero_fill(&self.file, HEADER_LEN, SEGMENT_BYTES)
+        zero_fill(&self.file, HEADER_LEN, self.capacity)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| io_error(&self.path, "wiping the write-ahead segment", e))?;
         self.reset()
@@ -235,6 +243,14 @@ impl Segment {
 fn create(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension("wal.creating");
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let capacity = super::handle::available_bytes(dir).map_or(SEGMENT_BYTES, |free| {
+        (free / 8).clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES)
+    }) / HEADER_LEN
+        * HEADER_LEN;
     let make = || -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -245,14 +261,10 @@ fn create(path: &Path) -> Result<(), StoreError> {
             .open(&partial)?;
         // Real zeros, not a hole or fallocate's unwritten extents: writing
         // into those changes the extent map, which fdatasync must journal.
-        zero_fill(&file, 0, SEGMENT_BYTES)?;
+        zero_fill(&file, 0, capacity)?;
         write_header(&file, &uuid::Uuid::new_v4().into_bytes())?;
         file.sync_all()?;
         std::fs::rename(&partial, path)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         File::open(dir)?.sync_all()
     };
     make().map_err(|e| {
@@ -434,7 +446,8 @@ mod tests {
         let path = dir.path().join("j.wal");
         let (mut segment, records) = Segment::open(&path).unwrap();
         assert!(records.is_empty() && segment.is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), SEGMENT_BYTES);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!((MIN_SEGMENT_BYTES..=SEGMENT_BYTES).contains(&size));
         let batch = [record(1, 20), record(2, 20)];
         assert!(segment.prepare(&batch));
         segment.write_pending().unwrap();
@@ -450,7 +463,7 @@ mod tests {
         drop(segment);
         let (segment, records) = Segment::open(&path).unwrap();
         assert!(records.is_empty() && segment.is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), SEGMENT_BYTES);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     }
 
     /// Records out of order in frames that check are damage, not a tail.
