@@ -72,6 +72,7 @@ mod wal_power_cut;
 mod witness;
 mod witnessed;
 mod writer;
+mod writer_wal;
 use apply::Tables;
 pub use async_store::AsyncStore;
 pub use compact::Compacted;

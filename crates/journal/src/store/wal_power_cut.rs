@@ -100,7 +100,7 @@ fn assert_all_back(store: &Store, plans: &[Uuid], acked: &[Appended]) {
 /// append continues each chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_loses_no_acknowledged_event() {
-    super::writer::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.redb");
     let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
@@ -184,7 +184,7 @@ async fn a_power_cut_loses_no_acknowledged_event() {
 /// serves anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_handle_gets_the_segment_back() {
-    super::writer::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.redb");
     let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
