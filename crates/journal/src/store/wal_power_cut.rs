@@ -225,3 +225,49 @@ async fn a_reopened_handle_gets_the_segment_back() {
         .await
         .unwrap();
 }
+
+/// A segment that does not fit the database beside it (another store's,
+/// or one left after `journal.redb` was replaced by an older copy) refuses
+/// the open, naming the segment, whether its events clash with the
+/// database's or leave a gap after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_does_not_fit_refuses_the_open() {
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let plan = Uuid::from_u128(9);
+    // Store A: 5 events checkpointed, 5 more in its segment only.
+    let a = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(
+        &a.path().join("j.redb"),
+        keyring.clone(),
+        crate::fanout::fanout(),
+    )
+    .unwrap();
+    let store = AsyncStore::new(store);
+    append_round(&store, &[plan], 0, 5).await;
+    store.compact().await.unwrap();
+    append_round(&store, &[plan], 5, 5).await;
+    let segment_of_a = std::fs::read(a.path().join("j.wal")).unwrap();
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+    for (events_in_b, why) in [(7, "clash"), (3, "gap")] {
+        let b = tempfile::tempdir().unwrap();
+        let path = b.path().join("j.redb");
+        let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
+        let store = AsyncStore::new(store);
+        append_round(&store, &[plan], 0, events_in_b).await;
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+        std::fs::write(b.path().join("j.wal"), &segment_of_a).unwrap();
+        let refused = Store::open(&path, keyring.clone(), crate::fanout::fanout())
+            .err()
+            .unwrap_or_else(|| panic!("a {why} opened"));
+        assert!(refused.to_string().contains("j.wal"), "{why}: {refused}");
+        // Nothing was written: the database still ends where it did.
+        assert_eq!(last_position_on_disk(&path), events_in_b, "{why}");
+    }
+}
