@@ -38,7 +38,7 @@ pub(super) fn replay(
     }
     let refuse = |what: String| {
         StoreError(format!(
-            "the write-ahead segment {} {what}; the store does not open, so that no acknowledged event is lost or forked (see docs/operations.md, \"The write-ahead segment\")",
+            "the write-ahead segment {} {what}; the store does not open, so that no acknowledged event is lost or forked (see docs/operations.md, \"Crash recovery\")",
             segment.display()
         ))
     };
