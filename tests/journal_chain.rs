@@ -234,6 +234,10 @@ async fn plans_are_isolated_chains() {
         listed, expected,
         "GET /api/plans lists both heads in id order"
     );
+    assert_eq!(
+        plans.json["position"], 11,
+        "the list gives the all-plans stream's position: 6 + 5 events"
+    );
 
     let unknown = daemon.get_json(&format!("/api/plans/{}", new_plan())).await;
     assert_problem(&unknown, 404);

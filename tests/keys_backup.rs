@@ -237,3 +237,42 @@ async fn a_non_loopback_start_without_tokens_suggests_the_offline_command() {
     assert!(!status.success());
     assert!(log.contains("logbook tokens create --data-dir"), "{log}");
 }
+
+/// The offline command reads the config the daemon will read: a name that
+/// `auth.tokens` already has is refused, and nothing is created.
+#[tokio::test]
+async fn an_offline_token_cannot_take_a_config_tokens_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let create = |name: &str| {
+        let mut command = logbook();
+        command
+            .args(["tokens", "create", "--scope", "read", "--name", name])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config);
+        command
+    };
+    let refused = run(create("ops")).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("already has a token named \"ops\""),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "no token is printed");
+    assert!(!data.exists(), "nothing is created");
+    let created = run(create("ops-2")).await;
+    assert!(created.success(), "{}", created.stderr);
+    assert!(created.stdout.starts_with("lbk_"), "{}", created.stdout);
+}

@@ -325,10 +325,12 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     )
     .await;
 
+    // The log is really read: a warning written now is in it.
+    b.eval("console.warn('logbook-console-probe'); return true;")
+        .await;
     let console = b.console().await;
-    // The log is really read: the stream-head probe's 409 is in it.
     assert!(
-        format!("{console:?}").contains("status of 409"),
+        format!("{console:?}").contains("logbook-console-probe"),
         "no browser log captured: {console:#?}"
     );
     let bad = errors(&console, false);

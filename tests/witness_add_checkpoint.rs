@@ -163,8 +163,8 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
         assert_eq!(status, 404, "{own} is the witness's own origin");
     }
     let forged = Signer25519::new(ORIGIN, &[4; 32]).unwrap();
-    let (status, ..) = add(&beta, body(0, vec![], note(&forged, 4, mth(0, 4)))).await;
-    assert_eq!(status, 403);
+    let (status, _, text) = add(&beta, body(0, vec![], note(&forged, 4, mth(0, 4)))).await;
+    assert_eq!(status, 403, "{text}");
     let (status, ..) = add(&beta, body(0, vec![[1; 32]], good4.clone())).await;
     assert_eq!(status, 422, "a proof from size 0 must be empty");
     let (status, ..) = add(&beta, body(5, vec![], good4.clone())).await;
@@ -290,6 +290,50 @@ async fn a_peer_over_its_rate_gets_429() {
     assert_eq!(
         problem["type"], "urn:logbook:problem:rate-limited",
         "{problem}"
+    );
+    drop(alpha);
+}
+
+/// A forger who knows a peer's origin cannot spend that peer's allowance:
+/// notes its key does not sign are refused (403, then 429 once the refetch
+/// bucket is empty) and the peer's own checkpoint still passes right after,
+/// with a burst of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_notes_do_not_use_up_the_peers_rate() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    let beta = Node::start(
+        "beta",
+        pb,
+        "rate_per_sec = 1\nrate_burst = 1",
+        &peer_config("alpha", pa, &ka),
+    );
+    let forger = Signer25519::new(ORIGIN, &[7; 32]).unwrap();
+    let mut statuses = Vec::new();
+    for size in 1..=4u64 {
+        let (status, _, text) =
+            add(&beta, body(0, vec![], note(&forger, size, mth(0, size)))).await;
+        assert!(status == 403 || status == 429, "{status} {text}");
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses[0], 403,
+        "the first forgery is checked against a fresh document"
+    );
+    assert!(
+        statuses.contains(&429),
+        "refetches are rate-limited: {statuses:?}"
+    );
+    let (status, _, text) = add(
+        &beta,
+        body(0, vec![], note(&alpha_signer(&alpha), 3, mth(0, 3))),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.starts_with("\u{2014} logbook/beta "),
+        "a cosignature line: {text}"
     );
     drop(alpha);
 }

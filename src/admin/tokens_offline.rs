@@ -29,6 +29,10 @@ pub(crate) enum OfflineTokens {
         /// A name for the token [default: token-<id>].
         #[arg(long)]
         name: Option<String>,
+        /// The config the daemon will read (default: ./config.toml if it
+        /// exists), so that a name already in `auth.tokens` is refused.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -39,14 +43,20 @@ pub(crate) fn run_command(command: OfflineTokens) -> ExitCode {
             data_dir,
             scope,
             name,
-        } => run(&data_dir, &scope, name),
+            config,
+        } => run(&data_dir, &scope, name, config.as_deref()),
     }
 }
 
 /// Prints the token once on stdout (the details on stderr), as `logbook
 /// admin tokens create` does.
-fn run(data_dir: &Path, scopes: &[String], name: Option<String>) -> ExitCode {
-    match create(data_dir, scopes, name) {
+fn run(
+    data_dir: &Path,
+    scopes: &[String],
+    name: Option<String>,
+    config: Option<&Path>,
+) -> ExitCode {
+    match create(data_dir, scopes, name, config) {
         Ok((token, name, id, scopes)) => {
             eprintln!(
                 "created token {name:?} (id {id}, scopes {scopes}) in {}; it is shown only this once:",
@@ -66,6 +76,7 @@ fn create(
     data_dir: &Path,
     scopes: &[String],
     name: Option<String>,
+    config: Option<&Path>,
 ) -> Result<(String, String, String, String), String> {
     let scopes = scopes
         .iter()
@@ -78,6 +89,15 @@ fn create(
         && !valid_name(name)
     {
         return Err("a token name is 1 to 64 letters, digits, '-', '_' or '.'".into());
+    }
+    // Two tokens of one name would blur who did what in the logs.
+    if let Some(name) = &name {
+        let (config, source) = crate::config::Config::load(config)?;
+        if config.auth.tokens.iter().any(|t| &t.name == name) {
+            return Err(format!(
+                "{source} already has a token named {name:?} (auth.tokens); choose another name"
+            ));
+        }
     }
     logbook_base::private_file::ensure_private_dir(data_dir)
         .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;

@@ -272,9 +272,13 @@ pub(crate) async fn list_plans(
             )
         })?),
     };
-    let plans = state
+    // The position is read first: a client that follows the all-plans
+    // stream from it sees every change after the page, some twice, none lost.
+    let (position, plans) = state
         .store
-        .run(move |s| s.plans_after(after, limit))
+        .run(move |s| -> Result<_, logbook_journal::store::StoreError> {
+            Ok((s.last_position()?, s.plans_after(after, limit)?))
+        })
         .await?;
     let next_after = (plans.len() == limit)
         .then(|| plans.last().map(|(id, _)| *id))
@@ -282,6 +286,7 @@ pub(crate) async fn list_plans(
     Ok(Json(json!({
         "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
         "next_after": next_after,
+        "position": position,
     })))
 }
 

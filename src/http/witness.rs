@@ -165,8 +165,13 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                 .ok_or_else(|| unknown_origin(origin))?
         }
     };
+    // The peer's own allowance is spent only by notes its key signs: a
+    // forger who knows the origin must not use up an honest peer's rate.
+    // A note the pinned key refuses costs a refetch of the peer's key
+    // document, bounded by a bucket of its own.
+    let refresh_bucket = format!("refresh:{}", peer.instance_id);
+    let peer = verified_peer(state, peer, &request.note, || rate(&refresh_bucket)).await?;
     rate(&peer.instance_id)?;
-    let peer = verified_peer(state, peer, &request.note).await?;
 
     let lock = witness.origin_lock(origin);
     let _serialised = lock.lock().await;
@@ -249,9 +254,15 @@ fn unknown_origin(origin: &str) -> Problem {
     )
 }
 
-/// Checks the log's signature; on failure the peer's document is read
-/// again (it may have rotated its log key) and the check repeated once.
-async fn verified_peer(state: &AppState, peer: PeerLog, note: &[u8]) -> Result<PeerLog, Problem> {
+/// Checks `note` against the peer's pinned log key; if that fails, takes
+/// `refresh` (the refetch's rate) and checks it against the key the peer
+/// publishes now, which may have rotated.
+async fn verified_peer(
+    state: &AppState,
+    peer: PeerLog,
+    note: &[u8],
+    refresh: impl FnOnce() -> Result<(), Problem>,
+) -> Result<PeerLog, Problem> {
     let forbidden = |e: NoteError| {
         Problem::new(
             StatusCode::FORBIDDEN,
@@ -265,6 +276,7 @@ async fn verified_peer(state: &AppState, peer: PeerLog, note: &[u8]) -> Result<P
         Err(NoteError::Malformed(what)) => return Err(bad_request(what)),
         Err(_) => {}
     }
+    refresh()?;
     let origin = peer.verifier.name.clone();
     let again = state
         .witness

@@ -30,17 +30,6 @@ export function matches(patterns, type) {
   });
 }
 
-/** The global stream's head: a cursor beyond it is refused with the head. */
-async function globalHead() {
-  try {
-    await getJson(`/api/events/stream?after=${Number.MAX_SAFE_INTEGER}`);
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 409 && Number.isSafeInteger(e.problem?.head)) return e.problem.head;
-    throw e;
-  }
-  throw new Error("the stream opened beyond its head");
-}
-
 export function plansView(root, navigate) {
   const rows = new Map();
   let stop = null, position = null;
@@ -87,6 +76,8 @@ export function plansView(root, navigate) {
   let after = "";
   const load = async () => {
     const page = await getJson(`/api/plans?limit=${PAGE}${after ? `&after=${after}` : ""}`);
+    // The all-plans stream resumes from the first page's position.
+    if (position === null && Number.isSafeInteger(page.position)) position = page.position;
     for (const p of page.plans) tbody.append(row(p).tr);
     after = page.next_after || "";
     more.hidden = !page.next_after;
@@ -119,7 +110,7 @@ export function plansView(root, navigate) {
       return;
     }
     types.removeAttribute("aria-invalid");
-    if (position === null) position = await globalHead();
+    if (position === null) throw new Error("the plan list gave no stream position");
     stop = follow("/api/events/stream", { types: pattern }, position, onEvent, (state) => {
       live.textContent = state;
       live.className = `live-state ${state}`;

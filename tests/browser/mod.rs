@@ -65,9 +65,8 @@ pub fn ensure_chromium() -> bool {
     false
 }
 
-/// Console entries that are errors, without the HTTP refusals the page
-/// expects and handles (the stream-head probe's 409, the bundle's 409
-/// before the first heads-log pass) and, if `restarting`, the refused
+/// Console entries that are errors, without the HTTP refusal the page
+/// expects and handles (the bundle's 409 before the first heads-log pass) and, if `restarting`, the refused
 /// connections while the daemon was down.
 pub fn errors(entries: &[Value], restarting: bool) -> Vec<String> {
     entries

@@ -65,7 +65,9 @@ pub mod restore;
 mod retention;
 mod signed;
 mod tables;
+mod tiles;
 mod tree;
+mod tree_build;
 mod wal;
 #[cfg(test)]
 mod wal_power_cut;
@@ -92,7 +94,8 @@ use records::{
 };
 pub use retention::PruneStep;
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
-pub use tree::{Consistency, Inclusion, LogId, TileError, Tree, TreeRequestError};
+pub use tiles::TileError;
+pub use tree::{Consistency, Inclusion, LogId, Tree, TreeRequestError};
 pub use witness::{EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest};
 pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};

@@ -11,27 +11,19 @@
 //! completes it. A root, an inclusion proof or a consistency proof at any
 //! size costs O(log n) reads; nothing rescans a plan. Stores written
 //! before trees existed gain theirs in a one-time pass at open
-//! ([`Store::build_missing_trees`]).
+//! ([`super::tree_build`]).
 
 use logbook_tlog::merkle::{self, Hash, NodeId, ProofRequestError};
-use logbook_tlog::tile::{EntryTooLong, TileKind, TilePath, push_bundle_entry};
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
 use super::head::{HeadRow, TreeReader, TreeTail};
-use super::{
-    EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record, event_key,
-};
-use crate::chain::log_entry;
-use crate::event::Event;
+use super::{HEADS, PlanHead, Store, StoreError};
 
 pub(super) type TreeKey = [u8; 25];
 
 pub(super) const TREE_HASHES: TableDefinition<TreeKey, [u8; 32]> =
     TableDefinition::new("tree_hashes");
-
-/// Events hashed per transaction while the upgrade pass builds a tree.
-const BUILD_BATCH: usize = 4096;
 
 /// The key of a stored hash: plan ‖ the leaf index that completed it ‖
 /// level. The hashes one append stores are adjacent, and appends follow
@@ -76,16 +68,6 @@ pub(super) fn has_leaf(
         || table
             .get(tree_key(plan, NodeId::new(0, leaves - 1)))?
             .is_some())
-}
-
-/// Stores the hashes that appending `event` (leaf `seq - 1`) completes
-/// (the upgrade pass, whose plans have version-1 head rows).
-fn append_leaf(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    let leaf = merkle::leaf_hash(log_entry(event).as_bytes());
-    store_hashes(table, &event.plan_id, event.seq - 1, leaf)
 }
 
 /// Stores leaf `n` of `plan` and the hashes it completes, reading their
@@ -184,7 +166,7 @@ pub enum LogId {
 
 impl LogId {
     /// The hash table and the id its keys start with.
-    fn hashes(self) -> (TableDefinition<'static, TreeKey, [u8; 32]>, Uuid) {
+    pub(super) fn hashes(self) -> (TableDefinition<'static, TreeKey, [u8; 32]>, Uuid) {
         match self {
             LogId::Plan(plan) => (TREE_HASHES, plan),
             LogId::Heads => (super::heads_log::HEADS_LOG_HASHES, Uuid::nil()),
@@ -195,7 +177,10 @@ impl LogId {
     /// not in its table are: a plan's last leaves ride in its head row
     /// (`head.rs`); the heads log has no such buffer, all of it is in
     /// its table.
-    fn snapshot(self, txn: &redb::ReadTransaction) -> Result<(u64, TreeTail), StoreError> {
+    pub(super) fn snapshot(
+        self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<(u64, TreeTail), StoreError> {
         match self {
             LogId::Plan(plan) => {
                 let row = head_row(txn, &plan)?;
@@ -213,8 +198,8 @@ impl LogId {
 /// A log's tree, read from one snapshot: `store.tree(&plan)`,
 /// `store.heads_tree()`.
 pub struct Tree<'a> {
-    store: &'a Store,
-    log: LogId,
+    pub(super) store: &'a Store,
+    pub(super) log: LogId,
 }
 
 impl Store {
@@ -329,95 +314,6 @@ impl Tree<'_> {
     }
 }
 
-/// Why a tile was not served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TileError {
-    /// The plan's current tree does not have every hash or entry of it.
-    NotInTree,
-    /// An entry longer than a bundle's 2-byte length prefix can say
-    /// (entries carry the payload's hash, not the payload, so none is).
-    EntryTooLong { seq: u64, len: usize },
-}
-
-impl std::fmt::Display for TileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TileError::NotInTree => write!(f, "the tile is beyond the plan's current tree"),
-            TileError::EntryTooLong { seq, len } => {
-                write!(f, "entry {seq} is {len} bytes, longer than a bundle allows")
-            }
-        }
-    }
-}
-
-impl std::error::Error for TileError {}
-
-impl Tree<'_> {
-    /// The bytes of a C2SP tlog-tiles resource, read from one snapshot: a
-    /// hash tile (the stored hashes, 32 bytes each) or an entry bundle
-    /// (each entry as a 2-byte big-endian length and its bytes).
-    pub fn tile(&self, tile: &TilePath) -> Result<Result<Vec<u8>, TileError>, StoreError> {
-        let txn = self.store.db.begin_read()?;
-        let (head, tail) = self.log.snapshot(&txn)?;
-        if !tile.exists_in(head) {
-            return Ok(Err(TileError::NotInTree));
-        }
-        let mut out = Vec::new();
-        match tile.kind {
-            TileKind::Hashes { .. } => {
-                let Some((first, count)) = tile.stored_hashes(head) else {
-                    return Ok(Err(TileError::NotInTree));
-                };
-                let (hashes, id) = self.log.hashes();
-                let table = txn.open_table(hashes)?;
-                let reader = TreeReader {
-                    table: &table,
-                    plan: &id,
-                    tail: &tail,
-                };
-                for index in first.index..first.index + count {
-                    out.extend_from_slice(&reader.read(NodeId::new(first.level, index))?);
-                }
-            }
-            TileKind::Entries => {
-                let LogId::Plan(plan) = self.log else {
-                    return super::heads_log::bundle(&txn, tile.first(), tile.count(), &mut out)
-                        .map(|()| Ok(out));
-                };
-                let events = txn.open_table(EVENTS)?;
-                // Leaf i is seq i + 1; exists_in bounds the range by the head.
-                let (from, count) = (tile.first() + 1, tile.count());
-                let range = events.range(event_key(&plan, from)..event_key(&plan, from + count))?;
-                let mut seen = 0;
-                for (expected, entry) in (from..).zip(range) {
-                    let (k, v) = entry?;
-                    let event = event_from_record(&k.value(), decode_event(v.value())?)?;
-                    if event.seq != expected {
-                        return Err(missing_event(&plan, expected));
-                    }
-                    if let Err(EntryTooLong(len)) =
-                        push_bundle_entry(&mut out, log_entry(&event).as_bytes())
-                    {
-                        return Ok(Err(TileError::EntryTooLong {
-                            seq: event.seq,
-                            len,
-                        }));
-                    }
-                    seen += 1;
-                }
-                if seen != count {
-                    return Err(missing_event(&plan, from + seen));
-                }
-            }
-        }
-        Ok(Ok(out))
-    }
-}
-
-fn missing_event(plan: &Uuid, seq: u64) -> StoreError {
-    StoreError(format!("plan {plan} lacks event {seq} below its head"))
-}
-
 /// An inclusion proof with what it is checked against.
 #[derive(Debug, Clone)]
 pub struct Inclusion {
@@ -435,104 +331,17 @@ pub struct Consistency {
     pub proof: Vec<Hash>,
 }
 
-impl Store {
-    /// The one-time pass for stores written before plans had trees: builds
-    /// each plan's missing hashes from its events, in bounded transactions
-    /// (so a crash resumes where it stopped), logging progress. A plan
-    /// whose last leaf is stored is complete, as trees grow with their
-    /// events in one transaction. Runs at open, before the writer starts.
-    pub(super) fn build_missing_trees(&self) -> Result<(), StoreError> {
-        let mut plans = Vec::new();
-        {
-            let txn = self.db.begin_read()?;
-            let heads = txn.open_table(HEADS)?;
-            let tree = txn.open_table(TREE_HASHES)?;
-            for entry in heads.iter()? {
-                let (k, v) = entry?;
-                let plan = Uuid::from_bytes(k.value());
-                let HeadRow { head, tail } = HeadRow::decode(v.value())?;
-                if tail != TreeTail::InTable {
-                    // Version 2: written by a writer that keeps trees whole.
-                    continue;
-                }
-                let built = leaves_built(&tree, &plan, head.last_seq)?;
-                if built < head.last_seq {
-                    plans.push((plan, built, head.last_seq));
-                }
-            }
-        }
-        if plans.is_empty() {
-            return Ok(());
-        }
-        let total: u64 = plans.iter().map(|(_, built, head)| head - built).sum();
-        tracing::info!(
-            plans = plans.len(),
-            events = total,
-            "building the Merkle trees of plans written before trees existed (one-time pass)"
-        );
-        let mut done = 0u64;
-        'plans: for (plan, mut built, head) in plans {
-            while built < head {
-                let events = self.plan_events_after(&plan, built, BUILD_BATCH)?;
-                // A damaged store (an event missing) must not stop the
-                // daemon: that plan keeps a partial tree, its proofs and
-                // appends fail, and `verify=full` names the gap.
-                let contiguous = events
-                    .iter()
-                    .zip(built + 1..)
-                    .take_while(|(e, seq)| e.seq == *seq)
-                    .count();
-                if contiguous == 0 {
-                    tracing::error!(%plan, missing = built + 1, head, "a plan's events have a gap; its tree stops before it (verify the plan)");
-                    continue 'plans;
-                }
-                let txn = self.db.begin_write()?;
-                {
-                    let mut table = txn.open_table(TREE_HASHES)?;
-                    for event in &events[..contiguous] {
-                        append_leaf(&mut table, event)?;
-                    }
-                }
-                self.db.commit(txn)?;
-                built += contiguous as u64;
-                done += contiguous as u64;
-                tracing::info!(%plan, built, head, done, total, "tree build progress");
-            }
-        }
-        tracing::info!(events = total, "plan trees built");
-        Ok(())
-    }
-}
-
-/// How many leading leaves of `plan` have their leaf hash stored (a prefix,
-/// so a binary search finds it in O(log n) reads).
-fn leaves_built(
-    tree: &impl ReadableTable<TreeKey, [u8; 32]>,
-    plan: &Uuid,
-    head: u64,
-) -> Result<u64, StoreError> {
-    let (mut lo, mut hi) = (0u64, head);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if tree.get(tree_key(plan, NodeId::new(0, mid)))?.is_some() {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use logbook_tlog::merkle::{verify_consistency, verify_inclusion};
+    use logbook_tlog::tile::TilePath;
 
     use super::*;
-    use crate::chain::CanonicalPayload;
+    use crate::chain::{CanonicalPayload, log_entry};
     use crate::keys::Keyring;
-    use crate::store::AppendRequest;
+    use crate::store::{AppendRequest, TileError};
 
     /// RFC 9162 MTH over the entries, computed from scratch.
     fn reference_root(leaves: &[Hash]) -> Hash {
