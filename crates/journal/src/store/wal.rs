@@ -369,7 +369,9 @@ mod tests {
             plan_id: [7; 16],
             seq: position,
             event: vec![position as u8; payload_len],
-            idempotency: (position % 2 == 0).then(|| (format!("key-{position}"), [3; 32])),
+            idempotency: position
+                .is_multiple_of(2)
+                .then(|| (format!("key-{position}"), [3; 32])),
             outbox: vec![("peer-a".into(), [position as u8; 16])],
         }
     }

@@ -43,7 +43,7 @@ async fn append_round(
     for n in from..from + per_plan {
         for plan in plans {
             let store = store.clone();
-            let req = request(*plan, n, n % 3 == 0);
+            let req = request(*plan, n, n.is_multiple_of(3));
             calls.push(tokio::spawn(async move { store.append(req).await }));
         }
     }

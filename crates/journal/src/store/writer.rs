@@ -306,12 +306,12 @@ impl WriterLoop {
             // commits, so no reader sees an event a crash could take back.
             (Some(segment), Some(true)) => {
                 txn.set_durability(Durability::None)?;
-                if !records.is_empty() {
-                    if let Err(e) = segment.write_pending() {
-                        segment.abandoned();
-                        // Dropping the transaction aborts it.
-                        return Err(e);
-                    }
+                if !records.is_empty()
+                    && let Err(e) = segment.write_pending()
+                {
+                    segment.abandoned();
+                    // Dropping the transaction aborts it.
+                    return Err(e);
                 }
                 if let Err(e) = txn.commit() {
                     segment.abandoned();
