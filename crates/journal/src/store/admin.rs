@@ -308,9 +308,16 @@ pub fn insert_token_offline(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError(format!("making {} private: {e}", path.display())))?;
     }
+    // A store the daemon left with a non-empty write-ahead segment gets
+    // its events back first, as the daemon's next start would.
+    {
+        let txn = db.begin_write()?;
+        super::tables::create_all(&txn)?;
+        txn.commit()?;
+    }
+    super::replay::replay_and_empty(&db, path)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    super::tables::create_all(&txn)?;
     if let Err(exists) = insert_token_in(&txn, token)? {
         return Ok(Err(exists));
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use redb::ReadableTable;
 use uuid::Uuid;
 
+use super::federation::OutboxCopies;
 use super::head::{HeadRow, TreeTail};
+use super::wal::WalRecord;
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, decode_event, deleted, encode,
@@ -30,6 +32,9 @@ pub(super) struct Tables<'txn> {
     /// [`Tables::write_heads`]: a batch of appends to one plan decodes,
     /// encodes and writes its row (up to 1 KiB with the tree buffer) once.
     heads_changed: HashMap<Uuid, HeadRow>,
+    /// The write-ahead record of every event inserted in this transaction,
+    /// in position order (see `wal.rs`).
+    pub(super) wal: Vec<WalRecord>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -46,6 +51,7 @@ impl<'txn> Tables<'txn> {
             tree: txn.open_table(tree::TREE_HASHES)?,
             deleted: txn.open_table(deleted::DELETED_PLANS)?,
             heads_changed: HashMap::new(),
+            wal: Vec::new(),
         })
     }
 
@@ -133,29 +139,9 @@ impl<'txn> Tables<'txn> {
         }
 
         let seq = head_seq + 1;
-        let mut tail = match row {
-            None => HeadRow::empty_tail(),
-            Some(HeadRow {
-                tail: tail @ TreeTail::Buffered { .. },
-                ..
-            }) => tail,
-            // A row written before the head buffered leaves: its tree is
-            // in the table, unless the store is damaged. Such a plan
-            // refuses its own appends instead of failing the whole batch.
-            Some(HeadRow {
-                tail: TreeTail::InTable,
-                ..
-            }) => {
-                if !tree::has_leaf(&self.tree, &plan, head_seq)? {
-                    return Ok(Err(AppendError::Storage(StoreError(format!(
-                        "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
-                    )))));
-                }
-                TreeTail::Buffered {
-                    flushed: head_seq,
-                    pending: Vec::new(),
-                }
-            }
+        let tail = match self.tail_to_extend(&plan, row)? {
+            Ok(tail) => tail,
+            Err(refused) => return Ok(Err(refused)),
         };
         // Time never runs backwards within a plan, even if the clock does.
         let created_at = head.map_or(now, |h| now.max(Timestamp(h.last_at)));
@@ -178,13 +164,74 @@ impl<'txn> Tables<'txn> {
         let signed = Signable::of(&event).canonical();
         event.signature = chain::sign_canonical(&signed, keyring.current_secret());
         let leaf = merkle::leaf_hash(chain::log_entry_of(&signed, &event.signature).as_bytes());
+        let idempotency = req
+            .idempotency
+            .as_ref()
+            .map(|idem| (idem.key.clone(), idem.fingerprint));
+        let outbox = self.fed.enqueue_event(&event)?;
+        self.write_rows(&event, head, tail, leaf, idempotency, outbox)?;
+        *position += 1;
+        Ok(Ok(Appended {
+            event: Arc::new(event),
+            replayed: false,
+        }))
+    }
 
+    /// The tree tail a new leaf of `plan` extends, from its head row.
+    /// The inner error refuses the append (a damaged tree), not the batch.
+    fn tail_to_extend(
+        &self,
+        plan: &Uuid,
+        row: Option<HeadRow>,
+    ) -> Result<Result<TreeTail, AppendError>, StoreError> {
+        Ok(Ok(match row {
+            None => HeadRow::empty_tail(),
+            Some(HeadRow {
+                tail: tail @ TreeTail::Buffered { .. },
+                ..
+            }) => tail,
+            // A row written before the head buffered leaves: its tree is
+            // in the table, unless the store is damaged. Such a plan
+            // refuses its own appends instead of failing the whole batch.
+            Some(HeadRow {
+                tail: TreeTail::InTable,
+                head,
+            }) => {
+                let head_seq = head.last_seq;
+                if !tree::has_leaf(&self.tree, plan, head_seq)? {
+                    return Ok(Err(AppendError::Storage(StoreError(format!(
+                        "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
+                    )))));
+                }
+                TreeTail::Buffered {
+                    flushed: head_seq,
+                    pending: Vec::new(),
+                }
+            }
+        }))
+    }
+
+    /// Writes every row of a new event: the event, its tree leaf, the head
+    /// row, its outbox copies, its position and its idempotency record; and
+    /// keeps the write-ahead record that re-creates exactly these rows.
+    /// Both an append and a replay of the write-ahead segment go through
+    /// here, so a replay cannot write anything an append would not.
+    fn write_rows(
+        &mut self,
+        event: &Event,
+        head: Option<PlanHead>,
+        mut tail: TreeTail,
+        leaf: merkle::Hash,
+        idempotency: Option<(String, [u8; 32])>,
+        outbox: OutboxCopies,
+    ) -> Result<(), StoreError> {
+        let plan = event.plan_id;
+        let seq = event.seq;
+        let head_seq = head.map_or(0, |h| h.last_seq);
+        assert_eq!(seq, head_seq + 1, "plans are contiguous");
         let key = event_key(&plan, seq);
-        if self
-            .events
-            .insert(key, encode(&record_from_event(&event)).as_slice())?
-            .is_some()
-        {
+        let stored = encode(&record_from_event(event));
+        if self.events.insert(key, stored.as_slice())?.is_some() {
             return Err(StoreError(format!(
                 "invariant broken: event {plan}/{seq} already exists though the head said {head_seq}"
             )));
@@ -193,8 +240,8 @@ impl<'txn> Tables<'txn> {
             last_seq: seq,
             last_signature: event.signature,
             count: head.map_or(0, |h| h.count) + 1,
-            first_at: head.map_or(created_at.0, |h| h.first_at),
-            last_at: created_at.0,
+            first_at: head.map_or(event.created_at.0, |h| h.first_at),
+            last_at: event.created_at.0,
         };
         debug_assert_eq!(new_head.count, new_head.last_seq, "plans are append-only");
         // Same transaction as the event: a crash cannot keep one without the other.
@@ -204,22 +251,53 @@ impl<'txn> Tables<'txn> {
             tail,
         };
         self.heads_changed.insert(plan, new_row);
-        self.fed.enqueue_event(&event)?;
         self.positions.insert(event.position, key)?;
-        if let Some(idem) = &req.idempotency {
+        if let Some((idem_key, fingerprint)) = &idempotency {
             let record = IdempotencyRecord {
-                fingerprint: idem.fingerprint,
+                fingerprint: *fingerprint,
                 seq,
             };
             self.idempotency.insert(
-                idempotency_key(&plan, &idem.key).as_slice(),
+                idempotency_key(&plan, idem_key).as_slice(),
                 encode(&record).as_slice(),
             )?;
         }
-        *position += 1;
-        Ok(Ok(Appended {
-            event: Arc::new(event),
-            replayed: false,
-        }))
+        self.wal.push(WalRecord {
+            position: event.position,
+            plan_id: plan.into_bytes(),
+            seq,
+            event: stored,
+            idempotency,
+            outbox,
+        });
+        Ok(())
+    }
+
+    /// Re-creates the rows of one write-ahead record whose event redb lost
+    /// (see `wal.rs`): the event exactly as signed and acknowledged, through
+    /// [`Tables::write_rows`] like an append. Fails (the store then refuses
+    /// to open) unless the event extends its plan's chain where redb ends.
+    pub(super) fn replay(&mut self, record: WalRecord) -> Result<Arc<Event>, StoreError> {
+        let plan = Uuid::from_bytes(record.plan_id);
+        let key = event_key(&plan, record.seq);
+        let event = event_from_record(&key, decode_event(&record.event)?)?;
+        let row = self.head_row(&plan)?;
+        let head = row.as_ref().map(|r| r.head);
+        if event.position != record.position
+            || event.seq != head.map_or(0, |h| h.last_seq) + 1
+            || event.prev_hash != head.map(|h| h.last_signature)
+        {
+            return Err(StoreError(format!(
+                "the write-ahead record at position {} ({plan}/{}) does not extend the plan's chain in the database",
+                record.position, record.seq
+            )));
+        }
+        let tail = self
+            .tail_to_extend(&plan, row)?
+            .map_err(|e| StoreError(format!("replaying {plan}/{}: {e:?}", record.seq)))?;
+        let leaf = merkle::leaf_hash(chain::log_entry(&event).as_bytes());
+        self.fed.enqueue_copies(&event, &record.outbox)?;
+        self.write_rows(&event, head, tail, leaf, record.idempotency, record.outbox)?;
+        Ok(Arc::new(event))
     }
 }

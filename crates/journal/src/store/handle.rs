@@ -179,14 +179,20 @@ impl Db {
     }
 
     /// Opens the database again and proves it can commit (an empty durable
-    /// transaction) before putting it in service. Fails, to be retried, while
-    /// the old handle is still open somewhere or the disk is still failing.
-    pub(crate) fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// transaction), then runs `prepare` on it (the writer replays what the
+    /// old handle's non-durable commits held) before putting it in service.
+    /// Fails, to be retried, while the old handle is still open somewhere or
+    /// the disk is still failing.
+    pub(crate) fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<Arc<Database>, StoreError> {
         let db = open_database(&self.path)?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(self.quick_repair);
         txn.commit()?;
+        prepare(&db)?;
         let db = Arc::new(db);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
         Ok(db)
@@ -203,26 +209,29 @@ impl Db {
     /// [`MIN_FREE_BYTES`] available to this process. True when it cannot
     /// tell: then the reopen itself is the test.
     pub(crate) fn has_room(&self) -> bool {
-        use std::os::unix::ffi::OsStrExt;
         let dir = self
             .path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return true;
-        };
-        // SAFETY: statvfs only writes into the zeroed struct we pass, and
-        // `dir` is a valid NUL-terminated string for the call's duration.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
-            return true;
-        }
-        // The field types differ between platforms (u32 on some 32-bit ones).
-        #[allow(clippy::useless_conversion)]
-        let available = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
-        available >= MIN_FREE_BYTES
+        available_bytes(dir).is_none_or(|available| available >= MIN_FREE_BYTES)
     }
+}
+
+/// The bytes available to this process on the file system holding `dir`;
+/// `None` when it cannot tell.
+pub(crate) fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass, and
+    // `dir` is a valid NUL-terminated string for the call's duration.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// redb's page cache. Its default, 1 GiB, let the daemon's RSS grow with

@@ -60,6 +60,7 @@ mod page_verify;
 mod reads;
 mod records;
 pub mod redact;
+mod replay;
 pub mod restore;
 mod retention;
 mod signed;
@@ -67,9 +68,13 @@ mod tables;
 mod tiles;
 mod tree;
 mod tree_build;
+mod wal;
+#[cfg(test)]
+mod wal_power_cut;
 mod witness;
 mod witnessed;
 mod writer;
+mod writer_wal;
 use apply::Tables;
 pub use async_store::AsyncStore;
 pub use compact::Compacted;
@@ -106,6 +111,8 @@ const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempot
 pub(crate) const RECORD_VERSION: u8 = 1;
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "journal.redb";
+/// File name of its write-ahead segment, beside it (see `wal.rs`).
+pub const WAL_FILE: &str = "journal.wal";
 /// Most appends one transaction takes; a bound on the batch's latency.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before callers wait to enqueue.
@@ -292,6 +299,19 @@ impl Store {
         txn.set_quick_repair(options.quick_repair);
         tables::create_all(&txn)?;
         txn.commit()?;
+        // Before anything reads: events acknowledged from the segment that
+        // redb lost in a crash are put back, or the store does not open.
+        let started = std::time::Instant::now();
+        let (segment, replayed) = replay::replay_and_empty(&db, path)?;
+        if replayed != replay::Replayed::default() {
+            tracing::info!(
+                restored = replayed.restored,
+                present = replayed.present,
+                micros = started.elapsed().as_micros() as u64,
+                segment = %segment.path().display(),
+                "replayed the write-ahead segment"
+            );
+        }
 
         let db = Arc::new(Db::new(path, db, options.quick_repair));
         let position = last_position(&db)?;
@@ -310,6 +330,7 @@ impl Store {
             position,
             stats: stats.clone(),
             retry: RETRY_FIRST,
+            segment: Some(segment),
         };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())

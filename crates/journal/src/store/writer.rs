@@ -8,6 +8,8 @@ use redb::Durability;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::redact::RedactError;
+use super::wal::Segment;
+use super::writer_wal::{Next, replay_committed};
 use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
     Tables, WriterStats, admin, last_position,
@@ -21,7 +23,6 @@ pub(super) const RETRY_FIRST: std::time::Duration = std::time::Duration::from_mi
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the writer looks at its queue while it waits to reopen.
 const RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// The single writer. Owning all writes in one thread is what makes
 /// sequence numbers contiguous and lets one fsync cover a whole batch.
 pub(super) struct WriterLoop {
@@ -35,6 +36,9 @@ pub(super) struct WriterLoop {
     pub(super) stats: Arc<WriterStats>,
     /// Wait before the next attempt to reopen after a failed write.
     pub(super) retry: std::time::Duration,
+    /// The write-ahead segment, the durability point of a batch. Without
+    /// one, every batch commits durably in redb (the writer tests).
+    pub(super) segment: Option<Segment>,
 }
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
@@ -43,6 +47,17 @@ impl WriterLoop {
     pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch: Vec<(AppendRequest, Reply)> = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
+        // Only a timer, for the idle checkpoint's timed wait on the queue.
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(timer) => Some(timer),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timer for idle checkpoints; the segment is emptied when full and at shutdown");
+                None
+            }
+        };
         while !stopping {
             if self.db.health() != Health::Ready && !self.recover(&mut rx) {
                 break;
@@ -51,11 +66,18 @@ impl WriterLoop {
             // queued. A job that is not an append ends the batch: appends
             // queued before it commit before it.
             let mut exclusive = None;
-            match rx.blocking_recv() {
-                Some(Job::Append(req, reply)) => batch.push((req, reply)),
-                Some(Job::Shutdown) | None => break,
-                Some(Job::Recover) => continue,
-                Some(job) => exclusive = Some(job),
+            match self.next_job(&mut rx, timer.as_ref()) {
+                Next::Job(Job::Append(req, reply)) => batch.push((req, reply)),
+                Next::Job(Job::Shutdown) | Next::Closed => break,
+                Next::Job(Job::Recover) => continue,
+                Next::Job(job) => exclusive = Some(job),
+                Next::Idle => {
+                    if let Err(e) = self.checkpoint() {
+                        tracing::error!(error = %e, "checkpointing the write-ahead segment failed");
+                        self.after_failure(&e);
+                    }
+                    continue;
+                }
             }
             while exclusive.is_none() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -77,12 +99,26 @@ impl WriterLoop {
                 self.run_exclusive(job);
             }
         }
+        // A clean stop leaves redb durable on its own and the segment empty.
+        if self.db.health() == Health::Ready
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::error!(error = %e, "the last checkpoint failed; the next start replays the write-ahead segment");
+        }
         tracing::debug!("journal writer stopped");
     }
 
     /// Runs a job that is its own transaction: a deletion, a redaction or
     /// a compaction.
     fn run_exclusive(&mut self, job: Job) {
+        // Deletions and redactions rewrite events a replay would check, and
+        // a compaction copies redb alone: the segment must be empty first.
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "checkpointing before an exclusive job failed; the job was refused");
+            refuse(job, &e);
+            self.after_failure(&e);
+            return;
+        }
         let failed = match job {
             Job::DeletePlan(plan, who, reply) => {
                 let outcome = self.delete_plan(plan, who);
@@ -95,6 +131,7 @@ impl WriterLoop {
             }
             Job::Redact(list, reply) => {
                 let outcome = self.redact(list);
+                self.wipe_segment();
                 let failed = match &outcome {
                     Err(RedactError::Storage(e)) => Some(e.clone()),
                     _ => None,
@@ -108,8 +145,9 @@ impl WriterLoop {
                 // the loop reopens the file. Either way the handle in
                 // service did not fail, so there is nothing to take down.
                 let outcome = self.db.compact();
-                if let Err(e) = &outcome {
-                    tracing::error!(error = %e, "compacting the store failed");
+                match &outcome {
+                    Ok(_) => self.wipe_segment(),
+                    Err(e) => tracing::error!(error = %e, "compacting the store failed"),
                 }
                 let _ = reply.send(outcome);
                 None
@@ -126,7 +164,15 @@ impl WriterLoop {
 
     fn commit_batch(&mut self, batch: &mut Vec<(AppendRequest, Reply)>) {
         let started = Instant::now();
-        match self.write_batch(batch) {
+        // Frames of a failed batch may follow the last committed one: empty
+        // the segment before any new frame can land after them.
+        let needs_reset = self.segment.as_ref().is_some_and(|s| s.needs_reset);
+        let written = if needs_reset {
+            self.checkpoint().and_then(|()| self.write_batch(batch))
+        } else {
+            self.write_batch(batch)
+        };
+        match written {
             Ok((outcomes, position)) => {
                 self.position = position;
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -189,24 +235,11 @@ impl WriterLoop {
         let mut next_attempt = Instant::now() + self.retry;
         loop {
             loop {
-                let refusal = || self.db.health().refusal();
                 match rx.try_recv() {
-                    Ok(Job::Append(_, reply)) => {
-                        let _ = reply.send(Err(AppendError::Storage(refusal())));
-                    }
-                    Ok(Job::DeletePlan(_, _, reply)) => {
-                        let _ = reply.send(Err(admin::DeleteError::Storage(refusal())));
-                    }
-                    Ok(Job::Redact(_, reply)) => {
-                        let _ = reply.send(Err(RedactError::Storage(refusal())));
-                    }
-                    Ok(Job::Compact(reply)) => {
-                        let _ = reply.send(Err(refusal()));
-                    }
                     Ok(Job::Shutdown) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return false;
                     }
-                    Ok(Job::Recover) => {}
+                    Ok(job) => refuse(job, &self.db.health().refusal()),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                 }
             }
@@ -216,7 +249,12 @@ impl WriterLoop {
                 self.retry = (self.retry * 2).min(RETRY_MAX);
                 next_attempt = now + self.retry;
             } else if now >= next_attempt {
-                match self.db.reopen().and_then(|_| last_position(&self.db)) {
+                let (segment, fed) = (&mut self.segment, &self.fed);
+                let replay = |db: &redb::Database| match segment {
+                    Some(segment) => replay_committed(db, segment, fed),
+                    None => Ok(()),
+                };
+                match self.db.reopen(replay).and_then(|_| last_position(&self.db)) {
                     Ok(position) => {
                         self.position = position;
                         self.db.set_health(Health::Ready);
@@ -245,14 +283,13 @@ impl WriterLoop {
     /// batch (nothing is written); inner errors refuse single appends.
     #[allow(clippy::type_complexity)]
     fn write_batch(
-        &self,
+        &mut self,
         batch: &[(AppendRequest, Reply)],
     ) -> Result<(Vec<Result<Appended, AppendError>>, u64), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
         let mut position = self.position;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let enqueued = {
+        let (enqueued, records) = {
             let mut tables = Tables::open(&txn, &self.fed)?;
             let now = Timestamp::now();
             // One keyring per batch, even if a rotation lands meanwhile.
@@ -261,13 +298,65 @@ impl WriterLoop {
                 outcomes.push(tables.apply(req, &keyring, now, &mut position)?);
             }
             tables.write_heads()?;
-            tables.fed.enqueued
+            (tables.fed.enqueued, std::mem::take(&mut tables.wal))
         };
-        txn.commit()?;
+        let fits = self.segment.as_mut().map(|s| s.prepare(&records));
+        match (self.segment.as_mut(), fits) {
+            // The durability point: the frames are synced before redb
+            // commits, so no reader sees an event a crash could take back.
+            (Some(segment), Some(true)) => {
+                txn.set_durability(Durability::None)?;
+                if !records.is_empty()
+                    && let Err(e) = segment.write_pending()
+                {
+                    segment.abandoned();
+                    // Dropping the transaction aborts it.
+                    return Err(e);
+                }
+                if let Err(e) = txn.commit() {
+                    segment.abandoned();
+                    return Err(e.into());
+                }
+                segment.committed();
+            }
+            // Too big for what is left of the segment: this commit is the
+            // checkpoint, and the segment starts again empty.
+            (Some(segment), _) => {
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+                if let Err(e) = segment.reset() {
+                    tracing::error!(error = %e, "emptying the write-ahead segment failed; the next batch tries again");
+                    segment.needs_reset = true;
+                }
+            }
+            (None, _) => {
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+            }
+        }
         if enqueued > 0 {
             self.fed.outbox_grew();
         }
         Ok((outcomes, position))
+    }
+}
+
+/// Answers a job that cannot run with `e`.
+fn refuse(job: Job, e: &StoreError) {
+    match job {
+        Job::Append(_, reply) => {
+            let _ = reply.send(Err(AppendError::Storage(e.clone())));
+        }
+        Job::DeletePlan(_, _, reply) => {
+            let _ = reply.send(Err(admin::DeleteError::Storage(e.clone())));
+        }
+        Job::Redact(_, reply) => {
+            let _ = reply.send(Err(RedactError::Storage(e.clone())));
+        }
+        Job::Compact(reply) => {
+            let _ = reply.send(Err(e.clone()));
+        }
+        Job::Shutdown | Job::Recover => {}
     }
 }
 
@@ -324,6 +413,7 @@ mod tests {
             position: 0,
             stats: Arc::new(WriterStats::default()),
             retry: RETRY_FIRST,
+            segment: None,
         };
         writer_loop.commit_batch(&mut batch);
         let mut outcomes = Vec::new();
@@ -392,6 +482,7 @@ mod tests {
             position: 0,
             stats: Arc::new(WriterStats::default()),
             retry: RETRY_FIRST,
+            segment: None,
         };
         for size in [70, 10, 32] {
             let mut batch = Vec::new();

@@ -100,6 +100,9 @@ impl FedShared {
     }
 }
 
+/// The outbox copies of one event: (peer, message id) each.
+pub(super) type OutboxCopies = Vec<(String, [u8; 16])>;
+
 type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 type IdTable<'txn> = redb::Table<'txn, [u8; 16], &'static [u8]>;
 
@@ -127,11 +130,11 @@ impl<'txn> FedTables<'txn> {
 
     /// Queues a just-appended journal event, whole, for every active peer
     /// subscribed to its type (once per peer, however many patterns match).
-    pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<(), StoreError> {
+    pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<OutboxCopies, StoreError> {
         // The system journal (tombstones naming the admin, key rotations) is
         // never sent to a peer, whatever it subscribed to.
         if self.routes.is_empty() || event.plan_id == super::admin::SYSTEM_PLAN {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut peers: Vec<&str> = self
             .routes
@@ -140,18 +143,39 @@ impl<'txn> FedTables<'txn> {
             .map(|r| r.peer.as_str())
             .collect();
         if peers.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         peers.sort_unstable();
         peers.dedup();
+        let copies: OutboxCopies = peers
+            .into_iter()
+            .map(|peer| (peer.to_string(), Uuid::new_v4().into_bytes()))
+            .collect();
+        self.enqueue_copies(event, &copies)?;
+        Ok(copies)
+    }
+
+    /// Queues `event` for each (peer, message id) of `copies`: for a new
+    /// event, and again when the write-ahead segment re-creates the rows of
+    /// an event redb lost, with the same message ids, so a receiver that
+    /// got a copy before the crash recognizes the retry.
+    pub(super) fn enqueue_copies(
+        &mut self,
+        event: &Event,
+        copies: &[(String, [u8; 16])],
+    ) -> Result<(), StoreError> {
+        if copies.is_empty() {
+            return Ok(());
+        }
         let payload = serde_json::to_string(event)
             .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
         let now = Timestamp::now().millis();
-        for peer in peers {
+        for (peer, message_id) in copies {
             outbox::enqueue(
                 &mut self.outbox,
                 &mut self.ids,
                 peer,
+                Uuid::from_bytes(*message_id),
                 &event.event_type,
                 &payload,
                 now,

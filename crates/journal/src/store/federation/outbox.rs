@@ -93,6 +93,7 @@ pub(super) fn enqueue(
     outbox: &mut BytesTable<'_>,
     ids: &mut IdTable<'_>,
     peer: &str,
+    message_id: Uuid,
     event_type: &str,
     payload: &str,
     now: i64,
@@ -104,7 +105,6 @@ pub(super) fn enqueue(
         .map(|(k, _)| split_outbox_key(k.value()).map(|(_, seq)| seq))
         .transpose()?
         .unwrap_or(0);
-    let message_id = Uuid::new_v4();
     let record = OutboxRecord {
         message_id: message_id.into_bytes(),
         event_type: event_type.to_string(),
@@ -190,7 +190,15 @@ impl Outbox<'_> {
                 .map(|peer| {
                     Ok((
                         peer.to_string(),
-                        enqueue(&mut outbox, &mut ids, peer, event_type, payload, now)?,
+                        enqueue(
+                            &mut outbox,
+                            &mut ids,
+                            peer,
+                            Uuid::new_v4(),
+                            event_type,
+                            payload,
+                            now,
+                        )?,
                     ))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()

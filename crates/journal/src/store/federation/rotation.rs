@@ -79,6 +79,7 @@ impl Rotations<'_> {
                     &mut outbox,
                     &mut ids,
                     &peer.instance_id,
+                    Uuid::new_v4(),
                     event_type,
                     payload,
                     now,

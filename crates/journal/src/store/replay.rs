@@ -1,0 +1,122 @@
+//! Replaying the write-ahead segment into redb (see `wal.rs`): at open,
+//! after the writer reopens a failed handle, and before an offline command
+//! writes to the store.
+//!
+//! Every record either is in redb already (a checkpoint, or any durable
+//! commit since, persisted it) and must match it, or extends redb by the
+//! next position and is written through the append's own row writer. A gap
+//! or a mismatch refuses: the store does not open rather than lose or fork
+//! an acknowledged event.
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableTable};
+
+use super::wal::{Segment, WalRecord};
+use super::{FedShared, POSITIONS, StoreError, Tables, decode_event, event_from_record, event_key};
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replayed {
+    /// Records already in redb, checked.
+    pub(super) present: u64,
+    /// Records redb had lost, written again.
+    pub(super) restored: u64,
+}
+
+/// Puts `records` into `db` in one durable commit. Nothing is committed
+/// unless every record checks.
+pub(super) fn replay(
+    db: &Database,
+    records: Vec<WalRecord>,
+    fed: &FedShared,
+    segment: &Path,
+) -> Result<Replayed, StoreError> {
+    let mut done = Replayed::default();
+    if records.is_empty() {
+        return Ok(done);
+    }
+    let refuse = |what: String| {
+        StoreError(format!(
+            "the write-ahead segment {} {what}; the store does not open, so that no acknowledged event is lost or forked (see docs/operations.md, \"Crash recovery\")",
+            segment.display()
+        ))
+    };
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut last = txn
+            .open_table(POSITIONS)?
+            .last()?
+            .map_or(0, |(k, _)| k.value());
+        let mut tables = Tables::open(&txn, fed)?;
+        for record in records {
+            if record.position <= last {
+                check_present(&tables, &record).map_err(refuse)?;
+                done.present += 1;
+            } else if record.position == last + 1 {
+                tables.replay(record).map_err(|e| refuse(e.to_string()))?;
+                last += 1;
+                done.restored += 1;
+            } else {
+                return Err(refuse(format!(
+                    "starts at position {} but the database ends at {last}",
+                    record.position
+                )));
+            }
+        }
+        tables.write_heads()?;
+    }
+    txn.commit()?;
+    Ok(done)
+}
+
+/// A record at a position redb holds must be that very event.
+fn check_present(tables: &Tables<'_>, record: &WalRecord) -> Result<(), String> {
+    let plan = uuid::Uuid::from_bytes(record.plan_id);
+    let key = event_key(&plan, record.seq);
+    let at_position = tables
+        .positions
+        .get(record.position)
+        .map_err(|e| e.to_string())?
+        .map(|k| k.value());
+    let stored = match tables.events.get(key).map_err(|e| e.to_string())? {
+        Some(v) => Some(
+            decode_event(v.value())
+                .and_then(|r| event_from_record(&key, r))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let wanted = decode_event(&record.event)
+        .and_then(|r| event_from_record(&key, r))
+        .map_err(|e| e.to_string())?;
+    match stored {
+        Some(event)
+            if at_position == Some(key)
+                && event.id == wanted.id
+                && event.signature == wanted.signature =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "holds event {} ({plan}/{}) at position {}, which the database holds otherwise",
+            wanted.id, record.seq, record.position
+        )),
+    }
+}
+
+/// Opens the segment of the database at `db_path`, replays it into `db`
+/// and empties it. For the offline commands that write to the store (the
+/// writer keeps its segment open instead; see `Store::open_with`).
+pub(super) fn replay_and_empty(
+    db: &Database,
+    db_path: &Path,
+) -> Result<(Segment, Replayed), StoreError> {
+    let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path))?;
+    let done = replay(db, records, &FedShared::default(), segment.path())?;
+    if !segment.is_empty() {
+        segment.reset()?;
+    }
+    Ok((segment, done))
+}

@@ -1,0 +1,479 @@
+//! The write-ahead segment in front of redb (issue 14).
+//!
+//! A redb commit with `Durability::Immediate` writes about nine scattered
+//! pages and one `fdatasync`; a sequential append of the batch's events
+//! plus one `fdatasync` is the durability point instead. The writer thread
+//! owns the segment and, per batch:
+//!
+//! 1. applies the batch in redb's write transaction (which signs and
+//!    sequences the events),
+//! 2. appends one frame per new event here and `fdatasync`s,
+//! 3. only then commits redb with `Durability::None` (readers see the
+//!    events from now on, and never before they are durable here),
+//! 4. answers, then publishes.
+//!
+//! A checkpoint (one `Immediate` commit, which persists every earlier
+//! `None` commit) makes the segment redundant; it is then emptied by giving
+//! it a new epoch. Frames carry the epoch in their checksum, so the frames
+//! of an earlier epoch still in the file never replay. On open (and after
+//! the writer reopens a failed handle, which loses `None` commits too)
+//! `replay.rs` puts every record redb lacks back through the append's own
+//! row writer.
+//!
+//! File layout (`journal.wal` beside `journal.redb`), preallocated with
+//! zeros so that an append never changes the file's size or allocation and
+//! `fdatasync` has no metadata to journal:
+//! - header, [`HEADER_LEN`] bytes: [`MAGIC`], epoch (16 random bytes);
+//! - frames from [`HEADER_LEN`] on: length (u32 LE) of the body, SHA-256
+//!   of (epoch ‖ length ‖ body), body = version byte + postcard
+//!   [`WalRecord`]. Replay stops at the first frame that does not check
+//!   (a torn tail, zeros, an older epoch).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{RECORD_VERSION, StoreError};
+
+/// First bytes of a segment file; the last byte is the layout's version.
+const MAGIC: &[u8; 8] = b"LBKWAL\0\x01";
+/// Bytes before the first frame: the header, padded to one page.
+pub(super) const HEADER_LEN: u64 = 4096;
+/// Length, then checksum, in front of every frame's body.
+const FRAME_HEAD: usize = 4 + 32;
+/// Size of the segment file. A batch whose frames do not fit in what is
+/// left commits durably in redb instead, as a checkpoint. Bounds the replay
+/// at start (about 6,000 events of 1 KiB: well under the 200 ms cold-start
+/// budget with 1 M events, see `docs/benchmarks.md`) and the redb pages a
+/// run of `None` commits keeps in memory.
+pub(super) const SEGMENT_BYTES: u64 = 8 << 20;
+/// The smallest segment made: on a small disk the segment takes at most an
+/// eighth of the free space, but not less than this.
+const MIN_SEGMENT_BYTES: u64 = 256 << 10;
+
+/// One new event, with everything the append wrote besides it: enough to
+/// write exactly the same rows again (`Tables::replay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct WalRecord {
+    /// The store-wide position: contiguous from one record to the next.
+    pub(super) position: u64,
+    pub(super) plan_id: [u8; 16],
+    pub(super) seq: u64,
+    /// The event as stored in the `events` table (version byte included).
+    pub(super) event: Vec<u8>,
+    /// Idempotency-Key and request fingerprint, if the append had one.
+    pub(super) idempotency: Option<(String, [u8; 32])>,
+    /// (peer, message id) of each outbox copy the append queued.
+    pub(super) outbox: Vec<(String, [u8; 16])>,
+}
+
+/// The path of the segment that belongs to the database at `db_path`.
+pub fn segment_path(db_path: &Path) -> PathBuf {
+    db_path.with_extension("wal")
+}
+
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    let fault = if e.raw_os_error() == Some(libc::ENOSPC) {
+        super::Fault::Full
+    } else {
+        super::Fault::Io
+    };
+    StoreError::with_fault(format!("{what} {}: {e}", path.display()), fault)
+}
+
+/// The open segment file, owned by the writer thread.
+#[derive(Debug)]
+pub(super) struct Segment {
+    path: PathBuf,
+    file: File,
+    epoch: [u8; 16],
+    /// End of the last frame whose batch committed; the next one goes here.
+    end: u64,
+    /// The file's size, fixed when it was made; no frame goes past it.
+    capacity: u64,
+    /// Frames encoded for the batch in progress.
+    pending: Vec<u8>,
+    /// Set when frames past `end` may hold a batch that did not commit, or
+    /// emptying failed: the next batch empties the segment first.
+    pub(super) needs_reset: bool,
+}
+
+impl Segment {
+    /// Opens the segment at `path`, creating it (zero-filled, with a fresh
+    /// epoch) if missing. Returns it with the records of its current epoch.
+    /// A header that is not a segment's refuses the open: it may guard
+    /// records redb lacks.
+    pub(super) fn open(path: &Path) -> Result<(Segment, Vec<WalRecord>), StoreError> {
+        if !path.exists() {
+            create(path)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_error(path, "opening the write-ahead segment", e))?;
+        let mut header = [0u8; MAGIC.len() + 16];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| io_error(path, "reading the write-ahead segment", e))?;
+        if &header[..MAGIC.len()] != MAGIC {
+            return Err(StoreError(format!(
+                "{} is not a logbook write-ahead segment of this version; it may hold acknowledged events, so the store does not open (move it aside only if {} was shut down cleanly)",
+                path.display(),
+                path.with_extension("redb").display()
+            )));
+        }
+        let epoch: [u8; 16] = header[MAGIC.len()..].try_into().expect("16 bytes");
+        let capacity = file
+            .metadata()
+            .map_err(|e| io_error(path, "reading the write-ahead segment", e))?
+            .len();
+        let mut segment = Segment {
+            path: path.to_path_buf(),
+            file,
+            epoch,
+            end: HEADER_LEN,
+            capacity,
+            pending: Vec::new(),
+            needs_reset: false,
+        };
+        let (records, end) = segment.read_records(None)?;
+        segment.end = end;
+        Ok((segment, records))
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the segment holds no frame of its current epoch.
+    pub(super) fn is_empty(&self) -> bool {
+        self.end == HEADER_LEN
+    }
+
+    /// The frames of the current epoch up to `limit` (or to the first frame
+    /// that does not check), and where they end. Records that do not follow
+    /// each other by position fail: frames are never written out of order.
+    pub(super) fn read_records(
+        &self,
+        limit: Option<u64>,
+    ) -> Result<(Vec<WalRecord>, u64), StoreError> {
+        let len = self.capacity;
+        let limit = limit.unwrap_or(len).min(len);
+        let mut bytes = vec![0u8; usize::try_from(limit.saturating_sub(HEADER_LEN)).unwrap_or(0)];
+        self.file
+            .read_exact_at(&mut bytes, HEADER_LEN)
+            .map_err(|e| io_error(&self.path, "reading the write-ahead segment", e))?;
+        let records = decode_frames(&self.epoch, &bytes, &self.path)?;
+        Ok((records.0, HEADER_LEN + records.1 as u64))
+    }
+
+    /// The frames of every batch that committed since the segment was
+    /// last emptied.
+    pub(super) fn committed_records(&self) -> Result<(Vec<WalRecord>, u64), StoreError> {
+        self.read_records(Some(self.end))
+    }
+
+    /// Encodes the batch's records as frames, to be written by
+    /// [`Segment::write_pending`]. Returns false when they do not fit in
+    /// the rest of the segment.
+    pub(super) fn prepare(&mut self, records: &[WalRecord]) -> bool {
+        self.pending.clear();
+        for record in records {
+            encode_frame(&self.epoch, record, &mut self.pending);
+        }
+        self.end + self.pending.len() as u64 <= self.capacity
+    }
+
+    /// Writes the prepared frames after the last committed one and
+    /// `fdatasync`s them: the batch's durability point. They count as
+    /// committed only after [`Segment::committed`].
+    pub(super) fn write_pending(&mut self) -> Result<(), StoreError> {
+        // Whatever happens next, frames past `end` may now be on disk.
+        self.needs_reset = true;
+        self.file
+            .write_all_at(&self.pending, self.end)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error(&self.path, "writing the write-ahead segment", e))?;
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    /// The batch of the written frames committed in redb.
+    pub(super) fn committed(&mut self) {
+        self.end += self.pending.len() as u64;
+        self.pending.clear();
+    }
+
+    /// The batch of the written frames failed: they must never replay.
+    /// Emptying the segment (after a checkpoint) is what guarantees it;
+    /// until then [`Segment::needs_reset`] stays set.
+    pub(super) fn abandoned(&mut self) {
+        self.pending.clear();
+        self.needs_reset = true;
+    }
+
+    /// Empties the segment: a new epoch in the header, `fdatasync`ed. Only
+    /// after a checkpoint made every frame's event durable in redb.
+    pub(super) fn reset(&mut self) -> Result<(), StoreError> {
+        let epoch = uuid::Uuid::new_v4().into_bytes();
+        write_header(&self.file, &epoch)
+            .map_err(|e| io_error(&self.path, "emptying the write-ahead segment", e))?;
+        self.epoch = epoch;
+        self.end = HEADER_LEN;
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    /// [`Segment::reset`], with every byte after the header zeroed first:
+    /// after a redaction or a compaction no payload lingers in old frames.
+    pub(super) fn wipe(&mut self) -> Result<(), StoreError> {
+        zero_fill(&self.file, HEADER_LEN, self.capacity)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error(&self.path, "wiping the write-ahead segment", e))?;
+        self.reset()
+    }
+}
+
+/// Creates a zero-filled segment with a fresh epoch under a temporary
+/// name, then renames it into place: a crash never leaves a half-made
+/// segment under the real name.
+fn create(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("wal.creating");
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let capacity = super::handle::available_bytes(dir).map_or(SEGMENT_BYTES, |free| {
+        (free / 8).clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES)
+    }) / HEADER_LEN
+        * HEADER_LEN;
+    let make = || -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)?;
+        // Real zeros, not a hole or fallocate's unwritten extents: writing
+        // into those changes the extent map, which fdatasync must journal.
+        zero_fill(&file, 0, capacity)?;
+        write_header(&file, &uuid::Uuid::new_v4().into_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)?;
+        File::open(dir)?.sync_all()
+    };
+    make().map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        io_error(path, "creating the write-ahead segment", e)
+    })
+}
+
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn write_header(file: &File, epoch: &[u8; 16]) -> std::io::Result<()> {
+    let mut header = [0u8; MAGIC.len() + 16];
+    header[..MAGIC.len()].copy_from_slice(MAGIC);
+    header[MAGIC.len()..].copy_from_slice(epoch);
+    file.write_all_at(&header, 0)?;
+    file.sync_data()
+}
+
+fn checksum(epoch: &[u8; 16], len: [u8; 4], body: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(epoch);
+    hash.update(len);
+    hash.update(body);
+    hash.finalize().into()
+}
+
+/// Appends one frame holding `record` to `out`.
+fn encode_frame(epoch: &[u8; 16], record: &WalRecord, out: &mut Vec<u8>) {
+    let body = super::encode(record);
+    let len = u32::try_from(body.len())
+        .expect("a record is bounded by the event size limit")
+        .to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&checksum(epoch, len, &body));
+    out.extend_from_slice(&body);
+}
+
+/// The records of the frames of `epoch` at the start of `bytes`, and the
+/// number of bytes they take. Stops at the first frame that does not check.
+fn decode_frames(
+    epoch: &[u8; 16],
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<WalRecord>, usize), StoreError> {
+    let mut records: Vec<WalRecord> = Vec::new();
+    let mut at = 0;
+    while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
+        let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
+        let Some(body) =
+            bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + u32::from_le_bytes(len) as usize)
+        else {
+            break;
+        };
+        if body.is_empty() || head[4..] != checksum(epoch, len, body) {
+            break;
+        }
+        // A frame that checks was written by this build's writer: a record
+        // that does not decode, or a position out of order, is damage.
+        let record: WalRecord = super::decode(body).map_err(|e| {
+            StoreError(format!(
+                "{}: frame at byte {} checks but does not decode: {e}",
+                path.display(),
+                HEADER_LEN as usize + at
+            ))
+        })?;
+        if let Some(last) = records.last()
+            && record.position != last.position + 1
+        {
+            return Err(StoreError(format!(
+                "{}: frame at byte {} holds position {} after {}",
+                path.display(),
+                HEADER_LEN as usize + at,
+                record.position,
+                last.position
+            )));
+        }
+        records.push(record);
+        at += FRAME_HEAD + body.len();
+    }
+    Ok((records, at))
+}
+
+// The record's version byte is the store's: `encode` writes RECORD_VERSION.
+const _: u8 = RECORD_VERSION;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(position: u64, payload_len: usize) -> WalRecord {
+        WalRecord {
+            position,
+            plan_id: [7; 16],
+            seq: position,
+            event: vec![position as u8; payload_len],
+            idempotency: position
+                .is_multiple_of(2)
+                .then(|| (format!("key-{position}"), [3; 32])),
+            outbox: vec![("peer-a".into(), [position as u8; 16])],
+        }
+    }
+
+    fn frames(epoch: &[u8; 16], records: &[WalRecord]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        for r in records {
+            encode_frame(epoch, r, &mut out);
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let epoch = [9; 16];
+        let records: Vec<_> = (1..=5).map(|p| record(p, 100 * p as usize)).collect();
+        let (bytes, ends) = frames(&epoch, &records);
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 4096]);
+        let (decoded, used) = decode_frames(&epoch, &padded, Path::new("t")).unwrap();
+        assert_eq!(decoded, records);
+        assert_eq!(used, *ends.last().unwrap());
+    }
+
+    /// A tail torn at any byte of the last frame: every earlier record
+    /// replays, the torn one does not.
+    #[test]
+    fn a_torn_tail_at_every_offset_keeps_the_earlier_records() {
+        let epoch = [1; 16];
+        let records: Vec<_> = (10..=13).map(|p| record(p, 300)).collect();
+        let (bytes, ends) = frames(&epoch, &records);
+        let last_start = ends[ends.len() - 2];
+        for cut in last_start..bytes.len() {
+            // What a crash leaves: the frame's first bytes, then zeros.
+            let mut torn = bytes[..cut].to_vec();
+            torn.resize(bytes.len() + 64, 0);
+            let (decoded, used) = decode_frames(&epoch, &torn, Path::new("t")).unwrap();
+            assert_eq!(decoded, records[..3], "cut at {cut}");
+            assert_eq!(used, last_start);
+        }
+    }
+
+    /// A flipped bit anywhere in a frame stops the replay at that frame.
+    #[test]
+    fn a_flipped_byte_stops_replay_at_that_frame() {
+        let epoch = [2; 16];
+        let records: Vec<_> = (1..=4).map(|p| record(p, 50)).collect();
+        let (bytes, ends) = frames(&epoch, &records);
+        let (start, end) = (ends[1], ends[2]);
+        for at in start..end {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x40;
+            let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t")).unwrap();
+            assert_eq!(decoded, records[..2], "flipped byte {at}");
+        }
+    }
+
+    /// Frames of another epoch (an emptied segment's leftovers) never replay.
+    #[test]
+    fn frames_of_an_older_epoch_do_not_replay() {
+        let (old, _) = frames(&[1; 16], &[record(1, 10), record(2, 10)]);
+        let (decoded, used) = decode_frames(&[2; 16], &old, Path::new("t")).unwrap();
+        assert!(decoded.is_empty());
+        assert_eq!(used, 0);
+    }
+
+    /// A file: frames written, committed, reopened; a reset empties it, and
+    /// frames written but abandoned are gone after the reset too.
+    #[test]
+    fn a_segment_file_keeps_committed_frames_until_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        let (mut segment, records) = Segment::open(&path).unwrap();
+        assert!(records.is_empty() && segment.is_empty());
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!((MIN_SEGMENT_BYTES..=SEGMENT_BYTES).contains(&size));
+        let batch = [record(1, 20), record(2, 20)];
+        assert!(segment.prepare(&batch));
+        segment.write_pending().unwrap();
+        segment.committed();
+        drop(segment);
+        let (mut segment, records) = Segment::open(&path).unwrap();
+        assert_eq!(records, batch);
+        assert!(segment.prepare(&[record(3, 20)]));
+        segment.write_pending().unwrap();
+        segment.abandoned();
+        assert!(segment.needs_reset);
+        segment.reset().unwrap();
+        drop(segment);
+        let (segment, records) = Segment::open(&path).unwrap();
+        assert!(records.is_empty() && segment.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    }
+
+    /// Records out of order in frames that check are damage, not a tail.
+    #[test]
+    fn a_position_gap_between_frames_fails_closed() {
+        let epoch = [3; 16];
+        let (bytes, _) = frames(&epoch, &[record(1, 10), record(3, 10)]);
+        let e = decode_frames(&epoch, &bytes, Path::new("j.wal")).unwrap_err();
+        assert!(e.to_string().contains("j.wal"), "{e}");
+    }
+}
