@@ -122,10 +122,20 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Timestamp::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom("expected an RFC 3339 UTC time like 2026-01-02T03:04:05.678Z")
-        })
+        // Read from the lent string, not a copy: one per event read.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(text).ok_or_else(|| {
+                    E::custom("expected an RFC 3339 UTC time like 2026-01-02T03:04:05.678Z")
+                })
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
