@@ -31,10 +31,19 @@ const BATCH: usize = 256;
 
 /// Records as stored, copied out of the read transaction (whose guards
 /// stay on the reading thread): keys, and the values end to end.
+///
+/// A batch goes round: the worker that decoded it hands its buffers back
+/// with the results, and the reader fills them again for the batch that
+/// goes to the same worker (batch `i + threads × in-flight`, which is
+/// `i` modulo the threads), carrying the events it has walked as `spent`.
+/// So the reading thread, which limits the walk, neither allocates a batch
+/// nor frees an event: the worker that allocated them frees them.
 struct RawBatch {
     keys: Vec<EventKey>,
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    /// Events already walked, to be dropped on the worker.
+    spent: Vec<Event>,
 }
 
 impl RawBatch {
@@ -44,7 +53,15 @@ impl RawBatch {
             // About one 1 KiB event record each, grown when larger.
             bytes: Vec::with_capacity(BATCH * 1300),
             ends: Vec::with_capacity(BATCH),
+            spent: Vec::new(),
         }
+    }
+
+    /// Ready to be filled again; `spent` is left for the worker.
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.bytes.clear();
+        self.ends.clear();
     }
 
     fn push(&mut self, key: EventKey, value: &[u8]) {
@@ -65,15 +82,21 @@ impl RawBatch {
 /// One record decoded, with its checks that need no earlier event.
 type Prechecked = Result<(Event, PayloadVerdict), StoreError>;
 
-fn precheck(batch: RawBatch, keyring: &Keyring) -> Vec<Prechecked> {
-    batch
+/// A worker's answer: the batch's records in order, and its buffers back.
+type Checked = (Vec<Prechecked>, RawBatch);
+
+fn precheck(mut batch: RawBatch, keyring: &Keyring) -> Checked {
+    // Freed here, by the thread that allocated them.
+    batch.spent.clear();
+    let checked = batch
         .records()
         .map(|(key, bytes)| {
             let event = event_from_record(key, decode_event(bytes)?)?;
             let verdict = PayloadVerdict::of_signed(&event, keyring);
             Ok((event, verdict))
         })
-        .collect()
+        .collect();
+    (checked, batch)
 }
 
 impl Store {
@@ -98,8 +121,11 @@ impl Store {
         let mut range = events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?;
         let mut verifier = ChainVerifier::default();
         let mut broken = None;
+        // Batches back from the workers, to be filled again (see RawBatch).
+        let spare = std::cell::RefCell::new(std::collections::VecDeque::new());
         let read = || -> Result<Option<RawBatch>, StoreError> {
-            let mut batch = RawBatch::new();
+            let mut batch = spare.borrow_mut().pop_front().unwrap_or_else(RawBatch::new);
+            batch.clear();
             while batch.keys.len() < BATCH {
                 let Some(entry) = range.next() else { break };
                 let (key, value) = entry?;
@@ -107,14 +133,17 @@ impl Store {
             }
             Ok((!batch.keys.is_empty()).then_some(batch))
         };
-        let take = |checked: Vec<Prechecked>| -> Result<ControlFlow<()>, StoreError> {
+        let take = |(checked, mut batch): Checked| -> Result<ControlFlow<()>, StoreError> {
+            batch.spent.reserve(checked.len());
             for one in checked {
                 let (event, verdict) = one?;
                 if let Err(reason) = verifier.check_prechecked(&event, verdict, Some(keyring)) {
                     broken = Some((event.seq, reason));
                     return Ok(ControlFlow::Break(()));
                 }
+                batch.spent.push(event);
             }
+            spare.borrow_mut().push_back(batch);
             Ok(ControlFlow::Continue(()))
         };
         run_in_order(cores(), read, |batch| precheck(batch, keyring), take)?;
