@@ -32,7 +32,7 @@ pub(crate) fn write(signable: &Signable<'_>) -> Option<String> {
         None => out.push_str("null"),
     }
     out.push_str(",\"created_at\":\"");
-    write!(out, "{}", signable.created_at).expect("writing to a String");
+    signable.created_at.push_to(&mut out);
     out.push_str("\",\"id\":\"");
     uuid(&mut out, signable.id);
     out.push_str("\",\"key_id\":");

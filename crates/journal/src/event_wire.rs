@@ -43,7 +43,9 @@ pub fn write_wire(event: &Event, out: &mut String) {
     hex(out, &event.signature);
     out.push_str("\",\"key_id\":");
     string(out, &event.key_id);
-    write!(out, ",\"created_at\":\"{}\"", event.created_at).expect("writing to a String");
+    out.push_str(",\"created_at\":\"");
+    event.created_at.push_to(out);
+    out.push('"');
     if event.redacted {
         out.push_str(",\"redacted\":true");
     }
