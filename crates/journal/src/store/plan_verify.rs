@@ -220,7 +220,7 @@ mod tests {
 
     /// Events in a plan: several batches, so both workers and the hand-back
     /// in order are exercised; not a multiple of the batch size.
-    const EVENTS_IN_PLAN: u64 = 3 * BATCH as u64 + 77;
+    const EVENTS_IN_PLAN: u64 = 3 * BATCH + 77;
 
     async fn filled_store() -> (tempfile::TempDir, Store, super::super::Writer, Uuid) {
         let dir = tempfile::tempdir().unwrap();
