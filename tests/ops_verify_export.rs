@@ -133,3 +133,66 @@ async fn only_lines_as_logbook_writes_them_verify() {
     let (ok, stdout, _) = verify(&file, &secret, &[]).await;
     assert!(!ok && stdout.contains("no events"), "{stdout}");
 }
+
+/// An export of several batches (lines are parsed and checked on every
+/// core, in batches of 256, then walked in order): one byte flipped in the
+/// payload or the signature of the middle event or of the last one is
+/// reported at exactly that seq and line, with its reason.
+#[tokio::test]
+async fn one_flipped_byte_in_a_long_export_is_located() {
+    const EVENTS: usize = 600;
+    let daemon = Daemon::start(DaemonOpts::default());
+    let p = new_plan().to_string();
+    fill(&daemon, &p, EVENTS).await;
+    let export = daemon.admin_ok(&["export", &p]).await;
+    drop(daemon);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.ndjson");
+    let secret = [("LOGBOOK_HMAC_SECRET", TEST_SECRET)];
+    std::fs::write(&file, &export).unwrap();
+    let (ok, stdout, _) = verify(&file, &secret, &[]).await;
+    assert!(
+        ok && stdout.contains(&format!("{EVENTS} events")),
+        "{stdout}"
+    );
+
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), EVENTS);
+    // "event number N" → "event number N" with its first digit changed:
+    // still canonical, another payload hash.
+    let flip_payload = |line: &str| {
+        let at = line.find("event number ").unwrap() + "event number ".len();
+        let mut bytes = line.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+        String::from_utf8(bytes).unwrap()
+    };
+    // One lowercase hex digit of the signature changed: the line is still
+    // spelled as logbook writes it.
+    let flip_signature = |line: &str| {
+        let at = line.find("\"signature\":\"").unwrap() + "\"signature\":\"".len() + 10;
+        let mut bytes = line.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(bytes).unwrap()
+    };
+    type Flip<'a> = &'a dyn Fn(&str) -> String;
+    let flips: [(Flip, &str); 2] = [
+        (&flip_payload, "payload_hash"),
+        (&flip_signature, "signature"),
+    ];
+    for (flip, reason) in flips {
+        for seq in [EVENTS / 2, EVENTS] {
+            let mut tampered = lines.clone();
+            let edited = flip(lines[seq - 1]);
+            assert_ne!(edited, lines[seq - 1]);
+            tampered[seq - 1] = &edited;
+            std::fs::write(&file, tampered.join("\n") + "\n").unwrap();
+            let (ok, stdout, _) = verify(&file, &secret, &[]).await;
+            assert!(!ok, "{reason} at {seq}: {stdout}");
+            assert_eq!(
+                stdout.trim(),
+                format!("broken at seq {seq} (line {seq}): {reason}"),
+                "{reason} at {seq}"
+            );
+        }
+    }
+}

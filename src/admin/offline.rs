@@ -4,10 +4,13 @@
 //! checkpoint of its plan's log, with no HMAC key at all.
 
 use std::io::BufRead;
+use std::ops::ControlFlow;
 
+use logbook_base::ordered_pool::{cores, run_in_order};
 use logbook_journal::Event;
 use logbook_journal::chain::{ChainVerifier, PayloadVerdict, log_entry};
 use logbook_journal::checkpoint::plan_verifier;
+use logbook_journal::event_wire::write_wire;
 use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
 use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
 use logbook_tlog::merkle::{self, StreamingRoot};
@@ -94,127 +97,213 @@ pub(crate) struct Verified {
     pub(crate) log: Option<LogOutcome>,
 }
 
-/// Lines parsed and hashed per round; each round's lines are spread over
-/// every core, then taken in order.
-const CHUNK: usize = 8192;
+/// Lines handed to a worker at a time: enough that handing over costs
+/// little per line, few enough that a batch stays in cache.
+const BATCH_LINES: usize = 256;
+
+/// Non-blank lines as read, end to end in one string, with their line
+/// numbers (from 1) and where each ends.
+struct LineBatch {
+    text: String,
+    lines: Vec<(u64, usize)>,
+}
+
+/// Reads up to [`BATCH_LINES`] non-blank lines; `None` at the end.
+fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<LineBatch>, String> {
+    let mut batch = LineBatch {
+        text: String::with_capacity(BATCH_LINES * 1400),
+        lines: Vec::with_capacity(BATCH_LINES),
+    };
+    while batch.lines.len() < BATCH_LINES {
+        let start = batch.text.len();
+        *line_no += 1;
+        let read = reader
+            .read_line(&mut batch.text)
+            .map_err(|e| format!("reading line {line_no}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        // As `lines()` takes them: without the `\n` or `\r\n`.
+        let mut end = batch.text.len();
+        if batch.text[..end].ends_with('\n') {
+            end -= 1;
+            if batch.text[..end].ends_with('\r') {
+                end -= 1;
+            }
+        }
+        batch.text.truncate(end);
+        if batch.text[start..].trim().is_empty() {
+            batch.text.truncate(start);
+        } else {
+            batch.lines.push((*line_no, end));
+        }
+    }
+    Ok((!batch.lines.is_empty()).then_some(batch))
+}
 
 /// Verifies an export read line by line. Lines must be one plan's events
-/// from seq 1 in order, as `logbook admin export` writes them. Parsing and
-/// hashing (the payload hash, the log leaf) use every core; the chain
-/// links are checked in order.
+/// from seq 1 in order, as `logbook admin export` writes them. Reading
+/// stays on this thread; parsing and every check that needs no earlier
+/// event (the line's exact form, the payload, the HMAC, the log leaf) run
+/// on every core (`ordered_pool`); the chain is then walked in order.
 pub(crate) fn verify_export(
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     keyring: Option<&Keyring>,
     log: Option<&LogCheck>,
 ) -> Result<Verified, String> {
-    let mut verifier = ChainVerifier::default();
-    let mut plan: Option<Uuid> = None;
-    let mut count = 0u64;
-    let mut leaves = StreamingRoot::new();
-    // (checkpoint, the root of the export's first `size` events)
-    let mut checkpoint: Option<(Checkpoint, Option<[u8; 32]>)> = None;
-    let mut first_break: Option<Outcome> = None;
-    let mut lines = reader.lines().enumerate();
-    let broken = |seq, line, reason: String| Outcome::Broken { seq, line, reason };
-    loop {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for (index, line) in lines.by_ref() {
-            let line_no = index as u64 + 1;
-            let line = line.map_err(|e| format!("reading line {line_no}: {e}"))?;
-            if !line.trim().is_empty() {
-                chunk.push((line_no, line));
+    let mut walk = Walk::new(keyring, log);
+    let mut line_no = 0u64;
+    let mut verdict = None;
+    run_in_order(
+        cores(),
+        || read_batch(&mut reader, &mut line_no),
+        |batch| parse_batch(&batch, keyring, log.is_some()),
+        |parsed| {
+            for (line_no, parsed) in parsed {
+                if let Some(done) = walk.take(line_no, parsed) {
+                    verdict = Some(done);
+                    return Ok(ControlFlow::Break(()));
+                }
             }
-            if chunk.len() == CHUNK {
-                break;
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    Ok(verdict.unwrap_or_else(|| walk.finish()))
+}
+
+/// The walk over an export's events in order: what `verify_export` knows
+/// between lines.
+struct Walk<'a> {
+    keyring: Option<&'a Keyring>,
+    log: Option<&'a LogCheck>,
+    verifier: ChainVerifier,
+    plan: Option<Uuid>,
+    count: u64,
+    leaves: StreamingRoot,
+    /// The checkpoint and the root of the export's first `size` events.
+    checkpoint: Option<(Checkpoint, Option<[u8; 32]>)>,
+    first_break: Option<Outcome>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(keyring: Option<&'a Keyring>, log: Option<&'a LogCheck>) -> Walk<'a> {
+        Walk {
+            keyring,
+            log,
+            verifier: ChainVerifier::default(),
+            plan: None,
+            count: 0,
+            leaves: StreamingRoot::new(),
+            checkpoint: None,
+            first_break: None,
+        }
+    }
+
+    /// Takes the next line's parse; `Some` when the verdict is reached.
+    fn take(&mut self, line_no: u64, parsed: Result<Parsed, String>) -> Option<Verified> {
+        let broken = |seq, line, reason: String| Outcome::Broken { seq, line, reason };
+        let expected = self.count + 1;
+        let (event, leaf, payload) = match parsed {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                return Some(stop(
+                    broken(expected, line_no, reason),
+                    self.log,
+                    &self.checkpoint,
+                ));
             }
+        };
+        if *self.plan.get_or_insert(event.plan_id) != event.plan_id {
+            let reason = "plan_id differs from the first event's".to_string();
+            return Some(stop(
+                broken(event.seq, line_no, reason),
+                self.log,
+                &self.checkpoint,
+            ));
         }
-        if chunk.is_empty() {
-            break;
-        }
-        for (parsed, (line_no, _)) in parse_all(&chunk, keyring).into_iter().zip(&chunk) {
-            let line_no = *line_no;
-            let expected = count + 1;
-            let (event, leaf, payload) = match parsed {
-                Ok(parsed) => parsed,
+        if self.checkpoint.is_none()
+            && let Some(log) = self.log
+        {
+            match open_checkpoint(log, &event.plan_id) {
+                Ok(cp) => self.checkpoint = Some((cp, None)),
                 Err(reason) => {
-                    return Ok(stop(broken(expected, line_no, reason), log, &checkpoint));
-                }
-            };
-            if *plan.get_or_insert(event.plan_id) != event.plan_id {
-                let reason = "plan_id differs from the first event's".to_string();
-                return Ok(stop(broken(event.seq, line_no, reason), log, &checkpoint));
-            }
-            if checkpoint.is_none()
-                && let Some(log) = log
-            {
-                match open_checkpoint(log, &event.plan_id) {
-                    Ok(cp) => checkpoint = Some((cp, None)),
-                    Err(reason) => {
-                        return Ok(Verified {
-                            chain: broken(event.seq, line_no, reason),
-                            log: Some(LogOutcome::BadCheckpoint),
-                        });
-                    }
-                }
-            }
-            // Without a key every check but the HMAC still runs: the
-            // payload is outside the log's leaves.
-            // The payload was checked with the parse, on every core.
-            let checked = match first_break {
-                Some(_) => Ok(()),
-                None => verifier
-                    .check_prechecked(&event, payload, keyring)
-                    .map_err(|reason| match reason.missing_key() {
-                        Some(id) => format!(
-                            "missing-key (no secret for key_id {id}: its signature cannot be checked)"
-                        ),
-                        None => reason.as_str().to_string(),
-                    }),
-            };
-            if let Err(reason) = checked {
-                let at = broken(event.seq, line_no, reason);
-                if log.is_none() {
-                    return Ok(Verified {
-                        chain: at,
-                        log: None,
+                    return Some(Verified {
+                        chain: broken(event.seq, line_no, reason),
+                        log: Some(LogOutcome::BadCheckpoint),
                     });
                 }
-                // Against a checkpoint the root decides; the first break
-                // only names where the export went wrong.
-                first_break = Some(at);
-            }
-            count += 1;
-            leaves.push(leaf);
-            if let Some((cp, root @ None)) = &mut checkpoint
-                && cp.size == count
-            {
-                *root = Some(leaves.root());
             }
         }
+        // Without a key every check but the HMAC still runs: the
+        // payload is outside the log's leaves.
+        // The payload was checked with the parse, on every core.
+        let checked = match self.first_break {
+            Some(_) => Ok(()),
+            None => self
+                .verifier
+                .check_prechecked(&event, payload, self.keyring)
+                .map_err(|reason| match reason.missing_key() {
+                    Some(id) => format!(
+                        "missing-key (no secret for key_id {id}: its signature cannot be checked)"
+                    ),
+                    None => reason.as_str().to_string(),
+                }),
+        };
+        if let Err(reason) = checked {
+            let at = broken(event.seq, line_no, reason);
+            if self.log.is_none() {
+                return Some(Verified {
+                    chain: at,
+                    log: None,
+                });
+            }
+            // Against a checkpoint the root decides; the first break
+            // only names where the export went wrong.
+            self.first_break = Some(at);
+        }
+        self.count += 1;
+        if let Some((cp, root @ None)) = &mut self.checkpoint {
+            let leaf = leaf.expect("a leaf is computed whenever a log is checked");
+            self.leaves.push(leaf);
+            if cp.size == self.count {
+                *root = Some(self.leaves.root());
+            }
+        }
+        None
     }
-    // Every plan has at least one event: an empty file is not an export.
-    if count == 0 {
-        let reason = "the export holds no events".to_string();
-        return Ok(stop(broken(1, 0, reason), log, &checkpoint));
+
+    /// The verdict once every line was taken.
+    fn finish(self) -> Verified {
+        // Every plan has at least one event: an empty file is not an export.
+        if self.count == 0 {
+            let reason = "the export holds no events".to_string();
+            let chain = Outcome::Broken {
+                seq: 1,
+                line: 0,
+                reason,
+            };
+            return stop(chain, self.log, &self.checkpoint);
+        }
+        let count = self.count;
+        let log = self.checkpoint.map(|(cp, root)| match root {
+            _ if cp.size > count => LogOutcome::Truncated {
+                export: count,
+                checkpoint: cp.size,
+            },
+            Some(root) if root == cp.root => LogOutcome::Ok { size: cp.size },
+            // A checkpoint of size 0 is the empty tree, whatever the export holds.
+            None if cp.size == 0 && cp.root == merkle::empty_root() => LogOutcome::Ok { size: 0 },
+            _ => LogOutcome::RootMismatch,
+        });
+        Verified {
+            chain: self.first_break.unwrap_or(Outcome::Valid {
+                count,
+                head_signature: self.keyring.and(self.verifier.last_signature()),
+                redacted: self.verifier.redacted(),
+            }),
+            log,
+        }
     }
-    let log = checkpoint.map(|(cp, root)| match root {
-        _ if cp.size > count => LogOutcome::Truncated {
-            export: count,
-            checkpoint: cp.size,
-        },
-        Some(root) if root == cp.root => LogOutcome::Ok { size: cp.size },
-        // A checkpoint of size 0 is the empty tree, whatever the export holds.
-        None if cp.size == 0 && cp.root == merkle::empty_root() => LogOutcome::Ok { size: 0 },
-        _ => LogOutcome::RootMismatch,
-    });
-    Ok(Verified {
-        chain: first_break.unwrap_or(Outcome::Valid {
-            count,
-            head_signature: keyring.and(verifier.last_signature()),
-            redacted: verifier.redacted(),
-        }),
-        log,
-    })
 }
 
 /// A chain break ends the check. With a checkpoint asked for, the export
@@ -240,43 +329,51 @@ fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
     })
 }
 
-/// Parses each line, checks it is exactly as logbook writes it, computes
-/// its log leaf and checks its payload (and, with a keyring, its HMAC at
-/// its own date), on every core; results in line order.
-fn parse_all(chunk: &[(u64, String)], keyring: Option<&Keyring>) -> Vec<Result<Parsed, String>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = chunk.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = chunk
-            .chunks(per)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(_, l)| parse_line(l, keyring))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().expect("parsing a line does not panic"))
-            .collect()
-    })
+/// An event, its log leaf (computed only when a log is checked) and its
+/// payload's verdict.
+type Parsed = (Event, Option<[u8; 32]>, PayloadVerdict);
+
+/// Parses each line of a batch, on a worker thread; results in line order.
+fn parse_batch(
+    batch: &LineBatch,
+    keyring: Option<&Keyring>,
+    with_leaf: bool,
+) -> Vec<(u64, Result<Parsed, String>)> {
+    // One buffer for every line's expected spelling.
+    let mut expected = String::with_capacity(2048);
+    let starts = std::iter::once(0).chain(batch.lines.iter().map(|&(_, end)| end));
+    batch
+        .lines
+        .iter()
+        .zip(starts)
+        .map(|(&(line_no, end), start)| {
+            let line = &batch.text[start..end];
+            (line_no, parse_line(line, keyring, with_leaf, &mut expected))
+        })
+        .collect()
 }
 
-/// An event, its log leaf and its payload's verdict.
-type Parsed = (Event, [u8; 32], PayloadVerdict);
-
-fn parse_line(line: &str, keyring: Option<&Keyring>) -> Result<Parsed, String> {
+/// Parses a line, checks it is exactly as logbook writes it, computes its
+/// log leaf (when asked) and checks its payload (and, with a keyring, its
+/// HMAC at its own date).
+fn parse_line(
+    line: &str,
+    keyring: Option<&Keyring>,
+    with_leaf: bool,
+    expected: &mut String,
+) -> Result<Parsed, String> {
     let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
     // Exactly as `logbook admin export` writes it: no unknown member, no
     // other spelling of an id or hash. The signature covers the values,
     // not their spelling, so a reader of the file could otherwise see
-    // data that nothing signed.
-    if serde_json::to_string(&event).ok().as_deref() != Some(line) {
+    // data that nothing signed. (`write_wire` is serde's spelling, written
+    // into a reused buffer.)
+    expected.clear();
+    write_wire(&event, expected);
+    if expected != line {
         return Err("not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into());
     }
-    let leaf = merkle::leaf_hash(log_entry(&event).as_bytes());
+    let leaf = with_leaf.then(|| merkle::leaf_hash(log_entry(&event).as_bytes()));
     let payload = match keyring {
         Some(keyring) => PayloadVerdict::of_signed(&event, keyring),
         None => PayloadVerdict::of(&event),

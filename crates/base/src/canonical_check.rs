@@ -169,9 +169,7 @@ impl<'a> Scan<'a> {
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
         let rest = text.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = string_end(rest)?;
         if rest[len] != b'"' {
             return None;
         }
@@ -199,6 +197,32 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// Where the first `"`, `\\` or control character is: what ends a string
+/// JCS writes as is. Payloads are mostly long plain strings, so eight bytes
+/// are tested at once, and only the word that holds a match is searched
+/// byte by byte (each test says exactly whether the word holds such a
+/// byte, so no match is skipped).
+fn string_end(rest: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A high bit for some byte below `n` (n <= 128), none otherwise.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
+    let mut at = 0;
+    while let Some(word) = rest.get(at..at + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        if below(quote, 1) | below(backslash, 1) | below(w, 0x20) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    rest[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|p| at + p)
+}
+
 /// JCS orders member names by their UTF-16 code units.
 fn key_less(a: &[u8], b: &[u8]) -> bool {
     if a.is_ascii() && b.is_ascii() {
@@ -217,6 +241,27 @@ mod tests {
 
     fn agree(text: &str) {
         assert_eq!(is_canonical(text), reference(text), "{text:?}");
+    }
+
+    /// Every byte value in every lane of a word, after plain text of
+    /// every length: the first `"`, `\\` or control byte is found.
+    #[test]
+    fn string_end_finds_the_first_stop_byte() {
+        let slow = |t: &[u8]| t.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        for lead in 0..20 {
+            for byte in 0..=255u8 {
+                let mut text = vec![b'x'; lead];
+                text.push(byte);
+                text.extend_from_slice(b"yyyyyyyyyyy\"");
+                assert_eq!(string_end(&text), slow(&text), "{lead} {byte:#x}");
+                // Bytes >= 0x80 (UTF-8) next to the stop byte.
+                text.insert(0, 0xc3);
+                text.insert(1, 0xa9);
+                assert_eq!(string_end(&text), slow(&text), "é {lead} {byte:#x}");
+            }
+            let unterminated = vec![b'x'; lead];
+            assert_eq!(string_end(&unterminated), None);
+        }
     }
 
     #[test]

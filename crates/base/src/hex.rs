@@ -1,6 +1,7 @@
 //! Lowercase hexadecimal, the encoding of every hash and signature on the wire.
 
-use serde::{Deserialize, Deserializer, Serializer};
+use serde::de::Visitor;
+use serde::{Deserializer, Serializer};
 
 /// Encodes bytes as lowercase hex.
 pub fn encode(bytes: &[u8]) -> String {
@@ -32,18 +33,50 @@ pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, pair) in text.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    // Branch-free: every digit through the table, one check at the end
+    // (verification decodes three hashes per event read).
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
     }
-    Some(out)
+    (bad & NOT_HEX == 0).then_some(out)
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Marks a byte that is not a hex digit in [`NIBBLE`].
+const NOT_HEX: u8 = 0x80;
+
+/// Each byte's value as a hex digit, or [`NOT_HEX`].
+const NIBBLE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// Reads a 32-byte hash from a string without copying the string (most
+/// deserializers lend it): every event read from an export or a peer has
+/// three of them.
+struct HashVisitor;
+
+impl<'de> Visitor<'de> for HashVisitor {
+    type Value = [u8; 32];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("64 hex digits")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<[u8; 32], E> {
+        decode_array(text).ok_or_else(|| E::custom("expected 64 hex digits"))
     }
 }
 
@@ -56,8 +89,7 @@ pub mod hash {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = String::deserialize(d)?;
-        decode_array(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        d.deserialize_str(HashVisitor)
     }
 }
 
@@ -73,11 +105,31 @@ pub mod opt_hash {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(text) => decode_array(&text)
+        d.deserialize_option(OptHashVisitor)
+    }
+
+    /// `null`, or a hash read as [`super::hash`] reads it.
+    struct OptHashVisitor;
+
+    impl<'de> Visitor<'de> for OptHashVisitor {
+        type Value = Option<[u8; 32]>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("64 hex digits or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(HashVisitor)
                 .map(Some)
-                .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits or null")),
+                .map_err(|_| serde::de::Error::custom("expected 64 hex digits or null"))
         }
     }
 }
@@ -93,6 +145,19 @@ mod tests {
         assert_eq!(decode_array::<5>("007F80ff12"), Some(bytes));
         assert_eq!(decode_array::<5>("007f80ff1"), None);
         assert_eq!(decode_array::<2>("zz00"), None);
+        // Every byte that is not a digit is refused, in either place.
+        for c in 0..=255u8 {
+            let digit = c.is_ascii_hexdigit();
+            let text = String::from_utf8(vec![c, b'0']).ok();
+            if let Some(text) = text {
+                assert_eq!(decode_array::<1>(&text).is_some(), digit, "{c:#x} first");
+                let text: String = text.chars().rev().collect();
+                assert_eq!(decode_array::<1>(&text).is_some(), digit, "{c:#x} second");
+            }
+        }
+        let all: String = (0..=255u8).map(|b| format!("{b:02X}")).collect();
+        let want: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(decode_array::<256>(&all).map(|a| a.to_vec()), Some(want));
     }
 
     #[test]

@@ -9,12 +9,14 @@
 //! - [`private_file`]: files created 0600 and directories 0700, fsynced;
 //! - [`fresh_dir`]: a new directory put back as found when a first start fails;
 //! - [`reloadable`]: [`reloadable::Reloadable`], a value read per use and replaced whole;
-//! - [`metrics`]: the process-wide Prometheus instruments.
+//! - [`metrics`]: the process-wide Prometheus instruments;
+//! - [`ordered_pool`]: batches worked on every core, taken back in order.
 
 pub mod canonical;
 pub mod canonical_check;
 pub mod fresh_dir;
 pub mod hex;
 pub mod metrics;
+pub mod ordered_pool;
 pub mod private_file;
 pub mod reloadable;

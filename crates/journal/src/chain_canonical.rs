@@ -10,6 +10,7 @@
 use std::fmt::Write;
 
 use crate::chain::Signable;
+use crate::event_wire::{hex, uuid};
 
 /// Largest integer JCS (an IEEE 754 double) spells as plain digits.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -31,20 +32,20 @@ pub(crate) fn write(signable: &Signable<'_>) -> Option<String> {
         None => out.push_str("null"),
     }
     out.push_str(",\"created_at\":\"");
-    write!(out, "{}", signable.created_at).expect("writing to a String");
+    signable.created_at.push_to(&mut out);
     out.push_str("\",\"id\":\"");
-    write!(out, "{}", signable.id.hyphenated()).expect("writing to a String");
+    uuid(&mut out, signable.id);
     out.push_str("\",\"key_id\":");
     string(&mut out, signable.key_id);
     out.push_str(",\"payload_hash\":\"");
-    out.push_str(&logbook_base::hex::encode(signable.payload_hash));
+    hex(&mut out, signable.payload_hash);
     out.push_str("\",\"plan_id\":\"");
-    write!(out, "{}", signable.plan_id.hyphenated()).expect("writing to a String");
+    uuid(&mut out, signable.plan_id);
     out.push_str("\",\"prev_hash\":");
     match signable.prev_hash {
         Some(hash) => {
             out.push('"');
-            out.push_str(&logbook_base::hex::encode(hash));
+            hex(&mut out, hash);
             out.push('"');
         }
         None => out.push_str("null"),
@@ -59,7 +60,7 @@ pub(crate) fn write(signable: &Signable<'_>) -> Option<String> {
 /// characters as `\b \t \n \f \r` or `\u00xx` (lowercase hex), everything
 /// else as is. serde_json's string writer does exactly this.
 fn string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::to_string(text).expect("a string always serializes"));
+    crate::event_wire::string(out, text);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod chain;
 mod chain_canonical;
 mod chain_window;
 pub mod event;
+pub mod event_wire;
 pub mod fanout;
 pub mod follow;
 pub mod keys;

@@ -57,6 +57,7 @@ mod head;
 mod heads_log;
 mod key_ids;
 mod page_verify;
+mod plan_verify;
 mod reads;
 mod records;
 pub mod redact;

@@ -1,4 +1,5 @@
-//! Read paths: plan heads, event pages, store-wide positions, chain verification.
+//! Read paths: plan heads, event pages, store-wide positions (the whole-chain
+//! verification is in `plan_verify.rs`).
 
 use redb::ReadableTable;
 use uuid::Uuid;
@@ -8,14 +9,7 @@ use super::{
     Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode_event,
     event_from_record, event_key,
 };
-use crate::chain::{BrokenReason, ChainReport, ChainVerifier};
 use crate::event::Event;
-use crate::keys::Keyring;
-
-/// Events decoded per window of the whole-chain walk, hashed on every core.
-/// Small enough to stay in cache between decoding and hashing (512: 1.26×
-/// one thread on a loaded 2-core machine; 4,096 was slower in one run).
-const VERIFY_WINDOW: usize = 512;
 
 impl Store {
     pub fn head(&self, plan_id: &Uuid) -> Result<Option<PlanHead>, StoreError> {
@@ -101,74 +95,6 @@ impl Store {
     /// Whether appends can commit right now (for `/readyz`).
     pub fn health(&self) -> Health {
         self.db.health()
-    }
-
-    /// Verifies a plan's whole chain from seq 1 within one snapshot.
-    pub fn verify_plan(
-        &self,
-        plan_id: &Uuid,
-        keyring: &Keyring,
-    ) -> Result<ChainReport, StoreError> {
-        let report = self.verify_plan_inner(plan_id, keyring);
-        logbook_base::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
-        report
-    }
-
-    fn verify_plan_inner(
-        &self,
-        plan_id: &Uuid,
-        keyring: &Keyring,
-    ) -> Result<ChainReport, StoreError> {
-        let txn = self.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
-        let mut verifier = ChainVerifier::default();
-        // Windows of events hashed on every core, the chain walked in order.
-        let mut window = Vec::with_capacity(VERIFY_WINDOW);
-        let mut range = events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?;
-        loop {
-            let entry = range.next().transpose()?;
-            if let Some((k, v)) = entry {
-                window.push(event_from_record(&k.value(), decode_event(v.value())?)?);
-                if window.len() < VERIFY_WINDOW {
-                    continue;
-                }
-            }
-            if let Err(broken) = verifier.check_window(&window, keyring) {
-                return Ok(ChainReport {
-                    verified: verifier.last_seq(),
-                    broken: Some(broken),
-                    head_signature: verifier.last_signature(),
-                    redacted: verifier.redacted(),
-                });
-            }
-            if window.len() < VERIFY_WINDOW {
-                break;
-            }
-            window.clear();
-        }
-        // The chain alone cannot see a missing tail; the head record can.
-        // It is only as trustworthy as the file (signed checkpoints come
-        // later), but it catches a tail removed without updating it.
-        let head: Option<PlanHead> = txn
-            .open_table(HEADS)?
-            .get(plan_id.into_bytes())?
-            .map(|v| decode_head(v.value()))
-            .transpose()?;
-        let broken = head.and_then(|head| {
-            if head.last_seq != verifier.last_seq() {
-                Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
-            } else if Some(head.last_signature) != verifier.last_signature() {
-                Some((head.last_seq, BrokenReason::Signature))
-            } else {
-                None
-            }
-        });
-        Ok(ChainReport {
-            verified: verifier.last_seq(),
-            broken,
-            head_signature: verifier.last_signature(),
-            redacted: verifier.redacted(),
-        })
     }
 }
 
