@@ -344,6 +344,19 @@ async fn backup_restores_to_identical_exports() {
         !restore(&file, restored.path()).await.success(),
         "restore refuses a data dir that has a journal"
     );
+    // A write-ahead segment left behind (by another store) would replay
+    // into the restored one: refused too, and nothing is written.
+    let stale = tempfile::tempdir().unwrap();
+    std::fs::create_dir(stale.path().join("data")).unwrap();
+    std::fs::write(stale.path().join("data/journal.wal"), b"left behind").unwrap();
+    let refused = restore(&file, stale.path()).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("journal.wal already exists"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!stale.path().join("data/journal.redb").exists());
     let copy = Daemon::start_in(restored, DaemonOpts::default());
 
     // The backup is one consistent state: plan b whole, plan a some prefix

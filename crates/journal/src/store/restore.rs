@@ -42,11 +42,14 @@ pub fn stage_restore(
     logbook_base::private_file::ensure_private_dir(data_dir)
         .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
     let target = data_dir.join(super::DB_FILE);
-    if target.exists() {
-        return Err(StoreError(format!(
-            "{} already exists; restore only into an empty data dir",
-            target.display()
-        )));
+    // A segment left by another store would replay into the restored one.
+    for present in [&target, &data_dir.join(super::WAL_FILE)] {
+        if present.exists() {
+            return Err(StoreError(format!(
+                "{} already exists; restore only into an empty data dir",
+                present.display()
+            )));
+        }
     }
     let mut staged = StagedStore {
         partial: data_dir.join(format!("{}.restoring", super::DB_FILE)),
