@@ -256,11 +256,9 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
     drop(alpha);
 }
 
-/// `[witness] rate_per_sec`/`rate_burst` bound each peer: with one request
-/// a second, ten sent back to back cannot all pass; a refused one gets a
-/// 429 problem with `Retry-After`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_over_its_rate_gets_429() {
+/// Alpha, and beta witnessing it with `[witness]` at one request a second
+/// and a burst of one.
+fn witnessed_at_one_per_second() -> (Node, Node) {
     let (pa, pb) = (free_port(), free_port());
     let (ka, kb) = (test_key("alpha"), test_key("beta"));
     let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
@@ -270,6 +268,15 @@ async fn a_peer_over_its_rate_gets_429() {
         "rate_per_sec = 1\nrate_burst = 1",
         &peer_config("alpha", pa, &ka),
     );
+    (alpha, beta)
+}
+
+/// `[witness] rate_per_sec`/`rate_burst` bound each peer: with one request
+/// a second, ten sent back to back cannot all pass; a refused one gets a
+/// 429 problem with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_rate_gets_429() {
+    let (alpha, beta) = witnessed_at_one_per_second();
     let signer = alpha_signer(&alpha);
     let mut limited = None;
     for size in 1..=10u64 {
@@ -300,15 +307,7 @@ async fn a_peer_over_its_rate_gets_429() {
 /// with a burst of one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_notes_do_not_use_up_the_peers_rate() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (test_key("alpha"), test_key("beta"));
-    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
-    let beta = Node::start(
-        "beta",
-        pb,
-        "rate_per_sec = 1\nrate_burst = 1",
-        &peer_config("alpha", pa, &ka),
-    );
+    let (alpha, beta) = witnessed_at_one_per_second();
     let forger = Signer25519::new(ORIGIN, &[7; 32]).unwrap();
     let mut statuses = Vec::new();
     for size in 1..=4u64 {

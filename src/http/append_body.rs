@@ -13,14 +13,13 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequest, Request};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::extract::{from_object, parse_json, read_json_body};
+use super::extract::{from_object, parse_json, read_limited_json};
 use super::problem::Problem;
 use crate::config::Limits;
 use logbook_base::canonical::MAX_SAFE_INTEGER;
@@ -92,9 +91,7 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let limits = Arc::<Reloadable<Limits>>::from_ref(state).current();
-        let timeout = Duration::from_secs(limits.request_timeout_secs);
-        let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
+        let (bytes, limits) = read_limited_json(req, state).await?;
         if let Some(fields) = compact_fields(&bytes, &limits) {
             return Ok(AppendJson::Fields(fields));
         }

@@ -38,11 +38,24 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let limits = Arc::<Reloadable<Limits>>::from_ref(state).current();
-        let timeout = Duration::from_secs(limits.request_timeout_secs);
-        let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
+        let (bytes, limits) = read_limited_json(req, state).await?;
         parse_json(&bytes, &limits).map(JsonBody)
     }
+}
+
+/// A JSON route's body, read under the limits current when it arrived
+/// (size, time), returned with those limits for the checks that follow.
+pub(crate) async fn read_limited_json<S>(
+    req: Request,
+    state: &S,
+) -> Result<(axum::body::Bytes, Arc<Limits>), Problem>
+where
+    Arc<Reloadable<Limits>>: FromRef<S>,
+{
+    let limits = Arc::<Reloadable<Limits>>::from_ref(state).current();
+    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    let bytes = read_json_body(req, limits.max_body_bytes, timeout).await?;
+    Ok((bytes, limits))
 }
 
 /// A JSON body as every JSON route reads it: one pass that builds the value
