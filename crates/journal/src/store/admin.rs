@@ -302,6 +302,7 @@ pub fn insert_token_offline(
     path: &Path,
     token: &StoredToken,
 ) -> Result<Result<(), TokenExists>, StoreError> {
+    super::replay::refuse_orphan_segment(path)?;
     let db = super::handle::open_database(path)?;
     {
         use std::os::unix::fs::PermissionsExt;

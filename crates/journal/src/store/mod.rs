@@ -287,6 +287,7 @@ impl Store {
                 }
             }
         }
+        replay::refuse_orphan_segment(path)?;
         let db = handle::open_database(path)?;
         // The journal is as private as the keys: the data dir is 0700, and
         // the file itself is 0600 too, whatever the umask was.

@@ -120,3 +120,24 @@ pub(super) fn replay_and_empty(
     }
     Ok((segment, done))
 }
+
+/// Refuses a segment that holds events when the database at `db_path`
+/// does not exist: it belongs to a journal that was moved or deleted (say
+/// after a crash, to "start fresh"), and replaying it would begin a new
+/// journal with part of the old one's history. Reads only; creates nothing.
+pub(super) fn refuse_orphan_segment(db_path: &Path) -> Result<(), StoreError> {
+    let path = super::wal::segment_path(db_path);
+    if db_path.exists() || !path.exists() {
+        return Ok(());
+    }
+    let (_, records) = Segment::open(&path)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError(format!(
+        "{} holds {} acknowledged events but {} does not exist: the segment belongs to a journal that was moved or deleted. Put that journal back, or move the segment aside to start a new one",
+        path.display(),
+        records.len(),
+        db_path.display()
+    )))
+}

@@ -275,3 +275,47 @@ async fn a_segment_that_does_not_fit_refuses_the_open() {
         assert_eq!(last_position_on_disk(&path), events_in_b, "{why}");
     }
 }
+
+/// A segment holding events beside no database at all (the journal was
+/// deleted after a crash, to start fresh) would begin a new journal with
+/// the old one's first events: the open refuses, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_without_its_database_refuses_the_open() {
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let old = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(
+        &old.path().join("j.redb"),
+        keyring.clone(),
+        crate::fanout::fanout(),
+    )
+    .unwrap();
+    let store = AsyncStore::new(store);
+    append_round(&store, &[Uuid::from_u128(4)], 0, 3).await;
+    // Copied before the shutdown's checkpoint empties it: positions 1 to 3.
+    let segment = std::fs::read(old.path().join("j.wal")).unwrap();
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let path = fresh.path().join("j.redb");
+    std::fs::write(fresh.path().join("j.wal"), &segment).unwrap();
+    let refused = Store::open(&path, keyring.clone(), crate::fanout::fanout())
+        .err()
+        .expect("an orphan segment opened");
+    assert!(
+        refused.to_string().contains("holds 3 acknowledged events"),
+        "{refused}"
+    );
+    assert!(!path.exists(), "nothing is created");
+    // Moved aside, the directory starts a new journal.
+    std::fs::remove_file(fresh.path().join("j.wal")).unwrap();
+    let (store, writer) = Store::open(&path, keyring, crate::fanout::fanout()).unwrap();
+    assert_eq!(store.last_position().unwrap(), 0);
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+}
