@@ -72,6 +72,8 @@ mod tree_build;
 mod wal;
 #[cfg(test)]
 mod wal_power_cut;
+#[cfg(test)]
+mod wal_vectors;
 mod witness;
 mod witnessed;
 mod writer;

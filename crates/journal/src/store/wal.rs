@@ -356,6 +356,23 @@ fn decode_frames(
     Ok((records, at))
 }
 
+/// [`encode_frame`] of one record, for the vectors' test.
+#[cfg(test)]
+pub(super) fn encode_frame_for_test(epoch: &[u8; 16], record: &WalRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(epoch, record, &mut out);
+    out
+}
+
+/// [`decode_frames`], for the vectors' test.
+#[cfg(test)]
+pub(super) fn decode_frames_for_test(
+    epoch: &[u8; 16],
+    bytes: &[u8],
+) -> Result<(Vec<WalRecord>, usize), StoreError> {
+    decode_frames(epoch, bytes, Path::new("vectors"))
+}
+
 // The record's version byte is the store's: `encode` writes RECORD_VERSION.
 const _: u8 = RECORD_VERSION;
 

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Independent check of the write-ahead segment's frames (wal-segment.json).
+
+Uses only the Python 3 standard library. It builds every frame from the
+record's fields as docs/journal-format.md describes journal.wal (length,
+SHA-256 over epoch, length and body, then a version byte and postcard:
+unsigned varints, raw fixed-size byte arrays, a varint length before byte
+strings, strings and sequences, a 0/1 tag before an option), compares it
+with the vector, decodes the vector's bytes back into the same fields, and
+checks that a flipped byte or another epoch makes the frame fail its
+checksum (where replay stops).
+
+    python3 docs/vectors/verify_wal_vectors.py [path/to/wal-segment.json]
+    python3 docs/vectors/verify_wal_vectors.py --write   # fill in "hex"
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+VERSION = 1
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def text(s):
+    data = s.encode("utf-8")
+    return varint(len(data)) + data
+
+
+def body(r):
+    out = bytearray([VERSION])
+    out += varint(r["position"])
+    out += bytes.fromhex(r["plan_id"])
+    out += varint(r["seq"])
+    event = bytes.fromhex(r["event"])
+    out += varint(len(event)) + event
+    if r["idempotency"] is None:
+        out.append(0)
+    else:
+        out.append(1)
+        out += text(r["idempotency"]["key"])
+        out += bytes.fromhex(r["idempotency"]["fingerprint"])
+    out += varint(len(r["outbox"]))
+    for peer, message in r["outbox"]:
+        out += text(peer) + bytes.fromhex(message)
+    return bytes(out)
+
+
+def checksum(epoch, length, data):
+    return hashlib.sha256(epoch + length + data).digest()
+
+
+def frame(epoch, r):
+    data = body(r)
+    length = len(data).to_bytes(4, "little")
+    return length + checksum(epoch, length, data) + data
+
+
+class Reader:
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def varint(self):
+        n, shift = 0, 0
+        while True:
+            if self.at >= len(self.data) or shift > 63:
+                raise ValueError("truncated or overlong varint")
+            byte = self.data[self.at]
+            self.at += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return n
+
+    def raw(self, size):
+        if self.at + size > len(self.data):
+            raise ValueError("truncated")
+        out = self.data[self.at : self.at + size]
+        self.at += size
+        return out
+
+    def text(self):
+        return self.raw(self.varint()).decode("utf-8")
+
+
+def decode(epoch, data):
+    """The record of the frame at the start of data, or None if it does not check."""
+    if len(data) < 36:
+        return None
+    length = data[:4]
+    size = int.from_bytes(length, "little")
+    payload = data[36 : 36 + size]
+    if size == 0 or len(payload) != size or data[4:36] != checksum(epoch, length, payload):
+        return None
+    r = Reader(payload)
+    if r.raw(1)[0] != VERSION:
+        raise ValueError("unknown record version")
+    record = {
+        "position": r.varint(),
+        "plan_id": r.raw(16).hex(),
+        "seq": r.varint(),
+        "event": r.raw(r.varint()).hex(),
+    }
+    tag = r.raw(1)[0]
+    if tag == 1:
+        record["idempotency"] = {"key": r.text(), "fingerprint": r.raw(32).hex()}
+    elif tag == 0:
+        record["idempotency"] = None
+    else:
+        raise ValueError("bad option tag")
+    record["outbox"] = [[r.text(), r.raw(16).hex()] for _ in range(r.varint())]
+    if r.at != len(payload):
+        raise ValueError("trailing bytes in the body")
+    return record
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "--write"]
+    path = args[0] if args else os.path.join(os.path.dirname(__file__), "wal-segment.json")
+    with open(path) as f:
+        vectors = json.load(f)
+    epoch = bytes.fromhex(vectors["epoch"])
+    failures = 0
+    for v in vectors["frames"]:
+        built = frame(epoch, v["record"])
+        if "--write" in sys.argv:
+            v["hex"] = built.hex()
+        data = bytes.fromhex(v["hex"])
+        ok = built == data and decode(epoch, data) == v["record"]
+        other = bytes([epoch[0] ^ 1]) + epoch[1:]
+        flipped = data[:-1] + bytes([data[-1] ^ 0x40])
+        ok = ok and decode(other, data) is None and decode(epoch, flipped) is None
+        print(("ok    " if ok else "FAIL  ") + v["name"])
+        failures += not ok
+    if "--write" in sys.argv:
+        with open(path, "w") as f:
+            json.dump(vectors, f, indent=2)
+            f.write("\n")
+    if failures:
+        sys.exit(f"{failures} frame vector(s) failed")
+    print(f"all {len(vectors['frames'])} write-ahead segment frames check")
+
+
+if __name__ == "__main__":
+    main()
