@@ -95,15 +95,8 @@ async fn export_verifies_offline_and_a_one_byte_edit_is_located() {
 /// what logbook wrote, and an empty file is not an export.
 #[tokio::test]
 async fn only_lines_as_logbook_writes_them_verify() {
-    let daemon = Daemon::start(DaemonOpts::default());
-    let p = new_plan().to_string();
-    fill(&daemon, &p, 3).await;
-    let export = daemon.admin_ok(&["export", &p]).await;
-    drop(daemon);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plan.ndjson");
+    let (_dir, file, export) = exported(3).await;
     let secret = [("LOGBOOK_HMAC_SECRET", TEST_SECRET)];
-    std::fs::write(&file, &export).unwrap();
     assert!(
         verify(&file, &secret, &[]).await.0,
         "the export itself verifies"
@@ -134,6 +127,20 @@ async fn only_lines_as_logbook_writes_them_verify() {
     assert!(!ok && stdout.contains("no events"), "{stdout}");
 }
 
+/// A plan of `events` events exported by a daemon that is then stopped:
+/// the export's text, written to `plan.ndjson` in the returned directory.
+async fn exported(events: usize) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let p = new_plan().to_string();
+    fill(&daemon, &p, events).await;
+    let export = daemon.admin_ok(&["export", &p]).await;
+    drop(daemon);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.ndjson");
+    std::fs::write(&file, &export).unwrap();
+    (dir, file, export)
+}
+
 /// An export of several batches (lines are parsed and checked on every
 /// core, in batches of 256, then walked in order): one byte flipped in the
 /// payload or the signature of the middle event or of the last one is
@@ -141,15 +148,8 @@ async fn only_lines_as_logbook_writes_them_verify() {
 #[tokio::test]
 async fn one_flipped_byte_in_a_long_export_is_located() {
     const EVENTS: usize = 600;
-    let daemon = Daemon::start(DaemonOpts::default());
-    let p = new_plan().to_string();
-    fill(&daemon, &p, EVENTS).await;
-    let export = daemon.admin_ok(&["export", &p]).await;
-    drop(daemon);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plan.ndjson");
+    let (_dir, file, export) = exported(EVENTS).await;
     let secret = [("LOGBOOK_HMAC_SECRET", TEST_SECRET)];
-    std::fs::write(&file, &export).unwrap();
     let (ok, stdout, _) = verify(&file, &secret, &[]).await;
     assert!(
         ok && stdout.contains(&format!("{EVENTS} events")),

@@ -19,19 +19,11 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The same postcard pieces as the head-row verifier (varints, raw arrays).
+from verify_head_vectors import Reader, varint  # noqa: E402
+
 VERSION = 1
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def text(s):
@@ -68,31 +60,8 @@ def frame(epoch, r):
     return length + checksum(epoch, length, data) + data
 
 
-class Reader:
-    def __init__(self, data):
-        self.data, self.at = data, 0
-
-    def varint(self):
-        n, shift = 0, 0
-        while True:
-            if self.at >= len(self.data) or shift > 63:
-                raise ValueError("truncated or overlong varint")
-            byte = self.data[self.at]
-            self.at += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return n
-
-    def raw(self, size):
-        if self.at + size > len(self.data):
-            raise ValueError("truncated")
-        out = self.data[self.at : self.at + size]
-        self.at += size
-        return out
-
-    def text(self):
-        return self.raw(self.varint()).decode("utf-8")
+def read_text(r):
+    return r.raw(r.varint()).decode("utf-8")
 
 
 def decode(epoch, data):
@@ -115,12 +84,12 @@ def decode(epoch, data):
     }
     tag = r.raw(1)[0]
     if tag == 1:
-        record["idempotency"] = {"key": r.text(), "fingerprint": r.raw(32).hex()}
+        record["idempotency"] = {"key": read_text(r), "fingerprint": r.raw(32).hex()}
     elif tag == 0:
         record["idempotency"] = None
     else:
         raise ValueError("bad option tag")
-    record["outbox"] = [[r.text(), r.raw(16).hex()] for _ in range(r.varint())]
+    record["outbox"] = [[read_text(r), r.raw(16).hex()] for _ in range(r.varint())]
     if r.at != len(payload):
         raise ValueError("trailing bytes in the body")
     return record

@@ -301,7 +301,7 @@ fn checksum(epoch: &[u8; 16], len: [u8; 4], body: &[u8]) -> [u8; 32] {
 }
 
 /// Appends one frame holding `record` to `out`.
-fn encode_frame(epoch: &[u8; 16], record: &WalRecord, out: &mut Vec<u8>) {
+pub(super) fn encode_frame(epoch: &[u8; 16], record: &WalRecord, out: &mut Vec<u8>) {
     let body = super::encode(record);
     let len = u32::try_from(body.len())
         .expect("a record is bounded by the event size limit")
@@ -313,7 +313,7 @@ fn encode_frame(epoch: &[u8; 16], record: &WalRecord, out: &mut Vec<u8>) {
 
 /// The records of the frames of `epoch` at the start of `bytes`, and the
 /// number of bytes they take. Stops at the first frame that does not check.
-fn decode_frames(
+pub(super) fn decode_frames(
     epoch: &[u8; 16],
     bytes: &[u8],
     path: &Path,
@@ -354,23 +354,6 @@ fn decode_frames(
         at += FRAME_HEAD + body.len();
     }
     Ok((records, at))
-}
-
-/// [`encode_frame`] of one record, for the vectors' test.
-#[cfg(test)]
-pub(super) fn encode_frame_for_test(epoch: &[u8; 16], record: &WalRecord) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(epoch, record, &mut out);
-    out
-}
-
-/// [`decode_frames`], for the vectors' test.
-#[cfg(test)]
-pub(super) fn decode_frames_for_test(
-    epoch: &[u8; 16],
-    bytes: &[u8],
-) -> Result<(Vec<WalRecord>, usize), StoreError> {
-    decode_frames(epoch, bytes, Path::new("vectors"))
 }
 
 // The record's version byte is the store's: `encode` writes RECORD_VERSION.
