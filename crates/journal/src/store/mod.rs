@@ -224,6 +224,10 @@ pub struct WriterStats {
     pub appends: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub last_commit_micros: AtomicU64,
+    /// Test switch: the next batch's redb commit fails after its frames
+    /// were synced (`wal_power_cut.rs`).
+    #[cfg(test)]
+    pub(crate) fail_next_commit: std::sync::atomic::AtomicBool,
 }
 
 /// The journal store, with its blocking API. Async code holds an

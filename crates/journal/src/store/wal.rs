@@ -207,12 +207,25 @@ impl Segment {
         self.pending.clear();
     }
 
-    /// The batch of the written frames failed: they must never replay.
-    /// Emptying the segment (after a checkpoint) is what guarantees it;
-    /// until then [`Segment::needs_reset`] stays set.
+    /// The batch of the written frames failed, and its appends were told
+    /// so: its frames must never replay. They are zeroed and synced at
+    /// once, so that a crash before the next checkpoint cannot bring back
+    /// an append answered with an error (replay stops at the first frame
+    /// that does not check). Emptying the segment after a checkpoint is
+    /// what guarantees it if zeroing fails too; until then
+    /// [`Segment::needs_reset`] stays set.
     pub(super) fn abandoned(&mut self) {
+        let written = self.end..self.end + self.pending.len() as u64;
         self.pending.clear();
         self.needs_reset = true;
+        if written.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            zero_fill(&self.file, written.start, written.end).and_then(|()| self.file.sync_data())
+        {
+            tracing::error!(error = %e, path = %self.path.display(), "zeroing the frames of a failed batch failed; a crash before the next checkpoint may bring them back");
+        }
     }
 
     /// Empties the segment: a new epoch in the header, `fdatasync`ed. Only

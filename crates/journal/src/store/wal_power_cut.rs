@@ -230,6 +230,59 @@ async fn a_reopened_handle_gets_the_segment_back() {
         .unwrap();
 }
 
+/// A batch whose redb commit fails after its frames were synced is
+/// answered with the error, and a power cut before the next checkpoint
+/// does not bring it back: its frames were zeroed. The next append takes
+/// the position the failed one would have had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_does_not_come_back_after_a_power_cut() {
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.redb");
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
+    let store = AsyncStore::new(store);
+    let plan = Uuid::from_u128(9);
+    let mut acked = append_round(&store, &[plan], 0, 10).await;
+    store
+        .stats()
+        .fail_next_commit
+        .store(true, Ordering::Relaxed);
+    let failed = store.append(request(plan, 100, true)).await;
+    assert!(failed.is_err(), "the injected failure reached the caller");
+    let power_cut = |to: &std::path::Path| {
+        std::fs::copy(&path, to.join("j.redb")).unwrap();
+        std::fs::copy(dir.path().join("j.wal"), to.join("j.wal")).unwrap();
+    };
+    let cut = tempfile::tempdir().unwrap();
+    power_cut(cut.path());
+    let next = store.append(request(plan, 101, false)).await.unwrap();
+    assert_eq!((next.event.seq, next.event.position), (11, 11));
+    let cut_after = tempfile::tempdir().unwrap();
+    power_cut(cut_after.path());
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+
+    acked.push(next);
+    tokio::task::spawn_blocking(move || {
+        // Before the failed append was retried over, and after.
+        for (cut, last) in [(cut, 10), (cut_after, 11)] {
+            let path = cut.path().join("j.redb");
+            let (reopened, w) =
+                Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
+            assert_eq!(reopened.last_position().unwrap(), last);
+            let upto: Vec<Appended> = acked.iter().take(last as usize).cloned().collect();
+            assert_all_back(&reopened, &[plan], &upto);
+            drop(reopened);
+            w.shutdown();
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A segment that does not fit the database beside it (another store's,
 /// or one left after `journal.redb` was replaced by an older copy) refuses
 /// the open, naming the segment, whether its events clash with the

@@ -313,6 +313,14 @@ impl WriterLoop {
                     // Dropping the transaction aborts it.
                     return Err(e);
                 }
+                #[cfg(test)]
+                if self.stats.fail_next_commit.swap(false, Ordering::Relaxed) {
+                    segment.abandoned();
+                    return Err(StoreError::with_fault(
+                        "injected commit failure".into(),
+                        Fault::Other,
+                    ));
+                }
                 if let Err(e) = txn.commit() {
                     segment.abandoned();
                     return Err(e.into());
