@@ -1,16 +1,25 @@
 //! Server-Sent Events framing for a follower: `id:` is the cursor, `data:` is
 //! the event JSON, and the default event name is used so that
 //! `EventSource.onmessage` receives every event.
+//!
+//! Frames are encoded here, not by `axum::response::sse`: every follower
+//! of a plan sends the same bytes for an event, so the first one to send
+//! it encodes the whole frame and the others share it (one `Bytes` clone
+//! each, no copy); and the keep-alive is one interval per stream instead
+//! of a timer reset after every event. With 10,000 followers that is most
+//! of the daemon's work per event outside the kernel's socket writes
+//! (docs/benchmarks.md, "SSE").
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
 use crate::http::problem::Problem;
@@ -27,22 +36,22 @@ pub(crate) fn respond(
     keepalive: Duration,
     stats: Arc<StreamStats>,
     revoked: Revoked,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Response {
     let guard = ConnectedGuard::new(stats);
-    let events = followed.map(move |item| {
+    let frames = followed.map(move |item| {
         // The guard lives as long as the stream; dropping the stream (client
         // gone, or shutdown) releases it and everything the follower held.
         let _connected = &guard;
-        Ok(match item {
-            Ok(Followed { cursor, event }) => match encoded(&event) {
-                Ok(json) => SseEvent::default().id(cursor.to_string()).data(&*json),
-                Err(e) => error_event(&Problem::internal(e.to_string())),
+        match item {
+            Ok(Followed { cursor, event }) => match encoded(&event, cursor) {
+                Ok(frame) => frame,
+                Err(e) => error_frame(&Problem::internal(e.to_string())),
             },
             Err(Interrupted::Storage(e)) => {
                 tracing::error!(error = %e, "SSE stream ended by a storage error");
-                error_event(&Problem::internal(e.to_string()))
+                error_frame(&Problem::internal(e.to_string()))
             }
-            Err(Interrupted::PlanDeleted { plan_id, cursor }) => error_event(
+            Err(Interrupted::PlanDeleted { plan_id, cursor }) => error_frame(
                 &Problem::new(
                     StatusCode::GONE,
                     "plan-deleted",
@@ -54,72 +63,137 @@ pub(crate) fn respond(
                 .with("plan_id", plan_id.to_string())
                 .with("cursor", cursor),
             ),
-        })
+        }
     });
-    Sse::new(until_revoked(events, revoked)).keep_alive(KeepAlive::new().interval(keepalive))
+    response(until_revoked(frames, revoked), keepalive)
+}
+
+/// An SSE response from encoded frames, with a keep-alive comment every
+/// `keepalive` (so at least that often while the stream is quiet).
+pub(crate) fn response(
+    frames: impl Stream<Item = Bytes> + Send + 'static,
+    keepalive: Duration,
+) -> Response {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let body = WithKeepAlive {
+        frames: Box::pin(frames),
+        tick,
+    }
+    .map(Ok::<_, std::convert::Infallible>);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `frames`, with an empty comment (`:`) whenever the interval ticks
+/// before the next frame. Ends when `frames` ends.
+struct WithKeepAlive {
+    frames: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    tick: tokio::time::Interval,
+}
+
+impl Stream for WithKeepAlive {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Poll::Ready(frame) = self.frames.as_mut().poll_next(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.tick.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Bytes::from_static(b":\n\n"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One SSE frame: the optional `event:` and `id:` fields, then `data:`.
+/// `data` must be one line (compact JSON always is).
+pub(crate) fn frame(event: Option<&str>, id: Option<u64>, data: &str) -> Bytes {
+    debug_assert!(!data.contains(['\n', '\r']), "SSE data is one line");
+    let mut out = Vec::with_capacity(data.len() + 40);
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'\n');
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// Completes with the problem to send when the stream's reader is no longer
 /// authorised ([`crate::http::auth::revoked`]).
 pub(crate) type Revoked = Pin<Box<dyn Future<Output = Problem> + Send>>;
 
-/// `events` until `revoked` completes; then an `event: error` with its
+/// `frames` until `revoked` completes; then an `event: error` with its
 /// problem, and the end. Authorisation is checked when a request starts;
 /// this keeps a revoked token, or a token becoming required, from leaving
-/// streams open. When `events` ends first (shutdown, deleted plan), so does
+/// streams open. When `frames` ends first (shutdown, deleted plan), so does
 /// this.
 pub(crate) fn until_revoked(
-    events: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+    frames: impl Stream<Item = Bytes> + Send + 'static,
     revoked: Revoked,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let start = Some((Box::pin(events), revoked));
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let start = Some((Box::pin(frames), revoked));
     futures_util::stream::unfold(start, |state| async move {
-        let (mut events, mut revoked) = state?;
+        let (mut frames, mut revoked) = state?;
         tokio::select! {
             biased;
-            problem = &mut revoked => Some((Ok(error_event(&problem)), None)),
-            item = events.next() => item.map(|item| (item, Some((events, revoked)))),
+            problem = &mut revoked => Some((error_frame(&problem), None)),
+            item = frames.next() => item.map(|item| (item, Some((frames, revoked)))),
         }
     })
 }
 
-/// Recently encoded events, newest last. Every live follower receives the
+/// Recently encoded frames, newest last. Every live follower receives the
 /// same `Arc<Event>` from the fan-out, so the first one to send an event
-/// encodes it and the others copy its JSON text: with 10,000 followers,
-/// one serialization per event instead of 10,000. A `Weak` keeps the
-/// event's allocation, so its address cannot be reused by another event
-/// while the entry lives.
-static ENCODED: Mutex<VecDeque<(Weak<Event>, Arc<str>)>> = Mutex::new(VecDeque::new());
+/// (at a cursor) encodes its frame and the others share it: with 10,000
+/// followers, one serialization per event instead of 10,000. A `Weak`
+/// keeps the event's allocation, so its address cannot be reused by
+/// another event while the entry lives.
+static ENCODED: Mutex<VecDeque<(Weak<Event>, u64, Bytes)>> = Mutex::new(VecDeque::new());
 /// Entries kept: more than the events a burst publishes while followers
 /// catch up, few enough to scan.
 const ENCODED_CAPACITY: usize = 256;
 
-/// `event`'s JSON text, encoded once for every follower that sends it.
-fn encoded(event: &Arc<Event>) -> Result<Arc<str>, serde_json::Error> {
-    let hit = |cache: &VecDeque<(Weak<Event>, Arc<str>)>| {
+/// `event`'s frame at `cursor`, encoded once for every follower that sends it.
+fn encoded(event: &Arc<Event>, cursor: u64) -> Result<Bytes, serde_json::Error> {
+    let hit = |cache: &VecDeque<(Weak<Event>, u64, Bytes)>| {
         cache
             .iter()
             .rev()
-            .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(event)))
-            .map(|(_, json)| json.clone())
+            .find(|(weak, at, _)| *at == cursor && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(event)))
+            .map(|(_, _, frame)| frame.clone())
     };
-    if let Some(json) = hit(&ENCODED.lock().unwrap_or_else(|e| e.into_inner())) {
-        return Ok(json);
+    if let Some(frame) = hit(&ENCODED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(frame);
     }
-    let json: Arc<str> = serde_json::to_string(&**event)?.into();
+    let frame = frame(None, Some(cursor), &serde_json::to_string(&**event)?);
     let mut cache = ENCODED.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() == ENCODED_CAPACITY {
         cache.pop_front();
     }
-    cache.push_back((Arc::downgrade(event), json.clone()));
-    Ok(json)
+    cache.push_back((Arc::downgrade(event), cursor, frame.clone()));
+    Ok(frame)
 }
 
-pub(crate) fn error_event(problem: &Problem) -> SseEvent {
-    SseEvent::default()
-        .event("error")
-        .data(problem.body().to_string())
+/// An `event: error` frame carrying `problem` as its data.
+pub(crate) fn error_frame(problem: &Problem) -> Bytes {
+    frame(Some("error"), None, &problem.body().to_string())
 }
+
 /// Counts a connected stream for as long as it lives.
 pub(crate) struct ConnectedGuard(Arc<StreamStats>);
 

@@ -1,12 +1,11 @@
 //! `…/events/stream`: received messages as SSE, resumable by inbox position.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::Stream;
 use logbook_journal::registry::TypeFilter;
 use serde::Deserialize;
@@ -14,9 +13,9 @@ use serde::Deserialize;
 use super::messages::{STREAM_PAGE, inbound_json};
 use crate::federation::Federation;
 use crate::http::AppState;
-use crate::http::auth;
 use crate::http::extract::Query;
 use crate::http::problem::Problem;
+use crate::http::{auth, sse};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +78,8 @@ pub(super) async fn stream(
     let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
     // Ends when the reader's token is revoked, like the journal's streams.
     let revoked = auth::revoked(state.tokens.clone(), grant);
-    let events = crate::http::sse::until_revoked(events, revoked);
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(state.keepalive))
-        .into_response())
+    let events = sse::until_revoked(events, revoked);
+    Ok(sse::response(events, state.keepalive))
 }
 
 fn received_stream(
@@ -91,7 +88,7 @@ fn received_stream(
     after: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+) -> impl Stream<Item = Bytes> {
     async_stream::stream! {
         let mut cursor = after;
         loop {
@@ -101,7 +98,7 @@ fn received_stream(
                 Ok(page) => page,
                 Err(e) => {
                     let problem = Problem::internal(e.to_string());
-                    yield Ok(SseEvent::default().event("error").data(problem.body().to_string()));
+                    yield sse::error_frame(&problem);
                     return;
                 }
             };
@@ -109,7 +106,7 @@ fn received_stream(
             for e in page {
                 cursor = e.record.position;
                 if filter.matches(&e.record.event_type) {
-                    yield Ok(SseEvent::default().id(cursor.to_string()).data(inbound_json(&e).to_string()));
+                    yield sse::frame(None, Some(cursor), &inbound_json(&e).to_string());
                 }
             }
             if full {
