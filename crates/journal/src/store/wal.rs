@@ -99,6 +99,8 @@ pub(super) struct Segment {
     /// Set when frames past `end` may hold a batch that did not commit, or
     /// emptying failed: the next batch empties the segment first.
     pub(super) needs_reset: bool,
+    /// When the first frame since the segment was last emptied committed.
+    first_committed: Option<std::time::Instant>,
 }
 
 impl Segment {
@@ -138,9 +140,13 @@ impl Segment {
             capacity,
             pending: Vec::new(),
             needs_reset: false,
+            first_committed: None,
         };
         let (records, end) = segment.read_records(None)?;
         segment.end = end;
+        if !segment.is_empty() {
+            segment.first_committed = Some(std::time::Instant::now());
+        }
         Ok((segment, records))
     }
 
@@ -151,6 +157,17 @@ impl Segment {
     /// Whether the segment holds no frame of its current epoch.
     pub(super) fn is_empty(&self) -> bool {
         self.end == HEADER_LEN
+    }
+
+    /// How long the oldest committed frame has waited for a checkpoint.
+    pub(super) fn oldest_frame_age(&self) -> std::time::Duration {
+        self.first_committed
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Whether at least a quarter of the room for frames is used.
+    pub(super) fn quarter_full(&self) -> bool {
+        (self.end - HEADER_LEN) * 4 >= self.capacity - HEADER_LEN
     }
 
     /// The frames of the current epoch up to `limit` (or to the first frame
@@ -203,6 +220,9 @@ impl Segment {
 
     /// The batch of the written frames committed in redb.
     pub(super) fn committed(&mut self) {
+        if self.is_empty() && !self.pending.is_empty() {
+            self.first_committed = Some(std::time::Instant::now());
+        }
         self.end += self.pending.len() as u64;
         self.pending.clear();
     }
@@ -237,6 +257,7 @@ impl Segment {
         self.epoch = epoch;
         self.end = HEADER_LEN;
         self.needs_reset = false;
+        self.first_committed = None;
         Ok(())
     }
 
