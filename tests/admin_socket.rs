@@ -85,7 +85,11 @@ async fn socket_is_private_and_status_reports_the_daemon() {
     assert_eq!(status["listen"][0], daemon.addr.to_string());
     assert_eq!(status["plans"], 1);
     assert_eq!(status["events"], 3);
-    assert!(status["disk_bytes"].as_u64().unwrap() > 0);
+    let files = &status["disk_files"];
+    let db = files["journal.redb"].as_u64().unwrap();
+    let wal = files["journal.wal"].as_u64().unwrap();
+    assert!(db > 0 && wal > 0, "{status}");
+    assert_eq!(status["disk_bytes"].as_u64().unwrap(), db + wal);
     assert!(status["uptime_secs"].is_u64());
     assert!(status["queue_depths"]["writer"].is_u64());
     assert!(

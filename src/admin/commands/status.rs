@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Context, Ctx};
 use crate::http::problem::Problem;
-use logbook_journal::store::DB_FILE;
+use logbook_journal::store::{DB_FILE, WAL_FILE};
 
 pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -16,7 +16,10 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     // Where `admin tail --all` starts: the all-plans stream's cursor now.
     let last_position = cx.store.run(move |store| store.last_position()).await?;
     let peers = cx.store.run(crate::http::metrics::peer_queues).await?;
-    let disk_bytes = std::fs::metadata(cx.data_dir.join(DB_FILE)).map_or(0, |m| m.len());
+    // Both files are the journal: the segment is preallocated, so it
+    // counts at its full size from the start.
+    let size = |file: &str| std::fs::metadata(cx.data_dir.join(file)).map_or(0, |m| m.len());
+    let (db_bytes, wal_bytes) = (size(DB_FILE), size(WAL_FILE));
     let stats = cx.store.stats();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -27,7 +30,8 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "plans": plans,
         "events": events,
         "last_position": last_position,
-        "disk_bytes": disk_bytes,
+        "disk_bytes": db_bytes + wal_bytes,
+        "disk_files": {DB_FILE: db_bytes, WAL_FILE: wal_bytes},
         "peers": peers,
         "queue_depths": {"writer": cx.store.queue_depth(), "peers": peers.iter().map(|q| (q.peer.clone(), q.queued)).collect::<std::collections::BTreeMap<_, _>>()},
         "last_fsync_micros": stats.last_commit_micros.load(Relaxed),
