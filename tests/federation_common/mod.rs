@@ -30,10 +30,25 @@ pub fn test_key(name: &str) -> PrivateKey {
         return key;
     }
     let key = identity::generate_private_key().unwrap();
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        "{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, identity::private_key_pem(&key).unwrap()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    key
+    // The first writer wins: tests running at once on a cold cache each
+    // generate a key, and a rename would let a later one replace the key a
+    // node of an earlier test already pinned (its peer then refuses the
+    // acks). A hard link does not replace; the losers read the winner's.
+    let linked = std::fs::hard_link(&tmp, &path);
+    std::fs::remove_file(&tmp).unwrap();
+    match linked {
+        Ok(()) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            identity::private_key_from_pem(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        }
+        Err(e) => panic!("caching the test key {path:?}: {e}"),
+    }
 }
 
 pub fn public_pem(key: &PrivateKey) -> String {
@@ -245,6 +260,15 @@ impl Node {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// SIGKILL, and reap the process: a crash, with no shutdown path run
+    /// (no checkpoint, no flush). [`Node::restart`] then starts it again
+    /// on the same data dir.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reaping the daemon");
     }
 
     pub fn data_dir(&self) -> &Path {
