@@ -1,9 +1,10 @@
 //! Federation across a crash: a sender killed with SIGKILL under load (once,
-//! and in a short crash loop), and a receiver killed while batches are in
-//! flight. After the restart every acknowledged append is on the sender as
-//! acknowledged, every chain verifies, and the receiver holds every stored
-//! event exactly once, in order per plan, with continuity ok, and no
-//! outbound message is dead or left undelivered.
+//! and in a short crash loop), a sender killed after the receiver stored a
+//! batch but before the acks reached it, and a receiver killed while
+//! batches are in flight. After the restart every acknowledged append is on
+//! the sender as acknowledged, every chain verifies, and the receiver holds
+//! every stored event exactly once, in order per plan, with continuity ok,
+//! and no outbound message is dead or left undelivered.
 //!
 //! The sender's appends go through the write-ahead segment: a kill -9 loses
 //! redb's unsynced commits, and the restart replays the events with the
@@ -51,6 +52,15 @@ struct Load {
 
 impl Load {
     fn start(node: &Node, plans: &[Uuid], cycle: usize) -> Load {
+        Load::start_with(node, plans, cycle, "step.completed")
+    }
+
+    /// Appenders of `event_type` events, unkeyed.
+    fn start_typed(node: &Node, plans: &[Uuid], event_type: &'static str) -> Load {
+        Load::start_with(node, plans, 0, event_type)
+    }
+
+    fn start_with(node: &Node, plans: &[Uuid], cycle: usize, event_type: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -66,7 +76,7 @@ impl Load {
                             break;
                         }
                         let body = json!({
-                            "type": "step.completed",
+                            "type": event_type,
                             "actor": "tester",
                             "payload": {"cycle": cycle, "plan": p, "worker": worker, "n": n},
                         });
@@ -387,6 +397,33 @@ async fn sender_crashes(cycles: usize) {
     );
 }
 
+async fn append_step(node: &Node, plan: &Uuid, n: u64) -> (u16, Value) {
+    node.post(
+        &format!("/api/plans/{plan}/events"),
+        &json!({"type": "step.completed", "payload": {"n": n}}),
+    )
+    .await
+}
+
+/// Like [`subscribed_pair`], with alpha reaching beta through a
+/// [`HoldingRelay`].
+async fn relayed_pair(alpha_fed: &str) -> (Node, Node, HoldingRelay) {
+    let (pa, pb) = (free_port(), free_port());
+    let relay = HoldingRelay::start(pb).await;
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let beta_via_relay = peer_config("beta", relay.port, &kb);
+    let alpha = Node::start("alpha", pa, alpha_fed, &beta_via_relay);
+    let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/events/subscribe",
+            &json!({"peer": "alpha", "eventType": "step.>"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (alpha, beta, relay)
+}
+
 /// The message ids beta has received.
 async fn inbound_ids(beta: &Node) -> HashSet<String> {
     beta.messages("direction=inbound")
@@ -408,8 +445,10 @@ async fn sender_crash_loop_delivers_every_stored_event_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
-    // Small batches, so that many are in flight while beta dies.
-    let (alpha, mut beta) = subscribed_pair(&format!("{FAST_RETRY}\nbatch_size = 10")).await;
+    // Small batches, so that many are in flight while beta dies; a relay in
+    // front of beta, so that beta dies after storing a batch and before
+    // alpha hears the acks.
+    let (alpha, mut beta, relay) = relayed_pair(&format!("{FAST_RETRY}\nbatch_size = 10")).await;
     let plans = [Uuid::now_v7(), Uuid::now_v7()];
     let per_plan = 150;
     let mut appenders = Vec::new();
@@ -430,14 +469,18 @@ async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
             }
         }));
     }
-    // Kill beta once deliveries are under way, while alpha still appends.
+    // Kill beta once deliveries are under way, while alpha still appends,
+    // just after beta stored a batch.
     let received = wait_for("beta to receive some events", WAIT, || async {
         let n = beta.messages("direction=inbound").await.len();
         (n >= 30).then_some(n)
     })
     .await;
+    relay.hold(true);
+    relay.wait_kept().await;
     beta.kill_9();
     let killed_at = now_ms();
+    relay.hold(false);
     let undelivered = alpha
         .messages("direction=outbound")
         .await
@@ -457,8 +500,8 @@ async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
     assert_eq!(total, plans.len() * per_plan);
     let outbound = all_delivered(&alpha, total).await;
     assert_received_once_in_order(&beta, &stored, &outbound).await;
-    // Batches beta stored before it died without alpha seeing the acks:
-    // sent again, and kept once.
+    // The batch beta stored before it died, whose acks alpha never saw
+    // (and any other): sent again, and kept once.
     let received_before: HashSet<String> = beta
         .messages("direction=inbound")
         .await
@@ -477,4 +520,74 @@ async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
     eprintln!(
         "receiver killed after {received} received, {undelivered} outbound undelivered then; all {total} delivered once, {retried} after a retry, {redelivered} of them sent again though beta had them"
     );
+    assert!(redelivered > 0, "the held batch was sent again");
+}
+
+/// Alpha is killed after beta stored a batch and before alpha heard the
+/// acks, so before alpha recorded the delivery, whose durable commit would
+/// also have made the batch's events durable in redb: the restart puts the
+/// events back from the write-ahead segment and queues the copies again
+/// under the same message ids, alpha sends them again, and beta, which has
+/// them, keeps each once. A relay in front of beta holds the acks back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_killed_before_the_ack_sends_again_and_the_receiver_keeps_once() {
+    // No heads-log pass (a durable commit) during the test.
+    let (mut alpha, beta, relay) =
+        relayed_pair(&format!("{FAST_RETRY}\ninterval_secs = 3600")).await;
+    let plan = Uuid::now_v7();
+    for n in 1..=3 {
+        assert_eq!(append_step(&alpha, &plan, n).await.0, 201);
+    }
+    all_delivered(&alpha, 3).await;
+
+    // Appenders on another plan, of a type beta does not take, keep the
+    // writer from going idle (an idle writer checkpoints redb after 100 ms).
+    // If alpha still made the batch durable before the kill, its rows are
+    // sent again from redb rather than from the replay: the same checks
+    // hold, and the count of rows queued again says which path ran.
+    let busy = Uuid::now_v7();
+    let load = Load::start_typed(&alpha, &[busy], "bank.message");
+    load.wait_for_acks(20).await;
+    relay.hold(true);
+    let mut acked = Vec::new();
+    for n in 4..=13 {
+        let (status, event) = append_step(&alpha, &plan, n).await;
+        assert_eq!(status, 201, "{event}");
+        acked.push(event);
+    }
+    relay.wait_kept().await;
+    alpha.kill_9();
+    acked.extend(load.finish().await.0);
+    relay.hold(false);
+    let held_before = inbound_ids(&beta).await;
+    assert!(
+        held_before.len() > 3,
+        "beta stored the batch whose ack was held"
+    );
+    let restarted_at = now_ms();
+
+    alpha.restart();
+    let plans = [plan, busy];
+    let stored = verified_chains(&alpha, &plans).await;
+    assert_acked_stored(&stored, &acked);
+    let mut only_plan = stored.clone();
+    only_plan.remove(&busy.to_string());
+    let total = only_plan[&plan.to_string()].len();
+    let outbound = all_delivered(&alpha, total).await;
+    assert_received_once_in_order(&beta, &only_plan, &outbound).await;
+    let sent_again: Vec<&Value> = outbound
+        .iter()
+        .filter(|m| held_before.contains(m["messageId"].as_str().unwrap()))
+        .filter(|m| m["payload"]["seq"].as_u64().unwrap() > 3)
+        .collect();
+    let requeued = sent_again
+        .iter()
+        .filter(|m| m["createdAt"].as_i64().unwrap() >= restarted_at)
+        .count();
+    eprintln!(
+        "held ack: beta had {} of the burst, {requeued} of them queued again by the replay; {:?}",
+        sent_again.len(),
+        replay_lines(&alpha)
+    );
+    assert!(!sent_again.is_empty(), "beta had part of the burst");
 }
