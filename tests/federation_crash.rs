@@ -451,14 +451,22 @@ async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
     let (alpha, mut beta, relay) = relayed_pair(&format!("{FAST_RETRY}\nbatch_size = 10")).await;
     let plans = [Uuid::now_v7(), Uuid::now_v7()];
     let per_plan = 150;
+    // The appenders pause after a third, until the relay holds answers, so
+    // that batches are still to come when it does (however fast the
+    // machine is).
+    let (go_on, gate) = tokio::sync::watch::channel(false);
     let mut appenders = Vec::new();
     for plan in plans {
         let (client, url) = (
             alpha.http.clone(),
             alpha.url(&format!("/api/plans/{plan}/events")),
         );
+        let mut gate = gate.clone();
         appenders.push(tokio::spawn(async move {
             for n in 1..=per_plan {
+                if n == per_plan / 3 + 1 {
+                    gate.wait_for(|open| *open).await.unwrap();
+                }
                 let response = client
                     .post(&url)
                     .json(&json!({"type": "step.completed", "payload": {"n": n}}))
@@ -477,6 +485,7 @@ async fn receiver_killed_mid_delivery_gets_every_event_once_in_order() {
     })
     .await;
     relay.hold(true);
+    go_on.send(true).unwrap();
     relay.wait_kept().await;
     beta.kill_9();
     let killed_at = now_ms();
