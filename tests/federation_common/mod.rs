@@ -30,10 +30,25 @@ pub fn test_key(name: &str) -> PrivateKey {
         return key;
     }
     let key = identity::generate_private_key().unwrap();
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        "{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, identity::private_key_pem(&key).unwrap()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    key
+    // The first writer wins: tests running at once on a cold cache each
+    // generate a key, and a rename would let a later one replace the key a
+    // node of an earlier test already pinned (its peer then refuses the
+    // acks). A hard link does not replace; the losers read the winner's.
+    let linked = std::fs::hard_link(&tmp, &path);
+    std::fs::remove_file(&tmp).unwrap();
+    match linked {
+        Ok(()) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            identity::private_key_from_pem(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        }
+        Err(e) => panic!("caching the test key {path:?}: {e}"),
+    }
 }
 
 pub fn public_pem(key: &PrivateKey) -> String {
@@ -247,6 +262,15 @@ impl Node {
         self.spawn();
     }
 
+    /// SIGKILL, and reap the process: a crash, with no shutdown path run
+    /// (no checkpoint, no flush). [`Node::restart`] then starts it again
+    /// on the same data dir.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reaping the daemon");
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -420,4 +444,77 @@ fn ready(port: u16) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// A loopback TCP relay in front of a daemon that can hold back its
+/// answers: requests pass at once, so the daemon acts on them, but while
+/// holding, an answer is never forwarded, and the relay reports that it
+/// kept one. A node that lists the relay's port as its peer's then waits
+/// for an answer the peer has already acted on: the moment a crash test
+/// wants to kill the one or the other.
+pub struct HoldingRelay {
+    pub port: u16,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kept: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HoldingRelay {
+    /// Starts relaying from a fresh port to `127.0.0.1:target`.
+    pub async fn start(target: u16) -> HoldingRelay {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let kept = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (h, k) = (hold.clone(), kept.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (hold, kept) = (h.clone(), k.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if hold.load(Ordering::SeqCst) {
+                            kept.notify_one();
+                            // Never forwarded. The client's connection
+                            // stays open (closing it is an answer of sorts)
+                            // until the daemon's side closes, as when the
+                            // daemon is killed: then the client sees the
+                            // connection end with no answer.
+                            while let Ok(1..) = server_read.read(&mut buf).await {}
+                            return;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingRelay { port, hold, kept }
+    }
+
+    /// Starts or stops holding answers back.
+    pub fn hold(&self, on: bool) {
+        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until an answer has been kept.
+    pub async fn wait_kept(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.kept.notified())
+            .await
+            .expect("no answer was held back within 60 s");
+    }
 }
