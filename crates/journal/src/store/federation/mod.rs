@@ -40,7 +40,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransacti
 use uuid::Uuid;
 
 use super::{Store, StoreError, decode, encode};
-use crate::event::{Event, Timestamp};
+use crate::event::Event;
 use crate::registry::TypePattern;
 
 mod continuity;
@@ -169,7 +169,9 @@ impl<'txn> FedTables<'txn> {
         }
         let payload = serde_json::to_string(event)
             .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
-        let now = Timestamp::now().millis();
+        // Queued when the event was made: a copy put back by a replay keeps
+        // its age, so `max_age_secs` does not start again at the restart.
+        let queued_at = event.created_at.millis();
         for (peer, message_id) in copies {
             outbox::enqueue(
                 &mut self.outbox,
@@ -178,7 +180,7 @@ impl<'txn> FedTables<'txn> {
                 Uuid::from_bytes(*message_id),
                 &event.event_type,
                 &payload,
-                now,
+                queued_at,
             )?;
             self.enqueued += 1;
         }
