@@ -12,6 +12,7 @@
 //! receiver took before the crash comes again under the same id, so the
 //! receiver's dedupe keeps it once.
 
+mod common;
 mod federation_common;
 
 use std::collections::{BTreeMap, HashSet};
@@ -199,26 +200,6 @@ async fn verified_chains(node: &Node, plans: &[Uuid]) -> BTreeMap<String, Vec<Va
     stored
 }
 
-/// Every acknowledged event is stored exactly as acknowledged (id, seq,
-/// signature and all).
-fn assert_acked_stored(stored: &BTreeMap<String, Vec<Value>>, acked: &[Value]) {
-    for event in acked {
-        let plan = event["plan_id"].as_str().unwrap();
-        let seq = event["seq"].as_u64().unwrap() as usize;
-        let chain = &stored[plan];
-        assert!(
-            seq <= chain.len(),
-            "acknowledged event {plan}/{seq} is missing (chain has {})",
-            chain.len()
-        );
-        assert_eq!(
-            &chain[seq - 1],
-            event,
-            "acknowledged event {plan}/{seq} changed"
-        );
-    }
-}
-
 /// No request was stored twice: every payload the load sends is unique
 /// within its plan, so a keyed retry whose idempotency record the crash
 /// lost would show here as a second copy.
@@ -305,14 +286,7 @@ async fn assert_received_once_in_order(
             );
         }
     }
-    let sent: HashSet<&str> = outbound
-        .iter()
-        .map(|m| m["messageId"].as_str().unwrap())
-        .collect();
-    let got: HashSet<&str> = inbound
-        .iter()
-        .map(|m| m["messageId"].as_str().unwrap())
-        .collect();
+    let (sent, got) = (message_ids(outbound), message_ids(&inbound));
     assert_eq!(
         sent.len(),
         outbound.len(),
@@ -352,12 +326,12 @@ async fn sender_crashes(cycles: usize) {
 
         alpha.restart();
         let stored = verified_chains(&alpha, &plans).await;
-        assert_acked_stored(&stored, &acked);
+        common::assert_acked_stored(&stored, &acked);
         let (retried, answered_200) = retry_unanswered(&alpha, &unanswered).await;
         acked.extend(retried);
         replayed_keys += answered_200;
         let stored = verified_chains(&alpha, &plans).await;
-        assert_acked_stored(&stored, &acked);
+        common::assert_acked_stored(&stored, &acked);
         assert_each_request_stored_once(&stored);
         let total = stored.values().map(Vec::len).sum();
         let outbound = all_delivered(&alpha, total).await;
@@ -386,7 +360,7 @@ async fn sender_crashes(cycles: usize) {
         acked.push(event);
     }
     let stored = verified_chains(&alpha, &plans).await;
-    assert_acked_stored(&stored, &acked);
+    common::assert_acked_stored(&stored, &acked);
     let total = stored.values().map(Vec::len).sum();
     let outbound = all_delivered(&alpha, total).await;
     assert_received_once_in_order(&beta, &stored, &outbound).await;
@@ -578,7 +552,7 @@ async fn sender_killed_before_the_ack_sends_again_and_the_receiver_keeps_once() 
     alpha.restart();
     let plans = [plan, busy];
     let stored = verified_chains(&alpha, &plans).await;
-    assert_acked_stored(&stored, &acked);
+    common::assert_acked_stored(&stored, &acked);
     let mut only_plan = stored.clone();
     only_plan.remove(&busy.to_string());
     let total = only_plan[&plan.to_string()].len();

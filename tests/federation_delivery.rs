@@ -4,7 +4,6 @@
 
 mod federation_common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use federation_common::*;
@@ -123,14 +122,7 @@ async fn subscribe_publish_ack_and_wildcards() {
     // seq 2 is the first event beta saw of this plan: flagged as a gap, not silently accepted.
     assert_eq!(inbound[1]["continuity"]["status"], "gap");
     // The message ids agree on both sides.
-    let sent: HashSet<&str> = out
-        .iter()
-        .map(|m| m["messageId"].as_str().unwrap())
-        .collect();
-    let got: HashSet<&str> = inbound
-        .iter()
-        .map(|m| m["messageId"].as_str().unwrap())
-        .collect();
+    let (sent, got) = (message_ids(&out), message_ids(&inbound));
     assert_eq!(sent, got);
     // Nothing was sent the other way.
     assert!(beta.messages("direction=outbound").await.is_empty());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,7 +104,7 @@ async fn wait_for_acks(load: &Load, n: usize) {
 /// Checks that every acknowledged event is stored exactly as acknowledged
 /// and that each plan's chain is intact.
 async fn assert_all_acked_present(daemon: &Daemon, plans: &[Uuid], acked: &[Value]) {
-    let mut stored: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut stored: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for plan in plans {
         let events = daemon.all_events(plan).await;
         assert_linked_chain(&events);
@@ -117,21 +117,7 @@ async fn assert_all_acked_present(daemon: &Daemon, plans: &[Uuid], acked: &[Valu
         );
         stored.insert(plan.to_string(), events);
     }
-    for event in acked {
-        let plan = event["plan_id"].as_str().unwrap();
-        let seq = event["seq"].as_u64().unwrap() as usize;
-        let chain = &stored[plan];
-        assert!(
-            seq <= chain.len(),
-            "acknowledged event {plan}/{seq} is missing (chain has {})",
-            chain.len()
-        );
-        assert_eq!(
-            &chain[seq - 1],
-            event,
-            "acknowledged event {plan}/{seq} changed"
-        );
-    }
+    common::assert_acked_stored(&stored, acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,3 +122,26 @@ pub async fn with_offline_store<T: Send + 'static>(
     .await
     .expect("offline store task")
 }
+
+/// Every acknowledged event is stored exactly as acknowledged (id, seq,
+/// signature and all).
+pub fn assert_acked_stored(
+    stored: &std::collections::BTreeMap<String, Vec<Value>>,
+    acked: &[Value],
+) {
+    for event in acked {
+        let plan = event["plan_id"].as_str().unwrap();
+        let seq = event["seq"].as_u64().unwrap() as usize;
+        let chain = &stored[plan];
+        assert!(
+            seq <= chain.len(),
+            "acknowledged event {plan}/{seq} is missing (chain has {})",
+            chain.len()
+        );
+        assert_eq!(
+            &chain[seq - 1],
+            event,
+            "acknowledged event {plan}/{seq} changed"
+        );
+    }
+}

@@ -518,3 +518,11 @@ impl HoldingRelay {
             .expect("no answer was held back within 60 s");
     }
 }
+
+/// The `messageId`s of a message listing.
+pub fn message_ids(messages: &[Value]) -> std::collections::HashSet<&str> {
+    messages
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap())
+        .collect()
+}

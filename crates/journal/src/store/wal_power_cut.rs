@@ -54,6 +54,31 @@ async fn append_round(
     acked
 }
 
+/// A store in a fresh temp dir, whose writer never checkpoints when idle
+/// (so that a copy of its files is what a power cut would leave).
+struct Fresh {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    keyring: Arc<Keyring>,
+    store: AsyncStore,
+    writer: super::Writer,
+}
+
+fn fresh_store() -> Fresh {
+    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.redb");
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
+    Fresh {
+        dir,
+        path,
+        keyring,
+        store: AsyncStore::new(store),
+        writer,
+    }
+}
+
 fn last_position_on_disk(path: &std::path::Path) -> u64 {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_read().unwrap();
@@ -100,12 +125,13 @@ fn assert_all_back(store: &Store, plans: &[Uuid], acked: &[Appended]) {
 /// append continues each chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_loses_no_acknowledged_event() {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.redb");
-    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-    let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
-    let store = AsyncStore::new(store);
+    let Fresh {
+        dir,
+        path,
+        keyring,
+        store,
+        writer,
+    } = fresh_store();
     let plans = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
     let mut acked = append_round(&store, &plans, 0, 20).await;
     // A checkpoint: the first 60 events are durable in redb alone.
@@ -188,13 +214,14 @@ async fn a_power_cut_loses_no_acknowledged_event() {
 /// serves anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_handle_gets_the_segment_back() {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.redb");
-    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-    let (store, writer) = Store::open(&path, keyring, crate::fanout::fanout()).unwrap();
+    // `dir` lives to the end: the writer reopens the files in it.
+    let Fresh {
+        dir: _dir,
+        store,
+        writer,
+        ..
+    } = fresh_store();
     let plans = [Uuid::from_u128(5), Uuid::from_u128(6)];
-    let store = AsyncStore::new(store);
     let acked = append_round(&store, &plans, 0, 40).await;
     let failure = StoreError::with_fault("injected".into(), Fault::Io);
     store
@@ -236,12 +263,13 @@ async fn a_reopened_handle_gets_the_segment_back() {
 /// the position the failed one would have had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_does_not_come_back_after_a_power_cut() {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.redb");
-    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-    let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
-    let store = AsyncStore::new(store);
+    let Fresh {
+        dir,
+        path,
+        keyring,
+        store,
+        writer,
+    } = fresh_store();
     let plan = Uuid::from_u128(9);
     let mut acked = append_round(&store, &[plan], 0, 10).await;
     store
