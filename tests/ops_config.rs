@@ -192,6 +192,10 @@ async fn unknown_keys_and_bad_levels_are_refused_by_check_and_start() {
             &["unknown field `keepalive`", "bad.toml"][..],
         ),
         (
+            "[sse]\nkeepalive_secs = 3601\n",
+            &["sse.keepalive_secs must be between 1 and 3600"][..],
+        ),
+        (
             "[log]\nlevel = \"inf\"\n",
             &[
                 "log.level",

@@ -84,6 +84,10 @@ pub(crate) struct RetentionConfig {
 
 /// A hundred years: more is a typo, not a policy.
 const MAX_PAYLOAD_AGE_DAYS: f64 = 36_500.0;
+/// Longest wait between SSE keep-alive comments: proxies close idle
+/// connections after a minute or so, and a longer interval only hides a
+/// dead stream.
+const MAX_KEEPALIVE_SECS: u64 = 3600;
 
 impl RetentionConfig {
     /// The age as milliseconds, `None` when off.
@@ -247,8 +251,10 @@ impl Config {
         if l.request_timeout_secs == 0 {
             return Err("limits.request_timeout_secs must be positive".into());
         }
-        if self.sse.keepalive_secs == 0 {
-            return Err("sse.keepalive_secs must be positive".into());
+        if !(1..=MAX_KEEPALIVE_SECS).contains(&self.sse.keepalive_secs) {
+            return Err(format!(
+                "sse.keepalive_secs must be between 1 and {MAX_KEEPALIVE_SECS}"
+            ));
         }
         self.witness.check()?;
         if self.sse.max_streams == 0 {
