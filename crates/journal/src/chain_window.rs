@@ -7,7 +7,10 @@
 //! [`PayloadVerdict`] is the same split for a caller that has its own
 //! threads (the offline export check parses lines on every core).
 
-use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_check};
+use crate::chain::{
+    BrokenReason, ChainLink, ChainVerifier, Signable, payload_check, payload_text_check,
+    signable_check, signature_check,
+};
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
 
@@ -55,6 +58,40 @@ impl PayloadVerdict {
             ..PayloadVerdict::of(event)
         }
     }
+
+    /// [`PayloadVerdict::of_signed`] from the event's parts, for a walk
+    /// that reads them borrowed from the stored record instead of building
+    /// an [`Event`]: the payload's text (`null` once redacted), whether it
+    /// was redacted, the signed object and the claimed signature.
+    pub(crate) fn of_signed_parts(
+        text: &str,
+        redacted: bool,
+        signed: &Signable<'_>,
+        signature: &[u8; 32],
+        keyring: &Keyring,
+    ) -> PayloadVerdict {
+        let at = signed.created_at;
+        PayloadVerdict {
+            seq: signed.seq,
+            payload_hash: *signed.payload_hash,
+            result: payload_text_check(text, redacted, signed.payload_hash),
+            signature: Some((at, signable_check(signed, signature, at, keyring))),
+        }
+    }
+
+    /// The payload's verdict: a walk that finds the text not canonical
+    /// may have more to say about it first (see `store::plan_verify`).
+    pub(crate) fn payload_result(&self) -> Result<(), BrokenReason> {
+        self.result
+    }
+
+    /// Panics unless this verdict was made for `event`.
+    fn assert_for(&self, event: &(impl ChainLink + ?Sized)) {
+        assert!(
+            self.seq == event.seq() && self.payload_hash == event.payload_hash(),
+            "a payload verdict is spent on the event it was made for"
+        );
+    }
 }
 
 impl ChainVerifier {
@@ -67,21 +104,37 @@ impl ChainVerifier {
         payload: PayloadVerdict,
         keyring: Option<&Keyring>,
     ) -> Result<(), BrokenReason> {
-        assert!(
-            payload.seq == event.seq && payload.payload_hash == event.payload_hash,
-            "a payload verdict is spent on the event it was made for"
-        );
         match keyring {
-            Some(keyring) => self.check_with(
-                event,
-                || payload.result,
-                |signed_at| match payload.signature {
-                    Some((at, verdict)) if at == signed_at => verdict,
-                    _ => signature_check(event, signed_at, keyring),
-                },
-            ),
-            None => self.check_without_key_with(event, || payload.result),
+            Some(keyring) => self.check_prechecked_with(event, payload, |signed_at| {
+                signature_check(event, signed_at, keyring)
+            }),
+            None => {
+                payload.assert_for(event);
+                self.check_without_key_with(event, || payload.result)
+            }
         }
+    }
+
+    /// [`ChainVerifier::check`] on the fields its rules read (a whole-chain
+    /// walk passes no [`Event`]), with the verdict made ahead. An HMAC the
+    /// verdict checked at the date the walk signs at is taken; otherwise
+    /// (no HMAC checked, or an event dated before one accepted earlier)
+    /// `recheck` checks it at the walk's date, as `check` would.
+    pub(crate) fn check_prechecked_with(
+        &mut self,
+        event: &(impl ChainLink + ?Sized),
+        payload: PayloadVerdict,
+        recheck: impl FnOnce(Timestamp) -> Result<(), BrokenReason>,
+    ) -> Result<(), BrokenReason> {
+        payload.assert_for(event);
+        self.check_with(
+            event,
+            || payload.result,
+            |signed_at| match payload.signature {
+                Some((at, verdict)) if at == signed_at => verdict,
+                _ => recheck(signed_at),
+            },
+        )
     }
 
     /// Checks `events` in order, as [`ChainVerifier::check`] on each would,
