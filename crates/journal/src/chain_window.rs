@@ -8,8 +8,8 @@
 //! threads (the offline export check parses lines on every core).
 
 use crate::chain::{
-    BrokenReason, ChainLink, ChainVerifier, Signable, payload_check, payload_text_check,
-    signable_check, signature_check,
+    BrokenReason, ChainLink, ChainVerifier, Signable, SignatureScratch, payload_check,
+    payload_text_check, signable_check, signature_check,
 };
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
@@ -62,20 +62,22 @@ impl PayloadVerdict {
     /// [`PayloadVerdict::of_signed`] from the event's parts, for a walk
     /// that reads them borrowed from the stored record instead of building
     /// an [`Event`]: the payload's text (`null` once redacted), whether it
-    /// was redacted, the signed object and the claimed signature.
-    pub(crate) fn of_signed_parts(
+    /// was redacted, the signed object and the claimed signature, reusing
+    /// `scratch` from one event to the next.
+    pub(crate) fn of_signed_parts<'k>(
         text: &str,
         redacted: bool,
         signed: &Signable<'_>,
         signature: &[u8; 32],
-        keyring: &Keyring,
+        keyring: &'k Keyring,
+        scratch: &mut SignatureScratch<'k>,
     ) -> PayloadVerdict {
         let at = signed.created_at;
         PayloadVerdict {
             seq: signed.seq,
             payload_hash: *signed.payload_hash,
             result: payload_text_check(text, redacted, signed.payload_hash),
-            signature: Some((at, signable_check(signed, signature, at, keyring))),
+            signature: Some((at, signable_check(signed, signature, at, keyring, scratch))),
         }
     }
 

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::chain::{
     BrokenReason, ChainLink, ChainReport, ChainVerifier, PayloadVerdict, SIGNATURE_VERSION,
-    Signable, signature_check,
+    Signable, SignatureScratch, signature_check,
 };
 use crate::event::Timestamp;
 use crate::keys::Keyring;
@@ -97,11 +97,13 @@ type Events = redb::ReadOnlyTable<EventKey, &'static [u8]>;
 
 fn precheck(events: &Events, plan: &Uuid, job: Job, keyring: &Keyring) -> Checked {
     let mut records = Vec::with_capacity(BATCH as usize);
+    let mut scratch = SignatureScratch::default();
     match events.range(event_key(plan, job.first)..=event_key(plan, job.last)) {
         Ok(range) => {
             for entry in range {
                 let decoded = entry.map_err(StoreError::from).and_then(|(key, value)| {
-                    precheck_record(plan, seq_of(&key.value()), value.value(), keyring)
+                    let seq = seq_of(&key.value());
+                    precheck_record(plan, seq, value.value(), keyring, &mut scratch)
                 });
                 let failed = decoded.is_err();
                 records.push(decoded);
@@ -121,11 +123,12 @@ fn precheck(events: &Events, plan: &Uuid, job: Job, keyring: &Keyring) -> Checke
 /// [`PayloadVerdict::of_signed`] of the event `event_from_record` would
 /// build from these bytes, and its link, without building it: the same
 /// fields, borrowed, and the same errors.
-fn precheck_record(
+fn precheck_record<'k>(
     plan: &Uuid,
     seq: u64,
     bytes: &[u8],
-    keyring: &Keyring,
+    keyring: &'k Keyring,
+    scratch: &mut SignatureScratch<'k>,
 ) -> Result<Prechecked, StoreError> {
     let record = decode_event_view(bytes)?;
     let redacted = record.payload.is_none();
@@ -143,8 +146,9 @@ fn precheck_record(
         key_id: record.key_id,
     };
     let text = record.payload.unwrap_or("null");
-    let verdict_of = |text: &str| {
-        PayloadVerdict::of_signed_parts(text, redacted, &signed, &record.signature, keyring)
+    let mut verdict_of = |text: &str| {
+        let signature = &record.signature;
+        PayloadVerdict::of_signed_parts(text, redacted, &signed, signature, keyring, scratch)
     };
     let mut verdict = verdict_of(text);
     // Canonical text is JSON, kept as is by `RawValue`: validating it again
