@@ -130,7 +130,7 @@ impl<'a> Signable<'a> {
 /// checking an event costs). It borrows the key from the keyring, and is
 /// dropped with the batch of events it served.
 #[derive(Default)]
-pub(crate) struct SignatureScratch<'k> {
+pub struct SignatureScratch<'k> {
     text: String,
     keyed: Option<(&'k [u8], Hmac<Sha256>)>,
 }
@@ -219,14 +219,18 @@ pub(crate) fn signature_check(
     signed_at: Timestamp,
     keyring: &Keyring,
 ) -> Result<(), BrokenReason> {
-    let scratch = &mut SignatureScratch::default();
-    signable_check(
-        &Signable::of(event),
-        &event.signature,
-        signed_at,
-        keyring,
-        scratch,
-    )
+    signature_check_reusing(event, signed_at, keyring, &mut SignatureScratch::default())
+}
+
+/// [`signature_check`] reusing `scratch` from one event to the next.
+pub(crate) fn signature_check_reusing<'k>(
+    event: &Event,
+    signed_at: Timestamp,
+    keyring: &'k Keyring,
+    scratch: &mut SignatureScratch<'k>,
+) -> Result<(), BrokenReason> {
+    let signable = Signable::of(event);
+    signable_check(&signable, &event.signature, signed_at, keyring, scratch)
 }
 
 /// [`signature_check`] on the signed object and the claimed signature,

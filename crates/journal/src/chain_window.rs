@@ -9,7 +9,7 @@
 
 use crate::chain::{
     BrokenReason, ChainLink, ChainVerifier, Signable, SignatureScratch, payload_check,
-    payload_text_check, signable_check, signature_check,
+    payload_text_check, signable_check, signature_check, signature_check_reusing,
 };
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
@@ -52,9 +52,19 @@ impl PayloadVerdict {
     /// [`PayloadVerdict::of`], plus the HMAC under `keyring` at the
     /// event's own date, also made ahead.
     pub fn of_signed(event: &Event, keyring: &Keyring) -> PayloadVerdict {
+        PayloadVerdict::of_signed_reusing(event, keyring, &mut SignatureScratch::default())
+    }
+
+    /// [`PayloadVerdict::of_signed`] for a thread that checks many events
+    /// in a row, reusing `scratch` from one to the next.
+    pub fn of_signed_reusing<'k>(
+        event: &Event,
+        keyring: &'k Keyring,
+        scratch: &mut SignatureScratch<'k>,
+    ) -> PayloadVerdict {
         let at = event.created_at;
         PayloadVerdict {
-            signature: Some((at, signature_check(event, at, keyring))),
+            signature: Some((at, signature_check_reusing(event, at, keyring, scratch))),
             ..PayloadVerdict::of(event)
         }
     }
