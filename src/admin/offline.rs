@@ -334,9 +334,9 @@ fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
 type Parsed = (Event, Option<[u8; 32]>, PayloadVerdict);
 
 /// Parses each line of a batch, on a worker thread; results in line order.
-fn parse_batch<'k>(
+fn parse_batch(
     batch: &LineBatch,
-    keyring: Option<&'k Keyring>,
+    keyring: Option<&Keyring>,
     with_leaf: bool,
 ) -> Vec<(u64, Result<Parsed, String>)> {
     // One buffer for every line's expected spelling, one scratch for
