@@ -26,8 +26,9 @@ struct Precheck {
 
 /// One event's payload check (canonical text, hash), made ahead on any
 /// thread by [`PayloadVerdict::of`] and spent on that same event by
-/// [`ChainVerifier::check_prechecked`]. Only `of` makes one, so a caller
-/// cannot hand the verifier a verdict it did not compute.
+/// [`ChainVerifier::check_prechecked`] (or `check_prechecked_with`). Only
+/// its constructors make one, each computing it, so a caller cannot hand
+/// the verifier a verdict it did not compute.
 #[derive(Debug)]
 pub struct PayloadVerdict {
     seq: u64,
