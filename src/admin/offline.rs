@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use logbook_base::ordered_pool::{cores, run_in_order};
 use logbook_journal::Event;
-use logbook_journal::chain::{ChainVerifier, PayloadVerdict, log_entry};
+use logbook_journal::chain::{ChainVerifier, PayloadVerdict, SignatureScratch, log_entry};
 use logbook_journal::checkpoint::plan_verifier;
 use logbook_journal::event_wire::write_wire;
 use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
@@ -339,8 +339,10 @@ fn parse_batch(
     keyring: Option<&Keyring>,
     with_leaf: bool,
 ) -> Vec<(u64, Result<Parsed, String>)> {
-    // One buffer for every line's expected spelling.
+    // One buffer for every line's expected spelling, one scratch for
+    // every line's HMAC.
     let mut expected = String::with_capacity(2048);
+    let mut scratch = SignatureScratch::default();
     let starts = std::iter::once(0).chain(batch.lines.iter().map(|&(_, end)| end));
     batch
         .lines
@@ -348,7 +350,8 @@ fn parse_batch(
         .zip(starts)
         .map(|(&(line_no, end), start)| {
             let line = &batch.text[start..end];
-            (line_no, parse_line(line, keyring, with_leaf, &mut expected))
+            let parsed = parse_line(line, keyring, with_leaf, &mut expected, &mut scratch);
+            (line_no, parsed)
         })
         .collect()
 }
@@ -356,11 +359,12 @@ fn parse_batch(
 /// Parses a line, checks it is exactly as logbook writes it, computes its
 /// log leaf (when asked) and checks its payload (and, with a keyring, its
 /// HMAC at its own date).
-fn parse_line(
+fn parse_line<'k>(
     line: &str,
-    keyring: Option<&Keyring>,
+    keyring: Option<&'k Keyring>,
     with_leaf: bool,
     expected: &mut String,
+    scratch: &mut SignatureScratch<'k>,
 ) -> Result<Parsed, String> {
     let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
     // Exactly as `logbook admin export` writes it: no unknown member, no
@@ -375,7 +379,7 @@ fn parse_line(
     }
     let leaf = with_leaf.then(|| merkle::leaf_hash(log_entry(&event).as_bytes()));
     let payload = match keyring {
-        Some(keyring) => PayloadVerdict::of_signed(&event, keyring),
+        Some(keyring) => PayloadVerdict::of_signed_reusing(&event, keyring, scratch),
         None => PayloadVerdict::of(&event),
     };
     Ok((event, leaf, payload))

@@ -19,41 +19,47 @@ const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// this writer spells (a seq beyond 2^53 - 1), so the caller uses the
 /// generic serializer.
 pub(crate) fn write(signable: &Signable<'_>) -> Option<String> {
-    if signable.seq > MAX_SAFE_INTEGER {
-        return None;
-    }
     let mut out = String::with_capacity(384);
+    write_into(signable, &mut out).then_some(out)
+}
+
+/// [`write`] appending to `out`, a buffer a caller reuses; `false` (and
+/// `out` untouched) where `write` gives `None`.
+pub(crate) fn write_into(signable: &Signable<'_>, out: &mut String) -> bool {
+    if signable.seq > MAX_SAFE_INTEGER {
+        return false;
+    }
     // Members in JCS order (UTF-16 code units; all names are ASCII):
     // actor, created_at, id, key_id, payload_hash, plan_id, prev_hash,
     // seq, type, v.
     out.push_str("{\"actor\":");
     match signable.actor {
-        Some(actor) => string(&mut out, actor),
+        Some(actor) => string(out, actor),
         None => out.push_str("null"),
     }
     out.push_str(",\"created_at\":\"");
-    signable.created_at.push_to(&mut out);
+    signable.created_at.push_to(out);
     out.push_str("\",\"id\":\"");
-    uuid(&mut out, signable.id);
+    uuid(out, signable.id);
     out.push_str("\",\"key_id\":");
-    string(&mut out, signable.key_id);
+    string(out, signable.key_id);
     out.push_str(",\"payload_hash\":\"");
-    hex(&mut out, signable.payload_hash);
+    hex(out, signable.payload_hash);
     out.push_str("\",\"plan_id\":\"");
-    uuid(&mut out, signable.plan_id);
+    uuid(out, signable.plan_id);
     out.push_str("\",\"prev_hash\":");
     match signable.prev_hash {
         Some(hash) => {
             out.push('"');
-            hex(&mut out, hash);
+            hex(out, hash);
             out.push('"');
         }
         None => out.push_str("null"),
     }
     write!(out, ",\"seq\":{},\"type\":", signable.seq).expect("writing to a String");
-    string(&mut out, signable.event_type);
+    string(out, signable.event_type);
     write!(out, ",\"v\":{}}}", signable.v).expect("writing to a String");
-    Some(out)
+    true
 }
 
 /// A JSON string as JCS spells it: `"` and `\` escaped, the control

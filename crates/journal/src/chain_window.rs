@@ -7,7 +7,10 @@
 //! [`PayloadVerdict`] is the same split for a caller that has its own
 //! threads (the offline export check parses lines on every core).
 
-use crate::chain::{BrokenReason, ChainVerifier, payload_check, signature_check};
+use crate::chain::{
+    BrokenReason, ChainLink, ChainVerifier, Signable, SignatureScratch, payload_check,
+    payload_text_check, signable_check, signature_check, signature_check_reusing,
+};
 use crate::event::{Event, Timestamp};
 use crate::keys::Keyring;
 
@@ -23,8 +26,9 @@ struct Precheck {
 
 /// One event's payload check (canonical text, hash), made ahead on any
 /// thread by [`PayloadVerdict::of`] and spent on that same event by
-/// [`ChainVerifier::check_prechecked`]. Only `of` makes one, so a caller
-/// cannot hand the verifier a verdict it did not compute.
+/// [`ChainVerifier::check_prechecked`] (or `check_prechecked_with`). Only
+/// its constructors make one, each computing it, so a caller cannot hand
+/// the verifier a verdict it did not compute.
 #[derive(Debug)]
 pub struct PayloadVerdict {
     seq: u64,
@@ -49,11 +53,57 @@ impl PayloadVerdict {
     /// [`PayloadVerdict::of`], plus the HMAC under `keyring` at the
     /// event's own date, also made ahead.
     pub fn of_signed(event: &Event, keyring: &Keyring) -> PayloadVerdict {
+        PayloadVerdict::of_signed_reusing(event, keyring, &mut SignatureScratch::default())
+    }
+
+    /// [`PayloadVerdict::of_signed`] for a thread that checks many events
+    /// in a row, reusing `scratch` from one to the next.
+    pub fn of_signed_reusing<'k>(
+        event: &Event,
+        keyring: &'k Keyring,
+        scratch: &mut SignatureScratch<'k>,
+    ) -> PayloadVerdict {
         let at = event.created_at;
         PayloadVerdict {
-            signature: Some((at, signature_check(event, at, keyring))),
+            signature: Some((at, signature_check_reusing(event, at, keyring, scratch))),
             ..PayloadVerdict::of(event)
         }
+    }
+
+    /// [`PayloadVerdict::of_signed`] from the event's parts, for a walk
+    /// that reads them borrowed from the stored record instead of building
+    /// an [`Event`]: the payload's text (`null` once redacted), whether it
+    /// was redacted, the signed object and the claimed signature, reusing
+    /// `scratch` from one event to the next.
+    pub(crate) fn of_signed_parts<'k>(
+        text: &str,
+        redacted: bool,
+        signed: &Signable<'_>,
+        signature: &[u8; 32],
+        keyring: &'k Keyring,
+        scratch: &mut SignatureScratch<'k>,
+    ) -> PayloadVerdict {
+        let at = signed.created_at;
+        PayloadVerdict {
+            seq: signed.seq,
+            payload_hash: *signed.payload_hash,
+            result: payload_text_check(text, redacted, signed.payload_hash),
+            signature: Some((at, signable_check(signed, signature, at, keyring, scratch))),
+        }
+    }
+
+    /// The payload's verdict: a walk that finds the text not canonical
+    /// may have more to say about it first (see `store::plan_verify`).
+    pub(crate) fn payload_result(&self) -> Result<(), BrokenReason> {
+        self.result
+    }
+
+    /// Panics unless this verdict was made for `event`.
+    fn assert_for(&self, event: &(impl ChainLink + ?Sized)) {
+        assert!(
+            self.seq == event.seq() && self.payload_hash == event.payload_hash(),
+            "a payload verdict is spent on the event it was made for"
+        );
     }
 }
 
@@ -67,21 +117,37 @@ impl ChainVerifier {
         payload: PayloadVerdict,
         keyring: Option<&Keyring>,
     ) -> Result<(), BrokenReason> {
-        assert!(
-            payload.seq == event.seq && payload.payload_hash == event.payload_hash,
-            "a payload verdict is spent on the event it was made for"
-        );
         match keyring {
-            Some(keyring) => self.check_with(
-                event,
-                || payload.result,
-                |signed_at| match payload.signature {
-                    Some((at, verdict)) if at == signed_at => verdict,
-                    _ => signature_check(event, signed_at, keyring),
-                },
-            ),
-            None => self.check_without_key_with(event, || payload.result),
+            Some(keyring) => self.check_prechecked_with(event, payload, |signed_at| {
+                signature_check(event, signed_at, keyring)
+            }),
+            None => {
+                payload.assert_for(event);
+                self.check_without_key_with(event, || payload.result)
+            }
         }
+    }
+
+    /// [`ChainVerifier::check`] on the fields its rules read (a whole-chain
+    /// walk passes no [`Event`]), with the verdict made ahead. An HMAC the
+    /// verdict checked at the date the walk signs at is taken; otherwise
+    /// (no HMAC checked, or an event dated before one accepted earlier)
+    /// `recheck` checks it at the walk's date, as `check` would.
+    pub(crate) fn check_prechecked_with(
+        &mut self,
+        event: &(impl ChainLink + ?Sized),
+        payload: PayloadVerdict,
+        recheck: impl FnOnce(Timestamp) -> Result<(), BrokenReason>,
+    ) -> Result<(), BrokenReason> {
+        payload.assert_for(event);
+        self.check_with(
+            event,
+            || payload.result,
+            |signed_at| match payload.signature {
+                Some((at, verdict)) if at == signed_at => verdict,
+                _ => recheck(signed_at),
+            },
+        )
     }
 
     /// Checks `events` in order, as [`ChainVerifier::check`] on each would,

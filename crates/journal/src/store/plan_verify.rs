@@ -20,63 +20,90 @@
 //! empty stretch of seqs (a record planted at seq 2^60) are never read
 //! one by one.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use logbook_base::ordered_pool::{cores, run_in_order};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::head::decode_head;
+use super::records::decode_event_view;
 use super::{
     EVENTS, EventKey, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record,
     event_key,
 };
-use crate::chain::{BrokenReason, ChainReport, ChainVerifier, PayloadVerdict};
-use crate::event::Event;
+use crate::chain::{
+    BrokenReason, ChainLink, ChainReport, ChainVerifier, PayloadVerdict, SIGNATURE_VERSION,
+    Signable, SignatureScratch, signature_check,
+};
+use crate::event::Timestamp;
 use crate::keys::Keyring;
 
 /// Seqs per range handed to a worker: large enough that handing over
-/// costs little per event, small enough that a range's events stay in
-/// cache between decoding and walking.
+/// costs little per event, small enough that a range's results stay in
+/// cache between checking and walking.
 const BATCH: u64 = 256;
 
-/// A range of seqs for a worker, and the events of an earlier range the
-/// walk is done with. Jobs go round: the walk hands each range's event
-/// buffer back with the job that goes to the same worker (job
-/// `i + threads × in-flight`, which is `i` modulo the threads), so the
-/// worker that allocated the events frees them, not the walking thread,
-/// which limits the rate.
+/// A range of seqs for a worker.
 struct Job {
     first: u64,
     last: u64,
-    spent: Vec<Event>,
 }
 
-/// One record decoded, with its checks that need no earlier event.
-type Prechecked = (Event, PayloadVerdict);
+/// What the in-order walk reads of one event ([`ChainLink`]): the worker
+/// checks the record where it lies in redb's page, borrowing its strings,
+/// and hands on only these fields, so no event is built, copied or freed.
+struct Link {
+    seq: u64,
+    prev_hash: Option<[u8; 32]>,
+    signature: [u8; 32],
+    created_at: Timestamp,
+    redacted: bool,
+    payload_hash: [u8; 32],
+}
+
+impl ChainLink for Link {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev_hash(&self) -> Option<[u8; 32]> {
+        self.prev_hash
+    }
+    fn signature(&self) -> [u8; 32] {
+        self.signature
+    }
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    fn redacted(&self) -> bool {
+        self.redacted
+    }
+    fn payload_hash(&self) -> [u8; 32] {
+        self.payload_hash
+    }
+}
+
+/// One record's link, with its checks that need no earlier event.
+type Prechecked = (Link, PayloadVerdict);
 
 /// A worker's answer: the range's records in seq order (or why they could
-/// not be read, in order: the walk stops there), and the emptied buffer.
+/// not be read, in order: the walk stops there).
 struct Checked {
     last: u64,
     records: Vec<Result<Prechecked, StoreError>>,
-    spent: Vec<Event>,
 }
 
 type Events = redb::ReadOnlyTable<EventKey, &'static [u8]>;
 
-fn precheck(events: &Events, plan: &Uuid, mut job: Job, keyring: &Keyring) -> Checked {
-    // Freed here, by the thread that allocated them.
-    job.spent.clear();
+fn precheck(events: &Events, plan: &Uuid, job: Job, keyring: &Keyring) -> Checked {
     let mut records = Vec::with_capacity(BATCH as usize);
+    let mut scratch = SignatureScratch::default();
     match events.range(event_key(plan, job.first)..=event_key(plan, job.last)) {
         Ok(range) => {
             for entry in range {
                 let decoded = entry.map_err(StoreError::from).and_then(|(key, value)| {
-                    let event = event_from_record(&key.value(), decode_event(value.value())?)?;
-                    let verdict = PayloadVerdict::of_signed(&event, keyring);
-                    Ok((event, verdict))
+                    let seq = seq_of(&key.value());
+                    precheck_record(plan, seq, value.value(), keyring, &mut scratch)
                 });
                 let failed = decoded.is_err();
                 records.push(decoded);
@@ -90,8 +117,79 @@ fn precheck(events: &Events, plan: &Uuid, mut job: Job, keyring: &Keyring) -> Ch
     Checked {
         last: job.last,
         records,
-        spent: job.spent,
     }
+}
+
+/// [`PayloadVerdict::of_signed`] of the event `event_from_record` would
+/// build from these bytes, and its link, without building it: the same
+/// fields, borrowed, and the same errors.
+fn precheck_record<'k>(
+    plan: &Uuid,
+    seq: u64,
+    bytes: &[u8],
+    keyring: &'k Keyring,
+    scratch: &mut SignatureScratch<'k>,
+) -> Result<Prechecked, StoreError> {
+    let record = decode_event_view(bytes)?;
+    let redacted = record.payload.is_none();
+    let id = Uuid::from_bytes(record.id);
+    let signed = Signable {
+        v: SIGNATURE_VERSION,
+        plan_id: plan,
+        seq,
+        id: &id,
+        event_type: record.event_type,
+        actor: record.actor,
+        created_at: Timestamp(record.created_at),
+        payload_hash: &record.payload_hash,
+        prev_hash: &record.prev_hash,
+        key_id: record.key_id,
+    };
+    let text = record.payload.unwrap_or("null");
+    let mut verdict_of = |text: &str| {
+        let signature = &record.signature;
+        PayloadVerdict::of_signed_parts(text, redacted, &signed, signature, keyring, scratch)
+    };
+    let mut verdict = verdict_of(text);
+    // Canonical text is JSON, kept as is by `RawValue`: validating it again
+    // (as building an `Event` does) could change nothing. Any other text
+    // gets what building the event gives it: an error if it is not JSON,
+    // and the check of the text `RawValue` keeps (without surrounding
+    // whitespace) if it is.
+    if !redacted && verdict.payload_result() == Err(BrokenReason::PayloadNotCanonical) {
+        let raw: &RawValue = serde_json::from_str(text)
+            .map_err(|e| StoreError(format!("corrupt payload at {plan}/{seq}: {e}")))?;
+        if raw.get() != text {
+            verdict = verdict_of(raw.get());
+        }
+    }
+    let link = Link {
+        seq,
+        prev_hash: record.prev_hash,
+        signature: record.signature,
+        created_at: Timestamp(record.created_at),
+        redacted,
+        payload_hash: record.payload_hash,
+    };
+    Ok((link, verdict))
+}
+
+/// The HMAC of the event at `seq` checked at `signed_at`, a date later than
+/// its own (it is dated before an event accepted earlier). Rare, so it
+/// reads and builds the event again, and checks as `ChainVerifier::check`.
+fn recheck(
+    events: &Events,
+    plan: &Uuid,
+    seq: u64,
+    signed_at: Timestamp,
+    keyring: &Keyring,
+) -> Result<Result<(), BrokenReason>, StoreError> {
+    let key = event_key(plan, seq);
+    let value = events
+        .get(key)?
+        .ok_or_else(|| StoreError(format!("event {plan}/{seq} vanished from a snapshot")))?;
+    let event = event_from_record(&key, decode_event(value.value())?)?;
+    Ok(signature_check(&event, signed_at, keyring))
 }
 
 impl Store {
@@ -124,33 +222,36 @@ impl Store {
         // The walk met an empty range below `top`: a gap after this seq.
         let mut gap_after = None;
         let mut next_first = top.map(|_| 0u64);
-        // Event buffers back from the walk, for the next jobs (see Job).
-        let spare: RefCell<VecDeque<Vec<Event>>> = RefCell::new(VecDeque::new());
         let read = || -> Result<Option<Job>, StoreError> {
             let (Some(first), Some(top)) = (next_first, top) else {
                 return Ok(None);
             };
             let last = first.saturating_add(BATCH - 1).min(top);
             next_first = (last < top).then(|| last + 1);
-            let spent = spare.borrow_mut().pop_front().unwrap_or_default();
-            Ok(Some(Job { first, last, spent }))
+            Ok(Some(Job { first, last }))
         };
         let take = |checked: Checked| -> Result<ControlFlow<()>, StoreError> {
             if checked.records.is_empty() {
                 gap_after = Some(checked.last);
                 return Ok(ControlFlow::Break(()));
             }
-            let mut spent = checked.spent;
-            spent.reserve(checked.records.len());
             for one in checked.records {
-                let (event, verdict) = one?;
-                if let Err(reason) = verifier.check_prechecked(&event, verdict, Some(keyring)) {
-                    broken = Some((event.seq, reason));
+                let (link, verdict) = one?;
+                let mut failed = None;
+                let checked = verifier.check_prechecked_with(&link, verdict, |signed_at| {
+                    recheck(&events, plan_id, link.seq, signed_at, keyring).unwrap_or_else(|e| {
+                        failed = Some(e);
+                        Err(BrokenReason::Signature)
+                    })
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                if let Err(reason) = checked {
+                    broken = Some((link.seq, reason));
                     return Ok(ControlFlow::Break(()));
                 }
-                spent.push(event);
             }
-            spare.borrow_mut().push_back(spent);
             Ok(ControlFlow::Continue(()))
         };
         let work = |job: Job| precheck(&events, plan_id, job, keyring);
@@ -215,7 +316,8 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::chain::CanonicalPayload;
+    use crate::chain::{CanonicalPayload, Signable};
+    use crate::event::Event;
     use crate::store::AppendRequest;
 
     /// Events in a plan: several batches, so both workers and the hand-back
@@ -290,6 +392,105 @@ mod tests {
                 assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
             }
         }
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// The last event re-signed and dated before its predecessor: the walk
+    /// dates its signature by the predecessor, not by the event's own date
+    /// at which the workers checked it, so it checks the HMAC again. A key
+    /// retired between the two dates is refused there; the signing key is
+    /// accepted (and then only the head record disagrees).
+    #[tokio::test]
+    async fn an_event_dated_before_its_predecessor_is_checked_at_the_later_date() {
+        let (_dir, store, writer, plan) = filled_store().await;
+        let last = EVENTS_IN_PLAN;
+        let before = event(&store, plan, last - 1);
+        let original = event(&store, plan, last);
+        let retired_secret = b"plan-verify-retired".to_vec();
+        let mut keyring = Keyring::from_secret(b"plan-verify".to_vec());
+        keyring
+            .add_verification_key(retired_secret.clone())
+            .unwrap();
+        let retired_id = crate::keys::key_id(&retired_secret);
+        // Valid at the event's own date, not at its predecessor's.
+        assert!(keyring.retire(&retired_id, Timestamp(before.created_at.0 - 5)));
+        let resigned = |secret: &[u8], key_id: String| {
+            let mut e = original.clone();
+            e.created_at = Timestamp(before.created_at.0 - 10);
+            e.key_id = key_id;
+            e.signature = Signable::of(&e).sign(secret);
+            e
+        };
+
+        let by_retired = resigned(&retired_secret, retired_id.clone());
+        store.overwrite_event_unchecked(&by_retired).unwrap();
+        let report = store.verify_plan(&plan, &keyring).unwrap();
+        assert_eq!(report.broken, Some((last, BrokenReason::Signature)));
+        assert_eq!(report.verified, last - 1);
+
+        let by_current = resigned(b"plan-verify", keyring.current_id().to_string());
+        store.overwrite_event_unchecked(&by_current).unwrap();
+        let report = store.verify_plan(&plan, &keyring).unwrap();
+        assert_eq!(report.verified, last, "accepted at the later date");
+        assert_eq!(report.head_signature, Some(by_current.signature));
+        assert_eq!(report.broken, Some((last, BrokenReason::Signature)));
+
+        store.overwrite_event_unchecked(&original).unwrap();
+        assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A stored payload that is not JSON is an error when the walk reaches
+    /// it (as reading the event is), one that is JSON but not canonical a
+    /// break, and one canonical but for surrounding whitespace is checked
+    /// as the text reading the event keeps.
+    #[tokio::test]
+    async fn stored_payload_texts_are_judged_as_reading_the_event_judges_them() {
+        let (_dir, store, writer, plan) = filled_store().await;
+        let keyring = store.keyring();
+        let seq = EVENTS_IN_PLAN / 2;
+        let original = event(&store, plan, seq);
+        let with_text = |text: String| {
+            // Written as a record directly: `Event` holds only JSON.
+            let mut record = super::super::decode_event(&super::super::encode(
+                &super::super::record_from_event(&original),
+            ))
+            .unwrap();
+            record.payload = Some(text);
+            let mut bytes = vec![super::super::records::REDACTED_EVENT_VERSION];
+            bytes.extend(postcard::to_stdvec(&record).unwrap());
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(EVENTS)
+                .unwrap()
+                .insert(event_key(&plan, seq), bytes.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            store.verify_plan(&plan, &keyring)
+        };
+        let text = original.payload.get().to_string();
+
+        let error = with_text(format!("{}x", text)).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("corrupt payload at {plan}/{seq}")),
+            "{error}"
+        );
+        let spaced = with_text(format!(" {text}\n")).unwrap();
+        assert!(spaced.is_valid(), "{spaced:?}");
+        let reordered = with_text(text.replacen("{\"n\"", "{ \"n\"", 1)).unwrap();
+        assert_eq!(
+            reordered.broken,
+            Some((seq, BrokenReason::PayloadNotCanonical))
+        );
+        assert_eq!(reordered.verified, seq - 1);
+
+        store.overwrite_event_unchecked(&original).unwrap();
+        assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await

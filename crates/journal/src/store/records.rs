@@ -1,6 +1,6 @@
 //! Record types and their encoding: a format-version byte, then postcard.
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -57,6 +57,71 @@ struct EventRecordV1 {
     position: u64,
 }
 
+/// An event record of either version, borrowing its strings from the
+/// stored bytes: a whole-chain walk reads every field once and keeps
+/// none, so it builds no owned [`Event`]. Decodes exactly the bytes
+/// [`decode_event`] does, with the same errors (postcard reads `&str` and
+/// `String` alike; `records_decode_borrowed_as_owned` pins it). Its field
+/// order is also version 2's, which this type decodes directly.
+#[derive(Deserialize)]
+pub(super) struct EventRecordView<'a> {
+    pub(super) id: [u8; 16],
+    pub(super) event_type: &'a str,
+    #[serde(borrow)]
+    pub(super) actor: Option<&'a str>,
+    #[serde(borrow)]
+    pub(super) payload: Option<&'a str>,
+    pub(super) payload_hash: [u8; 32],
+    pub(super) prev_hash: Option<[u8; 32]>,
+    pub(super) signature: [u8; 32],
+    pub(super) key_id: &'a str,
+    pub(super) created_at: i64,
+    /// Not used by the walk, but decoded: a record cut short in it is
+    /// refused, as [`decode_event`] refuses it.
+    #[allow(dead_code)]
+    pub(super) position: u64,
+}
+
+/// [`EventRecordV1`], borrowed.
+#[derive(Deserialize)]
+struct EventRecordV1View<'a> {
+    id: [u8; 16],
+    event_type: &'a str,
+    #[serde(borrow)]
+    actor: Option<&'a str>,
+    payload: &'a str,
+    payload_hash: [u8; 32],
+    prev_hash: Option<[u8; 32]>,
+    signature: [u8; 32],
+    key_id: &'a str,
+    created_at: i64,
+    position: u64,
+}
+
+/// [`decode_event`], borrowing the strings.
+pub(super) fn decode_event_view(bytes: &[u8]) -> Result<EventRecordView<'_>, StoreError> {
+    match bytes.split_first() {
+        Some((&REDACTED_EVENT_VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt event record: {e}")))
+        }
+        _ => {
+            let v1: EventRecordV1View<'_> = decode(bytes)?;
+            Ok(EventRecordView {
+                id: v1.id,
+                event_type: v1.event_type,
+                actor: v1.actor,
+                payload: Some(v1.payload),
+                payload_hash: v1.payload_hash,
+                prev_hash: v1.prev_hash,
+                signature: v1.signature,
+                key_id: v1.key_id,
+                created_at: v1.created_at,
+                position: v1.position,
+            })
+        }
+    }
+}
+
 /// Version byte of an event record whose payload may be absent. Written
 /// only by a redaction, so only redacted events carry it; an older build
 /// refuses such a record ("unknown version") rather than guess.
@@ -101,7 +166,7 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, body)) => {
             postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt record: {e}")))
@@ -223,6 +288,61 @@ mod tests {
             serde_json::to_string(&event).unwrap()
         );
         assert_eq!(back.position, 77);
+    }
+
+    /// The borrowed view reads every record the owned decoder reads, to the
+    /// same fields, and refuses every one it refuses with the same error.
+    #[test]
+    fn records_decode_borrowed_as_owned() {
+        let event = Event {
+            id: Uuid::from_u128(9),
+            plan_id: Uuid::from_u128(1),
+            seq: 4,
+            event_type: "step.completed".into(),
+            actor: Some("é".into()),
+            payload: RawValue::from_string(r#"{"a":[1,"x"]}"#.into()).unwrap(),
+            payload_hash: [1; 32],
+            prev_hash: Some([2; 32]),
+            signature: [3; 32],
+            key_id: "abcd0123".into(),
+            created_at: Timestamp(-1_700_000_000_123),
+            position: 1 << 40,
+            redacted: false,
+        };
+        let v1 = encode(&record_from_event(&event));
+        let v2 = encode_redacted(decode_event(&v1).unwrap());
+        let mut v2_whole = vec![REDACTED_EVENT_VERSION];
+        v2_whole.extend(postcard::to_stdvec(&decode_event(&v1).unwrap()).unwrap());
+        for bytes in [&v1, &v2, &v2_whole] {
+            let owned = decode_event(bytes).unwrap();
+            let view = decode_event_view(bytes).unwrap();
+            assert_eq!(view.id, owned.id);
+            assert_eq!(view.event_type, owned.event_type);
+            assert_eq!(view.actor, owned.actor.as_deref());
+            assert_eq!(view.payload, owned.payload.as_deref());
+            assert_eq!(view.payload_hash, owned.payload_hash);
+            assert_eq!(view.prev_hash, owned.prev_hash);
+            assert_eq!(view.signature, owned.signature);
+            assert_eq!(view.key_id, owned.key_id);
+            assert_eq!(view.created_at, owned.created_at);
+            assert_eq!(view.position, owned.position);
+        }
+        assert_eq!(decode_event_view(&v2).unwrap().payload, None);
+        // Every truncation, every version byte, invalid UTF-8 in a string.
+        let mut bad: Vec<Vec<u8>> = (0..v1.len()).map(|n| v1[..n].to_vec()).collect();
+        bad.extend((0..v2.len()).map(|n| v2[..n].to_vec()));
+        bad.extend((0..=u8::MAX).map(|v| [&[v], &v1[1..]].concat()));
+        let mut utf8 = v1.clone();
+        let at = utf8.windows(4).position(|w| w == b"step").unwrap();
+        utf8[at] = 0xff;
+        bad.push(utf8);
+        for bytes in &bad {
+            let owned = decode_event(bytes).map(|r| r.id).map_err(|e| e.to_string());
+            let view = decode_event_view(bytes)
+                .map(|r| r.id)
+                .map_err(|e| e.to_string());
+            assert_eq!(view, owned, "{bytes:?}");
+        }
     }
 
     #[test]
