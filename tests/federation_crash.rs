@@ -569,6 +569,23 @@ async fn sender_killed_before_the_ack_sends_again_and_the_receiver_keeps_once() 
         replay_lines(&alpha)
     );
     assert!(!sent_again.is_empty(), "beta had part of the burst");
+    // The path this test is for: the restart put events back from the
+    // segment (the load kept the writer from an idle checkpoint).
+    let restored: u64 = replay_lines(&alpha)
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("restored=")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        restored > 0,
+        "the restart replayed the segment: {:?}",
+        replay_lines(&alpha)
+    );
     // A copy queued again by the replay keeps the time its event was
     // made, so its `max_age_secs` does not start again at the restart.
     for m in &sent_again {
