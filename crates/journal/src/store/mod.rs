@@ -228,6 +228,11 @@ pub struct WriterStats {
     /// were synced (`wal_power_cut.rs`).
     #[cfg(test)]
     pub(crate) fail_next_commit: std::sync::atomic::AtomicBool,
+    /// Test switch: no checkpoint when idle, so that a test can copy the
+    /// files as a power cut would leave them, with redb's last `None`
+    /// commits lost.
+    #[cfg(test)]
+    pub(crate) no_idle_checkpoint: std::sync::atomic::AtomicBool,
 }
 
 /// The journal store, with its blocking API. Async code holds an

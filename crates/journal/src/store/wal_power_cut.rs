@@ -54,6 +54,15 @@ async fn append_round(
     acked
 }
 
+/// Keeps `store`'s writer from checkpointing when idle, so that a copy of
+/// its files is what a power cut would leave.
+fn no_idle_checkpoint(store: &Store) {
+    store
+        .stats
+        .no_idle_checkpoint
+        .store(true, Ordering::Relaxed);
+}
+
 /// A store in a fresh temp dir, whose writer never checkpoints when idle
 /// (so that a copy of its files is what a power cut would leave).
 struct Fresh {
@@ -65,11 +74,11 @@ struct Fresh {
 }
 
 fn fresh_store() -> Fresh {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.redb");
     let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
     let (store, writer) = Store::open(&path, keyring.clone(), crate::fanout::fanout()).unwrap();
+    no_idle_checkpoint(&store);
     Fresh {
         dir,
         path,
@@ -317,7 +326,6 @@ async fn a_failed_commit_does_not_come_back_after_a_power_cut() {
 /// database's or leave a gap after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_that_does_not_fit_refuses_the_open() {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
     let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
     let plan = Uuid::from_u128(9);
     // Store A: 5 events checkpointed, 5 more in its segment only.
@@ -328,6 +336,7 @@ async fn a_segment_that_does_not_fit_refuses_the_open() {
         crate::fanout::fanout(),
     )
     .unwrap();
+    no_idle_checkpoint(&store);
     let store = AsyncStore::new(store);
     append_round(&store, &[plan], 0, 5).await;
     store.compact().await.unwrap();
@@ -362,7 +371,6 @@ async fn a_segment_that_does_not_fit_refuses_the_open() {
 /// the old one's first events: the open refuses, and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_without_its_database_refuses_the_open() {
-    super::writer_wal::NO_IDLE_CHECKPOINT.store(true, Ordering::Relaxed);
     let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
     let old = tempfile::tempdir().unwrap();
     let (store, writer) = Store::open(
@@ -371,6 +379,7 @@ async fn a_segment_without_its_database_refuses_the_open() {
         crate::fanout::fanout(),
     )
     .unwrap();
+    no_idle_checkpoint(&store);
     let store = AsyncStore::new(store);
     append_round(&store, &[Uuid::from_u128(4)], 0, 3).await;
     // Copied before the shutdown's checkpoint empties it: positions 1 to 3.

@@ -25,12 +25,6 @@ pub(super) const IDLE_CHECKPOINT: Duration = Duration::from_millis(100);
 /// a start after a crash replays them.
 pub(super) const QUIET_CHECKPOINT_AGE: Duration = Duration::from_secs(10);
 
-/// Test switch: no checkpoint when idle, so that a test can copy the files
-/// as a power cut would leave them, with redb's last `None` commits lost.
-#[cfg(test)]
-pub(super) static NO_IDLE_CHECKPOINT: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 /// What the writer waits for next.
 pub(super) enum Next {
     Job(Job),
@@ -51,7 +45,12 @@ impl WriterLoop {
     ) -> Next {
         let wait = self.segment.as_ref().and_then(checkpoint_wait);
         #[cfg(test)]
-        let wait = wait.filter(|_| !NO_IDLE_CHECKPOINT.load(std::sync::atomic::Ordering::Relaxed));
+        let wait = wait.filter(|_| {
+            !self
+                .stats
+                .no_idle_checkpoint
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
         let (Some(timer), Some(wait)) = (timer, wait) else {
             return rx.blocking_recv().map_or(Next::Closed, Next::Job);
         };
