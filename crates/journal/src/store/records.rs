@@ -61,7 +61,7 @@ struct EventRecordV1 {
 /// stored bytes: a whole-chain walk reads every field once and keeps
 /// none, so it builds no owned [`Event`]. Decodes exactly the bytes
 /// [`decode_event`] does, with the same errors (postcard reads `&str` and
-/// `String` alike; `records_decode_borrowed_as_owned` pins it). Its field
+/// `String` alike; `the_record_view_decodes_as_the_owned_decoder` pins it). Its field
 /// order is also version 2's, which this type decodes directly.
 #[derive(Deserialize)]
 pub(super) struct EventRecordView<'a> {
@@ -260,9 +260,8 @@ mod tests {
         assert!(event_key(&a, u64::MAX) < event_key(&b, 0));
     }
 
-    #[test]
-    fn borrowed_records_decode_as_owned_ones() {
-        let event = Event {
+    fn sample_event() -> Event {
+        Event {
             id: Uuid::from_u128(9),
             plan_id: Uuid::from_u128(1),
             seq: 4,
@@ -276,7 +275,12 @@ mod tests {
             created_at: Timestamp(1_700_000_000_123),
             position: 77,
             redacted: false,
-        };
+        }
+    }
+
+    #[test]
+    fn borrowed_records_decode_as_owned_ones() {
+        let event = sample_event();
         let key = event_key(&event.plan_id, event.seq);
         let back = event_from_record(
             &key,
@@ -293,21 +297,11 @@ mod tests {
     /// The borrowed view reads every record the owned decoder reads, to the
     /// same fields, and refuses every one it refuses with the same error.
     #[test]
-    fn records_decode_borrowed_as_owned() {
+    fn the_record_view_decodes_as_the_owned_decoder() {
         let event = Event {
-            id: Uuid::from_u128(9),
-            plan_id: Uuid::from_u128(1),
-            seq: 4,
-            event_type: "step.completed".into(),
-            actor: Some("é".into()),
-            payload: RawValue::from_string(r#"{"a":[1,"x"]}"#.into()).unwrap(),
-            payload_hash: [1; 32],
-            prev_hash: Some([2; 32]),
-            signature: [3; 32],
-            key_id: "abcd0123".into(),
             created_at: Timestamp(-1_700_000_000_123),
             position: 1 << 40,
-            redacted: false,
+            ..sample_event()
         };
         let v1 = encode(&record_from_event(&event));
         let v2 = encode_redacted(decode_event(&v1).unwrap());
@@ -348,19 +342,10 @@ mod tests {
     #[test]
     fn a_redacted_record_keeps_everything_but_the_payload() {
         let event = Event {
-            id: Uuid::from_u128(9),
-            plan_id: Uuid::from_u128(1),
-            seq: 4,
-            event_type: "step.completed".into(),
             actor: None,
             payload: RawValue::from_string(r#"{"secret":"x"}"#.into()).unwrap(),
-            payload_hash: [1; 32],
             prev_hash: None,
-            signature: [3; 32],
-            key_id: "abcd0123".into(),
-            created_at: Timestamp(1_700_000_000_123),
-            position: 77,
-            redacted: false,
+            ..sample_event()
         };
         let key = event_key(&event.plan_id, event.seq);
         let v1 = encode(&record_from_event(&event));
