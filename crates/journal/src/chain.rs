@@ -358,37 +358,31 @@ impl std::fmt::Display for BrokenReason {
 
 /// What [`ChainVerifier`]'s in-order rules read of an event: its place in
 /// the chain, its link to the previous signature, its date, and whether
-/// its payload was erased. An [`Event`] is one; a whole-chain walk hands
-/// the verifier only these fields, with the checks that need no earlier
+/// its payload was erased. [`ChainLink::of`] takes them from an
+/// [`Event`]; a whole-chain walk takes them from the stored record where
+/// it lies, so no event is built, with the checks that need no earlier
 /// event made ahead ([`PayloadVerdict`]).
-pub trait ChainLink {
-    fn seq(&self) -> u64;
-    fn prev_hash(&self) -> Option<[u8; 32]>;
-    fn signature(&self) -> [u8; 32];
-    fn created_at(&self) -> Timestamp;
-    fn redacted(&self) -> bool;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainLink {
+    pub seq: u64,
+    pub prev_hash: Option<[u8; 32]>,
+    pub signature: [u8; 32],
+    pub created_at: Timestamp,
+    pub redacted: bool,
     /// Not read by the rules: it ties a [`PayloadVerdict`] to its event.
-    fn payload_hash(&self) -> [u8; 32];
+    pub payload_hash: [u8; 32],
 }
 
-impl ChainLink for Event {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn prev_hash(&self) -> Option<[u8; 32]> {
-        self.prev_hash
-    }
-    fn signature(&self) -> [u8; 32] {
-        self.signature
-    }
-    fn created_at(&self) -> Timestamp {
-        self.created_at
-    }
-    fn redacted(&self) -> bool {
-        self.redacted
-    }
-    fn payload_hash(&self) -> [u8; 32] {
-        self.payload_hash
+impl ChainLink {
+    pub fn of(event: &Event) -> ChainLink {
+        ChainLink {
+            seq: event.seq,
+            prev_hash: event.prev_hash,
+            signature: event.signature,
+            created_at: event.created_at,
+            redacted: event.redacted,
+            payload_hash: event.payload_hash,
+        }
     }
 }
 
@@ -444,18 +438,18 @@ impl ChainVerifier {
     /// vouches for (the payload is outside the log's leaves, so its hash
     /// and spelling must still be checked here).
     pub fn check_without_key(&mut self, event: &Event) -> Result<(), BrokenReason> {
-        self.check_without_key_with(event, || payload_check(event))
+        self.check_without_key_with(&ChainLink::of(event), || payload_check(event))
     }
 
     /// [`ChainVerifier::check_without_key`] with the payload's check
     /// supplied by the caller (computed ahead on another core).
     pub(crate) fn check_without_key_with(
         &mut self,
-        event: &(impl ChainLink + ?Sized),
+        link: &ChainLink,
         payload: impl FnOnce() -> Result<(), BrokenReason>,
     ) -> Result<(), BrokenReason> {
-        self.check_in_order(event, payload)?;
-        self.accept(event, event.created_at());
+        self.check_in_order(link, payload)?;
+        self.accept(link, link.created_at);
         Ok(())
     }
 
@@ -464,39 +458,37 @@ impl ChainVerifier {
     /// computed here, or ahead on another core ([`crate::chain_window`]).
     fn check_in_order(
         &self,
-        event: &(impl ChainLink + ?Sized),
+        link: &ChainLink,
         payload: impl FnOnce() -> Result<(), BrokenReason>,
     ) -> Result<(), BrokenReason> {
-        if event.seq() != self.next_seq {
+        if link.seq != self.next_seq {
             return Err(BrokenReason::SeqGap);
         }
         payload()?;
-        if event.prev_hash() != self.prev_signature {
+        if link.prev_hash != self.prev_signature {
             return Err(BrokenReason::PrevHash);
         }
         Ok(())
     }
 
-    fn accept(&mut self, event: &(impl ChainLink + ?Sized), signed_at: Timestamp) {
-        self.redacted += u64::from(event.redacted());
+    fn accept(&mut self, link: &ChainLink, signed_at: Timestamp) {
+        self.redacted += u64::from(link.redacted);
         self.next_seq += 1;
-        self.prev_signature = Some(event.signature());
+        self.prev_signature = Some(link.signature);
         self.latest = Some(self.latest.map_or(signed_at, |l| l.max(signed_at)));
     }
 
     /// The time `event`'s key must have been valid at: a retired key
     /// verifies only events dated up to its retirement, and an event is
     /// never dated before one accepted earlier.
-    pub(crate) fn signed_at(&self, event: &(impl ChainLink + ?Sized)) -> Timestamp {
-        self.latest
-            .unwrap_or(event.created_at())
-            .max(event.created_at())
+    pub(crate) fn signed_at(&self, link: &ChainLink) -> Timestamp {
+        self.latest.unwrap_or(link.created_at).max(link.created_at)
     }
 
     /// Checks one event. On success the verifier moves past it.
     pub fn check(&mut self, event: &Event, keyring: &Keyring) -> Result<(), BrokenReason> {
         self.check_with(
-            event,
+            &ChainLink::of(event),
             || payload_check(event),
             |signed_at| signature_check(event, signed_at, keyring),
         )
@@ -506,14 +498,14 @@ impl ChainVerifier {
     /// event supplied by the caller; the rules and their order stay here.
     pub(crate) fn check_with(
         &mut self,
-        event: &(impl ChainLink + ?Sized),
+        link: &ChainLink,
         payload: impl FnOnce() -> Result<(), BrokenReason>,
         signature: impl FnOnce(Timestamp) -> Result<(), BrokenReason>,
     ) -> Result<(), BrokenReason> {
-        self.check_in_order(event, payload)?;
-        let signed_at = self.signed_at(event);
+        self.check_in_order(link, payload)?;
+        let signed_at = self.signed_at(link);
         signature(signed_at)?;
-        self.accept(event, signed_at);
+        self.accept(link, signed_at);
         Ok(())
     }
 

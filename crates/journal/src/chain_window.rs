@@ -99,9 +99,9 @@ impl PayloadVerdict {
     }
 
     /// Panics unless this verdict was made for `event`.
-    fn assert_for(&self, event: &(impl ChainLink + ?Sized)) {
+    fn assert_for(&self, link: &ChainLink) {
         assert!(
-            self.seq == event.seq() && self.payload_hash == event.payload_hash(),
+            self.seq == link.seq && self.payload_hash == link.payload_hash,
             "a payload verdict is spent on the event it was made for"
         );
     }
@@ -118,12 +118,15 @@ impl ChainVerifier {
         keyring: Option<&Keyring>,
     ) -> Result<(), BrokenReason> {
         match keyring {
-            Some(keyring) => self.check_prechecked_with(event, payload, |signed_at| {
-                signature_check(event, signed_at, keyring)
-            }),
+            Some(keyring) => {
+                self.check_prechecked_with(&ChainLink::of(event), payload, |signed_at| {
+                    signature_check(event, signed_at, keyring)
+                })
+            }
             None => {
-                payload.assert_for(event);
-                self.check_without_key_with(event, || payload.result)
+                let link = ChainLink::of(event);
+                payload.assert_for(&link);
+                self.check_without_key_with(&link, || payload.result)
             }
         }
     }
@@ -135,13 +138,13 @@ impl ChainVerifier {
     /// `recheck` checks it at the walk's date, as `check` would.
     pub(crate) fn check_prechecked_with(
         &mut self,
-        event: &(impl ChainLink + ?Sized),
+        link: &ChainLink,
         payload: PayloadVerdict,
         recheck: impl FnOnce(Timestamp) -> Result<(), BrokenReason>,
     ) -> Result<(), BrokenReason> {
-        payload.assert_for(event);
+        payload.assert_for(link);
         self.check_with(
-            event,
+            link,
             || payload.result,
             |signed_at| match payload.signature {
                 Some((at, verdict)) if at == signed_at => verdict,
@@ -164,7 +167,7 @@ impl ChainVerifier {
         // The date each signature is checked at, as `check` computes it
         // once every earlier event is accepted (after a break, the rest of
         // the window is not used).
-        let mut at = self.signed_at(first);
+        let mut at = self.signed_at(&ChainLink::of(first));
         let dates: Vec<Timestamp> = events
             .iter()
             .map(|event| {
@@ -199,7 +202,7 @@ impl ChainVerifier {
         });
         for (event, pre) in events.iter().zip(prechecks) {
             self.check_with(
-                event,
+                &ChainLink::of(event),
                 || pre.payload,
                 |signed_at| {
                     assert_eq!(

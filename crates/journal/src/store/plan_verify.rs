@@ -50,41 +50,8 @@ struct Job {
     last: u64,
 }
 
-/// What the in-order walk reads of one event ([`ChainLink`]): the worker
-/// checks the record where it lies in redb's page, borrowing its strings,
-/// and hands on only these fields, so no event is built, copied or freed.
-struct Link {
-    seq: u64,
-    prev_hash: Option<[u8; 32]>,
-    signature: [u8; 32],
-    created_at: Timestamp,
-    redacted: bool,
-    payload_hash: [u8; 32],
-}
-
-impl ChainLink for Link {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn prev_hash(&self) -> Option<[u8; 32]> {
-        self.prev_hash
-    }
-    fn signature(&self) -> [u8; 32] {
-        self.signature
-    }
-    fn created_at(&self) -> Timestamp {
-        self.created_at
-    }
-    fn redacted(&self) -> bool {
-        self.redacted
-    }
-    fn payload_hash(&self) -> [u8; 32] {
-        self.payload_hash
-    }
-}
-
 /// One record's link, with its checks that need no earlier event.
-type Prechecked = (Link, PayloadVerdict);
+type Prechecked = (ChainLink, PayloadVerdict);
 
 /// A worker's answer: the range's records in seq order (or why they could
 /// not be read, in order: the walk stops there).
@@ -163,7 +130,7 @@ fn precheck_record<'k>(
             verdict = verdict_of(raw.get());
         }
     }
-    let link = Link {
+    let link = ChainLink {
         seq,
         prev_hash: record.prev_hash,
         signature: record.signature,
