@@ -190,7 +190,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         registry: Arc::new(registry),
         fanout,
         limits: Arc::new(Reloadable::new(config.limits.clone())),
-        cors: Arc::new(Reloadable::new(crate::http::cors(
+        cors: Arc::new(Reloadable::new(crate::http::cors::policy(
             &config.http.cors_origins,
         ))),
         tokens,

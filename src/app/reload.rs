@@ -74,7 +74,8 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
     changed.push("sse.max_streams");
     http.limits.replace(new.limits.clone());
     changed.push("limits");
-    http.cors.replace(crate::http::cors(&new.http.cors_origins));
+    http.cors
+        .replace(crate::http::cors::policy(&new.http.cors_origins));
     changed.push("http.cors_origins");
     // Listed peers are added or updated; peers added at run time stay.
     match crate::federation::peers::apply_config(federation, &new.peers).await {

@@ -155,14 +155,6 @@ pub(crate) async fn require_read(
     require(Scope::Read, tokens, req, next).await
 }
 
-pub(crate) async fn require_append(
-    State(tokens): State<Arc<Tokens>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    require(Scope::Append, tokens, req, next).await
-}
-
 /// The auth check's sub-state is the tokens in force.
 impl FromRef<AppState> for Arc<Tokens> {
     fn from_ref(state: &AppState) -> Arc<Tokens> {

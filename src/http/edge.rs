@@ -25,9 +25,11 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tower_http::cors::CorsLayer;
 
 use super::AppState;
 use super::auth::Tokens;
+use super::cors;
 use super::problem::Problem;
 use super::serve::LocalPeer;
 use logbook_base::reloadable::Reloadable;
@@ -94,11 +96,13 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What [`guard`] reads: the edge, and whether a token is required.
+/// What [`guard`] reads: the edge, whether a token is required, and the
+/// CORS policy it applies last.
 #[derive(Clone)]
 pub(crate) struct EdgeState {
     edge: Arc<Edge>,
     tokens: Arc<Tokens>,
+    cors: Arc<Reloadable<Option<CorsLayer>>>,
 }
 
 impl FromRef<AppState> for EdgeState {
@@ -106,14 +110,17 @@ impl FromRef<AppState> for EdgeState {
         EdgeState {
             edge: state.edge.clone(),
             tokens: state.tokens.clone(),
+            cors: state.cors.clone(),
         }
     }
 }
 
-/// The middleware applying the checks described in the module doc.
+/// The middleware applying the checks described in the module doc, then
+/// the CORS policy ([`cors::apply`]).
 pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Next) -> Response {
+    let run = |req, next| cors::apply(&state.cors, &state.tokens, &state.edge, req, next);
     if req.extensions().get::<LocalPeer>().is_some() {
-        return next.run(req).await;
+        return run(req, next).await;
     }
     // RFC 9112 §3.2: a request with more than one Host is refused, in
     // every mode; otherwise only the first would be checked.
@@ -138,7 +145,7 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
     let streaming = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().path().ends_with("/stream");
     if !streaming {
-        return next.run(req).await;
+        return run(req, next).await;
     }
     let Some(slot) = state.edge.try_stream() else {
         return Problem::unavailable(format!(
@@ -147,7 +154,7 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
         ))
         .into_response();
     };
-    let response = next.run(req).await;
+    let response = run(req, next).await;
     // The slot is released when the body is dropped: the client left, the
     // stream ended, or the answer was an error that is already complete.
     let (parts, body) = response.into_parts();

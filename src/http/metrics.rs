@@ -19,17 +19,25 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Scope;
 use crate::http::AppState;
+use crate::http::auth::{self, Tokens};
 use logbook_journal::fanout::StreamStats;
 use logbook_journal::store::AsyncStore;
 
 /// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Middleware on the append route: counts outcomes and times each request.
-pub(crate) async fn time_append(req: Request, next: Next) -> Response {
+/// The append route's one middleware layer: checks the append scope
+/// (`auth::require`) and times the whole answer, refusals included, by
+/// outcome. One layer, not two: each costs every append a boxed future.
+pub(crate) async fn time_append(
+    State(tokens): State<Arc<Tokens>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let response = next.run(req).await;
+    let response = auth::require(Scope::Append, tokens, req, next).await;
     let outcome = match response.status() {
         StatusCode::CREATED => "created",
         s if s.is_success() => "replayed",
