@@ -24,7 +24,7 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use tower_http::cors::CorsLayer;
 
 use super::AppState;
@@ -157,12 +157,14 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
     let response = run(req, next).await;
     // The slot is released when the body is dropped: the client left, the
     // stream ended, or the answer was an error that is already complete.
-    let (parts, body) = response.into_parts();
-    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
-        let _held = &slot;
-        chunk
-    }));
-    Response::from_parts(parts, body)
+    // `map_frame` keeps the body a body (one box, no detour through a
+    // stream of data chunks): every SSE frame to every follower passes here.
+    response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &slot;
+            frame
+        }))
+    })
 }
 
 fn misdirected(detail: String) -> Problem {
