@@ -73,6 +73,8 @@ mod wal;
 #[cfg(test)]
 mod wal_power_cut;
 #[cfg(test)]
+mod wal_torn;
+#[cfg(test)]
 mod wal_vectors;
 mod witness;
 mod witnessed;
