@@ -71,6 +71,8 @@ mod tree;
 mod tree_build;
 mod wal;
 #[cfg(test)]
+mod wal_jobs;
+#[cfg(test)]
 mod wal_power_cut;
 #[cfg(test)]
 mod wal_torn;
