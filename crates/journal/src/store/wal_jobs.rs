@@ -252,3 +252,41 @@ async fn a_power_cut_between_checkpoint_and_emptying_opens() {
         .await
         .unwrap();
 }
+
+/// A second store opened on a data dir a running one holds (a second
+/// daemon, or `tokens create` offline) is refused before it touches the
+/// segment: the running store's frames stay byte for byte, and a power
+/// cut afterwards still gets every acknowledged event back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_a_running_store_leaves_its_segment_alone() {
+    let run = Running::start();
+    let plan = Uuid::from_u128(38);
+    let acked = run.append_n(plan, 0, 7).await;
+    let path = run.dir.path().join("j.redb");
+    let wal = run.dir.path().join("j.wal");
+    let before = std::fs::read(&wal).unwrap();
+
+    let second = Store::open(&path, run.keyring.clone(), crate::fanout::fanout());
+    let refused = second.err().expect("a second store opened");
+    assert!(refused.to_string().contains("already open"), "{refused}");
+    let token = super::admin::StoredToken {
+        id: "t1".into(),
+        name: "offline".into(),
+        sha256: [1; 32],
+        scopes: vec![super::admin::Scope::Read],
+        created_at: 0,
+    };
+    let offline = super::admin::insert_token_offline(&path, &token);
+    assert!(offline.is_err(), "an offline write opened a running store");
+    assert!(
+        std::fs::read(&wal).unwrap() == before,
+        "the segment changed"
+    );
+
+    let cut = run.cut();
+    let (_dir, keyring) = run.stop().await;
+    assert_eq!(last_position_on_disk(&cut.path().join("j.redb")), 0);
+    let (store, writer) = open(cut.path().join("j.redb"), keyring).await;
+    assert_all_back(&store, &[plan], &acked);
+    close(store, writer).await;
+}
