@@ -290,3 +290,43 @@ async fn a_second_open_of_a_running_store_leaves_its_segment_alone() {
     assert_all_back(&store, &[plan], &acked);
     close(store, writer).await;
 }
+
+/// A batch whose redb commit fails with an I/O fault after its frames
+/// were synced: the handle is taken down and reopened, and the reopen's
+/// replay puts back the batches that committed but not the failed one,
+/// whose append was told it failed. The next append takes its position,
+/// and a power cut then brings back exactly what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_failing_with_an_io_fault_is_not_replayed_by_the_reopen() {
+    use std::sync::atomic::Ordering;
+    let run = Running::start();
+    let plan = Uuid::from_u128(39);
+    let mut acked = run.append_n(plan, 0, 10).await;
+    let stats = run.store.stats();
+    stats.injected_fault_is_io.store(true, Ordering::Relaxed);
+    stats.fail_next_commit.store(true, Ordering::Relaxed);
+    let failed = run.store.append(request(plan, 100, true)).await;
+    assert!(failed.is_err(), "the injected failure reached the caller");
+    // The writer answers, then takes the handle down, then waits at least
+    // `RETRY_FIRST` before it reopens: out of service, then back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for in_service in [false, true] {
+        while (run.store.health() == super::Health::Ready) != in_service {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer did not take the handle down and reopen it"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    let next = run.store.append(request(plan, 101, false)).await.unwrap();
+    assert_eq!((next.event.seq, next.event.position), (11, 11));
+    acked.push(next);
+    let cut = run.cut();
+    let (_dir, keyring) = run.stop().await;
+
+    let (store, writer) = open(cut.path().join("j.redb"), keyring).await;
+    assert_eq!(store.last_position().unwrap(), 11);
+    assert_all_back(&store, &[plan], &acked);
+    close(store, writer).await;
+}
