@@ -71,7 +71,11 @@ mod tree;
 mod tree_build;
 mod wal;
 #[cfg(test)]
+mod wal_jobs;
+#[cfg(test)]
 mod wal_power_cut;
+#[cfg(test)]
+mod wal_torn;
 #[cfg(test)]
 mod wal_vectors;
 mod witness;
@@ -228,6 +232,10 @@ pub struct WriterStats {
     /// were synced (`wal_power_cut.rs`).
     #[cfg(test)]
     pub(crate) fail_next_commit: std::sync::atomic::AtomicBool,
+    /// Test switch: that failure is an I/O fault, which takes the handle
+    /// down for the writer to reopen (`wal_jobs.rs`).
+    #[cfg(test)]
+    pub(crate) injected_fault_is_io: std::sync::atomic::AtomicBool,
     /// Test switch: no checkpoint when idle, so that a test can copy the
     /// files as a power cut would leave them, with redb's last `None`
     /// commits lost.

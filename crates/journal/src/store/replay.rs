@@ -107,7 +107,7 @@ fn check_present(tables: &Tables<'_>, record: &WalRecord) -> Result<(), String> 
 }
 
 /// Opens the segment of the database at `db_path`, replays it into `db`
-/// and empties it. For the offline commands that write to the store (the
+/// and empties it (always: a new epoch). For the offline commands that write to the store (the
 /// writer keeps its segment open instead; see `Store::open_with`).
 pub(super) fn replay_and_empty(
     db: &Database,
@@ -115,9 +115,12 @@ pub(super) fn replay_and_empty(
 ) -> Result<(Segment, Replayed), StoreError> {
     let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path))?;
     let done = replay(db, records, &FedShared::default(), segment.path())?;
-    if !segment.is_empty() {
-        segment.reset()?;
-    }
+    // A new epoch even when no frame checked: a cut that tore the first
+    // page of a batch leaves later frames of this epoch that do check, and
+    // this run's frames, written from the same offset, could end exactly
+    // where one of them begins; a replay after the next cut would read on
+    // into it (`wal_torn.rs`).
+    segment.reset()?;
     Ok((segment, done))
 }
 

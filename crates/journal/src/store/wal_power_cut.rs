@@ -17,7 +17,7 @@ use crate::chain::{CanonicalPayload, log_entry};
 use crate::keys::Keyring;
 use logbook_tlog::merkle::{StreamingRoot, leaf_hash};
 
-fn request(plan: Uuid, n: u64, key: bool) -> AppendRequest {
+pub(super) fn request(plan: Uuid, n: u64, key: bool) -> AppendRequest {
     AppendRequest {
         plan_id: plan,
         event_type: "step.done".into(),
@@ -56,7 +56,7 @@ async fn append_round(
 
 /// Keeps `store`'s writer from checkpointing when idle, so that a copy of
 /// its files is what a power cut would leave.
-fn no_idle_checkpoint(store: &Store) {
+pub(super) fn no_idle_checkpoint(store: &Store) {
     store
         .stats
         .no_idle_checkpoint
@@ -88,7 +88,7 @@ fn fresh_store() -> Fresh {
     }
 }
 
-fn last_position_on_disk(path: &std::path::Path) -> u64 {
+pub(super) fn last_position_on_disk(path: &std::path::Path) -> u64 {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_read().unwrap();
     let positions = txn.open_table(POSITIONS).unwrap();
@@ -97,7 +97,7 @@ fn last_position_on_disk(path: &std::path::Path) -> u64 {
 
 /// Every acknowledged event is in `store` exactly as acknowledged; chains,
 /// Merkle roots and pages verify.
-fn assert_all_back(store: &Store, plans: &[Uuid], acked: &[Appended]) {
+pub(super) fn assert_all_back(store: &Store, plans: &[Uuid], acked: &[Appended]) {
     let mut by_plan: HashMap<Uuid, Vec<&Appended>> = HashMap::new();
     for a in acked {
         by_plan.entry(a.event.plan_id).or_default().push(a);

@@ -316,9 +316,10 @@ impl WriterLoop {
                 #[cfg(test)]
                 if self.stats.fail_next_commit.swap(false, Ordering::Relaxed) {
                     segment.abandoned();
+                    let io = self.stats.injected_fault_is_io.load(Ordering::Relaxed);
                     return Err(StoreError::with_fault(
                         "injected commit failure".into(),
-                        Fault::Other,
+                        if io { Fault::Io } else { Fault::Other },
                     ));
                 }
                 if let Err(e) = txn.commit() {
