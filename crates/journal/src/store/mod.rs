@@ -324,6 +324,15 @@ impl Store {
         // redb lost in a crash are put back, or the store does not open.
         let started = std::time::Instant::now();
         let (segment, replayed) = replay::replay_and_empty(&db, path)?;
+        // The segment holds the latest events: as private as the database,
+        // also when it was copied in or its mode changed since it was made.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(segment.path(), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| {
+                    StoreError(format!("making {} private: {e}", segment.path().display()))
+                })?;
+        }
         if replayed != replay::Replayed::default() {
             tracing::info!(
                 restored = replayed.restored,

@@ -330,3 +330,23 @@ async fn a_commit_failing_with_an_io_fault_is_not_replayed_by_the_reopen() {
     assert_all_back(&store, &[plan], &acked);
     close(store, writer).await;
 }
+
+/// The segment is made private again at every open, as the database is,
+/// whatever mode it was left with (copied in, or changed by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_segment_is_private_again_after_an_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let run = Running::start();
+    run.append_n(Uuid::from_u128(41), 0, 3).await;
+    let (dir, keyring) = run.stop().await;
+    let wal = dir.path().join("j.wal");
+    assert_eq!(mode(&wal), 0o600, "made private");
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (store, writer) = open(dir.path().join("j.redb"), keyring).await;
+    assert_eq!(mode(&wal), 0o600, "private again after the open");
+    close(store, writer).await;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+}
