@@ -131,7 +131,9 @@ impl WriterLoop {
             }
             Job::Redact(list, reply) => {
                 let outcome = self.redact(list);
-                self.wipe_segment();
+                // Committed either way; a failed wipe is logged, and
+                // `admin compact` (which must leave no trace) reports it.
+                let _ = self.wipe_segment();
                 let failed = match &outcome {
                     Err(RedactError::Storage(e)) => Some(e.clone()),
                     _ => None,
@@ -144,10 +146,17 @@ impl WriterLoop {
                 // failure after the switch has set the health itself, and
                 // the loop reopens the file. Either way the handle in
                 // service did not fail, so there is nothing to take down.
-                let outcome = self.db.compact();
-                match &outcome {
-                    Ok(_) => self.wipe_segment(),
-                    Err(e) => tracing::error!(error = %e, "compacting the store failed"),
+                // A compaction promises that no file keeps erased bytes:
+                // a segment that could not be wiped fails it.
+                let outcome = self.db.compact().and_then(|done| {
+                    self.wipe_segment().map(|()| done).map_err(|e| {
+                        StoreError(format!(
+                            "the database was compacted, but zeroing the write-ahead segment failed, so erased payloads may remain in it: {e}"
+                        ))
+                    })
+                });
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "compacting the store failed");
                 }
                 let _ = reply.send(outcome);
                 None

@@ -123,12 +123,13 @@ impl WriterLoop {
 
     /// Zeroes the emptied segment's old frames after a redaction or a
     /// compaction, so that no erased payload lingers in them.
-    pub(super) fn wipe_segment(&mut self) {
-        if let Some(segment) = self.segment.as_mut()
-            && let Err(e) = segment.wipe()
-        {
+    pub(super) fn wipe_segment(&mut self) -> Result<(), StoreError> {
+        let Some(segment) = self.segment.as_mut() else {
+            return Ok(());
+        };
+        segment.wipe().inspect_err(|e| {
             tracing::error!(error = %e, "wiping the write-ahead segment failed; old frames may still hold erased payloads until overwritten");
-        }
+        })
     }
 }
 
