@@ -159,6 +159,12 @@ impl Db {
         }
     }
 
+    /// Whether durable commits record redb's allocator state
+    /// ([`super::StoreOptions::quick_repair`]).
+    pub(crate) fn quick_repair(&self) -> bool {
+        self.quick_repair
+    }
+
     pub(crate) fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Acquire))
     }

@@ -323,7 +323,7 @@ impl Store {
         // Before anything reads: events acknowledged from the segment that
         // redb lost in a crash are put back, or the store does not open.
         let started = std::time::Instant::now();
-        let (segment, replayed) = replay::replay_and_empty(&db, path)?;
+        let (segment, replayed) = replay::replay_and_empty(&db, path, options.quick_repair)?;
         // The segment holds the latest events: as private as the database,
         // also when it was copied in or its mode changed since it was made.
         {

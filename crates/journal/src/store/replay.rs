@@ -31,6 +31,7 @@ pub(super) fn replay(
     records: Vec<WalRecord>,
     fed: &FedShared,
     segment: &Path,
+    quick_repair: bool,
 ) -> Result<Replayed, StoreError> {
     let mut done = Replayed::default();
     if records.is_empty() {
@@ -44,6 +45,10 @@ pub(super) fn replay(
     };
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    // As every durable commit of the store: a commit without it would
+    // drop redb's saved allocator state, and a crash soon after the replay
+    // would pay the full repair at the next open.
+    txn.set_quick_repair(quick_repair);
     {
         let mut last = txn
             .open_table(POSITIONS)?
@@ -112,9 +117,16 @@ fn check_present(tables: &Tables<'_>, record: &WalRecord) -> Result<(), String> 
 pub(super) fn replay_and_empty(
     db: &Database,
     db_path: &Path,
+    quick_repair: bool,
 ) -> Result<(Segment, Replayed), StoreError> {
     let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path))?;
-    let done = replay(db, records, &FedShared::default(), segment.path())?;
+    let done = replay(
+        db,
+        records,
+        &FedShared::default(),
+        segment.path(),
+        quick_repair,
+    )?;
     // A new epoch even when no frame checked: a cut that tore the first
     // page of a batch leaves later frames of this epoch that do check, and
     // this run's frames, written from the same offset, could end exactly

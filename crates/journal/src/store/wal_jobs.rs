@@ -350,3 +350,71 @@ async fn the_segment_is_private_again_after_an_open() {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 }
+
+/// With `quick_repair`, the replay's durable commit records redb's
+/// allocator state like every other durable commit: a crash right after a
+/// replay then opens without redb's full repair walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_a_replay_needs_no_full_repair() {
+    let options = super::StoreOptions { quick_repair: true };
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let (store, writer) = Store::open_with(
+        &dir.path().join("j.redb"),
+        keyring.clone(),
+        crate::fanout::fanout(),
+        &options,
+    )
+    .unwrap();
+    no_idle_checkpoint(&store);
+    let store = AsyncStore::new(store);
+    for n in 0..10 {
+        store
+            .append(request(Uuid::from_u128(51), n, false))
+            .await
+            .unwrap();
+    }
+    let copy = |from: &std::path::Path| {
+        let cut = tempfile::tempdir().unwrap();
+        for name in ["j.redb", "j.wal"] {
+            std::fs::copy(from.join(name), cut.path().join(name)).unwrap();
+        }
+        cut
+    };
+    let cut = copy(dir.path());
+    assert_eq!(last_position_on_disk(&cut.path().join("j.redb")), 0);
+    drop(store);
+    close_writer(writer).await;
+
+    // The next start replays the ten events; a crash follows at once.
+    let (store, writer) = Store::open_with(
+        &cut.path().join("j.redb"),
+        keyring,
+        crate::fanout::fanout(),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(store.last_position().unwrap(), 10);
+    let crashed = copy(cut.path());
+    drop(store);
+    close_writer(writer).await;
+
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    let db = redb::Builder::new()
+        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .open(crashed.path().join("j.redb"))
+        .unwrap();
+    drop(db);
+    assert!(
+        !repaired.load(std::sync::atomic::Ordering::Relaxed),
+        "the open after a crash following a replay ran redb's full repair"
+    );
+    assert_eq!(last_position_on_disk(&crashed.path().join("j.redb")), 10);
+
+    async fn close_writer(writer: super::Writer) {
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+}

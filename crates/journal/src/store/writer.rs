@@ -259,8 +259,9 @@ impl WriterLoop {
                 next_attempt = now + self.retry;
             } else if now >= next_attempt {
                 let (segment, fed) = (&mut self.segment, &self.fed);
+                let quick_repair = self.db.quick_repair();
                 let replay = |db: &redb::Database| match segment {
-                    Some(segment) => replay_committed(db, segment, fed),
+                    Some(segment) => replay_committed(db, segment, fed, quick_repair),
                     None => Ok(()),
                 };
                 match self.db.reopen(replay).and_then(|_| last_position(&self.db)) {

@@ -157,9 +157,10 @@ pub(super) fn replay_committed(
     db: &redb::Database,
     segment: &mut Segment,
     fed: &FedShared,
+    quick_repair: bool,
 ) -> Result<(), StoreError> {
     let (records, _) = segment.committed_records()?;
-    let done = super::replay::replay(db, records, fed, segment.path())?;
+    let done = super::replay::replay(db, records, fed, segment.path(), quick_repair)?;
     if done.restored > 0 {
         tracing::info!(
             restored = done.restored,
