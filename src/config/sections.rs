@@ -134,11 +134,18 @@ impl Default for RegistryConfig {
 }
 
 /// `[storage]`: how the journal database is written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StorageConfig {
-    /// redb quick repair: every commit records the allocator state, so a
-    /// start after a crash skips the full repair, at the price of a second
-    /// fsync per commit (see docs/benchmarks.md).
+    /// redb quick repair: every durable commit records the allocator
+    /// state, so a start after a crash skips the full repair. Appends
+    /// commit through the write-ahead segment, so only checkpoints pay its
+    /// second fsync (see docs/benchmarks.md, "Recovery after a crash").
     pub(crate) quick_repair: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { quick_repair: true }
+    }
 }
