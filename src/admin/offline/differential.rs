@@ -343,6 +343,73 @@ fn respelled_values_hold_the_contract() {
     }
 }
 
+/// An event dated before the one accepted ahead of it has its HMAC checked
+/// again at the walk's later date, by re-reading its line the way it was
+/// first read: a key retired between the two dates no longer verifies it.
+#[test]
+fn backdated_lines_are_rechecked_on_both_paths() {
+    const OTHER: &[u8] = b"differential-other-key-differential";
+    let sign = |secret: &[u8], key_id: &str, seq: u64, prev, millis, event_type| {
+        let payload = "{\"n\":1}";
+        let mut wire = WireEvent {
+            id: Uuid::from_u128(seq.into()),
+            plan_id: Uuid::from_u128(1),
+            seq,
+            event_type,
+            actor: None,
+            payload,
+            payload_hash: sha256(payload.as_bytes()),
+            prev_hash: prev,
+            signature: [0; 32],
+            key_id,
+            created_at: Timestamp(millis),
+            redacted: false,
+        };
+        wire.signature = wire.signable().sign(secret);
+        let mut line = String::new();
+        wire.write(&mut line);
+        (line, wire.signature)
+    };
+    let other_id = Keyring::from_secret(OTHER.to_vec())
+        .current_id()
+        .to_string();
+    // Plain, then escaped (serde_json reads it, and reads it again).
+    for event_type in ["step.done", "step\"done"] {
+        let (first, signature) = sign(SECRET, keyring().current_id(), 1, None, 2_000, event_type);
+        let (second, _) = sign(OTHER, &other_id, 2, Some(signature), 1_000, event_type);
+        assert_eq!(
+            WireEvent::read(&second).is_some(),
+            event_type == "step.done"
+        );
+        let export = format!("{first}\n{second}\n");
+        for retired in [false, true] {
+            let mut keys = Keyring::from_secret(SECRET.to_vec());
+            keys.add_verification_key(OTHER.to_vec()).unwrap();
+            if retired {
+                assert!(keys.retire(&other_id, Timestamp(1_500)));
+            }
+            let verified = verify_export(export.as_bytes(), Some(&keys), None).unwrap();
+            let broken = matches!(
+                &verified.chain,
+                Outcome::Broken { seq: 2, line: 2, reason } if reason == "signature"
+            );
+            let valid = matches!(
+                verified.chain,
+                Outcome::Valid {
+                    count: 2,
+                    head_signature: Some(_),
+                    redacted: 0
+                }
+            );
+            assert!(
+                if retired { broken } else { valid },
+                "{event_type} retired {retired}: {:?}",
+                verified.chain
+            );
+        }
+    }
+}
+
 fn cases(n: u32) -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
