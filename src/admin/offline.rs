@@ -410,7 +410,10 @@ const NOT_CANONICAL: &str = "not_canonical_line: the line is not as logbook writ
 /// took it with the very parser serde uses, and the payload because it is
 /// JSON: the payload check vouches for that unless it finds the text not
 /// canonical, and then the line goes to serde_json, which says whether it
-/// is JSON at all (a "malformed event") or only not canonical. Any line
+/// is JSON at all (a "malformed event") or only not canonical. (A
+/// canonical text has no surrounding whitespace, and serde_json keeps a
+/// `RawValue`'s exact text, skipping it with no depth limit, so a deep
+/// canonical payload parses in the line too.) Any line
 /// the reader declines goes to serde_json, as every line did before, so
 /// its error is the one it always was. `offline/differential.rs` holds
 /// the two paths to the same verdicts on mutated lines.
