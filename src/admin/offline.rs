@@ -8,9 +8,12 @@ use std::ops::ControlFlow;
 
 use logbook_base::ordered_pool::{cores, run_in_order};
 use logbook_journal::Event;
-use logbook_journal::chain::{ChainVerifier, PayloadVerdict, SignatureScratch, log_entry};
+use logbook_journal::chain::{
+    BrokenReason, ChainLink, ChainVerifier, PayloadVerdict, SignatureScratch,
+};
 use logbook_journal::checkpoint::plan_verifier;
-use logbook_journal::event_wire::write_wire;
+use logbook_journal::event::Timestamp;
+use logbook_journal::event_wire::WireEvent;
 use logbook_journal::keys::{Keyring, SECRET_ENV_VARS};
 use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
 use logbook_tlog::merkle::{self, StreamingRoot};
@@ -141,6 +144,17 @@ fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<Lin
     Ok((!batch.lines.is_empty()).then_some(batch))
 }
 
+impl LineBatch {
+    /// Each line with its number.
+    fn lines(&self) -> impl Iterator<Item = (u64, &str)> {
+        let starts = std::iter::once(0).chain(self.lines.iter().map(|&(_, end)| end));
+        self.lines
+            .iter()
+            .zip(starts)
+            .map(|(&(line_no, end), start)| (line_no, &self.text[start..end]))
+    }
+}
+
 /// Verifies an export read line by line. Lines must be one plan's events
 /// from seq 1 in order, as `logbook admin export` writes them. Reading
 /// stays on this thread; parsing and every check that needs no earlier
@@ -157,10 +171,10 @@ pub(crate) fn verify_export(
     run_in_order(
         cores(),
         || read_batch(&mut reader, &mut line_no),
-        |batch| parse_batch(&batch, keyring, log.is_some()),
-        |parsed| {
-            for (line_no, parsed) in parsed {
-                if let Some(done) = walk.take(line_no, parsed) {
+        |batch| parse_batch(batch, keyring, log.is_some()),
+        |(batch, parsed): (LineBatch, Vec<Result<Parsed, String>>)| {
+            for ((line_no, line), parsed) in batch.lines().zip(parsed) {
+                if let Some(done) = walk.take(line_no, line, parsed) {
                     verdict = Some(done);
                     return Ok(ControlFlow::Break(()));
                 }
@@ -200,10 +214,21 @@ impl<'a> Walk<'a> {
     }
 
     /// Takes the next line's parse; `Some` when the verdict is reached.
-    fn take(&mut self, line_no: u64, parsed: Result<Parsed, String>) -> Option<Verified> {
+    fn take(
+        &mut self,
+        line_no: u64,
+        line: &str,
+        parsed: Result<Parsed, String>,
+    ) -> Option<Verified> {
         let broken = |seq, line, reason: String| Outcome::Broken { seq, line, reason };
         let expected = self.count + 1;
-        let (event, leaf, payload) = match parsed {
+        let Parsed {
+            plan_id,
+            link,
+            payload,
+            leaf,
+            fast,
+        } = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => {
                 return Some(stop(
@@ -213,10 +238,10 @@ impl<'a> Walk<'a> {
                 ));
             }
         };
-        if *self.plan.get_or_insert(event.plan_id) != event.plan_id {
+        if *self.plan.get_or_insert(plan_id) != plan_id {
             let reason = "plan_id differs from the first event's".to_string();
             return Some(stop(
-                broken(event.seq, line_no, reason),
+                broken(link.seq, line_no, reason),
                 self.log,
                 &self.checkpoint,
             ));
@@ -224,11 +249,11 @@ impl<'a> Walk<'a> {
         if self.checkpoint.is_none()
             && let Some(log) = self.log
         {
-            match open_checkpoint(log, &event.plan_id) {
+            match open_checkpoint(log, &plan_id) {
                 Ok(cp) => self.checkpoint = Some((cp, None)),
                 Err(reason) => {
                     return Some(Verified {
-                        chain: broken(event.seq, line_no, reason),
+                        chain: broken(link.seq, line_no, reason),
                         log: Some(LogOutcome::BadCheckpoint),
                     });
                 }
@@ -241,7 +266,9 @@ impl<'a> Walk<'a> {
             Some(_) => Ok(()),
             None => self
                 .verifier
-                .check_prechecked(&event, payload, self.keyring)
+                .check_prechecked_link(&link, payload, self.keyring, |at, keyring| {
+                    recheck(line, fast, at, keyring)
+                })
                 .map_err(|reason| match reason.missing_key() {
                     Some(id) => format!(
                         "missing-key (no secret for key_id {id}: its signature cannot be checked)"
@@ -250,7 +277,7 @@ impl<'a> Walk<'a> {
                 }),
         };
         if let Err(reason) = checked {
-            let at = broken(event.seq, line_no, reason);
+            let at = broken(link.seq, line_no, reason);
             if self.log.is_none() {
                 return Some(Verified {
                     chain: at,
@@ -329,36 +356,67 @@ fn open_checkpoint(log: &LogCheck, plan: &Uuid) -> Result<Checkpoint, String> {
     })
 }
 
-/// An event, its log leaf (computed only when a log is checked) and its
-/// payload's verdict.
-type Parsed = (Event, Option<[u8; 32]>, PayloadVerdict);
+/// What the in-order walk takes of a line: its plan, what the chain's
+/// rules read, the checks made ahead on a worker, and its log leaf
+/// (computed only when a log is checked).
+struct Parsed {
+    plan_id: Uuid,
+    link: ChainLink,
+    payload: PayloadVerdict,
+    leaf: Option<[u8; 32]>,
+    /// Read by [`WireEvent::read`], not by serde_json: a recheck reads the
+    /// line again the same way.
+    fast: bool,
+}
 
-/// Parses each line of a batch, on a worker thread; results in line order.
+/// Parses each line of a batch, on a worker thread; results in line order,
+/// handed back with the batch (the walk reads a line again in the rare
+/// case it must check an HMAC at a later date).
 fn parse_batch(
-    batch: &LineBatch,
+    batch: LineBatch,
     keyring: Option<&Keyring>,
     with_leaf: bool,
-) -> Vec<(u64, Result<Parsed, String>)> {
+) -> (LineBatch, Vec<Result<Parsed, String>>) {
     // One buffer for every line's expected spelling, one scratch for
     // every line's HMAC.
     let mut expected = String::with_capacity(2048);
     let mut scratch = SignatureScratch::default();
-    let starts = std::iter::once(0).chain(batch.lines.iter().map(|&(_, end)| end));
-    batch
-        .lines
-        .iter()
-        .zip(starts)
-        .map(|(&(line_no, end), start)| {
-            let line = &batch.text[start..end];
-            let parsed = parse_line(line, keyring, with_leaf, &mut expected, &mut scratch);
-            (line_no, parsed)
-        })
-        .collect()
+    let parsed = batch
+        .lines()
+        .map(|(_, line)| parse_line(line, keyring, with_leaf, &mut expected, &mut scratch))
+        .collect();
+    (batch, parsed)
 }
+
+const NOT_CANONICAL: &str = "not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)";
 
 /// Parses a line, checks it is exactly as logbook writes it, computes its
 /// log leaf (when asked) and checks its payload (and, with a keyring, its
 /// HMAC at its own date).
+///
+/// Exactly as `logbook admin export` writes it: no unknown member, no
+/// other spelling of an id or hash. The signature covers the values, not
+/// their spelling, so a reader of the file could otherwise see data that
+/// nothing signed. A line is accepted only if `write(fields) == line`, on
+/// both paths below.
+///
+/// The usual line is read by [`WireEvent::read`], borrowing its strings and
+/// payload, with no owned `Event` and no scan of the payload by serde_json.
+/// Why that accepts exactly what serde_json would, meaning the same: if
+/// the reader gives fields E' and `write(E') == line`, then serde_json
+/// parses the line into E' too, because `write` is serde_json's own
+/// spelling (`event_wire`'s tests) and every field survives it: ids,
+/// numbers, hashes and plain strings trivially, the time because `read`
+/// took it with the very parser serde uses, and the payload because it is
+/// JSON: the payload check vouches for that unless it finds the text not
+/// canonical, and then the line goes to serde_json, which says whether it
+/// is JSON at all (a "malformed event") or only not canonical. (A
+/// canonical text has no surrounding whitespace, and serde_json keeps a
+/// `RawValue`'s exact text, skipping it with no depth limit, so a deep
+/// canonical payload parses in the line too.) Any line
+/// the reader declines goes to serde_json, as every line did before, so
+/// its error is the one it always was. `offline/differential.rs` holds
+/// the two paths to the same verdicts on mutated lines.
 fn parse_line<'k>(
     line: &str,
     keyring: Option<&'k Keyring>,
@@ -366,21 +424,85 @@ fn parse_line<'k>(
     expected: &mut String,
     scratch: &mut SignatureScratch<'k>,
 ) -> Result<Parsed, String> {
-    let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
-    // Exactly as `logbook admin export` writes it: no unknown member, no
-    // other spelling of an id or hash. The signature covers the values,
-    // not their spelling, so a reader of the file could otherwise see
-    // data that nothing signed. (`write_wire` is serde's spelling, written
-    // into a reused buffer.)
-    expected.clear();
-    write_wire(&event, expected);
-    if expected != line {
-        return Err("not_canonical_line: the line is not as logbook writes it (an unknown member, or another spelling of an id, hash or time)".into());
+    if let Some(parsed) = parse_fast(line, keyring, with_leaf, expected, scratch) {
+        return Ok(parsed);
     }
-    let leaf = with_leaf.then(|| merkle::leaf_hash(log_entry(&event).as_bytes()));
-    let payload = match keyring {
-        Some(keyring) => PayloadVerdict::of_signed_reusing(&event, keyring, scratch),
-        None => PayloadVerdict::of(&event),
-    };
-    Ok((event, leaf, payload))
+    parse_serde(line, keyring, with_leaf, expected, scratch)
 }
+
+/// [`parse_line`] by [`WireEvent::read`]; `None` when it declines.
+fn parse_fast<'k>(
+    line: &str,
+    keyring: Option<&'k Keyring>,
+    with_leaf: bool,
+    expected: &mut String,
+    scratch: &mut SignatureScratch<'k>,
+) -> Option<Parsed> {
+    let wire = WireEvent::read(line)?;
+    if !is_written_as(&wire, line, expected) {
+        return None;
+    }
+    let payload = PayloadVerdict::of_wire(&wire, keyring, scratch);
+    if payload.payload_result() == Err(BrokenReason::PayloadNotCanonical) {
+        // Perhaps not JSON at all: serde_json says which.
+        return None;
+    }
+    Some(parsed(&wire, payload, with_leaf, true))
+}
+
+/// [`parse_line`] by serde_json: every line the fast reader declines.
+fn parse_serde<'k>(
+    line: &str,
+    keyring: Option<&'k Keyring>,
+    with_leaf: bool,
+    expected: &mut String,
+    scratch: &mut SignatureScratch<'k>,
+) -> Result<Parsed, String> {
+    let event: Event = serde_json::from_str(line).map_err(|e| format!("malformed event: {e}"))?;
+    let wire = WireEvent::of(&event);
+    if !is_written_as(&wire, line, expected) {
+        return Err(NOT_CANONICAL.into());
+    }
+    let payload = PayloadVerdict::of_wire(&wire, keyring, scratch);
+    Ok(parsed(&wire, payload, with_leaf, false))
+}
+
+/// `write(wire) == line`: its head and tail written into a reused buffer,
+/// the payload's text compared where the line holds it, not copied.
+fn is_written_as(wire: &WireEvent<'_>, line: &str, expected: &mut String) -> bool {
+    expected.clear();
+    wire.write_head(expected);
+    let Some(rest) = line.strip_prefix(expected.as_str()) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix(wire.payload) else {
+        return false;
+    };
+    expected.clear();
+    wire.write_tail(expected);
+    rest == expected
+}
+
+fn parsed(wire: &WireEvent<'_>, payload: PayloadVerdict, with_leaf: bool, fast: bool) -> Parsed {
+    Parsed {
+        plan_id: wire.plan_id,
+        link: wire.link(),
+        payload,
+        leaf: with_leaf.then(|| merkle::leaf_hash(wire.log_entry().as_bytes())),
+        fast,
+    }
+}
+
+/// The HMAC of an accepted line checked at the walk's date, later than
+/// its own (an event dated before one accepted earlier): the line is read
+/// again by the path that accepted it.
+fn recheck(line: &str, fast: bool, at: Timestamp, keyring: &Keyring) -> Result<(), BrokenReason> {
+    if fast && let Some(wire) = WireEvent::read(line) {
+        return wire.signature_check(at, keyring);
+    }
+    let event: Event = serde_json::from_str(line).expect("an accepted line parses again");
+    WireEvent::of(&event).signature_check(at, keyring)
+}
+
+#[cfg(test)]
+mod differential;

@@ -146,7 +146,7 @@ fn compact_fields(bytes: &[u8], limits: &Limits) -> Option<AppendFields> {
 }
 
 #[cfg(test)]
-mod differential;
+pub(crate) mod differential;
 
 #[cfg(test)]
 mod tests {

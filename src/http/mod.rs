@@ -10,7 +10,7 @@
 //! carries a [`serve::LocalPeer`].
 
 pub(crate) mod api;
-mod append_body;
+pub(crate) mod append_body;
 pub(crate) mod auth;
 pub(crate) mod cors;
 pub(crate) mod edge;

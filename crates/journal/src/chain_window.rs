@@ -12,6 +12,7 @@ use crate::chain::{
     payload_text_check, signable_check, signature_check, signature_check_reusing,
 };
 use crate::event::{Event, Timestamp};
+use crate::event_wire::WireEvent;
 use crate::keys::Keyring;
 
 /// Fewer events than this per thread: one thread, as spawning costs more.
@@ -92,9 +93,35 @@ impl PayloadVerdict {
         }
     }
 
+    /// [`PayloadVerdict::of`] (no keyring) or
+    /// [`PayloadVerdict::of_signed_reusing`] on an event's wire fields, for
+    /// a reader that has them borrowed from an export line.
+    pub fn of_wire<'k>(
+        wire: &WireEvent<'_>,
+        keyring: Option<&'k Keyring>,
+        scratch: &mut SignatureScratch<'k>,
+    ) -> PayloadVerdict {
+        match keyring {
+            Some(keyring) => PayloadVerdict::of_signed_parts(
+                wire.payload,
+                wire.redacted,
+                &wire.signable(),
+                &wire.signature,
+                keyring,
+                scratch,
+            ),
+            None => PayloadVerdict {
+                seq: wire.seq,
+                payload_hash: wire.payload_hash,
+                result: payload_text_check(wire.payload, wire.redacted, &wire.payload_hash),
+                signature: None,
+            },
+        }
+    }
+
     /// The payload's verdict: a walk that finds the text not canonical
     /// may have more to say about it first (see `store::plan_verify`).
-    pub(crate) fn payload_result(&self) -> Result<(), BrokenReason> {
+    pub fn payload_result(&self) -> Result<(), BrokenReason> {
         self.result
     }
 
@@ -127,6 +154,26 @@ impl ChainVerifier {
                 let link = ChainLink::of(event);
                 payload.assert_for(&link);
                 self.check_without_key_with(&link, || payload.result)
+            }
+        }
+    }
+
+    /// [`ChainVerifier::check_prechecked`] on the fields its rules read,
+    /// for a walk that holds no [`Event`]: `recheck` checks the HMAC at the
+    /// walk's date when the verdict's does not serve (see
+    /// `check_prechecked_with`); it is not called without a keyring.
+    pub fn check_prechecked_link(
+        &mut self,
+        link: &ChainLink,
+        payload: PayloadVerdict,
+        keyring: Option<&Keyring>,
+        recheck: impl FnOnce(Timestamp, &Keyring) -> Result<(), BrokenReason>,
+    ) -> Result<(), BrokenReason> {
+        match keyring {
+            Some(keyring) => self.check_prechecked_with(link, payload, |at| recheck(at, keyring)),
+            None => {
+                payload.assert_for(link);
+                self.check_without_key_with(link, || payload.result)
             }
         }
     }

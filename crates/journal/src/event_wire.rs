@@ -1,5 +1,6 @@
 //! An event's wire form (`serde_json::to_string(&event)`), written directly
-//! into a reused buffer.
+//! into a reused buffer, and read back from an export line
+//! ([`WireEvent::read`], in `event_wire_read.rs`).
 //!
 //! Offline verification asks of every line of an export whether it is
 //! exactly what logbook writes; serializing each event again through serde
@@ -10,46 +11,156 @@
 
 use std::fmt::Write;
 
-use crate::event::Event;
+use uuid::Uuid;
+
+use crate::chain::{BrokenReason, ChainLink, Signable, SignatureScratch, signable_check};
+use crate::event::{Event, Timestamp};
+use crate::keys::Keyring;
+
+/// An event's fields as its wire form carries them, the text ones borrowed
+/// (from an [`Event`], or from the export line they were read from), so a
+/// line can be checked without building an owned [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireEvent<'a> {
+    pub id: Uuid,
+    pub plan_id: Uuid,
+    pub seq: u64,
+    pub event_type: &'a str,
+    pub actor: Option<&'a str>,
+    /// The payload's text as it stands in the line (`null` once redacted).
+    pub payload: &'a str,
+    pub payload_hash: [u8; 32],
+    pub prev_hash: Option<[u8; 32]>,
+    pub signature: [u8; 32],
+    pub key_id: &'a str,
+    pub created_at: Timestamp,
+    pub redacted: bool,
+}
+
+impl<'a> WireEvent<'a> {
+    pub fn of(event: &'a Event) -> WireEvent<'a> {
+        WireEvent {
+            id: event.id,
+            plan_id: event.plan_id,
+            seq: event.seq,
+            event_type: &event.event_type,
+            actor: event.actor.as_deref(),
+            payload: event.payload.get(),
+            payload_hash: event.payload_hash,
+            prev_hash: event.prev_hash,
+            signature: event.signature,
+            key_id: &event.key_id,
+            created_at: event.created_at,
+            redacted: event.redacted,
+        }
+    }
+
+    /// The object the event's HMAC covers ([`Signable::of`] for an [`Event`]).
+    pub fn signable(&self) -> Signable<'_> {
+        Signable {
+            v: crate::chain::SIGNATURE_VERSION,
+            plan_id: &self.plan_id,
+            seq: self.seq,
+            id: &self.id,
+            event_type: self.event_type,
+            actor: self.actor,
+            created_at: self.created_at,
+            payload_hash: &self.payload_hash,
+            prev_hash: &self.prev_hash,
+            key_id: self.key_id,
+        }
+    }
+
+    /// What the chain's in-order rules read ([`ChainLink::of`] for an [`Event`]).
+    pub fn link(&self) -> ChainLink {
+        ChainLink {
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            signature: self.signature,
+            created_at: self.created_at,
+            redacted: self.redacted,
+            payload_hash: self.payload_hash,
+        }
+    }
+
+    /// The event's entry in its plan's log ([`crate::chain::log_entry`]).
+    pub fn log_entry(&self) -> String {
+        crate::chain::log_entry_of(&self.signable().canonical(), &self.signature)
+    }
+
+    /// The HMAC check at `signed_at`, as a walk that dates the signature
+    /// later than the event's own date makes it again
+    /// ([`crate::chain::signature_check`] for an [`Event`]).
+    pub fn signature_check(
+        &self,
+        signed_at: Timestamp,
+        keyring: &Keyring,
+    ) -> Result<(), BrokenReason> {
+        let mut scratch = SignatureScratch::default();
+        signable_check(
+            &self.signable(),
+            &self.signature,
+            signed_at,
+            keyring,
+            &mut scratch,
+        )
+    }
+
+    /// Appends the wire form to `out`: byte for byte what
+    /// `serde_json::to_string` returns for the [`Event`] of these fields.
+    pub fn write(&self, out: &mut String) {
+        self.write_head(out);
+        out.push_str(self.payload);
+        self.write_tail(out);
+    }
+
+    /// The wire form up to the payload's text.
+    pub fn write_head(&self, out: &mut String) {
+        out.push_str("{\"id\":\"");
+        uuid(out, &self.id);
+        out.push_str("\",\"plan_id\":\"");
+        uuid(out, &self.plan_id);
+        write!(out, "\",\"seq\":{},\"type\":", self.seq).expect("writing to a String");
+        string(out, self.event_type);
+        out.push_str(",\"actor\":");
+        match self.actor {
+            Some(actor) => string(out, actor),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"payload\":");
+    }
+
+    /// What follows the payload's text in the wire form.
+    pub fn write_tail(&self, out: &mut String) {
+        out.push_str(",\"payload_hash\":\"");
+        hex(out, &self.payload_hash);
+        out.push_str("\",\"prev_hash\":");
+        match &self.prev_hash {
+            Some(prev) => {
+                out.push('"');
+                hex(out, prev);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"signature\":\"");
+        hex(out, &self.signature);
+        out.push_str("\",\"key_id\":");
+        string(out, self.key_id);
+        out.push_str(",\"created_at\":\"");
+        self.created_at.push_to(out);
+        out.push('"');
+        if self.redacted {
+            out.push_str(",\"redacted\":true");
+        }
+        out.push('}');
+    }
+}
 
 /// Appends `event`'s wire form to `out`: byte for byte what
 /// `serde_json::to_string(event)` returns.
 pub fn write_wire(event: &Event, out: &mut String) {
-    out.push_str("{\"id\":\"");
-    uuid(out, &event.id);
-    out.push_str("\",\"plan_id\":\"");
-    uuid(out, &event.plan_id);
-    write!(out, "\",\"seq\":{},\"type\":", event.seq).expect("writing to a String");
-    string(out, &event.event_type);
-    out.push_str(",\"actor\":");
-    match &event.actor {
-        Some(actor) => string(out, actor),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"payload\":");
-    out.push_str(event.payload.get());
-    out.push_str(",\"payload_hash\":\"");
-    hex(out, &event.payload_hash);
-    out.push_str("\",\"prev_hash\":");
-    match &event.prev_hash {
-        Some(prev) => {
-            out.push('"');
-            hex(out, prev);
-            out.push('"');
-        }
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"signature\":\"");
-    hex(out, &event.signature);
-    out.push_str("\",\"key_id\":");
-    string(out, &event.key_id);
-    out.push_str(",\"created_at\":\"");
-    event.created_at.push_to(out);
-    out.push('"');
-    if event.redacted {
-        out.push_str(",\"redacted\":true");
-    }
-    out.push('}');
+    WireEvent::of(event).write(out);
 }
 
 /// A JSON string as serde_json writes it. Text with nothing to escape (the
@@ -75,7 +186,7 @@ pub(crate) fn hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// A UUID hyphenated in lowercase, as its serde form spells it.
-pub(crate) fn uuid(out: &mut String, id: &uuid::Uuid) {
+pub(crate) fn uuid(out: &mut String, id: &Uuid) {
     let mut buf = uuid::Uuid::encode_buffer();
     out.push_str(id.hyphenated().encode_lower(&mut buf));
 }

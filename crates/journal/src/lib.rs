@@ -11,6 +11,7 @@ mod chain_canonical;
 mod chain_window;
 pub mod event;
 pub mod event_wire;
+mod event_wire_read;
 pub mod fanout;
 pub mod follow;
 pub mod keys;

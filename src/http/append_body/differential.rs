@@ -79,7 +79,7 @@ fn check_all_limits(bytes: &[u8]) -> usize {
 }
 
 /// Payload texts that are canonical, nearly canonical, or not JSON at all.
-const PAYLOADS: &[&str] = &[
+pub(crate) const PAYLOADS: &[&str] = &[
     "{}",
     "[]",
     "null",
