@@ -12,6 +12,8 @@ mod federation;
 mod heads;
 mod http;
 mod notify;
+#[cfg(test)]
+mod proptest_support;
 mod retention;
 mod server;
 

@@ -4,15 +4,9 @@
 
 use proptest::prelude::*;
 
-use super::{Config, EMBEDDED_DEFAULT};
+use crate::proptest_support::cases;
 
-fn cases(n: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = n;
-    }
-    config
-}
+use super::{Config, EMBEDDED_DEFAULT};
 
 proptest! {
     #![proptest_config(cases(256))]

@@ -8,6 +8,8 @@
 
 use proptest::prelude::*;
 
+use crate::proptest_support::{self, cases};
+
 use super::*;
 use crate::http::append_body::differential::PAYLOADS;
 use logbook_base::canonical::sha256;
@@ -410,14 +412,6 @@ fn backdated_lines_are_rechecked_on_both_paths() {
     }
 }
 
-fn cases(n: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = n;
-    }
-    config
-}
-
 proptest! {
     #![proptest_config(cases(512))]
 
@@ -426,21 +420,9 @@ proptest! {
     #[test]
     fn mutated_lines_hold_the_contract(
         pick in any::<prop::sample::Index>(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop_oneof![
-            prop::sample::select(b"{}[]\",:\\ 0123456789abcdefABCDEF-+.eEtrufalsnZT\x00\x1f\x7f".to_vec()),
-            any::<u8>(),
-        ]), 1..4),
+        edits in proptest_support::edits(b"{}[]\",:\\ 0123456789abcdefABCDEF-+.eEtrufalsnZT\x00\x1f\x7f"),
     ) {
-        let mut line = pick.get(taken()).clone().into_bytes();
-        for (at, op, byte) in edits {
-            let i = at.index(line.len() + 1);
-            match op {
-                0 if i < line.len() => line[i] = byte,
-                1 => line.insert(i, byte),
-                _ if i < line.len() => { line.remove(i); }
-                _ => line.push(byte),
-            }
-        }
+        let line = proptest_support::apply(pick.get(taken()).clone().into_bytes(), edits);
         // The reader of an export takes text: other bytes never get here.
         if let Ok(line) = String::from_utf8(line) {
             check(&line);

@@ -6,6 +6,8 @@
 
 use proptest::prelude::*;
 
+use crate::proptest_support::{self, cases};
+
 use super::*;
 use logbook_base::canonical::canonical_json;
 
@@ -475,14 +477,6 @@ fn body_around(payload: &str, fields: u8) -> String {
     format!("{{{}}}", members.join(","))
 }
 
-fn cases(n: u32) -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = n;
-    }
-    config
-}
-
 proptest! {
     #![proptest_config(cases(512))]
 
@@ -510,21 +504,9 @@ proptest! {
     #[test]
     fn mutated_bodies_hold_the_contract(
         pick in any::<prop::sample::Index>(),
-        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop_oneof![
-            prop::sample::select(b"{}[]\",:\\ 0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9\xff\xe2\x80\xa8".to_vec()),
-            any::<u8>(),
-        ]), 1..4),
+        edits in proptest_support::edits(b"{}[]\",:\\ 0123456789-+.eEtrufalsn\x00\x1f\x7f\xc3\xa9\xff\xe2\x80\xa8"),
     ) {
-        let mut body = pick.get(taken_bodies()).clone().into_bytes();
-        for (at, op, byte) in edits {
-            let i = at.index(body.len() + 1);
-            match op {
-                0 if i < body.len() => body[i] = byte,
-                1 => body.insert(i, byte),
-                _ if i < body.len() => { body.remove(i); }
-                _ => body.push(byte),
-            }
-        }
+        let body = proptest_support::apply(pick.get(taken_bodies()).clone().into_bytes(), edits);
         check_all_limits(&body);
     }
 }
