@@ -337,8 +337,8 @@ mod tests {
     }
 
     /// The event record written in place is the record `postcard::to_stdvec`
-    /// made behind the version byte, before and after a redaction-free
-    /// event of every shape.
+    /// made behind the version byte: with and without an actor and a
+    /// previous hash, with a small and a 2 KB payload.
     #[test]
     fn records_written_in_place_are_the_same_bytes() {
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
