@@ -12,7 +12,7 @@ use super::wal::WalRecord;
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
     IdempotencyRecord, POSITIONS, PlanHead, StoreError, decode, decode_event, deleted, encode,
-    event_from_record, event_key, federation, head, idempotency_key, record_from_event, tree,
+    encode_event, event_from_record, event_key, federation, head, idempotency_key, tree,
 };
 use crate::chain::{self, Signable};
 use crate::event::{Event, Timestamp};
@@ -230,7 +230,7 @@ impl<'txn> Tables<'txn> {
         let head_seq = head.map_or(0, |h| h.last_seq);
         assert_eq!(seq, head_seq + 1, "plans are contiguous");
         let key = event_key(&plan, seq);
-        let stored = encode(&record_from_event(event));
+        let stored = encode_event(event);
         if self.events.insert(key, stored.as_slice())?.is_some() {
             return Err(StoreError(format!(
                 "invariant broken: event {plan}/{seq} already exists though the head said {head_seq}"

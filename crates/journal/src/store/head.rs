@@ -22,7 +22,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::tree::{TreeKey, has_leaf, read_node, store_hashes};
+use super::tree::{TreeKey, has_leaf, read_node, tree_key};
 use super::{PlanHead, StoreError};
 
 /// Leaves buffered in a head row before their hashes go to `tree_hashes`:
@@ -172,11 +172,39 @@ pub(super) fn push_leaf(
     };
     pending.push(leaf);
     if pending.len() == FLUSH_LEAVES {
+        let mut stored = Vec::with_capacity(2 * FLUSH_LEAVES);
         for (n, leaf) in (*flushed..).zip(pending.iter()) {
-            store_hashes(table, plan, n, *leaf)?;
+            store_hashes_after(table, plan, n, *leaf, &mut stored)?;
         }
         *flushed += FLUSH_LEAVES as u64;
         pending.clear();
+    }
+    Ok(())
+}
+
+/// `tree::store_hashes` for a run of consecutive leaves: `stored` holds
+/// the hashes this run stored so far, and a left sibling among them is
+/// taken from there instead of looked up in the table again. A flush of
+/// [`FLUSH_LEAVES`] leaves reads about as many siblings, all but the last
+/// few stored by the same flush.
+fn store_hashes_after(
+    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    plan: &Uuid,
+    n: u64,
+    leaf: Hash,
+    stored: &mut Vec<(NodeId, Hash)>,
+) -> Result<(), StoreError> {
+    let new = merkle::hashes_to_store(n, leaf, &mut |node| match stored
+        .iter()
+        .rev()
+        .find(|(made, _)| *made == node)
+    {
+        Some((_, hash)) => Ok(*hash),
+        None => read_node(&*table, plan, node),
+    })?;
+    for (node, hash) in new {
+        table.insert(tree_key(plan, node), hash)?;
+        stored.push((node, hash));
     }
     Ok(())
 }

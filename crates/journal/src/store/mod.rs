@@ -96,8 +96,8 @@ pub use page_verify::VerifiedPage;
 use reads::last_position;
 pub use records::PlanHead;
 use records::{
-    IdempotencyRecord, decode, decode_event, encode, encode_redacted, event_from_record, event_key,
-    idempotency_key, record_from_event,
+    IdempotencyRecord, decode, decode_event, encode, encode_event, encode_into, encode_redacted,
+    event_from_record, event_key, idempotency_key, record_from_event,
 };
 pub use retention::PruneStep;
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};

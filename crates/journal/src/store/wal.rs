@@ -63,11 +63,18 @@ pub(super) struct WalRecord {
     pub(super) plan_id: [u8; 16],
     pub(super) seq: u64,
     /// The event as stored in the `events` table (version byte included).
+    /// Written as bytes, in one copy: postcard encodes bytes and a sequence
+    /// of `u8` alike (a length, then the bytes), but the sequence byte by byte.
+    #[serde(serialize_with = "as_bytes")]
     pub(super) event: Vec<u8>,
     /// Idempotency-Key and request fingerprint, if the append had one.
     pub(super) idempotency: Option<(String, [u8; 32])>,
     /// (peer, message id) of each outbox copy the append queued.
     pub(super) outbox: Vec<(String, [u8; 16])>,
+}
+
+fn as_bytes<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
 }
 
 /// The path of the segment that belongs to the database at `db_path`.
@@ -336,13 +343,17 @@ fn checksum(epoch: &[u8; 16], len: [u8; 4], body: &[u8]) -> [u8; 32] {
 
 /// Appends one frame holding `record` to `out`.
 pub(super) fn encode_frame(epoch: &[u8; 16], record: &WalRecord, out: &mut Vec<u8>) {
-    let body = super::encode(record);
+    // The body is encoded in place, behind room for its length and checksum.
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEAD]);
+    super::encode_into(record, out);
+    let body = &out[start + FRAME_HEAD..];
     let len = u32::try_from(body.len())
         .expect("a record is bounded by the event size limit")
         .to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&checksum(epoch, len, &body));
-    out.extend_from_slice(&body);
+    let sum = checksum(epoch, len, body);
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + FRAME_HEAD].copy_from_slice(&sum);
 }
 
 /// The records of the frames of `epoch` at the start of `bytes`, and the
@@ -430,6 +441,51 @@ mod tests {
         let (decoded, used) = decode_frames(&epoch, &padded, Path::new("t")).unwrap();
         assert_eq!(decoded, records);
         assert_eq!(used, *ends.last().unwrap());
+    }
+
+    /// The event bytes written as bytes encode exactly as serde's default
+    /// for a `Vec<u8>` (a sequence), which wrote the frames before; and a
+    /// frame encoded behind others is the frame encoded alone.
+    #[test]
+    fn frames_keep_the_sequence_encoding() {
+        #[derive(Serialize)]
+        struct AsSequence<'a> {
+            position: u64,
+            plan_id: [u8; 16],
+            seq: u64,
+            event: &'a Vec<u8>,
+            idempotency: &'a Option<(String, [u8; 32])>,
+            outbox: &'a Vec<(String, [u8; 16])>,
+        }
+        let epoch = [5; 16];
+        for r in [
+            record(1, 0),
+            record(2, 127),
+            record(3, 128),
+            record(4, 1300),
+        ] {
+            let mut expected = vec![RECORD_VERSION];
+            expected.extend(
+                postcard::to_stdvec(&AsSequence {
+                    position: r.position,
+                    plan_id: r.plan_id,
+                    seq: r.seq,
+                    event: &r.event,
+                    idempotency: &r.idempotency,
+                    outbox: &r.outbox,
+                })
+                .unwrap(),
+            );
+            let mut alone = Vec::new();
+            encode_frame(&epoch, &r, &mut alone);
+            assert_eq!(&alone[FRAME_HEAD..], expected.as_slice());
+            let len = u32::try_from(expected.len()).unwrap().to_le_bytes();
+            assert_eq!(alone[..4], len);
+            assert_eq!(alone[4..FRAME_HEAD], checksum(&epoch, len, &expected));
+            let mut behind = vec![0xAA; 10];
+            encode_frame(&epoch, &r, &mut behind);
+            assert_eq!(&behind[10..], alone.as_slice());
+        }
     }
 
     /// A tail torn at any byte of the last frame: every earlier record
