@@ -241,6 +241,10 @@ pub struct WriterStats {
     /// commits lost.
     #[cfg(test)]
     pub(crate) no_idle_checkpoint: std::sync::atomic::AtomicBool,
+    /// Test switch: the next wipe of the segment (after a redaction or a
+    /// compaction) fails (`wal_jobs.rs`).
+    #[cfg(test)]
+    pub(crate) fail_next_wipe: std::sync::atomic::AtomicBool,
 }
 
 /// The journal store, with its blocking API. Async code holds an

@@ -418,3 +418,47 @@ async fn a_crash_right_after_a_replay_needs_no_full_repair() {
             .unwrap();
     }
 }
+
+/// A compaction promises that no file keeps erased bytes: when zeroing the
+/// segment after the rewrite fails, it answers with that error, not
+/// success. A redaction whose wipe fails is still done (it committed), and
+/// the next compaction wipes the segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wipe_fails_the_compaction_but_not_the_redaction() {
+    use std::sync::atomic::Ordering;
+    let run = Running::start();
+    let plan = Uuid::from_u128(61);
+    run.append_n(plan, 0, 3).await;
+    let stats = run.store.stats();
+
+    stats.fail_next_wipe.store(true, Ordering::Relaxed);
+    let redacted = run
+        .store
+        .redact(vec![Redaction {
+            plan_id: plan,
+            seq: 2,
+            reason: "test".into(),
+            by: RedactedBy::Retention,
+        }])
+        .await;
+    let outcomes = redacted.expect("the redaction committed");
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+
+    stats.fail_next_wipe.store(true, Ordering::Relaxed);
+    let failed = run
+        .store
+        .compact()
+        .await
+        .expect_err("a failed wipe fails it");
+    assert!(
+        failed
+            .to_string()
+            .contains("zeroing the write-ahead segment failed"),
+        "{failed}"
+    );
+    run.store
+        .compact()
+        .await
+        .expect("the next compaction wipes it");
+    run.stop().await;
+}

@@ -127,6 +127,14 @@ impl WriterLoop {
         let Some(segment) = self.segment.as_mut() else {
             return Ok(());
         };
+        #[cfg(test)]
+        if self
+            .stats
+            .fail_next_wipe
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(StoreError("injected wipe failure".into()));
+        }
         segment.wipe().inspect_err(|e| {
             tracing::error!(error = %e, "wiping the write-ahead segment failed; old frames may still hold erased payloads until overwritten");
         })
