@@ -22,12 +22,17 @@ struct Running {
 
 impl Running {
     fn start() -> Running {
+        Running::start_with(&super::StoreOptions::default())
+    }
+
+    fn start_with(options: &super::StoreOptions) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-        let (store, writer) = Store::open(
+        let (store, writer) = Store::open_with(
             &dir.path().join("j.redb"),
             keyring.clone(),
             crate::fanout::fanout(),
+            options,
         )
         .unwrap();
         no_idle_checkpoint(&store);
@@ -49,11 +54,7 @@ impl Running {
 
     /// The files as the disk holds them now, as a power cut leaves them.
     fn cut(&self) -> tempfile::TempDir {
-        let cut = tempfile::tempdir().unwrap();
-        for name in ["j.redb", "j.wal"] {
-            std::fs::copy(self.dir.path().join(name), cut.path().join(name)).unwrap();
-        }
-        cut
+        copy_files(self.dir.path())
     }
 
     async fn stop(self) -> (tempfile::TempDir, Arc<Keyring>) {
@@ -63,6 +64,15 @@ impl Running {
             .unwrap();
         (self.dir, self.keyring)
     }
+}
+
+/// A copy of the store's files in `dir`, as a power cut would leave them.
+fn copy_files(dir: &std::path::Path) -> tempfile::TempDir {
+    let cut = tempfile::tempdir().unwrap();
+    for name in ["j.redb", "j.wal"] {
+        std::fs::copy(dir.join(name), cut.path().join(name)).unwrap();
+    }
+    cut
 }
 
 async fn open(path: std::path::PathBuf, keyring: Arc<Keyring>) -> (Store, super::Writer) {
@@ -357,47 +367,23 @@ async fn the_segment_is_private_again_after_an_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_a_replay_needs_no_full_repair() {
     let options = super::StoreOptions { quick_repair: true };
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-    let (store, writer) = Store::open_with(
-        &dir.path().join("j.redb"),
-        keyring.clone(),
-        crate::fanout::fanout(),
-        &options,
-    )
-    .unwrap();
-    no_idle_checkpoint(&store);
-    let store = AsyncStore::new(store);
-    for n in 0..10 {
-        store
-            .append(request(Uuid::from_u128(51), n, false))
-            .await
-            .unwrap();
-    }
-    let copy = |from: &std::path::Path| {
-        let cut = tempfile::tempdir().unwrap();
-        for name in ["j.redb", "j.wal"] {
-            std::fs::copy(from.join(name), cut.path().join(name)).unwrap();
-        }
-        cut
-    };
-    let cut = copy(dir.path());
+    let run = Running::start_with(&options);
+    run.append_n(Uuid::from_u128(51), 0, 10).await;
+    let cut = run.cut();
     assert_eq!(last_position_on_disk(&cut.path().join("j.redb")), 0);
-    drop(store);
-    close_writer(writer).await;
+    let (_, keyring) = run.stop().await;
 
     // The next start replays the ten events; a crash follows at once.
-    let (store, writer) = Store::open_with(
-        &cut.path().join("j.redb"),
-        keyring,
-        crate::fanout::fanout(),
-        &options,
-    )
+    let path = cut.path().join("j.redb");
+    let (store, writer) = tokio::task::spawn_blocking(move || {
+        Store::open_with(&path, keyring, crate::fanout::fanout(), &options)
+    })
+    .await
+    .unwrap()
     .unwrap();
     assert_eq!(store.last_position().unwrap(), 10);
-    let crashed = copy(cut.path());
-    drop(store);
-    close_writer(writer).await;
+    let crashed = copy_files(cut.path());
+    close(store, writer).await;
 
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
@@ -411,12 +397,6 @@ async fn a_crash_right_after_a_replay_needs_no_full_repair() {
         "the open after a crash following a replay ran redb's full repair"
     );
     assert_eq!(last_position_on_disk(&crashed.path().join("j.redb")), 10);
-
-    async fn close_writer(writer: super::Writer) {
-        tokio::task::spawn_blocking(move || writer.shutdown())
-            .await
-            .unwrap();
-    }
 }
 
 /// A compaction promises that no file keeps erased bytes: when zeroing the
