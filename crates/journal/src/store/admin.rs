@@ -316,7 +316,7 @@ pub fn insert_token_offline(
         super::tables::create_all(&txn)?;
         txn.commit()?;
     }
-    super::replay::replay_and_empty(&db, path, false)?;
+    super::replay::replay_and_empty(&db, path, false, None)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     if let Err(exists) = insert_token_in(&txn, token)? {

@@ -71,6 +71,8 @@ mod tree;
 mod tree_build;
 mod wal;
 #[cfg(test)]
+mod wal_forged;
+#[cfg(test)]
 mod wal_jobs;
 #[cfg(test)]
 mod wal_power_cut;
@@ -327,7 +329,8 @@ impl Store {
         // Before anything reads: events acknowledged from the segment that
         // redb lost in a crash are put back, or the store does not open.
         let started = std::time::Instant::now();
-        let (segment, replayed) = replay::replay_and_empty(&db, path, options.quick_repair)?;
+        let (segment, replayed) =
+            replay::replay_and_empty(&db, path, options.quick_repair, Some(keyring.as_ref()))?;
         // The segment holds the latest events: as private as the database,
         // also when it was copied in or its mode changed since it was made.
         {

@@ -7,13 +7,23 @@
 //! next position and is written through the append's own row writer. A gap
 //! or a mismatch refuses: the store does not open rather than lose or fork
 //! an acknowledged event.
+//!
+//! A record put back must also pass the one `ChainVerifier`, HMAC
+//! included: its frame's checksum is keyless, so anyone who can write the
+//! file could otherwise have a forged event taken in, then signed into the
+//! plan's log by the log key and federated under the instance's key.
+//! Without the keyring (an offline command) nothing is put back: records
+//! redb lacks refuse the command instead.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableTable};
 
 use super::wal::{Segment, WalRecord};
 use super::{FedShared, POSITIONS, StoreError, Tables, decode_event, event_from_record, event_key};
+use crate::chain::ChainVerifier;
+use crate::keys::Keyring;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +35,15 @@ pub(super) struct Replayed {
 }
 
 /// Puts `records` into `db` in one durable commit. Nothing is committed
-/// unless every record checks.
+/// unless every record checks. Without a `keyring` no record can be
+/// verified, so one that redb lacks refuses the replay.
 pub(super) fn replay(
     db: &Database,
     records: Vec<WalRecord>,
     fed: &FedShared,
     segment: &Path,
     quick_repair: bool,
+    keyring: Option<&Keyring>,
 ) -> Result<Replayed, StoreError> {
     let mut done = Replayed::default();
     if records.is_empty() {
@@ -55,12 +67,34 @@ pub(super) fn replay(
             .last()?
             .map_or(0, |(k, _)| k.value());
         let mut tables = Tables::open(&txn, fed)?;
+        // One verifier per plan, from the first event put back; that
+        // event's link to the database's head is checked by `Tables::replay`.
+        let mut chains: HashMap<uuid::Uuid, ChainVerifier> = HashMap::new();
         for record in records {
             if record.position <= last {
                 check_present(&tables, &record).map_err(refuse)?;
                 done.present += 1;
             } else if record.position == last + 1 {
-                tables.replay(record).map_err(|e| refuse(e.to_string()))?;
+                let Some(keyring) = keyring else {
+                    return Err(StoreError(format!(
+                        "the write-ahead segment {} holds events the database lacks (from position {}): the daemon stopped without a clean shutdown. Start it once, which checks and puts them back, then stop it and run this again",
+                        segment.display(),
+                        record.position
+                    )));
+                };
+                let event = tables.replay(record).map_err(|e| refuse(e.to_string()))?;
+                let chain = chains
+                    .entry(event.plan_id)
+                    .or_insert_with(|| match event.prev_hash {
+                        Some(prev) => ChainVerifier::resume(event.seq.saturating_sub(1), prev),
+                        None => ChainVerifier::default(),
+                    });
+                chain.check(&event, keyring).map_err(|reason| {
+                    refuse(format!(
+                        "holds event {} ({}/{}) at position {} that does not verify ({reason})",
+                        event.id, event.plan_id, event.seq, event.position
+                    ))
+                })?;
                 last += 1;
                 done.restored += 1;
             } else {
@@ -118,6 +152,7 @@ pub(super) fn replay_and_empty(
     db: &Database,
     db_path: &Path,
     quick_repair: bool,
+    keyring: Option<&Keyring>,
 ) -> Result<(Segment, Replayed), StoreError> {
     let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path))?;
     let done = replay(
@@ -126,6 +161,7 @@ pub(super) fn replay_and_empty(
         &FedShared::default(),
         segment.path(),
         quick_repair,
+        keyring,
     )?;
     // A new epoch even when no frame checked: a cut that tore the first
     // page of a batch leaves later frames of this epoch that do check, and

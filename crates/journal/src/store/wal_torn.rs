@@ -26,7 +26,7 @@ use crate::keys::Keyring;
 /// Opens the store at `path`, appends `appends` (plan, n) one by one, each
 /// its own batch, and returns what was acknowledged and a copy of the files
 /// as the disk held them then (redb's `None` commits missing from it).
-async fn run_then_cut(
+pub(super) async fn run_then_cut(
     path: &std::path::Path,
     keyring: &Arc<Keyring>,
     appends: &[(Uuid, u64)],

@@ -260,8 +260,9 @@ impl WriterLoop {
             } else if now >= next_attempt {
                 let (segment, fed) = (&mut self.segment, &self.fed);
                 let quick_repair = self.db.quick_repair();
+                let keyring = self.keyring.current();
                 let replay = |db: &redb::Database| match segment {
-                    Some(segment) => replay_committed(db, segment, fed, quick_repair),
+                    Some(segment) => replay_committed(db, segment, fed, quick_repair, &keyring),
                     None => Ok(()),
                 };
                 match self.db.reopen(replay).and_then(|_| last_position(&self.db)) {

@@ -166,9 +166,17 @@ pub(super) fn replay_committed(
     segment: &mut Segment,
     fed: &FedShared,
     quick_repair: bool,
+    keyring: &crate::keys::Keyring,
 ) -> Result<(), StoreError> {
     let (records, _) = segment.committed_records()?;
-    let done = super::replay::replay(db, records, fed, segment.path(), quick_repair)?;
+    let done = super::replay::replay(
+        db,
+        records,
+        fed,
+        segment.path(),
+        quick_repair,
+        Some(keyring),
+    )?;
     if done.restored > 0 {
         tracing::info!(
             restored = done.restored,
