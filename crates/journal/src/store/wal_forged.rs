@@ -11,6 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::wal::{HEADER_LEN, WalRecord, decode_frames, encode_frame};
+use super::wal_jobs::{close, open};
 use super::wal_power_cut::{assert_all_back, last_position_on_disk};
 use super::wal_torn::run_then_cut;
 use super::{Store, decode_event, encode_event, event_from_record, event_key};
@@ -159,17 +160,9 @@ async fn frames_signed_before_a_key_rotation_replay() {
     assert!(rotated.retire(&key_id(b"test"), crate::event::Timestamp::now()));
     let db = cut.path().join("j.redb");
     assert_eq!(last_position_on_disk(&db), 0);
-    let (store, writer) = tokio::task::spawn_blocking(move || {
-        Store::open(&db, Arc::new(rotated), crate::fanout::fanout())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let (store, writer) = open(db, Arc::new(rotated)).await;
     assert_all_back(&store, &plans, &acked);
-    drop(store);
-    tokio::task::spawn_blocking(move || writer.shutdown())
-        .await
-        .unwrap();
+    close(store, writer).await;
 }
 
 /// `tokens create` offline has no keyring, so it cannot verify what the
@@ -205,18 +198,9 @@ async fn an_offline_write_refuses_a_segment_it_cannot_verify() {
     );
     assert_eq!(last_position_on_disk(&db), 0);
 
-    let (store, writer) = {
-        let db = db.clone();
-        tokio::task::spawn_blocking(move || Store::open(&db, keyring, crate::fanout::fanout()))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let (store, writer) = open(db.clone(), keyring).await;
     assert_all_back(&store, &[plan], &acked);
-    drop(store);
-    tokio::task::spawn_blocking(move || writer.shutdown())
-        .await
-        .unwrap();
+    close(store, writer).await;
     assert!(matches!(
         super::admin::insert_token_offline(&db, &token),
         Ok(Ok(()))

@@ -75,14 +75,17 @@ fn copy_files(dir: &std::path::Path) -> tempfile::TempDir {
     cut
 }
 
-async fn open(path: std::path::PathBuf, keyring: Arc<Keyring>) -> (Store, super::Writer) {
+pub(super) async fn open(
+    path: std::path::PathBuf,
+    keyring: Arc<Keyring>,
+) -> (Store, super::Writer) {
     tokio::task::spawn_blocking(move || Store::open(&path, keyring, crate::fanout::fanout()))
         .await
         .unwrap()
         .unwrap()
 }
 
-async fn close(store: Store, writer: super::Writer) {
+pub(super) async fn close(store: Store, writer: super::Writer) {
     drop(store);
     tokio::task::spawn_blocking(move || writer.shutdown())
         .await
