@@ -166,6 +166,11 @@ impl<'a> Scan<'a> {
     /// A string with no escape and no control character, which JCS writes
     /// as is (the input is UTF-8 already); its contents, quotes excluded.
     fn string(&mut self) -> Option<&'a [u8]> {
+        // A member name is read here unseen (`value` looked at its own
+        // first byte): without this, `{#a":1}` passed as `{"a":1}`.
+        if self.peek() != Some(b'"') {
+            return None;
+        }
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
         let rest = text.get(start..)?;
@@ -302,6 +307,13 @@ mod tests {
             "{\"\u{e000}\":1,\"😀\":2}",
             "{\"😀\":1,\"\u{e000}\":2}",
             r#"{"a":tru}"#,
+            // A member name's opening quote missing or replaced: not JSON.
+            r#"{#a":1}"#,
+            r#"{a":1}"#,
+            r#"{"a":1,#b":2}"#,
+            r#"{"a":1,b":2}"#,
+            r#"[{"a":{x":1}}]"#,
+            "{\u{e9}a\":1}",
             r#"nul"#,
             r#""#,
             r#"{"#,
@@ -360,6 +372,8 @@ mod tests {
             r#"9007199254740993"#,
             r#""\u0041""#,
             "[1]x",
+            r#"{#a":1}"#,
+            r#"{"a":1,#b":2}"#,
         ] {
             assert!(SurelyCanonical::scan(text).is_none(), "{text}");
         }
