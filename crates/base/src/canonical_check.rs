@@ -329,6 +329,49 @@ mod tests {
         }
     }
 
+    /// Every one-byte edit (replaced, inserted, removed) of canonical texts,
+    /// with bytes that matter to JSON: the scan never says yes where the
+    /// reference says no. Replacing a member name's opening quote was such
+    /// an edit.
+    #[test]
+    fn one_byte_edits_agree_with_the_reference() {
+        let seeds = [
+            r#"{"a":[1,-20,"x"],"b":{"c":null,"d":true},"e":false}"#,
+            r#"[{},[],"",0,{"k":"v"}]"#,
+            "{\"é\":\"😀\",\"\u{e000}\":1}",
+        ];
+        let bytes: &[u8] = b"{}[]\",:\\ \t\n0129-+.eEtrufalsnx#\x00\x1f\x7f\xc3\xa9";
+        let mut checked = 0;
+        for seed in seeds {
+            assert!(surely_canonical(seed.as_bytes()), "{seed}");
+            let seed = seed.as_bytes();
+            for at in 0..=seed.len() {
+                let mut edits = vec![];
+                for &b in bytes {
+                    let mut inserted = seed.to_vec();
+                    inserted.insert(at, b);
+                    edits.push(inserted);
+                    if at < seed.len() {
+                        let mut replaced = seed.to_vec();
+                        replaced[at] = b;
+                        edits.push(replaced);
+                    }
+                }
+                if at < seed.len() {
+                    let mut removed = seed.to_vec();
+                    removed.remove(at);
+                    edits.push(removed);
+                }
+                // The check takes text: other bytes never reach it.
+                for text in edits.iter().filter_map(|e| std::str::from_utf8(e).ok()) {
+                    agree(text);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5000, "{checked}");
+    }
+
     #[test]
     fn canonical_texts_of_generated_values_take_the_fast_path() {
         let value = serde_json::json!({
