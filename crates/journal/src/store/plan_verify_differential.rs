@@ -26,6 +26,9 @@ const EVENTS_IN_PLAN: u64 = 600;
 /// Seqs at the ends of the walk and of its ranges.
 const EDGES: &[u64] = &[1, 2, 255, 256, 257, 511, 512, 513, 599, 600];
 
+/// Seqs outside the plan's that a record is copied to.
+const OUTSIDE: &[u64] = &[0, EVENTS_IN_PLAN + 1, 1 << 60];
+
 /// The walk `verify_plan` replaced, on owned events.
 fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainReport, String> {
     let err = |e: super::StoreError| e.to_string();
@@ -87,8 +90,9 @@ enum Edit {
     /// The record re-encoded as version 2 with this payload (`None`:
     /// erased).
     Payload(Option<String>),
-    /// The record moved to another seq.
-    MoveTo(u64),
+    /// The record copied over another seq, or to one outside the plan's
+    /// (0, the next, one far past the head: [`OUTSIDE`]).
+    CopyTo(u64),
     /// The record removed.
     Remove,
 }
@@ -131,7 +135,7 @@ fn edits() -> impl Strategy<Value = Edit> {
         proptest::collection::vec(any::<u8>(), 1..8).prop_map(Edit::Trailing),
         any::<u8>().prop_map(Edit::Version),
         payload_texts(r#"{"n":7,"pad":"xyz"}"#.to_string()).prop_map(Edit::Payload),
-        prop::sample::select(EDGES.to_vec()).prop_map(Edit::MoveTo),
+        prop::sample::select([EDGES, OUTSIDE].concat()).prop_map(Edit::CopyTo),
         Just(Edit::Remove),
     ]
 }
@@ -164,7 +168,7 @@ fn apply(store: &Store, plan: &Uuid, seq: u64, edit: &Edit) {
                 bytes = vec![REDACTED_EVENT_VERSION];
                 bytes.extend(postcard::to_stdvec(&record).unwrap());
             }
-            Edit::MoveTo(to) => {
+            Edit::CopyTo(to) => {
                 events
                     .insert(event_key(plan, *to), original.as_slice())
                     .unwrap();
@@ -173,7 +177,7 @@ fn apply(store: &Store, plan: &Uuid, seq: u64, edit: &Edit) {
                 events.remove(event_key(plan, seq)).unwrap();
             }
         }
-        if !matches!(edit, Edit::MoveTo(_) | Edit::Remove) {
+        if !matches!(edit, Edit::CopyTo(_) | Edit::Remove) {
             events
                 .insert(event_key(plan, seq), bytes.as_slice())
                 .unwrap();
@@ -182,12 +186,15 @@ fn apply(store: &Store, plan: &Uuid, seq: u64, edit: &Edit) {
     txn.commit().unwrap();
 }
 
-/// Puts every record back as it was (a record is only ever moved to a seq
-/// of the plan, so nothing else is left behind).
+/// Puts every record back as it was, and removes any copied outside the
+/// plan's seqs.
 fn restore(store: &Store, plan: &Uuid, originals: &[Vec<u8>]) {
     let txn = store.db.begin_write().unwrap();
     {
         let mut events = txn.open_table(EVENTS).unwrap();
+        for &seq in OUTSIDE {
+            events.remove(event_key(plan, seq)).unwrap();
+        }
         for (at, bytes) in originals.iter().enumerate() {
             events
                 .insert(event_key(plan, at as u64 + 1), bytes.as_slice())
@@ -305,6 +312,34 @@ fn edited_payload_texts_get_the_owned_walks_report() {
             let edit = Edit::Payload(text.clone());
             let (fast, owned) = fixture.edited(seq, &edit);
             assert!(!fast.as_ref().is_ok_and(ChainReport::is_valid) || text.is_none());
+            assert_eq!(fast, owned, "{edit:?} at {seq}");
+        }
+    }
+    fixture.close();
+}
+
+/// Records copied to seqs inside and outside the plan's, and removed, at
+/// the ends of the walk and of its ranges.
+#[test]
+fn copied_and_removed_records_get_the_owned_walks_report() {
+    let fixture = Fixture::new();
+    for seq in [1, 256, 257, EVENTS_IN_PLAN] {
+        let mut edits = vec![Edit::Remove, Edit::Trailing(vec![0])];
+        edits.extend([EDGES, OUTSIDE].concat().into_iter().map(Edit::CopyTo));
+        for edit in edits {
+            let (fast, owned) = fixture.edited(seq, &edit);
+            // Both decoders stop at the record's end; a copy over itself
+            // changes nothing. Every other edit breaks the chain.
+            let unchanged = match edit {
+                Edit::Trailing(_) => true,
+                Edit::CopyTo(to) => to == seq,
+                _ => false,
+            };
+            assert_eq!(
+                fast.as_ref().is_ok_and(ChainReport::is_valid),
+                unchanged,
+                "{edit:?} at {seq}: {fast:?}"
+            );
             assert_eq!(fast, owned, "{edit:?} at {seq}");
         }
     }
