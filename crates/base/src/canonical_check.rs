@@ -123,6 +123,11 @@ impl<'a> Scan<'a> {
         }
         let mut previous: Option<&[u8]> = None;
         loop {
+            // `value` looks at a value's first byte; a name's is looked at
+            // here (`{#a":1}` once passed as `{"a":1}`).
+            if self.peek() != Some(b'"') {
+                return false;
+            }
             let Some(key) = self.string() else {
                 return false;
             };
@@ -165,12 +170,8 @@ impl<'a> Scan<'a> {
 
     /// A string with no escape and no control character, which JCS writes
     /// as is (the input is UTF-8 already); its contents, quotes excluded.
+    /// The caller has seen its opening quote.
     fn string(&mut self) -> Option<&'a [u8]> {
-        // A member name is read here unseen (`value` looked at its own
-        // first byte): without this, `{#a":1}` passed as `{"a":1}`.
-        if self.peek() != Some(b'"') {
-            return None;
-        }
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
         let rest = text.get(start..)?;
