@@ -14,9 +14,10 @@ use uuid::Uuid;
 use super::head::decode_head;
 use super::records::{EventRecord, REDACTED_EVENT_VERSION};
 use super::{
-    AppendRequest, EVENTS, HEADS, PlanHead, Store, decode_event, event_from_record, event_key,
+    AppendRequest, EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record,
+    event_key,
 };
-use crate::chain::{CanonicalPayload, ChainReport, ChainVerifier};
+use crate::chain::{BrokenReason, CanonicalPayload, ChainReport, ChainVerifier};
 use crate::keys::Keyring;
 
 /// Events in the plan: three ranges of `plan_verify`'s 256 seqs, the last
@@ -30,16 +31,13 @@ const EDGES: &[u64] = &[1, 2, 255, 256, 257, 511, 512, 513, 599, 600];
 const OUTSIDE: &[u64] = &[0, EVENTS_IN_PLAN + 1, 1 << 60];
 
 /// The walk `verify_plan` replaced, on owned events.
-fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainReport, String> {
-    let err = |e: super::StoreError| e.to_string();
-    let txn = store.db.begin_read().map_err(|e| err(e.into()))?;
-    let events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainReport, StoreError> {
+    let txn = store.db.begin_read()?;
+    let events = txn.open_table(EVENTS)?;
     let mut verifier = ChainVerifier::default();
-    let all = event_key(plan, 0)..=event_key(plan, u64::MAX);
-    for entry in events.range(all).map_err(|e| err(e.into()))? {
-        let (key, value) = entry.map_err(|e| err(e.into()))?;
-        let event = event_from_record(&key.value(), decode_event(value.value()).map_err(err)?)
-            .map_err(err)?;
+    for entry in events.range(event_key(plan, 0)..=event_key(plan, u64::MAX))? {
+        let (key, value) = entry?;
+        let event = event_from_record(&key.value(), decode_event(value.value())?)?;
         if let Err(reason) = verifier.check(&event, keyring) {
             return Ok(ChainReport {
                 verified: verifier.last_seq(),
@@ -50,18 +48,15 @@ fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainRepo
         }
     }
     let head: Option<PlanHead> = txn
-        .open_table(HEADS)
-        .map_err(|e| err(e.into()))?
-        .get(plan.into_bytes())
-        .map_err(|e| err(e.into()))?
+        .open_table(HEADS)?
+        .get(plan.into_bytes())?
         .map(|v| decode_head(v.value()))
-        .transpose()
-        .map_err(err)?;
+        .transpose()?;
     let broken = head.and_then(|head| {
         if head.last_seq != verifier.last_seq() {
-            Some((verifier.last_seq() + 1, crate::chain::BrokenReason::SeqGap))
+            Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
         } else if Some(head.last_signature) != verifier.last_signature() {
-            Some((head.last_seq, crate::chain::BrokenReason::Signature))
+            Some((head.last_seq, BrokenReason::Signature))
         } else {
             None
         }
@@ -264,7 +259,10 @@ impl Fixture {
     fn both(&self) -> (Result<ChainReport, String>, Result<ChainReport, String>) {
         let fast = self.store.verify_plan(&self.plan, &self.keyring);
         let owned = owned_walk(&self.store, &self.plan, &self.keyring);
-        (fast.map_err(|e| e.to_string()), owned)
+        (
+            fast.map_err(|e| e.to_string()),
+            owned.map_err(|e| e.to_string()),
+        )
     }
 
     /// Both walks' answers with `edit` made to the record of `seq`; the
