@@ -196,3 +196,33 @@ async fn one_flipped_byte_in_a_long_export_is_located() {
         }
     }
 }
+
+/// A line whose payload is not JSON is refused as a malformed event, even
+/// when its hash and HMAC match (made here with the key, as a signer that
+/// must never sign such a text would): a reader of the file could not parse
+/// it. The one-pass canonical check once took a member name with its
+/// opening quote replaced (`{"n":1,#pad":"x"}`), and such a line verified.
+#[tokio::test]
+async fn a_signed_line_whose_payload_is_not_json_is_refused() {
+    use logbook_base::canonical::sha256;
+    use logbook_journal::event_wire::WireEvent;
+
+    let (_dir, file, export) = exported(1).await;
+    let line = export.lines().next().unwrap();
+    let secret = [("LOGBOOK_HMAC_SECRET", TEST_SECRET)];
+    for payload in [r#"{"n":1,#pad":"x"}"#, r#"{n":1}"#, r#"{"n":1"#] {
+        let mut wire = WireEvent::read(line).expect("logbook's own line");
+        wire.payload = payload;
+        wire.payload_hash = sha256(payload.as_bytes());
+        wire.signature = wire.signable().sign(TEST_SECRET.as_bytes());
+        let mut signed = String::new();
+        wire.write(&mut signed);
+        std::fs::write(&file, signed + "\n").unwrap();
+        let (ok, stdout, _) = verify(&file, &secret, &[]).await;
+        assert!(!ok, "{payload}: {stdout}");
+        assert!(
+            stdout.starts_with("broken at seq 1 (line 1): malformed event"),
+            "{payload}: {stdout}"
+        );
+    }
+}

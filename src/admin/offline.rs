@@ -104,6 +104,12 @@ pub(crate) struct Verified {
 /// little per line, few enough that a batch stays in cache.
 const BATCH_LINES: usize = 256;
 
+/// Bytes of line text after which a batch is handed over even with fewer
+/// than [`BATCH_LINES`] lines: the batches in flight (a few per core) then
+/// hold a few MiB of the export, not hundreds of its longest lines each
+/// (256 lines of 1 MiB payloads per batch is 256 MiB).
+const BATCH_BYTES: usize = 1 << 20;
+
 /// Non-blank lines as read, end to end in one string, with their line
 /// numbers (from 1) and where each ends.
 struct LineBatch {
@@ -111,13 +117,14 @@ struct LineBatch {
     lines: Vec<(u64, usize)>,
 }
 
-/// Reads up to [`BATCH_LINES`] non-blank lines; `None` at the end.
+/// Reads up to [`BATCH_LINES`] non-blank lines, fewer once they hold
+/// [`BATCH_BYTES`]; `None` at the end.
 fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<LineBatch>, String> {
     let mut batch = LineBatch {
         text: String::with_capacity(BATCH_LINES * 1400),
         lines: Vec::with_capacity(BATCH_LINES),
     };
-    while batch.lines.len() < BATCH_LINES {
+    while batch.lines.len() < BATCH_LINES && batch.text.len() < BATCH_BYTES {
         let start = batch.text.len();
         *line_no += 1;
         let read = reader
@@ -506,3 +513,59 @@ fn recheck(line: &str, fast: bool, at: Timestamp, keyring: &Keyring) -> Result<(
 
 #[cfg(test)]
 mod differential;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long lines: a batch stops once it holds [`BATCH_BYTES`], so the
+    /// batches in flight hold a bounded amount of the file, not
+    /// [`BATCH_LINES`] of its longest lines each; every non-blank line is
+    /// still read once, in order, with its number.
+    #[test]
+    fn batches_of_long_lines_are_bounded_by_bytes() {
+        let line = |n: usize| format!("{n}:{}", "x".repeat(64 * 1024));
+        let mut file = String::new();
+        for n in 1..=300 {
+            file.push_str(&line(n));
+            file.push_str(if n % 7 == 0 { "\r\n\n" } else { "\n" });
+        }
+        let mut reader = file.as_bytes();
+        let (mut line_no, mut seen, mut batches) = (0u64, Vec::new(), 0);
+        while let Some(batch) = read_batch(&mut reader, &mut line_no).unwrap() {
+            batches += 1;
+            let longest = batch.lines().map(|(_, l)| l.len()).max().unwrap();
+            assert!(
+                batch.text.len() < BATCH_BYTES + longest,
+                "a batch of {} lines holds {} bytes",
+                batch.lines.len(),
+                batch.text.len()
+            );
+            seen.extend(batch.lines().map(|(no, l)| (no, l.to_string())));
+        }
+        assert!(batches > 2, "{batches} batches");
+        let mut want = Vec::new();
+        let mut no = 0;
+        for n in 1..=300 {
+            no += 1;
+            want.push((no, line(n)));
+            if n % 7 == 0 {
+                no += 1; // the blank line after it
+            }
+        }
+        assert_eq!(seen, want);
+    }
+
+    /// Short lines still fill a batch to [`BATCH_LINES`].
+    #[test]
+    fn batches_of_short_lines_hold_batch_lines() {
+        let file = "{}\n".repeat(BATCH_LINES + 3);
+        let mut reader = file.as_bytes();
+        let mut line_no = 0;
+        let first = read_batch(&mut reader, &mut line_no).unwrap().unwrap();
+        assert_eq!(first.lines.len(), BATCH_LINES);
+        let second = read_batch(&mut reader, &mut line_no).unwrap().unwrap();
+        assert_eq!(second.lines.len(), 3);
+        assert!(read_batch(&mut reader, &mut line_no).unwrap().is_none());
+    }
+}

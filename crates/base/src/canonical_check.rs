@@ -123,6 +123,11 @@ impl<'a> Scan<'a> {
         }
         let mut previous: Option<&[u8]> = None;
         loop {
+            // `value` looks at a value's first byte; a name's is looked at
+            // here (`{#a":1}` once passed as `{"a":1}`).
+            if self.peek() != Some(b'"') {
+                return false;
+            }
             let Some(key) = self.string() else {
                 return false;
             };
@@ -165,6 +170,7 @@ impl<'a> Scan<'a> {
 
     /// A string with no escape and no control character, which JCS writes
     /// as is (the input is UTF-8 already); its contents, quotes excluded.
+    /// The caller has seen its opening quote.
     fn string(&mut self) -> Option<&'a [u8]> {
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
@@ -302,6 +308,13 @@ mod tests {
             "{\"\u{e000}\":1,\"😀\":2}",
             "{\"😀\":1,\"\u{e000}\":2}",
             r#"{"a":tru}"#,
+            // A member name's opening quote missing or replaced: not JSON.
+            r#"{#a":1}"#,
+            r#"{a":1}"#,
+            r#"{"a":1,#b":2}"#,
+            r#"{"a":1,b":2}"#,
+            r#"[{"a":{x":1}}]"#,
+            "{\u{e9}a\":1}",
             r#"nul"#,
             r#""#,
             r#"{"#,
@@ -315,6 +328,49 @@ mod tests {
         for n in [1, 63, 64, 65, 127, 128, 129, 200] {
             agree(&deep(n));
         }
+    }
+
+    /// Every one-byte edit (replaced, inserted, removed) of canonical texts,
+    /// with bytes that matter to JSON: the scan never says yes where the
+    /// reference says no. Replacing a member name's opening quote was such
+    /// an edit.
+    #[test]
+    fn one_byte_edits_agree_with_the_reference() {
+        let seeds = [
+            r#"{"a":[1,-20,"x"],"b":{"c":null,"d":true},"e":false}"#,
+            r#"[{},[],"",0,{"k":"v"}]"#,
+            "{\"é\":\"😀\",\"\u{e000}\":1}",
+        ];
+        let bytes: &[u8] = b"{}[]\",:\\ \t\n0129-+.eEtrufalsnx#\x00\x1f\x7f\xc3\xa9";
+        let mut checked = 0;
+        for seed in seeds {
+            assert!(surely_canonical(seed.as_bytes()), "{seed}");
+            let seed = seed.as_bytes();
+            for at in 0..=seed.len() {
+                let mut edits = vec![];
+                for &b in bytes {
+                    let mut inserted = seed.to_vec();
+                    inserted.insert(at, b);
+                    edits.push(inserted);
+                    if at < seed.len() {
+                        let mut replaced = seed.to_vec();
+                        replaced[at] = b;
+                        edits.push(replaced);
+                    }
+                }
+                if at < seed.len() {
+                    let mut removed = seed.to_vec();
+                    removed.remove(at);
+                    edits.push(removed);
+                }
+                // The check takes text: other bytes never reach it.
+                for text in edits.iter().filter_map(|e| std::str::from_utf8(e).ok()) {
+                    agree(text);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5000, "{checked}");
     }
 
     #[test]
@@ -360,6 +416,8 @@ mod tests {
             r#"9007199254740993"#,
             r#""\u0041""#,
             "[1]x",
+            r#"{#a":1}"#,
+            r#"{"a":1,#b":2}"#,
         ] {
             assert!(SurelyCanonical::scan(text).is_none(), "{text}");
         }

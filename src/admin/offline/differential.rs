@@ -326,6 +326,9 @@ fn respelled_values_hold_the_contract() {
         (time, "1970-02-30T00:00:00.000Z"),
         (time, "1970-01-01T00:00:60.000Z"),
         ("{\"id\"", "{ \"id\""),
+        // Not JSON: a member name of the payload lacks its opening quote.
+        ("\"payload\":{\"a\"", "\"payload\":{#a\""),
+        ("\"payload\":{\"a\"", "\"payload\":{a\""),
         (",\"payload\":", ",\"payload\" :"),
         (",\"payload\":", ",\"payload\": "),
         ("}", " }"),

@@ -58,6 +58,8 @@ mod heads_log;
 mod key_ids;
 mod page_verify;
 mod plan_verify;
+#[cfg(test)]
+mod plan_verify_differential;
 mod reads;
 mod records;
 pub mod redact;
