@@ -29,6 +29,7 @@ export class PlanChecker {
     this.results = new Map(); // seq -> {state, reason, leaf}
     this.witnessed = null;
     this.redactions = null;
+    this.forked = null; // a proven rollback or fork: stays
   }
 
   /** Fetches and checks the current checkpoint; checks it extends the last one. */
@@ -52,13 +53,17 @@ export class PlanChecker {
     }
     const next = { ...verified.checkpoint, note: noteText(note) };
     const previous = this.checkpoint;
-    if (previous && next.size < previous.size) throw new Broken(`the log went back from size ${previous.size} to ${next.size}`);
+    // Two signed checkpoints that are not one history are proof for good:
+    // serving the old one again afterwards must not clear the break.
+    const fork = (message) => { this.forked = message; return new Broken(message); };
+    if (this.forked) throw new Broken(this.forked);
+    if (previous && next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
     if (previous && next.size > previous.size) {
       const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
       const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
-      if (!ok) throw new Broken(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
+      if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
     } else if (previous && !equal(previous.root, next.root)) {
-      throw new Broken(`two signed roots for size ${next.size} (fork)`);
+      throw fork(`two signed roots for size ${next.size} (fork)`);
     }
     this.checkpoint = next;
     return next;
@@ -72,7 +77,12 @@ export class PlanChecker {
     });
     for (let i = 0; i < todo.length; i += PARALLEL) {
       await Promise.all(todo.slice(i, i + PARALLEL).map(async (event) => {
-        this.results.set(event.seq, await this.checkEvent(event, bySeq));
+        // A served event that cannot even be hashed (a missing field, a
+        // number JSON.parse made infinite, a proof that is not base64) is
+        // broken, and must not stop the checks of the others.
+        const result = await this.checkEvent(event, bySeq)
+          .catch((e) => ({ state: "broken", reason: `not a well-formed event (${e.message})`, leaf: null }));
+        this.results.set(event.seq, result);
       }));
     }
   }
@@ -121,13 +131,17 @@ export class PlanChecker {
     const included = await verifyInclusion(bundle.heads_index, heads.checkpoint.size, leaf,
       bundle.inclusion_proof.map(b64decode), heads.checkpoint.root);
     if (!included) throw new Broken("the heads-log inclusion proof does not verify");
+    // The witnessed tree and the current one must be one history, whichever
+    // is larger: a witnessed size ahead of the checkpoint (appends since) is
+    // checked the other way round, else a daemon holding the log key could
+    // show a fork beside its honest, cosigned tree.
     const current = this.checkpoint;
+    if (!current) throw new Error("no checkpoint checked yet");
     const w = plan.checkpoint;
-    if (current && w.size <= current.size) {
-      const c = await getJson(`/api/plans/${this.planId}/consistency?from=${w.size}&to=${current.size}`);
-      if (!(await verifyConsistency(w.size, current.size, c.proof.map(b64decode), w.root, current.root))) {
-        throw new Broken("the current checkpoint does not extend the witnessed one (fork)");
-      }
+    const [small, large] = w.size <= current.size ? [w, current] : [current, w];
+    const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
+    if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
+      throw new Broken(`the current checkpoint and the witnessed one are not one history (fork)`);
     }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
@@ -154,19 +168,27 @@ export class PlanChecker {
       if (e instanceof ApiError && e.status === 404) return { records, complete: true };
       throw e;
     }
+    // A record counts only if the system journal's own signed log holds it:
+    // otherwise anyone able to write rows (or the daemon) could give any
+    // erasure a reason. Its checkpoint is taken first, so it covers them all.
+    const system = new PlanChecker(SYSTEM_PLAN);
+    await system.refreshCheckpoint();
+    let uncovered = false;
     const start = Math.max(0, head - SYSTEM_SCAN);
     for (let after = start; after < head;) {
       const page = await getJson(`/api/plans/${SYSTEM_PLAN}/events?after=${after}&limit=1000`);
       for (const e of page.events) {
         const p = e.payload;
         if (e.type === "system.event_redacted" && p && p.plan_id === this.planId && Number.isSafeInteger(p.seq)) {
-          records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+          if (!(e.seq <= system.checkpoint.size)) { uncovered = true; continue; }
+          const checked = await system.checkEvent(e, new Map()).catch(() => null);
+          if (checked?.state === "verified") records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
         }
       }
       if (page.next_after <= after) break;
       after = page.next_after;
     }
-    return { records, complete: start === 0 };
+    return { records, complete: start === 0 && !uncovered };
   }
 }
 
