@@ -12,7 +12,7 @@ mod common;
 
 use browser::{Browser, ensure_chromium, free_port};
 use common::{Daemon, DaemonOpts};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
@@ -30,7 +30,14 @@ async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
         .expect("open");
     let fails = b
         .client
-        .execute_async(include_str!("browser/hostile.js"), vec![])
+        .execute_async(
+            &format!(
+                "{}\n{}",
+                include_str!("browser/attacker.js"),
+                include_str!("browser/hostile.js")
+            ),
+            vec![],
+        )
         .await
         .expect("the hostile script");
     b.close().await;
@@ -39,4 +46,66 @@ async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
         json!([]),
         "the viewer accepted what a lying daemon served"
     );
+}
+
+/// The plan view itself (plan.js) against a lying daemon: what the header
+/// and the rows say once the checks have run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_view_shows_a_lying_daemon_as_broken() {
+    if !ensure_chromium() {
+        return;
+    }
+    let port = free_port();
+    let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
+    let b = Browser::start().await;
+    let script = format!(
+        "{}\n{}",
+        include_str!("browser/attacker.js"),
+        include_str!("browser/hostile-page.js")
+    );
+    let open = |case: &'static str| {
+        let (b, script) = (&b, script.clone());
+        async move {
+            b.client
+                .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+                .await
+                .expect("open");
+            let started = b
+                .client
+                .execute_async(&script, vec![json!(case)])
+                .await
+                .expect("the page script");
+            assert_eq!(started, json!("started"), "{case}");
+        }
+    };
+    const SHOWN: &str = "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('witnessed').className, document.getElementById('witnessed').textContent, [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.state)];";
+    let done = |v: &Value| v[3].as_str().is_some_and(|t| !t.ends_with("checking…"));
+
+    // A fork signed for this reader beside a larger witnessed history: the
+    // witness line says so, and the plan is broken at the top too.
+    open("witnessed-fork").await;
+    let shown = b.wait_for("the witnessed fork checked", SHOWN, done).await;
+    assert_eq!(shown[2], "broken", "{shown}");
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    assert!(shown[1].as_str().unwrap().contains("fork"), "{shown}");
+
+    // One event whose payload cannot be hashed: that row is broken, the
+    // others are checked, and the verdict counts it.
+    open("malformed-event").await;
+    let shown = b
+        .wait_for("the malformed event checked", SHOWN, |v| {
+            done(v) && v[0] != "verdict pending"
+        })
+        .await;
+    assert_eq!(
+        shown[4],
+        json!(["verified", "broken", "verified"]),
+        "{shown}"
+    );
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    assert!(
+        shown[1].as_str().unwrap().contains("1 of 3 shown events"),
+        "{shown}"
+    );
+    b.close().await;
 }

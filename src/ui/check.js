@@ -141,7 +141,9 @@ export class PlanChecker {
     const [small, large] = w.size <= current.size ? [w, current] : [current, w];
     const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
     if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
-      throw new Broken(`the current checkpoint and the witnessed one are not one history (fork)`);
+      // Both are signed by the plan's key: a fork, for the page's life.
+      this.forked = "the current checkpoint and the witnessed one are not one history (fork)";
+      throw new Broken(this.forked);
     }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);

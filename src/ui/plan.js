@@ -125,7 +125,12 @@ export function planView(root, planId) {
   };
 
   const renderWitnessed = async () => {
-    if (checker.error || checker.unavailable) return;
+    if (checker.error || checker.unavailable) {
+      // What was said against an earlier checkpoint no longer holds.
+      witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
+      witnessLine.className = "muted";
+      return;
+    }
     try {
       const w = await checker.checkWitnessed();
       if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; return; }
@@ -137,6 +142,8 @@ export function planView(root, planId) {
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
+      // A witnessed history the current checkpoint is not part of breaks the plan.
+      if (checker.forked && !checker.error) { checker.error = checker.forked; renderVerdict(); }
     }
   };
 
