@@ -105,6 +105,11 @@ export class PlanChecker {
     try {
       proof = await getJson(`/api/plans/${this.planId}/events/${event.seq}/inclusion?tree_size=${size}`);
     } catch (e) {
+      // Out of reach, failing or busy is not a break (docs/viewer.md): the
+      // event stays pending and is checked again with the next checkpoint.
+      if (!(e instanceof ApiError) || e.status >= 500 || e.status === 429) {
+        return { state: "pending", reason: `cannot check now (${e.message})`, leaf };
+      }
       return broken(`no inclusion proof (${e.message})`);
     }
     const ok = await verifyInclusion(event.seq - 1, size, leaf, proof.proof.map(b64decode), root);

@@ -74,7 +74,9 @@ async function attacker() {
     const url = new URL(input, location.origin);
     const route = world.routes[url.pathname + url.search] ?? world.routes[url.pathname];
     if (!route) return answer({ title: `no route ${url.pathname}${url.search}` }, 404);
-    return answer(await route(url));
+    // A route may answer a Response itself (any status), or throw (a network error).
+    const body = await route(url);
+    return body instanceof Response ? body : answer(body);
   };
   const b64s = (hs) => hs.map(v.b64encode);
   /** Routes for a plan log whose current tree is `tree()` (consistency and inclusion from it). */

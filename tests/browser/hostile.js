@@ -134,6 +134,24 @@ const done = arguments[arguments.length - 1];
     check(threw === null, `one malformed event stops the checks of the others (${threw})`);
     const states = [1, 2, 3, 4].map((s) => c.results.get(s)?.state);
     check(JSON.stringify(states) === JSON.stringify(["broken", "verified", "broken", "broken"]), `malformed events: ${JSON.stringify(states)}`);
+    // No proof because the daemon is out of reach or failing: not checked
+    // yet (pending, checked again), never verified; refused outright: broken.
+    const path = `/api/plans/${PLAN}/events/2/inclusion`;
+    const honest = world.routes[path];
+    const again = new PlanChecker(PLAN);
+    await again.refreshCheckpoint();
+    const shown2 = new Map([[2, list[1]]]);
+    for (const [what, route, want] of [
+      ["out of reach", () => { throw new TypeError("Failed to fetch"); }, "pending"],
+      ["failing", () => answer({ title: "unavailable" }, 503), "pending"],
+      ["back", honest, "verified"],
+    ]) {
+      world.routes[path] = route;
+      await again.checkEvents([list[1]], shown2);
+      check(again.results.get(2)?.state === want, `inclusion proof ${what}: ${JSON.stringify(again.results.get(2))}`);
+    }
+    world.routes[path] = () => answer({ title: "no such event" }, 404);
+    check((await state(list[1])) === "broken", "an inclusion proof refused (404) not shown broken");
   }
 
   // 5. Proofs.
