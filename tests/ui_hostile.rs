@@ -51,7 +51,7 @@ async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
 /// The plan view itself (plan.js) against a lying daemon: what the header
 /// and the rows say once the checks have run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_plan_view_shows_a_lying_daemon_as_broken() {
+async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     if !ensure_chromium() {
         return;
     }
@@ -107,5 +107,23 @@ async fn the_plan_view_shows_a_lying_daemon_as_broken() {
         shown[1].as_str().unwrap().contains("1 of 3 shown events"),
         "{shown}"
     );
+
+    // Signed events newer than any shown (withheld, or not arrived yet): the
+    // verdict is pending and says so, never verified.
+    for case in ["withheld-tail", "witnessed-ahead"] {
+        open(case).await;
+        let shown = b
+            .wait_for(case, SHOWN, |v| done(v) && v[0] == "verdict pending")
+            .await;
+        assert_eq!(shown[4], json!(["verified", "verified"]), "{case}: {shown}");
+        assert_eq!(shown[0], "verdict pending", "{case}: {shown}");
+        assert!(
+            shown[1]
+                .as_str()
+                .unwrap()
+                .contains("1 newer signed event(s) not shown"),
+            "{case}: {shown}"
+        );
+    }
     b.close().await;
 }

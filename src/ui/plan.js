@@ -97,6 +97,7 @@ export function planView(root, planId) {
         for (const seq of events.keys()) renderRow(seq);
         await renderRedactions();
         await renderWitnessed();
+        renderVerdict(); // again: the witnessed size may show events not shown
         refreshDetail();
       } while (again);
     } finally { running = false; }
@@ -113,7 +114,14 @@ export function planView(root, planId) {
     if (checker.error) { cls = "broken"; text = `Plan broken: ${checker.error}`; }
     else if (checker.unavailable) { cls = "pending"; text = `Cannot check now: ${checker.unavailable}`; }
     else if (broken) { cls = "broken"; text = `Plan broken: ${num(broken)} of ${num(all.length)} shown events fail their checks`; }
-    else { cls = pending ? "pending" : "verified"; text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`; }
+    else {
+      // Signed events newer than any shown (the checkpoint's or the witnessed
+      // size): not yet arrived, or withheld; never a green verdict.
+      const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - newest;
+      cls = pending || unseen > 0 ? "pending" : "verified";
+      text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`;
+      if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
+    }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
     if (checker.source === "pinned") {

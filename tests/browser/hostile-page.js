@@ -29,6 +29,17 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => JSON.stringify({ events: list, next_after: list.length }).replace('"payload":{"i":1}', '"payload":{"i":1e400}'),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
     };
+  } else if (which === "withheld-tail" || which === "witnessed-ahead") {
+    // Three signed events; the daemon shows two. Withheld: its checkpoint
+    // says 3. Witnessed ahead: its checkpoint says 2, the witnessed one 3.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    const shown = list.slice(0, 2);
+    const current = which === "withheld-tail" ? leaves : leaves.slice(0, 2);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(current)), ...plan(shown),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
   } else {
     throw new Error(`no case ${which}`);
   }
