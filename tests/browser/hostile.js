@@ -178,6 +178,42 @@ const done = arguments[arguments.length - 1];
     check(!(await v.verifyConsistency(2.5, 5, c23, await mth(hs.slice(0, 3)), root)), "consistency from size 2.5 accepted");
   }
 
+  // 5b. Every inclusion and consistency proof of trees up to 12 leaves (the
+  //     attacker's proofs come from RFC 9162's recursive definitions, the
+  //     page's checks from its iterative ones): the honest one verifies;
+  //     one flipped bit in any hash, one hash more or less, does not.
+  {
+    const hs = await Promise.all(Array.from({ length: 12 }, (_, i) => junk(`p${i}`)));
+    const roots = [await v.sha256(new Uint8Array())];
+    for (let n = 1; n <= 12; n++) roots.push(await mth(hs.slice(0, n)));
+    const flip = (h) => { const c = Uint8Array.from(h); c[c.length - 1] ^= 1; return c; };
+    const variants = (proof) => [
+      ...proof.map((_, i) => proof.map((h, j) => (i === j ? flip(h) : h))),
+      [...proof, hs[0]], proof.slice(0, -1), proof.slice(1),
+    ].filter((p) => p.length !== proof.length || p.some((h, i) => !v.equal(h, proof[i])));
+    let bad = 0;
+    for (let n = 1; n <= 12; n++) {
+      for (let m = 0; m < n; m++) {
+        const proof = await inclusion(m, hs.slice(0, n));
+        if (!(await v.verifyInclusion(m, n, hs[m], proof, roots[n]))) { bad++; fails.push(`honest inclusion ${m}/${n}`); }
+        if (await v.verifyInclusion(m, n, flip(hs[m]), proof, roots[n])) { bad++; fails.push(`inclusion ${m}/${n} of a flipped leaf`); }
+        for (const p of variants(proof)) {
+          if (await v.verifyInclusion(m, n, hs[m], p, roots[n])) { bad++; fails.push(`inclusion ${m}/${n} with an altered proof`); }
+        }
+      }
+      for (let m = 1; m <= n; m++) {
+        const proof = await consistency(m, hs.slice(0, n));
+        if (!(await v.verifyConsistency(m, n, proof, roots[m], roots[n]))) { bad++; fails.push(`honest consistency ${m}->${n}`); }
+        if (await v.verifyConsistency(m, n, proof, flip(roots[m]), roots[n])) { bad++; fails.push(`consistency ${m}->${n} from a flipped root`); }
+        if (await v.verifyConsistency(m, n, proof, roots[m], flip(roots[n]))) { bad++; fails.push(`consistency ${m}->${n} to a flipped root`); }
+        for (const p of variants(proof)) {
+          if (await v.verifyConsistency(m, n, p, roots[m], roots[n])) { bad++; fails.push(`consistency ${m}->${n} with an altered proof`); }
+        }
+      }
+    }
+    check(bad === 0, `${bad} proof checks wrong`);
+  }
+
   // 6. Witness bundles.
   {
     const hs = [await junk(1), await junk(2)];
