@@ -125,5 +125,22 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
             "{case}: {shown}"
         );
     }
+
+    // A live event altered on the stream: broken once the checkpoint covers it.
+    open("live-forgery").await;
+    let shown = b
+        .wait_for("the live forgery checked", SHOWN, |v| {
+            v[4].as_array().is_some_and(|r| r.len() == 3) && v[0] == "verdict broken"
+        })
+        .await;
+    assert_eq!(
+        shown[4],
+        json!(["broken", "verified", "verified"]),
+        "{shown}"
+    );
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    // While it was not checked yet the verdict was pending, not the old green one.
+    let arrival = b.eval("return window.verdictOnArrival;").await;
+    assert_eq!(arrival, "verdict pending");
     b.close().await;
 }

@@ -73,6 +73,8 @@ export function planView(root, planId) {
     const order = [...events.keys()].sort((a, b) => b - a);
     tbody.replaceChildren(...order.map(renderRow));
     older.hidden = !(oldest > 1);
+    // The rows just added are not checked yet: the verdict must not stay an old green one.
+    if (checker.checkpoint || checker.error || checker.unavailable) renderVerdict();
   };
 
   const fetchRange = async (after, limit) => (await getJson(`/api/plans/${planId}/events?after=${after}&limit=${limit}`)).events;
