@@ -233,6 +233,14 @@ const done = arguments[arguments.length - 1];
     const line = twice.heads_checkpoint.split("\n").find((l) => l.startsWith(`\u2014 ${witness.name}`));
     twice.heads_checkpoint += `${line}\n`;
     check((await run(twice)).cosigned.length === 1, "one witness counted twice");
+    const replayed = await bundle(hs, []);
+    replayed.heads_checkpoint += await cosignatureLine(witness, checkpointText(log.name, 2, await junk(11)));
+    check((await run(replayed)).cosigned.length === 0, "a cosignature of another heads checkpoint counted");
+    const retimed = await bundle(hs);
+    retimed.heads_checkpoint = retimed.heads_checkpoint.replace(/(\u2014 witness\.test\/w1 )(\S+)/, (_, a, b) => {
+      const raw = v.b64decode(b); raw[11] ^= 1; return a + v.b64encode(raw); // another time, same signature
+    });
+    check((await run(retimed)).cosigned.length === 0, "a cosignature with its time changed counted");
     // The same witness key pinned twice (or under a second name) is one witness.
     const alias = await as(witness, "witness.test/alias");
     pinAll([witness.vkey, witness.vkey, alias.vkey], 2);
