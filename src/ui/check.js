@@ -35,6 +35,7 @@ export class PlanChecker {
   /** Fetches and checks the current checkpoint; checks it extends the last one. */
   async refreshCheckpoint() {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
+    if (this.forked) throw new Broken(this.forked); // proven once, whatever is served now
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
@@ -56,7 +57,6 @@ export class PlanChecker {
     // Two signed checkpoints that are not one history are proof for good:
     // serving the old one again afterwards must not clear the break.
     const fork = (message) => { this.forked = message; return new Broken(message); };
-    if (this.forked) throw new Broken(this.forked);
     if (previous && next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
     if (previous && next.size > previous.size) {
       const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
@@ -188,8 +188,9 @@ export class PlanChecker {
         const p = e.payload;
         if (e.type === "system.event_redacted" && p && p.plan_id === this.planId && Number.isSafeInteger(p.seq)) {
           if (!(e.seq <= system.checkpoint.size)) { uncovered = true; continue; }
-          const checked = await system.checkEvent(e, new Map()).catch(() => null);
-          if (checked?.state === "verified") records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+          const checked = await system.checkEvent(e, new Map()).catch(() => ({ state: "broken" }));
+          if (checked.state === "verified") records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+          else if (checked.state === "pending") uncovered = true; // its proof cannot be fetched now: not "no record"
         }
       }
       if (page.next_after <= after) break;

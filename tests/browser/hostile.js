@@ -286,6 +286,14 @@ const done = arguments[arguments.length - 1];
       const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
       check((r?.reason ?? null) === want, `a redaction record ${what}: ${JSON.stringify(r)}`);
     }
+    // In the log, but its proof cannot be fetched now: unknown (undefined),
+    // not "no record" (null, which says the erasure was behind the daemon's back).
+    serve([recordLeaf]);
+    world.routes[`/api/plans/${SYSTEM}/events/1/inclusion`] = () => answer({ title: "unavailable" }, 503);
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
+    check(r === undefined, `a redaction record whose proof cannot be fetched now: ${JSON.stringify(r)}`);
   }
 
   done(fails);
