@@ -10,7 +10,7 @@
 mod browser;
 mod common;
 
-use browser::{Browser, ensure_chromium, free_port};
+use browser::{Browser, ensure_chromium, free_port, one_browser};
 use common::{Daemon, DaemonOpts};
 use serde_json::{Value, json};
 
@@ -19,6 +19,7 @@ async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
     if !ensure_chromium() {
         return;
     }
+    let _one = one_browser().await;
     let port = free_port();
     let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
     let b = Browser::start().await;
@@ -55,6 +56,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     if !ensure_chromium() {
         return;
     }
+    let _one = one_browser().await;
     let port = free_port();
     let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
     let b = Browser::start().await;
