@@ -120,6 +120,19 @@ const done = arguments[arguments.length - 1];
     // The text shown for a payload is the text that was hashed (both come from the one parsed value).
     const dup = JSON.parse('{"amount": 9, "i": 1, "amount": 1250.5}');
     check(JSON.stringify(dup) === '{"amount":1250.5,"i":1}' && (await v.payloadHash(dup)) === list[1].payload_hash, "a duplicate key: shown and hashed differ");
+    // A lone surrogate served for the signed six characters "\ud800": not the same text.
+    const escaped = (await events(PLAN, [{ s: "\\ud800" }])).list[0];
+    check((await v.payloadHash(JSON.parse('{"s": "\\ud800"}'))) !== escaped.payload_hash, "a lone surrogate hashes as the escaped text");
+    // RFC 8785 in the page: members by UTF-16 code units, numbers as ECMAScript writes them.
+    const jcs = await import("/ui/assets/jcs.js");
+    for (const [text, want] of [
+      [String.raw`{"\ufb33": 1, "\ud83d\ude00": 2, "\u20ac": 3, "\r": 4, "1": 5, "10": 6, "2": 7}`, '{"\\r":4,"1":5,"10":6,"2":7,"\u20ac":3,"\ud83d\ude00":2,"\ufb33":1}'],
+      ["[1e21, -0, 5e-324, 0.30000000000000004, 1E+2, 100.0, 9007199254740991, 1e-7]", "[1e+21,0,5e-324,0.30000000000000004,100,100,9007199254740991,1e-7]"],
+      [String.raw`"\u2028\u007f\u001f\"\\/"`, '"\u2028\u007f\\u001f\\"\\\\/"'],
+    ]) {
+      const got = jcs.canonicalize(JSON.parse(text));
+      check(got === want, `JCS of ${text}: ${got}`);
+    }
     // Not well-formed: a number JSON.parse makes Infinity, a missing field, a
     // proof that is not base64. Each is broken; the others are still checked.
     world.routes[`/api/plans/${PLAN}/events/3/inclusion`] = () => ({ proof: ["not base64!"] });
