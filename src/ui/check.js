@@ -161,7 +161,8 @@ export class PlanChecker {
 
   /** The system journal's record of a redaction, or null when there is none. */
   async redaction(seq) {
-    if (!this.redactions) this.redactions = this.loadRedactions();
+    // A failed load (the system journal out of reach) is tried again next time.
+    if (!this.redactions) this.redactions = this.loadRedactions().catch((e) => { this.redactions = null; throw e; });
     const map = await this.redactions;
     return map.records.get(seq) || (map.complete ? null : undefined);
   }

@@ -299,6 +299,18 @@ const done = arguments[arguments.length - 1];
       const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
       check((r?.reason ?? null) === want, `a redaction record ${what}: ${JSON.stringify(r)}`);
     }
+    // The system journal out of reach at first: tried again, then found.
+    {
+      serve([recordLeaf]);
+      const honest = world.routes[`/api/plans/${SYSTEM}/checkpoint`];
+      world.routes[`/api/plans/${SYSTEM}/checkpoint`] = () => answer({ title: "unavailable" }, 503);
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      const first = await c.redaction(1).then(() => "resolved", () => "failed");
+      world.routes[`/api/plans/${SYSTEM}/checkpoint`] = honest;
+      const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
+      check(first === "failed" && r?.reason === "forged reason", `a redaction record after the system journal came back: ${first}, ${JSON.stringify(r)}`);
+    }
     // In the log, but its proof cannot be fetched now: unknown (undefined),
     // not "no record" (null, which says the erasure was behind the daemon's back).
     serve([recordLeaf]);
