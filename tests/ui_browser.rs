@@ -9,7 +9,7 @@
 mod browser;
 mod common;
 
-use browser::{Browser, ensure_chromium, errors, free_port};
+use browser::{Browser, ensure_chromium, errors, free_port, one_browser};
 use common::{ADMIN_TOKEN, Daemon, DaemonOpts, new_plan, with_offline_store};
 use serde_json::{Value, json};
 
@@ -587,14 +587,6 @@ async fn pin(b: &Browser, base: &str, vkey: &str) {
 
 fn vector(text: &str) -> Value {
     serde_json::from_str(text).expect("a vector file")
-}
-
-/// One browser at a time: three at once would crowd 2 cores.
-async fn one_browser() -> tokio::sync::MutexGuard<'static, ()> {
-    // tokio's Mutex works across the tests' separate runtimes and is not
-    // poisoned by a failed test.
-    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    ONE.lock().await
 }
 
 fn save_screenshot(png: &[u8]) {

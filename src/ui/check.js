@@ -29,11 +29,13 @@ export class PlanChecker {
     this.results = new Map(); // seq -> {state, reason, leaf}
     this.witnessed = null;
     this.redactions = null;
+    this.forked = null; // a proven rollback or fork: stays
   }
 
   /** Fetches and checks the current checkpoint; checks it extends the last one. */
   async refreshCheckpoint() {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
+    if (this.forked) throw new Broken(this.forked); // proven once, whatever is served now
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
@@ -52,13 +54,16 @@ export class PlanChecker {
     }
     const next = { ...verified.checkpoint, note: noteText(note) };
     const previous = this.checkpoint;
-    if (previous && next.size < previous.size) throw new Broken(`the log went back from size ${previous.size} to ${next.size}`);
+    // Two signed checkpoints that are not one history are proof for good:
+    // serving the old one again afterwards must not clear the break.
+    const fork = (message) => { this.forked = message; return new Broken(message); };
+    if (previous && next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
     if (previous && next.size > previous.size) {
       const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
       const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
-      if (!ok) throw new Broken(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
+      if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
     } else if (previous && !equal(previous.root, next.root)) {
-      throw new Broken(`two signed roots for size ${next.size} (fork)`);
+      throw fork(`two signed roots for size ${next.size} (fork)`);
     }
     this.checkpoint = next;
     return next;
@@ -72,7 +77,12 @@ export class PlanChecker {
     });
     for (let i = 0; i < todo.length; i += PARALLEL) {
       await Promise.all(todo.slice(i, i + PARALLEL).map(async (event) => {
-        this.results.set(event.seq, await this.checkEvent(event, bySeq));
+        // A served event that cannot even be hashed (a missing field, a
+        // number JSON.parse made infinite, a proof that is not base64) is
+        // broken, and must not stop the checks of the others.
+        const result = await this.checkEvent(event, bySeq)
+          .catch((e) => ({ state: "broken", reason: `not a well-formed event (${e.message})`, leaf: null }));
+        this.results.set(event.seq, result);
       }));
     }
   }
@@ -95,6 +105,11 @@ export class PlanChecker {
     try {
       proof = await getJson(`/api/plans/${this.planId}/events/${event.seq}/inclusion?tree_size=${size}`);
     } catch (e) {
+      // Out of reach, failing or busy is not a break (docs/viewer.md): the
+      // event stays pending and is checked again with the next checkpoint.
+      if (!(e instanceof ApiError) || e.status >= 500 || e.status === 429) {
+        return { state: "pending", reason: `cannot check now (${e.message})`, leaf };
+      }
       return broken(`no inclusion proof (${e.message})`);
     }
     const ok = await verifyInclusion(event.seq - 1, size, leaf, proof.proof.map(b64decode), root);
@@ -121,13 +136,19 @@ export class PlanChecker {
     const included = await verifyInclusion(bundle.heads_index, heads.checkpoint.size, leaf,
       bundle.inclusion_proof.map(b64decode), heads.checkpoint.root);
     if (!included) throw new Broken("the heads-log inclusion proof does not verify");
+    // The witnessed tree and the current one must be one history, whichever
+    // is larger: a witnessed size ahead of the checkpoint (appends since) is
+    // checked the other way round, else a daemon holding the log key could
+    // show a fork beside its honest, cosigned tree.
     const current = this.checkpoint;
+    if (!current) throw new Error("no checkpoint checked yet");
     const w = plan.checkpoint;
-    if (current && w.size <= current.size) {
-      const c = await getJson(`/api/plans/${this.planId}/consistency?from=${w.size}&to=${current.size}`);
-      if (!(await verifyConsistency(w.size, current.size, c.proof.map(b64decode), w.root, current.root))) {
-        throw new Broken("the current checkpoint does not extend the witnessed one (fork)");
-      }
+    const [small, large] = w.size <= current.size ? [w, current] : [current, w];
+    const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
+    if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
+      // Both are signed by the plan's key: a fork, for the page's life.
+      this.forked = "the current checkpoint and the witnessed one are not one history (fork)";
+      throw new Broken(this.forked);
     }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
@@ -140,7 +161,8 @@ export class PlanChecker {
 
   /** The system journal's record of a redaction, or null when there is none. */
   async redaction(seq) {
-    if (!this.redactions) this.redactions = this.loadRedactions();
+    // A failed load (the system journal out of reach) is tried again next time.
+    if (!this.redactions) this.redactions = this.loadRedactions().catch((e) => { this.redactions = null; throw e; });
     const map = await this.redactions;
     return map.records.get(seq) || (map.complete ? null : undefined);
   }
@@ -154,19 +176,28 @@ export class PlanChecker {
       if (e instanceof ApiError && e.status === 404) return { records, complete: true };
       throw e;
     }
+    // A record counts only if the system journal's own signed log holds it:
+    // otherwise anyone able to write rows (or the daemon) could give any
+    // erasure a reason. Its checkpoint is taken first, so it covers them all.
+    const system = new PlanChecker(SYSTEM_PLAN);
+    await system.refreshCheckpoint();
+    let uncovered = false;
     const start = Math.max(0, head - SYSTEM_SCAN);
     for (let after = start; after < head;) {
       const page = await getJson(`/api/plans/${SYSTEM_PLAN}/events?after=${after}&limit=1000`);
       for (const e of page.events) {
         const p = e.payload;
         if (e.type === "system.event_redacted" && p && p.plan_id === this.planId && Number.isSafeInteger(p.seq)) {
-          records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+          if (!(e.seq <= system.checkpoint.size)) { uncovered = true; continue; }
+          const checked = await system.checkEvent(e, new Map()).catch(() => ({ state: "broken" }));
+          if (checked.state === "verified") records.set(p.seq, { reason: p.reason, by: p.by, at: e.created_at, seq: e.seq });
+          else if (checked.state === "pending") uncovered = true; // its proof cannot be fetched now: not "no record"
         }
       }
       if (page.next_after <= after) break;
       after = page.next_after;
     }
-    return { records, complete: start === 0 };
+    return { records, complete: start === 0 && !uncovered };
   }
 }
 

@@ -4,7 +4,7 @@
 // daemon itself signed. The page always says which of the two it used.
 
 import { getJson } from "./api.js";
-import { parseVkey } from "./verify.js";
+import { equal, parseVkey } from "./verify.js";
 
 const PINS = "logbook.pins";
 
@@ -50,6 +50,10 @@ export async function logKeys() {
 export async function witnessKeys() {
   const p = pins();
   const keys = [];
-  for (const w of p.witnesses) keys.push(await parseVkey(w, 0x04));
+  for (const w of p.witnesses) {
+    const k = await parseVkey(w, 0x04);
+    // The same key pinned twice is one witness (verifyCosignatures counts it once).
+    if (!keys.some((x) => equal(x.key, k.key))) keys.push(k);
+  }
   return { keys, quorum: p.quorum };
 }

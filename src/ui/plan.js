@@ -73,6 +73,8 @@ export function planView(root, planId) {
     const order = [...events.keys()].sort((a, b) => b - a);
     tbody.replaceChildren(...order.map(renderRow));
     older.hidden = !(oldest > 1);
+    // The rows just added are not checked yet: the verdict must not stay an old green one.
+    if (checker.checkpoint || checker.error || checker.unavailable) renderVerdict();
   };
 
   const fetchRange = async (after, limit) => (await getJson(`/api/plans/${planId}/events?after=${after}&limit=${limit}`)).events;
@@ -97,6 +99,7 @@ export function planView(root, planId) {
         for (const seq of events.keys()) renderRow(seq);
         await renderRedactions();
         await renderWitnessed();
+        renderVerdict(); // again: the witnessed size may show events not shown
         refreshDetail();
       } while (again);
     } finally { running = false; }
@@ -113,7 +116,14 @@ export function planView(root, planId) {
     if (checker.error) { cls = "broken"; text = `Plan broken: ${checker.error}`; }
     else if (checker.unavailable) { cls = "pending"; text = `Cannot check now: ${checker.unavailable}`; }
     else if (broken) { cls = "broken"; text = `Plan broken: ${num(broken)} of ${num(all.length)} shown events fail their checks`; }
-    else { cls = pending ? "pending" : "verified"; text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`; }
+    else {
+      // Signed events newer than any shown (the checkpoint's or the witnessed
+      // size): not yet arrived, or withheld; never a green verdict.
+      const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - newest;
+      cls = pending || unseen > 0 ? "pending" : "verified";
+      text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`;
+      if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
+    }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
     if (checker.source === "pinned") {
@@ -125,7 +135,12 @@ export function planView(root, planId) {
   };
 
   const renderWitnessed = async () => {
-    if (checker.error || checker.unavailable) return;
+    if (checker.error || checker.unavailable) {
+      // What was said against an earlier checkpoint no longer holds.
+      witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
+      witnessLine.className = "muted";
+      return;
+    }
     try {
       const w = await checker.checkWitnessed();
       if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; return; }
@@ -137,6 +152,8 @@ export function planView(root, planId) {
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
+      // A witnessed history the current checkpoint is not part of breaks the plan.
+      if (checker.forked && !checker.error) { checker.error = checker.forked; renderVerdict(); }
     }
   };
 

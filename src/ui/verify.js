@@ -71,7 +71,8 @@ const half = (n) => Math.floor(n / 2);
 
 /** RFC 9162 §2.1.3.2: does `leaf` at `index` rebuild `root` of `size` leaves? */
 export async function verifyInclusion(index, size, leaf, proof, root) {
-  if (!(index < size)) return false;
+  // Whole numbers only: -1 or "0" would walk the path of leaf 0.
+  if (![index, size].every(Number.isSafeInteger) || index < 0 || index >= size) return false;
   let fn = index, sn = size - 1, r = leaf;
   for (const p of proof) {
     if (sn === 0) return false;
@@ -88,7 +89,7 @@ export async function verifyInclusion(index, size, leaf, proof, root) {
 
 /** RFC 9162 §2.1.4.2: is the tree (first, firstRoot) a prefix of (second, secondRoot)? */
 export async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
-  if (first > second) return false;
+  if (![first, second].every(Number.isSafeInteger) || first < 0 || first > second) return false;
   if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
   if (first === 0) return proof.length === 0;
   if (proof.length === 0) return false;
@@ -188,7 +189,11 @@ export async function verifyCheckpoint(noteText, key) {
 /** The witness keys (cosignature/v1, type 0x04) with a valid line on the note. */
 export async function verifyCosignatures(note, witnesses) {
   const found = [];
+  // One key is one witness, however often or under whichever names it was
+  // pinned: a cosignature does not cover the name, so it would count again.
+  const counted = new Set();
   for (const w of witnesses) {
+    if (counted.has(hex(w.key))) continue;
     for (const sig of note.signatures) {
       if (sig.name !== w.name || sig.raw.length !== 76 || !equal(sig.raw.slice(0, 4), w.id)) continue;
       const view = new DataView(sig.raw.buffer, sig.raw.byteOffset + 4, 8);
@@ -196,6 +201,7 @@ export async function verifyCosignatures(note, witnesses) {
       const message = enc.encode(`cosignature/v1\ntime ${time}\n${note.text}`);
       if (await ed25519(w.key, sig.raw.slice(12), message)) {
         found.push({ name: w.name, time: Number(time) });
+        counted.add(hex(w.key));
         break;
       }
     }

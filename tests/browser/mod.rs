@@ -250,3 +250,11 @@ impl WebDriverCompatibleCommand for BrowserLog {
         )
     }
 }
+
+/// One browser at a time: three at once would crowd 2 cores.
+pub async fn one_browser() -> tokio::sync::MutexGuard<'static, ()> {
+    // tokio's Mutex works across the tests' separate runtimes and is not
+    // poisoned by a failed test.
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}

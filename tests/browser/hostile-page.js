@@ -1,0 +1,76 @@
+// Runs in the page after attacker.js: opens the real plan view (plan.js)
+// in a fresh element against a lying daemon set up for one case
+// (arguments[0]), and returns at once; the test then waits for what the
+// page shows (#plan-verdict, #witnessed, the rows).
+const [which, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll } = await attacker();
+  const { planView } = await import("/ui/assets/plan.js");
+  pinAll();
+  const plan = (list) => ({
+    [`/api/plans/${PLAN}`]: () => ({ plan_id: PLAN, head_seq: list.length, count: list.length, first_at: list[0].created_at, last_at: list.at(-1).created_at }),
+  });
+  if (which === "witnessed-fork") {
+    // The daemon signs a fork F for this reader (the events shown are in it)
+    // while its witnesses cosigned another history H, larger.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const honest = [leaves[0], await junk(2), await junk(3)];
+    const witnessed = await bundle(honest);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => witnessed,
+    };
+  } else if (which === "malformed-event") {
+    // Event 2's payload holds a number JSON.parse turns into Infinity.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => JSON.stringify({ events: list, next_after: list.length }).replace('"payload":{"i":1}', '"payload":{"i":1e400}'),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
+  } else if (which === "withheld-tail" || which === "witnessed-ahead") {
+    // Three signed events; the daemon shows two. Withheld: its checkpoint
+    // says 3. Witnessed ahead: its checkpoint says 2, the witnessed one 3.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    const shown = list.slice(0, 2);
+    const current = which === "withheld-tail" ? leaves : leaves.slice(0, 2);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(current)), ...plan(shown),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
+  } else if (which === "live-forgery") {
+    // Events 1-2 shown and verified; then the stream (EventSource, replaced
+    // here by the attacker too) brings event 3 with another actor, and the
+    // checkpoint grows to cover the real event 3.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    let size = 2;
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves.slice(0, size))), ...plan(list.slice(0, 2)),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list.slice(0, 2), next_after: 2 }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves.slice(0, size)),
+    };
+    let stream = null;
+    window.EventSource = class {
+      static CLOSED = 2;
+      constructor() { this.readyState = 1; stream = this; setTimeout(() => this.onopen?.(), 0); }
+      addEventListener() {}
+      close() { this.readyState = 2; }
+    };
+    const verdict = () => document.getElementById("plan-verdict")?.className;
+    const live = setInterval(() => {
+      if (verdict() !== "verdict verified" || !stream) return;
+      clearInterval(live);
+      size = 3;
+      stream.onmessage({ lastEventId: "3", data: JSON.stringify({ ...list[2], actor: "mallory" }) });
+      window.verdictOnArrival = verdict(); // before any check of event 3
+    }, 50);
+  } else {
+    throw new Error(`no case ${which}`);
+  }
+  const root = document.createElement("div");
+  document.body.append(root);
+  planView(root, PLAN);
+  done("started");
+})().catch((e) => done(`error: ${e?.stack || e}`));

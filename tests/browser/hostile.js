@@ -1,0 +1,325 @@
+// Runs in the page (WebDriver executeAsyncScript): the viewer's own
+// modules against a daemon that lies. `fetch` is replaced by the attacker:
+// it answers every API path with bodies the test builds (signed notes,
+// proofs, events), holding the log key where a case says so (a daemon that
+// signs a fork) and not otherwise. The page's modules are the real ones;
+// only the network answers are hostile. Returns the failed expectations.
+const done = arguments[arguments.length - 1];
+(async () => {
+  const A = await attacker();
+  const { world, v, enc, PLAN, SYSTEM, keyId, newKey, sign, as, checkpointText, signatureLine, cosignatureLine, note, node, mth, inclusion, consistency, leafOf, junk, events, answer, b64s, planRoutes, log, witness, planKey, systemKey, pinAll, planNote, bundle } = A;
+  const { PlanChecker, Broken } = await import("/ui/assets/check.js");
+  pinAll();
+  const fails = [];
+  const check = (ok, what) => { if (!ok) fails.push(what); };
+  const refuses = async (what, f) => {
+    try { await f(); fails.push(`${what}: accepted`); } catch (e) {
+      if (!(e instanceof Broken) && !/not a|out of range|32 bytes|malformed|base64/.test(e.message)) fails.push(`${what}: ${e.message}`);
+    }
+  };
+
+
+  // 1. A witnessed size ahead of the current checkpoint must still be bound
+  //    to it: a daemon holding the log key shows this reader a fork F of
+  //    size 2 while the witnesses cosigned the honest tree H of size 3.
+  {
+    const honest = [await junk(1), await junk(2), await junk(3)];
+    const fork = [await junk(1), await junk(9)];
+    const witnessed = await bundle(honest);
+    world.routes = { ...planRoutes(PLAN, () => honest, () => planNote(fork)),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => witnessed };
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    await refuses("a fork behind a witnessed size ahead of it shown as witnessed", () => c.checkWitnessed());
+    await refuses("the plan checkpoint after a witnessed fork", () => c.refreshCheckpoint());
+    // The honest race: the current checkpoint is a prefix of the witnessed one.
+    world.routes = { ...planRoutes(PLAN, () => honest, () => planNote(honest.slice(0, 2))),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => witnessed };
+    const h = new PlanChecker(PLAN);
+    await h.refreshCheckpoint();
+    const w = await h.checkWitnessed().catch((e) => ({ error: e.message }));
+    check(w.size === 3 && w.cosigned?.length === 1, `an honest witnessed size ahead of the checkpoint: ${JSON.stringify(w)}`);
+  }
+
+  // 2. Rollback and fork of the plan checkpoint, and that a fork once seen stays seen.
+  {
+    const a = [await junk(1), await junk(2), await junk(3)];
+    const b = [await junk(1), await junk(2), await junk(7)];
+    let served = a;
+    world.routes = planRoutes(PLAN, () => a, () => planNote(served));
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    served = a.slice(0, 2);
+    await refuses("a rollback", () => c.refreshCheckpoint());
+    served = b;
+    await refuses("a second root for the same size", () => c.refreshCheckpoint());
+    served = [...b, await junk(4)];
+    await refuses("a larger fork", () => c.refreshCheckpoint());
+    served = a;
+    await refuses("the old checkpoint again after a proven fork", () => c.refreshCheckpoint());
+  }
+
+  // 3. The checkpoint note itself.
+  {
+    const hs = [await junk(1)];
+    const root = await mth(hs);
+    const text = checkpointText(planKey.name, 1, root);
+    const other = await newKey("logbook/hostile.test", 0x01);
+    const otherPlan = await as(other, planKey.name);
+    const good = await planNote(hs);
+    const cases = {
+      "signed by a key of the same name that is not pinned": note(text, signatureLine(otherPlan, text)),
+      "signed by the instance key, not the plan key": note(text, signatureLine(log, text)),
+      "an origin that is not the plan key's name": (async () => { const t = checkpointText(log.name, 1, root); return note(t, signatureLine(await as(log, log.name), t)); })(),
+      "another plan's checkpoint": (async () => { const k = await as(log, `${log.name}/${SYSTEM}`); const t = checkpointText(k.name, 1, root); return note(t, signatureLine(k, t)); })(),
+      "CRLF line ends": note(text.replaceAll("\n", "\r\n"), signatureLine(planKey, text.replaceAll("\n", "\r\n"))),
+      "no final newline": good.slice(0, -1),
+      "text changed after signing": good.replace(`\n1\n`, `\n2\n`),
+      "a bad line before the good one with the same key id": note(text, `\u2014 ${planKey.name} ${v.b64encode(v.concat(planKey.id, new Uint8Array(64)))}\n`, signatureLine(planKey, text)),
+      "trailing data after the signatures": good + "garbage\n",
+      "no signature lines": `${text}\n`,
+    };
+    for (const [size, what] of [["+1", "plus"], ["01", "leading zero"], ["1e0", "exponent"], [" 1", "space"], ["9007199254740993", "beyond 2^53"], ["-1", "negative"]]) {
+      const t = `${planKey.name}\n${size}\n${v.b64encode(root)}\n`;
+      cases[`size ${what}`] = note(t, signatureLine(planKey, t));
+    }
+    for (const [what, served] of Object.entries(cases)) {
+      world.routes = planRoutes(PLAN, () => hs, async () => served);
+      const c = new PlanChecker(PLAN);
+      if (what === "size leading zero") {
+        // The signature covers the text; "01" is only a spelling of 1, not a lie.
+        const cp = await c.refreshCheckpoint().catch((e) => ({ error: e.message }));
+        check(cp.error || cp.size === 1, `size 01 read as ${cp.size}`);
+        continue;
+      }
+      await refuses(`checkpoint: ${what}`, () => c.refreshCheckpoint());
+    }
+  }
+
+  // 4. Events: every field the page shows is bound by the leaf; a malformed
+  //    event is broken, and never stalls the checks of the others.
+  {
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1, amount: 1250.5 }, { i: 2 }, { i: 3 }]);
+    world.routes = planRoutes(PLAN, () => leaves, () => planNote(leaves));
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    const state = async (e, shown = new Map()) => (await c.checkEvent(e, shown)).state;
+    check((await state(list[1])) === "verified", "an honest event verifies");
+    const altered = {
+      type: "step.failed", actor: "mallory", created_at: "2026-12-01T10:00:09.000Z", id: "0190aaaa-0000-7000-8000-000000000009",
+      seq: 3, key_id: "k2", signature: "hmac-other", prev_hash: list[2].signature, payload_hash: list[2].payload_hash,
+      payload: { i: 1, amount: 1250.51 }, plan_id: SYSTEM,
+    };
+    for (const [field, value] of Object.entries(altered)) {
+      check((await state({ ...list[1], [field]: value })) === "broken", `event with another ${field} shown as not broken`);
+    }
+    check((await state({ ...list[1], redacted: true, payload: null })) === "redacted", "an erased payload is redacted");
+    check((await state({ ...list[1], redacted: true, payload: list[1].payload })) === "broken", "redacted with a payload");
+    check((await state({ ...list[1], payload: JSON.parse('{"i": 1, "amount": 1250.5, "amount": 9}') })) === "broken", "a duplicate key whose last value differs");
+    check((await state({ ...list[1], payload: JSON.parse('{"i": 1, "amount": 9, "amount": 1250.5}') })) === "verified", "a duplicate key whose last value is the hashed one");
+    // The text shown for a payload is the text that was hashed (both come from the one parsed value).
+    const dup = JSON.parse('{"amount": 9, "i": 1, "amount": 1250.5}');
+    check(JSON.stringify(dup) === '{"amount":1250.5,"i":1}' && (await v.payloadHash(dup)) === list[1].payload_hash, "a duplicate key: shown and hashed differ");
+    // A lone surrogate served for the signed six characters "\ud800": not the same text.
+    const escaped = (await events(PLAN, [{ s: "\\ud800" }])).list[0];
+    check((await v.payloadHash(JSON.parse('{"s": "\\ud800"}'))) !== escaped.payload_hash, "a lone surrogate hashes as the escaped text");
+    // RFC 8785 in the page: members by UTF-16 code units, numbers as ECMAScript writes them.
+    const jcs = await import("/ui/assets/jcs.js");
+    for (const [text, want] of [
+      [String.raw`{"\ufb33": 1, "\ud83d\ude00": 2, "\u20ac": 3, "\r": 4, "1": 5, "10": 6, "2": 7}`, '{"\\r":4,"1":5,"10":6,"2":7,"\u20ac":3,"\ud83d\ude00":2,"\ufb33":1}'],
+      ["[1e21, -0, 5e-324, 0.30000000000000004, 1E+2, 100.0, 9007199254740991, 1e-7]", "[1e+21,0,5e-324,0.30000000000000004,100,100,9007199254740991,1e-7]"],
+      [String.raw`"\u2028\u007f\u001f\"\\/"`, '"\u2028\u007f\\u001f\\"\\\\/"'],
+    ]) {
+      const got = jcs.canonicalize(JSON.parse(text));
+      check(got === want, `JCS of ${text}: ${got}`);
+    }
+    // Not well-formed: a number JSON.parse makes Infinity, a missing field, a
+    // proof that is not base64. Each is broken; the others are still checked.
+    world.routes[`/api/plans/${PLAN}/events/3/inclusion`] = () => ({ proof: ["not base64!"] });
+    const shown = [
+      { ...list[0], payload: JSON.parse('{"i": 1e400}') },
+      list[1],
+      list[2],
+      (({ actor, ...rest }) => rest)(list[3]),
+    ];
+    let threw = null;
+    await c.checkEvents(shown, new Map(shown.map((e) => [e.seq, e]))).catch((e) => { threw = e.message; });
+    check(threw === null, `one malformed event stops the checks of the others (${threw})`);
+    const states = [1, 2, 3, 4].map((s) => c.results.get(s)?.state);
+    check(JSON.stringify(states) === JSON.stringify(["broken", "verified", "broken", "broken"]), `malformed events: ${JSON.stringify(states)}`);
+    // No proof because the daemon is out of reach or failing: not checked
+    // yet (pending, checked again), never verified; refused outright: broken.
+    const path = `/api/plans/${PLAN}/events/2/inclusion`;
+    const honest = world.routes[path];
+    const again = new PlanChecker(PLAN);
+    await again.refreshCheckpoint();
+    const shown2 = new Map([[2, list[1]]]);
+    for (const [what, route, want] of [
+      ["out of reach", () => { throw new TypeError("Failed to fetch"); }, "pending"],
+      ["failing", () => answer({ title: "unavailable" }, 503), "pending"],
+      ["back", honest, "verified"],
+    ]) {
+      world.routes[path] = route;
+      await again.checkEvents([list[1]], shown2);
+      check(again.results.get(2)?.state === want, `inclusion proof ${what}: ${JSON.stringify(again.results.get(2))}`);
+    }
+    world.routes[path] = () => answer({ title: "no such event" }, 404);
+    check((await state(list[1])) === "broken", "an inclusion proof refused (404) not shown broken");
+  }
+
+  // 5. Proofs.
+  {
+    const hs = await Promise.all([1, 2, 3, 4, 5].map(junk));
+    const root = await mth(hs);
+    const p = await inclusion(0, hs);
+    check(await v.verifyInclusion(0, 5, hs[0], p, root), "an honest inclusion proof");
+    check(!(await v.verifyInclusion(-1, 5, hs[0], p, root)), "inclusion at index -1 accepted");
+    check(!(await v.verifyInclusion(0.5, 5, hs[0], p, root)), "inclusion at index 0.5 accepted");
+    check(!(await v.verifyInclusion("0", 5, hs[0], p, root)), "inclusion at index \"0\" accepted");
+    check(!(await v.verifyInclusion(5, 5, hs[4], await inclusion(4, hs), root)), "inclusion at index = size accepted");
+    check(!(await v.verifyInclusion(0, 5, hs[0], [...p, hs[1]], root)), "an extra proof hash accepted");
+    check(!(await v.verifyInclusion(0, 5, hs[0], p.slice(1), root)), "a missing proof hash accepted");
+    check(!(await v.verifyInclusion(1, 5, hs[0], p, root)), "a leaf at the wrong index accepted");
+    check(await v.verifyInclusion(0, 1, hs[0], [], hs[0]), "size 1 inclusion");
+    check(!(await v.verifyInclusion(0, 0, hs[0], [], hs[0])), "size 0 inclusion accepted");
+    const c23 = await consistency(3, hs);
+    check(await v.verifyConsistency(3, 5, c23, await mth(hs.slice(0, 3)), root), "an honest consistency proof");
+    check(!(await v.verifyConsistency(3, 5, [...c23, hs[0]], await mth(hs.slice(0, 3)), root)), "consistency with an extra hash accepted");
+    check(!(await v.verifyConsistency(5, 3, c23, root, await mth(hs.slice(0, 3)))), "consistency from a larger size accepted");
+    check(!(await v.verifyConsistency(3, 5, c23, await junk(0), root)), "consistency from another root accepted");
+    check(!(await v.verifyConsistency(-1, 5, [], await junk(0), root)), "consistency from size -1 accepted");
+    check(!(await v.verifyConsistency(2.5, 5, c23, await mth(hs.slice(0, 3)), root)), "consistency from size 2.5 accepted");
+  }
+
+  // 5b. Every inclusion and consistency proof of trees up to 12 leaves (the
+  //     attacker's proofs come from RFC 9162's recursive definitions, the
+  //     page's checks from its iterative ones): the honest one verifies;
+  //     one flipped bit in any hash, one hash more or less, does not.
+  {
+    const hs = await Promise.all(Array.from({ length: 12 }, (_, i) => junk(`p${i}`)));
+    const roots = [await v.sha256(new Uint8Array())];
+    for (let n = 1; n <= 12; n++) roots.push(await mth(hs.slice(0, n)));
+    const flip = (h) => { const c = Uint8Array.from(h); c[c.length - 1] ^= 1; return c; };
+    const variants = (proof) => [
+      ...proof.map((_, i) => proof.map((h, j) => (i === j ? flip(h) : h))),
+      [...proof, hs[0]], proof.slice(0, -1), proof.slice(1),
+    ].filter((p) => p.length !== proof.length || p.some((h, i) => !v.equal(h, proof[i])));
+    let bad = 0;
+    for (let n = 1; n <= 12; n++) {
+      for (let m = 0; m < n; m++) {
+        const proof = await inclusion(m, hs.slice(0, n));
+        if (!(await v.verifyInclusion(m, n, hs[m], proof, roots[n]))) { bad++; fails.push(`honest inclusion ${m}/${n}`); }
+        if (await v.verifyInclusion(m, n, flip(hs[m]), proof, roots[n])) { bad++; fails.push(`inclusion ${m}/${n} of a flipped leaf`); }
+        for (const p of variants(proof)) {
+          if (await v.verifyInclusion(m, n, hs[m], p, roots[n])) { bad++; fails.push(`inclusion ${m}/${n} with an altered proof`); }
+        }
+      }
+      for (let m = 1; m <= n; m++) {
+        const proof = await consistency(m, hs.slice(0, n));
+        if (!(await v.verifyConsistency(m, n, proof, roots[m], roots[n]))) { bad++; fails.push(`honest consistency ${m}->${n}`); }
+        if (await v.verifyConsistency(m, n, proof, flip(roots[m]), roots[n])) { bad++; fails.push(`consistency ${m}->${n} from a flipped root`); }
+        if (await v.verifyConsistency(m, n, proof, roots[m], flip(roots[n]))) { bad++; fails.push(`consistency ${m}->${n} to a flipped root`); }
+        for (const p of variants(proof)) {
+          if (await v.verifyConsistency(m, n, p, roots[m], roots[n])) { bad++; fails.push(`consistency ${m}->${n} with an altered proof`); }
+        }
+      }
+    }
+    check(bad === 0, `${bad} proof checks wrong`);
+  }
+
+  // 6. Witness bundles.
+  {
+    const hs = [await junk(1), await junk(2)];
+    world.routes = planRoutes(PLAN, () => hs, () => planNote(hs));
+    const run = async (b) => {
+      world.routes[`/api/plans/${PLAN}/checkpoint?witnessed=1`] = () => b;
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      return c.checkWitnessed();
+    };
+    const honest = await run(await bundle(hs));
+    check(honest.cosigned.length === 1 && honest.size === 2, `an honest bundle: ${JSON.stringify(honest)}`);
+    const stranger = await newKey("witness.test/w1", 0x04);
+    const unpinned = await run(await bundle(hs, [stranger]));
+    check(unpinned.cosigned.length === 0, "a cosignature by an unpinned key of the pinned witness's name counted");
+    const twice = await bundle(hs);
+    const line = twice.heads_checkpoint.split("\n").find((l) => l.startsWith(`\u2014 ${witness.name}`));
+    twice.heads_checkpoint += `${line}\n`;
+    check((await run(twice)).cosigned.length === 1, "one witness counted twice");
+    const replayed = await bundle(hs, []);
+    replayed.heads_checkpoint += await cosignatureLine(witness, checkpointText(log.name, 2, await junk(11)));
+    check((await run(replayed)).cosigned.length === 0, "a cosignature of another heads checkpoint counted");
+    const retimed = await bundle(hs);
+    retimed.heads_checkpoint = retimed.heads_checkpoint.replace(/(\u2014 witness\.test\/w1 )(\S+)/, (_, a, b) => {
+      const raw = v.b64decode(b); raw[11] ^= 1; return a + v.b64encode(raw); // another time, same signature
+    });
+    check((await run(retimed)).cosigned.length === 0, "a cosignature with its time changed counted");
+    // The same witness key pinned twice (or under a second name) is one witness.
+    const alias = await as(witness, "witness.test/alias");
+    pinAll([witness.vkey, witness.vkey, alias.vkey], 2);
+    const aliased = await run(await bundle(hs, [witness, alias]));
+    check(aliased.cosigned.length === 1, `one witness key counted ${aliased.cosigned.length} times under duplicate pins`);
+    pinAll();
+    await refuses("a bundle for another plan", async () => run(await bundle(hs, [witness], SYSTEM)));
+    const fork = [await junk(1), await junk(5)];
+    await refuses("a witnessed fork of the same size", async () => run(await bundle(fork)));
+    const older = [await junk(7)];
+    await refuses("a witnessed tree the current one does not extend", async () => run(await bundle(older)));
+    const wrongEntry = await bundle(hs);
+    wrongEntry.heads_entry = wrongEntry.heads_entry.replace('"size":2', '"size":3');
+    await refuses("a heads entry that is not the plan checkpoint's", () => run(wrongEntry));
+    const other = await bundle(hs);
+    const cosignedOther = (await bundle([await junk(8)])).heads_checkpoint;
+    other.heads_checkpoint = other.heads_checkpoint.split("\n\n")[0] + "\n\n" + cosignedOther.split("\n\n")[1];
+    await refuses("signature lines of another heads checkpoint", () => run(other));
+  }
+
+  // 7. Redaction records come from the system journal: one the system log
+  //    does not hold is not a record.
+  {
+    const { list, leaves } = await events(PLAN, [{ i: 0 }]);
+    const erased = { ...list[0], payload: null, redacted: true };
+    const record = (await events(SYSTEM, [{ plan_id: PLAN, seq: 1, reason: "forged reason", by: "nobody" }])).list[0];
+    record.type = "system.event_redacted";
+    record.payload_hash = await v.payloadHash(record.payload);
+    const recordLeaf = await v.leafHash(v.entryBytes(record));
+    const serve = (systemLeaves) => {
+      world.routes = {
+        ...planRoutes(PLAN, () => leaves, () => planNote(leaves)),
+        ...planRoutes(SYSTEM, () => systemLeaves, () => planNote(systemLeaves, systemKey)),
+        [`/api/plans/${SYSTEM}`]: () => ({ plan_id: SYSTEM, head_seq: 1, count: 1 }),
+        [`/api/plans/${SYSTEM}/events`]: () => ({ events: [record], next_after: 1 }),
+      };
+    };
+    for (const [what, systemLeaves, want] of [["not in the system log", [await junk(1)], null], ["in the system log", [recordLeaf], "forged reason"]]) {
+      serve(systemLeaves);
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      await c.checkEvents([erased], new Map());
+      const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
+      check((r?.reason ?? null) === want, `a redaction record ${what}: ${JSON.stringify(r)}`);
+    }
+    // The system journal out of reach at first: tried again, then found.
+    {
+      serve([recordLeaf]);
+      const honest = world.routes[`/api/plans/${SYSTEM}/checkpoint`];
+      world.routes[`/api/plans/${SYSTEM}/checkpoint`] = () => answer({ title: "unavailable" }, 503);
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      const first = await c.redaction(1).then(() => "resolved", () => "failed");
+      world.routes[`/api/plans/${SYSTEM}/checkpoint`] = honest;
+      const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
+      check(first === "failed" && r?.reason === "forged reason", `a redaction record after the system journal came back: ${first}, ${JSON.stringify(r)}`);
+    }
+    // In the log, but its proof cannot be fetched now: unknown (undefined),
+    // not "no record" (null, which says the erasure was behind the daemon's back).
+    serve([recordLeaf]);
+    world.routes[`/api/plans/${SYSTEM}/events/1/inclusion`] = () => answer({ title: "unavailable" }, 503);
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
+    check(r === undefined, `a redaction record whose proof cannot be fetched now: ${JSON.stringify(r)}`);
+  }
+
+  done(fails);
+})().catch((e) => done([`error: ${e?.stack || e}`]));

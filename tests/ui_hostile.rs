@@ -1,0 +1,148 @@
+//! The audit viewer's in-browser checks against a daemon that lies: the
+//! page's own modules (served by the real daemon, run in Debian's Chromium)
+//! with the network answers replaced by an attacker that builds signed
+//! notes, proofs, bundles and events, with the log key where a case needs a
+//! daemon that signs a fork. Each case asserts that nothing false is shown
+//! as verified, not broken, or witnessed (tests/browser/hostile.js lists
+//! them). The page being the daemon's own is out of scope (docs/viewer.md).
+
+#[allow(dead_code)] // the rest of the harness serves ui_browser.rs
+mod browser;
+mod common;
+
+use browser::{Browser, ensure_chromium, free_port, one_browser};
+use common::{Daemon, DaemonOpts};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
+    let b = Browser::start().await;
+    // Any page of the viewer: the script imports its modules from there, in
+    // a secure context (loopback) so WebCrypto is available.
+    b.client
+        .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+        .await
+        .expect("open");
+    let fails = b
+        .client
+        .execute_async(
+            &format!(
+                "{}\n{}",
+                include_str!("browser/attacker.js"),
+                include_str!("browser/hostile.js")
+            ),
+            vec![],
+        )
+        .await
+        .expect("the hostile script");
+    b.close().await;
+    assert_eq!(
+        fails,
+        json!([]),
+        "the viewer accepted what a lying daemon served"
+    );
+}
+
+/// The plan view itself (plan.js) against a lying daemon: what the header
+/// and the rows say once the checks have run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
+    let b = Browser::start().await;
+    let script = format!(
+        "{}\n{}",
+        include_str!("browser/attacker.js"),
+        include_str!("browser/hostile-page.js")
+    );
+    let open = |case: &'static str| {
+        let (b, script) = (&b, script.clone());
+        async move {
+            b.client
+                .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+                .await
+                .expect("open");
+            let started = b
+                .client
+                .execute_async(&script, vec![json!(case)])
+                .await
+                .expect("the page script");
+            assert_eq!(started, json!("started"), "{case}");
+        }
+    };
+    const SHOWN: &str = "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('witnessed').className, document.getElementById('witnessed').textContent, [...document.querySelectorAll('#events tbody tr')].map(r => r.dataset.state)];";
+    let done = |v: &Value| v[3].as_str().is_some_and(|t| !t.ends_with("checking…"));
+
+    // A fork signed for this reader beside a larger witnessed history: the
+    // witness line says so, and the plan is broken at the top too.
+    open("witnessed-fork").await;
+    let shown = b.wait_for("the witnessed fork checked", SHOWN, done).await;
+    assert_eq!(shown[2], "broken", "{shown}");
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    assert!(shown[1].as_str().unwrap().contains("fork"), "{shown}");
+
+    // One event whose payload cannot be hashed: that row is broken, the
+    // others are checked, and the verdict counts it.
+    open("malformed-event").await;
+    let shown = b
+        .wait_for("the malformed event checked", SHOWN, |v| {
+            done(v) && v[0] != "verdict pending"
+        })
+        .await;
+    assert_eq!(
+        shown[4],
+        json!(["verified", "broken", "verified"]),
+        "{shown}"
+    );
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    assert!(
+        shown[1].as_str().unwrap().contains("1 of 3 shown events"),
+        "{shown}"
+    );
+
+    // Signed events newer than any shown (withheld, or not arrived yet): the
+    // verdict is pending and says so, never verified.
+    for case in ["withheld-tail", "witnessed-ahead"] {
+        open(case).await;
+        let shown = b
+            .wait_for(case, SHOWN, |v| done(v) && v[0] == "verdict pending")
+            .await;
+        assert_eq!(shown[4], json!(["verified", "verified"]), "{case}: {shown}");
+        assert_eq!(shown[0], "verdict pending", "{case}: {shown}");
+        assert!(
+            shown[1]
+                .as_str()
+                .unwrap()
+                .contains("1 newer signed event(s) not shown"),
+            "{case}: {shown}"
+        );
+    }
+
+    // A live event altered on the stream: broken once the checkpoint covers it.
+    open("live-forgery").await;
+    let shown = b
+        .wait_for("the live forgery checked", SHOWN, |v| {
+            v[4].as_array().is_some_and(|r| r.len() == 3) && v[0] == "verdict broken"
+        })
+        .await;
+    assert_eq!(
+        shown[4],
+        json!(["broken", "verified", "verified"]),
+        "{shown}"
+    );
+    assert_eq!(shown[0], "verdict broken", "{shown}");
+    // While it was not checked yet the verdict was pending, not the old green one.
+    let arrival = b.eval("return window.verdictOnArrival;").await;
+    assert_eq!(arrival, "verdict pending");
+    b.close().await;
+}
