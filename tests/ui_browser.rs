@@ -552,15 +552,9 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
         "heads": vector(include_str!("../docs/vectors/heads-log-v1.json")),
     });
     let b = Browser::start().await;
-    b.client
-        .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
-        .await
-        .expect("open");
     let fails = b
-        .client
-        .execute_async(include_str!("browser/vectors.js"), vec![vectors])
-        .await
-        .expect("the vector script");
+        .run_on_page(port, include_str!("browser/vectors.js"), vec![vectors])
+        .await;
     assert_eq!(
         fails,
         json!([]),

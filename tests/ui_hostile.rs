@@ -23,24 +23,12 @@ async fn the_pages_checks_refuse_what_a_lying_daemon_serves() {
     let port = free_port();
     let _daemon = Daemon::start(DaemonOpts::default().listen(&format!("127.0.0.1:{port}")));
     let b = Browser::start().await;
-    // Any page of the viewer: the script imports its modules from there, in
-    // a secure context (loopback) so WebCrypto is available.
-    b.client
-        .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
-        .await
-        .expect("open");
-    let fails = b
-        .client
-        .execute_async(
-            &format!(
-                "{}\n{}",
-                include_str!("browser/attacker.js"),
-                include_str!("browser/hostile.js")
-            ),
-            vec![],
-        )
-        .await
-        .expect("the hostile script");
+    let script = format!(
+        "{}\n{}",
+        include_str!("browser/attacker.js"),
+        include_str!("browser/hostile.js")
+    );
+    let fails = b.run_on_page(port, &script, vec![]).await;
     b.close().await;
     assert_eq!(
         fails,
@@ -68,15 +56,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     let open = |case: &'static str| {
         let (b, script) = (&b, script.clone());
         async move {
-            b.client
-                .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
-                .await
-                .expect("open");
-            let started = b
-                .client
-                .execute_async(&script, vec![json!(case)])
-                .await
-                .expect("the page script");
+            let started = b.run_on_page(port, &script, vec![json!(case)]).await;
             assert_eq!(started, json!("started"), "{case}");
         }
     };

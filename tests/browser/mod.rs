@@ -167,6 +167,20 @@ impl Browser {
         }
     }
 
+    /// Opens a page of the viewer on `port` (its modules load from there,
+    /// in a secure context: loopback) and runs `script` in it with `args`
+    /// (WebDriver's executeAsyncScript).
+    pub async fn run_on_page(&self, port: u16, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .goto(&format!("http://127.0.0.1:{port}/ui/keys"))
+            .await
+            .expect("open");
+        self.client
+            .execute_async(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("the page script: {e}"))
+    }
+
     pub async fn eval(&self, script: &str) -> Value {
         self.client
             .execute(script, vec![])

@@ -245,30 +245,38 @@ impl Store {
                 redacted: verifier.redacted(),
             });
         }
-        // The chain alone cannot see a missing tail; the head record can.
-        // It is only as trustworthy as the file (signed checkpoints come
-        // later), but it catches a tail removed without updating it.
-        let head: Option<PlanHead> = txn
-            .open_table(HEADS)?
-            .get(plan_id.into_bytes())?
-            .map(|v| decode_head(v.value()))
-            .transpose()?;
-        let broken = head.and_then(|head| {
-            if head.last_seq != verifier.last_seq() {
-                Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
-            } else if Some(head.last_signature) != verifier.last_signature() {
-                Some((head.last_seq, BrokenReason::Signature))
-            } else {
-                None
-            }
-        });
         Ok(ChainReport {
             verified: verifier.last_seq(),
-            broken,
+            broken: head_break(&txn, plan_id, &verifier)?,
             head_signature: verifier.last_signature(),
             redacted: verifier.redacted(),
         })
     }
+}
+
+/// Where a whole walk that ended with `verifier` disagrees with the plan's
+/// head record. The chain alone cannot see a missing tail; the head record
+/// can. It is only as trustworthy as the file (signed checkpoints come
+/// later), but it catches a tail removed without updating it.
+pub(super) fn head_break(
+    txn: &redb::ReadTransaction,
+    plan_id: &Uuid,
+    verifier: &ChainVerifier,
+) -> Result<Option<(u64, BrokenReason)>, StoreError> {
+    let head: Option<PlanHead> = txn
+        .open_table(HEADS)?
+        .get(plan_id.into_bytes())?
+        .map(|v| decode_head(v.value()))
+        .transpose()?;
+    Ok(head.and_then(|head| {
+        if head.last_seq != verifier.last_seq() {
+            Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
+        } else if Some(head.last_signature) != verifier.last_signature() {
+            Some((head.last_seq, BrokenReason::Signature))
+        } else {
+            None
+        }
+    }))
 }
 
 /// The seq in an event key (plan id ‖ seq, big-endian).

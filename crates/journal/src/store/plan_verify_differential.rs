@@ -11,13 +11,9 @@ use proptest::test_runner::{Config, TestRunner};
 use redb::ReadableTable;
 use uuid::Uuid;
 
-use super::head::decode_head;
 use super::records::{EventRecord, REDACTED_EVENT_VERSION};
-use super::{
-    AppendRequest, EVENTS, HEADS, PlanHead, Store, StoreError, decode_event, event_from_record,
-    event_key,
-};
-use crate::chain::{BrokenReason, CanonicalPayload, ChainReport, ChainVerifier};
+use super::{AppendRequest, EVENTS, Store, StoreError, decode_event, event_from_record, event_key};
+use crate::chain::{CanonicalPayload, ChainReport, ChainVerifier};
 use crate::keys::Keyring;
 
 /// Events in the plan: three ranges of `plan_verify`'s 256 seqs, the last
@@ -47,23 +43,9 @@ fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainRepo
             });
         }
     }
-    let head: Option<PlanHead> = txn
-        .open_table(HEADS)?
-        .get(plan.into_bytes())?
-        .map(|v| decode_head(v.value()))
-        .transpose()?;
-    let broken = head.and_then(|head| {
-        if head.last_seq != verifier.last_seq() {
-            Some((verifier.last_seq() + 1, BrokenReason::SeqGap))
-        } else if Some(head.last_signature) != verifier.last_signature() {
-            Some((head.last_seq, BrokenReason::Signature))
-        } else {
-            None
-        }
-    });
     Ok(ChainReport {
         verified: verifier.last_seq(),
-        broken,
+        broken: super::plan_verify::head_break(&txn, plan, &verifier)?,
         head_signature: verifier.last_signature(),
         redacted: verifier.redacted(),
     })
