@@ -9,7 +9,7 @@
 mod browser;
 mod common;
 
-use browser::{Browser, ensure_chromium, errors, free_port, one_browser};
+use browser::{Browser, ROWS, ensure_chromium, errors, free_port, one_browser, rows};
 use common::{ADMIN_TOKEN, Daemon, DaemonOpts, new_plan, with_offline_store};
 use serde_json::{Value, json};
 
@@ -30,25 +30,6 @@ async fn append(daemon: &Daemon, plan: impl std::fmt::Display, body: Value) -> V
 
 fn step(i: usize) -> Value {
     json!({"type": "step.completed", "actor": "tester", "payload": {"i": i, "amount": 1250.5}})
-}
-
-/// The states of the rows shown, newest first: [(seq, state)].
-const ROWS: &str = "return [...document.querySelectorAll('#events tbody tr')].map(r => [Number(r.dataset.seq), r.dataset.state]);";
-
-fn rows(value: &Value) -> Vec<(u64, String)> {
-    value
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    (
-                        r[0].as_u64().unwrap_or(0),
-                        r[1].as_str().unwrap_or("").into(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Rows for seqs `1..=n` exactly once, newest first, all in `state`

@@ -17,6 +17,9 @@ export function planView(root, planId) {
   const rows = new Map(); // seq -> tr
   const checker = new PlanChecker(planId);
   let newest = 0, oldest = Infinity, stop = null, timer = null, running = false, again = false;
+  // Whether the table's newest end follows the live stream. Paging back past
+  // MAX_ROWS slides the window: the newest rows go and live rows pause.
+  let following = true;
 
   const title = el("h1", {}, "Plan ", el("code", { class: "id" }, planId));
   const head = el("p", { id: "plan-head", class: "muted" }, "loading…");
@@ -27,6 +30,7 @@ export function planView(root, planId) {
   const filter = el("input", { id: "event-filter", type: "search", placeholder: "type pattern, e.g. step.>", "aria-label": "Filter events by type pattern", value: new URLSearchParams(location.search).get("types") || "", autocomplete: "off" });
   const tbody = el("tbody");
   const older = el("button", { id: "older", hidden: true }, "Older events");
+  const newer = el("button", { id: "newer", hidden: true }, "Back to the newest events");
   const detail = el("aside", { id: "detail", hidden: true, "aria-label": "Event detail", tabindex: "-1" });
   const table = el("table", { id: "events", class: "data" },
     el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "num" }, "Seq"), el("th", { scope: "col" }, "State"),
@@ -35,7 +39,7 @@ export function planView(root, planId) {
     tbody);
   replace(root, el("section", { class: "plan-header" }, title, head, summaryLine, keyLine, witnessLine),
     el("section", { class: "toolbar" }, el("label", {}, "Types ", filter), live),
-    el("div", { class: "split" }, el("div", { class: "table-wrap" }, table, older), detail));
+    el("div", { class: "split" }, el("div", { class: "table-wrap" }, newer, table, older), detail));
 
   const stateOf = (seq) => checker.results.get(seq) || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
 
@@ -56,23 +60,31 @@ export function planView(root, planId) {
     return tr;
   };
 
-  /** Inserts events (any order) keeping the table newest first. */
+  /** Inserts events (any order) keeping the table newest first and at most
+   * MAX_ROWS long. What was just asked for stays: rows older than the table
+   * (a page back) push out the newest end, and live rows then
+   * pause until "Back to the newest events"; newer rows push out the oldest. */
   const add = (list) => {
+    let back = false;
     for (const e of list) {
       if (!Number.isSafeInteger(e?.seq) || events.has(e.seq)) continue;
+      back ||= events.size > 0 && e.seq < oldest;
       events.set(e.seq, e);
       newest = Math.max(newest, e.seq);
       oldest = Math.min(oldest, e.seq);
     }
     while (events.size > MAX_ROWS) {
-      events.delete(oldest);
-      rows.delete(oldest);
-      checker.results.delete(oldest);
-      oldest = Math.min(...events.keys());
+      const gone = back ? newest : oldest;
+      events.delete(gone);
+      rows.delete(gone);
+      checker.results.delete(gone);
+      if (back) { newest = Math.max(...events.keys()); following = false; }
+      else oldest = Math.min(...events.keys());
     }
     const order = [...events.keys()].sort((a, b) => b - a);
     tbody.replaceChildren(...order.map(renderRow));
     older.hidden = !(oldest > 1);
+    newer.hidden = following;
     // The rows just added are not checked yet: the verdict must not stay an old green one.
     if (checker.checkpoint || checker.error || checker.unavailable) renderVerdict();
   };
@@ -226,6 +238,15 @@ export function planView(root, planId) {
     filter.toggleAttribute("aria-invalid", !ok);
     for (const seq of events.keys()) renderRow(seq);
   });
+  newer.addEventListener("click", async () => {
+    try {
+      const plan = await getJson(`/api/plans/${planId}`);
+      const page = await fetchRange(Math.max(0, plan.head_seq - PAGE), Math.min(PAGE, plan.head_seq));
+      events.clear(); rows.clear(); checker.results.clear();
+      newest = 0; oldest = Infinity; following = true;
+      add(page); schedule();
+    } catch (e) { head.textContent = e.message; }
+  });
   older.addEventListener("click", async () => {
     const after = Math.max(0, oldest - 1 - PAGE);
     try { add(await fetchRange(after, oldest - 1 - after)); schedule(); } catch (e) { head.textContent = e.message; }
@@ -234,6 +255,7 @@ export function planView(root, planId) {
 
   // ---- live ----------------------------------------------------------------
   const onEvent = async (id, event) => {
+    if (!following) return; // paged back: "Back to the newest events" reloads them
     if (!Number.isSafeInteger(event?.seq) || event.seq <= newest) return; // already shown
     if (event.seq > newest + 1 && newest > 0) {
       // A gap (never expected from the daemon): fill it from storage.

@@ -16,6 +16,26 @@ use serde_json::{Value, json};
 /// Longest wait for anything the page does (generous: 2 busy cores).
 pub const DEADLINE: Duration = Duration::from_secs(45);
 
+/// The plan view's rows, newest first, as [seq, state] (see [`rows`]).
+pub const ROWS: &str = "return [...document.querySelectorAll('#events tbody tr')].map(r => [Number(r.dataset.seq), r.dataset.state]);";
+
+/// The result of [`ROWS`]: [(seq, state)], newest first.
+pub fn rows(value: &Value) -> Vec<(u64, String)> {
+    value
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r[0].as_u64().unwrap_or(0),
+                        r[1].as_str().unwrap_or("").into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A free loopback port (bound, then released for the daemon or driver).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
