@@ -108,6 +108,32 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         );
     }
 
+    // The instance's signed heads log says the plan was deleted, yet its
+    // events are served: the plan is broken, and the witness line says why.
+    open("deleted-plan").await;
+    let shown = b
+        .wait_for("the deleted plan checked", SHOWN, |v| {
+            done(v) && v[0] == "verdict broken"
+        })
+        .await;
+    assert_eq!(shown[2], "broken", "{shown}");
+    assert!(shown[3].as_str().unwrap().contains("deleted"), "{shown}");
+    assert!(shown[1].as_str().unwrap().contains("deleted"), "{shown}");
+
+    // A truthy `redacted` that is not `true` hides nothing: the row is
+    // verified and its payload shown.
+    open("redacted-not-true").await;
+    let shown = b
+        .wait_for("the not-quite-redacted event checked", SHOWN, |v| {
+            done(v) && v[0] == "verdict verified"
+        })
+        .await;
+    assert_eq!(shown[4], json!(["verified", "verified"]), "{shown}");
+    let payloads = b
+        .eval("return [...document.querySelectorAll('#events tbody td.payload')].map(td => td.textContent);")
+        .await;
+    assert!(!payloads.to_string().contains("(erased)"), "{payloads}");
+
     // A live event altered on the stream: broken once the checkpoint covers it.
     open("live-forgery").await;
     let shown = b

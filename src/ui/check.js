@@ -114,7 +114,7 @@ export class PlanChecker {
     }
     const ok = await verifyInclusion(event.seq - 1, size, leaf, proof.proof.map(b64decode), root);
     if (!ok) return broken("not in the signed log: this event is not the one the checkpoint covers");
-    return { state: event.redacted ? "redacted" : "verified", reason: null, leaf };
+    return { state: event.redacted === true ? "redacted" : "verified", reason: null, leaf };
   }
 
   /** The witnessed bundle, checked (docs/verifiable-logs.md, "The bundle"). */
@@ -132,6 +132,7 @@ export class PlanChecker {
     const plan = await verifyCheckpoint(bundle.plan_checkpoint, await planKey(instance, this.planId)).catch(broken("witnessed plan checkpoint"));
     const entry = [false, true].map((d) => headsEntry(this.planId, plan.checkpoint, d)).find((t) => t === bundle.heads_entry);
     if (!entry) throw new Broken("the heads-log entry is not the plan checkpoint's");
+    const deleted = entry === headsEntry(this.planId, plan.checkpoint, true);
     const leaf = await sha256(concat(Uint8Array.of(0), new TextEncoder().encode(entry)));
     const included = await verifyInclusion(bundle.heads_index, heads.checkpoint.size, leaf,
       bundle.inclusion_proof.map(b64decode), heads.checkpoint.root);
@@ -154,7 +155,7 @@ export class PlanChecker {
     const cosigned = await verifyCosignatures(heads.note, keys);
     this.witnessed = {
       size: w.size, headsIndex: bundle.heads_index, headsSize: heads.checkpoint.size,
-      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum,
+      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum, deleted,
     };
     return this.witnessed;
   }

@@ -55,7 +55,7 @@ export function planView(root, planId) {
     tr.dataset.state = s.state;
     replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, badge(s.state, s.reason)), el("td", {}, time(e.created_at)),
       el("td", {}, el("code", {}, e.type)), el("td", { class: "wide" }, e.actor ?? "—"),
-      el("td", { class: "wide payload" }, e.redacted ? "(erased)" : summary(e.payload)));
+      el("td", { class: "wide payload" }, e.redacted === true ? "(erased)" : summary(e.payload)));
     tr.hidden = !matches(validPatterns(filter.value) ? filter.value : "", e.type);
     return tr;
   };
@@ -156,6 +156,13 @@ export function planView(root, planId) {
     try {
       const w = await checker.checkWitnessed();
       if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; return; }
+      if (w.deleted) {
+        // The instance signed that this plan is gone: rows shown for it are not its history.
+        witnessLine.textContent = `Witnessed: the instance's heads log records this plan as deleted (at size ${num(w.size)}).`;
+        witnessLine.className = events.size ? "broken" : "muted";
+        if (events.size && !checker.error) { checker.error = "the instance's signed heads log records this plan as deleted"; renderVerdict(); }
+        return;
+      }
       const names = w.cosigned.map((c) => c.name).join(", ");
       const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${w.cosigned.length >= w.quorum ? "met" : "NOT met"}`
         : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
@@ -171,7 +178,7 @@ export function planView(root, planId) {
 
   const renderRedactions = async () => {
     for (const [seq, e] of events) {
-      if (!e.redacted || stateOf(seq).state !== "redacted") continue;
+      if (e.redacted !== true || stateOf(seq).state !== "redacted") continue;
       try {
         const r = await checker.redaction(seq);
         const s = checker.results.get(seq);
@@ -201,7 +208,7 @@ export function planView(root, planId) {
         field("leaf hash", s.leaf ? el("code", { class: "hash" }, b64encode(s.leaf)) : "—"),
         s.record ? field("redaction", `${s.record.reason} (by ${JSON.stringify(s.record.by)}, ${s.record.at}, system journal seq ${s.record.seq})`) : null),
       el("h3", {}, "Payload"),
-      el("pre", { id: "payload", class: "payload" }, e.redacted ? "(erased; its hash stays in the log)" : JSON.stringify(e.payload, null, 2)));
+      el("pre", { id: "payload", class: "payload" }, e.redacted === true ? "(erased; its hash stays in the log)" : JSON.stringify(e.payload, null, 2)));
     detail.hidden = false;
     for (const [n, tr] of rows) tr.classList.toggle("selected", n === seq);
   };

@@ -40,6 +40,26 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
     };
+  } else if (which === "deleted-plan") {
+    // The instance's signed heads log records the plan as deleted, while
+    // the daemon still serves its (signed) events.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const gone = await bundle(leaves, undefined, PLAN, true);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => gone,
+    };
+  } else if (which === "redacted-not-true") {
+    // `redacted` is not signed: a value that is truthy but not `true` must
+    // not hide a payload that was checked.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const shown = [list[0], { ...list[1], redacted: 1 }];
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(shown),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
   } else if (which === "live-forgery") {
     // Events 1-2 shown and verified; then the stream (EventSource, replaced
     // here by the attacker too) brings event 3 with another actor, and the
