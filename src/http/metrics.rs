@@ -257,8 +257,8 @@ pub(crate) async fn scrape(State(state): State<MetricsState>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
-/// `GET /readyz`: ready once the store is open (the HTTP listener is only
-/// bound after that) and until shutdown begins, except while appends cannot
+/// `GET /readyz`: ready once the store is open (no connection is accepted
+/// before that, though the port is bound first) and until shutdown begins, except while appends cannot
 /// commit (a full disk, or the database reopening after an I/O error).
 pub(crate) async fn readyz(State(state): State<MetricsState>) -> Response {
     if state.shutdown.is_cancelled() {

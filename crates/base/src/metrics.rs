@@ -64,13 +64,13 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     let verify_runs = Counter::default();
     registry.register(
         "verify_runs",
-        "Whole-chain verifications run",
+        "Chain verifications run: a page (?verify=1) or a whole chain (?verify=full, admin verify) each count once",
         verify_runs.clone(),
     );
     let verify_failures = Counter::default();
     registry.register(
         "verify_failures",
-        "Whole-chain verifications that found a broken chain or failed to read it",
+        "Chain verifications (pages or whole chains) that found a break or failed to read",
         verify_failures.clone(),
     );
     let deliveries = Family::<Labels, Counter>::default();

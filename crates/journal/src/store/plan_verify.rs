@@ -256,8 +256,9 @@ impl Store {
 
 /// Where a whole walk that ended with `verifier` disagrees with the plan's
 /// head record. The chain alone cannot see a missing tail; the head record
-/// can. It is only as trustworthy as the file (signed checkpoints come
-/// later), but it catches a tail removed without updating it.
+/// can. It is only as trustworthy as the file (the plan's signed
+/// checkpoints and their witnesses are what bind the tail beyond it), but
+/// it catches a tail removed without updating it.
 pub(super) fn head_break(
     txn: &redb::ReadTransaction,
     plan_id: &Uuid,
