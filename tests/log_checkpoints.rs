@@ -203,6 +203,17 @@ async fn unknown_plans_bad_ids_and_missing_scopes_are_refused() {
         );
     }
     fill(&daemon, plan, 1).await;
+    // A misspelt or unknown parameter is refused, never ignored (a reader
+    // asking for the witnessed bundle must not get the bare note instead).
+    for query in ["witnesed=1", "witnessed=2", "witnessed=1&size=3"] {
+        let kind = assert_problem(
+            &daemon
+                .get_json(&format!("/api/plans/{plan}/checkpoint?{query}"))
+                .await,
+            400,
+        );
+        assert!(kind.ends_with("invalid-query"), "{query}: {kind}");
+    }
 
     let reader = daemon
         .admin_ok(&["tokens", "create", "--scope", "read", "--name", "reader"])

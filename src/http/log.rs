@@ -270,6 +270,7 @@ async fn checkpoint(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckpointQuery {
     witnessed: Option<String>,
 }
