@@ -28,9 +28,7 @@
 //!   repeated name (the parser would keep one);
 //! - at most [`SERDE_JSON_DEPTH`] nested arrays and objects.
 
-use serde_json::{Number, Value};
-
-use crate::canonical::canonical_json;
+use serde_json::Number;
 
 /// Nesting the scan for [`SurelyCanonical`] follows.
 const MAX_FAST_DEPTH: usize = 64;
@@ -281,8 +279,17 @@ impl<'a> Scan<'a> {
 /// code: `deserialize_any`), and JCS spells that number with these bytes.
 /// A scalar: no tree, and at most [`MAX_NUMBER_LEN`] bytes to parse.
 fn spelled_as_jcs(token: &[u8]) -> bool {
-    serde_json::from_slice::<Number>(token)
-        .is_ok_and(|n| canonical_json(&Value::Number(n)).as_bytes() == token)
+    let Ok(number) = serde_json::from_slice::<Number>(token) else {
+        return false;
+    };
+    // How serde_json_canonicalizer writes every number, integers too: as
+    // the double (`as f64`), in ryu-js's spelling (JavaScript's). Written
+    // on the stack; `canonical_json` would allocate per number. The tests
+    // compare the two on every kind of number.
+    number
+        .as_f64()
+        .filter(|x| x.is_finite())
+        .is_some_and(|x| ryu_js::Buffer::new().format_finite(x).as_bytes() == token)
 }
 
 /// The escape at the start of `text` if serde_json (hence JCS) writes it

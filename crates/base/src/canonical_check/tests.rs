@@ -1,7 +1,10 @@
 //! The decider against the definition, on every kind of token, on
 //! generated and mutated texts, and on hostile texts (without the tree).
 
+use serde_json::Value;
+
 use super::*;
+use crate::canonical::canonical_json;
 
 mod alloc_meter;
 mod differential;
