@@ -48,7 +48,7 @@ const MAX_NUMBER_LEN: usize = 32;
 
 /// `text == canonical_json(parse(text))`, and `text` parses.
 pub fn is_canonical(text: &str) -> bool {
-    let mut scan = Scan::new(text.as_bytes(), Rules::Full);
+    let mut scan = Decider::new(text.as_bytes());
     scan.value(0) && scan.at == text.len()
 }
 
@@ -66,7 +66,7 @@ pub struct SurelyCanonical<'a> {
 impl<'a> SurelyCanonical<'a> {
     /// `None` means "not sure": parse the text and canonicalize the value.
     pub fn scan(text: &'a str) -> Option<SurelyCanonical<'a>> {
-        let mut scan = Scan::new(text.as_bytes(), Rules::Plain);
+        let mut scan = PlainScan::new(text.as_bytes());
         (scan.value(0) && scan.at == text.len()).then_some(SurelyCanonical {
             text,
             depth: scan.deepest,
@@ -84,39 +84,34 @@ impl<'a> SurelyCanonical<'a> {
     }
 }
 
-/// What the scan accepts; anything else is false.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rules {
-    /// What [`SurelyCanonical`] promises its callers: no escape, integers
-    /// of at most 15 digits, nesting to [`MAX_FAST_DEPTH`]. False means
-    /// "not sure".
-    Plain,
-    /// Every canonical text; false means not canonical.
-    Full,
-}
+/// Every canonical text; false means not canonical.
+type Decider<'a> = Scan<'a, true>;
 
-struct Scan<'a> {
+/// What [`SurelyCanonical`] promises its callers: no escape, integers of
+/// at most 15 digits, nesting to [`MAX_FAST_DEPTH`]. False means "not
+/// sure".
+type PlainScan<'a> = Scan<'a, false>;
+
+/// One pass over a text; `FULL` says which rules (a constant, so the plain
+/// texts both scans see take the same code, with nothing to test per byte).
+struct Scan<'a, const FULL: bool> {
     text: &'a [u8],
     at: usize,
-    rules: Rules,
     /// The deepest array or object entered.
     deepest: usize,
 }
 
-/// A string's contents, quotes excluded, as they are in the text.
-#[derive(Debug, Clone, Copy)]
-struct Spelled<'a> {
-    raw: &'a [u8],
-    /// Whether it holds an escape (only under [`Rules::Full`]).
-    escaped: bool,
-}
+impl<'a, const FULL: bool> Scan<'a, FULL> {
+    const MAX_DEPTH: usize = if FULL {
+        SERDE_JSON_DEPTH
+    } else {
+        MAX_FAST_DEPTH
+    };
 
-impl<'a> Scan<'a> {
-    fn new(text: &'a [u8], rules: Rules) -> Scan<'a> {
+    fn new(text: &'a [u8]) -> Scan<'a, FULL> {
         Scan {
             text,
             at: 0,
-            rules,
             deepest: 0,
         }
     }
@@ -131,17 +126,10 @@ impl<'a> Scan<'a> {
         ok
     }
 
-    fn max_depth(&self) -> usize {
-        match self.rules {
-            Rules::Plain => MAX_FAST_DEPTH,
-            Rules::Full => SERDE_JSON_DEPTH,
-        }
-    }
-
     fn value(&mut self, depth: usize) -> bool {
         match self.peek() {
-            Some(b'{') if depth < self.max_depth() => self.object(depth + 1),
-            Some(b'[') if depth < self.max_depth() => self.array(depth + 1),
+            Some(b'{') if depth < Self::MAX_DEPTH => self.object(depth + 1),
+            Some(b'[') if depth < Self::MAX_DEPTH => self.array(depth + 1),
             Some(b'"') => self.string().is_some(),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal(b"true"),
@@ -164,7 +152,7 @@ impl<'a> Scan<'a> {
             return true;
         }
         // Borrowed from the text: the only memory an open object holds.
-        let mut previous: Option<Spelled<'a>> = None;
+        let mut previous: Option<&'a [u8]> = None;
         loop {
             // `value` looks at a value's first byte; a name's is looked at
             // here (`{#a":1}` once passed as `{"a":1}`).
@@ -212,34 +200,41 @@ impl<'a> Scan<'a> {
     }
 
     /// A string spelled as JCS writes it: no control character, and (under
-    /// [`Rules::Full`]) only the escapes JCS writes. The caller has seen
-    /// its opening quote.
-    fn string(&mut self) -> Option<Spelled<'a>> {
+    /// [`Decider`]) only the escapes JCS writes. Its contents, quotes
+    /// excluded, as they are in the text. The caller has seen its opening
+    /// quote.
+    fn string(&mut self) -> Option<&'a [u8]> {
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
-        let mut end = start;
-        let mut escaped = false;
+        let end = start + string_end(text.get(start..)?)?;
+        match text[end] {
+            b'"' => {
+                self.at = end + 1;
+                Some(&text[start..end])
+            }
+            b'\\' if FULL => self.escaped_string(start, end),
+            _ => None,
+        }
+    }
+
+    /// The rest of a string from its first escape, at `end`.
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, mut end: usize) -> Option<&'a [u8]> {
+        let text: &'a [u8] = self.text;
         loop {
-            end += string_end(text.get(end..)?)?;
             match text[end] {
                 b'"' => break,
-                b'\\' if self.rules == Rules::Full => {
-                    let (_, len) = jcs_escape(&text[end..])?;
-                    end += len;
-                    escaped = true;
-                }
+                b'\\' => end += jcs_escape(&text[end..])?.1,
                 _ => return None,
             }
+            end += string_end(text.get(end..)?)?;
         }
         self.at = end + 1;
-        Some(Spelled {
-            raw: &text[start..end],
-            escaped,
-        })
+        Some(&text[start..end])
     }
 
     /// `0` or `-?[1-9][0-9]*` below 2^53 is spelled as is by JCS; under
-    /// [`Rules::Full`] any other token is parsed and spelled again.
+    /// [`Decider`] any other token is parsed and spelled again.
     fn number(&mut self) -> bool {
         let start = self.at;
         let negative = self.eat(b'-');
@@ -256,13 +251,15 @@ impl<'a> Scan<'a> {
             (Some(b'1'..=b'9'), 1..=MAX_FAST_DIGITS) => true,
             _ => false,
         };
-        let next = self.peek();
-        if plain && !matches!(next, Some(b'.' | b'e' | b'E')) {
+        if plain && !matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return true;
         }
-        if self.rules == Rules::Plain {
-            return false;
-        }
+        FULL && self.any_number(start)
+    }
+
+    /// The number token at `start`, whatever its form.
+    #[inline(never)]
+    fn any_number(&mut self, start: usize) -> bool {
         // All the bytes a number may hold: whatever follows cannot
         // continue a JSON number, so the token is the number or the text
         // is not JSON.
@@ -352,11 +349,13 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 
 /// JCS orders member names by the UTF-16 code units of the names as
 /// parsed (an escape counts as the character it stands for).
-fn key_less(a: Spelled<'_>, b: Spelled<'_>) -> bool {
-    if !a.escaped && !b.escaped && a.raw.is_ascii() && b.raw.is_ascii() {
-        return a.raw < b.raw;
+fn key_less(a: &[u8], b: &[u8]) -> bool {
+    // Bytes compare as units where each byte is a character.
+    let plain = |name: &[u8]| name.iter().all(|&c| c < 0x80 && c != b'\\');
+    if plain(a) && plain(b) {
+        return a < b;
     }
-    name_units(a.raw).lt(name_units(b.raw))
+    name_units(a).lt(name_units(b))
 }
 
 /// The UTF-16 code units of a name the scan accepted, escapes decoded on

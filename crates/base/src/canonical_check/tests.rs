@@ -16,7 +16,7 @@ fn reference(text: &str) -> bool {
 
 /// The scan `SurelyCanonical` makes: yes only where the reference says yes.
 fn surely_canonical(text: &[u8]) -> bool {
-    let mut scan = Scan::new(text, Rules::Plain);
+    let mut scan = PlainScan::new(text);
     scan.value(0) && scan.at == text.len()
 }
 
