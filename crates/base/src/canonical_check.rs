@@ -203,6 +203,10 @@ impl<'a, const FULL: bool> Scan<'a, FULL> {
     /// [`Decider`]) only the escapes JCS writes. Its contents, quotes
     /// excluded, as they are in the text. The caller has seen its opening
     /// quote.
+    // Inlined, as it was before the escapes: called apart, plain payloads
+    // were checked at 0.92-0.95x the old speed (micro-benchmark, old and
+    // new in one process), inlined at 1.00-1.05x.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a [u8]> {
         let text: &'a [u8] = self.text;
         let start = self.at + 1;
