@@ -27,6 +27,12 @@ pub(crate) use witness::WitnessConfig;
 /// The shipped `config.toml`, which is also the default when no file exists.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
 
+/// The largest `limits.max_body_bytes` accepted. One request holds its body,
+/// the parsed value and the stored record at once (and a federated copy
+/// more), so without a bound a typo in the config could let a single
+/// request take gigabytes.
+const MAX_BODY_BYTES: usize = 64 << 20;
+
 /// The whole file. Every key has a default, the shipped `config.toml`'s
 /// value (a test holds them equal), so a file names only what it changes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -237,8 +243,10 @@ impl Config {
             return Err("server.listen_backlog must be between 1 and 65535".into());
         }
         let l = &self.limits;
-        if l.max_body_bytes == 0 {
-            return Err("limits.max_body_bytes must be positive".into());
+        if !(1..=MAX_BODY_BYTES).contains(&l.max_body_bytes) {
+            return Err(format!(
+                "limits.max_body_bytes must be between 1 and {MAX_BODY_BYTES} (64 MiB)"
+            ));
         }
         if l.max_json_depth == 0 || l.max_json_depth > 128 {
             return Err("limits.max_json_depth must be between 1 and 128".into());

@@ -164,6 +164,18 @@ fn public_listen_needs_auth_in_force() {
 }
 
 #[test]
+fn the_body_limit_is_bounded() {
+    let mut c = Config::embedded_default();
+    for bad in [0, (64 << 20) + 1, usize::MAX] {
+        c.limits.max_body_bytes = bad;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("limits.max_body_bytes"), "{bad}: {err}");
+    }
+    c.limits.max_body_bytes = 64 << 20;
+    c.validate().unwrap();
+}
+
+#[test]
 fn the_origin_prefix_must_make_a_key_name() {
     let mut c = Config::embedded_default();
     assert_eq!(
