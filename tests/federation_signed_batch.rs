@@ -30,12 +30,12 @@ fn signed_batch(key_name: &str, recipient: &str, ids: &[Uuid]) -> Value {
         .map(|(n, id)| Item {
             message_id: *id,
             event_type: "audit.note",
-            payload: json!({"n": n}),
+            payload: json!({"n": n}).to_string().into(),
         })
         .collect();
-    batch::sign(&key, &key_id(&key), "mallory", recipient, items, now_ms())
-        .unwrap()
-        .0
+    let (body, _) =
+        batch::sign(&key, &key_id(&key), "mallory", recipient, items, now_ms()).unwrap();
+    serde_json::from_str(&body).unwrap()
 }
 
 async fn stored(node: &Node) -> usize {

@@ -235,7 +235,8 @@ async fn send(
     let response = fed
         .client
         .post(&url)
-        .json(&body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .send()
         .await
         .map_err(|e| Failure::passing(format!("sending to {url}: {e}")))?;

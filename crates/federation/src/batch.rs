@@ -11,9 +11,11 @@
 //! beside it: hash it, find the digest, check the manifest's signature.
 //! `docs/federation-protocol.md#signed-batches` is the normative text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use logbook_base::canonical::sha256;
+use logbook_base::canonical::{canonical_json, sha256};
+use logbook_base::canonical_check::is_canonical;
 use logbook_base::hex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,6 +23,7 @@ use uuid::Uuid;
 
 use crate::identity::OwnKey;
 use crate::message::{PssSigner, SignError, sign_bytes, signing_input};
+use crate::message_text::{self, BatchMessage};
 
 /// Named in `/instance` `capabilities` by instances that take signed batches.
 pub const CAPABILITY: &str = "batch-signature";
@@ -61,24 +64,13 @@ pub struct BatchAck {
     pub signature: String,
 }
 
-/// The members of a message in a batch, in the order they are built.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Unsigned<'a> {
-    message_id: Uuid,
-    instance_id: &'a str,
-    recipient_id: &'a str,
-    event_type: &'a str,
-    payload: Value,
-    timestamp: i64,
-    key_id: &'a str,
-}
-
 /// One message to put in a batch.
 pub struct Item<'a> {
     pub message_id: Uuid,
     pub event_type: &'a str,
-    pub payload: Value,
+    /// The payload's JSON text. Canonical text (what the outbox stores) is
+    /// used as it is; any other is parsed and canonicalized first.
+    pub payload: Cow<'a, str>,
 }
 
 /// The hex digest a manifest lists for a message given as its JSON object
@@ -87,8 +79,16 @@ pub fn digest(message: &Value) -> String {
     hex::encode(&sha256(signing_input(message).as_bytes()))
 }
 
+/// The hex digest of a message whose JSON text is already canonical (and
+/// holds no `signature`): the bytes themselves are the signing input.
+pub fn digest_of_canonical(text: &str) -> String {
+    hex::encode(&sha256(text.as_bytes()))
+}
+
 /// The body `{"batch": manifest, "messages": [...]}` of `items` from
-/// `instance_id` to `recipient_id`, signed now with `key`, and its id.
+/// `instance_id` to `recipient_id`, signed now with `key`, and its id. Each
+/// message is written as its canonical text, which is what its digest
+/// covers (`message_text`), without building a JSON value.
 pub fn sign<K: PssSigner + ?Sized>(
     key: &K,
     key_id: &str,
@@ -96,23 +96,45 @@ pub fn sign<K: PssSigner + ?Sized>(
     recipient_id: &str,
     items: Vec<Item<'_>>,
     timestamp: i64,
-) -> Result<(Value, Uuid), SignError> {
+) -> Result<(String, Uuid), SignError> {
     let encode = |e: serde_json::Error| SignError::Encode(e.to_string());
-    let mut messages = Vec::with_capacity(items.len());
+    let mut messages = String::with_capacity(
+        items
+            .iter()
+            .map(|item| item.payload.len() + 256)
+            .sum::<usize>(),
+    );
     let mut digests = Vec::with_capacity(items.len());
-    for item in items {
-        let message = serde_json::to_value(Unsigned {
-            message_id: item.message_id,
-            instance_id,
-            recipient_id,
-            event_type: item.event_type,
-            payload: item.payload,
-            timestamp,
-            key_id,
-        })
-        .map_err(encode)?;
-        digests.push(digest(&message));
-        messages.push(message);
+    for item in &items {
+        let canonical: Cow<'_, str> = if is_canonical(&item.payload) {
+            Cow::Borrowed(&item.payload)
+        } else {
+            let value: Value = serde_json::from_str(&item.payload)
+                .map_err(|e| SignError::Encode(format!("payload: {e}")))?;
+            Cow::Owned(canonical_json(&value))
+        };
+        if !messages.is_empty() {
+            messages.push(',');
+        }
+        let start = messages.len();
+        let written = message_text::batch_message(
+            &BatchMessage {
+                message_id: item.message_id,
+                instance_id,
+                recipient_id,
+                event_type: item.event_type,
+                payload: &canonical,
+                timestamp,
+                key_id,
+            },
+            &mut messages,
+        );
+        if !written {
+            return Err(SignError::Encode(format!(
+                "timestamp {timestamp} is beyond 2^53"
+            )));
+        }
+        digests.push(digest_of_canonical(&messages[start..]));
     }
     let mut manifest = Manifest {
         batch_id: Uuid::new_v4(),
@@ -128,7 +150,13 @@ pub fn sign<K: PssSigner + ?Sized>(
         signing_input(&serde_json::to_value(&manifest).map_err(encode)?).as_bytes(),
     )?;
     let id = manifest.batch_id;
-    let body = serde_json::json!({"batch": manifest, "messages": messages});
+    let manifest = serde_json::to_string(&manifest).map_err(encode)?;
+    let mut body = String::with_capacity(manifest.len() + messages.len() + 32);
+    body.push_str("{\"batch\":");
+    body.push_str(&manifest);
+    body.push_str(",\"messages\":[");
+    body.push_str(&messages);
+    body.push_str("]}");
     Ok((body, id))
 }
 

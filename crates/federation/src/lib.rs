@@ -9,6 +9,7 @@
 //! - [`identity`]: the instance id, RSA key pairs, key files, fingerprints;
 //! - [`message`]: `EventMessage`/`EventAck`, RSASSA-PSS over JCS;
 //! - [`batch`]: signed batches, one signature for a delivery request and one ack;
+//!   `message_text` writes their messages' JCS texts directly;
 //! - [`Instance`]: identity, settings and inbox rate limits, lent to:
 //! - [`inbox`]: checking, storing and acking what peers send ([`inbox::InboxError`]);
 //! - [`outbox`]: what is due, signing a batch, checking acks, recording outcomes;
@@ -22,6 +23,7 @@ pub mod identity;
 pub mod inbox;
 mod instance;
 pub mod message;
+mod message_text;
 pub mod outbox;
 pub mod peer_keys;
 pub mod peers;

@@ -249,6 +249,21 @@ impl EventMessage {
             .expect("a serde_json::Value always canonicalizes");
         sha256(text.as_bytes())
     }
+
+    /// [`Self::content_digest`] given the payload's canonical text, which
+    /// the caller has at hand: written directly (`message_text`), without
+    /// canonicalizing the payload again.
+    pub(crate) fn content_digest_of_canonical(&self, payload: &str) -> [u8; 32] {
+        let text = crate::message_text::content(
+            &self.message_id,
+            &self.instance_id,
+            &self.event_type,
+            payload,
+        );
+        let digest = sha256(text.as_bytes());
+        debug_assert_eq!(digest, self.content_digest(), "payload {payload}");
+        digest
+    }
 }
 
 impl EventAck {

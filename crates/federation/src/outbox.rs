@@ -4,6 +4,7 @@
 //! until the configured attempts or age, then `dead` until an admin retries
 //! it). The daemon's delivery worker sends the bodies over HTTP.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
@@ -112,12 +113,9 @@ pub fn sign_batch(
     peer: &str,
     rows: &[(u64, OutboxRecord)],
     signed_batch: bool,
-) -> Result<(Value, Sent), BatchError> {
+) -> Result<(String, Sent), BatchError> {
     let mut ids = HashMap::with_capacity(rows.len());
     let now = now_ms();
-    let payload = |row: &OutboxRecord| -> Result<Value, BatchError> {
-        serde_json::from_str(&row.payload).map_err(|e| BatchError::Payload(e.to_string()))
-    };
     if signed_batch && rows.len() > 1 {
         let mut items = Vec::with_capacity(rows.len());
         for (seq, row) in rows {
@@ -126,7 +124,7 @@ pub fn sign_batch(
             items.push(batch::Item {
                 message_id: id,
                 event_type: &row.event_type,
-                payload: payload(row)?,
+                payload: Cow::Borrowed(&row.payload),
             });
         }
         let (body, batch_id) = batch::sign(
@@ -146,9 +144,12 @@ pub fn sign_batch(
             },
         ));
     }
+    let encode = |e: serde_json::Error| BatchError::Sign(SignError::Encode(e.to_string()));
     let mut messages = Vec::with_capacity(rows.len());
     for (seq, row) in rows {
         let id = Uuid::from_bytes(row.message_id);
+        let payload: Value =
+            serde_json::from_str(&row.payload).map_err(|e| BatchError::Payload(e.to_string()))?;
         let m = EventMessage::signed(
             key,
             &key.key_id,
@@ -156,21 +157,19 @@ pub fn sign_batch(
             peer,
             id,
             &row.event_type,
-            payload(row)?,
+            payload,
             now,
         )
         .map_err(BatchError::Sign)?;
-        messages.push(
-            serde_json::to_value(m)
-                .map_err(|e| BatchError::Sign(SignError::Encode(e.to_string())))?,
-        );
+        messages.push(m);
         ids.insert(id, *seq);
     }
     let body = if messages.len() == 1 {
-        messages.pop().expect("one")
+        serde_json::to_string(&messages[0])
     } else {
-        Value::Array(messages)
-    };
+        serde_json::to_string(&messages)
+    }
+    .map_err(encode)?;
     Ok((body, Sent { ids, batch: None }))
 }
 

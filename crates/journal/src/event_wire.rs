@@ -163,10 +163,10 @@ pub fn write_wire(event: &Event, out: &mut String) {
     WireEvent::of(event).write(out);
 }
 
-/// A JSON string as serde_json writes it. Text with nothing to escape (the
-/// usual type, actor and key id) is copied as is; anything else goes
-/// through serde_json itself.
-pub(crate) fn string(out: &mut String, text: &str) {
+/// A JSON string as serde_json writes it, which is also how RFC 8785
+/// spells it. Text with nothing to escape (the usual type, actor and key
+/// id) is copied as is; anything else goes through serde_json itself.
+pub fn string(out: &mut String, text: &str) {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(text);
@@ -186,7 +186,7 @@ pub(crate) fn hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// A UUID hyphenated in lowercase, as its serde form spells it.
-pub(crate) fn uuid(out: &mut String, id: &Uuid) {
+pub fn uuid(out: &mut String, id: &Uuid) {
     let mut buf = uuid::Uuid::encode_buffer();
     out.push_str(id.hyphenated().encode_lower(&mut buf));
 }

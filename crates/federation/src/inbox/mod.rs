@@ -110,14 +110,15 @@ fn store_events(
                 old_der: peer.public_key_der.clone(),
                 new_der,
             });
+            let payload = canonical_json(&m.payload);
             incoming.push(Incoming {
                 message_id: m.message_id,
                 peer: peer.instance_id.clone(),
                 event_type: m.event_type.clone(),
                 journal: None,
-                payload: canonical_json(&m.payload),
+                digest: m.content_digest_of_canonical(&payload),
+                payload,
                 timestamp: m.timestamp,
-                digest: m.content_digest(),
             });
             continue;
         }
@@ -142,9 +143,9 @@ fn store_events(
             peer: peer.instance_id.clone(),
             event_type: m.event_type.clone(),
             journal: journal_link(&payload),
+            digest: m.content_digest_of_canonical(&payload),
             payload,
             timestamp: m.timestamp,
-            digest: m.content_digest(),
         });
     }
     let bytes = incoming.iter().map(|m| m.payload.len()).sum();
