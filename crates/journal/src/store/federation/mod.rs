@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, decode, encode};
 use crate::event::Event;
+use crate::event_wire::WireEvent;
 use crate::registry::TypePattern;
 
 mod continuity;
@@ -167,8 +168,7 @@ impl<'txn> FedTables<'txn> {
         if copies.is_empty() {
             return Ok(());
         }
-        let payload = serde_json::to_string(event)
-            .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+        let payload = outbox_payload(event)?;
         // Queued when the event was made: a copy put back by a replay keeps
         // its age, so `max_age_secs` does not start again at the restart.
         let queued_at = event.created_at.millis();
@@ -210,8 +210,7 @@ impl<'txn> FedTables<'txn> {
             event.payload =
                 serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
             event.redacted = true;
-            record.payload = serde_json::to_string(&event)
-                .map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+            record.payload = outbox_payload(&event)?;
             rewritten.push((k.value().to_vec(), record));
         }
         for (key, record) in &rewritten {
@@ -259,6 +258,19 @@ impl<'txn> FedTables<'txn> {
         }
         Ok((doomed.len(), blanked.len()))
     }
+}
+
+/// An event as an outbox row carries it: its canonical JSON (what the peer
+/// hashes), written directly on the append path, so that the delivery
+/// worker sends it without parsing or canonicalizing it again.
+fn outbox_payload(event: &Event) -> Result<String, StoreError> {
+    let mut text = String::with_capacity(event.payload.get().len() + 512);
+    if WireEvent::of(event).write_canonical(&mut text) {
+        return Ok(text);
+    }
+    let value =
+        serde_json::to_value(event).map_err(|e| StoreError(format!("encoding an event: {e}")))?;
+    Ok(logbook_base::canonical::canonical_json(&value))
 }
 
 impl Store {
