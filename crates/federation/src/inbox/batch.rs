@@ -45,14 +45,31 @@ struct Head<'a> {
     key_id: &'a str,
 }
 
+/// A signed batch, verified: the sender, the manifest, and the messages,
+/// each with an empty `signature` (the manifest's signature covers it).
+pub(super) struct VerifiedBatch<'a> {
+    pub(super) peer: PeerRecord,
+    pub(super) manifest: Manifest,
+    pub(super) messages: Vec<EventMessage>,
+    /// For each message, its payload's text in the body when the message
+    /// came canonical (so the payload is too), for `store_events` to take
+    /// as it is.
+    pub(super) canonical_payloads: Vec<Option<&'a str>>,
+}
+
+/// Only the payload's text of a message, borrowed from the body.
+#[derive(Deserialize)]
+struct PayloadText<'a> {
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
 /// The sender, the manifest and the messages of a signed batch, verified.
-/// Each message is returned with an empty `signature`: the manifest's
-/// signature covers it.
-pub(super) fn verify_signed_batch(
+pub(super) fn verify_signed_batch<'a>(
     instance: &Instance,
     store: &Store,
-    text: &str,
-) -> Result<(PeerRecord, Manifest, Vec<EventMessage>), InboxError> {
+    text: &'a str,
+) -> Result<VerifiedBatch<'a>, InboxError> {
     let body: Body<'_> = serde_json::from_str(text).map_err(|e| {
         InboxError::InvalidMessage(format!(
             "{e}; a signed batch is {{\"batch\": manifest, \"messages\": [message…]}}"
@@ -111,6 +128,7 @@ pub(super) fn verify_signed_batch(
     }
     check_recipient(instance, Some(&manifest.recipient_id))?;
     let mut messages = Vec::with_capacity(body.messages.len());
+    let mut canonical_payloads = Vec::with_capacity(body.messages.len());
     for (i, (raw, listed)) in body.messages.iter().zip(&manifest.messages).enumerate() {
         if !raw.get().trim_start().starts_with('{') {
             return Err(not_an_object());
@@ -132,7 +150,8 @@ pub(super) fn verify_signed_batch(
         // have no `signature`, `Head` refuses one): hash the bytes as they
         // came rather than canonicalize the tree again.
         let text = raw.get();
-        let hashed = if is_canonical(text) {
+        let canonical = is_canonical(text);
+        let hashed = if canonical {
             digest_of_canonical(text)
         } else {
             digest(&value)
@@ -151,8 +170,19 @@ pub(super) fn verify_signed_batch(
             check_retired_redelivery(store, &peer, &m)?;
         }
         messages.push(m);
+        canonical_payloads.push(if canonical {
+            let only: PayloadText<'a> = serde_json::from_str(text).map_err(invalid_message)?;
+            Some(only.payload.get())
+        } else {
+            None
+        });
     }
-    Ok((peer, manifest, messages))
+    Ok(VerifiedBatch {
+        peer,
+        manifest,
+        messages,
+        canonical_payloads,
+    })
 }
 
 fn invalid_manifest(e: impl std::fmt::Display) -> InboxError {

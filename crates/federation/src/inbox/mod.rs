@@ -11,13 +11,14 @@ mod limiter;
 use std::collections::HashMap;
 
 use logbook_base::canonical::canonical_json;
+use logbook_base::canonical_check::SurelyCanonical;
 use logbook_journal::Event;
 use logbook_journal::registry::MAX_TYPE_LEN;
 use logbook_journal::registry::TypePattern;
 use logbook_journal::store::{
     Incoming, JournalLink, PeerRecord, ReceiveError, ReceiveOutcome, Rekey, Store,
 };
-use logbook_journal::validate::{InvalidEvent, validate_event};
+use logbook_journal::validate::{InvalidEvent, validate_canonical_event, validate_event};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -57,8 +58,13 @@ fn split_batch(text: &str) -> Result<(Vec<&RawValue>, bool), InboxError> {
 /// signature, one ack; `crate::batch`).
 pub fn receive_events(instance: &Instance, store: &Store, body: &str) -> Result<Value, InboxError> {
     if crate::batch::is_signed_batch(body) {
-        let (peer, manifest, messages) = batch::verify_signed_batch(instance, store, body)?;
-        store_events(instance, store, &peer, &messages)?;
+        let batch::VerifiedBatch {
+            peer,
+            manifest,
+            messages,
+            canonical_payloads,
+        } = batch::verify_signed_batch(instance, store, body)?;
+        store_events(instance, store, &peer, &messages, &canonical_payloads)?;
         // Stored (fsynced): now acknowledge, all at once.
         let (key, _) = instance.signing_key_for(store, &peer.instance_id)?;
         let ids = messages.iter().map(|m| m.message_id).collect();
@@ -73,7 +79,7 @@ pub fn receive_events(instance: &Instance, store: &Store, body: &str) -> Result<
     }
     let (items, batch) = split_batch(body)?;
     let (peer, messages) = verify_batch(instance, store, &items)?;
-    store_events(instance, store, &peer, &messages)?;
+    store_events(instance, store, &peer, &messages, &[])?;
     // Stored (fsynced): now acknowledge.
     let acks = messages
         .iter()
@@ -88,16 +94,19 @@ pub fn receive_events(instance: &Instance, store: &Store, body: &str) -> Result<
 
 /// Checks the content of verified messages from `peer`, charges them to
 /// its rate limits and stores them durably (applying a key announcement
-/// among them).
+/// among them). `canonical_payloads[i]`, where given, is message i's
+/// payload text, canonical as it came: it is stored as it is rather than
+/// canonicalized again from the parsed value.
 fn store_events(
     instance: &Instance,
     store: &Store,
     peer: &PeerRecord,
     messages: &[EventMessage],
+    canonical_payloads: &[Option<&str>],
 ) -> Result<(), InboxError> {
     let mut incoming = Vec::with_capacity(messages.len());
     let mut rekey = None;
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         if m.event_type == KEY_ROTATED_TYPE {
             if rekey.is_some() {
                 return Err(InboxError::TwoAnnouncements);
@@ -128,7 +137,16 @@ fn store_events(
                 m.event_type
             )));
         }
-        let payload = validate_event(&m.event_type, &m.payload, MAX_TYPE_LEN)
+        let surely = canonical_payloads
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(SurelyCanonical::scan);
+        let checked = match surely {
+            Some(text) => validate_canonical_event(&m.event_type, text, MAX_TYPE_LEN),
+            None => validate_event(&m.event_type, &m.payload, MAX_TYPE_LEN),
+        };
+        let payload = checked
             .map_err(|e| match e {
                 InvalidEvent::Type(e) => {
                     InboxError::InvalidType(format!("eventType {:?} {e}", m.event_type))
@@ -138,6 +156,11 @@ fn store_events(
             .json
             .get()
             .to_string();
+        debug_assert_eq!(
+            payload,
+            canonical_json(&m.payload),
+            "the stored payload is canonical"
+        );
         incoming.push(Incoming {
             message_id: m.message_id,
             peer: peer.instance_id.clone(),
