@@ -235,6 +235,8 @@ impl Federation {
 pub(crate) enum WorkError {
     Storage(StoreError),
     SigningKey(SigningKeyError),
+    /// A task doing the work panicked or was cancelled.
+    Task(tokio::task::JoinError),
 }
 
 impl From<StoreError> for WorkError {
@@ -254,6 +256,7 @@ impl std::fmt::Display for WorkError {
         match self {
             WorkError::Storage(e) => e.fmt(f),
             WorkError::SigningKey(e) => e.fmt(f),
+            WorkError::Task(e) => e.fmt(f),
         }
     }
 }

@@ -53,12 +53,17 @@ impl BatchMode {
     }
 }
 
+/// The record of a batch the peer acknowledged whole, written while the
+/// next batch is read, signed and sent: at most one at a time.
+type Recording = tokio::task::JoinHandle<Result<(), WorkError>>;
+
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
     let mut cursor = 0u64;
     // Signed batches unless the peer showed lately that it does not take them.
     let mut signed_batches = BatchMode::default();
+    let mut recording: Option<Recording> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -67,7 +72,7 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
         // delivered is sent again on the next start, and the peer deduplicates.
         let stepped = tokio::select! {
             () = shutdown.cancelled() => return,
-            stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches) => stepped,
+            stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches, &mut recording) => stepped,
         };
         let wait = match stepped {
             Ok(Step::Removed) => return,
@@ -104,6 +109,7 @@ async fn step(
     peer_id: &str,
     cursor: &mut u64,
     signed_batches: &mut BatchMode,
+    recording: &mut Option<Recording>,
 ) -> Result<Step, WorkError> {
     let id = peer_id.to_string();
     let limit = fed.config().batch_size;
@@ -124,6 +130,7 @@ async fn step(
     let mut rows = due.rows;
     *cursor = due.cursor;
     if rows.is_empty() {
+        finish(recording, cursor).await?;
         return Ok(Step::Idle(due.wait_until));
     }
     rows.truncate(within_bytes(&rows));
@@ -147,6 +154,9 @@ async fn step(
     }
     let batches = signed_batches.on(Instant::now());
     let mut outcome = send(fed, &peer, &key, &rows, batches).await;
+    // The previous batch's record ran during this send; it ends before
+    // anything else is recorded.
+    finish(recording, cursor).await?;
     if batches && rows.len() > 1 && outcome.as_ref().is_err_and(|failure| failure.not_messages) {
         // A peer without the `batch-signature` capability reads a signed
         // batch as a message without its members (400 invalid-message):
@@ -179,9 +189,32 @@ async fn step(
                 }
             }
         }
+        // Every message acknowledged: the next batch starts after this one
+        // and goes out while this one is recorded (the mark is a durable
+        // write; the peer keeps what it acknowledged whatever we do).
+        Ok(acked) if rows.iter().all(|(seq, _)| acked.contains(seq)) => {
+            *cursor = rows.last().map_or(*cursor, |(seq, _)| *seq);
+            let (fed, peer_id) = (fed.clone(), peer_id.to_string());
+            *recording = Some(tokio::spawn(async move {
+                record(&fed, &peer_id, &rows, Ok(acked)).await
+            }));
+        }
         outcome => record(fed, peer_id, &rows, outcome).await?,
     }
     Ok(Step::Sent)
+}
+
+/// Waits for the record of the last batch acknowledged whole. If it failed,
+/// its rows are still open behind the cursor: scan from the start again.
+async fn finish(recording: &mut Option<Recording>, cursor: &mut u64) -> Result<(), WorkError> {
+    let Some(task) = recording.take() else {
+        return Ok(());
+    };
+    let recorded = task.await.map_err(WorkError::Task).and_then(|r| r);
+    if recorded.is_err() {
+        *cursor = 0;
+    }
+    recorded
 }
 
 /// How many of `rows`, from the first, fit in [`BATCH_BYTES`] (at least one).
