@@ -150,7 +150,7 @@ impl<'txn> FedTables<'txn> {
         peers.dedup();
         let copies: OutboxCopies = peers
             .into_iter()
-            .map(|peer| (peer.to_string(), Uuid::new_v4().into_bytes()))
+            .map(|peer| (peer.to_string(), outbox::new_message_id().into_bytes()))
             .collect();
         self.enqueue_copies(event, &copies)?;
         Ok(copies)

@@ -88,6 +88,15 @@ pub(in crate::store) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), St
     ))
 }
 
+/// A new message id: UUID v7, ordered by time. Both ends index messages by
+/// id (our outbox ids, the peer's inbox), and ids in the order they are
+/// made land at the end of those B-trees instead of on a random page each
+/// (the receiver's durable commit of a batch rewrote a leaf per message).
+/// The id says when it was made, as the message's timestamp does anyway.
+pub(in crate::store) fn new_message_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 /// Appends one row to `peer`'s outbox at the next per-peer seq.
 pub(super) fn enqueue(
     outbox: &mut BytesTable<'_>,
@@ -194,7 +203,7 @@ impl Outbox<'_> {
                             &mut outbox,
                             &mut ids,
                             peer,
-                            Uuid::new_v4(),
+                            new_message_id(),
                             event_type,
                             payload,
                             now,

@@ -79,7 +79,7 @@ impl Rotations<'_> {
                     &mut outbox,
                     &mut ids,
                     &peer.instance_id,
-                    Uuid::new_v4(),
+                    super::outbox::new_message_id(),
                     event_type,
                     payload,
                     now,
