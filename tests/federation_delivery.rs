@@ -167,6 +167,10 @@ async fn subscribe_publish_ack_and_wildcards() {
         }
         assert!(text.contains("id: 2\n"), "{filter}: {text}");
         assert!(!text.contains("step.custom.done"), "{filter}: {text}");
+        // A frame is the message as the listing shows it, payload included.
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let framed: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(framed, inbound[1], "{filter}");
     }
     // A bad pattern is named by the parameter it came in; both names at once are refused.
     for (query, named) in [

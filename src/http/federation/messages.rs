@@ -10,7 +10,8 @@ use logbook_base::hex;
 use logbook_journal::registry::MAX_TYPE_LEN;
 use logbook_journal::store::{DeliveryStatus, InboxEntry, OutboxEntry};
 use logbook_journal::validate::{InvalidEvent, validate_event};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -148,23 +149,49 @@ fn continuity_json(e: &InboxEntry) -> Value {
     }
 }
 
-pub(super) fn inbound_json(e: &InboxEntry) -> Value {
+/// An inbound message as listings and the received stream show it. The
+/// payload, stored as canonical JSON, is embedded as it is rather than
+/// parsed into a tree and written again (the stream sends one per message).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct InboundMessage<'a> {
+    direction: &'static str,
+    message_id: Uuid,
+    peer: &'a str,
+    position: u64,
+    event_type: &'a str,
+    /// `null` for a stored text that is not JSON (never written so).
+    payload: Option<&'a RawValue>,
+    status: &'static str,
+    attempts: u32,
+    last_error: Option<()>,
+    timestamp: i64,
+    received_at: i64,
+    payload_digest: String,
+    continuity: Value,
+}
+
+pub(super) fn inbound(e: &InboxEntry) -> InboundMessage<'_> {
     let r = &e.record;
-    json!({
-        "direction": "inbound",
-        "messageId": e.message_id,
-        "peer": r.peer,
-        "position": r.position,
-        "eventType": r.event_type,
-        "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
-        "status": "delivered",
-        "attempts": 1,
-        "lastError": null,
-        "timestamp": r.timestamp,
-        "receivedAt": r.received_at,
-        "payloadDigest": hex::encode(&r.digest),
-        "continuity": continuity_json(e),
-    })
+    InboundMessage {
+        direction: "inbound",
+        message_id: e.message_id,
+        peer: &r.peer,
+        position: r.position,
+        event_type: &r.event_type,
+        payload: serde_json::from_str(&r.payload).ok(),
+        status: "delivered",
+        attempts: 1,
+        last_error: None,
+        timestamp: r.timestamp,
+        received_at: r.received_at,
+        payload_digest: hex::encode(&r.digest),
+        continuity: continuity_json(e),
+    }
+}
+
+fn inbound_json(e: &InboxEntry) -> Value {
+    serde_json::to_value(inbound(e)).expect("an inbound message always serializes")
 }
 
 /// `GET …/events/messages`: outbound rows (by peer, then seq), then

@@ -10,7 +10,7 @@ use futures_util::Stream;
 use logbook_journal::registry::TypeFilter;
 use serde::Deserialize;
 
-use super::messages::{STREAM_PAGE, inbound_json};
+use super::messages::{STREAM_PAGE, inbound};
 use crate::federation::Federation;
 use crate::http::AppState;
 use crate::http::extract::Query;
@@ -106,7 +106,9 @@ fn received_stream(
             for e in page {
                 cursor = e.record.position;
                 if filter.matches(&e.record.event_type) {
-                    yield sse::frame(None, Some(cursor), &inbound_json(&e).to_string());
+                    let json = serde_json::to_string(&inbound(&e))
+                        .expect("an inbound message always serializes");
+                    yield sse::frame(None, Some(cursor), &json);
                 }
             }
             if full {
