@@ -12,11 +12,9 @@
 
 use std::fmt::Write;
 
+use logbook_base::canonical::MAX_SAFE_INTEGER;
 use logbook_journal::event_wire::{string, uuid};
 use uuid::Uuid;
-
-/// Largest integer JCS (an IEEE 754 double) spells as plain digits.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// The members of a message in a signed batch (an `EventMessage` without
 /// `signature`); `payload` must be canonical text.

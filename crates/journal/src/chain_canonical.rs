@@ -9,11 +9,10 @@
 
 use std::fmt::Write;
 
-use crate::chain::Signable;
-use crate::event_wire::{hex, uuid};
+use logbook_base::canonical::MAX_SAFE_INTEGER;
 
-/// Largest integer JCS (an IEEE 754 double) spells as plain digits.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+use crate::chain::Signable;
+use crate::event_wire::{hex, optional_hex, uuid};
 
 /// `signable`'s canonical text, or `None` when a value falls outside what
 /// this writer spells (a seq beyond 2^53 - 1), so the caller uses the
@@ -48,14 +47,7 @@ pub(crate) fn write_into(signable: &Signable<'_>, out: &mut String) -> bool {
     out.push_str("\",\"plan_id\":\"");
     uuid(out, signable.plan_id);
     out.push_str("\",\"prev_hash\":");
-    match signable.prev_hash {
-        Some(hash) => {
-            out.push('"');
-            hex(out, hash);
-            out.push('"');
-        }
-        None => out.push_str("null"),
-    }
+    optional_hex(out, signable.prev_hash.as_ref());
     write!(out, ",\"seq\":{},\"type\":", signable.seq).expect("writing to a String");
     string(out, signable.event_type);
     write!(out, ",\"v\":{}}}", signable.v).expect("writing to a String");

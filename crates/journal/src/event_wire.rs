@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 
+use logbook_base::canonical::MAX_SAFE_INTEGER;
 use uuid::Uuid;
 
 use crate::chain::{BrokenReason, ChainLink, Signable, SignatureScratch, signable_check};
@@ -135,14 +136,7 @@ impl<'a> WireEvent<'a> {
         out.push_str(",\"payload_hash\":\"");
         hex(out, &self.payload_hash);
         out.push_str("\",\"prev_hash\":");
-        match &self.prev_hash {
-            Some(prev) => {
-                out.push('"');
-                hex(out, prev);
-                out.push('"');
-            }
-            None => out.push_str("null"),
-        }
+        optional_hex(out, self.prev_hash.as_ref());
         out.push_str(",\"signature\":\"");
         hex(out, &self.signature);
         out.push_str("\",\"key_id\":");
@@ -189,14 +183,7 @@ impl WireEvent<'_> {
         out.push_str("\",\"plan_id\":\"");
         uuid(out, &self.plan_id);
         out.push_str("\",\"prev_hash\":");
-        match &self.prev_hash {
-            Some(prev) => {
-                out.push('"');
-                hex(out, prev);
-                out.push('"');
-            }
-            None => out.push_str("null"),
-        }
+        optional_hex(out, self.prev_hash.as_ref());
         if self.redacted {
             out.push_str(",\"redacted\":true");
         }
@@ -208,9 +195,6 @@ impl WireEvent<'_> {
         true
     }
 }
-
-/// Largest integer JCS (an IEEE 754 double) spells as plain digits.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Appends `event`'s wire form to `out`: byte for byte what
 /// `serde_json::to_string(event)` returns.
@@ -237,6 +221,18 @@ pub(crate) fn hex(out: &mut String, bytes: &[u8]) {
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// A hash as a quoted lowercase hex string, or `null`.
+pub(crate) fn optional_hex(out: &mut String, hash: Option<&[u8; 32]>) {
+    match hash {
+        Some(hash) => {
+            out.push('"');
+            hex(out, hash);
+            out.push('"');
+        }
+        None => out.push_str("null"),
     }
 }
 
