@@ -173,6 +173,14 @@ fn the_body_limit_is_bounded() {
     }
     c.limits.max_body_bytes = 64 << 20;
     c.validate().unwrap();
+    // Federation's cap leaves room for the largest event plus its envelope,
+    // and no more.
+    assert_eq!(
+        logbook_federation::config::MAX_INCOMING_BODY_BYTES,
+        MAX_BODY_BYTES + logbook_federation::config::INCOMING_EXTRA_BYTES
+    );
+    // (FederationConfig::validate refuses more, at start and on reload:
+    // logbook-federation's config tests.)
 }
 
 #[test]

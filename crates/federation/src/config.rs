@@ -51,6 +51,12 @@ pub struct FederationConfig {
 /// `limits.max_body_bytes` plus this (its default is).
 pub const INCOMING_EXTRA_BYTES: usize = 16 * 1024;
 
+/// Most `[federation] incoming_max_body_bytes` may be: the bound on
+/// `limits.max_body_bytes` (64 MiB) plus [`INCOMING_EXTRA_BYTES`], room for
+/// the largest event any logbook peer accepts. The body is read before its
+/// sender is known, `incoming_concurrency` at a time: a limit on it.
+pub const MAX_INCOMING_BODY_BYTES: usize = (64 << 20) + INCOMING_EXTRA_BYTES;
+
 /// 1 MiB (the default `limits.max_body_bytes`) plus the room federation
 /// adds around one event ([`INCOMING_EXTRA_BYTES`], 16 KiB).
 pub(crate) const DEFAULT_INCOMING_MAX_BODY_BYTES: usize = (1 << 20) + INCOMING_EXTRA_BYTES;
@@ -119,6 +125,8 @@ pub enum ConfigError {
     /// The key (under `federation.`) must be positive.
     NotPositive(&'static str),
     BatchTooLarge,
+    /// `incoming_max_body_bytes` above [`MAX_INCOMING_BODY_BYTES`].
+    BodyCapTooLarge,
 }
 
 impl fmt::Display for ConfigError {
@@ -129,6 +137,10 @@ impl fmt::Display for ConfigError {
             ConfigError::BatchTooLarge => {
                 write!(f, "federation.batch_size must be at most {MAX_BATCH}")
             }
+            ConfigError::BodyCapTooLarge => write!(
+                f,
+                "federation.incoming_max_body_bytes must be at most {MAX_INCOMING_BODY_BYTES} (64 MiB + 16 KiB)"
+            ),
         }
     }
 }
@@ -172,6 +184,9 @@ impl FederationConfig {
         if self.batch_size > MAX_BATCH {
             return Err(ConfigError::BatchTooLarge);
         }
+        if self.incoming_max_body_bytes > MAX_INCOMING_BODY_BYTES {
+            return Err(ConfigError::BodyCapTooLarge);
+        }
         Ok(())
     }
 }
@@ -195,6 +210,23 @@ mod tests {
         assert_eq!(
             c.validate().unwrap_err().to_string(),
             format!("federation.batch_size must be at most {MAX_BATCH}")
+        );
+    }
+
+    #[test]
+    fn the_incoming_body_cap_is_bounded() {
+        let at = |bytes| FederationConfig {
+            incoming_max_body_bytes: bytes,
+            ..FederationConfig::default()
+        };
+        at(MAX_INCOMING_BODY_BYTES).validate().unwrap();
+        assert_eq!(
+            at(MAX_INCOMING_BODY_BYTES + 1).validate(),
+            Err(ConfigError::BodyCapTooLarge)
+        );
+        assert_eq!(
+            at(0).validate(),
+            Err(ConfigError::NotPositive("incoming_max_body_bytes"))
         );
     }
 }
