@@ -468,3 +468,45 @@ async fn a_dead_announcement_dropped_after_a_pin_by_hand_lets_the_new_key_sign()
     assert_eq!(ns, [json!(2), json!(1)], "a retried message arrives late");
     assert_eq!(pinned_key_id(&beta, "alpha").await, new_key_id);
 }
+
+/// The message right after our key announcement goes out signed with the
+/// new key on its first attempt: the announcement's ack is recorded (the
+/// peer now pins the new key) before the key for the next batch is chosen.
+/// A record still running in the background while that key was chosen made
+/// the worker sign the next message with the old key, which the peer
+/// refuses (401), costing that message an attempt and a backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_after_an_announcement_is_signed_with_the_new_key_at_once() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    // Slow retries: a refused first attempt shows as a second one.
+    let slow = "retry_initial_ms = 200\nretry_max_secs = 1";
+    let alpha = Node::start("alpha", pa, slow, &peer_config("beta", pb, &kb));
+    let mut beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
+    subscribe(&beta, "alpha").await;
+    let plan = "0192f3a4-5b6c-7d8e-9f00-00000000c0a4";
+    for round in 0..3u64 {
+        // Beta away: the announcement waits, and the events queued behind
+        // it are not tried (a batch ends at an undelivered announcement).
+        beta.stop();
+        let rotated = admin_json(&alpha, &["keys", "rotate-rsa"]).await;
+        let new_key_id = rotated["new_key_id"].as_str().unwrap().to_string();
+        for n in 0..3 {
+            append(&alpha, plan, round * 10 + n).await;
+        }
+        let expected = (round as usize + 1) * 4;
+        outbound_when(&alpha, "the announcement tried", |out| {
+            out.len() == expected
+                && out[expected - 4]["eventType"] == "federation.key_rotated"
+                && out[expected - 4]["attempts"].as_u64() >= Some(1)
+        })
+        .await;
+        beta.restart();
+        let out = all_delivered(&alpha, expected).await;
+        assert_eq!(pinned_key_id(&beta, "alpha").await, new_key_id);
+        for m in &out[expected - 3..] {
+            assert_eq!(m["attempts"], 1, "round {round}: {m}");
+            assert_eq!(m["lastError"], Value::Null, "round {round}: {m}");
+        }
+    }
+}

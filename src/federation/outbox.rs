@@ -191,8 +191,14 @@ async fn step(
         }
         // Every message acknowledged: the next batch starts after this one
         // and goes out while this one is recorded (the mark is a durable
-        // write; the peer keeps what it acknowledged whatever we do).
-        Ok(acked) if rows.iter().all(|(seq, _)| acked.contains(seq)) => {
+        // write; the peer keeps what it acknowledged whatever we do). Not
+        // when it carried our key announcement: marking that delivered is
+        // what makes the next batch signed with the new key, which the peer
+        // now pins (signed with the old one, it would be refused).
+        Ok(acked)
+            if rows.iter().all(|(seq, _)| acked.contains(seq))
+                && !rows.iter().any(|(seq, _)| Some(*seq) == announcement) =>
+        {
             *cursor = rows.last().map_or(*cursor, |(seq, _)| *seq);
             let (fed, peer_id) = (fed.clone(), peer_id.to_string());
             *recording = Some(tokio::spawn(async move {

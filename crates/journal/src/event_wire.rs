@@ -306,6 +306,46 @@ mod tests {
         }
     }
 
+    /// `write_canonical` at the edges the proptest reaches only by chance:
+    /// seq 0, 2^53 - 1 and 2^53 (the fallback), no actor, a redacted copy,
+    /// names and key ids that need escapes, a payload with escapes.
+    #[test]
+    fn canonical_copies_at_the_edges_match_the_generic_serializer() {
+        let payloads = [r#"{"a":"\n\u001f","é":[-1,1e+21]}"#, "null"];
+        let texts = ["", "k\"1", "\u{1}é\u{2028}😀", "\u{7f}/"];
+        for seq in [0, MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1] {
+            for (actor, key_id) in [(None, texts[1]), (Some(texts[2]), texts[3])] {
+                for (payload, redacted) in [(payloads[0], false), (payloads[1], true)] {
+                    let event = Event {
+                        id: Uuid::from_u128(7),
+                        plan_id: Uuid::from_u128(u128::MAX),
+                        seq,
+                        event_type: texts[2].to_string(),
+                        actor: actor.map(str::to_string),
+                        payload: RawValue::from_string(payload.to_string()).unwrap(),
+                        payload_hash: [0xab; 32],
+                        prev_hash: (seq > 0).then_some([1; 32]),
+                        signature: [0; 32],
+                        key_id: key_id.to_string(),
+                        created_at: Timestamp(0),
+                        position: 0,
+                        redacted,
+                    };
+                    let mut out = String::new();
+                    let written = WireEvent::of(&event).write_canonical(&mut out);
+                    assert_eq!(written, seq <= MAX_SAFE_INTEGER, "seq {seq}");
+                    if written {
+                        let reference = logbook_base::canonical::canonical_json(
+                            &serde_json::to_value(&event).unwrap(),
+                        );
+                        assert_eq!(out, reference);
+                        assert!(logbook_base::canonical_check::is_canonical(&out));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn escapes_as_serde_json_does() {
         for text in [

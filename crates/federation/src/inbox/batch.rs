@@ -146,16 +146,7 @@ pub(super) fn verify_signed_batch<'a>(
                 "message {i} of the batch names another recipient, timestamp or key than its manifest"
             )));
         }
-        // A canonical text is its own signing input (a batch's messages
-        // have no `signature`, `Head` refuses one): hash the bytes as they
-        // came rather than canonicalize the tree again.
-        let text = raw.get();
-        let canonical = is_canonical(text);
-        let hashed = if canonical {
-            digest_of_canonical(text)
-        } else {
-            digest(&value)
-        };
+        let (hashed, canonical_payload) = digest_and_payload(raw.get(), &value)?;
         if hashed != *listed {
             return Err(InboxError::BadSignature(format!(
                 "message {i} of the batch is not the one its manifest's signature covers"
@@ -170,12 +161,7 @@ pub(super) fn verify_signed_batch<'a>(
             check_retired_redelivery(store, &peer, &m)?;
         }
         messages.push(m);
-        canonical_payloads.push(if canonical {
-            let only: PayloadText<'a> = serde_json::from_str(text).map_err(invalid_message)?;
-            Some(only.payload.get())
-        } else {
-            None
-        });
+        canonical_payloads.push(canonical_payload);
     }
     Ok(VerifiedBatch {
         peer,
@@ -183,6 +169,22 @@ pub(super) fn verify_signed_batch<'a>(
         messages,
         canonical_payloads,
     })
+}
+
+/// The digest of a batch message (`text`, parsed as `value`), and its
+/// payload's text when the message came canonical (so the payload is too).
+/// A canonical text is its own signing input (a batch's messages have no
+/// `signature`, `Head` refuses one): its bytes are hashed as they came
+/// rather than the tree canonicalized again.
+pub(super) fn digest_and_payload<'a>(
+    text: &'a str,
+    value: &Value,
+) -> Result<(String, Option<&'a str>), InboxError> {
+    if !is_canonical(text) {
+        return Ok((digest(value), None));
+    }
+    let only: PayloadText<'a> = serde_json::from_str(text).map_err(invalid_message)?;
+    Ok((digest_of_canonical(text), Some(only.payload.get())))
 }
 
 fn invalid_manifest(e: impl std::fmt::Display) -> InboxError {

@@ -5,6 +5,8 @@
 
 mod batch;
 mod check;
+#[cfg(test)]
+mod differential;
 mod error;
 mod limiter;
 
@@ -137,25 +139,13 @@ fn store_events(
                 m.event_type
             )));
         }
-        let surely = canonical_payloads
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(SurelyCanonical::scan);
-        let checked = match surely {
-            Some(text) => validate_canonical_event(&m.event_type, text, MAX_TYPE_LEN),
-            None => validate_event(&m.event_type, &m.payload, MAX_TYPE_LEN),
-        };
-        let payload = checked
-            .map_err(|e| match e {
-                InvalidEvent::Type(e) => {
-                    InboxError::InvalidType(format!("eventType {:?} {e}", m.event_type))
-                }
-                InvalidEvent::Payload(e) => InboxError::InvalidPayload(e.to_string()),
-            })?
-            .json
-            .get()
-            .to_string();
+        let canonical = canonical_payloads.get(i).copied().flatten();
+        let payload = checked_payload(m, canonical).map_err(|e| match e {
+            InvalidEvent::Type(e) => {
+                InboxError::InvalidType(format!("eventType {:?} {e}", m.event_type))
+            }
+            InvalidEvent::Payload(e) => InboxError::InvalidPayload(e.to_string()),
+        })?;
         debug_assert_eq!(
             payload,
             canonical_json(&m.payload),
@@ -188,6 +178,18 @@ fn store_events(
         }
     }
     Ok(())
+}
+
+/// The checked payload text of an event message to store: `canonical`
+/// (its payload's text as it came, when the message came canonical) as it
+/// is when the plain scan vouches for it, else the parsed payload checked
+/// and canonicalized.
+fn checked_payload(m: &EventMessage, canonical: Option<&str>) -> Result<String, InvalidEvent> {
+    let checked = match canonical.and_then(SurelyCanonical::scan) {
+        Some(text) => validate_canonical_event(&m.event_type, text, MAX_TYPE_LEN),
+        None => validate_event(&m.event_type, &m.payload, MAX_TYPE_LEN),
+    }?;
+    Ok(checked.json.get().to_string())
 }
 
 /// A peer asks us (`/incoming/subscribe`, `/incoming/unsubscribe`) to start
