@@ -71,7 +71,7 @@ async fn control(
                 &signing_key.key_id,
                 &fed2.identity().instance_id,
                 &peer.instance_id,
-                Uuid::new_v4(),
+                Uuid::now_v7(),
                 event_type,
                 json!({"eventType": pattern2}),
                 now_ms(),
