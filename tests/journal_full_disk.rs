@@ -7,62 +7,15 @@
 //! remounts larger. Where mounting is impossible the test says so and skips.
 
 mod common;
+mod tmpfs;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
     Daemon, DaemonOpts, assert_chain_valid, assert_linked_chain, assert_problem, new_plan,
 };
 use serde_json::{Value, json};
-
-/// A tmpfs mounted on a directory; unmounted (lazily, so even a busy mount
-/// goes) when dropped, also when the test fails.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// `None` when mounting is not possible here (not root, no tmpfs).
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "mount failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .expect("running mount");
-        assert!(
-            status.success(),
-            "remounting {} failed",
-            self.path.display()
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
+use tmpfs::Tmpfs;
 
 /// About 4 KiB of payload, so that a small disk fills in a few hundred appends.
 fn big_event(n: usize) -> Value {
