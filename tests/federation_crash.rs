@@ -388,13 +388,7 @@ async fn relayed_pair(alpha_fed: &str) -> (Node, Node, HoldingRelay) {
     let beta_via_relay = peer_config("beta", relay.port, &kb);
     let alpha = Node::start("alpha", pa, alpha_fed, &beta_via_relay);
     let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "step.>"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "step.>").await;
     (alpha, beta, relay)
 }
 

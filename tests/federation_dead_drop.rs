@@ -79,13 +79,7 @@ async fn dead_messages_are_counted_and_dropped() {
         &peer_config("beta", pb, &kb),
     );
     let mut beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "exception.raised"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "exception.raised").await;
     beta.stop();
 
     let ids = [

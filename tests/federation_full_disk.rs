@@ -34,13 +34,7 @@ async fn batches_acknowledged_while_the_disk_is_full_are_sent_again_not_skipped(
     let fast = "retry_initial_ms = 200\nretry_max_secs = 1";
     let mut alpha = Node::start("alpha", pa, fast, &peer_config("beta", pb, &kb));
     let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "step.>"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "step.>").await;
 
     // Alpha's data dir moves onto a small tmpfs.
     alpha.stop();

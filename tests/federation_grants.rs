@@ -204,13 +204,7 @@ async fn the_system_journal_never_reaches_a_peer_subscribed_to_everything() {
     let (ka, kb) = (test_key("alpha"), test_key("beta"));
     let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
     let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": ">"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", ">").await;
     // A system event on alpha (the grant change is recorded there), then a
     // plan event.
     admin(&alpha, &["peers", "allow", "beta", "audit.>"]);

@@ -88,13 +88,7 @@ async fn rotated_key_is_announced_repinned_and_the_old_key_refused() {
     let fast = "retry_initial_ms = 200\nretry_max_secs = 1";
     let alpha = Node::start("alpha", pa, fast, &peer_config("beta", pb, &kb));
     let mut beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "step.>"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "step.>").await;
     let plan = "0192f3a4-5b6c-7d8e-9f00-0123456789ab";
     append(&alpha, plan, 1).await;
     all_delivered(&alpha, 1).await;

@@ -30,13 +30,7 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
         "incoming_max_body_bytes = 20000",
         &peer_config("alpha", pa, &ka),
     );
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &json!({"peer": "alpha", "eventType": "exception.raised"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "exception.raised").await;
 
     let publish = |payload: serde_json::Value| {
         let alpha = &alpha;

@@ -344,6 +344,17 @@ impl Node {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Subscribes this node to `peer`'s events of `pattern` (201 expected).
+    pub async fn subscribe(&self, peer: &str, pattern: &str) {
+        let (status, body) = self
+            .post(
+                "/api/v1/federation/events/subscribe",
+                &serde_json::json!({"peer": peer, "eventType": pattern}),
+            )
+            .await;
+        assert_eq!(status, 201, "subscribing to {peer}'s {pattern}: {body}");
+    }
+
     /// `GET …/events/messages` with the given query.
     pub async fn messages(&self, query: &str) -> Vec<Value> {
         let (status, body) = self
@@ -390,13 +401,7 @@ pub async fn subscribed_pair(alpha_fed: &str) -> (Node, Node) {
     let (ka, kb) = (test_key("alpha"), test_key("beta"));
     let alpha = Node::start("alpha", pa, alpha_fed, &peer_config("beta", pb, &kb));
     let beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
-    let (status, body) = beta
-        .post(
-            "/api/v1/federation/events/subscribe",
-            &serde_json::json!({"peer": "alpha", "eventType": "step.>"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    beta.subscribe("alpha", "step.>").await;
     (alpha, beta)
 }
 
