@@ -404,7 +404,7 @@ impl WriterLoop {
                 tables.head_row(&plan_id)?.ok_or(DeleteError::NotFound)?;
             // The final checkpoint's size and root: whoever kept an export
             // can still prove the deleted history against them.
-            let root = super::tree::root_in(&tables.tree, &plan_id, &tail, head.last_seq)?;
+            let root = super::tree::root_in(tables.tree.table()?, &plan_id, &tail, head.last_seq)?;
             let payload = json!({
                 "plan_id": plan_id,
                 "head_seq": head.last_seq,
@@ -432,7 +432,7 @@ impl WriterLoop {
                 tree_size: head.last_seq,
                 tree_root: Some(root),
             };
-            super::deleted::record(&mut tables.deleted, &plan_id, &gone)?;
+            super::deleted::record(tables.deleted.table()?, &plan_id, &gone)?;
             // The heads log records the final checkpoint at once, so no
             // witness can be shown a later history under the plan's origin.
             super::heads_log::append(&txn, &plan_id, head.last_seq, root, true)?;
@@ -440,7 +440,7 @@ impl WriterLoop {
             if removed + blanked > 0 {
                 tracing::info!(%plan_id, removed, blanked, "forgot the deleted plan's federation messages");
             }
-            tables.write_heads()?;
+            tables.write_staged()?;
             (
                 Deleted {
                     head,
@@ -465,23 +465,23 @@ impl Tables<'_> {
     /// tree hashes.
     fn remove_plan(&mut self, plan_id: &Uuid) -> Result<(), StoreError> {
         self.remove_head(plan_id)?;
-        super::tree::remove_plan(&mut self.tree, plan_id)?;
+        super::tree::remove_plan(self.tree.table()?, plan_id)?;
+        let events = self.events.table()?;
         let mut doomed = Vec::new();
-        for entry in self
-            .events
-            .range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))?
-        {
+        for entry in events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))? {
             let (k, v) = entry?;
             let record = super::decode_event(v.value())?;
             doomed.push((k.value(), record.position));
         }
+        let positions = self.positions.table()?;
         for (key, position) in doomed {
-            self.events.remove(key)?;
-            self.positions.remove(position)?;
+            events.remove(key)?;
+            positions.remove(position)?;
         }
+        let idempotency = self.idempotency.table()?;
         let prefix = plan_id.as_bytes().to_vec();
         let mut keys = Vec::new();
-        for entry in self.idempotency.range(prefix.as_slice()..)? {
+        for entry in idempotency.range(prefix.as_slice()..)? {
             let (k, _) = entry?;
             if !k.value().starts_with(&prefix) {
                 break;
@@ -489,7 +489,7 @@ impl Tables<'_> {
             keys.push(k.value().to_vec());
         }
         for key in keys {
-            self.idempotency.remove(key.as_slice())?;
+            idempotency.remove(key.as_slice())?;
         }
         Ok(())
     }

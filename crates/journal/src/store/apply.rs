@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redb::ReadableTable;
 use uuid::Uuid;
+
+use redb::ReadableTable;
 
 use super::federation::OutboxCopies;
 use super::head::{HeadRow, TreeTail};
+use super::lazy_table::LazyTable;
 use super::wal::WalRecord;
 use super::{
     AppendError, AppendRequest, Appended, EVENTS, EventKey, FedShared, HEADS, IDEMPOTENCY,
@@ -21,20 +23,31 @@ use logbook_tlog::merkle;
 
 pub(super) struct Tables<'txn> {
     pub(super) fed: federation::FedTables<'txn>,
-    pub(super) events: redb::Table<'txn, EventKey, &'static [u8]>,
-    /// Read and written through [`Tables::head_row`] and [`Tables::write_heads`] only.
+    pub(super) events: LazyTable<'txn, EventKey, &'static [u8]>,
+    /// Read and written through [`Tables::head_row`] and
+    /// [`Tables::write_staged`] only. Opened at once: every append reads it.
     heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
-    pub(super) positions: redb::Table<'txn, u64, EventKey>,
-    pub(super) idempotency: redb::Table<'txn, &'static [u8], &'static [u8]>,
-    pub(super) tree: redb::Table<'txn, tree::TreeKey, [u8; 32]>,
-    pub(super) deleted: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    pub(super) positions: LazyTable<'txn, u64, EventKey>,
+    pub(super) idempotency: LazyTable<'txn, &'static [u8], &'static [u8]>,
+    pub(super) tree: LazyTable<'txn, tree::TreeKey, [u8; 32]>,
+    pub(super) deleted: LazyTable<'txn, [u8; 16], &'static [u8]>,
     /// Head rows changed in this transaction, written once by
-    /// [`Tables::write_heads`]: a batch of appends to one plan decodes,
+    /// [`Tables::write_staged`]: a batch of appends to one plan decodes,
     /// encodes and writes its row (up to 1 KiB with the tree buffer) once.
     heads_changed: HashMap<Uuid, HeadRow>,
-    /// The write-ahead record of every event inserted in this transaction,
-    /// in position order (see `wal.rs`).
+    /// The write-ahead record of every event made in this transaction, in
+    /// position order (see `wal.rs`).
     pub(super) wal: Vec<WalRecord>,
+    /// `wal[..written]` have their rows in the tables; the rest are staged:
+    /// sequenced, signed and in their plan's head row and tree, with their
+    /// event, position, idempotency and outbox rows written by
+    /// [`Tables::write_staged`]. The journal writer writes them while the
+    /// batch's frames go to disk.
+    written: usize,
+    /// The idempotency rows of staged records: row key → index in `wal`.
+    staged_keys: HashMap<Vec<u8>, usize>,
+    /// Staged events that have outbox copies: index in `wal`, the event.
+    staged_outbox: Vec<(usize, Arc<Event>)>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -43,15 +56,18 @@ impl<'txn> Tables<'txn> {
         fed: &FedShared,
     ) -> Result<Tables<'txn>, StoreError> {
         Ok(Tables {
-            fed: federation::FedTables::open(txn, fed)?,
-            events: txn.open_table(EVENTS)?,
+            fed: federation::FedTables::open(txn, fed),
+            events: LazyTable::new(txn, EVENTS),
             heads: txn.open_table(HEADS)?,
-            positions: txn.open_table(POSITIONS)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            tree: txn.open_table(tree::TREE_HASHES)?,
-            deleted: txn.open_table(deleted::DELETED_PLANS)?,
+            positions: LazyTable::new(txn, POSITIONS),
+            idempotency: LazyTable::new(txn, IDEMPOTENCY),
+            tree: LazyTable::new(txn, tree::TREE_HASHES),
+            deleted: LazyTable::new(txn, deleted::DELETED_PLANS),
             heads_changed: HashMap::new(),
             wal: Vec::new(),
+            written: 0,
+            staged_keys: HashMap::new(),
+            staged_outbox: Vec::new(),
         })
     }
 
@@ -66,9 +82,41 @@ impl<'txn> Tables<'txn> {
             .transpose()
     }
 
-    /// Writes the head rows changed since the last call. Must run before
-    /// the transaction commits.
-    pub(super) fn write_heads(&mut self) -> Result<(), StoreError> {
+    /// Writes the rows of every staged event (its event, position,
+    /// idempotency and outbox rows) and the head rows changed since the
+    /// last call. Must run before the transaction commits.
+    pub(super) fn write_staged(&mut self) -> Result<(), StoreError> {
+        for record in &self.wal[self.written..] {
+            let plan = Uuid::from_bytes(record.plan_id);
+            let key = event_key(&plan, record.seq);
+            if self
+                .events
+                .table()?
+                .insert(key, record.event.as_slice())?
+                .is_some()
+            {
+                return Err(StoreError(format!(
+                    "invariant broken: event {plan}/{} already exists though its plan's head was before it",
+                    record.seq
+                )));
+            }
+            self.positions.table()?.insert(record.position, key)?;
+            if let Some((idem_key, fingerprint)) = &record.idempotency {
+                let row = IdempotencyRecord {
+                    fingerprint: *fingerprint,
+                    seq: record.seq,
+                };
+                self.idempotency.table()?.insert(
+                    idempotency_key(&plan, idem_key).as_slice(),
+                    encode(&row).as_slice(),
+                )?;
+            }
+        }
+        for (index, event) in self.staged_outbox.drain(..) {
+            self.fed.enqueue_copies(&event, &self.wal[index].outbox)?;
+        }
+        self.written = self.wal.len();
+        self.staged_keys.clear();
         for (plan, row) in self.heads_changed.drain() {
             self.heads
                 .insert(plan.into_bytes(), row.encode().as_slice())?;
@@ -94,20 +142,44 @@ impl<'txn> Tables<'txn> {
         // An idempotent retry wins over every other check: it must return the
         // original outcome even if the plan has moved on since.
         if let Some(idem) = &req.idempotency {
-            let existing = self
-                .idempotency
-                .get(idempotency_key(&plan, &idem.key).as_slice())?
-                .map(|v| decode::<IdempotencyRecord>(v.value()))
-                .transpose()?;
-            if let Some(record) = existing {
+            let row_key = idempotency_key(&plan, &idem.key);
+            let (record, staged) = match self.staged_keys.get(&row_key) {
+                Some(&index) => {
+                    let staged = &self.wal[index];
+                    let (_, fingerprint) = staged
+                        .idempotency
+                        .as_ref()
+                        .expect("staged under its idempotency key");
+                    let record = IdempotencyRecord {
+                        fingerprint: *fingerprint,
+                        seq: staged.seq,
+                    };
+                    (Some(record), Some(index))
+                }
+                None => {
+                    let record = self
+                        .idempotency
+                        .table()?
+                        .get(row_key.as_slice())?
+                        .map(|v| decode::<IdempotencyRecord>(v.value()))
+                        .transpose()?;
+                    (record, None)
+                }
+            };
+            if let Some(record) = record {
                 if record.fingerprint != idem.fingerprint {
                     return Ok(Err(AppendError::IdempotencyConflict { seq: record.seq }));
                 }
                 let key = event_key(&plan, record.seq);
-                let stored = self.events.get(key)?.ok_or_else(|| {
-                    StoreError("idempotency record points at a missing event".into())
-                })?;
-                let event = event_from_record(&key, decode_event(stored.value())?)?;
+                let event = match staged {
+                    Some(index) => event_from_record(&key, decode_event(&self.wal[index].event)?)?,
+                    None => {
+                        let stored = self.events.table()?.get(key)?.ok_or_else(|| {
+                            StoreError("idempotency record points at a missing event".into())
+                        })?;
+                        event_from_record(&key, decode_event(stored.value())?)?
+                    }
+                };
                 return Ok(Ok(Appended {
                     event: Arc::new(event),
                     replayed: true,
@@ -121,7 +193,7 @@ impl<'txn> Tables<'txn> {
         // plan is never deleted; its row marks a migration.
         if row.is_none()
             && plan != super::admin::SYSTEM_PLAN
-            && let Some(gone) = deleted::deleted(&self.deleted, &plan)?
+            && let Some(gone) = deleted::deleted(self.deleted.table()?, &plan)?
         {
             return Ok(Err(AppendError::PlanDeleted {
                 tombstone_seq: gone.tombstone_seq,
@@ -168,11 +240,12 @@ impl<'txn> Tables<'txn> {
             .idempotency
             .as_ref()
             .map(|idem| (idem.key.clone(), idem.fingerprint));
-        let outbox = self.fed.enqueue_event(&event)?;
-        self.write_rows(&event, head, tail, leaf, idempotency, outbox)?;
+        let outbox = self.fed.copies_for(&event);
+        let event = Arc::new(event);
+        self.stage_rows(&event, head, tail, leaf, idempotency, outbox)?;
         *position += 1;
         Ok(Ok(Appended {
-            event: Arc::new(event),
+            event,
             replayed: false,
         }))
     }
@@ -180,7 +253,7 @@ impl<'txn> Tables<'txn> {
     /// The tree tail a new leaf of `plan` extends, from its head row.
     /// The inner error refuses the append (a damaged tree), not the batch.
     fn tail_to_extend(
-        &self,
+        &mut self,
         plan: &Uuid,
         row: Option<HeadRow>,
     ) -> Result<Result<TreeTail, AppendError>, StoreError> {
@@ -198,7 +271,7 @@ impl<'txn> Tables<'txn> {
                 head,
             }) => {
                 let head_seq = head.last_seq;
-                if !tree::has_leaf(&self.tree, plan, head_seq)? {
+                if !tree::has_leaf(self.tree.table()?, plan, head_seq)? {
                     return Ok(Err(AppendError::Storage(StoreError(format!(
                         "plan {plan}: its Merkle tree lacks leaf {head_seq}; verify the plan"
                     )))));
@@ -211,14 +284,15 @@ impl<'txn> Tables<'txn> {
         }))
     }
 
-    /// Writes every row of a new event: the event, its tree leaf, the head
-    /// row, its outbox copies, its position and its idempotency record; and
-    /// keeps the write-ahead record that re-creates exactly these rows.
-    /// Both an append and a replay of the write-ahead segment go through
-    /// here, so a replay cannot write anything an append would not.
-    fn write_rows(
+    /// Stages every row of a new event: its tree leaf and head row now
+    /// (the next event of its plan builds on them), its event, position,
+    /// idempotency and outbox rows for [`Tables::write_staged`]; and keeps
+    /// the write-ahead record that re-creates exactly these rows. Both an
+    /// append and a replay of the write-ahead segment go through here, so a
+    /// replay cannot write anything an append would not.
+    fn stage_rows(
         &mut self,
-        event: &Event,
+        event: &Arc<Event>,
         head: Option<PlanHead>,
         mut tail: TreeTail,
         leaf: merkle::Hash,
@@ -227,15 +301,11 @@ impl<'txn> Tables<'txn> {
     ) -> Result<(), StoreError> {
         let plan = event.plan_id;
         let seq = event.seq;
-        let head_seq = head.map_or(0, |h| h.last_seq);
-        assert_eq!(seq, head_seq + 1, "plans are contiguous");
-        let key = event_key(&plan, seq);
-        let stored = encode_event(event);
-        if self.events.insert(key, stored.as_slice())?.is_some() {
-            return Err(StoreError(format!(
-                "invariant broken: event {plan}/{seq} already exists though the head said {head_seq}"
-            )));
-        }
+        assert_eq!(
+            seq,
+            head.map_or(0, |h| h.last_seq) + 1,
+            "plans are contiguous"
+        );
         let new_head = PlanHead {
             last_seq: seq,
             last_signature: event.signature,
@@ -251,22 +321,19 @@ impl<'txn> Tables<'txn> {
             tail,
         };
         self.heads_changed.insert(plan, new_row);
-        self.positions.insert(event.position, key)?;
-        if let Some((idem_key, fingerprint)) = &idempotency {
-            let record = IdempotencyRecord {
-                fingerprint: *fingerprint,
-                seq,
-            };
-            self.idempotency.insert(
-                idempotency_key(&plan, idem_key).as_slice(),
-                encode(&record).as_slice(),
-            )?;
+        let index = self.wal.len();
+        if let Some((idem_key, _)) = &idempotency {
+            self.staged_keys
+                .insert(idempotency_key(&plan, idem_key), index);
+        }
+        if !outbox.is_empty() {
+            self.staged_outbox.push((index, Arc::clone(event)));
         }
         self.wal.push(WalRecord {
             position: event.position,
             plan_id: plan.into_bytes(),
             seq,
-            event: stored,
+            event: encode_event(event),
             idempotency,
             outbox,
         });
@@ -275,8 +342,9 @@ impl<'txn> Tables<'txn> {
 
     /// Re-creates the rows of one write-ahead record whose event redb lost
     /// (see `wal.rs`): the event exactly as signed and acknowledged, through
-    /// [`Tables::write_rows`] like an append. Fails (the store then refuses
+    /// [`Tables::stage_rows`] like an append. Fails (the store then refuses
     /// to open) unless the event extends its plan's chain where redb ends.
+    /// The rows are staged: [`Tables::write_staged`] writes them.
     pub(super) fn replay(&mut self, record: WalRecord) -> Result<Arc<Event>, StoreError> {
         let plan = Uuid::from_bytes(record.plan_id);
         let key = event_key(&plan, record.seq);
@@ -296,8 +364,8 @@ impl<'txn> Tables<'txn> {
             .tail_to_extend(&plan, row)?
             .map_err(|e| StoreError(format!("replaying {plan}/{}: {e:?}", record.seq)))?;
         let leaf = merkle::leaf_hash(chain::log_entry(&event).as_bytes());
-        self.fed.enqueue_copies(&event, &record.outbox)?;
-        self.write_rows(&event, head, tail, leaf, record.idempotency, record.outbox)?;
-        Ok(Arc::new(event))
+        let event = Arc::new(event);
+        self.stage_rows(&event, head, tail, leaf, record.idempotency, record.outbox)?;
+        Ok(event)
     }
 }

@@ -22,6 +22,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::lazy_table::LazyTable;
 use super::tree::{TreeKey, has_leaf, read_node, tree_key};
 use super::{PlanHead, StoreError};
 
@@ -160,7 +161,7 @@ pub(super) fn decode_head(bytes: &[u8]) -> Result<PlanHead, StoreError> {
 /// hash its leaves complete and empties it. Called by the writer in the
 /// event's own transaction.
 pub(super) fn push_leaf(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &mut LazyTable<'_, TreeKey, [u8; 32]>,
     plan: &Uuid,
     tail: &mut TreeTail,
     leaf: Hash,
@@ -172,6 +173,7 @@ pub(super) fn push_leaf(
     };
     pending.push(leaf);
     if pending.len() == FLUSH_LEAVES {
+        let table = table.table()?;
         let mut stored = Vec::with_capacity(2 * FLUSH_LEAVES);
         for (n, leaf) in (*flushed..).zip(pending.iter()) {
             store_hashes_after(table, plan, n, *leaf, &mut stored)?;

@@ -56,6 +56,7 @@ mod handle;
 mod head;
 mod heads_log;
 mod key_ids;
+mod lazy_table;
 mod page_verify;
 mod plan_verify;
 #[cfg(test)]
@@ -236,6 +237,10 @@ pub struct WriterStats {
     /// were synced (`wal_power_cut.rs`).
     #[cfg(test)]
     pub(crate) fail_next_commit: std::sync::atomic::AtomicBool,
+    /// Test switch: writing the next batch's rows fails after its frames
+    /// were written, before they were synced (`wal_power_cut.rs`).
+    #[cfg(test)]
+    pub(crate) fail_next_rows: std::sync::atomic::AtomicBool,
     /// Test switch: that failure is an I/O fault, which takes the handle
     /// down for the writer to reopen (`wal_jobs.rs`).
     #[cfg(test)]

@@ -219,9 +219,9 @@ impl WriterLoop {
                 outcomes.push(outcome);
             }
             tables.fed.redact_events(&erased)?;
-            // The redaction records are appends: their plan's head row is
-            // written once, here, as after a batch of appends.
-            tables.write_heads()?;
+            // The redaction records are appends: their rows and their
+            // plan's head row are written here, as after a batch of appends.
+            tables.write_staged()?;
             (outcomes, tables.fed.enqueued)
         };
         txn.commit().map_err(StoreError::from)?;
@@ -250,13 +250,14 @@ impl Tables<'_> {
         if r.plan_id == super::admin::SYSTEM_PLAN {
             return Ok(Err(RedactError::Protected));
         }
-        if let Some(gone) = deleted::deleted(&self.deleted, &r.plan_id)? {
+        if let Some(gone) = deleted::deleted(self.deleted.table()?, &r.plan_id)? {
             return Ok(Err(RedactError::PlanDeleted {
                 tombstone_seq: gone.tombstone_seq,
             }));
         }
         let key = event_key(&r.plan_id, r.seq);
-        let Some(record) = self.events.get(key)?.map(|v| decode_event(v.value())) else {
+        let events = self.events.table()?;
+        let Some(record) = events.get(key)?.map(|v| decode_event(v.value())) else {
             return Ok(Err(RedactError::NotFound));
         };
         let record = record?;
@@ -266,8 +267,7 @@ impl Tables<'_> {
         if let Err(e) = check_reason(&r.reason) {
             return Ok(Err(e));
         }
-        self.events
-            .insert(key, encode_redacted(record).as_slice())?;
+        events.insert(key, encode_redacted(record).as_slice())?;
         let entry = AppendRequest {
             plan_id: super::admin::SYSTEM_PLAN,
             event_type: REDACTED_TYPE.into(),

@@ -72,7 +72,7 @@ pub(super) fn replay(
         let mut chains: HashMap<uuid::Uuid, ChainVerifier> = HashMap::new();
         for record in records {
             if record.position <= last {
-                check_present(&tables, &record).map_err(refuse)?;
+                check_present(&mut tables, &record).map_err(refuse)?;
                 done.present += 1;
             } else if record.position == last + 1 {
                 let Some(keyring) = keyring else {
@@ -104,22 +104,25 @@ pub(super) fn replay(
                 )));
             }
         }
-        tables.write_heads()?;
+        tables.write_staged().map_err(|e| refuse(e.to_string()))?;
     }
     txn.commit()?;
     Ok(done)
 }
 
 /// A record at a position redb holds must be that very event.
-fn check_present(tables: &Tables<'_>, record: &WalRecord) -> Result<(), String> {
+fn check_present(tables: &mut Tables<'_>, record: &WalRecord) -> Result<(), String> {
     let plan = uuid::Uuid::from_bytes(record.plan_id);
     let key = event_key(&plan, record.seq);
     let at_position = tables
         .positions
+        .table()
+        .map_err(|e| e.to_string())?
         .get(record.position)
         .map_err(|e| e.to_string())?
         .map(|k| k.value());
-    let stored = match tables.events.get(key).map_err(|e| e.to_string())? {
+    let events = tables.events.table().map_err(|e| e.to_string())?;
+    let stored = match events.get(key).map_err(|e| e.to_string())? {
         Some(v) => Some(
             decode_event(v.value())
                 .and_then(|r| event_from_record(&key, r))

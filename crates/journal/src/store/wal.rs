@@ -5,12 +5,14 @@
 //! plus one `fdatasync` is the durability point instead. The writer thread
 //! owns the segment and, per batch:
 //!
-//! 1. applies the batch in redb's write transaction (which signs and
-//!    sequences the events),
-//! 2. appends one frame per new event here and `fdatasync`s,
-//! 3. only then commits redb with `Durability::None` (readers see the
+//! 1. sequences and signs the batch's events in redb's write transaction
+//!    (head rows and tree leaves; idempotency and deletion records read),
+//! 2. appends one frame per new event here and starts its writeback,
+//! 3. writes the events' rows into the transaction while the disk works,
+//! 4. `fdatasync`s the frames,
+//! 5. only then commits redb with `Durability::None` (readers see the
 //!    events from now on, and never before they are durable here),
-//! 4. answers, then publishes.
+//! 6. answers, then publishes.
 //!
 //! A checkpoint (one `Immediate` commit, which persists every earlier
 //! `None` commit) makes the segment redundant; it is then emptied by giving
@@ -211,15 +213,25 @@ impl Segment {
         self.end + self.pending.len() as u64 <= self.capacity
     }
 
-    /// Writes the prepared frames after the last committed one and
-    /// `fdatasync`s them: the batch's durability point. They count as
-    /// committed only after [`Segment::committed`].
+    /// Writes the prepared frames after the last committed one and starts
+    /// their writeback, so that the device works while the writer writes
+    /// the batch's rows. [`Segment::sync_pending`] then makes them durable.
     pub(super) fn write_pending(&mut self) -> Result<(), StoreError> {
         // Whatever happens next, frames past `end` may now be on disk.
         self.needs_reset = true;
         self.file
             .write_all_at(&self.pending, self.end)
-            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error(&self.path, "writing the write-ahead segment", e))?;
+        start_writeback(&self.file, self.end, self.pending.len());
+        Ok(())
+    }
+
+    /// `fdatasync`s the frames [`Segment::write_pending`] wrote: the
+    /// batch's durability point. They count as committed only after
+    /// [`Segment::committed`].
+    pub(super) fn sync_pending(&mut self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
             .map_err(|e| io_error(&self.path, "writing the write-ahead segment", e))?;
         self.needs_reset = false;
         Ok(())
@@ -227,6 +239,10 @@ impl Segment {
 
     /// The batch of the written frames committed in redb.
     pub(super) fn committed(&mut self) {
+        debug_assert!(
+            !self.needs_reset,
+            "frames count as committed only once synced (or when there are none)"
+        );
         if self.is_empty() && !self.pending.is_empty() {
             self.first_committed = Some(std::time::Instant::now());
         }
@@ -276,6 +292,31 @@ impl Segment {
             .map_err(|e| io_error(&self.path, "wiping the write-ahead segment", e))?;
         self.reset()
     }
+}
+
+/// Starts writing `len` bytes at `offset` of `file` to the device without
+/// waiting (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), where Linux
+/// has it. Only a head start: `fdatasync` alone decides durability, so a
+/// failure here is ignored. It cannot hide a write error from that sync:
+/// without a wait flag the call starts writeback and never consumes the
+/// file's error state, which only `fsync`/`fdatasync` do.
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain system call on an open descriptor; no memory is shared.
+        let done = unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if done != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "starting the segment's writeback failed; the sync writes it");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// Creates a zero-filled segment with a fresh epoch under a temporary
@@ -543,6 +584,7 @@ mod tests {
         let batch = [record(1, 20), record(2, 20)];
         assert!(segment.prepare(&batch));
         segment.write_pending().unwrap();
+        segment.sync_pending().unwrap();
         segment.committed();
         drop(segment);
         let (mut segment, records) = Segment::open(&path).unwrap();

@@ -311,13 +311,26 @@ async fn a_second_open_of_a_running_store_leaves_its_segment_alone() {
 /// and a power cut then brings back exactly what was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_failing_with_an_io_fault_is_not_replayed_by_the_reopen() {
+    an_io_fault_is_not_replayed_by_the_reopen(|stats| &stats.fail_next_commit).await;
+}
+
+/// The same when writing the batch's rows fails with an I/O fault, after
+/// its frames were written and before they were synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_failing_with_an_io_fault_are_not_replayed_by_the_reopen() {
+    an_io_fault_is_not_replayed_by_the_reopen(|stats| &stats.fail_next_rows).await;
+}
+
+async fn an_io_fault_is_not_replayed_by_the_reopen(
+    switch: fn(&super::WriterStats) -> &std::sync::atomic::AtomicBool,
+) {
     use std::sync::atomic::Ordering;
     let run = Running::start();
     let plan = Uuid::from_u128(39);
     let mut acked = run.append_n(plan, 0, 10).await;
     let stats = run.store.stats();
     stats.injected_fault_is_io.store(true, Ordering::Relaxed);
-    stats.fail_next_commit.store(true, Ordering::Relaxed);
+    switch(stats).store(true, Ordering::Relaxed);
     let failed = run.store.append(request(plan, 100, true)).await;
     assert!(failed.is_err(), "the injected failure reached the caller");
     // The writer answers, then takes the handle down, then waits at least

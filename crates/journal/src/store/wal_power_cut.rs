@@ -272,6 +272,20 @@ async fn a_reopened_handle_gets_the_segment_back() {
 /// the position the failed one would have had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_does_not_come_back_after_a_power_cut() {
+    a_failed_batch_does_not_come_back(|stats| &stats.fail_next_commit).await;
+}
+
+/// The same when writing the batch's rows fails after its frames were
+/// written and their writeback started, before they were synced: the
+/// frames may be on disk already, and are zeroed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_rows_failed_does_not_come_back_after_a_power_cut() {
+    a_failed_batch_does_not_come_back(|stats| &stats.fail_next_rows).await;
+}
+
+async fn a_failed_batch_does_not_come_back(
+    switch: fn(&super::WriterStats) -> &std::sync::atomic::AtomicBool,
+) {
     let Fresh {
         dir,
         path,
@@ -281,10 +295,7 @@ async fn a_failed_commit_does_not_come_back_after_a_power_cut() {
     } = fresh_store();
     let plan = Uuid::from_u128(9);
     let mut acked = append_round(&store, &[plan], 0, 10).await;
-    store
-        .stats()
-        .fail_next_commit
-        .store(true, Ordering::Relaxed);
+    switch(store.stats()).store(true, Ordering::Relaxed);
     let failed = store.append(request(plan, 100, true)).await;
     assert!(failed.is_err(), "the injected failure reached the caller");
     let power_cut = |to: &std::path::Path| {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use redb::Durability;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::redact::RedactError;
@@ -12,9 +11,9 @@ use super::wal::Segment;
 use super::writer_wal::{Next, replay_committed};
 use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
-    Tables, WriterStats, admin, last_position,
+    WriterStats, admin, last_position,
 };
-use crate::event::{Event, Timestamp};
+use crate::event::Event;
 use crate::keys::Keyring;
 
 /// First wait before reopening the database after a failed write; it
@@ -41,7 +40,7 @@ pub(super) struct WriterLoop {
     pub(super) segment: Option<Segment>,
 }
 
-type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+pub(super) type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 
 impl WriterLoop {
     pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Job>) {
@@ -289,76 +288,6 @@ impl WriterLoop {
             std::thread::sleep(RECOVERY_POLL.min(next_attempt.saturating_duration_since(now)));
         }
     }
-
-    /// Applies a batch in one transaction. The outer error aborts the whole
-    /// batch (nothing is written); inner errors refuse single appends.
-    #[allow(clippy::type_complexity)]
-    fn write_batch(
-        &mut self,
-        batch: &[(AppendRequest, Reply)],
-    ) -> Result<(Vec<Result<Appended, AppendError>>, u64), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        let mut position = self.position;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let (enqueued, records) = {
-            let mut tables = Tables::open(&txn, &self.fed)?;
-            let now = Timestamp::now();
-            // One keyring per batch, even if a rotation lands meanwhile.
-            let keyring = self.keyring.current();
-            for (req, _) in batch {
-                outcomes.push(tables.apply(req, &keyring, now, &mut position)?);
-            }
-            tables.write_heads()?;
-            (tables.fed.enqueued, std::mem::take(&mut tables.wal))
-        };
-        let fits = self.segment.as_mut().map(|s| s.prepare(&records));
-        match (self.segment.as_mut(), fits) {
-            // The durability point: the frames are synced before redb
-            // commits, so no reader sees an event a crash could take back.
-            (Some(segment), Some(true)) => {
-                txn.set_durability(Durability::None)?;
-                if !records.is_empty()
-                    && let Err(e) = segment.write_pending()
-                {
-                    segment.abandoned();
-                    // Dropping the transaction aborts it.
-                    return Err(e);
-                }
-                #[cfg(test)]
-                if self.stats.fail_next_commit.swap(false, Ordering::Relaxed) {
-                    segment.abandoned();
-                    let io = self.stats.injected_fault_is_io.load(Ordering::Relaxed);
-                    return Err(StoreError::with_fault(
-                        "injected commit failure".into(),
-                        if io { Fault::Io } else { Fault::Other },
-                    ));
-                }
-                if let Err(e) = txn.commit() {
-                    segment.abandoned();
-                    return Err(e.into());
-                }
-                segment.committed();
-            }
-            // Too big for what is left of the segment: this commit is the
-            // checkpoint, and the segment starts again empty.
-            (Some(segment), _) => {
-                txn.set_durability(Durability::Immediate)?;
-                txn.commit()?;
-                if let Err(e) = segment.reset() {
-                    tracing::error!(error = %e, "emptying the write-ahead segment failed; the next batch tries again");
-                    segment.needs_reset = true;
-                }
-            }
-            (None, _) => {
-                txn.set_durability(Durability::Immediate)?;
-                txn.commit()?;
-            }
-        }
-        if enqueued > 0 {
-            self.fed.outbox_grew();
-        }
-        Ok((outcomes, position))
-    }
 }
 
 /// Answers a job that cannot run with `e`.
@@ -393,6 +322,17 @@ mod tests {
     /// events reach the fan-out, in commit order.
     #[tokio::test]
     async fn a_batch_with_mixed_outcomes_answers_each_caller() {
+        mixed_outcomes(false).await;
+    }
+
+    /// The same through the write-ahead segment, where the rows are
+    /// written while the frames go to disk.
+    #[tokio::test]
+    async fn a_batch_with_mixed_outcomes_answers_each_caller_through_the_segment() {
+        mixed_outcomes(true).await;
+    }
+
+    async fn mixed_outcomes(through_segment: bool) {
         use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
         let (fanout, mut published) = broadcast::channel(16);
@@ -433,7 +373,8 @@ mod tests {
             position: 0,
             stats: Arc::new(WriterStats::default()),
             retry: RETRY_FIRST,
-            segment: None,
+            segment: through_segment
+                .then(|| Segment::open(&dir.path().join("batch.wal")).unwrap().0),
         };
         writer_loop.commit_batch(&mut batch);
         let mut outcomes = Vec::new();
@@ -470,6 +411,16 @@ mod tests {
         assert!(
             published.try_recv().is_err(),
             "replays are not published again"
+        );
+        // A retry in a later batch finds the idempotency row the staged
+        // rows of the first one wrote.
+        let (reply, answer) = oneshot::channel();
+        writer_loop.commit_batch(&mut vec![(request(1, Some(0), Some("k")), reply)]);
+        let retried = answer.await.unwrap();
+        assert_eq!(created(&retried), Ok((1, 1, true)));
+        assert_eq!(
+            retried.unwrap().event.id,
+            outcomes[0].as_ref().unwrap().event.id
         );
         assert_eq!(store.head(&plan).unwrap().unwrap().last_seq, 2);
         assert_eq!(store.last_position().unwrap(), 2);

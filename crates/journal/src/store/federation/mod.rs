@@ -19,7 +19,7 @@
 //! - `fed_retired_peer_keys`: peer ‖ NUL ‖ key id → a key the peer rotated away from
 //!
 //! The journal writer adds outbox rows inside the append's own transaction
-//! (see [`FedTables::enqueue_event`]), routed by an in-memory snapshot of the
+//! (see [`FedTables::copies_for`]), routed by an in-memory snapshot of the
 //! inbound subscriptions of active peers (held by [`FedShared`]).
 //!
 //! The code is split by aggregate, and each aggregate is reached through a
@@ -39,6 +39,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use uuid::Uuid;
 
+use super::lazy_table::LazyTable;
 use super::{Store, StoreError, decode, encode};
 use crate::event::Event;
 use crate::event_wire::WireEvent;
@@ -107,35 +108,35 @@ pub(super) type OutboxCopies = Vec<(String, [u8; 16])>;
 type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 type IdTable<'txn> = redb::Table<'txn, [u8; 16], &'static [u8]>;
 
-/// The federation part of the journal writer's transaction.
+/// The federation part of the journal writer's transaction. Its tables
+/// are opened when first written: a store without peers never opens them.
 pub(super) struct FedTables<'txn> {
-    outbox: BytesTable<'txn>,
-    ids: IdTable<'txn>,
+    outbox: LazyTable<'txn, &'static [u8], &'static [u8]>,
+    ids: LazyTable<'txn, [u8; 16], &'static [u8]>,
     routes: Arc<Vec<Route>>,
     /// Rows added in this transaction.
     pub(super) enqueued: usize,
 }
 
 impl<'txn> FedTables<'txn> {
-    pub(super) fn open(
-        txn: &'txn WriteTransaction,
-        shared: &FedShared,
-    ) -> Result<Self, StoreError> {
-        Ok(FedTables {
-            outbox: txn.open_table(FED_OUTBOX)?,
-            ids: txn.open_table(FED_OUTBOX_IDS)?,
+    pub(super) fn open(txn: &'txn WriteTransaction, shared: &FedShared) -> Self {
+        FedTables {
+            outbox: LazyTable::new(txn, FED_OUTBOX),
+            ids: LazyTable::new(txn, FED_OUTBOX_IDS),
             routes: shared.peers.routes.current(),
             enqueued: 0,
-        })
+        }
     }
 
-    /// Queues a just-appended journal event, whole, for every active peer
-    /// subscribed to its type (once per peer, however many patterns match).
-    pub(super) fn enqueue_event(&mut self, event: &Event) -> Result<OutboxCopies, StoreError> {
+    /// The outbox copies a just-appended journal event gets: one for every
+    /// active peer subscribed to its type (once per peer, however many
+    /// patterns match), each with a new message id. Queued by
+    /// [`FedTables::enqueue_copies`].
+    pub(super) fn copies_for(&self, event: &Event) -> OutboxCopies {
         // The system journal (tombstones naming the admin, key rotations) is
         // never sent to a peer, whatever it subscribed to.
         if self.routes.is_empty() || event.plan_id == super::admin::SYSTEM_PLAN {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let mut peers: Vec<&str> = self
             .routes
@@ -143,17 +144,12 @@ impl<'txn> FedTables<'txn> {
             .filter(|r| r.pattern.matches(&event.event_type))
             .map(|r| r.peer.as_str())
             .collect();
-        if peers.is_empty() {
-            return Ok(Vec::new());
-        }
         peers.sort_unstable();
         peers.dedup();
-        let copies: OutboxCopies = peers
+        peers
             .into_iter()
             .map(|peer| (peer.to_string(), outbox::new_message_id().into_bytes()))
-            .collect();
-        self.enqueue_copies(event, &copies)?;
-        Ok(copies)
+            .collect()
     }
 
     /// Queues `event` for each (peer, message id) of `copies`: for a new
@@ -174,8 +170,8 @@ impl<'txn> FedTables<'txn> {
         let queued_at = event.created_at.millis();
         for (peer, message_id) in copies {
             outbox::enqueue(
-                &mut self.outbox,
-                &mut self.ids,
+                self.outbox.table()?,
+                self.ids.table()?,
                 peer,
                 Uuid::from_bytes(*message_id),
                 &event.event_type,
@@ -194,11 +190,15 @@ impl<'txn> FedTables<'txn> {
     /// once per batch: rows name no plan, and retention bounds the outbox.
     pub(super) fn redact_events(&mut self, erased: &[(Uuid, u64)]) -> Result<usize, StoreError> {
         // An instance without peers has an empty outbox: no scan at all.
-        if erased.is_empty() || self.outbox.is_empty()? {
+        if erased.is_empty() {
+            return Ok(0);
+        }
+        let outbox = self.outbox.table()?;
+        if outbox.is_empty()? {
             return Ok(0);
         }
         let mut rewritten = Vec::new();
-        for entry in self.outbox.range::<&[u8]>(..)? {
+        for entry in outbox.range::<&[u8]>(..)? {
             let (k, v) = entry?;
             let mut record: OutboxRecord = decode(v.value())?;
             let Ok(mut event) = serde_json::from_str::<Event>(&record.payload) else {
@@ -214,8 +214,7 @@ impl<'txn> FedTables<'txn> {
             rewritten.push((k.value().to_vec(), record));
         }
         for (key, record) in &rewritten {
-            self.outbox
-                .insert(key.as_slice(), encode(record).as_slice())?;
+            outbox.insert(key.as_slice(), encode(record).as_slice())?;
         }
         Ok(rewritten.len())
     }
@@ -233,7 +232,8 @@ impl<'txn> FedTables<'txn> {
     pub(super) fn forget_plan(&mut self, plan_id: &Uuid) -> Result<(usize, usize), StoreError> {
         let mut doomed = Vec::new();
         let mut blanked = Vec::new();
-        for entry in self.outbox.range::<&[u8]>(..)? {
+        let outbox = self.outbox.table()?;
+        for entry in outbox.range::<&[u8]>(..)? {
             let (k, v) = entry?;
             let mut record: OutboxRecord = decode(v.value())?;
             let of_plan = serde_json::from_str::<Event>(&record.payload)
@@ -248,13 +248,13 @@ impl<'txn> FedTables<'txn> {
                 doomed.push((k.value().to_vec(), record.message_id));
             }
         }
+        let ids = self.ids.table()?;
         for (key, message_id) in &doomed {
-            self.outbox.remove(key.as_slice())?;
-            self.ids.remove(*message_id)?;
+            outbox.remove(key.as_slice())?;
+            ids.remove(*message_id)?;
         }
         for (key, record) in &blanked {
-            self.outbox
-                .insert(key.as_slice(), encode(record).as_slice())?;
+            outbox.insert(key.as_slice(), encode(record).as_slice())?;
         }
         Ok((doomed.len(), blanked.len()))
     }
