@@ -110,6 +110,14 @@ const BATCH_LINES: usize = 256;
 /// (256 lines of 1 MiB payloads per batch is 256 MiB).
 const BATCH_BYTES: usize = 1 << 20;
 
+/// The longest line taken: longer than any event line an export holds.
+/// A payload is at most `limits.max_body_bytes` (at most
+/// [`crate::config::MAX_BODY_BYTES`]) as sent, and its canonical form at
+/// most four times that (`1e15`, four bytes, is written as sixteen
+/// digits; strings never grow); the event's other fields fit in 1 MiB.
+/// Without a bound, one line with no end would be read into memory whole.
+const MAX_LINE_BYTES: usize = 4 * crate::config::MAX_BODY_BYTES + (1 << 20);
+
 /// Non-blank lines as read, end to end in one string, with their line
 /// numbers (from 1) and where each ends.
 struct LineBatch {
@@ -118,8 +126,13 @@ struct LineBatch {
 }
 
 /// Reads up to [`BATCH_LINES`] non-blank lines, fewer once they hold
-/// [`BATCH_BYTES`]; `None` at the end.
-fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<LineBatch>, String> {
+/// [`BATCH_BYTES`]; `None` at the end. A line longer than `max_line` bytes
+/// (without its end) is refused once a few more than that are read.
+fn read_batch(
+    reader: &mut impl BufRead,
+    line_no: &mut u64,
+    max_line: usize,
+) -> Result<Option<LineBatch>, String> {
     let mut batch = LineBatch {
         text: String::with_capacity(BATCH_LINES * 1400),
         lines: Vec::with_capacity(BATCH_LINES),
@@ -127,12 +140,18 @@ fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<Lin
     while batch.lines.len() < BATCH_LINES && batch.text.len() < BATCH_BYTES {
         let start = batch.text.len();
         *line_no += 1;
-        let read = reader
+        // Room for the line, its `\r\n`, and one byte more to tell a longer one.
+        let limit = u64::try_from(max_line)
+            .unwrap_or(u64::MAX)
+            .saturating_add(3);
+        // `take` on the reference, so that the reader is still ours after.
+        let read = std::io::Read::take(&mut *reader, limit)
             .read_line(&mut batch.text)
             .map_err(|e| format!("reading line {line_no}: {e}"))?;
         if read == 0 {
             break;
         }
+
         // As `lines()` takes them: without the `\n` or `\r\n`.
         let mut end = batch.text.len();
         if batch.text[..end].ends_with('\n') {
@@ -140,6 +159,11 @@ fn read_batch(reader: &mut impl BufRead, line_no: &mut u64) -> Result<Option<Lin
             if batch.text[..end].ends_with('\r') {
                 end -= 1;
             }
+        }
+        if end - start > max_line {
+            return Err(format!(
+                "line {line_no} is longer than {max_line} bytes, longer than any event line of an export"
+            ));
         }
         batch.text.truncate(end);
         if batch.text[start..].trim().is_empty() {
@@ -177,7 +201,7 @@ pub(crate) fn verify_export(
     let mut verdict = None;
     run_in_order(
         cores(),
-        || read_batch(&mut reader, &mut line_no),
+        || read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES),
         |batch| parse_batch(batch, keyring, log.is_some()),
         |(batch, parsed): (LineBatch, Vec<Result<Parsed, String>>)| {
             for ((line_no, line), parsed) in batch.lines().zip(parsed) {
@@ -532,7 +556,7 @@ mod tests {
         }
         let mut reader = file.as_bytes();
         let (mut line_no, mut seen, mut batches) = (0u64, Vec::new(), 0);
-        while let Some(batch) = read_batch(&mut reader, &mut line_no).unwrap() {
+        while let Some(batch) = read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES).unwrap() {
             batches += 1;
             let longest = batch.lines().map(|(_, l)| l.len()).max().unwrap();
             assert!(
@@ -556,16 +580,56 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    /// A line longer than the bound is refused, with its number, once the
+    /// bound is read (not the whole line); lines up to the bound, with or
+    /// without their `\n` or `\r\n`, are taken.
+    #[test]
+    fn a_line_longer_than_the_bound_is_refused() {
+        let max = 64;
+        let fits = format!(
+            "{}\r\n{}\n{}",
+            "a".repeat(max - 1),
+            "b".repeat(max - 1),
+            "c".repeat(max)
+        );
+        let mut reader = fits.as_bytes();
+        let mut line_no = 0;
+        let batch = read_batch(&mut reader, &mut line_no, max).unwrap().unwrap();
+        let lengths: Vec<usize> = batch.lines().map(|(_, l)| l.len()).collect();
+        assert_eq!(lengths, [max - 1, max - 1, max]);
+
+        let long = format!("{{}}\n\n{}\n{{}}\n", "x".repeat(10 * max));
+        let mut reader = long.as_bytes();
+        let mut line_no = 0;
+        let err = read_batch(&mut reader, &mut line_no, max)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.starts_with("line 3 is longer than 64 bytes"), "{err}");
+        assert_eq!(
+            reader.len(),
+            long.len() - 4 - (max + 3),
+            "reading stopped just past the bound"
+        );
+    }
+
     /// Short lines still fill a batch to [`BATCH_LINES`].
     #[test]
     fn batches_of_short_lines_hold_batch_lines() {
         let file = "{}\n".repeat(BATCH_LINES + 3);
         let mut reader = file.as_bytes();
         let mut line_no = 0;
-        let first = read_batch(&mut reader, &mut line_no).unwrap().unwrap();
+        let first = read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.lines.len(), BATCH_LINES);
-        let second = read_batch(&mut reader, &mut line_no).unwrap().unwrap();
+        let second = read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES)
+            .unwrap()
+            .unwrap();
         assert_eq!(second.lines.len(), 3);
-        assert!(read_batch(&mut reader, &mut line_no).unwrap().is_none());
+        assert!(
+            read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -31,7 +31,7 @@ pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config.toml");
 /// the parsed value and the stored record at once (and a federated copy
 /// more), so without a bound a typo in the config could let a single
 /// request take gigabytes.
-const MAX_BODY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// The whole file. Every key has a default, the shipped `config.toml`'s
 /// value (a test holds them equal), so a file names only what it changes.
