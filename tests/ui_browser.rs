@@ -62,7 +62,7 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     append(
         &daemon,
         plan,
-        json!({"type": "step.completed", "actor": "<b>mallory</b>", "payload": {"note": XSS}}),
+        json!({"type": "step.completed", "actor": "<b>mallory</b>\u{202E}gnp.exe", "payload": {"note": XSS, "zw": "pa\u{200B}y"}}),
     )
     .await;
     append(&daemon, plan, step(4)).await;
@@ -189,13 +189,20 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     .await;
 
     // The XSS payload and actor are text: no element was made of them.
-    let xss = b.eval("return [document.querySelectorAll('#main img, #main b').length, document.querySelector('#events tr[data-seq=\"4\"]').textContent];").await;
+    // The right-to-left override and the zero-width space are shown as
+    // marked code points, not written into the page.
+    let xss = b.eval("return [document.querySelectorAll('#main img, #main b').length, document.querySelector('#events tr[data-seq=\"4\"]').textContent, [...document.querySelectorAll('#events tr[data-seq=\"4\"] .hidden-char')].map((s) => s.textContent)];").await;
     assert_eq!(xss[0], 0, "markup from the journal was rendered");
+    let row4 = xss[1].as_str().unwrap();
     assert!(
-        xss[1].as_str().unwrap().contains(XSS)
-            && xss[1].as_str().unwrap().contains("<b>mallory</b>"),
+        row4.contains(XSS) && row4.contains("<b>mallory</b>U+202Egnp.exe"),
         "{xss}"
     );
+    assert!(
+        !row4.contains('\u{202E}') && !row4.contains('\u{200B}'),
+        "{xss}"
+    );
+    assert_eq!(xss[2], json!(["U+202E", "U+200B"]), "{xss}");
 
     // Live in the plan view.
     append(&daemon, plan, step(6)).await;
@@ -208,7 +215,11 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     // The detail view and its permalink.
     b.click("#events tr[data-seq='4']").await;
     let detail = b.wait_for("the detail", "const d = document.getElementById('detail'); return d.hidden ? null : [document.getElementById('payload').textContent, document.getElementById('permalink').getAttribute('href'), location.hash];", |v| !v.is_null()).await;
-    assert!(detail[0].as_str().unwrap().contains(XSS), "{detail}");
+    let payload = detail[0].as_str().unwrap();
+    assert!(
+        payload.contains(XSS) && payload.contains("paU+200By") && !payload.contains('\u{200B}'),
+        "{detail}"
+    );
     assert_eq!(detail[1], format!("/ui/plans/{plan}#seq=4"));
     assert_eq!(detail[2], "#seq=4");
     b.client

@@ -61,6 +61,36 @@ export function summary(payload, max = 80) {
   return text.length > max ? text.slice(0, max - 1) + "…" : text;
 }
 
+// Characters that show as nothing, or change the direction of the text
+// around them: Unicode format characters (zero-width spaces and joiners,
+// bidi embeddings, overrides and isolates, U+FEFF, tag characters),
+// controls other than tab and line feed, line and paragraph separators,
+// and the Hangul fillers. With them an appender can make text look other
+// than its characters ("Trojan Source"); each is shown as its marked code
+// point instead.
+const HIDDEN = /[\p{Cf}\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029\u115F\u1160\u3164\uFFA0]/u;
+const EVERY_HIDDEN = new RegExp(HIDDEN.source, "gu");
+
+/**
+ * `text` with every hidden character (above) replaced by a marked
+ * `U+XXXX`: a string when there is none, else Text and element parts for
+ * `el` and `replace`.
+ */
+export function visible(text) {
+  const s = String(text ?? "");
+  if (!HIDDEN.test(s)) return s;
+  const parts = [];
+  let last = 0;
+  for (const m of s.matchAll(EVERY_HIDDEN)) {
+    const cp = m[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+    parts.push(s.slice(last, m.index),
+      el("span", { class: "hidden-char", title: `an invisible or direction-changing character, U+${cp}` }, `U+${cp}`));
+    last = m.index + m[0].length;
+  }
+  parts.push(s.slice(last));
+  return parts;
+}
+
 /** The state badge: verified, redacted, broken (reason) or pending. */
 export function badge(state, reason) {
   const label = state === "broken" && reason ? `broken: ${reason}` : state;

@@ -3,7 +3,7 @@
 // and the witnessing health from /readyz.
 
 import { getJson } from "./api.js";
-import { el, replace } from "./dom.js";
+import { el, replace, visible } from "./dom.js";
 
 const BASE = "/api/v1/federation";
 
@@ -15,7 +15,7 @@ export async function hasFederationScope() {
 function table(id, rows) {
   if (!rows.length) return el("p", { id, class: "muted" }, "none");
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))].slice(0, 10);
-  const cell = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const cell = (v) => visible(v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
   return el("table", { id, class: "data" },
     el("thead", {}, el("tr", {}, cols.map((c) => el("th", { scope: "col" }, c)))),
     el("tbody", {}, rows.map((r) => el("tr", {}, cols.map((c) => el("td", {}, cell(r[c])))))));

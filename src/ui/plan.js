@@ -4,7 +4,7 @@
 
 import { ApiError, follow, getJson } from "./api.js";
 import { Broken, PlanChecker } from "./check.js";
-import { badge, el, num, replace, summary, time } from "./dom.js";
+import { badge, el, num, replace, summary, time, visible } from "./dom.js";
 import { matches, validPatterns } from "./plans.js";
 import { b64encode } from "./verify.js";
 
@@ -54,8 +54,8 @@ export function planView(root, planId) {
     const s = stateOf(seq);
     tr.dataset.state = s.state;
     replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, badge(s.state, s.reason)), el("td", {}, time(e.created_at)),
-      el("td", {}, el("code", {}, e.type)), el("td", { class: "wide" }, e.actor ?? "—"),
-      el("td", { class: "wide payload" }, e.redacted === true ? "(erased)" : summary(e.payload)));
+      el("td", {}, el("code", {}, visible(e.type))), el("td", { class: "wide" }, visible(e.actor ?? "—")),
+      el("td", { class: "wide payload" }, e.redacted === true ? "(erased)" : visible(summary(e.payload))));
     tr.hidden = !matches(validPatterns(filter.value) ? filter.value : "", e.type);
     return tr;
   };
@@ -201,14 +201,14 @@ export function planView(root, planId) {
       el("div", { class: "detail-head" }, el("h2", {}, `Event ${num(seq)}`), el("button", { id: "close-detail", "aria-label": "Close", onclick: () => select(null) }, "Close")),
       el("p", {}, badge(s.state, s.reason)),
       el("p", {}, el("a", { id: "permalink", href: link }, "Permalink")),
-      el("dl", {}, field("seq", num(e.seq)), field("time", time(e.created_at)), field("type", e.type), field("actor", e.actor ?? "null"),
+      el("dl", {}, field("seq", num(e.seq)), field("time", time(e.created_at)), field("type", visible(e.type)), field("actor", visible(e.actor ?? "null")),
         field("id", e.id), field("payload hash", el("code", { class: "hash" }, e.payload_hash)),
         field("prev hash", el("code", { class: "hash" }, e.prev_hash ?? "null")),
         field("signature", el("code", { class: "hash" }, e.signature)), field("key id", el("code", {}, e.key_id)),
         field("leaf hash", s.leaf ? el("code", { class: "hash" }, b64encode(s.leaf)) : "—"),
-        s.record ? field("redaction", `${s.record.reason} (by ${JSON.stringify(s.record.by)}, ${s.record.at}, system journal seq ${s.record.seq})`) : null),
+        s.record ? field("redaction", visible(`${s.record.reason} (by ${JSON.stringify(s.record.by)}, ${s.record.at}, system journal seq ${s.record.seq})`)) : null),
       el("h3", {}, "Payload"),
-      el("pre", { id: "payload", class: "payload" }, e.redacted === true ? "(erased; its hash stays in the log)" : JSON.stringify(e.payload, null, 2)));
+      el("pre", { id: "payload", class: "payload" }, e.redacted === true ? "(erased; its hash stays in the log)" : visible(JSON.stringify(e.payload, null, 2))));
     detail.hidden = false;
     for (const [n, tr] of rows) tr.classList.toggle("selected", n === seq);
   };
