@@ -110,6 +110,9 @@ pub(super) struct Segment {
     pub(super) needs_reset: bool,
     /// When the first frame since the segment was last emptied committed.
     first_committed: Option<std::time::Instant>,
+    /// Test switch: zeroing the frames of a failed batch fails.
+    #[cfg(test)]
+    pub(super) fail_zeroing: bool,
 }
 
 impl Segment {
@@ -150,6 +153,8 @@ impl Segment {
             pending: Vec::new(),
             needs_reset: false,
             first_committed: None,
+            #[cfg(test)]
+            fail_zeroing: false,
         };
         let (records, end) = segment.read_records(None)?;
         segment.end = end;
@@ -256,19 +261,27 @@ impl Segment {
     /// an append answered with an error (replay stops at the first frame
     /// that does not check). Emptying the segment after a checkpoint is
     /// what guarantees it if zeroing fails too; until then
-    /// [`Segment::needs_reset`] stays set.
-    pub(super) fn abandoned(&mut self) {
+    /// [`Segment::needs_reset`] stays set. Returns false when zeroing
+    /// failed.
+    #[must_use]
+    pub(super) fn abandoned(&mut self) -> bool {
         let written = self.end..self.end + self.pending.len() as u64;
         self.pending.clear();
         self.needs_reset = true;
         if written.is_empty() {
-            return;
+            return true;
+        }
+        #[cfg(test)]
+        if self.fail_zeroing {
+            return false;
         }
         if let Err(e) =
             zero_fill(&self.file, written.start, written.end).and_then(|()| self.file.sync_data())
         {
             tracing::error!(error = %e, path = %self.path.display(), "zeroing the frames of a failed batch failed; a crash before the next checkpoint may bring them back");
+            return false;
         }
+        true
     }
 
     /// Empties the segment: a new epoch in the header, `fdatasync`ed. Only
@@ -591,7 +604,7 @@ mod tests {
         assert_eq!(records, batch);
         assert!(segment.prepare(&[record(3, 20)]));
         segment.write_pending().unwrap();
-        segment.abandoned();
+        assert!(segment.abandoned());
         assert!(segment.needs_reset);
         segment.reset().unwrap();
         drop(segment);

@@ -213,7 +213,7 @@ impl WriterLoop {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, appends = batch.len(), "journal commit failed; nothing in the batch was written");
+                tracing::error!(error = %e, appends = batch.len(), "journal commit failed; its appends were answered with the error");
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(AppendError::Storage(e.clone())));
                 }
@@ -426,6 +426,61 @@ mod tests {
         assert_eq!(store.last_position().unwrap(), 2);
         let keyring = store.keyring();
         assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A batch that fails after its frames were written is answered with
+    /// its error; when zeroing those frames fails too, the answer says that
+    /// the append may come back after a crash, instead of leaving the
+    /// caller to believe nothing was written.
+    #[tokio::test]
+    async fn a_failed_batch_whose_frames_stay_says_so() {
+        use crate::chain::CanonicalPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let (fanout, _published) = broadcast::channel(16);
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let mut writer_loop = WriterLoop {
+            fed: store.fed.clone(),
+            db: store.db.clone(),
+            keyring: store.keyring.clone(),
+            fanout,
+            position: 0,
+            stats: Arc::new(WriterStats::default()),
+            retry: RETRY_FIRST,
+            segment: Some(Segment::open(&dir.path().join("batch.wal")).unwrap().0),
+        };
+        let mut details = Vec::new();
+        for fail_zeroing in [false, true] {
+            writer_loop.segment.as_mut().unwrap().fail_zeroing = fail_zeroing;
+            writer_loop
+                .stats
+                .fail_next_commit
+                .store(true, Ordering::Relaxed);
+            let request = AppendRequest {
+                plan_id: Uuid::new_v4(),
+                event_type: "step.started".into(),
+                actor: None,
+                payload: CanonicalPayload::new(&serde_json::json!({ "n": 1 })),
+                expected_seq: None,
+                idempotency: None,
+            };
+            let (reply, answer) = oneshot::channel();
+            writer_loop.commit_batch(&mut vec![(request, reply)]);
+            match answer.await.unwrap() {
+                Err(AppendError::Storage(e)) => details.push(e.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(details[0], "injected commit failure");
+        assert!(
+            details[1].starts_with("injected commit failure; erasing the batch's write-ahead frames failed too, so the append may still appear after a crash"),
+            "{details:?}"
+        );
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await

@@ -207,24 +207,22 @@ impl WriterLoop {
                     }
                 });
                 if let Err(e) = synced {
-                    segment.abandoned();
                     // Dropping the transaction aborts it.
-                    return Err(e);
+                    return Err(abandon(segment, e));
                 }
                 let enqueued = tables.fed.enqueued;
                 drop(tables);
                 #[cfg(test)]
                 if self.stats.fail_next_commit.swap(false, Ordering::Relaxed) {
-                    segment.abandoned();
                     let io = self.stats.injected_fault_is_io.load(Ordering::Relaxed);
-                    return Err(StoreError::with_fault(
+                    let e = StoreError::with_fault(
                         "injected commit failure".into(),
                         if io { Fault::Io } else { Fault::Other },
-                    ));
+                    );
+                    return Err(abandon(segment, e));
                 }
                 if let Err(e) = txn.commit() {
-                    segment.abandoned();
-                    return Err(e.into());
+                    return Err(abandon(segment, e.into()));
                 }
                 segment.committed();
                 enqueued
@@ -257,6 +255,22 @@ impl WriterLoop {
         }
         Ok((outcomes, position))
     }
+}
+
+/// The error of a batch whose frames may be in the segment: they are
+/// zeroed ([`Segment::abandoned`]), so that its appends, told they failed,
+/// never come back. When that fails too, the callers are told the truth:
+/// a crash before the next checkpoint may bring the appends back.
+fn abandon(segment: &mut Segment, e: StoreError) -> StoreError {
+    if segment.abandoned() {
+        return e;
+    }
+    StoreError::with_fault(
+        format!(
+            "{e}; erasing the batch's write-ahead frames failed too, so the append may still appear after a crash: retry with the same Idempotency-Key"
+        ),
+        e.fault(),
+    )
 }
 
 /// How long the writer may wait for a job before it checkpoints `segment`;
