@@ -315,6 +315,25 @@ mod tests {
     use crate::store::{Idempotency, Store};
     use uuid::Uuid;
 
+    /// A writer loop over `store`'s database, driven by the test itself,
+    /// with a write-ahead segment at `segment` or none.
+    fn writer_loop(
+        store: &Store,
+        fanout: broadcast::Sender<Arc<Event>>,
+        segment: Option<std::path::PathBuf>,
+    ) -> WriterLoop {
+        WriterLoop {
+            fed: store.fed.clone(),
+            db: store.db.clone(),
+            keyring: store.keyring.clone(),
+            fanout,
+            position: 0,
+            stats: Arc::new(WriterStats::default()),
+            retry: RETRY_FIRST,
+            segment: segment.map(|path| Segment::open(&path).unwrap().0),
+        }
+    }
+
     /// One batch mixing every outcome for one plan: a new event, a retry of
     /// it with the same key (in the same batch), the key reused for another
     /// request, a stale `expected_seq`, and a correct one. Each caller gets
@@ -365,17 +384,8 @@ mod tests {
             batch.push((req, reply));
             answers.push(answer);
         }
-        let mut writer_loop = WriterLoop {
-            fed: store.fed.clone(),
-            db: store.db.clone(),
-            keyring: store.keyring.clone(),
-            fanout,
-            position: 0,
-            stats: Arc::new(WriterStats::default()),
-            retry: RETRY_FIRST,
-            segment: through_segment
-                .then(|| Segment::open(&dir.path().join("batch.wal")).unwrap().0),
-        };
+        let segment = through_segment.then(|| dir.path().join("batch.wal"));
+        let mut writer_loop = writer_loop(&store, fanout, segment);
         writer_loop.commit_batch(&mut batch);
         let mut outcomes = Vec::new();
         for answer in answers {
@@ -444,16 +454,7 @@ mod tests {
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
-        let mut writer_loop = WriterLoop {
-            fed: store.fed.clone(),
-            db: store.db.clone(),
-            keyring: store.keyring.clone(),
-            fanout,
-            position: 0,
-            stats: Arc::new(WriterStats::default()),
-            retry: RETRY_FIRST,
-            segment: Some(Segment::open(&dir.path().join("batch.wal")).unwrap().0),
-        };
+        let mut writer_loop = writer_loop(&store, fanout, Some(dir.path().join("batch.wal")));
         let mut details = Vec::new();
         for fail_zeroing in [false, true] {
             writer_loop.segment.as_mut().unwrap().fail_zeroing = fail_zeroing;
@@ -500,16 +501,7 @@ mod tests {
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
         let plan = Uuid::new_v4();
-        let mut writer_loop = WriterLoop {
-            fed: store.fed.clone(),
-            db: store.db.clone(),
-            keyring: store.keyring.clone(),
-            fanout,
-            position: 0,
-            stats: Arc::new(WriterStats::default()),
-            retry: RETRY_FIRST,
-            segment: None,
-        };
+        let mut writer_loop = writer_loop(&store, fanout, None);
         for size in [70, 10, 32] {
             let mut batch = Vec::new();
             for n in 0..size {
