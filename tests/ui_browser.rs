@@ -62,7 +62,7 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     append(
         &daemon,
         plan,
-        json!({"type": "step.completed", "actor": "<b>mallory</b>\u{202E}gnp.exe", "payload": {"note": XSS, "zw": "pa\u{200B}y"}}),
+        json!({"type": "step.completed", "actor": "<b>mallory</b>\u{202E}gnp.exe", "payload": {"note": XSS, "zw": "pa\u{200B}y", "cgj": "a\u{34F}b", "ok": "\u{1F44D}\u{FE0F}"}}),
     )
     .await;
     append(&daemon, plan, step(4)).await;
@@ -202,7 +202,11 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         !row4.contains('\u{202E}') && !row4.contains('\u{200B}'),
         "{xss}"
     );
-    assert_eq!(xss[2], json!(["U+202E", "U+200B"]), "{xss}");
+    // Marks in order: the actor's override, then the payload's (members in
+    // JCS order) grapheme joiner and zero-width space; the emoji's
+    // presentation selector is not one.
+    assert_eq!(xss[2], json!(["U+202E", "U+034F", "U+200B"]), "{xss}");
+    assert!(row4.contains("\u{1F44D}\u{FE0F}"), "{xss}");
 
     // Live in the plan view.
     append(&daemon, plan, step(6)).await;
@@ -551,6 +555,29 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
         fails,
         json!([]),
         "the viewer's JavaScript disagrees with the vectors"
+    );
+    b.close().await;
+}
+
+/// The viewer's marking of invisible and direction-changing characters,
+/// with the browser's own Unicode tables: which are boxed, runs as one box,
+/// emoji left whole, and at most 1,000 boxes for a text of a million.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_marks_hidden_characters_in_the_browser() {
+    if !ensure_chromium() {
+        return;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let _daemon = Daemon::start(opts(port));
+    let b = Browser::start().await;
+    let fails = b
+        .run_on_page(port, include_str!("browser/visible.js"), vec![])
+        .await;
+    assert_eq!(
+        fails,
+        json!([]),
+        "hidden characters are not marked as they should be"
     );
     b.close().await;
 }

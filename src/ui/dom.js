@@ -58,41 +58,80 @@ export function short(value, n = 12) {
 export function summary(payload, max = 80) {
   if (payload === undefined) return "";
   const text = JSON.stringify(payload) ?? "";
-  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+  if (text.length <= max) return text;
+  // Never cut between the two halves of a surrogate pair.
+  const cut = /[\uD800-\uDBFF]/.test(text[max - 2]) ? max - 2 : max - 1;
+  return text.slice(0, cut) + "…";
 }
 
 // Characters that show as nothing, or change the direction of the text
 // around them: Unicode format characters (zero-width spaces and joiners,
-// bidi embeddings, overrides and isolates, U+FEFF, tag characters),
-// controls other than tab and line feed, line and paragraph separators,
-// and the Hangul fillers. With them an appender can make text look other
-// than its characters ("Trojan Source"); each is shown as its marked code
-// point instead.
-const HIDDEN = /[\p{Cf}\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029\u115F\u1160\u3164\uFFA0]/u;
+// bidi embeddings, overrides and isolates, U+FEFF, tag characters), every
+// other default-ignorable code point (variation selectors, U+034F, the
+// Hangul fillers, unassigned ones), controls other than tab and line feed,
+// and line and paragraph separators. With them an appender can make text
+// look other than its characters ("Trojan Source"), so each is shown as
+// its code point in a marked box instead. Emoji keep the joiners and
+// presentation selectors between them: those only join or style emoji.
+const HIDDEN = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u0000-\u0008\u000B-\u001F\u007F-\u009F\u2028\u2029]/u;
 const EVERY_HIDDEN = new RegExp(HIDDEN.source, "gu");
+const EMOJI_BEFORE = /[\p{Extended_Pictographic}\p{Emoji_Modifier}]\uFE0F?$/u;
+const EMOJI_AFTER = /^\p{Extended_Pictographic}/u;
+/** Marks made for one text at most: millions of hidden characters must not make millions of elements. */
+const MAX_MARKS = 1000;
+
+/** Whether the hidden character `c` at `at` joins or styles emoji. */
+function emojiGlue(s, at, c) {
+  if (c === "\uFE0E" || c === "\uFE0F") return EMOJI_BEFORE.test(s.slice(Math.max(0, at - 2), at)) && !s.slice(0, at).endsWith("\uFE0F");
+  if (c !== "\u200D") return false;
+  return EMOJI_BEFORE.test(s.slice(Math.max(0, at - 3), at)) && EMOJI_AFTER.test(s.slice(at + 1, at + 3));
+}
+
+/** `U+XXXX` of a character. */
+function codePoint(c) {
+  return `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+}
 
 /**
- * `text` with every hidden character (above) replaced by a marked
- * `U+XXXX`: a string when there is none, else Text and element parts for
- * `el` and `replace`.
+ * `text` with every hidden character (above) shown as its code point in
+ * a marked box (a run of the same one as one box with its count): a
+ * string when there is none, else Text and element parts for `el` and
+ * `replace`. After [`MAX_MARKS`] boxes the rest of the text is not shown,
+ * and the last box says so.
  */
 export function visible(text) {
   const s = String(text ?? "");
   if (!HIDDEN.test(s)) return s;
   const parts = [];
   let last = 0;
+  let marks = 0;
   for (const m of s.matchAll(EVERY_HIDDEN)) {
-    const cp = m[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
-    parts.push(s.slice(last, m.index),
-      el("span", { class: "hidden-char", title: `an invisible or direction-changing character, U+${cp}` }, `U+${cp}`));
-    last = m.index + m[0].length;
+    if (m.index < last || emojiGlue(s, m.index, m[0])) continue;
+    let end = m.index + m[0].length;
+    let count = 1;
+    while (s.startsWith(m[0], end)) { end += m[0].length; count += 1; }
+    if (m.index > last) parts.push(s.slice(last, m.index));
+    if (marks === MAX_MARKS) {
+      parts.push(el("span", { class: "hidden-char" }, `… more hidden characters: the rest of this text is not shown here (${num(s.length - m.index)} UTF-16 units)`));
+      return parts;
+    }
+    const label = count > 1 ? `${codePoint(m[0])} ×${num(count)}` : codePoint(m[0]);
+    parts.push(el("span", { class: "hidden-char", title: "an invisible or direction-changing character", "aria-label": `hidden character ${label}` }, label));
+    marks += 1;
+    last = end;
   }
-  parts.push(s.slice(last));
+  if (last < s.length) parts.push(s.slice(last));
   return parts;
+}
+
+/** `text` for an attribute (a tooltip): each hidden character as `[U+XXXX]`. */
+export function visibleText(text) {
+  const s = String(text ?? "");
+  return HIDDEN.test(s) ? s.replace(EVERY_HIDDEN, (c, at) => (emojiGlue(s, at, c) ? c : `[${codePoint(c)}]`)) : s;
 }
 
 /** The state badge: verified, redacted, broken (reason) or pending. */
 export function badge(state, reason) {
   const label = state === "broken" && reason ? `broken: ${reason}` : state;
-  return el("span", { class: `badge ${state}`, title: reason || state }, label);
+  return el("span", { class: `badge ${state}`, title: visibleText(reason || state) }, visible(label));
 }

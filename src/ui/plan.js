@@ -54,7 +54,7 @@ export function planView(root, planId) {
     const s = stateOf(seq);
     tr.dataset.state = s.state;
     replace(tr, el("td", { class: "num" }, num(seq)), el("td", {}, badge(s.state, s.reason)), el("td", {}, time(e.created_at)),
-      el("td", {}, el("code", {}, visible(e.type))), el("td", { class: "wide" }, visible(e.actor ?? "—")),
+      el("td", {}, el("code", {}, visible(e.type))), el("td", { class: "wide actor" }, visible(e.actor ?? "—")),
       el("td", { class: "wide payload" }, e.redacted === true ? "(erased)" : visible(summary(e.payload))));
     tr.hidden = !matches(validPatterns(filter.value) ? filter.value : "", e.type);
     return tr;
