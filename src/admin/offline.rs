@@ -6,7 +6,7 @@
 use std::io::BufRead;
 use std::ops::ControlFlow;
 
-use logbook_base::ordered_pool::{cores, run_in_order};
+use logbook_base::ordered_pool::{cores, run_in_order_bounded};
 use logbook_journal::Event;
 use logbook_journal::chain::{
     BrokenReason, ChainLink, ChainVerifier, PayloadVerdict, SignatureScratch,
@@ -110,6 +110,12 @@ const BATCH_LINES: usize = 256;
 /// (256 lines of 1 MiB payloads per batch is 256 MiB).
 const BATCH_BYTES: usize = 1 << 20;
 
+/// Bytes of line text out with the workers at once, at most (one batch
+/// more if it alone is larger): with lines near [`MAX_LINE_BYTES`], the
+/// batches in flight on every core would otherwise hold several of them.
+/// Batches of ordinary lines (about 1 MiB each) never reach it.
+const MAX_BYTES_OUT: usize = 64 << 20;
+
 /// The longest line taken: longer than any event line an export holds.
 /// A payload is at most `limits.max_body_bytes` (at most
 /// [`crate::config::MAX_BODY_BYTES`]) as sent, and its canonical form at
@@ -145,9 +151,16 @@ fn read_batch(
             .unwrap_or(u64::MAX)
             .saturating_add(3);
         // `take` on the reference, so that the reader is still ours after.
-        let read = std::io::Read::take(&mut *reader, limit)
-            .read_line(&mut batch.text)
-            .map_err(|e| format!("reading line {line_no}: {e}"))?;
+        let mut line = std::io::Read::take(&mut *reader, limit);
+        let read = line.read_line(&mut batch.text).map_err(|e| {
+            // The cut can split a character: a line read to the limit is
+            // too long, whatever else is wrong with it.
+            if line.limit() == 0 {
+                too_long(*line_no, max_line)
+            } else {
+                format!("reading line {line_no}: {e}")
+            }
+        })?;
         if read == 0 {
             break;
         }
@@ -161,9 +174,7 @@ fn read_batch(
             }
         }
         if end - start > max_line {
-            return Err(format!(
-                "line {line_no} is longer than {max_line} bytes, longer than any event line of an export"
-            ));
+            return Err(too_long(*line_no, max_line));
         }
         batch.text.truncate(end);
         if batch.text[start..].trim().is_empty() {
@@ -173,6 +184,12 @@ fn read_batch(
         }
     }
     Ok((!batch.lines.is_empty()).then_some(batch))
+}
+
+fn too_long(line_no: u64, max_line: usize) -> String {
+    format!(
+        "line {line_no} is longer than {max_line} bytes, longer than any event line of an export"
+    )
 }
 
 impl LineBatch {
@@ -199,8 +216,10 @@ pub(crate) fn verify_export(
     let mut walk = Walk::new(keyring, log);
     let mut line_no = 0u64;
     let mut verdict = None;
-    run_in_order(
+    run_in_order_bounded(
         cores(),
+        MAX_BYTES_OUT,
+        |batch: &LineBatch| batch.text.len(),
         || read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES),
         |batch| parse_batch(batch, keyring, log.is_some()),
         |(batch, parsed): (LineBatch, Vec<Result<Parsed, String>>)| {
@@ -610,6 +629,14 @@ mod tests {
             long.len() - 4 - (max + 3),
             "reading stopped just past the bound"
         );
+        // Cut inside a two-byte character: still too long, not "not UTF-8".
+        let accents = format!("{{}}\n{}\n", "é".repeat(10 * max));
+        let mut reader = accents.as_bytes();
+        let mut line_no = 0;
+        let err = read_batch(&mut reader, &mut line_no, max)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.starts_with("line 2 is longer than 64 bytes"), "{err}");
     }
 
     /// Short lines still fill a batch to [`BATCH_LINES`].

@@ -24,6 +24,25 @@ const IN_FLIGHT_PER_THREAD: usize = 3;
 /// `take` breaks. `read` and `take` run on the calling thread.
 pub fn run_in_order<B, R, E>(
     threads: usize,
+    read: impl FnMut() -> Result<Option<B>, E>,
+    work: impl Fn(B) -> R + Sync,
+    take: impl FnMut(R) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E>
+where
+    B: Send,
+    R: Send,
+{
+    run_in_order_bounded(threads, usize::MAX, |_| 0, read, work, take)
+}
+
+/// [`run_in_order`], with the batches out at once also bounded by their
+/// total `size`: no batch is read while those out add up to `max_size` or
+/// more, unless none is out. So the memory held is at most `max_size` plus
+/// one batch, whatever the thread count, when batches can be large.
+pub fn run_in_order_bounded<B, R, E>(
+    threads: usize,
+    max_size: usize,
+    size: impl Fn(&B) -> usize,
     mut read: impl FnMut() -> Result<Option<B>, E>,
     work: impl Fn(B) -> R + Sync,
     mut take: impl FnMut(R) -> Result<ControlFlow<()>, E>,
@@ -53,10 +72,16 @@ where
         }
         let limit = threads * IN_FLIGHT_PER_THREAD;
         let (mut sent, mut taken, mut done) = (0usize, 0usize, false);
+        // The size of each batch out, oldest first, and their sum.
+        let mut out_sizes = std::collections::VecDeque::with_capacity(limit);
+        let mut out_size = 0usize;
         loop {
-            while !done && sent - taken < limit {
+            while !done && sent - taken < limit && (out_size < max_size || sent == taken) {
                 match read()? {
                     Some(batch) => {
+                        let batch_size = size(&batch);
+                        out_sizes.push_back(batch_size);
+                        out_size = out_size.saturating_add(batch_size);
                         to_workers[sent % threads]
                             .send(batch)
                             .expect("a worker lives until its inbox closes");
@@ -74,6 +99,8 @@ where
                 .recv()
                 .expect("a worker answers every batch unless it panicked");
             taken += 1;
+            let batch_size = out_sizes.pop_front().expect("one size per batch out");
+            out_size -= batch_size;
             if take(result)?.is_break() {
                 return Ok(());
             }
@@ -115,6 +142,37 @@ mod tests {
             let want: Vec<u64> = (1..=100).map(|n| n * n).collect();
             assert_eq!(seen, want, "{threads} threads");
         }
+    }
+
+    /// Large batches: never more out at once than fit in the size bound,
+    /// but always one, even one larger than the bound; every batch is
+    /// still taken, in order.
+    #[test]
+    fn the_size_bound_limits_the_batches_out() {
+        let read_count = std::cell::Cell::new(0usize);
+        let mut taken = Vec::new();
+        let mut most_out = 0;
+        let sizes = [10usize, 10, 10, 10, 100, 10, 10, 10];
+        run_in_order_bounded(
+            4,
+            25,
+            |&(_, size): &(usize, usize)| size,
+            || -> Result<Option<(usize, usize)>, ()> {
+                let n = read_count.get();
+                let next = sizes.get(n).map(|&size| (n, size));
+                read_count.set(n + usize::from(next.is_some()));
+                Ok(next)
+            },
+            |batch| batch.0,
+            |n| {
+                most_out = most_out.max(read_count.get() - taken.len());
+                taken.push(n);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .unwrap();
+        assert_eq!(taken, (0..sizes.len()).collect::<Vec<_>>());
+        assert_eq!(most_out, 3, "three batches of 10 reach the bound of 25");
     }
 
     /// A break stops reading soon (at most the batches in flight are read
