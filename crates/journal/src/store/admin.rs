@@ -468,14 +468,16 @@ impl Tables<'_> {
         super::tree::remove_plan(self.tree.table()?, plan_id)?;
         let events = self.events.table()?;
         let mut doomed = Vec::new();
-        for entry in events.range(event_key(plan_id, 0)..=event_key(plan_id, u64::MAX))? {
+        for entry in
+            events.range::<&[u8; 24]>(&event_key(plan_id, 0)..=&event_key(plan_id, u64::MAX))?
+        {
             let (k, v) = entry?;
             let record = super::decode_event(v.value())?;
-            doomed.push((k.value(), record.position));
+            doomed.push((*k.value(), record.position));
         }
         let positions = self.positions.table()?;
         for (key, position) in doomed {
-            events.remove(key)?;
+            events.remove(&key)?;
             positions.remove(position)?;
         }
         let idempotency = self.idempotency.table()?;

@@ -23,11 +23,11 @@ use logbook_tlog::merkle;
 
 pub(super) struct Tables<'txn> {
     pub(super) fed: federation::FedTables<'txn>,
-    pub(super) events: LazyTable<'txn, EventKey, &'static [u8]>,
+    pub(super) events: LazyTable<'txn, &'static EventKey, &'static [u8]>,
     /// Read and written through [`Tables::head_row`] and
     /// [`Tables::write_staged`] only. Opened at once: every append reads it.
-    heads: redb::Table<'txn, [u8; 16], &'static [u8]>,
-    pub(super) positions: LazyTable<'txn, u64, EventKey>,
+    heads: redb::Table<'txn, &'static [u8; 16], &'static [u8]>,
+    pub(super) positions: LazyTable<'txn, u64, &'static EventKey>,
     pub(super) idempotency: LazyTable<'txn, &'static [u8], &'static [u8]>,
     pub(super) tree: LazyTable<'txn, tree::TreeKey, [u8; 32]>,
     pub(super) deleted: LazyTable<'txn, [u8; 16], &'static [u8]>,
@@ -77,7 +77,7 @@ impl<'txn> Tables<'txn> {
             return Ok(Some(row.clone()));
         }
         self.heads
-            .get(plan.into_bytes())?
+            .get(&plan.into_bytes())?
             .map(|v| HeadRow::decode(v.value()))
             .transpose()
     }
@@ -92,7 +92,7 @@ impl<'txn> Tables<'txn> {
             if self
                 .events
                 .table()?
-                .insert(key, record.event.as_slice())?
+                .insert(&key, record.event.as_slice())?
                 .is_some()
             {
                 return Err(StoreError(format!(
@@ -100,7 +100,7 @@ impl<'txn> Tables<'txn> {
                     record.seq
                 )));
             }
-            self.positions.table()?.insert(record.position, key)?;
+            self.positions.table()?.insert(record.position, &key)?;
             if let Some((idem_key, fingerprint)) = &record.idempotency {
                 let row = IdempotencyRecord {
                     fingerprint: *fingerprint,
@@ -119,7 +119,7 @@ impl<'txn> Tables<'txn> {
         self.staged_keys.clear();
         for (plan, row) in self.heads_changed.drain() {
             self.heads
-                .insert(plan.into_bytes(), row.encode().as_slice())?;
+                .insert(&plan.into_bytes(), row.encode().as_slice())?;
         }
         Ok(())
     }
@@ -127,7 +127,7 @@ impl<'txn> Tables<'txn> {
     /// Forgets `plan`'s head row (its deletion).
     pub(super) fn remove_head(&mut self, plan: &Uuid) -> Result<(), StoreError> {
         self.heads_changed.remove(plan);
-        self.heads.remove(plan.into_bytes())?;
+        self.heads.remove(&plan.into_bytes())?;
         Ok(())
     }
 
@@ -174,7 +174,7 @@ impl<'txn> Tables<'txn> {
                 let event = match staged {
                     Some(index) => event_from_record(&key, decode_event(&self.wal[index].event)?)?,
                     None => {
-                        let stored = self.events.table()?.get(key)?.ok_or_else(|| {
+                        let stored = self.events.table()?.get(&key)?.ok_or_else(|| {
                             StoreError("idempotency record points at a missing event".into())
                         })?;
                         event_from_record(&key, decode_event(stored.value())?)?

@@ -97,7 +97,7 @@ impl Store {
             for (plan, tombstone_seq, tree_size) in &found {
                 // Used again after its deletion (older releases allowed it):
                 // the live chain keeps its id.
-                if heads.get(plan.into_bytes())?.is_some() {
+                if heads.get(&plan.into_bytes())?.is_some() {
                     continue;
                 }
                 // A plan deleted, used again and deleted again: the last one counts.

@@ -192,7 +192,7 @@ impl Store {
             let mut todo = Vec::with_capacity(moved.len());
             // Read again under the write lock: the writer may have moved on.
             for plan in moved {
-                let Some(head) = heads.get(plan.into_bytes())? else {
+                let Some(head) = heads.get(&plan.into_bytes())? else {
                     continue; // deleted since; its deletion wrote its entry
                 };
                 let row = HeadRow::decode(head.value())?;

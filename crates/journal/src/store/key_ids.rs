@@ -22,10 +22,10 @@ impl Store {
         let mut ids = BTreeSet::new();
         for entry in heads.iter()? {
             let (plan, head) = entry?;
-            let plan = uuid::Uuid::from_bytes(plan.value());
+            let plan = uuid::Uuid::from_bytes(*plan.value());
             let head = decode_head(head.value())?;
             for seq in [1, head.last_seq] {
-                if let Some(record) = events.get(event_key(&plan, seq))? {
+                if let Some(record) = events.get(&event_key(&plan, seq))? {
                     ids.insert(decode_event(record.value())?.key_id);
                 }
             }

@@ -53,7 +53,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let row = txn
             .open_table(HEADS)?
-            .get(plan_id.into_bytes())?
+            .get(&plan_id.into_bytes())?
             .map(|v| HeadRow::decode(v.value()))
             .transpose()?;
         let head: Option<PlanHead> = row.as_ref().map(|r| r.head);
@@ -63,18 +63,18 @@ impl Store {
         let read_event = |seq: u64| -> Result<Option<Event>, StoreError> {
             let key = event_key(plan_id, seq);
             events_table
-                .get(key)?
+                .get(&key)?
                 .map(|v| event_from_record(&key, decode_event(v.value())?))
                 .transpose()
         };
         let mut events = Vec::new();
         let first = after.saturating_add(1);
         for entry in events_table
-            .range(event_key(plan_id, first)..=event_key(plan_id, u64::MAX))?
+            .range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
             .take(limit)
         {
             let (k, v) = entry?;
-            events.push(event_from_record(&k.value(), decode_event(v.value())?)?);
+            events.push(event_from_record(k.value(), decode_event(v.value())?)?);
         }
         let tree = txn.open_table(TREE_HASHES)?;
         let reader = TreeReader {

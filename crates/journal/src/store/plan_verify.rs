@@ -60,16 +60,16 @@ struct Checked {
     records: Vec<Result<Prechecked, StoreError>>,
 }
 
-type Events = redb::ReadOnlyTable<EventKey, &'static [u8]>;
+type Events = redb::ReadOnlyTable<&'static EventKey, &'static [u8]>;
 
 fn precheck(events: &Events, plan: &Uuid, job: Job, keyring: &Keyring) -> Checked {
     let mut records = Vec::with_capacity(BATCH as usize);
     let mut scratch = SignatureScratch::default();
-    match events.range(event_key(plan, job.first)..=event_key(plan, job.last)) {
+    match events.range::<&[u8; 24]>(&event_key(plan, job.first)..=&event_key(plan, job.last)) {
         Ok(range) => {
             for entry in range {
                 let decoded = entry.map_err(StoreError::from).and_then(|(key, value)| {
-                    let seq = seq_of(&key.value());
+                    let seq = seq_of(key.value());
                     precheck_record(plan, seq, value.value(), keyring, &mut scratch)
                 });
                 let failed = decoded.is_err();
@@ -153,7 +153,7 @@ fn recheck(
 ) -> Result<Result<(), BrokenReason>, StoreError> {
     let key = event_key(plan, seq);
     let value = events
-        .get(key)?
+        .get(&key)?
         .ok_or_else(|| StoreError(format!("event {plan}/{seq} vanished from a snapshot")))?;
     let event = event_from_record(&key, decode_event(value.value())?)?;
     Ok(signature_check(&event, signed_at, keyring))
@@ -178,10 +178,11 @@ impl Store {
     ) -> Result<ChainReport, StoreError> {
         let txn = self.db.begin_read()?;
         let events: Events = txn.open_table(EVENTS)?;
-        let all = event_key(plan_id, 0)..=event_key(plan_id, u64::MAX);
+        let (first, last) = (event_key(plan_id, 0), event_key(plan_id, u64::MAX));
+        let all = &first..=&last;
         // The highest seq stored: the ranges end there.
-        let top = match events.range(all.clone())?.next_back() {
-            Some(entry) => Some(seq_of(&entry?.0.value())),
+        let top = match events.range::<&EventKey>(all.clone())?.next_back() {
+            Some(entry) => Some(seq_of(entry?.0.value())),
             None => None,
         };
         let mut verifier = ChainVerifier::default();
@@ -226,11 +227,11 @@ impl Store {
         if let Some(last) = gap_after {
             // Event by event from the next record present; its seq is not
             // the next one, so this ends at once with the gap.
-            for entry in
-                events.range(event_key(plan_id, last + 1)..=event_key(plan_id, u64::MAX))?
+            for entry in events
+                .range::<&[u8; 24]>(&event_key(plan_id, last + 1)..=&event_key(plan_id, u64::MAX))?
             {
                 let (key, value) = entry?;
-                let event = event_from_record(&key.value(), decode_event(value.value())?)?;
+                let event = event_from_record(key.value(), decode_event(value.value())?)?;
                 if let Err(reason) = verifier.check(&event, keyring) {
                     broken = Some((event.seq, reason));
                     break;
@@ -266,7 +267,7 @@ pub(super) fn head_break(
 ) -> Result<Option<(u64, BrokenReason)>, StoreError> {
     let head: Option<PlanHead> = txn
         .open_table(HEADS)?
-        .get(plan_id.into_bytes())?
+        .get(&plan_id.into_bytes())?
         .map(|v| decode_head(v.value()))
         .transpose()?;
     Ok(head.and_then(|head| {
@@ -444,7 +445,7 @@ mod tests {
             let txn = store.db.begin_write().unwrap();
             txn.open_table(EVENTS)
                 .unwrap()
-                .insert(event_key(&plan, seq), bytes.as_slice())
+                .insert(&event_key(&plan, seq), bytes.as_slice())
                 .unwrap();
             txn.commit().unwrap();
             store.verify_plan(&plan, &keyring)

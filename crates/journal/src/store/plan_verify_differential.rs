@@ -31,9 +31,9 @@ fn owned_walk(store: &Store, plan: &Uuid, keyring: &Keyring) -> Result<ChainRepo
     let txn = store.db.begin_read()?;
     let events = txn.open_table(EVENTS)?;
     let mut verifier = ChainVerifier::default();
-    for entry in events.range(event_key(plan, 0)..=event_key(plan, u64::MAX))? {
+    for entry in events.range::<&[u8; 24]>(&event_key(plan, 0)..=&event_key(plan, u64::MAX))? {
         let (key, value) = entry?;
-        let event = event_from_record(&key.value(), decode_event(value.value())?)?;
+        let event = event_from_record(key.value(), decode_event(value.value())?)?;
         if let Err(reason) = verifier.check(&event, keyring) {
             return Ok(ChainReport {
                 verified: verifier.last_seq(),
@@ -123,7 +123,7 @@ fn apply(store: &Store, plan: &Uuid, seq: u64, edit: &Edit) {
     {
         let mut events = txn.open_table(EVENTS).unwrap();
         let original = events
-            .get(event_key(plan, seq))
+            .get(&event_key(plan, seq))
             .unwrap()
             .unwrap()
             .value()
@@ -147,16 +147,16 @@ fn apply(store: &Store, plan: &Uuid, seq: u64, edit: &Edit) {
             }
             Edit::CopyTo(to) => {
                 events
-                    .insert(event_key(plan, *to), original.as_slice())
+                    .insert(&event_key(plan, *to), original.as_slice())
                     .unwrap();
             }
             Edit::Remove => {
-                events.remove(event_key(plan, seq)).unwrap();
+                events.remove(&event_key(plan, seq)).unwrap();
             }
         }
         if !matches!(edit, Edit::CopyTo(_) | Edit::Remove) {
             events
-                .insert(event_key(plan, seq), bytes.as_slice())
+                .insert(&event_key(plan, seq), bytes.as_slice())
                 .unwrap();
         }
     }
@@ -170,11 +170,11 @@ fn restore(store: &Store, plan: &Uuid, originals: &[Vec<u8>]) {
     {
         let mut events = txn.open_table(EVENTS).unwrap();
         for &seq in OUTSIDE {
-            events.remove(event_key(plan, seq)).unwrap();
+            events.remove(&event_key(plan, seq)).unwrap();
         }
         for (at, bytes) in originals.iter().enumerate() {
             events
-                .insert(event_key(plan, at as u64 + 1), bytes.as_slice())
+                .insert(&event_key(plan, at as u64 + 1), bytes.as_slice())
                 .unwrap();
         }
     }
@@ -218,7 +218,7 @@ impl Fixture {
             let events = txn.open_table(EVENTS).unwrap();
             (1..=EVENTS_IN_PLAN)
                 .map(|seq| {
-                    let value = events.get(event_key(&plan, seq)).unwrap().unwrap();
+                    let value = events.get(&event_key(&plan, seq)).unwrap().unwrap();
                     value.value().to_vec()
                 })
                 .collect()

@@ -16,7 +16,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let heads = txn.open_table(HEADS)?;
         heads
-            .get(plan_id.into_bytes())?
+            .get(&plan_id.into_bytes())?
             .map(|v| decode_head(v.value()))
             .transpose()
     }
@@ -29,17 +29,18 @@ impl Store {
     ) -> Result<Vec<(Uuid, PlanHead)>, StoreError> {
         let txn = self.db.begin_read()?;
         let heads = txn.open_table(HEADS)?;
-        let range = match after {
-            Some(after) => heads.range::<[u8; 16]>((
-                std::ops::Bound::Excluded(after.into_bytes()),
+        let after = after.map(Uuid::into_bytes);
+        let range = match &after {
+            Some(after) => heads.range::<&[u8; 16]>((
+                std::ops::Bound::Excluded(after),
                 std::ops::Bound::Unbounded,
             ))?,
-            None => heads.range::<[u8; 16]>(..)?,
+            None => heads.range::<&[u8; 16]>(..)?,
         };
         let mut out = Vec::new();
         for entry in range.take(limit) {
             let (k, v) = entry?;
-            out.push((Uuid::from_bytes(k.value()), decode_head(v.value())?));
+            out.push((Uuid::from_bytes(*k.value()), decode_head(v.value())?));
         }
         Ok(out)
     }
@@ -58,11 +59,11 @@ impl Store {
         let events = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for entry in events
-            .range(event_key(plan_id, first)..=event_key(plan_id, u64::MAX))?
+            .range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
             .take(limit)
         {
             let (k, v) = entry?;
-            out.push(event_from_record(&k.value(), decode_event(v.value())?)?);
+            out.push(event_from_record(k.value(), decode_event(v.value())?)?);
         }
         Ok(out)
     }
@@ -82,7 +83,7 @@ impl Store {
             let record = events
                 .get(key)?
                 .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
-            out.push(event_from_record(&key, decode_event(record.value())?)?);
+            out.push(event_from_record(key, decode_event(record.value())?)?);
         }
         Ok(out)
     }

@@ -169,15 +169,16 @@ impl Store {
         let mut found = Vec::new();
         let mut cursor = after;
         loop {
-            let start = cursor.map_or(Unbounded, |(p, s)| Excluded(event_key(&p, s)));
+            let start_key = cursor.map(|(p, s)| event_key(&p, s));
+            let start = start_key.as_ref().map_or(Unbounded, Excluded);
             let mut skip_plan = None;
-            for entry in events.range::<super::EventKey>((start, Unbounded))? {
+            for entry in events.range::<&super::EventKey>((start, Unbounded))? {
                 if budget == 0 || found.len() >= limit {
                     return Ok((found, cursor));
                 }
                 budget -= 1;
                 let (k, v) = entry?;
-                let event = event_from_record(&k.value(), decode_event(v.value())?)?;
+                let event = event_from_record(k.value(), decode_event(v.value())?)?;
                 cursor = Some((event.plan_id, event.seq));
                 if event.plan_id == super::admin::SYSTEM_PLAN
                     || event.created_at.millis() >= cutoff_ms
@@ -257,7 +258,7 @@ impl Tables<'_> {
         }
         let key = event_key(&r.plan_id, r.seq);
         let events = self.events.table()?;
-        let Some(record) = events.get(key)?.map(|v| decode_event(v.value())) else {
+        let Some(record) = events.get(&key)?.map(|v| decode_event(v.value())) else {
             return Ok(Err(RedactError::NotFound));
         };
         let record = record?;
@@ -267,7 +268,7 @@ impl Tables<'_> {
         if let Err(e) = check_reason(&r.reason) {
             return Ok(Err(e));
         }
-        events.insert(key, encode_redacted(record).as_slice())?;
+        events.insert(&key, encode_redacted(record).as_slice())?;
         let entry = AppendRequest {
             plan_id: super::admin::SYSTEM_PLAN,
             event_type: REDACTED_TYPE.into(),

@@ -120,9 +120,9 @@ fn check_present(tables: &mut Tables<'_>, record: &WalRecord) -> Result<(), Stri
         .map_err(|e| e.to_string())?
         .get(record.position)
         .map_err(|e| e.to_string())?
-        .map(|k| k.value());
+        .map(|k| *k.value());
     let events = tables.events.table().map_err(|e| e.to_string())?;
-    let stored = match events.get(key).map_err(|e| e.to_string())? {
+    let stored = match events.get(&key).map_err(|e| e.to_string())? {
         Some(v) => Some(
             decode_event(v.value())
                 .and_then(|r| event_from_record(&key, r))

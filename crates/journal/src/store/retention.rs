@@ -263,7 +263,7 @@ impl Store {
                     .and_then(|id| uuid::Uuid::from_slice(id).ok())
                     .ok_or_else(|| StoreError("corrupt idempotency key".into()))?;
                 let created_at = events
-                    .get(event_key(&plan, record.seq))?
+                    .get(&event_key(&plan, record.seq))?
                     .map(|v| super::decode_event(v.value()))
                     .transpose()?
                     .map(|e| e.created_at);

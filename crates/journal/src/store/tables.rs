@@ -112,6 +112,37 @@ mod tests {
         assert_eq!(names.len(), count);
     }
 
+    /// The tables declared with `&[u8; N]` keys or values (`EVENTS`,
+    /// `HEADS`, `POSITIONS`) open the ones written by builds that declared
+    /// `[u8; N]`, and read the same rows: redb gives both the same type
+    /// name and the same bytes.
+    #[test]
+    fn tables_written_with_array_keys_open_with_reference_keys() {
+        use redb::{ReadableDatabase, ReadableTable};
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("old.redb")).unwrap();
+        let (key, plan) = ([7u8; 24], [1u8; 16]);
+        let txn = db.begin_write().unwrap();
+        {
+            let events = redb::TableDefinition::<[u8; 24], &[u8]>::new("events");
+            let mut events = txn.open_table(events).unwrap();
+            events.insert(key, b"row".as_slice()).unwrap();
+            let positions = redb::TableDefinition::<u64, [u8; 24]>::new("positions");
+            txn.open_table(positions).unwrap().insert(1, key).unwrap();
+            let heads = redb::TableDefinition::<[u8; 16], &[u8]>::new("plan_heads");
+            let mut heads = txn.open_table(heads).unwrap();
+            heads.insert(plan, b"head".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let events = txn.open_table(super::super::EVENTS).unwrap();
+        assert_eq!(events.get(&key).unwrap().unwrap().value(), b"row");
+        let positions = txn.open_table(super::super::POSITIONS).unwrap();
+        assert_eq!(*positions.get(1).unwrap().unwrap().value(), key);
+        let heads = txn.open_table(super::super::HEADS).unwrap();
+        assert_eq!(heads.get(&plan).unwrap().unwrap().value(), b"head");
+    }
+
     /// Every table defined anywhere in the store is in the list: counts the
     /// definitions in the store's sources, so a new table left out of
     /// `for_each_table!` (and so out of backups) fails here.

@@ -68,11 +68,12 @@ impl Tree<'_> {
                 let events = txn.open_table(EVENTS)?;
                 // Leaf i is seq i + 1; exists_in bounds the range by the head.
                 let (from, count) = (tile.first() + 1, tile.count());
-                let range = events.range(event_key(&plan, from)..event_key(&plan, from + count))?;
+                let range = events
+                    .range::<&[u8; 24]>(&event_key(&plan, from)..&event_key(&plan, from + count))?;
                 let mut seen = 0;
                 for (expected, entry) in (from..).zip(range) {
                     let (k, v) = entry?;
-                    let event = event_from_record(&k.value(), decode_event(v.value())?)?;
+                    let event = event_from_record(k.value(), decode_event(v.value())?)?;
                     if event.seq != expected {
                         return Err(missing_event(&plan, expected));
                     }

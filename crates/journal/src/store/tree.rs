@@ -101,7 +101,7 @@ pub(super) fn root_in(
 fn head_row(txn: &redb::ReadTransaction, plan: &Uuid) -> Result<HeadRow, StoreError> {
     Ok(txn
         .open_table(HEADS)?
-        .get(plan.into_bytes())?
+        .get(&plan.into_bytes())?
         .map(|v| HeadRow::decode(v.value()))
         .transpose()?
         .unwrap_or(HeadRow {
@@ -493,7 +493,7 @@ mod tests {
         remove_plan(&mut txn.open_table(TREE_HASHES).unwrap(), plan).unwrap();
         let mut heads = txn.open_table(HEADS).unwrap();
         let head = heads
-            .get(plan.into_bytes())
+            .get(&plan.into_bytes())
             .unwrap()
             .map(|v| HeadRow::decode(v.value()).unwrap().head)
             .unwrap();
@@ -502,7 +502,7 @@ mod tests {
             tail: TreeTail::InTable,
         };
         heads
-            .insert(plan.into_bytes(), old.encode().as_slice())
+            .insert(&plan.into_bytes(), old.encode().as_slice())
             .unwrap();
         drop(heads);
         txn.commit().unwrap();

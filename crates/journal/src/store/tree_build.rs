@@ -38,7 +38,7 @@ impl Store {
             let tree = txn.open_table(TREE_HASHES)?;
             for entry in heads.iter()? {
                 let (k, v) = entry?;
-                let plan = Uuid::from_bytes(k.value());
+                let plan = Uuid::from_bytes(*k.value());
                 let HeadRow { head, tail } = HeadRow::decode(v.value())?;
                 if tail != TreeTail::InTable {
                     // Version 2: written by a writer that keeps trees whole.
