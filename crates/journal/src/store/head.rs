@@ -141,7 +141,7 @@ impl HeadRow {
     /// may lack it; earlier leaves are there when the last one is).
     pub(super) fn last_leaf_readable(
         &self,
-        table: &redb::Table<'_, TreeKey, [u8; 32]>,
+        table: &redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
         plan: &Uuid,
     ) -> Result<bool, StoreError> {
         match &self.tail {
@@ -161,7 +161,7 @@ pub(super) fn decode_head(bytes: &[u8]) -> Result<PlanHead, StoreError> {
 /// hash its leaves complete and empties it. Called by the writer in the
 /// event's own transaction.
 pub(super) fn push_leaf(
-    table: &mut LazyTable<'_, TreeKey, [u8; 32]>,
+    table: &mut LazyTable<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     tail: &mut TreeTail,
     leaf: Hash,
@@ -190,7 +190,7 @@ pub(super) fn push_leaf(
 /// [`FLUSH_LEAVES`] leaves reads about as many siblings, all but the last
 /// few stored by the same flush.
 fn store_hashes_after(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &mut redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     n: u64,
     leaf: Hash,
@@ -205,7 +205,7 @@ fn store_hashes_after(
         None => read_node(&*table, plan, node),
     })?;
     for (node, hash) in new {
-        table.insert(tree_key(plan, node), hash)?;
+        table.insert(&tree_key(plan, node), &hash)?;
         stored.push((node, hash));
     }
     Ok(())
@@ -219,7 +219,7 @@ pub(super) struct TreeReader<'a, T> {
     pub(super) tail: &'a TreeTail,
 }
 
-impl<T: ReadableTable<TreeKey, [u8; 32]>> TreeReader<'_, T> {
+impl<T: ReadableTable<&'static TreeKey, &'static [u8; 32]>> TreeReader<'_, T> {
     /// The hash of `node`: stored, buffered, or computed from its children
     /// when its last leaf is buffered (at most [`FLUSH_LEAVES`] leaves and
     /// the stored siblings they need).

@@ -32,7 +32,7 @@ pub(super) const HEADS_LOG_ENTRIES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("heads_log_entries");
 pub(super) const HEADS_LOG_PLANS: TableDefinition<[u8; 16], &[u8]> =
     TableDefinition::new("heads_log_plans");
-pub(super) const HEADS_LOG_HASHES: TableDefinition<TreeKey, [u8; 32]> =
+pub(super) const HEADS_LOG_HASHES: TableDefinition<&TreeKey, &[u8; 32]> =
     TableDefinition::new("heads_log_hashes");
 /// Key 0: the store-wide position up to which the passes have looked.
 pub(super) const HEADS_LOG_CURSOR: TableDefinition<u8, u64> =
@@ -98,7 +98,7 @@ pub(super) fn append(
     let new =
         merkle::hashes_to_store(index, leaf, &mut |node| tree::read_node(&hashes, &id, node))?;
     for (node, hash) in new {
-        hashes.insert(tree::tree_key(&id, node), hash)?;
+        hashes.insert(&tree::tree_key(&id, node), &hash)?;
     }
     entries.insert(index, encode(&EntryRecord { entry }).as_slice())?;
     let last = HeadsEntry {

@@ -353,7 +353,7 @@ mod tests {
         let txn = store.db.begin_write().unwrap();
         txn.open_table(TREE_HASHES)
             .unwrap()
-            .insert(tree_key(&plan, NodeId::new(2, 0)), [7; 32])
+            .insert(&tree_key(&plan, NodeId::new(2, 0)), &[7; 32])
             .unwrap();
         txn.commit().unwrap();
         let forged = store.tree(&plan).root(Some(4)).unwrap().unwrap().1;

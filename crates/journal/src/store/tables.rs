@@ -113,12 +113,12 @@ mod tests {
     }
 
     /// The tables declared with `&[u8; N]` keys or values (`EVENTS`,
-    /// `HEADS`, `POSITIONS`) open the ones written by builds that declared
+    /// `HEADS`, `POSITIONS`, the tree hashes) open the ones written by builds that declared
     /// `[u8; N]`, and read the same rows: redb gives both the same type
     /// name and the same bytes.
     #[test]
     fn tables_written_with_array_keys_open_with_reference_keys() {
-        use redb::{ReadableDatabase, ReadableTable};
+        use redb::ReadableDatabase;
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("old.redb")).unwrap();
         let (key, plan) = ([7u8; 24], [1u8; 16]);
@@ -132,6 +132,8 @@ mod tests {
             let heads = redb::TableDefinition::<[u8; 16], &[u8]>::new("plan_heads");
             let mut heads = txn.open_table(heads).unwrap();
             heads.insert(plan, b"head".as_slice()).unwrap();
+            let tree = redb::TableDefinition::<[u8; 25], [u8; 32]>::new("tree_hashes");
+            txn.open_table(tree).unwrap().insert([2; 25], [3; 32]).unwrap();
         }
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
@@ -141,6 +143,8 @@ mod tests {
         assert_eq!(*positions.get(1).unwrap().unwrap().value(), key);
         let heads = txn.open_table(super::super::HEADS).unwrap();
         assert_eq!(heads.get(&plan).unwrap().unwrap().value(), b"head");
+        let tree = txn.open_table(super::super::tree::TREE_HASHES).unwrap();
+        assert_eq!(*tree.get(&[2; 25]).unwrap().unwrap().value(), [3; 32]);
     }
 
     /// Every table defined anywhere in the store is in the list: counts the

@@ -22,7 +22,7 @@ use super::{HEADS, PlanHead, Store, StoreError};
 
 pub(super) type TreeKey = [u8; 25];
 
-pub(super) const TREE_HASHES: TableDefinition<TreeKey, [u8; 32]> =
+pub(super) const TREE_HASHES: TableDefinition<&TreeKey, &[u8; 32]> =
     TableDefinition::new("tree_hashes");
 
 /// The key of a stored hash: plan ‖ the leaf index that completed it ‖
@@ -42,13 +42,13 @@ pub(super) fn tree_key(plan: &Uuid, node: NodeId) -> TreeKey {
 /// One stored hash of `plan`, from any table handle (a write transaction's
 /// included, which sees its own earlier writes).
 pub(super) fn read_node(
-    table: &impl ReadableTable<TreeKey, [u8; 32]>,
+    table: &impl ReadableTable<&'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     node: NodeId,
 ) -> Result<Hash, StoreError> {
     table
-        .get(tree_key(plan, node))?
-        .map(|v| v.value())
+        .get(&tree_key(plan, node))?
+        .map(|v| *v.value())
         .ok_or_else(|| {
             StoreError(format!(
                 "tree of plan {plan} lacks the hash at level {} index {}",
@@ -60,27 +60,27 @@ pub(super) fn read_node(
 /// Whether the first `leaves` leaves of `plan` are in the tree: its last
 /// leaf is stored (trees grow with their events, in one transaction).
 pub(super) fn has_leaf(
-    table: &redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     leaves: u64,
 ) -> Result<bool, StoreError> {
     Ok(leaves == 0
         || table
-            .get(tree_key(plan, NodeId::new(0, leaves - 1)))?
+            .get(&tree_key(plan, NodeId::new(0, leaves - 1)))?
             .is_some())
 }
 
 /// Stores leaf `n` of `plan` and the hashes it completes, reading their
 /// left siblings from the table (which must hold every earlier hash).
 pub(super) fn store_hashes(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &mut redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     n: u64,
     leaf: Hash,
 ) -> Result<(), StoreError> {
     let new = merkle::hashes_to_store(n, leaf, &mut |node| read_node(&*table, plan, node))?;
     for (node, hash) in new {
-        table.insert(tree_key(plan, node), hash)?;
+        table.insert(&tree_key(plan, node), &hash)?;
     }
     Ok(())
 }
@@ -88,7 +88,7 @@ pub(super) fn store_hashes(
 /// The root of `plan`'s tree at `size`, read through a write transaction's
 /// table and the plan's head row.
 pub(super) fn root_in(
-    table: &redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     tail: &TreeTail,
     size: u64,
@@ -118,14 +118,14 @@ fn head_row(txn: &redb::ReadTransaction, plan: &Uuid) -> Result<HeadRow, StoreEr
 
 /// Removes every stored hash of `plan` (its deletion).
 pub(super) fn remove_plan(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &mut redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
 ) -> Result<(), StoreError> {
     let mut from = [0u8; 25];
     from[..16].copy_from_slice(plan.as_bytes());
     let mut to = [0xffu8; 25];
     to[..16].copy_from_slice(plan.as_bytes());
-    table.retain_in(from..=to, |_, _| false)?;
+    table.retain_in::<&TreeKey, _>(&from..=&to, |_, _| false)?;
     Ok(())
 }
 
@@ -166,7 +166,12 @@ pub enum LogId {
 
 impl LogId {
     /// The hash table and the id its keys start with.
-    pub(super) fn hashes(self) -> (TableDefinition<'static, TreeKey, [u8; 32]>, Uuid) {
+    pub(super) fn hashes(
+        self,
+    ) -> (
+        TableDefinition<'static, &'static TreeKey, &'static [u8; 32]>,
+        Uuid,
+    ) {
         match self {
             LogId::Plan(plan) => (TREE_HASHES, plan),
             LogId::Heads => (super::heads_log::HEADS_LOG_HASHES, Uuid::nil()),

@@ -17,7 +17,7 @@ const BUILD_BATCH: usize = 4096;
 /// Stores the hashes that appending `event` (leaf `seq - 1`) completes
 /// (the upgrade pass, whose plans have version-1 head rows).
 fn append_leaf(
-    table: &mut redb::Table<'_, TreeKey, [u8; 32]>,
+    table: &mut redb::Table<'_, &'static TreeKey, &'static [u8; 32]>,
     event: &Event,
 ) -> Result<(), StoreError> {
     let leaf = merkle::leaf_hash(log_entry(event).as_bytes());
@@ -96,14 +96,14 @@ impl Store {
 /// How many leading leaves of `plan` have their leaf hash stored (a prefix,
 /// so a binary search finds it in O(log n) reads).
 fn leaves_built(
-    tree: &impl ReadableTable<TreeKey, [u8; 32]>,
+    tree: &impl ReadableTable<&'static TreeKey, &'static [u8; 32]>,
     plan: &Uuid,
     head: u64,
 ) -> Result<u64, StoreError> {
     let (mut lo, mut hi) = (0u64, head);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if tree.get(tree_key(plan, NodeId::new(0, mid)))?.is_some() {
+        if tree.get(&tree_key(plan, NodeId::new(0, mid)))?.is_some() {
             lo = mid + 1;
         } else {
             hi = mid;
