@@ -30,7 +30,7 @@ pub(super) struct Tables<'txn> {
     pub(super) positions: LazyTable<'txn, u64, &'static EventKey>,
     pub(super) idempotency: LazyTable<'txn, &'static [u8], &'static [u8]>,
     pub(super) tree: LazyTable<'txn, &'static tree::TreeKey, &'static [u8; 32]>,
-    pub(super) deleted: LazyTable<'txn, [u8; 16], &'static [u8]>,
+    pub(super) deleted: LazyTable<'txn, &'static [u8; 16], &'static [u8]>,
     /// Head rows changed in this transaction, written once by
     /// [`Tables::write_staged`]: a batch of appends to one plan decodes,
     /// encodes and writes its row (up to 1 KiB with the tree buffer) once.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
 use super::{HEADS, READ_PAGE, Store, StoreError, decode, encode};
 
-pub(super) const DELETED_PLANS: TableDefinition<[u8; 16], &[u8]> =
+pub(super) const DELETED_PLANS: TableDefinition<&[u8; 16], &[u8]> =
     TableDefinition::new("deleted_plans");
 
 /// What remains of a deleted plan.
@@ -36,22 +36,22 @@ pub struct DeletedPlan {
 
 /// The deletion record of `plan`, if it was deleted.
 pub(super) fn deleted(
-    table: &impl ReadableTable<[u8; 16], &'static [u8]>,
+    table: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
     plan: &Uuid,
 ) -> Result<Option<DeletedPlan>, StoreError> {
     table
-        .get(plan.into_bytes())?
+        .get(&plan.into_bytes())?
         .map(|v| decode(v.value()))
         .transpose()
 }
 
 /// Records the deletion of `plan` (inside the deletion's transaction).
 pub(super) fn record(
-    table: &mut redb::Table<'_, [u8; 16], &'static [u8]>,
+    table: &mut redb::Table<'_, &'static [u8; 16], &'static [u8]>,
     plan: &Uuid,
     record: &DeletedPlan,
 ) -> Result<(), StoreError> {
-    table.insert(plan.into_bytes(), encode(record).as_slice())?;
+    table.insert(&plan.into_bytes(), encode(record).as_slice())?;
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use super::{HEADS, POSITIONS, Store, StoreError, decode, encode};
 
 pub(super) const HEADS_LOG_ENTRIES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("heads_log_entries");
-pub(super) const HEADS_LOG_PLANS: TableDefinition<[u8; 16], &[u8]> =
+pub(super) const HEADS_LOG_PLANS: TableDefinition<&[u8; 16], &[u8]> =
     TableDefinition::new("heads_log_plans");
 pub(super) const HEADS_LOG_HASHES: TableDefinition<&TreeKey, &[u8; 32]> =
     TableDefinition::new("heads_log_hashes");
@@ -107,7 +107,7 @@ pub(super) fn append(
         root,
         deleted,
     };
-    plans.insert(plan.into_bytes(), encode(&last).as_slice())?;
+    plans.insert(&plan.into_bytes(), encode(&last).as_slice())?;
     Ok(last)
 }
 
@@ -159,7 +159,7 @@ impl Store {
     pub fn heads_entry(&self, plan: &Uuid) -> Result<Option<HeadsEntry>, StoreError> {
         let txn = self.db.begin_read()?;
         txn.open_table(HEADS_LOG_PLANS)?
-            .get(plan.into_bytes())?
+            .get(&plan.into_bytes())?
             .map(|v| decode(v.value()))
             .transpose()
     }
@@ -201,7 +201,7 @@ impl Store {
                     continue;
                 }
                 let last: Option<HeadsEntry> = plans
-                    .get(plan.into_bytes())?
+                    .get(&plan.into_bytes())?
                     .map(|v| decode(v.value()))
                     .transpose()?;
                 if last.is_some_and(|l| l.size == head.last_seq) {

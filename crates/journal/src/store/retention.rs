@@ -162,7 +162,7 @@ impl Outbox<'_> {
                     continue;
                 }
                 outbox.remove(key.as_slice())?;
-                ids.remove(message_id)?;
+                ids.remove(&message_id)?;
                 step.removed += 1;
             }
         }
@@ -205,20 +205,20 @@ impl Inbox<'_> {
                 None => [0; 16],
             };
             let range = match after {
-                Some(_) => inbox.range::<[u8; 16]>((
-                    std::ops::Bound::Excluded(start),
+                Some(_) => inbox.range::<&[u8; 16]>((
+                    std::ops::Bound::Excluded(&start),
                     std::ops::Bound::Unbounded,
                 ))?,
-                None => inbox.range::<[u8; 16]>(..)?,
+                None => inbox.range::<&[u8; 16]>(..)?,
             };
             let doomed = scan(range, max_scan, &mut step, |id, value| {
                 let record: InboxRecord = decode(value)?;
                 let newest = record.position != 0 && record.position == last_position;
                 let old = record.received_at < cutoff_ms && !newest;
-                Ok((id.to_vec(), old.then_some((id, record))))
+                Ok((id.to_vec(), old.then_some((*id, record))))
             })?;
             for (id, record) in doomed {
-                inbox.remove(id)?;
+                inbox.remove(&id)?;
                 if record.position != 0 {
                     positions.remove(record.position)?;
                 }

@@ -25,7 +25,7 @@ use super::tree::LogId;
 use super::{Store, StoreError, decode, encode};
 use crate::checkpoint::CheckpointSigner;
 
-pub(super) const SIGNED_CHECKPOINTS: TableDefinition<[u8; 17], &[u8]> =
+pub(super) const SIGNED_CHECKPOINTS: TableDefinition<&[u8; 17], &[u8]> =
     TableDefinition::new("signed_checkpoints");
 pub(super) const HEADS_COSIGNATURES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("heads_cosignatures");
@@ -143,7 +143,7 @@ impl Store {
         let last: Option<SignedRecord> = {
             let txn = self.db.begin_read()?;
             txn.open_table(SIGNED_CHECKPOINTS)?
-                .get(log_key(log))?
+                .get(&log_key(log))?
                 .map(|v| decode(v.value()))
                 .transpose()?
         };
@@ -179,13 +179,13 @@ impl Store {
         {
             let mut table = txn.open_table(SIGNED_CHECKPOINTS)?;
             let stored: Option<SignedRecord> = table
-                .get(log_key(log))?
+                .get(&log_key(log))?
                 .map(|v| decode(v.value()))
                 .transpose()?;
             // A concurrent signer may have recorded a larger one already.
             if stored.is_none_or(|s| s.size < size) {
                 table.insert(
-                    log_key(log),
+                    &log_key(log),
                     encode(&SignedRecord { size, root }).as_slice(),
                 )?;
             }
@@ -376,7 +376,7 @@ mod tests {
         });
         txn.open_table(SIGNED_CHECKPOINTS)
             .unwrap()
-            .insert(log_key(LogId::Heads), record.as_slice())
+            .insert(&log_key(LogId::Heads), record.as_slice())
             .unwrap();
         txn.commit().unwrap();
         assert!(

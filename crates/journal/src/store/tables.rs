@@ -113,7 +113,8 @@ mod tests {
     }
 
     /// The tables declared with `&[u8; N]` keys or values (`EVENTS`,
-    /// `HEADS`, `POSITIONS`, the tree hashes) open the ones written by builds that declared
+    /// `HEADS`, `POSITIONS`, the tree hashes, the inbox and the other
+    /// tables keyed by ids and hashes) open the ones written by builds that declared
     /// `[u8; N]`, and read the same rows: redb gives both the same type
     /// name and the same bytes.
     #[test]
@@ -133,7 +134,13 @@ mod tests {
             let mut heads = txn.open_table(heads).unwrap();
             heads.insert(plan, b"head".as_slice()).unwrap();
             let tree = redb::TableDefinition::<[u8; 25], [u8; 32]>::new("tree_hashes");
-            txn.open_table(tree).unwrap().insert([2; 25], [3; 32]).unwrap();
+            txn.open_table(tree)
+                .unwrap()
+                .insert([2; 25], [3; 32])
+                .unwrap();
+            let inbox = redb::TableDefinition::<[u8; 16], &[u8]>::new("fed_inbox");
+            let mut inbox = txn.open_table(inbox).unwrap();
+            inbox.insert([4; 16], b"message".as_slice()).unwrap();
         }
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
@@ -145,6 +152,8 @@ mod tests {
         assert_eq!(heads.get(&plan).unwrap().unwrap().value(), b"head");
         let tree = txn.open_table(super::super::tree::TREE_HASHES).unwrap();
         assert_eq!(*tree.get(&[2; 25]).unwrap().unwrap().value(), [3; 32]);
+        let inbox = txn.open_table(super::super::federation::FED_INBOX).unwrap();
+        assert_eq!(inbox.get(&[4; 16]).unwrap().unwrap().value(), b"message");
     }
 
     /// Every table defined anywhere in the store is in the list: counts the

@@ -22,7 +22,7 @@ use super::{Store, StoreError, decode, encode};
 
 pub(super) const WITNESS_LATEST: TableDefinition<&str, &[u8]> =
     TableDefinition::new("witness_latest");
-pub(super) const WITNESS_EVIDENCE: TableDefinition<[u8; 32], &[u8]> =
+pub(super) const WITNESS_EVIDENCE: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("witness_evidence");
 
 /// Most evidence rows kept.
@@ -33,7 +33,7 @@ pub const MAX_EVIDENCE_PER_ORIGIN: usize = 100;
 
 /// Evidence rows kept for `origin`.
 fn per_origin(
-    table: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     origin: &str,
 ) -> Result<usize, StoreError> {
     let mut count = 0;
@@ -137,7 +137,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let stored = {
             let mut table = txn.open_table(WITNESS_EVIDENCE)?;
-            if table.get(key)?.is_some() {
+            if table.get(&key)?.is_some() {
                 EvidenceStored::Known
             } else if table.len()? >= MAX_EVIDENCE {
                 EvidenceStored::Full
@@ -146,7 +146,7 @@ impl Store {
                 // cannot crowd out the evidence against another.
                 EvidenceStored::Full
             } else {
-                table.insert(key, encode(evidence).as_slice())?;
+                table.insert(&key, encode(evidence).as_slice())?;
                 EvidenceStored::New
             }
         };

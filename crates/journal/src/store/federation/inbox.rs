@@ -167,7 +167,7 @@ impl Inbox<'_> {
             for m in messages {
                 let id = m.message_id.into_bytes();
                 let existing = inbox
-                    .get(id)
+                    .get(&id)
                     .map_err(StoreError::from)?
                     .map(|v| decode::<InboxRecord>(v.value()))
                     .transpose()?;
@@ -183,7 +183,7 @@ impl Inbox<'_> {
                     repin(&txn, &m.peer, rekey, now)?;
                     let record = InboxRecord::of(m, 0, now, None);
                     inbox
-                        .insert(id, encode(&record).as_slice())
+                        .insert(&id, encode(&record).as_slice())
                         .map_err(StoreError::from)?;
                     charged += crate::store::retention::inbox_record_bytes(&record);
                     outcomes.push(ReceiveOutcome::Stored);
@@ -202,9 +202,9 @@ impl Inbox<'_> {
                 position += 1;
                 let record = InboxRecord::of(m, position, now, continuity);
                 inbox
-                    .insert(id, encode(&record).as_slice())
+                    .insert(&id, encode(&record).as_slice())
                     .map_err(StoreError::from)?;
-                positions.insert(position, id).map_err(StoreError::from)?;
+                positions.insert(position, &id).map_err(StoreError::from)?;
                 charged += crate::store::retention::inbox_record_bytes(&record);
                 outcomes.push(ReceiveOutcome::Stored);
                 stored += 1;
@@ -241,7 +241,7 @@ impl Inbox<'_> {
             let mut inbox = txn.open_table(FED_INBOX).map_err(StoreError::from)?;
             let id = m.message_id.into_bytes();
             let existing = inbox
-                .get(id)
+                .get(&id)
                 .map_err(StoreError::from)?
                 .map(|v| decode::<InboxRecord>(v.value()))
                 .transpose()?;
@@ -254,7 +254,7 @@ impl Inbox<'_> {
             let now = Timestamp::now().millis();
             let record = InboxRecord::of(m, 0, now, None);
             inbox
-                .insert(id, encode(&record).as_slice())
+                .insert(&id, encode(&record).as_slice())
                 .map_err(StoreError::from)?;
             let bytes = crate::store::retention::inbox_record_bytes(&record);
             crate::store::retention::charge(self.store, &txn, &m.peer, bytes)?;
@@ -309,9 +309,9 @@ impl Inbox<'_> {
         let mut out = Vec::new();
         for entry in positions.range(first..)?.take(limit) {
             let (_, id) = entry?;
-            let id = id.value();
+            let id = *id.value();
             let record = inbox
-                .get(id)?
+                .get(&id)?
                 .ok_or_else(|| StoreError("inbox position points at a missing message".into()))?;
             out.push(InboxEntry {
                 message_id: Uuid::from_bytes(id),
@@ -333,7 +333,7 @@ impl Inbox<'_> {
         let txn = self.store.db.begin_read()?;
         let inbox = txn.open_table(FED_INBOX)?;
         inbox
-            .get(message_id.into_bytes())?
+            .get(&message_id.into_bytes())?
             .map(|v| decode(v.value()))
             .transpose()
     }

@@ -62,10 +62,10 @@ pub(super) const FED_PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(super) const FED_SUBS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("fed_subscriptions");
 pub(super) const FED_OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fed_outbox");
-pub(super) const FED_OUTBOX_IDS: TableDefinition<[u8; 16], &[u8]> =
+pub(super) const FED_OUTBOX_IDS: TableDefinition<&[u8; 16], &[u8]> =
     TableDefinition::new("fed_outbox_ids");
-pub(super) const FED_INBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("fed_inbox");
-pub(super) const FED_INBOX_POSITIONS: TableDefinition<u64, [u8; 16]> =
+pub(super) const FED_INBOX: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("fed_inbox");
+pub(super) const FED_INBOX_POSITIONS: TableDefinition<u64, &[u8; 16]> =
     TableDefinition::new("fed_inbox_positions");
 pub(super) const FED_ORIGIN_EVENTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("fed_origin_events");
@@ -106,13 +106,13 @@ impl FedShared {
 pub(super) type OutboxCopies = Vec<(String, [u8; 16])>;
 
 type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
-type IdTable<'txn> = redb::Table<'txn, [u8; 16], &'static [u8]>;
+type IdTable<'txn> = redb::Table<'txn, &'static [u8; 16], &'static [u8]>;
 
 /// The federation part of the journal writer's transaction. Its tables
 /// are opened when first written: a store without peers never opens them.
 pub(super) struct FedTables<'txn> {
     outbox: LazyTable<'txn, &'static [u8], &'static [u8]>,
-    ids: LazyTable<'txn, [u8; 16], &'static [u8]>,
+    ids: LazyTable<'txn, &'static [u8; 16], &'static [u8]>,
     routes: Arc<Vec<Route>>,
     /// Rows added in this transaction.
     pub(super) enqueued: usize,
@@ -251,7 +251,7 @@ impl<'txn> FedTables<'txn> {
         let ids = self.ids.table()?;
         for (key, message_id) in &doomed {
             outbox.remove(key.as_slice())?;
-            ids.remove(*message_id)?;
+            ids.remove(message_id)?;
         }
         for (key, record) in &blanked {
             outbox.insert(key.as_slice(), encode(record).as_slice())?;

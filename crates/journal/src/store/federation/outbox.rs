@@ -127,7 +127,7 @@ pub(super) fn enqueue(
     };
     let key = outbox_key(peer, last + 1);
     outbox.insert(key.as_slice(), encode(&record).as_slice())?;
-    ids.insert(message_id.into_bytes(), key.as_slice())?;
+    ids.insert(&message_id.into_bytes(), key.as_slice())?;
     Ok(message_id)
 }
 
@@ -353,7 +353,7 @@ impl Outbox<'_> {
         let key = {
             let txn = self.store.db.begin_read()?;
             let ids = txn.open_table(FED_OUTBOX_IDS)?;
-            match ids.get(message_id.into_bytes())? {
+            match ids.get(&message_id.into_bytes())? {
                 Some(k) => k.value().to_vec(),
                 None => return Ok(false),
             }
@@ -386,7 +386,7 @@ impl Outbox<'_> {
             let keys: Vec<Vec<u8>> = match message_id {
                 Some(id) => {
                     let ids = txn.open_table(FED_OUTBOX_IDS)?;
-                    ids.get(id.into_bytes())?
+                    ids.get(&id.into_bytes())?
                         .map(|k| k.value().to_vec())
                         .into_iter()
                         .collect()
@@ -454,7 +454,7 @@ impl Outbox<'_> {
             let mut doomed: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
             let candidates: Vec<Vec<u8>> = match (message_id, peer) {
                 (Some(id), _) => ids
-                    .get(id.into_bytes())?
+                    .get(&id.into_bytes())?
                     .map(|k| k.value().to_vec())
                     .into_iter()
                     .collect(),
@@ -485,7 +485,7 @@ impl Outbox<'_> {
             }
             for (key, id) in &doomed {
                 table.remove(key.as_slice())?;
-                ids.remove(*id)?;
+                ids.remove(id)?;
                 // A dropped key announcement will never reach the peer
                 // (typically it was re-pinned by hand): stop signing for it
                 // with the old key.

@@ -85,7 +85,7 @@ impl Rotations<'_> {
                     now,
                 )?;
                 let key = ids
-                    .get(id.into_bytes())?
+                    .get(&id.into_bytes())?
                     .map(|k| k.value().to_vec())
                     .ok_or_else(|| StoreError("queued message has no outbox key".into()))?;
                 pending.insert(key.as_slice(), old_key_id)?;
