@@ -535,28 +535,20 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
-    if !ensure_chromium() {
-        return;
-    }
-    let _one = one_browser().await;
-    let port = free_port();
-    let _daemon = Daemon::start(opts(port));
     let vectors = json!({
         "journal": vector(include_str!("../docs/vectors/journal-v1.json")),
         "plan": vector(include_str!("../docs/vectors/plan-log-v1.json")),
         "checkpoint": vector(include_str!("../docs/vectors/log-checkpoint.json")),
         "heads": vector(include_str!("../docs/vectors/heads-log-v1.json")),
     });
-    let b = Browser::start().await;
-    let fails = b
-        .run_on_page(port, include_str!("browser/vectors.js"), vec![vectors])
-        .await;
+    let Some(fails) = page_script(include_str!("browser/vectors.js"), vec![vectors]).await else {
+        return;
+    };
     assert_eq!(
         fails,
         json!([]),
         "the viewer's JavaScript disagrees with the vectors"
     );
-    b.close().await;
 }
 
 /// The viewer's marking of invisible and direction-changing characters,
@@ -564,22 +556,29 @@ async fn the_pages_javascript_reproduces_the_spec_vectors_in_the_browser() {
 /// emoji left whole, and at most 1,000 boxes for a text of a million.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_marks_hidden_characters_in_the_browser() {
-    if !ensure_chromium() {
+    let Some(fails) = page_script(include_str!("browser/visible.js"), vec![]).await else {
         return;
-    }
-    let _one = one_browser().await;
-    let port = free_port();
-    let _daemon = Daemon::start(opts(port));
-    let b = Browser::start().await;
-    let fails = b
-        .run_on_page(port, include_str!("browser/visible.js"), vec![])
-        .await;
+    };
     assert_eq!(
         fails,
         json!([]),
         "hidden characters are not marked as they should be"
     );
+}
+
+/// What `script` returns when run on a page of a fresh daemon, in the
+/// browser; `None` when there is no browser (and the tests may skip).
+async fn page_script(script: &str, args: Vec<Value>) -> Option<Value> {
+    if !ensure_chromium() {
+        return None;
+    }
+    let _one = one_browser().await;
+    let port = free_port();
+    let _daemon = Daemon::start(opts(port));
+    let b = Browser::start().await;
+    let result = b.run_on_page(port, script, args).await;
     b.close().await;
+    Some(result)
 }
 
 /// Pins `vkey` as the log key on the Keys page.
