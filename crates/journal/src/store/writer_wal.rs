@@ -145,9 +145,7 @@ impl WriterLoop {
             tracing::error!(error = %e, "wiping the write-ahead segment failed; old frames may still hold erased payloads until overwritten");
         })
     }
-}
 
-impl WriterLoop {
     /// Applies a batch in one transaction. The outer error aborts the whole
     /// batch (nothing is written); inner errors refuse single appends.
     ///
@@ -227,26 +225,21 @@ impl WriterLoop {
                 segment.committed();
                 enqueued
             }
-            // Too big for what is left of the segment: this commit is the
-            // checkpoint, and the segment starts again empty.
-            (Some(segment), _) => {
+            // No segment, or too big for what is left of it: a durable
+            // commit, which is then the checkpoint, and the segment starts
+            // again empty.
+            (segment, _) => {
                 tables.write_staged()?;
                 let enqueued = tables.fed.enqueued;
                 drop(tables);
                 txn.set_durability(Durability::Immediate)?;
                 txn.commit()?;
-                if let Err(e) = segment.reset() {
+                if let Some(segment) = segment
+                    && let Err(e) = segment.reset()
+                {
                     tracing::error!(error = %e, "emptying the write-ahead segment failed; the next batch tries again");
                     segment.needs_reset = true;
                 }
-                enqueued
-            }
-            (None, _) => {
-                tables.write_staged()?;
-                let enqueued = tables.fed.enqueued;
-                drop(tables);
-                txn.set_durability(Durability::Immediate)?;
-                txn.commit()?;
                 enqueued
             }
         };
