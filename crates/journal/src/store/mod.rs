@@ -245,6 +245,10 @@ pub struct WriterStats {
     /// were written, before they were synced (`wal_power_cut.rs`).
     #[cfg(test)]
     pub(crate) fail_next_rows: std::sync::atomic::AtomicBool,
+    /// Test switch: the next batch's data sync fails after its frames and
+    /// rows were written (`wal_power_cut.rs`).
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
     /// Test switch: that failure is an I/O fault, which takes the handle
     /// down for the writer to reopen (`wal_jobs.rs`).
     #[cfg(test)]

@@ -283,6 +283,13 @@ async fn a_batch_whose_rows_failed_does_not_come_back_after_a_power_cut() {
     a_failed_batch_does_not_come_back(|stats| &stats.fail_next_rows).await;
 }
 
+/// The same when the data sync of the batch's frames fails, after its
+/// rows were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_sync_failed_does_not_come_back_after_a_power_cut() {
+    a_failed_batch_does_not_come_back(|stats| &stats.fail_next_sync).await;
+}
+
 async fn a_failed_batch_does_not_come_back(
     switch: fn(&super::WriterStats) -> &std::sync::atomic::AtomicBool,
 ) {

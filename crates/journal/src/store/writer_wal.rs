@@ -198,6 +198,10 @@ impl WriterLoop {
                     )));
                 }
                 let synced = written.and_then(|()| tables.write_staged()).and_then(|()| {
+                    #[cfg(test)]
+                    if self.stats.fail_next_sync.swap(false, Ordering::Relaxed) {
+                        return Err(StoreError("injected failure syncing the frames".into()));
+                    }
                     if frames {
                         segment.sync_pending()
                     } else {
