@@ -218,7 +218,7 @@ mod tests {
         };
         config.peers = vec![listed(format!("http://127.0.0.1:{port}"))];
         let keyring = Arc::new(logbook_journal::keys::Keyring::from_secret(b"k".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = logbook_journal::fanout::fanout();
         let (store, writer) =
             logbook_journal::store::Store::open(&dir.path().join("store.redb"), keyring, fanout)
                 .unwrap();

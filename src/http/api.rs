@@ -479,7 +479,7 @@ pub(crate) async fn stream_plan(
         ));
     }
     // Subscribe before reading the head: see stream::follow.
-    let receiver = state.fanout.subscribe();
+    let receiver = state.fanout.subscribe_plan(plan_id);
     let head = state
         .store
         .run(move |s| s.head(&plan_id))
@@ -504,7 +504,7 @@ pub(crate) async fn stream_all(
             format!("types: {e}"),
         )
     })?;
-    let receiver = state.fanout.subscribe();
+    let receiver = state.fanout.subscribe_all();
     let head = state.store.run(move |s| s.last_position()).await?;
     respond_sse(&state, grant, receiver, Source::All(filter), after, head)
 }

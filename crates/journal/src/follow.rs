@@ -283,12 +283,12 @@ mod tests {
         }
     }
 
-    /// The follower lags through a deletion (the channel drops the
-    /// tombstone), so only storage can tell it the plan was replaced.
+    /// The follower lags through a deletion (its channel overflowed before
+    /// the tombstone came), so only storage can tell it the plan was deleted.
     async fn lag_through_deletion() -> Vec<Result<u64, String>> {
         let dir = tempfile::tempdir().unwrap();
         // A tiny channel: a handful of appends makes the follower lag.
-        let (fanout, _) = broadcast::channel(2);
+        let fanout = crate::fanout::Fanout::with_capacity(2, 2);
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
@@ -299,7 +299,7 @@ mod tests {
         }
         let followed = follow(
             store.clone(),
-            fanout.subscribe(),
+            fanout.subscribe_plan(plan),
             Source::Plan(plan),
             0,
             CancellationToken::new(),
@@ -317,16 +317,16 @@ mod tests {
                     .map_err(|e| format!("{e:?}")),
             );
         }
+        // More of the plan than its channel holds, then the deletion.
+        for n in 3..6 {
+            store.append(request(plan, n)).await.unwrap();
+        }
         store.delete_plan(plan, json!("test")).await.unwrap();
         // Its id is never used again.
         assert!(matches!(
             store.append(request(plan, 0)).await,
             Err(crate::store::AppendError::PlanDeleted { .. })
         ));
-        // Filler on another plan so the follower surely lagged past it all.
-        for n in 0..4 {
-            store.append(request(Uuid::new_v4(), n)).await.unwrap();
-        }
         let next = tokio::time::timeout(std::time::Duration::from_secs(5), followed.next())
             .await
             .expect("the follower was left silent")

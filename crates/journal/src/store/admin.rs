@@ -454,8 +454,8 @@ impl WriterLoop {
         if enqueued > 0 {
             self.fed.outbox_grew();
         }
-        // No receivers is fine: nobody is streaming.
-        let _ = self.fanout.send(deleted.tombstone.clone());
+        self.fanout
+            .publish_tombstone(deleted.tombstone.clone(), plan_id);
         Ok(deleted)
     }
 }

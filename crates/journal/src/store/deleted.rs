@@ -140,7 +140,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> (AsyncStore, super::super::Writer) {
         let keyring = Arc::new(Keyring::from_secret(b"deleted".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.join("j.redb"), keyring, fanout).unwrap();
         (AsyncStore::new(store), writer)
     }

@@ -283,7 +283,7 @@ mod tests {
     async fn passes_are_bounded_and_resume_where_they_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(Keyring::from_secret(b"heads".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         for plan in [a, a, b, a] {

@@ -64,7 +64,7 @@ mod tests {
             Keyring::from_secret(b"old-key".to_vec()),
             Keyring::from_secret(b"new-key".to_vec()),
         );
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), Arc::new(old.clone()), fanout).unwrap();
         let store = AsyncStore::new(store);
@@ -92,7 +92,7 @@ mod tests {
     #[ignore = "a measurement, not a check"]
     async fn cost_per_plan() {
         let dir = tempfile::tempdir().unwrap();
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let keyring = Arc::new(Keyring::from_secret(b"key".to_vec()));
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let store = AsyncStore::new(store);

@@ -38,11 +38,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use redb::TableDefinition;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::chain::CanonicalPayload;
 use super::event::Event;
+use super::fanout::Fanout;
 use super::keys::Keyring;
 
 pub mod admin;
@@ -298,7 +299,7 @@ impl Store {
     pub fn open(
         path: &Path,
         keyring: Arc<Keyring>,
-        fanout: broadcast::Sender<Arc<Event>>,
+        fanout: Fanout,
     ) -> Result<(Store, Writer), StoreError> {
         Store::open_with(path, keyring, fanout, &StoreOptions::default())
     }
@@ -307,7 +308,7 @@ impl Store {
     pub fn open_with(
         path: &Path,
         keyring: Arc<Keyring>,
-        fanout: broadcast::Sender<Arc<Event>>,
+        fanout: Fanout,
         options: &StoreOptions,
     ) -> Result<(Store, Writer), StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

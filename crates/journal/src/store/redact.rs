@@ -228,10 +228,8 @@ impl WriterLoop {
         txn.commit().map_err(StoreError::from)?;
         self.position = position;
         debug_assert_eq!(enqueued, 0, "the system journal is never queued for a peer");
-        for redacted in outcomes.iter().flatten() {
-            // No receivers is fine: nobody is streaming.
-            let _ = self.fanout.send(redacted.record.clone());
-        }
+        self.fanout
+            .publish(outcomes.iter().flatten().map(|r| r.record.clone()));
         Ok(outcomes)
     }
 }

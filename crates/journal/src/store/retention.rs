@@ -304,7 +304,7 @@ mod tests {
     fn only_old_delivered_rows_go_and_the_newest_row_stays() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         store
             .peers()

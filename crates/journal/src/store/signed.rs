@@ -322,7 +322,7 @@ mod tests {
     async fn a_checkpoint_inconsistent_with_one_signed_before_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let plan = Uuid::new_v4();
         // More than a head row buffers (`head.rs`): the first leaves' hashes

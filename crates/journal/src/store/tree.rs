@@ -362,7 +362,7 @@ mod tests {
 
     async fn filled(dir: &std::path::Path, plan: Uuid, n: u64) -> (Store, super::super::Writer) {
         let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.join("j.redb"), keyring, fanout).unwrap();
         for i in 0..n {
             store
@@ -532,7 +532,7 @@ mod tests {
             .unwrap();
 
         let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         assert_eq!(store.tree(&plan).root(None).unwrap().unwrap(), before);
         assert_eq!(before.1, reference_root(&leaves(&store, &plan)));
@@ -579,7 +579,7 @@ mod tests {
             .unwrap();
 
         let keyring = Arc::new(Keyring::from_secret(b"tree".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let request = |plan| AppendRequest {
             plan_id: plan,

@@ -200,7 +200,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         assert_eq!(store.witness_latest("logbook/b").unwrap(), None);
         store.put_witness_latest("logbook/b", &latest).unwrap();

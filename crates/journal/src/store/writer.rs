@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::redact::RedactError;
 use super::wal::Segment;
@@ -13,7 +13,7 @@ use super::{
     AppendError, AppendRequest, Appended, Db, Fault, FedShared, Health, Job, MAX_BATCH, StoreError,
     WriterStats, admin, last_position,
 };
-use crate::event::Event;
+use crate::fanout::Fanout;
 use crate::keys::Keyring;
 
 /// First wait before reopening the database after a failed write; it
@@ -29,7 +29,7 @@ pub(super) struct WriterLoop {
     pub(super) fed: Arc<FedShared>,
     pub(super) db: Arc<Db>,
     pub(super) keyring: Arc<logbook_base::reloadable::Reloadable<Keyring>>,
-    pub(super) fanout: broadcast::Sender<Arc<Event>>,
+    pub(super) fanout: Fanout,
     /// Last committed store-wide position.
     pub(super) position: u64,
     pub(super) stats: Arc<WriterStats>,
@@ -207,10 +207,7 @@ impl WriterLoop {
                     // The caller may have gone away; the event is stored regardless.
                     let _ = reply.send(outcome);
                 }
-                for event in committed {
-                    // No receivers is fine: nobody is streaming.
-                    let _ = self.fanout.send(event);
-                }
+                self.fanout.publish(committed);
             }
             Err(e) => {
                 tracing::error!(error = %e, appends = batch.len(), "journal commit failed; its appends were answered with the error");
@@ -319,7 +316,7 @@ mod tests {
     /// with a write-ahead segment at `segment` or none.
     fn writer_loop(
         store: &Store,
-        fanout: broadcast::Sender<Arc<Event>>,
+        fanout: Fanout,
         segment: Option<std::path::PathBuf>,
     ) -> WriterLoop {
         WriterLoop {
@@ -354,7 +351,8 @@ mod tests {
     async fn mixed_outcomes(through_segment: bool) {
         use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
-        let (fanout, mut published) = broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
+        let mut published = fanout.subscribe_all();
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
@@ -450,7 +448,7 @@ mod tests {
     async fn a_failed_batch_whose_frames_stay_says_so() {
         use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
-        let (fanout, _published) = broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
@@ -496,7 +494,7 @@ mod tests {
         use crate::chain::{CanonicalPayload, log_entry};
         use logbook_tlog::merkle::{StreamingRoot, leaf_hash};
         let dir = tempfile::tempdir().unwrap();
-        let (fanout, _published) = broadcast::channel(256);
+        let fanout = crate::fanout::fanout();
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) =
             Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
@@ -549,7 +547,7 @@ mod tests {
     async fn a_failure_outside_the_writer_wakes_it_to_reopen() {
         use crate::chain::CanonicalPayload;
         let dir = tempfile::tempdir().unwrap();
-        let (fanout, _published) = broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let request = || AppendRequest {

@@ -481,7 +481,7 @@ mod tests {
     fn concurrent_subscriptions_are_all_routed() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (fanout, _) = tokio::sync::broadcast::channel(16);
+        let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
         const PEERS: usize = 6;
         const PATTERNS: usize = 25;
