@@ -114,7 +114,7 @@ impl From<StoreError> for RedactError {
     }
 }
 
-/// A reason is one line of printable text, 1 to [`MAX_REASON_BYTES`] bytes.
+/// A reason is one line of visible text, 1 to [`MAX_REASON_BYTES`] bytes.
 pub fn check_reason(reason: &str) -> Result<(), RedactError> {
     if reason.trim().is_empty() {
         return Err(RedactError::InvalidReason("it is empty"));
@@ -127,7 +127,34 @@ pub fn check_reason(reason: &str) -> Result<(), RedactError> {
             "it contains control characters (line breaks included)",
         ));
     }
+    if reason.chars().any(is_hidden) {
+        return Err(RedactError::InvalidReason(
+            "it contains invisible formatting (direction overrides, zero-width characters, line or paragraph separators)",
+        ));
+    }
     Ok(())
+}
+
+/// Characters that change how the text around them reads without being
+/// seen: direction marks, embeddings, overrides and isolates ("Trojan
+/// Source"), zero-width spaces and joiners, the word joiner and invisible
+/// operators, the byte order mark, and line and paragraph separators. A
+/// reason is written by an operator and shown to auditors as recorded, so
+/// it may not hold them. (Event fields are the client's data and are kept
+/// as sent; the viewer marks these characters there.)
+fn is_hidden(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// What one writer job answers: one outcome per redaction, or the failure
@@ -364,6 +391,13 @@ mod tests {
         assert!(matches!(outcomes[2], Err(RedactError::NotFound)));
         assert!(matches!(outcomes[3], Err(RedactError::InvalidReason(_))));
         assert!(matches!(outcomes[4], Err(RedactError::Protected)));
+        for hidden in ["\u{202E}fdp.exe", "a\u{200B}b", "x\u{2066}y", "l\u{2028}l"] {
+            assert!(
+                matches!(check_reason(hidden), Err(RedactError::InvalidReason(_))),
+                "{hidden:?} was accepted"
+            );
+        }
+        check_reason("GDPR request #4711, café ✓").unwrap();
         let left = scan_all(2);
         assert_eq!(left.len(), 9);
         assert!(!left.contains(&(a, 2)));
