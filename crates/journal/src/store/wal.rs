@@ -29,7 +29,9 @@
 //! - frames from [`HEADER_LEN`] on: length (u32 LE) of the body, SHA-256
 //!   of (epoch ‖ length ‖ body), body = version byte + postcard
 //!   [`WalRecord`]. Replay stops at the first frame that does not check
-//!   (a torn tail, zeros, an older epoch).
+//!   (a torn tail, zeros, an older epoch), unless a frame of the epoch
+//!   further on proves that the one which failed was acknowledged (see
+//!   [`acknowledged_damage`]): then the segment is damaged and does not open.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -52,6 +54,11 @@ const FRAME_HEAD: usize = 4 + 32;
 /// budget with 1 M events, see `docs/benchmarks.md`) and the redb pages a
 /// run of `None` commits keeps in memory.
 pub(super) const SEGMENT_BYTES: u64 = 8 << 20;
+/// Most frames one batch writes: one per new event of at most
+/// `MAX_BATCH` appends. A frame that checks this many positions after one
+/// that does not was written by a later batch, which the writer begins only
+/// once the earlier one is synced and answered.
+pub(super) const MAX_FRAMES_PER_BATCH: u64 = super::MAX_BATCH as u64;
 /// The smallest segment made: on a small disk the segment takes at most an
 /// eighth of the free space, but not less than this.
 const MIN_SEGMENT_BYTES: u64 = 256 << 10;
@@ -211,6 +218,11 @@ impl Segment {
     /// [`Segment::write_pending`]. Returns false when they do not fit in
     /// the rest of the segment.
     pub(super) fn prepare(&mut self, records: &[WalRecord]) -> bool {
+        // Replay's damage check relies on it (`acknowledged_damage`).
+        assert!(
+            records.len() as u64 <= MAX_FRAMES_PER_BATCH,
+            "a batch writes at most MAX_FRAMES_PER_BATCH frames"
+        );
         self.pending.clear();
         for record in records {
             encode_frame(&self.epoch, record, &mut self.pending);
@@ -427,6 +439,15 @@ pub(super) fn decode_frames(
             break;
         };
         if body.is_empty() || head[4..] != checksum(epoch, len, body) {
+            if let Some(damage) = acknowledged_damage(epoch, bytes, at, records.last()) {
+                return Err(StoreError(format!(
+                    "{}: the frame at byte {} does not check, but the frame at byte {} holds position {}, which a later batch wrote: the segment lost an acknowledged event, so the store does not open rather than go on without it. Restore journal.redb and journal.wal together from a backup; or, to open it without the events written since the last checkpoint, move journal.wal aside",
+                    path.display(),
+                    HEADER_LEN as usize + at,
+                    HEADER_LEN as usize + damage.offset,
+                    damage.position,
+                )));
+            }
             break;
         }
         // A frame that checks was written by this build's writer: a record
@@ -455,170 +476,70 @@ pub(super) fn decode_frames(
     Ok((records, at))
 }
 
+/// A frame of the epoch that checks and proves an earlier one damaged.
+#[derive(Debug)]
+pub(super) struct Damage {
+    /// Where it starts in the frames' bytes.
+    pub(super) offset: usize,
+    pub(super) position: u64,
+}
+
+/// Whether the frame at `failed`, the first that does not check, was
+/// acknowledged: true when a frame of the epoch further on holds a
+/// position at least [`MAX_FRAMES_PER_BATCH`] past it. A later batch wrote
+/// that frame, and the writer only begins a batch once the one before it
+/// is synced and answered (a failed batch empties the segment before the
+/// next one writes). A power cut tears only the last batch, whose frames
+/// may land in any order, so a frame that checks after one that does not
+/// is no proof by itself.
+///
+/// The failed frame holds position `last + 1`; when it is the epoch's
+/// first, its position is below that of any later frame. Its length may be
+/// damaged too, so later frames are found by scanning every offset: a
+/// plausible length and the record's version byte first, then the
+/// checksum. Damage in the last `MAX_FRAMES_PER_BATCH` positions is not
+/// caught this way.
+pub(super) fn acknowledged_damage(
+    epoch: &[u8; 16],
+    bytes: &[u8],
+    failed: usize,
+    last: Option<&WalRecord>,
+) -> Option<Damage> {
+    let mut first_after: Option<u64> = None;
+    let mut at = failed + 1;
+    while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
+        let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
+        let body = usize::try_from(u32::from_le_bytes(len))
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + n))
+            .filter(|body| body[0] == RECORD_VERSION && head[4..] == checksum(epoch, len, body));
+        let Some(body) = body else {
+            at += 1;
+            continue;
+        };
+        // A frame that checks but does not decode is damage decode_frames
+        // reports when it reaches it; here it proves nothing.
+        if let Ok(record) = super::decode::<WalRecord>(body) {
+            let failed_position = match last {
+                Some(last) => last.position + 1,
+                None => *first_after.get_or_insert(record.position) - 1,
+            };
+            if record.position >= failed_position.saturating_add(MAX_FRAMES_PER_BATCH) {
+                return Some(Damage {
+                    offset: at,
+                    position: record.position,
+                });
+            }
+        }
+        at += FRAME_HEAD + body.len();
+    }
+    None
+}
+
 // The record's version byte is the store's: `encode` writes RECORD_VERSION.
 const _: u8 = RECORD_VERSION;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(position: u64, payload_len: usize) -> WalRecord {
-        WalRecord {
-            position,
-            plan_id: [7; 16],
-            seq: position,
-            event: vec![position as u8; payload_len],
-            idempotency: position
-                .is_multiple_of(2)
-                .then(|| (format!("key-{position}"), [3; 32])),
-            outbox: vec![("peer-a".into(), [position as u8; 16])],
-        }
-    }
-
-    fn frames(epoch: &[u8; 16], records: &[WalRecord]) -> (Vec<u8>, Vec<usize>) {
-        let mut out = Vec::new();
-        let mut ends = Vec::new();
-        for r in records {
-            encode_frame(epoch, r, &mut out);
-            ends.push(out.len());
-        }
-        (out, ends)
-    }
-
-    #[test]
-    fn frames_round_trip() {
-        let epoch = [9; 16];
-        let records: Vec<_> = (1..=5).map(|p| record(p, 100 * p as usize)).collect();
-        let (bytes, ends) = frames(&epoch, &records);
-        let mut padded = bytes.clone();
-        padded.extend_from_slice(&[0; 4096]);
-        let (decoded, used) = decode_frames(&epoch, &padded, Path::new("t")).unwrap();
-        assert_eq!(decoded, records);
-        assert_eq!(used, *ends.last().unwrap());
-    }
-
-    /// The event bytes written as bytes encode exactly as serde's default
-    /// for a `Vec<u8>` (a sequence), which wrote the frames before; and a
-    /// frame encoded behind others is the frame encoded alone.
-    #[test]
-    fn frames_keep_the_sequence_encoding() {
-        #[derive(Serialize)]
-        struct AsSequence<'a> {
-            position: u64,
-            plan_id: [u8; 16],
-            seq: u64,
-            event: &'a Vec<u8>,
-            idempotency: &'a Option<(String, [u8; 32])>,
-            outbox: &'a Vec<(String, [u8; 16])>,
-        }
-        let epoch = [5; 16];
-        for r in [
-            record(1, 0),
-            record(2, 127),
-            record(3, 128),
-            record(4, 1300),
-        ] {
-            let mut expected = vec![RECORD_VERSION];
-            expected.extend(
-                postcard::to_stdvec(&AsSequence {
-                    position: r.position,
-                    plan_id: r.plan_id,
-                    seq: r.seq,
-                    event: &r.event,
-                    idempotency: &r.idempotency,
-                    outbox: &r.outbox,
-                })
-                .unwrap(),
-            );
-            let mut alone = Vec::new();
-            encode_frame(&epoch, &r, &mut alone);
-            assert_eq!(&alone[FRAME_HEAD..], expected.as_slice());
-            let len = u32::try_from(expected.len()).unwrap().to_le_bytes();
-            assert_eq!(alone[..4], len);
-            assert_eq!(alone[4..FRAME_HEAD], checksum(&epoch, len, &expected));
-            let mut behind = vec![0xAA; 10];
-            encode_frame(&epoch, &r, &mut behind);
-            assert_eq!(&behind[10..], alone.as_slice());
-        }
-    }
-
-    /// A tail torn at any byte of the last frame: every earlier record
-    /// replays, the torn one does not.
-    #[test]
-    fn a_torn_tail_at_every_offset_keeps_the_earlier_records() {
-        let epoch = [1; 16];
-        let records: Vec<_> = (10..=13).map(|p| record(p, 300)).collect();
-        let (bytes, ends) = frames(&epoch, &records);
-        let last_start = ends[ends.len() - 2];
-        for cut in last_start..bytes.len() {
-            // What a crash leaves: the frame's first bytes, then zeros.
-            let mut torn = bytes[..cut].to_vec();
-            torn.resize(bytes.len() + 64, 0);
-            let (decoded, used) = decode_frames(&epoch, &torn, Path::new("t")).unwrap();
-            assert_eq!(decoded, records[..3], "cut at {cut}");
-            assert_eq!(used, last_start);
-        }
-    }
-
-    /// A flipped bit anywhere in a frame stops the replay at that frame.
-    #[test]
-    fn a_flipped_byte_stops_replay_at_that_frame() {
-        let epoch = [2; 16];
-        let records: Vec<_> = (1..=4).map(|p| record(p, 50)).collect();
-        let (bytes, ends) = frames(&epoch, &records);
-        let (start, end) = (ends[1], ends[2]);
-        for at in start..end {
-            let mut damaged = bytes.clone();
-            damaged[at] ^= 0x40;
-            let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t")).unwrap();
-            assert_eq!(decoded, records[..2], "flipped byte {at}");
-        }
-    }
-
-    /// Frames of another epoch (an emptied segment's leftovers) never replay.
-    #[test]
-    fn frames_of_an_older_epoch_do_not_replay() {
-        let (old, _) = frames(&[1; 16], &[record(1, 10), record(2, 10)]);
-        let (decoded, used) = decode_frames(&[2; 16], &old, Path::new("t")).unwrap();
-        assert!(decoded.is_empty());
-        assert_eq!(used, 0);
-    }
-
-    /// A file: frames written, committed, reopened; a reset empties it, and
-    /// frames written but abandoned are gone after the reset too.
-    #[test]
-    fn a_segment_file_keeps_committed_frames_until_reset() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.wal");
-        let (mut segment, records) = Segment::open(&path).unwrap();
-        assert!(records.is_empty() && segment.is_empty());
-        let size = std::fs::metadata(&path).unwrap().len();
-        assert!((MIN_SEGMENT_BYTES..=SEGMENT_BYTES).contains(&size));
-        let batch = [record(1, 20), record(2, 20)];
-        assert!(segment.prepare(&batch));
-        segment.write_pending().unwrap();
-        segment.sync_pending().unwrap();
-        segment.committed();
-        drop(segment);
-        let (mut segment, records) = Segment::open(&path).unwrap();
-        assert_eq!(records, batch);
-        assert!(segment.prepare(&[record(3, 20)]));
-        segment.write_pending().unwrap();
-        assert!(segment.abandoned());
-        assert!(segment.needs_reset);
-        segment.reset().unwrap();
-        drop(segment);
-        let (segment, records) = Segment::open(&path).unwrap();
-        assert!(records.is_empty() && segment.is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
-    }
-
-    /// Records out of order in frames that check are damage, not a tail.
-    #[test]
-    fn a_position_gap_between_frames_fails_closed() {
-        let epoch = [3; 16];
-        let (bytes, _) = frames(&epoch, &[record(1, 10), record(3, 10)]);
-        let e = decode_frames(&epoch, &bytes, Path::new("j.wal")).unwrap_err();
-        assert!(e.to_string().contains("j.wal"), "{e}");
-    }
-}
+#[path = "wal_frames.rs"]
+mod tests;
