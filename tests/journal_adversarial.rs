@@ -78,6 +78,31 @@ async fn a_follower_of_a_deleted_plan_ends_even_if_the_plan_stays_gone() {
     stream.expect_end(Duration::from_secs(5)).await;
 }
 
+/// Following a plan that is already deleted is 410 at once, from any
+/// cursor: its id is never used again, so a stream would wait forever.
+#[tokio::test]
+async fn following_a_plan_already_deleted_is_gone() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    fill(&daemon, plan, 2).await;
+    daemon
+        .admin_json(&["plans", "delete", "--yes", &plan.to_string()])
+        .await;
+    for after in ["0", "2", "5"] {
+        let resp = daemon
+            .sse_refused(
+                &format!("/api/plans/{plan}/events/stream?after={after}"),
+                &[],
+            )
+            .await;
+        assert_problem(&resp, 410);
+        assert_eq!(
+            resp.json["type"], "urn:logbook:problem:plan-deleted",
+            "after={after}"
+        );
+    }
+}
+
 /// The all-plans stream across a deletion: positions of the deleted plan
 /// leave a hole; resuming inside the hole continues at the next stored
 /// position, and a live follower keeps going without looping or stalling.

@@ -7,9 +7,9 @@ use axum::Json;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use logbook_journal::fanout::Subscription;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::AppState;
@@ -177,18 +177,25 @@ pub(crate) async fn append(
             "this Idempotency-Key was already used for a different request on this plan",
         )
         .with("seq", seq)),
-        Err(AppendError::PlanDeleted { tombstone_seq }) => Err(Problem::new(
-            StatusCode::GONE,
-            "plan-deleted",
-            "Plan deleted",
-            format!(
-                "plan {plan_id} was deleted (system journal seq {tombstone_seq}); a deleted plan's id is never used again"
-            ),
-        )
-        .with("tombstone_seq", tombstone_seq)),
+        Err(AppendError::PlanDeleted { tombstone_seq }) => {
+            Err(plan_deleted(plan_id, tombstone_seq))
+        }
         Err(AppendError::Unavailable) => Err(Problem::unavailable("the journal is shutting down")),
         Err(AppendError::Storage(e)) => Err(e.into()),
     }
+}
+
+/// 410 for a plan that was deleted: its id is never used again.
+fn plan_deleted(plan_id: Uuid, tombstone_seq: u64) -> Problem {
+    Problem::new(
+        StatusCode::GONE,
+        "plan-deleted",
+        "Plan deleted",
+        format!(
+            "plan {plan_id} was deleted (system journal seq {tombstone_seq}); a deleted plan's id is never used again"
+        ),
+    )
+    .with("tombstone_seq", tombstone_seq)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -480,11 +487,15 @@ pub(crate) async fn stream_plan(
     }
     // Subscribe before reading the head: see stream::follow.
     let receiver = state.fanout.subscribe_plan(plan_id);
-    let head = state
+    let (head, deleted) = state
         .store
-        .run(move |s| s.head(&plan_id))
-        .await?
-        .map_or(0, |h| h.last_seq);
+        .run(move |s| Ok::<_, StoreError>((s.head(&plan_id)?, s.deleted_plan(&plan_id)?)))
+        .await?;
+    // Its id is never used again: a stream would wait for nothing forever.
+    if let Some(deleted) = deleted {
+        return Err(plan_deleted(plan_id, deleted.tombstone_seq));
+    }
+    let head = head.map_or(0, |h| h.last_seq);
     respond_sse(&state, grant, receiver, Source::Plan(plan_id), after, head)
 }
 
@@ -514,7 +525,7 @@ pub(crate) async fn stream_all(
 fn respond_sse(
     state: &ApiState,
     grant: auth::Grant,
-    receiver: broadcast::Receiver<Arc<Event>>,
+    receiver: Subscription,
     source: Source,
     after: u64,
     head: u64,

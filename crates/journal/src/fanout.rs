@@ -17,15 +17,21 @@
 //! - a plan's tombstone also goes to that plan's channel, since its
 //!   followers must see the deletion (the tombstone itself is an event of
 //!   the system journal);
-//! - a plan's channel exists while it has a receiver: a publish that finds
-//!   none drops it, and a subscription drops the others that have none left,
-//!   so the map holds at most twice the followed plans.
+//! - a plan's channel exists exactly while it has a receiver: the last
+//!   [`Subscription`] of a plan to go drops its channel, so the map holds
+//!   the followed plans and no more.
+//!
+//! Memory: a broadcast channel allocates its ring up front, and a receiver
+//! that stops reading keeps the events it has not read alive until the ring
+//! wraps. So one followed plan costs [`PLAN_FANOUT_CAPACITY`] slots, and
+//! pins at most that many of its events; the all-plans channel, one ring of
+//! [`FANOUT_CAPACITY`]. Streams are capped by `max_streams`.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use crate::Event;
@@ -33,11 +39,11 @@ use crate::Event;
 /// Events buffered per receiver of the all-plans channel before a slow one
 /// lags and catches up from storage.
 pub(crate) const FANOUT_CAPACITY: usize = 4096;
-/// The same for one plan's channel. Smaller, since a broadcast channel
-/// allocates its whole ring up front (about 40 bytes a slot) and there is
-/// one per followed plan: 10,000 followers of distinct plans hold 10,000.
-/// It is still more than twenty group commits of one plan at 64 clients.
-pub(crate) const PLAN_FANOUT_CAPACITY: usize = 512;
+/// The same for one plan's channel: smaller, since there is one per
+/// followed plan (each slot about 40 bytes up front, and at most this many
+/// events pinned by a follower that stopped reading). Still several group
+/// commits of one plan at 64 clients before a follower lags.
+pub(crate) const PLAN_FANOUT_CAPACITY: usize = 256;
 
 /// Committed events, in commit order, per plan and for all plans. Cheap to
 /// clone: every clone is the same fan-out.
@@ -46,15 +52,8 @@ pub struct Fanout(Arc<Shared>);
 
 struct Shared {
     all: broadcast::Sender<Arc<Event>>,
-    plans: Mutex<PlanChannels>,
+    plans: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Event>>>>,
     plan_capacity: usize,
-}
-
-#[derive(Default)]
-struct PlanChannels {
-    by_plan: HashMap<Uuid, broadcast::Sender<Arc<Event>>>,
-    /// Channels left after the last sweep of those without a receiver.
-    after_sweep: usize,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -82,71 +81,98 @@ impl Fanout {
     }
 
     /// Every committed event from now on.
-    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.0.all.subscribe()
+    pub fn subscribe_all(&self) -> Subscription {
+        Subscription {
+            receiver: self.0.all.subscribe(),
+            plan: None,
+        }
     }
 
     /// Every committed event of `plan` from now on, and its tombstone.
-    pub fn subscribe_plan(&self, plan: Uuid) -> broadcast::Receiver<Arc<Event>> {
-        let mut plans = self.plans();
-        // Followers that left leave a channel without receivers behind;
-        // sweep them once the map has doubled since the last sweep.
-        if plans.by_plan.len() >= 2 * plans.after_sweep.max(16) {
-            plans
-                .by_plan
-                .retain(|_, sender| sender.receiver_count() > 0);
-            plans.after_sweep = plans.by_plan.len();
-        }
+    pub fn subscribe_plan(&self, plan: Uuid) -> Subscription {
         let capacity = self.0.plan_capacity;
-        plans
-            .by_plan
+        let receiver = self
+            .plans()
             .entry(plan)
             .or_insert_with(|| broadcast::channel(capacity).0)
-            .subscribe()
+            .subscribe();
+        Subscription {
+            receiver,
+            plan: Some((self.clone(), plan)),
+        }
     }
 
     /// Publishes committed events, in commit order. No receivers is fine:
     /// nobody is following.
     pub fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) {
-        let mut plans = None;
+        let plans = self.plans();
         for event in events {
-            if self.0.all.receiver_count() > 0 {
-                let _ = self.0.all.send(event.clone());
-            }
-            let plans = plans.get_or_insert_with(|| self.plans());
-            if !plans.by_plan.is_empty() {
-                send_to_plan(plans, event.plan_id, event);
-            }
+            self.send(&plans, event);
         }
     }
 
     /// Publishes the tombstone of `deleted`: to every follower of the system
     /// journal, and to those of the deleted plan, which it ends.
     pub fn publish_tombstone(&self, tombstone: Arc<Event>, deleted: Uuid) {
-        self.publish([tombstone.clone()]);
-        let mut plans = self.plans();
-        send_to_plan(&mut plans, deleted, tombstone);
+        let plans = self.plans();
+        self.send(&plans, tombstone.clone());
+        if let Some(sender) = plans.get(&deleted) {
+            let _ = sender.send(tombstone);
+        }
     }
 
-    /// Plans with a channel: those followed, and perhaps some whose
-    /// followers left since the last sweep.
+    /// Plans followed now.
     pub fn plan_channels(&self) -> usize {
-        self.plans().by_plan.len()
+        self.plans().len()
     }
 
-    fn plans(&self) -> MutexGuard<'_, PlanChannels> {
+    fn send(&self, plans: &HashMap<Uuid, broadcast::Sender<Arc<Event>>>, event: Arc<Event>) {
+        if self.0.all.receiver_count() > 0 {
+            let _ = self.0.all.send(event.clone());
+        }
+        if let Some(sender) = plans.get(&event.plan_id) {
+            let _ = sender.send(event);
+        }
+    }
+
+    fn plans(&self) -> MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Arc<Event>>>> {
         // Nothing under this lock can leave the map inconsistent.
         self.0.plans.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Sends `event` to `plan`'s channel, and drops the channel if it has no
-/// receiver left. Subscribing takes the same lock, so none can be lost.
-fn send_to_plan(plans: &mut PlanChannels, plan: Uuid, event: Arc<Event>) {
-    if let Some(sender) = plans.by_plan.get(&plan)
-        && sender.send(event).is_err()
-    {
-        plans.by_plan.remove(&plan);
+/// A follower's end of the fan-out: the all-plans channel or one plan's.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Event>>,
+    /// For a plan: the fan-out to take its channel out of when this is the
+    /// last receiver.
+    plan: Option<(Fanout, Uuid)>,
+}
+
+impl Subscription {
+    /// The next event, as [`broadcast::Receiver::recv`].
+    pub async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is waiting, as [`broadcast::Receiver::try_recv`].
+    pub fn try_recv(&mut self) -> Result<Arc<Event>, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some((fanout, plan)) = &self.plan else {
+            return;
+        };
+        // Under the lock that subscribing takes, so no new receiver can
+        // appear between the count and the removal. The entry is this
+        // receiver's channel: only a channel without receivers is removed.
+        let mut plans = fanout.plans();
+        if plans.get(plan).is_some_and(|s| s.receiver_count() <= 1) {
+            plans.remove(plan);
+        }
     }
 }
 
@@ -202,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tombstone_reaches_the_deleted_plans_followers() {
+    fn a_tombstone_reaches_the_deleted_plans_followers_once() {
         let fanout = fanout();
         let (plan, system) = (Uuid::new_v4(), Uuid::nil());
         let mut of_plan = fanout.subscribe_plan(plan);
@@ -210,36 +236,70 @@ mod tests {
         fanout.publish_tombstone(event(system, 7), plan);
         assert_eq!(of_plan.try_recv().unwrap().seq, 7);
         assert_eq!(of_system.try_recv().unwrap().seq, 7);
+        assert!(of_plan.try_recv().is_err() && of_system.try_recv().is_err());
     }
 
+    /// The map holds the followed plans: the last follower of a plan to go
+    /// takes its channel out, and the others keep theirs working.
     #[test]
-    fn channels_without_followers_are_dropped() {
+    fn a_plans_channel_lives_as_long_as_its_followers() {
         let fanout = fanout();
         let plan = Uuid::new_v4();
-        drop(fanout.subscribe_plan(plan));
-        assert_eq!(fanout.plan_channels(), 1);
-        // The first publish that finds no receiver drops the channel...
-        fanout.publish([event(plan, 1)]);
-        assert_eq!(fanout.plan_channels(), 0);
-        // ...and so does a sweep, for plans nobody appends to: the map stays
-        // within twice the plans followed.
-        let kept = fanout.subscribe_plan(plan);
+        let first = fanout.subscribe_plan(plan);
+        let mut second = fanout.subscribe_plan(plan);
         for _ in 0..1000 {
             drop(fanout.subscribe_plan(Uuid::new_v4()));
-            assert!(fanout.plan_channels() <= 2 * 16 + 1);
         }
-        fanout.publish([event(plan, 2)]);
-        drop(kept);
-    }
-
-    #[test]
-    fn a_resubscribed_plan_gets_a_working_channel() {
-        let fanout = fanout();
-        let plan = Uuid::new_v4();
-        drop(fanout.subscribe_plan(plan));
+        assert_eq!(fanout.plan_channels(), 1);
+        drop(first);
         fanout.publish([event(plan, 1)]);
+        assert_eq!(second.try_recv().unwrap().seq, 1);
+        drop(second);
+        assert_eq!(fanout.plan_channels(), 0);
+        // Followed again: a new channel that works.
         let mut again = fanout.subscribe_plan(plan);
         fanout.publish([event(plan, 2)]);
         assert_eq!(again.try_recv().unwrap().seq, 2);
+    }
+
+    /// Followers come and go while events are published: each receiver gets
+    /// every event published after it subscribed, in order, and the map is
+    /// empty once all are gone.
+    #[test]
+    fn subscribing_and_leaving_while_publishing_loses_nothing() {
+        let fanout = fanout();
+        let plan = Uuid::new_v4();
+        let publisher = {
+            let fanout = fanout.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=20_000 {
+                    fanout.publish([event(plan, seq)]);
+                }
+            })
+        };
+        let mut checked = 0;
+        while !publisher.is_finished() {
+            let mut follower = fanout.subscribe_plan(plan);
+            let mut last = None;
+            for _ in 0..50 {
+                match follower.try_recv() {
+                    Ok(e) => {
+                        assert!(
+                            last.is_none_or(|l| e.seq == l + 1),
+                            "{last:?} then {}",
+                            e.seq
+                        );
+                        last = Some(e.seq);
+                        checked += 1;
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => std::thread::yield_now(),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => last = None,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        publisher.join().unwrap();
+        assert!(checked > 0, "no follower saw an event");
+        assert_eq!(fanout.plan_channels(), 0);
     }
 }

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Event;
-use crate::fanout::StreamStats;
+use crate::fanout::{StreamStats, Subscription};
 use crate::registry::TypeFilter;
 use crate::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
 use crate::store::{AsyncStore, READ_PAGE, StoreError};
@@ -163,7 +163,7 @@ fn advance(
 /// yielding an [`Interrupted`].
 pub fn follow(
     store: AsyncStore,
-    mut receiver: broadcast::Receiver<Arc<Event>>,
+    mut receiver: Subscription,
     source: Source,
     after: u64,
     shutdown: CancellationToken,

@@ -129,7 +129,7 @@ pub fn check_reason(reason: &str) -> Result<(), RedactError> {
     }
     if reason.chars().any(is_hidden) {
         return Err(RedactError::InvalidReason(
-            "it contains invisible formatting (direction overrides, zero-width characters, line or paragraph separators)",
+            "it contains invisible formatting (direction overrides, zero-width spaces, tag characters, line or paragraph separators)",
         ));
     }
     Ok(())
@@ -137,23 +137,35 @@ pub fn check_reason(reason: &str) -> Result<(), RedactError> {
 
 /// Characters that change how the text around them reads without being
 /// seen: direction marks, embeddings, overrides and isolates ("Trojan
-/// Source"), zero-width spaces and joiners, the word joiner and invisible
-/// operators, the byte order mark, and line and paragraph separators. A
-/// reason is written by an operator and shown to auditors as recorded, so
-/// it may not hold them. (Event fields are the client's data and are kept
-/// as sent; the viewer marks these characters there.)
+/// Source"), zero-width spaces, the word joiner and invisible operators,
+/// the byte order mark, blank fillers, tag characters (which can carry
+/// hidden ASCII), the combining grapheme joiner, Mongolian variation
+/// selectors, and line and paragraph separators. A reason is written by an
+/// operator and shown to auditors as recorded, so it may not hold them.
+/// The zero-width non-joiner and joiner (U+200C, U+200D) are allowed: Persian
+/// and Indic spelling and emoji sequences need them, and they reorder
+/// nothing. (Event fields are the client's data and are kept as sent; the
+/// viewer marks these characters there.)
 fn is_hidden(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
             | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
             | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
+            | '\u{3164}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
     )
 }
 
@@ -391,13 +403,22 @@ mod tests {
         assert!(matches!(outcomes[2], Err(RedactError::NotFound)));
         assert!(matches!(outcomes[3], Err(RedactError::InvalidReason(_))));
         assert!(matches!(outcomes[4], Err(RedactError::Protected)));
-        for hidden in ["\u{202E}fdp.exe", "a\u{200B}b", "x\u{2066}y", "l\u{2028}l"] {
+        for hidden in [
+            "\u{202E}fdp.exe",
+            "a\u{200B}b",
+            "x\u{2066}y",
+            "l\u{2028}l",
+            "tag\u{E0041}",
+            "\u{3164}",
+        ] {
             assert!(
                 matches!(check_reason(hidden), Err(RedactError::InvalidReason(_))),
                 "{hidden:?} was accepted"
             );
         }
         check_reason("GDPR request #4711, café ✓").unwrap();
+        // Persian with a zero-width non-joiner, an emoji family with joiners.
+        check_reason("می\u{200C}خواهم \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}").unwrap();
         let left = scan_all(2);
         assert_eq!(left.len(), 9);
         assert!(!left.contains(&(a, 2)));
