@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::wal::{Segment, WalRecord};
 use super::{FedShared, POSITIONS, StoreError, Tables, decode_event, event_from_record, event_key};
@@ -157,7 +157,16 @@ pub(super) fn replay_and_empty(
     quick_repair: bool,
     keyring: Option<&Keyring>,
 ) -> Result<(Segment, Replayed), StoreError> {
-    let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path))?;
+    // The last position redb holds durably: the segment's epoch began
+    // after a checkpoint of at least that, so its first frame is at most
+    // one past it (only a deletion removes positions, and its tombstone
+    // comes after them).
+    let durable = db
+        .begin_read()?
+        .open_table(POSITIONS)?
+        .last()?
+        .map_or(0, |(k, _)| k.value());
+    let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path), Some(durable))?;
     let done = replay(
         db,
         records,
@@ -184,7 +193,7 @@ pub(super) fn refuse_orphan_segment(db_path: &Path) -> Result<(), StoreError> {
     if db_path.exists() || !path.exists() {
         return Ok(());
     }
-    let (_, records) = Segment::open(&path)?;
+    let (_, records) = Segment::open(&path, None)?;
     if records.is_empty() {
         return Ok(());
     }

@@ -127,7 +127,14 @@ impl Segment {
     /// epoch) if missing. Returns it with the records of its current epoch.
     /// A header that is not a segment's refuses the open: it may guard
     /// records redb lacks.
-    pub(super) fn open(path: &Path) -> Result<(Segment, Vec<WalRecord>), StoreError> {
+    ///
+    /// `durable` is the last position the database holds durably, when
+    /// known: the epoch's first frame is at most one past it, which bounds
+    /// the search for damage (see [`acknowledged_damage`]).
+    pub(super) fn open(
+        path: &Path,
+        durable: Option<u64>,
+    ) -> Result<(Segment, Vec<WalRecord>), StoreError> {
         if !path.exists() {
             create(path)?;
         }
@@ -163,7 +170,7 @@ impl Segment {
             #[cfg(test)]
             fail_zeroing: false,
         };
-        let (records, end) = segment.read_records(None)?;
+        let (records, end) = segment.read_records(None, durable)?;
         segment.end = end;
         if !segment.is_empty() {
             segment.first_committed = Some(std::time::Instant::now());
@@ -194,9 +201,10 @@ impl Segment {
     /// The frames of the current epoch up to `limit` (or to the first frame
     /// that does not check), and where they end. Records that do not follow
     /// each other by position fail: frames are never written out of order.
-    pub(super) fn read_records(
+    fn read_records(
         &self,
         limit: Option<u64>,
+        durable: Option<u64>,
     ) -> Result<(Vec<WalRecord>, u64), StoreError> {
         let len = self.capacity;
         let limit = limit.unwrap_or(len).min(len);
@@ -204,14 +212,14 @@ impl Segment {
         self.file
             .read_exact_at(&mut bytes, HEADER_LEN)
             .map_err(|e| io_error(&self.path, "reading the write-ahead segment", e))?;
-        let records = decode_frames(&self.epoch, &bytes, &self.path)?;
+        let records = decode_frames(&self.epoch, &bytes, &self.path, durable)?;
         Ok((records.0, HEADER_LEN + records.1 as u64))
     }
 
     /// The frames of every batch that committed since the segment was
     /// last emptied.
     pub(super) fn committed_records(&self) -> Result<(Vec<WalRecord>, u64), StoreError> {
-        self.read_records(Some(self.end))
+        self.read_records(Some(self.end), None)
     }
 
     /// Encodes the batch's records as frames, to be written by
@@ -428,6 +436,7 @@ pub(super) fn decode_frames(
     epoch: &[u8; 16],
     bytes: &[u8],
     path: &Path,
+    durable: Option<u64>,
 ) -> Result<(Vec<WalRecord>, usize), StoreError> {
     let mut records: Vec<WalRecord> = Vec::new();
     let mut at = 0;
@@ -439,7 +448,10 @@ pub(super) fn decode_frames(
             break;
         };
         if body.is_empty() || head[4..] != checksum(epoch, len, body) {
-            if let Some(damage) = acknowledged_damage(epoch, bytes, at, records.last()) {
+            let failed_at_most = records.last().map(|r| r.position).or(durable);
+            if let Some(damage) =
+                acknowledged_damage(epoch, bytes, at, failed_at_most.map(|p| p + 1))
+            {
                 return Err(StoreError(format!(
                     "{}: the frame at byte {} does not check, but the frame at byte {} holds position {}, which a later batch wrote: the segment lost an acknowledged event, so the store does not open rather than go on without it. Restore journal.redb and journal.wal together from a backup; or, to open it without the events written since the last checkpoint, move journal.wal aside",
                     path.display(),
@@ -493,46 +505,79 @@ pub(super) struct Damage {
 /// may land in any order, so a frame that checks after one that does not
 /// is no proof by itself.
 ///
-/// The failed frame holds position `last + 1`; when it is the epoch's
-/// first, its position is below that of any later frame. Its length may be
-/// damaged too, so later frames are found by scanning every offset: a
-/// plausible length and the record's version byte first, then the
-/// checksum. Damage in the last `MAX_FRAMES_PER_BATCH` positions is not
-/// caught this way.
+/// `failed_at_most` bounds the failed frame's position from above: it is
+/// exactly the position after the last frame taken, and for the epoch's
+/// first frame one past the database's durable position (a checkpoint
+/// comes before each new epoch), when known; else the position below the
+/// first later frame of the epoch, found first. Its length may be
+/// damaged too, so later frames are looked for at every offset whose body
+/// would begin with the record's version byte; a candidate's position is
+/// read first, so that frames which could prove nothing (as an older
+/// epoch's, whose positions are lower) are not decoded, and only one that
+/// decodes to exactly its length is hashed. Damage in
+/// the last `MAX_FRAMES_PER_BATCH` positions is not caught this way.
 pub(super) fn acknowledged_damage(
     epoch: &[u8; 16],
     bytes: &[u8],
     failed: usize,
-    last: Option<&WalRecord>,
+    failed_at_most: Option<u64>,
 ) -> Option<Damage> {
-    let mut first_after: Option<u64> = None;
-    let mut at = failed + 1;
-    while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
-        let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
-        let body = usize::try_from(u32::from_le_bytes(len))
+    // The failed frame's position or a bound above it, if known; else the
+    // first later frame of the epoch gives one.
+    let mut failed_at_most = failed_at_most;
+    let mut from = failed + 1;
+    while let Some(found) = bytes
+        .get(from + FRAME_HEAD..)
+        .and_then(|rest| memchr::memchr(RECORD_VERSION, rest))
+    {
+        let at = from + found;
+        from = at + 1;
+        let len: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+        let Some(body) = usize::try_from(u32::from_le_bytes(len))
             .ok()
             .filter(|&n| n > 0)
             .and_then(|n| bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + n))
-            .filter(|body| body[0] == RECORD_VERSION && head[4..] == checksum(epoch, len, body));
-        let Some(body) = body else {
-            at += 1;
+        else {
             continue;
         };
-        // A frame that checks but does not decode is damage decode_frames
-        // reports when it reaches it; here it proves nothing.
-        if let Ok(record) = super::decode::<WalRecord>(body) {
-            let failed_position = match last {
-                Some(last) => last.position + 1,
-                None => *first_after.get_or_insert(record.position) - 1,
-            };
-            if record.position >= failed_position.saturating_add(MAX_FRAMES_PER_BATCH) {
+        let Some(position) = leading_varint(&body[1..]) else {
+            continue;
+        };
+        let proves = |bound: u64| position >= bound.saturating_add(MAX_FRAMES_PER_BATCH);
+        if failed_at_most.is_some_and(|bound| !proves(bound)) {
+            continue;
+        }
+        // Only a body that is exactly one record is hashed: bytes that merely
+        // look like a frame head name lengths of up to the whole segment.
+        let Ok((record, [])) = postcard::take_from_bytes::<WalRecord>(&body[1..]) else {
+            continue;
+        };
+        if bytes[at + 4..at + FRAME_HEAD] != checksum(epoch, len, body) {
+            continue;
+        }
+        match failed_at_most {
+            Some(bound) if proves(bound) => {
                 return Some(Damage {
                     offset: at,
                     position: record.position,
                 });
             }
+            Some(_) => {}
+            None => failed_at_most = Some(record.position.saturating_sub(1)),
         }
-        at += FRAME_HEAD + body.len();
+        from = at + FRAME_HEAD + body.len();
+    }
+    None
+}
+
+/// The unsigned LEB128 varint (postcard's `u64`) at the start of `bytes`.
+fn leading_varint(bytes: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
     }
     None
 }

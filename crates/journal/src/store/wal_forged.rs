@@ -24,7 +24,7 @@ fn rewrite_frames(wal: &Path, mut edit: impl FnMut(&mut WalRecord)) {
     let mut bytes = std::fs::read(wal).unwrap();
     let epoch: [u8; 16] = bytes[8..24].try_into().unwrap();
     let start = HEADER_LEN as usize;
-    let (mut records, used) = decode_frames(&epoch, &bytes[start..], wal).unwrap();
+    let (mut records, used) = decode_frames(&epoch, &bytes[start..], wal, None).unwrap();
     assert!(!records.is_empty(), "the segment holds frames");
     let mut frames = Vec::new();
     for record in &mut records {
@@ -127,7 +127,7 @@ async fn an_event_added_to_the_segment_refuses_the_open() {
     };
     let mut bytes = std::fs::read(&wal).unwrap();
     let epoch: [u8; 16] = bytes[8..24].try_into().unwrap();
-    let (_, used) = decode_frames(&epoch, &bytes[HEADER_LEN as usize..], &wal).unwrap();
+    let (_, used) = decode_frames(&epoch, &bytes[HEADER_LEN as usize..], &wal, None).unwrap();
     let mut frame = Vec::new();
     encode_frame(&epoch, &forged, &mut frame);
     let at = HEADER_LEN as usize + used;

@@ -33,7 +33,7 @@ fn frames_round_trip() {
     let (bytes, ends) = frames(&epoch, &records);
     let mut padded = bytes.clone();
     padded.extend_from_slice(&[0; 4096]);
-    let (decoded, used) = decode_frames(&epoch, &padded, Path::new("t")).unwrap();
+    let (decoded, used) = decode_frames(&epoch, &padded, Path::new("t"), None).unwrap();
     assert_eq!(decoded, records);
     assert_eq!(used, *ends.last().unwrap());
 }
@@ -95,7 +95,7 @@ fn a_torn_tail_at_every_offset_keeps_the_earlier_records() {
         // What a crash leaves: the frame's first bytes, then zeros.
         let mut torn = bytes[..cut].to_vec();
         torn.resize(bytes.len() + 64, 0);
-        let (decoded, used) = decode_frames(&epoch, &torn, Path::new("t")).unwrap();
+        let (decoded, used) = decode_frames(&epoch, &torn, Path::new("t"), None).unwrap();
         assert_eq!(decoded, records[..3], "cut at {cut}");
         assert_eq!(used, last_start);
     }
@@ -111,7 +111,7 @@ fn a_flipped_byte_stops_replay_at_that_frame() {
     for at in start..end {
         let mut damaged = bytes.clone();
         damaged[at] ^= 0x40;
-        let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t")).unwrap();
+        let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t"), None).unwrap();
         assert_eq!(decoded, records[..2], "flipped byte {at}");
     }
 }
@@ -120,7 +120,7 @@ fn a_flipped_byte_stops_replay_at_that_frame() {
 #[test]
 fn frames_of_an_older_epoch_do_not_replay() {
     let (old, _) = frames(&[1; 16], &[record(1, 10), record(2, 10)]);
-    let (decoded, used) = decode_frames(&[2; 16], &old, Path::new("t")).unwrap();
+    let (decoded, used) = decode_frames(&[2; 16], &old, Path::new("t"), None).unwrap();
     assert!(decoded.is_empty());
     assert_eq!(used, 0);
 }
@@ -131,7 +131,7 @@ fn frames_of_an_older_epoch_do_not_replay() {
 fn a_segment_file_keeps_committed_frames_until_reset() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.wal");
-    let (mut segment, records) = Segment::open(&path).unwrap();
+    let (mut segment, records) = Segment::open(&path, None).unwrap();
     assert!(records.is_empty() && segment.is_empty());
     let size = std::fs::metadata(&path).unwrap().len();
     assert!((MIN_SEGMENT_BYTES..=SEGMENT_BYTES).contains(&size));
@@ -141,7 +141,7 @@ fn a_segment_file_keeps_committed_frames_until_reset() {
     segment.sync_pending().unwrap();
     segment.committed();
     drop(segment);
-    let (mut segment, records) = Segment::open(&path).unwrap();
+    let (mut segment, records) = Segment::open(&path, None).unwrap();
     assert_eq!(records, batch);
     assert!(segment.prepare(&[record(3, 20)]));
     segment.write_pending().unwrap();
@@ -149,7 +149,7 @@ fn a_segment_file_keeps_committed_frames_until_reset() {
     assert!(segment.needs_reset);
     segment.reset().unwrap();
     drop(segment);
-    let (segment, records) = Segment::open(&path).unwrap();
+    let (segment, records) = Segment::open(&path, None).unwrap();
     assert!(records.is_empty() && segment.is_empty());
     assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
 }
@@ -159,7 +159,7 @@ fn a_segment_file_keeps_committed_frames_until_reset() {
 fn a_position_gap_between_frames_fails_closed() {
     let epoch = [3; 16];
     let (bytes, _) = frames(&epoch, &[record(1, 10), record(3, 10)]);
-    let e = decode_frames(&epoch, &bytes, Path::new("j.wal")).unwrap_err();
+    let e = decode_frames(&epoch, &bytes, Path::new("j.wal"), None).unwrap_err();
     assert!(e.to_string().contains("j.wal"), "{e}");
 }
 
@@ -189,7 +189,7 @@ fn damage_before_a_later_batch_fails_closed() {
         let mut damaged = bytes.clone();
         damaged[start] ^= 0x01;
         damaged.extend_from_slice(&[0; 512]);
-        let e = decode_frames(&epoch, &damaged, Path::new("j.wal")).unwrap_err();
+        let e = decode_frames(&epoch, &damaged, Path::new("j.wal"), None).unwrap_err();
         assert!(
             e.to_string().contains("lost an acknowledged event"),
             "{what}: {e}"
@@ -208,7 +208,7 @@ fn a_torn_last_batch_with_later_frames_that_check_still_opens() {
     let mut torn = bytes.clone();
     // Frame 31 never reached the disk; frames 32..=40 did.
     torn[ends[29]..ends[30]].fill(0);
-    let (decoded, used) = decode_frames(&epoch, &torn, Path::new("j.wal")).unwrap();
+    let (decoded, used) = decode_frames(&epoch, &torn, Path::new("j.wal"), None).unwrap();
     assert_eq!(decoded, records[..30]);
     assert_eq!(used, ends[29]);
     // The same with the rest of a full batch after the hole, but not more.
@@ -216,7 +216,7 @@ fn a_torn_last_batch_with_later_frames_that_check_still_opens() {
     let (records, bytes, ends) = many(&epoch, n);
     let mut torn = bytes.clone();
     torn[..ends[0]].fill(0);
-    let (decoded, _) = decode_frames(&epoch, &torn, Path::new("j.wal")).unwrap();
+    let (decoded, _) = decode_frames(&epoch, &torn, Path::new("j.wal"), None).unwrap();
     assert!(decoded.is_empty(), "{}", records.len());
 }
 
@@ -230,9 +230,9 @@ fn the_damage_bound_is_one_batch() {
     // Frame 3 fails: position 3 + MAX_FRAMES_PER_BATCH is the last frame.
     let mut damaged = bytes.clone();
     damaged[ends[1] + FRAME_HEAD] ^= 0x80;
-    assert!(decode_frames(&epoch, &damaged, Path::new("t")).is_err());
+    assert!(decode_frames(&epoch, &damaged, Path::new("t"), None).is_err());
     let without_last = &damaged[..ends[ends.len() - 2]];
-    let (decoded, _) = decode_frames(&epoch, without_last, Path::new("t")).unwrap();
+    let (decoded, _) = decode_frames(&epoch, without_last, Path::new("t"), None).unwrap();
     assert_eq!(decoded.len(), 2);
 }
 
@@ -243,7 +243,7 @@ fn the_damage_bound_is_one_batch() {
 fn a_segment_file_with_a_damaged_acknowledged_frame_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.wal");
-    let (mut segment, _) = Segment::open(&path).unwrap();
+    let (mut segment, _) = Segment::open(&path, None).unwrap();
     let batch_of = |from: u64, n: u64| (from..from + n).map(|p| record(p, 200)).collect::<Vec<_>>();
     let mut from = 1;
     for n in [MAX_FRAMES_PER_BATCH, 3, MAX_FRAMES_PER_BATCH] {
@@ -267,7 +267,7 @@ fn a_segment_file_with_a_damaged_acknowledged_frame_does_not_open() {
         file.read_exact_at(&mut byte, rotten).unwrap();
         file.write_all_at(&[byte[0] ^ 0x10], rotten).unwrap();
     }
-    let e = Segment::open(&path).unwrap_err();
+    let e = Segment::open(&path, None).unwrap_err();
     assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
     // Restored, then emptied: the old frames are all there, of another epoch.
     {
@@ -280,10 +280,21 @@ fn a_segment_file_with_a_damaged_acknowledged_frame_does_not_open() {
         file.read_exact_at(&mut byte, rotten).unwrap();
         file.write_all_at(&[byte[0] ^ 0x10], rotten).unwrap();
     }
-    let (mut segment, records) = Segment::open(&path).unwrap();
+    let (mut segment, records) = Segment::open(&path, None).unwrap();
     assert_eq!(records.len() as u64, from - 1);
     segment.reset().unwrap();
     drop(segment);
-    let (_, records) = Segment::open(&path).unwrap();
+    let (_, records) = Segment::open(&path, None).unwrap();
     assert!(records.is_empty());
+}
+
+/// The position read ahead of the checksum is postcard's encoding of it.
+#[test]
+fn the_leading_varint_is_postcards_u64() {
+    for n in [0, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+        let bytes = postcard::to_stdvec(&n).unwrap();
+        assert_eq!(leading_varint(&bytes), Some(n));
+    }
+    assert_eq!(leading_varint(&[0x80; 3]), None);
+    assert_eq!(leading_varint(&[]), None);
 }

@@ -427,3 +427,49 @@ async fn a_segment_without_its_database_refuses_the_open() {
         .await
         .unwrap();
 }
+
+/// A bad sector in the first frame after a checkpoint, with more than a
+/// batch's worth of acknowledged events after it: the next start refuses
+/// the store instead of going on without them (the bound on the failed
+/// frame's position comes from redb's durable position here, since no
+/// frame of the epoch checks before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_acknowledged_frame_refuses_the_next_start() {
+    let Fresh {
+        dir,
+        path,
+        keyring,
+        store,
+        writer,
+    } = fresh_store();
+    let plan = [Uuid::from_u128(9)];
+    append_round(&store, &plan, 0, 5).await;
+    store.compact().await.unwrap();
+    let acked = append_round(&store, &plan, 5, super::wal::MAX_FRAMES_PER_BATCH + 40).await;
+    assert!(acked.iter().all(|a| !a.replayed));
+    let cut = tempfile::tempdir().unwrap();
+    let cut_path = cut.path().join("j.redb");
+    std::fs::copy(&path, &cut_path).unwrap();
+    std::fs::copy(dir.path().join("j.wal"), cut.path().join("j.wal")).unwrap();
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+    // One byte of the first frame's body rots.
+    {
+        use std::os::unix::fs::FileExt;
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(cut.path().join("j.wal"))
+            .unwrap();
+        let at = super::wal::HEADER_LEN + 36 + 10;
+        let mut byte = [0u8];
+        wal.read_exact_at(&mut byte, at).unwrap();
+        wal.write_all_at(&[byte[0] ^ 0x04], at).unwrap();
+    }
+    let Err(e) = Store::open(&cut_path, keyring, crate::fanout::fanout()) else {
+        panic!("a segment that lost an acknowledged event opened");
+    };
+    assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
+}

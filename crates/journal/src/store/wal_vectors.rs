@@ -58,12 +58,12 @@ fn the_vectors_match() {
         let mut bytes = Vec::new();
         encode_frame(&epoch, &record, &mut bytes);
         assert_eq!(bytes, unhex(&v["hex"]), "{name}");
-        let (decoded, used) = decode_frames(&epoch, &bytes, Path::new("vectors")).unwrap();
+        let (decoded, used) = decode_frames(&epoch, &bytes, Path::new("vectors"), None).unwrap();
         assert_eq!((decoded, used), (vec![record], bytes.len()), "{name}");
         let mut other = epoch;
         other[0] ^= 1;
         assert!(
-            decode_frames(&other, &bytes, Path::new("vectors"))
+            decode_frames(&other, &bytes, Path::new("vectors"), None)
                 .unwrap()
                 .0
                 .is_empty()
@@ -71,7 +71,7 @@ fn the_vectors_match() {
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 0x40;
         assert!(
-            decode_frames(&epoch, &flipped, Path::new("vectors"))
+            decode_frames(&epoch, &flipped, Path::new("vectors"), None)
                 .unwrap()
                 .0
                 .is_empty()

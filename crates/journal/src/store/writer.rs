@@ -327,7 +327,7 @@ mod tests {
             position: 0,
             stats: Arc::new(WriterStats::default()),
             retry: RETRY_FIRST,
-            segment: segment.map(|path| Segment::open(&path).unwrap().0),
+            segment: segment.map(|path| Segment::open(&path, None).unwrap().0),
         }
     }
 

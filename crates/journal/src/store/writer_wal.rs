@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn a_quiet_segment_waits_for_its_oldest_frame_to_age() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut segment, records) = Segment::open(&dir.path().join("j.wal")).unwrap();
+        let (mut segment, records) = Segment::open(&dir.path().join("j.wal"), None).unwrap();
         assert!(records.is_empty());
         assert_eq!(checkpoint_wait(&segment), None);
 
