@@ -217,9 +217,18 @@ impl Segment {
     }
 
     /// The frames of every batch that committed since the segment was
-    /// last emptied.
+    /// last emptied. Each was synced and answered, so one that no longer
+    /// reads back is damage, not a torn tail.
     pub(super) fn committed_records(&self) -> Result<(Vec<WalRecord>, u64), StoreError> {
-        self.read_records(Some(self.end), None)
+        let (records, end) = self.read_records(Some(self.end), None)?;
+        if end != self.end {
+            return Err(StoreError(format!(
+                "{}: the frame at byte {end} of an answered batch no longer checks (the frames end at byte {}): the segment lost an acknowledged event",
+                self.path.display(),
+                self.end
+            )));
+        }
+        Ok((records, end))
     }
 
     /// Encodes the batch's records as frames, to be written by
@@ -442,16 +451,20 @@ pub(super) fn decode_frames(
     let mut at = 0;
     while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
         let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
-        let Some(body) =
-            bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + u32::from_le_bytes(len) as usize)
-        else {
-            break;
-        };
-        if body.is_empty() || head[4..] != checksum(epoch, len, body) {
-            let failed_at_most = records.last().map(|r| r.position).or(durable);
-            if let Some(damage) =
-                acknowledged_damage(epoch, bytes, at, failed_at_most.map(|p| p + 1))
-            {
+        let body = bytes
+            .get(at + FRAME_HEAD..)
+            .and_then(|rest| rest.get(..u32::from_le_bytes(len) as usize))
+            .filter(|body| !body.is_empty() && head[4..] == checksum(epoch, len, body));
+        // A frame that does not check, its length damaged too or not.
+        let Some(body) = body else {
+            // Only events above what redb holds durably can be lost: the
+            // failed frame's position is exactly the one after the last
+            // frame taken, and, as the epoch's first, at most one past
+            // redb's (a checkpoint comes before each new epoch).
+            let after_last = records.last().map(|r| r.position.saturating_add(1));
+            let after_durable = durable.map(|d| d.saturating_add(1));
+            let bound = after_last.max(after_durable);
+            if let Some(damage) = acknowledged_damage(epoch, bytes, at, bound) {
                 return Err(StoreError(format!(
                     "{}: the frame at byte {} does not check, but the frame at byte {} holds position {}, which a later batch wrote: the segment lost an acknowledged event, so the store does not open rather than go on without it. Restore journal.redb and journal.wal together from a backup; or, to open it without the events written since the last checkpoint, move journal.wal aside",
                     path.display(),
@@ -461,7 +474,7 @@ pub(super) fn decode_frames(
                 )));
             }
             break;
-        }
+        };
         // A frame that checks was written by this build's writer: a record
         // that does not decode, or a position out of order, is damage.
         let record: WalRecord = super::decode(body).map_err(|e| {
@@ -513,8 +526,10 @@ pub(super) struct Damage {
 /// damaged too, so later frames are looked for at every offset whose body
 /// would begin with the record's version byte; a candidate's position is
 /// read first, so that frames which could prove nothing (as an older
-/// epoch's, whose positions are lower) are not decoded, and only one that
-/// decodes to exactly its length is hashed. Damage in
+/// epoch's, whose positions are lower) or could not be of the epoch are not
+/// decoded, and only one that decodes to exactly its length is hashed; the
+/// bytes decoded and hashed are bounded, so hostile bytes cannot make the
+/// search quadratic. Damage in
 /// the last `MAX_FRAMES_PER_BATCH` positions is not caught this way.
 pub(super) fn acknowledged_damage(
     epoch: &[u8; 16],
@@ -525,6 +540,8 @@ pub(super) fn acknowledged_damage(
     // The failed frame's position or a bound above it, if known; else the
     // first later frame of the epoch gives one.
     let mut failed_at_most = failed_at_most;
+    let mut budget = bytes.len().saturating_mul(2).max(1 << 20);
+    let window = (bytes.len() / FRAME_HEAD) as u64;
     let mut from = failed + 1;
     while let Some(found) = bytes
         .get(from + FRAME_HEAD..)
@@ -544,12 +561,36 @@ pub(super) fn acknowledged_damage(
             continue;
         };
         let proves = |bound: u64| position >= bound.saturating_add(MAX_FRAMES_PER_BATCH);
-        if failed_at_most.is_some_and(|bound| !proves(bound)) {
+        // A frame of the epoch lies within as many positions of the failed
+        // one as frames fit in what follows it: random bytes read as a
+        // position almost never do.
+        let fits = |bound: u64| position <= bound.saturating_add(window);
+        if failed_at_most.is_some_and(|bound| !proves(bound) || !fits(bound)) {
             continue;
         }
         // Only a body that is exactly one record is hashed: bytes that merely
         // look like a frame head name lengths of up to the whole segment.
-        let Ok((record, [])) = postcard::take_from_bytes::<WalRecord>(&body[1..]) else {
+        let mut decoder = postcard::Deserializer::from_bytes(&body[1..]);
+        let record = RecordView::deserialize(&mut decoder);
+        let rest = decoder.finalize().unwrap_or_default();
+        // Candidates can nest, and hostile bytes can make each one decode
+        // far, or to exactly its length: the bytes decoded and hashed are
+        // bounded, so the search stays linear. Past twice the segment it
+        // gives up, and the replay stops at the failed frame, as before.
+        let hashed = if record.is_ok() && rest.is_empty() {
+            body.len()
+        } else {
+            0
+        };
+        budget = budget.saturating_sub(body.len() - 1 - rest.len() + hashed);
+        if budget == 0 {
+            tracing::warn!(
+                at = HEADER_LEN as usize + failed,
+                "gave up looking for acknowledged frames after one that does not check"
+            );
+            return None;
+        }
+        let (Ok(record), 0) = (record, rest.len()) else {
             continue;
         };
         if bytes[at + 4..at + FRAME_HEAD] != checksum(epoch, len, body) {
@@ -568,6 +609,20 @@ pub(super) fn acknowledged_damage(
         from = at + FRAME_HEAD + body.len();
     }
     None
+}
+
+/// A [`WalRecord`] decoded in place: what the damage search checks a
+/// candidate against (its bytes borrowed, so a bad candidate costs no copy).
+/// Fields other than the position are decoded only to check the shape.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct RecordView<'a> {
+    position: u64,
+    plan_id: [u8; 16],
+    seq: u64,
+    event: &'a [u8],
+    idempotency: Option<(&'a str, [u8; 32])>,
+    outbox: Vec<(&'a str, [u8; 16])>,
 }
 
 /// The unsigned LEB128 varint (postcard's `u64`) at the start of `bytes`.

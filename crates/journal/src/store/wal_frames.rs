@@ -181,13 +181,16 @@ fn damage_before_a_later_batch_fails_closed() {
     let n = MAX_FRAMES_PER_BATCH + 20;
     let (_, bytes, ends) = many(&epoch, n);
     // Frame 5 (position 5) starts at ends[3]; frame 1 at 0.
-    for (start, what) in [
-        (ends[3] + FRAME_HEAD + 7, "body"),
-        (ends[3], "length"),
-        (0, "first"),
+    for (start, flip, what) in [
+        (ends[3] + FRAME_HEAD + 7, 0x01, "body"),
+        (ends[3], 0x01, "length, low bit"),
+        // A length past the end of the bytes: what a bad sector's garbage
+        // most often reads as.
+        (ends[3] + 3, 0x80, "length, high bit"),
+        (0, 0x01, "first"),
     ] {
         let mut damaged = bytes.clone();
-        damaged[start] ^= 0x01;
+        damaged[start] ^= flip;
         damaged.extend_from_slice(&[0; 512]);
         let e = decode_frames(&epoch, &damaged, Path::new("j.wal"), None).unwrap_err();
         assert!(
@@ -297,4 +300,48 @@ fn the_leading_varint_is_postcards_u64() {
     }
     assert_eq!(leading_varint(&[0x80; 3]), None);
     assert_eq!(leading_varint(&[]), None);
+}
+
+/// With the database's durable position known, the epoch's first frame is
+/// bounded by it: damaged, it is proved acknowledged by a frame exactly
+/// MAX_FRAMES_PER_BATCH positions past it, not by one before; and frames
+/// at or below the durable position prove no loss.
+#[test]
+fn the_durable_position_bounds_the_epochs_first_frame() {
+    let epoch = [10; 16];
+    let durable = 500;
+    let records: Vec<_> = (durable + 1..=durable + MAX_FRAMES_PER_BATCH + 1)
+        .map(|p| record(p, 30))
+        .collect();
+    let (bytes, ends) = frames(&epoch, &records);
+    let mut damaged = bytes.clone();
+    damaged[FRAME_HEAD + 3] ^= 0x20;
+    let e = decode_frames(&epoch, &damaged, Path::new("t"), Some(durable)).unwrap_err();
+    assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
+    // Without the last frame, the furthest is MAX_FRAMES_PER_BATCH - 1 on.
+    let short = &damaged[..ends[ends.len() - 2]];
+    let (decoded, used) = decode_frames(&epoch, short, Path::new("t"), Some(durable)).unwrap();
+    assert!(decoded.is_empty() && used == 0);
+    // A higher durable position moves the bound up: no loss is proved.
+    let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t"), Some(durable + 2)).unwrap();
+    assert!(decoded.is_empty());
+}
+
+/// The frames of answered batches are read back when the writer reopens
+/// its handle: one that no longer checks is an error, not a shorter list.
+#[test]
+fn a_committed_frame_that_no_longer_checks_fails_the_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.wal");
+    let (mut segment, _) = Segment::open(&path, None).unwrap();
+    assert!(segment.prepare(&[record(1, 20), record(2, 20), record(3, 20)]));
+    segment.write_pending().unwrap();
+    segment.sync_pending().unwrap();
+    segment.committed();
+    assert_eq!(segment.committed_records().unwrap().0.len(), 3);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0xFF], HEADER_LEN + FRAME_HEAD as u64 + 5)
+        .unwrap();
+    let e = segment.committed_records().unwrap_err();
+    assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
 }
