@@ -522,15 +522,17 @@ pub(super) struct Damage {
 /// exactly the position after the last frame taken, and for the epoch's
 /// first frame one past the database's durable position (a checkpoint
 /// comes before each new epoch), when known; else the position below the
-/// first later frame of the epoch, found first. Its length may be
-/// damaged too, so later frames are looked for at every offset whose body
-/// would begin with the record's version byte; a candidate's position is
-/// read first, so that frames which could prove nothing (as an older
-/// epoch's, whose positions are lower) or could not be of the epoch are not
-/// decoded, and only one that decodes to exactly its length is hashed; the
-/// bytes decoded and hashed are bounded, so hostile bytes cannot make the
-/// search quadratic. Damage in
-/// the last `MAX_FRAMES_PER_BATCH` positions is not caught this way.
+/// first later frame of the epoch, found first.
+///
+/// The failed frame's length may be damaged too, so later frames are
+/// looked for at every offset whose body would begin with the record's
+/// version byte. A candidate's position is read first, so that frames which
+/// could prove nothing (an older epoch's, whose positions are lower) or
+/// could not be of the epoch are not decoded; only one that decodes to
+/// exactly its length is hashed; and the bytes decoded and hashed are
+/// bounded, so hostile bytes cannot make the search quadratic.
+///
+/// Damage in the last `MAX_FRAMES_PER_BATCH` positions is not caught.
 pub(super) fn acknowledged_damage(
     epoch: &[u8; 16],
     bytes: &[u8],
