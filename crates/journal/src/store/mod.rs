@@ -74,6 +74,7 @@ mod tiles;
 mod tree;
 mod tree_build;
 mod wal;
+mod wal_damage;
 #[cfg(test)]
 mod wal_forged;
 #[cfg(test)]

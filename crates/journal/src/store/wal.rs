@@ -30,8 +30,8 @@
 //!   of (epoch ‖ length ‖ body), body = version byte + postcard
 //!   [`WalRecord`]. Replay stops at the first frame that does not check
 //!   (a torn tail, zeros, an older epoch), unless a frame of the epoch
-//!   further on proves that the one which failed was acknowledged (see
-//!   [`acknowledged_damage`]): then the segment is damaged and does not open.
+//!   further on proves that the one which failed was acknowledged
+//!   (`wal_damage.rs`): then the segment is damaged and does not open.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::wal_damage::acknowledged_damage;
 use super::{RECORD_VERSION, StoreError};
 
 /// First bytes of a segment file; the last byte is the layout's version.
@@ -47,7 +48,7 @@ const MAGIC: &[u8; 8] = b"LBKWAL\0\x01";
 /// Bytes before the first frame: the header, padded to one page.
 pub(super) const HEADER_LEN: u64 = 4096;
 /// Length, then checksum, in front of every frame's body.
-const FRAME_HEAD: usize = 4 + 32;
+pub(super) const FRAME_HEAD: usize = 4 + 32;
 /// Size of the segment file. A batch whose frames do not fit in what is
 /// left commits durably in redb instead, as a checkpoint. Bounds the replay
 /// at start (about 6,000 events of 1 KiB: well under the 200 ms cold-start
@@ -130,7 +131,7 @@ impl Segment {
     ///
     /// `durable` is the last position the database holds durably, when
     /// known: the epoch's first frame is at most one past it, which bounds
-    /// the search for damage (see [`acknowledged_damage`]).
+    /// the search for damage (`wal_damage.rs`).
     pub(super) fn open(
         path: &Path,
         durable: Option<u64>,
@@ -235,7 +236,7 @@ impl Segment {
     /// [`Segment::write_pending`]. Returns false when they do not fit in
     /// the rest of the segment.
     pub(super) fn prepare(&mut self, records: &[WalRecord]) -> bool {
-        // Replay's damage check relies on it (`acknowledged_damage`).
+        // Replay's damage check relies on it (`wal_damage.rs`).
         assert!(
             records.len() as u64 <= MAX_FRAMES_PER_BATCH,
             "a batch writes at most MAX_FRAMES_PER_BATCH frames"
@@ -416,7 +417,7 @@ fn write_header(file: &File, epoch: &[u8; 16]) -> std::io::Result<()> {
     file.sync_data()
 }
 
-fn checksum(epoch: &[u8; 16], len: [u8; 4], body: &[u8]) -> [u8; 32] {
+pub(super) fn checksum(epoch: &[u8; 16], len: [u8; 4], body: &[u8]) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(epoch);
     hash.update(len);
@@ -499,144 +500,6 @@ pub(super) fn decode_frames(
         at += FRAME_HEAD + body.len();
     }
     Ok((records, at))
-}
-
-/// A frame of the epoch that checks and proves an earlier one damaged.
-#[derive(Debug)]
-pub(super) struct Damage {
-    /// Where it starts in the frames' bytes.
-    pub(super) offset: usize,
-    pub(super) position: u64,
-}
-
-/// Whether the frame at `failed`, the first that does not check, was
-/// acknowledged: true when a frame of the epoch further on holds a
-/// position at least [`MAX_FRAMES_PER_BATCH`] past it. A later batch wrote
-/// that frame, and the writer only begins a batch once the one before it
-/// is synced and answered (a failed batch empties the segment before the
-/// next one writes). A power cut tears only the last batch, whose frames
-/// may land in any order, so a frame that checks after one that does not
-/// is no proof by itself.
-///
-/// `failed_at_most` bounds the failed frame's position from above: it is
-/// exactly the position after the last frame taken, and for the epoch's
-/// first frame one past the database's durable position (a checkpoint
-/// comes before each new epoch), when known; else the position below the
-/// first later frame of the epoch, found first.
-///
-/// The failed frame's length may be damaged too, so later frames are
-/// looked for at every offset whose body would begin with the record's
-/// version byte. A candidate's position is read first, so that frames which
-/// could prove nothing (an older epoch's, whose positions are lower) or
-/// could not be of the epoch are not decoded; only one that decodes to
-/// exactly its length is hashed; and the bytes decoded and hashed are
-/// bounded, so hostile bytes cannot make the search quadratic.
-///
-/// Damage in the last `MAX_FRAMES_PER_BATCH` positions is not caught.
-pub(super) fn acknowledged_damage(
-    epoch: &[u8; 16],
-    bytes: &[u8],
-    failed: usize,
-    failed_at_most: Option<u64>,
-) -> Option<Damage> {
-    // The failed frame's position or a bound above it, if known; else the
-    // first later frame of the epoch gives one.
-    let mut failed_at_most = failed_at_most;
-    let mut budget = bytes.len().saturating_mul(2).max(1 << 20);
-    let window = (bytes.len() / FRAME_HEAD) as u64;
-    let mut from = failed + 1;
-    while let Some(found) = bytes
-        .get(from + FRAME_HEAD..)
-        .and_then(|rest| memchr::memchr(RECORD_VERSION, rest))
-    {
-        let at = from + found;
-        from = at + 1;
-        let len: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
-        let Some(body) = usize::try_from(u32::from_le_bytes(len))
-            .ok()
-            .filter(|&n| n > 0)
-            .and_then(|n| bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + n))
-        else {
-            continue;
-        };
-        let Some(position) = leading_varint(&body[1..]) else {
-            continue;
-        };
-        let proves = |bound: u64| position >= bound.saturating_add(MAX_FRAMES_PER_BATCH);
-        // A frame of the epoch lies within as many positions of the failed
-        // one as frames fit in what follows it: random bytes read as a
-        // position almost never do.
-        let fits = |bound: u64| position <= bound.saturating_add(window);
-        if failed_at_most.is_some_and(|bound| !proves(bound) || !fits(bound)) {
-            continue;
-        }
-        // Only a body that is exactly one record is hashed: bytes that merely
-        // look like a frame head name lengths of up to the whole segment.
-        let mut decoder = postcard::Deserializer::from_bytes(&body[1..]);
-        let record = RecordView::deserialize(&mut decoder);
-        let rest = decoder.finalize().unwrap_or_default();
-        // Candidates can nest, and hostile bytes can make each one decode
-        // far, or to exactly its length: the bytes decoded and hashed are
-        // bounded, so the search stays linear. Past twice the segment it
-        // gives up, and the replay stops at the failed frame, as before.
-        let hashed = if record.is_ok() && rest.is_empty() {
-            body.len()
-        } else {
-            0
-        };
-        budget = budget.saturating_sub(body.len() - 1 - rest.len() + hashed);
-        if budget == 0 {
-            tracing::warn!(
-                at = HEADER_LEN as usize + failed,
-                "gave up looking for acknowledged frames after one that does not check"
-            );
-            return None;
-        }
-        let (Ok(record), 0) = (record, rest.len()) else {
-            continue;
-        };
-        if bytes[at + 4..at + FRAME_HEAD] != checksum(epoch, len, body) {
-            continue;
-        }
-        match failed_at_most {
-            Some(bound) if proves(bound) => {
-                return Some(Damage {
-                    offset: at,
-                    position: record.position,
-                });
-            }
-            Some(_) => {}
-            None => failed_at_most = Some(record.position.saturating_sub(1)),
-        }
-        from = at + FRAME_HEAD + body.len();
-    }
-    None
-}
-
-/// A [`WalRecord`] decoded in place: what the damage search checks a
-/// candidate against (its bytes borrowed, so a bad candidate costs no copy).
-/// Fields other than the position are decoded only to check the shape.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct RecordView<'a> {
-    position: u64,
-    plan_id: [u8; 16],
-    seq: u64,
-    event: &'a [u8],
-    idempotency: Option<(&'a str, [u8; 32])>,
-    outbox: Vec<(&'a str, [u8; 16])>,
-}
-
-/// The unsigned LEB128 varint (postcard's `u64`) at the start of `bytes`.
-fn leading_varint(bytes: &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for (i, &byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 // The record's version byte is the store's: `encode` writes RECORD_VERSION.

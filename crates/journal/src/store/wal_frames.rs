@@ -2,6 +2,7 @@
 //! flipped bytes, older epochs, and damage to acknowledged frames.
 
 use super::*;
+use crate::store::wal_damage::leading_varint;
 
 fn record(position: u64, payload_len: usize) -> WalRecord {
     WalRecord {
