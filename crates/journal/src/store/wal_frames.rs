@@ -261,7 +261,7 @@ fn a_segment_file_with_a_damaged_acknowledged_frame_does_not_open() {
     // A byte of the second batch's first frame rots.
     let (_, first) = frames(&[0; 16], &batch_of(1, MAX_FRAMES_PER_BATCH));
     let rotten = HEADER_LEN + first.len() as u64 + FRAME_HEAD as u64 + 20;
-    {
+    let flip = || {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -270,20 +270,12 @@ fn a_segment_file_with_a_damaged_acknowledged_frame_does_not_open() {
         let mut byte = [0u8];
         file.read_exact_at(&mut byte, rotten).unwrap();
         file.write_all_at(&[byte[0] ^ 0x10], rotten).unwrap();
-    }
+    };
+    flip();
     let e = Segment::open(&path, None).unwrap_err();
     assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
     // Restored, then emptied: the old frames are all there, of another epoch.
-    {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let mut byte = [0u8];
-        file.read_exact_at(&mut byte, rotten).unwrap();
-        file.write_all_at(&[byte[0] ^ 0x10], rotten).unwrap();
-    }
+    flip();
     let (mut segment, records) = Segment::open(&path, None).unwrap();
     assert_eq!(records.len() as u64, from - 1);
     segment.reset().unwrap();

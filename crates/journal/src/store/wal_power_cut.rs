@@ -88,6 +88,25 @@ fn fresh_store() -> Fresh {
     }
 }
 
+/// The files of the store at `path` as the disk holds them right now,
+/// copied into a new dir (what a power cut leaves); then the store stops.
+async fn power_cut(
+    dir: &tempfile::TempDir,
+    path: &std::path::Path,
+    store: AsyncStore,
+    writer: super::Writer,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let cut = tempfile::tempdir().unwrap();
+    let cut_path = cut.path().join("j.redb");
+    std::fs::copy(path, &cut_path).unwrap();
+    std::fs::copy(dir.path().join("j.wal"), cut.path().join("j.wal")).unwrap();
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+    (cut, cut_path)
+}
+
 pub(super) fn last_position_on_disk(path: &std::path::Path) -> u64 {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_read().unwrap();
@@ -159,14 +178,7 @@ async fn a_power_cut_loses_no_acknowledged_event() {
     );
 
     // The power cut: the files as the disk holds them right now.
-    let cut = tempfile::tempdir().unwrap();
-    let cut_path = cut.path().join("j.redb");
-    std::fs::copy(&path, &cut_path).unwrap();
-    std::fs::copy(dir.path().join("j.wal"), cut.path().join("j.wal")).unwrap();
-    drop(store);
-    tokio::task::spawn_blocking(move || writer.shutdown())
-        .await
-        .unwrap();
+    let (_cut, cut_path) = power_cut(&dir, &path, store, writer).await;
     let on_disk = last_position_on_disk(&cut_path);
     assert_eq!(
         on_disk, checkpointed,
@@ -447,14 +459,7 @@ async fn a_damaged_acknowledged_frame_refuses_the_next_start() {
     store.compact().await.unwrap();
     let acked = append_round(&store, &plan, 5, super::wal::MAX_FRAMES_PER_BATCH + 40).await;
     assert!(acked.iter().all(|a| !a.replayed));
-    let cut = tempfile::tempdir().unwrap();
-    let cut_path = cut.path().join("j.redb");
-    std::fs::copy(&path, &cut_path).unwrap();
-    std::fs::copy(dir.path().join("j.wal"), cut.path().join("j.wal")).unwrap();
-    drop(store);
-    tokio::task::spawn_blocking(move || writer.shutdown())
-        .await
-        .unwrap();
+    let (cut, cut_path) = power_cut(&dir, &path, store, writer).await;
     // One byte of the first frame's body rots.
     {
         use std::os::unix::fs::FileExt;
