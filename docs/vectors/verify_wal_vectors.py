@@ -8,7 +8,10 @@ unsigned varints, raw fixed-size byte arrays, a varint length before byte
 strings, strings and sequences, a 0/1 tag before an option), compares it
 with the vector, decodes the vector's bytes back into the same fields, and
 checks that a flipped byte or another epoch makes the frame fail its
-checksum (where replay stops).
+checksum (where replay stops). For the 'segments', it builds each run of
+frames, damages it as described, and reads it by the damage rule: kept up
+to the failed frame, or refused when a frame of the epoch that checks
+further on proves the failed one acknowledged.
 
     python3 docs/vectors/verify_wal_vectors.py [path/to/wal-segment.json]
     python3 docs/vectors/verify_wal_vectors.py --write   # fill in "hex"
@@ -95,6 +98,61 @@ def decode(epoch, data):
     return record
 
 
+BATCH = 1024  # the most frames one batch writes
+
+
+def segment_bytes(epoch, v):
+    """The frames a 'segments' vector describes, damage applied."""
+    frames = []
+    for position in range(v["first"], v["first"] + v["count"]):
+        record = {
+            "position": position,
+            "plan_id": v["plan_id"],
+            "seq": position,
+            "event": bytes([position % 256] * v["event_len"]).hex(),
+            "idempotency": None,
+            "outbox": [],
+        }
+        frames.append(bytearray(frame(epoch, record)))
+    for d in v["damage"]:
+        frames[d["frame"]][d["byte"]] ^= d["xor"]
+    for z in v["zero"]:
+        frames[z][:] = bytes(len(frames[z]))
+    return b"".join(bytes(f) for f in frames)
+
+
+def read_segment(epoch, data, durable):
+    """The reader of docs/journal-format.md: ('refused', None) or ('kept', records)."""
+    records, at = [], 0
+    while True:
+        record = decode(epoch, data[at:])
+        if record is None:
+            break
+        if records and record["position"] != records[-1]["position"] + 1:
+            raise ValueError("positions out of order")
+        records.append(record)
+        at += 36 + int.from_bytes(data[at : at + 4], "little")
+    bounds = []
+    if records:
+        bounds.append(records[-1]["position"] + 1)
+    if durable is not None:
+        bounds.append(durable + 1)
+    bound = max(bounds) if bounds else None
+    # Any frame of the epoch that checks, at any offset after the failed one.
+    for offset in range(at + 1, len(data)):
+        try:
+            later = decode(epoch, data[offset:])
+        except ValueError:
+            later = None
+        if later is None:
+            continue
+        if bound is None:
+            bound = later["position"] - 1
+        if later["position"] >= bound + BATCH:
+            return "refused", None
+    return "kept", records
+
+
 def main():
     args = [a for a in sys.argv[1:] if a != "--write"]
     path = args[0] if args else os.path.join(os.path.dirname(__file__), "wal-segment.json")
@@ -113,13 +171,24 @@ def main():
         ok = ok and decode(other, data) is None and decode(epoch, flipped) is None
         print(("ok    " if ok else "FAIL  ") + v["name"])
         failures += not ok
+    for v in vectors.get("segments", []):
+        outcome, records = read_segment(epoch, segment_bytes(epoch, v), v["durable"])
+        expect = v["expect"]
+        ok = (outcome == "refused") == expect["refused"] and (
+            expect["refused"] or len(records) == expect["records"]
+        )
+        print(("ok    " if ok else "FAIL  ") + v["name"])
+        failures += not ok
     if "--write" in sys.argv:
         with open(path, "w") as f:
             json.dump(vectors, f, indent=2)
             f.write("\n")
     if failures:
         sys.exit(f"{failures} frame vector(s) failed")
-    print(f"all {len(vectors['frames'])} write-ahead segment frames check")
+    print(
+        f"all {len(vectors['frames'])} write-ahead segment frames and "
+        f"{len(vectors.get('segments', []))} segments check"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! docs/vectors/wal-segment.json (also checked by Python): each record
 //! encodes to the frame's bytes and decodes back; a flipped byte or another
-//! epoch makes the frame not check, so replay stops before it.
+//! epoch makes the frame not check, so replay stops before it; and runs of
+//! frames, damaged as described, read by the damage rule as expected.
 
 use serde_json::Value;
 
@@ -76,5 +77,70 @@ fn the_vectors_match() {
                 .0
                 .is_empty()
         );
+    }
+}
+
+/// The frames a `segments` vector describes, damage applied.
+fn segment_bytes(epoch: &[u8; 16], v: &Value) -> Vec<u8> {
+    let first = v["first"].as_u64().unwrap();
+    let count = v["count"].as_u64().unwrap();
+    let event_len = v["event_len"].as_u64().unwrap() as usize;
+    let mut frames: Vec<Vec<u8>> = (first..first + count)
+        .map(|position| {
+            let record = WalRecord {
+                position,
+                plan_id: array(&v["plan_id"]),
+                seq: position,
+                event: vec![position as u8; event_len],
+                idempotency: None,
+                outbox: Vec::new(),
+            };
+            let mut bytes = Vec::new();
+            encode_frame(epoch, &record, &mut bytes);
+            bytes
+        })
+        .collect();
+    for d in v["damage"].as_array().unwrap() {
+        let byte = &mut frames[d["frame"].as_u64().unwrap() as usize]
+            [d["byte"].as_u64().unwrap() as usize];
+        *byte ^= d["xor"].as_u64().unwrap() as u8;
+    }
+    for z in v["zero"].as_array().unwrap() {
+        frames[z.as_u64().unwrap() as usize].fill(0);
+    }
+    frames.concat()
+}
+
+/// Runs of frames read by the damage rule (docs/journal-format.md): kept
+/// up to the failed frame, or refused when a later frame proves it
+/// acknowledged.
+#[test]
+fn the_segment_vectors_match() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/vectors/wal-segment.json"
+    );
+    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let epoch: [u8; 16] = array(&vectors["epoch"]);
+    let segments = vectors["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 6);
+    for v in segments {
+        let name = &v["name"];
+        let bytes = segment_bytes(&epoch, v);
+        let read = decode_frames(&epoch, &bytes, Path::new("vectors"), v["durable"].as_u64());
+        if v["expect"]["refused"].as_bool().unwrap() {
+            let e = read.unwrap_err();
+            assert!(
+                e.to_string().contains("lost an acknowledged event"),
+                "{name}: {e}"
+            );
+        } else {
+            let (records, _) = read.unwrap();
+            assert_eq!(
+                Some(records.len() as u64),
+                v["expect"]["records"].as_u64(),
+                "{name}"
+            );
+        }
     }
 }
