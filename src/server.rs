@@ -214,6 +214,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
             tokens: state.tokens.clone(),
             federation: state.federation.clone(),
             stream_stats: state.stream_stats.clone(),
+            fanout: state.fanout.clone(),
             started: std::time::Instant::now(),
             listen: addr,
             admin_socket: admin_socket.clone(),

@@ -433,3 +433,63 @@ async fn idle_streams_get_keepalive_comments() {
         "expected a comment line, got {frame:?}"
     );
 }
+
+/// Each followed plan has its own channel in the fan-out, and the last
+/// follower to leave takes it away: `logbook_sse_followed_plans` counts
+/// the plans followed now, and falls back to 0 once every stream is gone
+/// (the daemon notices a closed stream at the latest at its next
+/// keep-alive, 1 s here).
+#[tokio::test]
+async fn a_plans_channel_goes_with_its_last_follower() {
+    let daemon =
+        Daemon::start(DaemonOpts::default().replace("keepalive_secs = 15", "keepalive_secs = 1"));
+    let followed_plans = || async {
+        let text = daemon
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("logbook_sse_followed_plans "))
+            .expect("the gauge is exposed")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let wait_for = |want: u64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = followed_plans().await;
+            if now == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{now} plans followed, not {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(followed_plans().await, 0);
+    let (a, b) = (new_plan(), new_plan());
+    let mut streams = Vec::new();
+    for plan in [a, a, b] {
+        streams.push(
+            daemon
+                .sse_ok(&format!("/api/plans/{plan}/events/stream"), &[])
+                .await,
+        );
+    }
+    // The all-plans stream has no plan channel.
+    streams.push(daemon.sse_ok("/api/events/stream", &[]).await);
+    wait_for(2).await;
+    // One of plan a's two followers leaves: a's channel stays.
+    drop(streams.remove(0));
+    daemon.append_ok(a, json!({"type": "plan.created"})).await;
+    assert_eq!(streams[0].next_event().await.0, 1);
+    wait_for(2).await;
+    drop(streams);
+    wait_for(0).await;
+}

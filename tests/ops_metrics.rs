@@ -186,6 +186,7 @@ async fn metrics_scrape_parses_and_counts() {
     assert_eq!(get("logbook_verify_failures_total"), 0.0);
     assert_eq!(get("logbook_sse_clients"), 0.0);
     assert!(samples.contains_key("logbook_sse_catch_ups_total"));
+    assert_eq!(get("logbook_sse_followed_plans"), 0.0);
     assert!(samples.contains_key("logbook_writer_queue_depth"));
 
     // The admin socket serves the same exposition.

@@ -32,7 +32,7 @@ use crate::federation::Federation;
 use crate::http::auth::Tokens;
 use crate::http::serve::LocalPeer;
 use logbook_base::reloadable::Reloadable;
-use logbook_journal::fanout::StreamStats;
+use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::store::AsyncStore;
 
 /// Everything the admin commands work on: the parts they share with the
@@ -44,6 +44,8 @@ pub(crate) struct Context {
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) federation: Arc<Federation>,
     pub(crate) stream_stats: Arc<StreamStats>,
+    /// The fan-out, for its count of followed plans.
+    pub(crate) fanout: Fanout,
     pub(crate) started: Instant,
     pub(crate) listen: SocketAddr,
     pub(crate) admin_socket: PathBuf,

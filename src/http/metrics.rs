@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Scope;
 use crate::http::AppState;
 use crate::http::auth::{self, Tokens};
-use logbook_journal::fanout::StreamStats;
+use logbook_journal::fanout::{Fanout, StreamStats};
 use logbook_journal::store::AsyncStore;
 
 /// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
@@ -53,6 +53,7 @@ pub(crate) async fn time_append(
 struct Snapshot {
     sse_clients: u64,
     sse_catch_ups: u64,
+    sse_followed_plans: u64,
     queue_depth: u64,
     commits: u64,
     last_commit_micros: u64,
@@ -118,6 +119,12 @@ impl Collector for Snapshot {
             "sse_catch_ups",
             "Times an SSE stream fell behind the live feed and caught up from storage",
             self.sse_catch_ups,
+        )?;
+        gauge(
+            &mut encoder,
+            "sse_followed_plans",
+            "Plans with at least one SSE follower now (each has its own channel)",
+            self.sse_followed_plans,
         )?;
         gauge(
             &mut encoder,
@@ -215,6 +222,7 @@ pub(crate) struct MetricsState {
     store: AsyncStore,
     federation: Arc<crate::federation::Federation>,
     stream_stats: Arc<StreamStats>,
+    fanout: Fanout,
     shutdown: CancellationToken,
 }
 
@@ -224,6 +232,7 @@ impl FromRef<AppState> for MetricsState {
             store: state.store.clone(),
             federation: state.federation.clone(),
             stream_stats: state.stream_stats.clone(),
+            fanout: state.fanout.clone(),
             shutdown: state.shutdown.clone(),
         }
     }
@@ -233,6 +242,7 @@ impl FromRef<AppState> for MetricsState {
 pub(crate) async fn render(
     store: &AsyncStore,
     stream_stats: &StreamStats,
+    fanout: &Fanout,
     federation: &crate::federation::Federation,
 ) -> String {
     use std::sync::atomic::Ordering::Relaxed;
@@ -240,6 +250,7 @@ pub(crate) async fn render(
     metrics::render(Box::new(Snapshot {
         sse_clients: stream_stats.connected.load(Relaxed),
         sse_catch_ups: stream_stats.catch_ups.load(Relaxed),
+        sse_followed_plans: fanout.plan_channels() as u64,
         queue_depth: store.queue_depth() as u64,
         commits: store.stats().commits.load(Relaxed),
         last_commit_micros: store.stats().last_commit_micros.load(Relaxed),
@@ -253,7 +264,13 @@ pub(crate) async fn render(
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(state): State<MetricsState>) -> Response {
-    let body = render(&state.store, &state.stream_stats, &state.federation).await;
+    let body = render(
+        &state.store,
+        &state.stream_stats,
+        &state.fanout,
+        &state.federation,
+    )
+    .await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 

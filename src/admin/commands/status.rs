@@ -59,7 +59,7 @@ fn auth_json(cx: &Context) -> Value {
 pub(super) async fn metrics(State(cx): Ctx) -> Response {
     (
         [(header::CONTENT_TYPE, crate::http::metrics::CONTENT_TYPE)],
-        crate::http::metrics::render(&cx.store, &cx.stream_stats, &cx.federation).await,
+        crate::http::metrics::render(&cx.store, &cx.stream_stats, &cx.fanout, &cx.federation).await,
     )
         .into_response()
 }
