@@ -216,18 +216,7 @@ async fn sigterm_exits_within_5s_with_a_stalled_stream_client() {
     // Wait until the daemon counts the stream as connected.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = daemon
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics
-            .lines()
-            .any(|l| l.starts_with("logbook_sse_clients") && !l.ends_with(" 0"))
-        {
+        if daemon.metric("logbook_sse_clients").await > Some(0.0) {
             break;
         }
         assert!(

@@ -444,19 +444,8 @@ async fn a_plans_channel_goes_with_its_last_follower() {
     let daemon =
         Daemon::start(DaemonOpts::default().replace("keepalive_secs = 15", "keepalive_secs = 1"));
     let followed_plans = || async {
-        let text = daemon
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("logbook_sse_followed_plans "))
-            .expect("the gauge is exposed")
-            .parse::<u64>()
-            .unwrap()
+        let value = daemon.metric("logbook_sse_followed_plans").await;
+        value.expect("the gauge is exposed") as u64
     };
     let wait_for = |want: u64| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

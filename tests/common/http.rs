@@ -66,6 +66,21 @@ impl Daemon {
         send(self.get(path)).await
     }
 
+    /// The value of the `/metrics` sample named `sample` (labels included,
+    /// as exposed), if there is one.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// `GET path` with `Authorization: Bearer token`.
     pub async fn get_as(&self, path: &str, token: &str) -> Resp {
         send(self.get(path).bearer_auth(token)).await
