@@ -12,8 +12,6 @@ mod federation;
 mod heads;
 mod http;
 mod notify;
-#[cfg(test)]
-mod proptest_support;
 mod retention;
 mod server;
 

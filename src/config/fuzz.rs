@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::proptest_support::cases;
+use logbook_base::proptest_support::cases;
 
 use super::{Config, EMBEDDED_DEFAULT};
 

@@ -10,7 +10,8 @@
 //! - [`fresh_dir`]: a new directory put back as found when a first start fails;
 //! - [`reloadable`]: [`reloadable::Reloadable`], a value read per use and replaced whole;
 //! - [`metrics`]: the process-wide Prometheus instruments;
-//! - [`ordered_pool`]: batches worked on every core, taken back in order.
+//! - [`ordered_pool`]: batches worked on every core, taken back in order;
+//! - `proptest_support` (tests only): byte edits for property tests.
 
 pub mod canonical;
 pub mod canonical_check;
@@ -19,4 +20,6 @@ pub mod hex;
 pub mod metrics;
 pub mod ordered_pool;
 pub mod private_file;
+#[cfg(any(test, feature = "proptest-support"))]
+pub mod proptest_support;
 pub mod reloadable;

@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 
-use crate::proptest_support::{self, cases};
+use logbook_base::proptest_support::{self, cases};
 
 use super::*;
 use crate::http::append_body::differential::PAYLOADS;

@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 
-use crate::proptest_support::{self, cases};
+use logbook_base::proptest_support::{self, cases};
 
 use super::*;
 use logbook_base::canonical::canonical_json;

@@ -2,10 +2,10 @@
 //! take, on generated canonical texts with edits, and on hostile texts.
 
 use proptest::prelude::*;
-use proptest::sample::Index;
 
 use super::alloc_meter::peak_heap;
 use super::*;
+use crate::proptest_support::{Edit, apply};
 
 /// The text in each place a string can stand: a value, a name, a name
 /// after another; how many of them are canonical.
@@ -333,33 +333,11 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Up to three edits (0 replace, 1 insert, 2 remove), bytes mostly from
-/// those that matter to JSON.
-fn edits() -> impl Strategy<Value = Vec<(Index, u8, u8)>> {
-    let alphabet = b"{}[]\",:\\ 0159-+.eEutrfalsn/\x00\x1f\x7f\xc3\xa9\xf0\x9f\x98\x80".to_vec();
-    prop::collection::vec(
-        (
-            any::<Index>(),
-            0u8..3,
-            prop_oneof![prop::sample::select(alphabet), any::<u8>()],
-        ),
-        1..4,
+/// Up to three edits, bytes mostly from those that matter to JSON.
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    crate::proptest_support::edits(
+        b"{}[]\",:\\ 0159-+.eEutrfalsn/\x00\x1f\x7f\xc3\xa9\xf0\x9f\x98\x80",
     )
-}
-
-fn apply(mut bytes: Vec<u8>, edits: Vec<(Index, u8, u8)>) -> Vec<u8> {
-    for (at, op, byte) in edits {
-        let i = at.index(bytes.len() + 1);
-        match op {
-            0 if i < bytes.len() => bytes[i] = byte,
-            1 => bytes.insert(i, byte),
-            _ if i < bytes.len() => {
-                bytes.remove(i);
-            }
-            _ => bytes.push(byte),
-        }
-    }
-    bytes
 }
 
 proptest! {

@@ -1,10 +1,12 @@
-//! What the binary's property tests share (test builds only).
+//! What the property tests of every crate share: byte edits of a text
+//! that is known good, to hunt what slips through a parser. Built only for
+//! tests (this crate's, or another's through the `proptest-support` feature).
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 /// `n` cases, unless `PROPTEST_CASES` says otherwise.
-pub(crate) fn cases(n: u32) -> ProptestConfig {
+pub fn cases(n: u32) -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = n;
@@ -14,11 +16,11 @@ pub(crate) fn cases(n: u32) -> ProptestConfig {
 
 /// One edit of a byte string: where, which (0 replace, 1 insert, 2 remove)
 /// and the byte.
-pub(crate) type Edit = (Index, u8, u8);
+pub type Edit = (Index, u8, u8);
 
 /// Up to three edits, with bytes drawn mostly from `alphabet` (the ones
 /// most likely to slip through a parser).
-pub(crate) fn edits(alphabet: &'static [u8]) -> impl Strategy<Value = Vec<Edit>> {
+pub fn edits(alphabet: &'static [u8]) -> impl Strategy<Value = Vec<Edit>> {
     prop::collection::vec(
         (
             any::<Index>(),
@@ -30,7 +32,7 @@ pub(crate) fn edits(alphabet: &'static [u8]) -> impl Strategy<Value = Vec<Edit>>
 }
 
 /// `bytes` with `edits` applied in order.
-pub(crate) fn apply(mut bytes: Vec<u8>, edits: Vec<Edit>) -> Vec<u8> {
+pub fn apply(mut bytes: Vec<u8>, edits: Vec<Edit>) -> Vec<u8> {
     for (at, op, byte) in edits {
         let i = at.index(bytes.len() + 1);
         match op {
