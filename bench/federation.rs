@@ -24,6 +24,7 @@ use logbook_federation::identity;
 
 const TOKEN: &str = "lbk_federation-bench-token-with-all-scopes";
 const PLAN: &str = "0192f3a4-5b6c-7d8e-9f00-000000000001";
+/// Appending clients, unless `FEDERATION_CLIENTS` says otherwise.
 const CLIENTS: u64 = 64;
 
 struct Daemon {
@@ -163,6 +164,12 @@ async fn main() {
     let events: u64 = args.get(2).map_or(20_000, |a| a.parse().unwrap());
     let deadline_secs: u64 = args.get(3).map_or(90, |a| a.parse().unwrap());
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // What a subscribed peer costs the sender's appends: the same run with
+    // FEDERATION_SUBSCRIBE=0 appends with no peer subscribed (and ends with
+    // the appends), FEDERATION_CLIENTS=1 at one client.
+    let client_count: u64 =
+        std::env::var("FEDERATION_CLIENTS").map_or(CLIENTS, |c| c.parse().unwrap());
+    let subscribe = std::env::var("FEDERATION_SUBSCRIBE").map_or(true, |s| s != "0");
 
     let (alpha_key, beta_key) = (key("alpha"), key("beta"));
     let (alpha_port, beta_port) = (free_port(), free_port());
@@ -193,15 +200,17 @@ async fn main() {
     wait_healthy(&http, alpha.port).await;
     wait_healthy(&http, beta.port).await;
 
-    let r = http
-        .post(format!(
-            "http://127.0.0.1:{beta_port}/api/v1/federation/events/subscribe"
-        ))
-        .json(&serde_json::json!({"peer": "alpha", "eventType": ">"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "subscribe: {}", r.status());
+    if subscribe {
+        let r = http
+            .post(format!(
+                "http://127.0.0.1:{beta_port}/api/v1/federation/events/subscribe"
+            ))
+            .json(&serde_json::json!({"peer": "alpha", "eventType": ">"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "subscribe: {}", r.status());
+    }
 
     // Count what beta receives, from its message stream.
     let delivered = Arc::new(AtomicU64::new(0));
@@ -257,7 +266,7 @@ async fn main() {
     let next = Arc::new(AtomicU64::new(0));
     let pad = "x".repeat(960);
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..client_count {
         let (http, next, pad) = (http.clone(), next.clone(), pad.clone());
         clients.push(tokio::spawn(async move {
             let url = format!("http://127.0.0.1:{alpha_port}/api/plans/{PLAN}/events");
@@ -282,7 +291,11 @@ async fn main() {
             appended_at = Some(start.elapsed());
             delivered_when_appended = delivered.load(Ordering::Relaxed);
         }
-        if delivered.load(Ordering::Relaxed) >= events || Instant::now() >= deadline {
+        let nothing_to_wait_for = !subscribe && appended_at.is_some();
+        if delivered.load(Ordering::Relaxed) >= events
+            || nothing_to_wait_for
+            || Instant::now() >= deadline
+        {
             break start.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -301,10 +314,11 @@ async fn main() {
         f64::NAN
     };
     println!(
-        "federation events={events} delivered={got} appended_secs={appended_secs:.2} secs={secs:.2} delivered_per_sec={:.0} sender_rss_max_mib={} receiver_rss_mib={} complete={} backlog_at_appended={backlog} drain_per_sec={drain_per_sec:.0}",
+        "federation events={events} delivered={got} appended_secs={appended_secs:.2} secs={secs:.2} delivered_per_sec={:.0} sender_rss_max_mib={} receiver_rss_mib={} complete={} backlog_at_appended={backlog} drain_per_sec={drain_per_sec:.0} appends_per_sec={:.0}",
         got as f64 / secs,
         rss_max / 1024,
         receiver_rss / 1024,
         got >= events,
+        events as f64 / appended_secs,
     );
 }

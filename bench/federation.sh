@@ -30,6 +30,11 @@
 #   backlog_at_appended events not yet delivered when the last append was answered
 #   drain_per_sec      the rate that backlog was delivered at, with no appends
 #                      competing for the cores (NaN if there was none)
+#   appends_per_sec    events / appended_secs: the sender's append rate
+#
+# FEDERATION_CLIENTS=N appends with N clients (64); FEDERATION_SUBSCRIBE=0
+# runs with no peer subscribed (it then ends with the appends): together,
+# what a subscribed peer costs the sender's appends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-20000}
