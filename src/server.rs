@@ -279,6 +279,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         app.api_router(),
         shutdown.clone(),
         Some(config.server.max_connections),
+        Some(Duration::from_secs(config.server.send_timeout_secs)),
     ));
     let served = tokio::select! {
         result = server => Some(result),

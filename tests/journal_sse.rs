@@ -150,7 +150,11 @@ async fn a_stalled_reader_catches_up_from_storage_without_blocking_appends() {
     // follower falls more than the fan-out capacity behind.
     const TOTAL: u64 = 6000;
     let filler = "z".repeat(8 * 1024);
-    let daemon = Daemon::start(DaemonOpts::default());
+    // Stalled on purpose while thousands of appends run: a slow machine
+    // must not take this for a client that stopped reading for good.
+    let daemon = Daemon::start(
+        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 600"),
+    );
     let plan = new_plan();
     let path = format!("/api/plans/{plan}/events/stream");
     let mut stalled = daemon.sse_ok(&path, &[]).await;
@@ -212,6 +216,70 @@ async fn a_stalled_reader_catches_up_from_storage_without_blocking_appends() {
             "the stalled all-plans reader skipped or repeated events"
         );
     }
+}
+
+/// A follower whose client reads nothing is cut once a write has waited
+/// `server.send_timeout_secs`, while a follower that reads gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_reads_nothing_is_cut_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EVENTS: u64 = 200;
+    let daemon = Daemon::start(
+        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 2"),
+    );
+    let plan = new_plan();
+    let path = format!("/api/plans/{plan}/events/stream");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(daemon.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", daemon.addr);
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut reading = daemon.sse_ok(&path, &[]).await;
+    let reader = tokio::spawn(async move {
+        for expected in 1..=EVENTS {
+            assert_eq!(
+                reading.next_event().await.0,
+                expected,
+                "the reading follower"
+            );
+        }
+        reading
+    });
+
+    // 12 MB of events: far more than both sockets' buffers hold.
+    let filler = "z".repeat(60 * 1024);
+    for n in 0..EVENTS {
+        let body = json!({"type": "step.completed", "payload": {"n": n, "filler": filler}});
+        daemon.append_ok(plan, body).await;
+    }
+    let _reading = reader.await.unwrap();
+    let mut cut = false;
+    for _ in 0..100 {
+        if daemon.metric("logbook_http_send_timeouts_total").await == Some(1.0) {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(cut, "the stalled follower was not cut");
+    assert_eq!(daemon.metric("logbook_sse_clients").await, Some(1.0));
+    // What the kernel buffered is still there to read, then the end.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stalled.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the cut connection ends");
+    assert!(
+        read.is_ok() || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the cut connection ends with EOF or a reset"
+    );
+    assert!(
+        (rest.len() as u64) < EVENTS * 60 * 1024,
+        "a cut follower got only what was buffered ({} bytes)",
+        rest.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

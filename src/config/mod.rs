@@ -94,6 +94,9 @@ const MAX_PAYLOAD_AGE_DAYS: f64 = 36_500.0;
 /// connections after a minute or so, and a longer interval only hides a
 /// dead stream.
 const MAX_KEEPALIVE_SECS: u64 = 3600;
+/// Most seconds `server.send_timeout_secs` may be: past an hour, a client
+/// that reads nothing holds its connection for as good as ever.
+const MAX_SEND_TIMEOUT_SECS: u64 = 3600;
 
 impl RetentionConfig {
     /// The age as milliseconds, `None` when off.
@@ -270,6 +273,11 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be positive".into());
+        }
+        if !(1..=MAX_SEND_TIMEOUT_SECS).contains(&self.server.send_timeout_secs) {
+            return Err(format!(
+                "server.send_timeout_secs must be between 1 and {MAX_SEND_TIMEOUT_SECS}"
+            ));
         }
         for host in &self.server.allowed_hosts {
             let ok = !host.is_empty()

@@ -25,6 +25,9 @@ pub(crate) struct Server {
     pub(crate) allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once on the TCP listener.
     pub(crate) max_connections: usize,
+    /// Seconds a response may wait on a client that reads nothing before
+    /// the connection is closed (`http::send_timeout`).
+    pub(crate) send_timeout_secs: u64,
     /// Pending connections the kernel queues before accept (listen(2)'s
     /// backlog; the kernel caps it at net.core.somaxconn).
     pub(crate) listen_backlog: u32,
@@ -40,6 +43,7 @@ impl Default for Server {
             shutdown_grace_secs: 4,
             allowed_hosts: Vec::new(),
             max_connections: 16_384,
+            send_timeout_secs: 60,
             listen_backlog: 4096,
         }
     }

@@ -21,6 +21,7 @@ pub(crate) mod metrics;
 pub(crate) mod prefer;
 pub(crate) mod problem;
 pub(crate) mod proofs;
+pub(crate) mod send_timeout;
 pub(crate) mod serve;
 pub(crate) mod sse;
 pub(crate) mod ui;

@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::send_timeout::SendTimeout;
+
 /// The TCP peer address of the connection a request came on, in the
 /// request's extensions (absent for other listeners).
 #[derive(Clone, Copy, Debug)]
@@ -82,13 +84,15 @@ const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Accepts connections until `shutdown` is cancelled, then closes the
 /// acceptor and waits for open connections to finish their current
 /// response. The caller bounds that wait. With `max_connections`, at most
-/// that many are served at once; `None` (the admin socket, whose peers are
-/// all trusted) serves every one.
+/// that many are served at once, and with `send_timeout` a connection whose
+/// client reads nothing for that long is closed; `None` (the admin socket,
+/// whose peers are all trusted) for both serves every one at its pace.
 pub(crate) async fn serve<A: Acceptor>(
     mut acceptor: A,
     app: Router,
     shutdown: CancellationToken,
     max_connections: Option<usize>,
+    send_timeout: Option<Duration>,
 ) {
     let slots = max_connections.map(|max| {
         (
@@ -129,7 +133,8 @@ pub(crate) async fn serve<A: Acceptor>(
                 req
             },
         ));
-        let connection = http.serve_connection(TokioIo::new(io), service);
+        let io = TokioIo::new(SendTimeout::new(io, send_timeout));
+        let connection = http.serve_connection(io, service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

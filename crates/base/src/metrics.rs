@@ -32,6 +32,7 @@ struct Instruments {
     witness_failures: Family<Labels, Counter>,
     signing_refused: Family<Labels, Counter>,
     witness_evidence: Family<Labels, Counter>,
+    send_timeouts: Counter,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -115,7 +116,14 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Checkpoints refused as evidence against a witnessed log, by origin and reason (rollback, fork, bad_proof)",
         witness_evidence.clone(),
     );
+    let send_timeouts = Counter::default();
+    registry.register(
+        "http_send_timeouts",
+        "HTTP connections closed because the client read nothing for server.send_timeout_secs",
+        send_timeouts.clone(),
+    );
     Instruments {
+        send_timeouts,
         witness_failures,
         signing_refused,
         refused_subscriptions,
@@ -132,6 +140,11 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         verify_failures,
     }
 });
+
+/// Called when a connection is closed because its client stopped reading.
+pub fn observe_send_timeout() {
+    INSTRUMENTS.send_timeouts.inc();
+}
 
 /// Called when a checkpoint inconsistent with an earlier one was not signed.
 pub fn observe_signing_refused(log: &str) {
