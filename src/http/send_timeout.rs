@@ -1,16 +1,21 @@
 //! A bound on a client that stops reading.
 //!
-//! Invariant: a connection whose writes make no progress for
-//! `server.send_timeout_secs` is closed. Without it, a client that opens a
-//! stream (or asks for a large page) and never reads holds its connection
-//! slot, its SSE stream and the kernel's send buffer (up to megabytes)
-//! for as long as it likes: a few thousand such sockets pin gigabytes.
+//! Invariant: a connection whose peer has taken no byte for
+//! `server.send_timeout_secs` while a write waits is closed, with a reset.
+//! Without it, a client that opens a stream (or asks for a large page) and
+//! never reads holds its connection slot, its SSE stream and the kernel's
+//! send buffer (up to megabytes) for as long as it likes.
 //!
 //! The clock runs only while a write waits: it starts when the socket
-//! refuses a byte and stops at the next byte it takes. A slow reader that
-//! keeps reading is never cut, however slow; a quiet stream is not waiting
-//! on a write at all. On expiry the write fails with `TimedOut`, hyper ends
-//! the connection, and the response's body (an SSE follower) is dropped.
+//! refuses a byte and stops at the next byte it takes. A quiet stream is
+//! not waiting at all. A TCP socket that refused a write takes more only
+//! once about a third of its buffer has drained, so a reader slower than
+//! that per period could look stalled; at expiry the clock therefore asks
+//! the kernel whether the peer acknowledged any byte since the wait began
+//! ([`Socket::acked`], `TCP_INFO`), and if so starts again. On expiry the
+//! write fails with `TimedOut`, hyper ends the connection, the response's
+//! body (an SSE follower) is dropped, and the socket is reset so that the
+//! kernel drops what it still held for the client.
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +25,59 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// What the clock asks of the socket under it.
+pub(crate) trait Socket {
+    /// Bytes the peer has acknowledged so far (`tcpi_bytes_acked`), where
+    /// the socket can tell.
+    fn acked(&self) -> Option<u64>;
+    /// Makes the close a reset, which frees the send buffer at once.
+    fn reset_on_close(&self);
+}
+
+impl Socket for tokio::net::TcpStream {
+    fn acked(&self) -> Option<u64> {
+        bytes_acked(self)
+    }
+
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Socket for tokio::net::UnixStream {
+    fn acked(&self) -> Option<u64> {
+        None
+    }
+
+    fn reset_on_close(&self) {}
+}
+
+#[cfg(target_os = "linux")]
+fn bytes_acked(stream: &tokio::net::TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain data, valid when zeroed; getsockopt
+    // writes at most `len` bytes into it, and the fd is open (borrowed).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let status = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    // A kernel older than the field (4.1) writes a shorter struct.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (status == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bytes_acked(_: &tokio::net::TcpStream) -> Option<u64> {
+    None
+}
+
 /// `io`, whose writes fail once one has waited `limit` with no progress.
 pub(crate) struct SendTimeout<IO> {
     io: IO,
@@ -27,11 +85,13 @@ pub(crate) struct SendTimeout<IO> {
     /// Armed while a write waits; reset (not reallocated) for the next wait.
     clock: Option<Pin<Box<Sleep>>>,
     waiting: bool,
+    /// [`Socket::acked`] when the clock last started.
+    acked: Option<u64>,
     /// The limit passed: every write fails from then on, counted once.
     expired: bool,
 }
 
-impl<IO> SendTimeout<IO> {
+impl<IO: Socket> SendTimeout<IO> {
     /// `limit: None` (the admin socket, whose peers are trusted and may page
     /// an export at a human's pace) passes every call through.
     pub(crate) fn new(io: IO, limit: Option<Duration>) -> SendTimeout<IO> {
@@ -40,8 +100,23 @@ impl<IO> SendTimeout<IO> {
             limit,
             clock: None,
             waiting: false,
+            acked: None,
             expired: false,
         }
+    }
+
+    /// The error every write gets once the limit passed.
+    fn refused(&self) -> Option<io::Error> {
+        let limit = self.limit?;
+        self.expired.then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} s (server.send_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )
+        })
     }
 
     /// What a call that got `polled` from the socket answers. Only a write
@@ -56,9 +131,6 @@ impl<IO> SendTimeout<IO> {
         let Some(limit) = self.limit else {
             return polled;
         };
-        if self.expired {
-            return Poll::Ready(Err(timed_out(limit)));
-        }
         if polled.is_ready() {
             if progress {
                 self.waiting = false;
@@ -66,29 +138,33 @@ impl<IO> SendTimeout<IO> {
             return polled;
         }
         if !self.waiting {
-            let deadline = Instant::now() + limit;
-            match &mut self.clock {
-                Some(clock) => clock.as_mut().reset(deadline),
-                None => self.clock = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.waiting = true;
+            self.start(limit);
         }
-        let clock = self.clock.as_mut().expect("armed when the wait began");
-        ready!(clock.as_mut().poll(cx));
-        self.expired = true;
-        logbook_base::metrics::observe_send_timeout();
-        Poll::Ready(Err(timed_out(limit)))
+        loop {
+            let clock = self.clock.as_mut().expect("armed when the wait began");
+            ready!(clock.as_mut().poll(cx));
+            let acked = self.io.acked();
+            if acked.is_some() && acked != self.acked {
+                // The peer took bytes the socket has not yet offered back.
+                self.start(limit);
+                continue;
+            }
+            self.expired = true;
+            self.io.reset_on_close();
+            logbook_base::metrics::observe_send_timeout();
+            return Poll::Ready(Err(self.refused().expect("expired")));
+        }
     }
-}
 
-fn timed_out(limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "the client read nothing for {} s (server.send_timeout_secs)",
-            limit.as_secs()
-        ),
-    )
+    fn start(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        match &mut self.clock {
+            Some(clock) => clock.as_mut().reset(deadline),
+            None => self.clock = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.waiting = true;
+        self.acked = self.io.acked();
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for SendTimeout<IO> {
@@ -101,15 +177,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for SendTimeout<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
+impl<IO: AsyncWrite + Socket + Unpin> AsyncWrite for SendTimeout<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
+        }
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.after(cx, polled, true)
+        let progress = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        this.after(cx, polled, progress)
     }
 
     fn poll_write_vectored(
@@ -118,8 +198,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
+        }
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.after(cx, polled, true)
+        let progress = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        this.after(cx, polled, progress)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -128,6 +212,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.refused() {
+            return Poll::Ready(Err(e));
+        }
         let polled = Pin::new(&mut this.io).poll_flush(cx);
         this.after(cx, polled, false)
     }
@@ -139,11 +226,97 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(60);
+
+    impl Socket for DuplexStream {
+        fn acked(&self) -> Option<u64> {
+            None
+        }
+
+        fn reset_on_close(&self) {}
+    }
+
+    /// A pipe whose "kernel" reports acknowledged bytes the test sets.
+    struct Acking {
+        pipe: DuplexStream,
+        acked: Arc<AtomicU64>,
+    }
+
+    impl Socket for Acking {
+        fn acked(&self) -> Option<u64> {
+            Some(self.acked.load(Ordering::SeqCst))
+        }
+
+        fn reset_on_close(&self) {}
+    }
+
+    impl AsyncRead for Acking {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().pipe).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Acking {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().pipe).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().pipe).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().pipe).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_the_peer_acknowledged_start_the_clock_again() {
+        let (pipe, _b) = duplex(256);
+        let acked = Arc::new(AtomicU64::new(0));
+        let mut w = SendTimeout::new(
+            Acking {
+                pipe,
+                acked: acked.clone(),
+            },
+            Some(LIMIT),
+        );
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(1), w.write(&[7u8; 64])).await
+        {}
+        let started = Instant::now();
+        // The socket still refuses (its buffer has not drained a third),
+        // but the peer acknowledged bytes 50 s into the wait.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            acked.store(4096, Ordering::SeqCst);
+        });
+        let err = w.write_all(&[1]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(waited >= 2 * LIMIT - Duration::from_millis(2), "{waited:?}");
+        assert!(waited <= 2 * LIMIT + Duration::from_millis(2), "{waited:?}");
+        // Cut: every later write fails without touching the socket.
+        assert_eq!(
+            w.write(&[1]).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+    }
 
     /// Writes until the pipe is full; returns how much went in.
     async fn fill(w: &mut SendTimeout<tokio::io::DuplexStream>) -> usize {

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::send_timeout::SendTimeout;
+use super::send_timeout::{SendTimeout, Socket};
 
 /// The TCP peer address of the connection a request came on, in the
 /// request's extensions (absent for other listeners).
@@ -41,7 +41,7 @@ pub(crate) struct LocalPeer {
 
 /// Where [`serve`] gets its connections, and who each one is from.
 pub(crate) trait Acceptor: Send + 'static {
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static;
     /// Who is on the other end; put into every request's extensions, where
     /// handlers look for it (per-client limits, the admin peer check).
     type Peer: Clone + Send + Sync + 'static;
