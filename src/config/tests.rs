@@ -184,6 +184,20 @@ fn the_body_limit_is_bounded() {
 }
 
 #[test]
+fn the_send_timeout_is_bounded() {
+    let mut c = Config::embedded_default();
+    for bad in [0, 3601, u64::MAX] {
+        c.server.send_timeout_secs = bad;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("server.send_timeout_secs"), "{bad}: {err}");
+    }
+    for good in [1, 60, 3600] {
+        c.server.send_timeout_secs = good;
+        c.validate().unwrap();
+    }
+}
+
+#[test]
 fn the_origin_prefix_must_make_a_key_name() {
     let mut c = Config::embedded_default();
     assert_eq!(
