@@ -301,7 +301,7 @@ async fn a_follower_that_reads_nothing_is_cut_after_the_send_timeout() {
 async fn a_follower_that_reads_slowly_is_not_cut() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(
-        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 2"),
+        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 3"),
     );
     let plan = new_plan();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -312,21 +312,21 @@ async fn a_follower_that_reads_slowly_is_not_cut() {
         daemon.addr
     );
     slow.write_all(request.as_bytes()).await.unwrap();
-    // 6 MB: at 16 KiB/s the reader needs minutes for it.
+    // 6 MB: at 20 KiB/s the reader needs minutes for it.
     let filler = "z".repeat(60 * 1024);
     for n in 0..100 {
         let body = json!({"type": "step.completed", "payload": {"n": n, "filler": filler}});
         daemon.append_ok(plan, body).await;
     }
-    // 4 KiB every 250 ms for 10 s: five times the limit.
+    // 4 KiB every 200 ms for 12 s: four times the limit.
     let mut buf = vec![0u8; 4096];
-    for _ in 0..40 {
+    for _ in 0..60 {
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut buf))
             .await
             .expect("the stream goes on")
             .expect("the stream is not cut");
         assert!(n > 0, "the stream ended");
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(
         daemon.metric("logbook_http_send_timeouts_total").await,
