@@ -255,7 +255,9 @@ async fn a_follower_that_reads_nothing_is_cut_after_the_send_timeout() {
     let _reading = reader.await.unwrap();
     let mut cut = false;
     for _ in 0..200 {
-        if daemon.metric("logbook_http_send_timeouts_total").await == Some(1.0) {
+        let cuts = daemon.metric("logbook_http_send_timeouts_total").await;
+        if cuts.is_some_and(|n| n >= 1.0) {
+            assert_eq!(cuts, Some(1.0), "the reading follower was cut too");
             cut = true;
             break;
         }
@@ -301,7 +303,7 @@ async fn a_follower_that_reads_nothing_is_cut_after_the_send_timeout() {
 async fn a_follower_that_reads_slowly_is_not_cut() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(
-        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 3"),
+        DaemonOpts::default().replace("send_timeout_secs = 60", "send_timeout_secs = 5"),
     );
     let plan = new_plan();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -318,7 +320,7 @@ async fn a_follower_that_reads_slowly_is_not_cut() {
         let body = json!({"type": "step.completed", "payload": {"n": n, "filler": filler}});
         daemon.append_ok(plan, body).await;
     }
-    // 4 KiB every 200 ms for 12 s: four times the limit.
+    // 4 KiB every 200 ms for 12 s: more than twice the limit.
     let mut buf = vec![0u8; 4096];
     for _ in 0..60 {
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut buf))

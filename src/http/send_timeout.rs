@@ -52,7 +52,8 @@ impl Socket for tokio::net::UnixStream {
     fn reset_on_close(&self) {}
 }
 
-#[cfg(target_os = "linux")]
+// uclibc's `tcp_info` in libc lacks the field.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
 fn bytes_acked(stream: &tokio::net::TcpStream) -> Option<u64> {
     use std::os::fd::AsRawFd;
     // SAFETY: `tcp_info` is plain data, valid when zeroed; getsockopt
@@ -73,7 +74,7 @@ fn bytes_acked(stream: &tokio::net::TcpStream) -> Option<u64> {
     (status == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn bytes_acked(_: &tokio::net::TcpStream) -> Option<u64> {
     None
 }
