@@ -25,8 +25,8 @@ pub(crate) struct Server {
     pub(crate) allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once on the TCP listener.
     pub(crate) max_connections: usize,
-    /// Seconds a response may wait on a client that reads nothing before
-    /// the connection is closed (`http::send_timeout`).
+    /// Seconds a response may wait on a client that takes no byte before
+    /// the connection is reset (`http::send_timeout`).
     pub(crate) send_timeout_secs: u64,
     /// Pending connections the kernel queues before accept (listen(2)'s
     /// backlog; the kernel caps it at net.core.somaxconn).

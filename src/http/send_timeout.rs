@@ -120,20 +120,28 @@ impl<IO: Socket> SendTimeout<IO> {
         })
     }
 
-    /// What a call that got `polled` from the socket answers. Only a write
-    /// that took bytes (`progress`) stops the clock: a flush that returns
-    /// at once (a TCP socket's always does) says nothing of the client.
-    fn after<T>(
+    /// Makes `call` on the socket, unless the limit has passed. Only a
+    /// call that took bytes (`progress`) stops the clock: a flush that
+    /// returns at once (a TCP socket's always does) says nothing of the
+    /// client.
+    fn guarded<T>(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<io::Result<T>>,
-        progress: bool,
-    ) -> Poll<io::Result<T>> {
+        call: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        progress: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>>
+    where
+        IO: Unpin,
+    {
+        if let Some(e) = self.refused() {
+            return Poll::Ready(Err(e));
+        }
+        let polled = call(Pin::new(&mut self.io), cx);
         let Some(limit) = self.limit else {
             return polled;
         };
-        if polled.is_ready() {
-            if progress {
+        if let Poll::Ready(result) = &polled {
+            if result.as_ref().is_ok_and(progress) {
                 self.waiting = false;
             }
             return polled;
@@ -184,13 +192,8 @@ impl<IO: AsyncWrite + Socket + Unpin> AsyncWrite for SendTimeout<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        let progress = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        this.after(cx, polled, progress)
+        self.get_mut()
+            .guarded(cx, |io, cx| io.poll_write(cx, buf), |&n| n > 0)
     }
 
     fn poll_write_vectored(
@@ -198,13 +201,8 @@ impl<IO: AsyncWrite + Socket + Unpin> AsyncWrite for SendTimeout<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        let progress = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
-        this.after(cx, polled, progress)
+        self.get_mut()
+            .guarded(cx, |io, cx| io.poll_write_vectored(cx, bufs), |&n| n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -212,12 +210,8 @@ impl<IO: AsyncWrite + Socket + Unpin> AsyncWrite for SendTimeout<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(e) = this.refused() {
-            return Poll::Ready(Err(e));
-        }
-        let polled = Pin::new(&mut this.io).poll_flush(cx);
-        this.after(cx, polled, false)
+        self.get_mut()
+            .guarded(cx, |io, cx| io.poll_flush(cx), |()| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

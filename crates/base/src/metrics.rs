@@ -119,7 +119,7 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     let send_timeouts = Counter::default();
     registry.register(
         "http_send_timeouts",
-        "HTTP connections closed because the client read nothing for server.send_timeout_secs",
+        "HTTP connections reset because the client took no byte for server.send_timeout_secs while a response waited",
         send_timeouts.clone(),
     );
     Instruments {
