@@ -38,6 +38,8 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     // while the daemon starts is acted on once it serves, never a kill by
     // the default disposition.
     let signals = StopSignals::install()?;
+    // Before any file is opened: the soft open-file limit is raised here.
+    let max_connections = connections_within_open_files(config.server.max_connections);
     // The port first: a port in use is the commonest failed start, and it
     // then fails before anything is written (and before a long recovery).
     // Connections made while the store opens wait in the backlog.
@@ -185,6 +187,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     let witness = crate::http::witness::WitnessState::new(witness_key.cosigner, &config.witness);
     let log = crate::http::log::LogState::new(log_keys);
     let state = AppState::new(AppParts {
+        whole_walk: Arc::new(tokio::sync::Semaphore::new(1)),
         federation: federation.clone(),
         store,
         registry: Arc::new(registry),
@@ -278,8 +281,11 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         listener,
         app.api_router(),
         shutdown.clone(),
-        Some(config.server.max_connections),
-        Some(Duration::from_secs(config.server.send_timeout_secs)),
+        Some(crate::http::serve::ClientLimits {
+            max_connections,
+            max_connections_per_ip: config.server.max_connections_per_ip,
+            send_timeout: Duration::from_secs(config.server.send_timeout_secs),
+        }),
     ));
     let served = tokio::select! {
         result = server => Some(result),
@@ -349,4 +355,52 @@ fn bind_listener(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<Tc
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+/// Files the daemon keeps open besides its TCP connections: the store and
+/// its segment, the listeners, admin connections, federation's outgoing
+/// connections, the blocking pool's short-lived files.
+const OTHER_OPEN_FILES: u64 = 512;
+
+/// `max_connections`, or fewer if the process may not open that many
+/// files. The soft open-file limit is first raised to the hard one (a
+/// shell's soft limit is often 1024, far below the default cap): past the
+/// limit `accept` fails with EMFILE, the 503 of the cap is never sent, and
+/// the store and the admin socket cannot open files either. So the cap is
+/// lowered to fit, with a warning, rather than the limit found by clients.
+fn connections_within_open_files(max_connections: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot read the open-file limit; server.max_connections is used as set"
+        );
+        return max_connections;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let fits = limit.rlim_cur.saturating_sub(OTHER_OPEN_FILES).max(1);
+    if max_connections as u64 <= fits {
+        return max_connections;
+    }
+    let lowered = fits as usize;
+    tracing::warn!(
+        max_connections,
+        lowered,
+        open_file_limit = limit.rlim_cur,
+        "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE= or ulimit -Hn to serve more)"
+    );
+    lowered
 }

@@ -160,3 +160,61 @@ async fn a_page_that_stops_short_of_the_head_is_a_gap() {
     let before = page(&daemon, plan, "limit=8&verify=1").await;
     assert_eq!(before["chain_valid"], true, "{before}");
 }
+
+/// A whole-chain walk uses every core and runs to its end even when its
+/// client leaves, so the API runs one at a time: the others get 503 with
+/// `Retry-After` at once, never a queue of walks.
+#[tokio::test]
+async fn whole_chain_walks_run_one_at_a_time() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    // Enough events that a walk is still running when the others arrive.
+    let appenders = (0..16u64).map(|worker| {
+        let daemon = &daemon;
+        async move {
+            for i in 0..500 {
+                daemon
+                    .append_ok(plan, event_body("step.started", worker * 1000 + i))
+                    .await;
+            }
+        }
+    });
+    futures_util::future::join_all(appenders).await;
+    let path = format!("/api/plans/{plan}/events?limit=1&verify=full");
+    let mut refused = 0;
+    for _round in 0..3 {
+        let walks = (0..16).map(|_| daemon.get_json(&path));
+        for resp in futures_util::future::join_all(walks).await {
+            if resp.status == 503 {
+                assert_eq!(
+                    assert_problem(&resp, 503),
+                    "urn:logbook:problem:unavailable"
+                );
+                assert_eq!(resp.headers["retry-after"], "1");
+                assert!(
+                    resp.json["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("verify=full"),
+                    "{}",
+                    resp.text
+                );
+                refused += 1;
+            } else {
+                assert_eq!(resp.status, 200, "{}", resp.text);
+                assert_eq!(resp.json["chain_valid"], true, "{}", resp.text);
+                assert_eq!(resp.json["verified_count"], 8000, "{}", resp.text);
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(
+        refused > 0,
+        "16 walks at once, three times, and none was refused"
+    );
+    // Once the walks are over, one goes through.
+    let full = page(&daemon, plan, "limit=1&verify=full").await;
+    assert_eq!(full["chain_valid"], true, "{full}");
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT, assert_problem, event_body, new_plan, send};
+use common::{Daemon, DaemonOpts, assert_problem, event_body, new_plan, send};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -290,90 +290,6 @@ async fn auth_required_true_and_false() {
     );
     assert!(!exit.success());
     assert!(log.contains("auth.required = false"), "{log}");
-}
-
-/// Sends `GET /healthz` on `socket` and reads one response head and body.
-async fn healthz(socket: &mut tokio::net::TcpStream) -> String {
-    socket
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    loop {
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            if body.len() >= length {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout_at(deadline.into(), socket.read(&mut buf))
-            .await
-            .expect("response timed out")
-            .unwrap();
-        if n == 0 {
-            return text;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-}
-
-#[tokio::test]
-async fn a_connection_over_the_cap_gets_one_503_and_is_closed() {
-    let daemon = Daemon::start(
-        DaemonOpts::default().replace("max_connections = 16384", "max_connections = 4"),
-    );
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
-        let text = healthz(&mut socket).await;
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        held.push(socket);
-    }
-    // The fifth: one 503 problem+json answer, then the end of the connection.
-    let mut extra = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
-    let text = healthz(&mut extra).await;
-    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(
-        text.contains("content-type: application/problem+json"),
-        "{text}"
-    );
-    let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
-    assert_eq!(body["status"], 503, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("max_connections"),
-        "{body}"
-    );
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, extra.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "closed after the answer"
-    );
-
-    // The held ones still work, and a freed slot is usable again.
-    assert!(healthz(&mut held[0]).await.starts_with("HTTP/1.1 200"));
-    held.pop();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
-        if healthz(&mut socket).await.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the freed slot never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The admin socket is not capped by the TCP limit.
-    daemon.admin_json(&["status"]).await;
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ impl AdminListener {
     pub(crate) async fn serve(self, router: axum::Router, shutdown: CancellationToken) {
         // No connection cap: only the daemon's user, root and the admin
         // group get past the peer check.
-        crate::http::serve::serve(self, router, shutdown, None, None).await;
+        crate::http::serve::serve(self, router, shutdown, None).await;
     }
 }
 

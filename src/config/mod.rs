@@ -274,6 +274,9 @@ impl Config {
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be positive".into());
         }
+        if self.server.max_connections_per_ip == 0 {
+            return Err("server.max_connections_per_ip must be positive".into());
+        }
         if !(1..=MAX_SEND_TIMEOUT_SECS).contains(&self.server.send_timeout_secs) {
             return Err(format!(
                 "server.send_timeout_secs must be between 1 and {MAX_SEND_TIMEOUT_SECS}"

@@ -25,6 +25,9 @@ pub(crate) struct Server {
     pub(crate) allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once on the TCP listener.
     pub(crate) max_connections: usize,
+    /// Most of them from one client (an IPv4 address or an IPv6 /64);
+    /// loopback is not counted.
+    pub(crate) max_connections_per_ip: usize,
     /// Seconds a response may wait on a client that takes no byte before
     /// the connection is reset (`http::send_timeout`).
     pub(crate) send_timeout_secs: u64,
@@ -43,6 +46,7 @@ impl Default for Server {
             shutdown_grace_secs: 4,
             allowed_hosts: Vec::new(),
             max_connections: 16_384,
+            max_connections_per_ip: 1024,
             send_timeout_secs: 60,
             listen_backlog: 4096,
         }

@@ -42,7 +42,7 @@ pub(crate) struct Federation {
     /// `[federation] incoming_concurrency` permits for `/incoming/*`.
     pub(crate) incoming: Arc<tokio::sync::Semaphore>,
     /// Each client address's share of those permits.
-    pub(crate) incoming_per_client: Arc<admission::PerClient>,
+    pub(crate) incoming_per_client: Arc<logbook_base::per_client::PerClient>,
     /// Where the key files live (current, staged and retired keys).
     data_dir: PathBuf,
     workers: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -133,7 +133,7 @@ impl Federation {
             .map_err(|e| format!("building the federation HTTP client: {e}"))?;
         let federation = Arc::new(Federation {
             incoming: admission::semaphore(fed_config.incoming_concurrency),
-            incoming_per_client: admission::PerClient::new(fed_config.incoming_concurrency),
+            incoming_per_client: admission::per_client(fed_config.incoming_concurrency),
             instance: Instance::new(identity, fed_config),
             store,
             data_dir,

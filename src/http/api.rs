@@ -356,11 +356,18 @@ pub(crate) async fn list_events(
             };
             (page.events, Some((page.report, note)))
         }
-        // Today's whole-chain walk, then the page.
+        // The whole-chain walk, then the page; one walk at a time, and the
+        // permit goes with it, since it runs on after a client leaves.
         Verify::Full => {
+            let walk = state.whole_walk.clone().try_acquire_owned().map_err(|_| {
+                Problem::unavailable(
+                    "a whole-chain verify (verify=full) is already running; retry when it ends, or check this page with verify=1",
+                )
+            })?;
             let (events, report) = state
                 .store
                 .run(move |s| {
+                    let _walk = walk;
                     let report = s.verify_plan(&plan_id, &keyring)?;
                     Ok::<_, StoreError>((s.plan_events_after(&plan_id, after, limit)?, report))
                 })

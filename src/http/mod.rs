@@ -88,6 +88,9 @@ pub(crate) struct AppParts {
     pub(crate) witness: Arc<witness::WitnessState>,
     /// `[ui] enabled`: whether `/` and `/ui/…` serve the audit viewer.
     pub(crate) ui: bool,
+    /// The one whole-chain walk (`?verify=full`) the API runs at a time:
+    /// each uses every core and runs to its end even if its client leaves.
+    pub(crate) whole_walk: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {

@@ -33,6 +33,8 @@ pub struct DaemonOpts {
     pub replace: Vec<(String, String)>,
     /// `--listen` (default `127.0.0.1:0`).
     pub listen: Option<String>,
+    /// The open-file limit (soft, hard) the daemon starts with.
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl DaemonOpts {
@@ -74,6 +76,12 @@ impl DaemonOpts {
 
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = Some(addr.into());
+        self
+    }
+
+    /// Starts the daemon with RLIMIT_NOFILE set to (`soft`, `hard`).
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -168,6 +176,24 @@ fn spawn(
     }
     for key in &opts.unset_env {
         command.env_remove(key);
+    }
+    if let Some((soft, hard)) = opts.open_files {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: only setrlimit, which is async-signal-safe, runs between
+        // fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     let mut child = command.spawn().expect("spawning the logbook binary");
     let pid = child.id();

@@ -11,6 +11,7 @@
 //! - [`reloadable`]: [`reloadable::Reloadable`], a value read per use and replaced whole;
 //! - [`metrics`]: the process-wide Prometheus instruments;
 //! - [`ordered_pool`]: batches worked on every core, taken back in order;
+//! - [`per_client`]: slots counted per client address (IPv4, or an IPv6 /64);
 //! - `proptest_support` (tests only): byte edits for property tests.
 
 pub mod canonical;
@@ -19,6 +20,7 @@ pub mod fresh_dir;
 pub mod hex;
 pub mod metrics;
 pub mod ordered_pool;
+pub mod per_client;
 pub mod private_file;
 #[cfg(any(test, feature = "proptest-support"))]
 pub mod proptest_support;

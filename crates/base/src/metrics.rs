@@ -33,6 +33,7 @@ struct Instruments {
     signing_refused: Family<Labels, Counter>,
     witness_evidence: Family<Labels, Counter>,
     send_timeouts: Counter,
+    connections_refused: Family<Labels, Counter>,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -122,8 +123,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "HTTP connections reset because the client took no byte for server.send_timeout_secs while a response waited",
         send_timeouts.clone(),
     );
+    let connections_refused = Family::<Labels, Counter>::default();
+    registry.register(
+        "http_connections_refused",
+        "TCP connections answered 503 and closed at accept, by limit (max_connections, max_connections_per_ip)",
+        connections_refused.clone(),
+    );
     Instruments {
         send_timeouts,
+        connections_refused,
         witness_failures,
         signing_refused,
         refused_subscriptions,
@@ -144,6 +152,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
 /// Called when a connection is closed because its client stopped reading.
 pub fn observe_send_timeout() {
     INSTRUMENTS.send_timeouts.inc();
+}
+
+/// Called when a connection is refused at accept; `limit` names the
+/// `[server]` key that refused it.
+pub fn observe_connection_refused(limit: &str) {
+    INSTRUMENTS
+        .connections_refused
+        .get_or_create(&vec![("limit".to_string(), limit.to_string())])
+        .inc();
 }
 
 /// Called when a checkpoint inconsistent with an earlier one was not signed.

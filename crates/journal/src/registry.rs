@@ -181,6 +181,8 @@ pub enum InvalidPattern {
     Length(String),
     /// A segment is neither a name, `*`, nor a final `>`.
     Segment(String),
+    /// More than [`MAX_PATTERNS`] patterns in one filter.
+    TooMany(usize),
 }
 
 impl std::fmt::Display for InvalidPattern {
@@ -193,6 +195,9 @@ impl std::fmt::Display for InvalidPattern {
                 f,
                 "pattern {text:?}: each segment is a name, `*`, or a final `>`"
             ),
+            InvalidPattern::TooMany(count) => {
+                write!(f, "{count} patterns; a filter holds at most {MAX_PATTERNS}")
+            }
         }
     }
 }
@@ -289,6 +294,11 @@ fn covers(granted: &[String], requested: &[String]) -> bool {
     }
 }
 
+/// Most patterns in one [`TypeFilter`]. Every event a stream sees is
+/// matched against each, for as long as the stream lasts, so a query string
+/// must not be able to ask for thousands.
+pub const MAX_PATTERNS: usize = 32;
+
 /// A comma-separated list of patterns; an event matches if any pattern does.
 /// An empty filter matches everything.
 #[derive(Debug, Clone, Default)]
@@ -298,12 +308,12 @@ pub struct TypeFilter {
 
 impl TypeFilter {
     pub fn parse(list: &str) -> Result<TypeFilter, InvalidPattern> {
-        let patterns = list
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(TypePattern::parse)
-            .collect::<Result<_, _>>()?;
+        let texts = list.split(',').map(str::trim).filter(|p| !p.is_empty());
+        let count = texts.clone().count();
+        if count > MAX_PATTERNS {
+            return Err(InvalidPattern::TooMany(count));
+        }
+        let patterns = texts.map(TypePattern::parse).collect::<Result<_, _>>()?;
         Ok(TypeFilter { patterns })
     }
 
@@ -386,6 +396,10 @@ mod tests {
         let f = TypeFilter::parse("plan.*, step.>").unwrap();
         assert!(f.matches("plan.closed") && f.matches("step.x.y") && !f.matches("bank.message"));
         assert!(TypeFilter::parse("").unwrap().matches("bank.message"));
+        let most = vec!["a.b"; MAX_PATTERNS].join(",");
+        assert!(TypeFilter::parse(&most).is_ok());
+        let err = TypeFilter::parse(&format!("{most},a.c")).unwrap_err();
+        assert_eq!(err, InvalidPattern::TooMany(MAX_PATTERNS + 1));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! The TCP listener's connection limits against the real binary: the cap
+//! on open connections, the open-file limit it is fitted to, and the cap
+//! on a request head's size. (The per-client cap counts no loopback
+//! client, so it is tested on the serve loop itself, in `src/http/serve.rs`.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `GET /healthz` on `socket` and reads one response head and body.
+async fn healthz(socket: &mut TcpStream) -> String {
+    exchange(socket, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await
+}
+
+/// Sends `request` on `socket` and reads one response head and body (or
+/// what came before the connection ended).
+async fn exchange(socket: &mut TcpStream, request: &[u8]) -> String {
+    socket.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout_at(deadline.into(), socket.read(&mut buf))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        if n == 0 {
+            return text;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_gets_one_503_and_is_closed() {
+    let daemon = Daemon::start(
+        DaemonOpts::default().replace("max_connections = 16384", "max_connections = 4"),
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
+        let text = healthz(&mut socket).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        held.push(socket);
+    }
+    // The fifth: one 503 problem+json answer, then the end of the connection.
+    let mut extra = TcpStream::connect(daemon.addr).await.unwrap();
+    let text = healthz(&mut extra).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("content-type: application/problem+json"),
+        "{text}"
+    );
+    let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["status"], 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("max_connections"),
+        "{body}"
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, extra.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the answer"
+    );
+
+    // The held ones still work, and a freed slot is usable again.
+    assert!(healthz(&mut held[0]).await.starts_with("HTTP/1.1 200"));
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
+        if healthz(&mut socket).await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The admin socket is not capped by the TCP limit.
+    daemon.admin_json(&["status"]).await;
+}
+
+/// Opens connections that each answer one `/healthz` until one is refused,
+/// and returns how many were served (the refused one's answer checked).
+async fn connections_until_refused(daemon: &Daemon, most: usize) -> (usize, Vec<TcpStream>) {
+    let mut held = Vec::new();
+    while held.len() <= most {
+        let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
+        let text = healthz(&mut socket).await;
+        if text.starts_with("HTTP/1.1 503") {
+            let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+            assert!(
+                body["detail"].as_str().unwrap().contains("max_connections"),
+                "{body}"
+            );
+            return (held.len(), held);
+        }
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        held.push(socket);
+    }
+    panic!("{} connections were served, more than {most}", held.len());
+}
+
+#[tokio::test]
+async fn the_connection_cap_is_fitted_to_the_open_file_limit() {
+    // A soft limit of 600 raised to the hard 700, less the 512 kept for
+    // the store, listeners and peers: 188 connections, not 16384.
+    let daemon = Daemon::start(DaemonOpts::default().open_files(600, 700));
+    assert!(
+        daemon
+            .wait_log(
+                &[
+                    "server.max_connections lowered to fit the open-file limit",
+                    "\"lowered\":188"
+                ],
+                Duration::from_secs(10),
+            )
+            .await,
+        "no warning that the cap was lowered to 188"
+    );
+    // The 189th gets the cap's 503, not an accept failing with EMFILE.
+    let (served, held) = connections_until_refused(&daemon, 188).await;
+    assert_eq!(served, 188);
+    drop(held);
+    daemon.admin_json(&["status"]).await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_64_kib_gets_431_and_the_daemon_serves_on() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    // hyper's default buffer (about 400 KiB) takes this head whole.
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    request.extend_from_slice(b"\r\n\r\n");
+    let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
+    let text = exchange(&mut socket, &request).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:.200}");
+    // A head just under the buffer is served.
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 60 * 1024));
+    request.extend_from_slice(b"\r\n\r\n");
+    let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
+    assert!(
+        exchange(&mut socket, &request)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
