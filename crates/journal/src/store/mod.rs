@@ -264,6 +264,10 @@ pub struct WriterStats {
     /// compaction) fails (`wal_jobs.rs`).
     #[cfg(test)]
     pub(crate) fail_next_wipe: std::sync::atomic::AtomicBool,
+    /// Test switch: the next wipe writes the segment's new header but its
+    /// `fdatasync` fails, as an EIO would (`wal_jobs.rs`).
+    #[cfg(test)]
+    pub(crate) fail_next_header_sync: std::sync::atomic::AtomicBool,
 }
 
 /// The journal store, with its blocking API. Async code holds an

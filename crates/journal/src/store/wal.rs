@@ -121,6 +121,10 @@ pub(super) struct Segment {
     /// Test switch: zeroing the frames of a failed batch fails.
     #[cfg(test)]
     pub(super) fail_zeroing: bool,
+    /// Test switch: the next reset writes its header, then fails as if
+    /// its `fdatasync` had.
+    #[cfg(test)]
+    pub(super) fail_header_sync: bool,
 }
 
 impl Segment {
@@ -170,6 +174,8 @@ impl Segment {
             first_committed: None,
             #[cfg(test)]
             fail_zeroing: false,
+            #[cfg(test)]
+            fail_header_sync: false,
         };
         let (records, end) = segment.read_records(None, durable)?;
         segment.end = end;
@@ -317,7 +323,22 @@ impl Segment {
     /// Empties the segment: a new epoch in the header, `fdatasync`ed. Only
     /// after a checkpoint made every frame's event durable in redb.
     pub(super) fn reset(&mut self) -> Result<(), StoreError> {
+        // Until the new header is synced, the file may hold either epoch (a
+        // failed sync can leave the new one in the page cache, which is what
+        // the next open reads): no frame may be written under either, so a
+        // failure leaves the segment to be emptied again first.
+        self.needs_reset = true;
         let epoch = uuid::Uuid::new_v4().into_bytes();
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_header_sync) {
+            self.file.write_all_at(&header(&epoch), 0).unwrap();
+            let injected = std::io::Error::other("injected fdatasync failure");
+            return Err(io_error(
+                &self.path,
+                "emptying the write-ahead segment",
+                injected,
+            ));
+        }
         write_header(&self.file, &epoch)
             .map_err(|e| io_error(&self.path, "emptying the write-ahead segment", e))?;
         self.epoch = epoch;
@@ -409,11 +430,15 @@ fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_header(file: &File, epoch: &[u8; 16]) -> std::io::Result<()> {
+fn header(epoch: &[u8; 16]) -> [u8; MAGIC.len() + 16] {
     let mut header = [0u8; MAGIC.len() + 16];
     header[..MAGIC.len()].copy_from_slice(MAGIC);
     header[MAGIC.len()..].copy_from_slice(epoch);
-    file.write_all_at(&header, 0)?;
+    header
+}
+
+fn write_header(file: &File, epoch: &[u8; 16]) -> std::io::Result<()> {
+    file.write_all_at(&header(epoch), 0)?;
     file.sync_data()
 }
 

@@ -458,3 +458,38 @@ async fn a_failed_wipe_fails_the_compaction_but_not_the_redaction() {
         .expect("the next compaction wipes it");
     run.stop().await;
 }
+
+/// A redaction's wipe writes the segment's new header, and its sync fails
+/// (an EIO leaves the page in the cache, marked clean, holding the new
+/// epoch). Appends answered afterwards must not be framed under the old
+/// epoch, which the next open would not read back: after a power cut that
+/// keeps the cached header, every one of them is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_after_a_header_whose_sync_failed_survive_a_power_cut() {
+    use std::sync::atomic::Ordering;
+    let run = Running::start();
+    let plan = Uuid::from_u128(62);
+    let mut acked = run.append_n(plan, 0, 3).await;
+    run.store
+        .stats()
+        .fail_next_header_sync
+        .store(true, Ordering::Relaxed);
+    let outcomes = run
+        .store
+        .redact(vec![Redaction {
+            plan_id: plan,
+            seq: 2,
+            reason: "test".into(),
+            by: RedactedBy::Retention,
+        }])
+        .await
+        .expect("the redaction committed");
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    acked.extend(run.append_n(plan, 3, 5).await);
+    let cut = run.cut();
+    let (_dir, keyring) = run.stop().await;
+
+    let (store, writer) = open(cut.path().join("j.redb"), keyring).await;
+    assert_all_back(&store, &[plan], &acked);
+    close(store, writer).await;
+}

@@ -141,6 +141,13 @@ impl WriterLoop {
         {
             return Err(StoreError("injected wipe failure".into()));
         }
+        #[cfg(test)]
+        {
+            segment.fail_header_sync = self
+                .stats
+                .fail_next_header_sync
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+        }
         segment.wipe().inspect_err(|e| {
             tracing::error!(error = %e, "wiping the write-ahead segment failed; old frames may still hold erased payloads until overwritten");
         })
