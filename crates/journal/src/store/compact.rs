@@ -137,6 +137,7 @@ fn copy_into(path: &PathBuf, read: &redb::ReadTransaction) -> Result<u64, StoreE
         .map_err(|e| StoreError(format!("creating {}: {e}", path.display())))?;
     let mut write = out.begin_write()?;
     write.set_durability(Durability::Immediate)?;
+    super::handle::commit_settings(&mut write, false);
     let rows = super::tables::copy_all(read, &write)?;
     write.commit()?;
     // Closing writes the clean-shutdown header, so the copy opens without repair.

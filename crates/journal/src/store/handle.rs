@@ -154,7 +154,7 @@ impl Db {
             if self.generation.load(Ordering::Acquire) != generation {
                 continue;
             }
-            txn.set_quick_repair(self.quick_repair);
+            commit_settings(&mut txn, self.quick_repair);
             return Ok(txn);
         }
     }
@@ -196,13 +196,26 @@ impl Db {
         let db = open_database(&self.path)?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.set_quick_repair(self.quick_repair);
+        commit_settings(&mut txn, self.quick_repair);
         txn.commit()?;
         prepare(&db)?;
         let db = Arc::new(db);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
         Ok(db)
     }
+}
+
+/// How every write transaction of the store commits when it is durable:
+/// with redb's allocator state saved if `quick_repair`, and always in two
+/// phases (the new commit slot synced before the primary bit flips). With
+/// one phase, a failed `fdatasync` can leave a header naming the new slot
+/// in the page cache, which a reopen in the same process would trust while
+/// its pages never reached the disk; the writer then empties the segment
+/// holding the only durable copy. Costs a second sync per durable commit,
+/// which only checkpoints make. (`None` commits sync nothing either way.)
+pub(crate) fn commit_settings(txn: &mut redb::WriteTransaction, quick_repair: bool) {
+    txn.set_quick_repair(quick_repair);
+    txn.set_two_phase_commit(true);
 }
 
 /// Free space below which a full disk is still treated as full: reopening

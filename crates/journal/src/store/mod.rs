@@ -344,7 +344,7 @@ impl Store {
         }
         // Create every table up front so readers never see a missing one.
         let mut txn = db.begin_write()?;
-        txn.set_quick_repair(options.quick_repair);
+        handle::commit_settings(&mut txn, options.quick_repair);
         tables::create_all(&txn)?;
         txn.commit()?;
         // Before anything reads: events acknowledged from the segment that

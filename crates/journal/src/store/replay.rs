@@ -60,7 +60,7 @@ pub(super) fn replay(
     // As every durable commit of the store: a commit without it would
     // drop redb's saved allocator state, and a crash soon after the replay
     // would pay the full repair at the next open.
-    txn.set_quick_repair(quick_repair);
+    super::handle::commit_settings(&mut txn, quick_repair);
     {
         let mut last = txn
             .open_table(POSITIONS)?
