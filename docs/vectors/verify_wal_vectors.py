@@ -9,9 +9,11 @@ strings, strings and sequences, a 0/1 tag before an option), compares it
 with the vector, decodes the vector's bytes back into the same fields, and
 checks that a flipped byte or another epoch makes the frame fail its
 checksum (where replay stops). For the 'segments', it builds each run of
-frames, damages it as described, and reads it by the damage rule: kept up
-to the failed frame, or refused when a frame of the epoch that checks
-further on proves the failed one acknowledged.
+frames, damages it as described, and reads it by the damage rule: a failed
+frame the database holds durably is skipped when the next frame that checks
+is at most one past the durable position; else kept up to the failed
+frame, or refused when a frame of the epoch that checks further on proves
+the failed one acknowledged.
 
     python3 docs/vectors/verify_wal_vectors.py [path/to/wal-segment.json]
     python3 docs/vectors/verify_wal_vectors.py --write   # fill in "hex"
@@ -121,15 +123,40 @@ def segment_bytes(epoch, v):
     return b"".join(bytes(f) for f in frames)
 
 
+def next_checking(epoch, data, failed):
+    """The offset and record of the first frame of the epoch that checks after offset failed."""
+    for offset in range(failed + 1, len(data)):
+        try:
+            later = decode(epoch, data[offset:])
+        except ValueError:
+            later = None
+        if later is not None:
+            return offset, later
+    return None
+
+
 def read_segment(epoch, data, durable):
     """The reader of docs/journal-format.md: ('refused', None) or ('kept', records)."""
-    records, at = [], 0
+    records, at, skipped = [], 0, False
     while True:
         record = decode(epoch, data[at:])
+        if record is None and durable is not None:
+            # A failed frame the database holds durably: go on from the next
+            # frame that checks if every position before it is held too.
+            found = next_checking(epoch, data, at)
+            taken = records[-1]["position"] if records else None
+            if found is not None:
+                offset, later = found
+                if (taken is None or later["position"] > taken) and later["position"] <= durable + 1:
+                    at, record, skipped = offset, later, True
         if record is None:
             break
-        if records and record["position"] != records[-1]["position"] + 1:
+        if records and (
+            record["position"] <= records[-1]["position"]
+            or (record["position"] != records[-1]["position"] + 1 and not skipped)
+        ):
             raise ValueError("positions out of order")
+        skipped = False
         records.append(record)
         at += 36 + int.from_bytes(data[at : at + 4], "little")
     bounds = []

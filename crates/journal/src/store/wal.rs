@@ -475,6 +475,7 @@ pub(super) fn decode_frames(
 ) -> Result<(Vec<WalRecord>, usize), StoreError> {
     let mut records: Vec<WalRecord> = Vec::new();
     let mut at = 0;
+    let mut skipped = false;
     while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
         let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
         let body = bytes
@@ -483,6 +484,30 @@ pub(super) fn decode_frames(
             .filter(|body| !body.is_empty() && head[4..] == checksum(epoch, len, body));
         // A frame that does not check, its length damaged too or not.
         let Some(body) = body else {
+            // A frame of a position redb holds durably is not needed: go on
+            // from the next frame that checks, if every position before it
+            // is one redb holds. Else the stop below.
+            let taken = records.last().map(|r| r.position);
+            if let Some(durable) = durable
+                && let Some(next) = super::wal_damage::next_frame_within(
+                    epoch,
+                    bytes,
+                    at,
+                    taken,
+                    durable.saturating_add(1),
+                )
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    at = HEADER_LEN as usize + at,
+                    resumed_at = HEADER_LEN as usize + next,
+                    durable,
+                    "a write-ahead frame does not check, but the events it and the frames up to the next one held are durable in the database; replay goes on from the next frame"
+                );
+                skipped = true;
+                at = next;
+                continue;
+            }
             // Only events above what redb holds durably can be lost: the
             // failed frame's position is exactly the one after the last
             // frame taken, and, as the epoch's first, at most one past
@@ -510,8 +535,11 @@ pub(super) fn decode_frames(
                 HEADER_LEN as usize + at
             ))
         })?;
+        // After a skip, the positions between are ones redb holds.
+        let after_skip = std::mem::take(&mut skipped);
         if let Some(last) = records.last()
-            && record.position != last.position + 1
+            && (record.position <= last.position
+                || (record.position != last.position + 1 && !after_skip))
         {
             return Err(StoreError(format!(
                 "{}: frame at byte {} holds position {} after {}",

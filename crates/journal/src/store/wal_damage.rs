@@ -52,75 +52,136 @@ pub(super) fn acknowledged_damage(
     // The failed frame's position or a bound above it, if known; else the
     // first later frame of the epoch gives one.
     let mut failed_at_most = failed_at_most;
-    let mut budget = bytes.len().saturating_mul(2).max(1 << 20);
+    let mut budget = search_budget(bytes);
     let window = (bytes.len() / FRAME_HEAD) as u64;
     let mut from = failed + 1;
-    while let Some(found) = bytes
-        .get(from + FRAME_HEAD..)
-        .and_then(|rest| memchr::memchr(RECORD_VERSION, rest))
-    {
-        let at = from + found;
+    while let Some(at) = next_candidate(bytes, from) {
         from = at + 1;
-        let len: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
-        let Some(body) = usize::try_from(u32::from_le_bytes(len))
-            .ok()
-            .filter(|&n| n > 0)
-            .and_then(|n| bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + n))
-        else {
+        let proves = |bound: u64, position: u64| {
+            // A frame of the epoch lies within as many positions of the
+            // failed one as frames fit in what follows it: random bytes
+            // read as a position almost never do.
+            position >= bound.saturating_add(MAX_FRAMES_PER_BATCH)
+                && position <= bound.saturating_add(window)
+        };
+        let wanted = |position| failed_at_most.is_none_or(|bound| proves(bound, position));
+        let Some((position, len)) = checking_frame(epoch, bytes, at, wanted, &mut budget) else {
+            if budget == 0 {
+                gave_up(failed);
+                return None;
+            }
             continue;
         };
-        let Some(position) = leading_varint(&body[1..]) else {
-            continue;
-        };
-        let proves = |bound: u64| position >= bound.saturating_add(MAX_FRAMES_PER_BATCH);
-        // A frame of the epoch lies within as many positions of the failed
-        // one as frames fit in what follows it: random bytes read as a
-        // position almost never do.
-        let fits = |bound: u64| position <= bound.saturating_add(window);
-        if failed_at_most.is_some_and(|bound| !proves(bound) || !fits(bound)) {
-            continue;
-        }
-        // Only a body that is exactly one record is hashed: bytes that merely
-        // look like a frame head name lengths of up to the whole segment.
-        let mut decoder = postcard::Deserializer::from_bytes(&body[1..]);
-        let record = RecordView::deserialize(&mut decoder);
-        let rest = decoder.finalize().unwrap_or_default();
-        // Candidates can nest, and hostile bytes can make each one decode
-        // far, or to exactly its length: the bytes decoded and hashed are
-        // bounded, so the search stays linear. Past twice the segment it
-        // gives up, and the replay stops at the failed frame, as before.
-        let hashed = if record.is_ok() && rest.is_empty() {
-            body.len()
-        } else {
-            0
-        };
-        budget = budget.saturating_sub(body.len() - 1 - rest.len() + hashed);
-        if budget == 0 {
-            tracing::warn!(
-                at = HEADER_LEN as usize + failed,
-                "gave up looking for acknowledged frames after one that does not check"
-            );
-            return None;
-        }
-        let (Ok(record), 0) = (record, rest.len()) else {
-            continue;
-        };
-        if bytes[at + 4..at + FRAME_HEAD] != checksum(epoch, len, body) {
-            continue;
-        }
         match failed_at_most {
-            Some(bound) if proves(bound) => {
+            Some(bound) if proves(bound, position) => {
                 return Some(Damage {
                     offset: at,
-                    position: record.position,
+                    position,
                 });
             }
             Some(_) => {}
-            None => failed_at_most = Some(record.position.saturating_sub(1)),
+            None => failed_at_most = Some(position.saturating_sub(1)),
         }
-        from = at + FRAME_HEAD + body.len();
+        from = at + len;
     }
     None
+}
+
+/// Where replay may go on after the frame at `failed`, which does not
+/// check, when the database holds it durably: the offset of the next frame
+/// of the epoch that checks, if its position is above `taken` (the last
+/// frame read) and at most `most` (one past the database's durable
+/// position), so that every position skipped is one the database holds.
+/// Frames of one epoch are written in position order, so the first frame
+/// that checks is the only one to look at.
+pub(super) fn next_frame_within(
+    epoch: &[u8; 16],
+    bytes: &[u8],
+    failed: usize,
+    taken: Option<u64>,
+    most: u64,
+) -> Option<usize> {
+    if taken.is_some_and(|taken| taken >= most) {
+        return None;
+    }
+    let mut budget = search_budget(bytes);
+    let within = |position: u64| taken.is_none_or(|t| position > t) && position <= most;
+    let mut from = failed + 1;
+    while let Some(at) = next_candidate(bytes, from) {
+        from = at + 1;
+        if checking_frame(epoch, bytes, at, within, &mut budget).is_some() {
+            return Some(at);
+        }
+        if budget == 0 {
+            gave_up(failed);
+            return None;
+        }
+    }
+    None
+}
+
+/// Bytes a search may decode and hash: candidates can nest, and hostile
+/// bytes can make each one decode far, or to exactly its length, so the
+/// work is bounded to stay linear. Past it a search gives up, and the
+/// replay stops at the failed frame.
+fn search_budget(bytes: &[u8]) -> usize {
+    bytes.len().saturating_mul(2).max(1 << 20)
+}
+
+fn gave_up(failed: usize) {
+    tracing::warn!(
+        at = HEADER_LEN as usize + failed,
+        "gave up looking for frames that check after one that does not"
+    );
+}
+
+/// The next offset from `from` that could begin a frame: its body would
+/// begin with the record's version byte (the failed frame's length may be
+/// damaged too, so every offset is a candidate).
+fn next_candidate(bytes: &[u8], from: usize) -> Option<usize> {
+    bytes
+        .get(from + FRAME_HEAD..)
+        .and_then(|rest| memchr::memchr(RECORD_VERSION, rest))
+        .map(|found| from + found)
+}
+
+/// The position and length of the frame of `epoch` at `at`, if one is
+/// there. Its position is read first, so that a candidate `wanted` refuses
+/// is not decoded; only a body that decodes to exactly one record is
+/// hashed (bytes that merely look like a frame head name lengths of up to
+/// the whole segment). The bytes decoded and hashed are taken from
+/// `budget`; at 0 the caller gives up.
+fn checking_frame(
+    epoch: &[u8; 16],
+    bytes: &[u8],
+    at: usize,
+    wanted: impl FnOnce(u64) -> bool,
+    budget: &mut usize,
+) -> Option<(u64, usize)> {
+    let len: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+    let body = usize::try_from(u32::from_le_bytes(len))
+        .ok()
+        .filter(|&n| n > 0)
+        .and_then(|n| bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + n))?;
+    let position = leading_varint(&body[1..])?;
+    if !wanted(position) {
+        return None;
+    }
+    let mut decoder = postcard::Deserializer::from_bytes(&body[1..]);
+    let record = RecordView::deserialize(&mut decoder);
+    let rest = decoder.finalize().unwrap_or_default();
+    let hashed = if record.is_ok() && rest.is_empty() {
+        body.len()
+    } else {
+        0
+    };
+    *budget = budget.saturating_sub(body.len() - 1 - rest.len() + hashed);
+    if *budget == 0 || hashed == 0 || bytes[at + 4..at + FRAME_HEAD] != checksum(epoch, len, body) {
+        return None;
+    }
+    record
+        .ok()
+        .map(|record| (record.position, FRAME_HEAD + body.len()))
 }
 
 /// A [`WalRecord`] decoded in place: what the damage search checks a

@@ -315,9 +315,64 @@ fn the_durable_position_bounds_the_epochs_first_frame() {
     let short = &damaged[..ends[ends.len() - 2]];
     let (decoded, used) = decode_frames(&epoch, short, Path::new("t"), Some(durable)).unwrap();
     assert!(decoded.is_empty() && used == 0);
-    // A higher durable position moves the bound up: no loss is proved.
+    // Durable in the database, the damaged frame is not needed: replay
+    // goes on from the next frame, which the database holds too.
     let (decoded, _) = decode_frames(&epoch, &damaged, Path::new("t"), Some(durable + 2)).unwrap();
-    assert!(decoded.is_empty());
+    assert_eq!(decoded, records[1..]);
+}
+
+/// A damaged frame whose event the database holds durably (a durable
+/// commit other than a checkpoint, such as the heads log's, does not empty
+/// the segment) does not end the replay: the frames after it, up to the
+/// last, are read. Without it, answered events after the damage were
+/// dropped unless a frame MAX_FRAMES_PER_BATCH positions further proved it.
+#[test]
+fn damage_the_database_holds_durably_is_skipped() {
+    let epoch = [11; 16];
+    let records: Vec<_> = (1..=1400).map(|p| record(p, 30)).collect();
+    let (bytes, ends) = frames(&epoch, &records);
+    let damage = |bytes: &mut Vec<u8>, position: usize| {
+        bytes[ends[position - 2] + FRAME_HEAD + 2] ^= 0x10;
+    };
+    let mut one = bytes.clone();
+    damage(&mut one, 300);
+    let without = |skipped: &[u64]| -> Vec<WalRecord> {
+        records
+            .iter()
+            .filter(|r| !skipped.contains(&r.position))
+            .cloned()
+            .collect()
+    };
+    let (decoded, used) = decode_frames(&epoch, &one, Path::new("t"), Some(500)).unwrap();
+    assert_eq!(decoded, without(&[300]));
+    assert_eq!(used, bytes.len());
+    // Held exactly at the durable position, and two damaged frames.
+    let (decoded, _) = decode_frames(&epoch, &one, Path::new("t"), Some(300)).unwrap();
+    assert_eq!(decoded, without(&[300]));
+    let mut two = one.clone();
+    damage(&mut two, 450);
+    let (decoded, _) = decode_frames(&epoch, &two, Path::new("t"), Some(500)).unwrap();
+    assert_eq!(decoded, without(&[300, 450]));
+    // Not durable, or not known to be: the frame is needed, and position
+    // 1400 proves it was answered.
+    let lost = |durable| {
+        let e = decode_frames(&epoch, &one, Path::new("t"), durable).unwrap_err();
+        assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
+    };
+    lost(Some(299));
+    lost(None);
+    // A damaged frame and the next: the first is durable, the second not.
+    let mut pair = one.clone();
+    damage(&mut pair, 301);
+    let e = decode_frames(&epoch, &pair, Path::new("t"), Some(300)).unwrap_err();
+    assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
+    // Without a proof, the replay stops at the frame it needs.
+    let short = &pair[..ends[1000]];
+    let (decoded, _) = decode_frames(&epoch, short, Path::new("t"), Some(300)).unwrap();
+    assert_eq!(
+        decoded,
+        without(&[300]).into_iter().take(299).collect::<Vec<_>>()
+    );
 }
 
 /// The frames of answered batches are read back when the writer reopens

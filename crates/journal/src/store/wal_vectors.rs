@@ -123,7 +123,7 @@ fn the_segment_vectors_match() {
     let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let epoch: [u8; 16] = array(&vectors["epoch"]);
     let segments = vectors["segments"].as_array().unwrap();
-    assert_eq!(segments.len(), 6);
+    assert_eq!(segments.len(), 8);
     for v in segments {
         let name = &v["name"];
         let bytes = segment_bytes(&epoch, v);
