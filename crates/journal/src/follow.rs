@@ -26,7 +26,7 @@ use crate::Event;
 use crate::fanout::{StreamStats, Subscription};
 use crate::registry::TypeFilter;
 use crate::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
-use crate::store::{AsyncStore, READ_PAGE, StoreError};
+use crate::store::{AsyncStore, READ_PAGE, READ_PAGE_BYTES, StoreError};
 
 /// What to follow.
 #[derive(Debug, Clone)]
@@ -98,12 +98,19 @@ impl Source {
         }
     }
 
-    async fn read_page(&self, store: &AsyncStore, after: u64) -> Result<Vec<Event>, StoreError> {
+    /// The next page from storage, and whether more may follow it. Pages
+    /// are bounded in bytes too: a follower holds its page while its client
+    /// reads it, however slowly.
+    async fn read_page(
+        &self,
+        store: &AsyncStore,
+        after: u64,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
         let source = self.clone();
         store
             .run(move |s| match source {
-                Source::Plan(plan) => s.plan_events_after(&plan, after, READ_PAGE),
-                Source::All(_) => s.events_after(after, READ_PAGE),
+                Source::Plan(plan) => s.plan_events_page(&plan, after, READ_PAGE, READ_PAGE_BYTES),
+                Source::All(_) => s.events_page(after, READ_PAGE, READ_PAGE_BYTES),
             })
             .await
     }
@@ -175,19 +182,18 @@ pub fn follow(
         // must link to it, or the plan was deleted and started again.
         let mut last_signature: Option<[u8; 32]> = None;
         'catch_up: loop {
-            // Replay from storage until a short page says we reached the head.
+            // Replay from storage until a page ends before its limits: the head.
             loop {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let page = match source.read_page(&store, cursor).await {
+                let (page, more) = match source.read_page(&store, cursor).await {
                     Ok(page) => page,
                     Err(e) => {
                         yield Err(e.into());
                         return;
                     }
                 };
-                let short = page.len() < READ_PAGE;
                 if page.is_empty() && cursor > 0 {
                     match source.head_behind(&store, cursor).await {
                         Ok(false) => {}
@@ -215,7 +221,7 @@ pub fn follow(
                         }
                     }
                 }
-                if short {
+                if !more {
                     break;
                 }
             }
@@ -264,6 +270,8 @@ pub fn follow(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures_util::StreamExt;
     use serde_json::json;
 
@@ -337,6 +345,65 @@ mod tests {
             .await
             .unwrap();
         seen
+    }
+
+    /// Pages from storage end at READ_PAGE_BYTES, well before READ_PAGE
+    /// events when events are large; a page cut by bytes is not taken for
+    /// the head, so a follower (of one plan, and of all) catching up over
+    /// many such pages gets every event once, in order, then live ones.
+    #[tokio::test]
+    async fn catching_up_over_pages_cut_by_bytes_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fanout = crate::fanout::fanout();
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, _writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let store = AsyncStore::new(store);
+        let plan = Uuid::new_v4();
+        let big = |n: u64| AppendRequest {
+            payload: CanonicalPayload::new(&json!({ "n": n, "fill": "x".repeat(100_000) })),
+            ..request(plan, n)
+        };
+        for n in 0..40 {
+            store.append(big(n)).await.unwrap();
+        }
+        let (page, more) = store
+            .run(move |s| s.plan_events_page(&plan, 0, READ_PAGE, READ_PAGE_BYTES))
+            .await
+            .unwrap();
+        assert!(more && page.len() == 11, "a page of {} events", page.len());
+        let mut count = 40;
+        for source in [Source::Plan(plan), Source::All(TypeFilter::default())] {
+            let receiver = match &source {
+                Source::Plan(plan) => fanout.subscribe_plan(*plan),
+                Source::All(_) => fanout.subscribe_all(),
+            };
+            let followed = follow(
+                store.clone(),
+                receiver,
+                source,
+                0,
+                CancellationToken::new(),
+                Arc::default(),
+            );
+            let mut followed = Box::pin(followed);
+            for n in 1..=count {
+                // A page cut by bytes taken for the head would wait here.
+                let next = tokio::time::timeout(Duration::from_secs(10), followed.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("event {n} never came"));
+                assert_eq!(next.unwrap().unwrap().event.seq, n);
+            }
+            store.append(big(count)).await.unwrap();
+            count += 1;
+            let live = followed.next().await.unwrap().unwrap();
+            assert_eq!(live.event.seq, count);
+        }
+        let (page, more) = store
+            .run(move |s| s.plan_events_page(&plan, count, READ_PAGE, READ_PAGE_BYTES))
+            .await
+            .unwrap();
+        assert!(page.is_empty() && !more);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_base::hex;
 use logbook_journal::store::admin::{DeleteError, SYSTEM_PLAN};
-use logbook_journal::store::{PlanHead, READ_PAGE, StoreError};
+use logbook_journal::store::{PlanHead, READ_PAGE, READ_PAGE_BYTES, StoreError};
 
 /// The API's plan head, plus whether it is the system journal.
 fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
@@ -129,8 +129,11 @@ pub(super) async fn export_plan(
     let lines = async_stream::stream! {
         let mut after = 0;
         loop {
-            let page = store.run(move |s| s.plan_events_after(&plan_id, after, READ_PAGE)).await;
-            let page = match page {
+            // Bounded in bytes too: the chunk below is the page again.
+            let page = store
+                .run(move |s| s.plan_events_page(&plan_id, after, READ_PAGE, READ_PAGE_BYTES))
+                .await;
+            let (page, more) = match page {
                 Ok(page) => page,
                 Err(e) => {
                     // Ending the body early makes the client see a truncated
@@ -139,7 +142,6 @@ pub(super) async fn export_plan(
                     return;
                 }
             };
-            let short = page.len() < READ_PAGE;
             let mut chunk = String::new();
             for event in &page {
                 after = event.seq;
@@ -147,7 +149,7 @@ pub(super) async fn export_plan(
                 chunk.push('\n');
             }
             yield Ok(Bytes::from(chunk));
-            if short {
+            if !more {
                 return;
             }
         }

@@ -138,6 +138,12 @@ const QUEUE_DEPTH: usize = 4096;
 /// Events read per transaction when scanning.
 pub const READ_PAGE: usize = 512;
 
+/// Most bytes of stored records in one page a follower reads from storage
+/// (a page holds at least one event, whatever its size). A follower holds
+/// its page while its client reads it: 512 events of 1 MiB would be half
+/// a GiB per stream.
+pub const READ_PAGE_BYTES: usize = 1 << 20;
+
 /// One append, validated and canonicalized by the caller.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {

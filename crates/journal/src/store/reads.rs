@@ -52,40 +52,70 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        Ok(self.plan_events_page(plan_id, after, limit, usize::MAX)?.0)
+    }
+
+    /// Like [`Store::plan_events_after`], ending the page early once its
+    /// stored records reach `max_bytes` (after at least one event). The flag
+    /// says whether the page ended at a limit, so that more may follow.
+    pub fn plan_events_page(
+        &self,
+        plan_id: &Uuid,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
         let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for entry in events
-            .range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
-            .take(limit)
+        let mut page = PageBuilder::new(limit, max_bytes);
+        for entry in
+            events.range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
         {
+            if page.full() {
+                break;
+            }
             let (k, v) = entry?;
-            out.push(event_from_record(k.value(), decode_event(v.value())?)?);
+            let record = v.value();
+            page.push(
+                event_from_record(k.value(), decode_event(record)?)?,
+                record.len(),
+            );
         }
-        Ok(out)
+        Ok(page.finish())
     }
 
-    /// Events of every plan with store-wide position > `after`, in position order.
-    pub(crate) fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    /// Events of every plan with store-wide position > `after`, in position
+    /// order, at most `limit`, with [`Store::plan_events_page`]'s byte limit
+    /// and flag.
+    pub(crate) fn events_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
         let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let txn = self.db.begin_read()?;
         let positions = txn.open_table(POSITIONS)?;
         let events = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for entry in positions.range(first..)?.take(limit) {
+        let mut page = PageBuilder::new(limit, max_bytes);
+        for entry in positions.range(first..)? {
+            if page.full() {
+                break;
+            }
             let (_, key) = entry?;
             let key = key.value();
             let record = events
                 .get(key)?
                 .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
-            out.push(event_from_record(key, decode_event(record.value())?)?);
+            let record = record.value();
+            page.push(event_from_record(key, decode_event(record)?)?, record.len());
         }
-        Ok(out)
+        Ok(page.finish())
     }
 
     /// The highest store-wide position committed so far.
@@ -103,4 +133,39 @@ pub(super) fn last_position(db: &Db) -> Result<u64, StoreError> {
     let txn = db.begin_read()?;
     let positions = txn.open_table(POSITIONS)?;
     Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
+}
+
+/// A page of events bounded by a count and by the bytes of their stored
+/// records.
+struct PageBuilder {
+    events: Vec<Event>,
+    limit: usize,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl PageBuilder {
+    fn new(limit: usize, max_bytes: usize) -> PageBuilder {
+        PageBuilder {
+            events: Vec::new(),
+            limit,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn push(&mut self, event: Event, stored_len: usize) {
+        self.events.push(event);
+        self.bytes = self.bytes.saturating_add(stored_len);
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() >= self.limit || self.bytes >= self.max_bytes
+    }
+
+    /// The events, and whether the page ended at a limit.
+    fn finish(self) -> (Vec<Event>, bool) {
+        let full = self.full();
+        (self.events, full)
+    }
 }
