@@ -39,7 +39,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     // the default disposition.
     let signals = StopSignals::install()?;
     // Before any file is opened: the soft open-file limit is raised here.
-    let max_connections = connections_within_open_files(config.server.max_connections);
+    let max_connections = connections_within_open_files(config.server.max_connections)?;
     // The port first: a port in use is the commonest failed start, and it
     // then fails before anything is written (and before a long recovery).
     // Connections made while the store opens wait in the backlog.
@@ -359,16 +359,22 @@ fn bind_listener(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<Tc
 
 /// Files the daemon keeps open besides its TCP connections: the store and
 /// its segment, the listeners, admin connections, federation's outgoing
-/// connections, the blocking pool's short-lived files.
-const OTHER_OPEN_FILES: u64 = 512;
+/// connections, the blocking pool's short-lived files; and the refused
+/// connections being answered.
+const OTHER_OPEN_FILES: u64 = 512 + crate::http::serve::MAX_REFUSING as u64;
+
+/// Fewest connections worth serving: below this the open-file limit is a
+/// misconfiguration to fix, not to work around.
+const MIN_CONNECTIONS: u64 = 64;
 
 /// `max_connections`, or fewer if the process may not open that many
 /// files. The soft open-file limit is first raised to the hard one (a
 /// shell's soft limit is often 1024, far below the default cap): past the
 /// limit `accept` fails with EMFILE, the 503 of the cap is never sent, and
 /// the store and the admin socket cannot open files either. So the cap is
-/// lowered to fit, with a warning, rather than the limit found by clients.
-fn connections_within_open_files(max_connections: usize) -> usize {
+/// lowered to fit, with a warning, rather than the limit found by clients;
+/// a limit too low to serve even `MIN_CONNECTIONS` refuses the start.
+fn connections_within_open_files(max_connections: usize) -> Result<usize, String> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -379,7 +385,7 @@ fn connections_within_open_files(max_connections: usize) -> usize {
             error = %std::io::Error::last_os_error(),
             "cannot read the open-file limit; server.max_connections is used as set"
         );
-        return max_connections;
+        return Ok(max_connections);
     }
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
@@ -389,11 +395,24 @@ fn connections_within_open_files(max_connections: usize) -> usize {
         // SAFETY: setrlimit only reads the struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             limit = raised;
+        } else {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                soft = limit.rlim_cur,
+                hard = limit.rlim_max,
+                "cannot raise the soft open-file limit to the hard one"
+            );
         }
     }
-    let fits = limit.rlim_cur.saturating_sub(OTHER_OPEN_FILES).max(1);
+    let fits = limit.rlim_cur.saturating_sub(OTHER_OPEN_FILES);
     if max_connections as u64 <= fits {
-        return max_connections;
+        return Ok(max_connections);
+    }
+    if fits < MIN_CONNECTIONS {
+        return Err(format!(
+            "the open-file limit is {}, which leaves room for {fits} connections (it must leave at least {MIN_CONNECTIONS} beside {OTHER_OPEN_FILES} other files): raise it (ulimit -n, or LimitNOFILE= in the unit)",
+            limit.rlim_cur
+        ));
     }
     let lowered = fits as usize;
     tracing::warn!(
@@ -402,5 +421,5 @@ fn connections_within_open_files(max_connections: usize) -> usize {
         open_file_limit = limit.rlim_cur,
         "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE= or ulimit -Hn to serve more)"
     );
-    lowered
+    Ok(lowered)
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT};
+use common::{Daemon, DaemonOpts, REQUEST_TIMEOUT, run_expecting_exit};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,26 +122,38 @@ async fn connections_until_refused(daemon: &Daemon, most: usize) -> (usize, Vec<
 
 #[tokio::test]
 async fn the_connection_cap_is_fitted_to_the_open_file_limit() {
-    // A soft limit of 600 raised to the hard 700, less the 512 kept for
-    // the store, listeners and peers: 188 connections, not 16384.
-    let daemon = Daemon::start(DaemonOpts::default().open_files(600, 700));
+    // A soft limit of 600 raised to the hard 1000, less the 768 kept for
+    // the store, listeners, peers and refusals: 232 connections, not 16384.
+    let daemon = Daemon::start(DaemonOpts::default().open_files(600, 1000));
     assert!(
         daemon
             .wait_log(
                 &[
                     "server.max_connections lowered to fit the open-file limit",
-                    "\"lowered\":188"
+                    "\"lowered\":232"
                 ],
                 Duration::from_secs(10),
             )
             .await,
-        "no warning that the cap was lowered to 188"
+        "no warning that the cap was lowered to 232"
     );
-    // The 189th gets the cap's 503, not an accept failing with EMFILE.
-    let (served, held) = connections_until_refused(&daemon, 188).await;
-    assert_eq!(served, 188);
+    // The 233rd gets the cap's 503, not an accept failing with EMFILE.
+    let (served, held) = connections_until_refused(&daemon, 232).await;
+    assert_eq!(served, 232);
     drop(held);
     daemon.admin_json(&["status"]).await;
+}
+
+/// A limit that leaves fewer than 64 connections beside the daemon's other
+/// files refuses the start, saying what to raise, before anything is done.
+#[test]
+fn an_open_file_limit_too_low_to_serve_refuses_the_start() {
+    let (status, log) = run_expecting_exit(DaemonOpts::default().open_files(800, 800));
+    assert!(!status.success());
+    assert!(
+        log.contains("the open-file limit is 800, which leaves room for 32 connections"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

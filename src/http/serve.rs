@@ -111,10 +111,13 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// head still incomplete once its buffer reaches this.
 const MAX_BUF_BYTES: usize = 64 * 1024;
 
-/// Connections over the cap being answered at once; beyond this, a further
+/// Connections over a cap being answered at once; beyond this, a further
 /// one is closed without an answer (the 503 itself must not cost unbounded
 /// memory under a flood).
-const MAX_REFUSING: usize = 256;
+pub(crate) const MAX_REFUSING: usize = 256;
+/// Of those, the most from one client, so that one client reconnecting
+/// fast cannot take every answer from the others.
+const MAX_REFUSING_PER_CLIENT: usize = 4;
 /// Time a refused client gets to send its request head before the 503.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -133,7 +136,6 @@ pub(crate) async fn serve<A: Acceptor>(
 ) {
     let caps = limits.map(Caps::new);
     let send_timeout = limits.map(|limits| limits.send_timeout);
-    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -150,11 +152,12 @@ pub(crate) async fn serve<A: Acceptor>(
             Some(caps) => match caps.admit(A::client_ip(&peer)) {
                 Ok(held) => Some(held),
                 Err(refusal) => {
-                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    logbook_base::metrics::observe_connection_refused(refusal.key());
+                    if let Some(answering) = caps.answer_slot(A::client_ip(&peer)) {
                         let limits = caps.limits;
                         tokio::spawn(async move {
                             refuse_busy(io, refusal, limits).await;
-                            drop(permit);
+                            drop(answering);
                         });
                     }
                     continue;
@@ -196,11 +199,13 @@ pub(crate) async fn read_request_head<S: AsyncRead + Unpin>(io: &mut S) {
     }
 }
 
-/// The connection slots of [`ClientLimits`].
+/// The connection slots of [`ClientLimits`], and those of the refusals.
 struct Caps {
     limits: ClientLimits,
     all: Arc<Semaphore>,
     per_client: Arc<PerClient>,
+    refusing: Arc<Semaphore>,
+    refusing_per_client: Arc<PerClient>,
 }
 
 impl Caps {
@@ -211,7 +216,23 @@ impl Caps {
                 limits.max_connections.min(Semaphore::MAX_PERMITS),
             )),
             per_client: PerClient::new(limits.max_connections_per_ip),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            refusing_per_client: PerClient::new(MAX_REFUSING_PER_CLIENT),
         }
+    }
+
+    /// A slot to answer a refused connection from `client` with its 503, if
+    /// one is free (of all, and of the client's); else it is just closed.
+    fn answer_slot(
+        &self,
+        client: Option<IpAddr>,
+    ) -> Option<(OwnedSemaphorePermit, Option<ClientSlot>)> {
+        let client_slot = match client {
+            None => None,
+            Some(ip) => Some(self.refusing_per_client.take(ip)?),
+        };
+        let slot = self.refusing.clone().try_acquire_owned().ok()?;
+        Some((slot, client_slot))
     }
 
     /// The slots a new connection from `client` holds while it is open:
@@ -241,6 +262,16 @@ enum Refusal {
     PerClient,
 }
 
+impl Refusal {
+    /// The `[server]` key of the cap.
+    fn key(self) -> &'static str {
+        match self {
+            Refusal::All => "max_connections",
+            Refusal::PerClient => "max_connections_per_ip",
+        }
+    }
+}
+
 /// Answers a connection over a cap with one 503 and closes it. The request
 /// head is read first: a client still sending when the answer arrives may
 /// otherwise see a reset instead of the 503.
@@ -249,24 +280,17 @@ async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
     refusal: Refusal,
     limits: ClientLimits,
 ) {
-    let (key, detail) = match refusal {
-        Refusal::All => (
-            "max_connections",
-            format!(
-                "too many connections are open (server.max_connections = {}); retry later",
-                limits.max_connections
-            ),
+    let detail = match refusal {
+        Refusal::All => format!(
+            "too many connections are open (server.max_connections = {}); retry later",
+            limits.max_connections
         ),
-        Refusal::PerClient => (
-            "max_connections_per_ip",
-            format!(
-                "too many connections from your address are open (server.max_connections_per_ip = {}); close some or retry later",
-                limits.max_connections_per_ip
-            ),
+        Refusal::PerClient => format!(
+            "too many connections from your address are open (server.max_connections_per_ip = {}); close some or retry later",
+            limits.max_connections_per_ip
         ),
     };
-    tracing::debug!("connection over server.{key} refused");
-    logbook_base::metrics::observe_connection_refused(key);
+    tracing::debug!("connection over server.{} refused", refusal.key());
     let body = crate::http::problem::Problem::unavailable(detail)
         .body()
         .to_string();
@@ -307,12 +331,11 @@ mod tests {
 
     /// Sends one request on `socket` and reads the answer until the end of
     /// its head and body (`Connection: close` on the request's side would
-    /// end the connection, so the length is read instead).
+    /// end the connection, so the length is read instead); "" if the
+    /// connection ended without one.
     async fn get(socket: &mut TcpStream) -> String {
-        socket
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        // Writing to a connection the server already closed may fail.
+        let _ = socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let mut got = Vec::new();
         let mut buf = [0u8; 1024];
         loop {
@@ -330,10 +353,11 @@ mod tests {
                     return text;
                 }
             }
-            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
                 .await
-                .expect("no answer")
-                .unwrap();
+                .expect("no answer");
+            // A connection closed without an answer may end in a reset.
+            let n = read.unwrap_or(0);
             if n == 0 {
                 return text;
             }
@@ -385,6 +409,58 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         shutdown.cancel();
+        server.await.unwrap();
+    }
+
+    /// Refusals are answered at most MAX_REFUSING_PER_CLIENT at a time per
+    /// client: one client reconnecting fast cannot take the answers of all.
+    #[tokio::test]
+    async fn one_client_gets_few_refusal_answers_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = ClientLimits {
+            max_connections: 8,
+            max_connections_per_ip: 1,
+            send_timeout: Duration::from_secs(60),
+        };
+        let server = tokio::spawn(serve(
+            CountingLoopback(listener),
+            app,
+            shutdown.clone(),
+            Some(limits),
+        ));
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut held).await.starts_with("HTTP/1.1 200"));
+        // Refused connections that send nothing: each keeps its answer's
+        // slot while the head is waited for.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_REFUSING_PER_CLIENT {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The next is closed at once, with no answer.
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(get(&mut extra).await, "");
+        assert!(started.elapsed() < REFUSE_READ_TIMEOUT, "closed at once");
+        // The slots come back after the wait: answered again.
+        drop(silent);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut again = TcpStream::connect(addr).await.unwrap();
+            if get(&mut again).await.starts_with("HTTP/1.1 503") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never answered again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        drop(held);
         server.await.unwrap();
     }
 

@@ -268,6 +268,7 @@ impl Store {
         let read = self.db.begin_read()?;
         let mut write = out.begin_write()?;
         write.set_durability(Durability::Immediate)?;
+        super::handle::commit_settings(&mut write, false);
         let rows = super::tables::copy_all(&read, &write)?;
         write.commit()?;
         // Closing writes the clean-shutdown header, so the copy opens without repair.
@@ -312,13 +313,15 @@ pub fn insert_token_offline(
     // A store the daemon left with a non-empty write-ahead segment gets
     // its events back first, as the daemon's next start would.
     {
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        super::handle::commit_settings(&mut txn, false);
         super::tables::create_all(&txn)?;
         txn.commit()?;
     }
     super::replay::replay_and_empty(&db, path, false, None)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    super::handle::commit_settings(&mut txn, false);
     if let Err(exists) = insert_token_in(&txn, token)? {
         return Ok(Err(exists));
     }

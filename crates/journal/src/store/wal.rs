@@ -202,7 +202,7 @@ impl Segment {
 
     /// Whether at least a quarter of the room for frames is used.
     pub(super) fn quarter_full(&self) -> bool {
-        (self.end - HEADER_LEN) * 4 >= self.capacity - HEADER_LEN
+        (self.end - HEADER_LEN) * 4 >= self.capacity.saturating_sub(HEADER_LEN)
     }
 
     /// The frames of the current epoch up to `limit` (or to the first frame
@@ -476,6 +476,8 @@ pub(super) fn decode_frames(
     let mut records: Vec<WalRecord> = Vec::new();
     let mut at = 0;
     let mut skipped = false;
+    // One bound on the work of every search after a frame that fails.
+    let mut budget = super::wal_damage::search_budget(bytes);
     while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
         let len: [u8; 4] = head[..4].try_into().expect("4 bytes");
         let body = bytes
@@ -493,8 +495,8 @@ pub(super) fn decode_frames(
                     epoch,
                     bytes,
                     at,
-                    taken,
-                    durable.saturating_add(1),
+                    (taken, durable.saturating_add(1)),
+                    &mut budget,
                 )
             {
                 tracing::warn!(
@@ -515,7 +517,7 @@ pub(super) fn decode_frames(
             let after_last = records.last().map(|r| r.position.saturating_add(1));
             let after_durable = durable.map(|d| d.saturating_add(1));
             let bound = after_last.max(after_durable);
-            if let Some(damage) = acknowledged_damage(epoch, bytes, at, bound) {
+            if let Some(damage) = acknowledged_damage(epoch, bytes, at, bound, &mut budget) {
                 return Err(StoreError(format!(
                     "{}: the frame at byte {} does not check, but the frame at byte {} holds position {}, which a later batch wrote: the segment lost an acknowledged event, so the store does not open rather than go on without it. Restore journal.redb and journal.wal together from a backup; or, to open it without the events written since the last checkpoint, move journal.wal aside",
                     path.display(),

@@ -48,11 +48,11 @@ pub(super) fn acknowledged_damage(
     bytes: &[u8],
     failed: usize,
     failed_at_most: Option<u64>,
+    budget: &mut usize,
 ) -> Option<Damage> {
     // The failed frame's position or a bound above it, if known; else the
     // first later frame of the epoch gives one.
     let mut failed_at_most = failed_at_most;
-    let mut budget = search_budget(bytes);
     let window = (bytes.len() / FRAME_HEAD) as u64;
     let mut from = failed + 1;
     while let Some(at) = next_candidate(bytes, from) {
@@ -65,8 +65,8 @@ pub(super) fn acknowledged_damage(
                 && position <= bound.saturating_add(window)
         };
         let wanted = |position| failed_at_most.is_none_or(|bound| proves(bound, position));
-        let Some((position, len)) = checking_frame(epoch, bytes, at, wanted, &mut budget) else {
-            if budget == 0 {
+        let Some((position, len)) = checking_frame(epoch, bytes, at, wanted, budget) else {
+            if *budget == 0 {
                 gave_up(failed);
                 return None;
             }
@@ -88,31 +88,31 @@ pub(super) fn acknowledged_damage(
 }
 
 /// Where replay may go on after the frame at `failed`, which does not
-/// check, when the database holds it durably: the offset of the next frame
-/// of the epoch that checks, if its position is above `taken` (the last
-/// frame read) and at most `most` (one past the database's durable
+/// check, when the database holds it durably: the offset of the first frame
+/// of the epoch that checks after it, if its position is above `taken` (the
+/// last frame read) and at most `most` (one past the database's durable
 /// position), so that every position skipped is one the database holds.
 /// Frames of one epoch are written in position order, so the first frame
-/// that checks is the only one to look at.
+/// that checks is the only one looked at: if it is out of range, so is
+/// every later one the writer wrote.
 pub(super) fn next_frame_within(
     epoch: &[u8; 16],
     bytes: &[u8],
     failed: usize,
-    taken: Option<u64>,
-    most: u64,
+    (taken, most): (Option<u64>, u64),
+    budget: &mut usize,
 ) -> Option<usize> {
     if taken.is_some_and(|taken| taken >= most) {
         return None;
     }
-    let mut budget = search_budget(bytes);
-    let within = |position: u64| taken.is_none_or(|t| position > t) && position <= most;
     let mut from = failed + 1;
     while let Some(at) = next_candidate(bytes, from) {
         from = at + 1;
-        if checking_frame(epoch, bytes, at, within, &mut budget).is_some() {
-            return Some(at);
+        if let Some((position, _)) = checking_frame(epoch, bytes, at, |_| true, budget) {
+            let within = taken.is_none_or(|t| position > t) && position <= most;
+            return within.then_some(at);
         }
-        if budget == 0 {
+        if *budget == 0 {
             gave_up(failed);
             return None;
         }
@@ -120,11 +120,12 @@ pub(super) fn next_frame_within(
     None
 }
 
-/// Bytes a search may decode and hash: candidates can nest, and hostile
-/// bytes can make each one decode far, or to exactly its length, so the
-/// work is bounded to stay linear. Past it a search gives up, and the
+/// Bytes the searches of one read may decode and hash, all of them
+/// together: candidates can nest, and hostile bytes can make each one
+/// decode far, or to exactly its length, so the work is bounded to stay
+/// linear however many frames fail. Past it a search gives up, and the
 /// replay stops at the failed frame.
-fn search_budget(bytes: &[u8]) -> usize {
+pub(super) fn search_budget(bytes: &[u8]) -> usize {
     bytes.len().saturating_mul(2).max(1 << 20)
 }
 
