@@ -161,11 +161,7 @@ pub(super) fn replay_and_empty(
     // after a checkpoint of at least that, so its first frame is at most
     // one past it (only a deletion removes positions, and its tombstone
     // comes after them).
-    let durable = db
-        .begin_read()?
-        .open_table(POSITIONS)?
-        .last()?
-        .map_or(0, |(k, _)| k.value());
+    let durable = durable_position(db)?;
     let (mut segment, records) = Segment::open(&super::wal::segment_path(db_path), Some(durable))?;
     let done = replay(
         db,
@@ -203,4 +199,13 @@ pub(super) fn refuse_orphan_segment(db_path: &Path) -> Result<(), StoreError> {
         records.len(),
         db_path.display()
     )))
+}
+
+/// The last position `db`, just opened, holds: its last durable commit's.
+pub(super) fn durable_position(db: &Database) -> Result<u64, StoreError> {
+    Ok(db
+        .begin_read()?
+        .open_table(POSITIONS)?
+        .last()?
+        .map_or(0, |(k, _)| k.value()))
 }

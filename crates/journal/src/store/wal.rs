@@ -225,9 +225,13 @@ impl Segment {
 
     /// The frames of every batch that committed since the segment was
     /// last emptied. Each was synced and answered, so one that no longer
-    /// reads back is damage, not a torn tail.
-    pub(super) fn committed_records(&self) -> Result<(Vec<WalRecord>, u64), StoreError> {
-        let (records, end) = self.read_records(Some(self.end), None)?;
+    /// reads back is damage, not a torn tail, unless the database holds its
+    /// event durably (`durable`, its last position; see `decode_frames`).
+    pub(super) fn committed_records(
+        &self,
+        durable: Option<u64>,
+    ) -> Result<(Vec<WalRecord>, u64), StoreError> {
+        let (records, end) = self.read_records(Some(self.end), durable)?;
         if end != self.end {
             return Err(StoreError(format!(
                 "{}: the frame at byte {end} of an answered batch no longer checks (the frames end at byte {}): the segment lost an acknowledged event",

@@ -386,10 +386,19 @@ fn a_committed_frame_that_no_longer_checks_fails_the_read_back() {
     segment.write_pending().unwrap();
     segment.sync_pending().unwrap();
     segment.committed();
-    assert_eq!(segment.committed_records().unwrap().0.len(), 3);
+    assert_eq!(segment.committed_records(None).unwrap().0.len(), 3);
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&[0xFF], HEADER_LEN + FRAME_HEAD as u64 + 5)
         .unwrap();
-    let e = segment.committed_records().unwrap_err();
+    let e = segment.committed_records(None).unwrap_err();
     assert!(e.to_string().contains("lost an acknowledged event"), "{e}");
+    // With the frame's event durable in the database, it is not needed.
+    let (records, end) = segment.committed_records(Some(1)).unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.position).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(end, segment.end);
+    // Not durable: still damage.
+    assert!(segment.committed_records(Some(0)).is_err());
 }

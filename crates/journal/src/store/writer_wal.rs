@@ -304,7 +304,10 @@ pub(super) fn replay_committed(
     quick_repair: bool,
     keyring: &crate::keys::Keyring,
 ) -> Result<(), StoreError> {
-    let (records, _) = segment.committed_records()?;
+    // The reopened handle holds what was durable: a damaged frame of an
+    // event it has is not needed (as at a start).
+    let durable = super::replay::durable_position(db)?;
+    let (records, _) = segment.committed_records(Some(durable))?;
     let done = super::replay::replay(
         db,
         records,
