@@ -73,13 +73,24 @@ impl<'txn> Tables<'txn> {
 
     /// The head row of `plan` as this transaction left it so far.
     pub(super) fn head_row(&self, plan: &Uuid) -> Result<Option<HeadRow>, StoreError> {
+        self.head_row_of_plan(plan)?
+    }
+
+    /// [`Tables::head_row`], with a row that does not decode (the plan's
+    /// own damage) apart from a failed read (the store's): the first
+    /// refuses the plan's appends, the second the batch.
+    fn head_row_of_plan(
+        &self,
+        plan: &Uuid,
+    ) -> Result<Result<Option<HeadRow>, StoreError>, StoreError> {
         if let Some(row) = self.heads_changed.get(plan) {
-            return Ok(Some(row.clone()));
+            return Ok(Ok(Some(row.clone())));
         }
-        self.heads
+        Ok(self
+            .heads
             .get(&plan.into_bytes())?
             .map(|v| HeadRow::decode(v.value()))
-            .transpose()
+            .transpose())
     }
 
     /// Writes the rows of every staged event (its event, position,
@@ -162,8 +173,11 @@ impl<'txn> Tables<'txn> {
                         .table()?
                         .get(row_key.as_slice())?
                         .map(|v| decode::<IdempotencyRecord>(v.value()))
-                        .transpose()?;
-                    (record, None)
+                        .transpose();
+                    match record {
+                        Ok(record) => (record, None),
+                        Err(e) => return Ok(Err(AppendError::Storage(e))),
+                    }
                 }
             };
             if let Some(record) = record {
@@ -171,14 +185,21 @@ impl<'txn> Tables<'txn> {
                     return Ok(Err(AppendError::IdempotencyConflict { seq: record.seq }));
                 }
                 let key = event_key(&plan, record.seq);
+                // Damage of this plan's rows refuses this append alone.
                 let event = match staged {
-                    Some(index) => event_from_record(&key, decode_event(&self.wal[index].event)?)?,
-                    None => {
-                        let stored = self.events.table()?.get(&key)?.ok_or_else(|| {
-                            StoreError("idempotency record points at a missing event".into())
-                        })?;
-                        event_from_record(&key, decode_event(stored.value())?)?
-                    }
+                    Some(index) => decode_event(&self.wal[index].event)
+                        .and_then(|record| event_from_record(&key, record)),
+                    None => match self.events.table()?.get(&key)? {
+                        None => Err(StoreError(
+                            "idempotency record points at a missing event".into(),
+                        )),
+                        Some(stored) => decode_event(stored.value())
+                            .and_then(|record| event_from_record(&key, record)),
+                    },
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => return Ok(Err(AppendError::Storage(e))),
                 };
                 return Ok(Ok(Appended {
                     event: Arc::new(event),
@@ -187,7 +208,10 @@ impl<'txn> Tables<'txn> {
             }
         }
 
-        let row = self.head_row(&plan)?;
+        let row = match self.head_row_of_plan(&plan)? {
+            Ok(row) => row,
+            Err(e) => return Ok(Err(AppendError::Storage(e))),
+        };
         // A deletion removes the head row, and a deleted id is never used
         // again, so only a plan without a row can be deleted. The system
         // plan is never deleted; its row marks a migration.
