@@ -365,15 +365,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_client_holds_its_share_of_connections_and_no_more() {
+    /// A `GET /` server on loopback counting loopback clients, with 8
+    /// connections in all and `per_client` for one client.
+    async fn serve_counting_loopback(
+        per_client: usize,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let limits = ClientLimits {
             max_connections: 8,
-            max_connections_per_ip: 2,
+            max_connections_per_ip: per_client,
             send_timeout: Duration::from_secs(60),
         };
         let server = tokio::spawn(serve(
@@ -382,6 +385,12 @@ mod tests {
             shutdown.clone(),
             Some(limits),
         ));
+        (addr, shutdown, server)
+    }
+
+    #[tokio::test]
+    async fn one_client_holds_its_share_of_connections_and_no_more() {
+        let (addr, shutdown, server) = serve_counting_loopback(2).await;
         let mut first = TcpStream::connect(addr).await.unwrap();
         let mut second = TcpStream::connect(addr).await.unwrap();
         assert!(get(&mut first).await.starts_with("HTTP/1.1 200"));
@@ -416,21 +425,7 @@ mod tests {
     /// client: one client reconnecting fast cannot take the answers of all.
     #[tokio::test]
     async fn one_client_gets_few_refusal_answers_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        let limits = ClientLimits {
-            max_connections: 8,
-            max_connections_per_ip: 1,
-            send_timeout: Duration::from_secs(60),
-        };
-        let server = tokio::spawn(serve(
-            CountingLoopback(listener),
-            app,
-            shutdown.clone(),
-            Some(limits),
-        ));
+        let (addr, shutdown, server) = serve_counting_loopback(1).await;
         let mut held = TcpStream::connect(addr).await.unwrap();
         assert!(get(&mut held).await.starts_with("HTTP/1.1 200"));
         // Refused connections that send nothing: each keeps its answer's

@@ -52,6 +52,21 @@ impl Running {
         acked
     }
 
+    /// Redacts `plan`'s event `seq`, which must succeed.
+    async fn redact(&self, plan: Uuid, seq: u64) {
+        let outcomes = self
+            .store
+            .redact(vec![Redaction {
+                plan_id: plan,
+                seq,
+                reason: "test".into(),
+                by: RedactedBy::Retention,
+            }])
+            .await
+            .expect("the redaction committed");
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    }
+
     /// The files as the disk holds them now, as a power cut leaves them.
     fn cut(&self) -> tempfile::TempDir {
         copy_files(self.dir.path())
@@ -428,17 +443,7 @@ async fn a_failed_wipe_fails_the_compaction_but_not_the_redaction() {
     let stats = run.store.stats();
 
     stats.fail_next_wipe.store(true, Ordering::Relaxed);
-    let redacted = run
-        .store
-        .redact(vec![Redaction {
-            plan_id: plan,
-            seq: 2,
-            reason: "test".into(),
-            by: RedactedBy::Retention,
-        }])
-        .await;
-    let outcomes = redacted.expect("the redaction committed");
-    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    run.redact(plan, 2).await;
 
     stats.fail_next_wipe.store(true, Ordering::Relaxed);
     let failed = run
@@ -474,17 +479,7 @@ async fn appends_after_a_header_whose_sync_failed_survive_a_power_cut() {
         .stats()
         .fail_next_header_sync
         .store(true, Ordering::Relaxed);
-    let outcomes = run
-        .store
-        .redact(vec![Redaction {
-            plan_id: plan,
-            seq: 2,
-            reason: "test".into(),
-            by: RedactedBy::Retention,
-        }])
-        .await
-        .expect("the redaction committed");
-    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    run.redact(plan, 2).await;
     acked.extend(run.append_n(plan, 3, 5).await);
     let cut = run.cut();
     let (_dir, keyring) = run.stop().await;
