@@ -362,7 +362,7 @@ impl Jobs {
                 let mut n = cycle;
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
-                    let args: Vec<String> = if n % 3 == 0 {
+                    let args: Vec<String> = if n.is_multiple_of(3) {
                         vec!["compact".into()]
                     } else {
                         let Some(target) = ({
