@@ -141,7 +141,7 @@ async fn a_short_environment_secret_is_refused_at_startup() {
 /// Opens the stopped daemon's store as an attacker holding only the retired
 /// `secret` would: the writer signs with it (and dates events now). Appends
 /// one event to each of `plans`.
-async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid]) {
+async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid], rotation_record: bool) {
     use logbook_journal::chain::CanonicalPayload;
     use logbook_journal::store::{AppendRequest, Store};
     let keyring = std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(
@@ -166,6 +166,21 @@ async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid]) {
             .await
             .expect("forged append");
     }
+    if rotation_record {
+        // A later record of the key's own retirement, signed with it.
+        let old_key_id = logbook_journal::keys::key_id(secret.trim().as_bytes());
+        store
+            .append(AppendRequest {
+                plan_id: logbook_journal::store::admin::SYSTEM_PLAN,
+                event_type: "system.key_rotated".into(),
+                actor: Some("mallory".into()),
+                payload: CanonicalPayload::new(&serde_json::json!({ "old_key_id": old_key_id })),
+                expected_seq: None,
+                idempotency: None,
+            })
+            .await
+            .expect("forged record");
+    }
     drop(store);
     tokio::task::spawn_blocking(move || writer.shutdown())
         .await
@@ -175,9 +190,20 @@ async fn forge_with(daemon: &Daemon, secret: &str, plans: &[uuid::Uuid]) {
 /// A retired key verifies only the events the system journal's record of
 /// its rotation allows: those dated up to the rotation. Events forged with
 /// it afterwards, in a new plan or at the end of an old one, are broken;
-/// the legitimate old events still verify, after a restart too.
+/// the legitimate old events still verify, after a restart too. A record of
+/// a later retirement forged with the same key (to widen its window) is
+/// not believed.
 #[tokio::test]
 async fn a_retired_key_does_not_verify_events_signed_after_its_retirement() {
+    retired_key_forgery(false).await;
+}
+
+#[tokio::test]
+async fn a_forged_record_of_its_retirement_does_not_widen_a_retired_keys_window() {
+    retired_key_forgery(true).await;
+}
+
+async fn retired_key_forgery(rotation_record: bool) {
     let mut daemon = Daemon::start(DaemonOpts::default().unset_env("LOGBOOK_HMAC_SECRET"));
     let (old_only, mixed, forged) = (new_plan(), new_plan(), new_plan());
     fill(&daemon, old_only, 2).await;
@@ -189,7 +215,13 @@ async fn a_retired_key_does_not_verify_events_signed_after_its_retirement() {
     assert!(before.contains("0 broken"), "{before}");
 
     assert!(daemon.stop().success());
-    forge_with(&daemon, &old_secret, &[old_only, mixed, forged]).await;
+    forge_with(
+        &daemon,
+        &old_secret,
+        &[old_only, mixed, forged],
+        rotation_record,
+    )
+    .await;
     daemon.restart();
 
     // Legit old events verify; the forged ones after them do not.

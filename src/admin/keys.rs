@@ -10,6 +10,7 @@ use std::io;
 use std::path::Path;
 
 use logbook_base::private_file::write_private_file;
+use logbook_journal::event::Timestamp;
 use logbook_journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
@@ -24,25 +25,61 @@ use logbook_journal::store::{READ_PAGE, Store, StoreError};
 /// event's time). Federation key rotations are recorded with the same type;
 /// their 16-digit ids name no HMAC key and are skipped. Returns how many
 /// retired keys got a window.
+///
+/// A later retirement widens a window, so only a record that proves itself
+/// may set one: signed, at its date, by a key valid then under the windows
+/// applied so far (records are read in order), and not by the key it
+/// retires, which a genuine record never is. Otherwise a retired key, once
+/// leaked, could sign a later record of its own retirement and make the
+/// events forged with it verify. A record that does not prove itself can
+/// only narrow: it sets the window of a key that no proven record retired,
+/// at the earliest such date.
 pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
     let mut windows = 0;
+    let mut proven: Vec<String> = Vec::new();
+    let mut unproven: Vec<(String, Timestamp)> = Vec::new();
     let mut after = 0;
     loop {
         let page = store.plan_events_after(&SYSTEM_PLAN, after, READ_PAGE)?;
         let Some(last) = page.last() else {
-            return Ok(windows);
+            break;
         };
         after = last.seq;
         for event in page.iter().filter(|e| e.event_type == KEY_ROTATED) {
             let payload: serde_json::Value =
                 serde_json::from_str(event.payload.get()).unwrap_or_default();
-            if let Some(old) = payload["old_key_id"].as_str()
-                && keyring.retire(old, event.created_at)
+            let Some(old) = payload["old_key_id"].as_str() else {
+                continue;
+            };
+            if keyring.get(old).is_none() {
+                continue;
+            }
+            if !keyring.same_key(&event.key_id, old)
+                && logbook_journal::chain::signed_at_its_date(event, keyring)
             {
-                windows += 1;
+                if keyring.retire(old, event.created_at) {
+                    windows += 1;
+                }
+                proven.push(old.to_string());
+            } else {
+                tracing::warn!(
+                    seq = event.seq,
+                    key_id = old,
+                    "a record of a key rotation in the system journal does not verify, so it cannot widen that key's window"
+                );
+                unproven.push((old.to_string(), event.created_at));
             }
         }
     }
+    // The earliest unproven date, for each key no proven record retired.
+    unproven.retain(|(old, _)| !proven.iter().any(|p| keyring.same_key(p, old)));
+    unproven.sort_by_key(|(_, at)| *at);
+    for (old, at) in unproven {
+        if keyring.retired_at(&old).is_none() && keyring.retire(&old, at) {
+            windows += 1;
+        }
+    }
+    Ok(windows)
 }
 
 /// The system journal's record of a key rotation.

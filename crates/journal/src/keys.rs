@@ -159,6 +159,19 @@ impl Keyring {
         true
     }
 
+    /// When the key `key_id` names was retired, if a retirement is known.
+    pub fn retired_at(&self, key_id: &str) -> Option<Timestamp> {
+        self.ids
+            .get(key_id)
+            .and_then(|&index| self.retired_at[index])
+    }
+
+    /// Whether the two ids name one key the keyring holds (each key has
+    /// two ids, the current and the legacy one).
+    pub fn same_key(&self, a: &str, b: &str) -> bool {
+        matches!((self.ids.get(a), self.ids.get(b)), (Some(x), Some(y)) if x == y)
+    }
+
     /// The key that may have signed an event dated `at`: the key `key_id`
     /// names, unless it was retired before `at`.
     pub(crate) fn verification_key(&self, key_id: &str, at: Timestamp) -> Option<&[u8]> {
