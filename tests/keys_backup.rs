@@ -276,3 +276,41 @@ async fn an_offline_token_cannot_take_a_config_tokens_name() {
     assert!(created.success(), "{}", created.stderr);
     assert!(created.stdout.starts_with("lbk_"), "{}", created.stdout);
 }
+
+/// A restore names the API tokens (with scopes) and peers the backup brings
+/// back, and warns that one revoked since the backup was taken is back.
+#[tokio::test]
+async fn a_restore_names_the_tokens_it_brings_back() {
+    let daemon = Daemon::start(generated_key());
+    fill(&daemon, new_plan(), 1).await;
+    daemon
+        .admin_json(&[
+            "tokens",
+            "create",
+            "--name",
+            "leaked",
+            "--scope",
+            "read,append",
+        ])
+        .await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("with-token.backup");
+    daemon.admin_ok(&["backup", file.to_str().unwrap()]).await;
+    daemon.admin_ok(&["tokens", "revoke", "leaked"]).await;
+
+    let target = out.path().join("data");
+    let done = restore(&file, &target).await;
+    assert!(done.success(), "{}{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout
+            .contains("API tokens restored: leaked (read, append)"),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.contains("federation peers restored: none"),
+        "{}",
+        done.stdout
+    );
+    assert!(done.stderr.contains("a token revoked"), "{}", done.stderr);
+}

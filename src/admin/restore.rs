@@ -15,12 +15,14 @@ use std::process::ExitCode;
 use super::backup::{self, BackupError, Header, KeyFile};
 use super::client::count;
 use logbook_base::private_file::{ensure_private_dir, write_private_file};
-use logbook_journal::store::restore::{restore as restore_bare, stage_restore};
+use logbook_journal::store::restore::{Access, restore as restore_bare, stage_restore};
 
 /// What a restore installed.
 #[derive(Debug)]
 pub(crate) struct Restored {
     pub(crate) events: u64,
+    /// The API tokens and federation peers it holds (None for a bare store).
+    pub(crate) access: Option<Access>,
     /// Key files written, or None for a backup without keys.
     pub(crate) keys: Option<KeysRestored>,
 }
@@ -61,12 +63,53 @@ pub(crate) fn run(file: &Path, data_dir: &Path) -> ExitCode {
                     "note: this backup holds no keys; restore hmac.key and hmac-retired/ (and federation.key, federation-retired/, instance_id, log.key, log-keys.json, witness.key) too, or set $LOGBOOK_HMAC_SECRET"
                 ),
             }
+            if let Some(access) = &restored.access {
+                print_access(access);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("logbook restore: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Names the tokens and peers the restored store lets in: a backup brings
+/// back those revoked or removed since it was taken (and a backup file
+/// changed by someone else could add its own), so the operator checks them.
+fn print_access(access: &Access) {
+    let tokens: Vec<String> = access
+        .tokens
+        .iter()
+        .map(|(name, scopes)| {
+            let scopes: Vec<String> = scopes
+                .iter()
+                .map(|s| format!("{s:?}").to_lowercase())
+                .collect();
+            format!("{name} ({})", scopes.join(", "))
+        })
+        .collect();
+    println!(
+        "API tokens restored: {}",
+        if tokens.is_empty() {
+            "none".to_string()
+        } else {
+            tokens.join("; ")
+        }
+    );
+    println!(
+        "federation peers restored: {}",
+        if access.peers.is_empty() {
+            "none".to_string()
+        } else {
+            access.peers.join(", ")
+        }
+    );
+    if !tokens.is_empty() || !access.peers.is_empty() {
+        eprintln!(
+            "note: these are as the backup holds them; a token revoked or a peer removed since the backup was taken is back: revoke or remove it again (logbook admin tokens revoke, logbook admin peers remove) before serving"
+        );
     }
 }
 
@@ -82,7 +125,11 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
         .map_err(|e| BackupError::Io(format!("reading {}", file.display()), e))?;
     if !backup::is_container(&start[..n]) {
         let events = restore_bare(file, data_dir).map_err(BackupError::Store)?;
-        return Ok(Restored { events, keys: None });
+        return Ok(Restored {
+            events,
+            access: None,
+            keys: None,
+        });
     }
     let mut reader = BufReader::new(open()?);
     let header = backup::read_header(&mut reader)?;
@@ -95,9 +142,11 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
     for key in &plan.written {
         write_key(data_dir, key)?;
     }
+    let access = staged.access().clone();
     let events = staged.install().map_err(BackupError::Store)?;
     Ok(Restored {
         events,
+        access: Some(access),
         keys: header.keys.then(|| KeysRestored {
             written: plan.written.iter().map(|k| k.path.clone()).collect(),
             kept: plan.kept,

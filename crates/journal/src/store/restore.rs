@@ -28,7 +28,19 @@ pub struct StagedStore {
     partial: std::path::PathBuf,
     target: std::path::PathBuf,
     events: u64,
+    access: Access,
     installed: bool,
+}
+
+/// Who the staged store lets in: the API tokens and federation peers it
+/// holds, as the backup had them. A restore brings back tokens revoked and
+/// peers removed since, so the operator is shown them.
+#[derive(Debug, Default, Clone)]
+pub struct Access {
+    /// Each token's name and scopes.
+    pub tokens: Vec<(String, Vec<super::admin::Scope>)>,
+    /// Each peer's instance id.
+    pub peers: Vec<String>,
 }
 
 /// Copies a store into `data_dir` with `fill`, fsyncs it and checks that it
@@ -55,6 +67,7 @@ pub fn stage_restore(
         partial: data_dir.join(format!("{}.restoring", super::DB_FILE)),
         target,
         events: 0,
+        access: Access::default(),
         installed: false,
     };
     let copy = || -> std::io::Result<()> {
@@ -69,12 +82,13 @@ pub fn stage_restore(
         to.sync_all()
     };
     copy().map_err(|e| StoreError(format!("restoring into {}: {e}", staged.partial.display())))?;
-    staged.events = check_store(&staged.partial)?;
+    (staged.events, staged.access) = check_store(&staged.partial)?;
     Ok(staged)
 }
 
-/// Reads a store's tables that a restore relies on; returns its event count.
-fn check_store(path: &Path) -> Result<u64, StoreError> {
+/// Reads a store's tables that a restore relies on; returns its event count
+/// and who it lets in.
+fn check_store(path: &Path) -> Result<(u64, Access), StoreError> {
     let not_a_backup = |e: &dyn std::fmt::Display| {
         StoreError(format!("the backup's store is not a logbook store: {e}"))
     };
@@ -85,13 +99,33 @@ fn check_store(path: &Path) -> Result<u64, StoreError> {
         let (_, v) = entry?;
         super::head::decode_head(v.value())?;
     }
-    Ok(events.len()?)
+    let mut access = Access::default();
+    // A store from before tokens or federation lacks their tables.
+    if let Ok(tokens) = txn.open_table(super::admin::API_TOKENS) {
+        for entry in tokens.iter()? {
+            let (_, v) = entry?;
+            let token: super::admin::StoredToken = super::decode(v.value())?;
+            access.tokens.push((token.name, token.scopes));
+        }
+    }
+    if let Ok(peers) = txn.open_table(super::federation::FED_PEERS) {
+        for entry in peers.iter()? {
+            let (k, _) = entry?;
+            access.peers.push(k.value().to_string());
+        }
+    }
+    Ok((events.len()?, access))
 }
 
 impl StagedStore {
     /// How many events the staged store holds.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// The API tokens and federation peers the staged store holds.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Renames the staged store into place and fsyncs the data dir.
