@@ -131,7 +131,10 @@ pub(super) async fn rotate_hmac(
     .await
     .map_err(|e| Problem::internal(e.to_string()))?
     .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
-    cx.store.replace_keyring(rotated.keyring.clone());
+    // The keys retired before keep their windows from the first moment,
+    // even if recording this rotation fails below.
+    let keyring = windowed(&cx, rotated.keyring.clone()).await?;
+    cx.store.replace_keyring(keyring);
     tracing::warn!(
         old_key_id = rotated.old_key_id,
         new_key_id = rotated.new_key_id,
@@ -146,20 +149,27 @@ pub(super) async fn rotate_hmac(
     });
     let recorded_seq = record_key_rotation(&cx, &payload).await?;
     // From now on the old key verifies only events dated up to that record.
-    let mut keyring = rotated.keyring.clone();
-    let keyring = cx
-        .store
-        .run(move |store| {
-            crate::admin::keys::apply_retirements(store, &mut keyring)?;
-            Ok::<_, StoreError>(keyring)
-        })
-        .await?;
+    let keyring = windowed(&cx, rotated.keyring.clone()).await?;
     cx.store.replace_keyring(keyring);
     Ok(Json(json!({
         "old_key_id": rotated.old_key_id,
         "new_key_id": rotated.new_key_id,
         "recorded_at_system_seq": recorded_seq,
     })))
+}
+
+/// `keyring` with the validity windows the system journal records.
+async fn windowed(
+    cx: &super::Context,
+    mut keyring: logbook_journal::keys::Keyring,
+) -> Result<logbook_journal::keys::Keyring, Problem> {
+    Ok(cx
+        .store
+        .run(move |store| {
+            crate::admin::keys::apply_retirements(store, &mut keyring)?;
+            Ok::<_, StoreError>(keyring)
+        })
+        .await?)
 }
 
 /// `keys rotate-rsa`: a new federation key pair, announced to every peer in
