@@ -236,3 +236,42 @@ async fn retired_key_forgery(rotation_record: bool) {
         assert_eq!(admin.json()["broken_at"], broken_at, "{}", admin.stdout);
     }
 }
+
+/// A genuine later record of a rotation (here the log key's, signed with
+/// the new HMAC key) with its payload text rewritten to name the retired
+/// HMAC key: its signature still verifies (it covers the payload's hash,
+/// not the text), but the text no longer matches the hash, so it does not
+/// widen the retired key's window.
+#[tokio::test]
+async fn a_rewritten_rotation_record_does_not_widen_a_retired_keys_window() {
+    let mut daemon = Daemon::start(DaemonOpts::default().unset_env("LOGBOOK_HMAC_SECRET"));
+    let forged = new_plan();
+    let old_secret = std::fs::read_to_string(daemon.data_dir().join("hmac.key")).unwrap();
+    daemon.admin_json(&["keys", "rotate-hmac"]).await;
+    // Forged after the retirement, before the record to be rewritten.
+    assert!(daemon.stop().success());
+    forge_with(&daemon, &old_secret, &[forged], false).await;
+    daemon.restart();
+    daemon.admin_json(&["keys", "rotate-log"]).await;
+    assert!(daemon.stop().success());
+    let old_key_id = logbook_journal::keys::key_id(old_secret.trim().as_bytes());
+    common::with_offline_store(&daemon, move |store| {
+        let system = logbook_journal::store::admin::SYSTEM_PLAN;
+        let events = store.plan_events_after(&system, 0, 1000).unwrap();
+        let mut last = events
+            .into_iter()
+            .rev()
+            .find(|e| e.event_type == "system.key_rotated")
+            .expect("the log key's rotation record");
+        last.payload =
+            serde_json::value::RawValue::from_string(format!(r#"{{"old_key_id":"{old_key_id}"}}"#))
+                .unwrap()
+                .into();
+        store.overwrite_event_unchecked(&last).unwrap();
+    })
+    .await;
+    daemon.restart();
+    let report = daemon.verify(forged).await;
+    assert_eq!(report["chain_valid"], false, "{report}");
+    assert_eq!(report["broken_reason"], "signature", "{report}");
+}

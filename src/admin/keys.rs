@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 
 use logbook_base::private_file::write_private_file;
-use logbook_journal::event::Timestamp;
+use logbook_journal::Event;
 use logbook_journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
@@ -27,17 +27,18 @@ use logbook_journal::store::{READ_PAGE, Store, StoreError};
 /// retired keys got a window.
 ///
 /// A later retirement widens a window, so only a record that proves itself
-/// may set one: signed, at its date, by a key valid then under the windows
-/// applied so far (records are read in order), and not by the key it
+/// may widen one: its payload what was signed, its signature valid at its
+/// date under the windows as they stand, and its signer not the key it
 /// retires, which a genuine record never is. Otherwise a retired key, once
-/// leaked, could sign a later record of its own retirement and make the
-/// events forged with it verify. A record that does not prove itself can
-/// only narrow: it sets the window of a key that no proven record retired,
-/// at the earliest such date.
+/// leaked, could sign a later record of its own retirement (or move a
+/// genuine record's text) and make the events forged with it verify. So
+/// every key starts at its narrowest window, the earliest record naming
+/// it, and is widened, until nothing changes, only by records that prove
+/// themselves under the windows so far: whatever order storage holds them
+/// in, a retired key can vouch only for dates within its own proven
+/// window, so two leaked keys cannot widen each other.
 pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
-    let mut windows = 0;
-    let mut proven: Vec<String> = Vec::new();
-    let mut unproven: Vec<(String, Timestamp)> = Vec::new();
+    let mut records = Vec::new();
     let mut after = 0;
     loop {
         let page = store.plan_events_after(&SYSTEM_PLAN, after, READ_PAGE)?;
@@ -45,41 +46,63 @@ pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<
             break;
         };
         after = last.seq;
-        for event in page.iter().filter(|e| e.event_type == KEY_ROTATED) {
+        for event in page.into_iter().filter(|e| e.event_type == KEY_ROTATED) {
             let payload: serde_json::Value =
                 serde_json::from_str(event.payload.get()).unwrap_or_default();
-            let Some(old) = payload["old_key_id"].as_str() else {
-                continue;
-            };
-            if keyring.get(old).is_none() {
-                continue;
-            }
-            if !keyring.same_key(&event.key_id, old)
-                && logbook_journal::chain::signed_at_its_date(event, keyring)
+            if let Some(old) = payload["old_key_id"].as_str()
+                && keyring.get(old).is_some()
             {
-                if keyring.retire(old, event.created_at) {
-                    windows += 1;
-                }
-                proven.push(old.to_string());
-            } else {
-                tracing::warn!(
-                    seq = event.seq,
-                    key_id = old,
-                    "a record of a key rotation in the system journal does not verify, so it cannot widen that key's window"
-                );
-                unproven.push((old.to_string(), event.created_at));
+                records.push((old.to_string(), event));
             }
         }
     }
-    // The earliest unproven date, for each key no proven record retired.
-    unproven.retain(|(old, _)| !proven.iter().any(|p| keyring.same_key(p, old)));
-    unproven.sort_by_key(|(_, at)| *at);
-    for (old, at) in unproven {
-        if keyring.retired_at(&old).is_none() && keyring.retire(&old, at) {
-            windows += 1;
+    // Narrowest first: `retire` keeps the later of two dates.
+    let mut by_date: Vec<&(String, Event)> = records.iter().collect();
+    by_date.sort_by_key(|(_, event)| event.created_at);
+    for (old, event) in &by_date {
+        if keyring.retired_at(old).is_none() {
+            keyring.retire(old, event.created_at);
         }
     }
-    Ok(windows)
+    let mut proven = vec![false; records.len()];
+    loop {
+        let mut widened = false;
+        for (i, (old, event)) in records.iter().enumerate() {
+            if proven[i]
+                || keyring.same_key(&event.key_id, old)
+                || !logbook_journal::chain::verifies_at_its_date(event, keyring)
+            {
+                continue;
+            }
+            proven[i] = true;
+            if keyring
+                .retired_at(old)
+                .is_some_and(|t| t < event.created_at)
+            {
+                keyring.retire(old, event.created_at);
+                widened = true;
+            }
+        }
+        if !widened {
+            break;
+        }
+    }
+    for ((old, event), proven) in records.iter().zip(&proven) {
+        if !proven {
+            tracing::warn!(
+                seq = event.seq,
+                key_id = old,
+                "a record of a key rotation in the system journal does not verify, so it cannot widen that key's window"
+            );
+        }
+    }
+    let mut windowed: Vec<&str> = Vec::new();
+    for (old, _) in &records {
+        if !windowed.iter().any(|w| keyring.same_key(w, old)) {
+            windowed.push(old);
+        }
+    }
+    Ok(windowed.len())
 }
 
 /// The system journal's record of a key rotation.

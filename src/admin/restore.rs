@@ -21,8 +21,8 @@ use logbook_journal::store::restore::{Access, restore as restore_bare, stage_res
 #[derive(Debug)]
 pub(crate) struct Restored {
     pub(crate) events: u64,
-    /// The API tokens and federation peers it holds (None for a bare store).
-    pub(crate) access: Option<Access>,
+    /// The API tokens and federation peers it holds.
+    pub(crate) access: Access,
     /// Key files written, or None for a backup without keys.
     pub(crate) keys: Option<KeysRestored>,
 }
@@ -63,9 +63,7 @@ pub(crate) fn run(file: &Path, data_dir: &Path) -> ExitCode {
                     "note: this backup holds no keys; restore hmac.key and hmac-retired/ (and federation.key, federation-retired/, instance_id, log.key, log-keys.json, witness.key) too, or set $LOGBOOK_HMAC_SECRET"
                 ),
             }
-            if let Some(access) = &restored.access {
-                print_access(access);
-            }
+            print_access(&restored.access);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -87,7 +85,9 @@ fn print_access(access: &Access) {
                 .iter()
                 .map(|s| format!("{s:?}").to_lowercase())
                 .collect();
-            format!("{name} ({})", scopes.join(", "))
+            // Names from a file someone else may have written: escaped, so
+            // no control character can hide or fake a line.
+            format!("{} ({})", name.escape_debug(), scopes.join(", "))
         })
         .collect();
     println!(
@@ -103,7 +103,12 @@ fn print_access(access: &Access) {
         if access.peers.is_empty() {
             "none".to_string()
         } else {
-            access.peers.join(", ")
+            let peers: Vec<String> = access
+                .peers
+                .iter()
+                .map(|p| p.escape_debug().to_string())
+                .collect();
+            peers.join(", ")
         }
     );
     if !tokens.is_empty() || !access.peers.is_empty() {
@@ -124,10 +129,10 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
     let n = read_up_to(&mut open()?, &mut start)
         .map_err(|e| BackupError::Io(format!("reading {}", file.display()), e))?;
     if !backup::is_container(&start[..n]) {
-        let events = restore_bare(file, data_dir).map_err(BackupError::Store)?;
+        let (events, access) = restore_bare(file, data_dir).map_err(BackupError::Store)?;
         return Ok(Restored {
             events,
-            access: None,
+            access,
             keys: None,
         });
     }
@@ -146,7 +151,7 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
     let events = staged.install().map_err(BackupError::Store)?;
     Ok(Restored {
         events,
-        access: Some(access),
+        access,
         keys: header.keys.then(|| KeysRestored {
             written: plan.written.iter().map(|k| k.path.clone()).collect(),
             kept: plan.kept,

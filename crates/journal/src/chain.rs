@@ -222,10 +222,12 @@ pub(crate) fn signature_check(
     signature_check_reusing(event, signed_at, keyring, &mut SignatureScratch::default())
 }
 
-/// Whether `event`'s signature verifies, at its own date, under a key of
-/// `keyring` that was not retired before that date.
-pub fn signed_at_its_date(event: &Event, keyring: &Keyring) -> bool {
-    signature_check(event, event.created_at, keyring).is_ok()
+/// Whether `event` is what its signer signed: its payload hashes to its
+/// `payload_hash` (the signature covers the hash, not the text), and its
+/// signature verifies, at its own date, under a key of `keyring` that was
+/// not retired before that date.
+pub fn verifies_at_its_date(event: &Event, keyring: &Keyring) -> bool {
+    payload_check(event).is_ok() && signature_check(event, event.created_at, keyring).is_ok()
 }
 
 /// [`signature_check`] reusing `scratch` from one event to the next.

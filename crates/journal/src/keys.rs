@@ -166,6 +166,16 @@ impl Keyring {
             .and_then(|&index| self.retired_at[index])
     }
 
+    /// Gives each key of this keyring the window `other` holds for it (a
+    /// keyring loaded again after a rotation, from the one in service).
+    pub fn keep_windows_of(&mut self, other: &Keyring) {
+        for (id, &index) in &other.ids {
+            if let Some(at) = other.retired_at[index] {
+                self.retire(id, at);
+            }
+        }
+    }
+
     /// Whether the two ids name one key the keyring holds (each key has
     /// two ids, the current and the legacy one).
     pub fn same_key(&self, a: &str, b: &str) -> bool {

@@ -132,8 +132,11 @@ pub(super) async fn rotate_hmac(
     .map_err(|e| Problem::internal(e.to_string()))?
     .map_err(|e| Problem::internal(format!("rotating the HMAC key: {e}")))?;
     // The keys retired before keep their windows from the first moment,
-    // even if recording this rotation fails below.
-    let keyring = windowed(&cx, rotated.keyring.clone()).await?;
+    // even if recording this rotation fails below: taken from the keyring
+    // in service, which needs no read that could fail after the key file
+    // was swapped.
+    let mut keyring = rotated.keyring.clone();
+    keyring.keep_windows_of(&cx.store.keyring());
     cx.store.replace_keyring(keyring);
     tracing::warn!(
         old_key_id = rotated.old_key_id,

@@ -12,13 +12,14 @@ use super::{EVENTS, HEADS, StoreError};
 /// Installs a backup file (a bare store, as older builds wrote them) as the
 /// store of `data_dir`. Refuses to overwrite an existing store; checks the
 /// file is a readable store first.
-pub fn restore(backup: &Path, data_dir: &Path) -> Result<u64, StoreError> {
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<(u64, Access), StoreError> {
     let staged = stage_restore(data_dir, |to| {
         let mut from = std::fs::File::open(backup)?;
         std::io::copy(&mut from, to)?;
         Ok(())
     })?;
-    staged.install()
+    let access = staged.access().clone();
+    Ok((staged.install()?, access))
 }
 
 /// A store copied into `<data_dir>/journal.redb.restoring`, fsynced and
@@ -100,19 +101,34 @@ fn check_store(path: &Path) -> Result<(u64, Access), StoreError> {
         super::head::decode_head(v.value())?;
     }
     let mut access = Access::default();
-    // A store from before tokens or federation lacks their tables.
-    if let Ok(tokens) = txn.open_table(super::admin::API_TOKENS) {
-        for entry in tokens.iter()? {
-            let (_, v) = entry?;
-            let token: super::admin::StoredToken = super::decode(v.value())?;
-            access.tokens.push((token.name, token.scopes));
+    // A store from before tokens or federation lacks their tables; any other
+    // failure to open one is the backup's fault.
+    let missing = |e: &redb::TableError| matches!(e, redb::TableError::TableDoesNotExist(_));
+    match txn.open_table(super::admin::API_TOKENS) {
+        Ok(tokens) => {
+            for entry in tokens.iter()? {
+                let (_, v) = entry?;
+                let token: super::admin::StoredToken = super::decode(v.value())
+                    .map_err(|e| not_a_backup(&format!("its API tokens table: {e}")))?;
+                access.tokens.push((token.name, token.scopes));
+            }
         }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(not_a_backup(&e)),
     }
-    if let Ok(peers) = txn.open_table(super::federation::FED_PEERS) {
-        for entry in peers.iter()? {
-            let (k, _) = entry?;
-            access.peers.push(k.value().to_string());
+    match txn.open_table(super::federation::FED_PEERS) {
+        // The id is read from the record, not the key: redb panics on a
+        // `&str` key that is not UTF-8, which an edited file can hold.
+        Ok(peers) => {
+            for entry in peers.iter()? {
+                let (_, v) = entry?;
+                let peer = super::federation::decode_peer(v.value())
+                    .map_err(|e| not_a_backup(&format!("its federation peers table: {e}")))?;
+                access.peers.push(peer.instance_id);
+            }
         }
+        Err(e) if missing(&e) => {}
+        Err(e) => return Err(not_a_backup(&e)),
     }
     Ok((events.len()?, access))
 }

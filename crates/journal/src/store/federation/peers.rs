@@ -105,7 +105,7 @@ pub(super) fn encode_peer(peer: &PeerRecord) -> Vec<u8> {
 /// Reads a peer record of version 2, or of version 1 (written before
 /// allow-lists existed: it grants nothing, so such a peer may subscribe to
 /// nothing until the admin allows it something).
-pub(super) fn decode_peer(bytes: &[u8]) -> Result<PeerRecord, StoreError> {
+pub(in crate::store) fn decode_peer(bytes: &[u8]) -> Result<PeerRecord, StoreError> {
     match bytes.split_first() {
         Some((&PEER_RECORD_V2, body)) => {
             postcard::from_bytes(body).map_err(|e| StoreError(format!("corrupt peer record: {e}")))
