@@ -265,8 +265,7 @@ async fn a_rewritten_rotation_record_does_not_widen_a_retired_keys_window() {
             .expect("the log key's rotation record");
         last.payload =
             serde_json::value::RawValue::from_string(format!(r#"{{"old_key_id":"{old_key_id}"}}"#))
-                .unwrap()
-                .into();
+                .unwrap();
         store.overwrite_event_unchecked(&last).unwrap();
     })
     .await;
