@@ -96,9 +96,10 @@ pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<
             );
         }
     }
+    // Keys with a window (the signing key is never given one).
     let mut windowed: Vec<&str> = Vec::new();
     for (old, _) in &records {
-        if !windowed.iter().any(|w| keyring.same_key(w, old)) {
+        if keyring.retired_at(old).is_some() && !windowed.iter().any(|w| keyring.same_key(w, old)) {
             windowed.push(old);
         }
     }
