@@ -122,8 +122,9 @@ enum Command {
     /// Install a backup as the store of an empty data dir.
     ///
     /// FILE comes from `logbook admin backup FILE`; its key files (HMAC,
-    /// federation, log and witness keys, instance_id) are restored too, mode
-    /// 0600. Key files already in DIR must be the same as the backup's. A
+    /// federation and log keys, instance_id) are restored too, mode 0600.
+    /// Key files already in DIR must be the same as the backup's. A witness
+    /// key is never restored, and one in DIR refuses the restore. A
     /// backup made with --without-keys (or by an older build) holds no keys:
     /// copy them, or set the same $LOGBOOK_HMAC_SECRET.
     Restore {

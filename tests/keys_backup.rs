@@ -49,7 +49,8 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     daemon.admin_json(&["keys", "rotate-hmac"]).await;
     fill(&daemon, plan, 1).await;
     let data = daemon.data_dir();
-    let key_files = ["hmac.key", "log.key", "log-keys.json", "witness.key"];
+    let key_files = ["hmac.key", "log.key", "log-keys.json"];
+    let witness_key = std::fs::read(data.join("witness.key")).unwrap();
     let mut secrets: Vec<(String, Vec<u8>)> = key_files
         .iter()
         .map(|f| (f.to_string(), std::fs::read(data.join(f)).unwrap()))
@@ -79,6 +80,11 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     let full_bytes = std::fs::read(&full).unwrap();
     let bare_bytes = std::fs::read(&bare).unwrap();
     assert!(full_bytes.starts_with(b"logbook-backup 1\n"));
+    // The witness key never travels: its memory is the journal's.
+    assert!(
+        !holds(&full_bytes, &witness_key),
+        "witness.key is in the backup"
+    );
     for (name, secret) in &secrets {
         assert!(holds(&full_bytes, secret), "{name} is in the backup");
         assert!(
@@ -106,6 +112,9 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     let report = restored.admin_json(&["verify", &plan.to_string()]).await;
     assert_eq!(report["chain_valid"], true, "{report}");
     assert!(!restored.log_text().contains("missing_key_ids"));
+    // A new witness key, not the one whose memory the backup rolled back.
+    let new_witness_key = std::fs::read(restored.data_dir().join("witness.key")).unwrap();
+    assert_ne!(new_witness_key, witness_key);
 
     // A data dir holding a different key refuses the restore, untouched.
     let other = tempfile::tempdir().unwrap();
@@ -313,4 +322,65 @@ async fn a_restore_names_the_tokens_it_brings_back() {
         done.stdout
     );
     assert!(done.stderr.contains("a token revoked"), "{}", done.stderr);
+}
+
+/// A witness key must not outlive its memory of what it cosigned, which is
+/// in the store: a restore never writes one (older backups carry it), and
+/// refuses a data dir that still holds the one of the journal it replaces.
+#[tokio::test]
+async fn a_restore_never_brings_back_a_witness_key() {
+    let mut daemon = Daemon::start(generated_key());
+    fill(&daemon, new_plan(), 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("full.backup");
+    daemon.admin_ok(&["backup", file.to_str().unwrap()]).await;
+    let witness_key = std::fs::read(daemon.data_dir().join("witness.key")).unwrap();
+    assert!(daemon.stop().success());
+
+    // An older build's backup, with the witness key in its header.
+    let bytes = std::fs::read(&file).unwrap();
+    let header_end = 17 + bytes[17..].iter().position(|&b| b == b'\n').unwrap();
+    let mut header: Value = serde_json::from_slice(&bytes[17..header_end]).unwrap();
+    header["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "path": "witness.key",
+            "content_base64": base64::engine::general_purpose::STANDARD.encode(&witness_key),
+        }));
+    let mut older = bytes[..17].to_vec();
+    older.extend(serde_json::to_vec(&header).unwrap());
+    older.extend(&bytes[header_end..]);
+    let older_file = out.path().join("older.backup");
+    std::fs::write(&older_file, older).unwrap();
+
+    let target = tempfile::tempdir().unwrap();
+    let done = restore(&older_file, target.path()).await;
+    assert!(done.success(), "{}{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.contains("not restored: witness.key"),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stderr.contains("witness key is never restored"),
+        "{}",
+        done.stderr
+    );
+    assert!(target.path().join("hmac.key").exists());
+    assert!(!target.path().join("witness.key").exists());
+
+    // The journal is gone but its witness key is still there: refused,
+    // nothing written.
+    let lost = tempfile::tempdir().unwrap();
+    std::fs::write(lost.path().join("witness.key"), &witness_key).unwrap();
+    let refused = restore(&file, lost.path()).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("witness.key is in the data dir"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!lost.path().join("journal.redb").exists());
+    assert!(!lost.path().join("hmac.key").exists());
 }

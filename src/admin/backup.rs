@@ -29,14 +29,18 @@ const MAX_KEY_FILE: u64 = 64 << 10;
 const MAX_KEY_FILES: usize = 1024;
 
 /// Single key files in the data dir that a backup carries.
-const KEY_FILES: [&str; 6] = [
+const KEY_FILES: [&str; 5] = [
     logbook_journal::keys::GENERATED_KEY_FILE,
     logbook_federation::identity::KEY_FILE,
     logbook_federation::identity::INSTANCE_ID_FILE,
     logbook_journal::log_key::LOG_KEY_FILE,
     logbook_journal::log_key::LOG_KEYS_FILE,
-    logbook_journal::witness_key::WITNESS_KEY_FILE,
 ];
+/// Key files that older backups carry and a restore never writes. A
+/// witness key must not outlive its memory of what it cosigned
+/// (`witness_latest`, in the store): restored beside an older store, it
+/// could cosign a view that forks from one it cosigned after the backup.
+pub(crate) const NEVER_RESTORED: [&str; 1] = [logbook_journal::witness_key::WITNESS_KEY_FILE];
 /// Directories of retired keys, carried whole (their regular files).
 const KEY_DIRS: [&str; 2] = [
     logbook_journal::keys::RETIRED_KEYS_DIR,
@@ -118,10 +122,10 @@ impl std::fmt::Display for BackupError {
 impl std::error::Error for BackupError {}
 
 /// Whether `path` (relative to the data dir) may be a key file in a backup:
-/// one of [`KEY_FILES`], or a plain file name inside one of [`KEY_DIRS`].
-/// So a backup can never write outside those.
+/// one of [`KEY_FILES`] or [`NEVER_RESTORED`], or a plain file name inside
+/// one of [`KEY_DIRS`]. So a backup can never write outside those.
 pub(crate) fn valid_path(path: &str) -> bool {
-    if KEY_FILES.contains(&path) {
+    if KEY_FILES.contains(&path) || NEVER_RESTORED.contains(&path) {
         return true;
     }
     let Some((dir, name)) = path.split_once('/') else {

@@ -32,6 +32,8 @@ pub(crate) struct KeysRestored {
     pub(crate) written: Vec<String>,
     /// Already in the data dir, identical.
     pub(crate) kept: Vec<String>,
+    /// In the backup (an older build's) and deliberately not written.
+    pub(crate) left_out: Vec<String>,
 }
 
 /// The `logbook restore` command.
@@ -44,25 +46,33 @@ pub(crate) fn run(file: &Path, data_dir: &Path) -> ExitCode {
                 data_dir.display()
             );
             match restored.keys {
-                Some(keys) => println!(
-                    "restored {} ({} already there): {}",
-                    count(
-                        (keys.written.len() + keys.kept.len()) as u64,
-                        "key file",
-                        "key files"
-                    ),
-                    keys.kept.len(),
-                    keys.written
-                        .iter()
-                        .chain(&keys.kept)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Some(keys) => {
+                    println!(
+                        "restored {} ({} already there): {}",
+                        count(
+                            (keys.written.len() + keys.kept.len()) as u64,
+                            "key file",
+                            "key files"
+                        ),
+                        keys.kept.len(),
+                        keys.written
+                            .iter()
+                            .chain(&keys.kept)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if !keys.left_out.is_empty() {
+                        println!("not restored: {}", keys.left_out.join(", "));
+                    }
+                }
                 None => eprintln!(
-                    "note: this backup holds no keys; restore hmac.key and hmac-retired/ (and federation.key, federation-retired/, instance_id, log.key, log-keys.json, witness.key) too, or set $LOGBOOK_HMAC_SECRET"
+                    "note: this backup holds no keys; restore hmac.key and hmac-retired/ (and federation.key, federation-retired/, instance_id, log.key, log-keys.json) too, or set $LOGBOOK_HMAC_SECRET"
                 ),
             }
+            eprintln!(
+                "note: the witness key is never restored (the journal it would remember may be older than what it cosigned); the first start generates a new one: peers that follow this instance's document take it from there, but update any `[[witnesses]] vkey` and auditors' --witness that pin the old one"
+            );
             print_access(&restored.access);
             ExitCode::SUCCESS
         }
@@ -155,6 +165,7 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
         keys: header.keys.then(|| KeysRestored {
             written: plan.written.iter().map(|k| k.path.clone()).collect(),
             kept: plan.kept,
+            left_out: plan.left_out,
         }),
     })
 }
@@ -173,17 +184,24 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 struct KeyPlan<'a> {
     written: Vec<&'a KeyFile>,
     kept: Vec<String>,
+    left_out: Vec<String>,
 }
 
-/// Sorts the backup's key files into those to write and those the data dir
-/// already holds identically; any that differ refuse the whole restore.
+/// Sorts the backup's key files into those to write, those the data dir
+/// already holds identically and those never restored (an older build's
+/// `witness.key`); any that differ refuse the whole restore.
 fn plan_keys<'a>(header: &'a Header, data_dir: &Path) -> Result<KeyPlan<'a>, BackupError> {
     let mut plan = KeyPlan {
         written: Vec::new(),
         kept: Vec::new(),
+        left_out: Vec::new(),
     };
     let mut conflicts = Vec::new();
     for key in &header.files {
+        if backup::NEVER_RESTORED.contains(&key.path.as_str()) {
+            plan.left_out.push(key.path.clone());
+            continue;
+        }
         let target = data_dir.join(&key.path);
         match std::fs::read(&target) {
             Ok(existing) if existing == key.content_base64 => plan.kept.push(key.path.clone()),

@@ -100,7 +100,8 @@ pub(crate) enum AdminCommand {
     /// Appends wait while it runs.
     Compact,
     /// Write a consistent snapshot of the store, with the key files (HMAC,
-    /// federation, log and witness keys, instance_id), to FILE (mode 0600)
+    /// federation and log keys, instance_id; never the witness key), to
+    /// FILE (mode 0600)
     /// while the daemon keeps serving. Restore with `logbook restore FILE
     /// --data-dir DIR`.
     Backup {

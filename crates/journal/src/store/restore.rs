@@ -64,6 +64,18 @@ pub fn stage_restore(
             )));
         }
     }
+    // What a witness key cosigned is recorded in the store (`witness_latest`),
+    // and the store that held this key's record is gone: beside an older
+    // one it could cosign a fork of a log it witnessed. A start without it
+    // generates a new one.
+    let witness_key = data_dir.join(crate::witness_key::WITNESS_KEY_FILE);
+    if !matches!(std::fs::symlink_metadata(&witness_key), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Err(StoreError(format!(
+            "{} is in the data dir: what that witness key cosigned was recorded in the journal this restore replaces, so beside an older journal it could cosign a fork of a log it witnessed; move it away (the first start generates a new witness key) and run the restore again",
+            witness_key.display()
+        )));
+    }
     let mut staged = StagedStore {
         partial: data_dir.join(format!("{}.restoring", super::DB_FILE)),
         target,
