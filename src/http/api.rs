@@ -8,7 +8,7 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use logbook_journal::fanout::Subscription;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -23,8 +23,6 @@ use crate::http::sse;
 use logbook_base::canonical::{canonical_json, sha256};
 use logbook_base::hex;
 use logbook_base::reloadable::Reloadable;
-use logbook_journal::Event;
-use logbook_journal::chain::BrokenReason;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::follow::{Source, follow};
 use logbook_journal::registry::TypeFilter;
@@ -230,7 +228,7 @@ pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
     })
 }
 
-async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHead, Problem> {
+pub(super) async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHead, Problem> {
     state
         .store
         .run(move |s| s.head(&plan_id))
@@ -288,16 +286,7 @@ pub(crate) async fn get_plan(
     Ok(Json(head_json(&plan_id, &head)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EventsQuery {
-    #[serde(default)]
-    after: u64,
-    limit: Option<usize>,
-    verify: Option<String>,
-}
-
-fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
     match limit.unwrap_or(100) {
         n @ 1..=MAX_LIMIT => Ok(n),
         n => Err(Problem::bad_request(
@@ -306,131 +295,6 @@ fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
             format!("limit={n} is out of range 1..={MAX_LIMIT}"),
         )),
     }
-}
-
-/// `GET /api/plans/{plan_id}/events?after=&limit=&verify=1`.
-pub(crate) async fn list_events(
-    State(state): State<ApiState>,
-    PlanId(plan_id): PlanId,
-    Query(q): Query<EventsQuery>,
-) -> Result<Json<EventsPage>, Problem> {
-    let limit = page_limit(q.limit)?;
-    let verify = match q.verify.as_deref() {
-        None | Some("0" | "false") => Verify::No,
-        Some("1" | "true") => Verify::Page,
-        Some("full") => Verify::Full,
-        Some(other) => {
-            return Err(Problem::bad_request(
-                "invalid-query",
-                "Invalid query string",
-                format!("verify={other:?}: use 1 (this page), full (the whole chain) or 0"),
-            ));
-        }
-    };
-    plan_head(&state, plan_id).await?;
-    let after = q.after;
-    let keyring = state.store.keyring();
-    let (events, report) = match verify {
-        Verify::No => {
-            let events = state
-                .store
-                .run(move |s| s.plan_events_after(&plan_id, after, limit))
-                .await?;
-            (events, None)
-        }
-        // The page, checked against the plan's tree, from one snapshot.
-        Verify::Page => {
-            let page = state
-                .store
-                .run(move |s| s.verify_page(&plan_id, after, limit, &keyring))
-                .await?;
-            // Never sign a root the page just showed the events do not make.
-            let note = match page.report.broken {
-                Some((_, BrokenReason::RootMismatch)) => None,
-                _ => Some(
-                    state
-                        .log
-                        .checkpoint_text(&state.store, &plan_id, page.tree_size, page.root)
-                        .await?,
-                ),
-            };
-            (page.events, Some((page.report, note)))
-        }
-        // The whole-chain walk, then the page; one walk at a time, and the
-        // permit goes with it, since it runs on after a client leaves.
-        Verify::Full => {
-            let walk = state.whole_walk.clone().try_acquire_owned().map_err(|_| {
-                Problem::unavailable(
-                    "a whole-chain verify (verify=full) is already running; retry when it ends, or check this page with verify=1",
-                )
-            })?;
-            let (events, report) = state
-                .store
-                .run(move |s| {
-                    let _walk = walk;
-                    let report = s.verify_plan(&plan_id, &keyring)?;
-                    Ok::<_, StoreError>((s.plan_events_after(&plan_id, after, limit)?, report))
-                })
-                .await?;
-            (events, Some((report, None)))
-        }
-    };
-    let verification = report.map(|(report, checkpoint)| Verification {
-        chain_valid: report.is_valid(),
-        broken_at: report.broken.map(|b| b.0),
-        broken_reason: report.broken.map(|b| b.1),
-        missing_key_id: report
-            .broken
-            .and_then(|b| b.1.missing_key())
-            .map(|id| id.to_string()),
-        verified_count: report.verified,
-        redacted_count: report.redacted,
-        checkpoint,
-    });
-    Ok(Json(EventsPage {
-        plan_id,
-        next_after: events.last().map_or(q.after, |e| e.seq),
-        events,
-        verification,
-    }))
-}
-
-/// Serialized as a struct so stored payloads go out as stored (canonical),
-/// never re-encoded through a `Value`.
-#[derive(Serialize)]
-pub(crate) struct EventsPage {
-    plan_id: Uuid,
-    events: Vec<Event>,
-    next_after: u64,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    verification: Option<Verification>,
-}
-
-/// What `?verify=` asks for.
-enum Verify {
-    No,
-    /// `1`: this page, in O(page + log n) (`Store::verify_page`).
-    Page,
-    /// `full`: the whole chain from seq 1.
-    Full,
-}
-
-#[derive(Serialize)]
-struct Verification {
-    chain_valid: bool,
-    broken_at: Option<u64>,
-    broken_reason: Option<BrokenReason>,
-    /// With `broken_reason` `missing-key`: the key id the keyring lacks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    missing_key_id: Option<String>,
-    verified_count: u64,
-    /// Of the verified events, those whose payload was erased: they
-    /// verify (their `payload_hash` is signed), and are counted here.
-    redacted_count: u64,
-    /// With `verify=1`: the signed checkpoint of the head the page was
-    /// checked against.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checkpoint: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,7 @@ pub(crate) mod append_body;
 pub(crate) mod auth;
 pub(crate) mod cors;
 pub(crate) mod edge;
+pub(crate) mod events_page;
 pub(crate) mod extract;
 pub(crate) mod federation;
 pub(crate) mod log;
@@ -98,7 +99,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/event-types", get(api::event_types))
         .route("/api/plans", get(api::list_plans))
         .route("/api/plans/{plan_id}", get(api::get_plan))
-        .route("/api/plans/{plan_id}/events", get(api::list_events))
+        .route("/api/plans/{plan_id}/events", get(events_page::list_events))
         .route("/api/plans/{plan_id}/events/stream", get(api::stream_plan))
         .route("/api/events/stream", get(api::stream_all))
         // Plan logs: proofs and C2SP tiles (log prefix /api/plans/{plan_id}/).

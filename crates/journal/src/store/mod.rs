@@ -99,7 +99,7 @@ pub use federation::*;
 use handle::Db;
 pub use handle::Health;
 pub use heads_log::{HeadsEntry, PASS_LIMIT as HEADS_PASS_LIMIT, entry_bytes as heads_entry_bytes};
-pub use page_verify::VerifiedPage;
+pub use page_verify::{PageTooLarge, VerifiedPage};
 use reads::last_position;
 pub use records::PlanHead;
 use records::{

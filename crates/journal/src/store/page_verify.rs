@@ -40,16 +40,27 @@ pub struct VerifiedPage {
     pub root: Hash,
 }
 
+/// A page whose stored records pass the byte budget before its count
+/// limit: checked from one snapshot, its events are held together, so it is
+/// refused rather than built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageTooLarge {
+    /// How many events fit (at least one).
+    pub fits: usize,
+}
+
 impl Store {
     /// The events of `plan_id` after seq `after` (at most `limit`), checked
-    /// as the module says, all from one snapshot.
+    /// as the module says, all from one snapshot. Refused, unchecked, when
+    /// their stored records pass `max_bytes` (a lone event always fits).
     pub fn verify_page(
         &self,
         plan_id: &Uuid,
         after: u64,
         limit: usize,
+        max_bytes: usize,
         keyring: &Keyring,
-    ) -> Result<VerifiedPage, StoreError> {
+    ) -> Result<Result<VerifiedPage, PageTooLarge>, StoreError> {
         let txn = self.db.begin_read()?;
         let row = txn
             .open_table(HEADS)?
@@ -68,13 +79,19 @@ impl Store {
                 .transpose()
         };
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         let first = after.saturating_add(1);
         for entry in events_table
             .range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
             .take(limit)
         {
             let (k, v) = entry?;
-            events.push(event_from_record(k.value(), decode_event(v.value())?)?);
+            let record = v.value();
+            bytes = bytes.saturating_add(record.len());
+            if bytes > max_bytes && !events.is_empty() {
+                return Ok(Err(PageTooLarge { fits: events.len() }));
+            }
+            events.push(event_from_record(k.value(), decode_event(record)?)?);
         }
         let tree = txn.open_table(TREE_HASHES)?;
         let reader = TreeReader {
@@ -140,7 +157,7 @@ impl Store {
         let verified = checked().count() as u64;
         let redacted = checked().filter(|e| e.redacted).count() as u64;
         logbook_base::metrics::observe_verify(broken.is_none());
-        Ok(VerifiedPage {
+        Ok(Ok(VerifiedPage {
             report: ChainReport {
                 verified,
                 broken,
@@ -150,6 +167,6 @@ impl Store {
             events,
             tree_size: size,
             root,
-        })
+        }))
     }
 }

@@ -211,7 +211,10 @@ async fn batches_across_tree_flushes_keep_the_tree() {
     }
     let keyring = store.keyring();
     for after in [0, 31, 64, 95, 111] {
-        let page = store.verify_page(&plan, after, 40, &keyring).unwrap();
+        let page = store
+            .verify_page(&plan, after, 40, usize::MAX, &keyring)
+            .unwrap()
+            .unwrap();
         assert!(
             page.report.is_valid(),
             "page after {after}: {:?}",

@@ -1,0 +1,300 @@
+//! `GET /api/plans/{plan_id}/events?after=&limit=&verify=`: a page of a
+//! plan's events.
+//!
+//! A page holds up to 1,000 events of up to `max_body_bytes` each, far more
+//! than one request may hold in memory. So a page is written as it is read:
+//! from storage in runs of at most [`READ_PAGE_BYTES`] of records, each run
+//! encoded and sent before the next is read, and a slow reader holds one run.
+//! A store error after the first run cuts the body short (the client sees
+//! broken JSON, never a shorter valid page, whose length means "the end").
+//!
+//! `verify=full` checks the whole chain first and then writes the page the
+//! same way: its report is about the chain, not the page. `verify=1`
+//! checks the page's own events from one snapshot, so they are held
+//! together: such a page is refused (400, with the count that fits) when
+//! its records pass [`VERIFIED_PAGE_BYTES`].
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use logbook_journal::Event;
+use logbook_journal::chain::{BrokenReason, ChainReport};
+use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES, StoreError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::api::{ApiState, page_limit, plan_head};
+use super::extract::{PlanId, Query};
+use super::problem::Problem;
+
+/// Most bytes of stored records a `verify=1` page holds (16 events of the
+/// largest default body; 1,000 events of 16 KiB).
+pub(crate) const VERIFIED_PAGE_BYTES: usize = 16 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+    verify: Option<String>,
+}
+
+/// What `?verify=` asks for.
+enum Verify {
+    No,
+    /// `1`: this page, in O(page + log n) (`Store::verify_page`).
+    Page,
+    /// `full`: the whole chain from seq 1.
+    Full,
+}
+
+/// The members after `events`. Serialized as an object whose `{` becomes
+/// the `,` that follows the events array.
+#[derive(Serialize)]
+struct Tail {
+    next_after: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    verification: Option<Verification>,
+}
+
+#[derive(Serialize)]
+struct Verification {
+    chain_valid: bool,
+    broken_at: Option<u64>,
+    broken_reason: Option<BrokenReason>,
+    /// With `broken_reason` `missing-key`: the key id the keyring lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_key_id: Option<String>,
+    verified_count: u64,
+    /// Of the verified events, those whose payload was erased: they
+    /// verify (their `payload_hash` is signed), and are counted here.
+    redacted_count: u64,
+    /// With `verify=1`: the signed checkpoint of the head the page was
+    /// checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
+}
+
+impl Verification {
+    fn new(report: &ChainReport, checkpoint: Option<String>) -> Verification {
+        Verification {
+            chain_valid: report.is_valid(),
+            broken_at: report.broken.map(|b| b.0),
+            broken_reason: report.broken.map(|b| b.1),
+            missing_key_id: report
+                .broken
+                .and_then(|b| b.1.missing_key())
+                .map(|id| id.to_string()),
+            verified_count: report.verified,
+            redacted_count: report.redacted,
+            checkpoint,
+        }
+    }
+}
+
+pub(crate) async fn list_events(
+    State(state): State<ApiState>,
+    PlanId(plan_id): PlanId,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, Problem> {
+    let limit = page_limit(q.limit)?;
+    let verify = match q.verify.as_deref() {
+        None | Some("0" | "false") => Verify::No,
+        Some("1" | "true") => Verify::Page,
+        Some("full") => Verify::Full,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!("verify={other:?}: use 1 (this page), full (the whole chain) or 0"),
+            ));
+        }
+    };
+    plan_head(&state, plan_id).await?;
+    let after = q.after;
+    let keyring = state.store.keyring();
+    let verification = match verify {
+        Verify::No => None,
+        Verify::Page => return checked_page(&state, plan_id, after, limit).await,
+        // The whole-chain walk, then the page; one walk at a time, and the
+        // permit goes with it, since it runs on after a client leaves.
+        Verify::Full => {
+            let walk = state.whole_walk.clone().try_acquire_owned().map_err(|_| {
+                Problem::unavailable(
+                    "a whole-chain verify (verify=full) is already running; retry when it ends, or check this page with verify=1",
+                )
+            })?;
+            let report = state
+                .store
+                .run(move |s| {
+                    let _walk = walk;
+                    s.verify_plan(&plan_id, &keyring)
+                })
+                .await?;
+            Some(Verification::new(&report, None))
+        }
+    };
+    // The first run is read before the answer starts, so that a store
+    // error there is a problem, not a cut body.
+    let mut page = Page {
+        store: state.store.clone(),
+        plan_id,
+        after,
+        remaining: limit,
+        verification,
+    };
+    let (events, more) = page.read().await?;
+    let mut first = page_head(&plan_id);
+    if page
+        .encode(&events, more, &mut first, true)
+        .map_err(unencodable)?
+    {
+        return Ok(json_response(Body::from(first)));
+    }
+    let rest = futures_util::stream::unfold(Some(page), move |page| async move {
+        let mut page = page?;
+        let mut chunk = Vec::new();
+        let ended = match page.read().await {
+            Ok((events, more)) => page
+                .encode(&events, more, &mut chunk, false)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match ended {
+            Ok(true) => Some((Ok(Bytes::from(chunk)), None)),
+            Ok(false) => Some((Ok(Bytes::from(chunk)), Some(page))),
+            Err(e) => {
+                tracing::error!(%plan_id, error = %e, "reading a page of events failed after its start was sent; the body is cut");
+                Some((Err(std::io::Error::other(e)), None))
+            }
+        }
+    });
+    let first = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
+    Ok(json_response(Body::from_stream(
+        futures_util::StreamExt::chain(first, rest),
+    )))
+}
+
+/// `verify=1`: the page and its check from one snapshot, held together.
+async fn checked_page(
+    state: &ApiState,
+    plan_id: Uuid,
+    after: u64,
+    limit: usize,
+) -> Result<Response, Problem> {
+    let keyring = state.store.keyring();
+    let page = state
+        .store
+        .run(move |s| s.verify_page(&plan_id, after, limit, VERIFIED_PAGE_BYTES, &keyring))
+        .await?
+        .map_err(|too_large| {
+            Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                format!(
+                    "limit={limit} with verify=1: these events hold more than {} MiB, checked together; ask limit={} or less",
+                    VERIFIED_PAGE_BYTES >> 20,
+                    too_large.fits
+                ),
+            )
+            .with("maxLimit", too_large.fits)
+        })?;
+    // Never sign a root the page just showed the events do not make.
+    let checkpoint = match page.report.broken {
+        Some((_, BrokenReason::RootMismatch)) => None,
+        _ => Some(
+            state
+                .log
+                .checkpoint_text(&state.store, &plan_id, page.tree_size, page.root)
+                .await?,
+        ),
+    };
+    let mut out = page_head(&plan_id);
+    let mut whole = Page {
+        store: state.store.clone(),
+        plan_id,
+        after,
+        remaining: page.events.len(),
+        verification: Some(Verification::new(&page.report, checkpoint)),
+    };
+    whole
+        .encode(&page.events, false, &mut out, true)
+        .map_err(unencodable)?;
+    Ok(json_response(Body::from(out)))
+}
+
+fn unencodable(e: serde_json::Error) -> Problem {
+    Problem::internal(format!("encoding a page of events: {e}"))
+}
+
+/// `{"plan_id":"…","events":[`
+fn page_head(plan_id: &Uuid) -> Vec<u8> {
+    format!(r#"{{"plan_id":"{plan_id}","events":["#).into_bytes()
+}
+
+fn json_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A page being written: where the next run starts and how many events
+/// may still follow.
+struct Page {
+    store: AsyncStore,
+    plan_id: Uuid,
+    after: u64,
+    remaining: usize,
+    verification: Option<Verification>,
+}
+
+impl Page {
+    /// The next run of at most [`READ_PAGE_BYTES`] of records.
+    async fn read(&self) -> Result<(Vec<Event>, bool), StoreError> {
+        let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
+        self.store
+            .run(move |s| s.plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
+            .await
+    }
+
+    /// Appends a run's events to `out` (after a comma unless `first`), and,
+    /// when the page ends with them, its tail. Says whether it ended.
+    fn encode(
+        &mut self,
+        events: &[Event],
+        more: bool,
+        out: &mut Vec<u8>,
+        mut first: bool,
+    ) -> Result<bool, serde_json::Error> {
+        for event in events {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, event)?;
+        }
+        assert!(events.len() <= self.remaining, "a run within the page");
+        self.remaining -= events.len();
+        if let Some(last) = events.last() {
+            self.after = last.seq;
+        }
+        // A run ends short of its limits only at the plan's end.
+        if self.remaining > 0 && more {
+            return Ok(false);
+        }
+        out.push(b']');
+        let mut tail = serde_json::to_vec(&Tail {
+            next_after: self.after,
+            verification: self.verification.take(),
+        })?;
+        tail[0] = b',';
+        out.extend_from_slice(&tail);
+        Ok(true)
+    }
+}
