@@ -133,6 +133,12 @@ enum Command {
         /// Data dir to restore into; it must not hold a journal yet.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// Restore a backup whose MAC cannot be checked: an older build's
+        /// (format 1 or a bare store), or one made under an HMAC key that
+        /// neither DIR nor $LOGBOOK_HMAC_SECRET holds. A MAC that does not
+        /// verify is refused all the same.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// Print a shell completion script to stdout.
     ///
@@ -187,7 +193,11 @@ fn main() -> ExitCode {
                 witnessed.as_ref(),
             )
         }
-        Command::Restore { file, data_dir } => crate::admin::restore::run(&file, &data_dir),
+        Command::Restore {
+            file,
+            data_dir,
+            allow_unauthenticated,
+        } => crate::admin::restore::run(&file, &data_dir, allow_unauthenticated),
         Command::Config(args) => crate::config::check::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;

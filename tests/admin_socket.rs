@@ -54,16 +54,26 @@ async fn status_as_nobody(daemon: &Daemon, json: bool) -> Option<CommandOutput> 
     Some(out)
 }
 
-/// `logbook restore FILE --data-dir DIR/data`.
+/// `logbook restore FILE --data-dir DIR/data`, with the test daemons'
+/// HMAC secret in the environment (it authenticates the backup, as an
+/// operator's `$LOGBOOK_HMAC_SECRET` does).
 async fn restore(file: &Path, dir: &Path) -> CommandOutput {
-    let data_dir = dir.join("data");
-    run_logbook([
-        "restore".as_ref(),
-        file.as_os_str(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-    ])
-    .await
+    let mut command = common::logbook();
+    command
+        .arg("restore")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("LOGBOOK_HMAC_SECRET", common::TEST_SECRET);
+    let out = run(command).await;
+    if out.success() {
+        assert!(
+            out.stdout.contains("authenticated: its MAC verifies"),
+            "{}",
+            out.stdout
+        );
+    }
+    out
 }
 
 /// An append body of `event_type` with an empty payload.

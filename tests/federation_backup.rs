@@ -49,6 +49,7 @@ async fn a_restored_instance_keeps_its_federation_identity() {
         .arg(&file)
         .arg("--data-dir")
         .arg(&restored)
+        .env("LOGBOOK_HMAC_SECRET", alpha.hmac_secret())
         .output()
         .unwrap();
     assert!(

@@ -22,13 +22,42 @@ fn mode(path: &Path) -> u32 {
 
 /// `logbook restore FILE --data-dir DIR`.
 async fn restore(file: &Path, data_dir: &Path) -> common::CommandOutput {
+    restore_with(file, data_dir, &[]).await
+}
+
+/// `logbook restore FILE --data-dir DIR ARGS…`, with no HMAC secret in the
+/// environment.
+async fn restore_with(file: &Path, data_dir: &Path, args: &[&str]) -> common::CommandOutput {
     let mut command = logbook();
     command
         .arg("restore")
         .arg(file)
         .arg("--data-dir")
-        .arg(data_dir);
+        .arg(data_dir)
+        .args(args)
+        .env_remove("LOGBOOK_HMAC_SECRET");
     run(command).await
+}
+
+/// A backup file's header (as JSON) and its store bytes.
+fn split_backup(bytes: &[u8]) -> (Value, Vec<u8>) {
+    assert!(bytes.starts_with(b"logbook-backup 2\n"));
+    let line = |from: usize| from + bytes[from..].iter().position(|&b| b == b'\n').unwrap();
+    let header_end = line(17);
+    let mac_end = line(header_end + 1);
+    (
+        serde_json::from_slice(&bytes[17..header_end]).unwrap(),
+        bytes[mac_end + 1..].to_vec(),
+    )
+}
+
+/// The same contents as an older build's format 1 file: no MAC line.
+fn format_1(header: &Value, store: &[u8]) -> Vec<u8> {
+    let mut out = b"logbook-backup 1\n".to_vec();
+    out.extend(serde_json::to_vec(header).unwrap());
+    out.push(b'\n');
+    out.extend_from_slice(store);
+    out
 }
 
 /// Whether `haystack` holds the file `content`: its text (without the final
@@ -79,7 +108,7 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
 
     let full_bytes = std::fs::read(&full).unwrap();
     let bare_bytes = std::fs::read(&bare).unwrap();
-    assert!(full_bytes.starts_with(b"logbook-backup 1\n"));
+    assert!(full_bytes.starts_with(b"logbook-backup 2\n"));
     // The witness key never travels: its memory is the journal's.
     assert!(
         !holds(&full_bytes, &witness_key),
@@ -98,6 +127,12 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     let target = restored.path().join("data");
     let done = restore(&full, &target).await;
     assert!(done.success(), "{}{}", done.stdout, done.stderr);
+    // Checked with the key it carries: whole, not proven the instance's.
+    assert!(
+        done.stderr.contains("verifies only under HMAC key"),
+        "{}",
+        done.stderr
+    );
     for (name, secret) in &secrets {
         let path = target.join(name);
         assert_eq!(&std::fs::read(&path).unwrap(), secret, "{name}");
@@ -145,14 +180,33 @@ async fn missing_keys_are_named_at_start_and_verify_says_missing_key() {
     // A bare store, as builds before format 1 wrote backups, still restores.
     let old_style = out.path().join("old.redb");
     std::fs::copy(daemon.db_path(), &old_style).unwrap();
+    // It carries no MAC: restored only when the operator says so.
     let elsewhere = tempfile::tempdir().unwrap();
-    let done = restore(&old_style, elsewhere.path()).await;
+    let refused = restore(&old_style, elsewhere.path()).await;
+    assert!(!refused.success());
+    assert!(refused.stderr.contains("bare store"), "{}", refused.stderr);
+    assert!(!elsewhere.path().join("journal.redb").exists());
+    let done = restore_with(&old_style, elsewhere.path(), &["--allow-unauthenticated"]).await;
     assert!(done.success(), "{}", done.stderr);
     assert!(done.stdout.contains("restored 2 events"), "{}", done.stdout);
     assert!(done.stderr.contains("holds no keys"), "{}", done.stderr);
+    assert!(done.stderr.contains("NOT AUTHENTICATED"), "{}", done.stderr);
 
+    // Without its key nothing here can check its MAC: the same.
     let restored = tempfile::tempdir().unwrap();
-    let done = restore(&file, &restored.path().join("data")).await;
+    let refused = restore(&file, &restored.path().join("data")).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("--allow-unauthenticated"),
+        "{}",
+        refused.stderr
+    );
+    let done = restore_with(
+        &file,
+        &restored.path().join("data"),
+        &["--allow-unauthenticated"],
+    )
+    .await;
     assert!(done.success(), "{}", done.stderr);
     assert!(done.stderr.contains("holds no keys"), "{}", done.stderr);
     // The start generates a new key, and says which one the journal needs.
@@ -337,10 +391,8 @@ async fn a_restore_never_brings_back_a_witness_key() {
     let witness_key = std::fs::read(daemon.data_dir().join("witness.key")).unwrap();
     assert!(daemon.stop().success());
 
-    // An older build's backup, with the witness key in its header.
-    let bytes = std::fs::read(&file).unwrap();
-    let header_end = 17 + bytes[17..].iter().position(|&b| b == b'\n').unwrap();
-    let mut header: Value = serde_json::from_slice(&bytes[17..header_end]).unwrap();
+    // An older build's backup (format 1), with the witness key in its header.
+    let (mut header, store) = split_backup(&std::fs::read(&file).unwrap());
     header["files"]
         .as_array_mut()
         .unwrap()
@@ -348,14 +400,11 @@ async fn a_restore_never_brings_back_a_witness_key() {
             "path": "witness.key",
             "content_base64": base64::engine::general_purpose::STANDARD.encode(&witness_key),
         }));
-    let mut older = bytes[..17].to_vec();
-    older.extend(serde_json::to_vec(&header).unwrap());
-    older.extend(&bytes[header_end..]);
     let older_file = out.path().join("older.backup");
-    std::fs::write(&older_file, older).unwrap();
+    std::fs::write(&older_file, format_1(&header, &store)).unwrap();
 
     let target = tempfile::tempdir().unwrap();
-    let done = restore(&older_file, target.path()).await;
+    let done = restore_with(&older_file, target.path(), &["--allow-unauthenticated"]).await;
     assert!(done.success(), "{}{}", done.stdout, done.stderr);
     assert!(
         done.stdout.contains("not restored: witness.key"),
@@ -383,4 +432,97 @@ async fn a_restore_never_brings_back_a_witness_key() {
     );
     assert!(!lost.path().join("journal.redb").exists());
     assert!(!lost.path().join("hmac.key").exists());
+}
+
+/// A backup is MACed under the HMAC signing key: restored where that key
+/// is (the data dir's files, or the environment), a file changed after it
+/// was written is refused, even with --allow-unauthenticated, and so is
+/// one turned back into a format without a MAC, unless the operator says so.
+#[tokio::test]
+async fn a_backup_changed_after_it_was_written_is_refused() {
+    let mut daemon = Daemon::start(generated_key());
+    fill(&daemon, new_plan(), 3).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("offsite.backup");
+    daemon
+        .admin_ok(&["backup", "--without-keys", file.to_str().unwrap()])
+        .await;
+    let hmac_key = std::fs::read(daemon.data_dir().join("hmac.key")).unwrap();
+    assert!(daemon.stop().success());
+    let with_key = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hmac.key"), &hmac_key).unwrap();
+        dir
+    };
+
+    // The key put in place first: authenticated.
+    let target = with_key();
+    let done = restore(&file, target.path()).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(
+        done.stdout
+            .contains("authenticated: its MAC verifies under HMAC key"),
+        "{}",
+        done.stdout
+    );
+    // The same key from the environment.
+    let secret = String::from_utf8(hmac_key.clone()).unwrap();
+    let env_target = tempfile::tempdir().unwrap();
+    let mut command = logbook();
+    command
+        .arg("restore")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(env_target.path())
+        .env("LOGBOOK_HMAC_SECRET", secret.trim_end());
+    let done = run(command).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stdout.contains("authenticated"), "{}", done.stdout);
+
+    // Someone who can write the file changes the store (here one byte of
+    // its padding) and the hash in the header to match.
+    let (mut header, mut store) = split_backup(&std::fs::read(&file).unwrap());
+    let last = store.len() - 1;
+    store[last] ^= 0x01;
+    header["store"]["sha256"] = Value::String(logbook_base::hex::encode(
+        &logbook_base::canonical::sha256(&store),
+    ));
+    let bytes = std::fs::read(&file).unwrap();
+    let header_start = 17;
+    let header_end = header_start
+        + bytes[header_start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap();
+    let mac_end = header_end
+        + 1
+        + bytes[header_end + 1..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap();
+    let mut forged = bytes[..header_start].to_vec();
+    forged.extend(serde_json::to_vec(&header).unwrap());
+    forged.extend_from_slice(&bytes[header_end..=mac_end]);
+    forged.extend_from_slice(&store);
+    let forged_file = out.path().join("forged.backup");
+    std::fs::write(&forged_file, &forged).unwrap();
+    for args in [&[][..], &["--allow-unauthenticated"][..]] {
+        let target = with_key();
+        let refused = restore_with(&forged_file, target.path(), args).await;
+        assert!(!refused.success(), "{args:?}");
+        assert!(
+            refused.stderr.contains("MAC does not verify"),
+            "{}",
+            refused.stderr
+        );
+        assert!(!target.path().join("journal.redb").exists());
+    }
+    // Turned into format 1 to shed the MAC: refused unless the operator says so.
+    let downgraded = out.path().join("downgraded.backup");
+    std::fs::write(&downgraded, format_1(&header, &store)).unwrap();
+    let target = with_key();
+    let refused = restore(&downgraded, target.path()).await;
+    assert!(!refused.success());
+    assert!(refused.stderr.contains("format 1"), "{}", refused.stderr);
+    assert!(!target.path().join("journal.redb").exists());
 }

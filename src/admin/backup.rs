@@ -1,15 +1,20 @@
-//! The backup file (`logbook admin backup`), format 1: a magic line, one
-//! JSON header line holding the key files, then the store snapshot.
+//! The backup file (`logbook admin backup`), format 2: a magic line, one
+//! JSON header line holding the key files, a line with the MAC of both,
+//! then the store snapshot.
 //!
 //! ```text
-//! logbook-backup 1\n
+//! logbook-backup 2\n
 //! {"keys":true,"files":[{"path":"hmac.key","content_base64":"…"},…],"store":{"size":N,"sha256":"…"}}\n
+//! {"key_id":"…","hmac_sha256":"…"}\n
 //! <N bytes: the redb store>
 //! ```
 //!
-//! A backup without keys (`--without-keys`) has `"keys":false` and no
-//! files. Older builds wrote the bare store; [`is_container`] tells them
-//! apart. `docs/journal-format.md` is the spec.
+//! The MAC is HMAC-SHA256 under a key derived from the HMAC signing key
+//! ([`mac`]) over the first two lines; the header holds the store's
+//! SHA-256, so it covers the store too. A backup without keys
+//! (`--without-keys`) has `"keys":false` and no files. Format 1 is the same
+//! without the MAC line; older builds still wrote the bare store;
+//! [`is_container`] tells them apart. `docs/journal-format.md` is the spec.
 
 use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
@@ -19,8 +24,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use logbook_base::hex;
 use serde::{Deserialize, Serialize};
 
-/// The first line of a backup container.
-pub(crate) const MAGIC: &[u8] = b"logbook-backup 1\n";
+/// The first line of a backup container this build writes.
+pub(crate) const MAGIC: &[u8] = b"logbook-backup 2\n";
+/// The first line of format 1 (no MAC line), still read.
+const MAGIC_1: &[u8] = b"logbook-backup 1\n";
+/// What the MAC key is derived from an HMAC signing key with.
+const MAC_KEY_LABEL: &[u8] = b"logbook backup mac v1";
+/// Longest MAC line accepted.
+const MAX_MAC_LINE: usize = 256;
 /// Longest header line accepted (the key files are small).
 const MAX_HEADER: usize = 4 << 20;
 /// Largest key file accepted, in or out of a backup.
@@ -73,6 +84,67 @@ impl std::fmt::Debug for KeyFile {
     }
 }
 
+/// Format 2's MAC line: which HMAC key, and the MAC of the lines before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MacLine {
+    /// `logbook_journal::keys::key_id` of the HMAC key.
+    pub(crate) key_id: String,
+    /// Lowercase hex.
+    pub(crate) hmac_sha256: String,
+}
+
+/// A container's first lines as read.
+#[derive(Debug)]
+pub(crate) struct Container {
+    pub(crate) header: Header,
+    /// None for format 1.
+    pub(crate) mac: Option<MacLine>,
+    /// The bytes the MAC covers: the magic line and the header line.
+    pub(crate) signed: Vec<u8>,
+}
+
+impl Container {
+    /// Whether the MAC line verifies under `secret` (constant time).
+    pub(crate) fn mac_verifies(&self, secret: &[u8]) -> bool {
+        use hmac::Mac;
+        let Some(line) = &self.mac else { return false };
+        let Some(expected) = hex::decode_array::<32>(&line.hmac_sha256) else {
+            return false;
+        };
+        keyed(&mac_key(secret))
+            .chain_update(&self.signed)
+            .verify_slice(&expected)
+            .is_ok()
+    }
+}
+
+fn keyed(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::digest::KeyInit;
+    hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key")
+}
+
+/// The MAC key: HMAC-SHA256(secret, "logbook backup mac v1"), so that the
+/// signing key never MACs anything but events.
+fn mac_key(secret: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    keyed(secret)
+        .chain_update(MAC_KEY_LABEL)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// HMAC-SHA256(mac_key(secret), signed).
+pub(crate) fn mac(secret: &[u8], signed: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    keyed(&mac_key(secret))
+        .chain_update(signed)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
 /// The snapshot that follows the header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +174,10 @@ pub(crate) enum BackupError {
     /// Key files in the data dir that differ from the backup's.
     Conflict(Vec<String>),
     Store(logbook_journal::store::StoreError),
+    /// Its MAC could not be checked, and why.
+    Unauthenticated(String),
+    /// Its MAC does not verify under the key it names.
+    Forged(String),
 }
 
 impl std::fmt::Display for BackupError {
@@ -115,6 +191,14 @@ impl std::fmt::Display for BackupError {
                 paths.join(", ")
             ),
             BackupError::Store(e) => write!(f, "{e}"),
+            BackupError::Unauthenticated(why) => write!(
+                f,
+                "cannot tell that this backup is unchanged: {why}. If you trust the file (anyone who could write it could have added a token or a peer), run again with --allow-unauthenticated"
+            ),
+            BackupError::Forged(key_id) => write!(
+                f,
+                "the backup's MAC does not verify under HMAC key {key_id}: the file was changed after it was written; nothing was restored"
+            ),
         }
     }
 }
@@ -201,10 +285,17 @@ fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
     Ok(content)
 }
 
-/// The magic line and the header line, as written before the store.
-pub(crate) fn encode_header(header: &Header) -> Vec<u8> {
+/// The magic, header and MAC lines, as written before the store; the MAC
+/// under the HMAC signing key `secret`.
+pub(crate) fn encode_header(header: &Header, secret: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     serde_json::to_writer(&mut out, header).expect("a header serializes");
+    out.push(b'\n');
+    let line = MacLine {
+        key_id: logbook_journal::keys::key_id(secret),
+        hmac_sha256: hex::encode(&mac(secret, &out)),
+    };
+    serde_json::to_writer(&mut out, &line).expect("a MAC line serializes");
     out.push(b'\n');
     out
 }
@@ -225,32 +316,66 @@ pub(crate) fn hash_file(file: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
     }
 }
 
-/// Whether `start` (the first bytes of a file) opens a backup container.
+/// Whether `start` (the first bytes of a file) opens a backup container
+/// (format 1 or 2).
 pub(crate) fn is_container(start: &[u8]) -> bool {
-    start.starts_with(MAGIC)
+    start.starts_with(MAGIC) || start.starts_with(MAGIC_1)
 }
 
-/// Reads the magic and header lines and checks them: every path allowed,
-/// no path twice, a hex store hash.
-pub(crate) fn read_header(reader: &mut impl BufRead) -> Result<Header, BackupError> {
+/// Reads one line of at most `max` bytes, without its newline.
+fn read_line(reader: &mut impl BufRead, max: usize, what: &str) -> Result<Vec<u8>, BackupError> {
+    let mut line = Vec::new();
+    reader
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| BackupError::Format(format!("reading the {what}: {e}")))?;
+    if line.pop() != Some(b'\n') {
+        return Err(BackupError::Format(format!(
+            "the {what} line is missing or longer than {max} bytes"
+        )));
+    }
+    Ok(line)
+}
+
+/// Reads the magic, header and (format 2) MAC lines and checks their form:
+/// every path allowed, no path twice, a hex store hash. The MAC itself is
+/// the restore's to check, with a key from outside the file.
+pub(crate) fn read_container(reader: &mut impl BufRead) -> Result<Container, BackupError> {
     let mut magic = [0u8; MAGIC.len()];
     reader
         .read_exact(&mut magic)
         .map_err(|e| BackupError::Format(format!("reading the first line: {e}")))?;
-    if magic != MAGIC {
-        return Err(BackupError::Format("no `logbook-backup 1` line".into()));
-    }
-    let mut line = Vec::new();
-    reader
-        .take(MAX_HEADER as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| BackupError::Format(format!("reading the header: {e}")))?;
-    if line.pop() != Some(b'\n') {
-        return Err(BackupError::Format(format!(
-            "the header line is missing or longer than {MAX_HEADER} bytes"
-        )));
-    }
-    let header: Header = serde_json::from_slice(&line)
+    let format = match &magic[..] {
+        m if m == MAGIC => 2,
+        m if m == MAGIC_1 => 1,
+        _ => return Err(BackupError::Format("no `logbook-backup` line".into())),
+    };
+    let line = read_line(reader, MAX_HEADER, "header")?;
+    let mut signed = magic.to_vec();
+    signed.extend_from_slice(&line);
+    signed.push(b'\n');
+    let mac = match format {
+        1 => None,
+        _ => {
+            let text = read_line(reader, MAX_MAC_LINE, "MAC")?;
+            let mac: MacLine = serde_json::from_slice(&text)
+                .map_err(|e| BackupError::Format(format!("the MAC line: {e}")))?;
+            if hex::decode_array::<32>(&mac.hmac_sha256).is_none() || mac.key_id.len() > 64 {
+                return Err(BackupError::Format("a malformed MAC line".into()));
+            }
+            Some(mac)
+        }
+    };
+    let header = check_header(&line)?;
+    Ok(Container {
+        header,
+        mac,
+        signed,
+    })
+}
+
+fn check_header(line: &[u8]) -> Result<Header, BackupError> {
+    let header: Header = serde_json::from_slice(line)
         .map_err(|e| BackupError::Format(format!("the header: {e}")))?;
     if !header.keys && !header.files.is_empty() {
         return Err(BackupError::Format(
@@ -327,65 +452,5 @@ pub(crate) fn copy_store(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn container(files: Vec<KeyFile>, store: &[u8]) -> Vec<u8> {
-        let header = Header {
-            keys: true,
-            files,
-            store: StoreInfo {
-                size: store.len() as u64,
-                sha256: hex::encode(&logbook_base::canonical::sha256(store)),
-            },
-        };
-        let mut out = encode_header(&header);
-        out.extend_from_slice(store);
-        out
-    }
-
-    fn key(path: &str) -> KeyFile {
-        KeyFile {
-            path: path.into(),
-            content_base64: b"secret\n".to_vec(),
-        }
-    }
-
-    #[test]
-    fn round_trip_and_refusals() {
-        let bytes = container(vec![key("hmac.key"), key("hmac-retired/a.key")], b"STORE");
-        let mut reader = &bytes[..];
-        let header = read_header(&mut reader).unwrap();
-        assert_eq!(header.files.len(), 2);
-        let mut store = Vec::new();
-        copy_store(&mut reader, &mut store, &header.store).unwrap();
-        assert_eq!(store, b"STORE");
-
-        for bad in [
-            "../hmac.key",
-            "hmac-retired/../x",
-            "journal.redb",
-            "hmac-retired/.x",
-            "x/y",
-        ] {
-            let bytes = container(vec![key(bad)], b"S");
-            assert!(read_header(&mut &bytes[..]).is_err(), "{bad}");
-        }
-        let twice = container(vec![key("log.key"), key("log.key")], b"S");
-        assert!(read_header(&mut &twice[..]).is_err());
-
-        // Cut short, changed, or followed by more bytes.
-        let mut cut = container(vec![], b"STORE");
-        cut.pop();
-        let mut changed = container(vec![], b"STORE");
-        *changed.last_mut().unwrap() = b'X';
-        let mut longer = container(vec![], b"STORE");
-        longer.push(b'!');
-        for bytes in [cut, changed, longer] {
-            let mut reader = &bytes[..];
-            let header = read_header(&mut reader).unwrap();
-            assert!(copy_store(&mut reader, &mut Vec::new(), &header.store).is_err());
-        }
-        assert!(!is_container(b"redb\x1a\x0a\xa9\x0d\x0a"));
-    }
-}
+#[path = "backup_tests.rs"]
+mod tests;

@@ -25,6 +25,7 @@ pub(crate) struct Restored {
     pub(crate) access: Access,
     /// Key files written, or None for a backup without keys.
     pub(crate) keys: Option<KeysRestored>,
+    pub(crate) authenticity: Authenticity,
 }
 
 #[derive(Debug, Default)]
@@ -37,14 +38,27 @@ pub(crate) struct KeysRestored {
 }
 
 /// The `logbook restore` command.
-pub(crate) fn run(file: &Path, data_dir: &Path) -> ExitCode {
-    match restore(file, data_dir) {
+pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> ExitCode {
+    match restore(file, data_dir, allow_unauthenticated) {
         Ok(restored) => {
             println!(
                 "restored {} into {}",
                 count(restored.events, "event", "events"),
                 data_dir.display()
             );
+            match &restored.authenticity {
+                Authenticity::Key(id) => {
+                    println!("authenticated: its MAC verifies under HMAC key {id}")
+                }
+                Authenticity::OwnKey(id) => eprintln!(
+                    "note: its MAC verifies only under HMAC key {id}, which the backup itself carries: the file is whole, but whoever could write it could have written that key too; restore into a data dir that holds the key (or set $LOGBOOK_HMAC_SECRET) to authenticate it"
+                ),
+                Authenticity::Unchecked(why) => {
+                    eprintln!(
+                        "WARNING: NOT AUTHENTICATED ({why}); anyone who could write the file could have added a token or a peer"
+                    )
+                }
+            }
             match restored.keys {
                 Some(keys) => {
                     println!(
@@ -128,9 +142,88 @@ fn print_access(access: &Access) {
     }
 }
 
+/// How a restore knows the backup is the one an instance wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Authenticity {
+    /// Its MAC verifies under this HMAC key, from outside the file (the
+    /// data dir's key files or the environment's secret).
+    Key(String),
+    /// Its MAC verifies under a key the file itself carries: the file is
+    /// whole, but whoever could write it could have written that key too.
+    OwnKey(String),
+    /// Not checked (`--allow-unauthenticated`), and why not.
+    Unchecked(String),
+}
+
+/// Checks a container's MAC with a key from outside the file if there is
+/// one, else with a key it carries; refuses a MAC that does not verify, and
+/// one it cannot check unless `allow_unauthenticated`.
+fn authenticate(
+    container: &backup::Container,
+    data_dir: &Path,
+    allow_unauthenticated: bool,
+) -> Result<Authenticity, BackupError> {
+    let unchecked = |why: String| {
+        if allow_unauthenticated {
+            Ok(Authenticity::Unchecked(why))
+        } else {
+            Err(BackupError::Unauthenticated(why))
+        }
+    };
+    let Some(mac) = &container.mac else {
+        return unchecked(
+            "it is a format 1 backup (an older build's), which carries no MAC".into(),
+        );
+    };
+    let verified = |secret: &[u8]| match container.mac_verifies(secret) {
+        true => Ok(()),
+        false => Err(BackupError::Forged(mac.key_id.clone())),
+    };
+    let outside =
+        logbook_journal::keys::Keyring::load_existing(data_dir, |name| std::env::var(name).ok())
+            .map_err(|e| {
+                BackupError::Io("reading the HMAC keys to check the backup with".into(), e)
+            })?;
+    if let Some(secret) = outside.as_ref().and_then(|k| k.get(&mac.key_id)) {
+        verified(secret)?;
+        return Ok(Authenticity::Key(mac.key_id.clone()));
+    }
+    let carried = container.header.files.iter().find_map(|file| {
+        let hmac_key = file.path == logbook_journal::keys::GENERATED_KEY_FILE
+            || file
+                .path
+                .starts_with(&format!("{}/", logbook_journal::keys::RETIRED_KEYS_DIR));
+        let secret = trim_newlines(&file.content_base64);
+        (hmac_key && logbook_journal::keys::key_id(secret) == mac.key_id).then_some(secret)
+    });
+    if let Some(secret) = carried {
+        verified(secret)?;
+        return Ok(Authenticity::OwnKey(mac.key_id.clone()));
+    }
+    unchecked(format!(
+        "it is MACed under HMAC key {}, which neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds: put the key files in that directory, or set the variable, and run the restore again",
+        mac.key_id,
+        data_dir.display()
+    ))
+}
+
+/// A key file's secret, as `Keyring::load` reads it.
+fn trim_newlines(content: &[u8]) -> &[u8] {
+    let end = content
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |i| i + 1);
+    &content[..end]
+}
+
 /// Restores `file` into `data_dir`: a container (this build's backups) or
-/// a bare store (older builds', key-less).
-pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupError> {
+/// a bare store (older builds', key-less). One whose MAC cannot be checked
+/// is refused unless `allow_unauthenticated`.
+pub(crate) fn restore(
+    file: &Path,
+    data_dir: &Path,
+    allow_unauthenticated: bool,
+) -> Result<Restored, BackupError> {
     let open = || {
         std::fs::File::open(file)
             .map_err(|e| BackupError::Io(format!("opening {}", file.display()), e))
@@ -139,16 +232,24 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
     let n = read_up_to(&mut open()?, &mut start)
         .map_err(|e| BackupError::Io(format!("reading {}", file.display()), e))?;
     if !backup::is_container(&start[..n]) {
+        if !allow_unauthenticated {
+            return Err(BackupError::Unauthenticated(
+                "it is a bare store (a backup by a build before backup files), which carries no MAC".into(),
+            ));
+        }
         let (events, access) = restore_bare(file, data_dir).map_err(BackupError::Store)?;
         return Ok(Restored {
             events,
             access,
             keys: None,
+            authenticity: Authenticity::Unchecked("a bare store carries no MAC".into()),
         });
     }
     let mut reader = BufReader::new(open()?);
-    let header = backup::read_header(&mut reader)?;
+    let container = backup::read_container(&mut reader)?;
     // Refuse before anything is written.
+    let authenticity = authenticate(&container, data_dir, allow_unauthenticated)?;
+    let header = container.header;
     let plan = plan_keys(&header, data_dir)?;
     let staged = stage_restore(data_dir, |out| {
         backup::copy_store(&mut reader, out, &header.store)
@@ -167,6 +268,7 @@ pub(crate) fn restore(file: &Path, data_dir: &Path) -> Result<Restored, BackupEr
             kept: plan.kept,
             left_out: plan.left_out,
         }),
+        authenticity,
     })
 }
 

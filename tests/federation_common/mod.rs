@@ -116,6 +116,11 @@ pub struct Node {
 impl Node {
     /// Starts a daemon with instance id `name`, its cached key, the
     /// `[federation]` overrides in `federation` (TOML lines) and `peers`.
+    /// The HMAC secret this node signs with (`LOGBOOK_HMAC_SECRET`).
+    pub fn hmac_secret(&self) -> String {
+        format!("secret-of-{}-at-least-32-bytes-long", self.name)
+    }
+
     pub fn start(name: &str, port: u16, federation: &str, peers: &str) -> Node {
         Node::start_with_data(name, port, federation, peers, None)
     }
@@ -203,10 +208,7 @@ impl Node {
             .arg(self.dir.path().join("data"))
             .arg("--admin-socket")
             .arg(self.dir.path().join("admin.sock"))
-            .env(
-                "LOGBOOK_HMAC_SECRET",
-                format!("secret-of-{}-at-least-32-bytes-long", self.name),
-            )
+            .env("LOGBOOK_HMAC_SECRET", self.hmac_secret())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -207,6 +207,24 @@ impl Keyring {
         data_dir: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> io::Result<(Keyring, KeySource)> {
+        Ok(Keyring::load_or_generate(data_dir, env, true)?.expect("a key is generated"))
+    }
+
+    /// Like [`Keyring::load`], but never writes: `None` when neither the
+    /// environment nor the data dir holds a current key (`logbook restore`
+    /// authenticating a backup).
+    pub fn load_existing(
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> io::Result<Option<Keyring>> {
+        Ok(Keyring::load_or_generate(data_dir, env, false)?.map(|(keyring, _)| keyring))
+    }
+
+    fn load_or_generate(
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        generate: bool,
+    ) -> io::Result<Option<(Keyring, KeySource)>> {
         let generated_path = data_dir.join(GENERATED_KEY_FILE);
         let from_env = SECRET_ENV_VARS
             .iter()
@@ -228,6 +246,7 @@ impl Keyring {
             ),
             None => match read_secret(&generated_path)? {
                 Some(secret) => (Keyring::from_secret(secret), KeySource::File),
+                None if !generate => return Ok(None),
                 None => {
                     let secret = generate_secret(&generated_path)?;
                     (Keyring::from_secret(secret), KeySource::Generated)
@@ -251,7 +270,7 @@ impl Keyring {
                 }
             }
         }
-        Ok((keyring, source))
+        Ok(Some((keyring, source)))
     }
 }
 

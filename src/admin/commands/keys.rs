@@ -77,7 +77,13 @@ pub(super) async fn backup(
             Ok::<_, Problem>((header, file))
         })
         .await?;
-    let head = encode_header(&contents);
+    // MACed under the signing key: a restore that holds it (its data dir's
+    // or the environment's) can tell the file is this instance's.
+    let keyring = cx.store.keyring();
+    let secret = keyring
+        .get(keyring.current_id())
+        .expect("the keyring holds its current key");
+    let head = encode_header(&contents, secret);
     let length = head.len() as u64 + contents.store.size;
     let mut file = tokio::fs::File::from_std(file);
     let chunks = async_stream::stream! {
