@@ -180,7 +180,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     };
     let witness_vkey = witness_key.cosigner.verifier().to_vkey();
     if witness_key.created {
-        tracing::info!(vkey = %witness_vkey, "generated the Ed25519 witness key in the data dir (mode 0600); back it up with the journal");
+        tracing::info!(vkey = %witness_vkey, "generated the Ed25519 witness key in the data dir (mode 0600); it is never backed up or restored: after a restore a new one is generated (docs/operations.md, Backup and restore)");
     } else {
         tracing::info!(vkey = %witness_vkey, "witness key");
     }

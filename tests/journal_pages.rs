@@ -130,3 +130,50 @@ async fn a_verified_page_too_large_to_hold_is_refused_with_the_count_that_fits()
         .await;
     assert_eq!(seqs(&plain.json), (1..=18).collect::<Vec<_>>());
 }
+
+/// A page read in several runs whose plan is deleted meanwhile is cut
+/// short (broken JSON), never a valid shorter page, which would say the
+/// plan ends there.
+#[tokio::test]
+async fn a_plan_deleted_while_its_page_is_written_cuts_the_body() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan();
+    // 24 events of 1 MB: twelve runs, more than the sockets buffer.
+    fill_large(&daemon, plan, 24, 1_000_000).await;
+    let mut response = daemon
+        .get(&format!("/api/plans/{plan}/events?limit=24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Vec::new();
+    while body.len() < 100_000 {
+        body.extend(response.chunk().await.unwrap().expect("more body"));
+    }
+    daemon
+        .admin_ok(&["plans", "delete", "--yes", &plan.to_string()])
+        .await;
+    let rest = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend(chunk),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let page: Result<Value, _> = serde_json::from_slice(&body);
+    assert!(
+        rest.is_err() || page.is_err(),
+        "a whole page of {:?} events after the plan was deleted",
+        page.ok().map(|p| p["events"].as_array().map(Vec::len))
+    );
+    assert!(
+        daemon
+            .wait_log(
+                &["was deleted while a page of it was being written"],
+                std::time::Duration::from_secs(10)
+            )
+            .await,
+        "{}",
+        daemon.log_text()
+    );
+}

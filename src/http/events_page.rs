@@ -143,6 +143,7 @@ pub(crate) async fn list_events(
         store: state.store.clone(),
         plan_id,
         after,
+        sent: None,
         remaining: limit,
         verification,
     };
@@ -157,11 +158,11 @@ pub(crate) async fn list_events(
     let rest = futures_util::stream::unfold(Some(page), move |page| async move {
         let mut page = page?;
         let mut chunk = Vec::new();
-        let ended = match page.read().await {
+        let ended = match page.read_on().await {
             Ok((events, more)) => page
                 .encode(&events, more, &mut chunk, false)
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         match ended {
             Ok(true) => Some((Ok(Bytes::from(chunk)), None)),
@@ -217,6 +218,7 @@ async fn checked_page(
         store: state.store.clone(),
         plan_id,
         after,
+        sent: None,
         remaining: page.events.len(),
         verification: Some(Verification::new(&page.report, checkpoint)),
     };
@@ -250,17 +252,37 @@ struct Page {
     store: AsyncStore,
     plan_id: Uuid,
     after: u64,
+    /// The signature of the event at `after`, once one was sent: each later
+    /// run checks it is still there.
+    sent: Option<[u8; 32]>,
     remaining: usize,
     verification: Option<Verification>,
 }
 
 impl Page {
-    /// The next run of at most [`READ_PAGE_BYTES`] of records.
+    /// The first run of at most [`READ_PAGE_BYTES`] of records.
     async fn read(&self) -> Result<(Vec<Event>, bool), StoreError> {
         let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
         self.store
             .run(move |s| s.plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
             .await
+    }
+
+    /// A later run. An error when the last event sent is gone (the plan
+    /// deleted meanwhile): an empty run would end the page as if the plan
+    /// ended there.
+    async fn read_on(&self) -> Result<(Vec<Event>, bool), String> {
+        let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
+        let sent = self.sent.expect("a later run follows a sent event");
+        self.store
+            .run(move |s| {
+                s.plan_events_page_after(&plan_id, after, &sent, remaining, READ_PAGE_BYTES)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("plan {plan_id} was deleted while a page of it was being written")
+            })
     }
 
     /// Appends a run's events to `out` (after a comma unless `first`), and,
@@ -283,6 +305,7 @@ impl Page {
         self.remaining -= events.len();
         if let Some(last) = events.last() {
             self.after = last.seq;
+            self.sent = Some(last.signature);
         }
         // A run ends short of its limits only at the plan's end.
         if self.remaining > 0 && more {

@@ -65,26 +65,33 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Event>, bool), StoreError> {
-        let Some(first) = after.checked_add(1) else {
-            return Ok((Vec::new(), false));
-        };
         let txn = self.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
-        let mut page = PageBuilder::new(limit, max_bytes);
-        for entry in
-            events.range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
-        {
-            if page.full() {
-                break;
-            }
-            let (k, v) = entry?;
-            let record = v.value();
-            page.push(
-                event_from_record(k.value(), decode_event(record)?)?,
-                record.len(),
-            );
+        plan_events_page(&txn, plan_id, after, limit, max_bytes)
+    }
+
+    /// Like [`Store::plan_events_page`], going on after the event with seq
+    /// `after` and signature `signature`: `None` when that event is no longer
+    /// there (the plan was deleted, or deleted and begun again), so that a
+    /// response read in several runs never ends early in silence or joins
+    /// two histories. A redaction keeps the signature.
+    pub fn plan_events_page_after(
+        &self,
+        plan_id: &Uuid,
+        after: u64,
+        signature: &[u8; 32],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<Event>, bool)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let key = event_key(plan_id, after);
+        let same = match txn.open_table(EVENTS)?.get(&key)? {
+            Some(record) => decode_event(record.value())?.signature == *signature,
+            None => false,
+        };
+        if !same {
+            return Ok(None);
         }
-        Ok(page.finish())
+        plan_events_page(&txn, plan_id, after, limit, max_bytes).map(Some)
     }
 
     /// Events of every plan with store-wide position > `after`, in position
@@ -127,6 +134,35 @@ impl Store {
     pub fn health(&self) -> Health {
         self.db.health()
     }
+}
+
+/// [`Store::plan_events_page`] in `txn`.
+fn plan_events_page(
+    txn: &redb::ReadTransaction,
+    plan_id: &Uuid,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<Event>, bool), StoreError> {
+    let Some(first) = after.checked_add(1) else {
+        return Ok((Vec::new(), false));
+    };
+    let events = txn.open_table(EVENTS)?;
+    let mut page = PageBuilder::new(limit, max_bytes);
+    for entry in
+        events.range::<&[u8; 24]>(&event_key(plan_id, first)..=&event_key(plan_id, u64::MAX))?
+    {
+        if page.full() {
+            break;
+        }
+        let (k, v) = entry?;
+        let record = v.value();
+        page.push(
+            event_from_record(k.value(), decode_event(record)?)?,
+            record.len(),
+        );
+    }
+    Ok(page.finish())
 }
 
 pub(super) fn last_position(db: &Db) -> Result<u64, StoreError> {
