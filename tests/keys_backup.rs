@@ -125,20 +125,26 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     // Restored: the same key files, 0600, and the chain verifies with them.
     let restored = tempfile::tempdir().unwrap();
     let target = restored.path().join("data");
-    let done = restore(&full, &target).await;
-    assert!(done.success(), "{}{}", done.stdout, done.stderr);
-    // Checked with the key it carries: whole, not proven the instance's.
+    // Nothing outside the file holds its key, and the keys it carries
+    // cannot vouch for it: restored only when the operator says so.
+    let refused = restore(&full, &target).await;
+    assert!(!refused.success());
     assert!(
-        done.stderr.contains("verifies only under HMAC key"),
+        refused.stderr.contains("cannot vouch for it"),
         "{}",
-        done.stderr
+        refused.stderr
     );
+    assert!(!target.join("journal.redb").exists());
+    let done = restore_with(&full, &target, &["--allow-unauthenticated"]).await;
+    assert!(done.success(), "{}{}", done.stdout, done.stderr);
+    assert!(done.stderr.contains("NOT AUTHENTICATED"), "{}", done.stderr);
     for (name, secret) in &secrets {
         let path = target.join(name);
         assert_eq!(&std::fs::read(&path).unwrap(), secret, "{name}");
         assert_eq!(mode(&path), 0o600, "{name}");
     }
-    // Running it again over the same keys refuses only the journal.
+    // Running it again over the same keys (which now authenticate it)
+    // refuses only the journal.
     let again = restore(&full, &target).await;
     assert!(!again.success());
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
@@ -154,7 +160,7 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     // A data dir holding a different key refuses the restore, untouched.
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("hmac.key"), "a different secret").unwrap();
-    let refused = restore(&full, other.path()).await;
+    let refused = restore_with(&full, other.path(), &["--allow-unauthenticated"]).await;
     assert!(!refused.success());
     assert!(refused.stderr.contains("hmac.key"), "{}", refused.stderr);
     assert!(!other.path().join("journal.redb").exists());
@@ -362,7 +368,7 @@ async fn a_restore_names_the_tokens_it_brings_back() {
     daemon.admin_ok(&["tokens", "revoke", "leaked"]).await;
 
     let target = out.path().join("data");
-    let done = restore(&file, &target).await;
+    let done = restore_with(&file, &target, &["--allow-unauthenticated"]).await;
     assert!(done.success(), "{}{}", done.stdout, done.stderr);
     assert!(
         done.stdout
@@ -423,7 +429,7 @@ async fn a_restore_never_brings_back_a_witness_key() {
     // nothing written.
     let lost = tempfile::tempdir().unwrap();
     std::fs::write(lost.path().join("witness.key"), &witness_key).unwrap();
-    let refused = restore(&file, lost.path()).await;
+    let refused = restore_with(&file, lost.path(), &["--allow-unauthenticated"]).await;
     assert!(!refused.success());
     assert!(
         refused.stderr.contains("witness.key is in the data dir"),
@@ -525,4 +531,122 @@ async fn a_backup_changed_after_it_was_written_is_refused() {
     assert!(!refused.success());
     assert!(refused.stderr.contains("format 1"), "{}", refused.stderr);
     assert!(!target.path().join("journal.redb").exists());
+}
+
+/// The attacker of a_backup_changed_after_it_was_written_is_refused,
+/// better equipped: their own instance's whole backup (their HMAC key,
+/// their admin token), or the victim's file re-MACed under their own key
+/// with that key among its retired ones. Wherever the victim's key is (the
+/// data dir or the environment), the restore refuses; where no key is,
+/// the file's own keys do not vouch for it.
+#[tokio::test]
+async fn a_backup_vouched_for_only_by_the_keys_it_carries_is_refused() {
+    let mut victim = Daemon::start(generated_key());
+    fill(&victim, new_plan(), 2).await;
+    let out = tempfile::tempdir().unwrap();
+    let genuine = out.path().join("genuine.backup");
+    victim
+        .admin_ok(&["backup", "--without-keys", genuine.to_str().unwrap()])
+        .await;
+    let victim_key = std::fs::read(victim.data_dir().join("hmac.key")).unwrap();
+    assert!(victim.stop().success());
+
+    let mut attacker = Daemon::start(generated_key());
+    fill(&attacker, new_plan(), 1).await;
+    attacker
+        .admin_json(&[
+            "tokens",
+            "create",
+            "--name",
+            "evil",
+            "--scope",
+            "read,append,admin",
+        ])
+        .await;
+    let theirs = out.path().join("theirs.backup");
+    attacker
+        .admin_ok(&["backup", theirs.to_str().unwrap()])
+        .await;
+    let attacker_key = std::fs::read(attacker.data_dir().join("hmac.key")).unwrap();
+    assert!(attacker.stop().success());
+
+    // The victim's off-site file replaced by the attacker's whole backup.
+    let forged = out.path().join("forged.backup");
+    std::fs::copy(&theirs, &forged).unwrap();
+    // (A) into an empty data dir, no key anywhere.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = restore(&forged, empty.path()).await;
+    assert!(!refused.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("cannot vouch for it"),
+        "{}",
+        refused.stderr
+    );
+    // (B) with the victim's secret in the environment.
+    let env_dir = tempfile::tempdir().unwrap();
+    let mut command = logbook();
+    command
+        .arg("restore")
+        .arg(&forged)
+        .arg("--data-dir")
+        .arg(env_dir.path())
+        .env(
+            "LOGBOOK_HMAC_SECRET",
+            String::from_utf8(victim_key.clone()).unwrap().trim_end(),
+        );
+    let refused = run(command).await;
+    assert!(!refused.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("which neither"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!env_dir.path().join("journal.redb").exists());
+    // (C) into a data dir holding the victim's key, the attacker's key
+    // smuggled in as a retired one and the head re-MACed under it.
+    let (mut header, store) = split_backup(&std::fs::read(&theirs).unwrap());
+    header["files"] = serde_json::json!([{
+        "path": "hmac-retired/old",
+        "content_base64": base64::engine::general_purpose::STANDARD.encode(&attacker_key),
+    }]);
+    let mut head = b"logbook-backup 2\n".to_vec();
+    head.extend(serde_json::to_vec(&header).unwrap());
+    head.push(b'\n');
+    let secret = String::from_utf8(attacker_key).unwrap();
+    let secret = secret.trim_end().as_bytes();
+    let mac = {
+        use hmac::{Mac, digest::KeyInit};
+        let keyed = |key: &[u8], data: &[u8]| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        };
+        keyed(&keyed(secret, b"logbook backup mac v1"), &head)
+    };
+    head.extend(
+        serde_json::to_vec(&serde_json::json!({
+            "key_id": logbook_journal::keys::key_id(secret),
+            "hmac_sha256": logbook_base::hex::encode(&mac),
+        }))
+        .unwrap(),
+    );
+    head.push(b'\n');
+    head.extend_from_slice(&store);
+    std::fs::write(&forged, &head).unwrap();
+    let holding = tempfile::tempdir().unwrap();
+    std::fs::write(holding.path().join("hmac.key"), &victim_key).unwrap();
+    let refused = restore(&forged, holding.path()).await;
+    assert!(!refused.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("which neither"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!holding.path().join("hmac-retired").exists());
+    assert!(!holding.path().join("journal.redb").exists());
+
+    // The genuine file restores there, authenticated.
+    let done = restore(&genuine, holding.path()).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stdout.contains("authenticated"), "{}", done.stdout);
 }

@@ -94,8 +94,8 @@ pub(crate) struct MacLine {
     pub(crate) hmac_sha256: String,
 }
 
-/// A container's first lines as read.
-#[derive(Debug)]
+/// A container's first lines as read. Not `Debug`: `signed` holds the
+/// key files' contents.
 pub(crate) struct Container {
     pub(crate) header: Header,
     /// None for format 1.
@@ -197,7 +197,8 @@ impl std::fmt::Display for BackupError {
             ),
             BackupError::Forged(key_id) => write!(
                 f,
-                "the backup's MAC does not verify under HMAC key {key_id}: the file was changed after it was written; nothing was restored"
+                "the backup's MAC does not verify under HMAC key {}: the file was changed after it was written; nothing was restored",
+                key_id.escape_debug()
             ),
         }
     }

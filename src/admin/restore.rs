@@ -50,9 +50,6 @@ pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> 
                 Authenticity::Key(id) => {
                     println!("authenticated: its MAC verifies under HMAC key {id}")
                 }
-                Authenticity::OwnKey(id) => eprintln!(
-                    "note: its MAC verifies only under HMAC key {id}, which the backup itself carries: the file is whole, but whoever could write it could have written that key too; restore into a data dir that holds the key (or set $LOGBOOK_HMAC_SECRET) to authenticate it"
-                ),
                 Authenticity::Unchecked(why) => {
                     eprintln!(
                         "WARNING: NOT AUTHENTICATED ({why}); anyone who could write the file could have added a token or a peer"
@@ -148,16 +145,16 @@ pub(crate) enum Authenticity {
     /// Its MAC verifies under this HMAC key, from outside the file (the
     /// data dir's key files or the environment's secret).
     Key(String),
-    /// Its MAC verifies under a key the file itself carries: the file is
-    /// whole, but whoever could write it could have written that key too.
-    OwnKey(String),
     /// Not checked (`--allow-unauthenticated`), and why not.
     Unchecked(String),
 }
 
-/// Checks a container's MAC with a key from outside the file if there is
-/// one, else with a key it carries; refuses a MAC that does not verify, and
-/// one it cannot check unless `allow_unauthenticated`.
+/// Checks a container's MAC with the key it names, taken only from
+/// outside the file: the environment's secret or the data dir's key files.
+/// Keys the file carries vouch for nothing (whoever could write the file
+/// could have written them, and chosen the key id too), so without an
+/// outside key that the MAC names the backup is refused unless
+/// `allow_unauthenticated`; a MAC that does not verify is refused always.
 fn authenticate(
     container: &backup::Container,
     data_dir: &Path,
@@ -175,45 +172,33 @@ fn authenticate(
             "it is a format 1 backup (an older build's), which carries no MAC".into(),
         );
     };
-    let verified = |secret: &[u8]| match container.mac_verifies(secret) {
-        true => Ok(()),
-        false => Err(BackupError::Forged(mac.key_id.clone())),
-    };
     let outside =
         logbook_journal::keys::Keyring::load_existing(data_dir, |name| std::env::var(name).ok())
             .map_err(|e| {
                 BackupError::Io("reading the HMAC keys to check the backup with".into(), e)
             })?;
-    if let Some(secret) = outside.as_ref().and_then(|k| k.get(&mac.key_id)) {
-        verified(secret)?;
-        return Ok(Authenticity::Key(mac.key_id.clone()));
+    let carried = if container.header.keys {
+        "; the keys the file carries cannot vouch for it (whoever could write the file could have written them)"
+    } else {
+        ""
+    };
+    let Some(outside) = outside else {
+        return unchecked(format!(
+            "neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds an HMAC key to check its MAC with{carried}",
+            data_dir.display()
+        ));
+    };
+    let Some(secret) = outside.get(&mac.key_id) else {
+        return unchecked(format!(
+            "its MAC names HMAC key {}, which neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds{carried}",
+            mac.key_id.escape_debug(),
+            data_dir.display()
+        ));
+    };
+    if !container.mac_verifies(secret) {
+        return Err(BackupError::Forged(mac.key_id.clone()));
     }
-    let carried = container.header.files.iter().find_map(|file| {
-        let hmac_key = file.path == logbook_journal::keys::GENERATED_KEY_FILE
-            || file
-                .path
-                .starts_with(&format!("{}/", logbook_journal::keys::RETIRED_KEYS_DIR));
-        let secret = trim_newlines(&file.content_base64);
-        (hmac_key && logbook_journal::keys::key_id(secret) == mac.key_id).then_some(secret)
-    });
-    if let Some(secret) = carried {
-        verified(secret)?;
-        return Ok(Authenticity::OwnKey(mac.key_id.clone()));
-    }
-    unchecked(format!(
-        "it is MACed under HMAC key {}, which neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds: put the key files in that directory, or set the variable, and run the restore again",
-        mac.key_id,
-        data_dir.display()
-    ))
-}
-
-/// A key file's secret, as `Keyring::load` reads it.
-fn trim_newlines(content: &[u8]) -> &[u8] {
-    let end = content
-        .iter()
-        .rposition(|b| !matches!(b, b'\n' | b'\r'))
-        .map_or(0, |i| i + 1);
-    &content[..end]
+    Ok(Authenticity::Key(mac.key_id.clone()))
 }
 
 /// Restores `file` into `data_dir`: a container (this build's backups) or

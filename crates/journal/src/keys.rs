@@ -207,46 +207,14 @@ impl Keyring {
         data_dir: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> io::Result<(Keyring, KeySource)> {
-        Ok(Keyring::load_or_generate(data_dir, env, true)?.expect("a key is generated"))
-    }
-
-    /// Like [`Keyring::load`], but never writes: `None` when neither the
-    /// environment nor the data dir holds a current key (`logbook restore`
-    /// authenticating a backup).
-    pub fn load_existing(
-        data_dir: &Path,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> io::Result<Option<Keyring>> {
-        Ok(Keyring::load_or_generate(data_dir, env, false)?.map(|(keyring, _)| keyring))
-    }
-
-    fn load_or_generate(
-        data_dir: &Path,
-        env: impl Fn(&str) -> Option<String>,
-        generate: bool,
-    ) -> io::Result<Option<(Keyring, KeySource)>> {
         let generated_path = data_dir.join(GENERATED_KEY_FILE);
-        let from_env = SECRET_ENV_VARS
-            .iter()
-            .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
-        let (mut keyring, source) = match from_env {
-            Some((name, secret)) if secret.len() < MIN_ENV_SECRET_BYTES => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "${name} is {} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
-                         Generate one with: head -c 32 /dev/urandom | base64",
-                        secret.len()
-                    ),
-                ));
-            }
+        let (mut keyring, source) = match env_secret(env)? {
             Some((name, secret)) => (
                 Keyring::from_secret(secret.into_bytes()),
                 KeySource::Env(name),
             ),
             None => match read_secret(&generated_path)? {
                 Some(secret) => (Keyring::from_secret(secret), KeySource::File),
-                None if !generate => return Ok(None),
                 None => {
                     let secret = generate_secret(&generated_path)?;
                     (Keyring::from_secret(secret), KeySource::Generated)
@@ -258,20 +226,70 @@ impl Keyring {
         if let Some(secret) = read_secret(&generated_path)? {
             keyring.add_verification_key(secret)?;
         }
-        let retired = data_dir.join(RETIRED_KEYS_DIR);
-        if retired.is_dir() {
-            for entry in std::fs::read_dir(&retired)? {
-                let path = entry?.path();
-                if !path.is_file() {
-                    continue;
-                }
-                if let Some(secret) = read_secret(&path)? {
-                    keyring.add_verification_key(secret)?;
-                }
-            }
+        for secret in retired_secrets(data_dir)? {
+            keyring.add_verification_key(secret)?;
         }
-        Ok(Some((keyring, source)))
+        Ok((keyring, source))
     }
+
+    /// Every HMAC key the environment and the data dir hold, current or
+    /// retired, never generating one: `None` when there is none
+    /// (`logbook restore` authenticating a backup).
+    pub fn load_existing(
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> io::Result<Option<Keyring>> {
+        let mut secrets: Vec<Vec<u8>> = env_secret(env)?
+            .map(|(_, secret)| secret.into_bytes())
+            .into_iter()
+            .collect();
+        secrets.extend(read_secret(&data_dir.join(GENERATED_KEY_FILE))?);
+        secrets.extend(retired_secrets(data_dir)?);
+        let mut secrets = secrets.into_iter();
+        let Some(first) = secrets.next() else {
+            return Ok(None);
+        };
+        let mut keyring = Keyring::from_secret(first);
+        for secret in secrets {
+            keyring.add_verification_key(secret)?;
+        }
+        Ok(Some(keyring))
+    }
+}
+
+/// The secret from the first of [`SECRET_ENV_VARS`] that is set, refused
+/// when it is shorter than [`MIN_ENV_SECRET_BYTES`].
+fn env_secret(env: impl Fn(&str) -> Option<String>) -> io::Result<Option<(&'static str, String)>> {
+    let from_env = SECRET_ENV_VARS
+        .iter()
+        .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)));
+    match from_env {
+        Some((name, secret)) if secret.len() < MIN_ENV_SECRET_BYTES => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "${name} is {} bytes; an HMAC secret must be at least {MIN_ENV_SECRET_BYTES} bytes. \
+                 Generate one with: head -c 32 /dev/urandom | base64",
+                secret.len()
+            ),
+        )),
+        found => Ok(found),
+    }
+}
+
+/// The secrets of the files in `data_dir/hmac-retired/`.
+fn retired_secrets(data_dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let retired = data_dir.join(RETIRED_KEYS_DIR);
+    let mut secrets = Vec::new();
+    if retired.is_dir() {
+        for entry in std::fs::read_dir(&retired)? {
+            let path = entry?.path();
+            if !path.is_file() {
+                continue;
+            }
+            secrets.extend(read_secret(&path)?);
+        }
+    }
+    Ok(secrets)
 }
 
 fn read_secret(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -304,6 +322,44 @@ fn generate_secret(path: &Path) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_existing_finds_every_key_and_never_writes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Keyring::load_existing(dir.path(), |_| None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
+        // Retired keys alone are keys too.
+        std::fs::create_dir(dir.path().join(RETIRED_KEYS_DIR)).unwrap();
+        std::fs::write(
+            dir.path().join(RETIRED_KEYS_DIR).join("a"),
+            "retired-secret\n",
+        )
+        .unwrap();
+        let k = Keyring::load_existing(dir.path(), |_| None)
+            .unwrap()
+            .unwrap();
+        assert!(k.get(&key_id(b"retired-secret")).is_some());
+        // With the file key and the environment's.
+        std::fs::write(dir.path().join(GENERATED_KEY_FILE), "file-secret").unwrap();
+        let env = |name: &str| {
+            (name == "LOGBOOK_HMAC_SECRET")
+                .then(|| "an-environment-secret-of-32-bytes!".to_string())
+        };
+        let k = Keyring::load_existing(dir.path(), env).unwrap().unwrap();
+        for secret in [
+            &b"retired-secret"[..],
+            b"file-secret",
+            b"an-environment-secret-of-32-bytes!",
+        ] {
+            assert_eq!(k.get(&key_id(secret)), Some(secret));
+        }
+        // A short environment secret is refused, as at start.
+        assert!(Keyring::load_existing(dir.path(), |_| Some("short".into())).is_err());
+    }
 
     const KEY_ID_ABC: &str = "e32da710";
 
