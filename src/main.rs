@@ -133,11 +133,11 @@ enum Command {
         /// Data dir to restore into; it must not hold a journal yet.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// Restore a backup whose MAC no key outside it can check: an older
-        /// build's (format 1 or a bare store), or one made under an HMAC key
-        /// that neither DIR nor $LOGBOOK_HMAC_SECRET holds (the keys a backup
-        /// carries never vouch for it). A MAC that does not verify is refused
-        /// all the same.
+        /// Restore a backup whose MAC the signing key here
+        /// ($LOGBOOK_HMAC_SECRET, else DIR/hmac.key) cannot check: an older
+        /// build's (format 1 or a bare store), or one made under another or
+        /// a retired key (keys a backup carries never vouch for it). A MAC
+        /// that does not verify is refused all the same.
         #[arg(long)]
         allow_unauthenticated: bool,
     },

@@ -142,24 +142,26 @@ fn print_access(access: &Access) {
 /// How a restore knows the backup is the one an instance wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Authenticity {
-    /// Its MAC verifies under this HMAC key, from outside the file (the
-    /// data dir's key files or the environment's secret).
+    /// Its MAC verifies under this HMAC key: the signing key here (the
+    /// environment's secret or the data dir's `hmac.key`).
     Key(String),
     /// Not checked (`--allow-unauthenticated`), and why not.
     Unchecked(String),
 }
 
-/// Checks a container's MAC with the key it names, taken only from
-/// outside the file: the environment's secret or the data dir's key files.
-/// Keys the file carries vouch for nothing (whoever could write the file
-/// could have written them, and chosen the key id too), so without an
-/// outside key that the MAC names the backup is refused unless
-/// `allow_unauthenticated`; a MAC that does not verify is refused always.
+/// Checks a container's MAC with the HMAC key the daemon would sign with
+/// here (the environment's secret, else the data dir's `hmac.key`), never
+/// with a key the file carries (whoever could write the file could have
+/// written it, and named it in the MAC) nor with a retired one (it may have
+/// leaked, and its window is in the store being restored). Without that
+/// key the backup is refused unless `allow_unauthenticated`; a MAC that does
+/// not verify under it is refused always.
 fn authenticate(
     container: &backup::Container,
     data_dir: &Path,
     allow_unauthenticated: bool,
 ) -> Result<Authenticity, BackupError> {
+    use logbook_journal::keys::{Keyring, key_id};
     let unchecked = |why: String| {
         if allow_unauthenticated {
             Ok(Authenticity::Unchecked(why))
@@ -172,33 +174,32 @@ fn authenticate(
             "it is a format 1 backup (an older build's), which carries no MAC".into(),
         );
     };
-    let outside =
-        logbook_journal::keys::Keyring::load_existing(data_dir, |name| std::env::var(name).ok())
-            .map_err(|e| {
-                BackupError::Io("reading the HMAC keys to check the backup with".into(), e)
-            })?;
+    let current = Keyring::signing_secret_here(data_dir, |name| std::env::var(name).ok())
+        .map_err(|e| BackupError::Io("reading the HMAC key to check the backup with".into(), e))?;
     let carried = if container.header.keys {
         "; the keys the file carries cannot vouch for it (whoever could write the file could have written them)"
     } else {
         ""
     };
-    let Some(outside) = outside else {
+    let Some(secret) = current else {
         return unchecked(format!(
-            "neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds an HMAC key to check its MAC with{carried}",
-            data_dir.display()
+            "neither $LOGBOOK_HMAC_SECRET nor {} holds the HMAC signing key to check its MAC with{carried}",
+            data_dir
+                .join(logbook_journal::keys::GENERATED_KEY_FILE)
+                .display()
         ));
     };
-    let Some(secret) = outside.get(&mac.key_id) else {
+    let current_id = key_id(&secret);
+    if mac.key_id != current_id {
         return unchecked(format!(
-            "its MAC names HMAC key {}, which neither {} (hmac.key, hmac-retired/) nor $LOGBOOK_HMAC_SECRET holds{carried}",
-            mac.key_id.escape_debug(),
-            data_dir.display()
+            "its MAC names HMAC key {}, not the signing key here ({current_id}): a backup taken before a key rotation (a retired key may have leaked, so it does not vouch), or one made elsewhere{carried}",
+            mac.key_id.escape_debug()
         ));
-    };
-    if !container.mac_verifies(secret) {
+    }
+    if !container.mac_verifies(&secret) {
         return Err(BackupError::Forged(mac.key_id.clone()));
     }
-    Ok(Authenticity::Key(mac.key_id.clone()))
+    Ok(Authenticity::Key(current_id))
 }
 
 /// Restores `file` into `data_dir`: a container (this build's backups) or

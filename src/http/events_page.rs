@@ -21,7 +21,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use logbook_journal::Event;
 use logbook_journal::chain::{BrokenReason, ChainReport};
-use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES, StoreError};
+use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -260,12 +260,15 @@ struct Page {
 }
 
 impl Page {
-    /// The first run of at most [`READ_PAGE_BYTES`] of records.
-    async fn read(&self) -> Result<(Vec<Event>, bool), StoreError> {
+    /// The first run of at most [`READ_PAGE_BYTES`] of records, with the
+    /// plan's existence in the same snapshot (404 if it was deleted since
+    /// the handler looked).
+    async fn read(&self) -> Result<(Vec<Event>, bool), Problem> {
         let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
         self.store
-            .run(move |s| s.plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
-            .await
+            .run(move |s| s.live_plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
     }
 
     /// A later run. An error when the last event sent is gone (the plan

@@ -232,28 +232,20 @@ impl Keyring {
         Ok((keyring, source))
     }
 
-    /// Every HMAC key the environment and the data dir hold, current or
-    /// retired, never generating one: `None` when there is none
-    /// (`logbook restore` authenticating a backup).
-    pub fn load_existing(
+    /// The secret the daemon would sign with in this environment (the
+    /// first of [`SECRET_ENV_VARS`] set, else the data dir's `hmac.key`),
+    /// never generating one: `None` when there is none. `logbook restore`
+    /// authenticates a backup with it, and with no retired key: a retired
+    /// key may have leaked, and its window is recorded in the store a
+    /// restore has not got yet.
+    pub fn signing_secret_here(
         data_dir: &Path,
         env: impl Fn(&str) -> Option<String>,
-    ) -> io::Result<Option<Keyring>> {
-        let mut secrets: Vec<Vec<u8>> = env_secret(env)?
-            .map(|(_, secret)| secret.into_bytes())
-            .into_iter()
-            .collect();
-        secrets.extend(read_secret(&data_dir.join(GENERATED_KEY_FILE))?);
-        secrets.extend(retired_secrets(data_dir)?);
-        let mut secrets = secrets.into_iter();
-        let Some(first) = secrets.next() else {
-            return Ok(None);
-        };
-        let mut keyring = Keyring::from_secret(first);
-        for secret in secrets {
-            keyring.add_verification_key(secret)?;
+    ) -> io::Result<Option<Vec<u8>>> {
+        match env_secret(env)? {
+            Some((_, secret)) => Ok(Some(secret.into_bytes())),
+            None => read_secret(&data_dir.join(GENERATED_KEY_FILE)),
         }
-        Ok(Some(keyring))
     }
 }
 
@@ -324,41 +316,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn load_existing_finds_every_key_and_never_writes_one() {
+    fn signing_secret_here_is_the_signing_key_and_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
         assert!(
-            Keyring::load_existing(dir.path(), |_| None)
+            Keyring::signing_secret_here(dir.path(), |_| None)
                 .unwrap()
                 .is_none()
         );
         assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
-        // Retired keys alone are keys too.
+        // Retired keys are not current ones.
         std::fs::create_dir(dir.path().join(RETIRED_KEYS_DIR)).unwrap();
         std::fs::write(
             dir.path().join(RETIRED_KEYS_DIR).join("a"),
             "retired-secret\n",
         )
         .unwrap();
-        let k = Keyring::load_existing(dir.path(), |_| None)
-            .unwrap()
-            .unwrap();
-        assert!(k.get(&key_id(b"retired-secret")).is_some());
-        // With the file key and the environment's.
-        std::fs::write(dir.path().join(GENERATED_KEY_FILE), "file-secret").unwrap();
+        assert!(
+            Keyring::signing_secret_here(dir.path(), |_| None)
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(dir.path().join(GENERATED_KEY_FILE), "file-secret\n").unwrap();
+        assert_eq!(
+            Keyring::signing_secret_here(dir.path(), |_| None)
+                .unwrap()
+                .unwrap(),
+            b"file-secret"
+        );
+        // The environment's wins, as at start; a short one is refused.
         let env = |name: &str| {
             (name == "LOGBOOK_HMAC_SECRET")
                 .then(|| "an-environment-secret-of-32-bytes!".to_string())
         };
-        let k = Keyring::load_existing(dir.path(), env).unwrap().unwrap();
-        for secret in [
-            &b"retired-secret"[..],
-            b"file-secret",
-            b"an-environment-secret-of-32-bytes!",
-        ] {
-            assert_eq!(k.get(&key_id(secret)), Some(secret));
-        }
-        // A short environment secret is refused, as at start.
-        assert!(Keyring::load_existing(dir.path(), |_| Some("short".into())).is_err());
+        assert_eq!(
+            Keyring::signing_secret_here(dir.path(), env)
+                .unwrap()
+                .unwrap(),
+            b"an-environment-secret-of-32-bytes!"
+        );
+        assert!(Keyring::signing_secret_here(dir.path(), |_| Some("short".into())).is_err());
     }
 
     const KEY_ID_ABC: &str = "e32da710";

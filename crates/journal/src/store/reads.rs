@@ -69,6 +69,23 @@ impl Store {
         plan_events_page(&txn, plan_id, after, limit, max_bytes)
     }
 
+    /// Like [`Store::plan_events_page`], or `None` when the plan has no
+    /// head (no events, or deleted), from one snapshot: an empty page then
+    /// never passes for a plan that ends where the page starts.
+    pub fn live_plan_events_page(
+        &self,
+        plan_id: &Uuid,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<Event>, bool)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(HEADS)?.get(&plan_id.into_bytes())?.is_none() {
+            return Ok(None);
+        }
+        plan_events_page(&txn, plan_id, after, limit, max_bytes).map(Some)
+    }
+
     /// Like [`Store::plan_events_page`], going on after the event with seq
     /// `after` and signature `signature`: `None` when that event is no longer
     /// there (the plan was deleted, or deleted and begun again), so that a
