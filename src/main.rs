@@ -137,7 +137,8 @@ enum Command {
         /// ($LOGBOOK_HMAC_SECRET, else DIR/hmac.key) cannot check: an older
         /// build's (format 1 or a bare store), or one made under another or
         /// a retired key (keys a backup carries never vouch for it). A MAC
-        /// that does not verify is refused all the same.
+        /// that does not verify under a key DIR or the environment holds is
+        /// refused all the same; one naming a key not here is not checked.
         #[arg(long)]
         allow_unauthenticated: bool,
     },

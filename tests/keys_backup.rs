@@ -692,6 +692,46 @@ async fn a_backup_under_a_retired_key_does_not_vouch() {
         refused.stderr
     );
     assert!(!target.path().join("journal.redb").exists());
+    // The retired key cannot vouch, but it can refuse: that file changed
+    // is refused even with the flag.
+    let (mut header, mut store) = split_backup(&std::fs::read(&before).unwrap());
+    let last = store.len() - 1;
+    store[last] ^= 0x01;
+    header["store"]["sha256"] = Value::String(logbook_base::hex::encode(
+        &logbook_base::canonical::sha256(&store),
+    ));
+    let bytes = std::fs::read(&before).unwrap();
+    let header_end = 17 + bytes[17..].iter().position(|&b| b == b'\n').unwrap();
+    let mac_end = header_end
+        + 1
+        + bytes[header_end + 1..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap();
+    let mut changed = bytes[..17].to_vec();
+    changed.extend(serde_json::to_vec(&header).unwrap());
+    changed.extend_from_slice(&bytes[header_end..=mac_end]);
+    changed.extend_from_slice(&store);
+    let changed_file = out.path().join("changed.backup");
+    std::fs::write(&changed_file, &changed).unwrap();
+    let refused = restore_with(&changed_file, target.path(), &["--allow-unauthenticated"]).await;
+    assert!(!refused.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("MAC does not verify"),
+        "{}",
+        refused.stderr
+    );
+    // The genuine one, with the flag: restored, not authenticated.
+    let done = restore_with(&before, target.path(), &["--allow-unauthenticated"]).await;
+    assert!(done.success(), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("verifies under that retired key"),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("NOT AUTHENTICATED"), "{}", done.stderr);
+
+    let target = with_keys();
     let done = restore(&after, target.path()).await;
     assert!(done.success(), "{}", done.stderr);
     assert!(done.stdout.contains("authenticated"), "{}", done.stdout);

@@ -193,7 +193,7 @@ impl std::fmt::Display for BackupError {
             BackupError::Store(e) => write!(f, "{e}"),
             BackupError::Unauthenticated(why) => write!(
                 f,
-                "cannot tell that this backup is unchanged: {why}. If you trust the file (anyone who could write it could have added a token or a peer), run again with --allow-unauthenticated"
+                "cannot tell that this backup is unchanged: {why}. If you trust the file (anyone who could write it could have put in tokens, peers, events and key files of their own), run again with --allow-unauthenticated"
             ),
             BackupError::Forged(key_id) => write!(
                 f,

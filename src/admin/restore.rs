@@ -52,7 +52,7 @@ pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> 
                 }
                 Authenticity::Unchecked(why) => {
                     eprintln!(
-                        "WARNING: NOT AUTHENTICATED ({why}); anyone who could write the file could have added a token or a peer"
+                        "WARNING: NOT AUTHENTICATED ({why}); anyone who could write the file could have put in tokens, peers, events and key files of their own"
                     )
                 }
             }
@@ -191,8 +191,23 @@ fn authenticate(
     };
     let current_id = key_id(&secret);
     if mac.key_id != current_id {
+        // A retired key here cannot vouch, but it can refuse.
+        let env = |name: &str| std::env::var(name).ok();
+        let named = logbook_journal::keys::secret_here(data_dir, env, &mac.key_id)
+            .map_err(|e| BackupError::Io("reading the HMAC keys".into(), e))?;
+        let verdict = match named {
+            Some(named) if !container.mac_verifies(&named) => {
+                return Err(BackupError::Forged(mac.key_id.clone()));
+            }
+            Some(_) => {
+                "it verifies under that retired key, but a retired key may have leaked, so it does not vouch: a backup taken before a key rotation"
+            }
+            None => {
+                "a backup taken under another key (if the daemon took its key from $LOGBOOK_HMAC_SECRET, set the same here), or before a key rotation"
+            }
+        };
         return unchecked(format!(
-            "its MAC names HMAC key {}, not the signing key here ({current_id}): a backup taken before a key rotation (a retired key may have leaked, so it does not vouch), or one made elsewhere{carried}",
+            "its MAC names HMAC key {}, not the signing key here ({current_id}); {verdict}{carried}",
             mac.key_id.escape_debug()
         ));
     }

@@ -203,6 +203,11 @@ async fn checked_page(
             )
             .with("maxLimit", too_large.fits)
         })?;
+    // The plan was there when the handler looked; a snapshot without it
+    // means it was deleted since: not an empty, valid plan.
+    if page.tree_size == 0 {
+        return Err(Problem::not_found(format!("plan {plan_id} has no events")));
+    }
     // Never sign a root the page just showed the events do not make.
     let checkpoint = match page.report.broken {
         Some((_, BrokenReason::RootMismatch)) => None,

@@ -249,6 +249,26 @@ impl Keyring {
     }
 }
 
+/// The secret named `key_id` (either id) among those the environment and
+/// the data dir hold, current or retired, never generating one: a backup
+/// that names a retired key cannot be vouched for by it, but a MAC that
+/// does not verify under it can be refused.
+pub fn secret_here(
+    data_dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+    key_id: &str,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut secrets: Vec<Vec<u8>> = env_secret(env)?
+        .map(|(_, secret)| secret.into_bytes())
+        .into_iter()
+        .collect();
+    secrets.extend(read_secret(&data_dir.join(GENERATED_KEY_FILE))?);
+    secrets.extend(retired_secrets(data_dir)?);
+    Ok(secrets
+        .into_iter()
+        .find(|secret| self::key_id(secret) == key_id || legacy_key_id(secret) == key_id))
+}
+
 /// The secret from the first of [`SECRET_ENV_VARS`] that is set, refused
 /// when it is shorter than [`MIN_ENV_SECRET_BYTES`].
 fn env_secret(env: impl Fn(&str) -> Option<String>) -> io::Result<Option<(&'static str, String)>> {
