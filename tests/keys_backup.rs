@@ -28,6 +28,18 @@ async fn restore(file: &Path, data_dir: &Path) -> common::CommandOutput {
 /// `logbook restore FILE --data-dir DIR ARGS…`, with no HMAC secret in the
 /// environment.
 async fn restore_with(file: &Path, data_dir: &Path, args: &[&str]) -> common::CommandOutput {
+    restore_env(file, data_dir, args, None).await
+}
+
+/// `logbook restore FILE --data-dir DIR ARGS…` with `$LOGBOOK_HMAC_SECRET`
+/// set to the key file `secret` (its text without the final newline), or
+/// unset.
+async fn restore_env(
+    file: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    secret: Option<&[u8]>,
+) -> common::CommandOutput {
     let mut command = logbook();
     command
         .arg("restore")
@@ -36,28 +48,48 @@ async fn restore_with(file: &Path, data_dir: &Path, args: &[&str]) -> common::Co
         .arg(data_dir)
         .args(args)
         .env_remove("LOGBOOK_HMAC_SECRET");
+    if let Some(secret) = secret {
+        let text = std::str::from_utf8(secret).unwrap().trim_end();
+        command.env("LOGBOOK_HMAC_SECRET", text);
+    }
     run(command).await
 }
 
-/// A backup file's header (as JSON) and its store bytes.
-fn split_backup(bytes: &[u8]) -> (Value, Vec<u8>) {
+/// A format 2 backup file split: its header (as JSON), its MAC line (with
+/// the newline) and its store bytes.
+fn split_backup(bytes: &[u8]) -> (Value, Vec<u8>, Vec<u8>) {
     assert!(bytes.starts_with(b"logbook-backup 2\n"));
     let line = |from: usize| from + bytes[from..].iter().position(|&b| b == b'\n').unwrap();
     let header_end = line(17);
     let mac_end = line(header_end + 1);
     (
         serde_json::from_slice(&bytes[17..header_end]).unwrap(),
+        bytes[header_end + 1..=mac_end].to_vec(),
         bytes[mac_end + 1..].to_vec(),
     )
 }
 
-/// The same contents as an older build's format 1 file: no MAC line.
-fn format_1(header: &Value, store: &[u8]) -> Vec<u8> {
-    let mut out = b"logbook-backup 1\n".to_vec();
+/// A format 2 file from its parts, as [`split_backup`] gives them.
+fn join_backup(header: &Value, mac_line: &[u8], store: &[u8]) -> Vec<u8> {
+    let mut out = b"logbook-backup 2\n".to_vec();
     out.extend(serde_json::to_vec(header).unwrap());
     out.push(b'\n');
+    out.extend_from_slice(mac_line);
     out.extend_from_slice(store);
     out
+}
+
+/// What someone who can write `file` but knows no key does: one byte of
+/// the store changed (its padding) and the header's hash made to match,
+/// the MAC line kept.
+fn store_changed(file: &Path) -> Vec<u8> {
+    let (mut header, mac_line, mut store) = split_backup(&std::fs::read(file).unwrap());
+    let last = store.len() - 1;
+    store[last] ^= 0x01;
+    header["store"]["sha256"] = Value::String(logbook_base::hex::encode(
+        &logbook_base::canonical::sha256(&store),
+    ));
+    join_backup(&header, &mac_line, &store)
 }
 
 /// Whether `haystack` holds the file `content`: its text (without the final
@@ -67,6 +99,15 @@ fn holds(haystack: &[u8], content: &[u8]) -> bool {
     let b64 = base64::engine::general_purpose::STANDARD.encode(content);
     let find = |n: &[u8]| haystack.windows(n.len()).any(|w| w == n);
     find(text) || find(b64.as_bytes())
+}
+
+/// The same contents as an older build's format 1 file: no MAC line.
+fn format_1(header: &Value, store: &[u8]) -> Vec<u8> {
+    let mut out = b"logbook-backup 1\n".to_vec();
+    out.extend(serde_json::to_vec(header).unwrap());
+    out.push(b'\n');
+    out.extend_from_slice(store);
+    out
 }
 
 #[tokio::test]
@@ -398,7 +439,7 @@ async fn a_restore_never_brings_back_a_witness_key() {
     assert!(daemon.stop().success());
 
     // An older build's backup (format 1), with the witness key in its header.
-    let (mut header, store) = split_backup(&std::fs::read(&file).unwrap());
+    let (mut header, _, store) = split_backup(&std::fs::read(&file).unwrap());
     header["files"]
         .as_array_mut()
         .unwrap()
@@ -472,44 +513,16 @@ async fn a_backup_changed_after_it_was_written_is_refused() {
         done.stdout
     );
     // The same key from the environment.
-    let secret = String::from_utf8(hmac_key.clone()).unwrap();
     let env_target = tempfile::tempdir().unwrap();
-    let mut command = logbook();
-    command
-        .arg("restore")
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(env_target.path())
-        .env("LOGBOOK_HMAC_SECRET", secret.trim_end());
-    let done = run(command).await;
+    let done = restore_env(&file, env_target.path(), &[], Some(&hmac_key)).await;
     assert!(done.success(), "{}", done.stderr);
     assert!(done.stdout.contains("authenticated"), "{}", done.stdout);
 
-    // Someone who can write the file changes the store (here one byte of
-    // its padding) and the hash in the header to match.
-    let (mut header, mut store) = split_backup(&std::fs::read(&file).unwrap());
-    let last = store.len() - 1;
-    store[last] ^= 0x01;
-    header["store"]["sha256"] = Value::String(logbook_base::hex::encode(
-        &logbook_base::canonical::sha256(&store),
-    ));
-    let bytes = std::fs::read(&file).unwrap();
-    let header_start = 17;
-    let header_end = header_start
-        + bytes[header_start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap();
-    let mac_end = header_end
-        + 1
-        + bytes[header_end + 1..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap();
-    let mut forged = bytes[..header_start].to_vec();
-    forged.extend(serde_json::to_vec(&header).unwrap());
-    forged.extend_from_slice(&bytes[header_end..=mac_end]);
-    forged.extend_from_slice(&store);
+    assert!(done.success(), "{}", done.stderr);
+    assert!(done.stdout.contains("authenticated"), "{}", done.stdout);
+
+    // Someone who can write the file changes the store and its hash.
+    let forged = store_changed(&file);
     let forged_file = out.path().join("forged.backup");
     std::fs::write(&forged_file, &forged).unwrap();
     for args in [&[][..], &["--allow-unauthenticated"][..]] {
@@ -524,6 +537,7 @@ async fn a_backup_changed_after_it_was_written_is_refused() {
         assert!(!target.path().join("journal.redb").exists());
     }
     // Turned into format 1 to shed the MAC: refused unless the operator says so.
+    let (header, _, store) = split_backup(&forged);
     let downgraded = out.path().join("downgraded.backup");
     std::fs::write(&downgraded, format_1(&header, &store)).unwrap();
     let target = with_key();
@@ -584,17 +598,7 @@ async fn a_backup_vouched_for_only_by_the_keys_it_carries_is_refused() {
     );
     // (B) with the victim's secret in the environment.
     let env_dir = tempfile::tempdir().unwrap();
-    let mut command = logbook();
-    command
-        .arg("restore")
-        .arg(&forged)
-        .arg("--data-dir")
-        .arg(env_dir.path())
-        .env(
-            "LOGBOOK_HMAC_SECRET",
-            String::from_utf8(victim_key.clone()).unwrap().trim_end(),
-        );
-    let refused = run(command).await;
+    let refused = restore_env(&forged, env_dir.path(), &[], Some(&victim_key)).await;
     assert!(!refused.success(), "{}", refused.stdout);
     assert!(
         refused.stderr.contains("not the signing key here"),
@@ -604,7 +608,7 @@ async fn a_backup_vouched_for_only_by_the_keys_it_carries_is_refused() {
     assert!(!env_dir.path().join("journal.redb").exists());
     // (C) into a data dir holding the victim's key, the attacker's key
     // smuggled in as a retired one and the head re-MACed under it.
-    let (mut header, store) = split_backup(&std::fs::read(&theirs).unwrap());
+    let (mut header, _, store) = split_backup(&std::fs::read(&theirs).unwrap());
     header["files"] = serde_json::json!([{
         "path": "hmac-retired/old",
         "content_base64": base64::engine::general_purpose::STANDARD.encode(&attacker_key),
@@ -694,24 +698,7 @@ async fn a_backup_under_a_retired_key_does_not_vouch() {
     assert!(!target.path().join("journal.redb").exists());
     // The retired key cannot vouch, but it can refuse: that file changed
     // is refused even with the flag.
-    let (mut header, mut store) = split_backup(&std::fs::read(&before).unwrap());
-    let last = store.len() - 1;
-    store[last] ^= 0x01;
-    header["store"]["sha256"] = Value::String(logbook_base::hex::encode(
-        &logbook_base::canonical::sha256(&store),
-    ));
-    let bytes = std::fs::read(&before).unwrap();
-    let header_end = 17 + bytes[17..].iter().position(|&b| b == b'\n').unwrap();
-    let mac_end = header_end
-        + 1
-        + bytes[header_end + 1..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap();
-    let mut changed = bytes[..17].to_vec();
-    changed.extend(serde_json::to_vec(&header).unwrap());
-    changed.extend_from_slice(&bytes[header_end..=mac_end]);
-    changed.extend_from_slice(&store);
+    let changed = store_changed(&before);
     let changed_file = out.path().join("changed.backup");
     std::fs::write(&changed_file, &changed).unwrap();
     let refused = restore_with(&changed_file, target.path(), &["--allow-unauthenticated"]).await;
