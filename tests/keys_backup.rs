@@ -712,7 +712,8 @@ async fn a_backup_under_a_retired_key_does_not_vouch() {
     let done = restore_with(&before, target.path(), &["--allow-unauthenticated"]).await;
     assert!(done.success(), "{}", done.stderr);
     assert!(
-        done.stderr.contains("verifies under that retired key"),
+        done.stderr
+            .contains("verifies under that key, which is not the signing key"),
         "{}",
         done.stderr
     );

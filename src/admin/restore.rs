@@ -200,7 +200,7 @@ fn authenticate(
                 return Err(BackupError::Forged(mac.key_id.clone()));
             }
             Some(_) => {
-                "it verifies under that retired key, but a retired key may have leaked, so it does not vouch: a backup taken before a key rotation"
+                "it verifies under that key, which is not the signing key (a retired key, say, which may have leaked), so it does not vouch: a backup taken before a key rotation"
             }
             None => {
                 "a backup taken under another key (if the daemon took its key from $LOGBOOK_HMAC_SECRET, set the same here), or before a key rotation"
