@@ -77,9 +77,32 @@ pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> 
                         println!("not restored: {}", keys.left_out.join(", "));
                     }
                 }
-                None => eprintln!(
-                    "note: this backup holds no keys; restore hmac.key and hmac-retired/ (and federation.key, federation-retired/, instance_id, log.key, log-keys.json) too, or set $LOGBOOK_HMAC_SECRET"
-                ),
+                None => {
+                    // Name only what the data dir still lacks.
+                    let missing: Vec<&str> = [
+                        "hmac.key",
+                        "hmac-retired/",
+                        "federation.key",
+                        "federation-retired/",
+                        "instance_id",
+                        "log.key",
+                        "log-keys.json",
+                    ]
+                    .into_iter()
+                    .filter(|name| !data_dir.join(name).exists())
+                    .collect();
+                    if !missing.is_empty() {
+                        eprintln!(
+                            "note: this backup holds no keys; put back those of {} that you keep elsewhere{}",
+                            missing.join(", "),
+                            if missing.contains(&"hmac.key") {
+                                " (or set $LOGBOOK_HMAC_SECRET for the HMAC key)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
             }
             eprintln!(
                 "note: the witness key is never restored (the journal it would remember may be older than what it cosigned); the first start generates a new one: peers that follow this instance's document take it from there, but update any `[[witnesses]] vkey` and auditors' --witness that pin the old one"
