@@ -178,13 +178,15 @@ pub(crate) enum Authenticity {
 /// written it, and named it in the MAC) nor with a retired one (it may have
 /// leaked, and its window is in the store being restored). Without that
 /// key the backup is refused unless `allow_unauthenticated`; a MAC that does
-/// not verify under it is refused always.
+/// not verify under the key it names, when this host holds that key, is
+/// refused always.
 fn authenticate(
     container: &backup::Container,
     data_dir: &Path,
     allow_unauthenticated: bool,
 ) -> Result<Authenticity, BackupError> {
-    use logbook_journal::keys::{Keyring, key_id};
+    use logbook_journal::keys::{key_id, secret_here, signing_secret_here};
+    let env = |name: &str| std::env::var(name).ok();
     let unchecked = |why: String| {
         if allow_unauthenticated {
             Ok(Authenticity::Unchecked(why))
@@ -197,7 +199,7 @@ fn authenticate(
             "it is a format 1 backup (an older build's), which carries no MAC".into(),
         );
     };
-    let current = Keyring::signing_secret_here(data_dir, |name| std::env::var(name).ok())
+    let current = signing_secret_here(data_dir, env)
         .map_err(|e| BackupError::Io("reading the HMAC key to check the backup with".into(), e))?;
     let carried = if container.header.keys {
         "; the keys the file carries cannot vouch for it (whoever could write the file could have written them)"
@@ -215,8 +217,7 @@ fn authenticate(
     let current_id = key_id(&secret);
     if mac.key_id != current_id {
         // A retired key here cannot vouch, but it can refuse.
-        let env = |name: &str| std::env::var(name).ok();
-        let named = logbook_journal::keys::secret_here(data_dir, env, &mac.key_id)
+        let named = secret_here(data_dir, env, &mac.key_id)
             .map_err(|e| BackupError::Io("reading the HMAC keys".into(), e))?;
         let verdict = match named {
             Some(named) if !container.mac_verifies(&named) => {

@@ -233,7 +233,12 @@ pub(super) async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHea
         .store
         .run(move |s| s.head(&plan_id))
         .await?
-        .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+        .ok_or_else(|| no_events(plan_id))
+}
+
+/// 404 for a plan with no head: never appended to, or deleted.
+pub(crate) fn no_events(plan_id: Uuid) -> Problem {
+    Problem::not_found(format!("plan {plan_id} has no events"))
 }
 
 #[derive(Deserialize)]

@@ -25,7 +25,7 @@ use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::api::{ApiState, page_limit, plan_head};
+use super::api::{ApiState, no_events, page_limit, plan_head};
 use super::extract::{PlanId, Query};
 use super::problem::Problem;
 
@@ -115,7 +115,6 @@ pub(crate) async fn list_events(
     };
     plan_head(&state, plan_id).await?;
     let after = q.after;
-    let keyring = state.store.keyring();
     let verification = match verify {
         Verify::No => None,
         Verify::Page => return checked_page(&state, plan_id, after, limit).await,
@@ -127,6 +126,7 @@ pub(crate) async fn list_events(
                     "a whole-chain verify (verify=full) is already running; retry when it ends, or check this page with verify=1",
                 )
             })?;
+            let keyring = state.store.keyring();
             let report = state
                 .store
                 .run(move |s| {
@@ -150,7 +150,7 @@ pub(crate) async fn list_events(
     let (events, more) = page.read().await?;
     let mut first = page_head(&plan_id);
     if page
-        .encode(&events, more, &mut first, true)
+        .encode(&events, more, &mut first)
         .map_err(unencodable)?
     {
         return Ok(json_response(Body::from(first)));
@@ -160,7 +160,7 @@ pub(crate) async fn list_events(
         let mut chunk = Vec::new();
         let ended = match page.read_on().await {
             Ok((events, more)) => page
-                .encode(&events, more, &mut chunk, false)
+                .encode(&events, more, &mut chunk)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
@@ -206,7 +206,7 @@ async fn checked_page(
     // The plan was there when the handler looked; a snapshot without it
     // means it was deleted since: not an empty, valid plan.
     if page.tree_size == 0 {
-        return Err(Problem::not_found(format!("plan {plan_id} has no events")));
+        return Err(no_events(plan_id));
     }
     // Never sign a root the page just showed the events do not make.
     let checkpoint = match page.report.broken {
@@ -228,7 +228,7 @@ async fn checked_page(
         verification: Some(Verification::new(&page.report, checkpoint)),
     };
     whole
-        .encode(&page.events, false, &mut out, true)
+        .encode(&page.events, false, &mut out)
         .map_err(unencodable)?;
     Ok(json_response(Body::from(out)))
 }
@@ -273,7 +273,7 @@ impl Page {
         self.store
             .run(move |s| s.live_plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
             .await?
-            .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+            .ok_or_else(|| no_events(plan_id))
     }
 
     /// A later run. An error when the last event sent is gone (the plan
@@ -293,15 +293,15 @@ impl Page {
             })
     }
 
-    /// Appends a run's events to `out` (after a comma unless `first`), and,
-    /// when the page ends with them, its tail. Says whether it ended.
+    /// Appends a run's events to `out` (after a comma once one was sent),
+    /// and, when the page ends with them, its tail. Says whether it ended.
     fn encode(
         &mut self,
         events: &[Event],
         more: bool,
         out: &mut Vec<u8>,
-        mut first: bool,
     ) -> Result<bool, serde_json::Error> {
+        let mut first = self.sent.is_none();
         for event in events {
             if !first {
                 out.push(b',');

@@ -222,7 +222,7 @@ async fn head_root(store: &AsyncStore, plan_id: Uuid) -> Result<(u64, [u8; 32]),
         .await?
         .map_err(|e| Problem::internal(format!("reading the head's root: {e}")))?;
     match outcome {
-        (0, _) => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
+        (0, _) => Err(super::api::no_events(plan_id)),
         found => Ok(found),
     }
 }

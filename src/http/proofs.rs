@@ -251,7 +251,7 @@ async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
     let head = state.store.run(move |s| s.head(&plan_id)).await?;
     match head {
         Some(_) => Ok(plan_id),
-        None => Err(Problem::not_found(format!("plan {plan_id} has no events"))),
+        None => Err(super::api::no_events(plan_id)),
     }
 }
 

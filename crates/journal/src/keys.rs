@@ -231,21 +231,21 @@ impl Keyring {
         }
         Ok((keyring, source))
     }
+}
 
-    /// The secret the daemon would sign with in this environment (the
-    /// first of [`SECRET_ENV_VARS`] set, else the data dir's `hmac.key`),
-    /// never generating one: `None` when there is none. `logbook restore`
-    /// authenticates a backup with it, and with no retired key: a retired
-    /// key may have leaked, and its window is recorded in the store a
-    /// restore has not got yet.
-    pub fn signing_secret_here(
-        data_dir: &Path,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> io::Result<Option<Vec<u8>>> {
-        match env_secret(env)? {
-            Some((_, secret)) => Ok(Some(secret.into_bytes())),
-            None => read_secret(&data_dir.join(GENERATED_KEY_FILE)),
-        }
+/// The secret the daemon would sign with in this environment (the
+/// first of [`SECRET_ENV_VARS`] set, else the data dir's `hmac.key`),
+/// never generating one: `None` when there is none. `logbook restore`
+/// authenticates a backup with it, and with no retired key: a retired
+/// key may have leaked, and its window is recorded in the store a
+/// restore has not got yet.
+pub fn signing_secret_here(
+    data_dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> io::Result<Option<Vec<u8>>> {
+    match env_secret(env)? {
+        Some((_, secret)) => Ok(Some(secret.into_bytes())),
+        None => read_secret(&data_dir.join(GENERATED_KEY_FILE)),
     }
 }
 
@@ -338,11 +338,7 @@ mod tests {
     #[test]
     fn signing_secret_here_is_the_signing_key_and_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(
-            Keyring::signing_secret_here(dir.path(), |_| None)
-                .unwrap()
-                .is_none()
-        );
+        assert!(signing_secret_here(dir.path(), |_| None).unwrap().is_none());
         assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
         // Retired keys are not current ones.
         std::fs::create_dir(dir.path().join(RETIRED_KEYS_DIR)).unwrap();
@@ -351,16 +347,10 @@ mod tests {
             "retired-secret\n",
         )
         .unwrap();
-        assert!(
-            Keyring::signing_secret_here(dir.path(), |_| None)
-                .unwrap()
-                .is_none()
-        );
+        assert!(signing_secret_here(dir.path(), |_| None).unwrap().is_none());
         std::fs::write(dir.path().join(GENERATED_KEY_FILE), "file-secret\n").unwrap();
         assert_eq!(
-            Keyring::signing_secret_here(dir.path(), |_| None)
-                .unwrap()
-                .unwrap(),
+            signing_secret_here(dir.path(), |_| None).unwrap().unwrap(),
             b"file-secret"
         );
         // The environment's wins, as at start; a short one is refused.
@@ -369,12 +359,10 @@ mod tests {
                 .then(|| "an-environment-secret-of-32-bytes!".to_string())
         };
         assert_eq!(
-            Keyring::signing_secret_here(dir.path(), env)
-                .unwrap()
-                .unwrap(),
+            signing_secret_here(dir.path(), env).unwrap().unwrap(),
             b"an-environment-secret-of-32-bytes!"
         );
-        assert!(Keyring::signing_secret_here(dir.path(), |_| Some("short".into())).is_err());
+        assert!(signing_secret_here(dir.path(), |_| Some("short".into())).is_err());
     }
 
     const KEY_ID_ABC: &str = "e32da710";
