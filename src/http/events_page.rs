@@ -14,12 +14,8 @@
 //! together: such a page is refused (400, with the count that fits) when
 //! its records pass [`VERIFIED_PAGE_BYTES`].
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use logbook_journal::Event;
 use logbook_journal::chain::{BrokenReason, ChainReport};
 use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
@@ -27,6 +23,7 @@ use uuid::Uuid;
 
 use super::api::{ApiState, no_events, page_limit, plan_head};
 use super::extract::{PlanId, Query};
+use super::json_array::{self, Items, Runs};
 use super::problem::Problem;
 
 /// Most bytes of stored records a `verify=1` page holds (16 events of the
@@ -137,9 +134,7 @@ pub(crate) async fn list_events(
             Some(Verification::new(&report, None))
         }
     };
-    // The first run is read before the answer starts, so that a store
-    // error there is a problem, not a cut body.
-    let mut page = Page {
+    let page = Page {
         store: state.store.clone(),
         plan_id,
         after,
@@ -147,36 +142,7 @@ pub(crate) async fn list_events(
         remaining: limit,
         verification,
     };
-    let (events, more) = page.read().await?;
-    let mut first = page_head(&plan_id);
-    if page
-        .encode(&events, more, &mut first)
-        .map_err(unencodable)?
-    {
-        return Ok(json_response(Body::from(first)));
-    }
-    let rest = futures_util::stream::unfold(Some(page), move |page| async move {
-        let mut page = page?;
-        let mut chunk = Vec::new();
-        let ended = match page.read_on().await {
-            Ok((events, more)) => page
-                .encode(&events, more, &mut chunk)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match ended {
-            Ok(true) => Some((Ok(Bytes::from(chunk)), None)),
-            Ok(false) => Some((Ok(Bytes::from(chunk)), Some(page))),
-            Err(e) => {
-                tracing::error!(%plan_id, error = %e, "reading a page of events failed after its start was sent; the body is cut");
-                Some((Err(std::io::Error::other(e)), None))
-            }
-        }
-    });
-    let first = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
-    Ok(json_response(Body::from_stream(
-        futures_util::StreamExt::chain(first, rest),
-    )))
+    json_array::respond(page_head(&plan_id), page).await
 }
 
 /// `verify=1`: the page and its check from one snapshot, held together.
@@ -218,37 +184,20 @@ async fn checked_page(
                 .await?,
         ),
     };
-    let mut out = page_head(&plan_id);
-    let mut whole = Page {
-        store: state.store.clone(),
-        plan_id,
-        after,
-        sent: None,
-        remaining: page.events.len(),
+    let tail = Tail {
+        next_after: page.events.last().map_or(after, |e| e.seq),
         verification: Some(Verification::new(&page.report, checkpoint)),
     };
-    whole
-        .encode(&page.events, false, &mut out)
-        .map_err(unencodable)?;
-    Ok(json_response(Body::from(out)))
-}
-
-fn unencodable(e: serde_json::Error) -> Problem {
-    Problem::internal(format!("encoding a page of events: {e}"))
+    json_array::whole(
+        page_head(&plan_id),
+        |items| page.events.iter().try_for_each(|e| items.push(e)),
+        &tail,
+    )
 }
 
 /// `{"plan_id":"…","events":[`
 fn page_head(plan_id: &Uuid) -> Vec<u8> {
     format!(r#"{{"plan_id":"{plan_id}","events":["#).into_bytes()
-}
-
-fn json_response(body: Body) -> Response {
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::OK;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 /// A page being written: where the next run starts and how many events
@@ -264,68 +213,53 @@ struct Page {
     verification: Option<Verification>,
 }
 
-impl Page {
-    /// The first run of at most [`READ_PAGE_BYTES`] of records, with the
-    /// plan's existence in the same snapshot (404 if it was deleted since
-    /// the handler looked).
-    async fn read(&self) -> Result<(Vec<Event>, bool), Problem> {
-        let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
-        self.store
-            .run(move |s| s.live_plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES))
+impl Runs for Page {
+    type Tail = Tail;
+
+    /// The first run (of at most [`READ_PAGE_BYTES`] of records) comes
+    /// with the plan's existence in the same snapshot: 404 if it was
+    /// deleted since the handler looked. Each later run checks that the
+    /// last event sent is still there: an empty run would end the page as
+    /// if the plan ended there.
+    async fn next_run(&mut self, items: &mut Items) -> Result<bool, Problem> {
+        let (plan_id, after, remaining, sent) =
+            (self.plan_id, self.after, self.remaining, self.sent);
+        let (events, more) = self
+            .store
+            .run(move |s| match sent {
+                None => s.live_plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES),
+                Some(sent) => {
+                    s.plan_events_page_after(&plan_id, after, &sent, remaining, READ_PAGE_BYTES)
+                }
+            })
             .await?
-            .ok_or_else(|| no_events(plan_id))
-    }
-
-    /// A later run. An error when the last event sent is gone (the plan
-    /// deleted meanwhile): an empty run would end the page as if the plan
-    /// ended there.
-    async fn read_on(&self) -> Result<(Vec<Event>, bool), String> {
-        let (plan_id, after, remaining) = (self.plan_id, self.after, self.remaining);
-        let sent = self.sent.expect("a later run follows a sent event");
-        self.store
-            .run(move |s| {
-                s.plan_events_page_after(&plan_id, after, &sent, remaining, READ_PAGE_BYTES)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("plan {plan_id} was deleted while a page of it was being written")
-            })
-    }
-
-    /// Appends a run's events to `out` (after a comma once one was sent),
-    /// and, when the page ends with them, its tail. Says whether it ended.
-    fn encode(
-        &mut self,
-        events: &[Event],
-        more: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, serde_json::Error> {
-        let mut first = self.sent.is_none();
-        for event in events {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut *out, event)?;
-        }
+            .ok_or_else(|| match sent {
+                None => no_events(plan_id),
+                Some(_) => Problem::not_found(format!(
+                    "plan {plan_id} was deleted while a page of it was being written"
+                )),
+            })?;
         assert!(events.len() <= self.remaining, "a run within the page");
+        for event in &events {
+            items.push(event)?;
+        }
         self.remaining -= events.len();
         if let Some(last) = events.last() {
             self.after = last.seq;
             self.sent = Some(last.signature);
         }
         // A run ends short of its limits only at the plan's end.
-        if self.remaining > 0 && more {
-            return Ok(false);
-        }
-        out.push(b']');
-        let mut tail = serde_json::to_vec(&Tail {
+        Ok(self.remaining == 0 || !more)
+    }
+
+    fn tail(&mut self) -> Tail {
+        Tail {
             next_after: self.after,
             verification: self.verification.take(),
-        })?;
-        tail[0] = b',';
-        out.extend_from_slice(&tail);
-        Ok(true)
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("a page of plan {}'s events", self.plan_id)
     }
 }

@@ -71,7 +71,7 @@ pub(crate) struct PeerQueue {
 }
 
 /// Most outbox rows counted per peer and status; a bound on scrape cost.
-const QUEUE_COUNT_CAP: usize = 100_000;
+const QUEUE_COUNT_CAP: u64 = 100_000;
 
 /// Outbox depth per federation peer, counted from the store.
 pub(crate) fn peer_queues(
@@ -80,11 +80,10 @@ pub(crate) fn peer_queues(
     use logbook_journal::store::DeliveryStatus;
     let mut out = Vec::new();
     for peer in store.peers().list()? {
-        let count = |status| -> Result<u64, logbook_journal::store::StoreError> {
-            Ok(store
+        let count = |status| {
+            store
                 .outbox()
-                .after(Some(&peer.instance_id), Some(status), None, QUEUE_COUNT_CAP)?
-                .len() as u64)
+                .count(&peer.instance_id, status, QUEUE_COUNT_CAP)
         };
         out.push(PeerQueue {
             queued: count(DeliveryStatus::Pending)? + count(DeliveryStatus::Retrying)?,

@@ -17,6 +17,7 @@ pub(crate) mod edge;
 pub(crate) mod events_page;
 pub(crate) mod extract;
 pub(crate) mod federation;
+pub(crate) mod json_array;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod prefer;

@@ -15,6 +15,8 @@ const FED_SUBSCRIPTIONS: &str = "/api/v1/federation/events/subscriptions";
 const FED_MESSAGES: &str = "/api/v1/federation/events/messages";
 const FED_RETRY: &str = "/api/v1/federation/events/messages/retry";
 const FED_DROP: &str = "/api/v1/federation/events/messages/drop";
+/// Dead letters asked for per page by `dead list`.
+const DEAD_PAGE: usize = 500;
 
 impl Client {
     pub(crate) async fn subscriptions(&self, command: SubscriptionsCommand) -> Result<(), Failure> {
@@ -68,12 +70,32 @@ impl Client {
     pub(crate) async fn dead(&self, command: DeadCommand) -> Result<(), Failure> {
         match command {
             DeadCommand::List { peer } => {
-                let mut path = format!("{FED_MESSAGES}?direction=outbound&status=dead&limit=10000");
+                // Page by page, to the end: a dead letter can be as large
+                // as a request body, and there is no cap on their number.
+                let mut query =
+                    format!("{FED_MESSAGES}?direction=outbound&status=dead&limit={DEAD_PAGE}");
                 if let Some(peer) = peer {
-                    path.push_str(&format!("&peer={}", segment(&peer)));
+                    query.push_str(&format!("&peer={}", segment(&peer)));
                 }
-                let v = self.call(Method::GET, &path, None).await?;
-                self.show(&v, |v| {
+                let mut all = Vec::new();
+                let mut after = String::new();
+                loop {
+                    let page = self
+                        .call(
+                            Method::GET,
+                            &format!("{query}&after={}", segment(&after)),
+                            None,
+                        )
+                        .await?;
+                    let messages = page["messages"].as_array().cloned().unwrap_or_default();
+                    let short = messages.len() < DEAD_PAGE;
+                    all.extend(messages);
+                    match page["next_after"].as_str() {
+                        Some(next) if !short => after = next.to_string(),
+                        _ => break,
+                    }
+                }
+                self.show(&json!({"messages": all}), |v| {
                     println!(
                         "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
                         "MESSAGE", "PEER", "TYPE", "ATTEMPTS"

@@ -1,6 +1,5 @@
-//! Publishing to subscribed peers, the messages listing (both directions,
-//! paged by one cursor), dead letters (retry, drop) and the continuity
-//! anomalies of received journal events.
+//! Publishing to subscribed peers, dead letters (retry, drop), and the
+//! shape of a received message in listings and the stream.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logbook_base::hex;
 use logbook_journal::registry::MAX_TYPE_LEN;
-use logbook_journal::store::{DeliveryStatus, InboxEntry, OutboxEntry};
+use logbook_journal::store::InboxEntry;
 use logbook_journal::validate::{InvalidEvent, validate_event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -17,12 +16,11 @@ use uuid::Uuid;
 
 use super::invalid_body;
 use crate::http::AppState;
-use crate::http::extract::{JsonBody, Query, from_object};
+use crate::http::extract::{JsonBody, from_object};
 use crate::http::problem::Problem;
 
-/// Largest page of the messages listing (the default is 100).
-const MAX_LIST: usize = 10_000;
-/// Received messages read per storage page (also by the stream).
+/// Received or queued messages read per storage page (also bounded in
+/// bytes: `READ_PAGE_BYTES`).
 pub(super) const STREAM_PAGE: usize = 512;
 
 #[derive(Deserialize)]
@@ -74,66 +72,6 @@ pub(super) async fn publish(
         Json(json!({"eventType": body.event_type, "messages": messages})),
     )
         .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MessagesQuery {
-    direction: Option<String>,
-    status: Option<String>,
-    peer: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
-/// Where a page of the messages listing starts: after an outbound row
-/// (`o:SEQ:PEER`) or after an inbound position (`i:POSITION`). Outbound
-/// rows are listed first (by peer, then seq), then inbound ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum MessagesCursor {
-    Outbound(String, u64),
-    Inbound(u64),
-}
-
-impl MessagesCursor {
-    fn parse(text: &str) -> Option<MessagesCursor> {
-        match text.split_once(':')? {
-            ("i", position) => position.parse().ok().map(MessagesCursor::Inbound),
-            ("o", rest) => {
-                let (seq, peer) = rest.split_once(':')?;
-                Some(MessagesCursor::Outbound(
-                    peer.to_string(),
-                    seq.parse().ok()?,
-                ))
-            }
-            _ => None,
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            MessagesCursor::Outbound(peer, seq) => format!("o:{seq}:{peer}"),
-            MessagesCursor::Inbound(position) => format!("i:{position}"),
-        }
-    }
-}
-
-fn outbound_json(e: &OutboxEntry) -> Value {
-    let r = &e.record;
-    json!({
-        "direction": "outbound",
-        "messageId": Uuid::from_bytes(r.message_id),
-        "peer": e.peer,
-        "seq": e.seq,
-        "eventType": r.event_type,
-        "payload": serde_json::from_str::<Value>(&r.payload).unwrap_or(Value::Null),
-        "status": r.status.as_str(),
-        "attempts": r.attempts,
-        "lastError": r.last_error,
-        "createdAt": r.created_at,
-        "updatedAt": r.updated_at,
-        "nextAttemptAt": (r.status == DeliveryStatus::Retrying).then_some(r.next_attempt_at),
-    })
 }
 
 fn continuity_json(e: &InboxEntry) -> Value {
@@ -188,105 +126,6 @@ pub(super) fn inbound(e: &InboxEntry) -> InboundMessage<'_> {
         payload_digest: hex::encode(&r.digest),
         continuity: continuity_json(e),
     }
-}
-
-fn inbound_json(e: &InboxEntry) -> Value {
-    serde_json::to_value(inbound(e)).expect("an inbound message always serializes")
-}
-
-/// `GET …/events/messages`: outbound rows (by peer, then seq), then
-/// inbound ones (by position), `limit` (default 100, at most 10000) at a
-/// time; `after=` the previous page's `next_after` continues.
-pub(super) async fn messages(
-    State(state): State<AppState>,
-    Query(q): Query<MessagesQuery>,
-) -> Result<Json<Value>, Problem> {
-    let bad =
-        |detail: String| Problem::bad_request("invalid-query", "Invalid query string", detail);
-    let (inbound, outbound) = match q.direction.as_deref() {
-        None | Some("") => (true, true),
-        Some("inbound") => (true, false),
-        Some("outbound") => (false, true),
-        Some(other) => return Err(bad(format!("direction={other:?}: use inbound or outbound"))),
-    };
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            bad(format!(
-                "status={s:?}: use pending, delivered, retrying or dead"
-            ))
-        })?),
-    };
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIST {
-        return Err(bad(format!("limit={limit} is out of range 1..={MAX_LIST}")));
-    }
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(MessagesCursor::parse(text).ok_or_else(|| {
-            bad("after= takes the next_after of a previous page (o:SEQ:PEER or i:POSITION)".into())
-        })?),
-    };
-    if matches!(after, Some(MessagesCursor::Inbound(_))) && !inbound
-        || matches!(after, Some(MessagesCursor::Outbound(..))) && !outbound
-    {
-        return Err(bad(
-            "after= is a cursor of the other direction than direction= asks for".into(),
-        ));
-    }
-    let peer = q.peer.filter(|p| !p.is_empty());
-    let given = after.clone();
-    let (list, last) = state
-        .store
-        .run(move |store| -> Result<_, Problem> {
-            let mut list = Vec::new();
-            let mut last = None;
-            let inbound_from = match &after {
-                Some(MessagesCursor::Inbound(position)) => *position,
-                _ => 0,
-            };
-            if outbound && !matches!(after, Some(MessagesCursor::Inbound(_))) {
-                let from = match &after {
-                    Some(MessagesCursor::Outbound(p, seq)) => Some((p.as_str(), *seq)),
-                    _ => None,
-                };
-                for e in store.outbox().after(peer.as_deref(), status, from, limit)? {
-                    list.push(outbound_json(&e));
-                    last = Some(MessagesCursor::Outbound(e.peer, e.seq));
-                }
-            }
-            if inbound
-                && list.len() < limit
-                && status.is_none_or(|s| s == DeliveryStatus::Delivered)
-            {
-                let mut after = inbound_from;
-                'pages: loop {
-                    let page = store.inbox().after(after, STREAM_PAGE)?;
-                    let short = page.len() < STREAM_PAGE;
-                    for e in &page {
-                        if list.len() >= limit {
-                            break 'pages;
-                        }
-                        after = e.record.position;
-                        if peer.as_deref().is_some_and(|p| p != e.record.peer) {
-                            continue;
-                        }
-                        list.push(inbound_json(e));
-                        last = Some(MessagesCursor::Inbound(e.record.position));
-                    }
-                    if short {
-                        break;
-                    }
-                }
-            }
-            Ok((list, last))
-        })
-        .await?;
-    // Like the events route: the cursor of the last message listed, or the
-    // one given when the page is empty. A page shorter than `limit` is the
-    // end for now.
-    let next_after = last.or(given).map(|c| c.text());
-    Ok(Json(json!({"messages": list, "next_after": next_after})))
 }
 
 #[derive(Deserialize)]
@@ -358,53 +197,4 @@ pub(super) async fn drop_dead(
         tracing::warn!(dropped = count, peer = ?peer, message_id = ?body.message_id, "dead federation messages dropped");
     }
     Ok(Json(json!({"dropped": count})))
-}
-
-/// Received journal events that broke their origin's chain: gaps and forks.
-pub(super) async fn continuity(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    let list = state
-        .store
-        .run(move |store| -> Result<_, Problem> {
-            let mut list = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = store.inbox().after(after, STREAM_PAGE)?;
-                for e in &page {
-                    after = e.record.position;
-                    if e.record.continuity.as_ref().is_some_and(|c| {
-                        matches!(
-                            c.kind,
-                            logbook_journal::store::ContinuityKind::Gap
-                                | logbook_journal::store::ContinuityKind::Fork
-                        )
-                    }) {
-                        list.push(inbound_json(e));
-                    }
-                }
-                if page.len() < STREAM_PAGE {
-                    break;
-                }
-            }
-            Ok(list)
-        })
-        .await?;
-    Ok(Json(json!({"anomalies": list})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MessagesCursor;
-
-    #[test]
-    fn messages_cursors_round_trip() {
-        for c in [
-            MessagesCursor::Inbound(7),
-            MessagesCursor::Outbound("peer:with.colons".into(), 12),
-        ] {
-            assert_eq!(MessagesCursor::parse(&c.text()), Some(c));
-        }
-        for bad in ["", "7", "i:", "i:x", "o:12", "o:x:beta", "x:1"] {
-            assert_eq!(MessagesCursor::parse(bad), None, "{bad}");
-        }
-    }
 }

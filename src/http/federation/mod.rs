@@ -4,12 +4,13 @@
 //! (changes) or `read` scope (listings and the stream).
 //!
 //! One file per concern: [`incoming`] (what peers send, behind [`intake`]),
-//! [`peers`], [`subscriptions`], [`messages`] (publishing, listings, dead
-//! letters, continuity) and [`stream`]; [`problems`] maps the protocol
+//! [`peers`], [`subscriptions`], [`messages`] (publishing, dead letters),
+//! [`listing`] (messages, continuity) and [`stream`]; [`problems`] maps the protocol
 //! crate's refusals to problem answers.
 
 mod incoming;
 mod intake;
+mod listing;
 mod messages;
 mod peers;
 mod problems;
@@ -60,10 +61,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             &format!("{BASE}/events/subscriptions"),
             get(subscriptions::subscriptions),
         )
-        .route(&format!("{BASE}/events/messages"), get(messages::messages))
+        .route(&format!("{BASE}/events/messages"), get(listing::messages))
         .route(
             &format!("{BASE}/events/continuity"),
-            get(messages::continuity),
+            get(listing::continuity),
         )
         .route(&format!("{BASE}/events/stream"), get(stream::stream))
         .route_layer(from_fn_with_state(state.clone(), require_read));

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::Stream;
 use logbook_journal::registry::TypeFilter;
+use logbook_journal::store::READ_PAGE_BYTES;
 use serde::Deserialize;
 
 use super::messages::{STREAM_PAGE, inbound};
@@ -93,8 +94,11 @@ fn received_stream(
         let mut cursor = after;
         loop {
             let from = cursor;
-            let page = fed.store.run(move |s| s.inbox().after(from, STREAM_PAGE)).await;
-            let page = match page {
+            let page = fed
+                .store
+                .run(move |s| s.inbox().after(from, STREAM_PAGE, READ_PAGE_BYTES))
+                .await;
+            let (page, more) = match page {
                 Ok(page) => page,
                 Err(e) => {
                     let problem = Problem::internal(e.to_string());
@@ -102,7 +106,6 @@ fn received_stream(
                     return;
                 }
             };
-            let full = page.len() == STREAM_PAGE;
             for e in page {
                 cursor = e.record.position;
                 if filter.matches(&e.record.event_type) {
@@ -111,7 +114,7 @@ fn received_stream(
                     yield sse::frame(None, Some(cursor), &json);
                 }
             }
-            if full {
+            if more {
                 continue;
             }
             tokio::select! {

@@ -188,37 +188,37 @@ pub(super) fn last_position(db: &Db) -> Result<u64, StoreError> {
     Ok(positions.last()?.map_or(0, |(k, _)| k.value()))
 }
 
-/// A page of events bounded by a count and by the bytes of their stored
-/// records.
-struct PageBuilder {
-    events: Vec<Event>,
+/// A page of rows bounded by a count and by the bytes of their stored
+/// records (after at least one row).
+pub(super) struct PageBuilder<T> {
+    rows: Vec<T>,
     limit: usize,
     bytes: usize,
     max_bytes: usize,
 }
 
-impl PageBuilder {
-    fn new(limit: usize, max_bytes: usize) -> PageBuilder {
+impl<T> PageBuilder<T> {
+    pub(super) fn new(limit: usize, max_bytes: usize) -> PageBuilder<T> {
         PageBuilder {
-            events: Vec::new(),
+            rows: Vec::new(),
             limit,
             bytes: 0,
             max_bytes,
         }
     }
 
-    fn push(&mut self, event: Event, stored_len: usize) {
-        self.events.push(event);
+    pub(super) fn push(&mut self, row: T, stored_len: usize) {
+        self.rows.push(row);
         self.bytes = self.bytes.saturating_add(stored_len);
     }
 
-    fn full(&self) -> bool {
-        self.events.len() >= self.limit || self.bytes >= self.max_bytes
+    pub(super) fn full(&self) -> bool {
+        self.rows.len() >= self.limit || self.bytes >= self.max_bytes
     }
 
-    /// The events, and whether the page ended at a limit.
-    fn finish(self) -> (Vec<Event>, bool) {
+    /// The rows, and whether the page ended at a limit.
+    pub(super) fn finish(self) -> (Vec<T>, bool) {
         let full = self.full();
-        (self.events, full)
+        (self.rows, full)
     }
 }

@@ -285,7 +285,7 @@ impl Store {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::federation::{Direction, PeerRecord, PeerStatus, inert_text};
+    use super::super::federation::{DeliveryStatus, Direction, PeerRecord, PeerStatus, inert_text};
     use super::*;
 
     #[test]
@@ -332,9 +332,25 @@ mod tests {
             .mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
             .unwrap();
         let seqs = |store: &Store| -> Vec<u64> {
-            let rows = store.outbox().after(None, None, None, 100).unwrap();
+            let (rows, _) = store.outbox().after(None, None, 100, usize::MAX).unwrap();
             rows.iter().map(|e| e.seq).collect()
         };
+        // Pages are bounded in bytes (after at least one row) and say
+        // whether more may follow; counts hold no row.
+        let (one, more) = store.outbox().after(None, None, 100, 1).unwrap();
+        assert_eq!((one.len(), more), (1, true));
+        let (rest, more) = store
+            .outbox()
+            .after(Some("beta"), Some(("beta", 1)), 100, usize::MAX)
+            .unwrap();
+        let rest: Vec<u64> = rest.iter().map(|e| e.seq).collect();
+        assert_eq!((rest, more), (vec![2, 3, 4], false));
+        let count = |status, cap| store.outbox().count("beta", status, cap).unwrap();
+        assert_eq!(count(DeliveryStatus::Delivered, 100), 2);
+        assert_eq!(count(DeliveryStatus::Delivered, 1), 1);
+        assert_eq!(count(DeliveryStatus::Pending, 100), 1);
+        assert_eq!(count(DeliveryStatus::Dead, 100), 1);
+        assert_eq!(count(DeliveryStatus::Retrying, 100), 0);
         // Too recent: nothing goes.
         let step = store.outbox().prune(None, 0, 100).unwrap();
         assert_eq!((step.removed, seqs(&store)), (0, vec![1, 2, 3, 4]));

@@ -15,6 +15,7 @@ use super::peers::{Direction, SubscriptionRecord, sub_key};
 use super::rotation::{Rekey, repin};
 use super::{FED_INBOX, FED_INBOX_POSITIONS, FED_ORIGIN_EVENTS, FED_ORIGIN_HEADS, FED_SUBS};
 use crate::event::Timestamp;
+use crate::store::reads::PageBuilder;
 use crate::store::{Store, StoreError, decode, encode};
 
 /// A received message, stored before it is acknowledged.
@@ -298,27 +299,42 @@ impl Inbox<'_> {
         self.store.fed.inbox.changed.subscribe()
     }
 
-    /// Received messages with position > `after`, in order.
-    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+    /// Received messages with position > `after`, in order: at most
+    /// `limit`, and ending early once their stored records reach
+    /// `max_bytes` (after at least one). The flag says whether the page
+    /// ended at a limit, so that more may follow.
+    pub fn after(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<InboxEntry>, bool), StoreError> {
         let Some(first) = after.checked_add(1) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let txn = self.store.db.begin_read()?;
         let positions = txn.open_table(FED_INBOX_POSITIONS)?;
         let inbox = txn.open_table(FED_INBOX)?;
-        let mut out = Vec::new();
-        for entry in positions.range(first..)?.take(limit) {
+        let mut page = PageBuilder::new(limit, max_bytes);
+        for entry in positions.range(first..)? {
+            if page.full() {
+                break;
+            }
             let (_, id) = entry?;
             let id = *id.value();
             let record = inbox
                 .get(&id)?
                 .ok_or_else(|| StoreError("inbox position points at a missing message".into()))?;
-            out.push(InboxEntry {
-                message_id: Uuid::from_bytes(id),
-                record: decode(record.value())?,
-            });
+            let record = record.value();
+            page.push(
+                InboxEntry {
+                    message_id: Uuid::from_bytes(id),
+                    record: decode(record)?,
+                },
+                record.len(),
+            );
         }
-        Ok(out)
+        Ok(page.finish())
     }
 
     /// The highest inbox position stored so far.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{BytesTable, FED_OUTBOX, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS, IdTable, inert_text};
 use crate::event::Timestamp;
+use crate::store::reads::PageBuilder;
 use crate::store::{Store, StoreError, decode, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,19 +503,56 @@ impl Outbox<'_> {
     }
 
     /// A page of outbox rows in (peer, seq) order, after the row `after`
-    /// (peer, seq) if given (from the start if not), optionally of one peer
-    /// and status.
+    /// (peer, seq) if given (from the start if not), optionally of one
+    /// peer: at most `limit`, and ending early once their stored records
+    /// reach `max_bytes` (after at least one). The flag says whether the
+    /// page ended at a limit, so that more may follow.
     pub fn after(
         &self,
         peer: Option<&str>,
-        status: Option<DeliveryStatus>,
         after: Option<(&str, u64)>,
         limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<OutboxEntry>, bool), StoreError> {
+        let mut page = PageBuilder::new(limit, max_bytes);
+        self.scan(peer, after, |peer, seq, stored| {
+            page.push(
+                OutboxEntry {
+                    peer,
+                    seq,
+                    record: decode(stored)?,
+                },
+                stored.len(),
+            );
+            Ok(!page.full())
+        })?;
+        Ok(page.finish())
+    }
+
+    /// How many rows `peer` has with `status`, counting no further than
+    /// `cap` (a bound on the cost of a metrics scrape). Holds no row.
+    pub fn count(&self, peer: &str, status: DeliveryStatus, cap: u64) -> Result<u64, StoreError> {
+        let mut count = 0;
+        self.scan(Some(peer), None, |_, _, stored| {
+            let record: OutboxRecord = decode(stored)?;
+            count += u64::from(record.status == status);
+            Ok(count < cap)
+        })?;
+        Ok(count)
+    }
+
+    /// Calls `row` with each row's (peer, seq, stored record) in order,
+    /// from after `after` and within `peer` if given, while it says go on.
+    fn scan(
+        &self,
+        peer: Option<&str>,
+        after: Option<(&str, u64)>,
+        mut row: impl FnMut(String, u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let lower = match (peer, after) {
             // A cursor past the peer's rows: nothing left of that peer.
-            (Some(p), Some((ap, _))) if ap > p => return Ok(Vec::new()),
+            (Some(p), Some((ap, _))) if ap > p => return Ok(()),
             (Some(p), Some((ap, seq))) if ap == p => Excluded(outbox_key(p, seq)),
             (Some(p), _) => Included(outbox_key(p, 0)),
             (None, Some((ap, seq))) => Excluded(outbox_key(ap, seq)),
@@ -534,20 +572,14 @@ impl Outbox<'_> {
                 None => Unbounded,
             },
         );
-        let mut out = Vec::new();
         for entry in table.range::<&[u8]>(bounds)? {
             let (k, v) = entry?;
-            let record: OutboxRecord = decode(v.value())?;
-            if status.is_some_and(|s| s != record.status) {
-                continue;
-            }
             let (peer, seq) = split_outbox_key(k.value())?;
-            out.push(OutboxEntry { peer, seq, record });
-            if out.len() >= limit {
+            if !row(peer, seq, v.value())? {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
