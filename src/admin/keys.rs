@@ -10,33 +10,16 @@ use std::io;
 use std::path::Path;
 
 use logbook_base::private_file::write_private_file;
-use logbook_journal::Event;
 use logbook_journal::keys::{
     GENERATED_KEY_FILE, Keyring, RETIRED_KEYS_DIR, SECRET_ENV_VARS, key_id,
 };
+use logbook_journal::retirements;
 use logbook_journal::store::admin::SYSTEM_PLAN;
 use logbook_journal::store::{READ_PAGE, Store, StoreError};
 
 /// Applies the validity windows that the system journal records to the
-/// keyring: the key a `system.key_rotated` event names as `old_key_id`
-/// verifies only events dated up to that event's `created_at`. The record is
-/// appended after the writer switched keys, so every event the old key
-/// signed is dated no later (unless the clock stepped back past an earlier
-/// event's time). Federation key rotations are recorded with the same type;
-/// their 16-digit ids name no HMAC key and are skipped. Returns how many
-/// retired keys got a window.
-///
-/// A later retirement widens a window, so only a record that proves itself
-/// may widen one: its payload what was signed, its signature valid at its
-/// date under the windows as they stand, and its signer not the key it
-/// retires, which a genuine record never is. Otherwise a retired key, once
-/// leaked, could sign a later record of its own retirement (or move a
-/// genuine record's text) and make the events forged with it verify. So
-/// every key starts at its narrowest window, the earliest record naming
-/// it, and is widened, until nothing changes, only by records that prove
-/// themselves under the windows so far: whatever order storage holds them
-/// in, a retired key can vouch only for dates within its own proven
-/// window, so two leaked keys cannot widen each other.
+/// keyring ([`logbook_journal::retirements`]). Returns how many retired
+/// keys got a window.
 pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<usize, StoreError> {
     let mut records = Vec::new();
     let mut after = 0;
@@ -46,68 +29,10 @@ pub(crate) fn apply_retirements(store: &Store, keyring: &mut Keyring) -> Result<
             break;
         };
         after = last.seq;
-        for event in page.into_iter().filter(|e| e.event_type == KEY_ROTATED) {
-            let payload: serde_json::Value =
-                serde_json::from_str(event.payload.get()).unwrap_or_default();
-            if let Some(old) = payload["old_key_id"].as_str()
-                && keyring.get(old).is_some()
-            {
-                records.push((old.to_string(), event));
-            }
-        }
+        records.extend(page.into_iter().filter(retirements::is_rotation_record));
     }
-    // Narrowest first: `retire` keeps the later of two dates.
-    let mut by_date: Vec<&(String, Event)> = records.iter().collect();
-    by_date.sort_by_key(|(_, event)| event.created_at);
-    for (old, event) in &by_date {
-        if keyring.retired_at(old).is_none() {
-            keyring.retire(old, event.created_at);
-        }
-    }
-    let mut proven = vec![false; records.len()];
-    loop {
-        let mut widened = false;
-        for (i, (old, event)) in records.iter().enumerate() {
-            if proven[i]
-                || keyring.same_key(&event.key_id, old)
-                || !logbook_journal::chain::verifies_at_its_date(event, keyring)
-            {
-                continue;
-            }
-            proven[i] = true;
-            if keyring
-                .retired_at(old)
-                .is_some_and(|t| t < event.created_at)
-            {
-                keyring.retire(old, event.created_at);
-                widened = true;
-            }
-        }
-        if !widened {
-            break;
-        }
-    }
-    for ((old, event), proven) in records.iter().zip(&proven) {
-        if !proven {
-            tracing::warn!(
-                seq = event.seq,
-                key_id = old,
-                "a record of a key rotation in the system journal does not verify, so it cannot widen that key's window"
-            );
-        }
-    }
-    // Keys with a window (the signing key is never given one).
-    let mut windowed: Vec<&str> = Vec::new();
-    for (old, _) in &records {
-        if keyring.retired_at(old).is_some() && !windowed.iter().any(|w| keyring.same_key(w, old)) {
-            windowed.push(old);
-        }
-    }
-    Ok(windowed.len())
+    Ok(retirements::apply(&records, keyring))
 }
-
-/// The system journal's record of a key rotation.
-pub(crate) const KEY_ROTATED: &str = "system.key_rotated";
 
 /// Old and new key ids after a rotation.
 #[derive(Debug, Clone)]

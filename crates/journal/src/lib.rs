@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod follow;
 pub mod keys;
 pub mod registry;
+pub mod retirements;
 pub mod store;
 pub mod validate;
 // Verifiable plan logs: the log key and the signed checkpoints.

@@ -17,7 +17,7 @@ use logbook_journal::store::StoreError;
 async fn record_key_rotation(cx: &Context, payload: &Value) -> Result<u64, Problem> {
     super::record_admin_event(
         cx,
-        crate::admin::keys::KEY_ROTATED,
+        logbook_journal::retirements::KEY_ROTATED,
         payload,
         "the key rotated",
     )

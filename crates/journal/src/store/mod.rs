@@ -82,6 +82,8 @@ mod wal_jobs;
 #[cfg(test)]
 mod wal_power_cut;
 #[cfg(test)]
+mod wal_retired;
+#[cfg(test)]
 mod wal_torn;
 #[cfg(test)]
 mod wal_vectors;

@@ -16,14 +16,19 @@
 //! redb lacks refuse the command instead.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::admin::SYSTEM_PLAN;
 use super::wal::{Segment, WalRecord};
-use super::{FedShared, POSITIONS, StoreError, Tables, decode_event, event_from_record, event_key};
+use super::{
+    EVENTS, FedShared, POSITIONS, StoreError, Tables, decode_event, event_from_record, event_key,
+};
 use crate::chain::ChainVerifier;
 use crate::keys::Keyring;
+use crate::retirements;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,14 @@ pub(super) fn replay(
     };
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    // Retired keys verify what they signed only within their windows, as
+    // they do once the store is open: from the rotation records in the
+    // database and those the segment adds.
+    let windowed = match keyring {
+        Some(keyring) => Some(windowed_keyring(&txn, &records, keyring)?),
+        None => None,
+    };
+    let keyring = windowed.as_ref();
     // As every durable commit of the store: a commit without it would
     // drop redb's saved allocator state, and a crash soon after the replay
     // would pay the full repair at the next open.
@@ -83,12 +96,12 @@ pub(super) fn replay(
                     )));
                 };
                 let event = tables.replay(record).map_err(|e| refuse(e.to_string()))?;
-                let chain = chains
-                    .entry(event.plan_id)
-                    .or_insert_with(|| match event.prev_hash {
-                        Some(prev) => ChainVerifier::resume(event.seq.saturating_sub(1), prev),
-                        None => ChainVerifier::default(),
-                    });
+                let chain = match chains.entry(event.plan_id) {
+                    Entry::Occupied(chain) => chain.into_mut(),
+                    Entry::Vacant(slot) => {
+                        slot.insert(verifier_before(&mut tables, &event).map_err(refuse)?)
+                    }
+                };
                 chain.check(&event, keyring).map_err(|reason| {
                     refuse(format!(
                         "holds event {} ({}/{}) at position {} that does not verify ({reason})",
@@ -108,6 +121,68 @@ pub(super) fn replay(
     }
     txn.commit()?;
     Ok(done)
+}
+
+/// `keyring` with the windows of the retired keys that the rotation records
+/// give: those in the database's system journal, and those among
+/// `records` that it lacks (they are checked like every record, under
+/// these windows, before they are put back).
+fn windowed_keyring(
+    txn: &WriteTransaction,
+    records: &[WalRecord],
+    keyring: &Keyring,
+) -> Result<Keyring, StoreError> {
+    let system = SYSTEM_PLAN;
+    let mut rotations = Vec::new();
+    let events = txn.open_table(EVENTS)?;
+    for entry in
+        events.range::<&[u8; 24]>(&event_key(&system, 1)..=&event_key(&system, u64::MAX))?
+    {
+        let (k, v) = entry?;
+        let event = event_from_record(k.value(), decode_event(v.value())?)?;
+        if retirements::is_rotation_record(&event) {
+            rotations.push(event);
+        }
+    }
+    for record in records.iter().filter(|r| r.plan_id == system.into_bytes()) {
+        let key = event_key(&system, record.seq);
+        // A record that does not decode refuses the replay where it is met.
+        let Ok(event) = decode_event(&record.event).and_then(|r| event_from_record(&key, r)) else {
+            continue;
+        };
+        let stored = events.get(&key)?.is_some();
+        if !stored && retirements::is_rotation_record(&event) {
+            rotations.push(event);
+        }
+    }
+    let mut windowed = keyring.clone();
+    retirements::apply(&rotations, &mut windowed);
+    Ok(windowed)
+}
+
+/// The verifier for `event`'s plan up to its predecessor, which the
+/// database holds: the predecessor's signature is the link, and its date
+/// bounds the next event's, as in a walk from seq 1, so that a retired key
+/// cannot vouch for an event backdated behind it.
+fn verifier_before(tables: &mut Tables<'_>, event: &crate::Event) -> Result<ChainVerifier, String> {
+    if event.seq == 1 {
+        return Ok(ChainVerifier::default());
+    }
+    let key = event_key(&event.plan_id, event.seq - 1);
+    let events = tables.events.table().map_err(|e| e.to_string())?;
+    let before = events
+        .get(&key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "holds event {}/{} whose predecessor the database lacks",
+                event.plan_id, event.seq
+            )
+        })?;
+    let before = decode_event(before.value())
+        .and_then(|r| event_from_record(&key, r))
+        .map_err(|e| e.to_string())?;
+    Ok(ChainVerifier::resume_after(&before))
 }
 
 /// A record at a position redb holds must be that very event.
