@@ -172,3 +172,46 @@ async fn dead_messages_are_counted_and_dropped() {
             > get("logbook_federation_delivery_attempts_total")
     );
 }
+
+/// `dead list` pages to the end (100 dead letters a page), showing each
+/// page as it arrives: every dead letter once, in order, in both forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_list_shows_every_page() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start(
+        "alpha",
+        pa,
+        "max_attempts = 1\nretry_initial_ms = 100\nretry_max_secs = 1",
+        &peer_config("beta", pb, &kb),
+    );
+    let mut beta = Node::start("beta", pb, "", &peer_config("alpha", pa, &ka));
+    beta.subscribe("alpha", "exception.raised").await;
+    beta.stop();
+    let mut ids = Vec::new();
+    for n in 0..205 {
+        ids.push(publish(&alpha, n).await);
+    }
+    wait_for("205 dead messages", WAIT, || async {
+        let dead = alpha.messages("direction=outbound&status=dead").await;
+        (dead.len() == 205).then_some(())
+    })
+    .await;
+
+    let listed = admin_json(&alpha, &["dead", "list"]).await;
+    let listed: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids);
+    let table = admin(&alpha, &["dead", "list", "--peer", "beta"]).await;
+    assert!(table.status.success());
+    let table = String::from_utf8(table.stdout).unwrap();
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 205, "{table}");
+    for (row, id) in rows.iter().zip(&ids) {
+        assert!(row.starts_with(id.as_str()), "{row}");
+    }
+}

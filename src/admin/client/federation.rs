@@ -15,8 +15,9 @@ const FED_SUBSCRIPTIONS: &str = "/api/v1/federation/events/subscriptions";
 const FED_MESSAGES: &str = "/api/v1/federation/events/messages";
 const FED_RETRY: &str = "/api/v1/federation/events/messages/retry";
 const FED_DROP: &str = "/api/v1/federation/events/messages/drop";
-/// Dead letters asked for per page by `dead list`.
-const DEAD_PAGE: usize = 500;
+/// Dead letters asked for per page by `dead list` (each up to a request
+/// body's size).
+const DEAD_PAGE: usize = 100;
 
 impl Client {
     pub(crate) async fn subscriptions(&self, command: SubscriptionsCommand) -> Result<(), Failure> {
@@ -67,51 +68,68 @@ impl Client {
         Ok(())
     }
 
+    /// `dead list`: page by page, each shown as it arrives, to the end. A
+    /// dead letter can be as large as a request body, and nothing caps
+    /// how many there are, so no more than a page is held. With `--json`
+    /// the answer is one object, `{"messages": [...]}`, written a message
+    /// per line.
+    async fn dead_list(&self, peer: Option<String>) -> Result<(), Failure> {
+        let mut query = format!("{FED_MESSAGES}?direction=outbound&status=dead&limit={DEAD_PAGE}");
+        if let Some(peer) = peer {
+            query.push_str(&format!("&peer={}", segment(&peer)));
+        }
+        if self.json {
+            println!("{{\"messages\": [");
+        } else {
+            println!(
+                "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
+                "MESSAGE", "PEER", "TYPE", "ATTEMPTS"
+            );
+        }
+        let mut after = String::new();
+        let mut first = true;
+        loop {
+            let mut page = self
+                .call(
+                    Method::GET,
+                    &format!("{query}&after={}", segment(&after)),
+                    None,
+                )
+                .await?;
+            let messages = match page["messages"].take() {
+                Value::Array(messages) => messages,
+                _ => Vec::new(),
+            };
+            for m in &messages {
+                if self.json {
+                    let comma = if first { "" } else { "," };
+                    println!("{comma}{m}");
+                } else {
+                    println!(
+                        "{:<36}  {:<20}  {:<24}  {:>8}  {}",
+                        text(&m["messageId"]),
+                        text(&m["peer"]),
+                        text(&m["eventType"]),
+                        text(&m["attempts"]),
+                        text(&m["lastError"])
+                    );
+                }
+                first = false;
+            }
+            match page["next_after"].as_str() {
+                Some(next) if messages.len() == DEAD_PAGE => after = next.to_string(),
+                _ => break,
+            }
+        }
+        if self.json {
+            println!("]}}");
+        }
+        Ok(())
+    }
+
     pub(crate) async fn dead(&self, command: DeadCommand) -> Result<(), Failure> {
         match command {
-            DeadCommand::List { peer } => {
-                // Page by page, to the end: a dead letter can be as large
-                // as a request body, and there is no cap on their number.
-                let mut query =
-                    format!("{FED_MESSAGES}?direction=outbound&status=dead&limit={DEAD_PAGE}");
-                if let Some(peer) = peer {
-                    query.push_str(&format!("&peer={}", segment(&peer)));
-                }
-                let mut all = Vec::new();
-                let mut after = String::new();
-                loop {
-                    let page = self
-                        .call(
-                            Method::GET,
-                            &format!("{query}&after={}", segment(&after)),
-                            None,
-                        )
-                        .await?;
-                    let messages = page["messages"].as_array().cloned().unwrap_or_default();
-                    let short = messages.len() < DEAD_PAGE;
-                    all.extend(messages);
-                    match page["next_after"].as_str() {
-                        Some(next) if !short => after = next.to_string(),
-                        _ => break,
-                    }
-                }
-                self.show(&json!({"messages": all}), |v| {
-                    println!(
-                        "{:<36}  {:<20}  {:<24}  {:>8}  LAST ERROR",
-                        "MESSAGE", "PEER", "TYPE", "ATTEMPTS"
-                    );
-                    for m in items(&v["messages"]) {
-                        println!(
-                            "{:<36}  {:<20}  {:<24}  {:>8}  {}",
-                            text(&m["messageId"]),
-                            text(&m["peer"]),
-                            text(&m["eventType"]),
-                            text(&m["attempts"]),
-                            text(&m["lastError"])
-                        );
-                    }
-                });
-            }
+            DeadCommand::List { peer } => self.dead_list(peer).await?,
             DeadCommand::Retry { message_id, peer } => {
                 let v = self
                     .call(
