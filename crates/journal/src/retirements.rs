@@ -37,19 +37,24 @@ pub fn is_rotation_record(event: &Event) -> bool {
     event.plan_id == SYSTEM_PLAN && event.event_type == KEY_ROTATED
 }
 
+/// The key a rotation record retires, if `keyring` holds it (a federation
+/// key's 16-digit id never names one).
+pub fn retired_key(event: &Event, keyring: &Keyring) -> Option<String> {
+    if !is_rotation_record(event) {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_str(event.payload.get()).ok()?;
+    let old = payload["old_key_id"].as_str()?;
+    keyring.get(old).is_some().then(|| old.to_string())
+}
+
 /// Applies the windows the rotation records among `records` give to the
 /// keys of `keyring` they name (records of other kinds are ignored).
 /// Returns how many retired keys got a window.
 pub fn apply(records: &[Event], keyring: &mut Keyring) -> usize {
     let records: Vec<(String, &Event)> = records
         .iter()
-        .filter(|e| is_rotation_record(e))
-        .filter_map(|event| {
-            let payload: serde_json::Value =
-                serde_json::from_str(event.payload.get()).unwrap_or_default();
-            let old = payload["old_key_id"].as_str()?;
-            keyring.get(old).is_some().then(|| (old.to_string(), event))
-        })
+        .filter_map(|event| Some((retired_key(event, keyring)?, event)))
         .collect();
     // Narrowest first: `retire` keeps the later of two dates.
     let mut by_date: Vec<&(String, &Event)> = records.iter().collect();

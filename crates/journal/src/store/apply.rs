@@ -374,6 +374,17 @@ impl<'txn> Tables<'txn> {
         let key = event_key(&plan, record.seq);
         let event = event_from_record(&key, decode_event(&record.event)?)?;
         let row = self.head_row(&plan)?;
+        // A deleted plan's id is never used again (as an append checks),
+        // and a deletion checkpoints first, so no frame of it can follow.
+        if row.is_none()
+            && plan != super::admin::SYSTEM_PLAN
+            && deleted::deleted(self.deleted.table()?, &plan)?.is_some()
+        {
+            return Err(StoreError(format!(
+                "the write-ahead record at position {} names plan {plan}, which was deleted",
+                record.position
+            )));
+        }
         let head = row.as_ref().map(|r| r.head);
         if event.position != record.position
             || event.seq != head.map_or(0, |h| h.last_seq) + 1

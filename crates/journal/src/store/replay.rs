@@ -65,11 +65,11 @@ pub(super) fn replay(
     // Retired keys verify what they signed only within their windows, as
     // they do once the store is open: from the rotation records in the
     // database and those the segment adds.
-    let windowed = match keyring {
-        Some(keyring) => Some(windowed_keyring(&txn, &records, keyring)?),
+    let retired = match keyring {
+        Some(keyring) => Some(RetiredKeys::read(&txn, &records, keyring)?),
         None => None,
     };
-    let keyring = windowed.as_ref();
+    let keyring = retired.as_ref().map(|r| &r.keyring);
     // As every durable commit of the store: a commit without it would
     // drop redb's saved allocator state, and a crash soon after the replay
     // would pay the full repair at the next open.
@@ -102,7 +102,20 @@ pub(super) fn replay(
                         slot.insert(verifier_before(&mut tables, &event).map_err(refuse)?)
                     }
                 };
-                chain.check(&event, keyring).map_err(|reason| {
+                let signed_after_retirement = retired
+                    .as_ref()
+                    .and_then(|r| r.recorded_before(&event))
+                    .map(|p| {
+                        format!(
+                            "signature: key {} was retired by the record at position {p}",
+                            event.key_id
+                        )
+                    });
+                let checked = match signed_after_retirement {
+                    Some(reason) => Err(reason),
+                    None => chain.check(&event, keyring).map_err(|r| r.to_string()),
+                };
+                checked.map_err(|reason| {
                     refuse(format!(
                         "holds event {} ({}/{}) at position {} that does not verify ({reason})",
                         event.id, event.plan_id, event.seq, event.position
@@ -123,41 +136,85 @@ pub(super) fn replay(
     Ok(done)
 }
 
-/// `keyring` with the windows of the retired keys that the rotation records
-/// give: those in the database's system journal, and those among
-/// `records` that it lacks (they are checked like every record, under
-/// these windows, before they are put back).
-fn windowed_keyring(
-    txn: &WriteTransaction,
-    records: &[WalRecord],
-    keyring: &Keyring,
-) -> Result<Keyring, StoreError> {
-    let system = SYSTEM_PLAN;
-    let mut rotations = Vec::new();
-    let events = txn.open_table(EVENTS)?;
-    for entry in
-        events.range::<&[u8; 24]>(&event_key(&system, 1)..=&event_key(&system, u64::MAX))?
-    {
-        let (k, v) = entry?;
-        let event = event_from_record(k.value(), decode_event(v.value())?)?;
-        if retirements::is_rotation_record(&event) {
-            rotations.push(event);
-        }
-    }
-    for record in records.iter().filter(|r| r.plan_id == system.into_bytes()) {
-        let key = event_key(&system, record.seq);
-        // A record that does not decode refuses the replay where it is met.
-        let Ok(event) = decode_event(&record.event).and_then(|r| event_from_record(&key, r)) else {
-            continue;
+/// What replay knows of retired keys, from the rotation records in the
+/// database's system journal and those among the segment's records that
+/// it lacks (checked like every record before they are put back).
+struct RetiredKeys {
+    /// The keyring with each retired key's validity window.
+    keyring: Keyring,
+    /// Each retired key, with the position of the first record of its
+    /// retirement.
+    recorded: Vec<(String, u64)>,
+}
+
+impl RetiredKeys {
+    fn read(
+        txn: &WriteTransaction,
+        records: &[WalRecord],
+        keyring: &Keyring,
+    ) -> Result<RetiredKeys, StoreError> {
+        let mut retired = RetiredKeys {
+            keyring: keyring.clone(),
+            recorded: Vec::new(),
         };
-        let stored = events.get(&key)?.is_some();
-        if !stored && retirements::is_rotation_record(&event) {
-            rotations.push(event);
+        if keyring.len() < 2 {
+            return Ok(retired); // no key to retire but the signing one
         }
+        let system = SYSTEM_PLAN;
+        let mut rotations = Vec::new();
+        let events = txn.open_table(EVENTS)?;
+        for entry in
+            events.range::<&[u8; 24]>(&event_key(&system, 1)..=&event_key(&system, u64::MAX))?
+        {
+            let (k, v) = entry?;
+            let event = event_from_record(k.value(), decode_event(v.value())?)?;
+            if retirements::is_rotation_record(&event) {
+                rotations.push(event);
+            }
+        }
+        for record in records.iter().filter(|r| r.plan_id == system.into_bytes()) {
+            let key = event_key(&system, record.seq);
+            // A record that does not decode refuses the replay where it is met.
+            let Ok(event) = decode_event(&record.event).and_then(|r| event_from_record(&key, r))
+            else {
+                continue;
+            };
+            let stored = events.get(&key)?.is_some();
+            if !stored && retirements::is_rotation_record(&event) {
+                rotations.push(event);
+            }
+        }
+        retirements::apply(&rotations, &mut retired.keyring);
+        for event in &rotations {
+            if let Some(old) = retirements::retired_key(event, keyring) {
+                match retired.recorded.iter_mut().find(|(id, _)| *id == old) {
+                    Some((_, at)) => *at = (*at).min(event.position),
+                    None => retired.recorded.push((old, event.position)),
+                }
+            }
+        }
+        Ok(retired)
     }
-    let mut windowed = keyring.clone();
-    retirements::apply(&rotations, &mut windowed);
-    Ok(windowed)
+
+    /// The position of a record retiring the key `event` is signed with,
+    /// if it comes before the event. The writer switches keys before it
+    /// appends that record, so no event it wrote after the record is
+    /// signed with the old key, unless that key is the signing key again.
+    /// Replay knows each record's position, which a verify of one plan
+    /// does not: this also refuses a forgery dated inside the window (in
+    /// a plan with no newer event, or a new one).
+    fn recorded_before(&self, event: &crate::Event) -> Option<u64> {
+        if self
+            .keyring
+            .same_key(&event.key_id, self.keyring.current_id())
+        {
+            return None;
+        }
+        self.recorded
+            .iter()
+            .find(|(old, at)| *at < event.position && self.keyring.same_key(&event.key_id, old))
+            .map(|(_, at)| *at)
+    }
 }
 
 /// The verifier for `event`'s plan up to its predecessor, which the

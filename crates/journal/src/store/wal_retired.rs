@@ -93,19 +93,21 @@ fn add_frame(db: &Path, event: &Event) {
     std::fs::write(&wal, bytes).unwrap();
 }
 
-fn assert_refused(db: &Path, keyring: &Arc<Keyring>, event: &Event) {
+/// The open fails, saying `why`, and puts nothing back.
+fn assert_refused(db: &Path, keyring: &Arc<Keyring>, event: &Event, why: &str) {
     let positions = last_position_on_disk(db);
     let refused = Store::open(db, keyring.clone(), crate::fanout::fanout())
         .err()
         .expect("an event forged with a retired key was put back");
     let message = refused.to_string();
     assert!(
-        message.contains(&format!("{}/{}", event.plan_id, event.seq))
-            && message.contains("(signature)"),
+        message.contains(&event.plan_id.to_string()) && message.contains(why),
         "{message}"
     );
     assert_eq!(last_position_on_disk(db), positions, "nothing was put back");
 }
+
+const SIGNATURE: &str = "does not verify (signature";
 
 /// The rotation record is in the database (a clean stop after it): the
 /// old key's forgery dated after it, and one backdated behind the plan's
@@ -134,7 +136,7 @@ async fn a_retired_keys_forgery_in_the_segment_refuses_the_open() {
         let mut forged = forged_after(&newer, at);
         forged.position = retired.position.max(newer.position) + 1;
         add_frame(&db, &forged);
-        assert_refused(&db, &rotated(), &forged);
+        assert_refused(&db, &rotated(), &forged, SIGNATURE);
     }
 }
 
@@ -168,7 +170,7 @@ async fn a_rotation_record_in_the_segment_windows_the_frames_after_it() {
     let mut forged = forged_after(&newer, Timestamp(newer.created_at.0 + 1));
     forged.position = newer.position + 1;
     add_frame(&cut_db, &forged);
-    assert_refused(&cut_db, &rotated(), &forged);
+    assert_refused(&cut_db, &rotated(), &forged, SIGNATURE);
 
     // Without the forgery, the same segment replays: the rotation record
     // and the new key's event come back.
@@ -177,4 +179,49 @@ async fn a_rotation_record_in_the_segment_windows_the_frames_after_it() {
     let back = store.plan_events_after(&plan, 0, 10).unwrap();
     assert_eq!(back.last().map(|e| e.signature), Some(newer.signature));
     close(store, writer).await;
+}
+
+/// A date inside the window does not help a forgery: replay knows that
+/// its frame comes after the record of its key's retirement, which the
+/// writer appends after it stopped signing with that key. So it is refused
+/// in a plan with no newer event, as the first event of a new plan, and in
+/// a deleted plan, whose id is never used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgery_dated_inside_the_window_is_refused_by_its_place() {
+    let (dormant, fresh, gone) = (
+        Uuid::from_u128(73),
+        Uuid::from_u128(74),
+        Uuid::from_u128(75),
+    );
+    for plan in [dormant, fresh, gone] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("j.redb");
+        let (store, writer) = open(db.clone(), Arc::new(Keyring::from_secret(OLD.to_vec()))).await;
+        let store = AsyncStore::new(store);
+        let first = append(&store, request(dormant, 0, false)).await;
+        append(&store, request(gone, 0, false)).await;
+        store.delete_plan(gone, json!("test")).await.unwrap();
+        store.replace_keyring(Keyring::clone(&rotated()));
+        let retired = append(&store, rotation_record()).await;
+        stop(store, writer).await;
+
+        // After `first`, before the retirement: inside the window.
+        let at = Timestamp(first.created_at.0 + 1);
+        assert!(at < retired.created_at);
+        let mut forged = forged_after(&first, at);
+        if plan != dormant {
+            forged.plan_id = plan;
+            forged.seq = 1;
+            forged.prev_hash = None;
+            forged.signature = Signable::of(&forged).sign(OLD);
+        }
+        forged.position = retired.position + 1;
+        add_frame(&db, &forged);
+        let why = if plan == gone {
+            "which was deleted"
+        } else {
+            SIGNATURE
+        };
+        assert_refused(&db, &rotated(), &forged, why);
+    }
 }
