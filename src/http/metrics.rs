@@ -70,24 +70,20 @@ pub(crate) struct PeerQueue {
     pub(crate) dead: u64,
 }
 
-/// Most outbox rows counted per peer and status; a bound on scrape cost.
+/// Most outbox rows counted per peer as waiting, and as dead; a bound on
+/// scrape cost.
 const QUEUE_COUNT_CAP: u64 = 100_000;
 
 /// Outbox depth per federation peer, counted from the store.
 pub(crate) fn peer_queues(
     store: &logbook_journal::store::Store,
 ) -> Result<Vec<PeerQueue>, logbook_journal::store::StoreError> {
-    use logbook_journal::store::DeliveryStatus;
     let mut out = Vec::new();
     for peer in store.peers().list()? {
-        let count = |status| {
-            store
-                .outbox()
-                .count(&peer.instance_id, status, QUEUE_COUNT_CAP)
-        };
+        let counts = store.outbox().counts(&peer.instance_id, QUEUE_COUNT_CAP)?;
         out.push(PeerQueue {
-            queued: count(DeliveryStatus::Pending)? + count(DeliveryStatus::Retrying)?,
-            dead: count(DeliveryStatus::Dead)?,
+            queued: counts.waiting,
+            dead: counts.dead,
             status: peer.status.as_str().to_string(),
             peer: peer.instance_id,
         });

@@ -53,7 +53,7 @@ mod rotation;
 
 pub use continuity::{Continuity, ContinuityKind, JournalLink};
 pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
-pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord};
+pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts};
 pub(super) use outbox::{outbox_key, split_outbox_key};
 pub(super) use peers::decode_peer;
 pub use peers::{Direction, PeerRecord, PeerStatus, Peers, Subscription};

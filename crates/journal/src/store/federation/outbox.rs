@@ -61,6 +61,14 @@ pub struct OutboxRecord {
     pub updated_at: i64,
 }
 
+/// A peer's outbox rows not delivered ([`Outbox::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Pending or retrying.
+    pub waiting: u64,
+    pub dead: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub peer: String,
@@ -529,16 +537,24 @@ impl Outbox<'_> {
         Ok(page.finish())
     }
 
-    /// How many rows `peer` has with `status`, counting no further than
-    /// `cap` (a bound on the cost of a metrics scrape). Holds no row.
-    pub fn count(&self, peer: &str, status: DeliveryStatus, cap: u64) -> Result<u64, StoreError> {
-        let mut count = 0;
+    /// How many of `peer`'s rows are waiting (pending or retrying) and
+    /// dead, from one pass that stops once both reach `cap` (a bound on a
+    /// metrics scrape's work when the queue is long). Delivered rows kept
+    /// for retention are passed over, not counted. Holds no row.
+    pub fn counts(&self, peer: &str, cap: u64) -> Result<QueueCounts, StoreError> {
+        let mut counts = QueueCounts::default();
         self.scan(Some(peer), None, |_, _, stored| {
             let record: OutboxRecord = decode(stored)?;
-            count += u64::from(record.status == status);
-            Ok(count < cap)
+            match record.status {
+                DeliveryStatus::Pending | DeliveryStatus::Retrying => counts.waiting += 1,
+                DeliveryStatus::Dead => counts.dead += 1,
+                DeliveryStatus::Delivered => {}
+            }
+            Ok(counts.waiting < cap || counts.dead < cap)
         })?;
-        Ok(count)
+        counts.waiting = counts.waiting.min(cap);
+        counts.dead = counts.dead.min(cap);
+        Ok(counts)
     }
 
     /// Calls `row` with each row's (peer, seq, stored record) in order,
