@@ -116,7 +116,7 @@ async fn step(
     let from = *cursor;
     let due = fed
         .store
-        .run(move |store| outbox::due(store, &id, from, limit))
+        .run(move |store| outbox::due(store, &id, from, limit, BATCH_BYTES))
         .await?;
     let Some(peer) = due.peer else {
         return Ok(Step::Removed);

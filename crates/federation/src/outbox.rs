@@ -30,7 +30,8 @@ pub type Rows = Vec<(u64, OutboxRecord)>;
 pub struct Due {
     /// None: the peer is gone.
     pub peer: Option<PeerRecord>,
-    /// Up to `limit` rows due now, from the first open one at or after the cursor.
+    /// Up to `limit` rows due now (and about `max_bytes` of them), from the
+    /// first open one at or after the cursor.
     pub rows: Rows,
     /// Where the next look starts.
     pub cursor: u64,
@@ -38,10 +39,20 @@ pub struct Due {
     pub wait_until: Option<i64>,
 }
 
-/// The peer and its due rows, from `cursor`.
-pub fn due(store: &Store, peer: &str, cursor: u64, limit: usize) -> Result<Due, StoreError> {
+/// The peer and its due rows, from `cursor`: the store reads no more than
+/// about `max_bytes` of them, since the caller sends no more at once.
+pub fn due(
+    store: &Store,
+    peer: &str,
+    cursor: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Due, StoreError> {
     let record = store.peers().get(peer)?;
-    let (rows, cursor, wait_until) = store.outbox().due(peer, cursor, limit, now_ms())?;
+    let (rows, cursor, wait_until) =
+        store
+            .outbox()
+            .due(peer, cursor, limit, max_bytes, now_ms())?;
     Ok(Due {
         peer: record,
         rows,

@@ -326,6 +326,17 @@ mod tests {
         for _ in 0..4 {
             store.outbox().publish("t.x", "{}").unwrap();
         }
+        // What a delivery worker reads is bounded in bytes too (at least
+        // one row).
+        let due = |max_bytes| {
+            let (rows, _, _) = store
+                .outbox()
+                .due("beta", 0, 10, max_bytes, i64::MAX)
+                .unwrap();
+            rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()
+        };
+        assert_eq!(due(usize::MAX), vec![1, 2, 3, 4]);
+        assert_eq!(due(1), vec![1]);
         store.outbox().mark_delivered("beta", &[1, 2]).unwrap();
         store
             .outbox()

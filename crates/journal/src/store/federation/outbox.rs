@@ -237,20 +237,23 @@ impl Outbox<'_> {
 
     /// The next messages due for `peer`, in order, starting after `cursor`:
     /// the open (pending or retrying) rows from the first open one on, at
-    /// most `limit`, all due by `now`. Returns the rows, the new cursor (all
-    /// rows up to it are delivered or dead) and, when nothing is due yet,
-    /// when the first open row will be.
+    /// most `limit` and ending once their stored records reach `max_bytes`
+    /// (after at least one), all due by `now`. Returns the rows, the new
+    /// cursor (all rows up to it are delivered or dead) and, when nothing
+    /// is due yet, when the first open row will be.
     #[allow(clippy::type_complexity)]
     pub fn due(
         &self,
         peer: &str,
         cursor: u64,
         limit: usize,
+        max_bytes: usize,
         now: i64,
     ) -> Result<(Vec<(u64, OutboxRecord)>, u64, Option<i64>), StoreError> {
         let txn = self.store.db.begin_read()?;
         let table = txn.open_table(FED_OUTBOX)?;
         let mut rows = Vec::new();
+        let mut bytes = 0usize;
         let mut new_cursor = cursor;
         let mut wait_until = None;
         let from = outbox_key(peer, cursor.saturating_add(1));
@@ -272,7 +275,8 @@ impl Outbox<'_> {
                 break;
             }
             rows.push((seq, record));
-            if rows.len() >= limit {
+            bytes = bytes.saturating_add(v.value().len());
+            if rows.len() >= limit || bytes >= max_bytes {
                 break;
             }
         }
