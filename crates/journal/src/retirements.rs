@@ -48,6 +48,14 @@ pub fn retired_key(event: &Event, keyring: &Keyring) -> Option<String> {
     keyring.get(old).is_some().then(|| old.to_string())
 }
 
+/// Whether a record retiring `old` proves itself under the windows of
+/// `keyring`: its payload is what was signed, and its signature verifies
+/// at its date under a key other than the one it retires (a genuine
+/// record is never signed by it). Only such a record may widen a window.
+pub fn proves_itself(event: &Event, old: &str, keyring: &Keyring) -> bool {
+    !keyring.same_key(&event.key_id, old) && verifies_at_its_date(event, keyring)
+}
+
 /// Applies the windows the rotation records among `records` give to the
 /// keys of `keyring` they name (records of other kinds are ignored).
 /// Returns how many retired keys got a window.
@@ -68,10 +76,7 @@ pub fn apply(records: &[Event], keyring: &mut Keyring) -> usize {
     loop {
         let mut widened = false;
         for (i, (old, event)) in records.iter().enumerate() {
-            if proven[i]
-                || keyring.same_key(&event.key_id, old)
-                || !verifies_at_its_date(event, keyring)
-            {
+            if proven[i] || !proves_itself(event, old, keyring) {
                 continue;
             }
             proven[i] = true;

@@ -185,13 +185,22 @@ impl RetiredKeys {
             }
         }
         retirements::apply(&rotations, &mut retired.keyring);
+        // A key can be retired twice (signing again in between): the last
+        // record counts, but only one that proves itself, since a leaked
+        // key could sign a later record of its own retirement after its
+        // forgeries. Without one, the first record counts.
+        let mut proven: Vec<(String, u64)> = Vec::new();
         for event in &rotations {
-            if let Some(old) = retirements::retired_key(event, keyring) {
-                match retired.recorded.iter_mut().find(|(id, _)| *id == old) {
-                    Some((_, at)) => *at = (*at).min(event.position),
-                    None => retired.recorded.push((old, event.position)),
-                }
+            let Some(old) = retirements::retired_key(event, keyring) else {
+                continue;
+            };
+            if retirements::proves_itself(event, &old, &retired.keyring) {
+                upsert(&mut proven, &old, event.position, u64::max);
             }
+            upsert(&mut retired.recorded, &old, event.position, u64::min);
+        }
+        for (old, at) in proven {
+            upsert(&mut retired.recorded, &old, at, |_, proven| proven);
         }
         Ok(retired)
     }
@@ -214,6 +223,15 @@ impl RetiredKeys {
             .iter()
             .find(|(old, at)| *at < event.position && self.keyring.same_key(&event.key_id, old))
             .map(|(_, at)| *at)
+    }
+}
+
+/// Sets `key`'s position in `list` to `at`, or to `pick(old, at)` if it
+/// has one.
+fn upsert(list: &mut Vec<(String, u64)>, key: &str, at: u64, pick: impl Fn(u64, u64) -> u64) {
+    match list.iter_mut().find(|(id, _)| id == key) {
+        Some((_, old)) => *old = pick(*old, at),
+        None => list.push((key.to_string(), at)),
     }
 }
 

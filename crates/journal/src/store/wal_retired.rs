@@ -24,6 +24,7 @@ use crate::retirements::KEY_ROTATED;
 
 const OLD: &[u8] = b"the retired key";
 const NEW: &[u8] = b"the key that replaced it";
+const THIRD: &[u8] = b"the key after the old one signed again";
 
 /// The new key signs; the old one verifies (no window: the daemon hands
 /// the store a keyring before it has read any rotation record).
@@ -224,4 +225,47 @@ async fn a_forgery_dated_inside_the_window_is_refused_by_its_place() {
         };
         assert_refused(&db, &rotated(), &forged, why);
     }
+}
+
+/// A key retired, put back to sign again, and retired again: what it
+/// signed in between replays, since the last record of its retirement that
+/// proves itself counts (helper-73 found the first one counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_retired_twice_replays_what_it_signed_in_between() {
+    let plan = Uuid::from_u128(76);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.redb");
+    let (store, writer) = open(db.clone(), Arc::new(Keyring::from_secret(OLD.to_vec()))).await;
+    let store = AsyncStore::new(store);
+    append(&store, request(plan, 0, false)).await;
+    store.replace_keyring(Keyring::clone(&rotated()));
+    append(&store, rotation_record()).await;
+    stop(store, writer).await;
+
+    // The old key signs again (its file put back), then is retired again.
+    let mut again = Keyring::from_secret(OLD.to_vec());
+    again.add_verification_key(NEW.to_vec()).unwrap();
+    let (store, writer) = open(db.clone(), Arc::new(again)).await;
+    no_idle_checkpoint(&store);
+    let store = AsyncStore::new(store);
+    let signed_again = append(&store, request(plan, 1, false)).await;
+    assert_eq!(signed_again.key_id, key_id(OLD));
+    let mut third = Keyring::from_secret(THIRD.to_vec());
+    third.add_verification_key(OLD.to_vec()).unwrap();
+    third.add_verification_key(NEW.to_vec()).unwrap();
+    store.replace_keyring(third.clone());
+    append(&store, rotation_record()).await;
+    let last = append(&store, request(plan, 2, false)).await;
+    // A power cut: the segment holds the last three records.
+    let cut = tempfile::tempdir().unwrap();
+    let cut_db = cut.path().join("j.redb");
+    std::fs::copy(&db, &cut_db).unwrap();
+    std::fs::copy(db.with_extension("wal"), cut_db.with_extension("wal")).unwrap();
+    stop(store, writer).await;
+
+    let (store, writer) = open(cut_db, Arc::new(third)).await;
+    let back = store.plan_events_after(&plan, 0, 10).unwrap();
+    assert_eq!(back.len(), 3);
+    assert_eq!(back[2].signature, last.signature);
+    close(store, writer).await;
 }
