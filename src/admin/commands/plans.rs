@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use super::{Context, Ctx, plan_id, who};
 use crate::http::extract::{Path, Query};
+use crate::http::json_array::{self, Items, Runs};
 use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_base::hex;
 use logbook_journal::store::admin::{DeleteError, SYSTEM_PLAN};
-use logbook_journal::store::{PlanHead, READ_PAGE, READ_PAGE_BYTES, StoreError};
+use logbook_journal::store::{AsyncStore, PlanHead, READ_PAGE, READ_PAGE_BYTES};
 
 /// The API's plan head, plus whether it is the system journal.
 fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
@@ -23,26 +24,54 @@ fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
     v
 }
 
-pub(super) async fn list_plans(State(cx): Ctx) -> Result<Json<Value>, Problem> {
-    let plans = cx
-        .store
-        .run(move |store| {
-            let mut all = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.plans_after(after, 1000)?;
-                let done = page.len() < 1000;
-                after = page.last().map(|(id, _)| *id);
-                all.extend(page);
-                if done {
-                    return Ok::<_, StoreError>(all);
-                }
-            }
-        })
-        .await?;
-    Ok(Json(json!({
-        "plans": plans.iter().map(|(id, head)| head_json(id, head)).collect::<Vec<_>>(),
-    })))
+/// Every plan's head, written as it is read, 1,000 heads a run: a store
+/// can hold millions of plans (`json_array`).
+pub(super) async fn list_plans(State(cx): Ctx) -> Result<Response, Problem> {
+    let heads = Heads {
+        store: cx.store.clone(),
+        after: Some(None),
+    };
+    json_array::respond(json_array::head("plans"), heads).await
+}
+
+/// Heads read per run of the plans listing.
+const HEADS_RUN: usize = 1000;
+
+struct Heads {
+    store: AsyncStore,
+    /// The last plan listed (`None` before the first), or `None` once the
+    /// listing ended.
+    after: Option<Option<Uuid>>,
+}
+
+impl Runs for Heads {
+    type Tail = Value;
+
+    async fn next_run(&mut self, items: &mut Items) -> Result<bool, Problem> {
+        let Some(after) = self.after else {
+            return Ok(true);
+        };
+        let page = self
+            .store
+            .run(move |store| store.plans_after(after, HEADS_RUN))
+            .await?;
+        for (id, head) in &page {
+            items.push(&head_json(id, head))?;
+        }
+        self.after = match page.last() {
+            Some((id, _)) if page.len() == HEADS_RUN => Some(Some(*id)),
+            _ => None,
+        };
+        Ok(self.after.is_none())
+    }
+
+    fn tail(&mut self) -> Value {
+        json!({})
+    }
+
+    fn what(&self) -> String {
+        "the admin plans listing".into()
+    }
 }
 
 async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
