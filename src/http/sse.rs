@@ -163,29 +163,61 @@ pub(crate) fn until_revoked(
 /// followers, one serialization per event instead of 10,000. A `Weak`
 /// keeps the event's allocation, so its address cannot be reused by
 /// another event while the entry lives.
-static ENCODED: Mutex<VecDeque<(Weak<Event>, u64, Bytes)>> = Mutex::new(VecDeque::new());
+static ENCODED: Mutex<FrameCache> = Mutex::new(FrameCache::new());
 /// Entries kept: more than the events a burst publishes while followers
 /// catch up, few enough to scan.
 const ENCODED_CAPACITY: usize = 256;
+/// Bytes of frames kept: events can be as large as a request body, and a
+/// frame held here outlives its followers.
+const ENCODED_BYTES: usize = 16 << 20;
 
-/// `event`'s frame at `cursor`, encoded once for every follower that sends it.
-fn encoded(event: &Arc<Event>, cursor: u64) -> Result<Bytes, serde_json::Error> {
-    let hit = |cache: &VecDeque<(Weak<Event>, u64, Bytes)>| {
-        cache
+struct FrameCache {
+    entries: VecDeque<(Weak<Event>, u64, Bytes)>,
+    bytes: usize,
+}
+
+impl FrameCache {
+    const fn new() -> FrameCache {
+        FrameCache {
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn get(&self, event: &Arc<Event>, cursor: u64) -> Option<Bytes> {
+        self.entries
             .iter()
             .rev()
             .find(|(weak, at, _)| *at == cursor && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(event)))
             .map(|(_, _, frame)| frame.clone())
-    };
-    if let Some(frame) = hit(&ENCODED.lock().unwrap_or_else(|e| e.into_inner())) {
+    }
+
+    /// Keeps `frame` for other followers of `event`, if there can be any:
+    /// an event read from storage by one follower is its own `Arc`.
+    fn put(&mut self, event: &Arc<Event>, cursor: u64, frame: &Bytes) {
+        if Arc::strong_count(event) < 2 || frame.len() > ENCODED_BYTES / 4 {
+            return;
+        }
+        while self.entries.len() >= ENCODED_CAPACITY || self.bytes + frame.len() > ENCODED_BYTES {
+            let Some((_, _, old)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len();
+        }
+        self.bytes += frame.len();
+        self.entries
+            .push_back((Arc::downgrade(event), cursor, frame.clone()));
+    }
+}
+
+/// `event`'s frame at `cursor`, encoded once for every follower that sends it.
+fn encoded(event: &Arc<Event>, cursor: u64) -> Result<Bytes, serde_json::Error> {
+    let cache = || ENCODED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(frame) = cache().get(event, cursor) {
         return Ok(frame);
     }
     let frame = frame(None, Some(cursor), &serde_json::to_string(&**event)?);
-    let mut cache = ENCODED.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() == ENCODED_CAPACITY {
-        cache.pop_front();
-    }
-    cache.push_back((Arc::downgrade(event), cursor, frame.clone()));
+    cache().put(event, cursor, &frame);
     Ok(frame)
 }
 
@@ -207,5 +239,61 @@ impl ConnectedGuard {
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(payload_bytes: usize) -> Arc<Event> {
+        let payload = serde_json::json!({ "pad": "x".repeat(payload_bytes) });
+        Arc::new(Event {
+            id: uuid::Uuid::nil(),
+            plan_id: uuid::Uuid::nil(),
+            seq: 1,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: serde_json::value::to_raw_value(&payload).unwrap(),
+            payload_hash: [0; 32],
+            prev_hash: None,
+            signature: [0; 32],
+            key_id: "00000000".into(),
+            created_at: logbook_journal::event::Timestamp(0),
+            position: 1,
+            redacted: false,
+        })
+    }
+
+    #[test]
+    fn the_frame_cache_keeps_only_shared_events_within_its_bytes() {
+        let mut cache = FrameCache::new();
+        let frame = |n: usize| Bytes::from(vec![b'x'; n]);
+        // One follower's own event (read from storage): nothing to share.
+        let alone = event(10);
+        cache.put(&alone, 1, &frame(100));
+        assert!(cache.get(&alone, 1).is_none());
+        // A live event, held by the fan-out too: shared.
+        let live = event(10);
+        let _fanout = live.clone();
+        cache.put(&live, 1, &frame(100));
+        assert_eq!(cache.get(&live, 1).unwrap().len(), 100);
+        assert!(cache.get(&live, 2).is_none());
+        // Large frames push older ones out to stay within the bytes.
+        let mut held = Vec::new();
+        for cursor in 0..8 {
+            let big = event(10);
+            held.push(big.clone());
+            cache.put(&big, cursor, &frame(ENCODED_BYTES / 4));
+            assert!(cache.bytes <= ENCODED_BYTES);
+        }
+        assert_eq!(cache.entries.len(), 4);
+        assert!(cache.get(&live, 1).is_none());
+        // A frame over a quarter of the budget is not kept at all.
+        let huge = event(10);
+        let _fanout = huge.clone();
+        cache.put(&huge, 9, &frame(ENCODED_BYTES / 4 + 1));
+        assert!(cache.get(&huge, 9).is_none());
+        assert!(cache.bytes <= ENCODED_BYTES);
     }
 }
