@@ -46,6 +46,7 @@ use crate::event_wire::WireEvent;
 use crate::registry::TypePattern;
 
 mod continuity;
+mod dead;
 mod inbox;
 mod outbox;
 mod peers;

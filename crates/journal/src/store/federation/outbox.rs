@@ -162,7 +162,7 @@ impl OutboxShared {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn requeued(&self) {
+    pub(super) fn requeued(&self) {
         self.requeued.send_modify(|n| *n += 1);
     }
 }
@@ -384,134 +384,6 @@ impl Outbox<'_> {
             }
         })?;
         Ok(true)
-    }
-
-    /// Puts dead messages back in the queue: one by id, or every dead one
-    /// (of one peer, if given). Returns how many.
-    pub fn retry_dead(
-        &self,
-        message_id: Option<&Uuid>,
-        peer: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        let now = Timestamp::now().millis();
-        let count = self.store.write_durable(|txn| {
-            let mut table = txn.open_table(FED_OUTBOX)?;
-            let keys: Vec<Vec<u8>> = match message_id {
-                Some(id) => {
-                    let ids = txn.open_table(FED_OUTBOX_IDS)?;
-                    ids.get(&id.into_bytes())?
-                        .map(|k| k.value().to_vec())
-                        .into_iter()
-                        .collect()
-                }
-                None => {
-                    let mut keys = Vec::new();
-                    for entry in table.range::<&[u8]>(..)? {
-                        let (k, v) = entry?;
-                        let (owner, _) = split_outbox_key(k.value())?;
-                        if peer.is_some_and(|p| p != owner) {
-                            continue;
-                        }
-                        if decode::<OutboxRecord>(v.value())?.status == DeliveryStatus::Dead {
-                            keys.push(k.value().to_vec());
-                        }
-                    }
-                    keys
-                }
-            };
-            let mut count = 0;
-            for key in keys {
-                let (owner, _) = split_outbox_key(&key)?;
-                if peer.is_some_and(|p| p != owner) {
-                    continue;
-                }
-                let Some(mut record) = table
-                    .get(key.as_slice())?
-                    .map(|v| decode::<OutboxRecord>(v.value()))
-                    .transpose()?
-                else {
-                    continue;
-                };
-                if record.status != DeliveryStatus::Dead {
-                    continue;
-                }
-                record.status = DeliveryStatus::Pending;
-                record.attempts = 0;
-                record.next_attempt_at = 0;
-                record.created_at = now; // the age limit restarts
-                record.updated_at = now;
-                table.insert(key.as_slice(), encode(&record).as_slice())?;
-                count += 1;
-            }
-            Ok(count)
-        })?;
-        if count > 0 {
-            self.store.fed.outbox.requeued();
-            self.store.fed.outbox_grew();
-        }
-        Ok(count)
-    }
-
-    /// Deletes dead messages: one by id (if it is dead, and of `peer` when
-    /// given), or every dead one of `peer`, or with neither every dead one.
-    /// Returns how many. They are gone for good: a late ack for one is ignored.
-    pub fn drop_dead(
-        &self,
-        message_id: Option<&Uuid>,
-        peer: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        let count = self.store.write_durable(|txn| {
-            let mut table = txn.open_table(FED_OUTBOX)?;
-            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
-            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
-            let mut doomed: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
-            let candidates: Vec<Vec<u8>> = match (message_id, peer) {
-                (Some(id), _) => ids
-                    .get(&id.into_bytes())?
-                    .map(|k| k.value().to_vec())
-                    .into_iter()
-                    .collect(),
-                (None, Some(p)) => table
-                    .range(outbox_key(p, 0).as_slice()..=outbox_key(p, u64::MAX).as_slice())?
-                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                    .collect::<Result<_, _>>()?,
-                (None, None) => table
-                    .range::<&[u8]>(..)?
-                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                    .collect::<Result<_, _>>()?,
-            };
-            for key in candidates {
-                let (owner, _) = split_outbox_key(&key)?;
-                if peer.is_some_and(|p| p != owner) {
-                    continue;
-                }
-                let Some(record) = table
-                    .get(key.as_slice())?
-                    .map(|v| decode::<OutboxRecord>(v.value()))
-                    .transpose()?
-                else {
-                    continue;
-                };
-                if record.status == DeliveryStatus::Dead {
-                    doomed.push((key, record.message_id));
-                }
-            }
-            for (key, id) in &doomed {
-                table.remove(key.as_slice())?;
-                ids.remove(id)?;
-                // A dropped key announcement will never reach the peer
-                // (typically it was re-pinned by hand): stop signing for it
-                // with the old key.
-                pending.remove(key.as_slice())?;
-            }
-            Ok(doomed.len())
-        })?;
-        if count > 0 {
-            // Workers rescan from the start: a dropped row's seq may be reused.
-            self.store.fed.outbox.requeued();
-            self.store.fed.outbox_grew();
-        }
-        Ok(count)
     }
 
     /// A page of outbox rows in (peer, seq) order, after the row `after`

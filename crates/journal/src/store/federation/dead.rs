@@ -1,0 +1,257 @@
+//! Dead messages: put back in the queue, or dropped for good.
+//!
+//! One message is changed in one transaction. Every dead one (of a peer)
+//! is changed in batches of at most [`DEAD_BATCH`] rows, each its own
+//! durable transaction that reads at most [`SCAN_BATCH`] rows: an outbox
+//! keeps delivered rows for days and can hold millions, and one
+//! transaction over them all would hold every key it changes. A crash
+//! between batches leaves some changed and the rest as they were; asking
+//! again finishes the job.
+
+use std::ops::Bound;
+
+use redb::{ReadableTable, WriteTransaction};
+use uuid::Uuid;
+
+use super::outbox::{DeliveryStatus, Outbox, OutboxRecord, outbox_key, split_outbox_key};
+use super::{FED_OUTBOX, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS};
+use crate::event::Timestamp;
+use crate::store::{StoreError, decode, encode};
+
+/// Most dead rows changed in one transaction (tiny in unit tests, so that
+/// they cross batches).
+const DEAD_BATCH: usize = if cfg!(test) { 2 } else { 4096 };
+/// Most outbox rows read in one transaction while looking for dead ones.
+const SCAN_BATCH: usize = if cfg!(test) { 3 } else { 65_536 };
+
+/// A dead row: its outbox key and record.
+type DeadRow = (Vec<u8>, OutboxRecord);
+
+impl Outbox<'_> {
+    /// Puts dead messages back in the queue: one by id, or every dead one
+    /// (of one peer, if given). Returns how many.
+    pub fn retry_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let now = Timestamp::now().millis();
+        let count = self.each_dead(message_id, peer, |txn, rows| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            for (key, mut record) in rows {
+                record.status = DeliveryStatus::Pending;
+                record.attempts = 0;
+                record.next_attempt_at = 0;
+                record.created_at = now; // the age limit restarts
+                record.updated_at = now;
+                table.insert(key.as_slice(), encode(&record).as_slice())?;
+            }
+            Ok(())
+        })?;
+        if count > 0 {
+            self.store.fed.outbox.requeued();
+            self.store.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Deletes dead messages: one by id (if it is dead, and of `peer` when
+    /// given), or every dead one of `peer`, or with neither every dead one.
+    /// Returns how many. They are gone for good: a late ack for one is ignored.
+    pub fn drop_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let count = self.each_dead(message_id, peer, |txn, rows| {
+            let mut table = txn.open_table(FED_OUTBOX)?;
+            let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            for (key, record) in rows {
+                table.remove(key.as_slice())?;
+                ids.remove(&record.message_id)?;
+                // A dropped key announcement will never reach the peer
+                // (typically it was re-pinned by hand): stop signing for it
+                // with the old key.
+                pending.remove(key.as_slice())?;
+            }
+            Ok(())
+        })?;
+        if count > 0 {
+            // Workers rescan from the start: a dropped row's seq may be reused.
+            self.store.fed.outbox.requeued();
+            self.store.fed.outbox_grew();
+        }
+        Ok(count)
+    }
+
+    /// Calls `change` with the dead rows named: the one with `message_id`
+    /// (if it is `peer`'s, when given), or every one of `peer` (of every
+    /// peer without one), batch by batch. Returns how many it was given.
+    fn each_dead(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+        mut change: impl FnMut(&WriteTransaction, Vec<DeadRow>) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        if let Some(id) = message_id {
+            return self.store.write_durable(|txn| {
+                let rows = one_dead(txn, id, peer)?;
+                let count = rows.len();
+                change(txn, rows)?;
+                Ok(count)
+            });
+        }
+        let (mut lower, upper) = match peer {
+            Some(p) => (
+                Bound::Included(outbox_key(p, 0)),
+                Bound::Included(outbox_key(p, u64::MAX)),
+            ),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut count = 0;
+        loop {
+            let (changed, next) = self.store.write_durable(|txn| {
+                let (rows, next) = dead_rows(txn, (lower.as_ref(), upper.as_ref()))?;
+                let changed = rows.len();
+                change(txn, rows)?;
+                Ok((changed, next))
+            })?;
+            count += changed;
+            match next {
+                Some(last) => lower = Bound::Excluded(last),
+                None => return Ok(count),
+            }
+        }
+    }
+}
+
+/// The row of `id`, if it is dead (and `peer`'s, when given).
+fn one_dead(
+    txn: &WriteTransaction,
+    id: &Uuid,
+    peer: Option<&str>,
+) -> Result<Vec<DeadRow>, StoreError> {
+    let ids = txn.open_table(FED_OUTBOX_IDS)?;
+    let Some(key) = ids.get(&id.into_bytes())?.map(|k| k.value().to_vec()) else {
+        return Ok(Vec::new());
+    };
+    let (owner, _) = split_outbox_key(&key)?;
+    if peer.is_some_and(|p| p != owner) {
+        return Ok(Vec::new());
+    }
+    let table = txn.open_table(FED_OUTBOX)?;
+    let Some(record) = table.get(key.as_slice())? else {
+        return Ok(Vec::new());
+    };
+    let record: OutboxRecord = decode(record.value())?;
+    Ok(if record.status == DeliveryStatus::Dead {
+        vec![(key, record)]
+    } else {
+        Vec::new()
+    })
+}
+
+/// The dead rows in `range`, reading at most [`SCAN_BATCH`] rows and
+/// keeping at most [`DEAD_BATCH`]; with the last key read when the range
+/// goes on past it.
+fn dead_rows(
+    txn: &WriteTransaction,
+    range: (Bound<&Vec<u8>>, Bound<&Vec<u8>>),
+) -> Result<(Vec<DeadRow>, Option<Vec<u8>>), StoreError> {
+    let table = txn.open_table(FED_OUTBOX)?;
+    let bounds = (range.0.map(Vec::as_slice), range.1.map(Vec::as_slice));
+    let mut rows = Vec::new();
+    let mut last = Vec::new();
+    for (scanned, entry) in table.range::<&[u8]>(bounds)?.enumerate() {
+        if scanned == SCAN_BATCH || rows.len() == DEAD_BATCH {
+            // More may follow: go on after the last row read.
+            return Ok((rows, Some(last)));
+        }
+        let (k, v) = entry?;
+        let record: OutboxRecord = decode(v.value())?;
+        if record.status == DeliveryStatus::Dead {
+            rows.push((k.value().to_vec(), record));
+        }
+        last.clear();
+        last.extend_from_slice(k.value());
+    }
+    Ok((rows, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{Direction, PeerRecord, PeerStatus};
+    use super::*;
+    use crate::store::Store;
+
+    /// Dead rows of two peers, found and changed across many small batches.
+    #[test]
+    fn every_dead_row_is_changed_once_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
+        for peer in ["beta", "gamma"] {
+            store
+                .peers()
+                .put(&PeerRecord {
+                    instance_id: peer.into(),
+                    base_url: "http://127.0.0.1:9".into(),
+                    public_key_der: Vec::new(),
+                    status: PeerStatus::Active,
+                    added_at: 0,
+                    updated_at: 0,
+                    allow: vec![">".into()],
+                    config_allow: Vec::new(),
+                })
+                .unwrap();
+            store
+                .peers()
+                .subscribe(Direction::Inbound, peer, "t.>")
+                .unwrap();
+        }
+        for _ in 0..10 {
+            store.outbox().publish("t.x", "{}").unwrap();
+        }
+        let kill = |store: &Store| {
+            for peer in ["beta", "gamma"] {
+                let dead = [2, 3, 5, 6, 7, 9];
+                let n = store
+                    .outbox()
+                    .mark_failed(peer, &dead, "no", 0, 1, i64::MAX)
+                    .unwrap();
+                assert_eq!(n, dead.len());
+            }
+        };
+        let statuses = |store: &Store, peer: &str| -> Vec<DeliveryStatus> {
+            let (rows, _) = store
+                .outbox()
+                .after(Some(peer), None, 100, usize::MAX)
+                .unwrap();
+            rows.iter().map(|e| e.record.status).collect()
+        };
+        kill(&store);
+        assert_eq!(store.outbox().retry_dead(None, Some("beta")).unwrap(), 6);
+        assert!(!statuses(&store, "beta").contains(&DeliveryStatus::Dead));
+        assert_eq!(
+            statuses(&store, "gamma")
+                .iter()
+                .filter(|s| **s == DeliveryStatus::Dead)
+                .count(),
+            6
+        );
+        assert_eq!(store.outbox().retry_dead(None, None).unwrap(), 6);
+
+        kill(&store);
+        assert_eq!(store.outbox().drop_dead(None, None).unwrap(), 12);
+        for peer in ["beta", "gamma"] {
+            assert_eq!(statuses(&store, peer), vec![DeliveryStatus::Pending; 4]);
+        }
+        assert_eq!(store.outbox().drop_dead(None, None).unwrap(), 0);
+        drop(store);
+        writer.shutdown();
+    }
+}
