@@ -285,7 +285,7 @@ impl Store {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::federation::{Direction, PeerRecord, PeerStatus, QueueCounts, inert_text};
+    use super::super::federation::{Direction, QueueCounts, inert_text, test_peer};
     use super::*;
 
     #[test]
@@ -306,19 +306,7 @@ mod tests {
         let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
         let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("store.redb"), keyring, fanout).unwrap();
-        store
-            .peers()
-            .put(&PeerRecord {
-                instance_id: "beta".into(),
-                base_url: "http://127.0.0.1:9".into(),
-                public_key_der: Vec::new(),
-                status: PeerStatus::Active,
-                added_at: 0,
-                updated_at: 0,
-                allow: vec![">".into()],
-                config_allow: Vec::new(),
-            })
-            .unwrap();
+        store.peers().put(&test_peer("beta")).unwrap();
         store
             .peers()
             .subscribe(Direction::Inbound, "beta", "t.>")

@@ -48,10 +48,7 @@ impl Outbox<'_> {
             }
             Ok(())
         })?;
-        if count > 0 {
-            self.store.fed.outbox.requeued();
-            self.store.fed.outbox_grew();
-        }
+        self.rescan(count);
         Ok(count)
     }
 
@@ -77,12 +74,17 @@ impl Outbox<'_> {
             }
             Ok(())
         })?;
+        self.rescan(count);
+        Ok(count)
+    }
+
+    /// Once `count` rows changed, the workers rescan from the start: a
+    /// requeued row is due again, and a dropped row's seq may be reused.
+    fn rescan(&self, count: usize) {
         if count > 0 {
-            // Workers rescan from the start: a dropped row's seq may be reused.
             self.store.fed.outbox.requeued();
             self.store.fed.outbox_grew();
         }
-        Ok(count)
     }
 
     /// Calls `change` with the dead rows named: the one with `message_id`
@@ -183,7 +185,7 @@ fn dead_rows(
 mod tests {
     use std::sync::Arc;
 
-    use super::super::{Direction, PeerRecord, PeerStatus};
+    use super::super::{Direction, test_peer};
     use super::*;
     use crate::store::Store;
 
@@ -195,19 +197,7 @@ mod tests {
         let (store, writer) =
             Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
         for peer in ["beta", "gamma"] {
-            store
-                .peers()
-                .put(&PeerRecord {
-                    instance_id: peer.into(),
-                    base_url: "http://127.0.0.1:9".into(),
-                    public_key_der: Vec::new(),
-                    status: PeerStatus::Active,
-                    added_at: 0,
-                    updated_at: 0,
-                    allow: vec![">".into()],
-                    config_allow: Vec::new(),
-                })
-                .unwrap();
+            store.peers().put(&test_peer(peer)).unwrap();
             store
                 .peers()
                 .subscribe(Direction::Inbound, peer, "t.>")

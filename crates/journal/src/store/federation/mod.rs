@@ -317,3 +317,18 @@ pub fn inert_text(text: &str) -> String {
     }
     out
 }
+
+/// An active peer `id` that may be sent anything, for tests.
+#[cfg(test)]
+pub(crate) fn test_peer(id: &str) -> PeerRecord {
+    PeerRecord {
+        instance_id: id.into(),
+        base_url: "http://127.0.0.1:9".into(),
+        public_key_der: Vec::new(),
+        status: PeerStatus::Active,
+        added_at: 0,
+        updated_at: 0,
+        allow: vec![">".into()],
+        config_allow: Vec::new(),
+    }
+}

@@ -403,6 +403,7 @@ impl Peers<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_peer;
     use super::*;
 
     fn peer(allow: &[&str], config_allow: &[&str]) -> PeerRecord {
@@ -486,19 +487,7 @@ mod tests {
         const PEERS: usize = 6;
         const PATTERNS: usize = 25;
         for i in 0..PEERS {
-            store
-                .peers()
-                .put(&PeerRecord {
-                    instance_id: format!("peer{i}"),
-                    base_url: "http://127.0.0.1:9".into(),
-                    public_key_der: Vec::new(),
-                    status: PeerStatus::Active,
-                    added_at: 0,
-                    updated_at: 0,
-                    allow: vec![">".into()],
-                    config_allow: Vec::new(),
-                })
-                .unwrap();
+            store.peers().put(&test_peer(&format!("peer{i}"))).unwrap();
         }
         std::thread::scope(|scope| {
             for i in 0..PEERS {
