@@ -45,14 +45,59 @@ pub(crate) const FANOUT_CAPACITY: usize = 4096;
 /// commits of one plan at 64 clients before a follower lags.
 pub(crate) const PLAN_FANOUT_CAPACITY: usize = 256;
 
+/// Largest payload (its canonical text) the fan-out carries. A follower
+/// that stops reading keeps what its channel holds alive until it lags: a
+/// count of events, so their size must be bounded too. A larger event goes
+/// out without its payload ([`Published::Trimmed`]), and its followers read
+/// it from storage, where it was committed before it was published.
+pub const INLINE_PAYLOAD_BYTES: usize = 16 * 1024;
+
+/// What a channel carries: a committed event, whole or without its payload.
+/// Dereferences to the event either way.
+#[derive(Debug, Clone)]
+pub enum Published {
+    Whole(Arc<Event>),
+    /// The event with a `null` payload: every other member as committed.
+    Trimmed(Arc<Event>),
+}
+
+impl Published {
+    fn of(event: Arc<Event>) -> Published {
+        if event.payload.get().len() <= INLINE_PAYLOAD_BYTES {
+            return Published::Whole(event);
+        }
+        let mut trimmed = Event::clone(&event);
+        trimmed.payload = serde_json::value::RawValue::NULL.to_owned();
+        Published::Trimmed(Arc::new(trimmed))
+    }
+
+    /// The whole event, or `None` when only storage has its payload.
+    pub fn whole(self) -> Option<Arc<Event>> {
+        match self {
+            Published::Whole(event) => Some(event),
+            Published::Trimmed(_) => None,
+        }
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        match self {
+            Published::Whole(event) | Published::Trimmed(event) => event,
+        }
+    }
+}
+
 /// Committed events, in commit order, per plan and for all plans. Cheap to
 /// clone: every clone is the same fan-out.
 #[derive(Clone)]
 pub struct Fanout(Arc<Shared>);
 
 struct Shared {
-    all: broadcast::Sender<Arc<Event>>,
-    plans: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Event>>>>,
+    all: broadcast::Sender<Published>,
+    plans: Mutex<HashMap<Uuid, broadcast::Sender<Published>>>,
     plan_capacity: usize,
 }
 
@@ -107,7 +152,7 @@ impl Fanout {
     pub fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) {
         let plans = self.plans();
         for event in events {
-            self.send(&plans, event);
+            self.send(&plans, Published::of(event));
         }
     }
 
@@ -115,6 +160,7 @@ impl Fanout {
     /// journal, and to those of the deleted plan, which it ends.
     pub fn publish_tombstone(&self, tombstone: Arc<Event>, deleted: Uuid) {
         let plans = self.plans();
+        let tombstone = Published::of(tombstone);
         self.send(&plans, tombstone.clone());
         if let Some(sender) = plans.get(&deleted) {
             let _ = sender.send(tombstone);
@@ -126,7 +172,7 @@ impl Fanout {
         self.plans().len()
     }
 
-    fn send(&self, plans: &HashMap<Uuid, broadcast::Sender<Arc<Event>>>, event: Arc<Event>) {
+    fn send(&self, plans: &HashMap<Uuid, broadcast::Sender<Published>>, event: Published) {
         if self.0.all.receiver_count() > 0 {
             let _ = self.0.all.send(event.clone());
         }
@@ -135,7 +181,7 @@ impl Fanout {
         }
     }
 
-    fn plans(&self) -> MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Arc<Event>>>> {
+    fn plans(&self) -> MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Published>>> {
         // Nothing under this lock can leave the map inconsistent.
         self.0.plans.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -143,7 +189,7 @@ impl Fanout {
 
 /// A follower's end of the fan-out: the all-plans channel or one plan's.
 pub struct Subscription {
-    receiver: broadcast::Receiver<Arc<Event>>,
+    receiver: broadcast::Receiver<Published>,
     /// For a plan: the fan-out to take its channel out of when this is the
     /// last receiver.
     plan: Option<(Fanout, Uuid)>,
@@ -151,12 +197,12 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next event, as [`broadcast::Receiver::recv`].
-    pub async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
+    pub async fn recv(&mut self) -> Result<Published, RecvError> {
         self.receiver.recv().await
     }
 
     /// The next event if one is waiting, as [`broadcast::Receiver::try_recv`].
-    pub fn try_recv(&mut self) -> Result<Arc<Event>, broadcast::error::TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<Published, broadcast::error::TryRecvError> {
         self.receiver.try_recv()
     }
 }
@@ -225,6 +271,33 @@ mod tests {
             .map(|e| (e.plan_id, e.seq))
             .collect();
         assert_eq!(seen, [(a, 1), (b, 1), (a, 2)]);
+    }
+
+    /// A channel holds at most its capacity of events for a follower that
+    /// stopped reading: a large event is carried without its payload.
+    #[test]
+    fn a_large_event_is_carried_without_its_payload() {
+        let fanout = fanout();
+        let plan = Uuid::new_v4();
+        let mut follower = fanout.subscribe_plan(plan);
+        let small = event(plan, 1);
+        let large = Arc::new(Event {
+            seq: 2,
+            payload: CanonicalPayload::new(&json!({ "fill": "x".repeat(INLINE_PAYLOAD_BYTES) }))
+                .json,
+            ..Event::clone(&small)
+        });
+        fanout.publish([small.clone(), large.clone()]);
+        let first = follower.try_recv().unwrap();
+        assert_eq!(
+            first.clone().whole().unwrap().payload.get(),
+            small.payload.get()
+        );
+        let second = follower.try_recv().unwrap();
+        assert!(matches!(second, Published::Trimmed(_)));
+        assert_eq!(second.payload.get(), "null");
+        assert_eq!((second.seq, second.signature), (large.seq, large.signature));
+        assert!(second.whole().is_none());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! every event on the channel is already committed. So any event the replay
 //! missed is on the channel, and any event the channel dropped (lag) is in
 //! storage. The follower tracks the last key it emitted and only ever emits
-//! `last + 1`; anything else sends it back to storage.
+//! `last + 1`; anything else sends it back to storage, and so does an event
+//! too large for the channel, which carries it without its payload.
 //!
 //! A plan can be deleted (over the admin socket), so a per-plan cursor can
 //! outlive the chain it pointed into. (Its id is never used again now; a
@@ -248,6 +249,12 @@ pub fn follow(
                             stats.catch_ups.fetch_add(1, Ordering::Relaxed);
                             continue 'catch_up;
                         }
+                        // An event too large for the channel came without
+                        // its payload: storage has it whole.
+                        let event = match event.whole() {
+                            Some(event) => event,
+                            None => continue 'catch_up,
+                        };
                         match advance(&source, event, &mut cursor, &mut last_signature) {
                             Ok(Some(followed)) => yield Ok(followed),
                             Ok(None) => {}
@@ -396,8 +403,11 @@ mod tests {
             }
             store.append(big(count)).await.unwrap();
             count += 1;
+            // Too large for the channel: it came trimmed, and the
+            // follower read it whole from storage.
             let live = followed.next().await.unwrap().unwrap();
             assert_eq!(live.event.seq, count);
+            assert!(live.event.payload.get().len() > 100_000);
         }
         let (page, more) = store
             .run(move |s| s.plan_events_page(&plan, count, READ_PAGE, READ_PAGE_BYTES))
