@@ -66,9 +66,22 @@ impl Published {
         if event.payload.get().len() <= INLINE_PAYLOAD_BYTES {
             return Published::Whole(event);
         }
-        let mut trimmed = Event::clone(&event);
-        trimmed.payload = serde_json::value::RawValue::NULL.to_owned();
-        Published::Trimmed(Arc::new(trimmed))
+        // Every member but the payload, which is not copied.
+        Published::Trimmed(Arc::new(Event {
+            id: event.id,
+            plan_id: event.plan_id,
+            seq: event.seq,
+            event_type: event.event_type.clone(),
+            actor: event.actor.clone(),
+            payload: serde_json::value::RawValue::NULL.to_owned(),
+            payload_hash: event.payload_hash,
+            prev_hash: event.prev_hash,
+            signature: event.signature,
+            key_id: event.key_id.clone(),
+            created_at: event.created_at,
+            position: event.position,
+            redacted: event.redacted,
+        }))
     }
 
     /// The whole event, or `None` when only storage has its payload.
