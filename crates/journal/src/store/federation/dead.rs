@@ -4,9 +4,11 @@
 //! is changed in batches of at most [`DEAD_BATCH`] rows, each its own
 //! durable transaction that reads at most [`SCAN_BATCH`] rows: an outbox
 //! keeps delivered rows for days and can hold millions, and one
-//! transaction over them all would hold every key it changes. A crash
-//! between batches leaves some changed and the rest as they were; asking
-//! again finishes the job.
+//! transaction over them all would hold every key it changes. A batch
+//! holds keys and message ids, never payloads (a dead message can be as
+//! large as a request body). A crash between batches leaves some changed
+//! and the rest as they were; asking again finishes the job, and the
+//! delivery workers are told of the batches that committed either way.
 
 use std::ops::Bound;
 
@@ -24,8 +26,9 @@ const DEAD_BATCH: usize = if cfg!(test) { 2 } else { 4096 };
 /// Most outbox rows read in one transaction while looking for dead ones.
 const SCAN_BATCH: usize = if cfg!(test) { 3 } else { 65_536 };
 
-/// A dead row: its outbox key and record.
-type DeadRow = (Vec<u8>, OutboxRecord);
+/// A dead row: its outbox key and message id (not its payload: a batch
+/// holds only these).
+type DeadRow = (Vec<u8>, [u8; 16]);
 
 impl Outbox<'_> {
     /// Puts dead messages back in the queue: one by id, or every dead one
@@ -36,9 +39,16 @@ impl Outbox<'_> {
         peer: Option<&str>,
     ) -> Result<usize, StoreError> {
         let now = Timestamp::now().millis();
-        let count = self.each_dead(message_id, peer, |txn, rows| {
+        let mut count = 0;
+        let done = self.each_dead(message_id, peer, &mut count, |txn, rows| {
             let mut table = txn.open_table(FED_OUTBOX)?;
-            for (key, mut record) in rows {
+            // One record at a time: a batch holds keys, not payloads.
+            for (key, _) in rows {
+                let Some(stored) = table.get(key.as_slice())? else {
+                    continue;
+                };
+                let mut record: OutboxRecord = decode(stored.value())?;
+                drop(stored);
                 record.status = DeliveryStatus::Pending;
                 record.attempts = 0;
                 record.next_attempt_at = 0;
@@ -47,9 +57,10 @@ impl Outbox<'_> {
                 table.insert(key.as_slice(), encode(&record).as_slice())?;
             }
             Ok(())
-        })?;
+        });
+        // Batches that committed before a failure count too.
         self.rescan(count);
-        Ok(count)
+        done.map(|()| count)
     }
 
     /// Deletes dead messages: one by id (if it is dead, and of `peer` when
@@ -60,22 +71,24 @@ impl Outbox<'_> {
         message_id: Option<&Uuid>,
         peer: Option<&str>,
     ) -> Result<usize, StoreError> {
-        let count = self.each_dead(message_id, peer, |txn, rows| {
+        let mut count = 0;
+        let done = self.each_dead(message_id, peer, &mut count, |txn, rows| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
-            for (key, record) in rows {
+            for (key, message_id) in rows {
                 table.remove(key.as_slice())?;
-                ids.remove(&record.message_id)?;
+                ids.remove(&message_id)?;
                 // A dropped key announcement will never reach the peer
                 // (typically it was re-pinned by hand): stop signing for it
                 // with the old key.
                 pending.remove(key.as_slice())?;
             }
             Ok(())
-        })?;
+        });
+        // Batches that committed before a failure count too.
         self.rescan(count);
-        Ok(count)
+        done.map(|()| count)
     }
 
     /// Once `count` rows changed, the workers rescan from the start: a
@@ -89,20 +102,23 @@ impl Outbox<'_> {
 
     /// Calls `change` with the dead rows named: the one with `message_id`
     /// (if it is `peer`'s, when given), or every one of `peer` (of every
-    /// peer without one), batch by batch. Returns how many it was given.
+    /// peer without one), batch by batch. Adds to `count` how many rows
+    /// each committed batch held.
     fn each_dead(
         &self,
         message_id: Option<&Uuid>,
         peer: Option<&str>,
+        count: &mut usize,
         mut change: impl FnMut(&WriteTransaction, Vec<DeadRow>) -> Result<(), StoreError>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(), StoreError> {
         if let Some(id) = message_id {
-            return self.store.write_durable(|txn| {
+            *count += self.store.write_durable(|txn| {
                 let rows = one_dead(txn, id, peer)?;
-                let count = rows.len();
+                let changed = rows.len();
                 change(txn, rows)?;
-                Ok(count)
-            });
+                Ok(changed)
+            })?;
+            return Ok(());
         }
         let (mut lower, upper) = match peer {
             Some(p) => (
@@ -111,7 +127,6 @@ impl Outbox<'_> {
             ),
             None => (Bound::Unbounded, Bound::Unbounded),
         };
-        let mut count = 0;
         loop {
             let (changed, next) = self.store.write_durable(|txn| {
                 let (rows, next) = dead_rows(txn, (lower.as_ref(), upper.as_ref()))?;
@@ -119,10 +134,10 @@ impl Outbox<'_> {
                 change(txn, rows)?;
                 Ok((changed, next))
             })?;
-            count += changed;
+            *count += changed;
             match next {
                 Some(last) => lower = Bound::Excluded(last),
-                None => return Ok(count),
+                None => return Ok(()),
             }
         }
     }
@@ -148,7 +163,7 @@ fn one_dead(
     };
     let record: OutboxRecord = decode(record.value())?;
     Ok(if record.status == DeliveryStatus::Dead {
-        vec![(key, record)]
+        vec![(key, record.message_id)]
     } else {
         Vec::new()
     })
@@ -173,7 +188,7 @@ fn dead_rows(
         let (k, v) = entry?;
         let record: OutboxRecord = decode(v.value())?;
         if record.status == DeliveryStatus::Dead {
-            rows.push((k.value().to_vec(), record));
+            rows.push((k.value().to_vec(), record.message_id));
         }
         last.clear();
         last.extend_from_slice(k.value());
