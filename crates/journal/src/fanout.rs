@@ -35,6 +35,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use crate::Event;
+use crate::store::{AsyncStore, StoreError};
 
 /// Events buffered per receiver of the all-plans channel before a slow one
 /// lags and catches up from storage.
@@ -112,6 +113,46 @@ struct Shared {
     all: broadcast::Sender<Published>,
     plans: Mutex<HashMap<Uuid, broadcast::Sender<Published>>>,
     plan_capacity: usize,
+    rereads: Mutex<Rereads>,
+}
+
+/// Trimmed events read back from storage, by store-wide position: the
+/// first follower to need one reads it, and every other one takes the same
+/// `Arc` (so the same encoded frame), as a whole event from the channel
+/// would have been shared. Bounded in bytes, oldest out first; a follower
+/// that finds its event gone reads it from storage itself.
+#[derive(Default)]
+struct Rereads {
+    cells: HashMap<u64, Reread>,
+    /// Positions read, oldest first, with their payloads' bytes.
+    read: std::collections::VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+/// One reread: empty while the first follower reads it; `None` when
+/// storage no longer held that very event.
+type Reread = Arc<tokio::sync::OnceCell<Option<Arc<Event>>>>;
+/// Payload bytes of reread events kept.
+const REREAD_BYTES: usize = 16 << 20;
+
+impl Rereads {
+    /// Records that `position` was read (`bytes` of payload, or nothing
+    /// found), dropping the oldest reads past the budget.
+    fn done(&mut self, position: u64, bytes: Option<usize>) {
+        let Some(bytes) = bytes else {
+            self.cells.remove(&position);
+            return;
+        };
+        self.read.push_back((position, bytes));
+        self.bytes += bytes;
+        while self.bytes > REREAD_BYTES {
+            let Some((old, old_bytes)) = self.read.pop_front() else {
+                break;
+            };
+            self.cells.remove(&old);
+            self.bytes -= old_bytes;
+        }
+    }
 }
 
 impl std::fmt::Debug for Fanout {
@@ -135,6 +176,7 @@ impl Fanout {
             all: broadcast::channel(all).0,
             plans: Mutex::default(),
             plan_capacity: plan,
+            rereads: Mutex::default(),
         }))
     }
 
@@ -142,6 +184,7 @@ impl Fanout {
     pub fn subscribe_all(&self) -> Subscription {
         Subscription {
             receiver: self.0.all.subscribe(),
+            fanout: self.clone(),
             plan: None,
         }
     }
@@ -156,7 +199,8 @@ impl Fanout {
             .subscribe();
         Subscription {
             receiver,
-            plan: Some((self.clone(), plan)),
+            fanout: self.clone(),
+            plan: Some(plan),
         }
     }
 
@@ -173,7 +217,8 @@ impl Fanout {
     /// journal, and to those of the deleted plan, which it ends.
     pub fn publish_tombstone(&self, tombstone: Arc<Event>, deleted: Uuid) {
         let plans = self.plans();
-        let tombstone = Published::of(tombstone);
+        // Always whole: a follower reads it to learn its plan is gone.
+        let tombstone = Published::Whole(tombstone);
         self.send(&plans, tombstone.clone());
         if let Some(sender) = plans.get(&deleted) {
             let _ = sender.send(tombstone);
@@ -198,14 +243,19 @@ impl Fanout {
         // Nothing under this lock can leave the map inconsistent.
         self.0.plans.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn rereads(&self) -> MutexGuard<'_, Rereads> {
+        self.0.rereads.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A follower's end of the fan-out: the all-plans channel or one plan's.
 pub struct Subscription {
     receiver: broadcast::Receiver<Published>,
-    /// For a plan: the fan-out to take its channel out of when this is the
-    /// last receiver.
-    plan: Option<(Fanout, Uuid)>,
+    fanout: Fanout,
+    /// For a plan: the plan whose channel to take out of the fan-out when
+    /// this is the last receiver.
+    plan: Option<Uuid>,
 }
 
 impl Subscription {
@@ -218,17 +268,72 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Result<Published, broadcast::error::TryRecvError> {
         self.receiver.try_recv()
     }
+
+    /// The whole event of `trimmed`, read from `store` once for all the
+    /// followers that need it. `None` when storage no longer holds that
+    /// very event (the plan was deleted); the follower then goes back to
+    /// storage itself, which says what happened.
+    pub async fn whole(
+        &self,
+        trimmed: &Event,
+        store: &AsyncStore,
+    ) -> Result<Option<Arc<Event>>, StoreError> {
+        let position = trimmed.position;
+        let reread = self
+            .fanout
+            .rereads()
+            .cells
+            .entry(position)
+            .or_default()
+            .clone();
+        let (plan, seq, signature) = (trimmed.plan_id, trimmed.seq, trimmed.signature);
+        let mut first = false;
+        let event = reread
+            .get_or_try_init(|| async {
+                first = true;
+                let page = store
+                    .run(move |s| s.plan_events_after(&plan, seq - 1, 1))
+                    .await?;
+                Ok::<_, StoreError>(
+                    page.into_iter()
+                        .next()
+                        .filter(|e| e.seq == seq && e.signature == signature)
+                        .map(Arc::new),
+                )
+            })
+            .await;
+        let event = match event {
+            Ok(event) => event.clone(),
+            Err(e) => {
+                // Not cached: the next follower tries again.
+                let mut rereads = self.fanout.rereads();
+                if rereads
+                    .cells
+                    .get(&position)
+                    .is_some_and(|r| Arc::ptr_eq(r, &reread))
+                {
+                    rereads.cells.remove(&position);
+                }
+                return Err(e);
+            }
+        };
+        if first {
+            let bytes = event.as_ref().map(|e| e.payload.get().len());
+            self.fanout.rereads().done(position, bytes);
+        }
+        Ok(event)
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let Some((fanout, plan)) = &self.plan else {
+        let Some(plan) = &self.plan else {
             return;
         };
         // Under the lock that subscribing takes, so no new receiver can
         // appear between the count and the removal. The entry is this
         // receiver's channel: only a channel without receivers is removed.
-        let mut plans = fanout.plans();
+        let mut plans = self.fanout.plans();
         if plans.get(plan).is_some_and(|s| s.receiver_count() <= 1) {
             plans.remove(plan);
         }
@@ -311,6 +416,21 @@ mod tests {
         assert_eq!(second.payload.get(), "null");
         assert_eq!((second.seq, second.signature), (large.seq, large.signature));
         assert!(second.whole().is_none());
+    }
+
+    #[test]
+    fn rereads_keep_within_their_bytes_and_forget_what_was_not_found() {
+        let mut rereads = Rereads::default();
+        for position in 0..4 {
+            rereads.cells.insert(position, Reread::default());
+            rereads.done(position, Some(REREAD_BYTES / 3));
+        }
+        assert!(rereads.bytes <= REREAD_BYTES);
+        assert_eq!(rereads.cells.len(), 3);
+        assert!(!rereads.cells.contains_key(&0), "the oldest stays");
+        rereads.cells.insert(9, Reread::default());
+        rereads.done(9, None);
+        assert!(!rereads.cells.contains_key(&9));
     }
 
     #[test]

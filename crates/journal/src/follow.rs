@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Event;
-use crate::fanout::{StreamStats, Subscription};
+use crate::fanout::{Published, StreamStats, Subscription};
 use crate::registry::TypeFilter;
 use crate::store::admin::{SYSTEM_PLAN, TOMBSTONE_TYPE};
 use crate::store::{AsyncStore, READ_PAGE, READ_PAGE_BYTES, StoreError};
@@ -250,10 +250,21 @@ pub fn follow(
                             continue 'catch_up;
                         }
                         // An event too large for the channel came without
-                        // its payload: storage has it whole.
-                        let event = match event.whole() {
-                            Some(event) => event,
-                            None => continue 'catch_up,
+                        // its payload: read whole from storage, once for
+                        // all its followers (unless it is not sent here).
+                        let event = match event {
+                            Published::Whole(event) => event,
+                            Published::Trimmed(event) if !source.emits(&event) => event,
+                            Published::Trimmed(trimmed) => {
+                                match receiver.whole(&trimmed, &store).await {
+                                    Ok(Some(event)) => event,
+                                    Ok(None) => continue 'catch_up,
+                                    Err(e) => {
+                                        yield Err(e.into());
+                                        return;
+                                    }
+                                }
+                            }
                         };
                         match advance(&source, event, &mut cursor, &mut last_signature) {
                             Ok(Some(followed)) => yield Ok(followed),
@@ -414,6 +425,37 @@ mod tests {
             .await
             .unwrap();
         assert!(page.is_empty() && !more);
+    }
+
+    /// Followers of an event too large for the channel share one read of
+    /// it from storage: one `Arc`, so one encoded frame.
+    #[tokio::test]
+    async fn followers_of_a_large_event_share_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fanout = crate::fanout::fanout();
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, _writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        let store = AsyncStore::new(store);
+        let plan = Uuid::new_v4();
+        let mut of_plan = fanout.subscribe_plan(plan);
+        let mut of_all = fanout.subscribe_all();
+        let appended = store
+            .append(AppendRequest {
+                payload: CanonicalPayload::new(&json!({ "fill": "x".repeat(100_000) })),
+                ..request(plan, 0)
+            })
+            .await
+            .unwrap();
+        let (a, b) = (of_plan.try_recv().unwrap(), of_all.try_recv().unwrap());
+        assert!(matches!(a, Published::Trimmed(_)) && matches!(b, Published::Trimmed(_)));
+        let (a, b) = (
+            of_plan.whole(&a, &store).await.unwrap().unwrap(),
+            of_all.whole(&b, &store).await.unwrap().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b), "each follower read it again");
+        assert_eq!(a.payload.get(), appended.event.payload.get());
+        assert_eq!(a.signature, appended.event.signature);
     }
 
     #[tokio::test]
