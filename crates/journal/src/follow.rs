@@ -447,7 +447,8 @@ mod tests {
             })
             .await
             .unwrap();
-        let (a, b) = (of_plan.try_recv().unwrap(), of_all.try_recv().unwrap());
+        // Published after the append is answered: wait for it.
+        let (a, b) = (of_plan.recv().await.unwrap(), of_all.recv().await.unwrap());
         assert!(matches!(a, Published::Trimmed(_)) && matches!(b, Published::Trimmed(_)));
         let (a, b) = (
             of_plan.whole(&a, &store).await.unwrap().unwrap(),
