@@ -134,6 +134,8 @@ struct Rereads {
 type Reread = Arc<tokio::sync::OnceCell<Option<Arc<Event>>>>;
 /// Payload bytes of reread events kept.
 const REREAD_BYTES: usize = 16 << 20;
+/// Rereads tracked before abandoned ones are swept.
+const REREADS_SWEEP: usize = 4096;
 
 impl Rereads {
     /// Records that `position` was read (`bytes` of payload, or nothing
@@ -279,13 +281,17 @@ impl Subscription {
         store: &AsyncStore,
     ) -> Result<Option<Arc<Event>>, StoreError> {
         let position = trimmed.position;
-        let reread = self
-            .fanout
-            .rereads()
-            .cells
-            .entry(position)
-            .or_default()
-            .clone();
+        let reread = {
+            let mut rereads = self.fanout.rereads();
+            if rereads.cells.len() >= REREADS_SWEEP {
+                // A read whose follower left before it ended, and that
+                // nobody else waits for, stays empty: let it go.
+                rereads
+                    .cells
+                    .retain(|_, r| r.initialized() || Arc::strong_count(r) > 1);
+            }
+            rereads.cells.entry(position).or_default().clone()
+        };
         let (plan, seq, signature) = (trimmed.plan_id, trimmed.seq, trimmed.signature);
         let mut first = false;
         let event = reread
