@@ -35,6 +35,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use crate::Event;
+use crate::store::admin::SYSTEM_PLAN;
+use crate::store::redact::REDACTED_TYPE;
 use crate::store::{AsyncStore, StoreError};
 
 /// Events buffered per receiver of the all-plans channel before a slow one
@@ -63,7 +65,7 @@ pub enum Published {
 }
 
 impl Published {
-    fn of(event: Arc<Event>) -> Published {
+    pub(crate) fn of(event: Arc<Event>) -> Published {
         if event.payload.get().len() <= INLINE_PAYLOAD_BYTES {
             return Published::Whole(event);
         }
@@ -124,8 +126,8 @@ struct Shared {
 #[derive(Default)]
 struct Rereads {
     cells: HashMap<u64, Reread>,
-    /// Positions read, oldest first, with their payloads' bytes.
-    read: std::collections::VecDeque<(u64, usize)>,
+    /// Reads done, oldest first, with their payloads' bytes.
+    read: std::collections::VecDeque<(u64, usize, Reread)>,
     bytes: usize,
 }
 
@@ -138,22 +140,39 @@ const REREAD_BYTES: usize = 16 << 20;
 const REREADS_SWEEP: usize = 4096;
 
 impl Rereads {
-    /// Records that `position` was read (`bytes` of payload, or nothing
-    /// found), dropping the oldest reads past the budget.
-    fn done(&mut self, position: u64, bytes: Option<usize>) {
+    /// Records that `reread`, of `position`, was read (`bytes` of
+    /// payload, or nothing found), dropping the oldest reads past the
+    /// budget. Only the cell recorded is ever removed: the map may hold a
+    /// newer one for the same position.
+    fn done(&mut self, position: u64, reread: &Reread, bytes: Option<usize>) {
         let Some(bytes) = bytes else {
-            self.cells.remove(&position);
+            self.forget(position, reread);
             return;
         };
-        self.read.push_back((position, bytes));
+        self.read.push_back((position, bytes, reread.clone()));
         self.bytes += bytes;
         while self.bytes > REREAD_BYTES {
-            let Some((old, old_bytes)) = self.read.pop_front() else {
+            let Some((old, old_bytes, cell)) = self.read.pop_front() else {
                 break;
             };
-            self.cells.remove(&old);
+            self.forget(old, &cell);
             self.bytes -= old_bytes;
         }
+    }
+
+    fn forget(&mut self, position: u64, reread: &Reread) {
+        if self
+            .cells
+            .get(&position)
+            .is_some_and(|r| Arc::ptr_eq(r, reread))
+        {
+            self.cells.remove(&position);
+        }
+    }
+
+    /// Forgets every read: a redaction may have erased one's payload.
+    fn clear(&mut self) {
+        *self = Rereads::default();
     }
 }
 
@@ -211,6 +230,11 @@ impl Fanout {
     pub fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) {
         let plans = self.plans();
         for event in events {
+            if event.plan_id == SYSTEM_PLAN && event.event_type == REDACTED_TYPE {
+                // Published after the redaction committed: no reread from
+                // before it is handed out again.
+                self.rereads().clear();
+            }
             self.send(&plans, Published::of(event));
         }
     }
@@ -312,20 +336,13 @@ impl Subscription {
             Ok(event) => event.clone(),
             Err(e) => {
                 // Not cached: the next follower tries again.
-                let mut rereads = self.fanout.rereads();
-                if rereads
-                    .cells
-                    .get(&position)
-                    .is_some_and(|r| Arc::ptr_eq(r, &reread))
-                {
-                    rereads.cells.remove(&position);
-                }
+                self.fanout.rereads().forget(position, &reread);
                 return Err(e);
             }
         };
         if first {
             let bytes = event.as_ref().map(|e| e.payload.get().len());
-            self.fanout.rereads().done(position, bytes);
+            self.fanout.rereads().done(position, &reread, bytes);
         }
         Ok(event)
     }
@@ -427,16 +444,31 @@ mod tests {
     #[test]
     fn rereads_keep_within_their_bytes_and_forget_what_was_not_found() {
         let mut rereads = Rereads::default();
+        let read = |rereads: &mut Rereads, position, bytes| {
+            let cell = Reread::default();
+            rereads.cells.insert(position, cell.clone());
+            rereads.done(position, &cell, bytes);
+        };
         for position in 0..4 {
-            rereads.cells.insert(position, Reread::default());
-            rereads.done(position, Some(REREAD_BYTES / 3));
+            read(&mut rereads, position, Some(REREAD_BYTES / 3));
         }
         assert!(rereads.bytes <= REREAD_BYTES);
         assert_eq!(rereads.cells.len(), 3);
-        assert!(!rereads.cells.contains_key(&0), "the oldest stays");
-        rereads.cells.insert(9, Reread::default());
-        rereads.done(9, None);
+        assert!(!rereads.cells.contains_key(&0), "the oldest went");
+        read(&mut rereads, 9, None);
         assert!(!rereads.cells.contains_key(&9));
+        // A newer cell of a position is not removed with an older one.
+        let newer = Reread::default();
+        rereads.cells.insert(1, newer.clone());
+        read(&mut rereads, 20, Some(REREAD_BYTES / 3));
+        assert!(
+            rereads
+                .cells
+                .get(&1)
+                .is_some_and(|r| Arc::ptr_eq(r, &newer))
+        );
+        rereads.clear();
+        assert!(rereads.cells.is_empty() && rereads.bytes == 0);
     }
 
     #[test]

@@ -457,6 +457,28 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "each follower read it again");
         assert_eq!(a.payload.get(), appended.event.payload.get());
         assert_eq!(a.signature, appended.event.signature);
+
+        // Once the payload is erased, a follower that reaches the event
+        // later gets it as storage holds it now, not the shared read.
+        let trimmed = Published::of(appended.event.clone());
+        let outcomes = store
+            .redact(vec![crate::store::redact::Redaction {
+                plan_id: plan,
+                seq: 1,
+                reason: "test".into(),
+                by: crate::store::redact::RedactedBy::Retention,
+            }])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        // The redaction's record is published after it commits.
+        while of_all.recv().await.unwrap().event_type != crate::store::redact::REDACTED_TYPE {}
+        let later = of_plan.whole(&trimmed, &store).await.unwrap().unwrap();
+        assert!(
+            later.redacted && later.payload.get() == "null",
+            "{}",
+            later.payload.get()
+        );
     }
 
     #[tokio::test]
