@@ -365,18 +365,29 @@ mod tests {
         seen
     }
 
+    /// A store with the default fan-out; the writer lives as long as the
+    /// caller keeps it.
+    fn open_store() -> (
+        tempfile::TempDir,
+        crate::fanout::Fanout,
+        AsyncStore,
+        crate::store::Writer,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let fanout = crate::fanout::fanout();
+        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
+        (dir, fanout, AsyncStore::new(store), writer)
+    }
+
     /// Pages from storage end at READ_PAGE_BYTES, well before READ_PAGE
     /// events when events are large; a page cut by bytes is not taken for
     /// the head, so a follower (of one plan, and of all) catching up over
     /// many such pages gets every event once, in order, then live ones.
     #[tokio::test]
     async fn catching_up_over_pages_cut_by_bytes_misses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let fanout = crate::fanout::fanout();
-        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-        let (store, _writer) =
-            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
-        let store = AsyncStore::new(store);
+        let (_dir, fanout, store, _writer) = open_store();
         let plan = Uuid::new_v4();
         let big = |n: u64| AppendRequest {
             payload: CanonicalPayload::new(&json!({ "n": n, "fill": "x".repeat(100_000) })),
@@ -431,12 +442,7 @@ mod tests {
     /// it from storage: one `Arc`, so one encoded frame.
     #[tokio::test]
     async fn followers_of_a_large_event_share_one_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let fanout = crate::fanout::fanout();
-        let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
-        let (store, _writer) =
-            Store::open(&dir.path().join("j.redb"), keyring, fanout.clone()).unwrap();
-        let store = AsyncStore::new(store);
+        let (_dir, fanout, store, _writer) = open_store();
         let plan = Uuid::new_v4();
         let mut of_plan = fanout.subscribe_plan(plan);
         let mut of_all = fanout.subscribe_all();
