@@ -28,7 +28,7 @@
 //! [`FANOUT_CAPACITY`]. Streams are capped by `max_streams`.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -59,15 +59,18 @@ pub const INLINE_PAYLOAD_BYTES: usize = 16 * 1024;
 /// Dereferences to the event either way.
 #[derive(Debug, Clone)]
 pub enum Published {
-    Whole(Arc<Event>),
+    /// With the count of redactions published before it: a follower that
+    /// reaches it after another one was published takes it from storage,
+    /// since its payload may have been erased since.
+    Whole(Arc<Event>, u64),
     /// The event with a `null` payload: every other member as committed.
     Trimmed(Arc<Event>),
 }
 
 impl Published {
-    pub(crate) fn of(event: Arc<Event>) -> Published {
+    pub(crate) fn of(event: Arc<Event>, redactions: u64) -> Published {
         if event.payload.get().len() <= INLINE_PAYLOAD_BYTES {
-            return Published::Whole(event);
+            return Published::Whole(event, redactions);
         }
         // Every member but the payload, which is not copied.
         Published::Trimmed(Arc::new(Event {
@@ -90,7 +93,7 @@ impl Published {
     /// The whole event, or `None` when only storage has its payload.
     pub fn whole(self) -> Option<Arc<Event>> {
         match self {
-            Published::Whole(event) => Some(event),
+            Published::Whole(event, _) => Some(event),
             Published::Trimmed(_) => None,
         }
     }
@@ -101,7 +104,7 @@ impl std::ops::Deref for Published {
 
     fn deref(&self) -> &Event {
         match self {
-            Published::Whole(event) | Published::Trimmed(event) => event,
+            Published::Whole(event, _) | Published::Trimmed(event) => event,
         }
     }
 }
@@ -116,6 +119,7 @@ struct Shared {
     plans: Mutex<HashMap<Uuid, broadcast::Sender<Published>>>,
     plan_capacity: usize,
     rereads: Mutex<Rereads>,
+    redactions: AtomicU64,
 }
 
 /// Trimmed events read back from storage, by store-wide position: the
@@ -198,6 +202,7 @@ impl Fanout {
             plans: Mutex::default(),
             plan_capacity: plan,
             rereads: Mutex::default(),
+            redactions: AtomicU64::new(0),
         }))
     }
 
@@ -231,11 +236,12 @@ impl Fanout {
         let plans = self.plans();
         for event in events {
             if event.plan_id == SYSTEM_PLAN && event.event_type == REDACTED_TYPE {
-                // Published after the redaction committed: no reread from
-                // before it is handed out again.
+                // Published after the redaction committed: no reread, and
+                // no whole event published before it, is handed out again.
                 self.rereads().clear();
+                self.0.redactions.fetch_add(1, Ordering::AcqRel);
             }
-            self.send(&plans, Published::of(event));
+            self.send(&plans, Published::of(event, self.redactions()));
         }
     }
 
@@ -244,11 +250,16 @@ impl Fanout {
     pub fn publish_tombstone(&self, tombstone: Arc<Event>, deleted: Uuid) {
         let plans = self.plans();
         // Always whole: a follower reads it to learn its plan is gone.
-        let tombstone = Published::Whole(tombstone);
+        let tombstone = Published::Whole(tombstone, self.redactions());
         self.send(&plans, tombstone.clone());
         if let Some(sender) = plans.get(&deleted) {
             let _ = sender.send(tombstone);
         }
+    }
+
+    /// Redactions published so far.
+    fn redactions(&self) -> u64 {
+        self.0.redactions.load(Ordering::Acquire)
     }
 
     /// Plans followed now.
@@ -293,6 +304,12 @@ impl Subscription {
     /// The next event if one is waiting, as [`broadcast::Receiver::try_recv`].
     pub fn try_recv(&mut self) -> Result<Published, broadcast::error::TryRecvError> {
         self.receiver.try_recv()
+    }
+
+    /// Whether a whole event published after `redactions` redactions can
+    /// be sent as it is: no redaction was published since.
+    pub fn current(&self, redactions: u64) -> bool {
+        self.fanout.redactions() == redactions
     }
 
     /// The whole event of `trimmed`, read from `store` once for all the

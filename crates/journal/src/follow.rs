@@ -250,13 +250,21 @@ pub fn follow(
                             continue 'catch_up;
                         }
                         // An event too large for the channel came without
-                        // its payload: read whole from storage, once for
-                        // all its followers (unless it is not sent here).
+                        // its payload, and one published before a redaction
+                        // may have lost it since: either is read from
+                        // storage, once for all its followers (unless it is
+                        // not sent here).
                         let event = match event {
-                            Published::Whole(event) => event,
-                            Published::Trimmed(event) if !source.emits(&event) => event,
-                            Published::Trimmed(trimmed) => {
-                                match receiver.whole(&trimmed, &store).await {
+                            Published::Whole(event, redactions) if receiver.current(redactions) => {
+                                event
+                            }
+                            Published::Whole(event, _) | Published::Trimmed(event)
+                                if !source.emits(&event) =>
+                            {
+                                event
+                            }
+                            Published::Whole(stale, _) | Published::Trimmed(stale) => {
+                                match receiver.whole(&stale, &store).await {
                                     Ok(Some(event)) => event,
                                     Ok(None) => continue 'catch_up,
                                     Err(e) => {
@@ -466,7 +474,7 @@ mod tests {
 
         // Once the payload is erased, a follower that reaches the event
         // later gets it as storage holds it now, not the shared read.
-        let trimmed = Published::of(appended.event.clone());
+        let trimmed = Published::of(appended.event.clone(), 0);
         let outcomes = store
             .redact(vec![crate::store::redact::Redaction {
                 plan_id: plan,
@@ -485,6 +493,52 @@ mod tests {
             "{}",
             later.payload.get()
         );
+    }
+
+    /// A follower that reaches an event after it was redacted gets it as
+    /// storage holds it now, though the channel held it whole.
+    #[tokio::test]
+    async fn an_event_redacted_while_in_the_channel_goes_out_redacted() {
+        let (_dir, fanout, store, _writer) = open_store();
+        let plan = Uuid::new_v4();
+        let followed = follow(
+            store.clone(),
+            fanout.subscribe_plan(plan),
+            Source::Plan(plan),
+            0,
+            CancellationToken::new(),
+            Arc::default(),
+        );
+        let mut followed = Box::pin(followed);
+        // Caught up (nothing stored): the follower now waits on the channel.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), followed.next())
+                .await
+                .is_err()
+        );
+        let mut watch = fanout.subscribe_all();
+        store.append(request(plan, 0)).await.unwrap();
+        // Published whole; the follower has not read it yet.
+        let first = watch.recv().await.unwrap();
+        assert!(matches!(first, Published::Whole(..)));
+        let outcomes = store
+            .redact(vec![crate::store::redact::Redaction {
+                plan_id: plan,
+                seq: 1,
+                reason: "test".into(),
+                by: crate::store::redact::RedactedBy::Retention,
+            }])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        while watch.recv().await.unwrap().event_type != crate::store::redact::REDACTED_TYPE {}
+        let sent = followed.next().await.unwrap().unwrap();
+        assert_eq!(sent.event.seq, 1);
+        assert!(
+            sent.event.redacted,
+            "the payload went out after its redaction"
+        );
+        assert_eq!(sent.event.payload.get(), "null");
     }
 
     #[tokio::test]
