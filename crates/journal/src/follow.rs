@@ -389,6 +389,23 @@ mod tests {
         (dir, fanout, AsyncStore::new(store), writer)
     }
 
+    /// Erases the payload of `plan`'s event 1, and waits until `watch`
+    /// (a follower of every plan) sees the redaction's record, which is
+    /// published after the redaction commits.
+    async fn redact_first(store: &AsyncStore, plan: Uuid, watch: &mut Subscription) {
+        let outcomes = store
+            .redact(vec![crate::store::redact::Redaction {
+                plan_id: plan,
+                seq: 1,
+                reason: "test".into(),
+                by: crate::store::redact::RedactedBy::Retention,
+            }])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        while watch.recv().await.unwrap().event_type != crate::store::redact::REDACTED_TYPE {}
+    }
+
     /// Pages from storage end at READ_PAGE_BYTES, well before READ_PAGE
     /// events when events are large; a page cut by bytes is not taken for
     /// the head, so a follower (of one plan, and of all) catching up over
@@ -475,18 +492,7 @@ mod tests {
         // Once the payload is erased, a follower that reaches the event
         // later gets it as storage holds it now, not the shared read.
         let trimmed = Published::of(appended.event.clone(), 0);
-        let outcomes = store
-            .redact(vec![crate::store::redact::Redaction {
-                plan_id: plan,
-                seq: 1,
-                reason: "test".into(),
-                by: crate::store::redact::RedactedBy::Retention,
-            }])
-            .await
-            .unwrap();
-        assert!(outcomes[0].is_ok(), "{outcomes:?}");
-        // The redaction's record is published after it commits.
-        while of_all.recv().await.unwrap().event_type != crate::store::redact::REDACTED_TYPE {}
+        redact_first(&store, plan, &mut of_all).await;
         let later = of_plan.whole(&trimmed, &store).await.unwrap().unwrap();
         assert!(
             later.redacted && later.payload.get() == "null",
@@ -521,17 +527,7 @@ mod tests {
         // Published whole; the follower has not read it yet.
         let first = watch.recv().await.unwrap();
         assert!(matches!(first, Published::Whole(..)));
-        let outcomes = store
-            .redact(vec![crate::store::redact::Redaction {
-                plan_id: plan,
-                seq: 1,
-                reason: "test".into(),
-                by: crate::store::redact::RedactedBy::Retention,
-            }])
-            .await
-            .unwrap();
-        assert!(outcomes[0].is_ok(), "{outcomes:?}");
-        while watch.recv().await.unwrap().event_type != crate::store::redact::REDACTED_TYPE {}
+        redact_first(&store, plan, &mut watch).await;
         let sent = followed.next().await.unwrap().unwrap();
         assert_eq!(sent.event.seq, 1);
         assert!(
