@@ -317,6 +317,22 @@ mod tests {
         }
     }
 
+    /// A follower of `plan` from its start.
+    fn follow_plan(
+        store: &AsyncStore,
+        fanout: &crate::fanout::Fanout,
+        plan: Uuid,
+    ) -> std::pin::Pin<Box<impl Stream<Item = Result<Followed, Interrupted>>>> {
+        Box::pin(follow(
+            store.clone(),
+            fanout.subscribe_plan(plan),
+            Source::Plan(plan),
+            0,
+            CancellationToken::new(),
+            Arc::default(),
+        ))
+    }
+
     /// The follower lags through a deletion (its channel overflowed before
     /// the tombstone came), so only storage can tell it the plan was deleted.
     async fn lag_through_deletion() -> Vec<Result<u64, String>> {
@@ -331,15 +347,7 @@ mod tests {
         for n in 0..3 {
             store.append(request(plan, n)).await.unwrap();
         }
-        let followed = follow(
-            store.clone(),
-            fanout.subscribe_plan(plan),
-            Source::Plan(plan),
-            0,
-            CancellationToken::new(),
-            Arc::default(),
-        );
-        let mut followed = Box::pin(followed);
+        let mut followed = follow_plan(&store, &fanout, plan);
         let mut seen = Vec::new();
         for _ in 0..3 {
             seen.push(
@@ -507,15 +515,7 @@ mod tests {
     async fn an_event_redacted_while_in_the_channel_goes_out_redacted() {
         let (_dir, fanout, store, _writer) = open_store();
         let plan = Uuid::new_v4();
-        let followed = follow(
-            store.clone(),
-            fanout.subscribe_plan(plan),
-            Source::Plan(plan),
-            0,
-            CancellationToken::new(),
-            Arc::default(),
-        );
-        let mut followed = Box::pin(followed);
+        let mut followed = follow_plan(&store, &fanout, plan);
         // Caught up (nothing stored): the follower now waits on the channel.
         assert!(
             tokio::time::timeout(Duration::from_millis(200), followed.next())
