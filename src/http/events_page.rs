@@ -14,6 +14,9 @@
 //! together: such a page is refused (400, with the count that fits) when
 //! its records pass [`VERIFIED_PAGE_BYTES`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::State;
 use axum::response::Response;
 use logbook_journal::chain::{BrokenReason, ChainReport};
@@ -115,8 +118,9 @@ pub(crate) async fn list_events(
     let verification = match verify {
         Verify::No => None,
         Verify::Page => return checked_page(&state, plan_id, after, limit).await,
-        // The whole-chain walk, then the page; one walk at a time, and the
-        // permit goes with it, since it runs on after a client leaves.
+        // The whole-chain walk, then the page; one walk at a time. The
+        // permit goes with the walk, which stops soon after the client
+        // leaves (this future is dropped) but not at once.
         Verify::Full => {
             let walk = state.whole_walk.clone().try_acquire_owned().map_err(|_| {
                 Problem::unavailable(
@@ -124,13 +128,17 @@ pub(crate) async fn list_events(
                 )
             })?;
             let keyring = state.store.keyring();
+            let client_left = AbandonOnDrop::default();
+            let abandoned = client_left.0.clone();
             let report = state
                 .store
                 .run(move |s| {
                     let _walk = walk;
-                    s.verify_plan(&plan_id, &keyring)
+                    s.verify_plan_until(&plan_id, &keyring, &abandoned)
                 })
-                .await?;
+                .await?
+                .ok_or_else(|| Problem::internal("the whole-chain walk was abandoned"))?;
+            drop(client_left); // Held until here: the walk's own future was kept.
             Some(Verification::new(&report, None))
         }
     };
@@ -143,6 +151,17 @@ pub(crate) async fn list_events(
         verification,
     };
     json_array::respond(page_head(&plan_id), page).await
+}
+
+/// Set when dropped: the handler's future is dropped when its client
+/// leaves, and a walk running on a blocking thread sees it there.
+#[derive(Default)]
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `verify=1`: the page and its check from one snapshot, held together.

@@ -21,6 +21,7 @@
 //! one by one.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use logbook_base::ordered_pool::{cores, run_in_order};
 use serde_json::value::RawValue;
@@ -166,8 +167,28 @@ impl Store {
         plan_id: &Uuid,
         keyring: &Keyring,
     ) -> Result<ChainReport, StoreError> {
-        let report = self.verify_plan_inner(plan_id, keyring);
-        logbook_base::metrics::observe_verify(report.as_ref().is_ok_and(ChainReport::is_valid));
+        let never = AtomicBool::new(false);
+        Ok(self
+            .verify_plan_until(plan_id, keyring, &never)?
+            .expect("a walk nobody abandons ends with a report"))
+    }
+
+    /// [`Store::verify_plan`], abandoned (`None`) once `abandoned` is set:
+    /// checked before each range of [`BATCH`] seqs is handed out, so a walk
+    /// whose client has gone stops within a range per core, not at the end
+    /// of a plan of millions.
+    pub fn verify_plan_until(
+        &self,
+        plan_id: &Uuid,
+        keyring: &Keyring,
+        abandoned: &AtomicBool,
+    ) -> Result<Option<ChainReport>, StoreError> {
+        let report = self.verify_plan_inner(plan_id, keyring, abandoned);
+        match &report {
+            Ok(None) => {}
+            Ok(Some(report)) => logbook_base::metrics::observe_verify(report.is_valid()),
+            Err(_) => logbook_base::metrics::observe_verify(false),
+        }
         report
     }
 
@@ -175,7 +196,8 @@ impl Store {
         &self,
         plan_id: &Uuid,
         keyring: &Keyring,
-    ) -> Result<ChainReport, StoreError> {
+        abandoned: &AtomicBool,
+    ) -> Result<Option<ChainReport>, StoreError> {
         let txn = self.db.begin_read()?;
         let events: Events = txn.open_table(EVENTS)?;
         let (first, last) = (event_key(plan_id, 0), event_key(plan_id, u64::MAX));
@@ -190,10 +212,15 @@ impl Store {
         // The walk met an empty range below `top`: a gap after this seq.
         let mut gap_after = None;
         let mut next_first = top.map(|_| 0u64);
+        let mut left = false;
         let read = || -> Result<Option<Job>, StoreError> {
             let (Some(first), Some(top)) = (next_first, top) else {
                 return Ok(None);
             };
+            if abandoned.load(Ordering::Relaxed) {
+                left = true;
+                return Ok(None);
+            }
             let last = first.saturating_add(BATCH - 1).min(top);
             next_first = (last < top).then(|| last + 1);
             Ok(Some(Job { first, last }))
@@ -224,6 +251,9 @@ impl Store {
         };
         let work = |job: Job| precheck(&events, plan_id, job, keyring);
         run_in_order(cores(), read, work, take)?;
+        if left {
+            return Ok(None);
+        }
         if let Some(last) = gap_after {
             // Event by event from the next record present; its seq is not
             // the next one, so this ends at once with the gap.
@@ -239,19 +269,19 @@ impl Store {
             }
         }
         if broken.is_some() {
-            return Ok(ChainReport {
+            return Ok(Some(ChainReport {
                 verified: verifier.last_seq(),
                 broken,
                 head_signature: verifier.last_signature(),
                 redacted: verifier.redacted(),
-            });
+            }));
         }
-        Ok(ChainReport {
+        Ok(Some(ChainReport {
             verified: verifier.last_seq(),
             broken: head_break(&txn, plan_id, &verifier)?,
             head_signature: verifier.last_signature(),
             redacted: verifier.redacted(),
-        })
+        }))
     }
 }
 
@@ -369,6 +399,33 @@ mod tests {
                 assert!(store.verify_plan(&plan, &keyring).unwrap().is_valid());
             }
         }
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A walk abandoned before it begins gives no report, never a partial
+    /// one that would read as a valid chain of fewer events; one left
+    /// alone gives the whole report.
+    #[tokio::test]
+    async fn an_abandoned_walk_gives_no_report() {
+        let (_dir, store, writer, plan) = filled_store().await;
+        let keyring = store.keyring();
+        let abandoned = AtomicBool::new(true);
+        assert!(
+            store
+                .verify_plan_until(&plan, &keyring, &abandoned)
+                .unwrap()
+                .is_none()
+        );
+        abandoned.store(false, Ordering::Relaxed);
+        let report = store
+            .verify_plan_until(&plan, &keyring, &abandoned)
+            .unwrap()
+            .expect("a walk left alone ends");
+        assert!(report.is_valid());
+        assert_eq!(report.verified, EVENTS_IN_PLAN);
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
