@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use logbook_journal::store::{OutboxRecord, PeerRecord, Store, StoreError};
+use logbook_journal::store::{OutboxRecord, PeerRecord, SentRow, Store, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -250,25 +250,28 @@ pub fn record(
     rows: &[(u64, OutboxRecord)],
     outcome: Result<Vec<u64>, Failure>,
 ) -> Result<(), StoreError> {
-    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
+    // Each row by seq and message id: the store marks only the message
+    // sent, never one that took its seq since (`Outbox::mark_delivered`).
+    let sent: Vec<SentRow> = rows.iter().map(|(seq, r)| (*seq, r.message_id)).collect();
     let attempts_before = rows.first().map_or(0, |(_, r)| r.attempts);
     let seqs_sent = rows.len();
     let (delivered, failed) = match outcome {
         Ok(acked) => {
-            let (ok, not): (Vec<u64>, Vec<u64>) = seqs.iter().partition(|s| acked.contains(s));
+            let (ok, not): (Vec<SentRow>, Vec<SentRow>) =
+                sent.iter().partition(|(seq, _)| acked.contains(seq));
             let failure = (!not.is_empty()).then(|| {
                 Failure::passing("the peer's answer held no valid ack for the message".into())
             });
             (ok, failure.map(|f| (not, f)))
         }
-        Err(f) => (Vec::new(), Some((seqs, f))),
+        Err(f) => (Vec::new(), Some((sent, f))),
     };
     if !delivered.is_empty() {
         store.outbox().mark_delivered(peer, &delivered)?;
     }
     let failed_count = failed.as_ref().map_or(0, |(s, _)| s.len());
     let mut dead = 0;
-    if let Some((seqs, failure)) = failed {
+    if let Some((sent, failure)) = failed {
         let delay = failure
             .retry_after
             .map(|d| d.min(Duration::from_secs(config.retry_max_secs)))
@@ -280,20 +283,20 @@ pub fn record(
         // Refused alone for its content: no attempt can succeed, so
         // it is dead now (an admin may still retry it). A batch refused
         // as a whole proves nothing about each message: it is split.
-        let max_attempts = if failure.permanent && seqs.len() == 1 {
+        let max_attempts = if failure.permanent && sent.len() == 1 {
             0
         } else {
             config.max_attempts
         };
         dead = store.outbox().mark_failed(
             peer,
-            &seqs,
+            &sent,
             &failure.error,
             next,
             max_attempts,
             max_age_ms,
         )?;
-        tracing::warn!(peer = %peer, messages = seqs.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
+        tracing::warn!(peer = %peer, messages = sent.len(), dead, error = %failure.error, retry_in_ms = delay.as_millis() as u64, "federation delivery failed");
     }
     logbook_base::metrics::observe_delivery(peer, seqs_sent, failed_count, dead);
     Ok(())

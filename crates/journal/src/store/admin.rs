@@ -449,12 +449,18 @@ impl WriterLoop {
                     head,
                     tombstone: appended.event,
                 },
-                tables.fed.enqueued,
+                (tables.fed.enqueued, removed),
             )
         };
         txn.commit().map_err(StoreError::from)?;
         self.position = position;
-        if enqueued > 0 {
+        let (enqueued, removed) = enqueued;
+        // A removed row's seq may be given again (to a peer's newest row):
+        // the workers, whose cursors may be past it, read from the start.
+        if removed > 0 {
+            self.fed.outbox.requeued();
+        }
+        if enqueued + removed > 0 {
             self.fed.outbox_grew();
         }
         self.fanout

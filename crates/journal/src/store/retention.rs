@@ -325,10 +325,18 @@ mod tests {
         };
         assert_eq!(due(usize::MAX), vec![1, 2, 3, 4]);
         assert_eq!(due(1), vec![1]);
-        store.outbox().mark_delivered("beta", &[1, 2]).unwrap();
+        let sent = crate::store::test_sent(&store, "beta", &[1, 2]);
+        store.outbox().mark_delivered("beta", &sent).unwrap();
         store
             .outbox()
-            .mark_failed("beta", &[3], "no", 0, 1, i64::MAX)
+            .mark_failed(
+                "beta",
+                &crate::store::test_sent(&store, "beta", &[3]),
+                "no",
+                0,
+                1,
+                i64::MAX,
+            )
             .unwrap();
         let seqs = |store: &Store| -> Vec<u64> {
             let (rows, _) = store.outbox().after(None, None, 100, usize::MAX).unwrap();
@@ -377,7 +385,8 @@ mod tests {
         }
         // Delivered 1 and 2 go; dead 3 and pending 4 stay.
         assert_eq!((removed, seqs(&store)), (2, vec![3, 4]));
-        store.outbox().mark_delivered("beta", &[4]).unwrap();
+        let sent = crate::store::test_sent(&store, "beta", &[4]);
+        store.outbox().mark_delivered("beta", &sent).unwrap();
         store.outbox().prune(None, future, 100).unwrap();
         assert_eq!(seqs(&store), [3, 4], "the newest row keeps the seq");
         store.outbox().publish("t.x", "{}").unwrap();

@@ -223,7 +223,7 @@ mod tests {
         }
         let kill = |store: &Store| {
             for peer in ["beta", "gamma"] {
-                let dead = [2, 3, 5, 6, 7, 9];
+                let dead = crate::store::test_sent(store, peer, &[2, 3, 5, 6, 7, 9]);
                 let n = store
                     .outbox()
                     .mark_failed(peer, &dead, "no", 0, 1, i64::MAX)
@@ -256,6 +256,54 @@ mod tests {
             assert_eq!(statuses(&store, peer), vec![DeliveryStatus::Pending; 4]);
         }
         assert_eq!(store.outbox().drop_dead(None, None).unwrap(), 0);
+        drop(store);
+        writer.shutdown();
+    }
+
+    /// The newest row dropped, its seq is given to the next message: an
+    /// answer about the dropped one (a worker had sent it) does not mark
+    /// the new one, which was never sent.
+    #[test]
+    fn an_answer_about_a_removed_row_does_not_mark_the_row_that_took_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
+        store.peers().put(&test_peer("beta")).unwrap();
+        store
+            .peers()
+            .subscribe(Direction::Inbound, "beta", "t.>")
+            .unwrap();
+        store.outbox().publish("t.x", "{}").unwrap();
+        store.outbox().publish("t.x", "{}").unwrap();
+        let sent = crate::store::test_sent(&store, "beta", &[2]);
+        store
+            .outbox()
+            .mark_failed("beta", &sent, "no", 0, 0, i64::MAX)
+            .unwrap();
+        assert_eq!(store.outbox().drop_dead(None, Some("beta")).unwrap(), 1);
+        store.outbox().publish("t.x", "{}").unwrap();
+        let taken = crate::store::test_sent(&store, "beta", &[2]);
+        assert_ne!(taken, sent, "the seq is given again, to another message");
+
+        store.outbox().mark_delivered("beta", &sent).unwrap();
+        store
+            .outbox()
+            .mark_failed("beta", &sent, "no", 0, 0, i64::MAX)
+            .unwrap();
+        let (rows, _) = store
+            .outbox()
+            .after(Some("beta"), None, 100, usize::MAX)
+            .unwrap();
+        assert_eq!(rows[1].seq, 2);
+        assert_eq!(rows[1].record.status, DeliveryStatus::Pending);
+        assert_eq!(rows[1].record.attempts, 0);
+        store.outbox().mark_delivered("beta", &taken).unwrap();
+        let (rows, _) = store
+            .outbox()
+            .after(Some("beta"), None, 100, usize::MAX)
+            .unwrap();
+        assert_eq!(rows[1].record.status, DeliveryStatus::Delivered);
         drop(store);
         writer.shutdown();
     }

@@ -54,7 +54,7 @@ mod rotation;
 
 pub use continuity::{Continuity, ContinuityKind, JournalLink};
 pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
-pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts};
+pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts, SentRow};
 pub(super) use outbox::{outbox_key, split_outbox_key};
 pub(super) use peers::decode_peer;
 pub use peers::{Direction, PeerRecord, PeerStatus, Peers, Subscription};
@@ -316,6 +316,24 @@ pub fn inert_text(text: &str) -> String {
         out.push_str(&piece);
     }
     out
+}
+
+/// `peer`'s rows `seqs` as a delivery worker sent them, for tests.
+#[cfg(test)]
+pub(crate) fn test_sent(store: &super::Store, peer: &str, seqs: &[u64]) -> Vec<SentRow> {
+    let (rows, _) = store
+        .outbox()
+        .after(Some(peer), None, usize::MAX, usize::MAX)
+        .unwrap();
+    seqs.iter()
+        .map(|seq| {
+            let row = rows
+                .iter()
+                .find(|e| e.seq == *seq)
+                .expect("a row of that seq");
+            (*seq, row.record.message_id)
+        })
+        .collect()
 }
 
 /// An active peer `id` that may be sent anything, for tests.

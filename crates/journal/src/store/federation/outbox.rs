@@ -106,6 +106,9 @@ pub(in crate::store) fn new_message_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// An outbox row as a delivery worker sent it: its seq and message id.
+pub type SentRow = (u64, [u8; 16]);
+
 /// Appends one row to `peer`'s outbox at the next per-peer seq.
 pub(super) fn enqueue(
     outbox: &mut BytesTable<'_>,
@@ -162,7 +165,7 @@ impl OutboxShared {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    pub(super) fn requeued(&self) {
+    pub(in crate::store) fn requeued(&self) {
         self.requeued.send_modify(|n| *n += 1);
     }
 }
@@ -283,31 +286,40 @@ impl Outbox<'_> {
         Ok((rows, new_cursor, wait_until))
     }
 
-    /// Applies `update` to the rows `seqs` of `peer`. With `delivered`, a
-    /// key-rotation message among them no longer counts as pending: the peer
-    /// knows our new key.
+    /// Applies `update` to the rows `sent` (seq and message id) of `peer`.
+    /// A row whose seq now holds another message is left alone: a plan
+    /// deletion or a dead-letter drop removes rows, and the seq of a
+    /// removed newest row is given again, so a seq alone may name a message
+    /// enqueued after the one sent. With `delivered`, a key-rotation message
+    /// among them no longer counts as pending: the peer knows our new key.
     fn update(
         &self,
         peer: &str,
-        seqs: &[u64],
+        sent: &[SentRow],
         delivered: bool,
         mut update: impl FnMut(&mut OutboxRecord),
     ) -> Result<(), StoreError> {
         self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
-            for &seq in seqs {
-                if delivered {
-                    pending.remove(outbox_key(peer, seq).as_slice())?;
-                }
+            for &(seq, message_id) in sent {
                 let key = outbox_key(peer, seq);
                 let Some(stored) = table
                     .get(key.as_slice())?
                     .map(|v| decode::<OutboxRecord>(v.value()))
                     .transpose()?
                 else {
+                    if delivered {
+                        pending.remove(key.as_slice())?;
+                    }
                     continue;
                 };
+                if stored.message_id != message_id {
+                    continue;
+                }
+                if delivered {
+                    pending.remove(key.as_slice())?;
+                }
                 let mut record = stored;
                 update(&mut record);
                 table.insert(key.as_slice(), encode(&record).as_slice())?;
@@ -316,9 +328,12 @@ impl Outbox<'_> {
         })
     }
 
-    pub fn mark_delivered(&self, peer: &str, seqs: &[u64]) -> Result<(), StoreError> {
+    /// Marks the rows `sent` delivered. A seq that holds another message
+    /// now (the one sent was removed and its seq given again) is left
+    /// alone: that message was never sent.
+    pub fn mark_delivered(&self, peer: &str, sent: &[SentRow]) -> Result<(), StoreError> {
         let now = Timestamp::now().millis();
-        self.update(peer, seqs, true, |r| {
+        self.update(peer, sent, true, |r| {
             r.status = DeliveryStatus::Delivered;
             r.attempts = r.attempts.saturating_add(1);
             r.last_error = None;
@@ -331,7 +346,7 @@ impl Outbox<'_> {
     pub fn mark_failed(
         &self,
         peer: &str,
-        seqs: &[u64],
+        sent: &[SentRow],
         error: &str,
         next_attempt_at: i64,
         max_attempts: u32,
@@ -341,7 +356,7 @@ impl Outbox<'_> {
         let mut dead = 0;
         // The error quotes what the peer answered: stored inert.
         let error = inert_text(error);
-        self.update(peer, seqs, false, |r| {
+        self.update(peer, sent, false, |r| {
             if !r.status.is_open() {
                 return;
             }
@@ -376,7 +391,7 @@ impl Outbox<'_> {
             return Ok(false);
         }
         let now = Timestamp::now().millis();
-        self.update(peer, &[seq], true, |r| {
+        self.update(peer, &[(seq, message_id.into_bytes())], true, |r| {
             if r.status != DeliveryStatus::Delivered {
                 r.status = DeliveryStatus::Delivered;
                 r.last_error = None;
