@@ -255,7 +255,11 @@ impl Store {
             .try_clone()
             .map_err(|e| StoreError(format!("duplicating the snapshot handle: {e}")))?;
         let out = redb::backends::FileBackend::new(file)
-            .and_then(|backend| redb::Builder::new().create_with_backend(backend))
+            .and_then(|backend| {
+                redb::Builder::new()
+                    .set_cache_size(super::handle::CACHE_BYTES)
+                    .create_with_backend(backend)
+            })
             .map_err(|e| StoreError(format!("creating the snapshot: {e}")))?;
         let rows = self.backup_into(out)?;
         keep.rewind()

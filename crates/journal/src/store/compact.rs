@@ -133,7 +133,11 @@ fn copy_into(path: &PathBuf, read: &redb::ReadTransaction) -> Result<u64, StoreE
         .map_err(io)?;
     let keep = file.try_clone().map_err(io)?;
     let out: Database = redb::backends::FileBackend::new(file)
-        .and_then(|backend| redb::Builder::new().create_with_backend(backend))
+        .and_then(|backend| {
+            redb::Builder::new()
+                .set_cache_size(super::handle::CACHE_BYTES)
+                .create_with_backend(backend)
+        })
         .map_err(|e| StoreError(format!("creating {}: {e}", path.display())))?;
     let mut write = out.begin_write()?;
     write.set_durability(Durability::Immediate)?;

@@ -256,7 +256,9 @@ pub(crate) fn available_bytes(dir: &Path) -> Option<u64> {
 /// redb's page cache. Its default, 1 GiB, let the daemon's RSS grow with
 /// the data it wrote until then (533 MB after 68k federated events, issue
 /// 14); the pages it drops stay in the kernel's page cache.
-const CACHE_BYTES: usize = 64 << 20;
+/// Copies of the store (backup, compaction) use it too: a copy of a large
+/// store would otherwise grow the daemon toward redb's default.
+pub(super) const CACHE_BYTES: usize = 64 << 20;
 
 /// Opens (or creates) the journal database at `path`.
 pub(crate) fn open_database(path: &Path) -> Result<Database, StoreError> {

@@ -3,7 +3,7 @@
 //! list, so a new table cannot be left out of a backup by forgetting one of
 //! three places (a bug that happened once: backups refused every store).
 
-use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
 use super::StoreError;
 
@@ -86,12 +86,25 @@ pub(super) fn copy_all(
         ($($table:expr),* $(,)?) => {
             $({
                 let mut to = write.open_table($table)?;
-                if let Ok(from) = read.open_table($table) {
-                    for entry in from.iter()? {
-                        let (k, v) = entry?;
-                        to.insert(k.value(), v.value())?;
-                        rows += 1;
+                // Only a table that is not there (a store from before it)
+                // is skipped: any other failure to open one fails the
+                // copy, which a compaction would otherwise install.
+                match read.open_table($table) {
+                    Ok(from) => {
+                        for entry in from.iter()? {
+                            let (k, v) = entry?;
+                            to.insert(k.value(), v.value())?;
+                            rows += 1;
+                        }
+                        if to.len()? != from.len()? {
+                            return Err(StoreError(format!(
+                                "copying the table {:?}: {} rows read, {} written",
+                                $table.name(), from.len()?, to.len()?
+                            )));
+                        }
                     }
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(e.into()),
                 }
             })*
         };
