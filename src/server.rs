@@ -55,6 +55,9 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     let fresh = FreshDir::inspect(data_dir);
     ensure_private_dir(data_dir)
         .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
+    if let Some(why) = logbook_journal::store::restore::unfinished_restore(data_dir) {
+        return Err(why);
+    }
 
     let (keyring, key_source) = Keyring::load(data_dir, |name| std::env::var(name).ok())
         .map_err(|e| format!("loading the HMAC key from {}: {e}", data_dir.display()))?;

@@ -189,6 +189,21 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     let again = restore(&full, &target).await;
     assert!(!again.success());
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    // A restore interrupted after it wrote the keys, before it installed
+    // the journal: no daemon starts a new journal under those keys, and
+    // the same restore run again finishes it.
+    std::fs::rename(
+        target.join("journal.redb"),
+        target.join("journal.redb.restoring"),
+    )
+    .unwrap();
+    let (status, log) = common::run_expecting_exit_in(restored.path(), generated_key());
+    assert!(!status.success());
+    assert!(log.contains("journal.redb.restoring exists"), "{log}");
+    assert!(!target.join("journal.redb").exists());
+    let finished = restore(&full, &target).await;
+    assert!(finished.success(), "{}{}", finished.stdout, finished.stderr);
+    assert!(!target.join("journal.redb.restoring").exists());
     assert!(daemon.stop().success());
     let restored = Daemon::start_in(restored, generated_key());
     let report = restored.admin_json(&["verify", &plan.to_string()]).await;

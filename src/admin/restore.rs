@@ -276,10 +276,13 @@ pub(crate) fn restore(
     let authenticity = authenticate(&container, data_dir, allow_unauthenticated)?;
     let header = container.header;
     let plan = plan_keys(&header, data_dir)?;
-    let staged = stage_restore(data_dir, |out| {
+    let mut staged = stage_restore(data_dir, |out| {
         backup::copy_store(&mut reader, out, &header.store)
     })
     .map_err(BackupError::Store)?;
+    if !plan.written.is_empty() {
+        staged.keep_on_failure();
+    }
     for key in &plan.written {
         write_key(data_dir, key)?;
     }

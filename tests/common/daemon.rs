@@ -240,8 +240,13 @@ pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitSta
 /// status and everything it wrote to stderr.
 pub fn run_expecting_exit(opts: DaemonOpts) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().expect("temp dir");
+    run_expecting_exit_in(dir.path(), opts)
+}
+
+/// [`run_expecting_exit`] in `dir`, whose `data/` may already hold a store.
+pub fn run_expecting_exit_in(dir: &Path, opts: DaemonOpts) -> (ExitStatus, String) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (mut child, rx) = spawn(dir.path(), &opts, log.clone());
+    let (mut child, rx) = spawn(dir, &opts, log.clone());
     let status = wait_child(&mut child, START_TIMEOUT);
     let Some(status) = status else {
         let _ = child.kill();

@@ -28,7 +28,9 @@ use uuid::Uuid;
 #[allow(unused_imports)]
 pub use admin::{CommandOutput, logbook, run, run_logbook};
 #[allow(unused_imports)]
-pub use daemon::{ADMIN_TOKEN, Daemon, DaemonOpts, TEST_SECRET, client, run_expecting_exit};
+pub use daemon::{
+    ADMIN_TOKEN, Daemon, DaemonOpts, TEST_SECRET, client, run_expecting_exit, run_expecting_exit_in,
+};
 #[allow(unused_imports)]
 pub use http::{REQUEST_TIMEOUT, Resp, assert_problem, send};
 #[allow(unused_imports)]

@@ -308,6 +308,9 @@ pub fn insert_token_offline(
     token: &StoredToken,
 ) -> Result<Result<(), TokenExists>, StoreError> {
     super::replay::refuse_orphan_segment(path)?;
+    if let Some(why) = path.parent().and_then(super::restore::unfinished_restore) {
+        return Err(StoreError(why));
+    }
     let db = super::handle::open_database(path)?;
     {
         use std::os::unix::fs::PermissionsExt;

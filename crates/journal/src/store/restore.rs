@@ -22,6 +22,27 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<(u64, Access), StoreErr
     Ok((staged.install()?, access))
 }
 
+/// The copy a restore stages in `data_dir` before it installs it.
+fn staged_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(format!("{}.restoring", super::DB_FILE))
+}
+
+/// Why a daemon must not start on `data_dir`: a restore is staging or was
+/// interrupted there (its copy is still in the data dir). A restore writes
+/// the backup's keys before it installs the journal, so a start in between
+/// would begin a new, empty journal under the restored identity: a fork
+/// of its history that witnesses refuse, and events appended to it lost
+/// when the restore is finished.
+pub fn unfinished_restore(data_dir: &Path) -> Option<String> {
+    let staged = staged_path(data_dir);
+    std::fs::symlink_metadata(&staged).ok().map(|_| {
+        format!(
+            "{} exists: a restore into this data dir is running or was interrupted; run the same `logbook admin restore` again (it keeps the keys it already wrote, and replaces the partial copy), or remove that file if no restore is wanted",
+            staged.display()
+        )
+    })
+}
+
 /// A store copied into `<data_dir>/journal.redb.restoring`, fsynced and
 /// checked, not yet installed. Dropping it removes the copy.
 #[derive(Debug)]
@@ -31,6 +52,8 @@ pub struct StagedStore {
     events: u64,
     access: Access,
     installed: bool,
+    /// Kept in the data dir if dropped uninstalled: see [`StagedStore::keep_on_failure`].
+    keep: bool,
 }
 
 /// Who the staged store lets in: the API tokens and federation peers it
@@ -77,11 +100,12 @@ pub fn stage_restore(
         )));
     }
     let mut staged = StagedStore {
-        partial: data_dir.join(format!("{}.restoring", super::DB_FILE)),
+        partial: staged_path(data_dir),
         target,
         events: 0,
         access: Access::default(),
         installed: false,
+        keep: false,
     };
     let copy = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -156,6 +180,14 @@ impl StagedStore {
         &self.access
     }
 
+    /// From now on a failure leaves the staged copy where it is, so that
+    /// no daemon starts (see [`unfinished_restore`]): called before the
+    /// backup's keys are written, which must not be left in a data dir
+    /// with no journal and nothing to say a restore is unfinished.
+    pub fn keep_on_failure(&mut self) {
+        self.keep = true;
+    }
+
     /// Renames the staged store into place and fsyncs the data dir.
     pub fn install(mut self) -> Result<u64, StoreError> {
         let dir = self.target.parent().unwrap_or(Path::new("."));
@@ -172,7 +204,7 @@ impl StagedStore {
 
 impl Drop for StagedStore {
     fn drop(&mut self) {
-        if !self.installed {
+        if !self.installed && !self.keep {
             let _ = std::fs::remove_file(&self.partial);
         }
     }
