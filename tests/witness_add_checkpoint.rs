@@ -169,7 +169,7 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
     assert_eq!(status, 422, "a proof from size 0 must be empty");
     let (status, ..) = add(&beta, body(5, vec![], good4.clone())).await;
     assert_eq!(status, 400, "old above the size");
-    let (status, ..) = add(&beta, vec![b'a'; 70_000]).await;
+    let (status, ..) = add(&beta, vec![b'a'; 140_000]).await;
     assert_eq!(status, 413);
     assert_eq!(evidence(&beta)["evidence"], serde_json::json!([]));
 
@@ -272,23 +272,34 @@ fn witnessed_at_one_per_second() -> (Node, Node) {
 }
 
 /// `[witness] rate_per_sec`/`rate_burst` bound each peer: with one request
-/// a second, ten sent back to back cannot all pass; a refused one gets a
-/// 429 problem with `Retry-After`.
+/// a second, ten checkpoints sent back to back, each extending the last,
+/// cannot all pass; a refused one gets a 429 problem with `Retry-After`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_over_its_rate_gets_429() {
     let (alpha, beta) = witnessed_at_one_per_second();
     let signer = alpha_signer(&alpha);
     let mut limited = None;
-    for size in 1..=10u64 {
+    let mut old = 0;
+    // Sizes 1, 2, 4, …: from 2^k to 2^(k+1) the proof is one subtree hash.
+    for size in (0..10).map(|k| 1u64 << k) {
+        let proof = if old == 0 {
+            vec![]
+        } else {
+            vec![mth(old, size)]
+        };
         let r = reqwest::Client::new()
             .post(beta.url(ROUTE))
-            .body(body(0, vec![], note(&signer, size, mth(0, size))))
+            .body(body(old, proof, note(&signer, size, mth(0, size))))
             .send()
             .await
             .unwrap();
-        if r.status() == 429 {
-            limited = Some(r);
-            break;
+        match r.status().as_u16() {
+            200 => old = size,
+            429 => {
+                limited = Some(r);
+                break;
+            }
+            other => panic!("size {size}: {other} {}", r.text().await.unwrap()),
         }
     }
     let limited = limited.expect("one request a second: ten in a row are not all let through");
@@ -335,4 +346,79 @@ async fn forged_notes_do_not_use_up_the_peers_rate() {
         "a cosignature line: {text}"
     );
     drop(alpha);
+}
+
+/// Anyone can resend a peer's signed checkpoints: resending the one
+/// cosigned is answered without a bucket (the peer does so to refresh its
+/// cosignature), older ones take a bucket of their own, and the peer's next
+/// checkpoint still passes right after, with a burst of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_checkpoints_do_not_use_up_the_peers_rate() {
+    let (alpha, beta) = witnessed_at_one_per_second();
+    let signer = alpha_signer(&alpha);
+    let good4 = note(&signer, 4, mth(0, 4));
+    let (status, _, text) = add(&beta, body(0, vec![], good4.clone())).await;
+    assert_eq!(status, 200, "{text}");
+    // The peer's own allowance (one a second) comes back.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for _ in 0..4 {
+        let (status, _, text) = add(&beta, body(4, vec![], good4.clone())).await;
+        assert_eq!(status, 200, "the cosigned checkpoint again: {text}");
+    }
+    let older = note(&signer, 2, mth(0, 2));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(add(&beta, body(0, vec![], older.clone())).await.0);
+    }
+    assert_eq!(statuses[0], 409, "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "older checkpoints are rate-limited: {statuses:?}"
+    );
+    let good8 = note(&signer, 8, mth(0, 8));
+    let (status, _, text) = add(&beta, body(4, vec![mth(4, 8)], good8)).await;
+    assert_eq!(status, 200, "the peer's rate is its own: {text}");
+    drop(alpha);
+}
+
+/// An origin stays with the active peer it was cosigned for. Mallory, a
+/// peer whose document names alpha's origin, is not witnessed for it, not
+/// even after a restart of the witness while alpha cannot be reached (when
+/// nothing but the store remembers whose origin it is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_is_not_taken_over_by_another_peer() {
+    let (pa, pb, pm) = (free_port(), free_port(), free_port());
+    let (ka, kb, km) = (test_key("alpha"), test_key("beta"), test_key("mallory"));
+    let mut alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    let peers = format!(
+        "{}\n{}",
+        peer_config("alpha", pa, &ka),
+        peer_config("mallory", pm, &km)
+    );
+    let mut beta = Node::start("beta", pb, "", &peers);
+    let signer = alpha_signer(&alpha);
+    let (status, _, text) = add(&beta, body(0, vec![], note(&signer, 4, mth(0, 4)))).await;
+    assert_eq!(status, 200, "{text}");
+
+    alpha.stop();
+    let mallory = Node::start(
+        "mallory",
+        pm,
+        &format!("origin_prefix = \"{ORIGIN}\""),
+        &peer_config("beta", pb, &kb),
+    );
+    let forger = alpha_signer(&mallory);
+    // A checkpoint that extends what beta cosigned for alpha: what a peer
+    // could build from alpha's public tiles.
+    let extended = body(4, vec![mth(4, 8)], note(&forger, 8, mth(0, 8)));
+    beta.restart();
+    let (status, _, text) = add(&beta, extended).await;
+    assert_eq!(status, 403, "{text}");
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        problem["type"], "urn:logbook:problem:origin-bound",
+        "{problem}"
+    );
+    assert_eq!(evidence(&beta)["evidence"], serde_json::json!([]));
+    drop(mallory);
 }

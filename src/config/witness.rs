@@ -22,7 +22,9 @@ impl Default for WitnessConfig {
         WitnessConfig {
             rate_per_sec: 2,
             rate_burst: 20,
-            max_body_bytes: 64 * 1024,
+            // What c2sp.org/signed-note asks verifiers to accept (16
+            // signatures, post-quantum ones of nearly 5 kB among them).
+            max_body_bytes: MAX_BODY_CAP,
         }
     }
 }

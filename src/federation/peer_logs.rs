@@ -22,6 +22,10 @@ use super::Federation;
 /// Least time between two fetches of the peers' documents.
 pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(5);
 
+/// Longest a request naming an origin not known yet waits for a fetch
+/// that another request started.
+const FETCH_WAIT: Duration = Duration::from_secs(5);
+
 /// An active peer's heads log.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerLog {
@@ -32,16 +36,60 @@ pub(crate) struct PeerLog {
 
 #[derive(Default)]
 pub(crate) struct PeerLogs {
-    /// Origin → peer, from the last documents read.
-    known: Mutex<HashMap<String, PeerLog>>,
+    known: Mutex<Claims>,
     /// When the documents were last fetched; held during a fetch, so
     /// concurrent requests wait for it instead of fetching again.
     fetched: tokio::sync::Mutex<Option<Instant>>,
 }
 
+/// What the active peers' documents claim.
+#[derive(Default)]
+struct Claims {
+    /// Instance id → its log, as last read: a peer whose document cannot be
+    /// read now keeps its last claim, contested or not.
+    by_peer: HashMap<String, PeerLog>,
+    /// Origin → the one peer claiming it. An origin two or more peers claim
+    /// is in none of them: neither is witnessed until one stops.
+    by_origin: HashMap<String, PeerLog>,
+}
+
+impl Claims {
+    /// The claims of the active peers `logs` (each `None` if its document
+    /// could not be read now, so that it keeps its last claim).
+    fn update(&mut self, logs: Vec<(String, Option<PeerLog>)>) {
+        let mut by_peer = HashMap::with_capacity(logs.len());
+        for (instance_id, log) in logs {
+            if let Some(log) = log.or_else(|| self.by_peer.remove(&instance_id)) {
+                by_peer.insert(instance_id, log);
+            }
+        }
+        let mut claimants: HashMap<&str, Vec<&PeerLog>> = HashMap::new();
+        for log in by_peer.values() {
+            claimants.entry(&log.verifier.name).or_default().push(log);
+        }
+        let mut by_origin = HashMap::with_capacity(claimants.len());
+        for (origin, logs) in claimants {
+            match logs.as_slice() {
+                [one] => {
+                    by_origin.insert(origin.to_string(), (*one).clone());
+                }
+                many => {
+                    let peers: Vec<&str> = many.iter().map(|l| l.instance_id.as_str()).collect();
+                    tracing::warn!(%origin, ?peers, "two or more peers claim one log origin; witnessing none of them");
+                }
+            }
+        }
+        self.by_origin = by_origin;
+        self.by_peer = by_peer;
+    }
+}
+
 impl PeerLogs {
     /// The active peer whose heads log is `origin`. `refetch` asks for the
     /// documents again (within the throttle) even when the origin is known.
+    /// Without it, a fetch under way is waited for at most [`FETCH_WAIT`]:
+    /// anyone can name an unknown origin, and those requests must not queue
+    /// behind a slow peer for long.
     pub(crate) async fn find(
         &self,
         fed: &Federation,
@@ -52,7 +100,14 @@ impl PeerLogs {
             return Ok(Some(found));
         }
         {
-            let mut fetched = self.fetched.lock().await;
+            let mut fetched = if refetch {
+                self.fetched.lock().await
+            } else {
+                match tokio::time::timeout(FETCH_WAIT, self.fetched.lock()).await {
+                    Ok(fetched) => fetched,
+                    Err(_) => return Ok(self.lookup(origin)),
+                }
+            };
             if fetched.is_none_or(|at| at.elapsed() >= MIN_REFRESH) {
                 self.fetch(fed).await?;
                 *fetched = Some(Instant::now());
@@ -64,7 +119,7 @@ impl PeerLogs {
     /// The peer for `origin` as last read, without fetching.
     pub(crate) fn lookup(&self, origin: &str) -> Option<PeerLog> {
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known.get(origin).cloned()
+        known.by_origin.get(origin).cloned()
     }
 
     /// Reads every active peer's document; a peer that cannot be reached
@@ -79,37 +134,25 @@ impl PeerLogs {
             .collect();
         let results =
             futures_util::future::join_all(peers.iter().map(|peer| fetch_one(fed, peer))).await;
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let before = std::mem::take(&mut *known);
-        let mut contested: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for (peer, result) in peers.iter().zip(results) {
-            let log = match result {
-                Ok(verifier) => PeerLog {
-                    instance_id: peer.instance_id.clone(),
-                    verifier,
-                },
-                Err(why) => {
-                    tracing::warn!(peer = %peer.instance_id, %why, "could not read the peer's log key");
-                    match before.values().find(|l| l.instance_id == peer.instance_id) {
-                        Some(old) => old.clone(),
-                        None => continue,
+        let logs = peers
+            .iter()
+            .zip(results)
+            .map(|(peer, result)| {
+                let log = match result {
+                    Ok(verifier) => Some(PeerLog {
+                        instance_id: peer.instance_id.clone(),
+                        verifier,
+                    }),
+                    Err(why) => {
+                        tracing::warn!(peer = %peer.instance_id, %why, "could not read the peer's log key");
+                        None
                     }
-                }
-            };
-            // Two (or more) peers claiming one origin: none is witnessed.
-            if contested.contains(&log.verifier.name) {
-                continue;
-            }
-            if let Some(other) = known.get(&log.verifier.name)
-                && other.instance_id != log.instance_id
-            {
-                tracing::warn!(origin = %log.verifier.name, a = %other.instance_id, b = %log.instance_id, "two peers claim one log origin; witnessing neither");
-                known.remove(&log.verifier.name);
-                contested.insert(log.verifier.name.clone());
-                continue;
-            }
-            known.insert(log.verifier.name.clone(), log);
-        }
+                };
+                (peer.instance_id.clone(), log)
+            })
+            .collect();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.update(logs);
         Ok(())
     }
 }
@@ -136,4 +179,51 @@ pub(crate) async fn instance_document(
         return Err(format!("fetching {url}: HTTP {}", response.status()));
     }
     super::read_peer_json(response).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(instance_id: &str, origin: &str) -> Option<PeerLog> {
+        let signer = logbook_tlog::note::Signer25519::new(origin, &[7; 32]).unwrap();
+        Some(PeerLog {
+            instance_id: instance_id.into(),
+            verifier: signer.verifier().clone(),
+        })
+    }
+
+    fn owner(claims: &Claims, origin: &str) -> Option<String> {
+        claims.by_origin.get(origin).map(|l| l.instance_id.clone())
+    }
+
+    /// A contested origin stays contested while its first claimant's
+    /// document cannot be read: the other does not take it over then.
+    #[test]
+    fn an_origin_stays_contested_while_a_claimant_is_unreadable() {
+        let mut claims = Claims::default();
+        claims.update(vec![("p".into(), log("p", "logbook/p"))]);
+        assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
+        claims.update(vec![
+            ("p".into(), log("p", "logbook/p")),
+            ("m".into(), log("m", "logbook/p")),
+        ]);
+        assert_eq!(owner(&claims, "logbook/p"), None);
+        claims.update(vec![
+            ("p".into(), None),
+            ("m".into(), log("m", "logbook/p")),
+        ]);
+        assert_eq!(owner(&claims, "logbook/p"), None);
+        // Once the claimant names its own origin again, each has its own.
+        claims.update(vec![
+            ("p".into(), None),
+            ("m".into(), log("m", "logbook/m")),
+        ]);
+        assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
+        assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
+        // A peer no longer active is forgotten.
+        claims.update(vec![("m".into(), None)]);
+        assert_eq!(owner(&claims, "logbook/p"), None);
+        assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
+    }
 }

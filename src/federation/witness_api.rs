@@ -114,17 +114,16 @@ pub(crate) fn verify_cosignatures(
     // the signed-note parser checks line by line.
     let note = Note::parse(format!("{}\n{answer}", checkpoint.text).as_bytes())
         .map_err(|e| format!("the answer is not note signature lines: {e}"))?;
-    let mine: Vec<_> = note.signatures.iter().filter(|s| key.is_mine(s)).collect();
-    let Some(signature) = mine.last() else {
-        return Err(format!(
-            "no cosignature by the witness key {}",
-            key.to_vkey()
-        ));
-    };
-    let time = key
-        .verify(&checkpoint.text, signature)
-        .map_err(|e| format!("its cosignature does not verify: {e}"))?;
-    Ok((signature.to_line(), time))
+    // Every line by the key must verify (c2sp.org/signed-note: a failing
+    // signature from a known key rejects the note); the last one is kept.
+    let mut verified = None;
+    for signature in note.signatures.iter().filter(|s| key.is_mine(s)) {
+        let time = key
+            .verify(&checkpoint.text, signature)
+            .map_err(|e| format!("its cosignature does not verify: {e}"))?;
+        verified = Some((signature.to_line(), time));
+    }
+    verified.ok_or_else(|| format!("no cosignature by the witness key {}", key.to_vkey()))
 }
 
 /// The cosignature key of a witness: from `[[witnesses]]`, or the peer's

@@ -7,18 +7,28 @@ use std::time::Duration;
 use super::Federation;
 use super::witnessing::{WitnessStatus, unix_now};
 
-/// Quorum health: how many witnesses cosigned the current heads checkpoint,
-/// and the age of the newest checkpoint that `quorum` witnesses cosigned
-/// (the `quorum`-th most recent cosignature time; `None`: never).
+/// Quorum health: the age of the newest checkpoint that `quorum` distinct
+/// witnesses cosigned (the `quorum`-th most recent cosignature time;
+/// `None`: never). Targets whose cosignatures came with one key count
+/// once, at their latest: a peer may publish another witness's key and
+/// relay its cosignatures. A target whose key was not read yet in this
+/// run counts as its own.
 pub(crate) fn quorum_age(statuses: &[WitnessStatus], quorum: usize, now: u64) -> Option<u64> {
     if quorum == 0 {
         return Some(0);
     }
-    let mut times: Vec<u64> = statuses
-        .iter()
-        .map(|s| s.cosigned_at)
-        .filter(|&t| t > 0)
-        .collect();
+    let mut by_key: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut times: Vec<u64> = Vec::new();
+    for status in statuses.iter().filter(|s| s.cosigned_at > 0) {
+        match &status.key {
+            Some(key) => {
+                let latest = by_key.entry(key).or_default();
+                *latest = (*latest).max(status.cosigned_at);
+            }
+            None => times.push(status.cosigned_at),
+        }
+    }
+    times.extend(by_key.into_values());
     times.sort_unstable_by(|a, b| b.cmp(a));
     times.get(quorum - 1).map(|&t| now.saturating_sub(t))
 }
@@ -80,5 +90,23 @@ mod tests {
         assert_eq!(quorum_age(&s, 4, 110), None);
         assert_eq!(quorum_age(&s, 0, 110), Some(0));
         assert_eq!(quorum_age(&[], 1, 110), None);
+    }
+
+    #[test]
+    fn targets_answering_with_one_key_are_one_witness() {
+        let keyed = |at: u64, key: &str| WitnessStatus {
+            key: Some(key.into()),
+            ..cosigned(at)
+        };
+        let s = [
+            keyed(100, "w"),
+            keyed(95, "w"),
+            keyed(90, "v"),
+            cosigned(80),
+        ];
+        assert_eq!(quorum_age(&s, 1, 110), Some(10));
+        assert_eq!(quorum_age(&s, 2, 110), Some(20));
+        assert_eq!(quorum_age(&s, 3, 110), Some(30));
+        assert_eq!(quorum_age(&s, 4, 110), None);
     }
 }

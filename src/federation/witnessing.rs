@@ -80,6 +80,10 @@ pub(crate) struct WitnessStatus {
     /// loudest thing this instance can report. Cleared by a cosignature.
     pub(crate) refused: Option<String>,
     pub(crate) attempts: u32,
+    /// Its cosignature key (vkey), once read in this run: two targets
+    /// answering with one key are one witness for the quorum.
+    #[serde(skip)]
+    pub(crate) key: Option<String>,
 }
 
 /// The witnessing tasks and what they last saw.
@@ -380,11 +384,13 @@ async fn round(
         return Ok(());
     }
     if key.is_none() {
-        *key = Some(
-            witness_api::witness_key(fed, &target.key)
-                .await
-                .map_err(|e| Failure::new("key", format!("the witness's key: {e}")))?,
-        );
+        let known = witness_api::witness_key(fed, &target.key)
+            .await
+            .map_err(|e| Failure::new("key", format!("the witness's key: {e}")))?;
+        // The quorum counts keys, not targets, from now on.
+        let vkey = known.to_vkey();
+        fed.witnessing.update(target, |s| s.key = Some(vkey));
+        *key = Some(known);
     }
     let verifier = key.as_ref().expect("set above");
     let mut old = state.size;

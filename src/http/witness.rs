@@ -4,11 +4,12 @@
 //! `federation::peer_logs`; this module orders the checks, keeps the state
 //! and the evidence, and answers.
 //!
-//! Order, as the spec lists the statuses: body cap (413), request and note
-//! syntax (400), origin of an active peer (404), rate (429), the log's
-//! signature (403), then the rule (400, 409 with `text/x.tlog.size`, 422,
-//! or 200 with the cosignature line). Requests for one origin run one at a
-//! time, so a check and the write after it are atomic (the spec's race).
+//! Order: body cap (413), request and note syntax (400), origin of an
+//! active peer (404), the log's signature (403), the origin's bond to that
+//! peer (403), the rate (429, charged by what the checkpoint would do),
+//! then the rule (400, 409 with `text/x.tlog.size`, 422, or 200 with the
+//! cosignature line). Requests for one origin run one at a time, so a
+//! check and the write after it are atomic (the spec's race).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use axum::routing::post;
 use logbook_federation::inbox::RateLimiter;
 use logbook_federation::message::BoundKey;
 use logbook_journal::event::Timestamp;
-use logbook_journal::store::{EvidenceStored, WitnessEvidence, WitnessLatest};
+use logbook_journal::store::{EvidenceStored, PeerStatus, WitnessEvidence, WitnessLatest};
 use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
 use logbook_tlog::cosignature::Cosigner;
 use logbook_tlog::note::{Note, NoteError};
@@ -142,7 +143,6 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         return Err(unknown_origin(origin));
     }
 
-    // Unknown origins share one bucket, taken before any fetch they cause.
     let rate = |bucket: &str| {
         witness.limiter.take(bucket, 1).map_err(|wait| {
             Problem::new(
@@ -154,44 +154,93 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             .with("retryAfter", wait)
         })
     };
+    // An origin not known yet costs a read of the peers' documents, at most
+    // one per `peer_logs::MIN_REFRESH` for all requests together; only
+    // then do unknown origins share one bucket, so that a flood of them
+    // cannot keep a peer whose origin was not read yet from being found.
     let peer = match witness.peers.lookup(origin) {
         Some(peer) => peer,
-        None => {
-            rate(UNKNOWN_ORIGIN_BUCKET)?;
-            witness
-                .peers
-                .find(fed, origin, false)
-                .await?
-                .ok_or_else(|| unknown_origin(origin))?
-        }
+        None => match witness.peers.find(fed, origin, false).await? {
+            Some(peer) => peer,
+            None => {
+                rate(UNKNOWN_ORIGIN_BUCKET)?;
+                return Err(unknown_origin(origin));
+            }
+        },
     };
-    // The peer's own allowance is spent only by notes its key signs: a
-    // forger who knows the origin must not use up an honest peer's rate.
     // A note the pinned key refuses costs a refetch of the peer's key
     // document, bounded by a bucket of its own.
     let refresh_bucket = format!("refresh:{}", peer.instance_id);
     let peer = verified_peer(state, peer, &request.note, || rate(&refresh_bucket)).await?;
-    rate(&peer.instance_id)?;
 
     let lock = witness.origin_lock(origin);
     let _serialised = lock.lock().await;
-    let key = origin.to_string();
-    let stored = state.store.run(move |s| s.witness_latest(&key)).await?;
-    // The peer must still be active: it may have been removed meanwhile.
-    let instance_id = peer.instance_id.clone();
-    let active = state
+    let (key, instance_id) = (origin.to_string(), peer.instance_id.clone());
+    let (stored, owner, active) = state
         .store
-        .run(move |s| s.peers().get(&instance_id))
-        .await?
-        .is_some_and(|p| p.status == logbook_journal::store::PeerStatus::Active);
+        .run(move |s| {
+            let status = |id: &str| {
+                Ok::<_, logbook_journal::store::StoreError>(s.peers().get(id)?.map(|p| p.status))
+            };
+            // The owner keeps its origin until it is removed: a peer
+            // suspended for a while comes back to find it still its own.
+            let owner = match s.witness_owner(&key)? {
+                Some(owner) => {
+                    let holds = owner == instance_id
+                        || status(&owner)?.is_some_and(|s| s != PeerStatus::Removed);
+                    Some((owner, holds))
+                }
+                None => None,
+            };
+            Ok::<_, logbook_journal::store::StoreError>((
+                s.witness_latest(&key)?,
+                owner,
+                status(&instance_id)? == Some(PeerStatus::Active),
+            ))
+        })
+        .await?;
+    let bound_elsewhere = match &owner {
+        Some((owner, true)) if *owner != peer.instance_id => Some(owner),
+        _ => None,
+    };
+    let bound_here = owner.as_ref().is_some_and(|(o, _)| *o == peer.instance_id);
+    // The peer must still be active: it may have been removed meanwhile.
     if !active {
         return Err(unknown_origin(origin));
+    }
+    // An origin stays with the peer it was cosigned for until that peer is
+    // removed: another peer whose document names it (or a restart that
+    // could not read the owner's document) does not take it over.
+    if let Some(owner) = bound_elsewhere {
+        tracing::warn!(origin = %logbook_journal::store::inert_text(origin), %owner, claimant = %peer.instance_id, "a peer sent a checkpoint of an origin cosigned for another active peer; refused");
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "origin-bound",
+            "Origin bound to another peer",
+            format!(
+                "{:?} is the heads log of another peer (one not removed)",
+                logbook_journal::store::inert_text(origin)
+            ),
+        ));
     }
     let latest = stored.as_ref().map(|l| Latest {
         size: l.size,
         root: l.root,
     });
     let outcome = witness::check(latest.as_ref(), request.old, &checkpoint, &request.proof);
+    let unchanged = latest
+        .as_ref()
+        .is_some_and(|l| l.size == checkpoint.size && l.root == checkpoint.root);
+    // The peer's own allowance is spent only by a checkpoint that moves its
+    // state. Anyone can resend the peer's signed checkpoints and junk
+    // proofs: the one cosigned, which writes nothing, costs no allowance
+    // (the peer resends it to refresh its cosignature); older ones and bad
+    // proofs, which may write evidence, take a bucket of their own.
+    match outcome.verdict {
+        Verdict::Cosign if unchanged => {}
+        Verdict::Cosign => rate(&peer.instance_id)?,
+        _ => rate(&format!("replay:{}", peer.instance_id))?,
+    }
     if let (Some(kind), Some(cosigned)) = (outcome.evidence, &stored) {
         keep_evidence(state, &checkpoint, kind, cosigned, &request.note).await?;
     }
@@ -215,19 +264,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         )),
         Verdict::Cosign => {
             let now = Timestamp::now();
-            let record = WitnessLatest {
-                size: checkpoint.size,
-                root: checkpoint.root,
-                // Parsed as UTF-8 above.
-                note: String::from_utf8_lossy(&request.note).into_owned(),
-                cosigned_at: now.millis(),
-            };
-            let key = origin.to_string();
-            // Durable before the answer: a crash after it keeps the state.
-            state
-                .store
-                .run(move |s| s.put_witness_latest(&key, &record))
-                .await?;
+            // The state moves, durably, before the answer: a crash after it
+            // keeps the state. The same size and root again writes nothing,
+            // once the origin's bond to the peer is recorded.
+            if !unchanged || !bound_here {
+                let record = WitnessLatest {
+                    size: checkpoint.size,
+                    root: checkpoint.root,
+                    // Parsed as UTF-8 above.
+                    note: String::from_utf8_lossy(&request.note).into_owned(),
+                    cosigned_at: now.millis(),
+                };
+                let (key, owner) = (origin.to_string(), peer.instance_id.clone());
+                state
+                    .store
+                    .run(move |s| s.put_witness_latest(&key, &record, &owner))
+                    .await?;
+            }
             let seconds = u64::try_from(now.millis() / 1000).unwrap_or(0);
             let line = witness
                 .cosigner

@@ -145,7 +145,7 @@ pub enum EvidenceKind {
 
 impl EvidenceKind {
     /// The name used in records, metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             EvidenceKind::Rollback => "rollback",
             EvidenceKind::Fork => "fork",

@@ -40,6 +40,7 @@ macro_rules! for_each_table {
             super::signed::HEADS_COSIGNATURES,
             super::witness::WITNESS_LATEST,
             super::witness::WITNESS_EVIDENCE,
+            super::witness::WITNESS_OWNERS,
         )
     };
 }

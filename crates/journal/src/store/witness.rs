@@ -6,15 +6,23 @@
 //! - `witness_latest`: origin → [`WitnessLatest`], replaced when a newer
 //!   consistent checkpoint is cosigned. The witness persists it (fsync)
 //!   before it answers with the cosignature.
+//! - `witness_owners`: origin → the instance id of the peer whose checkpoint
+//!   was last cosigned for it, written with `witness_latest`: an origin
+//!   stays bound to that peer while it is active, whatever another peer's
+//!   document claims (or when its own cannot be read after a restart).
 //! - `witness_evidence`: SHA-256(origin ‖ 0 ‖ kind ‖ 0 ‖ new note) →
-//!   [`WitnessEvidence`]: the same refused note, resent, is kept once. At
-//!   most [`MAX_EVIDENCE`] rows: evidence is never overwritten, and more
-//!   than that is counted and logged by the caller, not stored.
+//!   [`WitnessEvidence`]: the same refused note, resent, is kept once.
+//!   Evidence is never overwritten; beyond its caps it is counted and
+//!   logged by the caller, not stored. Forks and the other kinds have caps
+//!   of their own ([`MAX_EVIDENCE`] in all, [`MAX_EVIDENCE_PER_ORIGIN`] per
+//!   origin, each): anyone can replay a log's old checkpoints (a rollback)
+//!   or send its new one with a junk proof, but only the log can sign a
+//!   fork, so those rows must never crowd a fork out.
 //!
 //! The caller serialises requests per origin, so that a check and the
 //! update after it cannot interleave with another request's.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,25 +32,38 @@ pub(super) const WITNESS_LATEST: TableDefinition<&str, &[u8]> =
     TableDefinition::new("witness_latest");
 pub(super) const WITNESS_EVIDENCE: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("witness_evidence");
+pub(super) const WITNESS_OWNERS: TableDefinition<&str, &str> =
+    TableDefinition::new("witness_owners");
 
-/// Most evidence rows kept.
-pub const MAX_EVIDENCE: u64 = 10_000;
+/// Most evidence rows kept of forks, and as many of the other kinds.
+pub const MAX_EVIDENCE: usize = 10_000;
 
-/// Most evidence rows kept for one origin.
+/// Most evidence rows kept for one origin, of forks and of the other kinds
+/// each.
 pub const MAX_EVIDENCE_PER_ORIGIN: usize = 100;
 
-/// Evidence rows kept for `origin`.
-fn per_origin(
+/// The `kind` of evidence that proves itself: two checkpoints of one size
+/// with different roots, both signed by the log.
+pub const FORK: &str = logbook_tlog::witness::EvidenceKind::Fork.as_str();
+
+/// Rows of `evidence`'s class (forks, or the rest) kept in all, and for its
+/// origin.
+fn kept_of_class(
     table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    origin: &str,
-) -> Result<usize, StoreError> {
-    let mut count = 0;
+    evidence: &WitnessEvidence,
+) -> Result<(usize, usize), StoreError> {
+    let fork = evidence.kind == FORK;
+    let (mut all, mut of_origin) = (0, 0);
     for row in table.iter()? {
-        if decode::<WitnessEvidence>(row?.1.value())?.origin == origin {
-            count += 1;
+        let kept = decode::<WitnessEvidence>(row?.1.value())?;
+        if (kept.kind == FORK) == fork {
+            all += 1;
+            if kept.origin == evidence.origin {
+                of_origin += 1;
+            }
         }
     }
-    Ok(count)
+    Ok((all, of_origin))
 }
 /// Longest origin stored (a checkpoint's first line).
 pub const MAX_ORIGIN_BYTES: usize = 1024;
@@ -111,11 +132,21 @@ impl Store {
         table.get(origin)?.map(|v| decode(v.value())).transpose()
     }
 
-    /// Records `latest` as the checkpoint cosigned for `origin`, durably.
+    /// The instance id of the peer whose checkpoint was last cosigned for
+    /// `origin` (none for one cosigned by a build that did not record it).
+    pub fn witness_owner(&self, origin: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WITNESS_OWNERS)?;
+        Ok(table.get(origin)?.map(|v| v.value().to_string()))
+    }
+
+    /// Records `latest` as the checkpoint cosigned for `origin`, the log of
+    /// the peer `owner`, durably.
     pub fn put_witness_latest(
         &self,
         origin: &str,
         latest: &WitnessLatest,
+        owner: &str,
     ) -> Result<(), StoreError> {
         if origin.is_empty() || origin.len() > MAX_ORIGIN_BYTES {
             return Err(StoreError(format!(
@@ -125,10 +156,11 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(WITNESS_LATEST)?
             .insert(origin, encode(latest).as_slice())?;
+        txn.open_table(WITNESS_OWNERS)?.insert(origin, owner)?;
         self.db.commit(txn)
     }
 
-    /// Keeps `evidence` durably, once, within [`MAX_EVIDENCE`].
+    /// Keeps `evidence` durably, once, within its class's caps.
     pub fn add_witness_evidence(
         &self,
         evidence: &WitnessEvidence,
@@ -139,11 +171,11 @@ impl Store {
             let mut table = txn.open_table(WITNESS_EVIDENCE)?;
             if table.get(&key)?.is_some() {
                 EvidenceStored::Known
-            } else if table.len()? >= MAX_EVIDENCE {
-                EvidenceStored::Full
-            } else if per_origin(&table, &evidence.origin)? >= MAX_EVIDENCE_PER_ORIGIN {
+            } else if let (all, of_origin) = kept_of_class(&table, evidence)?
                 // One origin (whose old checkpoints anyone may replay)
                 // cannot crowd out the evidence against another.
+                && (all >= MAX_EVIDENCE || of_origin >= MAX_EVIDENCE_PER_ORIGIN)
+            {
                 EvidenceStored::Full
             } else {
                 table.insert(&key, encode(evidence).as_slice())?;
@@ -156,7 +188,7 @@ impl Store {
         Ok(stored)
     }
 
-    /// Every evidence row, oldest first (at most [`MAX_EVIDENCE`]).
+    /// Every evidence row, oldest first (at most twice [`MAX_EVIDENCE`]).
     pub fn witness_evidence(&self) -> Result<Vec<WitnessEvidence>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(WITNESS_EVIDENCE)?;
@@ -203,12 +235,17 @@ mod tests {
         let fanout = crate::fanout::fanout();
         let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         assert_eq!(store.witness_latest("logbook/b").unwrap(), None);
-        store.put_witness_latest("logbook/b", &latest).unwrap();
+        assert_eq!(store.witness_owner("logbook/b").unwrap(), None);
+        store.put_witness_latest("logbook/b", &latest, "b").unwrap();
         assert_eq!(
             store.witness_latest("logbook/b").unwrap(),
             Some(latest.clone())
         );
-        assert!(store.put_witness_latest("", &latest).is_err());
+        assert_eq!(
+            store.witness_owner("logbook/b").unwrap().as_deref(),
+            Some("b")
+        );
+        assert!(store.put_witness_latest("", &latest, "b").is_err());
         assert_eq!(store.add_witness_evidence(&e).unwrap(), EvidenceStored::New);
         assert_eq!(
             store.add_witness_evidence(&e).unwrap(),
@@ -220,6 +257,46 @@ mod tests {
             EvidenceStored::New
         );
         assert_eq!(store.witness_evidence().unwrap().len(), 2);
+        drop(writer);
+    }
+
+    /// Rollbacks (anyone can replay a log's old checkpoints) fill their own
+    /// cap, never the room of a fork, which only the log can sign.
+    #[test]
+    fn rollbacks_never_crowd_out_a_fork() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+        let fanout = crate::fanout::fanout();
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        for n in 0..MAX_EVIDENCE_PER_ORIGIN {
+            let row = evidence(&format!("rollback {n}"));
+            assert_eq!(
+                store.add_witness_evidence(&row).unwrap(),
+                EvidenceStored::New
+            );
+        }
+        let one_more = evidence("rollback past the cap");
+        assert_eq!(
+            store.add_witness_evidence(&one_more).unwrap(),
+            EvidenceStored::Full
+        );
+        let fork = WitnessEvidence {
+            kind: FORK.into(),
+            ..evidence("a fork")
+        };
+        assert_eq!(
+            store.add_witness_evidence(&fork).unwrap(),
+            EvidenceStored::New
+        );
+        // Another origin has room of its own, of either kind.
+        let elsewhere = WitnessEvidence {
+            origin: "logbook/c".into(),
+            ..evidence("rollback of c")
+        };
+        assert_eq!(
+            store.add_witness_evidence(&elsewhere).unwrap(),
+            EvidenceStored::New
+        );
         drop(writer);
     }
 }
