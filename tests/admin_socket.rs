@@ -301,6 +301,23 @@ async fn tokens_take_effect_at_once() {
         .admin(&["tokens", "create", "--scope", "read", "--name", "ingest"])
         .await;
     assert!(!duplicate.success());
+    // Nor another token's id: `revoke` takes a name or an id, and each
+    // must name one token.
+    let id = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| t["id"].as_str())
+        .expect("a stored token");
+    let clash = daemon
+        .admin(&["tokens", "create", "--scope", "read", "--name", id])
+        .await;
+    assert!(!clash.success());
+    assert!(
+        clash.stderr.contains("already a token's name or id"),
+        "{}",
+        clash.stderr
+    );
 
     daemon.admin_ok(&["tokens", "revoke", "ingest"]).await;
     assert_eq!(

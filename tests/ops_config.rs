@@ -195,6 +195,16 @@ async fn unknown_keys_and_bad_levels_are_refused_by_check_and_start() {
             "[sse]\nkeepalive_secs = 3601\n",
             &["sse.keepalive_secs must be between 1 and 3600"][..],
         ),
+        // The hash of an empty token (`$TOKEN` unset when it was hashed),
+        // and one token listed twice.
+        (
+            "[[auth.tokens]]\nname = \"a\"\nsha256 = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\nscopes = [\"read\"]\n",
+            &["auth.tokens[a].sha256 is the SHA-256 of the empty string"][..],
+        ),
+        (
+            "[[auth.tokens]]\nname = \"a\"\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\nscopes = [\"read\"]\n\n[[auth.tokens]]\nname = \"b\"\nsha256 = \"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08\"\nscopes = [\"read\", \"append\"]\n",
+            &["auth.tokens[b].sha256 is another token's"][..],
+        ),
         (
             "[log]\nlevel = \"inf\"\n",
             &[

@@ -62,7 +62,36 @@ async fn a_foreign_host_is_refused_while_no_token_is_required() {
         assert_eq!(resp.status, 200, "Host {host}: {}", resp.text);
     }
 
-    // Once a token is required, the token is the guard: any Host may carry it.
+    // A proxy on this host relays clients from anywhere, with a loopback
+    // Host (nginx's default): what it adds gives it away.
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("via", "1.1 nginx"),
+        ("X-Forwarded-Proto", "https"),
+    ] {
+        let resp = send(
+            daemon
+                .post(&format!("/api/plans/{plan}/events"))
+                .header("host", format!("127.0.0.1:{port}"))
+                .header(name, value)
+                .json(&event_body("plan.created", 1)),
+        )
+        .await;
+        let kind = assert_problem(&resp, 403);
+        assert_eq!(kind, "urn:logbook:problem:proxied-request", "{name}");
+        let resp = send(daemon.get("/api/plans").header(name, value)).await;
+        assert_problem(&resp, 403);
+    }
+    assert_eq!(
+        plans_count(&daemon).await,
+        0,
+        "a relayed append changed nothing"
+    );
+
+    // Once a token is required, the token is the guard: any Host may carry
+    // it, through a proxy too.
     let token = daemon
         .admin_ok(&["tokens", "create", "--scope", "read"])
         .await
@@ -72,6 +101,7 @@ async fn a_foreign_host_is_refused_while_no_token_is_required() {
         daemon
             .get("/api/plans")
             .header("host", "attacker.example")
+            .header("x-forwarded-for", "203.0.113.9")
             .bearer_auth(&token),
     )
     .await;

@@ -69,6 +69,18 @@ impl TokenSources {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = from_store(stored);
         publish.replace(self.merged());
     }
+
+    /// Drops the stored token `revoked` from the set in memory, with no
+    /// read that could fail after the store has let it go: a revocation
+    /// must not leave the token working.
+    pub(crate) fn revoke_stored(&self, revoked: &StoredToken, publish: &Tokens) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .retain(|t| t.hash != revoked.sha256);
+        publish.replace(self.merged());
+    }
 }
 
 /// A new random token: the secret to show once, and the record to store.

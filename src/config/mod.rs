@@ -301,13 +301,29 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
         for t in &self.auth.tokens {
             if !names.insert(&t.name) {
                 return Err(format!("auth.tokens: the name {:?} is used twice", t.name));
             }
-            if logbook_base::hex::decode_array::<32>(&t.sha256).is_none() {
+            let Some(hash) = logbook_base::hex::decode_array::<32>(&t.sha256) else {
                 return Err(format!(
                     "auth.tokens[{}].sha256 must be 64 hex digits (the SHA-256 of the token, not the token)",
+                    t.name
+                ));
+            };
+            // `printf %s "$TOKEN" | sha256sum` with `$TOKEN` unset gives
+            // this hash: a token anyone can send.
+            if hash == logbook_base::canonical::sha256(b"") {
+                return Err(format!(
+                    "auth.tokens[{}].sha256 is the SHA-256 of the empty string: the token was empty when it was hashed",
+                    t.name
+                ));
+            }
+            // One token, two scope sets: which one applies would be silent.
+            if !hashes.insert(hash) {
+                return Err(format!(
+                    "auth.tokens[{}].sha256 is another token's: each token has its own",
                     t.name
                 ));
             }

@@ -173,6 +173,7 @@ fn check(scope: Scope, tokens: &Tokens, req: &Request) -> Result<Grant, Problem>
     }
     if !tokens.required() {
         open_mode(scope)?;
+        not_relayed(req)?;
         return Ok(Grant {
             scope,
             by: By::Open,
@@ -186,6 +187,41 @@ fn check(scope: Scope, tokens: &Tokens, req: &Request) -> Result<Grant, Problem>
         scope,
         by: By::Token(hash),
     })
+}
+
+/// Headers that proxies add to the requests they relay.
+const RELAYED_BY: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-real-ip",
+    "via",
+];
+
+/// Open mode serves loopback clients only, and a proxy on this host relays
+/// clients from anywhere, often with a loopback `Host` (nginx sends the
+/// upstream's address by default). A proxy that announces itself with one
+/// of [`RELAYED_BY`] is refused on the routes a token guards; one that
+/// adds none cannot be told from a local client, which is why a proxy
+/// needs tokens (docs/operations.md). Routes that check a signature
+/// instead (`/incoming/*`, the witness) are not concerned.
+fn not_relayed(req: &Request) -> Result<(), Problem> {
+    match RELAYED_BY
+        .iter()
+        .find(|name| req.headers().contains_key(**name))
+    {
+        None => Ok(()),
+        Some(name) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "proxied-request",
+            "Request relayed by a proxy",
+            format!(
+                "while no API token is required, requests relayed by a proxy are refused (this one has {name}): a proxy brings clients from elsewhere; create an API token (logbook admin tokens create) to serve through one"
+            ),
+        )),
+    }
 }
 
 /// Open mode serves everything over TCP but federation management.
@@ -313,26 +349,31 @@ pub(crate) fn revoked(
 }
 
 /// The token from `Authorization: Bearer …`, or, on SSE routes only (where
-/// browsers' EventSource cannot set headers), from `?access_token=`.
+/// browsers' EventSource cannot set headers), from `?access_token=`. An
+/// empty token is no token, however it is sent.
 fn bearer(req: &Request) -> Option<String> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+    let token = if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        return scheme
+        scheme
             .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_string());
-    }
-    if !req.uri().path().ends_with("/stream") {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct AccessToken {
-        access_token: Option<String>,
-    }
-    axum::extract::Query::<AccessToken>::try_from_uri(req.uri())
-        .ok()?
-        .0
-        .access_token
+            .then_some(token)?
+            .to_string()
+    } else {
+        if !req.uri().path().ends_with("/stream") {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct AccessToken {
+            access_token: Option<String>,
+        }
+        axum::extract::Query::<AccessToken>::try_from_uri(req.uri())
+            .ok()?
+            .0
+            .access_token?
+    };
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_string())
 }
 
 #[cfg(test)]

@@ -152,7 +152,7 @@ pub(super) async fn revoke_token(
             "no token with the name or id {name_or_id:?}"
         )));
     };
-    publish_stored(&cx).await?;
+    cx.token_sources.revoke_stored(&removed, &cx.tokens);
     tracing::info!(
         name = removed.name,
         id = removed.id,

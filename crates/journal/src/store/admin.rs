@@ -122,7 +122,7 @@ pub struct TokenExists(pub String);
 
 impl std::fmt::Display for TokenExists {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a token named {:?} already exists", self.0)
+        write!(f, "{:?} is already a token's name or id", self.0)
     }
 }
 
@@ -195,19 +195,26 @@ impl Store {
         Ok(latch)
     }
 
-    /// Removes the token with this name or id, returning it.
+    /// Removes the token with this id, or else the one with this name,
+    /// returning it. The id is looked up first: a store written before
+    /// names and ids were kept apart may hold a token named like another's
+    /// id, and the id is what names one token for sure.
     pub fn remove_token(&self, name_or_id: &str) -> Result<Option<StoredToken>, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let removed = {
             let mut table = txn.open_table(API_TOKENS)?;
-            let mut found = None;
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                let token: StoredToken = decode(v.value())?;
-                if k.value() == name_or_id || token.name == name_or_id {
-                    found = Some(token);
-                    break;
+            let mut found = table
+                .get(name_or_id)?
+                .map(|v| decode::<StoredToken>(v.value()))
+                .transpose()?;
+            if found.is_none() {
+                for entry in table.iter()? {
+                    let token: StoredToken = decode(entry?.1.value())?;
+                    if token.name == name_or_id {
+                        found = Some(token);
+                        break;
+                    }
                 }
             }
             if let Some(token) = &found {
@@ -281,7 +288,8 @@ impl Store {
     }
 }
 
-/// Inserts `token` unless its name or id is taken.
+/// Inserts `token` unless its name or id is taken, as a name or as an id:
+/// `revoke` takes either, so each must name one token only.
 fn insert_token_in(
     txn: &redb::WriteTransaction,
     token: &StoredToken,
@@ -290,7 +298,8 @@ fn insert_token_in(
     for entry in table.iter()? {
         let (k, v) = entry?;
         let existing: StoredToken = decode(v.value())?;
-        if existing.name == token.name || k.value() == token.id {
+        let taken = [existing.name.as_str(), k.value()];
+        if taken.contains(&token.name.as_str()) || taken.contains(&token.id.as_str()) {
             return Ok(Err(TokenExists(token.name.clone())));
         }
     }
