@@ -187,6 +187,13 @@ async fn subscribe_publish_ack_and_wildcards() {
             "{query}: {body}"
         );
     }
+    // A cursor past the last received message names both, as the journal
+    // streams do.
+    let (status, body) = beta.get("/api/v1/federation/events/stream?after=999").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:cursor-beyond-head");
+    assert_eq!(body["cursor"], 999, "{body}");
+    assert!(body["head"].as_u64().is_some_and(|h| h < 999), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -410,6 +410,19 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         )
         .await;
     assert_problem(&resp, 400);
+    // Two keys: neither is taken silently (a retry through a proxy that
+    // doubled the header would otherwise append again under the other).
+    let resp = daemon
+        .append_with(
+            plan,
+            event_body("plan.approved", 1),
+            &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+        )
+        .await;
+    assert_eq!(
+        assert_problem(&resp, 400),
+        "urn:logbook:problem:invalid-idempotency-key"
+    );
 
     // Wrong method.
     let resp = common::send(

@@ -119,6 +119,9 @@ async fn every_rejection_is_problem_json() {
         ("POST", "/api/plans/%ff/events".to_string()),
         ("GET", "/api/plans/%ff/events/stream".to_string()),
         ("POST", format!("{FED}/peers/%ff/status")),
+        ("GET", "/ui/%ff".to_string()),
+        ("GET", "/ui/plans/%ff".to_string()),
+        ("GET", "/ui/assets/%ff".to_string()),
     ];
     for (method, path) in &bad_segments {
         let request = match *method {

@@ -517,6 +517,14 @@ async fn cursor_beyond_head_is_an_explicit_error() {
         .sse_refused(&path, &[("Last-Event-ID", "three")])
         .await;
     assert_problem(&refused, 400);
+    // Two cursors are none: neither is taken silently.
+    let refused = daemon
+        .sse_refused(&path, &[("Last-Event-ID", "1"), ("Last-Event-ID", "2")])
+        .await;
+    assert_eq!(
+        assert_problem(&refused, 400),
+        "urn:logbook:problem:invalid-last-event-id"
+    );
 
     // The head itself is a valid cursor: nothing to replay, then live.
     let mut at_head = daemon.sse_ok(&path, &[("Last-Event-ID", "3")]).await;

@@ -228,6 +228,17 @@ async fn moved_plans_are_recorded_and_the_heads_log_proves_like_a_plan_log() {
         let got = assert_problem(&resp, status);
         assert!(got.ends_with(kind), "{path}: {got}");
     }
+    // The last u64 index is refused at the log's own size, not at a size
+    // the log never had.
+    let resp = daemon
+        .get_json("/api/v1/log/entries/18446744073709551615/inclusion")
+        .await;
+    let refused_at = resp.json["tree_size"].as_u64();
+    assert!(
+        refused_at.is_some_and(|t| t >= size && t < 256),
+        "{}",
+        resp.text
+    );
 }
 
 #[tokio::test]

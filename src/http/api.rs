@@ -196,16 +196,33 @@ fn plan_deleted(plan_id: Uuid, tombstone_seq: u64) -> Problem {
     .with("tombstone_seq", tombstone_seq)
 }
 
+/// The one value of the header `name`; `Err` if it is sent more than once
+/// (RFC 9110 §5.3 would join them with commas into a value that is not one
+/// key or cursor, and taking either one alone would be a silent choice).
+fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h axum::http::HeaderValue>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
     let bad = || {
         Problem::bad_request(
             "invalid-idempotency-key",
             "Invalid Idempotency-Key",
-            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            format!(
+                "Idempotency-Key must be sent once, 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ),
         )
+    };
+    let Some(value) = single(headers, "idempotency-key").map_err(|()| bad())? else {
+        return Ok(None);
     };
     let text = value.to_str().map_err(|_| bad())?;
     if text.is_empty()
@@ -316,20 +333,21 @@ pub(crate) struct StreamQuery {
 /// The header is ASCII digits only: Rust's integer parser also takes a
 /// leading `+`, which is not a cursor this server ever sent.
 pub(crate) fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
-    match headers.get("last-event-id") {
+    let bad = || {
+        Problem::bad_request(
+            "invalid-last-event-id",
+            "Invalid Last-Event-ID",
+            "Last-Event-ID must be sent once, a non-negative integer below 2^64",
+        )
+    };
+    match single(headers, "last-event-id").map_err(|()| bad())? {
         Some(value) => value
             .to_str()
             .ok()
             .map(str::trim)
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                Problem::bad_request(
-                    "invalid-last-event-id",
-                    "Invalid Last-Event-ID",
-                    "Last-Event-ID must be a non-negative integer",
-                )
-            }),
+            .ok_or_else(bad),
         None => Ok(after.unwrap_or(0)),
     }
 }

@@ -346,7 +346,7 @@ pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Resul
 
 /// axum's "Failed to deserialize query string: NAME: unknown field …" as
 /// [`plain_choices`] words; other messages without the axum prefix.
-fn plain_query(text: &str) -> String {
+pub(crate) fn plain_query(text: &str) -> String {
     let text = text
         .strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(text);

@@ -115,9 +115,15 @@ async fn inclusion_in(
         return Err(leaf_beyond(log, index, size));
     }
     // The tree API names leaves by seq (index + 1); the last u64 index is
-    // beyond every tree, whatever its size.
+    // beyond every tree, and the size it is refused at is the head's (a
+    // `tree_size` given was refused above).
     let Some(seq) = index.checked_add(1) else {
-        return Err(leaf_beyond(log, index, tree_size.unwrap_or(u64::MAX)));
+        let (head, _) = state
+            .store
+            .run(move |s| s.log_tree(log).root(None))
+            .await?
+            .map_err(|e| refusal(log, e))?;
+        return Err(leaf_beyond(log, index, head));
     };
     state
         .store
@@ -259,7 +265,13 @@ async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
 fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
-        .map_err(|e| Problem::bad_request("invalid-query", "Invalid query string", e.body_text()))
+        .map_err(|e| {
+            Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                super::extract::plain_query(&e.body_text()),
+            )
+        })
 }
 
 /// A plain decimal u64: digits only (no sign, no spaces), so that each

@@ -8,8 +8,8 @@
 //! Every answer carries a strict Content-Security-Policy: scripts, styles
 //! and connections to this origin only, nothing inline, no framing.
 
+use super::extract::Path;
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

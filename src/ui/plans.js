@@ -8,8 +8,11 @@ const PAGE = 100;
 const SEGMENT = /^([a-z][a-z0-9_]*|\*)$/;
 
 /** NATS-style patterns as the daemon reads them (docs/http-api.md). */
+// As the daemon's `types=`: empty text is no filter, but an empty pattern
+// between commas ("a,,b", ",") is malformed, not dropped.
 export function validPatterns(text) {
-  const list = text.split(",").map((p) => p.trim()).filter(Boolean);
+  if (!text.trim()) return true;
+  const list = text.split(",").map((p) => p.trim());
   return list.every((p) => {
     const segs = p.split(".");
     return segs.every((s, i) => SEGMENT.test(s) || (s === ">" && i === segs.length - 1));

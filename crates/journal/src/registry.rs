@@ -300,7 +300,9 @@ fn covers(granted: &[String], requested: &[String]) -> bool {
 pub const MAX_PATTERNS: usize = 32;
 
 /// A comma-separated list of patterns; an event matches if any pattern does.
-/// An empty filter matches everything.
+/// An empty list matches everything; an empty pattern inside a list (`a,,b`,
+/// `,`) is refused, not dropped: `types=,` would otherwise ask for nothing in
+/// particular and get every event.
 #[derive(Debug, Clone, Default)]
 pub struct TypeFilter {
     patterns: Vec<TypePattern>,
@@ -308,7 +310,10 @@ pub struct TypeFilter {
 
 impl TypeFilter {
     pub fn parse(list: &str) -> Result<TypeFilter, InvalidPattern> {
-        let texts = list.split(',').map(str::trim).filter(|p| !p.is_empty());
+        if list.trim().is_empty() {
+            return Ok(TypeFilter::default());
+        }
+        let texts = list.split(',').map(str::trim);
         let count = texts.clone().count();
         if count > MAX_PATTERNS {
             return Err(InvalidPattern::TooMany(count));
@@ -396,6 +401,12 @@ mod tests {
         let f = TypeFilter::parse("plan.*, step.>").unwrap();
         assert!(f.matches("plan.closed") && f.matches("step.x.y") && !f.matches("bank.message"));
         assert!(TypeFilter::parse("").unwrap().matches("bank.message"));
+        for list in [",", "plan.*,,step.>", "plan.*,", " , "] {
+            assert!(
+                matches!(TypeFilter::parse(list), Err(InvalidPattern::Length(_))),
+                "{list:?}"
+            );
+        }
         let most = vec!["a.b"; MAX_PATTERNS].join(",");
         assert!(TypeFilter::parse(&most).is_ok());
         let err = TypeFilter::parse(&format!("{most},a.c")).unwrap_err();

@@ -74,7 +74,9 @@ pub(super) async fn stream(
             "cursor-beyond-head",
             "Cursor beyond head",
             format!("the cursor {after} is beyond the last received message {head}"),
-        ));
+        )
+        .with("cursor", after)
+        .with("head", head));
     }
     let events = received_stream(fed, filter, after, changes, state.shutdown.clone());
     // Ends when the reader's token is revoked, like the journal's streams.
