@@ -156,14 +156,32 @@ pub(super) async fn export_plan(
     load_head(&cx, plan_id).await?;
     let store = cx.store.clone();
     let lines = async_stream::stream! {
-        let mut after = 0;
+        // The last event sent: each later page must follow that very event,
+        // so a plan deleted (or deleted and begun again) mid-export cuts
+        // the body instead of ending it as a short, valid-looking export.
+        let mut last: Option<(u64, [u8; 32])> = None;
         loop {
             // Bounded in bytes too: the chunk below is the page again.
             let page = store
-                .run(move |s| s.plan_events_page(&plan_id, after, READ_PAGE, READ_PAGE_BYTES))
+                .run(move |s| match last {
+                    None => s.live_plan_events_page(&plan_id, 0, READ_PAGE, READ_PAGE_BYTES),
+                    Some((after, signature)) => s.plan_events_page_after(
+                        &plan_id,
+                        after,
+                        &signature,
+                        READ_PAGE,
+                        READ_PAGE_BYTES,
+                    ),
+                })
                 .await;
             let (page, more) = match page {
-                Ok(page) => page,
+                Ok(Some(page)) => page,
+                Ok(None) => {
+                    yield Err(std::io::Error::other(format!(
+                        "plan {plan_id} was deleted during the export"
+                    )));
+                    return;
+                }
                 Err(e) => {
                     // Ending the body early makes the client see a truncated
                     // transfer rather than a short, valid-looking export.
@@ -173,7 +191,7 @@ pub(super) async fn export_plan(
             };
             let mut chunk = String::new();
             for event in &page {
-                after = event.seq;
+                last = Some((event.seq, event.signature));
                 chunk.push_str(&serde_json::to_string(event).unwrap_or_default());
                 chunk.push('\n');
             }
