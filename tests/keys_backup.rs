@@ -201,6 +201,14 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     assert!(!status.success());
     assert!(log.contains("journal.redb.restoring exists"), "{log}");
     assert!(!target.join("journal.redb").exists());
+    // A second try that fails too (here, a cut backup file) leaves the
+    // marker: the keys are still there, with no journal.
+    let cut = out.path().join("cut.backup");
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let failed = restore(&cut, &target).await;
+    assert!(!failed.success(), "{}", failed.stdout);
+    assert!(target.join("journal.redb.restoring").exists());
     let finished = restore(&full, &target).await;
     assert!(finished.success(), "{}{}", finished.stdout, finished.stderr);
     assert!(!target.join("journal.redb.restoring").exists());

@@ -37,7 +37,7 @@ pub fn unfinished_restore(data_dir: &Path) -> Option<String> {
     let staged = staged_path(data_dir);
     std::fs::symlink_metadata(&staged).ok().map(|_| {
         format!(
-            "{} exists: a restore into this data dir is running or was interrupted; run the same `logbook admin restore` again (it keeps the keys it already wrote, and replaces the partial copy), or remove that file if no restore is wanted",
+            "{} exists: a restore into this data dir is running or was interrupted; run the same `logbook restore` again (it keeps the keys it already wrote, and replaces the partial copy), or remove that file if no restore is wanted",
             staged.display()
         )
     })
@@ -99,13 +99,17 @@ pub fn stage_restore(
             witness_key.display()
         )));
     }
+    let partial = staged_path(data_dir);
+    // A copy left by an interrupted restore says so to every start: if this
+    // run fails too, it must stay (the keys that run wrote may be here).
+    let interrupted = std::fs::symlink_metadata(&partial).is_ok();
     let mut staged = StagedStore {
-        partial: staged_path(data_dir),
+        partial,
         target,
         events: 0,
         access: Access::default(),
         installed: false,
-        keep: false,
+        keep: interrupted,
     };
     let copy = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
