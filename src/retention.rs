@@ -25,9 +25,14 @@ const INTERVAL: Duration = Duration::from_secs(3600);
 const BATCH: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
 
+/// `replay_window_ms`: how long a received federation message stays
+/// acceptable (twice `[federation] timestamp_window_secs`, its sender's
+/// clock either way); its inbox record, by which a replay of it is known,
+/// is kept at least that long, whatever `keep_days` says.
 pub(crate) fn spawn(
     store: AsyncStore,
     fed_keep_days: u64,
+    replay_window_ms: i64,
     limits: Arc<Reloadable<Limits>>,
     payloads: Option<PayloadRetention>,
     shutdown: CancellationToken,
@@ -37,7 +42,7 @@ pub(crate) fn spawn(
             let idem_keep_days = limits.current().idempotency_keep_days;
             let stop = shutdown.clone();
             let pass = store
-                .run(move |s| prune_all(s, fed_keep_days, idem_keep_days, &stop))
+                .run(move |s| prune_all(s, fed_keep_days, replay_window_ms, idem_keep_days, &stop))
                 .await;
             match pass {
                 Ok([0, 0, 0]) => {}
@@ -75,10 +80,18 @@ fn cutoff(days: u64) -> i64 {
     now.saturating_sub(days.saturating_mul(DAY_MS))
 }
 
+/// The inbox's cutoff: `fed_cutoff`, but never within the replay window,
+/// where a message could still be accepted again if its record were gone.
+fn inbox_cutoff(fed_cutoff: i64, replay_window_ms: i64) -> i64 {
+    let now = logbook_journal::event::Timestamp::now().millis();
+    fed_cutoff.min(now.saturating_sub(replay_window_ms))
+}
+
 /// One pass over the three tables; returns how many rows each lost.
 fn prune_all(
     store: &Store,
     fed_keep_days: u64,
+    replay_window_ms: i64,
     idem_keep_days: u64,
     shutdown: &CancellationToken,
 ) -> Result<[usize; 3], StoreError> {
@@ -86,8 +99,9 @@ fn prune_all(
     let outbox = prune(shutdown, |after| {
         store.outbox().prune(after, fed_cutoff, BATCH)
     })?;
+    let inbox_cutoff = inbox_cutoff(fed_cutoff, replay_window_ms);
     let inbox = prune(shutdown, |after| {
-        store.inbox().prune(after, fed_cutoff, BATCH)
+        store.inbox().prune(after, inbox_cutoff, BATCH)
     })?;
     let idem_cutoff = cutoff(idem_keep_days);
     let idempotency = prune(shutdown, |after| {
@@ -171,5 +185,22 @@ async fn redact_old_payloads(
             Some(next) => cursor = Some(next),
             None => return Ok(redacted),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received message's record outlives the window in which the same
+    /// signed bytes would be accepted again, even with `keep_days = 0`.
+    #[test]
+    fn the_inbox_keeps_what_a_replay_could_still_match() {
+        let window = 600_000;
+        let keep_none = cutoff(0);
+        assert!(inbox_cutoff(keep_none, window) <= keep_none - window);
+        // A longer keep_days than the window is kept as it says.
+        let keep_month = cutoff(30);
+        assert_eq!(inbox_cutoff(keep_month, window), keep_month);
     }
 }

@@ -256,6 +256,13 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     crate::retention::spawn(
         app.http.store.clone(),
         config.federation.keep_days,
+        i64::try_from(
+            config
+                .federation
+                .timestamp_window_secs
+                .saturating_mul(2_000),
+        )
+        .unwrap_or(i64::MAX),
         app.http.limits.clone(),
         config.retention.payload_max_age_ms().map(|max_age_ms| {
             crate::retention::PayloadRetention {
