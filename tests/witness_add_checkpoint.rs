@@ -420,5 +420,13 @@ async fn an_origin_is_not_taken_over_by_another_peer() {
         "{problem}"
     );
     assert_eq!(evidence(&beta)["evidence"], serde_json::json!([]));
+
+    // Alpha back: both documents name the origin, and the one it is bound
+    // to keeps it (mallory's claim cannot stop alpha being witnessed).
+    alpha.restart();
+    // Past the throttle on reading the peers' documents again.
+    tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+    let (status, _, text) = add(&beta, body(4, vec![mth(4, 8)], note(&signer, 8, mth(0, 8)))).await;
+    assert_eq!(status, 200, "{text}");
     drop(mallory);
 }

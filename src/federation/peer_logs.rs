@@ -109,8 +109,10 @@ impl PeerLogs {
                 }
             };
             if fetched.is_none_or(|at| at.elapsed() >= MIN_REFRESH) {
-                self.fetch(fed).await?;
+                // Counted before it runs: a fetch abandoned half-way (its
+                // request's client left) still counts against the throttle.
                 *fetched = Some(Instant::now());
+                self.fetch(fed).await?;
             }
         }
         Ok(self.lookup(origin))
@@ -120,6 +122,19 @@ impl PeerLogs {
     pub(crate) fn lookup(&self, origin: &str) -> Option<PeerLog> {
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         known.by_origin.get(origin).cloned()
+    }
+
+    /// Every peer whose document, as last read, names `origin`: one, or
+    /// several when it is contested (and then [`PeerLogs::lookup`] finds
+    /// none).
+    pub(crate) fn claimants(&self, origin: &str) -> Vec<PeerLog> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .by_peer
+            .values()
+            .filter(|log| log.verifier.name == origin)
+            .cloned()
+            .collect()
     }
 
     /// Reads every active peer's document; a peer that cannot be reached

@@ -80,8 +80,9 @@ pub(crate) struct WitnessStatus {
     /// loudest thing this instance can report. Cleared by a cosignature.
     pub(crate) refused: Option<String>,
     pub(crate) attempts: u32,
-    /// Its cosignature key (vkey), once read in this run: two targets
-    /// answering with one key are one witness for the quorum.
+    /// Its cosignature public key (hex), once read in this run: two
+    /// targets answering with one key, under any names, are one witness
+    /// for the quorum.
     #[serde(skip)]
     pub(crate) key: Option<String>,
 }
@@ -387,9 +388,10 @@ async fn round(
         let known = witness_api::witness_key(fed, &target.key)
             .await
             .map_err(|e| Failure::new("key", format!("the witness's key: {e}")))?;
-        // The quorum counts keys, not targets, from now on.
-        let vkey = known.to_vkey();
-        fed.witnessing.update(target, |s| s.key = Some(vkey));
+        // The quorum counts keys, not targets, from now on: the public key
+        // itself, since a cosignature does not sign the key's name.
+        let public = logbook_base::hex::encode(known.key.as_bytes());
+        fed.witnessing.update(target, |s| s.key = Some(public));
         *key = Some(known);
     }
     let verifier = key.as_ref().expect("set above");

@@ -49,6 +49,17 @@ pub(crate) struct WitnessState {
     max_body: usize,
     /// One lock per known origin (bounded by the active peers).
     origins: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The checkpoint last cosigned per origin in this run, and for which
+    /// peer: what is in the store, once a request has put it there.
+    cosigned: Mutex<HashMap<String, Cosigned>>,
+}
+
+/// A checkpoint cosigned, as [`WitnessState::cosigned`] remembers it.
+#[derive(Clone, PartialEq, Eq)]
+struct Cosigned {
+    size: u64,
+    root: [u8; 32],
+    owner: String,
 }
 
 impl WitnessState {
@@ -60,7 +71,33 @@ impl WitnessState {
             limiter: RateLimiter::new(config.rate_per_sec, config.rate_burst),
             max_body: config.max_body_bytes,
             origins: Mutex::new(HashMap::new()),
+            cosigned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `checkpoint`, sent with `old` and an empty proof by `owner`,
+    /// is the one cosigned last for its origin: the sender refreshing its
+    /// cosignature, or anyone replaying it.
+    fn cosigned_again(
+        &self,
+        owner: &str,
+        old: u64,
+        proof_len: usize,
+        checkpoint: &Checkpoint,
+    ) -> bool {
+        let cosigned = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
+        cosigned.get(&checkpoint.origin).is_some_and(|c| {
+            c.owner == owner
+                && c.size == checkpoint.size
+                && c.root == checkpoint.root
+                && old == checkpoint.size
+                && proof_len == 0
+        })
+    }
+
+    fn remember(&self, origin: &str, cosigned: Cosigned) {
+        let mut all = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(origin.to_string(), cosigned);
     }
 
     /// The witness vkey (type 0x04, named `{origin_prefix}`).
@@ -122,7 +159,6 @@ async fn add_checkpoint(State(state): State<AppState>, req: Request) -> Response
 
 async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     let witness = &state.witness;
-    let fed = &state.federation;
     // A slow sender gets the JSON routes' time limit.
     let timeout = Duration::from_secs(state.limits.current().request_timeout_secs);
     let body = read_body(req, witness.max_body, timeout).await?;
@@ -160,7 +196,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     // cannot keep a peer whose origin was not read yet from being found.
     let peer = match witness.peers.lookup(origin) {
         Some(peer) => peer,
-        None => match witness.peers.find(fed, origin, false).await? {
+        None => match resolve(state, origin, false).await? {
             Some(peer) => peer,
             None => {
                 rate(UNKNOWN_ORIGIN_BUCKET)?;
@@ -168,10 +204,36 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             }
         },
     };
+    // Buckets other than the peer's own are named with a '/', which no
+    // instance id holds.
+    let replay_bucket = format!("replay/{}", peer.instance_id);
     // A note the pinned key refuses costs a refetch of the peer's key
     // document, bounded by a bucket of its own.
-    let refresh_bucket = format!("refresh:{}", peer.instance_id);
+    let refresh_bucket = format!("refresh/{}", peer.instance_id);
     let peer = verified_peer(state, peer, &request.note, || rate(&refresh_bucket)).await?;
+
+    // The checkpoint cosigned last, again: answered without the origin's
+    // lock, a bucket or a write, so that a flood of replays (anyone can
+    // send the peer's public checkpoints) queues nothing in front of the
+    // peer's next one. The peer must still be active.
+    if witness.cosigned_again(
+        &peer.instance_id,
+        request.old,
+        request.proof.len(),
+        &checkpoint,
+    ) {
+        let instance_id = peer.instance_id.clone();
+        let active = state
+            .store
+            .run(move |s| s.peers().get(&instance_id))
+            .await?
+            .is_some_and(|p| p.status == PeerStatus::Active);
+        if !active {
+            rate(&replay_bucket)?;
+            return Err(unknown_origin(origin));
+        }
+        return cosignature(witness, &note.text);
+    }
 
     let lock = witness.origin_lock(origin);
     let _serialised = lock.lock().await;
@@ -206,12 +268,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     let bound_here = owner.as_ref().is_some_and(|(o, _)| *o == peer.instance_id);
     // The peer must still be active: it may have been removed meanwhile.
     if !active {
+        rate(&replay_bucket)?;
         return Err(unknown_origin(origin));
     }
     // An origin stays with the peer it was cosigned for until that peer is
     // removed: another peer whose document names it (or a restart that
-    // could not read the owner's document) does not take it over.
+    // could not read the owner's document) does not take it over. Charged,
+    // so that the warning below is bounded too.
     if let Some(owner) = bound_elsewhere {
+        rate(&replay_bucket)?;
         tracing::warn!(origin = %logbook_journal::store::inert_text(origin), %owner, claimant = %peer.instance_id, "a peer sent a checkpoint of an origin cosigned for another active peer; refused");
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -239,7 +304,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     match outcome.verdict {
         Verdict::Cosign if unchanged => {}
         Verdict::Cosign => rate(&peer.instance_id)?,
-        _ => rate(&format!("replay:{}", peer.instance_id))?,
+        _ => rate(&replay_bucket)?,
     }
     if let (Some(kind), Some(cosigned)) = (outcome.evidence, &stored) {
         keep_evidence(state, &checkpoint, kind, cosigned, &request.note).await?;
@@ -281,18 +346,65 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                     .run(move |s| s.put_witness_latest(&key, &record, &owner))
                     .await?;
             }
-            let seconds = u64::try_from(now.millis() / 1000).unwrap_or(0);
-            let line = witness
-                .cosigner
-                .cosign(&note.text, seconds)
-                .map_err(|e| Problem::internal(format!("cosigning: {e}")))?;
-            Ok(text(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                line.to_line(),
-            ))
+            witness.remember(
+                origin,
+                Cosigned {
+                    size: checkpoint.size,
+                    root: checkpoint.root,
+                    owner: peer.instance_id.clone(),
+                },
+            );
+            cosignature(witness, &note.text)
         }
     }
+}
+
+/// The 200 answer: this witness's cosignature line over `text`, now.
+fn cosignature(witness: &WitnessState, checkpoint_text: &str) -> Result<Response, Problem> {
+    let seconds = u64::try_from(Timestamp::now().millis() / 1000).unwrap_or(0);
+    let line = witness
+        .cosigner
+        .cosign(checkpoint_text, seconds)
+        .map_err(|e| Problem::internal(format!("cosigning: {e}")))?;
+    Ok(text(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        line.to_line(),
+    ))
+}
+
+/// The peer whose heads log is `origin`, read again from the documents
+/// (`PeerLogs::find`), or, when several claim it, the one its checkpoints
+/// were cosigned for.
+async fn resolve(
+    state: &AppState,
+    origin: &str,
+    refetch: bool,
+) -> Result<Option<PeerLog>, Problem> {
+    if let Some(peer) = state
+        .witness
+        .peers
+        .find(&state.federation, origin, refetch)
+        .await?
+    {
+        return Ok(Some(peer));
+    }
+    owner_among_claimants(state, origin).await
+}
+
+/// The peer among those whose documents all name `origin` (so that none
+/// is found for it by name) whose checkpoints this witness cosigned for
+/// it: a peer that claims another's origin cannot stop it being witnessed.
+async fn owner_among_claimants(state: &AppState, origin: &str) -> Result<Option<PeerLog>, Problem> {
+    let claimants = state.witness.peers.claimants(origin);
+    if claimants.len() < 2 {
+        return Ok(None);
+    }
+    let key = origin.to_string();
+    let owner = state.store.run(move |s| s.witness_owner(&key)).await?;
+    Ok(claimants
+        .into_iter()
+        .find(|c| owner.as_deref() == Some(c.instance_id.as_str())))
 }
 
 fn unknown_origin(origin: &str) -> Problem {
@@ -331,10 +443,7 @@ async fn verified_peer(
     }
     refresh()?;
     let origin = peer.verifier.name.clone();
-    let again = state
-        .witness
-        .peers
-        .find(&state.federation, &origin, true)
+    let again = resolve(state, &origin, true)
         .await?
         .ok_or_else(|| unknown_origin(&origin))?;
     verify_checkpoint(note, &again.verifier).map_err(forbidden)?;
