@@ -189,29 +189,23 @@ fn check(scope: Scope, tokens: &Tokens, req: &Request) -> Result<Grant, Problem>
     })
 }
 
-/// Headers that proxies add to the requests they relay.
-const RELAYED_BY: [&str; 7] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-server",
-    "x-real-ip",
-    "via",
-];
+/// Headers that proxies add to the requests they relay, besides every
+/// `X-Forwarded-*` one.
+const RELAYED_BY: [&str; 3] = ["forwarded", "x-real-ip", "via"];
 
 /// Open mode serves loopback clients only, and a proxy on this host relays
 /// clients from anywhere, often with a loopback `Host` (nginx sends the
 /// upstream's address by default). A proxy that announces itself with one
-/// of [`RELAYED_BY`] is refused on the routes a token guards; one that
+/// of [`RELAYED_BY`] or `X-Forwarded-*` is refused on the routes a token
+/// guards; one that
 /// adds none cannot be told from a local client, which is why a proxy
 /// needs tokens (docs/operations.md). Routes that check a signature
 /// instead (`/incoming/*`, the witness) are not concerned.
 fn not_relayed(req: &Request) -> Result<(), Problem> {
-    match RELAYED_BY
-        .iter()
-        .find(|name| req.headers().contains_key(**name))
-    {
+    let relayed = req.headers().keys().find(|name| {
+        name.as_str().starts_with("x-forwarded-") || RELAYED_BY.contains(&name.as_str())
+    });
+    match relayed {
         None => Ok(()),
         Some(name) => Err(Problem::new(
             StatusCode::FORBIDDEN,
