@@ -263,7 +263,7 @@ async fn old_inbox_records_and_idempotency_keys_are_pruned() {
     let mut beta = Node::start(
         "beta",
         free_port(),
-        "keep_days = 0\nidempotency_keep_days = 0",
+        "keep_days = 0\nidempotency_keep_days = 0\ntimestamp_window_secs = 1",
         &peer_config("mallory", free_port(), &test_key("mallory")),
     );
     for _ in 0..3 {
@@ -288,8 +288,14 @@ async fn old_inbox_records_and_idempotency_keys_are_pruned() {
     let (status, replay) = append(&beta).await;
     assert!(status == 200 || status == 201, "{replay}");
     assert_eq!(replay["seq"], 1, "a retry within the window is a replay");
-    // Every record is older than "now" at the pass run on start.
-    std::thread::sleep(Duration::from_millis(20));
+    // Within twice the timestamp window a message could be accepted again:
+    // its record, which refuses the replay, stays whatever keep_days says.
+    beta.restart();
+    // The pass on start has run by then (three rows).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(inbound(&beta).await.len(), 3, "kept within the window");
+    // Past it, every record but the newest is older than the pass's cutoff.
+    std::thread::sleep(Duration::from_millis(2100));
     beta.restart();
     let kept = wait_for("the pass on start", WAIT, || async {
         let list = inbound(&beta).await;
