@@ -9,7 +9,7 @@
 //! instance fetch without bound.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logbook_federation::peer_keys::peer_log_key;
@@ -36,7 +36,8 @@ pub(crate) struct PeerLog {
 
 #[derive(Default)]
 pub(crate) struct PeerLogs {
-    known: Mutex<Claims>,
+    /// Shared with a fetch under way, which runs as a task of its own.
+    known: Arc<Mutex<Claims>>,
     /// When the documents were last fetched; held during a fetch, so
     /// concurrent requests wait for it instead of fetching again.
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -92,7 +93,7 @@ impl PeerLogs {
     /// behind a slow peer for long.
     pub(crate) async fn find(
         &self,
-        fed: &Federation,
+        fed: &Arc<Federation>,
         origin: &str,
         refetch: bool,
     ) -> Result<Option<PeerLog>, StoreError> {
@@ -109,10 +110,17 @@ impl PeerLogs {
                 }
             };
             if fetched.is_none_or(|at| at.elapsed() >= MIN_REFRESH) {
-                // Counted before it runs: a fetch abandoned half-way (its
-                // request's client left) still counts against the throttle.
+                // A task of its own: a request dropped while it waits (its
+                // client left) neither cancels the fetch nor loses what it
+                // reads, so no client can keep the documents from being
+                // read again by leaving at the right time.
+                let fetch = tokio::spawn(fetch(fed.clone(), self.known.clone()));
+                let done = fetch.await;
                 *fetched = Some(Instant::now());
-                self.fetch(fed).await?;
+                // A task that panicked read nothing: the claims stay.
+                if let Ok(read) = done {
+                    read?;
+                }
             }
         }
         Ok(self.lookup(origin))
@@ -136,10 +144,13 @@ impl PeerLogs {
             .cloned()
             .collect()
     }
+}
 
-    /// Reads every active peer's document; a peer that cannot be reached
-    /// keeps the key read before.
-    async fn fetch(&self, fed: &Federation) -> Result<(), StoreError> {
+/// Reads every active peer's document into `known`; a peer that cannot be
+/// reached keeps the key read before.
+async fn fetch(fed: Arc<Federation>, known: Arc<Mutex<Claims>>) -> Result<(), StoreError> {
+    {
+        let fed = &*fed;
         let peers: Vec<PeerRecord> = fed
             .store
             .run(|store| store.peers().list())
@@ -166,7 +177,7 @@ impl PeerLogs {
                 (peer.instance_id.clone(), log)
             })
             .collect();
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
         known.update(logs);
         Ok(())
     }

@@ -8,8 +8,11 @@
 //! active peer (404), the log's signature (403), the origin's bond to that
 //! peer (403), the rate (429, charged by what the checkpoint would do),
 //! then the rule (400, 409 with `text/x.tlog.size`, 422, or 200 with the
-//! cosignature line). Requests for one origin run one at a time, so a
-//! check and the write after it are atomic (the spec's race).
+//! cosignature line). Requests for one origin that may write run one at a
+//! time, so a check and the write after it are atomic (the spec's race);
+//! the checkpoint cosigned last, sent again, is answered from memory
+//! without that lock (`WitnessState::cosign_if_last` says why that is
+//! safe).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,12 +50,19 @@ pub(crate) struct WitnessState {
     peers: PeerLogs,
     limiter: RateLimiter,
     max_body: usize,
-    /// One lock per known origin (bounded by the active peers).
+    /// One lock per origin in use (at most [`MAX_ORIGINS`] kept idle).
     origins: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The checkpoint last cosigned per origin in this run, and for which
-    /// peer: what is in the store, once a request has put it there.
+    /// peer: what the store holds. A request that moves an origin's state
+    /// forgets it here before it writes, and records the new one after.
+    /// A cache of at most [`MAX_ORIGINS`] origins.
     cosigned: Mutex<HashMap<String, Cosigned>>,
 }
+
+/// Origins whose lock and last cosigned checkpoint are kept in memory: far
+/// more than there are peers, while a peer renaming its log at every read
+/// of its document cannot grow them without bound.
+const MAX_ORIGINS: usize = 1024;
 
 /// A checkpoint cosigned, as [`WitnessState::cosigned`] remembers it.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,14 +88,13 @@ impl WitnessState {
     /// Whether `checkpoint`, sent with `old` and an empty proof by `owner`,
     /// is the one cosigned last for its origin: the sender refreshing its
     /// cosignature, or anyone replaying it.
-    fn cosigned_again(
-        &self,
+    fn is_last(
+        cosigned: &HashMap<String, Cosigned>,
         owner: &str,
         old: u64,
         proof_len: usize,
         checkpoint: &Checkpoint,
     ) -> bool {
-        let cosigned = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
         cosigned.get(&checkpoint.origin).is_some_and(|c| {
             c.owner == owner
                 && c.size == checkpoint.size
@@ -95,8 +104,35 @@ impl WitnessState {
         })
     }
 
+    /// The cosignature line over `checkpoint` if it is the one cosigned last
+    /// ([`WitnessState::is_last`]), signed while the map is held: a request
+    /// moving the origin on forgets it under the same lock before writing,
+    /// so a checkpoint already superseded in the store is never signed.
+    fn cosign_if_last(
+        &self,
+        owner: &str,
+        old: u64,
+        proof_len: usize,
+        checkpoint: &Checkpoint,
+        checkpoint_text: &str,
+    ) -> Result<Option<String>, Problem> {
+        let cosigned = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
+        if !Self::is_last(&cosigned, owner, old, proof_len, checkpoint) {
+            return Ok(None);
+        }
+        cosignature_line(self, checkpoint_text).map(Some)
+    }
+
+    fn forget(&self, origin: &str) {
+        let mut all = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(origin);
+    }
+
     fn remember(&self, origin: &str, cosigned: Cosigned) {
         let mut all = self.cosigned.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() >= MAX_ORIGINS && !all.contains_key(origin) {
+            all.clear();
+        }
         all.insert(origin.to_string(), cosigned);
     }
 
@@ -116,6 +152,10 @@ impl WitnessState {
 
     fn origin_lock(&self, origin: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        if origins.len() >= MAX_ORIGINS && !origins.contains_key(origin) {
+            // Only locks nobody holds or waits for go.
+            origins.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
         origins.entry(origin.to_string()).or_default().clone()
     }
 }
@@ -215,13 +255,18 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     // The checkpoint cosigned last, again: answered without the origin's
     // lock, a bucket or a write, so that a flood of replays (anyone can
     // send the peer's public checkpoints) queues nothing in front of the
-    // peer's next one. The peer must still be active.
-    if witness.cosigned_again(
-        &peer.instance_id,
-        request.old,
-        request.proof.len(),
-        &checkpoint,
-    ) {
+    // peer's next one. The peer must still be active; a checkpoint
+    // superseded meanwhile goes on to the full check.
+    let last = |cosigned: &HashMap<String, Cosigned>| {
+        WitnessState::is_last(
+            cosigned,
+            &peer.instance_id,
+            request.old,
+            request.proof.len(),
+            &checkpoint,
+        )
+    };
+    if last(&witness.cosigned.lock().unwrap_or_else(|e| e.into_inner())) {
         let instance_id = peer.instance_id.clone();
         let active = state
             .store
@@ -232,7 +277,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             rate(&replay_bucket)?;
             return Err(unknown_origin(origin));
         }
-        return cosignature(witness, &note.text);
+        if let Some(line) = witness.cosign_if_last(
+            &peer.instance_id,
+            request.old,
+            request.proof.len(),
+            &checkpoint,
+            &note.text,
+        )? {
+            return Ok(cosigned_answer(line));
+        }
     }
 
     let lock = witness.origin_lock(origin);
@@ -297,14 +350,20 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         .as_ref()
         .is_some_and(|l| l.size == checkpoint.size && l.root == checkpoint.root);
     // The peer's own allowance is spent only by a checkpoint that moves its
-    // state. Anyone can resend the peer's signed checkpoints and junk
-    // proofs: the one cosigned, which writes nothing, costs no allowance
-    // (the peer resends it to refresh its cosignature); older ones and bad
-    // proofs, which may write evidence, take a bucket of their own.
-    match outcome.verdict {
-        Verdict::Cosign if unchanged => {}
-        Verdict::Cosign => rate(&peer.instance_id)?,
-        _ => rate(&replay_bucket)?,
+    // state. Anyone can resend the peer's signed checkpoints with any proof:
+    // what writes evidence of a kind anyone can cause (a rollback, a bad
+    // proof) takes a bucket of its own. What writes nothing (the checkpoint
+    // cosigned again, a 409 telling a peer the size it must extend, a 400)
+    // takes none, so that draining that bucket cannot lock the peer out;
+    // nor does a fork, which only the log can sign and whose rows are
+    // capped and kept once each.
+    match (&outcome.verdict, outcome.evidence) {
+        (Verdict::Cosign, _) if unchanged => {}
+        (Verdict::Cosign, _) => rate(&peer.instance_id)?,
+        (_, Some(witness::EvidenceKind::Rollback | witness::EvidenceKind::BadProof)) => {
+            rate(&replay_bucket)?
+        }
+        _ => {}
     }
     if let (Some(kind), Some(cosigned)) = (outcome.evidence, &stored) {
         keep_evidence(state, &checkpoint, kind, cosigned, &request.note).await?;
@@ -333,6 +392,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             // keeps the state. The same size and root again writes nothing,
             // once the origin's bond to the peer is recorded.
             if !unchanged || !bound_here {
+                witness.forget(origin);
                 let record = WitnessLatest {
                     size: checkpoint.size,
                     root: checkpoint.root,
@@ -354,23 +414,24 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                     owner: peer.instance_id.clone(),
                 },
             );
-            cosignature(witness, &note.text)
+            cosignature_line(witness, &note.text).map(cosigned_answer)
         }
     }
 }
 
-/// The 200 answer: this witness's cosignature line over `text`, now.
-fn cosignature(witness: &WitnessState, checkpoint_text: &str) -> Result<Response, Problem> {
+/// This witness's cosignature line over `checkpoint_text`, now.
+fn cosignature_line(witness: &WitnessState, checkpoint_text: &str) -> Result<String, Problem> {
     let seconds = u64::try_from(Timestamp::now().millis() / 1000).unwrap_or(0);
     let line = witness
         .cosigner
         .cosign(checkpoint_text, seconds)
         .map_err(|e| Problem::internal(format!("cosigning: {e}")))?;
-    Ok(text(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        line.to_line(),
-    ))
+    Ok(line.to_line())
+}
+
+/// The 200 answer with the cosignature line.
+fn cosigned_answer(line: String) -> Response {
+    text(StatusCode::OK, "text/plain; charset=utf-8", line)
 }
 
 /// The peer whose heads log is `origin`, read again from the documents
@@ -381,6 +442,11 @@ async fn resolve(
     origin: &str,
     refetch: bool,
 ) -> Result<Option<PeerLog>, Problem> {
+    // A contested origin is settled from what is known before anything is
+    // read again: its owner's requests do not wait on the documents.
+    if !refetch && let Some(owner) = owner_among_claimants(state, origin).await? {
+        return Ok(Some(owner));
+    }
     if let Some(peer) = state
         .witness
         .peers
