@@ -37,7 +37,7 @@ pub fn unfinished_restore(data_dir: &Path) -> Option<String> {
     let staged = staged_path(data_dir);
     std::fs::symlink_metadata(&staged).ok().map(|_| {
         format!(
-            "{} exists: a restore into this data dir is running or was interrupted; run the same `logbook restore` again (it keeps the keys it already wrote, and replaces the partial copy), or remove that file if no restore is wanted",
+            "{} exists: a restore into this data dir is running or was interrupted; run the same `logbook restore` again (it keeps the keys it already wrote, and replaces the partial copy); if no restore is wanted, remove that file and the key files the restore wrote",
             staged.display()
         )
     })
