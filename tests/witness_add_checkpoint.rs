@@ -381,6 +381,38 @@ async fn replayed_checkpoints_do_not_use_up_the_peers_rate() {
     drop(alpha);
 }
 
+/// A fork new to the witness is kept even when the replay bucket is empty
+/// (anyone can empty it with the peer's old checkpoints); the same fork
+/// sent again is held back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_fork_is_kept_whatever_the_buckets() {
+    let (alpha, beta) = witnessed_at_one_per_second();
+    let signer = alpha_signer(&alpha);
+    let (status, _, text) = add(&beta, body(0, vec![], note(&signer, 4, mth(0, 4)))).await;
+    assert_eq!(status, 200, "{text}");
+    // Old checkpoints replayed: rollback evidence, until the bucket is empty.
+    let older = note(&signer, 2, mth(0, 2));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(add(&beta, body(0, vec![], older.clone())).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // The log signs another root at the cosigned size: a fork.
+    let fork = note(&signer, 4, [9; 32]);
+    let (status, _, text) = add(&beta, body(4, vec![], fork.clone())).await;
+    assert_eq!(status, 409, "{text}");
+    let (status, _, text) = add(&beta, body(4, vec![], fork)).await;
+    assert_eq!(status, 429, "{text}");
+    let rows = evidence(&beta)["evidence"].clone();
+    let forks = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "fork");
+    assert_eq!(forks.count(), 1, "{rows}");
+    drop(alpha);
+}
+
 /// An origin stays with the active peer it was cosigned for. Mallory, a
 /// peer whose document names alpha's origin, is not witnessed for it, not
 /// even after a restart of the witness while alpha cannot be reached (when

@@ -38,6 +38,8 @@ pub(crate) struct PeerLog {
 pub(crate) struct PeerLogs {
     /// Shared with a fetch under way, which runs as a task of its own.
     known: Arc<Mutex<Claims>>,
+    /// Reads started, numbering them.
+    reads: std::sync::atomic::AtomicU64,
     /// When the documents were last fetched; held during a fetch, so
     /// concurrent requests wait for it instead of fetching again.
     fetched: tokio::sync::Mutex<Option<Instant>>,
@@ -52,12 +54,20 @@ struct Claims {
     /// Origin → the one peer claiming it. An origin two or more peers claim
     /// is in none of them: neither is witnessed until one stops.
     by_origin: HashMap<String, PeerLog>,
+    /// The read these claims come from. Reads run as tasks of their own
+    /// and two can overlap (a slow peer); an older one that ends last is
+    /// not applied.
+    read: u64,
 }
 
 impl Claims {
     /// The claims of the active peers `logs` (each `None` if its document
     /// could not be read now, so that it keeps its last claim).
-    fn update(&mut self, logs: Vec<(String, Option<PeerLog>)>) {
+    fn update(&mut self, read: u64, logs: Vec<(String, Option<PeerLog>)>) {
+        if read <= self.read {
+            return;
+        }
+        self.read = read;
         let mut by_peer = HashMap::with_capacity(logs.len());
         for (instance_id, log) in logs {
             if let Some(log) = log.or_else(|| self.by_peer.remove(&instance_id)) {
@@ -114,7 +124,13 @@ impl PeerLogs {
                 // client left) neither cancels the fetch nor loses what it
                 // reads, so no client can keep the documents from being
                 // read again by leaving at the right time.
-                let fetch = tokio::spawn(fetch(fed.clone(), self.known.clone()));
+                // Counted from its start: a request dropped while it waits
+                // releases the throttle's lock, and the read goes on.
+                *fetched = Some(Instant::now());
+                let read = 1 + self
+                    .reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let fetch = tokio::spawn(fetch(fed.clone(), self.known.clone(), read));
                 let done = fetch.await;
                 *fetched = Some(Instant::now());
                 // A task that panicked read nothing: the claims stay.
@@ -148,7 +164,11 @@ impl PeerLogs {
 
 /// Reads every active peer's document into `known`; a peer that cannot be
 /// reached keeps the key read before.
-async fn fetch(fed: Arc<Federation>, known: Arc<Mutex<Claims>>) -> Result<(), StoreError> {
+async fn fetch(
+    fed: Arc<Federation>,
+    known: Arc<Mutex<Claims>>,
+    read: u64,
+) -> Result<(), StoreError> {
     {
         let fed = &*fed;
         let peers: Vec<PeerRecord> = fed
@@ -178,7 +198,7 @@ async fn fetch(fed: Arc<Federation>, known: Arc<Mutex<Claims>>) -> Result<(), St
             })
             .collect();
         let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
-        known.update(logs);
+        known.update(read, logs);
         Ok(())
     }
 }
@@ -228,27 +248,33 @@ mod tests {
     #[test]
     fn an_origin_stays_contested_while_a_claimant_is_unreadable() {
         let mut claims = Claims::default();
-        claims.update(vec![("p".into(), log("p", "logbook/p"))]);
+        claims.update(1, vec![("p".into(), log("p", "logbook/p"))]);
         assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
-        claims.update(vec![
-            ("p".into(), log("p", "logbook/p")),
-            ("m".into(), log("m", "logbook/p")),
-        ]);
+        claims.update(
+            2,
+            vec![
+                ("p".into(), log("p", "logbook/p")),
+                ("m".into(), log("m", "logbook/p")),
+            ],
+        );
         assert_eq!(owner(&claims, "logbook/p"), None);
-        claims.update(vec![
-            ("p".into(), None),
-            ("m".into(), log("m", "logbook/p")),
-        ]);
+        claims.update(
+            3,
+            vec![("p".into(), None), ("m".into(), log("m", "logbook/p"))],
+        );
         assert_eq!(owner(&claims, "logbook/p"), None);
         // Once the claimant names its own origin again, each has its own.
-        claims.update(vec![
-            ("p".into(), None),
-            ("m".into(), log("m", "logbook/m")),
-        ]);
+        claims.update(
+            4,
+            vec![("p".into(), None), ("m".into(), log("m", "logbook/m"))],
+        );
         assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
         assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
+        // An older read that ends last changes nothing.
+        claims.update(1, vec![("p".into(), log("p", "logbook/m"))]);
+        assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
         // A peer no longer active is forgotten.
-        claims.update(vec![("m".into(), None)]);
+        claims.update(5, vec![("m".into(), None)]);
         assert_eq!(owner(&claims, "logbook/p"), None);
         assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
     }

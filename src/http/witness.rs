@@ -288,8 +288,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         }
     }
 
-    let lock = witness.origin_lock(origin);
-    let _serialised = lock.lock().await;
+    let serialised = witness.origin_lock(origin).lock_owned().await;
     let (key, instance_id) = (origin.to_string(), peer.instance_id.clone());
     let (stored, owner, active) = state
         .store
@@ -357,16 +356,35 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     // takes none, so that draining that bucket cannot lock the peer out;
     // nor does a fork, which only the log can sign and whose rows are
     // capped and kept once each.
-    match (&outcome.verdict, outcome.evidence) {
+    let evidence = match (outcome.evidence, &stored) {
+        (Some(kind), Some(cosigned)) => Some((
+            kind,
+            evidence_row(&checkpoint, kind, cosigned, &request.note),
+        )),
+        _ => None,
+    };
+    match (&outcome.verdict, &evidence) {
         (Verdict::Cosign, _) if unchanged => {}
         (Verdict::Cosign, _) => rate(&peer.instance_id)?,
-        (_, Some(witness::EvidenceKind::Rollback | witness::EvidenceKind::BadProof)) => {
-            rate(&replay_bucket)?
+        // A fork new to this witness is always kept: the bucket only
+        // holds back the same one sent again.
+        (_, Some((witness::EvidenceKind::Fork, row))) => {
+            if let Err(limited) = rate(&replay_bucket) {
+                let row = row.clone();
+                if state
+                    .store
+                    .run(move |s| s.witness_evidence_known(&row))
+                    .await?
+                {
+                    return Err(limited);
+                }
+            }
         }
+        (_, Some(_)) => rate(&replay_bucket)?,
         _ => {}
     }
-    if let (Some(kind), Some(cosigned)) = (outcome.evidence, &stored) {
-        keep_evidence(state, &checkpoint, kind, cosigned, &request.note).await?;
+    if let Some((kind, row)) = evidence {
+        keep_evidence(state, kind, row).await?;
     }
     match outcome.verdict {
         Verdict::OldTooLarge => Err(bad_request(format!(
@@ -391,6 +409,11 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             // The state moves, durably, before the answer: a crash after it
             // keeps the state. The same size and root again writes nothing,
             // once the origin's bond to the peer is recorded.
+            let cosigned = Cosigned {
+                size: checkpoint.size,
+                root: checkpoint.root,
+                owner: peer.instance_id.clone(),
+            };
             if !unchanged || !bound_here {
                 witness.forget(origin);
                 let record = WitnessLatest {
@@ -401,19 +424,23 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                     cosigned_at: now.millis(),
                 };
                 let (key, owner) = (origin.to_string(), peer.instance_id.clone());
+                let remember = state.witness.clone();
+                // The origin's lock goes with the write, and is released
+                // once it has committed and its checkpoint is remembered: a
+                // request dropped while its write waits must not let the
+                // next one read (and move on from) the state before it.
                 state
                     .store
-                    .run(move |s| s.put_witness_latest(&key, &record, &owner))
+                    .run(move |s| {
+                        let _serialised = serialised;
+                        s.put_witness_latest(&key, &record, &owner)?;
+                        remember.remember(&key, cosigned);
+                        Ok::<_, logbook_journal::store::StoreError>(())
+                    })
                     .await?;
+            } else {
+                witness.remember(origin, cosigned);
             }
-            witness.remember(
-                origin,
-                Cosigned {
-                    size: checkpoint.size,
-                    root: checkpoint.root,
-                    owner: peer.instance_id.clone(),
-                },
-            );
             cosignature_line(witness, &note.text).map(cosigned_answer)
         }
     }
@@ -516,15 +543,14 @@ async fn verified_peer(
     Ok(again)
 }
 
-/// Keeps both signed notes, counts and logs them.
-async fn keep_evidence(
-    state: &AppState,
+/// The evidence row of `refused`, which contradicts `cosigned`.
+fn evidence_row(
     refused: &Checkpoint,
     kind: witness::EvidenceKind,
     cosigned: &WitnessLatest,
     refused_note: &[u8],
-) -> Result<(), Problem> {
-    let evidence = WitnessEvidence {
+) -> WitnessEvidence {
+    WitnessEvidence {
         origin: refused.origin.clone(),
         kind: kind.as_str().to_string(),
         cosigned_note: cosigned.note.clone(),
@@ -532,7 +558,16 @@ async fn keep_evidence(
         refused_note: String::from_utf8_lossy(refused_note).into_owned(),
         refused_size: refused.size,
         at: Timestamp::now().millis(),
-    };
+    }
+}
+
+/// Keeps both signed notes, counts and logs them.
+async fn keep_evidence(
+    state: &AppState,
+    kind: witness::EvidenceKind,
+    evidence: WitnessEvidence,
+) -> Result<(), Problem> {
+    let (cosigned_size, refused_size) = (evidence.cosigned_size, evidence.refused_size);
     let row = evidence.clone();
     let stored = state
         .store
@@ -541,13 +576,13 @@ async fn keep_evidence(
     let origin = logbook_journal::store::inert_text(&evidence.origin);
     match stored {
         EvidenceStored::Known => tracing::warn!(
-            %origin, reason = kind.as_str(), cosigned_size = cosigned.size, refused_size = refused.size,
+            %origin, reason = kind.as_str(), cosigned_size, refused_size,
             "a witnessed log sent a checkpoint already kept as evidence"
         ),
         EvidenceStored::New | EvidenceStored::Full => {
             logbook_base::metrics::observe_witness_evidence(&origin, kind.as_str());
             tracing::error!(
-                %origin, reason = kind.as_str(), cosigned_size = cosigned.size, refused_size = refused.size,
+                %origin, reason = kind.as_str(), cosigned_size, refused_size,
                 kept = stored == EvidenceStored::New,
                 "a witnessed log contradicts the checkpoint cosigned before; refused, evidence kept (logbook admin witness evidence)"
             );

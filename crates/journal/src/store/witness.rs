@@ -160,6 +160,13 @@ impl Store {
         self.db.commit(txn)
     }
 
+    /// Whether `evidence` is kept already (a read, no write).
+    pub fn witness_evidence_known(&self, evidence: &WitnessEvidence) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(WITNESS_EVIDENCE)?;
+        Ok(table.get(&evidence.key())?.is_some())
+    }
+
     /// Keeps `evidence` durably, once, within its class's caps.
     pub fn add_witness_evidence(
         &self,
