@@ -351,11 +351,10 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     // The peer's own allowance is spent only by a checkpoint that moves its
     // state. Anyone can resend the peer's signed checkpoints with any proof:
     // what writes evidence of a kind anyone can cause (a rollback, a bad
-    // proof) takes a bucket of its own. What writes nothing (the checkpoint
-    // cosigned again, a 409 telling a peer the size it must extend, a 400)
-    // takes none, so that draining that bucket cannot lock the peer out;
-    // nor does a fork, which only the log can sign and whose rows are
-    // capped and kept once each.
+    // proof, a fork already kept) takes a bucket of its own. What writes
+    // nothing (the checkpoint cosigned again, a 409 telling a peer the size
+    // it must extend, a 400) takes none, so that draining that bucket
+    // cannot lock the peer out.
     let evidence = match (outcome.evidence, &stored) {
         (Some(kind), Some(cosigned)) => Some((
             kind,
