@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use logbook_federation::peer_keys::peer_log_key;
 use logbook_federation::peers::INSTANCE_PATH;
 use logbook_journal::store::{PeerRecord, PeerStatus, StoreError};
@@ -36,13 +38,17 @@ pub(crate) struct PeerLog {
 
 #[derive(Default)]
 pub(crate) struct PeerLogs {
-    /// Shared with a fetch under way, which runs as a task of its own.
+    /// Shared with a read under way, which runs as a task of its own.
     known: Arc<Mutex<Claims>>,
-    /// Reads started, numbering them.
-    reads: std::sync::atomic::AtomicU64,
-    /// When the documents were last fetched; held during a fetch, so
-    /// concurrent requests wait for it instead of fetching again.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    reading: Mutex<Reading>,
+}
+
+/// The reads of the peers' documents: one at a time, at most one per
+/// [`MIN_REFRESH`] (counted from its start).
+#[derive(Default)]
+struct Reading {
+    at: Option<Instant>,
+    running: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
 /// What the active peers' documents claim.
@@ -54,20 +60,12 @@ struct Claims {
     /// Origin → the one peer claiming it. An origin two or more peers claim
     /// is in none of them: neither is witnessed until one stops.
     by_origin: HashMap<String, PeerLog>,
-    /// The read these claims come from. Reads run as tasks of their own
-    /// and two can overlap (a slow peer); an older one that ends last is
-    /// not applied.
-    read: u64,
 }
 
 impl Claims {
     /// The claims of the active peers `logs` (each `None` if its document
     /// could not be read now, so that it keeps its last claim).
-    fn update(&mut self, read: u64, logs: Vec<(String, Option<PeerLog>)>) {
-        if read <= self.read {
-            return;
-        }
-        self.read = read;
+    fn update(&mut self, logs: Vec<(String, Option<PeerLog>)>) {
         let mut by_peer = HashMap::with_capacity(logs.len());
         for (instance_id, log) in logs {
             if let Some(log) = log.or_else(|| self.by_peer.remove(&instance_id)) {
@@ -110,33 +108,30 @@ impl PeerLogs {
         if !refetch && let Some(found) = self.lookup(origin) {
             return Ok(Some(found));
         }
-        {
-            let mut fetched = if refetch {
-                self.fetched.lock().await
+        let read = {
+            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+            match &reading.running {
+                // One read at a time: a request arriving during one waits
+                // for it rather than starting another.
+                Some(running) if running.peek().is_none() => Some(running.clone()),
+                _ if reading.at.is_none_or(|at| at.elapsed() >= MIN_REFRESH) => {
+                    // A task of its own, awaited through a shared handle: a
+                    // request dropped while it waits (its client left)
+                    // neither cancels the read nor loses what it reads.
+                    reading.at = Some(Instant::now());
+                    let task = tokio::spawn(fetch(fed.clone(), self.known.clone()));
+                    let running = task.map(|_| ()).boxed().shared();
+                    reading.running = Some(running.clone());
+                    Some(running)
+                }
+                _ => None,
+            }
+        };
+        if let Some(read) = read {
+            if refetch {
+                read.await;
             } else {
-                match tokio::time::timeout(FETCH_WAIT, self.fetched.lock()).await {
-                    Ok(fetched) => fetched,
-                    Err(_) => return Ok(self.lookup(origin)),
-                }
-            };
-            if fetched.is_none_or(|at| at.elapsed() >= MIN_REFRESH) {
-                // A task of its own: a request dropped while it waits (its
-                // client left) neither cancels the fetch nor loses what it
-                // reads, so no client can keep the documents from being
-                // read again by leaving at the right time.
-                // Counted from its start: a request dropped while it waits
-                // releases the throttle's lock, and the read goes on.
-                *fetched = Some(Instant::now());
-                let read = 1 + self
-                    .reads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let fetch = tokio::spawn(fetch(fed.clone(), self.known.clone(), read));
-                let done = fetch.await;
-                *fetched = Some(Instant::now());
-                // A task that panicked read nothing: the claims stay.
-                if let Ok(read) = done {
-                    read?;
-                }
+                let _ = tokio::time::timeout(FETCH_WAIT, read).await;
             }
         }
         Ok(self.lookup(origin))
@@ -164,13 +159,14 @@ impl PeerLogs {
 
 /// Reads every active peer's document into `known`; a peer that cannot be
 /// reached keeps the key read before.
-async fn fetch(
-    fed: Arc<Federation>,
-    known: Arc<Mutex<Claims>>,
-    read: u64,
-) -> Result<(), StoreError> {
+async fn fetch(fed: Arc<Federation>, known: Arc<Mutex<Claims>>) {
+    if let Err(e) = read_claims(&fed, &known).await {
+        tracing::warn!(error = %e, "could not read the peers' documents");
+    }
+}
+
+async fn read_claims(fed: &Federation, known: &Mutex<Claims>) -> Result<(), StoreError> {
     {
-        let fed = &*fed;
         let peers: Vec<PeerRecord> = fed
             .store
             .run(|store| store.peers().list())
@@ -198,7 +194,7 @@ async fn fetch(
             })
             .collect();
         let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
-        known.update(read, logs);
+        known.update(logs);
         Ok(())
     }
 }
@@ -248,33 +244,27 @@ mod tests {
     #[test]
     fn an_origin_stays_contested_while_a_claimant_is_unreadable() {
         let mut claims = Claims::default();
-        claims.update(1, vec![("p".into(), log("p", "logbook/p"))]);
+        claims.update(vec![("p".into(), log("p", "logbook/p"))]);
         assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
-        claims.update(
-            2,
-            vec![
-                ("p".into(), log("p", "logbook/p")),
-                ("m".into(), log("m", "logbook/p")),
-            ],
-        );
+        claims.update(vec![
+            ("p".into(), log("p", "logbook/p")),
+            ("m".into(), log("m", "logbook/p")),
+        ]);
         assert_eq!(owner(&claims, "logbook/p"), None);
-        claims.update(
-            3,
-            vec![("p".into(), None), ("m".into(), log("m", "logbook/p"))],
-        );
+        claims.update(vec![
+            ("p".into(), None),
+            ("m".into(), log("m", "logbook/p")),
+        ]);
         assert_eq!(owner(&claims, "logbook/p"), None);
         // Once the claimant names its own origin again, each has its own.
-        claims.update(
-            4,
-            vec![("p".into(), None), ("m".into(), log("m", "logbook/m"))],
-        );
+        claims.update(vec![
+            ("p".into(), None),
+            ("m".into(), log("m", "logbook/m")),
+        ]);
         assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
         assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
-        // An older read that ends last changes nothing.
-        claims.update(1, vec![("p".into(), log("p", "logbook/m"))]);
-        assert_eq!(owner(&claims, "logbook/p").as_deref(), Some("p"));
         // A peer no longer active is forgotten.
-        claims.update(5, vec![("m".into(), None)]);
+        claims.update(vec![("m".into(), None)]);
         assert_eq!(owner(&claims, "logbook/p"), None);
         assert_eq!(owner(&claims, "logbook/m").as_deref(), Some("m"));
     }

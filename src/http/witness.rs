@@ -288,7 +288,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         }
     }
 
-    let serialised = witness.origin_lock(origin).lock_owned().await;
+    // Taken by the write that may follow, so it is held until that write
+    // has committed even if this request is dropped while it waits.
+    let mut serialised = Some(witness.origin_lock(origin).lock_owned().await);
     let (key, instance_id) = (origin.to_string(), peer.instance_id.clone());
     let (stored, owner, active) = state
         .store
@@ -365,16 +367,16 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     match (&outcome.verdict, &evidence) {
         (Verdict::Cosign, _) if unchanged => {}
         (Verdict::Cosign, _) => rate(&peer.instance_id)?,
-        // A fork new to this witness is always kept: the bucket only
-        // holds back the same one sent again.
+        // A fork this witness would keep is kept whatever the bucket: it
+        // only holds back the same fork again, or one past the caps.
         (_, Some((witness::EvidenceKind::Fork, row))) => {
             if let Err(limited) = rate(&replay_bucket) {
                 let row = row.clone();
-                if state
+                let room = state
                     .store
-                    .run(move |s| s.witness_evidence_known(&row))
-                    .await?
-                {
+                    .run(move |s| s.witness_evidence_room(&row))
+                    .await?;
+                if room != EvidenceStored::New {
                     return Err(limited);
                 }
             }
@@ -383,7 +385,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
         _ => {}
     }
     if let Some((kind, row)) = evidence {
-        keep_evidence(state, kind, row).await?;
+        keep_evidence(state, kind, row, serialised.take()).await?;
     }
     match outcome.verdict {
         Verdict::OldTooLarge => Err(bad_request(format!(
@@ -431,7 +433,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                 state
                     .store
                     .run(move |s| {
-                        let _serialised = serialised;
+                        let _serialised = serialised.take();
                         s.put_witness_latest(&key, &record, &owner)?;
                         remember.remember(&key, cosigned);
                         Ok::<_, logbook_journal::store::StoreError>(())
@@ -565,12 +567,17 @@ async fn keep_evidence(
     state: &AppState,
     kind: witness::EvidenceKind,
     evidence: WitnessEvidence,
+    serialised: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) -> Result<(), Problem> {
     let (cosigned_size, refused_size) = (evidence.cosigned_size, evidence.refused_size);
     let row = evidence.clone();
+    // The origin's lock, if held, goes with the write (see `handle`).
     let stored = state
         .store
-        .run(move |s| s.add_witness_evidence(&row))
+        .run(move |s| {
+            let _serialised = serialised;
+            s.add_witness_evidence(&row)
+        })
         .await?;
     let origin = logbook_journal::store::inert_text(&evidence.origin);
     match stored {

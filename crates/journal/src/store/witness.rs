@@ -65,6 +65,27 @@ fn kept_of_class(
     }
     Ok((all, of_origin))
 }
+/// Whether `evidence` is in `table` already, or its class's caps are
+/// reached, or it would be kept.
+fn room(
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    evidence: &WitnessEvidence,
+) -> Result<EvidenceStored, StoreError> {
+    if table.get(&evidence.key())?.is_some() {
+        return Ok(EvidenceStored::Known);
+    }
+    let (all, of_origin) = kept_of_class(table, evidence)?;
+    // One origin (whose old checkpoints anyone may replay) cannot crowd
+    // out the evidence against another.
+    Ok(
+        if all >= MAX_EVIDENCE || of_origin >= MAX_EVIDENCE_PER_ORIGIN {
+            EvidenceStored::Full
+        } else {
+            EvidenceStored::New
+        },
+    )
+}
+
 /// Longest origin stored (a checkpoint's first line).
 pub const MAX_ORIGIN_BYTES: usize = 1024;
 
@@ -160,11 +181,14 @@ impl Store {
         self.db.commit(txn)
     }
 
-    /// Whether `evidence` is kept already (a read, no write).
-    pub fn witness_evidence_known(&self, evidence: &WitnessEvidence) -> Result<bool, StoreError> {
+    /// What [`Store::add_witness_evidence`] would do with `evidence` now (a
+    /// read, no write): `New` if it would keep it.
+    pub fn witness_evidence_room(
+        &self,
+        evidence: &WitnessEvidence,
+    ) -> Result<EvidenceStored, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(WITNESS_EVIDENCE)?;
-        Ok(table.get(&evidence.key())?.is_some())
+        room(&txn.open_table(WITNESS_EVIDENCE)?, evidence)
     }
 
     /// Keeps `evidence` durably, once, within its class's caps.
@@ -172,22 +196,14 @@ impl Store {
         &self,
         evidence: &WitnessEvidence,
     ) -> Result<EvidenceStored, StoreError> {
-        let key = evidence.key();
         let txn = self.db.begin_write()?;
         let stored = {
             let mut table = txn.open_table(WITNESS_EVIDENCE)?;
-            if table.get(&key)?.is_some() {
-                EvidenceStored::Known
-            } else if let (all, of_origin) = kept_of_class(&table, evidence)?
-                // One origin (whose old checkpoints anyone may replay)
-                // cannot crowd out the evidence against another.
-                && (all >= MAX_EVIDENCE || of_origin >= MAX_EVIDENCE_PER_ORIGIN)
-            {
-                EvidenceStored::Full
-            } else {
-                table.insert(&key, encode(evidence).as_slice())?;
-                EvidenceStored::New
+            let stored = room(&table, evidence)?;
+            if stored == EvidenceStored::New {
+                table.insert(&evidence.key(), encode(evidence).as_slice())?;
             }
+            stored
         };
         if stored == EvidenceStored::New {
             self.db.commit(txn)?;
