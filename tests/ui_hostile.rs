@@ -108,6 +108,46 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         );
     }
 
+    // Events withheld between those shown: pending, never verified.
+    open("gap-in-middle").await;
+    let shown = b
+        .wait_for("the gap checked", SHOWN, |v| {
+            done(v) && v[0] == "verdict pending"
+        })
+        .await;
+    assert_eq!(
+        shown[4],
+        json!(["verified", "verified", "verified"]),
+        "{shown}"
+    );
+    assert!(
+        shown[1]
+            .as_str()
+            .unwrap()
+            .contains("1 event(s) between those shown not shown"),
+        "{shown}"
+    );
+
+    // Witnesses pinned, and the daemon shows no cosigned history reaching
+    // its checkpoint (the bundle withheld, or an older one): every event
+    // checks, yet the verdict is pending, not the green of a witnessed log.
+    for case in ["witness-withheld", "witness-stale"] {
+        open(case).await;
+        let shown = b
+            .wait_for(case, SHOWN, |v| {
+                done(v) && v[4] == json!(["verified", "verified", "verified"])
+            })
+            .await;
+        assert_eq!(shown[0], "verdict pending", "{case}: {shown}");
+        assert!(
+            shown[1]
+                .as_str()
+                .unwrap()
+                .contains("not (yet) cosigned up to this checkpoint"),
+            "{case}: {shown}"
+        );
+    }
+
     // The instance's signed heads log says the plan was deleted, yet its
     // events are served: the plan is broken, and the witness line says why.
     open("deleted-plan").await;

@@ -5,6 +5,7 @@
 import { ApiError, follow, getJson } from "./api.js";
 import { Broken, PlanChecker } from "./check.js";
 import { badge, el, num, replace, summary, time, visible } from "./dom.js";
+import { pins } from "./keys.js";
 import { matches, validPatterns } from "./plans.js";
 import { b64encode } from "./verify.js";
 
@@ -17,6 +18,9 @@ export function planView(root, planId) {
   const rows = new Map(); // seq -> tr
   const checker = new PlanChecker(planId);
   let newest = 0, oldest = Infinity, stop = null, timer = null, running = false, again = false;
+  // Whether the pinned witnesses (a quorum of them) cosigned a history that
+  // reaches the checkpoint checked: set by renderWitnessed, false until then.
+  let witnessed = false;
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
   let following = true;
@@ -132,9 +136,18 @@ export function planView(root, planId) {
       // Signed events newer than any shown (the checkpoint's or the witnessed
       // size): not yet arrived, or withheld; never a green verdict.
       const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - newest;
-      cls = pending || unseen > 0 ? "pending" : "verified";
+      // Seqs missing between the oldest and newest shown: withheld.
+      const gaps = all.length ? newest - oldest + 1 - all.length : 0;
+      // With witnesses pinned, green needs their quorum over this checkpoint:
+      // a daemon holding the log key signs whatever fork it likes, and only
+      // a witness can say it showed another history elsewhere.
+      const { witnesses, quorum } = pins();
+      const unwitnessed = witnesses.length > 0 && quorum > 0 && !witnessed;
+      cls = pending || unseen > 0 || gaps > 0 || unwitnessed ? "pending" : "verified";
       text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`;
       if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
+      if (gaps > 0) text += `; ${num(gaps)} event(s) between those shown not shown (withheld)`;
+      if (unwitnessed) text += `; not (yet) cosigned up to this checkpoint by ${num(quorum)} of your pinned witnesses`;
     }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
@@ -147,6 +160,7 @@ export function planView(root, planId) {
   };
 
   const renderWitnessed = async () => {
+    witnessed = false;
     if (checker.error || checker.unavailable) {
       // What was said against an earlier checkpoint no longer holds.
       witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
@@ -155,7 +169,7 @@ export function planView(root, planId) {
     }
     try {
       const w = await checker.checkWitnessed();
-      if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; return; }
+      if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; witnessLine.className = "muted"; return; }
       if (w.deleted) {
         // The instance signed that this plan is gone: rows shown for it are not its history.
         witnessLine.textContent = `Witnessed: the instance's heads log records this plan as deleted (at size ${num(w.size)}).`;
@@ -168,6 +182,7 @@ export function planView(root, planId) {
         : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
       witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
       witnessLine.className = w.pinned && w.cosigned.length >= w.quorum ? "pinned" : "muted";
+      witnessed = w.pinned > 0 && w.cosigned.length >= w.quorum && w.size >= (checker.checkpoint?.size ?? Infinity);
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";

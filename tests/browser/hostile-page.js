@@ -4,7 +4,7 @@
 // page shows (#plan-verdict, #witnessed, the rows).
 const [which, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {
-  const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll } = await attacker();
+  const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll, answer } = await attacker();
   const { planView } = await import("/ui/assets/plan.js");
   pinAll();
   const plan = (list) => ({
@@ -39,6 +39,26 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       ...planRoutes(PLAN, () => leaves, () => planNote(current)), ...plan(shown),
       [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
+  } else if (which === "gap-in-middle") {
+    // Four signed events; the daemon shows 1, 2 and 4, each with its proof.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }, { i: 3 }]);
+    const shown = [list[0], list[1], list[3]];
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(shown),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: 4 }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
+  } else if (which === "witness-withheld" || which === "witness-stale") {
+    // Witnesses pinned; the daemon (holding the log key) withholds the
+    // witnessed bundle (409: not yet recorded), or serves an older one.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => which === "witness-withheld"
+        ? answer({ type: "urn:logbook:problem:not-witnessed", status: 409 }, 409)
+        : bundle(leaves.slice(0, 1)),
     };
   } else if (which === "deleted-plan") {
     // The instance's signed heads log records the plan as deleted, while
