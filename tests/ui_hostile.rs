@@ -148,6 +148,23 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         );
     }
 
+    // An erased payload whose redaction cannot be checked (the system
+    // journal out of reach): the row says redacted, the verdict pending.
+    open("erased-no-record").await;
+    let shown = b
+        .wait_for("the erased event checked", SHOWN, |v| {
+            done(v) && v[4] == json!(["redacted", "verified"])
+        })
+        .await;
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .unwrap()
+            .contains("1 redacted event(s) without a checked record"),
+        "{shown}"
+    );
+
     // The instance's signed heads log says the plan was deleted, yet its
     // events are served: the plan is broken, and the witness line says why.
     open("deleted-plan").await;

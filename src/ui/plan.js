@@ -143,10 +143,14 @@ export function planView(root, planId) {
       // a witness can say it showed another history elsewhere.
       const { witnesses, quorum } = pins();
       const unwitnessed = witnesses.length > 0 && quorum > 0 && !witnessed;
-      cls = pending || unseen > 0 || gaps > 0 || unwitnessed ? "pending" : "verified";
+      // An erased payload with no checked record of its redaction may have
+      // been erased behind the log's back: not a green verdict.
+      const unrecorded = [...events.keys()].filter((seq) => stateOf(seq).state === "redacted" && !checker.results.get(seq)?.record).length;
+      cls = pending || unseen > 0 || gaps > 0 || unwitnessed || unrecorded ? "pending" : "verified";
       text = `${num(verified)} verified, ${num(redacted)} redacted, ${num(pending)} pending of ${num(all.length)} shown, against checkpoint size ${num(checker.checkpoint?.size ?? 0)}`;
       if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
       if (gaps > 0) text += `; ${num(gaps)} event(s) between those shown not shown (withheld)`;
+      if (unrecorded) text += `; ${num(unrecorded)} redacted event(s) without a checked record of the redaction`;
       if (unwitnessed) text += `; not (yet) cosigned up to this checkpoint by ${num(quorum)} of your pinned witnesses`;
     }
     summaryLine.className = `verdict ${cls}`;

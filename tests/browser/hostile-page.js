@@ -60,6 +60,16 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
         ? answer({ type: "urn:logbook:problem:not-witnessed", status: 409 }, 409)
         : bundle(leaves.slice(0, 1)),
     };
+  } else if (which === "erased-no-record") {
+    // Event 2's payload erased, and the system journal out of reach: its
+    // redaction cannot be checked.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const shown = [list[0], { ...list[1], redacted: true, payload: null }];
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(shown),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
+    };
   } else if (which === "deleted-plan") {
     // The instance's signed heads log records the plan as deleted, while
     // the daemon still serves its (signed) events.
