@@ -70,6 +70,14 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     assert_eq!(shown[2], "broken", "{shown}");
     assert_eq!(shown[0], "verdict broken", "{shown}");
     assert!(shown[1].as_str().unwrap().contains("fork"), "{shown}");
+    // The rows checked against the forked checkpoint are not left green.
+    let rows = b
+        .wait_for("the rows after the fork", SHOWN, |v| {
+            v[4].as_array()
+                .is_some_and(|r| !r.iter().any(|s| s == "verified"))
+        })
+        .await;
+    assert_eq!(rows[4], json!(["pending", "pending"]), "{rows}");
 
     // One event whose payload cannot be hashed: that row is broken, the
     // others are checked, and the verdict counts it.
@@ -176,6 +184,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     assert_eq!(shown[2], "broken", "{shown}");
     assert!(shown[3].as_str().unwrap().contains("deleted"), "{shown}");
     assert!(shown[1].as_str().unwrap().contains("deleted"), "{shown}");
+    assert_eq!(shown[4], json!(["pending", "pending"]), "{shown}");
 
     // A truthy `redacted` that is not `true` hides nothing: the row is
     // verified and its payload shown.

@@ -45,7 +45,22 @@ export function planView(root, planId) {
     el("section", { class: "toolbar" }, el("label", {}, "Types ", filter), live),
     el("div", { class: "split" }, el("div", { class: "table-wrap" }, newer, table, older), detail));
 
-  const stateOf = (seq) => checker.results.get(seq) || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
+  const stateOf = (seq) => {
+    const s = checker.results.get(seq);
+    // Rows checked against a checkpoint that the plan's break discredits (a
+    // fork, a signed deletion) are not shown as verified any more.
+    if (checker.error && s && s.state !== "broken") return { ...s, state: "pending", reason: `not trusted: ${checker.error}` };
+    return s || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
+  };
+  // A break that later answers cannot undo, for the page's life: the
+  // instance's signed record of the plan's deletion (a fork is the
+  // checker's own `forked`).
+  let deleted = null;
+  const breakPlan = (why) => {
+    checker.error = why;
+    renderVerdict();
+    for (const seq of events.keys()) renderRow(seq);
+  };
 
   const renderRow = (seq) => {
     const e = events.get(seq);
@@ -103,7 +118,7 @@ export function planView(root, planId) {
         again = false;
         try {
           await checker.refreshCheckpoint();
-          checker.error = null;
+          checker.error = checker.forked || deleted || null;
           checker.unavailable = null;
         } catch (e) {
           // Only a failed check breaks the plan; a daemon out of reach does not.
@@ -178,7 +193,7 @@ export function planView(root, planId) {
         // The instance signed that this plan is gone: rows shown for it are not its history.
         witnessLine.textContent = `Witnessed: the instance's heads log records this plan as deleted (at size ${num(w.size)}).`;
         witnessLine.className = events.size ? "broken" : "muted";
-        if (events.size && !checker.error) { checker.error = "the instance's signed heads log records this plan as deleted"; renderVerdict(); }
+        if (events.size && !checker.error) { deleted = "the instance's signed heads log records this plan as deleted"; breakPlan(deleted); }
         return;
       }
       const names = w.cosigned.map((c) => c.name).join(", ");
@@ -191,7 +206,7 @@ export function planView(root, planId) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
       // A witnessed history the current checkpoint is not part of breaks the plan.
-      if (checker.forked && !checker.error) { checker.error = checker.forked; renderVerdict(); }
+      if (checker.forked && !checker.error) breakPlan(checker.forked);
     }
   };
 
