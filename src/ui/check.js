@@ -82,7 +82,10 @@ export class PlanChecker {
         // broken, and must not stop the checks of the others.
         const result = await this.checkEvent(event, bySeq)
           .catch((e) => ({ state: "broken", reason: `not a well-formed event (${e.message})`, leaf: null }));
-        this.results.set(event.seq, result);
+        // Only for the event checked: the page may have let it go and shown
+        // another under its seq meanwhile (a reload of the newest events),
+        // and a late result must not mark that one.
+        if (bySeq.get(event.seq) === event) this.results.set(event.seq, result);
       }));
     }
   }

@@ -295,7 +295,7 @@ const done = arguments[arguments.length - 1];
       serve(systemLeaves);
       const c = new PlanChecker(PLAN);
       await c.refreshCheckpoint();
-      await c.checkEvents([erased], new Map());
+      await c.checkEvents([erased], new Map([[erased.seq, erased]]));
       const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
       check((r?.reason ?? null) === want, `a redaction record ${what}: ${JSON.stringify(r)}`);
     }
@@ -319,6 +319,28 @@ const done = arguments[arguments.length - 1];
     await c.refreshCheckpoint();
     const r = await c.redaction(1).catch((e) => ({ reason: `error: ${e.message}` }));
     check(r === undefined, `a redaction record whose proof cannot be fetched now: ${JSON.stringify(r)}`);
+  }
+
+  // A check still running when the page lets its event go and shows
+  // another under the same seq (a reload of the newest events) must not
+  // mark that one: its result belongs to the event it checked.
+  {
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    world.routes = { ...planRoutes(PLAN, () => leaves, () => planNote(leaves)) };
+    const path = `/api/plans/${PLAN}/events/2/inclusion`;
+    const honest = world.routes[path];
+    let release;
+    const stalled = new Promise((r) => { release = r; });
+    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    const c = new PlanChecker(PLAN);
+    await c.refreshCheckpoint();
+    const shown = new Map(list.map((e) => [e.seq, e]));
+    const running = c.checkEvents([list[1]], shown);
+    shown.set(2, { ...list[1], actor: "mallory" });
+    c.results.clear();
+    release();
+    await running;
+    check(c.results.get(2) === undefined, `a late result marked the event shown in its place: ${JSON.stringify(c.results.get(2))}`);
   }
 
   done(fails);
