@@ -464,10 +464,17 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
     .await;
     let kept = b
         .eval(
-            "return sessionStorage.getItem('logbook.token') !== null && localStorage.length === 0;",
+            "return sessionStorage.getItem('logbook.token') !== null && Object.keys(localStorage).every((k) => k === 'logbook.seen');",
         )
         .await;
     assert_eq!(kept, true, "the token is kept in sessionStorage only");
+    let stored = b
+        .eval("return JSON.stringify(Object.assign({}, localStorage));")
+        .await;
+    assert!(
+        !stored.as_str().unwrap().contains(ADMIN_TOKEN),
+        "the token is not in localStorage: {stored}"
+    );
 
     // The admin scope shows the federation panel.
     b.wait_for(

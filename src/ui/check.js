@@ -6,7 +6,7 @@
 import { ApiError, getJson, getText } from "./api.js";
 import { logKeys, witnessKeys } from "./keys.js";
 import {
-  b64decode, cryptoAvailable, entryBytes, equal, headsEntry, leafHash, parseNote,
+  b64decode, b64encode, cryptoAvailable, entryBytes, equal, headsEntry, leafHash, parseNote,
   payloadHash, planKey, sha256, concat, verifyCheckpoint,
   verifyConsistency, verifyCosignatures, verifyInclusion,
 } from "./verify.js";
@@ -15,6 +15,36 @@ const SYSTEM_PLAN = "00000000-0000-0000-0000-000000000000";
 /** How many of the newest system-journal events are searched for redactions. */
 const SYSTEM_SCAN = 5000;
 const PARALLEL = 6;
+/** Where the last checkpoint checked per log is kept between visits. */
+const SEEN = "logbook.seen";
+/** Logs whose last checkpoint is kept (the oldest entries go first). */
+const MAX_SEEN = 1000;
+
+/**
+ * The last checkpoint this browser checked for a plan log under one key
+ * (`id`: the origin and the instance key): {size, root} or null. A page
+ * opened again, or another view of the plan, checks the next checkpoint
+ * against it, so a rollback or a fork since the reader last looked is
+ * caught, not trusted as a first sight.
+ */
+function seen(id) {
+  try {
+    const s = JSON.parse(localStorage.getItem(SEEN) || "{}")[id];
+    return s && Number.isSafeInteger(s.size) && typeof s.root === "string" ? { size: s.size, root: b64decode(s.root) } : null;
+  } catch {
+    return null;
+  }
+}
+
+function remember(id, checkpoint) {
+  let all = {};
+  try { all = JSON.parse(localStorage.getItem(SEEN) || "{}") || {}; } catch { all = {}; }
+  delete all[id];
+  all[id] = { size: checkpoint.size, root: b64encode(checkpoint.root) };
+  const ids = Object.keys(all);
+  for (const old of ids.slice(0, Math.max(0, ids.length - MAX_SEEN))) delete all[old];
+  try { localStorage.setItem(SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
+}
 
 /** A check that failed: what the daemon served does not verify. */
 export class Broken extends Error {}
@@ -53,7 +83,8 @@ export class PlanChecker {
       throw new Broken(`checkpoint not signed by the ${source === "pinned" ? "pinned" : "served"} log key (${lastError?.message})`);
     }
     const next = { ...verified.checkpoint, note: noteText(note) };
-    const previous = this.checkpoint;
+    const seenId = `${next.origin} ${this.keyName}`;
+    const previous = this.checkpoint ?? seen(seenId);
     // Two signed checkpoints that are not one history are proof for good:
     // serving the old one again afterwards must not clear the break.
     const fork = (message) => { this.forked = message; return new Broken(message); };
@@ -66,6 +97,7 @@ export class PlanChecker {
       throw fork(`two signed roots for size ${next.size} (fork)`);
     }
     this.checkpoint = next;
+    remember(seenId, next);
     return next;
   }
 

@@ -8,7 +8,15 @@ const done = arguments[arguments.length - 1];
 (async () => {
   const A = await attacker();
   const { world, v, enc, PLAN, SYSTEM, keyId, newKey, sign, as, checkpointText, signatureLine, cosignatureLine, note, node, mth, inclusion, consistency, leafOf, junk, events, answer, b64s, planRoutes, log, witness, planKey, systemKey, pinAll, planNote, bundle } = A;
-  const { PlanChecker, Broken } = await import("/ui/assets/check.js");
+  const checkModule = await import("/ui/assets/check.js");
+  const { Broken } = checkModule;
+  // Each case below is a first sight of its log: what an earlier case's
+  // checker remembered of the same origin and key (a browser keeps the last
+  // checkpoint it checked per log) is forgotten first. The last case checks
+  // that memory itself.
+  class PlanChecker extends checkModule.PlanChecker {
+    constructor(plan) { localStorage.removeItem("logbook.seen"); super(plan); }
+  }
   pinAll();
   const fails = [];
   const check = (ok, what) => { if (!ok) fails.push(what); };
@@ -341,6 +349,20 @@ const done = arguments[arguments.length - 1];
     release();
     await running;
     check(c.results.get(2) === undefined, `a late result marked the event shown in its place: ${JSON.stringify(c.results.get(2))}`);
+  }
+
+  // The last checkpoint checked is remembered between visits: a page
+  // opened again that is served a smaller tree, or another root at the
+  // same size, is broken, not a first sight.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    for (const [what, later] of [["smaller", tree.slice(0, 2)], ["forked", [tree[0], tree[1], await junk(9)]]]) {
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+      await new PlanChecker(PLAN).refreshCheckpoint(); // the first visit
+      world.routes = { ...planRoutes(PLAN, () => later, () => planNote(later)) };
+      const revisit = new checkModule.PlanChecker(PLAN); // a later one: memory kept
+      await refuses(`a ${what} checkpoint on a later visit`, () => revisit.refreshCheckpoint());
+    }
   }
 
   done(fails);
