@@ -200,6 +200,23 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         .await;
     assert!(!payloads.to_string().contains("(erased)"), "{payloads}");
 
+    // Witnessed up to 2, then event 3 checked against checkpoint 3 while the
+    // witnessed bundle stalls: pending, not the green of the older size.
+    open("witness-stalls").await;
+    let shown = b
+        .wait_for("event 3 checked, unwitnessed", SHOWN, |v| {
+            v[4] == json!(["verified", "verified", "verified"])
+        })
+        .await;
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .unwrap()
+            .contains("not (yet) cosigned up to this checkpoint"),
+        "{shown}"
+    );
+
     // A live event altered on the stream: broken once the checkpoint covers it.
     open("live-forgery").await;
     let shown = b

@@ -30,20 +30,27 @@ const MAX_SEEN = 1000;
 function seen(id) {
   try {
     const s = JSON.parse(localStorage.getItem(SEEN) || "{}")[id];
-    return s && Number.isSafeInteger(s.size) && typeof s.root === "string" ? { size: s.size, root: b64decode(s.root) } : null;
+    if (!s || !Number.isSafeInteger(s.size) || typeof s.root !== "string") return null;
+    return { size: s.size, root: b64decode(s.root), forked: typeof s.forked === "string" ? s.forked : null };
   } catch {
     return null;
   }
 }
 
-function remember(id, checkpoint) {
+/** Keeps `entry` ({size, root, forked?}) as what this browser saw of log `id`. */
+function keep(id, entry) {
   let all = {};
   try { all = JSON.parse(localStorage.getItem(SEEN) || "{}") || {}; } catch { all = {}; }
   delete all[id];
-  all[id] = { size: checkpoint.size, root: b64encode(checkpoint.root) };
+  all[id] = { size: entry.size, root: b64encode(entry.root), ...(entry.forked ? { forked: entry.forked } : {}) };
   const ids = Object.keys(all);
   for (const old of ids.slice(0, Math.max(0, ids.length - MAX_SEEN))) delete all[old];
   try { localStorage.setItem(SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
+}
+
+/** Forgets every checkpoint this browser kept (after an operator restored an older store, say). */
+export function forgetSeen() {
+  localStorage.removeItem(SEEN);
 }
 
 /** A check that failed: what the daemon served does not verify. */
@@ -84,10 +91,15 @@ export class PlanChecker {
     }
     const next = { ...verified.checkpoint, note: noteText(note) };
     const seenId = `${next.origin} ${this.keyName}`;
-    const previous = this.checkpoint ?? seen(seenId);
+    this.seenId = seenId;
+    const kept = seen(seenId);
+    // A fork proven on an earlier visit stays proven.
+    if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
+    const previous = this.checkpoint ?? kept;
     // Two signed checkpoints that are not one history are proof for good:
-    // serving the old one again afterwards must not clear the break.
-    const fork = (message) => { this.forked = message; return new Broken(message); };
+    // serving the old one again afterwards must not clear the break, on this
+    // visit or a later one.
+    const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
     if (previous && next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
     if (previous && next.size > previous.size) {
       const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
@@ -97,8 +109,14 @@ export class PlanChecker {
       throw fork(`two signed roots for size ${next.size} (fork)`);
     }
     this.checkpoint = next;
-    remember(seenId, next);
+    keep(seenId, next);
     return next;
+  }
+
+  /** Records a proven fork or rollback for this page and later visits. */
+  markForked(message, checkpoint = this.checkpoint) {
+    this.forked = message;
+    if (this.seenId && checkpoint) keep(this.seenId, { ...checkpoint, forked: message });
   }
 
   /** Checks `events` (by seq; `bySeq` for the links) against the checkpoint. */
@@ -183,7 +201,7 @@ export class PlanChecker {
     const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
     if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
       // Both are signed by the plan's key: a fork, for the page's life.
-      this.forked = "the current checkpoint and the witnessed one are not one history (fork)";
+      this.markForked("the current checkpoint and the witnessed one are not one history (fork)");
       throw new Broken(this.forked);
     }
     const { keys, quorum } = await witnessKeys();

@@ -3,6 +3,7 @@
 
 import { getJson } from "./api.js";
 import { el, replace } from "./dom.js";
+import { forgetSeen } from "./check.js";
 import { pins, savePins } from "./keys.js";
 
 export function keysView(root) {
@@ -16,13 +17,14 @@ export function keysView(root) {
   const served = el("pre", { id: "served-keys", class: "payload" }, "loading…");
   const save = el("button", { id: "pin-save", type: "submit" }, "Save pins");
   const clear = el("button", { id: "pin-clear", type: "button" }, "Forget pins");
+  const forget = el("button", { id: "seen-clear", type: "button", title: "The last checkpoint checked of each plan, kept to catch a rollback or a fork between visits" }, "Forget checked checkpoints");
   const form = el("form", { class: "card" },
     el("h1", {}, "Keys"),
     el("p", {}, "The page checks signatures with keys. A key served by this daemon proves nothing against this daemon: it can sign whatever it shows. A key you pin here, copied from a source you trust (an auditor's record, a peer's pinned instance document, the operator's key ceremony), lets the page catch this daemon showing a history its key did not sign."),
     el("label", {}, "Log key (instance vkey, name+id+key)", log),
     el("label", {}, "Witness keys (cosignature/v1 vkeys, one per line)", witnesses),
     el("label", {}, "Quorum (cosignatures needed) ", quorum),
-    el("div", { class: "buttons" }, save, clear), said,
+    el("div", { class: "buttons" }, save, clear, forget), said,
     el("h2", {}, "Served by this daemon (for comparison, not trust)"), served);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -34,6 +36,11 @@ export function keysView(root) {
       said.className = "broken";
       said.textContent = `Not saved: ${err.message}`;
     }
+  });
+  forget.addEventListener("click", () => {
+    forgetSeen();
+    said.className = "muted";
+    said.textContent = "Checked checkpoints forgotten: the next visit of each plan is a first sight again.";
   });
   clear.addEventListener("click", async () => {
     log.value = ""; witnesses.value = ""; quorum.value = 1;

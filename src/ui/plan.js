@@ -18,9 +18,16 @@ export function planView(root, planId) {
   const rows = new Map(); // seq -> tr
   const checker = new PlanChecker(planId);
   let newest = 0, oldest = Infinity, stop = null, timer = null, running = false, again = false;
-  // Whether the pinned witnesses (a quorum of them) cosigned a history that
-  // reaches the checkpoint checked: set by renderWitnessed, false until then.
-  let witnessed = false;
+  // The size a quorum of the pinned witnesses cosigned, as renderWitnessed
+  // last found it (0: none); compared with the checkpoint each time the
+  // verdict is drawn, since a newer checkpoint may arrive before it.
+  let witnessedSize = 0;
+  // Permalinked events fetched alone: not part of a range, so the seqs
+  // between them and the rest are not "withheld".
+  const singles = new Set();
+  // While witnesses are pinned and not caught up, verify again on a timer
+  // (the heads log is written every few seconds): 5 s, doubling to 60 s.
+  let witnessTimer = null, witnessWait = 5000, left = false;
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
   let following = true;
@@ -86,7 +93,9 @@ export function planView(root, planId) {
   const add = (list) => {
     let back = false;
     for (const e of list) {
-      if (!Number.isSafeInteger(e?.seq) || events.has(e.seq)) continue;
+      if (!Number.isSafeInteger(e?.seq)) continue;
+      singles.delete(e.seq); // part of a range now
+      if (events.has(e.seq)) continue;
       back ||= events.size > 0 && e.seq < oldest;
       events.set(e.seq, e);
       newest = Math.max(newest, e.seq);
@@ -97,6 +106,7 @@ export function planView(root, planId) {
       events.delete(gone);
       rows.delete(gone);
       checker.results.delete(gone);
+      singles.delete(gone);
       if (back) { newest = Math.max(...events.keys()); following = false; }
       else oldest = Math.min(...events.keys());
     }
@@ -150,14 +160,21 @@ export function planView(root, planId) {
     else {
       // Signed events newer than any shown (the checkpoint's or the witnessed
       // size): not yet arrived, or withheld; never a green verdict.
-      const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - newest;
+      const ranged = [...events.keys()].filter((seq) => !singles.has(seq));
+      const top = ranged.length ? Math.max(...ranged) : 0;
+      const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - top;
       // Seqs missing between the oldest and newest shown: withheld.
-      const gaps = all.length ? newest - oldest + 1 - all.length : 0;
+      const gaps = ranged.length ? top - Math.min(...ranged) + 1 - ranged.length : 0;
       // With witnesses pinned, green needs their quorum over this checkpoint:
       // a daemon holding the log key signs whatever fork it likes, and only
       // a witness can say it showed another history elsewhere.
       const { witnesses, quorum } = pins();
-      const unwitnessed = witnesses.length > 0 && quorum > 0 && !witnessed;
+      const unwitnessed = witnesses.length > 0 && quorum > 0 && !(witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
+      if (unwitnessed && !witnessTimer && !left) {
+        witnessTimer = setTimeout(() => { witnessTimer = null; schedule(); }, witnessWait);
+        witnessWait = Math.min(60000, witnessWait * 2);
+      }
+      if (!unwitnessed) witnessWait = 5000;
       // An erased payload with no checked record of its redaction may have
       // been erased behind the log's back: not a green verdict.
       const unrecorded = [...events.keys()].filter((seq) => stateOf(seq).state === "redacted" && !checker.results.get(seq)?.record).length;
@@ -179,7 +196,7 @@ export function planView(root, planId) {
   };
 
   const renderWitnessed = async () => {
-    witnessed = false;
+    witnessedSize = 0;
     if (checker.error || checker.unavailable) {
       // What was said against an earlier checkpoint no longer holds.
       witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
@@ -201,7 +218,7 @@ export function planView(root, planId) {
         : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
       witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
       witnessLine.className = w.pinned && w.cosigned.length >= w.quorum ? "pinned" : "muted";
-      witnessed = w.pinned > 0 && w.cosigned.length >= w.quorum && w.size >= (checker.checkpoint?.size ?? Infinity);
+      witnessedSize = w.pinned > 0 && w.cosigned.length >= w.quorum ? w.size : 0;
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
@@ -253,7 +270,7 @@ export function planView(root, planId) {
     if (events.has(seq)) { showDetail(seq); detail.focus({ preventScroll: true }); return; }
     fetchRange(seq - 1, 1).then((list) => {
       if (!list.length) { replace(detail, el("p", {}, `No event ${seq} in this plan.`)); detail.hidden = false; return; }
-      add(list); showDetail(seq); detail.focus({ preventScroll: true }); schedule();
+      add(list); singles.add(seq); showDetail(seq); detail.focus({ preventScroll: true }); schedule();
     }).catch((e) => { replace(detail, el("p", {}, e.message)); detail.hidden = false; });
   };
   const fromHash = () => {
@@ -283,7 +300,7 @@ export function planView(root, planId) {
     try {
       const plan = await getJson(`/api/plans/${planId}`);
       const page = await fetchRange(Math.max(0, plan.head_seq - PAGE), Math.min(PAGE, plan.head_seq));
-      events.clear(); rows.clear(); checker.results.clear();
+      events.clear(); rows.clear(); checker.results.clear(); singles.clear();
       newest = 0; oldest = Infinity; following = true;
       add(page); schedule();
     } catch (e) { head.textContent = e.message; }
@@ -331,5 +348,5 @@ export function planView(root, planId) {
     await verify();
   })().catch((e) => { head.textContent = `Could not load the plan: ${e.message}`; });
 
-  return () => { stop?.(); clearTimeout(timer); window.removeEventListener("hashchange", fromHash); };
+  return () => { stop?.(); clearTimeout(timer); clearTimeout(witnessTimer); left = true; window.removeEventListener("hashchange", fromHash); };
 }

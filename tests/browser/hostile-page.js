@@ -90,6 +90,31 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
     };
+  } else if (which === "witness-stalls") {
+    // Events 1-2 shown, witnessed and verified; then event 3 arrives live
+    // and the checkpoint covers it, while the witnessed bundle never
+    // answers again: the green of the witnessed size 2 must not cover 3.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    let size = 2;
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves.slice(0, size))), ...plan(list.slice(0, 2)),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list.slice(0, 2), next_after: 2 }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => (size === 2 ? bundle(leaves.slice(0, 2)) : new Promise(() => {})),
+    };
+    let stream = null;
+    window.EventSource = class {
+      static CLOSED = 2;
+      constructor() { this.readyState = 1; stream = this; setTimeout(() => this.onopen?.(), 0); }
+      addEventListener() {}
+      close() { this.readyState = 2; }
+    };
+    const verdict = () => document.getElementById("plan-verdict")?.className;
+    const live = setInterval(() => {
+      if (verdict() !== "verdict verified" || !stream) return;
+      clearInterval(live);
+      size = 3;
+      stream.onmessage({ lastEventId: "3", data: JSON.stringify(list[2]) });
+    }, 50);
   } else if (which === "live-forgery") {
     // Events 1-2 shown and verified; then the stream (EventSource, replaced
     // here by the attacker too) brings event 3 with another actor, and the

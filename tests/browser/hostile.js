@@ -362,6 +362,12 @@ const done = arguments[arguments.length - 1];
       world.routes = { ...planRoutes(PLAN, () => later, () => planNote(later)) };
       const revisit = new checkModule.PlanChecker(PLAN); // a later one: memory kept
       await refuses(`a ${what} checkpoint on a later visit`, () => revisit.refreshCheckpoint());
+      // The fork stays proven on the visit after, though the daemon now
+      // serves the history the browser first saw; until the reader forgets.
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+      await refuses(`the history first seen, after a ${what} one was proven`, () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+      checkModule.forgetSeen();
+      await new checkModule.PlanChecker(PLAN).refreshCheckpoint().catch((e) => fails.push(`after forgetting: ${e.message}`));
     }
   }
 
