@@ -128,13 +128,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         json!(["verified", "verified", "verified"]),
         "{shown}"
     );
-    assert!(
-        shown[1]
-            .as_str()
-            .unwrap()
-            .contains("1 event(s) between those shown not shown"),
-        "{shown}"
-    );
+    assert_pending_because(&shown, "1 event(s) between those shown not shown");
 
     // Witnesses pinned, and the daemon shows no cosigned history reaching
     // its checkpoint (the bundle withheld, or an older one): every event
@@ -146,14 +140,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
                 done(v) && v[4] == json!(["verified", "verified", "verified"])
             })
             .await;
-        assert_eq!(shown[0], "verdict pending", "{case}: {shown}");
-        assert!(
-            shown[1]
-                .as_str()
-                .unwrap()
-                .contains("not (yet) cosigned up to this checkpoint"),
-            "{case}: {shown}"
-        );
+        assert_pending_because(&shown, "not (yet) cosigned up to this checkpoint");
     }
 
     // An erased payload whose redaction cannot be checked (the system
@@ -164,14 +151,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
             done(v) && v[4] == json!(["redacted", "verified"])
         })
         .await;
-    assert_eq!(shown[0], "verdict pending", "{shown}");
-    assert!(
-        shown[1]
-            .as_str()
-            .unwrap()
-            .contains("1 redacted event(s) without a checked record"),
-        "{shown}"
-    );
+    assert_pending_because(&shown, "1 redacted event(s) without a checked record");
 
     // The instance's signed heads log says the plan was deleted, yet its
     // events are served: the plan is broken, and the witness line says why.
@@ -208,14 +188,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
             v[4] == json!(["verified", "verified", "verified"])
         })
         .await;
-    assert_eq!(shown[0], "verdict pending", "{shown}");
-    assert!(
-        shown[1]
-            .as_str()
-            .unwrap()
-            .contains("not (yet) cosigned up to this checkpoint"),
-        "{shown}"
-    );
+    assert_pending_because(&shown, "not (yet) cosigned up to this checkpoint");
 
     // A live event altered on the stream: broken once the checkpoint covers it.
     open("live-forgery").await;
@@ -234,4 +207,13 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     let arrival = b.eval("return window.verdictOnArrival;").await;
     assert_eq!(arrival, "verdict pending");
     b.close().await;
+}
+
+/// The plan view's verdict (`SHOWN`'s first two) is pending, and says `why`.
+fn assert_pending_because(shown: &Value, why: &str) {
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1].as_str().is_some_and(|text| text.contains(why)),
+        "{why}: {shown}"
+    );
 }

@@ -7,6 +7,23 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
   const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll, answer } = await attacker();
   const { planView } = await import("/ui/assets/plan.js");
   pinAll();
+  // Replaces EventSource with a stream the case drives: once the page first
+  // shows "verdict verified", `then(stream, verdict)` runs, once.
+  const onceVerified = (then) => {
+    let stream = null;
+    window.EventSource = class {
+      static CLOSED = 2;
+      constructor() { this.readyState = 1; stream = this; setTimeout(() => this.onopen?.(), 0); }
+      addEventListener() {}
+      close() { this.readyState = 2; }
+    };
+    const verdict = () => document.getElementById("plan-verdict")?.className;
+    const live = setInterval(() => {
+      if (verdict() !== "verdict verified" || !stream) return;
+      clearInterval(live);
+      then(stream, verdict);
+    }, 50);
+  };
   const plan = (list) => ({
     [`/api/plans/${PLAN}`]: () => ({ plan_id: PLAN, head_seq: list.length, count: list.length, first_at: list[0].created_at, last_at: list.at(-1).created_at }),
   });
@@ -101,20 +118,10 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: list.slice(0, 2), next_after: 2 }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => (size === 2 ? bundle(leaves.slice(0, 2)) : new Promise(() => {})),
     };
-    let stream = null;
-    window.EventSource = class {
-      static CLOSED = 2;
-      constructor() { this.readyState = 1; stream = this; setTimeout(() => this.onopen?.(), 0); }
-      addEventListener() {}
-      close() { this.readyState = 2; }
-    };
-    const verdict = () => document.getElementById("plan-verdict")?.className;
-    const live = setInterval(() => {
-      if (verdict() !== "verdict verified" || !stream) return;
-      clearInterval(live);
+    onceVerified((stream) => {
       size = 3;
       stream.onmessage({ lastEventId: "3", data: JSON.stringify(list[2]) });
-    }, 50);
+    });
   } else if (which === "live-forgery") {
     // Events 1-2 shown and verified; then the stream (EventSource, replaced
     // here by the attacker too) brings event 3 with another actor, and the
@@ -126,21 +133,11 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: list.slice(0, 2), next_after: 2 }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves.slice(0, size)),
     };
-    let stream = null;
-    window.EventSource = class {
-      static CLOSED = 2;
-      constructor() { this.readyState = 1; stream = this; setTimeout(() => this.onopen?.(), 0); }
-      addEventListener() {}
-      close() { this.readyState = 2; }
-    };
-    const verdict = () => document.getElementById("plan-verdict")?.className;
-    const live = setInterval(() => {
-      if (verdict() !== "verdict verified" || !stream) return;
-      clearInterval(live);
+    onceVerified((stream, verdict) => {
       size = 3;
       stream.onmessage({ lastEventId: "3", data: JSON.stringify({ ...list[2], actor: "mallory" }) });
       window.verdictOnArrival = verdict(); // before any check of event 3
-    }, 50);
+    });
   } else {
     throw new Error(`no case ${which}`);
   }
