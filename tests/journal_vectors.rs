@@ -10,6 +10,9 @@
 //! `LOGBOOK_WRITE_VECTORS=1 cargo test --test journal_vectors` rewrites the
 //! file; review the diff before committing it.
 
+#[path = "ports/mod.rs"]
+mod ports;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -676,11 +679,7 @@ impl Drop for Daemon {
 
 async fn start_daemon(secret: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ports::free_port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_logbook"))
         .arg("serve")

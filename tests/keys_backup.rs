@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use base64::Engine;
-use common::{Daemon, DaemonOpts, fill, logbook, new_plan, run};
+use common::{Daemon, DaemonOpts, fill, free_port, logbook, new_plan, run};
 use serde_json::Value;
 
 fn generated_key() -> DaemonOpts {
@@ -333,11 +333,7 @@ async fn an_offline_token_allows_a_non_loopback_first_start() {
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("journal.redb")), 0o600);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let daemon = Daemon::start_in(
         dir,
         DaemonOpts::default().listen(&format!("0.0.0.0:{port}")),

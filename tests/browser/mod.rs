@@ -5,7 +5,6 @@
 //! `LOGBOOK_BROWSER_TESTS=required` as `.ci/run` sets it), where a missing
 //! browser fails them.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,13 +35,9 @@ pub fn rows(value: &Value) -> Vec<(u64, String)> {
         .unwrap_or_default()
 }
 
-/// A free loopback port (bound, then released for the daemon or driver).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")

@@ -15,6 +15,8 @@
 mod admin;
 mod daemon;
 mod http;
+#[path = "../ports/mod.rs"]
+mod ports;
 mod sse;
 
 use std::fmt::Display;
@@ -33,6 +35,8 @@ pub use daemon::{
 };
 #[allow(unused_imports)]
 pub use http::{REQUEST_TIMEOUT, Resp, assert_problem, send};
+#[allow(unused_imports)]
+pub use ports::free_port;
 #[allow(unused_imports)]
 pub use sse::{Frame, SSE_READ_TIMEOUT, SseClient};
 

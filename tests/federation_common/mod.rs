@@ -4,7 +4,6 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,14 +62,9 @@ pub fn key_id(key: &PrivateKey) -> String {
     identity::key_id(&identity::spki_der(&key.to_public_key()).unwrap())
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// The API token every test node accepts, with every scope; `Node::http`
 /// sends it on every request.

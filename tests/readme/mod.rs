@@ -3,6 +3,8 @@
 //! the shims and the ports).
 
 pub mod markdown;
+#[path = "../ports/mod.rs"]
+mod ports;
 pub mod session;
 
 use std::path::Path;

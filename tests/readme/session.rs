@@ -99,21 +99,13 @@ impl Session {
         let root = &dir.path().to_path_buf();
         let config = fs::read_to_string(repo.join("config.toml")).expect("config.toml");
         let mut ports = BTreeMap::new();
-        let mut held = Vec::new();
         for port in texts
             .iter()
             .chain([&config.as_str()])
             .flat_map(|t| loopback_ports(t))
         {
-            ports.entry(port).or_insert_with(|| {
-                // Hold each listener until all are chosen, so no two repeat.
-                let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
-                let free = listener.local_addr().unwrap().port();
-                held.push(listener);
-                free
-            });
+            ports.entry(port).or_insert_with(super::ports::free_port);
         }
-        drop(held);
         let mut session = Session {
             dir,
             ports,
