@@ -276,6 +276,22 @@ pub struct WriterStats {
     /// `fdatasync` fails, as an EIO would (`wal_jobs.rs`).
     #[cfg(test)]
     pub(crate) fail_next_header_sync: std::sync::atomic::AtomicBool,
+    /// Test hook: runs once right after the next redaction commits, before
+    /// anything else, as a crash there would stop the writer
+    /// (`wal_jobs.rs`).
+    #[cfg(test)]
+    pub(crate) after_redaction_commit: std::sync::Mutex<Option<TestHook>>,
+}
+
+/// A closure a test runs at one point of the writer's work.
+#[cfg(test)]
+pub(crate) struct TestHook(pub(crate) Box<dyn FnOnce() + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for TestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestHook")
+    }
 }
 
 /// The journal store, with its blocking API. Async code holds an

@@ -265,6 +265,10 @@ impl WriterLoop {
             (outcomes, tables.fed.enqueued)
         };
         txn.commit().map_err(StoreError::from)?;
+        #[cfg(test)]
+        if let Some(hook) = self.stats.after_redaction_commit.lock().unwrap().take() {
+            (hook.0)();
+        }
         self.position = position;
         debug_assert_eq!(enqueued, 0, "the system journal is never queued for a peer");
         self.fanout

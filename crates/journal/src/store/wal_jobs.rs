@@ -430,6 +430,49 @@ async fn a_crash_right_after_a_replay_needs_no_full_repair() {
     assert_eq!(last_position_on_disk(&crashed.path().join("j.redb")), 10);
 }
 
+/// A crash right after a redaction commits leaves no byte of the erased
+/// payload in the segment: the old frames are zeroed before the commit,
+/// not after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_a_redaction_commits_leaves_no_payload_in_the_segment() {
+    let run = Running::start();
+    let plan = Uuid::from_u128(34);
+    let secret = "secret-5d21e8-crash-after-commit";
+    run.append_n(plan, 0, 2).await;
+    let with_secret = run
+        .store
+        .append(AppendRequest {
+            payload: CanonicalPayload::new(&serde_json::json!({ "card": secret })),
+            ..request(plan, 2, false)
+        })
+        .await
+        .unwrap();
+    let holds_secret = |wal: &std::path::Path| {
+        let bytes = std::fs::read(wal).unwrap();
+        bytes.windows(secret.len()).any(|w| w == secret.as_bytes())
+    };
+    assert!(holds_secret(&run.dir.path().join("j.wal")));
+    let (crash, crashed) = std::sync::mpsc::channel();
+    let dir = run.dir.path().to_path_buf();
+    *run.store.stats().after_redaction_commit.lock().unwrap() =
+        Some(super::TestHook(Box::new(move || {
+            crash.send(copy_files(&dir)).unwrap();
+        })));
+    run.redact(plan, with_secret.event.seq).await;
+    let cut = crashed.recv().unwrap();
+    assert!(
+        !holds_secret(&cut.path().join("j.wal")),
+        "the erased payload is still in the segment when the redaction commits"
+    );
+    let (_dir, keyring) = run.stop().await;
+
+    let (store, writer) = open(cut.path().join("j.redb"), keyring).await;
+    let events = store.plan_events_after(&plan, 0, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events[2].redacted && !events[2].payload.get().contains(secret));
+    close(store, writer).await;
+}
+
 /// A compaction promises that no file keeps erased bytes: when zeroing the
 /// segment after the rewrite fails, it answers with that error, not
 /// success. A redaction whose wipe fails is still done (it committed), and

@@ -129,10 +129,14 @@ impl WriterLoop {
                 failed.map(|e| (e, "deleting a plan"))
             }
             Job::Redact(list, reply) => {
-                let outcome = self.redact(list);
-                // Committed either way; a failed wipe is logged, and
-                // `admin compact` (which must leave no trace) reports it.
+                // Zeroed before the redaction commits, not after: the
+                // checkpoint above emptied the segment, and nothing is
+                // framed until this job ends, so no crash after the commit
+                // can leave an erased payload in old frames. A failed wipe
+                // is logged and the redaction still runs; `admin compact`
+                // (which must leave no trace) reports it.
                 let _ = self.wipe_segment();
+                let outcome = self.redact(list);
                 let failed = match &outcome {
                     Err(RedactError::Storage(e)) => Some(e.clone()),
                     _ => None,
