@@ -12,7 +12,7 @@ export function keysView(root) {
   log.value = p.log;
   const witnesses = el("textarea", { id: "pin-witnesses", rows: 4, spellcheck: "false", "aria-label": "Pinned witness keys" });
   witnesses.value = p.witnesses.join("\n");
-  const quorum = el("input", { id: "pin-quorum", type: "number", min: 0, max: 32, value: p.quorum, "aria-label": "Quorum" });
+  const quorum = el("input", { id: "pin-quorum", type: "number", min: 1, max: 32, value: p.quorum, "aria-label": "Quorum" });
   const said = el("p", { id: "pin-status", role: "status" });
   const served = el("pre", { id: "served-keys", class: "payload" }, "loading…");
   const save = el("button", { id: "pin-save", type: "submit" }, "Save pins");

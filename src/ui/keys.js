@@ -15,7 +15,9 @@ export function pins() {
     return {
       log: typeof p.log === "string" ? p.log : "",
       witnesses: Array.isArray(p.witnesses) ? p.witnesses.filter((w) => typeof w === "string") : [],
-      quorum: Number.isSafeInteger(p.quorum) && p.quorum >= 0 ? p.quorum : 1,
+      // A quorum of 0 would make pinned witnesses count for nothing while
+      // the page shows their check: pinning none is how to need none.
+      quorum: Number.isSafeInteger(p.quorum) && p.quorum >= 1 ? p.quorum : 1,
     };
   } catch {
     return { log: "", witnesses: [], quorum: 1 };
@@ -28,7 +30,7 @@ export async function savePins(log, witnesses, quorum) {
   const list = witnesses.split("\n").map((w) => w.trim()).filter(Boolean);
   for (const w of list) await parseVkey(w, 0x04);
   const q = Number(quorum);
-  if (!Number.isSafeInteger(q) || q < 0 || q > 32) throw new Error("quorum must be 0 to 32");
+  if (!Number.isSafeInteger(q) || q < 1 || q > 32) throw new Error("quorum must be 1 to 32");
   localStorage.setItem(PINS, JSON.stringify({ log: log.trim(), witnesses: list, quorum: q }));
 }
 

@@ -68,11 +68,14 @@ async function node(left, right) {
 
 const odd = (n) => n % 2 === 1;
 const half = (n) => Math.floor(n / 2);
+/** A SHA-256 value: every hash of a proof or a root is 32 bytes (RFC 9162). */
+const isHash = (h) => h instanceof Uint8Array && h.length === 32;
 
 /** RFC 9162 §2.1.3.2: does `leaf` at `index` rebuild `root` of `size` leaves? */
 export async function verifyInclusion(index, size, leaf, proof, root) {
   // Whole numbers only: -1 or "0" would walk the path of leaf 0.
   if (![index, size].every(Number.isSafeInteger) || index < 0 || index >= size) return false;
+  if (![leaf, root, ...proof].every(isHash)) return false;
   let fn = index, sn = size - 1, r = leaf;
   for (const p of proof) {
     if (sn === 0) return false;
@@ -90,6 +93,7 @@ export async function verifyInclusion(index, size, leaf, proof, root) {
 /** RFC 9162 §2.1.4.2: is the tree (first, firstRoot) a prefix of (second, secondRoot)? */
 export async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
   if (![first, second].every(Number.isSafeInteger) || first < 0 || first > second) return false;
+  if (![firstRoot, secondRoot, ...proof].every(isHash)) return false;
   if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
   if (first === 0) return proof.length === 0;
   if (proof.length === 0) return false;

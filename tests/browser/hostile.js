@@ -197,6 +197,11 @@ const done = arguments[arguments.length - 1];
     check(!(await v.verifyConsistency(3, 5, c23, await junk(0), root)), "consistency from another root accepted");
     check(!(await v.verifyConsistency(-1, 5, [], await junk(0), root)), "consistency from size -1 accepted");
     check(!(await v.verifyConsistency(2.5, 5, c23, await mth(hs.slice(0, 3)), root)), "consistency from size 2.5 accepted");
+    // RFC 9162: every hash is 32 bytes.
+    const empty = new Uint8Array();
+    check(!(await v.verifyConsistency(3, 3, [], empty, empty)), "consistency between two empty roots accepted");
+    check(!(await v.verifyInclusion(0, 1, empty, [], empty)), "inclusion of an empty leaf hash accepted");
+    check(!(await v.verifyInclusion(0, 5, hs[0], [...p.slice(0, -1), Uint8Array.from([...p.at(-1), 0])], root)), "a 33-byte proof hash accepted");
   }
 
   // 5b. Every inclusion and consistency proof of trees up to 12 leaves (the
@@ -267,6 +272,10 @@ const done = arguments[arguments.length - 1];
     pinAll([witness.vkey, witness.vkey, alias.vkey], 2);
     const aliased = await run(await bundle(hs, [witness, alias]));
     check(aliased.cosigned.length === 1, `one witness key counted ${aliased.cosigned.length} times under duplicate pins`);
+    // A stored quorum of 0 (the page once allowed it) needs one witness.
+    pinAll([witness.vkey], 0);
+    const none = await run(await bundle(hs, []));
+    check(none.quorum === 1 && none.cosigned.length === 0, `a quorum of 0 read as ${none.quorum}`);
     pinAll();
     await refuses("a bundle for another plan", async () => run(await bundle(hs, [witness], SYSTEM)));
     const fork = [await junk(1), await junk(5)];
