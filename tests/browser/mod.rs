@@ -35,6 +35,9 @@ pub fn rows(value: &Value) -> Vec<(u64, String)> {
         .unwrap_or_default()
 }
 
+// A binary may include two harnesses, each with its copy: the port locks
+// keep the copies apart.
+#[allow(clippy::duplicate_mod)]
 #[path = "../ports/mod.rs"]
 mod ports;
 pub use ports::free_port;

@@ -15,6 +15,9 @@
 mod admin;
 mod daemon;
 mod http;
+// A binary may include two harnesses, each with its copy: the port locks
+// keep the copies apart.
+#[allow(clippy::duplicate_mod)]
 #[path = "../ports/mod.rs"]
 mod ports;
 mod sse;

@@ -62,6 +62,9 @@ pub fn key_id(key: &PrivateKey) -> String {
     identity::key_id(&identity::spki_der(&key.to_public_key()).unwrap())
 }
 
+// A binary may include two harnesses, each with its copy: the port locks
+// keep the copies apart.
+#[allow(clippy::duplicate_mod)]
 #[path = "../ports/mod.rs"]
 mod ports;
 pub use ports::free_port;
