@@ -4,9 +4,12 @@
 
 mod federation_common;
 
+use std::io::{Read, Write};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use federation_common::*;
+use logbook_federation::message::EventMessage;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -73,4 +76,138 @@ retry_max_secs = 1",
         .expect("seq 2 arrived");
     assert_eq!(second["payload"]["redacted"], true, "{second}");
     assert!(!second.to_string().contains("queued-secret"), "{second}");
+}
+
+/// A peer that hands the body of each message request to the test, and
+/// answers each as `answer(n)` says (n counts from 0): a status line and
+/// whether to wait for the test's go first. Other requests get 404.
+fn scripted_peer(
+    answer: fn(usize) -> (&'static str, bool),
+) -> (u16, mpsc::Receiver<String>, mpsc::Sender<()>) {
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (arrived, bodies) = mpsc::channel();
+    let (go, wait) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let (head, body) = read_request(&mut stream);
+            let status = if head.starts_with("POST /api/v1/federation/incoming/event ") {
+                let (status, hold) = answer(n);
+                n += 1;
+                let _ = arrived.send(body);
+                if hold && wait.recv_timeout(WAIT).is_err() {
+                    return;
+                }
+                status
+            } else {
+                "404 Not Found"
+            };
+            let problem = r#"{"type":"about:blank","title":"no"}"#;
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{problem}", problem.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    (port, bodies, go)
+}
+
+/// One HTTP/1.1 request's head and body (by Content-Length).
+fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&seen[..end]).to_string();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if seen.len() >= end + 4 + length {
+            let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]).to_string();
+            return (head, body);
+        }
+    }
+    (String::from_utf8_lossy(&seen).to_string(), String::new())
+}
+
+/// A redaction committed while the sender holds rows it read before: the
+/// rows are read again before they are signed, so the payload does not
+/// leave. Here the peer refuses a batch of two as a whole (422), so the
+/// sender resends them one by one, and the event of the second is redacted
+/// while the peer holds the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_read_before_a_redaction_leaves_redacted() {
+    let (port, bodies, go) = scripted_peer(|n| match n {
+        // The first event alone: held until the second is queued behind
+        // it, then "busy" so that both are due together.
+        0 => ("503 Service Unavailable", true),
+        // The batch of both, refused whole; then the first alone, held
+        // while the second's event is redacted.
+        1 => ("422 Unprocessable Entity", false),
+        2 => ("422 Unprocessable Entity", true),
+        _ => ("422 Unprocessable Entity", false),
+    });
+    let alpha = Node::start(
+        "alpha",
+        free_port(),
+        "retry_initial_ms = 200\nretry_max_secs = 1",
+        &peer_config("evil", port, &test_key("evil")),
+    );
+    let key = test_key("evil");
+    let subscribe = EventMessage::signed(
+        &key,
+        &key_id(&key),
+        "evil",
+        "alpha",
+        Uuid::new_v4(),
+        "federation.subscribe",
+        json!({"eventType": "step.>"}),
+        now_ms(),
+    )
+    .unwrap();
+    let (status, ack) = alpha
+        .post("/api/v1/federation/incoming/subscribe", &json!(subscribe))
+        .await;
+    assert_eq!(status, 200, "{ack}");
+
+    let plan = Uuid::new_v4().to_string();
+    let next = || bodies.recv_timeout(WAIT).expect("a request from alpha");
+    append(&alpha, &plan, json!({"n": 1})).await;
+    assert!(next().contains(r#""n":1"#));
+    append(&alpha, &plan, json!({"card": "row-read-before-secret"})).await;
+    go.send(()).unwrap();
+    let batch = next();
+    assert!(
+        batch.contains("row-read-before-secret"),
+        "the batch of both: {batch}"
+    );
+    let first = next();
+    assert!(
+        !first.contains("row-read-before-secret"),
+        "the first alone: {first}"
+    );
+    redact(&alpha, &plan, "2").await;
+    go.send(()).unwrap();
+    let second = next();
+    assert!(
+        !second.contains("row-read-before-secret"),
+        "the redacted event left with its payload: {second}"
+    );
+    let message: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(message["payload"]["seq"], 2, "{message}");
+    assert_eq!(message["payload"]["redacted"], true, "{message}");
 }

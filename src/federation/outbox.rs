@@ -114,6 +114,8 @@ async fn step(
     let id = peer_id.to_string();
     let limit = fed.config().batch_size;
     let from = *cursor;
+    // Read before the rows: a redaction answered after this moved it.
+    let mut rewrites = fed.store.outbox_rewrites();
     let due = fed
         .store
         .run(move |store| outbox::due(store, &id, from, limit, BATCH_BYTES))
@@ -152,6 +154,10 @@ async fn step(
     {
         rows.retain(|(s, _)| *s <= seq);
     }
+    let rows = as_stored_now(fed, peer_id, rows, &mut rewrites).await?;
+    if rows.is_empty() {
+        return Ok(Step::Sent);
+    }
     let batches = signed_batches.on(Instant::now());
     let mut outcome = send(fed, &peer, &key, &rows, batches).await;
     // The previous batch's record ran during this send; it ends before
@@ -176,8 +182,11 @@ async fn step(
         Err(failure) if failure.refused && rows.len() > 1 => {
             // The refused request was an attempt at every message in it.
             logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
-            for row in &rows {
-                let one = std::slice::from_ref(row);
+            for row in rows {
+                let one = &as_stored_now(fed, peer_id, vec![row], &mut rewrites).await?;
+                if one.is_empty() {
+                    continue;
+                }
                 let outcome = send(fed, &peer, &key, one, false).await;
                 let go_on = match &outcome {
                     Ok(acked) => !acked.is_empty(),
@@ -208,6 +217,29 @@ async fn step(
         outcome => record(fed, peer_id, &rows, outcome).await?,
     }
     Ok(Step::Sent)
+}
+
+/// `rows` as the outbox holds them now, if a redaction has rewritten rows
+/// since `seen` was read (it then moves on): the payload of an event
+/// redacted meanwhile must not be signed and sent. Rows removed since (a
+/// plan deletion) are left out. Only what is already on the wire can
+/// still carry an erased payload.
+async fn as_stored_now(
+    fed: &Arc<Federation>,
+    peer_id: &str,
+    rows: Vec<(u64, OutboxRecord)>,
+    seen: &mut u64,
+) -> Result<Vec<(u64, OutboxRecord)>, WorkError> {
+    let now = fed.store.outbox_rewrites();
+    if now == *seen {
+        return Ok(rows);
+    }
+    *seen = now;
+    let id = peer_id.to_string();
+    Ok(fed
+        .store
+        .run(move |store| store.outbox().as_stored(&id, rows))
+        .await?)
 }
 
 /// Waits for the record of the last batch acknowledged whole. If it failed,

@@ -116,6 +116,11 @@ impl AsyncStore {
         self.0.outbox().requeue_watch()
     }
 
+    /// How many redactions have rewritten outbox rows (`Outbox::rewrites`).
+    pub fn outbox_rewrites(&self) -> u64 {
+        self.0.outbox().rewrites()
+    }
+
     /// Wakes when messages are received.
     pub fn inbox_watch(&self) -> watch::Receiver<u64> {
         self.0.inbox().watch()

@@ -245,7 +245,7 @@ impl WriterLoop {
         txn.set_durability(Durability::Immediate)
             .map_err(StoreError::from)?;
         let mut position = self.position;
-        let (outcomes, enqueued) = {
+        let (outcomes, enqueued, rewritten) = {
             let mut tables = Tables::open(&txn, &self.fed)?;
             let keyring = self.keyring.current();
             let now = Timestamp::now();
@@ -258,13 +258,16 @@ impl WriterLoop {
                 }
                 outcomes.push(outcome);
             }
-            tables.fed.redact_events(&erased)?;
+            let rewritten = tables.fed.redact_events(&erased)?;
             // The redaction records are appends: their rows and their
             // plan's head row are written here, as after a batch of appends.
             tables.write_staged()?;
-            (outcomes, tables.fed.enqueued)
+            (outcomes, tables.fed.enqueued, rewritten)
         };
         txn.commit().map_err(StoreError::from)?;
+        if rewritten > 0 {
+            self.fed.outbox.rewritten();
+        }
         #[cfg(test)]
         if let Some(hook) = self.stats.after_redaction_commit.lock().unwrap().take() {
             (hook.0)();

@@ -149,6 +149,10 @@ pub(in crate::store) struct OutboxShared {
     changed: watch::Sender<u64>,
     /// Bumped when dead messages are put back in the queue, so workers rescan.
     requeued: watch::Sender<u64>,
+    /// Bumped after a redaction that rewrote rows has committed, before it
+    /// is answered: a worker holding rows read earlier reads them again
+    /// before it signs them (`Outbox::as_stored`).
+    rewritten: std::sync::atomic::AtomicU64,
 }
 
 impl Default for OutboxShared {
@@ -156,6 +160,7 @@ impl Default for OutboxShared {
         OutboxShared {
             changed: watch::channel(0).0,
             requeued: watch::channel(0).0,
+            rewritten: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -167,6 +172,11 @@ impl OutboxShared {
 
     pub(in crate::store) fn requeued(&self) {
         self.requeued.send_modify(|n| *n += 1);
+    }
+
+    pub(in crate::store) fn rewritten(&self) {
+        self.rewritten
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -236,6 +246,45 @@ impl Outbox<'_> {
     /// Wakes when dead messages are requeued.
     pub(crate) fn requeue_watch(&self) -> watch::Receiver<u64> {
         self.store.fed.outbox.requeued.subscribe()
+    }
+
+    /// How many redactions have rewritten outbox rows since the start.
+    /// Read it before reading rows; if it moved before they are signed,
+    /// [`Outbox::as_stored`] gives them as they are now.
+    pub fn rewrites(&self) -> u64 {
+        self.store
+            .fed
+            .outbox
+            .rewritten
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The rows `rows` of `peer` as stored now: each that is still open
+    /// under the same message id, with its current record (a redaction may
+    /// have taken its payload out). Rows removed or closed since are left
+    /// out.
+    #[allow(clippy::type_complexity)]
+    pub fn as_stored(
+        &self,
+        peer: &str,
+        rows: Vec<(u64, OutboxRecord)>,
+    ) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
+        let txn = self.store.db.begin_read()?;
+        let table = txn.open_table(FED_OUTBOX)?;
+        let mut now = Vec::with_capacity(rows.len());
+        for (seq, row) in rows {
+            let Some(stored) = table
+                .get(outbox_key(peer, seq).as_slice())?
+                .map(|v| decode::<OutboxRecord>(v.value()))
+                .transpose()?
+            else {
+                continue;
+            };
+            if stored.message_id == row.message_id && stored.status.is_open() {
+                now.push((seq, stored));
+            }
+        }
+        Ok(now)
     }
 
     /// The next messages due for `peer`, in order, starting after `cursor`:
