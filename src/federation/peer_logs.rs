@@ -104,9 +104,9 @@ impl PeerLogs {
         fed: &Arc<Federation>,
         origin: &str,
         refetch: bool,
-    ) -> Result<Option<PeerLog>, StoreError> {
+    ) -> Option<PeerLog> {
         if !refetch && let Some(found) = self.lookup(origin) {
-            return Ok(Some(found));
+            return Some(found);
         }
         let read = {
             let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,7 +134,7 @@ impl PeerLogs {
                 let _ = tokio::time::timeout(FETCH_WAIT, read).await;
             }
         }
-        Ok(self.lookup(origin))
+        self.lookup(origin)
     }
 
     /// The peer for `origin` as last read, without fetching.

@@ -479,7 +479,7 @@ async fn resolve(
         .witness
         .peers
         .find(&state.federation, origin, refetch)
-        .await?
+        .await
     {
         return Ok(Some(peer));
     }
