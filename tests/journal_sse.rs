@@ -423,6 +423,20 @@ async fn all_plans_stream_filters_types_and_uses_global_positions() {
         .sse_refused("/api/events/stream?types=plan..x", &[])
         .await;
     assert_problem(&refused, 400);
+    // One plan's stream takes no filter, and does not offer one.
+    let refused = daemon
+        .sse_refused(&format!("/api/plans/{a}/events/stream?typo=1"), &[])
+        .await;
+    assert_problem(&refused, 400);
+    let detail = refused.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("after") && !detail.contains("types"),
+        "{detail}"
+    );
+    let refused = daemon
+        .sse_refused(&format!("/api/plans/{a}/events/stream?types=plan.*"), &[])
+        .await;
+    assert_problem(&refused, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
