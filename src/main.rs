@@ -351,6 +351,7 @@ fn verify_export(
                 count,
                 head_signature,
                 redacted,
+                redacted_seqs,
             },
             _,
         ) => {
@@ -366,8 +367,16 @@ fn verify_export(
                 ),
             }
             if *redacted > 0 {
+                let listed: Vec<String> = redacted_seqs.iter().map(u64::to_string).collect();
+                let more = redacted.saturating_sub(listed.len() as u64);
                 println!(
-                    "redacted: {redacted} (payloads erased; their hashes stay signed and in the log)"
+                    "redacted: {redacted} (payloads erased; their hashes stay signed and in the log): seq {}{}",
+                    listed.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }

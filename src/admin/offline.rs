@@ -28,10 +28,15 @@ pub(crate) enum Outcome {
         head_signature: Option<[u8; 32]>,
         /// Events whose payload was erased: verified, and reported.
         redacted: u64,
+        /// The seqs of the first [`LISTED_REDACTIONS`] of them.
+        redacted_seqs: Vec<u64>,
     },
     /// The first seq that does not verify, and why.
     Broken { seq: u64, line: u64, reason: String },
 }
+
+/// How many erased events' seqs a report names (it counts them all).
+pub(crate) const LISTED_REDACTIONS: usize = 100;
 
 /// Builds a keyring from the named environment variables (all that are set;
 /// the first signs, which does not matter here). With no names, the daemon's
@@ -247,6 +252,8 @@ struct Walk<'a> {
     /// The checkpoint and the root of the export's first `size` events.
     checkpoint: Option<(Checkpoint, Option<[u8; 32]>)>,
     first_break: Option<Outcome>,
+    /// The first [`LISTED_REDACTIONS`] erased events verified.
+    redacted_seqs: Vec<u64>,
 }
 
 impl<'a> Walk<'a> {
@@ -260,6 +267,7 @@ impl<'a> Walk<'a> {
             leaves: StreamingRoot::new(),
             checkpoint: None,
             first_break: None,
+            redacted_seqs: Vec::new(),
         }
     }
 
@@ -337,6 +345,8 @@ impl<'a> Walk<'a> {
             // Against a checkpoint the root decides; the first break
             // only names where the export went wrong.
             self.first_break = Some(at);
+        } else if link.redacted && self.redacted_seqs.len() < LISTED_REDACTIONS {
+            self.redacted_seqs.push(link.seq);
         }
         self.count += 1;
         if let Some((cp, root @ None)) = &mut self.checkpoint {
@@ -377,6 +387,7 @@ impl<'a> Walk<'a> {
                 count,
                 head_signature: self.keyring.and(self.verifier.last_signature()),
                 redacted: self.verifier.redacted(),
+                redacted_seqs: self.redacted_seqs,
             }),
             log,
         }

@@ -403,7 +403,8 @@ fn backdated_lines_are_rechecked_on_both_paths() {
                 Outcome::Valid {
                     count: 2,
                     head_signature: Some(_),
-                    redacted: 0
+                    redacted: 0,
+                    ..
                 }
             );
             assert!(
