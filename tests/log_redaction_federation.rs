@@ -148,19 +148,43 @@ fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
 /// rows are read again before they are signed, so the payload does not
 /// leave. Here the peer refuses a batch of two as a whole (422), so the
 /// sender resends them one by one, and the event of the second is redacted
-/// while the peer holds the first.
+/// while the peer holds the first of those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_read_before_a_redaction_leaves_redacted() {
-    let (port, bodies, go) = scripted_peer(|n| match n {
-        // The first event alone: held until the second is queued behind
-        // it, then "busy" so that both are due together.
-        0 => ("503 Service Unavailable", true),
-        // The batch of both, refused whole; then the first alone, held
-        // while the second's event is redacted.
-        1 => ("422 Unprocessable Entity", false),
-        2 => ("422 Unprocessable Entity", true),
-        _ => ("422 Unprocessable Entity", false),
-    });
+    redacted_while_the_peer_holds(Held::FirstResent).await;
+}
+
+/// The same, with the redaction while the peer holds the batch: each row
+/// resent alone is checked against when it was read, not against the
+/// row resent before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_read_before_a_redaction_during_the_batch_leaves_redacted() {
+    redacted_while_the_peer_holds(Held::Batch).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Held {
+    Batch,
+    FirstResent,
+}
+
+async fn redacted_while_the_peer_holds(held: Held) {
+    // The first event alone: held until the second is queued behind it,
+    // then "busy" so that both are due together. Then the batch of both,
+    // refused whole, and each resent alone, refused too.
+    let script: fn(usize) -> (&'static str, bool) = match held {
+        Held::Batch => |n| match n {
+            0 => ("503 Service Unavailable", true),
+            1 => ("422 Unprocessable Entity", true),
+            _ => ("422 Unprocessable Entity", false),
+        },
+        Held::FirstResent => |n| match n {
+            0 => ("503 Service Unavailable", true),
+            2 => ("422 Unprocessable Entity", true),
+            _ => ("422 Unprocessable Entity", false),
+        },
+    };
+    let (port, bodies, go) = scripted_peer(script);
     let alpha = Node::start(
         "alpha",
         free_port(),
@@ -185,26 +209,27 @@ async fn a_row_read_before_a_redaction_leaves_redacted() {
     assert_eq!(status, 200, "{ack}");
 
     let plan = Uuid::new_v4().to_string();
+    let secret = "row-read-before-secret";
     let next = || bodies.recv_timeout(WAIT).expect("a request from alpha");
     append(&alpha, &plan, json!({"n": 1})).await;
     assert!(next().contains(r#""n":1"#));
-    append(&alpha, &plan, json!({"card": "row-read-before-secret"})).await;
+    append(&alpha, &plan, json!({"card": secret})).await;
     go.send(()).unwrap();
     let batch = next();
-    assert!(
-        batch.contains("row-read-before-secret"),
-        "the batch of both: {batch}"
-    );
+    assert!(batch.contains(secret), "the batch of both: {batch}");
+    if held == Held::Batch {
+        redact(&alpha, &plan, "2").await;
+        go.send(()).unwrap();
+    }
     let first = next();
-    assert!(
-        !first.contains("row-read-before-secret"),
-        "the first alone: {first}"
-    );
-    redact(&alpha, &plan, "2").await;
-    go.send(()).unwrap();
+    assert!(!first.contains(secret), "the first alone: {first}");
+    if held == Held::FirstResent {
+        redact(&alpha, &plan, "2").await;
+        go.send(()).unwrap();
+    }
     let second = next();
     assert!(
-        !second.contains("row-read-before-secret"),
+        !second.contains(secret),
         "the redacted event left with its payload: {second}"
     );
     let message: Value = serde_json::from_str(&second).unwrap();

@@ -114,8 +114,9 @@ async fn step(
     let id = peer_id.to_string();
     let limit = fed.config().batch_size;
     let from = *cursor;
-    // Read before the rows: a redaction answered after this moved it.
-    let mut rewrites = fed.store.outbox_rewrites();
+    // Read before the rows: a redaction or deletion answered after this
+    // has moved it.
+    let read_at = fed.store.outbox_rewrites();
     let due = fed
         .store
         .run(move |store| outbox::due(store, &id, from, limit, BATCH_BYTES))
@@ -154,12 +155,12 @@ async fn step(
     {
         rows.retain(|(s, _)| *s <= seq);
     }
-    let rows = as_stored_now(fed, peer_id, rows, &mut rewrites).await?;
+    let (mut rows, mut read_at) = as_stored_now(fed, peer_id, rows, read_at).await?;
     if rows.is_empty() {
         return Ok(Step::Sent);
     }
     let batches = signed_batches.on(Instant::now());
-    let mut outcome = send(fed, &peer, &key, &rows, batches).await;
+    let mut outcome = send(fed, &peer, &key, &rows, read_at, batches).await;
     // The previous batch's record ran during this send; it ends before
     // anything else is recorded.
     finish(recording, cursor).await?;
@@ -170,7 +171,11 @@ async fn step(
         // again, so a peer upgraded meanwhile gets batches without our restart.
         tracing::warn!(peer = %peer_id, retry_in_s = BATCH_RETRY.as_secs(), "the peer refused a signed batch; sending it separately signed messages for now");
         signed_batches.refused(Instant::now());
-        outcome = send(fed, &peer, &key, &rows, false).await;
+        (rows, read_at) = as_stored_now(fed, peer_id, rows, read_at).await?;
+        if rows.is_empty() {
+            return Ok(Step::Sent);
+        }
+        outcome = send(fed, &peer, &key, &rows, read_at, false).await;
     }
     match outcome {
         // The peer refused the batch as a whole: maybe one message in it is
@@ -183,16 +188,18 @@ async fn step(
             // The refused request was an attempt at every message in it.
             logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in rows {
-                let one = &as_stored_now(fed, peer_id, vec![row], &mut rewrites).await?;
+                // Each row as of when it was read: the count may move
+                // during any of these requests.
+                let (one, at) = as_stored_now(fed, peer_id, vec![row], read_at).await?;
                 if one.is_empty() {
                     continue;
                 }
-                let outcome = send(fed, &peer, &key, one, false).await;
+                let outcome = send(fed, &peer, &key, &one, at, false).await;
                 let go_on = match &outcome {
                     Ok(acked) => !acked.is_empty(),
                     Err(failure) => failure.permanent,
                 };
-                record(fed, peer_id, one, outcome).await?;
+                record(fed, peer_id, &one, outcome).await?;
                 if !go_on {
                     break;
                 }
@@ -219,27 +226,30 @@ async fn step(
     Ok(Step::Sent)
 }
 
-/// `rows` as the outbox holds them now, if a redaction has rewritten rows
-/// since `seen` was read (it then moves on): the payload of an event
-/// redacted meanwhile must not be signed and sent. Rows removed since (a
-/// plan deletion) are left out. Only what is already on the wire can
-/// still carry an erased payload.
+/// `rows`, read when the outbox's change count was `read_at`, as the outbox
+/// holds them now if it has moved (rows removed since are left out), with
+/// the count they are current at. The worker then sends and records what
+/// is still there; `send` checks again under the lock as it signs.
 async fn as_stored_now(
     fed: &Arc<Federation>,
     peer_id: &str,
     rows: Vec<(u64, OutboxRecord)>,
-    seen: &mut u64,
-) -> Result<Vec<(u64, OutboxRecord)>, WorkError> {
+    read_at: u64,
+) -> Result<(Vec<(u64, OutboxRecord)>, u64), WorkError> {
     let now = fed.store.outbox_rewrites();
-    if now == *seen {
-        return Ok(rows);
+    if now == read_at {
+        return Ok((rows, read_at));
     }
-    *seen = now;
     let id = peer_id.to_string();
-    Ok(fed
+    let rows = fed
         .store
-        .run(move |store| store.outbox().as_stored(&id, rows))
-        .await?)
+        .run(move |store| {
+            store
+                .outbox()
+                .sign_as_stored(&id, rows, read_at, |rows| rows)
+        })
+        .await?;
+    Ok((rows, now))
 }
 
 /// Waits for the record of the last batch acknowledged whole. If it failed,
@@ -289,18 +299,31 @@ async fn send(
     peer: &PeerRecord,
     key: &Arc<OwnKey>,
     rows: &[(u64, OutboxRecord)],
+    read_at: u64,
     signed_batch: bool,
 ) -> Result<Vec<u64>, Failure> {
-    // Sign now, so a retry never carries an old timestamp.
+    // Sign now, so a retry never carries an old timestamp; with the rows
+    // as stored now, so that no payload erased meanwhile leaves (the
+    // caller's copy may be a little older than this).
     let (fed2, key2) = (fed.clone(), key.clone());
     let rows2 = rows.to_vec();
     let peer_id = peer.instance_id.clone();
-    let (body, sent) = tokio::task::spawn_blocking(move || {
-        outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows2, signed_batch)
-    })
-    .await
-    .map_err(|e| Failure::passing(e.to_string()))?
-    .map_err(|e| Failure::passing(e.to_string()))?;
+    let (body, sent) = fed
+        .store
+        .run(move |store| {
+            store
+                .outbox()
+                .sign_as_stored(&peer_id, rows2, read_at, |rows| {
+                    if rows.is_empty() {
+                        return Err("the rows were removed before they were signed".to_string());
+                    }
+                    outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows, signed_batch)
+                        .map_err(|e| e.to_string())
+                })
+        })
+        .await
+        .map_err(|e| Failure::passing(e.to_string()))?
+        .map_err(Failure::passing)?;
 
     let url = format!("{}{EVENT_PATH}", peer.base_url);
     let response = fed

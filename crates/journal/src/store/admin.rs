@@ -239,12 +239,15 @@ impl Store {
         if plan_id == SYSTEM_PLAN {
             return Err(DeleteError::Protected);
         }
+        let before = self.outbox().rewrites();
         let (reply, wait) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job::DeletePlan(plan_id, who, reply))
             .await
             .map_err(|_| DeleteError::Unavailable)?;
-        wait.await.unwrap_or(Err(DeleteError::Unavailable))
+        let outcome = wait.await.unwrap_or(Err(DeleteError::Unavailable));
+        self.wait_for_signers(before).await;
+        outcome
     }
 
     /// Writes a consistent snapshot of the whole store into a file that has
@@ -475,6 +478,8 @@ impl WriterLoop {
         // the workers, whose cursors may be past it, read from the start.
         if removed > 0 {
             self.fed.outbox.requeued();
+            // A worker may hold some of them: it must not sign them now.
+            self.fed.outbox.rewritten();
         }
         if enqueued + removed > 0 {
             self.fed.outbox_grew();

@@ -149,10 +149,16 @@ pub(in crate::store) struct OutboxShared {
     changed: watch::Sender<u64>,
     /// Bumped when dead messages are put back in the queue, so workers rescan.
     requeued: watch::Sender<u64>,
-    /// Bumped after a redaction that rewrote rows has committed, before it
-    /// is answered: a worker holding rows read earlier reads them again
-    /// before it signs them (`Outbox::as_stored`).
+    /// Bumped after a redaction that rewrote rows, or a plan deletion that
+    /// removed some, has committed, before it is answered: a worker holding
+    /// rows read earlier reads them again before it signs them
+    /// (`Outbox::sign_as_stored`).
     rewritten: std::sync::atomic::AtomicU64,
+    /// Held shared while a worker checks the count, reads its rows again
+    /// if it moved, and signs them; taken exclusive after a bump and before
+    /// the change is answered (`Store::wait_for_signers`). So no body is
+    /// being built from rows read before a change once it is answered.
+    signing: std::sync::RwLock<()>,
 }
 
 impl Default for OutboxShared {
@@ -161,6 +167,7 @@ impl Default for OutboxShared {
             changed: watch::channel(0).0,
             requeued: watch::channel(0).0,
             rewritten: std::sync::atomic::AtomicU64::new(0),
+            signing: std::sync::RwLock::new(()),
         }
     }
 }
@@ -177,6 +184,31 @@ impl OutboxShared {
     pub(in crate::store) fn rewritten(&self) {
         self.rewritten
             .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    fn rewrites(&self) -> u64 {
+        self.rewritten.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Store {
+    /// After a job that may have bumped the count from `before`: waits
+    /// until every worker that was signing rows when it committed is done,
+    /// off the async threads. Called before the job is answered.
+    pub(in crate::store) async fn wait_for_signers(&self, before: u64) {
+        if self.fed.outbox.rewrites() == before {
+            return;
+        }
+        let fed = self.fed.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(
+                fed.outbox
+                    .signing
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        })
+        .await;
     }
 }
 
@@ -248,15 +280,34 @@ impl Outbox<'_> {
         self.store.fed.outbox.requeued.subscribe()
     }
 
-    /// How many redactions have rewritten outbox rows since the start.
-    /// Read it before reading rows; if it moved before they are signed,
-    /// [`Outbox::as_stored`] gives them as they are now.
+    /// How many redactions and plan deletions have changed open outbox
+    /// rows since the start. Read it before reading rows, and give it to
+    /// [`Outbox::sign_as_stored`].
     pub fn rewrites(&self) -> u64 {
-        self.store
-            .fed
-            .outbox
-            .rewritten
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.store.fed.outbox.rewrites()
+    }
+
+    /// Calls `sign` with `rows` of `peer`, read at count `read_at`, as they
+    /// are stored now if the count has moved since ([`Outbox::as_stored`]):
+    /// a redaction may have taken a payload out, a plan deletion may have
+    /// removed rows. A redaction or deletion is not answered while `sign`
+    /// runs, so none answered before this call is missed.
+    #[allow(clippy::type_complexity)]
+    pub fn sign_as_stored<T>(
+        &self,
+        peer: &str,
+        rows: Vec<(u64, OutboxRecord)>,
+        read_at: u64,
+        sign: impl FnOnce(Vec<(u64, OutboxRecord)>) -> T,
+    ) -> Result<T, StoreError> {
+        let shared = &self.store.fed.outbox;
+        let _signing = shared.signing.read().unwrap_or_else(|e| e.into_inner());
+        let rows = if shared.rewrites() == read_at {
+            rows
+        } else {
+            self.as_stored(peer, rows)?
+        };
+        Ok(sign(rows))
     }
 
     /// The rows `rows` of `peer` as stored now: each that is still open
@@ -264,7 +315,7 @@ impl Outbox<'_> {
     /// have taken its payload out). Rows removed or closed since are left
     /// out.
     #[allow(clippy::type_complexity)]
-    pub fn as_stored(
+    fn as_stored(
         &self,
         peer: &str,
         rows: Vec<(u64, OutboxRecord)>,
