@@ -17,7 +17,7 @@ export function pins() {
       witnesses: Array.isArray(p.witnesses) ? p.witnesses.filter((w) => typeof w === "string") : [],
       // A quorum of 0 would make pinned witnesses count for nothing while
       // the page shows their check: pinning none is how to need none.
-      quorum: Number.isSafeInteger(p.quorum) && p.quorum >= 1 ? p.quorum : 1,
+      quorum: Number.isSafeInteger(p.quorum) && p.quorum >= 1 && p.quorum <= 32 ? p.quorum : 1,
     };
   } catch {
     return { log: "", witnesses: [], quorum: 1 };

@@ -169,7 +169,7 @@ export function planView(root, planId) {
       // a daemon holding the log key signs whatever fork it likes, and only
       // a witness can say it showed another history elsewhere.
       const { witnesses, quorum } = pins();
-      const unwitnessed = witnesses.length > 0 && quorum > 0 && !(witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
+      const unwitnessed = witnesses.length > 0 && !(witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
       if (unwitnessed && !witnessTimer && !left) {
         witnessTimer = setTimeout(() => { witnessTimer = null; schedule(); }, witnessWait);
         witnessWait = Math.min(60000, witnessWait * 2);

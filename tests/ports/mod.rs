@@ -7,15 +7,14 @@
 //! winner answers its readiness probe, and two tests share one daemon.
 //! So ports come from below the kernel's ephemeral range (32768 and up by
 //! default: neither port 0 nor a source port lands there), and each is
-//! claimed with an advisory lock on a file shared by every test binary,
-//! held until this process exits (the kernel drops it then, even on a
-//! crash).
+//! claimed with an advisory lock on a file shared by every test binary of
+//! the user (whatever its target dir), held until this process exits (the
+//! kernel drops it then, even on a crash).
 
 #![allow(dead_code)] // Not every test binary that includes this uses it.
 
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The ports handed out: [LOW, LOW + COUNT).
@@ -28,7 +27,11 @@ static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
 /// A loopback port that no other test process holds and that was free
 /// when claimed; it stays claimed for this process's lifetime.
 pub fn free_port() -> u16 {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ports");
+    // One dir for the machine (per user), not per target dir: two test
+    // runs with different target dirs must not pick the same port either.
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    let dir = std::env::temp_dir().join(format!("logbook-test-ports-{uid}"));
     std::fs::create_dir_all(&dir).expect("the ports dir");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
