@@ -162,28 +162,38 @@ async fn a_row_read_before_a_redaction_during_the_batch_leaves_redacted() {
     redacted_while_the_peer_holds(Held::Batch).await;
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Held {
-    Batch,
-    FirstResent,
+/// A plan deleted while the peer holds a batch of its events: the rows are
+/// removed, and none of them is resent alone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_plan_deleted_during_the_batch_are_not_resent() {
+    let (alpha, bodies, go) = alpha_with_scripted_peer(|n| match n {
+        0 => ("503 Service Unavailable", true),
+        _ => ("422 Unprocessable Entity", n == 1),
+    })
+    .await;
+    let (plan, other) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let next = || bodies.recv_timeout(WAIT).expect("a request from alpha");
+    append(&alpha, &plan, json!({"n": 1})).await;
+    assert!(next().contains(&plan));
+    append(&alpha, &plan, json!({"n": 2})).await;
+    go.send(()).unwrap();
+    assert!(next().contains(r#""n":2"#), "the batch of both");
+    alpha.admin_text(&["plans", "delete", "--yes", &plan]).await;
+    // Refused as a whole: the sender would resend the rows it holds one
+    // by one, but they were removed meanwhile.
+    go.send(()).unwrap();
+    append(&alpha, &other, json!({"n": 3})).await;
+    let after = next();
+    assert!(
+        !after.contains(&plan) && after.contains(&other),
+        "a deleted plan's event was sent after the deletion: {after}"
+    );
 }
 
-async fn redacted_while_the_peer_holds(held: Held) {
-    // The first event alone: held until the second is queued behind it,
-    // then "busy" so that both are due together. Then the batch of both,
-    // refused whole, and each resent alone, refused too.
-    let script: fn(usize) -> (&'static str, bool) = match held {
-        Held::Batch => |n| match n {
-            0 => ("503 Service Unavailable", true),
-            1 => ("422 Unprocessable Entity", true),
-            _ => ("422 Unprocessable Entity", false),
-        },
-        Held::FirstResent => |n| match n {
-            0 => ("503 Service Unavailable", true),
-            2 => ("422 Unprocessable Entity", true),
-            _ => ("422 Unprocessable Entity", false),
-        },
-    };
+/// Alpha, with `scripted_peer(script)` subscribed to its `step.>` events.
+async fn alpha_with_scripted_peer(
+    script: fn(usize) -> (&'static str, bool),
+) -> (Node, mpsc::Receiver<String>, mpsc::Sender<()>) {
     let (port, bodies, go) = scripted_peer(script);
     let alpha = Node::start(
         "alpha",
@@ -207,7 +217,32 @@ async fn redacted_while_the_peer_holds(held: Held) {
         .post("/api/v1/federation/incoming/subscribe", &json!(subscribe))
         .await;
     assert_eq!(status, 200, "{ack}");
+    (alpha, bodies, go)
+}
 
+#[derive(Clone, Copy, PartialEq)]
+enum Held {
+    Batch,
+    FirstResent,
+}
+
+async fn redacted_while_the_peer_holds(held: Held) {
+    // The first event alone: held until the second is queued behind it,
+    // then "busy" so that both are due together. Then the batch of both,
+    // refused whole, and each resent alone, refused too.
+    let script: fn(usize) -> (&'static str, bool) = match held {
+        Held::Batch => |n| match n {
+            0 => ("503 Service Unavailable", true),
+            1 => ("422 Unprocessable Entity", true),
+            _ => ("422 Unprocessable Entity", false),
+        },
+        Held::FirstResent => |n| match n {
+            0 => ("503 Service Unavailable", true),
+            2 => ("422 Unprocessable Entity", true),
+            _ => ("422 Unprocessable Entity", false),
+        },
+    };
+    let (alpha, bodies, go) = alpha_with_scripted_peer(script).await;
     let plan = Uuid::new_v4().to_string();
     let secret = "row-read-before-secret";
     let next = || bodies.recv_timeout(WAIT).expect("a request from alpha");
