@@ -34,7 +34,8 @@ async fn redact(node: &Node, plan: &str, seq: &str) {
 async fn redacting_rewrites_the_outbox_copies() {
     let (alpha, mut beta) = subscribed_pair(
         "retry_initial_ms = 200
-retry_max_secs = 1",
+retry_max_secs = 1
+max_attempts = 1000",
     )
     .await;
 
@@ -198,7 +199,9 @@ async fn alpha_with_scripted_peer(
     let alpha = Node::start(
         "alpha",
         free_port(),
-        "retry_initial_ms = 200\nretry_max_secs = 1",
+        // The peer holds requests while the test runs admin commands: a
+        // send that timed out would be tried again, out of the script.
+        "retry_initial_ms = 200\nretry_max_secs = 1\nsend_timeout_secs = 120",
         &peer_config("evil", port, &test_key("evil")),
     );
     let key = test_key("evil");

@@ -155,15 +155,15 @@ async fn step(
     {
         rows.retain(|(s, _)| *s <= seq);
     }
-    let (mut rows, mut read_at) = as_stored_now(fed, peer_id, rows, read_at).await?;
-    if rows.is_empty() {
-        return Ok(Step::Sent);
-    }
     let batches = signed_batches.on(Instant::now());
-    let mut outcome = send(fed, &peer, &key, &rows, read_at, batches).await;
+    let (mut rows, mut read_at, answer) = send(fed, &peer, &key, rows, read_at, batches).await?;
     // The previous batch's record ran during this send; it ends before
     // anything else is recorded.
     finish(recording, cursor).await?;
+    // None: every row was removed or closed before it was signed.
+    let Some(mut outcome) = answer else {
+        return Ok(Step::Sent);
+    };
     if batches && rows.len() > 1 && outcome.as_ref().is_err_and(|failure| failure.not_messages) {
         // A peer without the `batch-signature` capability reads a signed
         // batch as a message without its members (400 invalid-message):
@@ -171,11 +171,12 @@ async fn step(
         // again, so a peer upgraded meanwhile gets batches without our restart.
         tracing::warn!(peer = %peer_id, retry_in_s = BATCH_RETRY.as_secs(), "the peer refused a signed batch; sending it separately signed messages for now");
         signed_batches.refused(Instant::now());
-        (rows, read_at) = as_stored_now(fed, peer_id, rows, read_at).await?;
-        if rows.is_empty() {
+        let answer;
+        (rows, read_at, answer) = send(fed, &peer, &key, rows, read_at, false).await?;
+        let Some(again) = answer else {
             return Ok(Step::Sent);
-        }
-        outcome = send(fed, &peer, &key, &rows, read_at, false).await;
+        };
+        outcome = again;
     }
     match outcome {
         // The peer refused the batch as a whole: maybe one message in it is
@@ -188,13 +189,12 @@ async fn step(
             // The refused request was an attempt at every message in it.
             logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
             for row in rows {
-                // Each row as of when it was read: the count may move
-                // during any of these requests.
-                let (one, at) = as_stored_now(fed, peer_id, vec![row], read_at).await?;
-                if one.is_empty() {
+                // Each row as of when the batch was read: the count may
+                // move during any of these requests.
+                let (one, _, answer) = send(fed, &peer, &key, vec![row], read_at, false).await?;
+                let Some(outcome) = answer else {
                     continue;
-                }
-                let outcome = send(fed, &peer, &key, &one, at, false).await;
+                };
                 let go_on = match &outcome {
                     Ok(acked) => !acked.is_empty(),
                     Err(failure) => failure.permanent,
@@ -224,32 +224,6 @@ async fn step(
         outcome => record(fed, peer_id, &rows, outcome).await?,
     }
     Ok(Step::Sent)
-}
-
-/// `rows`, read when the outbox's change count was `read_at`, as the outbox
-/// holds them now if it has moved (rows removed since are left out), with
-/// the count they are current at. The worker then sends and records what
-/// is still there; `send` checks again under the lock as it signs.
-async fn as_stored_now(
-    fed: &Arc<Federation>,
-    peer_id: &str,
-    rows: Vec<(u64, OutboxRecord)>,
-    read_at: u64,
-) -> Result<(Vec<(u64, OutboxRecord)>, u64), WorkError> {
-    let now = fed.store.outbox_rewrites();
-    if now == read_at {
-        return Ok((rows, read_at));
-    }
-    let id = peer_id.to_string();
-    let rows = fed
-        .store
-        .run(move |store| {
-            store
-                .outbox()
-                .sign_as_stored(&id, rows, read_at, |rows| rows)
-        })
-        .await?;
-    Ok((rows, now))
 }
 
 /// Waits for the record of the last batch acknowledged whole. If it failed,
@@ -292,39 +266,58 @@ async fn record(
         .await?)
 }
 
-/// Sends the rows as one request; returns the seqs that were acknowledged
-/// with a valid ack from this peer.
+/// Signs `rows`, read at the outbox's change count `read_at`, as they are
+/// stored now (a redaction or plan deletion answered since has changed
+/// them), and sends them as one request. Returns the rows signed, the count
+/// they are current at, and the seqs acknowledged with a valid ack from
+/// this peer: no answer when none of the rows was left to send.
+#[allow(clippy::type_complexity)]
 async fn send(
     fed: &Arc<Federation>,
     peer: &PeerRecord,
     key: &Arc<OwnKey>,
-    rows: &[(u64, OutboxRecord)],
+    rows: Vec<(u64, OutboxRecord)>,
     read_at: u64,
     signed_batch: bool,
-) -> Result<Vec<u64>, Failure> {
-    // Sign now, so a retry never carries an old timestamp; with the rows
-    // as stored now, so that no payload erased meanwhile leaves (the
-    // caller's copy may be a little older than this).
+) -> Result<
+    (
+        Vec<(u64, OutboxRecord)>,
+        u64,
+        Option<Result<Vec<u64>, Failure>>,
+    ),
+    WorkError,
+> {
+    // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
-    let rows2 = rows.to_vec();
     let peer_id = peer.instance_id.clone();
-    let (body, sent) = fed
+    let (rows, current_at, signed) = fed
         .store
         .run(move |store| {
             store
                 .outbox()
-                .sign_as_stored(&peer_id, rows2, read_at, |rows| {
-                    if rows.is_empty() {
-                        return Err("the rows were removed before they were signed".to_string());
-                    }
-                    outbox::sign_batch(&fed2.instance, &key2, &peer_id, &rows, signed_batch)
-                        .map_err(|e| e.to_string())
+                .sign_as_stored(&peer_id, rows, read_at, |rows| {
+                    (!rows.is_empty()).then(|| {
+                        outbox::sign_batch(&fed2.instance, &key2, &peer_id, rows, signed_batch)
+                    })
                 })
         })
-        .await
-        .map_err(|e| Failure::passing(e.to_string()))?
-        .map_err(Failure::passing)?;
+        .await?;
+    let answer = match signed {
+        None => None,
+        Some(Err(e)) => Some(Err(Failure::passing(e.to_string()))),
+        Some(Ok((body, sent))) => Some(post(fed, peer, body, &sent).await),
+    };
+    Ok((rows, current_at, answer))
+}
 
+/// Posts a signed body to the peer; returns the seqs of `sent` it
+/// acknowledged with a valid ack.
+async fn post(
+    fed: &Arc<Federation>,
+    peer: &PeerRecord,
+    body: String,
+    sent: &outbox::Sent,
+) -> Result<Vec<u64>, Failure> {
     let url = format!("{}{EVENT_PATH}", peer.base_url);
     let response = fed
         .client
@@ -376,7 +369,7 @@ async fn send(
     let answer: Value = read_peer_json(response)
         .await
         .map_err(|e| Failure::passing(format!("reading the ack: {e}")))?;
-    outbox::acked_seqs(&fed.instance, peer, answer, &sent)
+    outbox::acked_seqs(&fed.instance, peer, answer, sent)
         .map_err(|e| Failure::passing(e.to_string()))
 }
 

@@ -148,8 +148,14 @@ impl Node {
             .replace("instance_id = \"\"", &format!("instance_id = \"{name}\""));
         for line in federation.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let key = line.split('=').next().unwrap().trim();
-            let start = config
-                .find(&format!("\n{key} = "))
+            // `[federation]`'s own key first: some names (send_timeout_secs)
+            // are also keys of an earlier section.
+            let needle = format!("\n{key} = ");
+            let section = config.find("\n[federation]").unwrap_or(0);
+            let start = config[section..]
+                .find(&needle)
+                .map(|at| section + at)
+                .or_else(|| config.find(&needle))
                 .unwrap_or_else(|| panic!("no key {key}"))
                 + 1;
             let end = start + config[start..].find('\n').unwrap();

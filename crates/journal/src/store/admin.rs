@@ -239,14 +239,13 @@ impl Store {
         if plan_id == SYSTEM_PLAN {
             return Err(DeleteError::Protected);
         }
-        let before = self.outbox().rewrites();
         let (reply, wait) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job::DeletePlan(plan_id, who, reply))
             .await
             .map_err(|_| DeleteError::Unavailable)?;
         let outcome = wait.await.unwrap_or(Err(DeleteError::Unavailable));
-        self.wait_for_signers(before).await;
+        self.wait_for_signers().await;
         outcome
     }
 
@@ -468,17 +467,20 @@ impl WriterLoop {
                     head,
                     tombstone: appended.event,
                 },
-                (tables.fed.enqueued, removed),
+                (tables.fed.enqueued, removed, blanked),
             )
         };
         txn.commit().map_err(StoreError::from)?;
         self.position = position;
-        let (enqueued, removed) = enqueued;
+        let (enqueued, removed, blanked) = enqueued;
         // A removed row's seq may be given again (to a peer's newest row):
         // the workers, whose cursors may be past it, read from the start.
         if removed > 0 {
             self.fed.outbox.requeued();
-            // A worker may hold some of them: it must not sign them now.
+        }
+        // A worker may hold some of these rows: it must not sign them now
+        // (a blanked row was delivered meanwhile, its copy still open there).
+        if removed + blanked > 0 {
             self.fed.outbox.rewritten();
         }
         if enqueued + removed > 0 {

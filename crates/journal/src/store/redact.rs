@@ -179,14 +179,13 @@ impl Store {
     /// committed and fsynced.
     pub async fn redact(&self, batch: Vec<Redaction>) -> RedactOutcomes {
         assert!(batch.len() <= MAX_REDACTIONS, "callers bound their batches");
-        let before = self.outbox().rewrites();
         let (reply, wait) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job::Redact(batch, reply))
             .await
             .map_err(|_| RedactError::Unavailable)?;
         let outcome = wait.await.unwrap_or(Err(RedactError::Unavailable));
-        self.wait_for_signers(before).await;
+        self.wait_for_signers().await;
         outcome
     }
 

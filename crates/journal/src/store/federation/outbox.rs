@@ -192,13 +192,12 @@ impl OutboxShared {
 }
 
 impl Store {
-    /// After a job that may have bumped the count from `before`: waits
+    /// After a redaction or a plan deletion, before it is answered: waits
     /// until every worker that was signing rows when it committed is done,
-    /// off the async threads. Called before the job is answered.
-    pub(in crate::store) async fn wait_for_signers(&self, before: u64) {
-        if self.fed.outbox.rewrites() == before {
-            return;
-        }
+    /// off the async threads. Always, not only when this job moved the
+    /// count: an answer that changed nothing (409, 404) may follow a job
+    /// that did, whose caller left before its own wait.
+    pub(in crate::store) async fn wait_for_signers(&self) {
         let fed = self.fed.clone();
         let _ = tokio::task::spawn_blocking(move || {
             drop(
@@ -290,24 +289,27 @@ impl Outbox<'_> {
     /// Calls `sign` with `rows` of `peer`, read at count `read_at`, as they
     /// are stored now if the count has moved since ([`Outbox::as_stored`]):
     /// a redaction may have taken a payload out, a plan deletion may have
-    /// removed rows. A redaction or deletion is not answered while `sign`
-    /// runs, so none answered before this call is missed.
+    /// removed rows. Returns those rows, the count they are current at, and
+    /// what `sign` made. A redaction or deletion is not answered while
+    /// `sign` runs, so none answered before this call is missed.
     #[allow(clippy::type_complexity)]
     pub fn sign_as_stored<T>(
         &self,
         peer: &str,
         rows: Vec<(u64, OutboxRecord)>,
         read_at: u64,
-        sign: impl FnOnce(Vec<(u64, OutboxRecord)>) -> T,
-    ) -> Result<T, StoreError> {
+        sign: impl FnOnce(&[(u64, OutboxRecord)]) -> T,
+    ) -> Result<(Vec<(u64, OutboxRecord)>, u64, T), StoreError> {
         let shared = &self.store.fed.outbox;
         let _signing = shared.signing.read().unwrap_or_else(|e| e.into_inner());
-        let rows = if shared.rewrites() == read_at {
+        let now = shared.rewrites();
+        let rows = if now == read_at {
             rows
         } else {
             self.as_stored(peer, rows)?
         };
-        Ok(sign(rows))
+        let signed = sign(&rows);
+        Ok((rows, now, signed))
     }
 
     /// The rows `rows` of `peer` as stored now: each that is still open
