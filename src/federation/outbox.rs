@@ -98,7 +98,8 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
 enum Step {
     /// The peer is gone: stop the worker.
     Removed,
-    /// A batch was attempted; look again at once.
+    /// A batch was attempted, or its rows were gone before they were
+    /// signed; look again at once.
     Sent,
     /// Nothing to send now; wait until then (or a change).
     Idle(Option<i64>),
@@ -297,14 +298,21 @@ async fn send(
                 .outbox()
                 .sign_as_stored(&peer_id, rows, read_at, |rows| {
                     (!rows.is_empty()).then(|| {
-                        outbox::sign_batch(&fed2.instance, &key2, &peer_id, rows, signed_batch)
+                        // A panic here is a failed attempt of these rows
+                        // (backoff, then dead), not a store error that
+                        // would retry them forever ahead of the rest.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            outbox::sign_batch(&fed2.instance, &key2, &peer_id, rows, signed_batch)
+                                .map_err(|e| e.to_string())
+                        }))
+                        .unwrap_or_else(|_| Err("signing the messages panicked".to_string()))
                     })
                 })
         })
         .await?;
     let answer = match signed {
         None => None,
-        Some(Err(e)) => Some(Err(Failure::passing(e.to_string()))),
+        Some(Err(e)) => Some(Err(Failure::passing(e))),
         Some(Ok((body, sent))) => Some(post(fed, peer, body, &sent).await),
     };
     Ok((rows, current_at, answer))

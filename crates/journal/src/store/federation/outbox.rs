@@ -157,7 +157,8 @@ pub(in crate::store) struct OutboxShared {
     /// Held shared while a worker checks the count, reads its rows again
     /// if it moved, and signs them; taken exclusive after a bump and before
     /// the change is answered (`Store::wait_for_signers`). So no body is
-    /// being built from rows read before a change once it is answered.
+    /// built from rows read before a change once it is answered; one built
+    /// just before may still be posted after (it is already on its way).
     signing: std::sync::RwLock<()>,
 }
 
