@@ -4,7 +4,7 @@
 
 mod federation_common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -114,35 +114,6 @@ fn scripted_peer(
         }
     });
     (port, bodies, go)
-}
-
-/// One HTTP/1.1 request's head and body (by Content-Length).
-fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&seen[..end]).to_string();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        if seen.len() >= end + 4 + length {
-            let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]).to_string();
-            return (head, body);
-        }
-    }
-    (String::from_utf8_lossy(&seen).to_string(), String::new())
 }
 
 /// A redaction committed while the sender holds rows it read before: the

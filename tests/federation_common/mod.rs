@@ -536,3 +536,34 @@ pub fn message_ids(messages: &[Value]) -> std::collections::HashSet<&str> {
         .map(|m| m["messageId"].as_str().unwrap())
         .collect()
 }
+
+/// One HTTP/1.1 request's head and body (by Content-Length), for the
+/// tests' own fake peers.
+pub fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&seen[..end]).to_string();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if seen.len() >= end + 4 + length {
+            let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length]).to_string();
+            return (head, body);
+        }
+    }
+    (String::from_utf8_lossy(&seen).to_string(), String::new())
+}
