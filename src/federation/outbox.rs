@@ -57,6 +57,9 @@ impl BatchMode {
 /// next batch is read, signed and sent: at most one at a time.
 type Recording = tokio::task::JoinHandle<Result<(), WorkError>>;
 
+/// How long a worker waits after a step failed (the store, a task).
+const ERROR_PAUSE: Duration = Duration::from_secs(5);
+
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
     let mut requeued = fed.store.requeue_watch();
@@ -80,7 +83,15 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
             Ok(Step::Idle(until)) => until,
             Err(e) => {
                 tracing::error!(peer = %peer_id, error = %e, "federation delivery failed");
-                Some(now_ms() + 5000)
+                // The whole pause: new rows arriving must not make a
+                // failing store (or signer) be retried at their pace. Then
+                // from the start, as a requeue meanwhile would ask.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ERROR_PAUSE) => {}
+                }
+                cursor = 0;
+                continue;
             }
         };
         let sleep = wait.map_or(IDLE_RECHECK, |until| {
