@@ -57,8 +57,10 @@ impl BatchMode {
 /// next batch is read, signed and sent: at most one at a time.
 type Recording = tokio::task::JoinHandle<Result<(), WorkError>>;
 
-/// How long a worker waits after a step failed (the store, a task).
+/// How long a worker waits after a step failed (the store, a task): the
+/// first pause, doubled after each failure in a row up to the last.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: CancellationToken) {
     let mut changed = fed.store.outbox_watch();
@@ -67,6 +69,7 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
     // Signed batches unless the peer showed lately that it does not take them.
     let mut signed_batches = BatchMode::default();
     let mut recording: Option<Recording> = None;
+    let mut pause = ERROR_PAUSE;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -77,20 +80,23 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
             () = shutdown.cancelled() => return,
             stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches, &mut recording) => stepped,
         };
+        if stepped.is_ok() {
+            pause = ERROR_PAUSE;
+        }
         let wait = match stepped {
             Ok(Step::Removed) => return,
             Ok(Step::Sent) => continue,
             Ok(Step::Idle(until)) => until,
             Err(e) => {
-                tracing::error!(peer = %peer_id, error = %e, "federation delivery failed");
+                tracing::error!(peer = %peer_id, error = %e, retry_in_s = pause.as_secs(), "federation delivery failed");
                 // The whole pause: new rows arriving must not make a
-                // failing store (or signer) be retried at their pace. Then
-                // from the start, as a requeue meanwhile would ask.
+                // failing store be retried (and logged) at their pace. A
+                // requeue meanwhile still resets the cursor at the next wait.
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(ERROR_PAUSE) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                cursor = 0;
+                pause = (pause * 2).min(MAX_ERROR_PAUSE);
                 continue;
             }
         };
@@ -314,19 +320,38 @@ async fn send(
                         // would retry them forever ahead of the rest.
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             outbox::sign_batch(&fed2.instance, &key2, &peer_id, rows, signed_batch)
-                                .map_err(|e| e.to_string())
+                                .map_err(unsigned)
                         }))
-                        .unwrap_or_else(|_| Err("signing the messages panicked".to_string()))
+                        .unwrap_or_else(|_| {
+                            Err(Failure {
+                                // Maybe one message's doing: split the batch.
+                                refused: true,
+                                ..Failure::passing("signing the messages panicked".into())
+                            })
+                        })
                     })
                 })
         })
         .await?;
     let answer = match signed {
         None => None,
-        Some(Err(e)) => Some(Err(Failure::passing(e))),
+        Some(Err(failure)) => Some(Err(failure)),
         Some(Ok((body, sent))) => Some(post(fed, peer, body, &sent).await),
     };
     Ok((rows, current_at, answer))
+}
+
+/// Why rows could not be signed, as a delivery failure. A stored payload
+/// that is not JSON is that message's own fault, and always will be: the
+/// batch is split and the message, alone, is dead at once (later ones go
+/// on). A signing error says nothing about the messages.
+fn unsigned(e: outbox::BatchError) -> Failure {
+    let payload = matches!(e, outbox::BatchError::Payload(_));
+    Failure {
+        refused: payload,
+        permanent: payload,
+        ..Failure::passing(e.to_string())
+    }
 }
 
 /// Posts a signed body to the peer; returns the seqs of `sent` it
@@ -395,6 +420,18 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload that is not JSON kills its own message (alone, at once);
+    /// a signing error only delays the rows.
+    #[test]
+    fn an_unsignable_payload_is_its_messages_fault_alone() {
+        let payload = unsigned(outbox::BatchError::Payload("expected value".into()));
+        assert!(payload.refused && payload.permanent, "{payload:?}");
+        let signing = unsigned(outbox::BatchError::Sign(
+            logbook_federation::message::SignError::Encode("no".into()),
+        ));
+        assert!(!signing.refused && !signing.permanent, "{signing:?}");
+    }
 
     #[test]
     fn a_refused_signed_batch_is_tried_again_later() {
