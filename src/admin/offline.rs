@@ -36,7 +36,7 @@ pub(crate) enum Outcome {
 }
 
 /// How many erased events' seqs a report names (it counts them all).
-pub(crate) const LISTED_REDACTIONS: usize = 100;
+const LISTED_REDACTIONS: usize = 100;
 
 /// Builds a keyring from the named environment variables (all that are set;
 /// the first signs, which does not matter here). With no names, the daemon's

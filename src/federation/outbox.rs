@@ -289,22 +289,14 @@ async fn record(
 /// them), and sends them as one request. Returns the rows signed, the count
 /// they are current at, and the seqs acknowledged with a valid ack from
 /// this peer: no answer when none of the rows was left to send.
-#[allow(clippy::type_complexity)]
 async fn send(
     fed: &Arc<Federation>,
     peer: &PeerRecord,
     key: &Arc<OwnKey>,
-    rows: Vec<(u64, OutboxRecord)>,
+    rows: outbox::Rows,
     read_at: u64,
     signed_batch: bool,
-) -> Result<
-    (
-        Vec<(u64, OutboxRecord)>,
-        u64,
-        Option<Result<Vec<u64>, Failure>>,
-    ),
-    WorkError,
-> {
+) -> Result<(outbox::Rows, u64, Option<Result<Vec<u64>, Failure>>), WorkError> {
     // Sign now, so a retry never carries an old timestamp.
     let (fed2, key2) = (fed.clone(), key.clone());
     let peer_id = peer.instance_id.clone();

@@ -116,7 +116,8 @@ impl AsyncStore {
         self.0.outbox().requeue_watch()
     }
 
-    /// How many redactions have rewritten outbox rows (`Outbox::rewrites`).
+    /// How many redactions and plan deletions have changed open outbox
+    /// rows (`Outbox::rewrites`).
     pub fn outbox_rewrites(&self) -> u64 {
         self.0.outbox().rewrites()
     }
