@@ -2,9 +2,10 @@
 //!
 //! One message is changed in one transaction. Every dead one (of a peer)
 //! is changed in batches of at most [`DEAD_BATCH`] rows, each its own
-//! durable transaction that reads at most [`SCAN_BATCH`] rows: an outbox
-//! keeps delivered rows for days and can hold millions, and one
-//! transaction over them all would hold every key it changes. A batch
+//! durable transaction that reads at most [`SCAN_BATCH`] rows and about
+//! [`SCAN_BYTES`] bytes: an outbox keeps delivered rows for days and can
+//! hold millions, and one transaction over them all would hold every key it
+//! changes, and the write lock every append waits for. A batch
 //! holds keys and message ids, never payloads (a dead message can be as
 //! large as a request body). A crash between batches leaves some changed
 //! and the rest as they were; asking again finishes the job, and the
@@ -25,6 +26,11 @@ use crate::store::{StoreError, decode, encode};
 const DEAD_BATCH: usize = if cfg!(test) { 2 } else { 4096 };
 /// Most outbox rows read in one transaction while looking for dead ones.
 const SCAN_BATCH: usize = if cfg!(test) { 3 } else { 65_536 };
+/// Most bytes of outbox rows read in one transaction while looking for dead
+/// ones: each row is decoded whole, payload included, and 65,536 rows of
+/// 1 MiB would hold the write lock (and so every append) for minutes. At
+/// least one row is read per transaction, so a scan always moves on.
+const SCAN_BYTES: usize = if cfg!(test) { 4096 } else { 32 << 20 };
 
 /// A dead row: its outbox key and message id (not its payload: a batch
 /// holds only these).
@@ -169,9 +175,9 @@ fn one_dead(
     })
 }
 
-/// The dead rows in `range`, reading at most [`SCAN_BATCH`] rows and
-/// keeping at most [`DEAD_BATCH`]; with the last key read when the range
-/// goes on past it.
+/// The dead rows in `range`, reading at most [`SCAN_BATCH`] rows, and no
+/// more once [`SCAN_BYTES`] were read, and keeping at most [`DEAD_BATCH`];
+/// with the last key read when the range goes on past it.
 fn dead_rows(
     txn: &WriteTransaction,
     range: (Bound<&Vec<u8>>, Bound<&Vec<u8>>),
@@ -180,12 +186,14 @@ fn dead_rows(
     let bounds = (range.0.map(Vec::as_slice), range.1.map(Vec::as_slice));
     let mut rows = Vec::new();
     let mut last = Vec::new();
+    let mut bytes = 0;
     for (scanned, entry) in table.range::<&[u8]>(bounds)?.enumerate() {
-        if scanned == SCAN_BATCH || rows.len() == DEAD_BATCH {
+        if scanned == SCAN_BATCH || bytes >= SCAN_BYTES || rows.len() == DEAD_BATCH {
             // More may follow: go on after the last row read.
             return Ok((rows, Some(last)));
         }
         let (k, v) = entry?;
+        bytes += k.value().len() + v.value().len();
         let record: OutboxRecord = decode(v.value())?;
         if record.status == DeliveryStatus::Dead {
             rows.push((k.value().to_vec(), record.message_id));
@@ -256,6 +264,37 @@ mod tests {
             assert_eq!(statuses(&store, peer), vec![DeliveryStatus::Pending; 4]);
         }
         assert_eq!(store.outbox().drop_dead(None, None).unwrap(), 0);
+        drop(store);
+        writer.shutdown();
+    }
+
+    /// Large rows end a scan's transaction early, after the first one.
+    #[test]
+    fn a_scan_reads_a_bounded_number_of_bytes_per_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+        let (store, writer) =
+            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
+        store.peers().put(&test_peer("beta")).unwrap();
+        store
+            .peers()
+            .subscribe(Direction::Inbound, "beta", "t.>")
+            .unwrap();
+        let large = format!("\"{}\"", "a".repeat(SCAN_BYTES * 2));
+        for _ in 0..4 {
+            store.outbox().publish("t.x", &large).unwrap();
+        }
+        let dead = crate::store::test_sent(&store, "beta", &[1, 2, 3, 4]);
+        store
+            .outbox()
+            .mark_failed("beta", &dead, "no", 0, 1, i64::MAX)
+            .unwrap();
+        let (rows, next) = store
+            .write_durable(|txn| dead_rows(txn, (Bound::Unbounded, Bound::Unbounded)))
+            .unwrap();
+        assert_eq!(rows.len(), 1, "one large row, then the transaction ends");
+        assert!(next.is_some(), "the scan goes on in the next transaction");
+        assert_eq!(store.outbox().retry_dead(None, Some("beta")).unwrap(), 4);
         drop(store);
         writer.shutdown();
     }
