@@ -210,22 +210,28 @@ mod tests {
 
     use super::super::{Direction, test_peer};
     use super::*;
-    use crate::store::Store;
+    use crate::store::{Store, Writer};
 
-    /// Dead rows of two peers, found and changed across many small batches.
-    #[test]
-    fn every_dead_row_is_changed_once_across_batches() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` whose `peers` are subscribed to `t.>`.
+    fn subscribed_store(dir: &std::path::Path, peers: &[&str]) -> (Store, Writer) {
         let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
         let (store, writer) =
-            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
-        for peer in ["beta", "gamma"] {
+            Store::open(&dir.join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
+        for peer in peers {
             store.peers().put(&test_peer(peer)).unwrap();
             store
                 .peers()
                 .subscribe(Direction::Inbound, peer, "t.>")
                 .unwrap();
         }
+        (store, writer)
+    }
+
+    /// Dead rows of two peers, found and changed across many small batches.
+    #[test]
+    fn every_dead_row_is_changed_once_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = subscribed_store(dir.path(), &["beta", "gamma"]);
         for _ in 0..10 {
             store.outbox().publish("t.x", "{}").unwrap();
         }
@@ -272,14 +278,7 @@ mod tests {
     #[test]
     fn a_scan_reads_a_bounded_number_of_bytes_per_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (store, writer) =
-            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
-        store.peers().put(&test_peer("beta")).unwrap();
-        store
-            .peers()
-            .subscribe(Direction::Inbound, "beta", "t.>")
-            .unwrap();
+        let (store, writer) = subscribed_store(dir.path(), &["beta"]);
         let large = format!("\"{}\"", "a".repeat(SCAN_BYTES * 2));
         for _ in 0..4 {
             store.outbox().publish("t.x", &large).unwrap();
@@ -305,14 +304,7 @@ mod tests {
     #[test]
     fn an_answer_about_a_removed_row_does_not_mark_the_row_that_took_its_seq() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (store, writer) =
-            Store::open(&dir.path().join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
-        store.peers().put(&test_peer("beta")).unwrap();
-        store
-            .peers()
-            .subscribe(Direction::Inbound, "beta", "t.>")
-            .unwrap();
+        let (store, writer) = subscribed_store(dir.path(), &["beta"]);
         store.outbox().publish("t.x", "{}").unwrap();
         store.outbox().publish("t.x", "{}").unwrap();
         let sent = crate::store::test_sent(&store, "beta", &[2]);
