@@ -28,8 +28,8 @@ const DEAD_BATCH: usize = if cfg!(test) { 2 } else { 4096 };
 const SCAN_BATCH: usize = if cfg!(test) { 3 } else { 65_536 };
 /// Most bytes of outbox rows read in one transaction while looking for dead
 /// ones: each row is decoded whole, payload included, and 65,536 rows of
-/// 1 MiB would hold the write lock (and so every append) for minutes. At
-/// least one row is read per transaction, so a scan always moves on.
+/// 1 MiB would hold the write lock (and so every append) while 64 GiB are
+/// read. At least one row is read per transaction, so a scan moves on.
 const SCAN_BYTES: usize = if cfg!(test) { 4096 } else { 32 << 20 };
 
 /// A dead row: its outbox key and message id (not its payload: a batch
