@@ -1,6 +1,6 @@
 //! The TCP listener's connection limits against the real binary: the cap
-//! on open connections, the open-file limit it is fitted to, and the cap
-//! on a request head's size. (The per-client cap counts no loopback
+//! on open connections, the open-file limit it is fitted to, the cap on a
+//! request head's size, and the bytes of request bodies held at once. (The per-client cap counts no loopback
 //! client, so it is tested on the serve loop itself, in `src/http/serve.rs`.)
 
 mod common;
@@ -176,4 +176,96 @@ async fn a_request_head_over_64_kib_gets_431_and_the_daemon_serves_on() {
             .await
             .starts_with("HTTP/1.1 200")
     );
+}
+
+/// An append body of `len` bytes: valid JSON, padded with a string.
+fn padded_append(len: usize) -> Vec<u8> {
+    let head = r#"{"type":"plan.created","payload":{"pad":""#;
+    let tail = r#""}}"#;
+    let mut body = head.as_bytes().to_vec();
+    body.extend(std::iter::repeat_n(b'x', len - head.len() - tail.len()));
+    body.extend_from_slice(tail.as_bytes());
+    body
+}
+
+fn append_head(daemon: &Daemon, plan: uuid::Uuid, length: usize) -> Vec<u8> {
+    format!(
+        "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+        daemon.addr
+    )
+    .into_bytes()
+}
+
+/// Bodies being received are counted against `limits.max_buffered_body_bytes`
+/// until answered: one that finds no room gets 503 problem+json (read to
+/// its end, so the answer is not lost to a reset) and appends nothing; once
+/// the room is back, appends pass.
+#[tokio::test]
+async fn bodies_held_at_once_are_bounded_by_bytes() {
+    // The smallest budget the default caps allow (federation's 1 MiB + 16 KiB).
+    const BUDGET: usize = (1 << 20) + 16 * 1024;
+    let daemon = Daemon::start(DaemonOpts::default().replace(
+        "max_buffered_body_bytes = 268435456",
+        &format!("max_buffered_body_bytes = {BUDGET}"),
+    ));
+    // A client that sends 900 KB of a 1,000,000-byte body, then waits.
+    let stalled = padded_append(1_000_000);
+    let mut holder = TcpStream::connect(daemon.addr).await.unwrap();
+    let mut request = append_head(&daemon, uuid::Uuid::new_v4(), stalled.len());
+    request.extend_from_slice(&stalled[..900_000]);
+    holder.write_all(&request).await.unwrap();
+
+    // Another 200 KB body does not fit beside it. Until the daemon has read
+    // the first, it may; each try uses a fresh plan.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let plan = uuid::Uuid::new_v4();
+        let body = padded_append(200_000);
+        let mut request = append_head(&daemon, plan, body.len());
+        request.extend_from_slice(&body);
+        let resp = daemon.raw_http(&request).await;
+        if resp.status == 503 {
+            break (plan, resp);
+        }
+        assert_eq!(resp.status, 201, "{}", resp.text);
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (plan, resp) = refused;
+    assert_eq!(
+        common::assert_problem(&resp, 503),
+        "urn:logbook:problem:unavailable"
+    );
+    let detail = resp.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("limits.max_buffered_body_bytes"),
+        "{detail}"
+    );
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert!(
+        daemon.head(plan).await.is_none(),
+        "the refused body appended"
+    );
+    assert!(
+        daemon.metric("logbook_http_bodies_refused_total").await >= Some(1.0),
+        "the refusal was not counted"
+    );
+
+    // The stalled client leaves: its share comes back, and the same
+    // append goes through.
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = padded_append(200_000);
+        let mut request = append_head(&daemon, plan, body.len());
+        request.extend_from_slice(&body);
+        let resp = daemon.raw_http(&request).await;
+        if resp.status == 201 {
+            break;
+        }
+        assert_eq!(resp.status, 503, "{}", resp.text);
+        assert!(Instant::now() < deadline, "the budget never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(daemon.head(plan).await.unwrap()["head_seq"], 1);
 }

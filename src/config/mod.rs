@@ -251,6 +251,16 @@ impl Config {
                 "limits.max_body_bytes must be between 1 and {MAX_BODY_BYTES} (64 MiB)"
             ));
         }
+        // Every route's own cap must fit, or its largest body never could.
+        let largest_body = l
+            .max_body_bytes
+            .max(self.witness.max_body_bytes)
+            .max(self.federation.incoming_max_body_bytes);
+        if l.max_buffered_body_bytes < largest_body {
+            return Err(format!(
+                "limits.max_buffered_body_bytes must be at least the largest body a route accepts ({largest_body} bytes: limits.max_body_bytes, witness.max_body_bytes and federation.incoming_max_body_bytes)"
+            ));
+        }
         if l.max_json_depth == 0 || l.max_json_depth > 128 {
             return Err("limits.max_json_depth must be between 1 and 128".into());
         }

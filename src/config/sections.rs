@@ -81,6 +81,9 @@ pub(crate) enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Limits {
     pub(crate) max_body_bytes: usize,
+    /// Most bytes of request bodies held at once, over every TCP request
+    /// (`http::body_budget`).
+    pub(crate) max_buffered_body_bytes: usize,
     pub(crate) max_json_depth: usize,
     pub(crate) max_type_len: usize,
     pub(crate) max_actor_len: usize,
@@ -93,6 +96,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body_bytes: 1 << 20,
+            max_buffered_body_bytes: 256 << 20,
             max_json_depth: 32,
             max_type_len: 128,
             max_actor_len: 256,

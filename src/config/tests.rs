@@ -184,6 +184,21 @@ fn the_body_limit_is_bounded() {
 }
 
 #[test]
+fn the_body_budget_holds_the_largest_body_of_any_route() {
+    let mut c = Config::embedded_default();
+    assert_eq!(c.limits.max_buffered_body_bytes, 256 << 20);
+    c.limits.max_buffered_body_bytes = c.limits.max_body_bytes;
+    // The federation intake's default cap is the body limit plus 16 KiB.
+    let err = c.validate().unwrap_err();
+    assert!(err.contains("limits.max_buffered_body_bytes"), "{err}");
+    c.limits.max_buffered_body_bytes = c.federation.incoming_max_body_bytes;
+    c.validate().unwrap();
+    c.limits.max_body_bytes = 64 << 20;
+    let err = c.validate().unwrap_err();
+    assert!(err.contains("limits.max_buffered_body_bytes"), "{err}");
+}
+
+#[test]
 fn the_send_timeout_is_bounded() {
     let mut c = Config::embedded_default();
     for bad in [0, 3601, u64::MAX] {

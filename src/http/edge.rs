@@ -10,9 +10,12 @@
 //!   change anything even when it can reach the port.
 //! - **SSE stream cap** (`[sse] max_streams`): a stream route beyond the cap
 //!   gets 503 instead of holding another follower.
+//! - **Body budget** (`[limits] max_buffered_body_bytes`): a request's body
+//!   is counted as it arrives, until the request is answered
+//!   ([`super::body_budget`]).
 //!
 //! Requests over the admin socket (they carry a [`LocalPeer`]) passed the
-//! peer-uid check and skip all three. The connection cap is in
+//! peer-uid check and skip all four. The connection cap is in
 //! [`super::serve`], below HTTP.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -25,13 +28,16 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use tower_http::cors::CorsLayer;
 
 use super::AppState;
 use super::auth::Tokens;
+use super::body_budget::BodyBudget;
 use super::cors;
 use super::problem::Problem;
 use super::serve::LocalPeer;
+use crate::config::Limits;
 use logbook_base::reloadable::Reloadable;
 
 /// What the checks compare against; replaced on reload.
@@ -55,12 +61,13 @@ impl Policy {
     }
 }
 
-/// The edge's policy and its count of open SSE streams.
+/// The edge's policy, its count of open SSE streams and its body budget.
 #[derive(Debug, Default)]
 pub(crate) struct Edge {
     pub(crate) policy: Reloadable<Policy>,
     streams: AtomicUsize,
     max_streams: AtomicUsize,
+    pub(crate) bodies: Arc<BodyBudget>,
 }
 
 impl Edge {
@@ -69,6 +76,7 @@ impl Edge {
             policy: Reloadable::new(policy),
             streams: AtomicUsize::new(0),
             max_streams: AtomicUsize::new(max_streams),
+            bodies: Arc::default(),
         }
     }
 
@@ -96,12 +104,13 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What [`guard`] reads: the edge, whether a token is required, and the
-/// CORS policy it applies last.
+/// What [`guard`] reads: the edge, whether a token is required, the limits
+/// (for the body budget) and the CORS policy it applies last.
 #[derive(Clone)]
 pub(crate) struct EdgeState {
     edge: Arc<Edge>,
     tokens: Arc<Tokens>,
+    limits: Arc<Reloadable<Limits>>,
     cors: Arc<Reloadable<Option<CorsLayer>>>,
 }
 
@@ -110,6 +119,7 @@ impl FromRef<AppState> for EdgeState {
         EdgeState {
             edge: state.edge.clone(),
             tokens: state.tokens.clone(),
+            limits: state.limits.clone(),
             cors: state.cors.clone(),
         }
     }
@@ -145,7 +155,21 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
     let streaming = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().path().ends_with("/stream");
     if !streaming {
-        return run(req, next).await;
+        // A request with no body (most reads) is not wrapped.
+        if req.body().size_hint().exact() == Some(0) {
+            return run(req, next).await;
+        }
+        let cap = state.limits.current().max_buffered_body_bytes;
+        let (parts, body) = req.into_parts();
+        let (body, charge) = state.edge.bodies.charge(body, cap);
+        let response = run(Request::from_parts(parts, body), next).await;
+        if charge.refused() {
+            logbook_base::metrics::observe_body_refused();
+        }
+        // Answered: its handler (for an append, its commit) is done with
+        // the body. A response body does not hold it.
+        drop(charge);
+        return response;
     }
     let Some(slot) = state.edge.try_stream() else {
         return Problem::unavailable(format!(

@@ -12,6 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::AppState;
+use super::body_budget::over_budget;
 use super::problem::Problem;
 use crate::config::Limits;
 use logbook_base::canonical::{json_depth, unsafe_integer_literal};
@@ -150,11 +151,17 @@ pub(crate) async fn read_body(
             ),
         )),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(e)) => Err(Problem::bad_request(
-            "invalid-body",
-            "Unreadable request body",
-            format!("the request body could not be read: {e}"),
-        )),
+        Ok(Err(e)) => match over_budget(&*e) {
+            // Nothing of this request was used.
+            Some(over) => Err(Problem::unavailable(format!(
+                "the daemon is receiving too many request bodies at once: {over}; retry shortly"
+            ))),
+            None => Err(Problem::bad_request(
+                "invalid-body",
+                "Unreadable request body",
+                format!("the request body could not be read: {e}"),
+            )),
+        },
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }

@@ -12,6 +12,7 @@
 pub(crate) mod api;
 pub(crate) mod append_body;
 pub(crate) mod auth;
+pub(crate) mod body_budget;
 pub(crate) mod cors;
 pub(crate) mod edge;
 pub(crate) mod events_page;

@@ -34,6 +34,7 @@ struct Instruments {
     witness_evidence: Family<Labels, Counter>,
     send_timeouts: Counter,
     connections_refused: Family<Labels, Counter>,
+    bodies_refused: Counter,
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -129,9 +130,16 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "TCP connections answered 503 and closed at accept, by limit (max_connections, max_connections_per_ip)",
         connections_refused.clone(),
     );
+    let bodies_refused = Counter::default();
+    registry.register(
+        "http_bodies_refused",
+        "Requests answered 503 because the bodies being received held limits.max_buffered_body_bytes",
+        bodies_refused.clone(),
+    );
     Instruments {
         send_timeouts,
         connections_refused,
+        bodies_refused,
         witness_failures,
         signing_refused,
         refused_subscriptions,
@@ -152,6 +160,12 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
 /// Called when a connection is closed because its client stopped reading.
 pub fn observe_send_timeout() {
     INSTRUMENTS.send_timeouts.inc();
+}
+
+/// Called when a request's body found no room in
+/// `limits.max_buffered_body_bytes`.
+pub fn observe_body_refused() {
+    INSTRUMENTS.bodies_refused.inc();
 }
 
 /// Called when a connection is refused at accept; `limit` names the
