@@ -137,6 +137,12 @@ pub const WAL_FILE: &str = "journal.wal";
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before callers wait to enqueue.
 const QUEUE_DEPTH: usize = 4096;
+/// Most bytes of appends (payload, type and actor) queued for the writer
+/// or in its batch at once; callers wait beyond it. The count alone would
+/// let 4,096 appends of the largest body (64 MiB) wait. It holds even
+/// when their callers have gone: each append's share is returned with
+/// its answer, after its commit. One append larger than this takes it all.
+const QUEUE_BYTES: usize = 128 << 20;
 /// Events read per transaction when scanning.
 pub const READ_PAGE: usize = 512;
 
@@ -217,10 +223,7 @@ pub struct StoreOptions {
 }
 
 enum Job {
-    Append(
-        AppendRequest,
-        oneshot::Sender<Result<Appended, AppendError>>,
-    ),
+    Append(AppendRequest, writer::Reply),
     /// Deleting a plan is a write like an append, so the writer does it.
     DeletePlan(
         Uuid,
@@ -303,6 +306,8 @@ pub struct Store {
     /// Signs new events and verifies old ones; replaced by a key rotation.
     keyring: Arc<logbook_base::reloadable::Reloadable<Keyring>>,
     pub stats: Arc<WriterStats>,
+    /// [`QUEUE_BYTES`], as permits.
+    queued_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Owns the writer thread; `shutdown` drains queued appends and joins it.
@@ -435,6 +440,7 @@ impl Store {
             fed,
             keyring,
             stats,
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES)),
         };
         let writer = Writer { jobs, thread };
         // No append can arrive before the store is returned.
@@ -450,9 +456,20 @@ impl Store {
 
     /// Appends one event. Returns once its transaction is committed and fsynced.
     pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let bytes = request.payload.json.get().len()
+            + request.event_type.len()
+            + request.actor.as_ref().map_or(0, String::len);
+        // At least one permit, so that every queued append is counted.
+        let share = u32::try_from(bytes.clamp(1, QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let queued = self
+            .queued_bytes
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
         let (reply, wait) = oneshot::channel();
         self.jobs
-            .send(Job::Append(request, reply))
+            .send(Job::Append(request, writer::Reply::new(reply, queued)))
             .await
             .map_err(|_| AppendError::Unavailable)?;
         wait.await.unwrap_or(Err(AppendError::Unavailable))

@@ -40,7 +40,41 @@ pub(super) struct WriterLoop {
     pub(super) segment: Option<Segment>,
 }
 
-pub(super) type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+/// Where an append's answer goes. It holds the append's share of
+/// `QUEUE_BYTES` until it is answered (or dropped unanswered).
+pub(super) struct Reply {
+    answer: oneshot::Sender<Result<Appended, AppendError>>,
+    _queued: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Reply {
+    pub(super) fn new(
+        answer: oneshot::Sender<Result<Appended, AppendError>>,
+        queued: tokio::sync::OwnedSemaphorePermit,
+    ) -> Reply {
+        Reply {
+            answer,
+            _queued: Some(queued),
+        }
+    }
+
+    /// A reply counted against no queue: for tests that drive batches.
+    #[cfg(test)]
+    pub(super) fn unqueued(answer: oneshot::Sender<Result<Appended, AppendError>>) -> Reply {
+        Reply {
+            answer,
+            _queued: None,
+        }
+    }
+
+    /// Answers the append; its bytes leave the queue's count.
+    pub(super) fn send(
+        self,
+        outcome: Result<Appended, AppendError>,
+    ) -> Result<(), Result<Appended, AppendError>> {
+        self.answer.send(outcome)
+    }
+}
 
 impl WriterLoop {
     pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Job>) {

@@ -1,6 +1,8 @@
 //! Tests of the group-commit writer, driven batch by batch.
 
 use super::*;
+use crate::store::QUEUE_BYTES;
+use crate::store::writer::Reply;
 use crate::store::{Idempotency, Store};
 use uuid::Uuid;
 
@@ -66,7 +68,7 @@ async fn mixed_outcomes(through_segment: bool) {
     let mut answers = Vec::new();
     for req in batch_requests {
         let (reply, answer) = oneshot::channel();
-        batch.push((req, reply));
+        batch.push((req, Reply::unqueued(reply)));
         answers.push(answer);
     }
     let segment = through_segment.then(|| dir.path().join("batch.wal"));
@@ -110,7 +112,10 @@ async fn mixed_outcomes(through_segment: bool) {
     // A retry in a later batch finds the idempotency row the staged
     // rows of the first one wrote.
     let (reply, answer) = oneshot::channel();
-    writer_loop.commit_batch(&mut vec![(request(1, Some(0), Some("k")), reply)]);
+    writer_loop.commit_batch(&mut vec![(
+        request(1, Some(0), Some("k")),
+        Reply::unqueued(reply),
+    )]);
     let retried = answer.await.unwrap();
     assert_eq!(created(&retried), Ok((1, 1, true)));
     assert_eq!(
@@ -155,7 +160,7 @@ async fn a_failed_batch_whose_frames_stay_says_so() {
             idempotency: None,
         };
         let (reply, answer) = oneshot::channel();
-        writer_loop.commit_batch(&mut vec![(request, reply)]);
+        writer_loop.commit_batch(&mut vec![(request, Reply::unqueued(reply))]);
         match answer.await.unwrap() {
             Err(AppendError::Storage(e)) => details.push(e.to_string()),
             other => panic!("{other:?}"),
@@ -197,7 +202,7 @@ async fn batches_across_tree_flushes_keep_the_tree() {
                 expected_seq: None,
                 idempotency: None,
             };
-            batch.push((req, reply));
+            batch.push((req, Reply::unqueued(reply)));
         }
         writer_loop.commit_batch(&mut batch);
     }
@@ -286,7 +291,7 @@ async fn a_damaged_head_row_refuses_its_plans_appends_not_the_batch() {
     };
     let mut writer_loop = writer_loop(&store, fanout, None);
     let (reply, answer) = oneshot::channel();
-    writer_loop.commit_batch(&mut vec![(request(damaged), reply)]);
+    writer_loop.commit_batch(&mut vec![(request(damaged), Reply::unqueued(reply))]);
     answer.await.unwrap().unwrap();
     {
         let txn = store.db.begin_write().unwrap();
@@ -299,8 +304,8 @@ async fn a_damaged_head_row_refuses_its_plans_appends_not_the_batch() {
     let (first, to_damaged) = oneshot::channel();
     let (second, to_healthy) = oneshot::channel();
     writer_loop.commit_batch(&mut vec![
-        (request(damaged), first),
-        (request(healthy), second),
+        (request(damaged), Reply::unqueued(first)),
+        (request(healthy), Reply::unqueued(second)),
     ]);
     assert!(
         matches!(to_damaged.await.unwrap(), Err(AppendError::Storage(_))),
@@ -312,6 +317,56 @@ async fn a_damaged_head_row_refuses_its_plans_appends_not_the_batch() {
         .expect("the other plan's append commits");
     assert_eq!(appended.event.seq, 1);
     assert_eq!(store.head(&healthy).unwrap().unwrap().last_seq, 1);
+    drop(store);
+    tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .unwrap();
+}
+
+/// An append waits for room in `QUEUE_BYTES` before it is queued, and
+/// gives its share back with its answer: the queue is bounded by bytes
+/// whatever its callers do, not only by its count.
+#[tokio::test]
+async fn an_append_waits_for_room_in_the_queue_by_bytes() {
+    use crate::chain::CanonicalPayload;
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = Arc::new(Keyring::from_secret(b"test".to_vec()));
+    let fanout = crate::fanout::fanout();
+    let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+    let store = Arc::new(store);
+    let plan = Uuid::new_v4();
+    // Room for 10 bytes; this append has 19 (payload 7, type 12).
+    let held = store
+        .queued_bytes
+        .clone()
+        .acquire_many_owned(u32::try_from(QUEUE_BYTES - 10).unwrap())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .append(AppendRequest {
+                    plan_id: plan,
+                    event_type: "step.started".into(),
+                    actor: None,
+                    payload: CanonicalPayload::new(&serde_json::json!({ "n": 1 })),
+                    expected_seq: None,
+                    idempotency: None,
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "appended without room in the queue");
+    assert_eq!(store.queue_depth(), 0, "queued without room");
+    drop(held);
+    assert_eq!(waiting.await.unwrap().unwrap().event.seq, 1);
+    assert_eq!(
+        store.queued_bytes.available_permits(),
+        QUEUE_BYTES,
+        "the answered append's share came back"
+    );
     drop(store);
     tokio::task::spawn_blocking(move || writer.shutdown())
         .await

@@ -66,6 +66,8 @@ fn spin_for_job(rx: &mut mpsc::Receiver<Job>) -> Option<Next> {
 }
 
 /// What the writer waits for next.
+// A job is moved, not kept: boxing it would cost an allocation per append.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Next {
     Job(Job),
     /// The queue is closed: the store was dropped.
