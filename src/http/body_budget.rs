@@ -5,14 +5,20 @@
 //! intake's and the witness's caps), but that cap times the connections
 //! (`server.max_connections`, 16,384 by default) is far more memory than a
 //! host has. So every body's bytes are counted as they arrive, and stay
-//! counted until its request is answered. For an append that is after its
-//! commit, so the writer's queue is bounded by the same count.
+//! counted until its request is answered: for an append, after its
+//! commit. (A handler dropped when its client leaves returns its share at
+//! once; an append it queued stays counted by the writer's own bound,
+//! `QUEUE_BYTES` in the journal store.)
 //!
 //! A body whose next chunk would pass the budget ends with [`OverBudget`]:
 //! its route answers 503 and changes nothing. The rest of that body is
 //! still read, and dropped as it comes, within the route's read timeout:
 //! a server that answers and closes with bytes unread makes the kernel
 //! reset the connection, and the client may then never see the answer.
+//! What is read so is bounded: the rest of a declared `Content-Length`
+//! (which the route checked against its cap before reading), or
+//! [`DRAIN_UNDECLARED`] of a chunked body. Past that the error comes at
+//! once and the connection is closed with the rest unread.
 //!
 //! Bytes are counted when they arrive, not when a `Content-Length`
 //! announces them, so holding a share of the budget takes sending it. The
@@ -26,6 +32,12 @@ use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+/// Most bytes of a refused body without a declared length read and dropped.
+pub(crate) const DRAIN_UNDECLARED: u64 = 1 << 20;
+/// Most bytes of any refused body read and dropped: the largest body a
+/// route can be configured to take (federation's 64 MiB + 16 KiB).
+const DRAIN_MOST: u64 = logbook_federation::config::MAX_INCOMING_BODY_BYTES as u64;
 
 /// The bytes of bodies counted now, over all requests.
 #[derive(Debug, Default)]
@@ -140,8 +152,11 @@ struct Counted {
 
 enum State {
     Counting,
-    /// Found no room: the rest is read and dropped, then the error given.
-    Draining,
+    /// Found no room: the rest, up to `left` bytes, is read and dropped,
+    /// then the error given.
+    Draining {
+        left: u64,
+    },
     /// The error was given.
     Done,
 }
@@ -165,15 +180,21 @@ impl HttpBody for Counted {
                     if fits {
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    self.state = State::Draining;
-                }
-                (State::Draining, Some(Ok(_dropped))) => {}
-                (State::Draining, None) => {
-                    self.state = State::Done;
-                    let over = OverBudget {
-                        cap: self.charge.cap,
+                    // hyper's hint is what remains of a declared length.
+                    let left = self.inner.size_hint().upper().unwrap_or(DRAIN_UNDECLARED);
+                    self.state = State::Draining {
+                        left: left.min(DRAIN_MOST),
                     };
-                    return Poll::Ready(Some(Err(axum::Error::new(over))));
+                }
+                (&State::Draining { left }, Some(Ok(dropped))) => {
+                    let len = dropped.data_ref().map_or(0, |d| d.len() as u64);
+                    match left.checked_sub(len) {
+                        Some(left) => self.state = State::Draining { left },
+                        None => return Poll::Ready(Some(Err(self.over_budget()))),
+                    }
+                }
+                (State::Draining { .. }, None) => {
+                    return Poll::Ready(Some(Err(self.over_budget())));
                 }
                 (_, other) => return Poll::Ready(other),
             }
@@ -183,7 +204,7 @@ impl HttpBody for Counted {
     fn is_end_stream(&self) -> bool {
         match self.state {
             State::Counting => self.inner.is_end_stream(),
-            State::Draining => false,
+            State::Draining { .. } => false,
             State::Done => true,
         }
     }
@@ -191,8 +212,18 @@ impl HttpBody for Counted {
     fn size_hint(&self) -> SizeHint {
         match self.state {
             State::Counting => self.inner.size_hint(),
-            State::Draining | State::Done => SizeHint::default(),
+            State::Draining { .. } | State::Done => SizeHint::default(),
         }
+    }
+}
+
+impl Counted {
+    /// Ends the body with the refusal.
+    fn over_budget(&mut self) -> axum::Error {
+        self.state = State::Done;
+        axum::Error::new(OverBudget {
+            cap: self.charge.cap,
+        })
     }
 }
 
@@ -241,6 +272,37 @@ mod tests {
         drop(first_charge);
         let (third, _charge) = budget.charge(body_of(&[b"0123456789"]), 10);
         assert_eq!(third.collect().await.unwrap().to_bytes().len(), 10);
+    }
+
+    /// A refused chunked body is read on only up to `DRAIN_UNDECLARED`;
+    /// the route's own cap cannot see the bytes dropped.
+    #[tokio::test]
+    async fn a_refused_body_without_a_length_is_drained_only_so_far() {
+        static CHUNK: [u8; 512 * 1024] = [b'x'; 512 * 1024];
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let frames = std::iter::once(&b"0123456789ab"[..])
+            .chain(std::iter::repeat_n(&CHUNK[..], 4))
+            .map({
+                let pulled = pulled.clone();
+                move |chunk| {
+                    pulled.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(chunk)))
+                }
+            });
+        let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        assert_eq!(body.size_hint().upper(), None);
+        let budget = Arc::new(BodyBudget::default());
+        let (body, charge) = budget.charge(body, 10);
+        let error = body.collect().await.unwrap_err();
+        let boxed: Box<dyn std::error::Error + Send + Sync> = error.into();
+        assert!(over_budget(&*boxed).is_some());
+        assert!(charge.refused());
+        // The refused chunk, then 1 MiB dropped; the fourth chunk of 512
+        // KiB passes the bound, and the fifth is never asked for.
+        assert_eq!(pulled.load(Ordering::SeqCst), 4);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

@@ -163,7 +163,8 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
         let (parts, body) = req.into_parts();
         let (body, charge) = state.edge.bodies.charge(body, cap);
         let response = run(Request::from_parts(parts, body), next).await;
-        if charge.refused() {
+        // (A refused body whose rest did not arrive in time got 408.)
+        if charge.refused() && response.status() == StatusCode::SERVICE_UNAVAILABLE {
             logbook_base::metrics::observe_body_refused();
         }
         // Answered: its handler (for an append, its commit) is done with
