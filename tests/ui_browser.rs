@@ -537,6 +537,38 @@ async fn the_viewer_asks_for_a_token_and_uses_it() {
         .filter(|m| !m.contains("status of 401"))
         .collect::<Vec<_>>();
     assert!(bad.is_empty(), "console errors: {bad:#?}");
+
+    // A token revoked while the page follows a plan: the stream's error
+    // frame sends the reader back to the token form, saying why. (After the
+    // console check: a read token's probe of the federation scope is
+    // answered 403, which Chromium logs.)
+    let reader = daemon
+        .admin_ok(&["tokens", "create", "--scope", "read", "--name", "viewer"])
+        .await
+        .trim()
+        .to_string();
+    b.eval(&format!(
+        "sessionStorage.setItem('logbook.token', {reader:?}); localStorage.removeItem('logbook.pins'); return true;"
+    ))
+    .await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    b.wait_for(
+        "the plan stream live with the read token",
+        "return document.getElementById('live-state')?.textContent;",
+        |v| v == "live",
+    )
+    .await;
+    daemon.admin_ok(&["tokens", "revoke", "viewer"]).await;
+    b.wait_for(
+        "the token form after the revocation",
+        "const f = document.getElementById('token-form'); return f && f.textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains("revoked")),
+    )
+    .await;
+
     b.close().await;
 }
 

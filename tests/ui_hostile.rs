@@ -166,6 +166,21 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     assert!(shown[1].as_str().unwrap().contains("deleted"), "{shown}");
     assert_eq!(shown[4], json!(["pending", "pending"]), "{shown}");
 
+    // No witness pinned, and a bundle whose heads-log proof does not verify:
+    // the plan is broken, not left green under a red witness line.
+    open("bad-bundle-unwitnessed").await;
+    let shown = b
+        .wait_for("the bad bundle checked", SHOWN, |v| {
+            done(v) && v[0] == "verdict broken"
+        })
+        .await;
+    assert_eq!(shown[2], "broken", "{shown}");
+    assert!(
+        shown[1].as_str().unwrap().contains("witnessed bundle"),
+        "{shown}"
+    );
+    assert_eq!(shown[4], json!(["pending", "pending"]), "{shown}");
+
     // A truthy `redacted` that is not `true` hides nothing: the row is
     // verified and its payload shown.
     open("redacted-not-true").await;

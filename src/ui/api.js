@@ -81,6 +81,7 @@ export function follow(path, params, cursor, onEvent, onState) {
       if (source.readyState === EventSource.CLOSED || problem) {
         source.close();
         onState(closed ? "stopped" : "reconnecting", problem);
+        if (problem?.status === 401) unauthorized.forEach((f) => f());
         if (problem?.status === 401 || problem?.status === 410) { onState("stopped", problem); return; }
         clearTimeout(timer);
         timer = setTimeout(open, retry);

@@ -222,8 +222,10 @@ export function planView(root, planId) {
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
-      // A witnessed history the current checkpoint is not part of breaks the plan.
-      if (checker.forked && !checker.error) breakPlan(checker.forked);
+      // A bundle that does not check out breaks the plan, with or without
+      // pinned witnesses: the instance signed (or served) what it contradicts.
+      // A witnessed history the current checkpoint is not part of is a fork.
+      if (e instanceof Broken && !checker.error) breakPlan(checker.forked || `witnessed bundle: ${e.message}`);
     }
   };
 

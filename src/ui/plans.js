@@ -94,6 +94,9 @@ export function plansView(root, navigate) {
     if (!event || typeof event.plan_id !== "string") return;
     note.textContent = "";
     const known = rows.has(event.plan_id);
+    // The stream starts from a position read before the list: an event
+    // the list already counts may come again.
+    if (known && !(event.seq > rows.get(event.plan_id).plan.head_seq)) return;
     const r = row({ plan_id: event.plan_id, head_seq: event.seq, count: event.seq, last_at: event.created_at,
       ...(known ? {} : { first_at: event.seq === 1 ? event.created_at : undefined }) });
     if (!known) tbody.prepend(r.tr);

@@ -97,6 +97,17 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => gone,
     };
+  } else if (which === "bad-bundle-unwitnessed") {
+    // No witness key pinned, and a witnessed bundle whose heads-log proof
+    // is for another entry: the instance served what does not check out.
+    pinAll([], 1);
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const bad = { ...(await bundle(leaves)), heads_index: 0 };
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => bad,
+    };
   } else if (which === "redacted-not-true") {
     // `redacted` is not signed: a value that is truthy but not `true` must
     // not hide a payload that was checked.
