@@ -210,10 +210,13 @@ pub fn check(latest: Option<&Latest>, old: u64, new: &Checkpoint, proof: &[Hash]
             None => proof.is_empty() && (new.size > 0 || new.root == empty_root()),
             Some(l) => verify_consistency(current, new.size, &l.root, &new.root, proof),
         };
+        // The checkpoint already cosigned, sent again with a proof where
+        // none belongs: refused, but the log did nothing wrong.
+        let cosigned = latest.is_some_and(|l| l.size == new.size && l.root == new.root);
         if consistent {
             Verdict::Cosign
         } else {
-            if latest.is_some() {
+            if latest.is_some() && !cosigned {
                 evidence = Some(EvidenceKind::BadProof);
             }
             Verdict::BadProof
@@ -333,11 +336,16 @@ mod tests {
             check(Some(&l), 3, &new, &proof),
             outcome(Verdict::Cosign, None)
         );
-        // The same checkpoint again is cosigned again.
+        // The same checkpoint again is cosigned again; with a proof, where
+        // none belongs, it is refused, and it is no evidence against the log.
         let same = latest(&new);
         assert_eq!(
             check(Some(&same), 7, &new, &[]),
             outcome(Verdict::Cosign, None)
+        );
+        assert_eq!(
+            check(Some(&same), 7, &new, &proof),
+            outcome(Verdict::BadProof, None)
         );
         // A stale old: 409 with the witness's size, no evidence.
         assert_eq!(

@@ -88,6 +88,14 @@ fn render() -> String {
             },
         ),
         (
+            "the same checkpoint with a proof where none belongs",
+            AddCheckpoint {
+                old: 4,
+                proof: proof(2, 4),
+                note: note(&log, 4, mth(0, 4)),
+            },
+        ),
+        (
             "stale old",
             AddCheckpoint {
                 old: 2,
