@@ -185,6 +185,13 @@ async fn evidence(node: &Node) -> Vec<Value> {
     v["evidence"].as_array().cloned().unwrap_or_default()
 }
 
+/// How many witnesses refuse `node`'s heads log now (its status).
+async fn refusals(node: &Node) -> usize {
+    status(node).await["witnessing"]["refused"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
 async fn status(node: &Node) -> Value {
     let (ok, v) = node.admin_json(&["status"]).await;
     assert!(ok, "{v}");
@@ -322,7 +329,7 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     t.a.restart();
     append(&t.a, &uuid_for("r2"), 3).await;
     append(&t.a, &uuid_for("r2b"), 1).await;
-    let before = cosigned_by(&t.a, &[&t.b, &t.c], first).await;
+    cosigned_by(&t.a, &[&t.b, &t.c], first).await;
 
     // Restore the old data dir (same keys) and append: the heads log now
     // grows from the older, shorter history.
@@ -347,8 +354,7 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
             },
         )
         .await;
-        let text = found[0].to_string();
-        assert!(text.contains("logbook/alpha"), "{text}");
+        assert_evidence_against_alpha(&found[0], &["rollback", "fork"]);
     }
     // A says so loudly.
     wait_for("A's status shows the refusal", WAIT, || async {
@@ -361,11 +367,39 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     .await;
     let text = restored.admin_text(&["status"]).await;
     assert!(text.contains("WITNESS REFUSED"), "{text}");
-    // Its served checkpoint carries no cosignature for the rolled-back history.
+    // Its served checkpoint, of the history grown from the restore, carries
+    // no witness's cosignature.
     let note = heads_checkpoint(&restored).await;
+    assert!(checkpoint_size(&note) > first, "{note}");
+    for witness in [&t.b, &t.c] {
+        let name = format!("— {} ", witness_name(witness));
+        assert!(
+            !signature_lines(&note).iter().any(|l| l.starts_with(&name)),
+            "{note}"
+        );
+    }
+}
+
+/// An evidence row against alpha's heads log: one of `reasons`, with the
+/// cosigned note and the refused one kept, signed, and not the same.
+fn assert_evidence_against_alpha(row: &Value, reasons: &[&str]) {
     assert!(
-        checkpoint_size(&note) <= checkpoint_size(&before) || signature_lines(&note).len() == 1
+        row["origin"].as_str().unwrap().contains("logbook/alpha"),
+        "{row}"
     );
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reasons.contains(&reason), "{reason}: {row}");
+    let (cosigned, refused) = (
+        row["cosignedNote"].as_str().unwrap(),
+        row["refusedNote"].as_str().unwrap(),
+    );
+    assert_ne!(cosigned, refused, "{row}");
+    for note in [cosigned, refused] {
+        assert!(note.starts_with("logbook/alpha"), "{row}");
+        assert!(!signature_lines(note).is_empty(), "{row}");
+    }
+    assert_eq!(checkpoint_size(cosigned), row["cosignedSize"], "{row}");
+    assert_eq!(checkpoint_size(refused), row["refusedSize"], "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,25 +422,22 @@ async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
     append(&twin, &uuid_for("f3"), 2).await;
 
     for witness in [&t.b, &t.c] {
-        wait_for("evidence of the fork", WAIT, || async {
-            (!evidence(witness).await.is_empty()).then_some(())
+        let found = wait_for("evidence of the fork", WAIT, || async {
+            let e = evidence(witness).await;
+            (!e.is_empty()).then_some(e)
         })
         .await;
+        // Which kind depends on the two sizes: the same (fork), smaller
+        // (rollback) or larger with no proof that holds (bad_proof).
+        assert_evidence_against_alpha(&found[0], &["fork", "rollback", "bad_proof"]);
     }
-    // Each witness cosigned one of the two histories, never both.
-    let refused_a = status(&t.a).await["witnessing"]["refused"]
-        .as_array()
-        .unwrap()
-        .len();
-    let refused_twin = status(&twin).await["witnessing"]["refused"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(
-        refused_a + refused_twin,
-        2,
-        "each witness refuses exactly one side"
-    );
+    // Each witness cosigned one of the two histories, never both: each
+    // refusal reaches its sender a round trip after the evidence is kept.
+    wait_for("each witness refuses exactly one side", WAIT, || async {
+        (refusals(&t.a).await + refusals(&twin).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(refusals(&t.a).await + refusals(&twin).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
