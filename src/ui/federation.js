@@ -34,13 +34,15 @@ export function federationView(root) {
     getJson("/readyz"),
   ]).then(([peers, subs, outbound, dead, ready]) => {
     const v = (r) => (r.status === "fulfilled" ? r.value : null);
-    const s = v(subs) || {};
+    // A request that failed is said so, never shown as an empty "none".
+    const section = (id, r, pick) => (r.status === "fulfilled" ? table(id, pick(r.value))
+      : el("p", { id, class: "broken" }, visible(`could not load: ${r.reason?.message ?? r.reason}`)));
     replace(out,
-      el("h2", {}, "Peers"), table("fed-peers", list(v(peers), "peers")),
-      el("h2", {}, "Subscriptions: inbound (peers subscribed to us)"), table("fed-subs-in", list(s.inbound, "inbound")),
-      el("h2", {}, "Subscriptions: outbound (we subscribed)"), table("fed-subs-out", list(s.outbound, "outbound")),
-      el("h2", {}, "Outbound delivery"), table("fed-outbound", list(v(outbound), "messages")),
-      el("h2", {}, "Dead letters"), table("fed-dead", list(v(dead), "messages")),
+      el("h2", {}, "Peers"), section("fed-peers", peers, (x) => list(x, "peers")),
+      el("h2", {}, "Subscriptions: inbound (peers subscribed to us)"), section("fed-subs-in", subs, (x) => list(x?.inbound, "inbound")),
+      el("h2", {}, "Subscriptions: outbound (we subscribed)"), section("fed-subs-out", subs, (x) => list(x?.outbound, "outbound")),
+      el("h2", {}, "Outbound delivery"), section("fed-outbound", outbound, (x) => list(x, "messages")),
+      el("h2", {}, "Dead letters"), section("fed-dead", dead, (x) => list(x, "messages")),
       el("h2", {}, "Witnessing"), el("pre", { id: "fed-witnessing", class: "payload" }, JSON.stringify(v(ready)?.witnessing ?? null, null, 2)));
   });
   return null;
