@@ -192,6 +192,8 @@ impl CurrentLogKey {
 pub(crate) struct LogApi {
     pub(crate) store: AsyncStore,
     pub(crate) log: Arc<LogState>,
+    /// For the witness quorum a bundle is proved against (`witnessed.rs`).
+    pub(crate) federation: Arc<crate::federation::Federation>,
 }
 
 impl FromRef<AppState> for LogApi {
@@ -199,6 +201,7 @@ impl FromRef<AppState> for LogApi {
         LogApi {
             store: state.store.clone(),
             log: state.log.clone(),
+            federation: state.federation.clone(),
         }
     }
 }

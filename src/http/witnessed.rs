@@ -32,9 +32,11 @@ pub(crate) async fn heads_checkpoint(State(state): State<LogApi>) -> Result<Resp
 
 /// The bundle: `plan_id`'s checkpoint as its last heads-log entry records
 /// it, that entry's index and text, its inclusion proof, and the heads
-/// checkpoint it is proved against: the newest one with cosignatures that
-/// includes the entry, else the current one.
+/// checkpoint it is proved against: of those that include the entry, the
+/// newest cosigned by `[checkpoints] witness_quorum` witnesses, else the
+/// newest with cosignatures, else the current one.
 pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Problem> {
+    let quorum = state.federation.witness_settings.current().quorum;
     let found = state
         .store
         .run(move |s| {
@@ -44,7 +46,7 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
             let tree = s.heads_tree();
             // Cosignatures of a history the tree no longer has (a store
             // restored in place) prove nothing about this one.
-            let cosigned = match s.latest_cosigned()?.filter(|c| c.size > entry.index) {
+            let cosigned = match s.cosigned_holding(entry.index, quorum)? {
                 Some(c) if tree.root(Some(c.size))?.ok() == Some((c.size, c.root)) => Some(c),
                 _ => None,
             };

@@ -295,13 +295,29 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// The newest heads checkpoint that has cosignatures.
-    pub fn latest_cosigned(&self) -> Result<Option<Cosigned>, StoreError> {
+    /// The heads checkpoint a witnessed bundle proves an entry at `index`
+    /// against: of those kept that hold the entry (larger than `index`),
+    /// the newest cosigned by at least `quorum` witness keys, else the
+    /// newest with any cosignature. Witnesses that cosign at different
+    /// paces leave the newest one short of a quorum for a while; a reader
+    /// asking for that quorum is better served by an older one that has it.
+    /// Reads at most [`COSIGNED_KEPT`] rows.
+    pub fn cosigned_holding(
+        &self,
+        index: u64,
+        quorum: usize,
+    ) -> Result<Option<Cosigned>, StoreError> {
         let txn = self.db.begin_read()?;
-        txn.open_table(HEADS_COSIGNATURES)?
-            .last()?
-            .map(|(_, v)| decode(v.value()))
-            .transpose()
+        let table = txn.open_table(HEADS_COSIGNATURES)?;
+        let mut newest = None;
+        for row in table.range(index.saturating_add(1)..)?.rev() {
+            let cosigned: Cosigned = decode(row?.1.value())?;
+            if cosigned.lines.len() >= quorum {
+                return Ok(Some(cosigned));
+            }
+            newest.get_or_insert(cosigned);
+        }
+        Ok(newest)
     }
 }
 
@@ -385,6 +401,59 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+    /// A bundle's heads checkpoint: the newest holding the entry with a
+    /// quorum of cosignatures, else the newest holding it with any.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_bundle_is_proved_against_the_newest_checkpoint_with_a_quorum() {
+        use logbook_tlog::cosignature::Cosigner;
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
+        let fanout = crate::fanout::fanout();
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        // Heads checkpoints at sizes 1, 2 and 3: one plan appended to each time.
+        let mut heads = Vec::new();
+        for i in 0..3 {
+            let request = AppendRequest {
+                plan_id: Uuid::new_v4(),
+                event_type: "step.done".into(),
+                actor: None,
+                payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+                expected_seq: None,
+                idempotency: None,
+            };
+            store.append(request).await.unwrap();
+            assert_eq!(store.append_heads(100).unwrap(), 1);
+            heads.push(store.heads_tree().root(None).unwrap().unwrap());
+        }
+        let witnesses: Vec<Cosigner> = [1u8, 2]
+            .iter()
+            .map(|&i| Cosigner::new(&format!("w{i}.example/w"), &[i; 32]).unwrap())
+            .collect();
+        let cosign = |(size, root): (u64, Hash), by: &[&Cosigner]| {
+            for w in by {
+                let line = w.cosign("any text\n", 1).unwrap().to_line();
+                assert_eq!(
+                    store.add_heads_cosignature(size, root, &line).unwrap(),
+                    Ok(())
+                );
+            }
+        };
+        // Size 2 by both witnesses, size 3 by one.
+        cosign(heads[1], &[&witnesses[0], &witnesses[1]]);
+        cosign(heads[2], &[&witnesses[0]]);
+        let size = |found: Option<Cosigned>| found.map(|c| c.size);
+        assert_eq!(size(store.cosigned_holding(0, 2).unwrap()), Some(2));
+        assert_eq!(size(store.cosigned_holding(0, 1).unwrap()), Some(3));
+        assert_eq!(size(store.cosigned_holding(0, 3).unwrap()), Some(3));
+        // An entry at index 2 is only in size 3: short of the quorum, it
+        // is the one.
+        assert_eq!(size(store.cosigned_holding(2, 2).unwrap()), Some(3));
+        assert_eq!(size(store.cosigned_holding(3, 1).unwrap()), None);
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
