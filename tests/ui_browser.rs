@@ -320,6 +320,18 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         },
     )
     .await;
+    // Its detail names the record, its time local with UTC on hover.
+    b.click("#events tr[data-seq='3']").await;
+    b.wait_for(
+        "the redaction record in the detail",
+        "const dt = [...document.querySelectorAll('dt')].find((d) => d.textContent === 'redaction'); const dd = dt?.nextElementSibling; return dd ? [dd.textContent, dd.querySelector('time')?.title ?? null] : null;",
+        |v| {
+            v[0].as_str().is_some_and(|t| {
+                t.contains("GDPR erasure, ticket 42") && t.contains("system journal seq")
+            }) && v[1].as_str().is_some_and(|t| t.starts_with("UTC "))
+        },
+    )
+    .await;
 
     // The log is really read: a warning written now is in it.
     b.eval("console.warn('logbook-console-probe'); return true;")

@@ -259,7 +259,7 @@ export function planView(root, planId) {
         field("prev hash", el("code", { class: "hash" }, e.prev_hash ?? "null")),
         field("signature", el("code", { class: "hash" }, e.signature)), field("key id", el("code", {}, e.key_id)),
         field("leaf hash", s.leaf ? el("code", { class: "hash" }, b64encode(s.leaf)) : "—"),
-        s.record ? field("redaction", visible(`${s.record.reason} (by ${JSON.stringify(s.record.by)}, ${s.record.at}, system journal seq ${s.record.seq})`)) : null),
+        s.record ? field("redaction", el("span", {}, visible(`${s.record.reason} (by ${JSON.stringify(s.record.by)}, `), time(s.record.at), `, system journal seq ${num(s.record.seq)})`)) : null),
       el("h3", {}, "Payload"),
       el("pre", { id: "payload", class: "payload" }, e.redacted === true ? "(erased; its hash stays in the log)" : visible(JSON.stringify(e.payload, null, 2))));
     detail.hidden = false;
@@ -328,7 +328,7 @@ export function planView(root, planId) {
       }
     }
     add([event]);
-    head.textContent = `Head seq ${num(newest)} · last event ${new Date(event.created_at).toLocaleString()}`;
+    replace(head, `Head seq ${num(newest)} · last event `, time(event.created_at));
     schedule();
   };
 
