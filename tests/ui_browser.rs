@@ -355,6 +355,11 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         |v| v == "live",
     )
     .await;
+    // A focused row keeps the focus while live events are added above it.
+    let focused = b
+        .eval("document.querySelector('#events tr[data-seq=\"5\"]').focus(); return document.activeElement.dataset.seq;")
+        .await;
+    assert_eq!(focused, "5");
     daemon.restart();
     for i in 8..11 {
         append(&daemon, plan, step(i)).await;
@@ -363,6 +368,10 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         all_shown(v, 11, "verified", &[(3, "redacted")])
     })
     .await;
+    let focused = b
+        .eval("return document.activeElement.dataset.seq ?? document.activeElement.tagName;")
+        .await;
+    assert_eq!(focused, "5", "a live event took the focus from its row");
 
     // An offline edit of one stored event: broken, with its reason; the plan flagged.
     let status = daemon.stop();

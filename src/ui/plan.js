@@ -110,8 +110,16 @@ export function planView(root, planId) {
       if (back) { newest = Math.max(...events.keys()); following = false; }
       else oldest = Math.min(...events.keys());
     }
-    const order = [...events.keys()].sort((a, b) => b - a);
-    tbody.replaceChildren(...order.map(renderRow));
+    // Rows are put in order touching only those out of place: a row moved
+    // or taken out of the page loses the keyboard focus.
+    const wanted = [...events.keys()].sort((a, b) => b - a).map(renderRow);
+    const keep = new Set(wanted);
+    for (const tr of [...tbody.children]) if (!keep.has(tr)) tr.remove();
+    let at = tbody.firstElementChild;
+    for (const tr of wanted) {
+      if (tr === at) at = at.nextElementSibling;
+      else tbody.insertBefore(tr, at);
+    }
     older.hidden = !(oldest > 1);
     newer.hidden = following;
     // The rows just added are not checked yet: the verdict must not stay an old green one.

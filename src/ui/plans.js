@@ -54,14 +54,19 @@ export function plansView(root, navigate) {
   const row = (plan) => {
     let r = rows.get(plan.plan_id);
     if (!r) {
+      // The cells are made once and then updated: a link taken out of the
+      // page (to be put back) loses the keyboard focus.
       const link = el("a", { href: `/ui/plans/${plan.plan_id}`, class: "plan-link", "data-nav": true }, plan.plan_id);
-      r = { plan, tr: el("tr", { "data-plan": plan.plan_id }), link, badge: el("span", { class: "live-badge", hidden: true }), fresh: 0 };
+      const cells = { head: el("td", { class: "num head-seq" }), count: el("td", { class: "num" }), first: el("td", { class: "wide" }), last: el("td") };
+      r = { plan, tr: el("tr", { "data-plan": plan.plan_id }), link, cells, badge: el("span", { class: "live-badge", hidden: true }), fresh: 0 };
+      r.tr.append(el("td", {}, link), cells.head, cells.count, cells.first, cells.last, el("td", {}, r.badge));
       rows.set(plan.plan_id, r);
     }
     r.plan = { ...r.plan, ...plan };
-    replace(r.tr, el("td", {}, r.link), el("td", { class: "num head-seq" }, num(r.plan.head_seq)),
-      el("td", { class: "num" }, num(r.plan.count)), el("td", { class: "wide" }, time(r.plan.first_at)),
-      el("td", {}, time(r.plan.last_at)), el("td", {}, r.badge));
+    replace(r.cells.head, num(r.plan.head_seq));
+    replace(r.cells.count, num(r.plan.count));
+    replace(r.cells.first, time(r.plan.first_at));
+    replace(r.cells.last, time(r.plan.last_at));
     return r;
   };
 
