@@ -334,25 +334,31 @@ mod tests {
     use crate::store::AppendRequest;
     use crate::store::tree::{TREE_HASHES, tree_key};
 
+    fn open(dir: &tempfile::TempDir) -> (Store, crate::store::Writer) {
+        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
+        Store::open(&dir.path().join("j.redb"), keyring, crate::fanout::fanout()).unwrap()
+    }
+
+    fn step(plan_id: Uuid, i: u64) -> AppendRequest {
+        AppendRequest {
+            plan_id,
+            event_type: "step.done".into(),
+            actor: None,
+            payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
+            expected_seq: None,
+            idempotency: None,
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_checkpoint_inconsistent_with_one_signed_before_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
-        let fanout = crate::fanout::fanout();
-        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let (store, writer) = open(&dir);
         let plan = Uuid::new_v4();
         // More than a head row buffers (`head.rs`): the first leaves' hashes
         // are in `tree_hashes`, where the edit below can reach them.
         for i in 0..=crate::store::head::FLUSH_LEAVES {
-            let request = AppendRequest {
-                plan_id: plan,
-                event_type: "step.done".into(),
-                actor: None,
-                payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
-                expected_seq: None,
-                idempotency: None,
-            };
-            store.append(request).await.unwrap();
+            store.append(step(plan, i as u64)).await.unwrap();
         }
         let log = LogId::Plan(plan);
         let root_at = |size| store.tree(&plan).root(Some(size)).unwrap().unwrap().1;
@@ -406,27 +412,18 @@ mod tests {
             .await
             .unwrap();
     }
+
     /// A bundle's heads checkpoint: the newest holding the entry with a
     /// quorum of cosignatures, else the newest holding it with any.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_bundle_is_proved_against_the_newest_checkpoint_with_a_quorum() {
         use logbook_tlog::cosignature::Cosigner;
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(Keyring::from_secret(b"signed".to_vec()));
-        let fanout = crate::fanout::fanout();
-        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let (store, writer) = open(&dir);
         // Heads checkpoints at sizes 1, 2 and 3: one plan appended to each time.
         let mut heads = Vec::new();
         for i in 0..3 {
-            let request = AppendRequest {
-                plan_id: Uuid::new_v4(),
-                event_type: "step.done".into(),
-                actor: None,
-                payload: CanonicalPayload::new(&serde_json::json!({ "i": i })),
-                expected_seq: None,
-                idempotency: None,
-            };
-            store.append(request).await.unwrap();
+            store.append(step(Uuid::new_v4(), i)).await.unwrap();
             assert_eq!(store.append_heads(100).unwrap(), 1);
             heads.push(store.heads_tree().root(None).unwrap().unwrap());
         }
