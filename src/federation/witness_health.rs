@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::Federation;
 use super::witnessing::{WitnessStatus, unix_now};
 
-/// Quorum health: the age of the newest checkpoint that `quorum` distinct
-/// witnesses cosigned (the `quorum`-th most recent cosignature time;
-/// `None`: never). Targets whose cosignatures came with one key count
+/// Quorum health: how long ago `quorum` distinct witnesses had each
+/// cosigned a checkpoint (of each witness's latest cosignature, the
+/// `quorum`-th most recent; `None`: never). Not always one checkpoint, but
+/// each cosignature vouches for every smaller size of that history. Targets whose cosignatures came with one key count
 /// once, at their latest: a peer may publish another witness's key and
 /// relay its cosignatures. A target whose key was not read yet in this
 /// run counts as its own.
@@ -42,7 +43,7 @@ pub(crate) const STALE_AFTER: Duration = Duration::from_secs(3 * 60);
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Health {
     pub(crate) quorum: usize,
-    /// Seconds since the newest checkpoint that had a quorum (`None`: never).
+    /// Seconds since `quorum` witnesses had each cosigned (`None`: never).
     pub(crate) quorum_age_secs: Option<u64>,
     pub(crate) stale: bool,
     /// Witnesses that refused our history: a rollback or fork of this instance.

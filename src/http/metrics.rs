@@ -178,7 +178,7 @@ impl Snapshot {
         let metric = ConstGauge::new(age);
         let e = encoder.encode_descriptor(
             "witness_quorum_age_seconds",
-            "Age of the newest heads checkpoint cosigned by [checkpoints] witness_quorum witnesses; -1 when none has been",
+            "Seconds since [checkpoints] witness_quorum distinct witnesses had each cosigned a heads checkpoint (the K-th most recent of their latest cosignatures); -1 when never",
             None,
             metric.metric_type(),
         )?;
