@@ -181,6 +181,21 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     );
     assert_eq!(shown[4], json!(["pending", "pending"]), "{shown}");
 
+    // A log key rotated after the plan checkpoint was checked: the bundle,
+    // signed with the new key, checks out against the served keys.
+    open("rotated-bundle").await;
+    let shown = b
+        .wait_for("the rotated bundle checked", SHOWN, |v| {
+            done(v) && v[4] == json!(["verified", "verified"])
+        })
+        .await;
+    assert_eq!(shown[0], "verdict verified", "{shown}");
+    assert_ne!(shown[2], "broken", "{shown}");
+    assert!(
+        shown[3].as_str().unwrap().starts_with("Witnessed size 2"),
+        "{shown}"
+    );
+
     // A truthy `redacted` that is not `true` hides nothing: the row is
     // verified and its payload shown.
     open("redacted-not-true").await;

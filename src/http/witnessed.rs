@@ -43,14 +43,10 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
             let Some(entry) = s.heads_entry(&plan_id)? else {
                 return Ok(None);
             };
-            let tree = s.heads_tree();
-            // Cosignatures of a history the tree no longer has (a store
-            // restored in place) prove nothing about this one.
-            let cosigned = match s.cosigned_holding(entry.index, quorum)? {
-                Some(c) if tree.root(Some(c.size))?.ok() == Some((c.size, c.root)) => Some(c),
-                _ => None,
-            };
-            let proof = tree.inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
+            let cosigned = s.cosigned_holding(entry.index, quorum)?;
+            let proof = s
+                .heads_tree()
+                .inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
             Ok::<_, StoreError>(Some((entry, proof)))
         })
         .await?;

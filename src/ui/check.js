@@ -82,7 +82,6 @@ export class PlanChecker {
       try {
         verified = await verifyCheckpoint(note, key);
         this.keyName = instance.text;
-        this.instanceKey = instance;
         break;
       } catch (e) { lastError = e; }
     }
@@ -179,10 +178,20 @@ export class PlanChecker {
       if (e instanceof ApiError && e.status === 409) return (this.witnessed = { pending: true });
       throw e;
     }
-    const instance = this.instanceKey;
-    const broken = (what) => (e) => { throw new Broken(`${what}: ${e.message}`); };
-    const heads = await verifyCheckpoint(bundle.heads_checkpoint, instance).catch(broken("heads checkpoint"));
-    const plan = await verifyCheckpoint(bundle.plan_checkpoint, await planKey(instance, this.planId)).catch(broken("witnessed plan checkpoint"));
+    // Each note is checked against the keys the checkpoint may be signed
+    // by (the pinned one, or the served current and retired ones), not only
+    // the one that signed the checkpoint: the bundle is signed when asked
+    // for, and the log key may have been rotated since.
+    const { keys: instances } = await logKeys();
+    const signedBy = async (what, note, keyOf) => {
+      let lastError = null;
+      for (const instance of instances) {
+        try { return await verifyCheckpoint(note, await keyOf(instance)); } catch (e) { lastError = e; }
+      }
+      throw new Broken(`${what}: ${lastError?.message ?? "no log key"}`);
+    };
+    const heads = await signedBy("heads checkpoint", bundle.heads_checkpoint, async (instance) => instance);
+    const plan = await signedBy("witnessed plan checkpoint", bundle.plan_checkpoint, (instance) => planKey(instance, this.planId));
     const entry = [false, true].map((d) => headsEntry(this.planId, plan.checkpoint, d)).find((t) => t === bundle.heads_entry);
     if (!entry) throw new Broken("the heads-log entry is not the plan checkpoint's");
     const deleted = entry === headsEntry(this.planId, plan.checkpoint, true);

@@ -59,10 +59,10 @@ export function planView(root, planId) {
     if (checker.error && s && s.state !== "broken") return { ...s, state: "pending", reason: `not trusted: ${checker.error}` };
     return s || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
   };
-  // A break that later answers cannot undo, for the page's life: the
-  // instance's signed record of the plan's deletion (a fork is the
-  // checker's own `forked`).
-  let deleted = null;
+  // Breaks that later answers cannot undo, for the page's life: the
+  // instance's signed record of the plan's deletion, and a witnessed bundle
+  // that did not check out (a fork is the checker's own `forked`).
+  let deleted = null, badBundle = null;
   const breakPlan = (why) => {
     checker.error = why;
     renderVerdict();
@@ -136,7 +136,7 @@ export function planView(root, planId) {
         again = false;
         try {
           await checker.refreshCheckpoint();
-          checker.error = checker.forked || deleted || null;
+          checker.error = checker.forked || deleted || badBundle || null;
           checker.unavailable = null;
         } catch (e) {
           // Only a failed check breaks the plan; a daemon out of reach does not.
@@ -231,9 +231,13 @@ export function planView(root, planId) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
       // A bundle that does not check out breaks the plan, with or without
-      // pinned witnesses: the instance signed (or served) what it contradicts.
+      // pinned witnesses, for as long as the page is open (each pass would
+      // otherwise show the old verdict until the bundle is checked again).
       // A witnessed history the current checkpoint is not part of is a fork.
-      if (e instanceof Broken && !checker.error) breakPlan(checker.forked || `witnessed bundle: ${e.message}`);
+      if (e instanceof Broken && !checker.error) {
+        badBundle = checker.forked ? null : `witnessed bundle: ${e.message}`;
+        breakPlan(checker.forked || badBundle);
+      }
     }
   };
 

@@ -95,13 +95,13 @@ async function attacker() {
     localStorage.setItem("logbook.pins", JSON.stringify({ log: log.vkey, witnesses, quorum }));
   const planNote = async (hs, key = planKey) => note(checkpointText(key.name, hs.length, await mth(hs)), signatureLine(key, checkpointText(key.name, hs.length, await mth(hs))));
 
-  /** A witnessed bundle for plan tree `hs`, the heads log holding that one entry (the plan marked deleted if `deleted`), cosigned by `cosigners`. */
-  const bundle = async (hs, cosigners = [witness], plan = PLAN, deleted = false) => {
-    const planCp = await planNote(hs, await as(log, `${log.name}/${plan}`));
+  /** A witnessed bundle for plan tree `hs`, the heads log holding that one entry (the plan marked deleted if `deleted`), cosigned by `cosigners`, signed by `instance`. */
+  const bundle = async (hs, cosigners = [witness], plan = PLAN, deleted = false, instance = log) => {
+    const planCp = await planNote(hs, await as(instance, `${instance.name}/${plan}`));
     const entry = v.headsEntry(plan, v.parseCheckpoint(v.parseNote(planCp).text), deleted);
     const headsLeaves = [await junk(100), await leafOf(enc.encode(entry))];
     const headsText = checkpointText(log.name, 2, await mth(headsLeaves));
-    const heads = await note(headsText, signatureLine(log, headsText), ...cosigners.map((w) => cosignatureLine(w, headsText)));
+    const heads = await note(headsText, signatureLine(instance, headsText), ...cosigners.map((w) => cosignatureLine(w, headsText)));
     return { heads_checkpoint: heads, plan_checkpoint: planCp, heads_entry: entry, heads_index: 1, inclusion_proof: b64s(await inclusion(1, headsLeaves)) };
   };
 

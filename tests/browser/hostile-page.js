@@ -4,7 +4,7 @@
 // page shows (#plan-verdict, #witnessed, the rows).
 const [which, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {
-  const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll, answer } = await attacker();
+  const { world, PLAN, junk, events, planRoutes, planNote, bundle, pinAll, answer, newKey, log } = await attacker();
   const { planView } = await import("/ui/assets/plan.js");
   pinAll();
   // Replaces EventSource with a stream the case drives: once the page first
@@ -107,6 +107,20 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
       [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => bad,
+    };
+  } else if (which === "rotated-bundle") {
+    // An honest daemon whose log key was rotated after the page checked
+    // the plan checkpoint (old key): the bundle, signed when asked for,
+    // is the new key's. No log key pinned: the served current and retired.
+    localStorage.setItem("logbook.pins", JSON.stringify({ witnesses: [], quorum: 1 }));
+    const rotated = await newKey(log.name, 0x01);
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const signed = await bundle(leaves, [], PLAN, false, rotated);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => signed,
+      "/api/v1/log/keys": () => ({ current: { vkey: rotated.vkey }, retired: [{ vkey: log.vkey }] }),
     };
   } else if (which === "redacted-not-true") {
     // `redacted` is not signed: a value that is truthy but not `true` must

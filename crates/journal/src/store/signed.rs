@@ -301,6 +301,8 @@ impl Store {
     /// newest with any cosignature. Witnesses that cosign at different
     /// paces leave the newest one short of a quorum for a while; a reader
     /// asking for that quorum is better served by an older one that has it.
+    /// Rows for a root the heads tree no longer has at that size (a store
+    /// restored in place) prove nothing about this history: skipped.
     /// Reads at most [`COSIGNED_KEPT`] rows.
     pub fn cosigned_holding(
         &self,
@@ -309,9 +311,13 @@ impl Store {
     ) -> Result<Option<Cosigned>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HEADS_COSIGNATURES)?;
+        let tree = self.heads_tree();
         let mut newest = None;
         for row in table.range(index.saturating_add(1)..)?.rev() {
             let cosigned: Cosigned = decode(row?.1.value())?;
+            if tree.root(Some(cosigned.size))?.ok() != Some((cosigned.size, cosigned.root)) {
+                continue;
+            }
             if cosigned.lines.len() >= quorum {
                 return Ok(Some(cosigned));
             }
@@ -451,6 +457,20 @@ mod tests {
         // is the one.
         assert_eq!(size(store.cosigned_holding(2, 2).unwrap()), Some(3));
         assert_eq!(size(store.cosigned_holding(3, 1).unwrap()), None);
+        // A row for a root the tree does not have at its size (a store
+        // restored in place) is passed over, whatever it holds.
+        let stale = Cosigned {
+            size: heads[0].0,
+            root: [7; 32],
+            lines: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(HEADS_COSIGNATURES)
+            .unwrap()
+            .insert(stale.size, encode(&stale).as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(size(store.cosigned_holding(0, 3).unwrap()), Some(3));
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
