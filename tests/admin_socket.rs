@@ -236,6 +236,13 @@ async fn tokens_take_effect_at_once() {
     let plan_path = format!("/api/plans/{p}");
     // No tokens: loopback requests pass.
     assert_eq!(daemon.append(p, body("plan.created")).await.status, 201);
+    // What the credential may do: open mode is all but federation management.
+    let open = daemon.get_json("/api/v1/token").await;
+    assert_eq!(open.status, 200, "{}", open.text);
+    assert_eq!(
+        open.json,
+        serde_json::json!({"name": null, "scopes": ["read", "append"]})
+    );
 
     let created = daemon
         .admin_json(&[
@@ -274,6 +281,21 @@ async fn tokens_take_effect_at_once() {
     let reader = reader.trim().to_string();
     assert!(reader.starts_with("lbk_"), "{reader}");
     assert_eq!(daemon.get_as(&plan_path, &reader).await.status, 200);
+    let scopes = daemon.get_as("/api/v1/token", &reader).await;
+    assert_eq!(
+        scopes.json["scopes"],
+        serde_json::json!(["read"]),
+        "{}",
+        scopes.text
+    );
+    assert!(scopes.json["name"].is_string(), "{}", scopes.text);
+    let scopes = daemon.get_as("/api/v1/token", &token).await;
+    assert_eq!(scopes.json["name"], "ingest", "{}", scopes.text);
+    assert_eq!(scopes.json["scopes"], serde_json::json!(["read", "append"]));
+    assert_eq!(
+        daemon.get("/api/v1/token").send().await.unwrap().status(),
+        401
+    );
     assert_eq!(
         daemon
             .append_as(p, body("step.started"), &reader)

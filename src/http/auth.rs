@@ -307,6 +307,30 @@ impl Grant {
     }
 }
 
+/// `GET /api/v1/token`: what the request's credential may do here, so a
+/// client (the viewer) can tell what to offer without calling a route it
+/// may be refused. `name` is the token's, null without one.
+pub(crate) async fn token_scopes(
+    State(tokens): State<Arc<Tokens>>,
+    grant: Grant,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    let (name, scopes) = match &grant.by {
+        By::Socket => (None, vec![Scope::Read, Scope::Append, Scope::Admin]),
+        // As `open_mode` decides: everything but federation management.
+        By::Open => (None, vec![Scope::Read, Scope::Append]),
+        By::Token(_) if !tokens.required() => (None, vec![Scope::Read, Scope::Append]),
+        By::Token(hash) => {
+            let token = tokens
+                .find_hash(hash)
+                .ok_or_else(|| unauthorized("the API token is not valid"))?;
+            (Some(token.name.clone()), token.scopes.clone())
+        }
+    };
+    Ok(axum::Json(
+        serde_json::json!({ "name": name, "scopes": scopes }),
+    ))
+}
+
 /// Handlers of streams take the grant [`require`] stored. A route without
 /// that middleware has none, and is refused rather than left open.
 impl<S: Send + Sync> FromRequestParts<S> for Grant {

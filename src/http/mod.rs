@@ -120,6 +120,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/log/tile/{*rest}", get(proofs::heads_tile))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
+        .route("/api/v1/token", get(auth::token_scopes))
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
