@@ -353,6 +353,24 @@ async fn tokens_take_effect_at_once() {
     assert_eq!(daemon.get_as(&plan_path, &reader).await.status, 200);
     let missing = daemon.admin(&["tokens", "revoke", "ingest"]).await;
     assert!(!missing.success());
+    // Any valid token may ask what it may do, whatever its scopes.
+    let writer = daemon
+        .admin_ok(&["tokens", "create", "--scope", "append", "--name", "writer"])
+        .await
+        .trim()
+        .to_string();
+    let scopes = daemon.get_as("/api/v1/token", &writer).await;
+    assert_eq!(scopes.status, 200, "{}", scopes.text);
+    assert_eq!(
+        scopes.json,
+        serde_json::json!({"name": "writer", "scopes": ["append"]})
+    );
+    assert_eq!(
+        daemon.get_as("/api/v1/token", &token).await.status,
+        401,
+        "revoked"
+    );
+    daemon.admin_ok(&["tokens", "revoke", "writer"]).await;
 
     // Stored tokens survive a restart.
     daemon.restart();

@@ -309,22 +309,27 @@ impl Grant {
 
 /// `GET /api/v1/token`: what the request's credential may do here, so a
 /// client (the viewer) can tell what to offer without calling a route it
-/// may be refused. `name` is the token's, null without one.
+/// may be refused. Any valid token may ask, whatever its scopes: the
+/// decisions are [`check`]'s, made for every scope at once. `name` is the
+/// token's; null without one, and in open mode, where a token sent is
+/// not looked at (so the route tells nothing of made-up ones).
 pub(crate) async fn token_scopes(
     State(tokens): State<Arc<Tokens>>,
-    grant: Grant,
+    req: Request,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    let (name, scopes) = match &grant.by {
-        By::Socket => (None, vec![Scope::Read, Scope::Append, Scope::Admin]),
+    let (name, scopes) = if req.extensions().get::<LocalPeer>().is_some() {
+        (None, vec![Scope::Read, Scope::Append, Scope::Admin])
+    } else if !tokens.required() {
         // As `open_mode` decides: everything but federation management.
-        By::Open => (None, vec![Scope::Read, Scope::Append]),
-        By::Token(_) if !tokens.required() => (None, vec![Scope::Read, Scope::Append]),
-        By::Token(hash) => {
-            let token = tokens
-                .find_hash(hash)
-                .ok_or_else(|| unauthorized("the API token is not valid"))?;
-            (Some(token.name.clone()), token.scopes.clone())
-        }
+        not_relayed(&req)?;
+        (None, vec![Scope::Read, Scope::Append])
+    } else {
+        let presented = bearer(&req)
+            .ok_or_else(|| unauthorized("send an API token as Authorization: Bearer <token>"))?;
+        let token = tokens
+            .find_hash(&sha256(presented.as_bytes()))
+            .ok_or_else(|| unauthorized("the API token is not valid"))?;
+        (Some(token.name), token.scopes)
     };
     Ok(axum::Json(
         serde_json::json!({ "name": name, "scopes": scopes }),

@@ -120,7 +120,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/log/tile/{*rest}", get(proofs::heads_tile))
         // Metrics name peers and plans' volumes: readable with a read token.
         .route("/metrics", get(crate::http::metrics::scrape))
-        .route("/api/v1/token", get(auth::token_scopes))
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read));
     let append = Router::new()
         .route("/api/plans/{plan_id}/events", post(api::append))
@@ -137,6 +136,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(crate::http::metrics::readyz))
+        // Checks the token itself: any valid one may ask what it may do.
+        .route("/api/v1/token", get(auth::token_scopes))
         .merge(read)
         .merge(append)
         .merge(federation::router(state.clone()))

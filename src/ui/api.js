@@ -85,7 +85,7 @@ export function follow(path, params, cursor, onEvent, onState) {
         if (problem?.status === 401 || problem?.status === 410) { onState("stopped", problem); return; }
         // A refused reconnect shows no status to EventSource: one plain
         // request tells a revoked token (its 401 reaches the listeners).
-        if (!problem && token()) request("/api/event-types", "application/json").catch(() => {});
+        if (!problem) request("/api/event-types", "application/json").catch(() => {});
         clearTimeout(timer);
         timer = setTimeout(open, retry);
         retry = Math.min(retry * 2, 15000);

@@ -142,6 +142,8 @@ const QUEUE_DEPTH: usize = 4096;
 /// let 4,096 appends of the largest body (64 MiB) wait. It holds even
 /// when their callers have gone: each append's share is returned with
 /// its answer, after its commit. One append larger than this takes it all.
+/// Waiters are served in order (tokio's semaphore is fair): a large append
+/// waiting for room holds up smaller ones behind it until room frees.
 const QUEUE_BYTES: usize = 128 << 20;
 /// Events read per transaction when scanning.
 pub const READ_PAGE: usize = 512;

@@ -67,12 +67,15 @@ impl Reply {
         }
     }
 
-    /// Answers the append; its bytes leave the queue's count.
+    /// Answers the append; its bytes leave the queue's count first, so a
+    /// caller woken by the answer finds them returned.
     pub(super) fn send(
         self,
         outcome: Result<Appended, AppendError>,
     ) -> Result<(), Result<Appended, AppendError>> {
-        self.answer.send(outcome)
+        let Reply { answer, _queued } = self;
+        drop(_queued);
+        answer.send(outcome)
     }
 }
 
