@@ -10,10 +10,11 @@ use super::witnessing::{WitnessStatus, unix_now};
 /// Quorum health: how long ago `quorum` distinct witnesses had each
 /// cosigned a checkpoint (of each witness's latest cosignature, the
 /// `quorum`-th most recent; `None`: never). Not always one checkpoint, but
-/// each cosignature vouches for every smaller size of that history. Targets whose cosignatures came with one key count
-/// once, at their latest: a peer may publish another witness's key and
-/// relay its cosignatures. A target whose key was not read yet in this
-/// run counts as its own.
+/// each cosignature vouches for every smaller size of that history.
+/// Targets whose cosignatures came with one key count once, at their
+/// latest: a peer may publish another witness's key and relay its
+/// cosignatures. A target whose key was not read yet in this run counts
+/// as its own.
 pub(crate) fn quorum_age(statuses: &[WitnessStatus], quorum: usize, now: u64) -> Option<u64> {
     if quorum == 0 {
         return Some(0);

@@ -309,31 +309,34 @@ impl Grant {
 
 /// `GET /api/v1/token`: what the request's credential may do here, so a
 /// client (the viewer) can tell what to offer without calling a route it
-/// may be refused. Any valid token may ask, whatever its scopes: the
-/// decisions are [`check`]'s, made for every scope at once. `name` is the
-/// token's; null without one, and in open mode, where a token sent is
-/// not looked at (so the route tells nothing of made-up ones).
+/// may be refused. Any valid credential may ask, whatever its scopes: each
+/// scope is [`check`]ed as a route needing it would be, and with none
+/// granted the first refusal is the answer. `name` is the token's; null
+/// without one, and in open mode, where a token sent is not looked at.
 pub(crate) async fn token_scopes(
     State(tokens): State<Arc<Tokens>>,
     req: Request,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    let (name, scopes) = if req.extensions().get::<LocalPeer>().is_some() {
-        (None, vec![Scope::Read, Scope::Append, Scope::Admin])
-    } else if !tokens.required() {
-        // As `open_mode` decides: everything but federation management.
-        not_relayed(&req)?;
-        (None, vec![Scope::Read, Scope::Append])
-    } else {
-        let presented = bearer(&req)
-            .ok_or_else(|| unauthorized("send an API token as Authorization: Bearer <token>"))?;
-        let token = tokens
-            .find_hash(&sha256(presented.as_bytes()))
-            .ok_or_else(|| unauthorized("the API token is not valid"))?;
-        (Some(token.name), token.scopes)
-    };
-    Ok(axum::Json(
-        serde_json::json!({ "name": name, "scopes": scopes }),
-    ))
+    let (mut name, mut scopes, mut refusal) = (None, Vec::new(), None);
+    for scope in [Scope::Read, Scope::Append, Scope::Admin] {
+        match check(scope, &tokens, &req) {
+            Ok(grant) => {
+                if let By::Token(hash) = &grant.by {
+                    name = tokens.find_hash(hash).map(|t| t.name);
+                }
+                scopes.push(scope);
+            }
+            Err(problem) => {
+                refusal.get_or_insert(problem);
+            }
+        }
+    }
+    match refusal {
+        Some(problem) if scopes.is_empty() => Err(problem),
+        _ => Ok(axum::Json(
+            serde_json::json!({ "name": name, "scopes": scopes }),
+        )),
+    }
 }
 
 /// Handlers of streams take the grant [`require`] stored. A route without

@@ -76,18 +76,11 @@ export class PlanChecker {
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
-    let verified = null, lastError = null;
-    for (const instance of keys) {
-      const key = await planKey(instance, this.planId);
-      try {
-        verified = await verifyCheckpoint(note, key);
-        this.keyName = instance.text;
-        break;
-      } catch (e) { lastError = e; }
-    }
+    const { verified, instance, error } = await signedByOne(note, keys, (k) => planKey(k, this.planId));
     if (!verified) {
-      throw new Broken(`checkpoint not signed by the ${source === "pinned" ? "pinned" : "served"} log key (${lastError?.message})`);
+      throw new Broken(`checkpoint not signed by the ${source === "pinned" ? "pinned" : "served"} log key (${error?.message})`);
     }
+    this.keyName = instance.text;
     const next = { ...verified.checkpoint, note: noteText(note) };
     const seenId = `${next.origin} ${this.keyName}`;
     this.seenId = seenId;
@@ -184,13 +177,11 @@ export class PlanChecker {
     // for, and the log key may have been rotated since.
     const { keys: instances } = await logKeys();
     const signedBy = async (what, note, keyOf) => {
-      let lastError = null;
-      for (const instance of instances) {
-        try { return await verifyCheckpoint(note, await keyOf(instance)); } catch (e) { lastError = e; }
-      }
-      throw new Broken(`${what}: ${lastError?.message ?? "no log key"}`);
+      const { verified, error } = await signedByOne(note, instances, keyOf);
+      if (!verified) throw new Broken(`${what}: ${error?.message ?? "no log key"}`);
+      return verified;
     };
-    const heads = await signedBy("heads checkpoint", bundle.heads_checkpoint, async (instance) => instance);
+    const heads = await signedBy("heads checkpoint", bundle.heads_checkpoint, (instance) => instance);
     const plan = await signedBy("witnessed plan checkpoint", bundle.plan_checkpoint, (instance) => planKey(instance, this.planId));
     const entry = [false, true].map((d) => headsEntry(this.planId, plan.checkpoint, d)).find((t) => t === bundle.heads_entry);
     if (!entry) throw new Broken("the heads-log entry is not the plan checkpoint's");
@@ -262,6 +253,15 @@ export class PlanChecker {
     }
     return { records, complete: start === 0 && !uncovered };
   }
+}
+
+/** The note verified by the first instance key whose `keyOf` key signed it, or the last error. */
+async function signedByOne(note, instances, keyOf) {
+  let error = null;
+  for (const instance of instances) {
+    try { return { verified: await verifyCheckpoint(note, await keyOf(instance)), instance }; } catch (e) { error = e; }
+  }
+  return { verified: null, instance: null, error };
 }
 
 function noteText(note) {

@@ -58,7 +58,7 @@ export function plansView(root, navigate) {
       // page (to be put back) loses the keyboard focus.
       const link = el("a", { href: `/ui/plans/${plan.plan_id}`, class: "plan-link", "data-nav": true }, plan.plan_id);
       const cells = { head: el("td", { class: "num head-seq" }), count: el("td", { class: "num" }), first: el("td", { class: "wide" }), last: el("td") };
-      r = { plan, tr: el("tr", { "data-plan": plan.plan_id }), link, cells, badge: el("span", { class: "live-badge", hidden: true }), fresh: 0 };
+      r = { plan, tr: el("tr", { "data-plan": plan.plan_id }), cells, badge: el("span", { class: "live-badge", hidden: true }), fresh: 0 };
       r.tr.append(el("td", {}, link), cells.head, cells.count, cells.first, cells.last, el("td", {}, r.badge));
       rows.set(plan.plan_id, r);
     }

@@ -44,7 +44,7 @@ pub(super) struct WriterLoop {
 /// `QUEUE_BYTES` until it is answered (or dropped unanswered).
 pub(super) struct Reply {
     answer: oneshot::Sender<Result<Appended, AppendError>>,
-    _queued: Option<tokio::sync::OwnedSemaphorePermit>,
+    queued: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Reply {
@@ -54,7 +54,7 @@ impl Reply {
     ) -> Reply {
         Reply {
             answer,
-            _queued: Some(queued),
+            queued: Some(queued),
         }
     }
 
@@ -63,7 +63,7 @@ impl Reply {
     pub(super) fn unqueued(answer: oneshot::Sender<Result<Appended, AppendError>>) -> Reply {
         Reply {
             answer,
-            _queued: None,
+            queued: None,
         }
     }
 
@@ -73,8 +73,8 @@ impl Reply {
         self,
         outcome: Result<Appended, AppendError>,
     ) -> Result<(), Result<Appended, AppendError>> {
-        let Reply { answer, _queued } = self;
-        drop(_queued);
+        let Reply { answer, queued } = self;
+        drop(queued);
         answer.send(outcome)
     }
 }
