@@ -377,6 +377,14 @@ impl Store {
         let mut txn = db.begin_write()?;
         handle::commit_settings(&mut txn, options.quick_repair);
         tables::create_all(&txn)?;
+        // A store from before the outbox's event index gets it now, once.
+        let indexed = federation::index_outbox(&txn)?;
+        if indexed > 0 {
+            tracing::info!(
+                copies = indexed,
+                "indexed the outbox's copies of journal events"
+            );
+        }
         txn.commit()?;
         // Before anything reads: events acknowledged from the segment that
         // redb lost in a crash are put back, or the store does not open.

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Db;
 use super::federation::{
-    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_IDS, Inbox, InboxRecord,
-    Outbox, OutboxRecord, ReceiveError, outbox_key, split_outbox_key,
+    DeliveryStatus, FED_INBOX, FED_INBOX_POSITIONS, FED_OUTBOX, FED_OUTBOX_EVENTS, FED_OUTBOX_IDS,
+    Inbox, InboxRecord, Outbox, OutboxRecord, ReceiveError, index_key_of, outbox_key,
+    split_outbox_key,
 };
 use super::{EVENTS, IDEMPOTENCY, IdempotencyRecord, Store, StoreError, decode, encode, event_key};
 
@@ -138,6 +139,7 @@ impl Outbox<'_> {
         {
             let mut outbox = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
+            let mut copies = txn.open_table(FED_OUTBOX_EVENTS)?;
             let range = match after {
                 Some(key) => outbox
                     .range::<&[u8]>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
@@ -147,9 +149,12 @@ impl Outbox<'_> {
                 let record: OutboxRecord = decode(value)?;
                 let old =
                     record.status == DeliveryStatus::Delivered && record.updated_at < cutoff_ms;
-                Ok((key.to_vec(), old.then(|| (key.to_vec(), record.message_id))))
+                Ok((
+                    key.to_vec(),
+                    old.then(|| (key.to_vec(), record.message_id, index_key_of(key, &record))),
+                ))
             })?;
-            for (key, message_id) in doomed {
+            for (key, message_id, copy) in doomed {
                 let (peer, _) = split_outbox_key(&key)?;
                 let last = outbox
                     .range(
@@ -163,6 +168,9 @@ impl Outbox<'_> {
                 }
                 outbox.remove(key.as_slice())?;
                 ids.remove(&message_id)?;
+                if let Some(copy) = copy {
+                    copies.remove(copy.as_slice())?;
+                }
                 step.removed += 1;
             }
         }

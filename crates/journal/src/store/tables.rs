@@ -21,6 +21,7 @@ macro_rules! for_each_table {
             super::federation::FED_SUBS,
             super::federation::FED_OUTBOX,
             super::federation::FED_OUTBOX_IDS,
+            super::federation::FED_OUTBOX_EVENTS,
             super::federation::FED_INBOX,
             super::federation::FED_INBOX_POSITIONS,
             super::federation::FED_ORIGIN_EVENTS,

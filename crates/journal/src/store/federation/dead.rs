@@ -17,7 +17,7 @@ use redb::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
 use super::outbox::{DeliveryStatus, Outbox, OutboxRecord, outbox_key, split_outbox_key};
-use super::{FED_OUTBOX, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS};
+use super::{FED_OUTBOX, FED_OUTBOX_EVENTS, FED_OUTBOX_IDS, FED_PENDING_ROTATIONS, index_key_of};
 use crate::event::Timestamp;
 use crate::store::{StoreError, decode, encode};
 
@@ -82,7 +82,15 @@ impl Outbox<'_> {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
+            let mut copies = txn.open_table(FED_OUTBOX_EVENTS)?;
             for (key, message_id) in rows {
+                let record = table
+                    .get(key.as_slice())?
+                    .map(|v| decode::<OutboxRecord>(v.value()))
+                    .transpose()?;
+                if let Some(copy) = record.and_then(|r| index_key_of(&key, &r)) {
+                    copies.remove(copy.as_slice())?;
+                }
                 table.remove(key.as_slice())?;
                 ids.remove(&message_id)?;
                 // A dropped key announcement will never reach the peer

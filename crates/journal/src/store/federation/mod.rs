@@ -8,6 +8,8 @@
 //! - `fed_subscriptions`: direction ‖ peer ‖ NUL ‖ pattern → subscription record
 //! - `fed_outbox`: peer ‖ NUL ‖ seq (u64 BE) → outbox record (per-peer order)
 //! - `fed_outbox_ids`: message id → `fed_outbox` key
+//! - `fed_outbox_events`: plan id ‖ seq ‖ `fed_outbox` key → () for each
+//!   copy of a journal event (`event_copies.rs`)
 //! - `fed_inbox`: message id → inbox record
 //! - `fed_inbox_positions`: inbox position (u64) → message id
 //! - `fed_origin_events`: origin ‖ NUL ‖ plan id ‖ seq → journal event seen
@@ -36,7 +38,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use uuid::Uuid;
 
 use super::lazy_table::LazyTable;
@@ -47,12 +49,14 @@ use crate::registry::TypePattern;
 
 mod continuity;
 mod dead;
+mod event_copies;
 mod inbox;
 mod outbox;
 mod peers;
 mod rotation;
 
 pub use continuity::{Continuity, ContinuityKind, JournalLink};
+pub(super) use event_copies::{FED_OUTBOX_EVENTS, index_key_of, index_outbox};
 pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
 pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts, SentRow};
 pub(super) use outbox::{outbox_key, split_outbox_key};
@@ -115,6 +119,7 @@ type IdTable<'txn> = redb::Table<'txn, &'static [u8; 16], &'static [u8]>;
 pub(super) struct FedTables<'txn> {
     outbox: LazyTable<'txn, &'static [u8], &'static [u8]>,
     ids: LazyTable<'txn, &'static [u8; 16], &'static [u8]>,
+    copies: LazyTable<'txn, &'static [u8], ()>,
     routes: Arc<Vec<Route>>,
     /// Rows added in this transaction.
     pub(super) enqueued: usize,
@@ -125,6 +130,7 @@ impl<'txn> FedTables<'txn> {
         FedTables {
             outbox: LazyTable::new(txn, FED_OUTBOX),
             ids: LazyTable::new(txn, FED_OUTBOX_IDS),
+            copies: LazyTable::new(txn, FED_OUTBOX_EVENTS),
             routes: shared.peers.routes.current(),
             enqueued: 0,
         }
@@ -171,7 +177,7 @@ impl<'txn> FedTables<'txn> {
         // its age, so `max_age_secs` does not start again at the restart.
         let queued_at = event.created_at.millis();
         for (peer, message_id) in copies {
-            outbox::enqueue(
+            let key = outbox::enqueue(
                 self.outbox.table()?,
                 self.ids.table()?,
                 peer,
@@ -180,6 +186,8 @@ impl<'txn> FedTables<'txn> {
                 &payload,
                 queued_at,
             )?;
+            let copy = event_copies::copy_key(&event.plan_id, event.seq, &key);
+            self.copies.table()?.insert(copy.as_slice(), ())?;
             self.enqueued += 1;
         }
         Ok(())
@@ -188,21 +196,33 @@ impl<'txn> FedTables<'txn> {
     /// Rewrites the outbox copies of just-redacted events without their
     /// payload, in the redaction's transaction: an undelivered copy then
     /// leaves as the redacted event (which still verifies at the peer), a
-    /// delivered one keeps no trace of the payload. Every row is looked at,
-    /// once per batch: rows name no plan, and retention bounds the outbox.
+    /// delivered one keeps no trace of the payload. The copies are found
+    /// in `fed_outbox_events`: the batch reads only the rows it rewrites.
     pub(super) fn redact_events(&mut self, erased: &[(Uuid, u64)]) -> Result<usize, StoreError> {
-        // An instance without peers has an empty outbox: no scan at all.
-        if erased.is_empty() {
+        let mut candidates = Vec::new();
+        for (plan, seq) in erased {
+            let prefix = event_copies::copy_key(plan, *seq, &[]);
+            candidates.extend(event_copies::keys_with_prefix(
+                self.copies.table()?,
+                &prefix,
+            )?);
+        }
+        // An instance without peers has no copies: the outbox is not opened.
+        if candidates.is_empty() {
             return Ok(0);
         }
         let outbox = self.outbox.table()?;
-        if outbox.is_empty()? {
-            return Ok(0);
-        }
         let mut rewritten = Vec::new();
-        for entry in outbox.range::<&[u8]>(..)? {
-            let (k, v) = entry?;
-            let mut record: OutboxRecord = decode(v.value())?;
+        for copy in &candidates {
+            let key = event_copies::outbox_key_of(copy);
+            let Some(mut record) = outbox
+                .get(key)?
+                .map(|v| decode::<OutboxRecord>(v.value()))
+                .transpose()?
+            else {
+                continue;
+            };
+            // The row's own event decides: an index row may be stale.
             let Ok(mut event) = serde_json::from_str::<Event>(&record.payload) else {
                 continue;
             };
@@ -213,7 +233,7 @@ impl<'txn> FedTables<'txn> {
                 serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
             event.redacted = true;
             record.payload = outbox_payload(&event)?;
-            rewritten.push((k.value().to_vec(), record));
+            rewritten.push((key.to_vec(), record));
         }
         for (key, record) in &rewritten {
             outbox.insert(key.as_slice(), encode(record).as_slice())?;
@@ -227,17 +247,27 @@ impl<'txn> FedTables<'txn> {
     /// ones keep their row (the peer has it; listings show the delivery)
     /// with the payload blanked to `null`. Returns (removed, blanked).
     ///
-    /// Rows name no plan, so every row is looked at: plan deletion is a
-    /// rare admin action, and retention bounds the outbox. Only rows that
-    /// are whole journal events of that plan match: a published message
-    /// (any payload) never does.
+    /// The copies are found in `fed_outbox_events`, whose rows of the plan
+    /// all go: a blanked row holds no event any more. Only rows that are
+    /// whole journal events of that plan match: a published message (any
+    /// payload) never does.
     pub(super) fn forget_plan(&mut self, plan_id: &Uuid) -> Result<(usize, usize), StoreError> {
+        let copies = event_copies::keys_with_prefix(self.copies.table()?, plan_id.as_bytes())?;
+        if copies.is_empty() {
+            return Ok((0, 0));
+        }
         let mut doomed = Vec::new();
         let mut blanked = Vec::new();
         let outbox = self.outbox.table()?;
-        for entry in outbox.range::<&[u8]>(..)? {
-            let (k, v) = entry?;
-            let mut record: OutboxRecord = decode(v.value())?;
+        for copy in &copies {
+            let key = event_copies::outbox_key_of(copy);
+            let Some(mut record) = outbox
+                .get(key)?
+                .map(|v| decode::<OutboxRecord>(v.value()))
+                .transpose()?
+            else {
+                continue;
+            };
             let of_plan = serde_json::from_str::<Event>(&record.payload)
                 .is_ok_and(|event| event.plan_id == *plan_id);
             if !of_plan {
@@ -245,11 +275,16 @@ impl<'txn> FedTables<'txn> {
             }
             if record.status == DeliveryStatus::Delivered {
                 record.payload = "null".into();
-                blanked.push((k.value().to_vec(), record));
+                blanked.push((key.to_vec(), record));
             } else {
-                doomed.push((k.value().to_vec(), record.message_id));
+                doomed.push((key.to_vec(), record.message_id));
             }
         }
+        let index = self.copies.table()?;
+        for copy in &copies {
+            index.remove(copy.as_slice())?;
+        }
+        let outbox = self.outbox.table()?;
         let ids = self.ids.table()?;
         for (key, message_id) in &doomed {
             outbox.remove(key.as_slice())?;

@@ -109,7 +109,8 @@ pub(in crate::store) fn new_message_id() -> Uuid {
 /// An outbox row as a delivery worker sent it: its seq and message id.
 pub type SentRow = (u64, [u8; 16]);
 
-/// Appends one row to `peer`'s outbox at the next per-peer seq.
+/// Appends one row to `peer`'s outbox at the next per-peer seq; returns
+/// its key.
 pub(super) fn enqueue(
     outbox: &mut BytesTable<'_>,
     ids: &mut IdTable<'_>,
@@ -118,7 +119,7 @@ pub(super) fn enqueue(
     event_type: &str,
     payload: &str,
     now: i64,
-) -> Result<Uuid, StoreError> {
+) -> Result<Vec<u8>, StoreError> {
     let last = outbox
         .range(outbox_key(peer, 0).as_slice()..=outbox_key(peer, u64::MAX).as_slice())?
         .next_back()
@@ -140,7 +141,7 @@ pub(super) fn enqueue(
     let key = outbox_key(peer, last + 1);
     outbox.insert(key.as_slice(), encode(&record).as_slice())?;
     ids.insert(&message_id.into_bytes(), key.as_slice())?;
-    Ok(message_id)
+    Ok(key)
 }
 
 /// The outbox's in-memory state: the notifications its workers wait on.
@@ -251,18 +252,9 @@ impl Outbox<'_> {
             peers
                 .iter()
                 .map(|peer| {
-                    Ok((
-                        peer.to_string(),
-                        enqueue(
-                            &mut outbox,
-                            &mut ids,
-                            peer,
-                            new_message_id(),
-                            event_type,
-                            payload,
-                            now,
-                        )?,
-                    ))
+                    let id = new_message_id();
+                    enqueue(&mut outbox, &mut ids, peer, id, event_type, payload, now)?;
+                    Ok((peer.to_string(), id))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })?;

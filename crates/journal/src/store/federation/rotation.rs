@@ -75,19 +75,16 @@ impl Rotations<'_> {
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
             let mut queued = Vec::with_capacity(peers.len());
             for peer in &peers {
-                let id = enqueue(
+                let id = super::outbox::new_message_id();
+                let key = enqueue(
                     &mut outbox,
                     &mut ids,
                     &peer.instance_id,
-                    super::outbox::new_message_id(),
+                    id,
                     event_type,
                     payload,
                     now,
                 )?;
-                let key = ids
-                    .get(&id.into_bytes())?
-                    .map(|k| k.value().to_vec())
-                    .ok_or_else(|| StoreError("queued message has no outbox key".into()))?;
                 pending.insert(key.as_slice(), old_key_id)?;
                 queued.push((peer.instance_id.clone(), id));
             }
