@@ -43,34 +43,6 @@ fn trio() -> Trio {
     }
 }
 
-async fn append(node: &Node, plan: &str, n: usize) {
-    for i in 0..n {
-        let (status, body) = node
-            .post(
-                &format!("/api/plans/{plan}/events"),
-                &json!({"type": "step.completed", "payload": {"i": i}}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-}
-
-/// A's heads checkpoint, as text.
-async fn heads_checkpoint(node: &Node) -> String {
-    let r = node
-        .http
-        .get(node.url("/api/v1/log/checkpoint"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
-fn checkpoint_size(note: &str) -> u64 {
-    note.lines().nth(1).unwrap().parse().unwrap()
-}
-
 fn signature_lines(note: &str) -> Vec<&str> {
     note.lines().filter(|l| l.starts_with('—')).collect()
 }
@@ -203,7 +175,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     let t = trio();
     for plan in ["p1", "p2", "p3"] {
         let plan = uuid_for(plan);
-        append(&t.a, &plan, 3).await;
+        append_steps(&t.a, &plan, 3).await;
     }
     let note = cosigned_by(&t.a, &[&t.b, &t.c], 2).await;
     let keys = [witness_vkey(&t.b).await, witness_vkey(&t.c).await];
@@ -319,7 +291,7 @@ fn uuid_for(label: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     let mut t = trio();
-    append(&t.a, &uuid_for("r1"), 2).await;
+    append_steps(&t.a, &uuid_for("r1"), 2).await;
     let first = checkpoint_size(&cosigned_by(&t.a, &[&t.b, &t.c], 0).await);
 
     // The backup: A's data dir, keys included, taken while A is stopped.
@@ -327,8 +299,8 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     let backup = tempfile::tempdir().unwrap();
     copy_dir(&t.a.data_dir().join("data"), &backup.path().join("data"));
     t.a.restart();
-    append(&t.a, &uuid_for("r2"), 3).await;
-    append(&t.a, &uuid_for("r2b"), 1).await;
+    append_steps(&t.a, &uuid_for("r2"), 3).await;
+    append_steps(&t.a, &uuid_for("r2b"), 1).await;
     cosigned_by(&t.a, &[&t.b, &t.c], first).await;
 
     // Restore the old data dir (same keys) and append: the heads log now
@@ -342,7 +314,7 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
         &t.peers_of_a,
         Some(&backup.path().join("data")),
     );
-    append(&restored, &uuid_for("r3"), 1).await;
+    append_steps(&restored, &uuid_for("r3"), 1).await;
 
     for witness in [&t.b, &t.c] {
         let found = wait_for_or_dump(
@@ -405,7 +377,7 @@ fn assert_evidence_against_alpha(row: &Value, reasons: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
     let mut t = trio();
-    append(&t.a, &uuid_for("f1"), 2).await;
+    append_steps(&t.a, &uuid_for("f1"), 2).await;
     cosigned_by(&t.a, &[&t.b, &t.c], 0).await;
 
     // A′: a copy of A's data dir with its keys, on another port.
@@ -418,8 +390,8 @@ async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
         Some(&t.a.data_dir().join("data")),
     );
     t.a.restart();
-    append(&t.a, &uuid_for("f2"), 2).await;
-    append(&twin, &uuid_for("f3"), 2).await;
+    append_steps(&t.a, &uuid_for("f2"), 2).await;
+    append_steps(&twin, &uuid_for("f3"), 2).await;
 
     for witness in [&t.b, &t.c] {
         let found = wait_for("evidence of the fork", WAIT, || async {
@@ -443,11 +415,11 @@ async fn a_fork_is_refused_by_whichever_witness_sees_it_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_witness_that_was_down_catches_up_over_the_gap() {
     let mut t = trio();
-    append(&t.a, &uuid_for("d1"), 1).await;
+    append_steps(&t.a, &uuid_for("d1"), 1).await;
     cosigned_by(&t.a, &[&t.b, &t.c], 0).await;
     t.c.stop();
     for i in 0..4 {
-        append(&t.a, &uuid_for(&format!("d{}", i + 2)), 2).await;
+        append_steps(&t.a, &uuid_for(&format!("d{}", i + 2)), 2).await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let grown = wait_for("B cosigns the grown log", WAIT, || async {

@@ -100,21 +100,6 @@ impl Drop for OutsideWitness {
     }
 }
 
-async fn heads_checkpoint(node: &Node) -> String {
-    let r = node
-        .http
-        .get(node.url("/api/v1/log/checkpoint"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
-}
-
-fn checkpoint_size(note: &str) -> u64 {
-    note.lines().nth(1).unwrap().parse().unwrap()
-}
-
 fn lines_by<'a>(note: &'a str, witness: &OutsideWitness) -> Vec<&'a str> {
     let prefix = format!("— {} ", witness.name);
     note.lines().filter(|l| l.starts_with(&prefix)).collect()
@@ -131,18 +116,6 @@ async fn cosigned_above(node: &Node, witness: &OutsideWitness, above: u64) -> St
         },
     )
     .await
-}
-
-async fn append(node: &Node, plan: &str, n: usize) {
-    for i in 0..n {
-        let (status, body) = node
-            .post(
-                &format!("/api/plans/{plan}/events"),
-                &json!({"type": "step.completed", "payload": {"i": i}}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
 }
 
 /// The status entry of the witness named `name` (`witness:<vkey name>`).
@@ -177,11 +150,11 @@ async fn outside_witnesses_cosign_check_our_proofs_and_a_forged_line_is_never_ke
 
     // First cosignature: from size 0, no proof.
     let p1 = "0192f3a4-5b6c-7d8e-9f00-000000000001";
-    append(&a, p1, 3).await;
+    append_steps(&a, p1, 3).await;
     let first = cosigned_above(&a, &honest, 0).await;
     // Growth: the witness checks our consistency proof from the size it
     // cosigned, with its own RFC 9162 code.
-    append(&a, "0192f3a4-5b6c-7d8e-9f00-000000000002", 2).await;
+    append_steps(&a, "0192f3a4-5b6c-7d8e-9f00-000000000002", 2).await;
     let note = cosigned_above(&a, &honest, checkpoint_size(&first)).await;
     let state = honest.state().await;
     assert!(state["proofs_checked"].as_u64().unwrap() >= 1, "{state}");

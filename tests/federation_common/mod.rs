@@ -421,6 +421,36 @@ pub fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success(), "cp -a {from:?} {to:?}");
 }
 
+/// Appends `n` `step.completed` events (`{"i": 0..n}`) to `plan` on `node`.
+pub async fn append_steps(node: &Node, plan: &str, n: usize) {
+    for i in 0..n {
+        let (status, body) = node
+            .post(
+                &format!("/api/plans/{plan}/events"),
+                &serde_json::json!({"type": "step.completed", "payload": {"i": i}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+/// `node`'s heads checkpoint (`GET /api/v1/log/checkpoint`), as text.
+pub async fn heads_checkpoint(node: &Node) -> String {
+    let r = node
+        .http
+        .get(node.url("/api/v1/log/checkpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The tree size of a checkpoint note (its second line).
+pub fn checkpoint_size(note: &str) -> u64 {
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
 /// Polls `check` until it returns Some, or panics after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -1,8 +1,8 @@
 //! `LazyTable`: a table of a write transaction, opened on first use.
 //!
 //! Opening a redb table looks it up in the table of tables. The journal
-//! writer's transaction names eight tables, but before a batch's frames
-//! are written (`writer.rs`) an append usually reads only its plan's head
+//! writer's transaction names a table for each kind of row, but before a
+//! batch's frames are written (`writer.rs`) an append usually reads only its plan's head
 //! row, and a batch without idempotency keys or subscribed peers never
 //! touches their tables. Opening each table when first used keeps the rest
 //! off the append's path, or until the rows are written while the frames

@@ -379,10 +379,12 @@ impl Store {
         tables::create_all(&txn)?;
         // A store from before the outbox's event index gets it now, once.
         let indexed = federation::index_outbox(&txn)?;
-        if indexed > 0 {
+        if indexed.scanned > 0 {
             tracing::info!(
-                copies = indexed,
-                "indexed the outbox's copies of journal events"
+                scanned = indexed.scanned,
+                copies = indexed.copies,
+                unreadable = indexed.unreadable,
+                "indexed the outbox's copies of journal events (a store from before the index, after a crash, or after an older build ran on it)"
             );
         }
         txn.commit()?;

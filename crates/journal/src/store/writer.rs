@@ -140,8 +140,21 @@ impl WriterLoop {
             && let Err(e) = self.checkpoint()
         {
             tracing::error!(error = %e, "the last checkpoint failed; the next start replays the write-ahead segment");
+        } else if self.db.health() == Health::Ready
+            && let Err(e) = self.mark_outbox_indexed()
+        {
+            tracing::warn!(error = %e, "marking the outbox index complete failed; the next start indexes the outbox again");
         }
         tracing::debug!("journal writer stopped");
+    }
+
+    /// Every copy this writer queued is in `fed_outbox_events`, up to its
+    /// last position: the next start need not index the outbox again.
+    fn mark_outbox_indexed(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        super::federation::mark_complete(&txn, self.position)?;
+        self.db.commit(txn)
     }
 
     /// Runs a job that is its own transaction: a deletion, a redaction or

@@ -84,10 +84,7 @@ impl Outbox<'_> {
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
             let mut copies = txn.open_table(FED_OUTBOX_EVENTS)?;
             for (key, message_id) in rows {
-                let record = table
-                    .get(key.as_slice())?
-                    .map(|v| decode::<OutboxRecord>(v.value()))
-                    .transpose()?;
+                let record = super::outbox::read_row(&table, &key)?;
                 if let Some(copy) = record.and_then(|r| index_key_of(&key, &r)) {
                     copies.remove(copy.as_slice())?;
                 }
@@ -214,26 +211,10 @@ fn dead_rows(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use super::super::{Direction, test_peer};
     use super::*;
-    use crate::store::{Store, Writer};
+    use crate::store::Store;
 
-    /// A store in `dir` whose `peers` are subscribed to `t.>`.
-    fn subscribed_store(dir: &std::path::Path, peers: &[&str]) -> (Store, Writer) {
-        let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
-        let (store, writer) =
-            Store::open(&dir.join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
-        for peer in peers {
-            store.peers().put(&test_peer(peer)).unwrap();
-            store
-                .peers()
-                .subscribe(Direction::Inbound, peer, "t.>")
-                .unwrap();
-        }
-        (store, writer)
-    }
+    use super::super::test_subscribed_store as subscribed_store;
 
     /// Dead rows of two peers, found and changed across many small batches.
     #[test]

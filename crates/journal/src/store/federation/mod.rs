@@ -38,11 +38,11 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 use uuid::Uuid;
 
 use super::lazy_table::LazyTable;
-use super::{Store, StoreError, decode, encode};
+use super::{Store, StoreError, encode};
 use crate::event::Event;
 use crate::event_wire::WireEvent;
 use crate::registry::TypePattern;
@@ -56,7 +56,7 @@ mod peers;
 mod rotation;
 
 pub use continuity::{Continuity, ContinuityKind, JournalLink};
-pub(super) use event_copies::{FED_OUTBOX_EVENTS, index_key_of, index_outbox};
+pub(super) use event_copies::{FED_OUTBOX_EVENTS, index_key_of, index_outbox, mark_complete};
 pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveOutcome};
 pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts, SentRow};
 pub(super) use outbox::{outbox_key, split_outbox_key};
@@ -115,11 +115,12 @@ type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 type IdTable<'txn> = redb::Table<'txn, &'static [u8; 16], &'static [u8]>;
 
 /// The federation part of the journal writer's transaction. Its tables
-/// are opened when first written: a store without peers never opens them.
+/// are opened when first used: appends to a store without peers never
+/// open them (a redaction or deletion looks in `fed_outbox_events`).
 pub(super) struct FedTables<'txn> {
     outbox: LazyTable<'txn, &'static [u8], &'static [u8]>,
     ids: LazyTable<'txn, &'static [u8; 16], &'static [u8]>,
-    copies: LazyTable<'txn, &'static [u8], ()>,
+    copies: LazyTable<'txn, &'static [u8], &'static [u8]>,
     routes: Arc<Vec<Route>>,
     /// Rows added in this transaction.
     pub(super) enqueued: usize,
@@ -187,7 +188,9 @@ impl<'txn> FedTables<'txn> {
                 queued_at,
             )?;
             let copy = event_copies::copy_key(&event.plan_id, event.seq, &key);
-            self.copies.table()?.insert(copy.as_slice(), ())?;
+            self.copies
+                .table()?
+                .insert(copy.as_slice(), [].as_slice())?;
             self.enqueued += 1;
         }
         Ok(())
@@ -199,13 +202,13 @@ impl<'txn> FedTables<'txn> {
     /// delivered one keeps no trace of the payload. The copies are found
     /// in `fed_outbox_events`: the batch reads only the rows it rewrites.
     pub(super) fn redact_events(&mut self, erased: &[(Uuid, u64)]) -> Result<usize, StoreError> {
-        let mut candidates = Vec::new();
+        // The outbox keys, each once (a stale entry may name a key twice).
+        let mut candidates = std::collections::BTreeSet::new();
         for (plan, seq) in erased {
             let prefix = event_copies::copy_key(plan, *seq, &[]);
-            candidates.extend(event_copies::keys_with_prefix(
-                self.copies.table()?,
-                &prefix,
-            )?);
+            for copy in event_copies::keys_with_prefix(self.copies.table()?, &prefix)? {
+                candidates.insert(event_copies::outbox_key_of(&copy).to_vec());
+            }
         }
         // An instance without peers has no copies: the outbox is not opened.
         if candidates.is_empty() {
@@ -213,13 +216,8 @@ impl<'txn> FedTables<'txn> {
         }
         let outbox = self.outbox.table()?;
         let mut rewritten = Vec::new();
-        for copy in &candidates {
-            let key = event_copies::outbox_key_of(copy);
-            let Some(mut record) = outbox
-                .get(key)?
-                .map(|v| decode::<OutboxRecord>(v.value()))
-                .transpose()?
-            else {
+        for key in &candidates {
+            let Some(mut record) = outbox::read_row(outbox, key)? else {
                 continue;
             };
             // The row's own event decides: an index row may be stale.
@@ -261,11 +259,7 @@ impl<'txn> FedTables<'txn> {
         let outbox = self.outbox.table()?;
         for copy in &copies {
             let key = event_copies::outbox_key_of(copy);
-            let Some(mut record) = outbox
-                .get(key)?
-                .map(|v| decode::<OutboxRecord>(v.value()))
-                .transpose()?
-            else {
+            let Some(mut record) = outbox::read_row(outbox, key)? else {
                 continue;
             };
             let of_plan = serde_json::from_str::<Event>(&record.payload)
@@ -369,6 +363,25 @@ pub(crate) fn test_sent(store: &super::Store, peer: &str, seqs: &[u64]) -> Vec<S
             (*seq, row.record.message_id)
         })
         .collect()
+}
+
+/// A store in `dir` whose `peers` are subscribed to `t.>`, for tests.
+#[cfg(test)]
+pub(crate) fn test_subscribed_store(
+    dir: &std::path::Path,
+    peers: &[&str],
+) -> (super::Store, super::Writer) {
+    let keyring = Arc::new(crate::keys::Keyring::from_secret(b"k".to_vec()));
+    let (store, writer) =
+        super::Store::open(&dir.join("s.redb"), keyring, crate::fanout::fanout()).unwrap();
+    for peer in peers {
+        store.peers().put(&test_peer(peer)).unwrap();
+        store
+            .peers()
+            .subscribe(Direction::Inbound, peer, "t.>")
+            .unwrap();
+    }
+    (store, writer)
 }
 
 /// An active peer `id` that may be sent anything, for tests.
