@@ -504,8 +504,9 @@ impl Tables<'_> {
             events.range::<&[u8; 24]>(&event_key(plan_id, 0)..=&event_key(plan_id, u64::MAX))?
         {
             let (k, v) = entry?;
-            let record = super::decode_event(v.value())?;
-            doomed.push((*k.value(), record.position));
+            // The position alone: no owned copy of the record.
+            let position = super::records::decode_event_view(v.value())?.position;
+            doomed.push((*k.value(), position));
         }
         let positions = self.positions.table()?;
         for (key, position) in doomed {
