@@ -76,9 +76,8 @@ pub(super) struct EventRecordView<'a> {
     pub(super) signature: [u8; 32],
     pub(super) key_id: &'a str,
     pub(super) created_at: i64,
-    /// Not used by the walk, but decoded: a record cut short in it is
+    /// Decoded even where unused (the walk): a record cut short in it is
     /// refused, as [`decode_event`] refuses it.
-    #[allow(dead_code)]
     pub(super) position: u64,
 }
 
