@@ -159,7 +159,8 @@ async fn outside_witnesses_cosign_check_our_proofs_and_a_forged_line_is_never_ke
     let state = honest.state().await;
     assert!(state["proofs_checked"].as_u64().unwrap() >= 1, "{state}");
     assert_eq!(state["refusals"], json!({}), "{state}");
-    assert_eq!(state["size"].as_u64(), Some(checkpoint_size(&note)));
+    // A heads pass may have grown the log again since `note` was read.
+    assert!(state["size"].as_u64().unwrap() >= checkpoint_size(&note));
     assert_eq!(lines_by(&note, &honest).len(), 1, "{note}");
 
     // The tampering witness answered, and was not believed.

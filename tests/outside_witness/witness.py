@@ -14,10 +14,11 @@ MODE is "honest" (the default) or "tamper": its cosignature lines carry a
 timestamp one second later than the one it signed, so they never verify.
 
 The witness keeps the latest (size, root) it cosigned for the log, and
-answers as the spec says: 403 unless the log's signature verifies, 400
-for a malformed body or old > size, 409 with "text/x.tlog.size" unless old
-is its size (or when the same size comes with another root), 422 unless
-the consistency proof verifies, else 200 with one cosignature line.
+answers as the spec says: 404 for an unknown origin, 403 unless the log's
+signature verifies, 400 for a malformed body or old > size, 409 with
+"text/x.tlog.size" unless old is its size (or when the same size comes with
+another root), 422 unless the consistency proof verifies, else 200 with one
+cosignature line.
 """
 import base64
 import contextlib
@@ -100,7 +101,7 @@ class Witness:
             text = body.decode("utf-8")
             old_line, rest = text.split("\n", 1)
             m = re.fullmatch(r"old (0|[1-9][0-9]{0,19})", old_line)
-            if m is None:
+            if m is None or int(m.group(1)) >= 1 << 64:
                 raise ValueError(old_line)
             proof = []
             while True:
@@ -114,7 +115,7 @@ class Witness:
             split = rest.rindex("\n\n")
             note, sigs = rest[: split + 1], rest[split + 2 :]
             origin, size, root = note.rstrip("\n").split("\n")[:3]
-            if not re.fullmatch(r"0|[1-9][0-9]{0,19}", size):
+            if not re.fullmatch(r"0|[1-9][0-9]{0,19}", size) or int(size) >= 1 << 64:
                 raise ValueError("size")
             root = base64.b64decode(root, validate=True)
             if len(root) != 32:
@@ -132,7 +133,9 @@ class Witness:
     def add_checkpoint(self, body):
         self.requests += 1
         old, proof, note, origin, size, root, lines = self.parse(body)
-        signed = origin == self.log_name and any(
+        if origin != self.log_name:
+            raise Refused(404, "unknown origin\n")
+        signed = any(
             name == self.log_name
             and sig[:4] == self.log_kid
             and tlog.ed25519_verify(self.log_key, note.encode(), sig[4:])

@@ -382,7 +382,7 @@ impl Store {
         if indexed.scanned > 0 {
             tracing::info!(
                 scanned = indexed.scanned,
-                copies = indexed.copies,
+                added = indexed.added,
                 unreadable = indexed.unreadable,
                 "indexed the outbox's copies of journal events (a store from before the index, after a crash, or after an older build ran on it)"
             );

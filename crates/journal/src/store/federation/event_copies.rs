@@ -20,9 +20,12 @@
 //! this store (after a downgrade, or on a restored older backup). So the
 //! empty key holds the journal position up to which the index is known
 //! complete, written at a clean stop of the writer. Only appends queue
-//! copies, and each takes a new position: at open, a store whose last
-//! position is past that mark (or that has none) is indexed again from
-//! the whole outbox ([`index_outbox`]). After a crash that costs one scan.
+//! copies, and each takes a new position, above the highest in the store
+//! (a plan deletion removes positions but appends its tombstone above
+//! them in the same transaction, so the highest never goes down): at
+//! open, a store whose last position is past that mark (or that has none)
+//! is indexed again from the whole outbox ([`index_outbox`]). So is one
+//! after a crash, or restored from a backup taken while it ran.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use uuid::Uuid;
@@ -92,8 +95,9 @@ pub(in crate::store) fn index_key_of(outbox_key: &[u8], record: &OutboxRecord) -
 pub(in crate::store) struct Indexed {
     /// Outbox rows read (0: the index was complete).
     pub(in crate::store) scanned: usize,
-    /// Rows that hold a journal event, each (again) in the index.
-    pub(in crate::store) copies: usize,
+    /// Entries that were missing and are now in the index (usually all
+    /// or none: a store from before it, or an older build's run).
+    pub(in crate::store) added: usize,
     /// Rows that do not decode: their copies cannot be sent either.
     pub(in crate::store) unreadable: usize,
 }
@@ -126,9 +130,13 @@ pub(in crate::store) fn index_outbox(txn: &WriteTransaction) -> Result<Indexed, 
         // Every row whose payload names a plan and seq: more than the
         // journal's copies (a published message shaped like one), which
         // readers tell apart by the row's own event.
-        if let Some(copy) = index_key_of(k.value(), &record) {
+        // An entry already there is not written again: after a crash the
+        // index is usually whole, and the scan then only reads.
+        if let Some(copy) = index_key_of(k.value(), &record)
+            && index.get(copy.as_slice())?.is_none()
+        {
             index.insert(copy.as_slice(), [].as_slice())?;
-            done.copies += 1;
+            done.added += 1;
         }
     }
     index.insert(COMPLETE, last.to_be_bytes().as_slice())?;

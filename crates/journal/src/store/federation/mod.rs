@@ -120,7 +120,8 @@ type IdTable<'txn> = redb::Table<'txn, &'static [u8; 16], &'static [u8]>;
 pub(super) struct FedTables<'txn> {
     outbox: LazyTable<'txn, &'static [u8], &'static [u8]>,
     ids: LazyTable<'txn, &'static [u8; 16], &'static [u8]>,
-    copies: LazyTable<'txn, &'static [u8], &'static [u8]>,
+    /// `fed_outbox_events`.
+    index: LazyTable<'txn, &'static [u8], &'static [u8]>,
     routes: Arc<Vec<Route>>,
     /// Rows added in this transaction.
     pub(super) enqueued: usize,
@@ -131,7 +132,7 @@ impl<'txn> FedTables<'txn> {
         FedTables {
             outbox: LazyTable::new(txn, FED_OUTBOX),
             ids: LazyTable::new(txn, FED_OUTBOX_IDS),
-            copies: LazyTable::new(txn, FED_OUTBOX_EVENTS),
+            index: LazyTable::new(txn, FED_OUTBOX_EVENTS),
             routes: shared.peers.routes.current(),
             enqueued: 0,
         }
@@ -188,9 +189,7 @@ impl<'txn> FedTables<'txn> {
                 queued_at,
             )?;
             let copy = event_copies::copy_key(&event.plan_id, event.seq, &key);
-            self.copies
-                .table()?
-                .insert(copy.as_slice(), [].as_slice())?;
+            self.index.table()?.insert(copy.as_slice(), [].as_slice())?;
             self.enqueued += 1;
         }
         Ok(())
@@ -206,7 +205,7 @@ impl<'txn> FedTables<'txn> {
         let mut candidates = std::collections::BTreeSet::new();
         for (plan, seq) in erased {
             let prefix = event_copies::copy_key(plan, *seq, &[]);
-            for copy in event_copies::keys_with_prefix(self.copies.table()?, &prefix)? {
+            for copy in event_copies::keys_with_prefix(self.index.table()?, &prefix)? {
                 candidates.insert(event_copies::outbox_key_of(&copy).to_vec());
             }
         }
@@ -250,7 +249,7 @@ impl<'txn> FedTables<'txn> {
     /// whole journal events of that plan match: a published message (any
     /// payload) never does.
     pub(super) fn forget_plan(&mut self, plan_id: &Uuid) -> Result<(usize, usize), StoreError> {
-        let copies = event_copies::keys_with_prefix(self.copies.table()?, plan_id.as_bytes())?;
+        let copies = event_copies::keys_with_prefix(self.index.table()?, plan_id.as_bytes())?;
         if copies.is_empty() {
             return Ok((0, 0));
         }
@@ -274,7 +273,7 @@ impl<'txn> FedTables<'txn> {
                 doomed.push((key.to_vec(), record.message_id));
             }
         }
-        let index = self.copies.table()?;
+        let index = self.index.table()?;
         for copy in &copies {
             index.remove(copy.as_slice())?;
         }
