@@ -84,7 +84,7 @@ impl Outbox<'_> {
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
             let mut copies = txn.open_table(FED_OUTBOX_EVENTS)?;
             for (key, message_id) in rows {
-                let record = super::outbox::read_row(&table, &key)?;
+                let record = super::event_copies::read_row(&table, &key)?;
                 if let Some(copy) = record.and_then(|r| index_key_of(&key, &r)) {
                     copies.remove(copy.as_slice())?;
                 }

@@ -72,6 +72,17 @@ pub(super) fn keys_with_prefix(
     Ok(keys)
 }
 
+/// The outbox row at `key`, if there is one.
+pub(super) fn read_row(
+    outbox: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<OutboxRecord>, StoreError> {
+    outbox
+        .get(key)?
+        .map(|v| decode::<OutboxRecord>(v.value()))
+        .transpose()
+}
+
 /// The outbox key inside an index key.
 pub(super) fn outbox_key_of(index_key: &[u8]) -> &[u8] {
     &index_key[24..]

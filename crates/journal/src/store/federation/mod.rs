@@ -216,7 +216,7 @@ impl<'txn> FedTables<'txn> {
         let outbox = self.outbox.table()?;
         let mut rewritten = Vec::new();
         for key in &candidates {
-            let Some(mut record) = outbox::read_row(outbox, key)? else {
+            let Some(mut record) = event_copies::read_row(outbox, key)? else {
                 continue;
             };
             // The row's own event decides: an index row may be stale.
@@ -258,7 +258,7 @@ impl<'txn> FedTables<'txn> {
         let outbox = self.outbox.table()?;
         for copy in &copies {
             let key = event_copies::outbox_key_of(copy);
-            let Some(mut record) = outbox::read_row(outbox, key)? else {
+            let Some(mut record) = event_copies::read_row(outbox, key)? else {
                 continue;
             };
             let of_plan = serde_json::from_str::<Event>(&record.payload)

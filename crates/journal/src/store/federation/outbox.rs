@@ -97,17 +97,6 @@ pub(in crate::store) fn split_outbox_key(key: &[u8]) -> Result<(String, u64), St
     ))
 }
 
-/// The outbox row at `key`, if there is one.
-pub(super) fn read_row(
-    outbox: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    key: &[u8],
-) -> Result<Option<OutboxRecord>, StoreError> {
-    outbox
-        .get(key)?
-        .map(|v| decode::<OutboxRecord>(v.value()))
-        .transpose()
-}
-
 /// A new message id: UUID v7, ordered by time. Both ends index messages by
 /// id (our outbox ids, the peer's inbox), and ids in the order they are
 /// made land at the end of those B-trees instead of on a random page each
