@@ -79,6 +79,38 @@ max_attempts = 1000",
     assert!(!second.to_string().contains("queued-secret"), "{second}");
 }
 
+/// The outbox's copies are found through its index (`fed_outbox_events`):
+/// also after a crash, when the copies of the last events come back from
+/// the write-ahead segment and the start checks the index against the
+/// outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_redaction_still_finds_the_queued_copies() {
+    let (mut alpha, mut beta) = subscribed_pair("retry_initial_ms = 200\nretry_max_secs = 1").await;
+    beta.stop();
+    let plan = Uuid::new_v4().to_string();
+    for n in 1..=3 {
+        append(&alpha, &plan, json!({"secret": format!("secret-{n}")})).await;
+    }
+    alpha.kill_9();
+    alpha.restart();
+    redact(&alpha, &plan, "2").await;
+    let out = alpha.messages("direction=outbound").await;
+    assert_eq!(out.len(), 3, "{out:#?}");
+    for row in &out {
+        let redacted = row["payload"]["seq"] == 2;
+        assert_eq!(row["payload"]["redacted"] == true, redacted, "{row}");
+        assert!(!row.to_string().contains("secret-2"), "{row}");
+    }
+    beta.restart();
+    let inbound = wait_for("the three events delivered", WAIT, || async {
+        let inbound = beta.messages("direction=inbound").await;
+        (inbound.len() == 3).then_some(inbound)
+    })
+    .await;
+    assert!(!format!("{inbound:?}").contains("secret-2"), "{inbound:#?}");
+    assert!(format!("{inbound:?}").contains("secret-3"), "{inbound:#?}");
+}
+
 /// A peer that hands the body of each message request to the test, and
 /// answers each as `answer(n)` says (n counts from 0): a status line and
 /// whether to wait for the test's go first. Other requests get 404.
