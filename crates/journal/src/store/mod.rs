@@ -377,7 +377,9 @@ impl Store {
         let mut txn = db.begin_write()?;
         handle::commit_settings(&mut txn, options.quick_repair);
         tables::create_all(&txn)?;
-        // A store from before the outbox's event index gets it now, once.
+        // The outbox's event index, checked against the outbox unless a
+        // clean stop marked it complete up to the journal's last position
+        // (a store from before it, a crash, an older build's run).
         let indexed = federation::index_outbox(&txn)?;
         if indexed.scanned > 0 {
             tracing::info!(

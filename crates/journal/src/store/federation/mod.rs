@@ -8,8 +8,9 @@
 //! - `fed_subscriptions`: direction ‖ peer ‖ NUL ‖ pattern → subscription record
 //! - `fed_outbox`: peer ‖ NUL ‖ seq (u64 BE) → outbox record (per-peer order)
 //! - `fed_outbox_ids`: message id → `fed_outbox` key
-//! - `fed_outbox_events`: plan id ‖ seq ‖ `fed_outbox` key → () for each
-//!   copy of a journal event (`event_copies.rs`)
+//! - `fed_outbox_events`: plan id ‖ seq ‖ `fed_outbox` key → empty, for
+//!   each copy of a journal event; the empty key → the position (u64 BE)
+//!   the index is complete up to (`event_copies.rs`)
 //! - `fed_inbox`: message id → inbox record
 //! - `fed_inbox_positions`: inbox position (u64) → message id
 //! - `fed_origin_events`: origin ‖ NUL ‖ plan id ‖ seq → journal event seen
