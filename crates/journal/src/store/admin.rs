@@ -498,19 +498,26 @@ impl Tables<'_> {
     fn remove_plan(&mut self, plan_id: &Uuid) -> Result<(), StoreError> {
         self.remove_head(plan_id)?;
         super::tree::remove_plan(self.tree.table()?, plan_id)?;
-        let events = self.events.table()?;
+        // One pass over the plan's rows removes them and reads each one's
+        // position in place. A record that does not decode fails the
+        // deletion: its transaction is then never committed.
+        let (from, to) = (event_key(plan_id, 0), event_key(plan_id, u64::MAX));
         let mut doomed = Vec::new();
-        for entry in
-            events.range::<&[u8; 24]>(&event_key(plan_id, 0)..=&event_key(plan_id, u64::MAX))?
-        {
-            let (k, v) = entry?;
-            // The position alone: no owned copy of the record.
-            let position = super::records::decode_event_view(v.value())?.position;
-            doomed.push((*k.value(), position));
+        let mut corrupt = None;
+        self.events
+            .table()?
+            .retain_in::<&[u8; 24], _>(&from..=&to, |_, record| {
+                match super::records::decode_event_view(record) {
+                    Ok(view) => doomed.push(view.position),
+                    Err(e) => corrupt = Some(e),
+                }
+                false
+            })?;
+        if let Some(e) = corrupt {
+            return Err(e);
         }
         let positions = self.positions.table()?;
-        for (key, position) in doomed {
-            events.remove(&key)?;
+        for position in doomed {
             positions.remove(position)?;
         }
         let idempotency = self.idempotency.table()?;

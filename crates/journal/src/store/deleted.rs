@@ -186,4 +186,43 @@ mod tests {
             .await
             .unwrap();
     }
+    /// Deleting one of two interleaved plans removes exactly its rows:
+    /// every event and every store-wide position of it, none of the other's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deletion_removes_its_plans_events_and_positions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gone, kept) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (store, writer) = open(dir.path());
+        for _ in 0..50 {
+            for plan in [gone, kept] {
+                store.append(request(plan)).await.unwrap();
+            }
+        }
+        store.delete_plan(gone, "test".into()).await.unwrap();
+        let (events, positions) = store
+            .run(|s| -> Result<_, StoreError> {
+                let txn = s.db.begin_read()?;
+                let keys = |t: &redb::ReadOnlyTable<&[u8; 24], &[u8]>| -> Vec<[u8; 24]> {
+                    t.iter().unwrap().map(|e| *e.unwrap().0.value()).collect()
+                };
+                let events = keys(&txn.open_table(super::super::EVENTS)?);
+                let positions: Vec<(u64, [u8; 24])> = txn
+                    .open_table(super::super::POSITIONS)?
+                    .iter()?
+                    .map(|e| e.map(|(k, v)| (k.value(), *v.value())))
+                    .collect::<Result<_, _>>()?;
+                Ok((events, positions))
+            })
+            .await
+            .unwrap();
+        let plan_of = |key: &[u8; 24]| Uuid::from_slice(&key[..16]).unwrap();
+        assert!(events.iter().all(|k| plan_of(k) != gone));
+        assert_eq!(events.iter().filter(|k| plan_of(k) == kept).count(), 50);
+        // The kept plan's 50 and the tombstone in the system journal.
+        assert_eq!(positions.len(), 51);
+        assert!(positions.iter().all(|(_, k)| events.contains(k)));
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
 }
