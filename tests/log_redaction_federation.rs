@@ -79,13 +79,15 @@ max_attempts = 1000",
     assert!(!second.to_string().contains("queued-secret"), "{second}");
 }
 
-/// The outbox's copies are found through its index (`fed_outbox_events`):
-/// also after a crash, when the copies of the last events come back from
-/// the write-ahead segment and the start checks the index against the
-/// outbox.
+/// The outbox's copies are found through its index (`fed_outbox_events`)
+/// also after a crash: the copies of the last events come back from the
+/// write-ahead segment (or were already in redb, if a durable commit of
+/// the delivery worker took them along), and the start checks the index
+/// against the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_a_redaction_still_finds_the_queued_copies() {
-    let (mut alpha, mut beta) = subscribed_pair("retry_initial_ms = 200\nretry_max_secs = 1").await;
+    let (mut alpha, mut beta) =
+        subscribed_pair("retry_initial_ms = 200\nretry_max_secs = 1\nmax_attempts = 1000").await;
     beta.stop();
     let plan = Uuid::new_v4().to_string();
     for n in 1..=3 {
