@@ -70,6 +70,12 @@ impl AsyncStore {
         self.0.redact(batch).await
     }
 
+    /// [`Store::redact_for_test`].
+    #[cfg(test)]
+    pub(crate) async fn redact_for_test(&self, plan: uuid::Uuid, seq: u64) {
+        self.0.redact_for_test(plan, seq).await;
+    }
+
     /// Rewrites the database file with only its live rows, in the writer
     /// thread (see `store::compact`).
     pub async fn compact(&self) -> Result<super::Compacted, StoreError> {

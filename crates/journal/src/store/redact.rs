@@ -189,6 +189,22 @@ impl Store {
         outcome
     }
 
+    /// Redacts `plan`'s event `seq` (by retention), which must succeed:
+    /// for tests.
+    #[cfg(test)]
+    pub(crate) async fn redact_for_test(&self, plan: Uuid, seq: u64) {
+        let outcomes = self
+            .redact(vec![Redaction {
+                plan_id: plan,
+                seq,
+                reason: "test".into(),
+                by: RedactedBy::Retention,
+            }])
+            .await
+            .expect("the redaction committed");
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    }
+
     /// Up to `limit` events of ordinary plans created before `cutoff_ms`
     /// whose payload is still there, in key order after `after` (the last
     /// key a previous call returned, to continue). Bounded work: it reads

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::redact::{RedactedBy, Redaction};
 use super::wal_power_cut::{assert_all_back, last_position_on_disk, no_idle_checkpoint, request};
 use super::{AppendError, AppendRequest, Appended, AsyncStore, Store};
 use crate::chain::CanonicalPayload;
@@ -54,17 +53,7 @@ impl Running {
 
     /// Redacts `plan`'s event `seq`, which must succeed.
     async fn redact(&self, plan: Uuid, seq: u64) {
-        let outcomes = self
-            .store
-            .redact(vec![Redaction {
-                plan_id: plan,
-                seq,
-                reason: "test".into(),
-                by: RedactedBy::Retention,
-            }])
-            .await
-            .expect("the redaction committed");
-        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        self.store.redact_for_test(plan, seq).await;
     }
 
     /// The files as the disk holds them now, as a power cut leaves them.
@@ -172,17 +161,7 @@ async fn a_redaction_leaves_no_payload_in_the_segment_and_survives_a_power_cut()
         holds_secret(&run.dir.path().join("j.wal")),
         "the frame holds the payload before the redaction"
     );
-    let outcomes = run
-        .store
-        .redact(vec![Redaction {
-            plan_id: plan,
-            seq: with_secret.event.seq,
-            reason: "test".into(),
-            by: RedactedBy::Retention,
-        }])
-        .await
-        .unwrap();
-    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    run.redact(plan, with_secret.event.seq).await;
     acked.extend(run.append_n(plan, 7, 2).await);
     let cut = run.cut();
     assert!(!holds_secret(&cut.path().join("j.wal")));

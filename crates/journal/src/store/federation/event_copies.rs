@@ -59,7 +59,7 @@ pub(super) fn keys_with_prefix(
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     debug_assert!(
         !prefix.is_empty(),
-        "the empty prefix is every row and the marker"
+        "the empty prefix is every row and the mark"
     );
     let mut keys = Vec::new();
     for entry in index.range(prefix..)? {
@@ -140,9 +140,9 @@ pub(in crate::store) fn index_outbox(txn: &WriteTransaction) -> Result<Indexed, 
         };
         // Every row whose payload names a plan and seq: more than the
         // journal's copies (a published message shaped like one), which
-        // readers tell apart by the row's own event.
-        // An entry already there is not written again: after a crash the
-        // index is usually whole, and the scan then only reads.
+        // readers tell apart by the row's own event. An entry already
+        // there is not written again: after a crash the index is usually
+        // whole, and the scan then only reads.
         if let Some(copy) = index_key_of(k.value(), &record)
             && index.get(copy.as_slice())?.is_none()
         {
@@ -174,7 +174,6 @@ mod tests {
     use super::*;
     use crate::chain::CanonicalPayload;
     use crate::store::federation::{outbox_key, test_sent, test_subscribed_store};
-    use crate::store::redact::{RedactedBy, Redaction};
     use crate::store::{AppendRequest, Store, Writer};
 
     const PEERS: [&str; 2] = ["beta", "gamma"];
@@ -230,19 +229,6 @@ mod tests {
             .collect()
     }
 
-    async fn redact(store: &Store, plan: Uuid, seq: u64) {
-        let outcomes = store
-            .redact(vec![Redaction {
-                plan_id: plan,
-                seq,
-                reason: "test".into(),
-                by: RedactedBy::Retention,
-            }])
-            .await
-            .unwrap();
-        assert!(outcomes[0].is_ok(), "{outcomes:?}");
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn copies_are_indexed_found_and_forgotten_with_their_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -268,11 +254,11 @@ mod tests {
             .unwrap();
         });
         // Redaction rewrites exactly the copies of p/2 (row 2 of each peer).
-        redact(&store, p, 2).await;
+        store.redact_for_test(p, 2).await;
         let expect = vec![(1, true), (2, false), (3, true), (4, true), (5, true)];
         assert_eq!(secrets(&store, "beta"), expect);
         assert_eq!(secrets(&store, "gamma"), expect);
-        redact(&store, p, 3).await;
+        store.redact_for_test(p, 3).await;
         assert_eq!(secrets(&store, "gamma")[0], (1, true));
 
         // Their rows' removal takes the index rows: a delivered one pruned,
@@ -334,7 +320,7 @@ mod tests {
         }
         let (store, writer) = open(dir.path());
         assert_eq!(index(&store).len(), kept.len() + 2);
-        redact(&store, q, 2).await;
+        store.redact_for_test(q, 2).await;
         assert_eq!(secrets(&store, "beta").last(), Some(&(6, false)));
         assert_eq!(secrets(&store, "gamma").last(), Some(&(6, false)));
 
