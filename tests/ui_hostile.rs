@@ -143,6 +143,21 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         assert_pending_because(&shown, "not (yet) cosigned up to this checkpoint");
     }
 
+    // A quorum cosigned this very checkpoint, three hours ago: too old to
+    // count, so pending, and both lines say why.
+    open("witness-old").await;
+    let shown = b
+        .wait_for("the old cosignatures checked", SHOWN, |v| {
+            done(v) && v[4] == json!(["verified", "verified"])
+        })
+        .await;
+    assert_pending_because(&shown, "your pinned witnesses last cosigned 3 h ago");
+    assert!(
+        shown[3].as_str().unwrap().contains("too old to count (stale)"),
+        "{shown}"
+    );
+    assert_eq!(shown[2], "muted", "{shown}");
+
     // An erased payload whose redaction cannot be checked (the system
     // journal out of reach): the row says redacted, the verdict pending.
     open("erased-no-record").await;

@@ -36,6 +36,14 @@ export function num(n) {
   return typeof n === "number" ? numbers.format(n) : String(n ?? "");
 }
 
+/** A duration in whole seconds, in words: "42 s", "7 min", "3 h", "2 d". */
+export function ago(seconds) {
+  if (seconds < 120) return `${num(Math.round(seconds))} s`;
+  if (seconds < 7200) return `${num(Math.round(seconds / 60))} min`;
+  if (seconds < 172800) return `${num(Math.round(seconds / 3600))} h`;
+  return `${num(Math.round(seconds / 86400))} d`;
+}
+
 const local = new Intl.DateTimeFormat(undefined, {
   year: "numeric", month: "2-digit", day: "2-digit",
   hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,

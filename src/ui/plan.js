@@ -4,7 +4,7 @@
 
 import { ApiError, follow, getJson } from "./api.js";
 import { Broken, PlanChecker } from "./check.js";
-import { badge, el, num, replace, summary, time, visible } from "./dom.js";
+import { ago, badge, el, num, replace, summary, time, visible } from "./dom.js";
 import { pins } from "./keys.js";
 import { matches, validPatterns } from "./plans.js";
 import { b64encode } from "./verify.js";
@@ -12,6 +12,13 @@ import { b64encode } from "./verify.js";
 const PAGE = 50;
 /** Most events kept on the page; the oldest shown go first (paging back brings them again). */
 const MAX_ROWS = 2000;
+/**
+ * Seconds after which a quorum's cosignatures no longer make the page
+ * green. Healthy witnesses cosign again every minute; a daemon that keeps
+ * showing an old cosigned checkpoint may be hiding what was appended since
+ * (it showed the witnesses more). Ten minutes leaves room for clock skew.
+ */
+const MAX_COSIGNATURE_AGE = 10 * 60;
 
 export function planView(root, planId) {
   const events = new Map(); // seq -> event
@@ -22,12 +29,15 @@ export function planView(root, planId) {
   // last found it (0: none); compared with the checkpoint each time the
   // verdict is drawn, since a newer checkpoint may arrive before it.
   let witnessedSize = 0;
+  // How old, in seconds, the quorum's cosignatures were when renderWitnessed
+  // found them too old to count (null: not stale).
+  let witnessStale = null;
   // Permalinked events fetched alone: not part of a range, so the seqs
   // between them and the rest are not "withheld".
   const singles = new Set();
-  // While witnesses are pinned and not caught up, verify again on a timer
-  // (the heads log is written every few seconds): 5 s, doubling to 60 s.
-  let witnessTimer = null, witnessWait = 5000, left = false;
+  // While witnesses are pinned, verify again on a timer (renderVerdict):
+  // the heads log is written every few seconds, cosigned every minute.
+  let witnessTimer = null, witnessDue = 0, witnessWait = 5000, left = false;
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
   let following = true;
@@ -178,9 +188,16 @@ export function planView(root, planId) {
       // a witness can say it showed another history elsewhere.
       const { witnesses, quorum } = pins();
       const unwitnessed = witnesses.length > 0 && !(witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
-      if (unwitnessed && !witnessTimer && !left) {
-        witnessTimer = setTimeout(() => { witnessTimer = null; schedule(); }, witnessWait);
-        witnessWait = Math.min(60000, witnessWait * 2);
+      // Pinned witnesses: checked again on a timer, soon while not caught up
+      // (5 s doubling to a minute), and every minute once witnessed, since
+      // cosignatures age on a quiet plan and an old quorum must not stay
+      // green. A pass due later than the wait now wanted is brought forward.
+      const wait = unwitnessed ? witnessWait : 60000;
+      if (witnesses.length > 0 && !left && (!witnessTimer || witnessDue > Date.now() + wait)) {
+        clearTimeout(witnessTimer);
+        witnessDue = Date.now() + wait;
+        witnessTimer = setTimeout(() => { witnessTimer = null; schedule(); }, wait);
+        if (unwitnessed) witnessWait = Math.min(60000, witnessWait * 2);
       }
       if (!unwitnessed) witnessWait = 5000;
       // An erased payload with no checked record of its redaction may have
@@ -191,7 +208,8 @@ export function planView(root, planId) {
       if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
       if (gaps > 0) text += `; ${num(gaps)} event(s) between those shown not shown (withheld)`;
       if (unrecorded) text += `; ${num(unrecorded)} redacted event(s) without a checked record of the redaction`;
-      if (unwitnessed) text += `; not (yet) cosigned up to this checkpoint by ${num(quorum)} of your pinned witnesses`;
+      if (unwitnessed && witnessStale !== null) text += `; your pinned witnesses last cosigned ${ago(witnessStale)} ago, more than ${num(MAX_COSIGNATURE_AGE / 60)} minutes: this may be an old history`;
+      else if (unwitnessed) text += `; not (yet) cosigned up to this checkpoint by ${num(quorum)} of your pinned witnesses`;
     }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
@@ -205,6 +223,7 @@ export function planView(root, planId) {
 
   const renderWitnessed = async () => {
     witnessedSize = 0;
+    witnessStale = null;
     if (checker.error || checker.unavailable) {
       // What was said against an earlier checkpoint no longer holds.
       witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
@@ -222,11 +241,17 @@ export function planView(root, planId) {
         return;
       }
       const names = w.cosigned.map((c) => c.name).join(", ");
-      const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${w.cosigned.length >= w.quorum ? "met" : "NOT met"}`
+      const met = w.pinned > 0 && w.cosigned.length >= w.quorum;
+      // A clock behind the witnesses' reads as no age at all, not a negative one.
+      const age = met ? Math.max(0, Math.round(Date.now() / 1000 - w.quorumTime)) : 0;
+      const stale = met && age > MAX_COSIGNATURE_AGE;
+      const when = stale ? `, ${ago(age)} ago: too old to count (stale)` : `, ${ago(age)} ago`;
+      const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${met ? `met${when}` : "NOT met"}`
         : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
       witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
-      witnessLine.className = w.pinned && w.cosigned.length >= w.quorum ? "pinned" : "muted";
-      witnessedSize = w.pinned > 0 && w.cosigned.length >= w.quorum ? w.size : 0;
+      witnessLine.className = met && !stale ? "pinned" : "muted";
+      witnessedSize = met && !stale ? w.size : 0;
+      witnessStale = stale ? age : null;
     } catch (e) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";

@@ -20,7 +20,7 @@ async function attacker() {
   const as = async (key, name) => ({ ...key, name, id: await keyId(name, key.type, key.pub) });
   const checkpointText = (origin, size, root) => `${origin}\n${size}\n${v.b64encode(root)}\n`;
   const signatureLine = async (key, text) => `\u2014 ${key.name} ${v.b64encode(v.concat(key.id, await sign(key, enc.encode(text))))}\n`;
-  const cosignatureLine = async (w, text, time = 1700000000n) => {
+  const cosignatureLine = async (w, text, time = BigInt(Math.floor(Date.now() / 1000))) => {
     const t = new Uint8Array(8);
     new DataView(t.buffer).setBigUint64(0, time);
     const sig = await sign(w, enc.encode(`cosignature/v1\ntime ${time}\n${text}`));
@@ -95,13 +95,13 @@ async function attacker() {
     localStorage.setItem("logbook.pins", JSON.stringify({ log: log.vkey, witnesses, quorum }));
   const planNote = async (hs, key = planKey) => note(checkpointText(key.name, hs.length, await mth(hs)), signatureLine(key, checkpointText(key.name, hs.length, await mth(hs))));
 
-  /** A witnessed bundle for plan tree `hs`, the heads log holding that one entry (the plan marked deleted if `deleted`), cosigned by `cosigners`, signed by `instance`. */
-  const bundle = async (hs, cosigners = [witness], plan = PLAN, deleted = false, instance = log) => {
+  /** A witnessed bundle for plan tree `hs`, the heads log holding that one entry (the plan marked deleted if `deleted`), cosigned by `cosigners` at `time` (Unix seconds; now by default), signed by `instance`. */
+  const bundle = async (hs, cosigners = [witness], plan = PLAN, deleted = false, instance = log, time = undefined) => {
     const planCp = await planNote(hs, await as(instance, `${instance.name}/${plan}`));
     const entry = v.headsEntry(plan, v.parseCheckpoint(v.parseNote(planCp).text), deleted);
     const headsLeaves = [await junk(100), await leafOf(enc.encode(entry))];
     const headsText = checkpointText(log.name, 2, await mth(headsLeaves));
-    const heads = await note(headsText, signatureLine(instance, headsText), ...cosigners.map((w) => cosignatureLine(w, headsText)));
+    const heads = await note(headsText, signatureLine(instance, headsText), ...cosigners.map((w) => cosignatureLine(w, headsText, time)));
     return { heads_checkpoint: heads, plan_checkpoint: planCp, heads_entry: entry, heads_index: 1, inclusion_proof: b64s(await inclusion(1, headsLeaves)) };
   };
 

@@ -77,6 +77,16 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
         ? answer({ type: "urn:logbook:problem:not-witnessed", status: 409 }, 409)
         : bundle(leaves.slice(0, 1)),
     };
+  } else if (which === "witness-old") {
+    // Witnesses pinned, and their quorum cosigned this very checkpoint, but
+    // three hours ago: the daemon may be showing an old history.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const old = await bundle(leaves, undefined, PLAN, false, log, BigInt(Math.floor(Date.now() / 1000) - 3 * 3600));
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => old,
+    };
   } else if (which === "erased-no-record") {
     // Event 2's payload erased, and the system journal out of reach: its
     // redaction cannot be checked.
