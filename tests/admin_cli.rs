@@ -93,13 +93,80 @@ async fn events_prints_an_aligned_table_json_and_whole_events() {
     );
 }
 
+/// An appender chooses the actor and the payload: printed for people or as
+/// JSON, they must not reach the operator's terminal as control characters
+/// (an escape that recolours or retitles it, a newline that fakes a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_an_appender_chose_cannot_act_on_the_terminal() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan().to_string();
+    let actor = "\u{1b}[31mRED\u{1b}]0;owned\u{7}";
+    let fake_row = "a\n 9  2026-01-01T00:00:00Z  plan.approved  admin\rb";
+    let payload = json!({"x": "\u{9b}2J\u{7f}\u{202e}dlrow"});
+    daemon
+        .append_ok(
+            &plan,
+            json!({"type": "plan.created", "actor": actor, "payload": payload}),
+        )
+        .await;
+    daemon
+        .append_ok(&plan, json!({"type": "plan.created", "actor": fake_row}))
+        .await;
+    let acts = |text: &str| -> Vec<char> {
+        text.chars()
+            .filter(|&c| c != '\n' && logbook_base::terminal::acts_on_terminal(c))
+            .collect()
+    };
+
+    let table = daemon.admin_ok(&["events", &plan]).await;
+    assert_eq!(acts(&table), [] as [char; 0], "{table:?}");
+    assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
+    assert!(table.contains("\\u{1b}[31mRED"), "{table}");
+    assert!(table.contains("a\\u{a} 9"), "{table}");
+    let full = daemon.admin_ok(&["events", &plan, "--full"]).await;
+    assert_eq!(acts(&full), [] as [char; 0], "{full:?}");
+    let page = daemon.admin_ok(&["events", &plan, "--json"]).await;
+    assert_eq!(acts(&page), [] as [char; 0], "{page:?}");
+    // Escaped as JSON escapes: the same values.
+    let page: Value = serde_json::from_str(&page).unwrap_or_else(|e| panic!("{e}: {page}"));
+    assert_eq!(page["events"][0]["actor"], actor);
+    assert_eq!(page["events"][0]["payload"], payload);
+
+    for options in [&[][..], &["--json"][..]] {
+        let (mut child, rx) = spawn_tail_as(&daemon, options, &[&plan, "--after", "0"]);
+        let lines: Vec<String> = (0..2)
+            .map(|_| rx.recv_timeout(LINE_TIMEOUT).expect("a tail line"))
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        for line in &lines {
+            assert_eq!(acts(line), [] as [char; 0], "{options:?}: {line:?}");
+        }
+        if options.is_empty() {
+            assert!(lines[1].contains("a\\u{a} 9"), "{lines:?}");
+        } else {
+            let event: Value = serde_json::from_str(&lines[0]).unwrap();
+            assert_eq!(event["actor"], actor);
+        }
+    }
+}
+
 /// `logbook admin --json tail ARGS`, its stdout lines arriving on a channel.
 fn spawn_tail(daemon: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    spawn_tail_as(daemon, &["--json"], args)
+}
+
+/// `logbook admin OPTIONS tail ARGS`, its stdout lines arriving on a channel.
+fn spawn_tail_as(
+    daemon: &Daemon,
+    options: &[&str],
+    args: &[&str],
+) -> (Child, mpsc::Receiver<String>) {
     let mut child = logbook()
         .arg("admin")
         .arg("--socket")
         .arg(daemon.admin_socket())
-        .arg("--json")
+        .args(options)
         .arg("tail")
         .args(args)
         .stdin(Stdio::null())

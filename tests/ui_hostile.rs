@@ -153,7 +153,10 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
         .await;
     assert_pending_because(&shown, "your pinned witnesses last cosigned 3 h ago");
     assert!(
-        shown[3].as_str().unwrap().contains("too old to count (stale)"),
+        shown[3]
+            .as_str()
+            .unwrap()
+            .contains("too old to count (stale)"),
         "{shown}"
     );
     assert_eq!(shown[2], "muted", "{shown}");

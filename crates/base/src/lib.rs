@@ -12,6 +12,7 @@
 //! - [`metrics`]: the process-wide Prometheus instruments;
 //! - [`ordered_pool`]: batches worked on every core, taken back in order;
 //! - [`per_client`]: slots counted per client address (IPv4, or an IPv6 /64);
+//! - [`terminal`]: text from outside made safe to print on a terminal;
 //! - `proptest_support` (tests only): byte edits for property tests.
 
 pub mod canonical;
@@ -25,3 +26,4 @@ pub mod private_file;
 #[cfg(any(test, feature = "proptest-support"))]
 pub mod proptest_support;
 pub mod reloadable;
+pub mod terminal;

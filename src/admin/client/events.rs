@@ -5,7 +5,7 @@ use hyper::Method;
 use logbook_journal::registry::TypeFilter;
 use serde_json::{Value, json};
 
-use super::output::{Table, items, text, truncate};
+use super::output::{Table, compact, items, pretty, text, truncate};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -63,10 +63,7 @@ impl Client {
         self.show(&answer, |_| {
             if q.full {
                 for event in &events {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(event).unwrap_or_default()
-                    );
+                    println!("{}", pretty(event));
                 }
             } else {
                 let mut table = Table::new(&[">SEQ", "TIME", "TYPE", "ACTOR", "PAYLOAD"]);
@@ -100,5 +97,5 @@ pub(crate) fn payload_summary(event: &Value) -> String {
     if event["redacted"] == true {
         return "(redacted)".into();
     }
-    truncate(&event["payload"].to_string(), PAYLOAD_WIDTH)
+    truncate(&compact(&event["payload"]), PAYLOAD_WIDTH)
 }

@@ -4,7 +4,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::args::{DeadCommand, PeersCommand, SubscriptionsCommand, Switch, WitnessCommand};
-use super::output::{count, items, join, text};
+use super::output::{compact, count, items, join, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -103,7 +103,7 @@ impl Client {
             for m in &messages {
                 if self.json {
                     let comma = if first { "" } else { "," };
-                    println!("{comma}{m}");
+                    println!("{comma}{}", compact(m));
                 } else {
                     println!(
                         "{:<36}  {:<20}  {:<24}  {:>8}  {}",

@@ -51,7 +51,8 @@ pub(crate) fn run(args: AdminArgs) -> ExitCode {
     match runtime.block_on(client.dispatch(args.command)) {
         Ok(code) => code,
         Err(Failure(message)) => {
-            eprintln!("logbook admin: {message}");
+            // A refusal's detail can quote what a client sent.
+            eprintln!("logbook admin: {}", logbook_base::terminal::inert(&message));
             ExitCode::FAILURE
         }
     }

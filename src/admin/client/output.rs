@@ -1,16 +1,14 @@
 //! How answers are shown: the daemon's JSON with `--json`, else text for
 //! people.
 
+use logbook_base::terminal::{inert, inert_json};
 use serde_json::Value;
 
 use super::Client;
 
 impl Client {
     fn print_json(&self, value: &Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", pretty(value));
     }
 
     /// Prints `v` as JSON with --json, else as `human` renders it for people.
@@ -31,13 +29,24 @@ impl Client {
     }
 }
 
-/// A value for people: strings unquoted, null as "-".
+/// A value for people: strings unquoted, null as "-". What an appender or
+/// a peer wrote cannot act on the terminal (`logbook_base::terminal`).
 pub(crate) fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => inert(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => compact(other),
     }
+}
+
+/// `v` as one line of JSON that cannot act on the terminal.
+pub(crate) fn compact(v: &Value) -> String {
+    inert_json(&v.to_string()).into_owned()
+}
+
+/// `v` as indented JSON that cannot act on the terminal.
+pub(crate) fn pretty(v: &Value) -> String {
+    inert_json(&serde_json::to_string_pretty(v).unwrap_or_default()).into_owned()
 }
 
 /// The elements of a JSON array; none for anything else.

@@ -13,7 +13,7 @@ use logbook_journal::registry::TypeFilter;
 use serde_json::Value;
 
 use super::events::{payload_summary, type_filter};
-use super::output::text;
+use super::output::{compact, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -162,7 +162,7 @@ impl Client {
 
     fn print_event(&self, event: &Value, all: bool) {
         if self.json {
-            println!("{event}");
+            println!("{}", compact(event));
             return;
         }
         let plan = if all {

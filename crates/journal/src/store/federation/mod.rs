@@ -332,8 +332,7 @@ pub fn inert_text(text: &str) -> String {
     const CUT: &str = "…";
     let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT));
     for c in text.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        let piece = if c.is_control() || bidi {
+        let piece = if logbook_base::terminal::acts_on_terminal(c) {
             format!("\\u{{{:x}}}", u32::from(c))
         } else {
             c.to_string()
