@@ -598,6 +598,17 @@ async fn tokens_are_required_and_scoped() {
         .await;
     let (id, event) = stream.next_event().await;
     assert_eq!((id, event["seq"].as_u64()), (1, Some(1)));
+    // Sent twice, it is a malformed query (400), not a missing token (401).
+    let twice = daemon
+        .sse_refused(
+            &format!("{path}/stream?access_token={READ_TOKEN}&access_token={READ_TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        assert_problem(&twice, 400),
+        "urn:logbook:problem:invalid-query"
+    );
     // The query-string token is accepted only on streams.
     let resp = daemon
         .get_json(&format!("/api/plans?access_token={READ_TOKEN}"))

@@ -500,6 +500,24 @@ async fn more_than_one_host_or_origin_is_refused() {
         "urn:logbook:problem:origin-not-allowed"
     );
     assert!(daemon.head(plan).await.is_none());
+    // Two Content-Types, or two Authorizations (the first one valid): refused,
+    // and nothing appended.
+    for twice in [
+        "Content-Type: application/json\r\nContent-Type: text/plain",
+        "Content-Type: application/json\r\nAuthorization: Bearer x\r\nAuthorization: Bearer y",
+    ] {
+        let request = format!(
+            "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{twice}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = daemon.raw_http(request.as_bytes()).await;
+        assert_eq!(
+            assert_problem(&resp, 400),
+            "urn:logbook:problem:duplicate-header",
+            "{twice}"
+        );
+    }
+    assert!(daemon.head(plan).await.is_none());
     // One allowed Origin still passes.
     let resp = send(
         daemon

@@ -179,7 +179,7 @@ fn check(scope: Scope, tokens: &Tokens, req: &Request) -> Result<Grant, Problem>
             by: By::Open,
         });
     }
-    let presented = bearer(req)
+    let presented = bearer(req)?
         .ok_or_else(|| unauthorized("send an API token as Authorization: Bearer <token>"))?;
     let hash = sha256(presented.as_bytes());
     token_allows(tokens, scope, &hash)?;
@@ -376,30 +376,41 @@ pub(crate) fn revoked(
 
 /// The token from `Authorization: Bearer …`, or, on SSE routes only (where
 /// browsers' EventSource cannot set headers), from `?access_token=`. An
-/// empty token is no token, however it is sent.
-fn bearer(req: &Request) -> Option<String> {
+/// empty token is no token, however it is sent. A query string that does
+/// not parse (`access_token` twice) is 400 `invalid-query`, as the route's
+/// own parameters would be, not a missing token.
+fn bearer(req: &Request) -> Result<Option<String>, Problem> {
     let token = if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then_some(token)?
-            .to_string()
+        let from_header = || {
+            let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        };
+        match from_header() {
+            Some(token) => token.to_string(),
+            None => return Ok(None),
+        }
     } else {
         if !req.uri().path().ends_with("/stream") {
-            return None;
+            return Ok(None);
         }
         #[derive(serde::Deserialize)]
         struct AccessToken {
             access_token: Option<String>,
         }
-        axum::extract::Query::<AccessToken>::try_from_uri(req.uri())
-            .ok()?
-            .0
-            .access_token?
+        let query = axum::extract::Query::<AccessToken>::try_from_uri(req.uri()).map_err(|e| {
+            Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                super::extract::plain_query(&e.body_text()),
+            )
+        })?;
+        match query.0.access_token {
+            Some(token) => token,
+            None => return Ok(None),
+        }
     };
     let token = token.trim();
-    (!token.is_empty()).then(|| token.to_string())
+    Ok((!token.is_empty()).then(|| token.to_string()))
 }
 
 #[cfg(test)]

@@ -142,6 +142,19 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
         )
         .into_response();
     }
+    // One Authorization and one Content-Type too: the token check and the
+    // body reader would each take the first, so a proxy that adds its own
+    // beside a client's would decide in silence which one counts.
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        if req.headers().get_all(&name).iter().count() > 1 {
+            return Problem::bad_request(
+                "duplicate-header",
+                "A header sent more than once",
+                format!("the request has more than one {name} header; send it once"),
+            )
+            .into_response();
+        }
+    }
     let policy = state.edge.policy.current();
     if !state.tokens.required()
         && let Err(problem) = check_host(&req, &policy)

@@ -29,7 +29,7 @@ pub(super) async fn create_token(
         return Err(Problem::unprocessable(
             "invalid-scopes",
             "Invalid scopes",
-            "give at least one scope: read, append",
+            "give at least one scope: read, append, admin",
         ));
     }
     if let Some(name) = &request.name
