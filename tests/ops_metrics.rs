@@ -188,6 +188,18 @@ async fn metrics_scrape_parses_and_counts() {
     assert!(samples.contains_key("logbook_sse_catch_ups_total"));
     assert_eq!(get("logbook_sse_followed_plans"), 0.0);
     assert!(samples.contains_key("logbook_writer_queue_depth"));
+    // Series with labels known at start exist at zero before their first
+    // event: an alert on increase() over a missing series never fires.
+    for zero in [
+        "logbook_appends_total{outcome=\"replayed\"}",
+        "logbook_appends_total{outcome=\"error\"}",
+        "logbook_http_connections_refused_total{limit=\"max_connections\"}",
+        "logbook_http_connections_refused_total{limit=\"max_connections_per_ip\"}",
+        "logbook_checkpoint_signing_refused_total{log=\"plan\"}",
+        "logbook_checkpoint_signing_refused_total{log=\"heads\"}",
+    ] {
+        assert_eq!(get(zero), 0.0, "{zero}");
+    }
 
     // The admin socket serves the same exposition.
     if let Ok(out) = Command::new("curl").arg("--version").output()

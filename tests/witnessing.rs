@@ -252,6 +252,14 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
         .find(|l| l.starts_with("logbook_witness_quorum_age_seconds "))
         .unwrap_or_else(|| panic!("no quorum age in /metrics:\n{metrics}"));
     assert!(!age_line.ends_with(" -1"), "{age_line}");
+    // A configured witness's and peer's counters exist before any failure.
+    for series in [
+        "logbook_witness_send_failures_total{witness=\"peer:gamma\",reason=\"refused\"}",
+        "logbook_federation_dead_letters_total{peer=",
+        "logbook_federation_subscriptions_refused_total{peer=",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
 
     // A peer switched off stops being sent checkpoints (and listed).
     let out = t.a.admin_text(&["peers", "witness", "beta", "off"]).await;

@@ -242,6 +242,13 @@ pub(crate) async fn render(
 ) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let peer_queues = store.run(peer_queues).await;
+    let witnessing = federation.witness_health();
+    for q in peer_queues.iter().flatten() {
+        metrics::known_peer(&q.peer);
+    }
+    for w in &witnessing.witnesses {
+        metrics::known_witness(&w.name);
+    }
     metrics::render(Box::new(Snapshot {
         sse_clients: stream_stats.connected.load(Relaxed),
         sse_catch_ups: stream_stats.catch_ups.load(Relaxed),
@@ -253,7 +260,7 @@ pub(crate) async fn render(
             tracing::warn!(error = %e, "metrics: reading the federation outbox");
             Vec::new()
         }),
-        witnessing: federation.witness_health(),
+        witnessing,
     }))
 }
 

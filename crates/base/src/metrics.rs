@@ -17,6 +17,32 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
+/// The label values each family is created with at zero, so that its
+/// series exist before the first event: an alert on `increase()` of a
+/// series that does not exist yet sees no data, never a rise.
+const APPEND_OUTCOMES: [&str; 4] = ["created", "replayed", "rejected", "error"];
+const CONNECTION_LIMITS: [&str; 2] = ["max_connections", "max_connections_per_ip"];
+const SIGNING_LOGS: [&str; 2] = ["plan", "heads"];
+const SUBSCRIPTION_REFUSALS: [&str; 2] = ["not_granted", "limit"];
+/// Why a witness did not cosign (`src/federation/witnessing.rs`).
+pub const WITNESS_FAILURES: [&str; 8] = [
+    "transport",
+    "status",
+    "key",
+    "cosignature",
+    "conflict",
+    "signing",
+    "storage",
+    "refused",
+];
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 struct Instruments {
     registry: Registry,
     appends: Family<Labels, Counter>,
@@ -136,6 +162,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
         "Requests answered 503 because the bodies being received held limits.max_buffered_body_bytes",
         bodies_refused.clone(),
     );
+    for outcome in APPEND_OUTCOMES {
+        drop(appends.get_or_create(&labels(&[("outcome", outcome)])));
+    }
+    for limit in CONNECTION_LIMITS {
+        drop(connections_refused.get_or_create(&labels(&[("limit", limit)])));
+    }
+    for log in SIGNING_LOGS {
+        drop(signing_refused.get_or_create(&labels(&[("log", log)])));
+    }
     Instruments {
         send_timeouts,
         connections_refused,
@@ -157,6 +192,27 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     }
 });
 
+/// Creates a configured peer's series at zero (called at each scrape).
+pub fn known_peer(peer: &str) {
+    let m = &*INSTRUMENTS;
+    let by_peer = labels(&[("peer", peer)]);
+    drop(m.deliveries.get_or_create(&by_peer));
+    drop(m.delivery_failures.get_or_create(&by_peer));
+    drop(m.dead_letters.get_or_create(&by_peer));
+    for reason in SUBSCRIPTION_REFUSALS {
+        let by_reason = labels(&[("peer", peer), ("reason", reason)]);
+        drop(m.refused_subscriptions.get_or_create(&by_reason));
+    }
+}
+
+/// Creates a configured witness's series at zero (called at each scrape).
+pub fn known_witness(witness: &str) {
+    for reason in WITNESS_FAILURES {
+        let by_reason = labels(&[("witness", witness), ("reason", reason)]);
+        drop(INSTRUMENTS.witness_failures.get_or_create(&by_reason));
+    }
+}
+
 /// Called when a connection is closed because its client stopped reading.
 pub fn observe_send_timeout() {
     INSTRUMENTS.send_timeouts.inc();
@@ -171,6 +227,7 @@ pub fn observe_body_refused() {
 /// Called when a connection is refused at accept; `limit` names the
 /// `[server]` key that refused it.
 pub fn observe_connection_refused(limit: &str) {
+    debug_assert!(CONNECTION_LIMITS.contains(&limit), "{limit}");
     INSTRUMENTS
         .connections_refused
         .get_or_create(&vec![("limit".to_string(), limit.to_string())])
@@ -179,6 +236,7 @@ pub fn observe_connection_refused(limit: &str) {
 
 /// Called when a checkpoint inconsistent with an earlier one was not signed.
 pub fn observe_signing_refused(log: &str) {
+    debug_assert!(SIGNING_LOGS.contains(&log), "{log}");
     INSTRUMENTS
         .signing_refused
         .get_or_create(&vec![("log".into(), log.into())])
@@ -217,6 +275,7 @@ pub fn observe_delivery(peer: &str, sent: usize, failed: usize, dead: usize) {
 /// Called when a peer's subscribe request is refused: not covered by its
 /// grants (`not_granted`) or over its subscription limit (`limit`).
 pub fn observe_refused_subscription(peer: &str, reason: &str) {
+    debug_assert!(SUBSCRIPTION_REFUSALS.contains(&reason), "{reason}");
     let labels = vec![
         ("peer".to_string(), peer.to_string()),
         ("reason".to_string(), reason.to_string()),
@@ -228,8 +287,9 @@ pub fn observe_refused_subscription(peer: &str, reason: &str) {
 }
 
 /// Called when a witness did not cosign our heads checkpoint: `reason` is
-/// transport, status, key, cosignature, conflict, storage or refused.
+/// one of [`WITNESS_FAILURES`].
 pub fn observe_witness_failure(witness: &str, reason: &str) {
+    debug_assert!(WITNESS_FAILURES.contains(&reason), "{reason}");
     let labels = vec![
         ("witness".to_string(), witness.to_string()),
         ("reason".to_string(), reason.to_string()),
@@ -250,6 +310,7 @@ pub fn observe_witness_evidence(origin: &str, reason: &str) {
 /// Called after each append request is answered: its outcome (`created`,
 /// `replayed`, `rejected`, `error`) and how long it took, fsync included.
 pub fn observe_append(outcome: &str, seconds: f64) {
+    debug_assert!(APPEND_OUTCOMES.contains(&outcome), "{outcome}");
     let m = &*INSTRUMENTS;
     m.append_seconds.observe(seconds);
     m.appends
