@@ -342,6 +342,16 @@ fn verify_export(
             println!("root-mismatch: first bad seq {seq} (line {line}): {reason}");
             failed = true;
         }
+        // Line 0: no line is at fault (an empty export).
+        (
+            Outcome::Broken {
+                line: 0, reason, ..
+            },
+            _,
+        ) => {
+            println!("broken: {reason}");
+            failed = true;
+        }
         (Outcome::Broken { seq, line, reason }, _) => {
             println!("broken at seq {seq} (line {line}): {reason}");
             failed = true;

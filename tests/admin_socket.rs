@@ -114,6 +114,17 @@ async fn socket_is_private_and_status_reports_the_daemon() {
         text.contains("events") && text.contains(&daemon.addr.to_string()),
         "{text}"
     );
+    // Where `tail --all` starts, and what the disk bytes sum.
+    let position = status["last_position"].as_u64().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("last position") && l.ends_with(&format!(" {position}"))),
+        "{text}"
+    );
+    assert!(
+        text.contains("(journal.redb ") && text.contains("journal.wal "),
+        "{text}"
+    );
     let socket = socket.to_str().expect("UTF-8 path");
     let out = run_logbook(["admin", "--json", "--socket", socket, "status"]).await;
     assert!(out.success());

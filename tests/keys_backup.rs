@@ -189,6 +189,18 @@ async fn a_backup_restores_the_keys_and_one_without_keys_holds_none() {
     let again = restore(&full, &target).await;
     assert!(!again.success());
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    // A data dir holding a journal is refused for that, first: not for a
+    // MAC its missing key cannot check.
+    let occupied = restored.path().join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("journal.redb"), b"").unwrap();
+    let refused = restore(&full, &occupied).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("journal.redb already exists"),
+        "{}",
+        refused.stderr
+    );
     // A restore interrupted after it wrote the keys, before it installed
     // the journal: no daemon starts a new journal under those keys, and
     // the same restore run again finishes it.

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use super::backup::{self, BackupError, Header, KeyFile};
 use super::client::count;
 use logbook_base::private_file::{ensure_private_dir, write_private_file};
-use logbook_journal::store::restore::{Access, restore as restore_bare, stage_restore};
+use logbook_journal::store::restore::{
+    Access, refuse_occupied, restore as restore_bare, stage_restore,
+};
 
 /// What a restore installed.
 #[derive(Debug)]
@@ -249,6 +251,7 @@ pub(crate) fn restore(
     data_dir: &Path,
     allow_unauthenticated: bool,
 ) -> Result<Restored, BackupError> {
+    refuse_occupied(data_dir).map_err(BackupError::Store)?;
     let open = || {
         std::fs::File::open(file)
             .map_err(|e| BackupError::Io(format!("opening {}", file.display()), e))

@@ -78,7 +78,9 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
         Err(e) => {
             let shown = file
                 .as_ref()
-                .map_or("the built-in defaults".into(), |p| p.display().to_string());
+                .map_or("the configuration (built-in defaults)".into(), |p| {
+                    p.display().to_string()
+                });
             if json {
                 let file = file.as_ref().map(|p| p.display().to_string());
                 out(&format!(

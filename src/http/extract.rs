@@ -109,7 +109,7 @@ pub(crate) async fn read_json_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
-            "the request body must be JSON, sent with Content-Type: application/json",
+            "the request body must be JSON in UTF-8, sent with Content-Type: application/json (a charset other than utf-8 is refused)",
         ));
     }
     read_body(req, cap, timeout).await
@@ -208,14 +208,23 @@ pub(crate) fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .and_then(|subtype| subtype.strip_suffix("+json"))
+            .is_some_and(|name| !name.is_empty());
+    // JSON is UTF-8 (RFC 8259 §8.1), and the body is read as UTF-8: a body
+    // said to be in another charset is refused, not misread.
+    let utf8 = parts.all(|param| match param.split_once('=') {
+        Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = charset.trim().trim_matches('"');
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    });
+    json && utf8
 }
 
 /// Deserializes any JSON value, keeping nothing, and fails on the first
@@ -468,8 +477,12 @@ mod tests {
         assert!(ok("application/json; charset=utf-8"));
         assert!(ok("Application/JSON"));
         assert!(ok("application/merge-patch+json"));
+        assert!(ok("application/json; Charset=\"UTF-8\""));
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonp"));
+        assert!(!ok("application/+json"));
+        assert!(!ok("application/json; charset=utf-16"));
+        assert!(!ok("application/json; charset=latin1"));
         assert!(!is_json(None));
     }
 

@@ -69,7 +69,8 @@ pub(crate) fn print_status(v: &Value) {
         ("data dir", text(&v["data_dir"])),
         ("plans", text(&v["plans"])),
         ("events", text(&v["events"])),
-        ("disk bytes", text(&v["disk_bytes"])),
+        ("last position", text(&v["last_position"])),
+        ("disk bytes", disk_bytes(v)),
         (
             "peers",
             v["peers"].as_array().map_or(0, Vec::len).to_string(),
@@ -103,6 +104,20 @@ pub(crate) fn print_status(v: &Value) {
         println!("{key:<13} {value}");
     }
     print_witnessing(&v["witnessing"]);
+}
+
+/// `disk_bytes`, and what it sums (`disk_files`): "N (journal.redb A, journal.wal B)".
+fn disk_bytes(v: &Value) -> String {
+    let files: Vec<String> = v["disk_files"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, bytes)| format!("{} {}", inert(name), text(bytes)))
+        .collect();
+    if files.is_empty() {
+        return text(&v["disk_bytes"]);
+    }
+    format!("{} ({})", text(&v["disk_bytes"]), files.join(", "))
 }
 
 /// The witnessing lines of `status`: the quorum's age, then each witness.

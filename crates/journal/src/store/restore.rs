@@ -67,6 +67,24 @@ pub struct Access {
     pub peers: Vec<String>,
 }
 
+/// Refuses a data dir that holds a journal, or a segment (which another
+/// store left, and which would replay into the restored one). A restore
+/// checks it first, so that this is the reason given, whatever the file.
+pub fn refuse_occupied(data_dir: &Path) -> Result<(), StoreError> {
+    for present in [
+        data_dir.join(super::DB_FILE),
+        data_dir.join(super::WAL_FILE),
+    ] {
+        if present.exists() {
+            return Err(StoreError(format!(
+                "{} already exists; restore only into an empty data dir",
+                present.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Copies a store into `data_dir` with `fill`, fsyncs it and checks that it
 /// is a logbook store; refuses a data dir that already has one. Nothing is
 /// installed until [`StagedStore::install`], so a restore can put the keys
@@ -77,16 +95,8 @@ pub fn stage_restore(
 ) -> Result<StagedStore, StoreError> {
     logbook_base::private_file::ensure_private_dir(data_dir)
         .map_err(|e| StoreError(format!("creating {}: {e}", data_dir.display())))?;
+    refuse_occupied(data_dir)?;
     let target = data_dir.join(super::DB_FILE);
-    // A segment left by another store would replay into the restored one.
-    for present in [&target, &data_dir.join(super::WAL_FILE)] {
-        if present.exists() {
-            return Err(StoreError(format!(
-                "{} already exists; restore only into an empty data dir",
-                present.display()
-            )));
-        }
-    }
     // What a witness key cosigned is recorded in the store (`witness_latest`),
     // and the store that held this key's record is gone: beside an older
     // one it could cosign a fork of a log it witnessed. A start without it
