@@ -152,6 +152,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     tokens.replace(token_sources.merged());
 
     let shutdown = CancellationToken::new();
+    let missing_identity = missing_identity_files(&config, &data_dir);
     let federation =
         crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
     let log_keys = {
@@ -170,6 +171,12 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
         tracing::info!(%vkey, "generated the Ed25519 log key in the data dir (mode 0600); back it up with the journal");
     } else {
         tracing::info!(%vkey, "log key");
+    }
+    if !missing_identity.is_empty() && store.run(|s| s.last_position()).await.is_ok_and(|p| p > 0) {
+        tracing::warn!(
+            generated = ?missing_identity,
+            "this journal already holds events, but its identity files were missing and were generated anew: checkpoints are signed by a new log key (and, with a new instance id, under new origins) and peers see a new federation key, so auditors and peers who pinned the old ones will fail to verify; if this data dir was restored from a backup made with --without-keys, or its keys were lost, stop the daemon and put those files back (docs/operations.md, Backup and restore)"
+        );
     }
     let witness_key = {
         let prefix = config
@@ -432,4 +439,19 @@ fn connections_within_open_files(max_connections: usize) -> Result<usize, String
         "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE= or ulimit -Hn to serve more)"
     );
     Ok(lowered)
+}
+
+/// The identity files a start would generate in `data_dir`: the instance
+/// id (unless the config names one), the federation key and the log key.
+/// Generated beside a journal that already holds events, they give an old
+/// history a new identity, which a start warns about.
+fn missing_identity_files(config: &Config, data_dir: &std::path::Path) -> Vec<&'static str> {
+    use logbook_federation::identity::{INSTANCE_ID_FILE, KEY_FILE};
+    use logbook_journal::log_key::LOG_KEY_FILE;
+    let mut files = vec![KEY_FILE, LOG_KEY_FILE];
+    if config.federation.instance_id.is_empty() {
+        files.insert(0, INSTANCE_ID_FILE);
+    }
+    files.retain(|f| !data_dir.join(f).exists());
+    files
 }

@@ -303,6 +303,20 @@ async fn missing_keys_are_named_at_start_and_verify_says_missing_key() {
         "{}",
         restored.log_text()
     );
+    // And that the journal's identity is new: a new log key, federation
+    // key and instance id beside an old history.
+    assert!(
+        restored
+            .wait_log(
+                &["WARN", "identity files were missing", "log.key", "instance_id"],
+                std::time::Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        restored.log_text()
+    );
+    // A daemon's first start on an empty data dir generates them in silence.
+    assert!(!daemon.log_text().contains("identity files were missing"));
 
     let page = restored
         .get_json(&format!("/api/plans/{plan}/events?verify=1"))
