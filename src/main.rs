@@ -324,6 +324,17 @@ fn verify_export(
             println!("{reason}");
             failed = true;
         }
+        // Line 0: no line is at fault (an empty export), with or without a
+        // checkpoint or bundle to hold it against.
+        (
+            Outcome::Broken {
+                line: 0, reason, ..
+            },
+            _,
+        ) => {
+            println!("broken: {reason}");
+            failed = true;
+        }
         // The log matches, but the key given does not verify the chain.
         (Outcome::Broken { seq, line, reason }, Some(LogOutcome::Ok { .. }))
             if reason.starts_with("signature") || reason.starts_with("missing-key") =>
@@ -340,16 +351,6 @@ fn verify_export(
             Some(LogOutcome::Ok { .. } | LogOutcome::RootMismatch),
         ) => {
             println!("root-mismatch: first bad seq {seq} (line {line}): {reason}");
-            failed = true;
-        }
-        // Line 0: no line is at fault (an empty export).
-        (
-            Outcome::Broken {
-                line: 0, reason, ..
-            },
-            _,
-        ) => {
-            println!("broken: {reason}");
             failed = true;
         }
         (Outcome::Broken { seq, line, reason }, _) => {

@@ -308,7 +308,12 @@ async fn missing_keys_are_named_at_start_and_verify_says_missing_key() {
     assert!(
         restored
             .wait_log(
-                &["WARN", "identity files were missing", "log.key", "instance_id"],
+                &[
+                    "WARN",
+                    "identity files were missing",
+                    "log.key",
+                    "instance_id"
+                ],
                 std::time::Duration::from_secs(30)
             )
             .await,

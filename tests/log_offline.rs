@@ -80,6 +80,24 @@ async fn an_export_is_checked_against_its_signed_checkpoint_without_the_hmac_key
         "{text}"
     );
 
+    // An empty export: no line is at fault, with a checkpoint or without.
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.to_str().unwrap();
+    let (code, text) = verify(&["--export", empty, "--log-key", &vkey, "--checkpoint", c]).await;
+    let mut keyed = logbook();
+    keyed
+        .args(["verify", "--export", empty])
+        .env("LOGBOOK_HMAC_SECRET", "any-secret-any-secret-any-secret");
+    let keyed = run(keyed).await;
+    for (code, text) in [(code, text), (keyed.status.code(), keyed.stdout)] {
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("broken: the export holds no events") && !text.contains("line 0"),
+            "{text}"
+        );
+    }
+
     // A changed event (here its actor), as exported: the root differs.
     let changed = dir.path().join("changed.ndjson");
     let mut edited = all.clone();

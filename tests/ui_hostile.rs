@@ -161,6 +161,29 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     );
     assert_eq!(shown[2], "muted", "{shown}");
 
+    // Green under a quorum about to turn 10 minutes old, and the daemon then
+    // stalls every bundle request: the page goes pending by itself.
+    open("witness-ages").await;
+    let shown = b
+        .wait_for("the aging quorum shown green", SHOWN, |v| {
+            done(v) && v[0] == "verdict verified"
+        })
+        .await;
+    assert_eq!(shown[2], "pinned", "{shown}");
+    let shown = b
+        .wait_for("the aged quorum turned pending", SHOWN, |v| {
+            v[0] == "verdict pending"
+        })
+        .await;
+    assert_pending_because(&shown, "your pinned witnesses last cosigned 10 min ago");
+    assert!(
+        shown[3]
+            .as_str()
+            .unwrap()
+            .contains("too old to count (stale)"),
+        "{shown}"
+    );
+
     // An erased payload whose redaction cannot be checked (the system
     // journal out of reach): the row says redacted, the verdict pending.
     open("erased-no-record").await;

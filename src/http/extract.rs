@@ -216,11 +216,14 @@ pub(crate) fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
             .and_then(|subtype| subtype.strip_suffix("+json"))
             .is_some_and(|name| !name.is_empty());
     // JSON is UTF-8 (RFC 8259 §8.1), and the body is read as UTF-8: a body
-    // said to be in another charset is refused, not misread.
+    // said to be in another charset (US-ASCII is a subset) is refused, not
+    // misread.
     let utf8 = parts.all(|param| match param.split_once('=') {
         Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
             let charset = charset.trim().trim_matches('"');
-            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+            ["utf-8", "utf8", "us-ascii"]
+                .iter()
+                .any(|utf8| charset.eq_ignore_ascii_case(utf8))
         }
         _ => true,
     });
@@ -478,6 +481,7 @@ mod tests {
         assert!(ok("Application/JSON"));
         assert!(ok("application/merge-patch+json"));
         assert!(ok("application/json; Charset=\"UTF-8\""));
+        assert!(ok("application/json; charset=us-ascii"));
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonp"));
         assert!(!ok("application/+json"));

@@ -26,10 +26,14 @@ export class ApiError extends Error {
 const unauthorized = new Set();
 export function onUnauthorized(f) { unauthorized.add(f); }
 
+/** Longest a request may take, body included: a daemon that stalls an answer must not hold a check forever. */
+const REQUEST_TIMEOUT_MS = 60000;
+
 async function request(path, accept) {
   const headers = { Accept: accept };
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const response = await fetch(path, { headers, cache: "no-store", credentials: "omit" });
+  const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  const response = await fetch(path, { headers, cache: "no-store", credentials: "omit", signal });
   if (!response.ok) {
     let problem = null;
     try { problem = await response.json(); } catch { /* not problem+json */ }

@@ -206,13 +206,9 @@ export class PlanChecker {
     }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
-    // When a quorum of them last vouched for this history: the quorum-th
-    // newest cosignature's time (C2SP tlog-cosignature), in Unix seconds.
-    const times = cosigned.map((c) => c.time).sort((a, b) => b - a);
-    const quorumTime = times.length >= quorum ? times[quorum - 1] : null;
     this.witnessed = {
       size: w.size, headsIndex: bundle.heads_index, headsSize: heads.checkpoint.size,
-      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum, quorumTime, deleted,
+      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum, deleted,
     };
     return this.witnessed;
   }

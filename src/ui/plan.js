@@ -20,6 +20,17 @@ const MAX_ROWS = 2000;
  */
 const MAX_COSIGNATURE_AGE = 10 * 60;
 
+/**
+ * When `quorum` of the checked cosignatures last vouched: the quorum-th
+ * newest `time` (Unix seconds), or null when fewer count. One dated more
+ * than MAX_COSIGNATURE_AGE ahead of this computer's clock does not count:
+ * no wait would ever make it stale.
+ */
+function quorumTime(cosigned, quorum, now) {
+  const times = cosigned.map((c) => c.time).filter((t) => t <= now + MAX_COSIGNATURE_AGE).sort((a, b) => b - a);
+  return quorum > 0 && times.length >= quorum ? times[quorum - 1] : null;
+}
+
 export function planView(root, planId) {
   const events = new Map(); // seq -> event
   const rows = new Map(); // seq -> tr
@@ -29,14 +40,17 @@ export function planView(root, planId) {
   // last found it (0: none); compared with the checkpoint each time the
   // verdict is drawn, since a newer checkpoint may arrive before it.
   let witnessedSize = 0;
-  // How old, in seconds, the quorum's cosignatures were when renderWitnessed
-  // found them too old to count (null: not stale).
-  let witnessStale = null;
+  // When that quorum cosigned (Unix seconds; null: no quorum), and the bundle
+  // it was found in: the verdict and the witness line compare it with the
+  // clock each time they are drawn, so it goes stale on screen even while a
+  // pass is stuck on a daemon that never answers.
+  let witnessedAt = null, witnessed = null;
   // Permalinked events fetched alone: not part of a range, so the seqs
   // between them and the rest are not "withheld".
   const singles = new Set();
-  // While witnesses are pinned, verify again on a timer (renderVerdict):
-  // the heads log is written every few seconds, cosigned every minute.
+  // While witnesses are pinned, draw and verify again on a timer
+  // (renderVerdict): the heads log is written every few seconds, cosigned
+  // every minute.
   let witnessTimer = null, witnessDue = 0, witnessWait = 5000, left = false;
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
@@ -165,7 +179,34 @@ export function planView(root, planId) {
   };
   const schedule = () => { clearTimeout(timer); timer = setTimeout(verify, 300); };
 
+  /** The witness line of the last bundle checked, its age as of now. */
+  const drawWitnessLine = () => {
+    const w = witnessed;
+    if (!w) return;
+    const now = Date.now() / 1000;
+    const names = w.cosigned.map((c) => c.name).join(", ");
+    const met = witnessedAt !== null;
+    // A clock behind the witnesses' reads as no age at all, not a negative one.
+    const age = met ? Math.max(0, Math.round(now - witnessedAt)) : 0;
+    const stale = met && age > MAX_COSIGNATURE_AGE;
+    const when = stale ? `, ${ago(age)} ago: too old to count (stale)` : `, ${ago(age)} ago`;
+    const early = !met && w.cosigned.length >= w.quorum ? " (cosignatures dated more than 10 minutes ahead of this computer's clock do not count)" : "";
+    const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${met ? `met${when}` : `NOT met${early}`}`
+      : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
+    witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
+    witnessLine.className = met && !stale ? "pinned" : "muted";
+  };
+
   const renderVerdict = () => {
+    // With witnesses pinned, green needs their quorum, cosigned within
+    // MAX_COSIGNATURE_AGE, over this checkpoint: a daemon holding the log
+    // key signs whatever fork it likes, and only a witness can say it showed
+    // another history elsewhere, or more of this one since.
+    const { witnesses, quorum } = pins();
+    const now = Date.now() / 1000;
+    const fresh = witnessedAt !== null && now - witnessedAt <= MAX_COSIGNATURE_AGE;
+    const unwitnessed = witnesses.length > 0 && !(fresh && witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
+    drawWitnessLine();
     const all = [...events.keys()].map(stateOf);
     const broken = all.filter((s) => s.state === "broken").length;
     const verified = all.filter((s) => s.state === "verified").length;
@@ -183,23 +224,6 @@ export function planView(root, planId) {
       const unseen = Math.max(checker.checkpoint?.size ?? 0, checker.witnessed?.size ?? 0) - top;
       // Seqs missing between the oldest and newest shown: withheld.
       const gaps = ranged.length ? top - Math.min(...ranged) + 1 - ranged.length : 0;
-      // With witnesses pinned, green needs their quorum over this checkpoint:
-      // a daemon holding the log key signs whatever fork it likes, and only
-      // a witness can say it showed another history elsewhere.
-      const { witnesses, quorum } = pins();
-      const unwitnessed = witnesses.length > 0 && !(witnessedSize > 0 && witnessedSize >= (checker.checkpoint?.size ?? Infinity));
-      // Pinned witnesses: checked again on a timer, soon while not caught up
-      // (5 s doubling to a minute), and every minute once witnessed, since
-      // cosignatures age on a quiet plan and an old quorum must not stay
-      // green. A pass due later than the wait now wanted is brought forward.
-      const wait = unwitnessed ? witnessWait : 60000;
-      if (witnesses.length > 0 && !left && (!witnessTimer || witnessDue > Date.now() + wait)) {
-        clearTimeout(witnessTimer);
-        witnessDue = Date.now() + wait;
-        witnessTimer = setTimeout(() => { witnessTimer = null; schedule(); }, wait);
-        if (unwitnessed) witnessWait = Math.min(60000, witnessWait * 2);
-      }
-      if (!unwitnessed) witnessWait = 5000;
       // An erased payload with no checked record of its redaction may have
       // been erased behind the log's back: not a green verdict.
       const unrecorded = [...events.keys()].filter((seq) => stateOf(seq).state === "redacted" && !checker.results.get(seq)?.record).length;
@@ -208,8 +232,26 @@ export function planView(root, planId) {
       if (unseen > 0) text += `; ${num(unseen)} newer signed event(s) not shown (yet)`;
       if (gaps > 0) text += `; ${num(gaps)} event(s) between those shown not shown (withheld)`;
       if (unrecorded) text += `; ${num(unrecorded)} redacted event(s) without a checked record of the redaction`;
-      if (unwitnessed && witnessStale !== null) text += `; your pinned witnesses last cosigned ${ago(witnessStale)} ago, more than ${num(MAX_COSIGNATURE_AGE / 60)} minutes: this may be an old history`;
+      if (unwitnessed && witnessedAt !== null && !fresh) text += `; your pinned witnesses last cosigned ${ago(now - witnessedAt)} ago, more than ${num(MAX_COSIGNATURE_AGE / 60)} minutes: this may be an old history`;
       else if (unwitnessed) text += `; not (yet) cosigned up to this checkpoint by ${num(quorum)} of your pinned witnesses`;
+    }
+    // Pinned witnesses: drawn and checked again on a timer, soon while not
+    // caught up or out of reach (5 s doubling to a minute), and once
+    // witnessed every minute, or when the quorum turns stale if sooner:
+    // cosignatures age on a quiet plan, and an old quorum must not stay
+    // green. A pass due later than the wait now wanted is brought forward.
+    // A broken plan stays broken: no timer.
+    if (witnesses.length > 0 && !left && !checker.error) {
+      const waiting = unwitnessed || Boolean(checker.unavailable);
+      const staleAt = witnessedAt === null ? Infinity : (witnessedAt + MAX_COSIGNATURE_AGE + 1) * 1000;
+      const wait = waiting ? witnessWait : Math.max(1000, Math.min(60000, staleAt - Date.now()));
+      if (!witnessTimer || witnessDue > Date.now() + wait) {
+        clearTimeout(witnessTimer);
+        witnessDue = Date.now() + wait;
+        witnessTimer = setTimeout(() => { witnessTimer = null; renderVerdict(); schedule(); }, wait);
+        if (waiting) witnessWait = Math.min(60000, witnessWait * 2);
+      }
+      if (!waiting) witnessWait = 5000;
     }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
@@ -222,9 +264,12 @@ export function planView(root, planId) {
   };
 
   const renderWitnessed = async () => {
-    witnessedSize = 0;
-    witnessStale = null;
+    // The last quorum stays until this check ends, for the verdict to age
+    // while a daemon stalls the bundle: it can only turn pending, since
+    // the verdict holds it against the clock and the current checkpoint.
+    const clear = () => { witnessedSize = 0; witnessedAt = null; witnessed = null; };
     if (checker.error || checker.unavailable) {
+      clear();
       // What was said against an earlier checkpoint no longer holds.
       witnessLine.textContent = "Witnessed: not checked (the checkpoint was not checked).";
       witnessLine.className = "muted";
@@ -232,6 +277,7 @@ export function planView(root, planId) {
     }
     try {
       const w = await checker.checkWitnessed();
+      if (w.pending || w.deleted) clear();
       if (w.pending) { witnessLine.textContent = "Witnessed: not yet in the heads log (it is recorded every few seconds)."; witnessLine.className = "muted"; return; }
       if (w.deleted) {
         // The instance signed that this plan is gone: rows shown for it are not its history.
@@ -240,19 +286,12 @@ export function planView(root, planId) {
         if (events.size && !checker.error) { deleted = "the instance's signed heads log records this plan as deleted"; breakPlan(deleted); }
         return;
       }
-      const names = w.cosigned.map((c) => c.name).join(", ");
-      const met = w.pinned > 0 && w.cosigned.length >= w.quorum;
-      // A clock behind the witnesses' reads as no age at all, not a negative one.
-      const age = met ? Math.max(0, Math.round(Date.now() / 1000 - w.quorumTime)) : 0;
-      const stale = met && age > MAX_COSIGNATURE_AGE;
-      const when = stale ? `, ${ago(age)} ago: too old to count (stale)` : `, ${ago(age)} ago`;
-      const quorum = w.pinned ? `${num(w.cosigned.length)} of ${num(w.pinned)} pinned witnesses cosigned${names ? ` (${names})` : ""}; quorum ${num(w.quorum)} ${met ? `met${when}` : "NOT met"}`
-        : `${num(w.lines)} cosignature line(s) present, none checked: no witness key pinned`;
-      witnessLine.textContent = `Witnessed size ${num(w.size)} (heads log entry ${num(w.headsIndex)} of ${num(w.headsSize)}): ${quorum}.`;
-      witnessLine.className = met && !stale ? "pinned" : "muted";
-      witnessedSize = met && !stale ? w.size : 0;
-      witnessStale = stale ? age : null;
+      witnessedAt = w.pinned > 0 ? quorumTime(w.cosigned, w.quorum, Date.now() / 1000) : null;
+      witnessedSize = witnessedAt !== null ? w.size : 0;
+      witnessed = w;
+      drawWitnessLine();
     } catch (e) {
+      clear();
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
       // A bundle that does not check out breaks the plan, with or without

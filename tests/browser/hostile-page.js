@@ -87,6 +87,18 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => old,
     };
+  } else if (which === "witness-ages") {
+    // Green under a quorum that cosigned 9 min 45 s ago; every later bundle
+    // request never answers. The page must turn pending on its own as the
+    // quorum ages past 10 minutes, although no pass ever finishes again.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+    const aging = await bundle(leaves, undefined, PLAN, false, log, BigInt(Math.floor(Date.now() / 1000) - 585));
+    let served = false;
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => (served ? new Promise(() => {}) : ((served = true), aging)),
+    };
   } else if (which === "erased-no-record") {
     // Event 2's payload erased, and the system journal out of reach: its
     // redaction cannot be checked.

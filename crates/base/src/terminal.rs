@@ -10,11 +10,11 @@
 use std::borrow::Cow;
 
 /// Whether `c` acts on a terminal instead of being shown: a control
-/// character (C0, DEL, C1) or a bidirectional mark, embedding, override
-/// or isolate.
+/// character (C0, DEL, C1) or one of Unicode's Bidi_Control characters (a
+/// mark, embedding, override or isolate).
 pub fn acts_on_terminal(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `text` with each character that [`acts_on_terminal`] written as a Rust
@@ -66,8 +66,8 @@ mod tests {
         assert_eq!(inert("plain ü 😀"), "plain ü 😀");
         assert!(matches!(inert("plain"), Cow::Borrowed(_)));
         assert_eq!(
-            inert("\u{1b}[31mRED\u{7}\na\tb\rc\u{7f}\u{9b}\u{202e}x\u{2066}"),
-            "\\u{1b}[31mRED\\u{7}\\u{a}a\\u{9}b\\u{d}c\\u{7f}\\u{9b}\\u{202e}x\\u{2066}"
+            inert("\u{1b}[31mRED\u{7}\na\tb\rc\u{7f}\u{9b}\u{202e}x\u{2066}\u{61c}"),
+            "\\u{1b}[31mRED\\u{7}\\u{a}a\\u{9}b\\u{d}c\\u{7f}\\u{9b}\\u{202e}x\\u{2066}\\u{61c}"
         );
     }
 

@@ -59,8 +59,8 @@ impl Client {
                             text(&e["cosignedSize"]),
                             text(&e["refusedSize"])
                         );
-                        println!("--- cosigned note\n{}", text(&e["cosignedNote"]));
-                        println!("--- refused note\n{}", text(&e["refusedNote"]));
+                        println!("--- cosigned note\n{}", note_lines(&e["cosignedNote"]));
+                        println!("--- refused note\n{}", note_lines(&e["refusedNote"]));
                     }
                 });
             }
@@ -303,5 +303,18 @@ impl Client {
         let path = format!("{FED_PEERS}/{}/status", segment(instance_id));
         self.call(Method::POST, &path, Some(json!({"status": status})))
             .await
+    }
+}
+
+/// A signed note as it is, one line per line, each made inert: the notes
+/// come from a peer, and an operator may copy one out to check it.
+fn note_lines(note: &Value) -> String {
+    match note.as_str() {
+        Some(note) => note
+            .split('\n')
+            .map(|line| logbook_base::terminal::inert(line))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => text(note),
     }
 }

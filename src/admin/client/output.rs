@@ -154,8 +154,8 @@ fn print_witnessing(w: &Value) {
     );
     for s in items(&w["witnesses"]) {
         let state = match (&s["refused"], &s["error"]) {
-            (Value::String(r), _) => format!("REFUSED: {r}"),
-            (_, Value::String(e)) => format!("failing: {e}"),
+            (Value::String(r), _) => format!("REFUSED: {}", inert(r)),
+            (_, Value::String(e)) => format!("failing: {}", inert(e)),
             _ => "ok".to_string(),
         };
         println!(
@@ -180,7 +180,7 @@ pub(crate) fn print_verify(v: &Value) {
         }
     } else {
         let reason = match v["missing_key_id"].as_str() {
-            Some(id) => format!("missing-key {id}: the keyring lacks this HMAC key"),
+            Some(id) => format!("missing-key {}: the keyring lacks this HMAC key", inert(id)),
             None => text(&v["broken_reason"]),
         };
         println!(

@@ -16,6 +16,7 @@ use super::events::{payload_summary, type_filter};
 use super::output::{compact, text};
 use super::transport::segment;
 use super::{Client, Failure};
+use logbook_base::terminal::inert;
 
 /// First wait before a reconnection; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -74,7 +75,7 @@ impl Client {
                 Ended::Fatal(failure) => return Err(failure),
                 Ended::Lost(why) => {
                     if lost_since.is_none() && !self.json {
-                        eprintln!("stream lost ({why}); reconnecting");
+                        eprintln!("stream lost ({}); reconnecting", inert(&why));
                     }
                     lost_since.get_or_insert(why);
                 }
