@@ -152,7 +152,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     tokens.replace(token_sources.merged());
 
     let shutdown = CancellationToken::new();
-    let missing_identity = missing_identity_files(&config, &data_dir);
+    let missing_identity = missing_identity_files(&config, data_dir);
     let federation =
         crate::federation::Federation::start(&config, store.clone(), shutdown.clone()).await?;
     let log_keys = {
