@@ -323,7 +323,12 @@ impl TypeFilter {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(name))
+        self.matches_all() || self.patterns.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether every type matches (an empty list).
+    pub fn matches_all(&self) -> bool {
+        self.patterns.is_empty()
     }
 }
 

@@ -5,11 +5,13 @@ use redb::ReadableTable;
 use uuid::Uuid;
 
 use super::head::decode_head;
+use super::records::decode_event_view;
 use super::{
     Db, EVENTS, HEADS, Health, POSITIONS, PlanHead, Store, StoreError, decode_event,
     event_from_record, event_key,
 };
 use crate::event::Event;
+use crate::registry::TypeFilter;
 
 impl Store {
     pub fn head(&self, plan_id: &Uuid) -> Result<Option<PlanHead>, StoreError> {
@@ -140,6 +142,49 @@ impl Store {
             page.push(event_from_record(key, decode_event(record)?)?, record.len());
         }
         Ok(page.finish())
+    }
+
+    /// Like [`Store::events_page`], for a follower filtered by type: only
+    /// events whose type `filter` matches are decoded whole and returned,
+    /// the others only as far as their type, and at most `max_scanned` rows
+    /// are read in all. Returns the page, whether more may follow, and the
+    /// position read up to, where the next page starts: a filter that
+    /// matches little moves on in bounded reads, each cheap per row.
+    pub(crate) fn matching_events_page(
+        &self,
+        after: u64,
+        filter: &TypeFilter,
+        limit: usize,
+        max_bytes: usize,
+        max_scanned: usize,
+    ) -> Result<(Vec<Event>, bool, u64), StoreError> {
+        assert!(max_scanned > 0);
+        let Some(first) = after.checked_add(1) else {
+            return Ok((Vec::new(), false, after));
+        };
+        let txn = self.db.begin_read()?;
+        let positions = txn.open_table(POSITIONS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut page = PageBuilder::new(limit, max_bytes);
+        let (mut read_to, mut scanned) = (after, 0);
+        for entry in positions.range(first..)? {
+            if page.full() || scanned == max_scanned {
+                return Ok((page.finish().0, true, read_to));
+            }
+            let (position, key) = entry?;
+            let key = key.value();
+            let record = events
+                .get(key)?
+                .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
+            let record = record.value();
+            scanned += 1;
+            read_to = position.value();
+            if filter.matches(decode_event_view(record)?.event_type) {
+                page.push(event_from_record(key, decode_event(record)?)?, record.len());
+            }
+        }
+        let (rows, full) = page.finish();
+        Ok((rows, full, read_to))
     }
 
     /// The highest store-wide position committed so far.
