@@ -259,7 +259,11 @@ async fn a_filter_that_matches_little_reads_past_the_rest_in_bounded_pages() {
     let plan = Uuid::new_v4();
     let total = 2 * FILTERED_SCAN as u64 + 10;
     // The second read finds nothing: the follower must move on past it.
-    let wanted = [5, 2 * FILTERED_SCAN as u64 + 3, 2 * FILTERED_SCAN as u64 + 5];
+    let wanted = [
+        5,
+        2 * FILTERED_SCAN as u64 + 3,
+        2 * FILTERED_SCAN as u64 + 5,
+    ];
     let typed = |n: u64| AppendRequest {
         event_type: if wanted.contains(&n) {
             "plan.approved"
