@@ -224,7 +224,9 @@ async fn peer_added_by_fingerprint_is_fetched_and_pinned() {
     assert_eq!(body["status"], "active");
     subscribe(&beta, "alpha", "plan.*").await;
 
-    // A suspended peer neither sends nor receives.
+    // A suspended peer receives nothing, but what is meant for it meanwhile
+    // (a published message, a journal event) stays queued: a resume
+    // delivers it, and suspending loses nothing.
     let (status, _) = alpha
         .post(
             "/api/v1/federation/peers/beta/status",
@@ -238,7 +240,15 @@ async fn peer_added_by_fingerprint_is_fetched_and_pinned() {
             &json!({"eventType": "plan.created", "payload": {}}),
         )
         .await;
-    assert_eq!(body["messages"], json!([]));
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
+    let plan = "0192f3a4-5b6c-7d8e-9f00-aabbccdd0001";
+    append(&alpha, plan, "plan.created", json!({"while": "suspended"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        beta.messages("direction=inbound").await.len(),
+        0,
+        "delivered while suspended"
+    );
     let (status, _) = alpha
         .post(
             "/api/v1/federation/peers/beta/status",
@@ -253,7 +263,8 @@ async fn peer_added_by_fingerprint_is_fetched_and_pinned() {
         )
         .await;
     assert_eq!(body["messages"].as_array().unwrap().len(), 1);
-    all_delivered(&alpha, 1).await;
+    all_delivered(&alpha, 3).await;
+    assert_eq!(beta.messages("direction=inbound").await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

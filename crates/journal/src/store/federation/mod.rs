@@ -140,7 +140,7 @@ impl<'txn> FedTables<'txn> {
     }
 
     /// The outbox copies a just-appended journal event gets: one for every
-    /// active peer subscribed to its type (once per peer, however many
+    /// active or suspended peer subscribed to its type (once per peer, however many
     /// patterns match), each with a new message id. Queued by
     /// [`FedTables::enqueue_copies`].
     pub(super) fn copies_for(&self, event: &Event) -> OutboxCopies {

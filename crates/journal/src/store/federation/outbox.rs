@@ -227,7 +227,7 @@ impl Store {
 }
 
 impl Outbox<'_> {
-    /// Queues a published message for every active peer whose subscription
+    /// Queues a published message for every active or suspended peer whose subscription
     /// matches, in one durable transaction. Returns (peer, message id) pairs.
     pub fn publish(
         &self,

@@ -367,14 +367,17 @@ impl Peers<'_> {
         Ok(removed)
     }
 
-    /// Rebuilds the writer's routing snapshot: inbound subscriptions of active peers.
+    /// Rebuilds the writer's routing snapshot: inbound subscriptions of
+    /// active and suspended peers. A suspended peer's copies are queued as
+    /// an active one's (its worker only holds them back), so that a resume
+    /// delivers what was appended meanwhile: suspending must lose nothing.
     pub fn refresh_routes(&self) -> Result<(), StoreError> {
         let shared = &self.store.fed.peers;
         let _serialized = shared.refresh.lock().unwrap_or_else(|e| e.into_inner());
         let active: std::collections::HashMap<String, PeerRecord> = self
             .list()?
             .into_iter()
-            .filter(|p| p.status == PeerStatus::Active)
+            .filter(|p| matches!(p.status, PeerStatus::Active | PeerStatus::Suspended))
             .map(|p| (p.instance_id.clone(), p))
             .collect();
         // A subscription routes only while the peer's grants cover it: a
