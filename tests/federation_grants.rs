@@ -149,6 +149,30 @@ async fn a_peer_subscribes_only_to_what_the_admin_granted() {
         .post(SUBSCRIBE, &json!(subscribe_request("beta", "step.failed")))
         .await;
     assert_eq!(status, 403);
+
+    // Removed, then added again (here with another key under the same id):
+    // a new peer, granted nothing, with none of the old subscriptions.
+    admin(&beta, &["peers", "allow", "mallory", ">"]);
+    assert_eq!(inbound(&beta).await.len(), 3);
+    admin(&beta, &["peers", "remove", "mallory"]);
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/peers",
+            &json!({
+                "instanceId": "mallory",
+                "baseUrl": "http://127.0.0.1:9",
+                "publicKey": public_pem(&test_key("mallory-2")),
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+    assert_eq!(body["allow"], json!([]), "{body}");
+    assert!(inbound(&beta).await.is_empty());
+    let (status, _) = beta
+        .post(SUBSCRIBE, &json!(subscribe_request("beta", "step.>")))
+        .await;
+    assert_eq!(status, 401, "the old key is no longer pinned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

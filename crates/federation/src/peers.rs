@@ -301,6 +301,11 @@ pub fn check_identity_document(
 
 /// Stores a peer as active with the given key (keeping the status of a
 /// peer that exists). The caller starts its delivery worker.
+///
+/// A removed peer added again starts as a new one: no admin grant and no
+/// subscription of its earlier life comes back, whoever holds its key now
+/// ("a new peer is granted nothing"). A re-pin of a peer still in place
+/// keeps them (a key rotation).
 pub fn store_peer(
     store: &Store,
     spec: &PeerSpec,
@@ -308,7 +313,16 @@ pub fn store_peer(
     keep_status: bool,
 ) -> Result<PeerRecord, StoreError> {
     let now = Timestamp::now().millis();
-    let existing = store.peers().get(&spec.instance_id)?;
+    let mut existing = store.peers().get(&spec.instance_id)?;
+    let reborn = !keep_status
+        && existing
+            .as_ref()
+            .is_some_and(|p| p.status == PeerStatus::Removed);
+    if reborn {
+        let forgotten = store.peers().forget_subscriptions(&spec.instance_id)?;
+        tracing::info!(peer = %spec.instance_id, subscriptions = forgotten, "a removed peer added again starts with no grant and no subscription");
+        existing = None;
+    }
     let record = PeerRecord {
         instance_id: spec.instance_id.clone(),
         base_url: spec.base_url.clone(),

@@ -350,6 +350,29 @@ impl Peers<'_> {
         Ok(added)
     }
 
+    /// Removes every subscription of `peer`, both directions, in one
+    /// durable transaction. Returns how many there were.
+    pub fn forget_subscriptions(&self, peer: &str) -> Result<usize, StoreError> {
+        let doomed: Vec<Vec<u8>> = self
+            .subscriptions()?
+            .into_iter()
+            .filter(|s| s.peer == peer)
+            .map(|s| sub_key(s.direction, &s.peer, &s.pattern))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.store.write_durable(|txn| {
+            let mut table = txn.open_table(FED_SUBS)?;
+            for key in &doomed {
+                table.remove(key.as_slice())?;
+            }
+            Ok(())
+        })?;
+        self.refresh_routes()?;
+        Ok(doomed.len())
+    }
+
     /// Removes a subscription. Returns false if there was none.
     pub fn unsubscribe(
         &self,
