@@ -360,6 +360,21 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     );
     let fresh_event = resp.json;
     assert_eq!(daemon.head(fresh).await.unwrap()["head_seq"], 1);
+    // A body under the limit whose canonical payload is over it (`1e22` is
+    // written `1e+22`): what would be stored and sent to peers is refused,
+    // and nothing changes.
+    let numbers = vec!["1e22"; (1024 * 1024 - 100) / 5].join(",");
+    let grows = format!(r#"{{"type":"plan.approved","payload":[{numbers}]}}"#).into_bytes();
+    assert!(grows.len() <= 1024 * 1024);
+    let resp = raw(&fresh_url, json_ct, grows).await;
+    assert_eq!(
+        assert_problem(&resp, 413),
+        "urn:logbook:problem:payload-too-large",
+        "{}",
+        resp.text
+    );
+    assert_eq!(resp.json["max_body_bytes"], 1024 * 1024);
+    assert_eq!(daemon.head(fresh).await.unwrap()["head_seq"], 1);
 
     // Bad plan ids, on every route that takes one.
     for bad in ["not-a-uuid", "12345", "0192f3a45b6c7d8e9f00112233445566x"] {
