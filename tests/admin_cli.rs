@@ -151,6 +151,36 @@ async fn text_an_appender_chose_cannot_act_on_the_terminal() {
     }
 }
 
+/// Output piped into a reader that leaves early (`| head -1`) ends the
+/// command quietly, with SIGPIPE's status, not with a panic's backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_leaves_early_ends_the_command_quietly() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let plan = new_plan().to_string();
+    fill(&daemon, &plan, 600).await;
+    // About 180 KiB of output: more than a pipe holds.
+    let mut child = logbook()
+        .arg("admin")
+        .arg("--socket")
+        .arg(daemon.admin_socket())
+        .args(["events", &plan, "--full", "--limit", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "{", "{first}");
+    // The reader is gone (dropped above): the next writes fail.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 /// `logbook admin --json tail ARGS`, its stdout lines arriving on a channel.
 fn spawn_tail(daemon: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     spawn_tail_as(daemon, &["--json"], args)

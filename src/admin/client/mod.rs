@@ -6,6 +6,25 @@
 //! `output` the rendering for people (tables); `plans`, `daemon` and
 //! `federation` the command groups; `events` and `tail` read events.
 
+// Every `println!` and `print!` of the client writes through
+// `output::print_out`: a reader that went away (`| head`, a closed pager)
+// ends the command quietly, as SIGPIPE ends `ls`, instead of the panic and
+// backtrace std's macros give. Defined before the modules, so they all
+// see these and not std's.
+macro_rules! println {
+    () => {
+        $crate::admin::client::output::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::admin::client::output::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::admin::client::output::print_out(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod daemon;
 mod events;

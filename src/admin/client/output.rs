@@ -29,6 +29,21 @@ impl Client {
     }
 }
 
+/// Writes to stdout (the client's `println!` and `print!`). A reader that
+/// went away ends the command at once and quietly, with the exit status a
+/// shell gives a command killed by SIGPIPE (141); another failure is said
+/// once.
+pub(crate) fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("logbook admin: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// A value for people: strings unquoted, null as "-". What an appender or
 /// a peer wrote cannot act on the terminal (`logbook_base::terminal`).
 pub(crate) fn text(v: &Value) -> String {
