@@ -47,6 +47,12 @@ async fn peers_subscriptions_and_dead_letters_over_the_socket() {
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0]["peer"], b_id.as_str());
     assert!(status["queue_depths"]["peers"][&b_id].is_u64());
+    // For people too: each peer's queue beside the writer's.
+    let text = a.admin_ok(&["status"]).await;
+    assert!(
+        text.contains(&format!("writer 0; {b_id} 0 queued, 0 dead")),
+        "{text}"
+    );
 
     let subs = a.admin_json(&["subscriptions", "list"]).await;
     assert!(subs["subscriptions"].is_array());

@@ -346,7 +346,14 @@ async fn a_rollback_is_refused_with_evidence_on_both_witnesses() {
     })
     .await;
     let text = restored.admin_text(&["status"]).await;
-    assert!(text.contains("WITNESS REFUSED"), "{text}");
+    // First, before anything else the status says.
+    assert!(text.starts_with("WITNESS REFUSED"), "{text}");
+    // Cosignature times read as the other times do, not as Unix seconds.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("cosigned at 20") && l.contains("Z ")),
+        "{text}"
+    );
     // Its served checkpoint, of the history grown from the restore, carries
     // no witness's cosignature.
     let note = heads_checkpoint(&restored).await;

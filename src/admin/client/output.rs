@@ -76,6 +76,14 @@ pub(crate) fn join(v: &Value) -> String {
 }
 
 pub(crate) fn print_status(v: &Value) {
+    // First and in capitals: a witness has seen a history of this instance
+    // that it no longer serves.
+    for name in items(&v["witnessing"]["refused"]) {
+        println!(
+            "WITNESS REFUSED: {} refuses this instance's heads log (a rollback or fork of this data dir; see `logbook admin witness evidence` on that witness)",
+            text(name)
+        );
+    }
     let lines = [
         ("version", text(&v["version"])),
         ("uptime", format!("{}s", text(&v["uptime_secs"]))),
@@ -90,10 +98,7 @@ pub(crate) fn print_status(v: &Value) {
             "peers",
             v["peers"].as_array().map_or(0, Vec::len).to_string(),
         ),
-        (
-            "queue depths",
-            format!("writer {}", text(&v["queue_depths"]["writer"])),
-        ),
+        ("queue depths", queue_depths(v)),
         (
             "last fsync",
             format!("{} µs", text(&v["last_fsync_micros"])),
@@ -135,16 +140,27 @@ fn disk_bytes(v: &Value) -> String {
     format!("{} ({})", text(&v["disk_bytes"]), files.join(", "))
 }
 
-/// The witnessing lines of `status`: the quorum's age, then each witness.
-/// A refusal is printed first and in capitals: it means a witness has seen
-/// a history of this instance that it no longer serves.
-fn print_witnessing(w: &Value) {
-    for name in items(&w["refused"]) {
-        println!(
-            "WITNESS REFUSED: {} refuses this instance's heads log (a rollback or fork of this data dir; see `logbook admin witness evidence` on that witness)",
-            text(name)
-        );
+/// The writer's queue, then each peer's outbox: "writer 0; beta 20
+/// queued, 1 dead; gamma 0 queued, 0 dead (suspended)".
+fn queue_depths(v: &Value) -> String {
+    let mut out = format!("writer {}", text(&v["queue_depths"]["writer"]));
+    for p in items(&v["peers"]) {
+        out.push_str(&format!(
+            "; {} {} queued, {} dead",
+            text(&p["peer"]),
+            text(&p["queued"]),
+            text(&p["dead"])
+        ));
+        if p["status"] != "active" {
+            out.push_str(&format!(" ({})", text(&p["status"])));
+        }
     }
+    out
+}
+
+/// The witnessing lines of `status`: the quorum's age, then each witness
+/// (its refusals are printed first of all, by `print_status`).
+fn print_witnessing(w: &Value) {
     if items(&w["witnesses"]).next().is_none() {
         println!(
             "{:<13} quorum {}, but no witness: heads checkpoints are not witnessed (peers witness by default; see [[witnesses]])",
@@ -173,11 +189,18 @@ fn print_witnessing(w: &Value) {
             (_, Value::String(e)) => format!("failing: {}", inert(e)),
             _ => "ok".to_string(),
         };
+        // Unix seconds, shown as the other times are (RFC 3339, UTC).
+        let at = match s["cosigned_at"].as_i64() {
+            Some(secs) if secs > 0 => {
+                logbook_journal::event::Timestamp(secs.saturating_mul(1000)).to_string()
+            }
+            _ => "never".to_string(),
+        };
         println!(
-            "  {:<32} size {:<8} cosigned at {:<10} {state}",
+            "  {:<32} size {:<8} cosigned at {:<24} {state}",
             text(&s["name"]),
             text(&s["size"]),
-            text(&s["cosigned_at"])
+            at
         );
     }
 }
