@@ -124,9 +124,32 @@ async fn dead_messages_are_counted_and_dropped() {
         .await;
     assert_eq!(status, 422);
     // By id: only that one goes, and only if it belongs to the named peer.
+    // A name or an id that matches nothing is 404, not a quiet "0": a typo
+    // must not read as done.
+    for (args, why) in [
+        (
+            vec!["dead", "drop", &ids[0], "--peer", "gamma"],
+            "no peer \"gamma\"",
+        ),
+        (
+            vec!["dead", "retry", "--peer", "gamma"],
+            "no peer \"gamma\"",
+        ),
+        (
+            vec!["dead", "drop", "0192f3a4-5b6c-7d8e-9f00-000000000000"],
+            "no dead outbound message",
+        ),
+    ] {
+        let out = admin(&alpha, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    }
     assert_eq!(
-        admin_json(&alpha, &["dead", "drop", &ids[0], "--peer", "gamma"]).await["dropped"],
-        0
+        alpha.messages("direction=outbound&status=dead").await.len(),
+        3
     );
     assert_eq!(
         admin_json(&alpha, &["dead", "drop", &ids[0]]).await["dropped"],

@@ -143,15 +143,39 @@ pub(super) async fn retry(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, Problem> {
     let body: RetryBody = from_object(body).map_err(|e| invalid_body(e, "{messageId?, peer?}"))?;
+    let (id, peer) = (body.message_id, body.peer);
     let count = state
         .store
-        .run(move |store| {
-            store
-                .outbox()
-                .retry_dead(body.message_id.as_ref(), body.peer.as_deref())
+        .run(move |store| -> Result<_, Problem> {
+            known_peer(store, peer.as_deref())?;
+            let count = store.outbox().retry_dead(id.as_ref(), peer.as_deref())?;
+            no_such_dead(id, count)?;
+            Ok(count)
         })
         .await?;
     Ok(Json(json!({"requeued": count})))
+}
+
+/// A peer named that is not one: 404, so that a typo does not read as
+/// "nothing to do".
+fn known_peer(store: &logbook_journal::store::Store, peer: Option<&str>) -> Result<(), Problem> {
+    match peer {
+        Some(peer) if store.peers().get(peer)?.is_none() => {
+            Err(Problem::not_found(format!("no peer {peer:?}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A message named that matched no dead one: 404 (unknown, not dead, or of
+/// another peer), for the same reason.
+fn no_such_dead(id: Option<Uuid>, count: usize) -> Result<(), Problem> {
+    match id {
+        Some(id) if count == 0 => Err(Problem::not_found(format!(
+            "no dead outbound message {id} (it is unknown, not dead, or of another peer)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -191,7 +215,12 @@ pub(super) async fn drop_dead(
     let (id, who) = (body.message_id, peer.clone());
     let count = state
         .store
-        .run(move |store| store.outbox().drop_dead(id.as_ref(), who.as_deref()))
+        .run(move |store| -> Result<_, Problem> {
+            known_peer(store, who.as_deref())?;
+            let count = store.outbox().drop_dead(id.as_ref(), who.as_deref())?;
+            no_such_dead(id, count)?;
+            Ok(count)
+        })
         .await?;
     if count > 0 {
         tracing::warn!(dropped = count, peer = ?peer, message_id = ?body.message_id, "dead federation messages dropped");
