@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, DaemonOpts};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn peer_entry(instance_id: &str, base_url: &str, public_key: &str) -> String {
     format!(
@@ -84,6 +84,23 @@ async fn sighup_applies_added_and_changed_peers_and_keeps_runtime_ones() {
     let list = peers(&a).await;
     assert_eq!(find(&list, &b_id).unwrap()["baseUrl"], "http://127.0.0.1:1");
     assert!(find(&list, "runtime-peer").is_some());
+    // Read again unchanged: nothing is reported as changed.
+    let again = a.admin_json(&["reload"]).await;
+    assert_eq!(again["applied"], json!([]), "{again}");
+    // A key read only at start: said, not silently ignored.
+    let keepalive = moved.replace("keepalive_secs = 15", "keepalive_secs = 16");
+    std::fs::write(a.config_path(), keepalive.config_text()).unwrap();
+    let out = a.admin_json(&["reload"]).await;
+    assert_eq!(out["applied"], json!([]), "{out}");
+    assert_eq!(out["needs_restart"], json!(["sse.keepalive_secs"]), "{out}");
+    assert!(
+        a.wait_log(
+            &["needs a restart", "sse.keepalive_secs"],
+            Duration::from_secs(10)
+        )
+        .await,
+        "no restart warning logged"
+    );
 
     // An invalid entry rejects the whole reload, naming it; nothing changes.
     let bad = DaemonOpts::default()

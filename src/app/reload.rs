@@ -7,12 +7,13 @@
 //! Connections are never touched: handlers read the current value per request.
 
 use super::App;
+use crate::admin::commands::Reloaded;
 use crate::config::Config;
 
 /// Reads the config file again and applies what can change at run time.
 /// `server.*` (addresses, paths) needs a restart and is kept as running.
 /// Returns what changed, or why nothing did.
-pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
+pub(crate) async fn reload(app: &App) -> Result<Reloaded, String> {
     let (admin, http) = (&app.admin, &app.http);
     let _serialized = admin.changes.lock().await;
     let Some(path) = &admin.config_path else {
@@ -41,16 +42,39 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
         crate::admin::logging::set_level(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
         changed.push("log.level");
     }
-    if new.log.format != old.log.format {
-        tracing::warn!("log.format changes need a restart; keeping the running format");
-    }
-    if new.ui != old.ui {
-        tracing::warn!("ui.enabled changes need a restart; keeping the running setting");
-    }
-    if new.checkpoints.origin_prefix != old.checkpoints.origin_prefix {
-        // Key names are pinned by verifiers; a rename is a deliberate restart.
+    // What is read once at start: said, not silently ignored. (Key names
+    // are pinned by verifiers: an origin_prefix rename is a deliberate
+    // restart.)
+    let restart_only = [
+        ("log.format", new.log.format != old.log.format),
+        ("[ui]", new.ui != old.ui),
+        (
+            "checkpoints.origin_prefix",
+            new.checkpoints.origin_prefix != old.checkpoints.origin_prefix,
+        ),
+        ("[registry]", differs(&old.registry, &new.registry)),
+        ("[federation]", differs(&old.federation, &new.federation)),
+        ("[storage]", differs(&old.storage, &new.storage)),
+        ("[retention]", differs(&old.retention, &new.retention)),
+        ("[witness]", differs(&old.witness, &new.witness)),
+        (
+            "sse.keepalive_secs",
+            old.sse.keepalive_secs != new.sse.keepalive_secs,
+        ),
+        (
+            "checkpoints.interval_secs",
+            old.checkpoints.interval_secs != new.checkpoints.interval_secs,
+        ),
+    ];
+    let needs_restart: Vec<&'static str> = restart_only
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(section, _)| *section)
+        .collect();
+    for section in &needs_restart {
         tracing::warn!(
-            "checkpoints.origin_prefix changes need a restart; keeping the running prefix"
+            section,
+            "this change needs a restart; keeping the running setting"
         );
     }
     if !new.auth.tokens.is_empty() && !http.tokens.latched() {
@@ -60,30 +84,48 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
             .await
             .map_err(|e| format!("auth: recording that a token exists: {e}"))?;
     }
+    // Everything reloadable is applied again (each is idempotent); what is
+    // reported is what differs from the file read before.
+    let mut note = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
     admin
         .token_sources
         .set_config(&new.auth.tokens, &http.tokens);
-    changed.push("auth.tokens");
+    note("auth.tokens", differs(&old.auth.tokens, &new.auth.tokens));
     http.tokens.set_setting(new.auth.required);
-    changed.push("auth.required");
+    note("auth.required", old.auth.required != new.auth.required);
     http.edge.policy.replace(crate::http::edge::Policy::new(
         &old.server.allowed_hosts,
         &new.http.cors_origins,
     ));
     http.edge.set_max_streams(new.sse.max_streams);
-    changed.push("sse.max_streams");
+    note(
+        "sse.max_streams",
+        old.sse.max_streams != new.sse.max_streams,
+    );
     http.limits.replace(new.limits.clone());
-    changed.push("limits");
+    note("limits", differs(&old.limits, &new.limits));
     http.cors
         .replace(crate::http::cors::policy(&new.http.cors_origins));
-    changed.push("http.cors_origins");
+    note(
+        "http.cors_origins",
+        old.http.cors_origins != new.http.cors_origins,
+    );
+    let peers_differ = differs(&old.peers, &new.peers);
+    let witnesses_differ = differs(&old.witnesses, &new.witnesses)
+        || old.checkpoints.witness_quorum != new.checkpoints.witness_quorum;
     // Listed peers are added or updated; peers added at run time stay.
     match crate::federation::peers::apply_config(federation, &new.peers).await {
         Ok(pending) => {
             for spec in pending {
                 crate::federation::peers::spawn_pin_from_config(federation.clone(), spec);
             }
-            changed.push("peers");
+            if peers_differ {
+                changed.push("peers");
+            }
         }
         // Checked above, so only storage can fail here; the rest is applied.
         Err(e) => tracing::error!(error = %e, "applying [[peers]] on reload"),
@@ -92,10 +134,21 @@ pub(crate) async fn reload(app: &App) -> Result<Vec<&'static str>, String> {
     if let Ok(settings) = crate::federation::witnessing::settings(&new) {
         federation.witness_settings.replace(settings);
         federation.resupervise_witnesses().await;
-        changed.push("witnesses");
+        if witnesses_differ || peers_differ {
+            changed.push("witnesses");
+        }
     }
     admin.config.replace(new);
-    Ok(changed)
+    Ok(Reloaded {
+        applied: changed,
+        needs_restart,
+    })
+}
+
+/// Whether a config section differs between two reads of the file
+/// (compared as JSON: every section serializes, not every one compares).
+fn differs<T: serde::Serialize>(old: &T, new: &T) -> bool {
+    serde_json::to_value(old).ok() != serde_json::to_value(new).ok()
 }
 
 /// Reloads on every SIGHUP until the daemon stops.
@@ -106,7 +159,9 @@ pub(crate) fn spawn_sighup(app: App) -> Result<(), String> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match reload(&app).await {
-                Ok(changed) => tracing::info!(?changed, "configuration reloaded"),
+                Ok(r) => {
+                    tracing::info!(changed = ?r.applied, needs_restart = ?r.needs_restart, "configuration reloaded")
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force")
                 }

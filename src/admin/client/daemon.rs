@@ -128,7 +128,18 @@ impl Client {
     pub(crate) async fn reload(&self) -> Result<(), Failure> {
         let v = self.call(Method::POST, "/reload", None).await?;
         self.show(&v, |v| {
-            println!("configuration reloaded: {}", join(&v["applied"]))
+            let none = |key: &str| v[key].as_array().is_none_or(Vec::is_empty);
+            if none("applied") {
+                println!("configuration reloaded: nothing changed that applies now");
+            } else {
+                println!("configuration reloaded: changed {}", join(&v["applied"]));
+            }
+            if !none("needs_restart") {
+                println!(
+                    "changed in the file, but read only at start (restart to apply): {}",
+                    join(&v["needs_restart"])
+                );
+            }
         });
         Ok(())
     }

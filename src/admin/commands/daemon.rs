@@ -29,15 +29,23 @@ pub(super) async fn set_log_level(
     Ok(Json(json!({"level": request.level})))
 }
 
+/// What a reload found changed in the file: applied, or kept as running
+/// until a restart.
+#[derive(Debug, Default)]
+pub(crate) struct Reloaded {
+    pub(crate) applied: Vec<&'static str>,
+    pub(crate) needs_restart: Vec<&'static str>,
+}
+
 /// The answer to `POST /reload` for the outcome of a config reload: what
 /// changed, or 422 with why nothing did.
-pub(crate) fn reload_answer(
-    outcome: Result<Vec<&'static str>, String>,
-) -> Result<Json<Value>, Problem> {
+pub(crate) fn reload_answer(outcome: Result<Reloaded, String>) -> Result<Json<Value>, Problem> {
     match outcome {
-        Ok(changed) => {
-            tracing::info!(?changed, "configuration reloaded over the admin socket");
-            Ok(Json(json!({"reloaded": true, "applied": changed})))
+        Ok(r) => {
+            tracing::info!(changed = ?r.applied, needs_restart = ?r.needs_restart, "configuration reloaded over the admin socket");
+            Ok(Json(
+                json!({"reloaded": true, "applied": r.applied, "needs_restart": r.needs_restart}),
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force");

@@ -31,7 +31,7 @@ use crate::http::problem::Problem;
 use crate::http::serve::LocalPeer;
 use logbook_journal::event::parse_plan_id;
 
-pub(crate) use daemon::reload_answer;
+pub(crate) use daemon::{Reloaded, reload_answer};
 
 type Ctx = State<Arc<Context>>;
 
