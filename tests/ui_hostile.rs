@@ -151,15 +151,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
             done(v) && v[4] == json!(["verified", "verified"])
         })
         .await;
-    assert_pending_because(&shown, "your pinned witnesses last cosigned 3 h ago");
-    assert!(
-        shown[3]
-            .as_str()
-            .unwrap()
-            .contains("too old to count (stale)"),
-        "{shown}"
-    );
-    assert_eq!(shown[2], "muted", "{shown}");
+    assert_stale(&shown, "3 h");
 
     // Green under a quorum about to turn 10 minutes old, and the daemon then
     // stalls every bundle request: the page goes pending by itself.
@@ -175,14 +167,7 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
             v[0] == "verdict pending"
         })
         .await;
-    assert_pending_because(&shown, "your pinned witnesses last cosigned 10 min ago");
-    assert!(
-        shown[3]
-            .as_str()
-            .unwrap()
-            .contains("too old to count (stale)"),
-        "{shown}"
-    );
+    assert_stale(&shown, "10 min");
 
     // An erased payload whose redaction cannot be checked (the system
     // journal out of reach): the row says redacted, the verdict pending.
@@ -281,6 +266,18 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
 }
 
 /// The plan view's verdict (`SHOWN`'s first two) is pending, and says `why`.
+/// Pending because the pinned witnesses' quorum cosigned `ago` ago, which
+/// both the verdict and the witness line say.
+fn assert_stale(shown: &Value, ago: &str) {
+    assert_pending_because(
+        shown,
+        &format!("your pinned witnesses last cosigned {ago} ago"),
+    );
+    let line = shown[3].as_str().unwrap();
+    assert!(line.contains("too old to count (stale)"), "{shown}");
+    assert_eq!(shown[2], "muted", "{shown}");
+}
+
 fn assert_pending_because(shown: &Value, why: &str) {
     assert_eq!(shown[0], "verdict pending", "{shown}");
     assert!(

@@ -122,26 +122,8 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Event>, bool), StoreError> {
-        let Some(first) = after.checked_add(1) else {
-            return Ok((Vec::new(), false));
-        };
-        let txn = self.db.begin_read()?;
-        let positions = txn.open_table(POSITIONS)?;
-        let events = txn.open_table(EVENTS)?;
-        let mut page = PageBuilder::new(limit, max_bytes);
-        for entry in positions.range(first..)? {
-            if page.full() {
-                break;
-            }
-            let (_, key) = entry?;
-            let key = key.value();
-            let record = events
-                .get(key)?
-                .ok_or_else(|| StoreError("position index points at a missing event".into()))?;
-            let record = record.value();
-            page.push(event_from_record(key, decode_event(record)?)?, record.len());
-        }
-        Ok(page.finish())
+        let (page, more, _) = self.position_page(after, None, limit, max_bytes, usize::MAX)?;
+        Ok((page, more))
     }
 
     /// Like [`Store::events_page`], for a follower filtered by type: only
@@ -154,6 +136,18 @@ impl Store {
         &self,
         after: u64,
         filter: &TypeFilter,
+        limit: usize,
+        max_bytes: usize,
+        max_scanned: usize,
+    ) -> Result<(Vec<Event>, bool, u64), StoreError> {
+        self.position_page(after, Some(filter), limit, max_bytes, max_scanned)
+    }
+
+    /// The page both of the above read, in position order.
+    fn position_page(
+        &self,
+        after: u64,
+        filter: Option<&TypeFilter>,
         limit: usize,
         max_bytes: usize,
         max_scanned: usize,
@@ -179,9 +173,12 @@ impl Store {
             let record = record.value();
             scanned += 1;
             read_to = position.value();
-            if filter.matches(decode_event_view(record)?.event_type) {
-                page.push(event_from_record(key, decode_event(record)?)?, record.len());
+            if let Some(filter) = filter
+                && !filter.matches(decode_event_view(record)?.event_type)
+            {
+                continue;
             }
+            page.push(event_from_record(key, decode_event(record)?)?, record.len());
         }
         let (rows, full) = page.finish();
         Ok((rows, full, read_to))
