@@ -152,8 +152,24 @@ async fn a_peer_subscribes_only_to_what_the_admin_granted() {
 
     // Removed, then added again (here with another key under the same id):
     // a new peer, granted nothing, with none of the old subscriptions.
+    // What was queued for it (it never answers) must not go to the new
+    // holder of its id either.
     admin(&beta, &["peers", "allow", "mallory", ">"]);
     assert_eq!(inbound(&beta).await.len(), 3);
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/events/publish",
+            &json!({"eventType": "step.completed", "payload": {"for": "the old mallory"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let queued = || async {
+        let (_, body) = beta
+            .get("/api/v1/federation/events/messages?direction=outbound&peer=mallory")
+            .await;
+        body["messages"].as_array().unwrap().len()
+    };
+    assert_eq!(queued().await, 1);
     admin(&beta, &["peers", "remove", "mallory"]);
     let (status, body) = beta
         .post(
@@ -169,6 +185,7 @@ async fn a_peer_subscribes_only_to_what_the_admin_granted() {
     assert_eq!(body["status"], "active", "{body}");
     assert_eq!(body["allow"], json!([]), "{body}");
     assert!(inbound(&beta).await.is_empty());
+    assert_eq!(queued().await, 0, "the old life's queue was dropped");
     let (status, _) = beta
         .post(SUBSCRIBE, &json!(subscribe_request("beta", "step.>")))
         .await;

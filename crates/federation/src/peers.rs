@@ -302,10 +302,10 @@ pub fn check_identity_document(
 /// Stores a peer as active with the given key (keeping the status of a
 /// peer that exists). The caller starts its delivery worker.
 ///
-/// A removed peer added again starts as a new one: no admin grant and no
-/// subscription of its earlier life comes back, whoever holds its key now
-/// ("a new peer is granted nothing"). A re-pin of a peer still in place
-/// keeps them (a key rotation).
+/// A removed peer added again starts as a new one: no admin grant, no
+/// subscription and no queued message of its earlier life comes back,
+/// whoever holds its key now ("a new peer is granted nothing"). A re-pin
+/// of a peer still in place keeps them (a key rotation).
 pub fn store_peer(
     store: &Store,
     spec: &PeerSpec,
@@ -319,8 +319,12 @@ pub fn store_peer(
             .as_ref()
             .is_some_and(|p| p.status == PeerStatus::Removed);
     if reborn {
-        let forgotten = store.peers().forget_subscriptions(&spec.instance_id)?;
-        tracing::info!(peer = %spec.instance_id, subscriptions = forgotten, "a removed peer added again starts with no grant and no subscription");
+        // Subscriptions first, so nothing more is queued; then what was
+        // queued. A crash between leaves the peer removed: the next add
+        // does both again.
+        let subscriptions = store.peers().forget_subscriptions(&spec.instance_id)?;
+        let queued = store.outbox().forget_queued(&spec.instance_id)?;
+        tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again starts with no grant, no subscription and nothing queued");
         existing = None;
     }
     let record = PeerRecord {

@@ -1,4 +1,5 @@
-//! Dead messages: put back in the queue, or dropped for good.
+//! Dead messages: put back in the queue, or dropped for good; and a removed
+//! peer's whole queue dropped when it is added again.
 //!
 //! One message is changed in one transaction. Every dead one (of a peer)
 //! is changed in batches of at most [`DEAD_BATCH`] rows, each its own
@@ -46,7 +47,7 @@ impl Outbox<'_> {
     ) -> Result<usize, StoreError> {
         let now = Timestamp::now().millis();
         let mut count = 0;
-        let done = self.each_dead(message_id, peer, &mut count, |txn, rows| {
+        let done = self.each_row(message_id, peer, is_dead, &mut count, |txn, rows| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             // One record at a time: a batch holds keys, not payloads.
             for (key, _) in rows {
@@ -77,8 +78,30 @@ impl Outbox<'_> {
         message_id: Option<&Uuid>,
         peer: Option<&str>,
     ) -> Result<usize, StoreError> {
+        self.drop_rows(message_id, peer, is_dead)
+    }
+
+    /// Deletes every message still meant for `peer` (pending, retrying or
+    /// dead; delivered ones stay as the record of what it got), for a
+    /// removed peer added again: what was queued for its earlier life, and
+    /// granted under its earlier grants, must not go to whoever holds its
+    /// key now. Returns how many.
+    pub fn forget_queued(&self, peer: &str) -> Result<usize, StoreError> {
+        self.drop_rows(None, Some(peer), |status| {
+            status != DeliveryStatus::Delivered
+        })
+    }
+
+    /// Deletes the rows named (as [`Outbox::each_row`] finds them) whose
+    /// status `wanted` takes, with their id, index and announcement rows.
+    fn drop_rows(
+        &self,
+        message_id: Option<&Uuid>,
+        peer: Option<&str>,
+        wanted: fn(DeliveryStatus) -> bool,
+    ) -> Result<usize, StoreError> {
         let mut count = 0;
-        let done = self.each_dead(message_id, peer, &mut count, |txn, rows| {
+        let done = self.each_row(message_id, peer, wanted, &mut count, |txn, rows| {
             let mut table = txn.open_table(FED_OUTBOX)?;
             let mut ids = txn.open_table(FED_OUTBOX_IDS)?;
             let mut pending = txn.open_table(FED_PENDING_ROTATIONS)?;
@@ -111,20 +134,21 @@ impl Outbox<'_> {
         }
     }
 
-    /// Calls `change` with the dead rows named: the one with `message_id`
-    /// (if it is `peer`'s, when given), or every one of `peer` (of every
-    /// peer without one), batch by batch. Adds to `count` how many rows
-    /// each committed batch held.
-    fn each_dead(
+    /// Calls `change` with the rows named whose status `wanted` takes: the
+    /// one with `message_id` (if it is `peer`'s, when given), or every one
+    /// of `peer` (of every peer without one), batch by batch. Adds to
+    /// `count` how many rows each committed batch held.
+    fn each_row(
         &self,
         message_id: Option<&Uuid>,
         peer: Option<&str>,
+        wanted: fn(DeliveryStatus) -> bool,
         count: &mut usize,
         mut change: impl FnMut(&WriteTransaction, Vec<DeadRow>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if let Some(id) = message_id {
             *count += self.store.write_durable(|txn| {
-                let rows = one_dead(txn, id, peer)?;
+                let rows = one_row(txn, id, peer, wanted)?;
                 let changed = rows.len();
                 change(txn, rows)?;
                 Ok(changed)
@@ -140,7 +164,7 @@ impl Outbox<'_> {
         };
         loop {
             let (changed, next) = self.store.write_durable(|txn| {
-                let (rows, next) = dead_rows(txn, (lower.as_ref(), upper.as_ref()))?;
+                let (rows, next) = rows_in(txn, (lower.as_ref(), upper.as_ref()), wanted)?;
                 let changed = rows.len();
                 change(txn, rows)?;
                 Ok((changed, next))
@@ -154,11 +178,17 @@ impl Outbox<'_> {
     }
 }
 
-/// The row of `id`, if it is dead (and `peer`'s, when given).
-fn one_dead(
+fn is_dead(status: DeliveryStatus) -> bool {
+    status == DeliveryStatus::Dead
+}
+
+/// The row of `id`, if `wanted` takes its status (and it is `peer`'s, when
+/// given).
+fn one_row(
     txn: &WriteTransaction,
     id: &Uuid,
     peer: Option<&str>,
+    wanted: fn(DeliveryStatus) -> bool,
 ) -> Result<Vec<DeadRow>, StoreError> {
     let ids = txn.open_table(FED_OUTBOX_IDS)?;
     let Some(key) = ids.get(&id.into_bytes())?.map(|k| k.value().to_vec()) else {
@@ -173,19 +203,21 @@ fn one_dead(
         return Ok(Vec::new());
     };
     let record: OutboxRecord = decode(record.value())?;
-    Ok(if record.status == DeliveryStatus::Dead {
+    Ok(if wanted(record.status) {
         vec![(key, record.message_id)]
     } else {
         Vec::new()
     })
 }
 
-/// The dead rows in `range`, reading at most [`SCAN_BATCH`] rows, and no
-/// more once [`SCAN_BYTES`] were read, and keeping at most [`DEAD_BATCH`];
-/// with the last key read when the range goes on past it.
-fn dead_rows(
+/// The rows in `range` whose status `wanted` takes, reading at most
+/// [`SCAN_BATCH`] rows, and no more once [`SCAN_BYTES`] were read, and
+/// keeping at most [`DEAD_BATCH`]; with the last key read when the range
+/// goes on past it.
+fn rows_in(
     txn: &WriteTransaction,
     range: (Bound<&Vec<u8>>, Bound<&Vec<u8>>),
+    wanted: fn(DeliveryStatus) -> bool,
 ) -> Result<(Vec<DeadRow>, Option<Vec<u8>>), StoreError> {
     let table = txn.open_table(FED_OUTBOX)?;
     let bounds = (range.0.map(Vec::as_slice), range.1.map(Vec::as_slice));
@@ -200,7 +232,7 @@ fn dead_rows(
         let (k, v) = entry?;
         bytes += k.value().len() + v.value().len();
         let record: OutboxRecord = decode(v.value())?;
-        if record.status == DeliveryStatus::Dead {
+        if wanted(record.status) {
             rows.push((k.value().to_vec(), record.message_id));
         }
         last.clear();
@@ -278,7 +310,7 @@ mod tests {
             .mark_failed("beta", &dead, "no", 0, 1, i64::MAX)
             .unwrap();
         let (rows, next) = store
-            .write_durable(|txn| dead_rows(txn, (Bound::Unbounded, Bound::Unbounded)))
+            .write_durable(|txn| rows_in(txn, (Bound::Unbounded, Bound::Unbounded), is_dead))
             .unwrap();
         assert_eq!(rows.len(), 1, "one large row, then the transaction ends");
         assert!(next.is_some(), "the scan goes on in the next transaction");
