@@ -263,6 +263,16 @@ async fn peer_added_by_fingerprint_is_fetched_and_pinned() {
         )
         .await;
     assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    // A payload whose canonical form outgrows max_body_bytes (`1e22` is
+    // written `1e+22`) is refused, not queued for a peer that would refuse
+    // it for good.
+    let numbers = vec!["1e22"; (1024 * 1024 - 100) / 5].join(",");
+    let grows = format!(r#"{{"eventType":"plan.created","payload":[{numbers}]}}"#);
+    let (status, body) = alpha
+        .post_text("/api/v1/federation/events/publish", &grows)
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:payload-too-large");
     all_delivered(&alpha, 3).await;
     assert_eq!(beta.messages("direction=inbound").await.len(), 3);
 }

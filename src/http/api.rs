@@ -106,22 +106,7 @@ pub(crate) async fn append(
             Problem::unprocessable("invalid-payload", "Invalid payload", e.to_string())
         }
     })?;
-    // The canonical payload is what is stored, streamed and sent to peers,
-    // and it can be longer than the body (`1e22` is written `1e+22`): past
-    // `max_body_bytes`, a peer sized to that limit would refuse it for good.
-    let canonical_len = payload.json.get().len();
-    if canonical_len > limits.max_body_bytes {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Canonical payload too large",
-            format!(
-                "the payload's canonical form (RFC 8785), which is what is stored and sent to peers, is {canonical_len} bytes, more than limits.max_body_bytes ({}); send a smaller payload",
-                limits.max_body_bytes
-            ),
-        )
-        .with("max_body_bytes", limits.max_body_bytes));
-    }
+    canonical_fits(payload.json.get().len(), limits.max_body_bytes)?;
     if !state.registry.accepts(&body.event_type) {
         return Err(Problem::unprocessable(
             "unknown-type",
@@ -466,4 +451,23 @@ fn respond_sse(
         state.stream_stats.clone(),
         revoked,
     ))
+}
+
+/// A payload's canonical form, which is what is stored, streamed and sent
+/// to peers, must fit `max_body_bytes` too: it can be longer than the body
+/// sent (`1e22` is written `1e+22`), and past the limit a peer sized to it
+/// would refuse it for good.
+pub(crate) fn canonical_fits(canonical_len: usize, max_body_bytes: usize) -> Result<(), Problem> {
+    if canonical_len <= max_body_bytes {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Canonical payload too large",
+        format!(
+            "the payload's canonical form (RFC 8785), which is what is stored and sent to peers, is {canonical_len} bytes, more than limits.max_body_bytes ({max_body_bytes}); send a smaller payload"
+        ),
+    )
+    .with("max_body_bytes", max_body_bytes))
 }

@@ -314,18 +314,23 @@ pub fn store_peer(
 ) -> Result<PeerRecord, StoreError> {
     let now = Timestamp::now().millis();
     let mut existing = store.peers().get(&spec.instance_id)?;
-    let reborn = !keep_status
-        && existing
-            .as_ref()
-            .is_some_and(|p| p.status == PeerStatus::Removed);
+    // Added again (`peers add`), or given another key while removed (by a
+    // `[[peers]]` entry, which keeps the status): a new holder either way.
+    let reborn = existing.as_ref().is_some_and(|p| {
+        p.status == PeerStatus::Removed && (!keep_status || p.public_key_der != der)
+    });
     if reborn {
         // Subscriptions first, so nothing more is queued; then what was
         // queued. A crash between leaves the peer removed: the next add
         // does both again.
         let subscriptions = store.peers().forget_subscriptions(&spec.instance_id)?;
         let queued = store.outbox().forget_queued(&spec.instance_id)?;
-        tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again starts with no grant, no subscription and nothing queued");
-        existing = None;
+        tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again, or given another key, starts with no grant, no subscription and nothing queued");
+        // A `[[peers]]` entry keeps it removed, without the admin's grants.
+        existing = existing.filter(|_| keep_status).map(|p| PeerRecord {
+            allow: Vec::new(),
+            ..p
+        });
     }
     let record = PeerRecord {
         instance_id: spec.instance_id.clone(),
@@ -494,6 +499,46 @@ pub fn peer_json(p: &PeerRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A removed peer given another key, by `peers add` or by a `[[peers]]`
+    /// entry, is a new holder: no admin grant, no subscription, nothing
+    /// queued. Its own key under a `[[peers]]` entry keeps them all.
+    #[test]
+    fn a_removed_peer_given_another_key_starts_with_nothing() {
+        use logbook_journal::store::Direction;
+        let dir = tempfile::tempdir().unwrap();
+        let keyring =
+            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
+        let fanout = logbook_journal::fanout::fanout();
+        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        let remove_after_use = |der: Vec<u8>| {
+            store_peer(&store, &spec, der, false).unwrap();
+            store.peers().allow("beta", &[">".into()], 1).unwrap();
+            store
+                .peers()
+                .subscribe(Direction::Inbound, "beta", "step.>")
+                .unwrap();
+            store.outbox().publish("step.done", "{}").unwrap();
+            let mut peer = store.peers().get("beta").unwrap().unwrap();
+            peer.status = PeerStatus::Removed;
+            store.peers().put(&peer).unwrap();
+        };
+        let state = || {
+            let peer = store.peers().get("beta").unwrap().unwrap();
+            let subs = store.peers().subscriptions().unwrap().len();
+            let queued = store.outbox().counts("beta", 100).unwrap().waiting;
+            (peer.status, peer.allow, subs, queued)
+        };
+        remove_after_use(vec![1]);
+        store_peer(&store, &spec, vec![1], true).unwrap();
+        assert_eq!(state(), (PeerStatus::Removed, vec![">".to_string()], 1, 1));
+        store_peer(&store, &spec, vec![2], true).unwrap();
+        assert_eq!(state(), (PeerStatus::Removed, vec![], 0, 0));
+        remove_after_use(vec![3]);
+        store_peer(&store, &spec, vec![3], false).unwrap();
+        assert_eq!(state(), (PeerStatus::Active, vec![], 0, 0));
+    }
 
     #[test]
     fn config_grants_are_checked_and_normalized() {

@@ -58,6 +58,7 @@ pub(super) async fn publish(
         .json
         .get()
         .to_string();
+    crate::http::api::canonical_fits(payload.len(), state.limits.current().max_body_bytes)?;
     let event_type = body.event_type.clone();
     let queued = state
         .store
