@@ -101,6 +101,10 @@ async fn sighup_applies_added_and_changed_peers_and_keeps_runtime_ones() {
         .await,
         "no restart warning logged"
     );
+    // Still so at the next reload: compared with what runs, not with the
+    // file read last time.
+    let out = a.admin_json(&["reload"]).await;
+    assert_eq!(out["needs_restart"], json!(["sse.keepalive_secs"]), "{out}");
 
     // An invalid entry rejects the whole reload, naming it; nothing changes.
     let bad = DaemonOpts::default()

@@ -138,6 +138,18 @@ pub(crate) async fn reload(app: &App) -> Result<Reloaded, String> {
             changed.push("witnesses");
         }
     }
+    // What needs a restart is kept as running, so that the next reload
+    // still reports it (against the running value, not this file's).
+    new.log.format = old.log.format;
+    new.ui = old.ui.clone();
+    new.checkpoints.origin_prefix = old.checkpoints.origin_prefix.clone();
+    new.checkpoints.interval_secs = old.checkpoints.interval_secs;
+    new.registry = old.registry.clone();
+    new.federation = old.federation.clone();
+    new.storage = old.storage.clone();
+    new.retention = old.retention.clone();
+    new.witness = old.witness.clone();
+    new.sse.keepalive_secs = old.sse.keepalive_secs;
     admin.config.replace(new);
     Ok(Reloaded {
         applied: changed,
