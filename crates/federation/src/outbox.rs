@@ -49,6 +49,19 @@ pub fn due(
     max_bytes: usize,
 ) -> Result<Due, StoreError> {
     let record = store.peers().get(peer)?;
+    // A peer that is not active is sent nothing: its rows (a suspended
+    // peer's backlog) are not read until it is.
+    if record
+        .as_ref()
+        .is_none_or(|p| p.status != logbook_journal::store::PeerStatus::Active)
+    {
+        return Ok(Due {
+            peer: record,
+            rows: Vec::new(),
+            cursor,
+            wait_until: None,
+        });
+    }
     let (rows, cursor, wait_until) =
         store
             .outbox()
