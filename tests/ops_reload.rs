@@ -149,6 +149,12 @@ async fn sighup_with_an_invalid_config_keeps_the_old_one() {
         "limits.max_json_depth",
     )
     .await;
+    assert_reload_rejected(
+        &daemon,
+        DaemonOpts::default().replace("max_actor_len = 256", "max_actor_len = 1025"),
+        "limits.max_actor_len",
+    )
+    .await;
     assert_eq!(
         daemon
             .append(p, body("step.started", json!({"a": [[1]]})))

@@ -57,6 +57,9 @@ pub(crate) struct Config {
     pub(crate) ui: UiConfig,
 }
 
+/// Longest `limits.max_actor_len` accepted, in characters.
+const MAX_ACTOR_LEN: usize = 1024;
+
 /// Most outside witnesses, and the largest quorum.
 pub(crate) const MAX_WITNESSES: usize = 32;
 
@@ -267,6 +270,14 @@ impl Config {
         if l.max_type_len == 0 || l.max_type_len > MAX_TYPE_LEN {
             return Err(format!(
                 "limits.max_type_len must be between 1 and {MAX_TYPE_LEN}"
+            ));
+        }
+        // An actor travels in every federation message, escaped by JCS (up
+        // to six bytes a character): bounded, it stays well inside the
+        // 16 KiB a peer's incoming_max_body_bytes allows beyond the payload.
+        if l.max_actor_len == 0 || l.max_actor_len > MAX_ACTOR_LEN {
+            return Err(format!(
+                "limits.max_actor_len must be between 1 and {MAX_ACTOR_LEN}"
             ));
         }
         if l.request_timeout_secs == 0 {
