@@ -42,35 +42,9 @@ pub(crate) async fn reload(app: &App) -> Result<Reloaded, String> {
         crate::admin::logging::set_level(&new.log.level).map_err(|e| format!("log.level: {e}"))?;
         changed.push("log.level");
     }
-    // What is read once at start: said, not silently ignored. (Key names
-    // are pinned by verifiers: an origin_prefix rename is a deliberate
-    // restart.)
-    let restart_only = [
-        ("log.format", new.log.format != old.log.format),
-        ("[ui]", new.ui != old.ui),
-        (
-            "checkpoints.origin_prefix",
-            new.checkpoints.origin_prefix != old.checkpoints.origin_prefix,
-        ),
-        ("[registry]", differs(&old.registry, &new.registry)),
-        ("[federation]", differs(&old.federation, &new.federation)),
-        ("[storage]", differs(&old.storage, &new.storage)),
-        ("[retention]", differs(&old.retention, &new.retention)),
-        ("[witness]", differs(&old.witness, &new.witness)),
-        (
-            "sse.keepalive_secs",
-            old.sse.keepalive_secs != new.sse.keepalive_secs,
-        ),
-        (
-            "checkpoints.interval_secs",
-            old.checkpoints.interval_secs != new.checkpoints.interval_secs,
-        ),
-    ];
-    let needs_restart: Vec<&'static str> = restart_only
-        .iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(section, _)| *section)
-        .collect();
+    // What is read once at start is said, not silently ignored, and kept
+    // as it runs: the next reload reports it again, until the restart.
+    let needs_restart = keep_start_only(&mut new, &old);
     for section in &needs_restart {
         tracing::warn!(
             section,
@@ -138,18 +112,6 @@ pub(crate) async fn reload(app: &App) -> Result<Reloaded, String> {
             changed.push("witnesses");
         }
     }
-    // What needs a restart is kept as running, so that the next reload
-    // still reports it (against the running value, not this file's).
-    new.log.format = old.log.format;
-    new.ui = old.ui.clone();
-    new.checkpoints.origin_prefix = old.checkpoints.origin_prefix.clone();
-    new.checkpoints.interval_secs = old.checkpoints.interval_secs;
-    new.registry = old.registry.clone();
-    new.federation = old.federation.clone();
-    new.storage = old.storage.clone();
-    new.retention = old.retention.clone();
-    new.witness = old.witness.clone();
-    new.sse.keepalive_secs = old.sse.keepalive_secs;
     admin.config.replace(new);
     Ok(Reloaded {
         applied: changed,
@@ -161,6 +123,67 @@ pub(crate) async fn reload(app: &App) -> Result<Reloaded, String> {
 /// (compared as JSON: every section serializes, not every one compares).
 fn differs<T: serde::Serialize>(old: &T, new: &T) -> bool {
     serde_json::to_value(old).ok() != serde_json::to_value(new).ok()
+}
+
+/// Puts back into `new` (the file) each setting read only at start, as it
+/// runs (`old`), and returns the names of those the file changes. (Key
+/// names are pinned by verifiers: an origin_prefix rename is a deliberate
+/// restart.)
+fn keep_start_only(new: &mut Config, old: &Config) -> Vec<&'static str> {
+    fn keep<T: serde::Serialize + Clone>(
+        name: &'static str,
+        new: &mut T,
+        old: &T,
+        changed: &mut Vec<&'static str>,
+    ) {
+        if differs(old, new) {
+            changed.push(name);
+            *new = old.clone();
+        }
+    }
+    let mut changed = Vec::new();
+    keep(
+        "log.format",
+        &mut new.log.format,
+        &old.log.format,
+        &mut changed,
+    );
+    keep("[ui]", &mut new.ui, &old.ui, &mut changed);
+    let (n, o) = (&mut new.checkpoints, &old.checkpoints);
+    keep(
+        "checkpoints.origin_prefix",
+        &mut n.origin_prefix,
+        &o.origin_prefix,
+        &mut changed,
+    );
+    keep(
+        "checkpoints.interval_secs",
+        &mut n.interval_secs,
+        &o.interval_secs,
+        &mut changed,
+    );
+    keep("[registry]", &mut new.registry, &old.registry, &mut changed);
+    keep(
+        "[federation]",
+        &mut new.federation,
+        &old.federation,
+        &mut changed,
+    );
+    keep("[storage]", &mut new.storage, &old.storage, &mut changed);
+    keep(
+        "[retention]",
+        &mut new.retention,
+        &old.retention,
+        &mut changed,
+    );
+    keep("[witness]", &mut new.witness, &old.witness, &mut changed);
+    keep(
+        "sse.keepalive_secs",
+        &mut new.sse.keepalive_secs,
+        &old.sse.keepalive_secs,
+        &mut changed,
+    );
+    changed
 }
 
 /// Reloads on every SIGHUP until the daemon stops.

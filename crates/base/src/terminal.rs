@@ -1,7 +1,7 @@
 //! Text from outside made safe to print on a terminal.
 //!
-//! An appender chooses an event's actor and payload, and a peer its error
-//! text. Printed raw, a control character in them moves the cursor,
+//! Strings a program prints can come from whoever sent them to it. Printed
+//! raw, a control character in them moves the cursor,
 //! recolours or retitles the operator's terminal, or starts a fake row of
 //! a table; a bidirectional override reorders what the line seems to say.
 //! These functions write such characters as escapes instead, so the text

@@ -140,8 +140,8 @@ impl<'txn> FedTables<'txn> {
     }
 
     /// The outbox copies a just-appended journal event gets: one for every
-    /// active or suspended peer subscribed to its type (once per peer, however many
-    /// patterns match), each with a new message id. Queued by
+    /// active or suspended peer subscribed to its type (once per peer,
+    /// however many patterns match), each with a new message id. Queued by
     /// [`FedTables::enqueue_copies`].
     pub(super) fn copies_for(&self, event: &Event) -> OutboxCopies {
         // The system journal (tombstones naming the admin, key rotations) is

@@ -227,8 +227,9 @@ impl Store {
 }
 
 impl Outbox<'_> {
-    /// Queues a published message for every active or suspended peer whose subscription
-    /// matches, in one durable transaction. Returns (peer, message id) pairs.
+    /// Queues a published message for every active or suspended peer whose
+    /// subscription matches, in one durable transaction. Returns (peer,
+    /// message id) pairs.
     pub fn publish(
         &self,
         event_type: &str,
