@@ -50,7 +50,7 @@ async fn store_peer(
 ) -> Result<PeerRecord, StoreError> {
     let record = fed
         .store
-        .run(move |store| peers::store_peer(store, &spec, der, keep_status))
+        .run(move |store| peers::store_peer(store, &spec, peers::Pin::Key(der), keep_status))
         .await?;
     if record.status != PeerStatus::Removed {
         fed.ensure_worker(&record.instance_id);

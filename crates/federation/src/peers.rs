@@ -299,6 +299,23 @@ pub fn check_identity_document(
     Ok(der)
 }
 
+/// The key [`store_peer`] pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// This key (SPKI DER): an admin's add, a fetched pin, an inline
+    /// `[[peers]]` key.
+    Key(Vec<u8>),
+    /// The key pinned when the record is written: a `[[peers]]` entry that
+    /// names the key pinned now, or one the peer has since rotated away
+    /// from. Read in the write's transaction, so a rotation the peer
+    /// announces meanwhile is kept.
+    Current,
+}
+
+/// How often [`store_peer`] starts again when the peer was removed between
+/// its first look and its write (or has no key to keep).
+const STORE_TRIES: usize = 3;
+
 /// Stores a peer as active with the given key (keeping the status of a
 /// peer that exists). The caller starts its delivery worker.
 ///
@@ -306,55 +323,86 @@ pub fn check_identity_document(
 /// subscription and no queued message of its earlier life comes back,
 /// whoever holds its key now ("a new peer is granted nothing"). A re-pin
 /// of a peer still in place keeps them (a key rotation).
+///
+/// The record is written from the one read in the same transaction: a
+/// status, a grant or a rotated key stored meanwhile is kept, never written
+/// over with what was read before.
 pub fn store_peer(
     store: &Store,
     spec: &PeerSpec,
-    der: Vec<u8>,
+    pin: Pin,
     keep_status: bool,
 ) -> Result<PeerRecord, StoreError> {
     let now = Timestamp::now().millis();
-    let mut existing = store.peers().get(&spec.instance_id)?;
     // Added again (`peers add`), or given another key while removed (by a
     // `[[peers]]` entry, which keeps the status): a new holder either way.
-    let reborn = existing.as_ref().is_some_and(|p| {
-        p.status == PeerStatus::Removed && (!keep_status || p.public_key_der != der)
-    });
-    if reborn {
-        // Subscriptions first, so nothing more is queued; then what was
-        // queued. A crash between leaves the peer removed: the next add
-        // does both again.
-        let subscriptions = store.peers().forget_subscriptions(&spec.instance_id)?;
-        let queued = store.outbox().forget_queued(&spec.instance_id)?;
-        tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again, or given another key, starts with no grant, no subscription and nothing queued");
-        // A `[[peers]]` entry keeps it removed, without the admin's grants.
-        existing = existing.filter(|_| keep_status).map(|p| PeerRecord {
-            allow: Vec::new(),
-            ..p
-        });
-    }
-    let record = PeerRecord {
-        instance_id: spec.instance_id.clone(),
-        base_url: spec.base_url.clone(),
-        public_key_der: der,
-        status: match &existing {
-            Some(p) if keep_status => p.status,
-            _ => PeerStatus::Active,
-        },
-        added_at: existing.as_ref().map_or(now, |p| p.added_at),
-        updated_at: now,
-        // The admin's grants survive a re-pin; `[[peers]]` sets its own.
-        allow: existing
-            .as_ref()
-            .map(|p| p.allow.clone())
-            .unwrap_or_default(),
-        config_allow: match (&spec.config_allow, &existing) {
-            (Some(grants), _) => grants.clone(),
-            (None, Some(p)) => p.config_allow.clone(),
-            (None, None) => Vec::new(),
-        },
+    let reborn = |existing: &Option<PeerRecord>| {
+        existing.as_ref().is_some_and(|p| {
+            p.status == PeerStatus::Removed
+                && (!keep_status || matches!(&pin, Pin::Key(der) if *der != p.public_key_der))
+        })
     };
-    store.peers().put(&record)?;
-    Ok(record)
+    for _ in 0..STORE_TRIES {
+        let forgot = reborn(&store.peers().get(&spec.instance_id)?);
+        if forgot {
+            // Subscriptions first, so nothing more is queued; then what was
+            // queued (in batches, outside the write below). A crash between
+            // leaves the peer removed: the next add does both again.
+            let subscriptions = store.peers().forget_subscriptions(&spec.instance_id)?;
+            let queued = store.outbox().forget_queued(&spec.instance_id)?;
+            tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again, or given another key, starts with no grant, no subscription and nothing queued");
+        }
+        let written = store.peers().upsert(&spec.instance_id, |existing| {
+            // Removed since the look above: its earlier life is not forgotten.
+            if reborn(&existing) && !forgot {
+                return None;
+            }
+            let public_key_der = match &pin {
+                Pin::Key(der) => der.clone(),
+                // Peer records are never deleted: a caller keeping the key
+                // has just read one.
+                Pin::Current => existing.as_ref()?.public_key_der.clone(),
+            };
+            // A `[[peers]]` entry keeps a reborn peer removed, without the
+            // admin's grants.
+            let existing = if reborn(&existing) {
+                existing.filter(|_| keep_status).map(|p| PeerRecord {
+                    allow: Vec::new(),
+                    ..p
+                })
+            } else {
+                existing
+            };
+            Some(PeerRecord {
+                instance_id: spec.instance_id.clone(),
+                base_url: spec.base_url.clone(),
+                public_key_der,
+                status: match &existing {
+                    Some(p) if keep_status => p.status,
+                    _ => PeerStatus::Active,
+                },
+                added_at: existing.as_ref().map_or(now, |p| p.added_at),
+                updated_at: now,
+                // The admin's grants survive a re-pin; `[[peers]]` sets its own.
+                allow: existing
+                    .as_ref()
+                    .map(|p| p.allow.clone())
+                    .unwrap_or_default(),
+                config_allow: match (&spec.config_allow, &existing) {
+                    (Some(grants), _) => grants.clone(),
+                    (None, Some(p)) => p.config_allow.clone(),
+                    (None, None) => Vec::new(),
+                },
+            })
+        })?;
+        if let Some(record) = written {
+            return Ok(record);
+        }
+    }
+    Err(StoreError::retry_later(format!(
+        "peer {:?} changed while it was being stored, {STORE_TRIES} times; try again",
+        spec.instance_id
+    )))
 }
 
 /// Checks `[[peers]]` without applying anything: what a reload does before
@@ -421,19 +469,21 @@ pub fn apply_config(store: &Store, peers: &[PeerConfig]) -> Result<Applied, Appl
                 .is_some()
         {
             tracing::warn!(peer = %spec.instance_id, configured_key_id = %configured, pinned_key_id = %key_id(&stored.public_key_der), "[[peers]] lists a key this peer rotated away from; keeping the newer key (update config.toml)");
-            let record = store_peer(store, &spec, stored.public_key_der.clone(), true)?;
+            let record = store_peer(store, &spec, Pin::Current, true)?;
             applied.stored.push(record);
             continue;
         }
         match (inline, stored) {
             (Some(der), _) => {
-                applied.stored.push(store_peer(store, &spec, der, true)?);
+                applied
+                    .stored
+                    .push(store_peer(store, &spec, Pin::Key(der), true)?);
             }
             // Already pinned to the same key: only the URL may change.
             (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
                 applied
                     .stored
-                    .push(store_peer(store, &spec, p.public_key_der, true)?);
+                    .push(store_peer(store, &spec, Pin::Current, true)?);
             }
             (None, stored) => {
                 // Not pinned yet: the grants apply now to a stored record
@@ -513,16 +563,17 @@ mod tests {
         let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
         let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
         let remove_after_use = |der: Vec<u8>| {
-            store_peer(&store, &spec, der, false).unwrap();
+            store_peer(&store, &spec, Pin::Key(der), false).unwrap();
             store.peers().allow("beta", &[">".into()], 1).unwrap();
             store
                 .peers()
                 .subscribe(Direction::Inbound, "beta", "step.>")
                 .unwrap();
             store.outbox().publish("step.done", "{}").unwrap();
-            let mut peer = store.peers().get("beta").unwrap().unwrap();
-            peer.status = PeerStatus::Removed;
-            store.peers().put(&peer).unwrap();
+            store
+                .peers()
+                .set_status("beta", PeerStatus::Removed, 2)
+                .unwrap();
         };
         let state = || {
             let peer = store.peers().get("beta").unwrap().unwrap();
@@ -531,13 +582,52 @@ mod tests {
             (peer.status, peer.allow, subs, queued)
         };
         remove_after_use(vec![1]);
-        store_peer(&store, &spec, vec![1], true).unwrap();
+        store_peer(&store, &spec, Pin::Key(vec![1]), true).unwrap();
         assert_eq!(state(), (PeerStatus::Removed, vec![">".to_string()], 1, 1));
-        store_peer(&store, &spec, vec![2], true).unwrap();
+        store_peer(&store, &spec, Pin::Key(vec![2]), true).unwrap();
         assert_eq!(state(), (PeerStatus::Removed, vec![], 0, 0));
         remove_after_use(vec![3]);
-        store_peer(&store, &spec, vec![3], false).unwrap();
+        store_peer(&store, &spec, Pin::Key(vec![3]), false).unwrap();
         assert_eq!(state(), (PeerStatus::Active, vec![], 0, 0));
+    }
+
+    /// A status change and a re-store write the record as it is in their
+    /// own transaction: grants given meanwhile (like a key the peer
+    /// rotated to) are never written over with an older read. Two threads
+    /// race; every grant must be there at the end.
+    #[test]
+    fn changes_made_meanwhile_survive_a_status_change_and_a_re_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring =
+            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
+        let fanout = logbook_journal::fanout::fanout();
+        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        store_peer(&store, &spec, Pin::Key(vec![1]), false).unwrap();
+        const GRANTS: usize = 200;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..GRANTS {
+                    store
+                        .peers()
+                        .allow("beta", &[format!("g{i}.>")], 1)
+                        .unwrap();
+                }
+            });
+            for i in 0..GRANTS {
+                let status = [PeerStatus::Suspended, PeerStatus::Active][i % 2];
+                store
+                    .peers()
+                    .set_status("beta", status, 2)
+                    .unwrap()
+                    .unwrap();
+                store_peer(&store, &spec, Pin::Current, true).unwrap();
+            }
+        });
+        let peer = store.peers().get("beta").unwrap().unwrap();
+        assert_eq!(peer.allow.len(), GRANTS, "grants lost: {:?}", peer.allow);
+        assert_eq!(peer.public_key_der, vec![1]);
+        assert_eq!(peer.status, PeerStatus::Active);
     }
 
     #[test]

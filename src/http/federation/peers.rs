@@ -96,14 +96,10 @@ pub(super) async fn set_peer_status(
     let peer = state
         .store
         .run(move |store| -> Result<_, Problem> {
-            let mut peer = store
+            store
                 .peers()
-                .get(&instance_id)?
-                .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))?;
-            peer.status = status;
-            peer.updated_at = now_ms();
-            store.peers().put(&peer)?;
-            Ok(peer)
+                .set_status(&instance_id, status, now_ms())?
+                .ok_or_else(|| Problem::not_found(format!("no peer {instance_id:?}")))
         })
         .await?;
     if peer.status != PeerStatus::Removed {

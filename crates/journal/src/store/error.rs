@@ -42,6 +42,12 @@ impl StoreError {
         StoreError { message, fault }
     }
 
+    /// Nothing was written because the data changed under the caller too
+    /// often (a race lost repeatedly): [`Fault::Unavailable`], to retry.
+    pub fn retry_later(message: String) -> StoreError {
+        StoreError::with_fault(message, Fault::Unavailable)
+    }
+
     /// A blocking read task that panicked or was cancelled.
     pub(crate) fn from_join(e: &tokio::task::JoinError) -> StoreError {
         StoreError(format!("read task failed: {e}"))

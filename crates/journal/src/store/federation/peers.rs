@@ -225,7 +225,57 @@ impl Peers<'_> {
             .transpose()
     }
 
+    /// Reads `instance_id`'s record and writes the one `make` returns from
+    /// it, in one transaction, so that a change made meanwhile (a key
+    /// rotation the peer announced, a status) is never written over with
+    /// what was read before; then refreshes the routing snapshot. `make`
+    /// returning `None` writes nothing (and returns `None`).
+    pub fn upsert(
+        &self,
+        instance_id: &str,
+        make: impl FnOnce(Option<PeerRecord>) -> Option<PeerRecord>,
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        let record = self.store.write_durable(|txn| {
+            let mut table = txn.open_table(FED_PEERS)?;
+            let existing = table
+                .get(instance_id)?
+                .map(|v| decode_peer(v.value()))
+                .transpose()?;
+            let Some(record) = make(existing) else {
+                return Ok(None);
+            };
+            assert_eq!(record.instance_id, instance_id, "a record under its own id");
+            table.insert(instance_id, encode_peer(&record).as_slice())?;
+            Ok(Some(record))
+        })?;
+        if record.is_some() {
+            self.refresh_routes()?;
+            self.store.fed.outbox_grew();
+        }
+        Ok(record)
+    }
+
+    /// Sets `peer`'s status (active, suspended, removed), keeping the rest
+    /// of its record as it is when written. None for no such peer.
+    pub fn set_status(
+        &self,
+        peer: &str,
+        status: PeerStatus,
+        now: i64,
+    ) -> Result<Option<PeerRecord>, StoreError> {
+        let record = self.change(peer, |record| {
+            record.status = status;
+            record.updated_at = now;
+        })?;
+        // A resumed peer's worker has rows to send again.
+        self.store.fed.outbox_grew();
+        Ok(record)
+    }
+
     /// Inserts or replaces a peer, then refreshes the routing snapshot.
+    /// Only for a record made whole here (tests, a restore): a change to a
+    /// stored peer goes through [`Peers::upsert`] or a method that reads
+    /// it in the same transaction.
     pub fn put(&self, peer: &PeerRecord) -> Result<(), StoreError> {
         self.store.write_durable(|txn| {
             txn.open_table(FED_PEERS)?
