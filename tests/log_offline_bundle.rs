@@ -148,26 +148,66 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     let (code, _) = verify(&[&base[..], &["--witness", "not a vkey"]].concat()).await;
     assert_eq!(code, Some(2));
 
-    // A witness's cosignature, added as the sender step will add it, is
-    // served on the heads checkpoint and meets quorum 1 with its key only.
+    // Witnesses' cosignatures, added as the sender step adds them, are
+    // served on the heads checkpoint: w1's now, w3's three hours ago (what a
+    // rolled-back log keeps serving), w4's dated an hour ahead.
     let heads_note = Note::parse(found["heads_checkpoint"].as_str().unwrap().as_bytes()).unwrap();
     let heads = Checkpoint::parse(&heads_note.text).unwrap();
-    let line = witness
-        .cosign(&heads_note.text, 1_700_000_000)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .to_line();
+        .as_secs();
+    let old = Cosigner::new("witness.example/w3", &[7; 32]).unwrap();
+    let ahead = Cosigner::new("witness.example/w4", &[6; 32]).unwrap();
+    let lines = [
+        (&witness, now),
+        (&old, now - 3 * 3600),
+        (&ahead, now + 3600),
+    ]
+    .map(|(w, at)| w.cosign(&heads_note.text, at).unwrap().to_line());
+    let (old_key, ahead_key) = (old.verifier().to_vkey(), ahead.verifier().to_vkey());
     daemon.stop();
     let added = with_offline_store(&daemon, move |s| {
-        s.add_heads_cosignature(heads.size, heads.root, &line)
+        lines
+            .iter()
+            .map(|line| s.add_heads_cosignature(heads.size, heads.root, line))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await;
-    assert_eq!(added.unwrap(), Ok(()));
+    assert!(added.unwrap().iter().all(Result::is_ok));
     daemon.restart();
     let cosigned = bundle(&daemon, &plan, 20).await;
     std::fs::write(&bundle_file, cosigned.to_string()).unwrap();
+    // A fresh cosignature meets quorum 1 with its key only.
     let (code, text) = verify(&[&base[..], &["--witness", &wkey]].concat()).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("1 of the given witnesses cosigned"), "{text}");
+    assert!(text.contains("the quorum at "), "{text}");
+    // An old one is stale, alone or as the quorum's oldest, unless
+    // --max-age allows it (an archived bundle); the last line says the
+    // bundle does not hold, whatever the export's `ok:` lines say.
+    for args in [
+        vec!["--witness", &old_key],
+        vec!["--witness", &wkey, "--witness", &old_key, "--quorum", "2"],
+    ] {
+        let (code, text) = verify(&[&base[..], &args[..]].concat()).await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("stale: the quorum cosigned this 3h 0m ago"),
+            "{text}"
+        );
+        assert!(
+            text.trim_end()
+                .ends_with("the bundle does not hold (above)"),
+            "{text}"
+        );
+        let (code, text) = verify(&[&base[..], &args[..], &["--max-age", "86400"]].concat()).await;
+        assert_eq!(code, Some(0), "{text}");
+    }
+    // One dated ahead does not count: it would stay fresh for hours.
+    let (code, text) = verify(&[&base[..], &["--witness", &ahead_key]].concat()).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no-quorum: 0 cosignature(s)"), "{text}");
     let (code, text) = verify(&[&base[..], &["--witness", &other]].concat()).await;
     assert_eq!(code, Some(1), "wrong witness key: {text}");
     let (code, text) = verify(

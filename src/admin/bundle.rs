@@ -10,7 +10,12 @@
 //!    here from the plan checkpoint's origin, size and root);
 //! 3. the entry is included at `heads_index` in the heads checkpoint's tree;
 //! 4. at least `quorum` distinct `--witness` keys cosigned that checkpoint
-//!    (cosignature/v1).
+//!    (cosignature/v1);
+//! 5. the quorum is fresh: the `quorum`-th newest of those cosignatures is
+//!    at most `--max-age` old (a rolled-back log keeps serving the last
+//!    checkpoint its witnesses cosigned, and only its age shows that they
+//!    have not cosigned anything since). One dated more than
+//!    [`MAX_AHEAD_SECS`] ahead of this clock does not count.
 //!
 //! The plan checkpoint itself is checked against the export by
 //! `offline.rs`, as a `--checkpoint` is.
@@ -30,6 +35,13 @@ use uuid::Uuid;
 pub(crate) const MAX_BUNDLE_BYTES: usize = 64 * 1024;
 /// Most hashes an inclusion proof can have (a tree of 2^64 leaves).
 const MAX_PROOF: usize = 64;
+/// `--max-age`'s default, in seconds: the viewer's bound too
+/// (`MAX_COSIGNATURE_AGE` in `src/ui/plan.js`). Witnesses that see the log
+/// grow cosign again within a minute or so.
+pub(crate) const DEFAULT_MAX_AGE_SECS: u64 = 10 * 60;
+/// A cosignature dated further ahead of this clock than this is not
+/// counted: it would stay "fresh" for as long as its date is ahead.
+const MAX_AHEAD_SECS: u64 = 10 * 60;
 
 /// The JSON shape of `GET /api/plans/{plan_id}/checkpoint?witnessed=1`
 /// (docs/http-api.md).
@@ -51,8 +63,9 @@ pub(crate) struct Witnessed {
     pub(crate) plan_size: u64,
     pub(crate) heads_size: u64,
     pub(crate) heads_index: u64,
-    /// Distinct `--witness` keys whose cosignature verified.
-    pub(crate) cosigned: usize,
+    /// The times (Unix seconds) of the cosignatures of distinct
+    /// `--witness` keys that verified, newest first.
+    pub(crate) cosigned: Vec<u64>,
     /// The plan was deleted at this checkpoint.
     pub(crate) deleted: bool,
 }
@@ -67,15 +80,20 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Bundle, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not a witnessed bundle: {e}"))
 }
 
-/// Checks 1 to 4 above (the quorum is the caller's to judge: it gets the
-/// count). An `Err` names the first check that failed.
+/// Checks 1 to 4 above, at `now` (Unix seconds); the quorum and its age
+/// are [`report`]'s to judge. An `Err` names the first check that failed.
 pub(crate) fn check(
     bundle: &Bundle,
     instance: &Verifier,
     witnesses: &[CosignatureVerifier],
+    now: u64,
 ) -> Result<Witnessed, String> {
     let heads = verify_checkpoint(bundle.heads_checkpoint.as_bytes(), instance).map_err(|e| {
-        format!("bad-bundle: the heads checkpoint is not signed by the --log-key under its origin {:?}: {e}", instance.name)
+        let origin = bundle.heads_checkpoint.lines().next().unwrap_or_default();
+        format!(
+            "bad-bundle: the heads checkpoint (origin {origin:?}) is not signed by the --log-key, whose name {:?} must be its origin: {e}",
+            instance.name
+        )
     })?;
     let plan_key = plan_verifier(instance, &bundle.plan_id).map_err(|e| {
         format!(
@@ -125,50 +143,106 @@ pub(crate) fn check(
     }
     let note = Note::parse(bundle.heads_checkpoint.as_bytes())
         .map_err(|e| format!("bad-bundle: the heads checkpoint: {e}"))?;
-    let mut cosigned: Vec<&CosignatureVerifier> = Vec::new();
+    let mut counted: Vec<&CosignatureVerifier> = Vec::new();
+    let mut cosigned = Vec::new();
     for witness in witnesses {
         // One key counts once, under whatever names it is given: the
         // cosigned message does not include the witness's name.
-        if cosigned.iter().any(|w| w.key == witness.key) {
+        if counted.iter().any(|w| w.key == witness.key) {
             continue;
         }
-        if witness.verify_note(&note).is_ok() {
-            cosigned.push(witness);
+        if let Ok(time) = witness.verify_note(&note)
+            && time <= now.saturating_add(MAX_AHEAD_SECS)
+        {
+            counted.push(witness);
+            cosigned.push(time);
         }
     }
+    cosigned.sort_unstable_by(|a, b| b.cmp(a));
     Ok(Witnessed {
         plan_size: plan.size,
         heads_size: heads.size,
         heads_index: bundle.heads_index,
-        cosigned: cosigned.len(),
+        cosigned,
         deleted,
     })
 }
 
-/// Prints the bundle's verdict; whether it holds with `quorum`.
-pub(crate) fn report(outcome: &Result<Witnessed, String>, quorum: usize) -> bool {
+/// What a bundle is held to: `--quorum` and `--max-age`, at `now`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bar {
+    pub(crate) quorum: usize,
+    pub(crate) max_age_secs: u64,
+    pub(crate) now: u64,
+}
+
+/// Prints the bundle's verdict; whether it holds to `bar`.
+pub(crate) fn report(outcome: &Result<Witnessed, String>, bar: Bar) -> bool {
+    let Bar {
+        quorum,
+        max_age_secs,
+        now,
+    } = bar;
     match outcome {
         Err(reason) => {
-            println!("{reason}");
+            // It may quote the bundle, which is anyone's text.
+            println!("{}", logbook_base::terminal::inert(reason));
             false
         }
         Ok(w) => {
+            // The quorum's time: the quorum-th newest cosignature.
+            let quorum_time = quorum
+                .checked_sub(1)
+                .and_then(|i| w.cosigned.get(i).copied());
             println!(
-                "witnessed: plan size {} is entry {} of the heads log of size {}{}; {} of the given witnesses cosigned (quorum {quorum})",
+                "witnessed: plan size {} is entry {} of the heads log of size {}{}; {} of the given witnesses cosigned (quorum {quorum}){}",
                 w.plan_size,
                 w.heads_index,
                 w.heads_size,
                 if w.deleted { " (its deletion)" } else { "" },
-                w.cosigned
+                w.cosigned.len(),
+                match quorum_time {
+                    Some(t) => format!(
+                        ", the quorum at {} ({} ago)",
+                        rfc3339(t),
+                        age(now.saturating_sub(t))
+                    ),
+                    None => String::new(),
+                }
             );
-            if w.cosigned < quorum {
+            if w.cosigned.len() < quorum {
                 println!(
                     "no-quorum: {} cosignature(s) from the given witnesses, {quorum} needed",
-                    w.cosigned
+                    w.cosigned.len()
+                );
+                return false;
+            }
+            if let Some(t) = quorum_time
+                && now.saturating_sub(t) > max_age_secs
+            {
+                println!(
+                    "stale: the quorum cosigned this {} ago, more than --max-age {max_age_secs}s: the witnesses may have seen more of this log since (a rollback looks like this); fetch a fresh bundle, or raise --max-age to check an archived one",
+                    age(now.saturating_sub(t))
                 );
                 return false;
             }
             true
         }
+    }
+}
+
+/// RFC 3339, UTC, as the other times the CLI shows.
+fn rfc3339(secs: u64) -> String {
+    let ms = i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
+    logbook_journal::event::Timestamp(ms).to_string()
+}
+
+/// `42s`, `5m 3s`, `3h 12m`, `2d 4h`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
     }
 }
