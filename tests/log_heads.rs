@@ -249,6 +249,10 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
     let doomed = new_plan();
     fill(&daemon, doomed, 2).await;
     let (size, root) = plan_head(&daemon, &doomed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("doomed.ndjson");
+    let exported = daemon.admin(&["export", &doomed.to_string()]).await;
+    std::fs::write(&export, exported.ok("admin export")).unwrap();
     daemon
         .admin_json(&["plans", "delete", "--yes", &doomed.to_string()])
         .await;
@@ -267,6 +271,45 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
         ),
         (size, root.as_str())
     );
+
+    // The deleted plan's witnessed bundle is its deletion's entry, with its
+    // final checkpoint: an export taken before verifies against it offline.
+    // Its plain checkpoint is gone (404), and so is an unknown plan's,
+    // before its query is read.
+    let found = daemon
+        .get_json(&format!("/api/plans/{doomed}/checkpoint?witnessed=1"))
+        .await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    assert_eq!(
+        found.json["heads_entry"].as_str().unwrap().as_bytes(),
+        raw.last().unwrap().as_slice()
+    );
+    let bundle = dir.path().join("bundle.json");
+    std::fs::write(&bundle, found.json.to_string()).unwrap();
+    let vkey = instance(&daemon).await.to_vkey();
+    let mut verify = common::logbook();
+    verify.args(["verify", "--export"]).arg(&export);
+    verify.args(["--log-key", &vkey, "--bundle"]).arg(&bundle);
+    verify
+        .args(["--quorum", "0"])
+        .env_remove("LOGBOOK_HMAC_SECRET");
+    let out = common::run(verify).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("(its deletion)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("ok: the first 2 events are the signed checkpoint's log"),
+        "{}",
+        out.stdout
+    );
+    assert_problem(
+        &daemon
+            .get_json(&format!("/api/plans/{doomed}/checkpoint"))
+            .await,
+        404,
+    );
+    let unknown = format!("/api/plans/{}/checkpoint?no=1", new_plan());
+    assert_problem(&daemon.get_json(&unknown).await, 404);
 
     // The heads log's routes need the read scope once tokens exist.
     let reader = daemon

@@ -338,6 +338,12 @@ async fn bad_input_is_refused_in_the_contracts_order() {
         ("consistency?to=1", "invalid-query"),
         ("consistency?from=x&to=1", "invalid-query"),
         ("consistency?from=1&to=2&extra=1", "invalid-query"),
+        // One spelling per number, one URL per tile.
+        ("events/01/inclusion", "invalid-seq"),
+        ("events/1/inclusion?tree_size=05", "invalid-query"),
+        ("consistency?from=01&to=2", "invalid-query"),
+        ("tile/0/000.p/5?x=1", "invalid-query"),
+        ("tile/0/000.p/5?", "invalid-query"),
         // seq beyond the tree size (the head by default), before the size
         // beyond the head.
         ("events/6/inclusion", "seq-beyond-tree-size"),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
-use super::extract::{PlanId, Query};
+use super::extract::PlanId;
 use super::problem::Problem;
 
 /// The log key in use (replaced whole by a rotation), and the instance
@@ -105,6 +105,34 @@ impl LogState {
         root: [u8; 32],
     ) -> Result<String, Problem> {
         check_signing(store, LogId::Plan(*plan_id), size, root).await?;
+        let note = self
+            .current
+            .current()
+            .signer
+            .sign(plan_id, size, root)
+            .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
+        Ok(note.to_text())
+    }
+
+    /// The signed note text of deleted `plan_id`'s final checkpoint, at
+    /// `size` with `root`: its tree is gone, so the deletion's record is
+    /// what it must match (the tree had that root when it was deleted, and
+    /// every checkpoint signed before was checked against that tree).
+    pub(crate) async fn deleted_checkpoint_text(
+        &self,
+        store: &AsyncStore,
+        plan_id: &Uuid,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<String, Problem> {
+        let id = *plan_id;
+        let record = store.run(move |s| s.deleted_plan(&id)).await?;
+        if !record.is_some_and(|d| d.tree_size == size && d.tree_root == Some(root)) {
+            tracing::error!(plan = %plan_id, size, "the heads log's deletion entry does not match the plan's deletion record: the store was edited or damaged");
+            return Err(Problem::internal(format!(
+                "plan {plan_id}'s deletion entry does not match its deletion record"
+            )));
+        }
         let note = self
             .current
             .current()
@@ -246,13 +274,23 @@ pub(crate) fn text(body: String, cache: &'static str) -> Response {
 }
 
 /// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head;
-/// with `?witnessed=1`, the bundle (`witnessed.rs`).
+/// with `?witnessed=1`, the bundle (`witnessed.rs`), which a deleted plan
+/// has too: its deletion's entry. An unknown plan is 404 before the query
+/// is read, as on the proof routes.
 async fn checkpoint(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,
-    Query(query): Query<CheckpointQuery>,
+    uri: Uri,
 ) -> Result<Response, Problem> {
-    let (size, root) = head_root(&state.store, plan_id).await?;
+    let head = head_root(&state.store, plan_id).await;
+    // No head: an unknown plan, or a deleted one (whose bundle is kept).
+    if let Err(no_head) = &head {
+        let entry = state.store.run(move |s| s.heads_entry(&plan_id)).await?;
+        if !entry.is_some_and(|entry| entry.deleted) {
+            return Err(no_head.clone());
+        }
+    }
+    let query: CheckpointQuery = super::proofs::query(&uri)?;
     match query.witnessed.as_deref() {
         None | Some("0") => {}
         Some("1") => return super::witnessed::bundle(&state, plan_id).await,
@@ -264,6 +302,8 @@ async fn checkpoint(
             ));
         }
     }
+    // A deleted plan has no head to sign: 404 as before.
+    let (size, root) = head?;
     let note = state
         .log
         .checkpoint_text(&state.store, &plan_id, size, root)

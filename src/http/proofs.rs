@@ -189,20 +189,35 @@ async fn consistency_in(state: &ProofState, log: LogId, uri: &Uri) -> Result<Val
 pub(crate) async fn tile(
     State(state): State<ProofState>,
     Path((plan, rest)): Path<(String, String)>,
+    uri: Uri,
 ) -> Result<Response, Problem> {
     let plan_id = known_plan(&state, &plan).await?;
-    tile_of(&state, LogId::Plan(plan_id), &rest).await
+    tile_of(&state, LogId::Plan(plan_id), &rest, &uri).await
 }
 
 /// `GET /api/v1/log/tile/{L}/{N}[.p/{W}]` and `…/tile/entries/…` (heads log).
 pub(crate) async fn heads_tile(
     State(state): State<ProofState>,
     Path(rest): Path<String>,
+    uri: Uri,
 ) -> Result<Response, Problem> {
-    tile_of(&state, LogId::Heads, &rest).await
+    tile_of(&state, LogId::Heads, &rest, &uri).await
 }
 
-async fn tile_of(state: &ProofState, log: LogId, rest: &str) -> Result<Response, Problem> {
+async fn tile_of(
+    state: &ProofState,
+    log: LogId,
+    rest: &str,
+    uri: &Uri,
+) -> Result<Response, Problem> {
+    // One URL per tile, for caches too: a tile takes no parameter.
+    if uri.query().is_some() {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            "a tile takes no query parameters",
+        ));
+    }
     let tile = TilePath::parse(rest).map_err(|e| {
         Problem::bad_request(
             "invalid-tile-path",
@@ -262,7 +277,7 @@ async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
 }
 
 /// The query string as `T`, unknown or repeated parameters refused.
-fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
+pub(super) fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| {
@@ -274,10 +289,14 @@ fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
         })
 }
 
-/// A plain decimal u64: digits only (no sign, no spaces), so that each
-/// number has few spellings and nothing odd reaches the store.
+/// A plain decimal u64: digits only (no sign, no spaces, no leading
+/// zero), so that each number has one spelling (one URL per proof, as
+/// tile paths have) and nothing odd reaches the store.
 fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty()
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
         return None;
     }
     text.parse().ok()

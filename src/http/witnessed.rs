@@ -63,10 +63,17 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
     // The entry is in the log at this size: no refusal is possible.
     let proof = proof.map_err(|e| Problem::internal(format!("proving the heads entry: {e}")))?;
     let (heads_size, heads_root) = (proof.size, proof.root);
-    let plan_checkpoint = state
-        .log
-        .checkpoint_text(&state.store, &plan_id, entry.size, entry.root)
-        .await?;
+    let plan_checkpoint = if entry.deleted {
+        state
+            .log
+            .deleted_checkpoint_text(&state.store, &plan_id, entry.size, entry.root)
+            .await?
+    } else {
+        state
+            .log
+            .checkpoint_text(&state.store, &plan_id, entry.size, entry.root)
+            .await?
+    };
     let heads_checkpoint = state
         .log
         .heads_checkpoint_text(&state.store, heads_size, heads_root)
