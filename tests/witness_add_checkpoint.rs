@@ -253,7 +253,73 @@ async fn beta_cosigns_alpha_and_keeps_evidence_of_contradictions() {
     let mut beta = beta;
     beta.restart();
     assert_eq!(witnessed_size(&beta, &signer).await, "8\n");
-    drop(alpha);
+
+    // Beta's operator sees the log it witnesses and the evidence against it.
+    let status = beta.admin(&["status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!(
+            "EVIDENCE against {ORIGIN} (the heads log of peer alpha): 3 row(s)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("peer alpha") && text.contains("size 8"),
+        "{text}"
+    );
+
+    // Alpha renames its heads log (a new `origin_prefix`): beta witnesses
+    // the new log from scratch, as the new log it is, and warns that the
+    // peer whose old log it holds began another.
+    let mut alpha = alpha;
+    let config = alpha.data_dir().join("config.toml");
+    let renamed = std::fs::read_to_string(&config).unwrap().replace(
+        "origin_prefix = \"logbook/{instanceId}\"",
+        "origin_prefix = \"logbook/alpha-v2\"",
+    );
+    std::fs::write(&config, renamed).unwrap();
+    alpha.restart();
+    let signer2 = alpha_signer(&alpha).renamed("logbook/alpha-v2").unwrap();
+    let text = Checkpoint::new("logbook/alpha-v2", 4, mth(0, 4))
+        .unwrap()
+        .to_text();
+    let first = Note {
+        signatures: vec![signer2.sign(&text).unwrap()],
+        text,
+    };
+    // Beta reads alpha's document again at most every 5 s (`MIN_REFRESH`).
+    let mut answer = (0, String::new());
+    for _ in 0..40 {
+        let (status, _, line) = add(&beta, body(0, vec![], first.to_text().into_bytes())).await;
+        answer = (status, line);
+        if status != 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let log = beta.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("renamed its log")
+            && l.contains("old_origin=logbook/alpha")
+            && l.contains("evidence=3")),
+        "{log}"
+    );
+    let listed = beta.admin(&["--json", "status"]).await;
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let origins: Vec<(&str, u64)> = listed["witness_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["origin"].as_str().unwrap(),
+                l["evidence"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(origins, [(ORIGIN, 3), ("logbook/alpha-v2", 0)], "{listed}");
 }
 
 /// Alpha, and beta witnessing it with `[witness]` at one request a second

@@ -442,8 +442,27 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
             } else {
                 witness.remember(origin, cosigned);
             }
+            if stored.is_none() {
+                warn_if_renamed(state, origin, &peer.instance_id).await;
+            }
             cosignature_line(witness, &note.text).map(cosigned_answer)
         }
+    }
+}
+
+/// A peer that begins a log new to this witness while it holds another of
+/// that peer's logs has renamed its heads log (`origin_prefix`): an honest
+/// change, or a log leaving behind the history it showed here. Said once,
+/// at the new log's first cosignature.
+async fn warn_if_renamed(state: &AppState, origin: &str, peer: &str) {
+    let Ok(logs) = state.store.run(|s| s.witnessed_logs()).await else {
+        return;
+    };
+    for old in logs
+        .iter()
+        .filter(|l| l.owner.as_deref() == Some(peer) && l.origin != origin)
+    {
+        tracing::warn!(%peer, origin = %logbook_journal::store::inert_text(origin), old_origin = %logbook_journal::store::inert_text(&old.origin), old_size = old.size, evidence = old.evidence, "a peer began a new heads log here while this witness holds another of its logs: it renamed its log; auditors who pinned the old log key see a new log");
     }
 }
 

@@ -84,6 +84,16 @@ pub(crate) fn print_status(v: &Value) {
             text(name)
         );
     }
+    // And as a witness: a peer's log showed this instance a history it
+    // later contradicted.
+    for log in items(&v["witness_for"]).filter(|l| l["evidence"].as_u64() > Some(0)) {
+        println!(
+            "EVIDENCE against {} (the heads log of peer {}): {} row(s), see `logbook admin witness evidence`",
+            text(&log["origin"]),
+            text(&log["owner"]),
+            text(&log["evidence"])
+        );
+    }
     let lines = [
         ("version", text(&v["version"])),
         ("uptime", format!("{}s", text(&v["uptime_secs"]))),
@@ -124,6 +134,33 @@ pub(crate) fn print_status(v: &Value) {
         println!("{key:<13} {value}");
     }
     print_witnessing(&v["witnessing"]);
+    print_witness_for(&v["witness_for"]);
+}
+
+/// The peers' logs this instance witnesses: what it cosigned last of each.
+fn print_witness_for(logs: &Value) {
+    if items(logs).next().is_none() {
+        println!("{:<13} no peer's log yet", "witness for");
+        return;
+    }
+    println!("{:<13} the heads logs of peers", "witness for");
+    for log in items(logs) {
+        let evidence = match log["evidence"].as_u64() {
+            Some(0) | None => "ok".to_string(),
+            Some(n) => format!("EVIDENCE: {n} row(s)"),
+        };
+        let at = log["cosigned_at"].as_i64().map_or_else(
+            || "never".to_string(),
+            |ms| logbook_journal::event::Timestamp(ms).to_string(),
+        );
+        println!(
+            "  {:<32} peer {:<16} size {:<8} cosigned at {:<24} {evidence}",
+            text(&log["origin"]),
+            text(&log["owner"]),
+            text(&log["size"]),
+            at
+        );
+    }
 }
 
 /// `disk_bytes`, and what it sums (`disk_files`): "N (journal.redb A, journal.wal B)".

@@ -112,7 +112,9 @@ pub use retention::PruneStep;
 pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
 pub use tiles::TileError;
 pub use tree::{Consistency, Inclusion, LogId, Tree, TreeRequestError};
-pub use witness::{EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest};
+pub use witness::{
+    EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest, WitnessedLog,
+};
 pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};
 

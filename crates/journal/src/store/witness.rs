@@ -100,6 +100,32 @@ pub struct WitnessLatest {
     pub cosigned_at: i64,
 }
 
+/// One log this instance witnesses, as `logbook admin status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WitnessedLog {
+    pub origin: String,
+    /// The peer it was last cosigned for (none for a build that did not
+    /// record it).
+    pub owner: Option<String>,
+    /// The checkpoint cosigned last.
+    pub size: u64,
+    /// Unix ms of that cosignature.
+    pub cosigned_at: i64,
+    /// Evidence rows kept against the log.
+    pub evidence: usize,
+}
+
+/// Most logs [`Store::witnessed_logs`] lists: far more than there are
+/// peers (each has one origin at a time).
+pub const MAX_LISTED_LOGS: usize = 1000;
+
+/// The first member of a [`WitnessEvidence`] record, read without the
+/// notes that follow it.
+#[derive(Deserialize)]
+struct EvidenceOrigin<'a> {
+    origin: &'a str,
+}
+
 /// Two checkpoints, both signed by one log, that cannot both be true (or a
 /// proof from the first that failed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +205,37 @@ impl Store {
             .insert(origin, encode(latest).as_slice())?;
         txn.open_table(WITNESS_OWNERS)?.insert(origin, owner)?;
         self.db.commit(txn)
+    }
+
+    /// The logs this instance witnesses, at most [`MAX_LISTED_LOGS`], in
+    /// origin order, with the evidence kept against each.
+    pub fn witnessed_logs(&self) -> Result<Vec<WitnessedLog>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let owners = txn.open_table(WITNESS_OWNERS)?;
+        let mut evidence: std::collections::HashMap<String, usize> = Default::default();
+        for row in txn.open_table(WITNESS_EVIDENCE)?.iter()? {
+            let (_, value) = row?;
+            let kept: EvidenceOrigin<'_> = decode(value.value())?;
+            *evidence.entry(kept.origin.to_string()).or_default() += 1;
+        }
+        let mut logs = Vec::new();
+        for row in txn
+            .open_table(WITNESS_LATEST)?
+            .iter()?
+            .take(MAX_LISTED_LOGS)
+        {
+            let (origin, value) = row?;
+            let latest: WitnessLatest = decode(value.value())?;
+            let origin = origin.value().to_string();
+            logs.push(WitnessedLog {
+                owner: owners.get(origin.as_str())?.map(|v| v.value().to_string()),
+                size: latest.size,
+                cosigned_at: latest.cosigned_at,
+                evidence: evidence.get(&origin).copied().unwrap_or(0),
+                origin,
+            });
+        }
+        Ok(logs)
     }
 
     /// What [`Store::add_witness_evidence`] would do with `evidence` now (a
