@@ -124,10 +124,32 @@ impl LogKeys {
         let history_path = data_dir.join(LOG_KEYS_FILE);
         finish_rotation(data_dir, &read_history(&history_path)?)?;
         let (signer, created) = load_or_generate(data_dir, LOG_KEY_FILE, origin_prefix)?;
+        // The name the key last signed under: `log.key` is rewritten when
+        // the prefix changes (below).
+        let signed_as = signer.verifier().name.clone();
         let signer = signer.renamed(origin_prefix).map_err(LogKeyError::Name)?;
         let public_key = BASE64.encode(signer.verifier().key.as_bytes());
         let history = match read_history(&history_path)? {
-            Some(h) if h.current.public_key == public_key => h,
+            Some(h) if h.current.public_key == public_key && signed_as == origin_prefix => h,
+            // `origin_prefix` changed: the key signed under its old name
+            // until now, and checkpoints of that time verify only with that
+            // vkey, so it is listed as retired; then `log.key` takes the new
+            // name. A crash between the two writes extends the same row.
+            Some(mut h) if h.current.public_key == public_key => {
+                let now = Timestamp::now();
+                let old = retire(&h.current, &signed_as, now, &history_path)?;
+                match h.retired.last_mut() {
+                    Some(last) if last.vkey == old.vkey && last.until == h.current.from => {
+                        last.until = now;
+                    }
+                    _ => h.retired.push(old),
+                }
+                h.current.from = now;
+                write_history(&history_path, &h)?;
+                write_key_file(data_dir, &data_dir.join(LOG_KEY_FILE), &signer)?;
+                tracing::info!(old_name = %signed_as, name = %origin_prefix, "the log key signs under a new origin_prefix; its old vkey is listed as retired");
+                h
+            }
             // First start, or a key file put back by hand: it signs from
             // now, and the key the history named is retired.
             other => {
@@ -207,17 +229,22 @@ pub(crate) fn load_or_generate(
         return Ok((signer, false));
     }
     let signer = generate(name)?;
-    // Whole or absent: a crash while writing must not leave a partial key
-    // that stops every later start.
+    write_key_file(data_dir, &path, &signer)?;
+    Ok((signer, true))
+}
+
+/// Writes `signer` to `path`, mode 0600, whole or not at all: a crash
+/// while writing must not leave a partial key that stops every later
+/// start.
+fn write_key_file(data_dir: &Path, path: &Path, signer: &Signer25519) -> Result<(), LogKeyError> {
     let tmp = path.with_extension("key.tmp");
     let _ = std::fs::remove_file(&tmp);
     write_private_file(&tmp, format!("{}\n", signer.to_skey()).as_bytes())
         .map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))?;
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_error(data_dir))?;
-    Ok((signer, true))
+        .map_err(io_error(data_dir))
 }
 
 fn generate(name: &str) -> Result<Signer25519, LogKeyError> {
@@ -377,11 +404,72 @@ mod tests {
         let key = text.trim().splitn(5, '+').nth(4).unwrap();
         assert!(!format!("{first:?}").contains(key));
 
-        let again = LogKeys::load(dir.path(), "logbook/b").unwrap();
+        let again = LogKeys::load(dir.path(), "logbook/a").unwrap();
         assert!(!again.created);
         assert_eq!(again.from, first.from, "the history keeps the start");
-        assert_eq!(again.signer.verifier().key, first.signer.verifier().key);
-        assert_eq!(again.signer.verifier().name, "logbook/b");
+        assert!(again.retired.is_empty());
+    }
+
+    /// A new `origin_prefix` renames the key: what it signed under the old
+    /// name verifies only with the old vkey, which is listed as retired
+    /// until the rename; `log.key` then carries the new name. Also after a
+    /// rotation, and after a crash between the two writes.
+    #[test]
+    fn a_renamed_key_keeps_its_old_name_as_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LogKeys::load(dir.path(), "logbook/a").unwrap();
+        let old_file = std::fs::read(dir.path().join(LOG_KEY_FILE)).unwrap();
+        let renamed = LogKeys::load(dir.path(), "logbook/b").unwrap();
+        assert!(!renamed.created);
+        assert_eq!(renamed.signer.verifier().key, first.signer.verifier().key);
+        assert_eq!(renamed.signer.verifier().name, "logbook/b");
+        let old_vkey = first.signer.verifier().to_vkey();
+        assert_eq!(
+            renamed.retired,
+            [RetiredLogKey {
+                vkey: old_vkey.clone(),
+                from: first.from,
+                until: renamed.from,
+            }]
+        );
+        let text = std::fs::read_to_string(dir.path().join(LOG_KEY_FILE)).unwrap();
+        assert!(
+            text.starts_with("PRIVATE+KEY+logbook/b+"),
+            "{}",
+            &text[..20]
+        );
+        // The same name again changes nothing.
+        let again = LogKeys::load(dir.path(), "logbook/b").unwrap();
+        assert_eq!((again.from, again.retired.len()), (renamed.from, 1));
+
+        // A crash after the history, before `log.key` was rewritten: the
+        // next start extends the same row.
+        std::fs::write(dir.path().join(LOG_KEY_FILE), &old_file).unwrap();
+        let resumed = LogKeys::load(dir.path(), "logbook/b").unwrap();
+        assert_eq!(resumed.retired.len(), 1, "{:?}", resumed.retired);
+        assert_eq!(resumed.retired[0].vkey, old_vkey);
+        assert_eq!(resumed.retired[0].until, resumed.from);
+
+        // Rotated, then renamed: the rotated key under its first name too.
+        let rotated = LogKeys::rotate(dir.path(), "logbook/b").unwrap();
+        let moved = LogKeys::load(dir.path(), "logbook/c").unwrap();
+        let names: Vec<(String, bool)> = moved
+            .retired
+            .iter()
+            .map(|r| {
+                let v = Verifier::parse(&r.vkey).unwrap();
+                (v.name, v.key == rotated.signer.verifier().key)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("logbook/a".to_string(), false),
+                ("logbook/b".to_string(), false),
+                ("logbook/b".to_string(), true),
+            ]
+        );
+        assert_eq!(moved.signer.verifier().name, "logbook/c");
     }
 
     #[test]
