@@ -181,6 +181,48 @@ async fn a_reader_that_leaves_early_ends_the_command_quietly() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
+/// A new token that cannot be written (stdout a pipe nobody reads) is
+/// never seen by anyone: the command says so, names how to revoke it and
+/// fails, for the daemon's `admin tokens create` and the offline one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_be_shown_is_said_to_be_lost() {
+    let daemon = Daemon::start(DaemonOpts::default());
+    let offline = tempfile::tempdir().unwrap();
+    let socket = daemon.admin_socket();
+    let online = [
+        "admin",
+        "--socket",
+        socket.to_str().unwrap(),
+        "tokens",
+        "create",
+    ];
+    let offline_args = [
+        "tokens",
+        "create",
+        "--data-dir",
+        offline.path().to_str().unwrap(),
+    ];
+    for args in [&online[..], &offline_args[..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = logbook()
+            .args(args)
+            .args(["--scope", "read", "--name", "ci"])
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("could not be written to stdout")
+                && stderr.contains("logbook admin tokens revoke ci"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// `logbook admin --json tail ARGS`, its stdout lines arriving on a channel.
 fn spawn_tail(daemon: &Daemon, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     spawn_tail_as(daemon, &["--json"], args)

@@ -62,7 +62,7 @@ fn run(
                 "created token {name:?} (id {id}, scopes {scopes}) in {}; it is shown only this once:",
                 data_dir.display()
             );
-            println!("{token}");
+            crate::admin::client::print_secret_once(&token, &name);
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -5,7 +5,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::args::{KeysCommand, TokensCommand};
-use super::output::{count, items, join, print_status, text};
+use super::output::{count, items, join, print_secret_once, print_status, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -33,7 +33,10 @@ impl Client {
                         text(&v["id"]),
                         join(&v["scopes"])
                     );
-                    println!("{}", text(&v["token"]));
+                    print_secret_once(
+                        v["token"].as_str().unwrap_or_default(),
+                        v["name"].as_str().unwrap_or_default(),
+                    );
                 });
             }
             TokensCommand::List => {

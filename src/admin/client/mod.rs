@@ -38,7 +38,7 @@ use std::process::ExitCode;
 
 pub(crate) use args::AdminArgs;
 use args::AdminCommand;
-pub(crate) use output::count;
+pub(crate) use output::{count, print_secret_once};
 use transport::{Client, socket_path};
 
 #[derive(Debug)]

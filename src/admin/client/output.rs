@@ -44,6 +44,23 @@ pub(crate) fn print_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes a secret that is shown only this once (a new token) and a
+/// newline to stdout. If it cannot be written whole (a closed pipe: `|
+/// head -0`), nobody has it: says so on stderr with how to revoke it, and
+/// exits 1, rather than end as quietly as a listing cut short.
+pub(crate) fn print_secret_once(secret: &str, name: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{secret}").and_then(|()| out.flush()) {
+        eprintln!(
+            "logbook: the new token {:?} could not be written to stdout ({e}), so nobody has it; revoke it (`logbook admin tokens revoke {}`) and create another",
+            inert(name),
+            inert(name)
+        );
+        std::process::exit(1);
+    }
+}
+
 /// A value for people: strings unquoted, null as "-". What an appender or
 /// a peer wrote cannot act on the terminal (`logbook_base::terminal`).
 pub(crate) fn text(v: &Value) -> String {
