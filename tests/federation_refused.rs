@@ -66,3 +66,68 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
     assert_eq!(inbound.len(), 1, "{inbound:?}");
     assert_eq!(inbound[0]["payload"], json!({"n": 1}));
 }
+
+/// A peer configured to take smaller requests than the sender's batches
+/// (`incoming_max_body_bytes` below 512 KiB) refuses a batch once (413); the
+/// sender then halves its batches for a while instead of having every one
+/// refused and split into separately signed messages. Five rounds of
+/// messages: the refusals stop after the first rounds, and every message
+/// arrives, none dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_takes_smaller_requests_gets_smaller_batches() {
+    let (pa, pb) = (free_port(), free_port());
+    let (ka, kb) = (test_key("alpha"), test_key("beta"));
+    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
+    let beta = Node::start(
+        "beta",
+        pb,
+        "incoming_max_body_bytes = 20000",
+        &peer_config("alpha", pa, &ka),
+    );
+    beta.subscribe("alpha", "exception.raised").await;
+    // Failed message attempts: a batch refused whole counts all of its
+    // messages.
+    let failures = || async {
+        let text = alpha.http.get(alpha.url("/metrics")).send().await.unwrap();
+        let text = text.text().await.unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("logbook_federation_delivery_failures_total{peer=\"beta\"} ")
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let mut after_round = Vec::new();
+    for round in 0..5 {
+        // About 30 KiB a round, queued while beta is suspended so that it
+        // goes out in batches: more than one request of 20,000 bytes.
+        let out = alpha.admin(&["peers", "suspend", "beta"]).await;
+        assert!(out.status.success(), "{out:?}");
+        for n in 0..30 {
+            let (status, body) = alpha
+                .post(
+                    "/api/v1/federation/events/publish",
+                    &json!({"eventType": "exception.raised", "payload": {"round": round, "n": n, "pad": "x".repeat(1000)}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+        let out = alpha.admin(&["peers", "resume", "beta"]).await;
+        assert!(out.status.success(), "{out:?}");
+        let want = 30 * (round + 1);
+        wait_for("the round delivered", WAIT, || async {
+            (beta.messages("direction=inbound").await.len() == want).then_some(())
+        })
+        .await;
+        after_round.push(failures().await);
+    }
+    assert!(
+        after_round[0] >= 1,
+        "the first batch is too large: {after_round:?}"
+    );
+    assert_eq!(
+        after_round[2], after_round[4],
+        "no refusal once the batches are small enough: {after_round:?}"
+    );
+    let dead = alpha.messages("direction=outbound&status=dead").await;
+    assert!(dead.is_empty(), "{dead:?}");
+}

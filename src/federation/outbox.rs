@@ -25,7 +25,8 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// Most payload bytes in one request (a row larger than this goes alone):
 /// half the peer's default `incoming_max_body_bytes`, with room for the
 /// envelopes, so a batch of large events is not refused whole (413) and
-/// split into separately signed messages.
+/// split into separately signed messages. A peer that takes less gets less
+/// ([`BatchBytes`]).
 const BATCH_BYTES: usize = 512 * 1024;
 /// What each message adds around its payload in a request, at most
 /// (members, ids, the digest in the manifest).
@@ -53,6 +54,45 @@ impl BatchMode {
     }
 }
 
+/// The most payload bytes a worker puts in one request now: [`BATCH_BYTES`],
+/// halved each time the peer refuses a batch as too large (413: it was
+/// configured with a smaller `incoming_max_body_bytes`), down to one
+/// message, so that its batches are not all refused and split into
+/// separately signed messages; the full size is tried again after
+/// [`BATCH_RETRY`], in case the peer's limit was raised.
+#[derive(Debug)]
+struct BatchBytes {
+    limit: usize,
+    lowered_at: Option<Instant>,
+}
+
+impl Default for BatchBytes {
+    fn default() -> BatchBytes {
+        BatchBytes {
+            limit: BATCH_BYTES,
+            lowered_at: None,
+        }
+    }
+}
+
+impl BatchBytes {
+    fn limit(&mut self, now: Instant) -> usize {
+        if self
+            .lowered_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= BATCH_RETRY)
+        {
+            *self = BatchBytes::default();
+        }
+        self.limit
+    }
+
+    /// The peer refused a request of `sent` bytes as too large.
+    fn too_large(&mut self, sent: usize, now: Instant) {
+        self.limit = self.limit.min(sent / 2).max(1);
+        self.lowered_at = Some(now);
+    }
+}
+
 /// The record of a batch the peer acknowledged whole, written while the
 /// next batch is read, signed and sent: at most one at a time.
 type Recording = tokio::task::JoinHandle<Result<(), WorkError>>;
@@ -68,6 +108,7 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
     let mut cursor = 0u64;
     // Signed batches unless the peer showed lately that it does not take them.
     let mut signed_batches = BatchMode::default();
+    let mut batch_bytes = BatchBytes::default();
     let mut recording: Option<Recording> = None;
     let mut pause = ERROR_PAUSE;
     loop {
@@ -78,7 +119,7 @@ pub(crate) async fn run(fed: Arc<Federation>, peer_id: String, shutdown: Cancell
         // delivered is sent again on the next start, and the peer deduplicates.
         let stepped = tokio::select! {
             () = shutdown.cancelled() => return,
-            stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches, &mut recording) => stepped,
+            stepped = step(&fed, &peer_id, &mut cursor, &mut signed_batches, &mut batch_bytes, &mut recording) => stepped,
         };
         if stepped.is_ok() {
             pause = ERROR_PAUSE;
@@ -127,6 +168,7 @@ async fn step(
     peer_id: &str,
     cursor: &mut u64,
     signed_batches: &mut BatchMode,
+    batch_bytes: &mut BatchBytes,
     recording: &mut Option<Recording>,
 ) -> Result<Step, WorkError> {
     let id = peer_id.to_string();
@@ -154,7 +196,7 @@ async fn step(
         finish(recording, cursor).await?;
         return Ok(Step::Idle(due.wait_until));
     }
-    rows.truncate(within_bytes(&rows));
+    rows.truncate(within_bytes(&rows, batch_bytes.limit(Instant::now())));
     // Sign with the key the peer pins for us. A batch ends at an undelivered
     // announcement of our new key: what follows it is signed with the new
     // key, which the peer accepts only once it has the announcement.
@@ -195,6 +237,11 @@ async fn step(
             return Ok(Step::Sent);
         };
         outcome = again;
+    }
+    if rows.len() > 1 && outcome.as_ref().is_err_and(|failure| failure.too_large) {
+        let sent = request_bytes(&rows);
+        batch_bytes.too_large(sent, Instant::now());
+        tracing::warn!(peer = %peer_id, refused_bytes = sent, now_bytes = batch_bytes.limit, "the peer refused a batch as too large; sending it smaller batches for now");
     }
     match outcome {
         // The peer refused the batch as a whole: maybe one message in it is
@@ -257,17 +304,24 @@ async fn finish(recording: &mut Option<Recording>, cursor: &mut u64) -> Result<(
     recorded
 }
 
-/// How many of `rows`, from the first, fit in [`BATCH_BYTES`] (at least one).
-fn within_bytes(rows: &[(u64, OutboxRecord)]) -> usize {
+/// How many of `rows`, from the first, fit in `limit` bytes (at least one).
+fn within_bytes(rows: &[(u64, OutboxRecord)], limit: usize) -> usize {
     let mut bytes = 0usize;
     let fit = rows
         .iter()
         .take_while(|(_, row)| {
             bytes = bytes.saturating_add(row.payload.len() + ENVELOPE_BYTES);
-            bytes <= BATCH_BYTES
+            bytes <= limit
         })
         .count();
     fit.max(1)
+}
+
+/// What `rows` add to a request, as [`within_bytes`] counts it.
+fn request_bytes(rows: &[(u64, OutboxRecord)]) -> usize {
+    rows.iter()
+        .map(|(_, row)| row.payload.len() + ENVELOPE_BYTES)
+        .fold(0, usize::saturating_add)
 }
 
 /// Records the outcome of sending `rows` (`logbook_federation::outbox::record`).
@@ -400,6 +454,7 @@ async fn post(
                 || status == StatusCode::UNPROCESSABLE_ENTITY,
             not_messages: status == StatusCode::BAD_REQUEST
                 && member("type").ends_with("invalid-message"),
+            too_large: status == StatusCode::PAYLOAD_TOO_LARGE,
         });
     }
     let answer: Value = read_peer_json(response)
@@ -423,6 +478,37 @@ mod tests {
             logbook_federation::message::SignError::Encode("no".into()),
         ));
         assert!(!signing.refused && !signing.permanent, "{signing:?}");
+    }
+
+    #[test]
+    fn a_batch_refused_as_too_large_halves_the_next_ones_for_a_while() {
+        let start = Instant::now();
+        let mut bytes = BatchBytes::default();
+        assert_eq!(bytes.limit(start), BATCH_BYTES);
+        bytes.too_large(300_000, start);
+        assert_eq!(bytes.limit(start), 150_000);
+        // Never above what it was, never below one message.
+        bytes.too_large(400_000, start);
+        assert_eq!(bytes.limit(start), 150_000);
+        bytes.too_large(1, start);
+        assert_eq!(bytes.limit(start), 1);
+        assert_eq!(within_bytes(&[(1, row(10)), (2, row(10))], 1), 1);
+        // The full size again once BATCH_RETRY has passed.
+        assert_eq!(bytes.limit(start + BATCH_RETRY), BATCH_BYTES);
+    }
+
+    fn row(payload: usize) -> OutboxRecord {
+        OutboxRecord {
+            message_id: [0; 16],
+            event_type: "step.done".into(),
+            payload: "x".repeat(payload),
+            created_at: 0,
+            status: logbook_journal::store::DeliveryStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: 0,
+            updated_at: 0,
+        }
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Failure {
     /// The peer answered 400 `invalid-message`: it could not read the body
     /// as messages, as a peer without signed batches reads one.
     pub not_messages: bool,
+    /// The peer answered 413: the request is larger than it takes.
+    pub too_large: bool,
 }
 
 impl Failure {
@@ -100,6 +102,7 @@ impl Failure {
             refused: false,
             permanent: false,
             not_messages: false,
+            too_large: false,
         }
     }
 }
