@@ -302,9 +302,12 @@ pub fn check_identity_document(
 /// The key [`store_peer`] pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pin {
-    /// This key (SPKI DER): an admin's add, a fetched pin, an inline
-    /// `[[peers]]` key.
+    /// This key (SPKI DER): an admin's add, a fetched pin.
     Key(Vec<u8>),
+    /// An inline `[[peers]]` key: pinned, unless the peer has rotated away
+    /// from it (it is among the peer's retired keys when the record is
+    /// written), in which case the key pinned then stays.
+    Config(Vec<u8>),
     /// The key pinned when the record is written: a `[[peers]]` entry that
     /// names the key pinned now, or one the peer has since rotated away
     /// from. Read in the write's transaction, so a rotation the peer
@@ -339,7 +342,8 @@ pub fn store_peer(
     let reborn = |existing: &Option<PeerRecord>| {
         existing.as_ref().is_some_and(|p| {
             p.status == PeerStatus::Removed
-                && (!keep_status || matches!(&pin, Pin::Key(der) if *der != p.public_key_der))
+                && (!keep_status
+                    || matches!(&pin, Pin::Key(der) | Pin::Config(der) if *der != p.public_key_der))
         })
     };
     for _ in 0..STORE_TRIES {
@@ -352,49 +356,62 @@ pub fn store_peer(
             let queued = store.outbox().forget_queued(&spec.instance_id)?;
             tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again, or given another key, starts with no grant, no subscription and nothing queued");
         }
-        let written = store.peers().upsert(&spec.instance_id, |existing| {
-            // Removed since the look above: its earlier life is not forgotten.
-            if reborn(&existing) && !forgot {
-                return None;
-            }
-            let public_key_der = match &pin {
-                Pin::Key(der) => der.clone(),
-                // Peer records are never deleted: a caller keeping the key
-                // has just read one.
-                Pin::Current => existing.as_ref()?.public_key_der.clone(),
-            };
-            // A `[[peers]]` entry keeps a reborn peer removed, without the
-            // admin's grants.
-            let existing = if reborn(&existing) {
-                existing.filter(|_| keep_status).map(|p| PeerRecord {
-                    allow: Vec::new(),
-                    ..p
-                })
-            } else {
-                existing
-            };
-            Some(PeerRecord {
-                instance_id: spec.instance_id.clone(),
-                base_url: spec.base_url.clone(),
-                public_key_der,
-                status: match &existing {
-                    Some(p) if keep_status => p.status,
-                    _ => PeerStatus::Active,
-                },
-                added_at: existing.as_ref().map_or(now, |p| p.added_at),
-                updated_at: now,
-                // The admin's grants survive a re-pin; `[[peers]]` sets its own.
-                allow: existing
-                    .as_ref()
-                    .map(|p| p.allow.clone())
-                    .unwrap_or_default(),
-                config_allow: match (&spec.config_allow, &existing) {
-                    (Some(grants), _) => grants.clone(),
-                    (None, Some(p)) => p.config_allow.clone(),
-                    (None, None) => Vec::new(),
-                },
-            })
-        })?;
+        let written = store
+            .peers()
+            .upsert(&spec.instance_id, |existing, retired| {
+                // Removed since the look above: its earlier life is not forgotten.
+                if reborn(&existing) && !forgot {
+                    return Ok(None);
+                }
+                let public_key_der = match (&pin, &existing) {
+                    (Pin::Key(der), _) => der.clone(),
+                    // A rotation the peer announced after the caller looked
+                    // stays: the configured key is the one it left.
+                    (Pin::Config(der), Some(p))
+                        if *der != p.public_key_der
+                            && retired.get(&spec.instance_id, &key_id(der))?.as_ref()
+                                == Some(der) =>
+                    {
+                        p.public_key_der.clone()
+                    }
+                    (Pin::Config(der), _) => der.clone(),
+                    (Pin::Current, Some(p)) => p.public_key_der.clone(),
+                    // Peer records are never deleted: a caller keeping the key
+                    // has just read one.
+                    (Pin::Current, None) => return Ok(None),
+                };
+                // A `[[peers]]` entry keeps a reborn peer removed, without the
+                // admin's grants.
+                let existing = if reborn(&existing) {
+                    existing.filter(|_| keep_status).map(|p| PeerRecord {
+                        allow: Vec::new(),
+                        ..p
+                    })
+                } else {
+                    existing
+                };
+                Ok(Some(PeerRecord {
+                    instance_id: spec.instance_id.clone(),
+                    base_url: spec.base_url.clone(),
+                    public_key_der,
+                    status: match &existing {
+                        Some(p) if keep_status => p.status,
+                        _ => PeerStatus::Active,
+                    },
+                    added_at: existing.as_ref().map_or(now, |p| p.added_at),
+                    updated_at: now,
+                    // The admin's grants survive a re-pin; `[[peers]]` sets its own.
+                    allow: existing
+                        .as_ref()
+                        .map(|p| p.allow.clone())
+                        .unwrap_or_default(),
+                    config_allow: match (&spec.config_allow, &existing) {
+                        (Some(grants), _) => grants.clone(),
+                        (None, Some(p)) => p.config_allow.clone(),
+                        (None, None) => Vec::new(),
+                    },
+                }))
+            })?;
         if let Some(record) = written {
             return Ok(record);
         }
@@ -477,7 +494,7 @@ pub fn apply_config(store: &Store, peers: &[PeerConfig]) -> Result<Applied, Appl
             (Some(der), _) => {
                 applied
                     .stored
-                    .push(store_peer(store, &spec, Pin::Key(der), true)?);
+                    .push(store_peer(store, &spec, Pin::Config(der), true)?);
             }
             // Already pinned to the same key: only the URL may change.
             (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
@@ -628,6 +645,40 @@ mod tests {
         assert_eq!(peer.allow.len(), GRANTS, "grants lost: {:?}", peer.allow);
         assert_eq!(peer.public_key_der, vec![1]);
         assert_eq!(peer.status, PeerStatus::Active);
+    }
+
+    /// A `[[peers]]` key is applied after the peer rotated away from it
+    /// (the rotation committed after the reload looked): the peer's new key
+    /// stays pinned, not the one it left.
+    #[test]
+    fn a_config_key_the_peer_left_does_not_replace_its_new_one() {
+        use logbook_journal::store::Rekey;
+        let dir = tempfile::tempdir().unwrap();
+        let keyring =
+            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
+        let fanout = logbook_journal::fanout::fanout();
+        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        let (k1, k2) = (vec![1], vec![2]);
+        store_peer(&store, &spec, Pin::Config(k1.clone()), true).unwrap();
+        store
+            .rotations()
+            .repin_for_test(
+                "beta",
+                &Rekey {
+                    message_id: uuid::Uuid::new_v4(),
+                    old_der: k1.clone(),
+                    new_der: k2.clone(),
+                    old_key_id: key_id(&k1),
+                },
+            )
+            .unwrap();
+        let kept = store_peer(&store, &spec, Pin::Config(k1.clone()), true).unwrap();
+        assert_eq!(kept.public_key_der, k2, "the retired key came back");
+        // A key the peer never had is pinned as the file says.
+        let k3 = vec![3];
+        let pinned = store_peer(&store, &spec, Pin::Config(k3.clone()), true).unwrap();
+        assert_eq!(pinned.public_key_der, k3);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub use inbox::{Inbox, InboxEntry, InboxRecord, Incoming, ReceiveError, ReceiveO
 pub use outbox::{DeliveryStatus, Outbox, OutboxEntry, OutboxRecord, QueueCounts, SentRow};
 pub(super) use outbox::{outbox_key, split_outbox_key};
 pub(super) use peers::decode_peer;
-pub use peers::{Direction, PeerRecord, PeerStatus, Peers, Subscription};
+pub use peers::{Direction, PeerRecord, PeerStatus, Peers, RetiredKeys, Subscription};
 pub use rotation::{Rekey, Rotations};
 
 pub(super) const FED_PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fed_peers");

@@ -9,7 +9,7 @@ use logbook_base::reloadable::Reloadable;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::{FED_PEERS, FED_SUBS, Route};
+use super::{FED_PEERS, FED_RETIRED_PEER_KEYS, FED_SUBS, Route};
 use crate::event::Timestamp;
 use crate::registry::TypePattern;
 use crate::store::{Store, StoreError, decode, encode};
@@ -188,6 +188,19 @@ pub(in crate::store) struct PeersShared {
     refresh: Mutex<()>,
 }
 
+/// The keys peers rotated away from, as the transaction of
+/// [`Peers::upsert`] sees them.
+pub struct RetiredKeys<'t> {
+    table: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+impl RetiredKeys<'_> {
+    /// The key `peer` rotated away from with id `key_id`, if it did.
+    pub fn get(&self, peer: &str, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        super::rotation::retired_der(&self.table, peer, key_id)
+    }
+}
+
 /// The view of the store for peers, their grants and subscriptions.
 #[derive(Clone, Copy)]
 pub struct Peers<'a> {
@@ -233,7 +246,10 @@ impl Peers<'_> {
     pub fn upsert(
         &self,
         instance_id: &str,
-        make: impl FnOnce(Option<PeerRecord>) -> Option<PeerRecord>,
+        make: impl FnOnce(
+            Option<PeerRecord>,
+            &RetiredKeys<'_>,
+        ) -> Result<Option<PeerRecord>, StoreError>,
     ) -> Result<Option<PeerRecord>, StoreError> {
         let record = self.store.write_durable(|txn| {
             let mut table = txn.open_table(FED_PEERS)?;
@@ -241,7 +257,10 @@ impl Peers<'_> {
                 .get(instance_id)?
                 .map(|v| decode_peer(v.value()))
                 .transpose()?;
-            let Some(record) = make(existing) else {
+            let retired = RetiredKeys {
+                table: txn.open_table(FED_RETIRED_PEER_KEYS)?,
+            };
+            let Some(record) = make(existing, &retired)? else {
                 return Ok(None);
             };
             assert_eq!(record.instance_id, instance_id, "a record under its own id");

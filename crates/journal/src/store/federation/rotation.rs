@@ -136,12 +136,31 @@ impl Rotations<'_> {
         key_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.store.db.begin_read()?;
-        let table = txn.open_table(FED_RETIRED_PEER_KEYS)?;
-        table
-            .get(retired_peer_key(peer, key_id).as_slice())?
-            .map(|v| decode::<RetiredPeerKey>(v.value()).map(|r| r.public_key_der))
-            .transpose()
+        retired_der(&txn.open_table(FED_RETIRED_PEER_KEYS)?, peer, key_id)
     }
+}
+
+impl Rotations<'_> {
+    /// Applies `rekey` to `peer` as a received announcement does, alone in
+    /// its transaction: for other crates' tests (a race with a rotation).
+    #[doc(hidden)]
+    pub fn repin_for_test(&self, peer: &str, rekey: &Rekey) -> Result<(), StoreError> {
+        self.store
+            .write_durable(|txn| repin(txn, peer, rekey, Timestamp::now().millis()))
+    }
+}
+
+/// The key `peer` rotated away from with id `key_id`, in `table` (of a read
+/// or a write transaction).
+pub(super) fn retired_der(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    peer: &str,
+    key_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    table
+        .get(retired_peer_key(peer, key_id).as_slice())?
+        .map(|v| decode::<RetiredPeerKey>(v.value()).map(|r| r.public_key_der))
+        .transpose()
 }
 
 fn retired_peer_key(peer: &str, key_id: &str) -> Vec<u8> {
