@@ -115,9 +115,9 @@ impl LogState {
     }
 
     /// The signed note text of deleted `plan_id`'s final checkpoint, at
-    /// `size` with `root`: its tree is gone, so the deletion's record is
-    /// what it must match (the tree had that root when it was deleted, and
-    /// every checkpoint signed before was checked against that tree).
+    /// `size` with `root`: its tree is gone, so the deletion's record, and
+    /// the final checkpoint the deletion recorded as signed after checking
+    /// it against the last one signed, are what it must match.
     pub(crate) async fn deleted_checkpoint_text(
         &self,
         store: &AsyncStore,
@@ -126,13 +126,10 @@ impl LogState {
         root: [u8; 32],
     ) -> Result<String, Problem> {
         let id = *plan_id;
-        let record = store.run(move |s| s.deleted_plan(&id)).await?;
-        if !record.is_some_and(|d| d.tree_size == size && d.tree_root == Some(root)) {
-            tracing::error!(plan = %plan_id, size, "the heads log's deletion entry does not match the plan's deletion record: the store was edited or damaged");
-            return Err(Problem::internal(format!(
-                "plan {plan_id}'s deletion entry does not match its deletion record"
-            )));
-        }
+        store
+            .run(move |s| s.check_deleted_signing(&id, size, root))
+            .await?
+            .map_err(refusal)?;
         let note = self
             .current
             .current()

@@ -447,6 +447,10 @@ impl WriterLoop {
             let appended = tables
                 .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
                 .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
+            // Its final checkpoint as signed, for the deletion's bundle.
+            super::signed::seal_deleted(&txn, &plan_id, head.last_seq, root, |size| {
+                super::tree::root_in(tables.tree.table()?, &plan_id, &tail, size)
+            })?;
             tables.remove_plan(&plan_id)?;
             let gone = super::deleted::DeletedPlan {
                 tombstone_seq: appended.event.seq,

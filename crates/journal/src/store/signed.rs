@@ -97,6 +97,48 @@ impl std::fmt::Display for CosignatureRefused {
 
 impl std::error::Error for CosignatureRefused {}
 
+/// A refusal to sign, loud wherever it happens: a metric and an ERROR line.
+fn refused(log: LogId, last_size: u64, size: u64) -> SigningRefused {
+    logbook_base::metrics::observe_signing_refused(match log {
+        LogId::Plan(_) => "plan",
+        LogId::Heads => "heads",
+    });
+    tracing::error!(log = ?log, size, last_size, "refused to sign a checkpoint inconsistent with one signed before: the store was edited, damaged or forked in place");
+    SigningRefused {
+        log,
+        last_size,
+        size,
+    }
+}
+
+/// At a plan's deletion, in its transaction and while its tree is there:
+/// records the final checkpoint (`size`, `root`) as signed when it is
+/// consistent with the one signed last (`root_at` gives the tree's root at
+/// a size), so that the deletion's bundle may sign it once the tree is
+/// gone ([`Store::check_deleted_signing`]). Left as it was otherwise (a
+/// store edited in place): that bundle is then refused.
+pub(super) fn seal_deleted(
+    txn: &redb::WriteTransaction,
+    plan: &uuid::Uuid,
+    size: u64,
+    root: Hash,
+    root_at: impl FnOnce(u64) -> Result<Hash, StoreError>,
+) -> Result<(), StoreError> {
+    let key = log_key(LogId::Plan(*plan));
+    let mut table = txn.open_table(SIGNED_CHECKPOINTS)?;
+    let last: Option<SignedRecord> = table.get(&key)?.map(|v| decode(v.value())).transpose()?;
+    let consistent = match last {
+        None => true,
+        Some(last) => last.size <= size && root_at(last.size)? == last.root,
+    };
+    if consistent {
+        table.insert(&key, encode(&SignedRecord { size, root }).as_slice())?;
+    } else {
+        tracing::error!(%plan, size, "a deleted plan's final tree is inconsistent with a checkpoint signed before: the store was edited or damaged in place; its deletion bundle will be refused");
+    }
+    Ok(())
+}
+
 fn log_key(log: LogId) -> [u8; 17] {
     let mut key = [0u8; 17];
     if let LogId::Plan(plan) = log {
@@ -148,20 +190,7 @@ impl Store {
                 .transpose()?
         };
         let tree = self.log_tree(log);
-        // Loud wherever it happens: a metric and an ERROR line.
-        let refused = |last_size| {
-            let refused = SigningRefused {
-                log,
-                last_size,
-                size,
-            };
-            logbook_base::metrics::observe_signing_refused(match log {
-                LogId::Plan(_) => "plan",
-                LogId::Heads => "heads",
-            });
-            tracing::error!(log = ?log, size, last_size, "refused to sign a checkpoint inconsistent with one signed before: the store was edited, damaged or forked in place");
-            refused
-        };
+        let refused = |last_size| refused(log, last_size, size);
         // The checkpoint itself must be the tree's.
         if tree.root(Some(size))?.ok() != Some((size, root)) {
             return Ok(Err(refused(last.map_or(0, |l| l.size))));
@@ -192,6 +221,35 @@ impl Store {
         }
         self.db.commit(txn)?;
         Ok(Ok(()))
+    }
+
+    /// Whether deleted `plan`'s final checkpoint (`size`, `root`) may be
+    /// signed (for its deletion's bundle): it must be the deletion's record
+    /// and the one recorded as signed by [`seal_deleted`], since its tree
+    /// is gone. Refused, loudly, otherwise.
+    pub fn check_deleted_signing(
+        &self,
+        plan: &uuid::Uuid,
+        size: u64,
+        root: Hash,
+    ) -> Result<Result<(), SigningRefused>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let signed: Option<SignedRecord> = txn
+            .open_table(SIGNED_CHECKPOINTS)?
+            .get(&log_key(LogId::Plan(*plan)))?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let deleted =
+            super::deleted::deleted(&txn.open_table(super::deleted::DELETED_PLANS)?, plan)?;
+        let recorded = deleted.is_some_and(|d| d.tree_size == size && d.tree_root == Some(root));
+        if recorded && signed.is_some_and(|s| s.size == size && s.root == root) {
+            return Ok(Ok(()));
+        }
+        Ok(Err(refused(
+            LogId::Plan(*plan),
+            signed.map_or(0, |s| s.size),
+            size,
+        )))
     }
 
     /// The heads checkpoint at (`size`, `root`) signed by `signer`, with
@@ -354,6 +412,64 @@ mod tests {
             expected_seq: None,
             idempotency: None,
         }
+    }
+
+    /// A deleted plan's final checkpoint may be signed (for its deletion's
+    /// bundle) only as the deletion recorded it, and only if its tree was
+    /// consistent with what was signed before: a store edited in place
+    /// before the deletion gets no second, inconsistent checkpoint.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deleted_plan_s_final_checkpoint_is_signed_only_if_it_was_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = open(&dir);
+        let (honest, edited) = (Uuid::new_v4(), Uuid::new_v4());
+        for plan in [honest, edited] {
+            for i in 0..=crate::store::head::FLUSH_LEAVES {
+                store.append(step(plan, i as u64)).await.unwrap();
+            }
+            let r5 = store.tree(&plan).root(Some(5)).unwrap().unwrap().1;
+            assert_eq!(
+                store.check_signing(LogId::Plan(plan), 5, r5).unwrap(),
+                Ok(())
+            );
+        }
+        // `edited`'s leaves 0..4 changed in place after size 5 was signed.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(TREE_HASHES)
+            .unwrap()
+            .insert(&tree_key(&edited, NodeId::new(2, 0)), &[7; 32])
+            .unwrap();
+        txn.commit().unwrap();
+        for plan in [honest, edited] {
+            let (size, root) = store.tree(&plan).root(None).unwrap().unwrap();
+            store
+                .delete_plan(plan, serde_json::json!("test"))
+                .await
+                .unwrap();
+            let allowed = store.check_deleted_signing(&plan, size, root).unwrap();
+            assert_eq!(allowed.is_ok(), plan == honest, "{allowed:?}");
+            // Never another size or root, nor a plan never deleted.
+            assert!(
+                store
+                    .check_deleted_signing(&plan, size - 1, root)
+                    .unwrap()
+                    .is_err()
+            );
+            assert!(
+                store
+                    .check_deleted_signing(&plan, size, [0; 32])
+                    .unwrap()
+                    .is_err()
+            );
+        }
+        let never = Uuid::new_v4();
+        assert!(
+            store
+                .check_deleted_signing(&never, 0, [0; 32])
+                .unwrap()
+                .is_err()
+        );
+        drop(writer);
     }
 
     #[tokio::test(flavor = "multi_thread")]
