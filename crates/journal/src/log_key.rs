@@ -6,8 +6,9 @@
 //! - `log.key`: the private key as one line in the text form of Go's
 //!   `golang.org/x/mod/sumdb/note` (`PRIVATE+KEY+<name>+<id>+<base64(0x01 ‖
 //!   seed)>`), so that Go tools can read it. Generated on first start. The
-//!   name in it is the `origin_prefix` at generation; the daemon signs under
-//!   the configured one (only the seed matters).
+//!   name in it is the one the key last signed under: the `origin_prefix`
+//!   at generation, rewritten by a start that finds another one configured
+//!   (the key under its old name is then listed as retired).
 //! - `log-keys.json`: `{"current": {"public_key", "from"}, "retired":
 //!   [{"vkey", "from", "until"}]}`, the history `GET /api/v1/log/keys`
 //!   serves. Rewritten whole (temporary file, then rename).
@@ -156,6 +157,7 @@ impl LogKeys {
                 let now = Timestamp::now();
                 let mut retired = Vec::new();
                 if let Some(h) = other {
+                    tracing::warn!(path = %history_path.display(), "log.key is not the key the history names (put back by hand?): it signs from now on, and the key named is listed as retired");
                     retired = h.retired;
                     retired.push(retire(&h.current, origin_prefix, now, &history_path)?);
                 }
@@ -167,6 +169,11 @@ impl LogKeys {
                     retired,
                 };
                 write_history(&history_path, &history)?;
+                // It signs under the configured name from now: its file
+                // says so, or the next start would take that for a rename.
+                if signed_as != origin_prefix {
+                    write_key_file(data_dir, &data_dir.join(LOG_KEY_FILE), &signer)?;
+                }
                 history
             }
         };
@@ -470,6 +477,27 @@ mod tests {
             ]
         );
         assert_eq!(moved.signer.verifier().name, "logbook/c");
+
+        // A key put back by hand under another name signs under the
+        // configured one from that start: its file says so, and the next
+        // start, under the same prefix, adds nothing.
+        let other = tempfile::tempdir().unwrap();
+        LogKeys::load(other.path(), "logbook/x").unwrap();
+        std::fs::copy(
+            other.path().join(LOG_KEY_FILE),
+            dir.path().join(LOG_KEY_FILE),
+        )
+        .unwrap();
+        let put_back = LogKeys::load(dir.path(), "logbook/c").unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOG_KEY_FILE)).unwrap();
+        assert!(
+            text.starts_with("PRIVATE+KEY+logbook/c+"),
+            "{}",
+            &text[..20]
+        );
+        let again = LogKeys::load(dir.path(), "logbook/c").unwrap();
+        assert_eq!(again.retired, put_back.retired);
+        assert_eq!(again.from, put_back.from);
     }
 
     #[test]
