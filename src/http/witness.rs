@@ -455,13 +455,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
 /// change, or a log leaving behind the history it showed here. Said once,
 /// at the new log's first cosignature.
 async fn warn_if_renamed(state: &AppState, origin: &str, peer: &str) {
-    let Ok(logs) = state.store.run(|s| s.witnessed_logs()).await else {
+    let owner = peer.to_string();
+    let Ok(found) = state
+        .store
+        .run(move |s| s.witnessed_logs(Some(&owner)))
+        .await
+    else {
         return;
     };
-    for old in logs
-        .iter()
-        .filter(|l| l.owner.as_deref() == Some(peer) && l.origin != origin)
-    {
+    for old in found.logs.iter().filter(|l| l.origin != origin) {
         tracing::warn!(%peer, origin = %logbook_journal::store::inert_text(origin), old_origin = %logbook_journal::store::inert_text(&old.origin), old_size = old.size, evidence = old.evidence, "a peer began a new heads log here while this witness holds another of its logs: it renamed its log; auditors who pinned the old log key see a new log");
     }
 }

@@ -152,6 +152,9 @@ pub(crate) fn print_status(v: &Value) {
     }
     print_witnessing(&v["witnessing"]);
     print_witness_for(&v["witness_for"]);
+    if let Some(more) = v["witness_for_not_listed"].as_u64().filter(|n| *n > 0) {
+        println!("  and {more} more, not listed (the oldest, without evidence)");
+    }
 }
 
 /// The peers' logs this instance witnesses: what it cosigned last of each.

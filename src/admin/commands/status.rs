@@ -17,7 +17,7 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
     let last_position = cx.store.run(move |store| store.last_position()).await?;
     let peers = cx.store.run(crate::http::metrics::peer_queues).await?;
     // The peers' logs this instance witnesses, and the evidence against them.
-    let witness_for = cx.store.run(|store| store.witnessed_logs()).await?;
+    let witness_for = cx.store.run(|store| store.witnessed_logs(None)).await?;
     // Both files are the journal: the segment is preallocated, so it
     // counts at its full size from the start.
     let size = |file: &str| std::fs::metadata(cx.data_dir.join(file)).map_or(0, |m| m.len());
@@ -43,7 +43,8 @@ pub(super) async fn status(State(cx): Ctx) -> Result<Json<Value>, Problem> {
         "log_level": crate::admin::logging::current_level(),
         "auth": auth_json(&cx),
         "witnessing": cx.federation.witness_health(),
-        "witness_for": witness_for,
+        "witness_for": witness_for.logs,
+        "witness_for_not_listed": witness_for.not_listed,
     })))
 }
 

@@ -114,6 +114,7 @@ pub use tiles::TileError;
 pub use tree::{Consistency, Inclusion, LogId, Tree, TreeRequestError};
 pub use witness::{
     EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest, WitnessedLog,
+    WitnessedLogs,
 };
 pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};

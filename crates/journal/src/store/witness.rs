@@ -119,6 +119,15 @@ pub struct WitnessedLog {
 /// peers (each has one origin at a time).
 pub const MAX_LISTED_LOGS: usize = 1000;
 
+/// What [`Store::witnessed_logs`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WitnessedLogs {
+    /// Logs with evidence first, then the most recently cosigned.
+    pub logs: Vec<WitnessedLog>,
+    /// Logs past [`MAX_LISTED_LOGS`], not listed.
+    pub not_listed: usize,
+}
+
 /// The first member of a [`WitnessEvidence`] record, read without the
 /// notes that follow it.
 #[derive(Deserialize)]
@@ -207,9 +216,13 @@ impl Store {
         self.db.commit(txn)
     }
 
-    /// The logs this instance witnesses, at most [`MAX_LISTED_LOGS`], in
-    /// origin order, with the evidence kept against each.
-    pub fn witnessed_logs(&self) -> Result<Vec<WitnessedLog>, StoreError> {
+    /// The logs this instance witnesses (only `owner`'s, if given), with
+    /// the evidence kept against each: those with evidence first, then the
+    /// most recently cosigned, at most [`MAX_LISTED_LOGS`]. A peer that
+    /// renames its log again and again cannot push another's evidence out
+    /// of the list. Reads every witnessed origin and evidence row (only the
+    /// origin of each): for `admin status`, and once per new log.
+    pub fn witnessed_logs(&self, owner: Option<&str>) -> Result<WitnessedLogs, StoreError> {
         let txn = self.db.begin_read()?;
         let owners = txn.open_table(WITNESS_OWNERS)?;
         let mut evidence: std::collections::HashMap<String, usize> = Default::default();
@@ -219,23 +232,32 @@ impl Store {
             *evidence.entry(kept.origin.to_string()).or_default() += 1;
         }
         let mut logs = Vec::new();
-        for row in txn
-            .open_table(WITNESS_LATEST)?
-            .iter()?
-            .take(MAX_LISTED_LOGS)
-        {
+        for row in txn.open_table(WITNESS_LATEST)?.iter()? {
             let (origin, value) = row?;
-            let latest: WitnessLatest = decode(value.value())?;
             let origin = origin.value().to_string();
+            let held_by = owners.get(origin.as_str())?.map(|v| v.value().to_string());
+            if owner.is_some_and(|o| held_by.as_deref() != Some(o)) {
+                continue;
+            }
+            let latest: WitnessLatest = decode(value.value())?;
             logs.push(WitnessedLog {
-                owner: owners.get(origin.as_str())?.map(|v| v.value().to_string()),
+                owner: held_by,
                 size: latest.size,
                 cosigned_at: latest.cosigned_at,
                 evidence: evidence.get(&origin).copied().unwrap_or(0),
                 origin,
             });
         }
-        Ok(logs)
+        logs.sort_by(|a, b| {
+            (b.evidence > 0, b.cosigned_at, &a.origin).cmp(&(
+                a.evidence > 0,
+                a.cosigned_at,
+                &b.origin,
+            ))
+        });
+        let not_listed = logs.len().saturating_sub(MAX_LISTED_LOGS);
+        logs.truncate(MAX_LISTED_LOGS);
+        Ok(WitnessedLogs { logs, not_listed })
     }
 
     /// What [`Store::add_witness_evidence`] would do with `evidence` now (a
@@ -337,6 +359,34 @@ mod tests {
             EvidenceStored::New
         );
         assert_eq!(store.witness_evidence().unwrap().len(), 2);
+
+        // Listed with its evidence first, then the newest; by owner too.
+        for (origin, owner, at) in [("logbook/a", "a", 9), ("logbook/c", "b", 7)] {
+            let newer = WitnessLatest {
+                cosigned_at: at,
+                ..latest.clone()
+            };
+            store.put_witness_latest(origin, &newer, owner).unwrap();
+        }
+        let listed = store.witnessed_logs(None).unwrap();
+        let order: Vec<(&str, usize)> = listed
+            .logs
+            .iter()
+            .map(|l| (l.origin.as_str(), l.evidence))
+            .collect();
+        assert_eq!(
+            order,
+            [("logbook/b", 2), ("logbook/a", 0), ("logbook/c", 0)]
+        );
+        assert_eq!(listed.not_listed, 0);
+        let of_b: Vec<String> = store
+            .witnessed_logs(Some("b"))
+            .unwrap()
+            .logs
+            .into_iter()
+            .map(|l| l.origin)
+            .collect();
+        assert_eq!(of_b, ["logbook/b", "logbook/c"]);
         drop(writer);
     }
 
