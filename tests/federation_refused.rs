@@ -12,18 +12,12 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
+/// Alpha (with `alpha_fed`'s `[federation]` lines) and beta, which takes
+/// requests of at most 20,000 bytes and subscribes to `exception.raised`.
+async fn alpha_and_small_beta(alpha_fed: &str) -> (Node, Node) {
     let (pa, pb) = (free_port(), free_port());
     let (ka, kb) = (test_key("alpha"), test_key("beta"));
-    // Many attempts and a long backoff: before the fix the refused message
-    // stayed `retrying` and held back the one behind it for the whole test.
-    let alpha = Node::start(
-        "alpha",
-        pa,
-        "max_attempts = 50\nretry_initial_ms = 60000\nretry_max_secs = 3600",
-        &peer_config("beta", pb, &kb),
-    );
+    let alpha = Node::start("alpha", pa, alpha_fed, &peer_config("beta", pb, &kb));
     let beta = Node::start(
         "beta",
         pb,
@@ -31,6 +25,16 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
         &peer_config("alpha", pa, &ka),
     );
     beta.subscribe("alpha", "exception.raised").await;
+    (alpha, beta)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
+    // Many attempts and a long backoff: before the fix the refused message
+    // stayed `retrying` and held back the one behind it for the whole test.
+    let (alpha, beta) =
+        alpha_and_small_beta("max_attempts = 50\nretry_initial_ms = 60000\nretry_max_secs = 3600")
+            .await;
 
     let publish = |payload: serde_json::Value| {
         let alpha = &alpha;
@@ -75,16 +79,7 @@ async fn a_refused_message_is_dead_at_once_and_the_queue_goes_on() {
 /// arrives, none dead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_takes_smaller_requests_gets_smaller_batches() {
-    let (pa, pb) = (free_port(), free_port());
-    let (ka, kb) = (test_key("alpha"), test_key("beta"));
-    let alpha = Node::start("alpha", pa, "", &peer_config("beta", pb, &kb));
-    let beta = Node::start(
-        "beta",
-        pb,
-        "incoming_max_body_bytes = 20000",
-        &peer_config("alpha", pa, &ka),
-    );
-    beta.subscribe("alpha", "exception.raised").await;
+    let (alpha, beta) = alpha_and_small_beta("").await;
     // Failed message attempts: a batch refused whole counts all of its
     // messages.
     let failures = || async {

@@ -105,13 +105,7 @@ impl LogState {
         root: [u8; 32],
     ) -> Result<String, Problem> {
         check_signing(store, LogId::Plan(*plan_id), size, root).await?;
-        let note = self
-            .current
-            .current()
-            .signer
-            .sign(plan_id, size, root)
-            .map_err(|e| Problem::internal(format!("signing the checkpoint: {e}")))?;
-        Ok(note.to_text())
+        self.sign(plan_id, size, root)
     }
 
     /// The signed note text of deleted `plan_id`'s final checkpoint, at
@@ -130,6 +124,12 @@ impl LogState {
             .run(move |s| s.check_deleted_signing(&id, size, root))
             .await?
             .map_err(refusal)?;
+        self.sign(plan_id, size, root)
+    }
+
+    /// `plan_id`'s checkpoint at (`size`, `root`), signed: the callers
+    /// have checked it may be.
+    fn sign(&self, plan_id: &Uuid, size: u64, root: [u8; 32]) -> Result<String, Problem> {
         let note = self
             .current
             .current()

@@ -567,6 +567,17 @@ pub fn peer_json(p: &PeerRecord) -> Value {
 mod tests {
     use super::*;
 
+    fn test_store(dir: &tempfile::TempDir) -> (Store, logbook_journal::store::Writer) {
+        let keyring =
+            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
+        let fanout = logbook_journal::fanout::fanout();
+        Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap()
+    }
+
+    fn beta_spec() -> PeerSpec {
+        PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap()
+    }
+
     /// A removed peer given another key, by `peers add` or by a `[[peers]]`
     /// entry, is a new holder: no admin grant, no subscription, nothing
     /// queued. Its own key under a `[[peers]]` entry keeps them all.
@@ -574,11 +585,8 @@ mod tests {
     fn a_removed_peer_given_another_key_starts_with_nothing() {
         use logbook_journal::store::Direction;
         let dir = tempfile::tempdir().unwrap();
-        let keyring =
-            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
-        let fanout = logbook_journal::fanout::fanout();
-        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
-        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        let (store, _writer) = test_store(&dir);
+        let spec = beta_spec();
         let remove_after_use = |der: Vec<u8>| {
             store_peer(&store, &spec, Pin::Key(der), false).unwrap();
             store.peers().allow("beta", &[">".into()], 1).unwrap();
@@ -615,11 +623,8 @@ mod tests {
     #[test]
     fn changes_made_meanwhile_survive_a_status_change_and_a_re_store() {
         let dir = tempfile::tempdir().unwrap();
-        let keyring =
-            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
-        let fanout = logbook_journal::fanout::fanout();
-        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
-        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        let (store, _writer) = test_store(&dir);
+        let spec = beta_spec();
         store_peer(&store, &spec, Pin::Key(vec![1]), false).unwrap();
         const GRANTS: usize = 200;
         std::thread::scope(|scope| {
@@ -654,11 +659,8 @@ mod tests {
     fn a_config_key_the_peer_left_does_not_replace_its_new_one() {
         use logbook_journal::store::Rekey;
         let dir = tempfile::tempdir().unwrap();
-        let keyring =
-            std::sync::Arc::new(logbook_journal::keys::Keyring::from_secret(b"p".to_vec()));
-        let fanout = logbook_journal::fanout::fanout();
-        let (store, _writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
-        let spec = PeerSpec::new("beta", "http://127.0.0.1:9", "", &"ab".repeat(32)).unwrap();
+        let (store, _writer) = test_store(&dir);
+        let spec = beta_spec();
         let (k1, k2) = (vec![1], vec![2]);
         store_peer(&store, &spec, Pin::Config(k1.clone()), true).unwrap();
         store
