@@ -29,6 +29,7 @@ pub(crate) mod serve;
 pub(crate) mod sse;
 pub(crate) mod ui;
 pub(crate) mod witness;
+mod witness_origins;
 pub(crate) mod witnessed;
 
 use std::sync::Arc;

@@ -26,7 +26,9 @@ use axum::routing::post;
 use logbook_federation::inbox::RateLimiter;
 use logbook_federation::message::BoundKey;
 use logbook_journal::event::Timestamp;
-use logbook_journal::store::{EvidenceStored, PeerStatus, WitnessEvidence, WitnessLatest};
+use logbook_journal::store::{
+    EvidenceStored, MAX_ORIGINS_PER_PEER, PeerStatus, WitnessEvidence, WitnessLatest,
+};
 use logbook_tlog::checkpoint::{Checkpoint, verify_checkpoint};
 use logbook_tlog::cosignature::Cosigner;
 use logbook_tlog::note::{Note, NoteError};
@@ -292,7 +294,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
     // has committed even if this request is dropped while it waits.
     let mut serialised = Some(witness.origin_lock(origin).lock_owned().await);
     let (key, instance_id) = (origin.to_string(), peer.instance_id.clone());
-    let (stored, owner, active) = state
+    let (stored, owner, active, owned) = state
         .store
         .run(move |s| {
             let status = |id: &str| {
@@ -308,10 +310,17 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                 }
                 None => None,
             };
+            let stored = s.witness_latest(&key)?;
+            // A log new here: how many this peer has had already.
+            let owned = match (&stored, &owner) {
+                (None, None) => s.witness_origins_owned(&instance_id, MAX_ORIGINS_PER_PEER)?,
+                _ => 0,
+            };
             Ok::<_, logbook_journal::store::StoreError>((
-                s.witness_latest(&key)?,
+                stored,
                 owner,
                 status(&instance_id)? == Some(PeerStatus::Active),
+                owned,
             ))
         })
         .await?;
@@ -340,6 +349,15 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                 "{:?} is the heads log of another peer (one not removed)",
                 logbook_journal::store::inert_text(origin)
             ),
+        ));
+    }
+    // Each log's latest checkpoint is kept for good, so a peer renaming its
+    // log again and again would grow them without end.
+    if owned >= MAX_ORIGINS_PER_PEER {
+        rate(&replay_bucket)?;
+        return Err(super::witness_origins::over_limit(
+            origin,
+            &peer.instance_id,
         ));
     }
     let latest = stored.as_ref().map(|l| Latest {
@@ -443,28 +461,10 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, Problem> {
                 witness.remember(origin, cosigned);
             }
             if stored.is_none() {
-                warn_if_renamed(state, origin, &peer.instance_id).await;
+                super::witness_origins::warn_if_renamed(state, origin, &peer.instance_id).await;
             }
             cosignature_line(witness, &note.text).map(cosigned_answer)
         }
-    }
-}
-
-/// A peer that begins a log new to this witness while it holds another of
-/// that peer's logs has renamed its heads log (`origin_prefix`): an honest
-/// change, or a log leaving behind the history it showed here. Said once,
-/// at the new log's first cosignature.
-async fn warn_if_renamed(state: &AppState, origin: &str, peer: &str) {
-    let owner = peer.to_string();
-    let Ok(found) = state
-        .store
-        .run(move |s| s.witnessed_logs(Some(&owner)))
-        .await
-    else {
-        return;
-    };
-    for old in found.logs.iter().filter(|l| l.origin != origin) {
-        tracing::warn!(%peer, origin = %logbook_journal::store::inert_text(origin), old_origin = %logbook_journal::store::inert_text(&old.origin), old_size = old.size, evidence = old.evidence, "a peer began a new heads log here while this witness holds another of its logs: it renamed its log; auditors who pinned the old log key see a new log");
     }
 }
 

@@ -113,8 +113,8 @@ pub use signed::{CosignatureRefused, Cosigned, SigningRefused};
 pub use tiles::TileError;
 pub use tree::{Consistency, Inclusion, LogId, Tree, TreeRequestError};
 pub use witness::{
-    EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, WitnessEvidence, WitnessLatest, WitnessedLog,
-    WitnessedLogs,
+    EvidenceStored, MAX_EVIDENCE, MAX_ORIGIN_BYTES, MAX_ORIGINS_PER_PEER, WitnessEvidence,
+    WitnessLatest, WitnessedLog, WitnessedLogs,
 };
 pub use witnessed::{MAX_WITNESS_NAME, WitnessedBy};
 use writer::{RETRY_FIRST, WriterLoop};

@@ -115,6 +115,12 @@ pub struct WitnessedLog {
     pub evidence: usize,
 }
 
+/// Most logs one peer may have witnessed here: a peer starts a new log by
+/// renaming it (`origin_prefix`), which an honest one does rarely, and the
+/// latest checkpoint of each is kept for good (forgetting one would let its
+/// log come back later from scratch, its old history unchecked).
+pub const MAX_ORIGINS_PER_PEER: usize = 64;
+
 /// Most logs [`Store::witnessed_logs`] lists: far more than there are
 /// peers (each has one origin at a time).
 pub const MAX_LISTED_LOGS: usize = 1000;
@@ -186,6 +192,22 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(WITNESS_LATEST)?;
         table.get(origin)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// How many origins were last cosigned for `owner`, at most `limit`
+    /// counted (reads every origin's owner until then).
+    pub fn witness_origins_owned(&self, owner: &str, limit: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut owned = 0;
+        for row in txn.open_table(WITNESS_OWNERS)?.iter()? {
+            if row?.1.value() == owner {
+                owned += 1;
+                if owned >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(owned)
     }
 
     /// The instance id of the peer whose checkpoint was last cosigned for
@@ -379,6 +401,13 @@ mod tests {
             [("logbook/b", 2), ("logbook/a", 0), ("logbook/c", 0)]
         );
         assert_eq!(listed.not_listed, 0);
+        assert_eq!(store.witness_origins_owned("b", 10).unwrap(), 2);
+        assert_eq!(
+            store.witness_origins_owned("b", 1).unwrap(),
+            1,
+            "counts up to the limit"
+        );
+        assert_eq!(store.witness_origins_owned("nobody", 10).unwrap(), 0);
         let of_b: Vec<String> = store
             .witnessed_logs(Some("b"))
             .unwrap()
