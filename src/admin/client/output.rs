@@ -153,7 +153,7 @@ pub(crate) fn print_status(v: &Value) {
     print_witnessing(&v["witnessing"]);
     print_witness_for(&v["witness_for"]);
     if let Some(more) = v["witness_for_not_listed"].as_u64().filter(|n| *n > 0) {
-        println!("  and {more} more, not listed (the oldest, without evidence)");
+        println!("  and {more} more without evidence, cosigned least recently: not listed");
     }
 }
 

@@ -128,9 +128,10 @@ pub const MAX_LISTED_LOGS: usize = 1000;
 /// What [`Store::witnessed_logs`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WitnessedLogs {
-    /// Logs with evidence first, then the most recently cosigned.
+    /// Every log with evidence, then the most recently cosigned others, at
+    /// most [`MAX_LISTED_LOGS`] in all unless more have evidence.
     pub logs: Vec<WitnessedLog>,
-    /// Logs past [`MAX_LISTED_LOGS`], not listed.
+    /// Logs without evidence past the bound, not listed.
     pub not_listed: usize,
 }
 
@@ -239,11 +240,12 @@ impl Store {
     }
 
     /// The logs this instance witnesses (only `owner`'s, if given), with
-    /// the evidence kept against each: those with evidence first, then the
-    /// most recently cosigned, at most [`MAX_LISTED_LOGS`]. A peer that
-    /// renames its log again and again cannot push another's evidence out
-    /// of the list. Reads every witnessed origin and evidence row (only the
-    /// origin of each): for `admin status`, and once per new log.
+    /// the evidence kept against each: every one with evidence first, then
+    /// the most recently cosigned, [`MAX_LISTED_LOGS`] in all unless more
+    /// have evidence, so no other log can push evidence out of the list.
+    /// Reads every witnessed origin (at most [`MAX_ORIGINS_PER_PEER`] per
+    /// peer) and evidence row (only the origin of each): for `admin
+    /// status`, and once per new log.
     pub fn witnessed_logs(&self, owner: Option<&str>) -> Result<WitnessedLogs, StoreError> {
         let txn = self.db.begin_read()?;
         let owners = txn.open_table(WITNESS_OWNERS)?;
@@ -277,8 +279,11 @@ impl Store {
                 &b.origin,
             ))
         });
-        let not_listed = logs.len().saturating_sub(MAX_LISTED_LOGS);
-        logs.truncate(MAX_LISTED_LOGS);
+        // Every log with evidence, and the newest others up to the bound.
+        let with_evidence = logs.iter().take_while(|l| l.evidence > 0).count();
+        let keep = with_evidence.max(MAX_LISTED_LOGS);
+        let not_listed = logs.len().saturating_sub(keep);
+        logs.truncate(keep);
         Ok(WitnessedLogs { logs, not_listed })
     }
 
