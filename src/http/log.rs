@@ -123,7 +123,14 @@ impl LogState {
         store
             .run(move |s| s.check_deleted_signing(&id, size, root))
             .await?
-            .map_err(refusal)?;
+            .map_err(|reason| {
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "inconsistent-checkpoint",
+                    "Inconsistent checkpoint",
+                    reason,
+                )
+            })?;
         self.sign(plan_id, size, root)
     }
 

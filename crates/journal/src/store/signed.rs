@@ -127,9 +127,11 @@ pub(super) fn seal_deleted(
     let key = log_key(LogId::Plan(*plan));
     let mut table = txn.open_table(SIGNED_CHECKPOINTS)?;
     let last: Option<SignedRecord> = table.get(&key)?.map(|v| decode(v.value())).transpose()?;
+    // A tree that cannot be read at the signed size proves nothing either
+    // way: not sealed, and the deletion goes on (it must not be blocked).
     let consistent = match last {
         None => true,
-        Some(last) => last.size <= size && root_at(last.size)? == last.root,
+        Some(last) => last.size <= size && root_at(last.size).is_ok_and(|at| at == last.root),
     };
     if consistent {
         table.insert(&key, encode(&SignedRecord { size, root }).as_slice())?;
@@ -224,15 +226,17 @@ impl Store {
     }
 
     /// Whether deleted `plan`'s final checkpoint (`size`, `root`) may be
-    /// signed (for its deletion's bundle): it must be the deletion's record
-    /// and the one recorded as signed by [`seal_deleted`], since its tree
-    /// is gone. Refused, loudly, otherwise.
+    /// signed (for its deletion's bundle), its tree being gone: it must be
+    /// the deletion's record, and either no checkpoint of the plan was ever
+    /// signed or the last one signed is this one, which [`seal_deleted`]
+    /// records when the deletion found it consistent. The reason otherwise
+    /// (nothing is counted or logged per request: the deletion did that).
     pub fn check_deleted_signing(
         &self,
         plan: &uuid::Uuid,
         size: u64,
         root: Hash,
-    ) -> Result<Result<(), SigningRefused>, StoreError> {
+    ) -> Result<Result<(), String>, StoreError> {
         let txn = self.db.begin_read()?;
         let signed: Option<SignedRecord> = txn
             .open_table(SIGNED_CHECKPOINTS)?
@@ -241,15 +245,19 @@ impl Store {
             .transpose()?;
         let deleted =
             super::deleted::deleted(&txn.open_table(super::deleted::DELETED_PLANS)?, plan)?;
-        let recorded = deleted.is_some_and(|d| d.tree_size == size && d.tree_root == Some(root));
-        if recorded && signed.is_some_and(|s| s.size == size && s.root == root) {
-            return Ok(Ok(()));
+        if !deleted.is_some_and(|d| d.tree_size == size && d.tree_root == Some(root)) {
+            return Ok(Err(format!(
+                "plan {plan} has no deletion record of size {size} with that root"
+            )));
         }
-        Ok(Err(refused(
-            LogId::Plan(*plan),
-            signed.map_or(0, |s| s.size),
-            size,
-        )))
+        Ok(match signed {
+            None => Ok(()),
+            Some(s) if s.size == size && s.root == root => Ok(()),
+            Some(s) => Err(format!(
+                "plan {plan}'s final checkpoint (size {size}) is not signed: one of size {} was signed before, and its deletion did not find the two consistent (or was made by an older build, which did not look); its tree is gone, so nothing can show it now",
+                s.size
+            )),
+        })
     }
 
     /// The heads checkpoint at (`size`, `root`) signed by `signer`, with
@@ -468,6 +476,30 @@ mod tests {
                 .check_deleted_signing(&never, 0, [0; 32])
                 .unwrap()
                 .is_err()
+        );
+        // A plan no checkpoint was ever signed for (or deleted by an older
+        // build before any was): its final one contradicts nothing signed.
+        let unsigned = Uuid::new_v4();
+        store.append(step(unsigned, 0)).await.unwrap();
+        let (size, root) = store.tree(&unsigned).root(None).unwrap().unwrap();
+        store
+            .delete_plan(unsigned, serde_json::json!("test"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.check_deleted_signing(&unsigned, size, root).unwrap(),
+            Ok(())
+        );
+        // As an older build left it: no row sealed at the deletion.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(SIGNED_CHECKPOINTS)
+            .unwrap()
+            .remove(&log_key(LogId::Plan(unsigned)))
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(
+            store.check_deleted_signing(&unsigned, size, root).unwrap(),
+            Ok(())
         );
         drop(writer);
     }
