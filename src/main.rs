@@ -76,13 +76,15 @@ enum Command {
     ///
     /// Prints the event count and head signature and exits 0, or the first
     /// broken seq and why and exits 1 (2 for a usage or I/O error). With
-    /// --log-key and --checkpoint it also checks the export against the
-    /// signed checkpoint: `ok`, `truncated` (the export is shorter) or
-    /// `root-mismatch` (the events are not the signed log), and then needs no
-    /// HMAC key. The HMAC secret comes from the
-    /// variables named by --key-env (repeatable, for rotated keys), by default
-    /// $LOGBOOK_HMAC_SECRET, $EVENT_BUS_HMAC_SECRET and $SESSION_SECRET. For a
-    /// generated key: LOGBOOK_HMAC_SECRET="$(cat DATA_DIR/hmac.key)".
+    /// --log-key and --checkpoint (or --bundle) it checks the export against
+    /// the signed checkpoint instead: `ok`, `truncated` (the export is
+    /// shorter), `root-mismatch` (the events are not the signed log) or
+    /// `uncovered` (events past the checkpoint, which only an HMAC key could
+    /// vouch for), and needs an HMAC key only for those. The HMAC secret
+    /// comes from the variables named by --key-env (repeatable, for rotated
+    /// keys); without a checkpoint, by default $LOGBOOK_HMAC_SECRET,
+    /// $EVENT_BUS_HMAC_SECRET and $SESSION_SECRET. For a generated key:
+    /// LOGBOOK_HMAC_SECRET="$(cat DATA_DIR/hmac.key)".
     Verify {
         /// The export to check (from `logbook admin export PLAN`).
         #[arg(long, value_name = "FILE")]

@@ -168,12 +168,13 @@ impl LogKeys {
                     },
                     retired,
                 };
-                write_history(&history_path, &history)?;
                 // It signs under the configured name from now: its file
-                // says so, or the next start would take that for a rename.
+                // says so first, or the next start (after a crash between
+                // the two writes, too) would take that for a rename.
                 if signed_as != origin_prefix {
                     write_key_file(data_dir, &data_dir.join(LOG_KEY_FILE), &signer)?;
                 }
+                write_history(&history_path, &history)?;
                 history
             }
         };
