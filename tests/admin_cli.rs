@@ -196,18 +196,29 @@ async fn a_token_that_cannot_be_shown_is_said_to_be_lost() {
         "tokens",
         "create",
     ];
+    let online_json = [
+        "admin",
+        "--json",
+        "--socket",
+        socket.to_str().unwrap(),
+        "tokens",
+        "create",
+    ];
     let offline_args = [
         "tokens",
         "create",
         "--data-dir",
         offline.path().to_str().unwrap(),
     ];
-    for args in [&online[..], &offline_args[..]] {
+    for (i, args) in [&online[..], &online_json[..], &offline_args[..]]
+        .into_iter()
+        .enumerate()
+    {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let out = logbook()
             .args(args)
-            .args(["--scope", "read", "--name", "ci"])
+            .args(["--scope", "read", "--name", &format!("ci{i}")])
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(Stdio::piped())
@@ -217,7 +228,7 @@ async fn a_token_that_cannot_be_shown_is_said_to_be_lost() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(
             stderr.contains("could not be written to stdout")
-                && stderr.contains("logbook admin tokens revoke ci"),
+                && stderr.contains(&format!("logbook admin tokens revoke ci{i}")),
             "{args:?}: {stderr}"
         );
     }

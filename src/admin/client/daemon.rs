@@ -5,7 +5,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::args::{KeysCommand, TokensCommand};
-use super::output::{count, items, join, print_secret_once, print_status, text};
+use super::output::{count, items, join, pretty, print_secret_once, print_status, text};
 use super::transport::segment;
 use super::{Client, Failure};
 
@@ -26,18 +26,19 @@ impl Client {
                         Some(json!({"scopes": scope, "name": name})),
                     )
                     .await?;
-                self.show(&v, |v| {
+                // Either form holds the token, shown only this once.
+                let name = v["name"].as_str().unwrap_or_default();
+                if self.json {
+                    print_secret_once(&pretty(&v), name);
+                } else {
                     eprintln!(
                         "created token {:?} (id {}, scopes {}); it is shown only this once:",
                         text(&v["name"]),
                         text(&v["id"]),
                         join(&v["scopes"])
                     );
-                    print_secret_once(
-                        v["token"].as_str().unwrap_or_default(),
-                        v["name"].as_str().unwrap_or_default(),
-                    );
-                });
+                    print_secret_once(v["token"].as_str().unwrap_or_default(), name);
+                }
             }
             TokensCommand::List => {
                 let v = self.call(Method::GET, "/tokens", None).await?;
