@@ -140,10 +140,11 @@ impl Rotations<'_> {
     }
 }
 
+#[cfg(feature = "test-util")]
 impl Rotations<'_> {
     /// Applies `rekey` to `peer` as a received announcement does, alone in
-    /// its transaction: for other crates' tests (a race with a rotation).
-    #[doc(hidden)]
+    /// its transaction, with no signature to check: for other crates'
+    /// tests (a race with a rotation), never in the daemon.
     pub fn repin_for_test(&self, peer: &str, rekey: &Rekey) -> Result<(), StoreError> {
         self.store
             .write_durable(|txn| repin(txn, peer, rekey, Timestamp::now().millis()))
