@@ -57,9 +57,9 @@ impl BatchMode {
 /// The most payload bytes a worker puts in one request now: [`BATCH_BYTES`],
 /// halved each time the peer refuses a batch as too large (413: it was
 /// configured with a smaller `incoming_max_body_bytes`), down to one
-/// message, so that its batches are not all refused and split into
-/// separately signed messages; the full size is tried again after
-/// [`BATCH_RETRY`], in case the peer's limit was raised.
+/// message, so that not every batch is refused; doubled again (up to
+/// [`BATCH_BYTES`]) after each [`BATCH_RETRY`] without a refusal, in case
+/// the peer's limit was raised.
 #[derive(Debug)]
 struct BatchBytes {
     limit: usize,
@@ -81,7 +81,8 @@ impl BatchBytes {
             .lowered_at
             .is_some_and(|at| now.saturating_duration_since(at) >= BATCH_RETRY)
         {
-            *self = BatchBytes::default();
+            self.limit = self.limit.saturating_mul(2).min(BATCH_BYTES);
+            self.lowered_at = (self.limit < BATCH_BYTES).then_some(now);
         }
         self.limit
     }
@@ -239,9 +240,13 @@ async fn step(
         outcome = again;
     }
     if rows.len() > 1 && outcome.as_ref().is_err_and(|failure| failure.too_large) {
+        // The request's size, not any message's: the same rows go again at
+        // once, in smaller batches, with no attempt counted against them.
         let sent = request_bytes(&rows);
         batch_bytes.too_large(sent, Instant::now());
-        tracing::warn!(peer = %peer_id, refused_bytes = sent, now_bytes = batch_bytes.limit, "the peer refused a batch as too large; sending it smaller batches for now");
+        logbook_base::metrics::observe_delivery(peer_id, rows.len(), rows.len(), 0);
+        tracing::warn!(peer = %peer_id, refused_bytes = sent, now_bytes = batch_bytes.limit, "the peer refused a batch as too large; sending it smaller batches");
+        return Ok(Step::Sent);
     }
     match outcome {
         // The peer refused the batch as a whole: maybe one message in it is
@@ -493,8 +498,15 @@ mod tests {
         bytes.too_large(1, start);
         assert_eq!(bytes.limit(start), 1);
         assert_eq!(within_bytes(&[(1, row(10)), (2, row(10))], 1), 1);
-        // The full size again once BATCH_RETRY has passed.
-        assert_eq!(bytes.limit(start + BATCH_RETRY), BATCH_BYTES);
+        // Twice as much after each BATCH_RETRY without a refusal, up to
+        // the full size.
+        assert_eq!(bytes.limit(start + BATCH_RETRY), 2);
+        assert_eq!(bytes.limit(start + BATCH_RETRY * 2), 4);
+        let mut bytes = BatchBytes::default();
+        bytes.too_large(300_000, start);
+        assert_eq!(bytes.limit(start + BATCH_RETRY), 300_000);
+        assert_eq!(bytes.limit(start + BATCH_RETRY * 2), BATCH_BYTES);
+        assert_eq!(bytes.limit(start + BATCH_RETRY * 9), BATCH_BYTES);
     }
 
     fn row(payload: usize) -> OutboxRecord {
