@@ -200,6 +200,18 @@ async fn rotated_key_is_announced_repinned_and_the_old_key_refused() {
         beta.log().contains("rotated away from"),
         "the stale config key is reported"
     );
+
+    // An admin pinning alpha's old key by hand (a stale script) is told
+    // that alpha left it, and nothing changes.
+    let (status, body) = beta
+        .post(
+            "/api/v1/federation/peers",
+            &json!({"instanceId": "alpha", "baseUrl": alpha.url(""), "publicKey": public_pem(&test_key("alpha"))}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "urn:logbook:problem:key-retired", "{body}");
+    assert_eq!(pinned_key_id(&beta, "alpha").await, new_key_id);
 }
 
 const SUBSCRIBE: &str = "/api/v1/federation/events/subscribe";

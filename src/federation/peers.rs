@@ -45,12 +45,12 @@ pub(crate) async fn fetch_and_pin(fed: &Federation, spec: &PeerSpec) -> Result<V
 async fn store_peer(
     fed: &Arc<Federation>,
     spec: PeerSpec,
-    der: Vec<u8>,
+    pin: peers::Pin,
     keep_status: bool,
 ) -> Result<PeerRecord, StoreError> {
     let record = fed
         .store
-        .run(move |store| peers::store_peer(store, &spec, peers::Pin::Key(der), keep_status))
+        .run(move |store| peers::store_peer(store, &spec, pin, keep_status))
         .await?;
     if record.status != PeerStatus::Removed {
         fed.ensure_worker(&record.instance_id);
@@ -63,11 +63,38 @@ pub(crate) async fn add(fed: &Arc<Federation>, spec: PeerSpec) -> Result<PeerRec
     if spec.instance_id == fed.identity().instance_id {
         return Err(AddError::Invalid(PeerError::OwnId));
     }
-    let der = match spec.inline_key().map_err(AddError::Invalid)? {
-        Some(der) => der,
-        None => fetch_and_pin(fed, &spec).await.map_err(AddError::Pin)?,
+    let pin = match spec.inline_key().map_err(AddError::Invalid)? {
+        Some(der) => {
+            // A key this peer announced it left is not pinned again by
+            // hand (a stale script): its messages signed with the new key
+            // would be refused. A removed peer starts a new life.
+            let (id, kid) = (
+                spec.instance_id.clone(),
+                logbook_federation::identity::key_id(&der),
+            );
+            let retired = fed
+                .store
+                .run(move |s| {
+                    let live = s
+                        .peers()
+                        .get(&id)?
+                        .is_some_and(|p| p.status != PeerStatus::Removed);
+                    Ok::<_, StoreError>(
+                        live && s.rotations().retired_peer_key(&id, &kid)?.is_some(),
+                    )
+                })
+                .await
+                .map_err(AddError::Storage)?;
+            if retired {
+                return Err(AddError::Retired(logbook_federation::identity::key_id(
+                    &der,
+                )));
+            }
+            peers::Pin::Key(der)
+        }
+        None => peers::Pin::Newest(fetch_and_pin(fed, &spec).await.map_err(AddError::Pin)?),
     };
-    store_peer(fed, spec, der, false)
+    store_peer(fed, spec, pin, false)
         .await
         .map_err(AddError::Storage)
 }
@@ -76,6 +103,8 @@ pub(crate) async fn add(fed: &Arc<Federation>, spec: PeerSpec) -> Result<PeerRec
 pub(crate) enum AddError {
     Invalid(PeerError),
     Pin(PinError),
+    /// The inline key is one the peer rotated away from (its key id).
+    Retired(String),
     Storage(StoreError),
 }
 
@@ -138,7 +167,7 @@ async fn pin_from_config(fed: Arc<Federation>, spec: PeerSpec) {
     loop {
         match fetch_and_pin(&fed, &spec).await {
             Ok(der) => {
-                match store_peer(&fed, spec.clone(), der, true).await {
+                match store_peer(&fed, spec.clone(), peers::Pin::Newest(der), true).await {
                     Ok(_) => tracing::info!(peer = %spec.instance_id, "pinned the peer's key"),
                     Err(e) => {
                         tracing::error!(peer = %spec.instance_id, error = %e, "storing the peer")

@@ -302,12 +302,15 @@ pub fn check_identity_document(
 /// The key [`store_peer`] pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pin {
-    /// This key (SPKI DER): an admin's add, a fetched pin, an inline
-    /// `[[peers]]` key; unless the peer has rotated away from it (it is
-    /// among the peer's retired keys when the record is written: a
-    /// rotation announced after the caller looked), in which case the key
-    /// pinned then stays.
+    /// Exactly this key (SPKI DER): an admin's add with the key inline
+    /// (which refuses a key the peer rotated away from before it gets
+    /// here, unless the peer was removed: a new life).
     Key(Vec<u8>),
+    /// This key, unless the peer has rotated away from it (it is among the
+    /// peer's retired keys when the record is written: a rotation announced
+    /// after the caller looked), in which case the key pinned then stays:
+    /// an inline `[[peers]]` key, a fetched pin.
+    Newest(Vec<u8>),
     /// The key pinned when the record is written: a `[[peers]]` entry that
     /// names the key pinned now, or one the peer has since rotated away
     /// from. Read in the write's transaction, so a rotation the peer
@@ -342,7 +345,8 @@ pub fn store_peer(
     let reborn = |existing: &Option<PeerRecord>| {
         existing.as_ref().is_some_and(|p| {
             p.status == PeerStatus::Removed
-                && (!keep_status || matches!(&pin, Pin::Key(der) if *der != p.public_key_der))
+                && (!keep_status
+                    || matches!(&pin, Pin::Key(der) | Pin::Newest(der) if *der != p.public_key_der))
         })
     };
     for _ in 0..STORE_TRIES {
@@ -366,7 +370,7 @@ pub fn store_peer(
                     // A key the peer left is never pinned again: the one it
                     // rotated to stays (announced, maybe, after the caller
                     // looked).
-                    (Pin::Key(der), Some(p))
+                    (Pin::Newest(der), Some(p))
                         if *der != p.public_key_der
                             && retired.get(&spec.instance_id, &key_id(der))?.as_ref()
                                 == Some(der) =>
@@ -374,7 +378,7 @@ pub fn store_peer(
                         tracing::warn!(peer = %spec.instance_id, refused_key_id = %key_id(der), pinned_key_id = %key_id(&p.public_key_der), "not pinning a key this peer rotated away from; keeping the key it rotated to");
                         p.public_key_der.clone()
                     }
-                    (Pin::Key(der), _) => der.clone(),
+                    (Pin::Key(der) | Pin::Newest(der), _) => der.clone(),
                     (Pin::Current, Some(p)) => p.public_key_der.clone(),
                     // Peer records are never deleted: a caller keeping the key
                     // has just read one.
@@ -494,7 +498,7 @@ pub fn apply_config(store: &Store, peers: &[PeerConfig]) -> Result<Applied, Appl
             (Some(der), _) => {
                 applied
                     .stored
-                    .push(store_peer(store, &spec, Pin::Key(der), true)?);
+                    .push(store_peer(store, &spec, Pin::Newest(der), true)?);
             }
             // Already pinned to the same key: only the URL may change.
             (None, Some(p)) if Some(fingerprint(&p.public_key_der)) == spec.fingerprint => {
@@ -662,7 +666,7 @@ mod tests {
         let (store, _writer) = test_store(&dir);
         let spec = beta_spec();
         let (k1, k2) = (vec![1], vec![2]);
-        store_peer(&store, &spec, Pin::Key(k1.clone()), true).unwrap();
+        store_peer(&store, &spec, Pin::Newest(k1.clone()), true).unwrap();
         store
             .rotations()
             .repin_for_test(
@@ -675,11 +679,14 @@ mod tests {
                 },
             )
             .unwrap();
-        let kept = store_peer(&store, &spec, Pin::Key(k1.clone()), true).unwrap();
+        let kept = store_peer(&store, &spec, Pin::Newest(k1.clone()), true).unwrap();
         assert_eq!(kept.public_key_der, k2, "the retired key came back");
         // A key the peer never had is pinned as the file says.
         let k3 = vec![3];
-        let pinned = store_peer(&store, &spec, Pin::Key(k3.clone()), true).unwrap();
+        let pinned = store_peer(&store, &spec, Pin::Newest(k3.clone()), true).unwrap();
+        // An admin's explicit pin is exactly what it names.
+        let exact = store_peer(&store, &spec, Pin::Key(k1.clone()), true).unwrap();
+        assert_eq!(exact.public_key_der, k1);
         assert_eq!(pinned.public_key_der, k3);
     }
 

@@ -67,6 +67,12 @@ pub(super) async fn add_peer(
                     "the peer's identity could not be fetched, or it did not match the instance id, protocol version and fingerprint given; the daemon's log has the details",
                 )
             }
+            AddError::Retired(key_id) => Problem::new(
+                StatusCode::CONFLICT,
+                "key-retired",
+                "Key retired by the peer",
+                format!("the peer announced it rotated away from key {key_id}; pin the key it uses now (or give its fingerprint to fetch it)"),
+            ),
             AddError::Storage(e) => Problem::internal(e.to_string()),
         })?;
     tracing::info!(peer = %peer.instance_id, "peer added");
