@@ -25,8 +25,8 @@ pub(super) async fn warn_if_renamed(state: &AppState, origin: &str, peer: &str) 
         return;
     };
     let old: Vec<_> = found.logs.iter().filter(|l| l.origin != origin).collect();
-    // The newest first: the log this one replaces.
-    if let Some(newest) = old.first() {
+    // The log this one replaces: the one cosigned last.
+    if let Some(newest) = old.iter().max_by_key(|l| l.cosigned_at) {
         let evidence: usize = old.iter().map(|l| l.evidence).sum();
         tracing::warn!(%peer, origin = %inert_text(origin), old_origin = %inert_text(&newest.origin), old_size = newest.size, old_logs = old.len(), evidence, "a peer began a new heads log here while this witness holds others of its logs: it renamed its log; auditors who pinned the old log key see a new log");
     }

@@ -131,12 +131,21 @@ pub(super) fn seal_deleted(
     // way: not sealed, and the deletion goes on (it must not be blocked).
     let consistent = match last {
         None => true,
-        Some(last) => last.size <= size && root_at(last.size).is_ok_and(|at| at == last.root),
+        Some(last) if last.size > size => false,
+        Some(last) => match root_at(last.size) {
+            Ok(at) => at == last.root,
+            Err(e) => {
+                tracing::error!(%plan, size = last.size, error = %e, "reading a deleted plan's tree at the size signed last");
+                false
+            }
+        },
     };
     if consistent {
         table.insert(&key, encode(&SignedRecord { size, root }).as_slice())?;
     } else {
-        tracing::error!(%plan, size, "a deleted plan's final tree is inconsistent with a checkpoint signed before: the store was edited or damaged in place; its deletion bundle will be refused");
+        // Counted and logged as a refusal to sign, once, here: its
+        // deletion bundle will be refused.
+        refused(LogId::Plan(*plan), last.map_or(0, |l| l.size), size);
     }
     Ok(())
 }
