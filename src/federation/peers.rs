@@ -47,7 +47,7 @@ async fn store_peer(
     spec: PeerSpec,
     pin: peers::Pin,
     keep_status: bool,
-) -> Result<PeerRecord, StoreError> {
+) -> Result<PeerRecord, peers::StorePeerError> {
     let record = fed
         .store
         .run(move |store| peers::store_peer(store, &spec, pin, keep_status))
@@ -64,39 +64,15 @@ pub(crate) async fn add(fed: &Arc<Federation>, spec: PeerSpec) -> Result<PeerRec
         return Err(AddError::Invalid(PeerError::OwnId));
     }
     let pin = match spec.inline_key().map_err(AddError::Invalid)? {
-        Some(der) => {
-            // A key this peer announced it left is not pinned again by
-            // hand (a stale script): its messages signed with the new key
-            // would be refused. A removed peer starts a new life.
-            let (id, kid) = (
-                spec.instance_id.clone(),
-                logbook_federation::identity::key_id(&der),
-            );
-            let retired = fed
-                .store
-                .run(move |s| {
-                    let live = s
-                        .peers()
-                        .get(&id)?
-                        .is_some_and(|p| p.status != PeerStatus::Removed);
-                    Ok::<_, StoreError>(
-                        live && s.rotations().retired_peer_key(&id, &kid)?.is_some(),
-                    )
-                })
-                .await
-                .map_err(AddError::Storage)?;
-            if retired {
-                return Err(AddError::Retired(logbook_federation::identity::key_id(
-                    &der,
-                )));
-            }
-            peers::Pin::Key(der)
-        }
+        Some(der) => peers::Pin::Key(der),
         None => peers::Pin::Newest(fetch_and_pin(fed, &spec).await.map_err(AddError::Pin)?),
     };
     store_peer(fed, spec, pin, false)
         .await
-        .map_err(AddError::Storage)
+        .map_err(|e| match e {
+            peers::StorePeerError::KeyRetired(key_id) => AddError::Retired(key_id),
+            peers::StorePeerError::Store(e) => AddError::Storage(e),
+        })
 }
 
 #[derive(Debug)]

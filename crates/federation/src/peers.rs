@@ -318,6 +318,46 @@ pub enum Pin {
     Current,
 }
 
+/// Why [`store_peer`] wrote nothing.
+#[derive(Debug)]
+pub enum StorePeerError {
+    /// [`Pin::Key`] names a key the peer (live, not a new life) announced
+    /// it rotated away from: its key id.
+    KeyRetired(String),
+    Store(StoreError),
+}
+
+impl fmt::Display for StorePeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorePeerError::KeyRetired(id) => {
+                write!(f, "the peer announced it rotated away from key {id}")
+            }
+            StorePeerError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StorePeerError {}
+
+impl From<StoreError> for StorePeerError {
+    fn from(e: StoreError) -> StorePeerError {
+        StorePeerError::Store(e)
+    }
+}
+
+impl From<StorePeerError> for ApplyError {
+    fn from(e: StorePeerError) -> ApplyError {
+        match e {
+            StorePeerError::Store(e) => ApplyError::Storage(e),
+            // `[[peers]]` pins with `Newest` or `Current`, never refused so.
+            StorePeerError::KeyRetired(_) => {
+                ApplyError::Storage(StoreError::retry_later(e.to_string()))
+            }
+        }
+    }
+}
+
 /// How often [`store_peer`] starts again when the peer was removed between
 /// its first look and its write (or has no key to keep).
 const STORE_TRIES: usize = 3;
@@ -338,7 +378,7 @@ pub fn store_peer(
     spec: &PeerSpec,
     pin: Pin,
     keep_status: bool,
-) -> Result<PeerRecord, StoreError> {
+) -> Result<PeerRecord, StorePeerError> {
     let now = Timestamp::now().millis();
     // Added again (`peers add`), or given another key while removed (by a
     // `[[peers]]` entry, which keeps the status): a new holder either way.
@@ -359,6 +399,7 @@ pub fn store_peer(
             let queued = store.outbox().forget_queued(&spec.instance_id)?;
             tracing::info!(peer = %spec.instance_id, subscriptions, queued, "a removed peer added again, or given another key, starts with no grant, no subscription and nothing queued");
         }
+        let mut key_retired = None;
         let written = store
             .peers()
             .upsert(&spec.instance_id, |existing, retired| {
@@ -367,14 +408,20 @@ pub fn store_peer(
                     return Ok(None);
                 }
                 let public_key_der = match (&pin, &existing) {
-                    // A key the peer left is never pinned again: the one it
-                    // rotated to stays (announced, maybe, after the caller
-                    // looked).
-                    (Pin::Newest(der), Some(p))
-                        if *der != p.public_key_der
+                    // A key the live peer left (a new life starts afresh):
+                    // an admin's exact pin is refused; a fetched or
+                    // configured one yields to the key it rotated to
+                    // (announced, maybe, after the caller looked).
+                    (Pin::Key(der) | Pin::Newest(der), Some(p))
+                        if !reborn(&existing)
+                            && *der != p.public_key_der
                             && retired.get(&spec.instance_id, &key_id(der))?.as_ref()
                                 == Some(der) =>
                     {
+                        if matches!(pin, Pin::Key(_)) {
+                            key_retired = Some(key_id(der));
+                            return Ok(None);
+                        }
                         tracing::warn!(peer = %spec.instance_id, refused_key_id = %key_id(der), pinned_key_id = %key_id(&p.public_key_der), "not pinning a key this peer rotated away from; keeping the key it rotated to");
                         p.public_key_der.clone()
                     }
@@ -416,14 +463,17 @@ pub fn store_peer(
                     },
                 }))
             })?;
+        if let Some(key_id) = key_retired {
+            return Err(StorePeerError::KeyRetired(key_id));
+        }
         if let Some(record) = written {
             return Ok(record);
         }
     }
-    Err(StoreError::retry_later(format!(
+    Err(StorePeerError::Store(StoreError::retry_later(format!(
         "peer {:?} changed while it was being stored, {STORE_TRIES} times; try again",
         spec.instance_id
-    )))
+    ))))
 }
 
 /// Checks `[[peers]]` without applying anything: what a reload does before
@@ -681,13 +731,34 @@ mod tests {
             .unwrap();
         let kept = store_peer(&store, &spec, Pin::Newest(k1.clone()), true).unwrap();
         assert_eq!(kept.public_key_der, k2, "the retired key came back");
+        // An admin's exact pin of it is refused, and changes nothing.
+        let refused = store_peer(&store, &spec, Pin::Key(k1.clone()), false);
+        assert!(
+            matches!(refused, Err(StorePeerError::KeyRetired(ref id)) if *id == key_id(&k1)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.peers().get("beta").unwrap().unwrap().public_key_der,
+            k2
+        );
         // A key the peer never had is pinned as the file says.
         let k3 = vec![3];
         let pinned = store_peer(&store, &spec, Pin::Newest(k3.clone()), true).unwrap();
-        // An admin's explicit pin is exactly what it names.
-        let exact = store_peer(&store, &spec, Pin::Key(k1.clone()), true).unwrap();
-        assert_eq!(exact.public_key_der, k1);
         assert_eq!(pinned.public_key_der, k3);
+        // Removed, then added again with a fetched key: a new life gets the
+        // key fetched, even one the earlier life left.
+        store
+            .peers()
+            .set_status("beta", PeerStatus::Removed, 2)
+            .unwrap();
+        let reborn = store_peer(&store, &spec, Pin::Newest(k1.clone()), false).unwrap();
+        assert_eq!(
+            (reborn.public_key_der, reborn.status),
+            (k1.clone(), PeerStatus::Active)
+        );
+        // The key pinned now, named again by hand, is no refusal.
+        let again = store_peer(&store, &spec, Pin::Key(k1.clone()), false).unwrap();
+        assert_eq!(again.public_key_der, k1);
     }
 
     #[test]

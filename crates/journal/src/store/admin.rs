@@ -448,9 +448,10 @@ impl WriterLoop {
                 .apply(&tombstone, &keyring, Timestamp::now(), &mut position)?
                 .map_err(|e| StoreError(format!("appending the tombstone: {e:?}")))?;
             // Its final checkpoint as signed, for the deletion's bundle.
-            super::signed::seal_deleted(&txn, &plan_id, head.last_seq, root, |size| {
-                super::tree::root_in(tables.tree.table()?, &plan_id, &tail, size)
-            })?;
+            let unsealed =
+                super::signed::seal_deleted(&txn, &plan_id, head.last_seq, root, |size| {
+                    super::tree::root_in(tables.tree.table()?, &plan_id, &tail, size)
+                })?;
             tables.remove_plan(&plan_id)?;
             let gone = super::deleted::DeletedPlan {
                 tombstone_seq: appended.event.seq,
@@ -471,12 +472,17 @@ impl WriterLoop {
                     head,
                     tombstone: appended.event,
                 },
-                (tables.fed.enqueued, removed, blanked),
+                (tables.fed.enqueued, removed, blanked, unsealed),
             )
         };
         txn.commit().map_err(StoreError::from)?;
         self.position = position;
-        let (enqueued, removed, blanked) = enqueued;
+        let (enqueued, removed, blanked, unsealed) = enqueued;
+        // Counted and logged once, for a deletion that happened: its
+        // bundle will be refused.
+        if let Some(r) = unsealed {
+            super::signed::refused(r.log, r.last_size, r.size);
+        }
         // A removed row's seq may be given again (to a peer's newest row):
         // the workers, whose cursors may be past it, read from the start.
         if removed > 0 {

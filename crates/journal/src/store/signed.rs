@@ -98,7 +98,7 @@ impl std::fmt::Display for CosignatureRefused {
 impl std::error::Error for CosignatureRefused {}
 
 /// A refusal to sign, loud wherever it happens: a metric and an ERROR line.
-fn refused(log: LogId, last_size: u64, size: u64) -> SigningRefused {
+pub(super) fn refused(log: LogId, last_size: u64, size: u64) -> SigningRefused {
     logbook_base::metrics::observe_signing_refused(match log {
         LogId::Plan(_) => "plan",
         LogId::Heads => "heads",
@@ -116,14 +116,16 @@ fn refused(log: LogId, last_size: u64, size: u64) -> SigningRefused {
 /// consistent with the one signed last (`root_at` gives the tree's root at
 /// a size), so that the deletion's bundle may sign it once the tree is
 /// gone ([`Store::check_deleted_signing`]). Left as it was otherwise (a
-/// store edited in place): that bundle is then refused.
+/// store edited in place): that bundle is then refused, and the refusal is
+/// returned, for the caller to count ([`refused`]) once the deletion has
+/// committed.
 pub(super) fn seal_deleted(
     txn: &redb::WriteTransaction,
     plan: &uuid::Uuid,
     size: u64,
     root: Hash,
     root_at: impl FnOnce(u64) -> Result<Hash, StoreError>,
-) -> Result<(), StoreError> {
+) -> Result<Option<SigningRefused>, StoreError> {
     let key = log_key(LogId::Plan(*plan));
     let mut table = txn.open_table(SIGNED_CHECKPOINTS)?;
     let last: Option<SignedRecord> = table.get(&key)?.map(|v| decode(v.value())).transpose()?;
@@ -142,12 +144,13 @@ pub(super) fn seal_deleted(
     };
     if consistent {
         table.insert(&key, encode(&SignedRecord { size, root }).as_slice())?;
-    } else {
-        // Counted and logged as a refusal to sign, once, here: its
-        // deletion bundle will be refused.
-        refused(LogId::Plan(*plan), last.map_or(0, |l| l.size), size);
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(SigningRefused {
+        log: LogId::Plan(*plan),
+        last_size: last.map_or(0, |l| l.size),
+        size,
+    }))
 }
 
 fn log_key(log: LogId) -> [u8; 17] {
