@@ -302,9 +302,10 @@ pub fn check_identity_document(
 /// The key [`store_peer`] pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pin {
-    /// Exactly this key (SPKI DER): an admin's add with the key inline
-    /// (which refuses a key the peer rotated away from before it gets
-    /// here, unless the peer was removed: a new life).
+    /// Exactly this key (SPKI DER): an admin's add with the key inline.
+    /// A key the live peer rotated away from is refused
+    /// ([`StorePeerError::KeyRetired`]), in the write's transaction; a
+    /// removed peer added again (a new life) gets it.
     Key(Vec<u8>),
     /// This key, unless the peer has rotated away from it (it is among the
     /// peer's retired keys when the record is written: a rotation announced
