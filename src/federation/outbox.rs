@@ -309,13 +309,18 @@ async fn finish(recording: &mut Option<Recording>, cursor: &mut u64) -> Result<(
     recorded
 }
 
+/// What one row adds to a request, at most.
+fn row_bytes(row: &OutboxRecord) -> usize {
+    row.payload.len() + ENVELOPE_BYTES
+}
+
 /// How many of `rows`, from the first, fit in `limit` bytes (at least one).
 fn within_bytes(rows: &[(u64, OutboxRecord)], limit: usize) -> usize {
     let mut bytes = 0usize;
     let fit = rows
         .iter()
         .take_while(|(_, row)| {
-            bytes = bytes.saturating_add(row.payload.len() + ENVELOPE_BYTES);
+            bytes = bytes.saturating_add(row_bytes(row));
             bytes <= limit
         })
         .count();
@@ -325,7 +330,7 @@ fn within_bytes(rows: &[(u64, OutboxRecord)], limit: usize) -> usize {
 /// What `rows` add to a request, as [`within_bytes`] counts it.
 fn request_bytes(rows: &[(u64, OutboxRecord)]) -> usize {
     rows.iter()
-        .map(|(_, row)| row.payload.len() + ENVELOPE_BYTES)
+        .map(|(_, row)| row_bytes(row))
         .fold(0, usize::saturating_add)
 }
 

@@ -404,8 +404,9 @@ pub fn store_peer(
         let written = store
             .peers()
             .upsert(&spec.instance_id, |existing, retired| {
+                let new_life = reborn(&existing);
                 // Removed since the look above: its earlier life is not forgotten.
-                if reborn(&existing) && !forgot {
+                if new_life && !forgot {
                     return Ok(None);
                 }
                 let public_key_der = match (&pin, &existing) {
@@ -414,7 +415,7 @@ pub fn store_peer(
                     // configured one yields to the key it rotated to
                     // (announced, maybe, after the caller looked).
                     (Pin::Key(der) | Pin::Newest(der), Some(p))
-                        if !reborn(&existing)
+                        if !new_life
                             && *der != p.public_key_der
                             && retired.get(&spec.instance_id, &key_id(der))?.as_ref()
                                 == Some(der) =>
@@ -434,7 +435,7 @@ pub fn store_peer(
                 };
                 // A `[[peers]]` entry keeps a reborn peer removed, without the
                 // admin's grants.
-                let existing = if reborn(&existing) {
+                let existing = if new_life {
                     existing.filter(|_| keep_status).map(|p| PeerRecord {
                         allow: Vec::new(),
                         ..p
