@@ -177,6 +177,22 @@ async fn every_rejection_is_problem_json() {
         assert_problem(&resp, 415);
     }
 
+    // A request line or header the HTTP parser refuses before any route.
+    let malformed: [&[u8]; 3] = [
+        b"GET /api/plans x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /api/plans HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ];
+    for request in malformed {
+        let resp = daemon.raw_http(request).await;
+        assert_eq!(
+            assert_problem(&resp, 400),
+            "urn:logbook:problem:malformed-request",
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
     // A method a route does not take, and no route at all.
     let resp = send(daemon.client.delete(daemon.url("/api/plans"))).await;
     assert_problem(&resp, 405);

@@ -166,6 +166,15 @@ async fn a_request_head_over_64_kib_gets_431_and_the_daemon_serves_on() {
     let mut socket = TcpStream::connect(daemon.addr).await.unwrap();
     let text = exchange(&mut socket, &request).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text:.200}");
+    // hyper's own answer, made problem+json.
+    assert!(
+        text.contains("content-type: application/problem+json"),
+        "{text:.400}"
+    );
+    assert!(
+        text.contains("\"type\":\"urn:logbook:problem:head-too-large\""),
+        "{text:.400}"
+    );
     // A head just under the buffer is served.
     let mut request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ".to_vec();
     request.extend(std::iter::repeat_n(b'a', 60 * 1024));

@@ -21,6 +21,7 @@ pub(crate) mod federation;
 pub(crate) mod json_array;
 pub(crate) mod log;
 pub(crate) mod metrics;
+mod parse_error_answer;
 pub(crate) mod prefer;
 pub(crate) mod problem;
 pub(crate) mod proofs;

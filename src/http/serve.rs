@@ -7,6 +7,8 @@
 //!
 //! A connection over a cap is still accepted, so it never waits in the
 //! kernel's accept queue: it gets one 503 problem+json answer and is closed.
+//! A request hyper cannot parse is answered problem+json too
+//! ([`ParseErrorAnswer`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use logbook_base::per_client::{ClientSlot, PerClient};
 
+use super::parse_error_answer::ParseErrorAnswer;
 use super::send_timeout::{SendTimeout, Socket};
 
 /// The TCP peer address of the connection a request came on, in the
@@ -171,7 +174,7 @@ pub(crate) async fn serve<A: Acceptor>(
                 req
             },
         ));
-        let io = TokioIo::new(SendTimeout::new(io, send_timeout));
+        let io = TokioIo::new(ParseErrorAnswer::new(SendTimeout::new(io, send_timeout)));
         let connection = http.serve_connection(io, service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
