@@ -98,10 +98,24 @@ fn build() -> Value {
         "heads_index": 2,
         "heads_entry": String::from_utf8(entries[2].clone()).unwrap(),
         "inclusion_proof": inclusion[2]["proof"],
+        "later_entries": entries[3..].iter().map(|e| String::from_utf8(e.clone()).unwrap()).collect::<Vec<_>>(),
+        "heads_checkpoint": heads_note.to_text(),
+    });
+    // Plan a's older entry (index 0) in the same tree: every signature and
+    // the inclusion proof hold, but entry 2 records a again, so it is not
+    // a's latest and must be refused.
+    let old_note = signer.sign(&a, 3, root("a3")).unwrap();
+    let stale_bundle = json!({
+        "plan_id": a.to_string(),
+        "plan_checkpoint": old_note.to_text(),
+        "heads_index": 0,
+        "heads_entry": String::from_utf8(entries[0].clone()).unwrap(),
+        "inclusion_proof": inclusion[0]["proof"],
+        "later_entries": entries[1..].iter().map(|e| String::from_utf8(e.clone()).unwrap()).collect::<Vec<_>>(),
         "heads_checkpoint": heads_note.to_text(),
     });
     json!({
-        "description": "Test vectors for the heads log (docs/verifiable-logs.md, Witnessing): entry i is UTF-8(JCS({plan_id, size, root})) with root in base64, plus \"deleted\": true for a deletion. Roots of plans are stand-ins (SHA-256 of a label). `roots[n]` is the heads log's root at size n. The heads checkpoint is signed by the instance key (origin = key name = origin_prefix) and cosigned (cosignature/v1) by the witness; the bundle is what GET /api/plans/{plan_id}/checkpoint?witnessed=1 returns.",
+        "description": "Test vectors for the heads log (docs/verifiable-logs.md, Witnessing): entry i is UTF-8(JCS({plan_id, size, root})) with root in base64, plus \"deleted\": true for a deletion. Roots of plans are stand-ins (SHA-256 of a label). `roots[n]` is the heads log's root at size n. The heads checkpoint is signed by the instance key (origin = key name = origin_prefix) and cosigned (cosignature/v1) by the witness; the bundle is what GET /api/plans/{plan_id}/checkpoint?witnessed=1 returns, with every entry after its own in later_entries; stale_bundle is plan a's older entry in the same tree, which a verifier must refuse (a later entry records a again).",
         "format": "logbook-heads-log-v1",
         "origin_prefix": PREFIX,
         "log_seed_hex": logbook_base::hex::encode(&LOG_SEED),
@@ -118,6 +132,7 @@ fn build() -> Value {
         "roots": roots,
         "inclusion": inclusion,
         "bundle": bundle,
+        "stale_bundle": stale_bundle,
     })
 }
 

@@ -220,3 +220,124 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     .await;
     assert_eq!(code, Some(1), "one key given twice counts once: {text}");
 }
+
+/// The heads log's entries `[0, size)`, from its entry tile (C2SP
+/// tlog-tiles: each entry is a big-endian u16 length and its bytes).
+async fn heads_entries(daemon: &Daemon, size: u64) -> Vec<String> {
+    assert!(size < 256, "one partial tile");
+    let resp = daemon
+        .get(&format!("/api/v1/log/tile/entries/000.p/{size}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+        entries.push(String::from_utf8(bytes[at + 2..at + 2 + len].to_vec()).unwrap());
+        at += 2 + len;
+    }
+    assert_eq!(entries.len() as u64, size);
+    entries
+}
+
+/// An old entry of the plan inside a fresh heads tree (helper-115's
+/// rollback): every entry after it must come with the bundle, and the
+/// plan's newer entry among them gives the old one away; leaving it out
+/// does not rebuild the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_entry_of_the_plan_in_a_fresh_tree_is_refused() {
+    let daemon =
+        Daemon::start(DaemonOpts::default().replace("interval_secs = 5", "interval_secs = 1"));
+    let (plan, other) = (new_plan(), new_plan());
+    for i in 0..3 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("plan.ndjson");
+    let out = daemon.admin(&["export", &plan.to_string()]).await;
+    std::fs::write(&export, out.ok("admin export")).unwrap();
+    let old = bundle(&daemon, &plan, 3).await;
+    assert_eq!(old["later_entries"], serde_json::json!([]), "{old}");
+    // The plan moves on, and another plan after it.
+    for i in 3..5 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    bundle(&daemon, &plan, 5).await;
+    daemon.append_ok(other, event_body("step.started", 0)).await;
+    let fresh = bundle(&daemon, &other, 1).await;
+    let fresh_heads = Note::parse(fresh["heads_checkpoint"].as_str().unwrap().as_bytes()).unwrap();
+    let size = Checkpoint::parse(&fresh_heads.text).unwrap().size;
+    let index = old["heads_index"].as_u64().unwrap();
+    let proof = daemon
+        .get_json(&format!(
+            "/api/v1/log/entries/{index}/inclusion?tree_size={size}"
+        ))
+        .await;
+    assert_eq!(proof.status, 200, "{}", proof.text);
+    let entries = heads_entries(&daemon, size).await;
+    let later: Vec<String> = entries[index as usize + 1..].to_vec();
+    let plan_text = plan.to_string();
+    assert!(later.iter().any(|e| e.contains(&plan_text)), "{later:?}");
+
+    let vkey = daemon.get_json("/api/v1/log/keys").await.json["current"]["vkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let check = |later: Vec<String>| {
+        let mut forged = old.clone();
+        forged["heads_checkpoint"] = fresh["heads_checkpoint"].clone();
+        forged["inclusion_proof"] = proof.json["proof"].clone();
+        forged["later_entries"] = later.into();
+        let file = dir.path().join("forged.json");
+        std::fs::write(&file, forged.to_string()).unwrap();
+        let (e, b) = (export.to_str().unwrap().to_string(), file);
+        let vkey = vkey.clone();
+        async move {
+            let b = b.to_str().unwrap().to_string();
+            verify(&[
+                "--export",
+                &e,
+                "--log-key",
+                &vkey,
+                "--bundle",
+                &b,
+                "--quorum",
+                "0",
+            ])
+            .await
+        }
+    };
+    let (code, text) = check(later.clone()).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("bad-bundle: heads-log entry")
+            && text.contains("the bundle's plan checkpoint is not its latest"),
+        "{text}"
+    );
+    let hidden: Vec<String> = later
+        .iter()
+        .filter(|e| !e.contains(&plan_text))
+        .cloned()
+        .collect();
+    let (code, text) = check(hidden).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bad-bundle: later_entries"), "{text}");
+    // The same entry with the tree it was served with still verifies.
+    let file = dir.path().join("old.json");
+    std::fs::write(&file, old.to_string()).unwrap();
+    let (code, text) = verify(&[
+        "--export",
+        export.to_str().unwrap(),
+        "--log-key",
+        &vkey,
+        "--bundle",
+        file.to_str().unwrap(),
+        "--quorum",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{text}");
+}

@@ -14,7 +14,11 @@ The heads log and the witnessed bundle as docs/verifiable-logs.md
 - the bundle: its plan checkpoint verifies with the plan key derived from
   the instance vkey (same key, name origin_prefix/plan_id), its entry is
   recomputed from that checkpoint, and it is included at heads_index in
-  the heads checkpoint's tree; tampering with any part fails.
+  the heads checkpoint's tree; later_entries are every entry after it,
+  none records the plan, and with the subtrees left of the entry on its
+  inclusion path they rebuild the heads root (MTH's recursive definition);
+  tampering with any part fails, and stale_bundle (an older entry of the
+  plan in the same tree) is refused.
 
 JCS comes from verify_journal_vectors.py, Merkle code from rfc9162.py,
 Ed25519 from verify_tlog_vectors.py and the key derivation from
@@ -31,7 +35,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import verify_tlog_vectors as tlog  # noqa: E402
-from rfc9162 import leaf, mth, path, verify_inclusion  # noqa: E402
+from rfc9162 import k_of, leaf, mth, node, path, verify_inclusion  # noqa: E402
 from verify_checkpoint_vectors import public_from_seed  # noqa: E402
 from verify_journal_vectors import jcs  # noqa: E402
 
@@ -123,6 +127,55 @@ check(w_key == public_from_seed(bytes.fromhex(V["witness_seed_hex"])), "the witn
 
 
 # --- the bundle ---
+def path_ranges(m, lo, hi):
+    """PATH(m, D[lo:hi]) of RFC 9162 2.1.3.1 as the leaf ranges its hashes cover, leaf to root."""
+    n = hi - lo
+    if n <= 1:
+        return []
+    k = k_of(n)
+    if m < k:
+        return path_ranges(m, lo, lo + k) + [(lo + k, hi)]
+    return path_ranges(m - k, lo + k, hi) + [(lo, lo + k)]
+
+
+def root_from_suffix(index, size, proof, suffix):
+    """MTH(D[0:size]) from D[index:size] (leaf hashes) and, for the leaves
+    before index, the path's hashes of the ranges left of it; None if the
+    path does not cover them."""
+    ranges = path_ranges(index, 0, size)
+    if len(ranges) != len(proof) or len(suffix) != size - index:
+        return None
+    known = {r: h for r, h in zip(ranges, proof) if r[1] <= index}
+
+    def mth_range(lo, hi):
+        if (lo, hi) in known:
+            return known[(lo, hi)]
+        if hi - lo == 1:
+            if lo < index:
+                raise ValueError("a leaf before the entry is not covered")
+            return suffix[lo - index]
+        k = k_of(hi - lo)
+        return node(mth_range(lo, lo + k), mth_range(lo + k, hi))
+
+    try:
+        return mth_range(0, size)
+    except ValueError:
+        return None
+
+
+def entry_plan(text):
+    """The plan an exact heads entry records, else None."""
+    try:
+        e = json.loads(text)
+        if set(e) - {"plan_id", "size", "root", "deleted"} or e.get("deleted", True) is not True:
+            return None
+        if entry(e["plan_id"], e["size"], e["root"], e.get("deleted", False)) != text.encode("utf-8"):
+            return None
+        return e["plan_id"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def bundle_ok(b):
     heads_text, heads_lines = split_note(b["heads_checkpoint"])
     origin, size, root = heads_text.split("\n")[:3]
@@ -138,6 +191,14 @@ def bundle_ok(b):
         return False
     proof = [unb64(p) for p in b["inclusion_proof"]]
     if not verify_inclusion(b["heads_index"], int(size), leaf(e), proof, unb64(root)):
+        return False
+    later = b.get("later_entries")
+    if not isinstance(later, list) or len(later) != int(size) - b["heads_index"] - 1:
+        return False
+    if any(entry_plan(t) in (None, b["plan_id"]) for t in later):
+        return False
+    suffix = [leaf(e)] + [leaf(t.encode("utf-8")) for t in later]
+    if root_from_suffix(b["heads_index"], int(size), proof, suffix) != unb64(root):
         return False
     return signed_by(heads_text, heads_lines, w_name, w_key, 0x04)
 
@@ -155,6 +216,19 @@ def flip_last_signature(note):
 
 
 check(bundle_ok(B), "the bundle verifies: log signatures, entry, inclusion, cosignature")
+S = V["stale_bundle"]
+check(not bundle_ok(S), "an older entry of the plan in the same tree is refused")
+check(entry_plan(S["later_entries"][1]) == S["plan_id"], "stale_bundle: a later entry records the plan again")
+unchecked = dict(S)
+unchecked["later_entries"] = [t for t in S["later_entries"] if entry_plan(t) != S["plan_id"]]
+check(not bundle_ok(unchecked), "stale_bundle: its plan's later entry left out does not rebuild the root")
+for i in range(len(V["entries"])):
+    leaves_all = [leaf(x) for x in entries]
+    p = path(i, leaves_all)
+    check(root_from_suffix(i, len(entries), p, leaves_all[i:]) == roots[-1], f"entries from {i} rebuild the root")
+    if i + 1 < len(entries):
+        check(root_from_suffix(i, len(entries), p, leaves_all[i:-1] + [leaves_all[i]]) != roots[-1], f"a changed suffix from {i} does not")
+
 heads_text, _ = split_note(B["heads_checkpoint"])
 check(heads_text.split("\n")[2] == V["roots"][-1], "the heads checkpoint signs the last root")
 for what, key, value in [
@@ -163,6 +237,9 @@ for what, key, value in [
     ("another plan", "plan_id", "00000000-0000-0000-0000-00000000000c"),
     ("a changed cosignature", "heads_checkpoint", flip_last_signature(B["heads_checkpoint"])),
     ("a changed size", "heads_checkpoint", B["heads_checkpoint"].replace("\n5\n", "\n6\n", 1)),
+    ("a later entry left out", "later_entries", B["later_entries"][:-1]),
+    ("a later entry changed", "later_entries", [B["later_entries"][0].replace('"size":1', '"size":2')] + B["later_entries"][1:]),
+    ("no later entries", "later_entries", None),
 ]:
     forged = dict(B)
     forged[key] = value

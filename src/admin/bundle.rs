@@ -8,7 +8,11 @@
 //! 1. the heads checkpoint is signed by the log key under its own origin;
 //! 2. the heads entry is the one the plan checkpoint makes (recomputed
 //!    here from the plan checkpoint's origin, size and root);
-//! 3. the entry is included at `heads_index` in the heads checkpoint's tree;
+//! 3. the entry is included at `heads_index` in the heads checkpoint's tree,
+//!    and it is the plan's latest there: `later_entries` are every entry
+//!    after it (with the left side of the inclusion path they rebuild the
+//!    tree's root), and none records the plan. Without this a log could
+//!    show an old entry of the plan inside a freshly cosigned tree;
 //! 4. at least `quorum` distinct `--witness` keys cosigned that checkpoint
 //!    (cosignature/v1);
 //! 5. the quorum is fresh: the `quorum`-th newest of those cosignatures is
@@ -26,13 +30,14 @@ use logbook_journal::checkpoint::plan_verifier;
 use logbook_journal::store::heads_entry_bytes;
 use logbook_tlog::checkpoint::verify_checkpoint;
 use logbook_tlog::cosignature::CosignatureVerifier;
-use logbook_tlog::merkle::{Hash, leaf_hash, verify_inclusion};
+use logbook_tlog::merkle::{Hash, StreamingRoot, leaf_hash, verify_inclusion};
 use logbook_tlog::note::{Note, Verifier};
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// Largest bundle read: a few notes and a proof of at most 64 hashes.
-pub(crate) const MAX_BUNDLE_BYTES: usize = 64 * 1024;
+/// Largest bundle read: a few notes, a proof of at most 64 hashes, and at
+/// most `MAX_LATER_ENTRIES` (2,048) later entries of about 140 bytes.
+pub(crate) const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
 /// Most hashes an inclusion proof can have (a tree of 2^64 leaves).
 const MAX_PROOF: usize = 64;
 /// `--max-age`'s default, in seconds: the viewer's bound too
@@ -53,6 +58,9 @@ pub(crate) struct Bundle {
     pub(crate) heads_index: u64,
     pub(crate) heads_entry: String,
     pub(crate) inclusion_proof: Vec<String>,
+    /// Every heads-log entry after `heads_index`, up to the heads
+    /// checkpoint's size.
+    pub(crate) later_entries: Vec<String>,
     pub(crate) heads_checkpoint: String,
 }
 
@@ -141,6 +149,7 @@ pub(crate) fn check(
             bundle.heads_index, heads.size
         ));
     }
+    latest(bundle, &proof, heads.size, &heads.root)?;
     let note = Note::parse(bundle.heads_checkpoint.as_bytes())
         .map_err(|e| format!("bad-bundle: the heads checkpoint: {e}"))?;
     let mut counted: Vec<&CosignatureVerifier> = Vec::new();
@@ -166,6 +175,58 @@ pub(crate) fn check(
         cosigned,
         deleted,
     })
+}
+
+/// Check 3's second half: the bundle's entry is the plan's last in the
+/// heads tree of `size` leaves with `root`.
+fn latest(bundle: &Bundle, proof: &[Hash], size: u64, root: &Hash) -> Result<(), String> {
+    let after = size - bundle.heads_index - 1;
+    if bundle.later_entries.len() as u64 != after {
+        return Err(format!(
+            "bad-bundle: later_entries holds {} entries, but the heads log of size {size} has {after} after entry {}",
+            bundle.later_entries.len(),
+            bundle.heads_index
+        ));
+    }
+    let mut tree = StreamingRoot::before_leaf(bundle.heads_index, size, proof)
+        .ok_or("bad-bundle: the inclusion proof has not the shape of one")?;
+    tree.push(leaf_hash(bundle.heads_entry.as_bytes()));
+    for (index, entry) in (bundle.heads_index + 1..).zip(&bundle.later_entries) {
+        let plan = entry_plan(entry)
+            .ok_or_else(|| format!("bad-bundle: later entry {index} is not a heads-log entry"))?;
+        if plan == bundle.plan_id {
+            return Err(format!(
+                "bad-bundle: heads-log entry {index} records plan {plan} again, after entry {}: the bundle's plan checkpoint is not its latest (an older history is being shown)",
+                bundle.heads_index
+            ));
+        }
+        tree.push(leaf_hash(entry.as_bytes()));
+    }
+    if tree.root() != *root {
+        return Err(format!(
+            "bad-bundle: later_entries are not the heads log's entries after {}: with the inclusion path they do not rebuild its root",
+            bundle.heads_index
+        ));
+    }
+    Ok(())
+}
+
+/// The plan a heads-log entry records, if `entry` is exactly one
+/// (`heads_entry_bytes` of what it says).
+fn entry_plan(entry: &str) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        plan_id: Uuid,
+        size: u64,
+        root: String,
+        #[serde(default)]
+        deleted: bool,
+    }
+    let parsed: Entry = serde_json::from_str(entry).ok()?;
+    let root = Hash::try_from(BASE64.decode(&parsed.root).ok()?.as_slice()).ok()?;
+    let exact = heads_entry_bytes(&parsed.plan_id, parsed.size, &root, parsed.deleted);
+    (exact == entry.as_bytes()).then_some(parsed.plan_id)
 }
 
 /// What a bundle is held to: `--quorum` and `--max-age`, at `now`.

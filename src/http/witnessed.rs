@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use logbook_journal::store::StoreError;
+use logbook_journal::store::{HeadsEntry, Inclusion, MAX_LATER_ENTRIES, REENTER_AFTER, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -31,37 +31,75 @@ pub(crate) async fn heads_checkpoint(State(state): State<LogApi>) -> Result<Resp
 }
 
 /// The bundle: `plan_id`'s checkpoint as its last heads-log entry records
-/// it, that entry's index and text, its inclusion proof, and the heads
-/// checkpoint it is proved against: of those that include the entry, the
-/// newest cosigned by `[checkpoints] witness_quorum` witnesses, else the
-/// newest with cosignatures, else the current one.
+/// it, that entry's index and text, its inclusion proof, every entry after
+/// it (`later_entries`: none names the plan, which proves the entry is its
+/// latest), and the heads checkpoint it is proved against: of those that
+/// include the entry, the newest cosigned by `[checkpoints]
+/// witness_quorum` witnesses, else the newest with cosignatures, else the
+/// current one.
 pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Problem> {
     let quorum = state.federation.witness_settings.current().quorum;
     let found = state
         .store
         .run(move |s| {
-            let Some(entry) = s.heads_entry(&plan_id)? else {
-                return Ok(None);
-            };
-            let cosigned = s.cosigned_holding(entry.index, quorum)?;
-            let proof = s
-                .heads_tree()
-                .inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
-            Ok::<_, StoreError>(Some((entry, proof)))
+            // A pass may enter the plan again while this reads: then the
+            // entries after the old one name it, and the read is redone.
+            for _ in 0..3 {
+                let Some(entry) = s.heads_entry(&plan_id)? else {
+                    return Ok(Found::NotYet);
+                };
+                let cosigned = s.cosigned_holding(entry.index, quorum)?;
+                let proof = s
+                    .heads_tree()
+                    .inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
+                // The entry is in the log at this size: no refusal is possible.
+                let proof = match proof {
+                    Ok(proof) => proof,
+                    Err(e) => return Ok(Found::Unprovable(e.to_string())),
+                };
+                let later = proof.size - entry.index - 1;
+                if later > REENTER_AFTER {
+                    s.request_reentry(plan_id);
+                }
+                if later > MAX_LATER_ENTRIES {
+                    return Ok(Found::Behind(later));
+                }
+                let later_entries = s.heads_log_entries(entry.index + 1, proof.size)?;
+                if s.heads_entry(&plan_id)? == Some(entry) {
+                    return Ok(Found::Entry(entry, proof, later_entries));
+                }
+            }
+            Err(StoreError::retry_later(
+                "the plan's heads-log entry kept moving while the bundle was read".into(),
+            ))
         })
         .await?;
-    let Some((entry, proof)) = found else {
-        return Err(Problem::new(
-            axum::http::StatusCode::CONFLICT,
-            "not-in-heads-log",
-            "Not in the heads log yet",
-            format!(
-                "plan {plan_id} is not recorded in the heads log yet; retry after [checkpoints] interval_secs"
-            ),
-        ));
+    let (entry, proof, later_entries) = match found {
+        Found::Entry(entry, proof, later) => (entry, proof, later),
+        Found::NotYet => {
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "not-in-heads-log",
+                "Not in the heads log yet",
+                format!(
+                    "plan {plan_id} is not recorded in the heads log yet; retry after [checkpoints] interval_secs"
+                ),
+            ));
+        }
+        Found::Unprovable(e) => {
+            return Err(Problem::internal(format!("proving the heads entry: {e}")));
+        }
+        Found::Behind(later) => {
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "not-in-heads-log",
+                "Not in the heads log yet",
+                format!(
+                    "plan {plan_id}'s last heads-log entry has {later} entries after it, more than a bundle carries ({MAX_LATER_ENTRIES}); the plan is entered again at the next pass, and witnessed once the witnesses cosign it: retry in a minute"
+                ),
+            ));
+        }
     };
-    // The entry is in the log at this size: no refusal is possible.
-    let proof = proof.map_err(|e| Problem::internal(format!("proving the heads entry: {e}")))?;
     let (heads_size, heads_root) = (proof.size, proof.root);
     let plan_checkpoint = if entry.deleted {
         state
@@ -91,6 +129,10 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
         "heads_index": entry.index,
         "heads_entry": entry_text,
         "inclusion_proof": proof.proof.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+        "later_entries": later_entries
+            .into_iter()
+            .map(|e| String::from_utf8(e).map_err(|e| Problem::internal(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?,
         "heads_checkpoint": heads_checkpoint,
     });
     Ok((
@@ -98,4 +140,15 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
         Json(body),
     )
         .into_response())
+}
+
+/// What the store found for a bundle.
+enum Found {
+    /// The plan has no heads-log entry yet.
+    NotYet,
+    /// Its last entry has this many after it, too many to carry.
+    Behind(u64),
+    /// The entry is in the log, yet no proof of it could be made.
+    Unprovable(String),
+    Entry(HeadsEntry, Inclusion, Vec<Vec<u8>>),
 }

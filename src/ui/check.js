@@ -6,8 +6,8 @@
 import { ApiError, getJson, getText } from "./api.js";
 import { logKeys, witnessKeys } from "./keys.js";
 import {
-  b64decode, b64encode, cryptoAvailable, entryBytes, equal, headsEntry, leafHash, parseNote,
-  payloadHash, planKey, sha256, concat, verifyCheckpoint,
+  b64decode, b64encode, cryptoAvailable, entryBytes, equal, headsEntry, headsEntryPlan, leafHash,
+  parseNote, payloadHash, planKey, rootFromLeaf, sha256, concat, verifyCheckpoint,
   verifyConsistency, verifyCosignatures, verifyInclusion,
 } from "./verify.js";
 
@@ -87,18 +87,24 @@ export class PlanChecker {
     const kept = seen(seenId);
     // A fork proven on an earlier visit stays proven.
     if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
-    const previous = this.checkpoint ?? kept;
-    // Two signed checkpoints that are not one history are proof for good:
-    // serving the old one again afterwards must not clear the break, on this
-    // visit or a later one.
-    const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
-    if (previous && next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
-    if (previous && next.size > previous.size) {
-      const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
-      const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
-      if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
-    } else if (previous && !equal(previous.root, next.root)) {
-      throw fork(`two signed roots for size ${next.size} (fork)`);
+    // Both what this page checked last and what this browser kept: another
+    // tab may have seen a larger checkpoint since this one did, and a page
+    // that checked only its own would write a rollback over that memory.
+    const priors = [this.checkpoint, kept].filter(Boolean);
+    if (priors.length === 2 && priors[0].size === priors[1].size && equal(priors[0].root, priors[1].root)) priors.pop();
+    for (const previous of priors) {
+      // Two signed checkpoints that are not one history are proof for good:
+      // serving the old one again afterwards must not clear the break, on
+      // this visit or a later one.
+      const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
+      if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
+      if (next.size > previous.size) {
+        const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
+        const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
+        if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
+      } else if (!equal(previous.root, next.root)) {
+        throw fork(`two signed roots for size ${next.size} (fork)`);
+      }
     }
     this.checkpoint = next;
     keep(seenId, next);
@@ -190,6 +196,27 @@ export class PlanChecker {
     const included = await verifyInclusion(bundle.heads_index, heads.checkpoint.size, leaf,
       bundle.inclusion_proof.map(b64decode), heads.checkpoint.root);
     if (!included) throw new Broken("the heads-log inclusion proof does not verify");
+    // The entry must be the plan's latest in that tree: every entry after it
+    // comes with the bundle, none may record this plan, and with the path's
+    // left side they must rebuild the signed root (none left out). Else an
+    // old entry inside a freshly cosigned tree would pass as witnessed.
+    const later = bundle.later_entries;
+    if (!Array.isArray(later) || later.length !== heads.checkpoint.size - bundle.heads_index - 1) {
+      throw new Broken("the bundle does not carry every heads-log entry after the plan's");
+    }
+    const laterLeaves = [];
+    for (const [i, text] of later.entries()) {
+      const plan = typeof text === "string" ? headsEntryPlan(text) : null;
+      if (plan === null) throw new Broken(`heads-log entry ${bundle.heads_index + 1 + i} is not an entry`);
+      if (plan === this.planId) {
+        throw new Broken(`the heads log records this plan again at entry ${bundle.heads_index + 1 + i}: the witnessed checkpoint shown is not its latest`);
+      }
+      laterLeaves.push(await leafHash(new TextEncoder().encode(text)));
+    }
+    const rebuilt = await rootFromLeaf(bundle.heads_index, bundle.inclusion_proof.map(b64decode), [leaf, ...laterLeaves]);
+    if (!rebuilt || !equal(rebuilt, heads.checkpoint.root)) {
+      throw new Broken("the heads-log entries after the plan's are not the witnessed tree's");
+    }
     // The witnessed tree and the current one must be one history, whichever
     // is larger: a witnessed size ahead of the checkpoint (appends since) is
     // checked the other way round, else a daemon holding the log key could

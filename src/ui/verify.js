@@ -90,6 +90,49 @@ export async function verifyInclusion(index, size, leaf, proof, root) {
   return sn === 0 && equal(r, root);
 }
 
+/**
+ * The root of the tree of `index + leaves.length` leaves whose leaves from
+ * `index` on are `leaves`, the ones before it summed up by the left
+ * siblings on leaf `index`'s inclusion path (the walk of RFC 9162
+ * §2.1.3.2; the right siblings are not used). Equal to a signed root, it
+ * proves that `leaves` are all of that tree's leaves from `index` on: one
+ * left out or added changes it. Null if the path cannot be one of leaf
+ * `index` in that tree.
+ */
+export async function rootFromLeaf(index, proof, leaves) {
+  const size = index + leaves.length;
+  if (!Number.isSafeInteger(index) || index < 0 || leaves.length === 0 || !Number.isSafeInteger(size)) return null;
+  if (![...leaves, ...proof].every(isHash)) return null;
+  let fn = index, sn = size - 1, level = 0;
+  const left = [];
+  for (const p of proof) {
+    if (sn === 0) return null;
+    if (odd(fn) || fn === sn) {
+      while (!odd(fn) && fn !== 0) { fn = half(fn); sn = half(sn); level += 1; }
+      if (fn === 0) return null;
+      left.push({ level, hash: p });
+    }
+    fn = half(fn); sn = half(sn); level += 1;
+  }
+  if (sn !== 0) return null;
+  left.reverse();
+  // One perfect subtree per bit of `index`, the largest first.
+  if (left.reduce((sum, l) => sum + 2 ** l.level, 0) !== index) return null;
+  if (left.some((l, i) => i > 0 && left[i - 1].level <= l.level)) return null;
+  const stack = left;
+  for (const leaf of leaves) {
+    let hash = leaf, level = 0;
+    while (stack.length > 0 && stack[stack.length - 1].level === level) {
+      hash = await node(stack.pop().hash, hash);
+      level += 1;
+    }
+    stack.push({ level, hash });
+  }
+  let root = stack.pop().hash;
+  while (stack.length > 0) root = await node(stack.pop().hash, root);
+  return root;
+}
+
 /** RFC 9162 §2.1.4.2: is the tree (first, firstRoot) a prefix of (second, secondRoot)? */
 export async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
   if (![first, second].every(Number.isSafeInteger) || first < 0 || first > second) return false;
@@ -211,6 +254,23 @@ export async function verifyCosignatures(note, witnesses) {
     }
   }
   return found;
+}
+
+/**
+ * The plan a heads-log entry records, if `text` is exactly the entry of
+ * what it says (canonical, a lowercase plan id, a 32-byte root); else null.
+ */
+export function headsEntryPlan(text) {
+  let e;
+  try { e = JSON.parse(text); } catch { return null; }
+  if (!e || typeof e !== "object" || Array.isArray(e)) return null;
+  if (typeof e.plan_id !== "string" || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(e.plan_id)) return null;
+  if (!Number.isSafeInteger(e.size) || e.size < 0 || typeof e.root !== "string") return null;
+  let root;
+  try { root = b64decode(e.root); } catch { return null; }
+  if (root.length !== 32) return null;
+  const again = headsEntry(e.plan_id, { size: e.size, root }, e.deleted === true);
+  return again === text ? e.plan_id : null;
 }
 
 /** The heads-log entry a plan checkpoint makes (docs/verifiable-logs.md). */

@@ -102,7 +102,7 @@ async function attacker() {
     const headsLeaves = [await junk(100), await leafOf(enc.encode(entry))];
     const headsText = checkpointText(log.name, 2, await mth(headsLeaves));
     const heads = await note(headsText, signatureLine(instance, headsText), ...cosigners.map((w) => cosignatureLine(w, headsText, time)));
-    return { heads_checkpoint: heads, plan_checkpoint: planCp, heads_entry: entry, heads_index: 1, inclusion_proof: b64s(await inclusion(1, headsLeaves)) };
+    return { heads_checkpoint: heads, plan_checkpoint: planCp, heads_entry: entry, heads_index: 1, inclusion_proof: b64s(await inclusion(1, headsLeaves)), later_entries: [] };
   };
 
   return { world, v, enc, PLAN, SYSTEM, keyId, newKey, sign, as, checkpointText, signatureLine, cosignatureLine, note, node, mth, inclusion, consistency, leafOf, junk, events, answer, b64s, planRoutes, log, witness, planKey, systemKey, pinAll, planNote, bundle };

@@ -380,5 +380,57 @@ const done = arguments[arguments.length - 1];
     }
   }
 
+  // An old tab must not lower what another tab saw since: a page that
+  // checked size 2, while another checked size 3, is served size 2 again.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    let served = tree.slice(0, 2);
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
+    const old = new PlanChecker(PLAN);
+    await old.refreshCheckpoint();
+    served = tree;
+    await new checkModule.PlanChecker(PLAN).refreshCheckpoint(); // the other tab
+    served = tree.slice(0, 2);
+    await refuses("an old tab's checkpoint below what another tab saw", () => old.refreshCheckpoint());
+    await refuses("a visit after an old tab was served a rollback", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+  }
+
+  // An old entry of the plan inside a freshly cosigned heads tree (a
+  // rollback that needs no new signature): the entries after it come with
+  // the bundle, and the plan's newer entry among them gives it away; left
+  // out, they do not rebuild the signed root.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    const [oldCp, newCp] = [await planNote(tree.slice(0, 2)), await planNote(tree)];
+    const entryOf = (cp) => v.headsEntry(PLAN, v.parseCheckpoint(v.parseNote(cp).text), false);
+    const otherEntry = v.headsEntry("0192f3a4-0000-7000-8000-0000000000ff", { size: 1, root: await junk(5) }, false);
+    const texts = [entryOf(oldCp), entryOf(newCp), otherEntry];
+    const leaves = await Promise.all(texts.map((t) => leafOf(enc.encode(t))));
+    const headsText = checkpointText(log.name, 3, await mth(leaves));
+    const heads = await note(headsText, signatureLine(log, headsText), cosignatureLine(witness, headsText));
+    const stale = async (later) => ({ heads_checkpoint: heads, plan_checkpoint: oldCp, heads_entry: texts[0],
+      heads_index: 0, inclusion_proof: b64s(await inclusion(0, leaves)), later_entries: later });
+    for (const [what, later] of [["an old entry of the plan in a fresh heads tree", texts.slice(1)],
+      ["the plan's newer entry left out of later_entries", texts.slice(2)],
+      ["no later_entries", undefined]]) {
+      const served = await stale(later);
+      world.routes = { ...planRoutes(PLAN, () => tree.slice(0, 2), () => oldCp),
+        [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => served };
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      await refuses(`${what} shown as witnessed`, () => c.checkWitnessed());
+    }
+    // The newest entry, with nothing after it of the plan, is witnessed.
+    const fresh = { heads_checkpoint: heads, plan_checkpoint: newCp, heads_entry: texts[1],
+      heads_index: 1, inclusion_proof: b64s(await inclusion(1, leaves)), later_entries: texts.slice(2) };
+    world.routes = { ...planRoutes(PLAN, () => tree, () => newCp),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => fresh };
+    const h = new PlanChecker(PLAN);
+    await h.refreshCheckpoint();
+    const w = await h.checkWitnessed().catch((e) => ({ error: e.message }));
+    check(w.size === 3 && w.headsIndex === 1 && w.cosigned?.length === 1, `the plan's latest entry with the entries after it: ${JSON.stringify(w)}`);
+  }
+
   done(fails);
 })().catch((e) => done([`error: ${e?.stack || e}`]));

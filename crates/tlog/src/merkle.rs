@@ -195,6 +195,58 @@ impl StreamingRoot {
         self.size += 1;
     }
 
+    /// The state after the first `index` leaves of a tree of `size`
+    /// leaves, rebuilt from the left siblings on leaf `index`'s inclusion
+    /// path (RFC 9162 §2.1.3.2, whose walk this follows): they are the
+    /// perfect subtrees covering `[0, index)`. Pushing the tree's leaves
+    /// from `index` on then gives its root, which proves that those are all
+    /// of its leaves from there: one left out or added changes the root.
+    /// The right siblings are not used. None if the proof cannot be one of
+    /// leaf `index` in a tree of `size` leaves.
+    pub fn before_leaf(index: u64, size: u64, proof: &[Hash]) -> Option<StreamingRoot> {
+        if index >= size || proof.len() > MAX_PROOF_HASHES {
+            return None;
+        }
+        let (mut f, mut s, mut level) = (index, size - 1, 0u8);
+        let mut left = Vec::new();
+        for p in proof {
+            if s == 0 {
+                return None;
+            }
+            if f & 1 == 1 || f == s {
+                // At the right edge with no sibling here: the sibling is
+                // the left one, further up.
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                    level += 1;
+                }
+                if f == 0 {
+                    return None;
+                }
+                left.push((level, *p));
+            }
+            f >>= 1;
+            s >>= 1;
+            level += 1;
+        }
+        if s != 0 {
+            return None;
+        }
+        left.reverse();
+        // One subtree per bit of `index`, the largest first.
+        let covered = left.iter().try_fold(0u64, |sum, (level, _)| {
+            sum.checked_add(1u64.checked_shl(u32::from(*level))?)
+        })?;
+        if covered != index || left.windows(2).any(|w| w[0].0 <= w[1].0) {
+            return None;
+        }
+        Some(StreamingRoot {
+            stack: left,
+            size: index,
+        })
+    }
+
     /// Leaves pushed so far.
     pub fn size(&self) -> u64 {
         self.size

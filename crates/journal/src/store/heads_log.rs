@@ -14,6 +14,12 @@
 //!
 //! Invariant: the tree holds every hash of the entries, written in the
 //! entry's own transaction, so the heads log's proofs cost what a plan's do.
+//!
+//! A witnessed bundle proves that its entry is the plan's latest by
+//! carrying every entry after it (a reader checks that none names the
+//! plan). So that this stays short for a plan that has not moved for a
+//! while, a bundle whose entry has more than [`REENTER_AFTER`] entries
+//! after it asks the next pass to enter the plan again, unchanged.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -44,6 +50,14 @@ const SCAN_LIMIT: usize = 65_536;
 /// Entries one background pass appends at most: a bound on the length of
 /// its write transaction (the plans left over wait for the next pass).
 pub const PASS_LIMIT: usize = 1024;
+
+/// Entries after a plan's last one that a bundle carries at most (about
+/// 140 bytes each); beyond, the bundle waits for the plan's next entry.
+pub const MAX_LATER_ENTRIES: u64 = 2048;
+
+/// A bundle whose entry has more entries than this after it asks for the
+/// plan to be entered again ([`Store::request_reentry`]).
+pub const REENTER_AFTER: u64 = 256;
 
 /// A plan's last entry in the heads log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,13 +187,57 @@ impl Store {
             .transpose()
     }
 
+    /// Asks the next pass to enter `plan` again even if its head has not
+    /// moved, because its last entry is far behind the log's end. At most
+    /// [`PASS_LIMIT`] wait at once; one asked beyond is asked again by the
+    /// next bundle of it.
+    pub fn request_reentry(&self, plan: Uuid) {
+        let mut wanted = self
+            .reenter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wanted.len() < PASS_LIMIT && !wanted.contains(&plan) {
+            wanted.push(plan);
+        }
+    }
+
+    /// The entry bytes at `[first, end)`, which the log must hold.
+    pub fn heads_log_entries(&self, first: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HEADS_LOG_ENTRIES)?;
+        let mut entries =
+            Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
+        for (expected, row) in (first..).zip(table.range(first..end)?) {
+            let (k, v) = row?;
+            if k.value() != expected {
+                break;
+            }
+            entries.push(decode::<EntryRecord>(v.value())?.entry);
+        }
+        if entries.len() as u64 != end.saturating_sub(first) {
+            return Err(StoreError(format!(
+                "the heads log lacks entry {} below {end}",
+                first + entries.len() as u64
+            )));
+        }
+        Ok(entries)
+    }
+
     /// One background pass: appends, in one durable transaction, an entry
     /// for each plan whose head moved since its last entry (at most
-    /// `limit`). Returns the number appended. A plan whose tree is
-    /// incomplete (a damaged store) is skipped with an error log.
+    /// `limit`), and for each plan asked for by [`Store::request_reentry`]
+    /// whose last entry is still more than [`REENTER_AFTER`] behind.
+    /// Returns the number appended. A plan whose tree is incomplete (a
+    /// damaged store) is skipped with an error log.
     pub fn append_heads(&self, limit: usize) -> Result<usize, StoreError> {
         let (moved, reached) = self.moved_plans(limit)?;
-        if moved.is_empty() {
+        let reenter = std::mem::take(
+            &mut *self
+                .reenter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if moved.is_empty() && reenter.is_empty() {
             return Ok(0);
         }
         let mut txn = self.db.begin_write()?;
@@ -189,22 +247,35 @@ impl Store {
             let heads = txn.open_table(HEADS)?;
             let hashes = txn.open_table(TREE_HASHES)?;
             let plans = txn.open_table(HEADS_LOG_PLANS)?;
+            let log_size = size(&txn.open_table(HEADS_LOG_ENTRIES)?)?;
+            let behind = |last: &HeadsEntry| log_size - last.index - 1 > REENTER_AFTER;
             let mut todo = Vec::with_capacity(moved.len());
+            let mut deleted_again = Vec::new();
+            let asked = reenter.into_iter().filter(|p| !moved.contains(p));
             // Read again under the write lock: the writer may have moved on.
-            for plan in moved {
+            for (plan, again) in moved
+                .iter()
+                .map(|p| (*p, false))
+                .chain(asked.map(|p| (p, true)))
+            {
+                let last: Option<HeadsEntry> = plans
+                    .get(&plan.into_bytes())?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
                 let Some(head) = heads.get(&plan.into_bytes())? else {
-                    continue; // deleted since; its deletion wrote its entry
+                    // Deleted since; its deletion wrote its entry, which a
+                    // bundle may ask to have entered again.
+                    if let Some(last) = last.filter(|l| again && l.deleted && behind(l)) {
+                        deleted_again.push((plan, last));
+                    }
+                    continue;
                 };
                 let row = HeadRow::decode(head.value())?;
                 let head = row.head;
                 if head.last_seq == 0 {
                     continue;
                 }
-                let last: Option<HeadsEntry> = plans
-                    .get(&plan.into_bytes())?
-                    .map(|v| decode(v.value()))
-                    .transpose()?;
-                if last.is_some_and(|l| l.size == head.last_seq) {
+                if last.is_some_and(|l| l.size == head.last_seq && !(again && behind(&l))) {
                     continue;
                 }
                 if !row.last_leaf_readable(&hashes, &plan)? {
@@ -223,6 +294,10 @@ impl Store {
             drop((heads, hashes, plans));
             for (plan, size, root) in todo {
                 append(&txn, &plan, size, root, false)?;
+                appended += 1;
+            }
+            for (plan, last) in deleted_again {
+                append(&txn, &plan, last.size, last.root, true)?;
                 appended += 1;
             }
             txn.open_table(HEADS_LOG_CURSOR)?.insert(0, reached)?;
@@ -308,6 +383,47 @@ mod tests {
         assert_eq!(store.append_heads(10).unwrap(), 1);
         assert_eq!(store.heads_entry(&b).unwrap().unwrap().index, 2);
         assert_eq!(store.heads_size().unwrap(), 3);
+        drop(store);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+    }
+
+    /// A plan asked for again is entered again, unchanged, only once its
+    /// last entry is more than REENTER_AFTER behind the log's end.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plan_far_behind_is_entered_again_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::from_secret(b"heads".to_vec()));
+        let fanout = crate::fanout::fanout();
+        let (store, writer) = Store::open(&dir.path().join("j.redb"), keyring, fanout).unwrap();
+        let (idle, busy) = (Uuid::new_v4(), Uuid::new_v4());
+        store.append(request(idle)).await.unwrap();
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        let first = store.heads_entry(&idle).unwrap().unwrap();
+        for _ in 0..REENTER_AFTER {
+            store.append(request(busy)).await.unwrap();
+            assert_eq!(store.append_heads(10).unwrap(), 1);
+        }
+        // REENTER_AFTER entries after it: not yet behind.
+        store.request_reentry(idle);
+        assert_eq!(store.append_heads(10).unwrap(), 0);
+        store.append(request(busy)).await.unwrap();
+        assert_eq!(store.append_heads(10).unwrap(), 1);
+        store.request_reentry(idle);
+        store.request_reentry(idle);
+        assert_eq!(store.append_heads(10).unwrap(), 1, "entered again, once");
+        let again = store.heads_entry(&idle).unwrap().unwrap();
+        assert_eq!(again.index, REENTER_AFTER + 2);
+        assert_eq!((again.size, again.root), (first.size, first.root));
+        assert_eq!(
+            store.heads_log_entry(again.index).unwrap().unwrap(),
+            entry_bytes(&idle, first.size, &first.root, false)
+        );
+        assert_eq!(store.append_heads(10).unwrap(), 0, "asked once, done once");
+        let later = store.heads_log_entries(1, again.index).unwrap();
+        assert_eq!(later.len() as u64, REENTER_AFTER + 1);
+        assert!(store.heads_log_entries(1, again.index + 2).is_err());
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await

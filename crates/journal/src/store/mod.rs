@@ -100,7 +100,10 @@ pub use error::{Fault, StoreError};
 pub use federation::*;
 use handle::Db;
 pub use handle::Health;
-pub use heads_log::{HeadsEntry, PASS_LIMIT as HEADS_PASS_LIMIT, entry_bytes as heads_entry_bytes};
+pub use heads_log::{
+    HeadsEntry, MAX_LATER_ENTRIES, PASS_LIMIT as HEADS_PASS_LIMIT, REENTER_AFTER,
+    entry_bytes as heads_entry_bytes,
+};
 pub use page_verify::{PageTooLarge, VerifiedPage};
 use reads::last_position;
 pub use records::PlanHead;
@@ -313,6 +316,8 @@ pub struct Store {
     pub stats: Arc<WriterStats>,
     /// [`QUEUE_BYTES`], as permits.
     queued_bytes: Arc<tokio::sync::Semaphore>,
+    /// Plans the next heads-log pass enters again (`heads_log.rs`).
+    reenter: std::sync::Mutex<Vec<Uuid>>,
 }
 
 /// Owns the writer thread; `shutdown` drains queued appends and joins it.
@@ -458,6 +463,7 @@ impl Store {
             keyring,
             stats,
             queued_bytes: Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES)),
+            reenter: std::sync::Mutex::new(Vec::new()),
         };
         let writer = Writer { jobs, thread };
         // No append can arrive before the store is returned.

@@ -226,3 +226,40 @@ fn known_answers() {
         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
     );
 }
+
+#[test]
+fn an_inclusion_path_and_the_leaves_after_it_rebuild_the_root() {
+    let log = Log::with(BUILT);
+    for size in 1..=N {
+        let r = root(size, &mut log.reader()).unwrap();
+        for index in 0..size {
+            let proof = inclusion_proof(index, size, &mut log.reader())
+                .unwrap()
+                .unwrap();
+            let rebuilt = |leaves: &[Hash]| {
+                let mut tree = StreamingRoot::before_leaf(index, size, &proof)?;
+                for leaf in leaves {
+                    tree.push(*leaf);
+                }
+                Some((tree.size(), tree.root()))
+            };
+            let after = &log.leaves[index as usize..size as usize];
+            assert_eq!(rebuilt(after), Some((size, r)), "{index} of {size}");
+            // A leaf left out, added or changed gives another root.
+            let (short_size, short_root) = rebuilt(&after[..after.len() - 1]).unwrap();
+            assert!(short_size != size || short_root != r);
+            let mut longer = after.to_vec();
+            longer.push(log.leaves[size as usize]);
+            assert_ne!(rebuilt(&longer).unwrap().1, r);
+            let mut changed = after.to_vec();
+            *changed.last_mut().unwrap() = leaf_hash(b"x");
+            assert_ne!(rebuilt(&changed).unwrap().1, r);
+            // The left siblings depend on the index alone; a path too long
+            // for the tree is refused.
+            let mut longer_proof = proof.clone();
+            longer_proof.push(r);
+            assert!(StreamingRoot::before_leaf(index, size, &longer_proof).is_none());
+        }
+    }
+    assert!(StreamingRoot::before_leaf(3, 3, &[]).is_none());
+}
