@@ -129,6 +129,9 @@ impl FromRef<AppState> for EdgeState {
 /// the CORS policy ([`cors::apply`]).
 pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Next) -> Response {
     let run = |req, next| cors::apply(&state.cors, &state.tokens, &state.edge, req, next);
+    if let Err(problem) = check_codings(&req) {
+        return problem.into_response();
+    }
     if req.extensions().get::<LocalPeer>().is_some() {
         return run(req, next).await;
     }
@@ -203,6 +206,51 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
             frame
         }))
     })
+}
+
+/// A body is read as it was sent: a content coding (gzip, br…) would be
+/// stored undecoded or misread as bad JSON, and a transfer coding other
+/// than `chunked` (which hyper decodes) would reach the handler still
+/// encoded, the shape of a request-smuggling attempt behind a proxy. Both
+/// are refused, in every mode (RFC 9110 §8.4.1: 415; RFC 9112 §6.1: 501).
+fn check_codings(req: &Request) -> Result<(), Problem> {
+    for value in req.headers().get_all(header::CONTENT_ENCODING) {
+        let coding = value.to_str().unwrap_or("?").trim();
+        if !coding.eq_ignore_ascii_case("identity") {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "the body is sent with Content-Encoding {coding:?}; send it unencoded (no Content-Encoding)"
+                ),
+            ));
+        }
+    }
+    let mut codings = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(str::trim);
+    if let Some(first) = codings.next() {
+        let rest: Vec<&str> = codings.collect();
+        if !first.eq_ignore_ascii_case("chunked") || !rest.is_empty() {
+            let all = std::iter::once(first)
+                .chain(rest)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported-transfer-coding",
+                "Unsupported transfer coding",
+                format!(
+                    "Transfer-Encoding {all:?}: only chunked, alone, is understood (RFC 9112 §6.1)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn misdirected(detail: String) -> Problem {

@@ -159,12 +159,37 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(
             // The span names the path but never the query, which may carry
             // an access token.
-            TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
-                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::extract::Request| {
+                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_failure(log_failure),
         );
     // One layer in front of every route: the edge checks, then CORS (so
     // they run before CORS answers a preflight). Each `from_fn` layer costs
     // every request a boxed future and a cloned route, hence one, not two.
     router.layer(from_fn_with_state(edge_state, edge::guard))
+}
+
+/// A 5xx answer, logged: 503 and 507 are backpressure any client can
+/// cause (a full walk already running, too many bodies at once, a full
+/// disk the writer reports itself) and 501 a coding refused, so they are
+/// not ERROR lines an operator must act on; anything else is.
+fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    let ms = latency.as_millis();
+    match failure {
+        ServerErrorsFailureClass::StatusCode(
+            StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::INSUFFICIENT_STORAGE
+            | StatusCode::NOT_IMPLEMENTED,
+        ) => {
+            tracing::debug!(%failure, latency_ms = ms, "request refused for now");
+        }
+        _ => tracing::error!(%failure, latency_ms = ms, "request failed"),
+    }
 }

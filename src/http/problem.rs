@@ -101,10 +101,13 @@ impl IntoResponse for Problem {
         }
         if matches!(
             self.status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::NOT_IMPLEMENTED
         ) {
-            // The body was refused unread; say so rather than let the client
-            // reuse a connection the server is about to drop.
+            // The body was refused unread (or its framing is not trusted);
+            // say so rather than let the client reuse a connection the
+            // server is about to drop.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
