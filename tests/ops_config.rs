@@ -361,3 +361,41 @@ async fn a_failed_first_start_leaves_the_data_dir_as_it_was() {
     assert!(!dir.path().join("public").exists(), "the data dir was left");
     drop(taken);
 }
+
+/// A public `listen` under `auth.required = false` is refused by the start
+/// whatever the store holds, so `config check` refuses it too, also beside
+/// an existing journal (whose stored tokens excuse only "auto").
+#[tokio::test]
+async fn config_check_refuses_what_the_start_refuses_beside_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut create = logbook();
+    create
+        .args(["tokens", "create", "--data-dir"])
+        .arg(&data)
+        .args(["--scope", "read", "--name", "t"]);
+    run(create).await.ok("tokens create");
+    let check = |required: &'static str| {
+        let file = dir.path().join(format!("{required}.toml"));
+        std::fs::write(&file, format!("[auth]\nrequired = {required}\n")).unwrap();
+        let mut command = logbook();
+        command
+            .args(["config", "check", "--config"])
+            .arg(&file)
+            .args(["--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(&data)
+            .env("LOGBOOK_HMAC_SECRET", TEST_SECRET);
+        run(command)
+    };
+    let refused = check("false").await;
+    assert!(!refused.success(), "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("auth.required = false"),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    let noted = check("\"auto\"").await;
+    let text = noted.ok("config check with auto");
+    assert!(text.contains("unless the journal in"), "{text}");
+}

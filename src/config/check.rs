@@ -122,12 +122,15 @@ fn check(
     let mut notes = Vec::new();
     if let Err(e) = config.check_exposure(0, false) {
         // Tokens created over the admin socket live in the store, which a
-        // check does not open: only a journal that exists can hold them.
-        if config
-            .server
-            .data_dir
-            .join(logbook_journal::store::DB_FILE)
-            .is_file()
+        // check does not open: only a journal that exists can hold them,
+        // and they count only under "auto" (`false` is refused off
+        // loopback whatever the store holds).
+        if config.auth.required != super::AuthRequired::Never
+            && config
+                .server
+                .data_dir
+                .join(logbook_journal::store::DB_FILE)
+                .is_file()
         {
             notes.push(format!(
                 "{e} (unless the journal in {} holds a token created with `logbook admin tokens create`)",
