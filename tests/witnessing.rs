@@ -173,6 +173,11 @@ async fn status(node: &Node) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     let t = trio();
+    // Nothing appended yet, so nothing to witness: not stale.
+    let s = status(&t.a).await;
+    assert_eq!(s["witnessing"]["quorum_age_secs"], Value::Null, "{s}");
+    assert_eq!(s["witnessing"]["nothing_to_witness"], true, "{s}");
+    assert_eq!(s["witnessing"]["stale"], false, "{s}");
     for plan in ["p1", "p2", "p3"] {
         let plan = uuid_for(plan);
         append_steps(&t.a, &plan, 3).await;
@@ -193,6 +198,7 @@ async fn two_peers_cosign_and_a_bundle_verifies_with_quorum_two() {
     );
     assert_eq!(s["witnessing"]["stale"], false, "{s}");
     assert_eq!(s["witnessing"]["refused"], json!([]), "{s}");
+    assert_eq!(s["witnessing"]["nothing_to_witness"], false, "{s}");
 
     // A plan's bundle, checked offline against its export with quorum 2.
     let plan = uuid_for("p1");

@@ -47,6 +47,9 @@ pub(crate) struct Health {
     /// Seconds since `quorum` witnesses had each cosigned (`None`: never).
     pub(crate) quorum_age_secs: Option<u64>,
     pub(crate) stale: bool,
+    /// The heads log is empty (no plan has events yet): there is nothing
+    /// to witness, so nothing can be stale.
+    pub(crate) nothing_to_witness: bool,
     /// Witnesses that refused our history: a rollback or fork of this instance.
     pub(crate) refused: Vec<String>,
     pub(crate) witnesses: Vec<WitnessStatus>,
@@ -58,9 +61,16 @@ impl Federation {
         let quorum = self.witness_settings.current().quorum;
         let witnesses = self.witnessing.status();
         let quorum_age_secs = quorum_age(&witnesses, quorum, unix_now());
+        // The size after the last heads pass that found the log grown.
+        let nothing_to_witness = self
+            .heads
+            .get()
+            .is_some_and(|heads| *heads.grown.borrow() == 0);
         Health {
             quorum,
-            stale: quorum_age_secs.is_none_or(|age| age > STALE_AFTER.as_secs()),
+            stale: !nothing_to_witness
+                && quorum_age_secs.is_none_or(|age| age > STALE_AFTER.as_secs()),
+            nothing_to_witness,
             quorum_age_secs,
             refused: witnesses
                 .iter()

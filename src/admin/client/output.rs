@@ -228,6 +228,9 @@ fn print_witnessing(w: &Value) {
     }
     let age = match w["quorum_age_secs"].as_u64() {
         Some(age) => format!("newest quorum checkpoint {age}s old"),
+        None if w["nothing_to_witness"] == true => {
+            "nothing to witness yet (no plan has events, so the heads log is empty)".to_string()
+        }
         None => "no checkpoint has a quorum yet".to_string(),
     };
     let stale = if w["stale"] == true && w["quorum"] != 0 {
