@@ -419,6 +419,9 @@ export function planView(root, planId) {
     replace(head, `Head seq ${num(plan.head_seq)} · ${num(plan.count)} events · first `, time(plan.first_at), " · last ", time(plan.last_at));
     if (plan.head_seq > 0) add(await fetchRange(Math.max(0, plan.head_seq - PAGE), Math.min(PAGE, plan.head_seq)));
     fromHash();
+    // Left while loading: no stream for a view that is gone (it would
+    // follow, and verify, for the page's life).
+    if (left) return;
     stop = follow(`/api/plans/${planId}/events/stream`, {}, newest, onEvent, (state, problem) => {
       live.textContent = problem ? `${state}: ${problem.title || problem.detail}` : state;
       live.className = `live-state ${state}`;
