@@ -359,6 +359,21 @@ async fn delete_without_a_terminal_needs_yes() {
     let deleted = daemon.admin_ok(&["plans", "delete", "--yes", &plan]).await;
     assert!(deleted.contains("(1 event,"), "{deleted}");
     assert!(daemon.head(&plan).await.is_none());
+    // A second delete, or a show, says the plan was deleted.
+    for args in [
+        vec!["plans", "delete", "--yes", &plan],
+        vec!["plans", "show", &plan],
+    ] {
+        let again = daemon.admin(&args).await;
+        assert!(!again.success());
+        let text = format!("{}{}", again.stdout, again.stderr);
+        assert!(
+            text.contains(&format!(
+                "plan {plan} was deleted at size 1; its tombstone is system journal seq"
+            )),
+            "{text}"
+        );
+    }
 }
 
 /// `logbook admin plans delete PLAN` on a pseudo-terminal (util-linux

@@ -75,10 +75,26 @@ impl Runs for Heads {
 }
 
 async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
-    cx.store
-        .run(move |store| store.head(&plan_id))
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("plan {plan_id} has no events")))
+    match cx.store.run(move |store| store.head(&plan_id)).await? {
+        Some(head) => Ok(head),
+        None => Err(no_events(cx, plan_id).await),
+    }
+}
+
+/// 404 for a plan with no events, saying so when it was deleted: a second
+/// `plans delete` must not leave the operator unsure the first one worked.
+async fn no_events(cx: &Context, plan_id: Uuid) -> Problem {
+    match cx
+        .store
+        .run(move |store| store.deleted_plan(&plan_id))
+        .await
+    {
+        Ok(Some(deleted)) => Problem::not_found(format!(
+            "plan {plan_id} was deleted at size {}; its tombstone is system journal seq {}",
+            deleted.tree_size, deleted.tombstone_seq
+        )),
+        _ => Problem::not_found(format!("plan {plan_id} has no events")),
+    }
 }
 
 pub(super) async fn show_plan(
@@ -134,9 +150,7 @@ pub(super) async fn delete_plan(
                 },
             })))
         }
-        Err(DeleteError::NotFound) => {
-            Err(Problem::not_found(format!("plan {plan_id} has no events")))
-        }
+        Err(DeleteError::NotFound) => Err(no_events(&cx, plan_id).await),
         Err(e @ DeleteError::Protected) => Err(Problem::new(
             StatusCode::FORBIDDEN,
             "protected",
