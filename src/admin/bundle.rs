@@ -191,7 +191,8 @@ fn latest(bundle: &Bundle, proof: &[Hash], size: u64, root: &Hash) -> Result<(),
     let mut tree = StreamingRoot::before_leaf(bundle.heads_index, size, proof)
         .ok_or("bad-bundle: the inclusion proof has not the shape of one")?;
     tree.push(leaf_hash(bundle.heads_entry.as_bytes()));
-    for (index, entry) in (bundle.heads_index + 1..).zip(&bundle.later_entries) {
+    for (i, entry) in bundle.later_entries.iter().enumerate() {
+        let index = bundle.heads_index + 1 + i as u64;
         let plan = entry_plan(entry)
             .ok_or_else(|| format!("bad-bundle: later entry {index} is not a heads-log entry"))?;
         if plan == bundle.plan_id {

@@ -37,12 +37,23 @@ function seen(id) {
   }
 }
 
-/** Keeps `entry` ({size, root, forked?}) as what this browser saw of log `id`. */
+/**
+ * Keeps `entry` ({size, root, forked?}) as what this browser saw of log
+ * `id`, unless another tab kept a larger checkpoint meanwhile (this one was
+ * checked against an older memory): the kept size never goes down, and a
+ * kept fork mark is never dropped.
+ */
 function keep(id, entry) {
   let all = {};
   try { all = JSON.parse(localStorage.getItem(SEEN) || "{}") || {}; } catch { all = {}; }
+  const old = all[id];
+  const oldSize = old && Number.isSafeInteger(old.size) ? old.size : -1;
+  const forked = entry.forked || (old && typeof old.forked === "string" ? old.forked : null);
+  const kept = oldSize > entry.size
+    ? { size: old.size, root: old.root }
+    : { size: entry.size, root: b64encode(entry.root) };
   delete all[id];
-  all[id] = { size: entry.size, root: b64encode(entry.root), ...(entry.forked ? { forked: entry.forked } : {}) };
+  all[id] = { ...kept, ...(forked ? { forked } : {}) };
   const ids = Object.keys(all);
   for (const old of ids.slice(0, Math.max(0, ids.length - MAX_SEEN))) delete all[old];
   try { localStorage.setItem(SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }

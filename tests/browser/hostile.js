@@ -396,6 +396,33 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  // The same with the old tab's check held back by the daemon until the
+  // other tab has kept its larger size: the old tab's late keep must not
+  // lower it (helper-117's race).
+  {
+    const tree = [await junk(1), await junk(2), await junk(3), await junk(4)];
+    let served = tree.slice(0, 2);
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
+    const old = new PlanChecker(PLAN);
+    await old.refreshCheckpoint();
+    const path = `/api/plans/${PLAN}/consistency`;
+    const honest = world.routes[path];
+    let release;
+    const stalled = new Promise((r) => { release = r; });
+    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    served = tree.slice(0, 3);
+    const late = old.refreshCheckpoint().catch((e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    world.routes[path] = honest;
+    served = tree;
+    await new checkModule.PlanChecker(PLAN).refreshCheckpoint(); // the other tab keeps 4
+    release();
+    await late;
+    served = tree.slice(0, 3);
+    await refuses("a visit after an old tab's late keep of a smaller size", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+  }
+
   // An old entry of the plan inside a freshly cosigned heads tree (a
   // rollback that needs no new signature): the entries after it come with
   // the bundle, and the plan's newer entry among them gives it away; left

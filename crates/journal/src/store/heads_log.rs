@@ -19,7 +19,9 @@
 //! carrying every entry after it (a reader checks that none names the
 //! plan). So that this stays short for a plan that has not moved for a
 //! while, a bundle whose entry has more than [`REENTER_AFTER`] entries
-//! after it asks the next pass to enter the plan again, unchanged.
+//! after it asks the next pass to enter the plan again, unchanged. Each
+//! re-entry is paid for by an entry of a moved head (a credit), so that
+//! reading bundles cannot grow the log by itself.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -58,6 +60,30 @@ pub const MAX_LATER_ENTRIES: u64 = 2048;
 /// A bundle whose entry has more entries than this after it asks for the
 /// plan to be entered again ([`Store::request_reentry`]).
 pub const REENTER_AFTER: u64 = 256;
+
+/// Re-entries one pass may make beyond the moves paid for them: what a
+/// start may add with no event written. After it, re-entries are paid by
+/// entries of moved heads, one for one, so reads alone cannot grow the log.
+const REENTRY_CREDIT: u64 = PASS_LIMIT as u64;
+/// Most credit kept: a long burst of writes buys at most this many.
+const MAX_REENTRY_CREDIT: u64 = 4 * PASS_LIMIT as u64;
+
+/// The plans a bundle asked to have entered again, and the re-entries
+/// left to make ([`Store::request_reentry`]).
+#[derive(Debug)]
+pub(super) struct Reentries {
+    wanted: Vec<Uuid>,
+    credit: u64,
+}
+
+impl Default for Reentries {
+    fn default() -> Reentries {
+        Reentries {
+            wanted: Vec::new(),
+            credit: REENTRY_CREDIT,
+        }
+    }
+}
 
 /// A plan's last entry in the heads log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,16 +215,24 @@ impl Store {
 
     /// Asks the next pass to enter `plan` again even if its head has not
     /// moved, because its last entry is far behind the log's end. At most
-    /// [`PASS_LIMIT`] wait at once; one asked beyond is asked again by the
-    /// next bundle of it.
+    /// [`PASS_LIMIT`] wait at once; one asked beyond, or beyond the credit
+    /// of a pass, is asked again by the next bundle of it.
     pub fn request_reentry(&self, plan: Uuid) {
-        let mut wanted = self
-            .reenter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if wanted.len() < PASS_LIMIT && !wanted.contains(&plan) {
-            wanted.push(plan);
+        let mut reentries = self.reentries();
+        if reentries.wanted.len() < PASS_LIMIT && !reentries.wanted.contains(&plan) {
+            reentries.wanted.push(plan);
         }
+    }
+
+    fn reentries(&self) -> std::sync::MutexGuard<'_, Reentries> {
+        self.reenter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn set_reentry_credit(&self, credit: u64) {
+        self.reentries().credit = credit;
     }
 
     /// The entry bytes at `[first, end)`, which the log must hold.
@@ -231,18 +265,17 @@ impl Store {
     /// damaged store) is skipped with an error log.
     pub fn append_heads(&self, limit: usize) -> Result<usize, StoreError> {
         let (moved, reached) = self.moved_plans(limit)?;
-        let reenter = std::mem::take(
-            &mut *self
-                .reenter
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let (reenter, credit) = {
+            let mut reentries = self.reentries();
+            (std::mem::take(&mut reentries.wanted), reentries.credit)
+        };
         if moved.is_empty() && reenter.is_empty() {
             return Ok(0);
         }
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut appended = 0;
+        let (mut moves, mut reentered) = (0u64, 0u64);
         {
             let heads = txn.open_table(HEADS)?;
             let hashes = txn.open_table(TREE_HASHES)?;
@@ -265,8 +298,11 @@ impl Store {
                 let Some(head) = heads.get(&plan.into_bytes())? else {
                     // Deleted since; its deletion wrote its entry, which a
                     // bundle may ask to have entered again.
-                    if let Some(last) = last.filter(|l| again && l.deleted && behind(l)) {
+                    if let Some(last) = last.filter(|l| again && l.deleted && behind(l))
+                        && reentered < credit
+                    {
                         deleted_again.push((plan, last));
+                        reentered += 1;
                     }
                     continue;
                 };
@@ -275,7 +311,8 @@ impl Store {
                 if head.last_seq == 0 {
                     continue;
                 }
-                if last.is_some_and(|l| l.size == head.last_seq && !(again && behind(&l))) {
+                let unchanged = last.is_some_and(|l| l.size == head.last_seq);
+                if unchanged && !(again && last.is_some_and(|l| behind(&l)) && reentered < credit) {
                     continue;
                 }
                 if !row.last_leaf_readable(&hashes, &plan)? {
@@ -290,6 +327,11 @@ impl Store {
                 };
                 let root = merkle::root(head.last_seq, &mut |node| reader.read(node))?;
                 todo.push((plan, head.last_seq, root));
+                if unchanged {
+                    reentered += 1;
+                } else {
+                    moves += 1;
+                }
             }
             drop((heads, hashes, plans));
             for (plan, size, root) in todo {
@@ -303,6 +345,9 @@ impl Store {
             txn.open_table(HEADS_LOG_CURSOR)?.insert(0, reached)?;
         }
         self.db.commit(txn)?;
+        let mut reentries = self.reentries();
+        reentries.credit =
+            (reentries.credit.saturating_sub(reentered) + moves).min(MAX_REENTRY_CREDIT);
         Ok(appended)
     }
 
@@ -410,11 +455,20 @@ mod tests {
         assert_eq!(store.append_heads(10).unwrap(), 0);
         store.append(request(busy)).await.unwrap();
         assert_eq!(store.append_heads(10).unwrap(), 1);
+        // Behind now, but with no credit left reads alone grow nothing.
+        store.set_reentry_credit(0);
+        store.request_reentry(idle);
+        assert_eq!(store.append_heads(10).unwrap(), 0, "no credit");
+        // A moved head pays for one re-entry.
+        store.append(request(busy)).await.unwrap();
+        assert_eq!(store.append_heads(10).unwrap(), 1);
         store.request_reentry(idle);
         store.request_reentry(idle);
         assert_eq!(store.append_heads(10).unwrap(), 1, "entered again, once");
+        store.request_reentry(idle);
+        assert_eq!(store.append_heads(10).unwrap(), 0, "not behind any more");
         let again = store.heads_entry(&idle).unwrap().unwrap();
-        assert_eq!(again.index, REENTER_AFTER + 2);
+        assert_eq!(again.index, REENTER_AFTER + 3);
         assert_eq!((again.size, again.root), (first.size, first.root));
         assert_eq!(
             store.heads_log_entry(again.index).unwrap().unwrap(),
@@ -422,7 +476,7 @@ mod tests {
         );
         assert_eq!(store.append_heads(10).unwrap(), 0, "asked once, done once");
         let later = store.heads_log_entries(1, again.index).unwrap();
-        assert_eq!(later.len() as u64, REENTER_AFTER + 1);
+        assert_eq!(later.len() as u64, REENTER_AFTER + 2);
         assert!(store.heads_log_entries(1, again.index + 2).is_err());
         drop(store);
         tokio::task::spawn_blocking(move || writer.shutdown())

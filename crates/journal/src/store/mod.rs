@@ -317,7 +317,7 @@ pub struct Store {
     /// [`QUEUE_BYTES`], as permits.
     queued_bytes: Arc<tokio::sync::Semaphore>,
     /// Plans the next heads-log pass enters again (`heads_log.rs`).
-    reenter: std::sync::Mutex<Vec<Uuid>>,
+    reenter: std::sync::Mutex<heads_log::Reentries>,
 }
 
 /// Owns the writer thread; `shutdown` drains queued appends and joins it.
@@ -463,7 +463,7 @@ impl Store {
             keyring,
             stats,
             queued_bytes: Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES)),
-            reenter: std::sync::Mutex::new(Vec::new()),
+            reenter: std::sync::Mutex::new(heads_log::Reentries::default()),
         };
         let writer = Writer { jobs, thread };
         // No append can arrive before the store is returned.
