@@ -219,6 +219,32 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     )
     .await;
     assert_eq!(code, Some(1), "one key given twice counts once: {text}");
+
+    // The plan moves on. Until a checkpoint holding its new heads entry is
+    // cosigned, its bundle is the witnessed one, a little older, with its
+    // quorum, rather than the newest without one.
+    for i in 20..25 {
+        daemon.append_ok(plan, event_body("step.started", i)).await;
+    }
+    for _ in 0..600 {
+        let note = common::send(daemon.get("/api/v1/log/checkpoint"))
+            .await
+            .text;
+        if note.lines().nth(1).and_then(|l| l.parse::<u64>().ok()) > Some(heads.size) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let older = daemon
+        .get_json(&format!("/api/plans/{plan}/checkpoint?witnessed=1"))
+        .await;
+    assert_eq!(older.status, 200, "{}", older.text);
+    let plan_note = older.json["plan_checkpoint"].as_str().unwrap();
+    assert_eq!(plan_note.lines().nth(1), Some("20"), "{}", older.text);
+    assert_eq!(older.json["heads_checkpoint"], cosigned["heads_checkpoint"]);
+    std::fs::write(&bundle_file, older.json.to_string()).unwrap();
+    let (code, text) = verify(&[&base[..], &["--witness", &wkey]].concat()).await;
+    assert_eq!(code, Some(0), "{text}");
 }
 
 /// The heads log's entries `[0, size)`, from its entry tile (C2SP

@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use logbook_journal::store::{HeadsEntry, Inclusion, MAX_LATER_ENTRIES, REENTER_AFTER, StoreError};
+use logbook_journal::store::{
+    Cosigned, HeadsEntry, Inclusion, MAX_LATER_ENTRIES, REENTER_AFTER, Store, StoreError,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -30,13 +32,12 @@ pub(crate) async fn heads_checkpoint(State(state): State<LogApi>) -> Result<Resp
     Ok(text(note, "no-cache"))
 }
 
-/// The bundle: `plan_id`'s checkpoint as its last heads-log entry records
-/// it, that entry's index and text, its inclusion proof, every entry after
-/// it (`later_entries`: none names the plan, which proves the entry is its
-/// latest), and the heads checkpoint it is proved against: of those that
-/// include the entry, the newest cosigned by `[checkpoints]
-/// witness_quorum` witnesses, else the newest with cosignatures, else the
-/// current one.
+/// The bundle: `plan_id`'s checkpoint as a heads-log entry records it
+/// (its last, or while that waits for a quorum an older one:
+/// [`witnessed_entry`]), that entry's index and text, its inclusion proof,
+/// every entry after it (`later_entries`: none names the plan, which
+/// proves the entry is its latest there), and the heads checkpoint it is
+/// proved against.
 pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Problem> {
     let quorum = state.federation.witness_settings.current().quorum;
     let found = state
@@ -45,10 +46,10 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
             // A pass may enter the plan again while this reads: then the
             // entries after the old one name it, and the read is redone.
             for _ in 0..3 {
-                let Some(entry) = s.heads_entry(&plan_id)? else {
+                let Some(last) = s.heads_entry(&plan_id)? else {
                     return Ok(Found::NotYet);
                 };
-                let cosigned = s.cosigned_holding(entry.index, quorum)?;
+                let (entry, cosigned) = witnessed_entry(s, &plan_id, last, quorum)?;
                 let proof = s
                     .heads_tree()
                     .inclusion(entry.index + 1, cosigned.map(|c| c.size))?;
@@ -58,14 +59,16 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
                     Err(e) => return Ok(Found::Unprovable(e.to_string())),
                 };
                 let later = proof.size - entry.index - 1;
-                if later > REENTER_AFTER {
+                // (An older entry is chosen only while the last one waits
+                // for its cosignatures: that one is recent.)
+                if later > REENTER_AFTER && entry == last {
                     s.request_reentry(plan_id);
                 }
                 if later > MAX_LATER_ENTRIES {
                     return Ok(Found::Behind(later));
                 }
                 let later_entries = s.heads_log_entries(entry.index + 1, proof.size)?;
-                if s.heads_entry(&plan_id)? == Some(entry) {
+                if s.heads_entry(&plan_id)? == Some(last) {
                     return Ok(Found::Entry(entry, proof, later_entries));
                 }
             }
@@ -140,6 +143,36 @@ pub(crate) async fn bundle(state: &LogApi, plan_id: Uuid) -> Result<Response, Pr
         Json(body),
     )
         .into_response())
+}
+
+/// The entry a bundle proves, and the cosigned heads checkpoint to prove
+/// it against: the plan's `last` entry and the newest kept checkpoint
+/// holding it with a quorum (else with cosignatures, else none: the current
+/// one). While no checkpoint with a quorum holds `last` yet (the minute
+/// after the plan moved, or was entered again), the plan's latest entry in
+/// the newest checkpoint that has a quorum, if one of the entries it
+/// carries at most is the plan's: witnessed history, a little older, rather
+/// than the newest without a quorum. A deletion is always proved as itself.
+fn witnessed_entry(
+    s: &Store,
+    plan_id: &Uuid,
+    last: HeadsEntry,
+    quorum: usize,
+) -> Result<(HeadsEntry, Option<Cosigned>), StoreError> {
+    let cosigned = s.cosigned_holding(last.index, quorum)?;
+    if quorum == 0 || last.deleted || cosigned.as_ref().is_some_and(|c| c.lines.len() >= quorum) {
+        return Ok((last, cosigned));
+    }
+    let Some(newest) = s
+        .cosigned_holding(0, quorum)?
+        .filter(|c| c.lines.len() >= quorum && c.size <= last.index)
+    else {
+        return Ok((last, cosigned));
+    };
+    match s.heads_entry_before(plan_id, newest.size, MAX_LATER_ENTRIES + 1)? {
+        Some(older) if !older.deleted => Ok((older, Some(newest))),
+        _ => Ok((last, cosigned)),
+    }
 }
 
 /// What the store found for a bundle.

@@ -235,6 +235,50 @@ impl Store {
         self.reentries().credit = credit;
     }
 
+    /// `plan`'s last entry below index `end`, looked for in at most `scan`
+    /// entries back from there; None if none of those records it.
+    pub fn heads_entry_before(
+        &self,
+        plan: &Uuid,
+        end: u64,
+        scan: u64,
+    ) -> Result<Option<HeadsEntry>, StoreError> {
+        #[derive(Deserialize)]
+        struct Fields {
+            plan_id: Uuid,
+            size: u64,
+            root: String,
+            #[serde(default)]
+            deleted: bool,
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HEADS_LOG_ENTRIES)?;
+        for row in table.range(end.saturating_sub(scan)..end)?.rev() {
+            let (index, value) = row?;
+            let entry = decode::<EntryRecord>(value.value())?.entry;
+            let fields: Fields = serde_json::from_slice(&entry).map_err(|e| {
+                StoreError(format!("heads log entry {} is not one: {e}", index.value()))
+            })?;
+            if fields.plan_id != *plan {
+                continue;
+            }
+            let root = BASE64
+                .decode(&fields.root)
+                .ok()
+                .and_then(|r| Hash::try_from(r.as_slice()).ok())
+                .ok_or_else(|| {
+                    StoreError(format!("heads log entry {} has a bad root", index.value()))
+                })?;
+            return Ok(Some(HeadsEntry {
+                index: index.value(),
+                size: fields.size,
+                root,
+                deleted: fields.deleted,
+            }));
+        }
+        Ok(None)
+    }
+
     /// The entry bytes at `[first, end)`, which the log must hold.
     pub fn heads_log_entries(&self, first: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
