@@ -21,16 +21,18 @@ pub(crate) fn spawn(
     let (grown, watch) = watch::channel(0);
     tokio::spawn(async move {
         loop {
+            // The size is read even when the pass fails: witnessing health
+            // takes a size of 0 as "nothing to witness", so it must not stay
+            // at the channel's first 0 while every pass fails.
             let pass = store
-                .run(|s| {
-                    let appended = s.append_heads(HEADS_PASS_LIMIT)?;
-                    Ok::<_, StoreError>((appended, s.heads_size()?))
-                })
+                .run(|s| Ok::<_, StoreError>((s.append_heads(HEADS_PASS_LIMIT), s.heads_size()?)))
                 .await;
             match pass {
                 Ok((appended, size)) => {
-                    if appended > 0 {
-                        tracing::debug!(appended, size, "heads log grew");
+                    match appended {
+                        Ok(0) => {}
+                        Ok(appended) => tracing::debug!(appended, size, "heads log grew"),
+                        Err(e) => tracing::error!(error = %e, "heads log pass failed"),
                     }
                     grown.send_if_modified(|old| std::mem::replace(old, size) != size);
                 }

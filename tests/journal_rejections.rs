@@ -226,6 +226,18 @@ async fn every_rejection_is_problem_json() {
         );
     }
     assert_eq!(daemon.head(plan).await.unwrap()["head_seq"], before);
+    // identity (with an empty list element, which RFC 9110 §5.6.1 allows)
+    // is the body as sent: past the coding check, to the token check (this
+    // raw request has no token).
+    let identity = format!(
+        "POST /api/plans/{plan}/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Encoding: identity, \r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = daemon.raw_http(identity.as_bytes()).await;
+    assert_eq!(
+        assert_problem(&resp, 401),
+        "urn:logbook:problem:unauthorized"
+    );
 
     // A method a route does not take, and no route at all.
     let resp = send(daemon.client.delete(daemon.url("/api/plans"))).await;

@@ -214,8 +214,16 @@ pub(crate) async fn guard(State(state): State<EdgeState>, req: Request, next: Ne
 /// encoded, the shape of a request-smuggling attempt behind a proxy. Both
 /// are refused, in every mode (RFC 9110 §8.4.1: 415; RFC 9112 §6.1: 501).
 fn check_codings(req: &Request) -> Result<(), Problem> {
-    for value in req.headers().get_all(header::CONTENT_ENCODING) {
-        let coding = value.to_str().unwrap_or("?").trim();
+    // Empty list elements are allowed (RFC 9110 §5.6.1).
+    let listed = |name| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+            .map(str::trim)
+            .filter(|coding| !coding.is_empty())
+    };
+    for coding in listed(header::CONTENT_ENCODING) {
         if !coding.eq_ignore_ascii_case("identity") {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -227,12 +235,7 @@ fn check_codings(req: &Request) -> Result<(), Problem> {
             ));
         }
     }
-    let mut codings = req
-        .headers()
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-        .map(str::trim);
+    let mut codings = listed(header::TRANSFER_ENCODING);
     if let Some(first) = codings.next() {
         let rest: Vec<&str> = codings.collect();
         if !first.eq_ignore_ascii_case("chunked") || !rest.is_empty() {

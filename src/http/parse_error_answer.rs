@@ -11,7 +11,11 @@
 //! exactly: one of the three status lines, then only `connection`,
 //! `content-length: 0` and `date` headers, and the head starts the write.
 //! Every answer of the router has a `content-type`, so none can match.
-//! A replacement is written whole before hyper is told its head was taken.
+//! A response body written in a call of its own could, if it began with
+//! exactly such a head: no route's body does (JSON, SSE frames, notes,
+//! length-prefixed entry bundles, hashes), and none echoes a client's
+//! bytes first. A replacement is written whole before hyper is told its
+//! head was taken.
 
 use std::io;
 use std::pin::Pin;

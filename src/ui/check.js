@@ -48,14 +48,21 @@ function keep(id, entry) {
   try { all = JSON.parse(localStorage.getItem(SEEN) || "{}") || {}; } catch { all = {}; }
   const old = all[id];
   const oldSize = old && Number.isSafeInteger(old.size) ? old.size : -1;
-  const forked = entry.forked || (old && typeof old.forked === "string" ? old.forked : null);
-  const kept = oldSize > entry.size
-    ? { size: old.size, root: old.root }
-    : { size: entry.size, root: b64encode(entry.root) };
+  const root = b64encode(entry.root);
+  // Another tab kept another root for this size: two signed histories.
+  const split = oldSize === entry.size && old.root !== root
+    ? `two signed roots for size ${entry.size} (fork, seen in another tab)` : null;
+  const forked = entry.forked || (old && typeof old.forked === "string" ? old.forked : null) || split;
+  const kept = oldSize > entry.size ? { size: old.size, root: old.root } : { size: entry.size, root };
   delete all[id];
   all[id] = { ...kept, ...(forked ? { forked } : {}) };
+  // Over the bound the oldest go first, but a proven fork only when every
+  // one kept is one.
   const ids = Object.keys(all);
-  for (const old of ids.slice(0, Math.max(0, ids.length - MAX_SEEN))) delete all[old];
+  const excess = Math.max(0, ids.length - MAX_SEEN);
+  const plain = ids.filter((k) => !all[k].forked);
+  const gone = [...plain, ...ids.filter((k) => all[k].forked)].slice(0, excess);
+  for (const k of gone) delete all[k];
   try { localStorage.setItem(SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
 }
 
@@ -95,26 +102,35 @@ export class PlanChecker {
     const next = { ...verified.checkpoint, note: noteText(note) };
     const seenId = `${next.origin} ${this.keyName}`;
     this.seenId = seenId;
-    const kept = seen(seenId);
-    // A fork proven on an earlier visit stays proven.
-    if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
-    // Both what this page checked last and what this browser kept: another
-    // tab may have seen a larger checkpoint since this one did, and a page
-    // that checked only its own would write a rollback over that memory.
-    const priors = [this.checkpoint, kept].filter(Boolean);
-    if (priors.length === 2 && priors[0].size === priors[1].size && equal(priors[0].root, priors[1].root)) priors.pop();
-    for (const previous of priors) {
-      // Two signed checkpoints that are not one history are proof for good:
-      // serving the old one again afterwards must not clear the break, on
-      // this visit or a later one.
-      const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
-      if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
-      if (next.size > previous.size) {
-        const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
-        const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
-        if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
-      } else if (!equal(previous.root, next.root)) {
-        throw fork(`two signed roots for size ${next.size} (fork)`);
+    // Checked against both what this page checked last and what this
+    // browser kept: another tab may have seen a larger checkpoint since this
+    // one did. The kept one is read again after the checks (they wait on
+    // the daemon, and other tabs keep meanwhile) until it is one already
+    // checked; nothing waits between that read and the keep below.
+    const checked = [];
+    const same = (a, b) => a.size === b.size && equal(a.root, b.root);
+    for (let round = 0; ; round += 1) {
+      const kept = seen(seenId);
+      // A fork proven on an earlier visit, or in another tab, stays proven.
+      if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
+      const priors = [];
+      for (const p of [this.checkpoint, kept]) if (p && ![...checked, ...priors].some((c) => same(c, p))) priors.push(p);
+      if (priors.length === 0) break;
+      if (round === 4) throw new Error("what this browser kept of this log changed while it was checked (other tabs); reload");
+      for (const previous of priors) {
+        // Two signed checkpoints that are not one history are proof for
+        // good: serving the old one again afterwards must not clear the
+        // break, on this visit or a later one.
+        const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
+        if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
+        if (next.size > previous.size) {
+          const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
+          const ok = await verifyConsistency(previous.size, next.size, c.proof.map(b64decode), previous.root, next.root);
+          if (!ok) throw fork(`checkpoint ${next.size} does not extend checkpoint ${previous.size} (fork)`);
+        } else if (!equal(previous.root, next.root)) {
+          throw fork(`two signed roots for size ${next.size} (fork)`);
+        }
+        checked.push(previous);
       }
     }
     this.checkpoint = next;

@@ -423,6 +423,35 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  // And when the other tab kept another history of the same size (the
+  // daemon signed a fork for it) while this tab's check was held back:
+  // this tab must find the fork, not write over it.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    const forkTree = [tree[0], tree[1], await junk(9)];
+    let served = tree.slice(0, 2);
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
+    const old = new PlanChecker(PLAN);
+    await old.refreshCheckpoint();
+    const path = `/api/plans/${PLAN}/consistency`;
+    const honest = world.routes[path];
+    let release;
+    const stalled = new Promise((r) => { release = r; });
+    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    served = tree;
+    const late = old.refreshCheckpoint().then(() => null, (e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    world.routes = { ...planRoutes(PLAN, () => forkTree, () => planNote(forkTree)) };
+    await new checkModule.PlanChecker(PLAN).refreshCheckpoint(); // the other tab keeps the fork
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    release();
+    const outcome = await late;
+    check(outcome instanceof Broken, `a fork kept by another tab while this one checked: ${outcome?.message ?? "accepted"}`);
+    await refuses("a visit after two tabs saw two histories", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+  }
+
   // An old entry of the plan inside a freshly cosigned heads tree (a
   // rollback that needs no new signature): the entries after it come with
   // the bundle, and the plan's newer entry among them gives it away; left
