@@ -88,7 +88,11 @@ pub(crate) fn run(args: ConfigArgs) -> ExitCode {
                     json!({"valid": false, "file": file, "error": e})
                 ));
             }
-            eprintln!("logbook config check: {shown} is invalid: {e}");
+            // The fault may be in the file, the environment or a flag: the
+            // error names the key or variable; this line names all three.
+            eprintln!(
+                "logbook config check: the configuration (file {shown}, with the environment and flags) is invalid: {e}"
+            );
             ExitCode::FAILURE
         }
     }

@@ -104,7 +104,10 @@ pub fn verify_checkpoint(note: &[u8], log: &Verifier) -> Result<Checkpoint, Note
     let note = Note::parse(note)?;
     let checkpoint = Checkpoint::parse(&note.text)?;
     if checkpoint.origin != log.name {
-        return Err(NoteError::Malformed("the origin is not the log key's name"));
+        return Err(NoteError::OtherLog {
+            origin: checkpoint.origin,
+            expected: log.name.clone(),
+        });
     }
     let verified = note.verify(std::slice::from_ref(log))?;
     debug_assert!(verified.contains(&log));
@@ -170,6 +173,12 @@ mod tests {
         );
         // The log's key under another name does not vouch for this origin.
         let renamed = log.renamed("example.com/other").unwrap();
-        assert!(verify_checkpoint(both.as_bytes(), renamed.verifier()).is_err());
+        assert_eq!(
+            verify_checkpoint(both.as_bytes(), renamed.verifier()),
+            Err(NoteError::OtherLog {
+                origin: "example.com/log".into(),
+                expected: "example.com/other".into()
+            })
+        );
     }
 }

@@ -70,6 +70,9 @@ pub enum NoteError {
     BadSignature { name: String },
     /// No signature by a known key.
     NoKnownSignature,
+    /// A well-formed checkpoint of another log: its origin is not the
+    /// name of the key it was checked with.
+    OtherLog { origin: String, expected: String },
 }
 
 impl std::fmt::Display for NoteError {
@@ -81,6 +84,10 @@ impl std::fmt::Display for NoteError {
                 write!(f, "the signature by {name:?} does not verify")
             }
             NoteError::NoKnownSignature => write!(f, "the note has no signature by a known key"),
+            NoteError::OtherLog { origin, expected } => write!(
+                f,
+                "a checkpoint of another log: its origin is {origin:?}, the key's name {expected:?}"
+            ),
         }
     }
 }
