@@ -53,6 +53,9 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     // A first start that fails below leaves the data dir as it found it
     // (absent or empty), so the next try is a first start again.
     let fresh = FreshDir::inspect(data_dir);
+    // Said when that happens: the keys generated below (whose log line asks
+    // for a backup) are removed with the rest.
+    let undone = FailedFirstStart(fresh.is_fresh().then(|| data_dir.clone()));
     ensure_private_dir(data_dir)
         .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
     if let Some(why) = logbook_journal::store::restore::unfinished_restore(data_dir) {
@@ -258,6 +261,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
     // The store is open and both listeners are bound.
     fresh.keep();
+    undone.started();
     crate::notify::notify("READY=1");
     crate::notify::spawn_watchdog(shutdown.clone());
     crate::retention::spawn(
@@ -454,4 +458,22 @@ fn missing_identity_files(config: &Config, data_dir: &std::path::Path) -> Vec<&'
     }
     files.retain(|f| !data_dir.join(f).exists());
     files
+}
+
+/// Logs, when dropped, that a first start failed and left the data dir as
+/// it found it (None: not a first start, or it succeeded).
+struct FailedFirstStart(Option<std::path::PathBuf>);
+
+impl FailedFirstStart {
+    fn started(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FailedFirstStart {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            tracing::warn!(data_dir = %dir.display(), "this first start failed: what it created in the data dir, generated keys included, is removed, so the next start is a first start again (nothing to back up)");
+        }
+    }
 }

@@ -358,6 +358,13 @@ async fn a_failed_first_start_leaves_the_data_dir_as_it_was() {
         "once: {}",
         out.stderr
     );
+    // Its log said to back up the key it generated: it also says that key
+    // is gone with the rest.
+    assert!(
+        out.stderr.contains("this first start failed"),
+        "{}",
+        out.stderr
+    );
     assert!(!dir.path().join("public").exists(), "the data dir was left");
     drop(taken);
 }

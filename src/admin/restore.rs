@@ -61,20 +61,13 @@ pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> 
             match restored.keys {
                 Some(keys) => {
                     println!(
-                        "restored {} ({} already there): {}",
-                        count(
-                            (keys.written.len() + keys.kept.len()) as u64,
-                            "key file",
-                            "key files"
-                        ),
-                        keys.kept.len(),
-                        keys.written
-                            .iter()
-                            .chain(&keys.kept)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "restored {}: {}",
+                        count(keys.written.len() as u64, "key file", "key files"),
+                        keys.written.join(", ")
                     );
+                    if !keys.kept.is_empty() {
+                        println!("already there, identical: {}", keys.kept.join(", "));
+                    }
                     if !keys.left_out.is_empty() {
                         println!("not restored: {}", keys.left_out.join(", "));
                     }

@@ -206,6 +206,9 @@ pub(crate) enum DeadCommand {
         peer: Option<String>,
     },
     /// Queue dead messages again: one by id, or all of --peer.
+    #[command(
+        override_usage = "logbook admin dead retry <MESSAGE_ID>\n       logbook admin dead retry --peer <PEER>"
+    )]
     Retry {
         #[arg(required_unless_present = "peer", conflicts_with = "peer")]
         message_id: Option<String>,
@@ -213,6 +216,9 @@ pub(crate) enum DeadCommand {
         peer: Option<String>,
     },
     /// Delete dead messages for good: one by id, all of --peer, or --all.
+    #[command(
+        override_usage = "logbook admin dead drop <MESSAGE_ID> [--peer <PEER>]\n       logbook admin dead drop --peer <PEER>\n       logbook admin dead drop --all"
+    )]
     Drop {
         #[arg(required_unless_present_any = ["peer", "all"], conflicts_with = "all")]
         message_id: Option<String>,

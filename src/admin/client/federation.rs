@@ -25,10 +25,10 @@ impl Client {
             SubscriptionsCommand::List => {
                 let v = self.call(Method::GET, FED_SUBSCRIPTIONS, None).await?;
                 self.show(&v, |v| {
-                    println!("{:<9}  {:<24}  EVENT TYPES", "DIRECTION", "PEER");
+                    println!("{:<9}  {:<36}  EVENT TYPES", "DIRECTION", "PEER");
                     for sub in items(&v["subscriptions"]) {
                         println!(
-                            "{:<9}  {:<24}  {}",
+                            "{:<9}  {:<36}  {}",
                             text(&sub["direction"]),
                             text(&sub["peer"]),
                             text(&sub["eventType"])
@@ -182,12 +182,12 @@ impl Client {
                 let v = self.call(Method::GET, FED_PEERS, None).await?;
                 self.show(&v, |v| {
                     println!(
-                        "{:<24}  {:<9}  {:<32}  {:<64}  ALLOW",
+                        "{:<36}  {:<9}  {:<32}  {:<64}  ALLOW",
                         "INSTANCE", "STATUS", "BASE URL", "FINGERPRINT"
                     );
                     for p in items(&v["peers"]) {
                         println!(
-                            "{:<24}  {:<9}  {:<32}  {:<64}  {}",
+                            "{:<36}  {:<9}  {:<32}  {:<64}  {}",
                             text(&p["instanceId"]),
                             text(&p["status"]),
                             text(&p["baseUrl"]),
