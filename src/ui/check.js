@@ -179,6 +179,11 @@ export class PlanChecker {
     if (event.seq === 1 ? event.prev_hash !== null : bySeq.has(event.seq - 1) && bySeq.get(event.seq - 1).signature !== event.prev_hash) {
       return broken(`prev_hash: does not link to seq ${event.seq - 1}`);
     }
+    // And the newer one shown, if it was checked first (a page of older
+    // events loaded after it): the link is checked once both are on screen.
+    if (bySeq.has(event.seq + 1) && bySeq.get(event.seq + 1).prev_hash !== event.signature) {
+      return broken(`prev_hash: seq ${event.seq + 1} does not link to this event`);
+    }
     let proof;
     try {
       proof = await getJson(`/api/plans/${this.planId}/events/${event.seq}/inclusion?tree_size=${size}`);

@@ -121,6 +121,20 @@ const done = arguments[arguments.length - 1];
     for (const [field, value] of Object.entries(altered)) {
       check((await state({ ...list[1], [field]: value })) === "broken", `event with another ${field} shown as not broken`);
     }
+    // A chain the daemon signed with a broken link, paged newest first: the
+    // older event, loaded after the newer was checked, checks the link.
+    {
+      const bad = [list[0], list[1], { ...list[2], prev_hash: "not-seq-2" }];
+      const badLeaves = await Promise.all(bad.map((e) => leafOf(v.entryBytes(e))));
+      world.routes = planRoutes(PLAN, () => badLeaves, () => planNote(badLeaves));
+      const b = new PlanChecker(PLAN);
+      await b.refreshCheckpoint();
+      const shown = new Map([[3, bad[2]]]);
+      check((await b.checkEvent(bad[2], shown)).state === "verified", "the newer event alone verifies");
+      shown.set(2, bad[1]);
+      check((await b.checkEvent(bad[1], shown)).state === "broken", "a broken link found only once the older event is shown");
+      world.routes = planRoutes(PLAN, () => leaves, () => planNote(leaves));
+    }
     check((await state({ ...list[1], redacted: true, payload: null })) === "redacted", "an erased payload is redacted");
     check((await state({ ...list[1], redacted: true, payload: list[1].payload })) === "broken", "redacted with a payload");
     check((await state({ ...list[1], payload: JSON.parse('{"i": 1, "amount": 1250.5, "amount": 9}') })) === "broken", "a duplicate key whose last value differs");
