@@ -57,27 +57,6 @@ async fn instance(daemon: &Daemon) -> Verifier {
     Verifier::parse(keys.json["current"]["vkey"].as_str().unwrap()).unwrap()
 }
 
-/// The heads log's entries, from its entry bundle (one tile is enough here).
-async fn entries(daemon: &Daemon, size: u64) -> Vec<Vec<u8>> {
-    assert!(size > 0 && size < 256);
-    let resp = daemon
-        .get(&format!("/api/v1/log/tile/entries/000.p/{size}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let bytes = resp.bytes().await.unwrap();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-        out.push(rest[2..2 + len].to_vec());
-        rest = &rest[2 + len..];
-    }
-    assert_eq!(out.len() as u64, size);
-    out
-}
-
 /// Polls the heads checkpoint until `done` holds for the entries (the pass
 /// runs every second; the bound only keeps a broken build from hanging).
 async fn until_entries(
@@ -91,7 +70,7 @@ async fn until_entries(
         let checkpoint = verify_checkpoint(note.as_bytes(), &vkey).expect("signed by the log key");
         assert_eq!(checkpoint.origin, vkey.name, "origin {{origin_prefix}}");
         if checkpoint.size > 0 {
-            let found = entries(daemon, checkpoint.size).await;
+            let found = daemon.heads_log_entries(checkpoint.size).await;
             let parsed: Vec<Value> = found
                 .iter()
                 .map(|e| serde_json::from_slice(e).unwrap())
@@ -260,7 +239,7 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
     assert_eq!(status, 200);
     let checkpoint = verify_checkpoint(note.as_bytes(), &instance(&daemon).await).unwrap();
     assert!(checkpoint.size >= 1, "{note}");
-    let raw = entries(&daemon, checkpoint.size).await;
+    let raw = daemon.heads_log_entries(checkpoint.size).await;
     let last: Value = serde_json::from_slice(raw.last().unwrap()).unwrap();
     assert_eq!(last["plan_id"], doomed.to_string());
     assert_eq!(last["deleted"], true);

@@ -247,28 +247,6 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     assert_eq!(code, Some(0), "{text}");
 }
 
-/// The heads log's entries `[0, size)`, from its entry tile (C2SP
-/// tlog-tiles: each entry is a big-endian u16 length and its bytes).
-async fn heads_entries(daemon: &Daemon, size: u64) -> Vec<String> {
-    assert!(size < 256, "one partial tile");
-    let resp = daemon
-        .get(&format!("/api/v1/log/tile/entries/000.p/{size}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let bytes = resp.bytes().await.unwrap();
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let len = usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
-        entries.push(String::from_utf8(bytes[at + 2..at + 2 + len].to_vec()).unwrap());
-        at += 2 + len;
-    }
-    assert_eq!(entries.len() as u64, size);
-    entries
-}
-
 /// An old entry of the plan inside a fresh heads tree (helper-115's
 /// rollback): every entry after it must come with the bundle, and the
 /// plan's newer entry among them gives the old one away; leaving it out
@@ -303,7 +281,12 @@ async fn an_old_entry_of_the_plan_in_a_fresh_tree_is_refused() {
         ))
         .await;
     assert_eq!(proof.status, 200, "{}", proof.text);
-    let entries = heads_entries(&daemon, size).await;
+    let entries: Vec<String> = daemon
+        .heads_log_entries(size)
+        .await
+        .into_iter()
+        .map(|e| String::from_utf8(e).unwrap())
+        .collect();
     let later: Vec<String> = entries[index as usize + 1..].to_vec();
     let plan_text = plan.to_string();
     assert!(later.iter().any(|e| e.contains(&plan_text)), "{later:?}");

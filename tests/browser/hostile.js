@@ -410,6 +410,17 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  /** Holds back the plan's consistency answers until `release()`: `stalled` is that route. */
+  const stallConsistency = () => {
+    const path = `/api/plans/${PLAN}/consistency`;
+    const honest = world.routes[path];
+    let release;
+    const held = new Promise((r) => { release = r; });
+    const stalled = async (u) => { await held; return honest(u); };
+    world.routes[path] = stalled;
+    return { path, honest, stalled, release };
+  };
+
   // The same with the old tab's check held back by the daemon until the
   // other tab has kept its larger size: the old tab's late keep must not
   // lower it (helper-117's race).
@@ -419,11 +430,7 @@ const done = arguments[arguments.length - 1];
     world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
     const old = new PlanChecker(PLAN);
     await old.refreshCheckpoint();
-    const path = `/api/plans/${PLAN}/consistency`;
-    const honest = world.routes[path];
-    let release;
-    const stalled = new Promise((r) => { release = r; });
-    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    const { path, honest, release } = stallConsistency();
     served = tree.slice(0, 3);
     const late = old.refreshCheckpoint().catch((e) => e);
     await new Promise((r) => setTimeout(r, 50));
@@ -447,18 +454,14 @@ const done = arguments[arguments.length - 1];
     world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
     const old = new PlanChecker(PLAN);
     await old.refreshCheckpoint();
-    const path = `/api/plans/${PLAN}/consistency`;
-    const honest = world.routes[path];
-    let release;
-    const stalled = new Promise((r) => { release = r; });
-    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    const { path, stalled, release } = stallConsistency();
     served = tree;
     const late = old.refreshCheckpoint().then(() => null, (e) => e);
     await new Promise((r) => setTimeout(r, 50));
     world.routes = { ...planRoutes(PLAN, () => forkTree, () => planNote(forkTree)) };
     await new checkModule.PlanChecker(PLAN).refreshCheckpoint(); // the other tab keeps the fork
     world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
-    world.routes[path] = async (u) => { await stalled; return honest(u); };
+    world.routes[path] = stalled;
     release();
     const outcome = await late;
     check(outcome instanceof Broken, `a fork kept by another tab while this one checked: ${outcome?.message ?? "accepted"}`);

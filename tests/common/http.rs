@@ -165,6 +165,29 @@ impl Daemon {
         }
     }
 
+    /// The heads log's entries `[0, size)`, from its entry tile (C2SP
+    /// tlog-tiles: each a big-endian u16 length and its bytes); one
+    /// partial tile, so `size` is below 256.
+    pub async fn heads_log_entries(&self, size: u64) -> Vec<Vec<u8>> {
+        assert!(size > 0 && size < 256);
+        let resp = self
+            .get(&format!("/api/v1/log/tile/entries/000.p/{size}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = resp.bytes().await.unwrap();
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            out.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+        assert_eq!(out.len() as u64, size);
+        out
+    }
+
     /// Sends raw bytes on a fresh connection and reads one HTTP/1.1 response.
     /// For requests a well-behaved client library will not send, such as a
     /// head that announces a body larger than the limit and then waits.
