@@ -18,7 +18,9 @@ pub(crate) fn spawn(
     interval: Duration,
     shutdown: CancellationToken,
 ) -> watch::Receiver<u64> {
-    let (grown, watch) = watch::channel(0);
+    // Not known until the first read: not 0, which witnessing health reads
+    // as an empty heads log (nothing to witness, so never stale).
+    let (grown, watch) = watch::channel(u64::MAX);
     tokio::spawn(async move {
         loop {
             // The size is read even when the pass fails: witnessing health

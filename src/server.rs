@@ -52,10 +52,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     let data_dir = &config.server.data_dir;
     // A first start that fails below leaves the data dir as it found it
     // (absent or empty), so the next try is a first start again.
-    let fresh = FreshDir::inspect(data_dir);
-    // Said when that happens: the keys generated below (whose log line asks
-    // for a backup) are removed with the rest.
-    let undone = FailedFirstStart(fresh.is_fresh().then(|| data_dir.clone()));
+    let fresh = FirstStart::inspect(data_dir);
     ensure_private_dir(data_dir)
         .map_err(|e| format!("creating data dir {}: {e}", data_dir.display()))?;
     if let Some(why) = logbook_journal::store::restore::unfinished_restore(data_dir) {
@@ -260,8 +257,7 @@ pub(crate) async fn run(config: Config, config_source: &str) -> Result<(), Strin
     }
     tracing::info!(%addr, config = config_source, data_dir = %data_dir.display(), admin_socket = %admin_socket.display(), "logbook listening");
     // The store is open and both listeners are bound.
-    fresh.keep();
-    undone.started();
+    fresh.started();
     crate::notify::notify("READY=1");
     crate::notify::spawn_watchdog(shutdown.clone());
     crate::retention::spawn(
@@ -460,20 +456,32 @@ fn missing_identity_files(config: &Config, data_dir: &std::path::Path) -> Vec<&'
     files
 }
 
-/// Logs, when dropped, that a first start failed and left the data dir as
-/// it found it (None: not a first start, or it succeeded).
-struct FailedFirstStart(Option<std::path::PathBuf>);
+/// The data dir as a start found it ([`FreshDir`]): dropped before
+/// [`FirstStart::started`], it puts the dir back as it was and, if the
+/// start was a first one, says so: the keys it generated (whose log line
+/// asked for a backup) are gone with the rest.
+struct FirstStart(Option<FreshDir>, std::path::PathBuf);
 
-impl FailedFirstStart {
+impl FirstStart {
+    fn inspect(dir: &std::path::Path) -> FirstStart {
+        FirstStart(Some(FreshDir::inspect(dir)), dir.to_path_buf())
+    }
+
     fn started(mut self) {
-        self.0 = None;
+        if let Some(fresh) = self.0.take() {
+            fresh.keep();
+        }
     }
 }
 
-impl Drop for FailedFirstStart {
+impl Drop for FirstStart {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            tracing::warn!(data_dir = %dir.display(), "this first start failed: what it created in the data dir, generated keys included, is removed, so the next start is a first start again (nothing to back up)");
+        if let Some(fresh) = self.0.take() {
+            let first = fresh.is_fresh();
+            drop(fresh);
+            if first {
+                tracing::warn!(data_dir = %self.1.display(), "this first start failed: what it created in the data dir, generated keys included, was removed, so the next start is a first start again (nothing to back up)");
+            }
         }
     }
 }

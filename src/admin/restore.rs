@@ -60,11 +60,13 @@ pub(crate) fn run(file: &Path, data_dir: &Path, allow_unauthenticated: bool) -> 
             }
             match restored.keys {
                 Some(keys) => {
-                    println!(
-                        "restored {}: {}",
-                        count(keys.written.len() as u64, "key file", "key files"),
-                        keys.written.join(", ")
-                    );
+                    if !keys.written.is_empty() {
+                        println!(
+                            "restored {}: {}",
+                            count(keys.written.len() as u64, "key file", "key files"),
+                            keys.written.join(", ")
+                        );
+                    }
                     if !keys.kept.is_empty() {
                         println!("already there, identical: {}", keys.kept.join(", "));
                     }

@@ -61,7 +61,8 @@ impl Federation {
         let quorum = self.witness_settings.current().quorum;
         let witnesses = self.witnessing.status();
         let quorum_age_secs = quorum_age(&witnesses, quorum, unix_now());
-        // The size after the last heads pass that found the log grown.
+        // The heads log's size after the last pass that read it (u64::MAX
+        // until one did: unknown is not empty).
         let nothing_to_witness = self
             .heads
             .get()

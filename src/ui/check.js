@@ -87,10 +87,19 @@ export class PlanChecker {
     this.forked = null; // a proven rollback or fork: stays
   }
 
-  /** Fetches and checks the current checkpoint; checks it extends the last one. */
-  async refreshCheckpoint() {
+  /**
+   * Fetches and checks the current checkpoint; checks it extends the last
+   * one. `attempt` counts the fetches made again because another tab kept
+   * a larger checkpoint while this answer was on its way.
+   */
+  async refreshCheckpoint(attempt = 0) {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
     if (this.forked) throw new Broken(this.forked); // proven once, whatever is served now
+    // What this browser kept before the request is sent: an answer smaller
+    // than it is a rollback. One kept later (another tab, while the answer
+    // was on its way) may just be newer than the answer.
+    const beforeId = this.seenId;
+    const before = beforeId ? seen(beforeId) : null;
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
@@ -122,6 +131,18 @@ export class PlanChecker {
         // good: serving the old one again afterwards must not clear the
         // break, on this visit or a later one.
         const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
+        const known = previous === this.checkpoint || (before !== null && seenId === beforeId && same(before, previous));
+        if (next.size < previous.size && !known) {
+          // Kept by another tab after this request left: one history with
+          // the answer, or a fork; the answer may just be older. Asked again
+          // (its request leaves after this one was kept), a smaller answer
+          // is a rollback.
+          const c = await getJson(`/api/plans/${this.planId}/consistency?from=${next.size}&to=${previous.size}`);
+          const ok = await verifyConsistency(next.size, previous.size, c.proof.map(b64decode), next.root, previous.root);
+          if (!ok) throw fork(`checkpoint ${previous.size} does not extend checkpoint ${next.size} (fork)`);
+          if (attempt < 3) return this.refreshCheckpoint(attempt + 1);
+          throw new Error(`the daemon keeps answering checkpoints older than size ${previous.size}, which this browser has seen; try again`);
+        }
         if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
         if (next.size > previous.size) {
           const c = await getJson(`/api/plans/${this.planId}/consistency?from=${previous.size}&to=${next.size}`);
