@@ -28,8 +28,15 @@ const MAX_SEEN = 1000;
  * caught, not trusted as a first sight.
  */
 function seen(id) {
+  let text = null;
+  try { text = localStorage.getItem(SEEN); } catch { /* storage off: nothing kept */ }
+  return seenIn(text, id);
+}
+
+/** As `seen`, in `text`: a copy of the kept memory taken earlier. */
+function seenIn(text, id) {
   try {
-    const s = JSON.parse(localStorage.getItem(SEEN) || "{}")[id];
+    const s = JSON.parse(text || "{}")[id];
     if (!s || !Number.isSafeInteger(s.size) || typeof s.root !== "string") return null;
     return { size: s.size, root: b64decode(s.root), forked: typeof s.forked === "string" ? s.forked : null };
   } catch {
@@ -98,8 +105,8 @@ export class PlanChecker {
     // What this browser kept before the request is sent: an answer smaller
     // than it is a rollback. One kept later (another tab, while the answer
     // was on its way) may just be newer than the answer.
-    const beforeId = this.seenId;
-    const before = beforeId ? seen(beforeId) : null;
+    let snapshot = null;
+    try { snapshot = localStorage.getItem(SEEN); } catch { /* storage off */ }
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
@@ -111,6 +118,7 @@ export class PlanChecker {
     const next = { ...verified.checkpoint, note: noteText(note) };
     const seenId = `${next.origin} ${this.keyName}`;
     this.seenId = seenId;
+    const before = seenIn(snapshot, seenId);
     // Checked against both what this page checked last and what this
     // browser kept: another tab may have seen a larger checkpoint since this
     // one did. The kept one is read again after the checks (they wait on
@@ -131,7 +139,7 @@ export class PlanChecker {
         // good: serving the old one again afterwards must not clear the
         // break, on this visit or a later one.
         const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
-        const known = previous === this.checkpoint || (before !== null && seenId === beforeId && same(before, previous));
+        const known = previous === this.checkpoint || (before !== null && same(before, previous));
         if (next.size < previous.size && !known) {
           // Kept by another tab after this request left: one history with
           // the answer, or a fork; the answer may just be older. Asked again
@@ -141,7 +149,7 @@ export class PlanChecker {
           const ok = await verifyConsistency(next.size, previous.size, c.proof.map(b64decode), next.root, previous.root);
           if (!ok) throw fork(`checkpoint ${previous.size} does not extend checkpoint ${next.size} (fork)`);
           if (attempt < 3) return this.refreshCheckpoint(attempt + 1);
-          throw new Error(`the daemon keeps answering checkpoints older than size ${previous.size}, which this browser has seen; try again`);
+          throw new Error(`each answer was older than a checkpoint another tab kept meanwhile (size ${previous.size}): the log is growing fast, or the daemon answers old checkpoints; try again`);
         }
         if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
         if (next.size > previous.size) {

@@ -472,6 +472,19 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  // A later visit (a new checker) answered a smaller checkpoint once, then
+  // the kept one again: the memory was kept before the request left, so
+  // that answer is a rollback, not a late one (helper-120).
+  {
+    const tree = [await junk(1), await junk(2), await junk(3), await junk(4)];
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // the first visit keeps 4
+    let answers = 0;
+    world.routes[`/api/plans/${PLAN}/checkpoint`] = () => planNote(answers++ === 0 ? tree.slice(0, 2) : tree);
+    await refuses("a rollback answered once to a later visit", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+  }
+
   // An old entry of the plan inside a freshly cosigned heads tree (a
   // rollback that needs no new signature): the entries after it come with
   // the bundle, and the plan's newer entry among them gives it away; left
