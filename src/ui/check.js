@@ -131,7 +131,7 @@ export class PlanChecker {
       // A fork proven on an earlier visit, or in another tab, stays proven.
       if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
       const priors = [];
-      for (const p of [this.checkpoint, kept]) if (p && ![...checked, ...priors].some((c) => same(c, p))) priors.push(p);
+      for (const p of [this.checkpoint, before, kept]) if (p && ![...checked, ...priors].some((c) => same(c, p))) priors.push(p);
       if (priors.length === 0) break;
       if (round === 4) throw new Error("what this browser kept of this log changed while it was checked (other tabs); reload");
       for (const previous of priors) {

@@ -485,6 +485,31 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  // The same while another tab keeps a larger checkpoint as the smaller
+  // answer is on its way: the one kept before the request still convicts
+  // it (helper-121).
+  {
+    const tree = [await junk(1), await junk(2), await junk(3), await junk(4)];
+    let served = tree.slice(0, 3);
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // the first visit keeps 3
+    let release;
+    const held = new Promise((r) => { release = r; });
+    let calls = 0;
+    world.routes[`/api/plans/${PLAN}/checkpoint`] = async () => {
+      if (calls++ === 0) { await held; return planNote(tree.slice(0, 2)); }
+      return planNote(served);
+    };
+    const visit = new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    served = tree;
+    await new checkModule.PlanChecker(PLAN).refreshCheckpoint(); // another tab keeps 4
+    release();
+    const outcome = await visit;
+    check(outcome instanceof Broken, `a rollback below the memory kept before the request, with another tab keeping more meanwhile: ${outcome?.message ?? "accepted"}`);
+    checkModule.forgetSeen();
+  }
+
   // An old entry of the plan inside a freshly cosigned heads tree (a
   // rollback that needs no new signature): the entries after it come with
   // the bundle, and the plan's newer entry among them gives it away; left
