@@ -119,11 +119,11 @@ export class PlanChecker {
     const seenId = `${next.origin} ${this.keyName}`;
     this.seenId = seenId;
     const before = seenIn(snapshot, seenId);
-    // Checked against both what this page checked last and what this
-    // browser kept: another tab may have seen a larger checkpoint since this
-    // one did. The kept one is read again after the checks (they wait on
-    // the daemon, and other tabs keep meanwhile) until it is one already
-    // checked; nothing waits between that read and the keep below.
+    // Checked against what this page checked last, what this browser kept
+    // before the request, and what it keeps now: another tab may have seen a
+    // larger checkpoint since. The kept one is read again after the checks
+    // (they wait on the daemon, and other tabs keep meanwhile) until it is
+    // one already checked; nothing waits between that read and the keep.
     const checked = [];
     const same = (a, b) => a.size === b.size && equal(a.root, b.root);
     for (let round = 0; ; round += 1) {
