@@ -40,7 +40,7 @@ export function keysView(root) {
   forget.addEventListener("click", () => {
     forgetSeen();
     said.className = "muted";
-    said.textContent = "Checked checkpoints forgotten: the next visit of each plan is a first sight again.";
+    said.textContent = "Checked checkpoints forgotten: the next visit of each plan is a first sight again. Close other tabs of this viewer first: a plan open there still holds what it checked, and keeps it again.";
   });
   clear.addEventListener("click", async () => {
     log.value = ""; witnesses.value = ""; quorum.value = 1;
