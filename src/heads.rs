@@ -23,9 +23,9 @@ pub(crate) fn spawn(
     let (grown, watch) = watch::channel(u64::MAX);
     tokio::spawn(async move {
         loop {
-            // The size is read even when the pass fails: witnessing health
-            // takes a size of 0 as "nothing to witness", so it must not stay
-            // at the channel's first 0 while every pass fails.
+            // The size is read even when the pass fails, so that witnessing
+            // health (which takes 0 as "nothing to witness") sees the real
+            // size rather than the channel's first "unknown".
             let pass = store
                 .run(|s| Ok::<_, StoreError>((s.append_heads(HEADS_PASS_LIMIT), s.heads_size()?)))
                 .await;

@@ -235,20 +235,18 @@ fn check_codings(req: &Request) -> Result<(), Problem> {
             ));
         }
     }
-    let mut codings = listed(header::TRANSFER_ENCODING);
-    if let Some(first) = codings.next() {
-        let rest: Vec<&str> = codings.collect();
-        if !first.eq_ignore_ascii_case("chunked") || !rest.is_empty() {
-            let all = std::iter::once(first)
-                .chain(rest)
-                .collect::<Vec<_>>()
-                .join(", ");
+    let codings: Vec<&str> = listed(header::TRANSFER_ENCODING).collect();
+    match codings.as_slice() {
+        [] => {}
+        [only] if only.eq_ignore_ascii_case("chunked") => {}
+        _ => {
             return Err(Problem::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "unsupported-transfer-coding",
                 "Unsupported transfer coding",
                 format!(
-                    "Transfer-Encoding {all:?}: only chunked, alone, is understood (RFC 9112 §6.1)"
+                    "Transfer-Encoding {:?}: only chunked, alone, is understood (RFC 9112 §6.1)",
+                    codings.join(", ")
                 ),
             ));
         }

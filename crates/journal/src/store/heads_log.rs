@@ -159,26 +159,35 @@ pub(super) fn bundle(
     count: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
+    each_entry(txn, first, first + count, |index, entry| {
+        // Entries are ~120 bytes by construction.
+        push_bundle_entry(out, &entry).map_err(|EntryTooLong(len)| {
+            StoreError(format!("heads log entry {index} is {len} bytes"))
+        })
+    })
+}
+
+/// Calls `each` with every entry at `[first, end)`, in order; an error if
+/// the log lacks one of them.
+fn each_entry(
+    txn: &redb::ReadTransaction,
+    first: u64,
+    end: u64,
+    mut each: impl FnMut(u64, Vec<u8>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let entries = txn.open_table(HEADS_LOG_ENTRIES)?;
-    let mut seen = 0;
-    for (expected, row) in (first..).zip(entries.range(first..first + count)?) {
+    let mut next = first;
+    for row in entries.range(first..end)? {
         let (k, v) = row?;
-        if k.value() != expected {
+        if k.value() != next {
             break;
         }
-        let record: EntryRecord = decode(v.value())?;
-        // Entries are ~120 bytes by construction.
-        if let Err(EntryTooLong(len)) = push_bundle_entry(out, &record.entry) {
-            return Err(StoreError(format!(
-                "heads log entry {expected} is {len} bytes"
-            )));
-        }
-        seen += 1;
+        each(next, decode::<EntryRecord>(v.value())?.entry)?;
+        next += 1;
     }
-    if seen != count {
+    if next < end {
         return Err(StoreError(format!(
-            "the heads log lacks entry {} below its size",
-            first + seen
+            "the heads log lacks entry {next} below {end}"
         )));
     }
     Ok(())
@@ -281,23 +290,11 @@ impl Store {
 
     /// The entry bytes at `[first, end)`, which the log must hold.
     pub fn heads_log_entries(&self, first: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HEADS_LOG_ENTRIES)?;
-        let mut entries =
-            Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
-        for (expected, row) in (first..).zip(table.range(first..end)?) {
-            let (k, v) = row?;
-            if k.value() != expected {
-                break;
-            }
-            entries.push(decode::<EntryRecord>(v.value())?.entry);
-        }
-        if entries.len() as u64 != end.saturating_sub(first) {
-            return Err(StoreError(format!(
-                "the heads log lacks entry {} below {end}",
-                first + entries.len() as u64
-            )));
-        }
+        let mut entries = Vec::new();
+        each_entry(&self.db.begin_read()?, first, end, |_, entry| {
+            entries.push(entry);
+            Ok(())
+        })?;
         Ok(entries)
     }
 
