@@ -98,20 +98,38 @@ async fn events_prints_an_aligned_table_json_and_whole_events() {
 /// (an escape that recolours or retitles it, a newline that fakes a row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_an_appender_chose_cannot_act_on_the_terminal() {
-    let daemon = Daemon::start(DaemonOpts::default());
-    let plan = new_plan().to_string();
+    let mut daemon = Daemon::start(DaemonOpts::default());
+    let plan_id = new_plan();
+    let plan = plan_id.to_string();
     let actor = "\u{1b}[31mRED\u{1b}]0;owned\u{7}";
     let fake_row = "a\n 9  2026-01-01T00:00:00Z  plan.approved  admin\rb";
     let payload = json!({"x": "\u{9b}2J\u{7f}\u{202e}dlrow"});
-    daemon
-        .append_ok(
-            &plan,
-            json!({"type": "plan.created", "actor": actor, "payload": payload}),
-        )
+    // The API refuses control characters in an actor; a store written by
+    // an earlier release may still hold them, so they are put there
+    // through the store itself, signed as any append.
+    let refused = daemon
+        .append(&plan, json!({"type": "plan.created", "actor": actor}))
         .await;
-    daemon
-        .append_ok(&plan, json!({"type": "plan.created", "actor": fake_row}))
-        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(daemon.stop().success());
+    let stored = payload.clone();
+    common::with_offline_store(&daemon, move |store| {
+        for (actor, payload) in [(actor, stored), (fake_row, json!({}))] {
+            let request = logbook_journal::store::AppendRequest {
+                plan_id,
+                event_type: "plan.created".into(),
+                actor: Some(actor.into()),
+                payload: logbook_journal::chain::CanonicalPayload::new(&payload),
+                expected_seq: None,
+                idempotency: None,
+            };
+            tokio::runtime::Handle::current()
+                .block_on(store.append(request))
+                .expect("an append through the store");
+        }
+    })
+    .await;
+    daemon.restart();
     let acts = |text: &str| -> Vec<char> {
         text.chars()
             .filter(|&c| c != '\n' && logbook_base::terminal::acts_on_terminal(c))

@@ -278,6 +278,29 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
             .into_bytes(),
         ),
         (
+            "actor with a newline",
+            422,
+            Some("invalid-actor"),
+            json_ct,
+            br#"{"type":"plan.approved","actor":"alice\nroot: approved"}"#.to_vec(),
+        ),
+        (
+            "actor with an escape sequence",
+            422,
+            Some("invalid-actor"),
+            json_ct,
+            br#"{"type":"plan.approved","actor":"\u001b[2Kalice"}"#.to_vec(),
+        ),
+        (
+            "actor with a C1 control",
+            422,
+            Some("invalid-actor"),
+            json_ct,
+            "{\"type\":\"plan.approved\",\"actor\":\"a\u{85}b\"}"
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
             "negative expected_seq",
             422,
             None,

@@ -253,7 +253,7 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
 
     // The deleted plan's witnessed bundle is its deletion's entry, with its
     // final checkpoint: an export taken before verifies against it offline.
-    // Its plain checkpoint is gone (404), and so is an unknown plan's,
+    // Its plain checkpoint is gone (410), and an unknown plan's is 404,
     // before its query is read.
     let found = daemon
         .get_json(&format!("/api/plans/{doomed}/checkpoint?witnessed=1"))
@@ -281,12 +281,32 @@ async fn a_deletion_is_recorded_at_once_with_its_final_checkpoint() {
         "{}",
         out.stdout
     );
-    assert_problem(
-        &daemon
-            .get_json(&format!("/api/plans/{doomed}/checkpoint"))
-            .await,
-        404,
-    );
+    // Every read of the deleted plan says so (410, as an append or a
+    // stream of it does), not that it never had events.
+    for route in [
+        "",
+        "/events",
+        "/events?verify=1",
+        "/checkpoint",
+        "/log-key",
+        "/events/1/inclusion",
+        "/consistency?from=1&to=2",
+        "/tile/0/000.p/2",
+    ] {
+        let got = daemon
+            .get_json(&format!("/api/plans/{doomed}{route}"))
+            .await;
+        assert_eq!(
+            assert_problem(&got, 410),
+            "urn:logbook:problem:plan-deleted",
+            "{route}"
+        );
+        assert!(
+            got.json["tombstone_seq"].as_u64().is_some(),
+            "{route}: {}",
+            got.text
+        );
+    }
     let unknown = format!("/api/plans/{}/checkpoint?no=1", new_plan());
     assert_problem(&daemon.get_json(&unknown).await, 404);
 

@@ -26,7 +26,9 @@ use logbook_base::reloadable::Reloadable;
 use logbook_journal::event::{Timestamp, parse_plan_id};
 use logbook_journal::follow::{Source, follow};
 use logbook_journal::registry::TypeFilter;
-use logbook_journal::store::{AppendError, AppendRequest, Idempotency, PlanHead, StoreError};
+use logbook_journal::store::{
+    AppendError, AppendRequest, AsyncStore, Idempotency, PlanHead, StoreError,
+};
 use logbook_journal::validate::InvalidEvent;
 
 /// What the journal routes read: the store and its fan-out, the registry,
@@ -117,14 +119,8 @@ pub(crate) async fn append(
             ),
         ));
     }
-    if let Some(actor) = &body.actor
-        && actor.chars().count() > limits.max_actor_len
-    {
-        return Err(Problem::unprocessable(
-            "invalid-actor",
-            "Invalid actor",
-            format!("actor is longer than {} characters", limits.max_actor_len),
-        ));
+    if let Some(actor) = &body.actor {
+        check_actor(actor, limits.max_actor_len)?;
     }
     let idempotency = idempotency_key.map(|key| {
         // The fingerprint covers the request as normalized, so an omitted
@@ -182,6 +178,25 @@ pub(crate) async fn append(
         Err(AppendError::Unavailable) => Err(Problem::unavailable("the journal is shutting down")),
         Err(AppendError::Storage(e)) => Err(e.into()),
     }
+}
+
+/// An actor names who acted, and is shown on terminals, in logs and in the
+/// viewer: a control character (a newline, an escape sequence) could forge
+/// or hide what is shown beside it, so none is taken.
+fn check_actor(actor: &str, max_len: usize) -> Result<(), Problem> {
+    let invalid = |detail: String| Problem::unprocessable("invalid-actor", "Invalid actor", detail);
+    if actor.chars().count() > max_len {
+        return Err(invalid(format!(
+            "actor is longer than {max_len} characters"
+        )));
+    }
+    if let Some((at, c)) = actor.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(invalid(format!(
+            "actor holds the control character U+{:04X} at character {at}",
+            u32::from(c)
+        )));
+    }
+    Ok(())
 }
 
 /// 410 for a plan that was deleted: its id is never used again.
@@ -247,16 +262,20 @@ pub(crate) fn head_json(plan_id: &Uuid, head: &PlanHead) -> Value {
 }
 
 pub(super) async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHead, Problem> {
-    state
-        .store
-        .run(move |s| s.head(&plan_id))
-        .await?
-        .ok_or_else(|| no_events(plan_id))
+    match state.store.run(move |s| s.head(&plan_id)).await? {
+        Some(head) => Ok(head),
+        None => Err(missing_plan(&state.store, plan_id).await),
+    }
 }
 
-/// 404 for a plan with no head: never appended to, or deleted.
-pub(crate) fn no_events(plan_id: Uuid) -> Problem {
-    Problem::not_found(format!("plan {plan_id} has no events"))
+/// The answer for a plan with no head: 410 when it was deleted (its id is
+/// never used again, as an append or a stream of it is told), else 404.
+pub(crate) async fn missing_plan(store: &AsyncStore, plan_id: Uuid) -> Problem {
+    match store.run(move |s| s.deleted_plan(&plan_id)).await {
+        Ok(Some(deleted)) => plan_deleted(plan_id, deleted.tombstone_seq),
+        Ok(None) => Problem::not_found(format!("plan {plan_id} has no events")),
+        Err(e) => e.into(),
+    }
 }
 
 #[derive(Deserialize)]

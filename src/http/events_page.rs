@@ -24,7 +24,7 @@ use logbook_journal::store::{AsyncStore, READ_PAGE_BYTES};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::api::{ApiState, no_events, page_limit, plan_head};
+use super::api::{ApiState, missing_plan, page_limit, plan_head};
 use super::extract::{PlanId, Query};
 use super::json_array::{self, Items, Runs};
 use super::problem::Problem;
@@ -191,7 +191,7 @@ async fn checked_page(
     // The plan was there when the handler looked; a snapshot without it
     // means it was deleted since: not an empty, valid plan.
     if page.tree_size == 0 {
-        return Err(no_events(plan_id));
+        return Err(missing_plan(&state.store, plan_id).await);
     }
     // Never sign a root the page just showed the events do not make.
     let checkpoint = match page.report.broken {
@@ -236,14 +236,14 @@ impl Runs for Page {
     type Tail = Tail;
 
     /// The first run (of at most [`READ_PAGE_BYTES`] of records) comes
-    /// with the plan's existence in the same snapshot: 404 if it was
+    /// with the plan's existence in the same snapshot: 410 if it was
     /// deleted since the handler looked. Each later run checks that the
     /// last event sent is still there: an empty run would end the page as
     /// if the plan ended there.
     async fn next_run(&mut self, items: &mut Items) -> Result<bool, Problem> {
         let (plan_id, after, remaining, sent) =
             (self.plan_id, self.after, self.remaining, self.sent);
-        let (events, more) = self
+        let run = self
             .store
             .run(move |s| match sent {
                 None => s.live_plan_events_page(&plan_id, after, remaining, READ_PAGE_BYTES),
@@ -251,13 +251,16 @@ impl Runs for Page {
                     s.plan_events_page_after(&plan_id, after, &sent, remaining, READ_PAGE_BYTES)
                 }
             })
-            .await?
-            .ok_or_else(|| match sent {
-                None => no_events(plan_id),
-                Some(_) => Problem::not_found(format!(
+            .await?;
+        let (events, more) = match (run, sent) {
+            (Some(run), _) => run,
+            (None, None) => return Err(missing_plan(&self.store, plan_id).await),
+            (None, Some(_)) => {
+                return Err(Problem::not_found(format!(
                     "plan {plan_id} was deleted while a page of it was being written"
-                )),
-            })?;
+                )));
+            }
+        };
         assert!(events.len() <= self.remaining, "a run within the page");
         for event in &events {
             items.push(event)?;

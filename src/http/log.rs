@@ -250,14 +250,15 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::require_read))
 }
 
-/// The plan's head (tree size) and root; 404 when it has no events.
+/// The plan's head (tree size) and root; 404 when it has no events, 410
+/// when it was deleted.
 async fn head_root(store: &AsyncStore, plan_id: Uuid) -> Result<(u64, [u8; 32]), Problem> {
     let outcome = store
         .run(move |s| s.tree(&plan_id).root(None))
         .await?
         .map_err(|e| Problem::internal(format!("reading the head's root: {e}")))?;
     match outcome {
-        (0, _) => Err(super::api::no_events(plan_id)),
+        (0, _) => Err(super::api::missing_plan(store, plan_id).await),
         found => Ok(found),
     }
 }
@@ -279,8 +280,8 @@ pub(crate) fn text(body: String, cache: &'static str) -> Response {
 
 /// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head;
 /// with `?witnessed=1`, the bundle (`witnessed.rs`), which a deleted plan
-/// has too: its deletion's entry. An unknown plan is 404 before the query
-/// is read, as on the proof routes.
+/// has too: its deletion's entry. An unknown plan is 404 (a deleted one
+/// 410) before the query is read, as on the proof routes.
 async fn checkpoint(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,
@@ -306,7 +307,7 @@ async fn checkpoint(
             ));
         }
     }
-    // A deleted plan has no head to sign: 404 as before.
+    // A deleted plan has no head to sign: 410.
     let (size, root) = head?;
     let note = state
         .log

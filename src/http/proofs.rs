@@ -5,7 +5,8 @@
 //! `/api/v1/log/`. One handler body per resource serves both ([`LogId`]).
 //!
 //! Precedence of refusals, as the contract lists it: a malformed plan id,
-//! then an unknown plan (404) before any other parameter is looked at, then
+//! then an unknown plan (404; a deleted one 410) before any other parameter
+//! is looked at, then
 //! malformed numbers, `seq > tree_size`, a size beyond the head, `from > to`.
 
 use axum::Json;
@@ -260,7 +261,8 @@ fn log_name(log: LogId) -> String {
 }
 
 /// The plan id of the path, if the plan has events: a malformed id is 400,
-/// an unknown plan 404, before any other parameter is checked.
+/// an unknown plan 404 (a deleted one 410), before any other parameter is
+/// checked.
 async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
     let plan_id = parse_plan_id(text).ok_or_else(|| {
         Problem::bad_request(
@@ -272,7 +274,7 @@ async fn known_plan(state: &ProofState, text: &str) -> Result<Uuid, Problem> {
     let head = state.store.run(move |s| s.head(&plan_id)).await?;
     match head {
         Some(_) => Ok(plan_id),
-        None => Err(super::api::no_events(plan_id)),
+        None => Err(super::api::missing_plan(&state.store, plan_id).await),
     }
 }
 

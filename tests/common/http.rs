@@ -152,13 +152,20 @@ impl Daemon {
         resp.json
     }
 
-    /// `GET /api/plans/{plan}`: `None` for 404.
+    /// `GET /api/plans/{plan}`: `None` for 404 (no events) and 410 (deleted).
     pub async fn head(&self, plan: impl Display) -> Option<Value> {
         let resp = self.get_json(&format!("/api/plans/{plan}")).await;
         match resp.status {
             200 => Some(resp.json),
             404 => {
                 assert_problem(&resp, 404);
+                None
+            }
+            410 => {
+                assert_eq!(
+                    assert_problem(&resp, 410),
+                    "urn:logbook:problem:plan-deleted"
+                );
                 None
             }
             other => panic!("GET plan head: unexpected {other}: {}", resp.text),
