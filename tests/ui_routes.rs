@@ -46,9 +46,22 @@ async fn the_viewer_routes_answer_with_their_headers_and_can_be_turned_off() {
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
     // Only the embedded files exist: no path walks out of them.
     for path in [
+        "/ui/keys",
+        "/ui/federation",
+        "/ui/plans/0192F3A4-5B6C-7D8E-9F00-112233445566",
+    ] {
+        let resp = common::send(daemon.get(path)).await;
+        assert_eq!(resp.status, 200, "{path}");
+        assert!(resp.text.contains("/ui/assets/app.js"), "{path}");
+    }
+    for path in [
         "/ui/assets/nope.js",
         "/ui/assets/..%2Fapp.js",
         "/ui/assets/",
+        "/ui/app.js",
+        "/ui/plans/nope",
+        "/ui/plans/0192f3a4-5b6c-7d8e-9f00-112233445566/events",
+        "/ui/keys/",
     ] {
         let resp = common::send(daemon.get(path)).await;
         assert_eq!(resp.status, 404, "{path}: {}", resp.text);

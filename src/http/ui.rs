@@ -68,15 +68,25 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui", get(index))
         .route("/ui/", get(index))
         .route("/ui/assets/{name}", get(asset))
-        // Every other /ui/… path is a view of the page (e.g. /ui/plans/{id}).
+        // The page's views (app.js's `route`), served as the page itself.
         .route("/ui/{*view}", get(view))
 }
 
 async fn view(Path(view): Path<String>) -> Response {
-    if view == "assets" || view.starts_with("assets/") {
-        return missing();
+    if is_view(&view) {
+        index().await
+    } else {
+        missing()
     }
-    index().await
+}
+
+/// A path under `/ui/` the page shows: a mistyped asset path (`/ui/app.js`)
+/// or any other is 404, not the page under a script's name.
+fn is_view(view: &str) -> bool {
+    matches!(view, "keys" | "federation")
+        || view
+            .strip_prefix("plans/")
+            .is_some_and(|id| logbook_journal::event::parse_plan_id(id).is_some())
 }
 
 fn missing() -> Response {
