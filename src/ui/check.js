@@ -19,6 +19,23 @@ const PARALLEL = 6;
 const SEEN = "logbook.seen";
 /** Logs whose last checkpoint is kept (the oldest entries go first). */
 const MAX_SEEN = 1000;
+/**
+ * The memory's generation: each Forget starts a new one, kept under a key
+ * of its own. A tab left open, or a check on its way, that still writes
+ * the generation it began under writes where no one reads any more, and
+ * cannot undo the Forget (tabs see each other's writes late, and in no
+ * lock).
+ */
+const GENERATION = "logbook.seen-generation";
+
+function generation() {
+  try { return localStorage.getItem(GENERATION) || ""; } catch { return ""; }
+}
+
+/** The memory of generation `gen`, as text (the first is at `SEEN`, as before generations). */
+function memory(gen) {
+  try { return localStorage.getItem(gen ? `${SEEN}.${gen}` : SEEN); } catch { return null; /* storage off: nothing kept */ }
+}
 
 /**
  * The last checkpoint this browser checked for a plan log under one key
@@ -27,10 +44,8 @@ const MAX_SEEN = 1000;
  * against it, so a rollback or a fork since the reader last looked is
  * caught, not trusted as a first sight.
  */
-function seen(id) {
-  let text = null;
-  try { text = localStorage.getItem(SEEN); } catch { /* storage off: nothing kept */ }
-  return seenIn(text, id);
+function seen(id, gen) {
+  return seenIn(memory(gen), id);
 }
 
 /** As `seen`, in `text`: a copy of the kept memory taken earlier. */
@@ -46,13 +61,15 @@ function seenIn(text, id) {
 
 /**
  * Keeps `entry` ({size, root, forked?}) as what this browser saw of log
- * `id`, unless another tab kept a larger checkpoint meanwhile (this one was
- * checked against an older memory): the kept size never goes down, and a
- * kept fork mark is never dropped.
+ * `id` in generation `gen`, unless another tab kept a larger checkpoint
+ * meanwhile (this one was checked against an older memory): the kept size
+ * never goes down, and a kept fork mark is never dropped.
  */
-function keep(id, entry) {
+function keep(id, entry, gen) {
+  // Forgotten since: not worth the room (the key is read by no one).
+  if (generation() !== gen) return;
   let all = {};
-  try { all = JSON.parse(localStorage.getItem(SEEN) || "{}") || {}; } catch { all = {}; }
+  try { all = JSON.parse(memory(gen) || "{}") || {}; } catch { all = {}; }
   const old = all[id];
   const oldSize = old && Number.isSafeInteger(old.size) ? old.size : -1;
   const root = b64encode(entry.root);
@@ -70,12 +87,17 @@ function keep(id, entry) {
   const plain = ids.filter((k) => !all[k].forked);
   const gone = [...plain, ...ids.filter((k) => all[k].forked)].slice(0, excess);
   for (const k of gone) delete all[k];
-  try { localStorage.setItem(SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
+  try { localStorage.setItem(gen ? `${SEEN}.${gen}` : SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
 }
 
 /** Forgets every checkpoint this browser kept (after an operator restored an older store, say). */
 export function forgetSeen() {
-  localStorage.removeItem(SEEN);
+  // Every generation's memory goes first, which also makes room for the
+  // new generation's name.
+  for (const key of Object.keys(localStorage)) {
+    if (key === SEEN || key.startsWith(`${SEEN}.`)) localStorage.removeItem(key);
+  }
+  localStorage.setItem(GENERATION, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
 }
 
 /** A check that failed: what the daemon served does not verify. */
@@ -91,22 +113,48 @@ export class PlanChecker {
     this.results = new Map(); // seq -> {state, reason, leaf}
     this.witnessed = null;
     this.redactions = null;
-    this.forked = null; // a proven rollback or fork: stays
+    this.forked = null; // a proven rollback or fork: stays, until a Forget
+    this.generation = generation(); // of the memory this page's checks are from
   }
 
   /**
    * Fetches and checks the current checkpoint; checks it extends the last
-   * one. `attempt` counts the fetches made again because another tab kept
-   * a larger checkpoint while this answer was on its way.
+   * one. `attempt` counts the fetches made again: because another tab kept
+   * a larger checkpoint while this answer was on its way, or the memory
+   * was forgotten meanwhile (at most four in all).
    */
   async refreshCheckpoint(attempt = 0) {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
+    const gen = generation();
+    // Forgotten (in this tab or another) since this page last checked:
+    // what it checked is from before, as the kept memory was.
+    if (gen !== this.generation) {
+      this.generation = gen;
+      this.checkpoint = null;
+      this.forked = null;
+      this.results = new Map();
+      this.witnessed = null;
+    }
+    try {
+      const next = await this.checkCheckpoint(gen, attempt);
+      if (generation() !== gen) throw new Error("forgotten meanwhile");
+      return next;
+    } catch (e) {
+      // Forgotten while this was checked, against the memory from before (a
+      // fork proven against it included): checked again, as a first sight.
+      if (generation() === gen) throw e;
+      if (attempt < 3) return this.refreshCheckpoint(attempt + 1);
+      throw new Error("this browser's checked checkpoints were forgotten while this one was checked; try again");
+    }
+  }
+
+  /** `refreshCheckpoint`'s checks, against generation `gen` of the memory. */
+  async checkCheckpoint(gen, attempt) {
     if (this.forked) throw new Broken(this.forked); // proven once, whatever is served now
     // What this browser kept before the request is sent: an answer smaller
     // than it is a rollback. One kept later (another tab, while the answer
     // was on its way) may just be newer than the answer.
-    let snapshot = null;
-    try { snapshot = localStorage.getItem(SEEN); } catch { /* storage off */ }
+    const snapshot = memory(gen);
     const note = await getText(`/api/plans/${this.planId}/checkpoint`);
     const { source, keys } = await logKeys();
     this.source = source;
@@ -127,7 +175,7 @@ export class PlanChecker {
     const checked = [];
     const same = (a, b) => a.size === b.size && equal(a.root, b.root);
     for (let round = 0; ; round += 1) {
-      const kept = seen(seenId);
+      const kept = seen(seenId, gen);
       // A fork proven on an earlier visit, or in another tab, stays proven.
       if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
       const priors = [];
@@ -138,7 +186,7 @@ export class PlanChecker {
         // Two signed checkpoints that are not one history are proof for
         // good: serving the old one again afterwards must not clear the
         // break, on this visit or a later one.
-        const fork = (message) => { this.markForked(message, previous); return new Broken(message); };
+        const fork = (message) => { this.markForked(message, previous, gen); return new Broken(message); };
         const known = previous === this.checkpoint || (before !== null && same(before, previous));
         if (next.size < previous.size && !known) {
           // Kept by another tab after this request left: one history with
@@ -163,14 +211,14 @@ export class PlanChecker {
       }
     }
     this.checkpoint = next;
-    keep(seenId, next);
+    keep(seenId, next, gen);
     return next;
   }
 
-  /** Records a proven fork or rollback for this page and later visits. */
-  markForked(message, checkpoint = this.checkpoint) {
+  /** Records a proven fork or rollback for this page and for later visits of generation `gen`. */
+  markForked(message, checkpoint, gen) {
     this.forked = message;
-    if (this.seenId && checkpoint) keep(this.seenId, { ...checkpoint, forked: message });
+    if (this.seenId && checkpoint) keep(this.seenId, { ...checkpoint, forked: message }, gen);
   }
 
   /** Checks `events` (by seq; `bySeq` for the links) against the checkpoint. */
@@ -282,14 +330,17 @@ export class PlanChecker {
     // is larger: a witnessed size ahead of the checkpoint (appends since) is
     // checked the other way round, else a daemon holding the log key could
     // show a fork beside its honest, cosigned tree.
-    const current = this.checkpoint;
+    const [current, gen] = [this.checkpoint, this.generation];
     if (!current) throw new Error("no checkpoint checked yet");
     const w = plan.checkpoint;
     const [small, large] = w.size <= current.size ? [w, current] : [current, w];
     const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
     if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
+      // Forgotten meanwhile: `current` may be a checkpoint from before a
+      // restore, which the restored history need not extend.
+      if (generation() !== gen) throw new Error("this browser's checked checkpoints were forgotten while the bundle was checked; try again");
       // Both are signed by the plan's key: a fork, for the page's life.
-      this.markForked("the current checkpoint and the witnessed one are not one history (fork)");
+      this.markForked("the current checkpoint and the witnessed one are not one history (fork)", current, gen);
       throw new Broken(this.forked);
     }
     const { keys, quorum } = await witnessKeys();

@@ -38,9 +38,15 @@ export function keysView(root) {
     }
   });
   forget.addEventListener("click", () => {
-    forgetSeen();
+    try {
+      forgetSeen();
+    } catch (err) {
+      said.className = "broken";
+      said.textContent = `Not forgotten: ${err.message}`;
+      return;
+    }
     said.className = "muted";
-    said.textContent = "Checked checkpoints forgotten: the next visit of each plan is a first sight again. Close other tabs of this viewer first: a plan open there still holds what it checked, and keeps it again.";
+    said.textContent = "Checked checkpoints forgotten: the next check of each plan, in this tab or another, is a first sight again.";
   });
   clear.addEventListener("click", async () => {
     log.value = ""; witnesses.value = ""; quorum.value = 1;

@@ -159,7 +159,11 @@ export function planView(root, planId) {
       do {
         again = false;
         try {
+          const generation = checker.generation;
           await checker.refreshCheckpoint();
+          // Forgotten since the last pass: a bundle judged against what was
+          // checked before no longer breaks the plan.
+          if (checker.generation !== generation) badBundle = null;
           checker.error = checker.forked || deleted || badBundle || null;
           checker.unavailable = null;
         } catch (e) {

@@ -15,7 +15,10 @@ const done = arguments[arguments.length - 1];
   // checkpoint it checked per log) is forgotten first. The last case checks
   // that memory itself.
   class PlanChecker extends checkModule.PlanChecker {
-    constructor(plan) { localStorage.removeItem("logbook.seen"); super(plan); }
+    constructor(plan) {
+      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.")) localStorage.removeItem(k);
+      super(plan);
+    }
   }
   pinAll();
   const fails = [];
@@ -507,6 +510,62 @@ const done = arguments[arguments.length - 1];
     release();
     const outcome = await visit;
     check(outcome instanceof Broken, `a rollback below the memory kept before the request, with another tab keeping more meanwhile: ${outcome?.message ?? "accepted"}`);
+    checkModule.forgetSeen();
+  }
+
+  // Forget, after an operator restored an older store, while a tab of the
+  // plan stays open: that tab's next check is a first sight too, and it
+  // neither calls the restored history a rollback nor keeps its old
+  // checkpoint again (helper-122's trap).
+  {
+    const { list, leaves } = await events(PLAN, [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    let served = leaves;
+    world.routes = { ...planRoutes(PLAN, () => served, () => planNote(served)) };
+    const open = new PlanChecker(PLAN);
+    const shown = new Map(list.map((e) => [e.seq, e]));
+    await open.refreshCheckpoint(); // the open tab checked size 3
+    await open.checkEvents(list, shown);
+    check(open.results.get(3)?.state === "verified", `seq 3 before the restore: ${JSON.stringify(open.results.get(3))}`);
+    served = leaves.slice(0, 2); // the store restored to size 2
+    checkModule.forgetSeen();
+    const outcome = await open.refreshCheckpoint().then(() => null, (e) => e);
+    check(outcome === null && open.checkpoint?.size === 2, `a tab left open across a Forget: ${outcome?.message ?? open.checkpoint?.size}`);
+    // What it checked before the Forget is checked again: seq 3 is in no
+    // checkpoint of the restored log.
+    await open.checkEvents(list, shown);
+    check(open.results.get(3)?.state !== "verified" && open.results.get(2)?.state === "verified",
+      `events checked before a Forget: ${JSON.stringify([2, 3].map((s) => open.results.get(s)?.state))}`);
+    const visit = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+    check(visit === null, `a visit after a Forget with a tab left open: ${visit?.message}`);
+    checkModule.forgetSeen();
+  }
+
+  // The same with that tab's request on its way as Forget is clicked: what
+  // it proves against the memory from before is not kept as a fork.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    let served = tree;
+    world.routes = { ...planRoutes(PLAN, () => served, () => planNote(served)) };
+    const open = new PlanChecker(PLAN);
+    await open.refreshCheckpoint(); // the open tab checked size 3
+    let release;
+    const held = new Promise((r) => { release = r; });
+    const path = `/api/plans/${PLAN}/checkpoint`;
+    const honest = world.routes[path];
+    world.routes[path] = async (u) => { await held; return honest(u); };
+    served = tree.slice(0, 2); // the store restored to size 2
+    const inFlight = open.refreshCheckpoint().then(() => null, (e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    checkModule.forgetSeen();
+    release();
+    // Checked again as a first sight: the answer after the Forget is size 2.
+    const outcome = await inFlight;
+    check(outcome === null && open.checkpoint?.size === 2, `a check in flight across a Forget: ${outcome?.message ?? open.checkpoint?.size}`);
+    world.routes[path] = honest;
+    const visit = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+    check(visit === null, `a visit after a Forget during a check: ${visit?.message}`);
+    const again = await open.refreshCheckpoint().then(() => null, (e) => e);
+    check(again === null && open.checkpoint?.size === 2, `the open tab's next check after a Forget during a check: ${again?.message ?? open.checkpoint?.size}`);
     checkModule.forgetSeen();
   }
 
