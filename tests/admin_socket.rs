@@ -522,7 +522,7 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
             .get_json(&format!("/api/plans/{doomed}"))
             .await
             .status,
-        404
+        410
     );
     assert_eq!(
         daemon
@@ -570,7 +570,7 @@ async fn deleting_a_plan_leaves_a_tombstone_in_the_system_journal() {
             .contains("0 broken")
     );
     let gone = daemon.admin(&["plans", "delete", "--yes", &doomed]).await;
-    assert!(gone.stderr.contains("404"));
+    assert!(gone.stderr.contains("410"), "{}", gone.stderr);
 
     // A deleted plan's id is never used again.
     let resp = daemon.append(&doomed, body("plan.created")).await;

@@ -292,6 +292,13 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
             br#"{"type":"plan.approved","actor":"\u001b[2Kalice"}"#.to_vec(),
         ),
         (
+            "actor with a bidirectional override",
+            422,
+            Some("invalid-actor"),
+            json_ct,
+            br#"{"type":"plan.approved","actor":"\u202eecila"}"#.to_vec(),
+        ),
+        (
             "actor with a C1 control",
             422,
             Some("invalid-actor"),

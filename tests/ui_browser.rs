@@ -62,7 +62,7 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     append(
         &daemon,
         plan,
-        json!({"type": "step.completed", "actor": "<b>mallory</b>\u{202E}gnp.exe", "payload": {"note": XSS, "zw": "pa\u{200B}y", "cgj": "a\u{34F}b", "ok": "\u{1F44D}\u{FE0F}"}}),
+        json!({"type": "step.completed", "actor": "<b>mallory</b>", "payload": {"note": XSS, "file": "\u{202E}gnp.exe", "zw": "pa\u{200B}y", "cgj": "a\u{34F}b", "ok": "\u{1F44D}\u{FE0F}"}}),
     )
     .await;
     append(&daemon, plan, step(4)).await;
@@ -195,17 +195,18 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     assert_eq!(xss[0], 0, "markup from the journal was rendered");
     let row4 = xss[1].as_str().unwrap();
     assert!(
-        row4.contains(XSS) && row4.contains("<b>mallory</b>U+202Egnp.exe"),
+        row4.contains(XSS) && row4.contains("<b>mallory</b>") && row4.contains("U+202Egnp.exe"),
         "{xss}"
     );
     assert!(
         !row4.contains('\u{202E}') && !row4.contains('\u{200B}'),
         "{xss}"
     );
-    // Marks in order: the actor's override, then the payload's (members in
-    // JCS order) grapheme joiner and zero-width space; the emoji's
-    // presentation selector is not one.
-    assert_eq!(xss[2], json!(["U+202E", "U+034F", "U+200B"]), "{xss}");
+    // Marks in order, the payload's members in JCS order: the grapheme
+    // joiner and the override (an actor may not hold one: 422); the row
+    // is cut before the zero-width space, which the detail view shows
+    // marked (below). The emoji's presentation selector is not one.
+    assert_eq!(xss[2], json!(["U+034F", "U+202E"]), "{xss}");
     assert!(row4.contains("\u{1F44D}\u{FE0F}"), "{xss}");
 
     // Live in the plan view.

@@ -181,8 +181,9 @@ pub(crate) async fn append(
 }
 
 /// An actor names who acted, and is shown on terminals, in logs and in the
-/// viewer: a control character (a newline, an escape sequence) could forge
-/// or hide what is shown beside it, so none is taken.
+/// viewer: a character that acts on a terminal (a newline, an escape
+/// sequence, a bidirectional override) could forge or hide what is shown
+/// beside it, so none is taken.
 fn check_actor(actor: &str, max_len: usize) -> Result<(), Problem> {
     let invalid = |detail: String| Problem::unprocessable("invalid-actor", "Invalid actor", detail);
     if actor.chars().count() > max_len {
@@ -190,10 +191,15 @@ fn check_actor(actor: &str, max_len: usize) -> Result<(), Problem> {
             "actor is longer than {max_len} characters"
         )));
     }
-    if let Some((at, c)) = actor.chars().enumerate().find(|(_, c)| c.is_control()) {
+    if let Some((at, c)) = actor
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| logbook_base::terminal::acts_on_terminal(c))
+    {
         return Err(invalid(format!(
-            "actor holds the control character U+{:04X} at character {at}",
-            u32::from(c)
+            "actor holds the control character U+{:04X} at character {} (from 1)",
+            u32::from(c),
+            at + 1
         )));
     }
     Ok(())

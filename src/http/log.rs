@@ -280,8 +280,10 @@ pub(crate) fn text(body: String, cache: &'static str) -> Response {
 
 /// `GET /api/plans/{plan_id}/checkpoint`: the signed note of the head;
 /// with `?witnessed=1`, the bundle (`witnessed.rs`), which a deleted plan
-/// has too: its deletion's entry. An unknown plan is 404 (a deleted one
-/// 410) before the query is read, as on the proof routes.
+/// has too: its deletion's entry. An unknown plan is 404 before the query
+/// is read, as on the proof routes; a deleted one is 410 once the query
+/// (not `witnessed=1`) is read, or before it while the heads log has not
+/// recorded the deletion yet.
 async fn checkpoint(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,

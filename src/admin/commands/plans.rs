@@ -81,18 +81,25 @@ async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
     }
 }
 
-/// 404 for a plan with no events, saying so when it was deleted: a second
-/// `plans delete` must not leave the operator unsure the first one worked.
+/// 404 for a plan with no events; 410 `plan-deleted` when it was deleted,
+/// as over the API, saying when: a second `plans delete` must not leave the
+/// operator unsure the first one worked.
 async fn no_events(cx: &Context, plan_id: Uuid) -> Problem {
     match cx
         .store
         .run(move |store| store.deleted_plan(&plan_id))
         .await
     {
-        Ok(Some(deleted)) => Problem::not_found(format!(
-            "plan {plan_id} was deleted at size {}; its tombstone is system journal seq {}",
-            deleted.tree_size, deleted.tombstone_seq
-        )),
+        Ok(Some(deleted)) => Problem::new(
+            StatusCode::GONE,
+            "plan-deleted",
+            "Plan deleted",
+            format!(
+                "plan {plan_id} was deleted at size {}; its tombstone is system journal seq {}",
+                deleted.tree_size, deleted.tombstone_seq
+            ),
+        )
+        .with("tombstone_seq", deleted.tombstone_seq),
         _ => Problem::not_found(format!("plan {plan_id} has no events")),
     }
 }
