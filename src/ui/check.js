@@ -26,15 +26,19 @@ const MAX_SEEN = 1000;
  * cannot undo the Forget (tabs see each other's writes late, and in no
  * lock).
  */
-const GENERATION = "logbook.seen-generation";
+export const GENERATION = "logbook.seen-generation";
 
+/** The current generation; null when storage cannot be read (then nothing is kept or dropped). */
 function generation() {
-  try { return localStorage.getItem(GENERATION) || ""; } catch { return ""; }
+  try { return localStorage.getItem(GENERATION) || ""; } catch { return null; }
 }
 
-/** The memory of generation `gen`, as text (the first is at `SEEN`, as before generations). */
+/** Where generation `gen`'s memory is kept (the first at `SEEN`, as before generations). */
+const seenKey = (gen) => (gen ? `${SEEN}.${gen}` : SEEN);
+
+/** The memory of generation `gen`, as text. */
 function memory(gen) {
-  try { return localStorage.getItem(gen ? `${SEEN}.${gen}` : SEEN); } catch { return null; /* storage off: nothing kept */ }
+  try { return gen === null ? null : localStorage.getItem(seenKey(gen)); } catch { return null; }
 }
 
 /**
@@ -67,7 +71,7 @@ function seenIn(text, id) {
  */
 function keep(id, entry, gen) {
   // Forgotten since: not worth the room (the key is read by no one).
-  if (generation() !== gen) return;
+  if (gen === null || generation() !== gen) return;
   let all = {};
   try { all = JSON.parse(memory(gen) || "{}") || {}; } catch { all = {}; }
   const old = all[id];
@@ -87,18 +91,24 @@ function keep(id, entry, gen) {
   const plain = ids.filter((k) => !all[k].forked);
   const gone = [...plain, ...ids.filter((k) => all[k].forked)].slice(0, excess);
   for (const k of gone) delete all[k];
-  try { localStorage.setItem(gen ? `${SEEN}.${gen}` : SEEN, JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
+  try { localStorage.setItem(seenKey(gen), JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
 }
 
 /** Forgets every checkpoint this browser kept (after an operator restored an older store, say). */
 export function forgetSeen() {
-  // Every generation's memory goes first, which also makes room for the
-  // new generation's name.
-  for (const key of Object.keys(localStorage)) {
-    if (key === SEEN || key.startsWith(`${SEEN}.`)) localStorage.removeItem(key);
-  }
-  localStorage.setItem(GENERATION, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+  const drop = () => {
+    for (const key of Object.keys(localStorage)) {
+      if (key === SEEN || key.startsWith(`${SEEN}.`)) localStorage.removeItem(key);
+    }
+  };
+  // The new generation first: a tab that reads it reads its empty memory.
+  // With the storage full, the old memory goes first to make room.
+  const next = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  try { localStorage.setItem(GENERATION, next); } catch { drop(); localStorage.setItem(GENERATION, next); }
+  drop();
 }
+
+const FORGOTTEN_MEANWHILE = "this browser's checked checkpoints were forgotten while this one was checked; try again";
 
 /** A check that failed: what the daemon served does not verify. */
 export class Broken extends Error {}
@@ -119,37 +129,45 @@ export class PlanChecker {
 
   /**
    * Fetches and checks the current checkpoint; checks it extends the last
-   * one. `attempt` counts the fetches made again: because another tab kept
-   * a larger checkpoint while this answer was on its way, or the memory
-   * was forgotten meanwhile (at most four in all).
+   * one. Fetched again (four fetches at most) when another tab kept a
+   * larger checkpoint while the answer was on its way, or when the memory
+   * was forgotten meanwhile: then it was checked against the memory from
+   * before (a fork proven against it included), and is checked again as a
+   * first sight.
    */
-  async refreshCheckpoint(attempt = 0) {
+  async refreshCheckpoint() {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
-    const gen = generation();
-    // Forgotten (in this tab or another) since this page last checked:
-    // what it checked is from before, as the kept memory was.
-    if (gen !== this.generation) {
-      this.generation = gen;
-      this.checkpoint = null;
-      this.forked = null;
-      this.results = new Map();
-      this.witnessed = null;
+    let again = null;
+    for (let attempt = 0; attempt < 4; attempt += 1) {
+      const gen = generation();
+      // Forgotten (in this tab or another) since this page last checked:
+      // what it checked is from before, as the kept memory was.
+      if (gen !== null && gen !== this.generation) {
+        this.generation = gen;
+        this.checkpoint = null;
+        this.forked = null;
+        this.results = new Map();
+        this.witnessed = null;
+      }
+      let outcome;
+      try {
+        outcome = await this.checkCheckpoint(gen);
+      } catch (e) {
+        if (generation() === gen) throw e;
+        outcome = { again: FORGOTTEN_MEANWHILE };
+      }
+      if (generation() !== gen) outcome = { again: FORGOTTEN_MEANWHILE };
+      if (outcome.checkpoint) return outcome.checkpoint;
+      again = outcome.again;
     }
-    try {
-      const next = await this.checkCheckpoint(gen, attempt);
-      if (generation() !== gen) throw new Error("forgotten meanwhile");
-      return next;
-    } catch (e) {
-      // Forgotten while this was checked, against the memory from before (a
-      // fork proven against it included): checked again, as a first sight.
-      if (generation() === gen) throw e;
-      if (attempt < 3) return this.refreshCheckpoint(attempt + 1);
-      throw new Error("this browser's checked checkpoints were forgotten while this one was checked; try again");
-    }
+    throw new Error(again);
   }
 
-  /** `refreshCheckpoint`'s checks, against generation `gen` of the memory. */
-  async checkCheckpoint(gen, attempt) {
+  /**
+   * `refreshCheckpoint`'s checks against generation `gen` of the memory:
+   * `{checkpoint}` checked and kept, or `{again}` (why it must be fetched again).
+   */
+  async checkCheckpoint(gen) {
     if (this.forked) throw new Broken(this.forked); // proven once, whatever is served now
     // What this browser kept before the request is sent: an answer smaller
     // than it is a rollback. One kept later (another tab, while the answer
@@ -196,8 +214,7 @@ export class PlanChecker {
           const c = await getJson(`/api/plans/${this.planId}/consistency?from=${next.size}&to=${previous.size}`);
           const ok = await verifyConsistency(next.size, previous.size, c.proof.map(b64decode), next.root, previous.root);
           if (!ok) throw fork(`checkpoint ${previous.size} does not extend checkpoint ${next.size} (fork)`);
-          if (attempt < 3) return this.refreshCheckpoint(attempt + 1);
-          throw new Error(`each answer was older than a checkpoint another tab kept meanwhile (size ${previous.size}): the log is growing fast, or the daemon answers old checkpoints; try again`);
+          return { again: `each answer was older than a checkpoint another tab kept meanwhile (size ${previous.size}): the log is growing fast, or the daemon answers old checkpoints; try again` };
         }
         if (next.size < previous.size) throw fork(`the log went back from size ${previous.size} to ${next.size}`);
         if (next.size > previous.size) {
@@ -212,7 +229,7 @@ export class PlanChecker {
     }
     this.checkpoint = next;
     keep(seenId, next, gen);
-    return next;
+    return { checkpoint: next };
   }
 
   /** Records a proven fork or rollback for this page and for later visits of generation `gen`. */
@@ -338,7 +355,7 @@ export class PlanChecker {
     if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
       // Forgotten meanwhile: `current` may be a checkpoint from before a
       // restore, which the restored history need not extend.
-      if (generation() !== gen) throw new Error("this browser's checked checkpoints were forgotten while the bundle was checked; try again");
+      if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
       // Both are signed by the plan's key: a fork, for the page's life.
       this.markForked("the current checkpoint and the witnessed one are not one history (fork)", current, gen);
       throw new Broken(this.forked);

@@ -3,7 +3,7 @@
 // whole event in a detail panel with its permalink (#seq=N).
 
 import { ApiError, follow, getJson } from "./api.js";
-import { Broken, PlanChecker } from "./check.js";
+import { Broken, GENERATION, PlanChecker } from "./check.js";
 import { ago, badge, el, num, replace, summary, time, visible } from "./dom.js";
 import { pins } from "./keys.js";
 import { matches, validPatterns } from "./plans.js";
@@ -35,6 +35,7 @@ export function planView(root, planId) {
   const events = new Map(); // seq -> event
   const rows = new Map(); // seq -> tr
   const checker = new PlanChecker(planId);
+  let generation = checker.generation; // of the memory the verdicts below were judged against
   let newest = 0, oldest = Infinity, stop = null, timer = null, running = false, again = false;
   // The size a quorum of the pinned witnesses cosigned, as renderWitnessed
   // last found it (0: none); compared with the checkpoint each time the
@@ -158,19 +159,21 @@ export function planView(root, planId) {
     try {
       do {
         again = false;
-        try {
-          const generation = checker.generation;
-          await checker.refreshCheckpoint();
-          // Forgotten since the last pass: a bundle judged against what was
-          // checked before no longer breaks the plan.
-          if (checker.generation !== generation) badBundle = null;
+        let failed = null;
+        try { await checker.refreshCheckpoint(); } catch (e) { failed = e; }
+        // Forgotten (here or in another tab) since the last pass: what was
+        // judged against the memory from before no longer stands.
+        if (checker.generation !== generation) {
+          generation = checker.generation;
+          deleted = null; badBundle = null; checker.error = null;
+          witnessedSize = 0; witnessedAt = null; witnessed = null;
+        }
+        // Only a failed check breaks the plan; a daemon out of reach does not.
+        if (failed === null) {
           checker.error = checker.forked || deleted || badBundle || null;
           checker.unavailable = null;
-        } catch (e) {
-          // Only a failed check breaks the plan; a daemon out of reach does not.
-          if (e instanceof Broken) checker.error = e.message;
-          else checker.unavailable = e.message;
-        }
+        } else if (failed instanceof Broken) checker.error = failed.message;
+        else checker.unavailable = failed.message;
         if (!checker.error && !checker.unavailable) await checker.checkEvents([...events.values()], events);
         renderVerdict();
         for (const seq of events.keys()) renderRow(seq);
@@ -392,6 +395,10 @@ export function planView(root, planId) {
     try { add(await fetchRange(after, oldest - 1 - after)); schedule(); } catch (e) { head.textContent = e.message; }
   });
   window.addEventListener("hashchange", fromHash);
+  // Another tab's Forget: checked again now, not at the next event (a
+  // broken plan has no timer).
+  const onStorage = (e) => { if (e.key === GENERATION) schedule(); };
+  window.addEventListener("storage", onStorage);
 
   // ---- live ----------------------------------------------------------------
   const onEvent = async (id, event) => {
@@ -433,5 +440,5 @@ export function planView(root, planId) {
     await verify();
   })().catch((e) => { head.textContent = `Could not load the plan: ${e.message}`; });
 
-  return () => { stop?.(); clearTimeout(timer); clearTimeout(witnessTimer); left = true; window.removeEventListener("hashchange", fromHash); };
+  return () => { stop?.(); clearTimeout(timer); clearTimeout(witnessTimer); left = true; window.removeEventListener("hashchange", fromHash); window.removeEventListener("storage", onStorage); };
 }

@@ -569,6 +569,24 @@ const done = arguments[arguments.length - 1];
     checkModule.forgetSeen();
   }
 
+  // A tab that has not seen the Forget yet writes its old memory back
+  // (tabs see each other's writes late): that memory is no one's now.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    let served = tree;
+    world.routes = { ...planRoutes(PLAN, () => served, () => planNote(served)) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // kept: size 3
+    const copies = Object.keys(localStorage).filter((k) => k === "logbook.seen" || k.startsWith("logbook.seen."))
+      .map((k) => [k, localStorage.getItem(k)]);
+    check(copies.length === 1, `one memory kept: ${JSON.stringify(copies)}`);
+    checkModule.forgetSeen();
+    for (const [k, text] of copies) localStorage.setItem(k, text); // the stale tab's write
+    served = tree.slice(0, 2); // the store restored to size 2
+    const visit = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+    check(visit === null, `a visit after a stale tab wrote the forgotten memory back: ${visit?.message}`);
+    checkModule.forgetSeen();
+  }
+
   // An old entry of the plan inside a freshly cosigned heads tree (a
   // rollback that needs no new signature): the entries after it come with
   // the bundle, and the plan's newer entry among them gives it away; left
