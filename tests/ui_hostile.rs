@@ -262,6 +262,29 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     // While it was not checked yet the verdict was pending, not the old green one.
     let arrival = b.eval("return window.verdictOnArrival;").await;
     assert_eq!(arrival, "verdict pending");
+
+    // This browser checked size 3 and the store was restored to size 2: a
+    // rollback, until a Forget in another tab makes the open view check
+    // again at once, as a first sight (helper-122, helper-126).
+    open("forget-restored").await;
+    let shown = b
+        .wait_for("the restored store seen as a rollback", SHOWN, |v| {
+            v[0] == "verdict broken"
+        })
+        .await;
+    assert!(
+        shown[1]
+            .as_str()
+            .is_some_and(|t| t.contains("went back from size 3 to 2")),
+        "{shown}"
+    );
+    b.eval("window.forgetInAnotherTab(); return true;").await;
+    let shown = b
+        .wait_for("a first sight after the Forget", SHOWN, |v| {
+            v[0] == "verdict verified"
+        })
+        .await;
+    assert_eq!(shown[4], json!(["verified", "verified"]), "{shown}");
     b.close().await;
 }
 

@@ -140,14 +140,15 @@ export class PlanChecker {
     let again = null;
     for (let attempt = 0; attempt < 4; attempt += 1) {
       const gen = generation();
-      // Forgotten (in this tab or another) since this page last checked:
-      // what it checked is from before, as the kept memory was.
+      // Forgotten since this page last checked: what it checked is from
+      // before, as the kept memory was.
       if (gen !== null && gen !== this.generation) {
         this.generation = gen;
         this.checkpoint = null;
         this.forked = null;
         this.results = new Map();
         this.witnessed = null;
+        this.redactions = null; // read from the system journal before a restore
       }
       let outcome;
       try {
@@ -356,7 +357,8 @@ export class PlanChecker {
       // Forgotten meanwhile: `current` may be a checkpoint from before a
       // restore, which the restored history need not extend.
       if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
-      // Both are signed by the plan's key: a fork, for the page's life.
+      // Both are signed by the plan's key: a fork, for the page's life (or
+      // until a Forget).
       this.markForked("the current checkpoint and the witnessed one are not one history (fork)", current, gen);
       throw new Broken(this.forked);
     }

@@ -42,7 +42,7 @@ export function keysView(root) {
       forgetSeen();
     } catch (err) {
       said.className = "broken";
-      said.textContent = `Not forgotten: ${err.message}`;
+      said.textContent = `Forget failed (${err.message}): the checkpoints kept may be gone, but a plan open in another tab can keep its own again; close the viewer's other tabs and try again.`;
       return;
     }
     said.className = "muted";

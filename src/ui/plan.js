@@ -84,9 +84,10 @@ export function planView(root, planId) {
     if (checker.error && s && s.state !== "broken") return { ...s, state: "pending", reason: `not trusted: ${checker.error}` };
     return s || { state: "pending", reason: checker.checkpoint ? "after the checkpoint; waiting for the next" : null };
   };
-  // Breaks that later answers cannot undo, for the page's life: the
-  // instance's signed record of the plan's deletion, and a witnessed bundle
-  // that did not check out (a fork is the checker's own `forked`).
+  // Breaks that later answers cannot undo, for the page's life (or until
+  // a Forget): the instance's signed record of the plan's deletion, and a
+  // witnessed bundle that did not check out (a fork is the checker's own
+  // `forked`).
   let deleted = null, badBundle = null;
   const breakPlan = (why) => {
     checker.error = why;
@@ -161,8 +162,9 @@ export function planView(root, planId) {
         again = false;
         let failed = null;
         try { await checker.refreshCheckpoint(); } catch (e) { failed = e; }
-        // Forgotten (here or in another tab) since the last pass: what was
-        // judged against the memory from before no longer stands.
+        // Forgotten (in another tab) since the last pass: what was judged
+        // against the memory from before no longer stands. A bundle that
+        // fails for its own reasons fails again at this pass's check.
         if (checker.generation !== generation) {
           generation = checker.generation;
           deleted = null; badBundle = null; checker.error = null;
@@ -302,7 +304,7 @@ export function planView(root, planId) {
       witnessLine.textContent = e instanceof Broken ? `Witnessed: broken: ${e.message}` : `Witnessed: cannot check now: ${e.message}`;
       witnessLine.className = e instanceof Broken ? "broken" : "muted";
       // A bundle that does not check out breaks the plan, with or without
-      // pinned witnesses, for as long as the page is open (each pass would
+      // pinned witnesses, for as long as the page is open or until a Forget (each pass would
       // otherwise show the old verdict until the bundle is checked again).
       // A witnessed history the current checkpoint is not part of is a fork.
       if (e instanceof Broken && !checker.error) {

@@ -185,6 +185,22 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       stream.onmessage({ lastEventId: "3", data: JSON.stringify({ ...list[2], actor: "mallory" }) });
       window.verdictOnArrival = verdict(); // before any check of event 3
     });
+  } else if (which === "forget-restored") {
+    // This browser checked size 3; the operator restored the store to size
+    // 2. A rollback, until a Forget in another tab: then, without waiting
+    // for an event, a first sight, checked and witnessed.
+    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    const { PlanChecker, forgetSeen, GENERATION } = await import("/ui/assets/check.js");
+    world.routes = planRoutes(PLAN, () => leaves, () => planNote(leaves));
+    await new PlanChecker(PLAN).refreshCheckpoint();
+    const restored = list.slice(0, 2);
+    world.routes = {
+      ...planRoutes(PLAN, () => leaves.slice(0, 2), () => planNote(leaves.slice(0, 2))), ...plan(restored),
+      [`/api/plans/${PLAN}/events`]: () => ({ events: restored, next_after: restored.length }),
+      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves.slice(0, 2)),
+    };
+    // What another tab's Forget does here: the storage changes, and an event says so.
+    window.forgetInAnotherTab = () => { forgetSeen(); window.dispatchEvent(new StorageEvent("storage", { key: GENERATION })); };
   } else {
     throw new Error(`no case ${which}`);
   }
