@@ -411,6 +411,32 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
 
     let bad = errors(&b.console().await, true);
     assert!(bad.is_empty(), "console errors: {bad:#?}");
+
+    // A deleted plan: the daemon's 410 said as such, never a green verdict.
+    let doomed = new_plan();
+    append(&daemon, doomed, step(1)).await;
+    daemon
+        .admin_ok(&["plans", "delete", "--yes", &doomed.to_string()])
+        .await;
+    b.client
+        .goto(&format!("{base}/ui/plans/{doomed}"))
+        .await
+        .expect("the deleted plan");
+    let shown = b
+        .wait_for(
+            "the deleted plan said so",
+            "return [document.getElementById('plan-head').textContent, document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('live-state').textContent];",
+            |v| v[0].as_str().is_some_and(|t| t.contains("was deleted")),
+        )
+        .await;
+    assert_eq!(shown[1], "verdict pending", "{shown}");
+    assert!(
+        shown[2]
+            .as_str()
+            .is_some_and(|t| t.contains("says this plan was deleted")),
+        "{shown}"
+    );
+    assert_eq!(shown[3], "stopped: plan deleted", "{shown}");
     b.close().await;
 }
 

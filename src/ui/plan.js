@@ -426,6 +426,17 @@ export function planView(root, planId) {
     try {
       plan = await getJson(`/api/plans/${planId}`);
     } catch (e) {
+      if (e instanceof ApiError && e.status === 410) {
+        // The daemon's word, not checked here: never a green verdict. The
+        // signed record of the deletion is its witnessed bundle (`logbook
+        // verify --bundle`).
+        head.textContent = e.message;
+        summaryLine.textContent = "The daemon says this plan was deleted: it serves no events, so nothing here is checked.";
+        witnessLine.textContent = "Witnessed: not checked here (the plan's signed deletion is in the heads log; check it with logbook verify --bundle).";
+        live.textContent = "stopped: plan deleted";
+        live.className = "live-state stopped";
+        return;
+      }
       if (!(e instanceof ApiError && e.status === 404)) throw e;
       plan = { head_seq: 0, count: 0 };
     }
