@@ -152,6 +152,21 @@ async fn every_rejection_is_problem_json() {
         }
     }
 
+    // Routes that take no query: any query is refused, as an unknown
+    // parameter is above.
+    for path in [
+        format!("/api/plans/{plan}"),
+        format!("/api/plans/{plan}/log-key"),
+    ] {
+        let resp = send(daemon.get(&format!("{path}?x=1"))).await;
+        assert_eq!(
+            assert_problem(&resp, 400),
+            "urn:logbook:problem:invalid-query",
+            "{path}"
+        );
+        assert_eq!(send(daemon.get(&path)).await.status, 200, "{path}");
+    }
+
     // Malformed JSON, and a body that is not JSON, on every route with a body.
     let mut body_routes: Vec<String> = object_routes(&plan.to_string())
         .into_iter()

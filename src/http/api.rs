@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::append_body::AppendJson;
 use super::auth;
-use super::extract::{PlanId, Query};
+use super::extract::{NoQuery, PlanId, Query};
 use super::prefer;
 use super::problem::Problem;
 use crate::config::Limits;
@@ -197,7 +197,7 @@ fn check_actor(actor: &str, max_len: usize) -> Result<(), Problem> {
         .find(|&(_, c)| logbook_base::terminal::acts_on_terminal(c))
     {
         return Err(invalid(format!(
-            "actor holds the control character U+{:04X} at character {} (from 1)",
+            "actor holds U+{:04X}, a control or bidirectional control character, at position {} (counting from 1)",
             u32::from(c),
             at + 1
         )));
@@ -329,6 +329,7 @@ pub(crate) async fn list_plans(
 pub(crate) async fn get_plan(
     State(state): State<ApiState>,
     PlanId(plan_id): PlanId,
+    _: NoQuery,
 ) -> Result<Json<Value>, Problem> {
     let head = plan_head(&state, plan_id).await?;
     Ok(Json(head_json(&plan_id, &head)))

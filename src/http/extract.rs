@@ -328,6 +328,25 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
     }
 }
 
+/// A route that takes no query parameter: any query is 400
+/// `invalid-query`, as an unknown parameter is on the routes that take some.
+pub(crate) struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        match parts.uri.query() {
+            None => Ok(NoQuery),
+            Some(_) => Err(Problem::bad_request(
+                "invalid-query",
+                "Invalid query string",
+                "this route takes no query parameters",
+            )),
+        }
+    }
+}
+
 /// A path parameter (`{instance_id}`, `{name_or_id}`, ...), with errors as
 /// problem+json: axum's own rejection (for example a segment that is not
 /// UTF-8 once percent-decoded, like `%ff`) answers `text/plain`.

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth;
-use super::extract::PlanId;
+use super::extract::{NoQuery, PlanId};
 use super::problem::Problem;
 
 /// The log key in use (replaced whole by a rotation), and the instance
@@ -330,6 +330,7 @@ struct CheckpointQuery {
 async fn plan_log_key(
     State(state): State<LogApi>,
     PlanId(plan_id): PlanId,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
     head_root(&state.store, plan_id).await?;
     let verifier = state
