@@ -101,7 +101,7 @@ async fn text_an_appender_chose_cannot_act_on_the_terminal() {
     let mut daemon = Daemon::start(DaemonOpts::default());
     let plan_id = new_plan();
     let plan = plan_id.to_string();
-    let actor = "\u{1b}[31mRED\u{1b}]0;owned\u{7}";
+    let actor = "\u{1b}[31mRED\u{1b}]0;owned\u{7}admin\u{200b}";
     let fake_row = "a\n 9  2026-01-01T00:00:00Z  plan.approved  admin\rb";
     let payload = json!({"x": "\u{9b}2J\u{7f}\u{202e}dlrow"});
     // The API refuses control characters in an actor; a store written by
@@ -140,6 +140,9 @@ async fn text_an_appender_chose_cannot_act_on_the_terminal() {
     assert_eq!(acts(&table), [] as [char; 0], "{table:?}");
     assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
     assert!(table.contains("\\u{1b}[31mRED"), "{table}");
+    // An invisible character is shown too: `admin\u{200b}` is not `admin`.
+    assert!(table.contains("admin\\u{200b}"), "{table}");
+    assert!(!table.contains('\u{200b}'), "{table}");
     assert!(table.contains("a\\u{a} 9"), "{table}");
     let full = daemon.admin_ok(&["events", &plan, "--full"]).await;
     assert_eq!(acts(&full), [] as [char; 0], "{full:?}");

@@ -127,46 +127,12 @@ pub fn check_reason(reason: &str) -> Result<(), RedactError> {
             "it contains control characters (line breaks included)",
         ));
     }
-    if reason.chars().any(is_hidden) {
+    if reason.chars().any(logbook_base::terminal::is_invisible) {
         return Err(RedactError::InvalidReason(
             "it contains invisible formatting (direction overrides, zero-width spaces, tag characters, line or paragraph separators)",
         ));
     }
     Ok(())
-}
-
-/// Characters that change how the text around them reads without being
-/// seen: direction marks, embeddings, overrides and isolates ("Trojan
-/// Source"), zero-width spaces, the word joiner and invisible operators,
-/// the byte order mark, blank fillers, tag characters (which can carry
-/// hidden ASCII), the combining grapheme joiner, Mongolian variation
-/// selectors, and line and paragraph separators. A reason is written by an
-/// operator and shown to auditors as recorded, so it may not hold them.
-/// The zero-width non-joiner and joiner (U+200C, U+200D) are allowed: Persian
-/// and Indic spelling and emoji sequences need them, and they reorder
-/// nothing. (Event fields are the client's data and are kept as sent; the
-/// viewer marks these characters there.)
-fn is_hidden(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{E0000}'..='\u{E007F}'
-    )
 }
 
 /// What one writer job answers: one outcome per redaction, or the failure
