@@ -24,9 +24,9 @@ pub fn acts_on_terminal(c: char) -> bool {
 /// the byte order mark, blank fillers, tag characters (which can carry
 /// hidden ASCII), the combining grapheme joiner, Mongolian variation
 /// selectors, and line and paragraph separators (the viewer marks these
-/// too, among others). The zero-width non-joiner and joiner (U+200C, U+200D) are not
-/// among them: Persian and Indic spelling and emoji sequences need them,
-/// and they reorder nothing.
+/// too, among others). The zero-width non-joiner and joiner (U+200C,
+/// U+200D) are not among them: Persian and Indic spelling and emoji
+/// sequences need them, and they reorder nothing.
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
