@@ -101,7 +101,7 @@ impl Client {
                 .await
             {
                 Ok(v) => v,
-                Err(Failure(e)) if e.starts_with("Not found") => continue,
+                Err(e) if plan_gone(&e) => continue,
                 Err(e) => return Err(e),
             };
             if v["chain_valid"] != true {
@@ -263,4 +263,33 @@ async fn confirm_delete(client: &Client, plan: &str) -> Result<bool, Failure> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// A refusal saying the plan is not there any more: 410 for a plan deleted
+/// since the listing (404 from a daemon before 410 was answered).
+fn plan_gone(failure: &Failure) -> bool {
+    failure.0.ends_with("(410)") || failure.0.ends_with("(404)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_deleted_since_the_listing_is_gone_and_other_refusals_are_not() {
+        for (message, gone) in [
+            (
+                "Plan deleted: plan … was deleted at size 3; its tombstone is system journal seq 1 (410)",
+                true,
+            ),
+            ("Not found: plan … has no events (404)", true),
+            (
+                "Service unavailable: too many whole-chain walks (503)",
+                false,
+            ),
+            ("Unauthorized: … (401)", false),
+        ] {
+            assert_eq!(plan_gone(&Failure(message.into())), gone, "{message}");
+        }
+    }
 }
