@@ -395,6 +395,17 @@ async fn delete_without_a_terminal_needs_yes() {
             "{text}"
         );
     }
+    // For scripts, the refusal is the daemon's problem+json on stdout.
+    let json = daemon.admin(&["--json", "plans", "show", &plan]).await;
+    assert!(!json.success(), "{json:?}");
+    let problem: Value =
+        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert_eq!(
+        problem["type"], "urn:logbook:problem:plan-deleted",
+        "{problem}"
+    );
+    assert!(problem["tombstone_seq"].as_u64().is_some(), "{problem}");
+    assert!(json.stderr.contains("(410)"), "{json:?}");
 }
 
 /// `logbook admin plans delete PLAN` on a pseudo-terminal (util-linux

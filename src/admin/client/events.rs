@@ -26,7 +26,7 @@ pub(crate) struct EventsQuery {
 /// `--type`, checked before anything is sent so a typo is named as such.
 pub(crate) fn type_filter(pattern: Option<&str>) -> Result<TypeFilter, Failure> {
     TypeFilter::parse(pattern.unwrap_or(""))
-        .map_err(|e| Failure(format!("--type {:?}: {e}", pattern.unwrap_or(""))))
+        .map_err(|e| Failure::new(format!("--type {:?}: {e}", pattern.unwrap_or(""))))
 }
 
 impl Client {

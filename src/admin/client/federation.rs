@@ -206,7 +206,7 @@ impl Client {
             } => {
                 let public_key = match public_key {
                     Some(path) => std::fs::read_to_string(&path)
-                        .map_err(|e| Failure(format!("reading {}: {e}", path.display())))?,
+                        .map_err(|e| Failure::new(format!("reading {}: {e}", path.display())))?,
                     None => String::new(),
                 };
                 let body = json!({

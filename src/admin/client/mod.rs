@@ -42,11 +42,24 @@ pub(crate) use output::{count, print_secret_once};
 use transport::{Client, socket_path};
 
 #[derive(Debug)]
-struct Failure(String);
+struct Failure {
+    message: String,
+    /// The daemon's problem+json answer, when the failure is its refusal.
+    problem: Option<serde_json::Value>,
+}
+
+impl Failure {
+    fn new(message: String) -> Failure {
+        Failure {
+            message,
+            problem: None,
+        }
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        Failure::new(e.to_string())
     }
 }
 
@@ -69,9 +82,16 @@ pub(crate) fn run(args: AdminArgs) -> ExitCode {
     };
     match runtime.block_on(client.dispatch(args.command)) {
         Ok(code) => code,
-        Err(Failure(message)) => {
+        Err(failure) => {
+            // For scripts, a refusal is the daemon's JSON answer too.
+            if let Some(problem) = failure.problem.as_ref().filter(|_| client.json) {
+                client.print_json(problem);
+            }
             // A refusal's detail can quote what a client sent.
-            eprintln!("logbook admin: {}", logbook_base::terminal::inert(&message));
+            eprintln!(
+                "logbook admin: {}",
+                logbook_base::terminal::inert(&failure.message)
+            );
             ExitCode::FAILURE
         }
     }

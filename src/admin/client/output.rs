@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::Client;
 
 impl Client {
-    fn print_json(&self, value: &Value) {
+    pub(super) fn print_json(&self, value: &Value) {
         println!("{}", pretty(value));
     }
 

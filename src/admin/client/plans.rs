@@ -46,7 +46,7 @@ impl Client {
             }
             PlansCommand::Delete { plan, yes } => {
                 if !yes && !confirm_delete(self, &plan).await? {
-                    return Err(Failure(format!("plan {plan} not deleted")));
+                    return Err(Failure::new(format!("plan {plan} not deleted")));
                 }
                 let v = self
                     .call(Method::DELETE, &format!("/plans/{}", segment(&plan)), None)
@@ -149,7 +149,7 @@ impl Client {
         let mut text = Vec::new();
         copy_body(&mut note, &mut text, "checkpoint").await?;
         std::fs::write(file, text)
-            .map_err(|e| Failure(format!("writing {}: {e}", file.display())))?;
+            .map_err(|e| Failure::new(format!("writing {}: {e}", file.display())))?;
         Ok(())
     }
 
@@ -184,7 +184,7 @@ impl Client {
 
     pub(crate) async fn backup(&self, file: &Path, without_keys: bool) -> Result<(), Failure> {
         if file.exists() {
-            return Err(Failure(format!("{} already exists", file.display())));
+            return Err(Failure::new(format!("{} already exists", file.display())));
         }
         let partial = file.with_extension("partial");
         let path = match without_keys {
@@ -250,7 +250,7 @@ impl<W: Write> Write for LineCount<W> {
 /// no terminal to ask (a script must say `--yes`).
 async fn confirm_delete(client: &Client, plan: &str) -> Result<bool, Failure> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Err(Failure(format!(
+        return Err(Failure::new(format!(
             "refusing to delete plan {plan} without confirmation: stdin is not a terminal; pass --yes to delete it"
         )));
     }
@@ -268,7 +268,7 @@ async fn confirm_delete(client: &Client, plan: &str) -> Result<bool, Failure> {
 /// A refusal saying the plan is not there any more: 410 for a plan deleted
 /// since the listing (404 from a daemon before 410 was answered).
 fn plan_gone(failure: &Failure) -> bool {
-    failure.0.ends_with("(410)") || failure.0.ends_with("(404)")
+    failure.message.ends_with("(410)") || failure.message.ends_with("(404)")
 }
 
 #[cfg(test)]
@@ -289,7 +289,7 @@ mod tests {
             ),
             ("Unauthorized: … (401)", false),
         ] {
-            assert_eq!(plan_gone(&Failure(message.into())), gone, "{message}");
+            assert_eq!(plan_gone(&Failure::new(message.into())), gone, "{message}");
         }
     }
 }

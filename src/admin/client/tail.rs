@@ -59,8 +59,10 @@ impl Client {
         loop {
             let path = self.stream_path(&q, cursor);
             let ended = match self.try_open(Method::GET, &path).await {
-                Err(Failure(e)) => Ended::Lost(e),
-                Ok(Err((status, failure))) if status.is_server_error() => Ended::Lost(failure.0),
+                Err(failure) => Ended::Lost(failure.message),
+                Ok(Err((status, failure))) if status.is_server_error() => {
+                    Ended::Lost(failure.message)
+                }
                 Ok(Err((_, failure))) => Ended::Fatal(failure),
                 Ok(Ok(body)) => {
                     if lost_since.take().is_some() && !self.json {
@@ -100,7 +102,7 @@ impl Client {
                 let status = self.call(Method::GET, "/status", None).await?;
                 status["last_position"]
                     .as_u64()
-                    .ok_or_else(|| Failure("the daemon did not say its last position".into()))
+                    .ok_or_else(|| Failure::new("the daemon did not say its last position".into()))
             }
         }
     }
@@ -148,7 +150,7 @@ impl Client {
                     continue;
                 };
                 let Ok(event) = serde_json::from_str::<Value>(&message.data) else {
-                    return Ended::Fatal(Failure(format!("event {id} is not JSON")));
+                    return Ended::Fatal(Failure::new(format!("event {id} is not JSON")));
                 };
                 // Only ever forward: a resumed stream starts after `cursor`.
                 assert!(id > *cursor, "the stream went back from {cursor} to {id}");
@@ -188,7 +190,7 @@ fn stream_error(data: &str) -> Ended {
     let problem: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let detail = text(&problem["detail"]);
     if problem["status"] == 410 {
-        return Ended::Fatal(Failure(detail));
+        return Ended::Fatal(Failure::new(detail));
     }
     Ended::Lost(detail)
 }
@@ -217,7 +219,7 @@ impl SseParser {
             if b != b'\n' {
                 self.line.push(b);
                 if self.line.len() > MAX_LINE {
-                    return Err(Failure(format!(
+                    return Err(Failure::new(format!(
                         "an SSE line is longer than {MAX_LINE} bytes"
                     )));
                 }
@@ -225,7 +227,7 @@ impl SseParser {
             }
             let line = std::mem::take(&mut self.line);
             let line = String::from_utf8(line)
-                .map_err(|_| Failure("the stream sent a line that is not UTF-8".into()))?;
+                .map_err(|_| Failure::new("the stream sent a line that is not UTF-8".into()))?;
             let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.is_empty() {
                 if self.has_data || self.current.event.is_some() {

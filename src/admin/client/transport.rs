@@ -43,7 +43,7 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Response<Incoming>, Failure> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
-            Failure(format!(
+            Failure::new(format!(
                 "cannot connect to the admin socket {}: {e} (is the daemon running? use --socket PATH)",
                 self.socket.display()
             ))
@@ -138,7 +138,7 @@ pub(crate) async fn copy_body(
 ) -> Result<u64, Failure> {
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Failure(format!("the {what} was cut short: {e}")))?;
+        let frame = frame.map_err(|e| Failure::new(format!("the {what} was cut short: {e}")))?;
         if let Some(data) = frame.data_ref() {
             out.write_all(data)?;
             bytes += data.len() as u64;
@@ -152,7 +152,10 @@ fn problem_failure(status: StatusCode, v: &Value) -> Failure {
         .as_str()
         .unwrap_or(status.canonical_reason().unwrap_or("error"));
     let detail = v["detail"].as_str().unwrap_or("");
-    Failure(format!("{title}: {detail} ({})", status.as_u16()))
+    Failure {
+        message: format!("{title}: {detail} ({})", status.as_u16()),
+        problem: Some(v.clone()),
+    }
 }
 
 /// Keeps a user-typed path segment from adding segments or a query.
