@@ -36,6 +36,33 @@ function generation() {
 /** Where generation `gen`'s memory is kept (the first at `SEEN`, as before generations). */
 const seenKey = (gen) => (gen ? `${SEEN}.${gen}` : SEEN);
 
+/**
+ * Where a proven fork of log `id` is kept in generation `gen`: a key of its
+ * own, written once and never by a plain keep. The memory is one text that
+ * every tab rewrites, and tabs see each other's writes late, so a tab
+ * keeping a plain checkpoint at the moment another proves a fork could
+ * write over the mark; it cannot write over this key.
+ */
+const forkKey = (gen, id) => `${seenKey(gen)}#${id}`;
+
+/** Fork keys of one generation kept at most (a daemon can prove forks of as many logs as it names). */
+const MAX_FORKS = 1000;
+
+/** The fork of log `id` kept in its own key in generation `gen`, or null. */
+function keptFork(gen, id) {
+  try { return gen === null ? null : localStorage.getItem(forkKey(gen, id)); } catch { return null; }
+}
+
+/** Keeps `message` as the proven fork of log `id`, unless one is kept already or the bound is reached. */
+function keepFork(gen, id, message) {
+  if (keptFork(gen, id) !== null) return;
+  try {
+    const prefix = `${seenKey(gen)}#`;
+    if (Object.keys(localStorage).filter((k) => k.startsWith(prefix)).length >= MAX_FORKS) return;
+    localStorage.setItem(forkKey(gen, id), message);
+  } catch { /* storage full or off: the memory's own mark still holds it */ }
+}
+
 /** The memory of generation `gen`, as text. */
 function memory(gen) {
   try { return gen === null ? null : localStorage.getItem(seenKey(gen)); } catch { return null; }
@@ -49,7 +76,12 @@ function memory(gen) {
  * caught, not trusted as a first sight.
  */
 function seen(id, gen) {
-  return seenIn(memory(gen), id);
+  const kept = seenIn(memory(gen), id);
+  const fork = keptFork(gen, id);
+  // A fork kept in its own key stays proven even if another tab's late
+  // write of the memory dropped its mark there.
+  if (fork !== null && !kept?.forked) return { ...(kept ?? { size: -1, root: null }), forked: fork };
+  return kept;
 }
 
 /** As `seen`, in `text`: a copy of the kept memory taken earlier. */
@@ -81,6 +113,7 @@ function keep(id, entry, gen) {
   const split = oldSize === entry.size && old.root !== root
     ? `two signed roots for size ${entry.size} (fork, seen in another tab)` : null;
   const forked = entry.forked || (old && typeof old.forked === "string" ? old.forked : null) || split;
+  if (forked) keepFork(gen, id, forked);
   const kept = oldSize > entry.size ? { size: old.size, root: old.root } : { size: entry.size, root };
   delete all[id];
   all[id] = { ...kept, ...(forked ? { forked } : {}) };
@@ -98,7 +131,7 @@ function keep(id, entry, gen) {
 export function forgetSeen() {
   const drop = () => {
     for (const key of Object.keys(localStorage)) {
-      if (key === SEEN || key.startsWith(`${SEEN}.`)) localStorage.removeItem(key);
+      if (key === SEEN || key.startsWith(`${SEEN}.`) || key.startsWith(`${SEEN}#`)) localStorage.removeItem(key);
     }
   };
   // The new generation first: a tab that reads it reads its empty memory.

@@ -16,7 +16,7 @@ const done = arguments[arguments.length - 1];
   // that memory itself.
   class PlanChecker extends checkModule.PlanChecker {
     constructor(plan) {
-      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.")) localStorage.removeItem(k);
+      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.") || k.startsWith("logbook.seen#")) localStorage.removeItem(k);
       super(plan);
     }
   }
@@ -472,6 +472,29 @@ const done = arguments[arguments.length - 1];
     const outcome = await late;
     check(outcome instanceof Broken, `a fork kept by another tab while this one checked: ${outcome?.message ?? "accepted"}`);
     await refuses("a visit after two tabs saw two histories", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+  }
+
+  // A tab that read the memory before another proved a fork, and writes
+  // it back a moment later (tabs see each other's writes late, in no lock):
+  // the fork stays proven.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // kept: size 3
+    const gen = localStorage.getItem(checkModule.GENERATION);
+    const key = gen ? `logbook.seen.${gen}` : "logbook.seen";
+    const stale = localStorage.getItem(key); // the other tab's copy
+    check(stale !== null, `no memory kept under ${key}`);
+    const forkTree = [tree[0], tree[1], await junk(9)];
+    world.routes = { ...planRoutes(PLAN, () => forkTree, () => planNote(forkTree)) };
+    await refuses("a fork of the kept checkpoint", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    localStorage.setItem(key, stale); // the other tab's late write
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    await refuses("a visit after another tab wrote over the fork mark", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    checkModule.forgetSeen();
+    const after = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+    check(after === null, `a visit after forgetting a fork kept in its own key: ${after?.message}`);
     checkModule.forgetSeen();
   }
 
