@@ -435,10 +435,24 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         format!("/api/plans/{plan}/events?verify=maybe"),
         format!("/api/plans/{plan}/events?after=-1"),
         "/api/plans?after=nope".to_string(),
+        // One spelling per number, as the proof routes take them: no sign,
+        // no leading zero.
+        format!("/api/plans/{plan}/events?after=01"),
+        format!("/api/plans/{plan}/events?after=+1"),
+        format!("/api/plans/{plan}/events?limit=010"),
+        "/api/plans?limit=+5".to_string(),
     ] {
         let resp = daemon.get_json(&path).await;
-        assert_problem(&resp, 400);
+        assert_eq!(
+            assert_problem(&resp, 400),
+            "urn:logbook:problem:invalid-query",
+            "{path}"
+        );
     }
+    let plain = daemon
+        .get_json(&format!("/api/plans/{plan}/events?after=0&limit=10"))
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
     let resp = daemon
         .append_with(
             plan,

@@ -527,10 +527,25 @@ async fn cursor_beyond_head_is_an_explicit_error() {
         assert_problem(&refused, 409),
         "urn:logbook:problem:cursor-beyond-head"
     );
-    let refused = daemon
-        .sse_refused(&path, &[("Last-Event-ID", "three")])
-        .await;
-    assert_problem(&refused, 400);
+    // Ids are spelled as the server sends them: no leading zero or sign.
+    for bad in ["three", "03", "+3", "3 3"] {
+        let refused = daemon.sse_refused(&path, &[("Last-Event-ID", bad)]).await;
+        assert_eq!(
+            assert_problem(&refused, 400),
+            "urn:logbook:problem:invalid-last-event-id",
+            "{bad}"
+        );
+    }
+    for bad in ["01", "+1"] {
+        let refused = daemon
+            .sse_refused(&format!("{path}?after={bad}"), &[])
+            .await;
+        assert_eq!(
+            assert_problem(&refused, 400),
+            "urn:logbook:problem:invalid-query",
+            "{bad}"
+        );
+    }
     // Two cursors are none: neither is taken silently.
     let refused = daemon
         .sse_refused(&path, &[("Last-Event-ID", "1"), ("Last-Event-ID", "2")])

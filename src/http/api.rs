@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::append_body::AppendJson;
 use super::auth;
+use super::decimal::{self, decimal};
 use super::extract::{NoQuery, PlanId, Query};
 use super::prefer;
 use super::problem::Problem;
@@ -288,6 +289,7 @@ pub(crate) async fn missing_plan(store: &AsyncStore, plan_id: Uuid) -> Problem {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlansQuery {
     after: Option<String>,
+    #[serde(default, deserialize_with = "decimal::option_usize")]
     limit: Option<usize>,
 }
 
@@ -350,6 +352,7 @@ pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamQuery {
+    #[serde(default, deserialize_with = "decimal::option_u64")]
     after: Option<u64>,
     types: Option<String>,
     // Read by the auth layer; accepted here so it is not an unknown key.
@@ -362,14 +365,14 @@ pub(crate) struct StreamQuery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlanStreamQuery {
+    #[serde(default, deserialize_with = "decimal::option_u64")]
     after: Option<u64>,
     #[allow(dead_code)]
     access_token: Option<String>,
 }
 
 /// The resume cursor: `Last-Event-ID` wins over `?after=`; default 0.
-/// The header is ASCII digits only: Rust's integer parser also takes a
-/// leading `+`, which is not a cursor this server ever sent.
+/// The header is spelled as the server sends ids (`decimal`).
 pub(crate) fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Problem> {
     let bad = || {
         Problem::bad_request(
@@ -383,8 +386,7 @@ pub(crate) fn cursor(headers: &HeaderMap, after: Option<u64>) -> Result<u64, Pro
             .to_str()
             .ok()
             .map(str::trim)
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse().ok())
+            .and_then(decimal)
             .ok_or_else(bad),
         None => Ok(after.unwrap_or(0)),
     }

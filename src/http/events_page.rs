@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::api::{ApiState, missing_plan, page_limit, plan_head};
+use super::decimal;
 use super::extract::{PlanId, Query};
 use super::json_array::{self, Items, Runs};
 use super::problem::Problem;
@@ -36,8 +37,9 @@ pub(crate) const VERIFIED_PAGE_BYTES: usize = 16 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "decimal::u64")]
     after: u64,
+    #[serde(default, deserialize_with = "decimal::option_usize")]
     limit: Option<usize>,
     verify: Option<String>,
 }

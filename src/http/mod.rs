@@ -14,6 +14,7 @@ pub(crate) mod append_body;
 pub(crate) mod auth;
 pub(crate) mod body_budget;
 pub(crate) mod cors;
+pub(crate) mod decimal;
 pub(crate) mod edge;
 pub(crate) mod events_page;
 pub(crate) mod extract;

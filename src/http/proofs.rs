@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use super::decimal::decimal;
 use super::extract::Path;
 use super::problem::Problem;
 use logbook_journal::event::parse_plan_id;
@@ -53,7 +54,7 @@ pub(crate) async fn inclusion(
     uri: Uri,
 ) -> Result<Json<Value>, Problem> {
     let plan_id = known_plan(&state, &plan).await?;
-    let seq = number(&seq).filter(|seq| *seq >= 1).ok_or_else(|| {
+    let seq = decimal(&seq).filter(|seq| *seq >= 1).ok_or_else(|| {
         Problem::bad_request(
             "invalid-seq",
             "Invalid seq",
@@ -77,7 +78,7 @@ pub(crate) async fn heads_inclusion(
     Path(index): Path<String>,
     uri: Uri,
 ) -> Result<Json<Value>, Problem> {
-    let index = number(&index).ok_or_else(|| {
+    let index = decimal(&index).ok_or_else(|| {
         Problem::bad_request(
             "invalid-index",
             "Invalid index",
@@ -291,21 +292,8 @@ pub(super) fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Prob
         })
 }
 
-/// A plain decimal u64: digits only (no sign, no spaces, no leading
-/// zero), so that each number has one spelling (one URL per proof, as
-/// tile paths have) and nothing odd reaches the store.
-fn number(text: &str) -> Option<u64> {
-    if text.is_empty()
-        || !text.bytes().all(|b| b.is_ascii_digit())
-        || (text.len() > 1 && text.starts_with('0'))
-    {
-        return None;
-    }
-    text.parse().ok()
-}
-
 fn query_number(name: &str, text: &str) -> Result<u64, Problem> {
-    number(text).ok_or_else(|| {
+    decimal(text).ok_or_else(|| {
         Problem::bad_request(
             "invalid-query",
             "Invalid query string",

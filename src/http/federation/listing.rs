@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::messages::{STREAM_PAGE, inbound};
 use crate::http::AppState;
+use crate::http::decimal::{self, decimal};
 use crate::http::extract::Query;
 use crate::http::json_array::{self, Items, Runs};
 use crate::http::problem::Problem;
@@ -32,6 +33,7 @@ pub(super) struct MessagesQuery {
     direction: Option<String>,
     status: Option<String>,
     peer: Option<String>,
+    #[serde(default, deserialize_with = "decimal::option_usize")]
     limit: Option<usize>,
     after: Option<String>,
 }
@@ -48,13 +50,10 @@ enum MessagesCursor {
 impl MessagesCursor {
     fn parse(text: &str) -> Option<MessagesCursor> {
         match text.split_once(':')? {
-            ("i", position) => position.parse().ok().map(MessagesCursor::Inbound),
+            ("i", position) => decimal(position).map(MessagesCursor::Inbound),
             ("o", rest) => {
                 let (seq, peer) = rest.split_once(':')?;
-                Some(MessagesCursor::Outbound(
-                    peer.to_string(),
-                    seq.parse().ok()?,
-                ))
+                Some(MessagesCursor::Outbound(peer.to_string(), decimal(seq)?))
             }
             _ => None,
         }
@@ -335,7 +334,18 @@ mod tests {
         ] {
             assert_eq!(MessagesCursor::parse(&c.text()), Some(c));
         }
-        for bad in ["", "7", "i:", "i:x", "o:12", "o:x:beta", "x:1"] {
+        for bad in [
+            "",
+            "7",
+            "i:",
+            "i:x",
+            "o:12",
+            "o:x:beta",
+            "x:1",
+            "i:01",
+            "i:+1",
+            "o:01:beta",
+        ] {
             assert_eq!(MessagesCursor::parse(bad), None, "{bad}");
         }
     }

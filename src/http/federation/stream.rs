@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::messages::{STREAM_PAGE, inbound};
 use crate::federation::Federation;
 use crate::http::AppState;
+use crate::http::decimal;
 use crate::http::extract::Query;
 use crate::http::problem::Problem;
 use crate::http::{auth, sse};
@@ -26,6 +27,7 @@ pub(super) struct StreamQuery {
     /// The name this stream had first; still accepted (docs/http-api.md).
     #[serde(rename = "eventType")]
     event_type: Option<String>,
+    #[serde(default, deserialize_with = "decimal::option_u64")]
     after: Option<u64>,
     // Read by the auth layer; accepted here so it is not an unknown key.
     #[allow(dead_code)]
