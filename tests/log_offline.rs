@@ -250,6 +250,45 @@ async fn events_after_the_checkpoint_are_not_passed_off_as_verified() {
     let (code, text) = verify(&["--export", l, "--log-key", &vkey, "--checkpoint", c]).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("uncovered: events 6 to 6"), "{text}");
+    // The event after the checkpoint changed: it is named as broken, and
+    // the root, which the first five rebuild, is not called a mismatch.
+    let all: Vec<String> = std::fs::read_to_string(&longer)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut edited = all.clone();
+    edited[5] = edited[5].replacen("\"payload\":{\"n\":5}", "\"payload\":{\"n\":6}", 1);
+    assert_ne!(edited[5], all[5], "the test edits the payload");
+    let after = dir.path().join("after.ndjson");
+    std::fs::write(&after, edited.join("\n") + "\n").unwrap();
+    for key in [false, true] {
+        let mut command = logbook();
+        command.args([
+            "verify",
+            "--export",
+            after.to_str().unwrap(),
+            "--log-key",
+            &vkey,
+            "--checkpoint",
+            c,
+        ]);
+        if key {
+            command
+                .args(["--key-env", "LOGBOOK_HMAC_SECRET"])
+                .env("LOGBOOK_HMAC_SECRET", common::TEST_SECRET);
+        }
+        let out = run(command).await;
+        assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("broken at seq 6 (line 6): payload_hash")
+                && out.stdout.contains("after the checkpoint's 5 events")
+                && !out.stdout.contains("root-mismatch"),
+            "key {key}: {}",
+            out.stdout
+        );
+    }
     // The admin socket signs no empty tree.
     let empty = daemon
         .admin(&["export", &plan.to_string(), "--checkpoint", "/dev/null"])

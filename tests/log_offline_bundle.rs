@@ -90,6 +90,16 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     assert!(text.contains("ok: the first 20 events"), "{text}");
     assert!(text.contains("witnessed: plan size 20"), "{text}");
 
+    // A bundle or checkpoint file comes from the instance audited: one
+    // without end is refused after the format's limit, not read whole.
+    // (A bundle that cannot be read is a usage error; a checkpoint that
+    // does not verify is the export's verdict.)
+    for (flag, exit) in [("--bundle", 2), ("--checkpoint", 1)] {
+        let (code, text) = verify(&["--export", e, "--log-key", &vkey, flag, "/dev/zero"]).await;
+        assert_eq!(code, Some(exit), "{flag}: {text}");
+        assert!(text.contains("larger than"), "{flag}: {text}");
+    }
+
     // No cosignature yet: quorum 1 (the default) is not met, with or
     // without a witness key.
     for args in [vec![], vec!["--witness", &other]] {
