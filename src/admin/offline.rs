@@ -129,14 +129,14 @@ const MAX_BYTES_OUT: usize = 64 << 20;
 /// Without a bound, one line with no end would be read into memory whole.
 const MAX_LINE_BYTES: usize = 4 * crate::config::MAX_BODY_BYTES + (1 << 20);
 
-/// Non-blank lines as read, end to end in one string, with their line
+/// Non-empty lines as read, end to end in one string, with their line
 /// numbers (from 1) and where each ends.
 struct LineBatch {
     text: String,
     lines: Vec<(u64, usize)>,
 }
 
-/// Reads up to [`BATCH_LINES`] non-blank lines, fewer once they hold
+/// Reads up to [`BATCH_LINES`] non-empty lines, fewer once they hold
 /// [`BATCH_BYTES`]; `None` at the end. A line longer than `max_line` bytes
 /// (without its end) is refused once a few more than that are read.
 fn read_batch(
@@ -182,7 +182,9 @@ fn read_batch(
             return Err(too_long(*line_no, max_line));
         }
         batch.text.truncate(end);
-        if batch.text[start..].trim().is_empty() {
+        // Only an empty line is skipped: one of spaces (or NBSP, U+2028…)
+        // is no line `admin export` writes, and is judged as any other.
+        if end == start {
             batch.text.truncate(start);
         } else {
             batch.lines.push((*line_no, end));

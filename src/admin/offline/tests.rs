@@ -98,3 +98,28 @@ fn batches_of_short_lines_hold_batch_lines() {
             .is_none()
     );
 }
+
+/// Only empty lines are skipped: a line of whitespace, ASCII or not, is
+/// read as a line (and then refused as an event), never dropped unseen.
+#[test]
+fn only_empty_lines_are_skipped() {
+    let file = "a\n\n\r\n \n\t\n\u{a0}\n\u{2028}\n\u{3000}\nb\n";
+    let mut reader = file.as_bytes();
+    let mut line_no = 0;
+    let batch = read_batch(&mut reader, &mut line_no, MAX_LINE_BYTES)
+        .unwrap()
+        .unwrap();
+    let lines: Vec<(u64, &str)> = batch.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            (1, "a"),
+            (4, " "),
+            (5, "\t"),
+            (6, "\u{a0}"),
+            (7, "\u{2028}"),
+            (8, "\u{3000}"),
+            (9, "b")
+        ]
+    );
+}
