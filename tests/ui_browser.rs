@@ -412,7 +412,9 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     let bad = errors(&b.console().await, true);
     assert!(bad.is_empty(), "console errors: {bad:#?}");
 
-    // A deleted plan: the daemon's 410 said as such, never a green verdict.
+    // A deleted plan: the daemon's 410 said as such, then its signed
+    // deletion checked in the browser once the heads log records it; never
+    // a green verdict, since no event is shown.
     let doomed = new_plan();
     append(&daemon, doomed, step(1)).await;
     daemon
@@ -430,13 +432,27 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         )
         .await;
     assert_eq!(shown[1], "verdict pending", "{shown}");
+    assert_eq!(shown[3], "stopped: plan deleted", "{shown}");
+    let shown = b
+        .wait_for(
+            "the deletion checked",
+            "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('witnessed').textContent];",
+            |v| v[1].as_str().is_some_and(|t| t.contains("deleted at size 1")),
+        )
+        .await;
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .is_some_and(|t| t.contains("signed heads log records it, checked in this browser")),
+        "{shown}"
+    );
     assert!(
         shown[2]
             .as_str()
-            .is_some_and(|t| t.contains("says this plan was deleted")),
+            .is_some_and(|t| t.starts_with("Deletion: ")),
         "{shown}"
     );
-    assert_eq!(shown[3], "stopped: plan deleted", "{shown}");
     b.close().await;
 }
 

@@ -172,17 +172,7 @@ export class PlanChecker {
     if (!cryptoAvailable()) throw new Error("this page is not a secure context (https or localhost): WebCrypto is unavailable, nothing can be checked");
     let again = null;
     for (let attempt = 0; attempt < 4; attempt += 1) {
-      const gen = generation();
-      // Forgotten since this page last checked: what it checked is from
-      // before, as the kept memory was.
-      if (gen !== null && gen !== this.generation) {
-        this.generation = gen;
-        this.checkpoint = null;
-        this.forked = null;
-        this.results = new Map();
-        this.witnessed = null;
-        this.redactions = null; // read from the system journal before a restore
-      }
+      const gen = this.adoptGeneration();
       let outcome;
       try {
         outcome = await this.checkCheckpoint(gen);
@@ -330,25 +320,134 @@ export class PlanChecker {
 
   /** The witnessed bundle, checked (docs/verifiable-logs.md, "The bundle"). */
   async checkWitnessed() {
-    let bundle;
+    const bundle = await this.fetchBundle();
+    if (!bundle) return (this.witnessed = { pending: true });
+    const { heads, plan, deleted } = await this.verifyBundle(bundle);
+    // The witnessed tree and the current one must be one history, whichever
+    // is larger: a witnessed size ahead of the checkpoint (appends since) is
+    // checked the other way round, else a daemon holding the log key could
+    // show a fork beside its honest, cosigned tree.
+    const [current, gen] = [this.checkpoint, this.generation];
+    if (!current) throw new Error("no checkpoint checked yet");
+    const w = plan.checkpoint;
+    const [small, large] = w.size <= current.size ? [w, current] : [current, w];
+    const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
+    if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
+      // Forgotten meanwhile: `current` may be a checkpoint from before a
+      // restore, which the restored history need not extend.
+      if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
+      // Both are signed by the plan's key: a fork, for the page's life (or
+      // until a Forget).
+      this.markForked("the current checkpoint and the witnessed one are not one history (fork)", current, gen);
+      throw new Broken(this.forked);
+    }
+    const { keys, quorum } = await witnessKeys();
+    const cosigned = await verifyCosignatures(heads.note, keys);
+    this.witnessed = {
+      size: w.size, headsIndex: bundle.heads_index, headsSize: heads.checkpoint.size,
+      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum, deleted,
+    };
+    return this.witnessed;
+  }
+
+  /**
+   * The memory's generation now. Forgotten since this page last checked:
+   * what it checked is from before, as the kept memory was, and is dropped.
+   */
+  adoptGeneration() {
+    const gen = generation();
+    if (gen !== null && gen !== this.generation) {
+      this.generation = gen;
+      this.checkpoint = null;
+      this.forked = null;
+      this.results = new Map();
+      this.witnessed = null;
+      this.redactions = null; // read from the system journal before a restore
+    }
+    return gen;
+  }
+
+  /**
+   * For a plan the daemon says was deleted (410, so it serves no checkpoint
+   * or proof of it): checks the signed record of the deletion, the bundle
+   * whose heads-log entry marks the plan's final checkpoint deleted,
+   * against what this browser kept of the log. `{pending: true}` while no
+   * signed heads checkpoint records the deletion yet; else the final size,
+   * the cosignatures, and `grew` when the final size is above the one kept
+   * (that growth cannot be checked: the daemon serves no proof of it).
+   */
+  async checkDeleted() {
+    const gen = this.adoptGeneration();
     try {
-      bundle = await getJson(`/api/plans/${this.planId}/checkpoint?witnessed=1`);
+      return await this.checkDeletedIn(gen);
     } catch (e) {
-      if (e instanceof ApiError && e.status === 409) return (this.witnessed = { pending: true });
+      // Judged against a memory forgotten meanwhile: no verdict.
+      if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
       throw e;
     }
+  }
+
+  /** `checkDeleted` against generation `gen`'s memory. */
+  async checkDeletedIn(gen) {
+    const bundle = await this.fetchBundle();
+    if (!bundle) return { pending: true };
+    const { heads, plan, planSigner, deleted, source } = await this.verifyBundle(bundle);
+    this.source = source;
+    if (!deleted) return { pending: true };
+    const final = plan.checkpoint;
+    this.keyName = planSigner.text;
+    this.seenId = `${final.origin} ${this.keyName}`;
+    const kept = seen(this.seenId, gen);
+    if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
+    // Both signed by the plan's key: a deletion below a size this browser
+    // checked, or at it with another root, is two histories.
+    if (kept && final.size < kept.size) {
+      this.markForked(`deleted at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept, gen);
+      throw new Broken(this.forked);
+    }
+    if (kept && final.size === kept.size && !equal(final.root, kept.root)) {
+      this.markForked(`two signed roots for size ${final.size}: the one checked and the one deleted (fork)`, kept, gen);
+      throw new Broken(this.forked);
+    }
+    const { keys, quorum } = await witnessKeys();
+    const cosigned = await verifyCosignatures(heads.note, keys);
+    return {
+      size: final.size, grew: kept ? kept.size < final.size : false, firstSight: !kept,
+      cosigned, pinned: keys.length, quorum,
+    };
+  }
+
+  /** The plan's witnessed bundle, or null while the heads log has no entry of it (409). */
+  async fetchBundle() {
+    try {
+      return await getJson(`/api/plans/${this.planId}/checkpoint?witnessed=1`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Checks a bundle's own proofs: the heads checkpoint and the plan
+   * checkpoint signed by an instance key, the heads-log entry made from the
+   * plan checkpoint, its inclusion, and that it is the plan's latest entry
+   * in that tree, and which key source it was checked under. Throws
+   * `Broken` on any failure.
+   */
+  async verifyBundle(bundle) {
     // Each note is checked against the keys the checkpoint may be signed
     // by (the pinned one, or the served current and retired ones), not only
     // the one that signed the checkpoint: the bundle is signed when asked
     // for, and the log key may have been rotated since.
-    const { keys: instances } = await logKeys();
+    const { source, keys: instances } = await logKeys();
     const signedBy = async (what, note, keyOf) => {
-      const { verified, error } = await signedByOne(note, instances, keyOf);
+      const { verified, instance, error } = await signedByOne(note, instances, keyOf);
       if (!verified) throw new Broken(`${what}: ${error?.message ?? "no log key"}`);
-      return verified;
+      return { verified, instance };
     };
-    const heads = await signedBy("heads checkpoint", bundle.heads_checkpoint, (instance) => instance);
-    const plan = await signedBy("witnessed plan checkpoint", bundle.plan_checkpoint, (instance) => planKey(instance, this.planId));
+    const heads = (await signedBy("heads checkpoint", bundle.heads_checkpoint, (instance) => instance)).verified;
+    const { verified: plan, instance: planSigner } = await signedBy("witnessed plan checkpoint",
+      bundle.plan_checkpoint, (instance) => planKey(instance, this.planId));
     const entry = [false, true].map((d) => headsEntry(this.planId, plan.checkpoint, d)).find((t) => t === bundle.heads_entry);
     if (!entry) throw new Broken("the heads-log entry is not the plan checkpoint's");
     const deleted = entry === headsEntry(this.planId, plan.checkpoint, true);
@@ -377,31 +476,7 @@ export class PlanChecker {
     if (!rebuilt || !equal(rebuilt, heads.checkpoint.root)) {
       throw new Broken("the heads-log entries after the plan's are not the witnessed tree's");
     }
-    // The witnessed tree and the current one must be one history, whichever
-    // is larger: a witnessed size ahead of the checkpoint (appends since) is
-    // checked the other way round, else a daemon holding the log key could
-    // show a fork beside its honest, cosigned tree.
-    const [current, gen] = [this.checkpoint, this.generation];
-    if (!current) throw new Error("no checkpoint checked yet");
-    const w = plan.checkpoint;
-    const [small, large] = w.size <= current.size ? [w, current] : [current, w];
-    const c = await getJson(`/api/plans/${this.planId}/consistency?from=${small.size}&to=${large.size}`);
-    if (!(await verifyConsistency(small.size, large.size, c.proof.map(b64decode), small.root, large.root))) {
-      // Forgotten meanwhile: `current` may be a checkpoint from before a
-      // restore, which the restored history need not extend.
-      if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
-      // Both are signed by the plan's key: a fork, for the page's life (or
-      // until a Forget).
-      this.markForked("the current checkpoint and the witnessed one are not one history (fork)", current, gen);
-      throw new Broken(this.forked);
-    }
-    const { keys, quorum } = await witnessKeys();
-    const cosigned = await verifyCosignatures(heads.note, keys);
-    this.witnessed = {
-      size: w.size, headsIndex: bundle.heads_index, headsSize: heads.checkpoint.size,
-      lines: heads.note.signatures.length - 1, cosigned, pinned: keys.length, quorum, deleted,
-    };
-    return this.witnessed;
+    return { heads, plan, planSigner, deleted, source };
   }
 
   /** The system journal's record of a redaction, or null when there is none. */

@@ -53,6 +53,7 @@ export function planView(root, planId) {
   // (renderVerdict): the heads log is written every few seconds, cosigned
   // every minute.
   let witnessTimer = null, witnessDue = 0, witnessWait = 5000, left = false;
+  let deletedView = false; // the daemon answered 410: only the deletion is checked
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
   let following = true;
@@ -264,12 +265,56 @@ export function planView(root, planId) {
     }
     summaryLine.className = `verdict ${cls}`;
     summaryLine.textContent = text;
+    renderKeyLine();
+  };
+
+  const renderKeyLine = () => {
     if (checker.source === "pinned") {
       keyLine.textContent = `Checked in this browser against the log key you pinned: ${checker.keyName}`;
     } else if (checker.source === "served") {
       keyLine.textContent = "Checked in this browser, but only against the log key this same daemon serves. That shows the page matches what the daemon signed, not that the daemon is honest: pin the key from a source you trust (Keys).";
     }
     keyLine.className = checker.source === "pinned" ? "pinned" : "muted served";
+  };
+
+  // A deleted plan serves no events, checkpoint or proof (410). What can be
+  // checked is the signed record of its deletion, its witnessed bundle,
+  // against what this browser kept of the log. Never a green verdict: no
+  // event is shown, and the daemon's 410 alone proves nothing.
+  const showDeleted = async () => {
+    const unchecked = "The daemon says this plan was deleted: it serves no events, so nothing here is checked.";
+    // While the deletion is not in a signed heads checkpoint yet, or out
+    // of reach: checked again, for as long as the page is open.
+    const later = () => { if (!left) witnessTimer = setTimeout(showDeleted, witnessWait); witnessWait = Math.min(60000, witnessWait * 2); };
+    let d;
+    try {
+      d = await checker.checkDeleted();
+    } catch (e) {
+      const broken = e instanceof Broken;
+      summaryLine.className = `verdict ${broken ? "broken" : "pending"}`;
+      summaryLine.textContent = broken ? `Plan broken: ${e.message}` : unchecked;
+      witnessLine.textContent = broken ? "Deletion: broken (above)." : `Deletion: cannot check now: ${e.message}`;
+      witnessLine.className = broken ? "broken" : "muted";
+      if (!broken) later();
+      return;
+    }
+    summaryLine.className = "verdict pending";
+    if (d.pending) {
+      summaryLine.textContent = unchecked;
+      witnessLine.textContent = "Deletion: not yet in a signed heads checkpoint (it is recorded every few seconds).";
+      witnessLine.className = "muted";
+      later();
+      return;
+    }
+    summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. Its events are no longer served, so none is shown or checked.`
+      + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "");
+    const names = d.cosigned.map((c) => c.name).join(", ");
+    const met = d.pinned > 0 && d.cosigned.length >= d.quorum;
+    witnessLine.textContent = d.pinned
+      ? `Deletion: ${num(d.cosigned.length)} of ${num(d.pinned)} pinned witnesses cosigned a heads log that records it${names ? ` (${names})` : ""}; quorum ${num(d.quorum)} ${met ? "met" : "NOT met"}.`
+      : "Deletion: no witness key pinned, so its cosignatures are not checked.";
+    witnessLine.className = met ? "pinned" : "muted";
+    renderKeyLine();
   };
 
   const renderWitnessed = async () => {
@@ -399,7 +444,10 @@ export function planView(root, planId) {
   window.addEventListener("hashchange", fromHash);
   // Another tab's Forget: checked again now, not at the next event (a
   // broken plan has no timer).
-  const onStorage = (e) => { if (e.key === GENERATION) schedule(); };
+  const onStorage = (e) => {
+    if (e.key !== GENERATION) return;
+    if (deletedView) { clearTimeout(witnessTimer); witnessWait = 5000; showDeleted(); } else schedule();
+  };
   window.addEventListener("storage", onStorage);
 
   // ---- live ----------------------------------------------------------------
@@ -427,14 +475,11 @@ export function planView(root, planId) {
       plan = await getJson(`/api/plans/${planId}`);
     } catch (e) {
       if (e instanceof ApiError && e.status === 410) {
-        // The daemon's word, not checked here: never a green verdict. The
-        // signed record of the deletion is its witnessed bundle (`logbook
-        // verify --bundle`).
         head.textContent = e.message;
-        summaryLine.textContent = "The daemon says this plan was deleted: it serves no events, so nothing here is checked.";
-        witnessLine.textContent = "Witnessed: not checked here (the plan's signed deletion is in the heads log; check it with logbook verify --bundle).";
         live.textContent = "stopped: plan deleted";
         live.className = "live-state stopped";
+        deletedView = true;
+        await showDeleted();
         return;
       }
       if (!(e instanceof ApiError && e.status === 404)) throw e;

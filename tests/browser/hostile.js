@@ -646,5 +646,57 @@ const done = arguments[arguments.length - 1];
     check(w.size === 3 && w.headsIndex === 1 && w.cosigned?.length === 1, `the plan's latest entry with the entries after it: ${JSON.stringify(w)}`);
   }
 
+  // A deleted plan (the daemon answers 410 for its checkpoint and proofs):
+  // its signed deletion is checked against what this browser kept of it.
+  {
+    const tree = [await junk(1), await junk(2), await junk(3)];
+    const witnessedPath = `/api/plans/${PLAN}/checkpoint?witnessed=1`;
+    const gone = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    // Neither checkpoint nor proofs: what a deleted plan serves.
+    for (const path of Object.keys(gone)) if (path !== witnessedPath) gone[path] = () => answer({ title: "Plan deleted" }, 410);
+    const deletedAt = async (hs, deleted = true) => {
+      const b = await bundle(hs, [witness], PLAN, deleted);
+      world.routes = { ...gone, [witnessedPath]: () => b };
+    };
+    // A first sight: the deletion is signed and cosigned.
+    await deletedAt(tree);
+    const first = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(first.size === 3 && first.firstSight && !first.grew && first.cosigned?.length === 1, `a signed deletion on a first sight: ${JSON.stringify(first)}`);
+    // Not (yet) marked deleted in the signed heads log: pending, not checked.
+    await deletedAt(tree, false);
+    const early = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(early.pending === true, `a deletion not yet in the heads log: ${JSON.stringify(early)}`);
+    world.routes = { ...gone, [witnessedPath]: () => answer({ title: "Not in the heads log" }, 409) };
+    const none = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(none.pending === true, `no bundle yet: ${JSON.stringify(none)}`);
+    // Signed by another instance key: broken.
+    const other = await newKey("logbook/hostile.test", 0x01);
+    const forged = await bundle(tree, [witness], PLAN, true, other);
+    world.routes = { ...gone, [witnessedPath]: () => forged };
+    await refuses("a deletion signed by another key", () => new PlanChecker(PLAN).checkDeleted());
+    // Held against what this browser checked before the deletion.
+    for (const [what, final, ok] of [
+      ["deleted below the size checked", tree.slice(0, 2), false],
+      ["deleted at the size checked with another root", [tree[0], tree[1], await junk(9)], false],
+      ["deleted above the size checked", [...tree, await junk(4)], true],
+      ["deleted at the size checked", tree, true],
+    ]) {
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+      await new PlanChecker(PLAN).refreshCheckpoint(); // a visit before the deletion: kept size 3
+      await deletedAt(final);
+      const visit = () => new checkModule.PlanChecker(PLAN).checkDeleted();
+      if (ok) {
+        const d = await visit().catch((e) => ({ error: e.message }));
+        check(d.size === final.length && d.grew === (final.length > 3) && !d.firstSight, `${what}: ${JSON.stringify(d)}`);
+      } else {
+        await refuses(what, visit);
+        // Proven for good: the history first seen, served again, does not clear it.
+        world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+        await refuses(`the history first seen, after it was ${what}`, () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+      }
+    }
+    checkModule.forgetSeen();
+  }
+
   done(fails);
 })().catch((e) => done([`error: ${e?.stack || e}`]));
