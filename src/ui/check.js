@@ -45,23 +45,53 @@ const seenKey = (gen) => (gen ? `${SEEN}.${gen}` : SEEN);
  */
 const forkKey = (gen, id) => `${seenKey(gen)}#${id}`;
 
-/** Fork keys of one generation kept at most (a daemon can prove forks of as many logs as it names). */
-const MAX_FORKS = 1000;
+/**
+ * Where the checked deletion of log `id` is kept in generation `gen`
+ * (`{size, root}`), written once as a fork is: a plan's id is never used
+ * again, so any live checkpoint of that log afterwards is a second history.
+ */
+const deletionKey = (gen, id) => `${seenKey(gen)}!${id}`;
+
+/** Keys of each kind (forks, deletions) of one generation kept at most: a daemon can name as many logs as it likes. */
+const MAX_MARKS = 1000;
+
+/**
+ * The longest log id kept: an id holds the key's name, which a served key
+ * chooses, and one key must not fill the storage every check writes to.
+ */
+const MAX_ID_CHARS = 1024;
+
+/** The value kept under `key`, or null. */
+function keptAt(gen, key) {
+  try { return gen === null ? null : localStorage.getItem(key); } catch { return null; }
+}
+
+/** Writes `value` under `key` once: not over a value kept, nor past `MAX_MARKS` keys of its `prefix`. */
+function keepOnce(gen, id, key, prefix, value) {
+  if (gen === null || id.length > MAX_ID_CHARS || keptAt(gen, key) !== null) return;
+  try {
+    if (Object.keys(localStorage).filter((k) => k.startsWith(prefix)).length >= MAX_MARKS) return;
+    localStorage.setItem(key, value);
+  } catch { /* storage full or off: the memory's own mark, if any, still holds it */ }
+}
 
 /** The fork of log `id` kept in its own key in generation `gen`, or null. */
-function keptFork(gen, id) {
-  try { return gen === null ? null : localStorage.getItem(forkKey(gen, id)); } catch { return null; }
+const keptFork = (gen, id) => keptAt(gen, forkKey(gen, id));
+
+/** Keeps `message` as the proven fork of log `id`. */
+const keepFork = (gen, id, message) => keepOnce(gen, id, forkKey(gen, id), `${seenKey(gen)}#`, message);
+
+/** The deletion of log `id` this browser checked in generation `gen`: {size, root} or null. */
+function keptDeletion(gen, id) {
+  try {
+    const d = JSON.parse(keptAt(gen, deletionKey(gen, id)) ?? "null");
+    return d && Number.isSafeInteger(d.size) && typeof d.root === "string" ? { size: d.size, root: b64decode(d.root) } : null;
+  } catch { return null; }
 }
 
-/** Keeps `message` as the proven fork of log `id`, unless one is kept already or the bound is reached. */
-function keepFork(gen, id, message) {
-  if (keptFork(gen, id) !== null) return;
-  try {
-    const prefix = `${seenKey(gen)}#`;
-    if (Object.keys(localStorage).filter((k) => k.startsWith(prefix)).length >= MAX_FORKS) return;
-    localStorage.setItem(forkKey(gen, id), message);
-  } catch { /* storage full or off: the memory's own mark still holds it */ }
-}
+/** Keeps checkpoint `final` as the checked deletion of log `id`. */
+const keepDeletion = (gen, id, final) => keepOnce(gen, id, deletionKey(gen, id), `${seenKey(gen)}!`,
+  JSON.stringify({ size: final.size, root: b64encode(final.root) }));
 
 /** The memory of generation `gen`, as text. */
 function memory(gen) {
@@ -103,7 +133,7 @@ function seenIn(text, id) {
  */
 function keep(id, entry, gen) {
   // Forgotten since: not worth the room (the key is read by no one).
-  if (gen === null || generation() !== gen) return;
+  if (gen === null || generation() !== gen || id.length > MAX_ID_CHARS) return;
   let all = {};
   try { all = JSON.parse(memory(gen) || "{}") || {}; } catch { all = {}; }
   const old = all[id];
@@ -131,7 +161,7 @@ function keep(id, entry, gen) {
 export function forgetSeen() {
   const drop = () => {
     for (const key of Object.keys(localStorage)) {
-      if (key === SEEN || key.startsWith(`${SEEN}.`) || key.startsWith(`${SEEN}#`)) localStorage.removeItem(key);
+      if (key === SEEN || [".", "#", "!"].some((c) => key.startsWith(`${SEEN}${c}`))) localStorage.removeItem(key);
     }
   };
   // The new generation first: a tab that reads it reads its empty memory.
@@ -220,6 +250,14 @@ export class PlanChecker {
       const kept = seen(seenId, gen);
       // A fork proven on an earlier visit, or in another tab, stays proven.
       if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
+      // So does a deletion checked before: the plan's id is never used again.
+      const gone = keptDeletion(gen, seenId);
+      if (gone) {
+        const message = `this browser checked the plan's signed deletion at size ${gone.size}: a live checkpoint after it is a second history (fork)`;
+        keepFork(gen, seenId, message);
+        this.forked = message;
+        throw new Broken(message);
+      }
       const priors = [];
       for (const p of [this.checkpoint, before, kept]) if (p && ![...checked, ...priors].some((c) => same(c, p))) priors.push(p);
       if (priors.length === 0) break;
@@ -371,20 +409,26 @@ export class PlanChecker {
    * For a plan the daemon says was deleted (410, so it serves no checkpoint
    * or proof of it): checks the signed record of the deletion, the bundle
    * whose heads-log entry marks the plan's final checkpoint deleted,
-   * against what this browser kept of the log. `{pending: true}` while no
-   * signed heads checkpoint records the deletion yet; else the final size,
-   * the cosignatures, and `grew` when the final size is above the one kept
-   * (that growth cannot be checked: the daemon serves no proof of it).
+   * against what this browser kept of the log, and kept (a live checkpoint
+   * of the log after it breaks). `{pending: true}` while no signed heads
+   * checkpoint records the plan yet; `{live: size}` when it records the
+   * plan live, not deleted (the daemon's 410 is then not backed); else the
+   * final size, the cosignatures, and `grew` when the final size is above
+   * the one kept (that growth cannot be checked: the daemon serves no
+   * proof of it, and the kept size is not raised).
    */
   async checkDeleted() {
     const gen = this.adoptGeneration();
+    let outcome;
     try {
-      return await this.checkDeletedIn(gen);
+      outcome = await this.checkDeletedIn(gen);
     } catch (e) {
       // Judged against a memory forgotten meanwhile: no verdict.
       if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
       throw e;
     }
+    if (generation() !== gen) throw new Error(FORGOTTEN_MEANWHILE);
+    return outcome;
   }
 
   /** `checkDeleted` against generation `gen`'s memory. */
@@ -393,22 +437,28 @@ export class PlanChecker {
     if (!bundle) return { pending: true };
     const { heads, plan, planSigner, deleted, source } = await this.verifyBundle(bundle);
     this.source = source;
-    if (!deleted) return { pending: true };
     const final = plan.checkpoint;
     this.keyName = planSigner.text;
     this.seenId = `${final.origin} ${this.keyName}`;
     const kept = seen(this.seenId, gen);
     if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
-    // Both signed by the plan's key: a deletion below a size this browser
-    // checked, or at it with another root, is two histories.
-    if (kept && final.size < kept.size) {
-      this.markForked(`deleted at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept, gen);
-      throw new Broken(this.forked);
-    }
+    // All signed by the plan's key: a checkpoint below a size this browser
+    // checked, at it with another root, or other than a deletion it
+    // checked, is a second history.
+    const what = deleted ? "deleted" : "recorded live in the heads log";
+    const fork = (message, at) => { this.markForked(message, at, gen); return new Broken(message); };
+    if (kept && final.size < kept.size) throw fork(`${what} at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept);
     if (kept && final.size === kept.size && !equal(final.root, kept.root)) {
-      this.markForked(`two signed roots for size ${final.size}: the one checked and the one deleted (fork)`, kept, gen);
-      throw new Broken(this.forked);
+      throw fork(`two signed roots for size ${final.size}: the one checked and the one ${what} (fork)`, kept);
     }
+    const gone = keptDeletion(gen, this.seenId);
+    if (gone && !(deleted && gone.size === final.size && equal(gone.root, final.root))) {
+      throw fork(`this browser checked the plan's signed deletion at size ${gone.size}; now it is ${what} at size ${final.size} (fork)`, final);
+    }
+    // The daemon said 410, yet its signed heads log records the plan live:
+    // its word is not backed (a deletion is always proved as itself).
+    if (!deleted) return { live: final.size };
+    keepDeletion(gen, this.seenId, final);
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
     return {

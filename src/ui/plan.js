@@ -53,7 +53,7 @@ export function planView(root, planId) {
   // (renderVerdict): the heads log is written every few seconds, cosigned
   // every minute.
   let witnessTimer = null, witnessDue = 0, witnessWait = 5000, left = false;
-  let deletedView = false; // the daemon answered 410: only the deletion is checked
+  let deletedView = false, deletedPass = 0; // the daemon answered 410: only the deletion is checked
   // Whether the table's newest end follows the live stream. Paging back past
   // MAX_ROWS slides the window: the newest rows go and live rows pause.
   let following = true;
@@ -282,6 +282,10 @@ export function planView(root, planId) {
   // against what this browser kept of the log. Never a green verdict: no
   // event is shown, and the daemon's 410 alone proves nothing.
   const showDeleted = async () => {
+    // One pass at a time has the last word: a later one (a Forget in
+    // another tab) supersedes it, and only the newest sets the timer.
+    const pass = ++deletedPass;
+    clearTimeout(witnessTimer);
     const unchecked = "The daemon says this plan was deleted: it serves no events, so nothing here is checked.";
     // While the deletion is not in a signed heads checkpoint yet, or out
     // of reach: checked again, for as long as the page is open.
@@ -290,6 +294,7 @@ export function planView(root, planId) {
     try {
       d = await checker.checkDeleted();
     } catch (e) {
+      if (pass !== deletedPass || left) return;
       const broken = e instanceof Broken;
       summaryLine.className = `verdict ${broken ? "broken" : "pending"}`;
       summaryLine.textContent = broken ? `Plan broken: ${e.message}` : unchecked;
@@ -298,7 +303,16 @@ export function planView(root, planId) {
       if (!broken) later();
       return;
     }
+    if (pass !== deletedPass || left) return;
     summaryLine.className = "verdict pending";
+    if (d.live !== undefined) {
+      summaryLine.textContent = `The daemon says this plan was deleted, yet the instance's signed heads log records it live at size ${num(d.live)}: the 410 is not backed by a signed deletion. Nothing here is checked.`;
+      witnessLine.textContent = "Deletion: not in the signed heads log.";
+      witnessLine.className = "muted";
+      renderKeyLine();
+      later();
+      return;
+    }
     if (d.pending) {
       summaryLine.textContent = unchecked;
       witnessLine.textContent = "Deletion: not yet in a signed heads checkpoint (it is recorded every few seconds).";
@@ -308,13 +322,25 @@ export function planView(root, planId) {
     }
     summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. Its events are no longer served, so none is shown or checked.`
       + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "");
+    // Held to the clock as a live plan's quorum is: an old cosigned tree in
+    // which the deletion is the plan's latest entry may hide a later one.
     const names = d.cosigned.map((c) => c.name).join(", ");
-    const met = d.pinned > 0 && d.cosigned.length >= d.quorum;
+    const now = Date.now() / 1000;
+    const at = d.pinned > 0 ? quorumTime(d.cosigned, d.quorum, now) : null;
+    const age = at === null ? 0 : Math.max(0, Math.round(now - at));
+    const fresh = at !== null && age <= MAX_COSIGNATURE_AGE;
+    const quorum = at === null ? "NOT met" : `met, ${ago(age)} ago${fresh ? "" : ": too old to count (stale)"}`;
     witnessLine.textContent = d.pinned
-      ? `Deletion: ${num(d.cosigned.length)} of ${num(d.pinned)} pinned witnesses cosigned a heads log that records it${names ? ` (${names})` : ""}; quorum ${num(d.quorum)} ${met ? "met" : "NOT met"}.`
+      ? `Deletion: ${num(d.cosigned.length)} of ${num(d.pinned)} pinned witnesses cosigned a heads log that records it${names ? ` (${names})` : ""}; quorum ${num(d.quorum)} ${quorum}.`
       : "Deletion: no witness key pinned, so its cosignatures are not checked.";
-    witnessLine.className = met ? "pinned" : "muted";
+    witnessLine.className = fresh ? "pinned" : "muted";
     renderKeyLine();
+    // Cosignatures age: with witnesses pinned the line is drawn again, each
+    // minute while fresh, sooner (backing off) while not.
+    if (d.pinned > 0) {
+      if (fresh) witnessWait = 60000;
+      later();
+    }
   };
 
   const renderWitnessed = async () => {
@@ -446,7 +472,7 @@ export function planView(root, planId) {
   // broken plan has no timer).
   const onStorage = (e) => {
     if (e.key !== GENERATION) return;
-    if (deletedView) { clearTimeout(witnessTimer); witnessWait = 5000; showDeleted(); } else schedule();
+    if (deletedView) { witnessWait = 5000; showDeleted(); } else schedule();
   };
   window.addEventListener("storage", onStorage);
 

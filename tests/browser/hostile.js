@@ -16,7 +16,7 @@ const done = arguments[arguments.length - 1];
   // that memory itself.
   class PlanChecker extends checkModule.PlanChecker {
     constructor(plan) {
-      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.") || k.startsWith("logbook.seen#")) localStorage.removeItem(k);
+      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.") || k.startsWith("logbook.seen#") || k.startsWith("logbook.seen!")) localStorage.removeItem(k);
       super(plan);
     }
   }
@@ -662,10 +662,6 @@ const done = arguments[arguments.length - 1];
     await deletedAt(tree);
     const first = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
     check(first.size === 3 && first.firstSight && !first.grew && first.cosigned?.length === 1, `a signed deletion on a first sight: ${JSON.stringify(first)}`);
-    // Not (yet) marked deleted in the signed heads log: pending, not checked.
-    await deletedAt(tree, false);
-    const early = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
-    check(early.pending === true, `a deletion not yet in the heads log: ${JSON.stringify(early)}`);
     world.routes = { ...gone, [witnessedPath]: () => answer({ title: "Not in the heads log" }, 409) };
     const none = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
     check(none.pending === true, `no bundle yet: ${JSON.stringify(none)}`);
@@ -695,6 +691,32 @@ const done = arguments[arguments.length - 1];
         await refuses(`the history first seen, after it was ${what}`, () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
       }
     }
+    checkModule.forgetSeen();
+    // A deletion once checked is kept: the plan served live again
+    // afterwards (its id is never used again) is a second history, even
+    // one that extends what was checked before the deletion.
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree.slice(0, 2))) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // kept: size 2
+    await deletedAt(tree);
+    const checked = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(checked.size === 3 && checked.grew === true, `a deletion above the size checked: ${JSON.stringify(checked)}`);
+    const again = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(again.size === 3 && !again.firstSight, `the same deletion on the visit after: ${JSON.stringify(again)}`);
+    const revived = [...tree, await junk(4)];
+    world.routes = { ...planRoutes(PLAN, () => revived, () => planNote(revived)) };
+    await refuses("the plan live again after its deletion was checked", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
+    await deletedAt(revived);
+    await refuses("another deletion after one was checked", () => new checkModule.PlanChecker(PLAN).checkDeleted());
+    checkModule.forgetSeen();
+    // A 410 whose bundle records the plan live: not backed, and still held
+    // against the memory (another root at the size checked is a fork).
+    world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+    await new PlanChecker(PLAN).refreshCheckpoint(); // kept: size 3
+    await deletedAt(tree, false);
+    const live = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(live.live === 3, `a 410 with a live bundle: ${JSON.stringify(live)}`);
+    await deletedAt([tree[0], tree[1], await junk(8)], false);
+    await refuses("a 410 with a live bundle of another root at the size checked", () => new checkModule.PlanChecker(PLAN).checkDeleted());
     checkModule.forgetSeen();
   }
 
