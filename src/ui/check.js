@@ -81,17 +81,33 @@ const keptFork = (gen, id) => keptAt(gen, forkKey(gen, id));
 /** Keeps `message` as the proven fork of log `id`. */
 const keepFork = (gen, id, message) => keepOnce(gen, id, forkKey(gen, id), `${seenKey(gen)}#`, message);
 
-/** The deletion of log `id` this browser checked in generation `gen`: {size, root} or null. */
-function keptDeletion(gen, id) {
+/** A kept deletion's text form ({size, root: base64}) read back, or null. */
+function deletionIn(d) {
   try {
-    const d = JSON.parse(keptAt(gen, deletionKey(gen, id)) ?? "null");
     return d && Number.isSafeInteger(d.size) && typeof d.root === "string" ? { size: d.size, root: b64decode(d.root) } : null;
   } catch { return null; }
 }
 
-/** Keeps checkpoint `final` as the checked deletion of log `id`. */
-const keepDeletion = (gen, id, final) => keepOnce(gen, id, deletionKey(gen, id), `${seenKey(gen)}!`,
-  JSON.stringify({ size: final.size, root: b64encode(final.root) }));
+/**
+ * The deletion of log `id` this browser checked in generation `gen`:
+ * {size, root} or null. From its own key, else from the memory's entry
+ * (which holds it too, for when the keys' bound was reached).
+ */
+function keptDeletion(gen, id) {
+  let own = null;
+  try { own = deletionIn(JSON.parse(keptAt(gen, deletionKey(gen, id)) ?? "null")); } catch { own = null; }
+  return own ?? seenIn(memory(gen), id)?.deleted ?? null;
+}
+
+/**
+ * Keeps checkpoint `final` as the checked deletion of log `id`, in its own
+ * key and in the memory's entry, beside `kept` (the checkpoint kept before,
+ * or null on a first sight, when `final` itself is kept).
+ */
+function keepDeletion(gen, id, final, kept) {
+  keepOnce(gen, id, deletionKey(gen, id), `${seenKey(gen)}!`, JSON.stringify({ size: final.size, root: b64encode(final.root) }));
+  keep(id, { ...(kept ?? final), forked: null, deleted: final }, gen);
+}
 
 /** The memory of generation `gen`, as text. */
 function memory(gen) {
@@ -119,7 +135,10 @@ function seenIn(text, id) {
   try {
     const s = JSON.parse(text || "{}")[id];
     if (!s || !Number.isSafeInteger(s.size) || typeof s.root !== "string") return null;
-    return { size: s.size, root: b64decode(s.root), forked: typeof s.forked === "string" ? s.forked : null };
+    return {
+      size: s.size, root: b64decode(s.root), forked: typeof s.forked === "string" ? s.forked : null,
+      deleted: deletionIn(s.deleted),
+    };
   } catch {
     return null;
   }
@@ -144,15 +163,19 @@ function keep(id, entry, gen) {
     ? `two signed roots for size ${entry.size} (fork, seen in another tab)` : null;
   const forked = entry.forked || (old && typeof old.forked === "string" ? old.forked : null) || split;
   if (forked) keepFork(gen, id, forked);
+  // A checked deletion, once kept, stays (the first one: another is a fork, found by the check).
+  const deleted = (old && deletionIn(old.deleted) ? old.deleted : null)
+    ?? (entry.deleted ? { size: entry.deleted.size, root: b64encode(entry.deleted.root) } : null);
   const kept = oldSize > entry.size ? { size: old.size, root: old.root } : { size: entry.size, root };
   delete all[id];
-  all[id] = { ...kept, ...(forked ? { forked } : {}) };
-  // Over the bound the oldest go first, but a proven fork only when every
-  // one kept is one.
+  all[id] = { ...kept, ...(forked ? { forked } : {}), ...(deleted ? { deleted } : {}) };
+  // Over the bound the oldest go first, but a proven fork or a checked
+  // deletion only when every one kept is one.
   const ids = Object.keys(all);
   const excess = Math.max(0, ids.length - MAX_SEEN);
-  const plain = ids.filter((k) => !all[k].forked);
-  const gone = [...plain, ...ids.filter((k) => all[k].forked)].slice(0, excess);
+  const marked = (k) => Boolean(all[k].forked || all[k].deleted);
+  const plain = ids.filter((k) => !marked(k));
+  const gone = [...plain, ...ids.filter(marked)].slice(0, excess);
   for (const k of gone) delete all[k];
   try { localStorage.setItem(seenKey(gen), JSON.stringify(all)); } catch { /* storage full or off: this visit still checks */ }
 }
@@ -250,13 +273,19 @@ export class PlanChecker {
       const kept = seen(seenId, gen);
       // A fork proven on an earlier visit, or in another tab, stays proven.
       if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
-      // So does a deletion checked before: the plan's id is never used again.
+      // A deletion checked before: the plan's id is never used again, so a
+      // live checkpoint beyond its final one is a second history. One at or
+      // below it may be an answer sent before the deletion (another tab
+      // checked it meanwhile): no proof, but nothing to show as live.
       const gone = keptDeletion(gen, seenId);
       if (gone) {
-        const message = `this browser checked the plan's signed deletion at size ${gone.size}: a live checkpoint after it is a second history (fork)`;
-        keepFork(gen, seenId, message);
-        this.forked = message;
-        throw new Broken(message);
+        if (next.size > gone.size || (next.size === gone.size && !equal(next.root, gone.root))) {
+          const message = `this browser checked the plan's signed deletion at size ${gone.size}: a live checkpoint of size ${next.size} after it is a second history (fork)`;
+          keepFork(gen, seenId, message);
+          this.forked = message;
+          throw new Broken(message);
+        }
+        throw new Error(`this browser checked the plan's signed deletion at size ${gone.size}, yet the daemon serves it live`);
       }
       const priors = [];
       for (const p of [this.checkpoint, before, kept]) if (p && ![...checked, ...priors].some((c) => same(c, p))) priors.push(p);
@@ -433,8 +462,9 @@ export class PlanChecker {
 
   /** `checkDeleted` against generation `gen`'s memory. */
   async checkDeletedIn(gen) {
-    const bundle = await this.fetchBundle();
+    const bundle = await this.fetchBundle(true);
     if (!bundle) return { pending: true };
+    if (bundle.unsigned) return { unsigned: true };
     const { heads, plan, planSigner, deleted, source } = await this.verifyBundle(bundle);
     this.source = source;
     const final = plan.checkpoint;
@@ -442,23 +472,31 @@ export class PlanChecker {
     this.seenId = `${final.origin} ${this.keyName}`;
     const kept = seen(this.seenId, gen);
     if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
-    // All signed by the plan's key: a checkpoint below a size this browser
-    // checked, at it with another root, or other than a deletion it
-    // checked, is a second history.
+    // All signed by the plan's key. A deletion is the plan's last
+    // checkpoint: one below a size this browser checked, or another
+    // deletion than one it checked, is a second history. A live entry may
+    // be an older heads tree's: only one beyond a checked deletion, or
+    // another root at a size checked, proves anything.
     const what = deleted ? "deleted" : "recorded live in the heads log";
     const fork = (message, at) => { this.markForked(message, at, gen); return new Broken(message); };
-    if (kept && final.size < kept.size) throw fork(`${what} at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept);
+    const sameAs = (c) => c.size === final.size && equal(c.root, final.root);
+    const gone = keptDeletion(gen, this.seenId);
+    if (gone && (deleted ? !sameAs(gone) : final.size >= gone.size && !sameAs(gone))) {
+      throw fork(`this browser checked the plan's signed deletion at size ${gone.size}; now it is ${what} at size ${final.size} (fork)`, kept ?? final);
+    }
+    if (kept && deleted && final.size < kept.size) throw fork(`deleted at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept);
     if (kept && final.size === kept.size && !equal(final.root, kept.root)) {
       throw fork(`two signed roots for size ${final.size}: the one checked and the one ${what} (fork)`, kept);
-    }
-    const gone = keptDeletion(gen, this.seenId);
-    if (gone && !(deleted && gone.size === final.size && equal(gone.root, final.root))) {
-      throw fork(`this browser checked the plan's signed deletion at size ${gone.size}; now it is ${what} at size ${final.size} (fork)`, final);
     }
     // The daemon said 410, yet its signed heads log records the plan live:
     // its word is not backed (a deletion is always proved as itself).
     if (!deleted) return { live: final.size };
-    keepDeletion(gen, this.seenId, final);
+    keepDeletion(gen, this.seenId, final, kept);
+    // Another tab may have kept another deletion of this log meanwhile.
+    const stored = keptDeletion(gen, this.seenId);
+    if (stored && !sameAs(stored)) {
+      throw fork(`two signed deletions of this plan, at size ${stored.size} (kept by another tab) and ${final.size} (fork)`, kept ?? final);
+    }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
     return {
@@ -467,12 +505,17 @@ export class PlanChecker {
     };
   }
 
-  /** The plan's witnessed bundle, or null while the heads log has no entry of it (409). */
-  async fetchBundle() {
+  /**
+   * The plan's witnessed bundle, or null while the heads log has no entry
+   * of it (409). With `unsigned`, `{unsigned: true}` for a plan the daemon
+   * holds no signed deletion of (410: deleted before it kept a heads log).
+   */
+  async fetchBundle(unsigned = false) {
     try {
       return await getJson(`/api/plans/${this.planId}/checkpoint?witnessed=1`);
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) return null;
+      if (unsigned && e instanceof ApiError && e.status === 410) return { unsigned: true };
       throw e;
     }
   }

@@ -305,6 +305,12 @@ export function planView(root, planId) {
     }
     if (pass !== deletedPass || left) return;
     summaryLine.className = "verdict pending";
+    if (d.unsigned) {
+      summaryLine.textContent = "The daemon says this plan was deleted, and holds no signed record of it (deleted before this instance kept a heads log): nothing here is checked.";
+      witnessLine.textContent = "Deletion: no signed record.";
+      witnessLine.className = "muted";
+      return;
+    }
     if (d.live !== undefined) {
       summaryLine.textContent = `The daemon says this plan was deleted, yet the instance's signed heads log records it live at size ${num(d.live)}: the 410 is not backed by a signed deletion. Nothing here is checked.`;
       witnessLine.textContent = "Deletion: not in the signed heads log.";
@@ -315,7 +321,7 @@ export function planView(root, planId) {
     }
     if (d.pending) {
       summaryLine.textContent = unchecked;
-      witnessLine.textContent = "Deletion: not yet in a signed heads checkpoint (it is recorded every few seconds).";
+      witnessLine.textContent = "Deletion: no signed heads checkpoint the daemon can prove it in yet (checked again shortly).";
       witnessLine.className = "muted";
       later();
       return;

@@ -702,6 +702,15 @@ const done = arguments[arguments.length - 1];
     check(checked.size === 3 && checked.grew === true, `a deletion above the size checked: ${JSON.stringify(checked)}`);
     const again = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
     check(again.size === 3 && !again.firstSight, `the same deletion on the visit after: ${JSON.stringify(again)}`);
+    // The live checkpoint at (or below) the deletion: an answer another tab's
+    // deletion check overtook, no proof of anything; not shown as live either.
+    for (const [what, served] of [["at", tree], ["below", tree.slice(0, 2)]]) {
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(served)) };
+      const late = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+      check(late !== null && !(late instanceof Broken), `a live checkpoint ${what} the checked deletion: ${late?.message ?? "accepted"}`);
+    }
+    // The deletion's own key lost (its bound reached): the memory holds it too.
+    for (const k of Object.keys(localStorage)) if (k.startsWith("logbook.seen") && k.includes("!")) localStorage.removeItem(k);
     const revived = [...tree, await junk(4)];
     world.routes = { ...planRoutes(PLAN, () => revived, () => planNote(revived)) };
     await refuses("the plan live again after its deletion was checked", () => new checkModule.PlanChecker(PLAN).refreshCheckpoint());
@@ -715,9 +724,17 @@ const done = arguments[arguments.length - 1];
     await deletedAt(tree, false);
     const live = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
     check(live.live === 3, `a 410 with a live bundle: ${JSON.stringify(live)}`);
+    // A live entry below the size checked may be an older heads tree's: not backed, no proof.
+    await deletedAt(tree.slice(0, 2), false);
+    const older = await new checkModule.PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(older.live === 2, `a 410 with an older live bundle: ${JSON.stringify(older)}`);
     await deletedAt([tree[0], tree[1], await junk(8)], false);
     await refuses("a 410 with a live bundle of another root at the size checked", () => new checkModule.PlanChecker(PLAN).checkDeleted());
     checkModule.forgetSeen();
+    // Deleted before the instance kept a heads log: no signed record (410).
+    world.routes = { ...gone, [witnessedPath]: () => answer({ title: "Plan deleted" }, 410) };
+    const unsigned = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
+    check(unsigned.unsigned === true, `a deletion with no signed record: ${JSON.stringify(unsigned)}`);
   }
 
   done(fails);
