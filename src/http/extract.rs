@@ -75,17 +75,29 @@ pub(crate) fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, Problem
     // One pass builds the value and refuses duplicate members (see
     // `refuse_duplicate_members` for why); a repeat is a data error,
     // anything else a syntax error.
-    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| {
+    let malformed = |e: &serde_json::Error| {
         if e.to_string().contains("recursion limit") {
             too_deep()
-        } else if e.is_data() {
-            duplicate_member(&e)
         } else {
             Problem::bad_request(
                 "invalid-json",
                 "Malformed JSON",
                 format!("the request body is not valid JSON: {e}"),
             )
+        }
+    };
+    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| {
+        if !e.is_data() {
+            return malformed(&e);
+        }
+        // The one pass stops at the first repeat, which may come before a
+        // syntax error or past the depth limit: those are answered first,
+        // in the documented order (an error path only, so a second pass
+        // costs nothing on good bodies).
+        match serde_json::from_slice::<Value>(bytes) {
+            Err(syntax) => malformed(&syntax),
+            Ok(lenient) if json_depth(&lenient) > limits.max_json_depth => too_deep(),
+            Ok(_) => duplicate_member(&e),
         }
     })?;
     if json_depth(&value) > limits.max_json_depth {
@@ -560,6 +572,27 @@ mod tests {
                 "{strict}"
             );
         }
+    }
+
+    /// A body with a repeated member and another fault gets the answer the
+    /// documented order puts first: syntax, then depth, then the repeat.
+    #[test]
+    fn a_repeat_is_answered_after_syntax_and_depth() {
+        let limits = Limits::default();
+        let kind = |text: &str| parse_json(text.as_bytes(), &limits).err().map(|p| p.kind);
+        assert_eq!(kind(r#"{"type":"a","type":"b""#), Some("invalid-json"));
+        assert_eq!(
+            kind(r#"{"type":"a","type":"b","payload":[1,,]}"#),
+            Some("invalid-json")
+        );
+        let deep = format!(
+            r#"{{"payload":{}{},"type":"a","type":"b"}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(kind(&deep), Some("json-too-deep"));
+        assert_eq!(kind(r#"{"type":"a","type":"b"}"#), Some("duplicate-member"));
+        assert_eq!(kind(r#"{"type":"a"}"#), None);
     }
 
     /// Without duplicates, the one-pass builder yields exactly serde_json's value.
