@@ -68,7 +68,8 @@ function keptAt(gen, key) {
 
 /** Writes `value` under `key` once: not over a value kept, nor past `MAX_MARKS` keys of its `prefix`. */
 function keepOnce(gen, id, key, prefix, value) {
-  if (gen === null || id.length > MAX_ID_CHARS || keptAt(gen, key) !== null) return;
+  // Forgotten since (the key would be read by no one), or kept already.
+  if (gen === null || generation() !== gen || id.length > MAX_ID_CHARS || keptAt(gen, key) !== null) return;
   try {
     if (Object.keys(localStorage).filter((k) => k.startsWith(prefix)).length >= MAX_MARKS) return;
     localStorage.setItem(key, value);

@@ -327,7 +327,8 @@ export function planView(root, planId) {
       return;
     }
     summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. Its events are no longer served, so none is shown or checked.`
-      + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "");
+      + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "")
+      + (d.firstSight ? " This browser had kept no checkpoint of it under this key (a first sight)." : "");
     // Held to the clock as a live plan's quorum is: an old cosigned tree in
     // which the deletion is the plan's latest entry may hide a later one.
     const names = d.cosigned.map((c) => c.name).join(", ");
@@ -342,9 +343,10 @@ export function planView(root, planId) {
     witnessLine.className = fresh ? "pinned" : "muted";
     renderKeyLine();
     // Cosignatures age: with witnesses pinned the line is drawn again, each
-    // minute while fresh, sooner (backing off) while not.
+    // minute while fresh (or when it turns stale, if sooner), and backing
+    // off from 5 s while not.
     if (d.pinned > 0) {
-      if (fresh) witnessWait = 60000;
+      if (fresh) witnessWait = Math.max(1000, Math.min(60000, (at + MAX_COSIGNATURE_AGE + 1) * 1000 - Date.now()));
       later();
     }
   };
