@@ -417,9 +417,35 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     // a green verdict, since no event is shown.
     let doomed = new_plan();
     append(&daemon, doomed, step(1)).await;
+    // Open while it is deleted: the page turns to checking the deletion.
+    b.client
+        .goto(&format!("{base}/ui/plans/{doomed}"))
+        .await
+        .expect("the plan");
+    b.wait_for(
+        "the plan live",
+        "return document.getElementById('live-state').textContent;",
+        |v| v == "live",
+    )
+    .await;
     daemon
         .admin_ok(&["plans", "delete", "--yes", &doomed.to_string()])
         .await;
+    let shown = b
+        .wait_for(
+            "the open page turned to the deletion",
+            "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('live-state').textContent];",
+            |v| v[1].as_str().is_some_and(|t| t.contains("deleted at size 1")),
+        )
+        .await;
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .is_some_and(|t| t.contains("The events still shown were checked while it was live")),
+        "{shown}"
+    );
+    assert_eq!(shown[2], "stopped: plan deleted", "{shown}");
     b.client
         .goto(&format!("{base}/ui/plans/{doomed}"))
         .await

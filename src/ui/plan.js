@@ -156,6 +156,7 @@ export function planView(root, planId) {
   const fetchRange = async (after, limit) => (await getJson(`/api/plans/${planId}/events?after=${after}&limit=${limit}`)).events;
 
   const verify = async () => {
+    if (deletedView) return; // only the deletion is checked now
     if (running) { again = true; return; }
     running = true;
     try {
@@ -163,6 +164,16 @@ export function planView(root, planId) {
         again = false;
         let failed = null;
         try { await checker.refreshCheckpoint(); } catch (e) { failed = e; }
+        if (failed instanceof ApiError && failed.status === 410) {
+          // Deleted while the page was open: from now on only its signed
+          // deletion is checked (the rows shown stay as they were checked).
+          deletedView = true;
+          stop?.();
+          live.textContent = "stopped: plan deleted";
+          live.className = "live-state stopped";
+          await showDeleted();
+          return;
+        }
         // Forgotten (in another tab) since the last pass: what was judged
         // against the memory from before no longer stands. A bundle that
         // fails for its own reasons fails again at this pass's check.
@@ -326,7 +337,8 @@ export function planView(root, planId) {
       later();
       return;
     }
-    summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. Its events are no longer served, so none is shown or checked.`
+    const rows = events.size ? "The events still shown were checked while it was live; none is checked any more." : "Its events are no longer served, so none is shown or checked.";
+    summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. ${rows}`
       + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "")
       + (d.firstSight ? " This browser had kept no checkpoint of it under this key (a first sight)." : "");
     // Held to the clock as a live plan's quorum is: an old cosigned tree in
@@ -526,8 +538,11 @@ export function planView(root, planId) {
     // follow, and verify, for the page's life).
     if (left) return;
     stop = follow(`/api/plans/${planId}/events/stream`, {}, newest, onEvent, (state, problem) => {
+      if (deletedView) return;
       live.textContent = problem ? `${state}: ${problem.title || problem.detail}` : state;
       live.className = `live-state ${state}`;
+      // The stream ends on a deletion: the next pass finds the 410.
+      if (problem?.status === 410) schedule();
     });
     await verify();
   })().catch((e) => { head.textContent = `Could not load the plan: ${e.message}`; });
