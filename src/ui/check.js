@@ -280,6 +280,12 @@ export class PlanChecker {
       // checked it meanwhile): no proof, but nothing to show as live.
       const gone = keptDeletion(gen, seenId);
       if (gone) {
+        const split = [this.checkpoint, kept].find((p) => p && p.size === next.size && !equal(p.root, next.root));
+        if (split) {
+          const message = `two signed roots for size ${next.size} (fork)`;
+          this.markForked(message, split, gen);
+          throw new Broken(message);
+        }
         if (next.size > gone.size || (next.size === gone.size && !equal(next.root, gone.root))) {
           const message = `this browser checked the plan's signed deletion at size ${gone.size}: a live checkpoint of size ${next.size} after it is a second history (fork)`;
           keepFork(gen, seenId, message);
@@ -472,6 +478,9 @@ export class PlanChecker {
     this.keyName = planSigner.text;
     this.seenId = `${final.origin} ${this.keyName}`;
     const kept = seen(this.seenId, gen);
+    // A fork proven on this page (kept or not: storage may be off), or on
+    // an earlier visit, stays proven.
+    if (this.forked) throw new Broken(this.forked);
     if (kept?.forked) { this.forked = kept.forked; throw new Broken(kept.forked); }
     // All signed by the plan's key. A deletion is the plan's last
     // checkpoint: one below a size this browser checked, or another
@@ -485,9 +494,14 @@ export class PlanChecker {
     if (gone && (deleted ? !sameAs(gone) : final.size >= gone.size && !sameAs(gone))) {
       throw fork(`this browser checked the plan's signed deletion at size ${gone.size}; now it is ${what} at size ${final.size} (fork)`, kept ?? final);
     }
-    if (kept && deleted && final.size < kept.size) throw fork(`deleted at size ${final.size}, below size ${kept.size} this browser checked (rollback)`, kept);
-    if (kept && final.size === kept.size && !equal(final.root, kept.root)) {
-      throw fork(`two signed roots for size ${final.size}: the one checked and the one ${what} (fork)`, kept);
+    // What this page checked while the plan was live counts as what this
+    // browser kept does (with storage off, only the page has it).
+    for (const prior of [kept, this.checkpoint]) {
+      if (!prior) continue;
+      if (deleted && final.size < prior.size) throw fork(`deleted at size ${final.size}, below size ${prior.size} this browser checked (rollback)`, prior);
+      if (final.size === prior.size && !equal(final.root, prior.root)) {
+        throw fork(`two signed roots for size ${final.size}: the one checked and the one ${what} (fork)`, prior);
+      }
     }
     // The daemon said 410, yet its signed heads log records the plan live:
     // its word is not backed (a deletion is always proved as itself).

@@ -219,6 +219,7 @@ export function planView(root, planId) {
   };
 
   const renderVerdict = () => {
+    if (deletedView) return; // the deletion's verdict is drawn by showDeleted
     // With witnesses pinned, green needs their quorum, cosigned within
     // MAX_COSIGNATURE_AGE, over this checkpoint: a daemon holding the log
     // key signs whatever fork it likes, and only a witness can say it showed
@@ -297,6 +298,14 @@ export function planView(root, planId) {
     // another tab) supersedes it, and only the newest sets the timer.
     const pass = ++deletedPass;
     clearTimeout(witnessTimer);
+    // A break this page proved while the plan was live stays (until a Forget).
+    if (checker.error) {
+      summaryLine.className = "verdict broken";
+      summaryLine.textContent = `Plan broken: ${checker.error}`;
+      witnessLine.textContent = "Deletion: not checked (the plan was broken before).";
+      witnessLine.className = "broken";
+      return;
+    }
     const unchecked = "The daemon says this plan was deleted: it serves no events, so nothing here is checked.";
     // While the deletion is not in a signed heads checkpoint yet, or out
     // of reach: checked again, for as long as the page is open.
@@ -492,7 +501,8 @@ export function planView(root, planId) {
   // broken plan has no timer).
   const onStorage = (e) => {
     if (e.key !== GENERATION) return;
-    if (deletedView) { witnessWait = 5000; showDeleted(); } else schedule();
+    // Forgotten: what was judged against the memory before no longer stands.
+    if (deletedView) { witnessWait = 5000; deleted = null; badBundle = null; checker.error = null; showDeleted(); } else schedule();
   };
   window.addEventListener("storage", onStorage);
 

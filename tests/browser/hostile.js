@@ -731,6 +731,29 @@ const done = arguments[arguments.length - 1];
     await deletedAt([tree[0], tree[1], await junk(8)], false);
     await refuses("a 410 with a live bundle of another root at the size checked", () => new checkModule.PlanChecker(PLAN).checkDeleted());
     checkModule.forgetSeen();
+    // With nothing kept (storage cleared, the generation unchanged), what
+    // the page itself checked while the plan was live still counts.
+    {
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree)) };
+      const page = new PlanChecker(PLAN);
+      await page.refreshCheckpoint(); // this page checked size 3
+      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.") || k.startsWith("logbook.seen#") || k.startsWith("logbook.seen!")) localStorage.removeItem(k);
+      await deletedAt(tree.slice(0, 2));
+      await refuses("deleted below the size this page checked, nothing kept", () => page.checkDeleted());
+      checkModule.forgetSeen();
+    }
+    // A kept deletion does not hide another root at a size checked before it.
+    {
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree.slice(0, 2))) };
+      await new PlanChecker(PLAN).refreshCheckpoint(); // kept: size 2
+      await deletedAt(tree);
+      await new checkModule.PlanChecker(PLAN).checkDeleted(); // kept: deleted at 3
+      const other = [tree[0], await junk(7)];
+      world.routes = { ...planRoutes(PLAN, () => other, () => planNote(other)) };
+      const split = await new checkModule.PlanChecker(PLAN).refreshCheckpoint().then(() => null, (e) => e);
+      check(split instanceof Broken, `another root at a size checked, below a kept deletion: ${split?.message ?? "accepted"}`);
+      checkModule.forgetSeen();
+    }
     // Deleted before the instance kept a heads log: no signed record (410).
     world.routes = { ...gone, [witnessedPath]: () => answer({ title: "Plan deleted" }, 410) };
     const unsigned = await new PlanChecker(PLAN).checkDeleted().catch((e) => ({ error: e.message }));
