@@ -192,6 +192,29 @@ async fn the_plan_view_never_shows_a_lying_daemon_as_verified() {
     assert!(shown[1].as_str().unwrap().contains("deleted"), "{shown}");
     assert_eq!(shown[4], json!(["pending", "pending"]), "{shown}");
 
+    // The same break, then the daemon says 410 and ends the stream: the
+    // page turns to its deletion view, and the break it proved stays.
+    open("broken-then-deleted").await;
+    let shown = b
+        .wait_for(
+            "the broken plan answered 410",
+            "return [window.deletedSent === true, document.getElementById('live-state').textContent, document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('witnessed').textContent];",
+            |v| v[0] == true && v[1] == "stopped: plan deleted",
+        )
+        .await;
+    assert_eq!(shown[2], "verdict broken", "{shown}");
+    assert!(
+        shown[3].as_str().unwrap().starts_with("Plan broken: "),
+        "{shown}"
+    );
+    assert!(
+        shown[4]
+            .as_str()
+            .unwrap()
+            .contains("the plan was broken before"),
+        "{shown}"
+    );
+
     // No witness pinned, and a bundle whose heads-log proof does not verify:
     // the plan is broken, not left green under a red witness line.
     open("bad-bundle-unwitnessed").await;
