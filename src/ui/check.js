@@ -382,7 +382,8 @@ export class PlanChecker {
     } catch (e) {
       // Out of reach, failing or busy is not a break (docs/viewer.md): the
       // event stays pending and is checked again with the next checkpoint.
-      if (!(e instanceof ApiError) || e.status >= 500 || e.status === 429) {
+      // So is a plan deleted meanwhile (410): no proof of it is served any more.
+      if (!(e instanceof ApiError) || e.status >= 500 || e.status === 429 || e.status === 410) {
         return { state: "pending", reason: `cannot check now (${e.message})`, leaf };
       }
       return broken(`no inclusion proof (${e.message})`);
@@ -514,8 +515,11 @@ export class PlanChecker {
     }
     const { keys, quorum } = await witnessKeys();
     const cosigned = await verifyCosignatures(heads.note, keys);
+    // Growth is judged from the larger of what this browser kept and what
+    // this page checked.
+    const base = [kept, this.checkpoint].filter(Boolean).sort((a, b) => b.size - a.size)[0] ?? null;
     return {
-      size: final.size, grew: kept ? kept.size < final.size : false, firstSight: !kept,
+      size: final.size, grew: base ? base.size < final.size : false, firstSight: !base,
       cosigned, pinned: keys.length, quorum,
     };
   }

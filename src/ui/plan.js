@@ -326,9 +326,10 @@ export function planView(root, planId) {
     if (pass !== deletedPass || left) return;
     summaryLine.className = "verdict pending";
     if (d.unsigned) {
-      summaryLine.textContent = "The daemon says this plan was deleted, and holds no signed record of it (deleted before this instance kept a heads log): nothing here is checked.";
-      witnessLine.textContent = "Deletion: no signed record.";
+      summaryLine.textContent = "The daemon says this plan was deleted, and serves no signed record of it (a plan deleted before this instance kept a heads log has none): nothing here is checked.";
+      witnessLine.textContent = "Deletion: no signed record served (checked again later).";
       witnessLine.className = "muted";
+      later();
       return;
     }
     if (d.live !== undefined) {
@@ -349,7 +350,7 @@ export function planView(root, planId) {
     const rows = events.size ? "The events still shown were checked while it was live; none is checked any more." : "Its events are no longer served, so none is shown or checked.";
     summaryLine.textContent = `This plan was deleted at size ${num(d.size)}: the instance's signed heads log records it, checked in this browser. ${rows}`
       + (d.grew ? " This browser last checked it at a smaller size; the growth since cannot be checked (no proof of a deleted plan is served)." : "")
-      + (d.firstSight ? " This browser had kept no checkpoint of it under this key (a first sight)." : "");
+      + (d.firstSight ? " No checkpoint of it under this key was checked before, in this page or kept by this browser (a first sight)." : "");
     // Held to the clock as a live plan's quorum is: an old cosigned tree in
     // which the deletion is the plan's latest entry may hide a later one.
     const names = d.cosigned.map((c) => c.name).join(", ");

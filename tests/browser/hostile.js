@@ -741,6 +741,27 @@ const done = arguments[arguments.length - 1];
       await deletedAt(tree.slice(0, 2));
       await refuses("deleted below the size this page checked, nothing kept", () => page.checkDeleted());
       checkModule.forgetSeen();
+      // Growth past what the page checked is said, though nothing was kept.
+      world.routes = { ...planRoutes(PLAN, () => tree, () => planNote(tree.slice(0, 2))) };
+      const grown = new PlanChecker(PLAN);
+      await grown.refreshCheckpoint(); // this page checked size 2
+      for (const k of Object.keys(localStorage)) if (k === "logbook.seen" || k.startsWith("logbook.seen.") || k.startsWith("logbook.seen#") || k.startsWith("logbook.seen!")) localStorage.removeItem(k);
+      await deletedAt(tree);
+      const d = await grown.checkDeleted().catch((e) => ({ error: e.message }));
+      check(d.size === 3 && d.grew === true && d.firstSight === false, `deleted above the size this page checked, nothing kept: ${JSON.stringify(d)}`);
+      checkModule.forgetSeen();
+    }
+    // An event whose proof is refused with 410 (the plan deleted after the
+    // checkpoint was checked) is pending, not broken.
+    {
+      const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
+      world.routes = { ...planRoutes(PLAN, () => leaves, () => planNote(leaves)) };
+      const c = new PlanChecker(PLAN);
+      await c.refreshCheckpoint();
+      world.routes[`/api/plans/${PLAN}/events/1/inclusion`] = () => answer({ title: "Plan deleted", status: 410 }, 410);
+      await c.checkEvents([list[0]], new Map([[1, list[0]]]));
+      check(c.results.get(1)?.state === "pending", `an event whose proof is 410: ${JSON.stringify(c.results.get(1))}`);
+      checkModule.forgetSeen();
     }
     // A kept deletion does not hide another root at a size checked before it.
     {
