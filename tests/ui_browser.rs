@@ -34,6 +34,32 @@ fn step(i: usize) -> Value {
 
 /// Rows for seqs `1..=n` exactly once, newest first, all in `state`
 /// (or in `other` for the seqs listed there).
+/// Waits for a plan page to show its plan's signed deletion (at size 1)
+/// as checked, never green: [verdict class, verdict, witness line, live state].
+async fn deletion_checked(b: &Browser, what: &str) -> Value {
+    let shown = b
+        .wait_for(
+            what,
+            "return ['plan-verdict', 'witnessed', 'live-state'].flatMap((id) => { const e = document.getElementById(id); return id === 'plan-verdict' ? [e.className, e.textContent] : [e.textContent]; });",
+            |v| v[1].as_str().is_some_and(|t| t.contains("deleted at size 1")),
+        )
+        .await;
+    assert_eq!(shown[0], "verdict pending", "{shown}");
+    assert!(
+        shown[1]
+            .as_str()
+            .is_some_and(|t| t.contains("signed heads log records it, checked in this browser")),
+        "{shown}"
+    );
+    assert!(
+        shown[2]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Deletion: ")),
+        "{shown}"
+    );
+    shown
+}
+
 fn all_shown(value: &Value, n: u64, state: &str, other: &[(u64, &str)]) -> bool {
     let rows = rows(value);
     rows.len() as u64 == n
@@ -431,21 +457,14 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
     daemon
         .admin_ok(&["plans", "delete", "--yes", &doomed.to_string()])
         .await;
-    let shown = b
-        .wait_for(
-            "the open page turned to the deletion",
-            "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('live-state').textContent];",
-            |v| v[1].as_str().is_some_and(|t| t.contains("deleted at size 1")),
-        )
-        .await;
-    assert_eq!(shown[0], "verdict pending", "{shown}");
+    let shown = deletion_checked(&b, "the open page turned to the deletion").await;
     assert!(
         shown[1]
             .as_str()
             .is_some_and(|t| t.contains("The events still shown were checked while it was live")),
         "{shown}"
     );
-    assert_eq!(shown[2], "stopped: plan deleted", "{shown}");
+    assert_eq!(shown[3], "stopped: plan deleted", "{shown}");
     b.client
         .goto(&format!("{base}/ui/plans/{doomed}"))
         .await
@@ -459,26 +478,7 @@ async fn the_viewer_shows_checks_and_follows_a_plan_in_a_real_browser() {
         .await;
     assert_eq!(shown[1], "verdict pending", "{shown}");
     assert_eq!(shown[3], "stopped: plan deleted", "{shown}");
-    let shown = b
-        .wait_for(
-            "the deletion checked",
-            "return [document.getElementById('plan-verdict').className, document.getElementById('plan-verdict').textContent, document.getElementById('witnessed').textContent];",
-            |v| v[1].as_str().is_some_and(|t| t.contains("deleted at size 1")),
-        )
-        .await;
-    assert_eq!(shown[0], "verdict pending", "{shown}");
-    assert!(
-        shown[1]
-            .as_str()
-            .is_some_and(|t| t.contains("signed heads log records it, checked in this browser")),
-        "{shown}"
-    );
-    assert!(
-        shown[2]
-            .as_str()
-            .is_some_and(|t| t.starts_with("Deletion: ")),
-        "{shown}"
-    );
+    deletion_checked(&b, "the deletion checked").await;
     b.close().await;
 }
 

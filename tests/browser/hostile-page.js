@@ -109,7 +109,7 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: shown, next_after: shown.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: async () => bundle(leaves),
     };
-  } else if (which === "deleted-plan") {
+  } else if (which === "deleted-plan" || which === "broken-then-deleted") {
     // The instance's signed heads log records the plan as deleted, while
     // the daemon still serves its (signed) events.
     const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
@@ -119,33 +119,27 @@ const [which, done] = [arguments[0], arguments[arguments.length - 1]];
       [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
       [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => gone,
     };
-  } else if (which === "broken-then-deleted") {
-    // As "deleted-plan" (the page proves the plan broken), then the daemon
-    // answers 410 for it, with an honest-looking signed deletion, and ends
-    // the stream with a 410: the break the page proved must stay.
-    const { list, leaves } = await events(PLAN, [{ i: 0 }, { i: 1 }]);
-    const gone = await bundle(leaves, undefined, PLAN, true);
-    world.routes = {
-      ...planRoutes(PLAN, () => leaves, () => planNote(leaves)), ...plan(list),
-      [`/api/plans/${PLAN}/events`]: () => ({ events: list, next_after: list.length }),
-      [`/api/plans/${PLAN}/checkpoint?witnessed=1`]: () => gone,
-    };
-    let stream = null;
-    window.EventSource = class {
-      static CLOSED = 2;
-      constructor() { this.readyState = 1; this.listeners = {}; stream = this; setTimeout(() => this.onopen?.(), 0); }
-      addEventListener(type, f) { this.listeners[type] = f; }
-      close() { this.readyState = 2; }
-    };
-    const watch = setInterval(() => {
-      if (document.getElementById("plan-verdict")?.className !== "verdict broken" || !stream) return;
-      clearInterval(watch);
-      const deleted = () => answer({ title: "Plan deleted", status: 410 }, 410);
-      world.routes[`/api/plans/${PLAN}/checkpoint`] = deleted;
-      world.routes[`/api/plans/${PLAN}`] = deleted;
-      stream.listeners.error?.({ data: JSON.stringify({ title: "Plan deleted", status: 410 }) });
-      window.deletedSent = true;
-    }, 50);
+    if (which === "broken-then-deleted") {
+      // Once the page proved the plan broken, the
+      // daemon answers 410 for it, with an honest-looking signed deletion,
+      // and ends the stream with a 410: the break the page proved must stay.
+      let stream = null;
+      window.EventSource = class {
+        static CLOSED = 2;
+        constructor() { this.readyState = 1; this.listeners = {}; stream = this; setTimeout(() => this.onopen?.(), 0); }
+        addEventListener(type, f) { this.listeners[type] = f; }
+        close() { this.readyState = 2; }
+      };
+      const watch = setInterval(() => {
+        if (document.getElementById("plan-verdict")?.className !== "verdict broken" || !stream) return;
+        clearInterval(watch);
+        const deleted = () => answer({ title: "Plan deleted", status: 410 }, 410);
+        world.routes[`/api/plans/${PLAN}/checkpoint`] = deleted;
+        world.routes[`/api/plans/${PLAN}`] = deleted;
+        stream.listeners.error?.({ data: JSON.stringify({ title: "Plan deleted", status: 410 }) });
+        window.deletedSent = true;
+      }, 50);
+    }
   } else if (which === "bad-bundle-unwitnessed") {
     // No witness key pinned, and a witnessed bundle whose heads-log proof
     // is for another entry: the instance served what does not check out.
