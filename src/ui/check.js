@@ -448,7 +448,8 @@ export class PlanChecker {
    * whose heads-log entry marks the plan's final checkpoint deleted,
    * against what this browser kept of the log, and kept (a live checkpoint
    * of the log after it breaks). `{pending: true}` while no signed heads
-   * checkpoint records the plan yet; `{live: size}` when it records the
+   * checkpoint records the plan yet; `{unsigned: true}` when the daemon
+   * serves no bundle of it (410); `{live: size}` when it records the
    * plan live, not deleted (the daemon's 410 is then not backed); else the
    * final size, the cosignatures, and `grew` when the final size is above
    * the one kept (that growth cannot be checked: the daemon serves no
