@@ -89,6 +89,7 @@ async fn a_bundle_verifies_offline_and_names_truncation_and_missing_quorum() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("ok: the first 20 events"), "{text}");
     assert!(text.contains("witnessed: plan size 20"), "{text}");
+    assert!(text.contains("unwitnessed: --quorum 0"), "{text}");
 
     // A bundle or checkpoint file comes from the instance audited: one
     // without end is refused after the format's limit, not read whole.

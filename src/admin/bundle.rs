@@ -272,6 +272,11 @@ pub(crate) fn report(outcome: &Result<Witnessed, String>, bar: Bar) -> bool {
                     None => String::new(),
                 }
             );
+            if quorum == 0 {
+                println!(
+                    "unwitnessed: --quorum 0 asks for no witness: the log key's signatures and the proof were checked, nothing shows that others saw this history"
+                );
+            }
             if w.cosigned.len() < quorum {
                 println!(
                     "no-quorum: {} cosignature(s) from the given witnesses, {quorum} needed",
