@@ -390,7 +390,7 @@ async fn delete_without_a_terminal_needs_yes() {
         let text = format!("{}{}", again.stdout, again.stderr);
         assert!(
             text.contains(&format!(
-                "plan {plan} was deleted at size 1; its tombstone is system journal seq"
+                "plan {plan} was deleted at size 1 (system journal seq"
             )),
             "{text}"
         );

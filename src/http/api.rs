@@ -174,7 +174,7 @@ pub(crate) async fn append(
         )
         .with("seq", seq)),
         Err(AppendError::PlanDeleted { tombstone_seq }) => {
-            Err(plan_deleted(plan_id, tombstone_seq))
+            Err(plan_deleted(plan_id, tombstone_seq, None))
         }
         Err(AppendError::Unavailable) => Err(Problem::unavailable("the journal is shutting down")),
         Err(AppendError::Storage(e)) => Err(e.into()),
@@ -206,14 +206,16 @@ fn check_actor(actor: &str, max_len: usize) -> Result<(), Problem> {
     Ok(())
 }
 
-/// 410 for a plan that was deleted: its id is never used again.
-fn plan_deleted(plan_id: Uuid, tombstone_seq: u64) -> Problem {
+/// 410 for a plan that was deleted (at `size`, when known): its id is
+/// never used again.
+fn plan_deleted(plan_id: Uuid, tombstone_seq: u64, size: Option<u64>) -> Problem {
+    let at = size.map_or(String::new(), |n| format!(" at size {n}"));
     Problem::new(
         StatusCode::GONE,
         "plan-deleted",
         "Plan deleted",
         format!(
-            "plan {plan_id} was deleted (system journal seq {tombstone_seq}); a deleted plan's id is never used again"
+            "plan {plan_id} was deleted{at} (system journal seq {tombstone_seq}); a deleted plan's id is never used again"
         ),
     )
     .with("tombstone_seq", tombstone_seq)
@@ -279,7 +281,7 @@ pub(super) async fn plan_head(state: &ApiState, plan_id: Uuid) -> Result<PlanHea
 /// never used again, as an append or a stream of it is told), else 404.
 pub(crate) async fn missing_plan(store: &AsyncStore, plan_id: Uuid) -> Problem {
     match store.run(move |s| s.deleted_plan(&plan_id)).await {
-        Ok(Some(deleted)) => plan_deleted(plan_id, deleted.tombstone_seq),
+        Ok(Some(deleted)) => plan_deleted(plan_id, deleted.tombstone_seq, Some(deleted.tree_size)),
         Ok(None) => Problem::not_found(format!("plan {plan_id} has no events")),
         Err(e) => e.into(),
     }
@@ -424,7 +426,11 @@ pub(crate) async fn stream_plan(
     if let Some(deleted) = deleted
         && head.is_none()
     {
-        return Err(plan_deleted(plan_id, deleted.tombstone_seq));
+        return Err(plan_deleted(
+            plan_id,
+            deleted.tombstone_seq,
+            Some(deleted.tree_size),
+        ));
     }
     let head = head.map_or(0, |h| h.last_seq);
     respond_sse(&state, grant, receiver, Source::Plan(plan_id), after, head)

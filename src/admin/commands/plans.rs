@@ -77,30 +77,10 @@ impl Runs for Heads {
 async fn load_head(cx: &Context, plan_id: Uuid) -> Result<PlanHead, Problem> {
     match cx.store.run(move |store| store.head(&plan_id)).await? {
         Some(head) => Ok(head),
-        None => Err(no_events(cx, plan_id).await),
-    }
-}
-
-/// 404 for a plan with no events; 410 `plan-deleted` when it was deleted,
-/// as over the API, saying when: a second `plans delete` must not leave the
-/// operator unsure the first one worked.
-async fn no_events(cx: &Context, plan_id: Uuid) -> Problem {
-    match cx
-        .store
-        .run(move |store| store.deleted_plan(&plan_id))
-        .await
-    {
-        Ok(Some(deleted)) => Problem::new(
-            StatusCode::GONE,
-            "plan-deleted",
-            "Plan deleted",
-            format!(
-                "plan {plan_id} was deleted at size {}; its tombstone is system journal seq {}",
-                deleted.tree_size, deleted.tombstone_seq
-            ),
-        )
-        .with("tombstone_seq", deleted.tombstone_seq),
-        _ => Problem::not_found(format!("plan {plan_id} has no events")),
+        // 410 when it was deleted, as over the API, saying when and at what
+        // size: a second `plans delete` must not leave the operator unsure
+        // the first one worked.
+        None => Err(crate::http::api::missing_plan(&cx.store, plan_id).await),
     }
 }
 
@@ -157,7 +137,7 @@ pub(super) async fn delete_plan(
                 },
             })))
         }
-        Err(DeleteError::NotFound) => Err(no_events(&cx, plan_id).await),
+        Err(DeleteError::NotFound) => Err(crate::http::api::missing_plan(&cx.store, plan_id).await),
         Err(e @ DeleteError::Protected) => Err(Problem::new(
             StatusCode::FORBIDDEN,
             "protected",
