@@ -268,7 +268,8 @@ async fn confirm_delete(client: &Client, plan: &str) -> Result<bool, Failure> {
 /// A refusal saying the plan is not there any more: 410 for a plan deleted
 /// since the listing (404 from a daemon before 410 was answered).
 fn plan_gone(failure: &Failure) -> bool {
-    failure.message.ends_with("(410)") || failure.message.ends_with("(404)")
+    let status = failure.problem.as_ref().and_then(|p| p["status"].as_u64());
+    matches!(status, Some(404 | 410))
 }
 
 #[cfg(test)]
@@ -277,19 +278,14 @@ mod tests {
 
     #[test]
     fn a_plan_deleted_since_the_listing_is_gone_and_other_refusals_are_not() {
-        for (message, gone) in [
-            (
-                "Plan deleted: plan … was deleted at size 3; its tombstone is system journal seq 1 (410)",
-                true,
-            ),
-            ("Not found: plan … has no events (404)", true),
-            (
-                "Service unavailable: too many whole-chain walks (503)",
-                false,
-            ),
-            ("Unauthorized: … (401)", false),
-        ] {
-            assert_eq!(plan_gone(&Failure::new(message.into())), gone, "{message}");
+        let refusal = |status: u64| Failure {
+            message: format!("refused ({status})"),
+            problem: Some(serde_json::json!({"status": status})),
+        };
+        for (status, gone) in [(410, true), (404, true), (503, false), (401, false)] {
+            assert_eq!(plan_gone(&refusal(status)), gone, "{status}");
         }
+        // A failure that is no refusal of the daemon's (a lost connection).
+        assert!(!plan_gone(&Failure::new("the plan (410)".into())));
     }
 }
