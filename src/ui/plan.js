@@ -165,13 +165,8 @@ export function planView(root, planId) {
         let failed = null;
         try { await checker.refreshCheckpoint(); } catch (e) { failed = e; }
         if (failed instanceof ApiError && failed.status === 410) {
-          // Deleted while the page was open: from now on only its signed
-          // deletion is checked (the rows shown stay as they were checked).
-          deletedView = true;
-          stop?.();
-          live.textContent = "stopped: plan deleted";
-          live.className = "live-state stopped";
-          await showDeleted();
+          // Deleted while the page was open (the rows shown stay as they were checked).
+          await enterDeletedView();
           return;
         }
         // Forgotten (in another tab) since the last pass: what was judged
@@ -373,6 +368,16 @@ export function planView(root, planId) {
     }
   };
 
+  // From a 410 on: the stream stops, no live pass runs, and only the
+  // plan's signed deletion is checked.
+  const enterDeletedView = async () => {
+    deletedView = true;
+    stop?.();
+    live.textContent = "stopped: plan deleted";
+    live.className = "live-state stopped";
+    await showDeleted();
+  };
+
   const renderWitnessed = async () => {
     // The last quorum stays until this check ends, for the verdict to age
     // while a daemon stalls the bundle: it can only turn pending, since
@@ -533,10 +538,7 @@ export function planView(root, planId) {
     } catch (e) {
       if (e instanceof ApiError && e.status === 410) {
         head.textContent = e.message;
-        live.textContent = "stopped: plan deleted";
-        live.className = "live-state stopped";
-        deletedView = true;
-        await showDeleted();
+        await enterDeletedView();
         return;
       }
       if (!(e instanceof ApiError && e.status === 404)) throw e;
